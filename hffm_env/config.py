@@ -1,0 +1,767 @@
+"""Every knob of an HF-FM scenario, as frozen dataclasses with units in their names.
+
+A scenario is one :class:`ScenarioConfig`: the network (placement, channel, compute, dynamics,
+costs), the data, the model, the federated engine and the Gymnasium view. Presets are functions
+(:func:`paper`, :func:`small`) that return configs; :func:`load_scenario` builds one from a preset
+name, a dict / JSON / YAML file and ``key=value`` overrides, and rejects anything it does not know
+with an error that names the field, the value and what is allowed.
+
+Validation lives in each dataclass's ``__post_init__`` so that no invalid config can exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+__all__ = [
+    "ConfigError",
+    "PlacementConfig",
+    "LinkConfig",
+    "BackhaulConfig",
+    "ChannelConfig",
+    "ComputeConfig",
+    "DynamicsConfig",
+    "CostConfig",
+    "DataConfig",
+    "ModelConfig",
+    "FLConfig",
+    "EnvConfig",
+    "ScenarioConfig",
+    "SCENARIOS",
+    "paper",
+    "small",
+    "medium",
+    "scenario_names",
+    "get_scenario",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "parse_override",
+    "load_config_file",
+    "load_scenario",
+]
+
+MODULE_TYPES: tuple[str, ...] = ("encoder", "prompt", "moe", "adapter", "head")
+"""The five trainable module types of the M3T model, in the order used everywhere."""
+
+MODALITIES: tuple[str, ...] = ("image", "audio", "text")
+"""Modalities a device can sense."""
+
+TASKS: tuple[str, ...] = ("vqa", "count", "scene")
+"""Tasks a device can run (see :mod:`hffm_env.data` for their classes and chance levels)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range. The message names the field."""
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be a finite number > 0")
+
+
+def _check_non_negative(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be a finite number >= 0")
+
+
+def _check_probability(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be a probability in [0, 1]")
+
+
+def _check_int_at_least(owner: str, minimum: int, **values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be an integer >= {minimum}")
+
+
+def _check_choice(owner: str, name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{owner}.{name} = {value!r}: must be one of {list(allowed)}")
+
+
+def _check_subset(owner: str, name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    if not values:
+        raise ConfigError(f"{owner}.{name} = {values!r}: must name at least one of {list(allowed)}")
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"{owner}.{name} contains {value!r}: allowed are {list(allowed)}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{owner}.{name} = {values!r}: names must not repeat")
+
+
+# --------------------------------------------------------------------------------------------
+# network
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """Where the edge servers and devices are, and how devices are grouped into clusters.
+
+    ``placement="clustered"`` follows the prototype: servers uniform with a minimum spacing, one
+    cluster centre per server drawn in a disc around it, ``devices_per_cluster`` devices drawn in
+    a disc around that centre; each device belongs to its server's cluster.
+    ``placement="uniform"`` draws devices uniformly over the area and associates each one with
+    its nearest server (clusters then have unequal sizes; ``devices_per_cluster`` is ignored).
+    """
+
+    placement: str = "clustered"
+    area_side_m: float = 5000.0
+    num_edge_servers: int = 10
+    num_devices: int = 40
+    devices_per_cluster: int = 4
+    min_server_spacing_m: float = 500.0
+    cluster_centre_radius_m: float = 1000.0
+    device_radius_m: float = 500.0
+    max_placement_attempts: int = 10_000
+
+    def __post_init__(self) -> None:
+        owner = "network.placement"
+        _check_choice(owner, "placement", self.placement, ("clustered", "uniform"))
+        _check_positive(owner, area_side_m=self.area_side_m)
+        _check_non_negative(
+            owner,
+            min_server_spacing_m=self.min_server_spacing_m,
+            cluster_centre_radius_m=self.cluster_centre_radius_m,
+            device_radius_m=self.device_radius_m,
+        )
+        _check_int_at_least(
+            owner, 1, num_edge_servers=self.num_edge_servers, num_devices=self.num_devices,
+            devices_per_cluster=self.devices_per_cluster,
+            max_placement_attempts=self.max_placement_attempts,
+        )
+        if self.devices_per_cluster > self.num_devices:
+            raise ConfigError(
+                f"{owner}.devices_per_cluster = {self.devices_per_cluster}: more devices per "
+                f"cluster than devices (num_devices = {self.num_devices})"
+            )
+        if self.placement == "clustered":
+            expected = self.num_edge_servers * self.devices_per_cluster
+            if self.num_devices != expected:
+                raise ConfigError(
+                    f"{owner}.num_devices = {self.num_devices}: clustered placement needs "
+                    f"num_edge_servers x devices_per_cluster = {self.num_edge_servers} x "
+                    f"{self.devices_per_cluster} = {expected} devices"
+                )
+        elif self.num_devices < self.num_edge_servers:
+            raise ConfigError(
+                f"{owner}.num_devices = {self.num_devices}: fewer devices than edge servers "
+                f"({self.num_edge_servers}) would leave clusters empty"
+            )
+        # A packing bound: discs of radius spacing/2 around each server, whose centres lie in the
+        # square, must fit in the square grown by spacing/2. Denser than hexagonal packing is
+        # impossible, so beyond this bound rejection sampling would loop forever.
+        if self.num_edge_servers > 1 and self.min_server_spacing_m > 0:
+            half = self.min_server_spacing_m / 2.0
+            grown_area = (self.area_side_m + 2 * half) ** 2
+            max_servers = grown_area / (2 * math.sqrt(3) * half**2)
+            if self.num_edge_servers > max_servers:
+                raise ConfigError(
+                    f"{owner}.area_side_m = {self.area_side_m}: too small to place "
+                    f"{self.num_edge_servers} edge servers at least {self.min_server_spacing_m} m "
+                    f"apart (at most about {int(max_servers)} fit); enlarge the area, reduce "
+                    "num_edge_servers or min_server_spacing_m"
+                )
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """A wireless link kind: its bandwidth, the transmit power used to compute the rate, and the
+    power charged for energy (the prototype computes rates and energy with different powers)."""
+
+    bandwidth_hz: float
+    tx_power_w: float
+    energy_power_w: float
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "channel link",
+            bandwidth_hz=self.bandwidth_hz,
+            tx_power_w=self.tx_power_w,
+            energy_power_w=self.energy_power_w,
+        )
+
+
+@dataclass(frozen=True)
+class BackhaulConfig:
+    """A wired link with a fixed delay and rate (edge -> cloud, and device -> cloud in the star
+    topology, as in the prototype): latency = ``latency_s + bits / rate_bps``."""
+
+    latency_s: float = 0.1
+    rate_bps: float = 4e6
+    energy_power_w: float = 0.8
+
+    def __post_init__(self) -> None:
+        _check_non_negative("channel backhaul", latency_s=self.latency_s)
+        _check_positive(
+            "channel backhaul", rate_bps=self.rate_bps, energy_power_w=self.energy_power_w
+        )
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """Path loss, fading, noise and the link kinds.
+
+    Path gain ``g = 10^(path_loss_db_at_ref/10) * (d / ref_distance_m)^-path_loss_exponent``,
+    times ``|h|^2`` with Rayleigh fading ``h ~ CN(0, 2)`` (unit variance per component, as the
+    prototype) when ``rayleigh_fading``. Noise power is ``N0 * B``. Rate is ``B log2(1 + P g / (N0 B))``.
+
+    ``prototype_noise_quirk`` mirrors the M3T-FFM prototype, which multiplies N0 (mW/Hz) by the
+    bandwidth in kHz, so its noise power is 1/1000 of the physical value. It is on only in the
+    ``paper`` scenario, to reproduce the paper's numbers; leave it off for physics.
+    """
+
+    path_loss_db_at_ref: float = -30.0
+    ref_distance_m: float = 1.0
+    path_loss_exponent: float = 3.0
+    noise_density_dbm_per_hz: float = -174.0
+    rayleigh_fading: bool = True
+    prototype_noise_quirk: bool = False
+    min_distance_m: float = 1.0
+    uplink: LinkConfig = field(default_factory=lambda: LinkConfig(1e6, 1.0, 0.6))
+    downlink: LinkConfig = field(default_factory=lambda: LinkConfig(1e6, 10.0, 10.0))
+    d2d: LinkConfig = field(default_factory=lambda: LinkConfig(8e6, 0.2, 0.6))
+    backhaul: BackhaulConfig = field(default_factory=BackhaulConfig)
+    d2d_radius_m: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "channel",
+            ref_distance_m=self.ref_distance_m,
+            path_loss_exponent=self.path_loss_exponent,
+            min_distance_m=self.min_distance_m,
+            d2d_radius_m=self.d2d_radius_m,
+        )
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Local computation cost: latency ``cycles_per_sample * samples / f`` and energy
+    ``kappa * f^2 * cycles`` per device, with each device's CPU frequency drawn uniformly in
+    ``[cpu_freq_hz_min, cpu_freq_hz_max]`` per scenario instance."""
+
+    enabled: bool = True
+    cycles_per_sample: float = 2e7
+    cpu_freq_hz_min: float = 0.5e9
+    cpu_freq_hz_max: float = 2.0e9
+    kappa: float = 1e-28
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "compute",
+            cycles_per_sample=self.cycles_per_sample,
+            cpu_freq_hz_min=self.cpu_freq_hz_min,
+            cpu_freq_hz_max=self.cpu_freq_hz_max,
+            kappa=self.kappa,
+        )
+        if self.cpu_freq_hz_min > self.cpu_freq_hz_max:
+            raise ConfigError(
+                f"compute.cpu_freq_hz_min = {self.cpu_freq_hz_min}: must not exceed "
+                f"compute.cpu_freq_hz_max = {self.cpu_freq_hz_max}"
+            )
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Optional dynamics, all seeded: random-waypoint mobility (D2D graph and association are
+    recomputed when devices move) and per-round device dropout."""
+
+    mobility: bool = False
+    speed_mps_min: float = 0.5
+    speed_mps_max: float = 2.0
+    round_duration_s: float = 10.0
+    dropout_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            "dynamics", speed_mps_min=self.speed_mps_min, speed_mps_max=self.speed_mps_max
+        )
+        _check_positive("dynamics", round_duration_s=self.round_duration_s)
+        _check_probability("dynamics", dropout_prob=self.dropout_prob)
+        if self.speed_mps_min > self.speed_mps_max:
+            raise ConfigError(
+                f"dynamics.speed_mps_min = {self.speed_mps_min}: must not exceed "
+                f"dynamics.speed_mps_max = {self.speed_mps_max}"
+            )
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """What the cost accountant charges.
+
+    ``model_payload_bits``: when set, module sizes are rescaled so that the whole trainable model
+    weighs this many bits (the prototype ships a 6 MB = 48,000 kbit payload per exchange); when
+    ``None`` the module inventory's own sizes are used.
+    """
+
+    charge_downlink: bool = True
+    model_payload_bits: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_payload_bits is not None:
+            _check_positive("cost", model_payload_bits=self.model_payload_bits)
+
+
+# --------------------------------------------------------------------------------------------
+# data, model, engine, env
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Procedural multi-modal scenes and how they are split over devices.
+
+    Each device senses a subset of ``modalities`` (each of image/audio is missing with its
+    ``p_missing_*`` probability, text always present) and runs the tasks of ``tasks`` that its
+    modalities can serve (each kept with ``task_keep_prob``, at least one). Labels are skewed by
+    a Dirichlet(``dirichlet_alpha``) split shared within a cluster. Sample counts per device are
+    log-normal around ``samples_per_device`` with spread ``sample_count_sigma``.
+    """
+
+    modalities: tuple[str, ...] = MODALITIES
+    tasks: tuple[str, ...] = TASKS
+    image_size_px: int = 32
+    audio_length: int = 256
+    question_length: int = 8
+    max_objects: int = 3
+    noise_std: float = 0.1
+    samples_per_device: int = 200
+    min_samples_per_device: int = 40
+    sample_count_sigma: float = 0.4
+    test_fraction: float = 0.25
+    dirichlet_alpha: float = 0.5
+    p_missing_image: float = 0.25
+    p_missing_audio: float = 0.25
+    task_keep_prob: float = 0.8
+    pretrain_samples: int = 6000
+    global_test_samples: int = 1500
+
+    def __post_init__(self) -> None:
+        _check_subset("data", "modalities", tuple(self.modalities), MODALITIES)
+        _check_subset("data", "tasks", tuple(self.tasks), TASKS)
+        _check_int_at_least(
+            "data", 1, image_size_px=self.image_size_px, audio_length=self.audio_length,
+            question_length=self.question_length, max_objects=self.max_objects,
+            samples_per_device=self.samples_per_device,
+            min_samples_per_device=self.min_samples_per_device,
+            pretrain_samples=self.pretrain_samples, global_test_samples=self.global_test_samples,
+        )
+        _check_non_negative("data", noise_std=self.noise_std,
+                            sample_count_sigma=self.sample_count_sigma)
+        _check_positive("data", dirichlet_alpha=self.dirichlet_alpha)
+        _check_probability(
+            "data", p_missing_image=self.p_missing_image, p_missing_audio=self.p_missing_audio,
+            task_keep_prob=self.task_keep_prob,
+        )
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction = {self.test_fraction!r}: must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The M3T model: frozen per-modality extractors and fusion backbone (pre-trained once and
+    cached), and the five trainable module types (encoder, prompt, moe, adapter, head).
+
+    ``pretrained_path`` loads a local Hugging Face checkpoint of the fusion backbone instead of
+    pre-training one; nothing is ever fetched from a hub.
+    """
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    feature_dim: int = 32
+    num_prompt_tokens: int = 2
+    num_experts: int = 4
+    expert_hidden: int = 16
+    moe_top_k: int = 2
+    moe_balance_weight: float = 0.01
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    precision_bits: int = 32
+    pretrain_steps: int = 400
+    pretrain_batch_size: int = 64
+    pretrain_lr: float = 2e-3
+    pretrained_path: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_int_at_least(
+            "model", 1, hidden_size=self.hidden_size, num_layers=self.num_layers,
+            num_heads=self.num_heads, intermediate_size=self.intermediate_size,
+            feature_dim=self.feature_dim, num_prompt_tokens=self.num_prompt_tokens,
+            num_experts=self.num_experts, expert_hidden=self.expert_hidden,
+            moe_top_k=self.moe_top_k, lora_rank=self.lora_rank,
+            pretrain_batch_size=self.pretrain_batch_size,
+        )
+        _check_int_at_least("model", 0, pretrain_steps=self.pretrain_steps)
+        _check_choice("model", "precision_bits", self.precision_bits, (8, 16, 32))
+        _check_positive("model", lora_alpha=self.lora_alpha, pretrain_lr=self.pretrain_lr)
+        _check_non_negative("model", moe_balance_weight=self.moe_balance_weight)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.hidden_size = {self.hidden_size}: must be divisible by "
+                f"model.num_heads = {self.num_heads}"
+            )
+        if self.moe_top_k > self.num_experts:
+            raise ConfigError(
+                f"model.moe_top_k = {self.moe_top_k}: must not exceed "
+                f"model.num_experts = {self.num_experts}"
+            )
+
+
+@dataclass(frozen=True)
+class FLConfig:
+    """The federated engine: local training per round and module arrivals.
+
+    ``optimizer_state="reset"`` clears each device's AdamW moments every round (devices are
+    stateless between rounds, as in FedAvg); ``"persist"`` keeps them.
+    ``task_arrival_prob`` is the per-round probability that some device gains a new task whose
+    prompt and head it must receive by module relaying.
+    """
+
+    local_steps: int = 2
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    optimizer_state: str = "reset"
+    task_arrival_prob: float = 0.0
+    max_pending_requests: int = 4
+
+    def __post_init__(self) -> None:
+        _check_int_at_least("fl", 1, local_steps=self.local_steps, batch_size=self.batch_size,
+                            max_pending_requests=self.max_pending_requests)
+        _check_positive("fl", lr=self.lr)
+        _check_non_negative("fl", weight_decay=self.weight_decay)
+        _check_choice("fl", "optimizer_state", self.optimizer_state, ("reset", "persist"))
+        _check_probability("fl", task_arrival_prob=self.task_arrival_prob)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The Gymnasium view: episode length, action menus, reward weights and budget.
+
+    A period of 0 in ``period_menu`` means "never". ``accuracy_local_mix`` mixes the local
+    (personalised) accuracy into the accuracy term: 0 = global only (default), 1 = local only.
+    """
+
+    episode_rounds: int = 50
+    energy_budget_j: float | None = None
+    period_menu: tuple[int, ...] = (1, 2, 4, 8, 0)
+    d2d_partner_k: int = 3
+    accuracy_weight: float = 1.0
+    latency_weight: float = 0.1
+    energy_weight: float = 0.1
+    accuracy_local_mix: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_int_at_least("env", 1, episode_rounds=self.episode_rounds,
+                            d2d_partner_k=self.d2d_partner_k)
+        if self.energy_budget_j is not None:
+            _check_positive("env", energy_budget_j=self.energy_budget_j)
+        if not self.period_menu or any(
+            isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in self.period_menu
+        ):
+            raise ConfigError(
+                f"env.period_menu = {self.period_menu!r}: must be a non-empty list of integers "
+                ">= 0 (0 means never)"
+            )
+        _check_non_negative("env", accuracy_weight=self.accuracy_weight,
+                            latency_weight=self.latency_weight, energy_weight=self.energy_weight)
+        _check_probability("env", accuracy_local_mix=self.accuracy_local_mix)
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """One complete scenario. ``seed`` fixes the scenario's own draws (e.g. device speeds) when
+    no other seed is given; ``reset(seed=...)`` of the env overrides it."""
+
+    name: str = "custom"
+    seed: int = 0
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    fl: FLConfig = field(default_factory=FLConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+    def __post_init__(self) -> None:
+        _check_int_at_least("scenario", 0, seed=self.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+
+
+def paper() -> ScenarioConfig:
+    """The M3T-FFM prototype's network (PAPER.md): 10 edge servers, 40 devices in clusters of 4
+    over 5 km x 5 km, its link parameters and 6 MB payload, its noise quirk, and no computation
+    or downlink charges (the prototype charged neither)."""
+    return ScenarioConfig(
+        name="paper",
+        placement=PlacementConfig(),
+        channel=ChannelConfig(prototype_noise_quirk=True),
+        compute=ComputeConfig(enabled=False),
+        dynamics=DynamicsConfig(),
+        cost=CostConfig(charge_downlink=False, model_payload_bits=48_000e3),
+    )
+
+
+def small() -> ScenarioConfig:
+    """A fast scenario for tests and demos: 12 devices around 3 edge servers in 1 km x 1 km,
+    physically correct noise, computation and downlink charged, and a small data budget."""
+    return ScenarioConfig(
+        name="small",
+        placement=PlacementConfig(
+            area_side_m=1000.0,
+            num_edge_servers=3,
+            num_devices=12,
+            devices_per_cluster=4,
+            min_server_spacing_m=300.0,
+            cluster_centre_radius_m=150.0,
+            device_radius_m=40.0,
+        ),
+        channel=ChannelConfig(),
+        data=DataConfig(samples_per_device=160, pretrain_samples=4000, global_test_samples=900),
+        env=EnvConfig(episode_rounds=20),
+    )
+
+
+def medium() -> ScenarioConfig:
+    """A larger network for scaling studies: 100 devices around 10 edge servers, dropout and
+    mobility on. Meant for ``fidelity="cost"`` or patient training runs."""
+    return ScenarioConfig(
+        name="medium",
+        placement=PlacementConfig(
+            area_side_m=3000.0,
+            num_edge_servers=10,
+            num_devices=100,
+            devices_per_cluster=10,
+            min_server_spacing_m=400.0,
+            cluster_centre_radius_m=300.0,
+            device_radius_m=60.0,
+        ),
+        dynamics=DynamicsConfig(mobility=True, dropout_prob=0.05),
+        fl=FLConfig(task_arrival_prob=0.1),
+    )
+
+
+SCENARIOS: dict[str, Callable[[], ScenarioConfig]] = {
+    "paper": paper,
+    "small": small,
+    "medium": medium,
+}
+"""Preset scenarios by name."""
+
+
+def scenario_names() -> list[str]:
+    """The names of the preset scenarios."""
+    return list(SCENARIOS)
+
+
+def get_scenario(name: str) -> ScenarioConfig:
+    """The preset scenario called ``name``; unknown names raise :class:`ConfigError` listing the
+    known ones."""
+    try:
+        return SCENARIOS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"scenario = {name!r}: unknown; known scenarios are {scenario_names()}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# dicts, files and overrides
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as plain nested dicts (tuples become lists), ready for JSON or YAML."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def _coerce(path: str, value: Any, annotation: Any) -> Any:
+    """Turn a JSON/YAML value into the annotated type, or raise a ConfigError naming ``path``."""
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} = {value!r}: must be a mapping of {annotation.__name__} fields")
+        return _build(annotation, value, path)
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        args = get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(path, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} = {value!r}: must be a list")
+        (item_type, *_rest) = get_args(annotation)
+        return tuple(_coerce(f"{path}[{i}]", v, item_type) for i, v in enumerate(value))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} = {value!r}: must be true or false")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{path} = {value!r}: must be an integer")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} = {value!r}: must be a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r}: must be a string")
+        return value
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s}: allowed keys here are {names}"
+        )
+    kwargs = {
+        key: _coerce(f"{path}.{key}" if path else key, value, hints[key])
+        for key, value in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{path or cls.__name__}: {err}") from None
+
+
+def from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> ScenarioConfig:
+    """A :class:`ScenarioConfig` from nested dicts. Keys missing from ``data`` keep the value of
+    ``base`` (or of the preset named by ``data["scenario"]``, or the dataclass defaults). Unknown
+    keys raise a :class:`ConfigError` that names them and lists the allowed ones."""
+    data = dict(data)
+    if "scenario" in data:
+        preset = data.pop("scenario")
+        if not isinstance(preset, str):
+            raise ConfigError(f"scenario = {preset!r}: must be a preset name {scenario_names()}")
+        base = get_scenario(preset)
+    merged = _deep_merge(to_dict(base) if base is not None else {}, data)
+    return _build(ScenarioConfig, merged, "")
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"a.b.c=value"`` into the dotted key and a YAML-parsed value (so ``3``, ``1e6``,
+    ``true``, ``null`` and ``[1, 2]`` get their natural types)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: must look like key=value, e.g. fl.local_steps=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e6" as a string; accept it as the number users mean
+            value = float(value) if any(c.isdigit() for c in value) else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(
+    config: ScenarioConfig, overrides: Mapping[str, Any] | list[str] | None
+) -> ScenarioConfig:
+    """``config`` with dotted-key overrides applied, e.g. ``{"fl.local_steps": 3}`` or
+    ``["channel.d2d.bandwidth_hz=2e6"]``; the result is validated like any config."""
+    if not overrides:
+        return config
+    items = (
+        [parse_override(o) for o in overrides] if isinstance(overrides, list) else overrides.items()
+    )
+    nested: dict[str, Any] = {}
+    for key, value in items:
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is set twice")
+        node[parts[-1]] = value
+    return from_dict(nested, base=config)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON (``.json``) or YAML (anything else, via ``yaml.safe_load``) config file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"config file {str(path)!r}: cannot be read ({err.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({err})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {str(path)!r}: must hold a mapping at the top level")
+    return dict(data)
+
+
+def load_scenario(
+    scenario: str | ScenarioConfig | Mapping[str, Any] | None = "small",
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> ScenarioConfig:
+    """Build a scenario from a preset name (or a config / dict), then a config file, then
+    overrides, each layered on the previous one."""
+    if isinstance(scenario, ScenarioConfig):
+        config = scenario
+    elif isinstance(scenario, Mapping):
+        config = from_dict(scenario)
+    elif scenario is None:
+        config = ScenarioConfig()
+    else:
+        config = get_scenario(scenario)
+    if config_file is not None:
+        config = from_dict(load_config_file(config_file), base=config)
+    return apply_overrides(config, overrides)

@@ -1,0 +1,99 @@
+"""Config: presets, loading from dicts/files/overrides, and clear errors for bad input."""
+
+import dataclasses
+import json
+
+import pytest
+
+from hffm_env.config import (
+    ConfigError,
+    PlacementConfig,
+    apply_overrides,
+    from_dict,
+    get_scenario,
+    load_scenario,
+    paper,
+    scenario_names,
+    small,
+    to_dict,
+)
+
+
+def test_presets_mirror_the_intent():
+    p = paper()
+    assert p.placement.num_edge_servers == 10 and p.placement.num_devices == 40
+    assert p.channel.prototype_noise_quirk is True
+    assert p.compute.enabled is False and p.cost.charge_downlink is False
+    assert p.cost.model_payload_bits == 48_000e3
+    s = small()
+    assert s.placement.num_devices == 12 and s.placement.num_edge_servers == 3
+    assert s.channel.prototype_noise_quirk is False
+    assert set(scenario_names()) >= {"paper", "small"}
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        small().placement.num_devices = 3  # type: ignore[misc]
+
+
+def test_round_trip_through_dict():
+    s = small()
+    assert from_dict(to_dict(s)) == s
+
+
+def test_unknown_scenario_lists_known_ones():
+    with pytest.raises(ConfigError, match="known scenarios are.*paper.*small"):
+        get_scenario("tiny")
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="placement.num_device.*allowed keys"):
+        from_dict({"placement": {"num_device": 3}}, base=small())
+
+
+def test_overrides_are_typed_and_validated():
+    s = apply_overrides(small(), ["channel.d2d.bandwidth_hz=2e6", "fl.local_steps=3"])
+    assert s.channel.d2d.bandwidth_hz == 2e6 and s.fl.local_steps == 3
+    with pytest.raises(ConfigError, match=r"tx_power_w = -1.0"):
+        apply_overrides(small(), {"channel.uplink.tx_power_w": -1.0})
+    with pytest.raises(ConfigError, match=r"bandwidth_hz = 0"):
+        apply_overrides(small(), ["channel.d2d.bandwidth_hz=0"])
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        apply_overrides(small(), ["fl.local_steps"])
+    with pytest.raises(ConfigError, match="fl.local_steps = 'many': must be an integer"):
+        apply_overrides(small(), ["fl.local_steps=many"])
+
+
+def test_more_devices_per_cluster_than_devices():
+    with pytest.raises(ConfigError, match="devices_per_cluster = 50: more devices per cluster"):
+        PlacementConfig(num_devices=40, devices_per_cluster=50, num_edge_servers=1)
+
+
+def test_area_too_small_for_spacing_says_so():
+    with pytest.raises(ConfigError, match="area_side_m = 1000.0: too small to place 100"):
+        PlacementConfig(area_side_m=1000.0, num_edge_servers=100, num_devices=400)
+
+
+def test_yaml_and_json_files(tmp_path):
+    yml = tmp_path / "s.yaml"
+    yml.write_text("scenario: paper\nfl:\n  local_steps: 5\n")
+    s = load_scenario("small", config_file=yml, overrides=["env.episode_rounds=7"])
+    assert s.name == "paper" and s.fl.local_steps == 5 and s.env.episode_rounds == 7
+    js = tmp_path / "s.json"
+    js.write_text(json.dumps({"data": {"dirichlet_alpha": 0.1}}))
+    assert load_scenario("small", config_file=js).data.dirichlet_alpha == 0.1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_scenario("small", config_file=bad)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_scenario("small", config_file=tmp_path / "missing.yaml")
+
+
+def test_bad_values_name_the_field():
+    with pytest.raises(ConfigError, match="data.dirichlet_alpha = 0"):
+        apply_overrides(small(), {"data.dirichlet_alpha": 0})
+    with pytest.raises(ConfigError, match="data.tasks contains 'dance'"):
+        apply_overrides(small(), {"data.tasks": ["dance"]})
+    with pytest.raises(ConfigError, match="env.period_menu"):
+        apply_overrides(small(), {"env.period_menu": [-1]})
