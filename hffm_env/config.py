@@ -218,7 +218,8 @@ class ChannelConfig:
 
     Path gain ``g = 10^(path_loss_db_at_ref/10) * (d / ref_distance_m)^-path_loss_exponent``,
     times ``|h|^2`` with Rayleigh fading ``h ~ CN(0, 2)`` (unit variance per component, as the
-    prototype) when ``rayleigh_fading``. Noise power is ``N0 * B``. Rate is ``B log2(1 + P g / (N0 B))``.
+    prototype) when ``rayleigh_fading``. Noise power is ``N0 * B``. Rate is
+    ``B log2(1 + P g / (N0 B))``.
 
     ``prototype_noise_quirk`` mirrors the M3T-FFM prototype, which multiplies N0 (mW/Hz) by the
     bandwidth in kHz, so its noise power is 1/1000 of the physical value. It is on only in the
@@ -277,8 +278,9 @@ class ComputeConfig:
 
 @dataclass(frozen=True)
 class DynamicsConfig:
-    """Optional dynamics, all seeded: random-waypoint mobility (D2D graph and association are
-    recomputed when devices move) and per-round device dropout."""
+    """Optional dynamics, all seeded: random-waypoint mobility (devices keep their cluster;
+    rates, D2D graphs and candidate partners are recomputed as they move) and per-round device
+    dropout."""
 
     mobility: bool = False
     speed_mps_min: float = 0.5
@@ -609,7 +611,9 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
         if isinstance(annotation, type) and isinstance(value, annotation):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path} = {value!r}: must be a mapping of {annotation.__name__} fields")
+            raise ConfigError(
+                f"{path} = {value!r}: must be a mapping of {annotation.__name__} fields"
+            )
         return _build(annotation, value, path)
     if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
         args = get_args(annotation)

@@ -1,0 +1,71 @@
+"""The network world of HF-FM: placement, channel, D2D routing, dynamics and cost accounting.
+
+Pure numpy + networkx (no torch, no gymnasium). :class:`Network` is the facade: it owns the
+topology and the per-round state (rates, availability, D2D graphs, heads); the engine records
+what it moved in a :class:`TransferTable` and gets a :class:`CostReport` from
+:meth:`Network.account`.
+"""
+
+from hffm_env.sim.channel import Channel, LinkRates, backhaul_time_s, draw_link_rates
+from hffm_env.sim.cost import (
+    LINK_KINDS,
+    STAGE_NAMES,
+    CostAccountant,
+    CostReport,
+    LinkKind,
+    Stage,
+    TransferTable,
+    module_type_of,
+)
+from hffm_env.sim.describe import describe_network, format_network_report
+from hffm_env.sim.dynamics import RandomWaypoint, draw_available
+from hffm_env.sim.network import Network, default_heads
+from hffm_env.sim.routing import (
+    broadcast_tree,
+    build_d2d_graphs,
+    is_feasible_pair,
+    k_nearest_partners,
+    path_time_s,
+    relay_paths,
+    repair_pairing,
+)
+from hffm_env.sim.topology import (
+    PlacementError,
+    Topology,
+    associate,
+    place_network,
+    sample_in_disc,
+)
+
+__all__ = [
+    "LINK_KINDS",
+    "STAGE_NAMES",
+    "Channel",
+    "CostAccountant",
+    "CostReport",
+    "LinkKind",
+    "LinkRates",
+    "Network",
+    "PlacementError",
+    "RandomWaypoint",
+    "Stage",
+    "Topology",
+    "TransferTable",
+    "associate",
+    "backhaul_time_s",
+    "broadcast_tree",
+    "build_d2d_graphs",
+    "default_heads",
+    "describe_network",
+    "draw_available",
+    "draw_link_rates",
+    "format_network_report",
+    "is_feasible_pair",
+    "k_nearest_partners",
+    "module_type_of",
+    "path_time_s",
+    "place_network",
+    "relay_paths",
+    "repair_pairing",
+    "sample_in_disc",
+]

@@ -1,0 +1,120 @@
+"""A one-page description of a scenario's network: sizes, D2D graphs, rates and tier costs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hffm_env.config import ScenarioConfig
+from hffm_env.sim.channel import backhaul_time_s
+from hffm_env.sim.network import Network
+
+__all__ = ["describe_network", "format_network_report"]
+
+PAYLOAD_BITS = 8e6
+"""The reference payload of the tier costs: 1 MB."""
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"min": float("nan"), "mean": float("nan"), "max": float("nan")}
+    return {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
+
+
+def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
+    """Build the scenario's network with ``np.random.default_rng(seed)`` and describe its first
+    round as a JSON-able dict.
+
+    Keys: ``scenario``, ``seed``, ``devices``, ``edge_servers``, ``area_side_m``, ``clusters``
+    (count and sizes), ``d2d`` (graph edges, neighbour and repair edges, clusters connected
+    before repair, heads), ``link_rates_bps`` (min/mean/max per link kind; D2D over the graph
+    edges), ``payload_cost`` (latency and energy of sending 1 MB = 8e6 bits over each tier:
+    uplink of the slowest device, downlink to the slowest device, the median D2D graph edge,
+    edge -> cloud backhaul, device -> cloud; physical costs, with ``charged`` false where the
+    scenario's accountant charges nothing for that tier).
+    """
+    net = Network(scenario, np.random.default_rng(seed))
+    ch = scenario.channel
+    sizes = net.topology.cluster_sizes()
+    graphs = net.d2d_graphs
+    edge_data = [d for g in graphs for _, _, d in g.edges(data=True)]
+    d2d_rates = np.array([d["rate_bps"] for d in edge_data])
+    num_repair = int(sum(d["repair"] for d in edge_data))
+    rates = net.rates
+    slowest_up = float(rates.uplink_bps.min())
+    slowest_down = float(rates.downlink_bps.min())
+    median_d2d = float(np.median(d2d_rates)) if d2d_rates.size else float("nan")
+    wired_s = float(backhaul_time_s(ch.backhaul, PAYLOAD_BITS))
+    charge_down = scenario.cost.charge_downlink
+
+    def tier(time_s: float, power_w: float, charged: bool = True) -> dict[str, Any]:
+        return {"latency_s": time_s, "energy_j": time_s * power_w, "charged": charged}
+
+    return {
+        "scenario": scenario.name,
+        "seed": seed,
+        "devices": net.num_devices,
+        "edge_servers": net.num_clusters,
+        "area_side_m": net.topology.area_side_m,
+        "clusters": {
+            "count": net.num_clusters,
+            "sizes": sizes.tolist(),
+            "min_size": int(sizes.min()),
+            "max_size": int(sizes.max()),
+        },
+        "available_devices": int(net.available.sum()),
+        "d2d": {
+            "radius_m": ch.d2d_radius_m,
+            "edges": len(edge_data),
+            "neighbour_edges": len(edge_data) - num_repair,
+            "repair_edges": num_repair,
+            "clusters_connected_before_repair": int(
+                sum(g.graph["connected_before_repair"] for g in graphs)
+            ),
+            "heads": net.heads.tolist(),
+        },
+        "link_rates_bps": {
+            "uplink": _stats(rates.uplink_bps),
+            "downlink": _stats(rates.downlink_bps),
+            "d2d": _stats(d2d_rates),
+            "backhaul": _stats(np.array([ch.backhaul.rate_bps])),
+        },
+        "payload_bits": PAYLOAD_BITS,
+        "payload_cost": {
+            "uplink_slowest_device": tier(PAYLOAD_BITS / slowest_up, ch.uplink.energy_power_w),
+            "downlink_slowest_device": tier(
+                PAYLOAD_BITS / slowest_down, ch.downlink.energy_power_w, charge_down
+            ),
+            "d2d_median_hop": tier(PAYLOAD_BITS / median_d2d, ch.d2d.energy_power_w),
+            "edge_to_cloud": tier(wired_s, ch.backhaul.energy_power_w),
+            "device_to_cloud": tier(wired_s, ch.backhaul.energy_power_w),
+        },
+    }
+
+
+def format_network_report(report: dict[str, Any]) -> str:
+    """Human-readable text of a :func:`describe_network` report."""
+    cl, d2d = report["clusters"], report["d2d"]
+    lines = [
+        f"Network of scenario {report['scenario']!r} (seed {report['seed']})",
+        f"  {report['devices']} devices, {report['edge_servers']} edge servers, 1 cloud, "
+        f"{report['area_side_m']:.0f} m x {report['area_side_m']:.0f} m",
+        f"  {cl['count']} clusters of {cl['min_size']}..{cl['max_size']} devices; "
+        f"{report['available_devices']} devices available",
+        f"  D2D (radius {d2d['radius_m']:g} m): {d2d['edges']} edges = "
+        f"{d2d['neighbour_edges']} neighbour + {d2d['repair_edges']} MST repair; "
+        f"{d2d['clusters_connected_before_repair']}/{cl['count']} clusters connected before "
+        "repair",
+        f"  cluster heads: {d2d['heads']}",
+        "  link rates (bit/s):        min          mean           max",
+    ]
+    for kind, s in report["link_rates_bps"].items():
+        lines.append(f"    {kind:<12} {s['min']:>14.4g} {s['mean']:>13.4g} {s['max']:>13.4g}")
+    lines.append(f"  cost of a {report['payload_bits'] / 8e6:g} MB payload:   latency (s)  "
+                 "energy (J)")
+    for tier, c in report["payload_cost"].items():
+        note = "" if c["charged"] else "  (not charged in this scenario)"
+        lines.append(f"    {tier:<24} {c['latency_s']:>11.4g} {c['energy_j']:>11.4g}{note}")
+    return "\n".join(lines)

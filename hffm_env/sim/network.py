@@ -1,0 +1,170 @@
+"""The network world as one object: the facade the federated engine and the env use."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from hffm_env.config import ScenarioConfig
+from hffm_env.sim.channel import Channel, LinkRates, draw_link_rates
+from hffm_env.sim.cost import CostAccountant, CostReport, TransferTable
+from hffm_env.sim.dynamics import RandomWaypoint, draw_available
+from hffm_env.sim.routing import (
+    broadcast_tree,
+    build_d2d_graphs,
+    is_feasible_pair,
+    k_nearest_partners,
+    relay_paths,
+    repair_pairing,
+)
+from hffm_env.sim.topology import Topology, place_network
+
+__all__ = ["Network", "default_heads"]
+
+
+def default_heads(topology: Topology, rates: LinkRates, available: np.ndarray) -> np.ndarray:
+    """``(S,)`` default cluster head of each cluster: the available member with the best uplink
+    rate (ties to the lower id); -1 for a cluster with no available device."""
+    n = topology.num_devices
+    score = np.where(available, rates.uplink_bps, -np.inf)
+    ids = np.arange(n)
+    order = np.lexsort((ids, -score, topology.cluster_of_device))
+    cluster_sorted = topology.cluster_of_device[order]
+    first = np.searchsorted(cluster_sorted, np.arange(topology.num_clusters))
+    heads = np.full(topology.num_clusters, -1, dtype=np.int64)
+    clusters = np.arange(topology.num_clusters)
+    has = (first < n) & (cluster_sorted[np.minimum(first, n - 1)] == clusters)
+    best = order[first[has]]
+    heads[has] = np.where(available[best], best, -1)
+    return heads
+
+
+class Network:
+    """Devices, edge servers and cloud of one scenario instance, and their per-round state.
+
+    Construction places the network (:func:`place_network`), draws each device's CPU frequency
+    uniformly in ``[cpu_freq_hz_min, cpu_freq_hz_max]``, builds the :class:`Channel` and the
+    :class:`CostAccountant`, creates the mobility model when ``dynamics.mobility``, and draws a
+    first round's state (rates, availability, D2D graphs, heads, partners) so that the network
+    can be described or used at once. Call :meth:`begin_round` at the start of every round.
+
+    Attributes:
+        scenario: the scenario.
+        topology: current positions and clusters (replaced when devices move).
+        cpu_freq_hz: ``(N,)`` CPU frequency per device (fixed for the instance).
+        channel: the channel physics.
+        rates: this round's :class:`LinkRates`.
+        available: ``(N,)`` bool, devices that did not drop out this round.
+        d2d_graphs: this round's connected D2D graph per cluster, over available devices.
+        heads: ``(S,)`` default cluster heads (best uplink among available members; -1 if none).
+        partners: ``(N, k)`` candidate D2D partners (k nearest same-cluster devices, -1 padded),
+            with ``k = scenario.env.d2d_partner_k``.
+        accountant: the :class:`CostAccountant`.
+        mobility: the :class:`RandomWaypoint` model, or None.
+    """
+
+    def __init__(self, scenario: ScenarioConfig, rng: np.random.Generator) -> None:
+        self.scenario = scenario
+        self.topology = place_network(scenario.placement, rng)
+        compute = scenario.compute
+        self.cpu_freq_hz = rng.uniform(
+            compute.cpu_freq_hz_min, compute.cpu_freq_hz_max, size=self.topology.num_devices
+        )
+        self.channel = Channel(scenario.channel)
+        self.accountant = CostAccountant(scenario, self.topology, self.cpu_freq_hz)
+        self.mobility = (
+            RandomWaypoint(self.topology, scenario.dynamics, rng)
+            if scenario.dynamics.mobility else None
+        )
+        self.partners = k_nearest_partners(self.topology, scenario.env.d2d_partner_k)
+        self._redraw(rng)
+
+    # ---------------------------------------------------------------------------- rounds
+
+    def begin_round(self, rng: np.random.Generator) -> None:
+        """Advance to a new round, in this order: move devices (if mobility is on; clusters
+        keep their members, but positions, hence rates, D2D neighbours and candidate partners
+        change), redraw fading and all link rates, draw availability (dropout), rebuild the D2D
+        graphs over available devices, recompute default heads."""
+        if self.mobility is not None:
+            self.topology = self.topology.with_device_xy(self.mobility.step(rng))
+            self.accountant.topology = self.topology
+            self.partners = k_nearest_partners(self.topology, self.scenario.env.d2d_partner_k)
+        self._redraw(rng)
+
+    def _redraw(self, rng: np.random.Generator) -> None:
+        self.rates = draw_link_rates(self.channel, self.scenario.channel, self.topology, rng)
+        self.available = draw_available(
+            rng, self.topology.num_devices, self.scenario.dynamics.dropout_prob
+        )
+        self.d2d_graphs: list[nx.Graph] = build_d2d_graphs(
+            self.topology, self.rates, self.scenario.channel.d2d_radius_m, self.available
+        )
+        self.heads = default_heads(self.topology, self.rates, self.available)
+
+    # ---------------------------------------------------------------------------- views
+
+    @property
+    def num_devices(self) -> int:
+        """Number of devices ``N``."""
+        return self.topology.num_devices
+
+    @property
+    def num_clusters(self) -> int:
+        """Number of clusters = edge servers ``S``."""
+        return self.topology.num_clusters
+
+    @property
+    def cluster_of_device(self) -> np.ndarray:
+        """``(N,)`` cluster of each device."""
+        return self.topology.cluster_of_device
+
+    def members(self, cluster: int) -> np.ndarray:
+        """Device ids of ``cluster`` (sorted), available or not."""
+        return self.topology.members(cluster)
+
+    def available_members(self, cluster: int) -> np.ndarray:
+        """Available device ids of ``cluster`` (sorted)."""
+        members = self.topology.members(cluster)
+        return members[self.available[members]]
+
+    def edge_node(self, cluster: int) -> int:
+        """Node id of the edge server of ``cluster`` in transfer tables: ``N + cluster``."""
+        return self.num_devices + int(cluster)
+
+    def cloud_node(self) -> int:
+        """Node id of the cloud in transfer tables: ``N + S``."""
+        return self.num_devices + self.num_clusters
+
+    def _head(self, cluster: int, head: int | None) -> int:
+        head = int(self.heads[cluster]) if head is None else int(head)
+        if head < 0:
+            raise ValueError(f"cluster {cluster} has no available device to act as head")
+        return head
+
+    def relay_paths(self, cluster: int, head: int | None = None) -> dict[int, list[int]]:
+        """Shortest-latency D2D paths ``[device, ..., head]`` of the cluster's available devices
+        (``head`` defaults to the default head)."""
+        return relay_paths(self.d2d_graphs[cluster], self._head(cluster, head))
+
+    def broadcast_tree(self, cluster: int, head: int | None = None) -> list[tuple[int, int]]:
+        """Edges ``(parent, child)`` of the cluster's shortest-latency tree rooted at ``head``."""
+        return broadcast_tree(self.d2d_graphs[cluster], self._head(cluster, head))
+
+    def is_feasible_pair(self, i: int, j: int) -> bool:
+        """Whether ``i`` and ``j`` can pair for D2D this round (see :func:`is_feasible_pair`)."""
+        return is_feasible_pair(i, j, self.topology, self.d2d_graphs, self.available)
+
+    def repair_pairing(self, proposed: np.ndarray) -> tuple[list[tuple[int, int]], int]:
+        """Valid disjoint pairs from per-device proposals (see :func:`repair_pairing`)."""
+        return repair_pairing(proposed, self.is_feasible_pair)
+
+    def new_table(self) -> TransferTable:
+        """An empty :class:`TransferTable` for this network."""
+        return TransferTable.for_topology(self.topology)
+
+    def account(
+        self, table: TransferTable, compute_samples: np.ndarray | None = None
+    ) -> CostReport:
+        """Cost of ``table`` (and of ``compute_samples`` local samples per device) this round."""
+        return self.accountant.account(table, self.rates, compute_samples)
