@@ -1,0 +1,168 @@
+"""Model quality bar: can the trainable modules alone learn every task on top of the frozen,
+pre-trained extractors and backbone?
+
+Centralised fine-tuning of ONLY the five trainable module types (encoders, prompts, moe, LoRA
+adapter, heads) of the ``small`` scenario's model on the union of device-like data: every
+training sample gets a device-like profile (image / audio missing with the scenario's
+``p_missing_*``, text always present, each servable task kept with ``task_keep_prob``). Then test
+accuracy per task on fresh scenes with every modality present, and on image-less and audio-less
+views, against chance. The bar: at least 2x chance on every task (full view).
+
+Usage::
+
+    python benchmarks/model_quality.py [--json] [--samples 2000] [--seconds 45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hffm_env.config import small  # noqa: E402
+from hffm_env.data import generate_scenes, task_specs  # noqa: E402
+from hffm_env.models import M3TModel, build_model, masked_task_loss  # noqa: E402
+
+TARGET_RATIO = 2.0
+
+
+def device_like_masks(
+    model: M3TModel, n: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample modality and task masks drawn the way devices are profiled."""
+    dc = model.data_config
+    keep = {
+        "image": rng.random(n) >= dc.p_missing_image,
+        "audio": rng.random(n) >= dc.p_missing_audio,
+        "text": np.ones(n, dtype=bool),
+    }
+    modality = np.stack([keep[m] for m in model.modalities], axis=1)
+    specs = task_specs(dc)
+    servable = np.stack([
+        np.any([np.all([keep[m] for m in need], axis=0) for need in specs[t].requires], axis=0)
+        for t in model.tasks
+    ], axis=1)
+    tasks = servable & (rng.random(servable.shape) < dc.task_keep_prob)
+    # at least one task per sample when any is servable
+    empty = ~tasks.any(axis=1) & servable.any(axis=1)
+    first = np.argmax(servable, axis=1)
+    tasks[np.where(empty)[0], first[empty]] = True
+    return torch.as_tensor(modality), torch.as_tensor(tasks)
+
+
+def evaluate(
+    model: M3TModel, features: dict[str, torch.Tensor], labels: torch.Tensor,
+    modality_mask: torch.Tensor,
+) -> dict[str, float]:
+    """Accuracy per task with every task's prompt present."""
+    model.eval()
+    n = labels.shape[0]
+    task_mask = torch.ones(n, len(model.tasks), dtype=torch.bool)
+    with torch.no_grad():
+        logits, _ = model(features, modality_mask, task_mask)
+    hits = (logits.argmax(-1) == labels).float().mean(0)
+    return {t: float(hits[k]) for k, t in enumerate(model.tasks)}
+
+
+def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
+        batch_size: int = 64, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune and evaluate; returns a JSON-ready dict."""
+    torch.manual_seed(seed)
+    config = small()
+    start = time.perf_counter()
+    model = build_model(config.model, config.data, seed=seed, progress=progress)
+    build_s = time.perf_counter() - start
+    rng = np.random.default_rng(1000 + seed)
+    train = generate_scenes(samples, config.data, rng)
+    test = generate_scenes(test_samples, config.data, rng)
+    train_features = model.extract_features(train)
+    test_features = model.extract_features(test)
+    train_labels, test_labels = model.labels_of(train), model.labels_of(test)
+    modality_mask, task_mask = device_like_masks(model, samples, rng)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    started, steps, epochs = time.perf_counter(), 0, 0
+    while time.perf_counter() - started < seconds:
+        order = torch.randperm(samples)
+        for i in range(0, samples - batch_size + 1, batch_size):
+            idx = order[i : i + batch_size]
+            logits, balance = model(
+                {m: f[idx] for m, f in train_features.items()}, modality_mask[idx], task_mask[idx]
+            )
+            loss = masked_task_loss(logits, train_labels[idx], task_mask[idx]) + balance
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            steps += 1
+            if time.perf_counter() - started >= seconds:
+                break
+        epochs += 1
+    train_s = time.perf_counter() - started
+
+    specs = task_specs(config.data)
+    views = {"all modalities": torch.ones(test_samples, len(model.modalities), dtype=torch.bool)}
+    for missing in ("image", "audio"):
+        mask = torch.ones(test_samples, len(model.modalities), dtype=torch.bool)
+        mask[:, model.modalities.index(missing)] = False
+        views[f"no {missing}"] = mask
+    accuracy = {view: evaluate(model, test_features, test_labels, mask)
+                for view, mask in views.items()}
+    full = accuracy["all modalities"]
+    tasks = {
+        t: {"accuracy": full[t], "chance": specs[t].chance, "ratio": full[t] / specs[t].chance}
+        for t in model.tasks
+    }
+    return {
+        "scenario": "small",
+        "train_samples": samples,
+        "test_samples": test_samples,
+        "steps": steps,
+        "epochs": epochs,
+        "build_s": round(build_s, 2),
+        "train_s": round(train_s, 2),
+        "pretrain": model.pretrain_info,
+        "tasks": tasks,
+        "views": accuracy,
+        "passes": all(v["ratio"] >= TARGET_RATIO for v in tasks.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--samples", type=int, default=2000, help="training samples")
+    parser.add_argument("--test-samples", type=int, default=1500, help="test samples")
+    parser.add_argument("--seconds", type=float, default=45.0, help="fine-tuning time budget")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = run(args.samples, args.test_samples, args.seconds, seed=args.seed,
+                 progress=not args.json)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"small scenario: {result['steps']} steps ({result['epochs']} epochs) in "
+          f"{result['train_s']} s on {result['train_samples']} samples; model built in "
+          f"{result['build_s']} s (cached: {result['pretrain'].get('cached')})")
+    views = list(result["views"])
+    header = f"{'task':<8}{'chance':>8}" + "".join(f"{v:>16}" for v in views) + f"{'x chance':>10}"
+    print(header)
+    print("-" * len(header))
+    for task, row in result["tasks"].items():
+        cells = "".join(f"{result['views'][v][task]:>16.3f}" for v in views)
+        print(f"{task:<8}{row['chance']:>8.3f}{cells}{row['ratio']:>10.2f}")
+    print(f"bar (>= {TARGET_RATIO}x chance on every task, all modalities): "
+          f"{'PASS' if result['passes'] else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The M3T model layer: frozen pre-trained extractors and fusion backbone, the five trainable
+module types (encoder, prompt, moe, adapter, head), and the module inventory.
+
+Typical use::
+
+    model = build_model(config.model, config.data, seed=seed)     # cached pre-training
+    inventory = ModuleInventory(model)
+    features = model.extract_features(scenes)                       # once per sample
+    logits, balance = model(features, modality_mask, task_mask)     # vmap-friendly
+"""
+
+from hffm_env.models.extractors import AUDIO_TOKENS, IMAGE_TOKENS, tokens_per_modality
+from hffm_env.models.inventory import (
+    ModuleInventory,
+    ModuleSpec,
+    get_module_state,
+    held_modules,
+    set_module_state,
+    stack_state,
+)
+from hffm_env.models.m3t import NEG_LOGIT, M3TModel, masked_task_loss
+from hffm_env.models.pretrain import (
+    CODE_VERSION,
+    build_model,
+    cache_key,
+    cache_path,
+    default_cache_dir,
+    load_backbone,
+    pretrain_model,
+)
+
+__all__ = [
+    "AUDIO_TOKENS",
+    "CODE_VERSION",
+    "IMAGE_TOKENS",
+    "M3TModel",
+    "ModuleInventory",
+    "ModuleSpec",
+    "NEG_LOGIT",
+    "build_model",
+    "cache_key",
+    "cache_path",
+    "default_cache_dir",
+    "get_module_state",
+    "held_modules",
+    "load_backbone",
+    "masked_task_loss",
+    "pretrain_model",
+    "set_module_state",
+    "stack_state",
+    "tokens_per_modality",
+]

@@ -1,0 +1,470 @@
+"""Build the M3T model: load its frozen pre-trained parts from the on-disk cache, or pre-train
+them once (centrally, on pretext tasks) and cache the result.
+
+Pre-training
+    On ``generate_scenes(data.pretrain_samples)`` (drawn from the fixed :data:`PRETRAIN_SEED`, so
+    every build seed shares one foundation model), the extractors, the fusion backbone, the
+    initial encoders and the fusion query token learn to *describe scenes*:
+
+    * from each of image and audio alone (a probe on the extractor's tokens) and from the fused
+      sequence (a probe on the mean of the query tokens' outputs): the scene class, the number
+      of objects, and how many objects have each colour, shape and size;
+    * from the text alone and from the fused sequence: the question's template.
+
+    The fused pass drops modalities at random (image and audio each kept with probability 0.7,
+    at least one of them; text 0.8) and masks random groups of query slots, as devices will.
+    None of the downstream heads, prompts, experts or LoRA weights are trained here.
+
+``pretrained_path``
+    Loads a local Hugging Face checkpoint of the backbone (``BertModel.from_pretrained(path,
+    local_files_only=True)``), freezes it, and pre-trains only the extractors, encoders and
+    query token against it. Its own sizes (hidden, layers, heads) replace ``model_config``'s.
+
+Cache
+    ``<cache_dir>/m3t-<key>.pt`` where ``cache_dir`` is the argument, else ``$HFFM_CACHE_DIR``,
+    else ``~/.cache/hffm_env``; ``key`` hashes every field that changes the pre-trained weights
+    (:func:`cache_key`). Files are written atomically (temporary file + ``os.replace``) and carry
+    a checksum; an unreadable, partial or mismatching file is rebuilt with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import BertModel
+
+from hffm_env.config import DataConfig, ModelConfig
+from hffm_env.data import (
+    COLOURS,
+    NUM_SCENE_CLASSES,
+    QUESTION_TYPES,
+    SHAPES,
+    SIZES,
+    VOCAB_SIZE,
+    SceneBatch,
+    generate_scenes,
+)
+from hffm_env.models.m3t import M3TModel
+
+__all__ = [
+    "CODE_VERSION",
+    "PRETRAIN_SEED",
+    "default_cache_dir",
+    "cache_key",
+    "cache_path",
+    "load_backbone",
+    "pretrain_model",
+    "build_model",
+]
+
+CODE_VERSION: str = "m3t-pretrain-1"
+"""Bump when the architecture or the pretext recipe changes: old cache files then go unused."""
+
+PRETRAIN_SEED: int = 0
+"""Seed of the pre-training data and run; independent of the build seed on purpose."""
+
+MAX_PRETRAIN_THREADS: int = 4
+"""CPU threads pre-training uses at most."""
+
+_FORMAT = 1
+_KEEP_IMAGE, _KEEP_AUDIO, _KEEP_TEXT, _KEEP_PROMPT_GROUP = 0.7, 0.7, 0.8, 0.7
+_FUSED_WEIGHT = 3.0  # the fused probe is the one that trains the backbone: weigh it up
+
+_MODEL_FIELDS = (
+    "hidden_size", "num_layers", "num_heads", "intermediate_size", "feature_dim",
+    "num_prompt_tokens", "pretrain_steps", "pretrain_batch_size", "pretrain_lr",
+)
+_DATA_FIELDS = (
+    "modalities", "tasks", "image_size_px", "audio_length", "question_length", "max_objects",
+    "noise_std", "pretrain_samples",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# cache keys and files
+
+
+def default_cache_dir() -> Path:
+    """``$HFFM_CACHE_DIR`` if set, else ``~/.cache/hffm_env``."""
+    env = os.environ.get("HFFM_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hffm_env"
+
+
+def _checkpoint_dir(pretrained_path: str | Path | None) -> Path | None:
+    if pretrained_path is None:
+        return None
+    path = Path(pretrained_path).expanduser().resolve()
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.pretrained_path = {str(pretrained_path)!r}: no local Hugging Face "
+            f"checkpoint there (expected a folder with config.json and the weights, as written "
+            f"by BertModel.save_pretrained); nothing is downloaded"
+        )
+    return path
+
+
+def _checkpoint_fingerprint(path: Path) -> dict[str, Any]:
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return {
+        "path": str(path),
+        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+    }
+
+
+def cache_key(model_config: ModelConfig, data_config: DataConfig) -> str:
+    """A hex digest of everything that changes the pre-trained weights: the backbone and
+    pre-training fields of ``model_config`` (or the checkpoint's path, sizes and mtimes), the
+    data fields that shape the pretext data, the vocabulary size and :data:`CODE_VERSION`.
+    Trainable-module sizes (experts, LoRA rank, ...) and precision do not enter it."""
+    checkpoint = _checkpoint_dir(model_config.pretrained_path)
+    payload = {
+        "code": CODE_VERSION,
+        "vocab_size": VOCAB_SIZE,
+        "seed": PRETRAIN_SEED,
+        "model": {f: getattr(model_config, f) for f in _MODEL_FIELDS},
+        "data": {f: getattr(data_config, f) for f in _DATA_FIELDS},
+        "checkpoint": None if checkpoint is None else _checkpoint_fingerprint(checkpoint),
+    }
+    text = json.dumps(payload, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cache_path(
+    model_config: ModelConfig, data_config: DataConfig, cache_dir: str | Path | None = None
+) -> Path:
+    """Where the pre-trained weights for these configs are cached."""
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return folder / f"m3t-{cache_key(model_config, data_config)}.pt"
+
+
+def _checksum(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _save_cache(path: Path, key: str, state: dict[str, torch.Tensor], info: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "format": _FORMAT, "key": key, "code_version": CODE_VERSION,
+        "state": {k: v.detach().cpu() for k, v in state.items()},
+        "checksum": _checksum(state), "info": info,
+    }
+    handle = tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            torch.save(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The cached state and info, or an exception saying what is wrong with the file."""
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(record, dict):
+        raise ValueError("not a cache record")
+    missing = {"format", "key", "state", "checksum", "info"} - set(record)
+    if missing:
+        raise ValueError(f"missing entries {sorted(missing)}")
+    if record["format"] != _FORMAT or record["key"] != key:
+        raise ValueError("written for another format or key")
+    if _checksum(record["state"]) != record["checksum"]:
+        raise ValueError("checksum mismatch")
+    return record["state"], record["info"]
+
+
+# --------------------------------------------------------------------------------------------
+# backbone checkpoints
+
+
+def load_backbone(path: str | Path) -> BertModel:
+    """A local Hugging Face BERT checkpoint as a frozen fusion backbone (never downloads)."""
+    folder = _checkpoint_dir(path)
+    backbone = BertModel.from_pretrained(
+        str(folder), local_files_only=True, add_pooling_layer=False, attn_implementation="eager"
+    )
+    if not isinstance(backbone, BertModel):
+        raise TypeError(f"{path}: expected a BertModel checkpoint, got {type(backbone).__name__}")
+    return backbone
+
+
+# --------------------------------------------------------------------------------------------
+# pretext tasks
+
+
+def _pretext_targets(batch: SceneBatch, max_objects: int) -> dict[str, tuple[np.ndarray, int]]:
+    """``name -> (labels (n,), classes)`` of the scene description targets."""
+    objects = batch.objects
+    present = objects.present
+    targets: dict[str, tuple[np.ndarray, int]] = {
+        "scene": (batch.scene_class, NUM_SCENE_CLASSES),
+        "count": (present.sum(axis=1) - 1, max_objects),
+    }
+    for attribute, names in (("colour", COLOURS), ("shape", SHAPES), ("size", SIZES)):
+        values = getattr(objects, attribute)
+        for i, name in enumerate(names):
+            counts = ((values == i) & present).sum(axis=1)
+            targets[f"{attribute}_{name}"] = (counts, max_objects + 1)
+    return targets
+
+
+class _Probe(nn.Module):
+    """A two-layer MLP reading a flat vector and answering several classification targets."""
+
+    def __init__(self, in_features: int, classes: dict[str, int], width: int = 128) -> None:
+        super().__init__()
+        self.classes = dict(classes)
+        self.body = nn.Sequential(nn.Linear(in_features, width), nn.GELU())
+        self.out = nn.Linear(width, sum(classes.values()))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.out(self.body(x))
+        return dict(zip(self.classes, logits.split(list(self.classes.values()), dim=-1)))
+
+
+def _mean_ce(
+    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    losses = []
+    for name, value in logits.items():
+        ce = nn.functional.cross_entropy(value, targets[name], reduction="none")
+        if weight is not None:
+            ce = (ce * weight).sum() / weight.sum().clamp_min(1.0)
+        else:
+            ce = ce.mean()
+        losses.append(ce)
+    return torch.stack(losses).mean()
+
+
+def pretrain_model(
+    model: M3TModel,
+    *,
+    train_backbone: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pre-train ``model``'s extractors, encoders, fusion query and (if ``train_backbone``)
+    backbone on the pretext tasks, in place; returns statistics (seconds, final losses, probe
+    accuracies on held-out scenes). Trainable modules other than the encoders are untouched.
+
+    Runs on at most :data:`MAX_PRETRAIN_THREADS` CPU threads (tiny matrices gain nothing from
+    more); the caller's thread setting is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(threads, MAX_PRETRAIN_THREADS)))
+    try:
+        return _pretrain(model, train_backbone=train_backbone, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    mc, dc = model.model_config, model.data_config
+    rng = np.random.default_rng(PRETRAIN_SEED)
+    data = generate_scenes(dc.pretrain_samples, dc, rng)
+    held_out = generate_scenes(max(256, dc.pretrain_samples // 10), dc, rng)
+    device = model.device
+
+    description = {k: c for k, (_, c) in _pretext_targets(held_out, dc.max_objects).items()}
+    question = {"question": len(QUESTION_TYPES)}
+    sensing = [m for m in ("image", "audio") if m in model.modalities]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PRETRAIN_SEED)
+        probes = nn.ModuleDict()
+        for m in model.modalities:
+            width = model.tokens[m] * mc.feature_dim
+            probes[m] = _Probe(width, description if m in sensing else question)
+        fused_classes = {**(description if sensing else {}),
+                         **(question if "text" in model.modalities else {})}
+        probes["fused"] = _Probe(model.hidden_size, fused_classes)
+    probes.to(device)
+
+    learned: list[nn.Parameter] = [model.query_token]
+    learned += list(model.extractors.parameters()) + list(model.encoders.parameters())
+    if train_backbone:
+        learned += [p for n, p in model.backbone.named_parameters() if "lora_" not in n]
+    learned += list(probes.parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in learned:
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW(learned, lr=mc.pretrain_lr, weight_decay=0.01)
+    steps = mc.pretrain_steps
+    horizon, warmup = max(steps, 1), max(1, steps // 20)
+
+    def lr_factor(step: int) -> float:  # linear warm-up, cosine decay
+        cosine = 0.5 * (1 + math.cos(math.pi * min(step, horizon) / horizon))
+        return min(1.0, (step + 1) / warmup) * cosine
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
+
+    def tensors(batch: SceneBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        raw = {m: torch.as_tensor(getattr(batch, m)).to(device) for m in model.modalities}
+        targets = {k: torch.as_tensor(v, dtype=torch.long).to(device)
+                   for k, (v, _) in _pretext_targets(batch, dc.max_objects).items()}
+        targets["question"] = torch.as_tensor(batch.question_type, dtype=torch.long).to(device)
+        return raw, targets
+
+    generator = torch.Generator().manual_seed(PRETRAIN_SEED)
+    num_groups, num_prompt = len(model.tasks), model.num_prompt_tokens
+    mod_index = {m: i for i, m in enumerate(model.modalities)}
+
+    def step_loss(
+        raw: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], drop: bool = True
+    ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+        n = next(iter(raw.values())).shape[0]
+        features = {m: model.extractors[m](raw[m]) for m in model.modalities}
+        outputs = {m: probes[m](features[m].flatten(1)) for m in model.modalities}
+        loss = torch.stack([_mean_ce(outputs[m], targets) for m in model.modalities]).sum()
+
+        keep = {m: (torch.rand(n, generator=generator) < p) | (not drop) for m, p in
+                (("image", _KEEP_IMAGE), ("audio", _KEEP_AUDIO), ("text", _KEEP_TEXT))}
+        if sensing:  # at least one sensing modality, so the description is answerable
+            none = ~torch.stack([keep[m] for m in sensing]).any(0)
+            pick = torch.randint(len(sensing), (n,), generator=generator)
+            for i, m in enumerate(sensing):
+                keep[m] = keep[m] | (none & (pick == i))
+        modality_mask = torch.zeros(n, len(model.modalities), dtype=torch.bool)
+        for m, i in mod_index.items():
+            modality_mask[:, i] = keep[m]
+        groups = (torch.rand(n, num_groups, generator=generator) < _KEEP_PROMPT_GROUP) | (not drop)
+        groups[torch.arange(n), torch.randint(num_groups, (n,), generator=generator)] = True
+        prefix_valid = groups[:, :, None].expand(-1, -1, num_prompt).reshape(n, -1).to(device)
+        modality_mask = modality_mask.to(device)
+        prefix = model.query_token.expand(n, model.prefix_length, -1)
+        hidden, _ = model.fuse(prefix, prefix_valid, features, modality_mask, use_moe=False)
+        weights = prefix_valid.to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden[:, : model.prefix_length] * weights).sum(1) / weights.sum(1)
+        fused = probes["fused"](pooled)
+        if sensing:
+            description_logits = {k: v for k, v in fused.items() if k != "question"}
+            loss = loss + _FUSED_WEIGHT * _mean_ce(description_logits, targets)
+        if "question" in fused:
+            text_kept = modality_mask[:, mod_index["text"]].to(hidden.dtype)
+            loss = loss + _mean_ce({"question": fused["question"]}, targets, text_kept)
+        outputs["fused"] = fused
+        return loss, outputs
+
+    model.train()
+    probes.train()
+    n_train = len(data)
+    batch_size = min(mc.pretrain_batch_size, n_train)
+    order = np.random.default_rng(PRETRAIN_SEED + 1)
+    permutation = order.permutation(n_train)
+    cursor = 0
+    bar = tqdm(range(steps), desc="pre-training M3T backbone", disable=not progress, leave=False,
+                mininterval=1.0)
+    loss_value = float("nan")
+    for step in bar:
+        if cursor + batch_size > n_train:
+            permutation, cursor = order.permutation(n_train), 0
+        idx = permutation[cursor : cursor + batch_size]
+        cursor += batch_size
+        raw, targets = tensors(data.subset(idx))
+        loss, _ = step_loss(raw, targets)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(learned, 1.0)
+        optimiser.step()
+        schedule.step()
+        if step % 10 == 0 or step == steps - 1:
+            loss_value = float(loss.detach())
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+    bar.close()
+
+    # held-out probe accuracy, fused with every modality present (for reports, not for caching)
+    accuracy: dict[str, float] = {}
+    model.eval()
+    with torch.no_grad():
+        raw, targets = tensors(held_out)
+        _, outputs = step_loss(raw, targets, drop=False)
+        for source, logits in outputs.items():
+            for name in ("scene", "count", "question"):
+                if name in logits:
+                    hits = (logits[name].argmax(-1) == targets[name]).float().mean()
+                    accuracy[f"{source}/{name}"] = round(float(hits), 4)
+    model.train()
+    model.freeze_pretrained()
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "steps": steps,
+        "final_loss": round(loss_value, 4),
+        "probe_accuracy": accuracy,
+        "backbone": "pretrained_path" if not train_backbone else "pre-trained here",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+
+
+def build_model(
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> M3TModel:
+    """The M3T model for these configs, its frozen parts loaded from the cache or pre-trained
+    (and cached), its fresh trainable modules drawn from ``seed``, on ``device``.
+
+    ``model.pretrain_info`` holds the pre-training statistics and whether they came from the
+    cache (``"cached": True``).
+
+    Raises:
+        FileNotFoundError: ``model_config.pretrained_path`` is set but holds no checkpoint.
+    """
+    checkpoint = _checkpoint_dir(model_config.pretrained_path)
+    backbone = load_backbone(checkpoint) if checkpoint is not None else None
+    model = M3TModel(model_config, data_config, seed=seed, backbone=backbone)
+    path = cache_path(model_config, data_config, cache_dir)
+    key = path.stem.removeprefix("m3t-")
+    info: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            state, info = _load_cache(path, key)
+            model.load_pretrained_state(state, seed)
+            info = {**info, "cached": True}
+        except Exception as err:  # noqa: BLE001 - any unreadable file is rebuilt
+            warnings.warn(
+                f"pre-trained model cache {path} is unusable ({type(err).__name__}: {err}); "
+                "pre-training again and rewriting it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            info = None
+    if info is None:
+        info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
+        _save_cache(path, key, model.pretrained_state(), info)
+        model.load_pretrained_state(model.pretrained_state(), seed)
+        info = {**info, "cached": False}
+    model.pretrain_info = info
+    model.cache_file = path
+    return model.to(device)

@@ -1,0 +1,146 @@
+"""Building the model: the pre-training cache, checkpoints, and learnability."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+import hffm_env.models.pretrain as pretrain
+from hffm_env.data import generate_scenes, task_specs
+from hffm_env.models import build_model, cache_key, cache_path, masked_task_loss
+
+
+@pytest.fixture
+def configs(tiny_configs):
+    return tiny_configs
+
+
+def _fail(*args, **kwargs):
+    raise AssertionError("pre-training ran although the cache should have been used")
+
+
+def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, configs):
+    TINY_MODEL, TINY_DATA = configs
+    first = build_model(TINY_MODEL, TINY_DATA, seed=0, progress=False)
+    path = cache_path(TINY_MODEL, TINY_DATA)
+    assert path.parent == private_cache and path.exists()
+    assert first.pretrain_info["cached"] is False
+    assert not list(private_cache.glob("*.tmp"))
+
+    original = pretrain.pretrain_model
+    monkeypatch.setattr(pretrain, "pretrain_model", _fail)
+    second = build_model(TINY_MODEL, TINY_DATA, seed=0, progress=False)
+    assert second.pretrain_info["cached"] is True
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    # another seed: same frozen parts, other fresh heads
+    third = build_model(TINY_MODEL, TINY_DATA, seed=1, progress=False)
+    torch.testing.assert_close(third.query_token, first.query_token)
+    assert not torch.equal(third.heads["vqa"].weight, first.heads["vqa"].weight)
+    monkeypatch.setattr(pretrain, "pretrain_model", original)
+
+    path.write_bytes(b"not a torch file")
+    with pytest.warns(RuntimeWarning, match="unusable"):
+        rebuilt = build_model(TINY_MODEL, TINY_DATA, seed=0, progress=False)
+    assert rebuilt.pretrain_info["cached"] is False
+    torch.testing.assert_close(rebuilt.query_token, first.query_token)  # deterministic
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_model(TINY_MODEL, TINY_DATA, progress=False).pretrain_info["cached"]
+
+
+def test_truncated_cache_is_rebuilt(private_cache, configs):
+    TINY_MODEL, TINY_DATA = configs
+    build_model(TINY_MODEL, TINY_DATA, progress=False)
+    path = cache_path(TINY_MODEL, TINY_DATA)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="unusable"):
+        build_model(TINY_MODEL, TINY_DATA, progress=False)
+
+
+def test_cache_key_depends_on_what_pretraining_sees(configs):
+    TINY_MODEL, TINY_DATA = configs
+    base = cache_key(TINY_MODEL, TINY_DATA)
+    assert cache_key(dataclasses.replace(TINY_MODEL, lora_rank=8), TINY_DATA) == base
+    assert cache_key(dataclasses.replace(TINY_MODEL, precision_bits=16), TINY_DATA) == base
+    assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, samples_per_device=10)) == base
+    assert cache_key(dataclasses.replace(TINY_MODEL, hidden_size=32), TINY_DATA) != base
+    assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, noise_std=0.2)) != base
+
+
+def _save_tiny_bert(folder) -> BertModel:
+    config = BertConfig(vocab_size=30, hidden_size=24, num_hidden_layers=1, num_attention_heads=3,
+                        intermediate_size=40, max_position_embeddings=64)
+    torch.manual_seed(0)
+    bert = BertModel(config)
+    bert.save_pretrained(folder)
+    return bert
+
+
+def test_pretrained_path_loads_local_checkpoint(tmp_path, monkeypatch, configs):
+    TINY_MODEL, TINY_DATA = configs
+    saved = _save_tiny_bert(tmp_path / "bert")
+    config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "bert"))
+    model = build_model(config, TINY_DATA, progress=False)
+    assert model.hidden_size == 24
+    layer = model.backbone.encoder.layer[0].attention.self
+    torch.testing.assert_close(layer.query.base_layer.weight,
+                               saved.encoder.layer[0].attention.self.query.weight)
+    torch.testing.assert_close(model.backbone.embeddings.position_embeddings.weight,
+                               saved.embeddings.position_embeddings.weight)
+    assert model.pretrain_info["backbone"] == "pretrained_path"
+    n = 3
+    batch = generate_scenes(n, TINY_DATA, np.random.default_rng(0))
+    mask = torch.ones(n, 3, dtype=torch.bool)
+    logits, _ = model(model.extract_features(batch), mask, mask)
+    assert logits.shape == (n, 3, model.max_classes)
+    monkeypatch.setattr(pretrain, "pretrain_model", _fail)
+    assert build_model(config, TINY_DATA, progress=False).pretrain_info["cached"]
+
+
+def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
+    TINY_MODEL, TINY_DATA = configs
+    config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="pretrained_path.*nowhere"):
+        build_model(config, TINY_DATA, progress=False)
+
+
+def test_fine_tuning_learns_count_and_scene(tmp_path_factory, configs):
+    TINY_MODEL, TINY_DATA = configs
+    """A looser learnability check: a small model, briefly pre-trained, then a few hundred steps
+    of fine-tuning of only the trainable modules beat chance clearly on count and scene."""
+    model_config = dataclasses.replace(
+        TINY_MODEL, hidden_size=32, num_heads=4, intermediate_size=64, feature_dim=16,
+        pretrain_steps=60, pretrain_batch_size=32, pretrain_lr=3e-3,
+    )
+    data_config = dataclasses.replace(TINY_DATA, pretrain_samples=600)
+    model = build_model(model_config, data_config, cache_dir=tmp_path_factory.mktemp("learn"),
+                        progress=False)
+    rng = np.random.default_rng(11)
+    train, test = generate_scenes(600, data_config, rng), generate_scenes(400, data_config, rng)
+    f_train, f_test = model.extract_features(train), model.extract_features(test)
+    y_train, y_test = model.labels_of(train), model.labels_of(test)
+    ones = torch.ones(600, 3, dtype=torch.bool)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=5e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        idx = torch.randint(600, (32,), generator=gen)
+        logits, balance = model({m: f[idx] for m, f in f_train.items()}, ones[idx], ones[idx])
+        loss = masked_task_loss(logits, y_train[idx], ones[idx]) + balance
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        logits, _ = model(f_test, ones[:400], ones[:400])
+    accuracy = (logits.argmax(-1) == y_test).float().mean(0)
+    specs = task_specs(data_config)
+    for task in ("count", "scene"):
+        k = model.tasks.index(task)
+        assert accuracy[k] > 1.3 * specs[task].chance, (task, float(accuracy[k]))
