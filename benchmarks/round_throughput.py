@@ -1,0 +1,138 @@
+"""One round of local training done three ways, timed in one run.
+
+- ``batched``: the engine (all devices' stacked modules, ``vmap(grad)`` and a stacked AdamW);
+- ``sequential``: a loop over devices, each with its own ``torch.optim.AdamW`` (how research
+  prototypes do it); same mini-batches, same result;
+- ``fused``: all devices' samples as one batch through a single set of modules (no
+  personalisation): the bound a batched engine can approach.
+
+Prints times and the ratios ``sequential / batched`` and ``batched / fused`` (targets on the
+default scenario: at least 2x and at most 1.25x); ``--json [FILE]`` writes them as JSON
+(stdout when no file is given).
+
+    python benchmarks/round_throughput.py --scenario small --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from hffm_env.config import load_scenario
+from hffm_env.data import build_federated_data
+from hffm_env.fl import FederatedEngine
+from hffm_env.fl.reference import draw_minibatches, sequential_local_training
+from hffm_env.models import build_model
+from hffm_env.sim import Network
+
+
+def build_engine(scenario: str, overrides: list[str], device: str) -> FederatedEngine:
+    """An engine for ``scenario`` (model pre-trained or loaded from the cache)."""
+    cfg = load_scenario(scenario, overrides=overrides)
+    network = Network(cfg, np.random.default_rng(cfg.seed))
+    data = build_federated_data(cfg.data, network.topology.cluster_of_device,
+                                np.random.default_rng(cfg.seed))
+    model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device, progress=False)
+    return FederatedEngine(cfg, model, data, network, device=device)
+
+
+def fused_round(engine: FederatedEngine) -> None:
+    """The same number of optimiser steps on the union of the devices' mini-batches, with one
+    shared set of modules."""
+    fl = engine.scenario.fl
+    params = {k: v[0].clone().requires_grad_(True) for k, v in engine.params.items()}
+    optimizer = torch.optim.AdamW(list(params.values()), lr=fl.lr,
+                                  weight_decay=fl.weight_decay)
+    task_mask = engine._trainable_tasks()
+    n, batch = engine.num_devices, fl.batch_size
+    modality = engine.modality_mask.unsqueeze(1).expand(n, batch, -1).reshape(n * batch, -1)
+    tasks = task_mask.unsqueeze(1).expand(n, batch, -1).reshape(n * batch, -1)
+    for idx in draw_minibatches(engine):
+        rows = idx.reshape(-1)
+        features = {m: f[rows] for m, f in engine.features.items()}
+        logits, balance = functional_call(engine.model, params, (features, modality, tasks))
+        log_probs = torch.log_softmax(logits, dim=-1)
+        nll = -log_probs.gather(-1, engine.labels[rows].unsqueeze(-1)).squeeze(-1)
+        weight = tasks.to(nll.dtype)
+        loss = (nll * weight).sum() / weight.sum().clamp(min=1.0) + balance
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def time_it(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write results as JSON to FILE (stdout without FILE)")
+    args = parser.parse_args(argv)
+
+    engine = build_engine(args.scenario, args.overrides, args.device)
+    trained = torch.ones(engine.num_devices, dtype=torch.bool, device=engine.device)
+    start = {k: v.clone() for k, v in engine.params.items()}
+
+    def batched() -> None:
+        engine.params = {k: v.clone() for k, v in start.items()}
+        engine._local_training(trained)
+
+    def sequential() -> None:
+        engine.params = {k: v.clone() for k, v in start.items()}
+        sequential_local_training(engine, trained)
+
+    results = {
+        "scenario": args.scenario,
+        "devices": engine.num_devices,
+        "local_steps": engine.scenario.fl.local_steps,
+        "batch_size": engine.scenario.fl.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "batched_s": time_it(batched, args.repeats),
+        "sequential_s": time_it(sequential, args.repeats),
+        "fused_s": time_it(lambda: fused_round(engine), args.repeats),
+    }
+    results["sequential_over_batched"] = results["sequential_s"] / results["batched_s"]
+    results["batched_over_fused"] = results["batched_s"] / results["fused_s"]
+    results["targets_met"] = {
+        "sequential_over_batched>=2": results["sequential_over_batched"] >= 2.0,
+        "batched_over_fused<=1.25": results["batched_over_fused"] <= 1.25,
+    }
+    print(f"one round of local training, scenario {args.scenario}: {engine.num_devices} devices"
+          f" x {results['local_steps']} steps x batch {results['batch_size']}")
+    print(f"  {'way':<12}{'time (ms)':>12}")
+    for way in ("batched", "sequential", "fused"):
+        print(f"  {way:<12}{1e3 * results[way + '_s']:>12.1f}")
+    print(f"  sequential / batched = {results['sequential_over_batched']:.2f}x (target >= 2)")
+    print(f"  batched / fused      = {results['batched_over_fused']:.2f}x (target <= 1.25)")
+    if args.json == "-":
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    elif args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

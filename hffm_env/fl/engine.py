@@ -1,0 +1,713 @@
+"""The federated engine: one round of real, batched M3T training and module movement.
+
+Every round (:meth:`FederatedEngine.run_round`):
+
+1. every available device trains the modules it holds on its own data, all devices in one
+   batched computation (``torch.func.vmap`` of ``grad`` over parameters stacked along a leading
+   device dimension, and a stacked AdamW);
+2. a device whose loss or parameters became non-finite is reset to its state at the start of
+   the round, flagged, and excluded from every aggregate;
+3. module types are aggregated at the tier the :class:`Schedule` names (D2D pairs, D2D at the
+   cluster head, edge, cloud), weighted by sample counts, as tensor arithmetic over the device
+   dimension; every movement is recorded in a :class:`TransferTable`;
+4. pending module requests are served from the chosen relay source;
+5. the network prices the transfers and the computation, and the model is evaluated on each
+   device's held-out data (personalisation) and on a global test set (generalisation).
+
+Devices that dropped out neither train nor send nor receive; nothing they hold is lost.
+With ``train=False`` (cost fidelity) steps 1, 2 and 5's evaluation are skipped: the same
+schedule, transfers and prices, with accuracies reported as NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.data import FederatedData, can_serve, task_specs
+from hffm_env.fl.aggregation import broadcast_to_members, group_weighted_mean, pair_average
+from hffm_env.fl.optim import StackedAdamW
+from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.models import M3TModel, ModuleInventory, held_modules, stack_state
+from hffm_env.sim import CostReport, Network, Stage, TransferTable
+
+__all__ = ["FederatedEngine", "RoundResult"]
+
+
+@dataclass
+class RoundResult:
+    """What one round produced.
+
+    Accuracies are fractions in [0, 1], per task and ``"mean"`` (the mean over tasks); NaN in
+    cost fidelity. ``accuracy`` is measured on the global test set (every device's model, on the
+    tasks it runs, averaged over devices); ``accuracy_local`` on each device's own held-out data.
+    A device that runs a task but still lacks one of its modules scores 0 on it.
+    """
+
+    round_index: int
+    accuracy: dict[str, float]
+    accuracy_local: dict[str, float]
+    accuracy_local_per_device: np.ndarray
+    train_loss: float
+    loss_per_task: dict[str, float]
+    loss_per_device: np.ndarray
+    transfers: TransferTable
+    cost: CostReport
+    aggregated: dict[str, str]
+    dropped_devices: list[int] = field(default_factory=list)
+    failed_devices: list[int] = field(default_factory=list)
+    relayed: list[ModuleRequest] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+class FederatedEngine:
+    """Owns every device's, edge server's and the cloud's copies of the trainable modules.
+
+    Args:
+        scenario: the scenario config (engine knobs in ``scenario.fl``).
+        model: the M3T model; its frozen parts are shared by all devices, its trainable
+            parameters are the initial module states.
+        data: the federated data split (device profiles, samples, test sets).
+        network: the network simulator (availability, heads, D2D routes, cost accounting).
+        train: ``False`` for cost fidelity (no training, no evaluation).
+        device: torch device for training (``"cpu"`` or ``"cuda"``).
+        eval_chunk: global-test samples evaluated per batched forward (bounds memory).
+
+    Optimiser state: with ``scenario.fl.optimizer_state == "reset"`` every device's AdamW
+    moments are cleared at the start of each round; with ``"persist"`` they carry over (and are
+    cleared for a device whose parameters were replaced by an aggregate it did not take part in).
+    """
+
+    def __init__(
+        self,
+        scenario: ScenarioConfig,
+        model: M3TModel,
+        data: FederatedData,
+        network: Network,
+        *,
+        train: bool = True,
+        device: str | torch.device = "cpu",
+        eval_chunk: int = 256,
+    ) -> None:
+        self.scenario = scenario
+        self.model = model
+        self.data = data
+        self.network = network
+        self.train = train
+        self.device = torch.device(device)
+        self.eval_chunk = eval_chunk
+        self.tasks: tuple[str, ...] = tuple(model.tasks)
+        self.modalities: tuple[str, ...] = tuple(model.modalities)
+        self.inventory = ModuleInventory(model)
+        self.module_ids: list[str] = self.inventory.ids()
+        self.module_index = {mid: k for k, mid in enumerate(self.module_ids)}
+        self.num_devices = network.num_devices
+        self.num_clusters = network.num_clusters
+        if len(data.profiles) != self.num_devices:
+            raise ValueError(
+                f"data has {len(data.profiles)} device profiles but the network has "
+                f"{self.num_devices} devices"
+            )
+        self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,
+                                       device=self.device)
+        # Bits on the wire per module; the prototype's scenario rescales the whole model to its
+        # fixed payload so that its published costs can be reproduced.
+        scale = 1.0
+        if scenario.cost.model_payload_bits is not None:
+            scale = scenario.cost.model_payload_bits / self.inventory.total_bits
+        self.module_bits = {s.module_id: s.size_bits * scale for s in self.inventory.specs}
+        self._param_module = {
+            name: self.module_index[spec.module_id]
+            for spec in self.inventory.specs
+            for name in spec.param_names
+        }
+        self.num_samples = torch.as_tensor(data.num_samples, dtype=torch.float32,
+                                           device=self.device)
+        self.modality_mask = torch.tensor(
+            [[m in p.modalities for m in self.modalities] for p in data.profiles],
+            dtype=torch.bool, device=self.device,
+        )
+        self._initial_state = {
+            k: v.detach().to(self.device) for k, v in model.trainable_state().items()
+        }
+        self.optimizer = StackedAdamW(scenario.fl.lr, scenario.fl.weight_decay)
+        if train:
+            self.model.to(self.device)
+            self._prepare_training_data()
+        self.reset(scenario.seed)
+
+    # ----------------------------------------------------------------------------------------
+    # set-up
+
+    def _prepare_training_data(self) -> None:
+        """Frozen features are computed once per sample; training gathers from this cache."""
+        data = self.data
+        feats = self.model.extract_features(data.pool)
+        self.features = {m: f.to(self.device) for m, f in feats.items()}
+        self.labels = torch.stack(
+            [torch.as_tensor(data.pool.labels[t]) for t in self.tasks], dim=1
+        ).to(self.device)
+        gfeats = self.model.extract_features(data.global_test)
+        self.global_features = {m: f.to(self.device) for m, f in gfeats.items()}
+        self.global_labels = torch.stack(
+            [torch.as_tensor(data.global_test.labels[t]) for t in self.tasks], dim=1
+        ).to(self.device)
+        self.train_idx, self.train_count = self._pad_indices(data.train_idx)
+        self.test_idx, self.test_count = self._pad_indices(data.test_idx)
+
+    def _pad_indices(self, per_device: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(len(ix) for ix in per_device)
+        padded = np.zeros((len(per_device), longest), dtype=np.int64)
+        for d, ix in enumerate(per_device):
+            padded[d, : len(ix)] = ix
+        counts = torch.as_tensor([len(ix) for ix in per_device], device=self.device)
+        return torch.as_tensor(padded, device=self.device), counts
+
+    def reset(self, seed: int) -> None:
+        """Back to the initial modules and profiles; the torch generator reseeded from ``seed``."""
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        n, c = self.num_devices, self.num_clusters
+        self.params = stack_state(self._initial_state, n)
+        self.edge_params = stack_state(self._initial_state, c)
+        self.cloud_params = {k: v.clone() for k, v in self._initial_state.items()}
+        self.device_tasks = torch.tensor(
+            [[t in p.tasks for t in self.tasks] for p in self.data.profiles],
+            dtype=torch.bool, device=self.device,
+        )
+        holds = torch.zeros((n, len(self.module_ids)), dtype=torch.bool, device=self.device)
+        for d, profile in enumerate(self.data.profiles):
+            for mid in held_modules(profile):
+                holds[d, self.module_index[mid]] = True
+        self.holds = holds
+        self.pending: list[ModuleRequest] = []
+        self.optimizer.reset(self.params)
+        self.round_index = 0
+
+    # ----------------------------------------------------------------------------------------
+    # between rounds
+
+    def begin_round(self, rng: np.random.Generator) -> list[ModuleRequest]:
+        """Draw this round's task arrival (``scenario.fl.task_arrival_prob``): a device gains a
+        task its modalities can serve and must receive that task's prompt and head by relaying.
+        Returns the pending requests."""
+        fl = self.scenario.fl
+        if fl.task_arrival_prob > 0 and rng.random() < fl.task_arrival_prob:
+            candidates = [
+                (d, k)
+                for d, profile in enumerate(self.data.profiles)
+                for k, task in enumerate(self.tasks)
+                if not bool(self.device_tasks[d, k]) and can_serve(task, profile.modalities)
+            ]
+            needed = 2
+            if candidates and len(self.pending) + needed <= fl.max_pending_requests:
+                d, k = candidates[int(rng.integers(len(candidates)))]
+                self.device_tasks[d, k] = True
+                for module_id in (f"prompt/{self.tasks[k]}", f"head/{self.tasks[k]}"):
+                    if not bool(self.holds[d, self.module_index[module_id]]):
+                        self.pending.append(ModuleRequest(d, module_id))
+        return list(self.pending)
+
+    def holders(self, module_id: str) -> np.ndarray:
+        """Boolean ``(N,)``: which devices hold ``module_id``."""
+        return self.holds[:, self.module_index[module_id]].cpu().numpy()
+
+    # ----------------------------------------------------------------------------------------
+    # one round
+
+    def validate_schedule(self, schedule: Schedule) -> None:
+        """Raise ``ValueError`` naming the field when ``schedule`` does not fit this network."""
+        c, n = self.num_clusters, self.num_devices
+        if schedule.routes and len(schedule.routes) != c:
+            raise ValueError(f"Schedule.routes has {len(schedule.routes)} entries: need {c}")
+        if schedule.heads:
+            if len(schedule.heads) != c:
+                raise ValueError(f"Schedule.heads has {len(schedule.heads)} entries: need {c}")
+            for cl, head in enumerate(schedule.heads):
+                if head not in self.network.members(cl):
+                    raise ValueError(
+                        f"Schedule.heads[{cl}] = {head}: not a member of cluster {cl} "
+                        f"(members {self.network.members(cl).tolist()})"
+                    )
+        seen: set[int] = set()
+        for i, j in schedule.pairs:
+            for d in (i, j):
+                if not 0 <= d < n:
+                    raise ValueError(f"Schedule.pairs has device {d}: allowed 0..{n - 1}")
+                if d in seen:
+                    raise ValueError(
+                        f"Schedule.pairs uses device {d} twice: pairs must be disjoint"
+                    )
+                seen.add(d)
+        for request, source in schedule.relay_sources.items():
+            if request not in self.pending:
+                raise ValueError(f"Schedule.relay_sources names {request}, which is not pending")
+            if source.kind == SourceKind.DEVICE:
+                j = source.device
+                if not 0 <= j < n or int(self.cluster[j]) != int(self.cluster[request.device]):
+                    raise ValueError(
+                        f"relay source device {j} for {request}: must be in the requester's "
+                        "cluster"
+                    )
+                if not bool(self.holds[j, self.module_index[request.module_id]]):
+                    raise ValueError(
+                        f"relay source device {j} for {request}: does not hold "
+                        f"{request.module_id}"
+                    )
+
+    def run_round(self, schedule: Schedule) -> RoundResult:
+        """Train, aggregate, relay and price one round under ``schedule``."""
+        self.validate_schedule(schedule)
+        network = self.network
+        available = torch.as_tensor(network.available, dtype=torch.bool, device=self.device)
+        heads = list(schedule.heads) if schedule.heads else [int(h) for h in network.heads]
+        routes = list(schedule.routes) if schedule.routes else [Route.DIRECT] * self.num_clusters
+        flags: list[str] = []
+
+        trained = available & self._trainable_tasks().any(dim=1)
+        failed = torch.zeros_like(available)
+        loss_per_device = np.full(self.num_devices, np.nan)
+        loss_per_task = {t: float("nan") for t in self.tasks}
+        if self.train:
+            losses, task_losses, failed = self._local_training(trained)
+            trained_np = trained.cpu().numpy()
+            loss_per_device = np.where(trained_np, losses, np.nan)
+            ran = self._trainable_tasks().cpu().numpy() & trained_np[:, None]
+            ran &= ~failed.cpu().numpy()[:, None]
+            for k, task in enumerate(self.tasks):
+                if ran[:, k].any():
+                    loss_per_task[task] = float(task_losses[ran[:, k], k].mean())
+            for d in torch.nonzero(failed).flatten().tolist():
+                flags.append(f"device {d}: non-finite loss or parameters; reset and excluded")
+
+        table = network.new_table()
+        participating = self.holds & (available & ~failed).unsqueeze(1)
+        for module_type in MODULE_TYPES:
+            tier = schedule.tier(module_type)
+            if tier == Tier.NONE:
+                continue
+            for spec in self.inventory.by_type(module_type):
+                self._aggregate_module(spec.module_id, tier, participating, routes, heads,
+                                       schedule.pairs, table)
+        relayed = self._serve_requests(schedule, available, heads, table, flags)
+
+        compute_samples = None
+        if self.scenario.compute.enabled:
+            work = self.scenario.fl.local_steps * self.scenario.fl.batch_size
+            compute_samples = trained.cpu().numpy().astype(np.float64) * work
+        cost = network.account(table, compute_samples=compute_samples)
+
+        accuracy, accuracy_local, per_device = self.evaluate()
+        finite = loss_per_device[np.isfinite(loss_per_device)]
+        result = RoundResult(
+            round_index=self.round_index,
+            accuracy=accuracy,
+            accuracy_local=accuracy_local,
+            accuracy_local_per_device=per_device,
+            train_loss=float(finite.mean()) if finite.size else float("nan"),
+            loss_per_task=loss_per_task,
+            loss_per_device=loss_per_device,
+            transfers=table,
+            cost=cost,
+            aggregated={t: schedule.tier(t).name.lower() for t in MODULE_TYPES},
+            dropped_devices=np.flatnonzero(~network.available).tolist(),
+            failed_devices=torch.nonzero(failed).flatten().tolist(),
+            relayed=relayed,
+            flags=flags,
+        )
+        self.round_index += 1
+        return result
+
+    def price_schedule(self, schedule: Schedule, *, with_compute: bool = True) -> CostReport:
+        """The cost of ``schedule`` under the current network conditions, with every available
+        holder taking part, without training or changing any state (used for reward
+        references and cost studies)."""
+        self.validate_schedule(schedule)
+        heads = list(schedule.heads) if schedule.heads else [int(h) for h in self.network.heads]
+        routes = list(schedule.routes) if schedule.routes else [Route.DIRECT] * self.num_clusters
+        available = np.asarray(self.network.available, dtype=bool)
+        part = self.holds.cpu().numpy() & available[:, None]
+        table = self.network.new_table()
+        for module_type in MODULE_TYPES:
+            tier = schedule.tier(module_type)
+            if tier == Tier.NONE:
+                continue
+            for spec in self.inventory.by_type(module_type):
+                k = self.module_index[spec.module_id]
+                self._record_aggregation(spec.module_id, tier, part[:, k], routes, heads,
+                                         schedule.pairs, self.module_bits[spec.module_id], table)
+        compute_samples = None
+        if with_compute and self.scenario.compute.enabled:
+            work = self.scenario.fl.local_steps * self.scenario.fl.batch_size
+            compute_samples = available.astype(np.float64) * work
+        return self.network.account(table, compute_samples=compute_samples)
+
+    def attach_network(self, network: Network) -> None:
+        """Use ``network`` from now on (the env re-places the network on every reset). Its
+        devices must be the same, in the same clusters' order of sizes."""
+        if network.num_devices != self.num_devices:
+            raise ValueError(
+                f"network has {network.num_devices} devices; the engine was built for "
+                f"{self.num_devices}"
+            )
+        self.network = network
+        self.num_clusters = network.num_clusters
+        self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,
+                                       device=self.device)
+
+    def evaluate(self) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+        """Global and local accuracy (per task and mean) and the local accuracy per device and
+        task, of the current device models; NaN in cost fidelity."""
+        if not self.train:
+            nan = {t: float("nan") for t in (*self.tasks, "mean")}
+            return dict(nan), dict(nan), np.full((self.num_devices, len(self.tasks)), np.nan)
+        return self._evaluate()
+
+    # ----------------------------------------------------------------------------------------
+    # training
+
+    def _trainable_tasks(self) -> torch.Tensor:
+        """``(N, K)``: tasks a device runs and holds both modules of (prompt and head)."""
+        prompt = torch.stack(
+            [self.holds[:, self.module_index[f"prompt/{t}"]] for t in self.tasks], dim=1
+        )
+        head = torch.stack(
+            [self.holds[:, self.module_index[f"head/{t}"]] for t in self.tasks], dim=1
+        )
+        return self.device_tasks & prompt & head
+
+    def _loss(
+        self,
+        params: dict[str, torch.Tensor],
+        features: dict[str, torch.Tensor],
+        modality_mask: torch.Tensor,
+        task_mask: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        logits, balance_loss = functional_call(
+            self.model, params, (features, modality_mask, task_mask)
+        )
+        log_probs = torch.log_softmax(logits, dim=-1)
+        nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        weight = task_mask.to(nll.dtype)
+        loss = (nll * weight).sum() / weight.sum().clamp(min=1.0) + balance_loss
+        per_task = (nll * weight).sum(dim=0) / weight.sum(dim=0).clamp(min=1.0)
+        return loss, (loss.detach(), per_task.detach())
+
+    def _local_training(
+        self, trained: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """``local_steps`` AdamW steps for every device at once; returns per-device mean loss,
+        per-device per-task mean loss ``(N, K)`` and the devices that went non-finite (already
+        reset to their round-start state)."""
+        fl = self.scenario.fl
+        n, batch = self.num_devices, fl.batch_size
+        snapshot = {k: v.clone() for k, v in self.params.items()}
+        if fl.optimizer_state == "reset":
+            self.optimizer.reset(self.params)
+        task_mask = self._trainable_tasks()
+        update = {
+            name: trained & self.holds[:, self._param_module[name]] for name in self.params
+        }
+        step_grad = vmap(grad(self._loss, has_aux=True), in_dims=(0, 0, 0, 0, 0))
+        modality = self.modality_mask.unsqueeze(1).expand(n, batch, -1)
+        tasks = task_mask.unsqueeze(1).expand(n, batch, -1)
+        loss_sum = torch.zeros(n, device=self.device)
+        task_loss_sum = torch.zeros((n, len(self.tasks)), device=self.device)
+        for _ in range(fl.local_steps):
+            # Uniform draws over each device's own samples, from the round's generator.
+            u = torch.rand((n, batch), generator=self.generator, device=self.device)
+            pick = (u * self.train_count.unsqueeze(1)).long()
+            idx = self.train_idx.gather(1, pick)
+            feats = {m: f[idx] for m, f in self.features.items()}
+            grads, (loss, task_loss) = step_grad(
+                self.params, feats, modality, tasks, self.labels[idx]
+            )
+            self.params = self.optimizer.step(self.params, grads, update)
+            loss_sum += loss
+            task_loss_sum += task_loss
+        finite = torch.isfinite(loss_sum)
+        for value in self.params.values():
+            finite &= torch.isfinite(value.flatten(1)).all(dim=1)
+        failed = trained & ~finite
+        if bool(failed.any()):
+            shape_of = {k: (-1,) + (1,) * (v.dim() - 1) for k, v in self.params.items()}
+            self.params = {
+                k: torch.where(failed.view(shape_of[k]), snapshot[k], v)
+                for k, v in self.params.items()
+            }
+            self.optimizer.reset(self.params, devices=failed)
+        steps = fl.local_steps
+        return (
+            (loss_sum / steps).cpu().numpy(),
+            (task_loss_sum / steps).cpu().numpy(),
+            failed,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # aggregation and transfers
+
+    def _aggregate_module(
+        self,
+        module_id: str,
+        tier: Tier,
+        participating: torch.Tensor,
+        routes: list[Route],
+        heads: list[int],
+        pairs: tuple[tuple[int, int], ...],
+        table: TransferTable,
+    ) -> None:
+        k = self.module_index[module_id]
+        part = participating[:, k]
+        bits = self.module_bits[module_id]
+        names = self.inventory.by_id(module_id).param_names
+        if tier == Tier.D2D_PAIRS:
+            valid = [(i, j) for i, j in pairs if bool(part[i]) and bool(part[j])]
+            if valid:
+                first = torch.tensor([i for i, _ in valid], device=self.device)
+                second = torch.tensor([j for _, j in valid], device=self.device)
+                for name in names:
+                    self.params[name] = pair_average(self.params[name], first, second)
+            self._record_aggregation(module_id, tier, part.cpu().numpy(), routes, heads, pairs,
+                                     bits, table)
+            return
+
+        weights = self.num_samples * part
+        part_np = part.cpu().numpy()
+        for name in names:
+            means, totals = group_weighted_mean(self.params[name], weights, self.cluster,
+                                                self.num_clusters)
+            if tier == Tier.CLOUD:
+                cloud, _ = group_weighted_mean(
+                    means, totals, torch.zeros(self.num_clusters, dtype=torch.long,
+                                               device=self.device), 1
+                )
+                if bool((totals > 0).any()):
+                    self.cloud_params[name] = cloud[0]
+                    reached = totals > 0
+                    self.edge_params[name] = broadcast_to_members(
+                        self.edge_params[name], cloud.expand(self.num_clusters, *cloud.shape[1:]),
+                        torch.zeros(self.num_clusters, dtype=torch.long, device=self.device),
+                        reached,
+                    )
+                    self.params[name] = broadcast_to_members(
+                        self.params[name], cloud, torch.zeros_like(self.cluster), part
+                    )
+            else:
+                self.params[name] = broadcast_to_members(self.params[name], means, self.cluster,
+                                                         part)
+                if tier == Tier.EDGE:
+                    at_edge = torch.tensor(
+                        [r != Route.D2D_RELAY for r in routes], device=self.device
+                    ) & (totals > 0)
+                    self.edge_params[name] = torch.where(
+                        at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
+                        self.edge_params[name],
+                    )
+        self._record_aggregation(module_id, tier, part_np, routes, heads, pairs, bits, table)
+
+    def _record_aggregation(
+        self,
+        module_id: str,
+        tier: Tier,
+        part: np.ndarray,
+        routes: list[Route],
+        heads: list[int],
+        pairs: tuple[tuple[int, int], ...],
+        bits: float,
+        table: TransferTable,
+    ) -> None:
+        """Append the transfers that aggregating ``module_id`` at ``tier`` takes, given which
+        devices take part (``part``, boolean ``(N,)``)."""
+        network = self.network
+        if tier == Tier.D2D_PAIRS:
+            valid = [(i, j) for i, j in pairs if part[i] and part[j]]
+            if valid:
+                table.add_d2d_pairs(module_id, bits, valid)
+            return
+        for c in range(self.num_clusters):
+            members = network.members(c)
+            senders = members[part[members]]
+            if senders.size == 0:
+                continue
+            route = routes[c]
+            head = heads[c]
+            at_head = tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY)
+            if at_head or (tier == Tier.CLOUD and route == Route.D2D_RELAY):
+                others = senders[senders != head]
+                if others.size:
+                    table.add_d2d_to_head(module_id, bits, c, head, others,
+                                          network.relay_paths(c, head))
+                    table.add_d2d_broadcast(module_id, bits, c, head, others,
+                                            network.broadcast_tree(c, head))
+                if tier == Tier.CLOUD:
+                    one = np.array([head])
+                    table.add_uplinks(module_id, bits, one)
+                    table.add_backhaul_up(module_id, bits, [c])
+                    table.add_backhaul_down(module_id, bits, [c])
+                    table.add_downlinks(module_id, bits, one)
+            elif tier == Tier.CLOUD and route == Route.STAR:
+                table.add_device_cloud(module_id, bits, senders, direction="up")
+                table.add_device_cloud(module_id, bits, senders, direction="down")
+            else:  # EDGE or CLOUD over direct uplinks
+                table.add_uplinks(module_id, bits, senders)
+                if tier == Tier.CLOUD:
+                    table.add_backhaul_up(module_id, bits, [c])
+                    table.add_backhaul_down(module_id, bits, [c])
+                table.add_downlinks(module_id, bits, senders)
+
+    def _serve_requests(
+        self,
+        schedule: Schedule,
+        available: torch.Tensor,
+        heads: list[int],
+        table: TransferTable,
+        flags: list[str],
+    ) -> list[ModuleRequest]:
+        served: list[ModuleRequest] = []
+        for request, source in schedule.relay_sources.items():
+            d, module_id = request.device, request.module_id
+            c = int(self.cluster[d])
+            bits = self.module_bits[module_id]
+            if not bool(available[d]):
+                flags.append(f"relay of {module_id} to device {d}: requester dropped out")
+                continue
+            names = self.inventory.by_id(module_id).param_names
+            if source.kind == SourceKind.DEVICE:
+                j = source.device
+                if not bool(available[j]):
+                    flags.append(f"relay of {module_id} to device {d}: source {j} dropped out")
+                    continue
+                path = self.network.relay_paths(c, d)[j]
+                table.add_flow(module_id, bits, path, "d2d", Stage.D2D_DOWN, c)
+                values = {name: self.params[name][j] for name in names}
+            elif source.kind == SourceKind.EDGE:
+                table.add_downlinks(module_id, bits, [d])
+                values = {name: self.edge_params[name][c] for name in names}
+            else:
+                table.add_backhaul_down(module_id, bits, [c])
+                table.add_downlinks(module_id, bits, [d])
+                values = {name: self.cloud_params[name] for name in names}
+            for name, value in values.items():
+                self.params[name][d] = value
+            self.holds[d, self.module_index[module_id]] = True
+            self.pending.remove(request)
+            served.append(request)
+        return served
+
+    # ----------------------------------------------------------------------------------------
+    # evaluation and observation helpers
+
+    @torch.no_grad()
+    def _predict(self, features: dict[str, torch.Tensor], shared: bool) -> torch.Tensor:
+        """Predicted classes ``(N, S, K)`` of every device's model on ``S`` samples: the same
+        samples for all devices when ``shared``, else per-device samples ``(N, S, ...)``."""
+        n = self.num_devices
+        task_mask = self.device_tasks
+        in_dims = (0, None if shared else 0, 0, 0)
+
+        def forward(p, f, mm, tm):
+            return functional_call(self.model, p, (f, mm, tm))[0]
+
+        batched = vmap(forward, in_dims=in_dims)
+        total = next(iter(features.values())).shape[1 if not shared else 0]
+        preds = []
+        for start in range(0, total, self.eval_chunk):
+            stop = min(start + self.eval_chunk, total)
+            if shared:
+                chunk = {m: f[start:stop] for m, f in features.items()}
+            else:
+                chunk = {m: f[:, start:stop] for m, f in features.items()}
+            s = stop - start
+            mm = self.modality_mask.unsqueeze(1).expand(n, s, -1)
+            tm = task_mask.unsqueeze(1).expand(n, s, -1)
+            preds.append(batched(self.params, chunk, mm, tm).argmax(dim=-1))
+        return torch.cat(preds, dim=1)
+
+    def _evaluate(self) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+        serving = self._trainable_tasks()
+        runs = self.device_tasks
+        # global test set: every device's model on the same balanced samples
+        preds = self._predict(self.global_features, shared=True)
+        correct = (preds == self.global_labels.unsqueeze(0)).float().mean(dim=1)  # (N, K)
+        correct = torch.where(serving, correct, torch.zeros_like(correct))
+        # local held-out data
+        feats = {m: f[self.test_idx] for m, f in self.features.items()}
+        local_preds = self._predict(feats, shared=False)
+        labels = self.labels[self.test_idx]
+        valid = (torch.arange(self.test_idx.shape[1], device=self.device).unsqueeze(0)
+                 < self.test_count.unsqueeze(1)).float()
+        hits = ((local_preds == labels).float() * valid.unsqueeze(-1)).sum(dim=1)
+        local = hits / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
+        local = torch.where(serving, local, torch.zeros_like(local))
+
+        def summarise(per_device: torch.Tensor) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for k, task in enumerate(self.tasks):
+                who = runs[:, k]
+                out[task] = float(per_device[who, k].mean()) if bool(who.any()) else float("nan")
+            values = [v for v in out.values() if np.isfinite(v)]
+            out["mean"] = float(np.mean(values)) if values else float("nan")
+            return out
+
+        per_device = torch.where(runs, local, torch.full_like(local, float("nan")))
+        return summarise(correct), summarise(local), per_device.cpu().numpy()
+
+    @torch.no_grad()
+    def drift(self) -> dict[str, tuple[float, float]]:
+        """Per module type, how far device copies have drifted: the mean over holders of
+        ``||theta_d - cluster mean|| / ||global mean||`` and of ``||theta_d - global mean||``
+        over the same norm. Zeros when nothing is held."""
+        out: dict[str, tuple[float, float]] = {}
+        zeros = torch.zeros(self.num_devices, dtype=torch.long, device=self.device)
+        for module_type in MODULE_TYPES:
+            to_cluster = torch.zeros(self.num_devices, device=self.device)
+            to_global = torch.zeros(self.num_devices, device=self.device)
+            norm = torch.zeros((), device=self.device)
+            held_any = torch.zeros(self.num_devices, dtype=torch.bool, device=self.device)
+            for spec in self.inventory.by_type(module_type):
+                holds = self.holds[:, self.module_index[spec.module_id]]
+                held_any |= holds
+                w = holds.float()
+                for name in spec.param_names:
+                    x = self.params[name]
+                    cmean, _ = group_weighted_mean(x, w, self.cluster, self.num_clusters)
+                    gmean, _ = group_weighted_mean(x, w, zeros, 1)
+                    flat = x.flatten(1)
+                    to_cluster += ((flat - cmean[self.cluster].flatten(1)) ** 2).sum(1) * w
+                    to_global += ((flat - gmean[0].flatten().unsqueeze(0)) ** 2).sum(1) * w
+                    norm += (gmean[0] ** 2).sum()
+            if not bool(held_any.any()):
+                out[module_type] = (0.0, 0.0)
+                continue
+            scale = norm.sqrt().clamp(min=1e-8)
+            out[module_type] = (
+                float(to_cluster.sqrt()[held_any].mean() / scale),
+                float(to_global.sqrt()[held_any].mean() / scale),
+            )
+        return out
+
+    def trainable_task_mask(self) -> np.ndarray:
+        """``(N, K)`` boolean: tasks each device can serve now (runs it and holds its modules)."""
+        return self._trainable_tasks().cpu().numpy()
+
+    def task_chance(self) -> dict[str, float]:
+        """Chance accuracy per task."""
+        specs = task_specs(self.scenario.data)
+        return {t: specs[t].chance for t in self.tasks}
+
+    def relay_candidates(self, request: ModuleRequest) -> list[RelaySource]:
+        """Feasible sources for ``request`` now: available devices of the requester's cluster
+        that hold the module, then the edge and the cloud."""
+        c = int(self.cluster[request.device])
+        holds = self.holders(request.module_id)
+        out = [
+            RelaySource(SourceKind.DEVICE, int(j))
+            for j in self.network.members(c)
+            if holds[j] and self.network.available[j] and j != request.device
+        ]
+        return out + [RelaySource(SourceKind.EDGE), RelaySource(SourceKind.CLOUD)]

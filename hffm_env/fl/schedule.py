@@ -1,0 +1,151 @@
+"""The typed schedule of one round: what the Gymnasium layer decodes an action into.
+
+A :class:`Schedule` says, for one round, at which tier each module type is aggregated, which
+route each cluster's traffic takes, which device pairs do a D2D exchange, who heads each cluster,
+and from where each pending module request is relayed. It is pure data; the engine validates it
+against the current network (:meth:`FederatedEngine.validate_schedule`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from hffm_env.config import MODULE_TYPES
+
+__all__ = ["Tier", "Route", "SourceKind", "RelaySource", "ModuleRequest", "Schedule"]
+
+
+class Tier(IntEnum):
+    """Where a module type is aggregated this round (higher tiers include the lower path).
+
+    - ``NONE``: no aggregation; device copies stay personal (local training only).
+    - ``D2D_PAIRS``: the round's D2D pairs average their copies (gossip; the pair mean is kept).
+    - ``D2D_HEAD``: devices send to their cluster head along D2D relay paths; the head averages
+      (weighted by sample counts) and broadcasts back along the shortest-path tree.
+    - ``EDGE``: a cluster average at the edge tier. With a cluster's route ``DIRECT`` (or
+      ``STAR``) every device uplinks to its edge server, which sends the average back; with
+      ``D2D_RELAY`` the head aggregates over D2D as in ``D2D_HEAD`` and the edge server is not
+      involved (the prototype's "D2D aggregation at the cluster head every round").
+    - ``CLOUD``: cluster averages, then a cloud average over clusters (weighted by their sample
+      totals), sent back down to every participating device.
+    """
+
+    NONE = 0
+    D2D_PAIRS = 1
+    D2D_HEAD = 2
+    EDGE = 3
+    CLOUD = 4
+
+
+class Route(IntEnum):
+    """How a cluster's module traffic reaches the edge server and the cloud.
+
+    - ``DIRECT``: every device uses its own uplink / downlink.
+    - ``D2D_RELAY``: devices relay to the cluster head over D2D (multi-hop, shortest latency);
+      the head uploads the cluster's average once and broadcasts what comes back.
+    - ``STAR``: for cloud aggregation, devices exchange with the cloud directly over the
+      wide-area link (the conventional FedFM star topology); edge rounds go as ``DIRECT``.
+    """
+
+    DIRECT = 0
+    D2D_RELAY = 1
+    STAR = 2
+
+
+class SourceKind(IntEnum):
+    """Where a relayed module comes from."""
+
+    DEVICE = 0
+    EDGE = 1
+    CLOUD = 2
+
+
+@dataclass(frozen=True)
+class RelaySource:
+    """The source of a relayed module: a device (by id), the requester's edge server, or the
+    cloud."""
+
+    kind: SourceKind
+    device: int = -1
+
+    def __post_init__(self) -> None:
+        if self.kind == SourceKind.DEVICE and self.device < 0:
+            raise ValueError(f"RelaySource(kind=DEVICE) needs a device id >= 0, got {self.device}")
+
+
+@dataclass(frozen=True)
+class ModuleRequest:
+    """A device lacks a module it needs (it gained a new task); it can serve that task only once
+    the module is relayed to it."""
+
+    device: int
+    module_id: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One round's orchestration decisions.
+
+    Attributes:
+        tiers: per module type (``encoder``, ``prompt``, ``moe``, ``adapter``, ``head``), the
+            tier it is aggregated at this round. Missing types mean ``Tier.NONE``.
+        routes: per cluster, the :class:`Route` of its traffic. Empty means all ``DIRECT``.
+        heads: per cluster, the device id of its head (D2D aggregator and relay). Empty means
+            the network's default heads.
+        pairs: device pairs ``(i, j)`` doing a D2D exchange this round (for ``D2D_PAIRS``).
+        relay_sources: for each pending :class:`ModuleRequest`, where the module comes from this
+            round. Requests without a source stay pending.
+    """
+
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    heads: tuple[int, ...] = ()
+    pairs: tuple[tuple[int, int], ...] = ()
+    relay_sources: Mapping[ModuleRequest, RelaySource] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for module_type in self.tiers:
+            if module_type not in MODULE_TYPES:
+                raise ValueError(
+                    f"Schedule.tiers has module type {module_type!r}: allowed are "
+                    f"{list(MODULE_TYPES)}"
+                )
+
+    def tier(self, module_type: str) -> Tier:
+        """The tier of ``module_type`` this round (``NONE`` when not given)."""
+        return Tier(self.tiers.get(module_type, Tier.NONE))
+
+    @classmethod
+    def uniform(
+        cls,
+        tier: Tier,
+        num_clusters: int,
+        route: Route = Route.DIRECT,
+        **kwargs: object,
+    ) -> Schedule:
+        """Every module type at ``tier`` and every cluster on ``route``."""
+        return cls(
+            tiers={t: tier for t in MODULE_TYPES},
+            routes=(route,) * num_clusters,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able view (for ``info["schedule"]``)."""
+        return {
+            "tiers": {t: self.tier(t).name.lower() for t in MODULE_TYPES},
+            "routes": [Route(r).name.lower() for r in self.routes],
+            "heads": [int(h) for h in self.heads],
+            "pairs": [[int(i), int(j)] for i, j in self.pairs],
+            "relays": [
+                {
+                    "device": req.device,
+                    "module": req.module_id,
+                    "source": src.kind.name.lower(),
+                    "source_device": src.device,
+                }
+                for req, src in self.relay_sources.items()
+            ],
+        }

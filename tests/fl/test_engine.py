@@ -1,0 +1,257 @@
+"""The federated engine: batched training equals a sequential loop, aggregations equal
+hand-computed weighted means, failures are contained, transfers are what each tier implies,
+and real training learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.func import grad, vmap
+
+from hffm_env.config import MODULE_TYPES, apply_overrides, small
+from hffm_env.data import build_federated_data
+from hffm_env.fl import (
+    FederatedEngine,
+    ModuleRequest,
+    RelaySource,
+    Route,
+    Schedule,
+    SourceKind,
+    Tier,
+)
+from hffm_env.fl.reference import sequential_local_training
+from hffm_env.models import M3TModel, build_model
+from hffm_env.sim import Network
+from hffm_env.testing import TINY_OVERRIDES
+
+TINY = list(TINY_OVERRIDES)
+
+
+def _scenario(extra=()):
+    return apply_overrides(small(), [*TINY, *extra])
+
+
+def _engine(train=True, extra=(), seed=0):
+    cfg = _scenario(extra)
+    network = Network(cfg, np.random.default_rng(seed))
+    data = build_federated_data(cfg.data, network.topology.cluster_of_device,
+                                np.random.default_rng(seed))
+    if train:
+        model = build_model(cfg.model, cfg.data, seed=seed, progress=False)
+    else:
+        model = M3TModel(cfg.model, cfg.data, seed=seed)
+    return FederatedEngine(cfg, model, data, network, train=train)
+
+
+def _randomise(engine, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    for name, value in engine.params.items():
+        engine.params[name] = torch.randn(value.shape, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def trained_engine():
+    return _engine(train=True, extra=["fl.local_steps=3"])
+
+
+def test_batched_gradients_equal_per_device_autograd(trained_engine):
+    engine = trained_engine
+    engine.reset(4)
+    _randomise(engine, seed=4)  # away from the zero-initialised experts and LoRA factors
+    engine.params = {k: 0.05 * v for k, v in engine.params.items()}
+    n, batch = engine.num_devices, engine.scenario.fl.batch_size
+    idx = torch.arange(n * batch).view(n, batch) % engine.train_count.min()
+    idx = engine.train_idx.gather(1, idx)
+    feats = {m: f[idx] for m, f in engine.features.items()}
+    modality = engine.modality_mask.unsqueeze(1).expand(n, batch, -1)
+    tasks = engine._trainable_tasks().unsqueeze(1).expand(n, batch, -1)
+    labels = engine.labels[idx]
+    batched, _ = vmap(grad(engine._loss, has_aux=True))(engine.params, feats, modality, tasks,
+                                                        labels)
+    for d in range(n):
+        leaves = {k: v[d].clone().requires_grad_(True) for k, v in engine.params.items()}
+        loss, _ = engine._loss(leaves, {m: f[d] for m, f in feats.items()}, modality[d],
+                               tasks[d], labels[d])
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        for (name, _), g in zip(leaves.items(), grads):
+            expected = torch.zeros_like(batched[name][d]) if g is None else g
+            torch.testing.assert_close(batched[name][d], expected, atol=1e-5, rtol=1e-5,
+                                       msg=f"{name} device {d}")
+
+
+def test_batched_training_equals_sequential_loop():
+    # In float64: in float32, Adam's division by sqrt(v) and the MoE's top-k choice between
+    # near-tied experts turn rounding differences (1e-7) into parameter differences of 1e-4;
+    # in float64 the two algorithms must agree to well under 1e-5.
+    engine = _engine(train=True, extra=["fl.local_steps=3"])
+    engine.model.double()
+    engine.features = {m: f.double() for m, f in engine.features.items()}
+    engine._initial_state = {k: v.double() for k, v in engine._initial_state.items()}
+    engine.reset(5)
+    trained = torch.ones(engine.num_devices, dtype=torch.bool)
+    trained[1] = False
+    state = engine.generator.get_state()
+    start = {k: v.clone() for k, v in engine.params.items()}
+    reference = sequential_local_training(engine, trained)
+    engine.generator.set_state(state)
+    engine._local_training(trained)
+    for name, value in engine.params.items():
+        torch.testing.assert_close(value, reference[name], atol=1e-5, rtol=1e-5, msg=name)
+    for name in start:  # device 1 did not train
+        assert torch.equal(engine.params[name][1], start[name][1])
+    assert any(not torch.equal(engine.params[n], start[n]) for n in start)
+
+
+def test_edge_aggregation_is_the_sample_weighted_cluster_mean():
+    engine = _engine(train=False)
+    _randomise(engine)
+    before = {k: v.clone() for k, v in engine.params.items()}
+    engine.run_round(Schedule(tiers={"adapter": Tier.EDGE}))
+    spec = engine.inventory.by_type("adapter")[0]
+    weights = engine.num_samples
+    for name in spec.param_names:
+        for c in range(engine.num_clusters):
+            members = engine.network.members(c)
+            w = weights[members]
+            expected = (before[name][members] * w.view(-1, *[1] * (before[name].dim() - 1))).sum(
+                0) / w.sum()
+            for d in members:
+                torch.testing.assert_close(engine.params[name][d], expected)
+            torch.testing.assert_close(engine.edge_params[name][c], expected)
+    # modules that were not scheduled stay personal
+    head = engine.inventory.by_type("head")[0].param_names[0]
+    assert torch.equal(engine.params[head], before[head])
+
+
+def test_cloud_aggregation_is_the_global_weighted_mean():
+    engine = _engine(train=False)
+    _randomise(engine, seed=1)
+    before = {k: v.clone() for k, v in engine.params.items()}
+    engine.run_round(Schedule(tiers={"moe": Tier.CLOUD}))
+    name = engine.inventory.by_type("moe")[0].param_names[0]
+    w = engine.num_samples.view(-1, *[1] * (before[name].dim() - 1))
+    expected = (before[name] * w).sum(0) / w.sum()
+    for d in range(engine.num_devices):
+        torch.testing.assert_close(engine.params[name][d], expected)
+    torch.testing.assert_close(engine.cloud_params[name], expected)
+
+
+def test_pair_exchange_preserves_the_pair_mean():
+    engine = _engine(train=False)
+    _randomise(engine, seed=2)
+    before = {k: v.clone() for k, v in engine.params.items()}
+    members = engine.network.members(0)
+    pair = (int(members[0]), int(members[1]))
+    engine.run_round(Schedule(tiers={"adapter": Tier.D2D_PAIRS}, pairs=(pair,)))
+    name = engine.inventory.by_type("adapter")[0].param_names[0]
+    i, j = pair
+    torch.testing.assert_close(engine.params[name][i], engine.params[name][j])
+    torch.testing.assert_close(engine.params[name][i] + engine.params[name][j],
+                               before[name][i] + before[name][j])
+    others = [d for d in range(engine.num_devices) if d not in pair]
+    assert torch.equal(engine.params[name][others], before[name][others])
+
+
+def test_dropped_devices_do_not_change_other_devices(trained_engine):
+    engine = trained_engine
+    results = []
+    for drop in (False, True):
+        engine.reset(11)
+        engine.network.available = np.ones(engine.num_devices, dtype=bool)
+        if drop:
+            engine.network.available[3] = False
+        start = {k: v.clone() for k, v in engine.params.items()}
+        result = engine.run_round(Schedule())
+        results.append({k: v.clone() for k, v in engine.params.items()})
+        if drop:
+            assert result.dropped_devices == [3]
+            for name in start:
+                assert torch.equal(engine.params[name][3], start[name][3])
+    others = [d for d in range(engine.num_devices) if d != 3]
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name][others], results[1][name][others])
+    engine.network.available = np.ones(engine.num_devices, dtype=bool)
+
+
+def test_non_finite_client_is_reset_flagged_and_excluded(trained_engine):
+    engine = trained_engine
+    bad = 2
+    schedule = Schedule(tiers={t: Tier.EDGE for t in MODULE_TYPES})
+    # Reference: the same round with the bad device simply absent.
+    engine.reset(3)
+    engine.network.available = np.ones(engine.num_devices, dtype=bool)
+    engine.network.available[bad] = False
+    engine.run_round(schedule)
+    absent = {k: v.clone() for k, v in engine.params.items()}
+    # Now the device is present but its data poisons its loss with NaN.
+    engine.reset(3)
+    engine.network.available = np.ones(engine.num_devices, dtype=bool)
+    start = {k: v.clone() for k, v in engine.params.items()}
+    saved = {m: f.clone() for m, f in engine.features.items()}
+    rows = engine.train_idx[bad, : int(engine.train_count[bad])]
+    for modality in engine.features:
+        engine.features[modality][rows] = float("nan")
+    try:
+        result = engine.run_round(schedule)
+    finally:
+        engine.features = saved
+    assert result.failed_devices == [bad]
+    assert any("non-finite" in f for f in result.flags)
+    others = [d for d in range(engine.num_devices) if d != bad]
+    for name, value in engine.params.items():
+        assert torch.isfinite(value).all(), name
+        assert torch.equal(value[bad], start[name][bad]), name  # reset, and got no aggregate
+        torch.testing.assert_close(value[others], absent[name][others])  # never in an average
+
+
+def test_transfers_per_tier_and_route():
+    engine = _engine(train=False)
+    n, c = engine.num_devices, engine.num_clusters
+    spec = engine.inventory.by_type("adapter")[0]
+    bits = engine.module_bits[spec.module_id]
+
+    def flows(schedule):
+        result = engine.run_round(schedule)
+        return result.transfers.summary(), result
+
+    summary, _ = flows(Schedule(tiers={"adapter": Tier.EDGE}, routes=(Route.DIRECT,) * c))
+    assert summary["by_link_kind"]["uplink"]["hops"] == n
+    assert summary["by_link_kind"]["downlink"]["hops"] == n
+    assert summary["by_link_kind"]["uplink"]["bits"] == pytest.approx(n * bits)
+    summary, _ = flows(Schedule(tiers={"adapter": Tier.CLOUD}, routes=(Route.DIRECT,) * c))
+    assert summary["by_link_kind"]["backhaul"]["hops"] == 2 * c
+    summary, _ = flows(Schedule(tiers={"adapter": Tier.CLOUD}, routes=(Route.STAR,) * c))
+    assert summary["by_link_kind"]["device_cloud"]["hops"] == 2 * n
+    assert summary["by_link_kind"].get("uplink", {}).get("hops", 0) == 0
+    summary, result = flows(Schedule(tiers={"adapter": Tier.EDGE},
+                                     routes=(Route.D2D_RELAY,) * c))
+    assert summary["by_link_kind"].get("uplink", {}).get("hops", 0) == 0
+    assert summary["by_link_kind"]["d2d"]["hops"] >= 2 * (n - c)  # to the head and back
+    assert result.cost.energy_by_tier_j["d2d"] > 0
+
+
+def test_relaying_serves_a_pending_module():
+    engine = _engine(train=False, extra=["fl.task_arrival_prob=1.0"])
+    pending = engine.begin_round(np.random.default_rng(0))
+    assert len(pending) >= 1
+    request = pending[0]
+    assert not engine.holders(request.module_id)[request.device]
+    result = engine.run_round(Schedule(relay_sources={request: RelaySource(SourceKind.EDGE)}))
+    assert request in result.relayed and request not in engine.pending
+    assert engine.holders(request.module_id)[request.device]
+    assert result.transfers.summary()["by_link_kind"]["downlink"]["hops"] == 1
+    with pytest.raises(ValueError, match="not pending"):
+        engine.validate_schedule(Schedule(relay_sources={
+            ModuleRequest(0, "head/vqa"): RelaySource(SourceKind.CLOUD)}))
+
+
+def test_real_training_learns_above_chance():
+    engine = _engine(train=True, extra=["fl.local_steps=4", "fl.batch_size=16",
+                                        "data.samples_per_device=96"])
+    chance = np.mean(list(engine.task_chance().values()))
+    first = engine.evaluate()[0]["mean"]
+    for r in range(8):
+        tier = Tier.CLOUD if r % 2 else Tier.EDGE
+        result = engine.run_round(Schedule.uniform(tier, engine.num_clusters))
+    assert result.accuracy["mean"] > max(1.3 * chance, first + 0.05), (first, result.accuracy)
