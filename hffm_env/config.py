@@ -432,6 +432,10 @@ class FLConfig:
     stateless between rounds, as in FedAvg); ``"persist"`` keeps them.
     ``task_arrival_prob`` is the per-round probability that some device gains a new task whose
     prompt and head it must receive by module relaying.
+    ``eval_samples_per_device``: each device's model is scored on its own fixed slice of the
+    global test set, this long; the slices are taken in turn from the set, so together the
+    devices cover it and every round is scored on the same samples (accuracy differences
+    between rounds carry no sampling noise).
     """
 
     local_steps: int = 2
@@ -441,10 +445,12 @@ class FLConfig:
     optimizer_state: str = "reset"
     task_arrival_prob: float = 0.0
     max_pending_requests: int = 4
+    eval_samples_per_device: int = 128
 
     def __post_init__(self) -> None:
         _check_int_at_least("fl", 1, local_steps=self.local_steps, batch_size=self.batch_size,
-                            max_pending_requests=self.max_pending_requests)
+                            max_pending_requests=self.max_pending_requests,
+                            eval_samples_per_device=self.eval_samples_per_device)
         _check_positive("fl", lr=self.lr)
         _check_non_negative("fl", weight_decay=self.weight_decay)
         _check_choice("fl", "optimizer_state", self.optimizer_state, ("reset", "persist"))

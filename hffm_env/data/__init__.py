@@ -6,6 +6,7 @@ from hffm_env.data.partition import (
     FederatedData,
     build_federated_data,
     draw_profiles,
+    modality_set_probabilities,
 )
 from hffm_env.data.scenes import (
     AUDIO_NOISE_GAIN,
@@ -62,5 +63,6 @@ __all__ = [
     "draw_profiles",
     "generate_scenes",
     "grid_size",
+    "modality_set_probabilities",
     "task_specs",
 ]

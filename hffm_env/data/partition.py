@@ -4,7 +4,8 @@ Heterogeneity, all drawn from one generator:
 
 - **modalities**: text is always present; image and audio are each missing with
   ``p_missing_image`` / ``p_missing_audio``, but never both (a device with neither keeps one of
-  the two at random);
+  the two at random); a device whose draw serves none of ``tasks`` (e.g. only vqa is configured
+  and it lost its camera) gets every configured modality back;
 - **tasks**: each task the device's modalities can serve is kept with ``task_keep_prob``, at
   least one;
 - **label skew**: one Dirichlet(``dirichlet_alpha``) draw over scene classes per cluster, shared
@@ -18,6 +19,7 @@ pre-training set (uniform classes) and a balanced global test set are generated 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,16 @@ import numpy as np
 from hffm_env.config import ConfigError, DataConfig
 from hffm_env.data.scenes import NUM_SCENE_CLASSES, SceneBatch, can_serve, generate_scenes
 
-__all__ = ["DeviceProfile", "FederatedData", "draw_profiles", "build_federated_data"]
+__all__ = [
+    "DeviceProfile",
+    "FederatedData",
+    "draw_profiles",
+    "build_federated_data",
+    "modality_set_probabilities",
+]
+
+_SENSORS: tuple[str, ...] = ("image", "audio")
+"""Modalities that may be missing; a device always keeps at least one of those allowed."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +47,49 @@ class DeviceProfile:
     tasks: tuple[str, ...]
 
 
+def modality_set_probabilities(config: DataConfig) -> dict[tuple[str, ...], float]:
+    """The probability of every modality set the missing-modality draw gives a device (before
+    the no-servable-task fallback of :func:`draw_profiles`); sets of probability 0 are left out.
+
+    ``text`` is present whenever ``config.modalities`` allows it. ``image`` and ``audio`` (when
+    allowed) are each missing independently with ``p_missing_image`` / ``p_missing_audio``; when
+    both are drawn missing the device keeps one of them, image or audio with equal odds. So when
+    only one of them is allowed, it is always present.
+    """
+    allowed = tuple(config.modalities)
+    sensors = [m for m in _SENSORS if m in allowed]
+    p_missing = {"image": config.p_missing_image, "audio": config.p_missing_audio}
+    probs: dict[tuple[str, ...], float] = {}
+    for kept_flags in itertools.product((True, False), repeat=len(sensors)):
+        kept = {m for m, k in zip(sensors, kept_flags) if k}
+        p = 1.0
+        for m, k in zip(sensors, kept_flags):
+            p *= (1.0 - p_missing[m]) if k else p_missing[m]
+        if sensors and not kept:  # never both missing: one of them, chosen evenly, stays
+            targets, share = [{m} for m in sensors], p / len(sensors)
+        else:
+            targets, share = [kept], p
+        for target in targets:
+            key = tuple(m for m in allowed if m in target or m == "text")
+            probs[key] = probs.get(key, 0.0) + share
+    return {k: v for k, v in probs.items() if v > 0.0}
+
+
 def _check_servable(config: DataConfig) -> None:
-    servable = [t for t in config.tasks if can_serve(t, config.modalities)]
-    if not servable:
+    """Reject a config under which no device could ever run any of its tasks.
+
+    Checked against the modality sets devices can actually draw, not just the configured ones:
+    with ``p_missing_image = 1`` (and audio never missing) no device has an image, so a
+    vqa-only config is as unservable as one without ``image`` in ``modalities``.
+    """
+    reachable = modality_set_probabilities(config)
+    if not any(can_serve(t, mods) for t in config.tasks for mods in reachable):
         raise ConfigError(
-            f"data.tasks = {list(config.tasks)}: no task can be served by the modalities "
-            f"{list(config.modalities)} (vqa needs image and text; count and scene need image "
-            "or audio)"
+            f"data.tasks = {list(config.tasks)}: no task can be served by the modality sets "
+            f"devices can have ({[list(m) for m in reachable]}, from data.modalities = "
+            f"{list(config.modalities)}, p_missing_image = {config.p_missing_image}, "
+            f"p_missing_audio = {config.p_missing_audio}); vqa needs image and text, count and "
+            "scene need image or audio"
         )
 
 
@@ -115,7 +162,15 @@ def build_federated_data(
     The profiles are drawn first, so :func:`draw_profiles` with a generator from the same seed
     returns the same profiles (``hffm describe`` relies on it).
     """
-    cluster_of_device = np.asarray(cluster_of_device, dtype=np.int64)
+    raw = np.asarray(cluster_of_device)
+    if raw.ndim != 1 or raw.size == 0 or not np.issubdtype(raw.dtype, np.integer) or (
+        raw.min() < 0
+    ):
+        raise ValueError(
+            "cluster_of_device must be a non-empty 1-D array of integer cluster ids >= 0, got "
+            f"{raw.dtype} {raw.shape}"
+        )
+    cluster_of_device = raw.astype(np.int64)
     num_devices = cluster_of_device.size
     if config.min_samples_per_device < 2:
         raise ConfigError(

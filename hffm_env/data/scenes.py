@@ -14,7 +14,8 @@ every task (as real non-IID data does):
   and a faint sinusoidal grating whose orientation depends on the environment (both jittered per
   sample so that neighbouring environments overlap), objects drawn as filled shapes in their
   colour over it (opaque, exact palette colour), environment-specific layout (which grid cells
-  objects prefer), plus Gaussian pixel noise of std ``noise_std``; clipped to [0, 1].
+  objects prefer), plus Gaussian pixel noise of std ``noise_std`` (quantised to 2^16 levels
+  for speed, see ``_gaussian``); clipped to [0, 1].
 * audio ``float32 (n, audio_length)``: a left-to-right *sonification* of the scene. Each object
   is a Gaussian-windowed tone burst centred at a time proportional to its x position; its
   frequency encodes (grid row, shape), so distinct objects never share a time-frequency spot; its
@@ -420,6 +421,9 @@ def generate_scenes(
         scene_class: optional ``(n,)`` environments to condition on (for label-skewed splits);
             drawn uniformly when ``None``.
 
+    The noise is drawn last, so the same seed gives the same clean scenes at any
+    ``noise_std`` (a noise sweep changes nothing else).
+
     Raises:
         ConfigError: ``data.question_length`` is shorter than the longest question.
         ValueError: ``n`` or ``scene_class`` is malformed.
@@ -449,8 +453,11 @@ def generate_scenes(
 
     objects = _draw_objects(n, config, rng, scene)
     text, vqa_label, question_type = _draw_questions(objects, config, rng)
-    image = _render_images(objects, scene, config, rng)
-    audio = _render_audio(objects, scene, config, rng)
+    # every parameter of the clean signals first, the noise last: the same seed then gives the
+    # same scenes at any noise_std, so noise is the only thing a noise sweep changes
+    look = _draw_look(scene, objects, rng)
+    image = _render_images(objects, look, config, rng)
+    audio = _render_audio(objects, look, config, rng)
     count = objects.present.sum(axis=1).astype(np.int64)
     labels = {"vqa": vqa_label, "count": count - 1, "scene": scene.copy()}
     assert set(labels) == set(TASKS)
@@ -611,17 +618,39 @@ def _gaussian(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> n
     return np.take(table, rng.integers(0, 1 << 16, size=shape, dtype=np.uint16))
 
 
+@dataclass(frozen=True, eq=False)
+class _Look:
+    """Per-sample parameters of the clean image background and audio (objects aside)."""
+
+    tint: np.ndarray  # (n, 3) background tint
+    angle: np.ndarray  # (n,) grating orientation, rad
+    phase: np.ndarray  # (n,) grating phase, rad
+    drone_freq: np.ndarray  # (n,) cycles per sample
+    drone_phase: np.ndarray  # (n,) rad
+    tone_phase: np.ndarray  # (n, K) rad
+
+
+def _draw_look(scene: np.ndarray, objects: SceneObjects, rng: np.random.Generator) -> _Look:
+    """Draw the environment's jittered cues (tint, grating, drone) and the tones' phases."""
+    n, k_max = objects.present.shape
+    return _Look(
+        tint=_SCENE_TINT[scene] + _TINT_JITTER * rng.standard_normal((n, 3)).astype(np.float32),
+        angle=scene * (np.pi / NUM_SCENE_CLASSES) + _GRATING_ANGLE_JITTER * rng.standard_normal(n),
+        phase=rng.uniform(0.0, 2.0 * np.pi, size=n),
+        drone_freq=_DRONE_FREQ[scene] + _DRONE_FREQ_JITTER * rng.standard_normal(n),
+        drone_phase=rng.uniform(0.0, 2.0 * np.pi, size=n),
+        tone_phase=rng.uniform(0.0, 2.0 * np.pi, size=(n, k_max)),
+    )
+
+
 def _render_images(
-    objects: SceneObjects, scene: np.ndarray, config: DataConfig, rng: np.random.Generator
+    objects: SceneObjects, look: _Look, config: DataConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """Backgrounds, objects and noise, rendered chunk by chunk with broadcast masks."""
+    """Backgrounds, objects and noise (from ``rng``), rendered chunk by chunk with broadcast
+    masks."""
     n, k_max = objects.present.shape
     s = config.image_size_px
-    # per-sample background parameters first, so that the stream of draws does not depend on the
-    # chunking
-    tint = _SCENE_TINT[scene] + _TINT_JITTER * rng.standard_normal((n, 3)).astype(np.float32)
-    angle = scene * (np.pi / NUM_SCENE_CLASSES) + _GRATING_ANGLE_JITTER * rng.standard_normal(n)
-    phase = rng.uniform(0.0, 2.0 * np.pi, size=n)
+    tint, angle, phase = look.tint, look.angle, look.phase
     # per sample and channel, the value of each "owner": 0 is the background level, j + 1 is the
     # colour of object j; a flat table so that painting is one 1-D take per channel
     palette = np.concatenate(
@@ -682,9 +711,9 @@ def _shape_mask(shape_id: int, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) ->
 
 
 def _render_audio(
-    objects: SceneObjects, scene: np.ndarray, config: DataConfig, rng: np.random.Generator
+    objects: SceneObjects, look: _Look, config: DataConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """Tone bursts (one per object) over an environment drone, plus noise."""
+    """Tone bursts (one per object) over an environment drone, plus noise (from ``rng``)."""
     n, k_max = objects.present.shape
     length = config.audio_length
     g = grid_size(k_max)
@@ -692,8 +721,7 @@ def _render_audio(
     t = np.arange(length, dtype=np.float32)
     two_pi = np.float32(2.0 * np.pi)
 
-    drone_freq = _DRONE_FREQ[scene] + _DRONE_FREQ_JITTER * rng.standard_normal(n)
-    drone_phase = rng.uniform(0.0, 2.0 * np.pi, size=n)
+    drone_freq, drone_phase = look.drone_freq, look.drone_phase
     audio = np.sin(two_pi * drone_freq.astype(np.float32)[:, None] * t
                    + drone_phase.astype(np.float32)[:, None])
     audio *= np.float32(_DRONE_AMPLITUDE)
@@ -710,7 +738,7 @@ def _render_audio(
     amplitude = np.where(objects.present, _AMPLITUDE_OF_SIZE[objects.size], 0.0).astype(
         np.float32
     )
-    tone_phase = rng.uniform(0.0, 2.0 * np.pi, size=(n, k_max)).astype(np.float32)
+    tone_phase = look.tone_phase.astype(np.float32)
     for j in range(k_max):  # a loop over object slots, vectorised over samples
         z = (t[None, :] - centre[:, j, None]) * inv_width
         burst = np.exp(np.float32(-0.5) * z * z)

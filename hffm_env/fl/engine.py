@@ -75,7 +75,7 @@ class FederatedEngine:
         network: the network simulator (availability, heads, D2D routes, cost accounting).
         train: ``False`` for cost fidelity (no training, no evaluation).
         device: torch device for training (``"cpu"`` or ``"cuda"``).
-        eval_chunk: global-test samples evaluated per batched forward (bounds memory).
+        eval_chunk: samples per device evaluated per batched forward (bounds memory).
 
     Optimiser state: with ``scenario.fl.optimizer_state == "reset"`` every device's AdamW
     moments are cleared at the start of each round; with ``"persist"`` they carry over (and are
@@ -91,7 +91,7 @@ class FederatedEngine:
         *,
         train: bool = True,
         device: str | torch.device = "cpu",
-        eval_chunk: int = 256,
+        eval_chunk: int = 64,
     ) -> None:
         self.scenario = scenario
         self.model = model
@@ -156,6 +156,11 @@ class FederatedEngine:
         self.global_labels = torch.stack(
             [torch.as_tensor(data.global_test.labels[t]) for t in self.tasks], dim=1
         ).to(self.device)
+        # Each device's fixed slice of the global test set (see FLConfig).
+        size = len(data.global_test)
+        per_device = min(self.scenario.fl.eval_samples_per_device, size)
+        start = torch.arange(self.num_devices).unsqueeze(1) * per_device
+        self.global_eval_idx = ((start + torch.arange(per_device)) % size).to(self.device)
         self.train_idx, self.train_count = self._pad_indices(data.train_idx)
         self.test_idx, self.test_count = self._pad_indices(data.test_idx)
 
@@ -603,41 +608,36 @@ class FederatedEngine:
     # evaluation and observation helpers
 
     @torch.no_grad()
-    def _predict(self, features: dict[str, torch.Tensor], shared: bool) -> torch.Tensor:
-        """Predicted classes ``(N, S, K)`` of every device's model on ``S`` samples: the same
-        samples for all devices when ``shared``, else per-device samples ``(N, S, ...)``."""
+    def _predict(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predicted classes ``(N, S, K)`` of every device's model on its own ``S`` samples
+        (``features[m]`` is ``(N, S, T_m, F)``), in chunks that bound memory."""
         n = self.num_devices
-        task_mask = self.device_tasks
-        in_dims = (0, None if shared else 0, 0, 0)
 
         def forward(p, f, mm, tm):
             return functional_call(self.model, p, (f, mm, tm))[0]
 
-        batched = vmap(forward, in_dims=in_dims)
-        total = next(iter(features.values())).shape[1 if not shared else 0]
+        batched = vmap(forward)
+        total = next(iter(features.values())).shape[1]
         preds = []
         for start in range(0, total, self.eval_chunk):
             stop = min(start + self.eval_chunk, total)
-            if shared:
-                chunk = {m: f[start:stop] for m, f in features.items()}
-            else:
-                chunk = {m: f[:, start:stop] for m, f in features.items()}
-            s = stop - start
-            mm = self.modality_mask.unsqueeze(1).expand(n, s, -1)
-            tm = task_mask.unsqueeze(1).expand(n, s, -1)
+            chunk = {m: f[:, start:stop] for m, f in features.items()}
+            mm = self.modality_mask.unsqueeze(1).expand(n, stop - start, -1)
+            tm = self.device_tasks.unsqueeze(1).expand(n, stop - start, -1)
             preds.append(batched(self.params, chunk, mm, tm).argmax(dim=-1))
         return torch.cat(preds, dim=1)
 
     def _evaluate(self) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
         serving = self._trainable_tasks()
         runs = self.device_tasks
-        # global test set: every device's model on the same balanced samples
-        preds = self._predict(self.global_features, shared=True)
-        correct = (preds == self.global_labels.unsqueeze(0)).float().mean(dim=1)  # (N, K)
+        # global test set: every device's model on its slice of the balanced samples
+        idx = self.global_eval_idx
+        preds = self._predict({m: f[idx] for m, f in self.global_features.items()})
+        correct = (preds == self.global_labels[idx]).float().mean(dim=1)  # (N, K)
         correct = torch.where(serving, correct, torch.zeros_like(correct))
         # local held-out data
         feats = {m: f[self.test_idx] for m, f in self.features.items()}
-        local_preds = self._predict(feats, shared=False)
+        local_preds = self._predict(feats)
         labels = self.labels[self.test_idx]
         valid = (torch.arange(self.test_idx.shape[1], device=self.device).unsqueeze(0)
                  < self.test_count.unsqueeze(1)).float()

@@ -87,3 +87,52 @@ def test_too_few_samples_per_device_is_rejected():
     with pytest.raises(ConfigError, match="data.min_samples_per_device"):
         build_federated_data(_small_config(min_samples_per_device=1), CLUSTERS,
                              np.random.default_rng(0))
+
+
+def test_modality_sets_never_lose_both_sensors():
+    from hffm_env.data import modality_set_probabilities
+
+    probs = modality_set_probabilities(DataConfig(p_missing_image=0.5, p_missing_audio=0.5))
+    assert sum(probs.values()) == pytest.approx(1.0)
+    assert ("text",) not in probs
+    assert probs[("image", "text")] == pytest.approx(0.25 + 0.125)
+    only_audio = modality_set_probabilities(DataConfig(modalities=("audio", "text")))
+    assert only_audio == {("audio", "text"): 1.0}
+
+
+def test_vqa_only_devices_all_get_an_image():
+    profiles = draw_profiles(DataConfig(tasks=("vqa",), p_missing_image=0.9), 50,
+                             np.random.default_rng(0))
+    assert all("image" in p.modalities and p.tasks == ("vqa",) for p in profiles)
+    with pytest.raises(ConfigError, match="data.tasks"):
+        draw_profiles(DataConfig(tasks=("vqa",), p_missing_image=1.0, p_missing_audio=0.0), 5,
+                      np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="data.tasks"):
+        draw_profiles(DataConfig(modalities=("text",)), 5, np.random.default_rng(0))
+
+
+def test_counts_are_floored_and_split_by_test_fraction():
+    cfg = _small_config(sample_count_sigma=2.0, test_fraction=0.25)
+    data = build_federated_data(cfg, CLUSTERS, np.random.default_rng(0))
+    totals = np.array([len(a) + len(b) for a, b in zip(data.train_idx, data.test_idx)])
+    assert totals.min() == cfg.min_samples_per_device  # sigma 2 sends some below the floor
+    assert len(data.pool) == totals.sum()
+    covered = np.sort(np.concatenate(data.train_idx + data.test_idx))
+    np.testing.assert_array_equal(covered, np.arange(len(data.pool)))
+    fractions = np.array([len(t) for t in data.test_idx]) / totals
+    assert np.abs(fractions - 0.25).max() < 0.05
+    np.testing.assert_array_equal(data.num_samples, [len(t) for t in data.train_idx])
+    assert len(data.device_batch(3, "test")) == len(data.test_idx[3])
+    with pytest.raises(ValueError, match="split"):
+        data.device_batch(0, "validation")
+    assert len(data.pretrain) == cfg.pretrain_samples
+
+
+def test_tiny_alpha_and_bad_clusters():
+    data = build_federated_data(_small_config(dirichlet_alpha=1e-3), CLUSTERS,
+                                np.random.default_rng(0))
+    assert np.isfinite(data.label_dist).all()
+    np.testing.assert_allclose(data.label_dist.sum(axis=1), 1.0)
+    for bad in (np.array([]), np.array([[0, 1]]), np.array([0, -1]), np.array([0.5, 1.0])):
+        with pytest.raises(ValueError, match="cluster_of_device"):
+            build_federated_data(_small_config(), bad, np.random.default_rng(0))

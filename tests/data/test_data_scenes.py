@@ -110,3 +110,104 @@ def test_tasks_are_learnable_from_raw_signals(task, modality):
     accuracy = _nearest_centroid_accuracy(features(train), train.labels[task], features(test),
                                           test.labels[task], classes)
     assert accuracy > 1.3 / classes, accuracy
+
+
+def test_vqa_answers_match_the_scene(batch):
+    from hffm_env.data import COLOURS, SHAPES, SIZES, answer_vocab
+
+    vocab = answer_vocab(DataConfig().max_objects)
+    for i in range(200):
+        words = decode_question(batch.text[i]).split()
+        keep = batch.objects.present[i]
+        colours = [COLOURS[c] for c in batch.objects.colour[i][keep]]
+        shapes = [SHAPES[s] for s in batch.objects.shape[i][keep]]
+        sizes = [SIZES[s] for s in batch.objects.size[i][keep]]
+        objects = list(zip(colours, shapes, sizes))
+        answer = vocab[batch.labels["vqa"][i]]
+        if words[:2] == ["how", "many"]:
+            attr = words[2]
+            assert answer == str(sum(attr in o for o in objects))
+        elif words[:2] == ["is", "there"]:
+            assert answer == ("yes" if any(o[:2] == (words[3], words[4]) for o in objects)
+                              else "no")
+        elif words[1] == "colour":  # what colour is the <size> <shape>
+            (match,) = [o for o in objects if o[2] == words[4] and o[1] == words[5]]
+            assert answer == match[0]
+        elif words[1] == "shape":  # what shape is the <colour> object
+            (match,) = [o for o in objects if o[0] == words[4]]
+            assert answer == match[1]
+        else:  # what size is the <colour> <shape>
+            (match,) = [o for o in objects if o[:2] == (words[4], words[5])]
+            assert answer == match[2]
+
+
+def test_background_is_dark_and_noise_matters():
+    clean = generate_scenes(30, DataConfig(noise_std=0.0), np.random.default_rng(5))
+    noisy = generate_scenes(30, DataConfig(noise_std=0.3), np.random.default_rng(5))
+    s = clean.image.shape[-1]
+    yy, xx = np.mgrid[0:s, 0:s] + 0.5
+    far = np.ones((30, s, s), dtype=bool)
+    for k in range(clean.objects.present.shape[1]):
+        d2 = ((xx - clean.objects.x_px[:, k, None, None]) ** 2
+              + (yy - clean.objects.y_px[:, k, None, None]) ** 2)
+        near = d2 <= (1.5 * clean.objects.radius_px[:, k, None, None] + 1.0) ** 2
+        far &= ~(near & clean.objects.present[:, k, None, None])
+    background = clean.image.transpose(0, 2, 3, 1)[far]
+    assert background.max() < 0.35  # dark: no object colour there
+    # same seed, same scenes: only the noise differs, and it is large
+    np.testing.assert_array_equal(clean.labels["count"], noisy.labels["count"])
+    assert np.std(noisy.image - clean.image) > 0.15
+    assert np.std(noisy.audio - clean.audio) > 3 * np.std(
+        generate_scenes(30, DataConfig(noise_std=0.05), np.random.default_rng(5)).audio
+        - clean.audio)
+
+
+def test_other_sizes_follow_the_config():
+    cfg = DataConfig(image_size_px=24, audio_length=128, question_length=10, max_objects=6)
+    b = generate_scenes(40, cfg, np.random.default_rng(0))
+    assert b.image.shape == (40, 3, 24, 24) and b.audio.shape == (40, 128)
+    assert b.text.shape == (40, 10) and (b.text[:, 7:] == 0).all()
+    specs = task_specs(cfg)
+    assert specs["count"].num_classes == 6 and specs["vqa"].num_classes == 2 + 7 + 4 + 3 + 2
+    assert b.labels["count"].max() < 6 and b.labels["vqa"].max() < specs["vqa"].num_classes
+    assert len(generate_scenes(0, cfg, np.random.default_rng(0))) == 0
+
+
+def test_too_short_questions_are_rejected():
+    from hffm_env.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.question_length"):
+        generate_scenes(4, DataConfig(question_length=5), np.random.default_rng(0))
+
+
+def test_subset_and_concat_round_trip(batch):
+    from hffm_env.data import SceneBatch
+
+    parts = [batch.subset(np.arange(0, 250)), batch.subset(np.arange(250, 600))]
+    whole = SceneBatch.concat(parts)
+    assert len(whole) == 600 and len(parts[0]) == 250
+    for name in ("image", "audio", "text", "scene_class", "question_type"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(batch, name))
+    for task in batch.labels:
+        np.testing.assert_array_equal(whole.labels[task], batch.labels[task])
+    np.testing.assert_array_equal(whole.objects.x_px, batch.objects.x_px)
+    mask = batch.scene_class == 0
+    assert len(batch.subset(mask)) == int(mask.sum())
+
+
+def test_count_is_learnable_from_raw_pixels():
+    cfg = DataConfig()
+    train = generate_scenes(3000, cfg, np.random.default_rng(1))
+    test = generate_scenes(1000, cfg, np.random.default_rng(2))
+
+    def features(b):  # raw pixels, standardised, with a bias column
+        return b.image.reshape(len(b), -1)
+
+    x, xt = features(train), features(test)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    x, xt = (x - mu) / sd, (xt - mu) / sd
+    x, xt = np.c_[x, np.ones(len(x))], np.c_[xt, np.ones(len(xt))]
+    targets = np.eye(3)[train.labels["count"]]
+    weights = np.linalg.solve(x.T @ x + 10.0 * np.eye(x.shape[1]), x.T @ targets)
+    accuracy = float(((xt @ weights).argmax(1) == test.labels["count"]).mean())
+    assert accuracy > 1.3 / 3, accuracy

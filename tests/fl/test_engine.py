@@ -247,11 +247,12 @@ def test_relaying_serves_a_pending_module():
 
 
 def test_real_training_learns_above_chance():
-    engine = _engine(train=True, extra=["fl.local_steps=4", "fl.batch_size=16",
-                                        "data.samples_per_device=96"])
+    engine = _engine(train=True, extra=["fl.local_steps=5", "fl.batch_size=16",
+                                        "data.samples_per_device=96",
+                                        "fl.eval_samples_per_device=150"])
     chance = np.mean(list(engine.task_chance().values()))
     first = engine.evaluate()[0]["mean"]
-    for r in range(8):
+    for r in range(10):
         tier = Tier.CLOUD if r % 2 else Tier.EDGE
         result = engine.run_round(Schedule.uniform(tier, engine.num_clusters))
     assert result.accuracy["mean"] > max(1.3 * chance, first + 0.05), (first, result.accuracy)

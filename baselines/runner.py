@@ -1,0 +1,313 @@
+"""The benchmark runner: every policy on the same held-out seeds, in the units papers use.
+
+For each policy and seed one episode is run; the runner reports per policy the mean and spread
+over episodes of the per-round latency (s) and energy (J), the final accuracy (mean and per
+task), the episode return, and the energy and latency spent until the mean accuracy first
+reached a target (by default ``target_fraction`` of the best policy's final accuracy).
+Ctrl-C stops the run and keeps what finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from baselines.policies import Policy, make_policy
+
+__all__ = [
+    "EpisodeRecord",
+    "PolicySummary",
+    "BenchResult",
+    "run_episode",
+    "run_benchmark",
+    "format_table",
+    "plot_tradeoffs",
+    "DEFAULT_EVAL_SEEDS",
+]
+
+DEFAULT_EVAL_SEEDS: tuple[int, ...] = (1000, 1001, 1002)
+"""Held-out evaluation seeds: disjoint from training seeds (agents train on 0..999)."""
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode of one policy: per-round curves and totals."""
+
+    policy: str
+    seed: int
+    accuracy: list[float] = field(default_factory=list)
+    accuracy_per_task: list[dict[str, float]] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)
+    energy_j: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    end: str | None = None
+
+    @property
+    def episode_return(self) -> float:
+        """Sum of the scalar rewards."""
+        return float(np.sum(self.rewards))
+
+    @property
+    def rounds(self) -> int:
+        """Rounds played."""
+        return len(self.latency_s)
+
+    def spent_to_reach(self, target: float) -> tuple[float, float, int | None]:
+        """Cumulative energy (J) and latency (s) until mean accuracy first reached ``target``,
+        and the round; ``(nan, nan, None)`` if never."""
+        energy = latency = 0.0
+        for r, (acc, e, lat) in enumerate(zip(self.accuracy, self.energy_j, self.latency_s)):
+            energy += e
+            latency += lat
+            if math.isfinite(acc) and acc >= target:
+                return energy, latency, r + 1
+        return float("nan"), float("nan"), None
+
+
+def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
+    """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)``."""
+    obs, info = env.reset(seed=seed)
+    policy.reset(env, seed)
+    record = EpisodeRecord(policy=policy.name, seed=seed)
+    done = False
+    while not done:
+        action = policy.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(action)
+        reward = float(np.sum(reward))
+        record.accuracy.append(float(info["accuracy"].get("mean", float("nan"))))
+        record.accuracy_per_task.append(
+            {k: float(v) for k, v in info["accuracy"].items() if k != "mean"}
+        )
+        record.latency_s.append(float(info["latency_s"]))
+        record.energy_j.append(float(info["energy_j"]))
+        record.rewards.append(reward)
+        done = terminated or truncated
+        record.end = info.get("end")
+    return record
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    array = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if array.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(array.mean()), "std": float(array.std()), "n": int(array.size)}
+
+
+@dataclass
+class PolicySummary:
+    """Mean and spread over a policy's episodes."""
+
+    policy: str
+    episodes: int
+    latency_per_round_s: dict[str, float]
+    energy_per_round_j: dict[str, float]
+    final_accuracy: dict[str, float]
+    final_accuracy_per_task: dict[str, dict[str, float]]
+    episode_return: dict[str, float]
+    energy_to_target_j: dict[str, float]
+    latency_to_target_s: dict[str, float]
+    reached_target: int
+
+
+@dataclass
+class BenchResult:
+    """Everything one benchmark run produced."""
+
+    scenario: str
+    fidelity: str
+    seeds: list[int]
+    target_accuracy: float
+    summaries: list[PolicySummary]
+    episodes: list[EpisodeRecord]
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (NaN written as null)."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, float) and not math.isfinite(value):
+                return None
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
+
+        return clean({
+            "scenario": self.scenario,
+            "fidelity": self.fidelity,
+            "seeds": self.seeds,
+            "target_accuracy": self.target_accuracy,
+            "interrupted": self.interrupted,
+            "policies": [asdict(s) for s in self.summaries],
+            "episodes": [
+                {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
+            ],
+        })
+
+    def write_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+
+def summarise(
+    episodes: list[EpisodeRecord], target: float
+) -> list[PolicySummary]:
+    """Per-policy summaries of ``episodes`` against accuracy ``target``."""
+    names = list(dict.fromkeys(e.policy for e in episodes))
+    out = []
+    for name in names:
+        mine = [e for e in episodes if e.policy == name]
+        tasks = sorted({t for e in mine for d in e.accuracy_per_task[-1:] for t in d})
+        reached = [e.spent_to_reach(target) for e in mine] if math.isfinite(target) else []
+        out.append(PolicySummary(
+            policy=name,
+            episodes=len(mine),
+            latency_per_round_s=_stats([float(np.mean(e.latency_s)) for e in mine]),
+            energy_per_round_j=_stats([float(np.mean(e.energy_j)) for e in mine]),
+            final_accuracy=_stats([e.accuracy[-1] for e in mine]),
+            final_accuracy_per_task={
+                t: _stats([e.accuracy_per_task[-1].get(t, float("nan")) for e in mine])
+                for t in tasks
+            },
+            episode_return=_stats([e.episode_return for e in mine]),
+            energy_to_target_j=_stats([r[0] for r in reached]),
+            latency_to_target_s=_stats([r[1] for r in reached]),
+            reached_target=sum(r[2] is not None for r in reached),
+        ))
+    return out
+
+
+def run_benchmark(
+    make_env: Callable[[], Any],
+    policies: Sequence[str | Policy],
+    seeds: Sequence[int] = DEFAULT_EVAL_SEEDS,
+    *,
+    target_accuracy: float | None = None,
+    target_fraction: float = 0.9,
+    progress: bool = True,
+    scenario: str = "",
+    fidelity: str = "",
+) -> BenchResult:
+    """Run every policy on every seed (one episode each) in one env built by ``make_env``.
+
+    ``target_accuracy`` defaults to ``target_fraction`` x the best policy's mean final
+    accuracy. Ctrl-C stops early; what finished is summarised and ``interrupted`` is set.
+    """
+    from tqdm.auto import tqdm
+
+    resolved = [make_policy(p) if isinstance(p, str) else p for p in policies]
+    env = make_env()
+    episodes: list[EpisodeRecord] = []
+    interrupted = False
+    bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
+               unit="episode")
+    try:
+        for policy in resolved:
+            for seed in seeds:
+                bar.set_postfix_str(f"{policy.name} seed {seed}")
+                episodes.append(run_episode(env, policy, int(seed)))
+                bar.update()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        env.close()
+    if target_accuracy is None:
+        finals = summarise(episodes, float("nan"))
+        best = max((s.final_accuracy["mean"] for s in finals
+                    if math.isfinite(s.final_accuracy["mean"])), default=float("nan"))
+        target_accuracy = target_fraction * best
+    return BenchResult(
+        scenario=scenario,
+        fidelity=fidelity,
+        seeds=[int(s) for s in seeds],
+        target_accuracy=float(target_accuracy),
+        summaries=summarise(episodes, float(target_accuracy)),
+        episodes=episodes,
+        interrupted=interrupted,
+    )
+
+
+def _fmt(stat: dict[str, float], digits: int = 3) -> str:
+    if stat["n"] == 0:
+        return "-"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def format_table(result: BenchResult) -> str:
+    """A plain-text table of the summaries (markdown-compatible)."""
+    header = ("| policy | latency/round (s) | energy/round (J) | final accuracy | return "
+              "| energy to target (J) | latency to target (s) | reached |")
+    lines = [
+        f"scenario {result.scenario}, fidelity {result.fidelity}, seeds {result.seeds}, "
+        f"target accuracy {result.target_accuracy:.3f}"
+        + (" (interrupted)" if result.interrupted else ""),
+        "",
+        header,
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in result.summaries:
+        lines.append(
+            f"| {s.policy} | {_fmt(s.latency_per_round_s)} | {_fmt(s.energy_per_round_j)} | "
+            f"{_fmt(s.final_accuracy)} | {_fmt(s.episode_return, 2)} | "
+            f"{_fmt(s.energy_to_target_j, 1)} | {_fmt(s.latency_to_target_s, 1)} | "
+            f"{s.reached_target}/{s.episodes} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
+    """A PNG with the accuracy-energy and accuracy-latency trade-offs (Pareto front marked)
+    and the accuracy-over-rounds curves of every policy."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(14, 4.2), dpi=100)
+    axes = fig.subplots(1, 3)
+    cmap = matplotlib.colormaps["tab20"]
+    points = {}
+    for k, s in enumerate(result.summaries):
+        colour = cmap(k % 20)
+        acc = s.final_accuracy["mean"]
+        points[s.policy] = (s.energy_per_round_j["mean"], s.latency_per_round_s["mean"], acc)
+        for ax, x in ((axes[0], s.energy_per_round_j["mean"]),
+                      (axes[1], s.latency_per_round_s["mean"])):
+            ax.scatter([x], [acc if math.isfinite(acc) else 0.0], color=colour, label=s.policy)
+        curves = [e.accuracy for e in result.episodes if e.policy == s.policy]
+        if curves:
+            length = min(len(c) for c in curves)
+            mean = np.nanmean([c[:length] for c in curves], axis=0)
+            axes[2].plot(np.arange(1, length + 1), mean, color=colour, label=s.policy)
+    for ax, index, label in ((axes[0], 0, "energy per round (J)"),
+                             (axes[1], 1, "latency per round (s)")):
+        front = _pareto_front([(v[index], v[2], name) for name, v in points.items()])
+        if front:
+            xs, ys = zip(*[(x, y) for x, y, _ in front])
+            ax.plot(xs, ys, "k--", linewidth=1, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("final accuracy")
+    axes[2].set_xlabel("round")
+    axes[2].set_ylabel("mean accuracy")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), seeds {result.seeds}")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Points not dominated by another with lower-or-equal cost and higher-or-equal accuracy,
+    sorted by cost."""
+    finite = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    front = []
+    for cost, acc, name in sorted(finite):
+        if not front or acc > front[-1][1]:
+            front.append((cost, acc, name))
+    return front

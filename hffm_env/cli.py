@@ -1,0 +1,248 @@
+"""The ``hffm`` command: describe a scenario, benchmark policies, train a scheduler.
+
+Errors in what the user typed (an unknown scenario, a bad override, an unreadable file) print one
+line on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
+
+__all__ = ["main", "build_parser", "describe_scenario", "format_description"]
+
+
+def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scenario", default="small",
+        help=f"preset scenario name, one of {scenario_names()} (default: small)",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file layered on the preset")
+    parser.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override one config value, e.g. --set channel.d2d.bandwidth_hz=2e6 (repeatable)",
+    )
+
+
+def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
+    return load_scenario(args.scenario, config_file=args.config, overrides=args.overrides)
+
+
+def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[str, Any]:
+    """Everything a scenario contains, as JSON-able dicts: the network (placement, D2D graphs,
+    link rates, the cost of a 1 MB payload per tier) and the model side (modalities and tasks
+    per device, the module inventory with sizes, chance level per task)."""
+    from hffm_env.sim import describe_network
+
+    seed = config.seed if seed is None else seed
+    report: dict[str, Any] = {"scenario": config.name, "seed": seed}
+    report["network"] = describe_network(config, seed=seed)
+    report["model"] = _describe_model_side(config, seed)
+    return report
+
+
+def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    from hffm_env.data import draw_profiles, task_specs
+    from hffm_env.models import M3TModel, ModuleInventory
+    from hffm_env.sim import place_network
+
+    rng = np.random.default_rng(seed)
+    topology = place_network(config.placement, rng)
+    profiles = draw_profiles(config.data, topology.num_devices, np.random.default_rng(seed))
+    devices = []
+    for d, profile in enumerate(profiles):
+        devices.append({
+            "device": d,
+            "cluster": int(topology.cluster_of_device[d]),
+            "modalities": list(profile.modalities),
+            "tasks": list(profile.tasks),
+        })
+    clusters = []
+    for c in range(topology.num_clusters):
+        members = [dev for dev in devices if dev["cluster"] == c]
+        clusters.append({
+            "cluster": c,
+            "devices": len(members),
+            "modalities": {m: sum(m in dev["modalities"] for dev in members)
+                           for m in config.data.modalities},
+            "tasks": {t: sum(t in dev["tasks"] for dev in members) for t in config.data.tasks},
+        })
+    model = M3TModel(config.model, config.data)
+    inventory = ModuleInventory(model)
+    specs = task_specs(config.data)
+    return {
+        "modality_counts": {m: sum(m in p.modalities for p in profiles)
+                            for m in config.data.modalities},
+        "task_counts": {t: sum(t in p.tasks for p in profiles) for t in config.data.tasks},
+        "clusters": clusters,
+        "devices": devices,
+        "tasks": {
+            t: {"classes": specs[t].num_classes, "chance": specs[t].chance}
+            for t in config.data.tasks
+        },
+        "modules": inventory.as_table(),
+        "total_trainable_bits": inventory.total_bits,
+    }
+
+
+def format_description(report: dict[str, Any]) -> str:
+    """The human-readable form of :func:`describe_scenario`'s report."""
+    from hffm_env.sim import format_network_report
+
+    lines = [f"scenario {report['scenario']} (seed {report['seed']})", ""]
+    lines.append(format_network_report(report["network"]))
+    model = report["model"]
+    lines += ["", "Model side"]
+    lines.append("  modalities (devices): " + ", ".join(
+        f"{m} {n}" for m, n in model["modality_counts"].items()))
+    lines.append("  tasks (devices):      " + ", ".join(
+        f"{t} {n}" for t, n in model["task_counts"].items()))
+    lines.append("  per cluster (devices with each modality | task):")
+    for c in model["clusters"]:
+        mods = " ".join(f"{m[0]}{n}" for m, n in c["modalities"].items())
+        tasks = " ".join(f"{t}{n}" for t, n in c["tasks"].items())
+        lines.append(f"    cluster {c['cluster']:>3}: {c['devices']:>3} devices | {mods} | {tasks}")
+    lines.append("  tasks:")
+    for t, spec in model["tasks"].items():
+        lines.append(f"    {t:<8} {spec['classes']:>3} classes, chance {spec['chance']:.3f}")
+    lines.append("  module inventory:")
+    lines.append(f"    {'module':<18} {'type':<8} {'params':>9} {'size':>12}")
+    for row in model["modules"]:
+        lines.append(
+            f"    {row['module_id']:<18} {row['module_type']:<8} {row['num_params']:>9,} "
+            f"{row['size_bits'] / 8e3:>9.1f} kB"
+        )
+    lines.append(f"    total trainable: {model['total_trainable_bits'] / 8e6:.3f} MB")
+    return "\n".join(lines)
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    config = _scenario_from_args(args)
+    report = describe_scenario(config, seed=args.seed)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_description(report))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    from agents.ppo import AgentPolicy
+    from baselines.policies import PAPER_SCHEDULES, policy_names
+    from baselines.runner import format_table, plot_tradeoffs, run_benchmark
+
+    config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
+    if args.policies:
+        names = [p.strip() for p in args.policies.split(",") if p.strip()]
+    elif config.name == "paper" and args.fidelity == "cost":
+        names = list(PAPER_SCHEDULES)
+    else:
+        names = policy_names()
+    unknown = [n for n in names if n not in policy_names()]
+    if unknown:
+        raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
+    seeds = args.seeds or [1000 + k for k in range(args.episodes or 3)]
+    policies: list = []
+    for path in args.agent:
+        try:
+            policies.append(AgentPolicy(path, name=f"agent:{path}"))
+        except FileNotFoundError as err:
+            raise ConfigError(f"--agent {path!r}: {err}") from None
+    policies += names
+
+    def make_env():
+        return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
+                        device=args.device)
+
+    result = run_benchmark(
+        make_env, policies, seeds=seeds, target_accuracy=args.target_accuracy,
+        target_fraction=args.target_fraction, progress=not args.no_progress,
+        scenario=config.name, fidelity=args.fidelity,
+    )
+    print(format_table(result))
+    if args.json:
+        result.write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_tradeoffs(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 130 if result.interrupted else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import train_agent
+
+    return train_agent.main(args.train_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hffm`` command."""
+    parser = argparse.ArgumentParser(
+        prog="hffm",
+        description="Hierarchical federated foundation models over wireless networks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    describe = sub.add_parser("describe", help="print what a scenario contains")
+    _add_scenario_arguments(describe)
+    describe.add_argument("--seed", type=int, default=None, help="placement seed (default: config)")
+    describe.add_argument("--json", action="store_true", help="print JSON instead of text")
+    describe.set_defaults(func=_cmd_describe)
+
+    bench = sub.add_parser("bench", help="compare policies on held-out seeds")
+    _add_scenario_arguments(bench)
+    bench.add_argument("--fidelity", choices=("cost", "train"), default="train",
+                       help="'train': real FL training; 'cost': network costs only")
+    bench.add_argument("--policies", help="comma-separated baseline names (default: all; the "
+                       "paper's seven schedules for --scenario paper --fidelity cost)")
+    bench.add_argument("--episodes", type=int, default=None,
+                       help="episodes per policy on seeds 1000, 1001, ... (default 3)")
+    bench.add_argument("--seeds", type=int, nargs="*", default=None,
+                       help="explicit evaluation seeds (overrides --episodes)")
+    bench.add_argument("--agent", action="append", default=[], metavar="PATH",
+                       help="a trained agent (.zip) to evaluate too (repeatable)")
+    bench.add_argument("--target-accuracy", type=float, default=None,
+                       help="accuracy target for energy/latency-to-target (default: a fraction "
+                       "of the best final accuracy)")
+    bench.add_argument("--target-fraction", type=float, default=0.9,
+                       help="fraction of the best policy's final accuracy used as target")
+    bench.add_argument("--device", default="cpu", help="torch device for FL training")
+    bench.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    bench.add_argument("--plot", metavar="FILE", help="write the trade-off plot as PNG")
+    bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    bench.set_defaults(func=_cmd_bench)
+
+    train = sub.add_parser("train", help="train a PPO scheduler (same flags as train_agent.py)",
+                           add_help=False)
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    train.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hffm`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"hffm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hffm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The action vector: its layout, its masks, and its decoding into a :class:`Schedule`.
+
+Everything about the ``MultiDiscrete`` action lives here, in one place:
+:class:`ActionLayout` names every slot, builds the space's ``nvec``, checks an action (shape,
+dtype, range, naming the slot on error), decodes it into the engine's :class:`Schedule` with
+deterministic repairs, and produces MaskablePPO's flat mask.
+
+Slots, in order (``T`` = 5 module types, ``C`` clusters, ``N`` devices, ``P`` request slots,
+``M`` the largest cluster size, ``k`` = ``env.d2d_partner_k``, ``len(menu)`` = period menu size):
+
+| slots | count | values |
+| --- | --- | --- |
+| ``edge_period/<type>`` | T | index into ``env.period_menu`` (0 in the menu = never) |
+| ``cloud_period/<type>`` | T | index into ``env.period_menu`` |
+| ``pair_exchange/<type>`` | T | 1: D2D pairs gossip this type when no edge/cloud round is due |
+| ``route/<cluster>`` | C | 0 direct uplink, 1 D2D relay via the head, 2 star (cloud over WAN) |
+| ``head/<cluster>`` | C | index of the head among the cluster's members (sorted ids) |
+| ``partner/<device>`` | N | 0 none, ``i`` in 1..k: the device's i-th nearest cluster mate |
+| ``relay/<slot>`` | P | 0 wait, 1 edge, 2 cloud, ``3 + j``: j-th member of the cluster |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+
+__all__ = ["ActionLayout", "DecodeReport", "PeriodClock"]
+
+NUM_ROUTES = len(Route)
+RELAY_FIXED_CHOICES = 3  # wait, edge, cloud
+
+
+@dataclass
+class DecodeReport:
+    """What decoding had to repair (counted in ``info``)."""
+
+    head_repairs: int = 0
+    pair_repairs: int = 0
+    relay_repairs: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        """Counts as a dict."""
+        return {
+            "heads": self.head_repairs,
+            "pairs": self.pair_repairs,
+            "relays": self.relay_repairs,
+            "total": self.head_repairs + self.pair_repairs + self.relay_repairs,
+        }
+
+
+@dataclass
+class PeriodClock:
+    """Rounds since each module type was last aggregated at the edge and at the cloud tier.
+
+    The policy picks periods; a tier is due for a module type when the rounds since its last
+    aggregation there (counting this round) reach the chosen period. A cloud round also counts
+    as an edge round (the cloud average passes through the edge tier).
+    """
+
+    since_edge: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
+    since_cloud: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
+
+    def due(self, module_type: str, edge_period: int, cloud_period: int) -> Tier:
+        """The tier due this round for ``module_type`` (without advancing the clock)."""
+        if cloud_period > 0 and self.since_cloud[module_type] + 1 >= cloud_period:
+            return Tier.CLOUD
+        if edge_period > 0 and self.since_edge[module_type] + 1 >= edge_period:
+            return Tier.EDGE
+        return Tier.NONE
+
+    def advance(self, tiers: dict[str, Tier]) -> None:
+        """Move the clock past a round that aggregated at ``tiers``."""
+        for t in MODULE_TYPES:
+            tier = tiers.get(t, Tier.NONE)
+            self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
+            at_edge = tier in (Tier.CLOUD, Tier.EDGE, Tier.D2D_HEAD)
+            self.since_edge[t] = 0 if at_edge else self.since_edge[t] + 1
+
+
+class ActionLayout:
+    """The action space of one scenario: slot names, sizes, checks, masks and decoding.
+
+    Args:
+        scenario: the scenario (period menu, partner count, request slots).
+        cluster_members: per cluster, the sorted device ids of its members.
+        partners: ``(N, k)`` candidate partners per device (-1 padding).
+    """
+
+    def __init__(
+        self,
+        scenario: ScenarioConfig,
+        cluster_members: list[np.ndarray],
+        partners: np.ndarray,
+    ) -> None:
+        self.menu = tuple(scenario.env.period_menu)
+        self.k = scenario.env.d2d_partner_k
+        self.num_clusters = len(cluster_members)
+        self.num_devices = int(sum(len(m) for m in cluster_members))
+        self.max_cluster = max(len(m) for m in cluster_members)
+        self.num_requests = scenario.fl.max_pending_requests
+        self.cluster_members = [np.asarray(m) for m in cluster_members]
+        self.partners = np.asarray(partners)
+        names: list[str] = []
+        sizes: list[int] = []
+        for prefix in ("edge_period", "cloud_period"):
+            for t in MODULE_TYPES:
+                names.append(f"{prefix}/{t}")
+                sizes.append(len(self.menu))
+        for t in MODULE_TYPES:
+            names.append(f"pair_exchange/{t}")
+            sizes.append(2)
+        for c in range(self.num_clusters):
+            names.append(f"route/{c}")
+            sizes.append(NUM_ROUTES)
+        for c in range(self.num_clusters):
+            names.append(f"head/{c}")
+            sizes.append(self.max_cluster)
+        for d in range(self.num_devices):
+            names.append(f"partner/{d}")
+            sizes.append(self.k + 1)
+        for r in range(self.num_requests):
+            names.append(f"relay/{r}")
+            sizes.append(RELAY_FIXED_CHOICES + self.max_cluster)
+        self.slot_names = names
+        self.nvec = np.asarray(sizes, dtype=np.int64)
+        self._offsets = {}
+        start = 0
+        for block, count in (
+            ("edge_period", len(MODULE_TYPES)), ("cloud_period", len(MODULE_TYPES)),
+            ("pair_exchange", len(MODULE_TYPES)), ("route", self.num_clusters),
+            ("head", self.num_clusters), ("partner", self.num_devices),
+            ("relay", self.num_requests),
+        ):
+            self._offsets[block] = slice(start, start + count)
+            start += count
+
+    def block(self, action: np.ndarray, name: str) -> np.ndarray:
+        """The slots of one block (``"edge_period"``, ``"route"``, ...) of ``action``."""
+        return np.asarray(action)[self._offsets[name]]
+
+    def check(self, action: object) -> np.ndarray:
+        """``action`` as an int64 vector, or a ``ValueError`` that names the slot and range."""
+        array = np.asarray(action)
+        if array.dtype.kind not in "iu":
+            if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(
+                array == np.round(array)
+            ):
+                array = array.astype(np.int64)
+            else:
+                raise ValueError(
+                    f"action dtype {array.dtype}: must be integers (a MultiDiscrete vector)"
+                )
+        if array.shape != self.nvec.shape:
+            raise ValueError(
+                f"action shape {array.shape}: expected {self.nvec.shape} "
+                f"(slots: {self.slot_names[0]} ... {self.slot_names[-1]})"
+            )
+        bad = np.flatnonzero((array < 0) | (array >= self.nvec))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"action slot {i} ({self.slot_names[i]}) = {int(array[i])}: allowed "
+                f"0..{int(self.nvec[i]) - 1}"
+            )
+        return array.astype(np.int64)
+
+    # ----------------------------------------------------------------------------------------
+
+    def encode(
+        self,
+        edge_period: dict[str, int] | int,
+        cloud_period: dict[str, int] | int,
+        route: Route | list[Route] = Route.DIRECT,
+        pair_exchange: dict[str, bool] | bool = False,
+        heads: list[int] | None = None,
+        partners: np.ndarray | None = None,
+        relay: list[int] | None = None,
+    ) -> np.ndarray:
+        """Build an action from readable choices (periods as values from the menu, heads as
+        device ids, partners as indices 0..k, relay choices as slot values). Used by the
+        baselines; unknown period values raise ``ValueError`` listing the menu."""
+        action = np.zeros(len(self.nvec), dtype=np.int64)
+
+        def period_index(value: int, what: str) -> int:
+            if value not in self.menu:
+                raise ValueError(f"{what} = {value}: not in env.period_menu {list(self.menu)}")
+            return self.menu.index(value)
+
+        for k, t in enumerate(MODULE_TYPES):
+            e = edge_period[t] if isinstance(edge_period, dict) else edge_period
+            c = cloud_period[t] if isinstance(cloud_period, dict) else cloud_period
+            p = pair_exchange[t] if isinstance(pair_exchange, dict) else pair_exchange
+            action[self._offsets["edge_period"].start + k] = period_index(e, f"edge_period/{t}")
+            action[self._offsets["cloud_period"].start + k] = period_index(c, f"cloud_period/{t}")
+            action[self._offsets["pair_exchange"].start + k] = int(bool(p))
+        routes = route if isinstance(route, list) else [route] * self.num_clusters
+        action[self._offsets["route"]] = [int(r) for r in routes]
+        if heads is not None:
+            action[self._offsets["head"]] = [
+                int(np.flatnonzero(self.cluster_members[c] == h)[0]) for c, h in enumerate(heads)
+            ]
+        if partners is not None:
+            action[self._offsets["partner"]] = partners
+        if relay is not None:
+            action[self._offsets["relay"]] = relay
+        return action
+
+    def decode(
+        self,
+        action: np.ndarray,
+        clock: PeriodClock,
+        available: np.ndarray,
+        default_heads: np.ndarray,
+        d2d_neighbours: list[set[int]],
+        pending: list[ModuleRequest],
+        relay_candidates: dict[ModuleRequest, list[RelaySource]],
+    ) -> tuple[Schedule, DecodeReport]:
+        """Decode a checked action into a :class:`Schedule`, repairing deterministically:
+
+        - a head index beyond the cluster's size, or a head that dropped out, becomes the
+          network's default head;
+        - partners are matched in ascending device id: device ``i`` choosing ``j`` is paired
+          when both are available, unpaired, distinct and D2D neighbours; otherwise the choice
+          is dropped (a repair);
+        - a relay choice for an empty request slot is ignored; a source that cannot serve the
+          request now (lacks the module, dropped out, another cluster) becomes "wait".
+        """
+        report = DecodeReport()
+        tiers: dict[str, Tier] = {}
+        edge = self.block(action, "edge_period")
+        cloud = self.block(action, "cloud_period")
+        pair_flag = self.block(action, "pair_exchange")
+        for k, t in enumerate(MODULE_TYPES):
+            tier = clock.due(t, self.menu[edge[k]], self.menu[cloud[k]])
+            if tier == Tier.NONE and pair_flag[k]:
+                tier = Tier.D2D_PAIRS
+            tiers[t] = tier
+        routes = tuple(Route(int(r)) for r in self.block(action, "route"))
+        heads = []
+        for c, index in enumerate(self.block(action, "head")):
+            members = self.cluster_members[c]
+            if index < len(members) and available[members[index]]:
+                heads.append(int(members[index]))
+            else:
+                heads.append(int(default_heads[c]))
+                report.head_repairs += 1
+        pairs: list[tuple[int, int]] = []
+        taken = np.zeros(self.num_devices, dtype=bool)
+        for i, choice in enumerate(self.block(action, "partner")):
+            if choice == 0:
+                continue
+            j = int(self.partners[i, choice - 1])
+            ok = (
+                j >= 0 and j != i and not taken[i] and not taken[j]
+                and available[i] and available[j] and j in d2d_neighbours[i]
+            )
+            if ok:
+                pairs.append((i, j))
+                taken[i] = taken[j] = True
+            else:
+                report.pair_repairs += 1
+        sources: dict[ModuleRequest, RelaySource] = {}
+        for r, choice in enumerate(self.block(action, "relay")):
+            if r >= len(pending) or choice == 0:
+                continue
+            request = pending[r]
+            source = self._relay_choice(request, int(choice))
+            if source is not None and source in relay_candidates.get(request, []):
+                sources[request] = source
+            else:
+                report.relay_repairs += 1
+        schedule = Schedule(tiers=tiers, routes=routes, heads=tuple(heads), pairs=tuple(pairs),
+                            relay_sources=sources)
+        return schedule, report
+
+    def _relay_choice(self, request: ModuleRequest, choice: int) -> RelaySource | None:
+        if choice == 1:
+            return RelaySource(SourceKind.EDGE)
+        if choice == 2:
+            return RelaySource(SourceKind.CLOUD)
+        members = next(m for m in self.cluster_members if request.device in m)
+        j = choice - RELAY_FIXED_CHOICES
+        if j >= len(members):
+            return None
+        return RelaySource(SourceKind.DEVICE, int(members[j]))
+
+    # ----------------------------------------------------------------------------------------
+
+    def masks(
+        self,
+        available: np.ndarray,
+        d2d_neighbours: list[set[int]],
+        pending: list[ModuleRequest],
+        relay_candidates: dict[ModuleRequest, list[RelaySource]],
+    ) -> np.ndarray:
+        """One flat boolean vector, the concatenation of each slot's allowed values (the layout
+        sb3-contrib's MaskablePPO expects for ``MultiDiscrete``). Masked out: heads beyond a
+        cluster's size or dropped out, partners that are padding, unavailable or not D2D
+        neighbours, relay sources that cannot serve the request (and all but "wait" for empty
+        request slots). Every slot keeps at least one allowed value."""
+        parts: list[np.ndarray] = []
+        for name, size in zip(self.slot_names, self.nvec):
+            allowed = np.ones(int(size), dtype=bool)
+            block, _, index = name.partition("/")
+            if block == "head":
+                members = self.cluster_members[int(index)]
+                allowed[:] = False
+                allowed[: len(members)] = available[members]
+                if not allowed.any():
+                    allowed[0] = True
+            elif block == "partner":
+                i = int(index)
+                for choice in range(1, int(size)):
+                    j = int(self.partners[i, choice - 1])
+                    allowed[choice] = bool(
+                        j >= 0 and available[i] and available[j] and j in d2d_neighbours[i]
+                    )
+            elif block == "relay":
+                r = int(index)
+                allowed[1:] = False
+                if r < len(pending):
+                    request = pending[r]
+                    ok = relay_candidates.get(request, [])
+                    for choice in range(1, int(size)):
+                        allowed[choice] = self._relay_choice(request, choice) in ok
+            parts.append(allowed)
+        return np.concatenate(parts)

@@ -1,0 +1,405 @@
+"""The Gymnasium environment: orchestrate a hierarchical federated foundation model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from hffm_env.config import MODULE_TYPES, ScenarioConfig, load_scenario
+from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
+from hffm_env.envs.observation import ObservationInputs, build_observation, observation_names
+from hffm_env.fl.engine import FederatedEngine, RoundResult
+from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
+
+__all__ = ["HFFMEnv"]
+
+FIDELITIES = ("train", "cost")
+REWARD_MODES = ("scalar", "vector")
+
+
+class HFFMEnv(gym.Env):
+    """Hierarchical Federated Foundation Models over a wireless network, one round per step.
+
+    ## Description
+    Wireless devices, grouped around edge servers that report to a cloud, jointly train a
+    modular multi-modal multi-task (M3T) foundation model: a frozen pre-trained backbone with
+    five trainable module types (``encoder``, ``prompt``, ``moe``, ``adapter``, ``head``).
+    Every step, every available device really trains the modules it holds on its own non-IID
+    data; then modules are aggregated at the tiers the action chooses (D2D pairs, D2D at the
+    cluster head, edge, cloud), relayed to devices that lack them, and every transfer is priced
+    by a wireless cost model (Shannon rates with path loss and Rayleigh fading, transmit power
+    x time). The agent trades the model's accuracy against latency and energy.
+
+    ## Action Space
+    ``MultiDiscrete(nvec)``, documented slot by slot in :mod:`hffm_env.envs.action`
+    (``env.unwrapped.action_slot_names`` lists them):
+
+    | slots | count | values |
+    | --- | --- | --- |
+    | ``edge_period/<type>`` | 5 | index into ``env.period_menu`` (default 1, 2, 4, 8, never) |
+    | ``cloud_period/<type>`` | 5 | index into ``env.period_menu`` |
+    | ``pair_exchange/<type>`` | 5 | 1: D2D pairs gossip this type in rounds with no edge/cloud |
+    | ``route/<cluster>`` | C | 0 direct uplink, 1 D2D relay via the head, 2 star (device-cloud) |
+    | ``head/<cluster>`` | C | index of the cluster head among the cluster's members |
+    | ``partner/<device>`` | N | 0 none, i: the i-th nearest cluster mate (i <= d2d_partner_k) |
+    | ``relay/<slot>`` | P | 0 wait, 1 edge, 2 cloud, 3+j: the j-th member of the cluster |
+
+    A module type is aggregated at the cloud when the rounds since its last cloud aggregation
+    reach its cloud period, else at the edge when its edge period is reached (at the cluster
+    head over D2D for clusters on route 1), else by D2D pairs when its pair flag is on.
+    Infeasible choices are repaired deterministically and counted in ``info["repairs"]``;
+    :meth:`action_masks` masks them for MaskablePPO.
+
+    ## Observation Space
+    ``Box(0, 1, (D,), float32)``, documented in :mod:`hffm_env.envs.observation`
+    (``env.unwrapped.observation_names`` lists them): round fraction; global accuracy and
+    training loss per task; per module type the staleness at the edge and cloud tiers and the
+    drift of device copies from their cluster and global means; per cluster uplink and D2D rate
+    summaries, D2D density and availability; energy and latency used against the budget; the
+    pending module requests.
+
+    ## Rewards
+    ``accuracy_weight * (acc_t - acc_{t-1}) - latency_weight * latency_t / L_ref -
+    energy_weight * energy_t / E_ref`` where ``acc`` is the global test accuracy (mixed with
+    the local one by ``env.accuracy_local_mix``) and ``L_ref``, ``E_ref`` are the star
+    schedule's per-round latency and energy in this scenario. Each term is in
+    ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
+    ``np.array([accuracy term, -latency term, -energy term])`` and ``reward_space`` describes it.
+    In cost fidelity the accuracy term is 0.
+
+    ## Starting State
+    ``reset(seed)`` re-places the network, redraws fading, dropout and task arrivals, and
+    restores every module to its initial (pre-trained) state. The data split, the frozen
+    features and the pre-trained backbone are built once per env instance from the scenario's
+    seed.
+
+    ## Episode End
+    Truncated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``); terminated
+    when ``env.energy_budget_j`` is exhausted (``info["end"] = "energy_budget"``).
+
+    ## Arguments
+    ``gymnasium.make("hffm/HFFM-v0", scenario="small", overrides=None, config_file=None,
+    fidelity="train", reward_mode="scalar", render_mode=None, device="cpu",
+    torch_threads=None)``; ``overrides`` is a dict or list of ``"key=value"`` strings applied
+    to the scenario config; ``fidelity="cost"`` skips training (accuracies NaN) for fast
+    network studies.
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        scenario: str | ScenarioConfig = "small",
+        *,
+        overrides: dict[str, Any] | list[str] | None = None,
+        config_file: str | None = None,
+        fidelity: str = "train",
+        reward_mode: str = "scalar",
+        render_mode: str | None = None,
+        device: str = "cpu",
+        torch_threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        from hffm_env.data import build_federated_data
+        from hffm_env.models import M3TModel, build_model
+        from hffm_env.sim import Network
+
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"fidelity = {fidelity!r}: must be one of {list(FIDELITIES)}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode = {reward_mode!r}: must be one of {list(REWARD_MODES)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode = {render_mode!r}: must be None or one of "
+                f"{self.metadata['render_modes']}"
+            )
+        if torch_threads is not None:
+            torch.set_num_threads(int(torch_threads))
+        self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
+        self.fidelity = fidelity
+        self.reward_mode = reward_mode
+        self.render_mode = render_mode
+        self.device = device
+        cfg = self.config
+
+        network = Network(cfg, np.random.default_rng(cfg.seed))
+        self.data = build_federated_data(
+            cfg.data, network.topology.cluster_of_device, np.random.default_rng(cfg.seed)
+        )
+        if fidelity == "train":
+            model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
+                                progress=progress)
+        else:  # module sizes only: no pre-training needed
+            model = M3TModel(cfg.model, cfg.data)
+        self.engine = FederatedEngine(cfg, model, self.data, network, train=fidelity == "train",
+                                      device=device)
+        self.tasks = self.engine.tasks
+        self.layout = ActionLayout(cfg, self._members(network), network.partners)
+        self.action_space = spaces.MultiDiscrete(self.layout.nvec)
+        self.action_slot_names = list(self.layout.slot_names)
+        self.observation_names = observation_names(
+            self.tasks, network.num_clusters, cfg.fl.max_pending_requests
+        )
+        self.observation_space = spaces.Box(
+            0.0, 1.0, shape=(len(self.observation_names),), dtype=np.float32
+        )
+        self.reward_space = spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
+        # Reward references: the star schedule's cost per round on the scenario's own network.
+        star = Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR)
+        reference = self.engine.price_schedule(star)
+        self.reference_latency_s = max(reference.latency_s, 1e-9)
+        self.reference_energy_j = max(reference.energy_j, 1e-12)
+        self.network = network
+        self._round_rng = np.random.default_rng(cfg.seed)
+        self._reset_state()
+
+    # ----------------------------------------------------------------------------------------
+    # Gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode: new placement, fading, dropout, arrivals and data order from
+        ``seed``; modules back to their initial state."""
+        from hffm_env.sim import Network
+
+        super().reset(seed=seed)
+        network_seed, round_seed, torch_seed = (int(s) for s in
+                                                self.np_random.integers(0, 2**31 - 1, size=3))
+        self.network = Network(self.config, np.random.default_rng(network_seed))
+        self.engine.attach_network(self.network)
+        self.engine.reset(torch_seed)
+        self.layout.cluster_members = self._members(self.network)
+        self.layout.partners = self.network.partners
+        self._round_rng = np.random.default_rng(round_seed)
+        self._reset_state()
+        self.network.begin_round(self._round_rng)
+        self.engine.begin_round(self._round_rng)
+        accuracy, accuracy_local, _ = self.engine.evaluate()
+        self._accuracy = accuracy
+        self._accuracy_local = accuracy_local
+        self._previous_score = self._score(accuracy, accuracy_local)
+        return self._get_obs(), self._get_info(None, None, None, {})
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, float | np.ndarray, bool, bool, dict[str, Any]]:
+        """Run one round under ``action``; see the class docstring for the MDP."""
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step() (and after an episode ends)")
+        action = self.layout.check(action)
+        schedule, repairs = self.layout.decode(
+            action, self.clock, self.network.available, self.network.heads,
+            self._neighbours(), self.engine.pending, self._relay_candidates(),
+        )
+        result = self.engine.run_round(schedule)
+        self.clock.advance(dict(schedule.tiers))
+        self.rounds_done += 1
+        self.cumulative_latency_s += result.cost.latency_s
+        self.cumulative_energy_j += result.cost.energy_j
+        self._last_result = result
+        self._last_schedule = schedule
+        self._loss = result.loss_per_task
+        if self.engine.train:
+            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
+            self._drift = self.engine.drift()
+
+        cfg = self.config.env
+        score = self._score(result.accuracy, result.accuracy_local)
+        accuracy_term = 0.0 if not math.isfinite(score) else score - self._previous_score
+        if math.isfinite(score):
+            self._previous_score = score
+        latency_term = result.cost.latency_s / self.reference_latency_s
+        energy_term = result.cost.energy_j / self.reference_energy_j
+        terms = {
+            "accuracy": cfg.accuracy_weight * accuracy_term,
+            "latency": -cfg.latency_weight * latency_term,
+            "energy": -cfg.energy_weight * energy_term,
+        }
+        self._history.append({
+            "round": self.rounds_done,
+            "accuracy": result.accuracy.get("mean", float("nan")),
+            "latency_s": result.cost.latency_s,
+            "energy_j": result.cost.energy_j,
+        })
+
+        end = None
+        terminated = bool(
+            cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
+        )
+        truncated = not terminated and self.rounds_done >= cfg.episode_rounds
+        if terminated:
+            end = "energy_budget"
+        elif truncated:
+            end = "rounds"
+        self._needs_reset = terminated or truncated
+        if not self._needs_reset:
+            self.network.begin_round(self._round_rng)
+            self.engine.begin_round(self._round_rng)
+        info = self._get_info(result, schedule, repairs, terms, end=end)
+        if self.reward_mode == "vector":
+            reward: float | np.ndarray = np.array(
+                [terms["accuracy"], terms["latency"], terms["energy"]], dtype=np.float32
+            )
+        else:
+            reward = float(sum(terms.values()))
+        return self._get_obs(), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """A flat boolean vector of the allowed values of every action slot, concatenated (the
+        layout sb3-contrib's MaskablePPO expects for ``MultiDiscrete``)."""
+        return self.layout.masks(
+            self.network.available, self._neighbours(), self.engine.pending,
+            self._relay_candidates(),
+        )
+
+    def module_inventory(self) -> list[dict[str, Any]]:
+        """Every module instance: id, type, parameter count and size in bits."""
+        return self.engine.inventory.as_table()
+
+    def render(self) -> np.ndarray | str | None:
+        """``"rgb_array"``: topology and this round's transfers beside accuracy, latency and
+        energy curves; ``"ansi"``: a text summary. ``None`` without a render mode."""
+        from hffm_env.envs import render as rendering
+
+        if self.render_mode == "rgb_array":
+            return rendering.render_rgb(self)
+        if self.render_mode == "ansi":
+            return rendering.render_ansi(self)
+        return None
+
+    def close(self) -> None:
+        """Free the model, features and network."""
+        self.engine = None  # type: ignore[assignment]
+        self.network = None  # type: ignore[assignment]
+        self.data = None  # type: ignore[assignment]
+        super().close()
+
+    # ----------------------------------------------------------------------------------------
+    # internals
+
+    def _reset_state(self) -> None:
+        self.clock = PeriodClock()
+        self.rounds_done = 0
+        self.cumulative_latency_s = 0.0
+        self.cumulative_energy_j = 0.0
+        self._history: list[dict[str, float]] = []
+        self._last_result: RoundResult | None = None
+        self._last_schedule: Schedule | None = None
+        self._loss: dict[str, float] = {}
+        self._drift = {t: (0.0, 0.0) for t in MODULE_TYPES}
+        nan = {t: float("nan") for t in (*self.tasks, "mean")}
+        self._accuracy, self._accuracy_local = dict(nan), dict(nan)
+        self._previous_score = float("nan")
+        self._needs_reset = False
+
+    @staticmethod
+    def _members(network: Any) -> list[np.ndarray]:
+        return [network.members(c) for c in range(network.num_clusters)]
+
+    def _neighbours(self) -> list[set[int]]:
+        neighbours: list[set[int]] = [set() for _ in range(self.network.num_devices)]
+        for graph in self.network.d2d_graphs:
+            for i, j in graph.edges:
+                neighbours[i].add(j)
+                neighbours[j].add(i)
+        return neighbours
+
+    def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:
+        return {r: self.engine.relay_candidates(r) for r in self.engine.pending}
+
+    def _score(self, accuracy: dict[str, float], accuracy_local: dict[str, float]) -> float:
+        mix = self.config.env.accuracy_local_mix
+        glob, local = accuracy.get("mean", float("nan")), accuracy_local.get("mean", float("nan"))
+        if mix == 0.0:
+            return glob
+        if mix == 1.0:
+            return local
+        return (1 - mix) * glob + mix * local
+
+    def _get_obs(self) -> np.ndarray:
+        network = self.network
+        cfg = self.config
+        c = network.num_clusters
+        uplink = np.zeros(c)
+        d2d_rate = np.zeros(c)
+        density = np.zeros(c)
+        available = np.zeros(c)
+        for cl in range(c):
+            members = network.members(cl)
+            uplink[cl] = float(np.mean(network.rates.uplink_bps[members]))
+            graph = network.d2d_graphs[cl]
+            rates = [data["rate_bps"] for _, _, data in graph.edges(data=True)]
+            d2d_rate[cl] = float(np.mean(rates)) if rates else 0.0
+            pairs = len(members) * (len(members) - 1) / 2
+            density[cl] = graph.number_of_edges() / pairs if pairs else 1.0
+            available[cl] = float(np.mean(network.available[members]))
+        budget = cfg.env.energy_budget_j or self.reference_energy_j * cfg.env.episode_rounds
+        latency_budget = self.reference_latency_s * cfg.env.episode_rounds
+        requests = []
+        for request in self.engine.pending:
+            members = network.members(int(network.topology.cluster_of_device[request.device]))
+            holders = self.engine.holders(request.module_id)[members]
+            requests.append((request.module_id.startswith("head/"), float(np.mean(holders))))
+        inputs = ObservationInputs(
+            round_fraction=self.rounds_done / cfg.env.episode_rounds,
+            accuracy=self._accuracy,
+            loss=self._loss,
+            num_classes=self.engine.model.num_classes,
+            since_edge=self.clock.since_edge,
+            since_cloud=self.clock.since_cloud,
+            drift=self._drift,
+            cluster_uplink_bps=uplink,
+            cluster_d2d_bps=d2d_rate,
+            cluster_d2d_density=density,
+            cluster_available=available,
+            energy_used_fraction=self.cumulative_energy_j / budget,
+            latency_used_fraction=self.cumulative_latency_s / latency_budget,
+            requests=requests,
+            num_requests=cfg.fl.max_pending_requests,
+        )
+        return build_observation(inputs, self.tasks)
+
+    def _get_info(
+        self,
+        result: RoundResult | None,
+        schedule: Schedule | None,
+        repairs: DecodeReport | None,
+        terms: dict[str, float],
+        end: str | None = None,
+    ) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "round": self.rounds_done,
+            "accuracy": dict(self._accuracy),
+            "accuracy_local": dict(self._accuracy_local),
+            "latency_s": result.cost.latency_s if result else 0.0,
+            "energy_j": result.cost.energy_j if result else 0.0,
+            "cumulative_latency_s": self.cumulative_latency_s,
+            "cumulative_energy_j": self.cumulative_energy_j,
+            "reward_terms": dict(terms),
+            "schedule": schedule.to_dict() if schedule else None,
+            "transfers": result.transfers.summary() if result else {},
+            "cost": result.cost.to_dict() if result else {},
+            "train_loss": result.train_loss if result else float("nan"),
+            "dropped_devices": list(result.dropped_devices) if result else
+            np.flatnonzero(~self.network.available).tolist(),
+            "failed_devices": list(result.failed_devices) if result else [],
+            "relayed": [
+                {"device": r.device, "module": r.module_id} for r in result.relayed
+            ] if result else [],
+            "pending_requests": [
+                {"device": r.device, "module": r.module_id} for r in self.engine.pending
+            ],
+            "repairs": repairs.to_dict() if repairs else DecodeReport().to_dict(),
+            "flags": list(result.flags) if result else [],
+            "end": end,
+        }
+        return info

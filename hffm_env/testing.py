@@ -1,0 +1,20 @@
+"""Helpers for tests and smoke runs of code that uses hffm-env."""
+
+from __future__ import annotations
+
+__all__ = ["TINY_OVERRIDES"]
+
+TINY_OVERRIDES: tuple[str, ...] = (
+    "model.pretrain_steps=40",
+    "data.pretrain_samples=600",
+    "data.samples_per_device=48",
+    "data.min_samples_per_device=16",
+    "data.global_test_samples=150",
+    "env.episode_rounds=4",
+    "fl.local_steps=1",
+    "fl.batch_size=8",
+    "fl.eval_samples_per_device=32",
+)
+"""Overrides that make any scenario cheap enough for unit tests and smoke runs (a few seconds
+of pre-training, a handful of samples per device, four rounds per episode). Pass them as
+``gymnasium.make("hffm/HFFM-v0", overrides=list(TINY_OVERRIDES))``."""

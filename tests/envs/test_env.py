@@ -1,0 +1,237 @@
+"""The Gymnasium env: checkers, determinism, masks, bad actions, vector reward, vector envs,
+rendering. All on tiny budgets of the `small` scenario (other presets in cost fidelity)."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import hffm_env
+from hffm_env.envs.registration import scenario_env_id
+from hffm_env.testing import TINY_OVERRIDES
+
+TINY = list(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = gym.make("hffm/HFFM-v0", scenario="small", overrides=TINY)
+    yield env
+    env.close()
+
+
+def _ids_and_kwargs():
+    yield "hffm/HFFM-v0", {"overrides": TINY}
+    for name in hffm_env.scenario_names():
+        yield scenario_env_id(name), {"overrides": TINY}
+
+
+@pytest.mark.parametrize("env_id,kwargs", list(_ids_and_kwargs()))
+def test_registered_ids_pass_both_checkers(env_id, kwargs):
+    assert env_id in gym.registry
+    env = gym.make(env_id, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=True)
+    env.close()
+
+
+def test_registration_is_idempotent_and_string_entry_point_works():
+    before = set(gym.registry)
+    hffm_env.register_envs()
+    assert set(gym.registry) == before
+    code = (
+        "import gymnasium as gym; "
+        "e = gym.make('hffm_env:hffm/HFFM-v0', fidelity='cost'); "
+        "print(e.observation_space.shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().startswith("(")
+
+
+def _rollout(env, seed, steps=4):
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(0)
+    trace = [obs]
+    rewards = []
+    for _ in range(steps):
+        action = env.action_space.sample() if False else rng.integers(0, env.action_space.nvec)
+        obs, reward, terminated, truncated, info = env.step(action)
+        trace.append(obs)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    return np.stack(trace), np.array(rewards), info
+
+
+def test_same_seed_same_rollout_in_two_envs():
+    a = gym.make("hffm/HFFM-v0", overrides=TINY)
+    b = gym.make("hffm/HFFM-v0", overrides=TINY)
+    obs_a, rew_a, info_a = _rollout(a, seed=7)
+    obs_b, rew_b, info_b = _rollout(b, seed=7)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_array_equal(rew_a, rew_b)
+    assert info_a["accuracy"] == info_b["accuracy"]
+    assert info_a["energy_j"] == info_b["energy_j"]
+    obs_c, _, _ = _rollout(a, seed=8)
+    assert not np.array_equal(obs_a, obs_c)
+
+
+def test_info_has_the_documented_fields(env):
+    obs, info = env.reset(seed=0)
+    action = env.unwrapped.layout.encode(1, 2)
+    obs, reward, terminated, truncated, info = env.step(action)
+    for key in ("accuracy", "accuracy_local", "latency_s", "energy_j", "cumulative_energy_j",
+                "cumulative_latency_s", "reward_terms", "schedule", "transfers",
+                "dropped_devices", "flags", "repairs"):
+        assert key in info, key
+    assert set(info["reward_terms"]) == {"accuracy", "latency", "energy"}
+    assert reward == pytest.approx(sum(info["reward_terms"].values()))
+    assert 0.0 <= info["accuracy"]["mean"] <= 1.0
+    assert info["latency_s"] > 0 and info["energy_j"] > 0
+    assert info["schedule"]["tiers"]["head"] == "edge"
+    assert env.observation_space.contains(obs)
+
+
+def test_bad_actions_name_the_slot(env):
+    env.reset(seed=0)
+    nvec = env.action_space.nvec
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(len(nvec) + 1, dtype=np.int64))
+    bad = np.zeros(len(nvec), dtype=np.int64)
+    bad[0] = nvec[0]
+    with pytest.raises(ValueError, match=r"slot 0 \(edge_period/encoder\) = .*allowed 0\.\."):
+        env.step(bad)
+    with pytest.raises(ValueError, match="dtype"):
+        env.step(np.full(len(nvec), 0.5))
+
+
+def test_bad_scenario_fails_at_make():
+    with pytest.raises(hffm_env.ConfigError, match="known scenarios"):
+        gym.make("hffm/HFFM-v0", scenario="nope")
+    with pytest.raises(hffm_env.ConfigError, match="fl.local_steps"):
+        gym.make("hffm/HFFM-v0", overrides=["fl.local_steps=0"], fidelity="cost")
+
+
+def test_masks_agree_with_decoder(env):
+    env.reset(seed=3)
+    unwrapped = env.unwrapped
+    mask = unwrapped.action_masks()
+    assert mask.dtype == bool and mask.shape == (int(env.action_space.nvec.sum()),)
+    # every slot keeps at least one allowed value
+    start = 0
+    rng = np.random.default_rng(0)
+    action = np.zeros(len(env.action_space.nvec), dtype=np.int64)
+    for slot, size in enumerate(env.action_space.nvec):
+        allowed = np.flatnonzero(mask[start:start + size])
+        assert allowed.size > 0
+        action[slot] = rng.choice(allowed)
+        start += size
+    schedule, report = unwrapped.layout.decode(
+        action, unwrapped.clock, unwrapped.network.available, unwrapped.network.heads,
+        unwrapped._neighbours(), unwrapped.engine.pending, unwrapped._relay_candidates(),
+    )
+    # a masked-in action needs no repair of heads or relays (pairs may still conflict)
+    assert report.head_repairs == 0 and report.relay_repairs == 0
+    # a masked-out partner choice is repaired (dropped), not obeyed
+    partner_slots = [i for i, n in enumerate(unwrapped.layout.slot_names)
+                     if n.startswith("partner/")]
+    offsets = np.concatenate([[0], np.cumsum(env.action_space.nvec)])
+    for slot in partner_slots:
+        masked = np.flatnonzero(~mask[offsets[slot]:offsets[slot + 1]])
+        if masked.size:
+            action2 = action.copy()
+            action2[partner_slots] = 0
+            action2[slot] = masked[0]
+            _, report2 = unwrapped.layout.decode(
+                action2, unwrapped.clock, unwrapped.network.available,
+                unwrapped.network.heads, unwrapped._neighbours(), unwrapped.engine.pending,
+                unwrapped._relay_candidates(),
+            )
+            assert report2.pair_repairs == 1
+            break
+
+
+def test_vector_reward():
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, reward_mode="vector")
+    env.reset(seed=1)
+    _, reward, _, _, info = env.step(env.unwrapped.layout.encode(1, 0))
+    assert isinstance(reward, np.ndarray) and reward.shape == (3,)
+    assert env.unwrapped.reward_space.shape == (3,)
+    terms = info["reward_terms"]
+    np.testing.assert_allclose(reward, [terms["accuracy"], terms["latency"], terms["energy"]],
+                               rtol=1e-6)
+    assert reward[1] < 0 and reward[2] < 0
+
+
+def test_energy_budget_terminates():
+    env = gym.make("hffm/HFFM-v0", overrides=TINY + ["env.energy_budget_j=1e-9"],
+                   fidelity="cost")
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(env.unwrapped.layout.encode(1, 1))
+    assert terminated and not truncated and info["end"] == "energy_budget"
+
+
+def test_episode_truncates_after_rounds():
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
+    env.reset(seed=0)
+    action = env.unwrapped.layout.encode(1, 2)
+    ends = [env.step(action)[3] for _ in range(4)]
+    assert ends == [False, False, False, True]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(action)
+
+
+def test_async_vector_env_rollout():
+    # One torch thread per worker: forked workers must not reuse the parent's OpenMP pool.
+    envs = gym.vector.AsyncVectorEnv(
+        [lambda: gym.make("hffm/HFFM-v0", overrides=TINY, torch_threads=1)] * 2
+    )
+    obs, _ = envs.reset(seed=[0, 1])
+    assert obs.shape[0] == 2
+    obs, rewards, _, _, _ = envs.step(envs.action_space.sample())
+    assert rewards.shape == (2,)
+    envs.close()
+
+
+def test_env_pickles():
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
+    env.reset(seed=0)
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    assert clone.observation_space == env.observation_space
+
+
+def test_render_modes():
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="rgb_array")
+    env.reset(seed=0)
+    env.step(env.unwrapped.layout.encode(1, 1))
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+    assert frame.std() > 0  # something was drawn
+    text = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="ansi")
+    text.reset(seed=0)
+    assert "round 0" in text.render()
+
+
+def test_module_inventory(env):
+    table = env.unwrapped.module_inventory()
+    types = {row["module_type"] for row in table}
+    assert types == {"encoder", "prompt", "moe", "adapter", "head"}
+    assert all(row["size_bits"] == row["num_params"] * 32 for row in table)
+
+
+def test_cost_fidelity_reports_nan_accuracy():
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.unwrapped.layout.encode(1, 1))
+    assert np.isnan(info["accuracy"]["mean"]) and info["reward_terms"]["accuracy"] == 0.0

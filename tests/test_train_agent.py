@@ -1,0 +1,58 @@
+"""train_agent.py end to end on a tiny budget, and a saved agent as a policy."""
+
+import json
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import train_agent
+from agents.ppo import AgentPolicy, TrainArgs
+from baselines.runner import run_episode
+from hffm_env.testing import TINY_OVERRIDES
+
+
+@pytest.mark.parametrize("algo", ["maskable-ppo", "ppo"])
+def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
+    out = tmp_path / algo
+    start = time.perf_counter()
+    code = train_agent.main([
+        "--scenario", "small", "--fidelity", "cost", "--algo", algo,
+        "--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
+        "--checkpoint-every", "8", "--out", str(out), "--eval-seeds", "1000",
+        "--eval-policies", "star", "hffm-e2", "--no-progress",
+        "--overrides", *TINY_OVERRIDES,
+    ])
+    assert code == 0
+    assert time.perf_counter() - start < 120
+    for name in ("model.zip", "vecnormalize.pkl", "results.json", "results.md", "pareto.png"):
+        assert (out / name).exists(), name
+    assert list((out / "checkpoints").glob("*.zip"))
+    assert list((out / "runs").glob(f"small__{algo}__0__*"))
+    results = json.loads((out / "results.json").read_text())
+    assert [p["policy"] for p in results["policies"]] == [f"agent-{algo}", "star", "hffm-e2"]
+    assert "| star |" in capsys.readouterr().out
+
+    # a saved agent loads and evaluates through the baselines' protocol
+    agent = AgentPolicy(out / "model.zip")
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    record = run_episode(env, agent, seed=5)
+    assert record.rounds == 4 and np.isfinite(record.energy_j).all()
+
+
+def test_resume_continues_from_a_checkpoint(tmp_path):
+    args = ["--scenario", "small", "--fidelity", "cost", "--total-timesteps", "8",
+            "--n-steps", "8", "--batch-size", "8", "--eval-seeds", "1000",
+            "--eval-policies", "star", "--no-progress", "--overrides", *TINY_OVERRIDES]
+    assert train_agent.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert train_agent.main([*args, "--out", str(tmp_path / "b"),
+                             "--resume", str(tmp_path / "a" / "model.zip")]) == 0
+    assert (tmp_path / "b" / "model.zip").exists()
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert train_agent.main(["--algo", "dqn"]) == 2
+    assert "algo" in capsys.readouterr().err
+    assert TrainArgs().algo == "maskable-ppo"
