@@ -104,7 +104,10 @@ def draw_profiles(
     missing = {"image": config.p_missing_image, "audio": config.p_missing_audio}
     profiles = []
     for _ in range(num_devices):
-        held = {m for m in available if rng.random() >= missing.get(m, 0.0)}
+        # draw in the config's order: iterating the set would tie draws to string hashing,
+        # which changes from process to process (PYTHONHASHSEED), so one seed would give
+        # different profiles in different runs
+        held = {m for m in config.modalities if rng.random() >= missing.get(m, 0.0)}
         sensors = [m for m in ("image", "audio") if m in available]
         if sensors and not held.intersection(sensors):
             held.add(sensors[int(rng.integers(len(sensors)))])

@@ -136,3 +136,20 @@ def test_tiny_alpha_and_bad_clusters():
     for bad in (np.array([]), np.array([[0, 1]]), np.array([0, -1]), np.array([0.5, 1.0])):
         with pytest.raises(ValueError, match="cluster_of_device"):
             build_federated_data(_small_config(), bad, np.random.default_rng(0))
+
+
+def test_profiles_do_not_depend_on_string_hashing():
+    """Same seed, same profiles in every process, whatever PYTHONHASHSEED is."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from hffm_env.config import DataConfig; "
+            "from hffm_env.data import draw_profiles; "
+            "print(draw_profiles(DataConfig(), 30, np.random.default_rng(0)))")
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
