@@ -74,6 +74,9 @@ class FederatedEngine:
         data: the federated data split (device profiles, samples, test sets).
         network: the network simulator (availability, heads, D2D routes, cost accounting).
         train: ``False`` for cost fidelity (no training, no evaluation).
+        track_values: average module values when aggregating (default: ``train``). Cost
+            fidelity skips that arithmetic, since nothing reads the values; pass ``True`` to
+            aggregate values without training (e.g. to check aggregation).
         device: torch device for training (``"cpu"`` or ``"cuda"``).
         eval_chunk: samples per device evaluated per batched forward (bounds memory).
 
@@ -90,6 +93,7 @@ class FederatedEngine:
         network: Network,
         *,
         train: bool = True,
+        track_values: bool | None = None,
         device: str | torch.device = "cpu",
         eval_chunk: int = 64,
     ) -> None:
@@ -98,6 +102,7 @@ class FederatedEngine:
         self.data = data
         self.network = network
         self.train = train
+        self.track_values = train if track_values is None else track_values
         self.device = torch.device(device)
         self.eval_chunk = eval_chunk
         self.tasks: tuple[str, ...] = tuple(model.tasks)
@@ -470,6 +475,10 @@ class FederatedEngine:
         part = participating[:, k]
         bits = self.module_bits[module_id]
         names = self.inventory.by_id(module_id).param_names
+        if not self.track_values:  # cost fidelity: values are never read, only their moves
+            self._record_aggregation(module_id, tier, part.cpu().numpy(), routes, heads, pairs,
+                                     bits, table)
+            return
         if tier == Tier.D2D_PAIRS:
             valid = [(i, j) for i, j in pairs if bool(part[i]) and bool(part[j])]
             if valid:

@@ -41,7 +41,7 @@ def _engine(train=True, extra=(), seed=0):
         model = build_model(cfg.model, cfg.data, seed=seed, progress=False)
     else:
         model = M3TModel(cfg.model, cfg.data, seed=seed)
-    return FederatedEngine(cfg, model, data, network, train=train)
+    return FederatedEngine(cfg, model, data, network, train=train, track_values=True)
 
 
 def _randomise(engine, seed=0):
