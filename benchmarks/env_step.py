@@ -11,12 +11,12 @@ The target is that everything else stays under 5% of a train step.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import gymnasium as gym
+from _output import emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 
@@ -91,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{r['scenario']:<10}{r['fidelity']:<10}{r['step_ms']:>12.1f}{shares}")
     print("target: 'other' (outside training and evaluation) under 5% of a train step")
-    if args.json == "-":
-        json.dump(rows, sys.stdout, indent=2)
-        print()
-    elif args.json:
-        with open(args.json, "w") as handle:
-            json.dump(rows, handle, indent=2)
+    emit_json(rows, args.json)
     return 0
 
 

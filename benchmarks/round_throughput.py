@@ -16,13 +16,13 @@ default scenario: at least 2x and at most 1.25x); ``--json [FILE]`` writes them 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import numpy as np
 import torch
+from _output import emit_json
 from torch.func import functional_call
 
 from hffm_env.config import load_scenario
@@ -125,12 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {way:<12}{1e3 * results[way + '_s']:>12.1f}")
     print(f"  sequential / batched = {results['sequential_over_batched']:.2f}x (target >= 2)")
     print(f"  batched / fused      = {results['batched_over_fused']:.2f}x (target <= 1.25)")
-    if args.json == "-":
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    elif args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    emit_json(results, args.json)
     return 0
 
 
