@@ -65,7 +65,7 @@ def _rollout(env, seed, steps=4):
     trace = [obs]
     rewards = []
     for _ in range(steps):
-        action = env.action_space.sample() if False else rng.integers(0, env.action_space.nvec)
+        action = rng.integers(0, env.action_space.nvec)
         obs, reward, terminated, truncated, info = env.step(action)
         trace.append(obs)
         rewards.append(reward)
