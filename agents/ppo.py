@@ -147,7 +147,8 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None) ->
             device=_env_device(args.device),
             torch_threads=torch_threads,
         )
-        env.reset(seed=args.seed * 1000 + rank)
+        # No reset here: the vectorised env seeds the first reset with ``seed + rank``
+        # (``vec_env.seed``), and later resets continue that stream.
         return Monitor(env)
 
     return _init
