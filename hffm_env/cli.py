@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
@@ -134,6 +135,13 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_label(path: str) -> str:
+    """``agent:<run folder>`` for ``<run folder>/model.zip`` (what ``train_agent.py`` writes),
+    else ``agent:<file stem>``: short names that stay distinct across training runs."""
+    file = Path(path)
+    return f"agent:{file.parent.name if file.stem == 'model' and file.parent.name else file.stem}"
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
@@ -157,7 +165,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     policies: list = []
     for path in args.agent:
         try:
-            policies.append(AgentPolicy(path, name=f"agent:{path}"))
+            policies.append(AgentPolicy(path, name=_agent_label(path)))
         except FileNotFoundError as err:
             raise ConfigError(f"--agent {path!r}: {err}") from None
     policies += names

@@ -10,6 +10,7 @@ import pytest
 import train_agent
 from agents.ppo import AgentPolicy, TrainArgs
 from baselines.runner import run_episode
+from hffm_env.cli import main as cli_main
 from hffm_env.testing import TINY_OVERRIDES
 
 
@@ -40,6 +41,15 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
                    overrides=list(TINY_OVERRIDES))
     record = run_episode(env, agent, seed=5)
     assert record.rounds == 4 and np.isfinite(record.energy_j).all()
+
+    # ... and through `hffm bench --agent`, named after its run folder
+    bench_json = tmp_path / f"{algo}-bench.json"
+    settings = [arg for kv in TINY_OVERRIDES for arg in ("--set", kv)]
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "star",
+                     "--seeds", "1000", "--agent", str(out / "model.zip"), "--no-progress",
+                     "--json", str(bench_json), *settings]) == 0
+    bench = json.loads(bench_json.read_text())
+    assert [p["policy"] for p in bench["policies"]] == [f"agent:{algo}", "star"]
 
 
 def test_resume_continues_from_a_checkpoint(tmp_path):
