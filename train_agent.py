@@ -44,15 +44,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help_ = f.metadata.get("help", "")
         kind, is_list = _flag_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if "default" not in help_:  # some help lines already say what the default means
+            help_ = f"{help_} (default: {default})"
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_)
         elif is_list:
-            parser.add_argument(flag, type=kind, nargs="*", default=default,
-                                help=f"{help_} (default: {default})")
+            parser.add_argument(flag, type=kind, nargs="*", default=default, help=help_)
         else:
-            parser.add_argument(flag, type=kind, default=default,
-                                help=f"{help_} (default: {default})")
+            parser.add_argument(flag, type=kind, default=default, help=help_)
     return parser
 
 

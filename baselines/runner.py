@@ -280,7 +280,9 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
         for ax, x in ((axes[0], s.energy_per_round_j["mean"]),
                       (axes[1], s.latency_per_round_s["mean"])):
             ax.scatter([x], [acc if math.isfinite(acc) else 0.0], color=colour, label=s.policy)
-        curves = [e.accuracy for e in result.episodes if e.policy == s.policy]
+        # Cost-fidelity episodes have no accuracy (all NaN): nothing to draw over rounds.
+        curves = [e.accuracy for e in result.episodes
+                  if e.policy == s.policy and not np.isnan(e.accuracy).all()]
         if curves:
             length = min(len(c) for c in curves)
             mean = np.nanmean([c[:length] for c in curves], axis=0)
