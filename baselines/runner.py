@@ -155,6 +155,40 @@ class BenchResult:
         """Write :meth:`to_dict` as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
+        """The inverse of :meth:`to_dict` (nulls read back as NaN), e.g. to re-plot a saved
+        run with :func:`plot_tradeoffs` or re-print it with :func:`format_table`."""
+
+        def nan(value: Any) -> Any:
+            if value is None:
+                return float("nan")
+            if isinstance(value, dict):
+                return {k: nan(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [nan(v) for v in value]
+            return value
+
+        episode_fields = {f for f in EpisodeRecord.__dataclass_fields__}
+        return cls(
+            scenario=data["scenario"],
+            fidelity=data["fidelity"],
+            seeds=list(data["seeds"]),
+            target_accuracy=nan(data["target_accuracy"]),
+            summaries=[PolicySummary(**nan(p)) for p in data["policies"]],
+            episodes=[
+                EpisodeRecord(**{k: (v if k == "end" else nan(v)) for k, v in e.items()
+                                 if k in episode_fields})
+                for e in data["episodes"]
+            ],
+            interrupted=bool(data.get("interrupted", False)),
+        )
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> BenchResult:
+        """Read a file written by :meth:`write_json` (or ``hffm bench --json``)."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
 
 def summarise(
     episodes: list[EpisodeRecord], target: float
@@ -269,7 +303,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     import matplotlib
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(14, 4.2), dpi=100)
+    fig = Figure(figsize=(16, 4.4), dpi=100)
     axes = fig.subplots(1, 3)
     cmap = matplotlib.colormaps["tab20"]
     points = {}
@@ -279,7 +313,10 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
         points[s.policy] = (s.energy_per_round_j["mean"], s.latency_per_round_s["mean"], acc)
         for ax, x in ((axes[0], s.energy_per_round_j["mean"]),
                       (axes[1], s.latency_per_round_s["mean"])):
-            ax.scatter([x], [acc if math.isfinite(acc) else 0.0], color=colour, label=s.policy)
+            # Trained agents as triangles so they stand out among the heuristics.
+            marker = "^" if s.policy.startswith("agent") else "o"
+            ax.scatter([x], [acc if math.isfinite(acc) else 0.0], color=colour, marker=marker,
+                       label=s.policy)
         # Cost-fidelity episodes have no accuracy (all NaN): nothing to draw over rounds.
         curves = [e.accuracy for e in result.episodes
                   if e.policy == s.policy and not np.isnan(e.accuracy).all()]
@@ -293,14 +330,19 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
         if front:
             xs, ys = zip(*[(x, y) for x, y, _ in front])
             ax.plot(xs, ys, "k--", linewidth=1, label="Pareto front")
-        ax.set_xscale("log")
+        costs = [v[index] for v in points.values() if math.isfinite(v[index]) and v[index] > 0]
+        # Log axes only where costs span more than a decade (star vs D2D on `paper`); on a
+        # narrow range a log axis prints overlapping 1.1x10^0-style labels.
+        if costs and max(costs) > 10 * min(costs):
+            ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("final accuracy")
     axes[2].set_xlabel("round")
     axes[2].set_ylabel("mean accuracy")
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), seeds {result.seeds}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     fig.savefig(path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -10,7 +11,13 @@ import pytest
 
 import hffm_env  # noqa: F401
 from baselines.policies import PAPER_SCHEDULES, Policy, make_policy, policy_names
-from baselines.runner import run_benchmark, run_episode
+from baselines.runner import (
+    BenchResult,
+    format_table,
+    plot_tradeoffs,
+    run_benchmark,
+    run_episode,
+)
 from hffm_env.cli import main as hffm_main
 from hffm_env.testing import TINY_OVERRIDES
 
@@ -121,7 +128,15 @@ def test_bench_command_writes_documented_json(tmp_path, capsys):
         assert key in row
     assert row["latency_per_round_s"]["mean"] > 0
     assert plot.stat().st_size > 1000
-    assert "| star |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| star |" in printed
+    # The saved JSON reads back (nulls as NaN) into the same table and a plot.
+    again = BenchResult.read_json(out)
+    assert math.isnan(again.target_accuracy)
+    assert format_table(again) in printed
+    assert again.to_dict() == data
+    plot_tradeoffs(again, tmp_path / "again.png")
+    assert (tmp_path / "again.png").stat().st_size > 1000
 
 
 def test_paper_cost_comparison_matches_the_prototype_star():
