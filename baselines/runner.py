@@ -169,7 +169,7 @@ class BenchResult:
                 return [nan(v) for v in value]
             return value
 
-        episode_fields = {f for f in EpisodeRecord.__dataclass_fields__}
+        episode_fields = set(EpisodeRecord.__dataclass_fields__)
         return cls(
             scenario=data["scenario"],
             fidelity=data["fidelity"],
