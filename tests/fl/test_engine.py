@@ -112,7 +112,8 @@ def test_edge_aggregation_is_the_sample_weighted_cluster_mean():
     weights = engine.num_samples
     for name in spec.param_names:
         for c in range(engine.num_clusters):
-            members = engine.network.members(c)
+            # A list: indexing a tensor with the read-only array itself warns.
+            members = engine.network.members(c).tolist()
             w = weights[members]
             expected = (before[name][members] * w.view(-1, *[1] * (before[name].dim() - 1))).sum(
                 0) / w.sum()
