@@ -129,17 +129,7 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN written as null)."""
-
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and not math.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
-        return clean({
+        return _map_leaves({
             "scenario": self.scenario,
             "fidelity": self.fidelity,
             "seeds": self.seeds,
@@ -149,7 +139,7 @@ class BenchResult:
             "episodes": [
                 {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
             ],
-        })
+        }, _nan_to_none)
 
     def write_json(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as JSON."""
@@ -161,13 +151,7 @@ class BenchResult:
         run with :func:`plot_tradeoffs` or re-print it with :func:`format_table`."""
 
         def nan(value: Any) -> Any:
-            if value is None:
-                return float("nan")
-            if isinstance(value, dict):
-                return {k: nan(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [nan(v) for v in value]
-            return value
+            return _map_leaves(value, _none_to_nan)
 
         episode_fields = set(EpisodeRecord.__dataclass_fields__)
         return cls(
@@ -188,6 +172,23 @@ class BenchResult:
     def read_json(cls, path: str | Path) -> BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``)."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` with ``leaf`` applied to every non-container entry of its dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_leaves(v, leaf) for v in value]
+    return leaf(value)
+
+
+def _nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _none_to_nan(value: Any) -> Any:
+    return float("nan") if value is None else value
 
 
 def summarise(
