@@ -1,4 +1,5 @@
-"""The ``hffm`` command: describe a scenario, benchmark policies, train a scheduler.
+"""The ``hffm`` command: describe a scenario, pre-train its model, benchmark policies, train a
+scheduler.
 
 Errors in what the user typed (an unknown scenario, a bad override, an unreadable file) print one
 line on stderr and exit with status 2, without a traceback.
@@ -15,7 +16,9 @@ from typing import Any
 
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
 
-__all__ = ["main", "build_parser", "describe_scenario", "format_description"]
+__all__ = [
+    "main", "build_parser", "describe_scenario", "format_description", "format_pretrain_info",
+]
 
 
 def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,13 +53,14 @@ def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[s
 def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
     import numpy as np
 
-    from hffm_env.data import draw_profiles, task_specs
-    from hffm_env.models import M3TModel, ModuleInventory
+    from hffm_env.data import draw_network_profiles, task_specs
+    from hffm_env.models import M3TModel, ModuleInventory, cached_pretrain_info
     from hffm_env.sim import place_network
 
     rng = np.random.default_rng(seed)
     topology = place_network(config.placement, rng)
-    profiles = draw_profiles(config.data, topology.num_devices, np.random.default_rng(seed))
+    _, profiles = draw_network_profiles(config.data, topology.cluster_of_device,
+                                        np.random.default_rng(seed))
     devices = []
     for d, profile in enumerate(profiles):
         devices.append({
@@ -79,6 +83,7 @@ def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
     inventory = ModuleInventory(model)
     specs = task_specs(config.data)
     return {
+        "pretrained": cached_pretrain_info(config.model, config.data),
         "modality_counts": {m: sum(m in p.modalities for p in profiles)
                             for m in config.data.modalities},
         "task_counts": {t: sum(t in p.tasks for p in profiles) for t in config.data.tasks},
@@ -121,7 +126,28 @@ def format_description(report: dict[str, Any]) -> str:
             f"{row['size_bits'] / 8e3:>9.1f} kB"
         )
     lines.append(f"    total trainable: {model['total_trainable_bits'] / 8e6:.3f} MB")
+    lines += format_pretrain_info(model["pretrained"], report["scenario"])
     return "\n".join(lines)
+
+
+def format_pretrain_info(info: dict[str, Any] | None, scenario: str) -> list[str]:
+    """Lines about the frozen parts: how well linear probes on them solve each downstream task
+    (a high fused score leaves little for the federated modules to learn)."""
+    if info is None:
+        return ["  frozen parts: not pre-trained yet (hffm pretrain --scenario "
+                f"{scenario} builds and caches them)"]
+    lines = [f"  frozen parts: pre-trained in {info.get('seconds', float('nan')):.0f} s, "
+             f"cached in {info.get('cache_file', '?')}"]
+    probes = info.get("downstream_probe_accuracy", {})
+    if probes:
+        lines.append("  linear-probe accuracy of the frozen parts on the downstream tasks:")
+        for key, value in probes.items():
+            lines.append(f"    {key:<14} {value:.3f}")
+    pretext = info.get("probe_accuracy", {})
+    if pretext:
+        lines.append("  pretext accuracy (held out): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in pretext.items()))
+    return lines
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
@@ -189,6 +215,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
+    from hffm_env.models import build_model
+
+    model = build_model(config.model, config.data, device=args.device, progress=True)
+    info = {**model.pretrain_info, "cache_file": str(model.cache_file)}
+    if args.json:
+        json.dump(info, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        state = "loaded from the cache" if info.get("cached") else "pre-trained now"
+        print(f"scenario {config.name}: frozen parts {state}")
+        print("\n".join(format_pretrain_info(info, config.name)))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import train_agent
 
@@ -230,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="FILE", help="write the trade-off plot as PNG")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.set_defaults(func=_cmd_bench)
+
+    pretrain = sub.add_parser(
+        "pretrain", help="pre-train and cache the frozen parts of a scenario's model now")
+    _add_scenario_arguments(pretrain)
+    pretrain.add_argument("--device", default="cpu", help="torch device for pre-training")
+    pretrain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    pretrain.set_defaults(func=_cmd_pretrain)
 
     train = sub.add_parser("train", help="train a PPO scheduler (same flags as train_agent.py)",
                            add_help=False)

@@ -57,6 +57,14 @@ TASKS: tuple[str, ...] = ("vqa", "count", "scene")
 """Tasks a device can run (see :mod:`hffm_env.data` for their classes and chance levels)."""
 
 
+LABEL_FAMILIES: tuple[str, ...] = ("scene", "count", "question")
+"""Label families a cluster's data can be skewed over (``DataConfig.label_skew``)."""
+
+
+REWARD_NAMES: tuple[str, ...] = ("accuracy-level", "accuracy-gain", "cost-to-target")
+"""Rewards ``env.reward`` can name (implemented in :mod:`hffm_env.envs.reward`)."""
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range. The message names the field."""
 
@@ -224,6 +232,12 @@ class ChannelConfig:
     ``prototype_noise_quirk`` mirrors the M3T-FFM prototype, which multiplies N0 (mW/Hz) by the
     bandwidth in kHz, so its noise power is 1/1000 of the physical value. It is on only in the
     ``paper`` scenario, to reproduce the paper's numbers; leave it off for physics.
+
+    Outage (``outage_snr_db`` set): an uplink or D2D transmission attempt fails when its
+    instantaneous SNR (a fresh Rayleigh draw per attempt) is below ``outage_snr_db``; a failed
+    attempt is repeated, up to ``max_transmissions`` attempts in all, each costing the full
+    transmission time and energy; after the last failed attempt the exchange fails for the
+    round (the module stays stale). ``None`` (default): links never fail.
     """
 
     path_loss_db_at_ref: float = -30.0
@@ -238,6 +252,8 @@ class ChannelConfig:
     d2d: LinkConfig = field(default_factory=lambda: LinkConfig(8e6, 0.2, 0.6))
     backhaul: BackhaulConfig = field(default_factory=BackhaulConfig)
     d2d_radius_m: float = 30.0
+    outage_snr_db: float | None = None
+    max_transmissions: int = 4
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -247,6 +263,14 @@ class ChannelConfig:
             min_distance_m=self.min_distance_m,
             d2d_radius_m=self.d2d_radius_m,
         )
+        _check_int_at_least("channel", 1, max_transmissions=self.max_transmissions)
+        if self.outage_snr_db is not None and not (
+            isinstance(self.outage_snr_db, (int, float)) and math.isfinite(self.outage_snr_db)
+        ):
+            raise ConfigError(
+                f"channel.outage_snr_db = {self.outage_snr_db!r}: must be a finite number of dB "
+                "or null (no outage)"
+            )
 
 
 @dataclass(frozen=True)
@@ -329,8 +353,15 @@ class DataConfig:
     Each device senses a subset of ``modalities`` (each of image/audio is missing with its
     ``p_missing_*`` probability, text always present) and runs the tasks of ``tasks`` that its
     modalities can serve (each kept with ``task_keep_prob``, at least one). Labels are skewed by
-    a Dirichlet(``dirichlet_alpha``) split shared within a cluster. Sample counts per device are
-    log-normal around ``samples_per_device`` with spread ``sample_count_sigma``.
+    a Dirichlet(``dirichlet_alpha``) split shared within a cluster, for every label family named
+    in ``label_skew`` (``scene``: the environment; ``count``: the number of objects;
+    ``question``: the VQA question template, and so the answer type). Availability can be
+    correlated within a cluster: with ``cluster_missing_sensor_prob`` a whole cluster lacks one
+    sensor (image or audio, its devices then never have it), and each task is dropped by a whole
+    cluster with ``cluster_task_drop_prob`` (every task stays run by at least one cluster).
+    Sample counts per device are log-normal around ``samples_per_device`` with spread
+    ``sample_count_sigma``. ``held_out_samples`` scenes are drawn from one extra cluster's skew
+    that no device trains on (accuracy on unseen data; 0 turns it off).
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -348,8 +379,12 @@ class DataConfig:
     p_missing_image: float = 0.25
     p_missing_audio: float = 0.25
     task_keep_prob: float = 0.8
+    label_skew: tuple[str, ...] = ("scene", "count", "question")
+    cluster_missing_sensor_prob: float = 0.0
+    cluster_task_drop_prob: float = 0.0
     pretrain_samples: int = 6000
     global_test_samples: int = 1500
+    held_out_samples: int = 600
 
     def __post_init__(self) -> None:
         _check_subset("data", "modalities", tuple(self.modalities), MODALITIES)
@@ -360,6 +395,13 @@ class DataConfig:
             samples_per_device=self.samples_per_device,
             min_samples_per_device=self.min_samples_per_device,
             pretrain_samples=self.pretrain_samples, global_test_samples=self.global_test_samples,
+        )
+        _check_int_at_least("data", 0, held_out_samples=self.held_out_samples)
+        if self.label_skew:
+            _check_subset("data", "label_skew", tuple(self.label_skew), LABEL_FAMILIES)
+        _check_probability(
+            "data", cluster_missing_sensor_prob=self.cluster_missing_sensor_prob,
+            cluster_task_drop_prob=self.cluster_task_drop_prob,
         )
         _check_non_negative("data", noise_std=self.noise_std,
                             sample_count_sigma=self.sample_count_sigma)
@@ -435,7 +477,8 @@ class FLConfig:
     ``eval_samples_per_device``: each device's model is scored on its own fixed slice of the
     global test set, this long; the slices are taken in turn from the set, so together the
     devices cover it and every round is scored on the same samples (accuracy differences
-    between rounds carry no sampling noise).
+    between rounds carry no sampling noise). ``eval_held_out_samples_per_device`` does the same
+    on the held-out cluster's scenes (``data.held_out_samples``).
     """
 
     local_steps: int = 2
@@ -446,11 +489,14 @@ class FLConfig:
     task_arrival_prob: float = 0.0
     max_pending_requests: int = 4
     eval_samples_per_device: int = 128
+    eval_held_out_samples_per_device: int = 32
 
     def __post_init__(self) -> None:
         _check_int_at_least("fl", 1, local_steps=self.local_steps, batch_size=self.batch_size,
                             max_pending_requests=self.max_pending_requests,
-                            eval_samples_per_device=self.eval_samples_per_device)
+                            eval_samples_per_device=self.eval_samples_per_device,
+                            eval_held_out_samples_per_device=(
+                                self.eval_held_out_samples_per_device))
         _check_positive("fl", lr=self.lr)
         _check_non_negative("fl", weight_decay=self.weight_decay)
         _check_choice("fl", "optimizer_state", self.optimizer_state, ("reset", "persist"))
@@ -461,17 +507,23 @@ class FLConfig:
 class EnvConfig:
     """The Gymnasium view: episode length, action menus, reward weights and budget.
 
-    A period of 0 in ``period_menu`` means "never". ``accuracy_local_mix`` mixes the local
-    (personalised) accuracy into the accuracy term: 0 = global only (default), 1 = local only.
+    A period of 0 in ``period_menu`` means "never". ``reward`` names the reward
+    (:mod:`hffm_env.envs.reward`: ``accuracy-level``, ``accuracy-gain`` or ``cost-to-target``,
+    which needs ``target_accuracy``); its costs are normalised so that ``never`` costs 0 and
+    ``star`` costs 1 per round. ``accuracy_local_mix`` mixes the local (personalised) accuracy
+    into the accuracy term: 0 = global only (default), 1 = local only.
     """
 
-    episode_rounds: int = 50
+    episode_rounds: int = 16
     energy_budget_j: float | None = None
     period_menu: tuple[int, ...] = (1, 2, 4, 8, 0)
     d2d_partner_k: int = 3
+    reward: str = "accuracy-level"
     accuracy_weight: float = 1.0
     latency_weight: float = 0.1
     energy_weight: float = 0.1
+    target_accuracy: float | None = None
+    target_miss_penalty: float = 1.0
     accuracy_local_mix: float = 0.0
 
     def __post_init__(self) -> None:
@@ -489,6 +541,15 @@ class EnvConfig:
         _check_non_negative("env", accuracy_weight=self.accuracy_weight,
                             latency_weight=self.latency_weight, energy_weight=self.energy_weight)
         _check_probability("env", accuracy_local_mix=self.accuracy_local_mix)
+        _check_choice("env", "reward", self.reward, REWARD_NAMES)
+        _check_non_negative("env", target_miss_penalty=self.target_miss_penalty)
+        if self.target_accuracy is not None:
+            _check_probability("env", target_accuracy=self.target_accuracy)
+        elif self.reward == "cost-to-target":
+            raise ConfigError(
+                "env.target_accuracy = None: the cost-to-target reward needs a target accuracy "
+                "in [0, 1], e.g. env.target_accuracy=0.4"
+            )
 
 
 @dataclass(frozen=True)
@@ -518,8 +579,9 @@ class ScenarioConfig:
 
 def paper() -> ScenarioConfig:
     """The M3T-FFM prototype's network (PAPER.md): 10 edge servers, 40 devices in clusters of 4
-    over 5 km x 5 km, its link parameters and 6 MB payload, its noise quirk, and no computation
-    or downlink charges (the prototype charged neither)."""
+    over 5 km x 5 km, its link parameters and 6 MB payload, its noise quirk, no computation or
+    downlink charges (the prototype charged neither), and its homogeneous devices with a
+    Dirichlet(0.1) label split per cluster."""
     return ScenarioConfig(
         name="paper",
         placement=PlacementConfig(),
@@ -527,6 +589,14 @@ def paper() -> ScenarioConfig:
         compute=ComputeConfig(enabled=False),
         dynamics=DynamicsConfig(),
         cost=CostConfig(charge_downlink=False, model_payload_bits=48_000e3),
+        # the prototype's devices are homogeneous (every modality, every task, the whole
+        # model); only the labels differ, by a Dirichlet(0.1) split per cluster
+        data=DataConfig(p_missing_image=0.0, p_missing_audio=0.0, task_keep_prob=1.0,
+                        dirichlet_alpha=0.1, samples_per_device=160, pretrain_samples=4000,
+                        global_test_samples=1500),
+        # 40 slices of 48 cover the 1,500 global test scenes; a fifth of small's per-device
+        # evaluation keeps a step of 40 devices affordable
+        fl=FLConfig(local_steps=4, lr=1e-2, eval_samples_per_device=48),
     )
 
 
@@ -545,8 +615,9 @@ def small() -> ScenarioConfig:
             device_radius_m=40.0,
         ),
         channel=ChannelConfig(),
-        data=DataConfig(samples_per_device=160, pretrain_samples=4000, global_test_samples=900),
-        env=EnvConfig(episode_rounds=20),
+        data=DataConfig(samples_per_device=160, pretrain_samples=4000, global_test_samples=900,
+                        dirichlet_alpha=0.1),
+        fl=FLConfig(local_steps=4, lr=1e-2),
     )
 
 
@@ -565,7 +636,9 @@ def medium() -> ScenarioConfig:
             device_radius_m=60.0,
         ),
         dynamics=DynamicsConfig(mobility=True, dropout_prob=0.05),
-        fl=FLConfig(task_arrival_prob=0.1),
+        data=DataConfig(dirichlet_alpha=0.1, cluster_missing_sensor_prob=0.2,
+                        cluster_task_drop_prob=0.2, pretrain_samples=4000),
+        fl=FLConfig(local_steps=4, lr=1e-2, task_arrival_prob=0.1),
     )
 
 
@@ -637,13 +710,18 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
             return value
         raise ConfigError(f"{path} = {value!r}: must be true or false")
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
+        ):
             raise ConfigError(f"{path} = {value!r}: must be an integer")
         return int(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} = {value!r}: must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{path} = {value!r}: too large for a float") from None
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path} = {value!r}: must be a string")
@@ -727,6 +805,9 @@ def apply_overrides(
     )
     nested: dict[str, Any] = {}
     for key, value in items:
+        if not isinstance(key, str):
+            raise ConfigError(f"override key {key!r}: must be a dotted string such as "
+                              "'fl.local_steps'")
         parts = key.split(".")
         node = nested
         for part in parts[:-1]:

@@ -2,9 +2,13 @@
 and their non-IID split over devices. numpy only; every draw comes from a generator passed in."""
 
 from hffm_env.data.partition import (
+    ClusterProfile,
     DeviceProfile,
     FederatedData,
+    LabelSkew,
     build_federated_data,
+    draw_label_skew,
+    draw_network_profiles,
     draw_profiles,
     modality_set_probabilities,
 )
@@ -58,8 +62,12 @@ __all__ = [
     "VOCAB_SIZE",
     "answer_vocab",
     "build_federated_data",
+    "ClusterProfile",
+    "LabelSkew",
     "can_serve",
     "decode_question",
+    "draw_label_skew",
+    "draw_network_profiles",
     "draw_profiles",
     "generate_scenes",
     "grid_size",

@@ -8,13 +8,21 @@ Heterogeneity, all drawn from one generator:
   and it lost its camera) gets every configured modality back;
 - **tasks**: each task the device's modalities can serve is kept with ``task_keep_prob``, at
   least one;
-- **label skew**: one Dirichlet(``dirichlet_alpha``) draw over scene classes per cluster, shared
-  by the cluster's devices (as in the prototype), so clusters differ from each other;
+- **cluster-correlated availability**: before the device draws, each cluster may lose one
+  sensor for all its devices (``cluster_missing_sensor_prob``: a cluster without cameras, or
+  without microphones) and may drop each task for all its devices (``cluster_task_drop_prob``;
+  every task stays with at least one cluster), so what one cluster cannot learn, another can;
+- **label skew**: per cluster, one Dirichlet(``dirichlet_alpha``) draw over each label family of
+  ``label_skew``: scene classes, object counts and question templates (and so VQA answer
+  types), shared by the cluster's devices (as in the prototype), so clusters differ from each
+  other on every task;
 - **unequal sizes**: each device's sample count is log-normal around ``samples_per_device``
   (spread ``sample_count_sigma``), floored at ``min_samples_per_device``.
 
-Each device's samples are split into train and test by ``test_fraction``. A disjoint
-pre-training set (uniform classes) and a balanced global test set are generated beside them.
+Each device's samples are split into train and test by ``test_fraction``. A balanced global
+test set (every scene class equally often, every task and modality) and a *held-out cluster*
+(``held_out_samples`` scenes under a skew of its own that no device trains on) are generated
+beside them. Pre-training draws its own data elsewhere (:mod:`hffm_env.models.pretrain`).
 """
 
 from __future__ import annotations
@@ -25,11 +33,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from hffm_env.config import ConfigError, DataConfig
-from hffm_env.data.scenes import NUM_SCENE_CLASSES, SceneBatch, can_serve, generate_scenes
+from hffm_env.data.scenes import (
+    NUM_SCENE_CLASSES,
+    QUESTION_TYPES,
+    SceneBatch,
+    can_serve,
+    generate_scenes,
+)
 
 __all__ = [
+    "ClusterProfile",
     "DeviceProfile",
     "FederatedData",
+    "LabelSkew",
+    "draw_cluster_profiles",
+    "draw_label_skew",
+    "draw_network_profiles",
     "draw_profiles",
     "build_federated_data",
     "modality_set_probabilities",
@@ -93,28 +112,80 @@ def _check_servable(config: DataConfig) -> None:
         )
 
 
+@dataclass(frozen=True)
+class ClusterProfile:
+    """What a whole cluster can sense and run: its devices draw their own profiles inside it."""
+
+    modalities: tuple[str, ...]
+    tasks: tuple[str, ...]
+
+
+def draw_cluster_profiles(
+    config: DataConfig, num_clusters: int, rng: np.random.Generator
+) -> list[ClusterProfile]:
+    """Each cluster's sensors and tasks (see the module docstring). With both cluster
+    probabilities at 0 every cluster allows everything and no random number is drawn."""
+    allowed = tuple(config.modalities)
+    sensors = [m for m in _SENSORS if m in allowed]
+    out: list[ClusterProfile] = []
+    for _ in range(num_clusters):
+        held = list(allowed)
+        if len(sensors) == 2 and config.cluster_missing_sensor_prob > 0:
+            if rng.random() < config.cluster_missing_sensor_prob:
+                held.remove(sensors[int(rng.integers(2))])
+        servable = [t for t in config.tasks if can_serve(t, held)]
+        if not servable:  # e.g. a vqa-only config in a cluster without cameras
+            held, servable = list(allowed), [t for t in config.tasks if can_serve(t, allowed)]
+        tasks = list(servable)
+        if config.cluster_task_drop_prob > 0:
+            tasks = [t for t in servable if rng.random() >= config.cluster_task_drop_prob]
+            if not tasks:
+                tasks = [servable[int(rng.integers(len(servable)))]]
+        out.append(ClusterProfile(tuple(held), tuple(t for t in config.tasks if t in tasks)))
+    # every task stays learnable somewhere: a task no cluster kept goes back to one that can
+    # serve it
+    for task in config.tasks:
+        if any(task in c.tasks for c in out):
+            continue
+        able = [k for k, c in enumerate(out) if can_serve(task, c.modalities)]
+        if able:
+            k = able[int(rng.integers(len(able)))]
+            tasks = set(out[k].tasks) | {task}
+            out[k] = ClusterProfile(out[k].modalities,
+                                    tuple(t for t in config.tasks if t in tasks))
+    return out
+
+
 def draw_profiles(
-    config: DataConfig, num_devices: int, rng: np.random.Generator
+    config: DataConfig,
+    num_devices: int,
+    rng: np.random.Generator,
+    cluster_of_device: np.ndarray | None = None,
+    clusters: list[ClusterProfile] | None = None,
 ) -> list[DeviceProfile]:
-    """Draw each device's modalities and tasks (see the module docstring)."""
+    """Draw each device's modalities and tasks (see the module docstring), inside its
+    cluster's profile when ``clusters`` (and ``cluster_of_device``) are given."""
     _check_servable(config)
     if num_devices < 1:
         raise ConfigError(f"placement.num_devices = {num_devices}: must be >= 1")
-    available = set(config.modalities)
     missing = {"image": config.p_missing_image, "audio": config.p_missing_audio}
     profiles = []
-    for _ in range(num_devices):
+    for d in range(num_devices):
+        limits = clusters[int(cluster_of_device[d])] if clusters is not None else None
+        modalities = limits.modalities if limits else tuple(config.modalities)
+        task_menu = limits.tasks if limits else tuple(config.tasks)
+        available = set(modalities)
         # draw in the config's order: iterating the set would tie draws to string hashing,
         # which changes from process to process (PYTHONHASHSEED), so one seed would give
         # different profiles in different runs
-        held = {m for m in config.modalities if rng.random() >= missing.get(m, 0.0)}
+        held = {m for m in modalities if rng.random() >= missing.get(m, 0.0)}
         sensors = [m for m in ("image", "audio") if m in available]
         if sensors and not held.intersection(sensors):
             held.add(sensors[int(rng.integers(len(sensors)))])
-        servable = [t for t in config.tasks if can_serve(t, held)]
+        servable = [t for t in task_menu if can_serve(t, held)]
         if not servable:  # e.g. only vqa is configured and this device lost its camera
             held = set(available)
-            servable = [t for t in config.tasks if can_serve(t, held)]
+            servable = [t for t in task_menu if can_serve(t, held)]
         tasks = [t for t in servable if rng.random() < config.task_keep_prob]
         if not tasks:
             tasks = [servable[int(rng.integers(len(servable)))]]
@@ -125,29 +196,94 @@ def draw_profiles(
     return profiles
 
 
+def draw_network_profiles(
+    config: DataConfig, cluster_of_device: np.ndarray, rng: np.random.Generator
+) -> tuple[list[ClusterProfile], list[DeviceProfile]]:
+    """Every cluster's profile, then every device's inside it: the first draws of
+    :func:`build_federated_data`, so the same generator state gives the same profiles
+    (``hffm describe`` relies on it)."""
+    cluster_of_device = np.asarray(cluster_of_device, dtype=np.int64)
+    clusters = draw_cluster_profiles(config, int(cluster_of_device.max()) + 1, rng)
+    profiles = draw_profiles(config, cluster_of_device.size, rng, cluster_of_device, clusters)
+    return clusters, profiles
+
+
+@dataclass(frozen=True)
+class LabelSkew:
+    """Per cluster, the Dirichlet proportions of every skewed label family; a family that is
+    not skewed is ``None`` (drawn from the scene generator's own priors)."""
+
+    scene: np.ndarray  # (C, NUM_SCENE_CLASSES); uniform rows when scene is not skewed
+    count: np.ndarray | None  # (C, max_objects)
+    question: np.ndarray | None  # (C, len(QUESTION_TYPES))
+
+
+def draw_label_skew(config: DataConfig, num_clusters: int, rng: np.random.Generator) -> LabelSkew:
+    """One Dirichlet(``dirichlet_alpha``) draw per cluster for each family of ``label_skew``."""
+
+    def dirichlet(classes: int) -> np.ndarray:
+        draw = rng.dirichlet(np.full(classes, config.dirichlet_alpha), size=num_clusters)
+        # tiny alphas can underflow to exact zeros (or NaN rows): keep every row a distribution
+        draw = np.nan_to_num(draw, nan=0.0)
+        draw[draw.sum(axis=1) <= 0] = 1.0
+        return draw / draw.sum(axis=1, keepdims=True)
+
+    skew = set(config.label_skew)
+    scene = (dirichlet(NUM_SCENE_CLASSES) if "scene" in skew
+             else np.full((num_clusters, NUM_SCENE_CLASSES), 1.0 / NUM_SCENE_CLASSES))
+    count = dirichlet(config.max_objects) if "count" in skew else None
+    question = dirichlet(len(QUESTION_TYPES)) if "question" in skew else None
+    return LabelSkew(scene=scene, count=count, question=question)
+
+
+def _skewed_scenes(
+    config: DataConfig, skew: LabelSkew, cluster_of_sample: np.ndarray, rng: np.random.Generator
+) -> SceneBatch:
+    """Scenes whose labels follow each sample's cluster skew (rows of ``skew``)."""
+    cdf = np.cumsum(skew.scene, axis=1)
+    cdf[:, -1] = 1.0
+    u = rng.random(cluster_of_sample.size)
+    scene_class = (u[:, None] > cdf[cluster_of_sample]).sum(axis=1).astype(np.int64)
+    # a floor keeps every label possible (a cluster is skewed, not blind): weights of exactly
+    # zero would make some scenes impossible to generate when their other labels force them
+    floor = 1e-3
+    count_w = None if skew.count is None else skew.count[cluster_of_sample] + floor
+    question_w = None if skew.question is None else skew.question[cluster_of_sample] + floor
+    return generate_scenes(cluster_of_sample.size, config, rng, scene_class=scene_class,
+                           count_weights=count_w, question_weights=question_w)
+
+
 @dataclass
 class FederatedData:
     """The federated split of one scenario instance.
 
     Attributes:
+        clusters: per cluster, the sensors and tasks its devices may have.
         profiles: per device, its modalities and tasks.
         pool: every device's samples, concatenated.
         train_idx: per device, indices into ``pool`` of its training samples.
         test_idx: per device, indices into ``pool`` of its held-out samples.
-        label_dist: ``(num_clusters, num_scene_classes)`` the Dirichlet proportions per cluster.
-        pretrain: a disjoint set for central pre-training (uniform classes).
+        skew: per cluster, the label proportions of every skewed family.
         global_test: a test set balanced over scene classes that no device trains on.
+        held_out: scenes of one extra cluster (its own skew) that no device trains on; empty
+            when ``held_out_samples`` is 0.
         num_samples: ``(N,)`` training samples per device (the aggregation weights).
     """
 
+    clusters: list[ClusterProfile]
     profiles: list[DeviceProfile]
     pool: SceneBatch
     train_idx: list[np.ndarray]
     test_idx: list[np.ndarray]
-    label_dist: np.ndarray
-    pretrain: SceneBatch
+    skew: LabelSkew
     global_test: SceneBatch
+    held_out: SceneBatch
     num_samples: np.ndarray
+
+    @property
+    def label_dist(self) -> np.ndarray:
+        """``(num_clusters, num_scene_classes)``: the scene-class proportions per cluster."""
+        return self.skew.scene
 
     def device_batch(self, device: int, split: str = "train") -> SceneBatch:
         """The samples of ``device`` in ``split`` (``"train"`` or ``"test"``)."""
@@ -160,10 +296,11 @@ class FederatedData:
 def build_federated_data(
     config: DataConfig, cluster_of_device: np.ndarray, rng: np.random.Generator
 ) -> FederatedData:
-    """Profiles, skewed device data, pre-training and global test sets, all from ``rng``.
+    """Profiles, skewed device data, the global test set and the held-out cluster, all from
+    ``rng``.
 
-    The profiles are drawn first, so :func:`draw_profiles` with a generator from the same seed
-    returns the same profiles (``hffm describe`` relies on it).
+    The profiles are drawn first (:func:`draw_network_profiles`), so a generator from the same
+    seed gives the same profiles there.
     """
     raw = np.asarray(cluster_of_device)
     if raw.ndim != 1 or raw.size == 0 or not np.issubdtype(raw.dtype, np.integer) or (
@@ -180,23 +317,16 @@ def build_federated_data(
             f"data.min_samples_per_device = {config.min_samples_per_device}: must be >= 2 "
             "so that every device has a training and a test sample"
         )
-    profiles = draw_profiles(config, num_devices, rng)
+    clusters, profiles = draw_network_profiles(config, cluster_of_device, rng)
     num_clusters = int(cluster_of_device.max()) + 1
-    label_dist = rng.dirichlet(np.full(NUM_SCENE_CLASSES, config.dirichlet_alpha),
-                               size=num_clusters)
+    # one extra row: the held-out cluster's own skew
+    skew = draw_label_skew(config, num_clusters + 1, rng)
     scale = rng.lognormal(0.0, config.sample_count_sigma, size=num_devices)
     counts = np.maximum(
         config.min_samples_per_device, np.round(config.samples_per_device * scale)
     ).astype(np.int64)
-    # Scene classes per sample, drawn from the device's cluster distribution (vectorised by
-    # inverse-CDF sampling on one uniform draw per sample).
     device_of_sample = np.repeat(np.arange(num_devices), counts)
-    cdf = np.cumsum(label_dist, axis=1)
-    cdf[:, -1] = 1.0
-    u = rng.random(device_of_sample.size)
-    rows = cdf[cluster_of_device[device_of_sample]]
-    scene_class = (u[:, None] > rows).sum(axis=1).astype(np.int64)
-    pool = generate_scenes(int(counts.sum()), config, rng, scene_class=scene_class)
+    pool = _skewed_scenes(config, skew, cluster_of_device[device_of_sample], rng)
 
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     train_idx, test_idx = [], []
@@ -206,17 +336,25 @@ def build_federated_data(
         test_idx.append(np.sort(order[:num_test]))
         train_idx.append(np.sort(order[num_test:]))
 
-    pretrain = generate_scenes(config.pretrain_samples, config, rng)
     balanced = rng.permutation(np.arange(config.global_test_samples) % NUM_SCENE_CLASSES)
     global_test = generate_scenes(config.global_test_samples, config, rng,
                                   scene_class=balanced.astype(np.int64))
+    held_out = _skewed_scenes(
+        config, skew, np.full(config.held_out_samples, num_clusters, dtype=np.int64), rng
+    )
+    cluster_skew = LabelSkew(
+        scene=skew.scene[:num_clusters],
+        count=None if skew.count is None else skew.count[:num_clusters],
+        question=None if skew.question is None else skew.question[:num_clusters],
+    )
     return FederatedData(
+        clusters=clusters,
         profiles=profiles,
         pool=pool,
         train_idx=train_idx,
         test_idx=test_idx,
-        label_dist=label_dist,
-        pretrain=pretrain,
+        skew=cluster_skew,
         global_test=global_test,
+        held_out=held_out,
         num_samples=np.array([len(ix) for ix in train_idx], dtype=np.int64),
     )

@@ -411,6 +411,8 @@ def generate_scenes(
     config: DataConfig,
     rng: np.random.Generator,
     scene_class: np.ndarray | None = None,
+    count_weights: np.ndarray | None = None,
+    question_weights: np.ndarray | None = None,
 ) -> SceneBatch:
     """Generate ``n`` scenes.
 
@@ -420,6 +422,13 @@ def generate_scenes(
         rng: the only source of randomness.
         scene_class: optional ``(n,)`` environments to condition on (for label-skewed splits);
             drawn uniformly when ``None``.
+        count_weights: optional ``(n, max_objects)`` non-negative weights that tilt each
+            scene's object-count draw further (multiplied into the environment's count prior);
+            a cluster's label skew over the ``count`` task. ``None`` means ones.
+        question_weights: optional ``(n, len(QUESTION_TYPES))`` non-negative weights over the
+            question templates; each scene's template is drawn among the templates valid for it
+            in proportion to these weights (a cluster's skew over question types, and so over
+            VQA answers). ``None`` means ones (uniform among the valid templates).
 
     The noise is drawn last, so the same seed gives the same clean scenes at any
     ``noise_std`` (a noise sweep changes nothing else).
@@ -451,8 +460,12 @@ def generate_scenes(
             )
         scene = scene.astype(np.int64, copy=True)
 
-    objects = _draw_objects(n, config, rng, scene)
-    text, vqa_label, question_type = _draw_questions(objects, config, rng)
+    count_weights = _check_weights("count_weights", count_weights, (n, config.max_objects))
+    question_weights = _check_weights(
+        "question_weights", question_weights, (n, len(QUESTION_TYPES))
+    )
+    objects = _draw_objects(n, config, rng, scene, count_weights)
+    text, vqa_label, question_type = _draw_questions(objects, config, rng, question_weights)
     # every parameter of the clean signals first, the noise last: the same seed then gives the
     # same scenes at any noise_std, so noise is the only thing a noise sweep changes
     look = _draw_look(scene, objects, rng)
@@ -467,8 +480,26 @@ def generate_scenes(
     )
 
 
+def _check_weights(
+    name: str, weights: np.ndarray | None, shape: tuple[int, int]
+) -> np.ndarray | None:
+    """``weights`` as a float array of ``shape`` (or ``None``); raises ``ValueError`` naming the
+    argument when it has another shape, a negative or non-finite entry, or an all-zero row."""
+    if weights is None:
+        return None
+    array = np.asarray(weights, dtype=np.float64)
+    if array.shape != shape:
+        raise ValueError(f"generate_scenes: {name} must have shape {shape}, got {array.shape}")
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise ValueError(f"generate_scenes: {name} must be finite and >= 0")
+    if shape[0] and (array.sum(axis=1) <= 0).any():
+        raise ValueError(f"generate_scenes: every row of {name} needs a positive entry")
+    return array
+
+
 def _draw_objects(
-    n: int, config: DataConfig, rng: np.random.Generator, scene: np.ndarray
+    n: int, config: DataConfig, rng: np.random.Generator, scene: np.ndarray,
+    count_weights: np.ndarray | None = None,
 ) -> SceneObjects:
     """Counts, attributes and non-overlapping positions of every scene's objects."""
     k_max = config.max_objects
@@ -478,7 +509,10 @@ def _draw_objects(
     # count in 1..k_max, tilted by environment
     ks = np.arange(k_max)
     logits = _COUNT_TILT[scene][:, None] * (ks / max(k_max - 1, 1))[None, :]
-    count = _draw_categorical(rng, np.exp(logits), (n,)) + 1
+    prior = np.exp(logits)
+    if count_weights is not None:
+        prior = prior * count_weights
+    count = _draw_categorical(rng, prior, (n,)) + 1
     present = ks[None, :] < count[:, None]
 
     shape = rng.integers(0, len(SHAPES), size=(n, k_max))
@@ -514,7 +548,8 @@ def _draw_objects(
 
 
 def _draw_questions(
-    objects: SceneObjects, config: DataConfig, rng: np.random.Generator
+    objects: SceneObjects, config: DataConfig, rng: np.random.Generator,
+    question_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokens, VQA answer and template of one question per scene.
 
@@ -542,7 +577,13 @@ def _draw_questions(
         unique(same_colour),
         unique(same_colour & same_shape),
     ], axis=1)
-    question_type = np.argmax(np.where(valid, rng.random(valid.shape), -1.0), axis=1)
+    # weighted sampling among the valid templates by the largest key u^(1/w) (Efraimidis and
+    # Spirakis); with equal weights the key is u itself, a uniform draw among the valid ones
+    keys = rng.random(valid.shape)
+    if question_weights is not None:
+        with np.errstate(divide="ignore"):
+            keys = np.where(question_weights > 0, keys ** (1.0 / question_weights), 0.0)
+    question_type = np.argmax(np.where(valid, keys, -1.0), axis=1)
 
     # the attributes the counting and existence questions mention: random, except that half of
     # the existence questions ask about the target so that "yes" is not rare

@@ -4,12 +4,19 @@ them once (centrally, on pretext tasks) and cache the result.
 Pre-training
     On ``generate_scenes(data.pretrain_samples)`` (drawn from the fixed :data:`PRETRAIN_SEED`, so
     every build seed shares one foundation model), the extractors, the fusion backbone, the
-    initial encoders and the fusion query token learn to *describe scenes*:
+    initial encoders and the fusion query token learn a *pretext* objective, never the
+    downstream labels (the environment, the object count, the VQA answer):
 
     * from each of image and audio alone (a probe on the extractor's tokens) and from the fused
-      sequence (a probe on the mean of the query tokens' outputs): the scene class, the number
-      of objects, and how many objects have each colour, shape and size;
+      sequence (a probe on the mean of the query tokens' outputs): how many objects have each
+      colour, each shape and each size;
     * from the text alone and from the fused sequence: the question's template.
+
+    So the frozen parts know what objects look like, but the federated modules (encoders,
+    prompts, experts, LoRA, heads) must still learn the tasks, from the devices' skewed data.
+    After pre-training, linear probes on the frozen parts measure how much of each downstream
+    task they carry (``pretrain_info["downstream_probe_accuracy"]``, reported by
+    ``hffm pretrain`` and ``hffm describe``).
 
     The fused pass drops modalities at random (image and audio each kept with probability 0.7,
     at least one of them; text 0.8) and masks random groups of query slots, as devices will.
@@ -33,6 +40,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -47,7 +55,6 @@ from transformers import BertModel
 from hffm_env.config import DataConfig, ModelConfig
 from hffm_env.data import (
     COLOURS,
-    NUM_SCENE_CLASSES,
     QUESTION_TYPES,
     SHAPES,
     SIZES,
@@ -66,9 +73,11 @@ __all__ = [
     "load_backbone",
     "pretrain_model",
     "build_model",
+    "cached_pretrain_info",
+    "downstream_probes",
 ]
 
-CODE_VERSION: str = "m3t-pretrain-1"
+CODE_VERSION: str = "m3t-pretrain-2"
 """Bump when the architecture or the pretext recipe changes: old cache files then go unused."""
 
 PRETRAIN_SEED: int = 0
@@ -213,20 +222,51 @@ def load_backbone(path: str | Path) -> BertModel:
 # pretext tasks
 
 
+_TINT_EDGES = np.array([0.10, 0.125, 0.15])
+"""Bin edges of an image's median channel level (a dark background of 0.08 plus a tint of up
+to about 0.1)."""
+
+
+def _low_frequency_bins(audio_length: int) -> int:
+    """FFT bins (above DC) below the objects' tones, which start at 0.09 cycles per sample."""
+    return max(2, int(0.08 * audio_length))
+
+
 def _pretext_targets(batch: SceneBatch, max_objects: int) -> dict[str, tuple[np.ndarray, int]]:
-    """``name -> (labels (n,), classes)`` of the scene description targets."""
+    """``name -> (labels (n,), classes)`` of the pretext targets. None is a downstream label:
+
+    * per colour, shape and size, how many objects have it;
+    * ``cue_image_<channel>``: the image's median level in each colour channel (the
+      background's tint, objects covering little of the picture), in :data:`_TINT_EDGES` bins;
+    * ``cue_audio_low``: the strongest low frequency of the audio (below the objects' tones),
+      as its FFT bin.
+
+    The cues are computed from the inputs themselves (self-supervision, like colourisation or
+    spectral pretext tasks): the frozen parts learn to hear and see the background, and which
+    backgrounds make which environment is left to the federated modules to learn.
+    """
     objects = batch.objects
     present = objects.present
-    targets: dict[str, tuple[np.ndarray, int]] = {
-        "scene": (batch.scene_class, NUM_SCENE_CLASSES),
-        "count": (present.sum(axis=1) - 1, max_objects),
-    }
+    targets: dict[str, tuple[np.ndarray, int]] = {}
+    levels = np.median(batch.image.reshape(len(batch), 3, -1), axis=2)
+    for c, channel in enumerate(("r", "g", "b")):
+        targets[f"cue_image_{channel}"] = (np.digitize(levels[:, c], _TINT_EDGES),
+                                           len(_TINT_EDGES) + 1)
+    low_bins = _low_frequency_bins(batch.audio.shape[1])
+    spectrum = np.abs(np.fft.rfft(batch.audio, axis=1))[:, 1 : low_bins + 1]
+    targets["cue_audio_low"] = (spectrum.argmax(axis=1), low_bins)
     for attribute, names in (("colour", COLOURS), ("shape", SHAPES), ("size", SIZES)):
         values = getattr(objects, attribute)
         for i, name in enumerate(names):
             counts = ((values == i) & present).sum(axis=1)
             targets[f"{attribute}_{name}"] = (counts, max_objects + 1)
     return targets
+
+
+def _own_cues(description: dict[str, int], modality: str) -> dict[str, int]:
+    """The description targets one sensor can answer alone: no cue of the other sensor."""
+    return {k: c for k, c in description.items()
+            if not k.startswith("cue_") or k.startswith(f"cue_{modality}")}
 
 
 class _Probe(nn.Module):
@@ -298,7 +338,7 @@ def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[
         probes = nn.ModuleDict()
         for m in model.modalities:
             width = model.tokens[m] * mc.feature_dim
-            probes[m] = _Probe(width, description if m in sensing else question)
+            probes[m] = _Probe(width, _own_cues(description, m) if m in sensing else question)
         fused_classes = {**(description if sensing else {}),
                          **(question if "text" in model.modalities else {})}
         probes["fused"] = _Probe(model.hidden_size, fused_classes)
@@ -397,17 +437,16 @@ def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[
             bar.set_postfix(loss=f"{loss_value:.3f}")
     bar.close()
 
-    # held-out probe accuracy, fused with every modality present (for reports, not for caching)
+    # held-out pretext accuracy, fused with every modality present (for reports)
     accuracy: dict[str, float] = {}
     model.eval()
     with torch.no_grad():
         raw, targets = tensors(held_out)
         _, outputs = step_loss(raw, targets, drop=False)
         for source, logits in outputs.items():
-            for name in ("scene", "count", "question"):
-                if name in logits:
-                    hits = (logits[name].argmax(-1) == targets[name]).float().mean()
-                    accuracy[f"{source}/{name}"] = round(float(hits), 4)
+            hits = [(logits[k].argmax(-1) == targets[k]).float().mean() for k in logits]
+            accuracy[f"{source}/pretext"] = round(float(torch.stack(hits).mean()), 4)
+        downstream = downstream_probes(model, generate_scenes(_PROBE_SAMPLES, dc, rng))
     model.train()
     model.freeze_pretrained()
     return {
@@ -415,12 +454,85 @@ def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[
         "steps": steps,
         "final_loss": round(loss_value, 4),
         "probe_accuracy": accuracy,
+        "downstream_probe_accuracy": downstream,
         "backbone": "pretrained_path" if not train_backbone else "pre-trained here",
     }
 
 
+_PROBE_SAMPLES = 1200
+_PROBE_STEPS = 300
+
+
+@torch.no_grad()
+def _frozen_views(model: M3TModel, batch: SceneBatch) -> dict[str, torch.Tensor]:
+    """Flat representations of ``batch`` by each frozen part: every extractor's tokens and the
+    fused query (the pooled query tokens, every modality present, no trainable module)."""
+    device = model.device
+    raw = {m: torch.as_tensor(getattr(batch, m)).to(device) for m in model.modalities}
+    features = {m: model.extractors[m](raw[m]) for m in model.modalities}
+    n = len(batch)
+    prefix = model.query_token.expand(n, model.prefix_length, -1)
+    valid = torch.ones(n, model.prefix_length, dtype=torch.bool, device=device)
+    mask = torch.ones(n, len(model.modalities), dtype=torch.bool, device=device)
+    hidden, _ = model.fuse(prefix, valid, features, mask, use_moe=False)
+    views = {m: f.flatten(1) for m, f in features.items()}
+    views["fused"] = hidden[:, : model.prefix_length].mean(1)
+    return views
+
+
+def downstream_probes(model: M3TModel, batch: SceneBatch) -> dict[str, float]:
+    """How much of each downstream task the frozen parts carry: a linear probe per (frozen
+    part, task) fitted on the first half of ``batch`` and scored on the second half.
+
+    Keys are ``"<part>/<task>"`` with part an extractor's modality or ``fused``; only tasks
+    the part can serve alone are probed on an extractor (vqa needs the question, so only
+    ``fused`` is probed on it). A high fused score means a linear head on the frozen model
+    already solves the task; the federated modules then have little left to learn.
+    """
+    views = _frozen_views(model, batch)
+    half = len(batch) // 2
+    out: dict[str, float] = {}
+    generator = torch.Generator().manual_seed(PRETRAIN_SEED)
+    for source, x in views.items():
+        x = (x - x[:half].mean(0)) / x[:half].std(0).clamp_min(1e-6)
+        for task in model.tasks:
+            if source != "fused" and (task == "vqa" or source == "text"):
+                continue
+            y = torch.as_tensor(batch.labels[task], dtype=torch.long, device=x.device)
+            probe = nn.Linear(x.shape[1], model.num_classes[task]).to(x.device)
+            with torch.no_grad():
+                probe.weight.copy_(torch.randn(probe.weight.shape, generator=generator) * 0.01)
+                probe.bias.zero_()
+            optimiser = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+            with torch.enable_grad():
+                for _ in range(_PROBE_STEPS):
+                    loss = nn.functional.cross_entropy(probe(x[:half]), y[:half])
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+            with torch.no_grad():
+                hits = (probe(x[half:]).argmax(-1) == y[half:]).float().mean()
+            out[f"{source}/{task}"] = round(float(hits), 4)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # the entry point
+
+
+def cached_pretrain_info(
+    model_config: ModelConfig, data_config: DataConfig, cache_dir: str | Path | None = None
+) -> dict[str, Any] | None:
+    """The pre-training statistics stored with the cached weights for these configs (probe
+    accuracies, seconds), or ``None`` when nothing usable is cached yet. Builds nothing."""
+    path = cache_path(model_config, data_config, cache_dir)
+    if not path.is_file():
+        return None
+    try:
+        _, info = _load_cache(path, path.stem.removeprefix("m3t-"))
+    except Exception:  # noqa: BLE001 - an unusable file is reported as not built
+        return None
+    return {**info, "cache_file": str(path)}
 
 
 def build_model(
@@ -461,6 +573,11 @@ def build_model(
             )
             info = None
     if info is None:
+        print(
+            f"hffm-env: pre-training the frozen parts of the M3T model for this configuration "
+            f"({model_config.pretrain_steps} steps, about a minute on 2 CPU cores); done once, "
+            f"then cached in {path}", file=sys.stderr, flush=True,
+        )
         info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
         _save_cache(path, key, model.pretrained_state(), info)
         model.load_pretrained_state(model.pretrained_state(), seed)

@@ -4,14 +4,21 @@ import numpy as np
 import pytest
 
 from hffm_env.config import ConfigError, DataConfig
-from hffm_env.data import NUM_SCENE_CLASSES, build_federated_data, can_serve, draw_profiles
+from hffm_env.data import (
+    NUM_SCENE_CLASSES,
+    QUESTION_TYPES,
+    build_federated_data,
+    can_serve,
+    draw_network_profiles,
+    draw_profiles,
+)
 
 CLUSTERS = np.repeat(np.arange(4), 5)  # 20 devices, 4 clusters
 
 
 def _small_config(**kwargs):
     base = dict(samples_per_device=80, min_samples_per_device=20, pretrain_samples=50,
-                global_test_samples=100)
+                global_test_samples=100, held_out_samples=60)
     base.update(kwargs)
     return DataConfig(**base)
 
@@ -33,7 +40,13 @@ def test_deterministic_from_the_seed():
     np.testing.assert_array_equal(a.pool.image, b.pool.image)
     assert all(np.array_equal(x, y) for x, y in zip(a.train_idx, b.train_idx))
     assert not np.array_equal(a.num_samples, c.num_samples)
-    # profiles come first, so draw_profiles from the same seed agrees (hffm describe)
+    # profiles come first, so draw_network_profiles from the same seed agrees (hffm describe)
+    for cfg in (_small_config(), _small_config(cluster_missing_sensor_prob=0.5,
+                                               cluster_task_drop_prob=0.3)):
+        data = build_federated_data(cfg, CLUSTERS, np.random.default_rng(0))
+        assert draw_network_profiles(cfg, CLUSTERS, np.random.default_rng(0)) == (
+            data.clusters, data.profiles)
+    # with no cluster-level draws the plain device draw agrees too
     assert draw_profiles(_small_config(), 20, np.random.default_rng(0)) == a.profiles
 
 
@@ -125,7 +138,7 @@ def test_counts_are_floored_and_split_by_test_fraction():
     assert len(data.device_batch(3, "test")) == len(data.test_idx[3])
     with pytest.raises(ValueError, match="split"):
         data.device_batch(0, "validation")
-    assert len(data.pretrain) == cfg.pretrain_samples
+    assert len(data.held_out) == cfg.held_out_samples
 
 
 def test_tiny_alpha_and_bad_clusters():
@@ -153,3 +166,57 @@ def test_profiles_do_not_depend_on_string_hashing():
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
+
+
+def _family_tv(data, family):
+    """Mean pairwise total variation between clusters of a label family's frequencies."""
+    if family == "count":
+        values, classes = data.pool.labels["count"], 3
+    else:
+        values, classes = data.pool.question_type, len(QUESTION_TYPES)
+    per_cluster = []
+    for c in range(4):
+        devices = np.flatnonzero(CLUSTERS == c)
+        picked = np.concatenate([values[data.train_idx[d]] for d in devices])
+        per_cluster.append(np.bincount(picked, minlength=classes) / len(picked))
+    return np.mean([_tv(per_cluster[i], per_cluster[j])
+                    for i in range(4) for j in range(i + 1, 4)])
+
+
+@pytest.mark.parametrize("family", ["count", "question"])
+def test_every_label_family_is_skewed_per_cluster_when_asked(family):
+    skewed = build_federated_data(_small_config(dirichlet_alpha=0.1, samples_per_device=200),
+                                  CLUSTERS, np.random.default_rng(0))
+    plain = build_federated_data(
+        _small_config(dirichlet_alpha=0.1, samples_per_device=200, label_skew=("scene",)),
+        CLUSTERS, np.random.default_rng(0))
+    assert _family_tv(skewed, family) > 0.3
+    assert _family_tv(plain, family) < 0.25
+    assert _family_tv(skewed, family) > _family_tv(plain, family) + 0.15
+    assert skewed.skew.count.shape == (4, 3) and plain.skew.count is None
+
+
+def test_cluster_correlated_availability():
+    cfg = _small_config(cluster_missing_sensor_prob=1.0, cluster_task_drop_prob=0.5,
+                        p_missing_image=0.0, p_missing_audio=0.0, task_keep_prob=1.0)
+    data = build_federated_data(cfg, np.repeat(np.arange(8), 3), np.random.default_rng(3))
+    for c, cluster in enumerate(data.clusters):
+        # every cluster lost one sensor, and its devices never have it
+        assert len([m for m in ("image", "audio") if m in cluster.modalities]) == 1
+        for d in np.flatnonzero(np.repeat(np.arange(8), 3) == c):
+            assert set(data.profiles[d].modalities) <= set(cluster.modalities)
+            assert set(data.profiles[d].tasks) <= set(cluster.tasks)
+    # some cluster dropped a task it could serve, and every task is still run somewhere
+    assert any(len(c.tasks) < len([t for t in cfg.tasks if can_serve(t, c.modalities)])
+               for c in data.clusters)
+    for task in cfg.tasks:
+        assert any(task in p.tasks for p in data.profiles), task
+
+
+def test_held_out_cluster_has_its_own_skew():
+    data = build_federated_data(_small_config(dirichlet_alpha=0.1, held_out_samples=400),
+                                CLUSTERS, np.random.default_rng(0))
+    held = np.bincount(data.held_out.scene_class, minlength=NUM_SCENE_CLASSES) / 400
+    assert held.max() > 0.4  # skewed like a cluster, not balanced like the global test set
+    assert len(build_federated_data(_small_config(held_out_samples=0), CLUSTERS,
+                                    np.random.default_rng(0)).held_out) == 0

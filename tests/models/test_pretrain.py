@@ -113,11 +113,12 @@ def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
 
 def test_fine_tuning_learns_count_and_scene(tmp_path_factory, configs):
     TINY_MODEL, TINY_DATA = configs
-    """A looser learnability check: a small model, briefly pre-trained, then a few hundred steps
-    of fine-tuning of only the trainable modules beat chance clearly on count and scene."""
+    """A looser learnability check: a small model, briefly pre-trained on the pretext (which
+    holds no downstream label), then a few hundred steps of fine-tuning of only the trainable
+    modules beat chance clearly on count and scene."""
     model_config = dataclasses.replace(
         TINY_MODEL, hidden_size=32, num_heads=4, intermediate_size=64, feature_dim=16,
-        pretrain_steps=60, pretrain_batch_size=32, pretrain_lr=3e-3,
+        pretrain_steps=150, pretrain_batch_size=32, pretrain_lr=3e-3,
     )
     data_config = dataclasses.replace(TINY_DATA, pretrain_samples=600)
     model = build_model(model_config, data_config, cache_dir=tmp_path_factory.mktemp("learn"),
@@ -144,3 +145,17 @@ def test_fine_tuning_learns_count_and_scene(tmp_path_factory, configs):
     for task in ("count", "scene"):
         k = model.tasks.index(task)
         assert accuracy[k] > 1.3 * specs[task].chance, (task, float(accuracy[k]))
+
+
+def test_pretext_holds_no_downstream_label_and_probes_are_reported(tiny_model):
+    batch = generate_scenes(64, tiny_model.data_config, np.random.default_rng(0))
+    targets = pretrain._pretext_targets(batch, tiny_model.data_config.max_objects)
+    assert not {"scene", "count", "vqa"} & set(targets)
+    # the cues are functions of the inputs: the audio cue is the drone's FFT bin
+    spectrum = np.abs(np.fft.rfft(batch.audio, axis=1))[:, 1:]
+    np.testing.assert_array_equal(targets["cue_audio_low"][0],
+                                  spectrum[:, : targets["cue_audio_low"][1]].argmax(1))
+    probes = tiny_model.pretrain_info["downstream_probe_accuracy"]
+    assert {"fused/scene", "fused/count", "fused/vqa", "image/scene", "audio/count"} <= set(probes)
+    assert all(0.0 <= v <= 1.0 for v in probes.values())
+    assert "image/vqa" not in probes  # vqa needs the question
