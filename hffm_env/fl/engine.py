@@ -35,7 +35,17 @@ from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, So
 from hffm_env.models import M3TModel, ModuleInventory, held_modules, stack_state
 from hffm_env.sim import CostReport, Network, Stage, TransferTable
 
-__all__ = ["FederatedEngine", "RoundResult"]
+__all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracies of the current device models (see :class:`RoundResult` for their meaning)."""
+
+    accuracy: dict[str, float]
+    accuracy_local: dict[str, float]
+    accuracy_held_out: dict[str, float]
+    accuracy_local_per_device: np.ndarray
 
 
 @dataclass
@@ -44,13 +54,17 @@ class RoundResult:
 
     Accuracies are fractions in [0, 1], per task and ``"mean"`` (the mean over tasks); NaN in
     cost fidelity. ``accuracy`` is measured on the global test set (every device's model, on the
-    tasks it runs, averaged over devices); ``accuracy_local`` on each device's own held-out data.
+    tasks it runs, averaged over devices); ``accuracy_local`` on each device's own held-out data;
+    ``accuracy_held_out`` on the held-out cluster's data, which no device trains on (NaN when
+    the scenario has none). ``outage_devices`` took part in an aggregation whose exchange
+    failed after every retransmission (``channel.outage_snr_db``): their module stayed stale.
     A device that runs a task but still lacks one of its modules scores 0 on it.
     """
 
     round_index: int
     accuracy: dict[str, float]
     accuracy_local: dict[str, float]
+    accuracy_held_out: dict[str, float]
     accuracy_local_per_device: np.ndarray
     train_loss: float
     loss_per_task: dict[str, float]
@@ -61,6 +75,7 @@ class RoundResult:
     dropped_devices: list[int] = field(default_factory=list)
     failed_devices: list[int] = field(default_factory=list)
     relayed: list[ModuleRequest] = field(default_factory=list)
+    outage_devices: list[int] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
 
 
@@ -162,12 +177,29 @@ class FederatedEngine:
             [torch.as_tensor(data.global_test.labels[t]) for t in self.tasks], dim=1
         ).to(self.device)
         # Each device's fixed slice of the global test set (see FLConfig).
-        size = len(data.global_test)
-        per_device = min(self.scenario.fl.eval_samples_per_device, size)
-        start = torch.arange(self.num_devices).unsqueeze(1) * per_device
-        self.global_eval_idx = ((start + torch.arange(per_device)) % size).to(self.device)
+        self.global_eval_idx = self._eval_slices(len(data.global_test),
+                                                 self.scenario.fl.eval_samples_per_device)
+        # The held-out cluster: scored like the global set, on slices of its own scenes.
+        self.held_out_features: dict[str, torch.Tensor] = {}
+        if len(data.held_out):
+            hfeats = self.model.extract_features(data.held_out)
+            self.held_out_features = {m: f.to(self.device) for m, f in hfeats.items()}
+            self.held_out_labels = torch.stack(
+                [torch.as_tensor(data.held_out.labels[t]) for t in self.tasks], dim=1
+            ).to(self.device)
+            self.held_out_eval_idx = self._eval_slices(
+                len(data.held_out), self.scenario.fl.eval_held_out_samples_per_device
+            )
         self.train_idx, self.train_count = self._pad_indices(data.train_idx)
         self.test_idx, self.test_count = self._pad_indices(data.test_idx)
+
+    def _eval_slices(self, size: int, per_device: int) -> torch.Tensor:
+        """``(N, min(per_device, size))`` indices: device d's fixed, consecutive slice of a test
+        set of ``size`` samples, the slices taken in turn (wrapping) so that together the
+        devices cover the set."""
+        per_device = min(per_device, size)
+        start = torch.arange(self.num_devices).unsqueeze(1) * per_device
+        return ((start + torch.arange(per_device)) % size).to(self.device)
 
     def _pad_indices(self, per_device: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(ix) for ix in per_device)
@@ -296,13 +328,15 @@ class FederatedEngine:
 
         table = network.new_table()
         participating = self.holds & (available & ~failed).unsqueeze(1)
+        outage: set[int] = set()
         for module_type in MODULE_TYPES:
             tier = schedule.tier(module_type)
             if tier == Tier.NONE:
                 continue
+            lost = self.failed_exchanges(tier, routes, heads)
             for spec in self.inventory.by_type(module_type):
-                self._aggregate_module(spec.module_id, tier, participating, routes, heads,
-                                       schedule.pairs, table)
+                outage |= self._aggregate_module(spec.module_id, tier, participating, routes,
+                                                 heads, schedule.pairs, lost, table)
         relayed = self._serve_requests(schedule, available, heads, table, flags)
 
         compute_samples = None
@@ -311,13 +345,14 @@ class FederatedEngine:
             compute_samples = trained.cpu().numpy().astype(np.float64) * work
         cost = network.account(table, compute_samples=compute_samples)
 
-        accuracy, accuracy_local, per_device = self.evaluate()
+        scores = self.evaluate()
         finite = loss_per_device[np.isfinite(loss_per_device)]
         result = RoundResult(
             round_index=self.round_index,
-            accuracy=accuracy,
-            accuracy_local=accuracy_local,
-            accuracy_local_per_device=per_device,
+            accuracy=scores.accuracy,
+            accuracy_local=scores.accuracy_local,
+            accuracy_held_out=scores.accuracy_held_out,
+            accuracy_local_per_device=scores.accuracy_local_per_device,
             train_loss=float(finite.mean()) if finite.size else float("nan"),
             loss_per_task=loss_per_task,
             loss_per_device=loss_per_device,
@@ -327,6 +362,7 @@ class FederatedEngine:
             dropped_devices=np.flatnonzero(~network.available).tolist(),
             failed_devices=torch.nonzero(failed).flatten().tolist(),
             relayed=relayed,
+            outage_devices=sorted(outage),
             flags=flags,
         )
         self.round_index += 1
@@ -346,10 +382,13 @@ class FederatedEngine:
             tier = schedule.tier(module_type)
             if tier == Tier.NONE:
                 continue
+            lost = self.failed_exchanges(tier, routes, heads)
             for spec in self.inventory.by_type(module_type):
                 k = self.module_index[spec.module_id]
-                self._record_aggregation(spec.module_id, tier, part[:, k], routes, heads,
-                                         schedule.pairs, self.module_bits[spec.module_id], table)
+                self._record_aggregation(spec.module_id, tier, part[:, k] & ~lost, routes,
+                                         heads, schedule.pairs,
+                                         self.module_bits[spec.module_id], table,
+                                         failed=part[:, k] & lost)
         compute_samples = None
         if with_compute and self.scenario.compute.enabled:
             work = self.scenario.fl.local_steps * self.scenario.fl.batch_size
@@ -369,12 +408,13 @@ class FederatedEngine:
         self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,
                                        device=self.device)
 
-    def evaluate(self) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
-        """Global and local accuracy (per task and mean) and the local accuracy per device and
-        task, of the current device models; NaN in cost fidelity."""
+    def evaluate(self) -> Evaluation:
+        """Global, local and held-out-cluster accuracy (per task and mean) and the local
+        accuracy per device and task, of the current device models; NaN in cost fidelity."""
         if not self.train:
             nan = {t: float("nan") for t in (*self.tasks, "mean")}
-            return dict(nan), dict(nan), np.full((self.num_devices, len(self.tasks)), np.nan)
+            return Evaluation(dict(nan), dict(nan), dict(nan),
+                              np.full((self.num_devices, len(self.tasks)), np.nan))
         return self._evaluate()
 
     # ----------------------------------------------------------------------------------------
@@ -469,29 +509,36 @@ class FederatedEngine:
         routes: list[Route],
         heads: list[int],
         pairs: tuple[tuple[int, int], ...],
+        lost: np.ndarray,
         table: TransferTable,
-    ) -> None:
+    ) -> set[int]:
+        """Aggregate one module at ``tier`` among the participants whose exchange did not fail
+        (``lost``), record every transfer (failed ones too: they were paid for), and return the
+        participants whose exchange failed."""
         k = self.module_index[module_id]
-        part = participating[:, k]
+        joined = participating[:, k].cpu().numpy()
+        failed_np = joined & lost
+        part_np = joined & ~lost
+        part = torch.as_tensor(part_np, device=self.device)
         bits = self.module_bits[module_id]
         names = self.inventory.by_id(module_id).param_names
-        if not self.track_values:  # cost fidelity: values are never read, only their moves
-            self._record_aggregation(module_id, tier, part.cpu().numpy(), routes, heads, pairs,
-                                     bits, table)
-            return
+        self._record_aggregation(module_id, tier, part_np, routes, heads, pairs, bits, table,
+                                 failed=failed_np)
+        failed_devices = set(np.flatnonzero(failed_np).tolist())
         if tier == Tier.D2D_PAIRS:
-            valid = [(i, j) for i, j in pairs if bool(part[i]) and bool(part[j])]
+            valid, broken = self._pair_outcome(pairs, part_np)
+            failed_devices |= {d for pair in broken for d in pair}
+        if not self.track_values:  # cost fidelity: values are never read, only their moves
+            return failed_devices
+        if tier == Tier.D2D_PAIRS:
             if valid:
                 first = torch.tensor([i for i, _ in valid], device=self.device)
                 second = torch.tensor([j for _, j in valid], device=self.device)
                 for name in names:
                     self.params[name] = pair_average(self.params[name], first, second)
-            self._record_aggregation(module_id, tier, part.cpu().numpy(), routes, heads, pairs,
-                                     bits, table)
-            return
+            return failed_devices
 
         weights = self.num_samples * part
-        part_np = part.cpu().numpy()
         for name in names:
             means, totals = group_weighted_mean(self.params[name], weights, self.cluster,
                                                 self.num_clusters)
@@ -522,7 +569,7 @@ class FederatedEngine:
                         at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
                         self.edge_params[name],
                     )
-        self._record_aggregation(module_id, tier, part_np, routes, heads, pairs, bits, table)
+        return failed_devices
 
     def _record_aggregation(
         self,
@@ -534,15 +581,19 @@ class FederatedEngine:
         pairs: tuple[tuple[int, int], ...],
         bits: float,
         table: TransferTable,
+        failed: np.ndarray | None = None,
     ) -> None:
         """Append the transfers that aggregating ``module_id`` at ``tier`` takes, given which
-        devices take part (``part``, boolean ``(N,)``)."""
+        devices take part (``part``, boolean ``(N,)``) and which tried but failed (``failed``:
+        their uploads were paid for, every attempt, but they receive nothing back)."""
         network = self.network
         if tier == Tier.D2D_PAIRS:
-            valid = [(i, j) for i, j in pairs if part[i] and part[j]]
-            if valid:
-                table.add_d2d_pairs(module_id, bits, valid)
+            valid, broken = self._pair_outcome(pairs, part)
+            if valid or broken:
+                table.add_d2d_pairs(module_id, bits, valid + broken)
             return
+        if failed is not None and failed.any():
+            self._record_failed_uploads(module_id, tier, failed, routes, heads, bits, table)
         for c in range(self.num_clusters):
             members = network.members(c)
             senders = members[part[members]]
@@ -573,6 +624,67 @@ class FederatedEngine:
                     table.add_backhaul_up(module_id, bits, [c])
                     table.add_backhaul_down(module_id, bits, [c])
                 table.add_downlinks(module_id, bits, senders)
+
+    def _pair_outcome(
+        self, pairs: tuple[tuple[int, int], ...], part: np.ndarray
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The pairs of participants whose D2D exchange succeeds, and those whose link was in
+        outage for every attempt this round."""
+        joined = [(i, j) for i, j in pairs if part[i] and part[j]]
+        if not joined:
+            return [], []
+        i, j = np.array(joined).T
+        lost = self.network.rates.d2d_link_failed(i, j)
+        return ([p for p, x in zip(joined, lost) if not x],
+                [p for p, x in zip(joined, lost) if x])
+
+    @staticmethod
+    def _exchange_via(tier: Tier, route: Route) -> str:
+        """Which links an aggregation at ``tier`` uses on ``route`` (the kinds of
+        :meth:`~hffm_env.sim.Network.exchange_failed`)."""
+        if tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY):
+            return "d2d"
+        if tier == Tier.CLOUD and route == Route.D2D_RELAY:
+            return "d2d+uplink"
+        if tier == Tier.CLOUD and route == Route.STAR:
+            return "wired"
+        return "uplink"
+
+    def failed_exchanges(self, tier: Tier, routes: list[Route], heads: list[int]) -> np.ndarray:
+        """``(N,)`` bool: devices whose exchange for an aggregation at ``tier`` fails this round
+        (outage on every attempt; D2D pairs are judged per pair instead)."""
+        lost = np.zeros(self.num_devices, dtype=bool)
+        if self.scenario.channel.outage_snr_db is None or tier in (Tier.NONE, Tier.D2D_PAIRS):
+            return lost
+        for c in range(self.num_clusters):
+            if self.network.available_members(c).size == 0:
+                continue
+            lost |= self.network.exchange_failed(c, self._exchange_via(tier, routes[c]),
+                                                 heads[c])
+        return lost
+
+    def _record_failed_uploads(
+        self, module_id: str, tier: Tier, failed: np.ndarray, routes: list[Route],
+        heads: list[int], bits: float, table: TransferTable,
+    ) -> None:
+        """The uploads of failed exchanges: paid (at every attempt), never answered."""
+        network = self.network
+        for c in range(self.num_clusters):
+            members = network.members(c)
+            senders = members[failed[members]]
+            if senders.size == 0:
+                continue
+            via = self._exchange_via(tier, routes[c])
+            if via == "uplink":
+                table.add_uplinks(module_id, bits, senders)
+                continue
+            head = heads[c]
+            others = senders[senders != head]
+            if others.size:
+                table.add_d2d_to_head(module_id, bits, c, head, others,
+                                      network.relay_paths(c, head))
+            if via == "d2d+uplink" and network.rates.uplink_failed[head]:
+                table.add_uplinks(module_id, bits, np.array([head]))
 
     def _serve_requests(
         self,
@@ -636,14 +748,19 @@ class FederatedEngine:
             preds.append(batched(self.params, chunk, mm, tm).argmax(dim=-1))
         return torch.cat(preds, dim=1)
 
-    def _evaluate(self) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+    def _evaluate(self) -> Evaluation:
         serving = self._trainable_tasks()
         runs = self.device_tasks
+
+        def on_slices(features: dict[str, torch.Tensor], labels: torch.Tensor,
+                      idx: torch.Tensor) -> torch.Tensor:
+            """``(N, K)`` accuracy of every device's model on its slice of a shared set."""
+            preds = self._predict({m: f[idx] for m, f in features.items()})
+            correct = (preds == labels[idx]).float().mean(dim=1)
+            return torch.where(serving, correct, torch.zeros_like(correct))
+
         # global test set: every device's model on its slice of the balanced samples
-        idx = self.global_eval_idx
-        preds = self._predict({m: f[idx] for m, f in self.global_features.items()})
-        correct = (preds == self.global_labels[idx]).float().mean(dim=1)  # (N, K)
-        correct = torch.where(serving, correct, torch.zeros_like(correct))
+        correct = on_slices(self.global_features, self.global_labels, self.global_eval_idx)
         # local held-out data
         feats = {m: f[self.test_idx] for m, f in self.features.items()}
         local_preds = self._predict(feats)
@@ -663,8 +780,14 @@ class FederatedEngine:
             out["mean"] = float(np.mean(values)) if values else float("nan")
             return out
 
+        if self.held_out_features:
+            held_out = summarise(on_slices(self.held_out_features, self.held_out_labels,
+                                           self.held_out_eval_idx))
+        else:
+            held_out = {t: float("nan") for t in (*self.tasks, "mean")}
         per_device = torch.where(runs, local, torch.full_like(local, float("nan")))
-        return summarise(correct), summarise(local), per_device.cpu().numpy()
+        return Evaluation(summarise(correct), summarise(local), held_out,
+                          per_device.cpu().numpy())
 
     @torch.no_grad()
     def drift(self) -> dict[str, tuple[float, float]]:

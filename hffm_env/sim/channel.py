@@ -23,7 +23,7 @@ import numpy as np
 from hffm_env.config import BackhaulConfig, ChannelConfig, LinkConfig
 from hffm_env.sim.topology import Topology
 
-__all__ = ["Channel", "LinkRates", "backhaul_time_s", "draw_link_rates"]
+__all__ = ["Channel", "LinkRates", "backhaul_time_s", "draw_attempts", "draw_link_rates"]
 
 
 class Channel:
@@ -71,6 +71,25 @@ class Channel:
         gain = self.path_gain(distance_m) * np.asarray(fading_power, dtype=np.float64)
         return link.bandwidth_hz * np.log2(1.0 + self.snr(link.tx_power_w, gain, link.bandwidth_hz))
 
+    def outage_probability(
+        self, link: LinkConfig, distance_m: np.ndarray | float
+    ) -> np.ndarray:
+        """Probability that one transmission attempt over ``link`` at ``distance_m`` has an
+        SNR below ``outage_snr_db``: ``1 - exp(-threshold / mean SNR)`` under Rayleigh fading
+        (exponential fading power of mean 2), else 1 or 0 by the mean SNR. Zeros when outage is
+        off."""
+        distance = np.asarray(distance_m, dtype=np.float64)
+        if self.config.outage_snr_db is None:
+            return np.zeros(distance.shape)
+        threshold = 10.0 ** (self.config.outage_snr_db / 10.0)
+        mean_fading = 2.0 if self.config.rayleigh_fading else 1.0
+        mean_snr = self.snr(link.tx_power_w, self.path_gain(distance) * mean_fading,
+                            link.bandwidth_hz)
+        if not self.config.rayleigh_fading:
+            return (mean_snr < threshold).astype(np.float64)
+        with np.errstate(divide="ignore", over="ignore"):
+            return -np.expm1(-threshold / np.maximum(mean_snr, 1e-300))
+
     def sample_fading(self, rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
         """Fading power ``|h|^2`` with ``h = a + jb``, ``a, b ~ N(0, 1)`` (unit variance per
         component as the prototype, so the mean power is 2); ones without Rayleigh fading."""
@@ -101,6 +120,11 @@ class LinkRates:
         pair_i, pair_j: ``(P,)`` device ids of the same-cluster pairs, ``pair_i < pair_j``.
         d2d_bps: ``(P,)`` rate of each pair (both directions).
         d2d_distance_m: ``(P,)`` distance of each pair.
+        uplink_attempts: ``(N,)`` transmission attempts an uplink exchange takes this round
+            (1 without outage); ``max_transmissions`` when it fails.
+        uplink_failed: ``(N,)`` bool, the uplink exchange fails this round (every attempt was
+            in outage).
+        d2d_attempts, d2d_failed: ``(P,)`` the same for each D2D pair.
     """
 
     uplink_bps: np.ndarray
@@ -109,6 +133,26 @@ class LinkRates:
     pair_j: np.ndarray
     d2d_bps: np.ndarray
     d2d_distance_m: np.ndarray
+    uplink_attempts: np.ndarray | None = None
+    uplink_failed: np.ndarray | None = None
+    d2d_attempts: np.ndarray | None = None
+    d2d_failed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n, p = self.uplink_bps.shape[0], self.d2d_bps.shape[0]
+        if self.uplink_attempts is None:
+            self.uplink_attempts = np.ones(n, dtype=np.int64)
+        if self.uplink_failed is None:
+            self.uplink_failed = np.zeros(n, dtype=bool)
+        if self.d2d_attempts is None:
+            self.d2d_attempts = np.ones(p, dtype=np.int64)
+        if self.d2d_failed is None:
+            self.d2d_failed = np.zeros(p, dtype=bool)
+
+    def d2d_link_failed(self, i: np.ndarray | int, j: np.ndarray | int) -> np.ndarray:
+        """Whether the D2D exchange over ``i <-> j`` fails this round (vectorised)."""
+        index = self.pair_index(i, j)
+        return np.where(index >= 0, self.d2d_failed[np.maximum(index, 0)], False)
 
     @property
     def num_devices(self) -> int:
@@ -169,6 +213,14 @@ def draw_link_rates(
     xy = topology.device_xy_m
     pair_dist_m = np.hypot(*(xy[pair_i] - xy[pair_j]).T)
     d2d_fading = channel.sample_fading(rng, pair_i.size)
+    outage: dict[str, np.ndarray] = {}
+    if config.outage_snr_db is not None:  # drawn last, and only when on: seeds keep their rates
+        up_p = channel.outage_probability(config.uplink, dist_edge_m)
+        d2d_p = channel.outage_probability(config.d2d, pair_dist_m)
+        outage["uplink_attempts"], outage["uplink_failed"] = draw_attempts(
+            rng, up_p, config.max_transmissions)
+        outage["d2d_attempts"], outage["d2d_failed"] = draw_attempts(
+            rng, d2d_p, config.max_transmissions)
     return LinkRates(
         uplink_bps=channel.rate_bps(config.uplink, dist_edge_m, up_fading),
         downlink_bps=channel.rate_bps(config.downlink, dist_edge_m, down_fading),
@@ -176,4 +228,23 @@ def draw_link_rates(
         pair_j=pair_j,
         d2d_bps=channel.rate_bps(config.d2d, pair_dist_m, d2d_fading),
         d2d_distance_m=pair_dist_m,
+        **outage,
     )
+
+
+def draw_attempts(
+    rng: np.random.Generator, outage_probability: np.ndarray, max_transmissions: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Attempts until the first success (geometric) per link, capped at ``max_transmissions``,
+    and whether every one of them failed. One uniform draw per link: the number of attempts is
+    the inverse CDF of the geometric law."""
+    p_out = np.clip(np.asarray(outage_probability, dtype=np.float64), 0.0, 1.0)
+    u = rng.random(p_out.shape)
+    # P(attempts > k) = p_out^k; attempts = smallest k with u >= p_out^k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        needed = np.where(p_out <= 0.0, 1.0,
+                          np.where(p_out >= 1.0, np.inf,
+                                   np.floor(np.log(u) / np.log(p_out)) + 1.0))
+    failed = needed > max_transmissions
+    attempts = np.minimum(needed, max_transmissions).astype(np.int64)
+    return np.maximum(attempts, 1), failed

@@ -718,8 +718,10 @@ class CostAccountant:
 
     1. **Hop time.** Wireless hops: ``bits / rate`` with this round's :class:`LinkRates`
        (uplink: the sender's uplink rate; downlink: the receiver's downlink rate; D2D: the pair's
-       rate). Wired hops (``backhaul`` and ``device_cloud``): ``bits / rate_bps``, plus the
-       fixed ``latency_s`` once per wide-area session, i.e. per (stage, src, dst): modules
+       rate), times the link's transmission attempts this round (outage and retransmission,
+       ``channel.outage_snr_db``; 1 without outage). Wired hops (``backhaul`` and
+       ``device_cloud``): ``bits / rate_bps``, plus the fixed ``latency_s`` once per wide-area
+       session, i.e. per (stage, src, dst): modules
        sent together over the same wired link share one delay.
     2. **Hop energy** = the link's ``energy_power_w`` x hop time, paid by the transmitter
        (uplink, downlink and D2D use their LinkConfig's ``energy_power_w``; backhaul and
@@ -786,11 +788,15 @@ class CostAccountant:
             if rows.size == 0:
                 continue
             if kind == LinkKind.UPLINK:
-                times[rows] = bits[rows] / rates.uplink_bps[src[rows]]
+                attempts = rates.uplink_attempts[src[rows]]
+                times[rows] = attempts * bits[rows] / rates.uplink_bps[src[rows]]
             elif kind == LinkKind.DOWNLINK:
                 times[rows] = bits[rows] / rates.downlink_bps[dst[rows]]
             elif kind == LinkKind.D2D:
-                times[rows] = bits[rows] / rates.d2d_rates(src[rows], dst[rows])
+                pair = rates.pair_index(src[rows], dst[rows])
+                if np.any(pair < 0):
+                    rates.d2d_rates(src[rows], dst[rows])  # raises, naming the bad pair
+                times[rows] = rates.d2d_attempts[pair] * bits[rows] / rates.d2d_bps[pair]
             else:
                 # One wide-area session per (stage, src, dst): several modules sent together
                 # share its fixed delay, which only the session's first flow pays.

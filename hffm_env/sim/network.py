@@ -159,6 +159,34 @@ class Network:
         """Valid disjoint pairs from per-device proposals (see :func:`repair_pairing`)."""
         return repair_pairing(proposed, self.is_feasible_pair)
 
+    def exchange_failed(self, cluster: int, via: str, head: int | None = None) -> np.ndarray:
+        """``(N,)`` bool: the members of ``cluster`` whose exchange ``via`` fails this round
+        because every transmission attempt of some wireless hop was in outage
+        (``channel.outage_snr_db``); all False without outage.
+
+        ``via`` is ``"uplink"`` (device -> edge server), ``"d2d"`` (the device's relay path to
+        ``head``; the head itself never fails), ``"d2d+uplink"`` (that path, then the head's
+        uplink: when the head's uplink fails, every member's exchange does) or ``"wired"``
+        (device -> cloud over the wired link: never fails).
+        """
+        failed = np.zeros(self.num_devices, dtype=bool)
+        members = self.available_members(cluster)
+        if via == "wired" or members.size == 0:
+            return failed
+        if via == "uplink":
+            failed[members] = self.rates.uplink_failed[members]
+            return failed
+        if via not in ("d2d", "d2d+uplink"):
+            raise ValueError(f"via = {via!r}: must be 'uplink', 'd2d', 'd2d+uplink' or 'wired'")
+        head = self._head(cluster, head)
+        for device, path in self.relay_paths(cluster, head).items():
+            hops = np.asarray(path, dtype=np.int64)
+            if hops.size > 1:
+                failed[device] = bool(self.rates.d2d_link_failed(hops[:-1], hops[1:]).any())
+        if via == "d2d+uplink" and self.rates.uplink_failed[head]:
+            failed[members] = True
+        return failed
+
     def new_table(self) -> TransferTable:
         """An empty :class:`TransferTable` for this network."""
         return TransferTable.for_topology(self.topology)

@@ -252,8 +252,40 @@ def test_real_training_learns_above_chance():
                                         "data.samples_per_device=96",
                                         "fl.eval_samples_per_device=150"])
     chance = np.mean(list(engine.task_chance().values()))
-    first = engine.evaluate()[0]["mean"]
+    first = engine.evaluate().accuracy["mean"]
     for r in range(10):
         tier = Tier.CLOUD if r % 2 else Tier.EDGE
         result = engine.run_round(Schedule.uniform(tier, engine.num_clusters))
     assert result.accuracy["mean"] > max(1.3 * chance, first + 0.05), (first, result.accuracy)
+
+
+def test_failed_exchanges_leave_modules_stale_and_are_paid_for():
+    # a threshold no link reaches: every attempt of every wireless exchange is in outage
+    engine = _engine(train=False, extra=["channel.outage_snr_db=300", "cost.charge_downlink=true"])
+    _randomise(engine, seed=2)
+    before = {k: v.clone() for k, v in engine.params.items()}
+    result = engine.run_round(Schedule(tiers={"adapter": Tier.EDGE}))
+    for name in engine.inventory.by_type("adapter")[0].param_names:
+        assert torch.equal(engine.params[name], before[name])
+    holders = np.flatnonzero(engine.holders(engine.inventory.by_type("adapter")[0].module_id))
+    assert result.outage_devices == holders.tolist()
+    # every upload was tried max_transmissions times, nothing came back down
+    attempts = engine.scenario.channel.max_transmissions
+    assert (engine.network.rates.uplink_attempts == attempts).all()
+    assert result.cost.bits_by_link_kind["uplink"] > 0
+    assert result.cost.bits_by_link_kind["downlink"] == 0
+    # star goes over the wired device-cloud link, which never fails
+    star = engine.run_round(Schedule.uniform(Tier.CLOUD, engine.num_clusters, Route.STAR))
+    assert star.outage_devices == []
+
+
+def test_outage_off_changes_nothing():
+    plain, quiet = _engine(train=False), _engine(train=False, extra=["channel.outage_snr_db=-100"])
+    for engine in (plain, quiet):
+        _randomise(engine, seed=4)
+    schedule = Schedule.uniform(Tier.EDGE, plain.num_clusters, Route.D2D_RELAY)
+    a, b = plain.run_round(schedule), quiet.run_round(schedule)
+    assert b.outage_devices == []
+    assert a.cost.energy_j == pytest.approx(b.cost.energy_j)
+    for name in plain.params:
+        torch.testing.assert_close(plain.params[name], quiet.params[name])
