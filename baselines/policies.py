@@ -27,6 +27,7 @@ __all__ = [
     "ModuleAwarePolicy",
     "GreedyEnergyPolicy",
     "PAPER_SCHEDULES",
+    "NEVER_AGGREGATE",
     "POLICIES",
     "make_policy",
     "policy_names",
@@ -307,8 +308,12 @@ def _paper(name: str) -> Callable[[], Policy]:
     return lambda: PeriodicPolicy(name, *PAPER_SCHEDULES[name])
 
 
+NEVER_AGGREGATE = "never"
+"""The floor of every trade-off: no module type is ever aggregated; each device trains alone."""
+
 POLICIES: dict[str, Callable[[], Policy]] = {
     **{name: _paper(name) for name in PAPER_SCHEDULES},
+    NEVER_AGGREGATE: lambda: PeriodicPolicy(NEVER_AGGREGATE, NEVER, NEVER, Route.DIRECT),
     "random": RandomPolicy,
     "fixed-grid": FixedGridPolicy,
     "adaptive": AdaptivePolicy,

@@ -43,6 +43,8 @@ class EpisodeRecord:
     seed: int
     accuracy: list[float] = field(default_factory=list)
     accuracy_per_task: list[dict[str, float]] = field(default_factory=list)
+    accuracy_local: list[float] = field(default_factory=list)
+    accuracy_held_out: list[float] = field(default_factory=list)
     latency_s: list[float] = field(default_factory=list)
     energy_j: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
@@ -84,6 +86,9 @@ def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
         record.accuracy_per_task.append(
             {k: float(v) for k, v in info["accuracy"].items() if k != "mean"}
         )
+        record.accuracy_local.append(float(info["accuracy_local"].get("mean", float("nan"))))
+        record.accuracy_held_out.append(
+            float(info["accuracy_held_out"].get("mean", float("nan"))))
         record.latency_s.append(float(info["latency_s"]))
         record.energy_j.append(float(info["energy_j"]))
         record.rewards.append(reward)
@@ -109,6 +114,8 @@ class PolicySummary:
     energy_per_round_j: dict[str, float]
     final_accuracy: dict[str, float]
     final_accuracy_per_task: dict[str, dict[str, float]]
+    final_accuracy_local: dict[str, float]
+    final_accuracy_held_out: dict[str, float]
     episode_return: dict[str, float]
     energy_to_target_j: dict[str, float]
     latency_to_target_s: dict[str, float]
@@ -159,7 +166,7 @@ class BenchResult:
             fidelity=data["fidelity"],
             seeds=list(data["seeds"]),
             target_accuracy=nan(data["target_accuracy"]),
-            summaries=[PolicySummary(**nan(p)) for p in data["policies"]],
+            summaries=[PolicySummary(**{**_MISSING_STATS, **nan(p)}) for p in data["policies"]],
             episodes=[
                 EpisodeRecord(**{k: (v if k == "end" else nan(v)) for k, v in e.items()
                                  if k in episode_fields})
@@ -172,6 +179,13 @@ class BenchResult:
     def read_json(cls, path: str | Path) -> BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``)."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_MISSING_STATS = {
+    "final_accuracy_local": {"mean": float("nan"), "std": float("nan"), "n": 0},
+    "final_accuracy_held_out": {"mean": float("nan"), "std": float("nan"), "n": 0},
+}
+"""Summary fields that JSON files written before they existed lack."""
 
 
 def _map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
@@ -189,6 +203,10 @@ def _nan_to_none(value: Any) -> Any:
 
 def _none_to_nan(value: Any) -> Any:
     return float("nan") if value is None else value
+
+
+def _last(values: Sequence[float]) -> float:
+    return float(values[-1]) if len(values) else float("nan")
 
 
 def summarise(
@@ -211,6 +229,8 @@ def summarise(
                 t: _stats([e.accuracy_per_task[-1].get(t, float("nan")) for e in mine])
                 for t in tasks
             },
+            final_accuracy_local=_stats([_last(e.accuracy_local) for e in mine]),
+            final_accuracy_held_out=_stats([_last(e.accuracy_held_out) for e in mine]),
             episode_return=_stats([e.episode_return for e in mine]),
             energy_to_target_j=_stats([r[0] for r in reached]),
             latency_to_target_s=_stats([r[1] for r in reached]),
@@ -278,20 +298,22 @@ def _fmt(stat: dict[str, float], digits: int = 3) -> str:
 
 def format_table(result: BenchResult) -> str:
     """A plain-text table of the summaries (markdown-compatible)."""
-    header = ("| policy | latency/round (s) | energy/round (J) | final accuracy | return "
-              "| energy to target (J) | latency to target (s) | reached |")
+    header = ("| policy | latency/round (s) | energy/round (J) | final accuracy "
+              "| held-out cluster | return | energy to target (J) | latency to target (s) "
+              "| reached |")
     lines = [
         f"scenario {result.scenario}, fidelity {result.fidelity}, seeds {result.seeds}, "
         f"target accuracy {result.target_accuracy:.3f}"
         + (" (interrupted)" if result.interrupted else ""),
         "",
         header,
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in result.summaries:
         lines.append(
             f"| {s.policy} | {_fmt(s.latency_per_round_s)} | {_fmt(s.energy_per_round_j)} | "
-            f"{_fmt(s.final_accuracy)} | {_fmt(s.episode_return, 2)} | "
+            f"{_fmt(s.final_accuracy)} | {_fmt(s.final_accuracy_held_out)} | "
+            f"{_fmt(s.episode_return, 2)} | "
             f"{_fmt(s.energy_to_target_j, 1)} | {_fmt(s.latency_to_target_s, 1)} | "
             f"{s.reached_target}/{s.episodes} |"
         )

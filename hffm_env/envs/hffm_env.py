@@ -13,6 +13,7 @@ from gymnasium import spaces
 from hffm_env.config import MODULE_TYPES, ScenarioConfig, load_scenario
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import ObservationInputs, build_observation, observation_names
+from hffm_env.envs.reward import CostRange, RewardInputs, RewardWeights, get_reward
 from hffm_env.fl.engine import FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 
@@ -64,13 +65,17 @@ class HFFMEnv(gym.Env):
     pending module requests.
 
     ## Rewards
-    ``accuracy_weight * (acc_t - acc_{t-1}) - latency_weight * latency_t / L_ref -
-    energy_weight * energy_t / E_ref`` where ``acc`` is the global test accuracy (mixed with
-    the local one by ``env.accuracy_local_mix``) and ``L_ref``, ``E_ref`` are the star
-    schedule's per-round latency and energy in this scenario. Each term is in
-    ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
-    ``np.array([accuracy term, -latency term, -energy term])`` and ``reward_space`` describes it.
-    In cost fidelity the accuracy term is 0.
+    Named by ``env.reward`` (:mod:`hffm_env.envs.reward`). The default, ``accuracy-level``, is
+    ``accuracy_weight * acc_t - latency_weight * lat_t - energy_weight * en_t`` where ``acc``
+    is the global test accuracy after round t (mixed with the local one by
+    ``env.accuracy_local_mix``) and ``lat``, ``en`` are the round's latency and energy on the
+    scenario's never..star scale (0: what a round costs when nothing is aggregated, 1: what it
+    costs under ``star``; ``env.unwrapped.cost_range``). ``accuracy-gain`` pays
+    ``acc_t - acc_{t-1}`` instead; ``cost-to-target`` charges the costs until the accuracy
+    first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does. Each
+    term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
+    ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` describes it.
+    In cost fidelity the accuracy term is 0 (nothing was measured).
 
     ## Starting State
     ``reset(seed)`` re-places the network, redraws fading, dropout and task arrivals, and
@@ -152,11 +157,23 @@ class HFFMEnv(gym.Env):
             0.0, 1.0, shape=(len(self.observation_names),), dtype=np.float32
         )
         self.reward_space = spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
-        # Reward references: the star schedule's cost per round on the scenario's own network.
-        star = Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR)
-        reference = self.engine.price_schedule(star)
-        self.reference_latency_s = max(reference.latency_s, 1e-9)
-        self.reference_energy_j = max(reference.energy_j, 1e-12)
+        # Reward references: per-round cost of never aggregating and of star on the scenario's
+        # own network, the 0 and 1 of the reward's cost scale.
+        star = self.engine.price_schedule(
+            Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR))
+        never = self.engine.price_schedule(
+            Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT))
+        self.cost_range = CostRange(never.latency_s, star.latency_s, never.energy_j,
+                                    star.energy_j)
+        self.reference_latency_s = max(star.latency_s, 1e-9)
+        self.reference_energy_j = max(star.energy_j, 1e-12)
+        # the reward by name, its weights and its cost scale: public, so that a saved run can
+        # be rescored under another reward (benchmarks/tradeoff.py --rescore)
+        self.reward_function = get_reward(cfg.env.reward)
+        self.reward_weights = RewardWeights(
+            cfg.env.accuracy_weight, cfg.env.latency_weight, cfg.env.energy_weight,
+            cfg.env.target_accuracy, cfg.env.target_miss_penalty,
+        )
         self.network = network
         self._round_rng = np.random.default_rng(cfg.seed)
         self._reset_state()
@@ -183,10 +200,11 @@ class HFFMEnv(gym.Env):
         self._reset_state()
         self.network.begin_round(self._round_rng)
         self.engine.begin_round(self._round_rng)
-        accuracy, accuracy_local, _ = self.engine.evaluate()
-        self._accuracy = accuracy
-        self._accuracy_local = accuracy_local
-        self._previous_score = self._score(accuracy, accuracy_local)
+        scores = self.engine.evaluate()
+        self._accuracy = scores.accuracy
+        self._accuracy_local = scores.accuracy_local
+        self._accuracy_held_out = scores.accuracy_held_out
+        self._previous_score = self._score(scores.accuracy, scores.accuracy_local)
         return self._get_obs(), self._get_info(None, None, None, {})
 
     def step(
@@ -210,20 +228,27 @@ class HFFMEnv(gym.Env):
         self._loss = result.loss_per_task
         if self.engine.train:
             self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
+            self._accuracy_held_out = result.accuracy_held_out
             self._drift = self.engine.drift()
 
         cfg = self.config.env
         score = self._score(result.accuracy, result.accuracy_local)
-        accuracy_term = 0.0 if not math.isfinite(score) else score - self._previous_score
+        terminated = bool(
+            cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
+        )
+        truncated = not terminated and self.rounds_done >= cfg.episode_rounds
+        terms = self.reward_function(
+            RewardInputs(
+                score=score, previous_score=self._previous_score,
+                reached_before=self._target_reached, latency_s=result.cost.latency_s,
+                energy_j=result.cost.energy_j, last_round=terminated or truncated,
+            ),
+            self.cost_range, self.reward_weights,
+        )
         if math.isfinite(score):
             self._previous_score = score
-        latency_term = result.cost.latency_s / self.reference_latency_s
-        energy_term = result.cost.energy_j / self.reference_energy_j
-        terms = {
-            "accuracy": cfg.accuracy_weight * accuracy_term,
-            "latency": -cfg.latency_weight * latency_term,
-            "energy": -cfg.energy_weight * energy_term,
-        }
+            target = cfg.target_accuracy
+            self._target_reached |= target is not None and score >= target
         self._history.append({
             "round": self.rounds_done,
             "accuracy": result.accuracy.get("mean", float("nan")),
@@ -232,10 +257,6 @@ class HFFMEnv(gym.Env):
         })
 
         end = None
-        terminated = bool(
-            cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
-        )
-        truncated = not terminated and self.rounds_done >= cfg.episode_rounds
         if terminated:
             end = "energy_budget"
         elif truncated:
@@ -298,7 +319,9 @@ class HFFMEnv(gym.Env):
         self._drift = {t: (0.0, 0.0) for t in MODULE_TYPES}
         nan = {t: float("nan") for t in (*self.tasks, "mean")}
         self._accuracy, self._accuracy_local = dict(nan), dict(nan)
+        self._accuracy_held_out = dict(nan)
         self._previous_score = float("nan")
+        self._target_reached = False
         self._needs_reset = False
 
     @staticmethod
@@ -380,6 +403,7 @@ class HFFMEnv(gym.Env):
             "round": self.rounds_done,
             "accuracy": dict(self._accuracy),
             "accuracy_local": dict(self._accuracy_local),
+            "accuracy_held_out": dict(self._accuracy_held_out),
             "latency_s": result.cost.latency_s if result else 0.0,
             "energy_j": result.cost.energy_j if result else 0.0,
             "cumulative_latency_s": self.cumulative_latency_s,
@@ -392,6 +416,7 @@ class HFFMEnv(gym.Env):
             "dropped_devices": list(result.dropped_devices) if result else
             np.flatnonzero(~self.network.available).tolist(),
             "failed_devices": list(result.failed_devices) if result else [],
+            "outage_devices": list(result.outage_devices) if result else [],
             "relayed": [
                 {"device": r.device, "module": r.module_id} for r in result.relayed
             ] if result else [],

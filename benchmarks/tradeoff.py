@@ -1,0 +1,241 @@
+"""Does orchestration matter? The paper's seven schedules plus never-aggregate, real training.
+
+For each scenario, every schedule runs one episode per seed at the scenario's default horizon
+with real federated training, and the table reports (mean ± std over the seeds): final global,
+local and held-out-cluster accuracy, latency and energy per round, the episode return under the
+scenario's default reward, and whether the schedule is on the accuracy-energy Pareto front
+(no other schedule is at least as accurate for at most the energy, one of them strictly). Then
+the issue's targets are checked one by one and printed as PASS / MISS with their numbers.
+
+    python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 [--json FILE]
+    python benchmarks/tradeoff.py --from-json docs/results/tradeoff_small.json   # re-print
+    python benchmarks/tradeoff.py --from-json FILE --rescore --set env.energy_weight=0.2
+        # the same runs scored under another reward, without training again
+
+Seeds 1000+ are the held-out evaluation seeds (agents and tuned baselines train on 0..999).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from _output import emit_json
+
+SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-only",
+             "edge-only-d2d", "never")
+"""The paper's seven schedules and the never-aggregate floor."""
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names whose (accuracy, energy) no other point dominates (higher-or-equal accuracy at
+    lower-or-equal energy, one of them strictly)."""
+    front = []
+    for name, (acc, energy) in points.items():
+        dominated = any(
+            (a >= acc and e <= energy) and (a > acc or e < energy)
+            for other, (a, e) in points.items() if other != name
+        )
+        if not dominated:
+            front.append(name)
+    return front
+
+
+def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: str) -> dict:
+    """Every schedule on every seed; returns the JSON-able result with rows and target checks."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+    from baselines.runner import run_benchmark
+
+    def make_env() -> Any:
+        return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity="train",
+                        overrides=overrides, device=device, progress=True)
+
+    bench = run_benchmark(make_env, list(SCHEDULES), seeds, scenario=scenario, fidelity="train")
+    result = bench.to_dict()
+    result["rows"] = _rows(bench)
+    result["checks"] = check_targets(result["rows"])
+    return result
+
+
+def _rows(bench: Any) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for s in bench.summaries:
+        rows[s.policy] = {
+            "final_accuracy": s.final_accuracy,
+            "final_accuracy_local": s.final_accuracy_local,
+            "final_accuracy_held_out": s.final_accuracy_held_out,
+            "final_accuracy_per_task": s.final_accuracy_per_task,
+            "latency_per_round_s": s.latency_per_round_s,
+            "energy_per_round_j": s.energy_per_round_j,
+            "episode_return": s.episode_return,
+        }
+    points = {name: (r["final_accuracy"]["mean"], r["energy_per_round_j"]["mean"])
+              for name, r in rows.items()}
+    front = pareto_front(points)
+    for name in rows:
+        rows[name]["pareto"] = name in front
+    return rows
+
+
+def check_targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trade-off issue's targets on final global accuracy, the Pareto front and the
+    default reward, each with its numbers."""
+    def acc(name: str) -> float:
+        return rows[name]["final_accuracy"]["mean"]
+
+    def std(name: str) -> float:
+        return rows[name]["final_accuracy"]["std"]
+
+    def gap(a: str, b: str, at_least: float) -> dict[str, Any]:
+        diff = acc(a) - acc(b)
+        noise = 2 * max(std(a), std(b))
+        return {"target": f"{a} >= {b} + {at_least:.2f} and gap > 2 std",
+                "value": f"{diff:+.3f} (2 std {noise:.3f})",
+                "pass": diff >= at_least and diff > noise}
+
+    checks = [
+        gap("star", "edge-only", 0.08),
+        gap("hffm-e2", "edge-only", 0.08),
+        {"target": "|star - hffm-e2| <= 0.02", "value": f"{acc('star') - acc('hffm-e2'):+.3f}",
+         "pass": abs(acc("star") - acc("hffm-e2")) <= 0.02},
+        gap("hffm-e8", "edge-only", 0.03),
+        gap("hffm-e2", "hffm-e8", 0.0),
+    ]
+    lowest = min(rows, key=acc)
+    checks.append({"target": "never has the lowest final accuracy",
+                   "value": f"lowest: {lowest} ({acc(lowest):.3f})", "pass": lowest == "never"})
+    front = [n for n, r in rows.items() if r["pareto"]]
+    checks.append({"target": ">= 4 schedules on the accuracy-energy Pareto front",
+                   "value": f"{len(front)}: {', '.join(front)}", "pass": len(front) >= 4})
+    best = max(rows, key=lambda n: rows[n]["episode_return"]["mean"])
+    checks.append({"target": "neither never nor star has the best mean return",
+                   "value": f"best: {best} ({rows[best]['episode_return']['mean']:.2f})",
+                   "pass": best not in ("never", "star")})
+    return checks
+
+
+def rescore(result: dict, overrides: list[str]) -> dict:
+    """``result`` with every episode's rewards recomputed from its recorded per-round accuracy,
+    latency and energy under the reward the scenario config (plus ``overrides``) names now,
+    and the rows and checks redone: a saved run scored under another reward design without
+    training again. The cost scale comes from a cost-fidelity env of the same scenario."""
+    import gymnasium as gym
+    import numpy as np
+
+    import hffm_env  # noqa: F401
+    from baselines.runner import BenchResult
+    from hffm_env.envs.reward import RewardInputs
+
+    env = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
+                   overrides=overrides).unwrapped
+    reward, weights, costs = env.reward_function, env.reward_weights, env.cost_range
+    target = env.config.env.target_accuracy
+    bench = BenchResult.from_dict(result)
+    for episode in bench.episodes:
+        previous, reached, rewards = float("nan"), False, []
+        last = len(episode.accuracy) - 1
+        for t, (acc, lat, en) in enumerate(zip(episode.accuracy, episode.latency_s,
+                                               episode.energy_j)):
+            terms = reward(RewardInputs(acc, previous, reached, lat, en, t == last), costs,
+                           weights)
+            rewards.append(float(sum(terms.values())))
+            previous = acc
+            reached |= target is not None and np.isfinite(acc) and acc >= target
+        episode.rewards = rewards
+    env.close()
+    from baselines.runner import summarise
+
+    bench.summaries = summarise(bench.episodes, bench.target_accuracy)
+    out = bench.to_dict()
+    out["rows"] = _rows(bench)
+    out["checks"] = check_targets(out["rows"])
+    out["reward"] = {"name": env.config.env.reward, "accuracy_weight": weights.accuracy,
+                     "latency_weight": weights.latency, "energy_weight": weights.energy}
+    return out
+
+
+def _fmt(stat: dict[str, float], digits: int = 3) -> str:
+    if not stat or stat.get("n", 0) == 0 or stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def format_result(result: dict) -> str:
+    """The text (markdown) table and the target checks of one scenario."""
+    lines = [
+        f"scenario {result['scenario']}, real training, seeds {result['seeds']}, "
+        f"{len(next(iter(result['episodes']))['latency_s'])} rounds"
+        + (" (interrupted)" if result.get("interrupted") else ""),
+        "",
+        "| schedule | final accuracy | local | held-out cluster | latency/round (s) "
+        "| energy/round (J) | return | Pareto |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in result["rows"].items():
+        lines.append(
+            f"| {name} | {_fmt(r['final_accuracy'])} | {_fmt(r['final_accuracy_local'])} | "
+            f"{_fmt(r['final_accuracy_held_out'])} | {_fmt(r['latency_per_round_s'])} | "
+            f"{_fmt(r['energy_per_round_j'], 2)} | {_fmt(r['episode_return'], 2)} | "
+            f"{'yes' if r['pareto'] else ''} |"
+        )
+    lines.append("")
+    for c in result["checks"]:
+        lines.append(f"- {'PASS' if c['pass'] else 'MISS'}: {c['target']}: {c['value']}")
+    return "\n".join(lines)
+
+
+def _nan_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _nan_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002])
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override, repeatable")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                        help="write the results as JSON (stdout without FILE)")
+    parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                        help="re-print tables and checks from saved JSON files, run nothing")
+    parser.add_argument("--rescore", action="store_true",
+                        help="with --from-json: recompute the returns from the recorded rounds "
+                        "under the reward the config (and --set) names now; with --json, "
+                        "write the rescored results")
+    args = parser.parse_args(argv)
+    if args.from_json:
+        results = []
+        for path in args.from_json:
+            data = json.loads(Path(path).read_text())
+            for result in data if isinstance(data, list) else [data]:
+                if args.rescore:
+                    result = _nan_safe(rescore(result, args.overrides))
+                results.append(result)
+                print(format_result(result), end="\n\n")
+        emit_json(results if len(results) > 1 else results[0], args.json)
+        return 0
+    results = []
+    for scenario in args.scenarios:
+        result = run_scenario(scenario, args.seeds, args.overrides, args.device)
+        results.append(_nan_safe(result))
+        print(format_result(results[-1]), end="\n\n", file=sys.stderr if args.json == "-"
+              else sys.stdout, flush=True)
+    emit_json(results if len(results) > 1 else results[0], args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

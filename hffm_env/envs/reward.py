@@ -1,0 +1,130 @@
+"""Rewards by name: each turns one round's measured accuracy and cost into reward terms.
+
+Every reward returns the same three terms, ``accuracy``, ``latency`` and ``energy`` (the env
+puts them in ``info["reward_terms"]``, sums them for the scalar reward and stacks them for
+``reward_mode="vector"``). Costs are normalised over the scenario's own range: 0 is what a
+round costs when nothing is aggregated (``never``: computation only) and 1 what it costs under
+``star`` (every device to the cloud, every round), so the weights mean the same thing in every
+scenario.
+
+``accuracy-level`` (default)
+    ``accuracy_weight * acc_t - latency_weight * lat_t - energy_weight * en_t``: the accuracy
+    *level* is paid every round, like the costs, so a schedule earns by being accurate early
+    and for long, and pays for every round it spends. Its optimum is neither extreme when one
+    star round of cost is worth more than the accuracy star adds over cheaper schedules.
+``accuracy-gain``
+    ``accuracy_weight * (acc_t - acc_{t-1})`` minus the same costs: the accuracy term
+    telescopes to ``acc_T - acc_0`` over an episode while costs accrue every round, so it
+    favours cheap schedules (the env's reward before v1).
+``cost-to-target``
+    Costs only, until the accuracy first reaches ``env.target_accuracy``; nothing after; and
+    ``-target_miss_penalty`` in the accuracy term of the last round if it never did.
+
+A round whose accuracy was not measured (cost fidelity) has an accuracy term of 0; no reward
+ever uses a number that was not measured.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["CostRange", "RewardInputs", "RewardWeights", "REWARDS", "reward_names", "get_reward"]
+
+
+@dataclass(frozen=True)
+class CostRange:
+    """Per-round latency and energy of ``never`` (the floor) and ``star`` (the ceiling)."""
+
+    never_latency_s: float
+    star_latency_s: float
+    never_energy_j: float
+    star_energy_j: float
+
+    def latency(self, latency_s: float) -> float:
+        """``latency_s`` on the never..star scale."""
+        span = max(self.star_latency_s - self.never_latency_s, 1e-9)
+        return (latency_s - self.never_latency_s) / span
+
+    def energy(self, energy_j: float) -> float:
+        """``energy_j`` on the never..star scale."""
+        span = max(self.star_energy_j - self.never_energy_j, 1e-12)
+        return (energy_j - self.never_energy_j) / span
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """What a reward may read about the round that just ended."""
+
+    score: float  # accuracy this round (NaN: not measured)
+    previous_score: float  # accuracy at the end of the previous round (NaN: not measured)
+    reached_before: bool  # the target was reached in an earlier round of this episode
+    latency_s: float
+    energy_j: float
+    last_round: bool  # the episode ends with this round
+
+
+Reward = Callable[[RewardInputs, CostRange, "RewardWeights"], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """The env config's reward knobs."""
+
+    accuracy: float
+    latency: float
+    energy: float
+    target_accuracy: float | None = None
+    target_miss_penalty: float = 1.0
+
+
+def _costs(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
+    return {
+        "latency": -w.latency * costs.latency(inputs.latency_s),
+        "energy": -w.energy * costs.energy(inputs.energy_j),
+    }
+
+
+def accuracy_level(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
+    """The accuracy level each round, minus the normalised costs."""
+    level = inputs.score if math.isfinite(inputs.score) else 0.0
+    return {"accuracy": w.accuracy * level, **_costs(inputs, costs, w)}
+
+
+def accuracy_gain(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
+    """The accuracy gained this round, minus the normalised costs."""
+    measured = math.isfinite(inputs.score) and math.isfinite(inputs.previous_score)
+    gain = inputs.score - inputs.previous_score if measured else 0.0
+    return {"accuracy": w.accuracy * gain, **_costs(inputs, costs, w)}
+
+
+def cost_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
+    """The normalised costs until the target is first reached, and a penalty for missing it."""
+    if inputs.reached_before:
+        return {"accuracy": 0.0, "latency": 0.0, "energy": 0.0}
+    reached = math.isfinite(inputs.score) and inputs.score >= (w.target_accuracy or 0.0)
+    missed = inputs.last_round and not reached
+    return {"accuracy": -w.target_miss_penalty if missed else 0.0, **_costs(inputs, costs, w)}
+
+
+REWARDS: dict[str, Reward] = {
+    "accuracy-level": accuracy_level,
+    "accuracy-gain": accuracy_gain,
+    "cost-to-target": cost_to_target,
+}
+"""Every named reward."""
+
+
+def reward_names() -> list[str]:
+    """Names accepted by ``env.reward``."""
+    return list(REWARDS)
+
+
+def get_reward(name: str) -> Reward:
+    """The reward called ``name``; unknown names raise ``ValueError`` listing the known ones."""
+    try:
+        return REWARDS[name]
+    except KeyError:
+        raise ValueError(f"env.reward = {name!r}: unknown; known rewards are {reward_names()}") \
+            from None

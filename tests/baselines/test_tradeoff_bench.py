@@ -1,0 +1,67 @@
+"""benchmarks/tradeoff.py: the Pareto front, the target checks, and a tiny real run."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from hffm_env.testing import TINY_OVERRIDES
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("tradeoff_bench", BENCHMARKS / "tradeoff.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def _stat(mean, std=0.0):
+    return {"mean": mean, "std": std, "n": 3}
+
+
+def test_pareto_front(bench):
+    points = {"a": (0.5, 10.0), "b": (0.4, 2.0), "c": (0.4, 3.0), "d": (0.3, 1.0),
+              "e": (0.5, 12.0)}
+    assert sorted(bench.pareto_front(points)) == ["a", "b", "d"]
+
+
+def test_targets_pass_and_miss_with_their_numbers(bench):
+    finals = {"star": 0.50, "hffm-e2": 0.51, "hffm-e8": 0.45, "hffm-d2d-e2": 0.50,
+              "hffm-d2d-e8": 0.44, "edge-only": 0.40, "edge-only-d2d": 0.40, "never": 0.35}
+    energy = {"star": 10, "hffm-e2": 9, "hffm-e8": 8, "hffm-d2d-e2": 4, "hffm-d2d-e8": 2,
+              "edge-only": 7, "edge-only-d2d": 1.5, "never": 1}
+    returns = {name: (2.0 if name == "hffm-d2d-e2" else 1.0) for name in finals}
+    rows = {name: {"final_accuracy": _stat(finals[name], 0.01),
+                   "energy_per_round_j": _stat(energy[name]),
+                   "episode_return": _stat(returns[name])} for name in finals}
+    front = bench.pareto_front({n: (finals[n], energy[n]) for n in finals})
+    for name in rows:
+        rows[name]["pareto"] = name in front
+    checks = bench.check_targets(rows)
+    assert all(c["pass"] for c in checks), [c for c in checks if not c["pass"]]
+    rows["edge-only"]["final_accuracy"] = _stat(0.47, 0.01)  # gaps shrink below 8 points
+    rows["never"]["episode_return"] = _stat(5.0)
+    missed = [c["target"] for c in bench.check_targets(rows) if not c["pass"]]
+    assert any("star >= edge-only" in t for t in missed)
+    assert any("best mean return" in t for t in missed)
+
+
+def test_tiny_real_run(bench):
+    result = bench.run_scenario("small", [1000], [*TINY_OVERRIDES, "env.episode_rounds=2"],
+                                "cpu")
+    assert set(result["rows"]) == set(bench.SCHEDULES)
+    for row in result["rows"].values():
+        assert 0.0 <= row["final_accuracy"]["mean"] <= 1.0
+        assert 0.0 <= row["final_accuracy_held_out"]["mean"] <= 1.0
+    assert result["rows"]["never"]["energy_per_round_j"]["mean"] < (
+        result["rows"]["star"]["energy_per_round_j"]["mean"])
+    text = bench.format_result(result)
+    assert "| never |" in text and ("PASS" in text or "MISS" in text)
