@@ -28,6 +28,7 @@ __all__ = [
     "run_benchmark",
     "format_table",
     "plot_tradeoffs",
+    "pareto_front",
     "DEFAULT_EVAL_SEEDS",
 ]
 
@@ -324,6 +325,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     """A PNG with the accuracy-energy and accuracy-latency trade-offs (Pareto front marked)
     and the accuracy-over-rounds curves of every policy."""
     import matplotlib
+    import matplotlib.ticker
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(16, 4.4), dpi=100)
@@ -349,7 +351,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
             axes[2].plot(np.arange(1, length + 1), mean, color=colour, label=s.policy)
     for ax, index, label in ((axes[0], 0, "energy per round (J)"),
                              (axes[1], 1, "latency per round (s)")):
-        front = _pareto_front([(v[index], v[2], name) for name, v in points.items()])
+        names = pareto_front({name: (v[index], v[2]) for name, v in points.items()})
+        front = [(points[n][index], points[n][2], n) for n in names]
         if front:
             xs, ys = zip(*[(x, y) for x, y, _ in front])
             ax.plot(xs, ys, "k--", linewidth=1, label="Pareto front")
@@ -357,7 +360,11 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
         # Log axes only where costs span more than a decade (star vs D2D on `paper`); on a
         # narrow range a log axis prints overlapping 1.1x10^0-style labels.
         if costs and max(costs) > 10 * min(costs):
-            ax.set_xscale("log")
+            # symlog keeps a zero-cost point (never aggregating on `paper`) on the axis; plain
+            # decade labels only, minor ticks unlabelled, so labels never overlap
+            ax.set_xscale("symlog", linthresh=min(costs))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("final accuracy")
     axes[2].set_xlabel("round")
@@ -369,12 +376,14 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     fig.savefig(path)
 
 
-def _pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-    """Points not dominated by another with lower-or-equal cost and higher-or-equal accuracy,
-    sorted by cost."""
-    finite = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
-    front = []
-    for cost, acc, name in sorted(finite):
-        if not front or acc > front[-1][1]:
-            front.append((cost, acc, name))
-    return front
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the ``name -> (cost, accuracy)`` points that no other point dominates (at most
+    the cost and at least the accuracy, one of them strictly), sorted by cost. Points with a
+    non-finite coordinate are left out."""
+    finite = {n: p for n, p in points.items() if math.isfinite(p[0]) and math.isfinite(p[1])}
+    front = [
+        name for name, (cost, acc) in finite.items()
+        if not any(c <= cost and a >= acc and (c < cost or a > acc)
+                   for other, (c, a) in finite.items() if other != name)
+    ]
+    return sorted(front, key=lambda n: finite[n])

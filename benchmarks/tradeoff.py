@@ -7,7 +7,8 @@ scenario's default reward, and whether the schedule is on the accuracy-energy Pa
 (no other schedule is at least as accurate for at most the energy, one of them strictly). Then
 the issue's targets are checked one by one and printed as PASS / MISS with their numbers.
 
-    python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 [--json FILE]
+    python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 \
+        [--json FILE] [--plot FILE.png]
     python benchmarks/tradeoff.py --from-json docs/results/tradeoff_small.json   # re-print
     python benchmarks/tradeoff.py --from-json FILE --rescore --set env.energy_weight=0.2
         # the same runs scored under another reward, without training again
@@ -29,20 +30,6 @@ from _output import emit_json
 SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-only",
              "edge-only-d2d", "never")
 """The paper's seven schedules and the never-aggregate floor."""
-
-
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names whose (accuracy, energy) no other point dominates (higher-or-equal accuracy at
-    lower-or-equal energy, one of them strictly)."""
-    front = []
-    for name, (acc, energy) in points.items():
-        dominated = any(
-            (a >= acc and e <= energy) and (a > acc or e < energy)
-            for other, (a, e) in points.items() if other != name
-        )
-        if not dominated:
-            front.append(name)
-    return front
 
 
 def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: str) -> dict:
@@ -75,9 +62,10 @@ def _rows(bench: Any) -> dict[str, dict[str, Any]]:
             "energy_per_round_j": s.energy_per_round_j,
             "episode_return": s.episode_return,
         }
-    points = {name: (r["final_accuracy"]["mean"], r["energy_per_round_j"]["mean"])
-              for name, r in rows.items()}
-    front = pareto_front(points)
+    from baselines.runner import pareto_front
+
+    front = pareto_front({name: (r["energy_per_round_j"]["mean"], r["final_accuracy"]["mean"])
+                          for name, r in rows.items()})
     for name in rows:
         rows[name]["pareto"] = name in front
     return rows
@@ -215,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --from-json: recompute the returns from the recorded rounds "
                         "under the reward the config (and --set) names now; with --json, "
                         "write the rescored results")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
+                        "when there are several)")
     args = parser.parse_args(argv)
     if args.from_json:
         results = []
@@ -226,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 print(format_result(result), end="\n\n")
         emit_json(results if len(results) > 1 else results[0], args.json)
+        _plot(results, args.plot)
         return 0
     results = []
     for scenario in args.scenarios:
@@ -234,7 +226,22 @@ def main(argv: list[str] | None = None) -> int:
         print(format_result(results[-1]), end="\n\n", file=sys.stderr if args.json == "-"
               else sys.stdout, flush=True)
     emit_json(results if len(results) > 1 else results[0], args.json)
+    _plot(results, args.plot)
     return 0
+
+
+def _plot(results: list[dict], target: str | None) -> None:
+    """The runner's trade-off figure (Pareto fronts, accuracy over rounds) per scenario."""
+    if target is None:
+        return
+    from baselines.runner import BenchResult, plot_tradeoffs
+
+    path = Path(target)
+    for result in results:
+        out = path if len(results) == 1 else path.with_name(
+            f"{path.stem}_{result['scenario']}{path.suffix}")
+        plot_tradeoffs(BenchResult.from_dict(result), out)
+        print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

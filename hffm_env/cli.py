@@ -289,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hffm`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # everything after "train" belongs to train_agent.py, --help included (argparse's
+        # REMAINDER would refuse a first argument that starts with "--")
+        import train_agent
+
+        try:
+            return int(train_agent.main(argv[1:]) or 0)
+        except KeyboardInterrupt:
+            print("hffm: interrupted", file=sys.stderr)
+            return 130
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -520,8 +520,8 @@ class EnvConfig:
     d2d_partner_k: int = 3
     reward: str = "accuracy-level"
     accuracy_weight: float = 1.0
-    latency_weight: float = 0.1
-    energy_weight: float = 0.1
+    latency_weight: float = 0.01
+    energy_weight: float = 0.15
     target_accuracy: float | None = None
     target_miss_penalty: float = 1.0
     accuracy_local_mix: float = 0.0

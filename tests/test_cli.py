@@ -27,3 +27,28 @@ def test_errors_are_one_line_with_status_2(capsys):
     assert err.count("\n") == 1 and "known scenarios" in err
     assert main(["describe", "--set", "channel.d2d.bandwidth_hz=-1"]) == 2
     assert "bandwidth_hz" in capsys.readouterr().err
+
+
+def test_train_takes_every_train_agent_flag_including_help(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "--total-timesteps" in capsys.readouterr().out
+
+
+def test_pretrain_reports_the_frozen_parts_probes(capsys, tmp_path, monkeypatch):
+    from hffm_env.testing import TINY_OVERRIDES
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    tiny = [x for o in TINY_OVERRIDES if o.startswith(("model.", "data.")) for x in ("--set", o)]
+    assert main(["pretrain", "--scenario", "small", *tiny]) == 0
+    out = capsys.readouterr()
+    assert "pre-training" in out.err  # the one line before the work, with the cache folder
+    assert str(tmp_path) in out.err
+    assert "fused/scene" in out.out and "pre-trained now" in out.out
+    assert main(["pretrain", "--scenario", "small", *tiny]) == 0
+    assert "loaded from the cache" in capsys.readouterr().out
+    assert main(["describe", "--scenario", "small", *tiny]) == 0
+    assert "linear-probe accuracy" in capsys.readouterr().out
