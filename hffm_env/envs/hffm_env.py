@@ -96,6 +96,11 @@ class HFFMEnv(gym.Env):
 
     ## Version History
     * v0: initial release.
+    * v0, second revision (same id; results are not comparable with the first): label skew on
+      every task, pre-training on a pretext without downstream labels, 4 local steps per round,
+      16-round episodes, the ``paper`` preset's homogeneous devices, named rewards with the
+      ``accuracy-level`` default on the never..star cost scale, ``info["accuracy_held_out"]``
+      and ``info["outage_devices"]``, optional link outage.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
