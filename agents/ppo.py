@@ -146,6 +146,8 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None) ->
             fidelity=args.fidelity,
             device=_env_device(args.device),
             torch_threads=torch_threads,
+            # the first env builds the model: its pre-training bar shows on a first run
+            progress=args.progress and rank == 0,
         )
         # No reset here: the vectorised env seeds the first reset with ``seed + rank``
         # (``vec_env.seed``), and later resets continue that stream.

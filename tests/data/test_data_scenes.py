@@ -211,3 +211,25 @@ def test_count_is_learnable_from_raw_pixels():
     weights = np.linalg.solve(x.T @ x + 10.0 * np.eye(x.shape[1]), x.T @ targets)
     accuracy = float(((xt @ weights).argmax(1) == test.labels["count"]).mean())
     assert accuracy > 1.3 / 3, accuracy
+
+
+def test_count_and_question_weights_tilt_the_draws_and_ones_change_nothing():
+    from hffm_env.data import QUESTION_TYPES
+
+    cfg = DataConfig()
+    n = 3000
+    plain = generate_scenes(n, cfg, np.random.default_rng(5))
+    ones = generate_scenes(n, cfg, np.random.default_rng(5),
+                           count_weights=np.ones((n, cfg.max_objects)),
+                           question_weights=np.ones((n, len(QUESTION_TYPES))))
+    np.testing.assert_array_equal(plain.labels["count"], ones.labels["count"])
+    np.testing.assert_array_equal(plain.question_type, ones.question_type)
+    count_w = np.tile([0.0, 0.0, 1.0], (n, 1))  # only three objects
+    question_w = np.tile([1.0, 0, 0, 0, 0, 0], (n, 1))  # only "how many <colour> objects"
+    tilted = generate_scenes(n, cfg, np.random.default_rng(5), count_weights=count_w,
+                             question_weights=question_w)
+    assert (tilted.labels["count"] == 2).all()
+    assert (tilted.question_type == 0).all()
+    for bad in (np.ones((n, 2)), -count_w, np.zeros((n, cfg.max_objects))):
+        with pytest.raises(ValueError, match="count_weights"):
+            generate_scenes(n, cfg, np.random.default_rng(0), count_weights=bad)
