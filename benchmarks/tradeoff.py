@@ -118,18 +118,19 @@ def rescore(result: dict, overrides: list[str]) -> dict:
 
     import hffm_env  # noqa: F401
     from baselines.runner import BenchResult
-    from hffm_env.envs.reward import RewardInputs
+    from hffm_env.envs.reward import RewardInputs, accuracy_score
 
     env = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
                    overrides=overrides).unwrapped
     reward, weights, costs = env.reward_function, env.reward_weights, env.cost_range
-    target = env.config.env.target_accuracy
+    target, mix = env.config.env.target_accuracy, env.config.env.accuracy_local_mix
     bench = BenchResult.from_dict(result)
     for episode in bench.episodes:
         previous, reached, rewards = float("nan"), False, []
         last = len(episode.accuracy) - 1
-        for t, (acc, lat, en) in enumerate(zip(episode.accuracy, episode.latency_s,
-                                               episode.energy_j)):
+        for t, (glob, local, lat, en) in enumerate(zip(
+                episode.accuracy, episode.accuracy_local, episode.latency_s, episode.energy_j)):
+            acc = accuracy_score(glob, local, mix)
             terms = reward(RewardInputs(acc, previous, reached, lat, en, t == last), costs,
                            weights)
             rewards.append(float(sum(terms.values())))

@@ -13,7 +13,13 @@ from gymnasium import spaces
 from hffm_env.config import MODULE_TYPES, ScenarioConfig, load_scenario
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import ObservationInputs, build_observation, observation_names
-from hffm_env.envs.reward import CostRange, RewardInputs, RewardWeights, get_reward
+from hffm_env.envs.reward import (
+    CostRange,
+    RewardInputs,
+    RewardWeights,
+    accuracy_score,
+    get_reward,
+)
 from hffm_env.fl.engine import FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 
@@ -345,13 +351,9 @@ class HFFMEnv(gym.Env):
         return {r: self.engine.relay_candidates(r) for r in self.engine.pending}
 
     def _score(self, accuracy: dict[str, float], accuracy_local: dict[str, float]) -> float:
-        mix = self.config.env.accuracy_local_mix
-        glob, local = accuracy.get("mean", float("nan")), accuracy_local.get("mean", float("nan"))
-        if mix == 0.0:
-            return glob
-        if mix == 1.0:
-            return local
-        return (1 - mix) * glob + mix * local
+        return accuracy_score(accuracy.get("mean", float("nan")),
+                              accuracy_local.get("mean", float("nan")),
+                              self.config.env.accuracy_local_mix)
 
     def _get_obs(self) -> np.ndarray:
         network = self.network

@@ -30,7 +30,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CostRange", "RewardInputs", "RewardWeights", "REWARDS", "reward_names", "get_reward"]
+__all__ = [
+    "CostRange", "RewardInputs", "RewardWeights", "REWARDS", "accuracy_score", "reward_names",
+    "get_reward",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,16 @@ class RewardWeights:
     energy: float
     target_accuracy: float | None = None
     target_miss_penalty: float = 1.0
+
+
+def accuracy_score(accuracy: float, accuracy_local: float, local_mix: float) -> float:
+    """The accuracy a reward pays for: the global test accuracy mixed with the devices' local
+    accuracy by ``local_mix`` (``env.accuracy_local_mix``: 0 global only, 1 local only)."""
+    if local_mix == 0.0:
+        return accuracy
+    if local_mix == 1.0:
+        return accuracy_local
+    return (1 - local_mix) * accuracy + local_mix * accuracy_local
 
 
 def _costs(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
