@@ -27,6 +27,7 @@ import numpy as np
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.sim import repair_pairing
 
 __all__ = ["ActionLayout", "DecodeReport", "PeriodClock"]
 
@@ -222,10 +223,13 @@ class ActionLayout:
         """Decode a checked action into a :class:`Schedule`, repairing deterministically:
 
         - a head index beyond the cluster's size, or a head that dropped out, becomes the
-          network's default head;
-        - partners are matched in ascending device id: device ``i`` choosing ``j`` is paired
-          when both are available, unpaired, distinct and D2D neighbours; otherwise the choice
-          is dropped (a repair);
+          network's default head (the available member with the best uplink); a cluster with
+          no available member gets head -1 and sits the round out;
+        - partners follow the simulator's one pairing rule,
+          :func:`~hffm_env.sim.routing.repair_pairing`: in ascending device id, device ``i``
+          choosing ``j`` is paired when both are available, unpaired and D2D neighbours (two
+          devices choosing each other form one pair, no repair); every other choice is
+          dropped and counted as a repair;
         - a relay choice for an empty request slot is ignored; a source that cannot serve the
           request now (lacks the module, dropped out, another cluster) becomes "wait".
         """
@@ -243,26 +247,22 @@ class ActionLayout:
         heads = []
         for c, index in enumerate(self.block(action, "head")):
             members = self.cluster_members[c]
-            if index < len(members) and available[members[index]]:
+            if not available[members].any():
+                heads.append(-1)  # the cluster sits this round out: nothing to repair
+            elif index < len(members) and available[members[index]]:
                 heads.append(int(members[index]))
             else:
                 heads.append(int(default_heads[c]))
                 report.head_repairs += 1
-        pairs: list[tuple[int, int]] = []
-        taken = np.zeros(self.num_devices, dtype=bool)
-        for i, choice in enumerate(self.block(action, "partner")):
-            if choice == 0:
-                continue
-            j = int(self.partners[i, choice - 1])
-            ok = (
-                j >= 0 and j != i and not taken[i] and not taken[j]
-                and available[i] and available[j] and j in d2d_neighbours[i]
-            )
-            if ok:
-                pairs.append((i, j))
-                taken[i] = taken[j] = True
-            else:
-                report.pair_repairs += 1
+        choices = self.block(action, "partner")
+        proposed = np.where(choices > 0, self.partners[np.arange(self.num_devices),
+                                                       np.maximum(choices - 1, 0)], -1)
+        padding = (choices > 0) & (proposed < 0)  # a choice beyond the cluster's size
+        pairs, repaired = repair_pairing(
+            proposed,
+            lambda i, j: bool(available[i] and available[j] and j in d2d_neighbours[i]),
+        )
+        report.pair_repairs += repaired + int(padding.sum())
         sources: dict[ModuleRequest, RelaySource] = {}
         for r, choice in enumerate(self.block(action, "relay")):
             if r >= len(pending) or choice == 0:

@@ -424,6 +424,8 @@ class HFFMEnv(gym.Env):
             np.flatnonzero(~self.network.available).tolist(),
             "failed_devices": list(result.failed_devices) if result else [],
             "outage_devices": list(result.outage_devices) if result else [],
+            "idle_clusters": list(result.idle_clusters) if result else
+            np.flatnonzero(self.engine.idle_clusters()).tolist(),
             "relayed": [
                 {"device": r.device, "module": r.module_id} for r in result.relayed
             ] if result else [],

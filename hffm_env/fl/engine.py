@@ -58,6 +58,7 @@ class RoundResult:
     ``accuracy_held_out`` on the held-out cluster's data, which no device trains on (NaN when
     the scenario has none). ``outage_devices`` took part in an aggregation whose exchange
     failed after every retransmission (``channel.outage_snr_db``): their module stayed stale.
+    ``idle_clusters`` had no available member (dropout) and skipped every tier this round.
     A device that runs a task but still lacks one of its modules scores 0 on it.
     """
 
@@ -76,6 +77,7 @@ class RoundResult:
     failed_devices: list[int] = field(default_factory=list)
     relayed: list[ModuleRequest] = field(default_factory=list)
     outage_devices: list[int] = field(default_factory=list)
+    idle_clusters: list[int] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
 
 
@@ -270,11 +272,7 @@ class FederatedEngine:
             if len(schedule.heads) != c:
                 raise ValueError(f"Schedule.heads has {len(schedule.heads)} entries: need {c}")
             for cl, head in enumerate(schedule.heads):
-                if head not in self.network.members(cl):
-                    raise ValueError(
-                        f"Schedule.heads[{cl}] = {head}: not a member of cluster {cl} "
-                        f"(members {self.network.members(cl).tolist()})"
-                    )
+                self._check_head(cl, int(head))
         seen: set[int] = set()
         for i, j in schedule.pairs:
             for d in (i, j):
@@ -300,6 +298,32 @@ class FederatedEngine:
                         f"relay source device {j} for {request}: does not hold "
                         f"{request.module_id}"
                     )
+
+    def _check_head(self, cluster: int, head: int) -> None:
+        """A head must be an available member; -1 (no head) only when no member is available,
+        and then the cluster sits the round out."""
+        members = self.network.members(cluster)
+        present = self.network.available_members(cluster)
+        if head == -1 and present.size == 0:
+            return
+        if head not in members:
+            raise ValueError(
+                f"Schedule.heads[{cluster}] = {head}: not a member of cluster {cluster} "
+                f"(members {members.tolist()}; -1 only when none is available)"
+            )
+        if head not in present:
+            raise ValueError(
+                f"Schedule.heads[{cluster}] = {head}: dropped out this round (available "
+                f"members {present.tolist()})"
+            )
+
+    def idle_clusters(self) -> np.ndarray:
+        """``(S,)`` bool: clusters with no available member this round; they skip every tier
+        (nothing is sent, nothing changes) and their devices keep their modules."""
+        available = np.asarray(self.network.available, dtype=bool)
+        counts = np.bincount(self.network.cluster_of_device[available],
+                             minlength=self.num_clusters)
+        return counts == 0
 
     def run_round(self, schedule: Schedule) -> RoundResult:
         """Train, aggregate, relay and price one round under ``schedule``."""
@@ -363,6 +387,7 @@ class FederatedEngine:
             failed_devices=torch.nonzero(failed).flatten().tolist(),
             relayed=relayed,
             outage_devices=sorted(outage),
+            idle_clusters=np.flatnonzero(self.idle_clusters()).tolist(),
             flags=flags,
         )
         self.round_index += 1
