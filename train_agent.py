@@ -63,8 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the training job; print the comparison table."""
-    from hffm_env.config import ConfigError
+    """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
+    arguments or files (one line on stderr), 130 after Ctrl-C (what existed was saved)."""
+    from agents.ppo import TrainingInterrupted
 
     try:
         args = parse_args(argv)
@@ -73,10 +74,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         results = train(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, AgentFileError included
         print(f"train_agent: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        print(f"train_agent: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("train_agent: interrupted before training started; nothing was saved",
+              file=sys.stderr)
+        return 130
     print(Path(args.out, "results.md").read_text())
+    if results.get("interrupted"):
+        print(f"train_agent: evaluation interrupted; the agent and the finished episodes are "
+              f"in {args.out}", file=sys.stderr)
+        return 130
     print(f"results written to {args.out}/results.json, results.md, pareto.png "
           f"(trained {results.get('train_seconds', float('nan')):.0f} s)")
     return 0

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TrainArgs", "train", "AgentPolicy", "make_env_fn", "ALGOS"]
+__all__ = ["TrainArgs", "train", "AgentPolicy", "TrainingInterrupted", "make_env_fn", "prepare_out",
+           "evaluate_against_baselines", "ALGOS"]
 
 ALGOS = ("ppo", "maskable-ppo")
 
@@ -44,7 +45,10 @@ class TrainArgs:
     )
     total_timesteps: int = field(
         default=2_000,
-        metadata={"help": "environment steps (FL rounds) to train for, over all envs"},
+        metadata={
+            "help": "environment steps (FL rounds) in total over all envs, a resumed run's "
+            "earlier steps included"
+        },
     )
     n_envs: int = field(
         default=1, metadata={"help": "parallel envs; more than 1 uses SubprocVecEnv"}
@@ -82,7 +86,16 @@ class TrainArgs:
         default=500, metadata={"help": "save a checkpoint every this many timesteps"}
     )
     resume: str | None = field(
-        default=None, metadata={"help": "path of a saved model (.zip) to continue training from"}
+        default=None,
+        metadata={
+            "help": "agent folder (or its model.zip) to continue from, e.g. "
+            "OUT/checkpoints/step_00000512: restores policy, optimiser and normalisation "
+            "statistics (nothing is unpickled); --total-timesteps stays the total"
+        },
+    )
+    force: bool = field(
+        default=False,
+        metadata={"help": "replace the results of an earlier run in a non-empty --out"},
     )
     accuracy_weight: float | None = field(
         default=None,
@@ -119,6 +132,11 @@ class TrainArgs:
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
+        from hffm_env.config import load_scenario, scenario_names
+
+        if self.scenario not in scenario_names():
+            raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
+        load_scenario(self.scenario, overrides=self.scenario_overrides())  # ConfigError early
 
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
@@ -130,8 +148,11 @@ class TrainArgs:
         return out + list(self.overrides)
 
 
-def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None) -> Any:
-    """A picklable factory of one monitored env for SB3's vectorised envs."""
+def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
+                in_subprocess: bool = False) -> Any:
+    """A picklable factory of one monitored env for SB3's vectorised envs. In a worker
+    subprocess, Ctrl-C is left to the main process (which saves the run and closes the
+    workers) instead of killing each worker with its own traceback."""
 
     def _init() -> Any:
         import gymnasium as gym
@@ -139,6 +160,10 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None) ->
 
         import hffm_env  # noqa: F401  (registers the ids in a fresh subprocess)
 
+        if in_subprocess:
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         env = gym.make(
             "hffm/HFFM-v0",
             scenario=args.scenario,
@@ -164,14 +189,32 @@ def _env_device(device: str) -> str:
     return device
 
 
-def _algo_class(algo: str) -> Any:
-    if algo == "maskable-ppo":
-        from sb3_contrib import MaskablePPO
+class TrainingInterrupted(Exception):
+    """Ctrl-C during a run: what existed was saved; the message says where, in one line."""
 
-        return MaskablePPO
-    from stable_baselines3 import PPO
 
-    return PPO
+OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "checkpoints", "train_args.json",
+             "results.json", "results.md", "pareto.png")
+"""What a run writes into ``--out`` (TensorBoard runs in ``runs/`` have unique names)."""
+
+
+def prepare_out(args: TrainArgs) -> Path:
+    """Check ``--out`` before any work: a file is refused, a non-empty folder too unless
+    ``--resume`` or ``--force`` (which removes the earlier run's results and checkpoints).
+    Nothing is created here, so a failed start leaves nothing behind."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out = {str(out)!r}: is a file; give a folder for the run's outputs")
+    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+        raise ValueError(
+            f"out = {str(out)!r}: exists and is not empty; pass --force to replace the "
+            "earlier run's results, --resume to continue one, or another --out"
+        )
+    if args.force and out.is_dir():
+        from agents.checkpoint import clear_folder
+
+        clear_folder(out, OUT_FILES)
+    return out
 
 
 class _FLMetricsCallback:
@@ -197,41 +240,77 @@ class _FLMetricsCallback:
         return FLMetrics()
 
 
+def _checkpoint_callback(save: Any, every: int) -> Any:
+    """Saves an agent folder each time ``every`` more timesteps have passed, at the start of a
+    rollout, i.e. right after a policy update: a checkpoint's weights, optimiser and
+    statistics belong to the same step, so resuming from it loses nothing but the episode in
+    progress."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Checkpoints(BaseCallback):
+        def _init_callback(self) -> None:
+            self.next_at = (self.num_timesteps // every + 1) * every
+
+        def _on_rollout_start(self) -> None:
+            if self.num_timesteps >= self.next_at:
+                save(Path("checkpoints") / f"step_{self.num_timesteps:08d}")
+                self.next_at = (self.num_timesteps // every + 1) * every
+
+        def _on_step(self) -> bool:
+            return True
+
+    return Checkpoints()
+
+
 def train(args: TrainArgs) -> dict[str, Any]:
     """Train a scheduler as ``args`` say, evaluate it against the baselines, write results.
 
-    Writes under ``args.out``: ``model.zip``, ``vecnormalize.pkl`` (when normalising),
-    ``checkpoints/``, ``runs/{scenario}__{algo}__{seed}__{time}/`` (TensorBoard),
-    ``results.json``, ``results.md`` and ``pareto.png``. Returns the results dict.
+    Writes under ``args.out``: the agent folder (``model.zip``, ``agent.json``,
+    ``vecnormalize.npz`` when normalising; see :mod:`agents.checkpoint`), checkpoints as agent
+    folders in ``checkpoints/step_<N>/``, ``runs/{scenario}__{algo}__{seed}__{time}/``
+    (TensorBoard), ``train_args.json``, ``results.json``, ``results.md`` and ``pareto.png``.
+    Returns the results dict. Ctrl-C saves the agent folder and raises
+    :class:`TrainingInterrupted`.
     """
     import torch
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from agents.checkpoint import AgentInfo, algo_class, find_agent, load_model, save_agent
+
+    out = prepare_out(args)
+    resume = find_agent(args.resume) if args.resume else None
+    if resume is not None and resume.info.algo != args.algo:
+        raise ValueError(f"resume = {args.resume!r}: was trained with --algo "
+                         f"{resume.info.algo}, not {args.algo}")
+    if resume is not None and args.normalize and resume.normalization is None:
+        raise ValueError(f"resume = {args.resume!r}: has no normalisation statistics; "
+                         "resume it with --no-normalize")
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)
+    subprocess = args.n_envs > 1
     fns = [
-        make_env_fn(args, rank, torch_threads=threads if args.n_envs > 1 else None)
+        make_env_fn(args, rank, torch_threads=threads if subprocess else None,
+                    in_subprocess=subprocess)
         for rank in range(args.n_envs)
     ]
-    vec_env = SubprocVecEnv(fns) if args.n_envs > 1 else DummyVecEnv(fns)
+    vec_env = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
     vec_env.seed(args.seed)
-    norm_path = out / "vecnormalize.pkl"
     if args.normalize:
-        if args.resume and (Path(args.resume).parent / "vecnormalize.pkl").exists():
-            vec_env = VecNormalize.load(str(Path(args.resume).parent / "vecnormalize.pkl"), vec_env)
-        else:
-            vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=True, clip_obs=10.0)
+        vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=True, clip_obs=10.0)
+        if resume is not None:
+            resume.normalization.apply_to(vec_env)
 
     run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
     log_dir = out / "runs"
-    algo_cls = _algo_class(args.algo)
+    algo_cls = algo_class(args.algo)
     device = "cuda" if args.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
-    if args.resume:
-        model = algo_cls.load(args.resume, env=vec_env, device=device)
+    if resume is not None:
+        model = load_model(resume, vec_env.observation_space, vec_env.action_space,
+                           env=vec_env, device=device)
+        model.tensorboard_log = str(log_dir)
+        _start_fresh_episode(model, vec_env, normalized=args.normalize)
     else:
         model = algo_cls(
             "MlpPolicy",
@@ -244,42 +323,78 @@ def train(args: TrainArgs) -> dict[str, Any]:
             tensorboard_log=str(log_dir),
             device=device,
         )
-    checkpoint = CheckpointCallback(
-        save_freq=max(1, args.checkpoint_every // args.n_envs),
-        save_path=str(out / "checkpoints"),
-        name_prefix=args.algo,
-        save_vecnormalize=args.normalize,
-    )
-    callbacks = CallbackList([checkpoint, _FLMetricsCallback.build()])
+
+    def save(where: Path) -> None:
+        info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
+                         num_timesteps=int(model.num_timesteps), scenario=args.scenario,
+                         fidelity=args.fidelity)
+        save_agent(out / where, model, info, vec_env if args.normalize else None)
+
+    callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
+                              _FLMetricsCallback.build()])
+    remaining = args.total_timesteps - int(model.num_timesteps)
     started = time.perf_counter()
-    model.learn(
-        total_timesteps=args.total_timesteps,
-        callback=callbacks,
-        tb_log_name=run_name,
-        progress_bar=args.progress,
-        reset_num_timesteps=not args.resume,
-    )
+    try:
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                tb_log_name=run_name,
+                progress_bar=args.progress,
+                reset_num_timesteps=resume is None,
+            )
+    except KeyboardInterrupt:
+        save(Path("."))
+        _write_train_args(out, args, interrupted=True)
+        vec_env.close()
+        raise TrainingInterrupted(
+            f"interrupted at {model.num_timesteps} of {args.total_timesteps} timesteps; "
+            f"model and statistics saved in {out} (continue with --resume {out})"
+        ) from None
     train_seconds = time.perf_counter() - started
-    model.save(out / "model.zip")
-    if args.normalize:
-        vec_env.save(str(norm_path))
+    save(Path("."))
     vec_env.close()
-    (out / "train_args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-    return evaluate_against_baselines(args, out / "model.zip", train_seconds=train_seconds)
+    _write_train_args(out, args, interrupted=False)
+    try:
+        return evaluate_against_baselines(args, out, train_seconds=train_seconds)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted while the evaluation started; the trained agent is saved in {out}"
+        ) from None
+
+
+def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:
+    """Reset the envs of a resumed run the way SB3's ``learn`` would, but without counting
+    the reset observation in the restored statistics: the checkpoint's statistics already
+    counted the reset of the episode that was in progress, so a resumed run ends with the
+    same counts as an uninterrupted one."""
+    if normalized:
+        vec_env.training = False
+    model._last_obs = vec_env.reset()
+    if normalized:
+        vec_env.training = True
+        model._last_original_obs = vec_env.get_original_obs()
+    model._last_episode_starts = np.ones((vec_env.num_envs,), dtype=bool)
+
+
+def _write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
+    payload = {**dataclasses.asdict(args), "interrupted": interrupted}
+    (out / "train_args.json").write_text(json.dumps(payload, indent=2))
 
 
 def evaluate_against_baselines(
-    args: TrainArgs, model_path: Path, train_seconds: float = float("nan")
+    args: TrainArgs, agent_path: Path, train_seconds: float = float("nan")
 ) -> dict[str, Any]:
-    """Run the trained agent and the baselines on ``args.eval_seeds`` through the benchmark
-    runner; write ``results.json``, ``results.md`` and ``pareto.png`` beside the model."""
+    """Run the trained agent (an agent folder) and the baselines on ``args.eval_seeds``
+    through the benchmark runner; write ``results.json``, ``results.md`` and ``pareto.png``
+    into that folder. Ctrl-C keeps the episodes that finished and sets ``interrupted``."""
     import gymnasium as gym
 
     from baselines.policies import policy_names
     from baselines.runner import format_table, plot_tradeoffs, run_benchmark
 
-    out = Path(model_path).parent
-    agent = AgentPolicy(model_path, name=f"agent-{args.algo}")
+    out = Path(agent_path)
+    agent = AgentPolicy(out, name=f"agent-{args.algo}")
     names = args.eval_policies or policy_names()
 
     def make_env() -> Any:
@@ -310,51 +425,33 @@ def evaluate_against_baselines(
 
 
 class AgentPolicy:
-    """A saved SB3 agent as a baselines ``Policy``: observations are normalised with the saved
-    ``vecnormalize.pkl`` statistics (if any), actions are deterministic, and MaskablePPO agents
-    get the env's action masks."""
+    """A saved agent folder (or its ``model.zip``) as a baselines ``Policy``: observations are
+    normalised with the saved statistics (if any), actions are deterministic, and MaskablePPO
+    agents get the env's action masks. The folder is checked at once (one clean
+    :class:`~agents.checkpoint.AgentFileError` for a bad one); the weights load, without
+    unpickling anything, at the first :meth:`reset`, for that env's spaces."""
 
     def __init__(self, model_path: str | Path, name: str = "agent") -> None:
-        import pickle
+        from agents.checkpoint import find_agent
 
-        from sb3_contrib import MaskablePPO
-        from stable_baselines3 import PPO
-
-        path = Path(model_path)
-        if not path.exists():
-            raise FileNotFoundError(f"agent {str(path)!r}: no such file")
         self.name = name
-        try:
-            self.model = MaskablePPO.load(path, device="cpu")
-            self.maskable = True
-        except Exception:  # not a MaskablePPO archive: plain PPO
-            self.model = PPO.load(path, device="cpu")
-            self.maskable = False
-        self.obs_rms = None
-        self.clip_obs = 10.0
-        self.epsilon = 1e-8
-        norm = path.parent / "vecnormalize.pkl"
-        if norm.exists():
-            with open(norm, "rb") as handle:
-                stats = pickle.load(handle)
-            self.obs_rms = stats.obs_rms
-            self.clip_obs = stats.clip_obs
-            self.epsilon = stats.epsilon
+        self.agent = find_agent(model_path)
+        self.maskable = self.agent.info.algo == "maskable-ppo"
+        self.model: Any = None
         self.env: Any = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
-        """Remember the env (for its action masks)."""
+        """Remember the env (for its action masks); load the weights on first use."""
+        from agents.checkpoint import load_model
+
         self.env = env.unwrapped
+        if self.model is None:
+            self.model = load_model(self.agent, env.observation_space, env.action_space)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """The agent's deterministic action."""
-        x = np.asarray(obs, dtype=np.float32)
-        if self.obs_rms is not None:
-            x = np.clip(
-                (x - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon),
-                -self.clip_obs,
-                self.clip_obs,
-            ).astype(np.float32)
+        norm = self.agent.normalization
+        x = norm.normalize_obs(obs) if norm is not None else np.asarray(obs, dtype=np.float32)
         if self.maskable:
             action, _ = self.model.predict(
                 x, deterministic=True, action_masks=self.env.action_masks()

@@ -192,8 +192,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for path in args.agent:
         try:
             policies.append(AgentPolicy(path, name=_agent_label(path)))
-        except FileNotFoundError as err:
-            raise ConfigError(f"--agent {path!r}: {err}") from None
+        except ValueError as err:  # AgentFileError: the message names the file and why
+            raise ConfigError(f"--agent: {err}") from None
     policies += names
 
     def make_env():
@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, nargs="*", default=None,
                        help="explicit evaluation seeds (overrides --episodes)")
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",
-                       help="a trained agent (.zip) to evaluate too (repeatable)")
+                       help="a trained agent folder (or its model.zip) to evaluate too "
+                       "(repeatable); loading never unpickles")
     bench.add_argument("--target-accuracy", type=float, default=None,
                        help="accuracy target for energy/latency-to-target (default: a fraction "
                        "of the best final accuracy)")

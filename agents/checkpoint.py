@@ -1,0 +1,294 @@
+"""Agent folders: saving and loading trained schedulers without running code from files.
+
+An *agent folder* is what ``train_agent.py`` writes as its final model and as every
+checkpoint (``checkpoints/step_<N>/``):
+
+- ``model.zip``: stable-baselines3's archive (policy weights, optimiser state, hyper-parameters);
+- ``agent.json``: plain data: the algorithm, PPO's clip range, the timesteps trained, the
+  scenario and fidelity;
+- ``vecnormalize.npz`` (when training normalised observations and rewards): the running
+  statistics as plain arrays.
+
+SB3's archive stores some entries (spaces, schedules, the policy class, rollout state) as
+cloudpickle blobs, and ``pickle.load`` of a ``VecNormalize`` runs whatever the file says.
+Loading here never unpickles: every serialized entry of the archive is replaced through SB3's
+``custom_objects`` by a value rebuilt from the env and ``agent.json`` (an archive with any other
+serialized entry is refused), the weights are read by ``torch.load(weights_only=True)``, and
+normalisation statistics come from the ``.npz`` (read with ``allow_pickle=False``). This holds
+for evaluation (``hffm bench --agent``) and for ``--resume`` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "AgentFileError",
+    "AgentFolder",
+    "AgentInfo",
+    "Normalization",
+    "algo_class",
+    "clear_folder",
+    "find_agent",
+    "load_model",
+    "save_agent",
+    "ALGO_CLASSES",
+]
+
+MODEL_FILE = "model.zip"
+INFO_FILE = "agent.json"
+NORMALIZATION_FILE = "vecnormalize.npz"
+
+ALGO_CLASSES = {"ppo": "stable_baselines3.PPO", "maskable-ppo": "sb3_contrib.MaskablePPO"}
+"""Algorithm name -> the SB3 class that trains and loads it."""
+
+# The serialized (cloudpickled) entries SB3's PPO and MaskablePPO write. Each is rebuilt or
+# reset when loading; any other serialized entry makes the archive one we do not load.
+_REPLACED_ENTRIES = (
+    "policy_class", "observation_space", "action_space", "lr_schedule", "clip_range",
+    "rollout_buffer_class", "_last_obs", "_last_original_obs", "_last_episode_starts",
+    "ep_info_buffer",
+    "ep_success_buffer",
+)
+
+
+class AgentFileError(ValueError):
+    """An agent path that is not a loadable agent folder; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """The plain-data description of a saved agent (``agent.json``)."""
+
+    algo: str
+    clip_range: float = 0.2
+    num_timesteps: int = 0
+    scenario: str = ""
+    fidelity: str = ""
+
+    def to_json(self) -> str:
+        """As JSON text."""
+        return json.dumps(asdict(self), indent=2)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """VecNormalize's running statistics as plain arrays (``vecnormalize.npz``)."""
+
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    obs_count: float
+    ret_mean: float
+    ret_var: float
+    ret_count: float
+    returns: np.ndarray
+    clip_obs: float
+    clip_reward: float
+    gamma: float
+    epsilon: float
+    norm_obs: bool
+    norm_reward: bool
+
+    @classmethod
+    def of(cls, vec_normalize: Any) -> Normalization:
+        """The statistics of a live ``VecNormalize``."""
+        v = vec_normalize
+        return cls(
+            obs_mean=np.asarray(v.obs_rms.mean, dtype=np.float64),
+            obs_var=np.asarray(v.obs_rms.var, dtype=np.float64),
+            obs_count=float(v.obs_rms.count),
+            ret_mean=float(np.asarray(v.ret_rms.mean)), ret_var=float(np.asarray(v.ret_rms.var)),
+            ret_count=float(v.ret_rms.count),
+            returns=np.asarray(v.returns, dtype=np.float64),
+            clip_obs=float(v.clip_obs), clip_reward=float(v.clip_reward), gamma=float(v.gamma),
+            epsilon=float(v.epsilon), norm_obs=bool(v.norm_obs), norm_reward=bool(v.norm_reward),
+        )
+
+    def save(self, path: Path) -> None:
+        """Write as ``.npz`` (plain arrays only)."""
+        with open(path, "wb") as handle:
+            np.savez(handle, **{k: np.asarray(v) for k, v in asdict(self).items()})
+
+    @classmethod
+    def load(cls, path: Path) -> Normalization:
+        """Read a ``.npz`` written by :meth:`save` (never unpickles)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                values = {k: data[k] for k in data.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as err:
+            raise AgentFileError(f"{path}: not normalisation statistics ({err})") from None
+        missing = [f for f in cls.__dataclass_fields__ if f not in values]
+        if missing:
+            raise AgentFileError(f"{path}: normalisation statistics lack {missing}")
+        arrays = {"obs_mean", "obs_var", "returns"}
+        flags = {"norm_obs", "norm_reward"}
+        return cls(**{
+            k: (np.asarray(v, dtype=np.float64) if k in arrays
+                else bool(v) if k in flags else float(v))
+            for k, v in values.items() if k in cls.__dataclass_fields__
+        })
+
+    def apply_to(self, vec_normalize: Any) -> None:
+        """Restore these statistics into a ``VecNormalize`` of the same observation size."""
+        v = vec_normalize
+        if v.obs_rms.mean.shape != self.obs_mean.shape:
+            raise AgentFileError(
+                f"normalisation statistics are for observations of shape {self.obs_mean.shape}, "
+                f"the env's are {v.obs_rms.mean.shape}"
+            )
+        v.obs_rms.mean, v.obs_rms.var = self.obs_mean.copy(), self.obs_var.copy()
+        v.obs_rms.count = self.obs_count
+        v.ret_rms.mean, v.ret_rms.var = np.float64(self.ret_mean), np.float64(self.ret_var)
+        v.ret_rms.count = self.ret_count
+        if self.returns.shape == v.returns.shape:
+            v.returns = self.returns.copy()
+        v.clip_obs, v.clip_reward, v.gamma, v.epsilon = (self.clip_obs, self.clip_reward,
+                                                         self.gamma, self.epsilon)
+        v.norm_obs, v.norm_reward = self.norm_obs, self.norm_reward
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        """An observation as the trained policy saw it."""
+        if not self.norm_obs:
+            return np.asarray(obs, dtype=np.float32)
+        x = (np.asarray(obs, dtype=np.float64) - self.obs_mean) / np.sqrt(self.obs_var
+                                                                          + self.epsilon)
+        return np.clip(x, -self.clip_obs, self.clip_obs).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class AgentFolder:
+    """A checked agent folder: where its files are and what ``agent.json`` says."""
+
+    folder: Path
+    info: AgentInfo
+    normalization: Normalization | None
+
+    @property
+    def model_path(self) -> Path:
+        """The SB3 archive."""
+        return self.folder / MODEL_FILE
+
+
+def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:
+    """Write an agent folder (``model.zip``, ``agent.json``, ``vecnormalize.npz``), each file
+    written beside its target and moved into place, so a crash never leaves half a file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
+        staged = Path(tmp)
+        model.save(staged / MODEL_FILE)
+        (staged / INFO_FILE).write_text(info.to_json())
+        if vec_normalize is not None:
+            Normalization.of(vec_normalize).save(staged / NORMALIZATION_FILE)
+        for item in staged.iterdir():
+            item.replace(folder / item.name)
+    if vec_normalize is None and (folder / NORMALIZATION_FILE).exists():
+        (folder / NORMALIZATION_FILE).unlink()
+
+
+def find_agent(path: str | Path) -> AgentFolder:
+    """Check an agent folder (or the ``model.zip`` inside one) without loading any weights.
+
+    Raises :class:`AgentFileError` with one line: no such path, not a zip archive, no
+    ``agent.json``, an unknown algorithm, or an archive with serialized entries this loader
+    does not replace (a file crafted to run code)."""
+    path = Path(path)
+    if not path.exists():
+        raise AgentFileError(f"{path}: no such file or folder")
+    folder = path if path.is_dir() else path.parent
+    model = folder / MODEL_FILE if path.is_dir() else path
+    if path.is_file() and path.name != MODEL_FILE:
+        raise AgentFileError(
+            f"{path}: expected an agent folder or its {MODEL_FILE} (train_agent.py writes "
+            f"{MODEL_FILE}, {INFO_FILE} and {NORMALIZATION_FILE} together)"
+        )
+    if not model.is_file():
+        raise AgentFileError(f"{folder}: no {MODEL_FILE} in this folder")
+    try:
+        with zipfile.ZipFile(model) as archive:
+            names = set(archive.namelist())
+            if "data" not in names or "policy.pth" not in names:
+                raise AgentFileError(f"{model}: not a stable-baselines3 archive (no data or "
+                                     "policy.pth inside)")
+            data = json.loads(archive.read("data").decode())
+    except zipfile.BadZipFile:
+        raise AgentFileError(f"{model}: not a zip archive") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AgentFileError(f"{model}: unreadable 'data' entry ({err})") from None
+    if not isinstance(data, dict):
+        raise AgentFileError(f"{model}: its 'data' entry is not a JSON object")
+    foreign = [key for key, item in data.items()
+               if isinstance(item, dict) and ":serialized:" in item
+               and key not in _REPLACED_ENTRIES]
+    if foreign:
+        raise AgentFileError(
+            f"{model}: refusing serialized entry {foreign[0]!r} (loading it would run code "
+            f"from the file; only {list(_REPLACED_ENTRIES)} are replaced safely)"
+        )
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise AgentFileError(f"{folder}: no {INFO_FILE} (an agent folder written by "
+                             "train_agent.py has one)")
+    try:
+        raw = json.loads(info_path.read_text())
+        info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
+    except (json.JSONDecodeError, TypeError, KeyError) as err:
+        raise AgentFileError(f"{info_path}: unreadable ({err})") from None
+    if info.algo not in ALGO_CLASSES:
+        raise AgentFileError(f"{info_path}: algo = {info.algo!r}: known are "
+                             f"{list(ALGO_CLASSES)}")
+    norm_path = folder / NORMALIZATION_FILE
+    normalization = Normalization.load(norm_path) if norm_path.exists() else None
+    return AgentFolder(folder, info, normalization)
+
+
+def algo_class(algo: str) -> Any:
+    """The SB3 class of an algorithm name (see :data:`ALGO_CLASSES`)."""
+    if algo == "maskable-ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO
+    from stable_baselines3 import PPO
+
+    return PPO
+
+
+def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
+               env: Any = None, device: str = "cpu") -> Any:
+    """Load the SB3 model of ``agent`` for these spaces without unpickling anything: the
+    archive's serialized entries are replaced by the spaces, the algorithm's policy class, the
+    saved clip range, and empty rollout state (a resumed run starts a fresh episode)."""
+    cls = algo_class(agent.info.algo)
+    if agent.info.algo == "maskable-ppo":
+        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy as policy
+    else:
+        from stable_baselines3.common.policies import ActorCriticPolicy as policy
+    custom = dict.fromkeys(_REPLACED_ENTRIES)
+    custom.update(policy_class=policy, observation_space=observation_space,
+                  action_space=action_space, clip_range=agent.info.clip_range)
+    try:
+        return cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AgentFileError(
+            f"{agent.model_path}: does not fit this env's spaces (observation "
+            f"{observation_space.shape}, {len(action_space.nvec)} action slots): {first}"
+        ) from None
+
+
+def clear_folder(folder: Path, names: tuple[str, ...]) -> None:
+    """Remove the named files and folders of ``folder`` (what a forced rerun replaces)."""
+    for name in names:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()

@@ -1,0 +1,227 @@
+"""Lossless training runs and safe agent files: resume restores policy, optimiser and
+normalisation statistics; --total-timesteps is the total; Ctrl-C saves and exits 130; --out
+is never silently mixed; loading an agent never runs code from its files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_agent
+from agents.checkpoint import AgentFileError, Normalization, find_agent, load_model
+from agents.ppo import AgentPolicy, TrainArgs, prepare_out
+from hffm_env.cli import main as cli_main
+from hffm_env.testing import TINY_OVERRIDES
+
+BASE = ["--scenario", "small", "--fidelity", "cost", "--n-steps", "8", "--batch-size", "8",
+        "--checkpoint-every", "16", "--eval-seeds", "1000", "--eval-policies", "star",
+        "--no-progress", "--overrides", *TINY_OVERRIDES]
+
+
+def _optimizer_steps(model) -> list[float]:
+    state = model.policy.optimizer.state_dict()["state"]
+    return sorted(float(v["step"]) for v in state.values())
+
+
+def test_resume_restores_the_checkpoint_and_total_timesteps_is_the_total(tmp_path):
+    assert train_agent.main([*BASE, "--total-timesteps", "32", "--out",
+                             str(tmp_path / "whole")]) == 0
+    checkpoint = tmp_path / "whole" / "checkpoints" / "step_00000016"
+    assert json.loads((checkpoint / "agent.json").read_text())["num_timesteps"] == 16
+    assert train_agent.main([*BASE, "--total-timesteps", "32", "--out",
+                             str(tmp_path / "resumed"), "--resume", str(checkpoint)]) == 0
+
+    whole, resumed = find_agent(tmp_path / "whole"), find_agent(tmp_path / "resumed")
+    assert whole.info.num_timesteps == resumed.info.num_timesteps == 32
+    # the statistics continued from the checkpoint's (they restarted before: 17 vs 33)
+    assert resumed.normalization.obs_count == pytest.approx(whole.normalization.obs_count)
+    assert resumed.normalization.ret_count == pytest.approx(whole.normalization.ret_count)
+    # the optimiser continued too: as many Adam steps as the uninterrupted run
+    import gymnasium as gym
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+
+    def model(folder: Path):
+        return load_model(find_agent(folder), env.observation_space, env.action_space)
+
+    assert _optimizer_steps(model(tmp_path / "resumed")) == _optimizer_steps(
+        model(tmp_path / "whole"))
+
+    # resuming to a total already reached trains nothing and saves the checkpoint's state
+    # unchanged: weights, optimiser and statistics
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--out",
+                             str(tmp_path / "done"), "--resume", str(checkpoint)]) == 0
+    done, start = model(tmp_path / "done"), model(checkpoint)
+    assert find_agent(tmp_path / "done").info.num_timesteps == 16
+    for (name, a), b in zip(start.policy.state_dict().items(),
+                            done.policy.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert _optimizer_steps(done) == _optimizer_steps(start)
+    assert np.array_equal(find_agent(tmp_path / "done").normalization.obs_var,
+                          find_agent(checkpoint).normalization.obs_var)
+
+
+def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import agents.ppo as ppo
+
+    class Interrupt(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 12:
+                raise KeyboardInterrupt
+            return True
+
+    monkeypatch.setattr(ppo._FLMetricsCallback, "build", staticmethod(Interrupt))
+    out = tmp_path / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted at 12 of 64" in err[0] and "--resume" in err[0]
+    assert find_agent(out).info.num_timesteps == 12
+    assert json.loads((out / "train_args.json").read_text())["interrupted"] is True
+
+
+def test_out_is_never_silently_mixed(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert train_agent.main([*BASE, "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    used = tmp_path / "used"
+    (used / "checkpoints" / "step_00000008").mkdir(parents=True)
+    (used / "model.zip").write_text("old")
+    (used / "notes.txt").write_text("mine")
+    assert train_agent.main([*BASE, "--out", str(used)]) == 2
+    assert "--force" in capsys.readouterr().err
+    prepare_out(TrainArgs(out=str(used), force=True))
+    assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]  # only the run's files go
+    # a failed start leaves nothing behind
+    missing = tmp_path / "never"
+    assert train_agent.main(["--scenario", "nope", "--out", str(missing)]) == 2
+    assert "known are" in capsys.readouterr().err
+    assert train_agent.main([*BASE, "--out", str(missing), "--resume",
+                             str(tmp_path / "nothing-here")]) == 2
+    assert not missing.exists()
+
+
+# ------------------------------------------------------------------------ crafted files
+
+class _Plant:
+    """Unpickling this creates ``path``: a stand-in for any code a crafted file could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def _blob(path: Path) -> dict:
+    import cloudpickle
+
+    return {":type:": "<class 'object'>",
+            ":serialized:": base64.b64encode(cloudpickle.dumps(_Plant(path))).decode()}
+
+
+def _rewrite_data(model_zip: Path, edit) -> None:
+    with zipfile.ZipFile(model_zip) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(entries["data"])
+    edit(data)
+    entries["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(model_zip, "w") as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("agent") / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "8", "--out", str(out)]) == 0
+    return out
+
+
+def _copy(trained: Path, where: Path) -> Path:
+    import shutil
+
+    shutil.copytree(trained, where, ignore=shutil.ignore_patterns("runs", "checkpoints"))
+    return where
+
+
+def test_a_crafted_agent_archive_runs_no_code(trained, tmp_path, capsys):
+    import gymnasium as gym
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    planted = tmp_path / "planted"
+    # a blob under an entry the loader replaces is never read ...
+    agent = _copy(trained, tmp_path / "replaced")
+    _rewrite_data(agent / "model.zip", lambda d: d.update(observation_space=_blob(planted)))
+    policy = AgentPolicy(agent)
+    policy.reset(env)
+    assert not planted.exists()
+    # ... and an archive with any other serialized entry is refused, with one line
+    agent = _copy(trained, tmp_path / "foreign")
+    _rewrite_data(agent / "model.zip", lambda d: d.update(policy_kwargs=_blob(planted)))
+    with pytest.raises(AgentFileError, match="refusing serialized entry 'policy_kwargs'"):
+        AgentPolicy(agent)
+    settings = [arg for kv in TINY_OVERRIDES for arg in ("--set", kv)]
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "star",
+                     "--seeds", "1000", "--agent", str(agent), "--no-progress",
+                     *settings]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "policy_kwargs" in err[0]
+    assert not planted.exists()
+
+
+def test_crafted_statistics_run_no_code(trained, tmp_path):
+    import pickle
+
+    agent = _copy(trained, tmp_path / "stats")
+    planted = tmp_path / "planted"
+    # a planted pickle beside the model is never opened
+    (agent / "vecnormalize.pkl").write_bytes(pickle.dumps(_Plant(planted)))
+    AgentPolicy(agent)
+    assert not planted.exists()
+    # an .npz holding an object array (a pickle inside) is refused
+    np.savez(agent / "vecnormalize.npz", obs_mean=np.array([_Plant(planted)], dtype=object))
+    with pytest.raises(AgentFileError, match="not normalisation statistics"):
+        AgentPolicy(agent)
+    assert not planted.exists()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda a: (a / "model.zip").write_text("not a zip"), "not a zip archive"),
+    (lambda a: (a / "agent.json").unlink(), "no agent.json"),
+    (lambda a: (a / "agent.json").write_text('{"algo": "dqn"}'), "algo = 'dqn'"),
+    (lambda a: (a / "model.zip").unlink(), "no model.zip"),
+])
+def test_bad_agent_files_get_one_clean_error(trained, tmp_path, damage, message):
+    agent = _copy(trained, tmp_path / "bad")
+    damage(agent)
+    with pytest.raises(AgentFileError, match=message):
+        AgentPolicy(agent)
+
+
+def test_an_agent_for_other_spaces_is_refused_by_name(trained):
+    import gymnasium as gym
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=[*TINY_OVERRIDES, "fl.max_pending_requests=5"])
+    with pytest.raises(AgentFileError, match="does not fit this env's spaces"):
+        AgentPolicy(trained).reset(env)
+
+
+def test_normalization_round_trips(tmp_path):
+    stats = Normalization(np.arange(3.0), np.ones(3), 5.0, 0.1, 2.0, 5.0, np.zeros(2), 10.0,
+                          10.0, 0.99, 1e-8, True, True)
+    stats.save(tmp_path / "s.npz")
+    back = Normalization.load(tmp_path / "s.npz")
+    assert np.array_equal(back.obs_mean, stats.obs_mean) and back.obs_count == 5.0
+    assert back.norm_obs is True
