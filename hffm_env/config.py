@@ -65,6 +65,13 @@ REWARD_NAMES: tuple[str, ...] = ("accuracy-level", "accuracy-gain", "cost-to-tar
 """Rewards ``env.reward`` can name (implemented in :mod:`hffm_env.envs.reward`)."""
 
 
+MAX_DISTANCE_M = 1e6
+"""Largest distance (area side, radii, spacings) a scenario may use: 1,000 km."""
+
+MAX_DEVICES = 100_000
+"""Most devices (and edge servers) a scenario may have; memory is checked separately."""
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range. The message names the field."""
 
@@ -95,6 +102,32 @@ def _check_int_at_least(owner: str, minimum: int, **values: int) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{owner}.{name} = {value!r}: must be an integer >= {minimum}")
+
+
+def _check_range(owner: str, low: float, high: float, **values: float) -> None:
+    """Finite numbers in ``[low, high]``: the physically meaningful range of a quantity (beyond
+    it, rates, gains or costs overflow to 0 or infinity)."""
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and low <= value <= high):
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be a number in "
+                              f"[{low:g}, {high:g}]")
+
+
+def _check_positive_at_most(owner: str, high: float, **values: float) -> None:
+    """Finite numbers in ``(0, high]``."""
+    for name, value in values.items():
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and 0 < value <= high):
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be a number in (0, {high:g}]")
+
+
+def _check_int_between(owner: str, low: int, high: int, **values: int) -> None:
+    """Integers in ``[low, high]``; the upper bounds keep loops and allocations finite."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{owner}.{name} = {value!r}: must be an integer in "
+                              f"[{low}, {high}]")
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple[Any, ...]) -> None:
@@ -138,20 +171,20 @@ class PlacementConfig:
     max_placement_attempts: int = 10_000
 
     def __post_init__(self) -> None:
-        owner = "network.placement"
+        owner = "placement"
         _check_choice(owner, "placement", self.placement, ("clustered", "uniform"))
-        _check_positive(owner, area_side_m=self.area_side_m)
-        _check_non_negative(
-            owner,
+        _check_positive_at_most(owner, MAX_DISTANCE_M, area_side_m=self.area_side_m)
+        _check_range(
+            owner, 0.0, MAX_DISTANCE_M,
             min_server_spacing_m=self.min_server_spacing_m,
             cluster_centre_radius_m=self.cluster_centre_radius_m,
             device_radius_m=self.device_radius_m,
         )
-        _check_int_at_least(
-            owner, 1, num_edge_servers=self.num_edge_servers, num_devices=self.num_devices,
-            devices_per_cluster=self.devices_per_cluster,
-            max_placement_attempts=self.max_placement_attempts,
-        )
+        _check_int_between(owner, 1, MAX_DEVICES, num_edge_servers=self.num_edge_servers,
+                           num_devices=self.num_devices,
+                           devices_per_cluster=self.devices_per_cluster)
+        _check_int_between(owner, 1, 10_000_000,
+                           max_placement_attempts=self.max_placement_attempts)
         if self.devices_per_cluster > self.num_devices:
             raise ConfigError(
                 f"{owner}.devices_per_cluster = {self.devices_per_cluster}: more devices per "
@@ -196,12 +229,10 @@ class LinkConfig:
     energy_power_w: float
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "channel link",
-            bandwidth_hz=self.bandwidth_hz,
-            tx_power_w=self.tx_power_w,
-            energy_power_w=self.energy_power_w,
-        )
+        # the owner label is replaced by the key (channel.uplink, ...) when built from a dict
+        _check_positive_at_most("channel.link", 1e12, bandwidth_hz=self.bandwidth_hz)
+        _check_positive_at_most("channel.link", 1e4, tx_power_w=self.tx_power_w,
+                                energy_power_w=self.energy_power_w)
 
 
 @dataclass(frozen=True)
@@ -214,10 +245,9 @@ class BackhaulConfig:
     energy_power_w: float = 0.8
 
     def __post_init__(self) -> None:
-        _check_non_negative("channel backhaul", latency_s=self.latency_s)
-        _check_positive(
-            "channel backhaul", rate_bps=self.rate_bps, energy_power_w=self.energy_power_w
-        )
+        _check_range("channel.backhaul", 0.0, 1e4, latency_s=self.latency_s)
+        _check_positive_at_most("channel.backhaul", 1e15, rate_bps=self.rate_bps)
+        _check_positive_at_most("channel.backhaul", 1e4, energy_power_w=self.energy_power_w)
 
 
 @dataclass(frozen=True)
@@ -256,20 +286,22 @@ class ChannelConfig:
     max_transmissions: int = 4
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "channel",
-            ref_distance_m=self.ref_distance_m,
-            path_loss_exponent=self.path_loss_exponent,
-            min_distance_m=self.min_distance_m,
-            d2d_radius_m=self.d2d_radius_m,
-        )
-        _check_int_at_least("channel", 1, max_transmissions=self.max_transmissions)
+        # free space is 2, dense urban and indoor up to about 6
+        _check_range("channel", 1.0, 8.0, path_loss_exponent=self.path_loss_exponent)
+        _check_range("channel", -300.0, 0.0, path_loss_db_at_ref=self.path_loss_db_at_ref)
+        _check_range("channel", -300.0, 0.0,
+                     noise_density_dbm_per_hz=self.noise_density_dbm_per_hz)
+        _check_positive_at_most("channel", 1e4, ref_distance_m=self.ref_distance_m,
+                                min_distance_m=self.min_distance_m)
+        _check_positive_at_most("channel", MAX_DISTANCE_M, d2d_radius_m=self.d2d_radius_m)
+        _check_int_between("channel", 1, 100, max_transmissions=self.max_transmissions)
         if self.outage_snr_db is not None and not (
             isinstance(self.outage_snr_db, (int, float)) and math.isfinite(self.outage_snr_db)
+            and -100.0 <= self.outage_snr_db <= 100.0
         ):
             raise ConfigError(
-                f"channel.outage_snr_db = {self.outage_snr_db!r}: must be a finite number of dB "
-                "or null (no outage)"
+                f"channel.outage_snr_db = {self.outage_snr_db!r}: must be a number of dB in "
+                "[-100, 100] or null (no outage)"
             )
 
 
@@ -286,13 +318,10 @@ class ComputeConfig:
     kappa: float = 1e-28
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "compute",
-            cycles_per_sample=self.cycles_per_sample,
-            cpu_freq_hz_min=self.cpu_freq_hz_min,
-            cpu_freq_hz_max=self.cpu_freq_hz_max,
-            kappa=self.kappa,
-        )
+        _check_positive_at_most("compute", 1e15, cycles_per_sample=self.cycles_per_sample)
+        _check_positive_at_most("compute", 1e12, cpu_freq_hz_min=self.cpu_freq_hz_min,
+                                cpu_freq_hz_max=self.cpu_freq_hz_max)
+        _check_positive_at_most("compute", 1e-20, kappa=self.kappa)
         if self.cpu_freq_hz_min > self.cpu_freq_hz_max:
             raise ConfigError(
                 f"compute.cpu_freq_hz_min = {self.cpu_freq_hz_min}: must not exceed "
@@ -313,10 +342,9 @@ class DynamicsConfig:
     dropout_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_non_negative(
-            "dynamics", speed_mps_min=self.speed_mps_min, speed_mps_max=self.speed_mps_max
-        )
-        _check_positive("dynamics", round_duration_s=self.round_duration_s)
+        _check_range("dynamics", 0.0, 1e3, speed_mps_min=self.speed_mps_min,
+                     speed_mps_max=self.speed_mps_max)
+        _check_positive_at_most("dynamics", 1e6, round_duration_s=self.round_duration_s)
         _check_probability("dynamics", dropout_prob=self.dropout_prob)
         if self.speed_mps_min > self.speed_mps_max:
             raise ConfigError(
@@ -339,7 +367,7 @@ class CostConfig:
 
     def __post_init__(self) -> None:
         if self.model_payload_bits is not None:
-            _check_positive("cost", model_payload_bits=self.model_payload_bits)
+            _check_positive_at_most("cost", 1e15, model_payload_bits=self.model_payload_bits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,23 +417,24 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check_subset("data", "modalities", tuple(self.modalities), MODALITIES)
         _check_subset("data", "tasks", tuple(self.tasks), TASKS)
-        _check_int_at_least(
-            "data", 1, image_size_px=self.image_size_px, audio_length=self.audio_length,
-            question_length=self.question_length, max_objects=self.max_objects,
-            samples_per_device=self.samples_per_device,
+        _check_int_between("data", 1, 256, image_size_px=self.image_size_px,
+                           question_length=self.question_length, max_objects=self.max_objects)
+        _check_int_between("data", 1, 16_384, audio_length=self.audio_length)
+        _check_int_between(
+            "data", 1, 1_000_000, samples_per_device=self.samples_per_device,
             min_samples_per_device=self.min_samples_per_device,
             pretrain_samples=self.pretrain_samples, global_test_samples=self.global_test_samples,
         )
-        _check_int_at_least("data", 0, held_out_samples=self.held_out_samples)
+        _check_int_between("data", 0, 1_000_000, held_out_samples=self.held_out_samples)
         if self.label_skew:
             _check_subset("data", "label_skew", tuple(self.label_skew), LABEL_FAMILIES)
         _check_probability(
             "data", cluster_missing_sensor_prob=self.cluster_missing_sensor_prob,
             cluster_task_drop_prob=self.cluster_task_drop_prob,
         )
-        _check_non_negative("data", noise_std=self.noise_std,
-                            sample_count_sigma=self.sample_count_sigma)
-        _check_positive("data", dirichlet_alpha=self.dirichlet_alpha)
+        _check_range("data", 0.0, 100.0, noise_std=self.noise_std)
+        _check_range("data", 0.0, 5.0, sample_count_sigma=self.sample_count_sigma)
+        _check_positive_at_most("data", 1e6, dirichlet_alpha=self.dirichlet_alpha)
         _check_probability(
             "data", p_missing_image=self.p_missing_image, p_missing_audio=self.p_missing_audio,
             task_keep_prob=self.task_keep_prob,
@@ -442,18 +471,21 @@ class ModelConfig:
     pretrained_path: str | None = None
 
     def __post_init__(self) -> None:
-        _check_int_at_least(
-            "model", 1, hidden_size=self.hidden_size, num_layers=self.num_layers,
-            num_heads=self.num_heads, intermediate_size=self.intermediate_size,
-            feature_dim=self.feature_dim, num_prompt_tokens=self.num_prompt_tokens,
-            num_experts=self.num_experts, expert_hidden=self.expert_hidden,
-            moe_top_k=self.moe_top_k, lora_rank=self.lora_rank,
-            pretrain_batch_size=self.pretrain_batch_size,
+        _check_int_between(
+            "model", 1, 4096, hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size, feature_dim=self.feature_dim,
+            expert_hidden=self.expert_hidden, pretrain_batch_size=self.pretrain_batch_size,
         )
-        _check_int_at_least("model", 0, pretrain_steps=self.pretrain_steps)
+        _check_int_between(
+            "model", 1, 256, num_layers=self.num_layers, num_heads=self.num_heads,
+            num_prompt_tokens=self.num_prompt_tokens, num_experts=self.num_experts,
+            moe_top_k=self.moe_top_k, lora_rank=self.lora_rank,
+        )
+        _check_int_between("model", 0, 10_000_000, pretrain_steps=self.pretrain_steps)
         _check_choice("model", "precision_bits", self.precision_bits, (8, 16, 32))
-        _check_positive("model", lora_alpha=self.lora_alpha, pretrain_lr=self.pretrain_lr)
-        _check_non_negative("model", moe_balance_weight=self.moe_balance_weight)
+        _check_positive_at_most("model", 1e4, lora_alpha=self.lora_alpha)
+        _check_positive_at_most("model", 10.0, pretrain_lr=self.pretrain_lr)
+        _check_range("model", 0.0, 1e3, moe_balance_weight=self.moe_balance_weight)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"model.hidden_size = {self.hidden_size}: must be divisible by "
@@ -492,13 +524,15 @@ class FLConfig:
     eval_held_out_samples_per_device: int = 32
 
     def __post_init__(self) -> None:
-        _check_int_at_least("fl", 1, local_steps=self.local_steps, batch_size=self.batch_size,
-                            max_pending_requests=self.max_pending_requests,
-                            eval_samples_per_device=self.eval_samples_per_device,
-                            eval_held_out_samples_per_device=(
-                                self.eval_held_out_samples_per_device))
-        _check_positive("fl", lr=self.lr)
-        _check_non_negative("fl", weight_decay=self.weight_decay)
+        _check_int_between("fl", 1, 10_000, local_steps=self.local_steps,
+                           batch_size=self.batch_size)
+        _check_int_between("fl", 1, 1_000, max_pending_requests=self.max_pending_requests)
+        _check_int_between("fl", 1, 1_000_000,
+                           eval_samples_per_device=self.eval_samples_per_device,
+                           eval_held_out_samples_per_device=(
+                               self.eval_held_out_samples_per_device))
+        _check_positive_at_most("fl", 10.0, lr=self.lr)
+        _check_range("fl", 0.0, 10.0, weight_decay=self.weight_decay)
         _check_choice("fl", "optimizer_state", self.optimizer_state, ("reset", "persist"))
         _check_probability("fl", task_arrival_prob=self.task_arrival_prob)
 
@@ -527,22 +561,24 @@ class EnvConfig:
     accuracy_local_mix: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_int_at_least("env", 1, episode_rounds=self.episode_rounds,
-                            d2d_partner_k=self.d2d_partner_k)
+        _check_int_between("env", 1, 1_000_000, episode_rounds=self.episode_rounds)
+        _check_int_between("env", 1, 64, d2d_partner_k=self.d2d_partner_k)
         if self.energy_budget_j is not None:
-            _check_positive("env", energy_budget_j=self.energy_budget_j)
-        if not self.period_menu or any(
-            isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in self.period_menu
+            _check_positive_at_most("env", 1e15, energy_budget_j=self.energy_budget_j)
+        if not self.period_menu or len(self.period_menu) > 64 or any(
+            isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 1_000_000
+            for p in self.period_menu
         ):
             raise ConfigError(
-                f"env.period_menu = {self.period_menu!r}: must be a non-empty list of integers "
-                ">= 0 (0 means never)"
+                f"env.period_menu = {self.period_menu!r}: must be a list of 1 to 64 integers "
+                "in [0, 1000000] (0 means never)"
             )
-        _check_non_negative("env", accuracy_weight=self.accuracy_weight,
-                            latency_weight=self.latency_weight, energy_weight=self.energy_weight)
+        # bounded, so that no weight can turn a finite cost into an infinite reward
+        _check_range("env", 0.0, 1e6, accuracy_weight=self.accuracy_weight,
+                     latency_weight=self.latency_weight, energy_weight=self.energy_weight)
         _check_probability("env", accuracy_local_mix=self.accuracy_local_mix)
         _check_choice("env", "reward", self.reward, REWARD_NAMES)
-        _check_non_negative("env", target_miss_penalty=self.target_miss_penalty)
+        _check_range("env", 0.0, 1e6, target_miss_penalty=self.target_miss_penalty)
         if self.target_accuracy is not None:
             _check_probability("env", target_accuracy=self.target_accuracy)
         elif self.reward == "cost-to-target":
@@ -570,7 +606,7 @@ class ScenarioConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
 
     def __post_init__(self) -> None:
-        _check_int_at_least("scenario", 0, seed=self.seed)
+        _check_int_between("scenario", 0, 2**63 - 1, seed=self.seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,6 +703,54 @@ def get_scenario(name: str) -> ScenarioConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# memory
+
+
+def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> dict[str, float]:
+    """A rough estimate (within a factor of about 2 for the presets) of the memory an env of
+    ``config`` needs, by part: the fixed cost of the libraries, the scenes of every device and
+    of the test sets, in ``train`` fidelity their frozen features and the batched training and
+    evaluation work per device. Used to refuse a config the machine cannot hold before any of
+    it is allocated."""
+    data, model, fl = config.data, config.model, config.fl
+    devices = config.placement.num_devices
+    per_device = data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2)
+    samples = devices * per_device + data.global_test_samples + data.held_out_samples
+    raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
+    parts = {"libraries": 400e6, "scenes": samples * raw}
+    if fidelity == "train":
+        tokens = 16 + 8 + data.question_length + len(data.tasks) * model.num_prompt_tokens
+        parts["features"] = samples * tokens * model.feature_dim * 4.0
+        parts["pre-training scenes"] = data.pretrain_samples * raw  # on a first build only
+        width = (16 * model.hidden_size + 2 * model.intermediate_size) * model.num_layers \
+            + model.num_experts * model.expert_hidden
+        batch = max(fl.batch_size, min(fl.eval_samples_per_device, 64))
+        parts["training and evaluation"] = devices * batch * tokens * width * 4.0
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def check_memory(config: ScenarioConfig, fidelity: str = "train") -> None:
+    """Raise :class:`ConfigError` with the estimate when ``config`` would need more memory than
+    this machine has (:func:`estimate_memory_bytes`)."""
+    try:
+        import os
+
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to check against
+        return
+    parts = estimate_memory_bytes(config, fidelity)
+    if parts["total"] > available:
+        detail = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items() if k != "total")
+        raise ConfigError(
+            f"scenario {config.name!r} ({fidelity} fidelity) needs about "
+            f"{parts['total'] / 2**30:.1f} GiB of memory ({detail} GiB); this machine has "
+            f"{available / 2**30:.1f} GiB. Reduce placement.num_devices, "
+            "data.samples_per_device or the model's sizes"
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # dicts, files and overrides
 
 
@@ -714,10 +798,15 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
             isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
         ):
             raise ConfigError(f"{path} = {value!r}: must be an integer")
+        if abs(value) >= 2**63:
+            shown = f"{value:g}" if isinstance(value, float) else f"a {len(str(value))}-digit number"
+            raise ConfigError(f"{path} = {shown}: too large for an integer")
         return int(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} = {value!r}: must be a number")
+        if isinstance(value, int) and abs(value) >= 2**1023:
+            raise ConfigError(f"{path} = a {len(str(value))}-digit number: too large for a float")
         try:
             return float(value)
         except OverflowError:
@@ -746,6 +835,21 @@ def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
         return cls(**kwargs)
     except TypeError as err:  # a required field is missing
         raise ConfigError(f"{path or cls.__name__}: {err}") from None
+    except ConfigError as err:
+        raise ConfigError(_relabel(str(err), path)) from None
+
+
+def _relabel(message: str, path: str) -> str:
+    """A validation message labelled with the key the value came from: a class checks its
+    fields under its usual name (``channel.link.bandwidth_hz``), but the user wrote
+    ``channel.d2d.bandwidth_hz``. Messages that name a nested key already are left alone."""
+    label = message.partition(" = ")[0]
+    owner, _, name = label.rpartition(".")
+    if not path or not owner or owner == path or "." not in label or " " in name:
+        return message
+    if owner.count(".") != path.count("."):
+        return message  # raised deeper down, already under its own key
+    return message.replace(f"{owner}.", f"{path}.")
 
 
 def from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> ScenarioConfig:

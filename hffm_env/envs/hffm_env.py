@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from hffm_env.config import MODULE_TYPES, ScenarioConfig, load_scenario
+from hffm_env.config import MODULE_TYPES, ScenarioConfig, check_memory, load_scenario
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import ObservationInputs, build_observation, observation_names
 from hffm_env.envs.reward import (
@@ -140,6 +140,7 @@ class HFFMEnv(gym.Env):
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
         self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
+        check_memory(self.config, fidelity)  # refuse before allocating, with the estimate
         self.fidelity = fidelity
         self.reward_mode = reward_mode
         self.render_mode = render_mode
@@ -199,6 +200,10 @@ class HFFMEnv(gym.Env):
         ``seed``; modules back to their initial state."""
         from hffm_env.sim import Network
 
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            # checked before any state changes, so the env stays usable after this error
+            raise ValueError(f"reset seed = {seed!r}: must be None or an integer >= 0")
         super().reset(seed=seed)
         network_seed, round_seed, torch_seed = (int(s) for s in
                                                 self.np_random.integers(0, 2**31 - 1, size=3))

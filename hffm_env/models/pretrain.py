@@ -31,11 +31,16 @@ Cache
     ``<cache_dir>/m3t-<key>.pt`` where ``cache_dir`` is the argument, else ``$HFFM_CACHE_DIR``,
     else ``~/.cache/hffm_env``; ``key`` hashes every field that changes the pre-trained weights
     (:func:`cache_key`). Files are written atomically (temporary file + ``os.replace``) and carry
-    a checksum; an unreadable, partial or mismatching file is rebuilt with a warning.
+    a checksum; an unreadable, partial or mismatching file is rebuilt with a warning. Processes
+    building the same file at once take turns on ``<file>.lock`` (the first builds, the others
+    wait and load its file). A cache folder that cannot be written, or anything but a regular
+    file at the cache path, is reported before pre-training and a private temporary folder is
+    used instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -44,6 +49,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -556,32 +562,88 @@ def build_model(
     checkpoint = _checkpoint_dir(model_config.pretrained_path)
     backbone = load_backbone(checkpoint) if checkpoint is not None else None
     model = M3TModel(model_config, data_config, seed=seed, backbone=backbone)
-    path = cache_path(model_config, data_config, cache_dir)
+    path = _usable_cache_path(cache_path(model_config, data_config, cache_dir))
     key = path.stem.removeprefix("m3t-")
-    info: dict[str, Any] | None = None
-    if path.exists():
-        try:
-            state, info = _load_cache(path, key)
-            model.load_pretrained_state(state, seed)
-            info = {**info, "cached": True}
-        except Exception as err:  # noqa: BLE001 - any unreadable file is rebuilt
-            warnings.warn(
-                f"pre-trained model cache {path} is unusable ({type(err).__name__}: {err}); "
-                "pre-training again and rewriting it",
-                RuntimeWarning,
-                stacklevel=2,
+    with _build_lock(path):  # one process builds; the others wait here, then load its file
+        info = _load_into(model, path, key, seed)
+        if info is None:
+            print(
+                f"hffm-env: pre-training the frozen parts of the M3T model for this "
+                f"configuration ({model_config.pretrain_steps} steps, about a minute on 2 CPU "
+                f"cores); done once, then cached in {path}", file=sys.stderr, flush=True,
             )
-            info = None
-    if info is None:
-        print(
-            f"hffm-env: pre-training the frozen parts of the M3T model for this configuration "
-            f"({model_config.pretrain_steps} steps, about a minute on 2 CPU cores); done once, "
-            f"then cached in {path}", file=sys.stderr, flush=True,
-        )
-        info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
-        _save_cache(path, key, model.pretrained_state(), info)
-        model.load_pretrained_state(model.pretrained_state(), seed)
-        info = {**info, "cached": False}
+            info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
+            _save_cache(path, key, model.pretrained_state(), info)
+            model.load_pretrained_state(model.pretrained_state(), seed)
+            info = {**info, "cached": False}
     model.pretrain_info = info
     model.cache_file = path
     return model.to(device)
+
+
+def _load_into(model: M3TModel, path: Path, key: str, seed: int) -> dict[str, Any] | None:
+    """Load the cached frozen parts into ``model``; ``None`` when there is no usable file (an
+    unreadable one is reported and will be rewritten)."""
+    if not path.exists():
+        return None
+    try:
+        state, info = _load_cache(path, key)
+        model.load_pretrained_state(state, seed)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is rebuilt
+        warnings.warn(
+            f"pre-trained model cache {path} is unusable ({type(err).__name__}: {err}); "
+            "pre-training again and rewriting it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return {**info, "cached": True}
+
+
+def _usable_cache_path(path: Path) -> Path:
+    """``path`` if its folder is writable and nothing but a regular file stands there; else
+    the same name in a private temporary folder, with a warning (checked before pre-training,
+    so a bad cache folder never costs a whole pre-training run)."""
+    problem = None
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        problem = "is not a regular file"
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            problem = f"is in a folder that cannot be written ({err.strerror or err})"
+    if problem is None:
+        return path
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    fallback = Path(tempfile.gettempdir()) / f"hffm_env-cache-{user}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    warnings.warn(
+        f"pre-trained model cache {path} {problem}; using {fallback} instead (set "
+        "HFFM_CACHE_DIR to a writable folder to keep the cache)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return fallback / path.name
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` (POSIX ``flock``; no lock where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"hffm-env: waiting for another process that is building {path}",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -223,7 +223,7 @@ def _place_servers(config: PlacementConfig, rng: np.random.Generator) -> np.ndar
                 break
         else:
             raise PlacementError(
-                f"network.placement: could not place edge server {s + 1} of "
+                f"placement: could not place edge server {s + 1} of "
                 f"{config.num_edge_servers} at least {config.min_server_spacing_m} m from the "
                 f"others in a {config.area_side_m} m square after max_placement_attempts = "
                 f"{config.max_placement_attempts} draws; enlarge area_side_m, reduce "

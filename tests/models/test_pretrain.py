@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +160,50 @@ def test_pretext_holds_no_downstream_label_and_probes_are_reported(tiny_model):
     assert {"fused/scene", "fused/count", "fused/vqa", "image/scene", "audio/count"} <= set(probes)
     assert all(0.0 <= v <= 1.0 for v in probes.values())
     assert "image/vqa" not in probes  # vqa needs the question
+
+
+def test_unwritable_cache_folder_falls_back_before_pretraining(tmp_path, configs):
+    TINY_MODEL, TINY_DATA = configs
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a folder below a file can never be created, even by root
+    with pytest.warns(RuntimeWarning, match="cannot be written.*using"):
+        model = build_model(TINY_MODEL, TINY_DATA, cache_dir=blocker / "cache", progress=False)
+    assert model.cache_file.exists() and blocker not in model.cache_file.parents
+
+
+def test_a_fifo_at_the_cache_path_is_not_read(tmp_path, configs):
+    import os
+    import signal
+
+    TINY_MODEL, TINY_DATA = configs
+    path = cache_path(TINY_MODEL, TINY_DATA, tmp_path)
+    os.mkfifo(path)
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading the FIFO blocked"))
+    signal.alarm(60)
+    try:
+        with pytest.warns(RuntimeWarning, match="not a regular file"):
+            model = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
+    finally:
+        signal.alarm(0)
+    assert model.cache_file != path and model.cache_file.is_file()
+
+
+def test_two_processes_building_one_cache_take_turns(tmp_path, configs):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import TINY_MODEL, TINY_DATA
+        from hffm_env.models import build_model
+        model = build_model(TINY_MODEL, TINY_DATA, cache_dir={str(tmp_path)!r}, progress=False)
+        print("cached" if model.pretrain_info["cached"] else "built")
+    """)
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert sorted(out.strip() for out, _ in outputs) == ["built", "cached"]
+    assert sum("pre-training the frozen parts" in err for _, err in outputs) == 1
