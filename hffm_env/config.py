@@ -799,7 +799,8 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
         ):
             raise ConfigError(f"{path} = {value!r}: must be an integer")
         if abs(value) >= 2**63:
-            shown = f"{value:g}" if isinstance(value, float) else f"a {len(str(value))}-digit number"
+            shown = (f"{value:g}" if isinstance(value, float)
+                     else f"a {len(str(value))}-digit number")
             raise ConfigError(f"{path} = {shown}: too large for an integer")
         return int(value)
     if annotation is float:

@@ -9,7 +9,6 @@ import math
 
 import gymnasium as gym
 import numpy as np
-import pytest
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, parse_override
