@@ -188,6 +188,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
     seeds = args.seeds or [1000 + k for k in range(args.episodes or 3)]
+    for flag, target in (("--json", args.json), ("--plot", args.plot)):
+        if target and Path(target).exists() and not args.force:
+            raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
     policies: list = []
     for path in args.agent:
         try:
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="torch device for FL training")
     bench.add_argument("--json", metavar="FILE", help="write the results as JSON")
     bench.add_argument("--plot", metavar="FILE", help="write the trade-off plot as PNG")
+    bench.add_argument("--force", action="store_true",
+                       help="overwrite existing --json and --plot files")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.set_defaults(func=_cmd_bench)
 

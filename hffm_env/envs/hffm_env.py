@@ -87,7 +87,14 @@ class HFFMEnv(gym.Env):
     ``reset(seed)`` re-places the network, redraws fading, dropout and task arrivals, and
     restores every module to its initial (pre-trained) state. The data split, the frozen
     features and the pre-trained backbone are built once per env instance from the scenario's
-    seed.
+    seed. A bad ``seed`` (negative, not an integer) raises ``ValueError`` before anything
+    changes, so the env stays usable.
+
+    ## Reproducibility
+    The same seed gives the same episode, bit for bit, on the same device with the same number
+    of torch threads. Across thread counts the order of float reductions changes, and so do the
+    last digits (after a few rounds of training, observations differ by about 1e-3); pass
+    ``torch_threads`` to pin it. Cost fidelity does not depend on the thread count.
 
     ## Episode End
     Truncated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``); terminated

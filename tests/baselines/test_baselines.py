@@ -137,6 +137,15 @@ def test_bench_command_writes_documented_json(tmp_path, capsys):
     assert again.to_dict() == data
     plot_tradeoffs(again, tmp_path / "again.png")
     assert (tmp_path / "again.png").stat().st_size > 1000
+    # an existing output is not overwritten without --force, and nothing runs before saying so
+    out.write_text("keep")
+    rerun = ["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "star",
+             "--episodes", "1", "--no-progress", "--json", str(out),
+             *sum((["--set", o] for o in TINY), [])]
+    assert hffm_main(rerun) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_text() == "keep"
+    assert hffm_main([*rerun, "--force"]) == 0
+    assert json.loads(out.read_text())["policies"][0]["policy"] == "star"
 
 
 def test_paper_cost_comparison_matches_the_prototype_star():

@@ -94,6 +94,22 @@ def test_same_seed_same_rollout_in_two_envs():
     assert not np.array_equal(obs_a, obs_c)
 
 
+def test_cost_fidelity_does_not_depend_on_the_thread_count():
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        rollouts = []
+        for n in (1, 2):
+            env = gym.make("hffm/HFFM-v0", fidelity="cost", torch_threads=n,
+                           overrides=["dynamics.dropout_prob=0.2", "dynamics.mobility=true"])
+            rollouts.append(_rollout(env, seed=3, steps=8)[:2])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*rollouts):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_info_has_the_documented_fields(env):
     obs, info = env.reset(seed=0)
     action = env.unwrapped.layout.encode(1, 2)
