@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.scenario}: {result['episodes']} episodes, {result['steps']} steps in "
           f"{result['seconds']:.0f} s ({result['steps_per_second']:.0f} steps/s); memory "
           f"{result['rss_after_warmup_mib']:.0f} MiB after warm-up -> "
-          f"{result['rss_end_mib']:.0f} MiB at the end: {100 * result['growth_after_warmup']:+.2f}% "
+          f"{result['rss_end_mib']:.0f} MiB at the end: "
+          f"{100 * result['growth_after_warmup']:+.2f}% "
           f"[{verdict}: target under {100 * GROWTH_TARGET:.0f}%]", file=sys.stderr)
     emit_json(result, args.json)
     return 0 if result["passed"] else 1
