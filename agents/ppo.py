@@ -226,9 +226,13 @@ class _FLMetricsCallback:
 
         class FLMetrics(BaseCallback):
             def _on_step(self) -> bool:
+                from hffm_env.envs.hffm_env import measured
+
                 for info in self.locals.get("infos", []):
-                    acc = info.get("accuracy", {}).get("mean")
-                    if acc is not None and np.isfinite(acc):
+                    if "measured" not in info:  # e.g. the terminal info of another wrapper
+                        continue
+                    acc = measured(info, "accuracy")
+                    if np.isfinite(acc):
                         self.logger.record_mean("fl/accuracy", acc)
                     if "latency_s" in info:
                         self.logger.record_mean("fl/latency_s", info["latency_s"])

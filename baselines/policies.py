@@ -201,7 +201,9 @@ class AdaptivePolicy:
         names = env.observation_names
         value = dict(zip(names, obs))
         drift = np.mean([value[f"drift/{t}/global"] for t in MODULE_TYPES])
-        loss = float(info.get("train_loss", float("nan")))
+        from hffm_env.envs.hffm_env import measured
+
+        loss = measured(info, "train_loss")
         energy_ahead = value["budget/energy"] > value["round"]
         stalled = np.isfinite(loss) and loss > 0.99 * self.previous_loss
         if np.isfinite(loss):

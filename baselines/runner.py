@@ -75,6 +75,8 @@ class EpisodeRecord:
 
 def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
     """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)``."""
+    from hffm_env.envs.hffm_env import measured
+
     obs, info = env.reset(seed=seed)
     policy.reset(env, seed)
     record = EpisodeRecord(policy=policy.name, seed=seed)
@@ -83,18 +85,17 @@ def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
         action = policy.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
         reward = float(np.sum(reward))
-        record.accuracy.append(float(info["accuracy"].get("mean", float("nan"))))
+        record.accuracy.append(measured(info, "accuracy"))
         record.accuracy_per_task.append(
-            {k: float(v) for k, v in info["accuracy"].items() if k != "mean"}
+            {k: measured(info, "accuracy", k) for k in info["accuracy"] if k != "mean"}
         )
-        record.accuracy_local.append(float(info["accuracy_local"].get("mean", float("nan"))))
-        record.accuracy_held_out.append(
-            float(info["accuracy_held_out"].get("mean", float("nan"))))
+        record.accuracy_local.append(measured(info, "accuracy_local"))
+        record.accuracy_held_out.append(measured(info, "accuracy_held_out"))
         record.latency_s.append(float(info["latency_s"]))
         record.energy_j.append(float(info["energy_j"]))
         record.rewards.append(reward)
         done = terminated or truncated
-        record.end = info.get("end")
+        record.end = info["end"] or None
     return record
 
 

@@ -19,11 +19,12 @@ from hffm_env.envs.reward import (
     RewardWeights,
     accuracy_score,
     get_reward,
+    reward_bounds,
 )
 from hffm_env.fl.engine import FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 
-__all__ = ["HFFMEnv"]
+__all__ = ["HFFMEnv", "measured"]
 
 FIDELITIES = ("train", "cost")
 REWARD_MODES = ("scalar", "vector")
@@ -80,7 +81,8 @@ class HFFMEnv(gym.Env):
     ``acc_t - acc_{t-1}`` instead; ``cost-to-target`` charges the costs until the accuracy
     first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does. Each
     term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
-    ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` describes it.
+    ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` (only in
+    that mode) bounds it: a round's cost counts as at most 100 star rounds.
     In cost fidelity the accuracy term is 0 (nothing was measured).
 
     ## Starting State
@@ -100,11 +102,17 @@ class HFFMEnv(gym.Env):
     Truncated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``); terminated
     when ``env.energy_budget_j`` is exhausted (``info["end"] = "energy_budget"``).
 
+    ## Info
+    The same keys, types and shapes at reset and at every step, no NaN (``info["measured"]``
+    says what was measured; unmeasured numbers are 0), per-device and per-cluster values as
+    fixed-size arrays, and ``info["action_mask"]`` for the next action; see the README's MDP
+    section for every key and :meth:`_get_info`.
+
     ## Arguments
     ``gymnasium.make("hffm/HFFM-v0", scenario="small", overrides=None, config_file=None,
     fidelity="train", reward_mode="scalar", render_mode=None, device="cpu",
     torch_threads=None)``; ``overrides`` is a dict or list of ``"key=value"`` strings applied
-    to the scenario config; ``fidelity="cost"`` skips training (accuracies NaN) for fast
+    to the scenario config; ``fidelity="cost"`` skips training (accuracy not measured) for fast
     network studies.
 
     ## Version History
@@ -114,6 +122,11 @@ class HFFMEnv(gym.Env):
       16-round episodes, the ``paper`` preset's homogeneous devices, named rewards with the
       ``accuracy-level`` default on the never..star cost scale, ``info["accuracy_held_out"]``
       and ``info["outage_devices"]``, optional link outage.
+    * v0, third revision: info in one fixed layout without NaN (``measured`` flags,
+      per-device arrays ``available``/``failed``/``outage`` instead of id lists,
+      ``idle_clusters``, ``action_mask``), ``reward_space`` only in vector mode and bounded,
+      a cluster without available members sits the round out instead of failing, and the ids
+      are registered without the passive env checker.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
@@ -166,6 +179,9 @@ class HFFMEnv(gym.Env):
         self.engine = FederatedEngine(cfg, model, self.data, network, train=fidelity == "train",
                                       device=device)
         self.tasks = self.engine.tasks
+        self.module_ids = list(self.engine.inventory.ids())
+        """Every module id; ``info["pending_module"]`` and ``["relayed_module"]`` index it."""
+        self._module_index = {m: k for k, m in enumerate(self.module_ids)}
         self.layout = ActionLayout(cfg, self._members(network), network.partners)
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)
         self.action_slot_names = list(self.layout.slot_names)
@@ -175,7 +191,6 @@ class HFFMEnv(gym.Env):
         self.observation_space = spaces.Box(
             0.0, 1.0, shape=(len(self.observation_names),), dtype=np.float32
         )
-        self.reward_space = spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
         # Reward references: per-round cost of never aggregating and of star on the scenario's
         # own network, the 0 and 1 of the reward's cost scale.
         star = self.engine.price_schedule(
@@ -193,6 +208,10 @@ class HFFMEnv(gym.Env):
             cfg.env.accuracy_weight, cfg.env.latency_weight, cfg.env.energy_weight,
             cfg.env.target_accuracy, cfg.env.target_miss_penalty,
         )
+        if reward_mode == "vector":  # only there is the reward a vector (MO-Gymnasium)
+            low, high = reward_bounds(cfg.env.reward, self.cost_range, self.reward_weights)
+            self.reward_space = spaces.Box(np.array(low, dtype=np.float32),
+                                           np.array(high, dtype=np.float32), dtype=np.float32)
         self.network = network
         self._round_rng = np.random.default_rng(cfg.seed)
         self._reset_state()
@@ -418,34 +437,135 @@ class HFFMEnv(gym.Env):
         terms: dict[str, float],
         end: str | None = None,
     ) -> dict[str, Any]:
+        """The info dict: the same keys, types and shapes at reset and at every step, and no
+        NaN (``info["measured"]`` says which numbers were measured; unmeasured ones are 0).
+        Round results describe the round just played (at reset: an empty round); ``pending``
+        and ``action_mask`` describe the state the observation shows, for the next action."""
+        n, c = self.network.num_devices, self.network.num_clusters
+        p = self.config.fl.max_pending_requests
+        if result is None:  # reset: nothing has been played yet
+            cost = self.network.account(self.network.new_table())
+            transfers = self.network.new_table().summary()
+            unavailable = ~np.asarray(self.network.available, dtype=bool)
+            failed, outage, idle, relayed, flags = [], [], self.engine.idle_clusters(), [], []
+            loss = float("nan")
+        else:
+            cost, transfers = result.cost, result.transfers.summary()
+            unavailable = np.zeros(n, dtype=bool)
+            unavailable[result.dropped_devices] = True
+            failed, outage = result.failed_devices, result.outage_devices
+            idle = np.zeros(c, dtype=bool)
+            idle[result.idle_clusters] = True
+            relayed, flags, loss = result.relayed, result.flags, result.train_loss
+        cost_info = cost.to_dict()
+        cost_info["energy_by_module_type_j"] = {
+            t: cost_info["energy_by_module_type_j"].get(t, 0.0) for t in MODULE_TYPES}
+        cost_info["energy_by_device_j"] = np.asarray(cost.energy_by_device_j, dtype=np.float64)
+        cost_info["latency_by_cluster_s"] = np.asarray(cost.latency_by_cluster_s,
+                                                       dtype=np.float64)
+        transfers["by_module_type"] = {
+            t: transfers["by_module_type"].get(t, {"flows": 0, "bits": 0.0})
+            for t in MODULE_TYPES}
+        measured = {
+            "accuracy": _finite(self._accuracy.get("mean")),
+            "accuracy_local": _finite(self._accuracy_local.get("mean")),
+            "accuracy_held_out": _finite(self._accuracy_held_out.get("mean")),
+            "train_loss": _finite(loss),
+        }
         info: dict[str, Any] = {
             "round": self.rounds_done,
-            "accuracy": dict(self._accuracy),
-            "accuracy_local": dict(self._accuracy_local),
-            "accuracy_held_out": dict(self._accuracy_held_out),
-            "latency_s": result.cost.latency_s if result else 0.0,
-            "energy_j": result.cost.energy_j if result else 0.0,
+            "measured": measured,
+            "accuracy": _zero_nan(self._accuracy),
+            "accuracy_local": _zero_nan(self._accuracy_local),
+            "accuracy_held_out": _zero_nan(self._accuracy_held_out),
+            "train_loss": loss if measured["train_loss"] else 0.0,
+            "latency_s": float(cost.latency_s),
+            "energy_j": float(cost.energy_j),
             "cumulative_latency_s": self.cumulative_latency_s,
             "cumulative_energy_j": self.cumulative_energy_j,
-            "reward_terms": dict(terms),
-            "schedule": schedule.to_dict() if schedule else None,
-            "transfers": result.transfers.summary() if result else {},
-            "cost": result.cost.to_dict() if result else {},
-            "train_loss": result.train_loss if result else float("nan"),
-            "dropped_devices": list(result.dropped_devices) if result else
-            np.flatnonzero(~self.network.available).tolist(),
-            "failed_devices": list(result.failed_devices) if result else [],
-            "outage_devices": list(result.outage_devices) if result else [],
-            "idle_clusters": list(result.idle_clusters) if result else
-            np.flatnonzero(self.engine.idle_clusters()).tolist(),
-            "relayed": [
-                {"device": r.device, "module": r.module_id} for r in result.relayed
-            ] if result else [],
-            "pending_requests": [
-                {"device": r.device, "module": r.module_id} for r in self.engine.pending
-            ],
+            "reward_terms": {k: float(terms.get(k, 0.0))
+                             for k in ("accuracy", "latency", "energy")},
+            "schedule": self._schedule_info(schedule),
+            "transfers": transfers,
+            "cost": cost_info,
+            "available": ~unavailable,
+            "failed": _flags(n, failed),
+            "outage": _flags(n, outage),
+            "idle_clusters": np.asarray(idle, dtype=bool),
+            # modules as indices into ``env.unwrapped.module_ids`` (numbers only: the checkers
+            # and vector-env buffers compare and stack info arrays numerically)
+            "relayed_device": _padded([r.device for r in relayed], p),
+            "relayed_module": _padded([self._module_index[r.module_id] for r in relayed], p),
+            "pending_device": _padded([r.device for r in self.engine.pending], p),
+            "pending_module": _padded(
+                [self._module_index[r.module_id] for r in self.engine.pending], p),
             "repairs": repairs.to_dict() if repairs else DecodeReport().to_dict(),
-            "flags": list(result.flags) if result else [],
-            "end": end,
+            "flags": "; ".join(flags),
+            "end": end or "",
+            "action_mask": self.action_masks(),
         }
         return info
+
+    def _schedule_info(self, schedule: Schedule | None) -> dict[str, Any]:
+        """The decoded schedule in fixed-size arrays: tiers per module type, route and head
+        per cluster (head -1: the cluster sat the round out), D2D partner per device (-1:
+        none), and for the k-th relay decision of the round (in request-slot order) the source
+        kind (-1: none, else ``SourceKind``: 0 device, 1 edge, 2 cloud) and source device (-1
+        unless a device). At reset: nothing aggregated, default heads."""
+        n, c = self.network.num_devices, self.network.num_clusters
+        p = self.config.fl.max_pending_requests
+        partner = np.full(n, -1, dtype=np.int64)
+        source = np.full(p, -1, dtype=np.int64)
+        source_device = np.full(p, -1, dtype=np.int64)
+        if schedule is None:
+            return {"tiers": {t: "none" for t in MODULE_TYPES},
+                    "routes": np.zeros(c, dtype=np.int64),
+                    "heads": np.asarray(self.network.heads, dtype=np.int64), "partner": partner,
+                    "relay_source": source, "relay_source_device": source_device}
+        for i, j in schedule.pairs:
+            partner[i], partner[j] = j, i
+        for k, (request, src) in enumerate(schedule.relay_sources.items()):
+            if k < p:
+                source[k], source_device[k] = int(src.kind), int(src.device)
+        routes = schedule.routes or (Route.DIRECT,) * c
+        return {
+            "tiers": {t: schedule.tier(t).name.lower() for t in MODULE_TYPES},
+            "routes": np.asarray([int(r) for r in routes], dtype=np.int64),
+            "heads": np.asarray(schedule.heads or self.network.heads, dtype=np.int64),
+            "partner": partner,
+            "relay_source": source,
+            "relay_source_device": source_device,
+        }
+
+
+def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
+    """A measured number of ``info`` (``"accuracy"``, ``"accuracy_local"``,
+    ``"accuracy_held_out"`` per task or ``"mean"``, or ``"train_loss"``), NaN when this
+    round did not measure it (info itself holds 0.0 there and ``info["measured"][key]`` is
+    False)."""
+    if not info["measured"][key]:
+        return float("nan")
+    value = info[key]
+    return float(value[task] if isinstance(value, dict) else value)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _zero_nan(scores: dict[str, float]) -> dict[str, float]:
+    """Scores with unmeasured (NaN) entries as 0.0 (``info["measured"]`` flags them)."""
+    return {k: float(v) if math.isfinite(v) else 0.0 for k, v in scores.items()}
+
+
+def _flags(size: int, indices: list[int]) -> np.ndarray:
+    out = np.zeros(size, dtype=bool)
+    out[list(indices)] = True
+    return out
+
+
+def _padded(values: list[int], size: int) -> np.ndarray:
+    """``values`` in an int array of ``size``, padded with -1."""
+    out = np.full(size, -1, dtype=np.int64)
+    out[: min(len(values), size)] = values[:size]
+    return out

@@ -31,9 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
-    "CostRange", "RewardInputs", "RewardWeights", "REWARDS", "accuracy_score", "reward_names",
-    "get_reward",
+    "CostRange", "RewardInputs", "RewardWeights", "REWARDS", "MAX_COST_SCALE", "accuracy_score",
+    "reward_bounds", "reward_names", "get_reward",
 ]
+
+
+MAX_COST_SCALE = 100.0
+"""A round's cost is charged as at most 100 star rounds (a deep fade on one link can make a
+round arbitrarily slow): it keeps every reward finite and bounded (``reward_space``)."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,18 @@ class CostRange:
     star_energy_j: float
 
     def latency(self, latency_s: float) -> float:
-        """``latency_s`` on the never..star scale."""
+        """``latency_s`` on the never..star scale, at most :data:`MAX_COST_SCALE`."""
         span = max(self.star_latency_s - self.never_latency_s, 1e-9)
-        return (latency_s - self.never_latency_s) / span
+        return min((latency_s - self.never_latency_s) / span, MAX_COST_SCALE)
 
     def energy(self, energy_j: float) -> float:
-        """``energy_j`` on the never..star scale."""
+        """``energy_j`` on the never..star scale, at most :data:`MAX_COST_SCALE`."""
         span = max(self.star_energy_j - self.never_energy_j, 1e-12)
-        return (energy_j - self.never_energy_j) / span
+        return min((energy_j - self.never_energy_j) / span, MAX_COST_SCALE)
+
+    def lowest(self) -> tuple[float, float]:
+        """The lowest (latency, energy) on the scale: a round that costs nothing."""
+        return self.latency(0.0), self.energy(0.0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,18 @@ def cost_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> 
     reached = math.isfinite(inputs.score) and inputs.score >= (w.target_accuracy or 0.0)
     missed = inputs.last_round and not reached
     return {"accuracy": -w.target_miss_penalty if missed else 0.0, **_costs(inputs, costs, w)}
+
+
+def reward_bounds(name: str, costs: CostRange,
+                  w: RewardWeights) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Lowest and highest value of each term (accuracy, latency, energy) of reward ``name``:
+    the bounds of the env's vector ``reward_space``."""
+    accuracy = {"accuracy-level": (0.0, w.accuracy), "accuracy-gain": (-w.accuracy, w.accuracy),
+                "cost-to-target": (-w.target_miss_penalty, 0.0)}[name]
+    cheapest_latency, cheapest_energy = costs.lowest()
+    low = (accuracy[0], -w.latency * MAX_COST_SCALE, -w.energy * MAX_COST_SCALE)
+    high = (accuracy[1], -w.latency * cheapest_latency, -w.energy * cheapest_energy)
+    return low, high
 
 
 REWARDS: dict[str, Reward] = {

@@ -606,8 +606,9 @@ class TransferTable:
         return out
 
     def summary(self) -> dict[str, Any]:
-        """Counts and bits: ``by_link_kind`` (hops and bits carried, counting every hop) and
-        ``by_module_type`` (flows and payload bits, counting each flow once)."""
+        """Counts and bits: ``by_link_kind`` (hops and bits carried, counting every hop; every
+        link kind, unused ones at 0) and ``by_module_type`` (flows and payload bits, counting
+        each flow once, for the module types in the table)."""
         cols = self._columns()
         hops = np.bincount(cols["link"], minlength=len(LINK_KINDS))
         bits = np.bincount(cols["link"], weights=cols["size_bits"], minlength=len(LINK_KINDS))
@@ -621,7 +622,7 @@ class TransferTable:
             "num_hops": len(self),
             "by_link_kind": {
                 name: {"hops": int(hops[k]), "bits": float(bits[k])}
-                for k, name in enumerate(LINK_KINDS) if hops[k]
+                for k, name in enumerate(LINK_KINDS)
             },
             "by_module_type": {
                 name: {"flows": int(type_flows[t]), "bits": float(type_bits[t])}

@@ -39,6 +39,8 @@ def _ids_and_kwargs():
     for name in hffm_env.scenario_names():
         network = [] if name == "small" else SMALL_NETWORK
         yield scenario_env_id(name), {"overrides": [*TINY, *network]}
+        # cost fidelity on each preset's own network: nothing is trained, so it is cheap
+        yield scenario_env_id(name), {"fidelity": "cost"}
 
 
 @pytest.mark.parametrize("env_id,kwargs", list(_ids_and_kwargs()))
@@ -110,20 +112,57 @@ def test_cost_fidelity_does_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
-def test_info_has_the_documented_fields(env):
+def _layout(value):
+    """Keys, types and shapes of an info value, recursively (what must never change)."""
+    if isinstance(value, dict):
+        return {k: _layout(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.kind, value.shape)
+    return type(value).__name__
+
+
+def _no_nan(value, where="info"):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_nan(v, f"{where}[{k!r}]")
+    elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        assert np.isfinite(value).all(), where
+    elif isinstance(value, float):
+        assert np.isfinite(value), where
+
+
+@pytest.mark.parametrize("fidelity", ["train", "cost"])
+def test_info_has_one_layout_and_no_nan(fidelity):
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity=fidelity,
+                   overrides=[*TINY, "dynamics.dropout_prob=0.3", "fl.task_arrival_prob=0.5"])
     obs, info = env.reset(seed=0)
-    action = env.unwrapped.layout.encode(1, 2)
-    obs, reward, terminated, truncated, info = env.step(action)
-    for key in ("accuracy", "accuracy_local", "latency_s", "energy_j", "cumulative_energy_j",
-                "cumulative_latency_s", "reward_terms", "schedule", "transfers",
-                "dropped_devices", "flags", "repairs"):
-        assert key in info, key
-    assert set(info["reward_terms"]) == {"accuracy", "latency", "energy"}
+    layout = _layout(info)
+    rng = np.random.default_rng(1)
+    infos = [info]
+    for _ in range(4):
+        mask = info["action_mask"]
+        assert np.array_equal(mask, env.unwrapped.action_masks())
+        obs, reward, terminated, truncated, info = env.step(rng.integers(0, env.action_space.nvec))
+        infos.append(info)
+    for info in infos:
+        assert _layout(info) == layout
+        _no_nan(info)
     assert reward == pytest.approx(sum(info["reward_terms"].values()))
-    assert 0.0 <= info["accuracy"]["mean"] <= 1.0
+    assert set(info["reward_terms"]) == {"accuracy", "latency", "energy"}
     assert info["latency_s"] > 0 and info["energy_j"] > 0
-    assert info["schedule"]["tiers"]["head"] == "edge"
+    assert info["measured"]["accuracy"] is (fidelity == "train")
+    assert infos[0]["measured"]["train_loss"] is False
+    n, c = env.unwrapped.network.num_devices, env.unwrapped.network.num_clusters
+    assert info["available"].shape == (n,) and info["idle_clusters"].shape == (c,)
+    assert info["schedule"]["partner"].shape == (n,) and info["schedule"]["heads"].shape == (c,)
     assert env.observation_space.contains(obs)
+
+
+def test_info_schedule_shows_the_decoded_action(env):
+    env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.unwrapped.layout.encode(1, 2))
+    assert info["schedule"]["tiers"]["head"] == "edge"
+    assert 0.0 <= info["accuracy"]["mean"] <= 1.0
 
 
 def test_bad_actions_name_the_slot(env):
@@ -193,11 +232,15 @@ def test_vector_reward():
     env.reset(seed=1)
     _, reward, _, _, info = env.step(env.unwrapped.layout.encode(1, 0))
     assert isinstance(reward, np.ndarray) and reward.shape == (3,)
-    assert env.unwrapped.reward_space.shape == (3,)
+    space = env.unwrapped.reward_space
+    assert space.shape == (3,) and np.isfinite(space.low).all() and np.isfinite(space.high).all()
+    assert space.contains(reward)
     terms = info["reward_terms"]
     np.testing.assert_allclose(reward, [terms["accuracy"], terms["latency"], terms["energy"]],
                                rtol=1e-6)
     assert reward[1] < 0 and reward[2] < 0
+    # a scalar reward has no reward space (TorchRL reads one as the reward's shape)
+    assert not hasattr(gym.make("hffm/HFFM-v0", overrides=TINY).unwrapped, "reward_space")
 
 
 def test_energy_budget_terminates():
@@ -260,4 +303,5 @@ def test_cost_fidelity_reports_nan_accuracy():
     env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
     env.reset(seed=0)
     _, _, _, _, info = env.step(env.unwrapped.layout.encode(1, 1))
-    assert np.isnan(info["accuracy"]["mean"]) and info["reward_terms"]["accuracy"] == 0.0
+    assert not info["measured"]["accuracy"] and info["accuracy"]["mean"] == 0.0
+    assert info["reward_terms"]["accuracy"] == 0.0

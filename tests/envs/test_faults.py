@@ -36,7 +36,7 @@ def test_dropout_with_mobility_survives_200_cost_episodes():
     idle_rounds = 0
     for seed in range(200):
         for info in _play(env, seed)[1:]:
-            idle_rounds += bool(info["idle_clusters"])
+            idle_rounds += bool(info["idle_clusters"].any())
             assert info["repairs"]["heads"] == 0  # masked heads never need a repair
     env.close()
     # the test exercised what it is about: whole clusters did drop out
@@ -47,7 +47,7 @@ def test_dropout_with_mobility_survives_train_episodes():
     env = gym.make("hffm/HFFM-v0", scenario="small", overrides=[*TINY_OVERRIDES, *DROPOUT])
     for seed in (0, 1):
         infos = _play(env, seed)
-        assert all(np.isfinite(i["accuracy"]["mean"]) for i in infos)
+        assert all(i["measured"]["accuracy"] for i in infos)
     env.close()
 
 
@@ -72,7 +72,7 @@ def test_a_cluster_with_no_member_sits_the_round_out_and_keeps_its_modules():
     before = {name: value[members].clone() for name, value in env.engine.params.items()}
     star = env.layout.encode(1, 1, route=Route.STAR)
     _, _, _, _, info = env.step(star)
-    assert info["idle_clusters"] == [cluster]
+    assert np.flatnonzero(info["idle_clusters"]).tolist() == [cluster]
     assert info["repairs"]["heads"] == 0
     assert info["schedule"]["heads"][cluster] == -1
     for name, value in env.engine.params.items():
