@@ -524,7 +524,7 @@ class HFFMEnv(gym.Env):
                     "relay_source": source, "relay_source_device": source_device}
         for i, j in schedule.pairs:
             partner[i], partner[j] = j, i
-        for k, (request, src) in enumerate(schedule.relay_sources.items()):
+        for k, src in enumerate(schedule.relay_sources.values()):
             if k < p:
                 source[k], source_device[k] = int(src.kind), int(src.device)
         routes = schedule.routes or (Route.DIRECT,) * c
