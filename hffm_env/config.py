@@ -297,11 +297,11 @@ class ChannelConfig:
         _check_int_between("channel", 1, 100, max_transmissions=self.max_transmissions)
         if self.outage_snr_db is not None and not (
             isinstance(self.outage_snr_db, (int, float)) and math.isfinite(self.outage_snr_db)
-            and -100.0 <= self.outage_snr_db <= 100.0
+            and -300.0 <= self.outage_snr_db <= 300.0
         ):
             raise ConfigError(
                 f"channel.outage_snr_db = {self.outage_snr_db!r}: must be a number of dB in "
-                "[-100, 100] or null (no outage)"
+                "[-300, 300] or null (no outage)"
             )
 
 
