@@ -136,3 +136,20 @@ def test_mutual_partner_choices_are_one_pair_and_no_repair_as_in_the_simulator()
     proposed[i], proposed[j] = j, i
     assert (list(schedule.pairs), report.pair_repairs) == env.network.repair_pairing(proposed)
     assert report.pair_repairs == 0 and len(schedule.pairs) == 1
+
+
+def test_a_bad_reset_seed_raises_and_leaves_the_env_usable():
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost")
+    for bad in (-1, 1.5, "7", True):
+        with pytest.raises(ValueError, match="reset seed"):
+            env.reset(seed=bad)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+
+
+def test_a_config_too_big_for_this_machine_is_refused_with_the_estimate():
+    from hffm_env.config import ConfigError
+
+    huge = ["placement.placement=uniform", "placement.num_devices=100000"]
+    with pytest.raises(ConfigError, match=r"needs about [\d.]+ GiB of memory .* this machine has"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost", overrides=huge)
