@@ -46,20 +46,29 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if "default" not in help_:  # some help lines already say what the default means
             help_ = f"{help_} (default: {default})"
+        flags = (flag, *f.metadata.get("aliases", ()))
+        choices = f.metadata.get("choices")
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_)
-        elif is_list:
-            parser.add_argument(flag, type=kind, nargs="*", default=default, help=help_)
+        elif is_list:  # repeated flags add up: --set a=1 --set b=2 (None: the default)
+            parser.add_argument(*flags, dest=f.name, type=kind, nargs="*", action="extend",
+                                default=None, help=help_)
         else:
-            parser.add_argument(flag, type=kind, default=default, help=help_)
+            parser.add_argument(*flags, type=kind, default=default, choices=choices,
+                                help=help_)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
     """Parse the command line into :class:`TrainArgs`."""
     namespace = build_parser().parse_args(argv)
-    return TrainArgs(**vars(namespace))
+    return TrainArgs(**{k: v for k, v in vars(namespace).items() if v is not None
+                        or k not in _LIST_FIELDS})
+
+
+_LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
+                if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"train_agent: error: {err}", file=sys.stderr)
         return 2
+    except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
+        return int(done.code or 0)
     try:
         results = train(args)
     except (ValueError, FileNotFoundError) as err:  # ConfigError, AgentFileError included

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from hffm_env.config import scenario_names
+
 __all__ = ["TrainArgs", "train", "AgentPolicy", "TrainingInterrupted", "make_env_fn", "prepare_out",
            "evaluate_against_baselines", "ALGOS"]
 
@@ -30,17 +32,21 @@ ALGOS = ("ppo", "maskable-ppo")
 class TrainArgs:
     """Arguments of a training run (each field is a command-line flag)."""
 
-    scenario: str = field(default="small", metadata={"help": "preset scenario to train on"})
+    scenario: str = field(default="small", metadata={"help": "preset scenario to train on",
+                                                     "choices": tuple(scenario_names())})
     fidelity: str = field(
         default="train",
         metadata={
-            "help": "'train' (real FL training in each step) or 'cost' (network only)"
+            "help": "'train' (real FL training in each step) or 'cost' (network only)",
+            "choices": ("train", "cost"),
         },
     )
     algo: str = field(
         default="maskable-ppo",
         metadata={
-            "help": "'ppo' (stable-baselines3) or 'maskable-ppo' (sb3-contrib, uses action_masks())"
+            "help": "'ppo' (stable-baselines3) or 'maskable-ppo' (sb3-contrib, uses "
+            "action_masks())",
+            "choices": ALGOS,
         },
     )
     total_timesteps: int = field(
@@ -113,7 +119,13 @@ class TrainArgs:
         default=None, metadata={"help": "rounds per episode (default: the scenario's)"}
     )
     overrides: list[str] = field(
-        default_factory=list, metadata={"help": "extra scenario overrides, key=value"}
+        default_factory=list,
+        metadata={"help": "scenario overrides, key=value (also --set KEY=VALUE, repeatable, "
+                  "as in hffm)", "aliases": ("--set",)},
+    )
+    config: str | None = field(
+        default=None, metadata={"help": "a YAML/JSON scenario config file, layered on "
+                                "--scenario before the overrides (as in hffm)"},
     )
     eval_seeds: list[int] = field(
         default_factory=lambda: [1000, 1001, 1002],
@@ -136,7 +148,8 @@ class TrainArgs:
 
         if self.scenario not in scenario_names():
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
-        load_scenario(self.scenario, overrides=self.scenario_overrides())  # ConfigError early
+        load_scenario(self.scenario, config_file=self.config,
+                      overrides=self.scenario_overrides())  # a ConfigError before any work
 
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
@@ -167,6 +180,7 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
         env = gym.make(
             "hffm/HFFM-v0",
             scenario=args.scenario,
+            config_file=args.config,
             overrides=args.scenario_overrides(),
             fidelity=args.fidelity,
             device=_env_device(args.device),
@@ -395,7 +409,7 @@ def evaluate_against_baselines(
     import gymnasium as gym
 
     from baselines.policies import policy_names
-    from baselines.runner import format_table, plot_tradeoffs, run_benchmark
+    from baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
 
     out = Path(agent_path)
     agent = AgentPolicy(out, name=f"agent-{args.algo}")
@@ -405,6 +419,7 @@ def evaluate_against_baselines(
         return gym.make(
             "hffm/HFFM-v0",
             scenario=args.scenario,
+            config_file=args.config,
             overrides=args.scenario_overrides(),
             fidelity=args.fidelity,
             device=_env_device(args.device),
@@ -421,9 +436,10 @@ def evaluate_against_baselines(
     payload = result.to_dict()
     payload["train_args"] = dataclasses.asdict(args)
     payload["train_seconds"] = train_seconds
+    payload["verdict"] = verdict(result, agent.name)
     (out / "results.json").write_text(json.dumps(payload, indent=2))
     table = format_table(result)
-    (out / "results.md").write_text(table + "\n")
+    (out / "results.md").write_text(f"{table}\n\n**Verdict:** {payload['verdict']}\n")
     plot_tradeoffs(result, out / "pareto.png")
     return payload
 

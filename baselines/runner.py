@@ -29,6 +29,7 @@ __all__ = [
     "format_table",
     "plot_tradeoffs",
     "pareto_front",
+    "verdict",
     "DEFAULT_EVAL_SEEDS",
 ]
 
@@ -239,6 +240,39 @@ def summarise(
             reached_target=sum(r[2] is not None for r in reached),
         ))
     return out
+
+
+def verdict(result: BenchResult, agent: str) -> str:
+    """One line: did ``agent`` beat the best baseline? The best baseline is the one with the
+    highest mean episode return (what the agent was trained to maximise); the line compares
+    return, energy to the target accuracy, energy per round and final accuracy, with the
+    differences in percent (accuracy in points)."""
+    rows = {s.policy: s for s in result.summaries}
+    if agent not in rows:
+        raise ValueError(f"agent {agent!r}: not in the result (policies {list(rows)})")
+    baselines = [s for s in result.summaries if s.policy != agent]
+    if not baselines:
+        return f"{agent}: no baseline to compare with"
+    me = rows[agent]
+    best = max(baselines, key=lambda s: s.episode_return["mean"])
+
+    def pct(a: float, b: float) -> str:
+        return f"{100 * (a - b) / abs(b):+.0f}%" if math.isfinite(a) and math.isfinite(b) and b \
+            else "n/a"
+
+    ret, best_ret = me.episode_return["mean"], best.episode_return["mean"]
+    parts = [f"return {ret:.2f} vs {best_ret:.2f} ({pct(ret, best_ret)})"]
+    e, be = me.energy_to_target_j["mean"], best.energy_to_target_j["mean"]
+    if math.isfinite(e) or math.isfinite(be):
+        parts.append(f"energy to target {e:.1f} vs {be:.1f} J ({pct(e, be)})")
+    e, be = me.energy_per_round_j["mean"], best.energy_per_round_j["mean"]
+    parts.append(f"energy/round {e:.2f} vs {be:.2f} J ({pct(e, be)})")
+    a, ba = me.final_accuracy["mean"], best.final_accuracy["mean"]
+    if math.isfinite(a) and math.isfinite(ba):
+        parts.append(f"final accuracy {a:.3f} vs {ba:.3f} ({100 * (a - ba):+.1f} pts)")
+    outcome = "beats" if ret > best_ret else "does not beat"
+    return (f"{agent} {outcome} the best baseline by return, {best.policy}: "
+            + ", ".join(parts))
 
 
 def run_benchmark(

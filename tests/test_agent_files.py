@@ -104,7 +104,7 @@ def test_out_is_never_silently_mixed(tmp_path, capsys):
     # a failed start leaves nothing behind
     missing = tmp_path / "never"
     assert train_agent.main(["--scenario", "nope", "--out", str(missing)]) == 2
-    assert "known are" in capsys.readouterr().err
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
     assert train_agent.main([*BASE, "--out", str(missing), "--resume",
                              str(tmp_path / "nothing-here")]) == 2
     assert not missing.exists()

@@ -35,7 +35,10 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
     assert list((out / "runs").glob(f"small__{algo}__0__*"))
     results = json.loads((out / "results.json").read_text())
     assert [p["policy"] for p in results["policies"]] == [f"agent-{algo}", "star", "hffm-e2"]
-    assert "| star |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| star |" in printed
+    assert f"**Verdict:** agent-{algo} " in printed and "best baseline by return" in printed
+    assert results["verdict"].startswith(f"agent-{algo} ")
 
     # a saved agent loads and evaluates through the baselines' protocol
     agent = AgentPolicy(out / "model.zip")
@@ -58,3 +61,14 @@ def test_bad_arguments_exit_2(capsys):
     assert train_agent.main(["--algo", "dqn"]) == 2
     assert "algo" in capsys.readouterr().err
     assert TrainArgs().algo == "maskable-ppo"
+
+
+def test_flags_share_hffm_vocabulary():
+    args = train_agent.parse_args(["--set", "fl.lr=0.01", "--set", "env.episode_rounds=4",
+                                   "--overrides", "fl.local_steps=2", "--eval-seeds", "1001"])
+    assert args.overrides == ["fl.lr=0.01", "env.episode_rounds=4", "fl.local_steps=2"]
+    assert args.eval_seeds == [1001]  # given lists replace the default, not extend it
+    assert train_agent.parse_args([]).eval_seeds == [1000, 1001, 1002]
+    help_text = train_agent.build_parser().format_help()
+    assert "{ppo,maskable-ppo}" in help_text and "{train,cost}" in help_text
+    assert "--config" in help_text and "--set" in help_text
