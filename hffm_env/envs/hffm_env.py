@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -157,6 +159,12 @@ class HFFMEnv(gym.Env):
                 f"render_mode = {render_mode!r}: must be None or one of "
                 f"{self.metadata['render_modes']}"
             )
+        # what a pickle carries: the env is rebuilt from these (see __getstate__)
+        self._init_args = {
+            "scenario": scenario, "overrides": overrides, "config_file": config_file,
+            "fidelity": fidelity, "reward_mode": reward_mode, "render_mode": render_mode,
+            "device": device, "torch_threads": torch_threads,
+        }
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
         self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
@@ -174,10 +182,16 @@ class HFFMEnv(gym.Env):
         if fidelity == "train":
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
-        else:  # module sizes only: no pre-training needed
-            model = M3TModel(cfg.model, cfg.data)
-        self.engine = FederatedEngine(cfg, model, self.data, network, train=fidelity == "train",
-                                      device=device)
+            self.engine = FederatedEngine(cfg, model, self.data, network, train=True,
+                                          device=device)
+        else:
+            # module sizes only, no pre-training; and on one torch thread, so that no OpenMP
+            # pool exists yet and the process can fork afterwards (AsyncVectorEnv's default
+            # context builds one env in the parent, then forks the workers)
+            with _one_torch_thread():
+                model = M3TModel(cfg.model, cfg.data)
+                self.engine = FederatedEngine(cfg, model, self.data, network, train=False,
+                                              device=device)
         self.tasks = self.engine.tasks
         self.module_ids = list(self.engine.inventory.ids())
         """Every module id; ``info["pending_module"]`` and ``["relayed_module"]`` index it."""
@@ -315,6 +329,15 @@ class HFFMEnv(gym.Env):
         else:
             reward = float(sum(terms.values()))
         return self._get_obs(), reward, terminated, truncated, info
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickle holds the constructor's arguments only (a few hundred bytes, not the data
+        and model): unpickling rebuilds the env from the seed in its config, as a fresh env
+        that needs ``reset()``; a train-fidelity rebuild loads the cached pre-trained model."""
+        return {"init_args": self._init_args}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["init_args"])  # type: ignore[misc]
 
     def action_masks(self) -> np.ndarray:
         """A flat boolean vector of the allowed values of every action slot, concatenated (the
@@ -536,6 +559,17 @@ class HFFMEnv(gym.Env):
             "relay_source": source,
             "relay_source_device": source_device,
         }
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run the block with one torch intra-op thread, then restore the setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:

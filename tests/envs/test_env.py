@@ -273,11 +273,28 @@ def test_async_vector_env_rollout():
     envs.close()
 
 
-def test_env_pickles():
+def test_async_vector_env_with_the_default_fork_context_in_cost_fidelity():
+    # in a subprocess: if construction left an OpenMP pool behind, the forked workers hang
+    script = (
+        "import gymnasium as gym, hffm_env\n"
+        "envs = gym.vector.AsyncVectorEnv([lambda: gym.make('hffm/HFFM-v0', "
+        "fidelity='cost')] * 2)\n"
+        "envs.reset(seed=0); envs.step(envs.action_space.sample()); envs.close()\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_env_pickles_light_and_rebuilds_the_same_env():
     env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
     env.reset(seed=0)
-    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    blob = pickle.dumps(env.unwrapped)
+    assert len(blob) < 1_000_000
+    clone = pickle.loads(blob)
     assert clone.observation_space == env.observation_space
+    np.testing.assert_array_equal(_rollout(clone, seed=4)[0], _rollout(env.unwrapped, seed=4)[0])
 
 
 def test_render_modes():
