@@ -267,12 +267,13 @@ def _checkpoint_callback(save: Any, every: int) -> Any:
 
     class Checkpoints(BaseCallback):
         def _init_callback(self) -> None:
-            self.next_at = (self.num_timesteps // every + 1) * every
+            self.next_at = (self.model.num_timesteps // every + 1) * every
 
         def _on_rollout_start(self) -> None:
-            if self.num_timesteps >= self.next_at:
-                save(Path("checkpoints") / f"step_{self.num_timesteps:08d}")
-                self.next_at = (self.num_timesteps // every + 1) * every
+            done = self.model.num_timesteps  # the callback's own count lags until a step
+            if done >= self.next_at:
+                save(Path("checkpoints") / f"step_{done:08d}")
+                self.next_at = (done // every + 1) * every
 
         def _on_step(self) -> bool:
             return True
