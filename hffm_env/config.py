@@ -511,6 +511,12 @@ class FLConfig:
     devices cover it and every round is scored on the same samples (accuracy differences
     between rounds carry no sampling noise). ``eval_held_out_samples_per_device`` does the same
     on the held-out cluster's scenes (``data.held_out_samples``).
+
+    The evaluation budget: the global accuracy is measured every round (the observation and
+    every reward read it); the local and held-out accuracy only every
+    ``eval_local_every_rounds`` rounds, on an episode's last round and at reset (every round
+    when ``env.accuracy_local_mix > 0``, since the reward then reads it). Rounds that did not
+    measure them say so in ``info["measured"]``.
     """
 
     local_steps: int = 2
@@ -520,13 +526,16 @@ class FLConfig:
     optimizer_state: str = "reset"
     task_arrival_prob: float = 0.0
     max_pending_requests: int = 4
-    eval_samples_per_device: int = 128
+    eval_samples_per_device: int = 48
     eval_held_out_samples_per_device: int = 32
+    eval_local_every_rounds: int = 4
 
     def __post_init__(self) -> None:
         _check_int_between("fl", 1, 10_000, local_steps=self.local_steps,
                            batch_size=self.batch_size)
         _check_int_between("fl", 1, 1_000, max_pending_requests=self.max_pending_requests)
+        _check_int_between("fl", 1, 1_000_000,
+                           eval_local_every_rounds=self.eval_local_every_rounds)
         _check_int_between("fl", 1, 1_000_000,
                            eval_samples_per_device=self.eval_samples_per_device,
                            eval_held_out_samples_per_device=(

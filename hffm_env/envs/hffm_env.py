@@ -274,7 +274,7 @@ class HFFMEnv(gym.Env):
             action, self.clock, self.network.available, self.network.heads,
             self._neighbours(), self.engine.pending, self._relay_candidates(),
         )
-        result = self.engine.run_round(schedule)
+        result = self.engine.run_round(schedule, full_evaluation=self._full_evaluation_due())
         self.clock.advance(dict(schedule.tiers))
         self.rounds_done += 1
         self.cumulative_latency_s += result.cost.latency_s
@@ -293,6 +293,14 @@ class HFFMEnv(gym.Env):
             cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
         )
         truncated = not terminated and self.rounds_done >= cfg.episode_rounds
+        if terminated and self.engine.train and not math.isfinite(result.accuracy_local["mean"]):
+            # the energy budget ended the episode: its last round is measured in full too
+            scores = self.engine.evaluate()
+            result.accuracy_local, result.accuracy_held_out = (scores.accuracy_local,
+                                                               scores.accuracy_held_out)
+            result.accuracy_local_per_device = scores.accuracy_local_per_device
+            self._accuracy_local = scores.accuracy_local
+            self._accuracy_held_out = scores.accuracy_held_out
         terms = self.reward_function(
             RewardInputs(
                 score=score, previous_score=self._previous_score,
@@ -403,6 +411,15 @@ class HFFMEnv(gym.Env):
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:
         return {r: self.engine.relay_candidates(r) for r in self.engine.pending}
+
+    def _full_evaluation_due(self) -> bool:
+        """Whether the coming round measures the local and held-out accuracy too (the
+        evaluation budget, ``fl.eval_local_every_rounds``): on every such round, on the
+        episode's last round and every round when the reward reads the local accuracy."""
+        coming = self.rounds_done + 1
+        return (coming % self.config.fl.eval_local_every_rounds == 0
+                or coming >= self.config.env.episode_rounds
+                or self.config.env.accuracy_local_mix > 0)
 
     def _score(self, accuracy: dict[str, float], accuracy_local: dict[str, float]) -> float:
         return accuracy_score(accuracy.get("mean", float("nan")),

@@ -30,6 +30,13 @@ from torch.func import functional_call, grad, vmap
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.data import FederatedData, can_serve, task_specs
 from hffm_env.fl.aggregation import broadcast_to_members, group_weighted_mean, pair_average
+from hffm_env.fl.evaluation import (
+    SET_GLOBAL,
+    SET_HELD_OUT,
+    SET_LOCAL,
+    BatchedEvaluator,
+    EvalRows,
+)
 from hffm_env.fl.optim import StackedAdamW
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.models import M3TModel, ModuleInventory, held_modules, stack_state
@@ -173,35 +180,59 @@ class FederatedEngine:
         self.labels = torch.stack(
             [torch.as_tensor(data.pool.labels[t]) for t in self.tasks], dim=1
         ).to(self.device)
-        gfeats = self.model.extract_features(data.global_test)
-        self.global_features = {m: f.to(self.device) for m, f in gfeats.items()}
-        self.global_labels = torch.stack(
-            [torch.as_tensor(data.global_test.labels[t]) for t in self.tasks], dim=1
-        ).to(self.device)
-        # Each device's fixed slice of the global test set (see FLConfig).
-        self.global_eval_idx = self._eval_slices(len(data.global_test),
-                                                 self.scenario.fl.eval_samples_per_device)
-        # The held-out cluster: scored like the global set, on slices of its own scenes.
-        self.held_out_features: dict[str, torch.Tensor] = {}
-        if len(data.held_out):
-            hfeats = self.model.extract_features(data.held_out)
-            self.held_out_features = {m: f.to(self.device) for m, f in hfeats.items()}
-            self.held_out_labels = torch.stack(
-                [torch.as_tensor(data.held_out.labels[t]) for t in self.tasks], dim=1
-            ).to(self.device)
-            self.held_out_eval_idx = self._eval_slices(
-                len(data.held_out), self.scenario.fl.eval_held_out_samples_per_device
-            )
         self.train_idx, self.train_count = self._pad_indices(data.train_idx)
-        self.test_idx, self.test_count = self._pad_indices(data.test_idx)
+        self._prepare_evaluation(feats)
 
-    def _eval_slices(self, size: int, per_device: int) -> torch.Tensor:
+    def _prepare_evaluation(self, pool_features: dict[str, torch.Tensor]) -> None:
+        """One bank of evaluation samples (local test samples, global test set, held-out
+        cluster) and the fixed rows each device is scored on (see :mod:`hffm_env.fl.evaluation`)."""
+        data, fl = self.data, self.scenario.fl
+        local = np.unique(np.concatenate([np.asarray(ix, dtype=np.int64)
+                                          for ix in data.test_idx]))
+        parts = [({m: f[torch.as_tensor(local)] for m, f in pool_features.items()},
+                  torch.stack([torch.as_tensor(data.pool.labels[t])[torch.as_tensor(local)]
+                               for t in self.tasks], dim=1))]
+        for samples in (data.global_test, data.held_out):
+            if len(samples):
+                parts.append((self.model.extract_features(samples),
+                              torch.stack([torch.as_tensor(samples.labels[t])
+                                           for t in self.tasks], dim=1)))
+        features = {m: torch.cat([f[m] for f, _ in parts]).to(self.device)
+                    for m in pool_features}
+        labels = torch.cat([lab for _, lab in parts]).to(self.device)
+        global_offset = len(local)
+        held_out_offset = global_offset + len(data.global_test)
+        device, kind, sample = [], [], []
+
+        def add(d: int, which: int, ix: np.ndarray) -> None:
+            device.append(np.full(len(ix), d)), kind.append(np.full(len(ix), which))
+            sample.append(ix)
+
+        global_slices = self._eval_slices(len(data.global_test), fl.eval_samples_per_device)
+        held_out_slices = (self._eval_slices(len(data.held_out),
+                                             fl.eval_held_out_samples_per_device)
+                           if len(data.held_out) else None)
+        for d in range(self.num_devices):
+            add(d, SET_GLOBAL, global_offset + global_slices[d])
+            add(d, SET_LOCAL, np.searchsorted(local, np.asarray(data.test_idx[d])))
+            if held_out_slices is not None:
+                add(d, SET_HELD_OUT, held_out_offset + held_out_slices[d])
+        rows = EvalRows(*(torch.as_tensor(np.concatenate(x), dtype=torch.long,
+                                          device=self.device) for x in (device, kind, sample)))
+        self.has_held_out = held_out_slices is not None
+        self.evaluator = BatchedEvaluator(
+            self.model, features, labels, rows, self.num_devices, self._param_module,
+            max_rows_per_call=self.num_devices * self.eval_chunk,
+        )
+        self._params_of_module = [spec.param_names for spec in self.inventory.specs]
+
+    def _eval_slices(self, size: int, per_device: int) -> np.ndarray:
         """``(N, min(per_device, size))`` indices: device d's fixed, consecutive slice of a test
         set of ``size`` samples, the slices taken in turn (wrapping) so that together the
         devices cover the set."""
         per_device = min(per_device, size)
-        start = torch.arange(self.num_devices).unsqueeze(1) * per_device
-        return ((start + torch.arange(per_device)) % size).to(self.device)
+        start = np.arange(self.num_devices)[:, None] * per_device
+        return (start + np.arange(per_device)) % size
 
     def _pad_indices(self, per_device: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(ix) for ix in per_device)
@@ -325,8 +356,9 @@ class FederatedEngine:
                              minlength=self.num_clusters)
         return counts == 0
 
-    def run_round(self, schedule: Schedule) -> RoundResult:
-        """Train, aggregate, relay and price one round under ``schedule``."""
+    def run_round(self, schedule: Schedule, *, full_evaluation: bool = True) -> RoundResult:
+        """Train, aggregate, relay and price one round under ``schedule``; the local and
+        held-out accuracy are measured only with ``full_evaluation`` (NaN otherwise)."""
         self.validate_schedule(schedule)
         network = self.network
         available = torch.as_tensor(network.available, dtype=torch.bool, device=self.device)
@@ -369,7 +401,7 @@ class FederatedEngine:
             compute_samples = trained.cpu().numpy().astype(np.float64) * work
         cost = network.account(table, compute_samples=compute_samples)
 
-        scores = self.evaluate()
+        scores = self.evaluate(full=full_evaluation)
         finite = loss_per_device[np.isfinite(loss_per_device)]
         result = RoundResult(
             round_index=self.round_index,
@@ -433,14 +465,15 @@ class FederatedEngine:
         self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,
                                        device=self.device)
 
-    def evaluate(self) -> Evaluation:
+    def evaluate(self, *, full: bool = True) -> Evaluation:
         """Global, local and held-out-cluster accuracy (per task and mean) and the local
-        accuracy per device and task, of the current device models; NaN in cost fidelity."""
+        accuracy per device and task, of the current device models; with ``full=False`` only
+        the global accuracy (the rest NaN); everything NaN in cost fidelity."""
         if not self.train:
             nan = {t: float("nan") for t in (*self.tasks, "mean")}
             return Evaluation(dict(nan), dict(nan), dict(nan),
                               np.full((self.num_devices, len(self.tasks)), np.nan))
-        return self._evaluate()
+        return self._evaluate(full)
 
     # ----------------------------------------------------------------------------------------
     # training
@@ -753,48 +786,33 @@ class FederatedEngine:
     # ----------------------------------------------------------------------------------------
     # evaluation and observation helpers
 
-    @torch.no_grad()
-    def _predict(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Predicted classes ``(N, S, K)`` of every device's model on its own ``S`` samples
-        (``features[m]`` is ``(N, S, T_m, F)``), in chunks that bound memory."""
-        n = self.num_devices
+    def reads_modules(self) -> np.ndarray:
+        """``(N, M)`` bool: the modules each device's forward pass reads (the encoders of its
+        modalities, the prompts and heads of the tasks it runs, the shared fusion modules)."""
+        modality = self.modality_mask.cpu().numpy()
+        tasks = self.device_tasks.cpu().numpy()
+        out = np.ones((self.num_devices, len(self.module_ids)), dtype=bool)
+        for k, module_id in enumerate(self.module_ids):
+            kind, _, name = module_id.partition("/")
+            if kind == "encoder":
+                out[:, k] = modality[:, self.modalities.index(name)]
+            elif kind in ("prompt", "head"):
+                out[:, k] = tasks[:, self.tasks.index(name)]
+        return out
 
-        def forward(p, f, mm, tm):
-            return functional_call(self.model, p, (f, mm, tm))[0]
+    def predict_rows(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``(R, K)`` predicted class of every evaluation row (``self.evaluator.rows``), or of
+        the rows indexed by ``rows``; -1 for tasks the row's device does not run."""
+        return self.evaluator.predict(self.params, self.reads_modules(), self._params_of_module,
+                                      self.modality_mask, self.device_tasks, rows)
 
-        batched = vmap(forward)
-        total = next(iter(features.values())).shape[1]
-        preds = []
-        for start in range(0, total, self.eval_chunk):
-            stop = min(start + self.eval_chunk, total)
-            chunk = {m: f[:, start:stop] for m, f in features.items()}
-            mm = self.modality_mask.unsqueeze(1).expand(n, stop - start, -1)
-            tm = self.device_tasks.unsqueeze(1).expand(n, stop - start, -1)
-            preds.append(batched(self.params, chunk, mm, tm).argmax(dim=-1))
-        return torch.cat(preds, dim=1)
-
-    def _evaluate(self) -> Evaluation:
+    def _evaluate(self, full: bool) -> Evaluation:
         serving = self._trainable_tasks()
         runs = self.device_tasks
-
-        def on_slices(features: dict[str, torch.Tensor], labels: torch.Tensor,
-                      idx: torch.Tensor) -> torch.Tensor:
-            """``(N, K)`` accuracy of every device's model on its slice of a shared set."""
-            preds = self._predict({m: f[idx] for m, f in features.items()})
-            correct = (preds == labels[idx]).float().mean(dim=1)
-            return torch.where(serving, correct, torch.zeros_like(correct))
-
-        # global test set: every device's model on its slice of the balanced samples
-        correct = on_slices(self.global_features, self.global_labels, self.global_eval_idx)
-        # local held-out data
-        feats = {m: f[self.test_idx] for m, f in self.features.items()}
-        local_preds = self._predict(feats)
-        labels = self.labels[self.test_idx]
-        valid = (torch.arange(self.test_idx.shape[1], device=self.device).unsqueeze(0)
-                 < self.test_count.unsqueeze(1)).float()
-        hits = ((local_preds == labels).float() * valid.unsqueeze(-1)).sum(dim=1)
-        local = hits / valid.sum(dim=1, keepdim=True).clamp(min=1.0)
-        local = torch.where(serving, local, torch.zeros_like(local))
+        rows = None if full else self.evaluator.rows_of(SET_GLOBAL)
+        per_set = self.evaluator.accuracy(self.predict_rows(rows), rows)  # (N, sets, K)
+        per_set = torch.where(serving.unsqueeze(1), per_set, torch.zeros_like(per_set))
+        nan = {t: float("nan") for t in (*self.tasks, "mean")}
 
         def summarise(per_device: torch.Tensor) -> dict[str, float]:
             out: dict[str, float] = {}
@@ -805,14 +823,14 @@ class FederatedEngine:
             out["mean"] = float(np.mean(values)) if values else float("nan")
             return out
 
-        if self.held_out_features:
-            held_out = summarise(on_slices(self.held_out_features, self.held_out_labels,
-                                           self.held_out_eval_idx))
-        else:
-            held_out = {t: float("nan") for t in (*self.tasks, "mean")}
+        accuracy = summarise(per_set[:, SET_GLOBAL])
+        if not full:
+            return Evaluation(accuracy, dict(nan), dict(nan),
+                              np.full((self.num_devices, len(self.tasks)), np.nan))
+        held_out = summarise(per_set[:, SET_HELD_OUT]) if self.has_held_out else dict(nan)
+        local = per_set[:, SET_LOCAL]
         per_device = torch.where(runs, local, torch.full_like(local, float("nan")))
-        return Evaluation(summarise(correct), summarise(local), held_out,
-                          per_device.cpu().numpy())
+        return Evaluation(accuracy, summarise(local), held_out, per_device.cpu().numpy())
 
     @torch.no_grad()
     def drift(self) -> dict[str, tuple[float, float]]:

@@ -12,7 +12,7 @@ import torch
 
 from hffm_env.fl.engine import FederatedEngine
 
-__all__ = ["sequential_local_training", "draw_minibatches"]
+__all__ = ["sequential_local_training", "draw_minibatches", "per_device_predictions"]
 
 
 def draw_minibatches(engine: FederatedEngine) -> list[torch.Tensor]:
@@ -59,3 +59,24 @@ def sequential_local_training(
         for n, leaf in leaves.items():
             new[n][d] = leaf.detach()
     return new
+
+
+@torch.no_grad()
+def per_device_predictions(engine: FederatedEngine) -> torch.Tensor:
+    """``(R, K)`` predictions of every evaluation row, each device's model run on its own rows
+    with a plain forward pass (no grouping, no deduplication, no ``vmap``; -1 for tasks the
+    device does not run): what
+    :meth:`FederatedEngine.predict_rows` must reproduce."""
+    rows = engine.evaluator.rows
+    features, out = engine.evaluator.features, None
+    for d in range(engine.num_devices):
+        mine = torch.nonzero(rows.device == d).flatten()
+        params = {k: v[d] for k, v in engine.params.items()}
+        feats = {m: f[rows.sample[mine]] for m, f in features.items()}
+        modality = engine.modality_mask[d].expand(len(mine), -1)
+        tasks = engine.device_tasks[d].expand(len(mine), -1)
+        logits = torch.func.functional_call(engine.model, params, (feats, modality, tasks))[0]
+        if out is None:
+            out = torch.empty((len(rows), logits.shape[1]), dtype=torch.long)
+        out[mine] = torch.where(tasks, logits.argmax(dim=-1), -1)
+    return out
