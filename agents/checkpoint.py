@@ -73,6 +73,7 @@ class AgentInfo:
     num_timesteps: int = 0
     scenario: str = ""
     fidelity: str = ""
+    action_mode: str = "full"  # "coarse": the policy acts through hffm_env.wrappers.CoarseActions
 
     def to_json(self) -> str:
         """As JSON text."""

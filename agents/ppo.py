@@ -37,9 +37,34 @@ class TrainArgs:
     fidelity: str = field(
         default="train",
         metadata={
-            "help": "'train' (real FL training in each step) or 'cost' (network only)",
-            "choices": ("train", "cost"),
+            "help": "'train' (real FL training in each step), 'surrogate' (accuracy from the "
+            "fitted surrogate, costs from the cost model; see hffm calibrate) or 'cost' "
+            "(network only)",
+            "choices": ("train", "surrogate", "cost"),
         },
+    )
+    surrogate: str | None = field(
+        default=None,
+        metadata={"help": "fitted surrogate file for --fidelity surrogate (default: the one "
+                  "for this config in the cache or shipped with the package)"},
+    )
+    finetune_timesteps: int = field(
+        default=0,
+        metadata={"help": "after training, this many more steps in 'train' fidelity (real "
+                  "training), same policy and normalisation statistics"},
+    )
+    eval_fidelity: str | None = field(
+        default=None,
+        metadata={"help": "fidelity of the final comparison (default: 'train' after "
+                  "surrogate training, else --fidelity)",
+                  "choices": ("train", "surrogate", "cost")},
+    )
+    ent_coef: float = field(default=0.01, metadata={"help": "PPO entropy bonus"})
+    action_mode: str = field(
+        default="full",
+        metadata={"help": "'full' (every slot: periods, pairs, routes, heads, partners, relays) "
+                  "or 'coarse' (periods per module type and a route per cluster; "
+                  "hffm_env.wrappers.CoarseActions)", "choices": ("full", "coarse")},
     )
     algo: str = field(
         default="maskable-ppo",
@@ -139,8 +164,13 @@ class TrainArgs:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo = {self.algo!r}: must be one of {list(ALGOS)}")
-        if self.fidelity not in ("train", "cost"):
-            raise ValueError(f"fidelity = {self.fidelity!r}: must be 'train' or 'cost'")
+        for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
+            if value is not None and value not in ("train", "surrogate", "cost"):
+                raise ValueError(f"{name} = {value!r}: must be 'train', 'surrogate' or 'cost'")
+        if self.action_mode not in ("full", "coarse"):
+            raise ValueError(f"action_mode = {self.action_mode!r}: must be 'full' or 'coarse'")
+        if self.finetune_timesteps < 0:
+            raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: must be >= 0")
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
@@ -150,6 +180,13 @@ class TrainArgs:
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
         load_scenario(self.scenario, config_file=self.config,
                       overrides=self.scenario_overrides())  # a ConfigError before any work
+
+    @property
+    def final_fidelity(self) -> str:
+        """The fidelity the agent is evaluated in."""
+        if self.eval_fidelity is not None:
+            return self.eval_fidelity
+        return "train" if self.fidelity == "surrogate" else self.fidelity
 
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
@@ -162,7 +199,7 @@ class TrainArgs:
 
 
 def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
-                in_subprocess: bool = False) -> Any:
+                in_subprocess: bool = False, fidelity: str | None = None) -> Any:
     """A picklable factory of one monitored env for SB3's vectorised envs. In a worker
     subprocess, Ctrl-C is left to the main process (which saves the run and closes the
     workers) instead of killing each worker with its own traceback."""
@@ -182,12 +219,17 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
             scenario=args.scenario,
             config_file=args.config,
             overrides=args.scenario_overrides(),
-            fidelity=args.fidelity,
+            fidelity=fidelity or args.fidelity,
             device=_env_device(args.device),
             torch_threads=torch_threads,
+            surrogate=args.surrogate if (fidelity or args.fidelity) == "surrogate" else None,
             # the first env builds the model: its pre-training bar shows on a first run
             progress=args.progress and rank == 0,
         )
+        if args.action_mode == "coarse":
+            from hffm_env.wrappers import CoarseActions
+
+            env = CoarseActions(env)
         # No reset here: the vectorised env seeds the first reset with ``seed + rank``
         # (``vec_env.seed``), and later resets continue that stream.
         return Monitor(env)
@@ -296,7 +338,14 @@ def train(args: TrainArgs) -> dict[str, Any]:
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    from agents.checkpoint import AgentInfo, algo_class, find_agent, load_model, save_agent
+    from agents.checkpoint import (
+        AgentInfo,
+        Normalization,
+        algo_class,
+        find_agent,
+        load_model,
+        save_agent,
+    )
 
     out = prepare_out(args)
     resume = find_agent(args.resume) if args.resume else None
@@ -337,6 +386,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
             n_steps=args.n_steps,
             batch_size=min(args.batch_size, args.n_steps * args.n_envs),
             learning_rate=args.learning_rate,
+            ent_coef=args.ent_coef,
             seed=args.seed,
             verbose=0,
             tensorboard_log=str(log_dir),
@@ -346,7 +396,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
     def save(where: Path) -> None:
         info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
                          num_timesteps=int(model.num_timesteps), scenario=args.scenario,
-                         fidelity=args.fidelity)
+                         fidelity=args.fidelity, action_mode=args.action_mode)
         save_agent(out / where, model, info, vec_env if args.normalize else None)
 
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
@@ -370,6 +420,34 @@ def train(args: TrainArgs) -> dict[str, Any]:
             f"interrupted at {model.num_timesteps} of {args.total_timesteps} timesteps; "
             f"model and statistics saved in {out} (continue with --resume {out})"
         ) from None
+    if args.finetune_timesteps > 0 and args.fidelity != "train":
+        # fine-tune on real training: same policy, optimiser and running statistics
+        finetune_fns = [
+            make_env_fn(args, rank, torch_threads=threads if subprocess else None,
+                        in_subprocess=subprocess, fidelity="train")
+            for rank in range(args.n_envs)
+        ]
+        real_env = SubprocVecEnv(finetune_fns) if subprocess else DummyVecEnv(finetune_fns)
+        real_env.seed(args.seed + 500)  # other training seeds than the first phase's
+        if args.normalize:
+            stats = Normalization.of(vec_env)
+            real_env = VecNormalize(real_env, norm_obs=True, norm_reward=True, clip_obs=10.0)
+            stats.apply_to(real_env)
+        vec_env.close()
+        vec_env = real_env
+        model.set_env(vec_env)
+        try:
+            model.learn(total_timesteps=args.finetune_timesteps, callback=callbacks,
+                        tb_log_name=f"{run_name}__finetune", progress_bar=args.progress,
+                        reset_num_timesteps=False)
+        except KeyboardInterrupt:
+            save(Path("."))
+            _write_train_args(out, args, interrupted=True)
+            vec_env.close()
+            raise TrainingInterrupted(
+                f"interrupted while fine-tuning at {model.num_timesteps} timesteps; model and "
+                f"statistics saved in {out}"
+            ) from None
     train_seconds = time.perf_counter() - started
     save(Path("."))
     vec_env.close()
@@ -422,8 +500,9 @@ def evaluate_against_baselines(
             scenario=args.scenario,
             config_file=args.config,
             overrides=args.scenario_overrides(),
-            fidelity=args.fidelity,
+            fidelity=args.final_fidelity,
             device=_env_device(args.device),
+            surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,
         )
 
     result = run_benchmark(
@@ -432,7 +511,7 @@ def evaluate_against_baselines(
         seeds=args.eval_seeds,
         progress=args.progress,
         scenario=args.scenario,
-        fidelity=args.fidelity,
+        fidelity=args.final_fidelity,
     )
     payload = result.to_dict()
     payload["train_args"] = dataclasses.asdict(args)
@@ -458,6 +537,7 @@ class AgentPolicy:
         self.name = name
         self.agent = find_agent(model_path)
         self.maskable = self.agent.info.algo == "maskable-ppo"
+        self.coarse: Any = None  # the CoarseActions view of the env, for coarse agents
         self.model: Any = None
         self.env: Any = None
 
@@ -466,17 +546,22 @@ class AgentPolicy:
         from agents.checkpoint import load_model
 
         self.env = env.unwrapped
+        self.coarse = None
+        if self.agent.info.action_mode == "coarse":
+            from hffm_env.wrappers import CoarseActions
+
+            self.coarse = CoarseActions(env)
+        space = self.coarse.action_space if self.coarse is not None else env.action_space
         if self.model is None:
-            self.model = load_model(self.agent, env.observation_space, env.action_space)
+            self.model = load_model(self.agent, env.observation_space, space)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """The agent's deterministic action."""
         norm = self.agent.normalization
         x = norm.normalize_obs(obs) if norm is not None else np.asarray(obs, dtype=np.float32)
-        if self.maskable:
-            action, _ = self.model.predict(
-                x, deterministic=True, action_masks=self.env.action_masks()
-            )
-        else:
-            action, _ = self.model.predict(x, deterministic=True)
-        return np.asarray(action, dtype=np.int64)
+        source = self.coarse if self.coarse is not None else self.env
+        masks = source.action_masks() if self.maskable else None
+        action, _ = self.model.predict(x, deterministic=True, **(
+            {"action_masks": masks} if self.maskable else {}))
+        action = np.asarray(action, dtype=np.int64)
+        return self.coarse.action(action) if self.coarse is not None else action

@@ -17,6 +17,7 @@ import numpy as np
 
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route, Schedule, Tier
+from hffm_env.wrappers import PAPER_MENU, full_action, relay_from_edge
 
 __all__ = [
     "Policy",
@@ -51,7 +52,7 @@ class Policy(Protocol):
 
 def _relay_from_edge(layout: Any, pending: list[Any]) -> list[int]:
     """Relay every pending module from the edge server (choice 1), wait on empty slots."""
-    return [1 if r < len(pending) else 0 for r in range(layout.num_requests)]
+    return relay_from_edge(layout.num_requests, len(pending))
 
 
 class PeriodicPolicy:
@@ -73,22 +74,11 @@ class PeriodicPolicy:
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """The schedule's action for this round."""
-        env = self.env
-        return env.layout.encode(
-            self.edge_period, self.cloud_period, self.route,
-            heads=[int(h) for h in env.network.heads],
-            relay=_relay_from_edge(env.layout, env.engine.pending),
-        )
+        return full_action(self.env, self.edge_period, self.cloud_period, self.route)
 
 
 PAPER_SCHEDULES: dict[str, tuple[int, int, Route]] = {
-    "star": (1, 1, Route.STAR),
-    "edge-only": (1, NEVER, Route.DIRECT),
-    "edge-only-d2d": (1, NEVER, Route.D2D_RELAY),
-    "hffm-e2": (1, 2, Route.DIRECT),
-    "hffm-e8": (1, 8, Route.DIRECT),
-    "hffm-d2d-e2": (1, 2, Route.D2D_RELAY),
-    "hffm-d2d-e8": (1, 8, Route.D2D_RELAY),
+    name: choice for name, choice in PAPER_MENU.items() if name != "never"
 }
 """The paper's schedules: name -> (edge period, cloud period, route). ``star`` sends every
 device's modules to the cloud every round over the device-cloud link; ``edge-only`` aggregates

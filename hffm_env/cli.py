@@ -234,6 +234,54 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
+    bad = [s for s in args.seeds if s < 0 or s >= 1000]
+    if bad:
+        raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0..999 (1000+ are "
+                          "held out for evaluation)")
+    if args.mixed < 0:
+        raise ConfigError(f"--mixed = {args.mixed}: must be >= 0")
+    import gymnasium as gym
+
+    from baselines.calibrate import calibrate
+    from hffm_env.fl.surrogate import surrogate_path
+
+    out = Path(args.out) if args.out else surrogate_path(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.from_traces:  # refit only: no training
+        from baselines.calibrate import fit_traces, read_traces
+
+        episodes = [e for path in args.from_traces for e in read_traces(path)]
+        tasks = sorted({k.split("/", 1)[1] for k in episodes[0]["rounds"][0].targets
+                        if k.startswith("accuracy/")}, key=list(config.data.tasks).index)
+        surrogate = fit_traces(episodes, tasks, config.env.episode_rounds,
+                               {"scenario": config.name,
+                                "traces": [str(p) for p in args.from_traces],
+                                "seeds": sorted({int(e["seed"]) for e in episodes}),
+                                "training_s": float("nan")})
+    else:
+        traces = Path(args.traces) if args.traces else out.with_suffix(".traces.json")
+        traces.parent.mkdir(parents=True, exist_ok=True)
+        episodes = len(args.seeds) * (8 + args.random_episodes + args.mixed)
+        print(f"hffm calibrate: real training of {episodes} episodes of scenario "
+              f"{config.name} (seeds {args.seeds}); traces to {traces}")
+        surrogate, _ = calibrate(
+            lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
+                             device=args.device),
+            args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
+            progress=not args.no_progress, traces_path=traces,
+        )
+    surrogate.save(out)
+    fit = surrogate.meta["fit_mae"]
+    accuracy = [v for k, v in fit.items() if k.startswith("accuracy/")]
+    print(f"wrote {out} ({surrogate.meta['rounds']} rounds of "
+          f"{surrogate.meta['episodes']} episodes); in-sample mean absolute "
+          f"error of global accuracy per task {sum(accuracy) / len(accuracy):.3f} (held-out error: "
+          "python benchmarks/surrogate_error.py)")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import train_agent
 
@@ -285,6 +333,27 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--device", default="cpu", help="torch device for pre-training")
     pretrain.add_argument("--json", action="store_true", help="print JSON instead of text")
     pretrain.set_defaults(func=_cmd_pretrain)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="fit the surrogate fidelity on real training of a scenario")
+    _add_scenario_arguments(calibrate)
+    calibrate.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                           help="training seeds to calibrate on (default: 0 1)")
+    calibrate.add_argument("--mixed", type=int, default=8,
+                           help="schedules with per-module-type periods drawn at random, per "
+                           "seed (default 8; beside the 8 fixed schedules and random)")
+    calibrate.add_argument("--random-episodes", type=int, default=1,
+                           help="episodes of the random policy per seed (default 1)")
+    calibrate.add_argument("--out", metavar="FILE",
+                           help="where to write the surrogate (default: the cache, where "
+                           "fidelity='surrogate' finds it)")
+    calibrate.add_argument("--traces", metavar="FILE",
+                           help="where to write the traces (default: next to --out)")
+    calibrate.add_argument("--from-traces", metavar="FILE", nargs="+",
+                           help="refit on traces written by earlier runs (no training)")
+    calibrate.add_argument("--device", default="cpu", help="torch device for FL training")
+    calibrate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    calibrate.set_defaults(func=_cmd_calibrate)
 
     train = sub.add_parser("train", help="train a PPO scheduler (same flags as train_agent.py)",
                            add_help=False)

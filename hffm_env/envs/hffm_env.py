@@ -23,12 +23,13 @@ from hffm_env.envs.reward import (
     get_reward,
     reward_bounds,
 )
-from hffm_env.fl.engine import FederatedEngine, RoundResult
+from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
+from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
 
 __all__ = ["HFFMEnv", "measured"]
 
-FIDELITIES = ("train", "cost")
+FIDELITIES = ("train", "cost", "surrogate")
 REWARD_MODES = ("scalar", "vector")
 
 
@@ -145,6 +146,7 @@ class HFFMEnv(gym.Env):
         device: str = "cpu",
         torch_threads: int | None = None,
         progress: bool = False,
+        surrogate: str | None = None,
     ) -> None:
         from hffm_env.data import build_federated_data
         from hffm_env.models import M3TModel, build_model
@@ -163,7 +165,7 @@ class HFFMEnv(gym.Env):
         self._init_args = {
             "scenario": scenario, "overrides": overrides, "config_file": config_file,
             "fidelity": fidelity, "reward_mode": reward_mode, "render_mode": render_mode,
-            "device": device, "torch_threads": torch_threads,
+            "device": device, "torch_threads": torch_threads, "surrogate": surrogate,
         }
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
@@ -179,6 +181,11 @@ class HFFMEnv(gym.Env):
         self.data = build_federated_data(
             cfg.data, network.topology.cluster_of_device, np.random.default_rng(cfg.seed)
         )
+        self.surrogate: AccuracySurrogate | None = None
+        """The fitted accuracy surrogate (``fidelity="surrogate"`` only)."""
+        if fidelity == "surrogate":
+            self.surrogate = find_surrogate(cfg, surrogate)
+            self._tier_history = TierHistory(cfg.env.episode_rounds)
         if fidelity == "train":
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
@@ -257,6 +264,9 @@ class HFFMEnv(gym.Env):
         self.network.begin_round(self._round_rng)
         self.engine.begin_round(self._round_rng)
         scores = self.engine.evaluate()
+        if self.surrogate is not None:
+            self._tier_history.reset()
+            scores = self._predict_into(None, None)
         self._accuracy = scores.accuracy
         self._accuracy_local = scores.accuracy_local
         self._accuracy_held_out = scores.accuracy_held_out
@@ -281,8 +291,13 @@ class HFFMEnv(gym.Env):
         self.cumulative_energy_j += result.cost.energy_j
         self._last_result = result
         self._last_schedule = schedule
+        if self.surrogate is not None:
+            self._predict_into(result, schedule.tiers)
         self._loss = result.loss_per_task
-        if self.engine.train:
+        if self.surrogate is not None:
+            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
+            self._accuracy_held_out = result.accuracy_held_out
+        elif self.engine.train:
             self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
             self._accuracy_held_out = result.accuracy_held_out
             self._drift = self.engine.drift()
@@ -411,6 +426,44 @@ class HFFMEnv(gym.Env):
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:
         return {r: self.engine.relay_candidates(r) for r in self.engine.pending}
+
+    @property
+    def last_result(self) -> RoundResult | None:
+        """The round just played, as the engine reported it (surrogate fidelity: with the
+        surrogate's accuracies and losses); None after ``reset``. Read-only by convention."""
+        return self._last_result
+
+    @property
+    def drift(self) -> dict[str, tuple[float, float]]:
+        """Per module type, the drift of device copies from their cluster and global means
+        after the last round (see :meth:`FederatedEngine.drift`; zeros in cost fidelity)."""
+        return dict(self._drift)
+
+    def _predict_into(self, result: RoundResult | None,
+                      tiers: dict[str, Tier] | None) -> Evaluation:
+        """Surrogate fidelity: the fitted surrogate's prediction for the round just played
+        (``tiers``; None at reset), written into ``result`` (accuracies, losses; drift into
+        the env's state) and returned as an :class:`Evaluation`."""
+        assert self.surrogate is not None
+        available = float(np.mean(self.network.available))
+        pred = self.surrogate.predict(self._tier_history.step(tiers, available))
+
+        def per_task(kind: str) -> dict[str, float]:
+            out = {t: pred[f"{kind}/{t}"] for t in self.tasks}
+            out["mean"] = float(np.mean(list(out.values())))
+            return out
+
+        scores = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
+                            per_task("accuracy_held_out"),
+                            np.full((self.network.num_devices, len(self.tasks)), np.nan))
+        self._drift = {m: (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
+                       for m in MODULE_TYPES}
+        if result is not None:
+            result.accuracy, result.accuracy_local = scores.accuracy, scores.accuracy_local
+            result.accuracy_held_out = scores.accuracy_held_out
+            result.loss_per_task = {t: pred[f"loss/{t}"] for t in self.tasks}
+            result.train_loss = float(np.mean(list(result.loss_per_task.values())))
+        return scores
 
     def _full_evaluation_due(self) -> bool:
         """Whether the coming round measures the local and held-out accuracy too (the

@@ -1,0 +1,176 @@
+"""How wrong is the surrogate fidelity? Its predictions against real training it never saw.
+
+Real training (``train`` fidelity) plays held-out episodes: the eight fixed schedules (the
+paper's seven and ``never``) and ``--mixed`` per-module-type schedules drawn with another
+design seed than calibration's, on held-out seeds (1000+; calibration uses 0..999). The
+surrogate then predicts every round of those episodes from their recorded tiers. Reported:
+
+- mean absolute error of the per-round and of the final global accuracy (mean over tasks);
+- Spearman rank correlation of the eight fixed schedules' final accuracy (mean over seeds)
+  between surrogate and real training;
+- step time of ``surrogate`` and ``train`` fidelity on the same actions, and their ratio.
+
+Targets (the learning issue): final error <= 0.02, per-round error <= 0.03, Spearman >= 0.9,
+surrogate steps >= 100x faster than train.
+
+    python benchmarks/surrogate_error.py --scenario small --seeds 1000 1001 1002 \
+        [--surrogate FILE] [--save-traces FILE | --traces FILE] [--json [FILE]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from _output import emit_json
+
+TARGETS = {"final_mae": 0.02, "round_mae": 0.03, "spearman": 0.9, "speedup": 100.0}
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for v in np.unique(values):  # ties share their mean rank
+        ranks[values == v] = ranks[values == v].mean()
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _mean_accuracy(rounds, tasks) -> np.ndarray:
+    return np.array([np.mean([r.targets[f"accuracy/{t}"] for t in tasks]) for r in rounds])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1000, 1001, 1002])
+    parser.add_argument("--mixed", type=int, default=4,
+                        help="held-out per-type schedules per seed (default 4)")
+    parser.add_argument("--surrogate", metavar="FILE",
+                        help="fitted surrogate (default: the one fidelity='surrogate' finds)")
+    parser.add_argument("--traces", metavar="FILE",
+                        help="held-out real episodes recorded by an earlier --save-traces run "
+                        "(no training)")
+    parser.add_argument("--save-traces", metavar="FILE", help="record the real episodes here")
+    parser.add_argument("--speed-steps", type=int, default=200)
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write results as JSON to FILE (stdout without FILE)")
+    args = parser.parse_args(argv)
+    if any(s < 1000 for s in args.seeds):
+        parser.error("--seeds: held-out seeds are 1000 and above")
+
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+    from baselines.calibrate import (
+        FIXED_SCHEDULES,
+        design,
+        read_traces,
+        trace_episode,
+        write_traces,
+    )
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import episode_features, find_surrogate
+
+    cfg = load_scenario(args.scenario, overrides=args.overrides)
+    tasks = tuple(cfg.data.tasks)
+    train_step_s: list[float] = []
+    if args.traces:
+        episodes = read_traces(args.traces)
+    else:
+        env = gym.make("hffm/HFFM-v0", scenario=cfg, fidelity="train")
+        # design seed 1: other per-type schedules than calibration's (design seed 0)
+        factories = design(cfg.env.period_menu, args.mixed, seed=1, random_episodes=0)
+        episodes = []
+        for seed in args.seeds:
+            for factory in factories:
+                policy = factory()
+                start = time.perf_counter()
+                rounds = trace_episode(env, policy, seed)
+                train_step_s.append((time.perf_counter() - start) / (len(rounds) - 1))
+                episodes.append({"policy": policy.name, "seed": seed, "rounds": rounds})
+                print(f"real: {policy.name} seed {seed}: final accuracy "
+                      f"{_mean_accuracy(rounds, tasks)[-1]:.3f}", flush=True)
+        env.close()
+        if args.save_traces:
+            write_traces(args.save_traces, episodes)
+
+    surrogate = find_surrogate(cfg, args.surrogate)
+    round_err, final_err, finals = [], [], {}
+    for e in episodes:
+        real = _mean_accuracy(e["rounds"], tasks)[1:]  # rounds 1..T (not the reset)
+        pred = surrogate.predict_features(episode_features(e["rounds"], surrogate.horizon))
+        names = surrogate.targets
+        pred_mean = pred[1:, [names.index(f"accuracy/{t}") for t in tasks]].mean(axis=1)
+        round_err += list(np.abs(pred_mean - real))
+        final_err.append(abs(pred_mean[-1] - real[-1]))
+        finals.setdefault(e["policy"], []).append((real[-1], pred_mean[-1]))
+    fixed = [p for p in FIXED_SCHEDULES if p in finals]
+    real_final = np.array([np.mean([r for r, _ in finals[p]]) for p in fixed])
+    pred_final = np.array([np.mean([q for _, q in finals[p]]) for p in fixed])
+    rho = spearman(real_final, pred_final)
+
+    # speed: the same random actions in both fidelities
+    speed = {}
+    for fidelity, steps in (("surrogate", args.speed_steps), ("train", 8)):
+        if fidelity == "train" and train_step_s:
+            speed[fidelity] = float(np.median(train_step_s))
+            continue
+        env = gym.make("hffm/HFFM-v0", scenario=cfg, fidelity=fidelity,
+                       surrogate=args.surrogate if fidelity == "surrogate" else None)
+        env.reset(seed=1000)
+        env.action_space.seed(0)
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, term, trunc, _ = env.step(env.action_space.sample())
+            if term or trunc:
+                env.reset(seed=1000)
+        speed[fidelity] = (time.perf_counter() - start) / steps
+        env.close()
+
+    out = {
+        "scenario": cfg.name, "seeds": args.seeds, "episodes": len(episodes),
+        "calibration": {k: surrogate.meta.get(k) for k in ("seeds", "episodes", "rounds",
+                                                            "training_s")},
+        "round_mae": float(np.mean(round_err)), "final_mae": float(np.mean(final_err)),
+        "spearman": rho,
+        "fixed_final": {p: {"real": float(r), "surrogate": float(q)}
+                        for p, r, q in zip(fixed, real_final, pred_final, strict=True)},
+        "surrogate_step_ms": 1e3 * speed["surrogate"], "train_step_ms": 1e3 * speed["train"],
+        "speedup": speed["train"] / speed["surrogate"],
+    }
+    checks = {
+        "final_mae": out["final_mae"] <= TARGETS["final_mae"],
+        "round_mae": out["round_mae"] <= TARGETS["round_mae"],
+        "spearman": rho >= TARGETS["spearman"],
+        "speedup": out["speedup"] >= TARGETS["speedup"],
+    }
+    out["checks"] = checks
+    print(f"\n{cfg.name}: {len(episodes)} held-out episodes (seeds {args.seeds})")
+    print(f"{'schedule':<16}{'real final':>12}{'surrogate':>12}")
+    for p, r, q in zip(fixed, real_final, pred_final, strict=True):
+        print(f"{p:<16}{r:>12.3f}{q:>12.3f}")
+    for key, ok in checks.items():
+        sign = ">=" if key in ("spearman", "speedup") else "<="
+        print(f"- {'PASS' if ok else 'MISS'}: {key} {out[key]:.3f} (target {sign} "
+              f"{TARGETS[key]})")
+    print(f"step: surrogate {out['surrogate_step_ms']:.2f} ms, train {out['train_step_ms']:.0f} ms")
+    emit_json(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""A fitted accuracy surrogate: real-training behaviour at cost-fidelity speed.
+
+Real training costs about half a second per round on ``small``; reinforcement learning wants
+10^5 rounds. :class:`AccuracySurrogate` predicts what real training would measure after a
+round (global, local and held-out accuracy per task, training loss per task and module drift)
+from the aggregation history alone, so that the ``surrogate`` fidelity can pair it with the
+real cost model. It is never hand-written: it is fitted (a small ensemble of MLPs) on traces
+of real training of the same scenario (``hffm calibrate``), and ``benchmarks/surrogate_error.py``
+reports its error on schedules and seeds it was not fitted on.
+
+Inputs (:class:`TierHistory`, one rule for fitting and prediction), per module type: this
+round's tier (one-hot), the rounds since its last edge-or-higher and cloud aggregation, and how
+many D2D, edge and cloud aggregations it has had, all over the horizon; plus the round over
+the horizon and the fraction of devices available. What the history cannot know (the data
+split of a seed, the fading) is noise the surrogate averages over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.fl.schedule import Tier
+
+__all__ = [
+    "AccuracySurrogate", "RoundTrace", "SurrogateMissing", "TierHistory", "find_surrogate",
+    "surrogate_key",
+    "surrogate_path", "target_names", "SURROGATE_FORMAT",
+]
+
+SURROGATE_FORMAT = 2
+TIERS: tuple[Tier, ...] = tuple(Tier)
+AT_EDGE = (Tier.D2D_HEAD, Tier.EDGE, Tier.CLOUD)
+SCOPES = ("cluster", "global")
+
+
+class SurrogateMissing(FileNotFoundError):
+    """No fitted surrogate for this scenario config."""
+
+
+def surrogate_key(cfg: ScenarioConfig) -> str:
+    """A hex digest of everything that changes what training measures: the model, data,
+    engine, placement, dynamics and channel configs, the horizon and the format. Costs, reward
+    weights and the seed do not enter it."""
+    payload = {
+        "format": SURROGATE_FORMAT,
+        "parts": {name: dataclasses.asdict(getattr(cfg, name))
+                  for name in ("model", "data", "fl", "placement", "dynamics", "channel")},
+        "episode_rounds": cfg.env.episode_rounds,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def surrogate_path(cfg: ScenarioConfig, folder: str | Path | None = None) -> Path:
+    """Where the fitted surrogate of ``cfg`` is cached (``$HFFM_CACHE_DIR`` by default)."""
+    from hffm_env.models.pretrain import default_cache_dir
+
+    base = Path(folder).expanduser() if folder is not None else default_cache_dir()
+    return base / f"surrogate-{surrogate_key(cfg)}.pt"
+
+
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "surrogates"
+"""Surrogates fitted for the presets ship with the package (``hffm_env/surrogates``)."""
+
+
+def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> AccuracySurrogate:
+    """The fitted surrogate for ``cfg``: the file ``path`` if given, else the cache
+    (``hffm calibrate`` writes there), else the ones shipped for the presets. Raises
+    :class:`SurrogateMissing` saying how to fit one."""
+    if path is not None:
+        return AccuracySurrogate.load(path)
+    name = surrogate_path(cfg).name
+    for candidate in (surrogate_path(cfg), PACKAGED_DIR / name):
+        if candidate.is_file():
+            return AccuracySurrogate.load(candidate)
+    raise SurrogateMissing(
+        f"fidelity='surrogate': no fitted surrogate for this configuration (key "
+        f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
+        f"Fit one on real training with `hffm calibrate --scenario {cfg.name}` plus the same "
+        "--set overrides (minutes of training), or pass surrogate=PATH to gym.make"
+    )
+
+
+def target_names(tasks: Sequence[str]) -> list[str]:
+    """The surrogate's outputs, in order."""
+    names = [f"{kind}/{t}" for kind in ("accuracy", "accuracy_local", "accuracy_held_out", "loss")
+             for t in tasks]
+    return names + [f"drift/{m}/{s}" for m in MODULE_TYPES for s in SCOPES]
+
+
+@dataclass
+class RoundTrace:
+    """What one round of real training measured (NaN: not measured), with its inputs."""
+
+    tiers: dict[str, str] | None  # module type -> tier name; None for the state at reset
+    available_fraction: float
+    targets: dict[str, float] = field(default_factory=dict)  # target name -> value
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (NaN as None)."""
+        return {"tiers": self.tiers, "available_fraction": self.available_fraction,
+                "targets": {k: (v if math.isfinite(v) else None)
+                            for k, v in self.targets.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoundTrace:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["tiers"], float(data["available_fraction"]),
+                   {k: (float("nan") if v is None else float(v))
+                    for k, v in data["targets"].items()})
+
+
+class TierHistory:
+    """The surrogate's input features, built round by round from the tiers aggregated."""
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = float(max(horizon, 1))
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state at reset (no round played)."""
+        self.round = 0
+        self.since_edge = dict.fromkeys(MODULE_TYPES, 0)
+        self.since_cloud = dict.fromkeys(MODULE_TYPES, 0)
+        self.counts = {t: {"d2d": 0, "edge": 0, "cloud": 0} for t in MODULE_TYPES}
+
+    @staticmethod
+    def feature_names() -> list[str]:
+        """Name of every feature, in order."""
+        names = ["round", "available"]
+        for t in MODULE_TYPES:
+            names += [f"{t}/tier/{tier.name.lower()}" for tier in TIERS]
+            names += [f"{t}/since_edge", f"{t}/since_cloud"]
+            names += [f"{t}/count/{k}" for k in ("d2d", "edge", "cloud")]
+        return names
+
+    def step(self, tiers: Mapping[str, Tier | str] | None, available_fraction: float) \
+            -> np.ndarray:
+        """Advance past one round that aggregated at ``tiers`` (None: the state at reset,
+        nothing advanced) and return its features."""
+        current: dict[str, Tier | None] = dict.fromkeys(MODULE_TYPES)
+        if tiers is not None:
+            self.round += 1
+            for t in MODULE_TYPES:
+                value = tiers.get(t, Tier.NONE)
+                tier = Tier[value.upper()] if isinstance(value, str) else Tier(value)
+                current[t] = tier
+                self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
+                self.since_edge[t] = 0 if tier in AT_EDGE else self.since_edge[t] + 1
+                if tier == Tier.CLOUD:
+                    self.counts[t]["cloud"] += 1
+                elif tier in (Tier.EDGE, Tier.D2D_HEAD):
+                    self.counts[t]["edge"] += 1
+                elif tier == Tier.D2D_PAIRS:
+                    self.counts[t]["d2d"] += 1
+        h = self.horizon
+        values = [self.round / h, float(available_fraction)]
+        for t in MODULE_TYPES:
+            values += [1.0 if current[t] == tier else 0.0 for tier in TIERS]
+            values += [self.since_edge[t] / h, self.since_cloud[t] / h]
+            values += [self.counts[t][k] / h for k in ("d2d", "edge", "cloud")]
+        return np.asarray(values, dtype=np.float32)
+
+
+def episode_features(rounds: Sequence[RoundTrace], horizon: int) -> np.ndarray:
+    """``(len(rounds), F)`` features of one episode's rounds (the first may be the reset)."""
+    history = TierHistory(horizon)
+    return np.stack([history.step(r.tiers, r.available_fraction) for r in rounds])
+
+
+class _MLP(nn.Module):
+    def __init__(self, inputs: int, outputs: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                 nn.SiLU(), nn.Linear(hidden, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AccuracySurrogate:
+    """An ensemble of small MLPs from :class:`TierHistory` features to standardised targets
+    (:func:`target_names`). Build it with :meth:`fit` or :meth:`load`."""
+
+    def __init__(self, tasks: Sequence[str], horizon: int, members: list[_MLP],
+                 x_stats: tuple[np.ndarray, np.ndarray], y_stats: tuple[np.ndarray, ...],
+                 meta: dict[str, Any]) -> None:
+        self.tasks = tuple(tasks)
+        self.horizon = int(horizon)
+        self.targets = target_names(self.tasks)
+        self.members = members
+        self.x_mean, self.x_std = (np.asarray(a, dtype=np.float32) for a in x_stats)
+        # mean, std, and the lowest and highest value seen in the traces: predictions are
+        # clipped to that range (an MLP extrapolates without bounds)
+        self.y_mean, self.y_std, self.y_low, self.y_high = (
+            np.asarray(a, dtype=np.float32) for a in y_stats)
+        self.meta = dict(meta)
+        # numpy copies of the weights: one round's prediction is a few small matmuls, far
+        # below torch's per-call overhead
+        self._layers = [
+            [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+             for m in net.net if isinstance(m, nn.Linear)]
+            for net in members
+        ]
+
+    # ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, episodes: Sequence[Sequence[RoundTrace]], tasks: Sequence[str], horizon: int,
+            *, seed: int = 0, members: int = 4, hidden: int = 64, iterations: int = 3000,
+            lr: float = 3e-3, weight_decay: float = 1e-4,
+            meta: dict[str, Any] | None = None) -> AccuracySurrogate:
+        """Fit on real-training ``episodes`` (full batch AdamW, masked squared error in
+        standardised units; unmeasured targets are ignored)."""
+        names = target_names(tasks)
+        x = np.concatenate([episode_features(e, horizon) for e in episodes])
+        y = np.array([[r.targets.get(n, float("nan")) for n in names]
+                      for e in episodes for r in e], dtype=np.float32)
+        if not np.isfinite(y).any(axis=0).all():
+            missing = [n for n, ok in zip(names, np.isfinite(y).any(axis=0), strict=True)
+                       if not ok]
+            raise ValueError(f"surrogate fit: no measured value of {missing}")
+        x_mean, x_std = x.mean(0), x.std(0) + 1e-6
+        y_mean = np.nanmean(y, 0)
+        y_std = np.nanstd(y, 0) + 1e-6
+        y_low, y_high = np.nanmin(y, 0), np.nanmax(y, 0)
+        xt = torch.as_tensor((x - x_mean) / x_std)
+        yt = torch.as_tensor(np.nan_to_num((y - y_mean) / y_std))
+        mask = torch.as_tensor(np.isfinite(y), dtype=torch.float32)
+        nets = []
+        for k in range(members):
+            torch.manual_seed(seed * 1000 + k)
+            net = _MLP(x.shape[1], y.shape[1], hidden)
+            opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+            for _ in range(iterations):
+                opt.zero_grad()
+                loss = (((net(xt) - yt) ** 2) * mask).sum() / mask.sum()
+                loss.backward()
+                opt.step()
+            net.eval()
+            nets.append(net)
+        info = {"rounds": int(len(x)), "episodes": len(episodes), "seed": seed,
+                "members": members, "hidden": hidden, "iterations": iterations, **(meta or {})}
+        surrogate = cls(tasks, horizon, nets, (x_mean, x_std), (y_mean, y_std, y_low, y_high),
+                        info)
+        pred = surrogate.predict_features(x)
+        err = np.abs(pred - y)
+        surrogate.meta["fit_mae"] = {n: float(np.nanmean(err[:, j])) for j, n in enumerate(names)
+                                     if np.isfinite(err[:, j]).any()}
+        return surrogate
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """``(B, targets)`` predictions in real units for features ``(B, F)``: the ensemble
+        mean, clipped to the range of values seen in the traces."""
+        z = (np.asarray(x, dtype=np.float32) - self.x_mean) / self.x_std
+        total = np.zeros((z.shape[0], len(self.targets)), dtype=np.float32)
+        for layers in self._layers:
+            h = z
+            for k, (w, b) in enumerate(layers):
+                h = h @ w + b
+                if k < len(layers) - 1:
+                    h = h * 0.5 * (1.0 + np.tanh(0.5 * h))  # SiLU, without overflow
+            total += h
+        out = total / len(self._layers) * self.y_std + self.y_mean
+        return np.clip(out, self.y_low, self.y_high)
+
+    def predict(self, features: np.ndarray) -> dict[str, float]:
+        """Target name -> predicted value for one round's features ``(F,)``."""
+        row = self.predict_features(np.asarray(features)[None])[0]
+        return {n: float(v) for n, v in zip(self.targets, row, strict=True)}
+
+    # ----------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the surrogate (weights, normalisation, meta) to ``path`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format": SURROGATE_FORMAT, "tasks": list(self.tasks), "horizon": self.horizon,
+            "hidden": self.meta["hidden"], "inputs": len(TierHistory.feature_names()),
+            "members": [net.state_dict() for net in self.members],
+            "x_stats": [torch.as_tensor(self.x_mean), torch.as_tensor(self.x_std)],
+            "y_stats": [torch.as_tensor(a) for a in (self.y_mean, self.y_std, self.y_low,
+                                                      self.y_high)],
+            "meta": json.dumps(self.meta),
+        }
+        staging = path.with_name(path.name + ".tmp")
+        torch.save(record, staging)
+        staging.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AccuracySurrogate:
+        """Read a surrogate written by :meth:`save` (tensors and plain data only)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SurrogateMissing(f"no fitted surrogate at {path}")
+        record = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
+        if record.get("format") != SURROGATE_FORMAT:
+            raise ValueError(f"{path}: surrogate format {record.get('format')!r}, this version "
+                             f"reads {SURROGATE_FORMAT}; run `hffm calibrate` again")
+        outputs = len(target_names(record["tasks"]))
+        nets = []
+        for state in record["members"]:
+            net = _MLP(record["inputs"], outputs, record["hidden"])
+            net.load_state_dict(state)
+            net.eval()
+            nets.append(net)
+        return cls(record["tasks"], record["horizon"], nets,
+                   tuple(t.numpy() for t in record["x_stats"]),
+                   tuple(t.numpy() for t in record["y_stats"]), json.loads(record["meta"]))

@@ -1,0 +1,146 @@
+"""Thin action wrappers for learners that want a smaller action space.
+
+``CoarseActions``
+    ``MultiDiscrete``: per module type an edge period and a cloud period (values from
+    ``env.period_menu``), and a route per cluster. Heads stay the network's defaults, no D2D
+    pair exchange, pending modules are relayed from the edge server. 13 slots on ``small``
+    instead of 37; every period schedule of the paper is one of its actions.
+``ScheduleMenu``
+    ``Discrete(k)`` over named fixed schedules (the paper's seven and ``never`` by default),
+    for discrete-only libraries (DQN, morl-baselines).
+
+Both keep the observation, reward and info of the env and expose ``action_masks()`` for their
+own space (sb3-contrib's MaskablePPO finds it through the wrapper), derived from the env's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from hffm_env.config import MODULE_TYPES
+from hffm_env.fl.schedule import Route
+
+__all__ = ["CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action", "relay_from_edge"]
+
+NEVER = 0
+PAPER_MENU: dict[str, tuple[int, int, Route]] = {
+    "star": (1, 1, Route.STAR),
+    "edge-only": (1, NEVER, Route.DIRECT),
+    "edge-only-d2d": (1, NEVER, Route.D2D_RELAY),
+    "hffm-e2": (1, 2, Route.DIRECT),
+    "hffm-e8": (1, 8, Route.DIRECT),
+    "hffm-d2d-e2": (1, 2, Route.D2D_RELAY),
+    "hffm-d2d-e8": (1, 8, Route.D2D_RELAY),
+    "never": (NEVER, NEVER, Route.DIRECT),
+}
+"""The paper's seven schedules and ``never``: name -> (edge period, cloud period, route)."""
+
+
+def relay_from_edge(slots: int, pending: int) -> list[int]:
+    """Relay choices that serve every pending module from the edge server (choice 1) and
+    wait on the empty request slots."""
+    return [1 if r < pending else 0 for r in range(slots)]
+
+
+def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int] | int,
+                routes: Sequence[Route] | Route) -> np.ndarray:
+    """The env's full action for periods (values from the menu) and routes, with default
+    heads, no pair exchange, and pending modules relayed from the edge server."""
+    base = env.unwrapped
+    layout = base.layout
+    relay = relay_from_edge(layout.num_requests, len(base.engine.pending))
+    return layout.encode(edge, cloud, list(routes) if not isinstance(routes, Route) else routes,
+                         heads=[int(h) for h in base.network.heads], relay=relay)
+
+
+class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Periods per module type and a route per cluster (see the module docstring)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ActionWrapper.__init__(self, env)
+        layout = env.unwrapped.layout
+        self.menu = tuple(layout.menu)
+        self.num_clusters = layout.num_clusters
+        self._route_sizes = [int(n) for n, name in zip(layout.nvec, layout.slot_names,
+                                                        strict=True) if name.startswith("route/")]
+        sizes = [len(self.menu)] * (2 * len(MODULE_TYPES)) + self._route_sizes
+        self.action_space = spaces.MultiDiscrete(sizes)
+        self.slot_names = ([f"edge_period/{t}" for t in MODULE_TYPES]
+                           + [f"cloud_period/{t}" for t in MODULE_TYPES]
+                           + [f"route/{c}" for c in range(self.num_clusters)])
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        """The env's full action for a coarse one (slot errors name the coarse slot)."""
+        a = np.asarray(action)
+        nvec = self.action_space.nvec
+        if a.shape != nvec.shape:
+            raise ValueError(f"action shape {a.shape}: expected {nvec.shape} "
+                             f"(slots {self.slot_names})")
+        bad = np.flatnonzero((a < 0) | (a >= nvec))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"action slot {i} ({self.slot_names[i]}) = {int(a[i])}: allowed "
+                             f"0..{int(nvec[i]) - 1}")
+        k = len(MODULE_TYPES)
+        edge = {t: self.menu[int(a[j])] for j, t in enumerate(MODULE_TYPES)}
+        cloud = {t: self.menu[int(a[k + j])] for j, t in enumerate(MODULE_TYPES)}
+        routes = [Route(int(r)) for r in a[2 * k:]]
+        return full_action(self.env, edge, cloud, routes)
+
+    def action_masks(self) -> np.ndarray:
+        """The env's masks of the period and route slots (the slots this space keeps)."""
+        layout = self.env.unwrapped.layout
+        full = self.env.unwrapped.action_masks()
+        keep, start = [], 0
+        for name, size in zip(layout.slot_names, layout.nvec, strict=True):
+            if name.startswith(("edge_period/", "cloud_period/", "route/")):
+                keep.append(full[start:start + int(size)])
+            start += int(size)
+        return np.concatenate(keep)
+
+
+class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """``Discrete(k)``: action i plays the i-th named schedule this round.
+
+    Args:
+        env: an HF-FM env.
+        schedules: name -> (edge period, cloud period, route); default :data:`PAPER_MENU`.
+    """
+
+    def __init__(self, env: gym.Env,
+                 schedules: Mapping[str, tuple[int, int, Route]] | None = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, schedules=schedules)
+        gym.ActionWrapper.__init__(self, env)
+        self.schedules = dict(PAPER_MENU if schedules is None else schedules)
+        if not self.schedules:
+            raise ValueError("ScheduleMenu: schedules is empty")
+        menu = env.unwrapped.layout.menu
+        for name, (edge, cloud, route) in self.schedules.items():
+            for what, value in (("edge period", edge), ("cloud period", cloud)):
+                if value not in menu:
+                    raise ValueError(f"ScheduleMenu: schedule {name!r} has {what} {value}, not "
+                                     f"in env.period_menu {list(menu)}")
+            Route(route)
+        self.names = list(self.schedules)
+        self.action_space = spaces.Discrete(len(self.names))
+
+    def action(self, action: int | np.integer) -> np.ndarray:
+        """The env's full action for menu entry ``action``."""
+        if isinstance(action, np.ndarray) and action.shape == ():
+            action = action.item()
+        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) \
+                or not 0 <= int(action) < len(self.names):
+            raise ValueError(f"action = {action!r}: must be an integer in 0..{len(self.names) - 1} "
+                             f"({self.names})")
+        edge, cloud, route = self.schedules[self.names[int(action)]]
+        return full_action(self.env, edge, cloud, Route(route))
+
+    def action_masks(self) -> np.ndarray:
+        """Every schedule is always allowed."""
+        return np.ones(len(self.names), dtype=bool)

@@ -1,0 +1,50 @@
+"""Action wrappers: coarse periods and a menu of named schedules."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import hffm_env  # noqa: F401  (registers the env ids)
+from baselines.policies import make_policy
+from hffm_env.fl.schedule import Route
+from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.wrappers import PAPER_MENU, CoarseActions, ScheduleMenu
+
+
+def _env():
+    return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                    overrides=list(TINY_OVERRIDES))
+
+
+def test_coarse_actions_play_the_periodic_schedules():
+    env = CoarseActions(_env())
+    env.reset(seed=3)
+    menu = env.menu
+    clusters = env.unwrapped.layout.num_clusters
+    assert env.action_space.nvec.tolist() == [len(menu)] * 10 + [3] * clusters
+    coarse = np.array([menu.index(1)] * 5 + [menu.index(2)] * 5 + [int(Route.D2D_RELAY)] * clusters)
+    policy = make_policy("hffm-d2d-e2")
+    policy.reset(env, 3)
+    np.testing.assert_array_equal(env.action(coarse), policy.act(None, {}))
+    assert env.action_masks().shape == (int(env.action_space.nvec.sum()),)
+    with pytest.raises(ValueError, match=r"slot 10 \(route/0\) = 7"):
+        env.step(np.concatenate([coarse[:10], [7] * clusters]))
+    check_env(env)
+
+
+def test_schedule_menu_is_discrete_over_named_schedules():
+    env = ScheduleMenu(_env())
+    env.reset(seed=4)
+    assert env.action_space == gym.spaces.Discrete(len(PAPER_MENU))
+    for i, name in enumerate(env.names):
+        policy = make_policy(name)
+        policy.reset(env, 4)
+        np.testing.assert_array_equal(env.action(i), policy.act(None, {}))
+    with pytest.raises(ValueError, match="0..7"):
+        env.step(8)
+    with pytest.raises(ValueError, match="cloud period 3"):
+        ScheduleMenu(_env(), {"odd": (1, 3, Route.DIRECT)})
+    check_env(env)

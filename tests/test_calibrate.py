@@ -1,0 +1,78 @@
+"""`hffm calibrate` end to end on a tiny scenario, and training on the surrogate it fits."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hffm_env  # noqa: F401  (registers the env ids)
+import train_agent
+from baselines.calibrate import MixedPeriodPolicy, read_traces
+from hffm_env.cli import main as cli_main
+from hffm_env.config import MODULE_TYPES
+from hffm_env.testing import TINY_OVERRIDES
+
+OVERRIDES = [*TINY_OVERRIDES, "env.episode_rounds=3"]
+SETTINGS = [arg for kv in OVERRIDES for arg in ("--set", kv)]
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibrate")
+    out = folder / "surrogate.pt"
+    code = cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--mixed", "1", "--random-episodes", "0", "--out", str(out),
+                     "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_calibration_records_real_rounds_and_fits_a_surrogate(calibrated):
+    episodes = read_traces(calibrated.with_suffix(".traces.json"))
+    assert len(episodes) == 9  # the 8 fixed schedules and one mixed one, seed 0
+    assert {e["policy"] for e in episodes} >= {"star", "never", "mixed-0"}
+    for e in episodes:
+        assert len(e["rounds"]) == 4 and e["rounds"][0].tiers is None  # reset + 3 rounds
+        assert all(np.isfinite(r.targets["accuracy/scene"]) for r in e["rounds"])
+    star = next(e for e in episodes if e["policy"] == "star")["rounds"][1]
+    assert star.tiers == dict.fromkeys(MODULE_TYPES, "cloud")
+
+
+def test_a_calibrated_surrogate_drives_the_surrogate_fidelity(calibrated):
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate", overrides=OVERRIDES,
+                   surrogate=str(calibrated))
+    _, info = env.reset(seed=1000)
+    _, reward, _, _, info = env.step(env.unwrapped.layout.encode(1, 1))
+    assert 0.0 <= info["accuracy"]["mean"] <= 1.0 and np.isfinite(reward)
+    env.close()
+
+
+def test_calibration_refuses_held_out_seeds(capsys):
+    assert cli_main(["calibrate", "--scenario", "small", "--seeds", "1000"]) == 2
+    assert "held out" in capsys.readouterr().err
+
+
+def test_mixed_schedules_are_drawn_from_the_menu_reproducibly():
+    a = MixedPeriodPolicy.draw("m", (1, 2, 0), np.random.default_rng(3))
+    b = MixedPeriodPolicy.draw("m", (1, 2, 0), np.random.default_rng(3))
+    assert (a.edge, a.cloud, a.pairs, a.route) == (b.edge, b.cloud, b.pairs, b.route)
+    assert set(a.edge.values()) | set(a.cloud.values()) <= {1, 2, 0}
+
+
+def test_training_on_the_surrogate_fine_tunes_and_is_judged_on_real_training(calibrated,
+                                                                              tmp_path):
+    out = tmp_path / "agent"
+    code = train_agent.main([
+        "--scenario", "small", "--fidelity", "surrogate", "--surrogate", str(calibrated),
+        "--total-timesteps", "24", "--n-steps", "12", "--batch-size", "12",
+        "--finetune-timesteps", "12", "--out", str(out), "--eval-seeds", "1000",
+        "--eval-policies", "never", "--no-progress", "--overrides", *OVERRIDES,
+    ])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["fidelity"] == "train"  # judged on real training
+    agent = json.loads((out / "agent.json").read_text())
+    assert agent["num_timesteps"] >= 36  # 24 on the surrogate + 12 fine-tuning
