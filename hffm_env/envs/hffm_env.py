@@ -86,7 +86,18 @@ class HFFMEnv(gym.Env):
     term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
     ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` (only in
     that mode) bounds it: a round's cost counts as at most 100 star rounds.
-    In cost fidelity the accuracy term is 0 (nothing was measured).
+    In cost fidelity the accuracy term is 0 (nothing was measured); in surrogate fidelity it
+    is the surrogate's prediction.
+
+    ## Fidelities
+    ``"train"``: real M3T training and evaluation every step. The global accuracy is measured
+    every round; the local and held-out accuracy every ``fl.eval_local_every_rounds`` rounds,
+    on the last round and at reset (every round when ``env.accuracy_local_mix > 0``): the
+    evaluation budget, which ``info["measured"]`` reports round by round. ``"surrogate"``: the
+    same network, schedule decoding and cost model, with accuracies, losses and drift predicted
+    by a surrogate fitted on real-training traces of this scenario (:mod:`hffm_env.fl.surrogate`;
+    ``hffm calibrate`` fits one, ``benchmarks/surrogate_error.py`` reports its held-out error);
+    ``info["measured"]`` marks its predictions as available. ``"cost"``: no accuracy at all.
 
     ## Starting State
     ``reset(seed)`` re-places the network, redraws fading, dropout and task arrivals, and
@@ -114,9 +125,10 @@ class HFFMEnv(gym.Env):
     ## Arguments
     ``gymnasium.make("hffm/HFFM-v0", scenario="small", overrides=None, config_file=None,
     fidelity="train", reward_mode="scalar", render_mode=None, device="cpu",
-    torch_threads=None)``; ``overrides`` is a dict or list of ``"key=value"`` strings applied
-    to the scenario config; ``fidelity="cost"`` skips training (accuracy not measured) for fast
-    network studies.
+    torch_threads=None, progress=False, surrogate=None)``; ``overrides`` is a dict or list of
+    ``"key=value"`` strings applied to the scenario config; ``fidelity`` is ``"train"``,
+    ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted surrogate file
+    (default: the one for this config in the cache, else the one shipped for the preset).
 
     ## Version History
     * v0: initial release.
@@ -130,6 +142,9 @@ class HFFMEnv(gym.Env):
       ``idle_clusters``, ``action_mask``), ``reward_space`` only in vector mode and bounded,
       a cluster without available members sits the round out instead of failing, and the ids
       are registered without the passive env checker.
+    * v0, fourth revision: the evaluation budget (global accuracy on 48 samples per device
+      every round, local and held-out accuracy every 4 rounds and on the last), batched
+      evaluation of each distinct model once, and ``fidelity="surrogate"``.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
