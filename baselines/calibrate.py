@@ -13,6 +13,7 @@ seeds only (0..999); evaluation seeds (1000+) stay held out.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -108,14 +109,21 @@ def trace_episode(env: Any, policy: Policy, seed: int) -> list[RoundTrace]:
 
 
 def write_traces(path: str | Path, episodes: list[dict[str, Any]]) -> None:
-    """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace)."""
-    data = [{**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]
-    Path(path).write_text(json.dumps(data))
+    """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace);
+    JSON, gzip-compressed when ``path`` ends in ``.gz``."""
+    data = json.dumps([{**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes])
+    path = Path(path)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data.encode()))
+    else:
+        path.write_text(data)
 
 
 def read_traces(path: str | Path) -> list[dict[str, Any]]:
     """Inverse of :func:`write_traces`."""
-    data = json.loads(Path(path).read_text())
+    path = Path(path)
+    raw = path.read_bytes()
+    data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
     return [{**e, "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in data]
 
 
