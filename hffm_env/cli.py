@@ -169,13 +169,9 @@ def _agent_label(path: str) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-
-    from agents.ppo import AgentPolicy
-    from baselines.policies import PAPER_SCHEDULES, policy_names
-    from baselines.runner import format_table, plot_tradeoffs, run_benchmark
-
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
+    from baselines.policies import PAPER_SCHEDULES, policy_names
+
     if args.policies:
         names = [p.strip() for p in args.policies.split(",") if p.strip()]
     elif config.name == "paper" and args.fidelity == "cost":
@@ -191,6 +187,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--plot", args.plot)):
         if target and Path(target).exists() and not args.force:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
+    import gymnasium as gym
+
+    from agents.ppo import AgentPolicy
+    from baselines.runner import format_table, plot_tradeoffs, run_benchmark
+
     policies: list = []
     for path in args.agent:
         try:
@@ -303,9 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="compare policies on held-out seeds")
     _add_scenario_arguments(bench)
-    bench.add_argument("--fidelity", choices=("cost", "train"), default="train",
-                       help="'train': real FL training; 'cost': network costs only")
-    bench.add_argument("--policies", help="comma-separated baseline names (default: all; the "
+    bench.add_argument("--fidelity", choices=("cost", "surrogate", "train"), default="train",
+                       help="'train': real FL training; 'surrogate': accuracy from the fitted "
+                       "surrogate; 'cost': network costs only")
+    bench.add_argument("--policies", help="comma-separated baseline names: star, edge-only, "
+                       "edge-only-d2d, hffm-e2, hffm-e8, hffm-d2d-e2, hffm-d2d-e8, never, random, "
+                       "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
                        "paper's seven schedules for --scenario paper --fidelity cost)")
     bench.add_argument("--episodes", type=int, default=None,
                        help="episodes per policy on seeds 1000, 1001, ... (default 3)")

@@ -50,3 +50,14 @@ def test_pretrain_reports_the_frozen_parts_probes(capsys, tmp_path, monkeypatch)
     assert "loaded from the cache" in capsys.readouterr().out
     assert main(["describe", "--scenario", "small", *tiny]) == 0
     assert "linear-probe accuracy" in capsys.readouterr().out
+
+
+def test_bench_help_lists_every_policy(capsys):
+    import pytest
+
+    from baselines.policies import policy_names
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped at hyphens
+    assert all(name in text for name in policy_names())
