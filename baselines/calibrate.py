@@ -3,9 +3,10 @@
 :func:`calibrate` plays episodes in ``train`` fidelity (real M3T training) under a design of
 schedules, records what every round measured (:class:`hffm_env.fl.surrogate.RoundTrace`) and
 fits :class:`hffm_env.fl.surrogate.AccuracySurrogate` on them. The design (:func:`design`):
-the paper's seven schedules and ``never``, the ``random`` policy, and schedules whose edge and
-cloud periods, D2D pair exchange and route are drawn per module type (held for the episode),
-so that the fit sees module types aggregated at different tiers and frequencies. Training
+the paper's seven schedules and ``never``, the adaptive baselines (``adaptive``,
+``module-aware``, ``greedy-energy``), the ``random`` policy, and schedules whose edge and cloud
+periods, D2D pair exchange and route are drawn per module type (held for the episode), so
+that the fit sees module types aggregated at different tiers and frequencies. Training
 seeds only (0..999); evaluation seeds (1000+) stay held out.
 
     hffm calibrate --scenario small --seeds 0 1 --mixed 8     # ~7 min on 2 cores
@@ -31,6 +32,10 @@ __all__ = ["MixedPeriodPolicy", "design", "trace_episode", "calibrate", "fit_tra
            "read_traces", "write_traces"]
 
 FIXED_SCHEDULES = (*PAPER_SCHEDULES, "never")
+ADAPTIVE_POLICIES = ("adaptive", "module-aware", "greedy-energy")
+DESIGN_POLICIES = (*FIXED_SCHEDULES, *ADAPTIVE_POLICIES)
+"""The named policies of the default design: the paper's schedules, ``never`` and the
+adaptive baselines (their state-dependent schedules are what a learned policy plays)."""
 
 
 class MixedPeriodPolicy:
@@ -66,11 +71,13 @@ class MixedPeriodPolicy:
         return cls(name, edge, cloud, pairs, route)
 
 
-def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int = 1) \
-        -> list[Callable[[], Policy]]:
-    """Factories of the calibration design's policies (see the module docstring)."""
+def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int = 1,
+           policies: Sequence[str] = DESIGN_POLICIES) -> list[Callable[[], Policy]]:
+    """Factories of the calibration design's policies (see the module docstring): the named
+    ``policies``, ``random_episodes`` of ``random`` and ``mixed`` per-type schedules drawn
+    with ``seed``."""
     rng = np.random.default_rng(seed)
-    out: list[Callable[[], Policy]] = [lambda n=n: make_policy(n) for n in FIXED_SCHEDULES]
+    out: list[Callable[[], Policy]] = [lambda n=n: make_policy(n) for n in policies]
     out += [lambda: make_policy("random")] * random_episodes
     for k in range(mixed):
         policy = MixedPeriodPolicy.draw(f"mixed-{k}", menu, rng)
@@ -136,7 +143,8 @@ def fit_traces(episodes: list[dict[str, Any]], tasks: Sequence[str], horizon: in
 
 def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
               random_episodes: int = 1, progress: bool = True,
-              traces_path: str | Path | None = None) -> tuple[AccuracySurrogate, list[dict]]:
+              traces_path: str | Path | None = None,
+              policies: Sequence[str] = DESIGN_POLICIES) -> tuple[AccuracySurrogate, list[dict]]:
     """Real training over the design on ``seeds``; returns the fitted surrogate and the
     recorded episodes (also written to ``traces_path`` as they come, if given)."""
     from tqdm.auto import tqdm
@@ -149,7 +157,8 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
     if bad:
         raise ValueError(f"calibration seeds {bad}: must be training seeds below 1000 "
                          "(1000+ are held out for evaluation)")
-    factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes)
+    factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
+                       policies=policies)
     jobs = [(f, s) for s in seeds for f in factories]
     episodes: list[dict[str, Any]] = []
     start = time.perf_counter()

@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out per-type schedules per seed (default 4)")
     parser.add_argument("--surrogate", metavar="FILE",
                         help="fitted surrogate (default: the one fidelity='surrogate' finds)")
-    parser.add_argument("--traces", metavar="FILE",
+    parser.add_argument("--policies", nargs="*", default=None, metavar="NAME",
+                        help="named policies played (default: the eight fixed schedules and "
+                        "the adaptive baselines)")
+    parser.add_argument("--traces", metavar="FILE", nargs="+",
                         help="held-out real episodes recorded by an earlier --save-traces run "
                         "(no training)")
     parser.add_argument("--save-traces", metavar="FILE", help="record the real episodes here")
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import hffm_env  # noqa: F401  (registers the env ids)
     from baselines.calibrate import (
+        DESIGN_POLICIES,
         FIXED_SCHEDULES,
         design,
         read_traces,
@@ -91,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     tasks = tuple(cfg.data.tasks)
     train_step_s: list[float] = []
     if args.traces:
-        episodes = read_traces(args.traces)
+        episodes = [e for path in args.traces for e in read_traces(path)]
     else:
         env = gym.make("hffm/HFFM-v0", scenario=cfg, fidelity="train")
         # design seed 1: other per-type schedules than calibration's (design seed 0)
-        factories = design(cfg.env.period_menu, args.mixed, seed=1, random_episodes=0)
+        names = DESIGN_POLICIES if args.policies is None else args.policies
+        factories = design(cfg.env.period_menu, args.mixed, seed=1, random_episodes=0,
+                           policies=names)
         episodes = []
         for seed in args.seeds:
             for factory in factories:

@@ -243,6 +243,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                           "held out for evaluation)")
     if args.mixed < 0:
         raise ConfigError(f"--mixed = {args.mixed}: must be >= 0")
+    from baselines.calibrate import DESIGN_POLICIES
+    from baselines.policies import policy_names
+
+    args.policies = DESIGN_POLICIES if args.policies is None else tuple(args.policies)
+    unknown = [p for p in args.policies if p not in policy_names()]
+    if unknown:
+        raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
     import gymnasium as gym
 
     from baselines.calibrate import calibrate
@@ -264,14 +271,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         traces = Path(args.traces) if args.traces else out.with_suffix(".traces.json")
         traces.parent.mkdir(parents=True, exist_ok=True)
-        episodes = len(args.seeds) * (8 + args.random_episodes + args.mixed)
+        episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed)
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces}")
         surrogate, _ = calibrate(
             lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
                              device=args.device),
             args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
-            progress=not args.no_progress, traces_path=traces,
+            progress=not args.no_progress, traces_path=traces, policies=args.policies,
         )
     surrogate.save(out)
     fit = surrogate.meta["fit_mae"]
@@ -345,7 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="training seeds to calibrate on (default: 0 1)")
     calibrate.add_argument("--mixed", type=int, default=8,
                            help="schedules with per-module-type periods drawn at random, per "
-                           "seed (default 8; beside the 8 fixed schedules and random)")
+                           "seed (default 8; beside the named policies and random)")
+    calibrate.add_argument("--policies", nargs="*", default=None, metavar="NAME",
+                           help="named baselines in the design (default: the paper's seven "
+                           "schedules, never, adaptive, module-aware, greedy-energy)")
     calibrate.add_argument("--random-episodes", type=int, default=1,
                            help="episodes of the random policy per seed (default 1)")
     calibrate.add_argument("--out", metavar="FILE",
