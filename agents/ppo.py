@@ -26,6 +26,16 @@ __all__ = ["TrainArgs", "train", "AgentPolicy", "TrainingInterrupted", "make_env
            "evaluate_against_baselines", "ALGOS"]
 
 ALGOS = ("ppo", "maskable-ppo")
+ACTION_MODES = ("full", "coarse", "menu")
+
+
+def wrap_actions(env: Any, action_mode: str) -> Any:
+    """``env`` as the policy of ``action_mode`` sees it (``full``: unchanged)."""
+    from hffm_env.wrappers import CoarseActions, ScheduleMenu
+
+    wrappers = {"full": None, "coarse": CoarseActions, "menu": ScheduleMenu}
+    wrapper = wrappers[action_mode]
+    return env if wrapper is None else wrapper(env)
 
 
 @dataclass
@@ -62,9 +72,11 @@ class TrainArgs:
     ent_coef: float = field(default=0.01, metadata={"help": "PPO entropy bonus"})
     action_mode: str = field(
         default="full",
-        metadata={"help": "'full' (every slot: periods, pairs, routes, heads, partners, relays) "
-                  "or 'coarse' (periods per module type and a route per cluster; "
-                  "hffm_env.wrappers.CoarseActions)", "choices": ("full", "coarse")},
+        metadata={"help": "'full' (every slot: periods, pairs, routes, heads, partners, relays), "
+                  "'coarse' (periods per module type and a route per cluster; "
+                  "hffm_env.wrappers.CoarseActions) or 'menu' (Discrete over the paper's "
+                  "schedules and never, chosen each round; hffm_env.wrappers.ScheduleMenu)",
+                  "choices": ACTION_MODES},
     )
     algo: str = field(
         default="maskable-ppo",
@@ -167,8 +179,9 @@ class TrainArgs:
         for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
             if value is not None and value not in ("train", "surrogate", "cost"):
                 raise ValueError(f"{name} = {value!r}: must be 'train', 'surrogate' or 'cost'")
-        if self.action_mode not in ("full", "coarse"):
-            raise ValueError(f"action_mode = {self.action_mode!r}: must be 'full' or 'coarse'")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode = {self.action_mode!r}: must be one of "
+                             f"{list(ACTION_MODES)}")
         if self.finetune_timesteps < 0:
             raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: must be >= 0")
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every"):
@@ -226,10 +239,7 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
             # the first env builds the model: its pre-training bar shows on a first run
             progress=args.progress and rank == 0,
         )
-        if args.action_mode == "coarse":
-            from hffm_env.wrappers import CoarseActions
-
-            env = CoarseActions(env)
+        env = wrap_actions(env, args.action_mode)
         # No reset here: the vectorised env seeds the first reset with ``seed + rank``
         # (``vec_env.seed``), and later resets continue that stream.
         return Monitor(env)
@@ -537,7 +547,7 @@ class AgentPolicy:
         self.name = name
         self.agent = find_agent(model_path)
         self.maskable = self.agent.info.algo == "maskable-ppo"
-        self.coarse: Any = None  # the CoarseActions view of the env, for coarse agents
+        self.coarse: Any = None  # the action wrapper of a coarse or menu agent
         self.model: Any = None
         self.env: Any = None
 
@@ -547,10 +557,8 @@ class AgentPolicy:
 
         self.env = env.unwrapped
         self.coarse = None
-        if self.agent.info.action_mode == "coarse":
-            from hffm_env.wrappers import CoarseActions
-
-            self.coarse = CoarseActions(env)
+        if self.agent.info.action_mode != "full":
+            self.coarse = wrap_actions(env, self.agent.info.action_mode)
         space = self.coarse.action_space if self.coarse is not None else env.action_space
         if self.model is None:
             self.model = load_model(self.agent, env.observation_space, space)

@@ -72,3 +72,20 @@ def test_flags_share_hffm_vocabulary():
     help_text = train_agent.build_parser().format_help()
     assert "{ppo,maskable-ppo}" in help_text and "{train,cost}" in help_text
     assert "--config" in help_text and "--set" in help_text
+
+
+@pytest.mark.parametrize("mode", ["coarse", "menu"])
+def test_agents_of_a_smaller_action_space_act_in_the_full_env(tmp_path, mode):
+    out = tmp_path / mode
+    assert train_agent.main([
+        "--scenario", "small", "--fidelity", "cost", "--action-mode", mode,
+        "--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8", "--out", str(out),
+        "--eval-seeds", "1000", "--eval-policies", "never", "--no-progress",
+        "--overrides", *TINY_OVERRIDES,
+    ]) == 0
+    assert json.loads((out / "agent.json").read_text())["action_mode"] == mode
+    agent = AgentPolicy(out)
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    record = run_episode(env, agent, seed=3)  # full actions, through the wrapper
+    assert record.rounds == 4
