@@ -368,17 +368,23 @@ def train(args: TrainArgs) -> dict[str, Any]:
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)
     subprocess = args.n_envs > 1
-    fns = [
-        make_env_fn(args, rank, torch_threads=threads if subprocess else None,
-                    in_subprocess=subprocess)
-        for rank in range(args.n_envs)
-    ]
-    vec_env = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
-    vec_env.seed(args.seed)
-    if args.normalize:
-        vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=True, clip_obs=10.0)
-        if resume is not None:
-            resume.normalization.apply_to(vec_env)
+
+    def vector_env(fidelity: str, seed: int, stats: Normalization | None) -> Any:
+        fns = [
+            make_env_fn(args, rank, torch_threads=threads if subprocess else None,
+                        in_subprocess=subprocess, fidelity=fidelity)
+            for rank in range(args.n_envs)
+        ]
+        vec = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
+        vec.seed(seed)
+        if args.normalize:
+            vec = VecNormalize(vec, norm_obs=True, norm_reward=True, clip_obs=10.0)
+            if stats is not None:
+                stats.apply_to(vec)
+        return vec
+
+    vec_env = vector_env(args.fidelity, args.seed,
+                         resume.normalization if resume is not None else None)
 
     run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
     log_dir = out / "runs"
@@ -411,53 +417,32 @@ def train(args: TrainArgs) -> dict[str, Any]:
 
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
                               _FLMetricsCallback.build()])
-    remaining = args.total_timesteps - int(model.num_timesteps)
-    started = time.perf_counter()
-    try:
-        if remaining > 0:
-            model.learn(
-                total_timesteps=remaining,
-                callback=callbacks,
-                tb_log_name=run_name,
-                progress_bar=args.progress,
-                reset_num_timesteps=resume is None,
-            )
-    except KeyboardInterrupt:
-        save(Path("."))
-        _write_train_args(out, args, interrupted=True)
-        vec_env.close()
-        raise TrainingInterrupted(
-            f"interrupted at {model.num_timesteps} of {args.total_timesteps} timesteps; "
-            f"model and statistics saved in {out} (continue with --resume {out})"
-        ) from None
-    if args.finetune_timesteps > 0 and args.fidelity != "train":
-        # fine-tune on real training: same policy, optimiser and running statistics
-        finetune_fns = [
-            make_env_fn(args, rank, torch_threads=threads if subprocess else None,
-                        in_subprocess=subprocess, fidelity="train")
-            for rank in range(args.n_envs)
-        ]
-        real_env = SubprocVecEnv(finetune_fns) if subprocess else DummyVecEnv(finetune_fns)
-        real_env.seed(args.seed + 500)  # other training seeds than the first phase's
-        if args.normalize:
-            stats = Normalization.of(vec_env)
-            real_env = VecNormalize(real_env, norm_obs=True, norm_reward=True, clip_obs=10.0)
-            stats.apply_to(real_env)
-        vec_env.close()
-        vec_env = real_env
-        model.set_env(vec_env)
+    def learn(steps: int, log_name: str, reset: bool, phase: str) -> None:
+        """``model.learn``; Ctrl-C saves the agent folder and raises TrainingInterrupted."""
         try:
-            model.learn(total_timesteps=args.finetune_timesteps, callback=callbacks,
-                        tb_log_name=f"{run_name}__finetune", progress_bar=args.progress,
-                        reset_num_timesteps=False)
+            model.learn(total_timesteps=steps, callback=callbacks, tb_log_name=log_name,
+                        progress_bar=args.progress, reset_num_timesteps=reset)
         except KeyboardInterrupt:
             save(Path("."))
             _write_train_args(out, args, interrupted=True)
-            vec_env.close()
+            model.get_env().close()
             raise TrainingInterrupted(
-                f"interrupted while fine-tuning at {model.num_timesteps} timesteps; model and "
-                f"statistics saved in {out}"
+                f"interrupted at {model.num_timesteps} of {args.total_timesteps} timesteps "
+                f"({phase}); model and statistics saved in {out} (continue with --resume {out})"
             ) from None
+
+    remaining = args.total_timesteps - int(model.num_timesteps)
+    started = time.perf_counter()
+    if remaining > 0:
+        learn(remaining, run_name, resume is None, "while training")
+    if args.finetune_timesteps > 0 and args.fidelity != "train":
+        # fine-tune on real training: same policy, optimiser and running statistics, on
+        # other training seeds than the first phase's
+        stats = Normalization.of(vec_env) if args.normalize else None
+        vec_env.close()
+        vec_env = vector_env("train", args.seed + 500, stats)
+        model.set_env(vec_env)
+        learn(args.finetune_timesteps, f"{run_name}__finetune", False, "while fine-tuning")
     train_seconds = time.perf_counter() - started
     save(Path("."))
     vec_env.close()

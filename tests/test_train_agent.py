@@ -70,7 +70,8 @@ def test_flags_share_hffm_vocabulary():
     assert args.eval_seeds == [1001]  # given lists replace the default, not extend it
     assert train_agent.parse_args([]).eval_seeds == [1000, 1001, 1002]
     help_text = train_agent.build_parser().format_help()
-    assert "{ppo,maskable-ppo}" in help_text and "{train,cost}" in help_text
+    assert "{ppo,maskable-ppo}" in help_text and "{train,surrogate,cost}" in help_text
+    assert "{full,coarse,menu}" in help_text
     assert "--config" in help_text and "--set" in help_text
 
 
