@@ -200,7 +200,8 @@ class HFFMEnv(gym.Env):
         """The fitted accuracy surrogate (``fidelity="surrogate"`` only)."""
         if fidelity == "surrogate":
             self.surrogate = find_surrogate(cfg, surrogate)
-            self._tier_history = TierHistory(cfg.env.episode_rounds)
+            # features scaled by the horizon the surrogate was fitted at
+            self._tier_history = TierHistory(self.surrogate.horizon)
         if fidelity == "train":
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)

@@ -205,7 +205,8 @@ class FederatedEngine:
         device, kind, sample = [], [], []
 
         def add(d: int, which: int, ix: np.ndarray) -> None:
-            device.append(np.full(len(ix), d)), kind.append(np.full(len(ix), which))
+            device.append(np.full(len(ix), d))
+            kind.append(np.full(len(ix), which))
             sample.append(ix)
 
         global_slices = self._eval_slices(len(data.global_test), fl.eval_samples_per_device)
