@@ -12,6 +12,7 @@ The accounting rules are in :class:`CostAccountant`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -198,13 +199,19 @@ class TransferTable:
         ``trusted``: the hops are valid by construction (a builder derived them from checked
         device or cluster ids), so only their clusters are computed; the per-call checks are
         most of a cost-fidelity step's time otherwise."""
-        size = np.asarray(size_bits, dtype=np.float64)
-        if size.ndim == 0:
-            size = np.full(num_flows, float(size))
-        elif size.shape != (num_flows,):
-            raise ValueError(f"size_bits of {module_id!r}: need a scalar or {num_flows} values")
-        if not (np.isfinite(size).all() and (size >= 0).all()):
-            raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
+        if isinstance(size_bits, (float, int)):  # the common case, checked without arrays
+            if not (math.isfinite(size_bits) and size_bits >= 0):
+                raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
+            size = np.full(num_flows, float(size_bits))
+        else:
+            size = np.asarray(size_bits, dtype=np.float64)
+            if size.ndim == 0:
+                size = np.full(num_flows, float(size))
+            elif size.shape != (num_flows,):
+                raise ValueError(
+                    f"size_bits of {module_id!r}: need a scalar or {num_flows} values")
+            if not (np.isfinite(size).all() and (size >= 0).all()):
+                raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
         h = hop_flow.shape[0]
         hop_src = np.asarray(hop_src, dtype=np.int64)
         hop_dst = np.asarray(hop_dst, dtype=np.int64)
