@@ -532,7 +532,7 @@ class AgentPolicy:
         self.name = name
         self.agent = find_agent(model_path)
         self.maskable = self.agent.info.algo == "maskable-ppo"
-        self.coarse: Any = None  # the action wrapper of a coarse or menu agent
+        self.wrapper: Any = None  # the action wrapper of a coarse or menu agent
         self.model: Any = None
         self.env: Any = None
 
@@ -541,10 +541,10 @@ class AgentPolicy:
         from agents.checkpoint import load_model
 
         self.env = env.unwrapped
-        self.coarse = None
+        self.wrapper = None
         if self.agent.info.action_mode != "full":
-            self.coarse = wrap_actions(env, self.agent.info.action_mode)
-        space = self.coarse.action_space if self.coarse is not None else env.action_space
+            self.wrapper = wrap_actions(env, self.agent.info.action_mode)
+        space = self.wrapper.action_space if self.wrapper is not None else env.action_space
         if self.model is None:
             self.model = load_model(self.agent, env.observation_space, space)
 
@@ -552,9 +552,9 @@ class AgentPolicy:
         """The agent's deterministic action."""
         norm = self.agent.normalization
         x = norm.normalize_obs(obs) if norm is not None else np.asarray(obs, dtype=np.float32)
-        source = self.coarse if self.coarse is not None else self.env
+        source = self.wrapper if self.wrapper is not None else self.env
         masks = source.action_masks() if self.maskable else None
         action, _ = self.model.predict(x, deterministic=True, **(
             {"action_masks": masks} if self.maskable else {}))
         action = np.asarray(action, dtype=np.int64)
-        return self.coarse.action(action) if self.coarse is not None else action
+        return self.wrapper.action(action) if self.wrapper is not None else action

@@ -310,12 +310,10 @@ class HFFMEnv(gym.Env):
         if self.surrogate is not None:
             self._predict_into(result, schedule.tiers)
         self._loss = result.loss_per_task
-        if self.surrogate is not None:
+        if self.engine.train or self.surrogate is not None:
             self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
             self._accuracy_held_out = result.accuracy_held_out
-        elif self.engine.train:
-            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
-            self._accuracy_held_out = result.accuracy_held_out
+        if self.engine.train:
             self._drift = self.engine.drift()
 
         cfg = self.config.env
