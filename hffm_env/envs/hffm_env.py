@@ -14,9 +14,11 @@ from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig, check_memory, load_scenario
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
-from hffm_env.envs.observation import ObservationInputs, build_observation, observation_names
+from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.reward import (
+    REWARDS,
     CostRange,
+    Reward,
     RewardInputs,
     RewardWeights,
     accuracy_score,
@@ -162,6 +164,7 @@ class HFFMEnv(gym.Env):
         torch_threads: int | None = None,
         progress: bool = False,
         surrogate: str | None = None,
+        reward: str | Reward | None = None,
     ) -> None:
         from hffm_env.data import build_federated_data
         from hffm_env.models import M3TModel, build_model
@@ -181,6 +184,7 @@ class HFFMEnv(gym.Env):
             "scenario": scenario, "overrides": overrides, "config_file": config_file,
             "fidelity": fidelity, "reward_mode": reward_mode, "render_mode": render_mode,
             "device": device, "torch_threads": torch_threads, "surrogate": surrogate,
+            "reward": reward,
         }
         if torch_threads is not None:
             torch.set_num_threads(int(torch_threads))
@@ -222,12 +226,10 @@ class HFFMEnv(gym.Env):
         self.layout = ActionLayout(cfg, self._members(network), network.partners)
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)
         self.action_slot_names = list(self.layout.slot_names)
-        self.observation_names = observation_names(
-            self.tasks, network.num_clusters, cfg.fl.max_pending_requests
-        )
-        self.observation_space = spaces.Box(
-            0.0, 1.0, shape=(len(self.observation_names),), dtype=np.float32
-        )
+        self.observation = Observation(self.tasks, self.engine.model.num_classes,
+                                       network.num_clusters, cfg.fl.max_pending_requests)
+        self.observation_names = self.observation.names
+        self.observation_space = self.observation.space
         # Reward references: per-round cost of never aggregating and of star on the scenario's
         # own network, the 0 and 1 of the reward's cost scale.
         star = self.engine.price_schedule(
@@ -240,13 +242,14 @@ class HFFMEnv(gym.Env):
         self.reference_energy_j = max(star.energy_j, 1e-12)
         # the reward by name, its weights and its cost scale: public, so that a saved run can
         # be rescored under another reward (benchmarks/tradeoff.py --rescore)
-        self.reward_function = get_reward(cfg.env.reward)
+        self.reward_function: Reward = _reward_function(reward, cfg.env.reward, reward_mode)
         self.reward_weights = RewardWeights(
             cfg.env.accuracy_weight, cfg.env.latency_weight, cfg.env.energy_weight,
             cfg.env.target_accuracy, cfg.env.target_miss_penalty,
         )
         if reward_mode == "vector":  # only there is the reward a vector (MO-Gymnasium)
-            low, high = reward_bounds(cfg.env.reward, self.cost_range, self.reward_weights)
+            name = reward if isinstance(reward, str) else cfg.env.reward
+            low, high = reward_bounds(name, self.cost_range, self.reward_weights)
             self.reward_space = spaces.Box(np.array(low, dtype=np.float32),
                                            np.array(high, dtype=np.float32), dtype=np.float32)
         self.network = network
@@ -277,8 +280,7 @@ class HFFMEnv(gym.Env):
         self.layout.partners = self.network.partners
         self._round_rng = np.random.default_rng(round_seed)
         self._reset_state()
-        self.network.begin_round(self._round_rng)
-        self.engine.begin_round(self._round_rng)
+        self._begin_round()
         scores = self.engine.evaluate()
         if self.surrogate is not None:
             self._tier_history.reset()
@@ -287,7 +289,9 @@ class HFFMEnv(gym.Env):
         self._accuracy_local = scores.accuracy_local
         self._accuracy_held_out = scores.accuracy_held_out
         self._previous_score = self._score(scores.accuracy, scores.accuracy_local)
-        return self._get_obs(), self._get_info(None, None, None, {})
+        info = self._get_info(None, None, None, {})
+        self._add_next_action_info(info)
+        return self._get_obs(), info
 
     def step(
         self, action: np.ndarray
@@ -295,77 +299,18 @@ class HFFMEnv(gym.Env):
         """Run one round under ``action``; see the class docstring for the MDP."""
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
-        action = self.layout.check(action)
-        schedule, repairs = self.layout.decode(
-            action, self.clock, self.network.available, self.network.heads,
-            self._neighbours(), self.engine.pending, self._relay_candidates(),
-        )
-        result = self.engine.run_round(schedule, full_evaluation=self._full_evaluation_due())
-        self.clock.advance(dict(schedule.tiers))
-        self.rounds_done += 1
-        self.cumulative_latency_s += result.cost.latency_s
-        self.cumulative_energy_j += result.cost.energy_j
-        self._last_result = result
-        self._last_schedule = schedule
-        if self.surrogate is not None:
-            self._predict_into(result, schedule.tiers)
-        self._loss = result.loss_per_task
-        if self.engine.train or self.surrogate is not None:
-            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
-            self._accuracy_held_out = result.accuracy_held_out
-        if self.engine.train:
-            self._drift = self.engine.drift()
-
-        cfg = self.config.env
-        score = self._score(result.accuracy, result.accuracy_local)
-        terminated = bool(
-            cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
-        )
-        truncated = not terminated and self.rounds_done >= cfg.episode_rounds
-        if terminated and self.engine.train and not math.isfinite(result.accuracy_local["mean"]):
-            # the energy budget ended the episode: its last round is measured in full too
-            scores = self.engine.evaluate()
-            result.accuracy_local, result.accuracy_held_out = (scores.accuracy_local,
-                                                               scores.accuracy_held_out)
-            result.accuracy_local_per_device = scores.accuracy_local_per_device
-            self._accuracy_local = scores.accuracy_local
-            self._accuracy_held_out = scores.accuracy_held_out
-        terms = self.reward_function(
-            RewardInputs(
-                score=score, previous_score=self._previous_score,
-                reached_before=self._target_reached, latency_s=result.cost.latency_s,
-                energy_j=result.cost.energy_j, last_round=terminated or truncated,
-            ),
-            self.cost_range, self.reward_weights,
-        )
-        if math.isfinite(score):
-            self._previous_score = score
-            target = cfg.target_accuracy
-            self._target_reached |= target is not None and score >= target
-        self._history.append({
-            "round": self.rounds_done,
-            "accuracy": result.accuracy.get("mean", float("nan")),
-            "latency_s": result.cost.latency_s,
-            "energy_j": result.cost.energy_j,
-        })
-
-        end = None
+        schedule, repairs = self.decode(action)
+        result = self._simulate(schedule)
+        terminated, truncated, end = self._episode_end()
         if terminated:
-            end = "energy_budget"
-        elif truncated:
-            end = "rounds"
+            self._measure_in_full(result)  # the budget ended the episode: its last round too
+        terms = self._reward_terms(result, last_round=terminated or truncated)
+        info = self._get_info(result, schedule, repairs, terms, end=end)
         self._needs_reset = terminated or truncated
         if not self._needs_reset:
-            self.network.begin_round(self._round_rng)
-            self.engine.begin_round(self._round_rng)
-        info = self._get_info(result, schedule, repairs, terms, end=end)
-        if self.reward_mode == "vector":
-            reward: float | np.ndarray = np.array(
-                [terms["accuracy"], terms["latency"], terms["energy"]], dtype=np.float32
-            )
-        else:
-            reward = float(sum(terms.values()))
-        return self._get_obs(), reward, terminated, truncated, info
+            self._begin_round()
+        self._add_next_action_info(info)
+        return self._get_obs(), self._reward(terms), terminated, truncated, info
 
     def __getstate__(self) -> dict[str, Any]:
         """A pickle holds the constructor's arguments only (a few hundred bytes, not the data
@@ -380,7 +325,7 @@ class HFFMEnv(gym.Env):
         """A flat boolean vector of the allowed values of every action slot, concatenated (the
         layout sb3-contrib's MaskablePPO expects for ``MultiDiscrete``)."""
         return self.layout.masks(
-            self.network.available, self._neighbours(), self.engine.pending,
+            self.network.available, self.network.d2d_neighbours, self.engine.pending,
             self._relay_candidates(),
         )
 
@@ -430,16 +375,129 @@ class HFFMEnv(gym.Env):
     def _members(network: Any) -> list[np.ndarray]:
         return [network.members(c) for c in range(network.num_clusters)]
 
-    def _neighbours(self) -> list[set[int]]:
-        neighbours: list[set[int]] = [set() for _ in range(self.network.num_devices)]
-        for graph in self.network.d2d_graphs:
-            for i, j in graph.edges:
-                neighbours[i].add(j)
-                neighbours[j].add(i)
-        return neighbours
+    # the pieces of step, in the order step calls them
+
+    def _simulate(self, schedule: Schedule) -> RoundResult:
+        """Play the round: train (or predict) and price it, advance the period clock and the
+        episode's totals, and keep what the observation reads."""
+        result = self.engine.run_round(schedule, full_evaluation=self._full_evaluation_due())
+        self.clock.advance(dict(schedule.tiers))
+        self.rounds_done += 1
+        self.cumulative_latency_s += result.cost.latency_s
+        self.cumulative_energy_j += result.cost.energy_j
+        self._last_result = result
+        self._last_schedule = schedule
+        if self.surrogate is not None:
+            self._predict_into(result, schedule.tiers)
+        self._loss = result.loss_per_task
+        if self.engine.train or self.surrogate is not None:
+            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
+            self._accuracy_held_out = result.accuracy_held_out
+        if self.engine.train:
+            self._drift = self.engine.drift()
+        self._history.append({
+            "round": self.rounds_done,
+            "accuracy": result.accuracy.get("mean", float("nan")),
+            "latency_s": result.cost.latency_s,
+            "energy_j": result.cost.energy_j,
+        })
+        return result
+
+    def _episode_end(self) -> tuple[bool, bool, str]:
+        """``(terminated, truncated, info["end"])`` after the round just played."""
+        cfg = self.config.env
+        terminated = bool(
+            cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
+        )
+        truncated = not terminated and self.rounds_done >= cfg.episode_rounds
+        return terminated, truncated, ("energy_budget" if terminated
+                                       else "rounds" if truncated else "")
+
+    def _measure_in_full(self, result: RoundResult) -> None:
+        """Measure the local and held-out accuracy of the round just played if the evaluation
+        budget skipped them (train fidelity; the episode's last round is always measured)."""
+        if not self.engine.train or math.isfinite(result.accuracy_local["mean"]):
+            return
+        scores = self.engine.evaluate()
+        result.accuracy_local, result.accuracy_held_out = (scores.accuracy_local,
+                                                           scores.accuracy_held_out)
+        result.accuracy_local_per_device = scores.accuracy_local_per_device
+        self._accuracy_local = scores.accuracy_local
+        self._accuracy_held_out = scores.accuracy_held_out
+
+    def _reward_terms(self, result: RoundResult, last_round: bool) -> dict[str, float]:
+        """The reward function's terms for the round just played; remembers the score and
+        whether the target was reached for the next round's reward."""
+        score = self._score(result.accuracy, result.accuracy_local)
+        terms = self.reward_function(
+            RewardInputs(
+                score=score, previous_score=self._previous_score,
+                reached_before=self._target_reached, latency_s=result.cost.latency_s,
+                energy_j=result.cost.energy_j, last_round=last_round,
+            ),
+            self.cost_range, self.reward_weights,
+        )
+        if math.isfinite(score):
+            self._previous_score = score
+            target = self.config.env.target_accuracy
+            self._target_reached |= target is not None and score >= target
+        return terms
+
+    def _reward(self, terms: dict[str, float]) -> float | np.ndarray:
+        """The reward of ``reward_mode``: the terms' sum, or the vector of them."""
+        if self.reward_mode == "vector":
+            return np.array([terms["accuracy"], terms["latency"], terms["energy"]],
+                            dtype=np.float32)
+        return float(sum(terms.values()))
+
+    def _begin_round(self) -> None:
+        """Draw the next round's network state (fading, dropout, D2D graphs) and module
+        requests."""
+        self.network.begin_round(self._round_rng)
+        self.engine.begin_round(self._round_rng)
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:
         return {r: self.engine.relay_candidates(r) for r in self.engine.pending}
+
+    # ----------------------------------------------------------------------------------------
+    # public read-only views of the state (render, baselines and tests read these)
+
+    def decode(self, action: np.ndarray) -> tuple[Schedule, DecodeReport]:
+        """The schedule ``action`` would play this round and what decoding repaired; changes
+        nothing. A malformed action raises ``ValueError`` naming the slot."""
+        action = self.layout.check(action)
+        return self.layout.decode(
+            action, self.clock, self.network.available, self.network.heads,
+            self.network.d2d_neighbours, self.engine.pending, self._relay_candidates(),
+        )
+
+    @property
+    def history(self) -> tuple[dict[str, float], ...]:
+        """One row per round played this episode: ``round``, ``accuracy`` (mean global; NaN
+        when not measured), ``latency_s``, ``energy_j``."""
+        return tuple(dict(row) for row in self._history)
+
+    @property
+    def scores(self) -> dict[str, dict[str, float]]:
+        """The latest measured ``accuracy``, ``accuracy_local`` and ``accuracy_held_out`` per
+        task and ``"mean"`` (NaN where nothing was measured yet, e.g. in cost fidelity)."""
+        return {"accuracy": dict(self._accuracy), "accuracy_local": dict(self._accuracy_local),
+                "accuracy_held_out": dict(self._accuracy_held_out)}
+
+    @property
+    def last_schedule(self) -> Schedule | None:
+        """The schedule of the round just played; None after ``reset``."""
+        return self._last_schedule
+
+    @property
+    def pending(self) -> tuple[ModuleRequest, ...]:
+        """The module requests the next action's relay slots answer, in slot order."""
+        return tuple(self.engine.pending)
+
+    @property
+    def default_heads(self) -> np.ndarray:
+        """``(C,)`` this round's default cluster heads (best uplink; -1: no available member)."""
+        return np.array(self.network.heads, dtype=np.int64)
 
     @property
     def last_result(self) -> RoundResult | None:
@@ -496,28 +554,15 @@ class HFFMEnv(gym.Env):
     def _get_obs(self) -> np.ndarray:
         network = self.network
         cfg = self.config
-        c = network.num_clusters
-        uplink = np.zeros(c)
-        d2d_rate = np.zeros(c)
-        density = np.zeros(c)
-        available = np.zeros(c)
-        for cl in range(c):
-            members = network.members(cl)
-            uplink[cl] = float(np.mean(network.rates.uplink_bps[members]))
-            graph = network.d2d_graphs[cl]
-            rates = [data["rate_bps"] for _, _, data in graph.edges(data=True)]
-            d2d_rate[cl] = float(np.mean(rates)) if rates else 0.0
-            pairs = len(members) * (len(members) - 1) / 2
-            density[cl] = graph.number_of_edges() / pairs if pairs else 1.0
-            available[cl] = float(np.mean(network.available[members]))
+        summary = network.cluster_summary()
         budget = cfg.env.energy_budget_j or self.reference_energy_j * cfg.env.episode_rounds
         latency_budget = self.reference_latency_s * cfg.env.episode_rounds
         requests = []
         for request in self.engine.pending:
-            members = network.members(int(network.topology.cluster_of_device[request.device]))
+            members = network.members(int(network.cluster_of_device[request.device]))
             holders = self.engine.holders(request.module_id)[members]
             requests.append((request.module_id.startswith("head/"), float(np.mean(holders))))
-        inputs = ObservationInputs(
+        return self.observation.build(ObservationInputs(
             round_fraction=self.rounds_done / cfg.env.episode_rounds,
             accuracy=self._accuracy,
             loss=self._loss,
@@ -525,16 +570,14 @@ class HFFMEnv(gym.Env):
             since_edge=self.clock.since_edge,
             since_cloud=self.clock.since_cloud,
             drift=self._drift,
-            cluster_uplink_bps=uplink,
-            cluster_d2d_bps=d2d_rate,
-            cluster_d2d_density=density,
-            cluster_available=available,
+            cluster_uplink_bps=summary.uplink_bps,
+            cluster_d2d_bps=summary.d2d_bps,
+            cluster_d2d_density=summary.d2d_density,
+            cluster_available=summary.available,
             energy_used_fraction=self.cumulative_energy_j / budget,
             latency_used_fraction=self.cumulative_latency_s / latency_budget,
             requests=requests,
-            num_requests=cfg.fl.max_pending_requests,
-        )
-        return build_observation(inputs, self.tasks)
+        ))
 
     def _get_info(
         self,
@@ -603,15 +646,20 @@ class HFFMEnv(gym.Env):
             # and vector-env buffers compare and stack info arrays numerically)
             "relayed_device": _padded([r.device for r in relayed], p),
             "relayed_module": _padded([self._module_index[r.module_id] for r in relayed], p),
-            "pending_device": _padded([r.device for r in self.engine.pending], p),
-            "pending_module": _padded(
-                [self._module_index[r.module_id] for r in self.engine.pending], p),
             "repairs": repairs.to_dict() if repairs else DecodeReport().to_dict(),
             "flags": "; ".join(flags),
             "end": end or "",
-            "action_mask": self.action_masks(),
         }
         return info
+
+    def _add_next_action_info(self, info: dict[str, Any]) -> None:
+        """The keys that describe the state the observation shows, for the next action: the
+        pending requests and the action mask (drawn after the round in ``info`` was played)."""
+        p = self.config.fl.max_pending_requests
+        pending = self.engine.pending
+        info["pending_device"] = _padded([r.device for r in pending], p)
+        info["pending_module"] = _padded([self._module_index[r.module_id] for r in pending], p)
+        info["action_mask"] = self.action_masks()
 
     def _schedule_info(self, schedule: Schedule | None) -> dict[str, Any]:
         """The decoded schedule in fixed-size arrays: tiers per module type, route and head
@@ -643,6 +691,21 @@ class HFFMEnv(gym.Env):
             "relay_source": source,
             "relay_source_device": source_device,
         }
+
+
+def _reward_function(reward: str | Reward | None, configured: str, mode: str) -> Reward:
+    """The env's reward: ``reward`` by name or as a callable with the signature of
+    :data:`hffm_env.envs.reward.Reward` (as sumo-rl takes one), else ``env.reward`` of the
+    config. A callable's bounds are unknown, so vector mode needs a named reward."""
+    if reward is None or isinstance(reward, str):
+        return get_reward(configured if reward is None else reward)
+    if not callable(reward):
+        raise ValueError(f"reward = {reward!r}: must be None, a name in {list(REWARDS)} or a "
+                         "callable (RewardInputs, CostRange, RewardWeights) -> terms")
+    if mode == "vector":
+        raise ValueError("reward_mode = 'vector' needs a named reward (its reward_space bounds "
+                         f"are known); got the callable {reward!r}")
+    return reward
 
 
 @contextlib.contextmanager

@@ -19,54 +19,105 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
+from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES
 
-__all__ = ["observation_names", "ObservationInputs", "build_observation"]
+__all__ = ["Observation", "ObservationInputs"]
 
 STALENESS_SCALE_ROUNDS = 8.0
 
 
-def observation_names(tasks: tuple[str, ...], num_clusters: int, num_requests: int) -> list[str]:
-    """The name of every observation entry, in order."""
-    names = ["round"]
-    names += [f"accuracy/{t}" for t in tasks]
-    names += [f"loss/{t}" for t in tasks]
-    names += [f"staleness/{t}/{tier}" for t in MODULE_TYPES for tier in ("edge", "cloud")]
-    names += [f"drift/{t}/{scope}" for t in MODULE_TYPES for scope in ("cluster", "global")]
-    for key in ("uplink", "d2d_rate", "d2d_density", "available"):
-        names += [f"cluster/{c}/{key}" for c in range(num_clusters)]
-    names += ["budget/energy", "budget/latency"]
-    for r in range(num_requests):
-        names += [f"request/{r}/present", f"request/{r}/is_head", f"request/{r}/holders"]
-    return names
-
-
+@dataclass(frozen=True)
 class ObservationInputs:
-    """Everything the observation is made of, gathered by the env each step."""
+    """Everything the observation is made of, gathered by the env each step (unmeasured
+    accuracies and losses are NaN or absent and observed as 0)."""
 
-    def __init__(
-        self,
-        round_fraction: float,
-        accuracy: dict[str, float],
-        loss: dict[str, float],
-        num_classes: dict[str, int],
-        since_edge: dict[str, int],
-        since_cloud: dict[str, int],
-        drift: dict[str, tuple[float, float]],
-        cluster_uplink_bps: np.ndarray,
-        cluster_d2d_bps: np.ndarray,
-        cluster_d2d_density: np.ndarray,
-        cluster_available: np.ndarray,
-        energy_used_fraction: float,
-        latency_used_fraction: float,
-        requests: list[tuple[bool, float]],
-        num_requests: int,
-    ) -> None:
-        self.__dict__.update(locals())
-        del self.__dict__["self"]
+    round_fraction: float
+    accuracy: dict[str, float]
+    loss: dict[str, float]
+    num_classes: dict[str, int]
+    since_edge: dict[str, int]
+    since_cloud: dict[str, int]
+    drift: dict[str, tuple[float, float]]
+    cluster_uplink_bps: np.ndarray
+    cluster_d2d_bps: np.ndarray
+    cluster_d2d_density: np.ndarray
+    cluster_available: np.ndarray
+    energy_used_fraction: float
+    latency_used_fraction: float
+    requests: list[tuple[bool, float]]  # per pending request: (is a head, holders' share)
+
+
+class Observation:
+    """The observation of one env: its names, its space and its values, all read off one list
+    of named features (:meth:`features`), so names and values cannot drift apart.
+
+    Args:
+        tasks: the scenario's tasks, in order.
+        num_classes: classes per task (scales the losses).
+        num_clusters: clusters ``C``.
+        num_requests: request slots ``P``.
+    """
+
+    def __init__(self, tasks: tuple[str, ...], num_classes: dict[str, int], num_clusters: int,
+                 num_requests: int) -> None:
+        self.tasks = tuple(tasks)
+        self.num_classes = dict(num_classes)
+        self.num_clusters = int(num_clusters)
+        self.num_requests = int(num_requests)
+        blank = ObservationInputs(
+            round_fraction=0.0, accuracy={}, loss={}, num_classes=self.num_classes,
+            since_edge=dict.fromkeys(MODULE_TYPES, 0), since_cloud=dict.fromkeys(MODULE_TYPES, 0),
+            drift={}, cluster_uplink_bps=np.ones(num_clusters),
+            cluster_d2d_bps=np.ones(num_clusters), cluster_d2d_density=np.zeros(num_clusters),
+            cluster_available=np.zeros(num_clusters), energy_used_fraction=0.0,
+            latency_used_fraction=0.0, requests=[],
+        )
+        self.names: list[str] = [name for name, _ in self.features(blank)]
+        """The name of every entry, in order."""
+        self.space = spaces.Box(0.0, 1.0, shape=(len(self.names),), dtype=np.float32)
+        """``Box(0, 1, (D,), float32)``."""
+
+    def build(self, x: ObservationInputs) -> np.ndarray:
+        """The observation vector for ``x``."""
+        return np.fromiter((value for _, value in self.features(x)), dtype=np.float32,
+                           count=len(self.names))
+
+    def features(self, x: ObservationInputs) -> Iterator[tuple[str, float]]:
+        """Every ``(name, value in [0, 1])``, in order (the module docstring's table)."""
+        yield "round", _unit(x.round_fraction)
+        for t in self.tasks:
+            yield f"accuracy/{t}", _unit(x.accuracy.get(t, 0.0))
+        for t in self.tasks:
+            scale = 2.0 * math.log(max(self.num_classes[t], 2))
+            yield f"loss/{t}", _unit(x.loss.get(t, 0.0) / scale)
+        for t in MODULE_TYPES:
+            yield f"staleness/{t}/edge", _unit(x.since_edge[t] / STALENESS_SCALE_ROUNDS)
+            yield f"staleness/{t}/cloud", _unit(x.since_cloud[t] / STALENESS_SCALE_ROUNDS)
+        for t in MODULE_TYPES:
+            cluster, glob = x.drift.get(t, (0.0, 0.0))
+            yield f"drift/{t}/cluster", _unit(cluster / (1.0 + cluster))
+            yield f"drift/{t}/global", _unit(glob / (1.0 + glob))
+        per_cluster = (("uplink", _log_rate(x.cluster_uplink_bps)),
+                       ("d2d_rate", _log_rate(x.cluster_d2d_bps)),
+                       ("d2d_density", x.cluster_d2d_density),
+                       ("available", x.cluster_available))
+        for key, values in per_cluster:
+            for c in range(self.num_clusters):
+                yield f"cluster/{c}/{key}", _unit(float(values[c]))
+        yield "budget/energy", _unit(x.energy_used_fraction)
+        yield "budget/latency", _unit(x.latency_used_fraction)
+        for r in range(self.num_requests):
+            present = r < len(x.requests)
+            is_head, holders = x.requests[r] if present else (False, 0.0)
+            yield f"request/{r}/present", float(present)
+            yield f"request/{r}/is_head", float(is_head)
+            yield f"request/{r}/holders", _unit(holders)
 
 
 def _unit(value: float) -> float:
@@ -74,33 +125,4 @@ def _unit(value: float) -> float:
 
 
 def _log_rate(bps: np.ndarray) -> np.ndarray:
-    return np.clip(np.log10(np.maximum(bps, 1.0)) / 10.0, 0.0, 1.0)
-
-
-def build_observation(x: ObservationInputs, tasks: tuple[str, ...]) -> np.ndarray:
-    """The observation vector for ``x`` (see the module docstring for the layout)."""
-    values: list[float] = [_unit(x.round_fraction)]
-    values += [_unit(x.accuracy.get(t, 0.0)) for t in tasks]
-    values += [
-        _unit(x.loss.get(t, 0.0) / (2.0 * math.log(max(x.num_classes[t], 2)))) for t in tasks
-    ]
-    for t in MODULE_TYPES:
-        values += [
-            _unit(x.since_edge[t] / STALENESS_SCALE_ROUNDS),
-            _unit(x.since_cloud[t] / STALENESS_SCALE_ROUNDS),
-        ]
-    for t in MODULE_TYPES:
-        cluster, glob = x.drift.get(t, (0.0, 0.0))
-        values += [_unit(cluster / (1.0 + cluster)), _unit(glob / (1.0 + glob))]
-    values += list(_log_rate(np.asarray(x.cluster_uplink_bps)))
-    values += list(_log_rate(np.asarray(x.cluster_d2d_bps)))
-    values += [_unit(v) for v in x.cluster_d2d_density]
-    values += [_unit(v) for v in x.cluster_available]
-    values += [_unit(x.energy_used_fraction), _unit(x.latency_used_fraction)]
-    for r in range(x.num_requests):
-        if r < len(x.requests):
-            is_head, holders = x.requests[r]
-            values += [1.0, float(is_head), _unit(holders)]
-        else:
-            values += [0.0, 0.0, 0.0]
-    return np.asarray(values, dtype=np.float32)
+    return np.clip(np.log10(np.maximum(np.asarray(bps, dtype=np.float64), 1.0)) / 10.0, 0.0, 1.0)

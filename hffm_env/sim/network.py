@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import networkx as nx
 import numpy as np
 
@@ -19,7 +21,19 @@ from hffm_env.sim.routing import (
 )
 from hffm_env.sim.topology import Topology, place_network
 
-__all__ = ["Network", "default_heads"]
+__all__ = ["ClusterSummary", "Network", "default_heads"]
+
+
+@dataclass(frozen=True)
+class ClusterSummary:
+    """Per cluster, this round: mean uplink rate of its members (bit/s), mean rate of its D2D
+    links (bit/s; 0 without links), D2D graph edges over possible pairs (1 for a cluster of
+    one) and the fraction of its members available."""
+
+    uplink_bps: np.ndarray
+    d2d_bps: np.ndarray
+    d2d_density: np.ndarray
+    available: np.ndarray
 
 
 def default_heads(topology: Topology, rates: LinkRates, available: np.ndarray) -> np.ndarray:
@@ -56,6 +70,7 @@ class Network:
         rates: this round's :class:`LinkRates`.
         available: ``(N,)`` bool, devices that did not drop out this round.
         d2d_graphs: this round's connected D2D graph per cluster, over available devices.
+        d2d_neighbours: ``(N,)`` list, each device's D2D neighbours in this round's graphs.
         heads: ``(S,)`` default cluster heads (best uplink among available members; -1 if none).
         partners: ``(N, k)`` candidate D2D partners (k nearest same-cluster devices, -1 padded),
             with ``k = scenario.env.d2d_partner_k``.
@@ -101,6 +116,10 @@ class Network:
             self.topology, self.rates, self.scenario.channel.d2d_radius_m, self.available
         )
         self.heads = default_heads(self.topology, self.rates, self.available)
+        self.d2d_neighbours: list[frozenset[int]] = [frozenset()] * self.topology.num_devices
+        for graph in self.d2d_graphs:
+            for device in graph.nodes:
+                self.d2d_neighbours[device] = frozenset(graph.neighbors(device))
 
     # ---------------------------------------------------------------------------- views
 
@@ -127,6 +146,21 @@ class Network:
         """Available device ids of ``cluster`` (sorted)."""
         members = self.topology.members(cluster)
         return members[self.available[members]]
+
+    def cluster_summary(self) -> ClusterSummary:
+        """This round's per-cluster link and availability summary (what the env observes)."""
+        c = self.num_clusters
+        summary = ClusterSummary(np.zeros(c), np.zeros(c), np.zeros(c), np.zeros(c))
+        for cl in range(c):
+            members = self.members(cl)
+            graph = self.d2d_graphs[cl]
+            rates = [data["rate_bps"] for _, _, data in graph.edges(data=True)]
+            pairs = len(members) * (len(members) - 1) / 2
+            summary.uplink_bps[cl] = float(np.mean(self.rates.uplink_bps[members]))
+            summary.d2d_bps[cl] = float(np.mean(rates)) if rates else 0.0
+            summary.d2d_density[cl] = graph.number_of_edges() / pairs if pairs else 1.0
+            summary.available[cl] = float(np.mean(self.available[members]))
+        return summary
 
     def edge_node(self, cluster: int) -> int:
         """Node id of the edge server of ``cluster`` in transfer tables: ``N + cluster``."""

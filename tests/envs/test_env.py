@@ -9,6 +9,7 @@ import sys
 import warnings
 
 import gymnasium as gym
+import matplotlib.text
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
@@ -16,6 +17,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hffm_env
 from hffm_env.envs.registration import scenario_env_id
+from hffm_env.envs.render import render_figure
 from hffm_env.testing import TINY_OVERRIDES
 
 TINY = list(TINY_OVERRIDES)
@@ -199,29 +201,22 @@ def test_masks_agree_with_decoder(env):
         assert allowed.size > 0
         action[slot] = rng.choice(allowed)
         start += size
-    schedule, report = unwrapped.layout.decode(
-        action, unwrapped.clock, unwrapped.network.available, unwrapped.network.heads,
-        unwrapped._neighbours(), unwrapped.engine.pending, unwrapped._relay_candidates(),
-    )
+    schedule, report = unwrapped.decode(action)
     # a masked-in action needs no repair of heads or relays (pairs may still conflict)
     assert report.head_repairs == 0 and report.relay_repairs == 0
     # a masked-out partner choice is repaired (dropped), not obeyed
     partner_slots = [i for i, n in enumerate(unwrapped.layout.slot_names)
                      if n.startswith("partner/")]
     offsets = np.concatenate([[0], np.cumsum(env.action_space.nvec)])
-    for slot in partner_slots:
-        masked = np.flatnonzero(~mask[offsets[slot]:offsets[slot + 1]])
-        if masked.size:
-            action2 = action.copy()
-            action2[partner_slots] = 0
-            action2[slot] = masked[0]
-            _, report2 = unwrapped.layout.decode(
-                action2, unwrapped.clock, unwrapped.network.available,
-                unwrapped.network.heads, unwrapped._neighbours(), unwrapped.engine.pending,
-                unwrapped._relay_candidates(),
-            )
-            assert report2.pair_repairs == 1
-            break
+    masked_choices = [(slot, int(np.flatnonzero(~mask[offsets[slot]:offsets[slot + 1]])[0]))
+                      for slot in partner_slots if not mask[offsets[slot]:offsets[slot + 1]].all()]
+    assert masked_choices, "seed 3 should mask some partner choice; pick another seed"
+    for slot, choice in masked_choices:
+        action2 = action.copy()
+        action2[partner_slots] = 0
+        action2[slot] = choice
+        _, report2 = unwrapped.decode(action2)
+        assert report2.pair_repairs == 1, unwrapped.layout.slot_names[slot]
 
 
 # Gymnasium's passive checker warns on any non-scalar reward; the vector mode returns one
@@ -304,9 +299,15 @@ def test_render_modes():
     frame = env.render()
     assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
     assert frame.std() > 0  # something was drawn
+    figure = render_figure(env.unwrapped)
+    texts = {t.get_text() for t in figure.findobj(matplotlib.text.Text)}
+    assert {"encoder", "head", "d2d", "edge server", "cloud"} <= texts  # the legend
+    assert "accuracy: not measured" in texts  # cost fidelity measures no accuracy
+    cost = env.unwrapped.last_result.cost
+    assert f"round 1: {cost.energy_j:.3g} J, episode total {cost.energy_j:.3g} J" in texts
     text = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="ansi")
     text.reset(seed=0)
-    assert "round 0" in text.render()
+    assert "round 0" in text.render() and "accuracy not measured" in text.render()
 
 
 def test_module_inventory(env):

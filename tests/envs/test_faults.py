@@ -128,10 +128,7 @@ def test_mutual_partner_choices_are_one_pair_and_no_repair_as_in_the_simulator()
     partners = np.zeros(env.network.num_devices, dtype=np.int64)
     partners[i], partners[j] = ci + 1, cj + 1
     action = env.layout.encode(1, 2, pair_exchange=True, partners=partners)
-    schedule, report = env.layout.decode(
-        action, env.clock, env.network.available, env.network.heads, env._neighbours(),
-        env.engine.pending, env._relay_candidates(),
-    )
+    schedule, report = env.decode(action)
     proposed = np.full(env.network.num_devices, -1)
     proposed[i], proposed[j] = j, i
     assert (list(schedule.pairs), report.pair_repairs) == env.network.repair_pairing(proposed)
