@@ -30,6 +30,8 @@ __all__ = [
     "PAPER_SCHEDULES",
     "NEVER_AGGREGATE",
     "POLICIES",
+    "POLICY_FAMILIES",
+    "policy_family",
     "make_policy",
     "policy_names",
 ]
@@ -313,6 +315,27 @@ POLICIES: dict[str, Callable[[], Policy]] = {
     "greedy-energy": GreedyEnergyPolicy,
 }
 """Every baseline by name."""
+
+
+POLICY_FAMILIES: dict[str, str] = {
+    **dict.fromkeys(PAPER_SCHEDULES, "paper schedules"),
+    NEVER_AGGREGATE: "floors",
+    "random": "floors",
+    "fixed-grid": "tuned",
+    "adaptive": "adaptive heuristics",
+    "module-aware": "adaptive heuristics",
+    "greedy-energy": "adaptive heuristics",
+}
+"""The family of every baseline (plots group by it); trained agents are the family
+``"agents"``."""
+
+
+def policy_family(name: str) -> str:
+    """The family of policy ``name``: :data:`POLICY_FAMILIES`, ``"agents"`` for ``agent:...``
+    rows, ``"other"`` for names not known here."""
+    if name.startswith("agent"):
+        return "agents"
+    return POLICY_FAMILIES.get(name, "other")
 
 
 def policy_names() -> list[str]:

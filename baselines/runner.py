@@ -28,6 +28,7 @@ __all__ = [
     "run_benchmark",
     "format_table",
     "plot_tradeoffs",
+    "best_baseline",
     "pareto_front",
     "verdict",
     "DEFAULT_EVAL_SEEDS",
@@ -356,41 +357,98 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+FAMILY_STYLES: dict[str, tuple[str, str]] = {
+    "paper schedules": ("Blues", "o"),
+    "tuned": ("Purples", "D"),
+    "adaptive heuristics": ("Greens", "s"),
+    "floors": ("Greys", "v"),
+    "other": ("Oranges", "P"),
+    "agents": ("Reds", "^"),
+}
+"""Colour map and marker of each policy family in :func:`plot_tradeoffs`."""
+
+
+def best_baseline(result: BenchResult) -> str | None:
+    """The baseline (not an ``agent:`` row) with the highest mean episode return: the one
+    :func:`verdict` compares agents with; None when there is none."""
+    rows = [s for s in result.summaries if not s.policy.startswith("agent")
+            and math.isfinite(s.episode_return["mean"])]
+    return max(rows, key=lambda s: s.episode_return["mean"]).policy if rows else None
+
+
 def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
-    """A PNG with the accuracy-energy and accuracy-latency trade-offs (Pareto front marked)
-    and the accuracy-over-rounds curves of every policy."""
+    """A PNG with the accuracy-energy and accuracy-latency trade-offs and the accuracy over
+    rounds of every policy.
+
+    Policies are coloured by family (the paper's schedules, tuned, adaptive heuristics, the
+    floors, trained agents; :func:`baselines.policies.policy_family`), each family in shades
+    of one colour with its own marker; error bars are one standard deviation over seeds on
+    both axes; the best baseline by return (:func:`best_baseline`) and the agents are drawn
+    larger and labelled on the plot (the best baseline in gold); the Pareto front is dashed.
+    """
     import matplotlib
     import matplotlib.ticker
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4.4), dpi=100)
+    from baselines.policies import policy_family
+
+    fig = Figure(figsize=(16, 4.8), dpi=100)
     axes = fig.subplots(1, 3)
-    cmap = matplotlib.colormaps["tab20"]
+    best = best_baseline(result)
+    families: dict[str, list[PolicySummary]] = {}
+    for s in result.summaries:
+        families.setdefault(policy_family(s.policy), []).append(s)
+    colour_of = {}
+    for family, rows in families.items():
+        cmap = matplotlib.colormaps[FAMILY_STYLES.get(family, FAMILY_STYLES["other"])[0]]
+        for k, s in enumerate(rows):  # shades from dark to light, never white
+            colour_of[s.policy] = cmap(0.9 - 0.55 * k / max(len(rows) - 1, 1))
+    if best is not None:
+        colour_of[best] = "goldenrod"  # the one to beat, in a colour no family uses
     points = {}
-    for k, s in enumerate(result.summaries):
-        colour = cmap(k % 20)
+    order = sorted(result.summaries, key=lambda s: list(FAMILY_STYLES).index(
+        policy_family(s.policy)) if policy_family(s.policy) in FAMILY_STYLES else 99)
+    for s in order:
+        family = policy_family(s.policy)
+        marker = FAMILY_STYLES.get(family, FAMILY_STYLES["other"])[1]
+        colour = colour_of[s.policy]
+        stand_out = s.policy == best or family == "agents"
         acc = s.final_accuracy["mean"]
+        acc_y = acc if math.isfinite(acc) else 0.0
+        acc_err = s.final_accuracy["std"] if math.isfinite(acc) else 0.0
         points[s.policy] = (s.energy_per_round_j["mean"], s.latency_per_round_s["mean"], acc)
-        for ax, x in ((axes[0], s.energy_per_round_j["mean"]),
-                      (axes[1], s.latency_per_round_s["mean"])):
-            # Trained agents as triangles so they stand out among the heuristics.
-            marker = "^" if s.policy.startswith("agent") else "o"
-            ax.scatter([x], [acc if math.isfinite(acc) else 0.0], color=colour, marker=marker,
-                       label=s.policy)
+        label = f"{s.policy} (best baseline)" if s.policy == best else s.policy
+        for ax, stat in ((axes[0], s.energy_per_round_j), (axes[1], s.latency_per_round_s)):
+            ax.errorbar([stat["mean"]], [acc_y], xerr=[stat["std"]], yerr=[acc_err],
+                        color=colour, marker=marker, markersize=10 if stand_out else 6,
+                        markeredgecolor="black" if stand_out else colour, linestyle="none",
+                        elinewidth=0.8, capsize=2, label=f"{family}: {label}",
+                        zorder=4 if stand_out else 3)
+            if stand_out:
+                ax.annotate(s.policy.removeprefix("agent:"), (stat["mean"], acc_y),
+                            xytext=(6, 6 if family == "agents" else -12),
+                            textcoords="offset points", fontsize=7, color=colour)
         # Cost-fidelity episodes have no accuracy (all NaN): nothing to draw over rounds.
         curves = [e.accuracy for e in result.episodes
                   if e.policy == s.policy and not np.isnan(e.accuracy).all()]
         if curves:
             length = min(len(c) for c in curves)
-            mean = np.nanmean([c[:length] for c in curves], axis=0)
-            axes[2].plot(np.arange(1, length + 1), mean, color=colour, label=s.policy)
+            stacked = np.array([c[:length] for c in curves])
+            mean = np.nanmean(stacked, axis=0)
+            rounds = np.arange(1, length + 1)
+            axes[2].plot(rounds, mean, color=colour, linewidth=2.2 if stand_out else 1.0,
+                         label=s.policy)
+            if stand_out and len(curves) > 1:
+                spread = np.nanstd(stacked, axis=0)
+                axes[2].fill_between(rounds, mean - spread, mean + spread, color=colour,
+                                     alpha=0.15, linewidth=0)
     for ax, index, label in ((axes[0], 0, "energy per round (J)"),
                              (axes[1], 1, "latency per round (s)")):
         names = pareto_front({name: (v[index], v[2]) for name, v in points.items()})
         front = [(points[n][index], points[n][2], n) for n in names]
         if front:
             xs, ys = zip(*[(x, y) for x, y, _ in front])
-            ax.plot(xs, ys, "k--", linewidth=1, label="Pareto front")
+            ax.plot(xs, ys, "k--", linewidth=1, label="Pareto front", zorder=2)
         costs = [v[index] for v in points.values() if math.isfinite(v[index]) and v[index] > 0]
         # Log axes only where costs span more than a decade (star vs D2D on `paper`); on a
         # narrow range a log axis prints overlapping 1.1x10^0-style labels.
@@ -401,13 +459,13 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel("final accuracy")
+        ax.set_ylabel("final accuracy (mean ± std over seeds)")
     axes[2].set_xlabel("round")
-    axes[2].set_ylabel("mean accuracy")
+    axes[2].set_ylabel("mean accuracy (band: ± std, best baseline and agents)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), seeds {result.seeds}")
-    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     fig.savefig(path)
 
 

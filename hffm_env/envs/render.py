@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from hffm_env.config import MODULE_TYPES
 if TYPE_CHECKING:
     from hffm_env.envs.hffm_env import HFFMEnv
 
-__all__ = ["render_rgb", "render_ansi"]
+__all__ = ["render_ansi", "render_figure", "render_rgb"]
 
 MODULE_COLOURS = {
     "encoder": "tab:blue",
@@ -36,14 +37,25 @@ def _node_xy(env: HFFMEnv, node: int) -> tuple[float, float]:
 
 
 def render_rgb(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 picture of the current round."""
-    import matplotlib
+    """An ``(H, W, 3)`` uint8 picture of the current round (:func:`render_figure`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(render_figure(env, width_px, height_px))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def render_figure(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> Any:
+    """The matplotlib ``Figure`` of the current round: the topology with this round's
+    transfers (colour: module type, line style: link kind) and a legend, beside the accuracy,
+    latency and energy per round with this round's numbers in the panel titles ("not
+    measured" where the fidelity or the evaluation budget measured nothing)."""
+    import matplotlib
     from matplotlib.figure import Figure
 
     dpi = 96
     fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
-    grid = fig.add_gridspec(3, 2, width_ratios=(1.2, 1.0))
+    grid = fig.add_gridspec(3, 3, width_ratios=(1.2, 0.32, 1.0))
     ax = fig.add_subplot(grid[:, 0])
     topology = env.network.topology
     cmap = matplotlib.colormaps["tab10"]
@@ -51,7 +63,7 @@ def render_rgb(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> np.nd
         for i, j in graph.edges:
             (x0, y0), (x1, y1) = topology.device_xy_m[i], topology.device_xy_m[j]
             ax.plot([x0, x1], [y0, y1], color="0.8", linewidth=0.6, zorder=1)
-    result = env._last_result
+    result = env.last_result
     if result is not None:
         for flow in result.transfers.flows():
             route = flow["route"]
@@ -72,43 +84,93 @@ def render_rgb(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> np.nd
     ax.set_xlim(-0.02 * topology.area_side_m, 1.02 * topology.area_side_m)
     ax.set_ylim(-0.02 * topology.area_side_m, 1.14 * topology.area_side_m)
     ax.set_aspect("equal")
-    ax.set_title(f"{env.config.name}: round {env.rounds_done}", fontsize=9)
+    ax.set_title(f"{env.config.name}: round {env.rounds_done}/{env.config.env.episode_rounds}"
+                 f" ({env.fidelity} fidelity)", fontsize=9)
+    ax.set_xlabel("x (m)", fontsize=7)
+    ax.set_ylabel("y (m)", fontsize=7)
     ax.tick_params(labelsize=6)
-    handles = [matplotlib.lines.Line2D([], [], color=c, label=t)
-               for t, c in MODULE_COLOURS.items()]
-    ax.legend(handles=handles, fontsize=6, loc="lower right")
+    key = fig.add_subplot(grid[:, 1])
+    key.axis("off")
+    key.legend(handles=_legend_handles(matplotlib), fontsize=6, loc="center", frameon=False)
 
-    history = env._history
-    rounds = [h["round"] for h in history]
+    history = env.history
+    rounds = np.array([h["round"] for h in history])
+    result = env.last_result
+    latest = {
+        "accuracy": env.scores["accuracy"].get("mean", float("nan")),
+        "latency_s": result.cost.latency_s if result else float("nan"),
+        "energy_j": result.cost.energy_j if result else float("nan"),
+    }
+    totals = {"latency_s": (env.cumulative_latency_s, "s"),
+              "energy_j": (env.cumulative_energy_j, "J")}
     for row, (key, label) in enumerate(
         (("accuracy", "accuracy"), ("latency_s", "latency (s)"), ("energy_j", "energy (J)"))
     ):
-        panel = fig.add_subplot(grid[row, 1])
-        panel.plot(rounds, [h[key] for h in history], marker=".", linewidth=1)
+        panel = fig.add_subplot(grid[row, 2])
+        values = np.array([h[key] for h in history], dtype=np.float64)
+        finite = np.isfinite(values)
+        panel.plot(rounds[finite], values[finite], marker=".", linewidth=1)
         panel.set_ylabel(label, fontsize=7)
         panel.tick_params(labelsize=6)
         panel.set_xlim(0, max(env.config.env.episode_rounds, 1))
+        value = latest[key]
+        if not math.isfinite(value):
+            why = "not measured" + (" (cost fidelity)" if env.fidelity == "cost" else "")
+            panel.text(0.5, 0.5, why, transform=panel.transAxes, ha="center", va="center",
+                       fontsize=8, color="0.4")
+            panel.set_title(f"{label}: not measured", fontsize=7, loc="left")
+            panel.set_yticks([])
+        elif key in totals:
+            total, unit = totals[key]
+            panel.set_title(f"round {env.rounds_done}: {value:.3g} {unit}, "
+                            f"episode total {total:.3g} {unit}", fontsize=7, loc="left")
+        else:
+            kind = "predicted" if env.fidelity == "surrogate" else "measured"
+            panel.set_title(f"round {env.rounds_done}: {value:.3f} (mean global, {kind})",
+                            fontsize=7, loc="left")
+    panel.set_xlabel("round", fontsize=7)
     fig.tight_layout()
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return fig
+
+
+def _legend_handles(matplotlib: Any) -> list[Any]:
+    """What the topology's marks mean: module types by colour, link kinds by line style,
+    devices, edge servers and the cloud by marker."""
+    line = matplotlib.lines.Line2D
+    handles = [line([], [], color=c, label=t) for t, c in MODULE_COLOURS.items()]
+    handles += [line([], [], color="0.3", linestyle=style, label=kind.replace("_", "-"))
+                for kind, style in LINK_STYLES.items() if kind != "downlink"]
+    handles += [
+        line([], [], marker="o", linestyle="", color="tab:blue", markersize=4,
+             label="device (colour: cluster)"),
+        line([], [], marker="o", linestyle="", color="tab:blue", markeredgecolor="black",
+             markersize=4, label="device, dropped out"),
+        line([], [], marker="s", linestyle="", color="tab:blue", markeredgecolor="black",
+             markersize=5, label="edge server"),
+        line([], [], marker="^", linestyle="", color="black", markersize=5, label="cloud"),
+        line([], [], color="0.8", linewidth=0.6, label="D2D neighbours"),
+    ]
+    return handles
 
 
 def render_ansi(env: HFFMEnv) -> str:
     """A few lines: round, accuracy, this round's and the cumulative cost, the schedule."""
     lines = [f"[{env.config.name}] round {env.rounds_done}/{env.config.env.episode_rounds}"]
-    acc = env._accuracy
-    lines.append("  accuracy " + " ".join(f"{t}={v:.3f}" for t, v in acc.items()))
-    result = env._last_result
+    acc = env.scores["accuracy"]
+    if all(math.isfinite(v) for v in acc.values()):
+        lines.append("  accuracy " + " ".join(f"{t}={v:.3f}" for t, v in acc.items()))
+    else:
+        lines.append("  accuracy not measured")
+    result = env.last_result
     if result is not None:
         lines.append(
             f"  round cost: {result.cost.latency_s:.3f} s, {result.cost.energy_j:.3f} J; "
             f"total {env.cumulative_latency_s:.2f} s, {env.cumulative_energy_j:.2f} J"
         )
-    if env._last_schedule is not None:
-        tiers = env._last_schedule.to_dict()["tiers"]
+    if env.last_schedule is not None:
+        tiers = env.last_schedule.to_dict()["tiers"]
         lines.append("  tiers " + " ".join(f"{t}={tiers[t]}" for t in MODULE_TYPES))
     dropped = np.flatnonzero(~env.network.available)
     lines.append(f"  available {len(env.network.available) - len(dropped)}"
-                 f"/{len(env.network.available)}, pending requests {len(env.engine.pending)}")
+                 f"/{len(env.network.available)}, pending requests {len(env.pending)}")
     return "\n".join(lines) + "\n"

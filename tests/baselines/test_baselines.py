@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401
-from baselines.policies import PAPER_SCHEDULES, Policy, make_policy, policy_names
+from baselines.policies import (
+    PAPER_SCHEDULES,
+    Policy,
+    make_policy,
+    policy_family,
+    policy_names,
+)
 from baselines.runner import (
     BenchResult,
+    best_baseline,
     format_table,
     plot_tradeoffs,
     run_benchmark,
@@ -22,6 +30,7 @@ from hffm_env.cli import main as hffm_main
 from hffm_env.testing import TINY_OVERRIDES
 
 TINY = list(TINY_OVERRIDES)
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def _env(fidelity="cost", extra=()):
@@ -170,3 +179,13 @@ def test_bench_errors_are_one_line(capsys):
     assert "known scenarios" in capsys.readouterr().err
     assert hffm_main(["bench", "--policies", "oracle", "--fidelity", "cost"]) == 2
     assert "known policies" in capsys.readouterr().err
+
+
+def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
+    result = BenchResult.read_json(RESULTS / "small_ppo_vs_baselines.json")
+    assert best_baseline(result) == "hffm-d2d-e2"  # highest mean return among the baselines
+    assert policy_family("agent:ppo-menu_s0") == "agents"
+    assert {policy_family(name) for name in policy_names()} == {
+        "paper schedules", "floors", "tuned", "adaptive heuristics"}
+    plot_tradeoffs(result, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
