@@ -11,6 +11,11 @@
 
 Both keep the observation, reward and info of the env and expose ``action_masks()`` for their
 own space (sb3-contrib's MaskablePPO finds it through the wrapper), derived from the env's.
+
+``ActionMaskObservation``
+    ``Dict(observation=Box, action_mask=Box(bool))``: the mask of the (possibly wrapped)
+    action space inside the observation, where TorchRL's ``ActionMask`` transform, RLlib's
+    and PettingZoo-style masking clients look for it. Put it outermost.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from gymnasium import spaces
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route
 
-__all__ = ["CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action", "relay_from_edge"]
+__all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
+           "relay_from_edge"]
 
 NEVER = 0
 PAPER_MENU: dict[str, tuple[int, int, Route]] = {
@@ -144,3 +150,36 @@ class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     def action_masks(self) -> np.ndarray:
         """Every schedule is always allowed."""
         return np.ones(len(self.names), dtype=bool)
+
+
+class ActionMaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The observation as ``{"observation": obs, "action_mask": mask}``.
+
+    ``mask`` is ``action_masks()`` of the wrapped env (the outermost wrapper that has one, so
+    ``ActionMaskObservation(ScheduleMenu(env))`` masks the menu), a boolean vector with one
+    entry per value of every action slot, concatenated: the layout of TorchRL's
+    ``MultiOneHot``/``OneHot`` action specs and of sb3-contrib's masks. It describes the state
+    the observation shows, for the next action, and equals ``info["action_mask"]`` on an
+    unwrapped env.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        space = env.action_space
+        if isinstance(space, spaces.MultiDiscrete):
+            size = int(space.nvec.sum())
+        elif isinstance(space, spaces.Discrete):
+            size = int(space.n)
+        else:
+            raise TypeError(f"ActionMaskObservation: action space {space} is neither "
+                            "MultiDiscrete nor Discrete")
+        self.observation_space = spaces.Dict({
+            "observation": env.observation_space,
+            "action_mask": spaces.Box(0, 1, shape=(size,), dtype=np.bool_),
+        })
+
+    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation with the mask for the next action."""
+        mask = np.asarray(self.env.get_wrapper_attr("action_masks")(), dtype=bool)
+        return {"observation": observation, "action_mask": mask}

@@ -11,7 +11,7 @@ import hffm_env  # noqa: F401  (registers the env ids)
 from baselines.policies import make_policy
 from hffm_env.fl.schedule import Route
 from hffm_env.testing import TINY_OVERRIDES
-from hffm_env.wrappers import PAPER_MENU, CoarseActions, ScheduleMenu
+from hffm_env.wrappers import PAPER_MENU, ActionMaskObservation, CoarseActions, ScheduleMenu
 
 
 def _env():
@@ -48,3 +48,19 @@ def test_schedule_menu_is_discrete_over_named_schedules():
     with pytest.raises(ValueError, match="cloud period 3"):
         ScheduleMenu(_env(), {"odd": (1, 3, Route.DIRECT)})
     check_env(env)
+
+
+def test_action_mask_observation_carries_the_mask_of_the_outer_action_space():
+    env = ActionMaskObservation(_env())
+    obs, info = env.reset(seed=5)
+    assert env.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
+    assert not obs["action_mask"].all()  # the full space has masked values to show
+    obs, *_, info = env.step(env.action_space.sample(mask=None))
+    np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
+    check_env(env)
+    menu = ActionMaskObservation(ScheduleMenu(_env()))
+    obs, _ = menu.reset(seed=5)
+    assert obs["action_mask"].shape == (len(PAPER_MENU),)
+    with pytest.raises(TypeError, match="neither MultiDiscrete nor Discrete"):
+        ActionMaskObservation(gym.make("Pendulum-v1"))

@@ -1,0 +1,130 @@
+"""The env as third-party RL libraries take it: TorchRL, MO-Gymnasium and skrl.
+
+These libraries are the optional extra ``pip install -e ".[integrations]"``, which
+``.ci/run`` installs. Without it the tests skip; with ``HFFM_REQUIRE_INTEGRATIONS=1`` (set by
+``.ci/run``) a missing library is a failure, so CI cannot pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import tempfile
+from types import ModuleType
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hffm_env  # noqa: F401  (registers the env ids)
+from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.wrappers import ActionMaskObservation
+
+
+def _library(name: str) -> ModuleType:
+    if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
+def _env(**kwargs):
+    return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                    overrides=list(TINY_OVERRIDES), **kwargs)
+
+
+def test_torchrl_check_env_specs_and_a_masked_rollout():
+    _library("torchrl")
+    import torch
+    from torchrl.envs import GymWrapper, TransformedEnv
+    from torchrl.envs.transforms import ActionMask
+    from torchrl.envs.utils import check_env_specs
+
+    check_env_specs(GymWrapper(_env()), seed=0)
+    masked = TransformedEnv(GymWrapper(ActionMaskObservation(_env())), ActionMask())
+    check_env_specs(masked, seed=0)
+    rollout = masked.rollout(4)
+    action, mask = rollout["action"].bool(), rollout["action_mask"]
+    assert action.shape == mask.shape == (4, int(_env().action_space.nvec.sum()))
+    assert (~mask).any()  # there is something to mask ...
+    assert not (action & ~mask).any()  # ... and the sampled actions respect it
+    assert torch.isfinite(rollout["next", "reward"]).all()
+
+
+def test_mo_gymnasium_wrappers_in_vector_mode():
+    _library("mo_gymnasium")
+    from mo_gymnasium.wrappers import LinearReward, MORecordEpisodeStatistics
+    from mo_gymnasium.wrappers.vector import MORecordEpisodeStatistics as VectorStatistics
+    from mo_gymnasium.wrappers.vector import MOSyncVectorEnv
+
+    def make():
+        return _env(reward_mode="vector")
+
+    weights = np.array([1.0, 0.5, 0.25])
+    linear = MORecordEpisodeStatistics(LinearReward(make(), weight=weights), gamma=0.9)
+    linear.reset(seed=1)
+    reward, info = None, {}
+    for _ in range(4):  # TINY_OVERRIDES: 4 rounds per episode
+        _, reward, _, _, info = linear.step(linear.action_space.sample())
+    assert reward == pytest.approx(float(weights @ info["vector_reward"]))
+    assert info["episode"]["l"] == 4 and info["episode"]["r"].shape == (3,)
+
+    vector = VectorStatistics(MOSyncVectorEnv([make, make]), gamma=0.9)
+    vector.reset(seed=2)
+    for _ in range(4):
+        _, rewards, terminated, truncated, info = vector.step(vector.action_space.sample())
+        assert rewards.shape == (2, 3)
+        space = vector.unwrapped.envs[0].unwrapped.reward_space
+        assert all(space.contains(r.astype(np.float32)) for r in rewards)
+    assert truncated.all() and info["episode"]["r"].shape == (2, 3)
+
+
+def test_skrl_ppo_trains_on_the_full_action_space():
+    _library("skrl")
+    import torch
+    from skrl.agents.torch.ppo import PPO, PPO_CFG
+    from skrl.envs.wrappers.torch import wrap_env
+    from skrl.memories.torch import RandomMemory
+    from skrl.models.torch import DeterministicMixin, Model, MultiCategoricalMixin
+    from skrl.trainers.torch import SequentialTrainer
+    from torch import nn
+
+    class Policy(MultiCategoricalMixin, Model):
+        def __init__(self, observation_space, action_space):
+            Model.__init__(self, observation_space=observation_space,
+                           action_space=action_space, device="cpu")
+            MultiCategoricalMixin.__init__(self)
+            self.net = nn.Sequential(nn.Linear(self.num_observations, 32), nn.Tanh(),
+                                     nn.Linear(32, int(action_space.nvec.sum())))
+
+        def compute(self, inputs, role=""):
+            return self.net(inputs["observations"]), {}
+
+    class Value(DeterministicMixin, Model):
+        def __init__(self, observation_space, action_space):
+            Model.__init__(self, observation_space=observation_space,
+                           action_space=action_space, device="cpu")
+            DeterministicMixin.__init__(self)
+            self.net = nn.Sequential(nn.Linear(self.num_observations, 32), nn.Tanh(),
+                                     nn.Linear(32, 1))
+
+        def compute(self, inputs, role=""):
+            return self.net(inputs["observations"]), {}
+
+    # skrl logs "Closing environment" at interpreter exit, after pytest closed its streams
+    logging.getLogger("skrl").setLevel(logging.WARNING)
+    torch.manual_seed(0)
+    env = wrap_env(_env())
+    spaces = (env.observation_space, env.action_space)
+    models = {"policy": Policy(*spaces), "value": Value(*spaces)}
+    cfg = PPO_CFG(rollouts=16, learning_epochs=2, mini_batches=2)
+    cfg.experiment.directory = tempfile.mkdtemp(prefix="hffm-skrl-")
+    cfg.experiment.write_interval = 0
+    cfg.experiment.checkpoint_interval = 0
+    agent = PPO(models=models, memory=RandomMemory(memory_size=16, num_envs=1, device="cpu"),
+                observation_space=spaces[0], action_space=spaces[1], device="cpu", cfg=cfg)
+    before = [p.detach().clone() for p in models["policy"].parameters()]
+    SequentialTrainer(env=env, agents=agent,
+                      cfg={"timesteps": 48, "headless": True, "disable_progressbar": True}).train()
+    after = list(models["policy"].parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
