@@ -12,6 +12,22 @@ __version__ = "0.1.0"
 
 register_envs()
 
+
+def parallel_env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> object:
+    """The PettingZoo ``ParallelEnv``: one agent per edge server and one for the cloud
+    (:mod:`hffm_env.envs.parallel`; needs PettingZoo, the ``integrations`` extra).
+    ``kwargs`` are those of ``gymnasium.make("hffm/HFFM-v0", ...)`` plus ``reward_split``."""
+    from hffm_env.envs.parallel import HFFMParallelEnv
+
+    return HFFMParallelEnv(scenario, **kwargs)
+
+
+def env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> object:
+    """The same multi-agent env in PettingZoo's AEC form (``parallel_to_aec``)."""
+    from pettingzoo.utils.conversions import parallel_to_aec
+
+    return parallel_to_aec(parallel_env(scenario, **kwargs))
+
 __all__ = [
     "ENV_ID",
     "ConfigError",
@@ -20,4 +36,6 @@ __all__ = [
     "register_envs",
     "scenario_names",
     "__version__",
+    "env",
+    "parallel_env",
 ]

@@ -1,0 +1,323 @@
+"""The multi-agent form: a PettingZoo ``ParallelEnv`` with one agent per edge server and one
+for the cloud, over the single-agent env's engine and action decoding.
+
+Decentralised orchestration as the HF-FM literature describes it: each edge server decides
+for its cluster, the cloud decides the cloud tier. The agents' actions are assembled into the
+single-agent env's full action and played by :class:`~hffm_env.envs.hffm_env.HFFMEnv` (its
+decoding, repairs, cost model and training), so no rule exists twice.
+
+## Agents
+``edge_0`` ... ``edge_{C-1}`` and ``cloud_0``, all present from ``reset`` to the episode's end
+(a cluster whose devices all dropped out stays an agent: its masks then allow only defaults,
+and the cluster sits the round out). Every agent ends together, on the single-agent env's
+truncation or termination.
+
+## Action spaces (``MultiDiscrete``)
+``edge_<c>``, in order:
+
+| slots | count | values |
+| --- | --- | --- |
+| ``edge_period/<type>`` | 5 | index into the period menu: how often this edge wants the type |
+| ``pair_exchange/<type>`` | 5 | 1: D2D pairs of this cluster gossip the type in idle rounds |
+| ``route`` | 1 | 0 direct uplink, 1 D2D relay via the head, 2 star |
+| ``head`` | 1 | index of the head among the cluster's members |
+| ``partner/<m>`` | M | the partner choice of the cluster's m-th member (0 for padding) |
+| ``relay/<r>`` | P | the relay choice of request slot r if its device is in this cluster |
+
+``cloud_0``: ``cloud_period/<type>`` (5 slots, index into the period menu).
+
+The engine aggregates a module type at the edge tier of every cluster in the same round, so
+the edge agents' periods combine into one per type: the most frequent proposal (the smallest
+period; "never" only if every edge agent says never); likewise a type's pair exchange is on
+when any edge agent turns it on. Request slots of another cluster's device allow only 0.
+
+## Observations and masks
+Each observation is ``{"observation": Box, "action_mask": Tuple(MultiBinary(n_i))}``: the
+observation of an edge agent is the single-agent observation's shared entries (round,
+accuracy and loss per task, staleness and drift per module type, budgets, pending requests)
+followed by its own cluster's four entries; the cloud sees the whole single-agent
+observation. ``action_mask`` holds one ``int8`` vector per slot, the form
+``MultiDiscrete.sample(mask=...)`` takes (so PettingZoo's test and samplers use it), and
+``infos[agent]["action_mask"]`` is the same mask flat and boolean (sb3-contrib's layout).
+
+## Rewards
+``reward_split="team"`` (default): every agent receives the single-agent env's scalar reward.
+``"cost-share"``: every agent receives the accuracy term; each edge agent also its cluster's
+share of the latency term (its ``latency_by_cluster_s`` over their sum) and of the energy term
+(its members' energy over the round's device energy); the cloud receives the team reward. The
+edge agents' rewards then sum to the team reward (up to the accuracy term counted per agent).
+``infos[agent]`` also holds the single-agent info of the round (``infos[a]["env"]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from hffm_env.config import MODULE_TYPES
+from hffm_env.envs.hffm_env import HFFMEnv
+
+try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
+    from pettingzoo import ParallelEnv
+except ImportError:  # pragma: no cover - exercised only without the extra
+    ParallelEnv = object  # type: ignore[assignment,misc]
+
+__all__ = ["HFFMParallelEnv", "REWARD_SPLITS", "combine_periods"]
+
+REWARD_SPLITS = ("team", "cost-share")
+CLOUD = "cloud_0"
+
+
+def combine_periods(menu: tuple[int, ...], choices: list[int]) -> int:
+    """The menu index of the most frequent period among ``choices`` (menu indices; a period
+    of 0 is "never", the least frequent)."""
+    return min(choices, key=lambda i: (menu[i] == 0, menu[i]))
+
+
+class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
+    """One agent per edge server plus the cloud (see the module docstring for the MAMDP).
+
+    Args:
+        scenario, overrides, config_file, fidelity, device, torch_threads, progress,
+            surrogate, reward: as for :class:`~hffm_env.envs.hffm_env.HFFMEnv` (scalar
+            reward mode).
+        reward_split: ``"team"`` or ``"cost-share"``.
+        render_mode: ``None``, ``"rgb_array"`` or ``"ansi"`` (the single-agent frame).
+    """
+
+    metadata = {"name": "hffm_parallel_v0", "render_modes": ["rgb_array", "ansi"],
+                "is_parallelizable": True}
+
+    def __init__(self, scenario: Any = "small", *, reward_split: str = "team",
+                 render_mode: str | None = None, **env_kwargs: Any) -> None:
+        if ParallelEnv is object:
+            raise ImportError("hffm_env.parallel_env needs PettingZoo: "
+                              "pip install 'hffm-env[integrations]' (or pettingzoo)")
+        if reward_split not in REWARD_SPLITS:
+            raise ValueError(f"reward_split = {reward_split!r}: must be one of "
+                             f"{list(REWARD_SPLITS)}")
+        if env_kwargs.get("reward_mode", "scalar") != "scalar":
+            raise ValueError("reward_mode: the parallel env splits the scalar reward; "
+                             "use reward_split for per-agent rewards")
+        self.env = HFFMEnv(scenario, render_mode=render_mode, **env_kwargs)
+        self.render_mode = render_mode
+        self.reward_split = reward_split
+        layout = self.env.layout
+        self.num_clusters = layout.num_clusters
+        self.possible_agents = [f"edge_{c}" for c in range(self.num_clusters)] + [CLOUD]
+        self.agents: list[str] = []
+        self._slot = {name: i for i, name in enumerate(layout.slot_names)}
+        self._menu_size = len(layout.menu)
+        names = self.env.observation_names
+        self._shared = [i for i, n in enumerate(names) if not n.startswith("cluster/")]
+        self._own = [[i for i, n in enumerate(names) if n.startswith(f"cluster/{c}/")]
+                     for c in range(self.num_clusters)]
+        edge_slots = ([f"edge_period/{t}" for t in MODULE_TYPES]
+                      + [f"pair_exchange/{t}" for t in MODULE_TYPES] + ["route", "head"]
+                      + [f"partner/{m}" for m in range(layout.max_cluster)]
+                      + [f"relay/{r}" for r in range(layout.num_requests)])
+        self.slot_names = {agent: edge_slots for agent in self.possible_agents[:-1]}
+        self.slot_names[CLOUD] = [f"cloud_period/{t}" for t in MODULE_TYPES]
+        self._nvec = {agent: self._sizes(agent) for agent in self.possible_agents}
+        self._action_spaces = {a: spaces.MultiDiscrete(self._nvec[a])
+                               for a in self.possible_agents}
+        self._observation_spaces = {a: self._observation_space(a) for a in self.possible_agents}
+        self._last_obs: np.ndarray | None = None
+
+    # ---------------------------------------------------------------------------- spaces
+
+    def _sizes(self, agent: str) -> np.ndarray:
+        nvec = self.env.layout.nvec
+        if agent == CLOUD:
+            return np.array([nvec[self._slot[s]] for s in self.slot_names[CLOUD]])
+        c = int(agent.removeprefix("edge_"))
+        full = []
+        for name in self.slot_names[agent]:
+            block, _, rest = name.partition("/")
+            if block in ("route", "head"):
+                full.append(f"{block}/{c}")
+            elif block == "partner":
+                full.append("partner/0")  # every partner slot has the same size
+            else:
+                full.append(name)
+        return np.array([nvec[self._slot[s]] for s in full], dtype=np.int64)
+
+    def action_space(self, agent: str) -> spaces.MultiDiscrete:
+        """The agent's ``MultiDiscrete`` (see the module docstring); the same object on
+        every call, so that seeding it sticks."""
+        return self._action_spaces[self._check_agent(agent)]
+
+    def observation_space(self, agent: str) -> spaces.Dict:
+        """``Dict(observation=Box(0, 1), action_mask=Tuple(MultiBinary(n) per slot))``; the
+        same object on every call."""
+        return self._observation_spaces[self._check_agent(agent)]
+
+    def _observation_space(self, agent: str) -> spaces.Dict:
+        size = len(self.env.observation_names) if agent == CLOUD else (
+            len(self._shared) + len(self._own[0]))
+        return spaces.Dict({
+            "observation": spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32),
+            "action_mask": spaces.Tuple([spaces.MultiBinary(int(n))
+                                         for n in self._nvec[agent]]),
+        })
+
+    def _check_agent(self, agent: str) -> str:
+        if agent not in self.possible_agents:
+            raise ValueError(f"agent {agent!r}: unknown; agents are {self.possible_agents}")
+        return agent
+
+    # ---------------------------------------------------------------------------- API
+
+    def reset(self, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """Reset the single-agent env with ``seed``; every agent is present."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.agents = list(self.possible_agents)
+        return self._observe(obs, info)
+
+    def step(self, actions: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, dict]:
+        """Play one round with every live agent's action (a missing agent plays its
+        defaults: index 0 in every slot)."""
+        if not self.agents:
+            raise RuntimeError("call reset() before step() (and after an episode ends)")
+        unknown = set(actions) - set(self.agents)
+        if unknown:
+            raise ValueError(f"actions for {sorted(unknown)}: not live agents "
+                             f"(live: {self.agents})")
+        full = self.joint_action(actions)
+        obs, reward, terminated, truncated, info = self.env.step(full)
+        rewards = self._rewards(float(reward), info)
+        observations, infos = self._observe(obs, info)
+        done = terminated or truncated
+        terms = dict.fromkeys(self.agents, bool(terminated))
+        truncs = dict.fromkeys(self.agents, bool(truncated))
+        if done:
+            self.agents = []
+        return observations, rewards, terms, truncs, infos
+
+    def render(self) -> Any:
+        """The single-agent env's frame."""
+        return self.env.render()
+
+    def close(self) -> None:
+        """Close the single-agent env."""
+        self.env.close()
+
+    # ---------------------------------------------------------------------------- mapping
+
+    def joint_action(self, actions: dict[str, np.ndarray]) -> np.ndarray:
+        """The single-agent env's full action for the agents' actions (slot errors name the
+        agent and its slot)."""
+        layout = self.env.layout
+        full = np.zeros(len(layout.nvec), dtype=np.int64)
+        checked = {a: self._check_action(a, actions.get(a)) for a in self.possible_agents}
+        k = len(MODULE_TYPES)
+        edges = [checked[f"edge_{c}"] for c in range(self.num_clusters)]
+        for j, t in enumerate(MODULE_TYPES):
+            full[self._slot[f"edge_period/{t}"]] = combine_periods(
+                layout.menu, [int(a[j]) for a in edges])
+            full[self._slot[f"pair_exchange/{t}"]] = int(any(a[k + j] for a in edges))
+            full[self._slot[f"cloud_period/{t}"]] = int(checked[CLOUD][j])
+        owner = self._request_owners()
+        for c, a in enumerate(edges):
+            full[self._slot[f"route/{c}"]] = a[2 * k]
+            full[self._slot[f"head/{c}"]] = a[2 * k + 1]
+            members = layout.cluster_members[c]
+            partners = a[2 * k + 2: 2 * k + 2 + layout.max_cluster]
+            for m, device in enumerate(members):
+                full[self._slot[f"partner/{int(device)}"]] = partners[m]
+            relays = a[2 * k + 2 + layout.max_cluster:]
+            for r, cluster in enumerate(owner):
+                if cluster == c:
+                    full[self._slot[f"relay/{r}"]] = relays[r]
+        return full
+
+    def _check_action(self, agent: str, action: Any) -> np.ndarray:
+        nvec = self._nvec[agent]
+        if action is None:
+            return np.zeros(len(nvec), dtype=np.int64)
+        a = np.asarray(action)
+        if a.shape != nvec.shape or a.dtype.kind not in "iu":
+            raise ValueError(f"action of {agent} has shape {a.shape} and dtype {a.dtype}: "
+                             f"expected integers of shape {nvec.shape}")
+        bad = np.flatnonzero((a < 0) | (a >= nvec))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"action of {agent}, slot {i} ({self.slot_names[agent][i]}) = "
+                             f"{int(a[i])}: allowed 0..{int(nvec[i]) - 1}")
+        return a.astype(np.int64)
+
+    def _request_owners(self) -> list[int]:
+        """Per request slot, the cluster of its pending request's device (-1: empty)."""
+        cluster_of = self.env.network.cluster_of_device
+        pending = self.env.pending
+        return [int(cluster_of[pending[r].device]) if r < len(pending) else -1
+                for r in range(self.env.layout.num_requests)]
+
+    def action_masks(self, agent: str) -> np.ndarray:
+        """The agent's flat boolean mask (sb3-contrib's layout) for the next action."""
+        return np.concatenate(self._slot_masks(agent))
+
+    def _slot_masks(self, agent: str) -> list[np.ndarray]:
+        layout = self.env.layout
+        flat = self.env.action_masks()
+        offsets = np.concatenate([[0], np.cumsum(layout.nvec)])
+
+        def of(name: str) -> np.ndarray:
+            i = self._slot[name]
+            return flat[offsets[i]:offsets[i + 1]]
+
+        def only_default(size: int) -> np.ndarray:
+            mask = np.zeros(size, dtype=bool)
+            mask[0] = True
+            return mask
+
+        if agent == CLOUD:
+            return [of(s) for s in self.slot_names[CLOUD]]
+        c = int(agent.removeprefix("edge_"))
+        masks = [of(f"edge_period/{t}") for t in MODULE_TYPES]
+        masks += [of(f"pair_exchange/{t}") for t in MODULE_TYPES]
+        masks += [of(f"route/{c}"), of(f"head/{c}")]
+        members = layout.cluster_members[c]
+        for m in range(layout.max_cluster):
+            masks.append(of(f"partner/{int(members[m])}") if m < len(members)
+                         else only_default(layout.k + 1))
+        for r, cluster in enumerate(self._request_owners()):
+            masks.append(of(f"relay/{r}") if cluster == c
+                         else only_default(int(layout.nvec[self._slot[f"relay/{r}"]])))
+        return masks
+
+    def _observe(self, obs: np.ndarray, info: dict[str, Any]) -> tuple[dict, dict]:
+        """Every agent's observation (with its per-slot masks) and info."""
+        observations, infos = {}, {}
+        for agent in self.possible_agents:
+            if agent == CLOUD:
+                own = obs
+            else:
+                c = int(agent.removeprefix("edge_"))
+                own = np.concatenate([obs[self._shared], obs[self._own[c]]])
+            slot_masks = self._slot_masks(agent)
+            observations[agent] = {
+                "observation": own.astype(np.float32),
+                "action_mask": tuple(m.astype(np.int8) for m in slot_masks),
+            }
+            infos[agent] = {"action_mask": np.concatenate(slot_masks), "env": info}
+        return observations, infos
+
+    def _rewards(self, reward: float, info: dict[str, Any]) -> dict[str, float]:
+        if self.reward_split == "team":
+            return dict.fromkeys(self.agents, reward)
+        terms = info["reward_terms"]
+        latency = np.asarray(info["cost"]["latency_by_cluster_s"], dtype=np.float64)
+        energy = np.asarray(info["cost"]["energy_by_device_j"], dtype=np.float64)
+        cluster_of = self.env.network.cluster_of_device
+        rewards = {CLOUD: reward}
+        for c in range(self.num_clusters):
+            lat_share = latency[c] / latency.sum() if latency.sum() > 0 else 1 / self.num_clusters
+            en_share = (energy[cluster_of == c].sum() / energy.sum() if energy.sum() > 0
+                        else 1 / self.num_clusters)
+            rewards[f"edge_{c}"] = float(terms["accuracy"] + lat_share * terms["latency"]
+                                         + en_share * terms["energy"])
+        return rewards

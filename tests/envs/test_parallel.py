@@ -1,0 +1,105 @@
+"""The PettingZoo form: one agent per edge server plus the cloud, over the same engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hffm_env
+from hffm_env.config import MODULE_TYPES
+from hffm_env.testing import TINY_OVERRIDES
+
+pettingzoo_test = pytest.importorskip("pettingzoo.test")
+
+
+def _parallel(scenario="small", fidelity="cost", **kwargs):
+    return hffm_env.parallel_env(scenario, fidelity=fidelity, overrides=list(TINY_OVERRIDES),
+                                 **kwargs)
+
+
+@pytest.mark.parametrize("scenario,fidelity", [("small", "cost"), ("paper", "cost"),
+                                                ("small", "train"), ("paper", "train")])
+def test_pettingzoo_api_and_seed_tests(scenario, fidelity):
+    env = _parallel(scenario, fidelity)
+    pettingzoo_test.parallel_api_test(env, num_cycles=8)
+    pettingzoo_test.parallel_seed_test(lambda: _parallel(scenario, fidelity))
+    assert env.possible_agents == [f"edge_{c}" for c in range(env.num_clusters)] + ["cloud_0"]
+
+
+def test_aec_form_passes_the_api_test():
+    pettingzoo_test.api_test(hffm_env.env("small", fidelity="cost",
+                                          overrides=list(TINY_OVERRIDES)), num_cycles=8)
+
+
+def test_joint_action_combines_edge_periods_and_keeps_each_clusters_choices():
+    env = _parallel()
+    env.reset(seed=1)
+    layout = env.env.layout
+    menu = layout.menu
+    actions = {a: np.zeros(len(env.action_space(a).nvec), dtype=np.int64) for a in env.agents}
+    # edge_0 wants every type every 4 rounds, edge_1 every 2, edge_2 never: 2 wins
+    for agent, period in (("edge_0", 4), ("edge_1", 2), ("edge_2", 0)):
+        actions[agent][:5] = menu.index(period)
+    actions["edge_1"][5 + 2] = 1  # pair exchange of moe
+    actions["edge_2"][10] = 2  # route: star
+    actions["cloud_0"][:] = menu.index(8)
+    full = env.joint_action(actions)
+    block = layout.block
+    assert [menu[i] for i in block(full, "edge_period")] == [2] * 5
+    assert [menu[i] for i in block(full, "cloud_period")] == [8] * 5
+    assert block(full, "pair_exchange").tolist() == [0, 0, 1, 0, 0]
+    assert block(full, "route").tolist() == [0, 0, 2]
+    # every agent's masked random action decodes without a head or relay repair
+    obs, _ = env.reset(seed=2)
+    for _ in range(3):
+        sampled = {a: env.action_space(a).sample(mask=obs[a]["action_mask"]) for a in env.agents}
+        schedule, report = env.env.decode(env.joint_action(sampled))
+        assert report.head_repairs == 0 and report.relay_repairs == 0
+        obs, *_ = env.step(sampled)
+
+
+def test_masks_in_observation_and_info_agree_and_other_clusters_requests_are_not_mine():
+    env = _parallel()
+    obs, infos = env.reset(seed=3)
+    for agent in env.agents:
+        flat = infos[agent]["action_mask"]
+        assert flat.dtype == bool
+        np.testing.assert_array_equal(np.concatenate(obs[agent]["action_mask"]), flat)
+        assert env.observation_space(agent).contains(obs[agent])
+    # padding partner slots of a cluster smaller than the largest allow only "none"
+    sizes = [len(m) for m in env.env.layout.cluster_members]
+    small = int(np.argmin(sizes))
+    if sizes[small] < max(sizes):
+        start = 2 * len(MODULE_TYPES) + 2 + sizes[small]
+        pad = obs[f"edge_{small}"]["action_mask"][start]
+        assert pad.tolist() == [1] + [0] * (len(pad) - 1)
+
+
+def test_cost_share_rewards_split_the_team_costs():
+    team, split = _parallel(), _parallel(reward_split="cost-share")
+    team.reset(seed=4)
+    split.reset(seed=4)
+    actions = {a: team.action_space(a).sample() for a in team.agents}
+    _, team_rewards, _, _, infos = team.step(actions)
+    _, split_rewards, _, _, _ = split.step(actions)
+    terms = infos["cloud_0"]["env"]["reward_terms"]
+    edges = [split_rewards[f"edge_{c}"] for c in range(team.num_clusters)]
+    costs = terms["latency"] + terms["energy"]
+    assert sum(edges) - team.num_clusters * terms["accuracy"] == pytest.approx(costs)
+    assert split_rewards["cloud_0"] == team_rewards["cloud_0"] == pytest.approx(
+        sum(terms.values()))
+    assert len(set(team_rewards.values())) == 1
+
+
+def test_bad_input_names_the_agent_and_slot():
+    env = _parallel()
+    env.reset(seed=0)
+    bad = {a: np.zeros(len(env.action_space(a).nvec), dtype=np.int64) for a in env.agents}
+    bad["edge_1"][10] = 9
+    with pytest.raises(ValueError, match=r"edge_1, slot 10 \(route\) = 9: allowed 0..2"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="not live agents"):
+        env.step({"edge_9": bad["edge_0"]})
+    with pytest.raises(ValueError, match="reward_split"):
+        _parallel(reward_split="selfish")
+    assert env.agents  # nothing was played
