@@ -101,3 +101,26 @@ def test_accuracy_level_pays_the_accuracy_every_round():
         terms.append(info["reward_terms"]["accuracy"])
     np.testing.assert_allclose(terms, accs, rtol=1e-6)  # level, not gain
     env.close()
+
+
+def test_reward_is_pluggable_by_name_or_callable():
+    from hffm_env.testing import TINY_OVERRIDES
+
+    def energy_only(inputs, costs, weights):
+        return {"accuracy": 0.0, "latency": 0.0, "energy": -inputs.energy_j}
+
+    make = lambda **kw: gym.make("hffm/HFFM-v0", fidelity="cost",  # noqa: E731
+                                 overrides=list(TINY_OVERRIDES), **kw)
+    env = make(reward=energy_only)
+    env.reset(seed=0)
+    action = env.unwrapped.layout.encode(1, 1)
+    _, reward, *_, info = env.step(action)
+    assert reward == pytest.approx(-info["energy_j"]) and reward < 0
+    named = make(reward="cost-to-target")
+    assert named.unwrapped.reward_function.__name__ == "cost_to_target"
+    with pytest.raises(ValueError, match="needs a named reward"):
+        make(reward=energy_only, reward_mode="vector")
+    with pytest.raises(ValueError, match="unknown; known rewards"):
+        make(reward="nope")
+    with pytest.raises(ValueError, match="must be None, a name"):
+        make(reward=3)
