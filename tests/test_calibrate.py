@@ -30,6 +30,7 @@ def calibrated(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_calibration_records_real_rounds_and_fits_a_surrogate(calibrated):
     episodes = read_traces(calibrated.with_suffix(".traces.json"))
     assert [e["policy"] for e in episodes] == ["star", "never", "module-aware", "random",
@@ -62,6 +63,7 @@ def test_mixed_schedules_are_drawn_from_the_menu_reproducibly():
     assert set(a.edge.values()) | set(a.cloud.values()) <= {1, 2, 0}
 
 
+@pytest.mark.slow
 def test_training_on_the_surrogate_fine_tunes_and_is_judged_on_real_training(calibrated,
                                                                               tmp_path):
     out = tmp_path / "agent"

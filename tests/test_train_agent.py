@@ -1,7 +1,6 @@
 """train_agent.py end to end on a tiny budget, and a saved agent as a policy."""
 
 import json
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +16,6 @@ from hffm_env.testing import TINY_OVERRIDES
 @pytest.mark.parametrize("algo", ["maskable-ppo", "ppo"])
 def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
     out = tmp_path / algo
-    start = time.perf_counter()
     code = train_agent.main([
         "--scenario", "small", "--fidelity", "cost", "--algo", algo,
         "--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
@@ -26,7 +24,6 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
         "--overrides", *TINY_OVERRIDES,
     ])
     assert code == 0
-    assert time.perf_counter() - start < 120
     for name in ("model.zip", "agent.json", "vecnormalize.npz", "results.json", "results.md",
                  "pareto.png"):
         assert (out / name).exists(), name

@@ -17,8 +17,10 @@ def _parallel(scenario="small", fidelity="cost", **kwargs):
                                  **kwargs)
 
 
-@pytest.mark.parametrize("scenario,fidelity", [("small", "cost"), ("paper", "cost"),
-                                                ("small", "train"), ("paper", "train")])
+@pytest.mark.parametrize("scenario,fidelity", [
+    ("small", "cost"), ("paper", "cost"), ("small", "train"),
+    pytest.param("paper", "train", marks=pytest.mark.slow),
+])
 def test_pettingzoo_api_and_seed_tests(scenario, fidelity):
     env = _parallel(scenario, fidelity)
     pettingzoo_test.parallel_api_test(env, num_cycles=8)

@@ -247,6 +247,7 @@ def test_relaying_serves_a_pending_module():
             ModuleRequest(0, "head/vqa"): RelaySource(SourceKind.CLOUD)}))
 
 
+@pytest.mark.slow
 def test_real_training_learns_above_chance():
     engine = _engine(train=True, extra=["fl.local_steps=5", "fl.batch_size=16",
                                         "data.samples_per_device=96",

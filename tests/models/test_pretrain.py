@@ -112,6 +112,7 @@ def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
         build_model(config, TINY_DATA, progress=False)
 
 
+@pytest.mark.slow
 def test_fine_tuning_learns_count_and_scene(tmp_path_factory, configs):
     TINY_MODEL, TINY_DATA = configs
     """A looser learnability check: a small model, briefly pre-trained on the pretext (which
@@ -188,6 +189,7 @@ def test_a_fifo_at_the_cache_path_is_not_read(tmp_path, configs):
     assert model.cache_file != path and model.cache_file.is_file()
 
 
+@pytest.mark.slow
 def test_two_processes_building_one_cache_take_turns(tmp_path, configs):
     import subprocess
     import sys
