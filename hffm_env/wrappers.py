@@ -28,6 +28,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES
+from hffm_env.envs.action import check_slot_range
 from hffm_env.fl.schedule import Route
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
@@ -88,11 +89,7 @@ class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         if a.shape != nvec.shape:
             raise ValueError(f"action shape {a.shape}: expected {nvec.shape} "
                              f"(slots {self.slot_names})")
-        bad = np.flatnonzero((a < 0) | (a >= nvec))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"action slot {i} ({self.slot_names[i]}) = {int(a[i])}: allowed "
-                             f"0..{int(nvec[i]) - 1}")
+        check_slot_range(a, nvec, self.slot_names)
         k = len(MODULE_TYPES)
         edge = {t: self.menu[int(a[j])] for j, t in enumerate(MODULE_TYPES)}
         cloud = {t: self.menu[int(a[k + j])] for j, t in enumerate(MODULE_TYPES)}

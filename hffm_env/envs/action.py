@@ -29,7 +29,18 @@ from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.sim import repair_pairing
 
-__all__ = ["ActionLayout", "DecodeReport", "PeriodClock"]
+__all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_slot_range"]
+
+
+def check_slot_range(action: np.ndarray, nvec: np.ndarray, slot_names: list[str],
+                     subject: str = "action") -> None:
+    """Raise ``ValueError`` naming the first slot of ``action`` outside ``0..nvec-1``: the one
+    range check of every MultiDiscrete action here (the env's, the wrappers', each agent's)."""
+    bad = np.flatnonzero((action < 0) | (action >= nvec))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{subject} slot {i} ({slot_names[i]}) = {int(action[i])}: allowed "
+                         f"0..{int(nvec[i]) - 1}")
 
 NUM_ROUTES = len(Route)
 RELAY_FIXED_CHOICES = 3  # wait, edge, cloud
@@ -160,13 +171,7 @@ class ActionLayout:
                 f"action shape {array.shape}: expected {self.nvec.shape} "
                 f"(slots: {self.slot_names[0]} ... {self.slot_names[-1]})"
             )
-        bad = np.flatnonzero((array < 0) | (array >= self.nvec))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"action slot {i} ({self.slot_names[i]}) = {int(array[i])}: allowed "
-                f"0..{int(self.nvec[i]) - 1}"
-            )
+        check_slot_range(array, self.nvec, self.slot_names)
         return array.astype(np.int64)
 
     # ----------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES
+from hffm_env.envs.action import check_slot_range
 from hffm_env.envs.hffm_env import HFFMEnv
 
 try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
@@ -242,11 +243,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         if a.shape != nvec.shape or a.dtype.kind not in "iu":
             raise ValueError(f"action of {agent} has shape {a.shape} and dtype {a.dtype}: "
                              f"expected integers of shape {nvec.shape}")
-        bad = np.flatnonzero((a < 0) | (a >= nvec))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"action of {agent}, slot {i} ({self.slot_names[agent][i]}) = "
-                             f"{int(a[i])}: allowed 0..{int(nvec[i]) - 1}")
+        check_slot_range(a, nvec, self.slot_names[agent], subject=f"action of {agent},")
         return a.astype(np.int64)
 
     def _request_owners(self) -> list[int]:
@@ -258,11 +255,13 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
 
     def action_masks(self, agent: str) -> np.ndarray:
         """The agent's flat boolean mask (sb3-contrib's layout) for the next action."""
-        return np.concatenate(self._slot_masks(agent))
+        return np.concatenate(self._slot_masks(agent, self.env.action_masks(),
+                                               self._request_owners()))
 
-    def _slot_masks(self, agent: str) -> list[np.ndarray]:
+    def _slot_masks(self, agent: str, flat: np.ndarray, owners: list[int]) -> list[np.ndarray]:
+        """The agent's mask per slot, cut from the single-agent env's ``flat`` mask
+        (``owners``: :meth:`_request_owners`)."""
         layout = self.env.layout
-        flat = self.env.action_masks()
         offsets = np.concatenate([[0], np.cumsum(layout.nvec)])
 
         def of(name: str) -> np.ndarray:
@@ -284,7 +283,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         for m in range(layout.max_cluster):
             masks.append(of(f"partner/{int(members[m])}") if m < len(members)
                          else only_default(layout.k + 1))
-        for r, cluster in enumerate(self._request_owners()):
+        for r, cluster in enumerate(owners):
             masks.append(of(f"relay/{r}") if cluster == c
                          else only_default(int(layout.nvec[self._slot[f"relay/{r}"]])))
         return masks
@@ -292,13 +291,14 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
     def _observe(self, obs: np.ndarray, info: dict[str, Any]) -> tuple[dict, dict]:
         """Every agent's observation (with its per-slot masks) and info."""
         observations, infos = {}, {}
+        flat, owners = info["action_mask"], self._request_owners()  # one mask for all agents
         for agent in self.possible_agents:
             if agent == CLOUD:
                 own = obs
             else:
                 c = int(agent.removeprefix("edge_"))
                 own = np.concatenate([obs[self._shared], obs[self._own[c]]])
-            slot_masks = self._slot_masks(agent)
+            slot_masks = self._slot_masks(agent, flat, owners)
             observations[agent] = {
                 "observation": own.astype(np.float32),
                 "action_mask": tuple(m.astype(np.int8) for m in slot_masks),
