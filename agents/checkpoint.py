@@ -24,7 +24,7 @@ import json
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
 MODEL_FILE = "model.zip"
 INFO_FILE = "agent.json"
 NORMALIZATION_FILE = "vecnormalize.npz"
+POLICY_FILE = "policy.pt"  # an RLlib agent's weights (agents.rllib)
 
 ALGO_CLASSES = {"ppo": "stable_baselines3.PPO", "maskable-ppo": "sb3_contrib.MaskablePPO"}
 """Algorithm name -> the SB3 class that trains and loads it."""
@@ -74,6 +75,9 @@ class AgentInfo:
     scenario: str = ""
     fidelity: str = ""
     action_mode: str = "full"  # "coarse": the policy acts through hffm_env.wrappers.CoarseActions
+    engine: str = "sb3"  # "rllib": policy.pt and rllib/ instead of model.zip (agents.rllib)
+    multi_agent: bool = False  # RLlib only: an edge module and a cloud module
+    hidden_sizes: tuple[int, ...] = (64, 64)  # RLlib only: the network to rebuild
 
     def to_json(self) -> str:
         """As JSON text."""
@@ -205,6 +209,8 @@ def find_agent(path: str | Path) -> AgentFolder:
     if not path.exists():
         raise AgentFileError(f"{path}: no such file or folder")
     folder = path if path.is_dir() else path.parent
+    if _read_info(folder, required=False).engine == "rllib":
+        return _check_rllib_agent(folder, _read_info(folder))
     model = folder / MODEL_FILE if path.is_dir() else path
     if path.is_file() and path.name != MODEL_FILE:
         raise AgentFileError(
@@ -234,21 +240,44 @@ def find_agent(path: str | Path) -> AgentFolder:
             f"{model}: refusing serialized entry {foreign[0]!r} (loading it would run code "
             f"from the file; only {list(_REPLACED_ENTRIES)} are replaced safely)"
         )
+    info = _read_info(folder)
     info_path = folder / INFO_FILE
-    if not info_path.is_file():
-        raise AgentFileError(f"{folder}: no {INFO_FILE} (an agent folder written by "
-                             "train_agent.py has one)")
-    try:
-        raw = json.loads(info_path.read_text())
-        info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
-    except (json.JSONDecodeError, TypeError, KeyError) as err:
-        raise AgentFileError(f"{info_path}: unreadable ({err})") from None
     if info.algo not in ALGO_CLASSES:
         raise AgentFileError(f"{info_path}: algo = {info.algo!r}: known are "
                              f"{list(ALGO_CLASSES)}")
     norm_path = folder / NORMALIZATION_FILE
     normalization = Normalization.load(norm_path) if norm_path.exists() else None
     return AgentFolder(folder, info, normalization)
+
+
+def _check_rllib_agent(folder: Path, info: AgentInfo) -> AgentFolder:
+    """An RLlib agent folder (``agents.rllib``): ``policy.pt`` beside ``agent.json``."""
+    if not (folder / POLICY_FILE).is_file():
+        raise AgentFileError(f"{folder}: no {POLICY_FILE} (an RLlib agent folder written by "
+                             "train_agent.py --engine rllib has one)")
+    if info.algo != "maskable-ppo":
+        raise AgentFileError(f"{folder / INFO_FILE}: algo = {info.algo!r}: the RLlib engine "
+                             "writes 'maskable-ppo'")
+    return AgentFolder(folder, info, None)
+
+
+def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
+    """``agent.json`` of ``folder``; without one, an error (or, unless ``required``, the
+    defaults, so that the caller's own checks name what is missing first)."""
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        if not required:
+            return AgentInfo(algo="")
+        raise AgentFileError(f"{folder}: no {INFO_FILE} (an agent folder written by "
+                             "train_agent.py has one)")
+    try:
+        raw = json.loads(info_path.read_text())
+        info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
+        return replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes))
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as err:
+        if not required:
+            return AgentInfo(algo="")
+        raise AgentFileError(f"{info_path}: unreadable ({err})") from None
 
 
 def algo_class(algo: str) -> Any:

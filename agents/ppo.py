@@ -22,10 +22,11 @@ import numpy as np
 
 from hffm_env.config import scenario_names
 
-__all__ = ["TrainArgs", "train", "AgentPolicy", "TrainingInterrupted", "make_env_fn", "prepare_out",
-           "evaluate_against_baselines", "ALGOS"]
+__all__ = ["TrainArgs", "train", "AgentPolicy", "agent_policy", "TrainingInterrupted",
+           "make_env_fn", "prepare_out", "evaluate_against_baselines", "ALGOS", "ENGINES"]
 
 ALGOS = ("ppo", "maskable-ppo")
+ENGINES = ("sb3", "rllib")
 ACTION_MODES = ("full", "coarse", "menu")
 
 
@@ -94,7 +95,8 @@ class TrainArgs:
         },
     )
     n_envs: int = field(
-        default=1, metadata={"help": "parallel envs; more than 1 uses SubprocVecEnv"}
+        default=1, metadata={"help": "parallel envs; more than 1 uses SubprocVecEnv (with "
+                             "--engine rllib: the number of env runners)"}
     )
     seed: int = field(
         default=0,
@@ -122,7 +124,8 @@ class TrainArgs:
     normalize: bool = field(
         default=True,
         metadata={
-            "help": "normalise observations and rewards with running statistics (VecNormalize)"
+            "help": "normalise observations and rewards with running statistics (VecNormalize; "
+            "sb3 engine only, RLlib's observations stay in [0, 1])"
         },
     )
     checkpoint_every: int = field(
@@ -172,10 +175,53 @@ class TrainArgs:
         default_factory=list, metadata={"help": "baselines to compare with (default: all)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    engine: str = field(
+        default="sb3",
+        metadata={"help": "'sb3' (stable-baselines3 on this machine) or 'rllib' (Ray RLlib: "
+                  "--n-envs env runners, --address for a Ray cluster, --multi-agent; "
+                  "pip install 'hffm-env[rllib]'; see agents/rllib.py)",
+                  "choices": ENGINES},
+    )
+    address: str | None = field(
+        default=None,
+        metadata={"help": "RLlib: the Ray cluster to join ('auto' or host:port; default: "
+                  "start a local Ray instance)"},
+    )
+    multi_agent: bool = field(
+        default=False,
+        metadata={"help": "RLlib: train the multi-agent env (hffm_env.parallel_env), one "
+                  "policy shared by the edge agents and one for the cloud"},
+    )
+    reward_split: str = field(
+        default="team",
+        metadata={"help": "with --multi-agent: 'team' (every agent gets the env's reward) or "
+                  "'cost-share' (each edge agent its cluster's share of the cost terms)",
+                  "choices": ("team", "cost-share")},
+    )
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo = {self.algo!r}: must be one of {list(ALGOS)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine = {self.engine!r}: must be one of {list(ENGINES)}")
+        if self.reward_split not in ("team", "cost-share"):
+            raise ValueError(f"reward_split = {self.reward_split!r}: must be 'team' or "
+                             "'cost-share'")
+        if self.engine == "sb3":
+            for name in ("address", "multi_agent"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} = {getattr(self, name)!r}: only with --engine "
+                                     "rllib")
+        else:
+            if self.algo != "maskable-ppo":
+                raise ValueError(f"algo = {self.algo!r}: the RLlib engine trains masked PPO "
+                                 "only (--algo maskable-ppo)")
+            if self.finetune_timesteps:
+                raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: fine-tuning "
+                                 "in another fidelity is the sb3 engine's only")
+            if self.multi_agent and self.action_mode != "full":
+                raise ValueError(f"action_mode = {self.action_mode!r}: the multi-agent env "
+                                 "has its own per-agent actions; use 'full'")
         for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
             if value is not None and value not in ("train", "surrogate", "cost"):
                 raise ValueError(f"{name} = {value!r}: must be 'train', 'surrogate' or 'cost'")
@@ -343,6 +389,13 @@ def train(args: TrainArgs) -> dict[str, Any]:
     Returns the results dict. Ctrl-C saves the agent folder and raises
     :class:`TrainingInterrupted`.
     """
+    if args.engine == "rllib":
+        try:
+            from agents.rllib import train_rllib
+        except ImportError as err:
+            raise ValueError(f"engine = 'rllib': needs Ray RLlib ({err}); "
+                             "pip install 'hffm-env[rllib]'") from None
+        return train_rllib(args)
     import torch
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
@@ -486,7 +539,8 @@ def evaluate_against_baselines(
     from baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
 
     out = Path(agent_path)
-    agent = AgentPolicy(out, name=f"agent-{args.algo}")
+    agent = agent_policy(out, name=f"agent-{args.engine}-{args.algo}"
+                         if args.engine != "sb3" else f"agent-{args.algo}")
     names = args.eval_policies or policy_names()
 
     def make_env() -> Any:
@@ -517,6 +571,23 @@ def evaluate_against_baselines(
     (out / "results.md").write_text(f"{table}\n\n**Verdict:** {payload['verdict']}\n")
     plot_tradeoffs(result, out / "pareto.png")
     return payload
+
+
+def agent_policy(model_path: str | Path, name: str = "agent") -> Any:
+    """A saved agent folder of either engine as a baselines ``Policy``: an
+    :class:`AgentPolicy` (stable-baselines3) or an :class:`agents.rllib.RLlibAgentPolicy`.
+    The folder is checked at once (one clean :class:`~agents.checkpoint.AgentFileError`)."""
+    from agents.checkpoint import AgentFileError, find_agent
+
+    agent = find_agent(model_path)
+    if agent.info.engine == "rllib":
+        try:
+            from agents.rllib import RLlibAgentPolicy
+        except ImportError as err:
+            raise AgentFileError(f"{model_path}: an RLlib agent needs Ray RLlib to run "
+                                 f"({err}); pip install 'hffm-env[rllib]'") from None
+        return RLlibAgentPolicy(agent, name=name)
+    return AgentPolicy(model_path, name=name)
 
 
 class AgentPolicy:

@@ -162,10 +162,12 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _agent_label(path: str) -> str:
-    """``agent:<run folder>`` for ``<run folder>/model.zip`` (what ``train_agent.py`` writes),
-    else ``agent:<file stem>``: short names that stay distinct across training runs."""
+    """``agent:<run folder>`` for ``<run folder>/model.zip`` or ``policy.pt`` (what
+    ``train_agent.py`` writes), else ``agent:<file stem>``: short names that stay distinct
+    across training runs."""
     file = Path(path)
-    return f"agent:{file.parent.name if file.stem == 'model' and file.parent.name else file.stem}"
+    inside = file.stem in ("model", "policy") and file.parent.name  # model.zip, policy.pt
+    return f"agent:{file.parent.name if inside else file.stem}"
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -189,13 +191,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
     import gymnasium as gym
 
-    from agents.ppo import AgentPolicy
+    from agents.ppo import agent_policy
     from baselines.runner import format_table, plot_tradeoffs, run_benchmark
 
     policies: list = []
     for path in args.agent:
         try:
-            policies.append(AgentPolicy(path, name=_agent_label(path)))
+            policies.append(agent_policy(path, name=_agent_label(path)))
         except ValueError as err:  # AgentFileError: the message names the file and why
             raise ConfigError(f"--agent: {err}") from None
     policies += names

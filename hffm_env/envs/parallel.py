@@ -102,8 +102,27 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         if env_kwargs.get("reward_mode", "scalar") != "scalar":
             raise ValueError("reward_mode: the parallel env splits the scalar reward; "
                              "use reward_split for per-agent rewards")
-        self.env = HFFMEnv(scenario, render_mode=render_mode, **env_kwargs)
-        self.render_mode = render_mode
+        self._bind(HFFMEnv(scenario, render_mode=render_mode, **env_kwargs), reward_split)
+
+    @classmethod
+    def over(cls, env: HFFMEnv, *, reward_split: str = "team") -> HFFMParallelEnv:
+        """The multi-agent view of an existing single-agent env, which keeps driving the
+        episode: :meth:`observe` splits its observation among the agents and
+        :meth:`joint_action` assembles their actions (how a multi-agent policy plays in the
+        baselines' runner)."""
+        if not isinstance(env, HFFMEnv):
+            raise TypeError(f"HFFMParallelEnv.over: expected an HFFMEnv (env.unwrapped), "
+                            f"got {type(env).__name__}")
+        if reward_split not in REWARD_SPLITS:
+            raise ValueError(f"reward_split = {reward_split!r}: must be one of "
+                             f"{list(REWARD_SPLITS)}")
+        view = cls.__new__(cls)
+        view._bind(env, reward_split)
+        return view
+
+    def _bind(self, env: HFFMEnv, reward_split: str) -> None:
+        self.env = env
+        self.render_mode = env.render_mode
         self.reward_split = reward_split
         layout = self.env.layout
         self.num_clusters = layout.num_clusters
@@ -176,7 +195,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         """Reset the single-agent env with ``seed``; every agent is present."""
         obs, info = self.env.reset(seed=seed, options=options)
         self.agents = list(self.possible_agents)
-        return self._observe(obs, info)
+        return self.observe(obs, info)
 
     def step(self, actions: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, dict]:
         """Play one round with every live agent's action (a missing agent plays its
@@ -190,7 +209,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         full = self.joint_action(actions)
         obs, reward, terminated, truncated, info = self.env.step(full)
         rewards = self._rewards(float(reward), info)
-        observations, infos = self._observe(obs, info)
+        observations, infos = self.observe(obs, info)
         done = terminated or truncated
         terms = dict.fromkeys(self.agents, bool(terminated))
         truncs = dict.fromkeys(self.agents, bool(truncated))
@@ -288,8 +307,9 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
                          else only_default(int(layout.nvec[self._slot[f"relay/{r}"]])))
         return masks
 
-    def _observe(self, obs: np.ndarray, info: dict[str, Any]) -> tuple[dict, dict]:
-        """Every agent's observation (with its per-slot masks) and info."""
+    def observe(self, obs: np.ndarray, info: dict[str, Any]) -> tuple[dict, dict]:
+        """Every agent's observation (with its per-slot masks) and info, from the
+        single-agent env's ``obs`` and ``info`` of the same step."""
         observations, infos = {}, {}
         flat, owners = info["action_mask"], self._request_owners()  # one mask for all agents
         for agent in self.possible_agents:

@@ -105,3 +105,26 @@ def test_bad_input_names_the_agent_and_slot():
     with pytest.raises(ValueError, match="reward_split"):
         _parallel(reward_split="selfish")
     assert env.agents  # nothing was played
+
+
+def test_view_over_a_single_agent_env_observes_and_acts_as_the_parallel_env():
+    from hffm_env.envs.hffm_env import HFFMEnv
+    from hffm_env.envs.parallel import HFFMParallelEnv
+
+    parallel = _parallel()
+    single = HFFMEnv("small", fidelity="cost", overrides=list(TINY_OVERRIDES))
+    view = HFFMParallelEnv.over(single)
+    observations, _ = parallel.reset(seed=3)
+    obs, info = single.reset(seed=3)
+    for _ in range(3):
+        mine, infos = view.observe(obs, info)
+        for agent in parallel.possible_agents:
+            np.testing.assert_array_equal(mine[agent]["observation"],
+                                          observations[agent]["observation"])
+        actions = {a: parallel.action_space(a).sample(mask=observations[a]["action_mask"])
+                   for a in parallel.agents}
+        observations, rewards, *_ = parallel.step(actions)
+        obs, reward, *_, info = single.step(view.joint_action(actions))
+        assert rewards["cloud_0"] == pytest.approx(reward)
+    with pytest.raises(TypeError, match="expected an HFFMEnv"):
+        HFFMParallelEnv.over(parallel)

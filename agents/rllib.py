@@ -1,0 +1,508 @@
+"""Training on Ray RLlib: masked PPO on the single-agent env or on the multi-agent env (one
+policy shared by the edge agents plus the cloud's), on local env runners or a Ray cluster.
+
+    pip install -e ".[rllib]"
+    hffm train --engine rllib --n-envs 4 --total-timesteps 20000 --out out/rllib
+    hffm train --engine rllib --multi-agent --n-envs 4 --out out/rllib-ma
+    hffm train --engine rllib --address auto --n-envs 64 ...   # join a running Ray cluster
+
+It takes the same :class:`~agents.ppo.TrainArgs` as the stable-baselines3 path and ends with
+the same comparison against every baseline (:func:`agents.ppo.evaluate_against_baselines`).
+What differs:
+
+- ``--n-envs`` is the number of RLlib env runners (Ray actors, one env each; ``1`` samples
+  in the driver, without extra processes). ``--address`` joins an existing Ray cluster
+  (``ray start --head`` on one machine, ``ray start --address=...`` on the others); without
+  it a local Ray instance is started and stopped.
+- PPO's hyper-parameters are set to stable-baselines3's defaults (discount 0.99, GAE lambda
+  0.95, clip 0.2, 10 epochs, value coefficient 0.5, gradient clip 0.5, no KL penalty, two
+  tanh layers of 64 for the policy and for the value function), so both engines train the
+  same algorithm; ``--n-steps`` is the rollout length per env runner, ``--batch-size`` the
+  minibatch.
+- Actions are always masked (``--algo maskable-ppo``): :class:`MaskedPPOModule` adds
+  ``log(mask)`` to the logits of every action slot, the mask coming with the observation
+  (:class:`hffm_env.wrappers.ActionMaskObservation`; on the multi-agent env,
+  ``infos[agent]["action_mask"]``).
+- Observations are already in ``[0, 1]`` and are not normalised further (``--normalize``
+  is the SB3 path's VecNormalize); rewards are not normalised either.
+- Fine-tuning with another fidelity (``--finetune-timesteps``) is the SB3 path's only.
+
+TensorBoard (``OUT/runs/<run>/``): ``rollout/ep_rew_mean``, ``rollout/ep_len_mean``,
+``fl/accuracy``, ``fl/latency_s``, ``fl/energy_j``, ``reward_terms/*`` (as the SB3 path), and
+``train/policy_loss``, ``train/value_loss``, ``train/entropy``, ``train/approx_kl`` per module.
+
+An agent folder of this engine holds ``agent.json`` (``"engine": "rllib"``), ``policy.pt``
+(each module's weights as plain tensors, read with ``torch.load(weights_only=True)`` by
+``hffm bench --agent``; the network is rebuilt from ``agent.json``, nothing is unpickled) and
+``rllib/``, RLlib's own checkpoint of the whole algorithm (optimiser, counters), which
+``--resume`` restores. RLlib's checkpoints contain pickles: resume only runs you trust.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import DefaultPPOTorchRLModule
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from ray.rllib.utils.torch_utils import FLOAT_MIN
+from ray.tune.registry import register_env
+
+from agents.checkpoint import (
+    INFO_FILE,
+    POLICY_FILE,
+    AgentFileError,
+    AgentFolder,
+    AgentInfo,
+)
+
+__all__ = ["MaskedPPOModule", "MultiAgentHFFM", "RLlibAgentPolicy", "make_rllib_env",
+           "module_of", "rllib_config", "train_rllib", "POLICY_FILE", "HIDDEN_SIZES"]
+
+CHECKPOINT_DIR = "rllib"
+HIDDEN_SIZES = (64, 64)
+"""The policy's and the value function's hidden layers (stable-baselines3's MlpPolicy)."""
+ENV_NAME = "hffm_rllib"
+EDGE_MODULE, CLOUD_MODULE = "edge", "cloud"
+
+
+def module_of(agent_id: str, *args: Any, **kwargs: Any) -> str:
+    """The module an agent of the multi-agent env acts with: one shared by the edge agents,
+    one for the cloud (RLlib's ``policy_mapping_fn``)."""
+    return CLOUD_MODULE if agent_id.startswith("cloud") else EDGE_MODULE
+
+
+def model_config(hidden: tuple[int, ...] = HIDDEN_SIZES) -> dict[str, Any]:
+    """RLlib's default-model settings for ``hidden`` tanh layers, separate actor and critic."""
+    return {"fcnet_hiddens": list(hidden), "fcnet_activation": "tanh",
+            "vf_share_layers": False}
+
+
+class MaskedPPOModule(DefaultPPOTorchRLModule):
+    """RLlib's default PPO module on ``obs["observation"]`` whose action logits are masked
+    by ``obs["action_mask"]`` (one entry per value of every action slot, concatenated: the
+    layout of RLlib's multi-categorical logits), in every forward pass, so a forbidden value
+    is never sampled and never counted in the policy's log-probabilities or entropy."""
+
+    def __init__(self, *, observation_space: spaces.Dict | None = None, **kwargs: Any) -> None:
+        if not isinstance(observation_space, spaces.Dict) or set(observation_space) != {
+                "observation", "action_mask"}:
+            raise ValueError(f"MaskedPPOModule: the observation space must be Dict(observation, "
+                             f"action_mask), got {observation_space}")
+        self.masked_observation_space = observation_space
+        super().__init__(observation_space=observation_space["observation"], **kwargs)
+
+    @staticmethod
+    def _split(batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The mask and a shallow copy of ``batch`` whose observation is the plain vector
+        (the batch itself is not changed: the learner reuses it for several passes)."""
+        obs = batch[Columns.OBS]
+        plain = dict(batch)
+        plain[Columns.OBS] = obs["observation"]
+        return obs["action_mask"], plain
+
+    @staticmethod
+    def _masked(out: dict[str, Any], mask: Any) -> dict[str, Any]:
+        logits = out[Columns.ACTION_DIST_INPUTS]
+        out[Columns.ACTION_DIST_INPUTS] = logits + torch.clamp(
+            torch.log(mask.to(logits.dtype)), min=FLOAT_MIN)
+        return out
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        mask, plain = self._split(batch)
+        return self._masked(super()._forward_inference(plain, **kwargs), mask)
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        mask, plain = self._split(batch)
+        return self._masked(super()._forward_exploration(plain, **kwargs), mask)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        mask, plain = self._split(batch)
+        return self._masked(super()._forward_train(plain, **kwargs), mask)
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> Any:
+        """The value of the plain observation (the mask does not enter the critic)."""
+        if isinstance(batch[Columns.OBS], dict):
+            _, batch = self._split(batch)
+        return super().compute_values(batch, embeddings)
+
+
+def _mask_space(size: int) -> spaces.Box:
+    return spaces.Box(0, 1, shape=(size,), dtype=np.bool_)
+
+
+class MultiAgentHFFM(MultiAgentEnv):
+    """:class:`~hffm_env.envs.parallel.HFFMParallelEnv` as an RLlib ``MultiAgentEnv``: the same
+    agents, actions, rewards and infos; each observation is ``{"observation": Box,
+    "action_mask": flat bool mask}`` (the parallel env's ``infos[agent]["action_mask"]``)."""
+
+    def __init__(self, env_config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        from hffm_env.envs.parallel import HFFMParallelEnv
+
+        config = dict(env_config or {})
+        split = config.pop("reward_split", "team")
+        self.parallel = HFFMParallelEnv(reward_split=split, **_env_kwargs(config))
+        self.agents = self.possible_agents = list(self.parallel.possible_agents)
+        self.observation_spaces = {
+            a: spaces.Dict({
+                "observation": self.parallel.observation_space(a)["observation"],
+                "action_mask": _mask_space(int(self.parallel.action_space(a).nvec.sum())),
+            }) for a in self.possible_agents}
+        self.action_spaces = {a: self.parallel.action_space(a) for a in self.possible_agents}
+
+    @staticmethod
+    def _flat(obs: dict[str, Any], infos: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+        return {a: {"observation": o["observation"], "action_mask": infos[a]["action_mask"]}
+                for a, o in obs.items()}
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        """Reset the parallel env; every agent observes."""
+        obs, infos = self.parallel.reset(seed=seed, options=options)
+        return self._flat(obs, infos), infos
+
+    def step(self, action_dict: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """One round with every agent's action."""
+        obs, rewards, terms, truncs, infos = self.parallel.step(
+            {a: np.asarray(v, dtype=np.int64) for a, v in action_dict.items()})
+        terms["__all__"] = all(terms.values())
+        truncs["__all__"] = all(truncs.values())
+        return self._flat(obs, infos), rewards, terms, truncs, infos
+
+    def close(self) -> None:
+        """Close the parallel env."""
+        self.parallel.close()
+
+
+def _env_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The HFFMEnv keyword arguments of an env config (see :func:`env_config`)."""
+    return {k: config[k] for k in ("scenario", "config_file", "overrides", "fidelity",
+                                   "device", "surrogate") if k in config} | {"progress": False}
+
+
+def make_rllib_env(config: dict[str, Any]) -> Any:
+    """The env an RLlib env runner steps, from :func:`env_config`'s dict: the multi-agent
+    adapter, or the single-agent env with its action wrapper and the mask in the observation."""
+    import hffm_env  # noqa: F401  (registers the ids in a fresh Ray worker)
+    from agents.ppo import wrap_actions
+    from hffm_env.wrappers import ActionMaskObservation
+
+    config = dict(config)
+    if config.pop("multi_agent", False):
+        config.pop("action_mode", None)
+        return MultiAgentHFFM(config)
+    action_mode = config.pop("action_mode", "full")
+    config.pop("reward_split", None)
+    env = gym.make("hffm/HFFM-v0", **_env_kwargs(config))
+    return ActionMaskObservation(wrap_actions(env, action_mode))
+
+
+register_env(ENV_NAME, make_rllib_env)
+
+
+def env_config(args: Any) -> dict[str, Any]:
+    """The plain-data env config of a run (what every env runner builds its env from)."""
+    from agents.ppo import _env_device
+
+    return {"scenario": args.scenario, "config_file": args.config,
+            "overrides": args.scenario_overrides(), "fidelity": args.fidelity,
+            "device": _env_device(args.device),
+            "surrogate": args.surrogate if args.fidelity == "surrogate" else None,
+            "action_mode": args.action_mode, "multi_agent": args.multi_agent,
+            "reward_split": args.reward_split}
+
+
+class _FLMetrics(RLlibCallback):
+    """Logs each round's FL metrics from the env runners (``fl/*``, ``reward_terms/*``)."""
+
+    def on_episode_step(self, *, episode: Any, metrics_logger: Any = None,
+                        **kwargs: Any) -> None:
+        from hffm_env.envs.hffm_env import measured
+
+        info = _round_info(episode.get_infos(-1))
+        if info is None or metrics_logger is None:
+            return
+        values = {"fl/accuracy": measured(info, "accuracy"),
+                  "fl/latency_s": info.get("latency_s"), "fl/energy_j": info.get("energy_j")}
+        values |= {f"reward_terms/{k}": v for k, v in info.get("reward_terms", {}).items()}
+        for key, value in values.items():
+            if value is not None and np.isfinite(value):
+                metrics_logger.log_value(key, float(value), reduce="mean", window=100)
+
+
+def _round_info(infos: Any) -> dict[str, Any] | None:
+    """The single-agent env's info of the round, from a single- or multi-agent step's infos."""
+    if not isinstance(infos, dict):
+        return None
+    if "measured" in infos:
+        return infos
+    for value in infos.values():
+        if isinstance(value, dict) and "env" in value:
+            return value["env"]
+    return None
+
+
+def rllib_config(args: Any) -> PPOConfig:
+    """RLlib's PPO config for a run (see the module docstring for what maps to what)."""
+    runners = args.n_envs if args.n_envs > 1 else 0
+    config = (
+        PPOConfig()
+        .environment(ENV_NAME, env_config=env_config(args))
+        .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
+                     rollout_fragment_length=args.n_steps, num_cpus_per_env_runner=1)
+        .training(train_batch_size_per_learner=args.n_steps * max(1, runners),
+                  minibatch_size=args.batch_size, num_epochs=10, lr=args.learning_rate,
+                  gamma=0.99, lambda_=0.95, clip_param=0.2, vf_loss_coeff=0.5,
+                  entropy_coeff=args.ent_coef, grad_clip=0.5, use_kl_loss=False,
+                  vf_clip_param=float("inf"))
+        .callbacks(_FLMetrics)
+        .debugging(seed=args.seed)
+    )
+    if args.multi_agent:
+        spec = RLModuleSpec(module_class=MaskedPPOModule, model_config=model_config())
+        config = config.multi_agent(policies={EDGE_MODULE, CLOUD_MODULE},
+                                    policy_mapping_fn=module_of).rl_module(
+            rl_module_spec=MultiRLModuleSpec(rl_module_specs={EDGE_MODULE: spec,
+                                                              CLOUD_MODULE: spec}))
+    else:
+        config = config.rl_module(rl_module_spec=RLModuleSpec(
+            module_class=MaskedPPOModule, model_config=model_config()))
+    return config
+
+
+def _log(writer: Any, result: dict[str, Any], step: int) -> None:
+    """Write one iteration's results under the SB3 path's TensorBoard names."""
+    runners = result.get("env_runners", {})
+    names = {"episode_return_mean": "rollout/ep_rew_mean", "episode_len_mean":
+             "rollout/ep_len_mean"}
+    for key, value in runners.items():
+        tag = names.get(key, key if key.startswith(("fl/", "reward_terms/")) else None)
+        if tag is not None and isinstance(value, (int, float)) and np.isfinite(value):
+            writer.add_scalar(tag, float(value), step)
+    learner_names = {"policy_loss": "policy_loss", "vf_loss": "value_loss",
+                     "entropy": "entropy", "mean_kl_loss": "approx_kl"}
+    for module, stats in result.get("learners", {}).items():
+        if not isinstance(stats, dict) or module.startswith("__"):
+            continue
+        prefix = "train" if module == DEFAULT_MODULE_ID else f"train/{module}"
+        for key, tag in learner_names.items():
+            value = stats.get(key)
+            if isinstance(value, (int, float, np.floating)) and np.isfinite(value):
+                writer.add_scalar(f"{prefix}/{tag}", float(value), step)
+
+
+def _sampled(result: dict[str, Any]) -> int:
+    return int(result.get("env_runners", {}).get("num_env_steps_sampled_lifetime", 0))
+
+
+def save_rllib_agent(folder: Path, algo: Any, info: AgentInfo) -> None:
+    """Write an agent folder: ``agent.json``, ``policy.pt`` (weights only) and ``rllib/``
+    (RLlib's checkpoint), staged beside the target and moved into place."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = algo.learner_group.get_weights()
+    tensors = {module: {k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+               for module, state in weights.items()}
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
+        staged = Path(tmp)
+        algo.save_to_path(str((staged / CHECKPOINT_DIR).resolve()))
+        torch.save(tensors, staged / POLICY_FILE)
+        (staged / INFO_FILE).write_text(info.to_json())
+        for item in staged.iterdir():
+            target = folder / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+
+
+def train_rllib(args: Any) -> dict[str, Any]:
+    """Train as ``args`` say on RLlib, evaluate against the baselines, write results (the
+    outputs of :func:`agents.ppo.train`; checkpoints in ``checkpoints/step_<N>/``)."""
+    import ray
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    from agents.checkpoint import find_agent
+    from agents.ppo import (
+        TrainingInterrupted,
+        _write_train_args,
+        evaluate_against_baselines,
+        prepare_out,
+    )
+
+    out = prepare_out(args)
+    resume = find_agent(args.resume) if args.resume else None
+    if resume is not None and (resume.info.engine != "rllib"
+                               or resume.info.multi_agent != args.multi_agent):
+        raise ValueError(f"resume = {args.resume!r}: was trained with --engine "
+                         f"{resume.info.engine}{' --multi-agent' * resume.info.multi_agent}; "
+                         "resume it with the same flags")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if args.address:
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        else:  # one CPU per env runner plus the driver, even on a smaller machine
+            cpus = max(os.cpu_count() or 1, args.n_envs + 1)
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    writer = None
+    try:
+        algo = rllib_config(args).build_algo()
+        if resume is not None:
+            algo.restore_from_path(str((resume.folder / CHECKPOINT_DIR).resolve()))
+        steps = resume.info.num_timesteps if resume is not None else 0
+
+        def save(where: Path) -> None:
+            info = AgentInfo(algo=args.algo, num_timesteps=steps, scenario=args.scenario,
+                             fidelity=args.fidelity, action_mode=args.action_mode,
+                             engine="rllib", multi_agent=args.multi_agent,
+                             hidden_sizes=HIDDEN_SIZES)
+            save_rllib_agent(out / where, algo, info)
+
+        run_name = f"{args.scenario}__rllib-{args.algo}__{args.seed}__{int(time.time())}"
+        writer = SummaryWriter(str(out / "runs" / run_name))
+        every = args.checkpoint_every
+        next_at = (steps // every + 1) * every
+        started = time.perf_counter()
+        bar = tqdm(total=args.total_timesteps, initial=min(steps, args.total_timesteps),
+                   disable=not args.progress, desc="rllib ppo", unit="step")
+        try:
+            while steps < args.total_timesteps:
+                result = algo.train()
+                bar.update(max(0, min(_sampled(result), args.total_timesteps) - steps))
+                steps = _sampled(result)
+                _log(writer, result, steps)
+                if steps >= next_at and steps < args.total_timesteps:
+                    save(Path("checkpoints") / f"step_{steps:08d}")
+                    next_at = (steps // every + 1) * every
+        except KeyboardInterrupt:
+            save(Path("."))
+            _write_train_args(out, args, interrupted=True)
+            raise TrainingInterrupted(
+                f"interrupted at {steps} of {args.total_timesteps} timesteps (while "
+                f"training); model saved in {out} (continue with --resume {out})") from None
+        finally:
+            bar.close()
+        train_seconds = time.perf_counter() - started
+        save(Path("."))
+        algo.stop()
+    finally:
+        if writer is not None:
+            writer.close()
+        if started_ray:
+            ray.shutdown()
+    _write_train_args(out, args, interrupted=False)
+    try:
+        return evaluate_against_baselines(args, out, train_seconds=train_seconds)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted while the evaluation started; the trained agent is saved in {out}"
+        ) from None
+
+
+class RLlibAgentPolicy:
+    """An RLlib agent folder as a baselines ``Policy``: deterministic (the most likely value
+    of every slot under the mask). A multi-agent agent plays through
+    :meth:`HFFMParallelEnv.over <hffm_env.envs.parallel.HFFMParallelEnv.over>` on the
+    single-agent env it is handed: each edge agent and the cloud act on their own
+    observation, and their actions are assembled into the env's action."""
+
+    def __init__(self, agent: AgentFolder, name: str = "agent") -> None:
+        self.name = name
+        self.agent = agent
+        self.modules: dict[str, MaskedPPOModule] = {}
+        self.weights: dict[str, dict[str, torch.Tensor]] | None = None
+        self.wrapper: Any = None
+        self.view: Any = None
+        self.env: Any = None
+
+    def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        if self.weights is None:
+            path = self.agent.folder / POLICY_FILE
+            try:
+                self.weights = torch.load(path, weights_only=True, map_location="cpu")
+            except Exception as err:  # noqa: BLE001  (any unreadable file: one clean line)
+                raise AgentFileError(f"{path}: not a weights file ({err})") from None
+        return self.weights
+
+    def _module(self, module_id: str, observation_space: spaces.Dict,
+                action_space: spaces.Space) -> MaskedPPOModule:
+        if module_id not in self.modules:
+            weights = self._weights()
+            if module_id not in weights:
+                raise AgentFileError(f"{self.agent.folder / POLICY_FILE}: no weights for module "
+                                     f"{module_id!r} (has {sorted(weights)})")
+            module = MaskedPPOModule(observation_space=observation_space,
+                                     action_space=action_space, inference_only=False,
+                                     model_config=model_config(
+                                         tuple(self.agent.info.hidden_sizes)))
+            try:
+                module.load_state_dict(weights[module_id])
+            except RuntimeError as err:
+                raise AgentFileError(
+                    f"{self.agent.folder / POLICY_FILE}: module {module_id!r} does not fit this "
+                    f"env's spaces: {str(err).splitlines()[0]}") from None
+            module.eval()
+            self.modules[module_id] = module
+        return self.modules[module_id]
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        """Remember the env (its masks; the multi-agent view of it); read the weights on
+        first use."""
+        from agents.ppo import wrap_actions
+
+        self._weights()
+        self.env = env.unwrapped
+        if self.agent.info.multi_agent:
+            from hffm_env.envs.parallel import HFFMParallelEnv
+
+            self.view = HFFMParallelEnv.over(self.env)
+            self.wrapper = None
+        else:
+            self.view = None
+            self.wrapper = (wrap_actions(env, self.agent.info.action_mode)
+                            if self.agent.info.action_mode != "full" else None)
+
+    def _decide(self, module_id: str, observation: np.ndarray, mask: np.ndarray,
+                action_space: spaces.Space) -> np.ndarray:
+        space = spaces.Dict({"observation": spaces.Box(0.0, 1.0, shape=observation.shape,
+                                                       dtype=np.float32),
+                             "action_mask": _mask_space(int(mask.size))})
+        module = self._module(module_id, space, action_space)
+        batch = {Columns.OBS: {
+            "observation": torch.as_tensor(observation, dtype=torch.float32)[None],
+            "action_mask": torch.as_tensor(np.asarray(mask, dtype=bool))[None]}}
+        with torch.no_grad():
+            logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+        dist = module.get_inference_action_dist_cls().from_logits(logits).to_deterministic()
+        return np.asarray(dist.sample()[0], dtype=np.int64)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> Any:
+        """The agent's deterministic action for the env's observation."""
+        if self.view is not None:
+            observations, infos = self.view.observe(obs, info)
+            actions = {a: self._decide(module_of(a), observations[a]["observation"],
+                                       infos[a]["action_mask"], self.view.action_space(a))
+                       for a in self.view.possible_agents}
+            return self.view.joint_action(actions)
+        source = self.wrapper if self.wrapper is not None else self.env
+        space = source.action_space
+        action = self._decide(DEFAULT_MODULE_ID, np.asarray(obs, dtype=np.float32),
+                              np.asarray(source.action_masks(), dtype=bool), space)
+        if isinstance(space, spaces.Discrete):
+            action = np.int64(action.reshape(-1)[0])
+        return self.wrapper.action(action) if self.wrapper is not None else action

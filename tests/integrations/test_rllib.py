@@ -1,0 +1,162 @@
+"""Training on Ray RLlib (``pip install -e ".[rllib]"``, which ``.ci/run`` installs): local
+Ray, 2 env runners, cost fidelity, a few hundred steps; checkpoints written, evaluated and
+resumed; the multi-agent env; the masking module. Without Ray these tests skip, with
+``HFFM_REQUIRE_INTEGRATIONS=1`` (CI) they fail instead."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import hffm_env  # noqa: F401  (registers the env ids)
+from hffm_env.testing import TINY_OVERRIDES
+
+
+def _ray():
+    if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):
+        return importlib.import_module("ray")
+    return pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance for the module (train_rllib leaves a running one alone)."""
+    ray = _ray()
+    importlib.import_module("ray.rllib")
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _argv(out, *extra):
+    sets = [f"--set={o}" for o in TINY_OVERRIDES]
+    return ["--engine", "rllib", "--fidelity", "cost", "--n-envs", "2", "--n-steps", "64",
+            "--batch-size", "64", "--eval-seeds", "1000", "--eval-policies", "never",
+            "--no-progress", "--out", str(out), *sets, *extra]
+
+
+def _tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return events
+
+
+def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
+    import train_agent
+    from agents.ppo import agent_policy
+    from baselines.runner import run_episode
+
+    first = tmp_path / "first"
+    assert train_agent.main(_argv(first, "--total-timesteps", "256",
+                                  "--checkpoint-every", "128")) == 0
+    info = json.loads((first / "agent.json").read_text())
+    assert info["engine"] == "rllib" and info["num_timesteps"] == 256
+    checkpoint = first / "checkpoints" / "step_00000128"
+    assert (checkpoint / "policy.pt").is_file() and (checkpoint / "rllib").is_dir()
+    results = json.loads((first / "results.json").read_text())
+    assert {s["policy"] for s in results["policies"]} == {"agent-rllib-maskable-ppo", "never"}
+    (run,) = (first / "runs").iterdir()
+    tags = set(_tags(run).Tags()["scalars"])
+    assert {"rollout/ep_rew_mean", "fl/energy_j", "train/policy_loss",
+            "reward_terms/energy"} <= tags
+
+    # a checkpoint is an agent folder: it plays an episode on its own, deterministically
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    policy = agent_policy(checkpoint, name="ckpt")
+    one, two = run_episode(env, policy, seed=5), run_episode(env, policy, seed=5)
+    assert one.rewards == two.rewards and len(one.rewards) > 0
+    env.close()
+
+    # resuming continues the step count from the checkpoint's 128 to the new total
+    resumed = tmp_path / "resumed"
+    assert train_agent.main(_argv(resumed, "--total-timesteps", "256",
+                                  "--resume", str(checkpoint))) == 0
+    assert json.loads((resumed / "agent.json").read_text())["num_timesteps"] == 256
+    (run,) = (resumed / "runs").iterdir()
+    steps = [e.step for e in _tags(run).Scalars("rollout/ep_rew_mean")]
+    assert steps == [256]  # one iteration of 128 steps after the checkpoint's 128
+
+
+def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
+    import torch
+
+    import train_agent
+
+    out = tmp_path / "ma"
+    assert train_agent.main(_argv(out, "--multi-agent", "--reward-split", "cost-share",
+                                  "--total-timesteps", "128")) == 0
+    weights = torch.load(out / "policy.pt", weights_only=True)
+    assert set(weights) == {"edge", "cloud"}
+    results = json.loads((out / "results.json").read_text())
+    agent = next(s for s in results["policies"] if s["policy"].startswith("agent"))
+    assert agent["episodes"] == 1
+
+
+def test_masked_module_never_picks_a_masked_value(local_ray):
+    import torch
+    from gymnasium import spaces
+    from ray.rllib.core.columns import Columns
+
+    from agents.rllib import MaskedPPOModule, model_config
+
+    nvec = np.array([3, 4, 2])
+    space = spaces.Dict({"observation": spaces.Box(0.0, 1.0, (5,), np.float32),
+                         "action_mask": spaces.Box(0, 1, (int(nvec.sum()),), np.bool_)})
+    torch.manual_seed(0)
+    module = MaskedPPOModule(observation_space=space, action_space=spaces.MultiDiscrete(nvec),
+                             model_config=model_config())
+    mask = np.zeros(int(nvec.sum()), dtype=bool)
+    mask[[2, 3 + 1, 3 + 3, 7 + 0]] = True  # slot 0: only 2; slot 1: 1 or 3; slot 2: only 0
+    batch = {Columns.OBS: {"observation": torch.rand(256, 5),
+                           "action_mask": torch.as_tensor(mask).repeat(256, 1)}}
+    logits = module.forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
+    actions = module.get_exploration_action_dist_cls().from_logits(logits).sample().numpy()
+    assert (actions[:, 0] == 2).all() and (actions[:, 2] == 0).all()
+    assert set(np.unique(actions[:, 1])) == {1, 3}  # both allowed values are explored
+    assert isinstance(batch[Columns.OBS], dict)  # the caller's batch is left as it was
+
+
+def test_rllib_flags_are_checked_before_any_work(tmp_path):
+    from agents.ppo import TrainArgs
+
+    with pytest.raises(ValueError, match="address.*only with --engine rllib"):
+        TrainArgs(address="auto", out=str(tmp_path))
+    with pytest.raises(ValueError, match="algo = 'ppo'.*masked PPO"):
+        TrainArgs(engine="rllib", algo="ppo", out=str(tmp_path))
+    with pytest.raises(ValueError, match="action_mode = 'menu'.*multi-agent"):
+        TrainArgs(engine="rllib", multi_agent=True, action_mode="menu", out=str(tmp_path))
+    with pytest.raises(ValueError, match="finetune_timesteps"):
+        TrainArgs(engine="rllib", finetune_timesteps=10, out=str(tmp_path))
+
+
+def test_bad_rllib_agent_folders_get_one_clean_error(local_ray, tmp_path):
+    import pickle
+
+    from agents.checkpoint import AgentFileError, AgentInfo
+    from agents.ppo import agent_policy
+
+    folder = tmp_path / "agent"
+    folder.mkdir()
+    (folder / "agent.json").write_text(AgentInfo(algo="maskable-ppo", engine="rllib").to_json())
+    with pytest.raises(AgentFileError, match="no policy.pt"):
+        agent_policy(folder)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (folder / "policy.pt").write_bytes(pickle.dumps(Exploit()))
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    with pytest.raises(AgentFileError, match="policy.pt: not a weights file"):
+        agent_policy(folder).reset(env)
+    assert not (tmp_path / "pwned").exists()
+    env.close()
