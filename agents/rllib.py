@@ -330,6 +330,43 @@ def save_rllib_agent(folder: Path, algo: Any, info: AgentInfo) -> None:
             item.replace(target)
 
 
+def _auto_address() -> str | None:
+    """What Ray's ``address="auto"`` would join: ``RAY_ADDRESS``, else the address that
+    ``ray start`` recorded on this machine (None: neither)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    recorded = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        return recorded.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def join_cluster(address: str) -> None:
+    """``ray.init(address=...)``, with one clean line (a ``ValueError`` naming the address)
+    when there is no cluster there or it refuses this client."""
+    import socket
+
+    import ray
+
+    resolved = _auto_address() if address == "auto" else address
+    host, _, port = (resolved or "").rpartition(":")
+    if host and port.isdigit() and "://" not in resolved:
+        try:  # Ray itself keeps retrying for minutes when nothing listens there
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as err:
+            where = "" if resolved == address else f" (the last one started, {resolved})"
+            raise ValueError(f"address = {address!r}: cannot join a Ray cluster there{where} "
+                             f"(nothing answers: {err}); start one with `ray start --head`"
+                             ) from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except Exception as err:  # noqa: BLE001  (Ray raises many kinds; all mean "cannot join")
+        first = next((line for line in str(err).splitlines() if line.strip()), repr(err))
+        raise ValueError(f"address = {address!r}: cannot join a Ray cluster there "
+                         f"({type(err).__name__}: {first.strip()[:300]})") from None
+
+
 def train_rllib(args: Any) -> dict[str, Any]:
     """Train as ``args`` say on RLlib, evaluate against the baselines, write results (the
     outputs of :func:`agents.ppo.train`; checkpoints in ``checkpoints/step_<N>/``)."""
@@ -355,7 +392,7 @@ def train_rllib(args: Any) -> dict[str, Any]:
     started_ray = not ray.is_initialized()
     if started_ray:
         if args.address:
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+            join_cluster(args.address)
         else:  # one CPU per env runner plus the driver, even on a smaller machine
             cpus = max(os.cpu_count() or 1, args.n_envs + 1)
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)

@@ -129,11 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers {args.workers}: every count must be >= 1")
+    started_ray = False
     if "rllib" in args.engines:
         import ray
 
-        if args.address:
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+        started_ray = not ray.is_initialized()  # a caller's Ray instance is left running
+        if not started_ray:
+            pass
+        elif args.address:
+            from agents.rllib import join_cluster
+
+            join_cluster(args.address)
         else:
             ray.init(num_cpus=max(cpus, max(args.workers) + 1), include_dashboard=False,
                      log_to_driver=False)
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{engine:<6}{fidelity:<10}{workers:>3} workers "
                           f"{rate:>9.1f} steps/s  x{rate / base:.2f}", file=sys.stderr)
     finally:
-        if "rllib" in args.engines:
+        if started_ray:
             ray.shutdown()
     print(f"{'engine':<8}{'fidelity':<11}{'workers':>8}{'steps/s':>10}{'speed-up':>10}")
     for r in rows:

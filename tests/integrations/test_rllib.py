@@ -160,3 +160,31 @@ def test_bad_rllib_agent_folders_get_one_clean_error(local_ray, tmp_path):
         agent_policy(folder).reset(env)
     assert not (tmp_path / "pwned").exists()
     env.close()
+
+
+def test_scaleout_bench_reports_both_engines_as_json(local_ray, tmp_path):
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    try:
+        import scaleout
+    finally:
+        sys.path.remove("benchmarks")
+    out = tmp_path / "scaleout.json"
+    sets = [f"--set={o}" for o in TINY_OVERRIDES]
+    assert scaleout.main(["--fidelities", "cost", "--workers", "1", "2", "--steps", "8",
+                          "--json", str(out), *sets]) == 0
+    rows = json.loads(out.read_text())
+    assert {(r["engine"], r["workers"]) for r in rows} == {("rllib", 1), ("rllib", 2),
+                                                           ("sb3", 1), ("sb3", 2)}
+    assert all(r["steps_per_s"] > 0 for r in rows)
+    assert [r["speedup"] for r in rows if r["workers"] == 1] == [1.0, 1.0]
+
+
+def test_an_address_where_nothing_listens_is_one_clean_error():
+    _ray()
+    from agents.rllib import join_cluster
+
+    with pytest.raises(ValueError, match=r"address = '127.0.0.1:6399': cannot join.*"
+                                         r"nothing answers"):
+        join_cluster("127.0.0.1:6399")
