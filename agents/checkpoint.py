@@ -46,7 +46,7 @@ __all__ = [
 MODEL_FILE = "model.zip"
 INFO_FILE = "agent.json"
 NORMALIZATION_FILE = "vecnormalize.npz"
-POLICY_FILE = "policy.pt"  # an RLlib agent's weights (agents.rllib)
+POLICY_FILE = "policy.pt"  # an RLlib agent's weights (hffm_env.agents.rllib)
 
 ALGO_CLASSES = {"ppo": "stable_baselines3.PPO", "maskable-ppo": "sb3_contrib.MaskablePPO"}
 """Algorithm name -> the SB3 class that trains and loads it."""
@@ -75,7 +75,7 @@ class AgentInfo:
     scenario: str = ""
     fidelity: str = ""
     action_mode: str = "full"  # "coarse": the policy acts through hffm_env.wrappers.CoarseActions
-    engine: str = "sb3"  # "rllib": policy.pt and rllib/ instead of model.zip (agents.rllib)
+    engine: str = "sb3"  # "rllib": policy.pt and rllib/ instead of model.zip (agents/rllib.py)
     multi_agent: bool = False  # RLlib only: an edge module and a cloud module
     hidden_sizes: tuple[int, ...] = (64, 64)  # RLlib only: the network to rebuild
 
@@ -251,7 +251,7 @@ def find_agent(path: str | Path) -> AgentFolder:
 
 
 def _check_rllib_agent(folder: Path, info: AgentInfo) -> AgentFolder:
-    """An RLlib agent folder (``agents.rllib``): ``policy.pt`` beside ``agent.json``."""
+    """An RLlib agent folder (``hffm_env.agents.rllib``): ``policy.pt`` beside ``agent.json``."""
     if not (folder / POLICY_FILE).is_file():
         raise AgentFileError(f"{folder}: no {POLICY_FILE} (an RLlib agent folder written by "
                              "train_agent.py --engine rllib has one)")

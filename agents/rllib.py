@@ -6,8 +6,9 @@ policy shared by the edge agents plus the cloud's), on local env runners or a Ra
     hffm train --engine rllib --multi-agent --n-envs 4 --out out/rllib-ma
     hffm train --engine rllib --address auto --n-envs 64 ...   # join a running Ray cluster
 
-It takes the same :class:`~agents.ppo.TrainArgs` as the stable-baselines3 path and ends with
-the same comparison against every baseline (:func:`agents.ppo.evaluate_against_baselines`).
+It takes the same :class:`~hffm_env.agents.common.TrainArgs` as the stable-baselines3 path and
+ends with the same comparison against every baseline
+(:func:`hffm_env.agents.job.evaluate_against_baselines`).
 What differs:
 
 - ``--n-envs`` is the number of RLlib env runners (Ray actors, one env each; ``1`` samples
@@ -62,7 +63,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from ray.tune.registry import register_env
 
-from agents.checkpoint import (
+from hffm_env.agents.checkpoint import (
     INFO_FILE,
     POLICY_FILE,
     AgentFileError,
@@ -199,7 +200,7 @@ def make_rllib_env(config: dict[str, Any]) -> Any:
     """The env an RLlib env runner steps, from :func:`env_config`'s dict: the multi-agent
     adapter, or the single-agent env with its action wrapper and the mask in the observation."""
     import hffm_env  # noqa: F401  (registers the ids in a fresh Ray worker)
-    from agents.ppo import wrap_actions
+    from hffm_env.agents.common import wrap_actions
     from hffm_env.wrappers import ActionMaskObservation
 
     config = dict(config)
@@ -217,11 +218,11 @@ register_env(ENV_NAME, make_rllib_env)
 
 def env_config(args: Any) -> dict[str, Any]:
     """The plain-data env config of a run (what every env runner builds its env from)."""
-    from agents.ppo import _env_device
+    from hffm_env.agents.common import env_device
 
     return {"scenario": args.scenario, "config_file": args.config,
             "overrides": args.scenario_overrides(), "fidelity": args.fidelity,
-            "device": _env_device(args.device),
+            "device": env_device(args.device),
             "surrogate": args.surrogate if args.fidelity == "surrogate" else None,
             "action_mode": args.action_mode, "multi_agent": args.multi_agent,
             "reward_split": args.reward_split}
@@ -367,20 +368,16 @@ def join_cluster(address: str) -> None:
                          f"({type(err).__name__}: {first.strip()[:300]})") from None
 
 
-def train_rllib(args: Any) -> dict[str, Any]:
-    """Train as ``args`` say on RLlib, evaluate against the baselines, write results (the
-    outputs of :func:`agents.ppo.train`; checkpoints in ``checkpoints/step_<N>/``)."""
+def train_rllib(args: Any) -> float:
+    """Train as ``args`` say on RLlib; return the training time (s). Writes the agent folder,
+    checkpoints in ``checkpoints/step_<N>/``, ``runs/`` and ``train_args.json`` into
+    ``args.out``, as :func:`~hffm_env.agents.ppo.train_sb3` does."""
     import ray
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from agents.checkpoint import find_agent
-    from agents.ppo import (
-        TrainingInterrupted,
-        _write_train_args,
-        evaluate_against_baselines,
-        prepare_out,
-    )
+    from hffm_env.agents.checkpoint import find_agent
+    from hffm_env.agents.common import TrainingInterrupted, prepare_out, write_train_args
 
     out = prepare_out(args)
     resume = find_agent(args.resume) if args.resume else None
@@ -428,7 +425,7 @@ def train_rllib(args: Any) -> dict[str, Any]:
                     next_at = (steps // every + 1) * every
         except KeyboardInterrupt:
             save(Path("."))
-            _write_train_args(out, args, interrupted=True)
+            write_train_args(out, args, interrupted=True)
             raise TrainingInterrupted(
                 f"interrupted at {steps} of {args.total_timesteps} timesteps (while "
                 f"training); model saved in {out} (continue with --resume {out})") from None
@@ -442,13 +439,8 @@ def train_rllib(args: Any) -> dict[str, Any]:
             writer.close()
         if started_ray:
             ray.shutdown()
-    _write_train_args(out, args, interrupted=False)
-    try:
-        return evaluate_against_baselines(args, out, train_seconds=train_seconds)
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(
-            f"interrupted while the evaluation started; the trained agent is saved in {out}"
-        ) from None
+    write_train_args(out, args, interrupted=False)
+    return train_seconds
 
 
 class RLlibAgentPolicy:
@@ -500,7 +492,7 @@ class RLlibAgentPolicy:
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env (its masks; the multi-agent view of it); read the weights on
         first use."""
-        from agents.ppo import wrap_actions
+        from hffm_env.agents.common import wrap_actions
 
         self._weights()
         self.env = env.unwrapped

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.policies import PAPER_SCHEDULES, Policy, _relay_from_edge, make_policy
+from hffm_env.baselines.policies import PAPER_SCHEDULES, Policy, _relay_from_edge, make_policy
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route
 from hffm_env.fl.surrogate import AccuracySurrogate, RoundTrace, target_names

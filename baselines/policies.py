@@ -21,6 +21,8 @@ from hffm_env.wrappers import PAPER_MENU, full_action, relay_from_edge
 
 __all__ = [
     "Policy",
+    "FittedPolicy",
+    "Rollout",
     "PeriodicPolicy",
     "RandomPolicy",
     "FixedGridPolicy",
@@ -50,6 +52,21 @@ class Policy(Protocol):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """The action for this round."""
+
+
+Rollout = Callable[[Any, Policy, int], float]
+"""``rollout(env, policy, seed)``: the return of one episode of ``policy`` from that seed."""
+
+
+@runtime_checkable
+class FittedPolicy(Policy, Protocol):
+    """A policy tuned on training episodes before it plays (the runner fits it first)."""
+
+    def fitted_for(self, env: Any) -> bool:
+        """Whether it is fitted for this env's scenario."""
+
+    def fit(self, env: Any, rollout: Rollout) -> None:
+        """Tune on ``env`` by playing episodes with ``rollout``."""
 
 
 def _relay_from_edge(layout: Any, pending: list[Any]) -> list[int]:
@@ -118,8 +135,9 @@ class RandomPolicy:
 class FixedGridPolicy(PeriodicPolicy):
     """HierFAVG-style fixed periods (Liu et al., ICC 2020): the best (edge, cloud) period pair
     found by a grid search over ``grid`` on training seeds, by mean episode return. The search
-    runs once per scenario (results are kept on the policy) on training seeds (default seed
-    0; agents train on 0..999), disjoint from the held-out evaluation seeds (1000+)."""
+    runs once per scenario, as an explicit :meth:`fit` (results are kept on the policy), on
+    training seeds (default seed 0; agents train on 0..999), disjoint from the held-out
+    evaluation seeds (1000+)."""
 
     name = "fixed-grid"
 
@@ -129,7 +147,6 @@ class FixedGridPolicy(PeriodicPolicy):
         cloud_periods: tuple[int, ...] = (2, 8, NEVER),
         routes: tuple[Route, ...] = (Route.DIRECT, Route.D2D_RELAY),
         search_seeds: tuple[int, ...] = (0,),
-        rollout: Callable[[Any, Any, int], float] | None = None,
     ) -> None:
         super().__init__(self.name, 1, 2, Route.DIRECT)
         self.grid = [
@@ -137,20 +154,20 @@ class FixedGridPolicy(PeriodicPolicy):
             if c == NEVER or e <= c
         ]
         self.search_seeds = search_seeds
-        self.rollout = rollout
         self.search_results: dict[str, float] = {}
         self._searched_for: str | None = None
 
-    def reset(self, env: Any, seed: int | None = None) -> None:
-        """Run the grid search on the first episode of a scenario, then follow its winner."""
-        super().reset(env, seed)
-        key = repr(env.unwrapped.config)
-        if self._searched_for == key:
-            return
-        from baselines.runner import run_episode
+    def fitted_for(self, env: Any) -> bool:
+        """Whether :meth:`fit` ran for this env's scenario (its config)."""
+        return self._searched_for == repr(env.unwrapped.config)
 
-        rollout = self.rollout or (lambda e, p, s: run_episode(e, p, s).episode_return)
+    def fit(self, env: Any, rollout: Rollout) -> None:
+        """The grid search: ``rollout(env, candidate, seed)`` (an episode's return) for every
+        grid point on every search seed; the best mean return wins. It plays whole episodes
+        on ``env``: reset it before the next one (``baselines.runner.run_episode`` fits a
+        policy that needs it before its own reset)."""
         best = None
+        self.search_results = {}
         for e, c, r in self.grid:
             candidate = PeriodicPolicy(f"grid-e{e}-c{c}-{r.name.lower()}", e, c, r)
             score = float(np.mean([rollout(env, candidate, s) for s in self.search_seeds]))
@@ -159,9 +176,14 @@ class FixedGridPolicy(PeriodicPolicy):
                 best = (score, e, c, r)
         assert best is not None
         _, self.edge_period, self.cloud_period, self.route = best
-        self._searched_for = key
-        # The search stepped the env through other episodes: start this one afresh.
-        env.reset(seed=seed)
+        self._searched_for = repr(env.unwrapped.config)
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        """Follow the grid search's winner; refused before :meth:`fit` for this scenario."""
+        if not self.fitted_for(env):
+            raise RuntimeError("fixed-grid: call fit(env, rollout) on training seeds before "
+                               "reset for this scenario (baselines.runner.run_episode does)")
+        super().reset(env, seed)
 
 
 class AdaptivePolicy:

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from baselines.policies import Policy, make_policy
+from hffm_env.baselines.policies import Policy, make_policy
 
 __all__ = [
+    "fit_if_needed",
     "EpisodeRecord",
     "PolicySummary",
     "BenchResult",
@@ -75,10 +76,20 @@ class EpisodeRecord:
         return float("nan"), float("nan"), None
 
 
+def fit_if_needed(env: Any, policy: Policy) -> None:
+    """Fit a policy that is tuned on training episodes (:class:`FittedPolicy`, e.g.
+    ``fixed-grid``) on ``env``, once per scenario, by playing episodes of this runner."""
+    fitted_for = getattr(policy, "fitted_for", None)
+    if fitted_for is not None and not fitted_for(env):
+        policy.fit(env, lambda e, p, s: run_episode(e, p, s).episode_return)
+
+
 def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
-    """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)``."""
+    """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)`` (fitting the policy
+    first if it needs it: :func:`fit_if_needed`)."""
     from hffm_env.envs.hffm_env import measured
 
+    fit_if_needed(env, policy)
     obs, info = env.reset(seed=seed)
     policy.reset(env, seed)
     record = EpisodeRecord(policy=policy.name, seed=seed)
@@ -381,8 +392,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     rounds of every policy.
 
     Policies are coloured by family (the paper's schedules, tuned, adaptive heuristics, the
-    floors, trained agents; :func:`baselines.policies.policy_family`), each family in shades
-    of one colour with its own marker; error bars are one standard deviation over seeds on
+    floors, trained agents; :func:`~hffm_env.baselines.policies.policy_family`), each family in
+    shades of one colour with its own marker; error bars are one standard deviation over seeds on
     both axes; the best baseline by return (:func:`best_baseline`) and the agents are drawn
     larger and labelled on the plot (the best baseline in gold); the Pareto front is dashed.
     """
@@ -390,7 +401,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     import matplotlib.ticker
     from matplotlib.figure import Figure
 
-    from baselines.policies import policy_family
+    from hffm_env.baselines.policies import policy_family
 
     fig = Figure(figsize=(16, 4.8), dpi=100)
     axes = fig.subplots(1, 3)

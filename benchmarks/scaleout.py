@@ -3,9 +3,9 @@
 For each fidelity it measures, in one run, the rate at which
 
 - ``rllib``: RLlib env runners (Ray actors, one env each) sample with the masked PPO policy
-  (``agents.rllib``), for 1, 2 and all local CPUs' worth of runners, all runners sampling at
-  once (``EnvRunner.sample`` on every runner in parallel, timed from the driver);
-- ``sb3``: ``SubprocVecEnv`` over the same envs (``agents.ppo.make_env_fn``) steps with
+  (``hffm_env.agents.rllib``), for 1, 2 and all local CPUs' worth of runners, all runners
+  sampling at once (``EnvRunner.sample`` on every runner in parallel, timed from the driver);
+- ``sb3``: ``SubprocVecEnv`` over the same envs (``hffm_env.agents.ppo.make_env_fn``) steps with
   random valid actions, for the same worker counts (``DummyVecEnv`` for one).
 
 Each worker first plays a warm-up (its env's first reset builds the model and, on a first
@@ -33,7 +33,7 @@ import hffm_env  # noqa: F401  (registers the env ids)
 
 
 def _args(fidelity: str, workers: int, scenario: str, overrides: list[str], engine: str) -> object:
-    from agents.ppo import TrainArgs
+    from hffm_env.agents.common import TrainArgs
 
     return TrainArgs(scenario=scenario, fidelity=fidelity, n_envs=workers, engine=engine,
                      overrides=list(overrides), n_steps=64, progress=False, out="unused")
@@ -42,7 +42,7 @@ def _args(fidelity: str, workers: int, scenario: str, overrides: list[str], engi
 def rllib_rate(fidelity: str, workers: int, steps: int, scenario: str,
                overrides: list[str]) -> float:
     """Env steps per second of ``workers`` RLlib env runners sampling at once."""
-    from agents.rllib import rllib_config
+    from hffm_env.agents.rllib import rllib_config
 
     args = _args(fidelity, workers, scenario, overrides, "rllib")
     # remote runners even for one (n_envs=1 would sample in the driver), one env each
@@ -68,7 +68,7 @@ def sb3_rate(fidelity: str, workers: int, steps: int, scenario: str,
     ``step`` call), with random valid actions."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from agents.ppo import make_env_fn
+    from hffm_env.agents.ppo import make_env_fn
 
     args = _args(fidelity, workers, scenario, overrides, "sb3")
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if not started_ray:
             pass
         elif args.address:
-            from agents.rllib import join_cluster
+            from hffm_env.agents.rllib import join_cluster
 
             join_cluster(args.address)
         else:

@@ -41,7 +41,7 @@ def soak(scenario: str, episodes: int, warmup: int, overrides: list[str],
     """Play the episodes; return memory samples, growth and timings."""
     from tqdm.auto import tqdm
 
-    from baselines.policies import RandomPolicy
+    from hffm_env.baselines.policies import RandomPolicy
 
     env = gym.make("hffm/HFFM-v0", scenario=scenario, fidelity="cost", overrides=overrides)
     policy = RandomPolicy()

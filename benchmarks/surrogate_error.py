@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the env ids)
-    from baselines.calibrate import (
+    from hffm_env.baselines.calibrate import (
         DESIGN_POLICIES,
         FIXED_SCHEDULES,
         design,

@@ -37,7 +37,7 @@ def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: 
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the env ids)
-    from baselines.runner import run_benchmark
+    from hffm_env.baselines.runner import run_benchmark
 
     def make_env() -> Any:
         return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity="train",
@@ -62,7 +62,7 @@ def _rows(bench: Any) -> dict[str, dict[str, Any]]:
             "energy_per_round_j": s.energy_per_round_j,
             "episode_return": s.episode_return,
         }
-    from baselines.runner import pareto_front
+    from hffm_env.baselines.runner import pareto_front
 
     front = pareto_front({name: (r["energy_per_round_j"]["mean"], r["final_accuracy"]["mean"])
                           for name, r in rows.items()})
@@ -117,7 +117,7 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     import numpy as np
 
     import hffm_env  # noqa: F401
-    from baselines.runner import BenchResult
+    from hffm_env.baselines.runner import BenchResult
     from hffm_env.envs.reward import RewardInputs, accuracy_score
 
     env = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
@@ -138,7 +138,7 @@ def rescore(result: dict, overrides: list[str]) -> dict:
             reached |= target is not None and np.isfinite(acc) and acc >= target
         episode.rewards = rewards
     env.close()
-    from baselines.runner import summarise
+    from hffm_env.baselines.runner import summarise
 
     bench.summaries = summarise(bench.episodes, bench.target_accuracy)
     out = bench.to_dict()
@@ -235,7 +235,7 @@ def _plot(results: list[dict], target: str | None) -> None:
     """The runner's trade-off figure (Pareto fronts, accuracy over rounds) per scenario."""
     if target is None:
         return
-    from baselines.runner import BenchResult, plot_tradeoffs
+    from hffm_env.baselines.runner import BenchResult, plot_tradeoffs
 
     path = Path(target)
     for result in results:

@@ -172,7 +172,7 @@ def _agent_label(path: str) -> str:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
-    from baselines.policies import PAPER_SCHEDULES, policy_names
+    from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
 
     if args.policies:
         names = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -191,8 +191,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
     import gymnasium as gym
 
-    from agents.ppo import agent_policy
-    from baselines.runner import format_table, plot_tradeoffs, run_benchmark
+    from hffm_env.agents.job import agent_policy
+    from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark
 
     policies: list = []
     for path in args.agent:
@@ -245,8 +245,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                           "held out for evaluation)")
     if args.mixed < 0:
         raise ConfigError(f"--mixed = {args.mixed}: must be >= 0")
-    from baselines.calibrate import DESIGN_POLICIES
-    from baselines.policies import policy_names
+    from hffm_env.baselines.calibrate import DESIGN_POLICIES
+    from hffm_env.baselines.policies import policy_names
 
     args.policies = DESIGN_POLICIES if args.policies is None else tuple(args.policies)
     unknown = [p for p in args.policies if p not in policy_names()]
@@ -254,13 +254,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
     import gymnasium as gym
 
-    from baselines.calibrate import calibrate
+    from hffm_env.baselines.calibrate import calibrate
     from hffm_env.fl.surrogate import surrogate_path
 
     out = Path(args.out) if args.out else surrogate_path(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_traces:  # refit only: no training
-        from baselines.calibrate import fit_traces, read_traces
+        from hffm_env.baselines.calibrate import fit_traces, read_traces
 
         episodes = [e for path in args.from_traces for e in read_traces(path)]
         tasks = sorted({k.split("/", 1)[1] for k in episodes[0]["rounds"][0].targets
@@ -293,7 +293,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import train_agent
+    import hffm_env.agents.command as train_agent
 
     return train_agent.main(args.train_args)
 
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["train"]:
         # everything after "train" belongs to train_agent.py, --help included (argparse's
         # REMAINDER would refuse a first argument that starts with "--")
-        import train_agent
+        import hffm_env.agents.command as train_agent
 
         try:
             return int(train_agent.main(argv[1:]) or 0)

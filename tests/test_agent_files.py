@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-import train_agent
-from agents.checkpoint import AgentFileError, Normalization, find_agent, load_model
-from agents.ppo import AgentPolicy, TrainArgs, prepare_out
+import hffm_env.agents.command as train_agent
+from hffm_env.agents.checkpoint import AgentFileError, Normalization, find_agent, load_model
+from hffm_env.agents.common import TrainArgs, prepare_out
+from hffm_env.agents.ppo import AgentPolicy
 from hffm_env.cli import main as cli_main
 from hffm_env.testing import TINY_OVERRIDES
 
@@ -71,7 +72,7 @@ def test_resume_restores_the_checkpoint_and_total_timesteps_is_the_total(tmp_pat
 def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     from stable_baselines3.common.callbacks import BaseCallback
 
-    import agents.ppo as ppo
+    import hffm_env.agents.ppo as ppo
 
     class Interrupt(BaseCallback):
         def _on_step(self) -> bool:

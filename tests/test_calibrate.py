@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401  (registers the env ids)
-import train_agent
-from baselines.calibrate import MixedPeriodPolicy, read_traces
+import hffm_env.agents.command as train_agent
+from hffm_env.baselines.calibrate import MixedPeriodPolicy, read_traces
 from hffm_env.cli import main as cli_main
 from hffm_env.config import MODULE_TYPES
 from hffm_env.testing import TINY_OVERRIDES

@@ -55,7 +55,7 @@ def test_pretrain_reports_the_frozen_parts_probes(capsys, tmp_path, monkeypatch)
 def test_bench_help_lists_every_policy(capsys):
     import pytest
 
-    from baselines.policies import policy_names
+    from hffm_env.baselines.policies import policy_names
 
     with pytest.raises(SystemExit):
         main(["bench", "--help"])

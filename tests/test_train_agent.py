@@ -6,9 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import train_agent
-from agents.ppo import AgentPolicy, TrainArgs
-from baselines.runner import run_episode
+import hffm_env.agents.command as train_agent
+from hffm_env.agents.common import TrainArgs
+from hffm_env.agents.ppo import AgentPolicy
+from hffm_env.baselines.runner import run_episode
 from hffm_env.cli import main as cli_main
 from hffm_env.testing import TINY_OVERRIDES
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401
-from baselines.policies import (
+from hffm_env.baselines.policies import (
     PAPER_SCHEDULES,
     Policy,
     make_policy,
     policy_family,
     policy_names,
 )
-from baselines.runner import (
+from hffm_env.baselines.runner import (
     BenchResult,
     best_baseline,
     format_table,
@@ -27,7 +27,9 @@ from baselines.runner import (
     run_episode,
 )
 from hffm_env.cli import main as hffm_main
+from hffm_env.fl.schedule import Route
 from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.wrappers import NEVER
 
 TINY = list(TINY_OVERRIDES)
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -45,6 +47,9 @@ class _CheckingPolicy:
         self.inner = inner
         self.name = inner.name
         self.actions = 0
+
+    def __getattr__(self, name):  # fitted_for and fit of a policy that needs fitting
+        return getattr(self.inner, name)
 
     def reset(self, env, seed=None):
         self.env = env
@@ -189,3 +194,30 @@ def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
         "paper schedules", "floors", "tuned", "adaptive heuristics"}
     plot_tradeoffs(result, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 10_000
+
+
+def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
+    from hffm_env.baselines.policies import FittedPolicy, FixedGridPolicy
+    from hffm_env.baselines.runner import fit_if_needed
+
+    env = _env()
+    policy = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2, NEVER),
+                             routes=(Route.DIRECT,), search_seeds=(0, 1))
+    assert isinstance(policy, FittedPolicy)
+    with pytest.raises(RuntimeError, match=r"fixed-grid: call fit\(env, rollout\)"):
+        policy.reset(env, 0)
+    played = []
+
+    def rollout(e, candidate, seed):
+        played.append((candidate.name, seed))
+        return {"grid-e1-c2-direct": 1.0, "grid-e1-c0-direct": 2.0}[candidate.name]
+
+    policy.fit(env, rollout)
+    assert len(played) == 4 and policy.fitted_for(env)
+    assert (policy.edge_period, policy.cloud_period) == (1, NEVER)  # the higher mean return
+    fit_if_needed(env, policy)  # already fitted for this scenario: no second search
+    assert len(played) == 4
+    fresh = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2,), routes=(Route.DIRECT,))
+    record = run_episode(env, fresh, seed=3)  # the runner fits, then plays
+    assert fresh.fitted_for(env) and list(fresh.search_results) == ["grid-e1-c2-direct"]
+    assert record.rounds == 4

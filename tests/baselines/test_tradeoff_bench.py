@@ -28,7 +28,7 @@ def _stat(mean, std=0.0):
 
 
 def test_pareto_front():
-    from baselines.runner import pareto_front
+    from hffm_env.baselines.runner import pareto_front
 
     # name -> (energy, accuracy); c is dominated by b, e by a, f (same cost as d) by d
     points = {"a": (10.0, 0.5), "b": (2.0, 0.4), "c": (3.0, 0.4), "d": (1.0, 0.3),
@@ -45,7 +45,7 @@ def test_targets_pass_and_miss_with_their_numbers(bench):
     rows = {name: {"final_accuracy": _stat(finals[name], 0.01),
                    "energy_per_round_j": _stat(energy[name]),
                    "episode_return": _stat(returns[name])} for name in finals}
-    from baselines.runner import pareto_front
+    from hffm_env.baselines.runner import pareto_front
 
     front = pareto_front({n: (energy[n], finals[n]) for n in finals})
     for name in rows:

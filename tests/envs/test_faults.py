@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hffm_env  # noqa: F401  (registers the env ids)
-from baselines.policies import RandomPolicy
+from hffm_env.baselines.policies import RandomPolicy
 from hffm_env.fl.schedule import Route, Schedule, Tier
 from hffm_env.testing import TINY_OVERRIDES
 

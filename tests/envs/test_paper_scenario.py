@@ -4,7 +4,7 @@ import gymnasium as gym
 import pytest
 
 import hffm_env  # noqa: F401
-from baselines.policies import make_policy
+from hffm_env.baselines.policies import make_policy
 
 
 def test_paper_devices_are_homogeneous_and_star_costs_the_prototypes_387_j():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401
-from baselines.policies import make_policy
+from hffm_env.baselines.policies import make_policy
 from hffm_env.config import REWARD_NAMES, ConfigError, apply_overrides, small
 from hffm_env.envs.reward import (
     REWARDS,

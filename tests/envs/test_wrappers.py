@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import hffm_env  # noqa: F401  (registers the env ids)
-from baselines.policies import make_policy
+from hffm_env.baselines.policies import make_policy
 from hffm_env.fl.schedule import Route
 from hffm_env.testing import TINY_OVERRIDES
 from hffm_env.wrappers import PAPER_MENU, ActionMaskObservation, CoarseActions, ScheduleMenu

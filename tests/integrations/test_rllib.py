@@ -49,9 +49,9 @@ def _tags(run_dir):
 
 
 def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
-    import train_agent
-    from agents.ppo import agent_policy
-    from baselines.runner import run_episode
+    import hffm_env.agents.command as train_agent
+    from hffm_env.agents.job import agent_policy
+    from hffm_env.baselines.runner import run_episode
 
     first = tmp_path / "first"
     assert train_agent.main(_argv(first, "--total-timesteps", "256",
@@ -88,7 +88,7 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
 def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
     import torch
 
-    import train_agent
+    import hffm_env.agents.command as train_agent
 
     out = tmp_path / "ma"
     assert train_agent.main(_argv(out, "--multi-agent", "--reward-split", "cost-share",
@@ -105,7 +105,7 @@ def test_masked_module_never_picks_a_masked_value(local_ray):
     from gymnasium import spaces
     from ray.rllib.core.columns import Columns
 
-    from agents.rllib import MaskedPPOModule, model_config
+    from hffm_env.agents.rllib import MaskedPPOModule, model_config
 
     nvec = np.array([3, 4, 2])
     space = spaces.Dict({"observation": spaces.Box(0.0, 1.0, (5,), np.float32),
@@ -125,7 +125,7 @@ def test_masked_module_never_picks_a_masked_value(local_ray):
 
 
 def test_rllib_flags_are_checked_before_any_work(tmp_path):
-    from agents.ppo import TrainArgs
+    from hffm_env.agents.common import TrainArgs
 
     with pytest.raises(ValueError, match="address.*only with --engine rllib"):
         TrainArgs(address="auto", out=str(tmp_path))
@@ -140,8 +140,8 @@ def test_rllib_flags_are_checked_before_any_work(tmp_path):
 def test_bad_rllib_agent_folders_get_one_clean_error(local_ray, tmp_path):
     import pickle
 
-    from agents.checkpoint import AgentFileError, AgentInfo
-    from agents.ppo import agent_policy
+    from hffm_env.agents.checkpoint import AgentFileError, AgentInfo
+    from hffm_env.agents.job import agent_policy
 
     folder = tmp_path / "agent"
     folder.mkdir()
@@ -183,7 +183,7 @@ def test_scaleout_bench_reports_both_engines_as_json(local_ray, tmp_path):
 
 def test_an_address_where_nothing_listens_is_one_clean_error():
     _ray()
-    from agents.rllib import join_cluster
+    from hffm_env.agents.rllib import join_cluster
 
     with pytest.raises(ValueError, match=r"address = '127.0.0.1:6399': cannot join.*"
                                          r"nothing answers"):

@@ -1,0 +1,108 @@
+"""The training command: ``train_agent.py`` and ``hffm train`` (one parser, one ``main``).
+
+Train a PPO scheduler for hffm-env and compare it with the heuristic baselines.
+
+    python train_agent.py --scenario small --total-timesteps 2000 --out out/small
+
+Every field of :class:`hffm_env.agents.common.TrainArgs` is a flag (``--total-timesteps``,
+``--n-envs``, ``--algo {ppo,maskable-ppo}``, ...); ``--help`` lists them with their help
+lines. The same job runs as ``hffm train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from hffm_env.agents.common import TrainArgs
+from hffm_env.agents.job import train
+
+__all__ = ["build_parser", "parse_args", "main"]
+
+
+def _flag_type(annotation: object) -> tuple[type, bool]:
+    """The element type of a field's annotation and whether it is a list."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return typing.get_args(annotation)[0], True
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _flag_type(inner[0])
+    return annotation, False  # type: ignore[return-value]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """An argument parser with one flag per :class:`TrainArgs` field."""
+    parser = parser or argparse.ArgumentParser(
+        prog="train_agent.py", description=__doc__.splitlines()[2]
+    )
+    hints = typing.get_type_hints(TrainArgs)
+    for f in dataclasses.fields(TrainArgs):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        kind, is_list = _flag_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if "default" not in help_:  # some help lines already say what the default means
+            help_ = f"{help_} (default: {default})"
+        flags = (flag, *f.metadata.get("aliases", ()))
+        choices = f.metadata.get("choices")
+        if kind is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_)
+        elif is_list:  # repeated flags add up: --set a=1 --set b=2 (None: the default)
+            parser.add_argument(*flags, dest=f.name, type=kind, nargs="*", action="extend",
+                                default=None, help=help_)
+        else:
+            parser.add_argument(*flags, type=kind, default=default, choices=choices,
+                                help=help_)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
+    """Parse the command line into :class:`TrainArgs`."""
+    namespace = build_parser().parse_args(argv)
+    return TrainArgs(**{k: v for k, v in vars(namespace).items() if v is not None
+                        or k not in _LIST_FIELDS})
+
+
+_LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
+                if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
+    arguments or files (one line on stderr), 130 after Ctrl-C (what existed was saved)."""
+    from hffm_env.agents.common import TrainingInterrupted
+
+    try:
+        args = parse_args(argv)
+    except ValueError as err:
+        print(f"train_agent: error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
+        return int(done.code or 0)
+    try:
+        results = train(args)
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, AgentFileError included
+        print(f"train_agent: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:
+        print(f"train_agent: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("train_agent: interrupted before training started; nothing was saved",
+              file=sys.stderr)
+        return 130
+    print(Path(args.out, "results.md").read_text())
+    if results.get("interrupted"):
+        print(f"train_agent: evaluation interrupted; the agent and the finished episodes are "
+              f"in {args.out}", file=sys.stderr)
+        return 130
+    print(f"results written to {args.out}/results.json, results.md, pareto.png "
+          f"(trained {results.get('train_seconds', float('nan')):.0f} s)")
+    return 0

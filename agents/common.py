@@ -1,0 +1,291 @@
+"""What both training engines share: the run's arguments (:class:`TrainArgs`, one
+command-line flag per field), the action wrappers of the action modes, the output folder's
+rules and the ``train_args.json`` record. Nothing here imports an RL library."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hffm_env.config import scenario_names
+
+__all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "ACTION_MODES", "OUT_FILES",
+           "wrap_actions", "env_device", "prepare_out", "write_train_args"]
+
+ALGOS = ("ppo", "maskable-ppo")
+ENGINES = ("sb3", "rllib")
+ACTION_MODES = ("full", "coarse", "menu")
+
+
+def wrap_actions(env: Any, action_mode: str) -> Any:
+    """``env`` as the policy of ``action_mode`` sees it (``full``: unchanged)."""
+    from hffm_env.wrappers import CoarseActions, ScheduleMenu
+
+    wrappers = {"full": None, "coarse": CoarseActions, "menu": ScheduleMenu}
+    wrapper = wrappers[action_mode]
+    return env if wrapper is None else wrapper(env)
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of a training run (each field is a command-line flag)."""
+
+    scenario: str = field(default="small", metadata={"help": "preset scenario to train on",
+                                                     "choices": tuple(scenario_names())})
+    fidelity: str = field(
+        default="train",
+        metadata={
+            "help": "'train' (real FL training in each step), 'surrogate' (accuracy from the "
+            "fitted surrogate, costs from the cost model; see hffm calibrate) or 'cost' "
+            "(network only)",
+            "choices": ("train", "surrogate", "cost"),
+        },
+    )
+    surrogate: str | None = field(
+        default=None,
+        metadata={"help": "fitted surrogate file for --fidelity surrogate (default: the one "
+                  "for this config in the cache or shipped with the package)"},
+    )
+    finetune_timesteps: int = field(
+        default=0,
+        metadata={"help": "after training, this many more steps in 'train' fidelity (real "
+                  "training), same policy and normalisation statistics"},
+    )
+    eval_fidelity: str | None = field(
+        default=None,
+        metadata={"help": "fidelity of the final comparison (default: 'train' after "
+                  "surrogate training, else --fidelity)",
+                  "choices": ("train", "surrogate", "cost")},
+    )
+    ent_coef: float = field(default=0.01, metadata={"help": "PPO entropy bonus"})
+    action_mode: str = field(
+        default="full",
+        metadata={"help": "'full' (every slot: periods, pairs, routes, heads, partners, relays), "
+                  "'coarse' (periods per module type and a route per cluster; "
+                  "hffm_env.wrappers.CoarseActions) or 'menu' (Discrete over the paper's "
+                  "schedules and never, chosen each round; hffm_env.wrappers.ScheduleMenu)",
+                  "choices": ACTION_MODES},
+    )
+    algo: str = field(
+        default="maskable-ppo",
+        metadata={
+            "help": "'ppo' (stable-baselines3) or 'maskable-ppo' (sb3-contrib, uses "
+            "action_masks())",
+            "choices": ALGOS,
+        },
+    )
+    total_timesteps: int = field(
+        default=2_000,
+        metadata={
+            "help": "environment steps (FL rounds) in total over all envs, a resumed run's "
+            "earlier steps included"
+        },
+    )
+    n_envs: int = field(
+        default=1, metadata={"help": "parallel envs; more than 1 uses SubprocVecEnv (with "
+                             "--engine rllib: the number of env runners)"}
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "training seed (evaluation uses held-out seeds)"
+        },
+    )
+    device: str = field(
+        default="cpu",
+        metadata={
+            "help": "torch device for FL training and the policy (cpu, cuda, auto)"
+        },
+    )
+    out: str = field(
+        default="out",
+        metadata={
+            "help": "output folder: model, normalisation statistics, logs, checkpoints, results"
+        },
+    )
+    n_steps: int = field(
+        default=64, metadata={"help": "PPO rollout length per env before each update"}
+    )
+    batch_size: int = field(default=64, metadata={"help": "PPO minibatch size"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "PPO learning rate"})
+    normalize: bool = field(
+        default=True,
+        metadata={
+            "help": "normalise observations and rewards with running statistics (VecNormalize; "
+            "sb3 engine only, RLlib's observations stay in [0, 1])"
+        },
+    )
+    checkpoint_every: int = field(
+        default=500, metadata={"help": "save a checkpoint every this many timesteps"}
+    )
+    resume: str | None = field(
+        default=None,
+        metadata={
+            "help": "agent folder (or its model.zip) to continue from, e.g. "
+            "OUT/checkpoints/step_00000512: restores policy, optimiser and normalisation "
+            "statistics (nothing is unpickled); --total-timesteps stays the total"
+        },
+    )
+    force: bool = field(
+        default=False,
+        metadata={"help": "replace the results of an earlier run in a non-empty --out"},
+    )
+    accuracy_weight: float | None = field(
+        default=None,
+        metadata={"help": "reward weight of the accuracy gain (default: the scenario's)"},
+    )
+    latency_weight: float | None = field(
+        default=None,
+        metadata={"help": "reward weight of the normalised latency (default: the scenario's)"},
+    )
+    energy_weight: float | None = field(
+        default=None,
+        metadata={"help": "reward weight of the normalised energy (default: the scenario's)"},
+    )
+    episode_rounds: int | None = field(
+        default=None, metadata={"help": "rounds per episode (default: the scenario's)"}
+    )
+    overrides: list[str] = field(
+        default_factory=list,
+        metadata={"help": "scenario overrides, key=value (also --set KEY=VALUE, repeatable, "
+                  "as in hffm)", "aliases": ("--set",)},
+    )
+    config: str | None = field(
+        default=None, metadata={"help": "a YAML/JSON scenario config file, layered on "
+                                "--scenario before the overrides (as in hffm)"},
+    )
+    eval_seeds: list[int] = field(
+        default_factory=lambda: [1000, 1001, 1002],
+        metadata={"help": "held-out seeds for the final comparison"},
+    )
+    eval_policies: list[str] = field(
+        default_factory=list, metadata={"help": "baselines to compare with (default: all)"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    engine: str = field(
+        default="sb3",
+        metadata={"help": "'sb3' (stable-baselines3 on this machine) or 'rllib' (Ray RLlib: "
+                  "--n-envs env runners, --address for a Ray cluster, --multi-agent; "
+                  "pip install 'hffm-env[rllib]'; see agents/rllib.py)",
+                  "choices": ENGINES},
+    )
+    address: str | None = field(
+        default=None,
+        metadata={"help": "RLlib: the Ray cluster to join ('auto' or host:port; default: "
+                  "start a local Ray instance)"},
+    )
+    multi_agent: bool = field(
+        default=False,
+        metadata={"help": "RLlib: train the multi-agent env (hffm_env.parallel_env), one "
+                  "policy shared by the edge agents and one for the cloud"},
+    )
+    reward_split: str = field(
+        default="team",
+        metadata={"help": "with --multi-agent: 'team' (every agent gets the env's reward) or "
+                  "'cost-share' (each edge agent its cluster's share of the cost terms)",
+                  "choices": ("team", "cost-share")},
+    )
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo = {self.algo!r}: must be one of {list(ALGOS)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine = {self.engine!r}: must be one of {list(ENGINES)}")
+        if self.reward_split not in ("team", "cost-share"):
+            raise ValueError(f"reward_split = {self.reward_split!r}: must be 'team' or "
+                             "'cost-share'")
+        if self.engine == "sb3":
+            for name in ("address", "multi_agent"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} = {getattr(self, name)!r}: only with --engine "
+                                     "rllib")
+        else:
+            if self.algo != "maskable-ppo":
+                raise ValueError(f"algo = {self.algo!r}: the RLlib engine trains masked PPO "
+                                 "only (--algo maskable-ppo)")
+            if self.finetune_timesteps:
+                raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: fine-tuning "
+                                 "in another fidelity is the sb3 engine's only")
+            if self.multi_agent and self.action_mode != "full":
+                raise ValueError(f"action_mode = {self.action_mode!r}: the multi-agent env "
+                                 "has its own per-agent actions; use 'full'")
+        for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
+            if value is not None and value not in ("train", "surrogate", "cost"):
+                raise ValueError(f"{name} = {value!r}: must be 'train', 'surrogate' or 'cost'")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode = {self.action_mode!r}: must be one of "
+                             f"{list(ACTION_MODES)}")
+        if self.finetune_timesteps < 0:
+            raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: must be >= 0")
+        for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
+        from hffm_env.config import load_scenario, scenario_names
+
+        if self.scenario not in scenario_names():
+            raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
+        load_scenario(self.scenario, config_file=self.config,
+                      overrides=self.scenario_overrides())  # a ConfigError before any work
+
+    @property
+    def final_fidelity(self) -> str:
+        """The fidelity the agent is evaluated in."""
+        if self.eval_fidelity is not None:
+            return self.eval_fidelity
+        return "train" if self.fidelity == "surrogate" else self.fidelity
+
+    def scenario_overrides(self) -> list[str]:
+        """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
+        out = []
+        for name in ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds"):
+            value = getattr(self, name)
+            if value is not None:
+                out.append(f"env.{name}={value}")
+        return out + list(self.overrides)
+
+
+def env_device(device: str) -> str:
+    """``device``, with ``auto`` resolved to ``cuda`` when present, else ``cpu``."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during a run: what existed was saved; the message says where, in one line."""
+
+
+OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib", "checkpoints",
+             "train_args.json",
+             "results.json", "results.md", "pareto.png")
+"""What a run writes into ``--out`` (TensorBoard runs in ``runs/`` have unique names)."""
+
+
+def prepare_out(args: TrainArgs) -> Path:
+    """Check ``--out`` before any work: a file is refused, a non-empty folder too unless
+    ``--resume`` or ``--force`` (which removes the earlier run's results and checkpoints).
+    Nothing is created here, so a failed start leaves nothing behind."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out = {str(out)!r}: is a file; give a folder for the run's outputs")
+    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+        raise ValueError(
+            f"out = {str(out)!r}: exists and is not empty; pass --force to replace the "
+            "earlier run's results, --resume to continue one, or another --out"
+        )
+    if args.force and out.is_dir():
+        from hffm_env.agents.checkpoint import clear_folder
+
+        clear_folder(out, OUT_FILES)
+    return out
+
+
+def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
+    """``train_args.json``: the run's arguments and whether it was interrupted."""
+    payload = {**dataclasses.asdict(args), "interrupted": interrupted}
+    (out / "train_args.json").write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,105 @@
+"""One training job from end to end: train with the chosen engine, then compare the agent
+with every baseline on held-out seeds (what ``train_agent.py`` and ``hffm train`` run), and
+saved agent folders of either engine as baselines ``Policy`` objects (``hffm bench --agent``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device
+
+__all__ = ["train", "agent_policy", "evaluate_against_baselines"]
+
+
+def train(args: TrainArgs) -> dict[str, Any]:
+    """Train a scheduler as ``args`` say (:func:`~hffm_env.agents.ppo.train_sb3` or
+    :func:`~hffm_env.agents.rllib.train_rllib`), evaluate it against the baselines, and write
+    ``results.json``, ``results.md`` and ``pareto.png`` beside the agent folder in
+    ``args.out``. Returns the results dict. Ctrl-C saves the agent folder and raises
+    :class:`TrainingInterrupted`."""
+    if args.engine == "rllib":
+        try:
+            from hffm_env.agents.rllib import train_rllib as train_engine
+        except ImportError as err:
+            raise ValueError(f"engine = 'rllib': needs Ray RLlib ({err}); "
+                             "pip install 'hffm-env[rllib]'") from None
+    else:
+        from hffm_env.agents.ppo import train_sb3 as train_engine
+    train_seconds = train_engine(args)
+    out = Path(args.out)
+    try:
+        return evaluate_against_baselines(args, out, train_seconds=train_seconds)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted while the evaluation started; the trained agent is saved in {out}"
+        ) from None
+
+
+def evaluate_against_baselines(
+    args: TrainArgs, agent_path: Path, train_seconds: float = float("nan")
+) -> dict[str, Any]:
+    """Run the trained agent (an agent folder) and the baselines on ``args.eval_seeds``
+    through the benchmark runner; write ``results.json``, ``results.md`` and ``pareto.png``
+    into that folder. Ctrl-C keeps the episodes that finished and sets ``interrupted``."""
+    import gymnasium as gym
+
+    from hffm_env.baselines.policies import policy_names
+    from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
+
+    out = Path(agent_path)
+    agent = agent_policy(out, name=f"agent-{args.engine}-{args.algo}"
+                         if args.engine != "sb3" else f"agent-{args.algo}")
+    names = args.eval_policies or policy_names()
+
+    def make_env() -> Any:
+        return gym.make(
+            "hffm/HFFM-v0",
+            scenario=args.scenario,
+            config_file=args.config,
+            overrides=args.scenario_overrides(),
+            fidelity=args.final_fidelity,
+            device=env_device(args.device),
+            surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,
+        )
+
+    result = run_benchmark(
+        make_env,
+        [agent, *names],
+        seeds=args.eval_seeds,
+        progress=args.progress,
+        scenario=args.scenario,
+        fidelity=args.final_fidelity,
+    )
+    payload = result.to_dict()
+    payload["train_args"] = dataclasses.asdict(args)
+    payload["train_seconds"] = train_seconds
+    payload["verdict"] = verdict(result, agent.name)
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    table = format_table(result)
+    (out / "results.md").write_text(f"{table}\n\n**Verdict:** {payload['verdict']}\n")
+    plot_tradeoffs(result, out / "pareto.png")
+    return payload
+
+
+def agent_policy(model_path: str | Path, name: str = "agent") -> Any:
+    """A saved agent folder of either engine as a baselines ``Policy``: an
+    :class:`~hffm_env.agents.ppo.AgentPolicy` (stable-baselines3) or an
+    :class:`~hffm_env.agents.rllib.RLlibAgentPolicy`. The folder is checked at once (one clean
+    :class:`~hffm_env.agents.checkpoint.AgentFileError`)."""
+    from hffm_env.agents.checkpoint import AgentFileError, find_agent
+
+    agent = find_agent(model_path)
+    if agent.info.engine == "rllib":
+        try:
+            from hffm_env.agents.rllib import RLlibAgentPolicy
+        except ImportError as err:
+            raise AgentFileError(f"{model_path}: an RLlib agent needs Ray RLlib to run "
+                                 f"({err}); pip install 'hffm-env[rllib]'") from None
+        return RLlibAgentPolicy(agent, name=name)
+    from hffm_env.agents.ppo import AgentPolicy
+
+    return AgentPolicy(model_path, name=name)

@@ -1,0 +1,3 @@
+"""Heuristic schedulers and the benchmark runner, installed as ``hffm_env.baselines``:
+:mod:`~hffm_env.baselines.policies`, :mod:`~hffm_env.baselines.runner` (``hffm bench``) and
+:mod:`~hffm_env.baselines.calibrate` (``hffm calibrate``)."""

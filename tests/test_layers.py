@@ -1,0 +1,94 @@
+"""The house's wiring: what gets installed, no import circles, and the layers of DESIGN.md
+(config -> sim/data -> models -> fl -> envs -> baselines/agents -> cli)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]
+# what may not be imported from each layer (anywhere in its modules, lazily or not)
+FORBIDDEN = {
+    "hffm_env.sim": ("hffm_env.models", "hffm_env.fl", "hffm_env.envs", "hffm_env.agents",
+                     "hffm_env.baselines", "hffm_env.cli", "gymnasium", "torch"),
+    "hffm_env.data": ("hffm_env.fl", "hffm_env.envs", "hffm_env.agents", "hffm_env.baselines",
+                      "hffm_env.cli", "gymnasium"),
+    "hffm_env.models": ("hffm_env.fl", "hffm_env.envs", "hffm_env.agents",
+                        "hffm_env.baselines", "hffm_env.cli", "gymnasium"),
+    "hffm_env.fl": ("hffm_env.envs", "hffm_env.agents", "hffm_env.baselines", "hffm_env.cli",
+                    "gymnasium"),
+    "hffm_env.envs": ("hffm_env.agents", "hffm_env.baselines", "hffm_env.cli"),
+    "hffm_env.baselines": ("hffm_env.agents", "hffm_env.cli"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    """Every installed module's dotted name -> its file (package-dir mapping applied)."""
+    out = {}
+    for package in PYPROJECT["tool"]["setuptools"]["packages"]:
+        folder = ROOT / PACKAGE_DIRS.get(package, package.replace(".", "/"))
+        if package not in PACKAGE_DIRS:  # a sub-package of a mapped one
+            parent, _, child = package.rpartition(".")
+            folder = ROOT / PACKAGE_DIRS.get(parent, parent.replace(".", "/")) / child
+        for path in folder.glob("*.py"):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            out[name] = path
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute imports of a file, leaving out ``if TYPE_CHECKING:`` blocks (annotations)."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+               and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+               for n in ast.walk(node)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_every_package_folder_is_installed_and_nothing_else_at_the_top():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    assert {name.split(".")[0] for name in listed} == {"hffm_env"}
+    found = {"hffm_env." + ".".join(p.parent.relative_to(ROOT / "hffm_env").parts)
+             for p in (ROOT / "hffm_env").rglob("__init__.py")}
+    found = {name.rstrip(".") for name in found}
+    found |= {f"hffm_env.{folder}" for folder in ("agents", "baselines")}
+    assert found == listed
+    assert "py-modules" not in PYPROJECT["tool"]["setuptools"]  # train_agent.py is a script
+    assert len(_modules()) > 40
+
+
+def test_no_import_circles():
+    modules = _modules()
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        graph.add_node(name)
+        if path.stem == "__init__":  # re-exports of a package's own modules are no circle
+            continue
+        graph.add_edges_from((name, target) for target in _imports(path)
+                             if target in modules and target != name)
+    assert list(nx.simple_cycles(graph)) == []
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    for name, path in _modules().items():
+        for layer, forbidden in FORBIDDEN.items():
+            if name == layer or name.startswith(layer + "."):
+                bad = sorted(t for t in _imports(path)
+                             if any(t == f or t.startswith(f + ".") for f in forbidden))
+                assert not bad, f"{name} imports {bad}"
