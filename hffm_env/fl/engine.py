@@ -9,7 +9,9 @@ Every round (:meth:`FederatedEngine.run_round`):
    the round, flagged, and excluded from every aggregate;
 3. module types are aggregated at the tier the :class:`Schedule` names (D2D pairs, D2D at the
    cluster head, edge, cloud), weighted by sample counts, as tensor arithmetic over the device
-   dimension; every movement is recorded in a :class:`TransferTable`;
+   dimension; every movement is recorded in a :class:`TransferTable` by the transfer planner
+   (:mod:`hffm_env.fl.transfer_plan`, which also prices schedules for
+   :meth:`FederatedEngine.price_schedule`);
 4. pending module requests are served from the chosen relay source;
 5. the network prices the transfers and the computation, and the model is evaluated on each
    device's held-out data (personalisation) and on a global test set (generalisation).
@@ -39,8 +41,16 @@ from hffm_env.fl.evaluation import (
 )
 from hffm_env.fl.optim import StackedAdamW
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.fl.transfer_plan import (
+    ModuleMove,
+    compute_samples,
+    plan_aggregations,
+    record_relay,
+)
+from hffm_env.fl.transfer_plan import failed_exchanges as plan_failed_exchanges
+from hffm_env.fl.transfer_plan import price_schedule as plan_price
 from hffm_env.models import M3TModel, ModuleInventory, held_modules, stack_state
-from hffm_env.sim import CostReport, Network, Stage, TransferTable
+from hffm_env.sim import CostReport, Network, TransferTable
 
 __all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
 
@@ -363,8 +373,6 @@ class FederatedEngine:
         self.validate_schedule(schedule)
         network = self.network
         available = torch.as_tensor(network.available, dtype=torch.bool, device=self.device)
-        heads = list(schedule.heads) if schedule.heads else [int(h) for h in network.heads]
-        routes = list(schedule.routes) if schedule.routes else [Route.DIRECT] * self.num_clusters
         flags: list[str] = []
 
         trained = available & self._trainable_tasks().any(dim=1)
@@ -383,24 +391,21 @@ class FederatedEngine:
             for d in torch.nonzero(failed).flatten().tolist():
                 flags.append(f"device {d}: non-finite loss or parameters; reset and excluded")
 
+        # Plan (and record) every aggregation's transfers first, then move the values: the
+        # plan depends only on who takes part and on the network, never on module values.
         table = network.new_table()
         participating = self.holds & (available & ~failed).unsqueeze(1)
+        plan = plan_aggregations(table, schedule, network, self.scenario, self.inventory,
+                                 self.module_bits, participating.cpu().numpy())
         outage: set[int] = set()
-        for module_type in MODULE_TYPES:
-            tier = schedule.tier(module_type)
-            if tier == Tier.NONE:
-                continue
-            lost = self.failed_exchanges(tier, routes, heads)
-            for spec in self.inventory.by_type(module_type):
-                outage |= self._aggregate_module(spec.module_id, tier, participating, routes,
-                                                 heads, schedule.pairs, lost, table)
-        relayed = self._serve_requests(schedule, available, heads, table, flags)
+        for move in plan.moves:
+            outage |= move.outage_devices
+            if self.track_values:  # cost fidelity: values are never read, only their moves
+                self._aggregate_values(move, plan.layout.routes)
+        relayed = self._serve_requests(schedule, available, table, flags)
 
-        compute_samples = None
-        if self.scenario.compute.enabled:
-            work = self.scenario.fl.local_steps * self.scenario.fl.batch_size
-            compute_samples = trained.cpu().numpy().astype(np.float64) * work
-        cost = network.account(table, compute_samples=compute_samples)
+        samples = compute_samples(self.scenario, trained.cpu().numpy())
+        cost = network.account(table, compute_samples=samples)
 
         scores = self.evaluate(full=full_evaluation)
         finite = loss_per_device[np.isfinite(loss_per_device)]
@@ -431,27 +436,8 @@ class FederatedEngine:
         holder taking part, without training or changing any state (used for reward
         references and cost studies)."""
         self.validate_schedule(schedule)
-        heads = list(schedule.heads) if schedule.heads else [int(h) for h in self.network.heads]
-        routes = list(schedule.routes) if schedule.routes else [Route.DIRECT] * self.num_clusters
-        available = np.asarray(self.network.available, dtype=bool)
-        part = self.holds.cpu().numpy() & available[:, None]
-        table = self.network.new_table()
-        for module_type in MODULE_TYPES:
-            tier = schedule.tier(module_type)
-            if tier == Tier.NONE:
-                continue
-            lost = self.failed_exchanges(tier, routes, heads)
-            for spec in self.inventory.by_type(module_type):
-                k = self.module_index[spec.module_id]
-                self._record_aggregation(spec.module_id, tier, part[:, k] & ~lost, routes,
-                                         heads, schedule.pairs,
-                                         self.module_bits[spec.module_id], table,
-                                         failed=part[:, k] & lost)
-        compute_samples = None
-        if with_compute and self.scenario.compute.enabled:
-            work = self.scenario.fl.local_steps * self.scenario.fl.batch_size
-            compute_samples = available.astype(np.float64) * work
-        return self.network.account(table, compute_samples=compute_samples)
+        return plan_price(schedule, self.network, self.scenario, self.inventory,
+                          self.module_bits, self.holds.cpu().numpy(), with_compute=with_compute)
 
     def attach_network(self, network: Network) -> None:
         """Use ``network`` from now on (the env re-places the network on every reset). Its
@@ -558,45 +544,24 @@ class FederatedEngine:
         )
 
     # ----------------------------------------------------------------------------------------
-    # aggregation and transfers
+    # aggregation and relaying (the transfers themselves: hffm_env.fl.transfer_plan)
 
-    def _aggregate_module(
-        self,
-        module_id: str,
-        tier: Tier,
-        participating: torch.Tensor,
-        routes: list[Route],
-        heads: list[int],
-        pairs: tuple[tuple[int, int], ...],
-        lost: np.ndarray,
-        table: TransferTable,
-    ) -> set[int]:
-        """Aggregate one module at ``tier`` among the participants whose exchange did not fail
-        (``lost``), record every transfer (failed ones too: they were paid for), and return the
-        participants whose exchange failed."""
-        k = self.module_index[module_id]
-        joined = participating[:, k].cpu().numpy()
-        failed_np = joined & lost
-        part_np = joined & ~lost
-        part = torch.as_tensor(part_np, device=self.device)
-        bits = self.module_bits[module_id]
-        names = self.inventory.by_id(module_id).param_names
-        self._record_aggregation(module_id, tier, part_np, routes, heads, pairs, bits, table,
-                                 failed=failed_np)
-        failed_devices = set(np.flatnonzero(failed_np).tolist())
+    def _aggregate_values(self, move: ModuleMove, routes: tuple[Route, ...]) -> None:
+        """Aggregate one module's values as ``move`` plans it (its transfers are already
+        recorded): average each successful D2D pair, or the weighted mean of the participants
+        whose exchange succeeded at the move's tier, sent back to them (and kept at the edge
+        servers and the cloud where the tier passes through them)."""
+        tier = move.tier
+        names = self.inventory.by_id(move.module_id).param_names
         if tier == Tier.D2D_PAIRS:
-            valid, broken = self._pair_outcome(pairs, part_np)
-            failed_devices |= {d for pair in broken for d in pair}
-        if not self.track_values:  # cost fidelity: values are never read, only their moves
-            return failed_devices
-        if tier == Tier.D2D_PAIRS:
-            if valid:
-                first = torch.tensor([i for i, _ in valid], device=self.device)
-                second = torch.tensor([j for _, j in valid], device=self.device)
+            if move.pairs:
+                first = torch.tensor([i for i, _ in move.pairs], device=self.device)
+                second = torch.tensor([j for _, j in move.pairs], device=self.device)
                 for name in names:
                     self.params[name] = pair_average(self.params[name], first, second)
-            return failed_devices
+            return
 
+        part = torch.as_tensor(move.joined, device=self.device)
         weights = self.num_samples * part
         for name in names:
             means, totals = group_weighted_mean(self.params[name], weights, self.cluster,
@@ -628,136 +593,26 @@ class FederatedEngine:
                         at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
                         self.edge_params[name],
                     )
-        return failed_devices
-
-    def _record_aggregation(
-        self,
-        module_id: str,
-        tier: Tier,
-        part: np.ndarray,
-        routes: list[Route],
-        heads: list[int],
-        pairs: tuple[tuple[int, int], ...],
-        bits: float,
-        table: TransferTable,
-        failed: np.ndarray | None = None,
-    ) -> None:
-        """Append the transfers that aggregating ``module_id`` at ``tier`` takes, given which
-        devices take part (``part``, boolean ``(N,)``) and which tried but failed (``failed``:
-        their uploads were paid for, every attempt, but they receive nothing back)."""
-        network = self.network
-        if tier == Tier.D2D_PAIRS:
-            valid, broken = self._pair_outcome(pairs, part)
-            if valid or broken:
-                table.add_d2d_pairs(module_id, bits, valid + broken)
-            return
-        if failed is not None and failed.any():
-            self._record_failed_uploads(module_id, tier, failed, routes, heads, bits, table)
-        for c in range(self.num_clusters):
-            members = network.members(c)
-            senders = members[part[members]]
-            if senders.size == 0:
-                continue
-            route = routes[c]
-            head = heads[c]
-            at_head = tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY)
-            if at_head or (tier == Tier.CLOUD and route == Route.D2D_RELAY):
-                others = senders[senders != head]
-                if others.size:
-                    table.add_d2d_to_head(module_id, bits, c, head, others,
-                                          network.relay_paths(c, head))
-                    table.add_d2d_broadcast(module_id, bits, c, head, others,
-                                            network.broadcast_tree(c, head))
-                if tier == Tier.CLOUD:
-                    one = np.array([head])
-                    table.add_uplinks(module_id, bits, one)
-                    table.add_backhaul_up(module_id, bits, [c])
-                    table.add_backhaul_down(module_id, bits, [c])
-                    table.add_downlinks(module_id, bits, one)
-            elif tier == Tier.CLOUD and route == Route.STAR:
-                table.add_device_cloud(module_id, bits, senders, direction="up")
-                table.add_device_cloud(module_id, bits, senders, direction="down")
-            else:  # EDGE or CLOUD over direct uplinks
-                table.add_uplinks(module_id, bits, senders)
-                if tier == Tier.CLOUD:
-                    table.add_backhaul_up(module_id, bits, [c])
-                    table.add_backhaul_down(module_id, bits, [c])
-                table.add_downlinks(module_id, bits, senders)
-
-    def _pair_outcome(
-        self, pairs: tuple[tuple[int, int], ...], part: np.ndarray
-    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """The pairs of participants whose D2D exchange succeeds, and those whose link was in
-        outage for every attempt this round."""
-        joined = [(i, j) for i, j in pairs if part[i] and part[j]]
-        if not joined:
-            return [], []
-        i, j = np.array(joined).T
-        lost = self.network.rates.d2d_link_failed(i, j)
-        return ([p for p, x in zip(joined, lost) if not x],
-                [p for p, x in zip(joined, lost) if x])
-
-    @staticmethod
-    def _exchange_via(tier: Tier, route: Route) -> str:
-        """Which links an aggregation at ``tier`` uses on ``route`` (the kinds of
-        :meth:`~hffm_env.sim.Network.exchange_failed`)."""
-        if tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY):
-            return "d2d"
-        if tier == Tier.CLOUD and route == Route.D2D_RELAY:
-            return "d2d+uplink"
-        if tier == Tier.CLOUD and route == Route.STAR:
-            return "wired"
-        return "uplink"
 
     def failed_exchanges(self, tier: Tier, routes: list[Route], heads: list[int]) -> np.ndarray:
         """``(N,)`` bool: devices whose exchange for an aggregation at ``tier`` fails this round
-        (outage on every attempt; D2D pairs are judged per pair instead)."""
-        lost = np.zeros(self.num_devices, dtype=bool)
-        if self.scenario.channel.outage_snr_db is None or tier in (Tier.NONE, Tier.D2D_PAIRS):
-            return lost
-        for c in range(self.num_clusters):
-            if self.network.available_members(c).size == 0:
-                continue
-            lost |= self.network.exchange_failed(c, self._exchange_via(tier, routes[c]),
-                                                 heads[c])
-        return lost
-
-    def _record_failed_uploads(
-        self, module_id: str, tier: Tier, failed: np.ndarray, routes: list[Route],
-        heads: list[int], bits: float, table: TransferTable,
-    ) -> None:
-        """The uploads of failed exchanges: paid (at every attempt), never answered."""
-        network = self.network
-        for c in range(self.num_clusters):
-            members = network.members(c)
-            senders = members[failed[members]]
-            if senders.size == 0:
-                continue
-            via = self._exchange_via(tier, routes[c])
-            if via == "uplink":
-                table.add_uplinks(module_id, bits, senders)
-                continue
-            head = heads[c]
-            others = senders[senders != head]
-            if others.size:
-                table.add_d2d_to_head(module_id, bits, c, head, others,
-                                      network.relay_paths(c, head))
-            if via == "d2d+uplink" and network.rates.uplink_failed[head]:
-                table.add_uplinks(module_id, bits, np.array([head]))
+        (outage on every attempt; D2D pairs are judged per pair instead); see
+        :func:`hffm_env.fl.transfer_plan.failed_exchanges`."""
+        return plan_failed_exchanges(self.network, self.scenario, tier, routes, heads)
 
     def _serve_requests(
         self,
         schedule: Schedule,
         available: torch.Tensor,
-        heads: list[int],
         table: TransferTable,
         flags: list[str],
     ) -> list[ModuleRequest]:
+        """Serve the schedule's relay requests whose requester and source are present: record
+        the transfer, copy the source's values to the requester, mark the module held."""
         served: list[ModuleRequest] = []
         for request, source in schedule.relay_sources.items():
             d, module_id = request.device, request.module_id
             c = int(self.cluster[d])
-            bits = self.module_bits[module_id]
             if not bool(available[d]):
                 flags.append(f"relay of {module_id} to device {d}: requester dropped out")
                 continue
@@ -767,16 +622,12 @@ class FederatedEngine:
                 if not bool(available[j]):
                     flags.append(f"relay of {module_id} to device {d}: source {j} dropped out")
                     continue
-                path = self.network.relay_paths(c, d)[j]
-                table.add_flow(module_id, bits, path, "d2d", Stage.D2D_DOWN, c)
                 values = {name: self.params[name][j] for name in names}
             elif source.kind == SourceKind.EDGE:
-                table.add_downlinks(module_id, bits, [d])
                 values = {name: self.edge_params[name][c] for name in names}
             else:
-                table.add_backhaul_down(module_id, bits, [c])
-                table.add_downlinks(module_id, bits, [d])
                 values = {name: self.cloud_params[name] for name in names}
+            record_relay(table, self.network, request, source, self.module_bits[module_id])
             for name, value in values.items():
                 self.params[name][d] = value
             self.holds[d, self.module_index[module_id]] = True

@@ -2,21 +2,12 @@
 
 Pure numpy + networkx (no torch, no gymnasium). :class:`Network` is the facade: it owns the
 topology and the per-round state (rates, availability, D2D graphs, heads); the engine records
-what it moved in a :class:`TransferTable` and gets a :class:`CostReport` from
-:meth:`Network.account`.
+what it moved in a :class:`TransferTable` (:mod:`hffm_env.sim.transfers`) and gets a
+:class:`CostReport` from :meth:`Network.account` (:mod:`hffm_env.sim.cost`).
 """
 
 from hffm_env.sim.channel import Channel, LinkRates, backhaul_time_s, draw_link_rates
-from hffm_env.sim.cost import (
-    LINK_KINDS,
-    STAGE_NAMES,
-    CostAccountant,
-    CostReport,
-    LinkKind,
-    Stage,
-    TransferTable,
-    module_type_of,
-)
+from hffm_env.sim.cost import CostAccountant, CostReport
 from hffm_env.sim.describe import describe_network, format_network_report
 from hffm_env.sim.dynamics import RandomWaypoint, draw_available
 from hffm_env.sim.network import Network, default_heads
@@ -35,6 +26,14 @@ from hffm_env.sim.topology import (
     associate,
     place_network,
     sample_in_disc,
+)
+from hffm_env.sim.transfers import (
+    LINK_KINDS,
+    STAGE_NAMES,
+    LinkKind,
+    Stage,
+    TransferTable,
+    module_type_of,
 )
 
 __all__ = [

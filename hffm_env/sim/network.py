@@ -9,7 +9,7 @@ import numpy as np
 
 from hffm_env.config import ScenarioConfig
 from hffm_env.sim.channel import Channel, LinkRates, draw_link_rates
-from hffm_env.sim.cost import CostAccountant, CostReport, TransferTable
+from hffm_env.sim.cost import CostAccountant, CostReport
 from hffm_env.sim.dynamics import RandomWaypoint, draw_available
 from hffm_env.sim.routing import (
     broadcast_tree,
@@ -20,6 +20,7 @@ from hffm_env.sim.routing import (
     repair_pairing,
 )
 from hffm_env.sim.topology import Topology, place_network
+from hffm_env.sim.transfers import TransferTable
 
 __all__ = ["ClusterSummary", "Network", "default_heads"]
 

@@ -9,7 +9,7 @@ FORBIDDEN = {"torch", "gymnasium", "gym"}
 
 def test_sim_sources_import_neither_torch_nor_gymnasium():
     files = sorted(SIM.glob("*.py"))
-    assert len(files) >= 8
+    assert len(files) >= 9  # transfers.py among them
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

@@ -1,0 +1,322 @@
+"""Transfer planning: the flows a round's :class:`Schedule` puts on the network, and their price.
+
+Everything here is a function of what it is given (the schedule, this round's
+:class:`~hffm_env.sim.Network`, which devices hold which module, the modules' sizes and the
+scenario) and of nothing else: no model values, no engine state. The federated engine records a
+real round's transfers with :func:`plan_aggregations` and :func:`record_relay` while it
+aggregates values, and prices a hypothetical schedule with :func:`price_schedule`; both read the
+schedule's defaults from one place, :meth:`RoundLayout.resolve`, and the devices' computation
+from one place, :func:`compute_samples`.
+
+Numpy only (no torch), like :mod:`hffm_env.sim`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.sim import CostReport, Network, Stage, TransferTable
+
+if TYPE_CHECKING:  # only read, never built here; importing it at run time would pull in torch
+    from hffm_env.models import ModuleInventory
+
+__all__ = [
+    "ModuleMove",
+    "RoundLayout",
+    "TransferPlan",
+    "compute_samples",
+    "exchange_via",
+    "failed_exchanges",
+    "pair_outcome",
+    "plan_aggregations",
+    "price_schedule",
+    "record_aggregation",
+    "record_relay",
+]
+
+Pairs = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class RoundLayout:
+    """A schedule's cluster heads and routes, with this round's defaults where it names none.
+
+    Attributes:
+        heads: ``(S,)`` head of each cluster (``Schedule.heads``, else the network's default
+            heads: the best uplink among available members, -1 where none is available).
+        routes: ``(S,)`` route of each cluster (``Schedule.routes``, else ``Route.DIRECT``).
+    """
+
+    heads: tuple[int, ...]
+    routes: tuple[Route, ...]
+
+    @classmethod
+    def resolve(cls, schedule: Schedule, network: Network) -> RoundLayout:
+        """The layout ``schedule`` asks for on ``network`` this round: the one place that holds
+        the defaults, for a real round and for pricing alike."""
+        heads = tuple(schedule.heads) if schedule.heads else tuple(int(h) for h in network.heads)
+        routes = (tuple(schedule.routes) if schedule.routes
+                  else (Route.DIRECT,) * network.num_clusters)
+        return cls(heads, routes)
+
+
+@dataclass(frozen=True)
+class ModuleMove:
+    """How one module is aggregated this round, as planned (and recorded in the table).
+
+    Attributes:
+        module_id: the module.
+        tier: where it is aggregated (never ``Tier.NONE``).
+        joined: ``(N,)`` bool, participants whose exchange succeeds: they form the aggregate
+            and receive it.
+        failed: ``(N,)`` bool, participants whose exchange failed on every attempt (outage):
+            their uploads were paid for, they receive nothing and keep their module.
+        pairs: with ``Tier.D2D_PAIRS``, the pairs of participants whose exchange succeeds
+            (empty otherwise).
+        broken_pairs: with ``Tier.D2D_PAIRS``, the pairs of participants whose link was in
+            outage on every attempt (empty otherwise).
+    """
+
+    module_id: str
+    tier: Tier
+    joined: np.ndarray
+    failed: np.ndarray
+    pairs: Pairs = ()
+    broken_pairs: Pairs = ()
+
+    @property
+    def outage_devices(self) -> set[int]:
+        """Participants whose exchange failed: ``failed`` and both ends of ``broken_pairs``."""
+        return set(np.flatnonzero(self.failed).tolist()) | {
+            d for pair in self.broken_pairs for d in pair}
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """The aggregations of one round: its layout and one :class:`ModuleMove` per aggregated
+    module, in the order their flows were recorded."""
+
+    layout: RoundLayout
+    moves: tuple[ModuleMove, ...]
+
+
+def compute_samples(scenario: ScenarioConfig, computing: np.ndarray) -> np.ndarray | None:
+    """``(N,)`` samples each device processes in local computation this round:
+    ``fl.local_steps * fl.batch_size`` for the devices in ``computing`` (``(N,)`` bool), 0 for
+    the others; None when the scenario does not charge computation (``compute.enabled``)."""
+    if not scenario.compute.enabled:
+        return None
+    work = scenario.fl.local_steps * scenario.fl.batch_size
+    return np.asarray(computing).astype(np.float64) * work
+
+
+def exchange_via(tier: Tier, route: Route) -> str:
+    """Which links an aggregation at ``tier`` uses on ``route`` (the kinds of
+    :meth:`~hffm_env.sim.Network.exchange_failed`)."""
+    if tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY):
+        return "d2d"
+    if tier == Tier.CLOUD and route == Route.D2D_RELAY:
+        return "d2d+uplink"
+    if tier == Tier.CLOUD and route == Route.STAR:
+        return "wired"
+    return "uplink"
+
+
+def failed_exchanges(
+    network: Network, scenario: ScenarioConfig, tier: Tier, routes: Sequence[Route],
+    heads: Sequence[int],
+) -> np.ndarray:
+    """``(N,)`` bool: devices whose exchange for an aggregation at ``tier`` fails this round
+    (outage on every attempt; D2D pairs are judged per pair instead, by :func:`pair_outcome`)."""
+    lost = np.zeros(network.num_devices, dtype=bool)
+    if scenario.channel.outage_snr_db is None or tier in (Tier.NONE, Tier.D2D_PAIRS):
+        return lost
+    for c in range(network.num_clusters):
+        if network.available_members(c).size == 0:
+            continue
+        lost |= network.exchange_failed(c, exchange_via(tier, routes[c]), heads[c])
+    return lost
+
+
+def pair_outcome(
+    network: Network, pairs: Pairs, part: np.ndarray
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The pairs of participants (``part``, ``(N,)`` bool) whose D2D exchange succeeds, and
+    those whose link was in outage for every attempt this round."""
+    joined = [(i, j) for i, j in pairs if part[i] and part[j]]
+    if not joined:
+        return [], []
+    i, j = np.array(joined).T
+    lost = network.rates.d2d_link_failed(i, j)
+    return ([p for p, x in zip(joined, lost) if not x],
+            [p for p, x in zip(joined, lost) if x])
+
+
+def record_aggregation(
+    table: TransferTable,
+    network: Network,
+    module_id: str,
+    tier: Tier,
+    part: np.ndarray,
+    layout: RoundLayout,
+    pairs: Pairs,
+    bits: float,
+    failed: np.ndarray | None = None,
+) -> None:
+    """Append to ``table`` the transfers that aggregating ``module_id`` (``bits`` on the wire)
+    at ``tier`` takes, given which devices take part (``part``, boolean ``(N,)``) and which
+    tried but failed (``failed``: their uploads were paid for, every attempt, but they receive
+    nothing back)."""
+    routes, heads = layout.routes, layout.heads
+    if tier == Tier.D2D_PAIRS:
+        valid, broken = pair_outcome(network, pairs, part)
+        if valid or broken:
+            table.add_d2d_pairs(module_id, bits, valid + broken)
+        return
+    if failed is not None and failed.any():
+        _record_failed_uploads(table, network, module_id, tier, failed, layout, bits)
+    for c in range(network.num_clusters):
+        members = network.members(c)
+        senders = members[part[members]]
+        if senders.size == 0:
+            continue
+        route = routes[c]
+        head = heads[c]
+        at_head = tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY)
+        if at_head or (tier == Tier.CLOUD and route == Route.D2D_RELAY):
+            others = senders[senders != head]
+            if others.size:
+                table.add_d2d_to_head(module_id, bits, c, head, others,
+                                      network.relay_paths(c, head))
+                table.add_d2d_broadcast(module_id, bits, c, head, others,
+                                        network.broadcast_tree(c, head))
+            if tier == Tier.CLOUD:
+                one = np.array([head])
+                table.add_uplinks(module_id, bits, one)
+                table.add_backhaul_up(module_id, bits, [c])
+                table.add_backhaul_down(module_id, bits, [c])
+                table.add_downlinks(module_id, bits, one)
+        elif tier == Tier.CLOUD and route == Route.STAR:
+            table.add_device_cloud(module_id, bits, senders, direction="up")
+            table.add_device_cloud(module_id, bits, senders, direction="down")
+        else:  # EDGE or CLOUD over direct uplinks
+            table.add_uplinks(module_id, bits, senders)
+            if tier == Tier.CLOUD:
+                table.add_backhaul_up(module_id, bits, [c])
+                table.add_backhaul_down(module_id, bits, [c])
+            table.add_downlinks(module_id, bits, senders)
+
+
+def _record_failed_uploads(
+    table: TransferTable, network: Network, module_id: str, tier: Tier, failed: np.ndarray,
+    layout: RoundLayout, bits: float,
+) -> None:
+    """The uploads of failed exchanges: paid (at every attempt), never answered."""
+    for c in range(network.num_clusters):
+        members = network.members(c)
+        senders = members[failed[members]]
+        if senders.size == 0:
+            continue
+        via = exchange_via(tier, layout.routes[c])
+        if via == "uplink":
+            table.add_uplinks(module_id, bits, senders)
+            continue
+        head = layout.heads[c]
+        others = senders[senders != head]
+        if others.size:
+            table.add_d2d_to_head(module_id, bits, c, head, others,
+                                  network.relay_paths(c, head))
+        if via == "d2d+uplink" and network.rates.uplink_failed[head]:
+            table.add_uplinks(module_id, bits, np.array([head]))
+
+
+def plan_aggregations(
+    table: TransferTable,
+    schedule: Schedule,
+    network: Network,
+    scenario: ScenarioConfig,
+    inventory: ModuleInventory,
+    module_bits: Mapping[str, float],
+    participants: np.ndarray,
+) -> TransferPlan:
+    """Plan every aggregation ``schedule`` asks for this round and record its transfers in
+    ``table``: module type by type (``MODULE_TYPES`` order), each type's modules in inventory
+    order, the types the schedule leaves alone (``Tier.NONE``) skipped.
+
+    Args:
+        table: the round's transfer table (appended to).
+        schedule: the round's schedule (already validated against the network).
+        network: this round's network (rates, availability, D2D graphs, default heads).
+        scenario: the scenario (whether links can be in outage).
+        inventory: the modules; ``participants``' columns are in its order.
+        module_bits: bits on the wire per module id.
+        participants: ``(N, M)`` bool, the devices that can take part in each module's
+            aggregation (they hold it and are available).
+    """
+    layout = RoundLayout.resolve(schedule, network)
+    column = {module_id: k for k, module_id in enumerate(inventory.ids())}
+    moves = []
+    for module_type in MODULE_TYPES:
+        tier = schedule.tier(module_type)
+        if tier == Tier.NONE:
+            continue
+        lost = failed_exchanges(network, scenario, tier, layout.routes, layout.heads)
+        for spec in inventory.by_type(module_type):
+            module_id = spec.module_id
+            joined = participants[:, column[module_id]]
+            part, failed = joined & ~lost, joined & lost
+            record_aggregation(table, network, module_id, tier, part, layout, schedule.pairs,
+                               module_bits[module_id], failed=failed)
+            valid: list[tuple[int, int]] = []
+            broken: list[tuple[int, int]] = []
+            if tier == Tier.D2D_PAIRS:
+                valid, broken = pair_outcome(network, schedule.pairs, part)
+            moves.append(ModuleMove(module_id, tier, part, failed, tuple(valid), tuple(broken)))
+    return TransferPlan(layout, tuple(moves))
+
+
+def record_relay(
+    table: TransferTable, network: Network, request: ModuleRequest, source: RelaySource,
+    bits: float,
+) -> None:
+    """Append to ``table`` the transfer that serves ``request`` (``bits`` on the wire) from
+    ``source``: a D2D flow along the relay path from a device of the requester's cluster, a
+    downlink from its edge server, or backhaul then downlink from the cloud."""
+    d, module_id = request.device, request.module_id
+    c = int(network.cluster_of_device[d])
+    if source.kind == SourceKind.DEVICE:
+        path = network.relay_paths(c, d)[source.device]
+        table.add_flow(module_id, bits, path, "d2d", Stage.D2D_DOWN, c)
+    elif source.kind == SourceKind.EDGE:
+        table.add_downlinks(module_id, bits, [d])
+    else:
+        table.add_backhaul_down(module_id, bits, [c])
+        table.add_downlinks(module_id, bits, [d])
+
+
+def price_schedule(
+    schedule: Schedule,
+    network: Network,
+    scenario: ScenarioConfig,
+    inventory: ModuleInventory,
+    module_bits: Mapping[str, float],
+    holds: np.ndarray,
+    *,
+    with_compute: bool = True,
+) -> CostReport:
+    """The cost of ``schedule`` under ``network``'s current conditions, with every available
+    holder taking part (``holds``: ``(N, M)`` bool, columns in ``inventory`` order) and, with
+    ``with_compute``, every available device computing; relay requests are not priced. Changes
+    nothing but a fresh table of its own."""
+    available = np.asarray(network.available, dtype=bool)
+    table = network.new_table()
+    plan_aggregations(table, schedule, network, scenario, inventory, module_bits,
+                      holds & available[:, None])
+    samples = compute_samples(scenario, available) if with_compute else None
+    return network.account(table, compute_samples=samples)

@@ -1,0 +1,679 @@
+"""The transfer table: what moved where in a round, as columns of hops.
+
+Nodes are integers: devices ``0 .. N-1``, edge server ``c`` is ``N + c``, the cloud is ``N + S``.
+
+A *flow* is one module's payload going from a source to a destination along a route; each row
+of a :class:`TransferTable` is one *hop* of a flow (one link). Every hop has a link kind
+(:class:`LinkKind`), a stage (:class:`Stage`, the phase of the round it happens in) and a
+cluster (inferred from its endpoints: the device's or edge server's cluster).
+
+The table only records; what the hops cost is :mod:`hffm_env.sim.cost`'s business, which reads
+the table through :meth:`TransferTable.columns` like any other user.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from hffm_env.sim.topology import Topology
+
+__all__ = [
+    "LINK_KINDS",
+    "STAGE_NAMES",
+    "LinkKind",
+    "Stage",
+    "TransferTable",
+    "module_type_of",
+]
+
+class Stage(IntEnum):
+    """Phases of a round, in time order. Stages ``COMPUTE .. BACKHAUL_UP`` are the upward part,
+    ``BACKHAUL_DOWN .. D2D_DOWN`` the downward part."""
+
+    COMPUTE = 0
+    D2D_UP = 1
+    UPLINK = 2
+    BACKHAUL_UP = 3
+    BACKHAUL_DOWN = 4
+    DOWNLINK = 5
+    D2D_DOWN = 6
+
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.name.lower() for s in Stage)
+"""Stage names as used in reports: ``"compute"``, ``"d2d_up"``, ..., ``"d2d_down"``."""
+
+
+class LinkKind(IntEnum):
+    """Link kinds: ``UPLINK`` device -> own edge, ``DOWNLINK`` own edge -> device, ``D2D``
+    device <-> device of the same cluster, ``BACKHAUL`` edge <-> cloud, ``DEVICE_CLOUD`` device
+    <-> cloud (star topology; same wired model as the backhaul, as in the prototype)."""
+
+    UPLINK = 0
+    DOWNLINK = 1
+    D2D = 2
+    BACKHAUL = 3
+    DEVICE_CLOUD = 4
+
+
+LINK_KINDS: tuple[str, ...] = tuple(k.name.lower() for k in LinkKind)
+"""Link kind names: ``"uplink"``, ``"downlink"``, ``"d2d"``, ``"backhaul"``, ``"device_cloud"``."""
+
+_DEVICE, _EDGE, _CLOUD = 0, 1, 2
+
+# _VALID_ENDPOINTS[link, src kind, dst kind]: which node kinds each link kind connects.
+_VALID_ENDPOINTS = np.zeros((len(LinkKind), 3, 3), dtype=bool)
+_VALID_ENDPOINTS[LinkKind.UPLINK, _DEVICE, _EDGE] = True
+_VALID_ENDPOINTS[LinkKind.DOWNLINK, _EDGE, _DEVICE] = True
+_VALID_ENDPOINTS[LinkKind.D2D, _DEVICE, _DEVICE] = True
+_VALID_ENDPOINTS[LinkKind.BACKHAUL, _EDGE, _CLOUD] = True
+_VALID_ENDPOINTS[LinkKind.BACKHAUL, _CLOUD, _EDGE] = True
+_VALID_ENDPOINTS[LinkKind.DEVICE_CLOUD, _DEVICE, _CLOUD] = True
+_VALID_ENDPOINTS[LinkKind.DEVICE_CLOUD, _CLOUD, _DEVICE] = True
+# Wireless links stay inside one cluster (a device talks to its own edge server).
+_SAME_CLUSTER = np.array([True, True, True, False, False])
+
+
+def module_type_of(module_id: str) -> str:
+    """The module type of a module id: the part before the first ``"/"`` (``"adapter/fusion"``
+    -> ``"adapter"``), or the whole id when it has none."""
+    return module_id.split("/", 1)[0]
+
+
+def _as_link(kind: str | int | LinkKind) -> int:
+    if isinstance(kind, (str, np.str_)):
+        try:
+            return LINK_KINDS.index(kind)
+        except ValueError:
+            raise ValueError(f"unknown link kind {kind!r}: expected one of {LINK_KINDS}") from None
+    return int(LinkKind(kind))
+
+
+class TransferTable:
+    """Columnar table of transfer hops, built with bulk vectorised builders.
+
+    Hop columns (read-only numpy arrays, one entry per hop, available after building; all of
+    them at once, with the flow columns, from :meth:`columns`):
+    :attr:`flow`, :attr:`hop`, :attr:`module`, :attr:`module_type`, :attr:`size_bits`,
+    :attr:`src`, :attr:`dst`, :attr:`link`, :attr:`stage`, :attr:`cluster`. ``module`` indexes
+    :attr:`module_names`, ``module_type`` indexes :attr:`module_type_names`, ``link`` is a
+    :class:`LinkKind` and ``stage`` a :class:`Stage` value. Flow ids are ``0 .. len(flows)-1``
+    in insertion order. Each builder returns the ids of the flows it added.
+
+    A flow may name one earlier flow it must wait for (``after_flow``): used by broadcast trees,
+    where a child's copy leaves only once its parent has received it. The two must meet in the
+    same stage and cluster (different stages are ordered anyway).
+
+    Args:
+        num_devices: ``N``.
+        num_clusters: ``S`` (one edge server per cluster).
+        cluster_of_device: ``(N,)`` cluster of each device.
+    """
+
+    def __init__(self, num_devices: int, num_clusters: int, cluster_of_device: np.ndarray) -> None:
+        self.num_devices = int(num_devices)
+        self.num_clusters = int(num_clusters)
+        cluster_of_device = np.asarray(cluster_of_device, dtype=np.int64)
+        if cluster_of_device.shape != (self.num_devices,):
+            raise ValueError("cluster_of_device must have one entry per device")
+        self.cluster_of_device = cluster_of_device
+        n, s = self.num_devices, self.num_clusters
+        self._cluster_of_node = np.concatenate([cluster_of_device, np.arange(s), [-1]])
+        self._kind_of_node = np.concatenate(
+            [np.full(n, _DEVICE), np.full(s, _EDGE), [_CLOUD]]
+        ).astype(np.int64)
+        self.module_names: list[str] = []
+        self.module_type_names: list[str] = []
+        self._module_index: dict[str, int] = {}
+        self._type_of_module: list[int] = []
+        self._num_flows = 0
+        # Chunks of columns, concatenated lazily: builders are called many times per round.
+        self._flow_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._hop_chunks: list[tuple[np.ndarray, ...]] = []
+        self._cache: Mapping[str, np.ndarray] | None = None
+
+    # ---------------------------------------------------------------------------- nodes
+
+    @classmethod
+    def for_topology(cls, topology: Topology) -> TransferTable:
+        """An empty table for ``topology``."""
+        return cls(topology.num_devices, topology.num_clusters, topology.cluster_of_device)
+
+    def edge_node(self, cluster: int | np.ndarray) -> int | np.ndarray:
+        """Node id of the edge server of ``cluster``: ``N + cluster``."""
+        return self.num_devices + cluster
+
+    def cloud_node(self) -> int:
+        """Node id of the cloud: ``N + S``."""
+        return self.num_devices + self.num_clusters
+
+    def node_name(self, node: int) -> str:
+        """Human-readable node name: ``"device 3"``, ``"edge 1"`` or ``"cloud"``."""
+        kind = self._kind_of_node[node]
+        if kind == _DEVICE:
+            return f"device {node}"
+        if kind == _EDGE:
+            return f"edge {node - self.num_devices}"
+        return "cloud"
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _module(self, module_id: str) -> int:
+        index = self._module_index.get(module_id)
+        if index is None:
+            index = len(self.module_names)
+            self._module_index[module_id] = index
+            self.module_names.append(module_id)
+            mtype = module_type_of(module_id)
+            if mtype not in self.module_type_names:
+                self.module_type_names.append(mtype)
+            self._type_of_module.append(self.module_type_names.index(mtype))
+        return index
+
+    def _append(
+        self,
+        module_id: str,
+        size_bits: np.ndarray | float,
+        num_flows: int,
+        hop_flow: np.ndarray,
+        hop_index: np.ndarray,
+        hop_src: np.ndarray,
+        hop_dst: np.ndarray,
+        hop_link: np.ndarray | int,
+        hop_stage: np.ndarray | int,
+        after_flow: np.ndarray | None = None,
+        trusted: bool = False,
+    ) -> np.ndarray:
+        """Append ``num_flows`` flows; ``hop_flow`` are local flow indices ``0..num_flows-1``.
+        ``trusted``: the hops are valid by construction (a builder derived them from checked
+        device or cluster ids), so only their clusters are computed; the per-call checks are
+        most of a cost-fidelity step's time otherwise."""
+        if isinstance(size_bits, (float, int)):  # the common case, checked without arrays
+            if not (math.isfinite(size_bits) and size_bits >= 0):
+                raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
+            size = np.full(num_flows, float(size_bits))
+        else:
+            size = np.asarray(size_bits, dtype=np.float64)
+            if size.ndim == 0:
+                size = np.full(num_flows, float(size))
+            elif size.shape != (num_flows,):
+                raise ValueError(
+                    f"size_bits of {module_id!r}: need a scalar or {num_flows} values")
+            if not (np.isfinite(size).all() and (size >= 0).all()):
+                raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
+        h = hop_flow.shape[0]
+        hop_src = np.asarray(hop_src, dtype=np.int64)
+        hop_dst = np.asarray(hop_dst, dtype=np.int64)
+        hop_link = np.asarray(hop_link, dtype=np.int64)
+        hop_link = np.full(h, int(hop_link)) if hop_link.ndim == 0 else hop_link.copy()
+        hop_stage = np.asarray(hop_stage, dtype=np.int64)
+        hop_stage = np.full(h, int(hop_stage)) if hop_stage.ndim == 0 else hop_stage.copy()
+        if trusted:
+            hop_cluster = np.where(self._kind_of_node[hop_src] == _CLOUD,
+                                   self._cluster_of_node[hop_dst], self._cluster_of_node[hop_src])
+        else:
+            hop_cluster = self._check_hops(hop_src, hop_dst, hop_link, hop_stage, module_id)
+        first = self._num_flows
+        after = np.full(num_flows, -1, dtype=np.int64) if after_flow is None else after_flow
+        module = np.full(num_flows, self._module(module_id), dtype=np.int64)
+        self._flow_chunks.append((module, size, np.asarray(after, dtype=np.int64)))
+        self._hop_chunks.append(
+            (hop_flow.astype(np.int64) + first, hop_index.astype(np.int64), hop_src, hop_dst,
+             hop_link, hop_stage, hop_cluster)
+        )
+        self._num_flows += num_flows
+        self._cache = None
+        return np.arange(first, first + num_flows)
+
+    def _check_hops(
+        self, src: np.ndarray, dst: np.ndarray, link: np.ndarray, stage: np.ndarray, module: str
+    ) -> np.ndarray:
+        """Validate hops (node ranges, endpoint kinds per link kind, same cluster where needed)
+        and return each hop's cluster. Table lookups keep this cheap for the many small chunks
+        that per-cluster builders append."""
+        num_nodes = self.num_devices + self.num_clusters + 1
+        if src.size == 0:
+            return np.empty(0, dtype=np.int64)
+        if min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes:
+            raise ValueError(f"{module!r}: node ids must be in 0..{num_nodes - 1}")
+        if link.min() < 0 or link.max() >= len(LINK_KINDS):
+            raise ValueError(f"{module!r}: unknown link kind")
+        if stage.min() < 0 or stage.max() > int(Stage.D2D_DOWN):
+            raise ValueError(f"{module!r}: unknown stage")
+        ks, kd = self._kind_of_node[src], self._kind_of_node[dst]
+        cs, cd = self._cluster_of_node[src], self._cluster_of_node[dst]
+        ok = _VALID_ENDPOINTS[link, ks, kd] & ((cs == cd) | ~_SAME_CLUSTER[link]) & (src != dst)
+        if not ok.all():
+            k = int(np.flatnonzero(~ok)[0])
+            raise ValueError(
+                f"{module!r}: hop {self.node_name(int(src[k]))} -> {self.node_name(int(dst[k]))} "
+                f"is not a valid {LINK_KINDS[int(link[k])]} link (uplink/downlink/d2d stay "
+                "inside one cluster; backhaul is edge<->cloud; device_cloud is device<->cloud)"
+            )
+        return np.where(ks == _CLOUD, cd, cs)
+
+    def _single_hops(
+        self, module_id: str, size_bits: np.ndarray | float, src: np.ndarray, dst: np.ndarray,
+        link: LinkKind, stage: Stage | int, trusted: bool = False,
+    ) -> np.ndarray:
+        f = src.shape[0]
+        return self._append(
+            module_id, size_bits, f, np.arange(f), np.zeros(f, dtype=np.int64), src, dst,
+            int(link), int(Stage(stage)), trusted=trusted,
+        )
+
+    def _devices(self, devices: Iterable[int] | np.ndarray) -> np.ndarray:
+        devices = np.asarray(devices, dtype=np.int64).reshape(-1)
+        if devices.size and (devices.min() < 0 or devices.max() >= self.num_devices):
+            raise ValueError(f"device ids must be in 0..{self.num_devices - 1}")
+        return devices
+
+    def _clusters(self, clusters: Iterable[int] | np.ndarray) -> np.ndarray:
+        clusters = np.asarray(clusters, dtype=np.int64).reshape(-1)
+        if clusters.size and (clusters.min() < 0 or clusters.max() >= self.num_clusters):
+            raise ValueError(f"cluster ids must be in 0..{self.num_clusters - 1}")
+        return clusters
+
+    # ---------------------------------------------------------------------------- builders
+
+    def add_uplinks(
+        self, module_id: str, size_bits: float | np.ndarray, devices: Iterable[int] | np.ndarray,
+        stage: Stage = Stage.UPLINK,
+    ) -> np.ndarray:
+        """Each device sends ``size_bits`` (scalar or one per device) to its own edge server."""
+        devices = self._devices(devices)
+        edges = self.num_devices + self.cluster_of_device[devices]
+        return self._single_hops(module_id, size_bits, devices, edges, LinkKind.UPLINK, stage,
+                                 trusted=True)
+
+    def add_downlinks(
+        self, module_id: str, size_bits: float | np.ndarray, devices: Iterable[int] | np.ndarray,
+        stage: Stage = Stage.DOWNLINK,
+    ) -> np.ndarray:
+        """Each device's edge server sends ``size_bits`` to it."""
+        devices = self._devices(devices)
+        edges = self.num_devices + self.cluster_of_device[devices]
+        return self._single_hops(module_id, size_bits, edges, devices, LinkKind.DOWNLINK, stage,
+                                 trusted=True)
+
+    def add_backhaul_up(
+        self, module_id: str, size_bits: float | np.ndarray, clusters: Iterable[int] | np.ndarray,
+        stage: Stage = Stage.BACKHAUL_UP,
+    ) -> np.ndarray:
+        """Each cluster's edge server sends ``size_bits`` to the cloud."""
+        clusters = self._clusters(clusters)
+        cloud = np.full(clusters.size, self.cloud_node())
+        return self._single_hops(
+            module_id, size_bits, self.num_devices + clusters, cloud, LinkKind.BACKHAUL, stage,
+            trusted=True,
+        )
+
+    def add_backhaul_down(
+        self, module_id: str, size_bits: float | np.ndarray, clusters: Iterable[int] | np.ndarray,
+        stage: Stage = Stage.BACKHAUL_DOWN,
+    ) -> np.ndarray:
+        """The cloud sends ``size_bits`` to each cluster's edge server."""
+        clusters = self._clusters(clusters)
+        cloud = np.full(clusters.size, self.cloud_node())
+        return self._single_hops(
+            module_id, size_bits, cloud, self.num_devices + clusters, LinkKind.BACKHAUL, stage,
+            trusted=True,
+        )
+
+    def add_device_cloud(
+        self, module_id: str, size_bits: float | np.ndarray, devices: Iterable[int] | np.ndarray,
+        direction: str = "up", stage: Stage | None = None,
+    ) -> np.ndarray:
+        """Star topology: devices send to (``direction="up"``, stage ``BACKHAUL_UP``) or receive
+        from (``"down"``, stage ``BACKHAUL_DOWN``) the cloud directly, over the wired model."""
+        devices = self._devices(devices)
+        cloud = np.full(devices.size, self.cloud_node())
+        if direction == "up":
+            return self._single_hops(module_id, size_bits, devices, cloud, LinkKind.DEVICE_CLOUD,
+                                     Stage.BACKHAUL_UP if stage is None else stage, trusted=True)
+        if direction == "down":
+            return self._single_hops(module_id, size_bits, cloud, devices, LinkKind.DEVICE_CLOUD,
+                                     Stage.BACKHAUL_DOWN if stage is None else stage,
+                                     trusted=True)
+        raise ValueError(f"direction = {direction!r}: must be 'up' or 'down'")
+
+    def add_d2d_pairs(
+        self, module_id: str, size_bits: float | np.ndarray,
+        pairs: Sequence[tuple[int, int]] | np.ndarray, stage: Stage = Stage.D2D_UP,
+    ) -> np.ndarray:
+        """D2D exchange: for each pair ``(i, j)`` one flow ``i -> j`` and one ``j -> i``
+        (returned in that order, pair by pair). ``size_bits``: scalar or one per pair."""
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        src = np.stack([pairs[:, 0], pairs[:, 1]], axis=1).reshape(-1)
+        dst = np.stack([pairs[:, 1], pairs[:, 0]], axis=1).reshape(-1)
+        size = np.asarray(size_bits, dtype=np.float64)
+        if size.ndim:
+            size = np.repeat(np.broadcast_to(size, (pairs.shape[0],)), 2)
+        return self._single_hops(module_id, size, src, dst, LinkKind.D2D, stage)
+
+    def _add_paths(
+        self, module_id: str, size_bits: float | np.ndarray, paths: Sequence[Sequence[int]],
+        link: np.ndarray | int, stage: np.ndarray | int, after_flow: np.ndarray | None = None,
+    ) -> np.ndarray:
+        lengths = np.fromiter((len(p) for p in paths), dtype=np.int64, count=len(paths))
+        if np.any(lengths < 2):
+            raise ValueError(f"{module_id!r}: every route needs at least two nodes")
+        flat = np.fromiter((v for p in paths for v in p), dtype=np.int64, count=int(lengths.sum()))
+        ends = np.cumsum(lengths)
+        is_last = np.zeros(flat.size, dtype=bool)
+        is_last[ends - 1] = True
+        pos = np.flatnonzero(~is_last)
+        hops_per_flow = lengths - 1
+        hop_flow = np.repeat(np.arange(len(paths)), hops_per_flow)
+        hop_index = np.arange(pos.size) - np.repeat(np.cumsum(hops_per_flow) - hops_per_flow,
+                                                    hops_per_flow)
+        return self._append(module_id, size_bits, len(paths), hop_flow, hop_index, flat[pos],
+                            flat[pos + 1], link, stage, after_flow)
+
+    def add_d2d_to_head(
+        self, module_id: str, size_bits: float, cluster: int, head: int,
+        devices: Iterable[int] | np.ndarray, relay_paths: Mapping[int, Sequence[int]],
+        stage: Stage = Stage.D2D_UP,
+    ) -> np.ndarray:
+        """Each device (the head itself excluded) sends ``size_bits`` to ``head`` along its relay
+        path (``relay_paths[d] = [d, ..., head]``); every link of the path is one hop row, so
+        relays pay for forwarding."""
+        paths = []
+        for d in self._devices(devices).tolist():
+            if d == head:
+                continue
+            if int(self.cluster_of_device[d]) != cluster:
+                raise ValueError(f"device {d} is not in cluster {cluster}")
+            path = relay_paths.get(d)
+            if path is None or path[-1] != head:
+                raise ValueError(f"no relay path from device {d} to head {head}")
+            paths.append(path)
+        if not paths:
+            return np.empty(0, dtype=np.int64)
+        return self._add_paths(module_id, size_bits, paths, int(LinkKind.D2D), int(stage))
+
+    def add_d2d_to_heads(
+        self, module_id: str, size_bits: float, heads: Sequence[int] | np.ndarray,
+        relay_paths: Sequence[Mapping[int, Sequence[int]]],
+        devices: Iterable[int] | np.ndarray | None = None, stage: Stage = Stage.D2D_UP,
+    ) -> np.ndarray:
+        """Bulk :meth:`add_d2d_to_head` over all clusters in one append: in every cluster ``c``
+        with ``heads[c] >= 0``, each device of ``relay_paths[c]`` (restricted to ``devices``
+        when given) other than the head sends ``size_bits`` to the head along its path."""
+        keep = None if devices is None else set(self._devices(devices).tolist())
+        paths = []
+        for c, head in enumerate(np.asarray(heads, dtype=np.int64).tolist()):
+            if head < 0:
+                continue
+            for d, path in relay_paths[c].items():
+                if d == head or (keep is not None and d not in keep):
+                    continue
+                if path[-1] != head or int(self.cluster_of_device[d]) != c:
+                    raise ValueError(f"relay path of device {d} does not end at head {head} of "
+                                     f"its cluster {c}")
+                paths.append(path)
+        if not paths:
+            return np.empty(0, dtype=np.int64)
+        return self._add_paths(module_id, size_bits, paths, int(LinkKind.D2D), int(stage))
+
+    def add_d2d_broadcast(
+        self, module_id: str, size_bits: float, cluster: int, head: int,
+        devices: Iterable[int] | np.ndarray | None, tree: Sequence[tuple[int, int]],
+        stage: Stage = Stage.D2D_DOWN,
+    ) -> np.ndarray:
+        """``head`` broadcasts ``size_bits`` down the shortest-path ``tree`` (edges ``(parent,
+        child)``): one single-hop flow per tree edge needed to reach ``devices`` (``None``: the
+        whole tree), each waiting for the flow into its parent (store and forward). Each edge is
+        paid once, whatever the number of devices behind it."""
+        parent_of = {child: parent for parent, child in tree}
+        needed: set[tuple[int, int]] = set()
+        targets = parent_of.keys() if devices is None else self._devices(devices).tolist()
+        for d in targets:
+            if d == head:
+                continue
+            if int(self.cluster_of_device[d]) != cluster:
+                raise ValueError(f"device {d} is not in cluster {cluster}")
+            node = d
+            while node != head:
+                if node not in parent_of:
+                    raise ValueError(f"device {d} is not reached by the broadcast tree of {head}")
+                needed.add((parent_of[node], node))
+                node = parent_of[node]
+        edges = [e for e in tree if e in needed]  # tree order: parents before children
+        if not edges:
+            return np.empty(0, dtype=np.int64)
+        local = {child: k for k, (_, child) in enumerate(edges)}
+        first = self._num_flows
+        after = np.array([first + local[p] if p != head else -1 for p, _ in edges], dtype=np.int64)
+        return self._add_paths(module_id, size_bits, [list(e) for e in edges], int(LinkKind.D2D),
+                               int(stage), after)
+
+    def add_flow(
+        self, module_id: str, size_bits: float, path_nodes: Sequence[int],
+        link_kinds: str | LinkKind | Sequence[str | LinkKind],
+        stage: Stage | int | Sequence[Stage | int], cluster: int | None = None,
+        after_flow: int = -1,
+    ) -> int:
+        """One flow along ``path_nodes`` (``len >= 2``); ``link_kinds`` and ``stage`` are one
+        value for every hop or one per hop (stages must not decrease along the route).
+
+        ``cluster`` is optional: each hop's cluster is inferred from its endpoints; when given
+        it must agree with every hop. ``after_flow``: an earlier flow this one waits for (same
+        stage and cluster as this flow's first hop). Returns the flow id.
+        """
+        nodes = [int(v) for v in path_nodes]
+        hops = len(nodes) - 1
+        if hops < 1:
+            raise ValueError(f"{module_id!r}: a route needs at least two nodes")
+        kinds = [link_kinds] * hops if np.ndim(link_kinds) == 0 else list(link_kinds)
+        stages = [stage] * hops if np.ndim(stage) == 0 else list(stage)
+        if len(kinds) != hops or len(stages) != hops:
+            raise ValueError(f"{module_id!r}: need one link kind and one stage per hop ({hops})")
+        link = np.array([_as_link(k) for k in kinds], dtype=np.int64)
+        stage_arr = np.array([int(Stage(s)) for s in stages], dtype=np.int64)
+        if np.any(np.diff(stage_arr) < 0):
+            raise ValueError(f"{module_id!r}: stages must not decrease along a route")
+        if cluster is not None:
+            src = np.array(nodes[:-1])
+            inferred = np.where(self._kind_of_node[src] == _CLOUD,
+                                self._cluster_of_node[np.array(nodes[1:])],
+                                self._cluster_of_node[src])
+            if np.any(inferred != cluster):
+                raise ValueError(f"{module_id!r}: route leaves cluster {cluster}")
+        if after_flow >= 0:
+            self._check_after(after_flow, nodes[0], nodes[1], int(stage_arr[0]))
+        return int(self._add_paths(module_id, size_bits, [nodes], link, stage_arr,
+                                   np.array([after_flow]))[0])
+
+    def _check_after(self, after_flow: int, src: int, dst: int, stage: int) -> None:
+        if not 0 <= after_flow < self._num_flows:
+            raise ValueError(f"after_flow = {after_flow}: no such earlier flow")
+        cols = self.columns()
+        rows = np.flatnonzero(cols["flow"] == after_flow)
+        last = rows[np.argmax(cols["hop"][rows])]
+        first_cluster = self._cluster_of_node[dst if self._kind_of_node[src] == _CLOUD else src]
+        if cols["stage"][last] != stage or cols["cluster"][last] != first_cluster:
+            raise ValueError(
+                f"after_flow = {after_flow}: must end in the same stage and cluster as this "
+                "flow starts (stages are ordered anyway)"
+            )
+
+    # ---------------------------------------------------------------------------- columns
+
+    def columns(self) -> Mapping[str, np.ndarray]:
+        """Every column by name, read-only and without copying: the hop columns ``flow``,
+        ``hop``, ``module``, ``module_type``, ``size_bits``, ``src``, ``dst``, ``link``,
+        ``stage`` and ``cluster`` (one entry per hop, in the order the hops were added) and the
+        flow columns ``flow_module``, ``flow_size_bits`` and ``flow_after`` (one entry per flow;
+        ``-1``: waits for no flow).
+
+        This is the table's one reader, the accountant's as anyone else's. The chunks the
+        builders appended are concatenated on the first read after a change, and every read
+        until the next change returns the same arrays, so reading is free on the accounting
+        path. Because they are shared, the arrays (and the mapping) are read-only: writing into
+        one would silently change the table for every other reader. Copy one to modify it.
+        """
+        if self._cache is None:
+            names = ("flow", "hop", "src", "dst", "link", "stage", "cluster")
+            if self._hop_chunks:
+                hop = [np.concatenate(col) for col in zip(*self._hop_chunks)]
+                module, size, after = (np.concatenate(c) for c in zip(*self._flow_chunks))
+            else:
+                hop = [np.empty(0, dtype=np.int64) for _ in names]
+                module = after = np.empty(0, dtype=np.int64)
+                size = np.empty(0)
+            cols = dict(zip(names, hop))
+            type_of_module = np.asarray(self._type_of_module, dtype=np.int64)
+            cols["module"] = module[cols["flow"]]
+            cols["module_type"] = type_of_module[cols["module"]] if module.size else module
+            cols["size_bits"] = size[cols["flow"]]
+            cols["flow_module"] = module
+            cols["flow_size_bits"] = size
+            cols["flow_after"] = after
+            # Every array here is a fresh concatenation or gather, never a builder's chunk,
+            # so freezing them leaves the chunks (and later appends) writable.
+            for column in cols.values():
+                column.flags.writeable = False
+            self._cache = MappingProxyType(cols)
+        return self._cache
+
+    @property
+    def flow(self) -> np.ndarray:
+        """``(H,)`` flow id of each hop."""
+        return self.columns()["flow"]
+
+    @property
+    def hop(self) -> np.ndarray:
+        """``(H,)`` position of each hop in its flow's route (0 = first)."""
+        return self.columns()["hop"]
+
+    @property
+    def module(self) -> np.ndarray:
+        """``(H,)`` module index of each hop (into :attr:`module_names`)."""
+        return self.columns()["module"]
+
+    @property
+    def module_type(self) -> np.ndarray:
+        """``(H,)`` module type index of each hop (into :attr:`module_type_names`)."""
+        return self.columns()["module_type"]
+
+    @property
+    def size_bits(self) -> np.ndarray:
+        """``(H,)`` payload of each hop's flow in bits."""
+        return self.columns()["size_bits"]
+
+    @property
+    def src(self) -> np.ndarray:
+        """``(H,)`` transmitting node of each hop."""
+        return self.columns()["src"]
+
+    @property
+    def dst(self) -> np.ndarray:
+        """``(H,)`` receiving node of each hop."""
+        return self.columns()["dst"]
+
+    @property
+    def link(self) -> np.ndarray:
+        """``(H,)`` :class:`LinkKind` of each hop."""
+        return self.columns()["link"]
+
+    @property
+    def stage(self) -> np.ndarray:
+        """``(H,)`` :class:`Stage` of each hop."""
+        return self.columns()["stage"]
+
+    @property
+    def cluster(self) -> np.ndarray:
+        """``(H,)`` cluster of each hop."""
+        return self.columns()["cluster"]
+
+    @property
+    def num_flows(self) -> int:
+        """Number of flows."""
+        return self._num_flows
+
+    def __len__(self) -> int:
+        """Number of hop rows."""
+        return int(sum(chunk[0].shape[0] for chunk in self._hop_chunks))
+
+    # ---------------------------------------------------------------------------- views
+
+    def flows(self) -> list[dict[str, Any]]:
+        """One dict per flow, for humans and ``info``: ``flow``, ``module``, ``module_type``,
+        ``bits``, ``src``, ``dst``, ``route`` (node ids), ``link_kinds``, ``stages``, ``after``."""
+        cols = self.columns()
+        order = np.lexsort((cols["hop"], cols["flow"]))
+        flow = cols["flow"][order]
+        bounds = np.searchsorted(flow, np.arange(self._num_flows + 1))
+        src, dst = cols["src"][order].tolist(), cols["dst"][order].tolist()
+        link, stage = cols["link"][order].tolist(), cols["stage"][order].tolist()
+        out = []
+        for f in range(self._num_flows):
+            lo, hi = int(bounds[f]), int(bounds[f + 1])
+            module = int(cols["flow_module"][f])
+            out.append({
+                "flow": f,
+                "module": self.module_names[module],
+                "module_type": self.module_type_names[self._type_of_module[module]],
+                "bits": float(cols["flow_size_bits"][f]),
+                "src": src[lo],
+                "dst": dst[hi - 1],
+                "route": [src[lo], *dst[lo:hi]],
+                "link_kinds": [LINK_KINDS[k] for k in link[lo:hi]],
+                "stages": [STAGE_NAMES[s] for s in stage[lo:hi]],
+                "after": int(cols["flow_after"][f]),
+            })
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and bits: ``by_link_kind`` (hops and bits carried, counting every hop; every
+        link kind, unused ones at 0) and ``by_module_type`` (flows and payload bits, counting
+        each flow once, for the module types in the table)."""
+        cols = self.columns()
+        hops = np.bincount(cols["link"], minlength=len(LINK_KINDS))
+        bits = np.bincount(cols["link"], weights=cols["size_bits"], minlength=len(LINK_KINDS))
+        num_types = len(self.module_type_names)
+        flow_type = np.asarray(self._type_of_module, dtype=np.int64)[cols["flow_module"]] if (
+            self._num_flows) else np.empty(0, dtype=np.int64)
+        type_flows = np.bincount(flow_type, minlength=num_types)
+        type_bits = np.bincount(flow_type, weights=cols["flow_size_bits"], minlength=num_types)
+        return {
+            "num_flows": self._num_flows,
+            "num_hops": len(self),
+            "by_link_kind": {
+                name: {"hops": int(hops[k]), "bits": float(bits[k])}
+                for k, name in enumerate(LINK_KINDS)
+            },
+            "by_module_type": {
+                name: {"flows": int(type_flows[t]), "bits": float(type_bits[t])}
+                for t, name in enumerate(self.module_type_names)
+            },
+        }
+
+    def concat(self, *others: TransferTable) -> TransferTable:
+        """A new table with this table's flows followed by each of ``others``' (flow ids and
+        ``after_flow`` links are shifted; module names merged)."""
+        out = TransferTable(self.num_devices, self.num_clusters, self.cluster_of_device)
+        for table in (self, *others):
+            if (table.num_devices, table.num_clusters) != (self.num_devices, self.num_clusters):
+                raise ValueError("cannot concat tables of different networks")
+            if table._num_flows == 0:
+                continue
+            cols = table.columns()
+            offset = out._num_flows
+            remap = np.array([out._module(name) for name in table.module_names], dtype=np.int64)
+            after = cols["flow_after"]
+            out._flow_chunks.append((remap[cols["flow_module"]], cols["flow_size_bits"].copy(),
+                                     np.where(after >= 0, after + offset, -1)))
+            out._hop_chunks.append(tuple(
+                cols[name] + offset if name == "flow" else cols[name].copy()
+                for name in ("flow", "hop", "src", "dst", "link", "stage", "cluster")
+            ))
+            out._num_flows += table._num_flows
+        out._cache = None
+        return out

@@ -1,0 +1,97 @@
+"""Transfer planning outside the engine: pricing is a pure function of the schedule and the
+network's view, equal to the engine's price and to the transfers a real round records; the
+schedule's defaults live in one place; the planner is numpy only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hffm_env.config import MODULE_TYPES, apply_overrides, small
+from hffm_env.data import build_federated_data
+from hffm_env.fl import FederatedEngine, Route, Schedule, Tier
+from hffm_env.fl.transfer_plan import (
+    RoundLayout,
+    compute_samples,
+    plan_aggregations,
+    price_schedule,
+)
+from hffm_env.models import M3TModel
+from hffm_env.sim import Network
+from hffm_env.testing import TINY_OVERRIDES
+
+PLAN = Path(__file__).resolve().parents[2] / "hffm_env" / "fl" / "transfer_plan.py"
+
+
+def _cost_engine(extra=(), seed=0):
+    cfg = apply_overrides(small(), [*TINY_OVERRIDES, *extra])
+    network = Network(cfg, np.random.default_rng(seed))
+    data = build_federated_data(cfg.data, network.topology.cluster_of_device,
+                                np.random.default_rng(seed))
+    return FederatedEngine(cfg, M3TModel(cfg.model, cfg.data, seed=seed), data, network,
+                           train=False)
+
+
+def _schedules(c):
+    yield Schedule.uniform(Tier.EDGE, c)
+    yield Schedule.uniform(Tier.CLOUD, c, Route.STAR)
+    yield Schedule.uniform(Tier.EDGE, c, Route.D2D_RELAY)
+    yield Schedule(tiers={"adapter": Tier.CLOUD, "head": Tier.D2D_HEAD},
+                   routes=(Route.D2D_RELAY,) * c)
+
+
+def test_transfer_plan_imports_neither_torch_nor_gymnasium():
+    for node in ast.walk(ast.parse(PLAN.read_text())):
+        if isinstance(node, ast.Import):
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        assert not roots & {"torch", "gymnasium", "gym"}
+
+
+def test_round_layout_holds_the_defaults():
+    engine = _cost_engine()
+    network, c = engine.network, engine.num_clusters
+    layout = RoundLayout.resolve(Schedule(), network)
+    assert layout.heads == tuple(int(h) for h in network.heads)
+    assert layout.routes == (Route.DIRECT,) * c
+    heads = tuple(int(network.members(k)[-1]) for k in range(c))
+    given = RoundLayout.resolve(Schedule(routes=(Route.STAR,) * c, heads=heads), network)
+    assert given == RoundLayout(heads, (Route.STAR,) * c)
+
+
+@pytest.mark.parametrize("extra", [(), ("channel.outage_snr_db=75", "channel.max_transmissions=2")])
+def test_pure_price_equals_the_engine_price_and_a_rounds_transfers(extra):
+    engine = _cost_engine(extra)
+    network, c = engine.network, engine.num_clusters
+    holds = engine.holds.cpu().numpy()
+    for schedule in _schedules(c):
+        pure = price_schedule(schedule, network, engine.scenario, engine.inventory,
+                              engine.module_bits, holds)
+        assert pure.to_dict() == engine.price_schedule(schedule).to_dict()
+        table = network.new_table()
+        plan = plan_aggregations(table, schedule, network, engine.scenario, engine.inventory,
+                                 engine.module_bits, holds & network.available[:, None])
+        assert [m.module_id for m in plan.moves] == [  # type by type, inventory order
+            spec.module_id for t in MODULE_TYPES if schedule.tier(t) != Tier.NONE
+            for spec in engine.inventory.by_type(t)
+        ]
+        result = engine.run_round(schedule)  # no relays pending: the same flows, same order
+        assert result.transfers.flows() == table.flows()
+        assert result.outage_devices == sorted(set().union(*(m.outage_devices
+                                                              for m in plan.moves)))
+        assert np.array_equal(engine.holds.cpu().numpy(), holds)
+
+
+def test_compute_samples_is_the_one_rule():
+    engine = _cost_engine(["compute.enabled=true"])
+    computing = np.arange(engine.num_devices) % 2 == 0
+    work = engine.scenario.fl.local_steps * engine.scenario.fl.batch_size
+    assert compute_samples(engine.scenario, computing).tolist() == (computing * work).tolist()
+    off = apply_overrides(engine.scenario, ["compute.enabled=false"])
+    assert compute_samples(off, computing) is None

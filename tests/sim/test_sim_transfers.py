@@ -1,0 +1,69 @@
+"""The transfer table's home and its one reader: ``columns()`` is shared, cached and read-only,
+the old import path still works, and the cost accountant uses nothing private of the table."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sim_helpers import cost_scenario, make_rates, make_topology
+
+from hffm_env.sim import cost, transfers
+from hffm_env.sim.cost import CostAccountant
+
+SIM = Path(__file__).resolve().parents[2] / "hffm_env" / "sim"
+
+
+def _topology():
+    return make_topology([[0, 0], [5, 0], [500, 0], [505, 0]], [0, 0, 1, 1],
+                         [[0, 0], [500, 0]])
+
+
+def test_cost_reexports_the_table_names():
+    for name in transfers.__all__:
+        assert getattr(cost, name) is getattr(transfers, name)
+        assert name in cost.__all__
+
+
+def test_columns_are_shared_cached_and_read_only():
+    table = transfers.TransferTable.for_topology(_topology())
+    table.add_uplinks("adapter/fusion", 8.0, [0, 2])
+    cols = table.columns()
+    assert table.columns() is cols  # no copy per read
+    assert table.link is cols["link"] and table.size_bits is cols["size_bits"]
+    assert set(cols) == {"flow", "hop", "module", "module_type", "size_bits", "src", "dst",
+                         "link", "stage", "cluster", "flow_module", "flow_size_bits",
+                         "flow_after"}
+    for column in cols.values():
+        with pytest.raises(ValueError, match="read-only"):
+            column[...] = 0
+    with pytest.raises(TypeError):
+        cols["link"] = np.zeros(2)  # type: ignore[index]
+    # A change rebuilds the columns; what an earlier reader holds stays as it was.
+    table.add_downlinks("adapter/fusion", 8.0, [1])
+    assert len(table.columns()["flow"]) == 3 and len(cols["flow"]) == 2
+    # The copy a reader takes is its own to change.
+    mine = table.columns()["size_bits"].copy()
+    mine[:] = 0
+    assert table.size_bits.tolist() == [8.0, 8.0, 8.0]
+
+
+def test_empty_table_columns():
+    table = transfers.TransferTable.for_topology(_topology())
+    cols = table.columns()
+    assert all(len(column) == 0 for column in cols.values())
+    rates = make_rates(_topology(), [10, 5, 10, 10], [10, 10, 5, 10], {(0, 1): 20, (2, 3): 4})
+    report = CostAccountant(cost_scenario(), _topology(), np.full(4, 1e9)).account(table, rates)
+    assert report.num_hops == 0 and report.energy_j == 0.0
+
+
+def test_accountant_uses_only_public_accessors_of_the_table():
+    """cost.py may touch private attributes of ``self`` only: the table is read through
+    ``TransferTable.columns()`` and its other public members."""
+    tree = ast.parse((SIM / "cost.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__"):
+            owner = node.value
+            assert isinstance(owner, ast.Name) and owner.id == "self", (
+                f"cost.py line {node.lineno}: private .{node.attr} of something other than self")
