@@ -268,6 +268,12 @@ class ChannelConfig:
     attempt is repeated, up to ``max_transmissions`` attempts in all, each costing the full
     transmission time and energy; after the last failed attempt the exchange fails for the
     round (the module stays stale). ``None`` (default): links never fail.
+
+    ``model`` names the class that computes all of this, from
+    ``hffm_env.sim.channel.CHANNEL_MODELS``: ``"shannon"`` (default) is
+    :class:`~hffm_env.sim.channel.Channel`; a subclass registered with
+    ``hffm_env.sim.channel.register_channel_model`` (in a module that env subprocesses import
+    too) is chosen by its name.
     """
 
     path_loss_db_at_ref: float = -30.0
@@ -284,8 +290,12 @@ class ChannelConfig:
     d2d_radius_m: float = 30.0
     outage_snr_db: float | None = None
     max_transmissions: int = 4
+    model: str = "shannon"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"channel.model = {self.model!r}: must be the name of a channel "
+                              "model (hffm_env.sim.channel.CHANNEL_MODELS)")
         # free space is 2, dense urban and indoor up to about 6
         _check_range("channel", 1.0, 8.0, path_loss_exponent=self.path_loss_exponent)
         _check_range("channel", -300.0, 0.0, path_loss_db_at_ref=self.path_loss_db_at_ref)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["TINY_OVERRIDES"]
+__all__ = ["TINY_OVERRIDES", "make_tiny_env"]
+
+from collections.abc import Sequence
+from typing import Any
 
 TINY_OVERRIDES: tuple[str, ...] = (
     "model.pretrain_steps=40",
@@ -20,3 +23,15 @@ TINY_OVERRIDES: tuple[str, ...] = (
 """Overrides that make any scenario cheap enough for unit tests and smoke runs (a few seconds
 of pre-training, a handful of samples per device, four rounds per episode). Pass them as
 ``gymnasium.make("hffm/HFFM-v0", overrides=list(TINY_OVERRIDES))``."""
+
+
+def make_tiny_env(scenario: str = "small", fidelity: str = "cost", extra: Sequence[str] = (),
+                  **kwargs: Any) -> Any:
+    """``gymnasium.make("hffm/HFFM-v0", ...)`` with :data:`TINY_OVERRIDES` and then ``extra``
+    overrides (later ones win); other keyword arguments go to the env."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+
+    return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity=fidelity,
+                    overrides=[*TINY_OVERRIDES, *extra], **kwargs)

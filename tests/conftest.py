@@ -7,3 +7,24 @@ import os
 import tempfile
 
 os.environ.setdefault("HFFM_CACHE_DIR", tempfile.mkdtemp(prefix="hffm-test-cache-"))
+
+
+import pytest  # noqa: E402  (after the cache variable: nothing may build a model before it)
+
+
+@pytest.fixture
+def make_env():
+    """``make_env(scenario="small", fidelity="cost", extra=(), **kwargs)``: a tiny env
+    (:func:`hffm_env.testing.make_tiny_env`), closed when the test ends, pass or fail."""
+    from hffm_env.testing import make_tiny_env
+
+    made = []
+
+    def make(*args, **kwargs):
+        env = make_tiny_env(*args, **kwargs)
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        env.close()

@@ -12,7 +12,13 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from hffm_env.config import MODULE_TYPES, ScenarioConfig, check_memory, load_scenario
+from hffm_env.config import (
+    MODULE_TYPES,
+    ConfigError,
+    ScenarioConfig,
+    check_memory,
+    load_scenario,
+)
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.reward import (
@@ -190,6 +196,15 @@ class HFFMEnv(gym.Env):
             torch.set_num_threads(int(torch_threads))
         self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
         check_memory(self.config, fidelity)  # refuse before allocating, with the estimate
+        if self.config.placement.placement != "clustered":
+            # every reset places the devices anew; nearest-server association would then move
+            # devices between clusters, while the data split (per-cluster skew) and the action
+            # space (cluster sizes) keep the clusters they were built for
+            raise ConfigError(
+                f"placement.placement = {self.config.placement.placement!r}: re-assigns devices "
+                "to clusters at every reset, which the env's data split and action space cannot "
+                "follow; the env needs 'clustered' (the network simulator and hffm describe "
+                "take any placement)")
         self.fidelity = fidelity
         self.reward_mode = reward_mode
         self.render_mode = render_mode

@@ -53,12 +53,14 @@ def surrogate_key(cfg: ScenarioConfig) -> str:
     """A hex digest of everything that changes what training measures: the model, data,
     engine, placement, dynamics and channel configs, the horizon and the format. Costs, reward
     weights and the seed do not enter it."""
-    payload = {
-        "format": SURROGATE_FORMAT,
-        "parts": {name: dataclasses.asdict(getattr(cfg, name))
-                  for name in ("model", "data", "fl", "placement", "dynamics", "channel")},
-        "episode_rounds": cfg.env.episode_rounds,
-    }
+    parts = {name: dataclasses.asdict(getattr(cfg, name))
+             for name in ("model", "data", "fl", "placement", "dynamics", "channel")}
+    if parts["channel"]["model"] == "shannon":
+        # the built-in channel model is left out, so that keys from before the field existed
+        # (the shipped surrogate's) stay valid; any other model changes the key
+        del parts["channel"]["model"]
+    payload = {"format": SURROGATE_FORMAT, "parts": parts,
+               "episode_rounds": cfg.env.episode_rounds}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

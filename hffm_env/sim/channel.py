@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hffm_env.config import BackhaulConfig, ChannelConfig, LinkConfig
+from hffm_env.config import BackhaulConfig, ChannelConfig, ConfigError, LinkConfig
 from hffm_env.sim.topology import Topology
 
-__all__ = ["Channel", "LinkRates", "backhaul_time_s", "draw_attempts", "draw_link_rates"]
+__all__ = ["Channel", "CHANNEL_MODELS", "LinkRates", "backhaul_time_s", "draw_attempts",
+           "draw_link_rates", "make_channel", "register_channel_model"]
 
 
 class Channel:
@@ -98,6 +99,32 @@ class Channel:
         a = rng.standard_normal(shape)
         b = rng.standard_normal(shape)
         return a * a + b * b
+
+
+CHANNEL_MODELS: dict[str, type[Channel]] = {"shannon": Channel}
+"""Channel models by name (``channel.model`` in the scenario config)."""
+
+
+def register_channel_model(name: str, model: type[Channel]) -> None:
+    """Make ``channel.model = name`` build ``model(config)``: a :class:`Channel` subclass
+    that overrides the physics it changes (path gain, noise, SNR, rates)."""
+    if not (isinstance(model, type) and issubclass(model, Channel)):
+        raise TypeError(f"register_channel_model({name!r}, {model!r}): the model must be a "
+                        "subclass of hffm_env.sim.channel.Channel")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_channel_model: name = {name!r}: must be a non-empty string")
+    CHANNEL_MODELS[name] = model
+
+
+def make_channel(config: ChannelConfig) -> Channel:
+    """The channel model ``config.model`` names, built from ``config``."""
+    try:
+        model = CHANNEL_MODELS[config.model]
+    except KeyError:
+        raise ConfigError(f"channel.model = {config.model!r}: known models are "
+                          f"{sorted(CHANNEL_MODELS)} (add one with "
+                          "hffm_env.sim.channel.register_channel_model)") from None
+    return model(config)
 
 
 def backhaul_time_s(config: BackhaulConfig, bits: np.ndarray | float) -> np.ndarray:

@@ -8,7 +8,7 @@ import networkx as nx
 import numpy as np
 
 from hffm_env.config import ScenarioConfig
-from hffm_env.sim.channel import Channel, LinkRates, draw_link_rates
+from hffm_env.sim.channel import LinkRates, draw_link_rates, make_channel
 from hffm_env.sim.cost import CostAccountant, CostReport
 from hffm_env.sim.dynamics import RandomWaypoint, draw_available
 from hffm_env.sim.routing import (
@@ -58,7 +58,8 @@ class Network:
     """Devices, edge servers and cloud of one scenario instance, and their per-round state.
 
     Construction places the network (:func:`place_network`), draws each device's CPU frequency
-    uniformly in ``[cpu_freq_hz_min, cpu_freq_hz_max]``, builds the :class:`Channel` and the
+    uniformly in ``[cpu_freq_hz_min, cpu_freq_hz_max]``, builds the :class:`Channel` that
+    ``channel.model`` names and the
     :class:`CostAccountant`, creates the mobility model when ``dynamics.mobility``, and draws a
     first round's state (rates, availability, D2D graphs, heads, partners) so that the network
     can be described or used at once. Call :meth:`begin_round` at the start of every round.
@@ -86,7 +87,7 @@ class Network:
         self.cpu_freq_hz = rng.uniform(
             compute.cpu_freq_hz_min, compute.cpu_freq_hz_max, size=self.topology.num_devices
         )
-        self.channel = Channel(scenario.channel)
+        self.channel = make_channel(scenario.channel)  # the model the config names
         self.accountant = CostAccountant(scenario, self.topology, self.cpu_freq_hz)
         self.mobility = (
             RandomWaypoint(self.topology, scenario.dynamics, rng)

@@ -28,7 +28,7 @@ from hffm_env.baselines.runner import (
 )
 from hffm_env.cli import main as hffm_main
 from hffm_env.fl.schedule import Route
-from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.testing import TINY_OVERRIDES, make_tiny_env
 from hffm_env.wrappers import NEVER
 
 TINY = list(TINY_OVERRIDES)
@@ -36,8 +36,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
 def _env(fidelity="cost", extra=()):
-    return gym.make("hffm/HFFM-v0", scenario="small", overrides=[*TINY, *extra],
-                    fidelity=fidelity)
+    return make_tiny_env("small", fidelity, extra)
 
 
 class _CheckingPolicy:

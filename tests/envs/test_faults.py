@@ -150,3 +150,15 @@ def test_a_config_too_big_for_this_machine_is_refused_with_the_estimate():
     huge = ["placement.placement=uniform", "placement.num_devices=100000"]
     with pytest.raises(ConfigError, match=r"needs about [\d.]+ GiB of memory .* this machine has"):
         gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost", overrides=huge)
+
+
+def test_a_placement_that_reclusters_at_reset_is_refused_by_name():
+    from hffm_env.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"placement.placement = 'uniform': re-assigns devices"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                 overrides=["placement.placement=uniform"])
+    # the simulator and hffm describe still take it
+    from hffm_env.cli import main
+
+    assert main(["describe", "--scenario", "small", "--set", "placement.placement=uniform"]) == 0

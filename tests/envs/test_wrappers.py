@@ -10,17 +10,11 @@ from gymnasium.utils.env_checker import check_env
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env.baselines.policies import make_policy
 from hffm_env.fl.schedule import Route
-from hffm_env.testing import TINY_OVERRIDES
 from hffm_env.wrappers import PAPER_MENU, ActionMaskObservation, CoarseActions, ScheduleMenu
 
 
-def _env():
-    return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
-                    overrides=list(TINY_OVERRIDES))
-
-
-def test_coarse_actions_play_the_periodic_schedules():
-    env = CoarseActions(_env())
+def test_coarse_actions_play_the_periodic_schedules(make_env):
+    env = CoarseActions(make_env())
     env.reset(seed=3)
     menu = env.menu
     clusters = env.unwrapped.layout.num_clusters
@@ -35,8 +29,8 @@ def test_coarse_actions_play_the_periodic_schedules():
     check_env(env)
 
 
-def test_schedule_menu_is_discrete_over_named_schedules():
-    env = ScheduleMenu(_env())
+def test_schedule_menu_is_discrete_over_named_schedules(make_env):
+    env = ScheduleMenu(make_env())
     env.reset(seed=4)
     assert env.action_space == gym.spaces.Discrete(len(PAPER_MENU))
     for i, name in enumerate(env.names):
@@ -46,12 +40,12 @@ def test_schedule_menu_is_discrete_over_named_schedules():
     with pytest.raises(ValueError, match="0..7"):
         env.step(8)
     with pytest.raises(ValueError, match="cloud period 3"):
-        ScheduleMenu(_env(), {"odd": (1, 3, Route.DIRECT)})
+        ScheduleMenu(make_env(), {"odd": (1, 3, Route.DIRECT)})
     check_env(env)
 
 
-def test_action_mask_observation_carries_the_mask_of_the_outer_action_space():
-    env = ActionMaskObservation(_env())
+def test_action_mask_observation_carries_the_mask_of_the_outer_action_space(make_env):
+    env = ActionMaskObservation(make_env())
     obs, info = env.reset(seed=5)
     assert env.observation_space.contains(obs)
     np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
@@ -59,7 +53,7 @@ def test_action_mask_observation_carries_the_mask_of_the_outer_action_space():
     obs, *_, info = env.step(env.action_space.sample(mask=None))
     np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
     check_env(env)
-    menu = ActionMaskObservation(ScheduleMenu(_env()))
+    menu = ActionMaskObservation(ScheduleMenu(make_env()))
     obs, _ = menu.reset(seed=5)
     assert obs["action_mask"].shape == (len(PAPER_MENU),)
     with pytest.raises(TypeError, match="neither MultiDiscrete nor Discrete"):

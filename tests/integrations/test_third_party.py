@@ -13,12 +13,11 @@ import os
 import tempfile
 from types import ModuleType
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401  (registers the env ids)
-from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.testing import make_tiny_env
 from hffm_env.wrappers import ActionMaskObservation
 
 
@@ -29,8 +28,7 @@ def _library(name: str) -> ModuleType:
 
 
 def _env(**kwargs):
-    return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
-                    overrides=list(TINY_OVERRIDES), **kwargs)
+    return make_tiny_env("small", "cost", **kwargs)
 
 
 def test_torchrl_check_env_specs_and_a_masked_rollout():
