@@ -134,13 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         started_ray = not ray.is_initialized()  # a caller's Ray instance is left running
-        if not started_ray:
-            pass
-        elif args.address:
+        if started_ray and args.address:
             from hffm_env.agents.rllib import join_cluster
 
             join_cluster(args.address)
-        else:
+        elif started_ray:
             ray.init(num_cpus=max(cpus, max(args.workers) + 1), include_dashboard=False,
                      log_to_driver=False)
     rows = []

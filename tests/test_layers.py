@@ -24,6 +24,8 @@ FORBIDDEN = {
                         "hffm_env.baselines", "hffm_env.cli", "gymnasium"),
     "hffm_env.fl": ("hffm_env.envs", "hffm_env.agents", "hffm_env.baselines", "hffm_env.cli",
                     "gymnasium"),
+    # transfer planning is numpy only, like the simulator it prices for
+    "hffm_env.fl.transfer_plan": ("torch", "gymnasium"),
     "hffm_env.envs": ("hffm_env.agents", "hffm_env.baselines", "hffm_env.cli"),
     "hffm_env.baselines": ("hffm_env.agents", "hffm_env.cli"),
 }
