@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network, TransferTable, build_d2d_graphs, draw_link_rates
 
 SIZES = (40, 400, 4000)
@@ -88,7 +89,7 @@ def bench_size(
     the D2D round with one ``add_d2d_to_head`` call per cluster instead of the bulk
     ``add_d2d_to_heads``."""
     scenario = scaled_scenario(num_devices)
-    rng = np.random.default_rng(seed)
+    rng = RandomStreams.from_seed(seed)
     net = Network(scenario, rng)  # placement: once, not timed
     names = (*PHASES, "total", "rates", "d2d_graphs")
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -98,7 +99,8 @@ def bench_size(
         t_build, table = _timed(_build, net, paths, per_cluster)
         t_account, report = _timed(net.account, table)
         # Sub-phases of begin_round, timed on their own for the breakdown.
-        t_rates, rates = _timed(draw_link_rates, net.channel, scenario.channel, net.topology, rng)
+        t_rates, rates = _timed(draw_link_rates, net.channel, scenario.channel, net.topology,
+                                  rng.fading)
         t_graphs, _ = _timed(build_d2d_graphs, net.topology, rates,
                              scenario.channel.d2d_radius_m, net.available)
         total = t_begin + t_routes + t_build + t_account

@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 from _output import emit_json
 from torch.func import functional_call
@@ -30,15 +29,17 @@ from hffm_env.data import build_federated_data
 from hffm_env.fl import FederatedEngine
 from hffm_env.fl.reference import draw_minibatches, sequential_local_training
 from hffm_env.models import build_model
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
 
 
 def build_engine(scenario: str, overrides: list[str], device: str) -> FederatedEngine:
     """An engine for ``scenario`` (model pre-trained or loaded from the cache)."""
     cfg = load_scenario(scenario, overrides=overrides)
-    network = Network(cfg, np.random.default_rng(cfg.seed))
+    streams = RandomStreams.from_seed(cfg.seed)
+    network = Network(cfg, streams)
     data = build_federated_data(cfg.data, network.topology.cluster_of_device,
-                                np.random.default_rng(cfg.seed))
+                                streams.data)
     model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device, progress=False)
     return FederatedEngine(cfg, model, data, network, device=device)
 

@@ -51,16 +51,14 @@ def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[s
 
 
 def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
-    import numpy as np
-
     from hffm_env.data import draw_network_profiles, task_specs
     from hffm_env.models import M3TModel, ModuleInventory, cached_pretrain_info
+    from hffm_env.seeding import RandomStreams
     from hffm_env.sim import place_network
 
-    rng = np.random.default_rng(seed)
-    topology = place_network(config.placement, rng)
-    _, profiles = draw_network_profiles(config.data, topology.cluster_of_device,
-                                        np.random.default_rng(seed))
+    streams = RandomStreams.from_seed(seed)  # as the env draws its layout and data split
+    topology = place_network(config.placement, streams.placement)
+    _, profiles = draw_network_profiles(config.data, topology.cluster_of_device, streams.data)
     devices = []
     for d, profile in enumerate(profiles):
         devices.append({

@@ -34,6 +34,7 @@ from hffm_env.envs.reward import (
 from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
+from hffm_env.seeding import RandomStreams
 
 __all__ = ["HFFMEnv", "measured"]
 
@@ -115,6 +116,13 @@ class HFFMEnv(gym.Env):
     changes, so the env stays usable.
 
     ## Reproducibility
+    All randomness flows from two seeds through named streams
+    (:class:`~hffm_env.seeding.RandomStreams`, children of one ``numpy.random.SeedSequence``):
+    the config's ``seed`` gives the data split, the pre-training and the first layout; each
+    ``reset`` draws one number from Gymnasium's ``np_random`` and spawns from it the episode's
+    placement, fading, dynamics (mobility, dropout), requests (task arrivals) and training
+    (mini-batch order) streams. Each consumer has its own stream, so turning on outages or task
+    arrivals does not change the fading or dropout of later rounds.
     The same seed gives the same episode, bit for bit, on the same device with the same number
     of torch threads. Across thread counts the order of float reductions changes, and so do the
     last digits (after a few rounds of training, observations differ by about 1e-3); pass
@@ -211,10 +219,10 @@ class HFFMEnv(gym.Env):
         self.device = device
         cfg = self.config
 
-        network = Network(cfg, np.random.default_rng(cfg.seed))
-        self.data = build_federated_data(
-            cfg.data, network.topology.cluster_of_device, np.random.default_rng(cfg.seed)
-        )
+        # the config seed's streams: the first layout (clusters, action sizes) and the data split
+        built = RandomStreams.from_seed(cfg.seed)
+        network = Network(cfg, built)
+        self.data = build_federated_data(cfg.data, network.topology.cluster_of_device, built.data)
         self.surrogate: AccuracySurrogate | None = None
         """The fitted accuracy surrogate (``fidelity="surrogate"`` only)."""
         if fidelity == "surrogate":
@@ -268,7 +276,7 @@ class HFFMEnv(gym.Env):
             self.reward_space = spaces.Box(np.array(low, dtype=np.float32),
                                            np.array(high, dtype=np.float32), dtype=np.float32)
         self.network = network
-        self._round_rng = np.random.default_rng(cfg.seed)
+        self._streams = built
         self._reset_state()
 
     # ----------------------------------------------------------------------------------------
@@ -286,14 +294,14 @@ class HFFMEnv(gym.Env):
             # checked before any state changes, so the env stays usable after this error
             raise ValueError(f"reset seed = {seed!r}: must be None or an integer >= 0")
         super().reset(seed=seed)
-        network_seed, round_seed, torch_seed = (int(s) for s in
-                                                self.np_random.integers(0, 2**31 - 1, size=3))
-        self.network = Network(self.config, np.random.default_rng(network_seed))
+        # the episode's named streams, all from one draw of Gymnasium's np_random (so that
+        # reset(seed=None) continues the sequence that the last seeded reset started)
+        self._streams = RandomStreams.from_seed(int(self.np_random.integers(0, 2**63 - 1)))
+        self.network = Network(self.config, self._streams)
         self.engine.attach_network(self.network)
-        self.engine.reset(torch_seed)
+        self.engine.reset(self._streams.training_seed)
         self.layout.cluster_members = self._members(self.network)
         self.layout.partners = self.network.partners
-        self._round_rng = np.random.default_rng(round_seed)
         self._reset_state()
         self._begin_round()
         scores = self.engine.evaluate()
@@ -468,8 +476,8 @@ class HFFMEnv(gym.Env):
     def _begin_round(self) -> None:
         """Draw the next round's network state (fading, dropout, D2D graphs) and module
         requests."""
-        self.network.begin_round(self._round_rng)
-        self.engine.begin_round(self._round_rng)
+        self.network.begin_round(self._streams)
+        self.engine.begin_round(self._streams.requests)
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:
         return {r: self.engine.relay_candidates(r) for r in self.engine.pending}

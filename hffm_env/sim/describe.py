@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.config import ScenarioConfig
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim.channel import backhaul_time_s
 from hffm_env.sim.network import Network
 
@@ -24,8 +25,8 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 
 def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
-    """Build the scenario's network with ``np.random.default_rng(seed)`` and describe its first
-    round as a JSON-able dict.
+    """Build the scenario's network from ``RandomStreams.from_seed(seed)`` (at the config's
+    seed, the env's first layout) and describe its first round as a JSON-able dict.
 
     Keys: ``scenario``, ``seed``, ``devices``, ``edge_servers``, ``area_side_m``, ``clusters``
     (count and sizes), ``d2d`` (graph edges, neighbour and repair edges, clusters connected
@@ -35,7 +36,7 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
     edge -> cloud backhaul, device -> cloud; physical costs, with ``charged`` false where the
     scenario's accountant charges nothing for that tier).
     """
-    net = Network(scenario, np.random.default_rng(seed))
+    net = Network(scenario, RandomStreams.from_seed(seed))
     ch = scenario.channel
     sizes = net.topology.cluster_sizes()
     graphs = net.d2d_graphs

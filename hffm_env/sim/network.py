@@ -8,6 +8,7 @@ import networkx as nx
 import numpy as np
 
 from hffm_env.config import ScenarioConfig
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim.channel import LinkRates, draw_link_rates, make_channel
 from hffm_env.sim.cost import CostAccountant, CostReport
 from hffm_env.sim.dynamics import RandomWaypoint, draw_available
@@ -64,6 +65,11 @@ class Network:
     first round's state (rates, availability, D2D graphs, heads, partners) so that the network
     can be described or used at once. Call :meth:`begin_round` at the start of every round.
 
+    Randomness comes from named :class:`~hffm_env.seeding.RandomStreams`: construction draws
+    from ``placement`` (positions, CPU frequencies, mobility speeds) and, for the first round,
+    from ``fading`` and ``dynamics``; every round draws fading and outages from ``fading`` and
+    mobility and dropout from ``dynamics``, so one consumer's draws never shift another's.
+
     Attributes:
         scenario: the scenario.
         topology: current positions and clusters (replaced when devices move).
@@ -80,8 +86,9 @@ class Network:
         mobility: the :class:`RandomWaypoint` model, or None.
     """
 
-    def __init__(self, scenario: ScenarioConfig, rng: np.random.Generator) -> None:
+    def __init__(self, scenario: ScenarioConfig, streams: RandomStreams) -> None:
         self.scenario = scenario
+        rng = streams.placement
         self.topology = place_network(scenario.placement, rng)
         compute = scenario.compute
         self.cpu_freq_hz = rng.uniform(
@@ -94,25 +101,27 @@ class Network:
             if scenario.dynamics.mobility else None
         )
         self.partners = k_nearest_partners(self.topology, scenario.env.d2d_partner_k)
-        self._redraw(rng)
+        self._redraw(streams)
 
     # ---------------------------------------------------------------------------- rounds
 
-    def begin_round(self, rng: np.random.Generator) -> None:
+    def begin_round(self, streams: RandomStreams) -> None:
         """Advance to a new round, in this order: move devices (if mobility is on; clusters
         keep their members, but positions, hence rates, D2D neighbours and candidate partners
         change), redraw fading and all link rates, draw availability (dropout), rebuild the D2D
-        graphs over available devices, recompute default heads."""
+        graphs over available devices, recompute default heads. Draws from ``streams.fading``
+        and ``streams.dynamics`` only."""
         if self.mobility is not None:
-            self.topology = self.topology.with_device_xy(self.mobility.step(rng))
+            self.topology = self.topology.with_device_xy(self.mobility.step(streams.dynamics))
             self.accountant.topology = self.topology
             self.partners = k_nearest_partners(self.topology, self.scenario.env.d2d_partner_k)
-        self._redraw(rng)
+        self._redraw(streams)
 
-    def _redraw(self, rng: np.random.Generator) -> None:
-        self.rates = draw_link_rates(self.channel, self.scenario.channel, self.topology, rng)
+    def _redraw(self, streams: RandomStreams) -> None:
+        self.rates = draw_link_rates(self.channel, self.scenario.channel, self.topology,
+                                     streams.fading)
         self.available = draw_available(
-            rng, self.topology.num_devices, self.scenario.dynamics.dropout_prob
+            streams.dynamics, self.topology.num_devices, self.scenario.dynamics.dropout_prob
         )
         self.d2d_graphs: list[nx.Graph] = build_d2d_graphs(
             self.topology, self.rates, self.scenario.channel.d2d_radius_m, self.available

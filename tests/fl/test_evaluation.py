@@ -13,6 +13,7 @@ from hffm_env.fl import FederatedEngine, Schedule, Tier
 from hffm_env.fl.evaluation import BatchedEvaluator
 from hffm_env.fl.reference import per_device_predictions
 from hffm_env.models import build_model
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
 from hffm_env.testing import TINY_OVERRIDES
 
@@ -20,9 +21,10 @@ from hffm_env.testing import TINY_OVERRIDES
 @pytest.fixture(scope="module")
 def engine():
     cfg = apply_overrides(small(), list(TINY_OVERRIDES))
-    network = Network(cfg, np.random.default_rng(0))
+    streams = RandomStreams.from_seed(0)
+    network = Network(cfg, streams)
     data = build_federated_data(cfg.data, network.topology.cluster_of_device,
-                                np.random.default_rng(0))
+                                streams.data)
     model = build_model(cfg.model, cfg.data, seed=0, progress=False)
     return FederatedEngine(cfg, model, data, network, train=True)
 

@@ -17,15 +17,17 @@ from hffm_env.fl.transfer_plan import (
     price_schedule,
 )
 from hffm_env.models import M3TModel
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
 from hffm_env.testing import TINY_OVERRIDES
 
 
 def _cost_engine(extra=(), seed=0):
     cfg = apply_overrides(small(), [*TINY_OVERRIDES, *extra])
-    network = Network(cfg, np.random.default_rng(seed))
+    streams = RandomStreams.from_seed(seed)
+    network = Network(cfg, streams)
     data = build_federated_data(cfg.data, network.topology.cluster_of_device,
-                                np.random.default_rng(seed))
+                                streams.data)
     return FederatedEngine(cfg, M3TModel(cfg.model, cfg.data, seed=seed), data, network,
                            train=False)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import hffm_env
 from hffm_env.config import ConfigError, load_scenario
 from hffm_env.fl.surrogate import surrogate_key
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim.channel import CHANNEL_MODELS, Channel, register_channel_model
 from hffm_env.sim.network import Network
 
@@ -35,9 +35,9 @@ def _with_model(cfg, model):
 
 def test_the_config_names_the_channel_model_the_network_builds(half_gain):
     cfg = load_scenario("small", overrides=["channel.rayleigh_fading=false"])
-    default = Network(cfg, np.random.default_rng(0))
+    default = Network(cfg, RandomStreams.from_seed(0))
     assert type(default.channel) is Channel
-    mine = Network(_with_model(cfg, half_gain), np.random.default_rng(0))
+    mine = Network(_with_model(cfg, half_gain), RandomStreams.from_seed(0))
     assert type(mine.channel) is HalfGain
     # same placement (same seed), half the gain: strictly lower uplink rates
     assert (mine.rates.uplink_bps < default.rates.uplink_bps).all()
@@ -46,7 +46,7 @@ def test_the_config_names_the_channel_model_the_network_builds(half_gain):
 def test_an_unknown_model_and_a_bad_registration_get_one_clean_error():
     cfg = load_scenario("small")
     with pytest.raises(ConfigError, match=r"channel.model = 'nope': known models are \['shannon'"):
-        Network(_with_model(cfg, "nope"), np.random.default_rng(0))
+        Network(_with_model(cfg, "nope"), RandomStreams.from_seed(0))
     with pytest.raises(ConfigError, match="channel.model = ''"):
         load_scenario("small", overrides=["channel.model="])
     with pytest.raises(TypeError, match="subclass of hffm_env.sim.channel.Channel"):

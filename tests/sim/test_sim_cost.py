@@ -7,6 +7,7 @@ import pytest
 from sim_helpers import CHAIN_D2D_BPS, chain_topology, cost_scenario, make_rates, make_topology
 
 from hffm_env.config import paper
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim.cost import CostAccountant, LinkKind, Stage, TransferTable
 from hffm_env.sim.routing import broadcast_tree, build_d2d_graphs, relay_paths
 
@@ -276,7 +277,7 @@ def test_bulk_d2d_to_heads_equals_per_cluster_calls():
     from hffm_env.config import small
     from hffm_env.sim import Network
 
-    net = Network(small(), np.random.default_rng(0))
+    net = Network(small(), RandomStreams.from_seed(0))
     paths = [net.relay_paths(c) for c in range(net.num_clusters)]
     one_by_one = net.new_table()
     for c in range(net.num_clusters):

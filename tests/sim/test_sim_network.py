@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hffm_env.config import DynamicsConfig, paper, small
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim import (
     Network,
     RandomWaypoint,
@@ -20,16 +21,16 @@ PAYLOAD = 48_000e3
 
 
 def test_same_seed_same_network_different_seed_different():
-    a = Network(small(), np.random.default_rng(3))
-    b = Network(small(), np.random.default_rng(3))
-    c = Network(small(), np.random.default_rng(4))
+    a = Network(small(), RandomStreams.from_seed(3))
+    b = Network(small(), RandomStreams.from_seed(3))
+    c = Network(small(), RandomStreams.from_seed(4))
     np.testing.assert_array_equal(a.topology.device_xy_m, b.topology.device_xy_m)
     np.testing.assert_array_equal(a.cpu_freq_hz, b.cpu_freq_hz)
     np.testing.assert_array_equal(a.rates.uplink_bps, b.rates.uplink_bps)
     np.testing.assert_array_equal(a.rates.d2d_bps, b.rates.d2d_bps)
     assert not np.allclose(a.topology.device_xy_m, c.topology.device_xy_m)
     assert not np.allclose(a.rates.uplink_bps, c.rates.uplink_bps)
-    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    rng_a, rng_b = RandomStreams.from_seed(9), RandomStreams.from_seed(9)
     a.begin_round(rng_a)
     b.begin_round(rng_b)
     np.testing.assert_array_equal(a.rates.downlink_bps, b.rates.downlink_bps)
@@ -42,7 +43,7 @@ def test_same_seed_same_network_different_seed_different():
 
 
 def test_network_state_shapes_and_heads():
-    net = Network(small(), np.random.default_rng(0))
+    net = Network(small(), RandomStreams.from_seed(0))
     n, s = net.num_devices, net.num_clusters
     assert (n, s) == (12, 3)
     assert net.partners.shape == (n, 3) and net.available.all()
@@ -66,9 +67,9 @@ def test_dropout_draws_and_unavailable_devices():
     assert draw_available(rng, 50, 0.0).all()
     assert not draw_available(rng, 50, 1.0).any()
     scenario = dataclasses.replace(small(), dynamics=DynamicsConfig(dropout_prob=0.5))
-    net = Network(scenario, np.random.default_rng(1))
+    net = Network(scenario, RandomStreams.from_seed(1))
     for _ in range(5):
-        net.begin_round(np.random.default_rng(_))
+        net.begin_round(RandomStreams.from_seed(_))
         assert 0 < net.available.sum() < net.num_devices
         for c in range(net.num_clusters):
             avail = net.available_members(c)
@@ -86,7 +87,7 @@ def test_dropout_draws_and_unavailable_devices():
 
 def test_all_devices_dropped_leaves_no_head():
     scenario = dataclasses.replace(small(), dynamics=DynamicsConfig(dropout_prob=1.0))
-    net = Network(scenario, np.random.default_rng(0))
+    net = Network(scenario, RandomStreams.from_seed(0))
     assert np.all(net.heads == -1)
     with pytest.raises(ValueError, match="no available device"):
         net.relay_paths(0)
@@ -96,10 +97,10 @@ def test_mobility_keeps_devices_in_area_and_home_disc():
     dyn = DynamicsConfig(mobility=True, speed_mps_min=20.0, speed_mps_max=40.0,
                          round_duration_s=10.0)
     scenario = dataclasses.replace(small(), dynamics=dyn)
-    net = Network(scenario, np.random.default_rng(2))
+    net = Network(scenario, RandomStreams.from_seed(2))
     topo = net.topology
     start = topo.device_xy_m.copy()
-    rng = np.random.default_rng(5)
+    rng = RandomStreams.from_seed(5)
     previous = start
     for _ in range(30):
         net.begin_round(rng)
@@ -116,7 +117,7 @@ def test_mobility_keeps_devices_in_area_and_home_disc():
 
 
 def test_random_waypoint_moves_toward_waypoint_at_its_speed():
-    net = Network(small(), np.random.default_rng(0))
+    net = Network(small(), RandomStreams.from_seed(0))
     cfg = DynamicsConfig(mobility=True, speed_mps_min=0.5, speed_mps_max=0.5,
                          round_duration_s=2.0)
     model = RandomWaypoint(net.topology, cfg, np.random.default_rng(1))
@@ -131,7 +132,7 @@ def test_random_waypoint_moves_toward_waypoint_at_its_speed():
 
 
 def test_paper_hierarchical_round_matches_prototype_formulas():
-    net = Network(paper(), np.random.default_rng(49))
+    net = Network(paper(), RandomStreams.from_seed(49))
     up = PAYLOAD / net.rates.uplink_bps
     table = net.new_table()
     table.add_uplinks("model/all", PAYLOAD, np.arange(40))
@@ -149,7 +150,7 @@ def test_paper_hierarchical_round_matches_prototype_formulas():
 
 
 def test_paper_d2d_round_matches_prototype_formulas():
-    net = Network(paper(), np.random.default_rng(49))
+    net = Network(paper(), RandomStreams.from_seed(49))
     table = net.new_table()
     expected_latency, expected_energy = [], 0.0
     for c in range(net.num_clusters):

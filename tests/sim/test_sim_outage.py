@@ -5,6 +5,7 @@ import pytest
 from sim_helpers import CHAIN_D2D_BPS, chain_topology, cost_scenario, make_rates
 
 from hffm_env.config import ConfigError, apply_overrides, small
+from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
 from hffm_env.sim.channel import Channel, draw_attempts
 from hffm_env.sim.cost import CostAccountant, TransferTable
@@ -58,7 +59,7 @@ def test_retransmissions_multiply_time_and_energy():
 
 def test_exchange_failures_by_route():
     network = Network(apply_overrides(small(), {"channel.outage_snr_db": 40.0}),
-                      np.random.default_rng(0))
+                      RandomStreams.from_seed(0))
     members = network.members(0)
     head = int(network.heads[0])
     rates = network.rates
@@ -79,10 +80,16 @@ def test_exchange_failures_by_route():
 
 
 def test_outage_draws_leave_rates_of_a_seed_unchanged():
-    plain = Network(small(), np.random.default_rng(3)).rates
-    on = Network(apply_overrides(small(), {"channel.outage_snr_db": 45.0}),
-                 np.random.default_rng(3)).rates
-    np.testing.assert_array_equal(plain.uplink_bps, on.uplink_bps)
-    np.testing.assert_array_equal(plain.d2d_bps, on.d2d_bps)
-    assert (plain.uplink_attempts == 1).all() and not plain.d2d_failed.any()
-    assert on.uplink_attempts.max() > 1  # 45 dB is close to small's uplink SNRs
+    plain_net = Network(small(), RandomStreams.from_seed(3))
+    on_net = Network(apply_overrides(small(), {"channel.outage_snr_db": 45.0}),
+                     RandomStreams.from_seed(3))
+    retried = False
+    for _ in range(5):  # round after round, not only the first
+        plain, on = plain_net.rates, on_net.rates
+        np.testing.assert_array_equal(plain.uplink_bps, on.uplink_bps)
+        np.testing.assert_array_equal(plain.d2d_bps, on.d2d_bps)
+        assert (plain.uplink_attempts == 1).all() and not plain.d2d_failed.any()
+        retried |= bool(on.uplink_attempts.max() > 1)
+        plain_net.begin_round(RandomStreams.from_seed(_))
+        on_net.begin_round(RandomStreams.from_seed(_))
+    assert retried  # 45 dB is close to small's uplink SNRs

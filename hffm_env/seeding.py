@@ -1,0 +1,60 @@
+"""One seed, named random streams: every consumer of randomness draws from its own child of one
+:class:`numpy.random.SeedSequence`.
+
+Why: with one shared generator, a change in how many numbers one consumer draws (outage
+retransmissions turned on, a task arrival that picks a device) shifts every draw after it, so
+the fading of round 5 would depend on whether a task arrived in round 3. With one child stream
+per consumer, each consumer's draws depend only on the seed and on its own history.
+
+Children are spawned by position (``SeedSequence.spawn``), so the order of :data:`STREAMS` is
+part of the seeding contract: a new stream is appended at the end, which leaves the existing
+streams' numbers unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training")
+"""The child streams, in spawn order (append only: the position is the stream's identity)."""
+
+
+@dataclass(frozen=True)
+class RandomStreams:
+    """Independent generators, one per consumer, all spawned from one ``SeedSequence``.
+
+    Attributes:
+        placement: device and server positions, CPU frequencies, mobility speeds and first
+            waypoints (built once per network).
+        fading: small-scale fading of every link and the outage retransmissions (every round).
+        dynamics: mobility waypoints and device dropout (every round).
+        requests: task arrivals and the device that gains the task (every round).
+        data: the federated data split (profiles, label skew, scenes).
+        training_seed: the seed of the torch generator (mini-batch order of local training).
+    """
+
+    placement: np.random.Generator
+    fading: np.random.Generator
+    dynamics: np.random.Generator
+    requests: np.random.Generator
+    data: np.random.Generator
+    training_seed: int
+
+    @classmethod
+    def from_seed(cls, seed: int | np.random.SeedSequence) -> RandomStreams:
+        """The streams of ``seed`` (an integer >= 0 or a ``SeedSequence``): the same seed
+        gives the same streams."""
+        if isinstance(seed, np.random.SeedSequence):
+            root = seed
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed = {seed!r}: must be an integer >= 0 or a SeedSequence")
+        else:
+            root = np.random.SeedSequence(int(seed))
+        children = dict(zip(STREAMS, root.spawn(len(STREAMS))))
+        generators = {name: np.random.default_rng(children[name])
+                      for name in STREAMS if name != "training"}
+        # torch seeds from a 63-bit integer; the child's first state word gives one
+        training_seed = int(children["training"].generate_state(1, np.uint64)[0] >> np.uint64(1))
+        return cls(**generators, training_seed=training_seed)

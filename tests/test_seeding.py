@@ -1,0 +1,83 @@
+"""Seeding: one SeedSequence, named child streams, and consumers that do not shift each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hffm_env.seeding import STREAMS, RandomStreams
+from hffm_env.testing import make_tiny_env
+
+
+def test_streams_are_the_spawned_children_in_their_documented_order():
+    streams = RandomStreams.from_seed(7)
+    children = np.random.SeedSequence(7).spawn(len(STREAMS))
+    for k, name in enumerate(STREAMS):
+        if name == "training":
+            continue
+        expected = np.random.default_rng(children[k]).random(4)
+        np.testing.assert_array_equal(getattr(streams, name).random(4), expected)
+    again = RandomStreams.from_seed(7)
+    assert again.training_seed == streams.training_seed
+    assert 0 <= streams.training_seed < 2**63
+    assert RandomStreams.from_seed(8).training_seed != streams.training_seed
+    draws = {name: getattr(RandomStreams.from_seed(7), name).random()
+             for name in STREAMS if name != "training"}
+    assert len(set(draws.values())) == len(draws)  # independent streams, not one stream
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
+def test_bad_seed_is_refused_by_value(bad):
+    with pytest.raises(ValueError, match="seed"):
+        RandomStreams.from_seed(bad)
+
+
+def _rounds(extra: list[str], rounds: int = 4) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per round after reset(seed=3): uplink rates, availability and pending requests."""
+    env = make_tiny_env(extra=extra)
+    try:
+        env.reset(seed=3)
+        env.action_space.seed(0)
+        out = []
+        for _ in range(rounds):
+            network = env.unwrapped.network
+            out.append((network.rates.uplink_bps.copy(), network.available.copy(),
+                        len(env.unwrapped.pending)))
+            env.step(env.action_space.sample())
+        return out
+    finally:
+        env.close()
+
+
+def test_task_arrivals_do_not_shift_fading_or_dropout():
+    # with one shared generator, each arrival draw moved every later fading and dropout draw
+    quiet = _rounds(["dynamics.dropout_prob=0.3"])
+    busy = _rounds(["dynamics.dropout_prob=0.3", "fl.task_arrival_prob=1.0"])
+    assert any(b[2] > 0 for b in busy)  # arrivals did happen
+    for (rates_q, avail_q, _), (rates_b, avail_b, _) in zip(quiet, busy):
+        np.testing.assert_array_equal(rates_q, rates_b)
+        np.testing.assert_array_equal(avail_q, avail_b)
+
+
+def test_outage_draws_do_not_shift_dropout_or_requests():
+    plain = _rounds(["dynamics.dropout_prob=0.3", "fl.task_arrival_prob=0.5"])
+    outage = _rounds(["dynamics.dropout_prob=0.3", "fl.task_arrival_prob=0.5",
+                      "channel.outage_snr_db=45.0"])
+    for (_, avail_p, pending_p), (_, avail_o, pending_o) in zip(plain, outage):
+        np.testing.assert_array_equal(avail_p, avail_o)
+        assert pending_p == pending_o
+
+
+def test_describe_reports_the_layout_and_profiles_the_env_builds():
+    from hffm_env.cli import describe_scenario
+
+    env = make_tiny_env()
+    try:
+        base = env.unwrapped
+        devices = describe_scenario(base.config)["model"]["devices"]
+        assert [d["cluster"] for d in devices] == base.network.topology.cluster_of_device.tolist()
+        assert [tuple(d["modalities"]) for d in devices] == [
+            tuple(p.modalities) for p in base.data.profiles]
+        assert [tuple(d["tasks"]) for d in devices] == [tuple(p.tasks) for p in base.data.profiles]
+    finally:
+        env.close()
