@@ -1,0 +1,104 @@
+"""How little energy can reaching the target accuracy cost? A floor read off a bench JSON.
+
+Every schedule pays at least the local-training compute of every round (aggregating only adds
+transfers), and ``never`` pays exactly that. No policy of the run reached the target before the
+earliest round at which any of them did. So, per seed, ``never``'s energy summed up to that
+round is a floor under the energy to target of every policy in the run (a policy that
+reaches the target earlier than all of these could go below it; none here did). The script
+prints that floor beside the best baseline's energy to target and the learning issue's target
+(30% less than the best baseline), so one can see whether the target is physically open.
+
+    python benchmarks/energy_floor.py docs/results/small_ppo_vs_baselines.json [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from typing import Any
+
+from _output import emit_json
+
+TARGET_SAVING = 0.30
+"""The learning issue's target: 30% less energy to target than the best baseline."""
+
+
+def _first_reached(accuracy: list[float | None], target: float) -> int | None:
+    return next((r for r, a in enumerate(accuracy)
+                 if a is not None and not math.isnan(a) and a >= target), None)
+
+
+def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
+    """Per seed and in the mean over seeds: the compute floor of the energy to target, the
+    energy to target of policy ``best`` and the issue's target for it (30% less)."""
+    target = bench["target_accuracy"]
+    seeds: dict[int, dict[str, Any]] = {}
+    for episode in bench["episodes"]:
+        row = seeds.setdefault(episode["seed"], {"earliest_round": None, "by": []})
+        reached = _first_reached(episode["accuracy"], target)
+        if episode["policy"] == "never":
+            row["never_energy_j"] = [float(e) for e in episode["energy_j"]]
+            row["never_energy_per_round_j"] = statistics.fmean(episode["energy_j"])
+        if episode["policy"] == best:
+            row["best_energy_to_target_j"] = (None if reached is None
+                                              else float(sum(episode["energy_j"][:reached + 1])))
+        if reached is None:
+            continue
+        if row["earliest_round"] is None or reached < row["earliest_round"]:
+            row["earliest_round"], row["by"] = reached, [episode["policy"]]
+        elif reached == row["earliest_round"]:
+            row["by"].append(episode["policy"])
+    for seed, row in seeds.items():
+        if "never_energy_per_round_j" not in row or row["earliest_round"] is None:
+            raise ValueError(f"seed {seed}: the run needs a 'never' episode and a policy that "
+                             "reached the target")
+        # the seed's own rounds: fading and dropout do not depend on the policy played
+        row["floor_j"] = float(sum(row.pop("never_energy_j")[:row["earliest_round"] + 1]))
+    floors = [row["floor_j"] for row in seeds.values()]
+    bests = [row.get("best_energy_to_target_j") for row in seeds.values()]
+    mean_best = statistics.fmean(bests) if all(b is not None for b in bests) else None
+    return {
+        "target_accuracy": target,
+        "best_baseline": best,
+        "seeds": {str(s): row for s, row in sorted(seeds.items())},
+        "floor_j": statistics.fmean(floors),
+        "best_energy_to_target_j": mean_best,
+        "target_energy_j": None if mean_best is None else (1 - TARGET_SAVING) * mean_best,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench_json", help="a `hffm bench --json` file with a 'never' episode")
+    parser.add_argument("--best", default="hffm-d2d-e2",
+                        help="the best baseline to compare with (default hffm-d2d-e2)")
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write results as JSON to FILE (stdout without FILE)")
+    args = parser.parse_args(argv)
+    with open(args.bench_json) as handle:
+        bench = json.load(handle)
+    try:
+        result = energy_floor(bench, args.best)
+    except ValueError as error:
+        print(f"energy_floor: {error}", file=sys.stderr)
+        return 2
+    for seed, row in result["seeds"].items():
+        print(f"seed {seed}: earliest round {row['earliest_round'] + 1} "
+              f"({', '.join(row['by'])}), never {row['never_energy_per_round_j']:.2f} J/round "
+              f"-> floor {row['floor_j']:.1f} J")
+    line = f"mean floor {result['floor_j']:.1f} J"
+    if result["target_energy_j"] is not None:
+        line += (f"; {args.best} {result['best_energy_to_target_j']:.1f} J, the 30% target "
+                 f"{result['target_energy_j']:.1f} J, which leaves "
+                 f"{result['target_energy_j'] - result['floor_j']:.1f} J for all transfers")
+    print(line)
+    emit_json(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

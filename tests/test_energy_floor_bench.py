@@ -1,0 +1,44 @@
+"""benchmarks/energy_floor.py on a committed bench JSON: the floor is a floor."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "docs/results/small_ppo_vs_baselines.json"
+
+
+@pytest.fixture
+def energy_floor(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import energy_floor
+
+    yield energy_floor
+    del sys.modules["energy_floor"]
+
+
+def test_no_policy_reaches_the_target_below_the_floor(energy_floor):
+    bench = json.loads(BENCH.read_text())
+    result = energy_floor.energy_floor(bench, "hffm-d2d-e2")
+    checked = 0
+    for episode in bench["episodes"]:
+        reached = energy_floor._first_reached(episode["accuracy"], bench["target_accuracy"])
+        if reached is not None:
+            spent = sum(episode["energy_j"][:reached + 1])
+            assert spent >= result["seeds"][str(episode["seed"])]["floor_j"] - 1e-9, episode
+            checked += 1
+    assert checked >= 3 * 8  # the hierarchical schedules and agents on every seed
+    assert result["target_energy_j"] == pytest.approx(0.7 * result["best_energy_to_target_j"])
+
+
+def test_a_run_without_never_is_refused_by_name(energy_floor, tmp_path, capsys):
+    bench = json.loads(BENCH.read_text())
+    bench["episodes"] = [e for e in bench["episodes"] if e["policy"] != "never"]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bench))
+    assert energy_floor.main([str(path)]) == 2
+    assert "'never' episode" in capsys.readouterr().err
