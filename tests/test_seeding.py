@@ -81,3 +81,4 @@ def test_describe_reports_the_layout_and_profiles_the_env_builds():
         assert [tuple(d["tasks"]) for d in devices] == [tuple(p.tasks) for p in base.data.profiles]
     finally:
         env.close()
+
