@@ -187,7 +187,9 @@ def test_bench_errors_are_one_line(capsys):
 
 def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
     result = BenchResult.read_json(RESULTS / "small_ppo_vs_baselines.json")
-    assert best_baseline(result) == "hffm-d2d-e2"  # highest mean return among the baselines
+    # highest mean return among the baselines (this run: tied with fixed-grid and greedy-energy,
+    # which play the same schedule; the first in the table wins)
+    assert best_baseline(result) == "edge-only-d2d"
     assert policy_family("agent:ppo-menu_s0") == "agents"
     assert {policy_family(name) for name in policy_names()} == {
         "paper schedules", "floors", "tuned", "adaptive heuristics"}
