@@ -288,40 +288,51 @@ def verdict(result: BenchResult, agent: str) -> str:
 
 
 def run_benchmark(
-    make_env: Callable[[], Any],
+    make_env: Callable[[], Any] | Callable[[int], Any],
     policies: Sequence[str | Policy],
     seeds: Sequence[int] = DEFAULT_EVAL_SEEDS,
     *,
+    env_per_seed: bool = False,
     target_accuracy: float | None = None,
     target_fraction: float = 0.9,
     progress: bool = True,
     scenario: str = "",
     fidelity: str = "",
 ) -> BenchResult:
-    """Run every policy on every seed (one episode each) in one env built by ``make_env``.
+    """Run every policy on every seed (one episode each).
 
-    ``target_accuracy`` defaults to ``target_fraction`` x the best policy's mean final
-    accuracy. Ctrl-C stops early; what finished is summarised and ``interrupted`` is set.
+    By default one env built by ``make_env()`` serves every episode. With ``env_per_seed``,
+    ``make_env(seed)`` builds one env per seed (closed after that seed's episodes), e.g. one
+    whose config seed, and so its data split, is the seed too. ``target_accuracy`` defaults to
+    ``target_fraction`` x the best policy's mean final accuracy. Ctrl-C stops early; what
+    finished is summarised and ``interrupted`` is set.
     """
     from tqdm.auto import tqdm
 
     resolved = [make_policy(p) if isinstance(p, str) else p for p in policies]
-    env = make_env()
+    # (env factory, seeds it serves): one shared env, or one per seed
+    groups: list[tuple[Callable[[], Any], list[int]]] = (
+        [(lambda s=int(seed): make_env(s), [int(seed)]) for seed in seeds] if env_per_seed
+        else [(make_env, [int(seed) for seed in seeds])])
     episodes: list[EpisodeRecord] = []
     interrupted = False
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
-        for policy in resolved:
-            for seed in seeds:
-                bar.set_postfix_str(f"{policy.name} seed {seed}")
-                episodes.append(run_episode(env, policy, int(seed)))
-                bar.update()
+        for build, group_seeds in groups:
+            env = build()
+            try:
+                for policy in resolved:
+                    for seed in group_seeds:
+                        bar.set_postfix_str(f"{policy.name} seed {seed}")
+                        episodes.append(run_episode(env, policy, seed))
+                        bar.update()
+            finally:
+                env.close()
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
-        env.close()
     if target_accuracy is None:
         finals = summarise(episodes, float("nan"))
         best = max((s.final_accuracy["mean"] for s in finals

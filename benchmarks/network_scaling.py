@@ -89,18 +89,18 @@ def bench_size(
     the D2D round with one ``add_d2d_to_head`` call per cluster instead of the bulk
     ``add_d2d_to_heads``."""
     scenario = scaled_scenario(num_devices)
-    rng = RandomStreams.from_seed(seed)
-    net = Network(scenario, rng)  # placement: once, not timed
+    streams = RandomStreams.from_seed(seed)
+    net = Network(scenario, streams)  # placement: once, not timed
     names = (*PHASES, "total", "rates", "d2d_graphs")
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds + 1):  # the first round warms caches and is dropped
-        t_begin, _ = _timed(net.begin_round, rng)
+        t_begin, _ = _timed(net.begin_round, streams)
         t_routes, paths = _timed(_routes, net)
         t_build, table = _timed(_build, net, paths, per_cluster)
         t_account, report = _timed(net.account, table)
         # Sub-phases of begin_round, timed on their own for the breakdown.
         t_rates, rates = _timed(draw_link_rates, net.channel, scenario.channel, net.topology,
-                                  rng.fading)
+                                  streams.fading)
         t_graphs, _ = _timed(build_d2d_graphs, net.topology, rates,
                              scenario.channel.d2d_radius_m, net.available)
         total = t_begin + t_routes + t_build + t_account

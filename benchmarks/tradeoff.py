@@ -8,7 +8,8 @@ scenario's default reward, and whether the schedule is on the accuracy-energy Pa
 the issue's targets are checked one by one and printed as PASS / MISS with their numbers.
 
     python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 \
-        [--json FILE] [--plot FILE.png]
+        [--vary-data-split] [--json FILE] [--plot FILE.png]
+        # --vary-data-split: each seed is the config seed too, so the data split varies
     python benchmarks/tradeoff.py --from-json docs/results/tradeoff_small.json   # re-print
     python benchmarks/tradeoff.py --from-json FILE --rescore --set env.energy_weight=0.2
         # the same runs scored under another reward, without training again
@@ -31,20 +32,32 @@ SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-o
              "edge-only-d2d", "never")
 """The paper's seven schedules and the never-aggregate floor."""
 
+SHARED_SPLIT = "the config seed's"
+"""How the result JSON names the default data split: every seed shares the config seed's."""
 
-def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: str) -> dict:
-    """Every schedule on every seed; returns the JSON-able result with rows and target checks."""
+
+def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: str,
+                 vary_data_split: bool = False) -> dict:
+    """Every schedule on every seed; returns the JSON-able result with rows and target checks.
+
+    With ``vary_data_split`` each seed is also the config seed of its episodes' env, so the
+    data split (device profiles, label skew, scenes) differs from seed to seed as well as the
+    placement, fading and training order; otherwise every seed shares the config seed's split.
+    """
     import gymnasium as gym
 
     import hffm_env  # noqa: F401  (registers the env ids)
     from hffm_env.baselines.runner import run_benchmark
 
-    def make_env() -> Any:
+    def make_env(config_seed: int | None = None) -> Any:
+        extra = [] if config_seed is None else [f"seed={config_seed}"]
         return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity="train",
-                        overrides=overrides, device=device, progress=True)
+                        overrides=[*overrides, *extra], device=device, progress=True)
 
-    bench = run_benchmark(make_env, list(SCHEDULES), seeds, scenario=scenario, fidelity="train")
+    bench = run_benchmark(make_env, list(SCHEDULES), seeds, env_per_seed=vary_data_split,
+                          scenario=scenario, fidelity="train")
     result = bench.to_dict()
+    result["data_split"] = "per seed" if vary_data_split else SHARED_SPLIT
     result["rows"] = _rows(bench)
     result["checks"] = check_targets(result["rows"])
     return result
@@ -159,7 +172,8 @@ def format_result(result: dict) -> str:
     """The text (markdown) table and the target checks of one scenario."""
     lines = [
         f"scenario {result['scenario']}, real training, seeds {result['seeds']}, "
-        f"{len(next(iter(result['episodes']))['latency_s'])} rounds"
+        f"{len(next(iter(result['episodes']))['latency_s'])} rounds, data split "
+        f"{result.get('data_split', SHARED_SPLIT)}"
         + (" (interrupted)" if result.get("interrupted") else ""),
         "",
         "| schedule | final accuracy | local | held-out cluster | latency/round (s) "
@@ -193,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002])
+    parser.add_argument("--vary-data-split", action="store_true",
+                        help="use each seed as the config seed too, so the data split (device "
+                        "profiles, label skew, scenes) varies over the seeds")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument("--device", default="cpu")
@@ -222,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     for scenario in args.scenarios:
-        result = run_scenario(scenario, args.seeds, args.overrides, args.device)
+        result = run_scenario(scenario, args.seeds, args.overrides, args.device,
+                              args.vary_data_split)
         results.append(_nan_safe(result))
         print(format_result(results[-1]), end="\n\n", file=sys.stderr if args.json == "-"
               else sys.stdout, flush=True)

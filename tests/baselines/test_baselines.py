@@ -124,6 +124,26 @@ def test_runner_summaries_and_target():
     assert sum(s.reached_target for s in result.summaries) >= 1
 
 
+def test_runner_builds_one_env_per_seed_when_asked():
+    built = []
+
+    def make_env(seed):
+        built.append(seed)
+        return _env("cost", [f"seed={seed}"])
+
+    result = run_benchmark(make_env, ["star", "never"], seeds=[3, 4], env_per_seed=True,
+                           progress=False)
+    assert built == [3, 4]
+    assert sorted((e.policy, e.seed) for e in result.episodes) == [
+        ("never", 3), ("never", 4), ("star", 3), ("star", 4)]
+    # each episode is the one its own config seed gives, not the shared env's
+    alone = run_episode(_env("cost", ["seed=4"]), make_policy("star"), 4)
+    shared = run_episode(_env("cost"), make_policy("star"), 4)
+    mine = next(e for e in result.episodes if (e.policy, e.seed) == ("star", 4))
+    assert mine.energy_j == alone.energy_j
+    assert mine.energy_j != shared.energy_j
+
+
 def test_bench_command_writes_documented_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"

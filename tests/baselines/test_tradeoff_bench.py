@@ -61,8 +61,9 @@ def test_targets_pass_and_miss_with_their_numbers(bench):
 
 def test_tiny_real_run(bench):
     result = bench.run_scenario("small", [1000], [*TINY_OVERRIDES, "env.episode_rounds=2"],
-                                "cpu")
+                                "cpu", vary_data_split=True)
     assert set(result["rows"]) == set(bench.SCHEDULES)
+    assert result["data_split"] == "per seed"
     for row in result["rows"].values():
         assert 0.0 <= row["final_accuracy"]["mean"] <= 1.0
         assert 0.0 <= row["final_accuracy_held_out"]["mean"] <= 1.0
@@ -70,3 +71,4 @@ def test_tiny_real_run(bench):
         result["rows"]["star"]["energy_per_round_j"]["mean"])
     text = bench.format_result(result)
     assert "| never |" in text and ("PASS" in text or "MISS" in text)
+    assert "data split per seed" in text
