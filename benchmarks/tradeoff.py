@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,10 @@ def _rows(bench: Any) -> dict[str, dict[str, Any]]:
             "latency_per_round_s": s.latency_per_round_s,
             "energy_per_round_j": s.energy_per_round_j,
             "episode_return": s.episode_return,
+            # per seed, so that a gap can be read seed by seed (the same seed's episodes
+            # share placement, fading and, with --vary-data-split, the data split)
+            "final_accuracy_by_seed": {str(e.seed): e.accuracy[-1]
+                                       for e in bench.episodes if e.policy == s.policy},
         }
     from hffm_env.baselines.runner import pareto_front
 
@@ -93,11 +98,23 @@ def check_targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     def std(name: str) -> float:
         return rows[name]["final_accuracy"]["std"]
 
+    def per_seed(a: str, b: str) -> str:
+        """The gap seed by seed (information beside the check, which the issue defines on
+        the two schedules' seed spreads): rows from before this field have none."""
+        mine, theirs = rows[a].get("final_accuracy_by_seed"), rows[b].get("final_accuracy_by_seed")
+        if not mine or not theirs:
+            return ""
+        diffs = [mine[seed] - theirs[seed] for seed in mine if seed in theirs]
+        text = "/".join(f"{d:+.3f}" for d in diffs)
+        if len(diffs) > 1:
+            text += f", std {statistics.stdev(diffs):.3f}"
+        return f"; per seed {text}"
+
     def gap(a: str, b: str, at_least: float) -> dict[str, Any]:
         diff = acc(a) - acc(b)
         noise = 2 * max(std(a), std(b))
         return {"target": f"{a} >= {b} + {at_least:.2f} and gap > 2 std",
-                "value": f"{diff:+.3f} (2 std {noise:.3f})",
+                "value": f"{diff:+.3f} (2 std {noise:.3f}{per_seed(a, b)})",
                 "pass": diff >= at_least and diff > noise}
 
     checks = [
@@ -125,7 +142,8 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     """``result`` with every episode's rewards recomputed from its recorded per-round accuracy,
     latency and energy under the reward the scenario config (plus ``overrides``) names now,
     and the rows and checks redone: a saved run scored under another reward design without
-    training again. The cost scale comes from a cost-fidelity env of the same scenario."""
+    training again. The cost scale comes from a cost-fidelity env of the same scenario (of
+    each episode's own config seed when the run varied the data split)."""
     import gymnasium as gym
     import numpy as np
 
@@ -133,12 +151,22 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     from hffm_env.baselines.runner import BenchResult
     from hffm_env.envs.reward import RewardInputs, accuracy_score
 
-    env = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
-                   overrides=overrides).unwrapped
-    reward, weights, costs = env.reward_function, env.reward_weights, env.cost_range
-    target, mix = env.config.env.target_accuracy, env.config.env.accuracy_local_mix
+    per_seed = result.get("data_split") == "per seed"
+    envs: dict[int | None, Any] = {}
+
+    def env_for(seed: int) -> Any:
+        key = seed if per_seed else None
+        if key not in envs:
+            extra = [f"seed={seed}"] if per_seed else []
+            envs[key] = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
+                                 overrides=[*overrides, *extra]).unwrapped
+        return envs[key]
+
     bench = BenchResult.from_dict(result)
     for episode in bench.episodes:
+        env = env_for(episode.seed)
+        reward, weights, costs = env.reward_function, env.reward_weights, env.cost_range
+        target, mix = env.config.env.target_accuracy, env.config.env.accuracy_local_mix
         previous, reached, rewards = float("nan"), False, []
         last = len(episode.accuracy) - 1
         for t, (glob, local, lat, en) in enumerate(zip(
@@ -150,11 +178,13 @@ def rescore(result: dict, overrides: list[str]) -> dict:
             previous = acc
             reached |= target is not None and np.isfinite(acc) and acc >= target
         episode.rewards = rewards
-    env.close()
+    for env in envs.values():
+        env.close()
     from hffm_env.baselines.runner import summarise
 
     bench.summaries = summarise(bench.episodes, bench.target_accuracy)
     out = bench.to_dict()
+    out["data_split"] = result.get("data_split", SHARED_SPLIT)
     out["rows"] = _rows(bench)
     out["checks"] = check_targets(out["rows"])
     out["reward"] = {"name": env.config.env.reward, "accuracy_weight": weights.accuracy,

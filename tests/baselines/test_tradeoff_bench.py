@@ -59,9 +59,9 @@ def test_targets_pass_and_miss_with_their_numbers(bench):
     assert any("best mean return" in t for t in missed)
 
 
-def test_tiny_real_run(bench):
-    result = bench.run_scenario("small", [1000], [*TINY_OVERRIDES, "env.episode_rounds=2"],
-                                "cpu", vary_data_split=True)
+def test_tiny_real_run_and_its_rescoring(bench):
+    overrides = [*TINY_OVERRIDES, "env.episode_rounds=2"]
+    result = bench.run_scenario("small", [1000, 1001], overrides, "cpu", vary_data_split=True)
     assert set(result["rows"]) == set(bench.SCHEDULES)
     assert result["data_split"] == "per seed"
     for row in result["rows"].values():
@@ -72,3 +72,14 @@ def test_tiny_real_run(bench):
     text = bench.format_result(result)
     assert "| never |" in text and ("PASS" in text or "MISS" in text)
     assert "data split per seed" in text
+    assert "per seed" in result["checks"][0]["value"]  # the gap seed by seed
+    # rescoring under the same reward reproduces every return (each seed's own cost scale);
+    # another energy weight changes them
+    same = bench.rescore(result, overrides)
+    for name, row in result["rows"].items():
+        assert same["rows"][name]["episode_return"]["mean"] == pytest.approx(
+            row["episode_return"]["mean"], abs=1e-9)
+    assert same["data_split"] == "per seed"
+    other = bench.rescore(result, [*overrides, "env.energy_weight=0.9"])
+    assert other["rows"]["star"]["episode_return"]["mean"] != pytest.approx(
+        result["rows"]["star"]["episode_return"]["mean"])
