@@ -20,6 +20,11 @@ import numpy as np
 STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 
+SEEDING_SCHEME = "spawned-streams-1"
+"""Names how a seed becomes numbers (:data:`STREAMS` spawned from one ``SeedSequence``). Fits
+of measured training (the surrogate) carry it in their cache key: under another scheme the
+same config seed draws another data split, so an old fit is never reused silently."""
+
 
 @dataclass(frozen=True)
 class RandomStreams:
@@ -43,15 +48,11 @@ class RandomStreams:
     training_seed: int
 
     @classmethod
-    def from_seed(cls, seed: int | np.random.SeedSequence) -> RandomStreams:
-        """The streams of ``seed`` (an integer >= 0 or a ``SeedSequence``): the same seed
-        gives the same streams."""
-        if isinstance(seed, np.random.SeedSequence):
-            root = seed
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed = {seed!r}: must be an integer >= 0 or a SeedSequence")
-        else:
-            root = np.random.SeedSequence(int(seed))
+    def from_seed(cls, seed: int) -> RandomStreams:
+        """The streams of ``seed`` (an integer >= 0): the same seed gives the same streams."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed = {seed!r}: must be an integer >= 0")
+        root = np.random.SeedSequence(int(seed))
         children = dict(zip(STREAMS, root.spawn(len(STREAMS))))
         generators = {name: np.random.default_rng(children[name])
                       for name in STREAMS if name != "training"}

@@ -32,6 +32,7 @@ from torch import nn
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import Tier
+from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
     "AccuracySurrogate", "RoundTrace", "SurrogateMissing", "TierHistory", "find_surrogate",
@@ -51,15 +52,13 @@ class SurrogateMissing(FileNotFoundError):
 
 def surrogate_key(cfg: ScenarioConfig) -> str:
     """A hex digest of everything that changes what training measures: the model, data,
-    engine, placement, dynamics and channel configs, the horizon and the format. Costs, reward
-    weights and the seed do not enter it."""
+    engine, placement, dynamics and channel configs, the horizon, the format and the seeding
+    scheme (:data:`~hffm_env.seeding.SEEDING_SCHEME`, which decides the config seed's data
+    split). Costs, reward weights and the seed do not enter it: a fit is made on the config
+    seed's split, and its error is measured there (``benchmarks/surrogate_error.py``)."""
     parts = {name: dataclasses.asdict(getattr(cfg, name))
              for name in ("model", "data", "fl", "placement", "dynamics", "channel")}
-    if parts["channel"]["model"] == "shannon":
-        # the built-in channel model is left out, so that keys from before the field existed
-        # (the shipped surrogate's) stay valid; any other model changes the key
-        del parts["channel"]["model"]
-    payload = {"format": SURROGATE_FORMAT, "parts": parts,
+    payload = {"format": SURROGATE_FORMAT, "seeding": SEEDING_SCHEME, "parts": parts,
                "episode_rounds": cfg.env.episode_rounds}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

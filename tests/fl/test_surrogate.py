@@ -14,6 +14,7 @@ from hffm_env.fl.surrogate import (
     TierHistory,
     episode_features,
     find_surrogate,
+    surrogate_key,
     target_names,
 )
 from hffm_env.testing import TINY_OVERRIDES
@@ -84,6 +85,17 @@ def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
     cfg = apply_overrides(small(), ["env.episode_rounds=7"])  # no surrogate ships for this
     with pytest.raises(SurrogateMissing, match="hffm calibrate --scenario small"):
         find_surrogate(cfg)
+
+
+def test_the_key_names_the_seeding_scheme_but_not_the_seed(monkeypatch):
+    import hffm_env.fl.surrogate as surrogate
+
+    cfg = small()
+    assert surrogate_key(apply_overrides(cfg, ["seed=5"])) == surrogate_key(cfg)
+    before = surrogate_key(cfg)
+    # another scheme draws another data split from the same config seed: never reuse a fit
+    monkeypatch.setattr(surrogate, "SEEDING_SCHEME", "some-later-scheme")
+    assert surrogate_key(cfg) != before
 
 
 def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_path):
