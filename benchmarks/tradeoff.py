@@ -35,6 +35,13 @@ SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-o
 
 SHARED_SPLIT = "the config seed's"
 """How the result JSON names the default data split: every seed shares the config seed's."""
+PER_SEED_SPLIT = "per seed"
+"""How the result JSON names a run with --vary-data-split: each seed is its config seed too."""
+
+
+def _config_overrides(overrides: list[str], config_seed: int | None) -> list[str]:
+    """``overrides`` plus the config seed of a per-seed-split run (None: the shared split)."""
+    return [*overrides] if config_seed is None else [*overrides, f"seed={config_seed}"]
 
 
 def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: str,
@@ -51,14 +58,14 @@ def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: 
     from hffm_env.baselines.runner import run_benchmark
 
     def make_env(config_seed: int | None = None) -> Any:
-        extra = [] if config_seed is None else [f"seed={config_seed}"]
         return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity="train",
-                        overrides=[*overrides, *extra], device=device, progress=True)
+                        overrides=_config_overrides(overrides, config_seed), device=device,
+                        progress=True)
 
     bench = run_benchmark(make_env, list(SCHEDULES), seeds, env_per_seed=vary_data_split,
                           scenario=scenario, fidelity="train")
     result = bench.to_dict()
-    result["data_split"] = "per seed" if vary_data_split else SHARED_SPLIT
+    result["data_split"] = PER_SEED_SPLIT if vary_data_split else SHARED_SPLIT
     result["rows"] = _rows(bench)
     result["checks"] = check_targets(result["rows"])
     return result
@@ -151,15 +158,14 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     from hffm_env.baselines.runner import BenchResult
     from hffm_env.envs.reward import RewardInputs, accuracy_score
 
-    per_seed = result.get("data_split") == "per seed"
+    per_seed = result.get("data_split") == PER_SEED_SPLIT
     envs: dict[int | None, Any] = {}
 
     def env_for(seed: int) -> Any:
         key = seed if per_seed else None
         if key not in envs:
-            extra = [f"seed={seed}"] if per_seed else []
             envs[key] = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
-                                 overrides=[*overrides, *extra]).unwrapped
+                                 overrides=_config_overrides(overrides, key)).unwrapped
         return envs[key]
 
     bench = BenchResult.from_dict(result)
