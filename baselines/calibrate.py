@@ -144,9 +144,15 @@ def fit_traces(episodes: list[dict[str, Any]], tasks: Sequence[str], horizon: in
 def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
               random_episodes: int = 1, progress: bool = True,
               traces_path: str | Path | None = None,
-              policies: Sequence[str] = DESIGN_POLICIES) -> tuple[AccuracySurrogate, list[dict]]:
+              policies: Sequence[str] = DESIGN_POLICIES,
+              agents: Sequence[Policy] = ()) -> tuple[AccuracySurrogate, list[dict]]:
     """Real training over the design on ``seeds``; returns the fitted surrogate and the
-    recorded episodes (also written to ``traces_path`` as they come, if given)."""
+    recorded episodes (also written to ``traces_path`` as they come, if given).
+
+    ``agents`` (trained policies, e.g. ``hffm_env.agents.job.agent_policy(path)``) join the
+    design, one episode per seed each: a learner drives the surrogate towards schedules the
+    fixed design rarely plays, so recording its own real rounds and refitting is how the
+    surrogate learns where it was wrong."""
     from tqdm.auto import tqdm
 
     env = make_env()
@@ -159,6 +165,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
                          "(1000+ are held out for evaluation)")
     factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
                        policies=policies)
+    factories += [lambda a=agent: a for agent in agents]
     jobs = [(f, s) for s in seeds for f in factories]
     episodes: list[dict[str, Any]] = []
     start = time.perf_counter()

@@ -159,6 +159,20 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_policies(paths: Sequence[str]) -> list:
+    """The trained agents at ``paths`` (``--agent``) as policies named by :func:`_agent_label`;
+    a file that is not an agent is a ``ConfigError`` naming it and why."""
+    from hffm_env.agents.job import agent_policy
+
+    policies = []
+    for path in paths:
+        try:
+            policies.append(agent_policy(path, name=_agent_label(path)))
+        except ValueError as err:  # AgentFileError: the message names the file and why
+            raise ConfigError(f"--agent: {err}") from None
+    return policies
+
+
 def _agent_label(path: str) -> str:
     """``agent:<run folder>`` for ``<run folder>/model.zip`` or ``policy.pt`` (what
     ``train_agent.py`` writes), else ``agent:<file stem>``: short names that stay distinct
@@ -189,16 +203,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
     import gymnasium as gym
 
-    from hffm_env.agents.job import agent_policy
     from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark
 
-    policies: list = []
-    for path in args.agent:
-        try:
-            policies.append(agent_policy(path, name=_agent_label(path)))
-        except ValueError as err:  # AgentFileError: the message names the file and why
-            raise ConfigError(f"--agent: {err}") from None
-    policies += names
+    policies: list = [*_agent_policies(args.agent), *names]
 
     def make_env():
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
@@ -243,6 +250,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                           "held out for evaluation)")
     if args.mixed < 0:
         raise ConfigError(f"--mixed = {args.mixed}: must be >= 0")
+    if args.agent and args.from_traces:
+        raise ConfigError("--agent plays real episodes; --from-traces refits without training: "
+                          "pass one of them")
     from hffm_env.baselines.calibrate import DESIGN_POLICIES
     from hffm_env.baselines.policies import policy_names
 
@@ -269,9 +279,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                 "seeds": sorted({int(e["seed"]) for e in episodes}),
                                 "training_s": float("nan")})
     else:
+        agents = _agent_policies(args.agent)
         traces = Path(args.traces) if args.traces else out.with_suffix(".traces.json")
         traces.parent.mkdir(parents=True, exist_ok=True)
-        episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed)
+        episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
+                                      + len(agents))
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces}")
         surrogate, _ = calibrate(
@@ -279,6 +291,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                              device=args.device),
             args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
             progress=not args.no_progress, traces_path=traces, policies=args.policies,
+            agents=agents,
         )
     surrogate.save(out)
     fit = surrogate.meta["fit_mae"]
@@ -356,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--policies", nargs="*", default=None, metavar="NAME",
                            help="named baselines in the design (default: the paper's seven "
                            "schedules, never, adaptive, module-aware, greedy-energy)")
+    calibrate.add_argument("--agent", action="append", default=[], metavar="PATH",
+                           help="a trained agent folder (or its model.zip) to play in the "
+                           "design too, one episode per seed (repeatable): its own real rounds "
+                           "teach the surrogate where the agent took it")
     calibrate.add_argument("--random-episodes", type=int, default=1,
                            help="episodes of the random policy per seed (default 1)")
     calibrate.add_argument("--out", metavar="FILE",

@@ -63,10 +63,9 @@ def test_mixed_schedules_are_drawn_from_the_menu_reproducibly():
     assert set(a.edge.values()) | set(a.cloud.values()) <= {1, 2, 0}
 
 
-@pytest.mark.slow
-def test_training_on_the_surrogate_fine_tunes_and_is_judged_on_real_training(calibrated,
-                                                                              tmp_path):
-    out = tmp_path / "agent"
+@pytest.fixture(scope="module")
+def trained(calibrated, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "agent"
     code = train_agent.main([
         "--scenario", "small", "--fidelity", "surrogate", "--surrogate", str(calibrated),
         "--total-timesteps", "24", "--n-steps", "12", "--batch-size", "12",
@@ -74,7 +73,35 @@ def test_training_on_the_surrogate_fine_tunes_and_is_judged_on_real_training(cal
         "--eval-policies", "never", "--no-progress", "--overrides", *OVERRIDES,
     ])
     assert code == 0
+    return out
+
+
+@pytest.mark.slow
+def test_training_on_the_surrogate_fine_tunes_and_is_judged_on_real_training(trained):
+    out = trained
     results = json.loads((out / "results.json").read_text())
     assert results["fidelity"] == "train"  # judged on real training
     agent = json.loads((out / "agent.json").read_text())
     assert agent["num_timesteps"] >= 36  # 24 on the surrogate + 12 fine-tuning
+
+
+@pytest.mark.slow
+def test_a_trained_agent_joins_the_calibration_design(trained, tmp_path):
+    out = tmp_path / "refit.pt"
+    code = cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "1",
+                     "--policies", "never", "--mixed", "0", "--random-episodes", "0",
+                     "--agent", str(trained), "--out", str(out), "--no-progress"])
+    assert code == 0 and out.exists()
+    episodes = read_traces(out.with_suffix(".traces.json"))
+    assert [(e["policy"], e["seed"]) for e in episodes] == [("never", 1), ("agent:agent", 1)]
+    agent_rounds = episodes[1]["rounds"][1:]
+    assert len(agent_rounds) == 3 and all(r.tiers is not None for r in agent_rounds)
+
+
+def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    assert cli_main(["calibrate", "--scenario", "small", "--agent", missing]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--agent", missing,
+                     "--from-traces", missing]) == 2
+    assert "--from-traces" in capsys.readouterr().err
