@@ -126,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         round_err += list(np.abs(pred_mean - real))
         final_err.append(abs(pred_mean[-1] - real[-1]))
         finals.setdefault(e["policy"], []).append((real[-1], pred_mean[-1]))
+    seeds = sorted({int(e["seed"]) for e in episodes})
     fixed = [p for p in FIXED_SCHEDULES if p in finals]
     real_final = np.array([np.mean([r for r, _ in finals[p]]) for p in fixed])
     pred_final = np.array([np.mean([q for _, q in finals[p]]) for p in fixed])
-    rho = spearman(real_final, pred_final)
+    # a rank correlation needs at least two fixed schedules (traces of agents alone have none)
+    rho = spearman(real_final, pred_final) if len(fixed) >= 2 else float("nan")
 
     # speed: the same random actions in both fidelities (--speed-steps 0: not measured)
     speed = {"surrogate": float("nan"), "train": float("nan")}
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         env.close()
 
     out = {
-        "scenario": cfg.name, "seeds": args.seeds, "episodes": len(episodes),
+        "scenario": cfg.name, "seeds": seeds, "episodes": len(episodes),
         "calibration": {k: surrogate.meta.get(k) for k in ("seeds", "episodes", "rounds",
                                                             "training_s")},
         "round_mae": float(np.mean(round_err)), "final_mae": float(np.mean(final_err)),
@@ -165,15 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         "final_mae": out["final_mae"] <= TARGETS["final_mae"],
         "round_mae": out["round_mae"] <= TARGETS["round_mae"],
-        "spearman": rho >= TARGETS["spearman"],
     }
+    if len(fixed) >= 2:
+        checks["spearman"] = rho >= TARGETS["spearman"]
     if math.isfinite(out["speedup"]):
         checks["speedup"] = out["speedup"] >= TARGETS["speedup"]
     out["checks"] = checks
-    print(f"\n{cfg.name}: {len(episodes)} held-out episodes (seeds {args.seeds})")
-    print(f"{'schedule':<16}{'real final':>12}{'surrogate':>12}")
-    for p, r, q in zip(fixed, real_final, pred_final, strict=True):
-        print(f"{p:<16}{r:>12.3f}{q:>12.3f}")
+    held_out = "held-out " if min(seeds) >= 1000 else ""
+    print(f"\n{cfg.name}: {len(episodes)} {held_out}episodes (seeds {seeds})")
+    print(f"{'policy':<24}{'real final':>12}{'surrogate':>12}")
+    for p, pairs in finals.items():  # every policy, mean over its episodes
+        print(f"{p:<24}{np.mean([r for r, _ in pairs]):>12.3f}"
+              f"{np.mean([q for _, q in pairs]):>12.3f}")
+    if len(fixed) < 2:
+        print("(fewer than two of the eight fixed schedules: no rank correlation)")
     for key, ok in checks.items():
         sign = ">=" if key in ("spearman", "speedup") else "<="
         print(f"- {'PASS' if ok else 'MISS'}: {key} {out[key]:.3f} (target {sign} "
