@@ -248,8 +248,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0..999 (1000+ are "
                           "held out for evaluation)")
-    if args.mixed < 0:
-        raise ConfigError(f"--mixed = {args.mixed}: must be >= 0")
+    for flag, value in (("--mixed", args.mixed), ("--random-episodes", args.random_episodes)):
+        if value < 0:
+            raise ConfigError(f"{flag} = {value}: must be >= 0")
     if args.agent and args.from_traces:
         raise ConfigError("--agent plays real episodes; --from-traces refits without training: "
                           "pass one of them")
@@ -284,6 +285,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
                                       + len(agents))
+        if episodes == 0:
+            raise ConfigError("the calibration design is empty: name --policies, or pass "
+                              "--mixed, --random-episodes or --agent")
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces}")
         surrogate, _ = calibrate(

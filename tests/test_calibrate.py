@@ -105,3 +105,11 @@ def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     assert cli_main(["calibrate", "--scenario", "small", "--agent", missing,
                      "--from-traces", missing]) == 2
     assert "--from-traces" in capsys.readouterr().err
+
+
+def test_calibration_refuses_an_empty_design(capsys):
+    assert cli_main(["calibrate", "--scenario", "small", "--policies", "--mixed", "0",
+                     "--random-episodes", "0"]) == 2
+    assert "design is empty" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--random-episodes", "-1"]) == 2
+    assert "--random-episodes = -1" in capsys.readouterr().err
