@@ -61,8 +61,11 @@ LABEL_FAMILIES: tuple[str, ...] = ("scene", "count", "question")
 """Label families a cluster's data can be skewed over (``DataConfig.label_skew``)."""
 
 
-REWARD_NAMES: tuple[str, ...] = ("accuracy-level", "accuracy-gain", "cost-to-target")
+REWARD_NAMES: tuple[str, ...] = ("accuracy-level", "accuracy-gain", "cost-to-target",
+                                  "spend-to-target")
 """Rewards ``env.reward`` can name (implemented in :mod:`hffm_env.envs.reward`)."""
+TARGET_REWARDS: tuple[str, ...] = ("cost-to-target", "spend-to-target")
+"""Rewards that need ``env.target_accuracy``."""
 
 
 MAX_DISTANCE_M = 1e6
@@ -561,9 +564,10 @@ class EnvConfig:
     """The Gymnasium view: episode length, action menus, reward weights and budget.
 
     A period of 0 in ``period_menu`` means "never". ``reward`` names the reward
-    (:mod:`hffm_env.envs.reward`: ``accuracy-level``, ``accuracy-gain`` or ``cost-to-target``,
-    which needs ``target_accuracy``); its costs are normalised so that ``never`` costs 0 and
-    ``star`` costs 1 per round. ``accuracy_local_mix`` mixes the local (personalised) accuracy
+    (:mod:`hffm_env.envs.reward`: ``accuracy-level``, ``accuracy-gain``, ``cost-to-target`` or
+    ``spend-to-target``; the last two need ``target_accuracy``); its costs are normalised so
+    that ``never`` costs 0 and ``star`` costs 1 per round (``spend-to-target`` charges the
+    rounds until the target as a share of ``star``, computation included). ``accuracy_local_mix`` mixes the local (personalised) accuracy
     into the accuracy term: 0 = global only (default), 1 = local only.
     """
 
@@ -600,9 +604,9 @@ class EnvConfig:
         _check_range("env", 0.0, 1e6, target_miss_penalty=self.target_miss_penalty)
         if self.target_accuracy is not None:
             _check_probability("env", target_accuracy=self.target_accuracy)
-        elif self.reward == "cost-to-target":
+        elif self.reward in TARGET_REWARDS:
             raise ConfigError(
-                "env.target_accuracy = None: the cost-to-target reward needs a target accuracy "
+                f"env.target_accuracy = None: the {self.reward} reward needs a target accuracy "
                 "in [0, 1], e.g. env.target_accuracy=0.4"
             )
 

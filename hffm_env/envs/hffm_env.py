@@ -91,8 +91,11 @@ class HFFMEnv(gym.Env):
     scenario's never..star scale (0: what a round costs when nothing is aggregated, 1: what it
     costs under ``star``; ``env.unwrapped.cost_range``). ``accuracy-gain`` pays
     ``acc_t - acc_{t-1}`` instead; ``cost-to-target`` charges the costs until the accuracy
-    first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does. Each
-    term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
+    first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does;
+    ``spend-to-target`` charges the rounds until the target as a share of a star round,
+    computation included (so waiting costs), nothing after it, and pays
+    ``accuracy_weight * acc_T`` in the last round (less the penalty if the target was missed).
+    Each term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
     ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` (only in
     that mode) bounds it: a round's cost counts as at most 100 star rounds.
     In cost fidelity the accuracy term is 0 (nothing was measured); in surrogate fidelity it

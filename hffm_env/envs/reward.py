@@ -18,7 +18,16 @@ scenario.
     favours cheap schedules (the env's reward before v1).
 ``cost-to-target``
     Costs only, until the accuracy first reaches ``env.target_accuracy``; nothing after; and
-    ``-target_miss_penalty`` in the accuracy term of the last round if it never did.
+    ``-target_miss_penalty`` in the accuracy term of the last round if it never did. Its costs
+    are on the never..star scale, where a round of local training alone costs 0: it does not
+    charge the rounds that pass before the target, so it does not reward reaching it early.
+``spend-to-target``
+    The benchmarks' "energy to target" as a reward. Until the accuracy first reaches
+    ``env.target_accuracy`` (that round included) each round's latency and energy are charged
+    as a share of a ``star`` round, computation included, so every round spent before the
+    target costs; nothing after it. In the last round the accuracy term is
+    ``accuracy_weight * acc_T``, the final accuracy, less ``target_miss_penalty`` if the
+    target was never reached: reach the target early and cheaply, and still end accurate.
 
 A round whose accuracy was not measured (cost fidelity) has an accuracy term of 0; no reward
 ever uses a number that was not measured.
@@ -59,6 +68,16 @@ class CostRange:
         """``energy_j`` on the never..star scale, at most :data:`MAX_COST_SCALE`."""
         span = max(self.star_energy_j - self.never_energy_j, 1e-12)
         return min((energy_j - self.never_energy_j) / span, MAX_COST_SCALE)
+
+    def latency_share(self, latency_s: float) -> float:
+        """``latency_s`` as a share of a star round (computation included), at most
+        :data:`MAX_COST_SCALE`."""
+        return min(latency_s / max(self.star_latency_s, 1e-9), MAX_COST_SCALE)
+
+    def energy_share(self, energy_j: float) -> float:
+        """``energy_j`` as a share of a star round (computation included), at most
+        :data:`MAX_COST_SCALE`."""
+        return min(energy_j / max(self.star_energy_j, 1e-12), MAX_COST_SCALE)
 
     def lowest(self) -> tuple[float, float]:
         """The lowest (latency, energy) on the scale: a round that costs nothing."""
@@ -130,13 +149,34 @@ def cost_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> 
     return {"accuracy": -w.target_miss_penalty if missed else 0.0, **_costs(inputs, costs, w)}
 
 
+def spend_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
+    """Costs as a share of a star round until the target is first reached, nothing after; the
+    final accuracy in the last round, less a penalty if the target was never reached."""
+    reached = inputs.reached_before or (
+        math.isfinite(inputs.score) and inputs.score >= (w.target_accuracy or 0.0))
+    accuracy = 0.0
+    if inputs.last_round:
+        final = inputs.score if math.isfinite(inputs.score) else 0.0
+        accuracy = w.accuracy * final - (0.0 if reached else w.target_miss_penalty)
+    if inputs.reached_before:
+        return {"accuracy": accuracy, "latency": 0.0, "energy": 0.0}
+    return {
+        "accuracy": accuracy,
+        "latency": -w.latency * costs.latency_share(inputs.latency_s),
+        "energy": -w.energy * costs.energy_share(inputs.energy_j),
+    }
+
+
 def reward_bounds(name: str, costs: CostRange,
                   w: RewardWeights) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Lowest and highest value of each term (accuracy, latency, energy) of reward ``name``:
     the bounds of the env's vector ``reward_space``."""
     accuracy = {"accuracy-level": (0.0, w.accuracy), "accuracy-gain": (-w.accuracy, w.accuracy),
-                "cost-to-target": (-w.target_miss_penalty, 0.0)}[name]
-    cheapest_latency, cheapest_energy = costs.lowest()
+                "cost-to-target": (-w.target_miss_penalty, 0.0),
+                "spend-to-target": (-w.target_miss_penalty, w.accuracy)}[name]
+    cheapest_latency, cheapest_energy = costs.lowest()  # <= 0: a round cheaper than never
+    if name == "spend-to-target":  # a share of star, at least 0 (and 0 after the target)
+        cheapest_latency = cheapest_energy = 0.0
     low = (accuracy[0], -w.latency * MAX_COST_SCALE, -w.energy * MAX_COST_SCALE)
     high = (accuracy[1], -w.latency * cheapest_latency, -w.energy * cheapest_energy)
     return low, high
@@ -146,6 +186,7 @@ REWARDS: dict[str, Reward] = {
     "accuracy-level": accuracy_level,
     "accuracy-gain": accuracy_gain,
     "cost-to-target": cost_to_target,
+    "spend-to-target": spend_to_target,
 }
 """Every named reward."""
 

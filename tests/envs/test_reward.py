@@ -124,3 +124,67 @@ def test_reward_is_pluggable_by_name_or_callable():
         make(reward="nope")
     with pytest.raises(ValueError, match="must be None, a name"):
         make(reward=3)
+
+
+def test_spend_to_target_charges_every_round_until_the_target():
+    reward = get_reward("spend-to-target")
+    # a round of local training alone (never's cost) is free on the never..star scale, so
+    # cost-to-target does not charge waiting; spend-to-target charges it as a share of star
+    waiting = _inputs(score=0.4, latency=1.0, energy=2.0)
+    assert get_reward("cost-to-target")(waiting, COSTS, WEIGHTS)["energy"] == 0
+    assert reward(waiting, COSTS, WEIGHTS) == pytest.approx(
+        {"accuracy": 0.0, "latency": -0.1 / 3, "energy": -0.2 * 2 / 12})
+    reaching = reward(_inputs(score=0.6, energy=12.0), COSTS, WEIGHTS)
+    assert reaching["energy"] == pytest.approx(-0.2)  # the round that reaches it still pays
+    after = reward(_inputs(score=0.45, reached=True), COSTS, WEIGHTS)
+    assert after == {"accuracy": 0.0, "latency": 0.0, "energy": 0.0}
+    # the last round pays the final accuracy, less the penalty if the target was never reached
+    assert reward(_inputs(score=0.45, reached=True, last=True), COSTS, WEIGHTS)["accuracy"] \
+        == pytest.approx(0.45)
+    assert reward(_inputs(score=0.45, last=True), COSTS, WEIGHTS)["accuracy"] \
+        == pytest.approx(0.45 - 2.0)
+    reached_last = reward(_inputs(score=0.55, last=True), COSTS, WEIGHTS)
+    assert reached_last["accuracy"] == pytest.approx(0.55) and reached_last["energy"] < 0
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0])
+def test_spend_to_target_is_the_benchmarks_energy_to_target(make_env, target):
+    """Its energy terms sum to the energy spent until the target (what ``hffm bench`` reports
+    as energy to target) over star's energy per round, times the weight."""
+    from hffm_env.baselines.runner import run_episode
+
+    env = make_env(fidelity="train", reward_mode="vector",
+                   extra=["env.reward=spend-to-target", f"env.target_accuracy={target}",
+                          "env.episode_rounds=3"])
+    terms = []
+    record = run_episode(_RecordTerms(env, terms), make_policy("hffm-d2d-e2"), seed=3)
+    energy_terms = np.array([t["energy"] for t in terms])
+    base = env.unwrapped
+    weights, costs = base.reward_weights, base.cost_range
+    spent, _, reached_round = record.spent_to_reach(target)
+    if target == 0.0:  # reached in the first round: only that round is charged
+        assert reached_round == 1 and np.all(energy_terms[1:] == 0)
+        assert -energy_terms.sum() == pytest.approx(weights.energy * spent / costs.star_energy_j)
+        assert terms[-1]["accuracy"] == pytest.approx(record.accuracy[-1])
+    else:  # never reached: every round charged, the penalty in the last
+        assert reached_round is None and np.all(energy_terms < 0)
+        assert -energy_terms.sum() == pytest.approx(
+            weights.energy * sum(record.energy_j) / costs.star_energy_j)
+        assert terms[-1]["accuracy"] == pytest.approx(
+            record.accuracy[-1] - weights.target_miss_penalty)
+    low, high = base.reward_space.low, base.reward_space.high
+    assert all(np.all(low <= [t[k] for k in ("accuracy", "latency", "energy")]) and
+               np.all([t[k] for k in ("accuracy", "latency", "energy")] <= high) for t in terms)
+
+
+class _RecordTerms(gym.Wrapper):
+    """Keeps each step's ``info["reward_terms"]``."""
+
+    def __init__(self, env, terms):
+        super().__init__(env)
+        self.terms = terms
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.terms.append(out[-1]["reward_terms"])
+        return out
