@@ -567,8 +567,9 @@ class EnvConfig:
     (:mod:`hffm_env.envs.reward`: ``accuracy-level``, ``accuracy-gain``, ``cost-to-target`` or
     ``spend-to-target``; the last two need ``target_accuracy``); its costs are normalised so
     that ``never`` costs 0 and ``star`` costs 1 per round (``spend-to-target`` charges the
-    rounds until the target as a share of ``star``, computation included). ``accuracy_local_mix`` mixes the local (personalised) accuracy
-    into the accuracy term: 0 = global only (default), 1 = local only.
+    rounds until the target as a share of ``star``, computation included).
+    ``accuracy_local_mix`` mixes the local (personalised) accuracy into the accuracy term:
+    0 = global only (default), 1 = local only.
     """
 
     episode_rounds: int = 16
