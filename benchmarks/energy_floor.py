@@ -7,8 +7,11 @@ round is a floor under the energy to target of every policy in the run (a policy
 reaches the target earlier than all of these could go below it; none here did). The script
 prints that floor beside the best baseline's energy to target and the learning issue's target
 (30% less than the best baseline), so one can see whether the target is physically open.
+``--plot FILE`` draws every policy's energy to target (mean and std over the seeds on which it
+reached the target) against those three lines.
 
-    python benchmarks/energy_floor.py docs/results/small_ppo_vs_baselines.json [--json FILE]
+    python benchmarks/energy_floor.py docs/results/small_ppo_vs_baselines.json \
+        [--json FILE] [--plot FILE]
 """
 
 from __future__ import annotations
@@ -70,6 +73,61 @@ def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
     }
 
 
+def energy_to_target_by_policy(bench: dict[str, Any]) -> dict[str, list[float | None]]:
+    """Each policy's energy to target (J) per episode, in the run's order (None: the episode
+    never reached the target)."""
+    target = bench["target_accuracy"]
+    spent: dict[str, list[float | None]] = {}
+    for episode in bench["episodes"]:
+        reached = _first_reached(episode["accuracy"], target)
+        spent.setdefault(episode["policy"], []).append(
+            None if reached is None else float(sum(episode["energy_j"][:reached + 1])))
+    return spent
+
+
+def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: str) -> None:
+    """A bar per policy that reached the target on at least one seed: its mean energy to target
+    with the std over those seeds (agents in red, with how many seeds they reached it on),
+    beside the best baseline's, the 30% target and the compute floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spent = {name: [e for e in values if e is not None]
+             for name, values in energy_to_target_by_policy(bench).items()}
+    runs = {name: len(values) for name, values in energy_to_target_by_policy(bench).items()}
+    # those that reached it on every seed first: a mean over fewer seeds is not comparable
+    names = sorted((n for n in spent if spent[n]),
+                   key=lambda n: (len(spent[n]) < runs[n], statistics.fmean(spent[n])))
+    means = [statistics.fmean(spent[n]) for n in names]
+    stds = [statistics.pstdev(spent[n]) for n in names]
+    colours = ["tab:red" if n.startswith("agent:") else "tab:blue" for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.6))
+    bars = ax.barh(range(len(names)), means, xerr=stds, color=colours, alpha=0.8, capsize=3)
+    for bar, name in zip(bars, names):
+        if len(spent[name]) < runs[name]:
+            bar.set_alpha(0.35)
+            bar.set_hatch("//")
+    ax.set_yticks(range(len(names)),
+                  [f"{n} ({len(spent[n])}/{runs[n]})" for n in names], fontsize=8)
+    ax.invert_yaxis()
+    best = result["best_baseline"]
+    lines = [(result["best_energy_to_target_j"], "k", "--", f"{best}"),
+             (result["target_energy_j"], "tab:green", "-", "30% less (target)"),
+             (result["floor_j"], "grey", ":", "compute floor")]
+    for x, colour, style, label in lines:
+        if x is not None:
+            ax.axvline(x, color=colour, linestyle=style, label=f"{label}: {x:.1f} J")
+    ax.set_xlabel(f"energy to target accuracy {bench['target_accuracy']} (J; mean, std over "
+                  "the seeds that reached it)")
+    ax.set_title("bars hatched: the target was missed on some seeds", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -78,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the best baseline to compare with (default hffm-d2d-e2)")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="draw each policy's energy to target to FILE (PNG)")
     args = parser.parse_args(argv)
     with open(args.bench_json) as handle:
         bench = json.load(handle)
@@ -97,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"{result['target_energy_j'] - result['floor_j']:.1f} J for all transfers")
     print(line)
     emit_json(result, args.json)
+    if args.plot:
+        plot_energy_to_target(bench, result, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

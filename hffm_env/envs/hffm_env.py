@@ -164,6 +164,7 @@ class HFFMEnv(gym.Env):
     * v0, fourth revision: the evaluation budget (global accuracy on 48 samples per device
       every round, local and held-out accuracy every 4 rounds and on the last), batched
       evaluation of each distinct model once, and ``fidelity="surrogate"``.
+    * v0, fifth revision (additive): the ``spend-to-target`` reward.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
