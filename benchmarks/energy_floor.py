@@ -94,9 +94,9 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spent = {name: [e for e in values if e is not None]
-             for name, values in energy_to_target_by_policy(bench).items()}
-    runs = {name: len(values) for name, values in energy_to_target_by_policy(bench).items()}
+    per_episode = energy_to_target_by_policy(bench)
+    spent = {name: [e for e in values if e is not None] for name, values in per_episode.items()}
+    runs = {name: len(values) for name, values in per_episode.items()}
     # those that reached it on every seed first: a mean over fewer seeds is not comparable
     names = sorted((n for n in spent if spent[n]),
                    key=lambda n: (len(spent[n]) < runs[n], statistics.fmean(spent[n])))
