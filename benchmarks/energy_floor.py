@@ -73,18 +73,6 @@ def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
     }
 
 
-def energy_to_target_by_policy(bench: dict[str, Any]) -> dict[str, list[float | None]]:
-    """Each policy's energy to target (J) per episode, in the run's order (None: the episode
-    never reached the target)."""
-    target = bench["target_accuracy"]
-    spent: dict[str, list[float | None]] = {}
-    for episode in bench["episodes"]:
-        reached = _first_reached(episode["accuracy"], target)
-        spent.setdefault(episode["policy"], []).append(
-            None if reached is None else float(sum(episode["energy_j"][:reached + 1])))
-    return spent
-
-
 def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: str) -> None:
     """A bar per policy that reached the target on at least one seed: its mean energy to target
     with the std over those seeds (agents in red, with how many seeds they reached it on),
@@ -94,23 +82,24 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_episode = energy_to_target_by_policy(bench)
-    spent = {name: [e for e in values if e is not None] for name, values in per_episode.items()}
-    runs = {name: len(values) for name, values in per_episode.items()}
+    from hffm_env.baselines.runner import BenchResult
+
+    # the runner's own summaries: the numbers of the bench table
+    summaries = [s for s in BenchResult.from_dict(bench).summaries if s.reached_target]
     # those that reached it on every seed first: a mean over fewer seeds is not comparable
-    names = sorted((n for n in spent if spent[n]),
-                   key=lambda n: (len(spent[n]) < runs[n], statistics.fmean(spent[n])))
-    means = [statistics.fmean(spent[n]) for n in names]
-    stds = [statistics.pstdev(spent[n]) for n in names]
+    summaries.sort(key=lambda s: (s.reached_target < s.episodes, s.energy_to_target_j["mean"]))
+    names = [s.policy for s in summaries]
     colours = ["tab:red" if n.startswith("agent:") else "tab:blue" for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.6))
-    bars = ax.barh(range(len(names)), means, xerr=stds, color=colours, alpha=0.8, capsize=3)
-    for bar, name in zip(bars, names):
-        if len(spent[name]) < runs[name]:
+    bars = ax.barh(range(len(names)), [s.energy_to_target_j["mean"] for s in summaries],
+                   xerr=[s.energy_to_target_j["std"] for s in summaries], color=colours,
+                   alpha=0.8, capsize=3)
+    for bar, summary in zip(bars, summaries):
+        if summary.reached_target < summary.episodes:
             bar.set_alpha(0.35)
             bar.set_hatch("//")
     ax.set_yticks(range(len(names)),
-                  [f"{n} ({len(spent[n])}/{runs[n]})" for n in names], fontsize=8)
+                  [f"{s.policy} ({s.reached_target}/{s.episodes})" for s in summaries], fontsize=8)
     ax.invert_yaxis()
     best = result["best_baseline"]
     lines = [(result["best_energy_to_target_j"], "k", "--", f"{best}"),

@@ -44,17 +44,7 @@ def test_a_run_without_never_is_refused_by_name(energy_floor, tmp_path, capsys):
     assert "'never' episode" in capsys.readouterr().err
 
 
-def test_energy_to_target_per_policy_and_its_plot(energy_floor, tmp_path):
-    from hffm_env.baselines.runner import BenchResult
-
-    bench = json.loads(BENCH.read_text())
-    spent = energy_floor.energy_to_target_by_policy(bench)
-    records = BenchResult.read_json(BENCH).episodes
-    for record in records:  # the runner's own measure, episode by episode
-        energy, _, reached = record.spent_to_reach(bench["target_accuracy"])
-        expected = spent[record.policy].pop(0)
-        assert (reached is None and expected is None) or expected == pytest.approx(energy)
-    assert all(not values for values in spent.values())
+def test_energy_to_target_plot(energy_floor, tmp_path):
     path = tmp_path / "energy_to_target.png"
     assert energy_floor.main([str(BENCH), "--plot", str(path)]) == 0
     assert path.stat().st_size > 10_000
