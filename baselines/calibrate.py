@@ -28,8 +28,8 @@ from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route
 from hffm_env.fl.surrogate import AccuracySurrogate, RoundTrace, target_names
 
-__all__ = ["MixedPeriodPolicy", "design", "trace_episode", "calibrate", "fit_traces",
-           "read_traces", "write_traces"]
+__all__ = ["MixedPeriodPolicy", "cloud_every_round_schedules", "design", "trace_episode",
+           "calibrate", "fit_traces", "read_traces", "write_traces"]
 
 FIXED_SCHEDULES = (*PAPER_SCHEDULES, "never")
 ADAPTIVE_POLICIES = ("adaptive", "module-aware", "greedy-energy")
@@ -69,6 +69,27 @@ class MixedPeriodPolicy:
         pairs = {t: bool(rng.random() < 0.3) for t in MODULE_TYPES}
         route = Route(int(rng.choice([int(Route.DIRECT), int(Route.D2D_RELAY), int(Route.STAR)])))
         return cls(name, edge, cloud, pairs, route)
+
+
+MOE_CLOUD_PERIODS = (2, 4, 8, 0)
+"""Cloud periods of the MoE module in :func:`cloud_every_round_schedules` (0: never)."""
+
+
+def cloud_every_round_schedules() -> list[Policy]:
+    """Cloud aggregation every round over the D2D relay (``hffm-d2d-e1``, outside the paper's
+    menu) and the same with the MoE module (most of the bits) at the cloud only every ``K``
+    rounds (``hffm-d2d-e1-moeK``, ``K`` in :data:`MOE_CLOUD_PERIODS`): the fixed schedules
+    closest to what energy-to-target learners converge on, and so where a surrogate fitted on
+    the default design alone is least trustworthy."""
+    from hffm_env.baselines.policies import PeriodicPolicy
+
+    out: list[Policy] = [PeriodicPolicy("hffm-d2d-e1", 1, 1, Route.D2D_RELAY)]
+    for period in MOE_CLOUD_PERIODS:
+        cloud = {**dict.fromkeys(MODULE_TYPES, 1), "moe": period}
+        out.append(MixedPeriodPolicy(f"hffm-d2d-e1-moe{period or 'never'}",
+                                     dict.fromkeys(MODULE_TYPES, 1), cloud,
+                                     dict.fromkeys(MODULE_TYPES, False), Route.D2D_RELAY))
+    return out
 
 
 def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int = 1,
@@ -145,14 +166,16 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
               random_episodes: int = 1, progress: bool = True,
               traces_path: str | Path | None = None,
               policies: Sequence[str] = DESIGN_POLICIES,
-              agents: Sequence[Policy] = ()) -> tuple[AccuracySurrogate, list[dict]]:
+              agents: Sequence[Policy] = (),
+              schedules: Sequence[Policy] = ()) -> tuple[AccuracySurrogate, list[dict]]:
     """Real training over the design on ``seeds``; returns the fitted surrogate and the
     recorded episodes (also written to ``traces_path`` as they come, if given).
 
     ``agents`` (trained policies, e.g. ``hffm_env.agents.job.agent_policy(path)``) join the
     design, one episode per seed each: a learner drives the surrogate towards schedules the
     fixed design rarely plays, so recording its own real rounds and refitting is how the
-    surrogate learns where it was wrong."""
+    surrogate learns where it was wrong. ``schedules`` (fixed policies such as
+    :func:`cloud_every_round_schedules`) join it the same way."""
     from tqdm.auto import tqdm
 
     env = make_env()
@@ -165,7 +188,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
                          "(1000+ are held out for evaluation)")
     factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
                        policies=policies)
-    factories += [lambda a=agent: a for agent in agents]
+    factories += [lambda a=policy: a for policy in (*schedules, *agents)]
     jobs = [(f, s) for s in seeds for f in factories]
     episodes: list[dict[str, Any]] = []
     start = time.perf_counter()

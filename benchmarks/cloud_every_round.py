@@ -19,24 +19,12 @@ import sys
 
 from _output import emit_json
 
-MOE_CLOUD_PERIODS = (2, 4, 8, 0)
-"""Cloud periods tried for the MoE module (0: never at the cloud)."""
-
 
 def schedules() -> list:
-    """``hffm-d2d-e2``, ``hffm-d2d-e1`` and the MoE variants of the latter, as policies."""
-    from hffm_env.baselines.calibrate import MixedPeriodPolicy
-    from hffm_env.baselines.policies import PeriodicPolicy
-    from hffm_env.config import MODULE_TYPES
-    from hffm_env.fl.schedule import Route
+    """``hffm-d2d-e2`` and :func:`hffm_env.baselines.calibrate.cloud_every_round_schedules`."""
+    from hffm_env.baselines.calibrate import cloud_every_round_schedules
 
-    out: list = ["hffm-d2d-e2", PeriodicPolicy("hffm-d2d-e1", 1, 1, Route.D2D_RELAY)]
-    for period in MOE_CLOUD_PERIODS:
-        cloud = {**dict.fromkeys(MODULE_TYPES, 1), "moe": period}
-        out.append(MixedPeriodPolicy(f"hffm-d2d-e1-moe{period or 'never'}",
-                                     dict.fromkeys(MODULE_TYPES, 1), cloud,
-                                     dict.fromkeys(MODULE_TYPES, False), Route.D2D_RELAY))
-    return out
+    return ["hffm-d2d-e2", *cloud_every_round_schedules()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@ paper's seven and ``never``) and ``--mixed`` per-module-type schedules drawn wit
 design seed than calibration's, on held-out seeds (1000+; calibration uses 0..999). The
 surrogate then predicts every round of those episodes from their recorded tiers. Reported:
 
-- mean absolute error of the per-round and of the final global accuracy (mean over tasks);
+- mean absolute error of the per-round and of the final global accuracy (mean over tasks),
+  and the per-round bias (mean of surrogate minus real; positive: the surrogate is optimistic),
+  overall and per policy;
 - Spearman rank correlation of the eight fixed schedules' final accuracy (mean over seeds)
   between surrogate and real training;
 - step time of ``surrogate`` and ``train`` fidelity on the same actions, and their ratio.
@@ -15,6 +17,10 @@ surrogate steps >= 100x faster than train.
 
     python benchmarks/surrogate_error.py --scenario small --seeds 1000 1001 1002 \
         [--surrogate FILE] [--save-traces FILE | --traces FILE] [--json [FILE]]
+
+``--traces`` scores recorded episodes instead (no training); ``--seeds`` then keeps only those
+seeds' episodes, so that a fit made without them (``hffm calibrate --from-traces ...
+--exclude-seeds``) is judged on them.
 """
 
 from __future__ import annotations
@@ -57,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1000, 1001, 1002])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="held-out seeds to play (default 1000 1001 1002); with --traces, "
+                        "the recorded seeds to score (default: all)")
     parser.add_argument("--mixed", type=int, default=4,
                         help="held-out per-type schedules per seed (default 4)")
     parser.add_argument("--surrogate", metavar="FILE",
@@ -74,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
-    if any(s < 1000 for s in args.seeds):
-        parser.error("--seeds: held-out seeds are 1000 and above")
+    if not args.traces:
+        args.seeds = args.seeds or [1000, 1001, 1002]
+        if any(s < 1000 for s in args.seeds):
+            parser.error("--seeds: held-out seeds are 1000 and above")
 
     import gymnasium as gym
 
@@ -95,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     tasks = tuple(cfg.data.tasks)
     train_step_s: list[float] = []
     if args.traces:
-        episodes = [e for path in args.traces for e in read_traces(path)]
+        episodes = [e for path in args.traces for e in read_traces(path)
+                    if args.seeds is None or int(e["seed"]) in args.seeds]
+        if not episodes:
+            parser.error(f"--seeds {args.seeds}: no such episode in {args.traces}")
     else:
         env = gym.make("hffm/HFFM-v0", scenario=cfg, fidelity="train")
         # design seed 1: other per-type schedules than calibration's (design seed 0)
@@ -117,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             write_traces(args.save_traces, episodes)
 
     surrogate = find_surrogate(cfg, args.surrogate)
-    round_err, final_err, finals = [], [], {}
+    round_err, round_bias, final_err, finals, bias = [], [], [], {}, {}
     for e in episodes:
         real = _mean_accuracy(e["rounds"], tasks)[1:]  # rounds 1..T (not the reset)
         pred = surrogate.predict_features(episode_features(e["rounds"], surrogate.horizon))
         names = surrogate.targets
         pred_mean = pred[1:, [names.index(f"accuracy/{t}") for t in tasks]].mean(axis=1)
         round_err += list(np.abs(pred_mean - real))
+        round_bias += list(pred_mean - real)
+        bias.setdefault(e["policy"], []).extend(pred_mean - real)
         final_err.append(abs(pred_mean[-1] - real[-1]))
         finals.setdefault(e["policy"], []).append((real[-1], pred_mean[-1]))
     seeds = sorted({int(e["seed"]) for e in episodes})
@@ -158,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": {k: surrogate.meta.get(k) for k in ("seeds", "episodes", "rounds",
                                                             "training_s")},
         "round_mae": float(np.mean(round_err)), "final_mae": float(np.mean(final_err)),
+        "round_bias": float(np.mean(round_bias)),
+        "policy_round_bias": {p: float(np.mean(v)) for p, v in bias.items()},
         "spearman": rho,
         "fixed_final": {p: {"real": float(r), "surrogate": float(q)}
                         for p, r, q in zip(fixed, real_final, pred_final, strict=True)},
@@ -175,16 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     out["checks"] = checks
     held_out = "held-out " if min(seeds) >= 1000 else ""
     print(f"\n{cfg.name}: {len(episodes)} {held_out}episodes (seeds {seeds})")
-    print(f"{'policy':<24}{'real final':>12}{'surrogate':>12}")
+    width = max(24, *(len(p) + 2 for p in finals))
+    print(f"{'policy':<{width}}{'real final':>12}{'surrogate':>12}{'round bias':>12}")
     for p, pairs in finals.items():  # every policy, mean over its episodes
-        print(f"{p:<24}{np.mean([r for r, _ in pairs]):>12.3f}"
-              f"{np.mean([q for _, q in pairs]):>12.3f}")
+        print(f"{p:<{width}}{np.mean([r for r, _ in pairs]):>12.3f}"
+              f"{np.mean([q for _, q in pairs]):>12.3f}{out['policy_round_bias'][p]:>+12.3f}")
     if len(fixed) < 2:
         print("(fewer than two of the eight fixed schedules: no rank correlation)")
     for key, ok in checks.items():
         sign = ">=" if key in ("spearman", "speedup") else "<="
         print(f"- {'PASS' if ok else 'MISS'}: {key} {out[key]:.3f} (target {sign} "
               f"{TARGETS[key]})")
+    print(f"- per-round bias (surrogate - real) {out['round_bias']:+.4f}")
     if math.isfinite(out["speedup"]):
         print(f"step: surrogate {out['surrogate_step_ms']:.2f} ms, train "
               f"{out['train_step_ms']:.0f} ms")

@@ -251,8 +251,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for flag, value in (("--mixed", args.mixed), ("--random-episodes", args.random_episodes)):
         if value < 0:
             raise ConfigError(f"{flag} = {value}: must be >= 0")
-    if args.agent and args.from_traces:
-        raise ConfigError("--agent plays real episodes; --from-traces refits without training: "
+    if args.exclude_seeds and not args.from_traces:
+        raise ConfigError("--exclude-seeds leaves episodes out of a refit: it needs "
+                          "--from-traces")
+    if (args.agent or args.cloud_every_round) and args.from_traces:
+        flag = "--agent" if args.agent else "--cloud-every-round"
+        raise ConfigError(f"{flag} plays real episodes; --from-traces refits without training: "
                           "pass one of them")
     from hffm_env.baselines.calibrate import DESIGN_POLICIES
     from hffm_env.baselines.policies import policy_names
@@ -271,23 +275,31 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.from_traces:  # refit only: no training
         from hffm_env.baselines.calibrate import fit_traces, read_traces
 
-        episodes = [e for path in args.from_traces for e in read_traces(path)]
+        episodes = [e for path in args.from_traces for e in read_traces(path)
+                    if int(e["seed"]) not in args.exclude_seeds]
+        if not episodes:
+            raise ConfigError(f"--exclude-seeds {args.exclude_seeds} leaves no episode of "
+                              f"{args.from_traces} to fit")
         tasks = sorted({k.split("/", 1)[1] for k in episodes[0]["rounds"][0].targets
                         if k.startswith("accuracy/")}, key=list(config.data.tasks).index)
         surrogate = fit_traces(episodes, tasks, config.env.episode_rounds,
                                {"scenario": config.name,
                                 "traces": [str(p) for p in args.from_traces],
+                                "excluded_seeds": sorted(args.exclude_seeds),
                                 "seeds": sorted({int(e["seed"]) for e in episodes}),
                                 "training_s": float("nan")})
     else:
         agents = _agent_policies(args.agent)
+        from hffm_env.baselines.calibrate import cloud_every_round_schedules
+
+        schedules = cloud_every_round_schedules() if args.cloud_every_round else []
         traces = Path(args.traces) if args.traces else out.with_suffix(".traces.json")
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
-                                      + len(agents))
+                                      + len(schedules) + len(agents))
         if episodes == 0:
             raise ConfigError("the calibration design is empty: name --policies, or pass "
-                              "--mixed, --random-episodes or --agent")
+                              "--mixed, --random-episodes, --cloud-every-round or --agent")
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces}")
         surrogate, _ = calibrate(
@@ -295,7 +307,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                              device=args.device),
             args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
             progress=not args.no_progress, traces_path=traces, policies=args.policies,
-            agents=agents,
+            agents=agents, schedules=schedules,
         )
     surrogate.save(out)
     fit = surrogate.meta["fit_mae"]
@@ -377,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a trained agent folder (or its model.zip) to play in the "
                            "design too, one episode per seed (repeatable): its own real rounds "
                            "teach the surrogate where the agent took it")
+    calibrate.add_argument("--cloud-every-round", action="store_true",
+                           help="add cloud aggregation every round over the D2D relay and its "
+                           "MoE-every-K variants (hffm-d2d-e1, hffm-d2d-e1-moeK), one episode "
+                           "per seed each: the schedules energy-to-target learners favour")
     calibrate.add_argument("--random-episodes", type=int, default=1,
                            help="episodes of the random policy per seed (default 1)")
     calibrate.add_argument("--out", metavar="FILE",
@@ -386,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where to write the traces (default: next to --out)")
     calibrate.add_argument("--from-traces", metavar="FILE", nargs="+",
                            help="refit on traces written by earlier runs (no training)")
+    calibrate.add_argument("--exclude-seeds", type=int, nargs="+", default=[], metavar="SEED",
+                           help="with --from-traces: leave these seeds' episodes out of the "
+                           "fit (to judge it on them: benchmarks/surrogate_error.py --traces "
+                           "FILE --seeds SEED ...)")
     calibrate.add_argument("--device", default="cpu", help="torch device for FL training")
     calibrate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     calibrate.set_defaults(func=_cmd_calibrate)

@@ -98,6 +98,21 @@ def test_a_trained_agent_joins_the_calibration_design(trained, tmp_path):
     assert len(agent_rounds) == 3 and all(r.tiers is not None for r in agent_rounds)
 
 
+@pytest.mark.slow
+def test_the_cloud_every_round_family_joins_the_calibration_design(tmp_path):
+    out = tmp_path / "refit.pt"
+    code = cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "2",
+                     "--policies", "--mixed", "0", "--random-episodes", "0",
+                     "--cloud-every-round", "--out", str(out), "--no-progress"])
+    assert code == 0 and out.exists()
+    episodes = {e["policy"]: e["rounds"] for e in read_traces(out.with_suffix(".traces.json"))}
+    assert list(episodes) == ["hffm-d2d-e1", "hffm-d2d-e1-moe2", "hffm-d2d-e1-moe4",
+                              "hffm-d2d-e1-moe8", "hffm-d2d-e1-moenever"]
+    assert [r.tiers["moe"] for r in episodes["hffm-d2d-e1-moe2"][1:]] == ["edge", "cloud",
+                                                                        "edge"]
+    assert {r.tiers["head"] for r in episodes["hffm-d2d-e1-moenever"][1:]} == {"cloud"}
+
+
 def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     missing = str(tmp_path / "nowhere")
     assert cli_main(["calibrate", "--scenario", "small", "--agent", missing]) == 2
@@ -105,6 +120,18 @@ def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     assert cli_main(["calibrate", "--scenario", "small", "--agent", missing,
                      "--from-traces", missing]) == 2
     assert "--from-traces" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--cloud-every-round",
+                     "--from-traces", missing]) == 2
+    assert "--cloud-every-round plays real episodes" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--exclude-seeds", "3"]) == 2
+    assert "--exclude-seeds" in capsys.readouterr().err
+
+
+def test_a_refit_leaves_out_seeds_and_says_so(calibrated, tmp_path, capsys):
+    traces = str(calibrated.with_suffix(".traces.json"))
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
+                     "--exclude-seeds", "0"]) == 2  # the only seed: nothing left to fit
+    assert "--exclude-seeds [0] leaves no episode" in capsys.readouterr().err
 
 
 def test_calibration_refuses_an_empty_design(capsys):
