@@ -226,3 +226,28 @@ def test_normalization_round_trips(tmp_path):
     back = Normalization.load(tmp_path / "s.npz")
     assert np.array_equal(back.obs_mean, stats.obs_mean) and back.obs_count == 5.0
     assert back.norm_obs is True
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "docs/results/agents").iterdir())
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[f.name for f in COMMITTED])
+def test_every_committed_agent_loads_and_plays_the_env_it_was_trained_on(folder):
+    """The README's agents are re-evaluated with ``hffm bench --agent FOLDER``: each folder
+    must load on this version and act validly in the env of its ``train_args.json`` (the
+    policy translates its own action mode into the env's full action)."""
+    import gymnasium as gym
+
+    from hffm_env.agents.job import agent_policy
+
+    args = json.loads((folder / "train_args.json").read_text())
+    policy = agent_policy(folder)
+    env = gym.make("hffm/HFFM-v0", scenario=args["scenario"], fidelity="surrogate",
+                   overrides=args["overrides"])
+    obs, info = env.reset(seed=1000)
+    policy.reset(env, 1000)
+    for _ in range(2):
+        action = policy.act(obs, info)
+        assert env.action_space.contains(action)
+        obs, _, _, _, info = env.step(action)
+    env.close()
