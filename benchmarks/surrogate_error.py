@@ -130,14 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             write_traces(args.save_traces, episodes)
 
     surrogate = find_surrogate(cfg, args.surrogate)
-    round_err, round_bias, final_err, finals, bias = [], [], [], {}, {}
+    round_err, final_err, finals, bias = [], [], {}, {}
     for e in episodes:
         real = _mean_accuracy(e["rounds"], tasks)[1:]  # rounds 1..T (not the reset)
         pred = surrogate.predict_features(episode_features(e["rounds"], surrogate.horizon))
         names = surrogate.targets
         pred_mean = pred[1:, [names.index(f"accuracy/{t}") for t in tasks]].mean(axis=1)
         round_err += list(np.abs(pred_mean - real))
-        round_bias += list(pred_mean - real)
         bias.setdefault(e["policy"], []).extend(pred_mean - real)
         final_err.append(abs(pred_mean[-1] - real[-1]))
         finals.setdefault(e["policy"], []).append((real[-1], pred_mean[-1]))
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": {k: surrogate.meta.get(k) for k in ("seeds", "episodes", "rounds",
                                                             "training_s")},
         "round_mae": float(np.mean(round_err)), "final_mae": float(np.mean(final_err)),
-        "round_bias": float(np.mean(round_bias)),
+        "round_bias": float(np.mean(np.concatenate(list(bias.values())))),
         "policy_round_bias": {p: float(np.mean(v)) for p, v in bias.items()},
         "spearman": rho,
         "fixed_final": {p: {"real": float(r), "surrogate": float(q)}
