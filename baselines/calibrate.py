@@ -26,10 +26,10 @@ import numpy as np
 from hffm_env.baselines.policies import PAPER_SCHEDULES, Policy, _relay_from_edge, make_policy
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route
-from hffm_env.fl.surrogate import AccuracySurrogate, RoundTrace, target_names
+from hffm_env.fl.surrogate import AccuracySurrogate, RoundTrace, out_of_fold_residuals, target_names
 
-__all__ = ["MixedPeriodPolicy", "cloud_every_round_schedules", "design", "trace_episode",
-           "calibrate", "fit_traces", "read_traces", "write_traces"]
+__all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
+           "trace_episode", "calibrate", "fit_traces", "read_traces", "write_traces"]
 
 FIXED_SCHEDULES = (*PAPER_SCHEDULES, "never")
 ADAPTIVE_POLICIES = ("adaptive", "module-aware", "greedy-energy")
@@ -155,11 +155,35 @@ def read_traces(path: str | Path) -> list[dict[str, Any]]:
     return [{**e, "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in data]
 
 
+RESIDUAL_FOLDS = 4
+"""Folds (over seeds) of the out-of-fold residuals a fit keeps for ``surrogate_noise``."""
+
+
 def fit_traces(episodes: list[dict[str, Any]], tasks: Sequence[str], horizon: int,
-               meta: dict[str, Any] | None = None, seed: int = 0) -> AccuracySurrogate:
-    """Fit the surrogate on recorded episodes."""
-    return AccuracySurrogate.fit([e["rounds"] for e in episodes], tasks, horizon, seed=seed,
-                                 meta=meta)
+               meta: dict[str, Any] | None = None, seed: int = 0,
+               residual_folds: int = RESIDUAL_FOLDS) -> AccuracySurrogate:
+    """Fit the surrogate on recorded episodes, and keep its out-of-fold residuals
+    (:func:`~hffm_env.fl.surrogate.out_of_fold_residuals`, folds over the episodes' seeds, or
+    over the episodes themselves when they share one seed; ``residual_folds`` more fits of the
+    same size; 0 keeps none)."""
+    rounds = [e["rounds"] for e in episodes]
+    surrogate = AccuracySurrogate.fit(rounds, tasks, horizon, seed=seed, meta=meta)
+    seeds = [int(e["seed"]) for e in episodes]
+    groups = seeds if len(set(seeds)) > 1 else list(range(len(episodes)))
+    if residual_folds > 0 and len(set(groups)) > 1:
+        surrogate.residuals = out_of_fold_residuals(rounds, groups, tasks, horizon,
+                                                    folds=residual_folds, seed=seed)
+        names = surrogate.targets
+        accuracy = [j for j, n in enumerate(names) if n.startswith("accuracy/")]
+        mean_residual = np.nanmean(surrogate.residuals[:, 1:, accuracy], axis=-1)
+        surrogate.meta["residuals"] = {
+            "folds": min(residual_folds, len(set(groups))),
+            "grouped_by": "seed" if groups is seeds else "episode",
+            "episodes": len(episodes),
+            "mean_accuracy_std": float(np.nanstd(mean_residual)),
+            "mean_accuracy_mae": float(np.nanmean(np.abs(mean_residual))),
+        }
+    return surrogate
 
 
 def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,

@@ -10,6 +10,12 @@ surrogate then predicts every round of those episodes from their recorded tiers.
   overall and per policy;
 - Spearman rank correlation of the eight fixed schedules' final accuracy (mean over seeds)
   between surrogate and real training;
+- the spread of real minus predicted per round (standard deviation), beside the spread of the
+  out-of-fold residuals that ``env.surrogate_noise="residuals"`` resamples: the noise is the
+  right size when the two agree;
+- with ``--target-accuracy``: the round in which each policy first reaches it (energy to
+  target is decided by that round), real against the surrogate's mean curve and against the
+  mean over every resampled noise episode, per policy and as a mean absolute error;
 - step time of ``surrogate`` and ``train`` fidelity on the same actions, and their ratio.
 
 Targets (the learning issue): final error <= 0.02, per-round error <= 0.03, Spearman >= 0.9,
@@ -57,6 +63,51 @@ def _mean_accuracy(rounds, tasks) -> np.ndarray:
     return np.array([np.mean([r.targets[f"accuracy/{t}"] for t in tasks]) for r in rounds])
 
 
+def _noise_std(surrogate, tasks) -> float:
+    """Standard deviation of the mean-over-tasks global accuracy in the out-of-fold residuals
+    the surrogate kept (rounds 1..T; NaN: it kept none)."""
+    if surrogate.residuals is None:
+        return float("nan")
+    columns = [surrogate.targets.index(f"accuracy/{t}") for t in tasks]
+    return float(np.nanstd(surrogate.residuals[:, 1:, columns].mean(axis=-1)))
+
+
+def _first_round(curves: np.ndarray, target: float) -> np.ndarray:
+    """Per row of ``curves`` (rounds 1..T), the first round (1-based) at or above ``target``;
+    ``T + 1`` when never."""
+    reached = curves >= target
+    return np.where(reached.any(axis=-1), reached.argmax(axis=-1) + 1, curves.shape[-1] + 1)
+
+
+def _crossing_rounds(episodes, surrogate, tasks, target: float) -> dict:
+    """Real against predicted first round at ``target``: the surrogate's mean curve, and the
+    mean over every noise episode :meth:`residual_noise` holds (NaN without residuals)."""
+    from hffm_env.fl.surrogate import episode_features
+
+    columns = [surrogate.targets.index(f"accuracy/{t}") for t in tasks]
+    noise = surrogate.residual_noise() if surrogate.residuals is not None else None
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for e in episodes:
+        real = _mean_accuracy(e["rounds"], tasks)[1:]
+        pred = surrogate.predict_features(episode_features(e["rounds"], surrogate.horizon))
+        mean = float(_first_round(pred[1:, columns].mean(axis=1), target))
+        noisy = float("nan")
+        if noise is not None:
+            rounds = min(len(pred), noise.shape[1])
+            draws = np.clip(pred[None, :rounds] + noise[:, :rounds], surrogate.y_low,
+                            surrogate.y_high)
+            noisy = float(_first_round(draws[:, 1:][..., columns].mean(axis=-1), target).mean())
+        rows.setdefault(e["policy"], []).append((float(_first_round(real, target)), mean, noisy))
+    every = np.array([r for v in rows.values() for r in v])
+    return {
+        "target": target, "never": len(every) and int(max(len(e["rounds"]) for e in episodes)),
+        "policies": {p: dict(zip(("real", "mean", "noisy"), np.mean(v, axis=0).tolist(),
+                                 strict=True)) for p, v in rows.items()},
+        "mae_mean": float(np.mean(np.abs(every[:, 1] - every[:, 0]))),
+        "mae_noisy": float(np.mean(np.abs(every[:, 2] - every[:, 0]))),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out real episodes recorded by an earlier --save-traces run "
                         "(no training)")
     parser.add_argument("--save-traces", metavar="FILE", help="record the real episodes here")
+    parser.add_argument("--target-accuracy", type=float, default=None,
+                        help="also compare the round in which each episode first reaches this "
+                        "global accuracy (real vs surrogate, mean and with resampled noise)")
     parser.add_argument("--speed-steps", type=int, default=200,
                         help="surrogate steps timed (0: skip the speed measurement)")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -130,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             write_traces(args.save_traces, episodes)
 
     surrogate = find_surrogate(cfg, args.surrogate)
-    round_err, final_err, finals, bias = [], [], {}, {}
+    round_err, final_err, finals, bias, residual = [], [], {}, {}, []
     for e in episodes:
         real = _mean_accuracy(e["rounds"], tasks)[1:]  # rounds 1..T (not the reset)
         pred = surrogate.predict_features(episode_features(e["rounds"], surrogate.horizon))
         names = surrogate.targets
         pred_mean = pred[1:, [names.index(f"accuracy/{t}") for t in tasks]].mean(axis=1)
         round_err += list(np.abs(pred_mean - real))
+        residual += list(real - pred_mean)
         bias.setdefault(e["policy"], []).extend(pred_mean - real)
         final_err.append(abs(pred_mean[-1] - real[-1]))
         finals.setdefault(e["policy"], []).append((real[-1], pred_mean[-1]))
@@ -146,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     pred_final = np.array([np.mean([q for _, q in finals[p]]) for p in fixed])
     # a rank correlation needs at least two fixed schedules (traces of agents alone have none)
     rho = spearman(real_final, pred_final) if len(fixed) >= 2 else float("nan")
+
+    if args.target_accuracy is not None:
+        out_crossing = _crossing_rounds(episodes, surrogate, tasks, args.target_accuracy)
 
     # speed: the same random actions in both fidelities (--speed-steps 0: not measured)
     speed = {"surrogate": float("nan"), "train": float("nan")}
@@ -175,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "round_bias": float(np.mean(np.concatenate(list(bias.values())))),
         "policy_round_bias": {p: float(np.mean(v)) for p, v in bias.items()},
         "spearman": rho,
+        "residual_std": float(np.std(residual)),
+        "noise_std": _noise_std(surrogate, tasks),
         "fixed_final": {p: {"real": float(r), "surrogate": float(q)}
                         for p, r, q in zip(fixed, real_final, pred_final, strict=True)},
         "surrogate_step_ms": 1e3 * speed["surrogate"], "train_step_ms": 1e3 * speed["train"],
@@ -189,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if math.isfinite(out["speedup"]):
         checks["speedup"] = out["speedup"] >= TARGETS["speedup"]
     out["checks"] = checks
+    if args.target_accuracy is not None:
+        out["crossing"] = out_crossing
     held_out = "held-out " if min(seeds) >= 1000 else ""
     print(f"\n{cfg.name}: {len(episodes)} {held_out}episodes (seeds {seeds})")
     width = max(24, *(len(p) + 2 for p in finals))
@@ -203,6 +265,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {'PASS' if ok else 'MISS'}: {key} {out[key]:.3f} (target {sign} "
               f"{TARGETS[key]})")
     print(f"- per-round bias (surrogate - real) {out['round_bias']:+.4f}")
+    print(f"- per-round spread (real - surrogate, std) {out['residual_std']:.4f}; "
+          f"surrogate_noise='residuals' resamples {out['noise_std']:.4f}")
+    if args.target_accuracy is not None:
+        c = out["crossing"]
+        print(f"\nfirst round at accuracy >= {c['target']} (mean over episodes; "
+              f"{c['never']} = never):")
+        print(f"{'policy':<{width}}{'real':>8}{'mean':>8}{'noisy':>8}")
+        for p, row in c["policies"].items():
+            print(f"{p:<{width}}{row['real']:>8.2f}{row['mean']:>8.2f}{row['noisy']:>8.2f}")
+        print(f"- crossing round, mean absolute error: surrogate mean {c['mae_mean']:.2f}, "
+              f"with resampled noise {c['mae_noisy']:.2f}")
     if math.isfinite(out["speedup"]):
         print(f"step: surrogate {out['surrogate_step_ms']:.2f} ms, train "
               f"{out['train_step_ms']:.0f} ms")

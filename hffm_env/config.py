@@ -66,6 +66,8 @@ REWARD_NAMES: tuple[str, ...] = ("accuracy-level", "accuracy-gain", "cost-to-tar
 """Rewards ``env.reward`` can name (implemented in :mod:`hffm_env.envs.reward`)."""
 TARGET_REWARDS: tuple[str, ...] = ("cost-to-target", "spend-to-target")
 """Rewards that need ``env.target_accuracy``."""
+SURROGATE_NOISE: tuple[str, ...] = ("none", "residuals")
+"""What ``env.surrogate_noise`` can name (see :class:`EnvConfig`)."""
 
 
 MAX_DISTANCE_M = 1e6
@@ -570,6 +572,11 @@ class EnvConfig:
     rounds until the target as a share of ``star``, computation included).
     ``accuracy_local_mix`` mixes the local (personalised) accuracy into the accuracy term:
     0 = global only (default), 1 = local only.
+    ``surrogate_noise`` (surrogate fidelity only): ``"none"`` plays the surrogate's mean
+    prediction; ``"residuals"`` adds, each episode, the out-of-fold residuals of one recorded
+    real episode to the global accuracy per task, drawn with the reset seed
+    (:meth:`hffm_env.fl.surrogate.AccuracySurrogate.residual_episode`), so that a learner sees
+    the round-to-round noise real training has.
     """
 
     episode_rounds: int = 16
@@ -583,9 +590,11 @@ class EnvConfig:
     target_accuracy: float | None = None
     target_miss_penalty: float = 1.0
     accuracy_local_mix: float = 0.0
+    surrogate_noise: str = "none"
 
     def __post_init__(self) -> None:
         _check_int_between("env", 1, 1_000_000, episode_rounds=self.episode_rounds)
+        _check_choice("env", "surrogate_noise", self.surrogate_noise, SURROGATE_NOISE)
         _check_int_between("env", 1, 64, d2d_partner_k=self.d2d_partner_k)
         if self.energy_budget_j is not None:
             _check_positive_at_most("env", 1e15, energy_budget_j=self.energy_budget_j)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training")
+STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 
 SEEDING_SCHEME = "spawned-streams-1"
@@ -38,6 +38,7 @@ class RandomStreams:
         requests: task arrivals and the device that gains the task (every round).
         data: the federated data split (profiles, label skew, scenes).
         training_seed: the seed of the torch generator (mini-batch order of local training).
+        surrogate: the surrogate fidelity's resampled noise (``env.surrogate_noise``).
     """
 
     placement: np.random.Generator
@@ -46,6 +47,7 @@ class RandomStreams:
     requests: np.random.Generator
     data: np.random.Generator
     training_seed: int
+    surrogate: np.random.Generator
 
     @classmethod
     def from_seed(cls, seed: int) -> RandomStreams:

@@ -57,6 +57,30 @@ def test_the_shipped_fit_includes_the_learners_rounds_and_is_unbiased_there(tmp_
     assert set(result["policy_round_bias"]) >= {"hffm-d2d-e1", "agent:ppo-coarse-stt-margin_s0"}
 
 
+def test_the_resampled_noise_is_the_size_of_the_held_out_error_and_moves_crossings(
+        tmp_path, monkeypatch):
+    """The shipped fit keeps out-of-fold residuals of all its episodes (folds over seeds); on
+    held-out seeds their spread is within a third of the real one, and the crossing-round
+    comparison covers every policy, rounds 1..17 (17: never)."""
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import find_surrogate
+
+    surrogate = find_surrogate(load_scenario("small"))
+    assert surrogate.residuals.shape[0] == surrogate.meta["episodes"] == 180
+    assert surrogate.meta["residuals"]["grouped_by"] == "seed"
+    result = _surrogate_error(TRACES / "heldout_small.json.gz", tmp_path, monkeypatch,
+                              "--target-accuracy", "0.342")
+    assert abs(result["noise_std"] - result["residual_std"]) < result["residual_std"] / 3
+    crossing = result["crossing"]
+    assert crossing["never"] == 17 and len(crossing["policies"]) == 15
+    for row in crossing["policies"].values():
+        assert all(1 <= row[k] <= 17 for k in ("real", "mean", "noisy")), row
+    # a schedule that never aggregates never gets there, with or without noise
+    assert crossing["policies"]["never"]["real"] == crossing["policies"]["never"]["mean"] == 17
+    # noise that is not zero moves some crossing of a schedule that gets near the target
+    assert crossing["policies"]["star"]["noisy"] != crossing["policies"]["star"]["mean"]
+
+
 def test_surrogate_error_names_a_seed_missing_from_the_traces(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import surrogate_error

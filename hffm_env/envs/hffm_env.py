@@ -109,7 +109,11 @@ class HFFMEnv(gym.Env):
     same network, schedule decoding and cost model, with accuracies, losses and drift predicted
     by a surrogate fitted on real-training traces of this scenario (:mod:`hffm_env.fl.surrogate`;
     ``hffm calibrate`` fits one, ``benchmarks/surrogate_error.py`` reports its held-out error);
-    ``info["measured"]`` marks its predictions as available. ``"cost"``: no accuracy at all.
+    ``info["measured"]`` marks its predictions as available. By default it plays the
+    surrogate's mean prediction; ``env.surrogate_noise="residuals"`` adds, per episode, one
+    recorded real episode's out-of-fold residuals to the global accuracy per task (drawn from
+    the reset's ``surrogate`` stream), so a target is crossed early or late as often as in real
+    training. ``"cost"``: no accuracy at all.
 
     ## Starting State
     ``reset(seed)`` re-places the network, redraws fading, dropout and task arrivals, and
@@ -123,9 +127,10 @@ class HFFMEnv(gym.Env):
     (:class:`~hffm_env.seeding.RandomStreams`, children of one ``numpy.random.SeedSequence``):
     the config's ``seed`` gives the data split, the pre-training and the first layout; each
     ``reset`` draws one number from Gymnasium's ``np_random`` and spawns from it the episode's
-    placement, fading, dynamics (mobility, dropout), requests (task arrivals) and training
-    (mini-batch order) streams. Each consumer has its own stream, so turning on outages or task
-    arrivals does not change the fading or dropout of later rounds.
+    placement, fading, dynamics (mobility, dropout), requests (task arrivals), training
+    (mini-batch order) and surrogate (resampled noise) streams. Each consumer has its own
+    stream, so turning on outages or task arrivals does not change the fading or dropout of
+    later rounds.
     The same seed gives the same episode, bit for bit, on the same device with the same number
     of torch threads. Across thread counts the order of float reductions changes, and so do the
     last digits (after a few rounds of training, observations differ by about 1e-3); pass
@@ -233,6 +238,12 @@ class HFFMEnv(gym.Env):
             self.surrogate = find_surrogate(cfg, surrogate)
             # features scaled by the horizon the surrogate was fitted at
             self._tier_history = TierHistory(self.surrogate.horizon)
+            if cfg.env.surrogate_noise == "residuals" and self.surrogate.residuals is None:
+                raise ConfigError(
+                    "env.surrogate_noise = 'residuals': the surrogate in use kept no "
+                    "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
+                    "set env.surrogate_noise=none")
+        self._surrogate_noise: np.ndarray | None = None  # this episode's, (rounds + 1, targets)
         if fidelity == "train":
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
@@ -311,6 +322,8 @@ class HFFMEnv(gym.Env):
         scores = self.engine.evaluate()
         if self.surrogate is not None:
             self._tier_history.reset()
+            self._surrogate_noise = (self.surrogate.residual_episode(self._streams.surrogate)
+                                     if self.config.env.surrogate_noise == "residuals" else None)
             scores = self._predict_into(None, None)
         self._accuracy = scores.accuracy
         self._accuracy_local = scores.accuracy_local
@@ -545,7 +558,12 @@ class HFFMEnv(gym.Env):
         the env's state) and returned as an :class:`Evaluation`."""
         assert self.surrogate is not None
         available = float(np.mean(self.network.available))
-        pred = self.surrogate.predict(self._tier_history.step(tiers, available))
+        features = self._tier_history.step(tiers, available)
+        noise = None
+        if self._surrogate_noise is not None:  # past the recorded rounds: its last round's
+            noise = self._surrogate_noise[min(self._tier_history.round,
+                                              len(self._surrogate_noise) - 1)]
+        pred = self.surrogate.predict(features, noise)
 
         def per_task(kind: str) -> dict[str, float]:
             out = {t: pred[f"{kind}/{t}"] for t in self.tasks}

@@ -13,6 +13,15 @@ round's tier (one-hot), the rounds since its last edge-or-higher and cloud aggre
 many D2D, edge and cloud aggregations it has had, all over the horizon; plus the round over
 the horizon and the fraction of devices available. What the history cannot know (the data
 split of a seed, the fading) is noise the surrogate averages over.
+
+That noise is not small next to the differences a scheduler weighs (a round's global accuracy
+moves by about 0.01 between seeds), and a target crossing is decided by it: a schedule that
+lands near the target in many rounds crosses early more often than its mean curve says. So a
+fit also keeps its *out-of-fold residuals* (:func:`out_of_fold_residuals`: real minus
+predicted, every round of every calibration episode, each predicted by a fit that did not see
+that episode's seed), and the env can add one recorded episode's residuals to the mean
+(``env.surrogate_noise="residuals"``): noise with the size, round profile and cross-task
+correlation that real training showed, resampled, never invented.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
     "AccuracySurrogate", "RoundTrace", "SurrogateMissing", "TierHistory", "find_surrogate",
-    "surrogate_key",
+    "out_of_fold_residuals", "surrogate_key",
     "surrogate_path", "target_names", "SURROGATE_FORMAT",
 ]
 
@@ -193,11 +202,15 @@ class _MLP(nn.Module):
 
 class AccuracySurrogate:
     """An ensemble of small MLPs from :class:`TierHistory` features to standardised targets
-    (:func:`target_names`). Build it with :meth:`fit` or :meth:`load`."""
+    (:func:`target_names`). Build it with :meth:`fit` or :meth:`load`.
+
+    ``residuals`` (optional, ``(episodes, rounds + 1, targets)``, NaN where not measured): the
+    out-of-fold residuals of the calibration episodes (:func:`out_of_fold_residuals`), which
+    :meth:`residual_episode` resamples as noise."""
 
     def __init__(self, tasks: Sequence[str], horizon: int, members: list[_MLP],
                  x_stats: tuple[np.ndarray, np.ndarray], y_stats: tuple[np.ndarray, ...],
-                 meta: dict[str, Any]) -> None:
+                 meta: dict[str, Any], residuals: np.ndarray | None = None) -> None:
         self.tasks = tuple(tasks)
         self.horizon = int(horizon)
         self.targets = target_names(self.tasks)
@@ -208,6 +221,7 @@ class AccuracySurrogate:
         self.y_mean, self.y_std, self.y_low, self.y_high = (
             np.asarray(a, dtype=np.float32) for a in y_stats)
         self.meta = dict(meta)
+        self.residuals = None if residuals is None else np.asarray(residuals, dtype=np.float32)
         # numpy copies of the weights: one round's prediction is a few small matmuls, far
         # below torch's per-call overhead
         self._layers = [
@@ -277,10 +291,33 @@ class AccuracySurrogate:
         out = total / len(self._layers) * self.y_std + self.y_mean
         return np.clip(out, self.y_low, self.y_high)
 
-    def predict(self, features: np.ndarray) -> dict[str, float]:
-        """Target name -> predicted value for one round's features ``(F,)``."""
+    def predict(self, features: np.ndarray, noise: np.ndarray | None = None) -> dict[str, float]:
+        """Target name -> predicted value for one round's features ``(F,)``; ``noise``
+        (``(targets,)``, e.g. a row of :meth:`residual_episode`) is added before clipping to
+        the range seen in the traces."""
         row = self.predict_features(np.asarray(features)[None])[0]
+        if noise is not None:
+            row = np.clip(row + noise, self.y_low, self.y_high)
         return {n: float(v) for n, v in zip(self.targets, row, strict=True)}
+
+    def residual_noise(self) -> np.ndarray:
+        """Every calibration episode's out-of-fold residuals as noise for :meth:`predict`,
+        ``(episodes, rounds + 1, targets)``: the global accuracy per task only (measured every
+        round, what rewards and targets read), zero elsewhere and where a round was not
+        measured. Raises ``ValueError`` when the fit kept no residuals."""
+        if self.residuals is None or len(self.residuals) == 0:
+            raise ValueError("this surrogate kept no out-of-fold residuals (fitted before they "
+                             "were recorded, or on one episode); refit it with `hffm calibrate "
+                             "--from-traces ...` to use env.surrogate_noise='residuals'")
+        keep = np.array([n.startswith("accuracy/") for n in self.targets])
+        return np.where(keep & np.isfinite(self.residuals), self.residuals,
+                        0.0).astype(np.float32)
+
+    def residual_episode(self, rng: np.random.Generator) -> np.ndarray:
+        """One episode of :meth:`residual_noise`, drawn uniformly with ``rng``:
+        ``(rounds + 1, targets)``."""
+        noise = self.residual_noise()
+        return noise[int(rng.integers(len(noise)))]
 
     # ----------------------------------------------------------------------------------------
 
@@ -297,6 +334,8 @@ class AccuracySurrogate:
                                                       self.y_high)],
             "meta": json.dumps(self.meta),
         }
+        if self.residuals is not None:
+            record["residuals"] = torch.as_tensor(self.residuals)
         staging = path.with_name(path.name + ".tmp")
         torch.save(record, staging)
         staging.replace(path)
@@ -318,6 +357,41 @@ class AccuracySurrogate:
             net.load_state_dict(state)
             net.eval()
             nets.append(net)
+        residuals = record.get("residuals")
         return cls(record["tasks"], record["horizon"], nets,
                    tuple(t.numpy() for t in record["x_stats"]),
-                   tuple(t.numpy() for t in record["y_stats"]), json.loads(record["meta"]))
+                   tuple(t.numpy() for t in record["y_stats"]), json.loads(record["meta"]),
+                   None if residuals is None else residuals.numpy())
+
+
+def out_of_fold_residuals(episodes: Sequence[Sequence[RoundTrace]], groups: Sequence[int],
+                          tasks: Sequence[str], horizon: int, *, folds: int = 4,
+                          seed: int = 0, **fit_kwargs: Any) -> np.ndarray:
+    """Real minus predicted for every round of every episode, each episode predicted by a fit
+    on the folds that do not hold its group (``groups``: one label per episode, e.g. its seed,
+    so that the residuals are those of unseen seeds, as in use). The distinct groups are dealt
+    round-robin into ``min(folds, groups)`` folds; needs at least two groups. Returns
+    ``(episodes, rounds of the longest, targets)``, NaN where a round was not measured or an
+    episode is shorter than the longest."""
+    if len(episodes) != len(groups):
+        raise ValueError(f"out_of_fold_residuals: {len(episodes)} episodes, {len(groups)} groups")
+    distinct = sorted(set(groups))
+    if len(distinct) < 2:
+        raise ValueError(f"out_of_fold_residuals: needs at least 2 groups, got {distinct}")
+    folds = min(folds, len(distinct))
+    fold_of = {g: k % folds for k, g in enumerate(distinct)}
+    names = target_names(tasks)
+    longest = max(len(e) for e in episodes)
+    out = np.full((len(episodes), longest, len(names)), np.nan, dtype=np.float32)
+    for k in range(folds):
+        held = [i for i, g in enumerate(groups) if fold_of[g] == k]
+        fitted = AccuracySurrogate.fit([e for e, g in zip(episodes, groups, strict=True)
+                                        if fold_of[g] != k], tasks, horizon, seed=seed,
+                                       **fit_kwargs)
+        for i in held:
+            rounds = episodes[i]
+            real = np.array([[r.targets.get(n, float("nan")) for n in names] for r in rounds],
+                            dtype=np.float32)
+            out[i, :len(rounds)] = real - fitted.predict_features(episode_features(rounds,
+                                                                                   horizon))
+    return out

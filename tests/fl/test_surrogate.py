@@ -14,6 +14,7 @@ from hffm_env.fl.surrogate import (
     TierHistory,
     episode_features,
     find_surrogate,
+    out_of_fold_residuals,
     surrogate_key,
     target_names,
 )
@@ -128,3 +129,98 @@ def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_pa
                    surrogate=str(path))
     check_env(env.unwrapped)
     env.close()
+
+
+def _noisy_episodes(count: int, seed: int) -> list[list[RoundTrace]]:
+    """The synthetic episodes plus measurement noise: what the residuals should recover."""
+    rng = np.random.default_rng(seed)
+    episodes = _synthetic_episodes(count, seed)
+    for rounds in episodes:
+        for r in rounds:
+            for t in TASKS:
+                r.targets[f"accuracy/{t}"] += float(rng.normal(0.0, 0.02))
+    return episodes
+
+
+def test_out_of_fold_residuals_are_real_minus_a_fit_that_never_saw_the_group():
+    episodes = _noisy_episodes(24, 3)
+    groups = [k % 4 for k in range(24)]  # e.g. four seeds
+    settings = {"iterations": 400, "members": 1}
+    residuals = out_of_fold_residuals(episodes, groups, TASKS, HORIZON, folds=2, **settings)
+    assert residuals.shape == (24, HORIZON + 1, len(target_names(TASKS)))
+    # groups 0 and 2 form one fold: episode 0 is predicted by a fit on groups 1 and 3 only
+    other = AccuracySurrogate.fit([e for e, g in zip(episodes, groups, strict=True)
+                                   if g in (1, 3)], TASKS, HORIZON, **settings)
+    real = np.array([[r.targets[n] for n in other.targets] for r in episodes[0]])
+    np.testing.assert_allclose(
+        residuals[0], real - other.predict_features(episode_features(episodes[0], HORIZON)),
+        atol=1e-5)
+    j = target_names(TASKS).index("accuracy/vqa")
+    # at least the injected noise (0.02): an unseen episode's noise cannot be predicted
+    assert 0.015 < float(np.std(residuals[:, 1:, j])) < 0.1
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        out_of_fold_residuals(episodes, [0] * 24, TASKS, HORIZON)
+
+
+def test_residual_episodes_perturb_only_the_global_accuracy_and_survive_save(fitted, tmp_path):
+    names = target_names(TASKS)
+    residuals = np.full((3, HORIZON + 1, len(names)), 0.05, dtype=np.float32)
+    residuals[1, 2, names.index("accuracy/vqa")] = np.nan  # a round that was not measured
+    noisy = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
+                              (fitted.x_mean, fitted.x_std),
+                              (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
+                              fitted.meta, residuals)
+    noisy.save(tmp_path / "noisy.pt")
+    loaded = AccuracySurrogate.load(tmp_path / "noisy.pt")
+    np.testing.assert_array_equal(loaded.residuals, residuals)
+    noise = loaded.residual_episode(np.random.default_rng(0))
+    accuracy = np.array([n.startswith("accuracy/") for n in names])
+    assert np.all(noise[:, ~accuracy] == 0.0)  # losses, drift, local accuracy: the mean
+    measured = np.isclose(noise[:, accuracy], 0.05)
+    assert measured.sum() >= measured.size - 1  # all but the unmeasured round, which adds 0
+    with pytest.raises(ValueError, match="kept no out-of-fold residuals"):
+        fitted.residual_episode(np.random.default_rng(0))
+
+
+def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted, tmp_path):
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+    from hffm_env.config import ConfigError
+
+    names = target_names(TASKS)
+    rng = np.random.default_rng(0)
+    residuals = rng.normal(0.0, 0.01, (5, HORIZON + 1, len(names))).astype(np.float32)
+    noisy = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
+                              (fitted.x_mean, fitted.x_std),
+                              (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
+                              fitted.meta, residuals)
+    noisy.save(tmp_path / "noisy.pt")
+    fitted.save(tmp_path / "plain.pt")
+    base = [*TINY_OVERRIDES, f"env.episode_rounds={HORIZON}"]
+
+    def curve(path: str, noise: str, seed: int) -> np.ndarray:
+        env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
+                       overrides=[*base, f"env.surrogate_noise={noise}"], surrogate=path)
+        env.reset(seed=seed)
+        action = env.unwrapped.layout.encode(1, 2)
+        out = [env.step(action)[-1]["accuracy"]["vqa"] for _ in range(HORIZON)]
+        env.close()
+        return np.array(out)
+
+    path = str(tmp_path / "noisy.pt")
+    mean = curve(path, "none", 5)
+    noisy_curve = curve(path, "residuals", 5)
+    np.testing.assert_array_equal(noisy_curve, curve(path, "residuals", 5))  # same seed
+    # the added noise is one recorded episode's residuals, round by round (from round 2: the
+    # first round's mean sits at the lowest value of the traces, where the sum is clipped)
+    j = names.index("accuracy/vqa")
+    matches = [k for k in range(5) if np.allclose(
+        (noisy_curve - mean)[1:], residuals[k, 2:, j], atol=1e-5)]
+    assert len(matches) == 1
+    drawn = {tuple(np.round(curve(path, "residuals", s) - mean, 6)) for s in range(6)}
+    assert len(drawn) > 1  # other seeds draw other episodes
+    with pytest.raises(ConfigError, match="surrogate_noise"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
+                 overrides=[*base, "env.surrogate_noise=residuals"],
+                 surrogate=str(tmp_path / "plain.pt"))
