@@ -100,7 +100,8 @@ def _crossing_rounds(episodes, surrogate, tasks, target: float) -> dict:
         rows.setdefault(e["policy"], []).append((float(_first_round(real, target)), mean, noisy))
     every = np.array([r for v in rows.values() for r in v])
     return {
-        "target": target, "never": len(every) and int(max(len(e["rounds"]) for e in episodes)),
+        # rounds include the reset, so the longest episode's length is T + 1: "never"
+        "target": target, "never": int(max(len(e["rounds"]) for e in episodes)),
         "policies": {p: dict(zip(("real", "mean", "noisy"), np.mean(v, axis=0).tolist(),
                                  strict=True)) for p, v in rows.items()},
         "mae_mean": float(np.mean(np.abs(every[:, 1] - every[:, 0]))),
