@@ -190,6 +190,12 @@ def episode_features(rounds: Sequence[RoundTrace], horizon: int) -> np.ndarray:
     return np.stack([history.step(r.tiers, r.available_fraction) for r in rounds])
 
 
+def _target_matrix(rounds: Sequence[RoundTrace], names: Sequence[str]) -> np.ndarray:
+    """``(len(rounds), len(names))`` measured values of one episode (NaN: not measured)."""
+    return np.array([[r.targets.get(n, float("nan")) for n in names] for r in rounds],
+                    dtype=np.float32).reshape(len(rounds), len(names))
+
+
 class _MLP(nn.Module):
     def __init__(self, inputs: int, outputs: int, hidden: int) -> None:
         super().__init__()
@@ -241,8 +247,7 @@ class AccuracySurrogate:
         standardised units; unmeasured targets are ignored)."""
         names = target_names(tasks)
         x = np.concatenate([episode_features(e, horizon) for e in episodes])
-        y = np.array([[r.targets.get(n, float("nan")) for n in names]
-                      for e in episodes for r in e], dtype=np.float32)
+        y = np.concatenate([_target_matrix(e, names) for e in episodes])
         if not np.isfinite(y).any(axis=0).all():
             missing = [n for n, ok in zip(names, np.isfinite(y).any(axis=0), strict=True)
                        if not ok]
@@ -390,8 +395,7 @@ def out_of_fold_residuals(episodes: Sequence[Sequence[RoundTrace]], groups: Sequ
                                        **fit_kwargs)
         for i in held:
             rounds = episodes[i]
-            real = np.array([[r.targets.get(n, float("nan")) for n in names] for r in rounds],
-                            dtype=np.float32)
+            real = _target_matrix(rounds, names)
             out[i, :len(rounds)] = real - fitted.predict_features(episode_features(rounds,
                                                                                    horizon))
     return out
