@@ -577,6 +577,11 @@ class EnvConfig:
     real episode to the global accuracy per task, drawn with the reset seed
     (:meth:`hffm_env.fl.surrogate.AccuracySurrogate.residual_episode`), so that a learner sees
     the round-to-round noise real training has.
+    ``observe_target`` adds ``target/reached`` and ``target/gap`` to the observation
+    (:mod:`hffm_env.envs.observation`; needs ``target_accuracy``): the target rewards charge
+    costs only until the target is first reached, and the accuracy often falls back below it
+    after a cloud round, so without these entries the reward depends on a past the agent cannot
+    see. Off by default, so that agents trained without them keep their observation shape.
     """
 
     episode_rounds: int = 16
@@ -591,6 +596,7 @@ class EnvConfig:
     target_miss_penalty: float = 1.0
     accuracy_local_mix: float = 0.0
     surrogate_noise: str = "none"
+    observe_target: bool = False
 
     def __post_init__(self) -> None:
         _check_int_between("env", 1, 1_000_000, episode_rounds=self.episode_rounds)
@@ -618,6 +624,11 @@ class EnvConfig:
             raise ConfigError(
                 f"env.target_accuracy = None: the {self.reward} reward needs a target accuracy "
                 "in [0, 1], e.g. env.target_accuracy=0.4"
+            )
+        if self.observe_target and self.target_accuracy is None:
+            raise ConfigError(
+                "env.observe_target = True: needs env.target_accuracy (a value in [0, 1]) to "
+                "observe the distance to; set one or env.observe_target=false"
             )
 
 

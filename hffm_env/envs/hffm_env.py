@@ -80,7 +80,9 @@ class HFFMEnv(gym.Env):
     (``env.unwrapped.observation_names`` lists them): round fraction; global accuracy and
     training loss per task; per module type the staleness at the edge and cloud tiers and the
     drift of device copies from their cluster and global means; per cluster uplink and D2D rate
-    summaries, D2D density and availability; energy and latency used against the budget; the
+    summaries, D2D density and availability; energy and latency used against the budget;
+    with ``env.observe_target=true``, whether the target accuracy was reached this episode and
+    how far the last measured accuracy is below it (the target rewards depend on both); the
     pending module requests.
 
     ## Rewards
@@ -170,6 +172,8 @@ class HFFMEnv(gym.Env):
       every round, local and held-out accuracy every 4 rounds and on the last), batched
       evaluation of each distinct model once, and ``fidelity="surrogate"``.
     * v0, fifth revision (additive): the ``spend-to-target`` reward.
+    * v0, sixth revision (additive, opt-in): ``env.surrogate_noise`` and
+      ``env.observe_target``; the default observation is unchanged.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
@@ -265,7 +269,8 @@ class HFFMEnv(gym.Env):
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)
         self.action_slot_names = list(self.layout.slot_names)
         self.observation = Observation(self.tasks, self.engine.model.num_classes,
-                                       network.num_clusters, cfg.fl.max_pending_requests)
+                                       network.num_clusters, cfg.fl.max_pending_requests,
+                                       observe_target=cfg.env.observe_target)
         self.observation_names = self.observation.names
         self.observation_space = self.observation.space
         # Reward references: per-round cost of never aggregating and of star on the scenario's
@@ -622,6 +627,10 @@ class HFFMEnv(gym.Env):
             energy_used_fraction=self.cumulative_energy_j / budget,
             latency_used_fraction=self.cumulative_latency_s / latency_budget,
             requests=requests,
+            target_reached=self._target_reached,
+            # what the target rewards read: the last measured score (NaN, observed as 0, when
+            # nothing was measured)
+            target_gap=max((cfg.env.target_accuracy or 0.0) - self._previous_score, 0.0),
         ))
 
     def _get_info(

@@ -13,7 +13,12 @@
 | ``cluster/<c>/available`` | C | fraction of the cluster's devices available this round |
 | ``budget/energy`` | 1 | energy used / budget (or / star reference x episode rounds) |
 | ``budget/latency`` | 1 | latency used / (star reference x episode rounds) |
+| ``target/reached`` | 0 or 1 | 1 once the reward's accuracy reached ``env.target_accuracy`` |
+| ``target/gap`` | 0 or 1 | target minus the last measured reward accuracy, at least 0 |
 | ``request/<r>/...`` | 3P | present; is a head (else a prompt); share of the cluster holding it |
+
+The ``target/`` entries are there only with ``env.observe_target=true`` (off by default, so
+that the observation of agents trained without them keeps its shape).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class ObservationInputs:
     energy_used_fraction: float
     latency_used_fraction: float
     requests: list[tuple[bool, float]]  # per pending request: (is a head, holders' share)
+    target_reached: bool = False  # the reward's accuracy reached the target this episode
+    target_gap: float = 0.0  # target minus the last measured reward accuracy (NaN: unmeasured)
 
 
 class Observation:
@@ -62,11 +69,13 @@ class Observation:
         num_classes: classes per task (scales the losses).
         num_clusters: clusters ``C``.
         num_requests: request slots ``P``.
+        observe_target: add the ``target/`` entries.
     """
 
     def __init__(self, tasks: tuple[str, ...], num_classes: dict[str, int], num_clusters: int,
-                 num_requests: int) -> None:
+                 num_requests: int, observe_target: bool = False) -> None:
         self.tasks = tuple(tasks)
+        self.observe_target = bool(observe_target)
         self.num_classes = dict(num_classes)
         self.num_clusters = int(num_clusters)
         self.num_requests = int(num_requests)
@@ -112,6 +121,9 @@ class Observation:
                 yield f"cluster/{c}/{key}", _unit(float(values[c]))
         yield "budget/energy", _unit(x.energy_used_fraction)
         yield "budget/latency", _unit(x.latency_used_fraction)
+        if self.observe_target:
+            yield "target/reached", float(x.target_reached)
+            yield "target/gap", _unit(x.target_gap)
         for r in range(self.num_requests):
             present = r < len(x.requests)
             is_head, holders = x.requests[r] if present else (False, 0.0)

@@ -188,3 +188,41 @@ class _RecordTerms(gym.Wrapper):
         out = self.env.step(action)
         self.terms.append(out[-1]["reward_terms"])
         return out
+
+
+def test_observe_target_shows_what_the_target_rewards_read(make_env):
+    """With ``env.observe_target`` the observation carries whether the target was reached (it
+    stays reached when the accuracy falls back below it) and the gap to it, the state the
+    target rewards depend on; the episode itself is the same as without the entries."""
+    from hffm_env.envs.hffm_env import measured
+
+    base = ["env.reward=spend-to-target", "env.episode_rounds=4"]
+    plain = make_env(fidelity="train", extra=[*base, "env.target_accuracy=0.5"])
+    assert not any(n.startswith("target/") for n in plain.unwrapped.observation_names)
+    cloud_every_round = np.zeros(plain.action_space.shape, dtype=np.int64)
+    plain.reset(seed=5)
+    scores = [measured(plain.step(cloud_every_round)[-1], "accuracy") for _ in range(4)]
+    target = scores[1]  # reached in round 2 at the latest
+
+    env = make_env(fidelity="train", extra=[*base, f"env.target_accuracy={target}",
+                                            "env.observe_target=true"])
+    names = env.unwrapped.observation_names
+    assert env.observation_space.shape == (plain.observation_space.shape[0] + 2,)
+    obs, _ = env.reset(seed=5)
+    assert dict(zip(names, obs))["target/reached"] == 0.0
+    reached = False
+    for score_without in scores:
+        obs, _, _, _, info = env.step(cloud_every_round)
+        score = measured(info, "accuracy")
+        assert score == score_without  # the entries change what is seen, not what happens
+        assert (info["reward_terms"]["energy"] < 0) == (not reached)  # charged until reached
+        reached |= score >= target
+        value = dict(zip(names, obs))
+        assert value["target/reached"] == float(reached)
+        assert value["target/gap"] == pytest.approx(max(target - score, 0.0), abs=1e-6)
+    assert reached
+
+
+def test_observe_target_needs_a_target():
+    with pytest.raises(ConfigError, match="observe_target"):
+        apply_overrides(small(), ["env.observe_target=true"])
