@@ -195,6 +195,52 @@ class BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``)."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    @classmethod
+    def merge(cls, results: Sequence[BenchResult],
+              names: Sequence[str] | None = None) -> BenchResult:
+        """One result from the episodes of several runs of one scenario, fidelity and target
+        (e.g. the same policies on more held-out seeds, run later), summarised anew.
+
+        An episode of the same policy and seed in two runs must be the same episode (a
+        policy's episodes are bit-identical across runs of one version, cache and thread
+        count) and is kept once; one that differs, or runs of another scenario, fidelity or
+        target, raise ``ValueError`` naming the run (``names``, default its index).
+        """
+        if not results:
+            raise ValueError("merge: no results given")
+        names = [str(n) for n in names] if names is not None else [
+            f"run {k}" for k in range(len(results))]
+        first = results[0]
+        episodes: dict[tuple[str, int], EpisodeRecord] = {}
+        for name, result in zip(names, results):
+            for key in ("scenario", "fidelity", "target_accuracy"):
+                if getattr(result, key) != getattr(first, key):
+                    raise ValueError(
+                        f"{name}: {key} = {getattr(result, key)!r}, but {names[0]} has "
+                        f"{getattr(first, key)!r}; only runs of one scenario, fidelity and "
+                        "target accuracy merge")
+            for episode in result.episodes:
+                seen = episodes.setdefault((episode.policy, episode.seed), episode)
+                if not _same_episode(seen, episode):
+                    raise ValueError(
+                        f"{name}: {episode.policy} on seed {episode.seed} differs from the "
+                        "episode of an earlier run (another version, cache or thread count?); "
+                        "merge runs whose shared episodes agree, or leave one out")
+        merged = list(episodes.values())
+        return cls(
+            scenario=first.scenario, fidelity=first.fidelity,
+            seeds=sorted({e.seed for e in merged}), target_accuracy=first.target_accuracy,
+            summaries=summarise(merged, first.target_accuracy), episodes=merged,
+            interrupted=any(r.interrupted for r in results),
+        )
+
+
+def _same_episode(a: EpisodeRecord, b: EpisodeRecord) -> bool:
+    """Whether two records hold the same rounds (NaN equal to NaN)."""
+    return all(np.array_equal(np.asarray(getattr(a, k), dtype=float),
+                              np.asarray(getattr(b, k), dtype=float), equal_nan=True)
+               for k in ("accuracy", "latency_s", "energy_j", "rewards"))
+
 
 _MISSING_STATS = {
     "final_accuracy_local": {"mean": float("nan"), "std": float("nan"), "n": 0},

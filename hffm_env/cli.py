@@ -183,6 +183,11 @@ def _agent_label(path: str) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    for flag, target in (("--json", args.json), ("--plot", args.plot)):
+        if target and Path(target).exists() and not args.force:
+            raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
+    if args.from_json:
+        return _bench_from_json(args)
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
 
@@ -198,12 +203,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
     seeds = args.seeds or [1000 + k for k in range(args.episodes or 3)]
-    for flag, target in (("--json", args.json), ("--plot", args.plot)):
-        if target and Path(target).exists() and not args.force:
-            raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
     import gymnasium as gym
 
-    from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark
+    from hffm_env.baselines.runner import run_benchmark
 
     policies: list = [*_agent_policies(args.agent), *names]
 
@@ -216,6 +218,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         target_fraction=args.target_fraction, progress=not args.no_progress,
         scenario=config.name, fidelity=args.fidelity,
     )
+    _report_bench(result, args)
+    return 130 if result.interrupted else 0
+
+
+def _bench_from_json(args: argparse.Namespace) -> int:
+    """``hffm bench --from-json A.json B.json ...``: merge saved runs (more seeds, more
+    policies) into one table, JSON and plot; runs nothing."""
+    from hffm_env.baselines.runner import BenchResult
+
+    results = []
+    for path in args.from_json:
+        try:
+            results.append(BenchResult.read_json(path))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"--from-json {path!r}: not a bench JSON ({error})") from None
+    try:
+        result = BenchResult.merge(results, names=args.from_json)
+    except ValueError as error:
+        raise ConfigError(f"--from-json: {error}") from None
+    _report_bench(result, args)
+    return 0
+
+
+def _report_bench(result: Any, args: argparse.Namespace) -> None:
+    """Print the table; write the JSON and the plot that ``args`` asks for."""
+    from hffm_env.baselines.runner import format_table, plot_tradeoffs
+
     print(format_table(result))
     if args.json:
         result.write_json(args.json)
@@ -223,7 +252,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         plot_tradeoffs(result, args.plot)
         print(f"wrote {args.plot}")
-    return 130 if result.interrupted else 0
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -365,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--force", action="store_true",
                        help="overwrite existing --json and --plot files")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    bench.add_argument("--from-json", nargs="+", metavar="FILE",
+                       help="run nothing: merge saved bench JSON files (e.g. the same "
+                       "policies on more seeds) into one table, --json and --plot")
     bench.set_defaults(func=_cmd_bench)
 
     pretrain = sub.add_parser(

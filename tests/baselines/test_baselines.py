@@ -181,6 +181,46 @@ def test_bench_command_writes_documented_json(tmp_path, capsys):
     assert json.loads(out.read_text())["policies"][0]["policy"] == "star"
 
 
+def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
+    """``hffm bench --from-json`` merges saved runs: the union of seeds, each episode once,
+    the summaries recomputed; an episode that disagrees with another run's, or a run of
+    another target, is refused with the file's name."""
+    def bench(seeds, policies, name, target="0.3"):
+        out = tmp_path / name
+        assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
+                          policies, "--seeds", *seeds, "--no-progress", "--target-accuracy",
+                          target, "--json", str(out), *sum((["--set", o] for o in TINY), [])
+                          ]) == 0
+        return out
+
+    first = bench(["0", "1"], "star,never", "a.json")
+    more = bench(["1", "2"], "star", "b.json")  # seed 1 again: the same episode
+    whole = bench(["0", "1", "2"], "star", "whole.json")
+    merged = tmp_path / "merged.json"
+    capsys.readouterr()
+    assert hffm_main(["bench", "--from-json", str(first), str(more), "--json", str(merged)]) == 0
+    assert "| star |" in capsys.readouterr().out
+    result = BenchResult.read_json(merged)
+    assert result.seeds == [0, 1, 2]
+    rows = {s.policy: s for s in result.summaries}
+    assert rows["star"].episodes == 3 and rows["never"].episodes == 2
+    star = next(p for p in json.loads(merged.read_text())["policies"] if p["policy"] == "star")
+    assert star == json.loads(whole.read_text())["policies"][0]  # as if run at once
+
+    data = json.loads(more.read_text())
+    data["episodes"][0]["energy_j"][0] += 1.0  # seed 1 of star no longer agrees
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(data))
+    assert hffm_main(["bench", "--from-json", str(first), str(changed)]) == 2
+    err = capsys.readouterr().err
+    assert "changed.json" in err and "star on seed 1 differs" in err
+    other_target = bench(["3"], "star", "t.json", target="0.5")
+    assert hffm_main(["bench", "--from-json", str(first), str(other_target)]) == 2
+    assert "target_accuracy = 0.5" in capsys.readouterr().err
+    assert hffm_main(["bench", "--from-json", str(tmp_path / "none.json")]) == 2
+    assert "not a bench JSON" in capsys.readouterr().err
+
+
 def test_paper_cost_comparison_matches_the_prototype_star():
     env = gym.make("hffm/HFFM-v0", scenario="paper", fidelity="cost",
                    overrides=[*TINY, "env.episode_rounds=2"])
