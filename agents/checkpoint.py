@@ -308,10 +308,30 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         return cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first.rstrip(":")
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
-            f"{observation_space.shape}, {len(action_space.nvec)} action slots): {first}"
+            f"{observation_space.shape}, {_action_size(action_space)}): {first}"
+            f"{_trained_on(agent.folder)}"
         ) from None
+
+
+def _action_size(space: Any) -> str:
+    nvec = getattr(space, "nvec", None)
+    if nvec is not None:
+        return f"{len(nvec)} action slots"
+    return f"{getattr(space, 'n', '?')} actions"
+
+
+def _trained_on(folder: Path) -> str:
+    """Where the agent's ``train_args.json`` says it was trained, to build the same env."""
+    try:
+        args = json.loads((folder / "train_args.json").read_text())
+        sets = " ".join(f"--set {o}" for o in args.get("overrides") or [])
+        return (f"; it was trained on scenario {args['scenario']!r}"
+                + (f" with {sets}" if sets else "") + ": evaluate it on that env")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def clear_folder(folder: Path, names: tuple[str, ...]) -> None:

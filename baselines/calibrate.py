@@ -26,7 +26,13 @@ import numpy as np
 from hffm_env.baselines.policies import PAPER_SCHEDULES, Policy, _relay_from_edge, make_policy
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route
-from hffm_env.fl.surrogate import AccuracySurrogate, RoundTrace, out_of_fold_residuals, target_names
+from hffm_env.fl.surrogate import (
+    AccuracySurrogate,
+    RoundTrace,
+    out_of_fold_residuals,
+    target_names,
+    traces_key,
+)
 
 __all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
            "trace_episode", "calibrate", "fit_traces", "read_traces", "write_traces"]
@@ -136,10 +142,12 @@ def trace_episode(env: Any, policy: Policy, seed: int) -> list[RoundTrace]:
     return rounds
 
 
-def write_traces(path: str | Path, episodes: list[dict[str, Any]]) -> None:
-    """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace);
-    JSON, gzip-compressed when ``path`` ends in ``.gz``."""
-    data = json.dumps([{**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes])
+def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> None:
+    """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace),
+    recorded on a config whose :func:`~hffm_env.fl.surrogate.traces_key` is ``key``; JSON,
+    gzip-compressed when ``path`` ends in ``.gz``."""
+    data = json.dumps({"traces_key": key, "episodes": [
+        {**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]})
     path = Path(path)
     if path.suffix == ".gz":
         path.write_bytes(gzip.compress(data.encode()))
@@ -147,12 +155,21 @@ def write_traces(path: str | Path, episodes: list[dict[str, Any]]) -> None:
         path.write_text(data)
 
 
-def read_traces(path: str | Path) -> list[dict[str, Any]]:
-    """Inverse of :func:`write_traces`."""
+def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]]:
+    """Inverse of :func:`write_traces`. With ``key``, traces recorded on another config (a
+    different :func:`~hffm_env.fl.surrogate.traces_key`) raise ``ValueError`` naming the file:
+    a fit or an error measured on them would belong to another scenario. Files written before
+    traces carried their key (a bare list of episodes) are read unchecked."""
     path = Path(path)
     raw = path.read_bytes()
     data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
-    return [{**e, "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in data]
+    episodes = data if isinstance(data, list) else data["episodes"]
+    recorded = None if isinstance(data, list) else data.get("traces_key")
+    if key is not None and recorded is not None and recorded != key:
+        raise ValueError(
+            f"{path}: traces of another config (traces key {recorded}), not of this one "
+            f"({key}); pass the scenario and --set overrides they were recorded with")
+    return [{**e, "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in episodes]
 
 
 RESIDUAL_FOLDS = 4
@@ -223,7 +240,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
         episodes.append({"policy": policy.name, "seed": int(seed),
                          "rounds": trace_episode(env, policy, int(seed))})
         if traces_path is not None:
-            write_traces(traces_path, episodes)
+            write_traces(traces_path, episodes, traces_key(base.config))
     env.close()
     meta = {"scenario": base.config.name, "seeds": [int(s) for s in seeds],
             "policies": sorted({e["policy"] for e in episodes}),

@@ -154,14 +154,17 @@ def main(argv: list[str] | None = None) -> int:
         write_traces,
     )
     from hffm_env.config import load_scenario
-    from hffm_env.fl.surrogate import episode_features, find_surrogate
+    from hffm_env.fl.surrogate import episode_features, find_surrogate, traces_key
 
     cfg = load_scenario(args.scenario, overrides=args.overrides)
     tasks = tuple(cfg.data.tasks)
     train_step_s: list[float] = []
     if args.traces:
-        episodes = [e for path in args.traces for e in read_traces(path)
-                    if args.seeds is None or int(e["seed"]) in args.seeds]
+        try:
+            recorded = [e for path in args.traces for e in read_traces(path, traces_key(cfg))]
+        except ValueError as error:
+            parser.error(f"--traces {error}")
+        episodes = [e for e in recorded if args.seeds is None or int(e["seed"]) in args.seeds]
         if not episodes:
             parser.error(f"--seeds {args.seeds}: no such episode in {args.traces}")
     else:
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_mean_accuracy(rounds, tasks)[-1]:.3f}", flush=True)
         env.close()
         if args.save_traces:
-            write_traces(args.save_traces, episodes)
+            write_traces(args.save_traces, episodes, traces_key(cfg))
 
     surrogate = find_surrogate(cfg, args.surrogate)
     round_err, final_err, finals, bias, residual = [], [], {}, {}, []

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,14 @@ def _bench_from_json(args: argparse.Namespace) -> int:
         result = BenchResult.merge(results, names=args.from_json)
     except ValueError as error:
         raise ConfigError(f"--from-json: {error}") from None
+    if args.policies:  # keep these rows (any name in the files, agents' included)
+        keep = [p.strip() for p in args.policies.split(",") if p.strip()]
+        known = [s.policy for s in result.summaries]
+        missing = [p for p in keep if p not in known]
+        if missing:
+            raise ConfigError(f"--policies has {missing[0]!r}: the files hold {known}")
+        result = BenchResult.merge([replace(result, episodes=[
+            e for e in result.episodes if e.policy in keep])])
     _report_bench(result, args)
     return 0
 
@@ -302,9 +311,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_traces:  # refit only: no training
         from hffm_env.baselines.calibrate import fit_traces, read_traces
+        from hffm_env.fl.surrogate import traces_key
 
-        episodes = [e for path in args.from_traces for e in read_traces(path)
-                    if int(e["seed"]) not in args.exclude_seeds]
+        try:
+            recorded = [e for path in args.from_traces
+                        for e in read_traces(path, traces_key(config))]
+        except ValueError as error:
+            raise ConfigError(f"--from-traces {error}") from None
+        episodes = [e for e in recorded if int(e["seed"]) not in args.exclude_seeds]
         if not episodes:
             raise ConfigError(f"--exclude-seeds {args.exclude_seeds} leaves no episode of "
                               f"{args.from_traces} to fit")

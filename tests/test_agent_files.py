@@ -215,8 +215,10 @@ def test_an_agent_for_other_spaces_is_refused_by_name(trained):
 
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
                    overrides=[*TINY_OVERRIDES, "fl.max_pending_requests=5"])
-    with pytest.raises(AgentFileError, match="does not fit this env's spaces"):
+    with pytest.raises(AgentFileError, match="does not fit this env's spaces") as refused:
         AgentPolicy(trained).reset(env)
+    # ... and the error says how it was trained, so the right env can be built
+    assert "trained on scenario 'small' with --set model.pretrain_steps=40" in str(refused.value)
 
 
 def test_normalization_round_trips(tmp_path):

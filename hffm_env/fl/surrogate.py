@@ -45,7 +45,7 @@ from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
     "AccuracySurrogate", "RoundTrace", "SurrogateMissing", "TierHistory", "find_surrogate",
-    "out_of_fold_residuals", "surrogate_key",
+    "out_of_fold_residuals", "surrogate_key", "traces_key",
     "surrogate_path", "target_names", "SURROGATE_FORMAT",
 ]
 
@@ -59,18 +59,32 @@ class SurrogateMissing(FileNotFoundError):
     """No fitted surrogate for this scenario config."""
 
 
+def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
+    """Everything that changes what real training measures: the model, data, engine,
+    placement, dynamics and channel configs, the horizon and the seeding scheme."""
+    parts = {name: dataclasses.asdict(getattr(cfg, name))
+             for name in ("model", "data", "fl", "placement", "dynamics", "channel")}
+    return {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def surrogate_key(cfg: ScenarioConfig) -> str:
     """A hex digest of everything that changes what training measures: the model, data,
     engine, placement, dynamics and channel configs, the horizon, the format and the seeding
     scheme (:data:`~hffm_env.seeding.SEEDING_SCHEME`, which decides the config seed's data
     split). Costs, reward weights and the seed do not enter it: a fit is made on the config
     seed's split, and its error is measured there (``benchmarks/surrogate_error.py``)."""
-    parts = {name: dataclasses.asdict(getattr(cfg, name))
-             for name in ("model", "data", "fl", "placement", "dynamics", "channel")}
-    payload = {"format": SURROGATE_FORMAT, "seeding": SEEDING_SCHEME, "parts": parts,
-               "episode_rounds": cfg.env.episode_rounds}
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return _digest({"format": SURROGATE_FORMAT, **_training_inputs(cfg)})
+
+
+def traces_key(cfg: ScenarioConfig) -> str:
+    """The digest of :func:`surrogate_key` without the surrogate's file format: what recorded
+    real-training traces are traces of (a refit in a newer format reads the same traces)."""
+    return _digest(_training_inputs(cfg))
 
 
 def surrogate_path(cfg: ScenarioConfig, folder: str | Path | None = None) -> Path:

@@ -207,6 +207,13 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     star = next(p for p in json.loads(merged.read_text())["policies"] if p["policy"] == "star")
     assert star == json.loads(whole.read_text())["policies"][0]  # as if run at once
 
+    # --policies keeps rows of the files
+    assert hffm_main(["bench", "--from-json", str(first), str(more), "--policies", "never"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| ---", "| never"]
+    assert hffm_main(["bench", "--from-json", str(first), "--policies", "oracle"]) == 2
+    assert "the files hold" in capsys.readouterr().err
+
     data = json.loads(more.read_text())
     data["episodes"][0]["energy_j"][0] += 1.0  # seed 1 of star no longer agrees
     changed = tmp_path / "changed.json"
