@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the probe and print the bench table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target-accuracy", type=float, default=None,
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.schedules:
         played = [p for p, n in zip(played, names, strict=True) if n in args.schedules]
     result = run_benchmark(
-        lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=args.fidelity),
+        lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=args.fidelity,
+                         overrides=args.overrides),
         played, seeds=args.seeds, target_accuracy=args.target_accuracy,
         scenario=args.scenario, fidelity=args.fidelity)
     print(format_table(result))

@@ -3,8 +3,8 @@
 ``CoarseActions``
     ``MultiDiscrete``: per module type an edge period and a cloud period (values from
     ``env.period_menu``), and a route per cluster. Heads stay the network's defaults, no D2D
-    pair exchange, pending modules are relayed from the edge server. 13 slots on ``small``
-    instead of 37; every period schedule of the paper is one of its actions.
+    pair exchange, pending modules are relayed from the edge server. 14 slots on ``small``
+    instead of 39; every period schedule of the paper is one of its actions.
 ``ScheduleMenu``
     ``Discrete(k)`` over named fixed schedules (the paper's seven and ``never`` by default),
     for discrete-only libraries (DQN, morl-baselines).

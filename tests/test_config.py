@@ -26,7 +26,7 @@ def test_presets_mirror_the_intent():
     assert p.compute.enabled is False and p.cost.charge_downlink is False
     assert p.cost.model_payload_bits == 48_000e3
     s = small()
-    assert s.placement.num_devices == 12 and s.placement.num_edge_servers == 3
+    assert s.placement.num_devices == 12 and s.placement.num_edge_servers == 4
     assert s.channel.prototype_noise_quirk is False
     assert set(scenario_names()) >= {"paper", "small"}
 

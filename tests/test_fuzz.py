@@ -51,9 +51,11 @@ def _random_value(rng: np.random.Generator, key: str, base: ScenarioConfig):
 def _play_two_steps(env: gym.Env, seed: int) -> None:
     env.reset(seed=seed)
     for _ in range(2):
-        _, reward, _, _, info = env.step(env.action_space.sample())
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert math.isfinite(reward)
         assert math.isfinite(info["latency_s"]) and math.isfinite(info["energy_j"])
+        if terminated or truncated:  # e.g. a fuzzed one-round episode or a tiny energy budget
+            env.reset()
 
 
 def test_fuzzed_overrides_are_refused_by_name_or_run():

@@ -1,5 +1,6 @@
-"""benchmarks/surrogate_error.py on the committed real traces: the shipped surrogate of
-`small` meets its accuracy targets on real episodes it was not fitted on."""
+"""benchmarks/surrogate_error.py on the committed real traces: the shipped surrogates of
+`small` (today's four clusters, and the earlier three-cluster layout the committed agents
+were trained on) meet their accuracy targets on real episodes they were not fitted on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "docs/results/surrogate"
+PREVIOUS_TRACES = TRACES / "small-3-clusters"
+PREVIOUS_LAYOUT = ("placement.num_edge_servers=3", "placement.devices_per_cluster=4")
+"""The overrides that give `small`'s earlier layout (what the committed agents played)."""
+PREVIOUS = tuple(x for o in PREVIOUS_LAYOUT for x in ("--set", o))
+
+
+def _previous_small():
+    from hffm_env.config import load_scenario
+
+    return load_scenario("small", overrides=list(PREVIOUS_LAYOUT))
 
 
 def _surrogate_error(traces: Path, tmp_path: Path, monkeypatch, *extra: str) -> dict:
@@ -27,8 +38,11 @@ def _surrogate_error(traces: Path, tmp_path: Path, monkeypatch, *extra: str) -> 
     return json.loads(out.read_text())
 
 
-def test_shipped_surrogate_meets_its_targets_on_held_out_real_episodes(tmp_path, monkeypatch):
-    result = _surrogate_error(TRACES / "heldout_small.json.gz", tmp_path, monkeypatch)
+@pytest.mark.parametrize("traces, layout", [(TRACES, ()), (PREVIOUS_TRACES, PREVIOUS)],
+                         ids=["small", "small-3-clusters"])
+def test_shipped_surrogate_meets_its_targets_on_held_out_real_episodes(traces, layout, tmp_path,
+                                                                       monkeypatch):
+    result = _surrogate_error(traces / "heldout_small.json.gz", tmp_path, monkeypatch, *layout)
     assert result["episodes"] == 45 and result["seeds"] == [1000, 1001, 1002]
     assert set(result["checks"]) == {"final_mae", "round_mae", "spearman"}
     assert all(result["checks"].values()), result
@@ -42,14 +56,13 @@ def test_the_shipped_fit_includes_the_learners_rounds_and_is_unbiased_there(tmp_
     fit has no optimism left there (the surrogate fitted without them was 1-3 points too
     optimistic in rounds 4-6, where the learners cross the target). The same error on seeds
     left out of a refit (``--exclude-seeds``) is in the README."""
-    from hffm_env.config import load_scenario
     from hffm_env.fl.surrogate import find_surrogate
 
-    fitted_on = find_surrogate(load_scenario("small")).meta["traces"]
+    fitted_on = find_surrogate(_previous_small()).meta["traces"]
     assert {Path(t).name for t in fitted_on} >= {"calibration_small_seeds6789_agents.json.gz",
                                                 "calibration_small_seeds10-13_learners.json.gz"}
-    result = _surrogate_error(TRACES / "calibration_small_seeds10-13_learners.json.gz",
-                              tmp_path, monkeypatch, "--seeds", "12", "13")
+    result = _surrogate_error(PREVIOUS_TRACES / "calibration_small_seeds10-13_learners.json.gz",
+                              tmp_path, monkeypatch, "--seeds", "12", "13", *PREVIOUS)
     assert result["seeds"] == [12, 13] and result["episodes"] == 22
     assert set(result["checks"]) == {"final_mae", "round_mae"}
     assert all(result["checks"].values()), result
@@ -62,14 +75,13 @@ def test_the_resampled_noise_is_the_size_of_the_held_out_error_and_moves_crossin
     """The shipped fit keeps out-of-fold residuals of all its episodes (folds over seeds); on
     held-out seeds their spread is within a third of the real one, and the crossing-round
     comparison covers every policy, rounds 1..17 (17: never)."""
-    from hffm_env.config import load_scenario
     from hffm_env.fl.surrogate import find_surrogate
 
-    surrogate = find_surrogate(load_scenario("small"))
+    surrogate = find_surrogate(_previous_small())
     assert surrogate.residuals.shape[0] == surrogate.meta["episodes"] == 180
     assert surrogate.meta["residuals"]["grouped_by"] == "seed"
-    result = _surrogate_error(TRACES / "heldout_small.json.gz", tmp_path, monkeypatch,
-                              "--target-accuracy", "0.342")
+    result = _surrogate_error(PREVIOUS_TRACES / "heldout_small.json.gz", tmp_path, monkeypatch,
+                              "--target-accuracy", "0.342", *PREVIOUS)
     assert abs(result["noise_std"] - result["residual_std"]) < result["residual_std"] / 3
     crossing = result["crossing"]
     assert crossing["never"] == 17 and len(crossing["policies"]) == 15
@@ -92,3 +104,25 @@ def test_surrogate_error_names_a_seed_missing_from_the_traces(monkeypatch, capsy
     finally:
         del sys.modules["surrogate_error"]
     assert "--seeds [7]" in capsys.readouterr().err
+
+
+def test_traces_of_another_layout_are_refused_by_name(tmp_path, monkeypatch, capsys):
+    """Traces know the config they were recorded on: scoring (or refitting) the three-cluster
+    traces as today's `small` would measure one scenario's surrogate on another's training."""
+    from hffm_env.cli import main as hffm_main
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import surrogate_error
+
+    old = PREVIOUS_TRACES / "heldout_small.json.gz"
+    try:
+        with pytest.raises(SystemExit):
+            surrogate_error.main(["--traces", str(old), "--speed-steps", "0"])
+    finally:
+        del sys.modules["surrogate_error"]
+    err = capsys.readouterr().err
+    assert "heldout_small.json.gz: traces of another config" in err and "--set" in err
+    assert hffm_main(["calibrate", "--scenario", "small", "--from-traces", str(old),
+                      "--out", str(tmp_path / "fit.pt")]) == 2
+    assert "traces of another config" in capsys.readouterr().err
+    assert not (tmp_path / "fit.pt").exists()

@@ -39,9 +39,9 @@ def test_joint_action_combines_edge_periods_and_keeps_each_clusters_choices():
     layout = env.env.layout
     menu = layout.menu
     actions = {a: np.zeros(len(env.action_space(a).nvec), dtype=np.int64) for a in env.agents}
-    # edge_0 wants every type every 4 rounds, edge_1 every 2, edge_2 never: 2 wins
-    for agent, period in (("edge_0", 4), ("edge_1", 2), ("edge_2", 0)):
-        actions[agent][:5] = menu.index(period)
+    # edge_0 wants every type every 4 rounds, edge_1 every 2, the others never: 2 wins
+    for agent in env.agents[:-1]:
+        actions[agent][:5] = menu.index({"edge_0": 4, "edge_1": 2}.get(agent, 0))
     actions["edge_1"][5 + 2] = 1  # pair exchange of moe
     actions["edge_2"][10] = 2  # route: star
     actions["cloud_0"][:] = menu.index(8)
@@ -50,7 +50,7 @@ def test_joint_action_combines_edge_periods_and_keeps_each_clusters_choices():
     assert [menu[i] for i in block(full, "edge_period")] == [2] * 5
     assert [menu[i] for i in block(full, "cloud_period")] == [8] * 5
     assert block(full, "pair_exchange").tolist() == [0, 0, 1, 0, 0]
-    assert block(full, "route").tolist() == [0, 0, 2]
+    assert block(full, "route").tolist() == [0, 0, 2] + [0] * (env.num_clusters - 3)
     # every agent's masked random action decodes without a head or relay repair
     obs, _ = env.reset(seed=2)
     for _ in range(3):

@@ -45,7 +45,7 @@ def test_same_seed_same_network_different_seed_different():
 def test_network_state_shapes_and_heads():
     net = Network(small(), RandomStreams.from_seed(0))
     n, s = net.num_devices, net.num_clusters
-    assert (n, s) == (12, 3)
+    assert (n, s) == (12, 4)
     assert net.partners.shape == (n, 3) and net.available.all()
     cpu = small().compute
     assert net.cpu_freq_hz.min() >= cpu.cpu_freq_hz_min
@@ -56,7 +56,7 @@ def test_network_state_shapes_and_heads():
         assert nx.is_connected(net.d2d_graphs[c])
         assert set(net.relay_paths(c)) == set(members.tolist())
         assert len(net.broadcast_tree(c)) == members.size - 1
-    assert (net.edge_node(2), net.cloud_node()) == (14, 15)
+    assert (net.edge_node(2), net.cloud_node()) == (14, 16)  # devices, then edges, then cloud
     table = net.new_table()
     assert table.cloud_node() == net.cloud_node()
 
