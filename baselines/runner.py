@@ -214,7 +214,7 @@ class BenchResult:
         episodes: dict[tuple[str, int], EpisodeRecord] = {}
         for name, result in zip(names, results):
             for key in ("scenario", "fidelity", "target_accuracy"):
-                if getattr(result, key) != getattr(first, key):
+                if not _same_value(getattr(result, key), getattr(first, key)):
                     raise ValueError(
                         f"{name}: {key} = {getattr(result, key)!r}, but {names[0]} has "
                         f"{getattr(first, key)!r}; only runs of one scenario, fidelity and "
@@ -233,6 +233,12 @@ class BenchResult:
             summaries=summarise(merged, first.target_accuracy), episodes=merged,
             interrupted=any(r.interrupted for r in results),
         )
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality with NaN equal to NaN (a cost-fidelity run's target is NaN)."""
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return both_nan or a == b
 
 
 def _same_episode(a: EpisodeRecord, b: EpisodeRecord) -> bool:

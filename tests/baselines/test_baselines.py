@@ -226,6 +226,14 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     assert "target_accuracy = 0.5" in capsys.readouterr().err
     assert hffm_main(["bench", "--from-json", str(tmp_path / "none.json")]) == 2
     assert "not a bench JSON" in capsys.readouterr().err
+    # runs of no accuracy target (cost fidelity's default: NaN) merge with each other
+    untargeted = [tmp_path / f"u{k}.json" for k in range(2)]
+    for k, out in enumerate(untargeted):
+        data = json.loads(first.read_text())
+        data["target_accuracy"] = None
+        data["episodes"] = [e for e in data["episodes"] if e["seed"] == k]
+        out.write_text(json.dumps(data))
+    assert hffm_main(["bench", "--from-json", *map(str, untargeted)]) == 0
 
 
 def test_paper_cost_comparison_matches_the_prototype_star():
