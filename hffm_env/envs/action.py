@@ -207,13 +207,24 @@ class ActionLayout:
         action[self._offsets["route"]] = [int(r) for r in routes]
         if heads is not None:
             action[self._offsets["head"]] = [
-                int(np.flatnonzero(self.cluster_members[c] == h)[0]) for c, h in enumerate(heads)
-            ]
+                self._head_index(c, int(h)) for c, h in enumerate(heads)]
         if partners is not None:
             action[self._offsets["partner"]] = partners
         if relay is not None:
             action[self._offsets["relay"]] = relay
         return action
+
+    def _head_index(self, cluster: int, head: int) -> int:
+        """The head slot's value for device ``head`` of ``cluster``; -1 (the network's "no
+        head": nobody in the cluster is available) is slot value 0, which decoding repairs."""
+        if head == -1:
+            return 0
+        index = np.flatnonzero(self.cluster_members[cluster] == head)
+        if index.size == 0:
+            raise ValueError(
+                f"heads[{cluster}] = {head}: not a device of cluster {cluster} (its devices: "
+                f"{self.cluster_members[cluster].tolist()}; -1 for none available)")
+        return int(index[0])
 
     def decode(
         self,

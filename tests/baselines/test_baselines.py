@@ -71,6 +71,32 @@ def test_every_baseline_runs_an_episode_with_valid_actions(name):
     assert all(lat > 0 for lat in record.latency_s)
 
 
+def test_every_baseline_acts_when_a_whole_cluster_has_dropped_out():
+    # a cluster with nobody available has no head (-1); the full action still encodes it
+    env = _env(extra=["dynamics.dropout_prob=0.9", "env.episode_rounds=6"])
+    headless_rounds = 0
+    for name in policy_names():
+        policy = _CheckingPolicy(make_policy(name))
+        act = policy.act
+
+        def counting_act(obs, info, act=act):
+            nonlocal headless_rounds
+            headless_rounds += int((env.unwrapped.network.heads < 0).any())
+            return act(obs, info)
+
+        policy.act = counting_act
+        assert run_episode(env, policy, seed=1).rounds == 6
+    assert headless_rounds > 0
+
+
+def test_a_head_outside_its_cluster_is_refused_by_name():
+    layout = _env().unwrapped.layout
+    heads = [int(m[0]) for m in layout.cluster_members]
+    heads[1] = heads[0]
+    with pytest.raises(ValueError, match=r"heads\[1\] = .*not a device of cluster 1"):
+        layout.encode(1, 2, heads=heads)
+
+
 def test_a_baseline_in_train_fidelity_learns_something():
     env = _env("train")
     record = run_episode(env, make_policy("hffm-e2"), seed=0)
