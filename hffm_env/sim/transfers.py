@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -94,6 +94,68 @@ def _as_link(kind: str | int | LinkKind) -> int:
     return int(LinkKind(kind))
 
 
+class _Chunk(NamedTuple):
+    """What one builder call appended, as given: scalars stay scalars until :func:`_expand`."""
+
+    module: int | np.ndarray  # module index of every flow, or one per flow
+    first_flow: int  # table-wide id of the chunk's first flow
+    num_flows: int
+    size: float | np.ndarray  # bits of every flow, or one per flow
+    after: np.ndarray | None  # table-wide flow each flow waits for (-1: none); None: none at all
+    hop_flow: np.ndarray | None  # chunk-local flow of each hop; None: one hop per flow, in order
+    hop_index: np.ndarray | None  # position of each hop in its route; None: all 0
+    src: np.ndarray
+    dst: np.ndarray
+    link: int | np.ndarray  # one LinkKind for every hop, or one per hop
+    stage: int | np.ndarray  # one Stage for every hop, or one per hop
+
+
+def _scalar_or_copy(values: np.ndarray | int) -> int | np.ndarray:
+    """An int for a 0-d value, else an int64 copy (the caller may reuse its array)."""
+    array = np.asarray(values, dtype=np.int64)
+    return int(array) if array.ndim == 0 else array.copy()
+
+
+def _spread(values: list[Any], counts: np.ndarray, dtype: type) -> np.ndarray:
+    """One column from per-chunk values: a scalar fills its chunk's ``count`` rows, an array is
+    copied into them. One ``np.repeat`` for the scalars, a slice assignment per array."""
+    out = np.repeat(np.array([0 if isinstance(v, np.ndarray) else v for v in values],
+                             dtype=dtype), counts)
+    starts = np.cumsum(counts) - counts
+    for k, value in enumerate(values):
+        if isinstance(value, np.ndarray):
+            out[starts[k]:starts[k] + counts[k]] = value
+    return out
+
+
+def _expand(chunks: Sequence[_Chunk], num_hops: int) -> dict[str, np.ndarray]:
+    """The flow columns (``flow_module``, ``flow_size_bits``, ``flow_after``) and the hop
+    columns that chunks hold directly (``flow``, ``hop``, ``src``, ``dst``, ``link``,
+    ``stage``), each built in one pass over all chunks."""
+    flows_per = np.array([c.num_flows for c in chunks], dtype=np.int64)
+    hops_per = np.array([c.src.shape[0] for c in chunks], dtype=np.int64)
+    hop_starts = np.cumsum(hops_per) - hops_per
+    # chunk-local flow of each hop: its position in the chunk when there is one hop per flow
+    local = np.arange(num_hops, dtype=np.int64) - np.repeat(hop_starts, hops_per)
+    for k, chunk in enumerate(chunks):
+        if chunk.hop_flow is not None:
+            local[hop_starts[k]:hop_starts[k] + hops_per[k]] = chunk.hop_flow
+    first = np.array([c.first_flow for c in chunks], dtype=np.int64)
+    return {
+        "flow": local + np.repeat(first, hops_per),
+        "hop": _spread([0 if c.hop_index is None else c.hop_index for c in chunks], hops_per,
+                       np.int64),
+        "src": np.concatenate([c.src for c in chunks]) if chunks else np.empty(0, np.int64),
+        "dst": np.concatenate([c.dst for c in chunks]) if chunks else np.empty(0, np.int64),
+        "link": _spread([c.link for c in chunks], hops_per, np.int64),
+        "stage": _spread([c.stage for c in chunks], hops_per, np.int64),
+        "flow_module": _spread([c.module for c in chunks], flows_per, np.int64),
+        "flow_size_bits": _spread([c.size for c in chunks], flows_per, np.float64),
+        "flow_after": _spread([-1 if c.after is None else c.after for c in chunks], flows_per,
+                              np.int64),
+    }
+
+
 class TransferTable:
     """Columnar table of transfer hops, built with bulk vectorised builders.
 
@@ -132,9 +194,11 @@ class TransferTable:
         self._module_index: dict[str, int] = {}
         self._type_of_module: list[int] = []
         self._num_flows = 0
-        # Chunks of columns, concatenated lazily: builders are called many times per round.
-        self._flow_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._hop_chunks: list[tuple[np.ndarray, ...]] = []
+        # One _Chunk per builder call, turned into columns lazily and all at once: builders
+        # are called about a hundred times per round, mostly with a handful of single hops
+        # and scalar sizes, links and stages, so a chunk keeps those as scalars.
+        self._chunks: list[_Chunk] = []
+        self._num_hops = 0
         self._cache: Mapping[str, np.ndarray] | None = None
 
     # ---------------------------------------------------------------------------- nodes
@@ -180,8 +244,8 @@ class TransferTable:
         module_id: str,
         size_bits: np.ndarray | float,
         num_flows: int,
-        hop_flow: np.ndarray,
-        hop_index: np.ndarray,
+        hop_flow: np.ndarray | None,
+        hop_index: np.ndarray | None,
         hop_src: np.ndarray,
         hop_dst: np.ndarray,
         hop_link: np.ndarray | int,
@@ -189,56 +253,53 @@ class TransferTable:
         after_flow: np.ndarray | None = None,
         trusted: bool = False,
     ) -> np.ndarray:
-        """Append ``num_flows`` flows; ``hop_flow`` are local flow indices ``0..num_flows-1``.
-        ``trusted``: the hops are valid by construction (a builder derived them from checked
-        device or cluster ids), so only their clusters are computed; the per-call checks are
-        most of a cost-fidelity step's time otherwise."""
+        """Append ``num_flows`` flows; ``hop_flow`` are local flow indices ``0..num_flows-1``
+        (None: one hop per flow, in flow order, so ``hop_index`` is None too). ``trusted``:
+        the hops are valid by construction (a builder derived them from checked device or
+        cluster ids), so they are not checked again; the per-call checks are most of a
+        cost-fidelity step's time otherwise. Nothing is copied or expanded here: see
+        :meth:`columns`."""
         if isinstance(size_bits, (float, int)):  # the common case, checked without arrays
             if not (math.isfinite(size_bits) and size_bits >= 0):
                 raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
-            size = np.full(num_flows, float(size_bits))
+            size: float | np.ndarray = float(size_bits)
         else:
             size = np.asarray(size_bits, dtype=np.float64)
             if size.ndim == 0:
-                size = np.full(num_flows, float(size))
+                size = float(size)
             elif size.shape != (num_flows,):
                 raise ValueError(
                     f"size_bits of {module_id!r}: need a scalar or {num_flows} values")
-            if not (np.isfinite(size).all() and (size >= 0).all()):
+            if not (np.isfinite(size).all() and (np.asarray(size) >= 0).all()):
                 raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
-        h = hop_flow.shape[0]
         hop_src = np.asarray(hop_src, dtype=np.int64)
         hop_dst = np.asarray(hop_dst, dtype=np.int64)
-        hop_link = np.asarray(hop_link, dtype=np.int64)
-        hop_link = np.full(h, int(hop_link)) if hop_link.ndim == 0 else hop_link.copy()
-        hop_stage = np.asarray(hop_stage, dtype=np.int64)
-        hop_stage = np.full(h, int(hop_stage)) if hop_stage.ndim == 0 else hop_stage.copy()
-        if trusted:
-            hop_cluster = np.where(self._kind_of_node[hop_src] == _CLOUD,
-                                   self._cluster_of_node[hop_dst], self._cluster_of_node[hop_src])
-        else:
-            hop_cluster = self._check_hops(hop_src, hop_dst, hop_link, hop_stage, module_id)
+        link = hop_link if isinstance(hop_link, int) else _scalar_or_copy(hop_link)
+        stage = hop_stage if isinstance(hop_stage, int) else _scalar_or_copy(hop_stage)
+        if not trusted:
+            self._check_hops(hop_src, hop_dst, np.broadcast_to(link, hop_src.shape),
+                             np.broadcast_to(stage, hop_src.shape), module_id)
         first = self._num_flows
-        after = np.full(num_flows, -1, dtype=np.int64) if after_flow is None else after_flow
-        module = np.full(num_flows, self._module(module_id), dtype=np.int64)
-        self._flow_chunks.append((module, size, np.asarray(after, dtype=np.int64)))
-        self._hop_chunks.append(
-            (hop_flow.astype(np.int64) + first, hop_index.astype(np.int64), hop_src, hop_dst,
-             hop_link, hop_stage, hop_cluster)
-        )
+        self._chunks.append(_Chunk(
+            self._module(module_id), first, num_flows, size,
+            None if after_flow is None else np.asarray(after_flow, dtype=np.int64),
+            None if hop_flow is None else hop_flow.astype(np.int64),
+            None if hop_index is None else hop_index.astype(np.int64),
+            hop_src, hop_dst, link, stage,
+        ))
         self._num_flows += num_flows
+        self._num_hops += hop_src.shape[0]
         self._cache = None
         return np.arange(first, first + num_flows)
 
     def _check_hops(
         self, src: np.ndarray, dst: np.ndarray, link: np.ndarray, stage: np.ndarray, module: str
-    ) -> np.ndarray:
-        """Validate hops (node ranges, endpoint kinds per link kind, same cluster where needed)
-        and return each hop's cluster. Table lookups keep this cheap for the many small chunks
-        that per-cluster builders append."""
+    ) -> None:
+        """Validate hops (node ranges, endpoint kinds per link kind, same cluster where needed).
+        Table lookups keep this cheap for the many small chunks that builders append."""
         num_nodes = self.num_devices + self.num_clusters + 1
         if src.size == 0:
-            return np.empty(0, dtype=np.int64)
+            return
         if min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes:
             raise ValueError(f"{module!r}: node ids must be in 0..{num_nodes - 1}")
         if link.min() < 0 or link.max() >= len(LINK_KINDS):
@@ -255,17 +316,13 @@ class TransferTable:
                 f"is not a valid {LINK_KINDS[int(link[k])]} link (uplink/downlink/d2d stay "
                 "inside one cluster; backhaul is edge<->cloud; device_cloud is device<->cloud)"
             )
-        return np.where(ks == _CLOUD, cd, cs)
 
     def _single_hops(
         self, module_id: str, size_bits: np.ndarray | float, src: np.ndarray, dst: np.ndarray,
         link: LinkKind, stage: Stage | int, trusted: bool = False,
     ) -> np.ndarray:
-        f = src.shape[0]
-        return self._append(
-            module_id, size_bits, f, np.arange(f), np.zeros(f, dtype=np.int64), src, dst,
-            int(link), int(Stage(stage)), trusted=trusted,
-        )
+        return self._append(module_id, size_bits, src.shape[0], None, None, src, dst, int(link),
+                            int(Stage(stage)), trusted=trusted)
 
     def _devices(self, devices: Iterable[int] | np.ndarray) -> np.ndarray:
         devices = np.asarray(devices, dtype=np.int64).reshape(-1)
@@ -519,24 +576,16 @@ class TransferTable:
         one would silently change the table for every other reader. Copy one to modify it.
         """
         if self._cache is None:
-            names = ("flow", "hop", "src", "dst", "link", "stage", "cluster")
-            if self._hop_chunks:
-                hop = [np.concatenate(col) for col in zip(*self._hop_chunks)]
-                module, size, after = (np.concatenate(c) for c in zip(*self._flow_chunks))
-            else:
-                hop = [np.empty(0, dtype=np.int64) for _ in names]
-                module = after = np.empty(0, dtype=np.int64)
-                size = np.empty(0)
-            cols = dict(zip(names, hop))
+            cols = _expand(self._chunks, self._num_hops)
             type_of_module = np.asarray(self._type_of_module, dtype=np.int64)
-            cols["module"] = module[cols["flow"]]
-            cols["module_type"] = type_of_module[cols["module"]] if module.size else module
-            cols["size_bits"] = size[cols["flow"]]
-            cols["flow_module"] = module
-            cols["flow_size_bits"] = size
-            cols["flow_after"] = after
-            # Every array here is a fresh concatenation or gather, never a builder's chunk,
-            # so freezing them leaves the chunks (and later appends) writable.
+            cols["cluster"] = np.where(self._kind_of_node[cols["src"]] == _CLOUD,
+                                       self._cluster_of_node[cols["dst"]],
+                                       self._cluster_of_node[cols["src"]])
+            cols["module"] = cols["flow_module"][cols["flow"]]
+            cols["module_type"] = type_of_module[cols["module"]]
+            cols["size_bits"] = cols["flow_size_bits"][cols["flow"]]
+            # Every array here is a fresh concatenation or gather, never a builder's array,
+            # so freezing them leaves the builders' arrays (and later appends) writable.
             for column in cols.values():
                 column.flags.writeable = False
             self._cache = MappingProxyType(cols)
@@ -599,7 +648,7 @@ class TransferTable:
 
     def __len__(self) -> int:
         """Number of hop rows."""
-        return int(sum(chunk[0].shape[0] for chunk in self._hop_chunks))
+        return self._num_hops
 
     # ---------------------------------------------------------------------------- views
 
@@ -668,12 +717,14 @@ class TransferTable:
             offset = out._num_flows
             remap = np.array([out._module(name) for name in table.module_names], dtype=np.int64)
             after = cols["flow_after"]
-            out._flow_chunks.append((remap[cols["flow_module"]], cols["flow_size_bits"].copy(),
-                                     np.where(after >= 0, after + offset, -1)))
-            out._hop_chunks.append(tuple(
-                cols[name] + offset if name == "flow" else cols[name].copy()
-                for name in ("flow", "hop", "src", "dst", "link", "stage", "cluster")
+            out._chunks.append(_Chunk(
+                module=remap[cols["flow_module"]], first_flow=offset, num_flows=table._num_flows,
+                size=cols["flow_size_bits"].copy(), after=np.where(after >= 0, after + offset, -1),
+                hop_flow=cols["flow"].copy(), hop_index=cols["hop"].copy(),
+                src=cols["src"].copy(), dst=cols["dst"].copy(), link=cols["link"].copy(),
+                stage=cols["stage"].copy(),
             ))
             out._num_flows += table._num_flows
+            out._num_hops += len(table)
         out._cache = None
         return out
