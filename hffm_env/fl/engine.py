@@ -258,9 +258,13 @@ class FederatedEngine:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
         n, c = self.num_devices, self.num_clusters
-        self.params = stack_state(self._initial_state, n)
-        self.edge_params = stack_state(self._initial_state, c)
-        self.cloud_params = {k: v.clone() for k, v in self._initial_state.items()}
+        # Without training or value tracking nothing changes a module's values (a relay
+        # copies initial values onto initial values), so the copies made by the first reset
+        # serve every later episode; making them is most of a cost-fidelity reset.
+        if self.train or self.track_values or not hasattr(self, "params"):
+            self.params = stack_state(self._initial_state, n)
+            self.edge_params = stack_state(self._initial_state, c)
+            self.cloud_params = {k: v.clone() for k, v in self._initial_state.items()}
         self.device_tasks = torch.tensor(
             [[t in p.tasks for t in self.tasks] for p in self.data.profiles],
             dtype=torch.bool, device=self.device,
@@ -271,7 +275,8 @@ class FederatedEngine:
                 holds[d, self.module_index[mid]] = True
         self.holds = holds
         self.pending: list[ModuleRequest] = []
-        self.optimizer.reset(self.params)
+        if self.train:
+            self.optimizer.reset(self.params)
         self.round_index = 0
 
     # ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
-from hffm_env.sim import CostReport, Network, Stage, TransferTable
+from hffm_env.sim import CostReport, LinkKind, Network, Stage, TransferTable
 
 if TYPE_CHECKING:  # only read, never built here; importing it at run time would pull in torch
     from hffm_env.models import ModuleInventory
@@ -181,36 +181,69 @@ def record_aggregation(
         return
     if failed is not None and failed.any():
         _record_failed_uploads(table, network, module_id, tier, failed, layout, bits)
+    hops = _SingleHops(table, module_id, bits)
+    cloud = table.cloud_node()
     for c in range(network.num_clusters):
         members = network.members(c)
         senders = members[part[members]]
         if senders.size == 0:
             continue
         route = routes[c]
-        head = heads[c]
+        edge = table.edge_node(c)
         at_head = tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY)
         if at_head or (tier == Tier.CLOUD and route == Route.D2D_RELAY):
+            head = heads[c]
             others = senders[senders != head]
             if others.size:
+                hops.flush()  # keep the table in the order the flows are planned
                 table.add_d2d_to_head(module_id, bits, c, head, others,
                                       network.relay_paths(c, head))
                 table.add_d2d_broadcast(module_id, bits, c, head, others,
                                         network.broadcast_tree(c, head))
             if tier == Tier.CLOUD:
-                one = np.array([head])
-                table.add_uplinks(module_id, bits, one)
-                table.add_backhaul_up(module_id, bits, [c])
-                table.add_backhaul_down(module_id, bits, [c])
-                table.add_downlinks(module_id, bits, one)
+                hops.add(head, edge, LinkKind.UPLINK, Stage.UPLINK)
+                hops.add(edge, cloud, LinkKind.BACKHAUL, Stage.BACKHAUL_UP)
+                hops.add(cloud, edge, LinkKind.BACKHAUL, Stage.BACKHAUL_DOWN)
+                hops.add(edge, head, LinkKind.DOWNLINK, Stage.DOWNLINK)
         elif tier == Tier.CLOUD and route == Route.STAR:
-            table.add_device_cloud(module_id, bits, senders, direction="up")
-            table.add_device_cloud(module_id, bits, senders, direction="down")
+            hops.add(senders, cloud, LinkKind.DEVICE_CLOUD, Stage.BACKHAUL_UP)
+            hops.add(cloud, senders, LinkKind.DEVICE_CLOUD, Stage.BACKHAUL_DOWN)
         else:  # EDGE or CLOUD over direct uplinks
-            table.add_uplinks(module_id, bits, senders)
+            hops.add(senders, edge, LinkKind.UPLINK, Stage.UPLINK)
             if tier == Tier.CLOUD:
-                table.add_backhaul_up(module_id, bits, [c])
-                table.add_backhaul_down(module_id, bits, [c])
-            table.add_downlinks(module_id, bits, senders)
+                hops.add(edge, cloud, LinkKind.BACKHAUL, Stage.BACKHAUL_UP)
+                hops.add(cloud, edge, LinkKind.BACKHAUL, Stage.BACKHAUL_DOWN)
+            hops.add(edge, senders, LinkKind.DOWNLINK, Stage.DOWNLINK)
+    hops.flush()
+
+
+class _SingleHops:
+    """Single-hop flows of one module, collected in order and appended to the table in one
+    :meth:`~hffm_env.sim.TransferTable.add_single_hops` call: an aggregation's uplinks,
+    backhaul and downlinks cluster by cluster would otherwise be a dozen builder calls, the
+    larger part of a cost-fidelity step. ``src`` or ``dst`` may be one node for every hop."""
+
+    def __init__(self, table: TransferTable, module_id: str, bits: float) -> None:
+        self.table, self.module_id, self.bits = table, module_id, bits
+        self.parts: list[tuple[np.ndarray | int, np.ndarray | int, int, int, int]] = []
+
+    def add(self, src: np.ndarray | int, dst: np.ndarray | int, link: LinkKind,
+            stage: Stage) -> None:
+        count = src.size if isinstance(src, np.ndarray) else (
+            dst.size if isinstance(dst, np.ndarray) else 1)
+        self.parts.append((src, dst, count, int(link), int(stage)))
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        counts = [p[2] for p in self.parts]
+        ends = [p[k] if isinstance(p[k], np.ndarray) else np.full(p[2], int(p[k]))
+                for k in (0, 1) for p in self.parts]
+        self.table.add_single_hops(
+            self.module_id, self.bits, np.concatenate(ends[:len(counts)]),
+            np.concatenate(ends[len(counts):]), np.repeat([p[3] for p in self.parts], counts),
+            np.repeat([p[4] for p in self.parts], counts))
+        self.parts = []
 
 
 def _record_failed_uploads(
@@ -262,6 +295,10 @@ def plan_aggregations(
     layout = RoundLayout.resolve(schedule, network)
     column = {module_id: k for k, module_id in enumerate(inventory.ids())}
     moves = []
+    # A module whose aggregation involves the same devices at the same tier as an earlier
+    # one moves exactly like it (only its size differs): copy its flows rather than plan
+    # them again. Planning is a function of these inputs alone (see the module docstring).
+    recorded: dict[tuple[Tier, bytes, bytes], tuple[int, int]] = {}
     for module_type in MODULE_TYPES:
         tier = schedule.tier(module_type)
         if tier == Tier.NONE:
@@ -271,8 +308,14 @@ def plan_aggregations(
             module_id = spec.module_id
             joined = participants[:, column[module_id]]
             part, failed = joined & ~lost, joined & lost
-            record_aggregation(table, network, module_id, tier, part, layout, schedule.pairs,
-                               module_bits[module_id], failed=failed)
+            key = (tier, part.tobytes(), failed.tobytes())
+            if key in recorded:
+                table.repeat_flows(*recorded[key], module_id, module_bits[module_id])
+            else:
+                start = table.num_flows
+                record_aggregation(table, network, module_id, tier, part, layout,
+                                   schedule.pairs, module_bits[module_id], failed=failed)
+                recorded[key] = (start, table.num_flows)
             valid: list[tuple[int, int]] = []
             broken: list[tuple[int, int]] = []
             if tier == Tier.D2D_PAIRS:

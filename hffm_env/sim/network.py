@@ -127,6 +127,10 @@ class Network:
             self.topology, self.rates, self.scenario.channel.d2d_radius_m, self.available
         )
         self.heads = default_heads(self.topology, self.rates, self.available)
+        # relay paths and broadcast trees of this round's graphs, by (cluster, head): every
+        # module aggregated over D2D asks for the same ones
+        self._paths: dict[tuple[int, int], dict[int, list[int]]] = {}
+        self._trees: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self.d2d_neighbours: list[frozenset[int]] = [frozenset()] * self.topology.num_devices
         for graph in self.d2d_graphs:
             for device in graph.nodes:
@@ -189,12 +193,22 @@ class Network:
 
     def relay_paths(self, cluster: int, head: int | None = None) -> dict[int, list[int]]:
         """Shortest-latency D2D paths ``[device, ..., head]`` of the cluster's available devices
-        (``head`` defaults to the default head)."""
-        return relay_paths(self.d2d_graphs[cluster], self._head(cluster, head))
+        (``head`` defaults to the default head). Computed once per round and head; the
+        caller gets its own dict and lists."""
+        key = (int(cluster), self._head(cluster, head))
+        paths = self._paths.get(key)
+        if paths is None:
+            paths = self._paths[key] = relay_paths(self.d2d_graphs[cluster], key[1])
+        return {device: list(path) for device, path in paths.items()}
 
     def broadcast_tree(self, cluster: int, head: int | None = None) -> list[tuple[int, int]]:
-        """Edges ``(parent, child)`` of the cluster's shortest-latency tree rooted at ``head``."""
-        return broadcast_tree(self.d2d_graphs[cluster], self._head(cluster, head))
+        """Edges ``(parent, child)`` of the cluster's shortest-latency tree rooted at ``head``
+        (computed once per round and head; the caller gets its own list)."""
+        key = (int(cluster), self._head(cluster, head))
+        tree = self._trees.get(key)
+        if tree is None:
+            tree = self._trees[key] = broadcast_tree(self.d2d_graphs[cluster], key[1])
+        return list(tree)
 
     def is_feasible_pair(self, i: int, j: int) -> bool:
         """Whether ``i`` and ``j`` can pair for D2D this round (see :func:`is_feasible_pair`)."""

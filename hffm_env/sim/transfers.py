@@ -338,6 +338,23 @@ class TransferTable:
 
     # ---------------------------------------------------------------------------- builders
 
+    def add_single_hops(
+        self, module_id: str, size_bits: float | np.ndarray, src: np.ndarray, dst: np.ndarray,
+        link: np.ndarray, stage: np.ndarray,
+    ) -> np.ndarray:
+        """One single-hop flow per entry (``src[k] -> dst[k]`` over ``link[k]`` in
+        ``stage[k]``), in that order, each hop checked like :meth:`add_flow`'s. For callers
+        that would otherwise call several builders in a row for the same module: one call
+        instead of one per cluster and link kind."""
+        src = np.asarray(src, dtype=np.int64).reshape(-1)
+        dst = np.asarray(dst, dtype=np.int64).reshape(-1)
+        link = np.asarray(link, dtype=np.int64).reshape(-1)
+        stage = np.asarray(stage, dtype=np.int64).reshape(-1)
+        if not src.shape == dst.shape == link.shape == stage.shape:
+            raise ValueError(f"{module_id!r}: src, dst, link and stage need one entry per hop "
+                             f"(got {src.size}, {dst.size}, {link.size}, {stage.size})")
+        return self._append(module_id, size_bits, src.shape[0], None, None, src, dst, link, stage)
+
     def add_uplinks(
         self, module_id: str, size_bits: float | np.ndarray, devices: Iterable[int] | np.ndarray,
         stage: Stage = Stage.UPLINK,
@@ -546,6 +563,36 @@ class TransferTable:
             self._check_after(after_flow, nodes[0], nodes[1], int(stage_arr[0]))
         return int(self._add_paths(module_id, size_bits, [nodes], link, stage_arr,
                                    np.array([after_flow]))[0])
+
+    def repeat_flows(
+        self, start: int, end: int, module_id: str, size_bits: float
+    ) -> np.ndarray:
+        """Append a copy of flows ``start .. end-1`` (the flows some builder calls added; both
+        must be :attr:`num_flows` as it stood between builder calls) for ``module_id``, every
+        copied flow carrying ``size_bits``: same routes, links and stages, in the same order,
+        and a flow that waited for one inside the range waits for its copy. For another module
+        that moves exactly like one already recorded, at a fraction of building it again.
+        Returns the new flow ids."""
+        bounds = [c.first_flow for c in self._chunks] + [self._num_flows]
+        if not (0 <= start <= end <= self._num_flows) or start not in bounds or end not in bounds:
+            raise ValueError(
+                f"repeat_flows({start}, {end}): need 0 <= start <= end <= num_flows "
+                f"({self._num_flows}), each where one builder call's flows began or ended")
+        if not (isinstance(size_bits, (int, float)) and math.isfinite(size_bits)
+                and size_bits >= 0):
+            raise ValueError(f"size_bits of {module_id!r} must be finite and >= 0")
+        module, offset, first = self._module(module_id), self._num_flows - start, self._num_flows
+        for chunk in self._chunks[bounds.index(start):bounds.index(end)]:
+            after = chunk.after
+            if after is not None:
+                after = np.where(after >= start, after + offset, after)
+            self._chunks.append(chunk._replace(
+                module=module, first_flow=chunk.first_flow + offset, size=float(size_bits),
+                after=after))
+            self._num_hops += chunk.src.shape[0]
+        self._num_flows += end - start
+        self._cache = None
+        return np.arange(first, self._num_flows)
 
     def _check_after(self, after_flow: int, src: int, dst: int, stage: int) -> None:
         if not 0 <= after_flow < self._num_flows:

@@ -67,3 +67,51 @@ def test_accountant_uses_only_public_accessors_of_the_table():
             owner = node.value
             assert isinstance(owner, ast.Name) and owner.id == "self", (
                 f"cost.py line {node.lineno}: private .{node.attr} of something other than self")
+
+
+def _table_rows(table):
+    cols = table.columns()
+    return {name: cols[name].tolist() for name in cols}
+
+
+def test_single_hops_in_one_call_equal_the_builders_one_by_one():
+    one_by_one = transfers.TransferTable.for_topology(_topology())
+    one_by_one.add_uplinks("adapter/fusion", 8.0, [0, 1])
+    one_by_one.add_backhaul_up("adapter/fusion", 8.0, [0])
+    one_by_one.add_downlinks("adapter/fusion", 8.0, [1])
+    batched = transfers.TransferTable.for_topology(_topology())
+    up, down = transfers.LinkKind.UPLINK, transfers.LinkKind.DOWNLINK
+    backhaul, stage = transfers.LinkKind.BACKHAUL, transfers.Stage
+    ids = batched.add_single_hops(
+        "adapter/fusion", 8.0, [0, 1, 4, 4], [4, 4, 6, 1], [up, up, backhaul, down],
+        [stage.UPLINK, stage.UPLINK, stage.BACKHAUL_UP, stage.DOWNLINK])
+    assert ids.tolist() == [0, 1, 2, 3]
+    assert _table_rows(batched) == _table_rows(one_by_one)
+    with pytest.raises(ValueError, match="not a valid uplink"):  # checked like add_flow
+        batched.add_single_hops("adapter/fusion", 8.0, [0], [5], [up], [stage.UPLINK])
+    with pytest.raises(ValueError, match="one entry per hop"):
+        batched.add_single_hops("adapter/fusion", 8.0, [0, 1], [4], [up], [stage.UPLINK])
+    assert batched.num_flows == 4  # a refused call adds nothing
+
+
+def test_repeated_flows_equal_the_same_flows_built_again():
+    def build(table, module, bits):
+        table.add_uplinks(module, bits, [0, 1])
+        broadcast = table.add_d2d_broadcast(module, bits, 0, 0, None, [(0, 1)])
+        table.add_flow(module, bits, [0, 1], "d2d", transfers.Stage.D2D_DOWN,
+                       after_flow=int(broadcast[0]))
+
+    rebuilt = transfers.TransferTable.for_topology(_topology())
+    build(rebuilt, "encoder/vision", 8.0)
+    build(rebuilt, "adapter/fusion", 3.0)
+    copied = transfers.TransferTable.for_topology(_topology())
+    build(copied, "encoder/vision", 8.0)
+    assert copied.repeat_flows(0, 4, "adapter/fusion", 3.0).tolist() == [4, 5, 6, 7]
+    assert _table_rows(copied) == _table_rows(rebuilt)
+    assert copied.flows()[7]["after"] == 6  # waits for the copy, not the original
+    # a range that does not start where a builder call's flows began is refused
+    with pytest.raises(ValueError, match=r"repeat_flows\(1, 4\)"):
+        copied.repeat_flows(1, 4, "adapter/fusion", 3.0)
+    with pytest.raises(ValueError, match="size_bits"):
+        copied.repeat_flows(0, 4, "adapter/fusion", float("nan"))
+    assert copied.num_flows == 8
