@@ -133,7 +133,9 @@ class Observation:
 
 
 def _unit(value: float) -> float:
-    return float(np.clip(value, 0.0, 1.0)) if math.isfinite(value) else 0.0
+    # plain float arithmetic: np.clip on one number is ~20x slower, and this runs ~50x a step
+    value = float(value)
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
 
 
 def _log_rate(bps: np.ndarray) -> np.ndarray:

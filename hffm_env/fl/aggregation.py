@@ -7,9 +7,58 @@ by the caller; these functions only average. No Python loop over devices.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-__all__ = ["group_weighted_mean", "pair_average", "broadcast_to_members"]
+__all__ = [
+    "GroupWeights",
+    "broadcast_to_members",
+    "group_mean",
+    "group_weighted_mean",
+    "group_weights",
+    "pair_average",
+]
+
+
+class GroupWeights(NamedTuple):
+    """Who counts how much in each group, built once by :func:`group_weights` and reused by
+    :func:`group_mean` for every tensor averaged with the same weights (a module's
+    parameters): the same arithmetic as :func:`group_weighted_mean`, without rebuilding it per
+    tensor.
+
+    Attributes:
+        matrix: ``(G, N)`` weight of each row in each group.
+        totals: ``(G,)`` summed weights.
+        safe_totals: ``totals`` with zeros replaced by ones (the divisor).
+    """
+
+    matrix: torch.Tensor
+    totals: torch.Tensor
+    safe_totals: torch.Tensor
+
+
+def group_weights(
+    weights: torch.Tensor, group: torch.Tensor, num_groups: int, dtype: torch.dtype
+) -> GroupWeights:
+    """The :class:`GroupWeights` of ``weights`` (``(N,)``, non-negative, zero excludes a row)
+    over ``group`` (``(N,)`` group index of each row, in ``[0, num_groups)``)."""
+    # A (G, N) matrix of weights: one matmul sums every group at once (on CPU it is far
+    # faster than index_add_ for the few-groups, many-parameters shape of aggregation).
+    membership = torch.nn.functional.one_hot(group, num_groups).T.to(dtype)
+    matrix = membership * weights.to(dtype).unsqueeze(0)
+    totals = matrix.sum(dim=1)
+    return GroupWeights(matrix, totals, torch.where(totals > 0, totals, torch.ones_like(totals)))
+
+
+def group_mean(values: torch.Tensor, weights: GroupWeights) -> torch.Tensor:
+    """``(G, ...)`` weighted mean of ``values`` (``(N, ...)``) rows per group; rows of groups
+    with zero total weight are zero and must not be used."""
+    num_groups = weights.matrix.shape[0]
+    sums = (weights.matrix @ values.reshape(values.shape[0], -1)).reshape(
+        num_groups, *values.shape[1:]
+    )
+    return sums / weights.safe_totals.view((-1,) + (1,) * (values.dim() - 1))
 
 
 def group_weighted_mean(
@@ -27,16 +76,8 @@ def group_weighted_mean(
         ``(means, totals)``: ``means`` is ``(G, ...)`` (rows of groups with zero total weight are
         zero and must not be used), ``totals`` is ``(G,)`` the summed weights.
     """
-    # A (G, N) matrix of weights: one matmul sums every group at once (on CPU it is far
-    # faster than index_add_ for the few-groups, many-parameters shape of aggregation).
-    membership = torch.nn.functional.one_hot(group, num_groups).T.to(values.dtype)
-    weight_matrix = membership * weights.to(values.dtype).unsqueeze(0)
-    sums = (weight_matrix @ values.reshape(values.shape[0], -1)).reshape(
-        num_groups, *values.shape[1:]
-    )
-    totals = weight_matrix.sum(dim=1)
-    safe = torch.where(totals > 0, totals, torch.ones_like(totals))
-    return sums / safe.view((-1,) + (1,) * (values.dim() - 1)), totals
+    grouped = group_weights(weights, group, num_groups, values.dtype)
+    return group_mean(values, grouped), grouped.totals
 
 
 def pair_average(values: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

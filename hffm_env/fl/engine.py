@@ -31,7 +31,12 @@ from torch.func import functional_call, grad, vmap
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.data import FederatedData, can_serve, task_specs
-from hffm_env.fl.aggregation import broadcast_to_members, group_weighted_mean, pair_average
+from hffm_env.fl.aggregation import (
+    broadcast_to_members,
+    group_mean,
+    group_weights,
+    pair_average,
+)
 from hffm_env.fl.evaluation import (
     SET_GLOBAL,
     SET_HELD_OUT,
@@ -567,33 +572,36 @@ class FederatedEngine:
             return
 
         part = torch.as_tensor(move.joined, device=self.device)
-        weights = self.num_samples * part
+        # the weights are the module's, not a parameter's: built once, used for each tensor
+        dtype = self.params[names[0]].dtype
+        by_cluster = group_weights(self.num_samples * part, self.cluster, self.num_clusters,
+                                   dtype)
+        totals = by_cluster.totals
+        one_group = torch.zeros(self.num_clusters, dtype=torch.long, device=self.device)
+        if tier == Tier.CLOUD:
+            if not bool((totals > 0).any()):
+                return
+            to_cloud = group_weights(totals, one_group, 1, dtype)
+            reached = totals > 0
+            device_group = torch.zeros_like(self.cluster)
+        elif tier == Tier.EDGE:
+            at_edge = torch.tensor(
+                [r != Route.D2D_RELAY for r in routes], device=self.device) & (totals > 0)
         for name in names:
-            means, totals = group_weighted_mean(self.params[name], weights, self.cluster,
-                                                self.num_clusters)
+            means = group_mean(self.params[name], by_cluster)
             if tier == Tier.CLOUD:
-                cloud, _ = group_weighted_mean(
-                    means, totals, torch.zeros(self.num_clusters, dtype=torch.long,
-                                               device=self.device), 1
+                cloud = group_mean(means, to_cloud)
+                self.cloud_params[name] = cloud[0]
+                self.edge_params[name] = broadcast_to_members(
+                    self.edge_params[name], cloud.expand(self.num_clusters, *cloud.shape[1:]),
+                    one_group, reached,
                 )
-                if bool((totals > 0).any()):
-                    self.cloud_params[name] = cloud[0]
-                    reached = totals > 0
-                    self.edge_params[name] = broadcast_to_members(
-                        self.edge_params[name], cloud.expand(self.num_clusters, *cloud.shape[1:]),
-                        torch.zeros(self.num_clusters, dtype=torch.long, device=self.device),
-                        reached,
-                    )
-                    self.params[name] = broadcast_to_members(
-                        self.params[name], cloud, torch.zeros_like(self.cluster), part
-                    )
+                self.params[name] = broadcast_to_members(self.params[name], cloud, device_group,
+                                                         part)
             else:
                 self.params[name] = broadcast_to_members(self.params[name], means, self.cluster,
                                                          part)
                 if tier == Tier.EDGE:
-                    at_edge = torch.tensor(
-                        [r != Route.D2D_RELAY for r in routes], device=self.device
-                    ) & (totals > 0)
                     self.edge_params[name] = torch.where(
                         at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
                         self.edge_params[name],
@@ -705,10 +713,13 @@ class FederatedEngine:
                 holds = self.holds[:, self.module_index[spec.module_id]]
                 held_any |= holds
                 w = holds.float()
+                dtype = self.params[spec.param_names[0]].dtype
+                by_cluster = group_weights(w, self.cluster, self.num_clusters, dtype)
+                overall = group_weights(w, zeros, 1, dtype)
                 for name in spec.param_names:
                     x = self.params[name]
-                    cmean, _ = group_weighted_mean(x, w, self.cluster, self.num_clusters)
-                    gmean, _ = group_weighted_mean(x, w, zeros, 1)
+                    cmean = group_mean(x, by_cluster)
+                    gmean = group_mean(x, overall)
                     flat = x.flatten(1)
                     to_cluster += ((flat - cmean[self.cluster].flatten(1)) ** 2).sum(1) * w
                     to_global += ((flat - gmean[0].flatten().unsqueeze(0)) ** 2).sum(1) * w

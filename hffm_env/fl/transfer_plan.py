@@ -168,11 +168,16 @@ def record_aggregation(
     pairs: Pairs,
     bits: float,
     failed: np.ndarray | None = None,
+    d2d_recorded: dict[tuple[int, int, bytes], tuple[int, int]] | None = None,
 ) -> None:
     """Append to ``table`` the transfers that aggregating ``module_id`` (``bits`` on the wire)
     at ``tier`` takes, given which devices take part (``part``, boolean ``(N,)``) and which
     tried but failed (``failed``: their uploads were paid for, every attempt, but they receive
-    nothing back)."""
+    nothing back).
+
+    ``d2d_recorded``: the flows of the D2D exchanges with cluster heads already in ``table``
+    this round, by ``(cluster, head, senders)``; an exchange found there is copied (updated
+    with the ones recorded here). The same flows either way, built once per round."""
     routes, heads = layout.routes, layout.heads
     if tier == Tier.D2D_PAIRS:
         valid, broken = pair_outcome(network, pairs, part)
@@ -196,10 +201,17 @@ def record_aggregation(
             others = senders[senders != head]
             if others.size:
                 hops.flush()  # keep the table in the order the flows are planned
-                table.add_d2d_to_head(module_id, bits, c, head, others,
-                                      network.relay_paths(c, head))
-                table.add_d2d_broadcast(module_id, bits, c, head, others,
-                                        network.broadcast_tree(c, head))
+                key = (c, head, others.tobytes())
+                if d2d_recorded is not None and key in d2d_recorded:
+                    table.repeat_flows(*d2d_recorded[key], module_id, bits)
+                else:
+                    start = table.num_flows
+                    table.add_d2d_to_head(module_id, bits, c, head, others,
+                                          network.relay_paths(c, head))
+                    table.add_d2d_broadcast(module_id, bits, c, head, others,
+                                            network.broadcast_tree(c, head))
+                    if d2d_recorded is not None:
+                        d2d_recorded[key] = (start, table.num_flows)
             if tier == Tier.CLOUD:
                 hops.add(head, edge, LinkKind.UPLINK, Stage.UPLINK)
                 hops.add(edge, cloud, LinkKind.BACKHAUL, Stage.BACKHAUL_UP)
@@ -299,6 +311,7 @@ def plan_aggregations(
     # one moves exactly like it (only its size differs): copy its flows rather than plan
     # them again. Planning is a function of these inputs alone (see the module docstring).
     recorded: dict[tuple[Tier, bytes, bytes], tuple[int, int]] = {}
+    d2d_recorded: dict[tuple[int, int, bytes], tuple[int, int]] = {}  # and cluster by cluster
     for module_type in MODULE_TYPES:
         tier = schedule.tier(module_type)
         if tier == Tier.NONE:
@@ -314,7 +327,8 @@ def plan_aggregations(
             else:
                 start = table.num_flows
                 record_aggregation(table, network, module_id, tier, part, layout,
-                                   schedule.pairs, module_bits[module_id], failed=failed)
+                                   schedule.pairs, module_bits[module_id], failed=failed,
+                                   d2d_recorded=d2d_recorded)
                 recorded[key] = (start, table.num_flows)
             valid: list[tuple[int, int]] = []
             broken: list[tuple[int, int]] = []

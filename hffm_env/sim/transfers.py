@@ -116,6 +116,14 @@ def _scalar_or_copy(values: np.ndarray | int) -> int | np.ndarray:
     return int(array) if array.ndim == 0 else array.copy()
 
 
+def _low(values: np.ndarray | int) -> int:
+    return values if isinstance(values, int) else int(values.min())
+
+
+def _high(values: np.ndarray | int) -> int:
+    return values if isinstance(values, int) else int(values.max())
+
+
 def _spread(values: list[Any], counts: np.ndarray, dtype: type) -> np.ndarray:
     """One column from per-chunk values: a scalar fills its chunk's ``count`` rows, an array is
     copied into them. One ``np.repeat`` for the scalars, a slice assignment per array."""
@@ -277,8 +285,7 @@ class TransferTable:
         link = hop_link if isinstance(hop_link, int) else _scalar_or_copy(hop_link)
         stage = hop_stage if isinstance(hop_stage, int) else _scalar_or_copy(hop_stage)
         if not trusted:
-            self._check_hops(hop_src, hop_dst, np.broadcast_to(link, hop_src.shape),
-                             np.broadcast_to(stage, hop_src.shape), module_id)
+            self._check_hops(hop_src, hop_dst, link, stage, module_id)
         first = self._num_flows
         self._chunks.append(_Chunk(
             self._module(module_id), first, num_flows, size,
@@ -293,7 +300,8 @@ class TransferTable:
         return np.arange(first, first + num_flows)
 
     def _check_hops(
-        self, src: np.ndarray, dst: np.ndarray, link: np.ndarray, stage: np.ndarray, module: str
+        self, src: np.ndarray, dst: np.ndarray, link: np.ndarray | int, stage: np.ndarray | int,
+        module: str,
     ) -> None:
         """Validate hops (node ranges, endpoint kinds per link kind, same cluster where needed).
         Table lookups keep this cheap for the many small chunks that builders append."""
@@ -302,9 +310,9 @@ class TransferTable:
             return
         if min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= num_nodes:
             raise ValueError(f"{module!r}: node ids must be in 0..{num_nodes - 1}")
-        if link.min() < 0 or link.max() >= len(LINK_KINDS):
+        if not 0 <= _low(link) <= _high(link) < len(LINK_KINDS):
             raise ValueError(f"{module!r}: unknown link kind")
-        if stage.min() < 0 or stage.max() > int(Stage.D2D_DOWN):
+        if not 0 <= _low(stage) <= _high(stage) <= int(Stage.D2D_DOWN):
             raise ValueError(f"{module!r}: unknown stage")
         ks, kd = self._kind_of_node[src], self._kind_of_node[dst]
         cs, cd = self._cluster_of_node[src], self._cluster_of_node[dst]
@@ -313,7 +321,8 @@ class TransferTable:
             k = int(np.flatnonzero(~ok)[0])
             raise ValueError(
                 f"{module!r}: hop {self.node_name(int(src[k]))} -> {self.node_name(int(dst[k]))} "
-                f"is not a valid {LINK_KINDS[int(link[k])]} link (uplink/downlink/d2d stay "
+                f"is not a valid {LINK_KINDS[int(np.broadcast_to(link, src.shape)[k])]} link "
+                "(uplink/downlink/d2d stay "
                 "inside one cluster; backhaul is edge<->cloud; device_cloud is device<->cloud)"
             )
 

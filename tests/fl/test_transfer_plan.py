@@ -98,6 +98,27 @@ def test_planning_copies_equal_moves_and_equals_recording_each_module(extra):
     assert copied_any  # some modules moved alike, so the copy path ran
 
 
+def test_d2d_exchanges_recorded_once_per_cluster_are_copied_exactly():
+    engine = _cost_engine()
+    network, c = engine.network, engine.num_clusters
+    layout = RoundLayout.resolve(Schedule.uniform(Tier.D2D_HEAD, c, Route.D2D_RELAY), network)
+    everyone = network.available.copy()
+    fewer = everyone.copy()
+    not_head = [d for d in network.members(0).tolist() if d != layout.heads[0]]
+    fewer[not_head[0]] = False  # differs in cluster 0 only, and not in its head
+    memo: dict = {}
+    copied, built = network.new_table(), network.new_table()
+    for module_id, part in (("adapter/fusion", everyone), ("moe/experts", fewer)):
+        for table, recorded in ((copied, memo), (built, None)):
+            record_aggregation(table, network, module_id, Tier.D2D_HEAD, part, layout, (),
+                               8e6 if module_id == "moe/experts" else 1e6,
+                               d2d_recorded=recorded)
+    assert copied.flows() == built.flows()
+    # one exchange per cluster for the first module, one more for cluster 0's smaller group
+    headed = sum(int(network.members(k).size > 1) for k in range(c))
+    assert len(memo) == headed + 1
+
+
 def test_compute_samples_is_the_one_rule():
     engine = _cost_engine(["compute.enabled=true"])
     computing = np.arange(engine.num_devices) % 2 == 0
