@@ -334,7 +334,8 @@ class TransferTable:
                             int(Stage(stage)), trusted=trusted)
 
     def _devices(self, devices: Iterable[int] | np.ndarray) -> np.ndarray:
-        devices = np.asarray(devices, dtype=np.int64).reshape(-1)
+        # a copy: the table keeps it until read, and the caller may reuse its array
+        devices = np.array(devices, dtype=np.int64).reshape(-1)
         if devices.size and (devices.min() < 0 or devices.max() >= self.num_devices):
             raise ValueError(f"device ids must be in 0..{self.num_devices - 1}")
         return devices
@@ -355,8 +356,8 @@ class TransferTable:
         ``stage[k]``), in that order, each hop checked like :meth:`add_flow`'s. For callers
         that would otherwise call several builders in a row for the same module: one call
         instead of one per cluster and link kind."""
-        src = np.asarray(src, dtype=np.int64).reshape(-1)
-        dst = np.asarray(dst, dtype=np.int64).reshape(-1)
+        src = np.array(src, dtype=np.int64).reshape(-1)  # copies: kept until read
+        dst = np.array(dst, dtype=np.int64).reshape(-1)
         link = np.asarray(link, dtype=np.int64).reshape(-1)
         stage = np.asarray(stage, dtype=np.int64).reshape(-1)
         if not src.shape == dst.shape == link.shape == stage.shape:

@@ -115,3 +115,16 @@ def test_repeated_flows_equal_the_same_flows_built_again():
     with pytest.raises(ValueError, match="size_bits"):
         copied.repeat_flows(0, 4, "adapter/fusion", float("nan"))
     assert copied.num_flows == 8
+
+
+def test_the_table_keeps_its_own_copy_of_the_callers_arrays():
+    table = transfers.TransferTable.for_topology(_topology())
+    devices = np.array([0, 1])
+    table.add_uplinks("adapter/fusion", 8.0, devices)
+    src, dst = np.array([0, 4]), np.array([4, 6])
+    table.add_single_hops("adapter/fusion", 8.0, src, dst,
+                          [transfers.LinkKind.UPLINK, transfers.LinkKind.BACKHAUL],
+                          [transfers.Stage.UPLINK, transfers.Stage.BACKHAUL_UP])
+    devices[:] = 3  # the caller reuses its arrays before the table is read
+    src[:] = 1
+    assert table.src.tolist() == [0, 1, 0, 4]
