@@ -55,6 +55,23 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, co
         assert build_model(TINY_MODEL, TINY_DATA, progress=False).pretrain_info["cached"]
 
 
+@pytest.mark.parametrize("caller_threads", [1, 2, 3])
+def test_pretraining_runs_on_fixed_threads_whatever_the_caller_set(caller_threads, monkeypatch,
+                                                                  tiny_model):
+    """The cached weights must not depend on the thread count of the process that built them:
+    pre-training always runs on PRETRAIN_THREADS, and the caller's setting comes back."""
+    seen = []
+    monkeypatch.setattr(pretrain, "_pretrain", lambda *a, **k: seen.append(
+        torch.get_num_threads()) or {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(caller_threads)
+    try:
+        pretrain.pretrain_model(tiny_model, progress=False)
+        assert seen == [pretrain.PRETRAIN_THREADS] and torch.get_num_threads() == caller_threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_truncated_cache_is_rebuilt(private_cache, configs):
     TINY_MODEL, TINY_DATA = configs
     build_model(TINY_MODEL, TINY_DATA, progress=False)
