@@ -575,8 +575,9 @@ def build_model(
         if info is None:
             print(
                 f"hffm-env: pre-training the frozen parts of the M3T model for this "
-                f"configuration ({model_config.pretrain_steps} steps, about a minute on 2 CPU "
-                f"cores); done once, then cached in {path}", file=sys.stderr, flush=True,
+                f"configuration ({model_config.pretrain_steps} steps on one CPU thread, so "
+                f"that the weights do not depend on the thread count; about 20 s for `small`); "
+                f"done once, then cached in {path}", file=sys.stderr, flush=True,
             )
             info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
             _save_cache(path, key, model.pretrained_state(), info)
