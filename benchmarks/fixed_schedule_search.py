@@ -1,0 +1,183 @@
+"""How cheaply can any fixed schedule of the coarse action space reach the target?
+
+The learning issue asks for a policy that reaches the target accuracy with 30% less energy
+than the best baseline. A learned policy can only beat that by much if the best *fixed*
+schedule leaves room, so this measures the best fixed one first. It searches the fixed
+schedules a coarse action can hold for every round (per module type an edge and a cloud
+period from ``env.period_menu``, one route for every cluster, no pair exchange) by coordinate
+descent from ``hffm-d2d-e1`` (cloud every round over D2D): per module type every (edge, cloud)
+pair of the menu with the others fixed, then every route, keeping a change only when it
+lowers the mean energy to target over the search seeds (a schedule must reach the target on
+every one of them); passes repeat until one changes nothing. Then it judges the winner
+beside ``hffm-d2d-e1`` and ``hffm-d2d-e2`` on held-out seeds, on the surrogate or with real
+training. Search on training seeds (below 1000), judge on held-out ones.
+
+    python benchmarks/fixed_schedule_search.py --scenario small --target-accuracy 0.357 \\
+        --seeds $(seq 0 9) --heldout-seeds $(seq 1000 1029) [--heldout-fidelity train] \\
+        [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any
+
+from _output import emit_json
+
+
+def _schedule(edge: dict[str, int], cloud: dict[str, int], route: Any, name: str) -> Any:
+    from hffm_env.baselines.calibrate import MixedPeriodPolicy
+    from hffm_env.config import MODULE_TYPES
+
+    return MixedPeriodPolicy(name, dict(edge), dict(cloud), dict.fromkeys(MODULE_TYPES, False),
+                             route)
+
+
+def _describe(policy: Any) -> dict[str, Any]:
+    return {"edge_period": dict(policy.edge), "cloud_period": dict(policy.cloud),
+            "route": policy.route.name.lower()}
+
+
+def _costs(make_env: Any, candidates: list[Any], seeds: list[int],
+           target: float) -> list[float]:
+    """Mean energy to target of each candidate over ``seeds`` (inf if one seed misses)."""
+    from hffm_env.baselines.runner import run_benchmark
+
+    result = run_benchmark(make_env, candidates, seeds=seeds, target_accuracy=target,
+                           progress=False)
+    by_name = {s.policy: s for s in result.summaries}
+    return [by_name[c.name].energy_to_target_j["mean"]
+            if by_name[c.name].reached_target == len(seeds) else math.inf
+            for c in candidates]
+
+
+def starts() -> dict[str, tuple[int, int, Any]]:
+    """Where a descent can start: the paper's menu and ``hffm-d2d-e1``, as (edge period,
+    cloud period, route) for every module type."""
+    from hffm_env.fl.schedule import Route
+    from hffm_env.wrappers import PAPER_MENU
+
+    return {**PAPER_MENU, "hffm-d2d-e1": (1, 1, Route.D2D_RELAY)}
+
+
+def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float,
+           start: str = "hffm-d2d-e1", max_passes: int = 3,
+           log: Any = print) -> tuple[Any, float, list[dict[str, Any]]]:
+    """Coordinate descent over per-type (edge, cloud) periods and the route from the fixed
+    schedule ``start`` (a name of :func:`starts`); returns the best schedule, its mean energy
+    to target over ``seeds`` (inf if it misses on one) and the accepted steps."""
+    from hffm_env.config import MODULE_TYPES
+    from hffm_env.fl.schedule import Route
+
+    e0, c0, route = starts()[start]
+    edge, cloud = dict.fromkeys(MODULE_TYPES, e0), dict.fromkeys(MODULE_TYPES, c0)
+    best = _costs(make_env, [_schedule(edge, cloud, route, "start")], seeds, target)[0]
+    steps = [{"pass": 0, "change": f"start ({start})", "energy_to_target_j": best}]
+    log(f"start {start}: {best:.2f} J to target over seeds {seeds}")
+    for n in range(1, max_passes + 1):
+        changed = False
+        for t in MODULE_TYPES:
+            pairs = [(e, c) for e in menu for c in menu]
+            candidates = [_schedule({**edge, t: e}, {**cloud, t: c}, route, f"{t}:{e}/{c}")
+                          for e, c in pairs]
+            costs = _costs(make_env, candidates, seeds, target)
+            i = min(range(len(pairs)), key=costs.__getitem__)
+            if costs[i] < best - 1e-9:
+                edge[t], cloud[t] = pairs[i]
+                best, changed = costs[i], True
+                steps.append({"pass": n, "change": f"{t}: edge {pairs[i][0]}, cloud "
+                              f"{pairs[i][1]}", "energy_to_target_j": best})
+                log(f"pass {n}: {steps[-1]['change']} -> {best:.2f} J")
+        routes = list(Route)
+        costs = _costs(make_env, [_schedule(edge, cloud, r, f"route:{r.name}") for r in routes],
+                       seeds, target)
+        i = min(range(len(routes)), key=costs.__getitem__)
+        if costs[i] < best - 1e-9:
+            route, best, changed = routes[i], costs[i], True
+            steps.append({"pass": n, "change": f"route {routes[i].name.lower()}",
+                          "energy_to_target_j": best})
+            log(f"pass {n}: {steps[-1]['change']} -> {best:.2f} J")
+        if not changed:
+            break
+    return _schedule(edge, cloud, route, "best-fixed"), best, steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Search, judge on held-out seeds, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    parser.add_argument("--target-accuracy", type=float, required=True,
+                        help="the global accuracy to reach (e.g. the trade-off run's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
+                        help="search seeds, training seeds below 1000 (default 0..9)")
+    parser.add_argument("--heldout-seeds", type=int, nargs="*", default=list(range(1000, 1030)),
+                        help="seeds the winner is judged on (default 1000..1029; none: skip)")
+    parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
+    parser.add_argument("--starts", nargs="+", default=["hffm-d2d-e1", "hffm-d2d-e2", "star"],
+                        metavar="NAME", help="fixed schedules to descend from: names of the "
+                        "paper's menu, never, or hffm-d2d-e1 (default: hffm-d2d-e1 hffm-d2d-e2 "
+                        "star)")
+    parser.add_argument("--max-passes", type=int, default=3)
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write the search and the held-out bench as JSON")
+    args = parser.parse_args(argv)
+    if any(s >= 1000 for s in args.seeds):
+        parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
+                     "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
+    if not 0 < args.target_accuracy < 1:
+        parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
+    unknown = [n for n in args.starts if n not in starts()]
+    if unknown:
+        parser.error(f"--starts {unknown}: known are {list(starts())}")
+    if args.max_passes < 1:
+        parser.error(f"--max-passes {args.max_passes}: must be >= 1")
+
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+    from hffm_env.baselines.runner import format_table, run_benchmark
+
+    def make(fidelity: str) -> Any:
+        return lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=fidelity,
+                                overrides=args.overrides)
+
+    probe = make("surrogate")()
+    menu = tuple(probe.unwrapped.layout.menu)
+    probe.close()
+    started = time.perf_counter()
+    descents = {}
+    for name in args.starts:
+        schedule, cost, steps = search(make("surrogate"), menu, args.seeds, args.target_accuracy,
+                                       name, args.max_passes)
+        descents[name] = {"best": _describe(schedule), "energy_to_target_j": cost,
+                          "steps": steps, "schedule": schedule}
+    winner = min(descents, key=lambda n: descents[n]["energy_to_target_j"])
+    best = descents[winner]["schedule"]
+    search_s = time.perf_counter() - started
+    print(f"best fixed schedule ({search_s:.0f} s, from {winner}): {_describe(best)}")
+    for d in descents.values():
+        del d["schedule"]
+    out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
+                           "target_accuracy": args.target_accuracy, "search_seeds": args.seeds,
+                           "search_s": search_s, "descents": descents,
+                           "best_from": winner, "best": _describe(best)}
+    if args.heldout_seeds:
+        from hffm_env.baselines.calibrate import cloud_every_round_schedules
+
+        e1 = cloud_every_round_schedules()[0]
+        result = run_benchmark(make(args.heldout_fidelity), [best, e1, "hffm-d2d-e2"],
+                               seeds=args.heldout_seeds, target_accuracy=args.target_accuracy,
+                               scenario=args.scenario, fidelity=args.heldout_fidelity)
+        print(format_table(result))
+        out["heldout"] = result.to_dict()
+    emit_json(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
