@@ -50,6 +50,7 @@ def test_a_schedule_that_misses_the_target_costs_infinity(search_module):
     """`never` does not reach the target, so it can never be chosen."""
     import gymnasium as gym
 
+    import hffm_env  # noqa: F401  (registers the env ids)
     from hffm_env.config import MODULE_TYPES
     from hffm_env.fl.schedule import Route
 
