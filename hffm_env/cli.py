@@ -8,9 +8,10 @@ line on stderr and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,18 @@ def _agent_policies(paths: Sequence[str]) -> list:
     return policies
 
 
+@contextlib.contextmanager
+def _agent_errors() -> Iterator[None]:
+    """An agent that loads but does not fit the env it is played on (other spaces: another
+    layout or observation) fails at its first episode; say so in one line, as ``--agent``."""
+    from hffm_env.agents.checkpoint import AgentFileError
+
+    try:
+        yield
+    except AgentFileError as err:
+        raise ConfigError(f"--agent: {err}") from None
+
+
 def _agent_label(path: str) -> str:
     """``agent:<run folder>`` for ``<run folder>/model.zip`` or ``policy.pt`` (what
     ``train_agent.py`` writes), else ``agent:<file stem>``: short names that stay distinct
@@ -214,11 +227,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
                         device=args.device)
 
-    result = run_benchmark(
-        make_env, policies, seeds=seeds, target_accuracy=args.target_accuracy,
-        target_fraction=args.target_fraction, progress=not args.no_progress,
-        scenario=config.name, fidelity=args.fidelity,
-    )
+    with _agent_errors():
+        result = run_benchmark(
+            make_env, policies, seeds=seeds, target_accuracy=args.target_accuracy,
+            target_fraction=args.target_fraction, progress=not args.no_progress,
+            scenario=config.name, fidelity=args.fidelity,
+        )
     _report_bench(result, args)
     return 130 if result.interrupted else 0
 
@@ -344,13 +358,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                               "--mixed, --random-episodes, --cloud-every-round or --agent")
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces}")
-        surrogate, _ = calibrate(
-            lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
-                             device=args.device),
-            args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
-            progress=not args.no_progress, traces_path=traces, policies=args.policies,
-            agents=agents, schedules=schedules,
-        )
+        with _agent_errors():
+            surrogate, _ = calibrate(
+                lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
+                                 device=args.device),
+                args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
+                progress=not args.no_progress, traces_path=traces, policies=args.policies,
+                agents=agents, schedules=schedules,
+            )
     surrogate.save(out)
     fit = surrogate.meta["fit_mae"]
     accuracy = [v for k, v in fit.items() if k.startswith("accuracy/")]

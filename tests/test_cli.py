@@ -61,3 +61,27 @@ def test_bench_help_lists_every_policy(capsys):
         main(["bench", "--help"])
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped at hyphens
     assert all(name in text for name in policy_names())
+
+
+def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path):
+    """A committed three-cluster agent loads, but its spaces do not fit today's four-cluster
+    `small`: `hffm bench --agent` and `hffm calibrate --agent` say so, naming the flag, the
+    file and the overrides it was trained with, and write nothing."""
+    from pathlib import Path
+
+    agent = Path(__file__).resolve().parents[1] / "docs/results/agents/ppo-coarse-stt_s0"
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--agent", str(agent), "--policies", "never", "--no-progress",
+                 "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hffm: error: --agent: ") and err.count("\n") == 1, err
+    assert "does not fit this env's spaces" in err and "placement.num_edge_servers=3" in err
+    assert not out.exists()
+    traces = tmp_path / "traces.json.gz"
+    assert main(["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "--mixed",
+                 "0", "--random-episodes", "0", "--agent", str(agent), "--no-progress",
+                 "--out", str(tmp_path / "fit.pt"), "--traces", str(traces)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hffm: error: --agent: ") and "does not fit" in err, err
+    assert not (tmp_path / "fit.pt").exists()
