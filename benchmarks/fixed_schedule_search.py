@@ -57,10 +57,11 @@ def _costs(make_env: Any, candidates: list[Any], seeds: list[int],
 def starts() -> dict[str, tuple[int, int, Any]]:
     """Where a descent can start: the paper's menu and ``hffm-d2d-e1``, as (edge period,
     cloud period, route) for every module type."""
-    from hffm_env.fl.schedule import Route
+    from hffm_env.baselines.calibrate import cloud_every_round_schedules
     from hffm_env.wrappers import PAPER_MENU
 
-    return {**PAPER_MENU, "hffm-d2d-e1": (1, 1, Route.D2D_RELAY)}
+    e1 = cloud_every_round_schedules()[0]
+    return {**PAPER_MENU, e1.name: (e1.edge_period, e1.cloud_period, e1.route)}
 
 
 def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float,
@@ -150,18 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     menu = tuple(probe.unwrapped.layout.menu)
     probe.close()
     started = time.perf_counter()
-    descents = {}
+    descents, found = {}, {}
     for name in args.starts:
-        schedule, cost, steps = search(make("surrogate"), menu, args.seeds, args.target_accuracy,
-                                       name, args.max_passes)
-        descents[name] = {"best": _describe(schedule), "energy_to_target_j": cost,
-                          "steps": steps, "schedule": schedule}
+        found[name], cost, steps = search(make("surrogate"), menu, args.seeds,
+                                          args.target_accuracy, name, args.max_passes)
+        descents[name] = {"best": _describe(found[name]), "energy_to_target_j": cost,
+                          "steps": steps}
     winner = min(descents, key=lambda n: descents[n]["energy_to_target_j"])
-    best = descents[winner]["schedule"]
+    best = found[winner]
     search_s = time.perf_counter() - started
     print(f"best fixed schedule ({search_s:.0f} s, from {winner}): {_describe(best)}")
-    for d in descents.values():
-        del d["schedule"]
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
                            "target_accuracy": args.target_accuracy, "search_seeds": args.seeds,
                            "search_s": search_s, "descents": descents,

@@ -577,10 +577,10 @@ class FederatedEngine:
         by_cluster = group_weights(self.num_samples * part, self.cluster, self.num_clusters,
                                    dtype)
         totals = by_cluster.totals
-        one_group = torch.zeros(self.num_clusters, dtype=torch.long, device=self.device)
         if tier == Tier.CLOUD:
             if not bool((totals > 0).any()):
                 return
+            one_group = torch.zeros(self.num_clusters, dtype=torch.long, device=self.device)
             to_cloud = group_weights(totals, one_group, 1, dtype)
             reached = totals > 0
             device_group = torch.zeros_like(self.cluster)
