@@ -129,6 +129,17 @@ class TrainArgs:
             "statistics (nothing is unpickled); --total-timesteps stays the total"
         },
     )
+    imitate: str | None = field(
+        default=None,
+        metadata={"help": "a round plan (JSON from benchmarks/plan_search.py) to clone into "
+                  "the policy by behaviour cloning before PPO starts: coarse action mode, sb3 "
+                  "engine, a fresh run (see agents/imitation.py)"},
+    )
+    imitate_rounds: int = field(
+        default=2048,
+        metadata={"help": "with --imitate: rounds the plan plays to make the demonstrations "
+                  "(not counted in --total-timesteps)"},
+    )
     force: bool = field(
         default=False,
         metadata={"help": "replace the results of an earlier run in a non-empty --out"},
@@ -220,7 +231,18 @@ class TrainArgs:
                              f"{list(ACTION_MODES)}")
         if self.finetune_timesteps < 0:
             raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: must be >= 0")
-        for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every"):
+        if self.imitate is not None:
+            if self.engine != "sb3" or self.action_mode != "coarse" or self.resume:
+                raise ValueError(f"imitate = {self.imitate!r}: cloning a plan needs --engine "
+                                 "sb3, --action-mode coarse and a fresh run (no --resume)")
+            from hffm_env.baselines.plan import RoundPlan
+
+            try:  # a bad file is one error line before any work
+                RoundPlan.read(self.imitate)
+            except FileNotFoundError as err:
+                raise ValueError(f"imitate: {err}") from None
+        for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every",
+                     "imitate_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
         from hffm_env.config import load_scenario, scenario_names

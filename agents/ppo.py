@@ -189,6 +189,20 @@ def train_sb3(args: TrainArgs) -> float:
             device=device,
         )
 
+    if args.imitate is not None and resume is None:
+        from hffm_env.agents.imitation import clone_plan
+        from hffm_env.baselines.plan import RoundPlan
+        from hffm_env.config import load_scenario
+
+        config = load_scenario(args.scenario, config_file=args.config,
+                               overrides=args.scenario_overrides())
+        report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
+                            tuple(config.env.period_menu), args.imitate_rounds,
+                            normalized=args.normalize)
+        print(f"cloned plan {args.imitate}: {report['rounds']} demonstration rounds, "
+              f"{report['epochs']} epochs, the policy reproduces {report['match']:.0%} of "
+              f"its actions (loss {report['loss']:.3f})")
+
     def save(where: Path) -> None:
         info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
                          num_timesteps=int(model.num_timesteps), scenario=args.scenario,

@@ -187,6 +187,20 @@ def _agent_errors() -> Iterator[None]:
         raise ConfigError(f"--agent: {err}") from None
 
 
+def _plan_policies(paths: Sequence[str]) -> list:
+    """The round plans at ``paths`` (``--plan``, JSON from ``benchmarks/plan_search.py``) as
+    policies named ``plan:<file stem>``; a bad file is a ``ConfigError`` naming it and why."""
+    from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+
+    policies = []
+    for path in paths:
+        try:
+            policies.append(PlanPolicy(RoundPlan.read(path), name=f"plan:{Path(path).stem}"))
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"--plan: {err}") from None
+    return policies
+
+
 def _agent_label(path: str) -> str:
     """``agent:<run folder>`` for ``<run folder>/model.zip`` or ``policy.pt`` (what
     ``train_agent.py`` writes), else ``agent:<file stem>``: short names that stay distinct
@@ -221,7 +235,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from hffm_env.baselines.runner import run_benchmark
 
-    policies: list = [*_agent_policies(args.agent), *names]
+    policies: list = [*_agent_policies(args.agent), *_plan_policies(args.plan), *names]
 
     def make_env():
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
@@ -305,8 +319,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.exclude_seeds and not args.from_traces:
         raise ConfigError("--exclude-seeds leaves episodes out of a refit: it needs "
                           "--from-traces")
-    if (args.agent or args.cloud_every_round) and args.from_traces:
-        flag = "--agent" if args.agent else "--cloud-every-round"
+    if (args.agent or args.cloud_every_round or args.plan) and args.from_traces:
+        flag = ("--agent" if args.agent else "--plan" if args.plan
+                else "--cloud-every-round")
         raise ConfigError(f"{flag} plays real episodes; --from-traces refits without training: "
                           "pass one of them")
     from hffm_env.baselines.calibrate import DESIGN_POLICIES
@@ -349,13 +364,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         from hffm_env.baselines.calibrate import cloud_every_round_schedules
 
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []
+        schedules += _plan_policies(args.plan)
         traces = Path(args.traces) if args.traces else out.with_suffix(".traces.json")
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
                                       + len(schedules) + len(agents))
         if episodes == 0:
             raise ConfigError("the calibration design is empty: name --policies, or pass "
-                              "--mixed, --random-episodes, --cloud-every-round or --agent")
+                              "--mixed, --random-episodes, --cloud-every-round, --plan or "
+                              "--agent")
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces}")
         with _agent_errors():
@@ -411,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "
                        "(repeatable); loading never unpickles")
+    bench.add_argument("--plan", action="append", default=[], metavar="FILE",
+                       help="a round plan (JSON from benchmarks/plan_search.py) to evaluate "
+                       "too (repeatable)")
     bench.add_argument("--target-accuracy", type=float, default=None,
                        help="accuracy target for energy/latency-to-target (default: a fraction "
                        "of the best final accuracy)")
@@ -449,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a trained agent folder (or its model.zip) to play in the "
                            "design too, one episode per seed (repeatable): its own real rounds "
                            "teach the surrogate where the agent took it")
+    calibrate.add_argument("--plan", action="append", default=[], metavar="FILE",
+                           help="a round plan (JSON from benchmarks/plan_search.py) to play in "
+                           "the design too, one episode per seed (repeatable)")
     calibrate.add_argument("--cloud-every-round", action="store_true",
                            help="add cloud aggregation every round over the D2D relay and its "
                            "MoE-every-K variants (hffm-d2d-e1, hffm-d2d-e1-moeK), one episode "

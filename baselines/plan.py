@@ -1,0 +1,169 @@
+"""Round plans: open-loop schedules that say, round by round, at which tier each module type
+is aggregated, found by search on the surrogate (``benchmarks/plan_search.py``).
+
+A fixed schedule repeats the same periods every round; a plan may change them from one round
+to the next (e.g. keep the MoE module at the edge in the first rounds and send it to the cloud
+later). Every round of a plan is a coarse action (:class:`~hffm_env.wrappers.CoarseActions`)
+with periods 0 or 1: period 1 at a tier makes that tier due in that round, 0 never. After its
+last round a plan repeats its last round. A plan is not a baseline: it is what behaviour
+cloning starts a PPO agent from (``train_agent.py --imitate PLAN.json``) and what the agent's
+results are compared with beside the baselines.
+
+    plan = RoundPlan.read("docs/results/plan_search_small4.json")
+    policy = PlanPolicy(plan)                       # a Policy for hffm bench's runner
+    coarse = plan.coarse_action(round_index=0, menu=(1, 2, 4, 8, 0), num_clusters=4)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hffm_env.config import MODULE_TYPES
+from hffm_env.fl.schedule import Route, Tier
+
+__all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS"]
+
+PLAN_TIERS = (Tier.NONE, Tier.EDGE, Tier.CLOUD)
+"""The tiers a plan can name for a module type in a round."""
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Per round, the tier of every module type (in :data:`MODULE_TYPES` order), and one route
+    for every cluster.
+
+    Attributes:
+        tiers: ``tiers[r][j]`` is the tier of module type ``MODULE_TYPES[j]`` in round ``r``
+            (one of :data:`PLAN_TIERS`); rounds past the end repeat the last one.
+        route: the route of every cluster in every round.
+        name: a label for tables.
+    """
+
+    tiers: tuple[tuple[Tier, ...], ...]
+    route: Route = Route.D2D_RELAY
+    name: str = "plan"
+
+    def __post_init__(self) -> None:
+        if not self.tiers:
+            raise ValueError("RoundPlan.tiers: empty; a plan needs at least one round")
+        for r, row in enumerate(self.tiers):
+            if len(row) != len(MODULE_TYPES):
+                raise ValueError(f"RoundPlan.tiers[{r}]: {len(row)} entries, expected one per "
+                                 f"module type {list(MODULE_TYPES)}")
+            bad = [t for t in row if t not in PLAN_TIERS]
+            if bad:
+                raise ValueError(f"RoundPlan.tiers[{r}] = {list(row)}: allowed tiers are "
+                                 f"{[t.name.lower() for t in PLAN_TIERS]}")
+
+    def round_tiers(self, round_index: int) -> dict[str, Tier]:
+        """The tier of each module type in round ``round_index`` (0-based)."""
+        row = self.tiers[min(max(round_index, 0), len(self.tiers) - 1)]
+        return dict(zip(MODULE_TYPES, row, strict=True))
+
+    def periods(self, round_index: int) -> tuple[dict[str, int], dict[str, int]]:
+        """(edge periods, cloud periods) that make exactly this round's tiers due."""
+        tiers = self.round_tiers(round_index)
+        edge = {t: int(tier == Tier.EDGE) for t, tier in tiers.items()}
+        cloud = {t: int(tier == Tier.CLOUD) for t, tier in tiers.items()}
+        return edge, cloud
+
+    def coarse_action(self, round_index: int, menu: tuple[int, ...],
+                      num_clusters: int) -> np.ndarray:
+        """This round as a :class:`~hffm_env.wrappers.CoarseActions` action (indices into
+        ``menu``, which must hold 0 and 1, then a route per cluster)."""
+        missing = [p for p in (0, 1) if p not in menu]
+        if missing:
+            raise ValueError(f"env.period_menu {list(menu)}: a plan needs periods 0 and 1 "
+                             f"in it (missing {missing})")
+        edge, cloud = self.periods(round_index)
+        return np.array([menu.index(edge[t]) for t in MODULE_TYPES]
+                        + [menu.index(cloud[t]) for t in MODULE_TYPES]
+                        + [int(self.route)] * num_clusters, dtype=np.int64)
+
+    def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
+        """A copy with one round's tier of one module type changed."""
+        rows = [list(row) for row in self.tiers]
+        rows[round_index][MODULE_TYPES.index(module_type)] = tier
+        return RoundPlan(tuple(tuple(row) for row in rows), self.route, self.name)
+
+    @classmethod
+    def constant(cls, rounds: int, tier: Tier = Tier.CLOUD, route: Route = Route.D2D_RELAY,
+                 name: str = "plan") -> RoundPlan:
+        """Every module type at ``tier`` in every one of ``rounds`` rounds (``Tier.CLOUD``:
+        ``hffm-d2d-e1``)."""
+        return cls(tuple((tier,) * len(MODULE_TYPES) for _ in range(rounds)), route, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: tier names per round and module type, the route's name."""
+        return {"name": self.name, "route": self.route.name.lower(),
+                "tiers": [{t: tier.name.lower() for t, tier in zip(MODULE_TYPES, row,
+                                                                   strict=True)}
+                          for row in self.tiers]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "plan") -> RoundPlan:
+        """Read :meth:`to_dict`'s form; errors name the entry, the value and what is allowed."""
+        names = {t.name.lower(): t for t in PLAN_TIERS}
+        try:
+            route = Route[str(data.get("route", "d2d_relay")).upper()]
+        except KeyError:
+            raise ValueError(f"{where}: route = {data.get('route')!r}: allowed "
+                             f"{[r.name.lower() for r in Route]}") from None
+        rows = []
+        for r, row in enumerate(data.get("tiers") or []):
+            if not isinstance(row, dict) or set(row) != set(MODULE_TYPES):
+                raise ValueError(f"{where}: tiers[{r}] = {row!r}: expected one tier per "
+                                 f"module type {list(MODULE_TYPES)}")
+            for t in MODULE_TYPES:
+                if row[t] not in names:
+                    raise ValueError(f"{where}: tiers[{r}].{t} = {row[t]!r}: allowed "
+                                     f"{list(names)}")
+            rows.append(tuple(names[row[t]] for t in MODULE_TYPES))
+        if not rows:
+            raise ValueError(f"{where}: no 'tiers'; a plan needs at least one round")
+        return cls(tuple(rows), route, str(data.get("name", "plan")))
+
+    @classmethod
+    def read(cls, path: str | Path) -> RoundPlan:
+        """A plan from a JSON file: a plan itself, or ``plan_search.py``'s output (its
+        ``"plan"`` entry)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"plan {str(path)!r}: no such file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"plan {str(path)!r}: not JSON ({err})") from None
+        if isinstance(data, dict) and isinstance(data.get("plan"), dict):
+            data = data["plan"]
+        if not isinstance(data, dict):
+            raise ValueError(f"plan {str(path)!r}: expected a JSON object")
+        return cls.from_dict(data, where=f"plan {str(path)!r}")
+
+
+class PlanPolicy:
+    """A :class:`RoundPlan` as a baselines ``Policy``: round ``r`` of an episode plays the
+    plan's round ``r`` (default heads, no pair exchange, pending modules from the edge)."""
+
+    def __init__(self, plan: RoundPlan, name: str | None = None) -> None:
+        self.plan = plan
+        self.name = name or plan.name
+        self.env: Any = None
+        self.round = 0
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        """Start the plan from its first round."""
+        self.env, self.round = env, 0
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """This round's action of the plan."""
+        from hffm_env.wrappers import full_action
+
+        edge, cloud = self.plan.periods(self.round)
+        self.round += 1
+        return full_action(self.env, edge, cloud, self.plan.route)

@@ -1,0 +1,131 @@
+"""How cheaply can a round plan (tiers that change from round to round) reach the target?
+
+``fixed_schedule_search.py`` found that no fixed schedule of the coarse action space beats
+``hffm-d2d-e1`` (cloud every round over D2D). A plan (:class:`~hffm_env.baselines.plan.RoundPlan`)
+may aggregate a module type at a different tier in each round. This descends, on the
+surrogate and on training seeds, from ``hffm-d2d-e1`` written as a plan: for each round and
+module type it tries the other tiers (none, edge, cloud) and keeps a change only when it lowers
+the mean energy to target over the search seeds (reaching it on every one); passes repeat until
+one changes nothing. Rounds after the target is reached cost nothing to the search, so they keep
+``hffm-d2d-e1``'s cloud rounds and its final accuracy. Then it judges the plan beside
+``hffm-d2d-e1`` and ``hffm-d2d-e2`` on held-out seeds, on the surrogate or with real training.
+The plan, in the JSON's ``"plan"`` entry, is what ``train_agent.py --imitate`` clones.
+
+    python benchmarks/plan_search.py --scenario small --target-accuracy 0.357 \\
+        --seeds $(seq 0 9) --heldout-seeds $(seq 1000 1029) [--heldout-fidelity train] \\
+        [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any
+
+from _output import emit_json
+from fixed_schedule_search import _costs
+
+
+def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
+           log: Any = print) -> tuple[Any, float, list[dict[str, Any]]]:
+    """Coordinate descent over the tiers of every round and module type from ``hffm-d2d-e1``;
+    returns the best plan, its mean energy to target over ``seeds`` (inf if it misses on
+    one) and the accepted steps."""
+    from hffm_env.baselines.plan import PLAN_TIERS, PlanPolicy, RoundPlan
+    from hffm_env.config import MODULE_TYPES
+
+    plan = RoundPlan.constant(rounds, name="best-plan")
+    best = _costs(make_env, [PlanPolicy(plan, "start")], seeds, target)[0]
+    steps = [{"pass": 0, "change": "start (hffm-d2d-e1)", "energy_to_target_j": best}]
+    log(f"start hffm-d2d-e1: {best:.2f} J to target over seeds {seeds}")
+    for n in range(1, max_passes + 1):
+        changed = False
+        for r in range(rounds):
+            for t in MODULE_TYPES:
+                now = plan.round_tiers(r)[t]
+                others = [tier for tier in PLAN_TIERS if tier != now]
+                candidates = [plan.with_tier(r, t, tier) for tier in others]
+                costs = _costs(make_env, [PlanPolicy(c, f"r{r}:{t}:{tier.name}")
+                                          for c, tier in zip(candidates, others)],
+                               seeds, target)
+                i = min(range(len(others)), key=costs.__getitem__)
+                if costs[i] < best - 1e-9:
+                    plan, best, changed = candidates[i], costs[i], True
+                    steps.append({"pass": n, "change": f"round {r}: {t} at "
+                                  f"{others[i].name.lower()}", "energy_to_target_j": best})
+                    log(f"pass {n}: {steps[-1]['change']} -> {best:.2f} J")
+        if not changed:
+            break
+    return plan, best, steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Search, judge on held-out seeds, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    parser.add_argument("--target-accuracy", type=float, required=True,
+                        help="the global accuracy to reach (e.g. the trade-off run's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
+                        help="search seeds, training seeds below 1000 (default 0..9)")
+    parser.add_argument("--heldout-seeds", type=int, nargs="*", default=list(range(1000, 1030)),
+                        help="seeds the plan is judged on (default 1000..1029; none: skip)")
+    parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds the plan spells out (default: the episode's)")
+    parser.add_argument("--max-passes", type=int, default=3)
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write the plan, the search and the held-out bench as JSON")
+    args = parser.parse_args(argv)
+    if any(s >= 1000 for s in args.seeds):
+        parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
+                     "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
+    if not 0 < args.target_accuracy < 1:
+        parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
+    if args.max_passes < 1:
+        parser.error(f"--max-passes {args.max_passes}: must be >= 1")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: must be >= 1")
+
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+    from hffm_env.baselines.calibrate import cloud_every_round_schedules
+    from hffm_env.baselines.plan import PlanPolicy
+    from hffm_env.baselines.runner import format_table, run_benchmark
+
+    def make(fidelity: str) -> Any:
+        return lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=fidelity,
+                                overrides=args.overrides)
+
+    probe = make("surrogate")()
+    rounds = args.rounds or probe.unwrapped.config.env.episode_rounds
+    probe.close()
+    started = time.perf_counter()
+    plan, cost, steps = search(make("surrogate"), rounds, args.seeds, args.target_accuracy,
+                               args.max_passes)
+    search_s = time.perf_counter() - started
+    if not math.isfinite(cost):
+        print("no plan reaches the target on every search seed (hffm-d2d-e1 does not either)")
+    print(f"best plan ({search_s:.0f} s): {cost:.2f} J to target over seeds {args.seeds}")
+    out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
+                           "target_accuracy": args.target_accuracy, "search_seeds": args.seeds,
+                           "search_s": search_s, "energy_to_target_j": cost, "steps": steps,
+                           "plan": plan.to_dict()}
+    if args.heldout_seeds:
+        result = run_benchmark(make(args.heldout_fidelity),
+                               [PlanPolicy(plan), cloud_every_round_schedules()[0],
+                                "hffm-d2d-e2"],
+                               seeds=args.heldout_seeds, target_accuracy=args.target_accuracy,
+                               scenario=args.scenario, fidelity=args.heldout_fidelity)
+        print(format_table(result))
+        out["heldout"] = result.to_dict()
+    emit_json(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Round plans (hffm_env.baselines.plan), their search (benchmarks/plan_search.py), cloning
+them into a PPO policy (train_agent.py --imitate) and playing them in hffm bench (--plan)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+from hffm_env.config import MODULE_TYPES
+from hffm_env.fl.schedule import Route, Tier
+
+ROOT = Path(__file__).resolve().parents[1]
+MENU = (1, 2, 4, 8, 0)
+
+
+def _plan() -> RoundPlan:
+    """Round 0: MoE at the edge, encoder nowhere, the rest at the cloud; then cloud."""
+    return (RoundPlan.constant(3).with_tier(0, "moe", Tier.EDGE)
+            .with_tier(0, "encoder", Tier.NONE))
+
+
+def test_a_plan_round_is_a_coarse_action_with_periods_0_and_1():
+    plan = _plan()
+    a0 = plan.coarse_action(0, MENU, num_clusters=4)
+    k = len(MODULE_TYPES)
+    edge = {t: MENU[i] for t, i in zip(MODULE_TYPES, a0[:k])}
+    cloud = {t: MENU[i] for t, i in zip(MODULE_TYPES, a0[k:2 * k])}
+    assert edge == {**dict.fromkeys(MODULE_TYPES, 0), "moe": 1}
+    assert cloud == {**dict.fromkeys(MODULE_TYPES, 1), "moe": 0, "encoder": 0}
+    assert list(a0[2 * k:]) == [int(Route.D2D_RELAY)] * 4
+    # past the end the last round repeats: every type at the cloud
+    last = plan.coarse_action(10, MENU, num_clusters=4)
+    assert [MENU[i] for i in last[k:2 * k]] == [1] * k
+
+
+def test_the_wrapper_plays_what_the_plan_says(tmp_path):
+    """Through CoarseActions, round 0 of the plan aggregates exactly its tiers."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+    from hffm_env.wrappers import CoarseActions
+
+    env = CoarseActions(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"))
+    env.reset(seed=0)
+    plan = _plan()
+    schedule = env.unwrapped.decode(env.action(plan.coarse_action(0, MENU, 4)))[0]
+    assert dict(schedule.tiers) == plan.round_tiers(0)
+
+
+def test_json_round_trip_and_bad_files_are_named(tmp_path):
+    plan = _plan()
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps({"plan": plan.to_dict()}))
+    assert RoundPlan.read(path) == plan
+    bad = plan.to_dict()
+    bad["tiers"][1]["moe"] = "d2d_pairs"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"tiers\[1\]\.moe = 'd2d_pairs': allowed"):
+        RoundPlan.read(path)
+    path.write_text(json.dumps({**plan.to_dict(), "route": "carrier-pigeon"}))
+    with pytest.raises(ValueError, match="route = 'carrier-pigeon'"):
+        RoundPlan.read(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        RoundPlan.read(path)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        RoundPlan.read(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="periods 0 and 1"):
+        plan.coarse_action(0, (2, 4), 4)
+
+
+def test_plan_policy_plays_the_cloud_every_round_schedule_like_hffm_d2d_e1():
+    """The constant cloud plan is hffm-d2d-e1: the same energies, round by round."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+    from hffm_env.baselines.calibrate import cloud_every_round_schedules
+    from hffm_env.baselines.runner import run_episode
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.episode_rounds=4"])
+    plan = run_episode(env, PlanPolicy(RoundPlan.constant(4)), seed=3)
+    e1 = run_episode(env, cloud_every_round_schedules()[0], seed=3)
+    assert plan.energy_j == e1.energy_j
+    cheap = run_episode(env, PlanPolicy(_plan()), seed=3)
+    assert cheap.energy_j[0] < e1.energy_j[0] and cheap.energy_j[1:] == e1.energy_j[1:]
+
+
+@pytest.fixture
+def search_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import plan_search
+
+    yield plan_search
+    del sys.modules["plan_search"]
+    sys.modules.pop("fixed_schedule_search", None)
+
+
+@pytest.mark.slow
+def test_search_only_accepts_cheaper_plans_and_writes_one_that_reads_back(search_module,
+                                                                          tmp_path):
+    out = tmp_path / "plan.json"
+    assert search_module.main(["--target-accuracy", "0.357", "--seeds", "0", "--rounds", "3",
+                               "--max-passes", "1", "--heldout-seeds", "1000",
+                               "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    energies = [s["energy_to_target_j"] for s in result["steps"]]
+    assert result["steps"][0]["change"] == "start (hffm-d2d-e1)" and math.isfinite(energies[0])
+    assert all(b < a for a, b in zip(energies, energies[1:])), energies
+    assert len(energies) > 1  # the cloud-every-round start is not the cheapest on seed 0
+    plan = RoundPlan.read(out)
+    assert len(plan.tiers) == 3
+    assert [p["policy"] for p in result["heldout"]["policies"]] == [
+        "best-plan", "hffm-d2d-e1", "hffm-d2d-e2"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target-accuracy", "0.357", "--seeds", "1000"], "--seeds [1000]"),
+    (["--target-accuracy", "0"], "--target-accuracy 0"),
+    (["--target-accuracy", "0.357", "--rounds", "0"], "--rounds 0"),
+])
+def test_bad_arguments_are_named(search_module, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        search_module.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_cloning_makes_the_policy_play_the_plan(tmp_path):
+    """After cloning (and no PPO step that changes it), the deterministic agent plays the
+    plan's actions round by round, and a bad --imitate is refused before any work."""
+    from hffm_env.agents.command import main as train_main
+    from hffm_env.agents.ppo import AgentPolicy
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"plan": _plan().to_dict()}))
+    out = tmp_path / "run"
+    assert train_main(["--scenario", "small", "--fidelity", "cost", "--action-mode", "coarse",
+                       "--algo", "ppo", "--total-timesteps", "1", "--n-steps", "8",
+                       "--learning-rate", "0", "--imitate", str(plan_file),
+                       "--imitate-rounds", "64", "--episode-rounds", "4", "--eval-seeds",
+                       "1000", "--eval-policies", "never", "--no-progress",
+                       "--out", str(out)]) == 0
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+    from hffm_env.wrappers import CoarseActions
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.episode_rounds=4"])
+    agent = AgentPolicy(out)
+    obs, info = env.reset(seed=1000)
+    agent.reset(env, 1000)
+    coarse = CoarseActions(env)
+    for r in range(4):
+        action = agent.act(obs, info)
+        assert np.array_equal(action, coarse.action(_plan().coarse_action(r, MENU, 4))), r
+        obs, _, _, _, info = env.step(action)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--action-mode", "full"], "--action-mode coarse"),
+    (["--action-mode", "coarse", "--imitate", "missing.json"], "no such file"),
+])
+def test_bad_imitate_is_one_error_line(tmp_path, capsys, extra, message):
+    from hffm_env.agents.command import main as train_main
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(_plan().to_dict()))
+    argv = ["--imitate", str(plan_file), *extra, "--out", str(tmp_path / "run")]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_hffm_bench_plays_a_plan_and_names_a_bad_one(tmp_path, capsys):
+    from hffm_env.cli import main as hffm
+
+    plan_file = tmp_path / "cheap.json"
+    plan_file.write_text(json.dumps({"plan": _plan().to_dict()}))
+    out = tmp_path / "bench.json"
+    assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--plan", str(plan_file), "--policies", "never", "--no-progress",
+                 "--json", str(out)]) == 0
+    assert [p["policy"] for p in json.loads(out.read_text())["policies"]] == [
+        "plan:cheap", "never"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"tiers": []}))
+    assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--plan", str(bad), "--no-progress"]) == 2
+    assert "--plan: plan" in capsys.readouterr().err
