@@ -219,8 +219,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
 
-    if args.policies:
+    if args.policies is not None:  # "" (no baseline) with --agent or --plan
         names = [p.strip() for p in args.policies.split(",") if p.strip()]
+        if not names and not (args.agent or args.plan):
+            raise ConfigError("--policies is empty and there is no --agent or --plan: "
+                              "nothing to run")
     elif config.name == "paper" and args.fidelity == "cost":
         names = list(PAPER_SCHEDULES)
     else:
@@ -420,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--policies", help="comma-separated baseline names: star, edge-only, "
                        "edge-only-d2d, hffm-e2, hffm-e8, hffm-d2d-e2, hffm-d2d-e8, never, random, "
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
-                       "paper's seven schedules for --scenario paper --fidelity cost)")
+                       "paper's seven schedules for --scenario paper --fidelity cost; '' for "
+                       "none, with --agent or --plan)")
     bench.add_argument("--episodes", type=int, default=None,
                        help="episodes per policy on seeds 1000, 1001, ... (default 3)")
     bench.add_argument("--seeds", type=int, nargs="*", default=None,

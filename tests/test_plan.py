@@ -194,3 +194,20 @@ def test_hffm_bench_plays_a_plan_and_names_a_bad_one(tmp_path, capsys):
     assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
                  "--plan", str(bad), "--no-progress"]) == 2
     assert "--plan: plan" in capsys.readouterr().err
+
+
+def test_hffm_bench_with_no_baseline_runs_only_the_plan(tmp_path, capsys):
+    """``--policies ''`` leaves the baselines out (a plan or agent alone), and with nothing
+    else to run it is one error line."""
+    from hffm_env.cli import main as hffm
+
+    plan_file = tmp_path / "cheap.json"
+    plan_file.write_text(json.dumps({"plan": _plan().to_dict()}))
+    out = tmp_path / "bench.json"
+    assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--plan", str(plan_file), "--policies", "", "--no-progress",
+                 "--json", str(out)]) == 0
+    assert [p["policy"] for p in json.loads(out.read_text())["policies"]] == ["plan:cheap"]
+    assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--policies", "", "--no-progress"]) == 2
+    assert "nothing to run" in capsys.readouterr().err
