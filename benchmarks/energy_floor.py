@@ -108,7 +108,7 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     for x, colour, style, label in lines:
         if x is not None:
             ax.axvline(x, color=colour, linestyle=style, label=f"{label}: {x:.1f} J")
-    ax.set_xlabel(f"energy to target accuracy {bench['target_accuracy']} (J; mean, std over "
+    ax.set_xlabel(f"energy to target accuracy {bench['target_accuracy']:.3f} (J; mean, std over "
                   "the seeds that reached it)")
     ax.set_title("bars hatched: the target was missed on some seeds", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")

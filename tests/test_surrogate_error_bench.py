@@ -151,8 +151,8 @@ def test_the_shipped_fit_is_unbiased_on_the_searched_plans_real_rounds(tmp_path,
     from hffm_env.config import load_scenario
     from hffm_env.fl.surrogate import find_surrogate
 
-    plan_traces = ["calibration_small_seeds18-20_plan.json.gz",
-                   "calibration_small_seeds21-23_plan.json.gz"]
+    plan_traces = ["plan_small_seeds18-20.json.gz",
+                   "plan_small_seeds21-23.json.gz"]
     fitted_on = {Path(t).name for t in find_surrogate(load_scenario("small")).meta["traces"]}
     assert not fitted_on & set(plan_traces)
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
