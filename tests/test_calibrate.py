@@ -113,6 +113,29 @@ def test_the_cloud_every_round_family_joins_the_calibration_design(tmp_path):
     assert {r.tiers["head"] for r in episodes["hffm-d2d-e1-moenever"][1:]} == {"cloud"}
 
 
+@pytest.mark.slow
+def test_a_round_plan_joins_the_calibration_design(tmp_path):
+    """``--plan``: the plan's real rounds are recorded with the tiers it names, round by round."""
+    import json
+
+    from hffm_env.baselines.plan import RoundPlan
+    from hffm_env.fl.schedule import Tier
+
+    plan = RoundPlan.constant(3).with_tier(0, "moe", Tier.EDGE).with_tier(1, "encoder", Tier.NONE)
+    plan_file = tmp_path / "cheap.json"
+    plan_file.write_text(json.dumps({"plan": plan.to_dict()}))
+    out = tmp_path / "refit.pt"
+    code = cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "2",
+                     "--policies", "--mixed", "0", "--random-episodes", "0",
+                     "--plan", str(plan_file), "--out", str(out), "--no-progress"])
+    assert code == 0 and out.exists()
+    (episode,) = read_traces(out.with_suffix(".traces.json"))
+    assert episode["policy"] == "plan:cheap"
+    rounds = episode["rounds"][1:]
+    assert [r.tiers["moe"] for r in rounds] == ["edge", "cloud", "cloud"]
+    assert [r.tiers["encoder"] for r in rounds] == ["cloud", "none", "cloud"]
+
+
 def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     missing = str(tmp_path / "nowhere")
     assert cli_main(["calibrate", "--scenario", "small", "--agent", missing]) == 2
@@ -123,6 +146,11 @@ def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     assert cli_main(["calibrate", "--scenario", "small", "--cloud-every-round",
                      "--from-traces", missing]) == 2
     assert "--cloud-every-round plays real episodes" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--plan", missing]) == 2
+    assert "--plan: plan" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--plan", missing,
+                     "--from-traces", missing]) == 2
+    assert "--plan plays real episodes" in capsys.readouterr().err
     assert cli_main(["calibrate", "--scenario", "small", "--exclude-seeds", "3"]) == 2
     assert "--exclude-seeds" in capsys.readouterr().err
 
