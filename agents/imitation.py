@@ -14,6 +14,7 @@ actions by maximum likelihood and the value head to the demonstrations' discount
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,19 +24,31 @@ from hffm_env.baselines.plan import RoundPlan
 __all__ = ["clone_plan", "CloneReport"]
 
 MINIBATCH = 256
+MIN_GRADIENT_STEPS = 400
+"""Fewer demonstrations get more epochs: at least this many minibatch steps in all."""
 
 
-class CloneReport(dict):
-    """What cloning did: ``rounds`` played, ``epochs``, final ``loss`` and ``match`` (the
-    share of demonstration rounds whose whole action the deterministic policy reproduces)."""
+@dataclass(frozen=True)
+class CloneReport:
+    """What cloning did."""
+
+    rounds: int
+    """demonstration rounds played (over all envs)"""
+    epochs: int
+    loss: float
+    """the last minibatch's loss (negative log-likelihood of the plan's action plus half the
+    value error)"""
+    match: float
+    """share of demonstration rounds whose whole action the deterministic policy reproduces"""
 
 
 def clone_plan(model: Any, vec_env: Any, plan: RoundPlan, menu: tuple[int, ...],
                rounds: int, epochs: int = 50, learning_rate: float = 1e-3,
                normalized: bool = True) -> CloneReport:
     """Play ``plan`` for ``rounds`` rounds over ``vec_env``'s envs (coarse actions), then fit
-    ``model.policy`` to it: the plan's action by cross-entropy, the value by the discounted
-    return of the (normalised) rewards. Returns a :class:`CloneReport`."""
+    ``model.policy`` to it for ``epochs`` epochs (more when there are few demonstrations:
+    :data:`MIN_GRADIENT_STEPS`): the plan's action by cross-entropy, the value by the
+    discounted return of the (normalised) rewards. Returns a :class:`CloneReport`."""
     import torch
 
     from hffm_env.config import MODULE_TYPES
@@ -73,6 +86,7 @@ def clone_plan(model: Any, vec_env: Any, plan: RoundPlan, menu: tuple[int, ...],
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(int(model.seed or 0))
     loss_value = float("nan")
+    epochs = max(epochs, -(-MIN_GRADIENT_STEPS // -(-len(x) // MINIBATCH)))
     policy.set_training_mode(True)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(device)

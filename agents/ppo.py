@@ -199,9 +199,9 @@ def train_sb3(args: TrainArgs) -> float:
         report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
                             tuple(config.env.period_menu), args.imitate_rounds,
                             normalized=args.normalize)
-        print(f"cloned plan {args.imitate}: {report['rounds']} demonstration rounds, "
-              f"{report['epochs']} epochs, the policy reproduces {report['match']:.0%} of "
-              f"its actions (loss {report['loss']:.3f})")
+        print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
+              f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "
+              f"actions (loss {report.loss:.3f})")
 
     def save(where: Path) -> None:
         info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
