@@ -13,8 +13,10 @@ The plan, in the JSON's ``"plan"`` entry, is what ``train_agent.py --imitate`` c
 
 The search plays the surrogate's mean curve. Real rounds are noisy (about 0.012 of accuracy per
 round on ``small``), so a plan that just reaches the target on the mean curve crosses a round
-later in part of the real episodes; searching on the resampled noise instead
-(``--set env.surrogate_noise=residuals``) overfits the noise draws of the search seeds.
+later in part of the real episodes. Searching on the resampled noise instead (``--set
+env.surrogate_noise=residuals``) finds plans that stay just under the target and bet on lucky
+rounds; on ``small`` the residuals, recorded on other schedules' episodes, supplied those more
+often than real training did (README, PPO section).
 
     python benchmarks/plan_search.py --scenario small --target-accuracy 0.357 \\
         --seeds $(seq 0 9) --heldout-seeds $(seq 1000 1029) [--heldout-fidelity train] \\
