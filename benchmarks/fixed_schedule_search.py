@@ -41,7 +41,7 @@ def _describe(policy: Any) -> dict[str, Any]:
             "route": policy.route.name.lower()}
 
 
-def _costs(make_env: Any, candidates: list[Any], seeds: list[int],
+def mean_energy_to_target(make_env: Any, candidates: list[Any], seeds: list[int],
            target: float) -> list[float]:
     """Mean energy to target of each candidate over ``seeds`` (inf if one seed misses)."""
     from hffm_env.baselines.runner import run_benchmark
@@ -75,7 +75,8 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
 
     e0, c0, route = starts()[start]
     edge, cloud = dict.fromkeys(MODULE_TYPES, e0), dict.fromkeys(MODULE_TYPES, c0)
-    best = _costs(make_env, [_schedule(edge, cloud, route, "start")], seeds, target)[0]
+    best = mean_energy_to_target(make_env, [_schedule(edge, cloud, route, "start")], seeds,
+                                 target)[0]
     steps = [{"pass": 0, "change": f"start ({start})", "energy_to_target_j": best}]
     log(f"start {start}: {best:.2f} J to target over seeds {seeds}")
     for n in range(1, max_passes + 1):
@@ -84,7 +85,7 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
             pairs = [(e, c) for e in menu for c in menu]
             candidates = [_schedule({**edge, t: e}, {**cloud, t: c}, route, f"{t}:{e}/{c}")
                           for e, c in pairs]
-            costs = _costs(make_env, candidates, seeds, target)
+            costs = mean_energy_to_target(make_env, candidates, seeds, target)
             i = min(range(len(pairs)), key=costs.__getitem__)
             if costs[i] < best - 1e-9:
                 edge[t], cloud[t] = pairs[i]
@@ -93,8 +94,9 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
                               f"{pairs[i][1]}", "energy_to_target_j": best})
                 log(f"pass {n}: {steps[-1]['change']} -> {best:.2f} J")
         routes = list(Route)
-        costs = _costs(make_env, [_schedule(edge, cloud, r, f"route:{r.name}") for r in routes],
-                       seeds, target)
+        costs = mean_energy_to_target(
+            make_env, [_schedule(edge, cloud, r, f"route:{r.name}") for r in routes], seeds,
+            target)
         i = min(range(len(routes)), key=costs.__getitem__)
         if costs[i] < best - 1e-9:
             route, best, changed = routes[i], costs[i], True

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from _output import emit_json
-from fixed_schedule_search import _costs
+from fixed_schedule_search import mean_energy_to_target
 
 
 def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
@@ -44,7 +44,7 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
     from hffm_env.config import MODULE_TYPES
 
     plan = RoundPlan.constant(rounds, name="best-plan")
-    best = _costs(make_env, [PlanPolicy(plan, "start")], seeds, target)[0]
+    best = mean_energy_to_target(make_env, [PlanPolicy(plan, "start")], seeds, target)[0]
     steps = [{"pass": 0, "change": "start (hffm-d2d-e1)", "energy_to_target_j": best}]
     log(f"start hffm-d2d-e1: {best:.2f} J to target over seeds {seeds}")
     for n in range(1, max_passes + 1):
@@ -54,9 +54,9 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
                 now = plan.round_tiers(r)[t]
                 others = [tier for tier in PLAN_TIERS if tier != now]
                 candidates = [plan.with_tier(r, t, tier) for tier in others]
-                costs = _costs(make_env, [PlanPolicy(c, f"r{r}:{t}:{tier.name}")
-                                          for c, tier in zip(candidates, others)],
-                               seeds, target)
+                costs = mean_energy_to_target(
+                    make_env, [PlanPolicy(c, f"r{r}:{t}:{tier.name}")
+                               for c, tier in zip(candidates, others)], seeds, target)
                 i = min(range(len(others)), key=costs.__getitem__)
                 if costs[i] < best - 1e-9:
                     plan, best, changed = candidates[i], costs[i], True

@@ -59,7 +59,7 @@ def test_a_schedule_that_misses_the_target_costs_infinity(search_module):
                                     dict.fromkeys(MODULE_TYPES, 0), Route.DIRECT, "never")
     e1 = search_module._schedule(dict.fromkeys(MODULE_TYPES, 1),
                                  dict.fromkeys(MODULE_TYPES, 1), Route.D2D_RELAY, "e1")
-    costs = search_module._costs(make, [never, e1], [0], 0.357)
+    costs = search_module.mean_energy_to_target(make, [never, e1], [0], 0.357)
     assert costs[0] == math.inf and 20 < costs[1] < 60
 
 
