@@ -108,9 +108,10 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
     return _schedule(edge, cloud, route, "best-fixed"), best, steps
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Search, judge on held-out seeds, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
+    """The arguments every search benchmark shares (scenario, overrides, target, search and
+    held-out seeds, held-out fidelity); ``judged`` names what the held-out seeds judge."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
@@ -119,8 +120,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
                         help="search seeds, training seeds below 1000 (default 0..9)")
     parser.add_argument("--heldout-seeds", type=int, nargs="*", default=list(range(1000, 1030)),
-                        help="seeds the winner is judged on (default 1000..1029; none: skip)")
+                        help=f"seeds the {judged} is judged on (default 1000..1029; none: skip)")
     parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
+    return parser
+
+
+def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` naming the first shared argument out of range (search seeds must be
+    training seeds; the target in (0, 1); at least one pass)."""
+    if any(s >= 1000 for s in args.seeds):
+        parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
+                     "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
+    if not 0 < args.target_accuracy < 1:
+        parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
+    if args.max_passes < 1:
+        parser.error(f"--max-passes {args.max_passes}: must be >= 1")
+
+
+def env_factory(args: argparse.Namespace) -> Any:
+    """``make(fidelity)``: a factory of the searched scenario's env in that fidelity."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+
+    def make(fidelity: str) -> Any:
+        return lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=fidelity,
+                                overrides=args.overrides)
+
+    return make
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Search, judge on held-out seeds, print the table."""
+    parser = search_parser(__doc__.splitlines()[0], judged="winner")
     parser.add_argument("--starts", nargs="+", default=["hffm-d2d-e1", "hffm-d2d-e2", "star"],
                         metavar="NAME", help="fixed schedules to descend from: names of the "
                         "paper's menu, never, or hffm-d2d-e1 (default: hffm-d2d-e1 hffm-d2d-e2 "
@@ -129,25 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="write the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
-    if any(s >= 1000 for s in args.seeds):
-        parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
-                     "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
-    if not 0 < args.target_accuracy < 1:
-        parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
+    check_search_args(parser, args)
     unknown = [n for n in args.starts if n not in starts()]
     if unknown:
         parser.error(f"--starts {unknown}: known are {list(starts())}")
-    if args.max_passes < 1:
-        parser.error(f"--max-passes {args.max_passes}: must be >= 1")
 
-    import gymnasium as gym
-
-    import hffm_env  # noqa: F401  (registers the env ids)
     from hffm_env.baselines.runner import format_table, run_benchmark
 
-    def make(fidelity: str) -> Any:
-        return lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=fidelity,
-                                overrides=args.overrides)
+    make = env_factory(args)
 
     probe = make("surrogate")()
     menu = tuple(probe.unwrapped.layout.menu)

@@ -25,14 +25,18 @@ often than real training did (README, PPO section).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from typing import Any
 
 from _output import emit_json
-from fixed_schedule_search import mean_energy_to_target
+from fixed_schedule_search import (
+    check_search_args,
+    env_factory,
+    mean_energy_to_target,
+    search_parser,
+)
 
 
 def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
@@ -70,17 +74,7 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
 
 def main(argv: list[str] | None = None) -> int:
     """Search, judge on held-out seeds, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="small")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--target-accuracy", type=float, required=True,
-                        help="the global accuracy to reach (e.g. the trade-off run's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
-                        help="search seeds, training seeds below 1000 (default 0..9)")
-    parser.add_argument("--heldout-seeds", type=int, nargs="*", default=list(range(1000, 1030)),
-                        help="seeds the plan is judged on (default 1000..1029; none: skip)")
-    parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
+    parser = search_parser(__doc__.splitlines()[0], judged="plan")
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
     parser.add_argument("--max-passes", type=int, default=3)
@@ -89,26 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="write the plan, the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
-    if any(s >= 1000 for s in args.seeds):
-        parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
-                     "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
-    if not 0 < args.target_accuracy < 1:
-        parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
-    if args.max_passes < 1:
-        parser.error(f"--max-passes {args.max_passes}: must be >= 1")
+    check_search_args(parser, args)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be >= 1")
 
-    import gymnasium as gym
-
-    import hffm_env  # noqa: F401  (registers the env ids)
     from hffm_env.baselines.calibrate import cloud_every_round_schedules
     from hffm_env.baselines.plan import PlanPolicy
     from hffm_env.baselines.runner import format_table, run_benchmark
 
-    def make(fidelity: str) -> Any:
-        return lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=fidelity,
-                                overrides=args.overrides)
+    make = env_factory(args)
 
     probe = make("surrogate")()
     rounds = args.rounds or probe.unwrapped.config.env.episode_rounds

@@ -25,6 +25,14 @@ def _plan() -> RoundPlan:
             .with_tier(0, "encoder", Tier.NONE))
 
 
+@pytest.fixture
+def plan_file(tmp_path) -> Path:
+    """:func:`_plan` as plan_search.py writes it (under ``"plan"``), in ``cheap.json``."""
+    path = tmp_path / "cheap.json"
+    path.write_text(json.dumps({"plan": _plan().to_dict()}))
+    return path
+
+
 def test_a_plan_round_is_a_coarse_action_with_periods_0_and_1():
     plan = _plan()
     a0 = plan.coarse_action(0, MENU, num_clusters=4)
@@ -131,14 +139,12 @@ def test_bad_arguments_are_named(search_module, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_cloning_makes_the_policy_play_the_plan(tmp_path):
+def test_cloning_makes_the_policy_play_the_plan(tmp_path, plan_file):
     """After cloning (and no PPO step that changes it), the deterministic agent plays the
     plan's actions round by round, and a bad --imitate is refused before any work."""
     from hffm_env.agents.command import main as train_main
     from hffm_env.agents.ppo import AgentPolicy
 
-    plan_file = tmp_path / "plan.json"
-    plan_file.write_text(json.dumps({"plan": _plan().to_dict()}))
     out = tmp_path / "run"
     assert train_main(["--scenario", "small", "--fidelity", "cost", "--action-mode", "coarse",
                        "--algo", "ppo", "--total-timesteps", "1", "--n-steps", "8",
@@ -178,11 +184,9 @@ def test_bad_imitate_is_one_error_line(tmp_path, capsys, extra, message):
     assert len(err) == 1 and message in err[0]
 
 
-def test_hffm_bench_plays_a_plan_and_names_a_bad_one(tmp_path, capsys):
+def test_hffm_bench_plays_a_plan_and_names_a_bad_one(tmp_path, capsys, plan_file):
     from hffm_env.cli import main as hffm
 
-    plan_file = tmp_path / "cheap.json"
-    plan_file.write_text(json.dumps({"plan": _plan().to_dict()}))
     out = tmp_path / "bench.json"
     assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
                  "--plan", str(plan_file), "--policies", "never", "--no-progress",
@@ -196,13 +200,11 @@ def test_hffm_bench_plays_a_plan_and_names_a_bad_one(tmp_path, capsys):
     assert "--plan: plan" in capsys.readouterr().err
 
 
-def test_hffm_bench_with_no_baseline_runs_only_the_plan(tmp_path, capsys):
+def test_hffm_bench_with_no_baseline_runs_only_the_plan(tmp_path, capsys, plan_file):
     """``--policies ''`` leaves the baselines out (a plan or agent alone), and with nothing
     else to run it is one error line."""
     from hffm_env.cli import main as hffm
 
-    plan_file = tmp_path / "cheap.json"
-    plan_file.write_text(json.dumps({"plan": _plan().to_dict()}))
     out = tmp_path / "bench.json"
     assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
                  "--plan", str(plan_file), "--policies", "", "--no-progress",
