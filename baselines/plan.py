@@ -26,7 +26,7 @@ import numpy as np
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route, Tier
 
-__all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS"]
+__all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS", "cheapest_routes"]
 
 PLAN_TIERS = (Tier.NONE, Tier.EDGE, Tier.CLOUD)
 """The tiers a plan can name for a module type in a round."""
@@ -146,13 +146,60 @@ class RoundPlan:
         return cls.from_dict(data, where=f"plan {str(path)!r}")
 
 
+def cheapest_routes(engine: Any, network: Any, tiers: dict[str, Tier],
+                    routes: list[Route], heads: list[int]) -> tuple[list[Route], list[int]]:
+    """Per cluster, the route and head that make a round's transfers at ``tiers`` cheapest in
+    energy under the current channels, priced by the cost model (``engine.price_schedule``:
+    nothing is trained or changed). One pass of coordinate descent over the clusters, starting
+    from ``routes`` and ``heads``: each cluster tries every route and, for the D2D relay,
+    every available member as its head; a change is kept only if the round's energy falls.
+    Clusters with no available member keep their entries."""
+    from hffm_env.fl.schedule import Schedule
+
+    def energy(rs: list[Route], hs: list[int]) -> float:
+        schedule = Schedule(tiers=dict(tiers), routes=tuple(rs), heads=tuple(hs))
+        return engine.price_schedule(schedule, with_compute=False).energy_j
+
+    routes, heads = list(routes), list(heads)
+    best = energy(routes, heads)
+    for cluster in range(network.num_clusters):
+        members = [int(d) for d in network.available_members(cluster)]
+        if not members:
+            continue
+        for route in Route:
+            for head in members if route == Route.D2D_RELAY else [heads[cluster]]:
+                trial_routes, trial_heads = list(routes), list(heads)
+                trial_routes[cluster], trial_heads[cluster] = route, head
+                trial = energy(trial_routes, trial_heads)
+                if trial < best:
+                    best, routes, heads = trial, trial_routes, trial_heads
+    return routes, heads
+
+
 class PlanPolicy:
     """A :class:`RoundPlan` as a baselines ``Policy``: round ``r`` of an episode plays the
-    plan's round ``r`` (default heads, no pair exchange, pending modules from the edge)."""
+    plan's round ``r`` (pending modules from the edge).
 
-    def __init__(self, plan: RoundPlan, name: str | None = None) -> None:
+    By default with the network's heads and no pair exchange. The two options switch on the
+    full action's other levers, to measure what they add to a plan
+    (``benchmarks/action_levers.py``):
+
+    Args:
+        plan: the plan.
+        name: the label in tables (default: the plan's name).
+        cheapest_routes: each round, each cluster's route and head chosen by the cost model
+            for that round's channels (:func:`cheapest_routes`) instead of the plan's route
+            and the default head.
+        gossip_idle: D2D pairs (every device with its nearest cluster mate, repaired by the
+            env) exchange every module type that the plan leaves at tier none in that round.
+    """
+
+    def __init__(self, plan: RoundPlan, name: str | None = None, *,
+                 cheapest_routes: bool = False, gossip_idle: bool = False) -> None:
         self.plan = plan
         self.name = name or plan.name
+        self.cheapest_routes = cheapest_routes
+        self.gossip_idle = gossip_idle
         self.env: Any = None
         self.round = 0
 
@@ -162,8 +209,21 @@ class PlanPolicy:
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """This round's action of the plan."""
-        from hffm_env.wrappers import full_action
+        from hffm_env.wrappers import full_action, relay_from_edge
 
         edge, cloud = self.plan.periods(self.round)
+        tiers = self.plan.round_tiers(self.round)
         self.round += 1
-        return full_action(self.env, edge, cloud, self.plan.route)
+        if not (self.cheapest_routes or self.gossip_idle):
+            return full_action(self.env, edge, cloud, self.plan.route)
+        base = self.env.unwrapped
+        layout = base.layout
+        routes = [self.plan.route] * layout.num_clusters
+        heads = [int(h) for h in base.network.heads]
+        if self.cheapest_routes:
+            routes, heads = cheapest_routes(base.engine, base.network, tiers, routes, heads)
+        idle = {t: self.gossip_idle and tier == Tier.NONE for t, tier in tiers.items()}
+        partners = np.ones(layout.num_devices, dtype=np.int64) if self.gossip_idle else None
+        return layout.encode(edge, cloud, routes, pair_exchange=idle, heads=heads,
+                             partners=partners,
+                             relay=relay_from_edge(layout.num_requests, len(base.engine.pending)))

@@ -100,6 +100,85 @@ def test_plan_policy_plays_the_cloud_every_round_schedule_like_hffm_d2d_e1():
     assert cheap.energy_j[0] < e1.energy_j[0] and cheap.energy_j[1:] == e1.energy_j[1:]
 
 
+def test_the_lever_options_play_the_plan_with_cheaper_routes_and_idle_gossip():
+    """cheapest_routes picks, per cluster, a route and an available head that the cost model
+    prices no dearer than the plan's; gossip_idle turns on pair exchange exactly for the
+    module types the plan leaves at tier none, with partners; neither changes the tiers."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+    from hffm_env.baselines.plan import cheapest_routes
+    from hffm_env.fl.schedule import Schedule
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.episode_rounds=3"])
+    base = env.unwrapped
+    obs, info = env.reset(seed=5)
+    tiers = _plan().round_tiers(0)
+    c = base.layout.num_clusters
+    heads = [int(h) for h in base.network.heads]
+    routes, chosen = cheapest_routes(base.engine, base.network, tiers, [Route.D2D_RELAY] * c,
+                                     heads)
+
+    def price(rs, hs):
+        return base.engine.price_schedule(Schedule(tiers=tiers, routes=tuple(rs),
+                                                   heads=tuple(hs)), with_compute=False).energy_j
+
+    assert price(routes, chosen) <= price([Route.D2D_RELAY] * c, heads)
+    for k, head in enumerate(chosen):
+        assert head in base.network.available_members(k)
+    for cheap, gossip in ((True, False), (False, True)):
+        policy = PlanPolicy(_plan(), cheapest_routes=cheap, gossip_idle=gossip)
+        obs, info = env.reset(seed=5)
+        policy.reset(env, 5)
+        action = policy.act(obs, info)
+        layout = base.layout
+        named = dict(zip(layout.slot_names, action, strict=True))
+        idle = {t for t, tier in tiers.items() if tier == Tier.NONE}
+        assert {t for t in MODULE_TYPES if named[f"pair_exchange/{t}"]} == (idle if gossip
+                                                                            else set())
+        assert any(named[n] for n in layout.slot_names if n.startswith("partner/")) == gossip
+        if cheap:
+            assert [Route(int(named[f"route/{k}"])) for k in range(c)] == routes
+        obs, _, _, _, info = env.step(action)
+        assert {t: Tier[v.upper()] if isinstance(v, str) else Tier(v)
+                for t, v in info["schedule"]["tiers"].items() if t not in idle} == {
+            t: tier for t, tier in tiers.items() if t not in idle}
+
+
+def test_action_levers_bench_prices_each_lever_against_the_plan(tmp_path, monkeypatch,
+                                                                 plan_file):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import action_levers
+
+    out = tmp_path / "levers.json"
+    try:
+        assert action_levers.main(["--plan", str(plan_file), "--seeds", "1000", "1001",
+                                   "--set", "env.episode_rounds=3", "--no-progress",
+                                   "--json", str(out)]) == 0
+    finally:
+        del sys.modules["action_levers"]
+    levers = json.loads(out.read_text())["levers"]
+    assert list(levers) == ["plan", "plan+cheapest-routes", "plan+gossip", "never"]
+    assert levers["never"]["transfers_per_round_j"]["mean"] == 0.0
+    assert levers["plan"]["transfers_per_round_j"]["mean"] > 0.5
+    # choosing routes and heads by the cost model never costs more than the plan's route
+    assert levers["plan+cheapest-routes"]["change_vs_plan_j"]["mean"] <= 0.0
+    assert levers["never"]["change_vs_plan_transfers_pct"]["mean"] == pytest.approx(-100.0)
+
+
+def test_action_levers_bench_names_a_bad_plan(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import action_levers
+
+    try:
+        with pytest.raises(SystemExit):
+            action_levers.main(["--plan", str(tmp_path / "missing.json")])
+    finally:
+        del sys.modules["action_levers"]
+    assert "--plan" in capsys.readouterr().err
+
+
 @pytest.fixture
 def search_module(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))

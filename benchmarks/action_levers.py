@@ -1,0 +1,133 @@
+"""What do the full action's other levers add to a round plan? Routes, heads and D2D gossip.
+
+A round plan (``benchmarks/plan_search.py``) chooses only the tier of each module type in each
+round, with one route and the default heads. The full action has more levers; this plays the
+plan with each of them switched on (``hffm_env.baselines.plan.PlanPolicy``'s options) beside
+the plan itself and ``never`` (local training only, the compute floor of every round):
+
+- ``+cheapest-routes``: every round, each cluster's route (direct, D2D relay, star) and head
+  chosen by the cost model for that round's channels, the cheapest in energy
+  (:func:`~hffm_env.baselines.plan.cheapest_routes`): the most that acting on the channels can
+  save on the plan's transfers;
+- ``+gossip``: D2D pairs (every device with its nearest cluster mate) exchange every module
+  type the plan leaves unaggregated in that round, a cheap source of accuracy if there is one.
+
+It prints the bench table and, per variant, the energy per round, its transfer part (minus
+``never``'s, seed by seed) and the change against the plan (mean and std over seeds). In
+``cost`` fidelity (the default; seconds) only prices are measured; in ``train`` fidelity (real
+training) the table's energy to target shows what the levers do to accuracy.
+
+    python benchmarks/action_levers.py [--plan FILE] [--scenario small] [--fidelity cost] \\
+        [--seeds 1000 ...] [--target-accuracy T] [--set KEY=VALUE ...] [--json [FILE]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from _output import emit_json
+
+DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
+"""The plan of the README's PPO section."""
+
+
+def variants(plan: Any) -> list[Any]:
+    """The plan, the plan with each lever, and ``never``."""
+    from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+    from hffm_env.fl.schedule import Tier
+
+    return [PlanPolicy(plan, "plan"),
+            PlanPolicy(plan, "plan+cheapest-routes", cheapest_routes=True),
+            PlanPolicy(plan, "plan+gossip", gossip_idle=True),
+            PlanPolicy(RoundPlan.constant(1, Tier.NONE), "never")]
+
+
+def _stat(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def lever_summary(episodes: list[Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant, over seeds: energy per round, its transfer part (minus ``never``'s energy
+    per round on the same seed) and the change of the energy per round against ``plan``'s on
+    the same seed (J and % of the plan's transfers)."""
+    per_round = {(e.policy, e.seed): statistics.fmean(e.energy_j) for e in episodes}
+    seeds = sorted({seed for _, seed in per_round})
+    names = list(dict.fromkeys(e.policy for e in episodes))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in names:
+        mine = [per_round[(name, s)] for s in seeds]
+        transfers = [per_round[(name, s)] - per_round[("never", s)] for s in seeds]
+        change = [per_round[(name, s)] - per_round[("plan", s)] for s in seeds]
+        plan_transfers = [per_round[("plan", s)] - per_round[("never", s)] for s in seeds]
+        share = [100.0 * c / t for c, t in zip(change, plan_transfers, strict=True) if t > 0]
+        out[name] = {"energy_per_round_j": _stat(mine), "transfers_per_round_j": _stat(transfers),
+                     "change_vs_plan_j": _stat(change),
+                     "change_vs_plan_transfers_pct": _stat(share or [0.0])}
+    return out
+
+
+def format_levers(levers: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The lever table as Markdown."""
+    def cell(stat: dict[str, float], digits: int = 2) -> str:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+    rows = ["| variant | energy/round (J) | transfers/round (J) | against the plan (J/round) "
+            "| against the plan's transfers (%) |", "| --- | --- | --- | --- | --- |"]
+    for name, row in levers.items():
+        rows.append(f"| {name} | {cell(row['energy_per_round_j'])} | "
+                    f"{cell(row['transfers_per_round_j'])} | {cell(row['change_vs_plan_j'], 3)} | "
+                    f"{cell(row['change_vs_plan_transfers_pct'], 1)} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Play the variants, print the bench table and the lever table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default=str(DEFAULT_PLAN),
+                        help="a plan JSON (plan_search.py's output or a plan itself; default: "
+                             "the README's, docs/results/plan_search_small4.json)")
+    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    parser.add_argument("--fidelity", default="cost", choices=("cost", "surrogate", "train"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1030)))
+    parser.add_argument("--target-accuracy", type=float, default=None,
+                        help="accuracy target of the table (default: 0.9 x the best final "
+                             "accuracy; not used in cost fidelity)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="write the levers and the bench as JSON to FILE (stdout without "
+                             "FILE)")
+    args = parser.parse_args(argv)
+
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+    from hffm_env.baselines.plan import RoundPlan
+    from hffm_env.baselines.runner import format_table, run_benchmark
+
+    try:
+        plan = RoundPlan.read(args.plan)
+    except (OSError, ValueError) as err:
+        parser.error(f"--plan: {err}")
+    result = run_benchmark(
+        lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=args.fidelity,
+                         overrides=args.overrides),
+        variants(plan), seeds=args.seeds, target_accuracy=args.target_accuracy,
+        progress=args.progress, scenario=args.scenario, fidelity=args.fidelity)
+    levers = lever_summary(result.episodes)
+    print(format_table(result))
+    print()
+    print(format_levers(levers))
+    emit_json({"plan": plan.to_dict(), "seeds": args.seeds, "fidelity": args.fidelity,
+               "levers": levers, "bench": result.to_dict()}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
