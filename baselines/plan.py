@@ -5,9 +5,11 @@ A fixed schedule repeats the same periods every round; a plan may change them fr
 to the next (e.g. keep the MoE module at the edge in the first rounds and send it to the cloud
 later). Every round of a plan is a coarse action (:class:`~hffm_env.wrappers.CoarseActions`)
 with periods 0 or 1: period 1 at a tier makes that tier due in that round, 0 never. After its
-last round a plan repeats its last round. A plan is not a baseline: it is what behaviour
-cloning starts a PPO agent from (``train_agent.py --imitate PLAN.json``) and what the agent's
-results are compared with beside the baselines.
+last round a plan repeats its last round. :class:`PlanPolicy` plays it with the network's
+heads and no pair exchange, or with the full action's other levers switched on
+(``cheapest_routes``, ``gossip_idle``; ``benchmarks/action_levers.py`` prices them). A plan
+is not a baseline: it is what behaviour cloning starts a PPO agent from (``train_agent.py
+--imitate PLAN.json``) and what the agent's results are compared with beside the baselines.
 
     plan = RoundPlan.read("docs/results/plan_search_small4.json")
     policy = PlanPolicy(plan)                       # a Policy for hffm bench's runner
