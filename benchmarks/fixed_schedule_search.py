@@ -122,6 +122,8 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
     parser.add_argument("--heldout-seeds", type=int, nargs="*", default=list(range(1000, 1030)),
                         help=f"seeds the {judged} is judged on (default 1000..1029; none: skip)")
     parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar for the held-out judgement")
     return parser
 
 
@@ -135,6 +137,21 @@ def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
     if args.max_passes < 1:
         parser.error(f"--max-passes {args.max_passes}: must be >= 1")
+
+
+def judge_heldout(args: argparse.Namespace, make: Any, found: Any) -> dict[str, Any]:
+    """Play what a search ``found`` beside ``hffm-d2d-e1`` (its start) and ``hffm-d2d-e2``
+    (the best baseline) on the held-out seeds, print the table, return the bench as a dict."""
+    from hffm_env.baselines.calibrate import cloud_every_round_schedules
+    from hffm_env.baselines.runner import format_table, run_benchmark
+
+    result = run_benchmark(make(args.heldout_fidelity),
+                           [found, cloud_every_round_schedules()[0], "hffm-d2d-e2"],
+                           seeds=args.heldout_seeds, target_accuracy=args.target_accuracy,
+                           scenario=args.scenario, fidelity=args.heldout_fidelity,
+                           progress=not args.no_progress)
+    print(format_table(result))
+    return result.to_dict()
 
 
 def env_factory(args: argparse.Namespace) -> Any:
@@ -166,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--starts {unknown}: known are {list(starts())}")
 
-    from hffm_env.baselines.runner import format_table, run_benchmark
 
     make = env_factory(args)
 
@@ -189,14 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                            "search_s": search_s, "descents": descents,
                            "best_from": winner, "best": _describe(best)}
     if args.heldout_seeds:
-        from hffm_env.baselines.calibrate import cloud_every_round_schedules
-
-        e1 = cloud_every_round_schedules()[0]
-        result = run_benchmark(make(args.heldout_fidelity), [best, e1, "hffm-d2d-e2"],
-                               seeds=args.heldout_seeds, target_accuracy=args.target_accuracy,
-                               scenario=args.scenario, fidelity=args.heldout_fidelity)
-        print(format_table(result))
-        out["heldout"] = result.to_dict()
+        out["heldout"] = judge_heldout(args, make, best)
     emit_json(out, args.json)
     return 0
 

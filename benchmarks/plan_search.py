@@ -34,6 +34,7 @@ from _output import emit_json
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
+    judge_heldout,
     mean_energy_to_target,
     search_parser,
 )
@@ -78,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
     parser.add_argument("--max-passes", type=int, default=3)
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar for the held-out judgement")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="write the plan, the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
@@ -87,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be >= 1")
 
-    from hffm_env.baselines.calibrate import cloud_every_round_schedules
     from hffm_env.baselines.plan import PlanPolicy
-    from hffm_env.baselines.runner import format_table, run_benchmark
 
     make = env_factory(args)
 
@@ -108,14 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                            "search_s": search_s, "energy_to_target_j": cost, "steps": steps,
                            "plan": plan.to_dict()}
     if args.heldout_seeds:
-        result = run_benchmark(make(args.heldout_fidelity),
-                               [PlanPolicy(plan), cloud_every_round_schedules()[0],
-                                "hffm-d2d-e2"],
-                               seeds=args.heldout_seeds, target_accuracy=args.target_accuracy,
-                               scenario=args.scenario, fidelity=args.heldout_fidelity,
-                               progress=not args.no_progress)
-        print(format_table(result))
-        out["heldout"] = result.to_dict()
+        out["heldout"] = judge_heldout(args, make, PlanPolicy(plan))
     emit_json(out, args.json)
     return 0
 
