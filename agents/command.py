@@ -36,11 +36,11 @@ def _flag_type(annotation: object) -> tuple[type, bool]:
     return annotation, False  # type: ignore[return-value]
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """An argument parser with one flag per :class:`TrainArgs` field."""
-    parser = parser or argparse.ArgumentParser(
-        prog="train_agent.py", description=__doc__.splitlines()[2]
-    )
+def build_parser(parser: argparse.ArgumentParser | None = None,
+                 prog: str = "train_agent.py") -> argparse.ArgumentParser:
+    """An argument parser with one flag per :class:`TrainArgs` field (``prog`` names the
+    command in usage lines: ``hffm train`` when run through ``hffm``)."""
+    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[2])
     hints = typing.get_type_hints(TrainArgs)
     for f in dataclasses.fields(TrainArgs):
         flag = "--" + f.name.replace("_", "-")
@@ -63,9 +63,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
+def parse_args(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> TrainArgs:
     """Parse the command line into :class:`TrainArgs`."""
-    namespace = build_parser().parse_args(argv)
+    namespace = build_parser(prog=prog).parse_args(argv)
     return TrainArgs(**{k: v for k, v in vars(namespace).items() if v is not None
                         or k not in _LIST_FIELDS})
 
@@ -74,33 +74,34 @@ _LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
                 if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int:
     """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
-    arguments or files (one line on stderr), 130 after Ctrl-C (what existed was saved)."""
+    arguments or files (one line on stderr, led by ``prog``), 130 after Ctrl-C (what existed
+    was saved)."""
     from hffm_env.agents.common import TrainingInterrupted
 
     try:
-        args = parse_args(argv)
+        args = parse_args(argv, prog)
     except ValueError as err:
-        print(f"train_agent: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
         return int(done.code or 0)
     try:
         results = train(args)
     except (ValueError, FileNotFoundError) as err:  # ConfigError, AgentFileError included
-        print(f"train_agent: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stop:
-        print(f"train_agent: {stop}", file=sys.stderr)
+        print(f"{prog}: {stop}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("train_agent: interrupted before training started; nothing was saved",
+        print(f"{prog}: interrupted before training started; nothing was saved",
               file=sys.stderr)
         return 130
     print(Path(args.out, "results.md").read_text())
     if results.get("interrupted"):
-        print(f"train_agent: evaluation interrupted; the agent and the finished episodes are "
+        print(f"{prog}: evaluation interrupted; the agent and the finished episodes are "
               f"in {args.out}", file=sys.stderr)
         return 130
     print(f"results written to {args.out}/results.json, results.md, pareto.png "

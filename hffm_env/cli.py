@@ -513,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import hffm_env.agents.command as train_agent
 
         try:
-            return int(train_agent.main(argv[1:]) or 0)
+            return int(train_agent.main(argv[1:], prog="hffm train") or 0)
         except KeyboardInterrupt:
             print("hffm: interrupted", file=sys.stderr)
             return 130

@@ -31,9 +31,12 @@ def test_errors_are_one_line_with_status_2(capsys):
 
 def test_train_takes_every_train_agent_flag_including_help(capsys):
     assert main(["train", "--help"]) == 0
-    assert "--total-timesteps" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "--total-timesteps" in help_text
+    assert help_text.startswith("usage: hffm train")  # named as the user typed it
     assert main(["train", "--algo", "dqn"]) == 2
-    assert "invalid choice: 'dqn'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 'dqn'" in err and err.startswith("usage: hffm train")
 
 
 def test_pretrain_reports_the_frozen_parts_probes(capsys, tmp_path, monkeypatch):
