@@ -119,7 +119,7 @@ def train_sb3(args: TrainArgs) -> float:
 
     Writes under ``args.out``: the agent folder (``model.zip``, ``agent.json``,
     ``vecnormalize.npz`` when normalising; see :mod:`~hffm_env.agents.checkpoint`), checkpoints
-    as agent folders in ``checkpoints/step_<N>/``, ``runs/{scenario}__{algo}__{seed}__{time}/``
+    as agent folders in ``checkpoints/step_<N>/``, ``runs/{scenario}__{algo}__{seed}__{time}_1/``
     (TensorBoard) and ``train_args.json``. Ctrl-C saves the agent folder and raises
     :class:`TrainingInterrupted`.
     """
