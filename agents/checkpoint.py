@@ -21,6 +21,7 @@ for evaluation (``hffm bench --agent``) and for ``--resume`` alike.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import tempfile
 import zipfile
@@ -65,6 +66,11 @@ class AgentFileError(ValueError):
     """An agent path that is not a loadable agent folder; the message says why, in one line."""
 
 
+ACTION_MODES = ("full", "coarse", "menu")
+"""How a policy acts: the env's full action, :class:`hffm_env.wrappers.CoarseActions` or
+:class:`hffm_env.wrappers.ScheduleMenu`."""
+
+
 @dataclass(frozen=True)
 class AgentInfo:
     """The plain-data description of a saved agent (``agent.json``)."""
@@ -78,6 +84,7 @@ class AgentInfo:
     engine: str = "sb3"  # "rllib": policy.pt and rllib/ instead of model.zip (agents/rllib.py)
     multi_agent: bool = False  # RLlib only: an edge module and a cloud module
     hidden_sizes: tuple[int, ...] = (64, 64)  # RLlib only: the network to rebuild
+    normalized: bool | None = None  # trained on VecNormalize (vecnormalize.npz); None: not said
 
     def to_json(self) -> str:
         """As JSON text."""
@@ -161,6 +168,10 @@ class Normalization:
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         """An observation as the trained policy saw it."""
+        if np.shape(obs) != self.obs_mean.shape:
+            raise AgentFileError(
+                f"normalisation statistics are for observations of shape {self.obs_mean.shape}, "
+                f"the env's are {np.shape(obs)}")
         if not self.norm_obs:
             return np.asarray(obs, dtype=np.float32)
         x = (np.asarray(obs, dtype=np.float64) - self.obs_mean) / np.sqrt(self.obs_var
@@ -246,6 +257,9 @@ def find_agent(path: str | Path) -> AgentFolder:
         raise AgentFileError(f"{info_path}: algo = {info.algo!r}: known are "
                              f"{list(ALGO_CLASSES)}")
     norm_path = folder / NORMALIZATION_FILE
+    if info.normalized and not norm_path.is_file():
+        raise AgentFileError(f"{folder}: no {NORMALIZATION_FILE}, yet {INFO_FILE} says the "
+                             "agent was trained on normalised observations")
     normalization = Normalization.load(norm_path) if norm_path.exists() else None
     return AgentFolder(folder, info, normalization)
 
@@ -273,11 +287,15 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
     try:
         raw = json.loads(info_path.read_text())
         info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
-        return replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes))
+        info = replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes))
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as err:
         if not required:
             return AgentInfo(algo="")
         raise AgentFileError(f"{info_path}: unreadable ({err})") from None
+    if info.action_mode not in ACTION_MODES:
+        raise AgentFileError(f"{info_path}: action_mode = {info.action_mode!r}: known are "
+                             f"{list(ACTION_MODES)}")
+    return info
 
 
 def algo_class(algo: str) -> Any:
@@ -306,6 +324,9 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
                   action_space=action_space, clip_range=agent.info.clip_range)
     try:
         return cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as err:
+        raise AgentFileError(f"{agent.model_path}: corrupt weights ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:200]})") from None
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         first = first.rstrip(":")

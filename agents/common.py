@@ -4,12 +4,15 @@ rules and the ``train_args.json`` record. Nothing here imports an RL library."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hffm_env.agents.checkpoint import ACTION_MODES
 from hffm_env.config import scenario_names
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "ACTION_MODES", "OUT_FILES",
@@ -17,7 +20,8 @@ __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "ACTION_MODES
 
 ALGOS = ("ppo", "maskable-ppo")
 ENGINES = ("sb3", "rllib")
-ACTION_MODES = ("full", "coarse", "menu")
+SB3_SEED_MAX = 2**32 - 1
+"""stable-baselines3 seeds numpy's legacy generator, which takes seeds below 2**32."""
 
 
 def wrap_actions(env: Any, action_mode: str) -> Any:
@@ -239,18 +243,57 @@ class TrainArgs:
 
             try:  # a bad file is one error line before any work
                 RoundPlan.read(self.imitate)
-            except FileNotFoundError as err:
+            except (OSError, ValueError) as err:
                 raise ValueError(f"imitate: {err}") from None
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every",
                      "imitate_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
+        self._check_numbers()
         from hffm_env.config import load_scenario, scenario_names
 
         if self.scenario not in scenario_names():
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
         load_scenario(self.scenario, config_file=self.config,
                       overrides=self.scenario_overrides())  # a ConfigError before any work
+
+    def _check_numbers(self) -> None:
+        """Seeds, rates and the evaluation's policies: refused before any training, since a
+        bad one would otherwise surface only when used (after training, for the evaluation)."""
+        if not 0 <= self.seed <= SB3_SEED_MAX:
+            raise ValueError(f"seed = {self.seed}: must be in 0..2**32-1 (stable-baselines3 "
+                             "seeds numpy with it)")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            raise ValueError(f"learning_rate = {self.learning_rate}: must be a finite number "
+                             ">= 0 (0 keeps a cloned policy as it is)")
+        if not (math.isfinite(self.ent_coef) and self.ent_coef >= 0):
+            raise ValueError(f"ent_coef = {self.ent_coef}: must be a finite number >= 0")
+        if not self.eval_seeds:
+            raise ValueError("eval_seeds = []: the final comparison needs at least one seed")
+        bad = [s for s in self.eval_seeds if not 0 <= s <= 2**63 - 1]
+        if bad:
+            raise ValueError(f"eval_seeds has {bad[0]}: seeds are integers in 0..2**63-1")
+        from hffm_env.baselines.policies import policy_names
+
+        unknown = [p for p in self.eval_policies if p not in policy_names()]
+        if unknown:
+            raise ValueError(f"eval_policies has {unknown[0]!r}: known policies are "
+                             f"{policy_names()}")
+        if self.surrogate is not None:  # a bad file is one line now, not after training
+            from hffm_env.fl.surrogate import AccuracySurrogate
+
+            try:
+                AccuracySurrogate.load(self.surrogate)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
+                raise ValueError(f"surrogate = {self.surrogate!r}: {what}") from None
+        if self.device != "auto":
+            from hffm_env.arguments import device
+
+            try:
+                device(self.device)
+            except argparse.ArgumentTypeError as err:
+                raise ValueError(f"device = {err}") from None
 
     @property
     def final_fidelity(self) -> str:

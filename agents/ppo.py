@@ -129,6 +129,7 @@ def train_sb3(args: TrainArgs) -> float:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from hffm_env.agents.checkpoint import (
+        AgentFileError,
         AgentInfo,
         Normalization,
         algo_class,
@@ -163,8 +164,11 @@ def train_sb3(args: TrainArgs) -> float:
                 stats.apply_to(vec)
         return vec
 
-    vec_env = vector_env(args.fidelity, args.seed,
-                         resume.normalization if resume is not None else None)
+    try:
+        vec_env = vector_env(args.fidelity, args.seed,
+                             resume.normalization if resume is not None else None)
+    except AgentFileError as err:  # statistics of another observation size
+        raise AgentFileError(f"resume = {args.resume!r}: {err}") from None
 
     run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
     log_dir = out / "runs"
@@ -206,7 +210,8 @@ def train_sb3(args: TrainArgs) -> float:
     def save(where: Path) -> None:
         info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
                          num_timesteps=int(model.num_timesteps), scenario=args.scenario,
-                         fidelity=args.fidelity, action_mode=args.action_mode)
+                         fidelity=args.fidelity, action_mode=args.action_mode,
+                         normalized=bool(args.normalize))
         save_agent(out / where, model, info, vec_env if args.normalize else None)
 
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),

@@ -161,15 +161,30 @@ def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]
     a fit or an error measured on them would belong to another scenario. Files written before
     traces carried their key (a bare list of episodes) are read unchecked."""
     path = Path(path)
-    raw = path.read_bytes()
-    data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
-    episodes = data if isinstance(data, list) else data["episodes"]
-    recorded = None if isinstance(data, list) else data.get("traces_key")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        episodes = data if isinstance(data, list) else data["episodes"]
+        recorded = None if isinstance(data, list) else data.get("traces_key")
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as err:
+        what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{path}: not a traces file ({what})") from None
     if key is not None and recorded is not None and recorded != key:
         raise ValueError(
             f"{path}: traces of another config (traces key {recorded}), not of this one "
             f"({key}); pass the scenario and --set overrides they were recorded with")
-    return [{**e, "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in episodes]
+    try:
+        read = [{**e, "seed": int(e["seed"]),
+                 "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in episodes]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{path}: not a traces file of episodes of rounds ({what})") from None
+    if not read or not all(e["rounds"] for e in read):
+        raise ValueError(f"{path}: holds no episodes, or an episode without rounds")
+    return read
 
 
 RESIDUAL_FOLDS = 4

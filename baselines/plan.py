@@ -116,13 +116,17 @@ class RoundPlan:
         except KeyError:
             raise ValueError(f"{where}: route = {data.get('route')!r}: allowed "
                              f"{[r.name.lower() for r in Route]}") from None
+        tiers = data.get("tiers") or []
+        if not isinstance(tiers, list):
+            raise ValueError(f"{where}: tiers = {tiers!r}: expected a list of rounds, each one "
+                             f"tier per module type {list(MODULE_TYPES)}")
         rows = []
-        for r, row in enumerate(data.get("tiers") or []):
+        for r, row in enumerate(tiers):
             if not isinstance(row, dict) or set(row) != set(MODULE_TYPES):
                 raise ValueError(f"{where}: tiers[{r}] = {row!r}: expected one tier per "
                                  f"module type {list(MODULE_TYPES)}")
             for t in MODULE_TYPES:
-                if row[t] not in names:
+                if not isinstance(row[t], str) or row[t] not in names:
                     raise ValueError(f"{where}: tiers[{r}].{t} = {row[t]!r}: allowed "
                                      f"{list(names)}")
             rows.append(tuple(names[row[t]] for t in MODULE_TYPES))
@@ -135,11 +139,13 @@ class RoundPlan:
         """A plan from a JSON file: a plan itself, or ``plan_search.py``'s output (its
         ``"plan"`` entry)."""
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"plan {str(path)!r}: is a folder; expected a JSON file")
         if not path.is_file():
             raise FileNotFoundError(f"plan {str(path)!r}: no such file")
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except ValueError as err:  # not JSON, or not UTF-8 text
             raise ValueError(f"plan {str(path)!r}: not JSON ({err})") from None
         if isinstance(data, dict) and isinstance(data.get("plan"), dict):
             data = data["plan"]

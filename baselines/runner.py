@@ -193,7 +193,12 @@ class BenchResult:
     @classmethod
     def read_json(cls, path: str | Path) -> BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``)."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, not {type(data).__name__}")
+        if not data.get("episodes"):
+            raise ValueError("it holds no episodes")
+        return cls.from_dict(data)
 
     @classmethod
     def merge(cls, results: Sequence[BenchResult],

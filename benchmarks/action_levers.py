@@ -31,6 +31,8 @@ from typing import Any
 
 from _output import emit_json
 
+from hffm_env import arguments
+
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
 """The plan of the README's PPO section."""
 
@@ -95,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--fidelity", default="cost", choices=("cost", "surrogate", "train"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1000, 1030)))
-    parser.add_argument("--target-accuracy", type=float, default=None,
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)))
+    parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target of the table (default: 0.9 x the best final "
                              "accuracy; not used in cost fidelity)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the levers and the bench as JSON to FILE (stdout without "
                              "FILE)")
     args = parser.parse_args(argv)
@@ -130,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "action_levers.py"))

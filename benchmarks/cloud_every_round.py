@@ -19,6 +19,8 @@ import sys
 
 from _output import emit_json
 
+from hffm_env import arguments
+
 
 def schedules() -> list:
     """``hffm-d2d-e2`` and :func:`hffm_env.baselines.calibrate.cloud_every_round_schedules`."""
@@ -34,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--target-accuracy", type=float, default=None,
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target (default: 0.9 x the best final accuracy)")
     parser.add_argument("--schedules", nargs="+", metavar="NAME",
                         help="play only these (default: all, see the table's names)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the bench result as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
 
@@ -66,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "cloud_every_round.py"))

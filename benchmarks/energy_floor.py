@@ -25,6 +25,8 @@ from typing import Any
 
 from _output import emit_json
 
+from hffm_env import arguments
+
 TARGET_SAVING = 0.30
 """The learning issue's target: 30% less energy to target than the best baseline."""
 
@@ -38,6 +40,9 @@ def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
     """Per seed and in the mean over seeds: the compute floor of the energy to target, the
     energy to target of policy ``best`` and the issue's target for it (30% less)."""
     target = bench["target_accuracy"]
+    policies = sorted({episode["policy"] for episode in bench["episodes"]})
+    if best not in policies:
+        raise ValueError(f"--best {best!r}: no episode of it; the run has {policies}")
     seeds: dict[int, dict[str, Any]] = {}
     for episode in bench["episodes"]:
         row = seeds.setdefault(episode["seed"], {"earliest_round": None, "by": []})
@@ -123,18 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bench_json", help="a `hffm bench --json` file with a 'never' episode")
     parser.add_argument("--best", default="hffm-d2d-e2",
                         help="the best baseline to compare with (default hffm-d2d-e2)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
-    parser.add_argument("--plot", metavar="FILE",
+    parser.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
+                        metavar="FILE",
                         help="draw each policy's energy to target to FILE (PNG)")
     args = parser.parse_args(argv)
-    with open(args.bench_json) as handle:
-        bench = json.load(handle)
     try:
+        with open(args.bench_json) as handle:
+            bench = json.load(handle)
+        if not isinstance(bench, dict):
+            raise ValueError(f"expected a bench JSON object, not {type(bench).__name__}")
         result = energy_floor(bench, args.best)
-    except ValueError as error:
-        print(f"energy_floor: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        what = f"no {error} entry" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{args.bench_json}: {what}") from None
     for seed, row in result["seeds"].items():
         print(f"seed {seed}: earliest round {row['earliest_round'] + 1} "
               f"({', '.join(row['by'])}), never {row['never_energy_per_round_j']:.2f} J/round "
@@ -153,4 +162,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "energy_floor.py"))

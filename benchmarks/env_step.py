@@ -25,6 +25,7 @@ import gymnasium as gym
 from _output import emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
+from hffm_env import arguments
 
 TRAINING_SHARE_TARGET = 0.65
 
@@ -86,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
-    parser.add_argument("--fidelities", nargs="+", default=["train", "cost"])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--fidelities", nargs="+", default=["train", "cost"],
+                        choices=("train", "surrogate", "cost"))
+    parser.add_argument("--steps", type=arguments.positive_int, default=8)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
     rows = [
@@ -114,4 +117,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "env_step.py"))

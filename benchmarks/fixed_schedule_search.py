@@ -27,6 +27,8 @@ from typing import Any
 
 from _output import emit_json
 
+from hffm_env import arguments
+
 
 def _schedule(edge: dict[str, int], cloud: dict[str, int], route: Any, name: str) -> Any:
     from hffm_env.baselines.calibrate import MixedPeriodPolicy
@@ -115,11 +117,12 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--target-accuracy", type=float, required=True,
+    parser.add_argument("--target-accuracy", type=arguments.probability, required=True,
                         help="the global accuracy to reach (e.g. the trade-off run's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)),
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(10)),
                         help="search seeds, training seeds below 1000 (default 0..9)")
-    parser.add_argument("--heldout-seeds", type=int, nargs="*", default=list(range(1000, 1030)),
+    parser.add_argument("--heldout-seeds", type=arguments.seed, nargs="*",
+                        default=list(range(1000, 1030)),
                         help=f"seeds the {judged} is judged on (default 1000..1029; none: skip)")
     parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
     parser.add_argument("--no-progress", action="store_true",
@@ -129,14 +132,12 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
 
 def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``parser.error`` naming the first shared argument out of range (search seeds must be
-    training seeds; the target in (0, 1); at least one pass)."""
+    training seeds; the target above 0; the types refuse the rest while parsing)."""
     if any(s >= 1000 for s in args.seeds):
         parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
                      "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
     if not 0 < args.target_accuracy < 1:
         parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
-    if args.max_passes < 1:
-        parser.error(f"--max-passes {args.max_passes}: must be >= 1")
 
 
 def judge_heldout(args: argparse.Namespace, make: Any, found: Any) -> dict[str, Any]:
@@ -174,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="NAME", help="fixed schedules to descend from: names of the "
                         "paper's menu, never, or hffm-d2d-e1 (default: hffm-d2d-e1 hffm-d2d-e2 "
                         "star)")
-    parser.add_argument("--max-passes", type=int, default=3)
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--max-passes", type=arguments.positive_int, default=3)
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
     check_search_args(parser, args)
@@ -211,4 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "fixed_schedule_search.py"))

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hffm_env import arguments
 from hffm_env.config import small  # noqa: E402
 from hffm_env.data import generate_scenes, task_specs  # noqa: E402
 from hffm_env.models import M3TModel, build_model, masked_task_loss  # noqa: E402
@@ -139,10 +140,13 @@ def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--samples", type=int, default=2000, help="training samples")
-    parser.add_argument("--test-samples", type=int, default=1500, help="test samples")
-    parser.add_argument("--seconds", type=float, default=45.0, help="fine-tuning time budget")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=arguments.positive_int, default=2000,
+                        help="training samples")
+    parser.add_argument("--test-samples", type=arguments.positive_int, default=1500,
+                        help="test samples")
+    parser.add_argument("--seconds", type=arguments.positive_number, default=45.0,
+                        help="fine-tuning time budget")
+    parser.add_argument("--seed", type=arguments.seed, default=0)
     args = parser.parse_args(argv)
     result = run(args.samples, args.test_samples, args.seconds, seed=args.seed,
                  progress=not args.json)
@@ -165,4 +169,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(arguments.run_command(main, "model_quality.py"))

@@ -24,12 +24,14 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network, TransferTable, build_d2d_graphs, draw_link_rates
@@ -159,7 +161,8 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per size")
+    parser.add_argument("--rounds", type=arguments.positive_int, default=7,
+                        help="timed rounds per size")
     parser.add_argument("--per-cluster", action="store_true",
                         help="build the D2D round with one add_d2d_to_head call per cluster")
     args = parser.parse_args()
@@ -168,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(arguments.run_command(main, "network_scaling.py"))

@@ -39,6 +39,8 @@ from fixed_schedule_search import (
     search_parser,
 )
 
+from hffm_env import arguments
+
 
 def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
            log: Any = print) -> tuple[Any, float, list[dict[str, Any]]]:
@@ -76,15 +78,14 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
 def main(argv: list[str] | None = None) -> int:
     """Search, judge on held-out seeds, print the table."""
     parser = search_parser(__doc__.splitlines()[0], judged="plan")
-    parser.add_argument("--rounds", type=int, default=None,
+    parser.add_argument("--rounds", type=arguments.positive_int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
-    parser.add_argument("--max-passes", type=int, default=3)
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--max-passes", type=arguments.positive_int, default=3)
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the plan, the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
     check_search_args(parser, args)
-    if args.rounds is not None and args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: must be >= 1")
 
     from hffm_env.baselines.plan import PlanPolicy
 
@@ -111,4 +112,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "plan_search.py"))

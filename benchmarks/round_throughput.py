@@ -24,6 +24,7 @@ import torch
 from _output import emit_json
 from torch.func import functional_call
 
+from hffm_env import arguments
 from hffm_env.config import load_scenario
 from hffm_env.data import build_federated_data
 from hffm_env.fl import FederatedEngine
@@ -85,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--repeats", type=arguments.positive_int, default=5)
+    parser.add_argument("--device", type=arguments.device, default="cpu")
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
 
@@ -131,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "round_throughput.py"))

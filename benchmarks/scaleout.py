@@ -30,6 +30,7 @@ import numpy as np
 from _output import emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
+from hffm_env import arguments
 
 
 def _args(fidelity: str, workers: int, scenario: str, overrides: list[str], engine: str) -> object:
@@ -113,18 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelities", nargs="+", default=["cost", "train"],
                         choices=["cost", "surrogate", "train"])
     cpus = os.cpu_count() or 1
-    parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, 2, cpus}),
+    parser.add_argument("--workers", type=arguments.positive_int, nargs="+",
+                        default=sorted({1, 2, cpus}),
                         help="worker counts (default: 1, 2 and all local CPUs)")
     parser.add_argument("--engines", nargs="+", default=["rllib", "sb3"],
                         choices=["rllib", "sb3"])
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="timed steps per worker (default: 200 in cost and surrogate "
                         "fidelity, 12 in train)")
     parser.add_argument("--address", default=None, help="a Ray cluster to join (default: "
                         "a local Ray instance with one CPU per runner)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
     if any(w < 1 for w in args.workers):
@@ -171,4 +174,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "scaleout.py"))

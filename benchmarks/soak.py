@@ -19,6 +19,7 @@ import gymnasium as gym
 from _output import emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
+from hffm_env import arguments
 
 GROWTH_TARGET = 0.05
 
@@ -84,18 +85,19 @@ def soak(scenario: str, episodes: int, warmup: int, overrides: list[str],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small")
-    parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--episodes", type=arguments.positive_int, default=1000)
+    parser.add_argument("--warmup", type=arguments.positive_int, default=50)
     parser.add_argument("--set", dest="overrides", action="append",
                         default=["dynamics.dropout_prob=0.2", "dynamics.mobility=true"],
                         metavar="KEY=VALUE", help="scenario overrides (default: dropout 0.2 "
                         "and mobility on; given ones are added)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), default=None, metavar="FILE",
                         help="write the result as JSON (stdout without FILE)")
     args = parser.parse_args(argv)
     if args.episodes < 1 or not 1 <= args.warmup <= args.episodes:
-        parser.error("need --episodes >= 1 and 1 <= --warmup <= --episodes")
+        parser.error(f"--warmup {args.warmup}: must be at most --episodes ({args.episodes})")
     result = soak(args.scenario, args.episodes, args.warmup, args.overrides, args.progress)
     verdict = "PASS" if result["passed"] else "MISS"
     print(f"{args.scenario}: {result['episodes']} episodes, {result['steps']} steps in "
@@ -109,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "soak.py"))

@@ -40,6 +40,8 @@ import time
 import numpy as np
 from _output import emit_json
 
+from hffm_env import arguments
+
 TARGETS = {"final_mae": 0.02, "round_mae": 0.03, "spearman": 0.9, "speedup": 100.0}
 
 
@@ -116,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
                         help="held-out seeds to play (default 1000 1001 1002); with --traces, "
                         "the recorded seeds to score (default: all)")
-    parser.add_argument("--mixed", type=int, default=4,
+    parser.add_argument("--mixed", type=arguments.non_negative_int, default=4,
                         help="held-out per-type schedules per seed (default 4)")
     parser.add_argument("--surrogate", metavar="FILE",
                         help="fitted surrogate (default: the one fidelity='surrogate' finds)")
@@ -130,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out real episodes recorded by an earlier --save-traces run "
                         "(no training)")
     parser.add_argument("--save-traces", metavar="FILE", help="record the real episodes here")
-    parser.add_argument("--target-accuracy", type=float, default=None,
+    parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="also compare the round in which each episode first reaches this "
                         "global accuracy (real vs surrogate, mean and with resampled noise)")
-    parser.add_argument("--speed-steps", type=int, default=200,
+    parser.add_argument("--speed-steps", type=arguments.non_negative_int, default=200,
                         help="surrogate steps timed (0: skip the speed measurement)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
     if not args.traces:
@@ -292,4 +295,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "surrogate_error.py"))

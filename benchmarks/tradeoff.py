@@ -29,6 +29,9 @@ from typing import Any
 
 from _output import emit_json
 
+from hffm_env import arguments
+from hffm_env.config import ConfigError
+
 SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-only",
              "edge-only-d2d", "never")
 """The paper's seven schedules and the never-aggregate floor."""
@@ -242,14 +245,15 @@ def _nan_safe(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1000, 1001, 1002])
+    parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=[1000, 1001, 1002])
     parser.add_argument("--vary-data-split", action="store_true",
                         help="use each seed as the config seed too, so the data split (device "
                         "profiles, label skew, scenes) varies over the seeds")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override, repeatable")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+    parser.add_argument("--device", type=arguments.device, default="cpu")
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), default=None, metavar="FILE",
                         help="write the results as JSON (stdout without FILE)")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                         help="re-print tables and checks from saved JSON files, run nothing")
@@ -257,19 +261,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --from-json: recompute the returns from the recorded rounds "
                         "under the reward the config (and --set) names now; with --json, "
                         "write the rescored results")
-    parser.add_argument("--plot", metavar="FILE.png", default=None,
+    parser.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
+                        metavar="FILE.png", default=None,
                         help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
                         "when there are several)")
     args = parser.parse_args(argv)
     if args.from_json:
         results = []
         for path in args.from_json:
-            data = json.loads(Path(path).read_text())
-            for result in data if isinstance(data, list) else [data]:
-                if args.rescore:
-                    result = _nan_safe(rescore(result, args.overrides))
-                results.append(result)
-                print(format_result(result), end="\n\n")
+            try:
+                data = json.loads(Path(path).read_text())
+                read = [_nan_safe(rescore(r, args.overrides)) if args.rescore else r
+                        for r in (data if isinstance(data, list) else [data])]
+                if not read:
+                    raise ValueError("no results in it")
+                text = [format_result(r) for r in read]
+            except ConfigError:  # a bad --set: its own message
+                raise
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+                what = f"no {error} entry" if isinstance(error, KeyError) else str(error)
+                raise ValueError(f"--from-json {path}: not a tradeoff.py result ({what})"
+                                 ) from None
+            results += read
+            print(*text, sep="\n\n", end="\n\n")
         emit_json(results if len(results) > 1 else results[0], args.json)
         _plot(results, args.plot)
         return 0
@@ -300,4 +314,4 @@ def _plot(results: list[dict], target: str | None) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(arguments.run_command(main, "tradeoff.py"))

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hffm_env import arguments
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
 
 __all__ = [
@@ -196,7 +197,7 @@ def _plan_policies(paths: Sequence[str]) -> list:
     for path in paths:
         try:
             policies.append(PlanPolicy(RoundPlan.read(path), name=f"plan:{Path(path).stem}"))
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, OSError) as err:
             raise ConfigError(f"--plan: {err}") from None
     return policies
 
@@ -231,8 +232,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
         raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
-    if args.episodes is not None and args.episodes < 1:
-        raise ConfigError(f"--episodes = {args.episodes}: must be >= 1")
     seeds = args.seeds or [1000 + k for k in range(args.episodes or 3)]
     import gymnasium as gym
 
@@ -263,8 +262,9 @@ def _bench_from_json(args: argparse.Namespace) -> int:
     for path in args.from_json:
         try:
             results.append(BenchResult.read_json(path))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ConfigError(f"--from-json {path!r}: not a bench JSON ({error})") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+            what = f"no {error} entry" if isinstance(error, KeyError) else str(error)
+            raise ConfigError(f"--from-json {path!r}: not a bench JSON ({what})") from None
     try:
         result = BenchResult.merge(results, names=args.from_json)
     except ValueError as error:
@@ -316,9 +316,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0..999 (1000+ are "
                           "held out for evaluation)")
-    for flag, value in (("--mixed", args.mixed), ("--random-episodes", args.random_episodes)):
-        if value < 0:
-            raise ConfigError(f"{flag} = {value}: must be >= 0")
     if args.exclude_seeds and not args.from_traces:
         raise ConfigError("--exclude-seeds leaves episodes out of a refit: it needs "
                           "--from-traces")
@@ -411,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     describe = sub.add_parser("describe", help="print what a scenario contains")
     _add_scenario_arguments(describe)
-    describe.add_argument("--seed", type=int, default=None, help="placement seed (default: config)")
+    describe.add_argument("--seed", type=arguments.seed, default=None,
+                          help="placement seed (default: config)")
     describe.add_argument("--json", action="store_true", help="print JSON instead of text")
     describe.set_defaults(func=_cmd_describe)
 
@@ -425,9 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
                        "paper's seven schedules for --scenario paper --fidelity cost; '' for "
                        "none, with --agent or --plan)")
-    bench.add_argument("--episodes", type=int, default=None,
+    bench.add_argument("--episodes", type=arguments.positive_int, default=None,
                        help="episodes per policy on seeds 1000, 1001, ... (default 3)")
-    bench.add_argument("--seeds", type=int, nargs="*", default=None,
+    bench.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
                        help="explicit evaluation seeds (overrides --episodes)")
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "
@@ -435,14 +433,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plan", action="append", default=[], metavar="FILE",
                        help="a round plan (JSON from benchmarks/plan_search.py) to evaluate "
                        "too (repeatable)")
-    bench.add_argument("--target-accuracy", type=float, default=None,
+    bench.add_argument("--target-accuracy", type=arguments.probability, default=None,
                        help="accuracy target for energy/latency-to-target (default: a fraction "
                        "of the best final accuracy)")
-    bench.add_argument("--target-fraction", type=float, default=0.9,
+    bench.add_argument("--target-fraction", type=arguments.probability, default=0.9,
                        help="fraction of the best policy's final accuracy used as target")
-    bench.add_argument("--device", default="cpu", help="torch device for FL training")
-    bench.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    bench.add_argument("--plot", metavar="FILE", help="write the trade-off plot as PNG")
+    bench.add_argument("--device", type=arguments.device, default="cpu",
+                       help="torch device for FL training")
+    bench.add_argument("--json", type=arguments.output_file(), metavar="FILE",
+                       help="write the results as JSON")
+    bench.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
+                       metavar="FILE", help="write the trade-off plot (.png, .pdf or .svg)")
     bench.add_argument("--force", action="store_true",
                        help="overwrite existing --json and --plot files")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -454,16 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = sub.add_parser(
         "pretrain", help="pre-train and cache the frozen parts of a scenario's model now")
     _add_scenario_arguments(pretrain)
-    pretrain.add_argument("--device", default="cpu", help="torch device for pre-training")
+    pretrain.add_argument("--device", type=arguments.device, default="cpu",
+                          help="torch device for pre-training")
     pretrain.add_argument("--json", action="store_true", help="print JSON instead of text")
     pretrain.set_defaults(func=_cmd_pretrain)
 
     calibrate = sub.add_parser(
         "calibrate", help="fit the surrogate fidelity on real training of a scenario")
     _add_scenario_arguments(calibrate)
-    calibrate.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+    calibrate.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1],
                            help="training seeds to calibrate on (default: 0 1)")
-    calibrate.add_argument("--mixed", type=int, default=8,
+    calibrate.add_argument("--mixed", type=arguments.non_negative_int, default=8,
                            help="schedules with per-module-type periods drawn at random, per "
                            "seed (default 8; beside the named policies and random)")
     calibrate.add_argument("--policies", nargs="*", default=None, metavar="NAME",
@@ -480,20 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
                            help="add cloud aggregation every round over the D2D relay and its "
                            "MoE-every-K variants (hffm-d2d-e1, hffm-d2d-e1-moeK), one episode "
                            "per seed each: the schedules energy-to-target learners favour")
-    calibrate.add_argument("--random-episodes", type=int, default=1,
+    calibrate.add_argument("--random-episodes", type=arguments.non_negative_int, default=1,
                            help="episodes of the random policy per seed (default 1)")
-    calibrate.add_argument("--out", metavar="FILE",
+    calibrate.add_argument("--out", type=arguments.output_file(), metavar="FILE",
                            help="where to write the surrogate (default: the cache, where "
                            "fidelity='surrogate' finds it)")
-    calibrate.add_argument("--traces", metavar="FILE",
+    calibrate.add_argument("--traces", type=arguments.output_file(), metavar="FILE",
                            help="where to write the traces (default: next to --out)")
     calibrate.add_argument("--from-traces", metavar="FILE", nargs="+",
                            help="refit on traces written by earlier runs (no training)")
-    calibrate.add_argument("--exclude-seeds", type=int, nargs="+", default=[], metavar="SEED",
+    calibrate.add_argument("--exclude-seeds", type=arguments.seed, nargs="+", default=[],
+                           metavar="SEED",
                            help="with --from-traces: leave these seeds' episodes out of the "
                            "fit (to judge it on them: benchmarks/surrogate_error.py --traces "
                            "FILE --seeds SEED ...)")
-    calibrate.add_argument("--device", default="cpu", help="torch device for FL training")
+    calibrate.add_argument("--device", type=arguments.device, default="cpu",
+                           help="torch device for FL training")
     calibrate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     calibrate.set_defaults(func=_cmd_calibrate)
 
@@ -517,16 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("hffm: interrupted", file=sys.stderr)
             return 130
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"hffm: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hffm: interrupted", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    return arguments.run_command(lambda: args.func(args), "hffm")
 
 
 if __name__ == "__main__":

@@ -873,7 +873,7 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
 def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers or null
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
@@ -983,10 +983,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"config file {str(path)!r}: cannot be read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r}: not UTF-8 text") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({err})") from None
+        where = " ".join(str(err).split())  # YAML's problem mark spans several lines
+        raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({where})") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -202,12 +202,41 @@ def test_crafted_statistics_run_no_code(trained, tmp_path):
     (lambda a: (a / "agent.json").unlink(), "no agent.json"),
     (lambda a: (a / "agent.json").write_text('{"algo": "dqn"}'), "algo = 'dqn'"),
     (lambda a: (a / "model.zip").unlink(), "no model.zip"),
+    (lambda a: (a / "agent.json").write_text('{"algo": "ppo", "action_mode": "weird"}'),
+     "action_mode = 'weird'"),
+    # trained on normalised observations: playing it on raw ones would be silently wrong
+    (lambda a: (a / "vecnormalize.npz").unlink(), "no vecnormalize.npz"),
 ])
 def test_bad_agent_files_get_one_clean_error(trained, tmp_path, damage, message):
     agent = _copy(trained, tmp_path / "bad")
     damage(agent)
     with pytest.raises(AgentFileError, match=message):
         AgentPolicy(agent)
+
+
+def test_corrupt_weights_and_statistics_of_another_size_are_refused_by_name(trained, tmp_path):
+    import gymnasium as gym
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    agent = _copy(trained, tmp_path / "weights")
+    with zipfile.ZipFile(agent / "model.zip") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["policy.pth"] = b"not torch weights"
+    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+    with pytest.raises(AgentFileError, match="model.zip: corrupt weights"):
+        AgentPolicy(agent).reset(env)
+    agent = _copy(trained, tmp_path / "stats")
+    stats = dict(np.load(agent / "vecnormalize.npz"))
+    np.savez(agent / "vecnormalize.npz", **{**stats, "obs_mean": np.zeros(2),
+                                            "obs_var": np.ones(2)})
+    policy = AgentPolicy(agent)
+    policy.reset(env)
+    obs, info = env.reset(seed=0)
+    with pytest.raises(AgentFileError, match=r"observations of shape \(2,\)"):
+        policy.act(obs, info)
 
 
 def test_an_agent_for_other_spaces_is_refused_by_name(trained):

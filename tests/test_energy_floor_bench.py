@@ -40,7 +40,9 @@ def test_a_run_without_never_is_refused_by_name(energy_floor, tmp_path, capsys):
     bench["episodes"] = [e for e in bench["episodes"] if e["policy"] != "never"]
     path = tmp_path / "b.json"
     path.write_text(json.dumps(bench))
-    assert energy_floor.main([str(path)]) == 2
+    from hffm_env.arguments import run_command
+
+    assert run_command(lambda: energy_floor.main([str(path)]), "energy_floor.py") == 2
     assert "'never' episode" in capsys.readouterr().err
 
 

@@ -66,8 +66,9 @@ def test_a_schedule_that_misses_the_target_costs_infinity(search_module):
 @pytest.mark.parametrize("argv, message", [
     (["--target-accuracy", "0.357", "--seeds", "1000"], "--seeds [1000]"),
     (["--target-accuracy", "0.357", "--starts", "hffm-d2d-e3"], "--starts ['hffm-d2d-e3']"),
-    (["--target-accuracy", "1.5"], "--target-accuracy 1.5"),
-    (["--target-accuracy", "0.357", "--max-passes", "0"], "--max-passes 0"),
+    (["--target-accuracy", "1.5"], "--target-accuracy: 1.5: must be a number in [0, 1]"),
+    (["--target-accuracy", "0"], "--target-accuracy 0.0: must be in (0, 1)"),
+    (["--target-accuracy", "0.357", "--max-passes", "0"], "--max-passes: 0"),
 ])
 def test_bad_arguments_are_named(search_module, capsys, argv, message):
     with pytest.raises(SystemExit):

@@ -211,7 +211,7 @@ def test_search_only_accepts_cheaper_plans_and_writes_one_that_reads_back(search
 @pytest.mark.parametrize("argv, message", [
     (["--target-accuracy", "0.357", "--seeds", "1000"], "--seeds [1000]"),
     (["--target-accuracy", "0"], "--target-accuracy 0"),
-    (["--target-accuracy", "0.357", "--rounds", "0"], "--rounds 0"),
+    (["--target-accuracy", "0.357", "--rounds", "0"], "--rounds: 0"),
 ])
 def test_bad_arguments_are_named(search_module, capsys, argv, message):
     with pytest.raises(SystemExit):

@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,8 +366,13 @@ class AccuracySurrogate:
         path = Path(path)
         if not path.is_file():
             raise SurrogateMissing(f"no fitted surrogate at {path}")
-        record = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
-        if record.get("format") != SURROGATE_FORMAT:
+        try:
+            record = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            raise ValueError(f"{path}: not a fitted surrogate ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:160]})") from None
+        if not isinstance(record, dict) or record.get("format") != SURROGATE_FORMAT:
+            record = record if isinstance(record, dict) else {}
             raise ValueError(f"{path}: surrogate format {record.get('format')!r}, this version "
                              f"reads {SURROGATE_FORMAT}; run `hffm calibrate` again")
         outputs = len(target_names(record["tasks"]))

@@ -1,0 +1,175 @@
+"""What every command line here shares: argument types that refuse bad values while parsing
+(so that nothing runs for minutes before failing on an output path or a seed), and the error
+boundary that turns a user's mistake into one line on stderr and exit status 2.
+
+Used by ``hffm``, ``train_agent.py`` and the scripts in ``benchmarks/``. Set ``HFFM_DEBUG=1``
+to get the traceback instead of the one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pickle
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "PLOT_SUFFIXES", "USER_ERRORS", "device", "non_negative_int", "output_file", "positive_int",
+    "error_line", "positive_number", "probability", "run_command", "seed",
+]
+
+SEED_MAX = 2**63 - 1
+"""The largest seed a config takes (``ScenarioConfig.seed``); reset seeds share its range."""
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # ConfigError, AgentFileError, JSON and UTF-8 decoding errors included
+    OSError,  # missing or unreadable files, SurrogateMissing, gzip.BadGzipFile included
+    EOFError,  # a truncated torch or pickle file
+    pickle.UnpicklingError,  # a corrupt torch file
+)
+"""The exceptions a bad flag, value or input file raises here; :func:`run_command` reports
+them in one line. Anything else is a bug and keeps its traceback."""
+
+
+def run_command(main: Callable[[], int | None], prog: str) -> int:
+    """``main()``'s exit status, with :data:`USER_ERRORS` reported as ``prog: error: ...`` (2)
+    and Ctrl-C as ``prog: interrupted`` (130)."""
+    try:
+        return int(main() or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("HFFM_DEBUG"):
+            raise
+        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def error_line(err: BaseException) -> str:
+    """``err``'s message on one line (YAML and torch messages span several); an OS error as
+    ``path: reason``."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# argument types (argparse turns their ValueError/ArgumentTypeError into a usage error)
+
+
+def _integer(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+
+
+def seed(text: str) -> int:
+    """A seed: an integer in ``0..2**63-1`` (the config's range)."""
+    value = _integer(text, "an integer seed in 0..2**63-1")
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value}: seeds are integers in 0..2**63-1")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _integer(text, "an integer >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be an integer >= 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _integer(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be an integer >= 0")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0 (a duration, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number > 0")
+    return value
+
+
+def probability(text: str) -> float:
+    """A finite number in ``[0, 1]`` (an accuracy, a fraction)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1]") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text}: must be a number in [0, 1]")
+    return value
+
+
+def device(text: str) -> str:
+    """A torch device this machine has: ``cpu``, ``cuda`` or ``cuda:<i>`` with a GPU there,
+    ``mps`` on Apple silicon."""
+    import torch
+
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: not a torch device; allowed cpu, cuda, cuda:<index>, mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device; "
+                                             "use cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has CUDA devices "
+                                             f"0..{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here; use cpu")
+    elif parsed.type != "cpu":
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed cpu, cuda, cuda:<index>, mps")
+    return text
+
+
+def output_file(suffixes: tuple[str, ...] = (), stdout: bool = False) -> Callable[[str], str]:
+    """An argument type for a file the command will write: refused at once when it is a folder,
+    when its folder does not exist or cannot be written, or when its suffix is not one of
+    ``suffixes`` (any when empty); ``"-"`` passes when ``stdout``."""
+
+    def check(text: str) -> str:
+        if stdout and text == "-":
+            return text
+        path = Path(text)
+        if not text or path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r}: is a folder; expected a file name")
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r}: allowed suffixes {list(suffixes)}")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r}: folder {str(folder)!r} does not exist")
+        try:  # the one sure test (permission bits say little to root, or in /proc)
+            if path.exists():
+                open(path, "a").close()  # appends nothing: the file is left as it was
+            else:
+                open(path, "x").close()
+                path.unlink()
+        except OSError as err:
+            raise argparse.ArgumentTypeError(f"{text!r}: cannot be written ({err.strerror})"
+                                             ) from None
+        return text
+
+    check.__name__ = "output file"  # argparse names the type in its messages
+    return check
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+"""What ``--plot`` writes (matplotlib, by suffix)."""

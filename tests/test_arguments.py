@@ -1,0 +1,144 @@
+"""Bad command-line input, for every command: refused while parsing where a flag can be checked
+alone, else one ``prog: error:`` line and status 2; never a traceback, never after the work."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hffm_env import arguments
+from hffm_env.cli import main as hffm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def status(argv: list[str]) -> int:
+    """``hffm argv``'s exit status (argparse exits with 2 on a flag it refuses)."""
+    try:
+        return hffm(argv)
+    except SystemExit as done:
+        return int(done.code or 0)
+
+
+@pytest.mark.parametrize("check,text", [
+    (arguments.seed, "-1"), (arguments.seed, str(2**63)), (arguments.seed, "x"),
+    (arguments.positive_int, "0"), (arguments.non_negative_int, "-1"),
+    (arguments.probability, "nan"), (arguments.probability, "1.5"), (arguments.probability, "-0.1"),
+    (arguments.positive_number, "inf"), (arguments.positive_number, "0"),
+    (arguments.device, "cuda:99"), (arguments.device, "gpu"),
+])
+def test_argument_types_refuse_bad_values_naming_them(check, text):
+    with pytest.raises(argparse.ArgumentTypeError, match=text.replace("*", r"\*")):
+        check(text)
+
+
+def test_argument_types_pass_good_values():
+    assert arguments.seed("0") == 0 and arguments.seed(str(2**63 - 1)) == 2**63 - 1
+    assert arguments.probability("0.357") == 0.357 and arguments.positive_int("3") == 3
+    assert arguments.device("cpu") == "cpu"
+
+
+def test_output_files_are_checked_before_any_work_and_left_untouched(tmp_path):
+    check = arguments.output_file(arguments.PLOT_SUFFIXES)
+    for bad, why in ((tmp_path, "is a folder"), (tmp_path / "no/x.png", "does not exist"),
+                     (tmp_path / "x.txt", "allowed suffixes"),
+                     (Path("/proc/hffm-test.png"), "cannot be written")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            check(str(bad))
+    existing = tmp_path / "old.png"
+    existing.write_bytes(b"kept")
+    assert check(str(existing)) == str(existing) and existing.read_bytes() == b"kept"
+    fresh = tmp_path / "new.png"
+    assert check(str(fresh)) == str(fresh) and not fresh.exists()  # the probe leaves nothing
+    assert arguments.output_file(stdout=True)("-") == "-"
+
+
+def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys, monkeypatch):
+    monkeypatch.delenv("HFFM_DEBUG", raising=False)
+
+    def missing() -> int:
+        return len(Path("/nonexistent/file.json").read_text())
+
+    assert arguments.run_command(missing, "tool") == 2
+    assert capsys.readouterr().err == ("tool: error: /nonexistent/file.json: No such file or "
+                                       "directory\n")
+    assert arguments.run_command(lambda: int("x"), "tool") == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(TypeError):  # a bug is not a user error: it keeps its traceback
+        arguments.run_command(lambda: len(5), "tool")
+    monkeypatch.setenv("HFFM_DEBUG", "1")
+    with pytest.raises(ValueError):
+        arguments.run_command(lambda: int("x"), "tool")
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["describe", "--seed", "-1"], "--seed: -1"),
+    (["bench", "--seeds", "-1"], "--seeds: -1"),
+    (["bench", "--target-accuracy", "nan"], "--target-accuracy: nan"),
+    (["bench", "--json", "/proc/x.json"], "--json: '/proc/x.json': cannot be written"),
+    (["bench", "--device", "cuda:99"], "--device: 'cuda:99'"),
+    (["calibrate", "--out", "/nonexistent/s.pt"], "folder '/nonexistent' does not exist"),
+    (["train", "--seed", "-1"], "seed = -1"),
+    (["train", "--ent-coef", "nan"], "ent_coef = nan"),
+    (["train", "--eval-policies", "nope"], "eval_policies has 'nope'"),
+    (["train", "--surrogate", "/nonexistent.pt"], "surrogate = '/nonexistent.pt'"),
+])
+def test_hffm_refuses_bad_flags_in_one_line_before_running(argv, says, capsys, monkeypatch):
+    import hffm_env.baselines.runner as runner
+
+    monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: pytest.fail("it ran"))
+    assert status(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(("hffm", "usage"))
+
+
+@pytest.mark.parametrize("content,says", [
+    ('{"tiers": 5}', "tiers = 5: expected a list of rounds"),
+    ('{"tiers": [{"encoder": ["cloud"], "prompt": "cloud", "moe": "cloud", "adapter": "cloud",'
+     ' "head": "cloud"}]}', "tiers[0].encoder = ['cloud']"),
+    (b"\xff\xfe", "not JSON"),
+])
+def test_a_bad_plan_file_is_one_line(content, says, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    plan.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert hffm(["bench", "--fidelity", "cost", "--plan", str(plan), "--policies", ""]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,says", [
+    ("[]", "expected a JSON object"), ('{"episodes": []}', "holds no episodes"),
+    ('{"episodes": [5], "scenario": "small"}', "not a bench JSON"),
+])
+def test_a_bad_bench_json_is_one_line(content, says, tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    path.write_text(content)
+    assert hffm(["bench", "--from-json", str(path)]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,says", [
+    ("[]", "holds no episodes"), ('{"rounds": 1}', "no 'episodes' entry"), ("", "not a traces"),
+])
+def test_bad_traces_are_one_line(content, says, tmp_path, capsys):
+    path = tmp_path / "traces.json"
+    path.write_text(content)
+    assert hffm(["calibrate", "--from-traces", str(path)]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script,args,says", [
+    ("energy_floor.py", ["/nonexistent.json"], "/nonexistent.json: No such file"),
+    ("env_step.py", ["--scenario", "nope"], "scenario = 'nope'"),
+    ("soak.py", ["--episodes", "5", "--warmup", "6"], "--warmup 6: must be at most"),
+    ("round_throughput.py", ["--repeats", "0"], "--repeats: 0"),
+])
+def test_benchmark_scripts_refuse_bad_input_in_one_line(script, args, says):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
