@@ -270,7 +270,9 @@ class TrainArgs:
             raise ValueError(f"ent_coef = {self.ent_coef}: must be a finite number >= 0")
         if not self.eval_seeds:
             raise ValueError("eval_seeds = []: the final comparison needs at least one seed")
-        bad = [s for s in self.eval_seeds if not 0 <= s <= 2**63 - 1]
+        from hffm_env.arguments import SEED_MAX, device
+
+        bad = [s for s in self.eval_seeds if not 0 <= s <= SEED_MAX]
         if bad:
             raise ValueError(f"eval_seeds has {bad[0]}: seeds are integers in 0..2**63-1")
         from hffm_env.baselines.policies import policy_names
@@ -288,8 +290,6 @@ class TrainArgs:
                 what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
                 raise ValueError(f"surrogate = {self.surrogate!r}: {what}") from None
         if self.device != "auto":
-            from hffm_env.arguments import device
-
             try:
                 device(self.device)
             except argparse.ArgumentTypeError as err:

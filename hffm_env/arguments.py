@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
-    "PLOT_SUFFIXES", "USER_ERRORS", "device", "non_negative_int", "output_file", "positive_int",
-    "error_line", "positive_number", "probability", "run_command", "seed",
+    "PLOT_SUFFIXES", "SEED_MAX", "USER_ERRORS", "device", "error_line", "non_negative_int",
+    "output_file", "positive_int", "positive_number", "probability", "run_command", "seed",
 ]
 
 SEED_MAX = 2**63 - 1

@@ -256,12 +256,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _bench_from_json(args: argparse.Namespace) -> int:
     """``hffm bench --from-json A.json B.json ...``: merge saved runs (more seeds, more
     policies) into one table, JSON and plot; runs nothing."""
-    from hffm_env.baselines.runner import BenchResult
+    from hffm_env.baselines.runner import BenchResult, format_table
 
     results = []
     for path in args.from_json:
         try:
-            results.append(BenchResult.read_json(path))
+            result = BenchResult.read_json(path)
+            format_table(BenchResult.merge([result]))  # reads every field, so a bad one is
+            results.append(result)                     # named with its file here
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
             what = f"no {error} entry" if isinstance(error, KeyError) else str(error)
             raise ConfigError(f"--from-json {path!r}: not a bench JSON ({what})") from None
