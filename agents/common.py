@@ -343,6 +343,15 @@ def prepare_out(args: TrainArgs) -> Path:
             f"out = {str(out)!r}: exists and is not empty; pass --force to replace the "
             "earlier run's results, --resume to continue one, or another --out"
         )
+    if not out.exists():  # created later: check now that it can be
+        import tempfile
+
+        parent = next(p for p in out.absolute().parents if p.exists())
+        try:
+            tempfile.TemporaryDirectory(dir=parent).cleanup()
+        except OSError as err:
+            raise ValueError(f"out = {str(out)!r}: cannot be created in {str(parent)!r} "
+                             f"({err.strerror})") from None
     if args.force and out.is_dir():
         from hffm_env.agents.checkpoint import clear_folder
 

@@ -86,6 +86,7 @@ def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys,
     (["train", "--ent-coef", "nan"], "ent_coef = nan"),
     (["train", "--eval-policies", "nope"], "eval_policies has 'nope'"),
     (["train", "--surrogate", "/nonexistent.pt"], "surrogate = '/nonexistent.pt'"),
+    (["train", "--out", "/proc/hffm-run"], "out = '/proc/hffm-run': cannot be created"),
 ])
 def test_hffm_refuses_bad_flags_in_one_line_before_running(argv, says, capsys, monkeypatch):
     import hffm_env.baselines.runner as runner
