@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), default=None, metavar="FILE",
                         help="write the result as JSON (stdout without FILE)")
     args = parser.parse_args(argv)
-    if args.episodes < 1 or not 1 <= args.warmup <= args.episodes:
+    if args.warmup > args.episodes:  # both >= 1 by their types
         parser.error(f"--warmup {args.warmup}: must be at most --episodes ({args.episodes})")
     result = soak(args.scenario, args.episodes, args.warmup, args.overrides, args.progress)
     verdict = "PASS" if result["passed"] else "MISS"
