@@ -40,6 +40,8 @@ def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
     """Per seed and in the mean over seeds: the compute floor of the energy to target, the
     energy to target of policy ``best`` and the issue's target for it (30% less)."""
     target = bench["target_accuracy"]
+    if not bench["episodes"]:
+        raise ValueError("the run holds no episodes")
     policies = sorted({episode["policy"] for episode in bench["episodes"]})
     if best not in policies:
         raise ValueError(f"--best {best!r}: no episode of it; the run has {policies}")
