@@ -92,12 +92,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+
+
 def positive_number(text: str) -> float:
     """A finite number > 0 (a duration, a rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number > 0") from None
+    value = _number(text, "a number > 0")
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number > 0")
     return value
@@ -105,10 +109,7 @@ def positive_number(text: str) -> float:
 
 def probability(text: str) -> float:
     """A finite number in ``[0, 1]`` (an accuracy, a fraction)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1]") from None
+    value = _number(text, "a number in [0, 1]")
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise argparse.ArgumentTypeError(f"{text}: must be a number in [0, 1]")
     return value

@@ -111,24 +111,22 @@ def test_a_bad_plan_file_is_one_line(content, says, tmp_path, capsys):
     assert says in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content,says", [
-    ("[]", "expected a JSON object"), ('{"episodes": []}', "holds no episodes"),
-    ('{"episodes": [5], "scenario": "small"}', "not a bench JSON"),
-])
-def test_a_bad_bench_json_is_one_line(content, says, tmp_path, capsys):
-    path = tmp_path / "bench.json"
-    path.write_text(content)
-    assert hffm(["bench", "--from-json", str(path)]) == 2
-    assert says in capsys.readouterr().err
+BENCH_JSON = ["bench", "--from-json"]
+TRACES = ["calibrate", "--from-traces"]
 
 
-@pytest.mark.parametrize("content,says", [
-    ("[]", "holds no episodes"), ('{"rounds": 1}', "no 'episodes' entry"), ("", "not a traces"),
+@pytest.mark.parametrize("command,content,says", [
+    (BENCH_JSON, "[]", "expected a JSON object"),
+    (BENCH_JSON, '{"episodes": []}', "holds no episodes"),
+    (BENCH_JSON, '{"episodes": [5], "scenario": "small"}', "not a bench JSON"),
+    (TRACES, "[]", "holds no episodes"),
+    (TRACES, '{"rounds": 1}', "no 'episodes' entry"),
+    (TRACES, "", "not a traces"),
 ])
-def test_bad_traces_are_one_line(content, says, tmp_path, capsys):
-    path = tmp_path / "traces.json"
+def test_a_bad_bench_json_or_traces_file_is_one_line(command, content, says, tmp_path, capsys):
+    path = tmp_path / "input.json"
     path.write_text(content)
-    assert hffm(["calibrate", "--from-traces", str(path)]) == 2
+    assert hffm([*command, str(path)]) == 2
     assert says in capsys.readouterr().err
 
 
