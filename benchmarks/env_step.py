@@ -54,8 +54,8 @@ def measure(scenario: str, fidelity: str, steps: int, overrides: list[str]) -> d
     pickle_bytes = len(pickle.dumps(unwrapped))
     training, evaluation = [0.0], [0.0]
     engine = unwrapped.engine
-    _timed(engine, "_local_training", training)
-    _timed(engine, "_evaluate", evaluation)
+    _timed(engine, "local_training", training)
+    _timed(engine, "evaluate", evaluation)
     env.reset(seed=0)
     action = unwrapped.layout.encode(1, 2)
     env.step(action)  # warm-up

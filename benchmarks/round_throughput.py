@@ -28,7 +28,7 @@ from hffm_env import arguments
 from hffm_env.config import load_scenario
 from hffm_env.data import build_federated_data
 from hffm_env.fl import FederatedEngine
-from hffm_env.fl.reference import draw_minibatches, sequential_local_training
+from hffm_env.fl.reference import draw_minibatches, sequentiallocal_training
 from hffm_env.models import build_model
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
@@ -52,7 +52,7 @@ def fused_round(engine: FederatedEngine) -> None:
     params = {k: v[0].clone().requires_grad_(True) for k, v in engine.params.items()}
     optimizer = torch.optim.AdamW(list(params.values()), lr=fl.lr,
                                   weight_decay=fl.weight_decay)
-    task_mask = engine._trainable_tasks()
+    task_mask = engine.trainable_tasks()
     n, batch = engine.num_devices, fl.batch_size
     modality = engine.modality_mask.unsqueeze(1).expand(n, batch, -1).reshape(n * batch, -1)
     tasks = task_mask.unsqueeze(1).expand(n, batch, -1).reshape(n * batch, -1)
@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def batched() -> None:
         engine.params = {k: v.clone() for k, v in start.items()}
-        engine._local_training(trained)
+        engine.local_training(trained)
 
     def sequential() -> None:
         engine.params = {k: v.clone() for k, v in start.items()}
-        sequential_local_training(engine, trained)
+        sequentiallocal_training(engine, trained)
 
     results = {
         "scenario": args.scenario,

@@ -164,7 +164,8 @@ class FederatedEngine:
         if scenario.cost.model_payload_bits is not None:
             scale = scenario.cost.model_payload_bits / self.inventory.total_bits
         self.module_bits = {s.module_id: s.size_bits * scale for s in self.inventory.specs}
-        self._param_module = {
+        # parameter name -> its module's column in ``holds`` (who trains and holds it)
+        self.param_module = {
             name: self.module_index[spec.module_id]
             for spec in self.inventory.specs
             for name in spec.param_names
@@ -237,7 +238,7 @@ class FederatedEngine:
                                           device=self.device) for x in (device, kind, sample)))
         self.has_held_out = held_out_slices is not None
         self.evaluator = BatchedEvaluator(
-            self.model, features, labels, rows, self.num_devices, self._param_module,
+            self.model, features, labels, rows, self.num_devices, self.param_module,
             max_rows_per_call=self.num_devices * self.eval_chunk,
         )
         self._params_of_module = [spec.param_names for spec in self.inventory.specs]
@@ -385,15 +386,15 @@ class FederatedEngine:
         available = torch.as_tensor(network.available, dtype=torch.bool, device=self.device)
         flags: list[str] = []
 
-        trained = available & self._trainable_tasks().any(dim=1)
+        trained = available & self.trainable_tasks().any(dim=1)
         failed = torch.zeros_like(available)
         loss_per_device = np.full(self.num_devices, np.nan)
         loss_per_task = {t: float("nan") for t in self.tasks}
         if self.train:
-            losses, task_losses, failed = self._local_training(trained)
+            losses, task_losses, failed = self.local_training(trained)
             trained_np = trained.cpu().numpy()
             loss_per_device = np.where(trained_np, losses, np.nan)
-            ran = self._trainable_tasks().cpu().numpy() & trained_np[:, None]
+            ran = self.trainable_tasks().cpu().numpy() & trained_np[:, None]
             ran &= ~failed.cpu().numpy()[:, None]
             for k, task in enumerate(self.tasks):
                 if ran[:, k].any():
@@ -475,8 +476,9 @@ class FederatedEngine:
     # ----------------------------------------------------------------------------------------
     # training
 
-    def _trainable_tasks(self) -> torch.Tensor:
-        """``(N, K)``: tasks a device runs and holds both modules of (prompt and head)."""
+    def trainable_tasks(self) -> torch.Tensor:
+        """``(N, K)`` bool: tasks each device can train and serve now (it runs the task and
+        holds both of its modules, the prompt and the head)."""
         prompt = torch.stack(
             [self.holds[:, self.module_index[f"prompt/{t}"]] for t in self.tasks], dim=1
         )
@@ -485,7 +487,7 @@ class FederatedEngine:
         )
         return self.device_tasks & prompt & head
 
-    def _loss(
+    def loss(
         self,
         params: dict[str, torch.Tensor],
         features: dict[str, torch.Tensor],
@@ -493,6 +495,10 @@ class FederatedEngine:
         task_mask: torch.Tensor,
         labels: torch.Tensor,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One device's training loss on one mini-batch: the mean negative log-likelihood over
+        the tasks in ``task_mask`` plus the MoE balance loss. Returns the loss and, detached,
+        ``(loss, per-task loss (K,))``; a pure function of ``params`` (``grad``/``vmap`` map it
+        over devices)."""
         logits, balance_loss = functional_call(
             self.model, params, (features, modality_mask, task_mask)
         )
@@ -503,7 +509,7 @@ class FederatedEngine:
         per_task = (nll * weight).sum(dim=0) / weight.sum(dim=0).clamp(min=1.0)
         return loss, (loss.detach(), per_task.detach())
 
-    def _local_training(
+    def local_training(
         self, trained: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """``local_steps`` AdamW steps for every device at once; returns per-device mean loss,
@@ -514,11 +520,11 @@ class FederatedEngine:
         snapshot = {k: v.clone() for k, v in self.params.items()}
         if fl.optimizer_state == "reset":
             self.optimizer.reset(self.params)
-        task_mask = self._trainable_tasks()
+        task_mask = self.trainable_tasks()
         update = {
-            name: trained & self.holds[:, self._param_module[name]] for name in self.params
+            name: trained & self.holds[:, self.param_module[name]] for name in self.params
         }
-        step_grad = vmap(grad(self._loss, has_aux=True), in_dims=(0, 0, 0, 0, 0))
+        step_grad = vmap(grad(self.loss, has_aux=True), in_dims=(0, 0, 0, 0, 0))
         modality = self.modality_mask.unsqueeze(1).expand(n, batch, -1)
         tasks = task_mask.unsqueeze(1).expand(n, batch, -1)
         loss_sum = torch.zeros(n, device=self.device)
@@ -672,7 +678,7 @@ class FederatedEngine:
                                       self.modality_mask, self.device_tasks, rows)
 
     def _evaluate(self, full: bool) -> Evaluation:
-        serving = self._trainable_tasks()
+        serving = self.trainable_tasks()
         runs = self.device_tasks
         rows = None if full else self.evaluator.rows_of(SET_GLOBAL)
         per_set = self.evaluator.accuracy(self.predict_rows(rows), rows)  # (N, sets, K)
@@ -733,10 +739,6 @@ class FederatedEngine:
                 float(to_global.sqrt()[held_any].mean() / scale),
             )
         return out
-
-    def trainable_task_mask(self) -> np.ndarray:
-        """``(N, K)`` boolean: tasks each device can serve now (runs it and holds its modules)."""
-        return self._trainable_tasks().cpu().numpy()
 
     def task_chance(self) -> dict[str, float]:
         """Chance accuracy per task."""

@@ -1,6 +1,6 @@
 """Reference implementations the batched engine is checked and benchmarked against.
 
-:func:`sequential_local_training` trains devices one after another with an ordinary
+:func:`sequentiallocal_training` trains devices one after another with an ordinary
 ``torch.optim.AdamW`` per device (how research prototypes do it). It draws the same mini-batches
 as the engine from the same generator, so with the same seed the two must agree to float
 precision; the test suite checks that, and ``benchmarks/round_throughput.py`` times both.
@@ -12,12 +12,12 @@ import torch
 
 from hffm_env.fl.engine import FederatedEngine
 
-__all__ = ["sequential_local_training", "draw_minibatches", "per_device_predictions"]
+__all__ = ["sequentiallocal_training", "draw_minibatches", "per_device_predictions"]
 
 
 def draw_minibatches(engine: FederatedEngine) -> list[torch.Tensor]:
     """The ``(N, batch)`` sample indices of each local step, drawn from the engine's generator
-    exactly as :meth:`FederatedEngine._local_training` draws them."""
+    exactly as :meth:`FederatedEngine.local_training` draws them."""
     fl = engine.scenario.fl
     out = []
     for _ in range(fl.local_steps):
@@ -28,7 +28,7 @@ def draw_minibatches(engine: FederatedEngine) -> list[torch.Tensor]:
     return out
 
 
-def sequential_local_training(
+def sequentiallocal_training(
     engine: FederatedEngine, trained: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """One round of local training, device by device, with a fresh ``torch.optim.AdamW`` per
@@ -36,12 +36,12 @@ def sequential_local_training(
     parameters are not changed (its generator advances as a batched round's would)."""
     fl = engine.scenario.fl
     steps = draw_minibatches(engine)
-    task_mask = engine._trainable_tasks()
+    task_mask = engine.trainable_tasks()
     new = {k: v.clone() for k, v in engine.params.items()}
     for d in range(engine.num_devices):
         if not bool(trained[d]):
             continue
-        held = [n for n in engine.params if bool(engine.holds[d, engine._param_module[n]])]
+        held = [n for n in engine.params if bool(engine.holds[d, engine.param_module[n]])]
         leaves = {n: engine.params[n][d].clone().requires_grad_(True) for n in held}
         frozen = {n: engine.params[n][d] for n in engine.params if n not in leaves}
         optimizer = torch.optim.AdamW(list(leaves.values()), lr=fl.lr,
@@ -51,7 +51,7 @@ def sequential_local_training(
         for idx in steps:
             rows = idx[d]
             features = {m: f[rows] for m, f in engine.features.items()}
-            loss, _ = engine._loss({**frozen, **leaves}, features, modality, tasks,
+            loss, _ = engine.loss({**frozen, **leaves}, features, modality, tasks,
                                    engine.labels[rows])
             optimizer.zero_grad()
             loss.backward()

@@ -20,7 +20,7 @@ from hffm_env.fl import (
     SourceKind,
     Tier,
 )
-from hffm_env.fl.reference import sequential_local_training
+from hffm_env.fl.reference import sequentiallocal_training
 from hffm_env.models import M3TModel, build_model
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
@@ -67,13 +67,13 @@ def test_batched_gradients_equal_per_device_autograd(trained_engine):
     idx = engine.train_idx.gather(1, idx)
     feats = {m: f[idx] for m, f in engine.features.items()}
     modality = engine.modality_mask.unsqueeze(1).expand(n, batch, -1)
-    tasks = engine._trainable_tasks().unsqueeze(1).expand(n, batch, -1)
+    tasks = engine.trainable_tasks().unsqueeze(1).expand(n, batch, -1)
     labels = engine.labels[idx]
-    batched, _ = vmap(grad(engine._loss, has_aux=True))(engine.params, feats, modality, tasks,
+    batched, _ = vmap(grad(engine.loss, has_aux=True))(engine.params, feats, modality, tasks,
                                                         labels)
     for d in range(n):
         leaves = {k: v[d].clone().requires_grad_(True) for k, v in engine.params.items()}
-        loss, _ = engine._loss(leaves, {m: f[d] for m, f in feats.items()}, modality[d],
+        loss, _ = engine.loss(leaves, {m: f[d] for m, f in feats.items()}, modality[d],
                                tasks[d], labels[d])
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         for (name, _), g in zip(leaves.items(), grads):
@@ -95,9 +95,9 @@ def test_batched_training_equals_sequential_loop():
     trained[1] = False
     state = engine.generator.get_state()
     start = {k: v.clone() for k, v in engine.params.items()}
-    reference = sequential_local_training(engine, trained)
+    reference = sequentiallocal_training(engine, trained)
     engine.generator.set_state(state)
-    engine._local_training(trained)
+    engine.local_training(trained)
     for name, value in engine.params.items():
         torch.testing.assert_close(value, reference[name], atol=1e-5, rtol=1e-5, msg=name)
     for name in start:  # device 1 did not train

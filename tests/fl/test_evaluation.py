@@ -56,7 +56,7 @@ def test_modules_no_one_reads_may_differ_within_a_group(engine):
     reads = engine.reads_modules()
     gen = torch.Generator().manual_seed(3)
     for name, value in engine.params.items():
-        unread = ~torch.as_tensor(reads[:, engine._param_module[name]])
+        unread = ~torch.as_tensor(reads[:, engine.param_module[name]])
         noise = torch.randn(value.shape, generator=gen)
         engine.params[name] = torch.where(unread.view(-1, *[1] * (value.dim() - 1)),
                                           noise, value)
