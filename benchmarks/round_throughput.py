@@ -28,7 +28,7 @@ from hffm_env import arguments
 from hffm_env.config import load_scenario
 from hffm_env.data import build_federated_data
 from hffm_env.fl import FederatedEngine
-from hffm_env.fl.reference import draw_minibatches, sequentiallocal_training
+from hffm_env.fl.reference import draw_minibatches, sequential_local_training
 from hffm_env.models import build_model
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def sequential() -> None:
         engine.params = {k: v.clone() for k, v in start.items()}
-        sequentiallocal_training(engine, trained)
+        sequential_local_training(engine, trained)
 
     results = {
         "scenario": args.scenario,

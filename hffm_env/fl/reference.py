@@ -1,6 +1,6 @@
 """Reference implementations the batched engine is checked and benchmarked against.
 
-:func:`sequentiallocal_training` trains devices one after another with an ordinary
+:func:`sequential_local_training` trains devices one after another with an ordinary
 ``torch.optim.AdamW`` per device (how research prototypes do it). It draws the same mini-batches
 as the engine from the same generator, so with the same seed the two must agree to float
 precision; the test suite checks that, and ``benchmarks/round_throughput.py`` times both.
@@ -12,7 +12,7 @@ import torch
 
 from hffm_env.fl.engine import FederatedEngine
 
-__all__ = ["sequentiallocal_training", "draw_minibatches", "per_device_predictions"]
+__all__ = ["sequential_local_training", "draw_minibatches", "per_device_predictions"]
 
 
 def draw_minibatches(engine: FederatedEngine) -> list[torch.Tensor]:
@@ -28,7 +28,7 @@ def draw_minibatches(engine: FederatedEngine) -> list[torch.Tensor]:
     return out
 
 
-def sequentiallocal_training(
+def sequential_local_training(
     engine: FederatedEngine, trained: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """One round of local training, device by device, with a fresh ``torch.optim.AdamW`` per

@@ -20,7 +20,7 @@ from hffm_env.fl import (
     SourceKind,
     Tier,
 )
-from hffm_env.fl.reference import sequentiallocal_training
+from hffm_env.fl.reference import sequential_local_training
 from hffm_env.models import M3TModel, build_model
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
@@ -95,7 +95,7 @@ def test_batched_training_equals_sequential_loop():
     trained[1] = False
     state = engine.generator.get_state()
     start = {k: v.clone() for k, v in engine.params.items()}
-    reference = sequentiallocal_training(engine, trained)
+    reference = sequential_local_training(engine, trained)
     engine.generator.set_state(state)
     engine.local_training(trained)
     for name, value in engine.params.items():
