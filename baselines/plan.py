@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES
-from hffm_env.fl.schedule import Route, Tier
+from hffm_env.fl.schedule import Route, Tier, choices
 
 __all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS", "cheapest_routes"]
 
@@ -51,16 +51,24 @@ class RoundPlan:
     name: str = "plan"
 
     def __post_init__(self) -> None:
-        if not self.tiers:
-            raise ValueError("RoundPlan.tiers: empty; a plan needs at least one round")
+        if not isinstance(self.tiers, (tuple, list)) or not self.tiers:
+            raise ValueError(f"RoundPlan.tiers = {self.tiers!r}: must be a non-empty sequence of "
+                             "rounds, each one tier per module type")
+        rows = []
         for r, row in enumerate(self.tiers):
-            if len(row) != len(MODULE_TYPES):
-                raise ValueError(f"RoundPlan.tiers[{r}]: {len(row)} entries, expected one per "
+            if not isinstance(row, (tuple, list)) or len(row) != len(MODULE_TYPES):
+                raise ValueError(f"RoundPlan.tiers[{r}] = {row!r}: expected one tier per "
                                  f"module type {list(MODULE_TYPES)}")
-            bad = [t for t in row if t not in PLAN_TIERS]
-            if bad:
+            if any(isinstance(t, bool) or t not in PLAN_TIERS for t in row):
                 raise ValueError(f"RoundPlan.tiers[{r}] = {list(row)}: allowed tiers are "
-                                 f"{[t.name.lower() for t in PLAN_TIERS]}")
+                                 f"{choices(PLAN_TIERS)}")
+            rows.append(tuple(Tier(t) for t in row))
+        if isinstance(self.route, bool) or self.route not in set(Route):
+            raise ValueError(f"RoundPlan.route = {self.route!r}: allowed "
+                             f"{choices(Route)}")
+        # stored as enums whatever integers came in (frozen: set through object)
+        object.__setattr__(self, "tiers", tuple(rows))
+        object.__setattr__(self, "route", Route(self.route))
 
     def round_tiers(self, round_index: int) -> dict[str, Tier]:
         """The tier of each module type in round ``round_index`` (0-based)."""
@@ -89,6 +97,12 @@ class RoundPlan:
 
     def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
         """A copy with one round's tier of one module type changed."""
+        if isinstance(round_index, bool) or not isinstance(round_index, int) \
+                or not 0 <= round_index < len(self.tiers):
+            raise ValueError(f"round_index = {round_index!r}: this plan has rounds "
+                             f"0..{len(self.tiers) - 1}")
+        if module_type not in MODULE_TYPES:
+            raise ValueError(f"module_type = {module_type!r}: allowed {list(MODULE_TYPES)}")
         rows = [list(row) for row in self.tiers]
         rows[round_index][MODULE_TYPES.index(module_type)] = tier
         return RoundPlan(tuple(tuple(row) for row in rows), self.route, self.name)
@@ -110,6 +124,9 @@ class RoundPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "plan") -> RoundPlan:
         """Read :meth:`to_dict`'s form; errors name the entry, the value and what is allowed."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: {data!r}: expected an object with 'tiers' (and 'route', "
+                             "'name')")
         names = {t.name.lower(): t for t in PLAN_TIERS}
         try:
             route = Route[str(data.get("route", "d2d_relay")).upper()]

@@ -23,10 +23,13 @@ def parallel_env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> 
 
 
 def env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> object:
-    """The same multi-agent env in PettingZoo's AEC form (``parallel_to_aec``)."""
+    """The same multi-agent env in PettingZoo's AEC form (``parallel_to_aec``), checking each
+    agent's action when it acts."""
     from pettingzoo.utils.conversions import parallel_to_aec
 
-    return parallel_to_aec(parallel_env(scenario, **kwargs))
+    from hffm_env.envs.parallel import CheckedAgentActions
+
+    return CheckedAgentActions(parallel_to_aec(parallel_env(scenario, **kwargs)))
 
 __all__ = [
     "ENV_ID",

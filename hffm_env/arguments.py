@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hffm_env.devices import device_problem
+
 __all__ = [
     "PLOT_SUFFIXES", "SEED_MAX", "USER_ERRORS", "device", "error_line", "non_negative_int",
     "output_file", "positive_int", "positive_number", "probability", "run_command", "seed",
@@ -116,28 +118,10 @@ def probability(text: str) -> float:
 
 
 def device(text: str) -> str:
-    """A torch device this machine has: ``cpu``, ``cuda`` or ``cuda:<i>`` with a GPU there,
-    ``mps`` on Apple silicon."""
-    import torch
-
-    try:
-        parsed = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: not a torch device; allowed cpu, cuda, cuda:<index>, mps") from None
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device; "
-                                             "use cpu")
-        if parsed.index is not None and parsed.index >= count:
-            raise argparse.ArgumentTypeError(f"{text!r}: this machine has CUDA devices "
-                                             f"0..{count - 1}")
-    elif parsed.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here; use cpu")
-    elif parsed.type != "cpu":
-        raise argparse.ArgumentTypeError(f"{text!r}: allowed cpu, cuda, cuda:<index>, mps")
+    """A torch device this machine has (:func:`hffm_env.devices.device_problem`)."""
+    problem = device_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return text
 
 

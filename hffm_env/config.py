@@ -99,7 +99,8 @@ def _check_non_negative(owner: str, **values: float) -> None:
 
 def _check_probability(owner: str, **values: float) -> None:
     for name, value in values.items():
-        if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0.0 <= value <= 1.0):
             raise ConfigError(f"{owner}.{name} = {value!r}: must be a probability in [0, 1]")
 
 
@@ -625,6 +626,9 @@ class EnvConfig:
                 f"env.target_accuracy = None: the {self.reward} reward needs a target accuracy "
                 "in [0, 1], e.g. env.target_accuracy=0.4"
             )
+        if not isinstance(self.observe_target, bool):
+            raise ConfigError(f"env.observe_target = {self.observe_target!r}: must be true or "
+                              "false")
         if self.observe_target and self.target_accuracy is None:
             raise ConfigError(
                 "env.observe_target = True: needs env.target_accuracy (a value in [0, 1]) to "
@@ -651,6 +655,14 @@ class ScenarioConfig:
 
     def __post_init__(self) -> None:
         _check_int_between("scenario", 0, 2**63 - 1, seed=self.seed)
+        if not isinstance(self.name, str):
+            raise ConfigError(f"scenario.name = {self.name!r}: must be a string")
+        for name, section in get_type_hints(ScenarioConfig).items():
+            value = getattr(self, name)
+            if dataclasses.is_dataclass(section) and not isinstance(value, section):
+                raise ConfigError(
+                    f"{name} = {value!r}: must be a {section.__name__} instance (dicts go through "
+                    "hffm_env.config.from_dict)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -745,12 +757,11 @@ def scenario_names() -> list[str]:
 def get_scenario(name: str) -> ScenarioConfig:
     """The preset scenario called ``name``; unknown names raise :class:`ConfigError` listing the
     known ones."""
-    try:
-        return SCENARIOS[name]()
-    except KeyError:
+    if not isinstance(name, str) or name not in SCENARIOS:
         raise ConfigError(
             f"scenario = {name!r}: unknown; known scenarios are {scenario_names()}"
-        ) from None
+        )
+    return SCENARIOS[name]()
 
 
 # --------------------------------------------------------------------------------------------
@@ -954,11 +965,24 @@ def apply_overrides(
 ) -> ScenarioConfig:
     """``config`` with dotted-key overrides applied, e.g. ``{"fl.local_steps": 3}`` or
     ``["channel.d2d.bandwidth_hz=2e6"]``; the result is validated like any config."""
-    if not overrides:
+    if not isinstance(config, ScenarioConfig):
+        raise ConfigError(f"config = {config!r}: must be a ScenarioConfig (load_scenario builds "
+                          "one from a preset name)")
+    if overrides is None:
         return config
-    items = (
-        [parse_override(o) for o in overrides] if isinstance(overrides, list) else overrides.items()
-    )
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+    elif isinstance(overrides, (list, tuple)):
+        for text in overrides:
+            if not isinstance(text, str):
+                raise ConfigError(f"override {text!r}: must be a 'key=value' string, e.g. "
+                                  "'fl.local_steps=3'")
+        items = [parse_override(o) for o in overrides]
+    else:
+        raise ConfigError(f"overrides = {overrides!r}: must be a dict of dotted keys to values, "
+                          "a list of 'key=value' strings, or None")
+    if not items:
+        return config
     nested: dict[str, Any] = {}
     for key, value in items:
         if not isinstance(key, str):
@@ -978,6 +1002,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON (``.json``) or YAML (anything else, via ``yaml.safe_load``) config file."""
     import yaml
 
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"config file {path!r}: must be a path (a string or pathlib.Path)")
     path = Path(path)
     try:
         text = path.read_text()
@@ -990,6 +1016,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         where = " ".join(str(err).split())  # YAML's problem mark spans several lines
         raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({where})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r}: nested too deeply to be a config") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -28,8 +28,8 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES
-from hffm_env.envs.action import check_slot_range
-from hffm_env.fl.schedule import Route
+from hffm_env.envs.action import check_action
+from hffm_env.fl.schedule import Route, choices
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
            "relay_from_edge"]
@@ -61,8 +61,9 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     base = env.unwrapped
     layout = base.layout
     relay = relay_from_edge(layout.num_requests, len(base.engine.pending))
-    return layout.encode(edge, cloud, list(routes) if not isinstance(routes, Route) else routes,
-                         heads=[int(h) for h in base.network.heads], relay=relay)
+    routes = list(routes) if isinstance(routes, Sequence) else routes  # one, or one per cluster
+    return layout.encode(edge, cloud, routes, heads=[int(h) for h in base.network.heads],
+                         relay=relay)
 
 
 class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -84,12 +85,7 @@ class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
     def action(self, action: np.ndarray) -> np.ndarray:
         """The env's full action for a coarse one (slot errors name the coarse slot)."""
-        a = np.asarray(action)
-        nvec = self.action_space.nvec
-        if a.shape != nvec.shape:
-            raise ValueError(f"action shape {a.shape}: expected {nvec.shape} "
-                             f"(slots {self.slot_names})")
-        check_slot_range(a, nvec, self.slot_names)
+        a = check_action(action, self.action_space.nvec, self.slot_names)
         k = len(MODULE_TYPES)
         edge = {t: self.menu[int(a[j])] for j, t in enumerate(MODULE_TYPES)}
         cloud = {t: self.menu[int(a[k + j])] for j, t in enumerate(MODULE_TYPES)}
@@ -124,12 +120,18 @@ class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         if not self.schedules:
             raise ValueError("ScheduleMenu: schedules is empty")
         menu = env.unwrapped.layout.menu
-        for name, (edge, cloud, route) in self.schedules.items():
+        for name, entry in self.schedules.items():
+            if not isinstance(entry, Sequence) or len(entry) != 3:
+                raise ValueError(f"ScheduleMenu: schedule {name!r} = {entry!r}: must be "
+                                 "(edge period, cloud period, route)")
+            edge, cloud, route = entry
             for what, value in (("edge period", edge), ("cloud period", cloud)):
-                if value not in menu:
-                    raise ValueError(f"ScheduleMenu: schedule {name!r} has {what} {value}, not "
-                                     f"in env.period_menu {list(menu)}")
-            Route(route)
+                if isinstance(value, bool) or value not in menu:
+                    raise ValueError(f"ScheduleMenu: schedule {name!r} has {what} {value!r}, "
+                                     f"not in env.period_menu {list(menu)}")
+            if isinstance(route, bool) or route not in set(Route):
+                raise ValueError(f"ScheduleMenu: schedule {name!r} has route {route!r}: "
+                                 f"allowed {choices(Route)}")
         self.names = list(self.schedules)
         self.action_space = spaces.Discrete(len(self.names))
 
@@ -171,6 +173,11 @@ class ActionMaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorA
         else:
             raise TypeError(f"ActionMaskObservation: action space {space} is neither "
                             "MultiDiscrete nor Discrete")
+        try:
+            env.get_wrapper_attr("action_masks")
+        except AttributeError:
+            raise TypeError(f"ActionMaskObservation: {env} has no action_masks(); wrap an "
+                            "HF-FM env (or a wrapper of one)") from None
         self.observation_space = spaces.Dict({
             "observation": env.observation_space,
             "action_mask": spaces.Box(0, 1, shape=(size,), dtype=np.bool_),

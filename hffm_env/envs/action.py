@@ -21,7 +21,9 @@ Slots, in order (``T`` = 5 module types, ``C`` clusters, ``N`` devices, ``P`` re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.sim import repair_pairing
 
-__all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_slot_range"]
+__all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_action", "check_slot_range"]
 
 
 def check_slot_range(action: np.ndarray, nvec: np.ndarray, slot_names: list[str],
@@ -41,6 +43,24 @@ def check_slot_range(action: np.ndarray, nvec: np.ndarray, slot_names: list[str]
         i = int(bad[0])
         raise ValueError(f"{subject} slot {i} ({slot_names[i]}) = {int(action[i])}: allowed "
                          f"0..{int(nvec[i]) - 1}")
+
+
+def check_action(action: object, nvec: np.ndarray, slot_names: list[str],
+                 subject: str = "action") -> np.ndarray:
+    """``action`` as an int64 vector for a MultiDiscrete space of sizes ``nvec``, or a
+    ``ValueError`` naming its dtype, its shape or the first slot out of range. Floats pass only
+    when every one is a whole number (what some libraries' samplers return)."""
+    array = np.asarray(action)
+    if array.dtype.kind not in "iu":
+        if not (array.dtype.kind == "f" and np.all(np.isfinite(array))
+                and np.all(array == np.round(array))):
+            raise ValueError(f"{subject} dtype {array.dtype}: must be integers (a "
+                             "MultiDiscrete vector)")
+    if array.shape != nvec.shape:
+        raise ValueError(f"{subject} shape {array.shape}: expected {nvec.shape} "
+                         f"(slots: {slot_names[0]} ... {slot_names[-1]})")
+    check_slot_range(array, nvec, slot_names, subject)  # before the cast: 1e19 stays 1e19
+    return array.astype(np.int64)
 
 NUM_ROUTES = len(Route)
 RELAY_FIXED_CHOICES = 3  # wait, edge, cloud
@@ -156,23 +176,7 @@ class ActionLayout:
 
     def check(self, action: object) -> np.ndarray:
         """``action`` as an int64 vector, or a ``ValueError`` that names the slot and range."""
-        array = np.asarray(action)
-        if array.dtype.kind not in "iu":
-            if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(
-                array == np.round(array)
-            ):
-                array = array.astype(np.int64)
-            else:
-                raise ValueError(
-                    f"action dtype {array.dtype}: must be integers (a MultiDiscrete vector)"
-                )
-        if array.shape != self.nvec.shape:
-            raise ValueError(
-                f"action shape {array.shape}: expected {self.nvec.shape} "
-                f"(slots: {self.slot_names[0]} ... {self.slot_names[-1]})"
-            )
-        check_slot_range(array, self.nvec, self.slot_names)
-        return array.astype(np.int64)
+        return check_action(action, self.nvec, self.slot_names)
 
     # ----------------------------------------------------------------------------------------
 
@@ -186,33 +190,59 @@ class ActionLayout:
         partners: np.ndarray | None = None,
         relay: list[int] | None = None,
     ) -> np.ndarray:
-        """Build an action from readable choices (periods as values from the menu, heads as
-        device ids, partners as indices 0..k, relay choices as slot values). Used by the
-        baselines; unknown period values raise ``ValueError`` listing the menu."""
+        """Build an action from readable choices (periods as values from the menu, one for
+        every module type or a dict of each; routes one for all clusters or a list of one per
+        cluster; heads as device ids, one per cluster; partners as indices 0..k, one per
+        device; relay choices as slot values, one per request slot). Used by the baselines;
+        anything else raises ``ValueError`` naming the argument, the value and what is
+        allowed."""
         action = np.zeros(len(self.nvec), dtype=np.int64)
 
+        def per_type(choice: Any, what: str) -> dict[str, Any]:
+            if isinstance(choice, Mapping):
+                missing = [t for t in MODULE_TYPES if t not in choice]
+                if missing or len(choice) != len(MODULE_TYPES):
+                    raise ValueError(f"{what} = {dict(choice)!r}: must give every module type "
+                                     f"{list(MODULE_TYPES)} and no other (missing {missing})")
+                return dict(choice)
+            return dict.fromkeys(MODULE_TYPES, choice)
+
         def period_index(value: int, what: str) -> int:
-            if value not in self.menu:
-                raise ValueError(f"{what} = {value}: not in env.period_menu {list(self.menu)}")
+            if isinstance(value, bool) or value not in self.menu:
+                raise ValueError(f"{what} = {value!r}: not in env.period_menu {list(self.menu)}")
             return self.menu.index(value)
 
+        edge, cloud = per_type(edge_period, "edge_period"), per_type(cloud_period, "cloud_period")
+        pairs = per_type(pair_exchange, "pair_exchange")
         for k, t in enumerate(MODULE_TYPES):
-            e = edge_period[t] if isinstance(edge_period, dict) else edge_period
-            c = cloud_period[t] if isinstance(cloud_period, dict) else cloud_period
-            p = pair_exchange[t] if isinstance(pair_exchange, dict) else pair_exchange
-            action[self._offsets["edge_period"].start + k] = period_index(e, f"edge_period/{t}")
-            action[self._offsets["cloud_period"].start + k] = period_index(c, f"cloud_period/{t}")
-            action[self._offsets["pair_exchange"].start + k] = int(bool(p))
-        routes = route if isinstance(route, list) else [route] * self.num_clusters
-        action[self._offsets["route"]] = [int(r) for r in routes]
+            action[self._offsets["edge_period"].start + k] = period_index(edge[t],
+                                                                          f"edge_period/{t}")
+            action[self._offsets["cloud_period"].start + k] = period_index(cloud[t],
+                                                                           f"cloud_period/{t}")
+            action[self._offsets["pair_exchange"].start + k] = int(bool(pairs[t]))
+        routes = route if isinstance(route, (list, tuple)) else [route] * self.num_clusters
+        action[self._offsets["route"]] = self._one_per_slot("route", routes, "route", "cluster")
         if heads is not None:
             action[self._offsets["head"]] = [
-                self._head_index(c, int(h)) for c, h in enumerate(heads)]
+                self._head_index(c, int(h))
+                for c, h in enumerate(self._one_per_slot("head", heads, "heads", "cluster"))]
         if partners is not None:
-            action[self._offsets["partner"]] = partners
+            action[self._offsets["partner"]] = self._one_per_slot("partner", partners,
+                                                                  "partners", "device")
         if relay is not None:
-            action[self._offsets["relay"]] = relay
-        return action
+            action[self._offsets["relay"]] = self._one_per_slot("relay", relay, "relay",
+                                                                "request slot")
+        return check_action(action, self.nvec, self.slot_names, subject="encoded action")
+
+    def _one_per_slot(self, block: str, values: Any, what: str, unit: str) -> np.ndarray:
+        """``values`` for ``block``: exactly one integer per slot (ranges are checked on the
+        whole action)."""
+        slots = self._offsets[block]
+        count = slots.stop - slots.start
+        array = np.asarray(values)
+        if array.shape != (count,) or array.dtype.kind not in "iu":
+            raise ValueError(f"{what} = {values!r}: must be {count} integers, one per {unit}")
+        return array
 
     def _head_index(self, cluster: int, head: int) -> int:
         """The head slot's value for device ``head`` of ``cluster``; -1 (the network's "no

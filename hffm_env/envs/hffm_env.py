@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -19,15 +20,18 @@ from hffm_env.config import (
     check_memory,
     load_scenario,
 )
+from hffm_env.devices import device_problem
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.reward import (
     REWARDS,
+    TERM_NAMES,
     CostRange,
     Reward,
     RewardInputs,
     RewardWeights,
     accuracy_score,
+    check_terms,
     get_reward,
     reward_bounds,
 )
@@ -101,7 +105,10 @@ class HFFMEnv(gym.Env):
     ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` (only in
     that mode) bounds it: a round's cost counts as at most 100 star rounds.
     In cost fidelity the accuracy term is 0 (nothing was measured); in surrogate fidelity it
-    is the surrogate's prediction.
+    is the surrogate's prediction. A callable ``reward`` gets ``(RewardInputs, CostRange,
+    RewardWeights)`` and returns some of the terms as finite numbers (a missing one is 0);
+    if it raises or returns anything else, ``step`` raises ``RuntimeError`` and the episode
+    ends there (the round was played).
 
     ## Fidelities
     ``"train"``: real M3T training and evaluation every step. The global accuracy is measured
@@ -151,10 +158,13 @@ class HFFMEnv(gym.Env):
     ## Arguments
     ``gymnasium.make("hffm/HFFM-v0", scenario="small", overrides=None, config_file=None,
     fidelity="train", reward_mode="scalar", render_mode=None, device="cpu",
-    torch_threads=None, progress=False, surrogate=None)``; ``overrides`` is a dict or list of
-    ``"key=value"`` strings applied to the scenario config; ``fidelity`` is ``"train"``,
+    torch_threads=None, progress=False, surrogate=None, reward=None)``; ``overrides`` is a
+    dict or list of ``"key=value"`` strings applied to the scenario config; ``fidelity`` is
+    ``"train"``,
     ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted surrogate file
-    (default: the one for this config in the cache, else the one shipped for the preset).
+    (default: the one for this config in the cache, else the one shipped for the preset; read
+    in surrogate fidelity only); ``reward`` a reward's name (it becomes ``env.reward``) or a
+    callable (see Rewards); ``torch_threads`` torch's intra-op threads, a process-wide setting.
 
     ## Version History
     * v0: initial release.
@@ -213,9 +223,19 @@ class HFFMEnv(gym.Env):
             "device": device, "torch_threads": torch_threads, "surrogate": surrogate,
             "reward": reward,
         }
-        if torch_threads is not None:
-            torch.set_num_threads(int(torch_threads))
+        problem = device_problem(device)
+        if problem is not None:
+            raise ValueError(f"device = {device!r}: {problem}")
+        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(
+                torch_threads, (int, np.integer)) or torch_threads < 1):
+            raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
+                             ">= 1")
         self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
+        if isinstance(reward, str):  # a named reward is the config's, checked like it
+            self.config = dataclasses.replace(
+                self.config, env=dataclasses.replace(self.config.env, reward=reward))
+        if torch_threads is not None:  # a process-wide setting: only once the rest is valid
+            torch.set_num_threads(int(torch_threads))
         check_memory(self.config, fidelity)  # refuse before allocating, with the estimate
         if self.config.placement.placement != "clustered":
             # every reset places the devices anew; nearest-server association would then move
@@ -298,6 +318,7 @@ class HFFMEnv(gym.Env):
         self.network = network
         self._streams = built
         self._reset_state()
+        self._needs_reset = True  # an episode starts with reset()
 
     # ----------------------------------------------------------------------------------------
     # Gymnasium API
@@ -306,14 +327,15 @@ class HFFMEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: new placement, fading, dropout, arrivals and data order from
-        ``seed``; modules back to their initial state."""
+        ``seed``; modules back to their initial state. The env has no ``options``; any given are
+        ignored, as Gymnasium's envs do."""
         from hffm_env.sim import Network
 
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or seed < 0):
             # checked before any state changes, so the env stays usable after this error
             raise ValueError(f"reset seed = {seed!r}: must be None or an integer >= 0")
-        super().reset(seed=seed)
+        super().reset(seed=None if seed is None else int(seed))
         # the episode's named streams, all from one draw of Gymnasium's np_random (so that
         # reset(seed=None) continues the sequence that the last seeded reset started)
         self._streams = RandomStreams.from_seed(int(self.np_random.integers(0, 2**63 - 1)))
@@ -390,10 +412,11 @@ class HFFMEnv(gym.Env):
         return None
 
     def close(self) -> None:
-        """Free the model, features and network."""
-        self.engine = None  # type: ignore[assignment]
-        self.network = None  # type: ignore[assignment]
-        self.data = None  # type: ignore[assignment]
+        """Free the model, features and network; any later use of the env raises
+        ``RuntimeError`` (make a new one)."""
+        self.engine = _Closed()  # type: ignore[assignment]
+        self.network = _Closed()  # type: ignore[assignment]
+        self.data = _Closed()  # type: ignore[assignment]
         super().close()
 
     # ----------------------------------------------------------------------------------------
@@ -474,14 +497,21 @@ class HFFMEnv(gym.Env):
         """The reward function's terms for the round just played; remembers the score and
         whether the target was reached for the next round's reward."""
         score = self._score(result.accuracy, result.accuracy_local)
-        terms = self.reward_function(
-            RewardInputs(
-                score=score, previous_score=self._previous_score,
-                reached_before=self._target_reached, latency_s=result.cost.latency_s,
-                energy_j=result.cost.energy_j, last_round=last_round,
-            ),
-            self.cost_range, self.reward_weights,
+        inputs = RewardInputs(
+            score=score, previous_score=self._previous_score,
+            reached_before=self._target_reached, latency_s=result.cost.latency_s,
+            energy_j=result.cost.energy_j, last_round=last_round,
         )
+        try:
+            terms = check_terms(
+                self.reward_function(inputs, self.cost_range, self.reward_weights),
+                self.reward_function)
+        except Exception as err:
+            # the round is played and cannot be taken back: end the episode here, loudly
+            self._needs_reset = True
+            raise RuntimeError(f"the reward failed ({type(err).__name__}: {err}); round "
+                               f"{self.rounds_done} was played without a transition, so the "
+                               "episode ends: call reset()") from err
         if math.isfinite(score):
             self._previous_score = score
             target = self.config.env.target_accuracy
@@ -491,8 +521,7 @@ class HFFMEnv(gym.Env):
     def _reward(self, terms: dict[str, float]) -> float | np.ndarray:
         """The reward of ``reward_mode``: the terms' sum, or the vector of them."""
         if self.reward_mode == "vector":
-            return np.array([terms["accuracy"], terms["latency"], terms["energy"]],
-                            dtype=np.float32)
+            return np.array([terms.get(k, 0.0) for k in TERM_NAMES], dtype=np.float32)
         return float(sum(terms.values()))
 
     def _begin_round(self) -> None:
@@ -688,7 +717,7 @@ class HFFMEnv(gym.Env):
             "cumulative_latency_s": self.cumulative_latency_s,
             "cumulative_energy_j": self.cumulative_energy_j,
             "reward_terms": {k: float(terms.get(k, 0.0))
-                             for k in ("accuracy", "latency", "energy")},
+                             for k in TERM_NAMES},
             "schedule": self._schedule_info(schedule),
             "transfers": transfers,
             "cost": cost_info,
@@ -762,6 +791,15 @@ def _reward_function(reward: str | Reward | None, configured: str, mode: str) ->
     return reward
 
 
+class _Closed:
+    """What a closed env holds in place of its engine, network and data: reading anything of
+    it says the env is closed, instead of failing deep inside on a missing object."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"the env is closed (close() freed its model and network; reading "
+                           f"{name!r}): make a new env to go on")
+
+
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """Run the block with one torch intra-op thread, then restore the setting."""
@@ -778,6 +816,8 @@ def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
     ``"accuracy_held_out"`` per task or ``"mean"``, or ``"train_loss"``), NaN when this
     round did not measure it (info itself holds 0.0 there and ``info["measured"][key]`` is
     False)."""
+    if key not in info["measured"]:
+        raise ValueError(f"measured key = {key!r}: allowed {list(info['measured'])}")
     if not info["measured"][key]:
         return float("nan")
     value = info[key]

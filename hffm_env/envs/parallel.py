@@ -51,21 +51,23 @@ edge agents' rewards then sum to the team reward (up to the accuracy term counte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES
-from hffm_env.envs.action import check_slot_range
+from hffm_env.envs.action import check_action
 from hffm_env.envs.hffm_env import HFFMEnv
 
 try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
     from pettingzoo import ParallelEnv
+    from pettingzoo.utils.wrappers import BaseWrapper
 except ImportError:  # pragma: no cover - exercised only without the extra
-    ParallelEnv = object  # type: ignore[assignment,misc]
+    ParallelEnv = BaseWrapper = object  # type: ignore[assignment,misc]
 
-__all__ = ["HFFMParallelEnv", "REWARD_SPLITS", "combine_periods"]
+__all__ = ["CheckedAgentActions", "HFFMParallelEnv", "REWARD_SPLITS", "combine_periods"]
 
 REWARD_SPLITS = ("team", "cost-share")
 CLOUD = "cloud_0"
@@ -202,6 +204,9 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         defaults: index 0 in every slot)."""
         if not self.agents:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions = {actions!r}: must be a dict of agent name to action "
+                             f"(agents: {self.agents})")
         unknown = set(actions) - set(self.agents)
         if unknown:
             raise ValueError(f"actions for {sorted(unknown)}: not live agents "
@@ -232,7 +237,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         agent and its slot)."""
         layout = self.env.layout
         full = np.zeros(len(layout.nvec), dtype=np.int64)
-        checked = {a: self._check_action(a, actions.get(a)) for a in self.possible_agents}
+        checked = {a: self.check_action(a, actions.get(a)) for a in self.possible_agents}
         k = len(MODULE_TYPES)
         edges = [checked[f"edge_{c}"] for c in range(self.num_clusters)]
         for j, t in enumerate(MODULE_TYPES):
@@ -254,16 +259,13 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
                     full[self._slot[f"relay/{r}"]] = relays[r]
         return full
 
-    def _check_action(self, agent: str, action: Any) -> np.ndarray:
-        nvec = self._nvec[agent]
+    def check_action(self, agent: str, action: Any) -> np.ndarray:
+        """``agent``'s action as an int64 vector (None: its defaults, index 0 in every slot),
+        or a ``ValueError`` naming the agent and its dtype, shape or slot."""
+        nvec = self._nvec[self._check_agent(agent)]
         if action is None:
             return np.zeros(len(nvec), dtype=np.int64)
-        a = np.asarray(action)
-        if a.shape != nvec.shape or a.dtype.kind not in "iu":
-            raise ValueError(f"action of {agent} has shape {a.shape} and dtype {a.dtype}: "
-                             f"expected integers of shape {nvec.shape}")
-        check_slot_range(a, nvec, self.slot_names[agent], subject=f"action of {agent},")
-        return a.astype(np.int64)
+        return check_action(action, nvec, self.slot_names[agent], subject=f"action of {agent},")
 
     def _request_owners(self) -> list[int]:
         """Per request slot, the cluster of its pending request's device (-1: empty)."""
@@ -274,6 +276,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
 
     def action_masks(self, agent: str) -> np.ndarray:
         """The agent's flat boolean mask (sb3-contrib's layout) for the next action."""
+        self._check_agent(agent)
         return np.concatenate(self._slot_masks(agent, self.env.action_masks(),
                                                self._request_owners()))
 
@@ -341,3 +344,20 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
             rewards[f"edge_{c}"] = float(terms["accuracy"] + lat_share * terms["latency"]
                                          + en_share * terms["energy"])
         return rewards
+
+
+class CheckedAgentActions(BaseWrapper):  # type: ignore[misc]
+    """PettingZoo's AEC form of :class:`HFFMParallelEnv` (``parallel_to_aec``), checking each
+    agent's action when that agent acts: the conversion collects the actions and plays them
+    when the last agent has acted, so a bad one would otherwise surface only then, and stick.
+    A live agent must act (None is for agents that are done)."""
+
+    def step(self, action: Any) -> None:
+        """Check ``action`` of the agent whose turn it is, then play it."""
+        agent = self.env.agent_selection
+        if not (self.env.terminations[agent] or self.env.truncations[agent]):
+            if action is None:
+                raise ValueError(f"action of {agent} = None: a live agent must act "
+                                 f"(its space: {self.env.action_space(agent)})")
+            self.env.unwrapped.check_action(agent, action)
+        self.env.step(action)

@@ -36,12 +36,14 @@ ever uses a number that was not measured.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "CostRange", "RewardInputs", "RewardWeights", "REWARDS", "MAX_COST_SCALE", "accuracy_score",
-    "reward_bounds", "reward_names", "get_reward",
+    "reward_bounds", "reward_names", "get_reward", "TERM_NAMES", "check_terms",
 ]
 
 
@@ -97,6 +99,28 @@ class RewardInputs:
 
 
 Reward = Callable[[RewardInputs, CostRange, "RewardWeights"], dict[str, float]]
+
+TERM_NAMES: tuple[str, ...] = ("accuracy", "latency", "energy")
+"""The reward terms, in the order of the vector reward; a missing term counts as 0."""
+
+
+def check_terms(terms: Any, reward: Reward) -> dict[str, float]:
+    """``terms`` as ``reward`` returned them, as a dict of floats; anything but a dict of some
+    of :data:`TERM_NAMES` to finite numbers raises ``ValueError`` naming the reward, the value
+    and what is allowed (a custom reward's mistake is caught where it is made)."""
+    name = getattr(reward, "__name__", repr(reward))
+    if not isinstance(terms, dict):
+        raise ValueError(f"reward {name} returned {terms!r}: must return a dict of terms "
+                         f"{list(TERM_NAMES)} to finite numbers")
+    for key, value in terms.items():
+        if key not in TERM_NAMES:
+            raise ValueError(f"reward {name} returned the term {key!r}: allowed terms are "
+                             f"{list(TERM_NAMES)}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise ValueError(f"reward {name} returned {key} = {value!r}: must be a finite "
+                             "number")
+    return {key: float(value) for key, value in terms.items()}
 
 
 @dataclass(frozen=True)

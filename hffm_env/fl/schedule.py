@@ -8,13 +8,20 @@ against the current network (:meth:`FederatedEngine.validate_schedule`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from hffm_env.config import MODULE_TYPES
 
-__all__ = ["Tier", "Route", "SourceKind", "RelaySource", "ModuleRequest", "Schedule"]
+__all__ = ["Tier", "Route", "SourceKind", "RelaySource", "ModuleRequest", "Schedule",
+           "choices"]
+
+
+def choices(members: Iterable[IntEnum]) -> list[str]:
+    """``["NAME (value)", ...]`` of enum members: what error messages list as allowed."""
+    return [f"{m.name} ({int(m)})" for m in members]
 
 
 class Tier(IntEnum):
@@ -71,6 +78,11 @@ class RelaySource:
     device: int = -1
 
     def __post_init__(self) -> None:
+        if isinstance(self.kind, bool) or self.kind not in set(SourceKind):
+            raise ValueError(f"RelaySource.kind = {self.kind!r}: allowed "
+                             f"{choices(SourceKind)}")
+        if isinstance(self.device, bool) or not isinstance(self.device, numbers.Integral):
+            raise ValueError(f"RelaySource.device = {self.device!r}: must be an integer device id")
         if self.kind == SourceKind.DEVICE and self.device < 0:
             raise ValueError(f"RelaySource(kind=DEVICE) needs a device id >= 0, got {self.device}")
 
@@ -106,12 +118,19 @@ class Schedule:
     relay_sources: Mapping[ModuleRequest, RelaySource] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for module_type in self.tiers:
+        for module_type, tier in self.tiers.items():
             if module_type not in MODULE_TYPES:
                 raise ValueError(
                     f"Schedule.tiers has module type {module_type!r}: allowed are "
                     f"{list(MODULE_TYPES)}"
                 )
+            if isinstance(tier, bool) or tier not in set(Tier):
+                raise ValueError(f"Schedule.tiers[{module_type!r}] = {tier!r}: allowed "
+                                 f"{choices(Tier)}")
+        for cluster, route in enumerate(self.routes):
+            if isinstance(route, bool) or route not in set(Route):
+                raise ValueError(f"Schedule.routes[{cluster}] = {route!r}: allowed "
+                                 f"{choices(Route)}")
 
     def tier(self, module_type: str) -> Tier:
         """The tier of ``module_type`` this round (``NONE`` when not given)."""

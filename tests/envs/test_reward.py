@@ -116,11 +116,14 @@ def test_reward_is_pluggable_by_name_or_callable():
     action = env.unwrapped.layout.encode(1, 1)
     _, reward, *_, info = env.step(action)
     assert reward == pytest.approx(-info["energy_j"]) and reward < 0
-    named = make(reward="cost-to-target")
-    assert named.unwrapped.reward_function.__name__ == "cost_to_target"
+    named = make(reward="accuracy-gain")
+    assert named.unwrapped.reward_function.__name__ == "accuracy_gain"
+    assert named.unwrapped.config.env.reward == "accuracy-gain"  # the name is the config's
+    with pytest.raises(ConfigError, match="cost-to-target reward needs a target accuracy"):
+        make(reward="cost-to-target")  # checked as env.reward is, not played without a target
     with pytest.raises(ValueError, match="needs a named reward"):
         make(reward=energy_only, reward_mode="vector")
-    with pytest.raises(ValueError, match="unknown; known rewards"):
+    with pytest.raises(ValueError, match="env.reward = 'nope': must be one of"):
         make(reward="nope")
     with pytest.raises(ValueError, match="must be None, a name"):
         make(reward=3)

@@ -1,0 +1,242 @@
+"""Bad input through the Python API: every mistake gets an error that names the argument (or
+slot), the value and what is allowed, before anything changes; a closed env says so."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import hffm_env
+from hffm_env.baselines.plan import RoundPlan
+from hffm_env.config import ConfigError, EnvConfig, ScenarioConfig, apply_overrides, load_scenario
+from hffm_env.envs.hffm_env import HFFMEnv, measured
+from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu, full_action
+
+
+def _cost_env(**kwargs) -> HFFMEnv:
+    return HFFMEnv("small", fidelity="cost", **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "names"), [
+    ({"device": "gpu"}, ["device = 'gpu'", "allowed cpu"]),
+    ({"device": 3}, ["device = 3", "not a device name"]),
+    ({"torch_threads": 0}, ["torch_threads = 0", ">= 1"]),
+    ({"torch_threads": 2.7}, ["torch_threads = 2.7"]),
+    ({"reward": "cost-to-target"}, ["env.target_accuracy = None", "cost-to-target"]),
+    ({"reward": "nope"}, ["env.reward = 'nope'", "accuracy-level"]),
+    ({"overrides": "env.episode_rounds=3"}, ["overrides = 'env.episode_rounds=3'", "a dict"]),
+    ({"overrides": [5]}, ["override 5", "key=value"]),
+    ({"config_file": 5}, ["config file 5", "a path"]),
+])
+def test_a_bad_constructor_argument_is_named_with_its_value(kwargs, names):
+    with pytest.raises(ValueError) as raised:
+        _cost_env(**kwargs)
+    for name in names:
+        assert name in str(raised.value)
+
+
+def test_an_unhashable_scenario_is_named():
+    with pytest.raises(ConfigError, match=r"scenario = \['small'\]: unknown"):
+        HFFMEnv(["small"], fidelity="cost")
+
+
+def test_torch_threads_are_set_only_once_the_rest_is_valid():
+    threads = torch.get_num_threads()
+    with pytest.raises(ConfigError, match="env.episode_rounds"):
+        _cost_env(torch_threads=threads + 1, overrides={"env.episode_rounds": 0})
+    assert torch.get_num_threads() == threads
+
+
+def test_step_before_the_first_reset_is_refused():
+    env = _cost_env()
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(env.action_space.sample())
+    assert env.rounds_done == 0
+
+
+def test_a_numpy_integer_seed_is_the_same_seed():
+    a, b = _cost_env(), _cost_env()
+    assert np.array_equal(a.reset(seed=np.int64(3))[0], b.reset(seed=3)[0])
+
+
+def test_a_closed_env_says_so_on_every_use():
+    env = _cost_env()
+    env.reset(seed=0)
+    action = env.action_space.sample()
+    env.close()
+    for use in (lambda: env.step(action), lambda: env.reset(seed=0), env.action_masks,
+                lambda: env.decode(action), lambda: env.pending, env.module_inventory):
+        with pytest.raises(RuntimeError, match="the env is closed"):
+            use()
+
+
+@pytest.mark.parametrize(("reward", "message"), [
+    (lambda i, c, w: None, "returned None"),
+    (lambda i, c, w: {"accuracy": "x"}, "accuracy = 'x': must be a finite number"),
+    (lambda i, c, w: {"accuracy": float("nan")}, "accuracy = nan"),
+    (lambda i, c, w: {"foo": 5.0}, "the term 'foo'"),
+    (lambda i: {}, "TypeError"),
+])
+def test_a_failing_reward_ends_the_episode_loudly(reward, message):
+    env = _cost_env(reward=reward)
+    env.reset(seed=0)
+    with pytest.raises(RuntimeError, match="the reward failed") as raised:
+        env.step(env.action_space.sample())
+    assert message in str(raised.value) and "call reset()" in str(raised.value)
+    with pytest.raises(RuntimeError, match="call reset"):  # the half-played round is not hidden
+        env.step(env.action_space.sample())
+    env.reset(seed=0)  # and a new episode starts cleanly
+
+
+def test_a_custom_reward_may_return_numpy_numbers_and_leave_terms_out():
+    env = _cost_env(reward=lambda i, c, w: {"energy": np.float32(-0.5)})
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(env.action_space.sample())
+    assert reward == -0.5 and info["reward_terms"] == {"accuracy": 0.0, "latency": 0.0,
+                                                       "energy": -0.5}
+
+
+def test_measured_names_an_unknown_key():
+    env = _cost_env()
+    _, info = env.reset(seed=0)
+    with pytest.raises(ValueError, match="measured key = 'foo': allowed"):
+        measured(info, "foo")
+
+
+# ------------------------------------------------------------------ actions and wrappers
+
+
+def test_a_float_action_too_big_for_int64_is_reported_as_given():
+    env = _cost_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"slot 0 \(edge_period/encoder\) = 10000000000000000000"):
+        env.step(np.full(env.action_space.shape, 1e19))
+
+
+@pytest.mark.parametrize("bad", [np.full(14, 1.7), np.full(14, np.nan), np.full(14, np.inf),
+                                 np.array(["a"] * 14), [None] * 14, np.full(14, True)])
+def test_coarse_actions_check_like_the_env(bad):
+    env = CoarseActions(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action dtype"):
+        env.step(bad)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ((1, 1, 7), "route 7"), ((1, 1, "star"), "route 'star'"), ((1, 1), "must be (edge"),
+    (None, "must be (edge"), ((True, 1, 0), "edge period True"),
+])
+def test_schedule_menu_names_a_bad_entry(entry, message):
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost")
+    with pytest.raises(ValueError, match="schedule 'x'") as raised:
+        ScheduleMenu(env, {"x": entry})
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"edge_period": {"encoder": 1}}, "must give every module type"),
+    ({"route": 7}, "slot 15 (route/0) = 7"),
+    ({"route": "star"}, "route = ['star'"),
+    ({"route": [Route.DIRECT]}, "must be 4 integers, one per cluster"),
+    ({"heads": [0]}, "heads = [0]: must be 4 integers"),
+    ({"partners": np.full(3, 0)}, "one per device"),
+    ({"relay": [99] * 4}, "(relay/0) = 99"),
+])
+def test_encode_names_a_bad_choice(kwargs, message):
+    env = _cost_env()
+    env.reset(seed=0)
+    choices = {"edge_period": 1, "cloud_period": 1, **kwargs}
+    with pytest.raises(ValueError) as raised:
+        env.layout.encode(**choices)
+    assert message in str(raised.value)
+
+
+def test_full_action_takes_one_route_for_all_clusters():
+    env = _cost_env()
+    env.reset(seed=0)
+    assert np.array_equal(full_action(env, 1, 1, 2), full_action(env, 1, 1, [Route.STAR] * 4))
+
+
+def test_action_mask_observation_needs_an_env_with_masks():
+    with pytest.raises(TypeError, match="has no action_masks"):
+        ActionMaskObservation(gym.make("CartPole-v1"))
+
+
+# ------------------------------------------------------------------ multi-agent forms
+
+
+def test_the_aec_env_checks_an_agents_action_when_it_acts():
+    pytest.importorskip("pettingzoo")
+    aec = hffm_env.env("small", fidelity="cost")
+    aec.reset(seed=0)
+    size = len(aec.action_space("edge_0").nvec)
+    with pytest.raises(ValueError, match=r"action of edge_0, slot 0 \(edge_period/encoder\)"):
+        aec.step(np.full(size, -1))
+    with pytest.raises(ValueError, match="action of edge_0 = None: a live agent must act"):
+        aec.step(None)
+    for _ in range(len(aec.agents)):  # the refusals left nothing behind: a full round plays
+        aec.step(aec.action_space(aec.agent_selection).sample())
+    assert aec.unwrapped.env.rounds_done == 1
+
+
+def test_the_parallel_env_names_bad_actions_and_agents():
+    pytest.importorskip("pettingzoo")
+    par = hffm_env.parallel_env("small", fidelity="cost")
+    par.reset(seed=0)
+    with pytest.raises(ValueError, match="actions = None: must be a dict"):
+        par.step(None)
+    for agent in ("foo", "edge_9"):
+        with pytest.raises(ValueError, match=f"agent '{agent}': unknown"):
+            par.action_masks(agent)
+
+
+# ------------------------------------------------------------------ configs and schedules
+
+
+def test_config_sections_must_be_their_dataclasses():
+    with pytest.raises(ConfigError, match="env = {'episode_rounds': 3}: must be a EnvConfig "):
+        ScenarioConfig(env={"episode_rounds": 3})
+    for field in ("target_accuracy", "accuracy_local_mix"):
+        with pytest.raises(ConfigError, match=f"env.{field} = True"):
+            EnvConfig(**{field: True})
+    with pytest.raises(ConfigError, match="config = None: must be a ScenarioConfig"):
+        apply_overrides(None, {})
+
+
+def test_a_deeply_nested_config_file_is_refused(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("env: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_scenario("small", config_file=path)
+
+
+def test_overrides_may_be_a_tuple_or_empty():
+    assert load_scenario("small", overrides=("env.episode_rounds=3",)).env.episode_rounds == 3
+    assert load_scenario("small", overrides=[]) == load_scenario("small")
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: Schedule(tiers={"encoder": 9}), "Schedule.tiers['encoder'] = 9: allowed"),
+    (lambda: Schedule(routes=(7,)), "Schedule.routes[0] = 7: allowed"),
+    (lambda: RelaySource(9), "RelaySource.kind = 9: allowed"),
+    (lambda: RelaySource(SourceKind.DEVICE, "3"), "RelaySource.device = '3'"),
+    (lambda: RoundPlan(tiers=(1,)), "RoundPlan.tiers[0] = 1"),
+    (lambda: RoundPlan(tiers=((0, 2, 4, 0, 0),)), "allowed tiers are"),
+    (lambda: RoundPlan(tiers=((0, 3, 4, 0, 0),), route="star"), "RoundPlan.route = 'star'"),
+    (lambda: RoundPlan.constant(2).with_tier(9, "moe", Tier.EDGE), "round_index = 9"),
+    (lambda: RoundPlan.constant(2).with_tier(0, "foo", Tier.EDGE), "module_type = 'foo'"),
+    (lambda: RoundPlan.from_dict([1]), "expected an object"),
+])
+def test_schedules_and_plans_name_a_bad_field(build, message):
+    with pytest.raises(ValueError) as raised:
+        build()
+    assert message in str(raised.value)
+
+
+def test_a_plan_of_plain_integers_is_stored_as_tiers():
+    plan = RoundPlan(tiers=((0, 3, 4, 0, 0),), route=1)
+    assert plan.tiers[0][2] is Tier.CLOUD and plan.route is Route.D2D_RELAY
+    assert plan.to_dict()["tiers"][0]["moe"] == "cloud"
