@@ -51,8 +51,9 @@ def evaluate_against_baselines(
     from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
 
     out = Path(agent_path)
-    agent = agent_policy(out, name=f"agent-{args.engine}-{args.algo}"
-                         if args.engine != "sb3" else f"agent-{args.algo}")
+    engine = "" if args.engine == "sb3" else f"{args.engine}-"
+    shape = "multi-agent-" if args.multi_agent else ""  # edge and cloud modules, not one policy
+    agent = agent_policy(out, name=f"agent-{engine}{shape}{args.algo}")
     names = args.eval_policies or policy_names()
 
     def make_env() -> Any:

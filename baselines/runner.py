@@ -332,8 +332,12 @@ def verdict(result: BenchResult, agent: str) -> str:
     ret, best_ret = me.episode_return["mean"], best.episode_return["mean"]
     parts = [f"return {ret:.2f} vs {best_ret:.2f} ({pct(ret, best_ret)})"]
     e, be = me.energy_to_target_j["mean"], best.energy_to_target_j["mean"]
-    if math.isfinite(e) or math.isfinite(be):
+    if math.isfinite(e) and math.isfinite(be):
         parts.append(f"energy to target {e:.1f} vs {be:.1f} J ({pct(e, be)})")
+    elif math.isfinite(e) or math.isfinite(be):  # only one of them ever reached the target
+        mine = f"{e:.1f} J" if math.isfinite(e) else "never reached"
+        theirs = f"{be:.1f} J" if math.isfinite(be) else "never reached"
+        parts.append(f"energy to target {mine} vs {theirs}")
     e, be = me.energy_per_round_j["mean"], best.energy_per_round_j["mean"]
     parts.append(f"energy/round {e:.2f} vs {be:.2f} J ({pct(e, be)})")
     a, ba = me.final_accuracy["mean"], best.final_accuracy["mean"]

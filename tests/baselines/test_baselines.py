@@ -20,11 +20,14 @@ from hffm_env.baselines.policies import (
 )
 from hffm_env.baselines.runner import (
     BenchResult,
+    EpisodeRecord,
     best_baseline,
     format_table,
     plot_tradeoffs,
     run_benchmark,
     run_episode,
+    summarise,
+    verdict,
 )
 from hffm_env.cli import main as hffm_main
 from hffm_env.fl.schedule import Route
@@ -323,3 +326,21 @@ def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
     record = run_episode(env, fresh, seed=3)  # the runner fits, then plays
     assert fresh.fitted_for(env) and list(fresh.search_results) == ["grid-e1-c2-direct"]
     assert record.rounds == 4
+
+
+def _episode(policy: str, accuracy: list[float], rewards: list[float]) -> EpisodeRecord:
+    rounds = len(accuracy)
+    return EpisodeRecord(policy, 0, accuracy=accuracy, accuracy_per_task=[{}] * rounds,
+                         accuracy_local=accuracy, accuracy_held_out=accuracy,
+                         latency_s=[1.0] * rounds, energy_j=[2.0] * rounds, rewards=rewards)
+
+
+def test_verdict_says_which_side_never_reached_the_target():
+    episodes = [_episode("agent", [0.2, 0.5], [1.0, 1.0]), _episode("base", [0.2, 0.3], [3.0])]
+    result = BenchResult("small", "train", [0], 0.4, summarise(episodes, 0.4), episodes)
+    line = verdict(result, "agent")
+    assert "does not beat the best baseline by return, base" in line
+    assert "energy to target 4.0 J vs never reached" in line and "nan" not in line
+    both = [_episode("agent", [0.5], [1.0]), _episode("base", [0.2, 0.5], [0.5])]
+    line = verdict(BenchResult("small", "train", [0], 0.4, summarise(both, 0.4), both), "agent")
+    assert "agent beats" in line and "energy to target 2.0 vs 4.0 J (-50%)" in line

@@ -97,7 +97,7 @@ def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
     assert set(weights) == {"edge", "cloud"}
     results = json.loads((out / "results.json").read_text())
     agent = next(s for s in results["policies"] if s["policy"].startswith("agent"))
-    assert agent["episodes"] == 1
+    assert agent["policy"] == "agent-rllib-multi-agent-maskable-ppo" and agent["episodes"] == 1
 
 
 def test_masked_module_never_picks_a_masked_value(local_ray):
