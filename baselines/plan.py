@@ -155,6 +155,8 @@ class RoundPlan:
     def read(cls, path: str | Path) -> RoundPlan:
         """A plan from a JSON file: a plan itself, or ``plan_search.py``'s output (its
         ``"plan"`` entry)."""
+        if not isinstance(path, (str, Path)):
+            raise ValueError(f"plan {path!r}: must be a path (a string or pathlib.Path)")
         path = Path(path)
         if path.is_dir():
             raise IsADirectoryError(f"plan {str(path)!r}: is a folder; expected a JSON file")
@@ -235,6 +237,9 @@ class PlanPolicy:
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """This round's action of the plan."""
         from hffm_env.wrappers import full_action, relay_from_edge
+
+        if self.env is None:
+            raise RuntimeError(f"PlanPolicy {self.name!r}: call reset(env) before act()")
 
         edge, cloud = self.plan.periods(self.round)
         tiers = self.plan.round_tiers(self.round)

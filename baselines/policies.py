@@ -367,7 +367,6 @@ def policy_names() -> list[str]:
 
 def make_policy(name: str) -> Policy:
     """A fresh baseline by name; unknown names raise ``ValueError`` listing the known ones."""
-    try:
-        return POLICIES[name]()
-    except KeyError:
-        raise ValueError(f"policy {name!r}: unknown; known policies are {policy_names()}") from None
+    if not isinstance(name, str) or name not in POLICIES:
+        raise ValueError(f"policy {name!r}: unknown; known policies are {policy_names()}")
+    return POLICIES[name]()

@@ -919,6 +919,9 @@ def from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> Sc
     """A :class:`ScenarioConfig` from nested dicts. Keys missing from ``data`` keep the value of
     ``base`` (or of the preset named by ``data["scenario"]``, or the dataclass defaults). Unknown
     keys raise a :class:`ConfigError` that names them and lists the allowed ones."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config = {data!r}: must be a mapping of sections (placement, "
+                          "channel, ..., env) to their fields")
     data = dict(data)
     if "scenario" in data:
         preset = data.pop("scenario")
@@ -944,6 +947,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     ``true``, ``null`` and ``[1, 2]`` get their natural types)."""
     import yaml
 
+    if not isinstance(text, str):
+        raise ConfigError(f"override {text!r}: must be a 'key=value' string, e.g. "
+                          "'fl.local_steps=3'")
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -973,10 +979,6 @@ def apply_overrides(
     if isinstance(overrides, Mapping):
         items = list(overrides.items())
     elif isinstance(overrides, (list, tuple)):
-        for text in overrides:
-            if not isinstance(text, str):
-                raise ConfigError(f"override {text!r}: must be a 'key=value' string, e.g. "
-                                  "'fl.local_steps=3'")
         items = [parse_override(o) for o in overrides]
     else:
         raise ConfigError(f"overrides = {overrides!r}: must be a dict of dotted keys to values, "

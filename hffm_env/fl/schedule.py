@@ -118,6 +118,9 @@ class Schedule:
     relay_sources: Mapping[ModuleRequest, RelaySource] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tiers, Mapping):
+            raise ValueError(f"Schedule.tiers = {self.tiers!r}: must be a dict of module type "
+                             "to Tier")
         for module_type, tier in self.tiers.items():
             if module_type not in MODULE_TYPES:
                 raise ValueError(

@@ -363,6 +363,8 @@ class AccuracySurrogate:
     @classmethod
     def load(cls, path: str | Path) -> AccuracySurrogate:
         """Read a surrogate written by :meth:`save` (tensors and plain data only)."""
+        if not isinstance(path, (str, Path)):
+            raise ValueError(f"surrogate = {path!r}: must be a path (a string or pathlib.Path)")
         path = Path(path)
         if not path.is_file():
             raise SurrogateMissing(f"no fitted surrogate at {path}")

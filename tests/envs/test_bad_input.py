@@ -9,8 +9,16 @@ import pytest
 import torch
 
 import hffm_env
-from hffm_env.baselines.plan import RoundPlan
-from hffm_env.config import ConfigError, EnvConfig, ScenarioConfig, apply_overrides, load_scenario
+from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+from hffm_env.baselines.policies import make_policy
+from hffm_env.config import (
+    ConfigError,
+    EnvConfig,
+    ScenarioConfig,
+    apply_overrides,
+    from_dict,
+    load_scenario,
+)
 from hffm_env.envs.hffm_env import HFFMEnv, measured
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu, full_action
@@ -240,3 +248,17 @@ def test_a_plan_of_plain_integers_is_stored_as_tiers():
     plan = RoundPlan(tiers=((0, 3, 4, 0, 0),), route=1)
     assert plan.tiers[0][2] is Tier.CLOUD and plan.route is Route.D2D_RELAY
     assert plan.to_dict()["tiers"][0]["moe"] == "cloud"
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: HFFMEnv("small", fidelity="surrogate", surrogate=5), "surrogate = 5: must be a path"),
+    (lambda: RoundPlan.read(5), "plan 5: must be a path"),
+    (lambda: Schedule(tiers=[Tier.EDGE]), "Schedule.tiers = [<Tier.EDGE: 3>]: must be a dict"),
+    (lambda: from_dict(None), "config = None: must be a mapping"),
+    (lambda: make_policy(["star"]), "policy ['star']: unknown"),
+    (lambda: PlanPolicy(RoundPlan.constant(1)).act(None, {}), "call reset(env) before act()"),
+])
+def test_paths_policies_and_plans_name_a_bad_argument(call, message):
+    with pytest.raises((ValueError, RuntimeError)) as raised:
+        call()
+    assert message in str(raised.value)
