@@ -19,6 +19,8 @@ is not a baseline: it is what behaviour cloning starts a PPO agent from (``train
 from __future__ import annotations
 
 import json
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES
-from hffm_env.fl.schedule import Route, Tier, choices
+from hffm_env.fl.schedule import Route, Tier, choices, is_member
 
 __all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS", "cheapest_routes"]
 
@@ -59,11 +61,11 @@ class RoundPlan:
             if not isinstance(row, (tuple, list)) or len(row) != len(MODULE_TYPES):
                 raise ValueError(f"RoundPlan.tiers[{r}] = {row!r}: expected one tier per "
                                  f"module type {list(MODULE_TYPES)}")
-            if any(isinstance(t, bool) or t not in PLAN_TIERS for t in row):
+            if not all(is_member(t, PLAN_TIERS) for t in row):
                 raise ValueError(f"RoundPlan.tiers[{r}] = {list(row)}: allowed tiers are "
                                  f"{choices(PLAN_TIERS)}")
             rows.append(tuple(Tier(t) for t in row))
-        if isinstance(self.route, bool) or self.route not in set(Route):
+        if not is_member(self.route, Route):
             raise ValueError(f"RoundPlan.route = {self.route!r}: allowed "
                              f"{choices(Route)}")
         # stored as enums whatever integers came in (frozen: set through object)
@@ -97,7 +99,7 @@ class RoundPlan:
 
     def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
         """A copy with one round's tier of one module type changed."""
-        if isinstance(round_index, bool) or not isinstance(round_index, int) \
+        if isinstance(round_index, bool) or not isinstance(round_index, numbers.Integral) \
                 or not 0 <= round_index < len(self.tiers):
             raise ValueError(f"round_index = {round_index!r}: this plan has rounds "
                              f"0..{len(self.tiers) - 1}")
@@ -155,7 +157,7 @@ class RoundPlan:
     def read(cls, path: str | Path) -> RoundPlan:
         """A plan from a JSON file: a plan itself, or ``plan_search.py``'s output (its
         ``"plan"`` entry)."""
-        if not isinstance(path, (str, Path)):
+        if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"plan {path!r}: must be a path (a string or pathlib.Path)")
         path = Path(path)
         if path.is_dir():

@@ -12,8 +12,10 @@ Validation lives in each dataclass's ``__post_init__`` so that no invalid config
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -657,12 +659,19 @@ class ScenarioConfig:
         _check_int_between("scenario", 0, 2**63 - 1, seed=self.seed)
         if not isinstance(self.name, str):
             raise ConfigError(f"scenario.name = {self.name!r}: must be a string")
-        for name, section in get_type_hints(ScenarioConfig).items():
+        for name, section in _sections().items():
             value = getattr(self, name)
-            if dataclasses.is_dataclass(section) and not isinstance(value, section):
+            if not isinstance(value, section):
                 raise ConfigError(
-                    f"{name} = {value!r}: must be a {section.__name__} instance (dicts go through "
-                    "hffm_env.config.from_dict)")
+                    f"{name} = {value!r}: must be an instance of {section.__name__} (dicts go "
+                    "through hffm_env.config.from_dict)")
+
+
+@functools.cache
+def _sections() -> dict[str, type]:
+    """The section fields of :class:`ScenarioConfig` and their dataclasses."""
+    return {name: hint for name, hint in get_type_hints(ScenarioConfig).items()
+            if dataclasses.is_dataclass(hint)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1004,7 +1013,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON (``.json``) or YAML (anything else, via ``yaml.safe_load``) config file."""
     import yaml
 
-    if not isinstance(path, (str, Path)):
+    if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"config file {path!r}: must be a path (a string or pathlib.Path)")
     path = Path(path)
     try:

@@ -29,7 +29,7 @@ from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES
 from hffm_env.envs.action import check_action
-from hffm_env.fl.schedule import Route, choices
+from hffm_env.fl.schedule import Route, choices, is_member
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
            "relay_from_edge"]
@@ -61,7 +61,6 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     base = env.unwrapped
     layout = base.layout
     relay = relay_from_edge(layout.num_requests, len(base.engine.pending))
-    routes = list(routes) if isinstance(routes, Sequence) else routes  # one, or one per cluster
     return layout.encode(edge, cloud, routes, heads=[int(h) for h in base.network.heads],
                          relay=relay)
 
@@ -129,7 +128,7 @@ class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                 if isinstance(value, bool) or value not in menu:
                     raise ValueError(f"ScheduleMenu: schedule {name!r} has {what} {value!r}, "
                                      f"not in env.period_menu {list(menu)}")
-            if isinstance(route, bool) or route not in set(Route):
+            if not is_member(route, Route):
                 raise ValueError(f"ScheduleMenu: schedule {name!r} has route {route!r}: "
                                  f"allowed {choices(Route)}")
         self.names = list(self.schedules)

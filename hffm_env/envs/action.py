@@ -21,6 +21,7 @@ Slots, in order (``T`` = 5 module types, ``C`` clusters, ``N`` devices, ``P`` re
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,16 @@ from typing import Any
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
-from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.fl.schedule import (
+    ModuleRequest,
+    RelaySource,
+    Route,
+    Schedule,
+    SourceKind,
+    Tier,
+    choices,
+    is_member,
+)
 from hffm_env.sim import repair_pairing
 
 __all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_action", "check_slot_range"]
@@ -208,7 +218,8 @@ class ActionLayout:
             return dict.fromkeys(MODULE_TYPES, choice)
 
         def period_index(value: int, what: str) -> int:
-            if isinstance(value, bool) or value not in self.menu:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                    or value not in self.menu:
                 raise ValueError(f"{what} = {value!r}: not in env.period_menu {list(self.menu)}")
             return self.menu.index(value)
 
@@ -220,7 +231,13 @@ class ActionLayout:
             action[self._offsets["cloud_period"].start + k] = period_index(cloud[t],
                                                                            f"cloud_period/{t}")
             action[self._offsets["pair_exchange"].start + k] = int(bool(pairs[t]))
-        routes = route if isinstance(route, (list, tuple)) else [route] * self.num_clusters
+        if isinstance(route, (list, tuple, np.ndarray)):  # one per cluster
+            routes = route
+        elif is_member(route, Route):  # one for every cluster
+            routes = [route] * self.num_clusters
+        else:
+            raise ValueError(f"route = {route!r}: allowed {choices(Route)}, or a list of one per "
+                             "cluster")
         action[self._offsets["route"]] = self._one_per_slot("route", routes, "route", "cluster")
         if heads is not None:
             action[self._offsets["head"]] = [

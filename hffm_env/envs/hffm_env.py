@@ -364,6 +364,8 @@ class HFFMEnv(gym.Env):
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float | np.ndarray, bool, bool, dict[str, Any]]:
         """Run one round under ``action``; see the class docstring for the MDP."""
+        if isinstance(self.engine, _Closed):
+            raise RuntimeError(_CLOSED)
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         schedule, repairs = self.decode(action)
@@ -791,13 +793,15 @@ def _reward_function(reward: str | Reward | None, configured: str, mode: str) ->
     return reward
 
 
+_CLOSED = "the env is closed (close() freed its model and network): make a new env to go on"
+
+
 class _Closed:
     """What a closed env holds in place of its engine, network and data: reading anything of
     it says the env is closed, instead of failing deep inside on a missing object."""
 
     def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"the env is closed (close() freed its model and network; reading "
-                           f"{name!r}): make a new env to go on")
+        raise RuntimeError(_CLOSED)
 
 
 @contextlib.contextmanager

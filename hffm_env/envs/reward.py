@@ -36,8 +36,7 @@ ever uses a number that was not measured.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,18 +108,29 @@ def check_terms(terms: Any, reward: Reward) -> dict[str, float]:
     of :data:`TERM_NAMES` to finite numbers raises ``ValueError`` naming the reward, the value
     and what is allowed (a custom reward's mistake is caught where it is made)."""
     name = getattr(reward, "__name__", repr(reward))
-    if not isinstance(terms, dict):
+    if not isinstance(terms, Mapping):
         raise ValueError(f"reward {name} returned {terms!r}: must return a dict of terms "
                          f"{list(TERM_NAMES)} to finite numbers")
     for key, value in terms.items():
         if key not in TERM_NAMES:
             raise ValueError(f"reward {name} returned the term {key!r}: allowed terms are "
                              f"{list(TERM_NAMES)}")
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not math.isfinite(value):
+        if not _is_finite_scalar(value):
             raise ValueError(f"reward {name} returned {key} = {value!r}: must be a finite "
                              "number")
     return {key: float(value) for key, value in terms.items()}
+
+
+def _is_finite_scalar(value: Any) -> bool:
+    """A finite real number: Python, numpy or a one-element torch/numpy scalar of 0 dims (not
+    a bool or a string)."""
+    boolean = "bool" in type(value).__name__ or "bool" in str(getattr(value, "dtype", ""))
+    if boolean or isinstance(value, (str, bytes)) or getattr(value, "ndim", 0) != 0:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,19 @@ from enum import IntEnum
 from hffm_env.config import MODULE_TYPES
 
 __all__ = ["Tier", "Route", "SourceKind", "RelaySource", "ModuleRequest", "Schedule",
-           "choices"]
+           "choices", "is_member"]
 
 
 def choices(members: Iterable[IntEnum]) -> list[str]:
     """``["NAME (value)", ...]`` of enum members: what error messages list as allowed."""
     return [f"{m.name} ({int(m)})" for m in members]
+
+
+def is_member(value: object, members: Iterable[IntEnum]) -> bool:
+    """Whether ``value`` is one of ``members`` or its integer value (a numpy integer too; not a
+    bool, a string or a float): the one test of every enum field here."""
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and value in set(members))
 
 
 class Tier(IntEnum):
@@ -78,7 +85,7 @@ class RelaySource:
     device: int = -1
 
     def __post_init__(self) -> None:
-        if isinstance(self.kind, bool) or self.kind not in set(SourceKind):
+        if not is_member(self.kind, SourceKind):
             raise ValueError(f"RelaySource.kind = {self.kind!r}: allowed "
                              f"{choices(SourceKind)}")
         if isinstance(self.device, bool) or not isinstance(self.device, numbers.Integral):
@@ -127,11 +134,11 @@ class Schedule:
                     f"Schedule.tiers has module type {module_type!r}: allowed are "
                     f"{list(MODULE_TYPES)}"
                 )
-            if isinstance(tier, bool) or tier not in set(Tier):
+            if not is_member(tier, Tier):
                 raise ValueError(f"Schedule.tiers[{module_type!r}] = {tier!r}: allowed "
                                  f"{choices(Tier)}")
         for cluster, route in enumerate(self.routes):
-            if isinstance(route, bool) or route not in set(Route):
+            if not is_member(route, Route):
                 raise ValueError(f"Schedule.routes[{cluster}] = {route!r}: allowed "
                                  f"{choices(Route)}")
 

@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -363,7 +364,7 @@ class AccuracySurrogate:
     @classmethod
     def load(cls, path: str | Path) -> AccuracySurrogate:
         """Read a surrogate written by :meth:`save` (tensors and plain data only)."""
-        if not isinstance(path, (str, Path)):
+        if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"surrogate = {path!r}: must be a path (a string or pathlib.Path)")
         path = Path(path)
         if not path.is_file():

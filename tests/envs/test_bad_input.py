@@ -3,6 +3,8 @@ slot), the value and what is allowed, before anything changes; a closed env says
 
 from __future__ import annotations
 
+import types
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -70,10 +72,13 @@ def test_a_numpy_integer_seed_is_the_same_seed():
     assert np.array_equal(a.reset(seed=np.int64(3))[0], b.reset(seed=3)[0])
 
 
-def test_a_closed_env_says_so_on_every_use():
-    env = _cost_env()
+@pytest.mark.parametrize("episode_over", [False, True])
+def test_a_closed_env_says_so_on_every_use(episode_over):
+    env = _cost_env(overrides={"env.episode_rounds": 1})
     env.reset(seed=0)
     action = env.action_space.sample()
+    if episode_over:
+        env.step(action)
     env.close()
     for use in (lambda: env.step(action), lambda: env.reset(seed=0), env.action_masks,
                 lambda: env.decode(action), lambda: env.pending, env.module_inventory):
@@ -99,8 +104,9 @@ def test_a_failing_reward_ends_the_episode_loudly(reward, message):
     env.reset(seed=0)  # and a new episode starts cleanly
 
 
-def test_a_custom_reward_may_return_numpy_numbers_and_leave_terms_out():
-    env = _cost_env(reward=lambda i, c, w: {"energy": np.float32(-0.5)})
+@pytest.mark.parametrize("energy", [np.float32(-0.5), np.array(-0.5), torch.tensor(-0.5), -0.5])
+def test_a_custom_reward_may_return_numpy_or_torch_scalars_and_leave_terms_out(energy):
+    env = _cost_env(reward=lambda i, c, w: types.MappingProxyType({"energy": energy}))
     env.reset(seed=0)
     _, reward, *_, info = env.step(env.action_space.sample())
     assert reward == -0.5 and info["reward_terms"] == {"accuracy": 0.0, "latency": 0.0,
@@ -146,8 +152,9 @@ def test_schedule_menu_names_a_bad_entry(entry, message):
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"edge_period": {"encoder": 1}}, "must give every module type"),
-    ({"route": 7}, "slot 15 (route/0) = 7"),
-    ({"route": "star"}, "route = ['star'"),
+    ({"route": 7}, "route = 7: allowed ['DIRECT (0)'"),
+    ({"route": [7] * 4}, "slot 15 (route/0) = 7"),
+    ({"route": "star"}, "route = 'star': allowed ['DIRECT (0)'"),
     ({"route": [Route.DIRECT]}, "must be 4 integers, one per cluster"),
     ({"heads": [0]}, "heads = [0]: must be 4 integers"),
     ({"partners": np.full(3, 0)}, "one per device"),
@@ -162,10 +169,12 @@ def test_encode_names_a_bad_choice(kwargs, message):
     assert message in str(raised.value)
 
 
-def test_full_action_takes_one_route_for_all_clusters():
+def test_full_action_takes_one_route_for_all_clusters_or_one_per_cluster():
     env = _cost_env()
     env.reset(seed=0)
-    assert np.array_equal(full_action(env, 1, 1, 2), full_action(env, 1, 1, [Route.STAR] * 4))
+    star = full_action(env, 1, 1, [Route.STAR] * 4)
+    for routes in (2, np.int64(2), Route.STAR, (2, 2, 2, 2), np.full(4, 2)):
+        assert np.array_equal(full_action(env, 1, 1, routes), star)
 
 
 def test_action_mask_observation_needs_an_env_with_masks():
@@ -205,7 +214,7 @@ def test_the_parallel_env_names_bad_actions_and_agents():
 
 
 def test_config_sections_must_be_their_dataclasses():
-    with pytest.raises(ConfigError, match="env = {'episode_rounds': 3}: must be a EnvConfig "):
+    with pytest.raises(ConfigError, match="env = {'episode_rounds': 3}: must be an instance of "):
         ScenarioConfig(env={"episode_rounds": 3})
     for field in ("target_accuracy", "accuracy_local_mix"):
         with pytest.raises(ConfigError, match=f"env.{field} = True"):
@@ -242,6 +251,21 @@ def test_schedules_and_plans_name_a_bad_field(build, message):
     with pytest.raises(ValueError) as raised:
         build()
     assert message in str(raised.value)
+
+
+def test_numpy_integers_and_path_likes_pass_but_numpy_booleans_do_not(tmp_path):
+    assert Schedule(tiers={"encoder": np.int64(3)}).tier("encoder") is Tier.EDGE
+    with pytest.raises(ValueError, match="np.False_: allowed"):
+        Schedule(tiers={"encoder": np.False_})
+    assert RoundPlan.constant(2).with_tier(np.int64(1), "moe", Tier.EDGE).tiers[1][2] is Tier.EDGE
+    path = tmp_path / "c.yaml"
+    path.write_text("env: {episode_rounds: 3}")
+
+    class Where:  # an os.PathLike that is not a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(path)
+
+    assert load_scenario("small", config_file=Where()).env.episode_rounds == 3
 
 
 def test_a_plan_of_plain_integers_is_stored_as_tiers():
