@@ -160,11 +160,11 @@ class HFFMEnv(gym.Env):
     fidelity="train", reward_mode="scalar", render_mode=None, device="cpu",
     torch_threads=None, progress=False, surrogate=None, reward=None)``; ``overrides`` is a
     dict or list of ``"key=value"`` strings applied to the scenario config; ``fidelity`` is
-    ``"train"``,
-    ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted surrogate file
-    (default: the one for this config in the cache, else the one shipped for the preset; read
-    in surrogate fidelity only); ``reward`` a reward's name (it becomes ``env.reward``) or a
-    callable (see Rewards); ``torch_threads`` torch's intra-op threads, a process-wide setting.
+    ``"train"``, ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted
+    surrogate file (default: the one for this config in the cache, else the one shipped for
+    the preset; read in surrogate fidelity only); ``reward`` a reward's name (it becomes
+    ``env.reward``) or a callable (see Rewards); ``torch_threads`` torch's intra-op threads, a
+    process-wide setting. Each is checked, by name, before anything is built or set.
 
     ## Version History
     * v0: initial release.
