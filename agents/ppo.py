@@ -24,6 +24,7 @@ from hffm_env.agents.common import (
     wrap_actions,
     write_train_args,
 )
+from hffm_env.baselines.policies import EnvBound
 
 __all__ = ["train_sb3", "AgentPolicy", "make_env_fn"]
 
@@ -263,7 +264,7 @@ def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:
     model._last_episode_starts = np.ones((vec_env.num_envs,), dtype=bool)
 
 
-class AgentPolicy:
+class AgentPolicy(EnvBound):
     """A saved agent folder (or its ``model.zip``) as a baselines ``Policy``: observations are
     normalised with the saved statistics (if any), actions are deterministic, and MaskablePPO
     agents get the env's action masks. The folder is checked at once (one clean
@@ -278,7 +279,7 @@ class AgentPolicy:
         self.maskable = self.agent.info.algo == "maskable-ppo"
         self.wrapper: Any = None  # the action wrapper of a coarse or menu agent
         self.model: Any = None
-        self.env: Any = None
+        self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env (for its action masks); load the weights on first use."""

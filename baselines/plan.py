@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hffm_env.baselines.policies import EnvBound
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
 
@@ -205,7 +206,7 @@ def cheapest_routes(engine: Any, network: Any, tiers: dict[str, Tier],
     return routes, heads
 
 
-class PlanPolicy:
+class PlanPolicy(EnvBound):
     """A :class:`RoundPlan` as a baselines ``Policy``: round ``r`` of an episode plays the
     plan's round ``r`` (pending modules from the edge).
 
@@ -229,7 +230,7 @@ class PlanPolicy:
         self.name = name or plan.name
         self.cheapest_routes = cheapest_routes
         self.gossip_idle = gossip_idle
-        self.env: Any = None
+        self.env = None
         self.round = 0
 
     def reset(self, env: Any, seed: int | None = None) -> None:
@@ -239,9 +240,6 @@ class PlanPolicy:
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """This round's action of the plan."""
         from hffm_env.wrappers import full_action, relay_from_edge
-
-        if self.env is None:
-            raise RuntimeError(f"PlanPolicy {self.name!r}: call reset(env) before act()")
 
         edge, cloud = self.plan.periods(self.round)
         tiers = self.plan.round_tiers(self.round)

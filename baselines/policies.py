@@ -69,12 +69,31 @@ class FittedPolicy(Policy, Protocol):
         """Tune on ``env`` by playing episodes with ``rollout``."""
 
 
+class EnvBound:
+    """The env a policy plays, remembered by its ``reset``: reading it before any ``reset``
+    raises ``RuntimeError`` saying so, instead of failing deep inside on ``None``."""
+
+    _env: Any = None
+
+    @property
+    def env(self) -> Any:
+        """The env of the episode being played (set by ``reset``)."""
+        if self._env is None:
+            name = getattr(self, "name", type(self).__name__)
+            raise RuntimeError(f"policy {name!r}: call reset(env) before act()")
+        return self._env
+
+    @env.setter
+    def env(self, value: Any) -> None:
+        self._env = value
+
+
 def _relay_from_edge(layout: Any, pending: list[Any]) -> list[int]:
     """Relay every pending module from the edge server (choice 1), wait on empty slots."""
     return relay_from_edge(layout.num_requests, len(pending))
 
 
-class PeriodicPolicy:
+class PeriodicPolicy(EnvBound):
     """A fixed schedule: every module type aggregated at the edge every ``edge_period`` rounds
     and at the cloud every ``cloud_period`` rounds (0 = never), every cluster on ``route``;
     default heads (the best uplink in each cluster), no D2D pairs, pending modules relayed from
@@ -85,7 +104,7 @@ class PeriodicPolicy:
         self.edge_period = edge_period
         self.cloud_period = cloud_period
         self.route = route
-        self.env: Any = None
+        self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env (its layout and network are read each round)."""
@@ -106,13 +125,13 @@ head over D2D and reach the edge only on cloud rounds; ``-eK`` aggregates at the
 rounds."""
 
 
-class RandomPolicy:
+class RandomPolicy(EnvBound):
     """Uniform over the unmasked values of every slot (``env.action_masks()``), seeded."""
 
     name = "random"
 
     def __init__(self) -> None:
-        self.env: Any = None
+        self.env = None
         self.rng = np.random.default_rng(0)
 
     def reset(self, env: Any, seed: int | None = None) -> None:
@@ -186,7 +205,7 @@ class FixedGridPolicy(PeriodicPolicy):
         super().reset(env, seed)
 
 
-class AdaptivePolicy:
+class AdaptivePolicy(EnvBound):
     """Adaptive cloud period in the spirit of Wang et al. (JSAC 2019, "Adaptive federated
     learning in resource constrained edge computing systems"): aggregate at the edge every
     round and adapt the cloud period ``tau`` from what is observed. When the devices' copies
@@ -200,7 +219,7 @@ class AdaptivePolicy:
     def __init__(self, drift_high: float = 0.2, drift_low: float = 0.05) -> None:
         self.drift_high = drift_high
         self.drift_low = drift_low
-        self.env: Any = None
+        self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Start at the middle of the menu's finite periods."""
@@ -233,7 +252,7 @@ class AdaptivePolicy:
         )
 
 
-class ModuleAwarePolicy:
+class ModuleAwarePolicy(EnvBound):
     """Non-uniform module circulation (the paper's future-work direction): small modules
     (heads, prompts) are aggregated often and at the cloud, large ones (MoE, adapters) rarely
     and mostly between D2D neighbours; every device pairs with its nearest cluster mate (the
@@ -252,7 +271,7 @@ class ModuleAwarePolicy:
         self.cloud_period = cloud_period or {
             "head": 2, "prompt": 2, "encoder": 8, "moe": NEVER, "adapter": NEVER,
         }
-        self.env: Any = None
+        self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env."""
@@ -270,7 +289,7 @@ class ModuleAwarePolicy:
         )
 
 
-class GreedyEnergyPolicy:
+class GreedyEnergyPolicy(EnvBound):
     """Greedy on this round's energy: every round, aggregate every module type at the edge
     tier (never the cloud), and for each cluster take the route (direct uplinks or D2D relay
     to the head) on which its devices spend less transmit energy, as priced by the cost model
@@ -280,7 +299,7 @@ class GreedyEnergyPolicy:
     name = "greedy-energy"
 
     def __init__(self) -> None:
-        self.env: Any = None
+        self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env."""

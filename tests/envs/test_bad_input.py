@@ -12,7 +12,7 @@ import torch
 
 import hffm_env
 from hffm_env.baselines.plan import PlanPolicy, RoundPlan
-from hffm_env.baselines.policies import make_policy
+from hffm_env.baselines.policies import make_policy, policy_names
 from hffm_env.config import (
     ConfigError,
     EnvConfig,
@@ -286,3 +286,9 @@ def test_paths_policies_and_plans_name_a_bad_argument(call, message):
     with pytest.raises((ValueError, RuntimeError)) as raised:
         call()
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_every_baseline_says_act_needs_reset_first(name):
+    with pytest.raises(RuntimeError, match=f"policy '{name}': call reset"):
+        make_policy(name).act(np.zeros(3), {})
