@@ -15,6 +15,7 @@ import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hffm_env.devices import device_problem
 
@@ -63,11 +64,16 @@ def error_line(err: BaseException) -> str:
 # argument types (argparse turns their ValueError/ArgumentTypeError into a usage error)
 
 
-def _integer(text: str, what: str) -> int:
+def _parse(text: str, convert: Callable[[str], Any], what: str) -> Any:
+    """``convert(text)``, or the usage error that names the text and what was expected."""
     try:
-        return int(text)
+        return convert(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+
+
+def _integer(text: str, what: str) -> int:
+    return _parse(text, int, what)
 
 
 def seed(text: str) -> int:
@@ -95,10 +101,7 @@ def non_negative_int(text: str) -> int:
 
 
 def _number(text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+    return _parse(text, float, what)
 
 
 def positive_number(text: str) -> float:
