@@ -293,3 +293,46 @@ def test_hffm_bench_with_no_baseline_runs_only_the_plan(tmp_path, capsys, plan_f
     assert hffm(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
                  "--policies", "", "--no-progress"]) == 2
     assert "nothing to run" in capsys.readouterr().err
+
+
+def test_cloud_clusters_bench_saves_each_rules_cloud_hops(tmp_path, monkeypatch, plan_file):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import cloud_clusters
+
+    out = tmp_path / "clusters.json"
+    try:
+        assert cloud_clusters.main(["--plan", str(plan_file), "--seeds", "1000", "1001",
+                                    "--set", "env.episode_rounds=4", "--no-progress",
+                                    "--json", str(out)]) == 0
+    finally:
+        del sys.modules["cloud_clusters"]
+        del sys.modules["action_levers"]
+    result = json.loads(out.read_text())
+    change = {name: row["change_vs_plan_j"]["mean"] for name, row in result["levers"].items()}
+    assert list(change) == ["plan", "plan-1-out-rotating", "plan-1-out-from-round-4",
+                            "plan-1-out-costliest", "plan-2-out-rotating", "never"]
+    # a cluster out of a cloud round skips its cloud hops; the costliest one saves the most of
+    # the one-out rules, two out save more; from round 4 on, only the last round saves
+    assert change["plan-1-out-costliest"] <= change["plan-1-out-rotating"] < 0.0
+    assert change["plan-2-out-rotating"] < change["plan-1-out-rotating"]
+    assert change["plan-1-out-rotating"] < change["plan-1-out-from-round-4"] < 0.0
+    assert change["never"] < change["plan-2-out-rotating"]
+    # the env played what the rule chose: the first round of 1-out-rotating left cluster 0 out
+    episodes = {(e["policy"], e["seed"]): e for e in result["bench"]["episodes"]}
+    assert episodes[("plan", 1000)]["energy_j"][3] > \
+        episodes[("plan-1-out-from-round-4", 1000)]["energy_j"][3]
+    assert episodes[("plan", 1000)]["energy_j"][:3] == \
+        episodes[("plan-1-out-from-round-4", 1000)]["energy_j"][:3]
+
+
+def test_cloud_clusters_bench_refuses_the_surrogate(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import cloud_clusters
+
+    try:
+        with pytest.raises(SystemExit):
+            cloud_clusters.main(["--fidelity", "surrogate"])
+    finally:
+        del sys.modules["cloud_clusters"]
+        sys.modules.pop("action_levers", None)
+    assert "surrogate" in capsys.readouterr().err

@@ -321,6 +321,9 @@ class FederatedEngine:
         c, n = self.num_clusters, self.num_devices
         if schedule.routes and len(schedule.routes) != c:
             raise ValueError(f"Schedule.routes has {len(schedule.routes)} entries: need {c}")
+        if schedule.cloud_clusters and len(schedule.cloud_clusters) != c:
+            raise ValueError(f"Schedule.cloud_clusters has {len(schedule.cloud_clusters)} "
+                             f"entries: need {c}")
         if schedule.heads:
             if len(schedule.heads) != c:
                 raise ValueError(f"Schedule.heads has {len(schedule.heads)} entries: need {c}")

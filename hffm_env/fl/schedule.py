@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import numpy as np
+
 from hffm_env.config import MODULE_TYPES
 
 __all__ = ["Tier", "Route", "SourceKind", "RelaySource", "ModuleRequest", "Schedule",
@@ -116,6 +118,11 @@ class Schedule:
         pairs: device pairs ``(i, j)`` doing a D2D exchange this round (for ``D2D_PAIRS``).
         relay_sources: for each pending :class:`ModuleRequest`, where the module comes from this
             round. Requests without a source stay pending.
+        cloud_clusters: per cluster, whether it joins this round's cloud aggregations. A
+            cluster that does not aggregates the module types at ``Tier.CLOUD`` at the edge
+            tier instead (as ``Tier.EDGE`` on its route), and the cloud average is formed
+            from the clusters that join. Empty means every cluster joins. (The simulator's
+            partial participation at the cloud tier; the env's action does not choose it.)
     """
 
     tiers: Mapping[str, Tier] = field(default_factory=dict)
@@ -123,6 +130,7 @@ class Schedule:
     heads: tuple[int, ...] = ()
     pairs: tuple[tuple[int, int], ...] = ()
     relay_sources: Mapping[ModuleRequest, RelaySource] = field(default_factory=dict)
+    cloud_clusters: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.tiers, Mapping):
@@ -141,6 +149,10 @@ class Schedule:
             if not is_member(route, Route):
                 raise ValueError(f"Schedule.routes[{cluster}] = {route!r}: allowed "
                                  f"{choices(Route)}")
+        for cluster, joins in enumerate(self.cloud_clusters):
+            if not isinstance(joins, (bool, np.bool_)):
+                raise ValueError(f"Schedule.cloud_clusters[{cluster}] = {joins!r}: allowed "
+                                 "True or False")
 
     def tier(self, module_type: str) -> Tier:
         """The tier of ``module_type`` this round (``NONE`` when not given)."""
@@ -177,4 +189,5 @@ class Schedule:
                 }
                 for req, src in self.relay_sources.items()
             ],
+            "cloud_clusters": [bool(j) for j in self.cloud_clusters],
         }

@@ -306,6 +306,10 @@ def plan_aggregations(
     """
     layout = RoundLayout.resolve(schedule, network)
     column = {module_id: k for k, module_id in enumerate(inventory.ids())}
+    # devices whose cluster joins the cloud aggregations (Schedule.cloud_clusters); the others
+    # aggregate the module types at Tier.CLOUD at the edge tier instead
+    at_cloud = (np.asarray(schedule.cloud_clusters, dtype=bool)[network.cluster_of_device]
+                if schedule.cloud_clusters else np.ones(network.num_devices, dtype=bool))
     moves = []
     # A module whose aggregation involves the same devices at the same tier as an earlier
     # one moves exactly like it (only its size differs): copy its flows rather than plan
@@ -316,26 +320,44 @@ def plan_aggregations(
         tier = schedule.tier(module_type)
         if tier == Tier.NONE:
             continue
-        lost = failed_exchanges(network, scenario, tier, layout.routes, layout.heads)
-        for spec in inventory.by_type(module_type):
-            module_id = spec.module_id
-            joined = participants[:, column[module_id]]
-            part, failed = joined & ~lost, joined & lost
-            key = (tier, part.tobytes(), failed.tobytes())
-            if key in recorded:
-                table.repeat_flows(*recorded[key], module_id, module_bits[module_id])
-            else:
-                start = table.num_flows
-                record_aggregation(table, network, module_id, tier, part, layout,
-                                   schedule.pairs, module_bits[module_id], failed=failed,
-                                   d2d_recorded=d2d_recorded)
-                recorded[key] = (start, table.num_flows)
-            valid: list[tuple[int, int]] = []
-            broken: list[tuple[int, int]] = []
-            if tier == Tier.D2D_PAIRS:
-                valid, broken = pair_outcome(network, schedule.pairs, part)
-            moves.append(ModuleMove(module_id, tier, part, failed, tuple(valid), tuple(broken)))
+        # (tier, which devices) of each aggregation of this type: one, or a cloud and an edge
+        # one when some clusters stay out of the cloud
+        groups = [(tier, np.ones_like(at_cloud))]
+        if tier == Tier.CLOUD and not at_cloud.all():
+            groups = [(Tier.CLOUD, at_cloud), (Tier.EDGE, ~at_cloud)]
+        for group_tier, in_group in groups:
+            lost = failed_exchanges(network, scenario, group_tier, layout.routes, layout.heads)
+            for spec in inventory.by_type(module_type):
+                moves.append(_plan_move(table, network, layout, schedule.pairs, spec.module_id,
+                                        group_tier, participants[:, column[spec.module_id]]
+                                        & in_group, lost, module_bits[spec.module_id],
+                                        recorded, d2d_recorded))
     return TransferPlan(layout, tuple(moves))
+
+
+def _plan_move(
+    table: TransferTable, network: Network, layout: RoundLayout, pairs: Pairs, module_id: str,
+    tier: Tier, joined: np.ndarray, lost: np.ndarray, bits: float,
+    recorded: dict[tuple[Tier, bytes, bytes], tuple[int, int]],
+    d2d_recorded: dict[tuple[int, int, bytes], tuple[int, int]],
+) -> ModuleMove:
+    """Record one module's aggregation at ``tier`` by the devices ``joined`` (those in
+    ``lost`` fail) and return its move; flows already planned for the same tier and devices
+    (``recorded``) are copied."""
+    part, failed = joined & ~lost, joined & lost
+    key = (tier, part.tobytes(), failed.tobytes())
+    if key in recorded:
+        table.repeat_flows(*recorded[key], module_id, bits)
+    else:
+        start = table.num_flows
+        record_aggregation(table, network, module_id, tier, part, layout, pairs, bits,
+                           failed=failed, d2d_recorded=d2d_recorded)
+        recorded[key] = (start, table.num_flows)
+    valid: list[tuple[int, int]] = []
+    broken: list[tuple[int, int]] = []
+    if tier == Tier.D2D_PAIRS:
+        valid, broken = pair_outcome(network, pairs, part)
+    return ModuleMove(module_id, tier, part, failed, tuple(valid), tuple(broken))
 
 
 def record_relay(

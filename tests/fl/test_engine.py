@@ -140,6 +140,38 @@ def test_cloud_aggregation_is_the_global_weighted_mean():
     torch.testing.assert_close(engine.cloud_params[name], expected)
 
 
+def test_clusters_out_of_the_cloud_keep_their_edge_mean():
+    engine = _engine(train=False)
+    _randomise(engine, seed=3)
+    before = {k: v.clone() for k, v in engine.params.items()}
+    joins = tuple(c != 0 for c in range(engine.num_clusters))  # cluster 0 stays out
+    engine.run_round(Schedule(tiers={"moe": Tier.CLOUD}, cloud_clusters=joins))
+    name = engine.inventory.by_type("moe")[0].param_names[0]
+    shape = (-1, *[1] * (before[name].dim() - 1))
+    out = engine.network.members(0).tolist()
+    rest = [d for d in range(engine.num_devices) if d not in out]
+    w = engine.num_samples
+
+    def mean(devices):
+        return (before[name][devices] * w[devices].view(shape)).sum(0) / w[devices].sum()
+
+    for d in out:
+        torch.testing.assert_close(engine.params[name][d], mean(out))
+    for d in rest:  # the cloud average over the clusters that joined only
+        torch.testing.assert_close(engine.params[name][d], mean(rest))
+    torch.testing.assert_close(engine.cloud_params[name], mean(rest))
+    assert not torch.allclose(mean(out), mean(rest))
+
+
+def test_cloud_clusters_must_name_every_cluster():
+    engine = _engine(train=False)
+    with pytest.raises(ValueError, match=r"Schedule.cloud_clusters has 1 entries: need"):
+        engine.price_schedule(Schedule(tiers={"moe": Tier.CLOUD}, cloud_clusters=(True,)))
+    with pytest.raises(ValueError, match=r"Schedule.cloud_clusters\[1\] = 1: allowed True or "
+                                         "False"):
+        Schedule(cloud_clusters=(True, 1))
+
+
 def test_pair_exchange_preserves_the_pair_mean():
     engine = _engine(train=False)
     _randomise(engine, seed=2)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from hffm_env.config import MODULE_TYPES, apply_overrides, small
+from hffm_env.envs.action import DecodeReport
 from hffm_env.fl.schedule import Tier
 from hffm_env.fl.surrogate import (
     AccuracySurrogate,
@@ -128,6 +131,15 @@ def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_pa
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate", overrides=overrides,
                    surrogate=str(path))
     check_env(env.unwrapped)
+    # a schedule that leaves a cluster out of the cloud is refused, before the round is played
+    env.reset(seed=5)
+    base = env.unwrapped
+    schedule, _ = base.decode(base.layout.encode(1, 1))
+    split = replace(schedule, cloud_clusters=(False,) + (True,) * (base.layout.num_clusters - 1))
+    base.decode = lambda action: (split, DecodeReport())
+    with pytest.raises(ValueError, match="surrogate does not model clusters left out"):
+        env.step(base.layout.encode(1, 1))
+    assert base.rounds_done == 0
     env.close()
 
 

@@ -4,6 +4,8 @@ schedule's defaults live in one place; the planner is numpy only."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,39 @@ def test_pure_price_equals_the_engine_price_and_a_rounds_transfers(extra):
         assert result.outage_devices == sorted(set().union(*(m.outage_devices
                                                               for m in plan.moves)))
         assert np.array_equal(engine.holds.cpu().numpy(), holds)
+
+
+@pytest.mark.parametrize("route", [Route.DIRECT, Route.D2D_RELAY, Route.STAR])
+def test_clusters_out_of_the_cloud_pay_the_edge_tier(route):
+    engine = _cost_engine()
+    c = engine.num_clusters
+    cloud = Schedule(tiers={"moe": Tier.CLOUD, "head": Tier.EDGE}, routes=(route,) * c)
+    edge = Schedule(tiers={"moe": Tier.EDGE, "head": Tier.EDGE}, routes=(route,) * c)
+
+    def energy(schedule):
+        return engine.price_schedule(schedule).energy_j
+
+    everyone = energy(replace(cloud, cloud_clusters=(True,) * c))
+    assert everyone == energy(cloud)
+    assert energy(replace(cloud, cloud_clusters=(False,) * c)) == pytest.approx(energy(edge))
+    # each cluster's cloud hops are its own: leaving two out saves what each saves alone
+    saved = [everyone - energy(replace(cloud, cloud_clusters=tuple(k != out for k in range(c))))
+             for out in range(c)]
+    assert all(s > 0 for s in saved)
+    both = everyone - energy(replace(cloud, cloud_clusters=(False, False) + (True,) * (c - 2)))
+    assert both == pytest.approx(saved[0] + saved[1])
+    # a real round records the flows that were priced, cloud moves before edge moves
+    split = replace(cloud, cloud_clusters=(False,) + (True,) * (c - 1))
+    network, holds = engine.network, engine.holds.cpu().numpy()
+    table = network.new_table()
+    plan = plan_aggregations(table, split, network, engine.scenario, engine.inventory,
+                             engine.module_bits, holds & network.available[:, None])
+    moe = [m for m in plan.moves if m.module_id == "moe/fusion"]
+    assert [m.tier for m in moe] == [Tier.CLOUD, Tier.EDGE]
+    out = network.cluster_of_device == 0
+    assert not moe[0].joined[out].any() and not moe[1].joined[~out].any()
+    assert moe[1].joined[out].any()
+    assert engine.run_round(split).transfers.flows() == table.flows()
 
 
 @pytest.mark.parametrize("extra", [(), ("channel.outage_snr_db=75", "channel.max_transmissions=2")])
