@@ -37,6 +37,7 @@ from _output import emit_json
 from action_levers import DEFAULT_PLAN, format_levers, lever_summary
 
 from hffm_env import arguments
+from hffm_env.envs import HFFMEnv
 
 Rule = Callable[[Any, Any, int], set[int]]
 """``(env, schedule, round index) -> clusters left out of the round's cloud aggregations``."""
@@ -53,7 +54,12 @@ def rotating(count: int, from_round: int = 0) -> Rule:
 
 
 def costliest(env: Any, schedule: Any, round_index: int) -> set[int]:
-    """The one cluster whose absence from the cloud saves the most energy this round."""
+    """The one cluster whose absence from the cloud saves the most energy this round (none in
+    a round without cloud aggregations)."""
+    from hffm_env.fl.schedule import Tier
+
+    if Tier.CLOUD not in schedule.tiers.values():
+        return set()
     clusters = env.layout.num_clusters
     energies = [env.engine.price_schedule(dataclasses.replace(
         schedule, cloud_clusters=tuple(c != out for c in range(clusters)))).energy_j
@@ -69,24 +75,21 @@ RULES: dict[str, Rule] = {
 }
 
 
-def cloud_cluster_env(**kwargs: Any) -> Any:
+class CloudClusterEnv(HFFMEnv):
     """An :class:`~hffm_env.envs.HFFMEnv` whose decoded schedules leave clusters out of the
-    cloud by the rule of the policy playing it (its ``cloud_rule``, set at the policy's
-    reset; None plays the schedule as decoded)."""
-    from hffm_env.envs import HFFMEnv
+    cloud by the rule of the policy playing it (``cloud_rule``, set at the policy's reset;
+    None plays the schedule as decoded)."""
 
-    class CloudClusterEnv(HFFMEnv):
-        cloud_rule: Rule | None = None
+    cloud_rule: Rule | None = None
 
-        def decode(self, action: np.ndarray) -> tuple[Any, Any]:
-            schedule, report = super().decode(action)
-            if self.cloud_rule is None:
-                return schedule, report
-            out = self.cloud_rule(self, schedule, self.rounds_done)
-            joins = tuple(c not in out for c in range(self.layout.num_clusters))
-            return dataclasses.replace(schedule, cloud_clusters=joins), report
-
-    return CloudClusterEnv(**kwargs)
+    def decode(self, action: np.ndarray) -> tuple[Any, Any]:
+        """The decoded schedule with the clusters ``cloud_rule`` names out of the cloud."""
+        schedule, report = super().decode(action)
+        if self.cloud_rule is None:
+            return schedule, report
+        out = self.cloud_rule(self, schedule, self.rounds_done)
+        joins = tuple(c not in out for c in range(self.layout.num_clusters))
+        return dataclasses.replace(schedule, cloud_clusters=joins), report
 
 
 def variants(plan: Any) -> list[Any]:
@@ -141,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         parser.error(f"--plan: {err}")
     result = run_benchmark(
-        lambda: cloud_cluster_env(scenario=args.scenario, fidelity=args.fidelity,
-                                  overrides=args.overrides),
+        lambda: CloudClusterEnv(scenario=args.scenario, fidelity=args.fidelity,
+                                overrides=args.overrides),
         variants(plan), seeds=args.seeds, target_accuracy=args.target_accuracy,
         progress=args.progress, scenario=args.scenario, fidelity=args.fidelity)
     levers = lever_summary(result.episodes)

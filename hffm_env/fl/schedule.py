@@ -122,7 +122,8 @@ class Schedule:
             cluster that does not aggregates the module types at ``Tier.CLOUD`` at the edge
             tier instead (as ``Tier.EDGE`` on its route), and the cloud average is formed
             from the clusters that join. Empty means every cluster joins. (The simulator's
-            partial participation at the cloud tier; the env's action does not choose it.)
+            partial participation at the cloud tier; the env's action does not choose it, and
+            what the env reports of a round, its info and period clock, names the tiers.)
     """
 
     tiers: Mapping[str, Tier] = field(default_factory=dict)
@@ -149,10 +150,16 @@ class Schedule:
             if not is_member(route, Route):
                 raise ValueError(f"Schedule.routes[{cluster}] = {route!r}: allowed "
                                  f"{choices(Route)}")
+        if isinstance(self.cloud_clusters, (str, bytes, Mapping)) or not isinstance(
+                self.cloud_clusters, (tuple, list, np.ndarray)):
+            raise ValueError(f"Schedule.cloud_clusters = {self.cloud_clusters!r}: must be a "
+                             "sequence of True or False, one per cluster")
         for cluster, joins in enumerate(self.cloud_clusters):
             if not isinstance(joins, (bool, np.bool_)):
                 raise ValueError(f"Schedule.cloud_clusters[{cluster}] = {joins!r}: allowed "
                                  "True or False")
+        # stored as a tuple of bools whatever sequence came in (frozen: set through object)
+        object.__setattr__(self, "cloud_clusters", tuple(bool(j) for j in self.cloud_clusters))
 
     def tier(self, module_type: str) -> Tier:
         """The tier of ``module_type`` this round (``NONE`` when not given)."""

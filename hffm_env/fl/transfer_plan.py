@@ -100,7 +100,8 @@ class ModuleMove:
 @dataclass(frozen=True)
 class TransferPlan:
     """The aggregations of one round: its layout and one :class:`ModuleMove` per aggregated
-    module, in the order their flows were recorded."""
+    module (two for a module at ``Tier.CLOUD`` when some clusters stay out of the cloud: the
+    cloud one, then the edge one), in the order their flows were recorded."""
 
     layout: RoundLayout
     moves: tuple[ModuleMove, ...]
@@ -292,7 +293,9 @@ def plan_aggregations(
 ) -> TransferPlan:
     """Plan every aggregation ``schedule`` asks for this round and record its transfers in
     ``table``: module type by type (``MODULE_TYPES`` order), each type's modules in inventory
-    order, the types the schedule leaves alone (``Tier.NONE``) skipped.
+    order, the types the schedule leaves alone (``Tier.NONE``) skipped. A type at
+    ``Tier.CLOUD`` while some clusters stay out of the cloud (``Schedule.cloud_clusters``) is
+    planned twice: at the cloud by the clusters that join, then at the edge by the others.
 
     Args:
         table: the round's transfer table (appended to).
@@ -324,7 +327,8 @@ def plan_aggregations(
         # one when some clusters stay out of the cloud
         groups = [(tier, np.ones_like(at_cloud))]
         if tier == Tier.CLOUD and not at_cloud.all():
-            groups = [(Tier.CLOUD, at_cloud), (Tier.EDGE, ~at_cloud)]
+            groups = [(Tier.CLOUD, at_cloud)] if at_cloud.any() else []
+            groups.append((Tier.EDGE, ~at_cloud))
         for group_tier, in_group in groups:
             lost = failed_exchanges(network, scenario, group_tier, layout.routes, layout.heads)
             for spec in inventory.by_type(module_type):

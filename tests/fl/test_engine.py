@@ -140,27 +140,42 @@ def test_cloud_aggregation_is_the_global_weighted_mean():
     torch.testing.assert_close(engine.cloud_params[name], expected)
 
 
-def test_clusters_out_of_the_cloud_keep_their_edge_mean():
+@pytest.mark.parametrize("route", [Route.DIRECT, Route.D2D_RELAY])
+def test_clusters_out_of_the_cloud_keep_their_edge_mean(route):
     engine = _engine(train=False)
     _randomise(engine, seed=3)
     before = {k: v.clone() for k, v in engine.params.items()}
-    joins = tuple(c != 0 for c in range(engine.num_clusters))  # cluster 0 stays out
-    engine.run_round(Schedule(tiers={"moe": Tier.CLOUD}, cloud_clusters=joins))
+    edge_before = {k: v.clone() for k, v in engine.edge_params.items()}
+    c = engine.num_clusters
+    joins = tuple(k >= 2 for k in range(c))  # clusters 0 and 1 stay out
+    engine.run_round(Schedule(tiers={"moe": Tier.CLOUD}, routes=(route,) * c,
+                              cloud_clusters=joins))
     name = engine.inventory.by_type("moe")[0].param_names[0]
     shape = (-1, *[1] * (before[name].dim() - 1))
-    out = engine.network.members(0).tolist()
-    rest = [d for d in range(engine.num_devices) if d not in out]
     w = engine.num_samples
 
     def mean(devices):
         return (before[name][devices] * w[devices].view(shape)).sum(0) / w[devices].sum()
 
-    for d in out:
-        torch.testing.assert_close(engine.params[name][d], mean(out))
-    for d in rest:  # the cloud average over the clusters that joined only
-        torch.testing.assert_close(engine.params[name][d], mean(rest))
-    torch.testing.assert_close(engine.cloud_params[name], mean(rest))
-    assert not torch.allclose(mean(out), mean(rest))
+    joined = [d for k in range(2, c) for d in engine.network.members(k).tolist()]
+    cloud = mean(joined)  # over the clusters that joined only
+    torch.testing.assert_close(engine.cloud_params[name], cloud)
+    for d in joined:
+        torch.testing.assert_close(engine.params[name][d], cloud)
+    for k in range(c):
+        members = engine.network.members(k).tolist()
+        if k >= 2:
+            torch.testing.assert_close(engine.edge_params[name][k], cloud)
+            continue
+        own = mean(members)  # each cluster out keeps its own mean, not a pooled one
+        assert not torch.allclose(own, cloud)
+        for d in members:
+            torch.testing.assert_close(engine.params[name][d], own)
+        # its edge server averaged it on a direct route; over D2D only the head did
+        expected_edge = own if route == Route.DIRECT else edge_before[name][k]
+        torch.testing.assert_close(engine.edge_params[name][k], expected_edge)
+    assert not torch.allclose(mean(engine.network.members(0).tolist()),
+                              mean(engine.network.members(1).tolist()))
 
 
 def test_cloud_clusters_must_name_every_cluster():
@@ -170,6 +185,14 @@ def test_cloud_clusters_must_name_every_cluster():
     with pytest.raises(ValueError, match=r"Schedule.cloud_clusters\[1\] = 1: allowed True or "
                                          "False"):
         Schedule(cloud_clusters=(True, 1))
+    with pytest.raises(ValueError, match="Schedule.cloud_clusters = 'yes': must be a sequence"):
+        Schedule(cloud_clusters="yes")
+    # any sequence of bools, numpy's too, is kept as a tuple of bools
+    joins = np.arange(engine.num_clusters) > 0
+    schedule = Schedule(tiers={"moe": Tier.CLOUD}, cloud_clusters=joins)
+    assert schedule.cloud_clusters == (False,) + (True,) * (engine.num_clusters - 1)
+    assert engine.price_schedule(schedule).energy_j < engine.price_schedule(
+        Schedule(tiers={"moe": Tier.CLOUD})).energy_j
 
 
 def test_pair_exchange_preserves_the_pair_mean():
