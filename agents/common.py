@@ -150,7 +150,7 @@ class TrainArgs:
     )
     accuracy_weight: float | None = field(
         default=None,
-        metadata={"help": "reward weight of the accuracy gain (default: the scenario's)"},
+        metadata={"help": "reward weight of the accuracy term (default: the scenario's)"},
     )
     latency_weight: float | None = field(
         default=None,

@@ -1,5 +1,5 @@
 """The ``hffm`` command: describe a scenario, pre-train its model, benchmark policies, train a
-scheduler.
+scheduler, fit the accuracy surrogate.
 
 Errors in what the user typed (an unknown scenario, a bad override, an unreadable file) print one
 line on stderr and exit with status 2, without a traceback.

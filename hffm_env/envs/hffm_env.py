@@ -184,6 +184,10 @@ class HFFMEnv(gym.Env):
     * v0, fifth revision (additive): the ``spend-to-target`` reward.
     * v0, sixth revision (additive, opt-in): ``env.surrogate_noise`` and
       ``env.observe_target``; the default observation is unchanged.
+    * v0, seventh revision (results are not comparable with the sixth): one ``SeedSequence``
+      per seed spawns a stream per consumer (every seeded episode differs), and ``small`` has
+      4 clusters of 3 (its observation has 57 entries, its full action 39 slots, its coarse
+      action 14).
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}

@@ -34,8 +34,9 @@ when any edge agent turns it on. Request slots of another cluster's device allow
 ## Observations and masks
 Each observation is ``{"observation": Box, "action_mask": Tuple(MultiBinary(n_i))}``: the
 observation of an edge agent is the single-agent observation's shared entries (round,
-accuracy and loss per task, staleness and drift per module type, budgets, pending requests)
-followed by its own cluster's four entries; the cloud sees the whole single-agent
+accuracy and loss per task, staleness and drift per module type, budgets, pending requests,
+and the target entries when ``env.observe_target`` is on) followed by its own cluster's four
+entries; the cloud sees the whole single-agent
 observation. ``action_mask`` holds one ``int8`` vector per slot, the form
 ``MultiDiscrete.sample(mask=...)`` takes (so PettingZoo's test and samplers use it), and
 ``infos[agent]["action_mask"]`` is the same mask flat and boolean (sb3-contrib's layout).

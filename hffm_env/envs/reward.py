@@ -15,7 +15,7 @@ scenario.
 ``accuracy-gain``
     ``accuracy_weight * (acc_t - acc_{t-1})`` minus the same costs: the accuracy term
     telescopes to ``acc_T - acc_0`` over an episode while costs accrue every round, so it
-    favours cheap schedules (the env's reward before v1).
+    favours cheap schedules (the default before the second revision of v0).
 ``cost-to-target``
     Costs only, until the accuracy first reaches ``env.target_accuracy``; nothing after; and
     ``-target_miss_penalty`` in the accuracy term of the last round if it never did. Its costs
