@@ -3,7 +3,8 @@
 ``fixed_schedule_search.py`` found that no fixed schedule of the coarse action space beats
 ``hffm-d2d-e1`` (cloud every round over D2D). A plan (:class:`~hffm_env.baselines.plan.RoundPlan`)
 may aggregate a module type at a different tier in each round. This descends, on the
-surrogate and on training seeds, from ``hffm-d2d-e1`` written as a plan: for each round and
+surrogate and on training seeds, from ``hffm-d2d-e1`` written as a plan (or from ``--start``:
+a schedule baseline's tiers round by round, or a plan file): for each round and
 module type it tries the other tiers (none, edge, cloud) and keeps a change only when it lowers
 the mean energy to target over the search seeds (reaching it on every one); passes repeat until
 one changes nothing. Rounds after the target is reached cost nothing to the search, so they keep
@@ -20,11 +21,12 @@ often than real training did (README, PPO section).
 
     python benchmarks/plan_search.py --scenario small --target-accuracy 0.357 \\
         --seeds $(seq 0 9) --heldout-seeds $(seq 1000 1029) [--heldout-fidelity train] \\
-        [--json FILE]
+        [--start hffm-d2d-e1|NAME|FILE] [--json FILE]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -42,18 +44,42 @@ from fixed_schedule_search import (
 from hffm_env import arguments
 
 
+def plan_of_policy(make_env: Any, name: str, rounds: int) -> Any:
+    """The tiers a schedule baseline (``name``, e.g. ``hffm-d2d-e2``) plays in each of
+    ``rounds`` rounds, as a plan over D2D relay (seed 0; a baseline of fixed periods plays the
+    same tiers on every seed)."""
+    from hffm_env.baselines.plan import RoundPlan
+    from hffm_env.baselines.policies import make_policy
+    from hffm_env.config import MODULE_TYPES
+
+    env, policy = make_env(), make_policy(name)
+    try:
+        obs, info = env.reset(seed=0)
+        policy.reset(env, 0)
+        tiers = []
+        for _ in range(rounds):
+            obs, _, _, _, info = env.step(policy.act(obs, info))
+            played = env.unwrapped.last_schedule
+            tiers.append(tuple(played.tier(t) for t in MODULE_TYPES))
+    finally:
+        env.close()
+    return RoundPlan(tuple(tiers), name="best-plan")
+
+
 def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
-           log: Any = print) -> tuple[Any, float, list[dict[str, Any]]]:
-    """Coordinate descent over the tiers of every round and module type from ``hffm-d2d-e1``;
-    returns the best plan, its mean energy to target over ``seeds`` (inf if it misses on
-    one) and the accepted steps."""
+           log: Any = print, start: Any = None,
+           start_name: str = "hffm-d2d-e1") -> tuple[Any, float, list[dict[str, Any]]]:
+    """Coordinate descent over the tiers of every round and module type from ``start`` (a
+    plan; default ``hffm-d2d-e1``'s, named ``start_name`` in the steps); returns the best plan,
+    its mean energy to target over ``seeds`` (inf if it misses on one) and the accepted
+    steps."""
     from hffm_env.baselines.plan import PLAN_TIERS, PlanPolicy, RoundPlan
     from hffm_env.config import MODULE_TYPES
 
-    plan = RoundPlan.constant(rounds, name="best-plan")
+    plan = start if start is not None else RoundPlan.constant(rounds, name="best-plan")
     best = mean_energy_to_target(make_env, [PlanPolicy(plan, "start")], seeds, target)[0]
-    steps = [{"pass": 0, "change": "start (hffm-d2d-e1)", "energy_to_target_j": best}]
-    log(f"start hffm-d2d-e1: {best:.2f} J to target over seeds {seeds}")
+    steps = [{"pass": 0, "change": f"start ({start_name})", "energy_to_target_j": best}]
+    log(f"start {start_name}: {best:.2f} J to target over seeds {seeds}")
     for n in range(1, max_passes + 1):
         changed = False
         for r in range(rounds):
@@ -81,28 +107,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=arguments.positive_int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
     parser.add_argument("--max-passes", type=arguments.positive_int, default=3)
+    parser.add_argument("--start", default="hffm-d2d-e1", metavar="NAME|FILE",
+                        help="where the descent starts: a schedule baseline's name (its tiers "
+                             "round by round, e.g. hffm-d2d-e2) or a plan JSON (default: "
+                             "hffm-d2d-e1)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the plan, the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
     check_search_args(parser, args)
 
-    from hffm_env.baselines.plan import PlanPolicy
+    from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+    from hffm_env.baselines.policies import policy_names
 
     make = env_factory(args)
 
     probe = make("surrogate")()
     rounds = args.rounds or probe.unwrapped.config.env.episode_rounds
     probe.close()
+    start = None  # hffm-d2d-e1: every module type at the cloud in every round
+    if args.start in policy_names():
+        try:
+            start = plan_of_policy(make("cost"), args.start, rounds)
+        except ValueError as err:  # a baseline with tiers a plan cannot name (D2D)
+            parser.error(f"--start {args.start}: {err}")
+    elif args.start != "hffm-d2d-e1":
+        try:
+            start = dataclasses.replace(RoundPlan.read(args.start), name="best-plan")
+        except (OSError, ValueError) as err:
+            parser.error(f"--start: {err}; or hffm-d2d-e1, or a baseline's name: "
+                         f"{', '.join(policy_names())}")
     started = time.perf_counter()
     plan, cost, steps = search(make("surrogate"), rounds, args.seeds, args.target_accuracy,
-                               args.max_passes)
+                               args.max_passes, start=start, start_name=args.start)
     search_s = time.perf_counter() - started
     if not math.isfinite(cost):
         print("no plan reaches the target on every search seed (hffm-d2d-e1 does not either)")
     print(f"best plan ({search_s:.0f} s): {cost:.2f} J to target over seeds {args.seeds}")
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
-                           "target_accuracy": args.target_accuracy, "search_seeds": args.seeds,
+                           "target_accuracy": args.target_accuracy, "start": args.start,
+                           "search_seeds": args.seeds,
                            "search_s": search_s, "energy_to_target_j": cost, "steps": steps,
                            "plan": plan.to_dict()}
     if args.heldout_seeds:

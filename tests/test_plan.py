@@ -208,10 +208,24 @@ def test_search_only_accepts_cheaper_plans_and_writes_one_that_reads_back(search
         "best-plan", "hffm-d2d-e1", "hffm-d2d-e2"]
 
 
+def test_a_baseline_as_a_start_plays_its_tiers(search_module):
+    import argparse
+
+    from fixed_schedule_search import env_factory
+
+    make = env_factory(argparse.Namespace(scenario="small", overrides=[]))
+    plan = search_module.plan_of_policy(make("cost"), "hffm-d2d-e2", 4)
+    # edge every round, cloud every second round, over D2D relay
+    assert [set(row) for row in plan.tiers] == [{Tier.EDGE}, {Tier.CLOUD}] * 2
+    assert plan.route == Route.D2D_RELAY and plan.name == "best-plan"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--target-accuracy", "0.357", "--seeds", "1000"], "--seeds [1000]"),
     (["--target-accuracy", "0"], "--target-accuracy 0"),
     (["--target-accuracy", "0.357", "--rounds", "0"], "--rounds: 0"),
+    (["--target-accuracy", "0.357", "--start", "nowhere.json", "--heldout-seeds"],
+     "--start: plan 'nowhere.json': no such file"),
 ])
 def test_bad_arguments_are_named(search_module, capsys, argv, message):
     with pytest.raises(SystemExit):
