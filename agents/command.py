@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
         print(f"{prog}: evaluation interrupted; the agent and the finished episodes are "
               f"in {args.out}", file=sys.stderr)
         return 130
-    print(f"results written to {args.out}/results.json, results.md, pareto.png "
+    curve = ", learning_curve.png" if Path(args.out, "learning_curve.png").exists() else ""
+    print(f"results written to {args.out}/results.json, results.md, pareto.png{curve} "
           f"(trained {results.get('train_seconds', float('nan')):.0f} s)")
     return 0

@@ -1,10 +1,12 @@
 """What both training engines share: the run's arguments (:class:`TrainArgs`, one
 command-line flag per field), the action wrappers of the action modes, the output folder's
-rules and the ``train_args.json`` record. Nothing here imports an RL library."""
+rules, the ``train_args.json`` record and the learning curve (:class:`LearningCurve`).
+Nothing here imports an RL library."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import math
@@ -16,7 +18,7 @@ from hffm_env.agents.checkpoint import ACTION_MODES
 from hffm_env.config import scenario_names
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "ACTION_MODES", "OUT_FILES",
-           "wrap_actions", "env_device", "prepare_out", "write_train_args"]
+           "LearningCurve", "wrap_actions", "env_device", "prepare_out", "write_train_args"]
 
 ALGOS = ("ppo", "maskable-ppo")
 ENGINES = ("sb3", "rllib")
@@ -326,7 +328,7 @@ class TrainingInterrupted(Exception):
 
 
 OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib", "checkpoints",
-             "train_args.json",
+             "train_args.json", "learning_curve.csv", "learning_curve.png",
              "results.json", "results.md", "pareto.png")
 """What a run writes into ``--out`` (TensorBoard runs in ``runs/`` have unique names)."""
 
@@ -363,3 +365,59 @@ def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
     """``train_args.json``: the run's arguments and whether it was interrupted."""
     payload = {**dataclasses.asdict(args), "interrupted": interrupted}
     (out / "train_args.json").write_text(json.dumps(payload, indent=2))
+
+
+@dataclass
+class LearningCurve:
+    """The return of every training episode, in the order they ended: what
+    ``learning_curve.csv`` and ``learning_curve.png`` show.
+
+    Attributes:
+        title: the plot's title (scenario, algorithm, seed).
+        rows: ``(timesteps when it ended, phase, return, rounds)`` per episode; the return is
+            the env's own reward summed over the episode (before any normalisation), the phase
+            the fidelity it was played in (``surrogate``, then ``train`` when fine-tuning).
+    """
+
+    title: str
+    rows: list[tuple[int, str, float, int]] = field(default_factory=list)
+
+    def add(self, timesteps: int, phase: str, episode_return: float, rounds: int) -> None:
+        """Record one finished episode."""
+        self.rows.append((int(timesteps), phase, float(episode_return), int(rounds)))
+
+    def write(self, out: Path) -> None:
+        """Write ``learning_curve.csv`` (one row per episode) and, when an episode ended,
+        ``learning_curve.png``: every episode's return over the timesteps, and its running
+        mean, one colour per phase."""
+        out = Path(out)
+        with (out / "learning_curve.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["timesteps", "phase", "episode_return", "rounds"])
+            writer.writerows(self.rows)
+        if self.rows:
+            self._plot(out / "learning_curve.png")
+
+    def _plot(self, path: Path) -> None:
+        import numpy as np
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7.5, 4.2), dpi=100)
+        ax = fig.subplots()
+        window = max(1, len(self.rows) // 20)  # a running mean over a twentieth of the run
+        for phase, colour in zip(dict.fromkeys(r[1] for r in self.rows), ("tab:blue",
+                                 "tab:orange", "tab:green")):
+            steps = np.array([r[0] for r in self.rows if r[1] == phase])
+            returns = np.array([r[2] for r in self.rows if r[1] == phase])
+            ax.scatter(steps, returns, s=8, alpha=0.3, color=colour)
+            if returns.size >= window:
+                mean = np.convolve(returns, np.ones(window) / window, mode="valid")
+                ax.plot(steps[window - 1:], mean, color=colour, lw=2,
+                        label=f"{phase} fidelity (running mean of {window})")
+        ax.set_xlabel("timesteps (rounds played)")
+        ax.set_ylabel("episode return")
+        ax.set_title(self.title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path)

@@ -3,7 +3,8 @@ MaskablePPO using the env's ``action_masks()``.
 
 :func:`train_sb3` runs the training of one job (:func:`hffm_env.agents.job.train` adds the
 evaluation): vectorised envs, observation and reward normalisation (saved with the model),
-TensorBoard logs with the FL metrics beside PPO's, periodic checkpoints and ``--resume``.
+TensorBoard logs with the FL metrics beside PPO's, the learning curve (every training
+episode's return, ``learning_curve.csv`` and ``.png``), periodic checkpoints and ``--resume``.
 :class:`AgentPolicy` wraps a saved agent in the baselines' ``Policy`` protocol.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.agents.common import (
+    LearningCurve,
     TrainArgs,
     TrainingInterrupted,
     env_device,
@@ -92,6 +94,24 @@ class _FLMetricsCallback:
         return FLMetrics()
 
 
+def _learning_curve_callback(curve: LearningCurve) -> Any:
+    """Adds every episode that ends (Monitor's ``info["episode"]``: the raw return, before
+    normalisation) to ``curve``, in the phase named by the callback's ``phase``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Episodes(BaseCallback):
+        phase = ""
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", []):
+                episode = info.get("episode")
+                if episode is not None:
+                    curve.add(self.model.num_timesteps, self.phase, episode["r"], episode["l"])
+            return True
+
+    return Episodes()
+
+
 def _checkpoint_callback(save: Any, every: int) -> Any:
     """Saves an agent folder each time ``every`` more timesteps have passed, at the start of a
     rollout, i.e. right after a policy update: a checkpoint's weights, optimiser and
@@ -121,8 +141,9 @@ def train_sb3(args: TrainArgs) -> float:
     Writes under ``args.out``: the agent folder (``model.zip``, ``agent.json``,
     ``vecnormalize.npz`` when normalising; see :mod:`~hffm_env.agents.checkpoint`), checkpoints
     as agent folders in ``checkpoints/step_<N>/``, ``runs/{scenario}__{algo}__{seed}__{time}_1/``
-    (TensorBoard) and ``train_args.json``. Ctrl-C saves the agent folder and raises
-    :class:`TrainingInterrupted`.
+    (TensorBoard), ``learning_curve.csv`` and ``learning_curve.png`` (the episodes of this
+    run; a resumed run starts its own) and ``train_args.json``. Ctrl-C saves the agent folder
+    and the learning curve and raises :class:`TrainingInterrupted`.
     """
     import torch
     from stable_baselines3.common.callbacks import CallbackList
@@ -215,15 +236,21 @@ def train_sb3(args: TrainArgs) -> float:
                          normalized=bool(args.normalize))
         save_agent(out / where, model, info, vec_env if args.normalize else None)
 
+    curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
+    episodes = _learning_curve_callback(curve)
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
-                              _FLMetricsCallback.build()])
-    def learn(steps: int, log_name: str, reset: bool, phase: str) -> None:
-        """``model.learn``; Ctrl-C saves the agent folder and raises TrainingInterrupted."""
+                              _FLMetricsCallback.build(), episodes])
+
+    def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
+        """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
+        curve and raises TrainingInterrupted."""
+        episodes.phase = fidelity
         try:
             model.learn(total_timesteps=steps, callback=callbacks, tb_log_name=log_name,
                         progress_bar=args.progress, reset_num_timesteps=reset)
         except KeyboardInterrupt:
             save(Path("."))
+            curve.write(out)
             write_train_args(out, args, interrupted=True)
             model.get_env().close()
             raise TrainingInterrupted(
@@ -234,7 +261,7 @@ def train_sb3(args: TrainArgs) -> float:
     remaining = args.total_timesteps - int(model.num_timesteps)
     started = time.perf_counter()
     if remaining > 0:
-        learn(remaining, run_name, resume is None, "while training")
+        learn(remaining, run_name, resume is None, args.fidelity, "while training")
     if args.finetune_timesteps > 0 and args.fidelity != "train":
         # fine-tune on real training: same policy, optimiser and running statistics, on
         # other training seeds than the first phase's
@@ -242,9 +269,11 @@ def train_sb3(args: TrainArgs) -> float:
         vec_env.close()
         vec_env = vector_env("train", args.seed + 500, stats)
         model.set_env(vec_env)
-        learn(args.finetune_timesteps, f"{run_name}__finetune", False, "while fine-tuning")
+        learn(args.finetune_timesteps, f"{run_name}__finetune", False, "train",
+              "while fine-tuning")
     train_seconds = time.perf_counter() - started
     save(Path("."))
+    curve.write(out)
     vec_env.close()
     write_train_args(out, args, interrupted=False)
     return train_seconds

@@ -87,6 +87,9 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "interrupted at 12 of 64" in err[0] and "--resume" in err[0]
     assert find_agent(out).info.num_timesteps == 12
     assert json.loads((out / "train_args.json").read_text())["interrupted"] is True
+    # ... and the learning curve of the episodes that ended before the interruption
+    rows = (out / "learning_curve.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [4, 8]
 
 
 def test_out_is_never_silently_mixed(tmp_path, capsys):

@@ -83,6 +83,11 @@ def test_training_on_the_surrogate_fine_tunes_and_is_judged_on_real_training(tra
     assert results["fidelity"] == "train"  # judged on real training
     agent = json.loads((out / "agent.json").read_text())
     assert agent["num_timesteps"] >= 36  # 24 on the surrogate + 12 fine-tuning
+    # the learning curve names each episode's fidelity: the surrogate's, then real training's
+    phases = [line.split(",")[1] for line in
+              (out / "learning_curve.csv").read_text().splitlines()[1:]]
+    assert phases[0] == "surrogate" and phases[-1] == "train"
+    assert phases == sorted(phases)  # no surrogate episode after a real one
 
 
 @pytest.mark.slow

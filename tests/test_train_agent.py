@@ -30,6 +30,14 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
         assert (out / name).exists(), name
     assert not list(out.rglob("*.pkl"))
     assert (out / "checkpoints" / "step_00000008" / "model.zip").exists()
+    # 16 rounds of 4-round episodes: four episodes on the curve, with the env's raw returns
+    curve = (out / "learning_curve.csv").read_text().splitlines()
+    assert curve[0] == "timesteps,phase,episode_return,rounds"
+    rows = [line.split(",") for line in curve[1:]]
+    assert [int(r[0]) for r in rows] == [4, 8, 12, 16]
+    assert {r[1] for r in rows} == {"cost"} and all(r[3] == "4" for r in rows)
+    assert all(np.isfinite(float(r[2])) for r in rows)
+    assert (out / "learning_curve.png").stat().st_size > 10_000
     assert list((out / "runs").glob(f"small__{algo}__0__*"))
     results = json.loads((out / "results.json").read_text())
     assert [p["policy"] for p in results["policies"]] == [f"agent-{algo}", "star", "hffm-e2"]
