@@ -21,6 +21,7 @@ __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "ACTION_MODES
            "LearningCurve", "wrap_actions", "env_device", "prepare_out", "write_train_args"]
 
 ALGOS = ("ppo", "maskable-ppo")
+LR_SCHEDULES = ("constant", "linear")
 ENGINES = ("sb3", "rllib")
 SB3_SEED_MAX = 2**32 - 1
 """stable-baselines3 seeds numpy's legacy generator, which takes seeds below 2**32."""
@@ -117,6 +118,12 @@ class TrainArgs:
     )
     batch_size: int = field(default=64, metadata={"help": "PPO minibatch size"})
     learning_rate: float = field(default=3e-4, metadata={"help": "PPO learning rate"})
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "'constant' (--learning-rate throughout) or 'linear' (from "
+                  "--learning-rate down to 0 over the whole run, fine-tuning included)",
+                  "choices": LR_SCHEDULES},
+    )
     normalize: bool = field(
         default=True,
         metadata={
@@ -211,6 +218,9 @@ class TrainArgs:
             raise ValueError(f"algo = {self.algo!r}: must be one of {list(ALGOS)}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine = {self.engine!r}: must be one of {list(ENGINES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule = {self.lr_schedule!r}: must be one of "
+                             f"{list(LR_SCHEDULES)}")
         if self.reward_split not in ("team", "cost-share"):
             raise ValueError(f"reward_split = {self.reward_split!r}: must be 'team' or "
                              "'cost-share'")
@@ -296,6 +306,15 @@ class TrainArgs:
                 device(self.device)
             except argparse.ArgumentTypeError as err:
                 raise ValueError(f"device = {err}") from None
+
+    def learning_rate_at(self, timesteps: int) -> float:
+        """The learning rate after ``timesteps`` of the run (``lr_schedule``): constant, or
+        linear from ``learning_rate`` at 0 to 0 at the run's last step (training plus
+        fine-tuning)."""
+        if self.lr_schedule == "constant":
+            return self.learning_rate
+        total = self.total_timesteps + self.finetune_timesteps
+        return self.learning_rate * max(0.0, 1.0 - timesteps / total)
 
     @property
     def final_fidelity(self) -> str:

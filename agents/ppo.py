@@ -112,6 +112,25 @@ def _learning_curve_callback(curve: LearningCurve) -> Any:
     return Episodes()
 
 
+def _lr_schedule_callback(args: TrainArgs) -> Any:
+    """Sets the learning rate of each update from the run's timesteps
+    (:meth:`TrainArgs.learning_rate_at`) before the update, so that one schedule spans a
+    resumed run and the fine-tuning. (SB3's own schedules follow each ``learn`` call's
+    progress; a constant is stored in the model's archive, which loads without unpickling.)"""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.utils import ConstantSchedule
+
+    class LearningRate(BaseCallback):
+        def _on_rollout_end(self) -> None:
+            self.model.lr_schedule = ConstantSchedule(
+                args.learning_rate_at(self.model.num_timesteps))
+
+        def _on_step(self) -> bool:
+            return True
+
+    return LearningRate()
+
+
 def _checkpoint_callback(save: Any, every: int) -> Any:
     """Saves an agent folder each time ``every`` more timesteps have passed, at the start of a
     rollout, i.e. right after a policy update: a checkpoint's weights, optimiser and
@@ -239,7 +258,9 @@ def train_sb3(args: TrainArgs) -> float:
     curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
     episodes = _learning_curve_callback(curve)
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
-                              _FLMetricsCallback.build(), episodes])
+                              _FLMetricsCallback.build(), episodes]
+                             + ([_lr_schedule_callback(args)]
+                                if args.lr_schedule != "constant" else []))
 
     def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
         """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning

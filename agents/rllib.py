@@ -30,7 +30,8 @@ What differs:
 
 TensorBoard (``OUT/runs/<run>/``): ``rollout/ep_rew_mean``, ``rollout/ep_len_mean``,
 ``fl/accuracy``, ``fl/latency_s``, ``fl/energy_j``, ``reward_terms/*`` (as the SB3 path), and
-``train/policy_loss``, ``train/value_loss``, ``train/entropy``, ``train/approx_kl`` per module.
+``train/policy_loss``, ``train/value_loss``, ``train/entropy``, ``train/approx_kl`` and
+``train/learning_rate`` per module.
 
 An agent folder of this engine holds ``agent.json`` (``"engine": "rllib"``), ``policy.pt``
 (each module's weights as plain tensors, read with ``torch.load(weights_only=True)`` by
@@ -258,6 +259,16 @@ def _round_info(infos: Any) -> dict[str, Any] | None:
     return None
 
 
+def _learning_rate(args: Any) -> float | list[list[float]]:
+    """RLlib's ``lr``: the constant, or the linear schedule as RLlib's piecewise-linear
+    ``[[timestep, lr], ...]`` over the sampled env steps (:meth:`TrainArgs.learning_rate_at`
+    at the first and the last step)."""
+    if args.lr_schedule == "constant":
+        return args.learning_rate
+    end = args.total_timesteps
+    return [[0, args.learning_rate_at(0)], [end, args.learning_rate_at(end)]]
+
+
 def rllib_config(args: Any) -> PPOConfig:
     """RLlib's PPO config for a run (see the module docstring for what maps to what)."""
     runners = args.n_envs if args.n_envs > 1 else 0
@@ -267,7 +278,7 @@ def rllib_config(args: Any) -> PPOConfig:
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
                      rollout_fragment_length=args.n_steps, num_cpus_per_env_runner=1)
         .training(train_batch_size_per_learner=args.n_steps * max(1, runners),
-                  minibatch_size=args.batch_size, num_epochs=10, lr=args.learning_rate,
+                  minibatch_size=args.batch_size, num_epochs=10, lr=_learning_rate(args),
                   gamma=0.99, lambda_=0.95, clip_param=0.2, vf_loss_coeff=0.5,
                   entropy_coeff=args.ent_coef, grad_clip=0.5, use_kl_loss=False,
                   vf_clip_param=float("inf"))
@@ -296,7 +307,8 @@ def _log(writer: Any, result: dict[str, Any], step: int) -> None:
         if tag is not None and isinstance(value, (int, float)) and np.isfinite(value):
             writer.add_scalar(tag, float(value), step)
     learner_names = {"policy_loss": "policy_loss", "vf_loss": "value_loss",
-                     "entropy": "entropy", "mean_kl_loss": "approx_kl"}
+                     "entropy": "entropy", "mean_kl_loss": "approx_kl",
+                     "default_optimizer_learning_rate": "learning_rate"}
     for module, stats in result.get("learners", {}).items():
         if not isinstance(stats, dict) or module.startswith("__"):
             continue

@@ -96,3 +96,43 @@ def test_agents_of_a_smaller_action_space_act_in_the_full_env(tmp_path, mode):
                    overrides=list(TINY_OVERRIDES))
     record = run_episode(env, agent, seed=3)  # full actions, through the wrapper
     assert record.rounds == 4
+
+
+def test_linear_learning_rate_spans_the_whole_run(tmp_path):
+    """Each update's learning rate follows the run's timesteps: a checkpoint at 16 of 32
+    steps has half the rate, the end of the run none, a run resumed from the checkpoint ends
+    where the uninterrupted one does, and a constant rate stays."""
+    from hffm_env.agents.checkpoint import find_agent, load_model
+
+    def rate(folder):
+        env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                       overrides=list(TINY_OVERRIDES))
+        model = load_model(find_agent(folder), env.observation_space, env.action_space)
+        env.close()
+        return model.policy.optimizer.param_groups[0]["lr"]
+
+    def run(out, schedule, *extra):
+        assert train_agent.main([
+            "--scenario", "small", "--fidelity", "cost", "--n-steps", "8", "--batch-size", "8",
+            "--learning-rate", "1e-3", "--lr-schedule", schedule, "--total-timesteps", "32",
+            "--eval-seeds", "1000", "--eval-policies", "never", "--no-progress",
+            "--out", str(out), *extra, "--overrides", *TINY_OVERRIDES]) == 0
+
+    run(tmp_path / "linear", "linear", "--checkpoint-every", "16")
+    checkpoint = tmp_path / "linear" / "checkpoints" / "step_00000016"
+    assert rate(checkpoint) == pytest.approx(5e-4)  # the update at step 16 of 32
+    assert rate(tmp_path / "linear") == 0.0
+    run(tmp_path / "resumed", "linear", "--resume", str(checkpoint))
+    assert rate(tmp_path / "resumed") == 0.0
+    run(tmp_path / "constant", "constant")
+    assert rate(tmp_path / "constant") == pytest.approx(1e-3)
+
+
+def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
+    args = TrainArgs(learning_rate=1e-3, lr_schedule="linear", total_timesteps=300,
+                     finetune_timesteps=100)
+    assert [args.learning_rate_at(t) for t in (0, 200, 400, 500)] == pytest.approx(
+        [1e-3, 5e-4, 0.0, 0.0])
+    assert TrainArgs(learning_rate=1e-3).learning_rate_at(10_000) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule = 'cosine': must be one of"):
+        TrainArgs(lr_schedule="cosine")

@@ -55,7 +55,8 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
 
     first = tmp_path / "first"
     assert train_agent.main(_argv(first, "--total-timesteps", "256",
-                                  "--checkpoint-every", "128")) == 0
+                                  "--checkpoint-every", "128", "--lr-schedule", "linear",
+                                  "--learning-rate", "1e-3")) == 0
     info = json.loads((first / "agent.json").read_text())
     assert info["engine"] == "rllib" and info["num_timesteps"] == 256
     checkpoint = first / "checkpoints" / "step_00000128"
@@ -66,6 +67,9 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
     tags = set(_tags(run).Tags()["scalars"])
     assert {"rollout/ep_rew_mean", "fl/energy_j", "train/policy_loss",
             "reward_terms/energy"} <= tags
+    # the linear schedule: the learning rate falls from 1e-3 towards 0 over the 256 steps
+    rates = [e.value for e in _tags(run).Scalars("train/learning_rate")]
+    assert len(rates) == 2 and 1e-3 >= rates[0] > rates[1] >= 0.0, rates
 
     # a checkpoint is an agent folder: it plays an episode on its own, deterministically
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
