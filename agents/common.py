@@ -401,21 +401,38 @@ class LearningCurve:
     title: str
     rows: list[tuple[int, str, float, int]] = field(default_factory=list)
 
+    FILE = "learning_curve.csv"
+    PLOT = "learning_curve.png"
+
     def add(self, timesteps: int, phase: str, episode_return: float, rounds: int) -> None:
         """Record one finished episode."""
         self.rows.append((int(timesteps), phase, float(episode_return), int(rounds)))
 
+    def continue_from(self, folder: Path, timesteps: int) -> None:
+        """Start with the episodes of ``folder``'s curve that ended by ``timesteps`` (a resumed
+        run continues the curve of the run it resumes); nothing when it has none."""
+        path = Path(folder) / self.FILE
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if int(row["timesteps"]) <= timesteps:
+                    self.add(int(row["timesteps"]), row["phase"], float(row["episode_return"]),
+                             int(row["rounds"]))
+
     def write(self, out: Path) -> None:
         """Write ``learning_curve.csv`` (one row per episode) and, when an episode ended,
-        ``learning_curve.png``: every episode's return over the timesteps, and its running
-        mean, one colour per phase."""
+        ``learning_curve.png`` (removed otherwise): every episode's return over the
+        timesteps, and its running mean, one colour per phase."""
         out = Path(out)
-        with (out / "learning_curve.csv").open("w", newline="") as f:
+        with (out / self.FILE).open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["timesteps", "phase", "episode_return", "rounds"])
             writer.writerows(self.rows)
         if self.rows:
-            self._plot(out / "learning_curve.png")
+            self._plot(out / self.PLOT)
+        else:
+            (out / self.PLOT).unlink(missing_ok=True)
 
     def _plot(self, path: Path) -> None:
         import numpy as np
@@ -423,20 +440,20 @@ class LearningCurve:
 
         fig = Figure(figsize=(7.5, 4.2), dpi=100)
         ax = fig.subplots()
-        window = max(1, len(self.rows) // 20)  # a running mean over a twentieth of the run
         for phase, colour in zip(dict.fromkeys(r[1] for r in self.rows), ("tab:blue",
                                  "tab:orange", "tab:green")):
             steps = np.array([r[0] for r in self.rows if r[1] == phase])
             returns = np.array([r[2] for r in self.rows if r[1] == phase])
-            ax.scatter(steps, returns, s=8, alpha=0.3, color=colour)
-            if returns.size >= window:
-                mean = np.convolve(returns, np.ones(window) / window, mode="valid")
-                ax.plot(steps[window - 1:], mean, color=colour, lw=2,
-                        label=f"{phase} fidelity (running mean of {window})")
+            window = max(1, returns.size // 20)  # a running mean over a twentieth of the phase
+            ax.scatter(steps, returns, s=8, alpha=0.3, color=colour,
+                       label=f"{phase} fidelity: episodes")
+            mean = np.convolve(returns, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], mean, color=colour, lw=2,
+                    label=f"{phase} fidelity: running mean of {window}")
         ax.set_xlabel("timesteps (rounds played)")
         ax.set_ylabel("episode return")
         ax.set_title(self.title)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
         fig.tight_layout()
         fig.savefig(path)

@@ -113,15 +113,17 @@ def _learning_curve_callback(curve: LearningCurve) -> Any:
 
 
 def _lr_schedule_callback(args: TrainArgs) -> Any:
-    """Sets the learning rate of each update from the run's timesteps
-    (:meth:`TrainArgs.learning_rate_at`) before the update, so that one schedule spans a
-    resumed run and the fine-tuning. (SB3's own schedules follow each ``learn`` call's
-    progress; a constant is stored in the model's archive, which loads without unpickling.)"""
+    """Sets the learning rate of each update from the run's timesteps when its rollout
+    starts (:meth:`TrainArgs.learning_rate_at`), so that one schedule spans a resumed run and
+    the fine-tuning, and a resumed run uses ``--learning-rate`` rather than the archive's.
+    (SB3's own schedules follow each ``learn`` call's progress instead. The loader replaces
+    the archive's ``lr_schedule`` whatever it holds, so the archive still loads without
+    unpickling.)"""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.utils import ConstantSchedule
 
     class LearningRate(BaseCallback):
-        def _on_rollout_end(self) -> None:
+        def _on_rollout_start(self) -> None:
             self.model.lr_schedule = ConstantSchedule(
                 args.learning_rate_at(self.model.num_timesteps))
 
@@ -256,11 +258,14 @@ def train_sb3(args: TrainArgs) -> float:
         save_agent(out / where, model, info, vec_env if args.normalize else None)
 
     curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
+    if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
+        run_folder = (resume.folder.parent.parent if resume.folder.parent.name == "checkpoints"
+                      else resume.folder)
+        curve.continue_from(run_folder, resume.info.num_timesteps)
     episodes = _learning_curve_callback(curve)
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
-                              _FLMetricsCallback.build(), episodes]
-                             + ([_lr_schedule_callback(args)]
-                                if args.lr_schedule != "constant" else []))
+                              _FLMetricsCallback.build(), episodes,
+                              _lr_schedule_callback(args)])
 
     def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
         """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
@@ -279,19 +284,20 @@ def train_sb3(args: TrainArgs) -> float:
                 f"({phase}); model and statistics saved in {out} (continue with --resume {out})"
             ) from None
 
-    remaining = args.total_timesteps - int(model.num_timesteps)
+    done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
+    remaining = args.total_timesteps - done
+    finetune_left = args.finetune_timesteps - max(0, done - args.total_timesteps)
     started = time.perf_counter()
     if remaining > 0:
         learn(remaining, run_name, resume is None, args.fidelity, "while training")
-    if args.finetune_timesteps > 0 and args.fidelity != "train":
+    if finetune_left > 0 and args.fidelity != "train":
         # fine-tune on real training: same policy, optimiser and running statistics, on
         # other training seeds than the first phase's
         stats = Normalization.of(vec_env) if args.normalize else None
         vec_env.close()
         vec_env = vector_env("train", args.seed + 500, stats)
         model.set_env(vec_env)
-        learn(args.finetune_timesteps, f"{run_name}__finetune", False, "train",
-              "while fine-tuning")
+        learn(finetune_left, f"{run_name}__finetune", False, "train", "while fine-tuning")
     train_seconds = time.perf_counter() - started
     save(Path("."))
     curve.write(out)

@@ -31,7 +31,8 @@ What differs:
 TensorBoard (``OUT/runs/<run>/``): ``rollout/ep_rew_mean``, ``rollout/ep_len_mean``,
 ``fl/accuracy``, ``fl/latency_s``, ``fl/energy_j``, ``reward_terms/*`` (as the SB3 path), and
 ``train/policy_loss``, ``train/value_loss``, ``train/entropy``, ``train/approx_kl`` and
-``train/learning_rate`` per module.
+``train/learning_rate`` per module (the rate the learner holds after the update, i.e. the next
+update's). No learning curve files: RLlib reports episode returns as means per iteration.
 
 An agent folder of this engine holds ``agent.json`` (``"engine": "rllib"``), ``policy.pt``
 (each module's weights as plain tensors, read with ``torch.load(weights_only=True)`` by
@@ -383,7 +384,7 @@ def join_cluster(address: str) -> None:
 def train_rllib(args: Any) -> float:
     """Train as ``args`` say on RLlib; return the training time (s). Writes the agent folder,
     checkpoints in ``checkpoints/step_<N>/``, ``runs/`` and ``train_args.json`` into
-    ``args.out``, as :func:`~hffm_env.agents.ppo.train_sb3` does."""
+    ``args.out``, as :func:`~hffm_env.agents.ppo.train_sb3` does (but no learning curve)."""
     import ray
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm

@@ -98,10 +98,13 @@ def test_agents_of_a_smaller_action_space_act_in_the_full_env(tmp_path, mode):
     assert record.rounds == 4
 
 
-def test_linear_learning_rate_spans_the_whole_run(tmp_path):
-    """Each update's learning rate follows the run's timesteps: a checkpoint at 16 of 32
-    steps has half the rate, the end of the run none, a run resumed from the checkpoint ends
-    where the uninterrupted one does, and a constant rate stays."""
+def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
+    """Each update's learning rate is the schedule's when its rollout starts, over training
+    and fine-tuning alike (16 + 16 steps, rollouts of 8: 1, 3/4, 1/2 and 1/4 of 1e-3); a run
+    resumed from a checkpoint, in training or in fine-tuning, ends where the uninterrupted one
+    does, with its learning curve continued; a constant rate on resume is the one given."""
+    import csv
+
     from hffm_env.agents.checkpoint import find_agent, load_model
 
     def rate(folder):
@@ -111,21 +114,37 @@ def test_linear_learning_rate_spans_the_whole_run(tmp_path):
         env.close()
         return model.policy.optimizer.param_groups[0]["lr"]
 
-    def run(out, schedule, *extra):
+    def curve(folder):
+        with (folder / "learning_curve.csv").open() as f:
+            return [(int(r["timesteps"]), r["phase"]) for r in csv.DictReader(f)]
+
+    def run(out, *extra, schedule="linear", lr="1e-3"):
         assert train_agent.main([
             "--scenario", "small", "--fidelity", "cost", "--n-steps", "8", "--batch-size", "8",
-            "--learning-rate", "1e-3", "--lr-schedule", schedule, "--total-timesteps", "32",
+            "--learning-rate", lr, "--lr-schedule", schedule, "--total-timesteps", "16",
             "--eval-seeds", "1000", "--eval-policies", "never", "--no-progress",
             "--out", str(out), *extra, "--overrides", *TINY_OVERRIDES]) == 0
 
-    run(tmp_path / "linear", "linear", "--checkpoint-every", "16")
-    checkpoint = tmp_path / "linear" / "checkpoints" / "step_00000016"
-    assert rate(checkpoint) == pytest.approx(5e-4)  # the update at step 16 of 32
-    assert rate(tmp_path / "linear") == 0.0
-    run(tmp_path / "resumed", "linear", "--resume", str(checkpoint))
-    assert rate(tmp_path / "resumed") == 0.0
-    run(tmp_path / "constant", "constant")
-    assert rate(tmp_path / "constant") == pytest.approx(1e-3)
+    linear = tmp_path / "linear"
+    run(linear, "--finetune-timesteps", "16", "--checkpoint-every", "8")
+    assert rate(linear / "checkpoints" / "step_00000008") == pytest.approx(1e-3)
+    assert rate(linear / "checkpoints" / "step_00000024") == pytest.approx(5e-4)
+    assert rate(linear) == pytest.approx(2.5e-4)  # fine-tuning learns, at its share
+    assert curve(linear) == [(t, "cost") for t in (4, 8, 12, 16)] + [
+        (t, "train") for t in (20, 24, 28, 32)]
+    for step in (8, 24):  # resumed in training and in fine-tuning
+        resumed = tmp_path / f"resumed{step}"
+        run(resumed, "--finetune-timesteps", "16", "--resume",
+            str(linear / "checkpoints" / f"step_{step:08d}"))
+        assert find_agent(resumed).info.num_timesteps == 32  # no step repeated
+        assert rate(resumed) == pytest.approx(2.5e-4)
+        assert curve(resumed) == curve(linear)
+    constant = tmp_path / "constant"
+    run(constant, "--checkpoint-every", "8", schedule="constant")
+    assert rate(constant) == pytest.approx(1e-3)
+    run(tmp_path / "slower", "--resume", str(constant / "checkpoints" / "step_00000008"),
+        schedule="constant", lr="5e-4")
+    assert rate(tmp_path / "slower") == pytest.approx(5e-4)
 
 
 def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
