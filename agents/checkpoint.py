@@ -37,6 +37,7 @@ __all__ = [
     "AgentInfo",
     "Normalization",
     "algo_class",
+    "checkpoint_folder",
     "clear_folder",
     "find_agent",
     "load_model",
@@ -48,6 +49,12 @@ MODEL_FILE = "model.zip"
 INFO_FILE = "agent.json"
 NORMALIZATION_FILE = "vecnormalize.npz"
 POLICY_FILE = "policy.pt"  # an RLlib agent's weights (hffm_env.agents.rllib)
+CHECKPOINTS = "checkpoints"  # a run's checkpoints: OUT/checkpoints/step_<N>/
+
+
+def checkpoint_folder(timesteps: int) -> Path:
+    """Where a run saves its checkpoint after ``timesteps``, relative to its ``--out``."""
+    return Path(CHECKPOINTS) / f"step_{timesteps:08d}"
 
 ALGO_CLASSES = {"ppo": "stable_baselines3.PPO", "maskable-ppo": "sb3_contrib.MaskablePPO"}
 """Algorithm name -> the SB3 class that trains and loads it."""
@@ -191,6 +198,12 @@ class AgentFolder:
     def model_path(self) -> Path:
         """The SB3 archive."""
         return self.folder / MODEL_FILE
+
+    @property
+    def run_folder(self) -> Path:
+        """The run this agent belongs to: the run's ``--out`` for a checkpoint
+        (:func:`checkpoint_folder`), else the folder itself."""
+        return self.folder.parent.parent if self.folder.parent.name == CHECKPOINTS else self.folder
 
 
 def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from hffm_env.agents.common import TrainArgs
+from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
 from hffm_env.arguments import USER_ERRORS, error_line
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
         print(f"{prog}: evaluation interrupted; the agent and the finished episodes are "
               f"in {args.out}", file=sys.stderr)
         return 130
-    curve = ", learning_curve.png" if Path(args.out, "learning_curve.png").exists() else ""
+    curve = (f", {LEARNING_CURVE_PNG}" if Path(args.out, LEARNING_CURVE_PNG).exists() else "")
     print(f"results written to {args.out}/results.json, results.md, pareto.png{curve} "
           f"(trained {results.get('train_seconds', float('nan')):.0f} s)")
     return 0

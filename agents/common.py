@@ -17,8 +17,9 @@ from typing import Any
 from hffm_env.agents.checkpoint import ACTION_MODES
 from hffm_env.config import scenario_names
 
-__all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "ACTION_MODES", "OUT_FILES",
-           "LearningCurve", "wrap_actions", "env_device", "prepare_out", "write_train_args"]
+__all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
+           "OUT_FILES", "LEARNING_CURVE_CSV", "LEARNING_CURVE_PNG", "LearningCurve",
+           "wrap_actions", "env_device", "prepare_out", "write_train_args"]
 
 ALGOS = ("ppo", "maskable-ppo")
 LR_SCHEDULES = ("constant", "linear")
@@ -307,13 +308,19 @@ class TrainArgs:
             except argparse.ArgumentTypeError as err:
                 raise ValueError(f"device = {err}") from None
 
+    @property
+    def finetune_steps(self) -> int:
+        """The fine-tuning steps in ``train`` fidelity the run takes: ``finetune_timesteps``,
+        or none when it trains in ``train`` fidelity already."""
+        return self.finetune_timesteps if self.fidelity != "train" else 0
+
     def learning_rate_at(self, timesteps: int) -> float:
         """The learning rate after ``timesteps`` of the run (``lr_schedule``): constant, or
         linear from ``learning_rate`` at 0 to 0 at the run's last step (training plus
         fine-tuning)."""
         if self.lr_schedule == "constant":
             return self.learning_rate
-        total = self.total_timesteps + self.finetune_timesteps
+        total = self.total_timesteps + self.finetune_steps
         return self.learning_rate * max(0.0, 1.0 - timesteps / total)
 
     @property
@@ -346,8 +353,10 @@ class TrainingInterrupted(Exception):
     """Ctrl-C during a run: what existed was saved; the message says where, in one line."""
 
 
+LEARNING_CURVE_CSV = "learning_curve.csv"
+LEARNING_CURVE_PNG = "learning_curve.png"
 OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib", "checkpoints",
-             "train_args.json", "learning_curve.csv", "learning_curve.png",
+             "train_args.json", LEARNING_CURVE_CSV, LEARNING_CURVE_PNG,
              "results.json", "results.md", "pareto.png")
 """What a run writes into ``--out`` (TensorBoard runs in ``runs/`` have unique names)."""
 
@@ -401,9 +410,6 @@ class LearningCurve:
     title: str
     rows: list[tuple[int, str, float, int]] = field(default_factory=list)
 
-    FILE = "learning_curve.csv"
-    PLOT = "learning_curve.png"
-
     def add(self, timesteps: int, phase: str, episode_return: float, rounds: int) -> None:
         """Record one finished episode."""
         self.rows.append((int(timesteps), phase, float(episode_return), int(rounds)))
@@ -411,7 +417,7 @@ class LearningCurve:
     def continue_from(self, folder: Path, timesteps: int) -> None:
         """Start with the episodes of ``folder``'s curve that ended by ``timesteps`` (a resumed
         run continues the curve of the run it resumes); nothing when it has none."""
-        path = Path(folder) / self.FILE
+        path = Path(folder) / LEARNING_CURVE_CSV
         if not path.is_file():
             return
         with path.open(newline="") as f:
@@ -425,14 +431,14 @@ class LearningCurve:
         ``learning_curve.png`` (removed otherwise): every episode's return over the
         timesteps, and its running mean, one colour per phase."""
         out = Path(out)
-        with (out / self.FILE).open("w", newline="") as f:
+        with (out / LEARNING_CURVE_CSV).open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["timesteps", "phase", "episode_return", "rounds"])
             writer.writerows(self.rows)
         if self.rows:
-            self._plot(out / self.PLOT)
+            self._plot(out / LEARNING_CURVE_PNG)
         else:
-            (out / self.PLOT).unlink(missing_ok=True)
+            (out / LEARNING_CURVE_PNG).unlink(missing_ok=True)
 
     def _plot(self, path: Path) -> None:
         import numpy as np

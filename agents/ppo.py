@@ -140,6 +140,8 @@ def _checkpoint_callback(save: Any, every: int) -> Any:
     progress."""
     from stable_baselines3.common.callbacks import BaseCallback
 
+    from hffm_env.agents.checkpoint import checkpoint_folder
+
     class Checkpoints(BaseCallback):
         def _init_callback(self) -> None:
             self.next_at = (self.model.num_timesteps // every + 1) * every
@@ -147,7 +149,7 @@ def _checkpoint_callback(save: Any, every: int) -> Any:
         def _on_rollout_start(self) -> None:
             done = self.model.num_timesteps  # the callback's own count lags until a step
             if done >= self.next_at:
-                save(Path("checkpoints") / f"step_{done:08d}")
+                save(checkpoint_folder(done))
                 self.next_at = (done // every + 1) * every
 
         def _on_step(self) -> bool:
@@ -162,8 +164,8 @@ def train_sb3(args: TrainArgs) -> float:
     Writes under ``args.out``: the agent folder (``model.zip``, ``agent.json``,
     ``vecnormalize.npz`` when normalising; see :mod:`~hffm_env.agents.checkpoint`), checkpoints
     as agent folders in ``checkpoints/step_<N>/``, ``runs/{scenario}__{algo}__{seed}__{time}_1/``
-    (TensorBoard), ``learning_curve.csv`` and ``learning_curve.png`` (the episodes of this
-    run; a resumed run starts its own) and ``train_args.json``. Ctrl-C saves the agent folder
+    (TensorBoard), ``learning_curve.csv`` and ``learning_curve.png`` (a resumed run continues
+    the curve of the run it resumes) and ``train_args.json``. Ctrl-C saves the agent folder
     and the learning curve and raises :class:`TrainingInterrupted`.
     """
     import torch
@@ -259,9 +261,7 @@ def train_sb3(args: TrainArgs) -> float:
 
     curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
     if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
-        run_folder = (resume.folder.parent.parent if resume.folder.parent.name == "checkpoints"
-                      else resume.folder)
-        curve.continue_from(run_folder, resume.info.num_timesteps)
+        curve.continue_from(resume.run_folder, resume.info.num_timesteps)
     episodes = _learning_curve_callback(curve)
     callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
                               _FLMetricsCallback.build(), episodes,
@@ -286,11 +286,11 @@ def train_sb3(args: TrainArgs) -> float:
 
     done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
     remaining = args.total_timesteps - done
-    finetune_left = args.finetune_timesteps - max(0, done - args.total_timesteps)
+    finetune_left = args.finetune_steps - max(0, done - args.total_timesteps)
     started = time.perf_counter()
     if remaining > 0:
         learn(remaining, run_name, resume is None, args.fidelity, "while training")
-    if finetune_left > 0 and args.fidelity != "train":
+    if finetune_left > 0:
         # fine-tune on real training: same policy, optimiser and running statistics, on
         # other training seeds than the first phase's
         stats = Normalization.of(vec_env) if args.normalize else None

@@ -71,6 +71,7 @@ from hffm_env.agents.checkpoint import (
     AgentFileError,
     AgentFolder,
     AgentInfo,
+    checkpoint_folder,
 )
 
 __all__ = ["MaskedPPOModule", "MultiAgentHFFM", "RLlibAgentPolicy", "make_rllib_env",
@@ -434,7 +435,7 @@ def train_rllib(args: Any) -> float:
                 steps = _sampled(result)
                 _log(writer, result, steps)
                 if steps >= next_at and steps < args.total_timesteps:
-                    save(Path("checkpoints") / f"step_{steps:08d}")
+                    save(checkpoint_folder(steps))
                     next_at = (steps // every + 1) * every
         except KeyboardInterrupt:
             save(Path("."))

@@ -1,5 +1,6 @@
-"""Would leaving some clusters out of a round plan's cloud rounds pay? Partial participation at
-the cloud tier.
+"""Would leaving some clusters out of a round plan's cloud rounds pay?
+
+Partial participation at the cloud tier.
 
 The env's action chooses each module type's tier for every cluster at once. The simulator can
 also let only some clusters join a round's cloud aggregations (``Schedule.cloud_clusters``):

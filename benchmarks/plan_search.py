@@ -133,16 +133,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--start {args.start}: {err}")
     elif args.start != "hffm-d2d-e1":
         try:
-            start = dataclasses.replace(RoundPlan.read(args.start), name="best-plan")
+            start = RoundPlan.read(args.start)
         except (OSError, ValueError) as err:
             parser.error(f"--start: {err}; or hffm-d2d-e1, or a baseline's name: "
                          f"{', '.join(policy_names())}")
+        # spelled out for every searched round (a plan repeats its last round past its end)
+        tiers = start.tiers[:rounds] + (start.tiers[-1],) * (rounds - len(start.tiers))
+        start = dataclasses.replace(start, tiers=tiers, name="best-plan")
     started = time.perf_counter()
     plan, cost, steps = search(make("surrogate"), rounds, args.seeds, args.target_accuracy,
                                args.max_passes, start=start, start_name=args.start)
     search_s = time.perf_counter() - started
     if not math.isfinite(cost):
-        print("no plan reaches the target on every search seed (hffm-d2d-e1 does not either)")
+        print(f"no plan reaches the target on every search seed (the start, {args.start}, does "
+              "not either)")
     print(f"best plan ({search_s:.0f} s): {cost:.2f} J to target over seeds {args.seeds}")
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
                            "target_accuracy": args.target_accuracy, "start": args.start,

@@ -337,4 +337,3 @@ def test_cloud_clusters_bench_saves_each_rules_cloud_hops(tmp_path, monkeypatch,
         episodes[("plan-1-out-from-round-4", 1000)]["energy_j"][3]
     assert episodes[("plan", 1000)]["energy_j"][:3] == \
         episodes[("plan-1-out-from-round-4", 1000)]["energy_j"][:3]
-

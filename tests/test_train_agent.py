@@ -148,10 +148,14 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
 
 
 def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
-    args = TrainArgs(learning_rate=1e-3, lr_schedule="linear", total_timesteps=300,
-                     finetune_timesteps=100)
+    args = TrainArgs(learning_rate=1e-3, lr_schedule="linear", fidelity="surrogate",
+                     total_timesteps=300, finetune_timesteps=100)
     assert [args.learning_rate_at(t) for t in (0, 200, 400, 500)] == pytest.approx(
         [1e-3, 5e-4, 0.0, 0.0])
     assert TrainArgs(learning_rate=1e-3).learning_rate_at(10_000) == 1e-3
+    # training in train fidelity already: no fine-tuning phase, the line ends with training
+    real = TrainArgs(learning_rate=1e-3, lr_schedule="linear", fidelity="train",
+                     total_timesteps=300, finetune_timesteps=100)
+    assert real.finetune_steps == 0 and real.learning_rate_at(300) == 0.0
     with pytest.raises(ValueError, match="lr_schedule = 'cosine': must be one of"):
         TrainArgs(lr_schedule="cosine")

@@ -454,11 +454,8 @@ class HFFMEnv(gym.Env):
     def _simulate(self, schedule: Schedule) -> RoundResult:
         """Play the round: train (or predict) and price it, advance the period clock and the
         episode's totals, and keep what the observation reads."""
-        if self.surrogate is not None and not all(schedule.cloud_clusters):
-            # the action never leaves clusters out; a subclass's decode can (benchmarks/)
-            raise ValueError(f"Schedule.cloud_clusters = {schedule.cloud_clusters}: the "
-                             "surrogate does not model clusters left out of the cloud; play "
-                             "it in train or cost fidelity")
+        if self.surrogate is not None:  # before anything changes
+            self.surrogate.check_schedule(schedule)
         result = self.engine.run_round(schedule, full_evaluation=self._full_evaluation_due())
         self.clock.advance(dict(schedule.tiers))
         self.rounds_done += 1

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
-from hffm_env.fl.schedule import Tier
+from hffm_env.fl.schedule import Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
@@ -253,6 +253,16 @@ class AccuracySurrogate:
         ]
 
     # ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_schedule(schedule: Schedule) -> None:
+        """Raise ``ValueError`` when ``schedule`` asks for what the features do not describe:
+        clusters left out of the cloud (``Schedule.cloud_clusters``; the features know each
+        module type's tier, for every cluster at once)."""
+        if not all(schedule.cloud_clusters):
+            raise ValueError(f"Schedule.cloud_clusters = {schedule.cloud_clusters}: the "
+                             "surrogate does not model clusters left out of the cloud; play "
+                             "it in train or cost fidelity")
 
     @classmethod
     def fit(cls, episodes: Sequence[Sequence[RoundTrace]], tasks: Sequence[str], horizon: int,
