@@ -83,11 +83,15 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
     # resuming continues the step count from the checkpoint's 128 to the new total
     resumed = tmp_path / "resumed"
     assert train_agent.main(_argv(resumed, "--total-timesteps", "256",
-                                  "--resume", str(checkpoint))) == 0
+                                  "--resume", str(checkpoint), "--lr-schedule", "linear",
+                                  "--learning-rate", "1e-3")) == 0
     assert json.loads((resumed / "agent.json").read_text())["num_timesteps"] == 256
     (run,) = (resumed / "runs").iterdir()
     steps = [e.step for e in _tags(run).Scalars("rollout/ep_rew_mean")]
     assert steps == [256]  # one iteration of 128 steps after the checkpoint's 128
+    # ... on the same line as the uninterrupted run: the schedule counts the restored steps
+    rates = [e.value for e in _tags(run).Scalars("train/learning_rate")]
+    assert rates == pytest.approx([0.0]), rates
 
 
 def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
