@@ -453,9 +453,12 @@ class LearningCurve:
             window = max(1, returns.size // 20)  # a running mean over a twentieth of the phase
             ax.scatter(steps, returns, s=8, alpha=0.3, color=colour,
                        label=f"{phase} fidelity: episodes")
-            mean = np.convolve(returns, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], mean, color=colour, lw=2,
-                    label=f"{phase} fidelity: running mean of {window}")
+            if window > 1:
+                mean = np.convolve(returns, np.ones(window) / window, mode="valid")
+                ax.plot(steps[window - 1:], mean, color=colour, lw=2,
+                        label=f"{phase} fidelity: running mean of {window}")
+            else:  # too few episodes for a mean: join them
+                ax.plot(steps, returns, color=colour, lw=1)
         ax.set_xlabel("timesteps (rounds played)")
         ax.set_ylabel("episode return")
         ax.set_title(self.title)
