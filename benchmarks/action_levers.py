@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +88,18 @@ def format_levers(levers: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Play the variants, print the bench table and the lever table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def lever_parser(description: str, fidelities: tuple[str, ...],
+                 fidelity_help: str | None = None) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that plays a plan beside variants of it (this one and
+    ``cloud_clusters.py``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--plan", default=str(DEFAULT_PLAN),
                         help="a plan JSON (plan_search.py's output or a plan itself; default: "
                              "the README's, docs/results/plan_search_small4.json)")
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--fidelity", default="cost", choices=("cost", "surrogate", "train"))
+    parser.add_argument("--fidelity", default="cost", choices=fidelities, help=fidelity_help)
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)))
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target of the table (default: 0.9 x the best final "
@@ -106,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the levers and the bench as JSON to FILE (stdout without "
                              "FILE)")
-    args = parser.parse_args(argv)
+    return parser
 
-    import gymnasium as gym
 
-    import hffm_env  # noqa: F401  (registers the env ids)
+def run_levers(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               make_env: Callable[[], Any], variants_of: Callable[[Any], list[Any]],
+               extra: dict[str, Any] | None = None) -> int:
+    """Read ``args.plan``, play ``variants_of(plan)`` on ``make_env()``'s env over the seeds,
+    print the bench table and the lever table, and write the JSON (``extra`` entries beside
+    the plan's)."""
     from hffm_env.baselines.plan import RoundPlan
     from hffm_env.baselines.runner import format_table, run_benchmark
 
@@ -119,17 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         parser.error(f"--plan: {err}")
     result = run_benchmark(
-        lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=args.fidelity,
-                         overrides=args.overrides),
-        variants(plan), seeds=args.seeds, target_accuracy=args.target_accuracy,
+        make_env, variants_of(plan), seeds=args.seeds, target_accuracy=args.target_accuracy,
         progress=args.progress, scenario=args.scenario, fidelity=args.fidelity)
     levers = lever_summary(result.episodes)
     print(format_table(result))
     print()
     print(format_levers(levers))
     emit_json({"plan": plan.to_dict(), "seeds": args.seeds, "fidelity": args.fidelity,
-               "levers": levers, "bench": result.to_dict()}, args.json)
+               **(extra or {}), "levers": levers, "bench": result.to_dict()}, args.json)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Play the variants, print the bench table and the lever table."""
+    parser = lever_parser(__doc__.splitlines()[0], ("cost", "surrogate", "train"))
+    args = parser.parse_args(argv)
+
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401  (registers the env ids)
+
+    return run_levers(parser, args, lambda: gym.make(
+        "hffm/HFFM-v0", scenario=args.scenario, fidelity=args.fidelity,
+        overrides=args.overrides), variants)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,13 @@ so ``surrogate`` fidelity is refused.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import emit_json
-from action_levers import DEFAULT_PLAN, format_levers, lever_summary
+from action_levers import lever_parser, run_levers
 
 from hffm_env import arguments
 from hffm_env.envs import HFFMEnv
@@ -116,46 +114,13 @@ def variants(plan: Any) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the energy against the plan."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plan", default=str(DEFAULT_PLAN),
-                        help="a plan JSON (default: the README's, "
-                             "docs/results/plan_search_small4.json)")
-    parser.add_argument("--scenario", default="small")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--fidelity", default="cost", choices=("cost", "train"),
-                        help="cost (prices only; seconds) or train (real training); the "
-                             "surrogate does not model partial participation")
-    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)))
-    parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
-                        help="accuracy target of the table (default: 0.9 x the best final "
-                             "accuracy; not used in cost fidelity)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write the table and the bench as JSON to FILE (stdout without "
-                             "FILE)")
+    parser = lever_parser(__doc__.splitlines()[0], ("cost", "train"),
+                          "cost (prices only; seconds) or train (real training); the "
+                          "surrogate does not model partial participation")
     args = parser.parse_args(argv)
-
-    from hffm_env.baselines.plan import RoundPlan
-    from hffm_env.baselines.runner import format_table, run_benchmark
-
-    try:
-        plan = RoundPlan.read(args.plan)
-    except (OSError, ValueError) as err:
-        parser.error(f"--plan: {err}")
-    result = run_benchmark(
-        lambda: CloudClusterEnv(scenario=args.scenario, fidelity=args.fidelity,
-                                overrides=args.overrides),
-        variants(plan), seeds=args.seeds, target_accuracy=args.target_accuracy,
-        progress=args.progress, scenario=args.scenario, fidelity=args.fidelity)
-    levers = lever_summary(result.episodes)
-    print(format_table(result))
-    print()
-    print(format_levers(levers))
-    emit_json({"plan": plan.to_dict(), "seeds": args.seeds, "fidelity": args.fidelity,
-               "rules": list(RULES), "levers": levers, "bench": result.to_dict()}, args.json)
-    return 0
+    return run_levers(parser, args, lambda: CloudClusterEnv(
+        scenario=args.scenario, fidelity=args.fidelity, overrides=args.overrides), variants,
+        extra={"rules": list(RULES)})
 
 
 if __name__ == "__main__":
