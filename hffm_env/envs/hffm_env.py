@@ -33,6 +33,7 @@ from hffm_env.envs.reward import (
     accuracy_score,
     check_terms,
     get_reward,
+    reaches_target,
     reward_bounds,
 )
 from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult
@@ -347,7 +348,6 @@ class HFFMEnv(gym.Env):
         self.engine.attach_network(self.network)
         self.engine.reset(self._streams.training_seed)
         self.layout.cluster_members = self._members(self.network)
-        self.layout.partners = self.network.partners
         self._reset_state()
         self._begin_round()
         scores = self.engine.evaluate()
@@ -522,8 +522,7 @@ class HFFMEnv(gym.Env):
                                "episode ends: call reset()") from err
         if math.isfinite(score):
             self._previous_score = score
-            target = self.config.env.target_accuracy
-            self._target_reached |= target is not None and score >= target
+            self._target_reached |= reaches_target(score, self.config.env.target_accuracy)
         return terms
 
     def _reward(self, terms: dict[str, float]) -> float | np.ndarray:
@@ -536,6 +535,8 @@ class HFFMEnv(gym.Env):
         """Draw the next round's network state (fading, dropout, D2D graphs) and module
         requests."""
         self.network.begin_round(self._streams)
+        # with mobility the nearest mates change each round: partner slots name today's
+        self.layout.partners = self.network.partners
         self.engine.begin_round(self._streams.requests)
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:

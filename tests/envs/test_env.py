@@ -323,3 +323,24 @@ def test_cost_fidelity_reports_nan_accuracy():
     _, _, _, _, info = env.step(env.unwrapped.layout.encode(1, 1))
     assert not info["measured"]["accuracy"] and info["accuracy"]["mean"] == 0.0
     assert info["reward_terms"]["accuracy"] == 0.0
+
+
+def test_partner_slots_name_the_current_rounds_nearest_mates_under_mobility():
+    """With mobility the nearest mates change every round; partner slot value 1 must name the
+    nearest mate of the round being played, not of the episode's first round."""
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=["dynamics.mobility=true"])
+    env.reset(seed=5)
+    core = env.unwrapped
+    first_round = core.network.partners[:, 0].copy()
+    changed = paired = 0
+    for _ in range(6):
+        nearest = core.network.partners[:, 0].copy()  # this round's mates
+        changed += int(not np.array_equal(nearest, first_round))
+        action = core.layout.encode(edge_period=0, cloud_period=0, pair_exchange=True,
+                                    partners=np.ones(core.layout.num_devices, dtype=np.int64))
+        env.step(action)
+        for i, j in core.last_schedule.pairs:
+            assert nearest[i] == j or nearest[j] == i, (i, j, nearest)
+            paired += 1
+    env.close()
+    assert changed and paired  # the mates did move, and pairs were formed to check
