@@ -591,7 +591,10 @@ class FederatedEngine:
                 return
             one_group = torch.zeros(self.num_clusters, dtype=torch.long, device=self.device)
             to_cloud = group_weights(totals, one_group, 1, dtype)
-            reached = totals > 0
+            # the cloud's average comes back through the edge servers, except on STAR routes
+            # (devices talk to the cloud directly), whose edge servers keep their old copy
+            reached = (totals > 0) & torch.tensor(
+                [r != Route.STAR for r in routes], device=self.device)
             device_group = torch.zeros_like(self.cluster)
         elif tier == Tier.EDGE:
             at_edge = torch.tensor(

@@ -140,6 +140,21 @@ def test_cloud_aggregation_is_the_global_weighted_mean():
     torch.testing.assert_close(engine.cloud_params[name], expected)
 
 
+@pytest.mark.parametrize("route", [Route.STAR, Route.DIRECT, Route.D2D_RELAY])
+def test_a_cloud_round_reaches_the_edge_servers_only_on_routes_through_them(route):
+    """On STAR routes devices exchange with the cloud directly: the edge servers' copies (what
+    an edge relay hands out) stay as they were; the other routes pass through them."""
+    engine = _engine(train=False)
+    _randomise(engine, seed=2)
+    edge_before = {k: v.clone() for k, v in engine.edge_params.items()}
+    engine.run_round(Schedule(tiers={"moe": Tier.CLOUD}, routes=(route,) * engine.num_clusters))
+    name = engine.inventory.by_type("moe")[0].param_names[0]
+    for k in range(engine.num_clusters):
+        expected = edge_before[name][k] if route == Route.STAR else engine.cloud_params[name]
+        torch.testing.assert_close(engine.edge_params[name][k], expected)
+    assert not torch.allclose(edge_before[name][0], engine.cloud_params[name])
+
+
 @pytest.mark.parametrize("route", [Route.DIRECT, Route.D2D_RELAY])
 def test_clusters_out_of_the_cloud_keep_their_edge_mean(route):
     engine = _engine(train=False)
