@@ -287,8 +287,9 @@ class AccuracySurrogate:
         mask = torch.as_tensor(np.isfinite(y), dtype=torch.float32)
         nets = []
         for k in range(members):
-            torch.manual_seed(seed * 1000 + k)
-            net = _MLP(x.shape[1], y.shape[1], hidden)
+            with torch.random.fork_rng(devices=[]):  # the caller's torch stream is untouched
+                torch.manual_seed(seed * 1000 + k)
+                net = _MLP(x.shape[1], y.shape[1], hidden)
             opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
             for _ in range(iterations):
                 opt.zero_grad()

@@ -73,6 +73,21 @@ def test_fit_recovers_a_known_relation_on_held_out_episodes(fitted):
     assert float(np.mean(errors)) < 0.03
 
 
+def test_fitting_leaves_the_callers_torch_random_stream_alone():
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = AccuracySurrogate.fit(_synthetic_episodes(4, 0), TASKS, HORIZON, iterations=2,
+                                  members=1)
+    torch.testing.assert_close(torch.rand(3), expected)
+    again = AccuracySurrogate.fit(_synthetic_episodes(4, 0), TASKS, HORIZON, iterations=2,
+                                  members=1)  # and the fit is still a function of its seed
+    x = episode_features(_synthetic_episodes(1, 2)[0], HORIZON)
+    np.testing.assert_array_equal(first.predict_features(x), again.predict_features(x))
+
+
 def test_save_and_load_give_the_same_predictions(fitted, tmp_path):
     path = tmp_path / "s.pt"
     fitted.save(path)
