@@ -135,9 +135,12 @@ class RandomPolicy(EnvBound):
         self.rng = np.random.default_rng(0)
 
     def reset(self, env: Any, seed: int | None = None) -> None:
-        """Reseed the policy's own generator."""
+        """Reseed the policy's own generator from ``seed``; with ``None`` it goes on from where
+        it stands (seed 0 at construction), so a run stays reproducible, as Gymnasium's
+        ``reset(seed=None)`` does."""
         self.env = env.unwrapped
-        self.rng = np.random.default_rng(seed)
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """A random feasible action."""

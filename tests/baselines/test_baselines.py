@@ -74,6 +74,21 @@ def test_every_baseline_runs_an_episode_with_valid_actions(name):
     assert all(lat > 0 for lat in record.latency_s)
 
 
+def test_random_policy_is_reproducible_without_a_seed():
+    """reset(env, seed=None) goes on from the policy's own stream (seed 0 at construction),
+    never from the operating system's entropy."""
+    env = _env()
+    env.reset(seed=1)
+    played = []
+    for _ in range(2):
+        policy = make_policy("random")
+        policy.reset(env)
+        played.append([policy.act(None, {}) for _ in range(3)])
+    np.testing.assert_array_equal(played[0], played[1])
+    assert not np.array_equal(played[0][0], played[0][1])  # it does go on
+    env.close()
+
+
 def test_every_baseline_acts_when_a_whole_cluster_has_dropped_out():
     # a cluster with nobody available has no head (-1); the full action still encodes it
     env = _env(extra=["dynamics.dropout_prob=0.9", "env.episode_rounds=6"])
