@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.baselines.policies import Policy, make_policy
+from hffm_env.envs.reward import reaches_target
 
 __all__ = [
     "fit_if_needed",
@@ -71,7 +72,7 @@ class EpisodeRecord:
         for r, (acc, e, lat) in enumerate(zip(self.accuracy, self.energy_j, self.latency_s)):
             energy += e
             latency += lat
-            if math.isfinite(acc) and acc >= target:
+            if reaches_target(acc, target):
                 return energy, latency, r + 1
         return float("nan"), float("nan"), None
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from typing import Any
@@ -31,9 +30,13 @@ TARGET_SAVING = 0.30
 """The learning issue's target: 30% less energy to target than the best baseline."""
 
 
-def _first_reached(accuracy: list[float | None], target: float) -> int | None:
+def first_reached(accuracy: list[float | None], target: float) -> int | None:
+    """The first round (0-based) whose recorded accuracy (``None``: not measured) reaches
+    ``target``; ``None`` when none does."""
+    from hffm_env.envs.reward import reaches_target
+
     return next((r for r, a in enumerate(accuracy)
-                 if a is not None and not math.isnan(a) and a >= target), None)
+                 if a is not None and reaches_target(a, target)), None)
 
 
 def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
@@ -48,7 +51,7 @@ def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
     seeds: dict[int, dict[str, Any]] = {}
     for episode in bench["episodes"]:
         row = seeds.setdefault(episode["seed"], {"earliest_round": None, "by": []})
-        reached = _first_reached(episode["accuracy"], target)
+        reached = first_reached(episode["accuracy"], target)
         if episode["policy"] == "never":
             row["never_energy_j"] = [float(e) for e in episode["energy_j"]]
             row["never_energy_per_round_j"] = statistics.fmean(episode["energy_j"])

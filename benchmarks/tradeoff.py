@@ -155,11 +155,10 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     training again. The cost scale comes from a cost-fidelity env of the same scenario (of
     each episode's own config seed when the run varied the data split)."""
     import gymnasium as gym
-    import numpy as np
 
     import hffm_env  # noqa: F401
     from hffm_env.baselines.runner import BenchResult
-    from hffm_env.envs.reward import RewardInputs, accuracy_score
+    from hffm_env.envs.reward import RewardInputs, accuracy_score, reaches_target
 
     per_seed = result.get("data_split") == PER_SEED_SPLIT
     envs: dict[int | None, Any] = {}
@@ -185,7 +184,7 @@ def rescore(result: dict, overrides: list[str]) -> dict:
                            weights)
             rewards.append(float(sum(terms.values())))
             previous = acc
-            reached |= target is not None and np.isfinite(acc) and acc >= target
+            reached |= reaches_target(acc, target)
         episode.rewards = rewards
     for env in envs.values():
         env.close()

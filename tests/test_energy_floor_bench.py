@@ -26,7 +26,7 @@ def test_no_policy_reaches_the_target_below_the_floor(energy_floor):
     result = energy_floor.energy_floor(bench, "hffm-d2d-e2")
     checked = 0
     for episode in bench["episodes"]:
-        reached = energy_floor._first_reached(episode["accuracy"], bench["target_accuracy"])
+        reached = energy_floor.first_reached(episode["accuracy"], bench["target_accuracy"])
         if reached is not None:
             spent = sum(episode["energy_j"][:reached + 1])
             assert spent >= result["seeds"][str(episode["seed"])]["floor_j"] - 1e-9, episode

@@ -42,7 +42,7 @@ from typing import Any
 
 __all__ = [
     "CostRange", "RewardInputs", "RewardWeights", "REWARDS", "MAX_COST_SCALE", "accuracy_score",
-    "reward_bounds", "reward_names", "get_reward", "TERM_NAMES", "check_terms",
+    "reaches_target", "reward_bounds", "reward_names", "get_reward", "TERM_NAMES", "check_terms",
 ]
 
 
@@ -154,6 +154,13 @@ def accuracy_score(accuracy: float, accuracy_local: float, local_mix: float) -> 
     return (1 - local_mix) * accuracy + local_mix * accuracy_local
 
 
+def reaches_target(score: float, target: float | None) -> bool:
+    """Whether a measured ``score`` reaches ``target``: the one rule of the env's
+    ``target_reached``, the target rewards and the benchmarks' energy to target. An unmeasured
+    (NaN) score or no target never does."""
+    return target is not None and math.isfinite(score) and score >= target
+
+
 def _costs(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
     return {
         "latency": -w.latency * costs.latency(inputs.latency_s),
@@ -178,7 +185,7 @@ def cost_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> 
     """The normalised costs until the target is first reached, and a penalty for missing it."""
     if inputs.reached_before:
         return {"accuracy": 0.0, "latency": 0.0, "energy": 0.0}
-    reached = math.isfinite(inputs.score) and inputs.score >= (w.target_accuracy or 0.0)
+    reached = reaches_target(inputs.score, w.target_accuracy)
     missed = inputs.last_round and not reached
     return {"accuracy": -w.target_miss_penalty if missed else 0.0, **_costs(inputs, costs, w)}
 
@@ -186,8 +193,7 @@ def cost_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> 
 def spend_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> dict[str, float]:
     """Costs as a share of a star round until the target is first reached, nothing after; the
     final accuracy in the last round, less a penalty if the target was never reached."""
-    reached = inputs.reached_before or (
-        math.isfinite(inputs.score) and inputs.score >= (w.target_accuracy or 0.0))
+    reached = inputs.reached_before or reaches_target(inputs.score, w.target_accuracy)
     accuracy = 0.0
     if inputs.last_round:
         final = inputs.score if math.isfinite(inputs.score) else 0.0
