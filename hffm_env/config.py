@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
+    "NEVER",
     "ConfigError",
     "PlacementConfig",
     "LinkConfig",
@@ -87,29 +88,11 @@ class ConfigError(ValueError):
 # validation helpers
 
 
-def _check_positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be a finite number > 0")
-
-
-def _check_non_negative(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be a finite number >= 0")
-
-
 def _check_probability(owner: str, **values: float) -> None:
     for name, value in values.items():
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0.0 <= value <= 1.0):
             raise ConfigError(f"{owner}.{name} = {value!r}: must be a probability in [0, 1]")
-
-
-def _check_int_at_least(owner: str, minimum: int, **values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be an integer >= {minimum}")
 
 
 def _check_range(owner: str, low: float, high: float, **values: float) -> None:
@@ -564,11 +547,15 @@ class FLConfig:
         _check_probability("fl", task_arrival_prob=self.task_arrival_prob)
 
 
+NEVER = 0
+"""A period of 0 in ``env.period_menu``: that tier is never due."""
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The Gymnasium view: episode length, action menus, reward weights and budget.
 
-    A period of 0 in ``period_menu`` means "never". ``reward`` names the reward
+    A period of 0 (:data:`NEVER`) in ``period_menu`` means "never". ``reward`` names the reward
     (:mod:`hffm_env.envs.reward`: ``accuracy-level``, ``accuracy-gain``, ``cost-to-target`` or
     ``spend-to-target``; the last two need ``target_accuracy``); its costs are normalised so
     that ``never`` costs 0 and ``star`` costs 1 per round (``spend-to-target`` charges the
@@ -979,7 +966,9 @@ def apply_overrides(
     config: ScenarioConfig, overrides: Mapping[str, Any] | list[str] | None
 ) -> ScenarioConfig:
     """``config`` with dotted-key overrides applied, e.g. ``{"fl.local_steps": 3}`` or
-    ``["channel.d2d.bandwidth_hz=2e6"]``; the result is validated like any config."""
+    ``["channel.d2d.bandwidth_hz=2e6"]``; the result is validated like any config. The same
+    key given twice takes the later value; a key inside another one given (``fl`` as a mapping
+    and ``fl.lr``) is refused. The caller's values are never modified."""
     if not isinstance(config, ScenarioConfig):
         raise ConfigError(f"config = {config!r}: must be a ScenarioConfig (load_scenario builds "
                           "one from a preset name)")
@@ -994,17 +983,25 @@ def apply_overrides(
                           "a list of 'key=value' strings, or None")
     if not items:
         return config
-    nested: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for key, value in items:
         if not isinstance(key, str):
             raise ConfigError(f"override key {key!r}: must be a dotted string such as "
                               "'fl.local_steps'")
+        given[key] = value  # the same key again: the later value wins
+    for key in given:
+        parts = key.split(".")
+        for depth in range(1, len(parts)):
+            outer = ".".join(parts[:depth])
+            if outer in given:  # one value would silently replace the other
+                raise ConfigError(f"overrides {outer!r} and {key!r}: the second lies inside "
+                                  f"the first; give {key} in only one of them")
+    nested: dict[str, Any] = {}
+    for key, value in given.items():
         parts = key.split(".")
         node = nested
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is set twice")
+            node = node.setdefault(part, {})  # always a dict made here: keys do not overlap
         node[parts[-1]] = value
     return from_dict(nested, base=config)
 

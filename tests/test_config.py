@@ -64,6 +64,18 @@ def test_overrides_are_typed_and_validated():
         apply_overrides(small(), ["fl.local_steps=many"])
 
 
+def test_overlapping_overrides_are_refused_and_the_callers_values_kept():
+    for order in (["fl.local_steps=2", "fl={lr: 0.1}"], ["fl={lr: 0.1}", "fl.local_steps=2"]):
+        with pytest.raises(ConfigError, match="overrides 'fl' and 'fl.local_steps'"):
+            apply_overrides(small(), order)
+    section = {"lr": 0.1}
+    with pytest.raises(ConfigError, match="give fl.local_steps in only one"):
+        apply_overrides(small(), {"fl": section, "fl.local_steps": 2})
+    assert section == {"lr": 0.1}
+    s = apply_overrides(small(), ["fl.lr=0.5", "fl.lr=0.2"])  # the same key: the later wins
+    assert s.fl.lr == 0.2
+
+
 def test_more_devices_per_cluster_than_devices():
     with pytest.raises(ConfigError, match="devices_per_cluster = 50: more devices per cluster"):
         PlacementConfig(num_devices=40, devices_per_cluster=50, num_edge_servers=1)
