@@ -262,13 +262,25 @@ class TrainArgs:
                      "imitate_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
+        if self.batch_size < 2:  # PPO normalises each minibatch's advantages over its rows
+            raise ValueError(f"batch_size = {self.batch_size}: must be >= 2")
+        if self.n_steps * self.n_envs < 2:
+            raise ValueError(f"n_steps = {self.n_steps} with n_envs = {self.n_envs}: a rollout "
+                             "needs at least 2 steps (n_steps x n_envs >= 2)")
         self._check_numbers()
         from hffm_env.config import load_scenario, scenario_names
 
         if self.scenario not in scenario_names():
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
-        load_scenario(self.scenario, config_file=self.config,
-                      overrides=self.scenario_overrides())  # a ConfigError before any work
+        config = load_scenario(self.scenario, config_file=self.config,
+                               overrides=self.scenario_overrides())  # a ConfigError now
+        if self.surrogate is None and "surrogate" in (self.fidelity, self.final_fidelity):
+            from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
+
+            try:  # not after training, when the evaluation would build its env
+                find_surrogate(config)
+            except SurrogateMissing as err:
+                raise ValueError(f"{err} (train_agent.py: --surrogate PATH)") from None
 
     def _check_numbers(self) -> None:
         """Seeds, rates and the evaluation's policies: refused before any training, since a

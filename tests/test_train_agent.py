@@ -63,9 +63,19 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
     assert [p["policy"] for p in bench["policies"]] == [f"agent:{algo}", "star"]
 
 
-def test_bad_arguments_exit_2(capsys):
+def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert train_agent.main(["--algo", "dqn"]) == 2
     assert "algo" in capsys.readouterr().err
+    assert train_agent.main(["--batch-size", "1"]) == 2
+    assert "batch_size = 1: must be >= 2" in capsys.readouterr().err
+    assert train_agent.main(["--n-steps", "1"]) == 2
+    assert "n_steps = 1 with n_envs = 1" in capsys.readouterr().err
+    # a missing surrogate for the evaluation is refused before training, not after it
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert train_agent.main(["--fidelity", "cost", "--eval-fidelity", "surrogate",
+                             "--set", "fl.lr=0.02", "--out", str(out)]) == 2
+    assert "no fitted surrogate" in capsys.readouterr().err and not out.exists()
     assert TrainArgs().algo == "maskable-ppo"
 
 
