@@ -337,7 +337,8 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
                   action_space=action_space, clip_range=agent.info.clip_range)
     try:
         return cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as err:
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, IndexError) as err:
+        # (IndexError: torch's weights-only unpickler on text that starts like an opcode)
         raise AgentFileError(f"{agent.model_path}: corrupt weights ({type(err).__name__}: "
                              f"{' '.join(str(err).split())[:200]})") from None
     except (RuntimeError, ValueError, KeyError) as err:

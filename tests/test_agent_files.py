@@ -222,15 +222,17 @@ def test_corrupt_weights_and_statistics_of_another_size_are_refused_by_name(trai
 
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
                    overrides=list(TINY_OVERRIDES))
-    agent = _copy(trained, tmp_path / "weights")
-    with zipfile.ZipFile(agent / "model.zip") as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    entries["policy.pth"] = b"not torch weights"
-    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
-    with pytest.raises(AgentFileError, match="model.zip: corrupt weights"):
-        AgentPolicy(agent).reset(env)
+    # text, and text whose first bytes read as pickle opcodes (torch then fails otherwise)
+    for k, junk in enumerate([b"not torch weights", b"timesteps,return\n1,2\n", b"root:x:0:0"]):
+        agent = _copy(trained, tmp_path / f"weights{k}")
+        with zipfile.ZipFile(agent / "model.zip") as archive:
+            entries = {name: archive.read(name) for name in archive.namelist()}
+        entries["policy.pth"] = junk
+        with zipfile.ZipFile(agent / "model.zip", "w") as archive:
+            for name, payload in entries.items():
+                archive.writestr(name, payload)
+        with pytest.raises(AgentFileError, match="model.zip: corrupt weights"):
+            AgentPolicy(agent).reset(env)
     agent = _copy(trained, tmp_path / "stats")
     stats = dict(np.load(agent / "vecnormalize.npz"))
     np.savez(agent / "vecnormalize.npz", **{**stats, "obs_mean": np.zeros(2),

@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
-from hffm_env.fl.schedule import Schedule, Tier
+from hffm_env.fl.schedule import CLUSTER_TIERS, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
@@ -53,7 +52,6 @@ __all__ = [
 
 SURROGATE_FORMAT = 2
 TIERS: tuple[Tier, ...] = tuple(Tier)
-AT_EDGE = (Tier.D2D_HEAD, Tier.EDGE, Tier.CLOUD)
 SCOPES = ("cluster", "global")
 
 
@@ -184,7 +182,7 @@ class TierHistory:
                 tier = Tier[value.upper()] if isinstance(value, str) else Tier(value)
                 current[t] = tier
                 self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
-                self.since_edge[t] = 0 if tier in AT_EDGE else self.since_edge[t] + 1
+                self.since_edge[t] = 0 if tier in CLUSTER_TIERS else self.since_edge[t] + 1
                 if tier == Tier.CLOUD:
                     self.counts[t]["cloud"] += 1
                 elif tier in (Tier.EDGE, Tier.D2D_HEAD):
@@ -382,7 +380,7 @@ class AccuracySurrogate:
             raise SurrogateMissing(f"no fitted surrogate at {path}")
         try:
             record = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        except Exception as err:  # noqa: BLE001  (torch's unpickler raises many kinds on junk)
             raise ValueError(f"{path}: not a fitted surrogate ({type(err).__name__}: "
                              f"{' '.join(str(err).split())[:160]})") from None
         if not isinstance(record, dict) or record.get("format") != SURROGATE_FORMAT:

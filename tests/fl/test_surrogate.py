@@ -99,6 +99,14 @@ def test_save_and_load_give_the_same_predictions(fitted, tmp_path):
         AccuracySurrogate.load(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("junk", [b"timesteps,return\n1,2\n", b"root:x:0:0", b"\x80\x02"])
+def test_a_file_that_is_not_a_surrogate_is_one_error_naming_it(tmp_path, junk):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(junk)
+    with pytest.raises(ValueError, match="junk.pt: not a fitted surrogate"):
+        AccuracySurrogate.load(path)
+
+
 def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
     monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
     cfg = apply_overrides(small(), ["env.episode_rounds=7"])  # no surrogate ships for this
