@@ -164,8 +164,9 @@ def train_sb3(args: TrainArgs) -> float:
     Writes under ``args.out``: the agent folder (``model.zip``, ``agent.json``,
     ``vecnormalize.npz`` when normalising; see :mod:`~hffm_env.agents.checkpoint`), checkpoints
     as agent folders in ``checkpoints/step_<N>/``, ``runs/{scenario}__{algo}__{seed}__{time}_1/``
-    (TensorBoard), ``learning_curve.csv`` and ``learning_curve.png`` (a resumed run continues
-    the curve of the run it resumes) and ``train_args.json``. Ctrl-C saves the agent folder
+    (TensorBoard; ``_0`` when resumed, ``..._finetune_0`` for the fine-tuning),
+    ``learning_curve.csv`` and ``learning_curve.png`` (a resumed run continues the curve of the
+    run it resumes) and ``train_args.json``. Ctrl-C saves the agent folder
     and the learning curve and raises :class:`TrainingInterrupted`.
     """
     import torch
