@@ -15,8 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hffm_env.config import MODULE_TYPES
-from hffm_env.fl.schedule import Route, Schedule, Tier
+from hffm_env.config import MODULE_TYPES, NEVER
+from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.wrappers import PAPER_MENU, full_action, relay_from_edge
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "policy_names",
 ]
 
-NEVER = 0
 
 
 @runtime_checkable
@@ -335,10 +334,9 @@ class GreedyEnergyPolicy(EnvBound):
                 relay.append(0)
                 continue
             request = engine.pending[r]
-            members = list(env.layout.cluster_members[
-                int(env.network.topology.cluster_of_device[request.device])])
-            devices = [s.device for s in engine.relay_candidates(request) if s.device >= 0]
-            relay.append(3 + members.index(devices[0]) if devices else 1)
+            mates = [s for s in engine.relay_candidates(request) if s.kind == SourceKind.DEVICE]
+            source = mates[0] if mates else RelaySource(SourceKind.EDGE)
+            relay.append(env.layout.relay_value(request, source))
         return env.layout.encode(1, NEVER, routes, heads=list(heads), relay=relay)
 
 

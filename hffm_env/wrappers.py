@@ -27,14 +27,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from hffm_env.config import MODULE_TYPES
-from hffm_env.envs.action import check_action
+from hffm_env.config import MODULE_TYPES, NEVER
+from hffm_env.envs.action import RELAY_EDGE, RELAY_WAIT, check_action
 from hffm_env.fl.schedule import Route, choices, is_member
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
            "relay_from_edge"]
 
-NEVER = 0
 PAPER_MENU: dict[str, tuple[int, int, Route]] = {
     "star": (1, 1, Route.STAR),
     "edge-only": (1, NEVER, Route.DIRECT),
@@ -51,7 +50,7 @@ PAPER_MENU: dict[str, tuple[int, int, Route]] = {
 def relay_from_edge(slots: int, pending: int) -> list[int]:
     """Relay choices that serve every pending module from the edge server (choice 1) and
     wait on the empty request slots."""
-    return [1 if r < pending else 0 for r in range(slots)]
+    return [RELAY_EDGE if r < pending else RELAY_WAIT for r in range(slots)]
 
 
 def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int] | int,

@@ -22,14 +22,15 @@ Slots, in order (``T`` = 5 module types, ``C`` clusters, ``N`` devices, ``P`` re
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.config import MODULE_TYPES, NEVER, ScenarioConfig
 from hffm_env.fl.schedule import (
+    CLUSTER_TIERS,
     ModuleRequest,
     RelaySource,
     Route,
@@ -73,7 +74,8 @@ def check_action(action: object, nvec: np.ndarray, slot_names: list[str],
     return array.astype(np.int64)
 
 NUM_ROUTES = len(Route)
-RELAY_FIXED_CHOICES = 3  # wait, edge, cloud
+RELAY_WAIT, RELAY_EDGE, RELAY_CLOUD = 0, 1, 2
+RELAY_FIXED_CHOICES = 3  # wait, edge, cloud; then the members of the requester's cluster
 
 
 @dataclass
@@ -108,9 +110,9 @@ class PeriodClock:
 
     def due(self, module_type: str, edge_period: int, cloud_period: int) -> Tier:
         """The tier due this round for ``module_type`` (without advancing the clock)."""
-        if cloud_period > 0 and self.since_cloud[module_type] + 1 >= cloud_period:
+        if cloud_period != NEVER and self.since_cloud[module_type] + 1 >= cloud_period:
             return Tier.CLOUD
-        if edge_period > 0 and self.since_edge[module_type] + 1 >= edge_period:
+        if edge_period != NEVER and self.since_edge[module_type] + 1 >= edge_period:
             return Tier.EDGE
         return Tier.NONE
 
@@ -119,8 +121,7 @@ class PeriodClock:
         for t in MODULE_TYPES:
             tier = tiers.get(t, Tier.NONE)
             self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
-            at_edge = tier in (Tier.CLOUD, Tier.EDGE, Tier.D2D_HEAD)
-            self.since_edge[t] = 0 if at_edge else self.since_edge[t] + 1
+            self.since_edge[t] = 0 if tier in CLUSTER_TIERS else self.since_edge[t] + 1
 
 
 class ActionLayout:
@@ -279,7 +280,7 @@ class ActionLayout:
         clock: PeriodClock,
         available: np.ndarray,
         default_heads: np.ndarray,
-        d2d_neighbours: list[set[int]],
+        feasible_pair: Callable[[int, int], bool],
         pending: list[ModuleRequest],
         relay_candidates: dict[ModuleRequest, list[RelaySource]],
     ) -> tuple[Schedule, DecodeReport]:
@@ -291,8 +292,9 @@ class ActionLayout:
         - partners follow the simulator's one pairing rule,
           :func:`~hffm_env.sim.routing.repair_pairing`: in ascending device id, device ``i``
           choosing ``j`` is paired when both are available, unpaired and D2D neighbours (two
-          devices choosing each other form one pair, no repair); every other choice is
-          dropped and counted as a repair;
+          devices choosing each other form one pair, no repair); ``feasible_pair`` is the
+          network's rule (:meth:`~hffm_env.sim.Network.is_feasible_pair`); every other choice
+          is dropped and counted as a repair;
         - a relay choice for an empty request slot is ignored; a source that cannot serve the
           request now (lacks the module, dropped out, another cluster) becomes "wait".
         """
@@ -321,10 +323,7 @@ class ActionLayout:
         proposed = np.where(choices > 0, self.partners[np.arange(self.num_devices),
                                                        np.maximum(choices - 1, 0)], -1)
         padding = (choices > 0) & (proposed < 0)  # a choice beyond the cluster's size
-        pairs, repaired = repair_pairing(
-            proposed,
-            lambda i, j: bool(available[i] and available[j] and j in d2d_neighbours[i]),
-        )
+        pairs, repaired = repair_pairing(proposed, feasible_pair)
         report.pair_repairs += repaired + int(padding.sum())
         sources: dict[ModuleRequest, RelaySource] = {}
         for r, choice in enumerate(self.block(action, "relay")):
@@ -341,22 +340,41 @@ class ActionLayout:
         return schedule, report
 
     def _relay_choice(self, request: ModuleRequest, choice: int) -> RelaySource | None:
-        if choice == 1:
+        if choice == RELAY_EDGE:
             return RelaySource(SourceKind.EDGE)
-        if choice == 2:
+        if choice == RELAY_CLOUD:
             return RelaySource(SourceKind.CLOUD)
-        members = next(m for m in self.cluster_members if request.device in m)
         j = choice - RELAY_FIXED_CHOICES
+        members = self._members_of(request.device)
         if j >= len(members):
             return None
         return RelaySource(SourceKind.DEVICE, int(members[j]))
+
+    def _members_of(self, device: int) -> np.ndarray:
+        return next(m for m in self.cluster_members if device in m)
+
+    def relay_value(self, request: ModuleRequest, source: RelaySource | None) -> int:
+        """The ``relay/<slot>`` value that serves ``request`` from ``source`` (``None``:
+        wait); the inverse of decoding. A device outside the requester's cluster raises
+        ``ValueError``."""
+        if source is None:
+            return RELAY_WAIT
+        if source.kind == SourceKind.EDGE:
+            return RELAY_EDGE
+        if source.kind == SourceKind.CLOUD:
+            return RELAY_CLOUD
+        members = self._members_of(request.device).tolist()
+        if source.device not in members:
+            raise ValueError(f"relay source device {source.device}: not in the cluster of "
+                             f"requesting device {request.device} (its devices: {members})")
+        return RELAY_FIXED_CHOICES + members.index(source.device)
 
     # ----------------------------------------------------------------------------------------
 
     def masks(
         self,
         available: np.ndarray,
-        d2d_neighbours: list[set[int]],
+        feasible_pair: Callable[[int, int], bool],
         pending: list[ModuleRequest],
         relay_candidates: dict[ModuleRequest, list[RelaySource]],
     ) -> np.ndarray:
@@ -379,9 +397,7 @@ class ActionLayout:
                 i = int(index)
                 for choice in range(1, int(size)):
                     j = int(self.partners[i, choice - 1])
-                    allowed[choice] = bool(
-                        j >= 0 and available[i] and available[j] and j in d2d_neighbours[i]
-                    )
+                    allowed[choice] = j >= 0 and feasible_pair(i, j)
             elif block == "relay":
                 r = int(index)
                 allowed[1:] = False

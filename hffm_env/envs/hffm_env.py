@@ -39,6 +39,7 @@ from hffm_env.envs.reward import (
 from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
+from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import RandomStreams
 
 __all__ = ["HFFMEnv", "measured"]
@@ -398,7 +399,7 @@ class HFFMEnv(gym.Env):
         """A flat boolean vector of the allowed values of every action slot, concatenated (the
         layout sb3-contrib's MaskablePPO expects for ``MultiDiscrete``)."""
         return self.layout.masks(
-            self.network.available, self.network.d2d_neighbours, self.engine.pending,
+            self.network.available, self.network.is_feasible_pair, self.engine.pending,
             self._relay_candidates(),
         )
 
@@ -551,7 +552,7 @@ class HFFMEnv(gym.Env):
         action = self.layout.check(action)
         return self.layout.decode(
             action, self.clock, self.network.available, self.network.heads,
-            self.network.d2d_neighbours, self.engine.pending, self._relay_candidates(),
+            self.network.is_feasible_pair, self.engine.pending, self._relay_candidates(),
         )
 
     @property
@@ -774,11 +775,11 @@ class HFFMEnv(gym.Env):
         for k, src in enumerate(schedule.relay_sources.values()):
             if k < p:
                 source[k], source_device[k] = int(src.kind), int(src.device)
-        routes = schedule.routes or (Route.DIRECT,) * c
+        layout = RoundLayout.resolve(schedule, self.network)  # the schedule's defaults
         return {
             "tiers": {t: schedule.tier(t).name.lower() for t in MODULE_TYPES},
-            "routes": np.asarray([int(r) for r in routes], dtype=np.int64),
-            "heads": np.asarray(schedule.heads or self.network.heads, dtype=np.int64),
+            "routes": np.asarray([int(r) for r in layout.routes], dtype=np.int64),
+            "heads": np.asarray(layout.heads, dtype=np.int64),
             "partner": partner,
             "relay_source": source,
             "relay_source_device": source_device,

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hffm_env.config import MODULE_TYPES
+from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.envs.action import check_action
 from hffm_env.envs.hffm_env import HFFMEnv
 
@@ -77,7 +77,12 @@ CLOUD = "cloud_0"
 def combine_periods(menu: tuple[int, ...], choices: list[int]) -> int:
     """The menu index of the most frequent period among ``choices`` (menu indices; a period
     of 0 is "never", the least frequent)."""
-    return min(choices, key=lambda i: (menu[i] == 0, menu[i]))
+    return min(choices, key=lambda i: (menu[i] == NEVER, menu[i]))
+
+
+def _check_split(reward_split: str) -> None:
+    if reward_split not in REWARD_SPLITS:
+        raise ValueError(f"reward_split = {reward_split!r}: must be one of {list(REWARD_SPLITS)}")
 
 
 class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
@@ -99,9 +104,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         if ParallelEnv is object:
             raise ImportError("hffm_env.parallel_env needs PettingZoo: "
                               "pip install 'hffm-env[integrations]' (or pettingzoo)")
-        if reward_split not in REWARD_SPLITS:
-            raise ValueError(f"reward_split = {reward_split!r}: must be one of "
-                             f"{list(REWARD_SPLITS)}")
+        _check_split(reward_split)  # before the env is built
         if env_kwargs.get("reward_mode", "scalar") != "scalar":
             raise ValueError("reward_mode: the parallel env splits the scalar reward; "
                              "use reward_split for per-agent rewards")
@@ -116,9 +119,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         if not isinstance(env, HFFMEnv):
             raise TypeError(f"HFFMParallelEnv.over: expected an HFFMEnv (env.unwrapped), "
                             f"got {type(env).__name__}")
-        if reward_split not in REWARD_SPLITS:
-            raise ValueError(f"reward_split = {reward_split!r}: must be one of "
-                             f"{list(REWARD_SPLITS)}")
+        _check_split(reward_split)
         view = cls.__new__(cls)
         view._bind(env, reward_split)
         return view

@@ -52,7 +52,6 @@ from hffm_env.fl.transfer_plan import (
     plan_aggregations,
     record_relay,
 )
-from hffm_env.fl.transfer_plan import failed_exchanges as plan_failed_exchanges
 from hffm_env.fl.transfer_plan import price_schedule as plan_price
 from hffm_env.models import M3TModel, ModuleInventory, held_modules, stack_state
 from hffm_env.sim import CostReport, Network, TransferTable
@@ -172,10 +171,8 @@ class FederatedEngine:
         }
         self.num_samples = torch.as_tensor(data.num_samples, dtype=torch.float32,
                                            device=self.device)
-        self.modality_mask = torch.tensor(
-            [[m in p.modalities for m in self.modalities] for p in data.profiles],
-            dtype=torch.bool, device=self.device,
-        )
+        self.modality_mask = torch.stack(
+            [model.modality_mask_for(p) for p in data.profiles]).to(self.device)
         self._initial_state = {
             k: v.detach().to(self.device) for k, v in model.trainable_state().items()
         }
@@ -271,10 +268,8 @@ class FederatedEngine:
             self.params = stack_state(self._initial_state, n)
             self.edge_params = stack_state(self._initial_state, c)
             self.cloud_params = {k: v.clone() for k, v in self._initial_state.items()}
-        self.device_tasks = torch.tensor(
-            [[t in p.tasks for t in self.tasks] for p in self.data.profiles],
-            dtype=torch.bool, device=self.device,
-        )
+        self.device_tasks = torch.stack(
+            [self.model.task_mask_for(p) for p in self.data.profiles]).to(self.device)
         holds = torch.zeros((n, len(self.module_ids)), dtype=torch.bool, device=self.device)
         for d, profile in enumerate(self.data.profiles):
             for mid in held_modules(profile):
@@ -618,12 +613,6 @@ class FederatedEngine:
                         at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
                         self.edge_params[name],
                     )
-
-    def failed_exchanges(self, tier: Tier, routes: list[Route], heads: list[int]) -> np.ndarray:
-        """``(N,)`` bool: devices whose exchange for an aggregation at ``tier`` fails this round
-        (outage on every attempt; D2D pairs are judged per pair instead); see
-        :func:`hffm_env.fl.transfer_plan.failed_exchanges`."""
-        return plan_failed_exchanges(self.network, self.scenario, tier, routes, heads)
 
     def _serve_requests(
         self,

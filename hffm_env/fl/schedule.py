@@ -17,8 +17,8 @@ import numpy as np
 
 from hffm_env.config import MODULE_TYPES
 
-__all__ = ["Tier", "Route", "SourceKind", "RelaySource", "ModuleRequest", "Schedule",
-           "choices", "is_member"]
+__all__ = ["Tier", "CLUSTER_TIERS", "Route", "SourceKind", "RelaySource", "ModuleRequest",
+           "Schedule", "choices", "is_member"]
 
 
 def choices(members: Iterable[IntEnum]) -> list[str]:
@@ -53,6 +53,11 @@ class Tier(IntEnum):
     D2D_HEAD = 2
     EDGE = 3
     CLOUD = 4
+
+
+CLUSTER_TIERS = (Tier.D2D_HEAD, Tier.EDGE, Tier.CLOUD)
+"""The tiers that leave every member of a cluster with one average: a round at any of them
+counts as an edge round (the period clock and the surrogate's staleness features)."""
 
 
 class Route(IntEnum):

@@ -141,11 +141,6 @@ class ModuleInventory:
         """Size in bits of all modules together."""
         return sum(s.size_bits for s in self.specs)
 
-    def held_by(self, profile: Any) -> list[str]:
-        """The ids of the modules a device with ``profile`` holds (see :func:`held_modules`),
-        restricted to the modules this model has."""
-        return [i for i in held_modules(profile) if i in self._by_id]
-
     def as_table(self) -> list[dict[str, Any]]:
         """One dict per module: ``module_id, module_type, name, num_params, size_bits``."""
         return [

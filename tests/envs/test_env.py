@@ -344,3 +344,29 @@ def test_partner_slots_name_the_current_rounds_nearest_mates_under_mobility():
             paired += 1
     env.close()
     assert changed and paired  # the mates did move, and pairs were formed to check
+
+
+def test_relay_value_is_the_inverse_of_decoding_every_feasible_source():
+    from hffm_env.fl.schedule import RelaySource, SourceKind
+    from hffm_env.testing import make_tiny_env
+
+    env = make_tiny_env(extra=["fl.task_arrival_prob=1.0"])
+    env.reset(seed=0)
+    core = env.unwrapped
+    while not core.engine.pending:
+        env.step(core.layout.encode(0, 0))  # never aggregate: requests stay pending
+    request = core.engine.pending[0]
+    checked = 0
+    for source in [None, *core.engine.relay_candidates(request)]:
+        value = core.layout.relay_value(request, source)
+        relay = [value] + [0] * (core.layout.num_requests - 1)
+        schedule, report = core.decode(core.layout.encode(0, 0, relay=relay))
+        assert schedule.relay_sources.get(request) == source and report.relay_repairs == 0
+        checked += 1
+    assert checked >= 3  # wait, edge, cloud (and mates holding the module)
+    outsider = next(d for d in range(core.layout.num_devices)
+                    if d not in core.layout.cluster_members[
+                        int(core.network.topology.cluster_of_device[request.device])])
+    with pytest.raises(ValueError, match=f"relay source device {outsider}"):
+        core.layout.relay_value(request, RelaySource(SourceKind.DEVICE, outsider))
+    env.close()
