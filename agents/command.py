@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
-from hffm_env.arguments import USER_ERRORS, error_line
+from hffm_env.arguments import USER_ERRORS, report_user_error
 
 __all__ = ["build_parser", "parse_args", "main"]
 
@@ -84,15 +84,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     try:
         args = parse_args(argv, prog)
     except USER_ERRORS as err:
-        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
-        return 2
+        return report_user_error(err, prog)
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
         return int(done.code or 0)
     try:
         results = train(args)
     except USER_ERRORS as err:  # ConfigError, AgentFileError and unreadable files included
-        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
-        return 2
+        return report_user_error(err, prog)
     except TrainingInterrupted as stop:
         print(f"{prog}: {stop}", file=sys.stderr)
         return 130

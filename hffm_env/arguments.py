@@ -43,13 +43,19 @@ def run_command(main: Callable[[], int | None], prog: str) -> int:
     try:
         return int(main() or 0)
     except USER_ERRORS as err:
-        if os.environ.get("HFFM_DEBUG"):
-            raise
-        print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
-        return 2
+        return report_user_error(err, prog)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def report_user_error(err: BaseException, prog: str) -> int:
+    """Print ``err`` as ``prog: error: ...`` on stderr and return the exit status 2; with
+    ``HFFM_DEBUG`` set, raise it instead (the whole traceback). Call it from an ``except``."""
+    if os.environ.get("HFFM_DEBUG"):
+        raise err
+    print(f"{prog}: error: {error_line(err)}", file=sys.stderr)
+    return 2
 
 
 def error_line(err: BaseException) -> str:

@@ -117,16 +117,14 @@ class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self.schedules = dict(PAPER_MENU if schedules is None else schedules)
         if not self.schedules:
             raise ValueError("ScheduleMenu: schedules is empty")
-        menu = env.unwrapped.layout.menu
+        layout = env.unwrapped.layout
         for name, entry in self.schedules.items():
             if not isinstance(entry, Sequence) or len(entry) != 3:
                 raise ValueError(f"ScheduleMenu: schedule {name!r} = {entry!r}: must be "
                                  "(edge period, cloud period, route)")
             edge, cloud, route = entry
             for what, value in (("edge period", edge), ("cloud period", cloud)):
-                if isinstance(value, bool) or value not in menu:
-                    raise ValueError(f"ScheduleMenu: schedule {name!r} has {what} {value!r}, "
-                                     f"not in env.period_menu {list(menu)}")
+                layout.period_index(value, f"ScheduleMenu: schedule {name!r}, {what}")
             if not is_member(route, Route):
                 raise ValueError(f"ScheduleMenu: schedule {name!r} has route {route!r}: "
                                  f"allowed {choices(Route)}")
@@ -137,8 +135,8 @@ class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         """The env's full action for menu entry ``action``."""
         if isinstance(action, np.ndarray) and action.shape == ():
             action = action.item()
-        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) \
-                or not 0 <= int(action) < len(self.names):
+        # (a bool passes, as Discrete.contains says: True is entry 1)
+        if not isinstance(action, (int, np.integer)) or not 0 <= int(action) < len(self.names):
             raise ValueError(f"action = {action!r}: must be an integer in 0..{len(self.names) - 1} "
                              f"({self.names})")
         edge, cloud, route = self.schedules[self.names[int(action)]]

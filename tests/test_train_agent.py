@@ -79,6 +79,14 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert TrainArgs().algo == "maskable-ppo"
 
 
+def test_hffm_debug_shows_the_traceback_of_a_user_error(monkeypatch):
+    from hffm_env.config import ConfigError
+
+    monkeypatch.setenv("HFFM_DEBUG", "1")
+    with pytest.raises(ConfigError, match="fl.lr = -1.0"):
+        train_agent.main(["--set", "fl.lr=-1"])
+
+
 def test_flags_share_hffm_vocabulary():
     args = train_agent.parse_args(["--set", "fl.lr=0.01", "--set", "env.episode_rounds=4",
                                    "--overrides", "fl.local_steps=2", "--eval-seeds", "1001"])

@@ -62,7 +62,7 @@ def check_action(action: object, nvec: np.ndarray, slot_names: list[str],
     ``ValueError`` naming its dtype, its shape or the first slot out of range. Floats pass only
     when every one is a whole number (what some libraries' samplers return)."""
     array = np.asarray(action)
-    if array.dtype.kind not in "iu":
+    if array.dtype.kind not in "iub":  # booleans are 0 and 1, as the space's contains() says
         if not (array.dtype.kind == "f" and np.all(np.isfinite(array))
                 and np.all(array == np.round(array))):
             raise ValueError(f"{subject} dtype {array.dtype}: must be integers (a "
@@ -212,26 +212,29 @@ class ActionLayout:
         def per_type(choice: Any, what: str) -> dict[str, Any]:
             if isinstance(choice, Mapping):
                 missing = [t for t in MODULE_TYPES if t not in choice]
-                if missing or len(choice) != len(MODULE_TYPES):
+                extra = [t for t in choice if t not in MODULE_TYPES]
+                if missing or extra:
                     raise ValueError(f"{what} = {dict(choice)!r}: must give every module type "
-                                     f"{list(MODULE_TYPES)} and no other (missing {missing})")
+                                     f"{list(MODULE_TYPES)} and no other (missing {missing}, "
+                                     f"unknown {extra})")
                 return dict(choice)
             return dict.fromkeys(MODULE_TYPES, choice)
 
-        def period_index(value: int, what: str) -> int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-                    or value not in self.menu:
-                raise ValueError(f"{what} = {value!r}: not in env.period_menu {list(self.menu)}")
-            return self.menu.index(value)
+        def flag(value: Any, what: str) -> int:
+            if isinstance(value, (bool, np.bool_)) or (
+                    isinstance(value, numbers.Integral) and value in (0, 1)):
+                return int(value)
+            raise ValueError(f"{what} = {value!r}: must be True or False")
 
         edge, cloud = per_type(edge_period, "edge_period"), per_type(cloud_period, "cloud_period")
         pairs = per_type(pair_exchange, "pair_exchange")
         for k, t in enumerate(MODULE_TYPES):
-            action[self._offsets["edge_period"].start + k] = period_index(edge[t],
-                                                                          f"edge_period/{t}")
-            action[self._offsets["cloud_period"].start + k] = period_index(cloud[t],
-                                                                           f"cloud_period/{t}")
-            action[self._offsets["pair_exchange"].start + k] = int(bool(pairs[t]))
+            action[self._offsets["edge_period"].start + k] = self.period_index(
+                edge[t], f"edge_period/{t}")
+            action[self._offsets["cloud_period"].start + k] = self.period_index(
+                cloud[t], f"cloud_period/{t}")
+            action[self._offsets["pair_exchange"].start + k] = flag(pairs[t],
+                                                                    f"pair_exchange/{t}")
         if isinstance(route, (list, tuple, np.ndarray)):  # one per cluster
             routes = route
         elif is_member(route, Route):  # one for every cluster
@@ -251,6 +254,14 @@ class ActionLayout:
             action[self._offsets["relay"]] = self._one_per_slot("relay", relay, "relay",
                                                                 "request slot")
         return check_action(action, self.nvec, self.slot_names, subject="encoded action")
+
+    def period_index(self, value: Any, what: str) -> int:
+        """The menu index of period ``value`` (an integer of ``env.period_menu``; 0 is
+        "never"), or a ``ValueError`` naming ``what``, the value and the menu."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                or value not in self.menu:
+            raise ValueError(f"{what} = {value!r}: not in env.period_menu {list(self.menu)}")
+        return self.menu.index(value)
 
     def _one_per_slot(self, block: str, values: Any, what: str, unit: str) -> np.ndarray:
         """``values`` for ``block``: exactly one integer per slot (ranges are checked on the

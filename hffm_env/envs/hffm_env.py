@@ -703,9 +703,10 @@ class HFFMEnv(gym.Env):
         cost_info = cost.to_dict()
         cost_info["energy_by_module_type_j"] = {
             t: cost_info["energy_by_module_type_j"].get(t, 0.0) for t in MODULE_TYPES}
-        cost_info["energy_by_device_j"] = np.asarray(cost.energy_by_device_j, dtype=np.float64)
-        cost_info["latency_by_cluster_s"] = np.asarray(cost.latency_by_cluster_s,
-                                                       dtype=np.float64)
+        # copies: a caller editing info must not reach the env's state (last_result)
+        cost_info["energy_by_device_j"] = np.array(cost.energy_by_device_j, dtype=np.float64)
+        cost_info["latency_by_cluster_s"] = np.array(cost.latency_by_cluster_s,
+                                                     dtype=np.float64)
         transfers["by_module_type"] = {
             t: transfers["by_module_type"].get(t, {"flows": 0, "bits": 0.0})
             for t in MODULE_TYPES}
@@ -768,7 +769,7 @@ class HFFMEnv(gym.Env):
         if schedule is None:
             return {"tiers": {t: "none" for t in MODULE_TYPES},
                     "routes": np.zeros(c, dtype=np.int64),
-                    "heads": np.asarray(self.network.heads, dtype=np.int64), "partner": partner,
+                    "heads": np.array(self.network.heads, dtype=np.int64), "partner": partner,
                     "relay_source": source, "relay_source_device": source_device}
         for i, j in schedule.pairs:
             partner[i], partner[j] = j, i

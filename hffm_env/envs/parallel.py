@@ -8,9 +8,10 @@ decoding, repairs, cost model and training), so no rule exists twice.
 
 ## Agents
 ``edge_0`` ... ``edge_{C-1}`` and ``cloud_0``, all present from ``reset`` to the episode's end
-(a cluster whose devices all dropped out stays an agent: its masks then allow only defaults,
-and the cluster sits the round out). Every agent ends together, on the single-agent env's
-truncation or termination.
+(a cluster whose devices all dropped out stays an agent: its head, partner and relay slots
+then allow only their defaults, and the cluster sits the round out; its period slots stay
+free, and its periods still count when the agents' periods are combined). Every agent ends
+together, on the single-agent env's truncation or termination.
 
 ## Action spaces (``MultiDiscrete``)
 ``edge_<c>``, in order:

@@ -14,6 +14,7 @@ import hffm_env
 from hffm_env.baselines.plan import PlanPolicy, RoundPlan
 from hffm_env.baselines.policies import make_policy, policy_names
 from hffm_env.config import (
+    MODULE_TYPES,
     ConfigError,
     EnvConfig,
     ScenarioConfig,
@@ -131,7 +132,7 @@ def test_a_float_action_too_big_for_int64_is_reported_as_given():
 
 
 @pytest.mark.parametrize("bad", [np.full(14, 1.7), np.full(14, np.nan), np.full(14, np.inf),
-                                 np.array(["a"] * 14), [None] * 14, np.full(14, True)])
+                                 np.array(["a"] * 14), [None] * 14])
 def test_coarse_actions_check_like_the_env(bad):
     env = CoarseActions(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"))
     env.reset(seed=0)
@@ -139,9 +140,26 @@ def test_coarse_actions_check_like_the_env(bad):
         env.step(bad)
 
 
+def test_what_the_spaces_contain_the_envs_accept_booleans_included():
+    """A boolean action is what contains() says it is: 0s and 1s."""
+    env = _cost_env()
+    flags = np.zeros(env.action_space.shape, dtype=bool)
+    flags[:5] = True
+    assert env.action_space.contains(flags)
+    played = []
+    for action in (flags, flags.astype(np.int64)):
+        env.reset(seed=0)
+        played.append(env.step(action)[1])
+    assert played[0] == played[1]
+    menu = ScheduleMenu(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"))
+    assert menu.action_space.contains(True)
+    np.testing.assert_array_equal(menu.action(True), menu.action(1))
+
+
 @pytest.mark.parametrize(("entry", "message"), [
     ((1, 1, 7), "route 7"), ((1, 1, "star"), "route 'star'"), ((1, 1), "must be (edge"),
-    (None, "must be (edge"), ((True, 1, 0), "edge period True"),
+    (None, "must be (edge"), ((True, 1, 0), "edge period = True"),
+    ((1.0, 2, 1), "edge period = 1.0: not in env.period_menu"),
 ])
 def test_schedule_menu_names_a_bad_entry(entry, message):
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost")
@@ -152,6 +170,9 @@ def test_schedule_menu_names_a_bad_entry(entry, message):
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"edge_period": {"encoder": 1}}, "must give every module type"),
+    ({"edge_period": {**dict.fromkeys(MODULE_TYPES, 1), "x": 1}}, "unknown ['x']"),
+    ({"pair_exchange": "no"}, "pair_exchange/encoder = 'no': must be True or False"),
+    ({"pair_exchange": 2}, "pair_exchange/encoder = 2"),
     ({"route": 7}, "route = 7: allowed ['DIRECT (0)'"),
     ({"route": [7] * 4}, "slot 15 (route/0) = 7"),
     ({"route": "star"}, "route = 'star': allowed ['DIRECT (0)'"),

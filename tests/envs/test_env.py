@@ -370,3 +370,28 @@ def test_relay_value_is_the_inverse_of_decoding_every_feasible_source():
     with pytest.raises(ValueError, match=f"relay source device {outsider}"):
         core.layout.relay_value(request, RelaySource(SourceKind.DEVICE, outsider))
     env.close()
+
+
+def test_editing_info_never_reaches_the_env():
+    """info's arrays are the caller's: zeroing them changes nothing the env plays next (with
+    dropout, a chosen head that dropped out is repaired to the network's default head) nor
+    what it recorded."""
+
+    def play(edit):
+        env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=["dynamics.dropout_prob=0.5"])
+        _, info = env.reset(seed=0)
+        core, outcomes = env.unwrapped, []
+        for _ in range(6):
+            if edit:
+                for value in (info["schedule"]["heads"], info["cost"]["energy_by_device_j"],
+                              info["cost"]["latency_by_cluster_s"]):
+                    value[...] = 0
+            if core.last_result is not None:
+                outcomes.append(core.last_result.cost.energy_by_device_j.tolist())
+            last = [int(m[-1]) for m in core.layout.cluster_members]
+            _, reward, _, _, info = env.step(core.layout.encode(1, 2, route=1, heads=last))
+            outcomes.append((reward, info["schedule"]["heads"].tolist()))
+        env.close()
+        return outcomes
+
+    assert play(edit=True) == play(edit=False)

@@ -39,7 +39,7 @@ def test_schedule_menu_is_discrete_over_named_schedules(make_env):
         np.testing.assert_array_equal(env.action(i), policy.act(None, {}))
     with pytest.raises(ValueError, match="0..7"):
         env.step(8)
-    with pytest.raises(ValueError, match="cloud period 3"):
+    with pytest.raises(ValueError, match="cloud period = 3"):
         ScheduleMenu(make_env(), {"odd": (1, 3, Route.DIRECT)})
     check_env(env)
 
