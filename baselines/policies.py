@@ -84,6 +84,7 @@ class EnvBound:
 
     @env.setter
     def env(self, value: Any) -> None:
+        """Bind the policy to an env (``None``: unbound until the next ``reset``)."""
         self._env = value
 
 

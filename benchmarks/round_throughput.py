@@ -19,6 +19,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from _output import emit_json
@@ -69,7 +70,7 @@ def fused_round(engine: FederatedEngine) -> None:
         optimizer.step()
 
 
-def time_it(fn, repeats: int) -> float:
+def time_it(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up."""
     fn()
     times = []

@@ -83,6 +83,8 @@ def soak(scenario: str, episodes: int, warmup: int, overrides: list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, play the episodes and print (or write) the memory report; the exit
+    status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--episodes", type=arguments.positive_int, default=1000)

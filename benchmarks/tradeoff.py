@@ -242,6 +242,8 @@ def _nan_safe(value: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run (or read, or rescore) the trade-off and print the verdicts; the exit
+    status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
     parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=[1000, 1001, 1002])
