@@ -622,7 +622,8 @@ class FederatedEngine:
         flags: list[str],
     ) -> list[ModuleRequest]:
         """Serve the schedule's relay requests whose requester and source are present: record
-        the transfer, copy the source's values to the requester, mark the module held."""
+        the transfer, and when it arrives (a D2D relay can be lost to outage, and stays
+        pending) copy the source's values to the requester and mark the module held."""
         served: list[ModuleRequest] = []
         for request, source in schedule.relay_sources.items():
             d, module_id = request.device, request.module_id
@@ -641,7 +642,11 @@ class FederatedEngine:
                 values = {name: self.edge_params[name][c] for name in names}
             else:
                 values = {name: self.cloud_params[name] for name in names}
-            record_relay(table, self.network, request, source, self.module_bits[module_id])
+            if not record_relay(table, self.network, request, source,
+                                self.module_bits[module_id]):
+                flags.append(f"relay of {module_id} to device {d}: lost to outage on the D2D "
+                             f"path from device {source.device} (it stays pending)")
+                continue
             for name, value in values.items():
                 self.params[name][d] = value
             self.holds[d, self.module_index[module_id]] = True

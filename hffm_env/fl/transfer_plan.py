@@ -274,10 +274,11 @@ def _record_failed_uploads(
             table.add_uplinks(module_id, bits, senders)
             continue
         head = layout.heads[c]
-        others = senders[senders != head]
-        if others.size:
-            table.add_d2d_to_head(module_id, bits, c, head, others,
-                                  network.relay_paths(c, head))
+        paths = network.relay_paths(c, head)
+        for d in senders[senders != head].tolist():
+            # the hops up to the link that failed; all of them when the head's uplink did
+            table.add_flow(module_id, bits, network.attempted_path(paths[d]), LinkKind.D2D,
+                           Stage.D2D_UP, c)
         if via == "d2d+uplink" and network.rates.uplink_failed[head]:
             table.add_uplinks(module_id, bits, np.array([head]))
 
@@ -367,20 +368,25 @@ def _plan_move(
 def record_relay(
     table: TransferTable, network: Network, request: ModuleRequest, source: RelaySource,
     bits: float,
-) -> None:
+) -> bool:
     """Append to ``table`` the transfer that serves ``request`` (``bits`` on the wire) from
     ``source``: a D2D flow along the relay path from a device of the requester's cluster, a
-    downlink from its edge server, or backhaul then downlink from the cloud."""
+    downlink from its edge server, or backhaul then downlink from the cloud. Returns whether
+    the module arrives: a D2D relay whose path has a link in outage on every attempt is paid up
+    to that link and delivers nothing."""
     d, module_id = request.device, request.module_id
     c = int(network.cluster_of_device[d])
     if source.kind == SourceKind.DEVICE:
-        path = network.relay_paths(c, d)[source.device]
-        table.add_flow(module_id, bits, path, "d2d", Stage.D2D_DOWN, c)
-    elif source.kind == SourceKind.EDGE:
+        path = network.relay_paths(c, d)[source.device]  # [source, ..., d]
+        attempted = network.attempted_path(path)
+        table.add_flow(module_id, bits, attempted, "d2d", Stage.D2D_DOWN, c)
+        return len(attempted) == len(path)
+    if source.kind == SourceKind.EDGE:
         table.add_downlinks(module_id, bits, [d])
     else:
         table.add_backhaul_down(module_id, bits, [c])
         table.add_downlinks(module_id, bits, [d])
+    return True
 
 
 def price_schedule(

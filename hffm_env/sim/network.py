@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -200,6 +201,14 @@ class Network:
         if paths is None:
             paths = self._paths[key] = relay_paths(self.d2d_graphs[cluster], key[1])
         return {device: list(path) for device, path in paths.items()}
+
+    def attempted_path(self, path: Sequence[int]) -> list[int]:
+        """The part of D2D ``path`` (``[sender, ..., receiver]``) that carries data this round:
+        up to and including its first link in outage on every attempt (the hops after it never
+        receive anything to forward); the whole path when no link fails."""
+        hops = np.asarray(path, dtype=np.int64)
+        failed = np.flatnonzero(self.rates.d2d_link_failed(hops[:-1], hops[1:]))
+        return list(path) if failed.size == 0 else list(path[:int(failed[0]) + 2])
 
     def broadcast_tree(self, cluster: int, head: int | None = None) -> list[tuple[int, int]]:
         """Edges ``(parent, child)`` of the cluster's shortest-latency tree rooted at ``head``

@@ -173,3 +173,42 @@ def test_compute_samples_is_the_one_rule():
     assert compute_samples(engine.scenario, computing).tolist() == (computing * work).tolist()
     off = apply_overrides(engine.scenario, ["compute.enabled=false"])
     assert compute_samples(off, computing) is None
+
+
+def test_d2d_transfers_lost_to_outage_are_paid_up_to_the_failed_link_and_deliver_nothing():
+    """Every attempt in outage (threshold 300 dB): a relay path carries data over its first
+    link only; a failed upload to the head is paid for that link alone; a module relayed from a
+    mate does not arrive. Without outage the same calls pay whole paths and deliver."""
+    from hffm_env.fl.schedule import ModuleRequest, RelaySource, SourceKind
+    from hffm_env.fl.transfer_plan import record_relay
+
+    lossy = _cost_engine(("channel.outage_snr_db=300", "channel.max_transmissions=2"))
+    clear = _cost_engine()
+    for engine, lost in ((lossy, True), (clear, False)):
+        network, c = engine.network, engine.num_clusters
+        paths = {(k, d): p for k in range(c)
+                 for d, p in network.relay_paths(k, int(network.heads[k])).items() if len(p) > 1}
+        assert max(len(p) for p in paths.values()) > 2  # some path relays through a mate
+        for path in paths.values():
+            assert network.attempted_path(path) == (path[:2] if lost else path)
+        table = network.new_table()
+        participants = engine.holds.cpu().numpy() & network.available[:, None]
+        plan_aggregations(table, Schedule(tiers={"moe": Tier.EDGE},
+                                          routes=(Route.D2D_RELAY,) * c),
+                          network, engine.scenario, engine.inventory, engine.module_bits,
+                          participants)
+        uploads = sorted(len(f["route"]) for f in table.flows()
+                         if f["stages"][0] == "d2d_up")
+        assert uploads == sorted(len(network.attempted_path(p)) for p in paths.values())
+        (k, device), path = next((key, p) for key, p in paths.items() if len(p) > 2)
+        request = ModuleRequest(path[-1], "moe/fusion")  # from device to the head, reversed
+        relay_table = network.new_table()
+        arrived = record_relay(relay_table, network, request,
+                               RelaySource(SourceKind.DEVICE, device), 1000.0)
+        assert arrived == (not lost)
+        assert len(relay_table.flows()[0]["route"]) == (2 if lost else len(path))
+        engine.pending = [request]  # the engine keeps a request whose relay was lost
+        result = engine.run_round(Schedule(relay_sources={
+            request: RelaySource(SourceKind.DEVICE, device)}))
+        assert (request in engine.pending) == lost
+        assert any("lost to outage" in f for f in result.flags) == lost
