@@ -92,6 +92,22 @@ class AgentInfo:
     multi_agent: bool = False  # RLlib only: an edge module and a cloud module
     hidden_sizes: tuple[int, ...] = (64, 64)  # RLlib only: the network to rebuild
     normalized: bool | None = None  # trained on VecNormalize (vecnormalize.npz); None: not said
+    overrides: tuple[str, ...] | None = None  # the run's scenario overrides; None: not said
+    config_file: str | None = None  # the run's --config file, if any
+
+    def training_config(self) -> Any:
+        """The scenario config the agent was trained on (``scenario``, ``config_file`` and
+        ``overrides``), or ``None`` when the folder does not say (written before they were
+        recorded) or it no longer loads."""
+        from hffm_env.config import ConfigError, load_scenario
+
+        if not self.scenario or self.overrides is None:
+            return None
+        try:
+            return load_scenario(self.scenario, config_file=self.config_file,
+                                 overrides=list(self.overrides))
+        except (ConfigError, OSError):
+            return None
 
     def to_json(self) -> str:
         """As JSON text."""
@@ -300,7 +316,9 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
     try:
         raw = json.loads(info_path.read_text())
         info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
-        info = replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes))
+        info = replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes),
+                       overrides=None if info.overrides is None
+                       else tuple(str(o) for o in info.overrides))
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as err:
         if not required:
             return AgentInfo(algo="")
@@ -323,10 +341,13 @@ def algo_class(algo: str) -> Any:
 
 
 def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
-               env: Any = None, device: str = "cpu") -> Any:
+               env: Any = None, device: str = "cpu",
+               settings: dict[str, Any] | None = None) -> Any:
     """Load the SB3 model of ``agent`` for these spaces without unpickling anything: the
     archive's serialized entries are replaced by the spaces, the algorithm's policy class, the
-    saved clip range, and empty rollout state (a resumed run starts a fresh episode)."""
+    saved clip range, and empty rollout state (a resumed run starts a fresh episode).
+    ``settings`` replace saved attributes (a resumed run's ``n_steps``, ``batch_size``,
+    ``ent_coef`` and ``seed``: the ones it is given, not the archive's)."""
     cls = algo_class(agent.info.algo)
     if agent.info.algo == "maskable-ppo":
         from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy as policy
@@ -334,7 +355,8 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         from stable_baselines3.common.policies import ActorCriticPolicy as policy
     custom = dict.fromkeys(_REPLACED_ENTRIES)
     custom.update(policy_class=policy, observation_space=observation_space,
-                  action_space=action_space, clip_range=agent.info.clip_range)
+                  action_space=action_space, clip_range=agent.info.clip_range,
+                  **(settings or {}))
     try:
         return cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, IndexError) as err:

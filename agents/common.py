@@ -19,12 +19,14 @@ from hffm_env.config import scenario_names
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
            "OUT_FILES", "LEARNING_CURVE_CSV", "LEARNING_CURVE_PNG", "LearningCurve",
-           "wrap_actions", "env_device", "prepare_out", "write_train_args"]
+           "wrap_actions", "env_device", "prepare_out", "write_train_args", "FINETUNE_SEED_OFFSET"]
 
 ALGOS = ("ppo", "maskable-ppo")
 LR_SCHEDULES = ("constant", "linear")
 ENGINES = ("sb3", "rllib")
-SB3_SEED_MAX = 2**32 - 1
+FINETUNE_SEED_OFFSET = 500
+"""Fine-tuning resets its envs with ``seed + FINETUNE_SEED_OFFSET`` onwards: other training
+seeds than the first phase's."""
 """stable-baselines3 seeds numpy's legacy generator, which takes seeds below 2**32."""
 
 
@@ -285,9 +287,8 @@ class TrainArgs:
     def _check_numbers(self) -> None:
         """Seeds, rates and the evaluation's policies: refused before any training, since a
         bad one would otherwise surface only when used (after training, for the evaluation)."""
-        if not 0 <= self.seed <= SB3_SEED_MAX:
-            raise ValueError(f"seed = {self.seed}: must be in 0..2**32-1 (stable-baselines3 "
-                             "seeds numpy with it)")
+        if self.seed < 0:
+            raise ValueError(f"seed = {self.seed}: must be an integer >= 0")
         if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
             raise ValueError(f"learning_rate = {self.learning_rate}: must be a finite number "
                              ">= 0 (0 keeps a cloned policy as it is)")
@@ -295,6 +296,14 @@ class TrainArgs:
             raise ValueError(f"ent_coef = {self.ent_coef}: must be a finite number >= 0")
         if not self.eval_seeds:
             raise ValueError("eval_seeds = []: the final comparison needs at least one seed")
+        from hffm_env.seeding import FIRST_HELD_OUT_SEED
+
+        trained_on = self.training_env_seeds()
+        if max(trained_on) >= FIRST_HELD_OUT_SEED or set(trained_on) & set(self.eval_seeds):
+            raise ValueError(
+                f"seed = {self.seed}: training would reset its envs with seeds {min(trained_on)}"
+                f"..{max(trained_on)}, which must stay below {FIRST_HELD_OUT_SEED} (held out "
+                f"for evaluation) and apart from eval_seeds {self.eval_seeds}")
         from hffm_env.arguments import SEED_MAX, device
 
         bad = [s for s in self.eval_seeds if not 0 <= s <= SEED_MAX]
@@ -319,6 +328,16 @@ class TrainArgs:
                 device(self.device)
             except argparse.ArgumentTypeError as err:
                 raise ValueError(f"device = {err}") from None
+
+    def training_env_seeds(self) -> list[int]:
+        """The seeds training resets its envs with: ``seed`` onwards, one per env (RLlib's env
+        runners take ``seed + 1`` onwards), then, when fine-tuning, ``seed +``
+        :data:`FINETUNE_SEED_OFFSET` onwards."""
+        seeds = list(range(self.seed, self.seed + self.n_envs + 1))
+        if self.finetune_steps:
+            start = self.seed + FINETUNE_SEED_OFFSET
+            seeds += list(range(start, start + self.n_envs))
+        return seeds
 
     @property
     def finetune_steps(self) -> int:

@@ -67,10 +67,15 @@ def evaluate_against_baselines(
             surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,
         )
 
+    from hffm_env.config import load_scenario
+
+    config = load_scenario(args.scenario, config_file=args.config,
+                           overrides=args.scenario_overrides())
     result = run_benchmark(
         make_env,
         [agent, *names],
         seeds=args.eval_seeds,
+        target_accuracy=config.env.target_accuracy,  # the target rewards' own, when set
         progress=args.progress,
         scenario=args.scenario,
         fidelity=args.final_fidelity,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env.agents.common import (
+    FINETUNE_SEED_OFFSET,
     LearningCurve,
     TrainArgs,
     TrainingInterrupted,
@@ -136,8 +137,9 @@ def _lr_schedule_callback(args: TrainArgs) -> Any:
 def _checkpoint_callback(save: Any, every: int) -> Any:
     """Saves an agent folder each time ``every`` more timesteps have passed, at the start of a
     rollout, i.e. right after a policy update: a checkpoint's weights, optimiser and
-    statistics belong to the same step, so resuming from it loses nothing but the episode in
-    progress."""
+    statistics belong to the same step. Resuming from it continues those; its envs restart
+    from their seeds (the episodes in progress are lost, and the first episodes are played
+    again), so a resumed run is reproducible but not the uninterrupted run bit for bit."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from hffm_env.agents.checkpoint import checkpoint_folder
@@ -220,9 +222,13 @@ def train_sb3(args: TrainArgs) -> float:
     log_dir = out / "runs"
     algo_cls = algo_class(args.algo)
     device = "cuda" if args.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+    batch_size = min(args.batch_size, args.n_steps * args.n_envs)
     if resume is not None:
+        # the run's own settings, as for the learning rate (the archive holds the first run's)
         model = load_model(resume, vec_env.observation_space, vec_env.action_space,
-                           env=vec_env, device=device)
+                           env=vec_env, device=device,
+                           settings={"n_steps": args.n_steps, "batch_size": batch_size,
+                                     "ent_coef": args.ent_coef, "seed": args.seed})
         model.tensorboard_log = str(log_dir)
         _start_fresh_episode(model, vec_env, normalized=args.normalize)
     else:
@@ -230,7 +236,7 @@ def train_sb3(args: TrainArgs) -> float:
             "MlpPolicy",
             vec_env,
             n_steps=args.n_steps,
-            batch_size=min(args.batch_size, args.n_steps * args.n_envs),
+            batch_size=batch_size,
             learning_rate=args.learning_rate,
             ent_coef=args.ent_coef,
             seed=args.seed,
@@ -257,7 +263,8 @@ def train_sb3(args: TrainArgs) -> float:
         info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
                          num_timesteps=int(model.num_timesteps), scenario=args.scenario,
                          fidelity=args.fidelity, action_mode=args.action_mode,
-                         normalized=bool(args.normalize))
+                         normalized=bool(args.normalize),
+                         overrides=tuple(args.scenario_overrides()), config_file=args.config)
         save_agent(out / where, model, info, vec_env if args.normalize else None)
 
     curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
@@ -296,7 +303,7 @@ def train_sb3(args: TrainArgs) -> float:
         # other training seeds than the first phase's
         stats = Normalization.of(vec_env) if args.normalize else None
         vec_env.close()
-        vec_env = vector_env("train", args.seed + 500, stats)
+        vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
         model.set_env(vec_env)
         learn(finetune_left, f"{run_name}__finetune", False, "train", "while fine-tuning")
     train_seconds = time.perf_counter() - started

@@ -287,6 +287,10 @@ def rllib_config(args: Any) -> PPOConfig:
         .callbacks(_FLMetrics)
         .debugging(seed=args.seed)
     )
+    from hffm_env.agents.common import env_device
+
+    if env_device(args.device) == "cuda":  # the policy too, not only the FL training
+        config = config.learners(num_gpus_per_learner=1)
     if args.multi_agent:
         spec = RLModuleSpec(module_class=MaskedPPOModule, model_config=model_config())
         config = config.multi_agent(policies={EDGE_MODULE, CLOUD_MODULE},
@@ -418,7 +422,9 @@ def train_rllib(args: Any) -> float:
             info = AgentInfo(algo=args.algo, num_timesteps=steps, scenario=args.scenario,
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              engine="rllib", multi_agent=args.multi_agent,
-                             hidden_sizes=HIDDEN_SIZES)
+                             hidden_sizes=HIDDEN_SIZES,
+                             overrides=tuple(args.scenario_overrides()),
+                             config_file=args.config)
             save_rllib_agent(out / where, algo, info)
 
         run_name = f"{args.scenario}__rllib-{args.algo}__{args.seed}__{int(time.time())}"

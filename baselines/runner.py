@@ -315,8 +315,9 @@ def summarise(
 def verdict(result: BenchResult, agent: str) -> str:
     """One line: did ``agent`` beat the best baseline? The best baseline is the one with the
     highest mean episode return (what the agent was trained to maximise); the line compares
-    return, energy to the target accuracy, energy per round and final accuracy, with the
-    differences in percent (accuracy in points)."""
+    return, energy to the target accuracy (a mean over the episodes that reached it; how many
+    did, when not all), energy per round and final accuracy, with the differences in percent
+    (accuracy in points)."""
     rows = {s.policy: s for s in result.summaries}
     if agent not in rows:
         raise ValueError(f"agent {agent!r}: not in the result (policies {list(rows)})")
@@ -334,7 +335,12 @@ def verdict(result: BenchResult, agent: str) -> str:
     parts = [f"return {ret:.2f} vs {best_ret:.2f} ({pct(ret, best_ret)})"]
     e, be = me.energy_to_target_j["mean"], best.energy_to_target_j["mean"]
     if math.isfinite(e) and math.isfinite(be):
-        parts.append(f"energy to target {e:.1f} vs {be:.1f} J ({pct(e, be)})")
+        reach = ""
+        if (me.reached_target, best.reached_target) != (me.episodes, best.episodes):
+            # the means are over the episodes that reached it: say how many those are
+            reach = (f", reached on {me.reached_target}/{me.episodes} vs "
+                     f"{best.reached_target}/{best.episodes} seeds")
+        parts.append(f"energy to target {e:.1f} vs {be:.1f} J ({pct(e, be)}{reach})")
     elif math.isfinite(e) or math.isfinite(be):  # only one of them ever reached the target
         mine = f"{e:.1f} J" if math.isfinite(e) else "never reached"
         theirs = f"{be:.1f} J" if math.isfinite(be) else "never reached"

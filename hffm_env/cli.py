@@ -176,6 +176,23 @@ def _agent_policies(paths: Sequence[str]) -> list:
     return policies
 
 
+def _note_training_configs(agents: Sequence[Any], config: Any) -> None:
+    """One line on stderr for each agent trained on other settings than this bench's (another
+    reward, horizon or layout, say): a note, since evaluating elsewhere can be the point."""
+    from hffm_env.config import config_differences
+
+    for policy in agents:
+        trained = policy.agent.info.training_config()
+        if trained is None:
+            continue
+        diff = config_differences(trained, config)
+        if diff:
+            shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
+            more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
+            print(f"hffm bench: note: {policy.name} was trained with {shown}{more}",
+                  file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _agent_errors() -> Iterator[None]:
     """An agent that loads but does not fit the env it is played on (other spaces: another
@@ -237,7 +254,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from hffm_env.baselines.runner import run_benchmark
 
-    policies: list = [*_agent_policies(args.agent), *_plan_policies(args.plan), *names]
+    agents = _agent_policies(args.agent)
+    _note_training_configs(agents, config)
+    policies: list = [*agents, *_plan_policies(args.plan), *names]
 
     def make_env():
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
@@ -245,7 +264,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     with _agent_errors():
         result = run_benchmark(
-            make_env, policies, seeds=seeds, target_accuracy=args.target_accuracy,
+            make_env, policies, seeds=seeds,
+            target_accuracy=(args.target_accuracy if args.target_accuracy is not None
+                             else config.env.target_accuracy),
             target_fraction=args.target_fraction, progress=not args.no_progress,
             scenario=config.name, fidelity=args.fidelity,
         )
@@ -314,10 +335,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
-    bad = [s for s in args.seeds if s < 0 or s >= 1000]
+    from hffm_env.seeding import FIRST_HELD_OUT_SEED
+
+    bad = [s for s in args.seeds if s < 0 or s >= FIRST_HELD_OUT_SEED]
     if bad:
-        raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0..999 (1000+ are "
-                          "held out for evaluation)")
+        raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0.."
+                          f"{FIRST_HELD_OUT_SEED - 1} ({FIRST_HELD_OUT_SEED}+ are held out for "
+                          "evaluation)")
     if args.exclude_seeds and not args.from_traces:
         raise ConfigError("--exclude-seeds leaves episodes out of a refit: it needs "
                           "--from-traces")
@@ -349,6 +373,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                         for e in read_traces(path, traces_key(config))]
         except ValueError as error:
             raise ConfigError(f"--from-traces {error}") from None
+        held_out = sorted({int(e["seed"]) for e in recorded
+                           if int(e["seed"]) >= FIRST_HELD_OUT_SEED} - set(args.exclude_seeds))
+        if held_out:  # a surrogate fitted on them would be judged on its own training data
+            raise ConfigError(f"--from-traces: episodes of held-out seeds {held_out} (seeds "
+                              f"{FIRST_HELD_OUT_SEED}+ are for evaluation); leave them out "
+                              "with --exclude-seeds")
         episodes = [e for e in recorded if int(e["seed"]) not in args.exclude_seeds]
         if not episodes:
             raise ConfigError(f"--exclude-seeds {args.exclude_seeds} leaves no episode of "
@@ -436,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a round plan (JSON from benchmarks/plan_search.py) to evaluate "
                        "too (repeatable)")
     bench.add_argument("--target-accuracy", type=arguments.probability, default=None,
-                       help="accuracy target for energy/latency-to-target (default: a fraction "
-                       "of the best final accuracy)")
+                       help="accuracy target for energy/latency-to-target (default: "
+                       "env.target_accuracy when set, else a fraction of the best final "
+                       "accuracy)")
     bench.add_argument("--target-fraction", type=arguments.probability, default=0.9,
                        help="fraction of the best policy's final accuracy used as target")
     bench.add_argument("--device", type=arguments.device, default="cpu",

@@ -23,6 +23,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
     "NEVER",
+    "config_differences",
     "ConfigError",
     "PlacementConfig",
     "LinkConfig",
@@ -823,6 +824,20 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return convert(config)
+
+
+def config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every setting where the two differ."""
+
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, sub in value.items()
+                    for k, v in flat(sub, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    left, right = flat(to_dict(a)), flat(to_dict(b))
+    return [(k, left.get(k), right.get(k)) for k in sorted(left.keys() | right.keys())
+            if left.get(k) != right.get(k)]
 
 
 def _coerce(path: str, value: Any, annotation: Any) -> Any:

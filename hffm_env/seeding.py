@@ -20,6 +20,10 @@ import numpy as np
 STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 
+FIRST_HELD_OUT_SEED = 1000
+"""Seeds from here up are held out for evaluation: training, fine-tuning, tuning a baseline
+and calibrating the surrogate use seeds below it."""
+
 SEEDING_SCHEME = "spawned-streams-1"
 """Names how a seed becomes numbers (:data:`STREAMS` spawned from one ``SeedSequence``). Fits
 of measured training (the surrogate) carry it in their cache key: under another scheme the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -51,9 +52,15 @@ def test_a_calibrated_surrogate_drives_the_surrogate_fidelity(calibrated):
     env.close()
 
 
-def test_calibration_refuses_held_out_seeds(capsys):
+def test_calibration_refuses_held_out_seeds(capsys, tmp_path):
     assert cli_main(["calibrate", "--scenario", "small", "--seeds", "1000"]) == 2
     assert "held out" in capsys.readouterr().err
+    # nor does a refit read held-out episodes (unless they are excluded)
+    held_out = Path(__file__).resolve().parents[1] / "docs/results/surrogate/heldout_small.json.gz"
+    out = tmp_path / "s.pt"
+    assert cli_main(["calibrate", "--scenario", "small", "--from-traces", str(held_out),
+                     "--out", str(out)]) == 2
+    assert "held-out seeds [1000, 1001, 1002]" in capsys.readouterr().err and not out.exists()
 
 
 def test_mixed_schedules_are_drawn_from_the_menu_reproducibly():

@@ -61,6 +61,14 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
                      "--json", str(bench_json), *settings]) == 0
     bench = json.loads(bench_json.read_text())
     assert [p["policy"] for p in bench["policies"]] == [f"agent:{algo}", "star"]
+    assert "was trained with" not in capsys.readouterr().err  # the same settings: no note
+    # on other settings than its training's, the bench says which (a note, not an error)
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "",
+                     "--seeds", "1000", "--agent", str(out), "--no-progress", *settings,
+                     "--set", "env.episode_rounds=3", "--set", "env.energy_weight=0.5"]) == 0
+    note = capsys.readouterr().err
+    assert f"agent:{algo} was trained with env.energy_weight=" in note
+    assert "env.episode_rounds=4 (here 3)" in note
 
 
 def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
@@ -70,6 +78,11 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert "batch_size = 1: must be >= 2" in capsys.readouterr().err
     assert train_agent.main(["--n-steps", "1"]) == 2
     assert "n_steps = 1 with n_envs = 1" in capsys.readouterr().err
+    # training never resets an env with a held-out seed (1000+) or an evaluation seed
+    for argv in (["--seed", "500", "--finetune-timesteps", "2"], ["--seed", "999"],
+                 ["--seed", "3", "--n-envs", "2", "--eval-seeds", "5"]):
+        assert train_agent.main(["--fidelity", "cost", *argv]) == 2
+        assert "training would reset its envs with seeds" in capsys.readouterr().err
     # a missing surrogate for the evaluation is refused before training, not after it
     monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
@@ -177,3 +190,26 @@ def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
     assert real.finetune_steps == 0 and real.learning_rate_at(300) == 0.0
     with pytest.raises(ValueError, match="lr_schedule = 'cosine': must be one of"):
         TrainArgs(lr_schedule="cosine")
+
+
+def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path):
+    """n_steps, batch size, entropy coefficient and seed of a resumed run are the flags given
+    to it (train_args.json records them), not the first run's saved in the archive."""
+    from hffm_env.agents.checkpoint import find_agent, load_model
+
+    common = ["--scenario", "small", "--fidelity", "cost", "--eval-seeds", "1000",
+              "--eval-policies", "never", "--no-progress", "--overrides", *TINY_OVERRIDES]
+    first = tmp_path / "first"
+    assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
+                             "--checkpoint-every", "8", "--out", str(first), *common]) == 0
+    resumed = tmp_path / "resumed"
+    assert train_agent.main([
+        "--total-timesteps", "24", "--n-steps", "4", "--batch-size", "4", "--ent-coef", "0.5",
+        "--seed", "7", "--resume", str(first / "checkpoints" / "step_00000008"),
+        "--out", str(resumed), *common]) == 0
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    model = load_model(find_agent(resumed), env.observation_space, env.action_space)
+    env.close()
+    assert (model.n_steps, model.batch_size, model.ent_coef, model.seed) == (4, 4, 0.5, 7)
+    assert model.num_timesteps == 24

@@ -213,6 +213,11 @@ def test_bench_command_writes_documented_json(tmp_path, capsys):
     assert format_table(again) in printed
     assert again.to_dict() == data
     plot_tradeoffs(again, tmp_path / "again.png")
+    # the config's target, when set, is the bench's default target
+    code = hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
+                      "never", "--episodes", "1", "--no-progress", "--json", str(out), "--force",
+                      *sum((["--set", o] for o in [*TINY, "env.target_accuracy=0.4"]), [])])
+    assert code == 0 and json.loads(out.read_text())["target_accuracy"] == 0.4
     assert (tmp_path / "again.png").stat().st_size > 1000
     # an existing output is not overwritten without --force, and nothing runs before saying so
     out.write_text("keep")
@@ -359,3 +364,13 @@ def test_verdict_says_which_side_never_reached_the_target():
     both = [_episode("agent", [0.5], [1.0]), _episode("base", [0.2, 0.5], [0.5])]
     line = verdict(BenchResult("small", "train", [0], 0.4, summarise(both, 0.4), both), "agent")
     assert "agent beats" in line and "energy to target 2.0 vs 4.0 J (-50%)" in line
+
+
+def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
+    episodes = [_episode("agent", [0.5], [1.0]), _episode("agent", [0.2], [1.0]),
+                _episode("base", [0.2, 0.5], [0.5]), _episode("base", [0.5], [0.5])]
+    for e, seed in zip(episodes, (0, 1, 0, 1)):
+        e.seed = seed
+    line = verdict(BenchResult("small", "train", [0, 1], 0.4, summarise(episodes, 0.4),
+                               episodes), "agent")
+    assert "energy to target 2.0 vs 3.0 J (-33%, reached on 1/2 vs 2/2 seeds)" in line

@@ -146,6 +146,17 @@ def test_rllib_flags_are_checked_before_any_work(tmp_path):
         TrainArgs(engine="rllib", finetune_timesteps=10, out=str(tmp_path))
 
 
+def test_the_rllib_policy_learns_on_the_device_asked_for(tmp_path):
+    pytest.importorskip("ray")
+    from hffm_env.agents.common import TrainArgs
+    from hffm_env.agents.rllib import rllib_config
+
+    args = TrainArgs(engine="rllib", out=str(tmp_path))
+    assert rllib_config(args).num_gpus_per_learner == 0
+    args.device = "cuda"  # (set after the checks: this machine may have no GPU)
+    assert rllib_config(args).num_gpus_per_learner == 1
+
+
 def test_bad_rllib_agent_folders_get_one_clean_error(local_ray, tmp_path):
     import pickle
 
