@@ -8,8 +8,12 @@ surrogate then predicts every round of those episodes from their recorded tiers.
 - mean absolute error of the per-round and of the final global accuracy (mean over tasks),
   and the per-round bias (mean of surrogate minus real; positive: the surrogate is optimistic),
   overall and per policy;
+- the same errors split by schedule: episodes whose round-by-round tiers appear among the
+  calibration episodes (a schedule the fit saw, on new seeds) and those whose tiers do not (a
+  schedule new to it), when the fit names its trace files and they are at hand;
 - Spearman rank correlation of the eight fixed schedules' final accuracy (mean over seeds)
-  between surrogate and real training;
+  between surrogate and real training (the schedules that play identically in real training,
+  a route apart, tie; the number of distinct finals is reported);
 - the spread of real minus predicted per round (standard deviation), beside the spread of the
   out-of-fold residuals that ``env.surrogate_noise="residuals"`` resamples: the noise is the
   right size when the two agree;
@@ -73,6 +77,33 @@ def _noise_std(surrogate, tasks) -> float:
         return float("nan")
     columns = [surrogate.targets.index(f"accuracy/{t}") for t in tasks]
     return float(np.nanstd(surrogate.residuals[:, 1:, columns].mean(axis=-1)))
+
+
+def _tier_sequence(rounds) -> tuple:
+    """An episode's schedule as played: its tiers round by round (the reset row excluded)."""
+    return tuple(tuple(sorted((r.tiers or {}).items())) for r in rounds[1:])
+
+
+def _schedules_fitted(surrogate, key: str) -> set | None:
+    """The tier sequences of the episodes the surrogate was fitted on, from the trace files
+    its meta names; ``None`` when it names none or one is not at hand."""
+    from hffm_env.baselines.calibrate import read_traces
+
+    paths = surrogate.meta.get("traces") or []
+    try:
+        return {_tier_sequence(e["rounds"]) for p in paths for e in read_traces(p, key)} or None
+    except ValueError:  # a file that is not here (or of another config): no split
+        return None
+
+
+def _errors(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Per-round and final error and bias of ``(real, predicted)`` curves (rounds 1..T)."""
+    if not rows:
+        return {"episodes": 0}
+    diff = np.concatenate([p - r for r, p in rows])
+    return {"episodes": len(rows), "round_mae": float(np.mean(np.abs(diff))),
+            "final_mae": float(np.mean([abs(p[-1] - r[-1]) for r, p in rows])),
+            "round_bias": float(np.mean(diff))}
 
 
 def _first_round(curves: np.ndarray, target: float) -> np.ndarray:
@@ -192,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             write_traces(args.save_traces, episodes, traces_key(cfg))
 
     surrogate = find_surrogate(cfg, args.surrogate)
+    fitted_schedules = _schedules_fitted(surrogate, traces_key(cfg))
+    by_novelty: dict[str, list] = {"seen_schedules": [], "new_schedules": []}
     round_err, final_err, finals, bias, residual = [], [], {}, {}, []
     for e in episodes:
         real = _mean_accuracy(e["rounds"], tasks)[1:]  # rounds 1..T (not the reset)
@@ -203,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         bias.setdefault(e["policy"], []).extend(pred_mean - real)
         final_err.append(abs(pred_mean[-1] - real[-1]))
         finals.setdefault(e["policy"], []).append((real[-1], pred_mean[-1]))
+        if fitted_schedules is not None:
+            seen = _tier_sequence(e["rounds"]) in fitted_schedules
+            by_novelty["seen_schedules" if seen else "new_schedules"].append((real, pred_mean))
     seeds = sorted({int(e["seed"]) for e in episodes})
     fixed = [p for p in FIXED_SCHEDULES if p in finals]
     real_final = np.array([np.mean([r for r, _ in finals[p]]) for p in fixed])
@@ -244,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         "round_bias": float(np.mean(np.concatenate(list(bias.values())))),
         "policy_round_bias": {p: float(np.mean(v)) for p, v in bias.items()},
         "spearman": rho,
+        "spearman_distinct_finals": int(len(np.unique(np.round(real_final, 12)))),
+        **({k: _errors(v) for k, v in by_novelty.items()} if fitted_schedules else {}),
         "residual_std": float(np.std(residual)),
         "noise_std": _noise_std(surrogate, tasks),
         "fixed_final": {p: {"real": float(r), "surrogate": float(q)}
@@ -276,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {'PASS' if ok else 'MISS'}: {key} {out[key]:.3f} (target {sign} "
               f"{TARGETS[key]})")
     print(f"- per-round bias (surrogate - real) {out['round_bias']:+.4f}")
+    if len(fixed) >= 2:
+        print(f"- the rank correlation is over {out['spearman_distinct_finals']} distinct real "
+              f"finals of {len(fixed)} fixed schedules")
+    for group in ("seen_schedules", "new_schedules"):
+        g = out.get(group)
+        if g and g["episodes"]:
+            what = "schedules the fit saw" if group == "seen_schedules" else "schedules new to it"
+            print(f"- {g['episodes']} episodes of {what}: final error {g['final_mae']:.4f}, "
+                  f"per-round error {g['round_mae']:.4f}, bias {g['round_bias']:+.4f}")
     print(f"- per-round spread (real - surrogate, std) {out['residual_std']:.4f}; "
           f"surrogate_noise='residuals' resamples {out['noise_std']:.4f}")
     if args.target_accuracy is not None:

@@ -360,7 +360,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     from hffm_env.baselines.calibrate import calibrate
-    from hffm_env.fl.surrogate import surrogate_path
+    from hffm_env.fl.surrogate import surrogate_key, surrogate_path
 
     out = Path(args.out) if args.out else surrogate_path(config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -415,6 +415,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 progress=not args.no_progress, traces_path=traces, policies=args.policies,
                 agents=agents, schedules=schedules,
             )
+    surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
     surrogate.save(out)
     fit = surrogate.meta["fit_mae"]
     accuracy = [v for k, v in fit.items() if k.startswith("accuracy/")]

@@ -11,8 +11,9 @@ reports its error on schedules and seeds it was not fitted on.
 Inputs (:class:`TierHistory`, one rule for fitting and prediction), per module type: this
 round's tier (one-hot), the rounds since its last edge-or-higher and cloud aggregation, and how
 many D2D, edge and cloud aggregations it has had, all over the horizon; plus the round over
-the horizon and the fraction of devices available. What the history cannot know (the data
-split of a seed, the fading) is noise the surrogate averages over.
+the horizon and the fraction of devices available. What the history cannot know (the reset
+seed's fading, mini-batches and layout) is noise the surrogate averages over; the data split is
+the config seed's, and a fit serves that config seed only (:func:`surrogate_key`).
 
 That noise is not small next to the differences a scheduler weighs (a round's global accuracy
 moves by about 0.01 between seeds), and a target crossing is decided by it: a schedule that
@@ -31,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +63,16 @@ class SurrogateMissing(FileNotFoundError):
 
 def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     """Everything that changes what real training measures: the model, data, engine,
-    placement, dynamics and channel configs, the horizon and the seeding scheme."""
+    placement, dynamics and channel configs, the horizon, the seeding scheme and the config
+    seed (it draws the data split and the modules' initial values). The seed enters only
+    when it is not 0, so that the keys of fits and traces made on seed 0 stay what they
+    were."""
     parts = {name: dataclasses.asdict(getattr(cfg, name))
              for name in ("model", "data", "fl", "placement", "dynamics", "channel")}
-    return {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
+    inputs = {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
+    if cfg.seed != 0:
+        inputs["config_seed"] = cfg.seed
+    return inputs
 
 
 def _digest(payload: dict[str, Any]) -> str:
@@ -74,10 +82,12 @@ def _digest(payload: dict[str, Any]) -> str:
 
 def surrogate_key(cfg: ScenarioConfig) -> str:
     """A hex digest of everything that changes what training measures: the model, data,
-    engine, placement, dynamics and channel configs, the horizon, the format and the seeding
-    scheme (:data:`~hffm_env.seeding.SEEDING_SCHEME`, which decides the config seed's data
-    split). Costs, reward weights and the seed do not enter it: a fit is made on the config
-    seed's split, and its error is measured there (``benchmarks/surrogate_error.py``)."""
+    engine, placement, dynamics and channel configs, the horizon, the format, the seeding
+    scheme (:data:`~hffm_env.seeding.SEEDING_SCHEME`) and the config seed, which together
+    decide the data split: a fit of one split is not reused for another, where its error was
+    never measured (``benchmarks/surrogate_error.py`` measures it on the split it was fitted
+    on; on ``small`` another config seed's split put it 0.08 off). Costs and reward weights do
+    not enter it."""
     return _digest({"format": SURROGATE_FORMAT, **_training_inputs(cfg)})
 
 
@@ -103,8 +113,22 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
     """The fitted surrogate for ``cfg``: the file ``path`` if given, else the cache
     (``hffm calibrate`` writes there), else the ones shipped for the presets. Raises
     :class:`SurrogateMissing` saying how to fit one."""
-    if path is not None:
-        return AccuracySurrogate.load(path)
+    if path is not None:  # a file given by hand: check that it can serve this config
+        surrogate = AccuracySurrogate.load(path)
+        if tuple(surrogate.tasks) != tuple(cfg.data.tasks):
+            raise ValueError(f"surrogate = {str(path)!r}: fitted for tasks {list(surrogate.tasks)},"
+                             f" this config runs {list(cfg.data.tasks)}")
+        if surrogate.horizon < cfg.env.episode_rounds:
+            raise ValueError(f"surrogate = {str(path)!r}: fitted on {surrogate.horizon}-round "
+                             f"episodes, shorter than env.episode_rounds = "
+                             f"{cfg.env.episode_rounds}")
+        fitted_for = surrogate.meta.get("config_key")
+        if fitted_for is not None and fitted_for != surrogate_key(cfg):
+            warnings.warn(f"surrogate = {str(path)!r} was fitted for another configuration (key "
+                          f"{fitted_for}, this one {surrogate_key(cfg)}: another layout, data "
+                          "split or training setting); its error was not measured here",
+                          stacklevel=2)
+        return surrogate
     name = surrogate_path(cfg).name
     for candidate in (surrogate_path(cfg), PACKAGED_DIR / name):
         if candidate.is_file():

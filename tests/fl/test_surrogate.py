@@ -107,6 +107,21 @@ def test_a_file_that_is_not_a_surrogate_is_one_error_naming_it(tmp_path, junk):
         AccuracySurrogate.load(path)
 
 
+def test_a_surrogate_given_by_path_is_checked_against_the_config(fitted, tmp_path):
+    path = tmp_path / "fit.pt"
+    fitted.meta["config_key"] = surrogate_key(apply_overrides(small(), ["seed=9"]))
+    fitted.save(path)
+    del fitted.meta["config_key"]
+    six = apply_overrides(small(), [f"env.episode_rounds={HORIZON}"])
+    with pytest.warns(UserWarning, match="fitted for another configuration"):
+        find_surrogate(six, path)
+    with pytest.raises(ValueError, match="fitted on 6-round episodes, shorter than"):
+        find_surrogate(small(), path)  # 16 rounds
+    other_tasks = apply_overrides(six, ["data.tasks=[vqa, count]"])
+    with pytest.raises(ValueError, match=r"fitted for tasks \['vqa', 'count', 'scene'\]"):
+        find_surrogate(other_tasks, path)
+
+
 def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
     monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
     cfg = apply_overrides(small(), ["env.episode_rounds=7"])  # no surrogate ships for this
@@ -114,11 +129,13 @@ def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
         find_surrogate(cfg)
 
 
-def test_the_key_names_the_seeding_scheme_but_not_the_seed(monkeypatch):
+def test_the_key_names_the_seeding_scheme_and_the_config_seed(monkeypatch):
     import hffm_env.fl.surrogate as surrogate
 
     cfg = small()
-    assert surrogate_key(apply_overrides(cfg, ["seed=5"])) == surrogate_key(cfg)
+    # another config seed draws another data split: a fit of seed 0's is not its fit
+    assert surrogate_key(apply_overrides(cfg, ["seed=5"])) != surrogate_key(cfg)
+    assert surrogate_key(cfg) == "bca699d86950c05526dcbd89"  # the shipped fit's, unchanged
     before = surrogate_key(cfg)
     # another scheme draws another data split from the same config seed: never reuse a fit
     monkeypatch.setattr(surrogate, "SEEDING_SCHEME", "some-later-scheme")
