@@ -120,7 +120,12 @@ class HFFMEnv(gym.Env):
     same network, schedule decoding and cost model, with accuracies, losses and drift predicted
     by a surrogate fitted on real-training traces of this scenario (:mod:`hffm_env.fl.surrogate`;
     ``hffm calibrate`` fits one, ``benchmarks/surrogate_error.py`` reports its held-out error);
-    ``info["measured"]`` marks its predictions as available. By default it plays the
+    ``info["measured"]`` marks its predictions available on the rounds the evaluation budget
+    would measure (the local and held-out accuracy on the same rounds as in train fidelity,
+    the drift 0 at reset); its ``train_loss`` is the mean of the predicted per-task losses
+    (train fidelity's is the devices' training loss, MoE balance term included), so compare it
+    within one fidelity. The surrogate serves the config it was fitted for, config seed
+    included (:func:`~hffm_env.fl.surrogate.surrogate_key`). By default it plays the
     surrogate's mean prediction; ``env.surrogate_noise="residuals"`` adds, per episode, one
     recorded real episode's out-of-fold residuals to the global accuracy per task (drawn from
     the reset's ``surrogate`` stream), so a target is crossed early or late as often as in real
@@ -196,7 +201,10 @@ class HFFMEnv(gym.Env):
       as they were (an edge relay after it handed out the cloud model the edge never
       received); with outage, a D2D route is paid up to the link that failed and a module
       relayed over a lost route does not arrive; boolean actions are accepted as 0 and 1, as
-      the spaces' ``contains`` says.
+      the spaces' ``contains`` says. Surrogate fidelity reports the local and held-out
+      accuracy on the evaluation budget's rounds only, and drift 0 at reset, as train
+      fidelity does (its observation and rewards are unchanged); a fit serves its own config
+      seed only.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
@@ -281,6 +289,7 @@ class HFFMEnv(gym.Env):
                     "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
                     "set env.surrogate_noise=none")
         self._surrogate_noise: np.ndarray | None = None  # this episode's, (rounds + 1, targets)
+        self._prediction: Evaluation | None = None  # the surrogate's last, measured or not
         if fidelity == "train":
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
@@ -464,7 +473,8 @@ class HFFMEnv(gym.Env):
         episode's totals, and keep what the observation reads."""
         if self.surrogate is not None:  # before anything changes
             self.surrogate.check_schedule(schedule)
-        result = self.engine.run_round(schedule, full_evaluation=self._full_evaluation_due())
+        full = self._full_evaluation_due()
+        result = self.engine.run_round(schedule, full_evaluation=full)
         self.clock.advance(dict(schedule.tiers))
         self.rounds_done += 1
         self.cumulative_latency_s += result.cost.latency_s
@@ -472,7 +482,7 @@ class HFFMEnv(gym.Env):
         self._last_result = result
         self._last_schedule = schedule
         if self.surrogate is not None:
-            self._predict_into(result, schedule.tiers)
+            self._predict_into(result, schedule.tiers, full=full)
         self._loss = result.loss_per_task
         if self.engine.train or self.surrogate is not None:
             self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
@@ -500,9 +510,10 @@ class HFFMEnv(gym.Env):
     def _measure_in_full(self, result: RoundResult) -> None:
         """Measure the local and held-out accuracy of the round just played if the evaluation
         budget skipped them (train fidelity; the episode's last round is always measured)."""
-        if not self.engine.train or math.isfinite(result.accuracy_local["mean"]):
+        if not (self.engine.train or self.surrogate is not None) \
+                or math.isfinite(result.accuracy_local["mean"]):
             return
-        scores = self.engine.evaluate()
+        scores = self.engine.evaluate() if self.engine.train else self._prediction
         result.accuracy_local, result.accuracy_held_out = (scores.accuracy_local,
                                                            scores.accuracy_held_out)
         result.accuracy_local_per_device = scores.accuracy_local_per_device
@@ -603,10 +614,13 @@ class HFFMEnv(gym.Env):
         return dict(self._drift)
 
     def _predict_into(self, result: RoundResult | None,
-                      tiers: dict[str, Tier] | None) -> Evaluation:
+                      tiers: dict[str, Tier] | None, *, full: bool = True) -> Evaluation:
         """Surrogate fidelity: the fitted surrogate's prediction for the round just played
         (``tiers``; None at reset), written into ``result`` (accuracies, losses; drift into
-        the env's state) and returned as an :class:`Evaluation`."""
+        the env's state) and returned as an :class:`Evaluation`. As in train fidelity, the
+        local and held-out accuracy are reported only on the rounds the evaluation budget
+        measures (``full``; NaN otherwise, the prediction kept for a budget-ended episode),
+        and the drift at reset is 0 (every copy starts equal)."""
         assert self.surrogate is not None
         available = float(np.mean(self.network.available))
         features = self._tier_history.step(tiers, available)
@@ -621,10 +635,15 @@ class HFFMEnv(gym.Env):
             out["mean"] = float(np.mean(list(out.values())))
             return out
 
-        scores = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
-                            per_task("accuracy_held_out"),
-                            np.full((self.network.num_devices, len(self.tasks)), np.nan))
-        self._drift = {m: (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
+        unmeasured = np.full((self.network.num_devices, len(self.tasks)), np.nan)
+        self._prediction = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
+                                      per_task("accuracy_held_out"), unmeasured)
+        scores = self._prediction
+        if not full:
+            skipped = dict.fromkeys([*self.tasks, "mean"], float("nan"))
+            scores = Evaluation(scores.accuracy, dict(skipped), dict(skipped), unmeasured)
+        self._drift = {m: (0.0, 0.0) if tiers is None
+                       else (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
                        for m in MODULE_TYPES}
         if result is not None:
             result.accuracy, result.accuracy_local = scores.accuracy, scores.accuracy_local

@@ -183,6 +183,34 @@ def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_pa
     env.close()
 
 
+def test_a_surrogate_episode_reports_what_train_fidelity_would_measure(fitted, tmp_path):
+    """The local and held-out accuracy only on the rounds the evaluation budget measures (here
+    4th and the last), the drift at reset 0, as in train fidelity."""
+    import gymnasium as gym
+
+    path = tmp_path / "s.pt"
+    fitted.save(path)
+    overrides = [*TINY_OVERRIDES, f"env.episode_rounds={HORIZON}",
+                 "fl.eval_local_every_rounds=4"]
+    measured = {}
+    for fidelity in ("surrogate", "train"):
+        given = str(path) if fidelity == "surrogate" else None
+        env = gym.make("hffm/HFFM-v0", scenario="small", fidelity=fidelity,
+                       overrides=overrides, surrogate=given)
+        _, info = env.reset(seed=5)
+        assert all(v == (0.0, 0.0) for v in env.unwrapped.drift.values())
+        flags = [(info["measured"]["accuracy_local"], info["measured"]["accuracy_held_out"])]
+        for _ in range(HORIZON):
+            info = env.step(env.unwrapped.layout.encode(1, 2))[-1]
+            flags.append((info["measured"]["accuracy_local"],
+                          info["measured"]["accuracy_held_out"]))
+        measured[fidelity] = flags
+        env.close()
+    assert measured["surrogate"] == measured["train"]
+    assert [local for local, _ in measured["surrogate"]] == [True, False, False, False, True,
+                                                            False, True]
+
+
 def _noisy_episodes(count: int, seed: int) -> list[list[RoundTrace]]:
     """The synthetic episodes plus measurement noise: what the residuals should recover."""
     rng = np.random.default_rng(seed)
