@@ -300,8 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     out["checks"] = checks
     if args.target_accuracy is not None:
         out["crossing"] = out_crossing
-    held_out = "held-out " if min(seeds) >= 1000 else ""
+    in_fit = sorted(set(seeds) & set(surrogate.meta.get("seeds") or []))
+    if in_fit:  # the fit saw these seeds' episodes: its errors there are in-sample
+        out["in_sample_seeds"] = in_fit
+    held_out = "held-out " if min(seeds) >= 1000 and not in_fit else ""
     print(f"\n{cfg.name}: {len(episodes)} {held_out}episodes (seeds {seeds})")
+    if in_fit:
+        print(f"(seeds {in_fit} are among the fit's: these errors are in-sample)")
     width = max(24, *(len(p) + 2 for p in finals))
     print(f"{'policy':<{width}}{'real final':>12}{'surrogate':>12}{'round bias':>12}")
     for p, pairs in finals.items():  # every policy, mean over its episodes

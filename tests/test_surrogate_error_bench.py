@@ -46,6 +46,19 @@ def test_shipped_surrogate_meets_its_targets_on_held_out_real_episodes(traces, l
     assert result["episodes"] == 45 and result["seeds"] == [1000, 1001, 1002]
     assert set(result["checks"]) == {"final_mae", "round_mae", "spearman"}
     assert all(result["checks"].values()), result
+    assert "in_sample_seeds" not in result
+    if not layout:  # today's fit names its trace files: the errors split by schedule
+        seen, new = result["seen_schedules"], result["new_schedules"]
+        assert seen["episodes"] + new["episodes"] == 45 and new["episodes"] >= 12
+        assert new["final_mae"] <= 0.02 and new["round_mae"] <= 0.03  # new schedules too
+        assert result["spearman_distinct_finals"] == 5
+
+
+def test_errors_on_the_fits_own_seeds_are_called_in_sample(tmp_path, monkeypatch):
+    result = _surrogate_error(TRACES / "calibration_small_seeds01.json.gz", tmp_path,
+                              monkeypatch)
+    assert result["in_sample_seeds"] == [0, 1]
+    assert result["new_schedules"]["episodes"] == 0  # every schedule there was fitted on
 
 
 LEARNER_TRACES = {"calibration_small_seeds6789_agents.json.gz",
