@@ -23,7 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from hffm_env.baselines.policies import PAPER_SCHEDULES, Policy, _relay_from_edge, make_policy
+from hffm_env.baselines.policies import (
+    PAPER_SCHEDULES,
+    Policy,
+    RandomPolicy,
+    make_policy,
+)
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route
 from hffm_env.fl.surrogate import (
@@ -33,6 +38,7 @@ from hffm_env.fl.surrogate import (
     target_names,
     traces_key,
 )
+from hffm_env.wrappers import relay_from_edge
 
 __all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
            "trace_episode", "calibrate", "fit_traces", "read_traces", "write_traces"]
@@ -62,7 +68,8 @@ class MixedPeriodPolicy:
         env = self.env
         return env.layout.encode(self.edge, self.cloud, self.route, pair_exchange=self.pairs,
                                  heads=[int(h) for h in env.network.heads],
-                                 relay=_relay_from_edge(env.layout, env.engine.pending))
+                                 relay=relay_from_edge(env.layout.num_requests,
+                                                       len(env.engine.pending)))
 
     @classmethod
     def draw(cls, name: str, menu: Sequence[int], rng: np.random.Generator) -> MixedPeriodPolicy:
@@ -98,6 +105,22 @@ def cloud_every_round_schedules() -> list[Policy]:
     return out
 
 
+class _NthRandom(RandomPolicy):
+    """``random``, the ``k``-th of a seed's random episodes: the first draws from the seed (as
+    ``random`` does), the others from ``(seed, k)``, so that they play other actions (they used
+    to replay the first episode)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def reset(self, env: Any, seed: int | None = None) -> None:
+        """Seed the policy's generator from the episode's seed and ``k``."""
+        super().reset(env, seed)
+        if seed is not None and self.k:
+            self.rng = np.random.default_rng([seed, self.k])
+
+
 def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int = 1,
            policies: Sequence[str] = DESIGN_POLICIES) -> list[Callable[[], Policy]]:
     """Factories of the calibration design's policies (see the module docstring): the named
@@ -105,7 +128,7 @@ def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int 
     with ``seed``."""
     rng = np.random.default_rng(seed)
     out: list[Callable[[], Policy]] = [lambda n=n: make_policy(n) for n in policies]
-    out += [lambda: make_policy("random")] * random_episodes
+    out += [lambda k=k: _NthRandom(k) for k in range(random_episodes)]
     for k in range(mixed):
         policy = MixedPeriodPolicy.draw(f"mixed-{k}", menu, rng)
         out.append(lambda p=policy: p)

@@ -70,6 +70,25 @@ def test_mixed_schedules_are_drawn_from_the_menu_reproducibly():
     assert set(a.edge.values()) | set(a.cloud.values()) <= {1, 2, 0}
 
 
+def test_a_seeds_random_episodes_play_different_actions():
+    """--random-episodes N gives N different episodes per seed (they replayed the first), the
+    first one as `random` plays it."""
+    from hffm_env.baselines.calibrate import design
+    from hffm_env.baselines.policies import make_policy
+    from hffm_env.testing import make_tiny_env
+
+    env = make_tiny_env()
+    env.reset(seed=3)
+    firsts = []
+    for policy in [make_policy("random"), *(f() for f in design((1, 2, 0), 0, random_episodes=3,
+                                                               policies=()))]:
+        assert policy.name == "random"
+        policy.reset(env, 3)
+        firsts.append(tuple(policy.act(None, {})))
+    assert firsts[0] == firsts[1] and len(set(firsts[1:])) == 3
+    env.close()
+
+
 @pytest.fixture(scope="module")
 def trained(calibrated, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "agent"
