@@ -132,10 +132,11 @@ class CostAccountant:
        cycles_per_sample * n`` joules; a cluster's COMPUTE stage lasts as long as its slowest
        device.
     6. **Round latency.** A cluster's latency is the sum of its stage times (stages are
-       barriers). Up = COMPUTE .. BACKHAUL_UP, down = BACKHAUL_DOWN .. D2D_DOWN. When any backhaul
-       or device_cloud hop happened, the cloud synchronises the clusters: round latency = max
-       over clusters of up + max over clusters of down. Otherwise clusters are independent:
-       max over clusters of (up + down).
+       barriers). Up = COMPUTE .. BACKHAUL_UP, down = BACKHAUL_DOWN .. D2D_DOWN. The clusters
+       that send up to the cloud (a BACKHAUL_UP-stage hop: they join a cloud aggregation)
+       synchronise there: they take max over them of up + max over them of down. Every other
+       cluster (none sent up, or it stayed out of the cloud; a module relayed from the cloud
+       is no barrier) takes its own up + down. Round latency is the larger of the two.
 
     Payload sizes are the callers' business (e.g. rescaling to ``cost.model_payload_bits``).
 
@@ -226,8 +227,10 @@ class CostAccountant:
 
         up = stage_lat[:_NUM_UP_STAGES].sum(axis=0)
         down = stage_lat[_NUM_UP_STAGES:].sum(axis=0)
-        cloud_sync = bool(np.any((link == LinkKind.BACKHAUL) | (link == LinkKind.DEVICE_CLOUD)))
-        latency = up.max() + down.max() if cloud_sync else (up + down).max()
+        syncing = np.zeros(c, dtype=bool)
+        syncing[cols["cluster"][cols["stage"] == Stage.BACKHAUL_UP]] = True
+        latency = max((up[syncing].max() + down[syncing].max()) if syncing.any() else 0.0,
+                      (up + down)[~syncing].max(initial=0.0))
 
         tier_names = ("compute", "d2d", "edge", "cloud")
         link_energy = np.bincount(link, weights=energy, minlength=len(LinkKind))

@@ -125,14 +125,14 @@ def test_broadcast_tree_is_store_and_forward_and_charged_per_edge():
 def test_cloud_synchronises_clusters():
     topo, rates = two_clusters()
 
-    def table_with(cloud: bool) -> TransferTable:
+    def table_with(cloud: bool, joining=(0, 1)) -> TransferTable:
         table = TransferTable.for_topology(topo)
         table.add_uplinks("adapter/a", 30.0, [0])  # cluster 0 up: 3 s
         table.add_uplinks("adapter/a", 10.0, [2])  # cluster 1 up: 1 s
         table.add_downlinks("adapter/a", 10.0, [0])  # cluster 0 down: 1 s
         table.add_downlinks("adapter/a", 15.0, [2])  # cluster 1 down: 3 s
         if cloud:
-            table.add_backhaul_up("adapter/a", 10.0, [0, 1])  # 0.5 + 10 / 10 = 1.5 s each
+            table.add_backhaul_up("adapter/a", 10.0, list(joining))  # 0.5 + 10 / 10 = 1.5 s
         return table
 
     acc = accountant(topo)
@@ -146,6 +146,13 @@ def test_cloud_synchronises_clusters():
     assert report.energy_by_tier_j["edge"] == pytest.approx(0.6 * 4 + 2.0 * 4)
     # Edge-side transmissions are not any device's energy.
     np.testing.assert_allclose(report.energy_by_device_j, [1.8, 0.0, 0.6, 0.0])
+    # Only cluster 1 joins the cloud: it alone waits there (1 + 1.5 + 3 = 5.5 s); cluster 0
+    # keeps its own 3 + 1 = 4 s, not max up (4.5) + max down (3) = 7.5 s.
+    assert acc.account(table_with(True, joining=[1]), rates).latency_s == pytest.approx(5.5)
+    # A module relayed from the cloud (backhaul down only) is no barrier: clusters independent.
+    relayed = table_with(False)
+    relayed.add_backhaul_down("adapter/a", 10.0, [0])  # cluster 0: 4 + 1.5 s
+    assert acc.account(relayed, rates).latency_s == pytest.approx(5.5)
 
 
 def test_downlink_not_charged_when_charge_downlink_is_false():
