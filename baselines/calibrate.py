@@ -38,6 +38,7 @@ from hffm_env.fl.surrogate import (
     target_names,
     traces_key,
 )
+from hffm_env.seeding import FIRST_HELD_OUT_SEED
 from hffm_env.wrappers import relay_from_edge
 
 __all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
@@ -261,10 +262,11 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
     base = env.unwrapped
     if base.fidelity != "train":
         raise ValueError(f"calibrate needs a train-fidelity env, got {base.fidelity!r}")
-    bad = [s for s in seeds if s >= 1000]
+    bad = [s for s in seeds if s >= FIRST_HELD_OUT_SEED]
     if bad:
-        raise ValueError(f"calibration seeds {bad}: must be training seeds below 1000 "
-                         "(1000+ are held out for evaluation)")
+        raise ValueError(f"calibration seeds {bad}: must be training seeds below "
+                         f"{FIRST_HELD_OUT_SEED} (the seeds from there up are held out for "
+                         "evaluation)")
     factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
                        policies=policies)
     factories += [lambda a=policy: a for policy in (*schedules, *agents)]

@@ -133,9 +133,12 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
 def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``parser.error`` naming the first shared argument out of range (search seeds must be
     training seeds; the target above 0; the types refuse the rest while parsing)."""
-    if any(s >= 1000 for s in args.seeds):
-        parser.error(f"--seeds {[s for s in args.seeds if s >= 1000]}: search on training "
-                     "seeds (below 1000); held-out seeds judge (--heldout-seeds)")
+    from hffm_env.seeding import FIRST_HELD_OUT_SEED
+
+    held_out = [s for s in args.seeds if s >= FIRST_HELD_OUT_SEED]
+    if held_out:
+        parser.error(f"--seeds {held_out}: search on training seeds (below "
+                     f"{FIRST_HELD_OUT_SEED}); held-out seeds judge (--heldout-seeds)")
     if not 0 < args.target_accuracy < 1:
         parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
 

@@ -45,6 +45,7 @@ import numpy as np
 from _output import emit_json
 
 from hffm_env import arguments
+from hffm_env.seeding import FIRST_HELD_OUT_SEED
 
 TARGETS = {"final_mae": 0.02, "round_mae": 0.03, "spearman": 0.9, "speedup": 100.0}
 
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.traces:
         args.seeds = args.seeds or [1000, 1001, 1002]
-        if any(s < 1000 for s in args.seeds):
-            parser.error("--seeds: held-out seeds are 1000 and above")
+        if any(s < FIRST_HELD_OUT_SEED for s in args.seeds):
+            parser.error(f"--seeds: held-out seeds are {FIRST_HELD_OUT_SEED} and above")
 
     import gymnasium as gym
 
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     in_fit = sorted(set(seeds) & set(surrogate.meta.get("seeds") or []))
     if in_fit:  # the fit saw these seeds' episodes: its errors there are in-sample
         out["in_sample_seeds"] = in_fit
-    held_out = "held-out " if min(seeds) >= 1000 and not in_fit else ""
+    held_out = "held-out " if min(seeds) >= FIRST_HELD_OUT_SEED and not in_fit else ""
     print(f"\n{cfg.name}: {len(episodes)} {held_out}episodes (seeds {seeds})")
     if in_fit:
         print(f"(seeds {in_fit} are among the fit's: these errors are in-sample)")
