@@ -195,16 +195,18 @@ class HFFMEnv(gym.Env):
       per seed spawns a stream per consumer (every seeded episode differs), and ``small`` has
       4 clusters of 3 (its observation has 57 entries, its full action 39 slots, its coarse
       action 14).
-    * v0, eighth revision (results differ only with mobility, outage, or task arrivals on
-      STAR routes, e.g. ``medium``): partner slots name the nearest mates of the round being played
-      (they named the first round's); a STAR-route cloud round leaves the edge servers' copies
+    * v0, eighth revision (results differ only with mobility, outage or task arrivals, as in
+      ``medium``, or with clusters left out of the cloud; the presets ``small`` and ``paper``
+      play as before): partner slots name the nearest mates of the round being played (they
+      named the first round's); a STAR-route cloud round leaves the edge servers' copies
       as they were (an edge relay after it handed out the cloud model the edge never
       received); with outage, a D2D route is paid up to the link that failed and a module
-      relayed over a lost route does not arrive; boolean actions are accepted as 0 and 1, as
-      the spaces' ``contains`` says. Surrogate fidelity reports the local and held-out
-      accuracy on the evaluation budget's rounds only, and drift 0 at reset, as train
-      fidelity does (its observation and rewards are unchanged); a fit serves its own config
-      seed only.
+      relayed over a lost route does not arrive; a round's latency makes only the clusters
+      that send up to the cloud wait for each other there (not one served by a cloud relay);
+      boolean actions are accepted as 0 and 1, as the spaces' ``contains`` says. Surrogate
+      fidelity reports the local and held-out accuracy on the evaluation budget's rounds
+      only, and drift 0 at reset, as train fidelity does (its observation and rewards are
+      unchanged); a fit serves its own config seed only.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
