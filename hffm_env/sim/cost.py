@@ -132,11 +132,13 @@ class CostAccountant:
        cycles_per_sample * n`` joules; a cluster's COMPUTE stage lasts as long as its slowest
        device.
     6. **Round latency.** A cluster's latency is the sum of its stage times (stages are
-       barriers). Up = COMPUTE .. BACKHAUL_UP, down = BACKHAUL_DOWN .. D2D_DOWN. The clusters
-       that send up to the cloud (a BACKHAUL_UP-stage hop: they join a cloud aggregation)
-       synchronise there: they take max over them of up + max over them of down. Every other
-       cluster (none sent up, or it stayed out of the cloud; a module relayed from the cloud
-       is no barrier) takes its own up + down. Round latency is the larger of the two.
+       barriers). Up = COMPUTE .. BACKHAUL_UP, down = BACKHAUL_DOWN .. D2D_DOWN. When clusters
+       send up to the cloud (a BACKHAUL_UP-stage hop: they join a cloud aggregation), what the
+       cloud sends down waits for the slowest of them: a cluster that sends up or receives
+       from the cloud starts its down phase at max(its up, the slowest sender's up). Every
+       other cluster (one left out of the cloud, say) takes its own up + down, and so does
+       every cluster when none sends up (a module relayed from the cloud waits for nothing).
+       Round latency is the slowest cluster's.
 
     Payload sizes are the callers' business (e.g. rescaling to ``cost.model_payload_bits``).
 
@@ -227,10 +229,15 @@ class CostAccountant:
 
         up = stage_lat[:_NUM_UP_STAGES].sum(axis=0)
         down = stage_lat[_NUM_UP_STAGES:].sum(axis=0)
-        syncing = np.zeros(c, dtype=bool)
-        syncing[cols["cluster"][cols["stage"] == Stage.BACKHAUL_UP]] = True
-        latency = max((up[syncing].max() + down[syncing].max()) if syncing.any() else 0.0,
-                      (up + down)[~syncing].max(initial=0.0))
+        cluster, stage = cols["cluster"], cols["stage"]
+        sends_up = np.zeros(c, dtype=bool)
+        sends_up[cluster[stage == Stage.BACKHAUL_UP]] = True
+        down_starts = up
+        if sends_up.any():  # the cloud's answer leaves after the slowest sender's upload
+            waits = sends_up.copy()
+            waits[cluster[stage == Stage.BACKHAUL_DOWN]] = True
+            down_starts = np.where(waits, np.maximum(up, up[sends_up].max()), up)
+        latency = (down_starts + down).max()
 
         tier_names = ("compute", "d2d", "edge", "cloud")
         link_energy = np.bincount(link, weights=energy, minlength=len(LinkKind))
