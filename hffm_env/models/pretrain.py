@@ -84,7 +84,7 @@ __all__ = [
     "downstream_probes",
 ]
 
-CODE_VERSION: str = "m3t-pretrain-3"
+CODE_VERSION: str = "m3t-pretrain-4"
 """Bump when the architecture or the pretext recipe changes: old cache files then go unused."""
 
 PRETRAIN_SEED: int = 0
@@ -567,7 +567,10 @@ def build_model(
     """
     checkpoint = _checkpoint_dir(model_config.pretrained_path)
     backbone = load_backbone(checkpoint) if checkpoint is not None else None
-    model = M3TModel(model_config, data_config, seed=seed, backbone=backbone)
+    # the frozen parts start from PRETRAIN_SEED whatever ``seed`` is, so that the cached file
+    # (whose key has no seed) is the same whichever build writes it; ``seed`` then draws only
+    # the fresh trainable modules (load_pretrained_state re-seeds them)
+    model = M3TModel(model_config, data_config, seed=PRETRAIN_SEED, backbone=backbone)
     path = _usable_cache_path(cache_path(model_config, data_config, cache_dir))
     key = path.stem.removeprefix("m3t-")
     with _build_lock(path):  # one process builds; the others wait here, then load its file

@@ -41,6 +41,7 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, co
         torch.testing.assert_close(a, b, msg=name)
     # another seed: same frozen parts, other fresh heads
     third = build_model(TINY_MODEL, TINY_DATA, seed=1, progress=False)
+    torch.testing.assert_close(third.pretrained_state(), first.pretrained_state())
     torch.testing.assert_close(third.query_token, first.query_token)
     assert not torch.equal(third.heads["vqa"].weight, first.heads["vqa"].weight)
     monkeypatch.setattr(pretrain, "pretrain_model", original)
@@ -226,3 +227,18 @@ def test_two_processes_building_one_cache_take_turns(tmp_path, configs):
     assert all(run.returncode == 0 for run in runs), outputs
     assert sorted(out.strip() for out, _ in outputs) == ["built", "cached"]
     assert sum("pre-training the frozen parts" in err for _, err in outputs) == 1
+
+
+def test_the_cached_frozen_parts_do_not_depend_on_the_seed_that_built_them(tmp_path,
+                                                                          monkeypatch, configs):
+    """The cache key has no seed, so a build with seed 1 into an empty cache must write what a
+    build with seed 0 would: the frozen parts start from PRETRAIN_SEED."""
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806  (as in the tests above)
+    built = {}
+    for seed in (1, 0):
+        monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / f"cache{seed}"))
+        model = build_model(TINY_MODEL, TINY_DATA, seed=seed, progress=False)
+        assert model.pretrain_info["cached"] is False
+        built[seed] = model.pretrained_state()
+    for name, value in built[0].items():
+        torch.testing.assert_close(built[1][name], value, msg=name)
