@@ -203,7 +203,8 @@ class HFFMEnv(gym.Env):
       received); with outage, a D2D route is paid up to the link that failed and a module
       relayed over a lost route does not arrive; a round's latency makes only the clusters
       that send up to the cloud, or receive from it after they did, wait for the slowest
-      upload;
+      upload; a device that gained a task whose prompt and head have not arrived is scored
+      without them, as it trains;
       boolean actions are accepted as 0 and 1, as the spaces' ``contains`` says. Surrogate
       fidelity reports the local and held-out accuracy on the evaluation budget's rounds
       only, and drift 0 at reset, as train fidelity does (its observation and rewards are

@@ -659,9 +659,12 @@ class FederatedEngine:
 
     def reads_modules(self) -> np.ndarray:
         """``(N, M)`` bool: the modules each device's forward pass reads (the encoders of its
-        modalities, the prompts and heads of the tasks it runs, the shared fusion modules)."""
+        modalities, the prompts and heads of the tasks it serves, the shared fusion modules).
+        A task whose prompt or head has not arrived yet is not served: its initial prompt must
+        not enter the attention of the tasks the device does serve (training leaves it out
+        too)."""
         modality = self.modality_mask.cpu().numpy()
-        tasks = self.device_tasks.cpu().numpy()
+        tasks = self.trainable_tasks().cpu().numpy()
         out = np.ones((self.num_devices, len(self.module_ids)), dtype=bool)
         for k, module_id in enumerate(self.module_ids):
             kind, _, name = module_id.partition("/")
@@ -673,9 +676,10 @@ class FederatedEngine:
 
     def predict_rows(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``(R, K)`` predicted class of every evaluation row (``self.evaluator.rows``), or of
-        the rows indexed by ``rows``; -1 for tasks the row's device does not run."""
+        the rows indexed by ``rows``; -1 for tasks the row's device does not serve (the task
+        mask of training: :meth:`trainable_tasks`)."""
         return self.evaluator.predict(self.params, self.reads_modules(), self._params_of_module,
-                                      self.modality_mask, self.device_tasks, rows)
+                                      self.modality_mask, self.trainable_tasks(), rows)
 
     def _evaluate(self, full: bool) -> Evaluation:
         serving = self.trainable_tasks()

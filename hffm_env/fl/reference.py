@@ -65,7 +65,7 @@ def sequential_local_training(
 def per_device_predictions(engine: FederatedEngine) -> torch.Tensor:
     """``(R, K)`` predictions of every evaluation row, each device's model run on its own rows
     with a plain forward pass (no grouping, no deduplication, no ``vmap``; -1 for tasks the
-    device does not run): what
+    device does not serve): what
     :meth:`FederatedEngine.predict_rows` must reproduce."""
     rows = engine.evaluator.rows
     features, out = engine.evaluator.features, None
@@ -74,7 +74,7 @@ def per_device_predictions(engine: FederatedEngine) -> torch.Tensor:
         params = {k: v[d] for k, v in engine.params.items()}
         feats = {m: f[rows.sample[mine]] for m, f in features.items()}
         modality = engine.modality_mask[d].expand(len(mine), -1)
-        tasks = engine.device_tasks[d].expand(len(mine), -1)
+        tasks = engine.trainable_tasks()[d].expand(len(mine), -1)
         logits = torch.func.functional_call(engine.model, params, (feats, modality, tasks))[0]
         if out is None:
             out = torch.empty((len(rows), logits.shape[1]), dtype=torch.long)

@@ -92,3 +92,28 @@ def test_the_evaluation_budget_says_what_each_round_measured():
     assert local == [False, True, False, True, True]  # every 2nd round and the last one
     assert held_out == local
     env.close()
+
+
+def test_a_task_whose_modules_have_not_arrived_does_not_touch_the_served_tasks(engine):
+    """After a task arrival, the device runs the new task but holds neither its prompt nor its
+    head yet: its predictions on the tasks it serves are those of its trained model, whatever
+    the values of the prompt it does not hold (training leaves that prompt out as well)."""
+    engine.reset(2)
+    engine.run_round(Schedule())
+    candidates = [(d, k) for d in range(engine.num_devices) for k in range(len(engine.tasks))
+                  if not bool(engine.device_tasks[d, k])]
+    assert candidates, "the tiny scenario needs a device that does not run some task"
+    d, k = candidates[0]
+    task = engine.tasks[k]
+    engine.device_tasks[d, k] = True  # the task arrives; its prompt and head are pending
+    prompt = engine.module_index[f"prompt/{task}"]
+    engine.holds[d, prompt] = False
+    engine.holds[d, engine.module_index[f"head/{task}"]] = False
+    before = engine.predict_rows()
+    for name in engine.inventory.by_id(f"prompt/{task}").param_names:
+        engine.params[name][d] += 5.0  # the prompt the device does not hold
+    after = engine.predict_rows()
+    mine = engine.evaluator.rows.device == d
+    assert torch.equal(before[mine], after[mine])
+    assert bool((before[mine][:, k] == -1).all())  # the pending task itself is not scored
+    assert _agreement(engine) >= 0.999  # the reference runs the same masks
