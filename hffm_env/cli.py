@@ -55,7 +55,7 @@ def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[s
 
 def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
     from hffm_env.data import draw_network_profiles, task_specs
-    from hffm_env.models import M3TModel, ModuleInventory, cached_pretrain_info
+    from hffm_env.models import M3TModel, ModuleInventory, backbone_shape, cached_pretrain_info
     from hffm_env.seeding import RandomStreams
     from hffm_env.sim import place_network
 
@@ -80,7 +80,7 @@ def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
                            for m in config.data.modalities},
             "tasks": {t: sum(t in dev["tasks"] for dev in members) for t in config.data.tasks},
         })
-    model = M3TModel(config.model, config.data)
+    model = M3TModel(config.model, config.data, backbone=backbone_shape(config.model))
     inventory = ModuleInventory(model)
     specs = task_specs(config.data)
     return {

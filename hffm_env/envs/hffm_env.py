@@ -229,7 +229,7 @@ class HFFMEnv(gym.Env):
         reward: str | Reward | None = None,
     ) -> None:
         from hffm_env.data import build_federated_data
-        from hffm_env.models import M3TModel, build_model
+        from hffm_env.models import M3TModel, backbone_shape, build_model
         from hffm_env.sim import Network
 
         if fidelity not in FIDELITIES:
@@ -304,7 +304,8 @@ class HFFMEnv(gym.Env):
             # pool exists yet and the process can fork afterwards (AsyncVectorEnv's default
             # context builds one env in the parent, then forks the workers)
             with _one_torch_thread():
-                model = M3TModel(cfg.model, cfg.data)
+                # (a checkpoint backbone's sizes, when model.pretrained_path names one)
+                model = M3TModel(cfg.model, cfg.data, backbone=backbone_shape(cfg.model))
                 self.engine = FederatedEngine(cfg, model, self.data, network, train=False,
                                               device=device)
         self.tasks = self.engine.tasks

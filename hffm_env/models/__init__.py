@@ -21,6 +21,7 @@ from hffm_env.models.inventory import (
 from hffm_env.models.m3t import NEG_LOGIT, M3TModel, masked_task_loss
 from hffm_env.models.pretrain import (
     CODE_VERSION,
+    backbone_shape,
     build_model,
     cache_key,
     cache_path,
@@ -45,6 +46,7 @@ __all__ = [
     "default_cache_dir",
     "get_module_state",
     "held_modules",
+    "backbone_shape",
     "load_backbone",
     "masked_task_loss",
     "pretrain_model",

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import BertModel
+from transformers import BertConfig, BertModel
 
 from hffm_env.config import DataConfig, ModelConfig
 from hffm_env.data import (
@@ -78,6 +78,7 @@ __all__ = [
     "cache_key",
     "cache_path",
     "load_backbone",
+    "backbone_shape",
     "pretrain_model",
     "build_model",
     "cached_pretrain_info",
@@ -218,15 +219,43 @@ def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
 # backbone checkpoints
 
 
+def _bert_config(folder: Path) -> BertConfig:
+    """The checkpoint's config, refused unless it describes a BERT model."""
+    config = BertConfig.from_pretrained(str(folder), local_files_only=True)
+    if config.model_type != "bert":
+        raise ValueError(f"model.pretrained_path = {str(folder)!r}: a {config.model_type!r} "
+                         "checkpoint; the fusion backbone must be a BERT checkpoint "
+                         "(BertModel.save_pretrained)")
+    return config
+
+
 def load_backbone(path: str | Path) -> BertModel:
-    """A local Hugging Face BERT checkpoint as a frozen fusion backbone (never downloads)."""
+    """A local Hugging Face BERT checkpoint as a frozen fusion backbone (never downloads).
+    Another architecture, or weights missing from the checkpoint (the pooler aside: it is not
+    used), raise ``ValueError``: they would leave a randomly initialised "pre-trained"
+    backbone."""
     folder = _checkpoint_dir(path)
-    backbone = BertModel.from_pretrained(
-        str(folder), local_files_only=True, add_pooling_layer=False, attn_implementation="eager"
+    _bert_config(folder)
+    backbone, loading = BertModel.from_pretrained(
+        str(folder), local_files_only=True, add_pooling_layer=False, attn_implementation="eager",
+        output_loading_info=True,
     )
-    if not isinstance(backbone, BertModel):
-        raise TypeError(f"{path}: expected a BertModel checkpoint, got {type(backbone).__name__}")
+    missing = [k for k in [*loading["missing_keys"], *loading["mismatched_keys"]]
+               if not str(k).startswith("pooler.")]
+    if missing:
+        raise ValueError(f"model.pretrained_path = {str(folder)!r}: the checkpoint lacks "
+                         f"{len(missing)} of the backbone's weights (e.g. {missing[:3]})")
     return backbone
+
+
+def backbone_shape(model_config: ModelConfig) -> BertModel | None:
+    """With ``model_config.pretrained_path``, a backbone of the checkpoint's sizes without its
+    weights (for pricing and inventories: module sizes follow the checkpoint's hidden size);
+    ``None`` without one."""
+    folder = _checkpoint_dir(model_config.pretrained_path)
+    if folder is None:
+        return None
+    return BertModel(_bert_config(folder), add_pooling_layer=False)
 
 
 # --------------------------------------------------------------------------------------------

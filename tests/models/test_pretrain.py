@@ -123,6 +123,34 @@ def test_pretrained_path_loads_local_checkpoint(tmp_path, monkeypatch, configs):
     assert build_model(config, TINY_DATA, progress=False).pretrain_info["cached"]
 
 
+def test_a_checkpoint_prices_modules_at_its_own_sizes_and_must_be_a_whole_bert(tmp_path,
+                                                                              configs):
+    """Cost fidelity (no weights loaded) and train fidelity see the same module sizes; another
+    architecture, or a checkpoint that lacks the backbone's weights, is refused."""
+    from transformers import GPT2Config, GPT2Model
+
+    from hffm_env.models import M3TModel, ModuleInventory, backbone_shape
+
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806
+    _save_tiny_bert(tmp_path / "bert")
+    config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "bert"))
+    priced = ModuleInventory(M3TModel(config, TINY_DATA, backbone=backbone_shape(config)))
+    trained = ModuleInventory(build_model(config, TINY_DATA, progress=False))
+    assert [s.size_bits for s in priced.specs] == [s.size_bits for s in trained.specs]
+    assert priced.specs != ModuleInventory(M3TModel(TINY_MODEL, TINY_DATA)).specs
+    GPT2Model(GPT2Config(n_embd=24, n_layer=1, n_head=2)).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="a 'gpt2' checkpoint"):
+        pretrain.load_backbone(tmp_path / "gpt2")
+    partial = tmp_path / "partial"
+    BertModel(BertConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=48)).save_pretrained(partial)
+    config_file = partial / "config.json"
+    config_file.write_text(config_file.read_text().replace('"num_hidden_layers": 2',
+                                                           '"num_hidden_layers": 3'))
+    with pytest.raises(ValueError, match="lacks .* of the backbone's weights"):
+        pretrain.load_backbone(partial)
+
+
 def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
     TINY_MODEL, TINY_DATA = configs
     config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "nowhere"))
