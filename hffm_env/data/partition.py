@@ -148,11 +148,13 @@ def draw_cluster_profiles(
         if any(task in c.tasks for c in out):
             continue
         able = [k for k, c in enumerate(out) if can_serve(task, c.modalities)]
-        if able:
-            k = able[int(rng.integers(len(able)))]
-            tasks = set(out[k].tasks) | {task}
-            out[k] = ClusterProfile(out[k].modalities,
-                                    tuple(t for t in config.tasks if t in tasks))
+        if not able:  # every cluster lost a sensor it needs: one cluster gets its sensors back
+            k = int(rng.integers(len(out)))
+            out[k] = ClusterProfile(allowed, out[k].tasks)
+            able = [k]
+        k = able[int(rng.integers(len(able)))]
+        tasks = set(out[k].tasks) | {task}
+        out[k] = ClusterProfile(out[k].modalities, tuple(t for t in config.tasks if t in tasks))
     return out
 
 

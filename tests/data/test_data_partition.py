@@ -220,3 +220,18 @@ def test_held_out_cluster_has_its_own_skew():
     assert held.max() > 0.4  # skewed like a cluster, not balanced like the global test set
     assert len(build_federated_data(_small_config(held_out_samples=0), CLUSTERS,
                                     np.random.default_rng(0)).held_out) == 0
+
+
+def test_every_task_is_run_somewhere_even_when_every_cluster_lost_its_sensor():
+    """With three clusters that each lose a sensor, all of them lose the camera on some seeds;
+    one cluster then gets its sensors back, so that vqa is still run somewhere."""
+    from hffm_env.data.partition import draw_cluster_profiles
+
+    cfg = _small_config(cluster_missing_sensor_prob=1.0)
+    cameraless = 0
+    for seed in range(200):
+        clusters = draw_cluster_profiles(cfg, 3, np.random.default_rng(seed))
+        cameraless += sum("image" not in c.modalities for c in clusters) == 2  # one restored
+        for task in cfg.tasks:
+            assert any(task in c.tasks for c in clusters), (seed, task)
+    assert cameraless  # the case arose
