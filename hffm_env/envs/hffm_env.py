@@ -458,6 +458,7 @@ class HFFMEnv(gym.Env):
         self._history: list[dict[str, float]] = []
         self._last_result: RoundResult | None = None
         self._last_schedule: Schedule | None = None
+        self._last_reward_inputs: RewardInputs | None = None
         self._loss: dict[str, float] = {}
         self._drift = {t: (0.0, 0.0) for t in MODULE_TYPES}
         nan = {t: float("nan") for t in (*self.tasks, "mean")}
@@ -534,6 +535,7 @@ class HFFMEnv(gym.Env):
             reached_before=self._target_reached, latency_s=result.cost.latency_s,
             energy_j=result.cost.energy_j, last_round=last_round,
         )
+        self._last_reward_inputs = inputs
         try:
             terms = check_terms(
                 self.reward_function(inputs, self.cost_range, self.reward_weights),
@@ -611,6 +613,12 @@ class HFFMEnv(gym.Env):
         """The round just played, as the engine reported it (surrogate fidelity: with the
         surrogate's accuracies and losses); None after ``reset``. Read-only by convention."""
         return self._last_result
+
+    @property
+    def last_reward_inputs(self) -> RewardInputs | None:
+        """What the reward read about the round just played (``reward_function(inputs,
+        cost_range, reward_weights)`` gives its terms); None after ``reset``."""
+        return self._last_reward_inputs
 
     @property
     def drift(self) -> dict[str, tuple[float, float]]:

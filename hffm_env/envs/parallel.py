@@ -44,15 +44,19 @@ observation. ``action_mask`` holds one ``int8`` vector per slot, the form
 
 ## Rewards
 ``reward_split="team"`` (default): every agent receives the single-agent env's scalar reward.
-``"cost-share"``: every agent receives the accuracy term; each edge agent also its cluster's
-share of the latency term (its ``latency_by_cluster_s`` over their sum) and of the energy term
-(its members' energy over the round's device energy); the cloud receives the team reward. The
-edge agents' rewards then sum to the team reward (up to the accuracy term counted per agent).
+``"cost-share"``: every agent receives the accuracy term; each edge agent also an equal part
+of what each cost term would be for a round that cost nothing, plus its cluster's share of the
+rest (the charge): of the latency term's by its ``latency_by_cluster_s`` over their sum, of the
+energy term's by its members' energy over the round's device energy. So a cluster that costs
+more never earns more, even when a term is positive (a round cheaper than the reward's
+``never`` reference). The cloud receives the team reward. The edge agents' rewards sum to the
+team reward (up to the accuracy term counted per agent).
 ``infos[agent]`` also holds the single-agent info of the round (``infos[a]["env"]``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +66,7 @@ from gymnasium import spaces
 from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.envs.action import check_action
 from hffm_env.envs.hffm_env import HFFMEnv
+from hffm_env.envs.reward import check_terms
 
 try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
     from pettingzoo import ParallelEnv
@@ -336,16 +341,27 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         if self.reward_split == "team":
             return dict.fromkeys(self.agents, reward)
         terms = info["reward_terms"]
+        # what the same round would earn if it cost nothing: only the part of each cost term
+        # below that is charged by share (a term can be positive, e.g. a round cheaper than
+        # the reward's `never` reference; a bigger share must never earn more)
+        env = self.env
+        free = check_terms(env.reward_function(
+            dataclasses.replace(env.last_reward_inputs, latency_s=0.0, energy_j=0.0),
+            env.cost_range, env.reward_weights), env.reward_function)
         latency = np.asarray(info["cost"]["latency_by_cluster_s"], dtype=np.float64)
         energy = np.asarray(info["cost"]["energy_by_device_j"], dtype=np.float64)
         cluster_of = self.env.network.cluster_of_device
         rewards = {CLOUD: reward}
-        for c in range(self.num_clusters):
-            lat_share = latency[c] / latency.sum() if latency.sum() > 0 else 1 / self.num_clusters
+        c_all = self.num_clusters
+        for c in range(c_all):
+            lat_share = latency[c] / latency.sum() if latency.sum() > 0 else 1 / c_all
             en_share = (energy[cluster_of == c].sum() / energy.sum() if energy.sum() > 0
-                        else 1 / self.num_clusters)
-            rewards[f"edge_{c}"] = float(terms["accuracy"] + lat_share * terms["latency"]
-                                         + en_share * terms["energy"])
+                        else 1 / c_all)
+            split = terms["accuracy"]
+            for term, share in (("latency", lat_share), ("energy", en_share)):
+                floor = free.get(term, 0.0)
+                split += share * (terms[term] - floor) + floor / c_all
+            rewards[f"edge_{c}"] = float(split)
         return rewards
 
 

@@ -93,6 +93,33 @@ def test_cost_share_rewards_split_the_team_costs():
     assert len(set(team_rewards.values())) == 1
 
 
+def test_a_costlier_cluster_never_earns_more_under_cost_share():
+    """Cost terms can be positive (a round cheaper than the reward's `never` reference): the
+    split charges each cluster its share of the cost above a free round, so a cluster with a
+    larger share of the latency (the only cost weighed here) gets no more than a faster one."""
+    env = hffm_env.parallel_env("small", fidelity="cost", reward_split="cost-share",
+                                overrides=["env.episode_rounds=8", "env.energy_weight=0"])
+    env.reset(seed=3)
+    positive = 0
+    while env.agents:
+        actions = {a: env.action_space(a).sample() for a in env.agents}
+        _, rewards, _, _, infos = env.step(actions)
+        info = infos["cloud_0"]["env"]
+        terms = info["reward_terms"]
+        positive += terms["latency"] > 0
+        latency = np.asarray(info["cost"]["latency_by_cluster_s"])
+        energy = np.bincount(env.env.network.cluster_of_device,
+                             weights=info["cost"]["energy_by_device_j"])
+        cost_part = [rewards[f"edge_{c}"] - terms["accuracy"] for c in range(len(latency))]
+        for i in range(len(latency)):
+            for j in range(len(latency)):
+                if latency[i] >= latency[j] and energy[i] >= energy[j]:
+                    assert cost_part[i] <= cost_part[j] + 1e-12, (i, j, latency, energy)
+        assert sum(cost_part) == pytest.approx(terms["latency"] + terms["energy"])
+    assert positive  # the case the split must handle arose
+    env.close()
+
+
 def test_bad_input_names_the_agent_and_slot():
     env = _parallel()
     env.reset(seed=0)
