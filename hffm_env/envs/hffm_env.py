@@ -42,10 +42,25 @@ from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import RandomStreams
 
-__all__ = ["HFFMEnv", "measured"]
+__all__ = ["HFFMEnv", "PlayedRound", "measured"]
 
 FIDELITIES = ("train", "cost", "surrogate")
 REWARD_MODES = ("scalar", "vector")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlayedRound:
+    """The network of one round as it was played (what ``render`` draws).
+
+    Attributes:
+        topology: device and server positions, clusters.
+        available: ``(N,)`` bool, the devices that took part.
+        d2d_graphs: each cluster's D2D graph over its available devices.
+    """
+
+    topology: Any
+    available: np.ndarray
+    d2d_graphs: list[Any]
 
 
 class HFFMEnv(gym.Env):
@@ -343,6 +358,7 @@ class HFFMEnv(gym.Env):
             self.reward_space = spaces.Box(np.array(low, dtype=np.float32),
                                            np.array(high, dtype=np.float32), dtype=np.float32)
         self.network = network
+        self._played_round = self._network_view()
         self._streams = built
         self._reset_state()
         self._needs_reset = True  # an episode starts with reset()
@@ -372,6 +388,7 @@ class HFFMEnv(gym.Env):
         self.layout.cluster_members = self._members(self.network)
         self._reset_state()
         self._begin_round()
+        self._played_round = self._network_view()
         scores = self.engine.evaluate()
         if self.surrogate is not None:
             self._tier_history.reset()
@@ -402,6 +419,7 @@ class HFFMEnv(gym.Env):
         terms = self._reward_terms(result, last_round=terminated or truncated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
         self._needs_reset = terminated or truncated
+        self._played_round = self._network_view()  # before the next round is drawn
         if not self._needs_reset:
             self._begin_round()
         self._add_next_action_info(info)
@@ -613,6 +631,18 @@ class HFFMEnv(gym.Env):
         """The round just played, as the engine reported it (surrogate fidelity: with the
         surrogate's accuracies and losses); None after ``reset``. Read-only by convention."""
         return self._last_result
+
+    def _network_view(self) -> PlayedRound:
+        # the network replaces (never edits) these each round: references are a snapshot
+        return PlayedRound(self.network.topology, self.network.available,
+                           self.network.d2d_graphs)
+
+    @property
+    def played_round(self) -> PlayedRound:
+        """The network of the round just played (positions, availability, D2D graphs; at
+        reset, of the round about to be played): what ``render`` draws. ``network`` already
+        holds the next round's."""
+        return self._played_round
 
     @property
     def last_reward_inputs(self) -> RewardInputs | None:

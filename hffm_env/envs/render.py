@@ -26,7 +26,7 @@ LINK_STYLES = {"d2d": ":", "uplink": "-", "downlink": "-", "backhaul": "--", "de
 
 
 def _node_xy(env: HFFMEnv, node: int) -> tuple[float, float]:
-    topology = env.network.topology
+    topology = env.played_round.topology
     n = topology.num_devices
     if node < n:
         return tuple(topology.device_xy_m[node])  # type: ignore[return-value]
@@ -57,9 +57,10 @@ def render_figure(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> An
     fig = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     grid = fig.add_gridspec(3, 3, width_ratios=(1.2, 0.32, 1.0))
     ax = fig.add_subplot(grid[:, 0])
-    topology = env.network.topology
+    played = env.played_round  # the round the frame shows, not the next one already drawn
+    topology = played.topology
     cmap = matplotlib.colormaps["tab10"]
-    for graph in env.network.d2d_graphs:
+    for graph in played.d2d_graphs:
         for i, j in graph.edges:
             (x0, y0), (x1, y1) = topology.device_xy_m[i], topology.device_xy_m[j]
             ax.plot([x0, x1], [y0, y1], color="0.8", linewidth=0.6, zorder=1)
@@ -73,7 +74,7 @@ def render_figure(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> An
                 ax.plot([x0, x1], [y0, y1], color=colour, alpha=0.35, linewidth=1.0,
                         linestyle=LINK_STYLES.get(kind, "-"), zorder=2)
     colours = [cmap(c % 10) for c in topology.cluster_of_device]
-    available = env.network.available
+    available = played.available
     ax.scatter(topology.device_xy_m[:, 0], topology.device_xy_m[:, 1], s=14, c=colours,
                edgecolors=["none" if a else "black" for a in available], zorder=3)
     ax.scatter(topology.server_xy_m[:, 0], topology.server_xy_m[:, 1], marker="s", s=50,
@@ -170,7 +171,7 @@ def render_ansi(env: HFFMEnv) -> str:
     if env.last_schedule is not None:
         tiers = env.last_schedule.to_dict()["tiers"]
         lines.append("  tiers " + " ".join(f"{t}={tiers[t]}" for t in MODULE_TYPES))
-    dropped = np.flatnonzero(~env.network.available)
-    lines.append(f"  available {len(env.network.available) - len(dropped)}"
-                 f"/{len(env.network.available)}, pending requests {len(env.pending)}")
+    available = env.played_round.available
+    lines.append(f"  available {int(available.sum())}/{len(available)} in that round, pending "
+                 f"requests {len(env.pending)}")
     return "\n".join(lines) + "\n"

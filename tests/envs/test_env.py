@@ -395,3 +395,22 @@ def test_editing_info_never_reaches_the_env():
         return outcomes
 
     assert play(edit=True) == play(edit=False)
+
+
+def test_the_frame_shows_the_round_just_played_not_the_next_one():
+    """render draws the network of the round played (who took part, where devices stood),
+    while env.network already holds the next round's draw."""
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", render_mode="ansi",
+                   overrides=["dynamics.dropout_prob=0.3", "dynamics.mobility=true"])
+    env.reset(seed=0)
+    core = env.unwrapped
+    differs = 0
+    for _ in range(4):
+        info = env.step(core.layout.encode(1, 1))[-1]
+        played = core.played_round
+        np.testing.assert_array_equal(played.available, info["available"])
+        differs += not np.array_equal(played.available, core.network.available)
+        assert played.topology is not core.network.topology  # the devices moved on
+        assert f"available {int(info['available'].sum())}/" in env.render()
+    assert differs  # the next round's dropout differs from the played one's
+    env.close()
