@@ -429,10 +429,11 @@ class HFFMEnv(gym.Env):
         """A pickle holds the constructor's arguments only (a few hundred bytes, not the data
         and model): unpickling rebuilds the env from the seed in its config, as a fresh env
         that needs ``reset()``; a train-fidelity rebuild loads the cached pre-trained model."""
-        return {"init_args": self._init_args}
+        return {"init_args": self._init_args, "spec": self.spec}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["init_args"])  # type: ignore[misc]
+        self.spec = state.get("spec")  # what gym.make registered it as (id, kwargs)
 
     def action_masks(self) -> np.ndarray:
         """A flat boolean vector of the allowed values of every action slot, concatenated (the

@@ -414,3 +414,11 @@ def test_the_frame_shows_the_round_just_played_not_the_next_one():
         assert f"available {int(info['available'].sum())}/" in env.render()
     assert differs  # the next round's dropout differs from the played one's
     env.close()
+
+
+def test_a_pickled_env_keeps_its_spec():
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=["env.episode_rounds=4"])
+    again = pickle.loads(pickle.dumps(env.unwrapped))
+    assert again.spec == env.unwrapped.spec and again.spec.id == "hffm/HFFM-v0"
+    env.close()
+    again.close()
