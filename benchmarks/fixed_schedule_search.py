@@ -50,6 +50,8 @@ def mean_energy_to_target(make_env: Any, candidates: list[Any], seeds: list[int]
 
     result = run_benchmark(make_env, candidates, seeds=seeds, target_accuracy=target,
                            progress=False)
+    if result.interrupted:  # the runner kept what finished; a search must not go on with it
+        raise KeyboardInterrupt
     by_name = {s.policy: s for s in result.summaries}
     return [by_name[c.name].energy_to_target_j["mean"]
             if by_name[c.name].reached_target == len(seeds) else math.inf
@@ -139,6 +141,10 @@ def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if held_out:
         parser.error(f"--seeds {held_out}: search on training seeds (below "
                      f"{FIRST_HELD_OUT_SEED}); held-out seeds judge (--heldout-seeds)")
+    judged_on = [s for s in args.heldout_seeds or [] if s < FIRST_HELD_OUT_SEED]
+    if judged_on:
+        parser.error(f"--heldout-seeds {judged_on}: held-out seeds are {FIRST_HELD_OUT_SEED} "
+                     "and above (the search's own seeds are below)")
     if not 0 < args.target_accuracy < 1:
         parser.error(f"--target-accuracy {args.target_accuracy}: must be in (0, 1)")
 
@@ -156,6 +162,16 @@ def judge_heldout(args: argparse.Namespace, make: Any, found: Any) -> dict[str, 
                            progress=not args.no_progress)
     print(format_table(result))
     return result.to_dict()
+
+
+def heldout_status(out: dict[str, Any]) -> int:
+    """The exit status of a search whose JSON ``out`` was written: 130 (and a line saying so)
+    when Ctrl-C cut its held-out judgement short (the JSON then says ``"interrupted"``)."""
+    if out.get("heldout", {}).get("interrupted"):
+        print("interrupted: the held-out judgement holds the episodes that finished",
+              file=sys.stderr)
+        return 130
+    return 0
 
 
 def env_factory(args: argparse.Namespace) -> Any:
@@ -212,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.heldout_seeds:
         out["heldout"] = judge_heldout(args, make, best)
     emit_json(out, args.json)
-    return 0
+    return heldout_status(out)
 
 
 if __name__ == "__main__":

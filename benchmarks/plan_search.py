@@ -36,6 +36,7 @@ from _output import emit_json
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
+    heldout_status,
     judge_heldout,
     mean_energy_to_target,
     search_parser,
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.heldout_seeds:
         out["heldout"] = judge_heldout(args, make, PlanPolicy(plan))
     emit_json(out, args.json)
-    return 0
+    return heldout_status(out)
 
 
 if __name__ == "__main__":

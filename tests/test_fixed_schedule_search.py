@@ -74,3 +74,23 @@ def test_bad_arguments_are_named(search_module, capsys, argv, message):
     with pytest.raises(SystemExit):
         search_module.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_searches_stop_on_ctrl_c_and_judge_only_on_held_out_seeds(search_module, monkeypatch,
+                                                                  capsys):
+    """A search interrupted mid-candidate stops (it went on with the half-played candidate
+    scored as missing the target), and the held-out seeds must be held out."""
+    import hffm_env.baselines.runner as runner
+
+    def interrupted(*args, **kwargs):
+        return runner.BenchResult("small", "surrogate", [0], 0.357, [], [], interrupted=True)
+
+    monkeypatch.setattr(runner, "run_benchmark", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search_module.mean_energy_to_target(None, [], [0], 0.357)
+    with pytest.raises(SystemExit):
+        search_module.main(["--target-accuracy", "0.357", "--seeds", "0",
+                            "--heldout-seeds", "0", "1000"])
+    assert "--heldout-seeds [0]: held-out seeds are 1000 and above" in capsys.readouterr().err
+    assert search_module.heldout_status({"heldout": {"interrupted": True}}) == 130
+    assert search_module.heldout_status({"heldout": {"interrupted": False}}) == 0
