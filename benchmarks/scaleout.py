@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 1
     parser.add_argument("--workers", type=arguments.positive_int, nargs="+",
                         default=sorted({1, 2, cpus}),
-                        help="worker counts (default: 1, 2 and all local CPUs)")
+                        help="worker counts (default: 1, 2 and all local CPUs; one worker is "
+                        "always measured: it is the base of the speed-ups)")
     parser.add_argument("--engines", nargs="+", default=["rllib", "sb3"],
                         choices=["rllib", "sb3"])
     parser.add_argument("--steps", type=arguments.positive_int, default=None,
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             for engine in args.engines:
                 measure = rllib_rate if engine == "rllib" else sb3_rate
                 base = None
-                for workers in args.workers:
+                for workers in sorted({1, *args.workers}):  # one worker first: the base
                     rate = measure(fidelity, workers, steps, args.scenario, args.overrides)
                     base = base or rate
                     rows.append({"engine": engine, "fidelity": fidelity, "workers": workers,

@@ -174,6 +174,10 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     for episode in bench.episodes:
         env = env_for(episode.seed)
         reward, weights, costs = env.reward_function, env.reward_weights, env.cost_range
+        if env.config.env.reward == "accuracy-gain":
+            # its first round's gain is from the accuracy at reset, which runs do not record
+            raise ConfigError("--rescore: the accuracy-gain reward needs each episode's "
+                              "accuracy at reset, which saved runs do not hold")
         target, mix = env.config.env.target_accuracy, env.config.env.accuracy_local_mix
         previous, reached, rewards = float("nan"), False, []
         last = len(episode.accuracy) - 1
@@ -267,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
                         "when there are several)")
     args = parser.parse_args(argv)
+    if args.rescore and not args.from_json:
+        parser.error("--rescore rescores saved runs: it needs --from-json FILE")
+    if args.from_json and args.overrides and not args.rescore:
+        parser.error("--set with --from-json changes nothing unless --rescore recomputes the "
+                     "returns under it")
     if args.from_json:
         results = []
         for path in args.from_json:

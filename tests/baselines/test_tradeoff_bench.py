@@ -83,6 +83,19 @@ def test_tiny_real_run_and_its_rescoring(bench):
     other = bench.rescore(result, [*overrides, "env.energy_weight=0.9"])
     assert other["rows"]["star"]["episode_return"]["mean"] != pytest.approx(
         result["rows"]["star"]["episode_return"]["mean"])
+    # a reward that reads the accuracy at reset cannot be rescored from saved rounds
+    from hffm_env.config import ConfigError
+
+    with pytest.raises(ConfigError, match="accuracy-gain reward needs"):
+        bench.rescore(result, [*overrides, "env.reward=accuracy-gain"])
+
+
+def test_options_that_would_be_ignored_are_refused(bench, capsys):
+    for argv, says in ((["--rescore"], "--rescore rescores saved runs"),
+                       (["--from-json", "x.json", "--set", "fl.lr=0.1"], "changes nothing")):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert says in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["tradeoff_small.json", "tradeoff_paper.json"])
