@@ -70,7 +70,8 @@ def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: 
     result = bench.to_dict()
     result["data_split"] = PER_SEED_SPLIT if vary_data_split else SHARED_SPLIT
     result["rows"] = _rows(bench)
-    result["checks"] = check_targets(result["rows"])
+    # an interrupted run holds part of the seeds (or none of some schedule): no verdict on it
+    result["checks"] = [] if bench.interrupted else check_targets(result["rows"])
     return result
 
 
@@ -198,7 +199,7 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     out = bench.to_dict()
     out["data_split"] = result.get("data_split", SHARED_SPLIT)
     out["rows"] = _rows(bench)
-    out["checks"] = check_targets(out["rows"])
+    out["checks"] = [] if out.get("interrupted") else check_targets(out["rows"])
     out["reward"] = {"name": env.config.env.reward, "accuracy_weight": weights.accuracy,
                      "latency_weight": weights.latency, "energy_weight": weights.energy}
     return out
@@ -230,6 +231,8 @@ def format_result(result: dict) -> str:
             f"{'yes' if r['pareto'] else ''} |"
         )
     lines.append("")
+    if result.get("interrupted"):
+        lines.append("- (interrupted before every episode finished: no target checks)")
     for c in result["checks"]:
         lines.append(f"- {'PASS' if c['pass'] else 'MISS'}: {c['target']}: {c['value']}")
     return "\n".join(lines)
@@ -304,8 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         results.append(_nan_safe(result))
         print(format_result(results[-1]), end="\n\n", file=sys.stderr if args.json == "-"
               else sys.stdout, flush=True)
+        if result.get("interrupted"):  # Ctrl-C: keep what finished, run no further scenario
+            break
     emit_json(results if len(results) > 1 else results[0], args.json)
     _plot(results, args.plot)
+    if results[-1].get("interrupted"):
+        print("tradeoff.py: interrupted; the finished episodes are in the results, without "
+              "target checks", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -113,3 +113,32 @@ def test_the_committed_trade_off_runs_meet_every_target(bench, name):
     checks = bench.check_targets(rows)
     assert len(checks) == 8 and all(c["pass"] for c in checks), [
         c for c in checks if not c["pass"]]
+
+
+def test_an_interrupted_run_keeps_its_episodes_without_a_verdict(bench, monkeypatch, tmp_path,
+                                                                 capsys):
+    """Ctrl-C during real training: the finished episodes are written, no PASS/MISS is drawn
+    from part of the seeds (or from a schedule with no episode), no further scenario runs,
+    and the exit status is 130."""
+    import json
+
+    import hffm_env.baselines.runner as runner
+
+    real = runner.run_benchmark
+    calls = []
+
+    def cut_short(make_env, policies, seeds, **kwargs):
+        calls.append(kwargs.get("scenario"))
+        result = real(make_env, list(policies)[:2], seeds[:1], **kwargs)
+        result.interrupted = True
+        return result
+
+    monkeypatch.setattr(runner, "run_benchmark", cut_short)
+    out = tmp_path / "cut.json"
+    argv = ["--scenarios", "small", "paper", "--seeds", "1000", "--json", str(out),
+            *[x for o in (*TINY_OVERRIDES, "env.episode_rounds=2") for x in ("--set", o)]]
+    assert bench.main(argv) == 130
+    saved = json.loads(out.read_text())
+    assert calls == ["small"] and saved["interrupted"] and saved["checks"] == []
+    assert saved["episodes"]  # what finished is kept
+    assert "no target checks" in capsys.readouterr().out
