@@ -146,19 +146,27 @@ def test_the_lever_options_play_the_plan_with_cheaper_routes_and_idle_gossip():
             t: tier for t, tier in tiers.items() if t not in idle}
 
 
+def _lever_bench(module: str, argv: list[str], tmp_path, monkeypatch) -> dict:
+    """The JSON of a lever benchmark (``benchmarks/<module>.py``) run with ``argv``; the
+    benchmark modules (cloud_clusters imports action_levers) are unloaded afterwards."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    out = tmp_path / f"{module}.json"
+    try:
+        bench = importlib.import_module(module)
+        assert bench.main([*argv, "--no-progress", "--json", str(out)]) == 0
+    finally:
+        for name in (module, "action_levers"):
+            sys.modules.pop(name, None)
+    return json.loads(out.read_text())
+
+
 def test_action_levers_bench_prices_each_lever_against_the_plan(tmp_path, monkeypatch,
                                                                  plan_file):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import action_levers
-
-    out = tmp_path / "levers.json"
-    try:
-        assert action_levers.main(["--plan", str(plan_file), "--seeds", "1000", "1001",
-                                   "--set", "env.episode_rounds=3", "--no-progress",
-                                   "--json", str(out)]) == 0
-    finally:
-        del sys.modules["action_levers"]
-    levers = json.loads(out.read_text())["levers"]
+    levers = _lever_bench("action_levers", ["--plan", str(plan_file), "--seeds", "1000",
+                                            "1001", "--set", "env.episode_rounds=3"],
+                          tmp_path, monkeypatch)["levers"]
     assert list(levers) == ["plan", "plan+cheapest-routes", "plan+gossip", "never"]
     assert levers["never"]["energy_per_round_j"]["mean"] > 0.5  # local training is charged
     assert levers["plan"]["transfers_per_round_j"]["mean"] > 0.5
@@ -310,18 +318,9 @@ def test_hffm_bench_with_no_baseline_runs_only_the_plan(tmp_path, capsys, plan_f
 
 
 def test_cloud_clusters_bench_saves_each_rules_cloud_hops(tmp_path, monkeypatch, plan_file):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import cloud_clusters
-
-    out = tmp_path / "clusters.json"
-    try:
-        assert cloud_clusters.main(["--plan", str(plan_file), "--seeds", "1000", "1001",
-                                    "--set", "env.episode_rounds=4", "--no-progress",
-                                    "--json", str(out)]) == 0
-    finally:
-        del sys.modules["cloud_clusters"]
-        sys.modules.pop("action_levers", None)
-    result = json.loads(out.read_text())
+    result = _lever_bench("cloud_clusters", ["--plan", str(plan_file), "--seeds", "1000",
+                                             "1001", "--set", "env.episode_rounds=4"],
+                          tmp_path, monkeypatch)
     change = {name: row["change_vs_plan_j"]["mean"] for name, row in result["levers"].items()}
     assert list(change) == ["plan", "plan-1-out-rotating", "plan-1-out-from-round-4",
                             "plan-1-out-costliest", "plan-2-out-rotating", "never"]

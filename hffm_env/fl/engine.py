@@ -657,14 +657,14 @@ class FederatedEngine:
     # ----------------------------------------------------------------------------------------
     # evaluation and observation helpers
 
-    def reads_modules(self) -> np.ndarray:
+    def reads_modules(self, serving: torch.Tensor | None = None) -> np.ndarray:
         """``(N, M)`` bool: the modules each device's forward pass reads (the encoders of its
         modalities, the prompts and heads of the tasks it serves, the shared fusion modules).
         A task whose prompt or head has not arrived yet is not served: its initial prompt must
         not enter the attention of the tasks the device does serve (training leaves it out
-        too)."""
+        too). ``serving``: :meth:`trainable_tasks`, when the caller has it already."""
         modality = self.modality_mask.cpu().numpy()
-        tasks = self.trainable_tasks().cpu().numpy()
+        tasks = (self.trainable_tasks() if serving is None else serving).cpu().numpy()
         out = np.ones((self.num_devices, len(self.module_ids)), dtype=bool)
         for k, module_id in enumerate(self.module_ids):
             kind, _, name = module_id.partition("/")
@@ -674,18 +674,20 @@ class FederatedEngine:
                 out[:, k] = tasks[:, self.tasks.index(name)]
         return out
 
-    def predict_rows(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_rows(self, rows: torch.Tensor | None = None,
+                     serving: torch.Tensor | None = None) -> torch.Tensor:
         """``(R, K)`` predicted class of every evaluation row (``self.evaluator.rows``), or of
         the rows indexed by ``rows``; -1 for tasks the row's device does not serve (the task
-        mask of training: :meth:`trainable_tasks`)."""
-        return self.evaluator.predict(self.params, self.reads_modules(), self._params_of_module,
-                                      self.modality_mask, self.trainable_tasks(), rows)
+        mask of training: :meth:`trainable_tasks`, or ``serving`` when the caller has it)."""
+        serving = self.trainable_tasks() if serving is None else serving
+        return self.evaluator.predict(self.params, self.reads_modules(serving),
+                                      self._params_of_module, self.modality_mask, serving, rows)
 
     def _evaluate(self, full: bool) -> Evaluation:
         serving = self.trainable_tasks()
         runs = self.device_tasks
         rows = None if full else self.evaluator.rows_of(SET_GLOBAL)
-        per_set = self.evaluator.accuracy(self.predict_rows(rows), rows)  # (N, sets, K)
+        per_set = self.evaluator.accuracy(self.predict_rows(rows, serving), rows)  # (N, sets, K)
         per_set = torch.where(serving.unsqueeze(1), per_set, torch.zeros_like(per_set))
         nan = {t: float("nan") for t in (*self.tasks, "mean")}
 
