@@ -6,10 +6,10 @@ saved agent folders of either engine as baselines ``Policy`` objects (``hffm ben
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
+from hffm_env import jsonio
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device
 
 __all__ = ["train", "agent_policy", "evaluate_against_baselines"]
@@ -84,7 +84,7 @@ def evaluate_against_baselines(
     payload["train_args"] = dataclasses.asdict(args)
     payload["train_seconds"] = train_seconds
     payload["verdict"] = verdict(result, agent.name)
-    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    (out / "results.json").write_text(jsonio.dumps(payload))
     table = format_table(result)
     (out / "results.md").write_text(f"{table}\n\n**Verdict:** {payload['verdict']}\n")
     plot_tradeoffs(result, out / "pareto.png")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hffm_env import jsonio
 from hffm_env.baselines.policies import (
     PAPER_SCHEDULES,
     Policy,
@@ -68,9 +69,9 @@ class MixedPeriodPolicy:
         """The schedule's action for this round."""
         env = self.env
         return env.layout.encode(self.edge, self.cloud, self.route, pair_exchange=self.pairs,
-                                 heads=[int(h) for h in env.network.heads],
+                                 heads=env.default_heads.tolist(),
                                  relay=relay_from_edge(env.layout.num_requests,
-                                                       len(env.engine.pending)))
+                                                       len(env.pending)))
 
     @classmethod
     def draw(cls, name: str, menu: Sequence[int], rng: np.random.Generator) -> MixedPeriodPolicy:
@@ -170,7 +171,7 @@ def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> 
     """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace),
     recorded on a config whose :func:`~hffm_env.fl.surrogate.traces_key` is ``key``; JSON,
     gzip-compressed when ``path`` ends in ``.gz``."""
-    data = json.dumps({"traces_key": key, "episodes": [
+    data = jsonio.dumps(indent=None, value={"traces_key": key, "episodes": [
         {**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]})
     path = Path(path)
     if path.suffix == ".gz":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hffm_env import arguments
+from hffm_env import arguments, jsonio
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network, TransferTable, build_d2d_graphs, draw_link_rates
@@ -167,7 +166,7 @@ def main() -> None:
                         help="build the D2D round with one add_d2d_to_head call per cluster")
     args = parser.parse_args()
     out = run(args.rounds, args.per_cluster)
-    print(json.dumps(out, indent=2) if args.json else format_table(out))
+    print(jsonio.dumps(out) if args.json else format_table(out))
 
 
 if __name__ == "__main__":
