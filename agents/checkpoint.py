@@ -21,6 +21,7 @@ for evaluation (``hffm bench --agent``) and for ``--resume`` alike.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hffm_env import jsonio
 
 __all__ = [
     "AgentFileError",
@@ -111,7 +114,7 @@ class AgentInfo:
 
     def to_json(self) -> str:
         """As JSON text."""
-        return json.dumps(asdict(self), indent=2)
+        return jsonio.dumps(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -165,11 +168,36 @@ class Normalization:
             raise AgentFileError(f"{path}: normalisation statistics lack {missing}")
         arrays = {"obs_mean", "obs_var", "returns"}
         flags = {"norm_obs", "norm_reward"}
-        return cls(**{
-            k: (np.asarray(v, dtype=np.float64) if k in arrays
-                else bool(v) if k in flags else float(v))
-            for k, v in values.items() if k in cls.__dataclass_fields__
-        })
+        try:
+            stats = cls(**{
+                k: (np.asarray(v, dtype=np.float64) if k in arrays
+                    else bool(v) if k in flags else float(v))
+                for k, v in values.items() if k in cls.__dataclass_fields__
+            })
+        except (TypeError, ValueError) as err:
+            raise AgentFileError(f"{path}: normalisation statistics of the wrong type "
+                                 f"({err})") from None
+        stats.check(path)
+        return stats
+
+    def check(self, path: Path | str) -> None:
+        """Refuse statistics no ``VecNormalize`` writes (``path`` names the file): means and
+        counts not finite, variances, counts or clip bounds below 0."""
+        problems = {
+            "obs_mean": not np.all(np.isfinite(self.obs_mean)),
+            "obs_var": not np.all(np.isfinite(self.obs_var)) or np.any(self.obs_var < 0),
+            "obs_count": not (math.isfinite(self.obs_count) and self.obs_count >= 0),
+            "ret_mean": not math.isfinite(self.ret_mean),
+            "ret_var": not (math.isfinite(self.ret_var) and self.ret_var >= 0),
+            "clip_obs": not self.clip_obs > 0,
+            "clip_reward": not self.clip_reward > 0,
+            "epsilon": not (math.isfinite(self.epsilon) and self.epsilon > 0),
+        }
+        bad = [name for name, wrong in problems.items() if wrong]
+        if bad:
+            raise AgentFileError(f"{path}: {bad[0]} = {getattr(self, bad[0])!r} is not a "
+                                 "normalisation statistic (finite means, variances and counts "
+                                 ">= 0, clip bounds and epsilon > 0)")
 
     def apply_to(self, vec_normalize: Any) -> None:
         """Restore these statistics into a ``VecNormalize`` of the same observation size."""
@@ -323,6 +351,10 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
         if not required:
             return AgentInfo(algo="")
         raise AgentFileError(f"{info_path}: unreadable ({err})") from None
+    if not (isinstance(info.clip_range, (int, float)) and not isinstance(info.clip_range, bool)
+            and math.isfinite(info.clip_range) and info.clip_range > 0):
+        raise AgentFileError(f"{info_path}: clip_range = {info.clip_range!r}: must be a number "
+                             "> 0 (PPO's clip range)")
     if info.action_mode not in ACTION_MODES:
         raise AgentFileError(f"{info_path}: action_mode = {info.action_mode!r}: known are "
                              f"{list(ACTION_MODES)}")

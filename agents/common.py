@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hffm_env import jsonio
 from hffm_env.agents.checkpoint import ACTION_MODES
 from hffm_env.config import scenario_names
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
            "OUT_FILES", "LEARNING_CURVE_CSV", "LEARNING_CURVE_PNG", "LearningCurve",
@@ -185,7 +186,7 @@ class TrainArgs:
                                 "--scenario before the overrides (as in hffm)"},
     )
     eval_seeds: list[int] = field(
-        default_factory=lambda: [1000, 1001, 1002],
+        default_factory=lambda: list(DEFAULT_EVAL_SEEDS),
         metadata={"help": "held-out seeds for the final comparison"},
     )
     eval_policies: list[str] = field(
@@ -227,6 +228,14 @@ class TrainArgs:
         if self.reward_split not in ("team", "cost-share"):
             raise ValueError(f"reward_split = {self.reward_split!r}: must be 'team' or "
                              "'cost-share'")
+        if self.reward_split != "team" and not self.multi_agent:
+            raise ValueError(f"reward_split = {self.reward_split!r}: only with --multi-agent "
+                             "(the single-agent env has one reward)")
+        if self.fidelity == "train" and self.finetune_timesteps:
+            raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: fine-tuning adds "
+                             "real training after a run on another fidelity; with --fidelity "
+                             "train the whole run is real training already (raise "
+                             "--total-timesteps instead)")
         if self.engine == "sb3":
             for name in ("address", "multi_agent"):
                 if getattr(self, name):
@@ -301,7 +310,8 @@ class TrainArgs:
         trained_on = self.training_env_seeds()
         if max(trained_on) >= FIRST_HELD_OUT_SEED or set(trained_on) & set(self.eval_seeds):
             raise ValueError(
-                f"seed = {self.seed}: training would reset its envs with seeds {min(trained_on)}"
+                f"seed = {self.seed}, n_envs = {self.n_envs}: training would reset its envs "
+                f"with seeds {min(trained_on)}"
                 f"..{max(trained_on)}, which must stay below {FIRST_HELD_OUT_SEED} (held out "
                 f"for evaluation) and apart from eval_seeds {self.eval_seeds}")
         from hffm_env.arguments import SEED_MAX, device
@@ -311,6 +321,12 @@ class TrainArgs:
             raise ValueError(f"eval_seeds has {bad[0]}: seeds are integers in 0..2**63-1")
         from hffm_env.baselines.policies import policy_names
 
+        for name, values in (("eval_seeds", self.eval_seeds),
+                             ("eval_policies", self.eval_policies)):
+            twice = [v for k, v in enumerate(values) if v in values[:k]]
+            if twice:
+                raise ValueError(f"{name} has {twice[0]!r} twice: each once (a repeat would "
+                                 "count twice in the comparison)")
         unknown = [p for p in self.eval_policies if p not in policy_names()]
         if unknown:
             raise ValueError(f"eval_policies has {unknown[0]!r}: known policies are "
@@ -423,7 +439,7 @@ def prepare_out(args: TrainArgs) -> Path:
 def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
     """``train_args.json``: the run's arguments and whether it was interrupted."""
     payload = {**dataclasses.asdict(args), "interrupted": interrupted}
-    (out / "train_args.json").write_text(json.dumps(payload, indent=2))
+    (out / "train_args.json").write_text(jsonio.dumps(payload))
 
 
 @dataclass

@@ -249,11 +249,11 @@ class PlanPolicy(EnvBound):
         base = self.env.unwrapped
         layout = base.layout
         routes = [self.plan.route] * layout.num_clusters
-        heads = [int(h) for h in base.network.heads]
+        heads = base.default_heads.tolist()
         if self.cheapest_routes:
             routes, heads = cheapest_routes(base.engine, base.network, tiers, routes, heads)
         idle = {t: self.gossip_idle and tier == Tier.NONE for t, tier in tiers.items()}
         partners = np.ones(layout.num_devices, dtype=np.int64) if self.gossip_idle else None
         return layout.encode(edge, cloud, routes, pair_exchange=idle, heads=heads,
                              partners=partners,
-                             relay=relay_from_edge(layout.num_requests, len(base.engine.pending)))
+                             relay=relay_from_edge(layout.num_requests, len(base.pending)))

@@ -97,7 +97,7 @@ class PeriodicPolicy(EnvBound):
     """A fixed schedule: every module type aggregated at the edge every ``edge_period`` rounds
     and at the cloud every ``cloud_period`` rounds (0 = never), every cluster on ``route``;
     default heads (the best uplink in each cluster), no D2D pairs, pending modules relayed from
-    the edge. The paper's seven schedules are instances (PAPER.md)."""
+    the edge. The paper's seven schedules are instances (its M3T-FFM prototype)."""
 
     def __init__(self, name: str, edge_period: int, cloud_period: int, route: Route) -> None:
         self.name = name
@@ -250,8 +250,8 @@ class AdaptivePolicy(EnvBound):
             self.index = min(self.index + 1, len(self.periods) - 1)
         tau = self.periods[self.index]
         return env.layout.encode(
-            1, tau, Route.DIRECT, heads=[int(h) for h in env.network.heads],
-            relay=_relay_from_edge(env.layout, env.engine.pending),
+            1, tau, Route.DIRECT, heads=env.default_heads.tolist(),
+            relay=_relay_from_edge(env.layout, env.pending),
         )
 
 
@@ -287,8 +287,8 @@ class ModuleAwarePolicy(EnvBound):
         pair = {t: t in ("moe", "adapter", "encoder") for t in MODULE_TYPES}
         return env.layout.encode(
             self.edge_period, self.cloud_period, Route.DIRECT, pair_exchange=pair,
-            heads=[int(h) for h in env.network.heads], partners=partners,
-            relay=_relay_from_edge(env.layout, env.engine.pending),
+            heads=env.default_heads.tolist(), partners=partners,
+            relay=_relay_from_edge(env.layout, env.pending),
         )
 
 
@@ -313,7 +313,7 @@ class GreedyEnergyPolicy(EnvBound):
         env = self.env
         engine = env.engine
         c = env.network.num_clusters
-        heads = tuple(int(h) for h in env.network.heads)
+        heads = tuple(env.default_heads.tolist())
         per_route = {}
         for route in (Route.DIRECT, Route.D2D_RELAY):
             schedule = Schedule.uniform(Tier.EDGE, c, route, heads=heads)

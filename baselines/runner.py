@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from hffm_env import jsonio
 from hffm_env.baselines.policies import Policy, make_policy
 from hffm_env.envs.reward import reaches_target
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
     "fit_if_needed",
@@ -36,8 +39,6 @@ __all__ = [
     "DEFAULT_EVAL_SEEDS",
 ]
 
-DEFAULT_EVAL_SEEDS: tuple[int, ...] = (1000, 1001, 1002)
-"""Held-out evaluation seeds: disjoint from training seeds (agents train on 0..999)."""
 
 
 @dataclass
@@ -152,7 +153,7 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN written as null)."""
-        return _map_leaves({
+        return jsonio.json_safe({
             "scenario": self.scenario,
             "fidelity": self.fidelity,
             "seeds": self.seeds,
@@ -162,20 +163,18 @@ class BenchResult:
             "episodes": [
                 {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
             ],
-        }, _nan_to_none)
+        })
 
     def write_json(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        Path(path).write_text(jsonio.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchResult:
         """The inverse of :meth:`to_dict` (nulls read back as NaN), e.g. to re-plot a saved
         run with :func:`plot_tradeoffs` or re-print it with :func:`format_table`."""
 
-        def nan(value: Any) -> Any:
-            return _map_leaves(value, _none_to_nan)
-
+        nan = jsonio.nulls_to_nan
         episode_fields = set(EpisodeRecord.__dataclass_fields__)
         return cls(
             scenario=data["scenario"],
@@ -259,23 +258,6 @@ _MISSING_STATS = {
     "final_accuracy_held_out": {"mean": float("nan"), "std": float("nan"), "n": 0},
 }
 """Summary fields that JSON files written before they existed lack."""
-
-
-def _map_leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
-    """``value`` with ``leaf`` applied to every non-container entry of its dicts and lists."""
-    if isinstance(value, dict):
-        return {k: _map_leaves(v, leaf) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map_leaves(v, leaf) for v in value]
-    return leaf(value)
-
-
-def _nan_to_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _none_to_nan(value: Any) -> Any:
-    return float("nan") if value is None else value
 
 
 def _last(values: Sequence[float]) -> float:
@@ -377,7 +359,14 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
-    resolved = [make_policy(p) if isinstance(p, str) else p for p in policies]
+    resolved = _check_policies(policies)
+    seeds = _check_seeds(seeds)
+    if target_accuracy is not None and not (
+            isinstance(target_accuracy, numbers.Real) and 0.0 <= target_accuracy <= 1.0):
+        raise ValueError(f"target_accuracy = {target_accuracy!r}: must be an accuracy in [0, 1] "
+                         "or None (target_fraction x the best final accuracy)")
+    if not (isinstance(target_fraction, numbers.Real) and 0.0 < target_fraction <= 1.0):
+        raise ValueError(f"target_fraction = {target_fraction!r}: must be in (0, 1]")
     # (env factory, seeds it serves): one shared env, or one per seed
     groups: list[tuple[Callable[[], Any], list[int]]] = (
         [(lambda s=int(seed): make_env(s), [int(seed)]) for seed in seeds] if env_per_seed
@@ -393,7 +382,12 @@ def run_benchmark(
                 for policy in resolved:
                     for seed in group_seeds:
                         bar.set_postfix_str(f"{policy.name} seed {seed}")
-                        episodes.append(run_episode(env, policy, seed))
+                        try:
+                            episodes.append(run_episode(env, policy, seed))
+                        except ValueError as err:  # e.g. a period outside env.period_menu
+                            # named, keeping the error's type (the CLI reads agents' by it)
+                            err.args = (f"policy {policy.name!r} on seed {seed}: {err}",)
+                            raise
                         bar.update()
             finally:
                 env.close()
@@ -415,6 +409,44 @@ def run_benchmark(
         episodes=episodes,
         interrupted=interrupted,
     )
+
+
+def _check_policies(policies: Sequence[str | Policy]) -> list[Policy]:
+    """``policies`` as Policy objects: at least one, each a known name or a Policy, no two
+    with the same name (their episodes would merge into one row)."""
+    if isinstance(policies, str) or not isinstance(policies, Sequence) or not policies:
+        raise ValueError(f"policies = {policies!r}: must be a non-empty list of policy names "
+                         "(policy_names()) or Policy objects")
+    resolved = []
+    for k, policy in enumerate(policies):
+        if isinstance(policy, str):
+            policy = make_policy(policy)  # an unknown name: a ValueError listing the known
+        elif not all(hasattr(policy, a) for a in ("name", "reset", "act")):
+            raise ValueError(f"policies[{k}] = {policy!r}: must be a policy name or a Policy "
+                             "(with name, reset and act)")
+        resolved.append(policy)
+    names = [p.name for p in resolved]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"policies: {twice[0]!r} is given {names.count(twice[0])} times; each "
+                         "policy once (agents or plans from files of the same name get the same "
+                         "label: rename one)")
+    return resolved
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    """``seeds`` as a list of distinct integers >= 0, at least one."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"seeds = {seeds!r}: must be a non-empty list of integers >= 0")
+    for k, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seeds[{k}] = {seed!r}: must be an integer >= 0")
+    out = [int(s) for s in seeds]
+    twice = sorted({s for s in out if out.count(s) > 1})
+    if twice:
+        raise ValueError(f"seeds: {twice[0]} is given twice; each seed once (a repeated "
+                         "episode would count twice in the mean and std)")
+    return out
 
 
 def _fmt(stat: dict[str, float], digits: int = 3) -> str:

@@ -26,6 +26,7 @@ from _output import emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
+from hffm_env.config import scenario_names
 
 TRAINING_SHARE_TARGET = 0.65
 OTHER_SHARE_TARGET = 0.05  # of a train step outside local training and evaluation
@@ -91,7 +92,8 @@ def measure(scenario: str, fidelity: str, steps: int, overrides: list[str]) -> d
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
+    parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
+                        choices=scenario_names())  # checked before any scenario runs
     parser.add_argument("--fidelities", nargs="+", default=["train", "cost"],
                         choices=("train", "surrogate", "cost"))
     parser.add_argument("--steps", type=arguments.positive_int, default=8)

@@ -45,7 +45,7 @@ import numpy as np
 from _output import emit_json
 
 from hffm_env import arguments
-from hffm_env.seeding import FIRST_HELD_OUT_SEED
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
 
 TARGETS = {"final_mae": 0.02, "round_mae": 0.03, "spearman": 0.9, "speedup": 100.0}
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--traces scores recorded episodes; --save-traces and --policies play "
                      "new ones: give one or the other")
     if not args.traces:
-        args.seeds = args.seeds or [1000, 1001, 1002]
+        args.seeds = args.seeds or list(DEFAULT_EVAL_SEEDS)
         if any(s < FIRST_HELD_OUT_SEED for s in args.seeds):
             parser.error(f"--seeds: held-out seeds are {FIRST_HELD_OUT_SEED} and above")
 

@@ -30,7 +30,8 @@ from typing import Any
 from _output import emit_json
 
 from hffm_env import arguments
-from hffm_env.config import ConfigError
+from hffm_env.config import ConfigError, scenario_names
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-only",
              "edge-only-d2d", "never")
@@ -252,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run (or read, or rescore) the trade-off and print the verdicts; the exit
     status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", nargs="+", default=["small", "paper"])
-    parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=[1000, 1001, 1002])
+    parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
+                        choices=scenario_names())  # checked before any scenario runs
+    parser.add_argument("--seeds", nargs="+", type=arguments.seed,
+                        default=list(DEFAULT_EVAL_SEEDS))
     parser.add_argument("--vary-data-split", action="store_true",
                         help="use each seed as the config seed too, so the data split (device "
                         "profiles, label skew, scenes) varies over the seeds")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hffm_env import arguments
+from hffm_env import arguments, jsonio
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
 
 __all__ = [
@@ -26,8 +25,9 @@ __all__ = [
 
 def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scenario", default="small",
-        help=f"preset scenario name, one of {scenario_names()} (default: small)",
+        "--scenario", default=None,
+        help=f"preset scenario name, one of {scenario_names()} (default: the one the --config "
+        "file names, else small)",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file layered on the preset")
     parser.add_argument(
@@ -37,6 +37,11 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
+    if args.scenario is None:  # the --config file's preset, if it names one; else small
+        from hffm_env.config import load_config_file
+
+        named = load_config_file(args.config).get("scenario") if args.config else None
+        args.scenario = named if isinstance(named, str) else "small"
     return load_scenario(args.scenario, config_file=args.config, overrides=args.overrides)
 
 
@@ -155,7 +160,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)
     report = describe_scenario(config, seed=args.seed)
     if args.json:
-        json.dump(report, sys.stdout, indent=2)
+        jsonio.dump(report, sys.stdout)
         sys.stdout.write("\n")
     else:
         print(format_description(report))
@@ -232,7 +237,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--plot", args.plot)):
         if target and Path(target).exists() and not args.force:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
+    if args.json and args.plot and _same_file(args.json, args.plot):
+        raise ConfigError(f"--json and --plot name one file, {args.json!r}: the plot would "
+                          "overwrite the JSON")
     if args.from_json:
+        ignored = [flag for flag, given in (
+            ("--agent", args.agent), ("--plan", args.plan), ("--set", args.overrides),
+            ("--config", args.config), ("--seeds", args.seeds), ("--episodes", args.episodes),
+        ) if given]
+        if ignored:  # they would be silently ignored: the saved runs are merged as they are
+            raise ConfigError(f"--from-json runs nothing, so {ignored[0]} has no effect; merge "
+                              "the saved runs alone, or run the bench without --from-json")
         return _bench_from_json(args)
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
@@ -324,13 +339,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     model = build_model(config.model, config.data, device=args.device, progress=True)
     info = {**model.pretrain_info, "cache_file": str(model.cache_file)}
     if args.json:
-        json.dump(info, sys.stdout, indent=2)
+        jsonio.dump(info, sys.stdout)
         sys.stdout.write("\n")
     else:
         state = "loaded from the cache" if info.get("cached") else "pre-trained now"
         print(f"scenario {config.name}: frozen parts {state}")
         print("\n".join(format_pretrain_info(info, config.name)))
     return 0
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (existing or not)."""
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -350,6 +370,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 else "--cloud-every-round")
         raise ConfigError(f"{flag} plays real episodes; --from-traces refits without training: "
                           "pass one of them")
+    if args.traces and args.from_traces:
+        raise ConfigError("--traces records the episodes a calibration plays; --from-traces "
+                          "plays none: pass one of them")
+    inputs = [*(args.from_traces or ()), *([args.traces] if args.traces else ())]
+    if args.out and any(_same_file(args.out, path) for path in inputs):
+        raise ConfigError(f"--out {args.out!r}: the fitted surrogate would overwrite the "
+                          "traces; write it elsewhere")
     from hffm_env.baselines.calibrate import DESIGN_POLICIES
     from hffm_env.baselines.policies import policy_names
 

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,14 @@ MODALITIES: tuple[str, ...] = ("image", "audio", "text")
 
 TASKS: tuple[str, ...] = ("vqa", "count", "scene")
 """Tasks a device can run (see :mod:`hffm_env.data` for their classes and chance levels)."""
+
+MIN_QUESTION_LENGTH: int = 7
+"""Tokens of the longest question template (:data:`hffm_env.data.scenes.QUESTION_TYPES`),
+``<cls>`` included; ``data.question_length`` must be >= it."""
+
+REQUESTS_PER_TASK_ARRIVAL: int = 2
+"""Module requests a task arrival opens (the task's prompt and head): with
+``fl.task_arrival_prob`` > 0, ``fl.max_pending_requests`` must leave room for them."""
 
 
 LABEL_FAMILIES: tuple[str, ...] = ("scene", "count", "question")
@@ -201,8 +210,9 @@ class PlacementConfig:
         if self.num_edge_servers > 1 and self.min_server_spacing_m > 0:
             half = self.min_server_spacing_m / 2.0
             grown_area = (self.area_side_m + 2 * half) ** 2
-            max_servers = grown_area / (2 * math.sqrt(3) * half**2)
-            if self.num_edge_servers > max_servers:
+            packed_area = self.num_edge_servers * 2 * math.sqrt(3) * half**2
+            if packed_area > grown_area:  # (not a division: half**2 underflows to 0 at 1e-300)
+                max_servers = grown_area / (2 * math.sqrt(3) * half**2)
                 raise ConfigError(
                     f"{owner}.area_side_m = {self.area_side_m}: too small to place "
                     f"{self.num_edge_servers} edge servers at least {self.min_server_spacing_m} m "
@@ -390,8 +400,10 @@ class DataConfig:
     sensor (image or audio, its devices then never have it), and each task is dropped by a whole
     cluster with ``cluster_task_drop_prob`` (every task stays run by at least one cluster).
     Sample counts per device are log-normal around ``samples_per_device`` with spread
-    ``sample_count_sigma``. ``held_out_samples`` scenes are drawn from one extra cluster's skew
-    that no device trains on (accuracy on unseen data; 0 turns it off).
+    ``sample_count_sigma``, at least ``min_samples_per_device`` (>= 2: a training and a test
+    sample). ``held_out_samples`` scenes are drawn from one extra cluster's skew that no device
+    trains on (accuracy on unseen data; 0 turns it off). ``question_length`` (tokens) is at least
+    :data:`MIN_QUESTION_LENGTH`, the longest question.
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -420,13 +432,17 @@ class DataConfig:
         _check_subset("data", "modalities", tuple(self.modalities), MODALITIES)
         _check_subset("data", "tasks", tuple(self.tasks), TASKS)
         _check_int_between("data", 1, 256, image_size_px=self.image_size_px,
-                           question_length=self.question_length, max_objects=self.max_objects)
+                           max_objects=self.max_objects)
+        _check_int_between("data", MIN_QUESTION_LENGTH, 256,
+                           question_length=self.question_length)
         _check_int_between("data", 1, 16_384, audio_length=self.audio_length)
         _check_int_between(
             "data", 1, 1_000_000, samples_per_device=self.samples_per_device,
-            min_samples_per_device=self.min_samples_per_device,
             pretrain_samples=self.pretrain_samples, global_test_samples=self.global_test_samples,
         )
+        # a training and a test sample on every device
+        _check_int_between("data", 2, 1_000_000,
+                           min_samples_per_device=self.min_samples_per_device)
         _check_int_between("data", 0, 1_000_000, held_out_samples=self.held_out_samples)
         if self.label_skew:
             _check_subset("data", "label_skew", tuple(self.label_skew), LABEL_FAMILIES)
@@ -546,6 +562,11 @@ class FLConfig:
         _check_range("fl", 0.0, 10.0, weight_decay=self.weight_decay)
         _check_choice("fl", "optimizer_state", self.optimizer_state, ("reset", "persist"))
         _check_probability("fl", task_arrival_prob=self.task_arrival_prob)
+        if self.task_arrival_prob > 0 and self.max_pending_requests < REQUESTS_PER_TASK_ARRIVAL:
+            raise ConfigError(
+                f"fl.max_pending_requests = {self.max_pending_requests}: must be >= "
+                f"{REQUESTS_PER_TASK_ARRIVAL} when fl.task_arrival_prob > 0 (an arrival "
+                "requests the task's prompt and head; with fewer no task ever arrives)")
 
 
 NEVER = 0
@@ -842,6 +863,8 @@ def config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[tuple[str, 
 
 def _coerce(path: str, value: Any, annotation: Any) -> Any:
     """Turn a JSON/YAML value into the annotated type, or raise a ConfigError naming ``path``."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
+        value = value.item() if hasattr(value, "item") else value  # numpy's numbers as Python's
     origin = get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if isinstance(annotation, type) and isinstance(value, annotation):
@@ -1021,12 +1044,43 @@ def apply_overrides(
     return from_dict(nested, base=config)
 
 
+class _DuplicateKey(Exception):
+    """A key given twice in one mapping of a config file."""
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _yaml_unique_key_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise _DuplicateKey(key)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON (``.json``) or YAML (anything else, via ``yaml.safe_load``) config file."""
     import yaml
 
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"config file {path!r}: must be a path (a string or pathlib.Path)")
+    _UniqueKeyLoader = _yaml_unique_key_loader()  # noqa: N806  (a class)
     path = Path(path)
     try:
         text = path.read_text()
@@ -1035,7 +1089,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {str(path)!r}: not UTF-8 text") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = (json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+                if path.suffix == ".json" else yaml.load(text, Loader=_UniqueKeyLoader))
+    except _DuplicateKey as err:
+        raise ConfigError(f"config file {str(path)!r}: the key {err.args[0]!r} appears twice "
+                          "in one mapping (one value would be silently lost)") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         where = " ".join(str(err).split())  # YAML's problem mark spans several lines
         raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({where})") from None
@@ -1054,7 +1112,16 @@ def load_scenario(
     overrides: Mapping[str, Any] | list[str] | None = None,
 ) -> ScenarioConfig:
     """Build a scenario from a preset name (or a config / dict), then a config file, then
-    overrides, each layered on the previous one."""
+    overrides, each layered on the previous one (``None``: the dataclass defaults). A config
+    file that names a preset (``scenario: paper``) is layered on that preset; a preset name
+    given here too must be the same one."""
+    layers = load_config_file(config_file) if config_file is not None else None
+    if isinstance(scenario, str) and layers is not None and "scenario" in layers \
+            and layers["scenario"] != scenario:
+        raise ConfigError(f"config file {str(config_file)!r} names scenario "
+                          f"{layers['scenario']!r}, but scenario {scenario!r} is given: give "
+                          "one preset (e.g. --scenario with the file's), or drop 'scenario' "
+                          "from the file")
     if isinstance(scenario, ScenarioConfig):
         config = scenario
     elif isinstance(scenario, Mapping):
@@ -1063,6 +1130,6 @@ def load_scenario(
         config = ScenarioConfig()
     else:
         config = get_scenario(scenario)
-    if config_file is not None:
-        config = from_dict(load_config_file(config_file), base=config)
+    if layers is not None:
+        config = from_dict(layers, base=config)
     return apply_overrides(config, overrides)

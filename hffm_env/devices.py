@@ -1,11 +1,12 @@
 """Which torch devices this machine can run the env on: one rule for the env's ``device``
-argument and the commands' ``--device``."""
+argument and the commands' ``--device``; and torch's threads in forked processes."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-__all__ = ["device_problem"]
+__all__ = ["device_problem", "forked_after_torch_threads", "guard_forks"]
 
 
 def device_problem(device: Any) -> str | None:
@@ -32,3 +33,38 @@ def device_problem(device: Any) -> str | None:
     elif parsed.type != "cpu":
         return allowed
     return None
+
+
+_forks_guarded = False
+_forked_after_torch_threads = False
+
+
+def guard_forks() -> None:
+    """Make every process forked from here on run torch on one intra-op thread.
+
+    Call it before the first torch computation that may use OpenMP threads (real training).
+    GNU OpenMP cannot run a parallel region in a child forked after its parent ran one (the
+    parent's pool threads are not copied, and the child waits for them forever), which is
+    what ``gym.make_vec(..., vectorization_mode="async")`` does by default: it builds one env
+    in the parent, then forks the workers. One thread per worker is also what vectorising
+    over processes wants. Registered once per process; a no-op where ``os.fork`` is absent.
+    """
+    global _forks_guarded
+    if _forks_guarded or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(after_in_child=_one_thread_in_forked_child)
+    _forks_guarded = True
+
+
+def forked_after_torch_threads() -> bool:
+    """Whether this process was forked after :func:`guard_forks` (torch must keep to one
+    intra-op thread here)."""
+    return _forked_after_torch_threads
+
+
+def _one_thread_in_forked_child() -> None:
+    import torch
+
+    global _forked_after_torch_threads
+    _forked_after_torch_threads = True
+    torch.set_num_threads(1)

@@ -24,6 +24,11 @@ FIRST_HELD_OUT_SEED = 1000
 """Seeds from here up are held out for evaluation: training, fine-tuning, tuning a baseline
 and calibrating the surrogate use seeds below it."""
 
+DEFAULT_EVAL_SEEDS: tuple[int, ...] = (FIRST_HELD_OUT_SEED, FIRST_HELD_OUT_SEED + 1,
+                                       FIRST_HELD_OUT_SEED + 2)
+"""The held-out seeds that ``hffm bench``, ``train_agent.py`` and the benchmarks evaluate on
+when not told others."""
+
 SEEDING_SCHEME = "spawned-streams-1"
 """Names how a seed becomes numbers (:data:`STREAMS` spawned from one ``SeedSequence``). Fits
 of measured training (the surrogate) carry it in their cache key: under another scheme the

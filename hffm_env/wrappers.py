@@ -28,7 +28,7 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES, NEVER
-from hffm_env.envs.action import RELAY_EDGE, RELAY_WAIT, check_action
+from hffm_env.envs.action import RELAY_EDGE, RELAY_WAIT, ActionLayout, check_action
 from hffm_env.fl.schedule import Route, choices, is_member
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
@@ -59,9 +59,18 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     heads, no pair exchange, and pending modules relayed from the edge server."""
     base = env.unwrapped
     layout = base.layout
-    relay = relay_from_edge(layout.num_requests, len(base.engine.pending))
-    return layout.encode(edge, cloud, routes, heads=[int(h) for h in base.network.heads],
+    relay = relay_from_edge(layout.num_requests, len(base.pending))
+    return layout.encode(edge, cloud, routes, heads=base.default_heads.tolist(),
                          relay=relay)
+
+
+def _layout_of(env: gym.Env, wrapper: str) -> Any:
+    """The action layout of the HF-FM env under ``env``, or a TypeError naming ``wrapper``."""
+    layout = getattr(env.unwrapped, "layout", None)
+    if not isinstance(layout, ActionLayout):
+        raise TypeError(f"{wrapper}: {env} is not an HF-FM env (its unwrapped env has no "
+                        "ActionLayout); wrap gymnasium.make('hffm/HFFM-v0', ...)")
+    return layout
 
 
 class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -70,7 +79,7 @@ class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env) -> None:
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.ActionWrapper.__init__(self, env)
-        layout = env.unwrapped.layout
+        layout = _layout_of(env, "CoarseActions")
         self.menu = tuple(layout.menu)
         self.num_clusters = layout.num_clusters
         self._route_sizes = [int(n) for n, name in zip(layout.nvec, layout.slot_names,
@@ -114,10 +123,13 @@ class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                  schedules: Mapping[str, tuple[int, int, Route]] | None = None) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, schedules=schedules)
         gym.ActionWrapper.__init__(self, env)
+        if schedules is not None and not isinstance(schedules, Mapping):
+            raise TypeError(f"ScheduleMenu: schedules = {schedules!r}: must be a mapping of name "
+                            "-> (edge period, cloud period, route), or None for PAPER_MENU")
         self.schedules = dict(PAPER_MENU if schedules is None else schedules)
         if not self.schedules:
             raise ValueError("ScheduleMenu: schedules is empty")
-        layout = env.unwrapped.layout
+        layout = _layout_of(env, "ScheduleMenu")
         for name, entry in self.schedules.items():
             if not isinstance(entry, Sequence) or len(entry) != 3:
                 raise ValueError(f"ScheduleMenu: schedule {name!r} = {entry!r}: must be "

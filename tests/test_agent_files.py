@@ -200,6 +200,16 @@ def test_crafted_statistics_run_no_code(trained, tmp_path):
     assert not planted.exists()
 
 
+def _edit_info(agent, **fields):
+    info = json.loads((agent / "agent.json").read_text())
+    (agent / "agent.json").write_text(json.dumps({**info, **fields}))
+
+
+def _edit_stats(agent, **fields):
+    stats = dict(np.load(agent / "vecnormalize.npz"))
+    np.savez(agent / "vecnormalize.npz", **{**stats, **fields})
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda a: (a / "model.zip").write_text("not a zip"), "not a zip archive"),
     (lambda a: (a / "agent.json").unlink(), "no agent.json"),
@@ -209,6 +219,12 @@ def test_crafted_statistics_run_no_code(trained, tmp_path):
      "action_mode = 'weird'"),
     # trained on normalised observations: playing it on raw ones would be silently wrong
     (lambda a: (a / "vecnormalize.npz").unlink(), "no vecnormalize.npz"),
+    # SB3 failed later with an AssertionError; NaN even trained on and wrote a broken folder
+    (lambda a: _edit_info(a, clip_range="abc"), "clip_range = 'abc': must be a number > 0"),
+    (lambda a: _edit_info(a, clip_range=float("nan")), "clip_range = nan"),
+    # statistics no VecNormalize writes: the policy's logits became NaN, the file unnamed
+    (lambda a: _edit_stats(a, obs_mean=np.full(2, np.nan)), "vecnormalize.npz: obs_mean = "),
+    (lambda a: _edit_stats(a, obs_var=-np.ones(2)), "vecnormalize.npz: obs_var = "),
 ])
 def test_bad_agent_files_get_one_clean_error(trained, tmp_path, damage, message):
     agent = _copy(trained, tmp_path / "bad")

@@ -182,6 +182,17 @@ def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     assert cli_main(["calibrate", "--scenario", "small", "--plan", missing,
                      "--from-traces", missing]) == 2
     assert "--plan plays real episodes" in capsys.readouterr().err
+    # the recorded traces are never overwritten by the fit, nor --traces ignored
+    traces = str(tmp_path / "t.json")
+    assert cli_main(["calibrate", "--scenario", "small", "--from-traces", traces,
+                     "--out", traces]) == 2
+    assert "the fitted surrogate would overwrite the traces" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--traces", traces,
+                     "--out", traces]) == 2
+    assert "would overwrite the traces" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--from-traces", traces,
+                     "--traces", str(tmp_path / "u.json")]) == 2
+    assert "--from-traces plays none: pass one of them" in capsys.readouterr().err
     assert cli_main(["calibrate", "--scenario", "small", "--exclude-seeds", "3"]) == 2
     assert "--exclude-seeds" in capsys.readouterr().err
 

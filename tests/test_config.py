@@ -89,7 +89,7 @@ def test_area_too_small_for_spacing_says_so():
 def test_yaml_and_json_files(tmp_path):
     yml = tmp_path / "s.yaml"
     yml.write_text("scenario: paper\nfl:\n  local_steps: 5\n")
-    s = load_scenario("small", config_file=yml, overrides=["env.episode_rounds=7"])
+    s = load_scenario(None, config_file=yml, overrides=["env.episode_rounds=7"])
     assert s.name == "paper" and s.fl.local_steps == 5 and s.env.episode_rounds == 7
     js = tmp_path / "s.json"
     js.write_text(json.dumps({"data": {"dirichlet_alpha": 0.1}}))
@@ -109,3 +109,64 @@ def test_bad_values_name_the_field():
         apply_overrides(small(), {"data.tasks": ["dance"]})
     with pytest.raises(ConfigError, match="env.period_menu"):
         apply_overrides(small(), {"env.period_menu": [-1]})
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"data.min_samples_per_device": 1},
+     r"data.min_samples_per_device = 1: must be an integer in \[2, "),
+    ({"data.question_length": 6}, r"data.question_length = 6: must be an integer in \[7, 256\]"),
+    ({"fl.task_arrival_prob": 0.1, "fl.max_pending_requests": 1},
+     r"fl.max_pending_requests = 1: must be >= 2 when fl.task_arrival_prob > 0"),
+])
+def test_what_the_data_and_engine_need_is_checked_when_the_config_is_built(override, message):
+    # each was accepted here and failed later, building the data (or silently never happened:
+    # a task arrival with one request slot)
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(small(), override)
+    apply_overrides(small(), {"fl.max_pending_requests": 1})  # fine without arrivals
+
+
+def test_the_shortest_question_length_fits_the_longest_template():
+    from hffm_env.config import MIN_QUESTION_LENGTH
+    from hffm_env.data.scenes import QUESTION_TYPES
+
+    assert MIN_QUESTION_LENGTH == 1 + max(len(q.split()) for q in QUESTION_TYPES)  # + <cls>
+
+
+def test_numpy_numbers_are_taken_as_python_numbers():
+    import numpy as np
+
+    config = apply_overrides(small(), {"env.episode_rounds": np.int64(3), "fl.lr": np.float32(0.5)})
+    assert type(config.env.episode_rounds) is int and config.env.episode_rounds == 3
+    assert type(config.fl.lr) is float and config.fl.lr == 0.5
+
+
+def test_a_tiny_server_spacing_is_checked_without_dividing_by_zero():
+    # half the spacing squared underflows to 0: the packing bound divided by it
+    assert apply_overrides(small(), {"placement.min_server_spacing_m": 1e-300})
+
+
+@pytest.mark.parametrize(("name", "text", "key"), [
+    ("c.yaml", "env: {episode_rounds: 3}\nenv: {episode_rounds: 4}\n", "'env'"),
+    ("c.yaml", "fl:\n  lr: 0.1\n  lr: 0.2\n", "'lr'"),
+    ("c.json", '{"fl": {"lr": 0.1, "lr": 0.2}}', "'lr'"),
+])
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, name, text, key):
+    path = tmp_path / name
+    path.write_text(text)  # the last value was silently kept
+    with pytest.raises(ConfigError, match=f"the key {key} appears twice"):
+        load_scenario("small", config_file=path)
+
+
+def test_a_config_file_that_names_another_preset_than_the_one_given_is_refused(tmp_path,
+                                                                               capsys):
+    from hffm_env.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("scenario: paper\nenv: {episode_rounds: 3}\n")
+    with pytest.raises(ConfigError, match="names scenario 'paper', but scenario 'small' is"):
+        load_scenario("small", config_file=path)  # it silently described paper
+    assert load_scenario("paper", config_file=path).env.episode_rounds == 3
+    # hffm without --scenario takes the file's preset
+    assert main(["describe", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("scenario paper")

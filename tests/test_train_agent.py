@@ -83,6 +83,13 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
                  ["--seed", "3", "--n-envs", "2", "--eval-seeds", "5"]):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert "training would reset its envs with seeds" in capsys.readouterr().err
+    # what would be silently ignored or counted twice is refused before training
+    for argv, message in ((["--eval-seeds", "1000", "1000"], "eval_seeds has 1000 twice"),
+                          (["--eval-policies", "star", "star"], "eval_policies has 'star' twice"),
+                          (["--reward-split", "cost-share"], "only with --multi-agent"),
+                          (["--n-envs", "2000"], "seed = 0, n_envs = 2000: training would")):
+        assert train_agent.main(["--fidelity", "cost", *argv]) == 2
+        assert message in capsys.readouterr().err
     # a missing surrogate for the evaluation is refused before training, not after it
     monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
@@ -184,10 +191,13 @@ def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
     assert [args.learning_rate_at(t) for t in (0, 200, 400, 500)] == pytest.approx(
         [1e-3, 5e-4, 0.0, 0.0])
     assert TrainArgs(learning_rate=1e-3).learning_rate_at(10_000) == 1e-3
-    # training in train fidelity already: no fine-tuning phase, the line ends with training
+    # training in train fidelity already: the line ends with training; fine-tuning on top of
+    # it is refused (it was silently skipped)
     real = TrainArgs(learning_rate=1e-3, lr_schedule="linear", fidelity="train",
-                     total_timesteps=300, finetune_timesteps=100)
+                     total_timesteps=300)
     assert real.finetune_steps == 0 and real.learning_rate_at(300) == 0.0
+    with pytest.raises(ValueError, match="finetune_timesteps = 100: fine-tuning adds real"):
+        TrainArgs(fidelity="train", finetune_timesteps=100)
     with pytest.raises(ValueError, match="lr_schedule = 'cosine': must be one of"):
         TrainArgs(lr_schedule="cosine")
 

@@ -314,11 +314,6 @@ def build_federated_data(
         )
     cluster_of_device = raw.astype(np.int64)
     num_devices = cluster_of_device.size
-    if config.min_samples_per_device < 2:
-        raise ConfigError(
-            f"data.min_samples_per_device = {config.min_samples_per_device}: must be >= 2 "
-            "so that every device has a training and a test sample"
-        )
     clusters, profiles = draw_network_profiles(config, cluster_of_device, rng)
     num_clusters = int(cluster_of_device.max()) + 1
     # one extra row: the held-out cluster's own skew

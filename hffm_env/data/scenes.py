@@ -44,7 +44,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from hffm_env.config import TASKS, ConfigError, DataConfig
+from hffm_env.config import MIN_QUESTION_LENGTH, TASKS, DataConfig
 
 __all__ = [
     "SHAPES",
@@ -128,9 +128,6 @@ QUESTION_TYPES: tuple[str, ...] = (
 )
 """Question templates, in the order of ``SceneBatch.question_type``. Each question is drawn
 uniformly among the templates whose answer is well defined for that scene."""
-
-MIN_QUESTION_LENGTH: int = 7
-"""Tokens of the longest question, ``<cls>`` included; ``data.question_length`` must be >= it."""
 
 AUDIO_NOISE_GAIN: float = 3.0
 """Audio noise std is this times ``data.noise_std``: a tone burst spreads over many samples, so
@@ -434,17 +431,11 @@ def generate_scenes(
     ``noise_std`` (a noise sweep changes nothing else).
 
     Raises:
-        ConfigError: ``data.question_length`` is shorter than the longest question.
         ValueError: ``n`` or ``scene_class`` is malformed.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"generate_scenes: n = {n!r} must be an integer >= 0")
     n = int(n)
-    if config.question_length < MIN_QUESTION_LENGTH:
-        raise ConfigError(
-            f"data.question_length = {config.question_length}: must be >= {MIN_QUESTION_LENGTH}, "
-            "the length of the longest question template"
-        )
     if scene_class is None:
         scene = rng.integers(0, NUM_SCENE_CLASSES, size=n).astype(np.int64)
     else:

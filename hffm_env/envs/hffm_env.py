@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from hffm_env.config import (
     check_memory,
     load_scenario,
 )
-from hffm_env.devices import device_problem
+from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.reward import (
@@ -266,6 +267,9 @@ class HFFMEnv(gym.Env):
         problem = device_problem(device)
         if problem is not None:
             raise ValueError(f"device = {device!r}: {problem}")
+        if surrogate is not None and fidelity != "surrogate":
+            raise ConfigError(f"surrogate = {surrogate!r}: a fitted surrogate serves only "
+                              f"fidelity='surrogate' (this env's is {fidelity!r})")
         if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(
                 torch_threads, (int, np.integer)) or torch_threads < 1):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
@@ -274,6 +278,11 @@ class HFFMEnv(gym.Env):
         if isinstance(reward, str):  # a named reward is the config's, checked like it
             self.config = dataclasses.replace(
                 self.config, env=dataclasses.replace(self.config.env, reward=reward))
+        if torch_threads is not None and torch_threads > 1 and forked_after_torch_threads():
+            warnings.warn(f"torch_threads = {torch_threads}: this process was forked after "
+                          "real training ran in its parent, where torch can use one thread "
+                          "only (more would hang); using 1", RuntimeWarning, stacklevel=2)
+            torch_threads = 1
         if torch_threads is not None:  # a process-wide setting: only once the rest is valid
             torch.set_num_threads(int(torch_threads))
         check_memory(self.config, fidelity)  # refuse before allocating, with the estimate
@@ -310,6 +319,7 @@ class HFFMEnv(gym.Env):
         self._surrogate_noise: np.ndarray | None = None  # this episode's, (rounds + 1, targets)
         self._prediction: Evaluation | None = None  # the surrogate's last, measured or not
         if fidelity == "train":
+            guard_forks()  # real training runs OpenMP threads: a fork after it must not
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
             self.engine = FederatedEngine(cfg, model, self.data, network, train=True,
@@ -341,6 +351,14 @@ class HFFMEnv(gym.Env):
             Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR))
         never = self.engine.price_schedule(
             Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT))
+        references = {"never's latency_s": never.latency_s, "star's latency_s": star.latency_s,
+                      "never's energy_j": never.energy_j, "star's energy_j": star.energy_j}
+        for name, value in references.items():
+            if not math.isfinite(value):
+                raise ConfigError(
+                    f"a round's cost overflows on this config: {name} = {value} (the reward's "
+                    "references); the channel, compute or cost values are too extreme (e.g. a "
+                    "transmit power, bandwidth or CPU frequency near 0)")
         self.cost_range = CostRange(never.latency_s, star.latency_s, never.energy_j,
                                     star.energy_j)
         self.reference_latency_s = max(star.latency_s, 1e-9)
@@ -452,6 +470,8 @@ class HFFMEnv(gym.Env):
         energy curves; ``"ansi"``: a text summary. ``None`` without a render mode."""
         from hffm_env.envs import render as rendering
 
+        if isinstance(self.engine, _Closed):  # the frame would show a round of a closed env
+            raise RuntimeError(_CLOSED)
         if self.render_mode == "rgb_array":
             return rendering.render_rgb(self)
         if self.render_mode == "ansi":
@@ -555,6 +575,13 @@ class HFFMEnv(gym.Env):
             energy_j=result.cost.energy_j, last_round=last_round,
         )
         self._last_reward_inputs = inputs
+        for name, value in (("latency_s", inputs.latency_s), ("energy_j", inputs.energy_j)):
+            if not math.isfinite(value):  # the config's fault, not the reward's
+                self._needs_reset = True
+                raise ConfigError(
+                    f"round {self.rounds_done}: its {name} = {value} overflows on this config "
+                    "(a link rate or compute time underflowed: a transmit power, bandwidth, "
+                    "path gain or CPU frequency too close to 0); the episode ends: call reset()")
         try:
             terms = check_terms(
                 self.reward_function(inputs, self.cost_range, self.reward_weights),

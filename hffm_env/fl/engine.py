@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.config import MODULE_TYPES, REQUESTS_PER_TASK_ARRIVAL, ScenarioConfig
 from hffm_env.data import FederatedData, can_serve, task_specs
 from hffm_env.fl.aggregation import (
     broadcast_to_members,
@@ -295,7 +295,7 @@ class FederatedEngine:
                 for k, task in enumerate(self.tasks)
                 if not bool(self.device_tasks[d, k]) and can_serve(task, profile.modalities)
             ]
-            needed = 2
+            needed = REQUESTS_PER_TASK_ARRIVAL
             if candidates and len(self.pending) + needed <= fl.max_pending_requests:
                 d, k = candidates[int(rng.integers(len(candidates)))]
                 self.device_tasks[d, k] = True
@@ -334,6 +334,11 @@ class FederatedEngine:
                         f"Schedule.pairs uses device {d} twice: pairs must be disjoint"
                     )
                 seen.add(d)
+            if not self.network.is_d2d_link(i, j):  # an unavailable one just sits it out
+                raise ValueError(
+                    f"Schedule.pairs has ({i}, {j}): a pair must be two devices of one cluster "
+                    "joined in its D2D graph (within channel.d2d_radius_m, or by the "
+                    "spanning tree that connects the cluster)")
         for request, source in schedule.relay_sources.items():
             if request not in self.pending:
                 raise ValueError(f"Schedule.relay_sources names {request}, which is not pending")

@@ -99,6 +99,10 @@ class RelaySource:
             raise ValueError(f"RelaySource.device = {self.device!r}: must be an integer device id")
         if self.kind == SourceKind.DEVICE and self.device < 0:
             raise ValueError(f"RelaySource(kind=DEVICE) needs a device id >= 0, got {self.device}")
+        # one type each, whatever was passed (an int kind, a numpy device id): to_dict and
+        # equality read them as SourceKind and int
+        object.__setattr__(self, "kind", SourceKind(self.kind))
+        object.__setattr__(self, "device", int(self.device))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import CLUSTER_TIERS, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
@@ -159,15 +159,13 @@ class RoundTrace:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (NaN as None)."""
         return {"tiers": self.tiers, "available_fraction": self.available_fraction,
-                "targets": {k: (v if math.isfinite(v) else None)
-                            for k, v in self.targets.items()}}
+                "targets": jsonio.json_safe(self.targets)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoundTrace:
         """Inverse of :meth:`to_dict`."""
         return cls(data["tiers"], float(data["available_fraction"]),
-                   {k: (float("nan") if v is None else float(v))
-                    for k, v in data["targets"].items()})
+                   {k: float(v) for k, v in jsonio.nulls_to_nan(data["targets"]).items()})
 
 
 class TierHistory:
@@ -413,11 +411,12 @@ class AccuracySurrogate:
                              f"reads {SURROGATE_FORMAT}; run `hffm calibrate` again")
         outputs = len(target_names(record["tasks"]))
         nets = []
-        for state in record["members"]:
-            net = _MLP(record["inputs"], outputs, record["hidden"])
-            net.load_state_dict(state)
-            net.eval()
-            nets.append(net)
+        with torch.random.fork_rng(devices=[]):  # the layers' initial draws (overwritten by
+            for state in record["members"]:     # the state) leave the caller's stream alone
+                net = _MLP(record["inputs"], outputs, record["hidden"])
+                net.load_state_dict(state)
+                net.eval()
+                nets.append(net)
         residuals = record.get("residuals")
         return cls(record["tasks"], record["horizon"], nets,
                    tuple(t.numpy() for t in record["x_stats"]),

@@ -262,6 +262,12 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| ---", "| never"]
     assert hffm_main(["bench", "--from-json", str(first), "--policies", "oracle"]) == 2
     assert "the files hold" in capsys.readouterr().err
+    # flags of a run have no effect on a merge: refused, not ignored
+    assert hffm_main(["bench", "--from-json", str(first), "--agent", "nowhere"]) == 2
+    assert "--from-json runs nothing, so --agent has no effect" in capsys.readouterr().err
+    assert hffm_main(["bench", "--from-json", str(first), "--json", str(tmp_path / "o.png"),
+                      "--plot", str(tmp_path / "o.png")]) == 2
+    assert "--json and --plot name one file" in capsys.readouterr().err
 
     data = json.loads(more.read_text())
     data["episodes"][0]["energy_j"][0] += 1.0  # seed 1 of star no longer agrees
@@ -374,3 +380,32 @@ def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
     line = verdict(BenchResult("small", "train", [0, 1], 0.4, summarise(episodes, 0.4),
                                episodes), "agent")
     assert "energy to target 2.0 vs 3.0 J (-33%, reached on 1/2 vs 2/2 seeds)" in line
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"policies": []}, r"policies = \[\]: must be a non-empty list"),
+    ({"policies": "star"}, "policies = 'star': must be a non-empty list"),
+    ({"policies": [5]}, r"policies\[0\] = 5: must be a policy name or a Policy"),
+    ({"policies": ["star", "star"]}, "'star' is given 2 times"),
+    ({"seeds": []}, r"seeds = \[\]: must be a non-empty list"),
+    ({"seeds": "1000"}, "seeds = '1000'"),
+    ({"seeds": [1.5]}, r"seeds\[0\] = 1.5: must be an integer >= 0"),
+    ({"seeds": [-1]}, r"seeds\[0\] = -1"),
+    ({"seeds": [5, 5]}, "seeds: 5 is given twice"),
+    ({"target_accuracy": -3}, "target_accuracy = -3"),
+    ({"target_fraction": float("nan")}, "target_fraction = nan"),
+])
+def test_run_benchmark_names_a_bad_argument_before_running_anything(kwargs, message):
+    built = []
+    call = {"policies": ["star"], "seeds": [0], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        run_benchmark(lambda: built.append(1) or _env(), call.pop("policies"), progress=False,
+                      **call)
+    assert not built  # (a repeated seed or policy was run and counted twice; 1.5 ran seed 1)
+
+
+def test_a_policy_that_fails_mid_run_is_named(capsys):
+    # hffm-e8's cloud period 8 is not in this menu: it failed with the slot only
+    with pytest.raises(ValueError, match=r"policy 'hffm-e8' on seed 0: .*not in env.period_menu"):
+        run_benchmark(lambda: _env("cost", ["env.period_menu=[0,1,2]"]), ["never", "hffm-e8"],
+                      seeds=[0], progress=False)

@@ -92,7 +92,9 @@ def test_tiny_real_run_and_its_rescoring(bench):
 
 def test_options_that_would_be_ignored_are_refused(bench, capsys):
     for argv, says in ((["--rescore"], "--rescore rescores saved runs"),
-                       (["--from-json", "x.json", "--set", "fl.lr=0.1"], "changes nothing")):
+                       (["--from-json", "x.json", "--set", "fl.lr=0.1"], "changes nothing"),
+                       # checked before the first scenario trains (minutes lost before)
+                       (["--scenarios", "small", "nope"], "invalid choice: 'nope'")):
         with pytest.raises(SystemExit):
             bench.main(argv)
         assert says in capsys.readouterr().err

@@ -75,14 +75,15 @@ def test_a_numpy_integer_seed_is_the_same_seed():
 
 @pytest.mark.parametrize("episode_over", [False, True])
 def test_a_closed_env_says_so_on_every_use(episode_over):
-    env = _cost_env(overrides={"env.episode_rounds": 1})
+    env = _cost_env(overrides={"env.episode_rounds": 1}, render_mode="rgb_array")
     env.reset(seed=0)
     action = env.action_space.sample()
     if episode_over:
         env.step(action)
     env.close()
     for use in (lambda: env.step(action), lambda: env.reset(seed=0), env.action_masks,
-                lambda: env.decode(action), lambda: env.pending, env.module_inventory):
+                lambda: env.decode(action), lambda: env.pending, env.module_inventory,
+                env.render):  # an rgb_array frame of the last round came back
         with pytest.raises(RuntimeError, match="the env is closed"):
             use()
 
@@ -203,6 +204,21 @@ def test_action_mask_observation_needs_an_env_with_masks():
         ActionMaskObservation(gym.make("CartPole-v1"))
 
 
+def test_the_action_wrappers_name_an_env_that_is_not_ours_and_a_bad_menu():
+    # both raised AttributeError: no attribute 'layout'; a menu of 5: 'int' is not iterable
+    for wrapper in (ScheduleMenu, CoarseActions):
+        with pytest.raises(TypeError, match=f"{wrapper.__name__}: .* is not an HF-FM env"):
+            wrapper(gym.make("CartPole-v1"))
+    with pytest.raises(TypeError, match="ScheduleMenu: schedules = 5: must be a mapping"):
+        ScheduleMenu(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"), 5)
+
+
+def test_a_surrogate_for_another_fidelity_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="surrogate = 'junk.pt': a fitted surrogate serves only "
+                                          "fidelity='surrogate' \\(this env's is 'cost'\\)"):
+        _cost_env(surrogate="junk.pt")
+
+
 # ------------------------------------------------------------------ multi-agent forms
 
 
@@ -313,3 +329,20 @@ def test_paths_policies_and_plans_name_a_bad_argument(call, message):
 def test_every_baseline_says_act_needs_reset_first(name):
     with pytest.raises(RuntimeError, match=f"policy '{name}': call reset"):
         make_policy(name).act(np.zeros(3), {})
+
+
+def test_a_config_whose_reference_costs_overflow_is_refused_when_the_env_is_built():
+    # it was accepted and the first step failed in the reward (latency = nan), a traceback
+    with pytest.raises(ConfigError, match="a round's cost overflows on this config: .* = inf"):
+        _cost_env(overrides={"compute.cpu_freq_hz_min": 1e-300,
+                             "compute.cpu_freq_hz_max": 1e-300})
+
+
+def test_a_round_whose_cost_overflows_says_so_in_one_line():
+    env = _cost_env(overrides={"channel.uplink.tx_power_w": 1e-300})  # star and never: wired
+    env.reset(seed=0)
+    with pytest.raises(ConfigError, match=r"round 1: its latency_s = inf overflows on this "
+                                          "config"):
+        env.step(full_action(env, 1, 1, Route.DIRECT))  # edge rounds use the uplink
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(full_action(env, 1, 1, Route.DIRECT))

@@ -3,6 +3,7 @@ rendering. All on tiny budgets of the `small` scenario (other presets in cost fi
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -279,6 +280,23 @@ def test_async_vector_env_with_the_default_fork_context_in_cost_fidelity():
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=240)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_async_vector_env_in_train_fidelity_as_the_readme_shows_it():
+    # gym.make_vec builds one env in the parent (real training: OpenMP threads run), then
+    # forks the workers, which hung for good inside their first convolution
+    script = (
+        "import torch, gymnasium as gym, hffm_env\n"
+        "from hffm_env.testing import TINY_OVERRIDES\n"
+        "torch.set_num_threads(2)\n"
+        "envs = gym.make_vec('hffm/HFFM-v0', num_envs=2, vectorization_mode='async', "
+        "overrides=list(TINY_OVERRIDES))\n"
+        "envs.reset(seed=0); envs.step(envs.action_space.sample()); envs.close()\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=240, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 

@@ -214,8 +214,7 @@ def test_pair_exchange_preserves_the_pair_mean():
     engine = _engine(train=False)
     _randomise(engine, seed=2)
     before = {k: v.clone() for k, v in engine.params.items()}
-    members = engine.network.members(0)
-    pair = (int(members[0]), int(members[1]))
+    pair = next(iter(engine.network.d2d_graphs[0].edges))
     engine.run_round(Schedule(tiers={"adapter": Tier.D2D_PAIRS}, pairs=(pair,)))
     name = engine.inventory.by_type("adapter")[0].param_names[0]
     i, j = pair
@@ -224,6 +223,30 @@ def test_pair_exchange_preserves_the_pair_mean():
                                before[name][i] + before[name][j])
     others = [d for d in range(engine.num_devices) if d not in pair]
     assert torch.equal(engine.params[name][others], before[name][others])
+
+
+def test_a_pair_must_be_a_d2d_link_of_one_cluster():
+    engine = _engine(train=False)
+    network = engine.network
+    other_cluster = (int(network.members(0)[0]), int(network.members(1)[0]))
+    with pytest.raises(ValueError, match=r"Schedule.pairs has \(\d+, \d+\): a pair must be two "
+                                         "devices of one cluster joined in its D2D graph"):
+        engine.price_schedule(Schedule(tiers={"adapter": Tier.D2D_PAIRS},
+                                       pairs=(other_cluster,)))
+    unlinked = [(int(i), int(j)) for c in range(engine.num_clusters)
+                for i in network.members(c) for j in network.members(c)
+                if i < j and not network.d2d_graphs[c].has_edge(int(i), int(j))]
+    if unlinked:  # same cluster, beyond the D2D radius: priced at a long-range rate before
+        with pytest.raises(ValueError, match="joined in its D2D graph"):
+            engine.price_schedule(Schedule(tiers={"adapter": Tier.D2D_PAIRS},
+                                           pairs=(unlinked[0],)))
+
+
+def test_a_relay_source_keeps_one_type_whatever_it_was_given():
+    source = RelaySource(2, np.int64(-1))
+    assert source.kind is SourceKind.CLOUD and type(source.device) is int
+    schedule = Schedule(relay_sources={ModuleRequest(0, "head/vqa"): source})
+    assert schedule.to_dict()["relays"][0]["source"] == "cloud"  # the ansi render prints it
 
 
 def test_dropped_devices_do_not_change_other_devices(trained_engine):

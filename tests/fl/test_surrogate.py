@@ -88,6 +88,19 @@ def test_fitting_leaves_the_callers_torch_random_stream_alone():
     np.testing.assert_array_equal(first.predict_features(x), again.predict_features(x))
 
 
+def test_loading_leaves_the_callers_torch_random_stream_alone(tmp_path):
+    import torch
+
+    fitted = AccuracySurrogate.fit(_synthetic_episodes(4, 0), TASKS, HORIZON, iterations=2,
+                                   members=2)
+    fitted.save(tmp_path / "s.pt")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    AccuracySurrogate.load(tmp_path / "s.pt")  # (every surrogate-fidelity env loads one)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
 def test_save_and_load_give_the_same_predictions(fitted, tmp_path):
     path = tmp_path / "s.pt"
     fitted.save(path)
