@@ -15,7 +15,7 @@ from typing import Any
 
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import ACTION_MODES
-from hffm_env.config import scenario_names
+from hffm_env.config import FIDELITIES, scenario_names
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
@@ -52,7 +52,7 @@ class TrainArgs:
             "help": "'train' (real FL training in each step), 'surrogate' (accuracy from the "
             "fitted surrogate, costs from the cost model; see hffm calibrate) or 'cost' "
             "(network only)",
-            "choices": ("train", "surrogate", "cost"),
+            "choices": FIDELITIES,
         },
     )
     surrogate: str | None = field(
@@ -69,7 +69,7 @@ class TrainArgs:
         default=None,
         metadata={"help": "fidelity of the final comparison (default: 'train' after "
                   "surrogate training, else --fidelity)",
-                  "choices": ("train", "surrogate", "cost")},
+                  "choices": FIDELITIES},
     )
     ent_coef: float = field(default=0.01, metadata={"help": "PPO entropy bonus"})
     action_mode: str = field(
@@ -252,7 +252,7 @@ class TrainArgs:
                 raise ValueError(f"action_mode = {self.action_mode!r}: the multi-agent env "
                                  "has its own per-agent actions; use 'full'")
         for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
-            if value is not None and value not in ("train", "surrogate", "cost"):
+            if value is not None and value not in FIDELITIES:
                 raise ValueError(f"{name} = {value!r}: must be 'train', 'surrogate' or 'cost'")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode = {self.action_mode!r}: must be one of "

@@ -11,6 +11,7 @@ episode's return, ``learning_curve.csv`` and ``.png``), periodic checkpoints and
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,10 @@ def train_sb3(args: TrainArgs) -> float:
     remaining = args.total_timesteps - done
     finetune_left = args.finetune_steps - max(0, done - args.total_timesteps)
     started = time.perf_counter()
+    if resume is not None and remaining <= 0 and finetune_left <= 0:
+        print(f"train_agent.py: note: the checkpoint has {done} timesteps already, "
+              f"--total-timesteps is {args.total_timesteps}: nothing left to train; it is "
+              "saved and evaluated as it is", file=sys.stderr)
     if remaining > 0:
         learn(remaining, run_name, resume is None, args.fidelity, "while training")
     if finetune_left > 0:

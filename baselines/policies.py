@@ -88,11 +88,6 @@ class EnvBound:
         self._env = value
 
 
-def _relay_from_edge(layout: Any, pending: list[Any]) -> list[int]:
-    """Relay every pending module from the edge server (choice 1), wait on empty slots."""
-    return relay_from_edge(layout.num_requests, len(pending))
-
-
 class PeriodicPolicy(EnvBound):
     """A fixed schedule: every module type aggregated at the edge every ``edge_period`` rounds
     and at the cloud every ``cloud_period`` rounds (0 = never), every cluster on ``route``;
@@ -249,10 +244,7 @@ class AdaptivePolicy(EnvBound):
         elif drift < self.drift_low and energy_ahead:
             self.index = min(self.index + 1, len(self.periods) - 1)
         tau = self.periods[self.index]
-        return env.layout.encode(
-            1, tau, Route.DIRECT, heads=env.default_heads.tolist(),
-            relay=_relay_from_edge(env.layout, env.pending),
-        )
+        return full_action(env, 1, tau, Route.DIRECT)
 
 
 class ModuleAwarePolicy(EnvBound):
@@ -288,7 +280,7 @@ class ModuleAwarePolicy(EnvBound):
         return env.layout.encode(
             self.edge_period, self.cloud_period, Route.DIRECT, pair_exchange=pair,
             heads=env.default_heads.tolist(), partners=partners,
-            relay=_relay_from_edge(env.layout, env.pending),
+            relay=relay_from_edge(env.layout.num_requests, len(env.pending)),
         )
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from _output import emit_json
 
 from hffm_env import arguments
+from hffm_env.config import FIDELITIES
 
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
 """The plan of the README's PPO section."""
@@ -139,7 +140,7 @@ def run_levers(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the lever table."""
-    parser = lever_parser(__doc__.splitlines()[0], ("cost", "surrogate", "train"))
+    parser = lever_parser(__doc__.splitlines()[0], FIDELITIES)
     args = parser.parse_args(argv)
 
     import gymnasium as gym

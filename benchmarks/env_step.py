@@ -26,7 +26,7 @@ from _output import emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
-from hffm_env.config import scenario_names
+from hffm_env.config import FIDELITIES, scenario_names
 
 TRAINING_SHARE_TARGET = 0.65
 OTHER_SHARE_TARGET = 0.05  # of a train step outside local training and evaluation
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
                         choices=scenario_names())  # checked before any scenario runs
     parser.add_argument("--fidelities", nargs="+", default=["train", "cost"],
-                        choices=("train", "surrogate", "cost"))
+                        choices=FIDELITIES)
     parser.add_argument("--steps", type=arguments.positive_int, default=8)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")

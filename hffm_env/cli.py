@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import arguments, jsonio
-from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
+from hffm_env.config import (
+    FIDELITIES,
+    ConfigError,
+    ScenarioConfig,
+    load_scenario,
+    scenario_names,
+)
 
 __all__ = [
     "main", "build_parser", "describe_scenario", "format_description", "format_pretrain_info",
@@ -475,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="compare policies on held-out seeds")
     _add_scenario_arguments(bench)
-    bench.add_argument("--fidelity", choices=("cost", "surrogate", "train"), default="train",
+    bench.add_argument("--fidelity", choices=FIDELITIES, default="train",
                        help="'train': real FL training; 'surrogate': accuracy from the fitted "
                        "surrogate; 'cost': network costs only")
     bench.add_argument("--policies", help="comma-separated baseline names: star, edge-only, "

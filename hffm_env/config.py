@@ -65,6 +65,13 @@ MIN_QUESTION_LENGTH: int = 7
 """Tokens of the longest question template (:data:`hffm_env.data.scenes.QUESTION_TYPES`),
 ``<cls>`` included; ``data.question_length`` must be >= it."""
 
+IMAGE_TOKENS: int = 16
+"""Tokens per image: the image extractor pools its last feature map to a 4 x 4 grid
+(:data:`hffm_env.models.extractors.IMAGE_GRID`)."""
+
+AUDIO_TOKENS: int = 8
+"""Tokens per audio clip."""
+
 REQUESTS_PER_TASK_ARRIVAL: int = 2
 """Module requests a task arrival opens (the task's prompt and head): with
 ``fl.task_arrival_prob`` > 0, ``fl.max_pending_requests`` must leave room for them."""
@@ -327,7 +334,7 @@ class ComputeConfig:
     cycles_per_sample: float = 2e7
     cpu_freq_hz_min: float = 0.5e9
     cpu_freq_hz_max: float = 2.0e9
-    kappa: float = 1e-28
+    kappa: float = 1e-28  # effective switched capacitance, J per cycle per Hz^2
 
     def __post_init__(self) -> None:
         _check_positive_at_most("compute", 1e15, cycles_per_sample=self.cycles_per_sample)
@@ -409,8 +416,8 @@ class DataConfig:
     modalities: tuple[str, ...] = MODALITIES
     tasks: tuple[str, ...] = TASKS
     image_size_px: int = 32
-    audio_length: int = 256
-    question_length: int = 8
+    audio_length: int = 256  # samples per audio clip
+    question_length: int = 8  # tokens per question, <cls> included
     max_objects: int = 3
     noise_std: float = 0.1
     samples_per_device: int = 200
@@ -799,7 +806,8 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
     raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
     parts = {"libraries": 400e6, "scenes": samples * raw}
     if fidelity == "train":
-        tokens = 16 + 8 + data.question_length + len(data.tasks) * model.num_prompt_tokens
+        tokens = (IMAGE_TOKENS + AUDIO_TOKENS + data.question_length
+                  + len(data.tasks) * model.num_prompt_tokens)
         parts["features"] = samples * tokens * model.feature_dim * 4.0
         parts["pre-training scenes"] = data.pretrain_samples * raw  # on a first build only
         width = (16 * model.hidden_size + 2 * model.intermediate_size) * model.num_layers \
@@ -808,6 +816,11 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
         parts["training and evaluation"] = devices * batch * tokens * width * 4.0
     parts["total"] = sum(parts.values())
     return parts
+
+
+FIDELITIES: tuple[str, ...] = ("train", "surrogate", "cost")
+"""How an env measures accuracy: ``train`` (real federated training), ``surrogate`` (a fit
+of real training) or ``cost`` (none: network costs only)."""
 
 
 def check_memory(config: ScenarioConfig, fidelity: str = "train") -> None:

@@ -30,7 +30,7 @@ def _optimizer_steps(model) -> list[float]:
     return sorted(float(v["step"]) for v in state.values())
 
 
-def test_resume_restores_the_checkpoint_and_total_timesteps_is_the_total(tmp_path):
+def test_resume_restores_the_checkpoint_and_total_timesteps_is_the_total(tmp_path, capsys):
     assert train_agent.main([*BASE, "--total-timesteps", "32", "--out",
                              str(tmp_path / "whole")]) == 0
     checkpoint = tmp_path / "whole" / "checkpoints" / "step_00000016"
@@ -57,8 +57,10 @@ def test_resume_restores_the_checkpoint_and_total_timesteps_is_the_total(tmp_pat
 
     # resuming to a total already reached trains nothing and saves the checkpoint's state
     # unchanged: weights, optimiser and statistics
+    capsys.readouterr()
     assert train_agent.main([*BASE, "--total-timesteps", "16", "--out",
                              str(tmp_path / "done"), "--resume", str(checkpoint)]) == 0
+    assert "the checkpoint has 16 timesteps already" in capsys.readouterr().err  # (was silent)
     done, start = model(tmp_path / "done"), model(checkpoint)
     assert find_agent(tmp_path / "done").info.num_timesteps == 16
     for (name, a), b in zip(start.policy.state_dict().items(),

@@ -170,3 +170,15 @@ def test_a_config_file_that_names_another_preset_than_the_one_given_is_refused(t
     # hffm without --scenario takes the file's preset
     assert main(["describe", "--config", str(path)]) == 0
     assert capsys.readouterr().out.startswith("scenario paper")
+
+
+def test_the_token_counts_the_memory_estimate_uses_are_the_extractors():
+    import torch
+
+    from hffm_env.config import AUDIO_TOKENS, IMAGE_TOKENS, DataConfig
+    from hffm_env.models.extractors import IMAGE_GRID, AudioExtractor
+
+    assert IMAGE_GRID * IMAGE_GRID == IMAGE_TOKENS
+    data = DataConfig()
+    audio = AudioExtractor(8, data.audio_length)(torch.zeros(2, data.audio_length))
+    assert audio.shape[1] == AUDIO_TOKENS

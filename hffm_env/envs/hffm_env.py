@@ -15,6 +15,7 @@ import torch
 from gymnasium import spaces
 
 from hffm_env.config import (
+    FIDELITIES,
     MODULE_TYPES,
     ConfigError,
     ScenarioConfig,
@@ -45,7 +46,6 @@ from hffm_env.seeding import RandomStreams
 
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
 
-FIDELITIES = ("train", "cost", "surrogate")
 REWARD_MODES = ("scalar", "vector")
 
 

@@ -129,16 +129,33 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
                           "split or training setting); its error was not measured here",
                           stacklevel=2)
         return surrogate
-    name = surrogate_path(cfg).name
-    for candidate in (surrogate_path(cfg), PACKAGED_DIR / name):
-        if candidate.is_file():
-            return AccuracySurrogate.load(candidate)
+    for fitted_cfg in _configs_a_fit_may_serve(cfg):
+        name = surrogate_path(fitted_cfg).name
+        for candidate in (surrogate_path(fitted_cfg), PACKAGED_DIR / name):
+            if candidate.is_file():
+                return AccuracySurrogate.load(candidate)
     raise SurrogateMissing(
         f"fidelity='surrogate': no fitted surrogate for this configuration (key "
         f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
         f"Fit one on real training with `hffm calibrate --scenario {cfg.name}` plus the same "
         "--set overrides (minutes of training), or pass surrogate=PATH to gym.make"
     )
+
+
+def _configs_a_fit_may_serve(cfg: ScenarioConfig) -> list[ScenarioConfig]:
+    """``cfg``, then ``cfg`` at its preset's longer horizon: a fit of longer episodes serves
+    shorter ones (training does not know when the episode ends; a file given by path is
+    taken on the same terms), so ``env.episode_rounds=10`` on ``small`` finds the shipped
+    fit of 16 rounds."""
+    from hffm_env.config import SCENARIOS, get_scenario
+
+    configs = [cfg]
+    if cfg.name in SCENARIOS:
+        horizon = get_scenario(cfg.name).env.episode_rounds
+        if horizon > cfg.env.episode_rounds:
+            configs.append(dataclasses.replace(
+                cfg, env=dataclasses.replace(cfg.env, episode_rounds=horizon)))
+    return configs
 
 
 def target_names(tasks: Sequence[str]) -> list[str]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hffm_env.config import AUDIO_TOKENS, IMAGE_TOKENS
+
 __all__ = [
     "IMAGE_GRID",
     "IMAGE_TOKENS",
@@ -30,13 +32,8 @@ __all__ = [
 ]
 
 IMAGE_GRID: int = 4
-"""The image extractor pools its last feature map to an ``IMAGE_GRID x IMAGE_GRID`` grid."""
-
-IMAGE_TOKENS: int = IMAGE_GRID * IMAGE_GRID
-"""Tokens per image."""
-
-AUDIO_TOKENS: int = 8
-"""Tokens per audio clip."""
+"""The image extractor pools its last feature map to an ``IMAGE_GRID x IMAGE_GRID`` grid
+(:data:`~hffm_env.config.IMAGE_TOKENS` tokens per image)."""
 
 
 class ImageExtractor(nn.Module):

@@ -137,7 +137,7 @@ def test_a_surrogate_given_by_path_is_checked_against_the_config(fitted, tmp_pat
 
 def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
     monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
-    cfg = apply_overrides(small(), ["env.episode_rounds=7"])  # no surrogate ships for this
+    cfg = apply_overrides(small(), ["fl.lr=0.02"])  # no surrogate ships for this
     with pytest.raises(SurrogateMissing, match="hffm calibrate --scenario small"):
         find_surrogate(cfg)
 
@@ -317,3 +317,13 @@ def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted
         gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
                  overrides=[*base, "env.surrogate_noise=residuals"],
                  surrogate=str(tmp_path / "plain.pt"))
+
+
+def test_a_shorter_episode_finds_the_fit_of_its_presets_horizon():
+    # it raised SurrogateMissing, while the same file given by path served it
+    preset = small()
+    found = find_surrogate(apply_overrides(preset, {"env.episode_rounds": 10}))
+    assert found.horizon == preset.env.episode_rounds
+    assert found.meta.get("config_key", surrogate_key(preset)) == surrogate_key(preset)
+    with pytest.raises(SurrogateMissing):  # a longer one than the fits' is still refused
+        find_surrogate(apply_overrides(preset, {"env.episode_rounds": 40}))
