@@ -43,7 +43,8 @@ __all__ = [
 # Stages COMPUTE .. BACKHAUL_UP are a round's upward part, the rest its downward part (rule 6).
 _NUM_UP_STAGES = int(Stage.BACKHAUL_UP) + 1
 # The tier each LinkKind's energy is reported under (CostReport.energy_by_tier_j).
-_TIER_OF_LINK = ("edge", "edge", "d2d", "cloud", "cloud")
+_TIER_OF_LINK = {LinkKind.UPLINK: "edge", LinkKind.DOWNLINK: "edge", LinkKind.D2D: "d2d",
+                 LinkKind.BACKHAUL: "cloud", LinkKind.DEVICE_CLOUD: "cloud"}
 
 
 @dataclass
@@ -153,10 +154,13 @@ class CostAccountant:
         self.topology = topology
         self.cpu_freq_hz = np.asarray(cpu_freq_hz, dtype=np.float64)
         ch = scenario.channel
-        self._power_w = np.array([
-            ch.uplink.energy_power_w, ch.downlink.energy_power_w, ch.d2d.energy_power_w,
-            ch.backhaul.energy_power_w, ch.backhaul.energy_power_w,
-        ])
+        # indexed by LinkKind (keyed, so that the enum's order cannot mix them up)
+        power_w = {LinkKind.UPLINK: ch.uplink.energy_power_w,
+                   LinkKind.DOWNLINK: ch.downlink.energy_power_w,
+                   LinkKind.D2D: ch.d2d.energy_power_w,
+                   LinkKind.BACKHAUL: ch.backhaul.energy_power_w,
+                   LinkKind.DEVICE_CLOUD: ch.backhaul.energy_power_w}
+        self._power_w = np.array([power_w[kind] for kind in LinkKind])
 
     def compute_cost(self, compute_samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``(latency_s, energy_j)`` per device of local computation (zeros when computation is
@@ -243,8 +247,8 @@ class CostAccountant:
         link_energy = np.bincount(link, weights=energy, minlength=len(LinkKind))
         tiers = dict.fromkeys(tier_names, 0.0)
         tiers["compute"] = float(comp_energy.sum())
-        for k, tier in enumerate(_TIER_OF_LINK):
-            tiers[tier] += float(link_energy[k])
+        for kind, tier in _TIER_OF_LINK.items():
+            tiers[tier] += float(link_energy[kind])
         num_types = len(table.module_type_names)
         type_energy = np.bincount(cols["module_type"], weights=energy, minlength=num_types)
         by_device = comp_energy.copy()

@@ -76,7 +76,8 @@ _VALID_ENDPOINTS[LinkKind.BACKHAUL, _CLOUD, _EDGE] = True
 _VALID_ENDPOINTS[LinkKind.DEVICE_CLOUD, _DEVICE, _CLOUD] = True
 _VALID_ENDPOINTS[LinkKind.DEVICE_CLOUD, _CLOUD, _DEVICE] = True
 # Wireless links stay inside one cluster (a device talks to its own edge server).
-_SAME_CLUSTER = np.array([True, True, True, False, False])
+_SAME_CLUSTER = np.array([kind in (LinkKind.UPLINK, LinkKind.DOWNLINK, LinkKind.D2D)
+                          for kind in LinkKind])
 
 
 def module_type_of(module_id: str) -> str:
