@@ -189,6 +189,7 @@ class Normalization:
             "obs_count": not (math.isfinite(self.obs_count) and self.obs_count >= 0),
             "ret_mean": not math.isfinite(self.ret_mean),
             "ret_var": not (math.isfinite(self.ret_var) and self.ret_var >= 0),
+            "ret_count": not (math.isfinite(self.ret_count) and self.ret_count >= 0),
             "clip_obs": not self.clip_obs > 0,
             "clip_reward": not self.clip_reward > 0,
             "epsilon": not (math.isfinite(self.epsilon) and self.epsilon > 0),

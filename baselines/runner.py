@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,8 +339,8 @@ def verdict(result: BenchResult, agent: str) -> str:
 
 def run_benchmark(
     make_env: Callable[[], Any] | Callable[[int], Any],
-    policies: Sequence[str | Policy],
-    seeds: Sequence[int] = DEFAULT_EVAL_SEEDS,
+    policies: Iterable[str | Policy],
+    seeds: Iterable[int] = DEFAULT_EVAL_SEEDS,
     *,
     env_per_seed: bool = False,
     target_accuracy: float | None = None,
@@ -411,10 +411,11 @@ def run_benchmark(
     )
 
 
-def _check_policies(policies: Sequence[str | Policy]) -> list[Policy]:
+def _check_policies(policies: Iterable[str | Policy]) -> list[Policy]:
     """``policies`` as Policy objects: at least one, each a known name or a Policy, no two
     with the same name (their episodes would merge into one row)."""
-    if isinstance(policies, str) or not isinstance(policies, Sequence) or not policies:
+    if isinstance(policies, (str, bytes)) or not isinstance(policies, Iterable) \
+            or not (policies := list(policies)):
         raise ValueError(f"policies = {policies!r}: must be a non-empty list of policy names "
                          "(policy_names()) or Policy objects")
     resolved = []
@@ -434,9 +435,10 @@ def _check_policies(policies: Sequence[str | Policy]) -> list[Policy]:
     return resolved
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
+def _check_seeds(seeds: Iterable[int]) -> list[int]:
     """``seeds`` as a list of distinct integers >= 0, at least one."""
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable) \
+            or not (seeds := list(seeds)):  # a list, a tuple, a numpy array, a range ...
         raise ValueError(f"seeds = {seeds!r}: must be a non-empty list of integers >= 0")
     for k, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:

@@ -43,11 +43,17 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
-    if args.scenario is None:  # the --config file's preset, if it names one; else small
-        from hffm_env.config import load_config_file
+    """The scenario of ``--scenario``, ``--config`` and ``--set``. Without ``--scenario``,
+    the preset the ``--config`` file names, else ``small``; a ``--scenario`` that differs from
+    the file's preset is refused (the file's would silently win)."""
+    from hffm_env.config import load_config_file
 
-        named = load_config_file(args.config).get("scenario") if args.config else None
+    named = load_config_file(args.config).get("scenario") if args.config else None
+    if args.scenario is None:
         args.scenario = named if isinstance(named, str) else "small"
+    elif named is not None and named != args.scenario:
+        raise ConfigError(f"--config {args.config!r} names scenario {named!r}, but --scenario "
+                          f"is {args.scenario!r}: give one of them (or the same preset)")
     return load_scenario(args.scenario, config_file=args.config, overrides=args.overrides)
 
 
@@ -243,6 +249,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--plot", args.plot)):
         if target and Path(target).exists() and not args.force:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
+    if args.target_fraction <= 0:
+        raise ConfigError(f"--target-fraction {args.target_fraction}: must be in (0, 1] (a "
+                          "fraction of the best final accuracy)")
     if args.json and args.plot and _same_file(args.json, args.plot):
         raise ConfigError(f"--json and --plot name one file, {args.json!r}: the plot would "
                           "overwrite the JSON")

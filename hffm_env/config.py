@@ -1078,10 +1078,15 @@ def _yaml_unique_key_loader() -> type:
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
             seen = set()
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<": SafeLoader's own
+                    continue
                 key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise _DuplicateKey(key)
-                seen.add(key)
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key)
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader's error says so
+                    continue
             return super().construct_mapping(node, deep=deep)
 
     return UniqueKeyLoader
@@ -1126,15 +1131,8 @@ def load_scenario(
 ) -> ScenarioConfig:
     """Build a scenario from a preset name (or a config / dict), then a config file, then
     overrides, each layered on the previous one (``None``: the dataclass defaults). A config
-    file that names a preset (``scenario: paper``) is layered on that preset; a preset name
-    given here too must be the same one."""
+    file that names a preset (``scenario: paper``) is layered on that preset instead."""
     layers = load_config_file(config_file) if config_file is not None else None
-    if isinstance(scenario, str) and layers is not None and "scenario" in layers \
-            and layers["scenario"] != scenario:
-        raise ConfigError(f"config file {str(config_file)!r} names scenario "
-                          f"{layers['scenario']!r}, but scenario {scenario!r} is given: give "
-                          "one preset (e.g. --scenario with the file's), or drop 'scenario' "
-                          "from the file")
     if isinstance(scenario, ScenarioConfig):
         config = scenario
     elif isinstance(scenario, Mapping):

@@ -227,6 +227,7 @@ def _edit_stats(agent, **fields):
     # statistics no VecNormalize writes: the policy's logits became NaN, the file unnamed
     (lambda a: _edit_stats(a, obs_mean=np.full(2, np.nan)), "vecnormalize.npz: obs_mean = "),
     (lambda a: _edit_stats(a, obs_var=-np.ones(2)), "vecnormalize.npz: obs_var = "),
+    (lambda a: _edit_stats(a, ret_count=np.float64("nan")), "vecnormalize.npz: ret_count = "),
 ])
 def test_bad_agent_files_get_one_clean_error(trained, tmp_path, damage, message):
     agent = _copy(trained, tmp_path / "bad")

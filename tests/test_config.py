@@ -89,7 +89,7 @@ def test_area_too_small_for_spacing_says_so():
 def test_yaml_and_json_files(tmp_path):
     yml = tmp_path / "s.yaml"
     yml.write_text("scenario: paper\nfl:\n  local_steps: 5\n")
-    s = load_scenario(None, config_file=yml, overrides=["env.episode_rounds=7"])
+    s = load_scenario("small", config_file=yml, overrides=["env.episode_rounds=7"])
     assert s.name == "paper" and s.fl.local_steps == 5 and s.env.episode_rounds == 7
     js = tmp_path / "s.json"
     js.write_text(json.dumps({"data": {"dirichlet_alpha": 0.1}}))
@@ -158,18 +158,28 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, name, text, key
         load_scenario("small", config_file=path)
 
 
-def test_a_config_file_that_names_another_preset_than_the_one_given_is_refused(tmp_path,
-                                                                               capsys):
+def test_yaml_merge_keys_still_work_and_an_unhashable_key_is_one_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("channel:\n  uplink: &link {bandwidth_hz: 2000000.0, tx_power_w: 0.5}\n"
+                    "  d2d: {<<: *link, bandwidth_hz: 4000000.0}\n")
+    d2d = load_scenario("small", config_file=path).channel.d2d
+    assert (d2d.bandwidth_hz, d2d.tx_power_w) == (4e6, 0.5)
+    path.write_text("? [1, 2]\n: 3\n")
+    with pytest.raises(ConfigError, match="not valid JSON/YAML"):
+        load_scenario("small", config_file=path)
+
+
+def test_hffm_refuses_a_scenario_other_than_the_config_files_preset(tmp_path, capsys):
     from hffm_env.cli import main
 
     path = tmp_path / "c.yaml"
     path.write_text("scenario: paper\nenv: {episode_rounds: 3}\n")
-    with pytest.raises(ConfigError, match="names scenario 'paper', but scenario 'small' is"):
-        load_scenario("small", config_file=path)  # it silently described paper
-    assert load_scenario("paper", config_file=path).env.episode_rounds == 3
-    # hffm without --scenario takes the file's preset
-    assert main(["describe", "--config", str(path)]) == 0
-    assert capsys.readouterr().out.startswith("scenario paper")
+    assert main(["describe", "--scenario", "small", "--config", str(path)]) == 2
+    assert ("--config " in (err := capsys.readouterr().err)
+            and "names scenario 'paper', but --scenario is 'small'" in err)  # it gave paper
+    for given in ([], ["--scenario", "paper"]):  # without --scenario: the file's preset
+        assert main(["describe", *given, "--config", str(path)]) == 0
+        assert capsys.readouterr().out.startswith("scenario paper")
 
 
 def test_the_token_counts_the_memory_estimate_uses_are_the_extractors():

@@ -334,11 +334,17 @@ class FederatedEngine:
                         f"Schedule.pairs uses device {d} twice: pairs must be disjoint"
                     )
                 seen.add(d)
-            if not self.network.is_d2d_link(i, j):  # an unavailable one just sits it out
+            ci, cj = int(self.cluster[i]), int(self.cluster[j])
+            if ci != cj:
+                raise ValueError(f"Schedule.pairs has ({i}, {j}): devices of clusters {ci} and "
+                                 f"{cj}; a pair is two devices of one cluster")
+            # a device that dropped out this round just sits the exchange out
+            both_here = bool(self.network.available[i] and self.network.available[j])
+            if both_here and not self.network.is_feasible_pair(i, j):
                 raise ValueError(
-                    f"Schedule.pairs has ({i}, {j}): a pair must be two devices of one cluster "
-                    "joined in its D2D graph (within channel.d2d_radius_m, or by the "
-                    "spanning tree that connects the cluster)")
+                    f"Schedule.pairs has ({i}, {j}): not joined in this round's D2D graph of "
+                    f"cluster {ci} (within channel.d2d_radius_m, or by the spanning tree that "
+                    "connects the cluster)")
         for request, source in schedule.relay_sources.items():
             if request not in self.pending:
                 raise ValueError(f"Schedule.relay_sources names {request}, which is not pending")

@@ -223,11 +223,6 @@ class Network:
         """Whether ``i`` and ``j`` can pair for D2D this round (see :func:`is_feasible_pair`)."""
         return is_feasible_pair(i, j, self.topology, self.d2d_graphs, self.available)
 
-    def is_d2d_link(self, i: int, j: int) -> bool:
-        """Whether ``i`` and ``j`` are two devices of one cluster joined in its D2D graph,
-        whether or not they are available this round (:meth:`is_feasible_pair` asks both)."""
-        return is_feasible_pair(i, j, self.topology, self.d2d_graphs)
-
     def repair_pairing(self, proposed: np.ndarray) -> tuple[list[tuple[int, int]], int]:
         """Valid disjoint pairs from per-device proposals (see :func:`repair_pairing`)."""
         return repair_pairing(proposed, self.is_feasible_pair)

@@ -268,6 +268,8 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     assert hffm_main(["bench", "--from-json", str(first), "--json", str(tmp_path / "o.png"),
                       "--plot", str(tmp_path / "o.png")]) == 2
     assert "--json and --plot name one file" in capsys.readouterr().err
+    assert hffm_main(["bench", "--from-json", str(first), "--target-fraction", "0"]) == 2
+    assert "--target-fraction 0.0: must be in (0, 1]" in capsys.readouterr().err
 
     data = json.loads(more.read_text())
     data["episodes"][0]["energy_j"][0] += 1.0  # seed 1 of star no longer agrees
@@ -402,6 +404,12 @@ def test_run_benchmark_names_a_bad_argument_before_running_anything(kwargs, mess
         run_benchmark(lambda: built.append(1) or _env(), call.pop("policies"), progress=False,
                       **call)
     assert not built  # (a repeated seed or policy was run and counted twice; 1.5 ran seed 1)
+
+
+def test_run_benchmark_takes_any_iterable_of_seeds_and_policies():
+    result = run_benchmark(_env, {"star": 1, "never": 2}, seeds=np.arange(2), progress=False)
+    assert sorted((e.policy, e.seed) for e in result.episodes) == [
+        ("never", 0), ("never", 1), ("star", 0), ("star", 1)]
 
 
 def test_a_policy_that_fails_mid_run_is_named(capsys):

@@ -229,17 +229,20 @@ def test_a_pair_must_be_a_d2d_link_of_one_cluster():
     engine = _engine(train=False)
     network = engine.network
     other_cluster = (int(network.members(0)[0]), int(network.members(1)[0]))
-    with pytest.raises(ValueError, match=r"Schedule.pairs has \(\d+, \d+\): a pair must be two "
-                                         "devices of one cluster joined in its D2D graph"):
+    with pytest.raises(ValueError, match=r"Schedule.pairs has \(\d+, \d+\): devices of "
+                                         "clusters 0 and 1; a pair is two devices of one"):
         engine.price_schedule(Schedule(tiers={"adapter": Tier.D2D_PAIRS},
                                        pairs=(other_cluster,)))
     unlinked = [(int(i), int(j)) for c in range(engine.num_clusters)
                 for i in network.members(c) for j in network.members(c)
                 if i < j and not network.d2d_graphs[c].has_edge(int(i), int(j))]
-    if unlinked:  # same cluster, beyond the D2D radius: priced at a long-range rate before
-        with pytest.raises(ValueError, match="joined in its D2D graph"):
-            engine.price_schedule(Schedule(tiers={"adapter": Tier.D2D_PAIRS},
-                                           pairs=(unlinked[0],)))
+    assert unlinked  # same cluster, beyond the D2D radius: priced at a long-range rate before
+    with pytest.raises(ValueError, match="not joined in this round's D2D graph of cluster"):
+        engine.price_schedule(Schedule(tiers={"adapter": Tier.D2D_PAIRS},
+                                       pairs=(unlinked[0],)))
+    # a device that dropped out sits the exchange out, as before: the pair is not refused
+    network.available[unlinked[0][0]] = False
+    engine.price_schedule(Schedule(tiers={"adapter": Tier.D2D_PAIRS}, pairs=(unlinked[0],)))
 
 
 def test_a_relay_source_keeps_one_type_whatever_it_was_given():

@@ -319,11 +319,15 @@ def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted
                  surrogate=str(tmp_path / "plain.pt"))
 
 
-def test_a_shorter_episode_finds_the_fit_of_its_presets_horizon():
+def test_a_shorter_episode_finds_the_fit_of_its_presets_horizon(tmp_path, monkeypatch):
     # it raised SurrogateMissing, while the same file given by path served it
+    from hffm_env.fl.surrogate import PACKAGED_DIR, surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))  # the shipped fit, not a local one
     preset = small()
     found = find_surrogate(apply_overrides(preset, {"env.episode_rounds": 10}))
-    assert found.horizon == preset.env.episode_rounds
-    assert found.meta.get("config_key", surrogate_key(preset)) == surrogate_key(preset)
+    shipped = AccuracySurrogate.load(PACKAGED_DIR / surrogate_path(preset).name)
+    x = np.random.default_rng(0).random((3, shipped.x_mean.shape[-1]))
+    np.testing.assert_array_equal(found.predict_features(x), shipped.predict_features(x))
     with pytest.raises(SurrogateMissing):  # a longer one than the fits' is still refused
         find_surrogate(apply_overrides(preset, {"env.episode_rounds": 40}))
