@@ -166,7 +166,9 @@ class HFFMEnv(gym.Env):
     The same seed gives the same episode, bit for bit, on the same device with the same number
     of torch threads. Across thread counts the order of float reductions changes, and so do the
     last digits (after a few rounds of training, observations differ by about 1e-3); pass
-    ``torch_threads`` to pin it. Cost fidelity does not depend on the thread count.
+    ``torch_threads`` to pin it. Cost fidelity does not depend on the thread count. A process
+    forked after real training ran in its parent (an async vector env's workers) keeps to one
+    thread: more would hang in OpenMP (:func:`hffm_env.devices.guard_forks`).
 
     ## Episode End
     Truncated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``); terminated
