@@ -94,3 +94,16 @@ def test_each_layer_imports_only_the_layers_below_it():
                 bad = sorted(t for t in _imports(path)
                              if any(t == f or t.startswith(f + ".") for f in forbidden))
                 assert not bad, f"{name} imports {bad}"
+
+
+@pytest.mark.parametrize("module", ["hffm_env.sim", "hffm_env.fl.transfer_plan",
+                                    "hffm_env.fl.schedule"])
+def test_the_numpy_layers_load_without_torch_at_run_time(module):
+    # the import statements were torch-free, but hffm_env.fl's __init__ loaded the engine
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr[-2000:]

@@ -1,11 +1,13 @@
 """The Gymnasium adapter: spaces, action decoding, observation, reward, render, registration."""
 
+from typing import Any
+
 from hffm_env.envs.registration import ENV_ID, register_envs, scenario_env_id
 
 __all__ = ["ENV_ID", "HFFMEnv", "register_envs", "scenario_env_id"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The env class pulls in torch and the model; import it only when asked for.
     if name == "HFFMEnv":
         from hffm_env.envs.hffm_env import HFFMEnv

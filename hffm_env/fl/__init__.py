@@ -2,7 +2,8 @@
 module relaying and evaluation, driven by a typed :class:`Schedule`. The transfers a schedule
 implies, and their price, are planned in :mod:`hffm_env.fl.transfer_plan`."""
 
-from hffm_env.fl.engine import FederatedEngine, RoundResult
+from typing import Any
+
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
 
 __all__ = [
@@ -15,3 +16,13 @@ __all__ = [
     "SourceKind",
     "Tier",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The engine pulls in torch and the model; import it only when asked for, so that the
+    # schedule and transfer planning stay importable without torch.
+    if name in ("FederatedEngine", "RoundResult"):
+        from hffm_env.fl import engine
+
+        return getattr(engine, name)
+    raise AttributeError(name)
