@@ -399,6 +399,9 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         first = first.rstrip(":")
+        if "state_dict" not in str(err):  # not the weights of other spaces: a damaged file
+            raise AgentFileError(f"{agent.model_path}: corrupt or unreadable model "
+                                 f"({type(err).__name__}: {first[:200]})") from None
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
             f"{observation_space.shape}, {_action_size(action_space)}): {first}"

@@ -252,6 +252,16 @@ def test_corrupt_weights_and_statistics_of_another_size_are_refused_by_name(trai
                 archive.writestr(name, payload)
         with pytest.raises(AgentFileError, match="model.zip: corrupt weights"):
             AgentPolicy(agent).reset(env)
+    # weights cut short: it was reported as an agent for other spaces
+    agent = _copy(trained, tmp_path / "truncated")
+    with zipfile.ZipFile(agent / "model.zip") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["policy.pth"] = entries["policy.pth"][: len(entries["policy.pth"]) // 2]
+    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+    with pytest.raises(AgentFileError, match="model.zip: corrupt or unreadable model"):
+        AgentPolicy(agent).reset(env)
     agent = _copy(trained, tmp_path / "stats")
     stats = dict(np.load(agent / "vecnormalize.npz"))
     np.savez(agent / "vecnormalize.npz", **{**stats, "obs_mean": np.zeros(2),

@@ -68,7 +68,7 @@ def render_figure(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> An
     if result is not None:
         for flow in result.transfers.flows():
             route = flow["route"]
-            colour = MODULE_COLOURS.get(flow["module"].split("/")[0], "black")
+            colour = MODULE_COLOURS.get(flow["module_type"], "black")
             for hop, kind in zip(zip(route[:-1], route[1:]), flow["link_kinds"]):
                 (x0, y0), (x1, y1) = _node_xy(env, hop[0]), _node_xy(env, hop[1])
                 ax.plot([x0, x1], [y0, y1], color=colour, alpha=0.35, linewidth=1.0,
