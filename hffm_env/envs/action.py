@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from hffm_env.config import MODULE_TYPES, NEVER, ScenarioConfig
+from hffm_env.config import MODULE_TYPES, ScenarioConfig
 from hffm_env.fl.schedule import (
-    CLUSTER_TIERS,
     ModuleRequest,
+    PeriodClock,
     RelaySource,
     Route,
     Schedule,
@@ -94,34 +94,6 @@ class DecodeReport:
             "relays": self.relay_repairs,
             "total": self.head_repairs + self.pair_repairs + self.relay_repairs,
         }
-
-
-@dataclass
-class PeriodClock:
-    """Rounds since each module type was last aggregated at the edge and at the cloud tier.
-
-    The policy picks periods; a tier is due for a module type when the rounds since its last
-    aggregation there (counting this round) reach the chosen period. A cloud round also counts
-    as an edge round (the cloud average passes through the edge tier).
-    """
-
-    since_edge: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
-    since_cloud: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
-
-    def due(self, module_type: str, edge_period: int, cloud_period: int) -> Tier:
-        """The tier due this round for ``module_type`` (without advancing the clock)."""
-        if cloud_period != NEVER and self.since_cloud[module_type] + 1 >= cloud_period:
-            return Tier.CLOUD
-        if edge_period != NEVER and self.since_edge[module_type] + 1 >= edge_period:
-            return Tier.EDGE
-        return Tier.NONE
-
-    def advance(self, tiers: dict[str, Tier]) -> None:
-        """Move the clock past a round that aggregated at ``tiers``."""
-        for t in MODULE_TYPES:
-            tier = tiers.get(t, Tier.NONE)
-            self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
-            self.since_edge[t] = 0 if tier in CLUSTER_TIERS else self.since_edge[t] + 1
 
 
 class ActionLayout:

@@ -15,10 +15,10 @@ from enum import IntEnum
 
 import numpy as np
 
-from hffm_env.config import MODULE_TYPES
+from hffm_env.config import MODULE_TYPES, NEVER
 
-__all__ = ["Tier", "CLUSTER_TIERS", "Route", "SourceKind", "RelaySource", "ModuleRequest",
-           "Schedule", "choices", "is_member"]
+__all__ = ["Tier", "CLUSTER_TIERS", "PeriodClock", "Route", "SourceKind", "RelaySource",
+           "ModuleRequest", "Schedule", "choices", "is_member"]
 
 
 def choices(members: Iterable[IntEnum]) -> list[str]:
@@ -58,6 +58,34 @@ class Tier(IntEnum):
 CLUSTER_TIERS = (Tier.D2D_HEAD, Tier.EDGE, Tier.CLOUD)
 """The tiers that leave every member of a cluster with one average: a round at any of them
 counts as an edge round (the period clock and the surrogate's staleness features)."""
+
+
+@dataclass
+class PeriodClock:
+    """Rounds since each module type was last aggregated at the edge and at the cloud tier.
+
+    The policy picks periods; a tier is due for a module type when the rounds since its last
+    aggregation there (counting this round) reach the chosen period. A cloud round also counts
+    as an edge round (the cloud average passes through the edge tier).
+    """
+
+    since_edge: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
+    since_cloud: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
+
+    def due(self, module_type: str, edge_period: int, cloud_period: int) -> Tier:
+        """The tier due this round for ``module_type`` (without advancing the clock)."""
+        if cloud_period != NEVER and self.since_cloud[module_type] + 1 >= cloud_period:
+            return Tier.CLOUD
+        if edge_period != NEVER and self.since_edge[module_type] + 1 >= edge_period:
+            return Tier.EDGE
+        return Tier.NONE
+
+    def advance(self, tiers: dict[str, Tier]) -> None:
+        """Move the clock past a round that aggregated at ``tiers``."""
+        for t in MODULE_TYPES:
+            tier = tiers.get(t, Tier.NONE)
+            self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
+            self.since_edge[t] = 0 if tier in CLUSTER_TIERS else self.since_edge[t] + 1
 
 
 class Route(IntEnum):

@@ -43,7 +43,7 @@ from torch import nn
 
 from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
-from hffm_env.fl.schedule import CLUSTER_TIERS, Schedule, Tier
+from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
@@ -195,8 +195,7 @@ class TierHistory:
     def reset(self) -> None:
         """Back to the state at reset (no round played)."""
         self.round = 0
-        self.since_edge = dict.fromkeys(MODULE_TYPES, 0)
-        self.since_cloud = dict.fromkeys(MODULE_TYPES, 0)
+        self.clock = PeriodClock()  # the rounds since each type's last edge and cloud round
         self.counts = {t: {"d2d": 0, "edge": 0, "cloud": 0} for t in MODULE_TYPES}
 
     @staticmethod
@@ -220,19 +219,18 @@ class TierHistory:
                 value = tiers.get(t, Tier.NONE)
                 tier = Tier[value.upper()] if isinstance(value, str) else Tier(value)
                 current[t] = tier
-                self.since_cloud[t] = 0 if tier == Tier.CLOUD else self.since_cloud[t] + 1
-                self.since_edge[t] = 0 if tier in CLUSTER_TIERS else self.since_edge[t] + 1
                 if tier == Tier.CLOUD:
                     self.counts[t]["cloud"] += 1
                 elif tier in (Tier.EDGE, Tier.D2D_HEAD):
                     self.counts[t]["edge"] += 1
                 elif tier == Tier.D2D_PAIRS:
                     self.counts[t]["d2d"] += 1
+            self.clock.advance(current)
         h = self.horizon
         values = [self.round / h, float(available_fraction)]
         for t in MODULE_TYPES:
             values += [1.0 if current[t] == tier else 0.0 for tier in TIERS]
-            values += [self.since_edge[t] / h, self.since_cloud[t] / h]
+            values += [self.clock.since_edge[t] / h, self.clock.since_cloud[t] / h]
             values += [self.counts[t][k] / h for k in ("d2d", "edge", "cloud")]
         return np.asarray(values, dtype=np.float32)
 
