@@ -518,6 +518,14 @@ class FederatedEngine:
         per_task = (nll * weight).sum(dim=0) / weight.sum(dim=0).clamp(min=1.0)
         return loss, (loss.detach(), per_task.detach())
 
+    def draw_minibatch(self) -> torch.Tensor:
+        """``(N, batch)`` sample indices of one local step: uniform draws over each device's
+        own training samples, from the round's generator."""
+        u = torch.rand((self.num_devices, self.scenario.fl.batch_size),
+                       generator=self.generator, device=self.device)
+        pick = (u * self.train_count.unsqueeze(1)).long()
+        return self.train_idx.gather(1, pick)
+
     def local_training(
         self, trained: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -539,10 +547,7 @@ class FederatedEngine:
         loss_sum = torch.zeros(n, device=self.device)
         task_loss_sum = torch.zeros((n, len(self.tasks)), device=self.device)
         for _ in range(fl.local_steps):
-            # Uniform draws over each device's own samples, from the round's generator.
-            u = torch.rand((n, batch), generator=self.generator, device=self.device)
-            pick = (u * self.train_count.unsqueeze(1)).long()
-            idx = self.train_idx.gather(1, pick)
+            idx = self.draw_minibatch()
             feats = {m: f[idx] for m, f in self.features.items()}
             grads, (loss, task_loss) = step_grad(
                 self.params, feats, modality, tasks, self.labels[idx]

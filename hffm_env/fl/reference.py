@@ -18,14 +18,7 @@ __all__ = ["sequential_local_training", "draw_minibatches", "per_device_predicti
 def draw_minibatches(engine: FederatedEngine) -> list[torch.Tensor]:
     """The ``(N, batch)`` sample indices of each local step, drawn from the engine's generator
     exactly as :meth:`FederatedEngine.local_training` draws them."""
-    fl = engine.scenario.fl
-    out = []
-    for _ in range(fl.local_steps):
-        u = torch.rand((engine.num_devices, fl.batch_size), generator=engine.generator,
-                       device=engine.device)
-        pick = (u * engine.train_count.unsqueeze(1)).long()
-        out.append(engine.train_idx.gather(1, pick))
-    return out
+    return [engine.draw_minibatch() for _ in range(engine.scenario.fl.local_steps)]
 
 
 def sequential_local_training(
