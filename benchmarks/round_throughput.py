@@ -30,7 +30,7 @@ from hffm_env.config import load_scenario
 from hffm_env.data import build_federated_data
 from hffm_env.fl import FederatedEngine
 from hffm_env.fl.reference import draw_minibatches, sequential_local_training
-from hffm_env.models import build_model
+from hffm_env.models import build_model, masked_task_loss
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
 
@@ -61,10 +61,7 @@ def fused_round(engine: FederatedEngine) -> None:
         rows = idx.reshape(-1)
         features = {m: f[rows] for m, f in engine.features.items()}
         logits, balance = functional_call(engine.model, params, (features, modality, tasks))
-        log_probs = torch.log_softmax(logits, dim=-1)
-        nll = -log_probs.gather(-1, engine.labels[rows].unsqueeze(-1)).squeeze(-1)
-        weight = tasks.to(nll.dtype)
-        loss = (nll * weight).sum() / weight.sum().clamp(min=1.0) + balance
+        loss = masked_task_loss(logits, engine.labels[rows], tasks) + balance
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -53,7 +53,13 @@ from hffm_env.fl.transfer_plan import (
     record_relay,
 )
 from hffm_env.fl.transfer_plan import price_schedule as plan_price
-from hffm_env.models import M3TModel, ModuleInventory, held_modules, stack_state
+from hffm_env.models import (
+    M3TModel,
+    ModuleInventory,
+    held_modules,
+    masked_task_losses,
+    stack_state,
+)
 from hffm_env.sim import CostReport, Network, TransferTable
 
 __all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
@@ -511,11 +517,8 @@ class FederatedEngine:
         logits, balance_loss = functional_call(
             self.model, params, (features, modality_mask, task_mask)
         )
-        log_probs = torch.log_softmax(logits, dim=-1)
-        nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        weight = task_mask.to(nll.dtype)
-        loss = (nll * weight).sum() / weight.sum().clamp(min=1.0) + balance_loss
-        per_task = (nll * weight).sum(dim=0) / weight.sum(dim=0).clamp(min=1.0)
+        task_loss, per_task = masked_task_losses(logits, labels, task_mask)
+        loss = task_loss + balance_loss
         return loss, (loss.detach(), per_task.detach())
 
     def draw_minibatch(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from hffm_env.models.inventory import (
     set_module_state,
     stack_state,
 )
-from hffm_env.models.m3t import NEG_LOGIT, M3TModel, masked_task_loss
+from hffm_env.models.m3t import NEG_LOGIT, M3TModel, masked_task_loss, masked_task_losses
 from hffm_env.models.pretrain import (
     CODE_VERSION,
     backbone_shape,
@@ -49,6 +49,7 @@ __all__ = [
     "backbone_shape",
     "load_backbone",
     "masked_task_loss",
+    "masked_task_losses",
     "pretrain_model",
     "set_module_state",
     "stack_state",

@@ -37,7 +37,8 @@ from hffm_env.data import VOCAB_SIZE, SceneBatch, task_specs
 from hffm_env.models.extractors import build_extractor, tokens_per_modality
 from hffm_env.models.modules import MixtureOfAdapters, ModalityEncoder
 
-__all__ = ["M3TModel", "NEG_LOGIT", "MASK_VALUE", "bert_config", "masked_task_loss"]
+__all__ = ["M3TModel", "NEG_LOGIT", "MASK_VALUE", "bert_config", "masked_task_loss",
+           "masked_task_losses"]
 
 NEG_LOGIT: float = -1e9
 """Logit of the padding classes beyond a task's ``num_classes`` (finite, so gradients stay so)."""
@@ -68,19 +69,30 @@ def bert_config(model_config: ModelConfig, max_positions: int) -> BertConfig:
     )
 
 
-def masked_task_loss(
+def masked_task_losses(
     logits: torch.Tensor, labels: torch.Tensor, task_mask: torch.Tensor
-) -> torch.Tensor:
-    """Mean cross-entropy over the (sample, task) pairs that ``task_mask`` keeps.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy over the (sample, task) pairs that ``task_mask`` keeps, and per task.
 
     ``logits (B, K, C_max)``, ``labels (B, K)`` int64 (anything for masked pairs, e.g. -1),
-    ``task_mask (B, K)`` bool. vmap-friendly; 0 when nothing is kept.
+    ``task_mask (B, K)`` bool. Returns the mean ``()`` and the per-task means ``(K,)``, each 0
+    where nothing is kept. vmap- and grad-friendly.
     """
     safe = torch.where(task_mask, labels, torch.zeros_like(labels))
     log_probs = torch.log_softmax(logits, dim=-1)
     nll = -torch.gather(log_probs, -1, safe.unsqueeze(-1)).squeeze(-1)
     weight = task_mask.to(logits.dtype)
-    return (nll * weight).sum() / weight.sum().clamp_min(1.0)
+    kept = nll * weight
+    return (kept.sum() / weight.sum().clamp_min(1.0),
+            kept.sum(dim=0) / weight.sum(dim=0).clamp_min(1.0))
+
+
+def masked_task_loss(
+    logits: torch.Tensor, labels: torch.Tensor, task_mask: torch.Tensor
+) -> torch.Tensor:
+    """The mean of :func:`masked_task_losses`: the cross-entropy over the (sample, task)
+    pairs that ``task_mask`` keeps (0 when nothing is kept)."""
+    return masked_task_losses(logits, labels, task_mask)[0]
 
 
 class M3TModel(nn.Module):
