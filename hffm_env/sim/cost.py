@@ -26,6 +26,8 @@ from hffm_env.sim.transfers import (
     LinkKind,
     Stage,
     TransferTable,
+    cloud_node_id,
+    edge_node_id,
     module_type_of,
 )
 
@@ -37,6 +39,8 @@ __all__ = [
     "LinkKind",
     "Stage",
     "TransferTable",
+    "cloud_node_id",
+    "edge_node_id",
     "module_type_of",
 ]
 

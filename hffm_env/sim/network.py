@@ -22,7 +22,7 @@ from hffm_env.sim.routing import (
     repair_pairing,
 )
 from hffm_env.sim.topology import Topology, place_network
-from hffm_env.sim.transfers import TransferTable
+from hffm_env.sim.transfers import TransferTable, cloud_node_id, edge_node_id
 
 __all__ = ["ClusterSummary", "Network", "default_heads"]
 
@@ -179,12 +179,12 @@ class Network:
         return summary
 
     def edge_node(self, cluster: int) -> int:
-        """Node id of the edge server of ``cluster`` in transfer tables: ``N + cluster``."""
-        return self.num_devices + int(cluster)
+        """Node id of the edge server of ``cluster`` in transfer tables (the table's rule)."""
+        return int(edge_node_id(self.num_devices, int(cluster)))
 
     def cloud_node(self) -> int:
-        """Node id of the cloud in transfer tables: ``N + S``."""
-        return self.num_devices + self.num_clusters
+        """Node id of the cloud in transfer tables (the table's rule)."""
+        return cloud_node_id(self.num_devices, self.num_clusters)
 
     def _head(self, cluster: int, head: int | None) -> int:
         head = int(self.heads[cluster]) if head is None else int(head)

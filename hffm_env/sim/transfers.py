@@ -29,6 +29,8 @@ __all__ = [
     "LinkKind",
     "Stage",
     "TransferTable",
+    "cloud_node_id",
+    "edge_node_id",
     "module_type_of",
 ]
 
@@ -78,6 +80,17 @@ _VALID_ENDPOINTS[LinkKind.DEVICE_CLOUD, _CLOUD, _DEVICE] = True
 # Wireless links stay inside one cluster (a device talks to its own edge server).
 _SAME_CLUSTER = np.array([kind in (LinkKind.UPLINK, LinkKind.DOWNLINK, LinkKind.D2D)
                           for kind in LinkKind])
+
+
+def edge_node_id(num_devices: int, cluster: int | np.ndarray) -> int | np.ndarray:
+    """Node id of the edge server of ``cluster`` in transfer tables: devices are ``0..N-1``,
+    edge servers ``N + cluster``, the cloud :func:`cloud_node_id`."""
+    return num_devices + cluster
+
+
+def cloud_node_id(num_devices: int, num_clusters: int) -> int:
+    """Node id of the cloud in transfer tables: ``N + S``."""
+    return num_devices + num_clusters
 
 
 def module_type_of(module_id: str) -> str:
@@ -218,12 +231,12 @@ class TransferTable:
         return cls(topology.num_devices, topology.num_clusters, topology.cluster_of_device)
 
     def edge_node(self, cluster: int | np.ndarray) -> int | np.ndarray:
-        """Node id of the edge server of ``cluster``: ``N + cluster``."""
-        return self.num_devices + cluster
+        """Node id of the edge server of ``cluster`` (:func:`edge_node_id`)."""
+        return edge_node_id(self.num_devices, cluster)
 
     def cloud_node(self) -> int:
-        """Node id of the cloud: ``N + S``."""
-        return self.num_devices + self.num_clusters
+        """Node id of the cloud (:func:`cloud_node_id`)."""
+        return cloud_node_id(self.num_devices, self.num_clusters)
 
     def node_name(self, node: int) -> str:
         """Human-readable node name: ``"device 3"``, ``"edge 1"`` or ``"cloud"``."""
@@ -372,7 +385,7 @@ class TransferTable:
     ) -> np.ndarray:
         """Each device sends ``size_bits`` (scalar or one per device) to its own edge server."""
         devices = self._devices(devices)
-        edges = self.num_devices + self.cluster_of_device[devices]
+        edges = self.edge_node(self.cluster_of_device[devices])
         return self._single_hops(module_id, size_bits, devices, edges, LinkKind.UPLINK, stage,
                                  trusted=True)
 
@@ -382,7 +395,7 @@ class TransferTable:
     ) -> np.ndarray:
         """Each device's edge server sends ``size_bits`` to it."""
         devices = self._devices(devices)
-        edges = self.num_devices + self.cluster_of_device[devices]
+        edges = self.edge_node(self.cluster_of_device[devices])
         return self._single_hops(module_id, size_bits, edges, devices, LinkKind.DOWNLINK, stage,
                                  trusted=True)
 
@@ -394,7 +407,7 @@ class TransferTable:
         clusters = self._clusters(clusters)
         cloud = np.full(clusters.size, self.cloud_node())
         return self._single_hops(
-            module_id, size_bits, self.num_devices + clusters, cloud, LinkKind.BACKHAUL, stage,
+            module_id, size_bits, self.edge_node(clusters), cloud, LinkKind.BACKHAUL, stage,
             trusted=True,
         )
 
@@ -406,7 +419,7 @@ class TransferTable:
         clusters = self._clusters(clusters)
         cloud = np.full(clusters.size, self.cloud_node())
         return self._single_hops(
-            module_id, size_bits, cloud, self.num_devices + clusters, LinkKind.BACKHAUL, stage,
+            module_id, size_bits, cloud, self.edge_node(clusters), LinkKind.BACKHAUL, stage,
             trusted=True,
         )
 
