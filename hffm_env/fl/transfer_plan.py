@@ -196,8 +196,8 @@ def record_aggregation(
             continue
         route = routes[c]
         edge = table.edge_node(c)
-        at_head = tier == Tier.D2D_HEAD or (tier == Tier.EDGE and route == Route.D2D_RELAY)
-        if at_head or (tier == Tier.CLOUD and route == Route.D2D_RELAY):
+        via = exchange_via(tier, route)
+        if via in ("d2d", "d2d+uplink"):  # to the head over D2D (and on up from it)
             head = heads[c]
             others = senders[senders != head]
             if others.size:
@@ -218,7 +218,7 @@ def record_aggregation(
                 hops.add(edge, cloud, LinkKind.BACKHAUL, Stage.BACKHAUL_UP)
                 hops.add(cloud, edge, LinkKind.BACKHAUL, Stage.BACKHAUL_DOWN)
                 hops.add(edge, head, LinkKind.DOWNLINK, Stage.DOWNLINK)
-        elif tier == Tier.CLOUD and route == Route.STAR:
+        elif via == "wired":  # the star topology: every device to the cloud directly
             hops.add(senders, cloud, LinkKind.DEVICE_CLOUD, Stage.BACKHAUL_UP)
             hops.add(cloud, senders, LinkKind.DEVICE_CLOUD, Stage.BACKHAUL_DOWN)
         else:  # EDGE or CLOUD over direct uplinks
