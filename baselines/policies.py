@@ -139,14 +139,9 @@ class RandomPolicy(EnvBound):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """A random feasible action."""
-        mask = self.env.action_masks()
-        action = np.zeros(len(self.env.layout.nvec), dtype=np.int64)
-        start = 0
-        for slot, size in enumerate(self.env.layout.nvec):
-            allowed = np.flatnonzero(mask[start:start + size])
-            action[slot] = int(self.rng.choice(allowed))
-            start += size
-        return action
+        per_slot = self.env.layout.split_mask(self.env.action_masks())
+        return np.array([int(self.rng.choice(np.flatnonzero(mask))) for mask in per_slot],
+                        dtype=np.int64)
 
 
 class FixedGridPolicy(PeriodicPolicy):

@@ -102,13 +102,10 @@ class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     def action_masks(self) -> np.ndarray:
         """The env's masks of the period and route slots (the slots this space keeps)."""
         layout = self.env.unwrapped.layout
-        full = self.env.unwrapped.action_masks()
-        keep, start = [], 0
-        for name, size in zip(layout.slot_names, layout.nvec, strict=True):
-            if name.startswith(("edge_period/", "cloud_period/", "route/")):
-                keep.append(full[start:start + int(size)])
-            start += int(size)
-        return np.concatenate(keep)
+        per_slot = layout.split_mask(self.env.unwrapped.action_masks())
+        return np.concatenate([mask for name, mask in zip(layout.slot_names, per_slot,
+                                                          strict=True)
+                               if name.startswith(("edge_period/", "cloud_period/", "route/"))])
 
 
 class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):

@@ -354,6 +354,12 @@ class ActionLayout:
 
     # ----------------------------------------------------------------------------------------
 
+    def split_mask(self, flat: np.ndarray) -> list[np.ndarray]:
+        """The flat mask of :meth:`masks` (every slot's values, concatenated) cut into one
+        boolean array per slot, in slot order."""
+        offsets = np.cumsum(self.nvec)[:-1]
+        return np.split(np.asarray(flat, dtype=bool), offsets)
+
     def masks(
         self,
         available: np.ndarray,

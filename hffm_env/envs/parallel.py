@@ -292,11 +292,10 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         """The agent's mask per slot, cut from the single-agent env's ``flat`` mask
         (``owners``: :meth:`_request_owners`)."""
         layout = self.env.layout
-        offsets = np.concatenate([[0], np.cumsum(layout.nvec)])
+        per_slot = layout.split_mask(flat)
 
         def of(name: str) -> np.ndarray:
-            i = self._slot[name]
-            return flat[offsets[i]:offsets[i + 1]]
+            return per_slot[self._slot[name]]
 
         def only_default(size: int) -> np.ndarray:
             mask = np.zeros(size, dtype=bool)
