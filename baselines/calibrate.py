@@ -40,7 +40,7 @@ from hffm_env.fl.surrogate import (
     traces_key,
 )
 from hffm_env.seeding import FIRST_HELD_OUT_SEED
-from hffm_env.wrappers import relay_from_edge
+from hffm_env.wrappers import full_action
 
 __all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
            "trace_episode", "calibrate", "fit_traces", "read_traces", "write_traces"]
@@ -67,11 +67,8 @@ class MixedPeriodPolicy:
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """The schedule's action for this round."""
-        env = self.env
-        return env.layout.encode(self.edge, self.cloud, self.route, pair_exchange=self.pairs,
-                                 heads=env.default_heads.tolist(),
-                                 relay=relay_from_edge(env.layout.num_requests,
-                                                       len(env.pending)))
+        return full_action(self.env, self.edge, self.cloud, self.route,
+                           pair_exchange=self.pairs)
 
     @classmethod
     def draw(cls, name: str, menu: Sequence[int], rng: np.random.Generator) -> MixedPeriodPolicy:

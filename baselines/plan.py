@@ -239,7 +239,7 @@ class PlanPolicy(EnvBound):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """This round's action of the plan."""
-        from hffm_env.wrappers import full_action, relay_from_edge
+        from hffm_env.wrappers import full_action
 
         edge, cloud = self.plan.periods(self.round)
         tiers = self.plan.round_tiers(self.round)
@@ -254,6 +254,5 @@ class PlanPolicy(EnvBound):
             routes, heads = cheapest_routes(base.engine, base.network, tiers, routes, heads)
         idle = {t: self.gossip_idle and tier == Tier.NONE for t, tier in tiers.items()}
         partners = np.ones(layout.num_devices, dtype=np.int64) if self.gossip_idle else None
-        return layout.encode(edge, cloud, routes, pair_exchange=idle, heads=heads,
-                             partners=partners,
-                             relay=relay_from_edge(layout.num_requests, len(base.pending)))
+        return full_action(base, edge, cloud, routes, pair_exchange=idle, heads=heads,
+                           partners=partners)

@@ -17,7 +17,7 @@ import numpy as np
 
 from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
-from hffm_env.wrappers import PAPER_MENU, full_action, relay_from_edge
+from hffm_env.wrappers import PAPER_MENU, full_action
 
 __all__ = [
     "Policy",
@@ -272,11 +272,8 @@ class ModuleAwarePolicy(EnvBound):
         env = self.env
         partners = np.ones(env.layout.num_devices, dtype=np.int64)
         pair = {t: t in ("moe", "adapter", "encoder") for t in MODULE_TYPES}
-        return env.layout.encode(
-            self.edge_period, self.cloud_period, Route.DIRECT, pair_exchange=pair,
-            heads=env.default_heads.tolist(), partners=partners,
-            relay=relay_from_edge(env.layout.num_requests, len(env.pending)),
-        )
+        return full_action(env, self.edge_period, self.cloud_period, Route.DIRECT,
+                           pair_exchange=pair, partners=partners)
 
 
 class GreedyEnergyPolicy(EnvBound):

@@ -54,14 +54,16 @@ def relay_from_edge(slots: int, pending: int) -> list[int]:
 
 
 def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int] | int,
-                routes: Sequence[Route] | Route) -> np.ndarray:
+                routes: Sequence[Route] | Route, **choices: Any) -> np.ndarray:
     """The env's full action for periods (values from the menu) and routes, with default
-    heads, no pair exchange, and pending modules relayed from the edge server."""
+    heads, no pair exchange, and pending modules relayed from the edge server. ``choices``:
+    other arguments of :meth:`~hffm_env.envs.action.ActionLayout.encode` (``pair_exchange``,
+    ``partners``, ``heads``, ``relay``) that replace those defaults."""
     base = env.unwrapped
     layout = base.layout
-    relay = relay_from_edge(layout.num_requests, len(base.pending))
-    return layout.encode(edge, cloud, routes, heads=base.default_heads.tolist(),
-                         relay=relay)
+    defaults = {"heads": base.default_heads.tolist(),
+                "relay": relay_from_edge(layout.num_requests, len(base.pending))}
+    return layout.encode(edge, cloud, routes, **{**defaults, **choices})
 
 
 def _layout_of(env: gym.Env, wrapper: str) -> Any:
