@@ -205,7 +205,12 @@ class M3TModel(nn.Module):
             )
         if config.is_decoder:
             raise ValueError("backbone: a decoder (causal) BERT cannot serve as fusion encoder")
-        config._attn_implementation = "eager"  # vmap/grad-safe, deterministic attention
+        # eager attention: vmap/grad-safe and deterministic (the public setter where this
+        # transformers has it; older releases read the config field)
+        if hasattr(backbone, "set_attn_implementation"):
+            backbone.set_attn_implementation("eager")
+        else:
+            config._attn_implementation = "eager"
         backbone.eval()
 
     def reset_trainable(self, seed: int) -> None:
