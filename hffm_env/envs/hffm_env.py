@@ -43,6 +43,7 @@ from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Ti
 from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import RandomStreams
+from hffm_env.sim import k_nearest_partners
 
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
 
@@ -339,7 +340,10 @@ class HFFMEnv(gym.Env):
         self.module_ids = list(self.engine.inventory.ids())
         """Every module id; ``info["pending_module"]`` and ``["relayed_module"]`` index it."""
         self._module_index = {m: k for k, m in enumerate(self.module_ids)}
-        self.layout = ActionLayout(cfg, self._members(network), network.partners)
+        # the partner slots' candidates: an action-space notion, so the env derives them
+        self._partners_topology = network.topology
+        self.layout = ActionLayout(cfg, self._members(network),
+                                   k_nearest_partners(network.topology, cfg.env.d2d_partner_k))
         self.action_space = spaces.MultiDiscrete(self.layout.nvec)
         self.action_slot_names = list(self.layout.slot_names)
         self.observation = Observation(self.tasks, self.engine.model.num_classes,
@@ -609,8 +613,12 @@ class HFFMEnv(gym.Env):
         """Draw the next round's network state (fading, dropout, D2D graphs) and module
         requests."""
         self.network.begin_round(self._streams)
-        # with mobility the nearest mates change each round: partner slots name today's
-        self.layout.partners = self.network.partners
+        # with mobility (or a new placement) the nearest mates change: partner slots name
+        # today's; the topology object is replaced whenever positions change
+        topology = self.network.topology
+        if topology is not self._partners_topology:
+            self._partners_topology = topology
+            self.layout.partners = k_nearest_partners(topology, self.config.env.d2d_partner_k)
         self.engine.begin_round(self._streams.requests)
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:

@@ -17,7 +17,6 @@ from hffm_env.sim.routing import (
     broadcast_tree,
     build_d2d_graphs,
     is_feasible_pair,
-    k_nearest_partners,
     relay_paths,
     repair_pairing,
 )
@@ -81,8 +80,6 @@ class Network:
         d2d_graphs: this round's connected D2D graph per cluster, over available devices.
         d2d_neighbours: ``(N,)`` list, each device's D2D neighbours in this round's graphs.
         heads: ``(S,)`` default cluster heads (best uplink among available members; -1 if none).
-        partners: ``(N, k)`` candidate D2D partners (k nearest same-cluster devices, -1 padded),
-            with ``k = scenario.env.d2d_partner_k``.
         accountant: the :class:`CostAccountant`.
         mobility: the :class:`RandomWaypoint` model, or None.
     """
@@ -101,21 +98,19 @@ class Network:
             RandomWaypoint(self.topology, scenario.dynamics, rng)
             if scenario.dynamics.mobility else None
         )
-        self.partners = k_nearest_partners(self.topology, scenario.env.d2d_partner_k)
         self._redraw(streams)
 
     # ---------------------------------------------------------------------------- rounds
 
     def begin_round(self, streams: RandomStreams) -> None:
         """Advance to a new round, in this order: move devices (if mobility is on; clusters
-        keep their members, but positions, hence rates, D2D neighbours and candidate partners
-        change), redraw fading and all link rates, draw availability (dropout), rebuild the D2D
-        graphs over available devices, recompute default heads. Draws from ``streams.fading``
+        keep their members, but positions, hence rates and D2D neighbours, change), redraw
+        fading and all link rates, draw availability (dropout), rebuild the D2D graphs over
+        available devices, recompute default heads. Draws from ``streams.fading``
         and ``streams.dynamics`` only."""
         if self.mobility is not None:
             self.topology = self.topology.with_device_xy(self.mobility.step(streams.dynamics))
             self.accountant.topology = self.topology
-            self.partners = k_nearest_partners(self.topology, self.scenario.env.d2d_partner_k)
         self._redraw(streams)
 
     def _redraw(self, streams: RandomStreams) -> None:

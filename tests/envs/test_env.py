@@ -349,10 +349,10 @@ def test_partner_slots_name_the_current_rounds_nearest_mates_under_mobility():
     env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=["dynamics.mobility=true"])
     env.reset(seed=5)
     core = env.unwrapped
-    first_round = core.network.partners[:, 0].copy()
+    first_round = core.layout.partners[:, 0].copy()
     changed = paired = 0
     for _ in range(6):
-        nearest = core.network.partners[:, 0].copy()  # this round's mates
+        nearest = core.layout.partners[:, 0].copy()  # this round's mates
         changed += int(not np.array_equal(nearest, first_round))
         action = core.layout.encode(edge_period=0, cloud_period=0, pair_exchange=True,
                                     partners=np.ones(core.layout.num_devices, dtype=np.int64))

@@ -122,11 +122,11 @@ def test_mutual_partner_choices_are_one_pair_and_no_repair_as_in_the_simulator()
     env.reset(seed=0)
     # two D2D neighbours that list each other as a candidate
     i, j, ci, cj = next(
-        (i, int(j), ci, int(np.flatnonzero(env.network.partners[j] == i)[0]))
+        (i, int(j), ci, int(np.flatnonzero(env.layout.partners[j] == i)[0]))
         for i in range(env.network.num_devices)
-        for ci, j in enumerate(env.network.partners[i])
+        for ci, j in enumerate(env.layout.partners[i])
         if j >= 0 and env.network.is_feasible_pair(i, int(j))
-        and i in env.network.partners[j]
+        and i in env.layout.partners[j]
     )
     partners = np.zeros(env.network.num_devices, dtype=np.int64)
     partners[i], partners[j] = ci + 1, cj + 1
