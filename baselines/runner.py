@@ -115,6 +115,8 @@ def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
+    # std: the population standard deviation (ddof 0) of the finite values, as every
+    # committed bench JSON and the README report it
     array = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if array.size == 0:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
