@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import IO, Any
 
 from hffm_env import jsonio
+
+_json_stdout: IO[str] | None = None
+
+
+def claim_stdout_for_json(target: str | None) -> None:
+    """With ``--json`` and no FILE (``target`` ``"-"``), keep stdout for the JSON alone: what
+    the script prints for people (tables, verdicts) goes to stderr from here on, so that
+    ``script --json | jq`` reads valid JSON. For script entry points (it is not undone)."""
+    global _json_stdout
+    if target == "-" and _json_stdout is None:
+        _json_stdout = sys.stdout
+        sys.stdout = sys.stderr
 
 
 def emit_json(results: Any, target: str | None) -> None:
     """Write ``results`` as strict JSON (:mod:`hffm_env.jsonio`: NaN and infinity as null):
-    to stdout when ``target`` is ``"-"``, to the file ``target`` otherwise, nowhere when
-    ``target`` is None (``--json [FILE]`` not given)."""
+    to stdout when ``target`` is ``"-"`` (the stdout :func:`claim_stdout_for_json` kept), to
+    the file ``target`` otherwise, nowhere when ``target`` is None (``--json [FILE]`` not
+    given)."""
     if target is None:
         return
     if target == "-":
-        jsonio.dump(results, sys.stdout)
-        print()
+        out = _json_stdout if _json_stdout is not None else sys.stdout
+        jsonio.dump(results, out)
+        out.write("\n")
+        out.flush()
         return
     with open(target, "w") as handle:
         jsonio.dump(results, handle)

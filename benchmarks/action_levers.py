@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.config import FIDELITIES
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the lever table."""
     parser = lever_parser(__doc__.splitlines()[0], FIDELITIES)
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
 
     import gymnasium as gym
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the bench result as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
 
     import gymnasium as gym
 

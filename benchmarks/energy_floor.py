@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Any
 
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="FILE",
                         help="draw each policy's energy to target to FILE (PNG)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     try:
         with open(args.bench_json) as handle:
             bench = json.load(handle)

@@ -22,7 +22,7 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     rows = [
         measure(s, f, args.steps, args.overrides)
         for s in args.scenarios for f in args.fidelities

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     check_search_args(parser, args)
     unknown = [n for n in args.starts if n not in starts()]
     if unknown:

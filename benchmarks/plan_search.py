@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the plan, the search and the held-out bench as JSON")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     check_search_args(parser, args)
 
     from hffm_env.baselines.plan import PlanPolicy, RoundPlan
@@ -124,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     make = env_factory(args)
 
     probe = make("surrogate")()
-    rounds = args.rounds or probe.unwrapped.config.env.episode_rounds
+    horizon = probe.unwrapped.config.env.episode_rounds
     probe.close()
+    if args.rounds is not None and args.rounds > horizon:  # rounds never played
+        parser.error(f"--rounds {args.rounds}: the episode has {horizon} rounds "
+                     "(env.episode_rounds); plan at most that many")
+    rounds = args.rounds or horizon
     start = None  # hffm-d2d-e1: every module type at the cloud in every round
     if args.start in policy_names():
         try:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 from torch.func import functional_call
 
 from hffm_env import arguments
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
 
     engine = build_engine(args.scenario, args.overrides, args.device)
     trained = torch.ones(engine.num_devices, dtype=torch.bool, device=engine.device)

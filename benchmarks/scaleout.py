@@ -27,7 +27,7 @@ import sys
 import time
 
 import numpy as np
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers {args.workers}: every count must be >= 1")
     started_ray = False

@@ -16,7 +16,7 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), default=None, metavar="FILE",
                         help="write the result as JSON (stdout without FILE)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     if args.warmup > args.episodes:  # both >= 1 by their types
         parser.error(f"--warmup {args.warmup}: must be at most --episodes ({args.episodes})")
     result = soak(args.scenario, args.episodes, args.warmup, args.overrides, args.progress)

@@ -20,7 +20,8 @@ surrogate then predicts every round of those episodes from their recorded tiers.
 - with ``--target-accuracy``: the round in which each policy first reaches it (energy to
   target is decided by that round), real against the surrogate's mean curve and against the
   mean over every resampled noise episode, per policy and as a mean absolute error;
-- step time of ``surrogate`` and ``train`` fidelity on the same actions, and their ratio.
+- step time of ``surrogate`` and ``train`` fidelity on the same random actions (after one
+  untimed warm-up step each; resets are not timed), and their ratio.
 
 Targets (the learning issue): final error <= 0.02, per-round error <= 0.03, Spearman >= 0.9,
 surrogate steps >= 100x faster than train.
@@ -42,7 +43,7 @@ import sys
 import time
 
 import numpy as np
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     if args.traces and (args.save_traces or args.policies is not None):
         parser.error("--traces scores recorded episodes; --save-traces and --policies play "
                      "new ones: give one or the other")
@@ -197,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_scenario(args.scenario, overrides=args.overrides)
     tasks = tuple(cfg.data.tasks)
-    train_step_s: list[float] = []
     if args.traces:
         try:
             recorded = [e for path in args.traces for e in read_traces(path, traces_key(cfg))]
@@ -216,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for factory in factories:
                 policy = factory()
-                start = time.perf_counter()
                 rounds = trace_episode(env, policy, seed)
-                train_step_s.append((time.perf_counter() - start) / (len(rounds) - 1))
                 episodes.append({"policy": policy.name, "seed": seed, "rounds": rounds})
                 print(f"real: {policy.name} seed {seed}: final accuracy "
                       f"{_mean_accuracy(rounds, tasks)[-1]:.3f}", flush=True)
@@ -258,13 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     for fidelity, steps in (("surrogate", args.speed_steps), ("train", 8)):
         if args.speed_steps <= 0:
             break
-        if fidelity == "train" and train_step_s:
-            speed[fidelity] = float(np.median(train_step_s))
-            continue
         env = gym.make("hffm/HFFM-v0", scenario=cfg, fidelity=fidelity,
                        surrogate=args.surrogate if fidelity == "surrogate" else None)
         env.reset(seed=1000)
         env.action_space.seed(0)
+        # one untimed warm-up step: first-call costs are not a step's
+        if any(env.step(env.action_space.sample())[2:4]):
+            env.reset(seed=1000)
         # the env's construction leaves ~400k new objects for the first full garbage
         # collection (~0.2 s, once per process): collect it now, not in the steps timed
         gc.collect()

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _output import emit_json
+from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.config import ConfigError, scenario_names
@@ -119,7 +119,7 @@ def check_targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         diffs = [mine[seed] - theirs[seed] for seed in mine if seed in theirs]
         text = "/".join(f"{d:+.3f}" for d in diffs)
         if len(diffs) > 1:
-            text += f", std {statistics.stdev(diffs):.3f}"
+            text += f", sample std {statistics.stdev(diffs):.3f}"
         return f"; per seed {text}"
 
     def gap(a: str, b: str, at_least: float) -> dict[str, Any]:
@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
                         "when there are several)")
     args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     if args.rescore and not args.from_json:
         parser.error("--rescore rescores saved runs: it needs --from-json FILE")
     if args.from_json and args.overrides and not args.rescore:

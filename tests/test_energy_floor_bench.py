@@ -50,3 +50,18 @@ def test_energy_to_target_plot(energy_floor, tmp_path):
     path = tmp_path / "energy_to_target.png"
     assert energy_floor.main([str(BENCH), "--plot", str(path)]) == 0
     assert path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("script, args, shown", [
+    ("energy_floor.py", ["docs/results/small4_ppo_plan_energy.json"], "mean floor 13.3 J"),
+    ("tradeoff.py", ["--from-json", "docs/results/tradeoff_small.json"], "| star |"),
+])
+def test_json_to_stdout_is_json_alone(script, args, shown):
+    # the table was printed to stdout before the JSON: `script --json | jq` failed
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert isinstance(json.loads(run.stdout), dict)
+    assert shown in run.stderr  # what people read is still shown, on stderr

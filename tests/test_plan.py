@@ -232,6 +232,9 @@ def test_a_baseline_as_a_start_plays_its_tiers(search_module):
     (["--target-accuracy", "0.357", "--seeds", "1000"], "--seeds [1000]"),
     (["--target-accuracy", "0"], "--target-accuracy 0"),
     (["--target-accuracy", "0.357", "--rounds", "0"], "--rounds: 0"),
+    # more rounds than the episode has: --start's tiers were played past its end (a crash)
+    (["--target-accuracy", "0.357", "--rounds", "17", "--start", "hffm-d2d-e2"],
+     "--rounds 17: the episode has 16 rounds"),
     (["--target-accuracy", "0.357", "--start", "nowhere.json", "--heldout-seeds"],
      "--start: plan 'nowhere.json': no such file"),
 ])
