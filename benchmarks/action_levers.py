@@ -51,6 +51,8 @@ def variants(plan: Any) -> list[Any]:
 
 
 def _stat(values: list[float]) -> dict[str, float]:
+    if not values:  # nothing to average (an interrupted run, or no plan transfers)
+        return {"mean": float("nan"), "std": float("nan")}
     return {"mean": statistics.fmean(values),
             "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
@@ -64,14 +66,17 @@ def lever_summary(episodes: list[Any]) -> dict[str, dict[str, dict[str, float]]]
     names = list(dict.fromkeys(e.policy for e in episodes))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in names:
-        mine = [per_round[(name, s)] for s in seeds]
-        transfers = [per_round[(name, s)] - per_round[("never", s)] for s in seeds]
-        change = [per_round[(name, s)] - per_round[("plan", s)] for s in seeds]
-        plan_transfers = [per_round[("plan", s)] - per_round[("never", s)] for s in seeds]
+        # the seeds this variant, the plan and never all finished (all of them, unless the
+        # run was interrupted)
+        done = [s for s in seeds if all((n, s) in per_round for n in (name, "plan", "never"))]
+        mine = [per_round[(name, s)] for s in done]
+        transfers = [per_round[(name, s)] - per_round[("never", s)] for s in done]
+        change = [per_round[(name, s)] - per_round[("plan", s)] for s in done]
+        plan_transfers = [per_round[("plan", s)] - per_round[("never", s)] for s in done]
         share = [100.0 * c / t for c, t in zip(change, plan_transfers, strict=True) if t > 0]
         out[name] = {"energy_per_round_j": _stat(mine), "transfers_per_round_j": _stat(transfers),
                      "change_vs_plan_j": _stat(change),
-                     "change_vs_plan_transfers_pct": _stat(share or [0.0])}
+                     "change_vs_plan_transfers_pct": _stat(share)}
     return out
 
 
@@ -135,7 +140,7 @@ def run_levers(parser: argparse.ArgumentParser, args: argparse.Namespace,
     print(format_levers(levers))
     emit_json({"plan": plan.to_dict(), "seeds": args.seeds, "fidelity": args.fidelity,
                **(extra or {}), "levers": levers, "bench": result.to_dict()}, args.json)
-    return 0
+    return 130 if result.interrupted else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 from _output import claim_stdout_for_json, emit_json
 
-from hffm_env import arguments
+from hffm_env import arguments, jsonio
 from hffm_env.config import ConfigError, scenario_names
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -216,7 +215,8 @@ def format_result(result: dict) -> str:
     """The text (markdown) table and the target checks of one scenario."""
     lines = [
         f"scenario {result['scenario']}, real training, seeds {result['seeds']}, "
-        f"{len(next(iter(result['episodes']))['latency_s'])} rounds, data split "
+        f"{len(result['episodes'][0]['latency_s']) if result['episodes'] else 0} rounds, "
+        "data split "
         f"{result.get('data_split', SHARED_SPLIT)}"
         + (" (interrupted)" if result.get("interrupted") else ""),
         "",
@@ -237,16 +237,6 @@ def format_result(result: dict) -> str:
     for c in result["checks"]:
         lines.append(f"- {'PASS' if c['pass'] else 'MISS'}: {c['target']}: {c['value']}")
     return "\n".join(lines)
-
-
-def _nan_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _nan_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.from_json:
             try:
                 data = json.loads(Path(path).read_text())
-                read = [_nan_safe(rescore(r, args.overrides)) if args.rescore else r
+                read = [jsonio.json_safe(rescore(r, args.overrides)) if args.rescore else r
                         for r in (data if isinstance(data, list) else [data])]
                 if not read:
                     raise ValueError("no results in it")
@@ -308,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in args.scenarios:
         result = run_scenario(scenario, args.seeds, args.overrides, args.device,
                               args.vary_data_split)
-        results.append(_nan_safe(result))
+        results.append(jsonio.json_safe(result))
         print(format_result(results[-1]), end="\n\n", file=sys.stderr if args.json == "-"
               else sys.stdout, flush=True)
         if result.get("interrupted"):  # Ctrl-C: keep what finished, run no further scenario

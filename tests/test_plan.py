@@ -176,6 +176,26 @@ def test_action_levers_bench_prices_each_lever_against_the_plan(tmp_path, monkey
     assert levers["plan+gossip"]["change_vs_plan_j"]["mean"] >= 0.0
 
 
+def test_the_lever_summary_of_an_interrupted_run_keeps_the_seeds_that_finished(monkeypatch):
+    # Ctrl-C left the plan without seed 1: the summary raised a KeyError and nothing was written
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import action_levers
+
+    try:
+        episodes = [SimpleNamespace(policy=name, seed=seed, energy_j=[energy])
+                    for name, seed, energy in (("plan", 0, 5.0), ("never", 0, 2.0),
+                                               ("plan+gossip", 0, 5.5), ("never", 1, 2.0),
+                                               ("plan+gossip", 1, 5.5))]
+        levers = action_levers.lever_summary(episodes)
+    finally:
+        del sys.modules["action_levers"]
+    assert levers["plan+gossip"]["change_vs_plan_j"] == {"mean": 0.5, "std": 0.0}
+    assert levers["plan+gossip"]["change_vs_plan_transfers_pct"]["mean"] == pytest.approx(
+        100 * 0.5 / 3.0)
+
+
 def test_action_levers_bench_names_a_bad_plan(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import action_levers

@@ -144,3 +144,10 @@ def test_an_interrupted_run_keeps_its_episodes_without_a_verdict(bench, monkeypa
     assert calls == ["small"] and saved["interrupted"] and saved["checks"] == []
     assert saved["episodes"]  # what finished is kept
     assert "no target checks" in capsys.readouterr().out
+
+
+def test_a_run_interrupted_before_any_episode_is_still_reported(bench):
+    # format_result read the round count from the first episode: StopIteration
+    text = bench.format_result({"scenario": "small", "seeds": [1000], "episodes": [],
+                                "rows": {}, "checks": [], "interrupted": True})
+    assert "0 rounds" in text and "(interrupted)" in text
