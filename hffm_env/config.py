@@ -1070,8 +1070,9 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def _yaml_unique_key_loader() -> type:
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (built once)."""
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
