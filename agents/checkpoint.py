@@ -25,6 +25,7 @@ import math
 import pickle
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -318,6 +319,12 @@ def find_agent(path: str | Path) -> AgentFolder:
     if info.normalized and not norm_path.is_file():
         raise AgentFileError(f"{folder}: no {NORMALIZATION_FILE}, yet {INFO_FILE} says the "
                              "agent was trained on normalised observations")
+    if info.normalized is None and not norm_path.is_file():
+        # Written before agent.json said so: nothing tells whether statistics were lost.
+        warnings.warn(f"{folder}: {INFO_FILE} does not say whether the agent was trained on "
+                      f"normalised observations, and there is no {NORMALIZATION_FILE}: it "
+                      "plays on raw observations (add \"normalized\": false to "
+                      f"{INFO_FILE} if that is right)", UserWarning, stacklevel=2)
     normalization = Normalization.load(norm_path) if norm_path.exists() else None
     return AgentFolder(folder, info, normalization)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -236,6 +237,24 @@ def test_bad_agent_files_get_one_clean_error(trained, tmp_path, damage, message)
         AgentPolicy(agent)
 
 
+def test_an_agent_that_does_not_say_whether_it_was_normalised_warns_without_statistics(
+        trained, tmp_path):
+    """A folder from before ``normalized`` was recorded plays on raw observations when its
+    statistics are missing: that may be a lost file, so it is said, not silently done."""
+    agent = _copy(trained, tmp_path / "legacy")
+    info = json.loads((agent / "agent.json").read_text())
+    del info["normalized"]
+    (agent / "agent.json").write_text(json.dumps(info))
+    find_agent(agent)  # statistics present: nothing to say
+    (agent / "vecnormalize.npz").unlink()
+    with pytest.warns(UserWarning, match="does not say whether .* no vecnormalize.npz"):
+        assert find_agent(agent).normalization is None
+    _edit_info(agent, normalized=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert find_agent(agent).normalization is None
+
+
 def test_corrupt_weights_and_statistics_of_another_size_are_refused_by_name(trained, tmp_path):
     import gymnasium as gym
 
@@ -307,6 +326,10 @@ def test_every_committed_agent_loads_and_plays_the_env_it_was_trained_on(folder)
 
     args = json.loads((folder / "train_args.json").read_text())
     policy = agent_policy(folder)
+    # each folder says whether it was trained on normalised observations, and has the
+    # statistics if so (a folder that does not say plays on raw ones when they are missing)
+    assert policy.agent.info.normalized is args["normalize"]
+    assert (policy.agent.normalization is not None) is args["normalize"]
     env = gym.make("hffm/HFFM-v0", scenario=args["scenario"], fidelity="surrogate",
                    overrides=args["overrides"])
     obs, info = env.reset(seed=1000)
