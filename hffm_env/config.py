@@ -48,12 +48,21 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "parse_override",
+    "split_module_id",
     "load_config_file",
     "load_scenario",
 ]
 
 MODULE_TYPES: tuple[str, ...] = ("encoder", "prompt", "moe", "adapter", "head")
 """The five trainable module types of the M3T model, in the order used everywhere."""
+
+
+def split_module_id(module_id: str) -> tuple[str, str]:
+    """A module id ``"<type>/<name>"`` as ``(type, name)`` (``"encoder/image"`` ->
+    ``("encoder", "image")``); an id without ``"/"`` is all type, with name ``""``."""
+    module_type, _, name = module_id.partition("/")
+    return module_type, name
+
 
 MODALITIES: tuple[str, ...] = ("image", "audio", "text")
 """Modalities a device can sense."""

@@ -192,3 +192,11 @@ def test_the_token_counts_the_memory_estimate_uses_are_the_extractors():
     data = DataConfig()
     audio = AudioExtractor(8, data.audio_length)(torch.zeros(2, data.audio_length))
     assert audio.shape[1] == AUDIO_TOKENS
+
+
+def test_module_ids_split_into_type_and_name():
+    from hffm_env.config import split_module_id
+
+    assert split_module_id("encoder/image") == ("encoder", "image")
+    assert split_module_id("adapter/fusion/x") == ("adapter", "fusion/x")
+    assert split_module_id("moe") == ("moe", "")

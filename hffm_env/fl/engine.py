@@ -29,7 +29,12 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from hffm_env.config import MODULE_TYPES, REQUESTS_PER_TASK_ARRIVAL, ScenarioConfig
+from hffm_env.config import (
+    MODULE_TYPES,
+    REQUESTS_PER_TASK_ARRIVAL,
+    ScenarioConfig,
+    split_module_id,
+)
 from hffm_env.data import FederatedData, can_serve, task_specs
 from hffm_env.fl.aggregation import (
     broadcast_to_members,
@@ -686,7 +691,7 @@ class FederatedEngine:
         tasks = (self.trainable_tasks() if serving is None else serving).cpu().numpy()
         out = np.ones((self.num_devices, len(self.module_ids)), dtype=bool)
         for k, module_id in enumerate(self.module_ids):
-            kind, _, name = module_id.partition("/")
+            kind, name = split_module_id(module_id)
             if kind == "encoder":
                 out[:, k] = modality[:, self.modalities.index(name)]
             elif kind in ("prompt", "head"):

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from hffm_env.config import MODULE_TYPES
+from hffm_env.config import MODULE_TYPES, split_module_id
 
 __all__ = [
     "ModuleSpec",
@@ -70,7 +70,7 @@ class ModuleInventory:
         params = dict(model.named_parameters())
         specs = []
         for module_id, names in model.module_param_names().items():
-            module_type, name = module_id.split("/", 1)
+            module_type, name = split_module_id(module_id)
             count = sum(params[n].numel() for n in names)
             specs.append(
                 ModuleSpec(module_id, module_type, name, tuple(names), count, count * bits)

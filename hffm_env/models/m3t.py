@@ -32,7 +32,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from hffm_env.config import MODULE_TYPES, DataConfig, ModelConfig
+from hffm_env.config import MODULE_TYPES, DataConfig, ModelConfig, split_module_id
 from hffm_env.data import VOCAB_SIZE, SceneBatch, task_specs
 from hffm_env.models.extractors import build_extractor, tokens_per_modality
 from hffm_env.models.modules import MixtureOfAdapters, ModalityEncoder
@@ -254,11 +254,11 @@ class M3TModel(nn.Module):
             if module_id is not None:
                 groups.setdefault(module_id, []).append(name)
         order = {t: i for i, t in enumerate(MODULE_TYPES)}
-        ids = sorted(groups, key=lambda i: (order[i.split("/")[0]], self._name_rank(i)))
+        ids = sorted(groups, key=lambda i: (order[split_module_id(i)[0]], self._name_rank(i)))
         return {i: tuple(groups[i]) for i in ids}
 
     def _name_rank(self, module_id: str) -> int:
-        kind, name = module_id.split("/", 1)
+        kind, name = split_module_id(module_id)
         if kind == "encoder":
             return self.modalities.index(name)
         if kind in ("prompt", "head"):

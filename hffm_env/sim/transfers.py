@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from hffm_env.config import split_module_id
 from hffm_env.sim.topology import Topology
 
 __all__ = [
@@ -96,7 +97,7 @@ def cloud_node_id(num_devices: int, num_clusters: int) -> int:
 def module_type_of(module_id: str) -> str:
     """The module type of a module id: the part before the first ``"/"`` (``"adapter/fusion"``
     -> ``"adapter"``), or the whole id when it has none."""
-    return module_id.split("/", 1)[0]
+    return split_module_id(module_id)[0]
 
 
 def _as_link(kind: str | int | LinkKind) -> int:
