@@ -378,9 +378,9 @@ def record_relay(
     c = int(network.cluster_of_device[d])
     if source.kind == SourceKind.DEVICE:
         path = network.relay_paths(c, d)[source.device]  # [source, ..., d]
-        attempted = network.attempted_path(path)
-        table.add_flow(module_id, bits, attempted, "d2d", Stage.D2D_DOWN, c)
-        return len(attempted) == len(path)
+        table.add_flow(module_id, bits, network.attempted_path(path), "d2d", Stage.D2D_DOWN, c)
+        # not len(attempted) == len(path): a path cut at its last link is attempted whole
+        return network.first_failed_hop(path) is None
     if source.kind == SourceKind.EDGE:
         table.add_downlinks(module_id, bits, [d])
     else:

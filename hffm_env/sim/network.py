@@ -197,13 +197,21 @@ class Network:
             paths = self._paths[key] = relay_paths(self.d2d_graphs[cluster], key[1])
         return {device: list(path) for device, path in paths.items()}
 
+    def first_failed_hop(self, path: Sequence[int]) -> int | None:
+        """Index ``k`` of the first link ``path[k] -> path[k + 1]`` of D2D ``path``
+        (``[sender, ..., receiver]``) in outage on every attempt this round; ``None`` when the
+        whole path delivers."""
+        hops = np.asarray(path, dtype=np.int64)
+        failed = np.flatnonzero(self.rates.d2d_link_failed(hops[:-1], hops[1:]))
+        return None if failed.size == 0 else int(failed[0])
+
     def attempted_path(self, path: Sequence[int]) -> list[int]:
         """The part of D2D ``path`` (``[sender, ..., receiver]``) that carries data this round:
         up to and including its first link in outage on every attempt (the hops after it never
-        receive anything to forward); the whole path when no link fails."""
-        hops = np.asarray(path, dtype=np.int64)
-        failed = np.flatnonzero(self.rates.d2d_link_failed(hops[:-1], hops[1:]))
-        return list(path) if failed.size == 0 else list(path[:int(failed[0]) + 2])
+        receive anything to forward); the whole path when no link fails. A path cut at its
+        last link is attempted whole and still delivers nothing (:meth:`first_failed_hop`)."""
+        failed = self.first_failed_hop(path)
+        return list(path) if failed is None else list(path[:failed + 2])
 
     def broadcast_tree(self, cluster: int, head: int | None = None) -> list[tuple[int, int]]:
         """Edges ``(parent, child)`` of the cluster's shortest-latency tree rooted at ``head``
