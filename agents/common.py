@@ -28,7 +28,6 @@ ENGINES = ("sb3", "rllib")
 FINETUNE_SEED_OFFSET = 500
 """Fine-tuning resets its envs with ``seed + FINETUNE_SEED_OFFSET`` onwards: other training
 seeds than the first phase's."""
-"""stable-baselines3 seeds numpy's legacy generator, which takes seeds below 2**32."""
 
 
 def wrap_actions(env: Any, action_mode: str) -> Any:

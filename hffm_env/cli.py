@@ -23,6 +23,7 @@ from hffm_env.config import (
     load_scenario,
     scenario_names,
 )
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
 
 __all__ = [
     "main", "build_parser", "describe_scenario", "format_description", "format_pretrain_info",
@@ -279,7 +280,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
         raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
-    seeds = args.seeds or [1000 + k for k in range(args.episodes or 3)]
+    seeds = args.seeds or (
+        [FIRST_HELD_OUT_SEED + k for k in range(args.episodes)] if args.episodes
+        else list(DEFAULT_EVAL_SEEDS))
     import gymnasium as gym
 
     from hffm_env.baselines.runner import run_benchmark
@@ -499,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "paper's seven schedules for --scenario paper --fidelity cost; '' for "
                        "none, with --agent or --plan)")
     bench.add_argument("--episodes", type=arguments.positive_int, default=None,
-                       help="episodes per policy on seeds 1000, 1001, ... (default 3)")
+                       help=f"episodes per policy on the held-out seeds {FIRST_HELD_OUT_SEED}, "
+                       f"{FIRST_HELD_OUT_SEED + 1}, ... (default {len(DEFAULT_EVAL_SEEDS)})")
     bench.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
                        help="explicit evaluation seeds (overrides --episodes)")
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",

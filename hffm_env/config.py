@@ -49,6 +49,7 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "split_module_id",
+    "task_module_ids",
     "load_config_file",
     "load_scenario",
 ]
@@ -62,6 +63,11 @@ def split_module_id(module_id: str) -> tuple[str, str]:
     ``("encoder", "image")``); an id without ``"/"`` is all type, with name ``""``."""
     module_type, _, name = module_id.partition("/")
     return module_type, name
+
+
+def task_module_ids(task: str) -> tuple[str, str]:
+    """The two modules a device needs to serve ``task``: its prompt and its head."""
+    return f"prompt/{task}", f"head/{task}"
 
 
 MODALITIES: tuple[str, ...] = ("image", "audio", "text")
@@ -360,7 +366,7 @@ class ComputeConfig:
 @dataclass(frozen=True)
 class DynamicsConfig:
     """Optional dynamics, all seeded: random-waypoint mobility (devices keep their cluster;
-    rates, D2D graphs and candidate partners are recomputed as they move) and per-round device
+    rates and D2D graphs, hence the env's candidate partners, follow them) and per-round device
     dropout."""
 
     mobility: bool = False
@@ -665,8 +671,11 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class ScenarioConfig:
-    """One complete scenario. ``seed`` fixes the scenario's own draws (e.g. device speeds) when
-    no other seed is given; ``reset(seed=...)`` of the env overrides it."""
+    """One complete scenario. ``seed`` fixes what the env is built with: the data split, the
+    modules' initial values and the first layout (clusters, hence the action's sizes). Each
+    episode's own draws (placement, speeds, channels) come from the seed given to
+    ``reset(seed=...)``; an unseeded first ``reset()`` draws fresh entropy, as Gymnasium's
+    envs do."""
 
     name: str = "custom"
     seed: int = 0

@@ -21,6 +21,7 @@ from hffm_env.config import (
     ScenarioConfig,
     check_memory,
     load_scenario,
+    split_module_id,
 )
 from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
@@ -178,8 +179,8 @@ class HFFMEnv(gym.Env):
     ## Info
     The same keys, types and shapes at reset and at every step, no NaN (``info["measured"]``
     says what was measured; unmeasured numbers are 0), per-device and per-cluster values as
-    fixed-size arrays, and ``info["action_mask"]`` for the next action; see the README's MDP
-    section for every key and :meth:`_get_info`.
+    fixed-size arrays, and ``info["action_mask"]`` for the next action; the README's MDP
+    section lists every key.
 
     ## Arguments
     ``gymnasium.make("hffm/HFFM-v0", scenario="small", overrides=None, config_file=None,
@@ -757,7 +758,8 @@ class HFFMEnv(gym.Env):
         for request in self.engine.pending:
             members = network.members(int(network.cluster_of_device[request.device]))
             holders = self.engine.holders(request.module_id)[members]
-            requests.append((request.module_id.startswith("head/"), float(np.mean(holders))))
+            is_head = split_module_id(request.module_id)[0] == "head"
+            requests.append((is_head, float(np.mean(holders))))
         return self.observation.build(ObservationInputs(
             round_fraction=self.rounds_done / cfg.env.episode_rounds,
             accuracy=self._accuracy,
@@ -865,9 +867,10 @@ class HFFMEnv(gym.Env):
     def _schedule_info(self, schedule: Schedule | None) -> dict[str, Any]:
         """The decoded schedule in fixed-size arrays: tiers per module type, route and head
         per cluster (head -1: the cluster sat the round out), D2D partner per device (-1:
-        none), and for the k-th relay decision of the round (in request-slot order) the source
-        kind (-1: none, else ``SourceKind``: 0 device, 1 edge, 2 cloud) and source device (-1
-        unless a device). At reset: nothing aggregated, default heads."""
+        none), and for the k-th relay the round serves (the requests given a source, in
+        request-slot order: k counts those, it is not the slot) the source kind (-1: none,
+        else ``SourceKind``: 0 device, 1 edge, 2 cloud) and source device (-1 unless a
+        device). At reset: nothing aggregated, default heads."""
         n, c = self.network.num_devices, self.network.num_clusters
         p = self.config.fl.max_pending_requests
         partner = np.full(n, -1, dtype=np.int64)

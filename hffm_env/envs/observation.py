@@ -7,8 +7,8 @@
 | ``loss/<task>`` | K | mean training loss per task / (2 ln classes) |
 | ``staleness/<type>/<tier>`` | 2T | rounds since the type was aggregated at the edge / cloud, / 8 |
 | ``drift/<type>/<scope>`` | 2T | device copies' distance to their cluster / global mean, d/(1+d) |
-| ``cluster/<c>/uplink`` | C | mean log10 uplink rate (bit/s) / 10 |
-| ``cluster/<c>/d2d_rate`` | C | mean log10 D2D link rate (bit/s) / 10 over the D2D graph |
+| ``cluster/<c>/uplink`` | C | log10 of the members' mean uplink rate (bit/s) / 10 |
+| ``cluster/<c>/d2d_rate`` | C | log10 of the mean D2D link rate (bit/s) over the D2D graph / 10 |
 | ``cluster/<c>/d2d_density`` | C | D2D graph edges / possible pairs |
 | ``cluster/<c>/available`` | C | fraction of the cluster's devices available this round |
 | ``budget/energy`` | 1 | energy used / budget (or / star reference x episode rounds) |

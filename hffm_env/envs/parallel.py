@@ -154,7 +154,6 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         self._action_spaces = {a: spaces.MultiDiscrete(self._nvec[a])
                                for a in self.possible_agents}
         self._observation_spaces = {a: self._observation_space(a) for a in self.possible_agents}
-        self._last_obs: np.ndarray | None = None
 
     # ---------------------------------------------------------------------------- spaces
 

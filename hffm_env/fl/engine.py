@@ -34,6 +34,7 @@ from hffm_env.config import (
     REQUESTS_PER_TASK_ARRIVAL,
     ScenarioConfig,
     split_module_id,
+    task_module_ids,
 )
 from hffm_env.data import FederatedData, can_serve, task_specs
 from hffm_env.fl.aggregation import (
@@ -310,7 +311,7 @@ class FederatedEngine:
             if candidates and len(self.pending) + needed <= fl.max_pending_requests:
                 d, k = candidates[int(rng.integers(len(candidates)))]
                 self.device_tasks[d, k] = True
-                for module_id in (f"prompt/{self.tasks[k]}", f"head/{self.tasks[k]}"):
+                for module_id in task_module_ids(self.tasks[k]):
                     if not bool(self.holds[d, self.module_index[module_id]]):
                         self.pending.append(ModuleRequest(d, module_id))
         return list(self.pending)
@@ -499,13 +500,10 @@ class FederatedEngine:
     def trainable_tasks(self) -> torch.Tensor:
         """``(N, K)`` bool: tasks each device can train and serve now (it runs the task and
         holds both of its modules, the prompt and the head)."""
-        prompt = torch.stack(
-            [self.holds[:, self.module_index[f"prompt/{t}"]] for t in self.tasks], dim=1
-        )
-        head = torch.stack(
-            [self.holds[:, self.module_index[f"head/{t}"]] for t in self.tasks], dim=1
-        )
-        return self.device_tasks & prompt & head
+        holds_both = torch.stack(
+            [self.holds[:, [self.module_index[m] for m in task_module_ids(t)]].all(dim=1)
+             for t in self.tasks], dim=1)
+        return self.device_tasks & holds_both
 
     def loss(
         self,

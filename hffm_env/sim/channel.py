@@ -23,8 +23,13 @@ import numpy as np
 from hffm_env.config import BackhaulConfig, ChannelConfig, ConfigError, LinkConfig
 from hffm_env.sim.topology import Topology
 
-__all__ = ["Channel", "CHANNEL_MODELS", "LinkRates", "backhaul_time_s", "draw_attempts",
-           "draw_link_rates", "make_channel", "register_channel_model"]
+__all__ = ["Channel", "CHANNEL_MODELS", "LinkRates", "RAYLEIGH_MEAN_POWER", "backhaul_time_s",
+           "draw_attempts", "draw_link_rates", "make_channel", "register_channel_model"]
+
+
+RAYLEIGH_MEAN_POWER = 2.0
+"""Mean fading power ``E|h|^2`` of :meth:`Channel.sample_fading`: ``a, b ~ N(0, 1)`` per
+component, as in the prototype."""
 
 
 class Channel:
@@ -77,13 +82,13 @@ class Channel:
     ) -> np.ndarray:
         """Probability that one transmission attempt over ``link`` at ``distance_m`` has an
         SNR below ``outage_snr_db``: ``1 - exp(-threshold / mean SNR)`` under Rayleigh fading
-        (exponential fading power of mean 2), else 1 or 0 by the mean SNR. Zeros when outage is
-        off."""
+        (exponential fading power of mean :data:`RAYLEIGH_MEAN_POWER`), else 1 or 0 by the
+        mean SNR. Zeros when outage is off."""
         distance = np.asarray(distance_m, dtype=np.float64)
         if self.config.outage_snr_db is None:
             return np.zeros(distance.shape)
         threshold = 10.0 ** (self.config.outage_snr_db / 10.0)
-        mean_fading = 2.0 if self.config.rayleigh_fading else 1.0
+        mean_fading = RAYLEIGH_MEAN_POWER if self.config.rayleigh_fading else 1.0
         mean_snr = self.snr(link.tx_power_w, self.path_gain(distance) * mean_fading,
                             link.bandwidth_hz)
         if not self.config.rayleigh_fading:
@@ -93,7 +98,8 @@ class Channel:
 
     def sample_fading(self, rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
         """Fading power ``|h|^2`` with ``h = a + jb``, ``a, b ~ N(0, 1)`` (unit variance per
-        component as the prototype, so the mean power is 2); ones without Rayleigh fading."""
+        component as the prototype, so the mean power is :data:`RAYLEIGH_MEAN_POWER`); ones
+        without Rayleigh fading."""
         if not self.config.rayleigh_fading:
             return np.ones(shape)
         a = rng.standard_normal(shape)

@@ -62,7 +62,7 @@ class Network:
     uniformly in ``[cpu_freq_hz_min, cpu_freq_hz_max]``, builds the :class:`Channel` that
     ``channel.model`` names and the
     :class:`CostAccountant`, creates the mobility model when ``dynamics.mobility``, and draws a
-    first round's state (rates, availability, D2D graphs, heads, partners) so that the network
+    first round's state (rates, availability, D2D graphs, heads) so that the network
     can be described or used at once. Call :meth:`begin_round` at the start of every round.
 
     Randomness comes from named :class:`~hffm_env.seeding.RandomStreams`: construction draws
