@@ -403,6 +403,7 @@ class HFFMEnv(gym.Env):
                                  or seed < 0):
             # checked before any state changes, so the env stays usable after this error
             raise ValueError(f"reset seed = {seed!r}: must be None or an integer >= 0")
+        self._needs_reset = True  # until the new episode is complete (a reset cut short)
         super().reset(seed=None if seed is None else int(seed))
         # the episode's named streams, all from one draw of Gymnasium's np_random (so that
         # reset(seed=None) continues the sequence that the last seeded reset started)
@@ -426,7 +427,9 @@ class HFFMEnv(gym.Env):
         self._previous_score = self._score(scores.accuracy, scores.accuracy_local)
         info = self._get_info(None, None, None, {})
         self._add_next_action_info(info)
-        return self._get_obs(), info
+        obs = self._get_obs()
+        self._needs_reset = False
+        return obs, info
 
     def step(
         self, action: np.ndarray
@@ -435,20 +438,25 @@ class HFFMEnv(gym.Env):
         if isinstance(self.engine, _Closed):
             raise RuntimeError(_CLOSED)
         if self._needs_reset:
-            raise RuntimeError("call reset() before step() (and after an episode ends)")
-        schedule, repairs = self.decode(action)
+            raise RuntimeError("call reset() before step() (and after an episode ends or a "
+                               "step or reset was cut short)")
+        schedule, repairs = self.decode(action)  # refuses a bad action before any change
+        # until the round is complete: a round cut short (an error, Ctrl-C) has trained or
+        # priced part of itself and cannot be taken back or resumed
+        self._needs_reset = True
         result = self._simulate(schedule)
         terminated, truncated, end = self._episode_end()
         if terminated:
             self._measure_in_full(result)  # the budget ended the episode: its last round too
         terms = self._reward_terms(result, last_round=terminated or truncated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
-        self._needs_reset = terminated or truncated
         self._played_round = self._network_view()  # before the next round is drawn
-        if not self._needs_reset:
+        if not (terminated or truncated):
             self._begin_round()
         self._add_next_action_info(info)
-        return self._get_obs(), self._reward(terms), terminated, truncated, info
+        obs = self._get_obs()
+        self._needs_reset = terminated or truncated
+        return obs, self._reward(terms), terminated, truncated, info
 
     def __getstate__(self) -> dict[str, Any]:
         """A pickle holds the constructor's arguments only (a few hundred bytes, not the data
@@ -512,7 +520,6 @@ class HFFMEnv(gym.Env):
         self._accuracy_held_out = dict(nan)
         self._previous_score = float("nan")
         self._target_reached = False
-        self._needs_reset = False
 
     @staticmethod
     def _members(network: Any) -> list[np.ndarray]:

@@ -106,6 +106,38 @@ def test_a_failing_reward_ends_the_episode_loudly(reward, message):
     env.reset(seed=0)  # and a new episode starts cleanly
 
 
+@pytest.mark.parametrize("where", ["step", "reset"])
+def test_a_step_or_reset_cut_short_is_not_carried_on_from(where, monkeypatch):
+    """Ctrl-C (or any error) inside a round leaves it half played (trained, priced, relays
+    served): the next step must not go on from there as if it were whole."""
+    env = _cost_env()
+    env.reset(seed=0)
+    action = env.layout.encode(1, 2)
+    if where == "step":
+        step_round = env.engine.run_round
+
+        def cut_short(*args, **kwargs):
+            step_round(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(env.engine, "run_round", cut_short)
+        with pytest.raises(KeyboardInterrupt):
+            env.step(action)
+    else:
+        env.step(action)
+        monkeypatch.setattr(env.engine, "evaluate", lambda *a, **k: (_ for _ in ()).throw(
+            KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            env.reset(seed=1)
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="cut short"):
+        env.step(action)
+    obs, _ = env.reset(seed=0)  # a new episode starts cleanly, as a fresh env's
+    fresh = _cost_env()
+    assert np.array_equal(obs, fresh.reset(seed=0)[0])
+    assert np.array_equal(env.step(action)[0], fresh.step(action)[0])
+
+
 @pytest.mark.parametrize("energy", [np.float32(-0.5), np.array(-0.5), torch.tensor(-0.5), -0.5])
 def test_a_custom_reward_may_return_numpy_or_torch_scalars_and_leave_terms_out(energy):
     env = _cost_env(reward=lambda i, c, w: types.MappingProxyType({"energy": energy}))
