@@ -173,8 +173,12 @@ class HFFMEnv(gym.Env):
     thread: more would hang in OpenMP (:func:`hffm_env.devices.guard_forks`).
 
     ## Episode End
-    Truncated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``); terminated
-    when ``env.energy_budget_j`` is exhausted (``info["end"] = "energy_budget"``).
+    Terminated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``) or when
+    ``env.energy_budget_j`` is exhausted (``info["end"] = "energy_budget"``); never truncated
+    by the env itself. The horizon is part of the task (the round is observed, the last
+    round's reward pays the final accuracy and any target miss), so no value lies beyond it
+    and a learner must not bootstrap one; ``truncated`` is left to outside limits such as a
+    ``TimeLimit``.
 
     ## Info
     The same keys, types and shapes at reset and at every step, no NaN (``info["measured"]``
@@ -557,14 +561,14 @@ class HFFMEnv(gym.Env):
         return result
 
     def _episode_end(self) -> tuple[bool, bool, str]:
-        """``(terminated, truncated, info["end"])`` after the round just played."""
+        """``(terminated, truncated, info["end"])`` after the round just played: the horizon
+        and the energy budget both terminate (see the class docstring's Episode End)."""
         cfg = self.config.env
-        terminated = bool(
-            cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j
-        )
-        truncated = not terminated and self.rounds_done >= cfg.episode_rounds
-        return terminated, truncated, ("energy_budget" if terminated
-                                       else "rounds" if truncated else "")
+        if cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j:
+            return True, False, "energy_budget"
+        if self.rounds_done >= cfg.episode_rounds:
+            return True, False, "rounds"
+        return False, False, ""
 
     def _measure_in_full(self, result: RoundResult) -> None:
         """Measure the local and held-out accuracy of the round just played if the evaluation

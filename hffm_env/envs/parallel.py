@@ -11,7 +11,7 @@ decoding, repairs, cost model and training), so no rule exists twice.
 (a cluster whose devices all dropped out stays an agent: its head, partner and relay slots
 then allow only their defaults, and the cluster sits the round out; its period slots stay
 free, and its periods still count when the agents' periods are combined). Every agent ends
-together, on the single-agent env's truncation or termination.
+together, when the single-agent env's episode ends.
 
 ## Action spaces (``MultiDiscrete``)
 ``edge_<c>``, in order:

@@ -247,12 +247,15 @@ def test_energy_budget_terminates():
     assert terminated and not truncated and info["end"] == "energy_budget"
 
 
-def test_episode_truncates_after_rounds():
+def test_the_horizon_terminates_the_episode():
+    """The last round is part of the task (it pays the final accuracy): terminated, so that
+    a learner does not bootstrap a value beyond it; truncated stays for outside limits."""
     env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
     env.reset(seed=0)
     action = env.unwrapped.layout.encode(1, 2)
-    ends = [env.step(action)[3] for _ in range(4)]
-    assert ends == [False, False, False, True]
+    ends = [env.step(action)[2:] for _ in range(4)]
+    assert [(term, trunc) for term, trunc, _ in ends] == [(False, False)] * 3 + [(True, False)]
+    assert ends[-1][2]["end"] == "rounds"
     with pytest.raises(RuntimeError, match="reset"):
         env.step(action)
 

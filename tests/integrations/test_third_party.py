@@ -74,7 +74,7 @@ def test_mo_gymnasium_wrappers_in_vector_mode():
         assert rewards.shape == (2, 3)
         space = vector.unwrapped.envs[0].unwrapped.reward_space
         assert all(space.contains(r.astype(np.float32)) for r in rewards)
-    assert truncated.all() and info["episode"]["r"].shape == (2, 3)
+    assert terminated.all() and not truncated.any() and info["episode"]["r"].shape == (2, 3)
 
 
 def test_skrl_ppo_trains_on_the_full_action_space():
