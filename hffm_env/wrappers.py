@@ -10,7 +10,8 @@
     for discrete-only libraries (DQN, morl-baselines).
 
 Both keep the observation, reward and info of the env and expose ``action_masks()`` for their
-own space (sb3-contrib's MaskablePPO finds it through the wrapper), derived from the env's.
+own space (sb3-contrib's MaskablePPO finds it through the wrapper), derived from the env's;
+``info["action_mask"]`` is that mask too (of the wrapper's space, not the env's full one).
 
 ``ActionMaskObservation``
     ``Dict(observation=Box, action_mask=Box(bool))``: the mask of the (possibly wrapped)
@@ -75,7 +76,24 @@ def _layout_of(env: gym.Env, wrapper: str) -> Any:
     return layout
 
 
-class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+class _MaskInInfo:
+    """``info["action_mask"]`` of the wrapper's own space (the env's describes its full
+    action, which a client of the wrapper never plays)."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """The env's reset, with this space's mask in ``info``."""
+        obs, info = super().reset(**kwargs)  # type: ignore[misc]
+        info["action_mask"] = self.action_masks()  # type: ignore[attr-defined]
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        """The env's step, with this space's mask for the next action in ``info``."""
+        obs, reward, terminated, truncated, info = super().step(action)  # type: ignore[misc]
+        info["action_mask"] = self.action_masks()  # type: ignore[attr-defined]
+        return obs, reward, terminated, truncated, info
+
+
+class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """Periods per module type and a route per cluster (see the module docstring)."""
 
     def __init__(self, env: gym.Env) -> None:
@@ -110,7 +128,7 @@ class CoarseActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                                if name.startswith(("edge_period/", "cloud_period/", "route/"))])
 
 
-class ScheduleMenu(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+class ScheduleMenu(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """``Discrete(k)``: action i plays the i-th named schedule this round.
 
     Args:

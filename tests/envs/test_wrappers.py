@@ -53,8 +53,14 @@ def test_action_mask_observation_carries_the_mask_of_the_outer_action_space(make
     obs, *_, info = env.step(env.action_space.sample(mask=None))
     np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
     check_env(env)
-    menu = ActionMaskObservation(ScheduleMenu(make_env()))
-    obs, _ = menu.reset(seed=5)
-    assert obs["action_mask"].shape == (len(PAPER_MENU),)
+    for inner in (ScheduleMenu, CoarseActions):  # info's mask is the wrapper's, as obs's
+        wrapped = ActionMaskObservation(inner(make_env()))
+        obs, info = wrapped.reset(seed=5)
+        size = (len(PAPER_MENU),) if inner is ScheduleMenu else (
+            int(wrapped.action_space.nvec.sum()),)
+        assert obs["action_mask"].shape == size
+        np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
+        obs, *_, info = wrapped.step(wrapped.action_space.sample())
+        np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
     with pytest.raises(TypeError, match="neither MultiDiscrete nor Discrete"):
         ActionMaskObservation(gym.make("Pendulum-v1"))
