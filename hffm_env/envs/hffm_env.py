@@ -49,6 +49,8 @@ from hffm_env.sim import k_nearest_partners
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
 
 REWARD_MODES = ("scalar", "vector")
+MAX_TORCH_THREADS = 4096
+"""The most ``torch_threads`` an env takes (torch's own limit is a C int)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,13 +281,15 @@ class HFFMEnv(gym.Env):
             raise ConfigError(f"surrogate = {surrogate!r}: a fitted surrogate serves only "
                               f"fidelity='surrogate' (this env's is {fidelity!r})")
         if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(
-                torch_threads, (int, np.integer)) or torch_threads < 1):
+                torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
-                             ">= 1")
+                             f">= 1 and <= {MAX_TORCH_THREADS}")
         self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
         if isinstance(reward, str):  # a named reward is the config's, checked like it
             self.config = dataclasses.replace(
                 self.config, env=dataclasses.replace(self.config.env, reward=reward))
+        # checked here, before any process-wide setting changes or a model is built
+        reward_function = _reward_function(reward, self.config.env.reward, reward_mode)
         if torch_threads is not None and torch_threads > 1 and forked_after_torch_threads():
             warnings.warn(f"torch_threads = {torch_threads}: this process was forked after "
                           "real training ran in its parent, where torch can use one thread "
@@ -376,7 +380,7 @@ class HFFMEnv(gym.Env):
         self.reference_energy_j = max(star.energy_j, 1e-12)
         # the reward by name, its weights and its cost scale: public, so that a saved run can
         # be rescored under another reward (benchmarks/tradeoff.py --rescore)
-        self.reward_function: Reward = _reward_function(reward, cfg.env.reward, reward_mode)
+        self.reward_function: Reward = reward_function
         self.reward_weights = RewardWeights(
             cfg.env.accuracy_weight, cfg.env.latency_weight, cfg.env.energy_weight,
             cfg.env.target_accuracy, cfg.env.target_miss_penalty,

@@ -54,11 +54,21 @@ def test_an_unhashable_scenario_is_named():
         HFFMEnv(["small"], fidelity="cost")
 
 
-def test_torch_threads_are_set_only_once_the_rest_is_valid():
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"overrides": {"env.episode_rounds": 0}}, ConfigError, "env.episode_rounds"),
+    ({"reward": 5}, ValueError, "reward = 5"),
+    ({"reward": lambda i, c, w: {}, "reward_mode": "vector"}, ValueError, "needs a named"),
+])
+def test_torch_threads_are_set_only_once_the_rest_is_valid(kwargs, error, message):
     threads = torch.get_num_threads()
-    with pytest.raises(ConfigError, match="env.episode_rounds"):
-        _cost_env(torch_threads=threads + 1, overrides={"env.episode_rounds": 0})
+    with pytest.raises(error, match=message):
+        _cost_env(torch_threads=threads + 1, **kwargs)
     assert torch.get_num_threads() == threads
+
+
+def test_too_many_torch_threads_are_named():
+    with pytest.raises(ValueError, match=r"torch_threads = 2147483648: .*<= 4096"):
+        _cost_env(torch_threads=2**31)
 
 
 def test_step_before_the_first_reset_is_refused():
