@@ -956,9 +956,12 @@ def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
     False)."""
     if key not in info["measured"]:
         raise ValueError(f"measured key = {key!r}: allowed {list(info['measured'])}")
+    value = info[key]
+    tasks = list(value) if isinstance(value, dict) else ["mean"]
+    if task not in tasks:  # checked even when unmeasured: a typo must not read as NaN
+        raise ValueError(f"measured {key!r} task = {task!r}: allowed {tasks}")
     if not info["measured"][key]:
         return float("nan")
-    value = info[key]
     return float(value[task] if isinstance(value, dict) else value)
 
 

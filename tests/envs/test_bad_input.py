@@ -162,6 +162,10 @@ def test_measured_names_an_unknown_key():
     _, info = env.reset(seed=0)
     with pytest.raises(ValueError, match="measured key = 'foo': allowed"):
         measured(info, "foo")
+    with pytest.raises(ValueError, match=r"measured 'accuracy' task = 'nope': allowed \['vqa'"):
+        measured(info, "accuracy", "nope")  # unmeasured in cost fidelity, still a typo
+    with pytest.raises(ValueError, match=r"'train_loss' task = 'vqa': allowed \['mean'\]"):
+        measured(info, "train_loss", "vqa")
 
 
 # ------------------------------------------------------------------ actions and wrappers
