@@ -61,15 +61,23 @@ def check_action(action: object, nvec: np.ndarray, slot_names: list[str],
     """``action`` as an int64 vector for a MultiDiscrete space of sizes ``nvec``, or a
     ``ValueError`` naming its dtype, its shape or the first slot out of range. Floats pass only
     when every one is a whole number (what some libraries' samplers return)."""
-    array = np.asarray(action)
-    if array.dtype.kind not in "iub":  # booleans are 0 and 1, as the space's contains() says
-        if not (array.dtype.kind == "f" and np.all(np.isfinite(array))
-                and np.all(array == np.round(array))):
-            raise ValueError(f"{subject} dtype {array.dtype}: must be integers (a "
-                             "MultiDiscrete vector)")
+    try:
+        array = np.asarray(action)
+    except ValueError:  # ragged: numpy cannot make one array of it
+        raise ValueError(f"{subject} = {action!r}: not a flat vector of {len(nvec)} integers "
+                         f"(slots: {slot_names[0]} ... {slot_names[-1]})") from None
     if array.shape != nvec.shape:
         raise ValueError(f"{subject} shape {array.shape}: expected {nvec.shape} "
                          f"(slots: {slot_names[0]} ... {slot_names[-1]})")
+    if array.dtype.kind not in "iub":  # booleans are 0 and 1, as the space's contains() says
+        if array.dtype.kind != "f":
+            raise ValueError(f"{subject} dtype {array.dtype}: must be integers (a "
+                             "MultiDiscrete vector)")
+        fractional = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        if fractional.size:
+            i = int(fractional[0])
+            raise ValueError(f"{subject} slot {i} ({slot_names[i]}) = {float(array[i])}: must "
+                             f"be a whole number in 0..{int(nvec[i]) - 1}")
     check_slot_range(array, nvec, slot_names, subject)  # before the cast: 1e19 stays 1e19
     return array.astype(np.int64)
 

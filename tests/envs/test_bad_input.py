@@ -178,12 +178,32 @@ def test_a_float_action_too_big_for_int64_is_reported_as_given():
         env.step(np.full(env.action_space.shape, 1e19))
 
 
-@pytest.mark.parametrize("bad", [np.full(14, 1.7), np.full(14, np.nan), np.full(14, np.inf),
-                                 np.array(["a"] * 14), [None] * 14])
-def test_coarse_actions_check_like_the_env(bad):
+@pytest.mark.parametrize(("value", "shown"), [(np.nan, "nan"), (np.inf, "inf"), (1.5, "1.5")])
+def test_a_float_action_that_is_no_whole_number_names_its_slot(value, shown):
+    env = _cost_env()
+    env.reset(seed=0)
+    action = env.layout.encode(1, 2).astype(float)
+    action[5] = value
+    with pytest.raises(ValueError, match=rf"slot 5 \(cloud_period/encoder\) = {shown}: must be "
+                                         r"a whole number in 0..\d"):
+        env.step(action)
+
+
+def test_a_ragged_action_is_named():
+    env = _cost_env()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action = \[\[1, 2\], \[3\]\]: not a flat vector"):
+        env.step([[1, 2], [3]])
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (np.full(14, 1.7), r"slot 0 \(edge_period/encoder\) = 1.7"), (np.full(14, np.nan), "= nan"),
+    (np.full(14, np.inf), "= inf"), (np.array(["a"] * 14), "action dtype"),
+    ([None] * 14, "action dtype")])
+def test_coarse_actions_check_like_the_env(bad, message):
     env = CoarseActions(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"))
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="action dtype"):
+    with pytest.raises(ValueError, match=message):
         env.step(bad)
 
 
