@@ -892,6 +892,11 @@ def config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[tuple[str, 
             if left.get(k) != right.get(k)]
 
 
+def _digits(value: int) -> str:
+    """A huge integer described by its length (``str()`` refuses ints beyond 4,300 digits)."""
+    return f"a {len(str(abs(value))) if abs(value) < 10**4000 else 'more than 4000'}-digit number"
+
+
 def _coerce(path: str, value: Any, annotation: Any) -> Any:
     """Turn a JSON/YAML value into the annotated type, or raise a ConfigError naming ``path``."""
     if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
@@ -926,15 +931,14 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
         ):
             raise ConfigError(f"{path} = {value!r}: must be an integer")
         if abs(value) >= 2**63:
-            shown = (f"{value:g}" if isinstance(value, float)
-                     else f"a {len(str(value))}-digit number")
+            shown = f"{value:g}" if isinstance(value, float) else _digits(value)
             raise ConfigError(f"{path} = {shown}: too large for an integer")
         return int(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} = {value!r}: must be a number")
         if isinstance(value, int) and abs(value) >= 2**1023:
-            raise ConfigError(f"{path} = a {len(str(value))}-digit number: too large for a float")
+            raise ConfigError(f"{path} = {_digits(value)}: too large for a float")
         try:
             return float(value)
         except OverflowError:
@@ -1023,6 +1027,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except ValueError as err:  # an integer longer than Python reads (4,300 digits)
+        raise ConfigError(f"override {key}: its value cannot be read ({err})") from None
     if isinstance(value, str):
         try:  # YAML 1.1 reads "1e6" as a string; accept it as the number users mean
             value = float(value) if any(c.isdigit() for c in value) else value
@@ -1136,6 +1142,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({where})") from None
     except RecursionError:
         raise ConfigError(f"config file {str(path)!r}: nested too deeply to be a config") from None
+    except ValueError as err:  # an integer longer than Python reads (4,300 digits)
+        raise ConfigError(f"config file {str(path)!r}: a value cannot be read ({err})") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -158,6 +158,24 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, name, text, key
         load_scenario("small", config_file=path)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    # Python refuses to read or print integers beyond 4,300 digits: raw ValueErrors before
+    (["env.episode_rounds=" + "9" * 5000], "override env.episode_rounds: its value cannot"),
+    ({"env.episode_rounds": 10**5000}, "episode_rounds = a more than 4000-digit number"),
+    ({"env.accuracy_weight": 10**400}, "accuracy_weight = a 401-digit number: too large"),
+])
+def test_an_integer_too_long_to_read_is_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_scenario("small", overrides=overrides)
+
+
+@pytest.mark.parametrize("name", ["c.json", "c.yaml"])
+def test_a_config_file_with_an_integer_too_long_to_read_is_named(tmp_path, name):
+    (tmp_path / name).write_text('{"env": {"episode_rounds": %s}}' % ("9" * 5000))
+    with pytest.raises(ConfigError, match=f"config file .*{name}': a value cannot be read"):
+        load_scenario("small", config_file=tmp_path / name)
+
+
 def test_yaml_merge_keys_still_work_and_an_unhashable_key_is_one_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("channel:\n  uplink: &link {bandwidth_hz: 2000000.0, tx_power_w: 0.5}\n"
