@@ -600,8 +600,16 @@ def build_model(
     # (whose key has no seed) is the same whichever build writes it; ``seed`` then draws only
     # the fresh trainable modules (load_pretrained_state re-seeds them)
     model = M3TModel(model_config, data_config, seed=PRETRAIN_SEED, backbone=backbone)
-    path = _usable_cache_path(cache_path(model_config, data_config, cache_dir))
+    path = cache_path(model_config, data_config, cache_dir)
     key = path.stem.removeprefix("m3t-")
+    # a finished file loads without the lock (files are replaced whole, never written in
+    # place), so a cache folder that is only readable (a shared one) still serves it
+    info = _load_into(model, path, key, seed, report=False) if path.is_file() else None
+    if info is not None:
+        model.pretrain_info = info
+        model.cache_file = path
+        return model.to(device)
+    path = _usable_cache_path(path)
     with _build_lock(path):  # one process builds; the others wait here, then load its file
         info = _load_into(model, path, key, seed)
         if info is None:
@@ -620,15 +628,18 @@ def build_model(
     return model.to(device)
 
 
-def _load_into(model: M3TModel, path: Path, key: str, seed: int) -> dict[str, Any] | None:
+def _load_into(model: M3TModel, path: Path, key: str, seed: int, *,
+               report: bool = True) -> dict[str, Any] | None:
     """Load the cached frozen parts into ``model``; ``None`` when there is no usable file (an
-    unreadable one is reported and will be rewritten)."""
+    unreadable one is reported, unless not ``report``, and will be rewritten)."""
     if not path.exists():
         return None
     try:
         state, info = _load_cache(path, key)
         model.load_pretrained_state(state, seed)
     except Exception as err:  # noqa: BLE001 - any unreadable file is rebuilt
+        if not report:
+            return None
         warnings.warn(
             f"pre-trained model cache {path} is unusable ({type(err).__name__}: {err}); "
             "pre-training again and rewriting it",
@@ -644,8 +655,11 @@ def _usable_cache_path(path: Path) -> Path:
     the same name in a private temporary folder, with a warning (checked before pre-training,
     so a bad cache folder never costs a whole pre-training run)."""
     problem = None
+    lock = _lock_path(path)
     if path.exists() and not path.is_file():  # a FIFO would block the read forever
         problem = "is not a regular file"
+    elif lock.exists() and not lock.is_file():
+        problem = f"has a lock path {lock.name} that is not a regular file"
     else:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -667,6 +681,11 @@ def _usable_cache_path(path: Path) -> Path:
     return fallback / path.name
 
 
+def _lock_path(path: Path) -> Path:
+    """The lock file of the cache file ``path``: ``<path>.lock``."""
+    return path.with_name(path.name + ".lock")
+
+
 @contextlib.contextmanager
 def _build_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``<path>.lock`` (POSIX ``flock``; no lock where there is none)."""
@@ -675,7 +694,7 @@ def _build_lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    with open(_lock_path(path), "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -218,6 +218,28 @@ def test_unwritable_cache_folder_falls_back_before_pretraining(tmp_path, configs
     assert model.cache_file.exists() and blocker not in model.cache_file.parents
 
 
+def test_a_finished_cache_file_loads_without_writing_or_locking(tmp_path, monkeypatch,
+                                                                 configs):
+    """A read-only cache folder (a shared one) that holds the file serves it: no write test,
+    no lock file, no pre-training (it was checked for writing first and pre-trained again)."""
+    TINY_MODEL, TINY_DATA = configs
+    built = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
+    monkeypatch.setattr(pretrain, "pretrain_model", _fail)
+    monkeypatch.setattr(pretrain, "_usable_cache_path", _fail)
+    monkeypatch.setattr(pretrain, "_build_lock", _fail)
+    model = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
+    assert model.cache_file == built.cache_file and model.pretrain_info["cached"]
+
+
+def test_a_folder_at_the_lock_path_falls_back(tmp_path, configs):
+    TINY_MODEL, TINY_DATA = configs
+    path = cache_path(TINY_MODEL, TINY_DATA, tmp_path)
+    path.with_name(path.name + ".lock").mkdir(parents=True)
+    with pytest.warns(RuntimeWarning, match="lock path .* not a regular file"):
+        model = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
+    assert model.cache_file != path and model.cache_file.is_file()
+
+
 def test_a_fifo_at_the_cache_path_is_not_read(tmp_path, configs):
     import os
     import signal
