@@ -114,14 +114,7 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
     (``hffm calibrate`` writes there), else the ones shipped for the presets. Raises
     :class:`SurrogateMissing` saying how to fit one."""
     if path is not None:  # a file given by hand: check that it can serve this config
-        surrogate = AccuracySurrogate.load(path)
-        if tuple(surrogate.tasks) != tuple(cfg.data.tasks):
-            raise ValueError(f"surrogate = {str(path)!r}: fitted for tasks {list(surrogate.tasks)},"
-                             f" this config runs {list(cfg.data.tasks)}")
-        if surrogate.horizon < cfg.env.episode_rounds:
-            raise ValueError(f"surrogate = {str(path)!r}: fitted on {surrogate.horizon}-round "
-                             f"episodes, shorter than env.episode_rounds = "
-                             f"{cfg.env.episode_rounds}")
+        surrogate = _serving(AccuracySurrogate.load(path), cfg, f"surrogate = {str(path)!r}")
         fitted_for = surrogate.meta.get("config_key")
         if fitted_for is not None and fitted_for != surrogate_key(cfg):
             warnings.warn(f"surrogate = {str(path)!r} was fitted for another configuration (key "
@@ -132,14 +125,27 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
     for fitted_cfg in _configs_a_fit_may_serve(cfg):
         name = surrogate_path(fitted_cfg).name
         for candidate in (surrogate_path(fitted_cfg), PACKAGED_DIR / name):
-            if candidate.is_file():
-                return AccuracySurrogate.load(candidate)
+            if candidate.is_file():  # named by the config's key; checked all the same
+                return _serving(AccuracySurrogate.load(candidate), cfg, str(candidate))
     raise SurrogateMissing(
         f"fidelity='surrogate': no fitted surrogate for this configuration (key "
         f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
         f"Fit one on real training with `hffm calibrate --scenario {cfg.name}` plus the same "
         "--set overrides (minutes of training), or pass surrogate=PATH to gym.make"
     )
+
+
+def _serving(surrogate: AccuracySurrogate, cfg: ScenarioConfig, where: str
+             ) -> AccuracySurrogate:
+    """``surrogate`` if it predicts ``cfg``'s tasks for at least its episode, else a
+    ``ValueError`` that starts with ``where``."""
+    if tuple(surrogate.tasks) != tuple(cfg.data.tasks):
+        raise ValueError(f"{where}: fitted for tasks {list(surrogate.tasks)}, this config runs "
+                         f"{list(cfg.data.tasks)}")
+    if surrogate.horizon < cfg.env.episode_rounds:
+        raise ValueError(f"{where}: fitted on {surrogate.horizon}-round episodes, shorter than "
+                         f"env.episode_rounds = {cfg.env.episode_rounds}")
+    return surrogate
 
 
 def _configs_a_fit_may_serve(cfg: ScenarioConfig) -> list[ScenarioConfig]:
@@ -424,19 +430,67 @@ class AccuracySurrogate:
             record = record if isinstance(record, dict) else {}
             raise ValueError(f"{path}: surrogate format {record.get('format')!r}, this version "
                              f"reads {SURROGATE_FORMAT}; run `hffm calibrate` again")
-        outputs = len(target_names(record["tasks"]))
+        try:
+            return cls._from_record(record)
+        except _BadRecord as err:
+            raise ValueError(f"{path}: not a usable fitted surrogate: {err}; run `hffm "
+                             "calibrate` again") from None
+
+    @classmethod
+    def _from_record(cls, record: dict[str, Any]) -> AccuracySurrogate:
+        """The surrogate of a loaded record, each field checked (:class:`_BadRecord` names the
+        first that is missing or malformed, instead of an error from deep in torch)."""
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                shown = repr(record.get(name, "missing"))[:80]
+                raise _BadRecord(f"{name} = {shown}: {what}")
+
+        tasks, horizon = record.get("tasks"), record.get("horizon")
+        need(isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks),
+             "tasks", "must be a list of task names")
+        need(isinstance(horizon, int) and horizon >= 1, "horizon", "must be an integer >= 1")
+        inputs, outputs = len(TierHistory.feature_names()), len(target_names(tasks))
+        need(record.get("inputs") == inputs, "inputs", f"this version's features are {inputs}")
+        hidden = record.get("hidden")
+        need(isinstance(hidden, int) and hidden >= 1, "hidden", "must be an integer >= 1")
+        members = record.get("members")
+        need(isinstance(members, list) and bool(members), "members", "must be a non-empty list")
         nets = []
         with torch.random.fork_rng(devices=[]):  # the layers' initial draws (overwritten by
-            for state in record["members"]:     # the state) leave the caller's stream alone
-                net = _MLP(record["inputs"], outputs, record["hidden"])
-                net.load_state_dict(state)
+            for k, state in enumerate(members):  # the state) leave the caller's stream alone
+                net = _MLP(inputs, outputs, hidden)
+                try:
+                    net.load_state_dict(state)
+                except (RuntimeError, TypeError, AttributeError) as err:
+                    raise _BadRecord(f"members[{k}]: weights of another shape or kind "
+                                     f"({' '.join(str(err).split())[:120]})") from None
+                if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+                    raise _BadRecord(f"members[{k}]: non-finite weights")
                 net.eval()
                 nets.append(net)
+        stats = {}
+        for name, count, size in (("x_stats", 2, inputs), ("y_stats", 4, outputs)):
+            value = record.get(name)
+            need(isinstance(value, (list, tuple)) and len(value) == count
+                 and all(isinstance(t, torch.Tensor) and tuple(t.shape) == (size,)
+                         and bool(torch.isfinite(t).all()) for t in value),
+                 name, f"must be {count} finite vectors of {size}")
+            stats[name] = tuple(t.numpy() for t in value)
+        try:
+            meta = json.loads(record.get("meta"))
+        except (TypeError, json.JSONDecodeError):
+            meta = None
+        need(isinstance(meta, dict), "meta", "must be a JSON object")
         residuals = record.get("residuals")
-        return cls(record["tasks"], record["horizon"], nets,
-                   tuple(t.numpy() for t in record["x_stats"]),
-                   tuple(t.numpy() for t in record["y_stats"]), json.loads(record["meta"]),
+        need(residuals is None or (isinstance(residuals, torch.Tensor) and residuals.ndim == 3
+                                   and residuals.shape[-1] == outputs), "residuals",
+             f"must be None or (episodes, rounds + 1, {outputs})")
+        return cls(tasks, horizon, nets, stats["x_stats"], stats["y_stats"], meta,
                    None if residuals is None else residuals.numpy())
+
+
+class _BadRecord(ValueError):
+    """A field of a surrogate file that is missing or malformed."""
 
 
 def out_of_fold_residuals(episodes: Sequence[Sequence[RoundTrace]], groups: Sequence[int],

@@ -120,6 +120,47 @@ def test_a_file_that_is_not_a_surrogate_is_one_error_naming_it(tmp_path, junk):
         AccuracySurrogate.load(path)
 
 
+def _without(record, key):
+    return {k: v for k, v in record.items() if k != key}
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda r: _without(r, "tasks"), "tasks = 'missing'"),
+    (lambda r: {**r, "meta": "x"}, "meta = 'x': must be a JSON object"),
+    (lambda r: {**r, "hidden": r["hidden"] + 1}, r"members\[0\]: weights of another shape"),
+    (lambda r: {**r, "x_stats": [t[:-1] for t in r["x_stats"]]}, "x_stats = .*finite vectors"),
+    (lambda r: {**r, "members": []}, "members = \\[\\]: must be a non-empty list"),
+    (lambda r: {**r, "members": [{k: v * float("nan") for k, v in r["members"][0].items()}]},
+     r"members\[0\]: non-finite weights"),
+    (lambda r: {**r, "residuals": r["residuals"][..., :-1]}, "residuals = "),
+])
+def test_a_malformed_surrogate_file_names_its_field(fitted, tmp_path, damage, message):
+    """Fields that failed deep in torch or numpy (a KeyError, a state-dict mismatch, a
+    broadcast error at reset) or that loaded and silently predicted nothing (no members, NaN
+    weights) are refused by name when the file is read."""
+    import torch
+
+    with_residuals = AccuracySurrogate(
+        fitted.tasks, fitted.horizon, fitted.members, (fitted.x_mean, fitted.x_std),
+        (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high), fitted.meta,
+        np.zeros((2, HORIZON + 1, len(fitted.targets)), dtype=np.float32))
+    with_residuals.save(tmp_path / "good.pt")
+    record = torch.load(tmp_path / "good.pt", weights_only=True)
+    torch.save(damage(record), tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=f"bad.pt: not a usable fitted surrogate: {message}"):
+        AccuracySurrogate.load(tmp_path / "bad.pt")
+
+
+def test_a_cached_surrogate_of_other_tasks_is_refused_by_name(fitted, tmp_path, monkeypatch):
+    from hffm_env.fl.surrogate import surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    cfg = apply_overrides(small(), ["data.tasks=[vqa, count]", f"env.episode_rounds={HORIZON}"])
+    fitted.save(surrogate_path(cfg))  # fitted for three tasks, filed under this config's key
+    with pytest.raises(ValueError, match=r"surrogate-.*\.pt: fitted for tasks \['vqa', 'count', "):
+        find_surrogate(cfg)
+
+
 def test_a_surrogate_given_by_path_is_checked_against_the_config(fitted, tmp_path):
     path = tmp_path / "fit.pt"
     fitted.meta["config_key"] = surrogate_key(apply_overrides(small(), ["seed=9"]))
