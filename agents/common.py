@@ -43,8 +43,10 @@ def wrap_actions(env: Any, action_mode: str) -> Any:
 class TrainArgs:
     """Arguments of a training run (each field is a command-line flag)."""
 
-    scenario: str = field(default="small", metadata={"help": "preset scenario to train on",
-                                                     "choices": tuple(scenario_names())})
+    scenario: str | None = field(
+        default=None, metadata={"help": "preset scenario to train on (default: the one the "
+                                "--config file names, else small)",
+                                "choices": tuple(scenario_names())})
     fidelity: str = field(
         default="train",
         metadata={
@@ -278,8 +280,9 @@ class TrainArgs:
             raise ValueError(f"n_steps = {self.n_steps} with n_envs = {self.n_envs}: a rollout "
                              "needs at least 2 steps (n_steps x n_envs >= 2)")
         self._check_numbers()
-        from hffm_env.config import load_scenario, scenario_names
+        from hffm_env.config import load_scenario, preset_of, scenario_names
 
+        self.scenario = preset_of(self.scenario, self.config)  # a ConfigError on a conflict
         if self.scenario not in scenario_names():
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
         config = load_scenario(self.scenario, config_file=self.config,

@@ -47,14 +47,9 @@ def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
     """The scenario of ``--scenario``, ``--config`` and ``--set``. Without ``--scenario``,
     the preset the ``--config`` file names, else ``small``; a ``--scenario`` that differs from
     the file's preset is refused (the file's would silently win)."""
-    from hffm_env.config import load_config_file
+    from hffm_env.config import preset_of
 
-    named = load_config_file(args.config).get("scenario") if args.config else None
-    if args.scenario is None:
-        args.scenario = named if isinstance(named, str) else "small"
-    elif named is not None and named != args.scenario:
-        raise ConfigError(f"--config {args.config!r} names scenario {named!r}, but --scenario "
-                          f"is {args.scenario!r}: give one of them (or the same preset)")
+    args.scenario = preset_of(args.scenario, args.config)
     return load_scenario(args.scenario, config_file=args.config, overrides=args.overrides)
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "parse_override",
+    "preset_of",
     "split_module_id",
     "task_module_ids",
     "load_config_file",
@@ -1149,6 +1150,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {str(path)!r}: must hold a mapping at the top level")
     return dict(data)
+
+
+def preset_of(scenario: str | None, config_file: str | Path | None) -> str:
+    """The preset a run is on: ``scenario`` if given, else the one the config file names
+    (``scenario: paper``), else ``small``. A ``scenario`` other than the file's is refused,
+    since the file's would silently win (:func:`load_scenario` layers a file on its preset)."""
+    named = load_config_file(config_file).get("scenario") if config_file is not None else None
+    if scenario is None:
+        return named if isinstance(named, str) else "small"
+    if named is not None and named != scenario:
+        raise ConfigError(f"config file {str(config_file)!r} names scenario {named!r}, but the "
+                          f"scenario given is {scenario!r}: give one of them (or the same preset)")
+    return scenario
 
 
 def load_scenario(

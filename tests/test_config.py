@@ -193,11 +193,23 @@ def test_hffm_refuses_a_scenario_other_than_the_config_files_preset(tmp_path, ca
     path = tmp_path / "c.yaml"
     path.write_text("scenario: paper\nenv: {episode_rounds: 3}\n")
     assert main(["describe", "--scenario", "small", "--config", str(path)]) == 2
-    assert ("--config " in (err := capsys.readouterr().err)
-            and "names scenario 'paper', but --scenario is 'small'" in err)  # it gave paper
+    assert ("c.yaml' names scenario 'paper', but the scenario given is 'small'"
+            in capsys.readouterr().err)  # it gave paper
     for given in ([], ["--scenario", "paper"]):  # without --scenario: the file's preset
         assert main(["describe", *given, "--config", str(path)]) == 0
         assert capsys.readouterr().out.startswith("scenario paper")
+
+
+def test_train_takes_the_config_files_preset_and_refuses_another(tmp_path):
+    """train_agent.py trained on the file's preset but recorded (and named) --scenario's."""
+    from hffm_env.agents.common import TrainArgs
+
+    path = tmp_path / "c.yaml"
+    path.write_text("scenario: paper\n")
+    assert TrainArgs(config=str(path), fidelity="cost").scenario == "paper"
+    assert TrainArgs(fidelity="cost").scenario == "small"
+    with pytest.raises(ConfigError, match="names scenario 'paper', but the scenario given"):
+        TrainArgs(scenario="small", config=str(path), fidelity="cost")
 
 
 def test_the_token_counts_the_memory_estimate_uses_are_the_extractors():
