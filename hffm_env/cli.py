@@ -285,6 +285,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     agents = _agent_policies(args.agent)
     _note_training_configs(agents, config)
     policies: list = [*agents, *_plan_policies(args.plan), *names]
+    if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
+        from hffm_env.fl.surrogate import find_surrogate
+
+        print(f"hffm bench: accuracy predicted by {_surrogate_origin(find_surrogate(config))}",
+              file=sys.stderr)
 
     def make_env():
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
@@ -400,7 +405,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     from hffm_env.baselines.calibrate import calibrate
-    from hffm_env.fl.surrogate import surrogate_key, surrogate_path
+    from hffm_env.fl.surrogate import (
+        SurrogateMissing,
+        find_surrogate,
+        surrogate_key,
+        surrogate_path,
+    )
 
     out = Path(args.out) if args.out else surrogate_path(config)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -456,6 +466,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 agents=agents, schedules=schedules,
             )
     surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
+    serving = out.resolve() == surrogate_path(config).resolve()
+    if serving:
+        try:
+            before = _surrogate_origin(find_surrogate(config))
+        except (SurrogateMissing, ValueError):
+            before = "none"
     surrogate.save(out)
     fit = surrogate.meta["fit_mae"]
     accuracy = [v for k, v in fit.items() if k.startswith("accuracy/")]
@@ -463,7 +479,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{surrogate.meta['episodes']} episodes); in-sample mean absolute "
           f"error of global accuracy per task {sum(accuracy) / len(accuracy):.3f} (held-out error: "
           "python benchmarks/surrogate_error.py)")
+    if serving:  # say so: every later surrogate run of this config changes
+        print(f"surrogate fidelity on this config now uses this fit (before: {before}); "
+              "delete the file to go back")
+    else:
+        print(f"use it with train_agent.py --surrogate {out} or "
+              f"gym.make(..., fidelity='surrogate', surrogate='{out}')")
     return 0
+
+
+def _surrogate_origin(surrogate: Any) -> str:
+    """Where a loaded surrogate came from, in words: the shipped fit or a file."""
+    from hffm_env.fl.surrogate import PACKAGED_DIR
+
+    path = surrogate.path
+    if path is not None and path.resolve().parent == PACKAGED_DIR.resolve():
+        return f"the fit shipped with the package ({path.name})"
+    return f"the fit in {path}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -211,3 +211,20 @@ def test_calibration_refuses_an_empty_design(capsys):
     with pytest.raises(SystemExit, match="2"):  # refused while parsing
         cli_main(["calibrate", "--scenario", "small", "--random-episodes", "-1"])
     assert "--random-episodes: -1: must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_a_refit_into_the_cache_says_it_now_serves_and_bench_names_the_fit(
+        calibrated, tmp_path, monkeypatch, capsys):
+    """A fit written to the cache silently replaced the one later surrogate runs used."""
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
+    traces = str(calibrated.with_suffix(".traces.json"))
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
+                     traces]) == 0
+    out = capsys.readouterr().out
+    assert "now uses this fit (before: none)" in out and "delete the file" in out
+    assert cli_main(["bench", "--scenario", "small", *SETTINGS, "--fidelity", "surrogate",
+                     "--policies", "never", "--seeds", "1000", "--no-progress"]) == 0
+    assert f"accuracy predicted by the fit in {tmp_path / 'cache'}" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
+                     "--out", str(tmp_path / "elsewhere.pt")]) == 0
+    assert "--surrogate " in capsys.readouterr().out  # how to use a fit kept elsewhere

@@ -284,6 +284,8 @@ class AccuracySurrogate:
         self.y_mean, self.y_std, self.y_low, self.y_high = (
             np.asarray(a, dtype=np.float32) for a in y_stats)
         self.meta = dict(meta)
+        self.path: Path | None = None
+        """The file it was loaded from (:meth:`load`); ``None`` when fitted in this process."""
         self.residuals = None if residuals is None else np.asarray(residuals, dtype=np.float32)
         # numpy copies of the weights: one round's prediction is a few small matmuls, far
         # below torch's per-call overhead
@@ -431,7 +433,9 @@ class AccuracySurrogate:
             raise ValueError(f"{path}: surrogate format {record.get('format')!r}, this version "
                              f"reads {SURROGATE_FORMAT}; run `hffm calibrate` again")
         try:
-            return cls._from_record(record)
+            loaded = cls._from_record(record)
+            loaded.path = path
+            return loaded
         except _BadRecord as err:
             raise ValueError(f"{path}: not a usable fitted surrogate: {err}; run `hffm "
                              "calibrate` again") from None
