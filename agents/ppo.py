@@ -301,6 +301,7 @@ def train_sb3(args: TrainArgs) -> float:
         print(f"train_agent.py: note: the checkpoint has {done} timesteps already, "
               f"--total-timesteps is {args.total_timesteps}: nothing left to train; it is "
               "saved and evaluated as it is", file=sys.stderr)
+    _note_whole_rollouts(args, remaining, finetune_left)
     if remaining > 0:
         learn(remaining, run_name, resume is None, args.fidelity, "while training")
     if finetune_left > 0:
@@ -317,6 +318,21 @@ def train_sb3(args: TrainArgs) -> float:
     vec_env.close()
     write_train_args(out, args, interrupted=False)
     return train_seconds
+
+
+def _note_whole_rollouts(args: TrainArgs, remaining: int, finetune_left: int) -> None:
+    """Say on stderr when PPO will train more rounds than asked: it collects whole rollouts of
+    ``n_steps x n_envs`` rounds (fine-tuning's are real training, minutes each), and a
+    minibatch is at most one rollout."""
+    rollout = args.n_steps * args.n_envs
+    for flag, steps in (("--total-timesteps", remaining), ("--finetune-timesteps", finetune_left)):
+        if steps > 0 and steps % rollout:
+            print(f"train_agent.py: note: PPO collects whole rollouts of --n-steps x --n-envs = "
+                  f"{rollout} rounds, so {flag} leaves {steps} to train and "
+                  f"{-(-steps // rollout) * rollout} are trained", file=sys.stderr)
+    if args.batch_size > rollout:
+        print(f"train_agent.py: note: --batch-size {args.batch_size} is more than a rollout; "
+              f"minibatches of {rollout}", file=sys.stderr)
 
 
 def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:

@@ -95,6 +95,17 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
 
 
+def test_more_rounds_than_asked_are_said(tmp_path, capsys):
+    """PPO trains whole rollouts: 12 rounds asked of rollouts of 8 train 16, which was silent
+    (with fine-tuning, real training of up to a rollout more)."""
+    assert train_agent.main([*BASE, "--total-timesteps", "12", "--batch-size", "20",
+                             "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "--total-timesteps leaves 12 to train and 16 are trained" in err
+    assert "--batch-size 20 is more than a rollout; minibatches of 8" in err
+    assert json.loads((tmp_path / "run" / "agent.json").read_text())["num_timesteps"] == 16
+
+
 def test_out_is_never_silently_mixed(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
