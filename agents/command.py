@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import types
 import typing
@@ -64,6 +65,25 @@ def build_parser(parser: argparse.ArgumentParser | None = None,
     return parser
 
 
+def flags_of(args: TrainArgs, **changes: object) -> list[str]:
+    """The command-line flags that give ``args`` (with ``changes``): each field that differs
+    from its default, as :func:`build_parser` reads it back."""
+    out = []
+    values = {**dataclasses.asdict(args), **changes}
+    for f in dataclasses.fields(TrainArgs):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value, flag = values[f.name], "--" + f.name.replace("_", "-")
+        if value == default or (isinstance(value, tuple) and list(value) == default):
+            continue
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *map(str, value)]
+        elif value is not None:
+            out += [flag, str(value)]
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> TrainArgs:
     """Parse the command line into :class:`TrainArgs`."""
     namespace = build_parser(prog=prog).parse_args(argv)
@@ -92,7 +112,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     except USER_ERRORS as err:  # ConfigError, AgentFileError and unreadable files included
         return report_user_error(err, prog)
     except TrainingInterrupted as stop:
-        print(f"{prog}: {stop}", file=sys.stderr)
+        print(f"{prog}: {stop}; continue with\n  {prog} "
+              f"{shlex.join(flags_of(args, resume=args.out, force=False))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print(f"{prog}: interrupted before training started; nothing was saved",

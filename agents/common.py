@@ -417,10 +417,16 @@ def prepare_out(args: TrainArgs) -> Path:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out = {str(out)!r}: is a file; give a folder for the run's outputs")
-    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+    # resuming continues the run in --out; a run resumed from elsewhere must not overwrite it
+    resumes_out = args.resume is not None and (
+        Path(args.resume).resolve() == out.resolve()
+        or out.resolve() in Path(args.resume).resolve().parents)
+    if out.is_dir() and any(out.iterdir()) and not (resumes_out or args.force):
         raise ValueError(
-            f"out = {str(out)!r}: exists and is not empty; pass --force to replace the "
-            "earlier run's results, --resume to continue one, or another --out"
+            f"out = {str(out)!r}: exists and is not empty"
+            + (f" and --resume {args.resume!r} is not a run in it" if args.resume else "")
+            + "; pass --force to replace the earlier run's results, --resume to continue the "
+            "run in it, or another --out"
         )
     if not out.exists():  # created later: check now that it can be
         import tempfile

@@ -189,9 +189,14 @@ def train_sb3(args: TrainArgs) -> float:
 
     out = prepare_out(args)
     resume = find_agent(args.resume) if args.resume else None
-    if resume is not None and resume.info.algo != args.algo:
-        raise ValueError(f"resume = {args.resume!r}: was trained with --algo "
-                         f"{resume.info.algo}, not {args.algo}")
+    if resume is not None:
+        for flag, trained, given in (("--algo", resume.info.algo, args.algo),
+                                     ("--action-mode", resume.info.action_mode, args.action_mode),
+                                     ("--scenario", resume.info.scenario, args.scenario)):
+            if trained and trained != given:  # (older folders may not say the scenario)
+                raise ValueError(f"resume = {args.resume!r}: was trained with {flag} "
+                                 f"{trained}, not {given}; resume it with the run's flags "
+                                 "(its train_args.json)")
     if resume is not None and args.normalize and resume.normalization is None:
         raise ValueError(f"resume = {args.resume!r}: has no normalisation statistics; "
                          "resume it with --no-normalize")
@@ -290,7 +295,7 @@ def train_sb3(args: TrainArgs) -> float:
             model.get_env().close()
             raise TrainingInterrupted(
                 f"interrupted at {model.num_timesteps} of {args.total_timesteps} timesteps "
-                f"({phase}); model and statistics saved in {out} (continue with --resume {out})"
+                f"({phase}); model and statistics saved in {out}"
             ) from None
 
     done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase

@@ -448,7 +448,7 @@ def train_rllib(args: Any) -> float:
             write_train_args(out, args, interrupted=True)
             raise TrainingInterrupted(
                 f"interrupted at {steps} of {args.total_timesteps} timesteps (while "
-                f"training); model saved in {out} (continue with --resume {out})") from None
+                f"training); model saved in {out}") from None
         finally:
             bar.close()
         train_seconds = time.perf_counter() - started

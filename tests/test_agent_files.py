@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,12 +89,37 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "interrupted at 12 of 64" in err[0] and "--resume" in err[0]
+    assert len(err) == 2 and "interrupted at 12 of 64" in err[0] and "continue with" in err[0]
+    # the whole command, not just --resume (the run's other flags were needed to resume it)
+    command = shlex.split(err[1])
+    assert command[0] == "train_agent.py"
+    assert train_agent.parse_args(command[1:]) == replace(
+        train_agent.parse_args([*BASE, "--total-timesteps", "64", "--out", str(out)]),
+        resume=str(out))
     assert find_agent(out).info.num_timesteps == 12
     assert json.loads((out / "train_args.json").read_text())["interrupted"] is True
     # ... and the learning curve of the episodes that ended before the interruption
     rows = (out / "learning_curve.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
+
+
+def test_a_resumed_run_must_have_the_runs_action_mode(trained, tmp_path, capsys):
+    """Resuming with another action mode failed on the spaces and blamed the scenario."""
+    run = _copy(trained, tmp_path / "run")
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--action-mode", "coarse",
+                             "--resume", str(run), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with --action-mode full, not coarse" in err
+
+
+def test_a_run_resumed_from_elsewhere_does_not_overwrite_out(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.zip").write_text("another run")
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--resume", str(trained),
+                             "--out", str(other)]) == 2
+    assert "is not a run in it" in capsys.readouterr().err
+    assert (other / "model.zip").read_text() == "another run"
 
 
 def test_more_rounds_than_asked_are_said(tmp_path, capsys):
