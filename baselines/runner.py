@@ -300,8 +300,10 @@ def verdict(result: BenchResult, agent: str) -> str:
     """One line: did ``agent`` beat the best baseline? The best baseline is the one with the
     highest mean episode return (what the agent was trained to maximise); the line compares
     return, energy to the target accuracy (a mean over the episodes that reached it; how many
-    did, when not all), energy per round and final accuracy, with the differences in percent
-    (accuracy in points)."""
+    did, when not all), energy per round and final accuracy, with the differences: in percent
+    for energies (positive), as a plain difference for the return (its scale has no zero
+    worth a ratio: a return near 0 or of the other sign gave -1637%) and in points for
+    accuracy."""
     rows = {s.policy: s for s in result.summaries}
     if agent not in rows:
         raise ValueError(f"agent {agent!r}: not in the result (policies {list(rows)})")
@@ -316,7 +318,7 @@ def verdict(result: BenchResult, agent: str) -> str:
             else "n/a"
 
     ret, best_ret = me.episode_return["mean"], best.episode_return["mean"]
-    parts = [f"return {ret:.2f} vs {best_ret:.2f} ({pct(ret, best_ret)})"]
+    parts = [f"return {ret:.2f} vs {best_ret:.2f} ({ret - best_ret:+.2f})"]
     e, be = me.energy_to_target_j["mean"], best.energy_to_target_j["mean"]
     if math.isfinite(e) and math.isfinite(be):
         reach = ""

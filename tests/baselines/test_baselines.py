@@ -374,6 +374,14 @@ def test_verdict_says_which_side_never_reached_the_target():
     assert "agent beats" in line and "energy to target 2.0 vs 4.0 J (-50%)" in line
 
 
+def test_verdict_gives_the_return_as_a_difference_not_a_ratio():
+    """Returns may be near 0 or of either sign: -1.56 against 0.10 read as -1637%."""
+    episodes = [_episode("agent", [0.2], [-1.56]), _episode("base", [0.2], [0.1])]
+    line = verdict(BenchResult("small", "cost", [0], 0.4, summarise(episodes, 0.4), episodes),
+                   "agent")
+    assert "return -1.56 vs 0.10 (-1.66)" in line and "%)" not in line.split(",")[0]
+
+
 def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
     episodes = [_episode("agent", [0.5], [1.0]), _episode("agent", [0.2], [1.0]),
                 _episode("base", [0.2, 0.5], [0.5]), _episode("base", [0.5], [0.5])]
