@@ -30,6 +30,13 @@ FINETUNE_SEED_OFFSET = 500
 seeds than the first phase's."""
 
 
+DEFAULT_IMITATE_ROUNDS = 2048
+"""Rounds a plan plays to make the demonstrations of ``--imitate``."""
+
+SETTING_FLAGS = ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds")
+"""Flags that set ``env.<name>`` of the scenario config (as ``--set env.<name>=...`` would)."""
+
+
 def wrap_actions(env: Any, action_mode: str) -> Any:
     """``env`` as the policy of ``action_mode`` sees it (``full``: unchanged)."""
     from hffm_env.wrappers import CoarseActions, ScheduleMenu
@@ -153,10 +160,10 @@ class TrainArgs:
                   "the policy by behaviour cloning before PPO starts: coarse action mode, sb3 "
                   "engine, a fresh run (see agents/imitation.py)"},
     )
-    imitate_rounds: int = field(
-        default=2048,
+    imitate_rounds: int | None = field(
+        default=None,
         metadata={"help": "with --imitate: rounds the plan plays to make the demonstrations "
-                  "(not counted in --total-timesteps)"},
+                  f"(not counted in --total-timesteps; default {DEFAULT_IMITATE_ROUNDS})"},
     )
     force: bool = field(
         default=False,
@@ -270,8 +277,18 @@ class TrainArgs:
                 RoundPlan.read(self.imitate)
             except (OSError, ValueError) as err:
                 raise ValueError(f"imitate: {err}") from None
+            if self.imitate_rounds is None:
+                self.imitate_rounds = DEFAULT_IMITATE_ROUNDS
+        elif self.imitate_rounds is not None:
+            raise ValueError(f"imitate_rounds = {self.imitate_rounds}: only with --imitate (the "
+                             "rounds a plan plays for cloning)")
+        if self.surrogate is not None and "surrogate" not in (self.fidelity,
+                                                               self.final_fidelity):
+            raise ValueError(f"surrogate = {self.surrogate!r}: neither training (--fidelity "
+                             f"{self.fidelity}) nor the evaluation (--eval-fidelity "
+                             f"{self.final_fidelity}) runs the surrogate fidelity")
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "checkpoint_every",
-                     "imitate_rounds"):
+                     *(("imitate_rounds",) if self.imitate else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be >= 1")
         if self.batch_size < 2:  # PPO normalises each minibatch's advantages over its rows
@@ -280,7 +297,14 @@ class TrainArgs:
             raise ValueError(f"n_steps = {self.n_steps} with n_envs = {self.n_envs}: a rollout "
                              "needs at least 2 steps (n_steps x n_envs >= 2)")
         self._check_numbers()
-        from hffm_env.config import load_scenario, preset_of, scenario_names
+        from hffm_env.config import load_scenario, parse_override, preset_of, scenario_names
+
+        given = {parse_override(o)[0]: o for o in self.overrides}
+        for name in SETTING_FLAGS:
+            key = f"env.{name}"
+            if getattr(self, name) is not None and key in given:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} and --set "
+                                 f"{given[key]} give one setting twice; give one of them")
 
         self.scenario = preset_of(self.scenario, self.config)  # a ConfigError on a conflict
         if self.scenario not in scenario_names():
@@ -382,7 +406,7 @@ class TrainArgs:
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
         out = []
-        for name in ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds"):
+        for name in SETTING_FLAGS:
             value = getattr(self, name)
             if value is not None:
                 out.append(f"env.{name}={value}")

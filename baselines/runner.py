@@ -21,6 +21,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.baselines.policies import Policy, make_policy
+from hffm_env.config import DEFAULT_TARGET_FRACTION
 from hffm_env.envs.reward import reaches_target
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -348,7 +349,7 @@ def run_benchmark(
     *,
     env_per_seed: bool = False,
     target_accuracy: float | None = None,
-    target_fraction: float = 0.9,
+    target_fraction: float = DEFAULT_TARGET_FRACTION,
     progress: bool = True,
     scenario: str = "",
     fidelity: str = "",

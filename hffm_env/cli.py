@@ -17,6 +17,7 @@ from typing import Any
 
 from hffm_env import arguments, jsonio
 from hffm_env.config import (
+    DEFAULT_TARGET_FRACTION,
     FIDELITIES,
     ConfigError,
     ScenarioConfig,
@@ -245,7 +246,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--plot", args.plot)):
         if target and Path(target).exists() and not args.force:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
-    if args.target_fraction <= 0:
+    if args.target_fraction is not None and args.target_fraction <= 0:
         raise ConfigError(f"--target-fraction {args.target_fraction}: must be in (0, 1] (a "
                           "fraction of the best final accuracy)")
     if args.json and args.plot and _same_file(args.json, args.plot):
@@ -255,12 +256,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         ignored = [flag for flag, given in (
             ("--agent", args.agent), ("--plan", args.plan), ("--set", args.overrides),
             ("--config", args.config), ("--seeds", args.seeds), ("--episodes", args.episodes),
+            ("--scenario", args.scenario), ("--fidelity", args.fidelity),
+            ("--device", args.device), ("--target-accuracy", args.target_accuracy is not None),
+            ("--target-fraction", args.target_fraction is not None),
         ) if given]
         if ignored:  # they would be silently ignored: the saved runs are merged as they are
             raise ConfigError(f"--from-json runs nothing, so {ignored[0]} has no effect; merge "
                               "the saved runs alone, or run the bench without --from-json")
         return _bench_from_json(args)
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
+    args.fidelity, args.device = args.fidelity or "train", args.device or "cpu"
+    if args.target_fraction is not None:  # a fixed target would silently win over it
+        fixed = ("--target-accuracy" if args.target_accuracy is not None
+                 else f"env.target_accuracy = {config.env.target_accuracy}"
+                 if config.env.target_accuracy is not None else None)
+        if fixed:
+            raise ConfigError(f"--target-fraction {args.target_fraction}: {fixed} fixes the "
+                              "target already; give one of them")
     from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
 
     if args.policies is not None:  # "" (no baseline) with --agent or --plan
@@ -300,7 +312,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             make_env, policies, seeds=seeds,
             target_accuracy=(args.target_accuracy if args.target_accuracy is not None
                              else config.env.target_accuracy),
-            target_fraction=args.target_fraction, progress=not args.no_progress,
+            target_fraction=(DEFAULT_TARGET_FRACTION if args.target_fraction is None
+                             else args.target_fraction), progress=not args.no_progress,
             scenario=config.name, fidelity=args.fidelity,
         )
     _report_bench(result, args)
@@ -375,7 +388,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     from hffm_env.seeding import FIRST_HELD_OUT_SEED
 
-    bad = [s for s in args.seeds if s < 0 or s >= FIRST_HELD_OUT_SEED]
+    bad = [s for s in args.seeds or [] if s < 0 or s >= FIRST_HELD_OUT_SEED]
     if bad:
         raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0.."
                           f"{FIRST_HELD_OUT_SEED - 1} ({FIRST_HELD_OUT_SEED}+ are held out for "
@@ -383,11 +396,28 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.exclude_seeds and not args.from_traces:
         raise ConfigError("--exclude-seeds leaves episodes out of a refit: it needs "
                           "--from-traces")
-    if (args.agent or args.cloud_every_round or args.plan) and args.from_traces:
-        flag = ("--agent" if args.agent else "--plan" if args.plan
-                else "--cloud-every-round")
-        raise ConfigError(f"{flag} plays real episodes; --from-traces refits without training: "
-                          "pass one of them")
+    if args.from_traces:
+        played = [flag for flag, given in (
+            ("--agent", args.agent), ("--plan", args.plan),
+            ("--cloud-every-round", args.cloud_every_round), ("--seeds", args.seeds),
+            ("--policies", args.policies is not None), ("--mixed", args.mixed is not None),
+            ("--random-episodes", args.random_episodes is not None),
+            ("--device", args.device)) if given]
+        if played:
+            raise ConfigError(f"{played[0]} shapes the real episodes a calibration plays; "
+                              "--from-traces refits without training: pass one of them")
+        repeated = sorted({p for p in args.from_traces
+                           if sum(_same_file(p, q) for q in args.from_traces) > 1})
+        if repeated:  # its episodes would count twice in the fit
+            raise ConfigError(f"--from-traces names {repeated[0]!r} twice")
+    args.seeds = [0, 1] if args.seeds is None else args.seeds
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"--seeds has {repeated[0]} twice (its episodes would be played and "
+                          "fitted twice)")
+    args.mixed = 8 if args.mixed is None else args.mixed
+    args.random_episodes = 1 if args.random_episodes is None else args.random_episodes
+    args.device = args.device or "cpu"
     if args.traces and args.from_traces:
         raise ConfigError("--traces records the episodes a calibration plays; --from-traces "
                           "plays none: pass one of them")
@@ -520,9 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="compare policies on held-out seeds")
     _add_scenario_arguments(bench)
-    bench.add_argument("--fidelity", choices=FIDELITIES, default="train",
+    bench.add_argument("--fidelity", choices=FIDELITIES, default=None,
                        help="'train': real FL training; 'surrogate': accuracy from the fitted "
-                       "surrogate; 'cost': network costs only")
+                       "surrogate; 'cost': network costs only (default: train)")
     bench.add_argument("--policies", help="comma-separated baseline names: star, edge-only, "
                        "edge-only-d2d, hffm-e2, hffm-e8, hffm-d2d-e2, hffm-d2d-e8, never, random, "
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
@@ -543,10 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accuracy target for energy/latency-to-target (default: "
                        "env.target_accuracy when set, else a fraction of the best final "
                        "accuracy)")
-    bench.add_argument("--target-fraction", type=arguments.probability, default=0.9,
-                       help="fraction of the best policy's final accuracy used as target")
-    bench.add_argument("--device", type=arguments.device, default="cpu",
-                       help="torch device for FL training")
+    bench.add_argument("--target-fraction", type=arguments.probability, default=None,
+                       help="fraction of the best policy's final accuracy used as target "
+                       f"when no target accuracy is set (default {DEFAULT_TARGET_FRACTION})")
+    bench.add_argument("--device", type=arguments.device, default=None,
+                       help="torch device for FL training (default: cpu)")
     bench.add_argument("--json", type=arguments.output_file(), metavar="FILE",
                        help="write the results as JSON")
     bench.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
@@ -570,9 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate", help="fit the surrogate fidelity on real training of a scenario")
     _add_scenario_arguments(calibrate)
-    calibrate.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1],
+    calibrate.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
                            help="training seeds to calibrate on (default: 0 1)")
-    calibrate.add_argument("--mixed", type=arguments.non_negative_int, default=8,
+    calibrate.add_argument("--mixed", type=arguments.non_negative_int, default=None,
                            help="schedules with per-module-type periods drawn at random, per "
                            "seed (default 8; beside the named policies and random)")
     calibrate.add_argument("--policies", nargs="*", default=None, metavar="NAME",
@@ -589,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="add cloud aggregation every round over the D2D relay and its "
                            "MoE-every-K variants (hffm-d2d-e1, hffm-d2d-e1-moeK), one episode "
                            "per seed each: the schedules energy-to-target learners favour")
-    calibrate.add_argument("--random-episodes", type=arguments.non_negative_int, default=1,
+    calibrate.add_argument("--random-episodes", type=arguments.non_negative_int, default=None,
                            help="episodes of the random policy per seed (default 1)")
     calibrate.add_argument("--out", type=arguments.output_file(), metavar="FILE",
                            help="where to write the surrogate (default: the cache, where "
@@ -603,8 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="with --from-traces: leave these seeds' episodes out of the "
                            "fit (to judge it on them: benchmarks/surrogate_error.py --traces "
                            "FILE --seeds SEED ...)")
-    calibrate.add_argument("--device", type=arguments.device, default="cpu",
-                           help="torch device for FL training")
+    calibrate.add_argument("--device", type=arguments.device, default=None,
+                           help="torch device for FL training (default: cpu)")
     calibrate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     calibrate.set_defaults(func=_cmd_calibrate)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
+    "DEFAULT_TARGET_FRACTION",
     "NEVER",
     "config_differences",
     "ConfigError",
@@ -87,6 +88,10 @@ IMAGE_TOKENS: int = 16
 
 AUDIO_TOKENS: int = 8
 """Tokens per audio clip."""
+
+DEFAULT_TARGET_FRACTION: float = 0.9
+"""Without a target accuracy, the benchmarks' energy to target is judged at this fraction of
+the best policy's mean final accuracy."""
 
 REQUESTS_PER_TASK_ARRIVAL: int = 2
 """Module requests a task arrival opens (the task's prompt and head): with

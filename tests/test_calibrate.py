@@ -176,12 +176,24 @@ def test_calibration_names_a_bad_agent_and_a_contradiction(tmp_path, capsys):
     assert "--from-traces" in capsys.readouterr().err
     assert cli_main(["calibrate", "--scenario", "small", "--cloud-every-round",
                      "--from-traces", missing]) == 2
-    assert "--cloud-every-round plays real episodes" in capsys.readouterr().err
+    assert "--cloud-every-round shapes the real episodes" in capsys.readouterr().err
     assert cli_main(["calibrate", "--scenario", "small", "--plan", missing]) == 2
     assert "--plan: plan" in capsys.readouterr().err
     assert cli_main(["calibrate", "--scenario", "small", "--plan", missing,
                      "--from-traces", missing]) == 2
-    assert "--plan plays real episodes" in capsys.readouterr().err
+    assert "--plan shapes the real episodes" in capsys.readouterr().err
+    # flags of the design are ignored by a refit, and what would count twice is refused
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text("[]")
+    for argv, message in ((["--seeds", "5"], "--seeds shapes the real episodes"),
+                          (["--mixed", "3"], "--mixed shapes"),
+                          (["--policies", "star"], "--policies shapes"),
+                          ([str(recorded)], f"names '{recorded}' twice")):
+        assert cli_main(["calibrate", "--scenario", "small", "--from-traces", str(recorded),
+                         *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", "--seeds", "0", "0"]) == 2
+    assert "--seeds has 0 twice" in capsys.readouterr().err
     # the recorded traces are never overwritten by the fit, nor --traces ignored
     traces = str(tmp_path / "t.json")
     assert cli_main(["calibrate", "--scenario", "small", "--from-traces", traces,

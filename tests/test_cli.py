@@ -89,3 +89,18 @@ def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path
     last = err.strip().splitlines()[-1]
     assert last.startswith("hffm: error: --agent: ") and "does not fit" in last, err
     assert "Traceback" not in err and not (tmp_path / "fit.pt").exists()
+
+
+def test_bench_refuses_flags_it_would_ignore(capsys, tmp_path):
+    """A target fraction under a fixed target, and run flags with --from-json, were ignored."""
+    for argv, message in (
+            (["--target-fraction", "0.5", "--target-accuracy", "0.3"],
+             "--target-accuracy fixes the target already"),
+            (["--target-fraction", "0.5", "--set", "env.target_accuracy=0.3"],
+             "env.target_accuracy = 0.3 fixes the target already"),
+            (["--from-json", str(tmp_path / "a.json"), "--fidelity", "cost"],
+             "--from-json runs nothing, so --fidelity has no effect"),
+            (["--from-json", str(tmp_path / "a.json"), "--target-fraction", "0.5"],
+             "so --target-fraction has no effect")):
+        assert main(["bench", "--policies", "never", *argv]) == 2
+        assert message in capsys.readouterr().err

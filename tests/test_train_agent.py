@@ -87,7 +87,11 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     for argv, message in ((["--eval-seeds", "1000", "1000"], "eval_seeds has 1000 twice"),
                           (["--eval-policies", "star", "star"], "eval_policies has 'star' twice"),
                           (["--reward-split", "cost-share"], "only with --multi-agent"),
-                          (["--n-envs", "2000"], "seed = 0, n_envs = 2000: training would")):
+                          (["--n-envs", "2000"], "seed = 0, n_envs = 2000: training would"),
+                          (["--episode-rounds", "5", "--set", "env.episode_rounds=7"],
+                           "--episode-rounds 5 and --set env.episode_rounds=7 give one"),
+                          (["--imitate-rounds", "10"], "imitate_rounds = 10: only with"),
+                          (["--surrogate", "s.pt"], "surrogate = 's.pt': neither training")):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert message in capsys.readouterr().err
     # a missing surrogate for the evaluation is refused before training, not after it
