@@ -257,7 +257,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             ("--agent", args.agent), ("--plan", args.plan), ("--set", args.overrides),
             ("--config", args.config), ("--seeds", args.seeds), ("--episodes", args.episodes),
             ("--scenario", args.scenario), ("--fidelity", args.fidelity),
-            ("--device", args.device), ("--target-accuracy", args.target_accuracy is not None),
+            ("--device", args.device), ("--surrogate", args.surrogate),
+            ("--target-accuracy", args.target_accuracy is not None),
             ("--target-fraction", args.target_fraction is not None),
         ) if given]
         if ignored:  # they would be silently ignored: the saved runs are merged as they are
@@ -266,6 +267,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _bench_from_json(args)
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     args.fidelity, args.device = args.fidelity or "train", args.device or "cpu"
+    if args.surrogate is not None and args.fidelity != "surrogate":
+        raise ConfigError(f"--surrogate {args.surrogate!r}: a fit serves --fidelity surrogate "
+                          f"only (this bench runs {args.fidelity!r})")
     if args.target_fraction is not None:  # a fixed target would silently win over it
         fixed = ("--target-accuracy" if args.target_accuracy is not None
                  else f"env.target_accuracy = {config.env.target_accuracy}"
@@ -300,12 +304,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import find_surrogate
 
-        print(f"hffm bench: accuracy predicted by {_surrogate_origin(find_surrogate(config))}",
-              file=sys.stderr)
+        try:  # a bad or unfit file is one line here, before any episode
+            fit = find_surrogate(config, args.surrogate)
+        except ValueError as err:
+            raise ConfigError(f"--surrogate: {err}") from None
+        print(f"hffm bench: accuracy predicted by {_surrogate_origin(fit)}", file=sys.stderr)
 
     def make_env():
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
-                        device=args.device)
+                        device=args.device, surrogate=args.surrogate)
 
     with _agent_errors():
         result = run_benchmark(
@@ -513,7 +520,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"surrogate fidelity on this config now uses this fit (before: {before}); "
               "delete the file to go back")
     else:
-        print(f"use it with train_agent.py --surrogate {out} or "
+        print(f"use it with --surrogate {out} (hffm bench, train_agent.py) or "
               f"gym.make(..., fidelity='surrogate', surrogate='{out}')")
     return 0
 
@@ -578,6 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
                        f"when no target accuracy is set (default {DEFAULT_TARGET_FRACTION})")
     bench.add_argument("--device", type=arguments.device, default=None,
                        help="torch device for FL training (default: cpu)")
+    bench.add_argument("--surrogate", metavar="FILE", default=None,
+                       help="with --fidelity surrogate: a fitted surrogate (hffm calibrate "
+                       "--out FILE; default: the cache's fit for this config, else the shipped "
+                       "one)")
     bench.add_argument("--json", type=arguments.output_file(), metavar="FILE",
                        help="write the results as JSON")
     bench.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),

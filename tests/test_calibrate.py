@@ -43,6 +43,19 @@ def test_calibration_records_real_rounds_and_fits_a_surrogate(calibrated):
     assert star.tiers == dict.fromkeys(MODULE_TYPES, "cloud")
 
 
+def test_hffm_bench_takes_a_fit_by_path(calibrated, capsys):
+    assert cli_main(["bench", "--scenario", "small", *SETTINGS, "--fidelity", "surrogate",
+                     "--surrogate", str(calibrated), "--policies", "never", "--seeds", "1000",
+                     "--no-progress"]) == 0
+    assert f"accuracy predicted by the fit in {calibrated}" in capsys.readouterr().err
+    assert cli_main(["bench", "--scenario", "small", *SETTINGS, "--fidelity", "cost",
+                     "--surrogate", str(calibrated), "--policies", "never"]) == 2
+    assert "a fit serves --fidelity surrogate only" in capsys.readouterr().err
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "surrogate",  # 16 rounds
+                     "--surrogate", str(calibrated), "--policies", "never"]) == 2
+    assert "--surrogate: surrogate = " in capsys.readouterr().err
+
+
 def test_a_calibrated_surrogate_drives_the_surrogate_fidelity(calibrated):
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate", overrides=OVERRIDES,
                    surrogate=str(calibrated))

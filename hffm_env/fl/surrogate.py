@@ -131,7 +131,8 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
         f"fidelity='surrogate': no fitted surrogate for this configuration (key "
         f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
         f"Fit one on real training with `hffm calibrate --scenario {cfg.name}` plus the same "
-        "--set overrides (minutes of training), or pass surrogate=PATH to gym.make"
+        "--set overrides (minutes of training), or pass a fitted file (gym.make's "
+        "surrogate=PATH, the commands' --surrogate FILE)"
     )
 
 
