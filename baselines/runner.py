@@ -457,8 +457,12 @@ def _check_seeds(seeds: Iterable[int]) -> list[int]:
 
 
 def _fmt(stat: dict[str, float], digits: int = 3) -> str:
-    if stat["n"] == 0:
+    """``mean ± std``; the mean alone for one episode (its std says nothing), ``-`` for
+    none."""
+    if stat["n"] == 0 or not math.isfinite(stat["mean"]):
         return "-"
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -467,10 +471,12 @@ def format_table(result: BenchResult) -> str:
     header = ("| policy | latency/round (s) | energy/round (J) | final accuracy "
               "| held-out cluster | return | energy to target (J) | latency to target (s) "
               "| reached |")
+    measured = math.isfinite(result.target_accuracy)  # cost fidelity measures no accuracy
+    target = (f"target accuracy {result.target_accuracy:.3f}" if measured
+              else "no accuracy measured, no target")
     lines = [
         f"scenario {result.scenario}, fidelity {result.fidelity}, seeds {result.seeds}, "
-        f"target accuracy {result.target_accuracy:.3f}"
-        + (" (interrupted)" if result.interrupted else ""),
+        f"{target}" + (" (interrupted)" if result.interrupted else ""),
         "",
         header,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -481,7 +487,7 @@ def format_table(result: BenchResult) -> str:
             f"{_fmt(s.final_accuracy)} | {_fmt(s.final_accuracy_held_out)} | "
             f"{_fmt(s.episode_return, 2)} | "
             f"{_fmt(s.energy_to_target_j, 1)} | {_fmt(s.latency_to_target_s, 1)} | "
-            f"{s.reached_target}/{s.episodes} |"
+            f"{f'{s.reached_target}/{s.episodes}' if measured else '-'} |"
         )
     return "\n".join(lines)
 

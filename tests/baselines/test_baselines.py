@@ -425,3 +425,13 @@ def test_a_policy_that_fails_mid_run_is_named(capsys):
     with pytest.raises(ValueError, match=r"policy 'hffm-e8' on seed 0: .*not in env.period_menu"):
         run_benchmark(lambda: _env("cost", ["env.period_menu=[0,1,2]"]), ["never", "hffm-e8"],
                       seeds=[0], progress=False)
+
+
+def test_the_table_shows_no_target_without_accuracy_and_no_spread_of_one_episode():
+    """Cost fidelity printed 'target accuracy nan' and 'reached 0/3'; one seed '± 0.000'."""
+    episodes = [_episode("base", [float("nan")] * 2, [1.0, 1.0])]
+    table = format_table(BenchResult("small", "cost", [0], float("nan"),
+                                     summarise(episodes, float("nan")), episodes))
+    assert "no accuracy measured, no target" in table and "nan" not in table
+    row = next(line for line in table.splitlines() if line.startswith("| base"))
+    assert "±" not in row and row.endswith("| - |") and "| 2.000 |" in row
