@@ -42,11 +42,26 @@ def run_command(main: Callable[[], int | None], prog: str) -> int:
     and Ctrl-C as ``prog: interrupted`` (130)."""
     try:
         return int(main() or 0)
+    except BrokenPipeError:  # the reader left (`| head`): not an error of the command
+        _silence_stdout()
+        return 141  # as a shell reports a process ended by SIGPIPE
     except USER_ERRORS as err:
         return report_user_error(err, prog)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second error (the
+    recipe of Python's signal documentation for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured): nothing to flush at exit
+        pass
+    finally:
+        os.close(devnull)
 
 
 def report_user_error(err: BaseException, prog: str) -> int:

@@ -361,13 +361,17 @@ def _report_bench(result: Any, args: argparse.Namespace) -> None:
     """Print the table; write the JSON and the plot that ``args`` asks for."""
     from hffm_env.baselines.runner import format_table, plot_tradeoffs
 
-    print(format_table(result))
-    if args.json:
+    to_stdout = args.json == "-"  # the JSON alone on stdout (for jq); the rest to stderr
+    report = sys.stderr if to_stdout else sys.stdout
+    print(format_table(result), file=report)
+    if to_stdout:
+        sys.stdout.write(jsonio.dumps(result.to_dict()) + "\n")
+    elif args.json:
         result.write_json(args.json)
         print(f"wrote {args.json}")
     if args.plot:
         plot_tradeoffs(result, args.plot)
-        print(f"wrote {args.plot}")
+        print(f"wrote {args.plot}", file=report)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -589,8 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --fidelity surrogate: a fitted surrogate (hffm calibrate "
                        "--out FILE; default: the cache's fit for this config, else the shipped "
                        "one)")
-    bench.add_argument("--json", type=arguments.output_file(), metavar="FILE",
-                       help="write the results as JSON")
+    bench.add_argument("--json", type=arguments.output_file(stdout=True), metavar="FILE",
+                       help="write the results as JSON (- for stdout, the table then to "
+                       "stderr)")
     bench.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
                        metavar="FILE", help="write the trade-off plot (.png, .pdf or .svg)")
     bench.add_argument("--force", action="store_true",

@@ -104,3 +104,22 @@ def test_bench_refuses_flags_it_would_ignore(capsys, tmp_path):
              "so --target-fraction has no effect")):
         assert main(["bench", "--policies", "never", *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_bench_json_to_stdout_and_a_closed_pipe(capsys):
+    """`--json -` wrote a file named '-'; `| head` ended in 'error: Broken pipe', status 2."""
+    import json
+
+    from hffm_env.arguments import run_command
+
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "never",
+                 "--seeds", "1000", "--no-progress", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert [p["policy"] for p in json.loads(captured.out)["policies"]] == ["never"]
+    assert "| never |" in captured.err
+
+    def reader_gone():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert run_command(reader_gone, "hffm") == 141
+    assert "error" not in capsys.readouterr().err
