@@ -79,12 +79,19 @@ class EpisodeRecord:
         return float("nan"), float("nan"), None
 
 
-def fit_if_needed(env: Any, policy: Policy) -> None:
+def fit_if_needed(env: Any, policy: Policy,
+                  on_episode: Callable[[str, int], None] | None = None) -> None:
     """Fit a policy that is tuned on training episodes (:class:`FittedPolicy`, e.g.
-    ``fixed-grid``) on ``env``, once per scenario, by playing episodes of this runner."""
+    ``fixed-grid``) on ``env``, once per scenario, by playing episodes of this runner;
+    ``on_episode(candidate name, seed)`` is told of each before it is played (progress)."""
     fitted_for = getattr(policy, "fitted_for", None)
     if fitted_for is not None and not fitted_for(env):
-        policy.fit(env, lambda e, p, s: run_episode(e, p, s).episode_return)
+        def rollout(e: Any, candidate: Policy, seed: int) -> float:
+            if on_episode is not None:
+                on_episode(candidate.name, seed)
+            return run_episode(e, candidate, seed).episode_return
+
+        policy.fit(env, rollout)
 
 
 def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
@@ -388,6 +395,12 @@ def run_benchmark(
                     for seed in group_seeds:
                         bar.set_postfix_str(f"{policy.name} seed {seed}")
                         try:
+                            # a tuned policy's training episodes (fixed-grid: minutes in
+                            # train fidelity) show in the bar, which would stand still
+                            fit_if_needed(env, policy, lambda name, s, p=policy.name:
+                                          bar.set_postfix_str(f"tuning {p}: {name} on "
+                                                              f"training seed {s}"))
+                            bar.set_postfix_str(f"{policy.name} seed {seed}")
                             episodes.append(run_episode(env, policy, seed))
                         except ValueError as err:  # e.g. a period outside env.period_menu
                             # named, keeping the error's type (the CLI reads agents' by it)

@@ -354,6 +354,12 @@ def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
     record = run_episode(env, fresh, seed=3)  # the runner fits, then plays
     assert fresh.fitted_for(env) and list(fresh.search_results) == ["grid-e1-c2-direct"]
     assert record.rounds == 4
+    told = []  # the bench's progress bar is told of every tuning episode (it stood still)
+    tuned = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2, NEVER),
+                            routes=(Route.DIRECT,), search_seeds=(0, 1))
+    fit_if_needed(env, tuned, lambda name, seed: told.append((name, seed)))
+    assert told == [("grid-e1-c2-direct", 0), ("grid-e1-c2-direct", 1),
+                    ("grid-e1-c0-direct", 0), ("grid-e1-c0-direct", 1)]
 
 
 def _episode(policy: str, accuracy: list[float], rewards: list[float]) -> EpisodeRecord:
