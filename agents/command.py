@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shlex
 import sys
 import types
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
-from hffm_env.arguments import USER_ERRORS, report_user_error
+from hffm_env.arguments import USER_ERRORS, report_user_error, split_names
 
 __all__ = ["build_parser", "parse_args", "main"]
 
@@ -87,12 +88,32 @@ def flags_of(args: TrainArgs, **changes: object) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> TrainArgs:
     """Parse the command line into :class:`TrainArgs`."""
     namespace = build_parser(prog=prog).parse_args(argv)
+    if namespace.eval_policies is not None:  # a,b as hffm bench takes them, or a b
+        namespace.eval_policies = split_names(namespace.eval_policies)
     return TrainArgs(**{k: v for k, v in vars(namespace).items() if v is not None
                         or k not in _LIST_FIELDS})
 
 
 _LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
                 if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
+
+
+_FIELD_PREFIX = re.compile(r"^([a-z_]+)( = | has )")
+
+
+def _as_flag(err: BaseException) -> BaseException:
+    """``err`` with a leading :class:`TrainArgs` field name (``total_timesteps = 0: ...``)
+    written as the flag the user typed (``--total-timesteps 0: ...``)."""
+    text = str(err)
+    match = _FIELD_PREFIX.match(text)
+    if match and match.group(1) in _FIELDS and len(err.args) == 1:
+        flag = "--" + match.group(1).replace("_", "-")
+        joiner = " " if match.group(2) == " = " else match.group(2)
+        err.args = (flag + joiner + text[match.end():],)
+    return err
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int:
@@ -104,13 +125,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     try:
         args = parse_args(argv, prog)
     except USER_ERRORS as err:
-        return report_user_error(err, prog)
+        return report_user_error(_as_flag(err), prog)
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
         return int(done.code or 0)
     try:
         results = train(args)
     except USER_ERRORS as err:  # ConfigError, AgentFileError and unreadable files included
-        return report_user_error(err, prog)
+        return report_user_error(_as_flag(err), prog)
     except TrainingInterrupted as stop:
         print(f"{prog}: {stop}; continue with\n  {prog} "
               f"{shlex.join(flags_of(args, resume=args.out, force=False))}", file=sys.stderr)

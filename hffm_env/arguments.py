@@ -13,7 +13,7 @@ import math
 import os
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,14 @@ def run_command(main: Callable[[], int | None], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def split_names(values: Sequence[str] | None) -> list[str] | None:
+    """Names given to a list flag, space- or comma-separated alike (``--policies a,b`` and
+    ``--policies a b``); ``None`` when the flag was not given."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def _silence_stdout() -> None:

@@ -279,8 +279,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                               "target already; give one of them")
     from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
 
-    if args.policies is not None:  # "" (no baseline) with --agent or --plan
-        names = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.policies is not None:  # "" or none (no baseline) with --agent or --plan
+        names = arguments.split_names(args.policies)
         if not names and not (args.agent or args.plan):
             raise ConfigError("--policies is empty and there is no --agent or --plan: "
                               "nothing to run")
@@ -346,7 +346,7 @@ def _bench_from_json(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(f"--from-json: {error}") from None
     if args.policies:  # keep these rows (any name in the files, agents' included)
-        keep = [p.strip() for p in args.policies.split(",") if p.strip()]
+        keep = arguments.split_names(args.policies)
         known = [s.policy for s in result.summaries]
         missing = [p for p in keep if p not in known]
         if missing:
@@ -439,7 +439,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from hffm_env.baselines.calibrate import DESIGN_POLICIES
     from hffm_env.baselines.policies import policy_names
 
-    args.policies = DESIGN_POLICIES if args.policies is None else tuple(args.policies)
+    args.policies = (DESIGN_POLICIES if args.policies is None
+                     else tuple(arguments.split_names(args.policies)))
     unknown = [p for p in args.policies if p not in policy_names()]
     if unknown:
         raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
@@ -564,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fidelity", choices=FIDELITIES, default=None,
                        help="'train': real FL training; 'surrogate': accuracy from the fitted "
                        "surrogate; 'cost': network costs only (default: train)")
-    bench.add_argument("--policies", help="comma-separated baseline names: star, edge-only, "
+    bench.add_argument("--policies", nargs="*", metavar="NAME",
+                       help="baseline names, comma- or space-separated: star, edge-only, "
                        "edge-only-d2d, hffm-e2, hffm-e8, hffm-d2d-e2, hffm-d2d-e8, never, random, "
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
                        "paper's seven schedules for --scenario paper --fidelity cost; '' for "
@@ -623,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="schedules with per-module-type periods drawn at random, per "
                            "seed (default 8; beside the named policies and random)")
     calibrate.add_argument("--policies", nargs="*", default=None, metavar="NAME",
-                           help="named baselines in the design (default: the paper's seven "
+                           help="named baselines in the design, comma- or space-separated "
+                           "(default: the paper's seven "
                            "schedules, never, adaptive, module-aware, greedy-energy)")
     calibrate.add_argument("--agent", action="append", default=[], metavar="PATH",
                            help="a trained agent folder (or its model.zip) to play in the "

@@ -82,11 +82,12 @@ def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys,
     (["bench", "--json", "/proc/x.json"], "--json: '/proc/x.json': cannot be written"),
     (["bench", "--device", "cuda:99"], "--device: 'cuda:99'"),
     (["calibrate", "--out", "/nonexistent/s.pt"], "folder '/nonexistent' does not exist"),
-    (["train", "--seed", "-1"], "seed = -1"),
-    (["train", "--ent-coef", "nan"], "ent_coef = nan"),
-    (["train", "--eval-policies", "nope"], "eval_policies has 'nope'"),
-    (["train", "--surrogate", "/nonexistent.pt"], "surrogate = '/nonexistent.pt'"),
-    (["train", "--out", "/proc/hffm-run"], "out = '/proc/hffm-run': cannot be created"),
+    (["train", "--seed", "-1"], "--seed -1"),
+    (["train", "--ent-coef", "nan"], "--ent-coef nan"),
+    (["train", "--eval-policies", "nope"], "--eval-policies has 'nope'"),
+    (["train", "--fidelity", "surrogate", "--surrogate", "/nonexistent.pt"],
+     "--surrogate '/nonexistent.pt'"),
+    (["train", "--out", "/proc/hffm-run"], "--out '/proc/hffm-run': cannot be created"),
 ])
 def test_hffm_refuses_bad_flags_in_one_line_before_running(argv, says, capsys, monkeypatch):
     import hffm_env.baselines.runner as runner

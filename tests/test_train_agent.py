@@ -75,23 +75,23 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert train_agent.main(["--algo", "dqn"]) == 2
     assert "algo" in capsys.readouterr().err
     assert train_agent.main(["--batch-size", "1"]) == 2
-    assert "batch_size = 1: must be >= 2" in capsys.readouterr().err
+    assert "--batch-size 1: must be >= 2" in capsys.readouterr().err
     assert train_agent.main(["--n-steps", "1"]) == 2
-    assert "n_steps = 1 with n_envs = 1" in capsys.readouterr().err
+    assert "--n-steps 1 with n_envs = 1" in capsys.readouterr().err
     # training never resets an env with a held-out seed (1000+) or an evaluation seed
     for argv in (["--seed", "500", "--finetune-timesteps", "2"], ["--seed", "999"],
                  ["--seed", "3", "--n-envs", "2", "--eval-seeds", "5"]):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert "training would reset its envs with seeds" in capsys.readouterr().err
     # what would be silently ignored or counted twice is refused before training
-    for argv, message in ((["--eval-seeds", "1000", "1000"], "eval_seeds has 1000 twice"),
-                          (["--eval-policies", "star", "star"], "eval_policies has 'star' twice"),
+    for argv, message in ((["--eval-seeds", "1000", "1000"], "--eval-seeds has 1000 twice"),
+                          (["--eval-policies", "star", "star"], "--eval-policies has 'star' twice"),
                           (["--reward-split", "cost-share"], "only with --multi-agent"),
-                          (["--n-envs", "2000"], "seed = 0, n_envs = 2000: training would"),
+                          (["--n-envs", "2000"], "--seed 0, n_envs = 2000: training would"),
                           (["--episode-rounds", "5", "--set", "env.episode_rounds=7"],
                            "--episode-rounds 5 and --set env.episode_rounds=7 give one"),
-                          (["--imitate-rounds", "10"], "imitate_rounds = 10: only with"),
-                          (["--surrogate", "s.pt"], "surrogate = 's.pt': neither training")):
+                          (["--imitate-rounds", "10"], "--imitate-rounds 10: only with"),
+                          (["--surrogate", "s.pt"], "--surrogate 's.pt': neither training")):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert message in capsys.readouterr().err
     # a missing surrogate for the evaluation is refused before training, not after it

@@ -52,7 +52,7 @@ def test_train_joins_a_running_ray_cluster_by_address(tmp_path):
                                                        "127.0.0.1:6399")],
             capture_output=True, text=True, env=env, timeout=300)
         assert refused.returncode == 2
-        assert "address = '127.0.0.1:6399': cannot join a Ray cluster" in refused.stderr
+        assert "--address '127.0.0.1:6399': cannot join a Ray cluster" in refused.stderr
         assert "Traceback" not in refused.stderr
     finally:
         head.terminate()
