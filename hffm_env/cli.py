@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -219,9 +220,11 @@ def _agent_errors() -> Iterator[None]:
         raise ConfigError(f"--agent: {err}") from None
 
 
-def _plan_policies(paths: Sequence[str]) -> list:
+def _plan_policies(paths: Sequence[str], config: ScenarioConfig | None = None) -> list:
     """The round plans at ``paths`` (``--plan``, JSON from ``benchmarks/plan_search.py``) as
-    policies named ``plan:<file stem>``; a bad file is a ``ConfigError`` naming it and why."""
+    policies named ``plan:<file stem>``; a bad file is a ``ConfigError`` naming it and why.
+    With ``config``, a plan searched on other settings (its file says which) gets a note on
+    stderr, as an agent does."""
     from hffm_env.baselines.plan import PlanPolicy, RoundPlan
 
     policies = []
@@ -230,7 +233,26 @@ def _plan_policies(paths: Sequence[str]) -> list:
             policies.append(PlanPolicy(RoundPlan.read(path), name=f"plan:{Path(path).stem}"))
         except (ValueError, OSError) as err:
             raise ConfigError(f"--plan: {err}") from None
+        if config is not None:
+            _note_searched_config(policies[-1].name, path, config)
     return policies
+
+
+def _note_searched_config(name: str, path: str, config: ScenarioConfig) -> None:
+    """A note when the plan file's ``scenario`` and ``overrides`` (plan_search.py records
+    them) give other settings than ``config``; silent when the file does not say."""
+    from hffm_env.config import config_differences
+
+    try:
+        recorded = json.loads(Path(path).read_text())
+        searched = load_scenario(recorded["scenario"], overrides=list(recorded["overrides"]))
+    except (ValueError, KeyError, TypeError, OSError):  # a bare plan: nothing recorded
+        return
+    diff = config_differences(searched, config)
+    if diff:
+        shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
+        more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
+        print(f"hffm bench: note: {name} was searched with {shown}{more}", file=sys.stderr)
 
 
 def _agent_label(path: str) -> str:
@@ -300,7 +322,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     agents = _agent_policies(args.agent)
     _note_training_configs(agents, config)
-    policies: list = [*agents, *_plan_policies(args.plan), *names]
+    policies: list = [*agents, *_plan_policies(args.plan, config), *names]
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import find_surrogate
 

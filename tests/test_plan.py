@@ -340,6 +340,20 @@ def test_hffm_bench_with_no_baseline_runs_only_the_plan(tmp_path, capsys, plan_f
     assert "nothing to run" in capsys.readouterr().err
 
 
+def test_hffm_bench_notes_a_plan_searched_on_other_settings(tmp_path, capsys):
+    """Agents got a note when benched elsewhere than trained; plans played silently."""
+    from hffm_env.cli import main as hffm
+
+    searched = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
+    args = ["bench", "--fidelity", "cost", "--seeds", "1000", "--plan", str(searched),
+            "--policies", "", "--no-progress"]
+    assert hffm([*args, "--scenario", "small"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert hffm([*args, "--scenario", "small", "--set", "fl.local_steps=2"]) == 0
+    assert ("plan:plan_search_small4 was searched with fl.local_steps=4 (here 2)"
+            in capsys.readouterr().err)
+
+
 def test_cloud_clusters_bench_saves_each_rules_cloud_hops(tmp_path, monkeypatch, plan_file):
     result = _lever_bench("cloud_clusters", ["--plan", str(plan_file), "--seeds", "1000",
                                              "1001", "--set", "env.episode_rounds=4"],
