@@ -181,7 +181,7 @@ def draw_profiles(
         # which changes from process to process (PYTHONHASHSEED), so one seed would give
         # different profiles in different runs
         held = {m for m in modalities if rng.random() >= missing.get(m, 0.0)}
-        sensors = [m for m in ("image", "audio") if m in available]
+        sensors = [m for m in _SENSORS if m in available]
         if sensors and not held.intersection(sensors):
             held.add(sensors[int(rng.integers(len(sensors)))])
         servable = [t for t in task_menu if can_serve(t, held)]

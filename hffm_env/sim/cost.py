@@ -153,7 +153,8 @@ class CostAccountant:
         cpu_freq_hz: ``(N,)`` CPU frequency of each device.
     """
 
-    def __init__(self, scenario: ScenarioConfig, topology: Topology, cpu_freq_hz: np.ndarray):
+    def __init__(self, scenario: ScenarioConfig, topology: Topology,
+                 cpu_freq_hz: np.ndarray) -> None:
         self.scenario = scenario
         self.topology = topology
         self.cpu_freq_hz = np.asarray(cpu_freq_hz, dtype=np.float64)

@@ -25,7 +25,8 @@ class RandomWaypoint:
     devices around their edge server.
     """
 
-    def __init__(self, topology: Topology, config: DynamicsConfig, rng: np.random.Generator):
+    def __init__(self, topology: Topology, config: DynamicsConfig,
+                 rng: np.random.Generator) -> None:
         self.topology = topology
         self.config = config
         self.device_xy_m = np.array(topology.device_xy_m, dtype=np.float64)
