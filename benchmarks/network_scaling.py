@@ -100,8 +100,7 @@ def bench_size(
         t_build, table = _timed(_build, net, paths, per_cluster)
         t_account, report = _timed(net.account, table)
         # Sub-phases of begin_round, timed on their own for the breakdown.
-        t_rates, rates = _timed(draw_link_rates, net.channel, scenario.channel, net.topology,
-                                  streams.fading)
+        t_rates, rates = _timed(draw_link_rates, net.channel, net.topology, streams.fading)
         t_graphs, _ = _timed(build_d2d_graphs, net.topology, rates,
                              scenario.channel.d2d_radius_m, net.available)
         total = t_begin + t_routes + t_build + t_account

@@ -229,14 +229,13 @@ class LinkRates:
         return float(self.d2d_rates(np.asarray([i]), np.asarray([j]))[0])
 
 
-def draw_link_rates(
-    channel: Channel, config: ChannelConfig, topology: Topology, rng: np.random.Generator
-) -> LinkRates:
-    """Redraw fading and compute every link's rate for one round.
+def draw_link_rates(channel: Channel, topology: Topology, rng: np.random.Generator) -> LinkRates:
+    """Redraw fading and compute every link's rate for one round (links of ``channel.config``).
 
     Draw order (fixed, for reproducibility): uplink fading ``(N,)``, downlink fading ``(N,)``,
     D2D fading ``(P,)``.
     """
+    config = channel.config
     n = topology.num_devices
     own_server = topology.server_xy_m[topology.cluster_of_device]
     dist_edge_m = np.hypot(*(topology.device_xy_m - own_server).T)

@@ -114,8 +114,7 @@ class Network:
         self._redraw(streams)
 
     def _redraw(self, streams: RandomStreams) -> None:
-        self.rates = draw_link_rates(self.channel, self.scenario.channel, self.topology,
-                                     streams.fading)
+        self.rates = draw_link_rates(self.channel, self.topology, streams.fading)
         self.available = draw_available(
             streams.dynamics, self.topology.num_devices, self.scenario.dynamics.dropout_prob
         )
