@@ -208,6 +208,11 @@ class CostAccountant:
                 times[rows[first]] += backhaul.latency_s
         return times
 
+    def hop_energy_j(self, table: TransferTable, times_s: np.ndarray) -> np.ndarray:
+        """``(H,)`` energy of each hop taking ``times_s``: its link's ``energy_power_w`` times
+        the time, paid by the transmitter."""
+        return self._power_w[table.columns()["link"]] * times_s
+
     def account(
         self,
         table: TransferTable,
@@ -228,7 +233,7 @@ class CostAccountant:
             # Downward infrastructure transmissions are free; edge -> cloud is still charged.
             downward = (link == LinkKind.DOWNLINK) | (src == table.cloud_node())
             times = np.where(downward, 0.0, times)
-        energy = self._power_w[link] * times
+        energy = self.hop_energy_j(table, times)
 
         stage_lat = np.zeros((len(Stage), c))
         if flow.size:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from hffm_env.config import ScenarioConfig
 from hffm_env.seeding import RandomStreams
-from hffm_env.sim.channel import backhaul_time_s
 from hffm_env.sim.network import Network
+from hffm_env.sim.transfers import LinkKind, Stage, TransferTable
 
 __all__ = ["describe_network", "format_network_report"]
 
 PAYLOAD_BITS = 8e6
 """The reference payload of the tier costs: 1 MB."""
+PAYLOAD = "payload"
+"""The module id the reference payload travels under in the priced tables."""
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
@@ -44,14 +48,23 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
     d2d_rates = np.array([d["rate_bps"] for d in edge_data])
     num_repair = int(sum(d["repair"] for d in edge_data))
     rates = net.rates
-    slowest_up = float(rates.uplink_bps.min())
-    slowest_down = float(rates.downlink_bps.min())
-    median_d2d = float(np.median(d2d_rates)) if d2d_rates.size else float("nan")
-    wired_s = float(backhaul_time_s(ch.backhaul, PAYLOAD_BITS))
     charge_down = scenario.cost.charge_downlink
 
-    def tier(time_s: float, power_w: float, charged: bool = True) -> dict[str, Any]:
-        return {"latency_s": time_s, "energy_j": time_s * power_w, "charged": charged}
+    def tier(add: Callable[[TransferTable], Any], charged: bool = True) -> dict[str, Any]:
+        """One payload over one link, priced by the cost model's hop rules (before the
+        ``charge_downlink`` rule, which ``charged`` reports)."""
+        table = net.new_table()
+        add(table)
+        times = net.accountant.hop_times_s(table, rates)
+        return {"latency_s": float(times.sum()),
+                "energy_j": float(net.accountant.hop_energy_j(table, times).sum()),
+                "charged": charged}
+
+    def median_d2d_hop(table: TransferTable) -> None:  # the middle link by rate (lower one)
+        u, v, _ = sorted(((u, v, d["rate_bps"]) for g in graphs
+                          for u, v, d in g.edges(data=True)), key=lambda e: e[2])[
+            (len(edge_data) - 1) // 2]
+        table.add_flow(PAYLOAD, PAYLOAD_BITS, [u, v], LinkKind.D2D, Stage.D2D_UP)
 
     return {
         "scenario": scenario.name,
@@ -84,13 +97,14 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
         },
         "payload_bits": PAYLOAD_BITS,
         "payload_cost": {
-            "uplink_slowest_device": tier(PAYLOAD_BITS / slowest_up, ch.uplink.energy_power_w),
-            "downlink_slowest_device": tier(
-                PAYLOAD_BITS / slowest_down, ch.downlink.energy_power_w, charge_down
-            ),
-            "d2d_median_hop": tier(PAYLOAD_BITS / median_d2d, ch.d2d.energy_power_w),
-            "edge_to_cloud": tier(wired_s, ch.backhaul.energy_power_w),
-            "device_to_cloud": tier(wired_s, ch.backhaul.energy_power_w),
+            "uplink_slowest_device": tier(lambda t: t.add_uplinks(
+                PAYLOAD, PAYLOAD_BITS, [int(rates.uplink_bps.argmin())])),
+            "downlink_slowest_device": tier(lambda t: t.add_downlinks(
+                PAYLOAD, PAYLOAD_BITS, [int(rates.downlink_bps.argmin())]), charge_down),
+            "d2d_median_hop": (tier(median_d2d_hop) if edge_data else
+                               {"latency_s": math.nan, "energy_j": math.nan, "charged": True}),
+            "edge_to_cloud": tier(lambda t: t.add_backhaul_up(PAYLOAD, PAYLOAD_BITS, [0])),
+            "device_to_cloud": tier(lambda t: t.add_device_cloud(PAYLOAD, PAYLOAD_BITS, [0])),
         },
     }
 
