@@ -71,6 +71,8 @@ def flags_of(args: TrainArgs, **changes: object) -> list[str]:
     from its default, as :func:`build_parser` reads it back."""
     out = []
     values = {**dataclasses.asdict(args), **changes}
+    if values["resume"]:  # cloning a plan starts a run; a resumed run has it already
+        values["imitate"] = values["imitate_rounds"] = None
     for f in dataclasses.fields(TrainArgs):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         value, flag = values[f.name], "--" + f.name.replace("_", "-")
@@ -90,6 +92,9 @@ def parse_args(argv: Sequence[str] | None = None, prog: str = "train_agent.py") 
     namespace = build_parser(prog=prog).parse_args(argv)
     if namespace.eval_policies is not None:  # a,b as hffm bench takes them, or a b
         namespace.eval_policies = split_names(namespace.eval_policies)
+        if not namespace.eval_policies:  # [] would read as every baseline
+            raise ValueError("--eval-policies is empty: name baselines, or leave the flag out "
+                             "for all of them")
     return TrainArgs(**{k: v for k, v in vars(namespace).items() if v is not None
                         or k not in _LIST_FIELDS})
 
@@ -98,18 +103,25 @@ _LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
                 if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
 
 
-_FIELD_PREFIX = re.compile(r"^([a-z_]+)( = | has )")
+_FIELD_MENTION = re.compile(r"(?<![\w.-])([a-z_]+)( = | has )")
 
 
 def _as_flag(err: BaseException) -> BaseException:
-    """``err`` with a leading :class:`TrainArgs` field name (``total_timesteps = 0: ...``)
-    written as the flag the user typed (``--total-timesteps 0: ...``)."""
-    text = str(err)
-    match = _FIELD_PREFIX.match(text)
-    if match and match.group(1) in _FIELDS and len(err.args) == 1:
-        flag = "--" + match.group(1).replace("_", "-")
-        joiner = " " if match.group(2) == " = " else match.group(2)
-        err.args = (flag + joiner + text[match.end():],)
+    """``err`` with the :class:`TrainArgs` field names it mentions (``total_timesteps = 0``)
+    written as the flags the user typed (``--total-timesteps 0``). A config error keeps its
+    words: its names are the scenario config's keys (``seed`` there is the config seed)."""
+    from hffm_env.config import ConfigError
+
+    if isinstance(err, ConfigError) or len(err.args) != 1 or not isinstance(err.args[0], str):
+        return err
+
+    def flag(match: re.Match) -> str:
+        name, joiner = match.groups()
+        if name not in _FIELDS:
+            return match.group(0)
+        return "--" + name.replace("_", "-") + (" " if joiner == " = " else joiner)
+
+    err.args = (_FIELD_MENTION.sub(flag, err.args[0]),)
     return err
 
 

@@ -266,7 +266,7 @@ def _agent_label(path: str) -> str:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--plot", args.plot)):
-        if target and Path(target).exists() and not args.force:
+        if target and target != "-" and Path(target).exists() and not args.force:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
     if args.target_fraction is not None and args.target_fraction <= 0:
         raise ConfigError(f"--target-fraction {args.target_fraction}: must be in (0, 1] (a "
@@ -329,7 +329,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:  # a bad or unfit file is one line here, before any episode
             fit = find_surrogate(config, args.surrogate)
         except ValueError as err:
-            raise ConfigError(f"--surrogate: {err}") from None
+            given = "--surrogate" if args.surrogate is not None else "--fidelity surrogate"
+            raise ConfigError(f"{given}: {err}") from None
         print(f"hffm bench: accuracy predicted by {_surrogate_origin(fit)}", file=sys.stderr)
 
     def make_env():
@@ -367,8 +368,8 @@ def _bench_from_json(args: argparse.Namespace) -> int:
         result = BenchResult.merge(results, names=args.from_json)
     except ValueError as error:
         raise ConfigError(f"--from-json: {error}") from None
-    if args.policies:  # keep these rows (any name in the files, agents' included)
-        keep = arguments.split_names(args.policies)
+    keep = arguments.split_names(args.policies)
+    if keep:  # keep these rows (any name in the files, agents' included)
         known = [s.policy for s in result.summaries]
         missing = [p for p in keep if p not in known]
         if missing:
@@ -419,8 +420,6 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
-    from hffm_env.seeding import FIRST_HELD_OUT_SEED
-
     bad = [s for s in args.seeds or [] if s < 0 or s >= FIRST_HELD_OUT_SEED]
     if bad:
         raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0.."

@@ -103,6 +103,17 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
 
 
+def test_the_command_that_continues_a_cloned_run_parses(tmp_path):
+    """Ctrl-C's resume command repeated --imitate, which a resumed run refuses."""
+    plan = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
+    args = train_agent.parse_args(["--fidelity", "cost", "--action-mode", "coarse",
+                                   "--imitate", str(plan), "--out", str(tmp_path / "run")])
+    flags = train_agent.flags_of(args, resume=args.out, force=False)
+    resumed = train_agent.parse_args(flags)
+    assert resumed.resume == args.out and resumed.imitate is None
+    assert resumed.action_mode == "coarse"
+
+
 def test_a_resumed_run_must_have_the_runs_action_mode(trained, tmp_path, capsys):
     """Resuming with another action mode failed on the spaces and blamed the scenario."""
     run = _copy(trained, tmp_path / "run")

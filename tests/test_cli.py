@@ -106,6 +106,23 @@ def test_bench_refuses_flags_it_would_ignore(capsys, tmp_path):
         assert message in capsys.readouterr().err
 
 
+def test_bench_merges_saved_runs_with_an_empty_policies_list_and_json_to_a_dash_file(
+        tmp_path, capsys, monkeypatch):
+    import json
+
+    saved = tmp_path / "a.json"
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--policies", "never", "star", "--target-accuracy", "0.3", "--no-progress",
+                 "--json", str(saved)]) == 0
+    table = capsys.readouterr().out  # cost fidelity, a target given: still none reachable
+    assert "no accuracy measured, no target" in table and "0/1" not in table
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text("a file named -")  # not the stdout of --json -
+    assert main(["bench", "--from-json", str(saved), "--policies", "", "--json", "-"]) == 0
+    merged = json.loads(capsys.readouterr().out)
+    assert [p["policy"] for p in merged["policies"]] == ["never", "star"]  # '' keeps every row
+
+
 def test_bench_json_to_stdout_and_a_closed_pipe(capsys):
     """`--json -` wrote a file named '-'; `| head` ended in 'error: Broken pipe', status 2."""
     import json

@@ -77,7 +77,7 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert train_agent.main(["--batch-size", "1"]) == 2
     assert "--batch-size 1: must be >= 2" in capsys.readouterr().err
     assert train_agent.main(["--n-steps", "1"]) == 2
-    assert "--n-steps 1 with n_envs = 1" in capsys.readouterr().err
+    assert "--n-steps 1 with --n-envs 1" in capsys.readouterr().err
     # training never resets an env with a held-out seed (1000+) or an evaluation seed
     for argv in (["--seed", "500", "--finetune-timesteps", "2"], ["--seed", "999"],
                  ["--seed", "3", "--n-envs", "2", "--eval-seeds", "5"]):
@@ -87,11 +87,15 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     for argv, message in ((["--eval-seeds", "1000", "1000"], "--eval-seeds has 1000 twice"),
                           (["--eval-policies", "star", "star"], "--eval-policies has 'star' twice"),
                           (["--reward-split", "cost-share"], "only with --multi-agent"),
-                          (["--n-envs", "2000"], "--seed 0, n_envs = 2000: training would"),
+                          (["--n-envs", "2000"], "--seed 0, --n-envs 2000: training would"),
                           (["--episode-rounds", "5", "--set", "env.episode_rounds=7"],
                            "--episode-rounds 5 and --set env.episode_rounds=7 give one"),
                           (["--imitate-rounds", "10"], "--imitate-rounds 10: only with"),
-                          (["--surrogate", "s.pt"], "--surrogate 's.pt': neither training")):
+                          (["--surrogate", "s.pt"], "--surrogate 's.pt': neither training"),
+                          (["--eval-policies", ""], "--eval-policies is empty"),
+                          # the config's own names stay (its seed is not --seed)
+                          (["--set", "seed=abc"], "seed = 'abc'"),
+                          (["--n-steps", "1"], "--n-steps 1 with --n-envs 1")):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert message in capsys.readouterr().err
     # a missing surrogate for the evaluation is refused before training, not after it

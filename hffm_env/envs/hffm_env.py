@@ -449,13 +449,15 @@ class HFFMEnv(gym.Env):
             raise RuntimeError("call reset() before step() (and after an episode ends or a "
                                "step or reset was cut short)")
         schedule, repairs = self.decode(action)  # refuses a bad action before any change
+        if self.surrogate is not None:  # ... and a schedule the surrogate cannot predict
+            self.surrogate.check_schedule(schedule)
         # until the round is complete: a round cut short (an error, Ctrl-C) has trained or
         # priced part of itself and cannot be taken back or resumed
         self._needs_reset = True
         result = self._simulate(schedule)
         terminated, truncated, end = self._episode_end()
         if terminated:
-            self._measure_in_full(result)  # the budget ended the episode: its last round too
+            self._measure_in_full(result)  # a budget's end too (the horizon's is measured)
         terms = self._reward_terms(result, last_round=terminated or truncated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
         self._played_round = self._network_view()  # before the next round is drawn
@@ -538,8 +540,6 @@ class HFFMEnv(gym.Env):
     def _simulate(self, schedule: Schedule) -> RoundResult:
         """Play the round: train (or predict) and price it, advance the period clock and the
         episode's totals, and keep what the observation reads."""
-        if self.surrogate is not None:  # before anything changes
-            self.surrogate.check_schedule(schedule)
         full = self._full_evaluation_due()
         result = self.engine.run_round(schedule, full_evaluation=full)
         self.clock.advance(dict(schedule.tiers))
@@ -599,8 +599,7 @@ class HFFMEnv(gym.Env):
         self._last_reward_inputs = inputs
         for name, value in (("latency_s", inputs.latency_s), ("energy_j", inputs.energy_j)):
             if not math.isfinite(value):  # the config's fault, not the reward's
-                self._needs_reset = True
-                raise ConfigError(
+                raise ConfigError(  # (step leaves the episode ended: the round was played)
                     f"round {self.rounds_done}: its {name} = {value} overflows on this config "
                     "(a link rate or compute time underflowed: a transmit power, bandwidth, "
                     "path gain or CPU frequency too close to 0); the episode ends: call reset()")
@@ -609,8 +608,8 @@ class HFFMEnv(gym.Env):
                 self.reward_function(inputs, self.cost_range, self.reward_weights),
                 self.reward_function)
         except Exception as err:
-            # the round is played and cannot be taken back: end the episode here, loudly
-            self._needs_reset = True
+            # the round is played and cannot be taken back: the episode ends here (step's
+            # flag stays set), loudly
             raise RuntimeError(f"the reward failed ({type(err).__name__}: {err}); round "
                                f"{self.rounds_done} was played without a transition, so the "
                                "episode ends: call reset()") from err

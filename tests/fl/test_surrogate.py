@@ -234,6 +234,9 @@ def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_pa
     with pytest.raises(ValueError, match="surrogate does not model clusters left out"):
         env.step(base.layout.encode(1, 1))
     assert base.rounds_done == 0
+    del base.decode  # the refusal changed nothing: the episode goes on
+    env.step(base.layout.encode(1, 1))
+    assert base.rounds_done == 1
     env.close()
 
 

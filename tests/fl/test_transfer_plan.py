@@ -208,10 +208,10 @@ def test_d2d_transfers_lost_to_outage_are_paid_up_to_the_failed_link_and_deliver
         assert arrived == (not lost)
         assert len(relay_table.flows()[0]["route"]) == (2 if lost else len(path))
         # one hop, lost at its last (only) link: attempted whole, still not delivered
-        (k, device), path = next((key, p) for key, p in paths.items() if len(p) == 2)
-        one_hop = ModuleRequest(path[-1], "moe/fusion")
+        (_, mate), one_hop_path = next((key, p) for key, p in paths.items() if len(p) == 2)
+        one_hop = ModuleRequest(one_hop_path[-1], "moe/fusion")
         assert record_relay(network.new_table(), network, one_hop,
-                            RelaySource(SourceKind.DEVICE, device), 1000.0) == (not lost)
+                            RelaySource(SourceKind.DEVICE, mate), 1000.0) == (not lost)
         engine.pending = [request]  # the engine keeps a request whose relay was lost
         result = engine.run_round(Schedule(relay_sources={
             request: RelaySource(SourceKind.DEVICE, device)}))
