@@ -10,6 +10,7 @@ episode's return, ``learning_curve.csv`` and ``.png``), periodic checkpoints and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -286,8 +287,10 @@ def train_sb3(args: TrainArgs) -> float:
         curve and raises TrainingInterrupted."""
         episodes.phase = fidelity
         try:
-            model.learn(total_timesteps=steps, callback=callbacks, tb_log_name=log_name,
-                        progress_bar=args.progress, reset_num_timesteps=reset)
+            # SB3's bar (rich) writes to stdout, between the results a caller may capture
+            with contextlib.redirect_stdout(sys.stderr):
+                model.learn(total_timesteps=steps, callback=callbacks, tb_log_name=log_name,
+                            progress_bar=args.progress, reset_num_timesteps=reset)
         except KeyboardInterrupt:
             save(Path("."))
             curve.write(out)
