@@ -169,6 +169,8 @@ class RoundPlan:
             data = json.loads(path.read_text())
         except ValueError as err:  # not JSON, or not UTF-8 text
             raise ValueError(f"plan {str(path)!r}: not JSON ({err})") from None
+        except RecursionError:
+            raise ValueError(f"plan {str(path)!r}: nested too deeply to be a plan") from None
         if isinstance(data, dict) and isinstance(data.get("plan"), dict):
             data = data["plan"]
         if not isinstance(data, dict):
@@ -226,6 +228,11 @@ class PlanPolicy(EnvBound):
 
     def __init__(self, plan: RoundPlan, name: str | None = None, *,
                  cheapest_routes: bool = False, gossip_idle: bool = False) -> None:
+        if not isinstance(plan, RoundPlan):
+            raise TypeError(f"PlanPolicy: plan = {plan!r}: must be a RoundPlan (read a file "
+                            "with RoundPlan.read(path))")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"PlanPolicy: name = {name!r}: must be a string or None")
         self.plan = plan
         self.name = name or plan.name
         self.cheapest_routes = cheapest_routes

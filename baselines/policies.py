@@ -218,6 +218,9 @@ class AdaptivePolicy(EnvBound):
         """Start at the middle of the menu's finite periods."""
         self.env = env.unwrapped
         self.periods = sorted(p for p in self.env.layout.menu if p > 0)
+        if not self.periods:
+            raise ValueError(f"adaptive: env.period_menu = {list(self.env.layout.menu)} has no "
+                             "finite period (> 0) to adapt the cloud period over")
         self.index = len(self.periods) // 2
         self.previous_loss = float("inf")
 

@@ -73,6 +73,9 @@ def _layout_of(env: gym.Env, wrapper: str) -> Any:
     if not isinstance(layout, ActionLayout):
         raise TypeError(f"{wrapper}: {env} is not an HF-FM env (its unwrapped env has no "
                         "ActionLayout); wrap gymnasium.make('hffm/HFFM-v0', ...)")
+    if env.action_space != env.unwrapped.action_space:  # e.g. ScheduleMenu(CoarseActions(env))
+        raise TypeError(f"{wrapper}: {env} already changes the action space (to "
+                        f"{env.action_space}); wrap the env with the full action instead")
     return layout
 
 

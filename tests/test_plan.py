@@ -373,3 +373,27 @@ def test_cloud_clusters_bench_saves_each_rules_cloud_hops(tmp_path, monkeypatch,
         episodes[("plan-1-out-from-round-4", 1000)]["energy_j"][3]
     assert episodes[("plan", 1000)]["energy_j"][:3] == \
         episodes[("plan-1-out-from-round-4", 1000)]["energy_j"][:3]
+
+
+def test_plan_policies_and_files_name_what_is_wrong(tmp_path):
+    """A path for a plan failed deep in act; deep nesting escaped as a RecursionError."""
+    from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+
+    with pytest.raises(TypeError, match="must be a RoundPlan .*RoundPlan.read"):
+        PlanPolicy("plan.json")
+    nested = tmp_path / "deep.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        RoundPlan.read(nested)
+
+
+def test_adaptive_names_a_menu_without_a_finite_period():
+    import gymnasium as gym
+
+    from hffm_env.baselines.policies import make_policy
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.period_menu=[0]"])
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"period_menu = \[0\] has no finite period"):
+        make_policy("adaptive").reset(env, 0)

@@ -50,7 +50,9 @@ rest (the charge): of the latency term's by its ``latency_by_cluster_s`` over th
 energy term's by its members' energy over the round's device energy. So a cluster that costs
 more never earns more, even when a term is positive (a round cheaper than the reward's
 ``never`` reference). The cloud receives the team reward. The edge agents' rewards sum to the
-team reward (up to the accuracy term counted per agent).
+team reward (up to the accuracy term counted per agent). To know what a round at no cost
+would earn, cost-share calls the reward a second time each step (a custom ``reward`` that
+keeps state sees both calls).
 ``infos[agent]`` also holds the single-agent info of the round (``infos[a]["env"]``).
 """
 
@@ -126,6 +128,10 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
             raise TypeError(f"HFFMParallelEnv.over: expected an HFFMEnv (env.unwrapped), "
                             f"got {type(env).__name__}")
         _check_split(reward_split)
+        if env.reward_mode != "scalar":
+            raise ValueError(f"HFFMParallelEnv.over: the env's reward_mode = "
+                             f"{env.reward_mode!r}: the agents share a scalar reward; build "
+                             "the env with reward_mode='scalar'")
         view = cls.__new__(cls)
         view._bind(env, reward_split)
         return view
@@ -343,9 +349,16 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         # below that is charged by share (a term can be positive, e.g. a round cheaper than
         # the reward's `never` reference; a bigger share must never earn more)
         env = self.env
-        free = check_terms(env.reward_function(
-            dataclasses.replace(env.last_reward_inputs, latency_s=0.0, energy_j=0.0),
-            env.cost_range, env.reward_weights), env.reward_function)
+        try:  # the reward once more, on the round at no cost (a second call per step)
+            free = check_terms(env.reward_function(
+                dataclasses.replace(env.last_reward_inputs, latency_s=0.0, energy_j=0.0),
+                env.cost_range, env.reward_weights), env.reward_function)
+        except Exception as err:
+            # the round is played: end the episode loudly, as the env does for its own call
+            self.agents = []
+            raise RuntimeError(f"the reward failed on the round at no cost that cost-share "
+                               f"splits against ({type(err).__name__}: {err}); the episode "
+                               "ends: call reset()") from err
         latency = np.asarray(info["cost"]["latency_by_cluster_s"], dtype=np.float64)
         energy = np.asarray(info["cost"]["energy_by_device_j"], dtype=np.float64)
         cluster_of = self.env.network.cluster_of_device
@@ -372,6 +385,8 @@ class CheckedAgentActions(BaseWrapper):  # type: ignore[misc]
     def step(self, action: Any) -> None:
         """Check ``action`` of the agent whose turn it is, then play it."""
         agent = self.env.agent_selection
+        if agent not in self.env.terminations:  # every agent is done: the episode ended
+            raise RuntimeError("call reset() before step() (and after an episode ends)")
         if not (self.env.terminations[agent] or self.env.truncations[agent]):
             if action is None:
                 raise ValueError(f"action of {agent} = None: a live agent must act "

@@ -155,3 +155,33 @@ def test_view_over_a_single_agent_env_observes_and_acts_as_the_parallel_env():
         assert rewards["cloud_0"] == pytest.approx(reward)
     with pytest.raises(TypeError, match="expected an HFFMEnv"):
         HFFMParallelEnv.over(parallel)
+
+
+def test_edges_of_the_multi_agent_api_are_refused_by_name():
+    """A failing second reward call left the round played and the agents live; an AEC step
+    after the end was a KeyError; over() took a vector-reward env and failed mid-step."""
+    import math
+
+    from hffm_env.envs.hffm_env import HFFMEnv
+    from hffm_env.envs.parallel import HFFMParallelEnv
+
+    def log_cost(i, c, w):  # math.log(0) on the round at no cost
+        return {"accuracy": 0.0, "latency": -0.01 * math.log(i.latency_s), "energy": 0.0}
+
+    par = hffm_env.parallel_env("small", fidelity="cost", reward_split="cost-share",
+                                reward=log_cost, overrides=list(TINY_OVERRIDES))
+    par.reset(seed=0)
+    with pytest.raises(RuntimeError, match="the episode ends: call reset"):
+        par.step({})
+    with pytest.raises(RuntimeError, match="call reset"):
+        par.step({})
+    with pytest.raises(ValueError, match="reward_mode = 'vector'"):
+        HFFMParallelEnv.over(HFFMEnv("small", fidelity="cost", reward_mode="vector"))
+    aec = hffm_env.env("small", fidelity="cost",
+                       overrides=[*TINY_OVERRIDES, "env.episode_rounds=1"])
+    aec.reset(seed=0)
+    for agent in aec.agent_iter():
+        *_, done, cut, _ = aec.last()
+        aec.step(None if done or cut else aec.action_space(agent).sample())
+    with pytest.raises(RuntimeError, match="call reset"):
+        aec.step(None)

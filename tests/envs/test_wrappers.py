@@ -64,3 +64,11 @@ def test_action_mask_observation_carries_the_mask_of_the_outer_action_space(make
         np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
     with pytest.raises(TypeError, match="neither MultiDiscrete nor Discrete"):
         ActionMaskObservation(gym.make("Pendulum-v1"))
+
+
+def test_stacked_action_wrappers_are_refused_when_built(make_env):
+    """ScheduleMenu(CoarseActions(env)) built, then failed at its first step."""
+    with pytest.raises(TypeError, match="already changes the action space"):
+        ScheduleMenu(CoarseActions(make_env()))
+    with pytest.raises(TypeError, match="already changes the action space"):
+        CoarseActions(ScheduleMenu(make_env()))
