@@ -149,6 +149,52 @@ class PolicySummary:
     reached_target: int
 
 
+def _check_bench_dict(data: Any) -> None:
+    """A ``ValueError`` naming the first field of a saved bench that :meth:`BenchResult.
+    from_dict` could not read as written (types, lists of numbers, the known fields)."""
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    def need(ok: bool, where: str, value: Any, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{where} = {repr(value)[:60]}: {what}")
+
+    need(isinstance(data, dict), "the file", data, "must be a JSON object")
+    for key, ok, what in (
+            ("scenario", lambda v: isinstance(v, str), "must be a scenario name"),
+            ("fidelity", lambda v: isinstance(v, str), "must be a fidelity name"),
+            ("seeds", lambda v: isinstance(v, list) and all(
+                isinstance(s, int) and not isinstance(s, bool) for s in v),
+             "must be a list of integer seeds"),
+            ("target_accuracy", number, "must be a number or null"),
+            ("policies", lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v),
+             "must be a list of policy summaries"),
+            ("episodes", lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v),
+             "must be a list of episodes")):
+        need(key in data, key, "missing", "a bench JSON has it")
+        need(ok(data[key]), key, data[key], what)
+    known = set(PolicySummary.__dataclass_fields__)
+    for i, summary in enumerate(data["policies"]):
+        unknown = sorted(set(summary) - known)
+        need(not unknown, f"policies[{i}]", unknown, f"unknown fields (known: {sorted(known)})")
+        need(isinstance(summary.get("policy"), str), f"policies[{i}].policy",
+             summary.get("policy"), "must be a name")
+    for i, episode in enumerate(data["episodes"]):
+        need(isinstance(episode.get("policy"), str), f"episodes[{i}].policy",
+             episode.get("policy"), "must be a name")
+        need(isinstance(episode.get("seed"), int), f"episodes[{i}].seed", episode.get("seed"),
+             "must be an integer")
+        for key in ("accuracy", "accuracy_local", "accuracy_held_out", "latency_s",
+                    "energy_j", "rewards"):
+            values = episode.get(key, [])
+            need(isinstance(values, list) and all(number(v) for v in values),
+                 f"episodes[{i}].{key}", values, "must be a list of numbers")
+        tasks = episode.get("accuracy_per_task", [])
+        need(isinstance(tasks, list) and all(
+            isinstance(t, dict) and all(number(v) for v in t.values()) for t in tasks),
+            f"episodes[{i}].accuracy_per_task", tasks, "must be a list of task -> number")
+
+
 @dataclass
 class BenchResult:
     """Everything one benchmark run produced."""
@@ -184,6 +230,7 @@ class BenchResult:
         """The inverse of :meth:`to_dict` (nulls read back as NaN), e.g. to re-plot a saved
         run with :func:`plot_tradeoffs` or re-print it with :func:`format_table`."""
 
+        _check_bench_dict(data)
         nan = jsonio.nulls_to_nan
         episode_fields = set(EpisodeRecord.__dataclass_fields__)
         return cls(
@@ -202,8 +249,14 @@ class BenchResult:
 
     @classmethod
     def read_json(cls, path: str | Path) -> BenchResult:
-        """Read a file written by :meth:`write_json` (or ``hffm bench --json``)."""
-        data = json.loads(Path(path).read_text())
+        """Read a file written by :meth:`write_json` (or ``hffm bench --json``); a file that is
+        not one is a ``ValueError`` naming the field that is wrong."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except RecursionError:
+            raise ValueError("nested too deeply to be a bench JSON") from None
+        except ValueError as err:  # not JSON, or not UTF-8 text
+            raise ValueError(f"not JSON ({err})") from None
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, not {type(data).__name__}")
         if not data.get("episodes"):

@@ -119,7 +119,17 @@ TRACES = ["calibrate", "--from-traces"]
 @pytest.mark.parametrize("command,content,says", [
     (BENCH_JSON, "[]", "expected a JSON object"),
     (BENCH_JSON, '{"episodes": []}', "holds no episodes"),
-    (BENCH_JSON, '{"episodes": [5], "scenario": "small"}', "not a bench JSON"),
+    (BENCH_JSON, '{"episodes": [5], "scenario": "small"}', "fidelity = 'missing'"),
+    # field by field, where Python's words (or a silent load) came out before
+    (BENCH_JSON, '{"scenario": "s", "fidelity": "cost", "seeds": [0], "target_accuracy": "x",'
+     ' "policies": [], "episodes": [{}]}', "target_accuracy = 'x': must be a number"),
+    (BENCH_JSON, '{"scenario": "s", "fidelity": "cost", "seeds": [0], "target_accuracy": null,'
+     ' "policies": [{"policy": "a", "extra": 1}], "episodes": [{}]}',
+     "policies[0] = ['extra']: unknown fields"),
+    (BENCH_JSON, '{"scenario": "s", "fidelity": "cost", "seeds": [0], "target_accuracy": null,'
+     ' "policies": [], "episodes": [{"policy": "a", "seed": 0, "rewards": [[1, 2]]}]}',
+     "episodes[0].rewards = [[1, 2]]: must be a list of numbers"),
+    (BENCH_JSON, "{", "not JSON"),
     (TRACES, "[]", "holds no episodes"),
     (TRACES, '{"rounds": 1}', "no 'episodes' entry"),
     (TRACES, "", "not a traces"),
