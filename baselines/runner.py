@@ -427,10 +427,12 @@ def run_benchmark(
     resolved = _check_policies(policies)
     seeds = _check_seeds(seeds)
     if target_accuracy is not None and not (
-            isinstance(target_accuracy, numbers.Real) and 0.0 <= target_accuracy <= 1.0):
+            isinstance(target_accuracy, numbers.Real) and not isinstance(target_accuracy, bool)
+            and 0.0 <= target_accuracy <= 1.0):
         raise ValueError(f"target_accuracy = {target_accuracy!r}: must be an accuracy in [0, 1] "
                          "or None (target_fraction x the best final accuracy)")
-    if not (isinstance(target_fraction, numbers.Real) and 0.0 < target_fraction <= 1.0):
+    if not (isinstance(target_fraction, numbers.Real) and not isinstance(target_fraction, bool)
+            and 0.0 < target_fraction <= 1.0):
         raise ValueError(f"target_fraction = {target_fraction!r}: must be in (0, 1]")
     # (env factory, seeds it serves): one shared env, or one per seed
     groups: list[tuple[Callable[[], Any], list[int]]] = (

@@ -409,6 +409,7 @@ def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
     ({"seeds": [-1]}, r"seeds\[0\] = -1"),
     ({"seeds": [5, 5]}, "seeds: 5 is given twice"),
     ({"target_accuracy": -3}, "target_accuracy = -3"),
+    ({"target_accuracy": True}, "target_accuracy = True"),  # read as 1.0 before
     ({"target_fraction": float("nan")}, "target_fraction = nan"),
 ])
 def test_run_benchmark_names_a_bad_argument_before_running_anything(kwargs, message):
