@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -324,14 +325,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _note_training_configs(agents, config)
     policies: list = [*agents, *_plan_policies(args.plan, config), *names]
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
-        from hffm_env.fl.surrogate import find_surrogate
+        from hffm_env.fl.surrogate import SurrogateMismatch, find_surrogate
 
         try:  # a bad or unfit file is one line here, before any episode
-            fit = find_surrogate(config, args.surrogate)
+            with warnings.catch_warnings(record=True) as mismatch:
+                warnings.simplefilter("always", SurrogateMismatch)
+                fit = find_surrogate(config, args.surrogate)
         except ValueError as err:
             given = "--surrogate" if args.surrogate is not None else "--fidelity surrogate"
             raise ConfigError(f"{given}: {err}") from None
         print(f"hffm bench: accuracy predicted by {_surrogate_origin(fit)}", file=sys.stderr)
+        for note in mismatch:  # once, as a note (each env built would warn again)
+            print(f"hffm bench: note: {note.message}", file=sys.stderr)
+        warnings.simplefilter("ignore", SurrogateMismatch)
 
     def make_env():
         return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,

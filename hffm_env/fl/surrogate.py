@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,14 +48,18 @@ from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
-    "AccuracySurrogate", "RoundTrace", "SurrogateMissing", "TierHistory", "find_surrogate",
-    "out_of_fold_residuals", "surrogate_key", "traces_key",
+    "AccuracySurrogate", "RoundTrace", "SurrogateMismatch", "SurrogateMissing", "TierHistory",
+    "find_surrogate", "out_of_fold_residuals", "surrogate_key", "traces_key",
     "surrogate_path", "target_names", "SURROGATE_FORMAT",
 ]
 
 SURROGATE_FORMAT = 2
 TIERS: tuple[Tier, ...] = tuple(Tier)
 SCOPES = ("cluster", "global")
+
+
+class SurrogateMismatch(UserWarning):
+    """A surrogate given by path was fitted for another configuration than the env's."""
 
 
 class SurrogateMissing(FileNotFoundError):
@@ -115,12 +120,17 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
     :class:`SurrogateMissing` saying how to fit one."""
     if path is not None:  # a file given by hand: check that it can serve this config
         surrogate = _serving(AccuracySurrogate.load(path), cfg, f"surrogate = {str(path)!r}")
-        fitted_for = surrogate.meta.get("config_key")
-        if fitted_for is not None and fitted_for != surrogate_key(cfg):
+        # the key it was fitted for: recorded by `hffm calibrate`, else in a cache file's name
+        named = re.fullmatch(r"surrogate-([0-9a-f]+)\.pt", Path(path).name)
+        fitted_for = surrogate.meta.get("config_key") or (named and named.group(1))
+        # (a fit of longer episodes serves shorter ones: the config at its horizon counts)
+        serves = {surrogate_key(c) for c in (cfg, dataclasses.replace(
+            cfg, env=dataclasses.replace(cfg.env, episode_rounds=surrogate.horizon)))}
+        if fitted_for and fitted_for not in serves:
             warnings.warn(f"surrogate = {str(path)!r} was fitted for another configuration (key "
                           f"{fitted_for}, this one {surrogate_key(cfg)}: another layout, data "
                           "split or training setting); its error was not measured here",
-                          stacklevel=2)
+                          SurrogateMismatch, stacklevel=2)
         return surrogate
     for fitted_cfg in _configs_a_fit_may_serve(cfg):
         name = surrogate_path(fitted_cfg).name

@@ -174,6 +174,18 @@ def test_a_surrogate_given_by_path_is_checked_against_the_config(fitted, tmp_pat
     other_tasks = apply_overrides(six, ["data.tasks=[vqa, count]"])
     with pytest.raises(ValueError, match=r"fitted for tasks \['vqa', 'count', 'scene'\]"):
         find_surrogate(other_tasks, path)
+    # a file that records no key (the shipped ones) is known by its name; a fit of longer
+    # episodes serves shorter ones without a warning
+    import warnings
+
+    named = tmp_path / f"surrogate-{surrogate_key(six)}.pt"
+    fitted.save(named)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        find_surrogate(six, named)
+        find_surrogate(apply_overrides(six, ["env.episode_rounds=4"]), named)
+    with pytest.warns(UserWarning, match="fitted for another configuration"):
+        find_surrogate(apply_overrides(six, ["fl.local_steps=7"]), named)
 
 
 def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
