@@ -132,7 +132,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
     arguments or files (one line on stderr, led by ``prog``), 130 after Ctrl-C (what existed
     was saved)."""
+    import hffm_env.agents.common as common
     from hffm_env.agents.common import TrainingInterrupted
+
+    common.PROG = prog  # the notes name the command that was run
 
     try:
         args = parse_args(argv, prog)

@@ -9,6 +9,7 @@ import argparse
 import csv
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,28 @@ ENGINES = ("sb3", "rllib")
 FINETUNE_SEED_OFFSET = 500
 """Fine-tuning resets its envs with ``seed + FINETUNE_SEED_OFFSET`` onwards: other training
 seeds than the first phase's."""
+
+
+PROG = "train_agent.py"
+"""The command's name in its notes (``hffm train`` when run through ``hffm``)."""
+
+
+def note(message: str) -> None:
+    """A note of the training command on stderr: ``<command>: note: <message>``."""
+    print(f"{PROG}: note: {message}", file=sys.stderr)
+
+
+def note_whole_rollouts(args: Any, rollout: int, remaining: int, finetune_left: int = 0) -> None:
+    """Say when PPO will train more rounds than asked: it collects whole rollouts of
+    ``rollout`` rounds (``n_steps`` per env; fine-tuning's are real training, minutes each),
+    and a minibatch is at most one rollout."""
+    for flag, steps in (("--total-timesteps", remaining), ("--finetune-timesteps", finetune_left)):
+        if steps > 0 and steps % rollout:
+            note(f"PPO collects whole rollouts of --n-steps x --n-envs = {rollout} rounds, so "
+                 f"{flag} leaves {steps} to train and {-(-steps // rollout) * rollout} are "
+                 "trained")
+    if args.batch_size > rollout:
+        note(f"--batch-size {args.batch_size} is more than a rollout; minibatches of {rollout}")
 
 
 DEFAULT_IMITATE_ROUNDS = 2048
@@ -317,7 +340,7 @@ class TrainArgs:
             try:  # not after training, when the evaluation would build its env
                 find_surrogate(config)
             except SurrogateMissing as err:
-                raise ValueError(f"{err} (train_agent.py: --surrogate PATH)") from None
+                raise ValueError(f"{err} (or --surrogate PATH)") from None
 
     def _check_numbers(self) -> None:
         """Seeds, rates and the evaluation's policies: refused before any training, since a

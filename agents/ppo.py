@@ -25,6 +25,8 @@ from hffm_env.agents.common import (
     TrainArgs,
     TrainingInterrupted,
     env_device,
+    note,
+    note_whole_rollouts,
     prepare_out,
     wrap_actions,
     write_train_args,
@@ -306,10 +308,9 @@ def train_sb3(args: TrainArgs) -> float:
     finetune_left = args.finetune_steps - max(0, done - args.total_timesteps)
     started = time.perf_counter()
     if resume is not None and remaining <= 0 and finetune_left <= 0:
-        print(f"train_agent.py: note: the checkpoint has {done} timesteps already, "
-              f"--total-timesteps is {args.total_timesteps}: nothing left to train; it is "
-              "saved and evaluated as it is", file=sys.stderr)
-    _note_whole_rollouts(args, remaining, finetune_left)
+        note(f"the checkpoint has {done} timesteps already, --total-timesteps is "
+             f"{args.total_timesteps}: nothing left to train; it is saved and evaluated as it is")
+    note_whole_rollouts(args, args.n_steps * args.n_envs, remaining, finetune_left)
     if remaining > 0:
         learn(remaining, run_name, resume is None, args.fidelity, "while training")
     if finetune_left > 0:
@@ -326,21 +327,6 @@ def train_sb3(args: TrainArgs) -> float:
     vec_env.close()
     write_train_args(out, args, interrupted=False)
     return train_seconds
-
-
-def _note_whole_rollouts(args: TrainArgs, remaining: int, finetune_left: int) -> None:
-    """Say on stderr when PPO will train more rounds than asked: it collects whole rollouts of
-    ``n_steps x n_envs`` rounds (fine-tuning's are real training, minutes each), and a
-    minibatch is at most one rollout."""
-    rollout = args.n_steps * args.n_envs
-    for flag, steps in (("--total-timesteps", remaining), ("--finetune-timesteps", finetune_left)):
-        if steps > 0 and steps % rollout:
-            print(f"train_agent.py: note: PPO collects whole rollouts of --n-steps x --n-envs = "
-                  f"{rollout} rounds, so {flag} leaves {steps} to train and "
-                  f"{-(-steps // rollout) * rollout} are trained", file=sys.stderr)
-    if args.batch_size > rollout:
-        print(f"train_agent.py: note: --batch-size {args.batch_size} is more than a rollout; "
-              f"minibatches of {rollout}", file=sys.stderr)
 
 
 def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:

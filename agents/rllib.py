@@ -271,18 +271,26 @@ def _learning_rate(args: Any) -> float | list[list[float]]:
     return [[0, args.learning_rate_at(0)], [end, args.learning_rate_at(end)]]
 
 
+def rllib_rollout(args: Any) -> int:
+    """Rounds per training iteration: ``n_steps`` from each env runner (one without
+    ``--n-envs``, where the local runner samples)."""
+    return args.n_steps * max(1, args.n_envs if args.n_envs > 1 else 0)
+
+
 def rllib_config(args: Any) -> PPOConfig:
     """RLlib's PPO config for a run (see the module docstring for what maps to what)."""
     runners = args.n_envs if args.n_envs > 1 else 0
+    rollout = rllib_rollout(args)
     config = (
         PPOConfig()
         .environment(ENV_NAME, env_config=env_config(args))
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
                      rollout_fragment_length=args.n_steps, num_cpus_per_env_runner=1)
-        .training(train_batch_size_per_learner=args.n_steps * max(1, runners),
-                  minibatch_size=args.batch_size, num_epochs=10, lr=_learning_rate(args),
-                  gamma=0.99, lambda_=0.95, clip_param=0.2, vf_loss_coeff=0.5,
-                  entropy_coeff=args.ent_coef, grad_clip=0.5, use_kl_loss=False,
+        # a minibatch is at most a rollout, as in the sb3 engine (RLlib refuses more)
+        .training(train_batch_size_per_learner=rollout,
+                  minibatch_size=min(args.batch_size, rollout), num_epochs=10,
+                  lr=_learning_rate(args), gamma=0.99, lambda_=0.95, clip_param=0.2,
+                  vf_loss_coeff=0.5, entropy_coeff=args.ent_coef, grad_clip=0.5, use_kl_loss=False,
                   vf_clip_param=float("inf"))
         .callbacks(_FLMetrics)
         .debugging(seed=args.seed)
@@ -395,7 +403,12 @@ def train_rllib(args: Any) -> float:
     from tqdm.auto import tqdm
 
     from hffm_env.agents.checkpoint import find_agent
-    from hffm_env.agents.common import TrainingInterrupted, prepare_out, write_train_args
+    from hffm_env.agents.common import (
+        TrainingInterrupted,
+        note_whole_rollouts,
+        prepare_out,
+        write_train_args,
+    )
 
     out = prepare_out(args)
     resume = find_agent(args.resume) if args.resume else None
@@ -432,6 +445,7 @@ def train_rllib(args: Any) -> float:
         every = args.checkpoint_every
         next_at = (steps // every + 1) * every
         started = time.perf_counter()
+        note_whole_rollouts(args, rllib_rollout(args), args.total_timesteps - steps)
         bar = tqdm(total=args.total_timesteps, initial=min(steps, args.total_timesteps),
                    disable=not args.progress, desc="rllib ppo", unit="step")
         try:

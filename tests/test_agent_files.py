@@ -142,6 +142,9 @@ def test_more_rounds_than_asked_are_said(tmp_path, capsys):
     assert "--total-timesteps leaves 12 to train and 16 are trained" in err
     assert "--batch-size 20 is more than a rollout; minibatches of 8" in err
     assert json.loads((tmp_path / "run" / "agent.json").read_text())["num_timesteps"] == 16
+    assert cli_main(["train", *BASE, "--total-timesteps", "12", "--out",
+                     str(tmp_path / "again")]) == 0
+    assert "hffm train: note: PPO collects whole rollouts" in capsys.readouterr().err
 
 
 def test_out_is_never_silently_mixed(tmp_path, capsys):

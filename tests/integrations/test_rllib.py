@@ -208,3 +208,13 @@ def test_an_address_where_nothing_listens_is_one_clean_error():
     with pytest.raises(ValueError, match=r"address = '127.0.0.1:6399': cannot join.*"
                                          r"nothing answers"):
         join_cluster("127.0.0.1:6399")
+
+
+def test_a_minibatch_is_at_most_a_rollout_as_in_the_sb3_engine():
+    """--batch-size 64 with --n-steps 32 failed inside RLlib after Ray had started."""
+    _ray()
+    from hffm_env.agents.common import TrainArgs
+    from hffm_env.agents.rllib import rllib_config
+
+    config = rllib_config(TrainArgs(engine="rllib", fidelity="cost", n_steps=32, batch_size=64))
+    assert config.train_batch_size_per_learner == 32 and config.minibatch_size == 32
