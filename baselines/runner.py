@@ -286,7 +286,10 @@ class BenchResult:
                     raise ValueError(
                         f"{name}: {key} = {getattr(result, key)!r}, but {names[0]} has "
                         f"{getattr(first, key)!r}; only runs of one scenario, fidelity and "
-                        "target accuracy merge")
+                        "target accuracy merge"
+                        + ("" if key != "target_accuracy" else
+                           " (without a target set, each run takes a fraction of its own best "
+                           "final accuracy: run them with one --target-accuracy)"))
             for episode in result.episodes:
                 seen = episodes.setdefault((episode.policy, episode.seed), episode)
                 if not _same_episode(seen, episode):

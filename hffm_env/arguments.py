@@ -149,6 +149,14 @@ def probability(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A finite number in ``(0, 1]`` (a share of something, never none of it)."""
+    value = _number(text, "a number in (0, 1]")
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text}: must be a number in (0, 1]")
+    return value
+
+
 def device(text: str) -> str:
     """A torch device this machine has (:func:`hffm_env.devices.device_problem`)."""
     problem = device_problem(text)

@@ -269,9 +269,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for flag, target in (("--json", args.json), ("--plot", args.plot)):
         if target and target != "-" and Path(target).exists() and not args.force:
             raise ConfigError(f"{flag} {target!r}: exists; pass --force to overwrite it")
-    if args.target_fraction is not None and args.target_fraction <= 0:
-        raise ConfigError(f"--target-fraction {args.target_fraction}: must be in (0, 1] (a "
-                          "fraction of the best final accuracy)")
     if args.json and args.plot and _same_file(args.json, args.plot):
         raise ConfigError(f"--json and --plot name one file, {args.json!r}: the plot would "
                           "overwrite the JSON")
@@ -592,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fidelity", choices=FIDELITIES, default=None,
                        help="'train': real FL training; 'surrogate': accuracy from the fitted "
                        "surrogate; 'cost': network costs only (default: train)")
-    bench.add_argument("--policies", nargs="*", metavar="NAME",
+    bench.add_argument("--policies", nargs="*", action="extend", metavar="NAME",
                        help="baseline names, comma- or space-separated: star, edge-only, "
                        "edge-only-d2d, hffm-e2, hffm-e8, hffm-d2d-e2, hffm-d2d-e8, never, random, "
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
@@ -601,8 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--episodes", type=arguments.positive_int, default=None,
                        help=f"episodes per policy on the held-out seeds {FIRST_HELD_OUT_SEED}, "
                        f"{FIRST_HELD_OUT_SEED + 1}, ... (default {len(DEFAULT_EVAL_SEEDS)})")
-    bench.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
-                       help="explicit evaluation seeds (overrides --episodes)")
+    bench.add_argument("--seeds", type=arguments.seed, nargs="+", action="extend", default=None,
+                       help="explicit evaluation seeds (overrides --episodes; repeated flags "
+                       "add up)")
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "
                        "(repeatable); loading never unpickles")
@@ -613,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accuracy target for energy/latency-to-target (default: "
                        "env.target_accuracy when set, else a fraction of the best final "
                        "accuracy)")
-    bench.add_argument("--target-fraction", type=arguments.probability, default=None,
+    bench.add_argument("--target-fraction", type=arguments.fraction, default=None,
                        help="fraction of the best policy's final accuracy used as target "
                        f"when no target accuracy is set (default {DEFAULT_TARGET_FRACTION})")
     bench.add_argument("--device", type=arguments.device, default=None,
@@ -646,12 +644,14 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate", help="fit the surrogate fidelity on real training of a scenario")
     _add_scenario_arguments(calibrate)
-    calibrate.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
+    calibrate.add_argument("--seeds", type=arguments.seed, nargs="+", action="extend",
+                           default=None,
                            help="training seeds to calibrate on (default: 0 1)")
     calibrate.add_argument("--mixed", type=arguments.non_negative_int, default=None,
                            help="schedules with per-module-type periods drawn at random, per "
                            "seed (default 8; beside the named policies and random)")
-    calibrate.add_argument("--policies", nargs="*", default=None, metavar="NAME",
+    calibrate.add_argument("--policies", nargs="*", action="extend", default=None,
+                           metavar="NAME",
                            help="named baselines in the design, comma- or space-separated "
                            "(default: the paper's seven "
                            "schedules, never, adaptive, module-aware, greedy-energy)")

@@ -130,9 +130,10 @@ def test_bench_json_to_stdout_and_a_closed_pipe(capsys):
     from hffm_env.arguments import run_command
 
     assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "never",
-                 "--seeds", "1000", "--no-progress", "--json", "-"]) == 0
+                 "--seeds", "1000", "--seeds", "1001", "--no-progress", "--json", "-"]) == 0
     captured = capsys.readouterr()
     assert [p["policy"] for p in json.loads(captured.out)["policies"]] == ["never"]
+    assert json.loads(captured.out)["seeds"] == [1000, 1001]  # repeated flags add up
     assert "| never |" in captured.err
 
     def reader_gone():
