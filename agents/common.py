@@ -452,9 +452,10 @@ class TrainingInterrupted(Exception):
 LEARNING_CURVE_CSV = "learning_curve.csv"
 LEARNING_CURVE_PNG = "learning_curve.png"
 OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib", "checkpoints",
-             "train_args.json", LEARNING_CURVE_CSV, LEARNING_CURVE_PNG,
+             "runs", "train_args.json", LEARNING_CURVE_CSV, LEARNING_CURVE_PNG,
              "results.json", "results.md", "pareto.png")
-"""What a run writes into ``--out`` (TensorBoard runs in ``runs/`` have unique names)."""
+"""What a run writes into ``--out``: what ``--force`` removes (TensorBoard's ``runs/`` too, so
+that the new run's curves are not shown beside the old run's; a resumed run adds its own)."""
 
 
 def prepare_out(args: TrainArgs) -> Path:

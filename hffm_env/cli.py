@@ -404,7 +404,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     from hffm_env.models import build_model
 
-    model = build_model(config.model, config.data, device=args.device, progress=True)
+    model = build_model(config.model, config.data, device=args.device,
+                        progress=not args.no_progress)
     info = {**model.pretrain_info, "cache_file": str(model.cache_file)}
     if args.json:
         jsonio.dump(info, sys.stdout)
@@ -639,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--device", type=arguments.device, default="cpu",
                           help="torch device for pre-training")
     pretrain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pretrain.set_defaults(func=_cmd_pretrain)
 
     calibrate = sub.add_parser(

@@ -154,6 +154,7 @@ def test_out_is_never_silently_mixed(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
     used = tmp_path / "used"
     (used / "checkpoints" / "step_00000008").mkdir(parents=True)
+    (used / "runs" / "old_run").mkdir(parents=True)  # TensorBoard showed it beside the new
     (used / "model.zip").write_text("old")
     (used / "notes.txt").write_text("mine")
     assert train_agent.main([*BASE, "--out", str(used)]) == 2
