@@ -46,6 +46,7 @@ __all__ = [
     "find_agent",
     "load_model",
     "save_agent",
+    "trained_on",
     "ALGO_CLASSES",
 ]
 
@@ -412,7 +413,7 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
             f"{observation_space.shape}, {_action_size(action_space)}): {first}"
-            f"{_trained_on(agent.folder)}"
+            f"{trained_on(agent.folder)}"
         ) from None
 
 
@@ -423,13 +424,14 @@ def _action_size(space: Any) -> str:
     return f"{getattr(space, 'n', '?')} actions"
 
 
-def _trained_on(folder: Path) -> str:
-    """Where the agent's ``train_args.json`` says it was trained, to build the same env."""
+def trained_on(folder: Path, use: str = "evaluate it") -> str:
+    """Where the agent's ``train_args.json`` says it was trained, to build the same env (a
+    clause for an error message; ``use``: what to do on that env)."""
     try:
         args = json.loads((folder / "train_args.json").read_text())
         sets = " ".join(f"--set {o}" for o in args.get("overrides") or [])
         return (f"; it was trained on scenario {args['scenario']!r}"
-                + (f" with {sets}" if sets else "") + ": evaluate it on that env")
+                + (f" with {sets}" if sets else "") + f": {use} on that env")
     except (OSError, ValueError, KeyError, TypeError):
         return ""
 

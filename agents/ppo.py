@@ -188,10 +188,14 @@ def train_sb3(args: TrainArgs) -> float:
         find_agent,
         load_model,
         save_agent,
+        trained_on,
     )
 
     out = prepare_out(args)
-    resume = find_agent(args.resume) if args.resume else None
+    try:
+        resume = find_agent(args.resume) if args.resume else None
+    except AgentFileError as err:
+        raise AgentFileError(f"--resume: {err}") from None
     if resume is not None:
         for flag, trained, given in (("--algo", resume.info.algo, args.algo),
                                      ("--action-mode", resume.info.action_mode, args.action_mode),
@@ -225,7 +229,8 @@ def train_sb3(args: TrainArgs) -> float:
         vec_env = vector_env(args.fidelity, args.seed,
                              resume.normalization if resume is not None else None)
     except AgentFileError as err:  # statistics of another observation size
-        raise AgentFileError(f"resume = {args.resume!r}: {err}") from None
+        raise AgentFileError(f"resume = {args.resume!r}: {err}"
+                             f"{trained_on(resume.folder, 'resume it')}") from None
 
     run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
     log_dir = out / "runs"

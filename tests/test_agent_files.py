@@ -23,6 +23,7 @@ from hffm_env.agents.ppo import AgentPolicy
 from hffm_env.cli import main as cli_main
 from hffm_env.testing import TINY_OVERRIDES
 
+COMMITTED_DIR = Path(__file__).resolve().parents[1] / "docs/results/agents"
 BASE = ["--scenario", "small", "--fidelity", "cost", "--n-steps", "8", "--batch-size", "8",
         "--checkpoint-every", "16", "--eval-seeds", "1000", "--eval-policies", "star",
         "--no-progress", "--overrides", *TINY_OVERRIDES]
@@ -121,6 +122,21 @@ def test_a_resumed_run_must_have_the_runs_action_mode(trained, tmp_path, capsys)
                              "--resume", str(run), "--out", str(run)]) == 2
     err = capsys.readouterr().err
     assert "was trained with --action-mode full, not coarse" in err
+
+
+def test_resume_errors_say_which_flag_and_how_the_agent_was_trained(tmp_path, capsys):
+    import shutil
+
+    assert train_agent.main([*BASE, "--resume", str(tmp_path / "nowhere"), "--out",
+                             str(tmp_path / "nowhere")]) == 2
+    assert "--resume: " in capsys.readouterr().err
+    old = tmp_path / "old"  # trained on small's earlier layout of three clusters
+    shutil.copytree(COMMITTED_DIR / "ppo-menu_s0", old)
+    assert train_agent.main(["--fidelity", "cost", "--action-mode", "menu", "--resume",
+                             str(old), "--out", str(old), "--total-timesteps", "16000",
+                             "--eval-seeds", "1000", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--set placement.num_edge_servers=3" in err and "resume it on that env" in err
 
 
 def test_a_run_resumed_from_elsewhere_does_not_overwrite_out(trained, tmp_path, capsys):
@@ -365,7 +381,7 @@ def test_normalization_round_trips(tmp_path):
     assert back.norm_obs is True
 
 
-COMMITTED = sorted((Path(__file__).resolve().parents[1] / "docs/results/agents").iterdir())
+COMMITTED = sorted(COMMITTED_DIR.iterdir())
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=[f.name for f in COMMITTED])
