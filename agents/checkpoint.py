@@ -50,6 +50,10 @@ __all__ = [
     "ALGO_CLASSES",
 ]
 
+SETTING_FLAGS = ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds")
+"""Training flags that set ``env.<name>`` of the scenario config (as ``--set env.<name>=...``
+would); ``train_args.json`` records them beside its ``overrides``."""
+
 MODEL_FILE = "model.zip"
 INFO_FILE = "agent.json"
 NORMALIZATION_FILE = "vecnormalize.npz"
@@ -251,6 +255,22 @@ class AgentFolder:
         """The run this agent belongs to: the run's ``--out`` for a checkpoint
         (:func:`checkpoint_folder`), else the folder itself."""
         return self.folder.parent.parent if self.folder.parent.name == CHECKPOINTS else self.folder
+
+    def training_config(self) -> Any:
+        """The scenario config the agent was trained on: :meth:`AgentInfo.training_config`,
+        else (a folder written before ``agent.json`` recorded it) the one its run's
+        ``train_args.json`` gives; ``None`` when neither says or it no longer loads."""
+        recorded = self.info.training_config()
+        if recorded is not None or self.info.overrides is not None:
+            return recorded
+        try:
+            args = json.loads((self.run_folder / "train_args.json").read_text())
+            flags = [f"env.{name}={args[name]}" for name in SETTING_FLAGS
+                     if args.get(name) is not None]
+            return replace(self.info, scenario=args["scenario"], config_file=args.get("config"),
+                           overrides=(*flags, *(args.get("overrides") or []))).training_config()
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
 
 def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import jsonio
-from hffm_env.agents.checkpoint import ACTION_MODES
+from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, scenario_names
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -55,9 +55,6 @@ def note_whole_rollouts(args: Any, rollout: int, remaining: int, finetune_left: 
 
 DEFAULT_IMITATE_ROUNDS = 2048
 """Rounds a plan plays to make the demonstrations of ``--imitate``."""
-
-SETTING_FLAGS = ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds")
-"""Flags that set ``env.<name>`` of the scenario config (as ``--set env.<name>=...`` would)."""
 
 
 def wrap_actions(env: Any, action_mode: str) -> Any:

@@ -198,7 +198,7 @@ def _note_training_configs(agents: Sequence[Any], config: Any) -> None:
     from hffm_env.config import config_differences
 
     for policy in agents:
-        trained = policy.agent.info.training_config()
+        trained = policy.agent.training_config()
         if trained is None:
             continue
         diff = config_differences(trained, config)

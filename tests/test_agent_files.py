@@ -401,6 +401,9 @@ def test_every_committed_agent_loads_and_plays_the_env_it_was_trained_on(folder)
     assert (policy.agent.normalization is not None) is args["normalize"]
     env = gym.make("hffm/HFFM-v0", scenario=args["scenario"], fidelity="surrogate",
                    overrides=args["overrides"])
+    # bench's note on other settings reads the training config (train_args.json for these)
+    trained = policy.agent.training_config()
+    assert trained is not None and trained.placement == env.unwrapped.config.placement
     obs, info = env.reset(seed=1000)
     policy.reset(env, 1000)
     for _ in range(2):
