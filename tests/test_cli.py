@@ -77,8 +77,9 @@ def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path
     assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
                  "--agent", str(agent), "--policies", "never", "--no-progress",
                  "--json", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("hffm: error: --agent: ") and err.count("\n") == 1, err
+    note, err = capsys.readouterr().err.splitlines()  # the note on its training, the error
+    assert note.startswith("hffm bench: note: agent:ppo-coarse-stt_s0 was trained with")
+    assert err.startswith("hffm: error: --agent: ")
     assert "does not fit this env's spaces" in err and "placement.num_edge_servers=3" in err
     assert not out.exists()
     traces = tmp_path / "traces.json.gz"
