@@ -1,4 +1,4 @@
-"""Env step time in ``train`` and ``cost`` fidelity, and where a ``train`` step's time goes.
+"""Env step time in each fidelity, and where a ``train`` step's time goes.
 
 For each scenario and fidelity it times ``env.step`` under a fixed ``hffm-e2``-like action and,
 in ``train`` fidelity, splits the steps' total time into local training, evaluation (global,

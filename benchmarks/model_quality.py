@@ -138,7 +138,7 @@ def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, fine-tune and print the table (or JSON); the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--samples", type=arguments.positive_int, default=2000,
                         help="training samples")
