@@ -177,8 +177,11 @@ def test_bad_actions_name_the_slot(env):
     bad[0] = nvec[0]
     with pytest.raises(ValueError, match=r"slot 0 \(edge_period/encoder\) = .*allowed 0\.\."):
         env.step(bad)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match=r"slot 0 \(edge_period/encoder\) = 0.5: must be a "
+                                         "whole number"):
         env.step(np.full(len(nvec), 0.5))
+    with pytest.raises(ValueError, match="dtype"):
+        env.step(np.full(len(nvec), "a"))
 
 
 def test_bad_scenario_fails_at_make():
