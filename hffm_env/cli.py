@@ -41,8 +41,9 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file layered on the preset")
     parser.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-        help="override one config value, e.g. --set channel.d2d.bandwidth_hz=2e6 (repeatable)",
+        "--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
+        help="override config values, e.g. --set channel.d2d.bandwidth_hz=2e6 fl.lr=0.02 "
+        "(as train_agent.py takes them; repeated flags add up)",
     )
 
 

@@ -142,3 +142,14 @@ def test_bench_json_to_stdout_and_a_closed_pipe(capsys):
 
     assert run_command(reader_gone, "hffm") == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_set_takes_several_overrides_at_once_as_train_agent_does(capsys):
+    import json
+
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "never",
+                 "--seeds", "1000", "--no-progress", "--json", "-",
+                 "--set", "env.episode_rounds=3", "fl.local_steps=2",
+                 "--set", "env.energy_weight=0"]) == 0
+    episode = json.loads(capsys.readouterr().out)["episodes"][0]
+    assert len(episode["energy_j"]) == 3 and episode["rewards"][0] != 0.0
