@@ -37,6 +37,11 @@ PLAN_TIERS = (Tier.NONE, Tier.EDGE, Tier.CLOUD)
 """The tiers a plan can name for a module type in a round."""
 
 
+def _is_int(value: object) -> bool:
+    """An integer, numpy's included, and not a boolean."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """Per round, the tier of every module type (in :data:`MODULE_TYPES` order), and one route
@@ -74,8 +79,11 @@ class RoundPlan:
         object.__setattr__(self, "route", Route(self.route))
 
     def round_tiers(self, round_index: int) -> dict[str, Tier]:
-        """The tier of each module type in round ``round_index`` (0-based)."""
-        row = self.tiers[min(max(round_index, 0), len(self.tiers) - 1)]
+        """The tier of each module type in round ``round_index`` (0-based; rounds past the
+        plan's last play its last)."""
+        if not _is_int(round_index) or round_index < 0:
+            raise ValueError(f"round_index = {round_index!r}: must be an integer >= 0")
+        row = self.tiers[min(round_index, len(self.tiers) - 1)]
         return dict(zip(MODULE_TYPES, row, strict=True))
 
     def periods(self, round_index: int) -> tuple[dict[str, int], dict[str, int]]:
@@ -89,6 +97,8 @@ class RoundPlan:
                       num_clusters: int) -> np.ndarray:
         """This round as a :class:`~hffm_env.wrappers.CoarseActions` action (indices into
         ``menu``, which must hold 0 and 1, then a route per cluster)."""
+        if not _is_int(num_clusters) or num_clusters < 1:
+            raise ValueError(f"num_clusters = {num_clusters!r}: must be an integer >= 1")
         missing = [p for p in (0, 1) if p not in menu]
         if missing:
             raise ValueError(f"env.period_menu {list(menu)}: a plan needs periods 0 and 1 "
@@ -100,8 +110,7 @@ class RoundPlan:
 
     def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
         """A copy with one round's tier of one module type changed."""
-        if isinstance(round_index, bool) or not isinstance(round_index, numbers.Integral) \
-                or not 0 <= round_index < len(self.tiers):
+        if not _is_int(round_index) or not 0 <= round_index < len(self.tiers):
             raise ValueError(f"round_index = {round_index!r}: this plan has rounds "
                              f"0..{len(self.tiers) - 1}")
         if module_type not in MODULE_TYPES:
@@ -115,6 +124,8 @@ class RoundPlan:
                  name: str = "plan") -> RoundPlan:
         """Every module type at ``tier`` in every one of ``rounds`` rounds (``Tier.CLOUD``:
         ``hffm-d2d-e1``)."""
+        if not _is_int(rounds) or rounds < 1:
+            raise ValueError(f"rounds = {rounds!r}: must be an integer >= 1")
         return cls(tuple((tier,) * len(MODULE_TYPES) for _ in range(rounds)), route, name)
 
     def to_dict(self) -> dict[str, Any]:

@@ -385,6 +385,14 @@ def test_plan_policies_and_files_name_what_is_wrong(tmp_path):
     nested.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="nested too deeply"):
         RoundPlan.read(nested)
+    plan = RoundPlan.constant(3)  # bare TypeErrors, or a silently short action, before
+    with pytest.raises(ValueError, match="round_index = '0': must be an integer >= 0"):
+        plan.round_tiers("0")
+    with pytest.raises(ValueError, match="rounds = '3': must be an integer >= 1"):
+        RoundPlan.constant("3")
+    with pytest.raises(ValueError, match="num_clusters = -1: must be an integer >= 1"):
+        plan.coarse_action(0, (1, 0), num_clusters=-1)
+    assert plan.round_tiers(10) == plan.round_tiers(2)  # past the end: the last round
 
 
 def test_adaptive_names_a_menu_without_a_finite_period():
