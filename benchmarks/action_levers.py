@@ -102,15 +102,17 @@ def lever_parser(description: str, fidelities: tuple[str, ...],
     parser.add_argument("--plan", default=str(DEFAULT_PLAN),
                         help="a plan JSON (plan_search.py's output or a plan itself; default: "
                              "the README's, docs/results/plan_search_small4.json)")
-    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--fidelity", default="cost", choices=fidelities, help=fidelity_help)
-    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)))
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)),
+                        help="held-out seeds (default: 1000-1029)")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target of the table (default: 0.9 x the best final "
                              "accuracy; not used in cost fidelity)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show a progress bar (default: on)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the levers and the bench as JSON to FILE (stdout without "

@@ -32,11 +32,13 @@ def schedules() -> list:
 def main(argv: list[str] | None = None) -> int:
     """Run the probe and print the bench table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"))
-    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"),
+                        help="accuracy from real training or the surrogate (default: surrogate)")
+    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2],
+                        help="episode seeds (default: 0 1 2)")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target (default: 0.9 x the best final accuracy)")
     parser.add_argument("--schedules", nargs="+", metavar="NAME",

@@ -93,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
-                        choices=scenario_names())  # checked before any scenario runs
+                        choices=scenario_names(),  # checked before any scenario runs
+                        help="presets to time (default: small paper)")
     parser.add_argument("--fidelities", nargs="+", default=["train", "cost"],
-                        choices=FIDELITIES)
-    parser.add_argument("--steps", type=arguments.positive_int, default=8)
+                        choices=FIDELITIES, help="fidelities to time (default: train cost)")
+    parser.add_argument("--steps", type=arguments.positive_int, default=8,
+                        help="timed steps per scenario and fidelity (default: 8)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--json", nargs="?", const="-",

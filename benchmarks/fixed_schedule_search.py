@@ -116,7 +116,7 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
     """The arguments every search benchmark shares (scenario, overrides, target, search and
     held-out seeds, held-out fidelity); ``judged`` names what the held-out seeds judge."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--target-accuracy", type=arguments.probability, required=True,
@@ -126,7 +126,8 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
     parser.add_argument("--heldout-seeds", type=arguments.seed, nargs="*",
                         default=list(range(1000, 1030)),
                         help=f"seeds the {judged} is judged on (default 1000..1029; none: skip)")
-    parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"))
+    parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"),
+                        help="fidelity of the held-out check (default: surrogate)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar for the held-out judgement")
     return parser
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="NAME", help="fixed schedules to descend from: names of the "
                         "paper's menu, never, or hffm-d2d-e1 (default: hffm-d2d-e1 hffm-d2d-e2 "
                         "star)")
-    parser.add_argument("--max-passes", type=arguments.positive_int, default=3)
+    parser.add_argument("--max-passes", type=arguments.positive_int, default=3,
+                        help="passes of the coordinate descent at most (default: 3)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write the search and the held-out bench as JSON")

@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="test samples")
     parser.add_argument("--seconds", type=arguments.positive_number, default=45.0,
                         help="fine-tuning time budget")
-    parser.add_argument("--seed", type=arguments.seed, default=0)
+    parser.add_argument("--seed", type=arguments.seed, default=0,
+                        help="seed of the data and the training (default: 0)")
     args = parser.parse_args(argv)
     result = run(args.samples, args.test_samples, args.seconds, seed=args.seed,
                  progress=not args.json)

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = search_parser(__doc__.splitlines()[0], judged="plan")
     parser.add_argument("--rounds", type=arguments.positive_int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
-    parser.add_argument("--max-passes", type=arguments.positive_int, default=3)
+    parser.add_argument("--max-passes", type=arguments.positive_int, default=3,
+                        help="passes of the coordinate descent at most (default: 3)")
     parser.add_argument("--start", default="hffm-d2d-e1", metavar="NAME|FILE",
                         help="where the descent starts: a schedule baseline's name (its tiers "
                              "round by round, e.g. hffm-d2d-e2) or a plan JSON (default: "

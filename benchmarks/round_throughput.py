@@ -90,11 +90,13 @@ def time_it(fn: Callable[[], object], repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--repeats", type=arguments.positive_int, default=5)
-    parser.add_argument("--device", type=arguments.device, default="cpu")
+    parser.add_argument("--repeats", type=arguments.positive_int, default=5,
+                        help="timed repetitions (default: 5)")
+    parser.add_argument("--device", type=arguments.device, default="cpu",
+                        help="torch device (default: cpu)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")

@@ -110,16 +110,17 @@ def _masked_sample(nvec: np.ndarray, mask: np.ndarray, rng: np.random.Generator)
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--fidelities", nargs="+", default=["cost", "train"],
-                        choices=["cost", "surrogate", "train"])
+                        choices=["cost", "surrogate", "train"],
+                        help="fidelities to measure (default: cost train)")
     cpus = os.cpu_count() or 1
     parser.add_argument("--workers", type=arguments.positive_int, nargs="+",
                         default=sorted({1, 2, cpus}),
                         help="worker counts (default: 1, 2 and all local CPUs; one worker is "
                         "always measured: it is the base of the speed-ups)")
     parser.add_argument("--engines", nargs="+", default=["rllib", "sb3"],
-                        choices=["rllib", "sb3"])
+                        choices=["rllib", "sb3"], help="training engines (default: rllib sb3)")
     parser.add_argument("--steps", type=arguments.positive_int, default=None,
                         help="timed steps per worker (default: 200 in cost and surrogate "
                         "fidelity, 12 in train)")

@@ -86,14 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, play the episodes and print (or write) the memory report; the exit
     status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="small")
-    parser.add_argument("--episodes", type=arguments.positive_int, default=1000)
-    parser.add_argument("--warmup", type=arguments.positive_int, default=50)
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
+    parser.add_argument("--episodes", type=arguments.positive_int, default=1000,
+                        help="cost-fidelity episodes to play (default: 1000)")
+    parser.add_argument("--warmup", type=arguments.positive_int, default=50,
+                        help="episodes before memory is measured (default: 50)")
     parser.add_argument("--set", dest="overrides", action="append",
                         default=["dynamics.dropout_prob=0.2", "dynamics.mobility=true"],
                         metavar="KEY=VALUE", help="scenario overrides (default: dropout 0.2 "
                         "and mobility on; given ones are added)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide the progress bar")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), default=None, metavar="FILE",
                         help="write the result as JSON (stdout without FILE)")

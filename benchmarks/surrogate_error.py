@@ -148,7 +148,7 @@ def _crossing_rounds(episodes, surrogate, tasks, target: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default="small")
+    parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,

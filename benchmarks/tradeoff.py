@@ -244,15 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
-                        choices=scenario_names())  # checked before any scenario runs
+                        choices=scenario_names(),  # checked before any scenario runs
+                        help="presets to run (default: small paper)")
     parser.add_argument("--seeds", nargs="+", type=arguments.seed,
-                        default=list(DEFAULT_EVAL_SEEDS))
+                        default=list(DEFAULT_EVAL_SEEDS),
+                        help="held-out seeds (default: "
+                        f"{' '.join(map(str, DEFAULT_EVAL_SEEDS))})")
     parser.add_argument("--vary-data-split", action="store_true",
                         help="use each seed as the config seed too, so the data split (device "
                         "profiles, label skew, scenes) varies over the seeds")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override, repeatable")
-    parser.add_argument("--device", type=arguments.device, default="cpu")
+    parser.add_argument("--device", type=arguments.device, default="cpu",
+                        help="torch device (default: cpu)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), default=None, metavar="FILE",
                         help="write the results as JSON (stdout without FILE)")
