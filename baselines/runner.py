@@ -448,6 +448,8 @@ def run_benchmark(
     try:
         for build, group_seeds in groups:
             env = build()
+            if not callable(getattr(env, "reset", None)):  # e.g. a make_env that forgot return
+                raise TypeError(f"make_env returned {env!r}: expected a Gymnasium env")
             try:
                 for policy in resolved:
                     for seed in group_seeds:

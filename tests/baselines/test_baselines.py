@@ -422,6 +422,12 @@ def test_run_benchmark_names_a_bad_argument_before_running_anything(kwargs, mess
     assert not built  # (a repeated seed or policy was run and counted twice; 1.5 ran seed 1)
 
 
+def test_a_make_env_that_returns_no_env_is_named():
+    """'NoneType' object has no attribute 'close' hid what went wrong."""
+    with pytest.raises(TypeError, match="make_env returned None: expected a Gymnasium env"):
+        run_benchmark(lambda: None, ["star"], seeds=[0], progress=False)
+
+
 def test_run_benchmark_takes_any_iterable_of_seeds_and_policies():
     result = run_benchmark(_env, {"star": 1, "never": 2}, seeds=np.arange(2), progress=False)
     assert sorted((e.policy, e.seed) for e in result.episodes) == [
