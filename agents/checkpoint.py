@@ -263,13 +263,13 @@ class AgentFolder:
         recorded = self.info.training_config()
         if recorded is not None or self.info.overrides is not None:
             return recorded
+        args = _train_args(self.run_folder)
         try:
-            args = json.loads((self.run_folder / "train_args.json").read_text())
             flags = [f"env.{name}={args[name]}" for name in SETTING_FLAGS
                      if args.get(name) is not None]
             return replace(self.info, scenario=args["scenario"], config_file=args.get("config"),
                            overrides=(*flags, *(args.get("overrides") or []))).training_config()
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):  # none, or not what train_agent writes
             return None
 
 
@@ -447,13 +447,22 @@ def _action_size(space: Any) -> str:
 def trained_on(folder: Path, use: str = "evaluate it") -> str:
     """Where the agent's ``train_args.json`` says it was trained, to build the same env (a
     clause for an error message; ``use``: what to do on that env)."""
+    args = _train_args(folder)
     try:
-        args = json.loads((folder / "train_args.json").read_text())
         sets = " ".join(f"--set {o}" for o in args.get("overrides") or [])
         return (f"; it was trained on scenario {args['scenario']!r}"
                 + (f" with {sets}" if sets else "") + f": {use} on that env")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):  # none, or not what train_agent writes
         return ""
+
+
+def _train_args(folder: Path) -> Any:
+    """The run's ``train_args.json`` as read from ``folder``; ``None`` when it is missing or
+    not JSON."""
+    try:
+        return json.loads((folder / "train_args.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def clear_folder(folder: Path, names: tuple[str, ...]) -> None:

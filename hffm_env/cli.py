@@ -196,18 +196,22 @@ def _agent_policies(paths: Sequence[str]) -> list:
 def _note_training_configs(agents: Sequence[Any], config: Any) -> None:
     """One line on stderr for each agent trained on other settings than this bench's (another
     reward, horizon or layout, say): a note, since evaluating elsewhere can be the point."""
-    from hffm_env.config import config_differences
-
     for policy in agents:
         trained = policy.agent.training_config()
-        if trained is None:
-            continue
-        diff = config_differences(trained, config)
-        if diff:
-            shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
-            more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
-            print(f"hffm bench: note: {policy.name} was trained with {shown}{more}",
-                  file=sys.stderr)
+        if trained is not None:
+            _note_other_settings(f"{policy.name} was trained", trained, config)
+
+
+def _note_other_settings(what: str, made_on: ScenarioConfig, config: ScenarioConfig) -> None:
+    """``hffm bench: note: <what> with key=value (here value), ...`` on stderr when the config
+    an agent or plan was made on differs from this bench's; nothing when they agree."""
+    from hffm_env.config import config_differences
+
+    diff = config_differences(made_on, config)
+    if diff:
+        shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
+        more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
+        print(f"hffm bench: note: {what} with {shown}{more}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -243,18 +247,12 @@ def _plan_policies(paths: Sequence[str], config: ScenarioConfig | None = None) -
 def _note_searched_config(name: str, path: str, config: ScenarioConfig) -> None:
     """A note when the plan file's ``scenario`` and ``overrides`` (plan_search.py records
     them) give other settings than ``config``; silent when the file does not say."""
-    from hffm_env.config import config_differences
-
     try:
         recorded = json.loads(Path(path).read_text())
         searched = load_scenario(recorded["scenario"], overrides=list(recorded["overrides"]))
     except (ValueError, KeyError, TypeError, OSError):  # a bare plan: nothing recorded
         return
-    diff = config_differences(searched, config)
-    if diff:
-        shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
-        more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
-        print(f"hffm bench: note: {name} was searched with {shown}{more}", file=sys.stderr)
+    _note_other_settings(f"{name} was searched", searched, config)
 
 
 def _agent_label(path: str) -> str:

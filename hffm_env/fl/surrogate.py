@@ -123,9 +123,7 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
         # the key it was fitted for: recorded by `hffm calibrate`, else in a cache file's name
         named = re.fullmatch(r"surrogate-([0-9a-f]+)\.pt", Path(path).name)
         fitted_for = surrogate.meta.get("config_key") or (named and named.group(1))
-        # (a fit of longer episodes serves shorter ones: the config at its horizon counts)
-        serves = {surrogate_key(c) for c in (cfg, dataclasses.replace(
-            cfg, env=dataclasses.replace(cfg.env, episode_rounds=surrogate.horizon)))}
+        serves = {surrogate_key(c) for c in _configs_a_fit_may_serve(cfg, surrogate.horizon)}
         if fitted_for and fitted_for not in serves:
             warnings.warn(f"surrogate = {str(path)!r} was fitted for another configuration (key "
                           f"{fitted_for}, this one {surrogate_key(cfg)}: another layout, data "
@@ -159,19 +157,20 @@ def _serving(surrogate: AccuracySurrogate, cfg: ScenarioConfig, where: str
     return surrogate
 
 
-def _configs_a_fit_may_serve(cfg: ScenarioConfig) -> list[ScenarioConfig]:
-    """``cfg``, then ``cfg`` at its preset's longer horizon: a fit of longer episodes serves
-    shorter ones (training does not know when the episode ends; a file given by path is
-    taken on the same terms), so ``env.episode_rounds=10`` on ``small`` finds the shipped
-    fit of 16 rounds."""
+def _configs_a_fit_may_serve(cfg: ScenarioConfig,
+                             horizon: int | None = None) -> list[ScenarioConfig]:
+    """``cfg``, then ``cfg`` at a longer ``horizon`` (default: its preset's): a fit of longer
+    episodes serves shorter ones (training does not know when the episode ends; a file given
+    by path is taken on the same terms, at its own horizon), so ``env.episode_rounds=10`` on
+    ``small`` finds the shipped fit of 16 rounds."""
     from hffm_env.config import SCENARIOS, get_scenario
 
-    configs = [cfg]
-    if cfg.name in SCENARIOS:
+    if horizon is None and cfg.name in SCENARIOS:
         horizon = get_scenario(cfg.name).env.episode_rounds
-        if horizon > cfg.env.episode_rounds:
-            configs.append(dataclasses.replace(
-                cfg, env=dataclasses.replace(cfg.env, episode_rounds=horizon)))
+    configs = [cfg]
+    if horizon is not None and horizon > cfg.env.episode_rounds:
+        configs.append(dataclasses.replace(
+            cfg, env=dataclasses.replace(cfg.env, episode_rounds=horizon)))
     return configs
 
 
