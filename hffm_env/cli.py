@@ -111,8 +111,9 @@ def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
             t: {"classes": specs[t].num_classes, "chance": specs[t].chance}
             for t in config.data.tasks
         },
-        "modules": inventory.as_table(),
+        "modules": inventory.as_table(config.cost.model_payload_bits),
         "total_trainable_bits": inventory.total_bits,
+        "total_wire_bits": sum(inventory.wire_bits(config.cost.model_payload_bits).values()),
     }
 
 
@@ -137,13 +138,17 @@ def format_description(report: dict[str, Any]) -> str:
     for t, spec in model["tasks"].items():
         lines.append(f"    {t:<8} {spec['classes']:>3} classes, chance {spec['chance']:.3f}")
     lines.append("  module inventory:")
-    lines.append(f"    {'module':<18} {'type':<8} {'params':>9} {'size':>12}")
+    lines.append(f"    {'module':<18} {'type':<8} {'params':>9} {'size':>12} {'on the wire':>12}")
     for row in model["modules"]:
         lines.append(
             f"    {row['module_id']:<18} {row['module_type']:<8} {row['num_params']:>9,} "
-            f"{row['size_bits'] / 8e3:>9.1f} kB"
+            f"{row['size_bits'] / 8e3:>9.1f} kB {row['wire_bits'] / 8e3:>9.1f} kB"
         )
-    lines.append(f"    total trainable: {model['total_trainable_bits'] / 8e6:.3f} MB")
+    lines.append(f"    total trainable: {model['total_trainable_bits'] / 8e6:.3f} MB, "
+                 f"{model['total_wire_bits'] / 8e6:.3f} MB on the wire")
+    if model["total_wire_bits"] != model["total_trainable_bits"]:
+        lines.append("    (the scenario fixes the model's payload on the wire: "
+                     "cost.model_payload_bits)")
     lines += format_pretrain_info(model["pretrained"], report["scenario"])
     return "\n".join(lines)
 

@@ -487,8 +487,10 @@ class HFFMEnv(gym.Env):
         )
 
     def module_inventory(self) -> list[dict[str, Any]]:
-        """Every module instance: id, type, parameter count and size in bits."""
-        return self.engine.inventory.as_table()
+        """Every module instance: id, type, parameter count, size in bits and bits on the wire
+        (``wire_bits``: what the cost model charges for sending it; the size itself except
+        where the scenario fixes the model's payload, as ``paper`` does)."""
+        return self.engine.inventory.as_table(self.config.cost.model_payload_bits)
 
     def render(self) -> np.ndarray | str | None:
         """``"rgb_array"``: topology and this round's transfers beside accuracy, latency and

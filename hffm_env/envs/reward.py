@@ -157,7 +157,9 @@ def accuracy_score(accuracy: float, accuracy_local: float, local_mix: float) -> 
 def reaches_target(score: float, target: float | None) -> bool:
     """Whether a measured ``score`` reaches ``target``: the one rule of the env's
     ``target_reached``, the target rewards and the benchmarks' energy to target. An unmeasured
-    (NaN) score or no target never does."""
+    (NaN) score or no target never does. The env applies it to its reward's
+    :func:`accuracy_score`, the benchmarks to the global accuracy: the same number while
+    ``env.accuracy_local_mix`` is 0 (the default)."""
     return target is not None and math.isfinite(score) and score >= target
 
 

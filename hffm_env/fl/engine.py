@@ -169,12 +169,7 @@ class FederatedEngine:
             )
         self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,
                                        device=self.device)
-        # Bits on the wire per module; the prototype's scenario rescales the whole model to its
-        # fixed payload so that its published costs can be reproduced.
-        scale = 1.0
-        if scenario.cost.model_payload_bits is not None:
-            scale = scenario.cost.model_payload_bits / self.inventory.total_bits
-        self.module_bits = {s.module_id: s.size_bits * scale for s in self.inventory.specs}
+        self.module_bits = self.inventory.wire_bits(scenario.cost.model_payload_bits)
         # parameter name -> its module's column in ``holds`` (who trains and holds it)
         self.param_module = {
             name: self.module_index[spec.module_id]

@@ -141,8 +141,17 @@ class ModuleInventory:
         """Size in bits of all modules together."""
         return sum(s.size_bits for s in self.specs)
 
-    def as_table(self) -> list[dict[str, Any]]:
-        """One dict per module: ``module_id, module_type, name, num_params, size_bits``."""
+    def wire_bits(self, model_payload_bits: float | None = None) -> dict[str, float]:
+        """Bits on the wire per module id: its size, or, where a scenario fixes the whole
+        model's payload (``cost.model_payload_bits``, the paper prototype's), its share of that
+        payload, so that the prototype's published costs can be reproduced."""
+        scale = 1.0 if model_payload_bits is None else model_payload_bits / self.total_bits
+        return {s.module_id: s.size_bits * scale for s in self.specs}
+
+    def as_table(self, model_payload_bits: float | None = None) -> list[dict[str, Any]]:
+        """One dict per module: ``module_id, module_type, name, num_params, size_bits`` and
+        ``wire_bits`` (what a transfer of it costs; :meth:`wire_bits`)."""
+        wire = self.wire_bits(model_payload_bits)
         return [
             {
                 "module_id": s.module_id,
@@ -150,6 +159,7 @@ class ModuleInventory:
                 "name": s.name,
                 "num_params": s.num_params,
                 "size_bits": s.size_bits,
+                "wire_bits": wire[s.module_id],
             }
             for s in self.specs
         ]

@@ -339,6 +339,15 @@ def test_module_inventory(env):
     types = {row["module_type"] for row in table}
     assert types == {"encoder", "prompt", "moe", "adapter", "head"}
     assert all(row["size_bits"] == row["num_params"] * 32 for row in table)
+    # what the cost model charges per module is the table's wire_bits
+    charged = env.unwrapped.engine.module_bits
+    assert {row["module_id"]: row["wire_bits"] for row in table} == charged
+    fixed = gym.make("hffm/HFFM-v0", overrides=[*TINY, "cost.model_payload_bits=8000000"],
+                     fidelity="cost")
+    rows = fixed.unwrapped.module_inventory()
+    assert sum(row["wire_bits"] for row in rows) == pytest.approx(8e6)
+    assert {row["module_id"]: row["wire_bits"] for row in rows} == \
+        fixed.unwrapped.engine.module_bits
 
 
 def test_cost_fidelity_reports_nan_accuracy():

@@ -53,7 +53,14 @@ def test_sizes_match_parameters(inventory, tiny_model):
         tiny_model.num_classes["count"]
     assert inventory.by_id("adapter/fusion").num_params == 1 * 2 * (2 * 16 + 16 * 2)
     table = inventory.as_table()
-    assert table[0].keys() == {"module_id", "module_type", "name", "num_params", "size_bits"}
+    assert table[0].keys() == {"module_id", "module_type", "name", "num_params", "size_bits",
+                               "wire_bits"}
+    # on the wire: the size itself, or a share of a payload the scenario fixes
+    assert all(row["wire_bits"] == row["size_bits"] for row in table)
+    fixed = inventory.as_table(model_payload_bits=8e6)
+    assert sum(row["wire_bits"] for row in fixed) == pytest.approx(8e6)
+    assert [row["wire_bits"] / 8e6 for row in fixed] == pytest.approx(
+        [row["size_bits"] / inventory.total_bits for row in table])
 
 
 def test_module_of_param(inventory):
