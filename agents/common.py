@@ -16,7 +16,7 @@ from typing import Any
 
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
-from hffm_env.config import FIDELITIES, scenario_names
+from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
@@ -242,7 +242,7 @@ class TrainArgs:
         default="team",
         metadata={"help": "with --multi-agent: 'team' (every agent gets the env's reward) or "
                   "'cost-share' (each edge agent its cluster's share of the cost terms)",
-                  "choices": ("team", "cost-share")},
+                  "choices": REWARD_SPLITS},
     )
 
     def __post_init__(self) -> None:
@@ -253,9 +253,9 @@ class TrainArgs:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule = {self.lr_schedule!r}: must be one of "
                              f"{list(LR_SCHEDULES)}")
-        if self.reward_split not in ("team", "cost-share"):
-            raise ValueError(f"reward_split = {self.reward_split!r}: must be 'team' or "
-                             "'cost-share'")
+        if self.reward_split not in REWARD_SPLITS:
+            raise ValueError(f"reward_split = {self.reward_split!r}: must be one of "
+                             f"{list(REWARD_SPLITS)}")
         if self.reward_split != "team" and not self.multi_agent:
             raise ValueError(f"reward_split = {self.reward_split!r}: only with --multi-agent "
                              "(the single-agent env has one reward)")
@@ -281,7 +281,7 @@ class TrainArgs:
                                  "has its own per-agent actions; use 'full'")
         for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
             if value is not None and value not in FIDELITIES:
-                raise ValueError(f"{name} = {value!r}: must be 'train', 'surrogate' or 'cost'")
+                raise ValueError(f"{name} = {value!r}: must be one of {list(FIDELITIES)}")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode = {self.action_mode!r}: must be one of "
                              f"{list(ACTION_MODES)}")
@@ -360,7 +360,8 @@ class TrainArgs:
                 f"with seeds {min(trained_on)}"
                 f"..{max(trained_on)}, which must stay below {FIRST_HELD_OUT_SEED} (held out "
                 f"for evaluation) and apart from eval_seeds {self.eval_seeds}")
-        from hffm_env.arguments import SEED_MAX, device
+        from hffm_env.arguments import device
+        from hffm_env.config import SEED_MAX
 
         bad = [s for s in self.eval_seeds if not 0 <= s <= SEED_MAX]
         if bad:

@@ -338,7 +338,9 @@ def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:
     """Reset the envs of a resumed run the way SB3's ``learn`` would, but without counting
     the reset observation in the restored statistics: the checkpoint's statistics already
     counted the reset of the episode that was in progress, so a resumed run ends with the
-    same counts as an uninterrupted one."""
+    same counts as an uninterrupted one. SB3 keeps this state in private fields, and ``learn``
+    resets the envs itself while ``_last_obs`` is None: were they renamed, the resumed run
+    would count one reset more, which ``tests/test_agent_files.py`` checks."""
     if normalized:
         vec_env.training = False
     model._last_obs = vec_env.reset()

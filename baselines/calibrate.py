@@ -39,7 +39,7 @@ from hffm_env.fl.surrogate import (
     target_names,
     traces_key,
 )
-from hffm_env.seeding import FIRST_HELD_OUT_SEED
+from hffm_env.seeding import check_training_seeds
 from hffm_env.wrappers import full_action
 
 __all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
@@ -47,6 +47,12 @@ __all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules",
 
 FIXED_SCHEDULES = (*PAPER_SCHEDULES, "never")
 ADAPTIVE_POLICIES = ("adaptive", "module-aware", "greedy-energy")
+DEFAULT_SEEDS = (0, 1)
+"""The training seeds a calibration plays by default."""
+DEFAULT_MIXED = 8
+"""Schedules with per-module-type periods drawn at random, per seed, in the default design."""
+DEFAULT_RANDOM_EPISODES = 1
+"""Episodes of the ``random`` policy per seed in the default design."""
 DESIGN_POLICIES = (*FIXED_SCHEDULES, *ADAPTIVE_POLICIES)
 """The named policies of the default design: the paper's schedules, ``never`` and the
 adaptive baselines (their state-dependent schedules are what a learned policy plays)."""
@@ -240,8 +246,9 @@ def fit_traces(episodes: list[dict[str, Any]], tasks: Sequence[str], horizon: in
     return surrogate
 
 
-def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
-              random_episodes: int = 1, progress: bool = True,
+def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
+              mixed: int = DEFAULT_MIXED,
+              random_episodes: int = DEFAULT_RANDOM_EPISODES, progress: bool = True,
               traces_path: str | Path | None = None,
               policies: Sequence[str] = DESIGN_POLICIES,
               agents: Sequence[Policy] = (),
@@ -260,11 +267,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int], mixed: int = 8,
     base = env.unwrapped
     if base.fidelity != "train":
         raise ValueError(f"calibrate needs a train-fidelity env, got {base.fidelity!r}")
-    bad = [s for s in seeds if s >= FIRST_HELD_OUT_SEED]
-    if bad:
-        raise ValueError(f"calibration seeds {bad}: must be training seeds below "
-                         f"{FIRST_HELD_OUT_SEED} (the seeds from there up are held out for "
-                         "evaluation)")
+    check_training_seeds(seeds, "calibration seeds")
     factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
                        policies=policies)
     factories += [lambda a=policy: a for policy in (*schedules, *agents)]

@@ -17,15 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hffm_env.config import SEED_MAX
 from hffm_env.devices import device_problem
 
 __all__ = [
-    "PLOT_SUFFIXES", "SEED_MAX", "USER_ERRORS", "device", "error_line", "non_negative_int",
+    "PLOT_SUFFIXES", "USER_ERRORS", "device", "error_line", "non_negative_int",
     "output_file", "positive_int", "positive_number", "probability", "run_command", "seed",
 ]
 
-SEED_MAX = 2**63 - 1
-"""The largest seed a config takes (``ScenarioConfig.seed``); reset seeds share its range."""
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # ConfigError, AgentFileError, JSON and UTF-8 decoding errors included

@@ -26,7 +26,7 @@ from hffm_env.config import (
     load_scenario,
     scenario_names,
 )
-from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED, check_training_seeds
 
 __all__ = [
     "main", "build_parser", "describe_scenario", "format_description", "format_pretrain_info",
@@ -428,11 +428,7 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
-    bad = [s for s in args.seeds or [] if s < 0 or s >= FIRST_HELD_OUT_SEED]
-    if bad:
-        raise ConfigError(f"--seeds {bad}: calibration uses training seeds 0.."
-                          f"{FIRST_HELD_OUT_SEED - 1} ({FIRST_HELD_OUT_SEED}+ are held out for "
-                          "evaluation)")
+    check_training_seeds(args.seeds or [], "--seeds")
     if args.exclude_seeds and not args.from_traces:
         raise ConfigError("--exclude-seeds leaves episodes out of a refit: it needs "
                           "--from-traces")
@@ -450,13 +446,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                            if sum(_same_file(p, q) for q in args.from_traces) > 1})
         if repeated:  # its episodes would count twice in the fit
             raise ConfigError(f"--from-traces names {repeated[0]!r} twice")
-    args.seeds = [0, 1] if args.seeds is None else args.seeds
+    from hffm_env.baselines import calibrate as design
+
+    args.seeds = list(design.DEFAULT_SEEDS) if args.seeds is None else args.seeds
     repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
     if repeated:
         raise ConfigError(f"--seeds has {repeated[0]} twice (its episodes would be played and "
                           "fitted twice)")
-    args.mixed = 8 if args.mixed is None else args.mixed
-    args.random_episodes = 1 if args.random_episodes is None else args.random_episodes
+    args.mixed = design.DEFAULT_MIXED if args.mixed is None else args.mixed
+    if args.random_episodes is None:
+        args.random_episodes = design.DEFAULT_RANDOM_EPISODES
     args.device = args.device or "cpu"
     if args.traces and args.from_traces:
         raise ConfigError("--traces records the episodes a calibration plays; --from-traces "
@@ -465,10 +464,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.out and any(_same_file(args.out, path) for path in inputs):
         raise ConfigError(f"--out {args.out!r}: the fitted surrogate would overwrite the "
                           "traces; write it elsewhere")
-    from hffm_env.baselines.calibrate import DESIGN_POLICIES
     from hffm_env.baselines.policies import policy_names
 
-    args.policies = (DESIGN_POLICIES if args.policies is None
+    args.policies = (design.DESIGN_POLICIES if args.policies is None
                      else tuple(arguments.split_names(args.policies)))
     unknown = [p for p in args.policies if p not in policy_names()]
     if unknown:

@@ -107,6 +107,11 @@ REWARD_NAMES: tuple[str, ...] = ("accuracy-level", "accuracy-gain", "cost-to-tar
 """Rewards ``env.reward`` can name (implemented in :mod:`hffm_env.envs.reward`)."""
 TARGET_REWARDS: tuple[str, ...] = ("cost-to-target", "spend-to-target")
 """Rewards that need ``env.target_accuracy``."""
+REWARD_SPLITS: tuple[str, ...] = ("team", "cost-share")
+"""How the multi-agent env splits the reward (:class:`hffm_env.envs.parallel.HFFMParallelEnv`):
+every agent the env's reward, or each edge agent its cluster's share of the cost terms."""
+SEED_MAX: int = 2**63 - 1
+"""The largest seed a config takes (``ScenarioConfig.seed``); reset seeds share its range."""
 SURROGATE_NOISE: tuple[str, ...] = ("none", "residuals")
 """What ``env.surrogate_noise`` can name (see :class:`EnvConfig`)."""
 
@@ -696,7 +701,7 @@ class ScenarioConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
 
     def __post_init__(self) -> None:
-        _check_int_between("scenario", 0, 2**63 - 1, seed=self.seed)
+        _check_int_between("scenario", 0, SEED_MAX, seed=self.seed)
         if not isinstance(self.name, str):
             raise ConfigError(f"scenario.name = {self.name!r}: must be a string")
         for name, section in _sections().items():

@@ -24,6 +24,15 @@ FIRST_HELD_OUT_SEED = 1000
 """Seeds from here up are held out for evaluation: training, fine-tuning, tuning a baseline
 and calibrating the surrogate use seeds below it."""
 
+def check_training_seeds(seeds: object, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` (a flag or argument) if any of ``seeds`` is not a
+    training seed: 0 up to :data:`FIRST_HELD_OUT_SEED`, excluded."""
+    bad = [s for s in seeds if not 0 <= s < FIRST_HELD_OUT_SEED]  # type: ignore[attr-defined]
+    if bad:
+        raise ValueError(f"{what} {bad}: must be training seeds 0..{FIRST_HELD_OUT_SEED - 1} "
+                         f"({FIRST_HELD_OUT_SEED} and up are held out for evaluation)")
+
+
 DEFAULT_EVAL_SEEDS: tuple[int, ...] = (FIRST_HELD_OUT_SEED, FIRST_HELD_OUT_SEED + 1,
                                        FIRST_HELD_OUT_SEED + 2)
 """The held-out seeds that ``hffm bench``, ``train_agent.py`` and the benchmarks evaluate on

@@ -66,6 +66,24 @@ def test_bench_help_lists_every_policy(capsys):
     assert all(name in text for name in policy_names())
 
 
+def test_calibrate_help_states_the_designs_defaults(capsys):
+    """The help text spells out the defaults, which live in baselines/calibrate.py."""
+    import pytest
+
+    from hffm_env.baselines import calibrate as design
+    from hffm_env.baselines.policies import PAPER_SCHEDULES
+
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert f"default: {' '.join(map(str, design.DEFAULT_SEEDS))})" in text
+    assert f"(default {design.DEFAULT_MIXED};" in text
+    assert f"per seed (default {design.DEFAULT_RANDOM_EPISODES})" in text
+    named = [p for p in design.DESIGN_POLICIES if p not in PAPER_SCHEDULES]
+    assert len(PAPER_SCHEDULES) == 7
+    assert f"the paper's seven schedules, {', '.join(named)})" in text
+
+
 def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path):
     """A committed three-cluster agent loads, but its spaces do not fit today's four-cluster
     `small`: `hffm bench --agent` and `hffm calibrate --agent` say so, naming the flag, the

@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from hffm_env.config import MODULE_TYPES, NEVER
+from hffm_env.config import MODULE_TYPES, NEVER, REWARD_SPLITS
 from hffm_env.envs.action import check_action
 from hffm_env.envs.hffm_env import HFFMEnv
 from hffm_env.envs.reward import check_terms
@@ -78,7 +78,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 __all__ = ["CheckedAgentActions", "HFFMParallelEnv", "REWARD_SPLITS", "combine_periods"]
 
-REWARD_SPLITS = ("team", "cost-share")
 CLOUD = "cloud_0"
 
 
