@@ -194,9 +194,11 @@ class MultiAgentHFFM(MultiAgentEnv):
 
 
 def _env_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """The HFFMEnv keyword arguments of an env config (see :func:`env_config`)."""
-    return {k: config[k] for k in ("scenario", "config_file", "overrides", "fidelity",
-                                   "device", "surrogate") if k in config} | {"progress": False}
+    """The HFFMEnv keyword arguments of an env config (see :func:`env_config`) once the
+    adapter's own keys are taken out: all of them, every one checked by name by the env (an
+    unknown key is an error, not a silently different env), without progress bars unless
+    asked for."""
+    return {"progress": False, **config}
 
 
 def make_rllib_env(config: dict[str, Any]) -> Any:

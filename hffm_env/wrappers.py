@@ -73,6 +73,13 @@ def _layout_of(env: gym.Env, wrapper: str) -> Any:
     if not isinstance(layout, ActionLayout):
         raise TypeError(f"{wrapper}: {env} is not an HF-FM env (its unwrapped env has no "
                         "ActionLayout); wrap gymnasium.make('hffm/HFFM-v0', ...)")
+    inner = env
+    while isinstance(inner, gym.Wrapper):  # its mask would describe the action space below
+        if isinstance(inner, ActionMaskObservation):
+            raise TypeError(f"{wrapper}: {env} has an ActionMaskObservation inside, whose mask "
+                            f"would describe the action space below {wrapper}; put it "
+                            f"outermost: ActionMaskObservation({wrapper}(env))")
+        inner = inner.env
     if env.action_space != env.unwrapped.action_space:  # e.g. ScheduleMenu(CoarseActions(env))
         raise TypeError(f"{wrapper}: {env} already changes the action space (to "
                         f"{env.action_space}); wrap the env with the full action instead")

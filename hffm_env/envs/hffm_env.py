@@ -280,6 +280,8 @@ class HFFMEnv(gym.Env):
         if surrogate is not None and fidelity != "surrogate":
             raise ConfigError(f"surrogate = {surrogate!r}: a fitted surrogate serves only "
                               f"fidelity='surrogate' (this env's is {fidelity!r})")
+        if not isinstance(progress, (bool, np.bool_)):
+            raise ValueError(f"progress = {progress!r}: must be True or False")
         if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(
                 torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 
 from hffm_env.config import SCENARIOS
 
-__all__ = ["ENV_ID", "scenario_env_id", "register_envs"]
+__all__ = ["ENV_ID", "preset_env", "scenario_env_id", "register_envs"]
 
 ENV_ID = "hffm/HFFM-v0"
 ENTRY_POINT = "hffm_env.envs.hffm_env:HFFMEnv"
+PRESET_ENTRY_POINT = "hffm_env.envs.registration:preset_env"
 
 
 def scenario_env_id(scenario: str) -> str:
     """The id registered for a preset scenario, e.g. ``hffm/HFFM-Small-v0``."""
     return f"hffm/HFFM-{scenario.capitalize()}-v0"
+
+
+def preset_env(preset: str, scenario: str | None = None, **kwargs: Any) -> Any:
+    """The env of a preset scenario's id (``hffm/HFFM-Small-v0``): ``HFFMEnv(scenario=preset,
+    **kwargs)``. A ``scenario=`` that names another preset is refused: the id fixes it, and a
+    run logged under the id would describe another env."""
+    from hffm_env.envs.hffm_env import HFFMEnv
+
+    if scenario is not None and scenario != preset:
+        raise ValueError(f"scenario = {scenario!r}: {scenario_env_id(preset)} is the {preset!r} "
+                         f"scenario; make {ENV_ID} with scenario={scenario!r} instead")
+    return HFFMEnv(scenario=preset, **kwargs)
 
 
 def register_envs() -> list[str]:
@@ -32,6 +47,6 @@ def register_envs() -> list[str]:
     for name in SCENARIOS:
         env_id = scenario_env_id(name)
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"scenario": name},
+            gym.register(id=env_id, entry_point=PRESET_ENTRY_POINT, kwargs={"preset": name},
                          disable_env_checker=True)
     return ids

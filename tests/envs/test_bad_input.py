@@ -41,12 +41,22 @@ def _cost_env(**kwargs) -> HFFMEnv:
     ({"overrides": "env.episode_rounds=3"}, ["overrides = 'env.episode_rounds=3'", "a dict"]),
     ({"overrides": [5]}, ["override 5", "key=value"]),
     ({"config_file": 5}, ["config file 5", "a path"]),
+    ({"progress": "yes"}, ["progress = 'yes'", "True or False"]),
 ])
 def test_a_bad_constructor_argument_is_named_with_its_value(kwargs, names):
     with pytest.raises(ValueError) as raised:
         _cost_env(**kwargs)
     for name in names:
         assert name in str(raised.value)
+
+
+def test_a_preset_id_refuses_another_scenario():
+    """gym.make("hffm/HFFM-Small-v0", scenario="medium") built medium under small's id."""
+    with pytest.raises(ValueError, match="scenario = 'medium': hffm/HFFM-Small-v0 is the 'small'"):
+        gym.make("hffm/HFFM-Small-v0", scenario="medium", fidelity="cost")
+    env = gym.make("hffm/HFFM-Small-v0", scenario="small", fidelity="cost")
+    assert env.unwrapped.config.name == "small" and env.spec.id == "hffm/HFFM-Small-v0"
+    assert gym.make(env.spec).unwrapped.config.name == "small"
 
 
 def test_an_unhashable_scenario_is_named():

@@ -72,3 +72,7 @@ def test_stacked_action_wrappers_are_refused_when_built(make_env):
         ScheduleMenu(CoarseActions(make_env()))
     with pytest.raises(TypeError, match="already changes the action space"):
         CoarseActions(ScheduleMenu(make_env()))
+    # a mask observed below an action wrapper would describe the full action
+    for wrapper in (CoarseActions, ScheduleMenu):
+        with pytest.raises(TypeError, match="put it outermost"):
+            wrapper(ActionMaskObservation(make_env()))

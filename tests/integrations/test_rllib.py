@@ -218,3 +218,17 @@ def test_a_minibatch_is_at_most_a_rollout_as_in_the_sb3_engine():
 
     config = rllib_config(TrainArgs(engine="rllib", fidelity="cost", n_steps=32, batch_size=64))
     assert config.train_batch_size_per_learner == 32 and config.minibatch_size == 32
+
+
+def test_the_env_factory_passes_every_env_setting_and_names_unknown_ones():
+    """RLlib's env_config={"reward": ...} was dropped without a word (a fixed allow-list)."""
+    _ray()
+    from hffm_env.agents.rllib import MultiAgentHFFM, make_rllib_env
+
+    config = {"scenario": "small", "overrides": list(TINY_OVERRIDES), "fidelity": "cost",
+              "reward": "accuracy-gain", "torch_threads": 1}
+    assert make_rllib_env(config).unwrapped.config.env.reward == "accuracy-gain"
+    multi = MultiAgentHFFM({**config, "reward_split": "cost-share"})
+    assert multi.parallel.env.config.env.reward == "accuracy-gain"
+    with pytest.raises(TypeError, match="fidelty"):
+        make_rllib_env({**config, "fidelty": "cost"})
