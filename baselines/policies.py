@@ -283,8 +283,8 @@ class GreedyEnergyPolicy(EnvBound):
     """Greedy on this round's energy: every round, aggregate every module type at the edge
     tier (never the cloud), and for each cluster take the route (direct uplinks or D2D relay
     to the head) on which its devices spend less transmit energy, as priced by the cost model
-    under this round's channel. Pending modules come from a D2D neighbour when one holds them,
-    else from the edge."""
+    under this round's channel. Pending modules come from an available cluster mate that holds
+    them (relayed over D2D, possibly over several hops), else from the edge."""
 
     name = "greedy-energy"
 

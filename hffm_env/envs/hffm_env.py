@@ -39,7 +39,7 @@ from hffm_env.envs.reward import (
     reaches_target,
     reward_bounds,
 )
-from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult
+from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult, mean_over_tasks
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
@@ -378,8 +378,6 @@ class HFFMEnv(gym.Env):
                     "transmit power, bandwidth or CPU frequency near 0)")
         self.cost_range = CostRange(never.latency_s, star.latency_s, never.energy_j,
                                     star.energy_j)
-        self.reference_latency_s = max(star.latency_s, 1e-9)
-        self.reference_energy_j = max(star.energy_j, 1e-12)
         # the reward by name, its weights and its cost scale: public, so that a saved run can
         # be rescored under another reward (benchmarks/tradeoff.py --rescore)
         self.reward_function: Reward = reward_function
@@ -471,10 +469,13 @@ class HFFMEnv(gym.Env):
         return obs, self._reward(terms), terminated, truncated, info
 
     def __getstate__(self) -> dict[str, Any]:
-        """A pickle holds the constructor's arguments only (a few hundred bytes, not the data
-        and model): unpickling rebuilds the env from the seed in its config, as a fresh env
-        that needs ``reset()``; a train-fidelity rebuild loads the cached pre-trained model."""
-        return {"init_args": self._init_args, "spec": self.spec}
+        """A pickle holds the constructor's arguments only (a few kB, not the data and model),
+        with the scenario as the config it resolved to (so that overrides or a config file
+        edited since do not change the copy): unpickling rebuilds the env from the seed in
+        its config, as a fresh env that needs ``reset()``; a train-fidelity rebuild loads the
+        cached pre-trained model."""
+        resolved = {"scenario": self.config, "config_file": None, "overrides": None}
+        return {"init_args": {**self._init_args, **resolved}, "spec": self.spec}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["init_args"])  # type: ignore[misc]
@@ -732,7 +733,7 @@ class HFFMEnv(gym.Env):
 
         def per_task(kind: str) -> dict[str, float]:
             out = {t: pred[f"{kind}/{t}"] for t in self.tasks}
-            out["mean"] = float(np.mean(list(out.values())))
+            out["mean"] = mean_over_tasks(out)
             return out
 
         unmeasured = np.full((self.network.num_devices, len(self.tasks)), np.nan)
@@ -770,8 +771,9 @@ class HFFMEnv(gym.Env):
         network = self.network
         cfg = self.config
         summary = network.cluster_summary()
-        budget = cfg.env.energy_budget_j or self.reference_energy_j * cfg.env.episode_rounds
-        latency_budget = self.reference_latency_s * cfg.env.episode_rounds
+        budget = (cfg.env.energy_budget_j
+                  or self.cost_range.reference_energy_j * cfg.env.episode_rounds)
+        latency_budget = self.cost_range.reference_latency_s * cfg.env.episode_rounds
         requests = []
         for request in self.engine.pending:
             members = network.members(int(network.cluster_of_device[request.device]))

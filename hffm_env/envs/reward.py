@@ -70,15 +70,27 @@ class CostRange:
         span = max(self.star_energy_j - self.never_energy_j, 1e-12)
         return min((energy_j - self.never_energy_j) / span, MAX_COST_SCALE)
 
+    @property
+    def reference_latency_s(self) -> float:
+        """A star round's latency, kept above 0: the unit of :meth:`latency_share` and of the
+        observation's latency budget."""
+        return max(self.star_latency_s, 1e-9)
+
+    @property
+    def reference_energy_j(self) -> float:
+        """A star round's energy, kept above 0: the unit of :meth:`energy_share` and of the
+        observation's energy budget."""
+        return max(self.star_energy_j, 1e-12)
+
     def latency_share(self, latency_s: float) -> float:
         """``latency_s`` as a share of a star round (computation included), at most
         :data:`MAX_COST_SCALE`."""
-        return min(latency_s / max(self.star_latency_s, 1e-9), MAX_COST_SCALE)
+        return min(latency_s / self.reference_latency_s, MAX_COST_SCALE)
 
     def energy_share(self, energy_j: float) -> float:
         """``energy_j`` as a share of a star round (computation included), at most
         :data:`MAX_COST_SCALE`."""
-        return min(energy_j / max(self.star_energy_j, 1e-12), MAX_COST_SCALE)
+        return min(energy_j / self.reference_energy_j, MAX_COST_SCALE)
 
     def lowest(self) -> tuple[float, float]:
         """The lowest (latency, energy) on the scale: a round that costs nothing."""

@@ -71,6 +71,13 @@ from hffm_env.sim import CostReport, Network, TransferTable
 __all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
 
 
+def mean_over_tasks(per_task: dict[str, float]) -> float:
+    """The ``"mean"`` of per-task accuracies: the mean over the tasks that have a number (a
+    task no device runs has none, NaN), NaN if none has."""
+    values = [v for v in per_task.values() if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Accuracies of the current device models (see :class:`RoundResult` for their meaning)."""
@@ -713,8 +720,7 @@ class FederatedEngine:
             for k, task in enumerate(self.tasks):
                 who = runs[:, k]
                 out[task] = float(per_device[who, k].mean()) if bool(who.any()) else float("nan")
-            values = [v for v in out.values() if np.isfinite(v)]
-            out["mean"] = float(np.mean(values)) if values else float("nan")
+            out["mean"] = mean_over_tasks(out)
             return out
 
         accuracy = summarise(per_set[:, SET_GLOBAL])

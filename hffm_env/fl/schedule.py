@@ -218,7 +218,8 @@ class Schedule:
         )
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-able view (for ``info["schedule"]``)."""
+        """A JSON-able view, by names (for render and logs; ``info["schedule"]`` is the env's
+        array form)."""
         return {
             "tiers": {t: self.tier(t).name.lower() for t in MODULE_TYPES},
             "routes": [Route(r).name.lower() for r in self.routes],

@@ -316,6 +316,24 @@ def test_env_pickles_light_and_rebuilds_the_same_env():
     np.testing.assert_array_equal(_rollout(clone, seed=4)[0], _rollout(env.unwrapped, seed=4)[0])
 
 
+def test_a_copy_is_of_the_env_built_not_of_inputs_edited_since(tmp_path):
+    """The pickle held the caller's overrides list and the config file's path: a list extended
+    or a file edited after gym.make changed what a pickle or deepcopy rebuilt."""
+    import copy
+
+    overrides = [*TINY, "dynamics.dropout_prob=0.3"]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("dynamics:\n  speed_mps_max: 3.0\n")
+    env = gym.make("hffm/HFFM-v0", overrides=overrides, config_file=str(config_file),
+                   fidelity="cost")
+    overrides.append("dynamics.dropout_prob=0.9")
+    config_file.write_text("dynamics:\n  speed_mps_max: 9.0\n")
+    for clone in (pickle.loads(pickle.dumps(env.unwrapped)), copy.deepcopy(env.unwrapped)):
+        assert clone.config == env.unwrapped.config
+        np.testing.assert_array_equal(_rollout(clone, seed=4)[0],
+                                      _rollout(env.unwrapped, seed=4)[0])
+
+
 def test_render_modes():
     env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="rgb_array")
     env.reset(seed=0)
