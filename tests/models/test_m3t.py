@@ -176,3 +176,20 @@ def test_cuda_forward(tiny_model, tiny_features):  # pragma: no cover - GPU mach
     logits, _ = model(feats, mask, mask)
     cpu_logits, _ = tiny_model({m: f[:4] for m, f in features.items()}, mask.cpu(), mask.cpu())
     torch.testing.assert_close(logits.cpu(), cpu_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_load_trainable_state_round_trips_and_names_bad_input(tiny_model):
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    saved = model.trainable_state()
+    name = next(iter(saved))
+    with torch.no_grad():
+        dict(model.named_parameters())[name].add_(1.0)
+    model.load_trainable_state({name: saved[name]})
+    for key, value in model.trainable_state().items():
+        torch.testing.assert_close(value, saved[key])
+    with pytest.raises(KeyError, match="unknown trainable names"):
+        model.load_trainable_state({"query_token": saved[name]})
+    with pytest.raises(ValueError, match=f"{name} has shape"):
+        model.load_trainable_state({name: saved[name].reshape(-1)[:1]})
