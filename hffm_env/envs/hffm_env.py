@@ -39,9 +39,9 @@ from hffm_env.envs.reward import (
     reaches_target,
     reward_bounds,
 )
-from hffm_env.fl.engine import Evaluation, FederatedEngine, RoundResult, mean_over_tasks
+from hffm_env.fl.engine import FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
-from hffm_env.fl.surrogate import AccuracySurrogate, TierHistory, find_surrogate
+from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import k_nearest_partners
@@ -321,17 +321,14 @@ class HFFMEnv(gym.Env):
         self.data = build_federated_data(cfg.data, network.topology.cluster_of_device, built.data)
         self.surrogate: AccuracySurrogate | None = None
         """The fitted accuracy surrogate (``fidelity="surrogate"`` only)."""
+        self._surrogate_rounds: SurrogateRounds | None = None
         if fidelity == "surrogate":
             self.surrogate = find_surrogate(cfg, surrogate)
-            # features scaled by the horizon the surrogate was fitted at
-            self._tier_history = TierHistory(self.surrogate.horizon)
             if cfg.env.surrogate_noise == "residuals" and self.surrogate.residuals is None:
                 raise ConfigError(
                     "env.surrogate_noise = 'residuals': the surrogate in use kept no "
                     "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
                     "set env.surrogate_noise=none")
-        self._surrogate_noise: np.ndarray | None = None  # this episode's, (rounds + 1, targets)
-        self._prediction: Evaluation | None = None  # the surrogate's last, measured or not
         if fidelity == "train":
             guard_forks()  # real training runs OpenMP threads: a fork after it must not
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
@@ -348,6 +345,10 @@ class HFFMEnv(gym.Env):
                 self.engine = FederatedEngine(cfg, model, self.data, network, train=False,
                                               device=device)
         self.tasks = self.engine.tasks
+        if self.surrogate is not None:
+            self._surrogate_rounds = SurrogateRounds(
+                self.surrogate, self.tasks, network.num_devices,
+                resample_noise=cfg.env.surrogate_noise == "residuals")
         self.module_ids = list(self.engine.inventory.ids())
         """Every module id; ``info["pending_module"]`` and ``["relayed_module"]`` index it."""
         self._module_index = {m: k for k, m in enumerate(self.module_ids)}
@@ -424,11 +425,10 @@ class HFFMEnv(gym.Env):
         self._begin_round()
         self._played_round = self._network_view()
         scores = self.engine.evaluate()
-        if self.surrogate is not None:
-            self._tier_history.reset()
-            self._surrogate_noise = (self.surrogate.residual_episode(self._streams.surrogate)
-                                     if self.config.env.surrogate_noise == "residuals" else None)
-            scores = self._predict_into(None, None)
+        if self._surrogate_rounds is not None:
+            scores = self._surrogate_rounds.reset(self._streams.surrogate,
+                                                  self._available_fraction())
+            self._drift = self._surrogate_rounds.drift
         self._accuracy = scores.accuracy
         self._accuracy_local = scores.accuracy_local
         self._accuracy_held_out = scores.accuracy_held_out
@@ -456,8 +456,8 @@ class HFFMEnv(gym.Env):
         self._needs_reset = True
         result = self._simulate(schedule)
         terminated, truncated, end = self._episode_end()
-        if terminated:
-            self._measure_in_full(result)  # a budget's end too (the horizon's is measured)
+        if terminated:  # a budget's end too (the horizon's is measured)
+            result = self._measure_in_full(result)
         terms = self._reward_terms(result, last_round=terminated or truncated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
         self._played_round = self._network_view()  # before the next round is drawn
@@ -536,6 +536,10 @@ class HFFMEnv(gym.Env):
         self._previous_score = float("nan")
         self._target_reached = False
 
+    def _available_fraction(self) -> float:
+        """The share of devices available in the round being played (a surrogate input)."""
+        return float(np.mean(self.network.available))
+
     @staticmethod
     def _members(network: Any) -> list[np.ndarray]:
         return [network.members(c) for c in range(network.num_clusters)]
@@ -547,20 +551,22 @@ class HFFMEnv(gym.Env):
         episode's totals, and keep what the observation reads."""
         full = self._full_evaluation_due()
         result = self.engine.run_round(schedule, full_evaluation=full)
+        if self._surrogate_rounds is not None:
+            scores = self._surrogate_rounds.play(schedule.tiers, self._available_fraction(), full)
+            result = self._surrogate_rounds.measured(result, scores)
+            self._drift = self._surrogate_rounds.drift
+        elif self.engine.train:
+            self._drift = self.engine.drift()
         self.clock.advance(dict(schedule.tiers))
         self.rounds_done += 1
         self.cumulative_latency_s += result.cost.latency_s
         self.cumulative_energy_j += result.cost.energy_j
         self._last_result = result
         self._last_schedule = schedule
-        if self.surrogate is not None:
-            self._predict_into(result, schedule.tiers, full=full)
         self._loss = result.loss_per_task
         if self.engine.train or self.surrogate is not None:
             self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
             self._accuracy_held_out = result.accuracy_held_out
-        if self.engine.train:
-            self._drift = self.engine.drift()
         self._history.append({
             "round": self.rounds_done,
             "accuracy": result.accuracy.get("mean", float("nan")),
@@ -579,18 +585,23 @@ class HFFMEnv(gym.Env):
             return True, False, "rounds"
         return False, False, ""
 
-    def _measure_in_full(self, result: RoundResult) -> None:
-        """Measure the local and held-out accuracy of the round just played if the evaluation
-        budget skipped them (train fidelity; the episode's last round is always measured)."""
-        if not (self.engine.train or self.surrogate is not None) \
+    def _measure_in_full(self, result: RoundResult) -> RoundResult:
+        """The round just played with its local and held-out accuracy measured, if the
+        evaluation budget skipped them (an episode ended by the energy budget; the horizon's
+        last round is always measured)."""
+        if not (self.engine.train or self._surrogate_rounds is not None) \
                 or math.isfinite(result.accuracy_local["mean"]):
-            return
-        scores = self.engine.evaluate() if self.engine.train else self._prediction
-        result.accuracy_local, result.accuracy_held_out = (scores.accuracy_local,
-                                                           scores.accuracy_held_out)
-        result.accuracy_local_per_device = scores.accuracy_local_per_device
+            return result
+        scores = (self.engine.evaluate() if self._surrogate_rounds is None
+                  else self._surrogate_rounds.prediction)
+        result = dataclasses.replace(
+            result, accuracy_local=scores.accuracy_local,
+            accuracy_held_out=scores.accuracy_held_out,
+            accuracy_local_per_device=scores.accuracy_local_per_device)
+        self._last_result = result
         self._accuracy_local = scores.accuracy_local
         self._accuracy_held_out = scores.accuracy_held_out
+        return result
 
     def _reward_terms(self, result: RoundResult, last_round: bool) -> dict[str, float]:
         """The reward function's terms for the round just played; remembers the score and
@@ -713,45 +724,6 @@ class HFFMEnv(gym.Env):
         """Per module type, the drift of device copies from their cluster and global means
         after the last round (see :meth:`FederatedEngine.drift`; zeros in cost fidelity)."""
         return dict(self._drift)
-
-    def _predict_into(self, result: RoundResult | None,
-                      tiers: dict[str, Tier] | None, *, full: bool = True) -> Evaluation:
-        """Surrogate fidelity: the fitted surrogate's prediction for the round just played
-        (``tiers``; None at reset), written into ``result`` (accuracies, losses; drift into
-        the env's state) and returned as an :class:`Evaluation`. As in train fidelity, the
-        local and held-out accuracy are reported only on the rounds the evaluation budget
-        measures (``full``; NaN otherwise, the prediction kept for a budget-ended episode),
-        and the drift at reset is 0 (every copy starts equal)."""
-        assert self.surrogate is not None
-        available = float(np.mean(self.network.available))
-        features = self._tier_history.step(tiers, available)
-        noise = None
-        if self._surrogate_noise is not None:  # past the recorded rounds: its last round's
-            noise = self._surrogate_noise[min(self._tier_history.round,
-                                              len(self._surrogate_noise) - 1)]
-        pred = self.surrogate.predict(features, noise)
-
-        def per_task(kind: str) -> dict[str, float]:
-            out = {t: pred[f"{kind}/{t}"] for t in self.tasks}
-            out["mean"] = mean_over_tasks(out)
-            return out
-
-        unmeasured = np.full((self.network.num_devices, len(self.tasks)), np.nan)
-        self._prediction = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
-                                      per_task("accuracy_held_out"), unmeasured)
-        scores = self._prediction
-        if not full:
-            skipped = dict.fromkeys([*self.tasks, "mean"], float("nan"))
-            scores = Evaluation(scores.accuracy, dict(skipped), dict(skipped), unmeasured)
-        self._drift = {m: (0.0, 0.0) if tiers is None
-                       else (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
-                       for m in MODULE_TYPES}
-        if result is not None:
-            result.accuracy, result.accuracy_local = scores.accuracy, scores.accuracy_local
-            result.accuracy_held_out = scores.accuracy_held_out
-            result.loss_per_task = {t: pred[f"loss/{t}"] for t in self.tasks}
-            result.train_loss = float(np.mean(list(result.loss_per_task.values())))
-        return scores
 
     def _full_evaluation_due(self) -> bool:
         """Whether the coming round measures the local and held-out accuracy too (the

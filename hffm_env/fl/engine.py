@@ -49,6 +49,8 @@ from hffm_env.fl.evaluation import (
     SET_LOCAL,
     BatchedEvaluator,
     EvalRows,
+    Evaluation,
+    mean_over_tasks,
 )
 from hffm_env.fl.optim import StackedAdamW
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
@@ -69,23 +71,6 @@ from hffm_env.models import (
 from hffm_env.sim import CostReport, Network, TransferTable
 
 __all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
-
-
-def mean_over_tasks(per_task: dict[str, float]) -> float:
-    """The ``"mean"`` of per-task accuracies: the mean over the tasks that have a number (a
-    task no device runs has none, NaN), NaN if none has."""
-    values = [v for v in per_task.values() if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Accuracies of the current device models (see :class:`RoundResult` for their meaning)."""
-
-    accuracy: dict[str, float]
-    accuracy_local: dict[str, float]
-    accuracy_held_out: dict[str, float]
-    accuracy_local_per_device: np.ndarray
 
 
 @dataclass

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-__all__ = ["EvalRows", "BatchedEvaluator", "NUM_SETS", "SET_GLOBAL", "SET_LOCAL", "SET_HELD_OUT"]
+__all__ = ["EvalRows", "BatchedEvaluator", "Evaluation", "NUM_SETS", "SET_GLOBAL", "SET_LOCAL",
+           "SET_HELD_OUT", "mean_over_tasks"]
 
 SET_GLOBAL, SET_LOCAL, SET_HELD_OUT = 0, 1, 2
 NUM_SETS = 3
@@ -241,3 +242,21 @@ class BatchedEvaluator:
         counts = torch.bincount(cell, minlength=self.num_devices * NUM_SETS).float()
         acc = hits / counts.clamp(min=1.0).unsqueeze(1)
         return acc.view(self.num_devices, NUM_SETS, -1)
+
+
+def mean_over_tasks(per_task: dict[str, float]) -> float:
+    """The ``"mean"`` of per-task accuracies: the mean over the tasks that have a number (a
+    task no device runs has none, NaN), NaN if none has."""
+    values = [v for v in per_task.values() if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracies of the current device models, per task and ``"mean"`` (see
+    :class:`~hffm_env.fl.engine.RoundResult` for their meaning)."""
+
+    accuracy: dict[str, float]
+    accuracy_local: dict[str, float]
+    accuracy_held_out: dict[str, float]
+    accuracy_local_per_device: np.ndarray

@@ -44,11 +44,13 @@ from torch import nn
 
 from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 
 __all__ = [
-    "AccuracySurrogate", "RoundTrace", "SurrogateMismatch", "SurrogateMissing", "TierHistory",
+    "AccuracySurrogate", "RoundTrace", "SurrogateMismatch", "SurrogateMissing", "SurrogateRounds",
+    "TierHistory",
     "find_surrogate", "out_of_fold_residuals", "surrogate_key", "traces_key",
     "surrogate_path", "target_names", "SURROGATE_FORMAT",
 ]
@@ -537,3 +539,75 @@ def out_of_fold_residuals(episodes: Sequence[Sequence[RoundTrace]], groups: Sequ
             out[i, :len(rounds)] = real - fitted.predict_features(episode_features(rounds,
                                                                                    horizon))
     return out
+
+
+class SurrogateRounds:
+    """The surrogate fidelity's rounds of one episode: the features of the tiers played so far
+    (:class:`TierHistory`), the fitted surrogate's prediction for each round, with one
+    episode of its out-of-fold residuals added when ``resample_noise``, as the accuracies,
+    losses and drift that train fidelity would have measured.
+
+    As in train fidelity, a round that the evaluation budget does not measure in full reports
+    only the global accuracy (local and held-out NaN); :attr:`prediction` keeps the whole
+    prediction for a round measured afterwards (the last round of a budget-ended episode).
+    The drift at reset is 0 (every copy starts equal)."""
+
+    def __init__(self, surrogate: AccuracySurrogate, tasks: Sequence[str], num_devices: int,
+                 *, resample_noise: bool) -> None:
+        self.surrogate = surrogate
+        self.tasks = tuple(tasks)
+        self.num_devices = num_devices
+        self.resample_noise = resample_noise
+        # features scaled by the horizon the surrogate was fitted at
+        self.history = TierHistory(surrogate.horizon)
+        self.prediction: Evaluation | None = None
+        """The last round's whole prediction, measured in full or not."""
+        self.loss_per_task: dict[str, float] = {}
+        """The last round's predicted training loss per task."""
+        self.drift: dict[str, tuple[float, float]] = {t: (0.0, 0.0) for t in MODULE_TYPES}
+        """Per module type, the predicted drift from the cluster and global means."""
+        self._noise: np.ndarray | None = None  # this episode's, (rounds + 1, targets)
+
+    def reset(self, rng: np.random.Generator, available_fraction: float) -> Evaluation:
+        """A new episode (its noise drawn with ``rng``); the prediction at reset."""
+        self.history.reset()
+        self._noise = self.surrogate.residual_episode(rng) if self.resample_noise else None
+        return self.play(None, available_fraction)
+
+    def play(self, tiers: Mapping[str, Tier] | None, available_fraction: float,
+             full: bool = True) -> Evaluation:
+        """The prediction after a round that aggregated at ``tiers`` (None: at reset) with
+        ``available_fraction`` of the devices available; ``full``: the evaluation budget
+        measures the local and held-out accuracy this round."""
+        features = self.history.step(tiers, available_fraction)
+        noise = None
+        if self._noise is not None:  # past the recorded rounds: its last round's
+            noise = self._noise[min(self.history.round, len(self._noise) - 1)]
+        pred = self.surrogate.predict(features, noise)
+
+        def per_task(kind: str) -> dict[str, float]:
+            out = {t: pred[f"{kind}/{t}"] for t in self.tasks}
+            out["mean"] = mean_over_tasks(out)
+            return out
+
+        unmeasured = np.full((self.num_devices, len(self.tasks)), np.nan)
+        self.prediction = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
+                                     per_task("accuracy_held_out"), unmeasured)
+        self.loss_per_task = {t: pred[f"loss/{t}"] for t in self.tasks}
+        self.drift = {m: (0.0, 0.0) if tiers is None
+                      else (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
+                      for m in MODULE_TYPES}
+        if full:
+            return self.prediction
+        skipped = dict.fromkeys([*self.tasks, "mean"], float("nan"))
+        return Evaluation(self.prediction.accuracy, dict(skipped), dict(skipped), unmeasured)
+
+    def measured(self, result: Any, scores: Evaluation) -> Any:
+        """The engine's ``result`` of the round (a :class:`~hffm_env.fl.engine.RoundResult`,
+        priced, nothing measured) with the accuracies ``scores`` (from :meth:`play`) and the
+        predicted losses: a new result, the engine's left as it was."""
+        return dataclasses.replace(
+            result, accuracy=scores.accuracy, accuracy_local=scores.accuracy_local,
+            accuracy_held_out=scores.accuracy_held_out,
+            loss_per_task=dict(self.loss_per_task),
+            train_loss=float(np.mean(list(self.loss_per_task.values()))))
