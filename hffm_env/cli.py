@@ -482,6 +482,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     )
 
     out = Path(args.out) if args.out else surrogate_path(config)
+    traces = None if args.from_traces else (
+        Path(args.traces) if args.traces else out.with_suffix(".traces.json"))
+    if (args.out or args.traces) and not args.force:  # files the user named: hours of training
+        for flag, target in (("--out", out), ("--traces", traces)):
+            if target is not None and target.exists():
+                raise ConfigError(f"{flag} {str(target)!r}: exists; pass --force to overwrite "
+                                  "it" + (" (the traces are written next to --out)"
+                                          if flag == "--traces" and not args.traces else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_traces:  # refit only: no training
         from hffm_env.baselines.calibrate import fit_traces, read_traces
@@ -516,7 +524,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []
         schedules += _plan_policies(args.plan)
-        traces = Path(args.traces) if args.traces else out.with_suffix(".traces.json")
+        assert traces is not None
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
                                       + len(schedules) + len(agents))
@@ -677,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "fidelity='surrogate' finds it)")
     calibrate.add_argument("--traces", type=arguments.output_file(), metavar="FILE",
                            help="where to write the traces (default: next to --out)")
+    calibrate.add_argument("--force", action="store_true",
+                           help="overwrite an existing --out or --traces file (the cache's "
+                           "fit, without --out, is always refitted)")
     calibrate.add_argument("--from-traces", metavar="FILE", nargs="+",
                            help="refit on traces written by earlier runs (no training)")
     calibrate.add_argument("--exclude-seeds", type=arguments.seed, nargs="+", default=[],

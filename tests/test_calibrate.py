@@ -253,3 +253,20 @@ def test_a_refit_into_the_cache_says_it_now_serves_and_bench_names_the_fit(
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
                      "--out", str(tmp_path / "elsewhere.pt")]) == 0
     assert "--surrogate " in capsys.readouterr().out  # how to use a fit kept elsewhere
+
+
+def test_calibrate_refuses_to_overwrite_named_files_without_force(tmp_path, capsys):
+    """--out FILE replaced an earlier fit and its traces without a word."""
+    fit = tmp_path / "s.pt"
+    fit.write_bytes(b"earlier fit")
+    argv = ["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "never",
+            "--mixed", "0", "--random-episodes", "0"]
+    assert cli_main([*argv, "--out", str(fit)]) == 2
+    assert "--out" in capsys.readouterr().err and fit.read_bytes() == b"earlier fit"
+    traces = tmp_path / "s.traces.json"
+    traces.write_text("[]")
+    assert cli_main([*argv, "--out", str(tmp_path / "t.pt"), "--traces", str(traces)]) == 2
+    assert "--traces" in capsys.readouterr().err and traces.read_text() == "[]"
+    fit.unlink()
+    assert cli_main([*argv, "--out", str(fit)]) == 2  # the traces next to it
+    assert "written next to --out" in capsys.readouterr().err
