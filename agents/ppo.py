@@ -21,6 +21,7 @@ import numpy as np
 
 from hffm_env.agents.common import (
     FINETUNE_SEED_OFFSET,
+    PROG,
     LearningCurve,
     TrainArgs,
     TrainingInterrupted,
@@ -136,6 +137,40 @@ def _lr_schedule_callback(args: TrainArgs) -> Any:
             return True
 
     return LearningRate()
+
+
+PROGRESS_LINE_EVERY_S = 30.0
+"""How often training prints a progress line when stderr is not a terminal."""
+
+
+def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
+    """Prints a line to stderr when a ``learn`` call starts and then every ``every_s`` seconds:
+    timesteps done of the call's total, rate and time left. SB3's progress bar (rich) draws
+    only on a terminal; redirected to a file or a CI log it shows nothing until the end."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    every_s = PROGRESS_LINE_EVERY_S if every_s is None else every_s
+
+    class ProgressLines(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.total = int(self.locals["total_timesteps"]) - self.model.num_timesteps
+            self.first = self.model.num_timesteps
+            self.started = self.last = time.perf_counter()
+            print(f"{PROG}: {phase}: {self.total:,} timesteps", file=sys.stderr, flush=True)
+
+        def _on_step(self) -> bool:
+            now = time.perf_counter()
+            if now - self.last >= every_s:
+                self.last = now
+                done = self.model.num_timesteps - self.first
+                rate = done / max(now - self.started, 1e-9)
+                left = max(self.total - done, 0) / max(rate, 1e-9)
+                print(f"{PROG}: {phase}: {done:,}/{self.total:,} timesteps "
+                      f"({done / max(self.total, 1):.0%}), {rate:.1f}/s, about "
+                      f"{left / 60:.1f} min left", file=sys.stderr, flush=True)
+            return True
+
+    return ProgressLines()
 
 
 def _checkpoint_callback(save: Any, every: int) -> Any:
@@ -293,11 +328,16 @@ def train_sb3(args: TrainArgs) -> float:
         """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
         curve and raises TrainingInterrupted."""
         episodes.phase = fidelity
+        bar = args.progress and sys.stderr.isatty()
+        phase_callbacks = callbacks
+        if args.progress and not bar:  # a file or CI log: lines instead of the bar
+            phase_callbacks = CallbackList([
+                callbacks, _progress_lines_callback(f"{args.algo} on {fidelity} fidelity")])
         try:
             # SB3's bar (rich) writes to stdout, between the results a caller may capture
             with contextlib.redirect_stdout(sys.stderr):
-                model.learn(total_timesteps=steps, callback=callbacks, tb_log_name=log_name,
-                            progress_bar=args.progress, reset_num_timesteps=reset)
+                model.learn(total_timesteps=steps, callback=phase_callbacks,
+                            tb_log_name=log_name, progress_bar=bar, reset_num_timesteps=reset)
         except KeyboardInterrupt:
             save(Path("."))
             curve.write(out)

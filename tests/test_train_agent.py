@@ -231,3 +231,20 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path):
     env.close()
     assert (model.n_steps, model.batch_size, model.ent_coef, model.seed) == (4, 4, 0.5, 7)
     assert model.num_timesteps == 24
+
+
+def test_training_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys,
+                                                                      monkeypatch):
+    """SB3's bar draws only on a terminal: a run logged to a file printed nothing until the
+    end. Progress lines come instead (here every step: the interval set to 0)."""
+    import hffm_env.agents.ppo as ppo
+
+    monkeypatch.setattr(ppo, "PROGRESS_LINE_EVERY_S", 0.0)
+    assert train_agent.main([
+        "--scenario", "small", "--fidelity", "cost", "--total-timesteps", "16",
+        "--n-steps", "8", "--batch-size", "8", "--out", str(tmp_path / "run"),
+        "--eval-seeds", "1000", "--eval-policies", "never", "--overrides", *TINY_OVERRIDES,
+    ]) == 0
+    err = capsys.readouterr().err
+    assert "train_agent.py: maskable-ppo on cost fidelity: 16 timesteps" in err
+    assert "16/16 timesteps (100%)" in err and "min left" in err
