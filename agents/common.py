@@ -218,7 +218,9 @@ class TrainArgs:
         metadata={"help": "held-out seeds for the final comparison"},
     )
     eval_policies: list[str] = field(
-        default_factory=list, metadata={"help": "baselines to compare with (default: all)"}
+        default_factory=list,
+        metadata={"help": "baselines to compare with, comma- or space-separated (default: all; "
+                  "hffm bench --help lists them)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     engine: str = field(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.config import MODULE_TYPES, NEVER, ScenarioConfig
 from hffm_env.fl.schedule import (
     ModuleRequest,
     PeriodClock,
@@ -240,7 +240,9 @@ class ActionLayout:
         "never"), or a ``ValueError`` naming ``what``, the value and the menu."""
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
                 or value not in self.menu:
-            raise ValueError(f"{what} = {value!r}: not in env.period_menu {list(self.menu)}")
+            never = ' (0 is "never")' if NEVER in self.menu else ""
+            raise ValueError(f"{what} = {value!r}: not in the config's env.period_menu "
+                             f"{list(self.menu)}{never}")
         return self.menu.index(value)
 
     def _one_per_slot(self, block: str, values: Any, what: str, unit: str) -> np.ndarray:

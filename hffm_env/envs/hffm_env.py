@@ -197,7 +197,23 @@ class HFFMEnv(gym.Env):
     surrogate file (default: the one for this config in the cache, else the one shipped for
     the preset; read in surrogate fidelity only); ``reward`` a reward's name (it becomes
     ``env.reward``) or a callable (see Rewards); ``torch_threads`` torch's intra-op threads, a
-    process-wide setting. Each is checked, by name, before anything is built or set.
+    process-wide setting. Each is checked, by name, before anything is built or set. The ids
+    of the presets (``hffm/HFFM-Small-v0``, ...) fix the scenario.
+
+    ## Attributes
+    Public views (read them; the env changes them): ``config`` (the resolved
+    :class:`~hffm_env.config.ScenarioConfig`), ``layout`` (the action's
+    :class:`~hffm_env.envs.action.ActionLayout`: ``layout.encode(edge_period=...,
+    cloud_period=..., routes=...)`` builds an action, ``slot_names`` and ``nvec`` describe
+    it), ``observation`` (the observation's names and space), ``network`` (the simulator's
+    :class:`~hffm_env.sim.Network` of the round about to be played), ``engine`` (the
+    :class:`~hffm_env.fl.engine.FederatedEngine`; ``engine.price_schedule(schedule)`` prices
+    a schedule without playing it), ``surrogate`` (the fitted surrogate in surrogate
+    fidelity), ``module_ids`` (what ``info["pending_module"]`` indexes), ``tasks``,
+    ``cost_range``, ``reward_function`` and ``reward_weights`` (a round's reward is
+    ``reward_function(last_reward_inputs, cost_range, reward_weights)``), and the properties
+    below (``history``, ``scores``, ``last_result``, ``last_schedule``, ``pending``,
+    ``drift``, ...).
 
     ## Version History
     * v0: initial release.
@@ -235,6 +251,10 @@ class HFFMEnv(gym.Env):
       fidelity reports the local and held-out accuracy on the evaluation budget's rounds
       only, and drift 0 at reset, as train fidelity does (its observation and rewards are
       unchanged); a fit serves its own config seed only.
+    * v0, ninth revision (learners' targets change; observations, rewards and costs do not):
+      the last round of the horizon returns ``terminated=True`` (it returned
+      ``truncated=True``, so learners bootstrapped a value after the final accuracy was
+      paid); with outage, a D2D relay cut at its last link does not arrive.
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}

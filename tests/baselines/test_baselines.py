@@ -436,7 +436,8 @@ def test_run_benchmark_takes_any_iterable_of_seeds_and_policies():
 
 def test_a_policy_that_fails_mid_run_is_named(capsys):
     # hffm-e8's cloud period 8 is not in this menu: it failed with the slot only
-    with pytest.raises(ValueError, match=r"policy 'hffm-e8' on seed 0: .*not in env.period_menu"):
+    with pytest.raises(ValueError, match=r"policy 'hffm-e8' on seed 0: .*not in the config's "
+                       r"env.period_menu"):
         run_benchmark(lambda: _env("cost", ["env.period_menu=[0,1,2]"]), ["never", "hffm-e8"],
                       seeds=[0], progress=False)
 

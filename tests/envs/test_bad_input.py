@@ -50,6 +50,13 @@ def test_a_bad_constructor_argument_is_named_with_its_value(kwargs, names):
         assert name in str(raised.value)
 
 
+def test_a_period_not_in_the_menu_says_where_the_menu_is_and_what_0_means():
+    layout = _cost_env().layout
+    with pytest.raises(ValueError, match=r"cloud_period/encoder = 'never': not in the "
+                       r"config's env.period_menu \[1, 2, 4, 8, 0\] \(0 is \"never\"\)"):
+        layout.encode(edge_period=1, cloud_period="never")
+
+
 def test_a_preset_id_refuses_another_scenario():
     """gym.make("hffm/HFFM-Small-v0", scenario="medium") built medium under small's id."""
     with pytest.raises(ValueError, match="scenario = 'medium': hffm/HFFM-Small-v0 is the 'small'"):
@@ -236,7 +243,7 @@ def test_what_the_spaces_contain_the_envs_accept_booleans_included():
 @pytest.mark.parametrize(("entry", "message"), [
     ((1, 1, 7), "route 7"), ((1, 1, "star"), "route 'star'"), ((1, 1), "must be (edge"),
     (None, "must be (edge"), ((True, 1, 0), "edge period = True"),
-    ((1.0, 2, 1), "edge period = 1.0: not in env.period_menu"),
+    ((1.0, 2, 1), "edge period = 1.0: not in the config's env.period_menu"),
 ])
 def test_schedule_menu_names_a_bad_entry(entry, message):
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost")
