@@ -161,6 +161,28 @@ class ActionLayout:
             self._offsets[block] = slice(start, start + count)
             start += count
 
+    def place(self, cluster_members: list[np.ndarray] | None = None,
+              partners: np.ndarray | None = None) -> None:
+        """Follow a new placement: each cluster's members (a reset's network) and/or each
+        device's partner candidates (the nearest mates, which mobility changes). The action
+        space stays as built, so the placement must fit it: the same clusters and devices,
+        no cluster larger than the largest one built for, and the same ``(N, k)`` partners."""
+        if cluster_members is not None:
+            sizes = [len(m) for m in cluster_members]
+            if len(sizes) != self.num_clusters or sum(sizes) != self.num_devices \
+                    or max(sizes) > self.max_cluster:
+                raise ValueError(f"cluster_members of sizes {sizes}: the action space was "
+                                 f"built for {self.num_clusters} clusters of "
+                                 f"{self.num_devices} devices, at most {self.max_cluster} "
+                                 "each")
+            self.cluster_members = [np.asarray(m) for m in cluster_members]
+        if partners is not None:
+            partners = np.asarray(partners)
+            if partners.shape != self.partners.shape:
+                raise ValueError(f"partners of shape {partners.shape}: the action space was "
+                                 f"built for {self.partners.shape}")
+            self.partners = partners
+
     def block(self, action: np.ndarray, name: str) -> np.ndarray:
         """The slots of one block (``"edge_period"``, ``"route"``, ...) of ``action``."""
         return np.asarray(action)[self._offsets[name]]

@@ -440,7 +440,7 @@ class HFFMEnv(gym.Env):
         self.network = Network(self.config, self._streams)
         self.engine.attach_network(self.network)
         self.engine.reset(self._streams.training_seed)
-        self.layout.cluster_members = self._members(self.network)
+        self.layout.place(cluster_members=self._members(self.network))
         self._reset_state()
         self._begin_round()
         self._played_round = self._network_view()
@@ -669,7 +669,8 @@ class HFFMEnv(gym.Env):
         topology = self.network.topology
         if topology is not self._partners_topology:
             self._partners_topology = topology
-            self.layout.partners = k_nearest_partners(topology, self.config.env.d2d_partner_k)
+            self.layout.place(partners=k_nearest_partners(topology,
+                                                          self.config.env.d2d_partner_k))
         self.engine.begin_round(self._streams.requests)
 
     def _relay_candidates(self) -> dict[ModuleRequest, list[RelaySource]]:

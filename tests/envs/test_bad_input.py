@@ -57,6 +57,17 @@ def test_a_period_not_in_the_menu_says_where_the_menu_is_and_what_0_means():
         layout.encode(edge_period=1, cloud_period="never")
 
 
+def test_a_placement_that_does_not_fit_the_action_space_is_refused():
+    layout = _cost_env().layout
+    members = [m.copy() for m in layout.cluster_members]
+    with pytest.raises(ValueError, match="cluster_members of sizes"):
+        layout.place(cluster_members=members[:-1])
+    with pytest.raises(ValueError, match="partners of shape"):
+        layout.place(partners=layout.partners[:, :1])
+    layout.place(cluster_members=members[::-1], partners=layout.partners)  # same sizes: fine
+    assert [m.tolist() for m in layout.cluster_members] == [m.tolist() for m in members[::-1]]
+
+
 def test_a_preset_id_refuses_another_scenario():
     """gym.make("hffm/HFFM-Small-v0", scenario="medium") built medium under small's id."""
     with pytest.raises(ValueError, match="scenario = 'medium': hffm/HFFM-Small-v0 is the 'small'"):
