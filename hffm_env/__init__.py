@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 register_envs()
 
 
-def parallel_env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> object:
+def parallel_env(scenario: str | ScenarioConfig | None = None, **kwargs: object) -> object:
     """The PettingZoo ``ParallelEnv``: one agent per edge server and one for the cloud
     (:mod:`hffm_env.envs.parallel`; needs PettingZoo, the ``integrations`` extra).
     ``kwargs`` are those of ``gymnasium.make("hffm/HFFM-v0", ...)`` plus ``reward_split``."""
@@ -22,7 +22,7 @@ def parallel_env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> 
     return HFFMParallelEnv(scenario, **kwargs)
 
 
-def env(scenario: str | ScenarioConfig = "small", **kwargs: object) -> object:
+def env(scenario: str | ScenarioConfig | None = None, **kwargs: object) -> object:
     """The same multi-agent env in PettingZoo's AEC form (``parallel_to_aec``), checking each
     agent's action when it acts."""
     from pettingzoo.utils.conversions import parallel_to_aec

@@ -464,11 +464,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check_subset("data", "modalities", tuple(self.modalities), MODALITIES)
         _check_subset("data", "tasks", tuple(self.tasks), TASKS)
-        _check_int_between("data", 1, 256, image_size_px=self.image_size_px,
-                           max_objects=self.max_objects)
+        # (an image or a clip of one sample has no structure for the extractors to read)
+        _check_int_between("data", 2, 256, image_size_px=self.image_size_px)
+        _check_int_between("data", 1, 256, max_objects=self.max_objects)
         _check_int_between("data", MIN_QUESTION_LENGTH, 256,
                            question_length=self.question_length)
-        _check_int_between("data", 1, 16_384, audio_length=self.audio_length)
+        _check_int_between("data", 2, 16_384, audio_length=self.audio_length)
         _check_int_between(
             "data", 1, 1_000_000, samples_per_device=self.samples_per_device,
             pretrain_samples=self.pretrain_samples, global_test_samples=self.global_test_samples,
@@ -830,7 +831,9 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
     it is allocated."""
     data, model, fl = config.data, config.model, config.fl
     devices = config.placement.num_devices
-    per_device = data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2)
+    # (a device's count is drawn around samples_per_device and floored at the minimum)
+    per_device = max(data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2),
+                     data.min_samples_per_device)
     samples = devices * per_device + data.global_test_samples + data.held_out_samples
     raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
     parts = {"libraries": 400e6, "scenes": samples * raw}
@@ -1075,6 +1078,10 @@ def apply_overrides(
             raise ConfigError(f"override key {key!r}: must be a dotted string such as "
                               "'fl.local_steps'")
         given[key] = value  # the same key again: the later value wins
+    if "scenario" in given:  # from_dict would start over from that preset, dropping the rest
+        raise ConfigError(f"override scenario = {given['scenario']!r}: a preset is chosen by "
+                          "scenario= (--scenario) or a config file's 'scenario:', not by an "
+                          "override, which changes one setting of it")
     for key in given:
         parts = key.split(".")
         for depth in range(1, len(parts)):
@@ -1128,6 +1135,10 @@ def _yaml_unique_key_loader() -> type:
     return UniqueKeyLoader
 
 
+MAX_CONFIG_FILE_BYTES = 1_000_000
+"""The largest config file read (configs are a few kB; a larger file is not one)."""
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON (``.json``) or YAML (anything else, via ``yaml.safe_load``) config file."""
     import yaml
@@ -1136,6 +1147,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r}: must be a path (a string or pathlib.Path)")
     _UniqueKeyLoader = _yaml_unique_key_loader()  # noqa: N806  (a class)
     path = Path(path)
+    if path.exists() and not path.is_dir() and not path.is_file():  # a device, a FIFO
+        raise ConfigError(f"config file {str(path)!r}: not a regular file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+        raise ConfigError(f"config file {str(path)!r}: {path.stat().st_size:,} bytes; a config "
+                          f"file is at most {MAX_CONFIG_FILE_BYTES:,}")
     try:
         text = path.read_text()
     except OSError as err:

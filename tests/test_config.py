@@ -115,6 +115,9 @@ def test_bad_values_name_the_field():
     ({"data.min_samples_per_device": 1},
      r"data.min_samples_per_device = 1: must be an integer in \[2, "),
     ({"data.question_length": 6}, r"data.question_length = 6: must be an integer in \[7, 256\]"),
+    # an image or clip of one sample: the extractors' first layers have nothing to read
+    ({"data.image_size_px": 1}, r"data.image_size_px = 1: must be an integer in \[2, 256\]"),
+    ({"data.audio_length": 1}, r"data.audio_length = 1: must be an integer in \[2, 16384\]"),
     ({"fl.task_arrival_prob": 0.1, "fl.max_pending_requests": 1},
      r"fl.max_pending_requests = 1: must be >= 2 when fl.task_arrival_prob > 0"),
 ])
@@ -230,3 +233,56 @@ def test_module_ids_split_into_type_and_name():
     assert split_module_id("encoder/image") == ("encoder", "image")
     assert split_module_id("adapter/fusion/x") == ("adapter", "fusion/x")
     assert split_module_id("moe") == ("moe", "")
+
+
+def test_a_preset_is_not_an_override():
+    """overrides=["scenario=paper"] started over from paper, dropping every earlier layer."""
+    with pytest.raises(ConfigError, match="override scenario = 'paper': a preset is chosen"):
+        load_scenario("small", overrides=["fl.lr=0.5", "scenario=paper"])
+
+
+def test_a_config_file_must_be_a_small_regular_file(tmp_path):
+    """/dev/zero read until memory ran out."""
+    import os
+
+    from hffm_env.config import MAX_CONFIG_FILE_BYTES
+
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            load_scenario("small", config_file="/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_text("#" * (MAX_CONFIG_FILE_BYTES + 1))
+    with pytest.raises(ConfigError, match="a config file is at most"):
+        load_scenario("small", config_file=big)
+
+
+def test_the_env_takes_the_config_files_preset_and_refuses_another(tmp_path):
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+
+    file = tmp_path / "paper.yaml"
+    file.write_text("scenario: paper\n")
+    assert gym.make("hffm/HFFM-v0", fidelity="cost", config_file=str(file)).unwrapped \
+        .config.name == "paper"
+    assert gym.make("hffm/HFFM-v0", fidelity="cost").unwrapped.config.name == "small"
+    with pytest.raises(ConfigError, match="names scenario 'paper', but the scenario given is"):
+        gym.make("hffm/HFFM-v0", scenario="medium", fidelity="cost", config_file=str(file))
+
+
+def test_the_memory_estimate_counts_the_floor_of_samples_per_device():
+    from hffm_env.config import estimate_memory_bytes
+
+    floor = apply_overrides(small(), {"data.min_samples_per_device": 100_000})
+    assert estimate_memory_bytes(floor, "cost")["scenes"] > \
+        50 * estimate_memory_bytes(small(), "cost")["scenes"]
+
+
+def test_a_negative_zero_spread_is_a_zero_spread():
+    """-0.0 passed the config's check and failed in numpy's lognormal."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides={"data.sample_count_sigma": -0.0})
+    env.reset(seed=0)

@@ -318,7 +318,8 @@ def build_federated_data(
     num_clusters = int(cluster_of_device.max()) + 1
     # one extra row: the held-out cluster's own skew
     skew = draw_label_skew(config, num_clusters + 1, rng)
-    scale = rng.lognormal(0.0, config.sample_count_sigma, size=num_devices)
+    # (+ 0.0 makes a -0.0, which the config accepts as 0, the 0 numpy accepts)
+    scale = rng.lognormal(0.0, config.sample_count_sigma + 0.0, size=num_devices)
     counts = np.maximum(
         config.min_samples_per_device, np.round(config.samples_per_device * scale)
     ).astype(np.int64)

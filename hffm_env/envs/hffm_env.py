@@ -21,6 +21,7 @@ from hffm_env.config import (
     ScenarioConfig,
     check_memory,
     load_scenario,
+    preset_of,
     split_module_id,
 )
 from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
@@ -189,9 +190,11 @@ class HFFMEnv(gym.Env):
     section lists every key.
 
     ## Arguments
-    ``gymnasium.make("hffm/HFFM-v0", scenario="small", overrides=None, config_file=None,
+    ``gymnasium.make("hffm/HFFM-v0", scenario=None, overrides=None, config_file=None,
     fidelity="train", reward_mode="scalar", render_mode=None, device="cpu",
-    torch_threads=None, progress=False, surrogate=None, reward=None)``; ``overrides`` is a
+    torch_threads=None, progress=False, surrogate=None, reward=None)``; ``scenario`` is a
+    preset's name (default: the one ``config_file`` names, else ``small``; a file naming
+    another preset is refused) or a config; ``overrides`` is a
     dict or list of ``"key=value"`` strings applied to the scenario config; ``fidelity`` is
     ``"train"``, ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted
     surrogate file (default: the one for this config in the cache, else the one shipped for
@@ -261,7 +264,7 @@ class HFFMEnv(gym.Env):
 
     def __init__(
         self,
-        scenario: str | ScenarioConfig = "small",
+        scenario: str | ScenarioConfig | None = None,
         *,
         overrides: dict[str, Any] | list[str] | None = None,
         config_file: str | None = None,
@@ -306,6 +309,8 @@ class HFFMEnv(gym.Env):
                 torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
                              f">= 1 and <= {MAX_TORCH_THREADS}")
+        if scenario is None or isinstance(scenario, str):  # a preset: given, the file's, small
+            scenario = preset_of(scenario, config_file)
         self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
         if isinstance(reward, str):  # a named reward is the config's, checked like it
             self.config = dataclasses.replace(

@@ -106,7 +106,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
     metadata = {"name": "hffm_parallel_v0", "render_modes": ["rgb_array", "ansi"],
                 "is_parallelizable": True}
 
-    def __init__(self, scenario: Any = "small", *, reward_split: str = "team",
+    def __init__(self, scenario: Any = None, *, reward_split: str = "team",
                  render_mode: str | None = None, **env_kwargs: Any) -> None:
         if ParallelEnv is object:
             raise ImportError("hffm_env.parallel_env needs PettingZoo: "

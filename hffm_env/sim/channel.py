@@ -75,7 +75,11 @@ class Channel:
     ) -> np.ndarray:
         """Shannon rate in bit/s of ``link`` at ``distance_m`` with fading power ``|h|^2``."""
         gain = self.path_gain(distance_m) * np.asarray(fading_power, dtype=np.float64)
-        return link.bandwidth_hz * np.log2(1.0 + self.snr(link.tx_power_w, gain, link.bandwidth_hz))
+        snr = np.asarray(self.snr(link.tx_power_w, gain, link.bandwidth_hz), dtype=np.float64)
+        # log2(1 + snr) rounds to 0 below snr ~ 1e-16, a rate of 0 and an infinite round; for
+        # such SNRs it equals snr / ln 2 (every realistic SNR keeps the plain formula)
+        bits_per_hz = np.where(snr < 1e-12, snr / np.log(2.0), np.log2(1.0 + snr))
+        return link.bandwidth_hz * bits_per_hz[()]  # (a scalar for a scalar distance)
 
     def outage_probability(
         self, link: LinkConfig, distance_m: np.ndarray | float

@@ -433,7 +433,9 @@ def test_a_config_whose_reference_costs_overflow_is_refused_when_the_env_is_buil
 
 
 def test_a_round_whose_cost_overflows_says_so_in_one_line():
-    env = _cost_env(overrides={"channel.uplink.tx_power_w": 1e-300})  # star and never: wired
+    # an SNR that underflows to 0 (star and never are wired, so the reward's references pass)
+    env = _cost_env(overrides={"channel.uplink.tx_power_w": 1e-300,
+                               "channel.path_loss_db_at_ref": -300.0})
     env.reset(seed=0)
     with pytest.raises(ConfigError, match=r"round 1: its latency_s = inf overflows on this "
                                           "config"):

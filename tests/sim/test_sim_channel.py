@@ -45,6 +45,11 @@ def test_snr_and_shannon_rate():
     assert ch.rate_bps(link, 1.0, 3.0) == pytest.approx(2000.0)
     # d = 10 m: gain 1e-6 -> SNR 1e-3.
     assert ch.rate_bps(link, 10.0) == pytest.approx(1000.0 * math.log2(1.001))
+    # an SNR so low that 1 + SNR rounds to 1: still a (tiny) rate, not 0 and an infinite round
+    # (d = 1e6 m: gain 1e-18 -> SNR 1e-18)
+    assert ch.rate_bps(link, 1e6) == pytest.approx(1000.0 * 1e-18 / math.log(2.0), rel=1e-9)
+    assert ch.rate_bps(link, np.array([1.0, 1e6])) == pytest.approx(
+        [1000.0, 1000.0 * 1e-18 / math.log(2.0)], rel=1e-9)
     quirk = Channel(ChannelConfig(noise_density_dbm_per_hz=-30.0, prototype_noise_quirk=True))
     assert quirk.rate_bps(link, 1.0) == pytest.approx(1000.0 * math.log2(1001.0))
 
