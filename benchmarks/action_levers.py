@@ -105,7 +105,10 @@ def lever_parser(description: str, fidelities: tuple[str, ...],
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--fidelity", default="cost", choices=fidelities, help=fidelity_help)
+    parser.add_argument("--fidelity", default="cost", choices=fidelities,
+                        help=fidelity_help or "'cost': prices only (seconds); 'train': real "
+                        "training, so that the table's energy to target shows what the "
+                        "variants do to accuracy (default: cost)")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)),
                         help="held-out seeds (default: 1000-1029)")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,

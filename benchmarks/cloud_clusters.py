@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the energy against the plan."""
     parser = lever_parser(__doc__.splitlines()[0], ("cost", "train"),
                           "cost (prices only; seconds) or train (real training); the "
-                          "surrogate does not model partial participation")
+                          "surrogate does not model partial participation (default: cost)")
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     return run_levers(parser, args, lambda: CloudClusterEnv(

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario=args.scenario, fidelity=args.fidelity)
     print(format_table(result))
     emit_json(result.to_dict(), args.json)
-    return 0
+    return 130 if result.interrupted else 0
 
 
 if __name__ == "__main__":

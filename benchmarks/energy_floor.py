@@ -10,7 +10,7 @@ prints that floor beside the best baseline's energy to target and the learning i
 ``--plot FILE`` draws every policy's energy to target (mean and std over the seeds on which it
 reached the target) against those three lines.
 
-    python benchmarks/energy_floor.py docs/results/small_ppo_vs_baselines.json \
+    python benchmarks/energy_floor.py docs/results/small_ppo_vs_baselines.json \\
         [--json FILE] [--plot FILE]
 """
 

@@ -70,10 +70,13 @@ def starts() -> dict[str, tuple[int, int, Any]]:
 
 def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float,
            start: str = "hffm-d2d-e1", max_passes: int = 3,
-           log: Any = print) -> tuple[Any, float, list[dict[str, Any]]]:
+           log: Any = print, progress: bool = False) -> tuple[Any, float, list[dict[str, Any]]]:
     """Coordinate descent over per-type (edge, cloud) periods and the route from the fixed
     schedule ``start`` (a name of :func:`starts`); returns the best schedule, its mean energy
-    to target over ``seeds`` (inf if it misses on one) and the accepted steps."""
+    to target over ``seeds`` (inf if it misses on one) and the accepted steps. ``progress``:
+    a bar per pass over the module types and the route."""
+    from tqdm.auto import tqdm
+
     from hffm_env.config import MODULE_TYPES
     from hffm_env.fl.schedule import Route
 
@@ -85,7 +88,10 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
     log(f"start {start}: {best:.2f} J to target over seeds {seeds}")
     for n in range(1, max_passes + 1):
         changed = False
+        bar = tqdm(total=len(MODULE_TYPES) + 1, desc=f"{start}: pass {n}", unit="coordinate",
+                   disable=not progress, leave=False)
         for t in MODULE_TYPES:
+            bar.update()
             pairs = [(e, c) for e in menu for c in menu]
             candidates = [_schedule({**edge, t: e}, {**cloud, t: c}, route, f"{t}:{e}/{c}")
                           for e, c in pairs]
@@ -98,6 +104,8 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
                               f"{pairs[i][1]}", "energy_to_target_j": best})
                 log(f"pass {n}: {steps[-1]['change']} -> {best:.2f} J")
         routes = list(Route)
+        bar.update()
+        bar.close()
         costs = mean_energy_to_target(
             make_env, [_schedule(edge, cloud, r, f"route:{r.name}") for r in routes], seeds,
             target)
@@ -129,7 +137,8 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
     parser.add_argument("--heldout-fidelity", default="surrogate", choices=("surrogate", "train"),
                         help="fidelity of the held-out check (default: surrogate)")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar for the held-out judgement")
+                        help="no progress bars (the descent's passes and the held-out "
+                        "judgement)")
     return parser
 
 
@@ -217,13 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     descents, found = {}, {}
     for name in args.starts:
         found[name], cost, steps = search(make("surrogate"), menu, args.seeds,
-                                          args.target_accuracy, name, args.max_passes)
+                                          args.target_accuracy, name, args.max_passes,
+                                          progress=not args.no_progress)
         descents[name] = {"best": _describe(found[name]), "energy_to_target_j": cost,
                           "steps": steps}
     winner = min(descents, key=lambda n: descents[n]["energy_to_target_j"])
     best = found[winner]
     search_s = time.perf_counter() - started
     print(f"best fixed schedule ({search_s:.0f} s, from {winner}): {_describe(best)}")
+    if not math.isfinite(descents[winner]["energy_to_target_j"]):
+        print(f"no fixed schedule reaches the target {args.target_accuracy} on the search "
+              "seeds: the schedule above is only where the descent stopped", file=sys.stderr)
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
                            "target_accuracy": args.target_accuracy, "search_seeds": args.seeds,
                            "search_s": search_s, "descents": descents,

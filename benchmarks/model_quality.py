@@ -10,7 +10,10 @@ views, against chance. The bar: at least 2x chance on every task (full view).
 
 Usage::
 
-    python benchmarks/model_quality.py [--json] [--samples 2000] [--seconds 45]
+    python benchmarks/model_quality.py [--samples 2000] [--epochs 40] [--json [FILE]]
+
+The fine-tuning runs a fixed number of epochs (not a time budget), so the same ``--seed``
+gives the same numbers on any machine.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hffm_env import arguments, jsonio
+from _output import claim_stdout_for_json, emit_json  # noqa: E402
+
+from hffm_env import arguments  # noqa: E402
 from hffm_env.config import small  # noqa: E402
 from hffm_env.data import generate_scenes, task_specs  # noqa: E402
 from hffm_env.models import M3TModel, build_model, masked_task_loss  # noqa: E402
@@ -71,9 +76,12 @@ def evaluate(
     return {t: float(hits[k]) for k, t in enumerate(model.tasks)}
 
 
-def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
+def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
         batch_size: int = 64, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> dict:
-    """Fine-tune and evaluate; returns a JSON-ready dict."""
+    """Fine-tune for ``epochs`` passes over ``samples`` (at least ``batch_size``) and
+    evaluate; returns a JSON-ready dict."""
+    if samples < batch_size:
+        raise ValueError(f"samples = {samples}: at least one batch ({batch_size}) is needed")
     shuffle = torch.Generator().manual_seed(seed)  # the caller's torch RNG is left alone
     config = small()
     start = time.perf_counter()
@@ -90,8 +98,8 @@ def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
-    started, steps, epochs = time.perf_counter(), 0, 0
-    while time.perf_counter() - started < seconds:
+    started, steps = time.perf_counter(), 0
+    for _ in range(epochs):
         order = torch.randperm(samples, generator=shuffle)
         for i in range(0, samples - batch_size + 1, batch_size):
             idx = order[i : i + batch_size]
@@ -103,9 +111,6 @@ def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
             loss.backward()
             optimiser.step()
             steps += 1
-            if time.perf_counter() - started >= seconds:
-                break
-        epochs += 1
     train_s = time.perf_counter() - started
 
     specs = task_specs(config.data)
@@ -139,21 +144,24 @@ def run(samples: int = 2000, test_samples: int = 1500, seconds: float = 45.0,
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, fine-tune and print the table (or JSON); the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--samples", type=arguments.positive_int, default=2000,
-                        help="training samples")
+                        help="training samples, at least a batch of 64 (default 2000)")
     parser.add_argument("--test-samples", type=arguments.positive_int, default=1500,
-                        help="test samples")
-    parser.add_argument("--seconds", type=arguments.positive_number, default=45.0,
-                        help="fine-tuning time budget")
+                        help="test samples (default 1500)")
+    parser.add_argument("--epochs", type=arguments.positive_int, default=40,
+                        help="fine-tuning passes over the training samples (default 40)")
     parser.add_argument("--seed", type=arguments.seed, default=0,
                         help="seed of the data and the training (default: 0)")
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
+                        help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
-    result = run(args.samples, args.test_samples, args.seconds, seed=args.seed,
-                 progress=not args.json)
-    if args.json:
-        print(jsonio.dumps(result))
-        return 0
+    if args.samples < 64:
+        parser.error(f"--samples {args.samples}: at least one batch (64) is needed")
+    claim_stdout_for_json(args.json)
+    result = run(args.samples, args.test_samples, args.epochs, seed=args.seed,
+                 progress=args.json != "-")
+    emit_json(result, args.json)
     print(f"small scenario: {result['steps']} steps ({result['epochs']} epochs) in "
           f"{result['train_s']} s on {result['train_samples']} samples; model built in "
           f"{result['build_s']} s (cached: {result['pretrain'].get('cached')})")

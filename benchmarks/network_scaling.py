@@ -14,7 +14,7 @@ with the number of servers so that the density stays that of the paper's network
 Per phase the median over rounds is reported, and the growth ratio of the total from 400 to
 4,000 devices (linear scaling is 10x; the target is at most 12x).
 
-Usage: ``python benchmarks/network_scaling.py [--json] [--rounds R] [--per-cluster]``
+Usage: ``python benchmarks/network_scaling.py [--rounds R] [--per-cluster] [--json [FILE]]``
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _output import claim_stdout_for_json, emit_json
 
-from hffm_env import arguments, jsonio
+from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network, TransferTable, build_d2d_graphs, draw_link_rates
@@ -155,17 +156,22 @@ def format_table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Command-line entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--rounds", type=arguments.positive_int, default=7,
-                        help="timed rounds per size")
+                        help="timed rounds per size (default 7)")
     parser.add_argument("--per-cluster", action="store_true",
                         help="build the D2D round with one add_d2d_to_head call per cluster")
-    args = parser.parse_args()
+    parser.add_argument("--json", nargs="?", const="-",
+                        type=arguments.output_file(stdout=True), metavar="FILE",
+                        help="write results as JSON to FILE (stdout without FILE)")
+    args = parser.parse_args(argv)
+    claim_stdout_for_json(args.json)
     out = run(args.rounds, args.per_cluster)
-    print(jsonio.dumps(out) if args.json else format_table(out))
+    print(format_table(out))
+    emit_json(out, args.json)
+    return 0
 
 
 if __name__ == "__main__":

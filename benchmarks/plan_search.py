@@ -68,12 +68,14 @@ def plan_of_policy(make_env: Any, name: str, rounds: int) -> Any:
 
 
 def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
-           log: Any = print, start: Any = None,
-           start_name: str = "hffm-d2d-e1") -> tuple[Any, float, list[dict[str, Any]]]:
+           log: Any = print, start: Any = None, start_name: str = "hffm-d2d-e1",
+           progress: bool = False) -> tuple[Any, float, list[dict[str, Any]]]:
     """Coordinate descent over the tiers of every round and module type from ``start`` (a
     plan; default ``hffm-d2d-e1``'s, named ``start_name`` in the steps); returns the best plan,
     its mean energy to target over ``seeds`` (inf if it misses on one) and the accepted
-    steps."""
+    steps. ``progress``: a bar per pass over the (round, module type) coordinates."""
+    from tqdm.auto import tqdm
+
     from hffm_env.baselines.plan import PLAN_TIERS, PlanPolicy, RoundPlan
     from hffm_env.config import MODULE_TYPES
 
@@ -83,8 +85,11 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
     log(f"start {start_name}: {best:.2f} J to target over seeds {seeds}")
     for n in range(1, max_passes + 1):
         changed = False
+        bar = tqdm(total=rounds * len(MODULE_TYPES), desc=f"pass {n}", unit="coordinate",
+                   disable=not progress, leave=False)
         for r in range(rounds):
             for t in MODULE_TYPES:
+                bar.update()
                 now = plan.round_tiers(r)[t]
                 others = [tier for tier in PLAN_TIERS if tier != now]
                 candidates = [plan.with_tier(r, t, tier) for tier in others]
@@ -97,6 +102,7 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
                     steps.append({"pass": n, "change": f"round {r}: {t} at "
                                   f"{others[i].name.lower()}", "energy_to_target_j": best})
                     log(f"pass {n}: {steps[-1]['change']} -> {best:.2f} J")
+        bar.close()
         if not changed:
             break
     return plan, best, steps
@@ -149,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         start = dataclasses.replace(start, tiers=tiers, name="best-plan")
     started = time.perf_counter()
     plan, cost, steps = search(make("surrogate"), rounds, args.seeds, args.target_accuracy,
-                               args.max_passes, start=start, start_name=args.start)
+                               args.max_passes, start=start, start_name=args.start,
+                               progress=not args.no_progress)
     search_s = time.perf_counter() - started
     if not math.isfinite(cost):
         print(f"no plan reaches the target on every search seed (the start, {args.start}, does "

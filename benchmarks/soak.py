@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the result as JSON (stdout without FILE)")
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
-    if args.warmup > args.episodes:  # both >= 1 by their types
-        parser.error(f"--warmup {args.warmup}: must be at most --episodes ({args.episodes})")
+    if args.warmup >= args.episodes:  # both >= 1 by their types
+        parser.error(f"--warmup {args.warmup}: must be less than --episodes ({args.episodes}): "
+                     "the growth is measured over the episodes after the warm-up")
     result = soak(args.scenario, args.episodes, args.warmup, args.overrides, args.progress)
     verdict = "PASS" if result["passed"] else "MISS"
     print(f"{args.scenario}: {result['episodes']} episodes, {result['steps']} steps in "

@@ -26,7 +26,7 @@ surrogate then predicts every round of those episodes from their recorded tiers.
 Targets (the learning issue): final error <= 0.02, per-round error <= 0.03, Spearman >= 0.9,
 surrogate steps >= 100x faster than train.
 
-    python benchmarks/surrogate_error.py --scenario small --seeds 1000 1001 1002 \
+    python benchmarks/surrogate_error.py --scenario small --seeds 1000 1001 1002 \\
         [--surrogate FILE] [--save-traces FILE | --traces FILE] [--json [FILE]]
 
 ``--traces`` scores recorded episodes instead (no training); ``--seeds`` then keeps only those
@@ -164,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", metavar="FILE", nargs="+",
                         help="held-out real episodes recorded by an earlier --save-traces run "
                         "(no training)")
-    parser.add_argument("--save-traces", metavar="FILE", help="record the real episodes here")
+    parser.add_argument("--save-traces", metavar="FILE", type=arguments.output_file(),
+                        help="record the real episodes here")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="also compare the round in which each episode first reaches this "
                         "global accuracy (real vs surrogate, mean and with resampled noise)")
     parser.add_argument("--speed-steps", type=arguments.non_negative_int, default=200,
-                        help="surrogate steps timed (0: skip the speed measurement)")
+                        help="surrogate steps timed (default 200; 0: skip the speed "
+                        "measurement)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_scenario(args.scenario, overrides=args.overrides)
     tasks = tuple(cfg.data.tasks)
+    surrogate = find_surrogate(cfg, args.surrogate)  # before any training: a missing fit fails now
     if args.traces:
         try:
             recorded = [e for path in args.traces for e in read_traces(path, traces_key(cfg))]
@@ -225,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_traces:
             write_traces(args.save_traces, episodes, traces_key(cfg))
 
-    surrogate = find_surrogate(cfg, args.surrogate)
     fitted_schedules = _schedules_fitted(surrogate, traces_key(cfg))
     by_novelty: dict[str, list] = {"seen_schedules": [], "new_schedules": []}
     round_err, final_err, finals, bias, residual = [], [], {}, {}, []

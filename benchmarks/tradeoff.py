@@ -7,7 +7,7 @@ scenario's default reward, and whether the schedule is on the accuracy-energy Pa
 (no other schedule is at least as accurate for at most the energy, one of them strictly). Then
 the issue's targets are checked one by one and printed as PASS / MISS with their numbers.
 
-    python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 \
+    python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 \\
         [--vary-data-split] [--json FILE] [--plot FILE.png]
         # --vary-data-split: each seed is the config seed too, so the data split varies
     python benchmarks/tradeoff.py --from-json docs/results/tradeoff_small.json   # re-print

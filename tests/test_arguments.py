@@ -145,7 +145,15 @@ def test_a_bad_bench_json_or_traces_file_is_one_line(command, content, says, tmp
 @pytest.mark.parametrize("script,args,says", [
     ("energy_floor.py", ["/nonexistent.json"], "/nonexistent.json: No such file"),
     ("env_step.py", ["--scenario", "nope"], "invalid choice: 'nope'"),
-    ("soak.py", ["--episodes", "5", "--warmup", "6"], "--warmup 6: must be at most"),
+    ("soak.py", ["--episodes", "5", "--warmup", "6"], "--warmup 6: must be less than"),
+    # equal: the growth would be measured between one sample and itself (a PASS of nothing)
+    ("soak.py", ["--episodes", "5", "--warmup", "5"], "--warmup 5: must be less than"),
+    # refused while parsing, not after the real training it would have recorded
+    ("surrogate_error.py", ["--save-traces", "/nonexistent/t.json.gz"],
+     "folder '/nonexistent' does not exist"),
+    ("surrogate_error.py", ["--surrogate", "/nonexistent.pt", "--speed-steps", "0"],
+     "/nonexistent.pt"),
+    ("model_quality.py", ["--samples", "10"], "--samples 10: at least one batch"),
     ("round_throughput.py", ["--repeats", "0"], "--repeats: 0"),
 ])
 def test_benchmark_scripts_refuse_bad_input_in_one_line(script, args, says):

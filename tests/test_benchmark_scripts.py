@@ -1,0 +1,61 @@
+"""The benchmark scripts that had no run test: model_quality.py, env_step.py and
+round_throughput.py, on tiny settings, writing their JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    yield
+    for name in ("model_quality", "env_step", "round_throughput", "_output"):
+        sys.modules.pop(name, None)
+
+
+def test_model_quality_is_the_same_on_a_rerun(benchmarks, tmp_path):
+    """It trained for a wall-clock budget: two runs of one seed gave other accuracies."""
+    import model_quality
+
+    argv = ["--samples", "64", "--test-samples", "32", "--epochs", "2"]
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"q{k}.json"
+        assert model_quality.main([*argv, "--json", str(out)]) == 0
+        runs.append(json.loads(out.read_text()))
+    assert runs[0]["steps"] == 2 and runs[0]["tasks"] == runs[1]["tasks"]
+    with pytest.raises(SystemExit):  # less than one batch
+        model_quality.main(["--samples", "10"])
+
+
+def test_env_step_judges_every_target_it_states(benchmarks, tmp_path):
+    import env_step
+
+    out = tmp_path / "step.json"
+    assert env_step.main(["--scenarios", "small", "--fidelities", "cost", "--steps", "1",
+                          "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert {"meets_warm_make_target", "meets_pickle_target"} <= set(row)
+    assert row["meets_pickle_target"] == (row["pickle_bytes"] < env_step.PICKLE_TARGET_BYTES)
+
+
+def test_round_throughput_reports_its_ratios(benchmarks, tmp_path):
+    import round_throughput
+
+    from hffm_env.testing import TINY_OVERRIDES
+
+    out = tmp_path / "rounds.json"
+    sets = [f"--set={o}" for o in TINY_OVERRIDES]
+    assert round_throughput.main([*sets, "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sequential_over_batched"] == pytest.approx(
+        result["sequential_s"] / result["batched_s"])
+    assert result["targets_met"]["sequential_over_batched>=2"] == (
+        result["sequential_over_batched"] >= 2)
