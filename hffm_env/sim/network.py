@@ -127,8 +127,12 @@ class Network:
         self._paths: dict[tuple[int, int], dict[int, list[int]]] = {}
         self._trees: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self.d2d_neighbours: list[frozenset[int]] = [frozenset()] * self.topology.num_devices
+        # (the graphs are read through graph[u] and graph.adj, never .nodes/.edges/.degree:
+        # those views are cached on the graph and point back at it, a reference cycle that
+        # keeps every round's graphs, hundreds of MB with large clusters, until a full
+        # garbage collection)
         for graph in self.d2d_graphs:
-            for device in graph.nodes:
+            for device in graph:
                 self.d2d_neighbours[device] = frozenset(graph.neighbors(device))
 
     # ---------------------------------------------------------------------------- views
@@ -164,11 +168,12 @@ class Network:
         for cl in range(c):
             members = self.members(cl)
             graph = self.d2d_graphs[cl]
-            rates = [data["rate_bps"] for _, _, data in graph.edges(data=True)]
+            rates = [data["rate_bps"] for u, mates in graph.adj.items()
+                     for v, data in mates.items() if u < v]  # each edge once
             pairs = len(members) * (len(members) - 1) / 2
             summary.uplink_bps[cl] = float(np.mean(self.rates.uplink_bps[members]))
             summary.d2d_bps[cl] = float(np.mean(rates)) if rates else 0.0
-            summary.d2d_density[cl] = graph.number_of_edges() / pairs if pairs else 1.0
+            summary.d2d_density[cl] = len(rates) / pairs if pairs else 1.0  # rates: one per edge
             summary.available[cl] = float(np.mean(self.available[members]))
         return summary
 

@@ -204,7 +204,7 @@ def broadcast_tree(graph: nx.Graph, head: int) -> list[tuple[int, int]]:
 def path_time_s(graph: nx.Graph, path: Sequence[int], size_bits: float) -> float:
     """Time to send ``size_bits`` hop by hop along ``path`` (store and forward)."""
     return float(
-        sum(size_bits * graph.edges[u, v][_WEIGHT] for u, v in zip(path[:-1], path[1:]))
+        sum(size_bits * graph[u][v][_WEIGHT] for u, v in zip(path[:-1], path[1:]))
     )
 
 
