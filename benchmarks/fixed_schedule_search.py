@@ -145,12 +145,12 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
 def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``parser.error`` naming the first shared argument out of range (search seeds must be
     training seeds; the target above 0; the types refuse the rest while parsing)."""
-    from hffm_env.seeding import FIRST_HELD_OUT_SEED
+    from hffm_env.seeding import FIRST_HELD_OUT_SEED, check_training_seeds
 
-    held_out = [s for s in args.seeds if s >= FIRST_HELD_OUT_SEED]
-    if held_out:
-        parser.error(f"--seeds {held_out}: search on training seeds (below "
-                     f"{FIRST_HELD_OUT_SEED}); held-out seeds judge (--heldout-seeds)")
+    try:
+        check_training_seeds(args.seeds, "--seeds")
+    except ValueError as err:
+        parser.error(f"{err}; held-out seeds judge (--heldout-seeds)")
     judged_on = [s for s in args.heldout_seeds or [] if s < FIRST_HELD_OUT_SEED]
     if judged_on:
         parser.error(f"--heldout-seeds {judged_on}: held-out seeds are {FIRST_HELD_OUT_SEED} "

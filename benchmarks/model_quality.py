@@ -36,6 +36,7 @@ from hffm_env.data import generate_scenes, task_specs  # noqa: E402
 from hffm_env.models import M3TModel, build_model, masked_task_loss  # noqa: E402
 
 TARGET_RATIO = 2.0
+BATCH_SIZE = 64
 
 
 def device_like_masks(
@@ -77,7 +78,8 @@ def evaluate(
 
 
 def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
-        batch_size: int = 64, lr: float = 3e-3, seed: int = 0, progress: bool = True) -> dict:
+        batch_size: int = BATCH_SIZE, lr: float = 3e-3, seed: int = 0,
+        progress: bool = True) -> dict:
     """Fine-tune for ``epochs`` passes over ``samples`` (at least ``batch_size``) and
     evaluate; returns a JSON-ready dict."""
     if samples < batch_size:
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, fine-tune and print the table (or JSON); the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=arguments.positive_int, default=2000,
-                        help="training samples, at least a batch of 64 (default 2000)")
+                        help=f"training samples, at least a batch of {BATCH_SIZE} "
+                        "(default 2000)")
     parser.add_argument("--test-samples", type=arguments.positive_int, default=1500,
                         help="test samples (default 1500)")
     parser.add_argument("--epochs", type=arguments.positive_int, default=40,
@@ -156,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
     args = parser.parse_args(argv)
-    if args.samples < 64:
-        parser.error(f"--samples {args.samples}: at least one batch (64) is needed")
+    if args.samples < BATCH_SIZE:
+        parser.error(f"--samples {args.samples}: at least one batch ({BATCH_SIZE}) is needed")
     claim_stdout_for_json(args.json)
     result = run(args.samples, args.test_samples, args.epochs, seed=args.seed,
                  progress=args.json != "-")

@@ -201,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_scenario(args.scenario, overrides=args.overrides)
     tasks = tuple(cfg.data.tasks)
-    surrogate = find_surrogate(cfg, args.surrogate)  # before any training: a missing fit fails now
+    # before any training, so that a missing fit fails at once; when the real episodes are
+    # recorded for later (--save-traces, e.g. beside a calibration that will write the fit),
+    # after they are saved
+    surrogate = None if args.save_traces else find_surrogate(cfg, args.surrogate)
     if args.traces:
         try:
             recorded = [e for path in args.traces for e in read_traces(path, traces_key(cfg))]
@@ -227,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         env.close()
         if args.save_traces:
             write_traces(args.save_traces, episodes, traces_key(cfg))
+    if surrogate is None:
+        surrogate = find_surrogate(cfg, args.surrogate)
 
     fitted_schedules = _schedules_fitted(surrogate, traces_key(cfg))
     by_novelty: dict[str, list] = {"seen_schedules": [], "new_schedules": []}

@@ -484,8 +484,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else surrogate_path(config)
     traces = None if args.from_traces else (
         Path(args.traces) if args.traces else out.with_suffix(".traces.json"))
-    if (args.out or args.traces) and not args.force:  # files the user named: hours of training
-        for flag, target in (("--out", out), ("--traces", traces)):
+    if not args.force:  # files the user named (or beside one): hours of training
+        named = [("--out", out if args.out else None),
+                 ("--traces", traces if args.traces or args.out else None)]
+        for flag, target in named:
             if target is not None and target.exists():
                 raise ConfigError(f"{flag} {str(target)!r}: exists; pass --force to overwrite "
                                   "it" + (" (the traces are written next to --out)"

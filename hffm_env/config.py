@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1147,12 +1148,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r}: must be a path (a string or pathlib.Path)")
     _UniqueKeyLoader = _yaml_unique_key_loader()  # noqa: N806  (a class)
     path = Path(path)
-    if path.exists() and not path.is_dir() and not path.is_file():  # a device, a FIFO
-        raise ConfigError(f"config file {str(path)!r}: not a regular file")
-    if path.is_file() and path.stat().st_size > MAX_CONFIG_FILE_BYTES:
-        raise ConfigError(f"config file {str(path)!r}: {path.stat().st_size:,} bytes; a config "
-                          f"file is at most {MAX_CONFIG_FILE_BYTES:,}")
     try:
+        status = path.stat()
+        if stat.S_ISCHR(status.st_mode) or stat.S_ISBLK(status.st_mode) \
+                or stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode):
+            raise ConfigError(f"config file {str(path)!r}: not a regular file")
+        if stat.S_ISREG(status.st_mode) and status.st_size > MAX_CONFIG_FILE_BYTES:
+            raise ConfigError(f"config file {str(path)!r}: {status.st_size:,} bytes; a config "
+                              f"file is at most {MAX_CONFIG_FILE_BYTES:,}")
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"config file {str(path)!r}: cannot be read ({err.strerror})") from None

@@ -270,3 +270,22 @@ def test_calibrate_refuses_to_overwrite_named_files_without_force(tmp_path, caps
     fit.unlink()
     assert cli_main([*argv, "--out", str(fit)]) == 2  # the traces next to it
     assert "written next to --out" in capsys.readouterr().err
+
+
+def test_calibrate_refits_the_caches_fit_without_force(tmp_path, monkeypatch, capsys):
+    """--traces alone was refused because the cache's fit (no --out given) existed."""
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
+    cached = surrogate_path(load_scenario("small"))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"an earlier fit")
+    import hffm_env.baselines.calibrate as design
+
+    monkeypatch.setattr(design, "calibrate", lambda *a, **k: pytest.fail("checked past here"))
+    with pytest.raises(BaseException, match="checked past here"):
+        cli_main(["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "never",
+                  "--mixed", "0", "--random-episodes", "0",
+                  "--traces", str(tmp_path / "new.json.gz")])
+    assert "exists" not in capsys.readouterr().err

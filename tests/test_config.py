@@ -250,6 +250,8 @@ def test_a_config_file_must_be_a_small_regular_file(tmp_path):
     if os.path.exists("/dev/zero"):
         with pytest.raises(ConfigError, match="not a regular file"):
             load_scenario("small", config_file="/dev/zero")
+    with pytest.raises(ConfigError, match="cannot be read"):  # stat failing is one error too
+        load_scenario("small", config_file="x" * 300 + ".yaml")
     big = tmp_path / "big.yaml"
     big.write_text("#" * (MAX_CONFIG_FILE_BYTES + 1))
     with pytest.raises(ConfigError, match="a config file is at most"):
@@ -285,4 +287,8 @@ def test_a_negative_zero_spread_is_a_zero_spread():
     import hffm_env  # noqa: F401
 
     env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides={"data.sample_count_sigma": -0.0})
+    env.reset(seed=0)
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides={
+        "dynamics.mobility": True, "dynamics.speed_mps_min": 0.0,
+        "dynamics.speed_mps_max": -0.0})
     env.reset(seed=0)

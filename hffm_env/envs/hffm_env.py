@@ -27,6 +27,7 @@ from hffm_env.config import (
 from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
+from hffm_env.envs.registration import ENV_METADATA
 from hffm_env.envs.reward import (
     REWARDS,
     TERM_NAMES,
@@ -207,7 +208,7 @@ class HFFMEnv(gym.Env):
     Public views (read them; the env changes them): ``config`` (the resolved
     :class:`~hffm_env.config.ScenarioConfig`), ``layout`` (the action's
     :class:`~hffm_env.envs.action.ActionLayout`: ``layout.encode(edge_period=...,
-    cloud_period=..., routes=...)`` builds an action, ``slot_names`` and ``nvec`` describe
+    cloud_period=..., route=...)`` builds an action, ``slot_names`` and ``nvec`` describe
     it), ``observation`` (the observation's names and space), ``network`` (the simulator's
     :class:`~hffm_env.sim.Network` of the round about to be played), ``engine`` (the
     :class:`~hffm_env.fl.engine.FederatedEngine`; ``engine.price_schedule(schedule)`` prices
@@ -254,13 +255,14 @@ class HFFMEnv(gym.Env):
       fidelity reports the local and held-out accuracy on the evaluation budget's rounds
       only, and drift 0 at reset, as train fidelity does (its observation and rewards are
       unchanged); a fit serves its own config seed only.
-    * v0, ninth revision (learners' targets change; observations, rewards and costs do not):
+    * v0, ninth revision (learners' targets change; observations, rewards and costs do not,
+      except with outage):
       the last round of the horizon returns ``terminated=True`` (it returned
       ``truncated=True``, so learners bootstrapped a value after the final accuracy was
       paid); with outage, a D2D relay cut at its last link does not arrive.
     """
 
-    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+    metadata = ENV_METADATA
 
     def __init__(
         self,

@@ -11,6 +11,9 @@ from hffm_env.config import SCENARIOS
 __all__ = ["ENV_ID", "preset_env", "scenario_env_id", "register_envs"]
 
 ENV_ID = "hffm/HFFM-v0"
+ENV_METADATA: dict[str, Any] = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+"""``HFFMEnv.metadata``, here so that the preset ids' entry point carries it too without
+importing the env (Gymnasium reads it to offer ``render_mode="human"`` and the like)."""
 ENTRY_POINT = "hffm_env.envs.hffm_env:HFFMEnv"
 PRESET_ENTRY_POINT = "hffm_env.envs.registration:preset_env"
 
@@ -30,6 +33,9 @@ def preset_env(preset: str, scenario: str | None = None, **kwargs: Any) -> Any:
         raise ValueError(f"scenario = {scenario!r}: {scenario_env_id(preset)} is the {preset!r} "
                          f"scenario; make {ENV_ID} with scenario={scenario!r} instead")
     return HFFMEnv(scenario=preset, **kwargs)
+
+
+preset_env.metadata = ENV_METADATA  # type: ignore[attr-defined]
 
 
 def register_envs() -> list[str]:

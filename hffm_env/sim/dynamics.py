@@ -31,7 +31,9 @@ class RandomWaypoint:
         self.config = config
         self.device_xy_m = np.array(topology.device_xy_m, dtype=np.float64)
         n = topology.num_devices
-        self.speed_mps = rng.uniform(config.speed_mps_min, config.speed_mps_max, size=n)
+        # (+ 0.0: a -0.0 bound, which the config takes as 0, is the 0 numpy takes)
+        self.speed_mps = rng.uniform(config.speed_mps_min + 0.0, config.speed_mps_max + 0.0,
+                                     size=n)
         self.waypoint_xy_m = self._draw_waypoints(np.arange(n), rng)
 
     def _draw_waypoints(self, devices: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -75,6 +75,9 @@ def test_a_preset_id_refuses_another_scenario():
     env = gym.make("hffm/HFFM-Small-v0", scenario="small", fidelity="cost")
     assert env.unwrapped.config.name == "small" and env.spec.id == "hffm/HFFM-Small-v0"
     assert gym.make(env.spec).unwrapped.config.name == "small"
+    # Gymnasium's render fallbacks read the entry point's metadata
+    listed = gym.make("hffm/HFFM-Small-v0", fidelity="cost", render_mode="rgb_array_list")
+    assert type(listed).__name__ == "RenderCollection"
 
 
 def test_an_unhashable_scenario_is_named():
