@@ -27,7 +27,7 @@ from hffm_env.config import (
 from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
-from hffm_env.envs.registration import ENV_METADATA
+from hffm_env.envs.render import RENDER_METADATA
 from hffm_env.envs.reward import (
     REWARDS,
     TERM_NAMES,
@@ -262,7 +262,7 @@ class HFFMEnv(gym.Env):
       paid); with outage, a D2D relay cut at its last link does not arrive.
     """
 
-    metadata = ENV_METADATA
+    metadata = RENDER_METADATA
 
     def __init__(
         self,

@@ -7,13 +7,11 @@ from typing import Any
 import gymnasium as gym
 
 from hffm_env.config import SCENARIOS
+from hffm_env.envs.render import RENDER_METADATA
 
 __all__ = ["ENV_ID", "preset_env", "scenario_env_id", "register_envs"]
 
 ENV_ID = "hffm/HFFM-v0"
-ENV_METADATA: dict[str, Any] = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
-"""``HFFMEnv.metadata``, here so that the preset ids' entry point carries it too without
-importing the env (Gymnasium reads it to offer ``render_mode="human"`` and the like)."""
 ENTRY_POINT = "hffm_env.envs.hffm_env:HFFMEnv"
 PRESET_ENTRY_POINT = "hffm_env.envs.registration:preset_env"
 
@@ -35,7 +33,9 @@ def preset_env(preset: str, scenario: str | None = None, **kwargs: Any) -> Any:
     return HFFMEnv(scenario=preset, **kwargs)
 
 
-preset_env.metadata = ENV_METADATA  # type: ignore[attr-defined]
+# HFFMEnv's metadata, which Gymnasium reads from the entry point to offer render_mode="human"
+# and the like
+preset_env.metadata = RENDER_METADATA  # type: ignore[attr-defined]
 
 
 def register_envs() -> list[str]:

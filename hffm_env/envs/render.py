@@ -10,6 +10,9 @@ import numpy as np
 
 from hffm_env.config import MODULE_TYPES
 
+RENDER_METADATA: dict[str, Any] = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
+"""The env's ``metadata``: the render modes drawn here (also the preset ids' entry point's)."""
+
 if TYPE_CHECKING:
     from hffm_env.envs.hffm_env import HFFMEnv
 
