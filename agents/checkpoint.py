@@ -449,7 +449,10 @@ def trained_on(folder: Path, use: str = "evaluate it") -> str:
     clause for an error message; ``use``: what to do on that env)."""
     args = _train_args(folder)
     try:
-        sets = " ".join(f"--set {o}" for o in args.get("overrides") or [])
+        settings = [*(args.get("overrides") or []),
+                    *(f"env.{name}={args[name]}" for name in SETTING_FLAGS
+                      if args.get(name) is not None)]  # the flags that set env.<name> too
+        sets = " ".join(f"--set {o}" for o in settings)
         return (f"; it was trained on scenario {args['scenario']!r}"
                 + (f" with {sets}" if sets else "") + f": {use} on that env")
     except (KeyError, TypeError, AttributeError):  # none, or not what train_agent writes

@@ -74,6 +74,8 @@ class RoundPlan:
         if not is_member(self.route, Route):
             raise ValueError(f"RoundPlan.route = {self.route!r}: allowed "
                              f"{choices(Route)}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"RoundPlan.name = {self.name!r}: must be a non-empty string")
         # stored as enums whatever integers came in (frozen: set through object)
         object.__setattr__(self, "tiers", tuple(rows))
         object.__setattr__(self, "route", Route(self.route))

@@ -1,8 +1,10 @@
 """Heuristic orchestration policies, evaluated by the same runner as trained agents.
 
 A policy follows the small :class:`Policy` protocol: ``reset(env, seed)`` at the start of every
-episode (``env`` is the Gymnasium env, wrapped or not), then ``act(obs, info)`` each round
-returning a valid ``MultiDiscrete`` action. Policies build actions with the env's
+episode (``env`` is the Gymnasium env, bare or under wrappers that keep its action and
+observation, such as ``TimeLimit``; not under ``CoarseActions``, ``ScheduleMenu`` or
+``ActionMaskObservation``), then ``act(obs, info)`` each round returning a valid
+``MultiDiscrete`` action of the full space. Policies build actions with the env's
 :class:`~hffm_env.envs.action.ActionLayout` (``env.unwrapped.layout.encode``), so they stay valid
 for any scenario.
 """

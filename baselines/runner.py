@@ -278,6 +278,8 @@ class BenchResult:
             raise ValueError("merge: no results given")
         names = [str(n) for n in names] if names is not None else [
             f"run {k}" for k in range(len(results))]
+        if len(names) != len(results):
+            raise ValueError(f"merge: {len(names)} names for {len(results)} results")
         first = results[0]
         episodes: dict[tuple[str, int], EpisodeRecord] = {}
         for name, result in zip(names, results):
@@ -289,7 +291,8 @@ class BenchResult:
                         "target accuracy merge"
                         + ("" if key != "target_accuracy" else
                            " (without a target set, each run takes a fraction of its own best "
-                           "final accuracy: run them with one --target-accuracy)"))
+                           "final accuracy: run them with one target, --target-accuracy or "
+                           "run_benchmark's target_accuracy)"))
             for episode in result.episodes:
                 seen = episodes.setdefault((episode.policy, episode.seed), episode)
                 if not _same_episode(seen, episode):
@@ -371,7 +374,9 @@ def verdict(result: BenchResult, agent: str) -> str:
     rows = {s.policy: s for s in result.summaries}
     if agent not in rows:
         raise ValueError(f"agent {agent!r}: not in the result (policies {list(rows)})")
-    baselines = [s for s in result.summaries if s.policy != agent]
+    # the baselines of best_baseline: every row but the agents'
+    baselines = [s for s in result.summaries if s.policy != agent
+                 and not s.policy.startswith("agent")]
     if not baselines:
         return f"{agent}: no baseline to compare with"
     me = rows[agent]
@@ -422,8 +427,9 @@ def run_benchmark(
     By default one env built by ``make_env()`` serves every episode. With ``env_per_seed``,
     ``make_env(seed)`` builds one env per seed (closed after that seed's episodes), e.g. one
     whose config seed, and so its data split, is the seed too. ``target_accuracy`` defaults to
-    ``target_fraction`` x the best policy's mean final accuracy. Ctrl-C stops early; what
-    finished is summarised and ``interrupted`` is set.
+    ``target_fraction`` x the best policy's mean final accuracy. ``scenario`` and ``fidelity``
+    label the result (what :meth:`BenchResult.merge` checks); by default the env's. Ctrl-C
+    stops early; what finished is summarised and ``interrupted`` is set.
     """
     from tqdm.auto import tqdm
 
@@ -450,6 +456,10 @@ def run_benchmark(
             env = build()
             if not callable(getattr(env, "reset", None)):  # e.g. a make_env that forgot return
                 raise TypeError(f"make_env returned {env!r}: expected a Gymnasium env")
+            # the labels merge() checks: the env's own, unless the caller named them
+            base = getattr(env, "unwrapped", env)
+            scenario = scenario or getattr(getattr(base, "config", None), "name", "")
+            fidelity = fidelity or getattr(base, "fidelity", "")
             try:
                 for policy in resolved:
                     for seed in group_seeds:
@@ -500,9 +510,19 @@ def _check_policies(policies: Iterable[str | Policy]) -> list[Policy]:
     for k, policy in enumerate(policies):
         if isinstance(policy, str):
             policy = make_policy(policy)  # an unknown name: a ValueError listing the known
+        elif isinstance(policy, type):  # its methods would run with the env as self
+            raise ValueError(f"policies[{k}] = {policy.__name__}: a class; pass an instance, "
+                             f"{policy.__name__}(...)")
         elif not all(hasattr(policy, a) for a in ("name", "reset", "act")):
             raise ValueError(f"policies[{k}] = {policy!r}: must be a policy name or a Policy "
                              "(with name, reset and act)")
+        if not isinstance(policy.name, str) or not policy.name:
+            raise ValueError(f"policies[{k}].name = {policy.name!r}: must be a non-empty "
+                             "string (the result's row)")
+        if hasattr(policy, "fit") and not hasattr(policy, "fitted_for"):
+            raise ValueError(f"policy {policy.name!r} has fit() but no fitted_for(env): the "
+                             "runner fits a policy when fitted_for(env) is False (see "
+                             "FittedPolicy); add it, or it would never be fitted")
         resolved.append(policy)
     names = [p.name for p in resolved]
     twice = sorted({n for n in names if names.count(n) > 1})

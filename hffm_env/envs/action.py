@@ -206,9 +206,12 @@ class ActionLayout:
         """Build an action from readable choices (periods as values from the menu, one for
         every module type or a dict of each; routes one for all clusters or a list of one per
         cluster; heads as device ids, one per cluster; partners as indices 0..k, one per
-        device; relay choices as slot values, one per request slot). Used by the baselines;
-        anything else raises ``ValueError`` naming the argument, the value and what is
-        allowed."""
+        device; relay choices as slot values, one per request slot). Left out: no pair
+        exchange, every cluster's head slot 0 (its lowest-id member), no D2D partners and
+        every pending request waiting (relay slot 0). The baselines build their actions with
+        :func:`hffm_env.wrappers.full_action` instead, whose defaults are the round's best
+        uplink heads and relays from the edge. Anything else raises ``ValueError`` naming the
+        argument, the value and what is allowed."""
         action = np.zeros(len(self.nvec), dtype=np.int64)
 
         def per_type(choice: Any, what: str) -> dict[str, Any]:

@@ -450,3 +450,56 @@ def test_the_table_shows_no_target_without_accuracy_and_no_spread_of_one_episode
     assert "no accuracy measured, no target" in table and "nan" not in table
     row = next(line for line in table.splitlines() if line.startswith("| base"))
     assert "±" not in row and row.endswith("| - |") and "| 2.000 |" in row
+
+
+def test_verdict_compares_with_baselines_only_as_best_baseline_does():
+    """With two agents in a result, the verdict of one named the other as the best baseline."""
+    from hffm_env.baselines.runner import best_baseline
+
+    episodes = [_episode("agent:A", [0.2], [1.0]), _episode("agent:B", [0.2], [3.0]),
+                _episode("base", [0.2], [2.0])]
+    result = BenchResult("small", "cost", [0], 0.4, summarise(episodes, 0.4), episodes)
+    assert best_baseline(result) == "base"
+    assert "best baseline by return, base" in verdict(result, "agent:A")
+
+
+def test_run_benchmark_labels_its_result_with_the_env_so_that_merge_can_check_it():
+    """A cost run and a surrogate run merged silently: both were labelled ''."""
+    cost = run_benchmark(lambda: _env("cost"), ["never"], seeds=[1000], target_accuracy=0.3,
+                         progress=False)
+    assert (cost.scenario, cost.fidelity) == ("small", "cost")
+    other = run_benchmark(lambda: _env("cost"), ["never"], seeds=[1001], target_accuracy=0.3,
+                          progress=False, fidelity="surrogate")  # a caller's label wins
+    with pytest.raises(ValueError, match="fidelity = 'surrogate'"):
+        BenchResult.merge([cost, other])
+    with pytest.raises(ValueError, match="merge: 1 names for 2 results"):
+        BenchResult.merge([cost, cost], names=["a.json"])
+
+
+def test_run_benchmark_refuses_policies_it_would_misplay():
+    class Mine:
+        name = "mine"
+
+        def reset(self, env, seed):
+            pass
+
+        def act(self, obs, info):
+            return np.zeros(1)
+
+    with pytest.raises(ValueError, match="policies\\[0\\] = Mine: a class; pass an instance"):
+        run_benchmark(lambda: _env("cost"), [Mine], seeds=[1000], progress=False)
+    unnamed = Mine()
+    unnamed.name = 5
+    with pytest.raises(ValueError, match="policies\\[0\\].name = 5: must be a non-empty string"):
+        run_benchmark(lambda: _env("cost"), [unnamed], seeds=[1000], progress=False)
+    tuned = Mine()
+    tuned.fit = lambda env, rollout: None
+    with pytest.raises(ValueError, match="has fit\\(\\) but no fitted_for"):
+        run_benchmark(lambda: _env("cost"), [tuned], seeds=[1000], progress=False)
+
+
+def test_a_round_plan_is_named_by_a_string():
+    from hffm_env.baselines.plan import RoundPlan
+
+    with pytest.raises(ValueError, match="RoundPlan.name = None"):
+        RoundPlan.constant(2, name=None)
