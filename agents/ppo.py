@@ -395,7 +395,12 @@ class AgentPolicy(EnvBound):
     normalised with the saved statistics (if any), actions are deterministic, and MaskablePPO
     agents get the env's action masks. The folder is checked at once (one clean
     :class:`~hffm_env.agents.checkpoint.AgentFileError` for a bad one); the weights load, without
-    unpickling anything, at the first :meth:`reset`, for that env's spaces."""
+    unpickling anything, at the first :meth:`reset`, for that env's spaces.
+
+    The agent plays the full action space of a bare env (a coarse or menu agent wraps it
+    itself). The env it was trained on: ``gym.make("hffm/HFFM-v0",
+    scenario=policy.agent.training_config(), fidelity=...)`` (None when the folder does
+    not say)."""
 
     def __init__(self, model_path: str | Path, name: str = "agent") -> None:
         from hffm_env.agents.checkpoint import find_agent
