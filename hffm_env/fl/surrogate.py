@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,10 +48,12 @@ from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 
+if TYPE_CHECKING:  # (the engine imports torch models: not needed to read a fit)
+    from hffm_env.fl.engine import RoundResult
+
 __all__ = [
     "AccuracySurrogate", "RoundTrace", "SurrogateMismatch", "SurrogateMissing", "SurrogateRounds",
-    "TierHistory",
-    "find_surrogate", "out_of_fold_residuals", "surrogate_key", "traces_key",
+    "TierHistory", "find_surrogate", "out_of_fold_residuals", "surrogate_key", "traces_key",
     "surrogate_path", "target_names", "SURROGATE_FORMAT",
 ]
 
@@ -602,7 +604,7 @@ class SurrogateRounds:
         skipped = dict.fromkeys([*self.tasks, "mean"], float("nan"))
         return Evaluation(self.prediction.accuracy, dict(skipped), dict(skipped), unmeasured)
 
-    def measured(self, result: Any, scores: Evaluation) -> Any:
+    def measured(self, result: RoundResult, scores: Evaluation) -> RoundResult:
         """The engine's ``result`` of the round (a :class:`~hffm_env.fl.engine.RoundResult`,
         priced, nothing measured) with the accuracies ``scores`` (from :meth:`play`) and the
         predicted losses: a new result, the engine's left as it was."""
