@@ -1,5 +1,9 @@
 """The house's wiring: what gets installed, no import circles, and the layers of DESIGN.md
-(config -> sim/data -> models -> fl -> envs -> baselines/agents -> cli)."""
+(config -> sim/data -> models -> fl -> envs -> baselines/agents -> cli).
+
+The layer rules are about each module's own imports: importing any sub-package runs
+``hffm_env/__init__``, which registers the env ids with gymnasium (so that
+``gym.make("hffm/HFFM-v0")`` works after ``import hffm_env``)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """The network world of HF-FM: placement, channel, D2D routing, dynamics and cost accounting.
 
-Pure numpy + networkx (no torch, no gymnasium). :class:`Network` is the facade: it owns the
-topology and the per-round state (rates, availability, D2D graphs, heads); the engine records
-what it moved in a :class:`TransferTable` (:mod:`hffm_env.sim.transfers`) and gets a
-:class:`CostReport` from :meth:`Network.account` (:mod:`hffm_env.sim.cost`).
+Pure numpy + networkx: no module here imports torch or gymnasium (the package's own
+``__init__`` registers the env ids, so ``import hffm_env.sim`` still loads gymnasium).
+:class:`Network` is the facade: it owns the topology and the per-round state (rates,
+availability, D2D graphs, heads); the engine records what it moved in a
+:class:`TransferTable` (:mod:`hffm_env.sim.transfers`) and gets a :class:`CostReport` from
+:meth:`Network.account` (:mod:`hffm_env.sim.cost`).
 """
 
 from hffm_env.sim.channel import Channel, LinkRates, backhaul_time_s, draw_link_rates
