@@ -830,21 +830,36 @@ def get_scenario(name: str) -> ScenarioConfig:
 
 def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> dict[str, float]:
     """A rough estimate (within a factor of about 2 for the presets) of the memory an env of
-    ``config`` needs, by part: the fixed cost of the libraries, the scenes of every device and
-    of the test sets, in ``train`` fidelity their frozen features and the batched training and
-    evaluation work per device. Used to refuse a config the machine cannot hold before any of
-    it is allocated."""
-    data, model, fl = config.data, config.model, config.fl
-    devices = config.placement.num_devices
-    # (a device's count is drawn around samples_per_device and floored at the minimum)
-    per_device = max(data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2),
-                     data.min_samples_per_device)
-    samples = devices * per_device + data.global_test_samples + data.held_out_samples
-    raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
-    parts = {"libraries": 400e6, "scenes": samples * raw}
+    ``config`` needs, by part: the fixed cost of the libraries; the network's per-pair state
+    (every device pair inside a cluster has a D2D channel, and the pairs within
+    ``channel.d2d_radius_m`` are edges of a networkx graph); and in ``train`` fidelity only
+    (the others draw no scene) the scenes of every device and of the test sets, their frozen
+    features and the batched training and evaluation work per device. Used to refuse a config
+    the machine cannot hold before any of it is allocated."""
+    data, model, fl, placement = config.data, config.model, config.fl, config.placement
+    devices = placement.num_devices
+    # D2D pairs, and the share of them in radio range: two points uniform in a disc of radius
+    # R are within r of each other with probability about (r / R)^2 (exact for small r/R);
+    # "uniform" placement's clusters are unequal, taken here at their mean size and as discs
+    # of their mean area
+    per_cluster = devices / placement.num_edge_servers
+    pairs = placement.num_edge_servers * per_cluster * (per_cluster - 1) / 2
+    spread_m = (placement.device_radius_m if placement.placement == "clustered"
+                else placement.area_side_m / math.sqrt(math.pi * placement.num_edge_servers))
+    in_range = min(1.0, (config.channel.d2d_radius_m / spread_m) ** 2)
+    # bytes per pair (channel draws, rates, relay tables) and per graph edge (networkx's
+    # adjacency dicts, both ways): measured on one cluster of 1,000 and of 2,000 devices
+    parts = {"libraries": 400e6,
+             "network": pairs * 250.0 + (pairs * in_range + devices) * 800.0}
     if fidelity == "train":
+        # (a device's count is drawn around samples_per_device and floored at the minimum)
+        per_device = max(data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2),
+                         data.min_samples_per_device)
+        samples = devices * per_device + data.global_test_samples + data.held_out_samples
+        raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
         tokens = (IMAGE_TOKENS + AUDIO_TOKENS + data.question_length
                   + len(data.tasks) * model.num_prompt_tokens)
+        parts["scenes"] = samples * raw
         parts["features"] = samples * tokens * model.feature_dim * 4.0
         parts["pre-training scenes"] = data.pretrain_samples * raw  # on a first build only
         width = (16 * model.hidden_size + 2 * model.intermediate_size) * model.num_layers \
@@ -872,11 +887,13 @@ def check_memory(config: ScenarioConfig, fidelity: str = "train") -> None:
     parts = estimate_memory_bytes(config, fidelity)
     if parts["total"] > available:
         detail = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items() if k != "total")
+        cheaper = (" (or, for the network alone, fidelity 'cost', which draws no scene)"
+                   if fidelity == "train" else "")
         raise ConfigError(
             f"scenario {config.name!r} ({fidelity} fidelity) needs about "
             f"{parts['total'] / 2**30:.1f} GiB of memory ({detail} GiB); this machine has "
             f"{available / 2**30:.1f} GiB. Reduce placement.num_devices, "
-            "data.samples_per_device or the model's sizes"
+            f"data.samples_per_device or the model's sizes{cheaper}"
         )
 
 

@@ -276,8 +276,26 @@ def test_the_memory_estimate_counts_the_floor_of_samples_per_device():
     from hffm_env.config import estimate_memory_bytes
 
     floor = apply_overrides(small(), {"data.min_samples_per_device": 100_000})
-    assert estimate_memory_bytes(floor, "cost")["scenes"] > \
-        50 * estimate_memory_bytes(small(), "cost")["scenes"]
+    assert estimate_memory_bytes(floor, "train")["scenes"] > \
+        50 * estimate_memory_bytes(small(), "train")["scenes"]
+
+
+def test_the_memory_estimate_counts_d2d_pairs_and_no_scenes_without_training():
+    """One cluster of 5,000 devices: 12.5 million D2D pairs, about 10 GB of channel state and
+    graph edges, which the estimate once left out; cost fidelity draws no scene at all."""
+    from hffm_env.config import estimate_memory_bytes
+
+    one_cluster = apply_overrides(small(), {
+        "placement.num_edge_servers": 1, "placement.num_devices": 5000,
+        "placement.devices_per_cluster": 5000})
+    cost = estimate_memory_bytes(one_cluster, "cost")
+    assert "scenes" not in cost and "features" not in cost
+    assert 5e9 < cost["network"] < 2e10
+    spread = apply_overrides(one_cluster, {"placement.num_edge_servers": 100,
+                                           "placement.devices_per_cluster": 50,
+                                           "placement.area_side_m": 20000.0})
+    assert estimate_memory_bytes(spread, "cost")["network"] < cost["network"] / 50
+    assert estimate_memory_bytes(one_cluster, "train")["scenes"] > 1e9
 
 
 def test_a_negative_zero_spread_is_a_zero_spread():

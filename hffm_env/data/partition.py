@@ -270,6 +270,9 @@ class FederatedData:
         held_out: scenes of one extra cluster (its own skew) that no device trains on; empty
             when ``held_out_samples`` is 0.
         num_samples: ``(N,)`` training samples per device (the aggregation weights).
+        has_scenes: False when built with ``scenes=False``: ``pool``, ``global_test`` and
+            ``held_out`` are then empty and ``train_idx``/``test_idx`` index the pool that
+            would have been drawn (only their lengths mean anything).
     """
 
     clusters: list[ClusterProfile]
@@ -281,6 +284,7 @@ class FederatedData:
     global_test: SceneBatch
     held_out: SceneBatch
     num_samples: np.ndarray
+    has_scenes: bool = True
 
     @property
     def label_dist(self) -> np.ndarray:
@@ -291,18 +295,25 @@ class FederatedData:
         """The samples of ``device`` in ``split`` (``"train"`` or ``"test"``)."""
         if split not in ("train", "test"):
             raise ValueError(f"split = {split!r}: must be 'train' or 'test'")
+        if not self.has_scenes:
+            raise ValueError("this split was built without scenes (scenes=False, as cost and "
+                             "surrogate fidelity build it): build it with scenes=True")
         idx = self.train_idx if split == "train" else self.test_idx
         return self.pool.subset(idx[device])
 
 
 def build_federated_data(
-    config: DataConfig, cluster_of_device: np.ndarray, rng: np.random.Generator
+    config: DataConfig, cluster_of_device: np.ndarray, rng: np.random.Generator,
+    *, scenes: bool = True,
 ) -> FederatedData:
     """Profiles, skewed device data, the global test set and the held-out cluster, all from
     ``rng``.
 
-    The profiles are drawn first (:func:`draw_network_profiles`), so a generator from the same
-    seed gives the same profiles there.
+    The profiles are drawn first (:func:`draw_network_profiles`), then the label skew and the
+    sample counts, so a generator from the same seed gives the same profiles, skew and
+    ``num_samples`` with or without ``scenes``. ``scenes=False`` draws no scene at all (the
+    pool and both test sets are empty): what pricing a round needs, at a fraction of the
+    memory (a scene of ``small`` is about 50 KB, a thousand devices' about 2 GB).
     """
     raw = np.asarray(cluster_of_device)
     if raw.ndim != 1 or raw.size == 0 or not np.issubdtype(raw.dtype, np.integer) or (
@@ -324,7 +335,10 @@ def build_federated_data(
         config.min_samples_per_device, np.round(config.samples_per_device * scale)
     ).astype(np.int64)
     device_of_sample = np.repeat(np.arange(num_devices), counts)
-    pool = _skewed_scenes(config, skew, cluster_of_device[device_of_sample], rng)
+    if scenes:
+        pool = _skewed_scenes(config, skew, cluster_of_device[device_of_sample], rng)
+    else:
+        pool = generate_scenes(0, config, rng)
 
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     train_idx, test_idx = [], []
@@ -334,12 +348,15 @@ def build_federated_data(
         test_idx.append(np.sort(order[:num_test]))
         train_idx.append(np.sort(order[num_test:]))
 
-    balanced = rng.permutation(np.arange(config.global_test_samples) % NUM_SCENE_CLASSES)
-    global_test = generate_scenes(config.global_test_samples, config, rng,
-                                  scene_class=balanced.astype(np.int64))
-    held_out = _skewed_scenes(
-        config, skew, np.full(config.held_out_samples, num_clusters, dtype=np.int64), rng
-    )
+    if scenes:
+        balanced = rng.permutation(np.arange(config.global_test_samples) % NUM_SCENE_CLASSES)
+        global_test = generate_scenes(config.global_test_samples, config, rng,
+                                      scene_class=balanced.astype(np.int64))
+        held_out = _skewed_scenes(
+            config, skew, np.full(config.held_out_samples, num_clusters, dtype=np.int64), rng
+        )
+    else:
+        global_test = held_out = pool
     cluster_skew = LabelSkew(
         scene=skew.scene[:num_clusters],
         count=None if skew.count is None else skew.count[:num_clusters],
@@ -355,4 +372,5 @@ def build_federated_data(
         global_test=global_test,
         held_out=held_out,
         num_samples=np.array([len(ix) for ix in train_idx], dtype=np.int64),
+        has_scenes=scenes,
     )

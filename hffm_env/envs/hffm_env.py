@@ -345,7 +345,9 @@ class HFFMEnv(gym.Env):
         # the config seed's streams: the first layout (clusters, action sizes) and the data split
         built = RandomStreams.from_seed(cfg.seed)
         network = Network(cfg, built)
-        self.data = build_federated_data(cfg.data, network.topology.cluster_of_device, built.data)
+        # (scenes only where they are trained on: pricing a round needs profiles and counts)
+        self.data = build_federated_data(cfg.data, network.topology.cluster_of_device,
+                                         built.data, scenes=fidelity == "train")
         self.surrogate: AccuracySurrogate | None = None
         """The fitted accuracy surrogate (``fidelity="surrogate"`` only)."""
         self._surrogate_rounds: SurrogateRounds | None = None

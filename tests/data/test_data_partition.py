@@ -235,3 +235,30 @@ def test_every_task_is_run_somewhere_even_when_every_cluster_lost_its_sensor():
         for task in cfg.tasks:
             assert any(task in c.tasks for c in clusters), (seed, task)
     assert cameraless  # the case arose
+
+
+def test_a_split_without_scenes_has_the_same_profiles_skew_and_counts():
+    """Cost and surrogate fidelity build the split with scenes=False: what they price must be
+    what real training of the same seed would price."""
+    full = build_federated_data(_small_config(), CLUSTERS, np.random.default_rng(4))
+    bare = build_federated_data(_small_config(), CLUSTERS, np.random.default_rng(4),
+                                scenes=False)
+    assert bare.profiles == full.profiles and bare.clusters == full.clusters
+    np.testing.assert_array_equal(bare.num_samples, full.num_samples)
+    np.testing.assert_array_equal(bare.label_dist, full.label_dist)
+    assert [len(ix) for ix in bare.test_idx] == [len(ix) for ix in full.test_idx]
+    assert full.has_scenes and not bare.has_scenes
+    assert len(bare.pool) == len(bare.global_test) == len(bare.held_out) == 0
+    assert full.device_batch(0).image.shape[0] == full.num_samples[0]
+    with pytest.raises(ValueError, match="built without scenes"):
+        bare.device_batch(0)
+
+
+def test_only_train_fidelity_draws_scenes():
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost").unwrapped
+    assert not env.data.has_scenes and len(env.data.pool) == 0
+    assert env.data.num_samples.sum() > 0
