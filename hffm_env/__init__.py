@@ -16,7 +16,8 @@ register_envs()
 def parallel_env(scenario: str | ScenarioConfig | None = None, **kwargs: object) -> object:
     """The PettingZoo ``ParallelEnv``: one agent per edge server and one for the cloud
     (:mod:`hffm_env.envs.parallel`; needs PettingZoo, the ``integrations`` extra).
-    ``kwargs`` are those of ``gymnasium.make("hffm/HFFM-v0", ...)`` plus ``reward_split``."""
+    ``kwargs`` are those of ``gymnasium.make("hffm/HFFM-v0", ...)`` plus ``reward_split``
+    and ``action_mask`` (``"per-slot"`` or ``"flat"``)."""
     from hffm_env.envs.parallel import HFFMParallelEnv
 
     return HFFMParallelEnv(scenario, **kwargs)

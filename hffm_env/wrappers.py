@@ -221,4 +221,11 @@ class ActionMaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorA
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
         """The observation with the mask for the next action."""
         mask = np.asarray(self.env.get_wrapper_attr("action_masks")(), dtype=bool)
+        expected = self.observation_space["action_mask"].shape
+        if mask.shape != expected:  # a wrapper between changed the space but not the mask
+            raise TypeError(
+                f"ActionMaskObservation: action_masks() of the wrapped env has shape "
+                f"{mask.shape}, but its action space {self.env.action_space} needs "
+                f"{expected}: an action wrapper that changes the action space must define "
+                "action_masks() for its own space")
         return {"observation": observation, "action_mask": mask}

@@ -41,6 +41,15 @@ entries; the cloud sees the whole single-agent
 observation. ``action_mask`` holds one ``int8`` vector per slot, the form
 ``MultiDiscrete.sample(mask=...)`` takes (so PettingZoo's test and samplers use it), and
 ``infos[agent]["action_mask"]`` is the same mask flat and boolean (sb3-contrib's layout).
+With ``action_mask="flat"`` the observed mask is that flat vector instead, as a
+``Box(0, 1, (sum of the slots' sizes,), int8)`` (the form libraries that tensorise every
+observation take, e.g. skrl's multi-agent wrapper); PettingZoo's ``parallel_api_test``
+samples with the observed mask, which a ``MultiDiscrete`` takes per slot only.
+
+``observation_spaces`` and ``action_spaces`` hold every agent's spaces (the objects
+``observation_space(a)`` and ``action_space(a)`` return); ``state()`` is the single-agent
+observation of the last reset or step (what the cloud agent observes), in ``state_space``:
+the global state centralised critics (MAPPO) take.
 
 ## Rewards
 ``reward_split="team"`` (default): every agent receives the single-agent env's scalar reward.
@@ -76,7 +85,8 @@ try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
 except ImportError:  # pragma: no cover - exercised only without the extra
     ParallelEnv = BaseWrapper = object  # type: ignore[assignment,misc]
 
-__all__ = ["CheckedAgentActions", "HFFMParallelEnv", "REWARD_SPLITS", "combine_periods"]
+__all__ = ["CheckedAgentActions", "HFFMParallelEnv", "MASK_FORMS", "REWARD_SPLITS",
+           "combine_periods"]
 
 CLOUD = "cloud_0"
 
@@ -92,6 +102,15 @@ def _check_split(reward_split: str) -> None:
         raise ValueError(f"reward_split = {reward_split!r}: must be one of {list(REWARD_SPLITS)}")
 
 
+MASK_FORMS: tuple[str, ...] = ("per-slot", "flat")
+"""How the parallel env's observations carry the action mask (``action_mask=``)."""
+
+
+def _check_mask_form(action_mask: str) -> None:
+    if action_mask not in MASK_FORMS:
+        raise ValueError(f"action_mask = {action_mask!r}: must be one of {list(MASK_FORMS)}")
+
+
 class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
     """One agent per edge server plus the cloud (see the module docstring for the MAMDP).
 
@@ -101,24 +120,30 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
             reward mode).
         reward_split: ``"team"`` or ``"cost-share"``.
         render_mode: ``None``, ``"rgb_array"`` or ``"ansi"`` (the single-agent frame).
+        action_mask: ``"per-slot"`` (one ``int8`` vector per slot, a ``Tuple`` space) or
+            ``"flat"`` (one ``int8`` vector, a ``Box``).
     """
 
     metadata = {"name": "hffm_parallel_v0", "render_modes": ["rgb_array", "ansi"],
                 "is_parallelizable": True}
 
     def __init__(self, scenario: Any = None, *, reward_split: str = "team",
-                 render_mode: str | None = None, **env_kwargs: Any) -> None:
+                 render_mode: str | None = None, action_mask: str = "per-slot",
+                 **env_kwargs: Any) -> None:
         if ParallelEnv is object:
             raise ImportError("hffm_env.parallel_env needs PettingZoo: "
                               "pip install 'hffm-env[integrations]' (or pettingzoo)")
         _check_split(reward_split)  # before the env is built
+        _check_mask_form(action_mask)
         if env_kwargs.get("reward_mode", "scalar") != "scalar":
             raise ValueError("reward_mode: the parallel env splits the scalar reward; "
                              "use reward_split for per-agent rewards")
-        self._bind(HFFMEnv(scenario, render_mode=render_mode, **env_kwargs), reward_split)
+        self._bind(HFFMEnv(scenario, render_mode=render_mode, **env_kwargs), reward_split,
+                   action_mask)
 
     @classmethod
-    def over(cls, env: HFFMEnv, *, reward_split: str = "team") -> HFFMParallelEnv:
+    def over(cls, env: HFFMEnv, *, reward_split: str = "team",
+             action_mask: str = "per-slot") -> HFFMParallelEnv:
         """The multi-agent view of an existing single-agent env, which keeps driving the
         episode: :meth:`observe` splits its observation among the agents and
         :meth:`joint_action` assembles their actions (how a multi-agent policy plays in the
@@ -127,18 +152,23 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
             raise TypeError(f"HFFMParallelEnv.over: expected an HFFMEnv (env.unwrapped), "
                             f"got {type(env).__name__}")
         _check_split(reward_split)
+        _check_mask_form(action_mask)
         if env.reward_mode != "scalar":
             raise ValueError(f"HFFMParallelEnv.over: the env's reward_mode = "
                              f"{env.reward_mode!r}: the agents share a scalar reward; build "
                              "the env with reward_mode='scalar'")
         view = cls.__new__(cls)
-        view._bind(env, reward_split)
+        view._bind(env, reward_split, action_mask)
         return view
 
-    def _bind(self, env: HFFMEnv, reward_split: str) -> None:
+    def _bind(self, env: HFFMEnv, reward_split: str, action_mask: str) -> None:
         self.env = env
         self.render_mode = env.render_mode
         self.reward_split = reward_split
+        self.action_mask_form = action_mask
+        self.state_space: spaces.Box = env.observation_space
+        """The space of :meth:`state`: the single-agent observation's."""
+        self._state: np.ndarray | None = None
         layout = self.env.layout
         self.num_clusters = layout.num_clusters
         self.possible_agents = [f"edge_{c}" for c in range(self.num_clusters)] + [CLOUD]
@@ -156,9 +186,19 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         self.slot_names = {agent: edge_slots for agent in self.possible_agents[:-1]}
         self.slot_names[CLOUD] = [f"cloud_period/{t}" for t in MODULE_TYPES]
         self._nvec = {agent: self._sizes(agent) for agent in self.possible_agents}
-        self._action_spaces = {a: spaces.MultiDiscrete(self._nvec[a])
-                               for a in self.possible_agents}
-        self._observation_spaces = {a: self._observation_space(a) for a in self.possible_agents}
+        self.action_spaces: dict[str, spaces.MultiDiscrete] = {
+            a: spaces.MultiDiscrete(self._nvec[a]) for a in self.possible_agents}
+        """Every agent's action space (PettingZoo's attribute)."""
+        self.observation_spaces: dict[str, spaces.Dict] = {
+            a: self._observation_space(a) for a in self.possible_agents}
+        """Every agent's observation space (PettingZoo's attribute)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy starts without an episode, like the single-agent env it holds (which a
+        pickle rebuilds fresh): no live agents until ``reset()``."""
+        self.__dict__.update(state)
+        self.agents = []
+        self._state = None
 
     # ---------------------------------------------------------------------------- spaces
 
@@ -181,20 +221,24 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
     def action_space(self, agent: str) -> spaces.MultiDiscrete:
         """The agent's ``MultiDiscrete`` (see the module docstring); the same object on
         every call, so that seeding it sticks."""
-        return self._action_spaces[self._check_agent(agent)]
+        return self.action_spaces[self._check_agent(agent)]
 
     def observation_space(self, agent: str) -> spaces.Dict:
-        """``Dict(observation=Box(0, 1), action_mask=Tuple(MultiBinary(n) per slot))``; the
-        same object on every call."""
-        return self._observation_spaces[self._check_agent(agent)]
+        """``Dict(observation=Box(0, 1), action_mask=Tuple(MultiBinary(n) per slot))`` (with
+        ``action_mask="flat"``: ``action_mask=Box(0, 1, (sum of n,), int8)``); the same object
+        on every call."""
+        return self.observation_spaces[self._check_agent(agent)]
 
     def _observation_space(self, agent: str) -> spaces.Dict:
         size = len(self.env.observation_names) if agent == CLOUD else (
             len(self._shared) + len(self._own[0]))
+        nvec = self._nvec[agent]
+        mask = (spaces.Box(0, 1, shape=(int(nvec.sum()),), dtype=np.int8)
+                if self.action_mask_form == "flat"
+                else spaces.Tuple([spaces.MultiBinary(int(n)) for n in nvec]))
         return spaces.Dict({
             "observation": spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32),
-            "action_mask": spaces.Tuple([spaces.MultiBinary(int(n))
-                                         for n in self._nvec[agent]]),
+            "action_mask": mask,
         })
 
     def _check_agent(self, agent: str) -> str:
@@ -233,6 +277,13 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         if done:
             self.agents = []
         return observations, rewards, terms, truncs, infos
+
+    def state(self) -> np.ndarray:
+        """The global state: the single-agent observation of the last reset or step (what
+        the cloud agent observes), in :attr:`state_space`."""
+        if self._state is None:
+            raise RuntimeError("call reset() before state()")
+        return self._state.copy()
 
     def render(self) -> Any:
         """The single-agent env's frame."""
@@ -333,11 +384,14 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
                 c = int(agent.removeprefix("edge_"))
                 own = np.concatenate([obs[self._shared], obs[self._own[c]]])
             slot_masks = self._slot_masks(agent, flat, owners)
+            flat_mask = np.concatenate(slot_masks)
             observations[agent] = {
                 "observation": own.astype(np.float32),
-                "action_mask": tuple(m.astype(np.int8) for m in slot_masks),
+                "action_mask": (flat_mask.astype(np.int8) if self.action_mask_form == "flat"
+                                else tuple(m.astype(np.int8) for m in slot_masks)),
             }
-            infos[agent] = {"action_mask": np.concatenate(slot_masks), "env": info}
+            infos[agent] = {"action_mask": flat_mask, "env": info}
+        self._state = np.asarray(obs, dtype=np.float32).copy()
         return observations, infos
 
     def _rewards(self, reward: float, info: dict[str, Any]) -> dict[str, float]:

@@ -185,3 +185,37 @@ def test_edges_of_the_multi_agent_api_are_refused_by_name():
         aec.step(None if done or cut else aec.action_space(agent).sample())
     with pytest.raises(RuntimeError, match="call reset"):
         aec.step(None)
+
+
+def test_flat_masks_state_and_the_space_dicts_for_centralised_critics():
+    """skrl's multi-agent wrapper (IPPO/MAPPO) read ``observation_spaces``/``action_spaces``,
+    called ``state()`` and could not tensorise the per-slot mask."""
+    import copy
+    import pickle
+
+    flat = _parallel(action_mask="flat")
+    per_slot = _parallel()
+    obs_flat, infos = flat.reset(seed=3)
+    obs_slots, _ = per_slot.reset(seed=3)
+    for agent in flat.possible_agents:
+        assert flat.observation_spaces[agent] is flat.observation_space(agent)
+        assert flat.action_spaces[agent] is flat.action_space(agent)
+        mask = obs_flat[agent]["action_mask"]
+        assert mask.dtype == np.int8 and mask.shape == (flat.action_space(agent).nvec.sum(),)
+        np.testing.assert_array_equal(mask, np.concatenate(obs_slots[agent]["action_mask"]))
+        np.testing.assert_array_equal(mask, infos[agent]["action_mask"])
+        assert flat.observation_space(agent).contains(obs_flat[agent])
+    state = flat.state()
+    assert flat.state_space.contains(state)
+    np.testing.assert_array_equal(state, obs_flat["cloud_0"]["observation"])
+    obs_flat, *_ = flat.step({})
+    np.testing.assert_array_equal(flat.state(), obs_flat["cloud_0"]["observation"])
+    with pytest.raises(ValueError, match="action_mask = 'dense'"):
+        _parallel(action_mask="dense")
+    with pytest.raises(RuntimeError, match="call reset"):
+        _parallel().state()
+    # a copy starts without an episode, as the single-agent env it holds does
+    for copied in (copy.deepcopy(flat), pickle.loads(pickle.dumps(flat))):
+        assert copied.agents == [] and flat.agents
+        with pytest.raises(RuntimeError, match="call reset"):
+            copied.state()

@@ -10,7 +10,13 @@ from gymnasium.utils.env_checker import check_env
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env.baselines.policies import make_policy
 from hffm_env.fl.schedule import Route
-from hffm_env.wrappers import PAPER_MENU, ActionMaskObservation, CoarseActions, ScheduleMenu
+from hffm_env.wrappers import (
+    PAPER_MENU,
+    ActionMaskObservation,
+    CoarseActions,
+    ScheduleMenu,
+    full_action,
+)
 
 
 def test_coarse_actions_play_the_periodic_schedules(make_env):
@@ -64,6 +70,24 @@ def test_action_mask_observation_carries_the_mask_of_the_outer_action_space(make
         np.testing.assert_array_equal(obs["action_mask"], info["action_mask"])
     with pytest.raises(TypeError, match="neither MultiDiscrete nor Discrete"):
         ActionMaskObservation(gym.make("Pendulum-v1"))
+
+
+def test_action_mask_observation_refuses_a_mask_of_another_space(make_env):
+    """A user's action wrapper that changes the space but has no action_masks() let the
+    base env's mask through under the wrapper's declared shape."""
+
+    class TwoChoices(gym.ActionWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.action_space = gym.spaces.Discrete(2)
+
+        def action(self, action):
+            return full_action(self.env, 1, 2 if action == 0 else 1, Route.DIRECT)
+
+    env = ActionMaskObservation(TwoChoices(make_env()))
+    with pytest.raises(TypeError, match=r"has shape \(\d+,\), but its action space "
+                                        r"Discrete\(2\) needs \(2,\)"):
+        env.reset(seed=0)
 
 
 def test_stacked_action_wrappers_are_refused_when_built(make_env):

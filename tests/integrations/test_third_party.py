@@ -126,3 +126,32 @@ def test_skrl_ppo_trains_on_the_full_action_space():
                       cfg={"timesteps": 48, "headless": True, "disable_progressbar": True}).train()
     after = list(models["policy"].parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_skrl_wraps_the_multi_agent_env_with_flat_masks_and_a_state():
+    """skrl's PettingZoo wrapper (its IPPO and MAPPO) needs the space dicts, ``state()`` and
+    a mask it can tensorise."""
+    _library("skrl")
+    import torch
+    from skrl.envs.wrappers.torch import wrap_env
+
+    from hffm_env.testing import TINY_OVERRIDES
+
+    logging.getLogger("skrl").setLevel(logging.WARNING)
+    parallel = hffm_env.parallel_env("small", fidelity="cost", action_mask="flat",
+                                     overrides=list(TINY_OVERRIDES))
+    env = wrap_env(parallel, wrapper="pettingzoo")
+    observations, _ = env.reset()
+    width = parallel.observation_space("cloud_0")["observation"].shape[0] + \
+        int(parallel.action_space("cloud_0").nvec.sum())
+    assert observations["cloud_0"].shape == (1, width)
+    assert env.state()["cloud_0"].shape == (1, parallel.state_space.shape[0])
+    rounds = 0
+    while True:
+        actions = {a: torch.as_tensor(parallel.action_space(a).sample()).view(1, -1)
+                   for a in env.possible_agents}
+        _, _, terminated, _, _ = env.step(actions)
+        rounds += 1
+        if all(t.item() for t in terminated.values()) or rounds > 100:
+            break
+    assert rounds == parallel.env.config.env.episode_rounds
