@@ -21,7 +21,8 @@ from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
            "OUT_FILES", "LEARNING_CURVE_CSV", "LEARNING_CURVE_PNG", "LearningCurve",
-           "wrap_actions", "env_device", "prepare_out", "write_train_args", "FINETUNE_SEED_OFFSET"]
+           "wrap_actions", "env_device", "prepare_out", "replace_earlier_run", "write_train_args",
+           "FINETUNE_SEED_OFFSET"]
 
 ALGOS = ("ppo", "maskable-ppo")
 LR_SCHEDULES = ("constant", "linear")
@@ -458,10 +459,19 @@ OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib"
 that the new run's curves are not shown beside the old run's; a resumed run adds its own)."""
 
 
+def _holds_a_run(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier run's outputs (what ``--force`` may replace)."""
+    return any((folder / name).exists() for name in ("train_args.json", "agent.json",
+                                                       "model.zip")) \
+        or any((folder / "checkpoints").glob("step_*/agent.json"))
+
+
 def prepare_out(args: TrainArgs) -> Path:
     """Check ``--out`` before any work: a file is refused, a non-empty folder too unless
-    ``--resume`` or ``--force`` (which removes the earlier run's results and checkpoints).
-    Nothing is created here, so a failed start leaves nothing behind."""
+    ``--resume`` or ``--force``; ``--force`` only on a folder that holds an earlier run, and
+    not with a ``--resume`` inside it. Nothing is created or removed here (that is
+    :func:`replace_earlier_run`, once every other check has passed), so a failed start
+    leaves everything as it was."""
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out = {str(out)!r}: is a file; give a folder for the run's outputs")
@@ -469,13 +479,21 @@ def prepare_out(args: TrainArgs) -> Path:
     resumes_out = args.resume is not None and (
         Path(args.resume).resolve() == out.resolve()
         or out.resolve() in Path(args.resume).resolve().parents)
-    if out.is_dir() and any(out.iterdir()) and not (resumes_out or args.force):
+    if resumes_out and args.force:
+        raise ValueError(f"--force with --resume {args.resume!r}: --force would remove the "
+                         f"run in {str(out)!r} that --resume continues; drop --force")
+    occupied = out.is_dir() and any(out.iterdir())
+    if occupied and not (resumes_out or args.force):
         raise ValueError(
             f"out = {str(out)!r}: exists and is not empty"
             + (f" and --resume {args.resume!r} is not a run in it" if args.resume else "")
             + "; pass --force to replace the earlier run's results, --resume to continue the "
             "run in it, or another --out"
         )
+    if occupied and args.force and not _holds_a_run(out):
+        raise ValueError(f"out = {str(out)!r}: holds no earlier run (no train_args.json, "
+                         "agent.json, model.zip or checkpoints/step_*), so --force would "
+                         "remove files of something else; give an empty or new --out")
     if not out.exists():  # created later: check now that it can be
         import tempfile
 
@@ -485,11 +503,16 @@ def prepare_out(args: TrainArgs) -> Path:
         except OSError as err:
             raise ValueError(f"out = {str(out)!r}: cannot be created in {str(parent)!r} "
                              f"({err.strerror})") from None
+    return out
+
+
+def replace_earlier_run(out: Path, args: TrainArgs) -> None:
+    """With ``--force``, remove the earlier run's outputs from ``out`` (:data:`OUT_FILES`;
+    other files stay). Call it after every check of the run's arguments has passed."""
     if args.force and out.is_dir():
         from hffm_env.agents.checkpoint import clear_folder
 
         clear_folder(out, OUT_FILES)
-    return out
 
 
 def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:

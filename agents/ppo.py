@@ -29,6 +29,7 @@ from hffm_env.agents.common import (
     note,
     note_whole_rollouts,
     prepare_out,
+    replace_earlier_run,
     wrap_actions,
     write_train_args,
 )
@@ -316,6 +317,7 @@ def train_sb3(args: TrainArgs) -> float:
                          overrides=tuple(args.scenario_overrides()), config_file=args.config)
         save_agent(out / where, model, info, vec_env if args.normalize else None)
 
+    replace_earlier_run(out, args)  # everything built: --force may remove the earlier run
     curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
     if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
         curve.continue_from(resume.run_folder, resume.info.num_timesteps)

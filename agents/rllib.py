@@ -409,6 +409,7 @@ def train_rllib(args: Any) -> float:
         TrainingInterrupted,
         note_whole_rollouts,
         prepare_out,
+        replace_earlier_run,
         write_train_args,
     )
 
@@ -419,6 +420,7 @@ def train_rllib(args: Any) -> float:
         raise ValueError(f"resume = {args.resume!r}: was trained with --engine "
                          f"{resume.info.engine}{' --multi-agent' * resume.info.multi_agent}; "
                          "resume it with the same flags")
+    replace_earlier_run(out, args)  # every check passed: --force may remove the earlier run
     started_ray = not ray.is_initialized()
     if started_ray:
         if args.address:

@@ -18,7 +18,7 @@ import torch
 
 import hffm_env.agents.command as train_agent
 from hffm_env.agents.checkpoint import AgentFileError, Normalization, find_agent, load_model
-from hffm_env.agents.common import TrainArgs, prepare_out
+from hffm_env.agents.common import TrainArgs, prepare_out, replace_earlier_run
 from hffm_env.agents.ppo import AgentPolicy
 from hffm_env.cli import main as cli_main
 from hffm_env.testing import TINY_OVERRIDES
@@ -175,7 +175,8 @@ def test_out_is_never_silently_mixed(tmp_path, capsys):
     (used / "notes.txt").write_text("mine")
     assert train_agent.main([*BASE, "--out", str(used)]) == 2
     assert "--force" in capsys.readouterr().err
-    prepare_out(TrainArgs(out=str(used), force=True))
+    forced = TrainArgs(out=str(used), force=True)
+    replace_earlier_run(prepare_out(forced), forced)
     assert sorted(p.name for p in used.iterdir()) == ["notes.txt"]  # only the run's files go
     # a failed start leaves nothing behind
     missing = tmp_path / "never"
@@ -184,6 +185,27 @@ def test_out_is_never_silently_mixed(tmp_path, capsys):
     assert train_agent.main([*BASE, "--out", str(missing), "--resume",
                              str(tmp_path / "nothing-here")]) == 2
     assert not missing.exists()
+
+
+def test_force_removes_nothing_until_every_check_passed(tmp_path, capsys):
+    """--force emptied --out before --resume was found, even when --resume was the run in
+    --out; and it emptied a project folder whose files had a run's names."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_00000008").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000008" / "agent.json").write_text("{}")
+    (run / "train_args.json").write_text("{}")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for resume in (str(run / "checkpoints" / "step_00000008"), str(tmp_path / "nothing")):
+        assert train_agent.main([*BASE, "--out", str(run), "--force", "--resume", resume]) == 2
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    err = capsys.readouterr().err
+    assert "--force would remove the run" in err and "--resume: " in err
+    project = tmp_path / "project"
+    (project / "checkpoints" / "important").mkdir(parents=True)
+    (project / "results.json").write_text("{}")
+    assert train_agent.main([*BASE, "--out", str(project), "--force"]) == 2
+    assert "holds no earlier run" in capsys.readouterr().err
+    assert (project / "results.json").exists() and (project / "checkpoints" / "important").is_dir()
 
 
 # ------------------------------------------------------------------------ crafted files
