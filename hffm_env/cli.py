@@ -184,9 +184,14 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_policies(paths: Sequence[str]) -> list:
-    """The trained agents at ``paths`` (``--agent``) as policies named by :func:`_agent_label`;
-    a file that is not an agent is a ``ConfigError`` naming it and why."""
+def _agent_policies(paths: Sequence[str], config: ScenarioConfig) -> list:
+    """The trained agents at ``paths`` (``--agent``) as policies named by :func:`_agent_label`,
+    each loaded for the spaces of an env of ``config`` before any episode runs; a file that
+    is not an agent, or an agent of other spaces, is a ``ConfigError`` naming it and why."""
+    if not paths:
+        return []
+    import gymnasium as gym
+
     from hffm_env.agents.job import agent_policy
 
     policies = []
@@ -195,6 +200,14 @@ def _agent_policies(paths: Sequence[str]) -> list:
             policies.append(agent_policy(path, name=_agent_label(path)))
         except ValueError as err:  # AgentFileError: the message names the file and why
             raise ConfigError(f"--agent: {err}") from None
+    # (the spaces are the same in every fidelity: the cheapest env checks them)
+    env = gym.make("hffm/HFFM-v0", scenario=config, fidelity="cost")
+    try:
+        with _agent_errors():
+            for policy in policies:
+                policy.reset(env)
+    finally:
+        env.close()
     return policies
 
 
@@ -322,7 +335,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from hffm_env.baselines.runner import run_benchmark
 
-    agents = _agent_policies(args.agent)
+    agents = _agent_policies(args.agent, config)
     _note_training_configs(agents, config)
     policies: list = [*agents, *_plan_policies(args.plan, config), *names]
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
@@ -521,7 +534,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                 "seeds": sorted({int(e["seed"]) for e in episodes}),
                                 "training_s": float("nan")})
     else:
-        agents = _agent_policies(args.agent)
+        agents = _agent_policies(args.agent, config)
         from hffm_env.baselines.calibrate import cloud_every_round_schedules
 
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []

@@ -84,20 +84,32 @@ def test_calibrate_help_states_the_designs_defaults(capsys):
     assert f"the paper's seven schedules, {', '.join(named)})" in text
 
 
-def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path):
+def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path,
+                                                                 monkeypatch):
     """A committed three-cluster agent loads, but its spaces do not fit today's four-cluster
-    `small`: `hffm bench --agent` and `hffm calibrate --agent` say so, naming the flag, the
-    file and the overrides it was trained with, and write nothing."""
+    `small`: `hffm bench --agent` and `hffm calibrate --agent` say so before any episode
+    (bench played every other agent's episodes first, calibrate trained one and left its
+    traces), naming the flag, the file and the overrides it was trained with, and write
+    nothing."""
     from pathlib import Path
 
-    agent = Path(__file__).resolve().parents[1] / "docs/results/agents/ppo-coarse-stt_s0"
+    from hffm_env.baselines import calibrate, runner
+
+    def no_episode(*args, **kwargs):
+        raise AssertionError("an episode ran before the agents were checked")
+
+    monkeypatch.setattr(runner, "run_benchmark", no_episode)
+    monkeypatch.setattr(calibrate, "calibrate", no_episode)
+    agents = Path(__file__).resolve().parents[1] / "docs/results/agents"
+    agent = agents / "ppo-coarse-stt_s0"
     out = tmp_path / "bench.json"
     assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
-                 "--agent", str(agent), "--policies", "never", "--no-progress",
-                 "--json", str(out)]) == 2
-    note, err = capsys.readouterr().err.splitlines()  # the note on its training, the error
-    assert note.startswith("hffm bench: note: agent:ppo-coarse-stt_s0 was trained with")
-    assert err.startswith("hffm: error: --agent: ")
+                 "--set", "env.observe_target=true", "--set", "env.target_accuracy=0.357",
+                 "--agent", str(agents / "ppo-coarse-stt-plan-4clusters_s0"),
+                 "--agent", str(agent),
+                 "--policies", "never", "--no-progress", "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hffm: error: --agent: ") and "ppo-coarse-stt_s0" in err
     assert "does not fit this env's spaces" in err and "placement.num_edge_servers=3" in err
     assert not out.exists()
     traces = tmp_path / "traces.json.gz"
@@ -108,6 +120,7 @@ def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path
     last = err.strip().splitlines()[-1]
     assert last.startswith("hffm: error: --agent: ") and "does not fit" in last, err
     assert "Traceback" not in err and not (tmp_path / "fit.pt").exists()
+    assert not traces.exists()
 
 
 def test_bench_refuses_flags_it_would_ignore(capsys, tmp_path):
