@@ -121,7 +121,8 @@ class TrainArgs:
         default=2_000,
         metadata={
             "help": "environment steps (FL rounds) in total over all envs, a resumed run's "
-            "earlier steps included"
+            "earlier steps included; at least one rollout (--n-steps x --n-envs), and PPO "
+            "trains whole rollouts"
         },
     )
     n_envs: int = field(
@@ -320,6 +321,17 @@ class TrainArgs:
             raise ValueError(f"n_steps = {self.n_steps} with n_envs = {self.n_envs}: a rollout "
                              "needs at least 2 steps (n_steps x n_envs >= 2)")
         self._check_numbers()
+        rollout = self.n_steps * self.n_envs
+        # PPO trains whole rollouts: one longer than the run would train many times the
+        # rounds asked for (a resumed run's remainder gets a note when it trains)
+        for flag, steps in (("total_timesteps", self.total_timesteps if self.resume is None
+                             else 0), ("finetune_timesteps", self.finetune_steps)):
+            if 0 < steps < rollout:
+                raise ValueError(
+                    f"{flag} = {steps}: less than one rollout ({rollout} rounds: --n-steps "
+                    f"{self.n_steps} x --n-envs {self.n_envs}), and PPO trains whole "
+                    f"rollouts, so {rollout} would be trained; lower --n-steps or raise "
+                    f"--{flag.replace('_', '-')}")
         from hffm_env.config import load_scenario, parse_override, preset_of, scenario_names
 
         given = {parse_override(o)[0]: o for o in self.overrides}

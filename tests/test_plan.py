@@ -272,7 +272,7 @@ def test_cloning_makes_the_policy_play_the_plan(tmp_path, plan_file):
 
     out = tmp_path / "run"
     assert train_main(["--scenario", "small", "--fidelity", "cost", "--action-mode", "coarse",
-                       "--algo", "ppo", "--total-timesteps", "1", "--n-steps", "8",
+                       "--algo", "ppo", "--total-timesteps", "8", "--n-steps", "8",
                        "--learning-rate", "0", "--imitate", str(plan_file),
                        "--imitate-rounds", "64", "--episode-rounds", "4", "--eval-seeds",
                        "1000", "--eval-policies", "never", "--no-progress",

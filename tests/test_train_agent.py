@@ -78,8 +78,13 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert "--batch-size 1: must be >= 2" in capsys.readouterr().err
     assert train_agent.main(["--n-steps", "1"]) == 2
     assert "--n-steps 1 with --n-envs 1" in capsys.readouterr().err
+    # PPO trains whole rollouts: one longer than the run trained 32 times the rounds asked
+    for argv, flag in ((["--total-timesteps", "64", "--n-steps", "2048"], "--total-timesteps 64"),
+                       (["--finetune-timesteps", "8", "--n-envs", "2"], "--finetune-timesteps 8")):
+        assert train_agent.main(["--fidelity", "cost", *argv]) == 2
+        assert f"{flag}: less than one rollout" in capsys.readouterr().err
     # training never resets an env with a held-out seed (1000+) or an evaluation seed
-    for argv in (["--seed", "500", "--finetune-timesteps", "2"], ["--seed", "999"],
+    for argv in (["--seed", "500", "--finetune-timesteps", "64"], ["--seed", "999"],
                  ["--seed", "3", "--n-envs", "2", "--eval-seeds", "5"]):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert "training would reset its envs with seeds" in capsys.readouterr().err
