@@ -12,7 +12,7 @@ from typing import Any
 from hffm_env import jsonio
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device
 
-__all__ = ["train", "agent_policy", "evaluate_against_baselines"]
+__all__ = ["train", "agent_label", "agent_policy", "evaluate_against_baselines"]
 
 
 def train(args: TrainArgs) -> dict[str, Any]:
@@ -51,9 +51,7 @@ def evaluate_against_baselines(
     from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
 
     out = Path(agent_path)
-    engine = "" if args.engine == "sb3" else f"{args.engine}-"
-    shape = "multi-agent-" if args.multi_agent else ""  # edge and cloud modules, not one policy
-    agent = agent_policy(out, name=f"agent-{engine}{shape}{args.algo}")
+    agent = agent_policy(out, name=agent_label(out))
     names = args.eval_policies or policy_names()
 
     def make_env() -> Any:
@@ -89,6 +87,17 @@ def evaluate_against_baselines(
     (out / "results.md").write_text(f"{table}\n\n**Verdict:** {payload['verdict']}\n")
     plot_tradeoffs(result, out / "pareto.png")
     return payload
+
+
+def agent_label(path: str | Path) -> str:
+    """``agent:<run folder>`` for a run folder or its ``model.zip`` or ``policy.pt`` (what
+    training writes), else ``agent:<file stem>``: short names that stay distinct across
+    training runs (so that runs of two agents never merge into one row)."""
+    file = Path(path)
+    if file.is_dir():
+        return f"agent:{file.resolve().name}"
+    inside = file.stem in ("model", "policy") and file.parent.name  # model.zip, policy.pt
+    return f"agent:{file.parent.name if inside else file.stem}"
 
 
 def agent_policy(model_path: str | Path, name: str = "agent") -> Any:

@@ -185,19 +185,19 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _agent_policies(paths: Sequence[str], config: ScenarioConfig) -> list:
-    """The trained agents at ``paths`` (``--agent``) as policies named by :func:`_agent_label`,
+    """The trained agents at ``paths`` (``--agent``) as policies named by ``agent_label``,
     each loaded for the spaces of an env of ``config`` before any episode runs; a file that
     is not an agent, or an agent of other spaces, is a ``ConfigError`` naming it and why."""
     if not paths:
         return []
     import gymnasium as gym
 
-    from hffm_env.agents.job import agent_policy
+    from hffm_env.agents.job import agent_label, agent_policy
 
     policies = []
     for path in paths:
         try:
-            policies.append(agent_policy(path, name=_agent_label(path)))
+            policies.append(agent_policy(path, name=agent_label(path)))
         except ValueError as err:  # AgentFileError: the message names the file and why
             raise ConfigError(f"--agent: {err}") from None
     # (the spaces are the same in every fidelity: the cheapest env checks them)
@@ -271,15 +271,6 @@ def _note_searched_config(name: str, path: str, config: ScenarioConfig) -> None:
     except (ValueError, KeyError, TypeError, OSError):  # a bare plan: nothing recorded
         return
     _note_other_settings(f"{name} was searched", searched, config)
-
-
-def _agent_label(path: str) -> str:
-    """``agent:<run folder>`` for ``<run folder>/model.zip`` or ``policy.pt`` (what
-    ``train_agent.py`` writes), else ``agent:<file stem>``: short names that stay distinct
-    across training runs."""
-    file = Path(path)
-    inside = file.stem in ("model", "policy") and file.parent.name  # model.zip, policy.pt
-    return f"agent:{file.parent.name if inside else file.stem}"
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -396,6 +387,13 @@ def _bench_from_json(args: argparse.Namespace) -> int:
             raise ConfigError(f"--policies has {missing[0]!r}: the files hold {known}")
         result = BenchResult.merge([replace(result, episodes=[
             e for e in result.episodes if e.policy in keep])])
+    seeds = {s.policy: sorted({e.seed for e in result.episodes if e.policy == s.policy})
+             for s in result.summaries}
+    if len({tuple(v) for v in seeds.values()}) > 1:  # rows of other seeds do not compare
+        shown = ", ".join(f"{p} on {len(v)}" for p, v in seeds.items())
+        print(f"hffm bench: note: the rows are not on the same seeds ({shown}; "
+              f"{len(result.seeds)} in all): compare rows of one seed set, or rerun the "
+              "missing episodes", file=sys.stderr)
     _report_bench(result, args)
     return 0
 

@@ -153,6 +153,17 @@ def test_bench_merges_saved_runs_with_an_empty_policies_list_and_json_to_a_dash_
     assert main(["bench", "--from-json", str(saved), "--policies", "", "--json", "-"]) == 0
     merged = json.loads(capsys.readouterr().out)
     assert [p["policy"] for p in merged["policies"]] == ["never", "star"]  # '' keeps every row
+    # rows of different seed sets are merged, with a note saying so
+    more = tmp_path / "b.json"
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1001",
+                 "--policies", "never", "--target-accuracy", "0.3", "--no-progress",
+                 "--json", str(more)]) == 0
+    capsys.readouterr()
+    assert main(["bench", "--from-json", str(saved), str(more)]) == 0
+    assert "note: the rows are not on the same seeds (never on 2, star on 1; 2 in all)" in \
+        capsys.readouterr().err
+    assert main(["bench", "--from-json", str(saved), str(saved)]) == 0
+    assert "note" not in capsys.readouterr().err
 
 
 def test_bench_json_to_stdout_and_a_closed_pipe(capsys):

@@ -40,11 +40,11 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert list((out / "runs").glob(f"small__{algo}__0__*"))
     results = json.loads((out / "results.json").read_text())
-    assert [p["policy"] for p in results["policies"]] == [f"agent-{algo}", "star", "hffm-e2"]
+    assert [p["policy"] for p in results["policies"]] == [f"agent:{algo}", "star", "hffm-e2"]
     printed = capsys.readouterr().out
     assert "| star |" in printed
-    assert f"**Verdict:** agent-{algo} " in printed and "best baseline by return" in printed
-    assert results["verdict"].startswith(f"agent-{algo} ")
+    assert f"**Verdict:** agent:{algo} " in printed and "best baseline by return" in printed
+    assert results["verdict"].startswith(f"agent:{algo} ")
 
     # a saved agent loads and evaluates through the baselines' protocol
     agent = AgentPolicy(out / "model.zip")

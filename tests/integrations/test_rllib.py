@@ -62,7 +62,7 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
     checkpoint = first / "checkpoints" / "step_00000128"
     assert (checkpoint / "policy.pt").is_file() and (checkpoint / "rllib").is_dir()
     results = json.loads((first / "results.json").read_text())
-    assert {s["policy"] for s in results["policies"]} == {"agent-rllib-maskable-ppo", "never"}
+    assert {s["policy"] for s in results["policies"]} == {"agent:first", "never"}
     (run,) = (first / "runs").iterdir()
     tags = set(_tags(run).Tags()["scalars"])
     assert {"rollout/ep_rew_mean", "fl/energy_j", "train/policy_loss",
@@ -106,7 +106,7 @@ def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
     assert set(weights) == {"edge", "cloud"}
     results = json.loads((out / "results.json").read_text())
     agent = next(s for s in results["policies"] if s["policy"].startswith("agent"))
-    assert agent["policy"] == "agent-rllib-multi-agent-maskable-ppo" and agent["episodes"] == 1
+    assert agent["policy"] == "agent:ma" and agent["episodes"] == 1
 
 
 def test_masked_module_never_picks_a_masked_value(local_ray):
