@@ -451,11 +451,9 @@ class TrainArgs:
 
 def env_device(device: str) -> str:
     """``device``, with ``auto`` resolved to ``cuda`` when present, else ``cpu``."""
-    if device == "auto":
-        import torch
+    from hffm_env.devices import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve_device(device)
 
 
 class TrainingInterrupted(Exception):

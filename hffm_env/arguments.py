@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env.config import SEED_MAX
-from hffm_env.devices import device_problem
+from hffm_env.devices import device_problem, resolve_device
 
 __all__ = [
     "PLOT_SUFFIXES", "USER_ERRORS", "device", "error_line", "non_negative_int",
@@ -120,6 +120,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_EPISODES = 1_000_000
+"""The most episodes a command plays per policy (``--episodes``): more would only exhaust the
+memory that holds their records (a million cost-fidelity episodes take hours already)."""
+
+
+def episode_count(text: str) -> int:
+    """An integer in ``1..MAX_EPISODES``."""
+    value = positive_int(text)
+    if value > MAX_EPISODES:
+        raise argparse.ArgumentTypeError(f"{value}: at most {MAX_EPISODES:,} episodes per "
+                                         "policy (their records are kept in memory)")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
     value = _integer(text, "an integer >= 0")
@@ -157,10 +171,13 @@ def fraction(text: str) -> float:
 
 
 def device(text: str) -> str:
-    """A torch device this machine has (:func:`hffm_env.devices.device_problem`)."""
+    """A torch device this machine has (:func:`hffm_env.devices.device_problem`), or
+    ``auto``: ``cuda`` when there is one, else ``cpu``."""
+    if text == "auto":
+        return resolve_device(text)
     problem = device_problem(text)
     if problem is not None:
-        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}; or auto")
     return text
 
 

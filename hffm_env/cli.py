@@ -328,6 +328,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     agents = _agent_policies(args.agent, config)
     _note_training_configs(agents, config)
+    training_seeds = sorted(s for s in seeds if s < FIRST_HELD_OUT_SEED)
+    if agents and training_seeds:  # training resets its envs with seeds below them
+        print(f"hffm bench: note: seeds {training_seeds} are training seeds (below "
+              f"{FIRST_HELD_OUT_SEED}): an agent may have trained on them; judge agents on "
+              "held-out seeds", file=sys.stderr)
     policies: list = [*agents, *_plan_policies(args.plan, config), *names]
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import SurrogateMismatch, find_surrogate
@@ -513,6 +518,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                         for e in read_traces(path, traces_key(config))]
         except ValueError as error:
             raise ConfigError(f"--from-traces {error}") from None
+        absent = sorted(set(args.exclude_seeds) - {int(e["seed"]) for e in recorded})
+        if absent:  # a typo would leave in what was meant to be left out
+            raise ConfigError(f"--exclude-seeds {absent[0]}: no episode of the traces has that "
+                              f"seed (they hold seeds "
+                              f"{sorted({int(e['seed']) for e in recorded})})")
         held_out = sorted({int(e["seed"]) for e in recorded
                            if int(e["seed"]) >= FIRST_HELD_OUT_SEED} - set(args.exclude_seeds))
         if held_out:  # a surrogate fitted on them would be judged on its own training data
@@ -619,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
                        "paper's seven schedules for --scenario paper --fidelity cost; '' for "
                        "none, with --agent or --plan)")
-    bench.add_argument("--episodes", type=arguments.positive_int, default=None,
+    bench.add_argument("--episodes", type=arguments.episode_count, default=None,
                        help=f"episodes per policy on the held-out seeds {FIRST_HELD_OUT_SEED}, "
                        f"{FIRST_HELD_OUT_SEED + 1}, ... (default {len(DEFAULT_EVAL_SEEDS)})")
     bench.add_argument("--seeds", type=arguments.seed, nargs="+", action="extend", default=None,
@@ -639,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of the best policy's final accuracy used as target "
                        f"when no target accuracy is set (default {DEFAULT_TARGET_FRACTION})")
     bench.add_argument("--device", type=arguments.device, default=None,
-                       help="torch device for FL training (default: cpu)")
+                       help="torch device for FL training: cpu, cuda, cuda:<i>, mps or auto "
+                       "(cuda when present; default: cpu)")
     bench.add_argument("--surrogate", metavar="FILE", default=None,
                        help="with --fidelity surrogate: a fitted surrogate (hffm calibrate "
                        "--out FILE; default: the cache's fit for this config, else the shipped "
@@ -661,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", help="pre-train and cache the frozen parts of a scenario's model now")
     _add_scenario_arguments(pretrain)
     pretrain.add_argument("--device", type=arguments.device, default="cpu",
-                          help="torch device for pre-training")
+                          help="torch device for pre-training: cpu, cuda, cuda:<i>, mps or "
+                          "auto (cuda when present)")
     pretrain.add_argument("--json", action="store_true", help="print JSON instead of text")
     pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pretrain.set_defaults(func=_cmd_pretrain)
@@ -709,7 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "fit (to judge it on them: benchmarks/surrogate_error.py --traces "
                            "FILE --seeds SEED ...)")
     calibrate.add_argument("--device", type=arguments.device, default=None,
-                           help="torch device for FL training (default: cpu)")
+                           help="torch device for FL training: cpu, cuda, cuda:<i>, mps or "
+                           "auto (cuda when present; default: cpu)")
     calibrate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     calibrate.set_defaults(func=_cmd_calibrate)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["device_problem", "forked_after_torch_threads", "guard_forks"]
+__all__ = ["device_problem", "forked_after_torch_threads", "guard_forks", "resolve_device"]
 
 
 def device_problem(device: Any) -> str | None:
@@ -33,6 +33,16 @@ def device_problem(device: Any) -> str | None:
     elif parsed.type != "cpu":
         return allowed
     return None
+
+
+def resolve_device(device: str) -> str:
+    """``device``, with ``auto`` resolved to ``cuda`` when this machine has it, else ``cpu``
+    (the commands' ``--device auto``)."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 _forks_guarded = False

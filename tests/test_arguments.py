@@ -30,6 +30,7 @@ def status(argv: list[str]) -> int:
     (arguments.probability, "nan"), (arguments.probability, "1.5"), (arguments.probability, "-0.1"),
     (arguments.positive_number, "inf"), (arguments.positive_number, "0"),
     (arguments.device, "cuda:99"), (arguments.device, "gpu"),
+    (arguments.episode_count, "100000000000"), (arguments.episode_count, "0"),
 ])
 def test_argument_types_refuse_bad_values_naming_them(check, text):
     with pytest.raises(argparse.ArgumentTypeError, match=text.replace("*", r"\*")):
@@ -40,6 +41,10 @@ def test_argument_types_pass_good_values():
     assert arguments.seed("0") == 0 and arguments.seed(str(2**63 - 1)) == 2**63 - 1
     assert arguments.probability("0.357") == 0.357 and arguments.positive_int("3") == 3
     assert arguments.device("cpu") == "cpu"
+    # every command takes --device auto, as `hffm train` does (bench refused it)
+    import torch
+
+    assert arguments.device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_output_files_are_checked_before_any_work_and_left_untouched(tmp_path):

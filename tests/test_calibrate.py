@@ -227,6 +227,10 @@ def test_a_refit_leaves_out_seeds_and_says_so(calibrated, tmp_path, capsys):
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
                      "--exclude-seeds", "0"]) == 2  # the only seed: nothing left to fit
     assert "--exclude-seeds [0] leaves no episode" in capsys.readouterr().err
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
+                     "--exclude-seeds", "7"]) == 2  # a typo left everything in
+    assert "--exclude-seeds 7: no episode of the traces has that seed (they hold seeds [0])" \
+        in capsys.readouterr().err
 
 
 def test_calibration_refuses_an_empty_design(capsys):

@@ -195,3 +195,21 @@ def test_set_takes_several_overrides_at_once_as_train_agent_does(capsys):
                  "--set", "env.energy_weight=0"]) == 0
     episode = json.loads(capsys.readouterr().out)["episodes"][0]
     assert len(episode["energy_j"]) == 3 and episode["rewards"][0] != 0.0
+
+
+def test_bench_notes_an_agent_judged_on_training_seeds_and_takes_device_auto(capsys):
+    """`hffm bench --agent` on seeds below 1000 ran without a word (train refuses them for
+    its evaluation), and `--device auto`, which `hffm train` takes, was refused."""
+    from pathlib import Path
+
+    agent = Path(__file__).resolve().parents[1] / \
+        "docs/results/agents/ppo-coarse-stt-plan-4clusters_s0"
+    settings = ["--set", "env.observe_target=true", "--set", "env.target_accuracy=0.357",
+                "--set", "env.episode_rounds=2"]
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "3", "1000",
+                 "--agent", str(agent), "--policies", "", "--no-progress", "--device", "auto",
+                 *settings]) == 0
+    assert "note: seeds [3] are training seeds (below 1000)" in capsys.readouterr().err
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "3",
+                 "--policies", "never", "--no-progress", *settings]) == 0
+    assert "training seeds" not in capsys.readouterr().err  # no agent, no note
