@@ -543,7 +543,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                 "training_s": float("nan")})
     else:
         agents = _agent_policies(args.agent, config)
-        from hffm_env.baselines.calibrate import cloud_every_round_schedules
+        from hffm_env.baselines.calibrate import cloud_every_round_schedules, read_traces
+        from hffm_env.fl.surrogate import traces_key
 
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []
         schedules += _plan_policies(args.plan)
@@ -555,16 +556,30 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError("the calibration design is empty: name --policies, or pass "
                               "--mixed, --random-episodes, --cloud-every-round, --plan or "
                               "--agent")
+        # the cache's traces are replaced only by a finished run, so that they always belong
+        # to the fit beside them; a named file is written as the episodes come
+        named = bool(args.traces or args.out)
+        writing = traces if named else traces.with_name(
+            traces.name.removesuffix(".json") + ".partial.json")
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
-              f"{config.name} (seeds {args.seeds}); traces to {traces}")
-        with _agent_errors():
-            surrogate, _ = calibrate(
-                lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
-                                 device=args.device),
-                args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
-                progress=not args.no_progress, traces_path=traces, policies=args.policies,
-                agents=agents, schedules=schedules,
-            )
+              f"{config.name} (seeds {args.seeds}); traces to {writing}")
+        try:
+            with _agent_errors():
+                surrogate, _ = calibrate(
+                    lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
+                                     device=args.device),
+                    args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
+                    progress=not args.no_progress, traces_path=writing,
+                    policies=args.policies, agents=agents, schedules=schedules,
+                )
+        except KeyboardInterrupt:
+            kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
+            print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
+                  f"{writing}" + (f": fit them with `hffm calibrate --from-traces {writing} "
+                                  "--out FILE`" if kept else ""), file=sys.stderr)
+            return 130
+        if not named:
+            writing.replace(traces)
     surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
     serving = out.resolve() == surrogate_path(config).resolve()
     if serving:

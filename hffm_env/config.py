@@ -1234,4 +1234,12 @@ def load_scenario(
         config = get_scenario(scenario)
     if layers is not None:
         config = from_dict(layers, base=config)
-    return apply_overrides(config, overrides)
+    config = apply_overrides(config, overrides)
+    named = layers.get("scenario") if layers is not None else None
+    base = named if isinstance(named, str) else scenario if isinstance(scenario, str) else None
+    if base is not None and config.name != base and config.name in SCENARIOS:
+        # reports, caches and agents' notes go by the name: another preset's would mislead
+        raise ConfigError(f"name = {config.name!r}: the name of another preset, on preset "
+                          f"{base!r}; name your variant otherwise (or give scenario "
+                          f"{config.name!r})")
+    return config

@@ -293,3 +293,41 @@ def test_calibrate_refits_the_caches_fit_without_force(tmp_path, monkeypatch, ca
                   "--mixed", "0", "--random-episodes", "0",
                   "--traces", str(tmp_path / "new.json.gz")])
     assert "exists" not in capsys.readouterr().err
+
+
+def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C said only "interrupted", and a rerun into the cache truncated the traces that
+    belong to the fit beside them."""
+    from hffm_env.baselines import calibrate as design
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    real = design.trace_episode
+    played = []
+
+    def stopped_at_the_second(env, policy, seed):
+        if played:
+            raise KeyboardInterrupt
+        played.append(policy.name)
+        return real(env, policy, seed)
+
+    monkeypatch.setattr(design, "trace_episode", stopped_at_the_second)
+    traces = surrogate_path(load_scenario("small", overrides=OVERRIDES)).with_suffix(
+        ".traces.json")
+    traces.write_text("the traces of the fit beside them")
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--policies", "never", "star", "--mixed", "0", "--random-episodes", "0",
+                     "--no-progress"]) == 130
+    partial = traces.with_name(traces.name.removesuffix(".json") + ".partial.json")
+    assert f"interrupted; 1 of 2 episodes are in {partial}: fit them with `hffm calibrate " \
+        f"--from-traces {partial}" in capsys.readouterr().err
+    assert traces.read_text() == "the traces of the fit beside them"
+    assert [e["policy"] for e in read_traces(partial)] == ["never"]
+    # a finished run puts its traces beside its fit
+    monkeypatch.setattr(design, "trace_episode", real)
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--policies", "never", "--mixed", "0", "--random-episodes", "0",
+                     "--no-progress"]) == 0
+    assert [e["policy"] for e in read_traces(traces)] == ["never"] and not partial.exists()

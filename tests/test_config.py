@@ -310,3 +310,17 @@ def test_a_negative_zero_spread_is_a_zero_spread():
         "dynamics.mobility": True, "dynamics.speed_mps_min": 0.0,
         "dynamics.speed_mps_max": -0.0})
     env.reset(seed=0)
+
+
+def test_a_variant_named_after_another_preset_is_refused(tmp_path):
+    """A config file with ``name: small`` on preset paper gave reports headed "scenario
+    small" about paper's 40 devices."""
+    file = tmp_path / "variant.yaml"
+    file.write_text("name: small\n")
+    with pytest.raises(ConfigError, match="name = 'small': the name of another preset, on "
+                                          "preset 'paper'"):
+        load_scenario("paper", config_file=file)
+    with pytest.raises(ConfigError, match="name = 'medium'"):
+        load_scenario("small", overrides=["name=medium"])
+    assert load_scenario("paper", overrides=["name=my-paper"]).name == "my-paper"
+    assert load_scenario("small", overrides=["name=small"]).name == "small"
