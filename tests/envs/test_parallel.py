@@ -219,3 +219,20 @@ def test_flat_masks_state_and_the_space_dicts_for_centralised_critics():
         assert copied.agents == [] and flat.agents
         with pytest.raises(RuntimeError, match="call reset"):
             copied.state()
+
+
+def test_each_edge_agent_observes_its_own_cluster_and_the_shared_entries():
+    """The view test compared two outputs of the same slicing: an edge agent shown cluster 0's
+    entries passed."""
+    par = _parallel()
+    observations, infos = par.reset(seed=2)
+    full = dict(zip(par.env.observation_names, par.state().tolist(), strict=True))
+    shared = [n for n in par.env.observation_names if not n.startswith("cluster/")]
+    for c in range(par.num_clusters):
+        mine = observations[f"edge_{c}"]["observation"]
+        own = [full[f"cluster/{c}/{key}"] for key in ("uplink", "d2d_rate", "d2d_density",
+                                                       "available")]
+        np.testing.assert_allclose(mine[len(shared):], own)
+        np.testing.assert_allclose(mine[:len(shared)], [full[n] for n in shared])
+    uplinks = {full[f"cluster/{c}/uplink"] for c in range(par.num_clusters)}
+    assert len(uplinks) > 1, "clusters should differ, or the test could not tell them apart"
