@@ -205,7 +205,8 @@ def test_observe_target_shows_what_the_target_rewards_read(make_env):
     cloud_every_round = np.zeros(plain.action_space.shape, dtype=np.int64)
     plain.reset(seed=5)
     scores = [measured(plain.step(cloud_every_round)[-1], "accuracy") for _ in range(4)]
-    target = scores[1]  # reached in round 2 at the latest
+    # a target one round reaches and a later round falls below (real rounds are noisy)
+    target = next(score for k, score in enumerate(scores[:-1]) if min(scores[k + 1:]) < score)
 
     env = make_env(fidelity="train", extra=[*base, f"env.target_accuracy={target}",
                                             "env.observe_target=true"])
@@ -213,7 +214,7 @@ def test_observe_target_shows_what_the_target_rewards_read(make_env):
     assert env.observation_space.shape == (plain.observation_space.shape[0] + 2,)
     obs, _ = env.reset(seed=5)
     assert dict(zip(names, obs))["target/reached"] == 0.0
-    reached = False
+    reached = fell_back = False
     for score_without in scores:
         obs, _, _, _, info = env.step(cloud_every_round)
         score = measured(info, "accuracy")
@@ -223,9 +224,37 @@ def test_observe_target_shows_what_the_target_rewards_read(make_env):
         value = dict(zip(names, obs))
         assert value["target/reached"] == float(reached)
         assert value["target/gap"] == pytest.approx(max(target - score, 0.0), abs=1e-6)
-    assert reached
+        if reached and score < target:  # reached stays reached: not charged again
+            fell_back = True
+            assert value["target/reached"] == 1.0 and info["reward_terms"]["energy"] == 0.0
+    # the last round pays the final accuracy, without the miss penalty
+    assert reached and fell_back
+    assert info["reward_terms"]["accuracy"] == pytest.approx(
+        env.unwrapped.config.env.accuracy_weight * score)
 
 
 def test_observe_target_needs_a_target():
     with pytest.raises(ConfigError, match="observe_target"):
         apply_overrides(small(), ["env.observe_target=true"])
+
+
+def test_accuracy_gain_pays_each_rounds_gain_and_the_episode_its_total(make_env):
+    """The reward was checked only as a function: an env that handed it the score as the
+    previous score (so every gain was 0) passed."""
+    from hffm_env.envs.hffm_env import measured
+
+    env = make_env(fidelity="train", extra=["env.reward=accuracy-gain", "env.episode_rounds=4",
+                                            "env.accuracy_weight=3"])
+    _, info = env.reset(seed=1)
+    start = previous = measured(info, "accuracy")
+    assert np.isfinite(start)
+    total = 0.0
+    for _ in range(4):
+        _, _, done, _, info = env.step(np.zeros(env.action_space.shape, dtype=np.int64))
+        score = measured(info, "accuracy")
+        gain = info["reward_terms"]["accuracy"]
+        assert gain == pytest.approx(3 * (score - previous), abs=1e-9)
+        total += gain
+        previous = score
+    assert done and abs(total) > 0
+    assert total == pytest.approx(3 * (score - start), abs=1e-9)
