@@ -498,3 +498,26 @@ def test_a_round_leaves_no_reference_cycles():
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+def test_the_relay_mask_allows_every_source_that_can_serve_the_request(make_env):
+    """A mask that allowed only "wait" in every relay slot passed: masked-in actions needed
+    no repair, but no masked agent could ever relay a module."""
+    env = make_env(extra=["fl.task_arrival_prob=1.0"])
+    base = env.unwrapped
+    offsets = np.concatenate([[0], np.cumsum(env.action_space.nvec)])
+    checked = 0
+    for seed in range(5):
+        env.reset(seed=seed)
+        mask = base.action_masks()
+        for r, request in enumerate(base.pending):
+            slot = base.layout.slot_names.index(f"relay/{r}")
+            allowed = mask[offsets[slot]:offsets[slot + 1]]
+            sources = base.engine.relay_candidates(request)
+            assert len(sources) >= 2  # the edge and the cloud at least
+            for source in sources:
+                assert allowed[base.layout.relay_value(request, source)], (request, source)
+            assert allowed[0]  # waiting is always allowed
+            assert allowed.sum() == len(sources) + 1  # and nothing that cannot serve it
+            checked += 1
+    assert checked > 0

@@ -345,6 +345,39 @@ def test_relaying_serves_a_pending_module():
             ModuleRequest(0, "head/vqa"): RelaySource(SourceKind.CLOUD)}))
 
 
+@pytest.mark.parametrize("kind", [SourceKind.EDGE, SourceKind.CLOUD, SourceKind.DEVICE])
+def test_a_relayed_module_arrives_with_its_sources_values(kind):
+    """A relay marked the module held without copying its values (the requester kept its
+    initial weights) and passed: only the holder flags and the hops were checked."""
+    engine = _engine(train=False, extra=["fl.task_arrival_prob=1.0"])
+    for seed in range(20):  # a request whose cluster has another holder (for a device source)
+        engine.reset(seed)
+        pending = engine.begin_round(RandomStreams.from_seed(seed).requests)
+        sources = {r: engine.relay_candidates(r) for r in pending}
+        request = next((r for r, found in sources.items()
+                        if kind != SourceKind.DEVICE or found[0].kind == SourceKind.DEVICE), None)
+        if request is not None:
+            break
+    assert request is not None
+    _randomise(engine, seed=3)  # every copy different
+    gen = torch.Generator().manual_seed(5)
+    for stored in (engine.edge_params, engine.cloud_params):
+        for name, value in stored.items():
+            stored[name] = torch.randn(value.shape, generator=gen)
+    source = sources[request][0] if kind == SourceKind.DEVICE else RelaySource(kind)
+    d, c = request.device, int(engine.cluster[request.device])
+    names = engine.inventory.by_id(request.module_id).param_names
+    expected = {name: (engine.params[name][source.device] if kind == SourceKind.DEVICE
+                       else engine.edge_params[name][c] if kind == SourceKind.EDGE
+                       else engine.cloud_params[name]).clone() for name in names}
+    assert not all(torch.equal(engine.params[n][d], expected[n]) for n in names)
+    result = engine.run_round(Schedule(tiers=dict.fromkeys(MODULE_TYPES, Tier.NONE),
+                                       relay_sources={request: source}))
+    assert request in result.relayed
+    for name in names:
+        assert torch.equal(engine.params[name][d], expected[name]), name
+
+
 @pytest.mark.slow
 def test_real_training_learns_above_chance():
     engine = _engine(train=True, extra=["fl.local_steps=5", "fl.batch_size=16",
