@@ -52,6 +52,14 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
                    overrides=list(TINY_OVERRIDES))
     record = run_episode(env, agent, seed=5)
     assert record.rounds == 4 and np.isfinite(record.energy_j).all()
+    if algo == "maskable-ppo":  # its actions keep to the env's masks (the env would repair
+        obs, info = env.reset(seed=6)  # masked values silently, so check them here)
+        agent.reset(env, 6)
+        offsets = np.concatenate([[0], np.cumsum(env.action_space.nvec)])
+        for _ in range(4):
+            mask, action = env.unwrapped.action_masks(), agent.act(obs, info)
+            assert all(mask[offsets[k] + v] for k, v in enumerate(action))
+            obs, _, _, _, info = env.step(action)
 
     # ... and through `hffm bench --agent`, named after its run folder
     bench_json = tmp_path / f"{algo}-bench.json"
