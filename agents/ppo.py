@@ -357,9 +357,15 @@ def train_sb3(args: TrainArgs) -> float:
     if resume is not None and remaining <= 0 and finetune_left <= 0:
         note(f"the checkpoint has {done} timesteps already, --total-timesteps is "
              f"{args.total_timesteps}: nothing left to train; it is saved and evaluated as it is")
-    note_whole_rollouts(args, args.n_steps * args.n_envs, remaining, finetune_left)
+    rollout = args.n_steps * args.n_envs
+    note_whole_rollouts(args, rollout, remaining, finetune_left)
+
+    def whole(steps: int) -> int:
+        """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
+        return -(-steps // rollout) * rollout
+
     if remaining > 0:
-        learn(remaining, run_name, resume is None, args.fidelity, "while training")
+        learn(whole(remaining), run_name, resume is None, args.fidelity, "while training")
     if finetune_left > 0:
         # fine-tune on real training: same policy, optimiser and running statistics, on
         # other training seeds than the first phase's
@@ -367,7 +373,8 @@ def train_sb3(args: TrainArgs) -> float:
         vec_env.close()
         vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
         model.set_env(vec_env)
-        learn(finetune_left, f"{run_name}__finetune", False, "train", "while fine-tuning")
+        learn(whole(finetune_left), f"{run_name}__finetune", False, "train",
+              "while fine-tuning")
     train_seconds = time.perf_counter() - started
     save(Path("."))
     curve.write(out)
