@@ -36,6 +36,7 @@ __all__ = [
     "POLICIES",
     "POLICY_FAMILIES",
     "policy_family",
+    "is_agent_name",
     "make_policy",
     "policy_names",
 ]
@@ -362,10 +363,17 @@ POLICY_FAMILIES: dict[str, str] = {
 ``"agents"``."""
 
 
+def is_agent_name(name: str) -> bool:
+    """Whether a result row named ``name`` is a trained agent's: ``agent:<run or file>`` (how
+    the commands name them), the bare default ``agent``, or ``agent-<algo>`` (how results of
+    earlier versions named them); a heuristic may be called ``agentless-...``."""
+    return name == "agent" or name.startswith(("agent:", "agent-"))
+
+
 def policy_family(name: str) -> str:
-    """The family of policy ``name``: :data:`POLICY_FAMILIES`, ``"agents"`` for ``agent:...``
-    rows, ``"other"`` for names not known here."""
-    if name.startswith("agent"):
+    """The family of policy ``name``: :data:`POLICY_FAMILIES`, ``"agents"`` for agents' rows
+    (:func:`is_agent_name`), ``"other"`` for names not known here."""
+    if is_agent_name(name):
         return "agents"
     return POLICY_FAMILIES.get(name, "other")
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env import jsonio
-from hffm_env.baselines.policies import Policy, make_policy
+from hffm_env.baselines.policies import Policy, is_agent_name, make_policy
 from hffm_env.config import DEFAULT_TARGET_FRACTION
 from hffm_env.envs.reward import reaches_target
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
@@ -32,6 +32,7 @@ __all__ = [
     "BenchResult",
     "run_episode",
     "run_benchmark",
+    "env_settings",
     "format_table",
     "plot_tradeoffs",
     "best_baseline",
@@ -206,6 +207,10 @@ class BenchResult:
     summaries: list[PolicySummary]
     episodes: list[EpisodeRecord]
     interrupted: bool = False
+    settings: dict[str, Any] | None = None
+    """What the episodes were played under (:func:`env_settings`: the env's whole config but
+    its seed, the reward and the reward mode), so that :meth:`merge` refuses runs of other
+    settings; None in files written before it was recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN written as null)."""
@@ -215,6 +220,7 @@ class BenchResult:
             "seeds": self.seeds,
             "target_accuracy": self.target_accuracy,
             "interrupted": self.interrupted,
+            "settings": self.settings,
             "policies": [asdict(s) for s in self.summaries],
             "episodes": [
                 {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
@@ -245,6 +251,7 @@ class BenchResult:
                 for e in data["episodes"]
             ],
             interrupted=bool(data.get("interrupted", False)),
+            settings=data.get("settings"),
         )
 
     @classmethod
@@ -271,8 +278,10 @@ class BenchResult:
 
         An episode of the same policy and seed in two runs must be the same episode (a
         policy's episodes are bit-identical across runs of one version, cache and thread
-        count) and is kept once; one that differs, or runs of another scenario, fidelity or
-        target, raise ``ValueError`` naming the run (``names``, default its index).
+        count) and is kept once; one that differs, or runs of another scenario, fidelity,
+        target or :attr:`settings` (config, horizon, reward: the first settings that differ
+        are named), raise ``ValueError`` naming the run (``names``, default its index). Runs
+        without recorded settings (older files) merge on the labels alone.
         """
         if not results:
             raise ValueError("merge: no results given")
@@ -293,6 +302,14 @@ class BenchResult:
                            " (without a target set, each run takes a fraction of its own best "
                            "final accuracy: run them with one target, --target-accuracy or "
                            "run_benchmark's target_accuracy)"))
+            if result.settings is not None and first.settings is not None:
+                differ = _differences(first.settings, result.settings)
+                if differ:
+                    shown = ", ".join(f"{k} {a!r} vs {b!r}" for k, a, b in differ[:4])
+                    raise ValueError(
+                        f"{name}: played under other settings than {names[0]} ({shown}"
+                        f"{', ...' if len(differ) > 4 else ''}); only runs of one env "
+                        "configuration and reward merge")
             for episode in result.episodes:
                 seen = episodes.setdefault((episode.policy, episode.seed), episode)
                 if not _same_episode(seen, episode):
@@ -306,7 +323,37 @@ class BenchResult:
             seeds=sorted({e.seed for e in merged}), target_accuracy=first.target_accuracy,
             summaries=summarise(merged, first.target_accuracy), episodes=merged,
             interrupted=any(r.interrupted for r in results),
+            settings=next((r.settings for r in results if r.settings is not None), None),
         )
+
+
+def env_settings(env: Any) -> dict[str, Any] | None:
+    """What an env's episodes are played under, as plain data: its config without the config
+    seed (``benchmarks/tradeoff.py`` varies the data split by it), its reward (the name, or
+    ``module.qualname`` of a custom callable) and reward mode; None for an env that is not
+    an HF-FM env."""
+    from hffm_env.config import ScenarioConfig, to_dict
+
+    base = getattr(env, "unwrapped", env)
+    config = getattr(base, "config", None)
+    if not isinstance(config, ScenarioConfig):
+        return None
+    reward = getattr(base, "reward_function", None)
+    from hffm_env.envs.reward import REWARDS
+
+    named = next((n for n, f in REWARDS.items() if f is reward), None)
+    custom = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
+    return {"config": {k: v for k, v in to_dict(config).items() if k != "seed"},
+            "reward": named if named is not None else custom,
+            "reward_mode": getattr(base, "reward_mode", "")}
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` wherever two nested dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(a.keys() | b.keys(), key=str)
+                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [(prefix[:-1], a, b)]
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -376,7 +423,7 @@ def verdict(result: BenchResult, agent: str) -> str:
         raise ValueError(f"agent {agent!r}: not in the result (policies {list(rows)})")
     # the baselines of best_baseline: every row but the agents'
     baselines = [s for s in result.summaries if s.policy != agent
-                 and not s.policy.startswith("agent")]
+                 and not is_agent_name(s.policy)]
     if not baselines:
         return f"{agent}: no baseline to compare with"
     me = rows[agent]
@@ -449,6 +496,7 @@ def run_benchmark(
         else [(make_env, [int(seed) for seed in seeds])])
     episodes: list[EpisodeRecord] = []
     interrupted = False
+    settings: dict[str, Any] | None = None
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
@@ -460,6 +508,7 @@ def run_benchmark(
             base = getattr(env, "unwrapped", env)
             scenario = scenario or getattr(getattr(base, "config", None), "name", "")
             fidelity = fidelity or getattr(base, "fidelity", "")
+            settings = settings if settings is not None else env_settings(env)
             try:
                 for policy in resolved:
                     for seed in group_seeds:
@@ -496,6 +545,7 @@ def run_benchmark(
         summaries=summarise(episodes, float(target_accuracy)),
         episodes=episodes,
         interrupted=interrupted,
+        settings=settings,
     )
 
 
@@ -600,7 +650,7 @@ FAMILY_STYLES: dict[str, tuple[str, str]] = {
 def best_baseline(result: BenchResult) -> str | None:
     """The baseline (not an ``agent:`` row) with the highest mean episode return: the one
     :func:`verdict` compares agents with; None when there is none."""
-    rows = [s for s in result.summaries if not s.policy.startswith("agent")
+    rows = [s for s in result.summaries if not is_agent_name(s.policy)
             and math.isfinite(s.episode_return["mean"])]
     return max(rows, key=lambda s: s.episode_return["mean"]).policy if rows else None
 

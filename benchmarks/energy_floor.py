@@ -25,6 +25,7 @@ from typing import Any
 from _output import claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
+from hffm_env.baselines.policies import is_agent_name
 
 TARGET_SAVING = 0.30
 """The learning issue's target: 30% less energy to target than the best baseline."""
@@ -99,7 +100,7 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     # those that reached it on every seed first: a mean over fewer seeds is not comparable
     summaries.sort(key=lambda s: (s.reached_target < s.episodes, s.energy_to_target_j["mean"]))
     names = [s.policy for s in summaries]
-    colours = ["tab:red" if n.startswith("agent:") else "tab:blue" for n in names]
+    colours = ["tab:red" if is_agent_name(n) else "tab:blue" for n in names]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.6))
     bars = ax.barh(range(len(names)), [s.energy_to_target_j["mean"] for s in summaries],
                    xerr=[s.energy_to_target_j["std"] for s in summaries], color=colours,

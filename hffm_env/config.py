@@ -1224,6 +1224,11 @@ def load_scenario(
     overrides, each layered on the previous one (``None``: the dataclass defaults). A config
     file that names a preset (``scenario: paper``) is layered on that preset instead."""
     layers = load_config_file(config_file) if config_file is not None else None
+    if layers is not None and "scenario" in layers and not isinstance(scenario, (str, type(None))):
+        # the file's preset would replace the config given, not be layered on it
+        raise ConfigError(f"config file {str(config_file)!r} names scenario "
+                          f"{layers['scenario']!r}, but a whole config was given to layer it "
+                          "on; drop the file's scenario key, or give the preset's name")
     if isinstance(scenario, ScenarioConfig):
         config = scenario
     elif isinstance(scenario, Mapping):

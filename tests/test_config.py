@@ -324,3 +324,17 @@ def test_a_variant_named_after_another_preset_is_refused(tmp_path):
         load_scenario("small", overrides=["name=medium"])
     assert load_scenario("paper", overrides=["name=my-paper"]).name == "my-paper"
     assert load_scenario("small", overrides=["name=small"]).name == "small"
+
+
+def test_a_file_naming_a_preset_is_not_layered_on_a_whole_config(tmp_path):
+    """The file's preset replaced the config given (its horizon, clusters and name), silently."""
+    mine = load_scenario("small", overrides={"env.episode_rounds": 4, "name": "mine"})
+    named = tmp_path / "tweak.yaml"
+    named.write_text("scenario: small\nenv:\n  energy_weight: 0.3\n")
+    with pytest.raises(ConfigError, match="names scenario 'small', but a whole config was"):
+        load_scenario(mine, config_file=named)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("env:\n  energy_weight: 0.3\n")
+    layered = load_scenario(mine, config_file=plain)
+    assert (layered.name, layered.env.episode_rounds, layered.env.energy_weight) == \
+        ("mine", 4, 0.3)

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from hffm_env import jsonio
-from hffm_env.config import MODULE_TYPES, ScenarioConfig
+from hffm_env.config import MODULE_TYPES, SCENARIOS, ScenarioConfig
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
@@ -142,9 +142,12 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
     raise SurrogateMissing(
         f"fidelity='surrogate': no fitted surrogate for this configuration (key "
         f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
-        f"Fit one on real training with `hffm calibrate --scenario {cfg.name}` plus the same "
-        "--set overrides (minutes of training), or pass a fitted file (gym.make's "
-        "surrogate=PATH, the commands' --surrogate FILE)"
+        "Fit one on real training with "
+        + (f"`hffm calibrate --scenario {cfg.name}` plus the same --set overrides"
+           if cfg.name in SCENARIOS else f"`hffm calibrate --config FILE` (a file of this "
+           f"config, {cfg.name!r}, on its preset)")
+        + " (minutes of training), or pass a fitted file (gym.make's surrogate=PATH, the "
+        "commands' --surrogate FILE)"
     )
 
 
@@ -163,19 +166,20 @@ def _serving(surrogate: AccuracySurrogate, cfg: ScenarioConfig, where: str
 
 def _configs_a_fit_may_serve(cfg: ScenarioConfig,
                              horizon: int | None = None) -> list[ScenarioConfig]:
-    """``cfg``, then ``cfg`` at a longer ``horizon`` (default: its preset's): a fit of longer
-    episodes serves shorter ones (training does not know when the episode ends; a file given
-    by path is taken on the same terms, at its own horizon), so ``env.episode_rounds=10`` on
-    ``small`` finds the shipped fit of 16 rounds."""
-    from hffm_env.config import SCENARIOS, get_scenario
+    """``cfg``, then ``cfg`` at a longer ``horizon`` (default: its preset's, or every preset's
+    for a renamed variant): a fit of longer episodes serves shorter ones (training does not
+    know when the episode ends; a file given by path is taken on the same terms, at its own
+    horizon), so ``env.episode_rounds=10`` on ``small`` finds the shipped fit of 16 rounds."""
+    from hffm_env.config import get_scenario
 
-    if horizon is None and cfg.name in SCENARIOS:
-        horizon = get_scenario(cfg.name).env.episode_rounds
-    configs = [cfg]
-    if horizon is not None and horizon > cfg.env.episode_rounds:
-        configs.append(dataclasses.replace(
-            cfg, env=dataclasses.replace(cfg.env, episode_rounds=horizon)))
-    return configs
+    if horizon is not None:
+        horizons = [horizon]
+    elif cfg.name in SCENARIOS:
+        horizons = [get_scenario(cfg.name).env.episode_rounds]
+    else:  # the name is not part of the key: the preset it was built on may have a fit
+        horizons = sorted({make().env.episode_rounds for make in SCENARIOS.values()})
+    return [cfg] + [dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, episode_rounds=h))
+                    for h in horizons if h > cfg.env.episode_rounds]
 
 
 def target_names(tasks: Sequence[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import hffm_env  # noqa: F401
 from hffm_env.baselines.policies import (
     PAPER_SCHEDULES,
+    PeriodicPolicy,
     Policy,
     make_policy,
     policy_family,
@@ -39,8 +41,8 @@ TINY = list(TINY_OVERRIDES)
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
-def _env(fidelity="cost", extra=()):
-    return make_tiny_env("small", fidelity, extra)
+def _env(fidelity="cost", extra=(), **kwargs):
+    return make_tiny_env("small", fidelity, extra, **kwargs)
 
 
 class _CheckingPolicy:
@@ -481,6 +483,43 @@ def test_run_benchmark_labels_its_result_with_the_env_so_that_merge_can_check_it
         BenchResult.merge([cost, other])
     with pytest.raises(ValueError, match="merge: 1 names for 2 results"):
         BenchResult.merge([cost, cost], names=["a.json"])
+
+
+def test_merge_refuses_runs_of_other_settings_and_names_them(tmp_path):
+    """Runs of other horizons, weights or rewards, on other seeds, merged into one row: the
+    labels (scenario name, fidelity, target) were all that was compared."""
+    def run(seed, extra=(), **kwargs):
+        return run_benchmark(lambda: _env("cost", extra=extra, **kwargs), ["never"],
+                             seeds=[seed], target_accuracy=0.3, progress=False)
+
+    plain = run(1000)
+    assert plain.settings["config"]["env"]["episode_rounds"] == 4
+    assert plain.settings["reward"] == "accuracy-level"
+    with pytest.raises(ValueError, match=r"run 1: played under other settings than run 0 "
+                                         r"\(config.env.episode_rounds 4 vs 5"):
+        BenchResult.merge([plain, run(1001, ["env.episode_rounds=5"])])
+    with pytest.raises(ValueError, match="reward 'accuracy-level' vs 'accuracy-gain'"):
+        BenchResult.merge([plain, run(1001, reward="accuracy-gain")])
+    merged = BenchResult.merge([plain, run(1001)])  # same settings: one row, two seeds
+    assert merged.seeds == [1000, 1001] and merged.settings == plain.settings
+    saved = tmp_path / "plain.json"
+    plain.write_json(saved)  # the settings travel with the file
+    assert BenchResult.read_json(saved).settings == plain.settings
+    older = dataclasses.replace(plain, settings=None)  # a file from before: labels only
+    assert BenchResult.merge([older, run(1001)]).seeds == [1000, 1001]
+
+
+def test_a_heuristic_named_agentless_is_a_baseline():
+    """Every name starting with "agent" was taken for a trained agent's row."""
+    from hffm_env.baselines.policies import is_agent_name
+
+    assert [is_agent_name(n) for n in ("agent", "agent:run", "agent-ppo", "agentless-d2d")] \
+        == [True, True, True, False]
+    assert policy_family("agentless-d2d") == "other"
+    mine = PeriodicPolicy("agentless-d2d", 1, 0, Route.D2D_RELAY)
+    result = run_benchmark(lambda: _env("cost"), [mine, "star"], seeds=[1000], progress=False)
+    assert best_baseline(result) == "agentless-d2d"
+    assert verdict(result, "star").startswith("star does not beat the best baseline")
 
 
 def test_run_benchmark_refuses_policies_it_would_misplay():

@@ -387,3 +387,23 @@ def test_a_shorter_episode_finds_the_fit_of_its_presets_horizon(tmp_path, monkey
     np.testing.assert_array_equal(found.predict_features(x), shipped.predict_features(x))
     with pytest.raises(SurrogateMissing):  # a longer one than the fits' is still refused
         find_surrogate(apply_overrides(preset, {"env.episode_rounds": 40}))
+
+
+def test_a_renamed_variant_of_a_shorter_horizon_finds_the_shipped_fit():
+    """The longer-horizon fallback went by the preset's name, so renaming a variant (as the
+    config loader asks of variants) lost the shipped fit, and the error suggested
+    `hffm calibrate --scenario my-small`, which does not exist."""
+    import gymnasium as gym
+
+    import hffm_env  # noqa: F401
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
+
+    renamed = load_scenario("small", overrides={"name": "my-small", "env.episode_rounds": 4})
+    plain = load_scenario("small", overrides={"env.episode_rounds": 4})
+    assert find_surrogate(renamed).path == find_surrogate(plain).path
+    env = gym.make("hffm/HFFM-v0", fidelity="surrogate", scenario=renamed)
+    env.reset(seed=0)
+    with pytest.raises(SurrogateMissing, match=r"hffm calibrate --config FILE` \(a file of "
+                                               r"this config, 'my-small'"):
+        find_surrogate(load_scenario("small", overrides={"name": "my-small", "fl.lr": 0.5}))
