@@ -251,6 +251,18 @@ class AgentFolder:
         return self.folder / MODEL_FILE
 
     @property
+    def fingerprint(self) -> str:
+        """A digest of the agent's files (weights and ``agent.json``): two agents of one
+        name but other files are told apart by it (:meth:`BenchResult.merge`)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for path in sorted(p for p in self.folder.iterdir() if p.is_file()):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
+
+    @property
     def run_folder(self) -> Path:
         """The run this agent belongs to: the run's ``--out`` for a checkpoint
         (:func:`checkpoint_folder`), else the folder itself."""

@@ -211,7 +211,6 @@ def train_sb3(args: TrainArgs) -> float:
     run it resumes) and ``train_args.json``. Ctrl-C saves the agent folder
     and the learning curve and raises :class:`TrainingInterrupted`.
     """
-    import torch
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
@@ -271,7 +270,7 @@ def train_sb3(args: TrainArgs) -> float:
     run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
     log_dir = out / "runs"
     algo_cls = algo_class(args.algo)
-    device = "cuda" if args.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+    device = env_device(args.device)  # the policy trains where the env does
     batch_size = min(args.batch_size, args.n_steps * args.n_envs)
     if resume is not None:
         # the run's own settings, as for the learning rate (the archive holds the first run's)

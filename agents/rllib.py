@@ -299,7 +299,7 @@ def rllib_config(args: Any) -> PPOConfig:
     )
     from hffm_env.agents.common import env_device
 
-    if env_device(args.device) == "cuda":  # the policy too, not only the FL training
+    if env_device(args.device).startswith("cuda"):  # the policy too, not only FL training
         config = config.learners(num_gpus_per_learner=1)
     if args.multi_agent:
         spec = RLModuleSpec(module_class=MaskedPPOModule, model_config=model_config())
@@ -404,7 +404,7 @@ def train_rllib(args: Any) -> float:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from hffm_env.agents.checkpoint import find_agent
+    from hffm_env.agents.checkpoint import AgentFileError, find_agent, trained_on
     from hffm_env.agents.common import (
         TrainingInterrupted,
         note_whole_rollouts,
@@ -420,7 +420,6 @@ def train_rllib(args: Any) -> float:
         raise ValueError(f"resume = {args.resume!r}: was trained with --engine "
                          f"{resume.info.engine}{' --multi-agent' * resume.info.multi_agent}; "
                          "resume it with the same flags")
-    replace_earlier_run(out, args)  # every check passed: --force may remove the earlier run
     started_ray = not ray.is_initialized()
     if started_ray:
         if args.address:
@@ -432,7 +431,14 @@ def train_rllib(args: Any) -> float:
     try:
         algo = rllib_config(args).build_algo()
         if resume is not None:
-            algo.restore_from_path(str((resume.folder / CHECKPOINT_DIR).resolve()))
+            try:
+                algo.restore_from_path(str((resume.folder / CHECKPOINT_DIR).resolve()))
+            except (RuntimeError, ValueError, KeyError) as err:  # e.g. other spaces' weights
+                raise AgentFileError(
+                    f"--resume {args.resume!r}: its checkpoint does not fit this run "
+                    f"({' '.join(str(err).split())[:300]})"
+                    f"{trained_on(resume.folder, 'resume it')}") from None
+        replace_earlier_run(out, args)  # all built: --force may remove the earlier run
         steps = resume.info.num_timesteps if resume is not None else 0
 
         def save(where: Path) -> None:

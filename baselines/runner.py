@@ -207,6 +207,9 @@ class BenchResult:
     summaries: list[PolicySummary]
     episodes: list[EpisodeRecord]
     interrupted: bool = False
+    agents: dict[str, str] = field(default_factory=dict)
+    """Each trained agent's row name -> a digest of its files, so that :meth:`merge` never
+    pools two agents that share a name (two run folders called alike)."""
     settings: dict[str, Any] | None = None
     """What the episodes were played under (:func:`env_settings`: the env's whole config but
     its seed, the reward and the reward mode), so that :meth:`merge` refuses runs of other
@@ -221,6 +224,7 @@ class BenchResult:
             "target_accuracy": self.target_accuracy,
             "interrupted": self.interrupted,
             "settings": self.settings,
+            "agents": self.agents,
             "policies": [asdict(s) for s in self.summaries],
             "episodes": [
                 {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
@@ -252,6 +256,7 @@ class BenchResult:
             ],
             interrupted=bool(data.get("interrupted", False)),
             settings=data.get("settings"),
+            agents=dict(data.get("agents") or {}),
         )
 
     @classmethod
@@ -291,7 +296,14 @@ class BenchResult:
             raise ValueError(f"merge: {len(names)} names for {len(results)} results")
         first = results[0]
         episodes: dict[tuple[str, int], EpisodeRecord] = {}
+        agents: dict[str, tuple[str, str]] = {}  # row -> (digest, the run it came from)
         for name, result in zip(names, results):
+            for row, digest in result.agents.items():
+                seen, where = agents.setdefault(row, (digest, name))
+                if seen != digest:
+                    raise ValueError(
+                        f"{name}: {row} is another agent than {row} of {where} (their files "
+                        "differ); rename one's run folder, or merge runs of one agent")
             for key in ("scenario", "fidelity", "target_accuracy"):
                 if not _same_value(getattr(result, key), getattr(first, key)):
                     raise ValueError(
@@ -324,6 +336,7 @@ class BenchResult:
             summaries=summarise(merged, first.target_accuracy), episodes=merged,
             interrupted=any(r.interrupted for r in results),
             settings=next((r.settings for r in results if r.settings is not None), None),
+            agents={row: digest for row, (digest, _) in agents.items()},
         )
 
 
@@ -497,6 +510,9 @@ def run_benchmark(
     episodes: list[EpisodeRecord] = []
     interrupted = False
     settings: dict[str, Any] | None = None
+    # trained agents' files (AgentPolicy and RLlibAgentPolicy carry their checked folder)
+    agents = {p.name: p.agent.fingerprint for p in resolved
+              if isinstance(getattr(getattr(p, "agent", None), "fingerprint", None), str)}
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
@@ -546,6 +562,7 @@ def run_benchmark(
         episodes=episodes,
         interrupted=interrupted,
         settings=settings,
+        agents=agents,
     )
 
 

@@ -556,11 +556,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError("the calibration design is empty: name --policies, or pass "
                               "--mixed, --random-episodes, --cloud-every-round, --plan or "
                               "--agent")
-        # the cache's traces are replaced only by a finished run, so that they always belong
-        # to the fit beside them; a named file is written as the episodes come
-        named = bool(args.traces or args.out)
-        writing = traces if named else traces.with_name(
-            traces.name.removesuffix(".json") + ".partial.json")
+        # the traces are replaced only by a finished run, so that they always belong to the
+        # fit beside them; until then the episodes go to a .partial file of this run's own
+        writing = _partial(traces)
+        writing.unlink(missing_ok=True)  # an earlier interrupted run's
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {writing}")
         try:
@@ -578,8 +577,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                   f"{writing}" + (f": fit them with `hffm calibrate --from-traces {writing} "
                                   "--out FILE`" if kept else ""), file=sys.stderr)
             return 130
-        if not named:
-            writing.replace(traces)
+        writing.replace(traces)
     surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
     serving = out.resolve() == surrogate_path(config).resolve()
     if serving:
@@ -601,6 +599,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"use it with --surrogate {out} (hffm bench, train_agent.py) or "
               f"gym.make(..., fidelity='surrogate', surrogate='{out}')")
     return 0
+
+
+def _partial(traces: Path) -> Path:
+    """Where a calibration writes ``traces`` until it finishes: ``x.partial.json`` for
+    ``x.json`` (``x.partial.json.gz`` for ``x.json.gz``, which is written compressed)."""
+    gz = traces.name.endswith(".gz")
+    stem = traces.name.removesuffix(".gz").removesuffix(".json")
+    return traces.with_name(f"{stem}.partial.json{'.gz' if gz else ''}")
 
 
 def _surrogate_origin(surrogate: Any) -> str:

@@ -832,9 +832,10 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
     """A rough estimate (within a factor of about 2 for the presets) of the memory an env of
     ``config`` needs, by part: the fixed cost of the libraries; the network's per-pair state
     (every device pair inside a cluster has a D2D channel, and the pairs within
-    ``channel.d2d_radius_m`` are edges of a networkx graph); and in ``train`` fidelity only
-    (the others draw no scene) the scenes of every device and of the test sets, their frozen
-    features and the batched training and evaluation work per device. Used to refuse a config
+    ``channel.d2d_radius_m`` are edges of a networkx graph); the indices of the data split;
+    and in ``train`` fidelity only (the others draw no scene) the scenes of every device and
+    of the test sets, their frozen features and the batched training and evaluation work per
+    device. Used to refuse a config
     the machine cannot hold before any of it is allocated."""
     data, model, fl, placement = config.data, config.model, config.fl, config.placement
     devices = placement.num_devices
@@ -849,13 +850,15 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
     in_range = min(1.0, (config.channel.d2d_radius_m / spread_m) ** 2)
     # bytes per pair (channel draws, rates, relay tables) and per graph edge (networkx's
     # adjacency dicts, both ways): measured on one cluster of 1,000 and of 2,000 devices
+    # (a device's count is drawn around samples_per_device and floored at the minimum)
+    per_device = max(data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2),
+                     data.min_samples_per_device)
+    samples = devices * per_device + data.global_test_samples + data.held_out_samples
     parts = {"libraries": 400e6,
-             "network": pairs * 250.0 + (pairs * in_range + devices) * 800.0}
+             "network": pairs * 250.0 + (pairs * in_range + devices) * 800.0,
+             # the split's indices (owner, permutation, train/test), drawn in every fidelity
+             "sample indices": devices * per_device * 24.0}
     if fidelity == "train":
-        # (a device's count is drawn around samples_per_device and floored at the minimum)
-        per_device = max(data.samples_per_device * math.exp(data.sample_count_sigma**2 / 2),
-                         data.min_samples_per_device)
-        samples = devices * per_device + data.global_test_samples + data.held_out_samples
         raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
         tokens = (IMAGE_TOKENS + AUDIO_TOKENS + data.question_length
                   + len(data.tasks) * model.num_prompt_tokens)

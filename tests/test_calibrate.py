@@ -331,3 +331,18 @@ def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole
                      "--policies", "never", "--mixed", "0", "--random-episodes", "0",
                      "--no-progress"]) == 0
     assert [e["policy"] for e in read_traces(traces)] == ["never"] and not partial.exists()
+    # a named fit too: its traces stay those of the fit until a run finishes, and an
+    # interruption before this run's first episode keeps nothing (a stale .partial is gone)
+    fit = tmp_path / "fit.pt"
+    fit.write_text("the old fit")
+    named = fit.with_suffix(".traces.json")
+    named.write_text("the old fit's traces")
+    stale = named.with_name("fit.traces.partial.json")
+    stale.write_text("an earlier interrupted run's")
+    played.append("stop at once")
+    monkeypatch.setattr(design, "trace_episode", stopped_at_the_second)
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--policies", "never", "--mixed", "0", "--random-episodes", "0",
+                     "--out", str(fit), "--force", "--no-progress"]) == 130
+    assert "interrupted; 0 of 1 episodes are in" in capsys.readouterr().err
+    assert named.read_text() == "the old fit's traces" and not stale.exists()

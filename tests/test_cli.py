@@ -213,3 +213,26 @@ def test_bench_notes_an_agent_judged_on_training_seeds_and_takes_device_auto(cap
     assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "3",
                  "--policies", "never", "--no-progress", *settings]) == 0
     assert "training seeds" not in capsys.readouterr().err  # no agent, no note
+
+
+def test_from_json_refuses_two_agents_of_one_name(tmp_path, capsys):
+    """Agents are named by their run folder; two folders called alike (out/stt and out4/stt)
+    pooled into one row when their runs were merged."""
+    import shutil
+    from pathlib import Path
+
+    agents = Path(__file__).resolve().parents[1] / "docs/results/agents"
+    settings = ["--set", "env.observe_target=true", "--set", "env.target_accuracy=0.357",
+                "--set", "env.episode_rounds=2", "--scenario", "small", "--fidelity", "cost",
+                "--policies", "never", "--no-progress"]
+    files = []
+    for folder, agent, seed in (("a", "_s0", "1000"), ("b", "_s1", "1001"), ("c", "_s0", "1002")):
+        copy = tmp_path / folder / "stt"
+        shutil.copytree(agents / f"ppo-coarse-stt-plan-4clusters{agent}", copy)
+        files.append(tmp_path / f"{folder}.json")
+        assert main(["bench", *settings, "--seeds", seed, "--agent", str(copy),
+                     "--json", str(files[-1])]) == 0
+    capsys.readouterr()
+    assert main(["bench", "--from-json", str(files[0]), str(files[1])]) == 2
+    assert "agent:stt is another agent than agent:stt of" in capsys.readouterr().err
+    assert main(["bench", "--from-json", str(files[0]), str(files[2])]) == 0  # the same agent

@@ -296,6 +296,9 @@ def test_the_memory_estimate_counts_d2d_pairs_and_no_scenes_without_training():
                                            "placement.area_side_m": 20000.0})
     assert estimate_memory_bytes(spread, "cost")["network"] < cost["network"] / 50
     assert estimate_memory_bytes(one_cluster, "train")["scenes"] > 1e9
+    # the split's indices are drawn in every fidelity (24 bytes a sample)
+    huge = apply_overrides(small(), {"data.samples_per_device": 10**6})
+    assert estimate_memory_bytes(huge, "cost")["sample indices"] >= 12 * 10**6 * 24
 
 
 def test_a_negative_zero_spread_is_a_zero_spread():

@@ -93,6 +93,14 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
     rates = [e.value for e in _tags(run).Scalars("train/learning_rate")]
     assert rates == pytest.approx([0.0]), rates
 
+    # --force removes the run in --out only once the checkpoint resumed fits (it emptied
+    # --out, then failed with a traceback on a checkpoint of another observation)
+    before = sorted(p.name for p in resumed.iterdir())
+    assert train_agent.main(_argv(resumed, "--total-timesteps", "256", "--force", "--resume",
+                                  str(checkpoint), "--set", "env.observe_target=true",
+                                  "--set", "env.target_accuracy=0.3")) == 2
+    assert sorted(p.name for p in resumed.iterdir()) == before
+
 
 def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
     import torch
