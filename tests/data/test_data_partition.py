@@ -254,11 +254,12 @@ def test_a_split_without_scenes_has_the_same_profiles_skew_and_counts():
         bare.device_batch(0)
 
 
-def test_only_train_fidelity_draws_scenes():
+@pytest.mark.parametrize("fidelity", ["cost", "surrogate"])
+def test_only_train_fidelity_draws_scenes(fidelity):
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
 
-    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost").unwrapped
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity=fidelity).unwrapped
     assert not env.data.has_scenes and len(env.data.pool) == 0
     assert env.data.num_samples.sum() > 0
