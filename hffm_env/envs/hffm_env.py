@@ -705,8 +705,11 @@ class HFFMEnv(gym.Env):
 
     @property
     def scores(self) -> dict[str, dict[str, float]]:
-        """The latest measured ``accuracy``, ``accuracy_local`` and ``accuracy_held_out`` per
-        task and ``"mean"`` (NaN where nothing was measured yet, e.g. in cost fidelity)."""
+        """The ``accuracy``, ``accuracy_local`` and ``accuracy_held_out`` per task and
+        ``"mean"`` that the round just played (or the reset) measured: NaN where it measured
+        none (the evaluation budget skips the local and held-out sets on some rounds; cost
+        fidelity measures nothing), not the last value measured earlier (``history`` has
+        every round's)."""
         return {"accuracy": dict(self._accuracy), "accuracy_local": dict(self._accuracy_local),
                 "accuracy_held_out": dict(self._accuracy_held_out)}
 
