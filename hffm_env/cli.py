@@ -561,7 +561,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         writing = _partial(traces)
         writing.unlink(missing_ok=True)  # an earlier interrupted run's
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
-              f"{config.name} (seeds {args.seeds}); traces to {writing}")
+              f"{config.name} (seeds {args.seeds}); traces to {traces} (to {writing.name} "
+              "until the run finishes)")
         try:
             with _agent_errors():
                 surrogate, _ = calibrate(
