@@ -158,7 +158,7 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
-    from hffm_env.baselines.runner import BenchResult
+    from hffm_env.baselines.runner import BenchResult, env_settings
     from hffm_env.envs.reward import RewardInputs, accuracy_score, reaches_target
 
     per_seed = result.get("data_split") == PER_SEED_SPLIT
@@ -191,6 +191,8 @@ def rescore(result: dict, overrides: list[str]) -> dict:
             previous = acc
             reached |= reaches_target(acc, target)
         episode.rewards = rewards
+    if envs:  # the rewards are now those of the rescoring settings
+        bench.settings = env_settings(next(iter(envs.values())))
     for env in envs.values():
         env.close()
     from hffm_env.baselines.runner import summarise

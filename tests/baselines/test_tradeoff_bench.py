@@ -83,6 +83,9 @@ def test_tiny_real_run_and_its_rescoring(bench):
     other = bench.rescore(result, [*overrides, "env.energy_weight=0.9"])
     assert other["rows"]["star"]["episode_return"]["mean"] != pytest.approx(
         result["rows"]["star"]["episode_return"]["mean"])
+    # ... and says so in its settings, so that it never merges with a run of the old weights
+    assert other["settings"]["config"]["env"]["energy_weight"] == 0.9
+    assert same["settings"] == result["settings"]
     # a reward that reads the accuracy at reset cannot be rescored from saved rounds
     from hffm_env.config import ConfigError
 
