@@ -252,14 +252,16 @@ class AgentFolder:
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the agent's files (weights and ``agent.json``): two agents of one
-        name but other files are told apart by it (:meth:`BenchResult.merge`)."""
+        """A digest of the agent's own files (``agent.json``, the weights, the normalisation
+        statistics; not the results a run writes beside them): two agents of one name but
+        other files are told apart by it (:meth:`BenchResult.merge`)."""
         import hashlib
 
         digest = hashlib.sha256()
-        for path in sorted(p for p in self.folder.iterdir() if p.is_file()):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+        for name in (INFO_FILE, MODEL_FILE, NORMALIZATION_FILE, POLICY_FILE):
+            if (self.folder / name).is_file():
+                digest.update(name.encode())
+                digest.update((self.folder / name).read_bytes())
         return digest.hexdigest()[:16]
 
     @property

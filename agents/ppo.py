@@ -420,6 +420,11 @@ class AgentPolicy(EnvBound):
         self.model: Any = None
         self.env = None
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the agent's files (:attr:`AgentFolder.fingerprint`)."""
+        return self.agent.fingerprint
+
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env (for its action masks); load the weights on first use."""
         from hffm_env.agents.checkpoint import load_model

@@ -533,6 +533,11 @@ class RLlibAgentPolicy:
             self.modules[module_id] = module
         return self.modules[module_id]
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the agent's files (:attr:`AgentFolder.fingerprint`)."""
+        return self.agent.fingerprint
+
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Remember the env (its masks; the multi-agent view of it); read the weights on
         first use."""

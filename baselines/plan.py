@@ -253,6 +253,17 @@ class PlanPolicy(EnvBound):
         self.env = None
         self.round = 0
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of what it plays (the plan and the two options): two plans of one name
+        are told apart by it (:meth:`BenchResult.merge`)."""
+        import hashlib
+        import json
+
+        played = {"plan": self.plan.to_dict(), "cheapest_routes": self.cheapest_routes,
+                  "gossip_idle": self.gossip_idle}
+        return hashlib.sha256(json.dumps(played, sort_keys=True).encode()).hexdigest()[:16]
+
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Start the plan from its first round."""
         self.env, self.round = env, 0

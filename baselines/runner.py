@@ -9,6 +9,8 @@ Ctrl-C stops the run and keeps what finished.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
 import numbers
@@ -21,7 +23,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.baselines.policies import Policy, is_agent_name, make_policy
-from hffm_env.config import DEFAULT_TARGET_FRACTION
+from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS
 from hffm_env.envs.reward import reaches_target
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -207,9 +209,10 @@ class BenchResult:
     summaries: list[PolicySummary]
     episodes: list[EpisodeRecord]
     interrupted: bool = False
-    agents: dict[str, str] = field(default_factory=dict)
-    """Each trained agent's row name -> a digest of its files, so that :meth:`merge` never
-    pools two agents that share a name (two run folders called alike)."""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """Row name -> a digest of what that policy plays, for trained agents (their files) and
+    plans (the plan): :meth:`merge` never pools two of them that share a name (two run
+    folders or plan files called alike)."""
     settings: dict[str, Any] | None = None
     """What the episodes were played under (:func:`env_settings`: the env's whole config but
     its seed, the reward and the reward mode), so that :meth:`merge` refuses runs of other
@@ -224,7 +227,7 @@ class BenchResult:
             "target_accuracy": self.target_accuracy,
             "interrupted": self.interrupted,
             "settings": self.settings,
-            "agents": self.agents,
+            "fingerprints": self.fingerprints,
             "policies": [asdict(s) for s in self.summaries],
             "episodes": [
                 {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
@@ -256,7 +259,7 @@ class BenchResult:
             ],
             interrupted=bool(data.get("interrupted", False)),
             settings=data.get("settings"),
-            agents=dict(data.get("agents") or {}),
+            fingerprints=dict(data.get("fingerprints") or {}),
         )
 
     @classmethod
@@ -296,14 +299,17 @@ class BenchResult:
             raise ValueError(f"merge: {len(names)} names for {len(results)} results")
         first = results[0]
         episodes: dict[tuple[str, int], EpisodeRecord] = {}
-        agents: dict[str, tuple[str, str]] = {}  # row -> (digest, the run it came from)
+        played: dict[str, tuple[str, str]] = {}  # row -> (digest, the run it came from)
+        # the settings every run is checked against: the first run's that records them
+        reference = next(((n, r.settings) for n, r in zip(names, results)
+                          if r.settings is not None), None)
         for name, result in zip(names, results):
-            for row, digest in result.agents.items():
-                seen, where = agents.setdefault(row, (digest, name))
+            for row, digest in result.fingerprints.items():
+                seen, where = played.setdefault(row, (digest, name))
                 if seen != digest:
                     raise ValueError(
-                        f"{name}: {row} is another agent than {row} of {where} (their files "
-                        "differ); rename one's run folder, or merge runs of one agent")
+                        f"{name}: {row} plays something else than {row} of {where} (other "
+                        "agent files or another plan); rename one, or merge runs of one")
             for key in ("scenario", "fidelity", "target_accuracy"):
                 if not _same_value(getattr(result, key), getattr(first, key)):
                     raise ValueError(
@@ -314,14 +320,14 @@ class BenchResult:
                            " (without a target set, each run takes a fraction of its own best "
                            "final accuracy: run them with one target, --target-accuracy or "
                            "run_benchmark's target_accuracy)"))
-            if result.settings is not None and first.settings is not None:
-                differ = _differences(first.settings, result.settings)
+            if result.settings is not None and reference is not None:
+                differ = _differences(_comparable(reference[1]), _comparable(result.settings))
                 if differ:
                     shown = ", ".join(f"{k} {a!r} vs {b!r}" for k, a, b in differ[:4])
                     raise ValueError(
-                        f"{name}: played under other settings than {names[0]} ({shown}"
+                        f"{name}: played under other settings than {reference[0]} ({shown}"
                         f"{', ...' if len(differ) > 4 else ''}); only runs of one env "
-                        "configuration and reward merge")
+                        "configuration, reward and surrogate fit merge")
             for episode in result.episodes:
                 seen = episodes.setdefault((episode.policy, episode.seed), episode)
                 if not _same_episode(seen, episode):
@@ -335,8 +341,8 @@ class BenchResult:
             seeds=sorted({e.seed for e in merged}), target_accuracy=first.target_accuracy,
             summaries=summarise(merged, first.target_accuracy), episodes=merged,
             interrupted=any(r.interrupted for r in results),
-            settings=next((r.settings for r in results if r.settings is not None), None),
-            agents={row: digest for row, (digest, _) in agents.items()},
+            settings=reference[1] if reference is not None else None,
+            fingerprints={row: digest for row, (digest, _) in played.items()},
         )
 
 
@@ -356,9 +362,28 @@ def env_settings(env: Any) -> dict[str, Any] | None:
 
     named = next((n for n, f in REWARDS.items() if f is reward), None)
     custom = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
-    return {"config": {k: v for k, v in to_dict(config).items() if k != "seed"},
-            "reward": named if named is not None else custom,
-            "reward_mode": getattr(base, "reward_mode", "")}
+    settings = {"config": {k: v for k, v in to_dict(config).items() if k != "seed"},
+                "reward": named if named is not None else custom,
+                "reward_mode": getattr(base, "reward_mode", "")}
+    surrogate = getattr(base, "surrogate", None)
+    if surrogate is not None:  # which fit predicted the accuracy (the cache's wins)
+        path = getattr(surrogate, "path", None)
+        settings["surrogate"] = (hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+                                 if path is not None and Path(path).is_file() else "in memory")
+    return settings
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without what changes neither a fixed policy's episodes nor the rewards:
+    whether the target is observed (an agent that reads it is fingerprinted), and the target
+    and its miss penalty under a reward that does not use them."""
+    config = copy.deepcopy(settings.get("config", {}))
+    env = config.get("env", {})
+    env.pop("observe_target", None)
+    if env.get("reward") not in TARGET_REWARDS and settings.get("reward") not in TARGET_REWARDS:
+        env.pop("target_accuracy", None)
+        env.pop("target_miss_penalty", None)
+    return {**settings, "config": config}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -510,9 +535,9 @@ def run_benchmark(
     episodes: list[EpisodeRecord] = []
     interrupted = False
     settings: dict[str, Any] | None = None
-    # trained agents' files (AgentPolicy and RLlibAgentPolicy carry their checked folder)
-    agents = {p.name: p.agent.fingerprint for p in resolved
-              if isinstance(getattr(getattr(p, "agent", None), "fingerprint", None), str)}
+    # what agents and plans play (their ``fingerprint``), so that merge tells namesakes apart
+    fingerprints = {p.name: p.fingerprint for p in resolved
+                    if isinstance(getattr(p, "fingerprint", None), str)}
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
@@ -562,7 +587,7 @@ def run_benchmark(
         episodes=episodes,
         interrupted=interrupted,
         settings=settings,
-        agents=agents,
+        fingerprints=fingerprints,
     )
 
 

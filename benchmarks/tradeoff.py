@@ -153,21 +153,27 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     """``result`` with every episode's rewards recomputed from its recorded per-round accuracy,
     latency and energy under the reward the scenario config (plus ``overrides``) names now,
     and the rows and checks redone: a saved run scored under another reward design without
-    training again. The cost scale comes from a cost-fidelity env of the same scenario (of
-    each episode's own config seed when the run varied the data split)."""
+    training again. The cost scale comes from a cost-fidelity env of the run's recorded
+    config (``settings``; a file written before it recorded one: its preset) plus
+    ``overrides`` (of each episode's own config seed when the run varied the data split)."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
     from hffm_env.baselines.runner import BenchResult, env_settings
+    from hffm_env.config import from_dict
     from hffm_env.envs.reward import RewardInputs, accuracy_score, reaches_target
 
     per_seed = result.get("data_split") == PER_SEED_SPLIT
     envs: dict[int | None, Any] = {}
 
+    # the run's own config when it recorded one (its --set overrides), else its preset's
+    recorded = (result.get("settings") or {}).get("config")
+    played = from_dict(recorded) if recorded is not None else result["scenario"]
+
     def env_for(seed: int) -> Any:
         key = seed if per_seed else None
         if key not in envs:
-            envs[key] = gym.make("hffm/HFFM-v0", scenario=result["scenario"], fidelity="cost",
+            envs[key] = gym.make("hffm/HFFM-v0", scenario=played, fidelity="cost",
                                  overrides=_config_overrides(overrides, key)).unwrapped
         return envs[key]
 

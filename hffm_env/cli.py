@@ -559,7 +559,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         # the traces are replaced only by a finished run, so that they always belong to the
         # fit beside them; until then the episodes go to a .partial file of this run's own
         writing = _partial(traces)
-        writing.unlink(missing_ok=True)  # an earlier interrupted run's
+        if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
+            raise ConfigError(f"{str(writing)!r}: the episodes of an interrupted calibration; "
+                              f"fit them (`hffm calibrate --from-traces {writing} --out FILE`) "
+                              "or move them, or pass --force to start over")
+        writing.unlink(missing_ok=True)
         print(f"hffm calibrate: real training of {episodes} episodes of scenario "
               f"{config.name} (seeds {args.seeds}); traces to {traces} (to {writing.name} "
               "until the run finishes)")

@@ -325,11 +325,12 @@ def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole
         f"--from-traces {partial}" in capsys.readouterr().err
     assert traces.read_text() == "the traces of the fit beside them"
     assert [e["policy"] for e in read_traces(partial)] == ["never"]
-    # a finished run puts its traces beside its fit
+    # a finished run (--force: over the interrupted one's episodes) puts its traces beside
+    # its fit
     monkeypatch.setattr(design, "trace_episode", real)
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
                      "--policies", "never", "--mixed", "0", "--random-episodes", "0",
-                     "--no-progress"]) == 0
+                     "--force", "--no-progress"]) == 0
     assert [e["policy"] for e in read_traces(traces)] == ["never"] and not partial.exists()
     # a named fit too: its traces stay those of the fit until a run finishes, and an
     # interruption before this run's first episode keeps nothing (a stale .partial is gone)
@@ -340,6 +341,14 @@ def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole
     stale = named.with_name("fit.traces.partial.json")
     stale.write_text("an earlier interrupted run's")
     played.append("stop at once")
+    other = tmp_path / "other.traces.json"
+    other.with_name("other.traces.partial.json").write_text("an interrupted run's")
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--policies", "never", "--mixed", "0", "--random-episodes", "0",
+                     "--out", str(tmp_path / "elsewhere.pt"), "--traces", str(other),
+                     "--no-progress"]) == 2  # an interrupted run's episodes: not without --force
+    assert "the episodes of an interrupted calibration" in capsys.readouterr().err
+    assert other.with_name("other.traces.partial.json").read_text() == "an interrupted run's"
     monkeypatch.setattr(design, "trace_episode", stopped_at_the_second)
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
                      "--policies", "never", "--mixed", "0", "--random-episodes", "0",

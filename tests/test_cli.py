@@ -234,5 +234,5 @@ def test_from_json_refuses_two_agents_of_one_name(tmp_path, capsys):
                      "--json", str(files[-1])]) == 0
     capsys.readouterr()
     assert main(["bench", "--from-json", str(files[0]), str(files[1])]) == 2
-    assert "agent:stt is another agent than agent:stt of" in capsys.readouterr().err
+    assert "agent:stt plays something else than agent:stt of" in capsys.readouterr().err
     assert main(["bench", "--from-json", str(files[0]), str(files[2])]) == 0  # the same agent

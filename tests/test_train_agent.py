@@ -69,6 +69,13 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
                      "--json", str(bench_json), *settings]) == 0
     bench = json.loads(bench_json.read_text())
     assert [p["policy"] for p in bench["policies"]] == [f"agent:{algo}", "star"]
+    # the job's results (written into the agent's folder) and the bench's merge: the agent's
+    # digest covers its own files, not the results beside them
+    from hffm_env.baselines.runner import BenchResult
+
+    merged = BenchResult.merge([BenchResult.read_json(out / "results.json"),
+                                BenchResult.read_json(bench_json)])
+    assert {s.policy for s in merged.summaries} == {f"agent:{algo}", "star", "hffm-e2"}
     assert "was trained with" not in capsys.readouterr().err  # the same settings: no note
     # on other settings than its training's, the bench says which (a note, not an error)
     assert cli_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "",

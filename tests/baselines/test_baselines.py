@@ -507,6 +507,15 @@ def test_merge_refuses_runs_of_other_settings_and_names_them(tmp_path):
     assert BenchResult.read_json(saved).settings == plain.settings
     older = dataclasses.replace(plain, settings=None)  # a file from before: labels only
     assert BenchResult.merge([older, run(1001)]).seeds == [1000, 1001]
+    # ... but the others are still checked against the first run that records settings
+    with pytest.raises(ValueError, match="run 2: played under other settings than run 1"):
+        BenchResult.merge([older, plain, run(1001, ["env.episode_rounds=5"])])
+    # what changes neither a fixed schedule's episodes nor this reward is not compared
+    observed = run(1001, ["env.observe_target=true", "env.target_accuracy=0.3"])
+    assert BenchResult.merge([plain, observed]).seeds == [1000, 1001]
+    spend = ["env.reward=spend-to-target", "env.target_accuracy=0.2"]
+    with pytest.raises(ValueError, match="config.env.target_accuracy 0.2 vs 0.3"):
+        BenchResult.merge([run(1000, spend), run(1001, [*spend, "env.target_accuracy=0.3"])])
 
 
 def test_a_heuristic_named_agentless_is_a_baseline():
@@ -622,3 +631,39 @@ def test_module_aware_gossips_its_large_modules_between_aggregations():
             assert tiers[t] in ("edge", "d2d_pairs")  # large ones never reach the cloud
             gossip_rounds += tiers[t] == "d2d_pairs"
     assert gossip_rounds > 0
+
+
+def test_merge_tells_apart_surrogate_fits_and_plans_of_one_name(tmp_path):
+    """Runs of two surrogate fits, or of two plans called alike, merged into one row when
+    their seeds did not overlap."""
+    from hffm_env.baselines.plan import PlanPolicy, RoundPlan
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.schedule import Tier
+    from hffm_env.fl.surrogate import AccuracySurrogate, find_surrogate
+
+    shipped = find_surrogate(load_scenario("small"))
+    fits = []
+    for k in range(2):
+        fit = AccuracySurrogate.load(shipped.path)
+        fit.meta["copy"] = k  # the same config, other bytes: another fit
+        fits.append(tmp_path / f"fit{k}.pt")
+        fit.save(fits[-1])
+
+    def surrogate_run(seed, fit):
+        return run_benchmark(lambda: gym.make("hffm/HFFM-v0", fidelity="surrogate",
+                                              overrides=["env.episode_rounds=4"],
+                                              surrogate=str(fit)),
+                             ["never"], seeds=[seed], target_accuracy=0.3, progress=False)
+
+    first = surrogate_run(1000, fits[0])
+    assert len(first.settings["surrogate"]) == 16
+    assert BenchResult.merge([first, surrogate_run(1001, fits[0])]).seeds == [1000, 1001]
+    with pytest.raises(ValueError, match="surrogate '[0-9a-f]+' vs '[0-9a-f]+'"):
+        BenchResult.merge([first, surrogate_run(1001, fits[1])])
+
+    cheap = RoundPlan.constant(4).with_tier(0, "moe", Tier.EDGE)
+    plans = [PlanPolicy(cheap, name="plan:p"), PlanPolicy(RoundPlan.constant(4), name="plan:p")]
+    runs = [run_benchmark(lambda: _env("cost"), [plan], seeds=[1000 + k], progress=False,
+                          target_accuracy=0.3) for k, plan in enumerate(plans)]
+    with pytest.raises(ValueError, match="plan:p plays something else than plan:p of run 0"):
+        BenchResult.merge(runs)

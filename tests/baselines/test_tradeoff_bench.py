@@ -86,6 +86,12 @@ def test_tiny_real_run_and_its_rescoring(bench):
     # ... and says so in its settings, so that it never merges with a run of the old weights
     assert other["settings"]["config"]["env"]["energy_weight"] == 0.9
     assert same["settings"] == result["settings"]
+    # the run's own config is the base (its overrides were lost, and with them its horizon)
+    recorded = bench.rescore(result, [])
+    assert recorded["settings"] == result["settings"]
+    for name, row in result["rows"].items():
+        assert recorded["rows"][name]["episode_return"]["mean"] == pytest.approx(
+            row["episode_return"]["mean"], abs=1e-9)
     # a reward that reads the accuracy at reset cannot be rescored from saved rounds
     from hffm_env.config import ConfigError
 
