@@ -48,6 +48,10 @@ __all__ = [
     "save_agent",
     "trained_on",
     "ALGO_CLASSES",
+    "SETTING_FLAGS",
+    "INFO_FILE",
+    "POLICY_FILE",
+    "ACTION_MODES",
 ]
 
 SETTING_FLAGS = ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds")

@@ -25,7 +25,12 @@ from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
 from hffm_env.arguments import USER_ERRORS, report_user_error, split_names
 
-__all__ = ["build_parser", "parse_args", "main"]
+__all__ = [
+    "build_parser",
+    "parse_args",
+    "main",
+    "flags_of",
+]
 
 
 def _flag_type(annotation: object) -> tuple[type, bool]:

@@ -19,10 +19,27 @@ from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
-__all__ = ["TrainArgs", "TrainingInterrupted", "ALGOS", "ENGINES", "LR_SCHEDULES", "ACTION_MODES",
-           "OUT_FILES", "LEARNING_CURVE_CSV", "LEARNING_CURVE_PNG", "LearningCurve",
-           "wrap_actions", "env_device", "prepare_out", "replace_earlier_run", "write_train_args",
-           "FINETUNE_SEED_OFFSET"]
+__all__ = [
+    "TrainArgs",
+    "TrainingInterrupted",
+    "ALGOS",
+    "ENGINES",
+    "LR_SCHEDULES",
+    "ACTION_MODES",
+    "OUT_FILES",
+    "LEARNING_CURVE_CSV",
+    "LEARNING_CURVE_PNG",
+    "LearningCurve",
+    "wrap_actions",
+    "env_device",
+    "prepare_out",
+    "replace_earlier_run",
+    "write_train_args",
+    "FINETUNE_SEED_OFFSET",
+    "PROG",
+    "note",
+    "note_whole_rollouts",
+]
 
 ALGOS = ("ppo", "maskable-ppo")
 LR_SCHEDULES = ("constant", "linear")

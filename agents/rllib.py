@@ -74,8 +74,19 @@ from hffm_env.agents.checkpoint import (
     checkpoint_folder,
 )
 
-__all__ = ["MaskedPPOModule", "MultiAgentHFFM", "RLlibAgentPolicy", "make_rllib_env",
-           "module_of", "rllib_config", "train_rllib", "POLICY_FILE", "HIDDEN_SIZES"]
+__all__ = [
+    "MaskedPPOModule",
+    "MultiAgentHFFM",
+    "RLlibAgentPolicy",
+    "make_rllib_env",
+    "module_of",
+    "rllib_config",
+    "train_rllib",
+    "POLICY_FILE",
+    "HIDDEN_SIZES",
+    "join_cluster",
+    "model_config",
+]
 
 CHECKPOINT_DIR = "rllib"
 HIDDEN_SIZES = (64, 64)

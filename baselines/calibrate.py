@@ -42,8 +42,22 @@ from hffm_env.fl.surrogate import (
 from hffm_env.seeding import check_training_seeds
 from hffm_env.wrappers import full_action
 
-__all__ = ["MixedPeriodPolicy", "RESIDUAL_FOLDS", "cloud_every_round_schedules", "design",
-           "trace_episode", "calibrate", "fit_traces", "read_traces", "write_traces"]
+__all__ = [
+    "MixedPeriodPolicy",
+    "RESIDUAL_FOLDS",
+    "cloud_every_round_schedules",
+    "design",
+    "trace_episode",
+    "calibrate",
+    "fit_traces",
+    "read_traces",
+    "write_traces",
+    "FIXED_SCHEDULES",
+    "DEFAULT_SEEDS",
+    "DEFAULT_MIXED",
+    "DEFAULT_RANDOM_EPISODES",
+    "DESIGN_POLICIES",
+]
 
 FIXED_SCHEDULES = (*PAPER_SCHEDULES, "never")
 ADAPTIVE_POLICIES = ("adaptive", "module-aware", "greedy-energy")

@@ -39,6 +39,7 @@ __all__ = [
     "is_agent_name",
     "make_policy",
     "policy_names",
+    "EnvBound",
 ]
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "pareto_front",
     "verdict",
     "DEFAULT_EVAL_SEEDS",
+    "summarise",
 ]
 
 
@@ -153,8 +154,9 @@ class PolicySummary:
 
 
 def _check_bench_dict(data: Any) -> None:
-    """A ``ValueError`` naming the first field of a saved bench that :meth:`BenchResult.
-    from_dict` could not read as written (types, lists of numbers, the known fields)."""
+    """A ``ValueError`` naming the first field of a saved bench that
+    :meth:`BenchResult.from_dict` could not read as written (types, lists of numbers, the
+    known fields)."""
     def number(v: Any) -> bool:
         return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
@@ -215,8 +217,9 @@ class BenchResult:
     folders or plan files called alike)."""
     settings: dict[str, Any] | None = None
     """What the episodes were played under (:func:`env_settings`: the env's whole config but
-    its seed, the reward and the reward mode), so that :meth:`merge` refuses runs of other
-    settings; None in files written before it was recorded."""
+    its seed, the reward, the reward mode and, in surrogate fidelity, the fit), so that
+    :meth:`merge` refuses runs of other settings; None in files written before it was
+    recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN written as null)."""
@@ -286,10 +289,13 @@ class BenchResult:
 
         An episode of the same policy and seed in two runs must be the same episode (a
         policy's episodes are bit-identical across runs of one version, cache and thread
-        count) and is kept once; one that differs, or runs of another scenario, fidelity,
-        target or :attr:`settings` (config, horizon, reward: the first settings that differ
-        are named), raise ``ValueError`` naming the run (``names``, default its index). Runs
-        without recorded settings (older files) merge on the labels alone.
+        count) and is kept once; one that differs, runs of another scenario, fidelity, target
+        or :attr:`settings` (config, horizon, reward, surrogate fit: the first that differ
+        are named; whether the target is observed, and a target no reward reads, are not
+        compared), and two rows of one name that play something else (:attr:`fingerprints`:
+        other agent files, another plan) raise ``ValueError`` naming the run (``names``,
+        default its index). Runs without recorded settings (older files) merge on the labels
+        alone; the others are checked against the first run that records them.
         """
         if not results:
             raise ValueError("merge: no results given")
@@ -349,8 +355,8 @@ class BenchResult:
 def env_settings(env: Any) -> dict[str, Any] | None:
     """What an env's episodes are played under, as plain data: its config without the config
     seed (``benchmarks/tradeoff.py`` varies the data split by it), its reward (the name, or
-    ``module.qualname`` of a custom callable) and reward mode; None for an env that is not
-    an HF-FM env."""
+    ``module.qualname`` of a custom callable), its reward mode and, in surrogate fidelity, a
+    digest of the fit's file; None for an env that is not an HF-FM env."""
     from hffm_env.config import ScenarioConfig, to_dict
 
     base = getattr(env, "unwrapped", env)

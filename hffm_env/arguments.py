@@ -21,8 +21,22 @@ from hffm_env.config import SEED_MAX
 from hffm_env.devices import device_problem, resolve_device
 
 __all__ = [
-    "PLOT_SUFFIXES", "USER_ERRORS", "device", "error_line", "non_negative_int",
-    "output_file", "positive_int", "positive_number", "probability", "run_command", "seed",
+    "PLOT_SUFFIXES",
+    "USER_ERRORS",
+    "device",
+    "error_line",
+    "non_negative_int",
+    "output_file",
+    "positive_int",
+    "positive_number",
+    "probability",
+    "run_command",
+    "seed",
+    "split_names",
+    "report_user_error",
+    "episode_count",
+    "fraction",
+    "MAX_EPISODES",
 ]
 
 

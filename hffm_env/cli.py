@@ -738,7 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where to write the traces (default: next to --out)")
     calibrate.add_argument("--force", action="store_true",
                            help="overwrite an existing --out or --traces file (the cache's "
-                           "fit, without --out, is always refitted)")
+                           "fit, without --out, is always refitted), and start over an "
+                           "interrupted run's .partial traces")
     calibrate.add_argument("--from-traces", metavar="FILE", nargs="+",
                            help="refit on traces written by earlier runs (no training)")
     calibrate.add_argument("--exclude-seeds", type=arguments.seed, nargs="+", default=[],

@@ -55,6 +55,20 @@ __all__ = [
     "task_module_ids",
     "load_config_file",
     "load_scenario",
+    "MODULE_TYPES",
+    "TASKS",
+    "MIN_QUESTION_LENGTH",
+    "IMAGE_TOKENS",
+    "AUDIO_TOKENS",
+    "REQUESTS_PER_TASK_ARRIVAL",
+    "TARGET_REWARDS",
+    "REWARD_SPLITS",
+    "SEED_MAX",
+    "FIDELITIES",
+    "check_memory",
+    "REWARD_NAMES",
+    "estimate_memory_bytes",
+    "MAX_CONFIG_FILE_BYTES",
 ]
 
 MODULE_TYPES: tuple[str, ...] = ("encoder", "prompt", "moe", "adapter", "head")

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "check_training_seeds", "DEFAULT_EVAL_SEEDS",
+           "SEEDING_SCHEME", "RandomStreams"]
+
 STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 

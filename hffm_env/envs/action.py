@@ -42,7 +42,8 @@ from hffm_env.fl.schedule import (
 )
 from hffm_env.sim import repair_pairing
 
-__all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_action", "check_slot_range"]
+__all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_action", "check_slot_range",
+           "RELAY_WAIT", "RELAY_EDGE", "RELAY_CLOUD", "RELAY_FIXED_CHOICES", "NUM_ROUTES"]
 
 
 def check_slot_range(action: np.ndarray, nvec: np.ndarray, slot_names: list[str],

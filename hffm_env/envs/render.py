@@ -16,7 +16,12 @@ RENDER_METADATA: dict[str, Any] = {"render_modes": ["rgb_array", "ansi"], "rende
 if TYPE_CHECKING:
     from hffm_env.envs.hffm_env import HFFMEnv
 
-__all__ = ["render_ansi", "render_figure", "render_rgb"]
+__all__ = [
+    "render_ansi",
+    "render_figure",
+    "render_rgb",
+    "RENDER_METADATA",
+]
 
 MODULE_COLOURS = {
     "encoder": "tab:blue",

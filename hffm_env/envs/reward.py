@@ -41,8 +41,19 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "CostRange", "RewardInputs", "RewardWeights", "REWARDS", "MAX_COST_SCALE", "accuracy_score",
-    "reaches_target", "reward_bounds", "reward_names", "get_reward", "TERM_NAMES", "check_terms",
+    "CostRange",
+    "RewardInputs",
+    "RewardWeights",
+    "REWARDS",
+    "MAX_COST_SCALE",
+    "accuracy_score",
+    "reaches_target",
+    "reward_bounds",
+    "reward_names",
+    "get_reward",
+    "TERM_NAMES",
+    "check_terms",
+    "Reward",
 ]
 
 

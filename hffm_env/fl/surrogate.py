@@ -52,9 +52,21 @@ if TYPE_CHECKING:  # (the engine imports torch models: not needed to read a fit)
     from hffm_env.fl.engine import RoundResult
 
 __all__ = [
-    "AccuracySurrogate", "RoundTrace", "SurrogateMismatch", "SurrogateMissing", "SurrogateRounds",
-    "TierHistory", "find_surrogate", "out_of_fold_residuals", "surrogate_key", "traces_key",
-    "surrogate_path", "target_names", "SURROGATE_FORMAT",
+    "AccuracySurrogate",
+    "RoundTrace",
+    "SurrogateMismatch",
+    "SurrogateMissing",
+    "SurrogateRounds",
+    "TierHistory",
+    "find_surrogate",
+    "out_of_fold_residuals",
+    "surrogate_key",
+    "traces_key",
+    "surrogate_path",
+    "target_names",
+    "SURROGATE_FORMAT",
+    "PACKAGED_DIR",
+    "episode_features",
 ]
 
 SURROGATE_FORMAT = 2
