@@ -849,8 +849,7 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
     ``channel.d2d_radius_m`` are edges of a networkx graph); the indices of the data split;
     and in ``train`` fidelity only (the others draw no scene) the scenes of every device and
     of the test sets, their frozen features and the batched training and evaluation work per
-    device. Used to refuse a config
-    the machine cannot hold before any of it is allocated."""
+    device. Used to refuse a config the machine cannot hold before any of it is allocated."""
     data, model, fl, placement = config.data, config.model, config.fl, config.placement
     devices = placement.num_devices
     # D2D pairs, and the share of them in radio range: two points uniform in a disc of radius
