@@ -378,7 +378,8 @@ class TrainArgs:
             raise ValueError(f"seed = {self.seed}: must be an integer >= 0")
         if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
             raise ValueError(f"learning_rate = {self.learning_rate}: must be a finite number "
-                             ">= 0 (0 keeps a cloned policy as it is)")
+                             ">= 0 (0 keeps a cloned policy's weights; with --normalize "
+                             "its observation statistics still follow the new rounds)")
         if not (math.isfinite(self.ent_coef) and self.ent_coef >= 0):
             raise ValueError(f"ent_coef = {self.ent_coef}: must be a finite number >= 0")
         if not self.eval_seeds:

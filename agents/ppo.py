@@ -220,6 +220,7 @@ def train_sb3(args: TrainArgs) -> float:
         AgentInfo,
         Normalization,
         algo_class,
+        checkpoint_folder,
         find_agent,
         load_model,
         save_agent,
@@ -242,6 +243,18 @@ def train_sb3(args: TrainArgs) -> float:
     if resume is not None and args.normalize and resume.normalization is None:
         raise ValueError(f"resume = {args.resume!r}: has no normalisation statistics; "
                          "resume it with --no-normalize")
+    if resume is not None and not args.normalize and resume.normalization is not None:
+        raise ValueError(f"resume = {args.resume!r}: was trained on normalised observations "
+                         "(its vecnormalize.npz); resume it without --no-normalize")
+    if resume is not None:  # another config or fidelity can be the point (a curriculum)
+        recorded = resume.info.overrides
+        for what, trained, given in (
+                ("--fidelity", resume.info.fidelity or None, args.fidelity),
+                ("the settings", None if recorded is None else list(recorded),
+                 list(args.scenario_overrides()))):
+            if trained is not None and trained != given:
+                note(f"resuming {args.resume} with {what} {given!r}; it was trained with "
+                     f"{trained!r}")
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)
     subprocess = args.n_envs > 1
@@ -369,9 +382,14 @@ def train_sb3(args: TrainArgs) -> float:
         # fine-tune on real training: same policy, optimiser and running statistics, on
         # other training seeds than the first phase's
         stats = Normalization.of(vec_env) if args.normalize else None
+        if remaining > 0:  # the agent as the first phase left it, to compare with
+            save(checkpoint_folder(int(model.num_timesteps)))
         vec_env.close()
         vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
         model.set_env(vec_env)
+        # SB3 keeps the last 100 episodes' returns across learn() calls: the fine-tuning's
+        # ep_rew_mean must average real-training episodes only
+        model.ep_info_buffer = None
         learn(whole(finetune_left), f"{run_name}__finetune", False, "train",
               "while fine-tuning")
     train_seconds = time.perf_counter() - started

@@ -461,10 +461,13 @@ def verdict(result: BenchResult, agent: str) -> str:
     did, when not all), energy per round and final accuracy, with the differences: in percent
     for energies (positive), as a plain difference for the return (its scale has no zero
     worth a ratio: a return near 0 or of the other sign gave -1637%) and in points for
-    accuracy."""
+    accuracy. An interrupted result gets no verdict: its best baseline may never have run."""
     rows = {s.policy: s for s in result.summaries}
     if agent not in rows:
         raise ValueError(f"agent {agent!r}: not in the result (policies {list(rows)})")
+    if result.interrupted:  # the best baseline may be one that never ran
+        return (f"{agent}: no verdict, the run was interrupted before every baseline had "
+                "played every seed (rerun the comparison)")
     # the baselines of best_baseline: every row but the agents'
     baselines = [s for s in result.summaries if s.policy != agent
                  and not is_agent_name(s.policy)]

@@ -196,8 +196,21 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
     assert rate(linear / "checkpoints" / "step_00000008") == pytest.approx(1e-3)
     assert rate(linear / "checkpoints" / "step_00000024") == pytest.approx(5e-4)
     assert rate(linear) == pytest.approx(2.5e-4)  # fine-tuning learns, at its share
+    # the agent as the surrogate phase left it, before fine-tuning (skipped before)
+    assert rate(linear / "checkpoints" / "step_00000016") == pytest.approx(7.5e-4)
     assert curve(linear) == [(t, "cost") for t in (4, 8, 12, 16)] + [
         (t, "train") for t in (20, 24, 28, 32)]
+    # the fine-tuning's logged mean return is over its own (real-training) episodes: SB3
+    # kept the first phase's episodes in its window across learn() calls
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = [d for d in (linear / "runs").iterdir() if "finetune" in d.name]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    logged = events.Scalars("rollout/ep_rew_mean")[-1].value
+    with (linear / "learning_curve.csv").open() as f:
+        real = [float(r["episode_return"]) for r in csv.DictReader(f) if r["phase"] == "train"]
+    assert logged == pytest.approx(np.mean(real), rel=1e-4)
     for step in (8, 24):  # resumed in training and in fine-tuning
         resumed = tmp_path / f"resumed{step}"
         run(resumed, "--finetune-timesteps", "16", "--resume",
@@ -230,9 +243,10 @@ def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
         TrainArgs(lr_schedule="cosine")
 
 
-def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path):
+def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
     """n_steps, batch size, entropy coefficient and seed of a resumed run are the flags given
-    to it (train_args.json records them), not the first run's saved in the archive."""
+    to it (train_args.json records them), not the first run's saved in the archive; dropping
+    its normalisation is refused, other env settings get a note."""
     from hffm_env.agents.checkpoint import find_agent, load_model
 
     common = ["--scenario", "small", "--fidelity", "cost", "--eval-seeds", "1000",
@@ -251,6 +265,16 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path):
     env.close()
     assert (model.n_steps, model.batch_size, model.ent_coef, model.seed) == (4, 4, 0.5, 7)
     assert model.num_timesteps == 24
+    checkpoint = str(first / "checkpoints" / "step_00000008")
+    capsys.readouterr()
+    assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
+                             "--no-normalize", "--resume", checkpoint,
+                             "--out", str(tmp_path / "raw"), *common]) == 2
+    assert "was trained on normalised observations" in capsys.readouterr().err
+    assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
+                             "--resume", checkpoint, "--out", str(tmp_path / "other"), *common,
+                             "env.energy_weight=0.5"]) == 0
+    assert "it was trained with [" in capsys.readouterr().err
 
 
 def test_training_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys,

@@ -470,6 +470,10 @@ def test_verdict_compares_with_baselines_only_as_best_baseline_does():
     result = BenchResult("small", "cost", [0], 0.4, summarise(episodes, 0.4), episodes)
     assert best_baseline(result) == "base"
     assert "best baseline by return, base" in verdict(result, "agent:A")
+    # an interrupted run gets none: the best baseline may never have run (it named edge-only
+    # the best after a Ctrl-C before `never` ran)
+    cut = dataclasses.replace(result, interrupted=True)
+    assert verdict(cut, "agent:A").startswith("agent:A: no verdict, the run was interrupted")
 
 
 def test_run_benchmark_labels_its_result_with_the_env_so_that_merge_can_check_it():
