@@ -191,10 +191,11 @@ def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> 
     data = jsonio.dumps(indent=None, value={"traces_key": key, "episodes": [
         {**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]})
     path = Path(path)
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(data.encode()))
-    else:
-        path.write_text(data)
+    payload = gzip.compress(data.encode()) if path.suffix == ".gz" else data.encode()
+    # whole or not at all: a Ctrl-C while writing must not leave the earlier episodes cut
+    staged = path.with_name(f".{path.name}.writing")
+    staged.write_bytes(payload)
+    staged.replace(path)
 
 
 def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]]:
@@ -301,5 +302,8 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
             "policies": sorted({e["policy"] for e in episodes}),
             "training_s": time.perf_counter() - start, "targets": target_names(base.tasks)}
     surrogate = fit_traces(episodes, base.tasks, base.config.env.episode_rounds, meta)
+    from hffm_env.fl.surrogate import surrogate_key
+
+    surrogate.meta["config_key"] = surrogate_key(base.config)  # checked when loaded by path
     return surrogate, episodes
 

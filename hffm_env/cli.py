@@ -335,13 +335,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "held-out seeds", file=sys.stderr)
     policies: list = [*agents, *_plan_policies(args.plan, config), *names]
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
-        from hffm_env.fl.surrogate import SurrogateMismatch, find_surrogate
+        from hffm_env.fl.surrogate import SurrogateMismatch, SurrogateMissing, find_surrogate
 
         try:  # a bad or unfit file is one line here, before any episode
             with warnings.catch_warnings(record=True) as mismatch:
                 warnings.simplefilter("always", SurrogateMismatch)
                 fit = find_surrogate(config, args.surrogate)
-        except ValueError as err:
+        except (ValueError, SurrogateMissing) as err:  # (a missing file is the latter)
             given = "--surrogate" if args.surrogate is not None else "--fidelity surrogate"
             raise ConfigError(f"{given}: {err}") from None
         print(f"hffm bench: accuracy predicted by {_surrogate_origin(fit)}", file=sys.stderr)
@@ -518,6 +518,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                         for e in read_traces(path, traces_key(config))]
         except ValueError as error:
             raise ConfigError(f"--from-traces {error}") from None
+        seen: set[tuple[str, int, str]] = set()
+        for e in recorded:  # the same episode in two files (a copy) would weigh twice
+            rounds = jsonio.dumps([r.to_dict() for r in e["rounds"]])
+            episode = (str(e["policy"]), int(e["seed"]), rounds)
+            if episode in seen:  # (random's several episodes of a seed differ: they stay)
+                raise ConfigError(f"--from-traces: the same {episode[0]} episode on seed "
+                                  f"{episode[1]} is there twice (the same traces in two "
+                                  "files?); its rounds would be fitted twice: give it once")
+            seen.add(episode)
         absent = sorted(set(args.exclude_seeds) - {int(e["seed"]) for e in recorded})
         if absent:  # a typo would leave in what was meant to be left out
             raise ConfigError(f"--exclude-seeds {absent[0]}: no episode of the traces has that "

@@ -355,3 +355,35 @@ def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole
                      "--out", str(fit), "--force", "--no-progress"]) == 130
     assert "interrupted; 0 of 1 episodes are in" in capsys.readouterr().err
     assert named.read_text() == "the old fit's traces" and not stale.exists()
+
+
+def test_a_refit_refuses_an_episode_given_twice_and_traces_are_written_whole(
+        calibrated, tmp_path, capsys, monkeypatch):
+    """The same traces in two files were fitted twice (double weight, and in the noise); and
+    a Ctrl-C while the traces were written could leave them cut."""
+    import shutil
+
+    from hffm_env.baselines import calibrate as design
+
+    traces = calibrated.with_suffix(".traces.json")
+    copy = tmp_path / "copy.traces.json"
+    shutil.copy(traces, copy)
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
+                     str(traces), str(copy), "--out", str(tmp_path / "twice.pt")]) == 2
+    assert "is there twice (the same traces in two files?)" in capsys.readouterr().err
+    # written whole or not at all: a failure while writing leaves the earlier file as it was
+    episodes, before = read_traces(traces), traces.read_bytes()
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        design.write_traces(traces, episodes[:1], "key")
+    assert traces.read_bytes() == before
+
+
+def test_bench_names_the_flag_of_a_missing_surrogate_file(tmp_path, capsys):
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "surrogate", "--surrogate",
+                     str(tmp_path / "nope.pt"), "--policies", "never"]) == 2
+    assert "hffm: error: --surrogate: " in capsys.readouterr().err

@@ -145,6 +145,11 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
                           f"{fitted_for}, this one {surrogate_key(cfg)}: another layout, data "
                           "split or training setting); its error was not measured here",
                           SurrogateMismatch, stacklevel=2)
+        elif not fitted_for:  # a copy of a fit that did not record its key, renamed
+            warnings.warn(f"surrogate = {str(path)!r} does not say which configuration it was "
+                          f"fitted for (no config_key, and its name is not surrogate-<key>.pt); "
+                          f"if not for this one (key {surrogate_key(cfg)}), its error was not "
+                          "measured here", SurrogateMismatch, stacklevel=2)
         return surrogate
     for fitted_cfg in _configs_a_fit_may_serve(cfg):
         name = surrogate_path(fitted_cfg).name

@@ -407,3 +407,23 @@ def test_a_renamed_variant_of_a_shorter_horizon_finds_the_shipped_fit():
     with pytest.raises(SurrogateMissing, match=r"hffm calibrate --config FILE` \(a file of "
                                                r"this config, 'my-small'"):
         find_surrogate(load_scenario("small", overrides={"name": "my-small", "fl.lr": 0.5}))
+
+
+def test_a_renamed_fit_that_does_not_say_its_config_warns(tmp_path):
+    """A copy of a shipped fit (which records no config_key) under another name was used for
+    any config without a word; under its own name (surrogate-<key>.pt) it is checked."""
+    import shutil
+    import warnings
+
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import SurrogateMismatch, find_surrogate
+
+    small = load_scenario("small")
+    shipped = find_surrogate(small).path
+    copy = tmp_path / "mine.pt"
+    shutil.copy(shipped, copy)
+    with pytest.warns(SurrogateMismatch, match="does not say which configuration"):
+        find_surrogate(load_scenario("small", overrides=["seed=7"]), copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SurrogateMismatch)
+        find_surrogate(small, shipped)  # its name says its key: this config's
