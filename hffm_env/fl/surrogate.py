@@ -414,14 +414,21 @@ class AccuracySurrogate:
         """Every calibration episode's out-of-fold residuals as noise for :meth:`predict`,
         ``(episodes, rounds + 1, targets)``: the global accuracy per task only (measured every
         round, what rewards and targets read), zero elsewhere and where a round was not
-        measured. Raises ``ValueError`` when the fit kept no residuals."""
+        measured; past the end of an episode that ended early (an energy budget), its last
+        round's, as for rounds past the recorded ones. Raises ``ValueError`` when the fit kept
+        no residuals."""
         if self.residuals is None or len(self.residuals) == 0:
             raise ValueError("this surrogate kept no out-of-fold residuals (fitted before they "
                              "were recorded, or on one episode); refit it with `hffm calibrate "
                              "--from-traces ...` to use env.surrogate_noise='residuals'")
         keep = np.array([n.startswith("accuracy/") for n in self.targets])
-        return np.where(keep & np.isfinite(self.residuals), self.residuals,
-                        0.0).astype(np.float32)
+        measured = keep & np.isfinite(self.residuals)
+        noise = np.where(measured, self.residuals, 0.0).astype(np.float32)
+        for episode, rows in zip(noise, measured.any(axis=-1), strict=True):
+            last = int(np.flatnonzero(rows)[-1]) if rows.any() else -1
+            if 0 <= last < len(episode) - 1:  # an episode that ended early
+                episode[last + 1:] = episode[last]
+        return noise
 
     def residual_episode(self, rng: np.random.Generator) -> np.ndarray:
         """One episode of :meth:`residual_noise`, drawn uniformly with ``rng``:

@@ -427,3 +427,25 @@ def test_a_renamed_fit_that_does_not_say_its_config_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SurrogateMismatch)
         find_surrogate(small, shipped)  # its name says its key: this config's
+
+
+def test_the_noise_of_an_episode_that_ended_early_goes_on_as_its_last_round():
+    """Its rounds past the end were NaN, read as 0: those draws played the noiseless mean."""
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import AccuracySurrogate, find_surrogate
+
+    fit = AccuracySurrogate.load(find_surrogate(load_scenario("small")).path)
+    full = fit.residual_noise()
+    accuracy = [j for j, n in enumerate(fit.targets) if n.startswith("accuracy/")]
+    # the shipped fit's episodes all ran through: its noise is what it always was
+    keep = np.zeros(len(fit.targets), dtype=bool)
+    keep[accuracy] = True
+    np.testing.assert_array_equal(
+        full, np.where(keep & np.isfinite(fit.residuals), fit.residuals, 0.0))
+    ended = fit.residuals.copy()
+    ended[0, 10:] = np.nan  # the first episode ended after round 9
+    fit.residuals = ended
+    noise = fit.residual_noise()
+    np.testing.assert_array_equal(noise[0, 10:], np.repeat(noise[0, 9:10], len(noise[0]) - 10,
+                                                           axis=0))
+    np.testing.assert_array_equal(noise[1:], full[1:])  # the others as they were
