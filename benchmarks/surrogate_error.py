@@ -41,6 +41,7 @@ import gc
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from _output import claim_stdout_for_json, emit_json
@@ -165,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out real episodes recorded by an earlier --save-traces run "
                         "(no training)")
     parser.add_argument("--save-traces", metavar="FILE", type=arguments.output_file(),
-                        help="record the real episodes here")
+                        help="record the real episodes here, each as it ends (a Ctrl-C keeps "
+                        "those played)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing --save-traces file")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="also compare the round in which each episode first reaches this "
                         "global accuracy (real vs surrogate, mean and with resampled noise)")
@@ -180,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.traces and (args.save_traces or args.policies is not None):
         parser.error("--traces scores recorded episodes; --save-traces and --policies play "
                      "new ones: give one or the other")
+    if args.save_traces and Path(args.save_traces).exists() and not args.force:
+        parser.error(f"--save-traces {args.save_traces!r}: exists (real episodes, minutes "
+                     "each); pass --force to overwrite it")
     if not args.traces:
         args.seeds = args.seeds or list(DEFAULT_EVAL_SEEDS)
         if any(s < FIRST_HELD_OUT_SEED for s in args.seeds):
@@ -227,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                 episodes.append({"policy": policy.name, "seed": seed, "rounds": rounds})
                 print(f"real: {policy.name} seed {seed}: final accuracy "
                       f"{_mean_accuracy(rounds, tasks)[-1]:.3f}", flush=True)
+                if args.save_traces:  # as they end: an interrupted run keeps its episodes
+                    write_traces(args.save_traces, episodes, traces_key(cfg))
         env.close()
-        if args.save_traces:
-            write_traces(args.save_traces, episodes, traces_key(cfg))
     if surrogate is None:
         surrogate = find_surrogate(cfg, args.surrogate)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hffm_env.testing import TINY_OVERRIDES
+
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "docs/results/surrogate"
 PREVIOUS_TRACES = TRACES / "small-3-clusters"
@@ -190,3 +192,38 @@ def test_the_shipped_fit_is_unbiased_on_the_searched_plans_real_rounds(tmp_path,
     crossing = result["crossing"]["policies"]["plan:plan_search_small4"]
     assert crossing["mean"] < crossing["real"]
     assert abs(crossing["noisy"] - crossing["real"]) < 0.25
+
+
+def test_save_traces_keeps_each_episode_and_refuses_an_existing_file(tmp_path, monkeypatch,
+                                                                      capsys):
+    """An interrupted --save-traces run wrote nothing (33 min of real training in the README's
+    run), and an existing file was replaced without a word."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import surrogate_error
+
+    from hffm_env.baselines import calibrate
+
+    saved = tmp_path / "held.json.gz"
+    saved.write_text("earlier episodes")
+    try:
+        with pytest.raises(SystemExit):
+            surrogate_error.main(["--save-traces", str(saved), "--seeds", "1000"])
+        assert "exists (real episodes" in capsys.readouterr().err
+        assert saved.read_text() == "earlier episodes"
+        played = []
+
+        def one_then_stop(env, policy, seed):
+            if played:
+                raise KeyboardInterrupt
+            played.append(policy.name)
+            accuracy = {f"accuracy/{t}": 0.3 for t in env.unwrapped.tasks}
+            return [calibrate.RoundTrace(None, 1.0, accuracy)]
+
+        monkeypatch.setattr(calibrate, "trace_episode", one_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            surrogate_error.main(["--save-traces", str(saved), "--force", "--seeds", "1000",
+                                  "--speed-steps", "0",
+                                  *[a for kv in TINY_OVERRIDES for a in ("--set", kv)]])
+    finally:
+        del sys.modules["surrogate_error"]
+    assert [e["policy"] for e in calibrate.read_traces(saved)] == played
