@@ -514,19 +514,24 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         from hffm_env.fl.surrogate import traces_key
 
         try:
-            recorded = [e for path in args.from_traces
-                        for e in read_traces(path, traces_key(config))]
+            per_file = [(path, read_traces(path, traces_key(config)))
+                        for path in args.from_traces]
         except ValueError as error:
             raise ConfigError(f"--from-traces {error}") from None
-        seen: set[tuple[str, int, str]] = set()
-        for e in recorded:  # the same episode in two files (a copy) would weigh twice
-            rounds = jsonio.dumps([r.to_dict() for r in e["rounds"]])
-            episode = (str(e["policy"]), int(e["seed"]), rounds)
-            if episode in seen:  # (random's several episodes of a seed differ: they stay)
-                raise ConfigError(f"--from-traces: the same {episode[0]} episode on seed "
-                                  f"{episode[1]} is there twice (the same traces in two "
-                                  "files?); its rounds would be fitted twice: give it once")
-            seen.add(episode)
+        recorded = [e for _, episodes in per_file for e in episodes]
+        # the same episode in two files (a copy) would weigh twice; within one file repeats
+        # are as recorded (earlier calibrations replayed random's episodes of a seed, and the
+        # shipped fit was fitted on them)
+        first_in: dict[tuple[str, int, str], str] = {}
+        for path, episodes in per_file:
+            for e in episodes:
+                rounds = jsonio.dumps([r.to_dict() for r in e["rounds"]])
+                episode = (str(e["policy"]), int(e["seed"]), rounds)
+                where = first_in.setdefault(episode, path)
+                if where != path:
+                    raise ConfigError(f"--from-traces: the same {episode[0]} episode on seed "
+                                      f"{episode[1]} is in {where} and {path} (a copy?); its "
+                                      "rounds would be fitted twice: give it once")
         absent = sorted(set(args.exclude_seeds) - {int(e["seed"]) for e in recorded})
         if absent:  # a typo would leave in what was meant to be left out
             raise ConfigError(f"--exclude-seeds {absent[0]}: no episode of the traces has that "

@@ -370,7 +370,7 @@ def test_a_refit_refuses_an_episode_given_twice_and_traces_are_written_whole(
     shutil.copy(traces, copy)
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
                      str(traces), str(copy), "--out", str(tmp_path / "twice.pt")]) == 2
-    assert "is there twice (the same traces in two files?)" in capsys.readouterr().err
+    assert f"is in {traces} and {copy} (a copy?)" in capsys.readouterr().err
     # written whole or not at all: a failure while writing leaves the earlier file as it was
     episodes, before = read_traces(traces), traces.read_bytes()
 
