@@ -246,6 +246,13 @@ def train_sb3(args: TrainArgs) -> float:
     if resume is not None and not args.normalize and resume.normalization is not None:
         raise ValueError(f"resume = {args.resume!r}: was trained on normalised observations "
                          "(its vecnormalize.npz); resume it without --no-normalize")
+    if resume is not None:  # the run resumed in its own --out: its later checkpoints stay
+        later = sorted(p.name for p in (out / "checkpoints").glob("step_*")
+                       if p.name[5:].isdigit() and int(p.name[5:]) > resume.info.num_timesteps)
+        if later:
+            note(f"{out / 'checkpoints'} keeps the checkpoints after step "
+                 f"{resume.info.num_timesteps} of the run this one replaces ({', '.join(later)})"
+                 "; the ones this run saves overwrite those of the same step")
     if resume is not None:  # another config or fidelity can be the point (a curriculum)
         recorded = resume.info.overrides
         for what, trained, given in (

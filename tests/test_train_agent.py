@@ -275,6 +275,12 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
                              "--resume", checkpoint, "--out", str(tmp_path / "other"), *common,
                              "env.energy_weight=0.5"]) == 0
     assert "it was trained with [" in capsys.readouterr().err
+    # resumed in its own --out from an earlier checkpoint: the later ones are named
+    (first / "checkpoints" / "step_00000016").mkdir()  # as a longer first run leaves it
+    assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
+                             "--resume", checkpoint, "--out", str(first), *common]) == 0
+    assert "keeps the checkpoints after step 8 of the run this one replaces (step_00000016)" \
+        in capsys.readouterr().err
 
 
 def test_training_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys,
