@@ -23,7 +23,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.baselines.policies import Policy, is_agent_name, make_policy
-from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS
+from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS, dict_differences
 from hffm_env.envs.reward import reaches_target
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -327,7 +327,8 @@ class BenchResult:
                            "final accuracy: run them with one target, --target-accuracy or "
                            "run_benchmark's target_accuracy)"))
             if result.settings is not None and reference is not None:
-                differ = _differences(_comparable(reference[1]), _comparable(result.settings))
+                differ = dict_differences(_comparable(reference[1]),
+                                          _comparable(result.settings))
                 if differ:
                     shown = ", ".join(f"{k} {a!r} vs {b!r}" for k, a, b in differ[:4])
                     raise ValueError(
@@ -390,14 +391,6 @@ def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
         env.pop("target_accuracy", None)
         env.pop("target_miss_penalty", None)
     return {**settings, "config": config}
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(dotted key, value in a, value in b)`` wherever two nested dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(a.keys() | b.keys(), key=str)
-                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [(prefix[:-1], a, b)]
 
 
 def _same_value(a: Any, b: Any) -> bool:

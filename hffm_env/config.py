@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_TARGET_FRACTION",
     "NEVER",
     "config_differences",
+    "dict_differences",
     "ConfigError",
     "PlacementConfig",
     "LinkConfig",
@@ -932,14 +933,20 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[tuple[str, Any, Any]]:
     """``(dotted key, value in a, value in b)`` for every setting where the two differ."""
+    return dict_differences(to_dict(a), to_dict(b))
+
+
+def dict_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` wherever two nested dicts differ (None for a
+    key one of them lacks), sorted by key."""
 
     def flat(value: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             return {k: v for key, sub in value.items()
                     for k, v in flat(sub, f"{prefix}{key}.").items()}
         return {prefix[:-1]: value}
 
-    left, right = flat(to_dict(a)), flat(to_dict(b))
+    left, right = flat(a), flat(b)
     return [(k, left.get(k), right.get(k)) for k in sorted(left.keys() | right.keys())
             if left.get(k) != right.get(k)]
 
