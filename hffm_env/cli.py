@@ -211,25 +211,28 @@ def _agent_policies(paths: Sequence[str], config: ScenarioConfig) -> list:
     return policies
 
 
-def _note_training_configs(agents: Sequence[Any], config: Any) -> None:
-    """One line on stderr for each agent trained on other settings than this bench's (another
-    reward, horizon or layout, say): a note, since evaluating elsewhere can be the point."""
+def _note_training_configs(agents: Sequence[Any], config: Any, command: str = "bench") -> None:
+    """One line on stderr for each agent trained on other settings than this ``command``'s
+    (another reward, horizon or layout, say): a note, since playing it elsewhere can be the
+    point."""
     for policy in agents:
         trained = policy.agent.training_config()
         if trained is not None:
-            _note_other_settings(f"{policy.name} was trained", trained, config)
+            _note_other_settings(f"{policy.name} was trained", trained, config, command)
 
 
-def _note_other_settings(what: str, made_on: ScenarioConfig, config: ScenarioConfig) -> None:
-    """``hffm bench: note: <what> with key=value (here value), ...`` on stderr when the config
-    an agent or plan was made on differs from this bench's; nothing when they agree."""
+def _note_other_settings(
+    what: str, made_on: ScenarioConfig, config: ScenarioConfig, command: str = "bench"
+) -> None:
+    """``hffm <command>: note: <what> with key=value (here value), ...`` on stderr when the
+    config an agent or plan was made on differs from this run's; nothing when they agree."""
     from hffm_env.config import config_differences
 
     diff = config_differences(made_on, config)
     if diff:
         shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
         more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
-        print(f"hffm bench: note: {what} with {shown}{more}", file=sys.stderr)
+        print(f"hffm {command}: note: {what} with {shown}{more}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -244,11 +247,13 @@ def _agent_errors() -> Iterator[None]:
         raise ConfigError(f"--agent: {err}") from None
 
 
-def _plan_policies(paths: Sequence[str], config: ScenarioConfig | None = None) -> list:
+def _plan_policies(
+    paths: Sequence[str], config: ScenarioConfig | None = None, command: str = "bench"
+) -> list:
     """The round plans at ``paths`` (``--plan``, JSON from ``benchmarks/plan_search.py``) as
     policies named ``plan:<file stem>``; a bad file is a ``ConfigError`` naming it and why.
     With ``config``, a plan searched on other settings (its file says which) gets a note on
-    stderr, as an agent does."""
+    stderr from ``hffm <command>``, as an agent does."""
     from hffm_env.baselines.plan import PlanPolicy, RoundPlan
 
     policies = []
@@ -258,11 +263,13 @@ def _plan_policies(paths: Sequence[str], config: ScenarioConfig | None = None) -
         except (ValueError, OSError) as err:
             raise ConfigError(f"--plan: {err}") from None
         if config is not None:
-            _note_searched_config(policies[-1].name, path, config)
+            _note_searched_config(policies[-1].name, path, config, command)
     return policies
 
 
-def _note_searched_config(name: str, path: str, config: ScenarioConfig) -> None:
+def _note_searched_config(
+    name: str, path: str, config: ScenarioConfig, command: str = "bench"
+) -> None:
     """A note when the plan file's ``scenario`` and ``overrides`` (plan_search.py records
     them) give other settings than ``config``; silent when the file does not say."""
     try:
@@ -270,7 +277,7 @@ def _note_searched_config(name: str, path: str, config: ScenarioConfig) -> None:
         searched = load_scenario(recorded["scenario"], overrides=list(recorded["overrides"]))
     except (ValueError, KeyError, TypeError, OSError):  # a bare plan: nothing recorded
         return
-    _note_other_settings(f"{name} was searched", searched, config)
+    _note_other_settings(f"{name} was searched", searched, config, command)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -557,11 +564,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                 "training_s": float("nan")})
     else:
         agents = _agent_policies(args.agent, config)
+        _note_training_configs(agents, config, "calibrate")
         from hffm_env.baselines.calibrate import cloud_every_round_schedules, read_traces
         from hffm_env.fl.surrogate import traces_key
 
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []
-        schedules += _plan_policies(args.plan)
+        schedules += _plan_policies(args.plan, config, "calibrate")
         assert traces is not None
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed

@@ -387,3 +387,19 @@ def test_bench_names_the_flag_of_a_missing_surrogate_file(tmp_path, capsys):
     assert cli_main(["bench", "--scenario", "small", "--fidelity", "surrogate", "--surrogate",
                      str(tmp_path / "nope.pt"), "--policies", "never"]) == 2
     assert "hffm: error: --surrogate: " in capsys.readouterr().err
+
+
+def test_calibrate_notes_a_plan_searched_on_other_settings(tmp_path, capsys):
+    """bench noted a plan or agent made on other settings; calibrate played them silently."""
+    searched = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
+    fit = tmp_path / "fit.pt"
+    # an interrupted run's episodes stop it after the policies are read, before any training
+    fit.with_name("fit.traces.partial.json").write_text("[]")
+    argv = ["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "",
+            "--mixed", "0", "--random-episodes", "0", "--plan", str(searched),
+            "--out", str(fit)]
+    assert cli_main(argv) == 2
+    assert "note:" not in capsys.readouterr().err
+    assert cli_main([*argv, "--set", "fl.local_steps=2"]) == 2
+    assert ("hffm calibrate: note: plan:plan_search_small4 was searched with "
+            "fl.local_steps=4 (here 2)" in capsys.readouterr().err)
