@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hffm_env import arguments, jsonio
+from hffm_env import __version__, arguments, jsonio
 from hffm_env.config import (
     DEFAULT_TARGET_FRACTION,
     FIDELITIES,
@@ -658,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hffm",
         description="Hierarchical federated foundation models over wireless networks.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     describe = sub.add_parser("describe", help="print what a scenario contains")
     _add_scenario_arguments(describe)

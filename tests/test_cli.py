@@ -236,3 +236,18 @@ def test_from_json_refuses_two_agents_of_one_name(tmp_path, capsys):
     assert main(["bench", "--from-json", str(files[0]), str(files[1])]) == 2
     assert "agent:stt plays something else than agent:stt of" in capsys.readouterr().err
     assert main(["bench", "--from-json", str(files[0]), str(files[2])]) == 0  # the same agent
+
+
+def test_version_is_the_packages_one(capsys):
+    """`hffm --version` was a usage error, and pyproject.toml wrote the version a second time."""
+    from importlib.metadata import version
+
+    import pytest
+
+    import hffm_env
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hffm {hffm_env.__version__}"
+    assert version("hffm-env") == hffm_env.__version__  # the installed metadata reads it
