@@ -8,7 +8,16 @@ The same job runs as ``hffm train``; ``--help`` lists every flag. The code lives
 
 import sys
 
-from hffm_env.agents.command import main
+try:
+    from hffm_env.agents.command import main
+except ModuleNotFoundError as error:
+    if error.name not in ("hffm_env.agents", "hffm_env.baselines"):
+        raise
+    # run from a clone, whose hffm_env/ folder comes first on the path: agents/ and
+    # baselines/ become hffm_env.agents and hffm_env.baselines only when installed
+    sys.exit("train_agent.py: hffm_env.agents is not importable here; install this clone in "
+             "editable mode (`pip install -e .`), or run the same job as `hffm train` "
+             "after a regular install")
 
 if __name__ == "__main__":
     sys.exit(main())

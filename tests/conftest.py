@@ -11,6 +11,14 @@ os.environ.setdefault("HFFM_CACHE_DIR", tempfile.mkdtemp(prefix="hffm-test-cache
 
 import pytest  # noqa: E402  (after the cache variable: nothing may build a model before it)
 
+try:  # agents/ and baselines/ are importable only as installed (pyproject's package-dir)
+    import hffm_env.agents  # noqa: F401
+    import hffm_env.baselines  # noqa: F401
+except ModuleNotFoundError:  # a regular install, hidden by this clone's hffm_env/ folder
+    pytest.exit("the tests need this clone installed in editable mode: pip install -e "
+                "'.[dev]' (agents/ and baselines/ install as hffm_env.agents and "
+                "hffm_env.baselines)", returncode=4)
+
 
 @pytest.fixture
 def make_env():

@@ -1,6 +1,7 @@
 """train_agent.py end to end on a tiny budget, and a saved agent as a policy."""
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -298,3 +299,22 @@ def test_training_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, 
     err = capsys.readouterr().err
     assert "train_agent.py: maskable-ppo on cost fidelity: 16 timesteps" in err
     assert "16/16 timesteps (100%)" in err and "min left" in err
+
+
+def test_the_script_says_how_to_install_when_agents_are_not_importable(tmp_path):
+    """After a regular `pip install .`, a clone's hffm_env/ folder hides the installed package,
+    and `python train_agent.py` died with a bare ModuleNotFoundError for hffm_env.agents."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "train_agent.py"
+    shutil.copy(script, tmp_path / "train_agent.py")
+    (tmp_path / "hffm_env").mkdir()  # a package folder without agents/, first on the path
+    (tmp_path / "hffm_env" / "__init__.py").write_text("")
+    # -S: without site-packages, where this editable install's finder would map hffm_env
+    done = subprocess.run([sys.executable, "-S", str(tmp_path / "train_agent.py"), "--help"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "pip install -e ." in done.stderr and "hffm train" in done.stderr

@@ -194,6 +194,11 @@ def _save_cache(path: Path, key: str, state: dict[str, torch.Tensor], info: dict
             torch.save(record, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # a temporary file is private (0600): give the cache file the mode any file gets,
+        # so that a cache shared by several users stays readable to them
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, co
     assert path.parent == private_cache and path.exists()
     assert first.pretrain_info["cached"] is False
     assert not list(private_cache.glob("*.tmp"))
+    # readable to whoever the umask lets read it (a temporary file's 0600 made a cache
+    # shared by several users unreadable to all but its writer); pytest's umask is the
+    # process's, commonly 022
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
     original = pretrain.pretrain_model
     monkeypatch.setattr(pretrain, "pretrain_model", _fail)
