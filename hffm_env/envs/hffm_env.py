@@ -119,7 +119,8 @@ class HFFMEnv(gym.Env):
     is the global test accuracy after round t (mixed with the local one by
     ``env.accuracy_local_mix``) and ``lat``, ``en`` are the round's latency and energy on the
     scenario's never..star scale (0: what a round costs when nothing is aggregated, 1: what it
-    costs under ``star``; ``env.unwrapped.cost_range``). ``accuracy-gain`` pays
+    costs under ``star``, a unit of at least 1% of a star round's; ``env.unwrapped.cost_range``).
+    ``accuracy-gain`` pays
     ``acc_t - acc_{t-1}`` instead; ``cost-to-target`` charges the costs until the accuracy
     first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does;
     ``spend-to-target`` charges the rounds until the target as a share of a star round,

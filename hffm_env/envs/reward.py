@@ -5,7 +5,10 @@ puts them in ``info["reward_terms"]``, sums them for the scalar reward and stack
 ``reward_mode="vector"``). Costs are normalised over the scenario's own range: 0 is what a
 round costs when nothing is aggregated (``never``: computation only) and 1 what it costs under
 ``star`` (every device to the cloud, every round), so the weights mean the same thing in every
-scenario.
+scenario. The unit is at least :data:`MIN_SPAN_SHARE` of a star round's cost: where star costs
+hardly more than never (a backhaul of gigabits per second, say), a plain never..star unit
+would blow a round's small difference, such as a dropped-out device's saving, up to thousands
+of rewards.
 
 ``accuracy-level`` (default)
     ``accuracy_weight * acc_t - latency_weight * lat_t - energy_weight * en_t``: the accuracy
@@ -46,6 +49,7 @@ __all__ = [
     "RewardWeights",
     "REWARDS",
     "MAX_COST_SCALE",
+    "MIN_SPAN_SHARE",
     "accuracy_score",
     "reaches_target",
     "reward_bounds",
@@ -56,6 +60,11 @@ __all__ = [
     "Reward",
 ]
 
+
+MIN_SPAN_SHARE = 0.01
+"""The never..star unit is at least this share of a star round's latency or energy; with it a
+round on that scale costs at least ``-1 / MIN_SPAN_SHARE`` = -100 (a round that costs nothing,
+when never costs as much as star), as it costs at most :data:`MAX_COST_SCALE`."""
 
 MAX_COST_SCALE = 100.0
 """A round's cost is charged as at most 100 star rounds (a deep fade on one link can make a
@@ -72,13 +81,15 @@ class CostRange:
     star_energy_j: float
 
     def latency(self, latency_s: float) -> float:
-        """``latency_s`` on the never..star scale, at most :data:`MAX_COST_SCALE`."""
-        span = max(self.star_latency_s - self.never_latency_s, 1e-9)
+        """``latency_s`` on the never..star scale, in [-100, :data:`MAX_COST_SCALE`]."""
+        span = max(self.star_latency_s - self.never_latency_s,
+                   MIN_SPAN_SHARE * self.reference_latency_s)
         return min((latency_s - self.never_latency_s) / span, MAX_COST_SCALE)
 
     def energy(self, energy_j: float) -> float:
-        """``energy_j`` on the never..star scale, at most :data:`MAX_COST_SCALE`."""
-        span = max(self.star_energy_j - self.never_energy_j, 1e-12)
+        """``energy_j`` on the never..star scale, in [-100, :data:`MAX_COST_SCALE`]."""
+        span = max(self.star_energy_j - self.never_energy_j,
+                   MIN_SPAN_SHARE * self.reference_energy_j)
         return min((energy_j - self.never_energy_j) / span, MAX_COST_SCALE)
 
     @property

@@ -258,3 +258,23 @@ def test_accuracy_gain_pays_each_rounds_gain_and_the_episode_its_total(make_env)
         previous = score
     assert done and abs(total) > 0
     assert total == pytest.approx(3 * (score - start), abs=1e-9)
+
+
+def test_a_star_hardly_dearer_than_never_keeps_the_scale_bounded():
+    """With a 10 Gbit/s backhaul star cost 0.002 s and 0.014 J more than never, and a round
+    made cheaper than never by dropouts earned +15 to +1.9e7 a round."""
+    from hffm_env.envs.reward import MAX_COST_SCALE, MIN_SPAN_SHARE, reward_bounds
+
+    close = CostRange(never_latency_s=2.0, star_latency_s=2.002, never_energy_j=3.0,
+                      star_energy_j=3.014)
+    unit_j = MIN_SPAN_SHARE * 3.014  # at least 1% of a star round, not the 0.014 J between
+    assert close.energy(3.0 - unit_j) == pytest.approx(-1.0)
+    assert close.energy(3.014) == pytest.approx(0.014 / unit_j)
+    assert close.latency(2.0 - 0.02002) == pytest.approx(-1.0)
+    assert -1 / MIN_SPAN_SHARE <= close.energy(0.0) and -1 / MIN_SPAN_SHARE <= close.latency(0.0)
+    for name in REWARDS:
+        low, high = reward_bounds(name, close, WEIGHTS)
+        assert max(map(abs, low + high)) <= MAX_COST_SCALE * max(WEIGHTS.energy, WEIGHTS.accuracy,
+                                                                  WEIGHTS.target_miss_penalty)
+    # where star is well above never (every preset), the unit is the plain never..star span
+    assert COSTS.energy(7.0) == 0.5 and COSTS.latency(2.0) == 0.5
