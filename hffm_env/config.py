@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -147,11 +148,61 @@ class ConfigError(ValueError):
 # validation helpers
 
 
+def _label(owner: str, name: str) -> str:
+    """The key a value was given under: ``owner.name``, or ``name`` at the top level."""
+    return f"{owner}.{name}" if owner else name
+
+
+def _kind(value: Any, hint: Any) -> str | None:
+    """What a field of type ``hint`` must be, when ``value`` is not of that kind; None when it
+    is. Numbers are only told from what is no number at all: the range checks of each class
+    judge them (and refuse ``True`` for a number), with the range in their message."""
+    origin = get_origin(hint)
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in get_args(hint):
+            return None
+        inner = next(a for a in get_args(hint) if a is not type(None))
+        wanted = _kind(value, inner)
+        return None if wanted is None else f"{wanted}, or null"
+    if origin is tuple:
+        item = get_args(hint)[0]
+        if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or any(
+                _kind(v, item) is not None for v in value):
+            return f"a list of {_kind(object(), item).split(' ', 1)[1]}s"  # "a string"
+        return None
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, hint) else (
+            f"an instance of {hint.__name__} (dicts go through hffm_env.config.from_dict)")
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if hint in (int, float):
+        return None if isinstance(value, numbers.Real) else (
+            "an integer" if hint is int else "a number")
+    return None
+
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _check_types(owner: str, config: Any) -> None:
+    """Every field of the dataclass ``config`` of its declared kind: a config built in Python
+    skips the coercion of :func:`from_dict`, and ``mobility="false"`` turned mobility on."""
+    for name, hint in _field_hints(type(config)).items():
+        value = getattr(config, name)
+        wanted = _kind(value, hint)
+        if wanted is not None:
+            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be {wanted}")
+
+
 def _check_probability(owner: str, **values: float) -> None:
     for name, value in values.items():
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0.0 <= value <= 1.0):
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be a probability in [0, 1]")
+            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be a probability in [0, 1]")
 
 
 def _check_range(owner: str, low: float, high: float, **values: float) -> None:
@@ -160,7 +211,7 @@ def _check_range(owner: str, low: float, high: float, **values: float) -> None:
     for name, value in values.items():
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and math.isfinite(value) and low <= value <= high):
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be a number in "
+            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be a number in "
                               f"[{low:g}, {high:g}]")
 
 
@@ -169,30 +220,33 @@ def _check_positive_at_most(owner: str, high: float, **values: float) -> None:
     for name, value in values.items():
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and math.isfinite(value) and 0 < value <= high):
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be a number in (0, {high:g}]")
+            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be a number in "
+                              f"(0, {high:g}]")
 
 
 def _check_int_between(owner: str, low: int, high: int, **values: int) -> None:
     """Integers in ``[low, high]``; the upper bounds keep loops and allocations finite."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{owner}.{name} = {value!r}: must be an integer in "
+            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be an integer in "
                               f"[{low}, {high}]")
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{owner}.{name} = {value!r}: must be one of {list(allowed)}")
+        raise ConfigError(f"{_label(owner, name)} = {value!r}: must be one of {list(allowed)}")
 
 
 def _check_subset(owner: str, name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
     if not values:
-        raise ConfigError(f"{owner}.{name} = {values!r}: must name at least one of {list(allowed)}")
+        raise ConfigError(f"{_label(owner, name)} = {values!r}: must name at least one of "
+                          f"{list(allowed)}")
     for value in values:
         if value not in allowed:
-            raise ConfigError(f"{owner}.{name} contains {value!r}: allowed are {list(allowed)}")
+            raise ConfigError(f"{_label(owner, name)} contains {value!r}: allowed are "
+                              f"{list(allowed)}")
     if len(set(values)) != len(values):
-        raise ConfigError(f"{owner}.{name} = {values!r}: names must not repeat")
+        raise ConfigError(f"{_label(owner, name)} = {values!r}: names must not repeat")
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +275,7 @@ class PlacementConfig:
     max_placement_attempts: int = 10_000
 
     def __post_init__(self) -> None:
+        _check_types("placement", self)
         owner = "placement"
         _check_choice(owner, "placement", self.placement, ("clustered", "uniform"))
         _check_positive_at_most(owner, MAX_DISTANCE_M, area_side_m=self.area_side_m)
@@ -280,8 +335,10 @@ class LinkConfig:
     energy_power_w: float
 
     def __post_init__(self) -> None:
+        _check_types("channel.link", self)
         # the owner label is replaced by the key (channel.uplink, ...) when built from a dict
-        _check_positive_at_most("channel.link", 1e12, bandwidth_hz=self.bandwidth_hz)
+        # (below 1 Hz the noise power N0 * B underflows to 0 and the rate to infinity)
+        _check_range("channel.link", 1.0, 1e12, bandwidth_hz=self.bandwidth_hz)
         _check_positive_at_most("channel.link", 1e4, tx_power_w=self.tx_power_w,
                                 energy_power_w=self.energy_power_w)
 
@@ -296,6 +353,7 @@ class BackhaulConfig:
     energy_power_w: float = 0.8
 
     def __post_init__(self) -> None:
+        _check_types("channel.backhaul", self)
         _check_range("channel.backhaul", 0.0, 1e4, latency_s=self.latency_s)
         _check_positive_at_most("channel.backhaul", 1e15, rate_bps=self.rate_bps)
         _check_positive_at_most("channel.backhaul", 1e4, energy_power_w=self.energy_power_w)
@@ -344,6 +402,7 @@ class ChannelConfig:
     model: str = "shannon"
 
     def __post_init__(self) -> None:
+        _check_types("channel", self)
         if not isinstance(self.model, str) or not self.model:
             raise ConfigError(f"channel.model = {self.model!r}: must be the name of a channel "
                               "model (hffm_env.sim.channel.CHANNEL_MODELS)")
@@ -352,12 +411,14 @@ class ChannelConfig:
         _check_range("channel", -300.0, 0.0, path_loss_db_at_ref=self.path_loss_db_at_ref)
         _check_range("channel", -300.0, 0.0,
                      noise_density_dbm_per_hz=self.noise_density_dbm_per_hz)
-        _check_positive_at_most("channel", 1e4, ref_distance_m=self.ref_distance_m,
-                                min_distance_m=self.min_distance_m)
+        # (from a millimetre: a shorter reference underflows the path gain over km to 0)
+        _check_range("channel", 1e-3, 1e4, ref_distance_m=self.ref_distance_m,
+                     min_distance_m=self.min_distance_m)
         _check_positive_at_most("channel", MAX_DISTANCE_M, d2d_radius_m=self.d2d_radius_m)
         _check_int_between("channel", 1, 100, max_transmissions=self.max_transmissions)
         if self.outage_snr_db is not None and not (
-            isinstance(self.outage_snr_db, (int, float)) and math.isfinite(self.outage_snr_db)
+            isinstance(self.outage_snr_db, (int, float)) and not isinstance(
+                self.outage_snr_db, bool) and math.isfinite(self.outage_snr_db)
             and -300.0 <= self.outage_snr_db <= 300.0
         ):
             raise ConfigError(
@@ -379,6 +440,7 @@ class ComputeConfig:
     kappa: float = 1e-28  # effective switched capacitance, J per cycle per Hz^2
 
     def __post_init__(self) -> None:
+        _check_types("compute", self)
         _check_positive_at_most("compute", 1e15, cycles_per_sample=self.cycles_per_sample)
         _check_positive_at_most("compute", 1e12, cpu_freq_hz_min=self.cpu_freq_hz_min,
                                 cpu_freq_hz_max=self.cpu_freq_hz_max)
@@ -403,6 +465,7 @@ class DynamicsConfig:
     dropout_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_types("dynamics", self)
         _check_range("dynamics", 0.0, 1e3, speed_mps_min=self.speed_mps_min,
                      speed_mps_max=self.speed_mps_max)
         _check_positive_at_most("dynamics", 1e6, round_duration_s=self.round_duration_s)
@@ -427,6 +490,7 @@ class CostConfig:
     model_payload_bits: float | None = None
 
     def __post_init__(self) -> None:
+        _check_types("cost", self)
         if self.model_payload_bits is not None:
             _check_positive_at_most("cost", 1e15, model_payload_bits=self.model_payload_bits)
 
@@ -478,6 +542,7 @@ class DataConfig:
     held_out_samples: int = 600
 
     def __post_init__(self) -> None:
+        _check_types("data", self)
         _check_subset("data", "modalities", tuple(self.modalities), MODALITIES)
         _check_subset("data", "tasks", tuple(self.tasks), TASKS)
         # (an image or a clip of one sample has no structure for the extractors to read)
@@ -539,6 +604,7 @@ class ModelConfig:
     pretrained_path: str | None = None
 
     def __post_init__(self) -> None:
+        _check_types("model", self)
         _check_int_between(
             "model", 1, 4096, hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size, feature_dim=self.feature_dim,
@@ -599,6 +665,7 @@ class FLConfig:
     eval_local_every_rounds: int = 4
 
     def __post_init__(self) -> None:
+        _check_types("fl", self)
         _check_int_between("fl", 1, 10_000, local_steps=self.local_steps,
                            batch_size=self.batch_size)
         _check_int_between("fl", 1, 1_000, max_pending_requests=self.max_pending_requests)
@@ -661,6 +728,7 @@ class EnvConfig:
     observe_target: bool = False
 
     def __post_init__(self) -> None:
+        _check_types("env", self)
         _check_int_between("env", 1, 1_000_000, episode_rounds=self.episode_rounds)
         _check_choice("env", "surrogate_noise", self.surrogate_noise, SURROGATE_NOISE)
         _check_int_between("env", 1, 64, d2d_partner_k=self.d2d_partner_k)
@@ -718,22 +786,8 @@ class ScenarioConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
 
     def __post_init__(self) -> None:
-        _check_int_between("scenario", 0, SEED_MAX, seed=self.seed)
-        if not isinstance(self.name, str):
-            raise ConfigError(f"scenario.name = {self.name!r}: must be a string")
-        for name, section in _sections().items():
-            value = getattr(self, name)
-            if not isinstance(value, section):
-                raise ConfigError(
-                    f"{name} = {value!r}: must be an instance of {section.__name__} (dicts go "
-                    "through hffm_env.config.from_dict)")
-
-
-@functools.cache
-def _sections() -> dict[str, type]:
-    """The section fields of :class:`ScenarioConfig` and their dataclasses."""
-    return {name: hint for name, hint in get_type_hints(ScenarioConfig).items()
-            if dataclasses.is_dataclass(hint)}
+        _check_types("", self)  # the name, and each section an instance of its class
+        _check_int_between("", 0, SEED_MAX, seed=self.seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -861,7 +915,8 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
     pairs = placement.num_edge_servers * per_cluster * (per_cluster - 1) / 2
     spread_m = (placement.device_radius_m if placement.placement == "clustered"
                 else placement.area_side_m / math.sqrt(math.pi * placement.num_edge_servers))
-    in_range = min(1.0, (config.channel.d2d_radius_m / spread_m) ** 2)
+    radius_m = config.channel.d2d_radius_m
+    in_range = 1.0 if spread_m <= radius_m else (radius_m / spread_m) ** 2  # (spread may be 0)
     # bytes per pair (channel draws, rates, relay tables) and per graph edge (networkx's
     # adjacency dicts, both ways): measured on one cluster of 1,000 and of 2,000 devices
     # (a device's count is drawn around samples_per_device and floored at the minimum)
@@ -906,12 +961,27 @@ def check_memory(config: ScenarioConfig, fidelity: str = "train") -> None:
         detail = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items() if k != "total")
         cheaper = (" (or, for the network alone, fidelity 'cost', which draws no scene)"
                    if fidelity == "train" else "")
+        largest = max((k for k in parts if k not in ("total", "libraries")), key=parts.get)
         raise ConfigError(
             f"scenario {config.name!r} ({fidelity} fidelity) needs about "
             f"{parts['total'] / 2**30:.1f} GiB of memory ({detail} GiB); this machine has "
-            f"{available / 2**30:.1f} GiB. Reduce placement.num_devices, "
-            f"data.samples_per_device or the model's sizes{cheaper}"
+            f"{available / 2**30:.1f} GiB. The largest part, {largest}, grows with "
+            f"{_MEMORY_SETTINGS[largest]}: reduce them{cheaper}"
         )
+
+
+_MEMORY_SETTINGS = {
+    "network": "placement.num_devices and the cluster sizes (D2D pairs), and "
+               "channel.d2d_radius_m (graph edges)",
+    "sample indices": "placement.num_devices and data.samples_per_device",
+    "scenes": "placement.num_devices, data.samples_per_device, data.image_size_px and "
+              "data.audio_length",
+    "features": "placement.num_devices, data.samples_per_device and model.feature_dim",
+    "pre-training scenes": "data.pretrain_samples and data.image_size_px",
+    "training and evaluation": "placement.num_devices, fl.batch_size, "
+                               "fl.eval_samples_per_device and the model's sizes",
+}
+"""The settings each part of :func:`estimate_memory_bytes` grows with, for its message."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -991,7 +1061,8 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{path} = {value!r}: must be an integer")
         if abs(value) >= 2**63:
             shown = f"{value:g}" if isinstance(value, float) else _digits(value)
-            raise ConfigError(f"{path} = {shown}: too large for an integer")
+            raise ConfigError(f"{path} = {shown}: too large for an integer (at most "
+                              "2**63 - 1)")
         return int(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -1083,8 +1154,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"override {text!r}: must look like key=value, e.g. fl.local_steps=3")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_yaml_unique_key_loader()) if raw.strip() else ""
+    except (yaml.YAMLError, _DuplicateKey):
         value = raw
     except ValueError as err:  # an integer longer than Python reads (4,300 digits)
         raise ConfigError(f"override {key}: its value cannot be read ({err})") from None
@@ -1159,7 +1230,8 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 @functools.cache
 def _yaml_unique_key_loader() -> type:
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (built once)."""
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping and reads ``2e6`` as
+    a number (built once)."""
     import yaml
 
     class UniqueKeyLoader(yaml.SafeLoader):
@@ -1177,6 +1249,12 @@ def _yaml_unique_key_loader() -> type:
                     continue
             return super().construct_mapping(node, deep=deep)
 
+    # YAML 1.1, PyYAML's, reads 2e6 and 1e-3 as strings (its floats need a dot); YAML 1.2 and
+    # JSON read them as numbers, as users mean them
+    UniqueKeyLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+.0123456789"))
     return UniqueKeyLoader
 
 

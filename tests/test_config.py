@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from hffm_env.config import (
@@ -341,3 +342,60 @@ def test_a_file_naming_a_preset_is_not_layered_on_a_whole_config(tmp_path):
     layered = load_scenario(mine, config_file=plain)
     assert (layered.name, layered.env.episode_rounds, layered.env.energy_weight) == \
         ("mine", 4, 0.3)
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda c: c.DynamicsConfig(mobility="false"), "dynamics.mobility = 'false': must be true"),
+    (lambda c: c.ComputeConfig(enabled="no"), "compute.enabled = 'no': must be true or false"),
+    (lambda c: c.ChannelConfig(outage_snr_db=True), r"channel.outage_snr_db = True: must be a"),
+    (lambda c: c.ChannelConfig(uplink={"bandwidth_hz": 1e6}),
+     r"channel.uplink = \{.*\}: must be an instance of LinkConfig"),
+    (lambda c: c.ModelConfig(pretrained_path=5), "model.pretrained_path = 5: must be a string"),
+    (lambda c: c.DataConfig(label_skew=None), "data.label_skew = None: must be a list of str"),
+    (lambda c: c.DataConfig(test_fraction="0.5"), "data.test_fraction = '0.5': must be a num"),
+    (lambda c: c.EnvConfig(period_menu=1.5), "env.period_menu = 1.5: must be a list of int"),
+    (lambda c: c.ScenarioConfig(seed=-1), r"^seed = -1: must be an integer in \[0, "),
+    (lambda c: c.ScenarioConfig(name=3), "^name = 3: must be a string"),
+])
+def test_a_config_built_in_python_is_checked_like_one_read_from_a_file(build, message):
+    """Dataclasses built directly skipped from_dict's coercion: mobility="false" turned
+    mobility on, enabled="no" charged computation, a dict for a link or None for a list
+    failed deep in the simulator; and ScenarioConfig's own keys were labelled scenario.seed."""
+    import hffm_env.config as config
+
+    with pytest.raises(ConfigError, match=message):
+        build(config)
+    assert config.DataConfig(tasks=["vqa"]).tasks == ["vqa"]  # lists still do for tuples
+
+
+def test_extreme_radio_values_are_refused_or_priced():
+    """A bandwidth of 1e-300 Hz underflowed the noise to 0, so the link was free; a reference
+    distance of 1e-300 m made every round fail; a device radius of 0 divided by zero in the
+    memory estimate."""
+    import gymnasium as gym
+
+    with pytest.raises(ConfigError, match=r"channel.uplink.bandwidth_hz = 1e-300: must be a "
+                                          r"number in \[1, 1e\+12\]"):
+        apply_overrides(small(), {"channel.uplink.bandwidth_hz": 1e-300})
+    with pytest.raises(ConfigError, match=r"channel.ref_distance_m = 1e-300: must be a number "
+                                          r"in \[0.001, 10000\]"):
+        apply_overrides(small(), {"channel.ref_distance_m": 1e-300})
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides={"placement.device_radius_m": 0.0})
+    env.reset(seed=0)
+    assert np.isfinite(env.step(env.action_space.sample())[1])
+    env.close()
+
+
+def test_exponent_numbers_read_as_numbers_in_yaml_files_and_lists(tmp_path):
+    """PyYAML reads 2e6 as a string (YAML 1.1): a file's bandwidth_hz: 2e6 was refused as not
+    a number, and so was --set env.period_menu=[1,2,1e3], while --set ...=2e6 worked."""
+    path = tmp_path / "c.yaml"
+    path.write_text("channel:\n  d2d: {bandwidth_hz: 2e6}\n  uplink: {bandwidth_hz: .5e7}\n"
+                    "fl: {lr: 3.e-3}\nenv: {period_menu: [1, 2, 1e3, 0]}\n")
+    config = load_scenario("small", config_file=path)
+    assert (config.channel.d2d.bandwidth_hz, config.channel.uplink.bandwidth_hz) == (2e6, 5e6)
+    assert config.fl.lr == 3e-3 and config.env.period_menu == (1, 2, 1000, 0)
+    assert apply_overrides(small(), ["env.period_menu=[1,2,1e3]"]).env.period_menu == (1, 2, 1000)
+    path.write_text("name: '2e6'\n")  # quoted: a string, as YAML means
+    assert load_scenario("small", config_file=path).name == "2e6"

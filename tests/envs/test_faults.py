@@ -151,8 +151,24 @@ def test_a_config_too_big_for_this_machine_is_refused_with_the_estimate():
     from hffm_env.config import ConfigError
 
     huge = ["placement.placement=uniform", "placement.num_devices=100000"]
-    with pytest.raises(ConfigError, match=r"needs about [\d.]+ GiB of memory .* this machine has"):
+    with pytest.raises(ConfigError, match=r"needs about [\d.]+ GiB of memory .* this machine has"
+                                          r".*The largest part, network, grows with placement"):
         gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost", overrides=huge)
+
+
+def test_the_memory_message_names_the_settings_of_the_largest_part(monkeypatch):
+    """A large fl.batch_size was refused with advice to reduce the devices, samples or model."""
+    import os
+
+    from hffm_env.config import ConfigError, apply_overrides, check_memory, small
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**30 // 4096}  # a machine of 1 GiB
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    big_batches = apply_overrides(small(), {"fl.batch_size": 4096})
+    with pytest.raises(ConfigError, match=r"largest part, training and evaluation, grows with "
+                                          r"placement.num_devices, fl.batch_size"):
+        check_memory(big_batches, "train")
+    check_memory(big_batches, "cost")  # which trains nothing
 
 
 def test_a_placement_that_reclusters_at_reset_is_refused_by_name():
