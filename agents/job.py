@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import jsonio
-from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device
+from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
 
-__all__ = ["train", "agent_label", "agent_policy", "evaluate_against_baselines"]
+__all__ = [
+    "train", "agent_label", "agent_policy", "evaluate_against_baselines", "evaluation_baselines",
+]
 
 
 def train(args: TrainArgs) -> dict[str, Any]:
@@ -29,6 +31,7 @@ def train(args: TrainArgs) -> dict[str, Any]:
                              "pip install 'hffm-env[rllib]'") from None
     else:
         from hffm_env.agents.ppo import train_sb3 as train_engine
+    evaluation_baselines(args)  # a baseline that cannot play: refused now, not after training
     train_seconds = train_engine(args)
     out = Path(args.out)
     try:
@@ -39,6 +42,25 @@ def train(args: TrainArgs) -> dict[str, Any]:
         ) from None
 
 
+def evaluation_baselines(args: TrainArgs, say: bool = False) -> list[str]:
+    """The baselines the agent is compared with: ``args.eval_policies``, each refused (a
+    ``ValueError``) when its periods are not on the config's ``env.period_menu``; by default
+    every baseline that fits the menu (with ``say``, a note on stderr names the others)."""
+    from hffm_env.baselines.policies import baselines_on_menu, make_policy, menu_problem
+    from hffm_env.config import load_scenario
+
+    menu = load_scenario(args.scenario, config_file=args.config,
+                         overrides=args.scenario_overrides()).env.period_menu
+    names, dropped = baselines_on_menu(menu, args.eval_policies or None)
+    if args.eval_policies and dropped:
+        raise ValueError(f"eval_policies has {dropped[0]!r}: "
+                         f"{menu_problem(make_policy(dropped[0]), menu)}")
+    if dropped and say:
+        note(f"the comparison leaves out {', '.join(dropped)}: their periods are not on "
+             f"env.period_menu {list(menu)}")
+    return names
+
+
 def evaluate_against_baselines(
     args: TrainArgs, agent_path: Path, train_seconds: float = float("nan")
 ) -> dict[str, Any]:
@@ -47,12 +69,11 @@ def evaluate_against_baselines(
     into that folder. Ctrl-C keeps the episodes that finished and sets ``interrupted``."""
     import gymnasium as gym
 
-    from hffm_env.baselines.policies import policy_names
     from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
 
     out = Path(agent_path)
     agent = agent_policy(out, name=agent_label(out))
-    names = args.eval_policies or policy_names()
+    names = evaluation_baselines(args, say=True)
 
     def make_env() -> Any:
         return gym.make(

@@ -73,6 +73,7 @@ from hffm_env.agents.checkpoint import (
     AgentInfo,
     checkpoint_folder,
 )
+from hffm_env.files import load_tensors
 
 __all__ = [
     "MaskedPPOModule",
@@ -518,9 +519,9 @@ class RLlibAgentPolicy:
         if self.weights is None:
             path = self.agent.folder / POLICY_FILE
             try:
-                self.weights = torch.load(path, weights_only=True, map_location="cpu")
-            except Exception as err:  # noqa: BLE001  (any unreadable file: one clean line)
-                raise AgentFileError(f"{path}: not a weights file ({err})") from None
+                self.weights = load_tensors(path)
+            except (ValueError, OSError) as err:  # any unreadable file: one clean line
+                raise AgentFileError(f"{path}: not a weights file: {err}") from None
         return self.weights
 
     def _module(self, module_id: str, observation_space: spaces.Dict,

@@ -31,6 +31,7 @@ from hffm_env.baselines.policies import (
     make_policy,
 )
 from hffm_env.config import MODULE_TYPES
+from hffm_env.files import write_atomically
 from hffm_env.fl.schedule import Route
 from hffm_env.fl.surrogate import (
     AccuracySurrogate,
@@ -193,9 +194,7 @@ def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> 
     path = Path(path)
     payload = gzip.compress(data.encode()) if path.suffix == ".gz" else data.encode()
     # whole or not at all: a Ctrl-C while writing must not leave the earlier episodes cut
-    staged = path.with_name(f".{path.name}.writing")
-    staged.write_bytes(payload)
-    staged.replace(path)
+    write_atomically(path, lambda handle: handle.write(payload))
 
 
 def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ for any scenario.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -38,6 +38,8 @@ __all__ = [
     "policy_family",
     "is_agent_name",
     "make_policy",
+    "menu_problem",
+    "baselines_on_menu",
     "policy_names",
     "EnvBound",
 ]
@@ -113,6 +115,11 @@ class PeriodicPolicy(EnvBound):
         """The schedule's action for this round."""
         return full_action(self.env, self.edge_period, self.cloud_period, self.route)
 
+    def menu_problem(self, menu: Sequence[int]) -> str | None:
+        """Why this schedule cannot be played on ``env.period_menu`` ``menu`` (a period it
+        plays is not on it), or None (:func:`menu_problem`)."""
+        return _missing_periods(menu, self.edge_period, self.cloud_period)
+
 
 PAPER_SCHEDULES: dict[str, tuple[int, int, Route]] = {
     name: choice for name, choice in PAPER_MENU.items() if name != "never"
@@ -184,7 +191,10 @@ class FixedGridPolicy(PeriodicPolicy):
         policy that needs it before its own reset)."""
         best = None
         self.search_results = {}
-        for e, c, r in self.grid:
+        grid = self._grid_on(env.unwrapped.layout.menu)
+        if not grid:
+            raise ValueError(f"fixed-grid: {self.menu_problem(env.unwrapped.layout.menu)}")
+        for e, c, r in grid:
             candidate = PeriodicPolicy(f"grid-e{e}-c{c}-{r.name.lower()}", e, c, r)
             score = float(np.mean([rollout(env, candidate, s) for s in self.search_seeds]))
             self.search_results[candidate.name] = score
@@ -193,6 +203,19 @@ class FixedGridPolicy(PeriodicPolicy):
         assert best is not None
         _, self.edge_period, self.cloud_period, self.route = best
         self._searched_for = repr(env.unwrapped.config)
+
+    def _grid_on(self, menu: Sequence[int]) -> list[tuple[int, int, Route]]:
+        """The grid points whose periods are both on ``menu`` (a custom ``env.period_menu``
+        is searched where it meets the grid)."""
+        return [(e, c, r) for e, c, r in self.grid if e in menu and c in menu]
+
+    def menu_problem(self, menu: Sequence[int]) -> str | None:
+        """None when some grid point is on ``menu``, else why not."""
+        if self._grid_on(menu):
+            return None
+        return (f"no point of its grid (edge periods and cloud periods "
+                f"{sorted({e for e, _, _ in self.grid})} x "
+                f"{sorted({c for _, c, _ in self.grid})}) is on env.period_menu {list(menu)}")
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Follow the grid search's winner; refused before :meth:`fit` for this scenario."""
@@ -227,6 +250,13 @@ class AdaptivePolicy(EnvBound):
                              "finite period (> 0) to adapt the cloud period over")
         self.index = len(self.periods) // 2
         self.previous_loss = float("inf")
+
+    def menu_problem(self, menu: Sequence[int]) -> str | None:
+        """Why ``menu`` leaves nothing to adapt over, or None."""
+        if any(p > 0 for p in menu):
+            return None
+        return (f"env.period_menu = {list(menu)} has no finite period (> 0) to adapt the cloud "
+                "period over")
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Edge every round, cloud every ``tau`` rounds with ``tau`` adapted."""
@@ -282,6 +312,10 @@ class ModuleAwarePolicy(EnvBound):
         return full_action(env, self.edge_period, self.cloud_period, Route.DIRECT,
                            pair_exchange=pair, partners=partners)
 
+    def menu_problem(self, menu: Sequence[int]) -> str | None:
+        """Why its per-module periods cannot be played on ``menu``, or None."""
+        return _missing_periods(menu, self.edge_period, self.cloud_period)
+
 
 class GreedyEnergyPolicy(EnvBound):
     """Greedy on this round's energy: every round, aggregate every module type at the edge
@@ -330,6 +364,42 @@ class GreedyEnergyPolicy(EnvBound):
             source = mates[0] if mates else RelaySource(SourceKind.EDGE)
             relay.append(env.layout.relay_value(request, source))
         return env.layout.encode(1, NEVER, routes, heads=list(heads), relay=relay)
+
+    def menu_problem(self, menu: Sequence[int]) -> str | None:
+        """Why it cannot play on ``menu`` (it aggregates at the edge every round, never at
+        the cloud), or None."""
+        return _missing_periods(menu, 1, NEVER)
+
+
+def _missing_periods(menu: Sequence[int], *periods: int | dict[str, int]) -> str | None:
+    """The periods of ``periods`` (integers, or per-module-type dicts of them) that are not
+    on ``menu``, in words; None when all are."""
+    played = {p for item in periods
+              for p in (item.values() if isinstance(item, dict) else [item])}
+    missing = sorted(p for p in played if p not in menu)
+    if not missing:
+        return None
+    return (f"it plays period{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}, "
+            f"not on env.period_menu {list(menu)} (0 is never)")
+
+
+def menu_problem(policy: Any, menu: Sequence[int]) -> str | None:
+    """Why ``policy`` cannot be played on an env whose ``env.period_menu`` is ``menu`` (a
+    fixed schedule with a period not on it, say), or None: the policy's own
+    ``menu_problem(menu)`` where it has one (every baseline does), else None (agents, plans
+    and other policies say so when played). Checked before a bench plays any episode."""
+    check = getattr(policy, "menu_problem", None)
+    return check(list(menu)) if callable(check) else None
+
+
+def baselines_on_menu(menu: Sequence[int], names: Sequence[str] | None = None
+                      ) -> tuple[list[str], list[str]]:
+    """The baselines ``names`` (default: all) split into those that can be played on
+    ``env.period_menu`` ``menu`` and those that cannot (:func:`menu_problem`): the commands
+    leave the second out of their default comparison, with a note."""
+    names = policy_names() if names is None else list(names)
+    dropped = [n for n in names if menu_problem(make_policy(n), menu) is not None]
+    return [n for n in names if n not in dropped], dropped
 
 
 def _paper(name: str) -> Callable[[], Policy]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hffm_env import jsonio
-from hffm_env.baselines.policies import Policy, is_agent_name, make_policy
+from hffm_env.baselines.policies import Policy, is_agent_name, make_policy, menu_problem
 from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS, dict_differences
 from hffm_env.envs.reward import reaches_target
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
@@ -551,8 +551,16 @@ def run_benchmark(
             base = getattr(env, "unwrapped", env)
             scenario = scenario or getattr(getattr(base, "config", None), "name", "")
             fidelity = fidelity or getattr(base, "fidelity", "")
+            first_env = settings is None
             settings = settings if settings is not None else env_settings(env)
+            menu = getattr(getattr(getattr(base, "config", None), "env", None), "period_menu",
+                           None)
             try:
+                if first_env and menu is not None:  # before any episode, not half-way through
+                    for policy in resolved:
+                        problem = menu_problem(policy, menu)
+                        if problem is not None:
+                            raise ValueError(f"policy {policy.name!r}: {problem}; leave it out")
                 for policy in resolved:
                     for seed in group_seeds:
                         bar.set_postfix_str(f"{policy.name} seed {seed}")

@@ -312,20 +312,33 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if fixed:
             raise ConfigError(f"--target-fraction {args.target_fraction}: {fixed} fixes the "
                               "target already; give one of them")
-    from hffm_env.baselines.policies import PAPER_SCHEDULES, policy_names
+    from hffm_env.baselines.policies import (
+        PAPER_SCHEDULES,
+        baselines_on_menu,
+        make_policy,
+        menu_problem,
+        policy_names,
+    )
 
     if args.policies is not None:  # "" or none (no baseline) with --agent or --plan
         names = arguments.split_names(args.policies)
         if not names and not (args.agent or args.plan):
             raise ConfigError("--policies is empty and there is no --agent or --plan: "
                               "nothing to run")
-    elif config.name == "paper" and args.fidelity == "cost":
-        names = list(PAPER_SCHEDULES)
     else:
-        names = policy_names()
+        names = (list(PAPER_SCHEDULES) if config.name == "paper" and args.fidelity == "cost"
+                 else policy_names())
+        names, dropped = baselines_on_menu(config.env.period_menu, names)
+        if dropped:  # a custom menu: the baselines that fit it, not an error half-way through
+            print(f"hffm bench: note: leaving out {', '.join(dropped)}: their periods are not "
+                  f"on env.period_menu {list(config.env.period_menu)}", file=sys.stderr)
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
         raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
+    _, misfits = baselines_on_menu(config.env.period_menu, names)
+    if misfits:  # named: refused now, not after the others' episodes
+        raise ConfigError(f"--policies has {misfits[0]!r}: "
+                          f"{menu_problem(make_policy(misfits[0]), config.env.period_menu)}")
     seeds = args.seeds or (
         [FIRST_HELD_OUT_SEED + k for k in range(args.episodes)] if args.episodes
         else list(DEFAULT_EVAL_SEEDS))
@@ -581,30 +594,34 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         # the traces are replaced only by a finished run, so that they always belong to the
         # fit beside them; until then the episodes go to a .partial file of this run's own
         writing = _partial(traces)
-        if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
-            raise ConfigError(f"{str(writing)!r}: the episodes of an interrupted calibration; "
-                              f"fit them (`hffm calibrate --from-traces {writing} --out FILE`) "
-                              "or move them, or pass --force to start over")
-        writing.unlink(missing_ok=True)
-        print(f"hffm calibrate: real training of {episodes} episodes of scenario "
-              f"{config.name} (seeds {args.seeds}); traces to {traces} (to {writing.name} "
-              "until the run finishes)")
+        claim = _claim(traces)  # a second run of these traces would write into the first's
         try:
-            with _agent_errors():
-                surrogate, _ = calibrate(
-                    lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
-                                     device=args.device),
-                    args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
-                    progress=not args.no_progress, traces_path=writing,
-                    policies=args.policies, agents=agents, schedules=schedules,
-                )
-        except KeyboardInterrupt:
-            kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
-            print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
-                  f"{writing}" + (f": fit them with `hffm calibrate --from-traces {writing} "
-                                  "--out FILE`" if kept else ""), file=sys.stderr)
-            return 130
-        writing.replace(traces)
+            if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
+                raise ConfigError(f"{str(writing)!r}: the episodes of an interrupted calibration; "
+                                  f"fit them (`hffm calibrate --from-traces {writing} --out FILE`) "
+                                  "or move them, or pass --force to start over")
+            writing.unlink(missing_ok=True)
+            print(f"hffm calibrate: real training of {episodes} episodes of scenario "
+                  f"{config.name} (seeds {args.seeds}); traces to {traces} (to {writing.name} "
+                  "until the run finishes)")
+            try:
+                with _agent_errors():
+                    surrogate, _ = calibrate(
+                        lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
+                                         device=args.device),
+                        args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
+                        progress=not args.no_progress, traces_path=writing,
+                        policies=args.policies, agents=agents, schedules=schedules,
+                    )
+            except KeyboardInterrupt:
+                kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
+                print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
+                      f"{writing}" + (f": fit them with `hffm calibrate --from-traces {writing} "
+                                      "--out FILE`" if kept else ""), file=sys.stderr)
+                return 130
+            writing.replace(traces)
+        finally:
+            claim.close()
     surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
     serving = out.resolve() == surrogate_path(config).resolve()
     if serving:
@@ -626,6 +643,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"use it with --surrogate {out} (hffm bench, train_agent.py) or "
               f"gym.make(..., fidelity='surrogate', surrogate='{out}')")
     return 0
+
+
+def _claim(traces: Path) -> Any:
+    """An open handle that holds an exclusive lock on ``.<traces>.lock`` (POSIX ``flock``,
+    released when closed or when the process dies): a ``ConfigError`` when another calibration
+    holds it, since both would write one ``.partial`` file and lose each other's episodes."""
+    handle = open(traces.with_name(f".{traces.name}.lock"), "a")  # noqa: SIM115  (returned)
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        pass
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"another hffm calibrate is writing {traces} now (its episodes go to "
+                          f"{_partial(traces).name}); wait for it, or write elsewhere with "
+                          "--out or --traces") from None
+    return handle
 
 
 def _partial(traces: Path) -> Path:

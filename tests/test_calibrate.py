@@ -377,10 +377,13 @@ def test_a_refit_refuses_an_episode_given_twice_and_traces_are_written_whole(
     def cut(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "replace", cut)
+    import os
+
+    monkeypatch.setattr(os, "replace", cut)
     with pytest.raises(KeyboardInterrupt):
         design.write_traces(traces, episodes[:1], "key")
     assert traces.read_bytes() == before
+    assert not list(traces.parent.glob(f".{traces.name}.*.tmp"))  # nor half a file beside it
 
 
 def test_bench_names_the_flag_of_a_missing_surrogate_file(tmp_path, capsys):
@@ -403,3 +406,24 @@ def test_calibrate_notes_a_plan_searched_on_other_settings(tmp_path, capsys):
     assert cli_main([*argv, "--set", "fl.local_steps=2"]) == 2
     assert ("hffm calibrate: note: plan:plan_search_small4 was searched with "
             "fl.local_steps=4 (here 2)" in capsys.readouterr().err)
+
+
+def test_a_second_calibration_of_the_same_traces_is_refused_while_the_first_runs(tmp_path,
+                                                                                 capsys):
+    """Two runs of one config wrote one .partial file: the second lost minutes of training to
+    a 'No such file' error (and could have mixed the episodes of both)."""
+    import fcntl
+
+    fit = tmp_path / "fit.pt"
+    traces = fit.with_suffix(".traces.json")
+    argv = ["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "never",
+            "--mixed", "0", "--random-episodes", "0", "--out", str(fit)]
+    with open(traces.with_name(f".{traces.name}.lock"), "a") as running:  # the first run
+        fcntl.flock(running, fcntl.LOCK_EX)
+        assert cli_main(argv) == 2
+    assert f"another hffm calibrate is writing {traces} now" in capsys.readouterr().err
+    # the lock goes with the run: once it ended, the next run gets as far as the next check
+    _partial = traces.with_name("fit.traces.partial.json")
+    _partial.write_text("[]")
+    assert cli_main(argv) == 2
+    assert "the episodes of an interrupted calibration" in capsys.readouterr().err

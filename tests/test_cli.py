@@ -251,3 +251,25 @@ def test_version_is_the_packages_one(capsys):
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"hffm {hffm_env.__version__}"
     assert version("hffm-env") == hffm_env.__version__  # the installed metadata reads it
+
+
+def test_a_custom_period_menu_leaves_out_the_baselines_that_do_not_fit_it(capsys, tmp_path):
+    """bench played star .. hffm-e2 and then stopped at hffm-e8 with no --json; train
+    trained, then its comparison failed the same way."""
+    import hffm_env.agents.command as train_agent
+
+    menu = ["--set", "env.period_menu=[1,2,4,0]", "--set", "env.episode_rounds=2"]
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--no-progress", "--json", str(out), *menu]) == 0
+    assert ("note: leaving out hffm-e8, hffm-d2d-e8, module-aware: their periods are not on "
+            "env.period_menu [1, 2, 4, 0]") in capsys.readouterr().err
+    rows = [p["policy"] for p in json.loads(out.read_text())["policies"]]
+    assert "hffm-e2" in rows and "hffm-e8" not in rows and "fixed-grid" in rows
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+                 "--policies", "star,hffm-e8", "--no-progress", *menu]) == 2
+    assert "--policies has 'hffm-e8': it plays period 8" in capsys.readouterr().err
+    assert train_agent.main(["--scenario", "small", "--fidelity", "cost", "--eval-policies",
+                             "hffm-e8", "--out", str(tmp_path / "run"), *menu]) == 2
+    assert "--eval-policies has 'hffm-e8': it plays period 8" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before training

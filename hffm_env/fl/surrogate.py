@@ -44,6 +44,7 @@ from torch import nn
 
 from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, SCENARIOS, ScenarioConfig
+from hffm_env.files import load_tensors, write_atomically
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
@@ -151,11 +152,24 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
                           f"if not for this one (key {surrogate_key(cfg)}), its error was not "
                           "measured here", SurrogateMismatch, stacklevel=2)
         return surrogate
+    damaged: list[ValueError] = []
     for fitted_cfg in _configs_a_fit_may_serve(cfg):
         name = surrogate_path(fitted_cfg).name
         for candidate in (surrogate_path(fitted_cfg), PACKAGED_DIR / name):
             if candidate.is_file():  # named by the config's key; checked all the same
-                return _serving(AccuracySurrogate.load(candidate), cfg, str(candidate))
+                try:
+                    surrogate = AccuracySurrogate.load(candidate)
+                except ValueError as err:  # a damaged file (a killed copy) hides no other fit
+                    damaged.append(err)
+                    continue
+                if damaged:
+                    warnings.warn(f"{damaged[0]}; using {candidate} instead (remove the damaged "
+                                  "file, or fit it again with `hffm calibrate --force`)",
+                                  RuntimeWarning, stacklevel=2)
+                return _serving(surrogate, cfg, str(candidate))
+    if damaged:
+        raise ValueError(f"{damaged[0]} (remove it, or fit it again with `hffm calibrate "
+                         "--force`)")
     raise SurrogateMissing(
         f"fidelity='surrogate': no fitted surrogate for this configuration (key "
         f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
@@ -453,9 +467,8 @@ class AccuracySurrogate:
         }
         if self.residuals is not None:
             record["residuals"] = torch.as_tensor(self.residuals)
-        staging = path.with_name(path.name + ".tmp")
-        torch.save(record, staging)
-        staging.replace(path)
+        # (two processes saving one path wrote into one .tmp: a reader found half a file)
+        write_atomically(path, lambda handle: torch.save(record, handle))
 
     @classmethod
     def load(cls, path: str | Path) -> AccuracySurrogate:
@@ -466,10 +479,9 @@ class AccuracySurrogate:
         if not path.is_file():
             raise SurrogateMissing(f"no fitted surrogate at {path}")
         try:
-            record = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
-        except Exception as err:  # noqa: BLE001  (torch's unpickler raises many kinds on junk)
-            raise ValueError(f"{path}: not a fitted surrogate ({type(err).__name__}: "
-                             f"{' '.join(str(err).split())[:160]})") from None
+            record = load_tensors(path)  # no pickled code
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path}: not a fitted surrogate: {err}") from None
         if not isinstance(record, dict) or record.get("format") != SURROGATE_FORMAT:
             record = record if isinstance(record, dict) else {}
             raise ValueError(f"{path}: surrogate format {record.get('format')!r}, this version "

@@ -41,10 +41,12 @@ Cache
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -68,6 +70,7 @@ from hffm_env.data import (
     SceneBatch,
     generate_scenes,
 )
+from hffm_env.files import load_tensors, write_atomically
 from hffm_env.models.m3t import M3TModel
 
 __all__ = [
@@ -186,28 +189,12 @@ def _save_cache(path: Path, key: str, state: dict[str, torch.Tensor], info: dict
         "state": {k: v.detach().cpu() for k, v in state.items()},
         "checksum": _checksum(state), "info": info,
     }
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            torch.save(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # a temporary file is private (0600): give the cache file the mode any file gets,
-        # so that a cache shared by several users stays readable to them
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda handle: torch.save(record, handle), sync=True)
 
 
 def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
     """The cached state and info, or an exception saying what is wrong with the file."""
-    record = torch.load(path, map_location="cpu", weights_only=True)
+    record = load_tensors(path)
     if not isinstance(record, dict):
         raise ValueError("not a cache record")
     missing = {"format", "key", "state", "checksum", "info"} - set(record)
@@ -618,6 +605,9 @@ def build_model(
     with _build_lock(path):  # one process builds; the others wait here, then load its file
         info = _load_into(model, path, key, seed)
         if info is None:
+            # temporary files of this name are a killed build's (the lock is ours): remove
+            for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
             print(
                 f"hffm-env: pre-training the frozen parts of the M3T model for this "
                 f"configuration ({model_config.pretrain_steps} steps on one CPU thread, so "
@@ -663,6 +653,8 @@ def _usable_cache_path(path: Path) -> Path:
     lock = _lock_path(path)
     if path.exists() and not path.is_file():  # a FIFO would block the read forever
         problem = "is not a regular file"
+    elif path.exists() and not os.access(path, os.R_OK):  # another user's, say
+        problem = "cannot be read (permission denied)"
     elif lock.exists() and not lock.is_file():
         problem = f"has a lock path {lock.name} that is not a regular file"
     else:
@@ -672,11 +664,16 @@ def _usable_cache_path(path: Path) -> Path:
                 pass
         except OSError as err:
             problem = f"is in a folder that cannot be written ({err.strerror or err})"
+        else:
+            try:
+                with open(lock, "a"):  # another user's lock file in a shared folder
+                    pass
+            except OSError as err:
+                problem = f"has a lock file {lock.name} that cannot be opened " \
+                          f"({err.strerror or err})"
     if problem is None:
         return path
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    fallback = Path(tempfile.gettempdir()) / f"hffm_env-cache-{user}"
-    fallback.mkdir(parents=True, exist_ok=True)
+    fallback = _private_fallback_dir()
     warnings.warn(
         f"pre-trained model cache {path} {problem}; using {fallback} instead (set "
         "HFFM_CACHE_DIR to a writable folder to keep the cache)",
@@ -684,6 +681,22 @@ def _usable_cache_path(path: Path) -> Path:
         stacklevel=3,
     )
     return fallback / path.name
+
+
+def _private_fallback_dir() -> Path:
+    """``<tmp>/hffm_env-cache-<uid>``, when this user owns it and no one else may write it;
+    else a fresh private folder (a shared /tmp lets anyone create that name first)."""
+    user = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"hffm_env-cache-{user if user is not None else 'user'}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = folder.lstat()
+        if user is None or (stat.S_ISDIR(status.st_mode) and status.st_uid == user
+                            and not status.st_mode & 0o022):
+            return folder
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="hffm_env-cache-"))
 
 
 def _lock_path(path: Path) -> Path:
@@ -699,7 +712,12 @@ def _build_lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(_lock_path(path), "a") as handle:
+    try:
+        handle = open(_lock_path(path), "a")  # noqa: SIM115  (closed below)
+    except OSError:  # cannot be opened after all (checked in _usable_cache_path): no lock
+        yield
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -444,11 +444,52 @@ def test_run_benchmark_takes_any_iterable_of_seeds_and_policies():
 
 
 def test_a_policy_that_fails_mid_run_is_named(capsys):
-    # hffm-e8's cloud period 8 is not in this menu: it failed with the slot only
-    with pytest.raises(ValueError, match=r"policy 'hffm-e8' on seed 0: .*not in the config's "
-                       r"env.period_menu"):
-        run_benchmark(lambda: _env("cost", ["env.period_menu=[0,1,2]"]), ["never", "hffm-e8"],
+    class Failing:
+        name = "failing"
+
+        def reset(self, env, seed=None):
+            pass
+
+        def act(self, obs, info):
+            raise ValueError("cloud_period/encoder = 8: not in the menu")
+
+    with pytest.raises(ValueError, match=r"policy 'failing' on seed 0: cloud_period/encoder"):
+        run_benchmark(_env, ["never", Failing()], seeds=[0], progress=False)
+
+
+def test_a_baseline_off_the_period_menu_is_refused_before_any_episode():
+    """hffm-e8 on a menu without 8 failed after the policies before it had played: minutes of
+    real training lost, and no --json written."""
+    played = []
+
+    class Recording:
+        name = "first"
+
+        def reset(self, env, seed=None):
+            played.append(seed)
+
+        def act(self, obs, info):
+            raise AssertionError("played before the check")
+
+    with pytest.raises(ValueError, match=r"policy 'hffm-e8': it plays period 8, not on "
+                       r"env.period_menu \[0, 1, 2\] \(0 is never\); leave it out"):
+        run_benchmark(lambda: _env("cost", ["env.period_menu=[0,1,2]"]), [Recording(), "hffm-e8"],
                       seeds=[0], progress=False)
+    assert played == []
+    from hffm_env.baselines.policies import baselines_on_menu, make_policy, menu_problem
+
+    kept, dropped = baselines_on_menu([1, 2, 4, 0])
+    assert dropped == ["hffm-e8", "hffm-d2d-e8", "module-aware"]
+    assert "fixed-grid" in kept and "adaptive" in kept and "greedy-energy" in kept
+    assert "no finite period" in menu_problem(make_policy("adaptive"), [0])
+    assert "no point of its grid" in menu_problem(make_policy("fixed-grid"), [4, 0])
+    assert "plays period 1" in menu_problem(make_policy("greedy-energy"), [2, 0])
+    # fixed-grid searches its grid where it meets the menu
+    env = _env("cost", ["env.period_menu=[1,2,4,0]"])
+    grid = make_policy("fixed-grid")
+    grid.fit(env, lambda e, candidate, seed: -candidate.cloud_period)
+    assert grid.cloud_period in (2, 0) and all("-c8-" not in k for k in grid.search_results)
+    env.close()
 
 
 def test_the_table_shows_no_target_without_accuracy_and_no_spread_of_one_episode():

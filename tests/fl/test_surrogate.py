@@ -449,3 +449,28 @@ def test_the_noise_of_an_episode_that_ended_early_goes_on_as_its_last_round():
     np.testing.assert_array_equal(noise[0, 10:], np.repeat(noise[0, 9:10], len(noise[0]) - 10,
                                                            axis=0))
     np.testing.assert_array_equal(noise[1:], full[1:])  # the others as they were
+
+
+def test_a_damaged_cached_fit_gives_way_to_the_shipped_one(tmp_path, monkeypatch):
+    """A cache file cut by a killed copy blocked surrogate fidelity although the package ships
+    a fit of the config, and the error passed on torch's advice to load unsafely."""
+    import warnings
+
+    from hffm_env.fl.surrogate import PACKAGED_DIR, surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    preset = small()
+    cached = surrogate_path(preset)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"garbage\n")
+    with pytest.warns(RuntimeWarning, match=r"not a fitted surrogate: not a torch file .* using "
+                                            r".*surrogates.* instead \(remove the damaged file"):
+        found = find_surrogate(preset)
+    assert found.path == PACKAGED_DIR / cached.name
+    # where nothing else serves the config, the damage is the error, with what to do
+    other = apply_overrides(preset, ["fl.lr=0.02"])
+    surrogate_path(other).write_bytes(b"garbage\n")
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"not a fitted surrogate: "
+                                                  r"not a torch file.*hffm calibrate --force"):
+        warnings.simplefilter("error")
+        find_surrogate(other)

@@ -32,7 +32,7 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, co
     path = cache_path(TINY_MODEL, TINY_DATA)
     assert path.parent == private_cache and path.exists()
     assert first.pretrain_info["cached"] is False
-    assert not list(private_cache.glob("*.tmp"))
+    assert not list(private_cache.glob(".*.tmp"))
     # readable to whoever the umask lets read it (a temporary file's 0600 made a cache
     # shared by several users unreadable to all but its writer); pytest's umask is the
     # process's, commonly 022
@@ -299,3 +299,32 @@ def test_the_cached_frozen_parts_do_not_depend_on_the_seed_that_built_them(tmp_p
         built[seed] = model.pretrained_state()
     for name, value in built[0].items():
         torch.testing.assert_close(built[1][name], value, msg=name)
+
+
+def test_the_fallback_folder_is_private_and_a_killed_builds_file_is_removed(
+        tmp_path, monkeypatch, configs):
+    """/tmp/hffm_env-cache-<uid> was trusted whoever had made it (anyone can, first, in a
+    shared /tmp); and each killed build left its temporary file in the cache for good."""
+    import tempfile
+
+    TINY_MODEL, TINY_DATA = configs
+    shared_tmp = tmp_path / "tmp"
+    squatted = shared_tmp / f"hffm_env-cache-{os.getuid()}"
+    squatted.mkdir(parents=True)
+    squatted.chmod(0o777)  # another user's, writable by all
+    monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
+    folder = pretrain._private_fallback_dir()
+    assert folder != squatted and folder.parent == shared_tmp
+    assert folder.stat().st_mode & 0o077 == 0
+    squatted.chmod(0o700)  # this user's own, private: used
+    assert pretrain._private_fallback_dir() == squatted
+
+    cache = tmp_path / "cache"
+    path = cache_path(TINY_MODEL, TINY_DATA, cache)
+    cache.mkdir()
+    killed = cache / f".{path.name}.k1ll3d.tmp"
+    killed.write_bytes(b"half a file")
+    other = cache / ".m3t-another-key.pt.x.tmp"  # another key's build may be running
+    other.write_bytes(b"")
+    build_model(TINY_MODEL, TINY_DATA, cache_dir=cache, progress=False)
+    assert not killed.exists() and other.exists() and path.is_file()

@@ -1,0 +1,69 @@
+"""Writing files whole or not at all, and reading torch files without pickled code."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from hffm_env.files import load_tensors, write_atomically
+
+
+def test_a_file_is_written_whole_with_the_umasks_mode(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"earlier")
+    previous = os.umask(0o027)
+    try:
+        write_atomically(target, lambda handle: handle.write(b"new"))
+    finally:
+        os.umask(previous)
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_temporary_one(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"earlier")
+
+    def fail(handle):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, fail)
+    assert target.read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_two_writers_stage_in_files_of_their_own(tmp_path):
+    """Two processes saving one surrogate staged in one .tmp: a reader found half a file."""
+    target = tmp_path / "out.bin"
+    staged = []
+
+    def outer(handle):
+        staged.append(handle.name)
+        write_atomically(target, lambda inner: staged.append(inner.name) or inner.write(b"B"))
+        handle.write(b"A")
+
+    write_atomically(target, outer)
+    assert staged[0] != staged[1] and target.read_bytes() == b"A"
+
+
+def test_a_file_that_is_not_ours_is_refused_without_torchs_unsafe_advice(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"garbage\n")
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"x": torch.zeros(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    for path in (garbage, truncated):
+        with pytest.raises(ValueError, match="not a torch file of plain tensors, or a damaged "
+                                             "one") as caught:
+            load_tensors(path)
+        assert "weights_only" not in str(caught.value) and "Re-running" not in str(caught.value)
+    with pytest.raises(OSError):
+        load_tensors(tmp_path / "missing.pt")
+    good = tmp_path / "good.pt"
+    torch.save({"x": torch.ones(2)}, good)
+    assert torch.equal(load_tensors(good)["x"], torch.ones(2))
