@@ -897,14 +897,17 @@ def get_scenario(name: str) -> ScenarioConfig:
 # memory
 
 
-def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> dict[str, float]:
+def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
+                          trainable_parameters: int | None = None) -> dict[str, float]:
     """A rough estimate (within a factor of about 2 for the presets) of the memory an env of
     ``config`` needs, by part: the fixed cost of the libraries; the network's per-pair state
     (every device pair inside a cluster has a D2D channel, and the pairs within
     ``channel.d2d_radius_m`` are edges of a networkx graph); the indices of the data split;
-    and in ``train`` fidelity only (the others draw no scene) the scenes of every device and
+    in ``train`` fidelity only (the others draw no scene) the scenes of every device and
     of the test sets, their frozen features and the batched training and evaluation work per
-    device. Used to refuse a config the machine cannot hold before any of it is allocated."""
+    device; and, given the model's ``trainable_parameters`` (known once the model is built),
+    every device's copy of the trainable modules. Used to refuse a config the machine cannot
+    hold before it is allocated."""
     data, model, fl, placement = config.data, config.model, config.fl, config.placement
     devices = placement.num_devices
     # D2D pairs, and the share of them in radio range: two points uniform in a disc of radius
@@ -938,6 +941,12 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train") -> di
             + model.num_experts * model.expert_hidden
         batch = max(fl.batch_size, min(fl.eval_samples_per_device, 64))
         parts["training and evaluation"] = devices * batch * tokens * width * 4.0
+    if trainable_parameters is not None:
+        # float32 values of every module for every device, and a round's snapshot of them
+        # (1.5 copies at the peak: measured 147 kB a device for small's 28k parameters, on
+        # 1,000 and 4,000 devices); real training adds the gradients and AdamW's two moments
+        copies = 4.5 if fidelity == "train" else 1.5
+        parts["module copies"] = devices * trainable_parameters * 4.0 * copies
     parts["total"] = sum(parts.values())
     return parts
 
@@ -947,7 +956,8 @@ FIDELITIES: tuple[str, ...] = ("train", "surrogate", "cost")
 of real training) or ``cost`` (none: network costs only)."""
 
 
-def check_memory(config: ScenarioConfig, fidelity: str = "train") -> None:
+def check_memory(config: ScenarioConfig, fidelity: str = "train",
+                 trainable_parameters: int | None = None) -> None:
     """Raise :class:`ConfigError` with the estimate when ``config`` would need more memory than
     this machine has (:func:`estimate_memory_bytes`)."""
     try:
@@ -956,7 +966,7 @@ def check_memory(config: ScenarioConfig, fidelity: str = "train") -> None:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to check against
         return
-    parts = estimate_memory_bytes(config, fidelity)
+    parts = estimate_memory_bytes(config, fidelity, trainable_parameters)
     if parts["total"] > available:
         detail = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items() if k != "total")
         cheaper = (" (or, for the network alone, fidelity 'cost', which draws no scene)"
@@ -980,6 +990,8 @@ _MEMORY_SETTINGS = {
     "pre-training scenes": "data.pretrain_samples and data.image_size_px",
     "training and evaluation": "placement.num_devices, fl.batch_size, "
                                "fl.eval_samples_per_device and the model's sizes",
+    "module copies": "placement.num_devices and the trainable modules' sizes (model.num_experts, "
+                     "model.expert_hidden, model.lora_rank, model.hidden_size, ...)",
 }
 """The settings each part of :func:`estimate_memory_bytes` grows with, for its message."""
 

@@ -363,6 +363,7 @@ class HFFMEnv(gym.Env):
             guard_forks()  # real training runs OpenMP threads: a fork after it must not
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
+            check_memory(cfg, fidelity, _trainable_parameters(model))  # every device's copy
             self.engine = FederatedEngine(cfg, model, self.data, network, train=True,
                                           device=device)
         else:
@@ -372,6 +373,7 @@ class HFFMEnv(gym.Env):
             with _one_torch_thread():
                 # (a checkpoint backbone's sizes, when model.pretrained_path names one)
                 model = M3TModel(cfg.model, cfg.data, backbone=backbone_shape(cfg.model))
+                check_memory(cfg, fidelity, _trainable_parameters(model))
                 self.engine = FederatedEngine(cfg, model, self.data, network, train=False,
                                               device=device)
         self.tasks = self.engine.tasks
@@ -974,6 +976,11 @@ def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
     if not info["measured"][key]:
         return float("nan")
     return float(value[task] if isinstance(value, dict) else value)
+
+
+def _trainable_parameters(model: Any) -> int:
+    """How many trainable parameters one device's copy of ``model`` holds."""
+    return sum(tensor.numel() for tensor in model.trainable_state().values())
 
 
 def _finite(value: float | None) -> bool:

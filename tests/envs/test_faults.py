@@ -171,6 +171,25 @@ def test_the_memory_message_names_the_settings_of_the_largest_part(monkeypatch):
     check_memory(big_batches, "cost")  # which trains nothing
 
 
+def test_every_devices_module_copy_counts_in_the_memory_check(monkeypatch):
+    """Large cost-fidelity networks peaked 4-8x above the estimate (1.8 GB for 10,000 devices
+    against 0.43 GiB): every device holds a copy of the trainable modules."""
+    import os
+
+    from hffm_env.config import ConfigError, estimate_memory_bytes, load_scenario
+
+    many = {"placement.num_devices": 8000, "placement.num_edge_servers": 2000,
+            "placement.devices_per_cluster": 4, "placement.area_side_m": 200000.0,
+            "placement.min_server_spacing_m": 10.0}
+    parts = estimate_memory_bytes(load_scenario("small", overrides=many), "cost", 28_000)
+    assert parts["module copies"] == 8000 * 28_000 * 4.0 * 1.5
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**30 // 4096}  # a machine of 1 GiB
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    with pytest.raises(ConfigError, match="The largest part, module copies, grows with "
+                                          "placement.num_devices and the trainable modules"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost", overrides=many)
+
+
 def test_a_placement_that_reclusters_at_reset_is_refused_by_name():
     from hffm_env.config import ConfigError
 
