@@ -238,8 +238,8 @@ class TrainArgs:
     )
     eval_policies: list[str] = field(
         default_factory=list,
-        metadata={"help": "baselines to compare with, comma- or space-separated (default: all; "
-                  "hffm bench --help lists them)"}
+        metadata={"help": "baselines to compare with, comma- or space-separated (default: "
+                  "all whose periods are on env.period_menu; hffm bench --help lists them)"}
     )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     engine: str = field(

@@ -252,11 +252,12 @@ class AdaptivePolicy(EnvBound):
         self.previous_loss = float("inf")
 
     def menu_problem(self, menu: Sequence[int]) -> str | None:
-        """Why ``menu`` leaves nothing to adapt over, or None."""
-        if any(p > 0 for p in menu):
-            return None
-        return (f"env.period_menu = {list(menu)} has no finite period (> 0) to adapt the cloud "
-                "period over")
+        """Why ``menu`` leaves nothing to adapt over (or lacks the edge period 1 it plays), or
+        None."""
+        if not any(p > 0 for p in menu):
+            return (f"env.period_menu = {list(menu)} has no finite period (> 0) to adapt the "
+                    "cloud period over")
+        return _missing_periods(menu, 1)
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Edge every round, cloud every ``tau`` rounds with ``tau`` adapted."""

@@ -26,6 +26,7 @@ from hffm_env.config import (
     load_scenario,
     scenario_names,
 )
+from hffm_env.files import FileBusy, lock_file
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED, check_training_seeds
 
 __all__ = [
@@ -584,6 +585,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []
         schedules += _plan_policies(args.plan, config, "calibrate")
         assert traces is not None
+        from hffm_env.baselines.policies import baselines_on_menu, make_policy, menu_problem
+
+        _, misfits = baselines_on_menu(config.env.period_menu, args.policies)
+        if misfits:  # refused now, not after hours of the others' real training
+            raise ConfigError(f"--policies has {misfits[0]!r}: "
+                              f"{menu_problem(make_policy(misfits[0]), config.env.period_menu)}")
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
                                       + len(schedules) + len(agents))
@@ -594,8 +601,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         # the traces are replaced only by a finished run, so that they always belong to the
         # fit beside them; until then the episodes go to a .partial file of this run's own
         writing = _partial(traces)
-        claim = _claim(traces)  # a second run of these traces would write into the first's
-        try:
+        # a second run of these traces would write into the first's .partial file
+        with _one_calibration_of(traces, writing):
             if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
                 raise ConfigError(f"{str(writing)!r}: the episodes of an interrupted calibration; "
                                   f"fit them (`hffm calibrate --from-traces {writing} --out FILE`) "
@@ -620,8 +627,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                       "--out FILE`" if kept else ""), file=sys.stderr)
                 return 130
             writing.replace(traces)
-        finally:
-            claim.close()
     surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
     serving = out.resolve() == surrogate_path(config).resolve()
     if serving:
@@ -645,23 +650,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _claim(traces: Path) -> Any:
-    """An open handle that holds an exclusive lock on ``.<traces>.lock`` (POSIX ``flock``,
-    released when closed or when the process dies): a ``ConfigError`` when another calibration
-    holds it, since both would write one ``.partial`` file and lose each other's episodes."""
-    handle = open(traces.with_name(f".{traces.name}.lock"), "a")  # noqa: SIM115  (returned)
+@contextlib.contextmanager
+def _one_calibration_of(traces: Path, writing: Path) -> Iterator[None]:
+    """Hold the lock of ``traces`` (``.<name>.lock`` beside it, removed afterwards): a second
+    calibration of the same traces would write into the first's ``.partial`` file and lose
+    its episodes, so it is refused with a ``ConfigError``."""
     try:
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - not POSIX: no lock
-        pass
-    except BlockingIOError:
-        handle.close()
+        with lock_file(traces.with_name(f".{traces.name}.lock"), remove=True):
+            yield
+    except FileBusy:
         raise ConfigError(f"another hffm calibrate is writing {traces} now (its episodes go to "
-                          f"{_partial(traces).name}); wait for it, or write elsewhere with "
-                          "--out or --traces") from None
-    return handle
+                          f"{writing.name}); wait for it, or write elsewhere with --out or "
+                          "--traces") from None
 
 
 def _partial(traces: Path) -> Path:
@@ -711,7 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--policies", nargs="*", action="extend", metavar="NAME",
                        help="baseline names, comma- or space-separated: star, edge-only, "
                        "edge-only-d2d, hffm-e2, hffm-e8, hffm-d2d-e2, hffm-d2d-e8, never, random, "
-                       "fixed-grid, adaptive, module-aware, greedy-energy (default: all; the "
+                       "fixed-grid, adaptive, module-aware, greedy-energy (default: all whose "
+                       "periods are on env.period_menu, which all are on the presets'; the "
                        "paper's seven schedules for --scenario paper --fidelity cost; '' for "
                        "none, with --agent or --plan)")
     bench.add_argument("--episodes", type=arguments.episode_count, default=None,

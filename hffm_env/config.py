@@ -153,12 +153,18 @@ def _label(owner: str, name: str) -> str:
     return f"{owner}.{name}" if owner else name
 
 
+def _is_optional(hint: Any) -> bool:
+    """Whether ``hint`` is a union (``X | None``, ``Optional[X]``)."""
+    origin = get_origin(hint)
+    return origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>")
+
+
 def _kind(value: Any, hint: Any) -> str | None:
     """What a field of type ``hint`` must be, when ``value`` is not of that kind; None when it
     is. Numbers are only told from what is no number at all: the range checks of each class
     judge them (and refuse ``True`` for a number), with the range in their message."""
     origin = get_origin(hint)
-    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if _is_optional(hint):
         if value is None and type(None) in get_args(hint):
             return None
         inner = next(a for a in get_args(hint) if a is not type(None))
@@ -193,6 +199,16 @@ def _check_types(owner: str, config: Any) -> None:
     skips the coercion of :func:`from_dict`, and ``mobility="false"`` turned mobility on."""
     for name, hint in _field_hints(type(config)).items():
         value = getattr(config, name)
+        if hint is bool and getattr(getattr(value, "dtype", None), "kind", "") == "b" \
+                and getattr(value, "shape", None) == ():  # numpy's booleans, as bools
+            value = bool(value)
+        elif isinstance(value, os.PathLike) and _kind("", hint) is None:  # a path, as a str
+            value = os.fspath(value)
+        elif get_origin(hint) is tuple and hasattr(value, "tolist"):  # a numpy array
+            value = tuple(value.tolist())
+        elif get_origin(hint) is tuple and isinstance(value, (list, range)):
+            value = tuple(value)  # (a list would make the frozen config unhashable)
+        object.__setattr__(config, name, value)  # (frozen: the same value, in plain types)
         wanted = _kind(value, hint)
         if wanted is not None:
             raise ConfigError(f"{_label(owner, name)} = {value!r}: must be {wanted}")
@@ -755,9 +771,6 @@ class EnvConfig:
                 f"env.target_accuracy = None: the {self.reward} reward needs a target accuracy "
                 "in [0, 1], e.g. env.target_accuracy=0.4"
             )
-        if not isinstance(self.observe_target, bool):
-            raise ConfigError(f"env.observe_target = {self.observe_target!r}: must be true or "
-                              "false")
         if self.observe_target and self.target_accuracy is None:
             raise ConfigError(
                 "env.observe_target = True: needs env.target_accuracy (a value in [0, 1]) to "
@@ -1051,7 +1064,7 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
                 f"{path} = {value!r}: must be a mapping of {annotation.__name__} fields"
             )
         return _build(annotation, value, path)
-    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if _is_optional(annotation):
         args = get_args(annotation)
         if value is None and type(None) in args:
             return None
@@ -1167,7 +1180,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r}: must look like key=value, e.g. fl.local_steps=3")
     try:
         value = yaml.load(raw, Loader=_yaml_unique_key_loader()) if raw.strip() else ""
-    except (yaml.YAMLError, _DuplicateKey):
+    except _DuplicateKey as err:
+        raise ConfigError(f"override {key}: the key {err.args[0]!r} appears twice in its "
+                          "value (one of them would be silently lost)") from None
+    except yaml.YAMLError:
         value = raw
     except ValueError as err:  # an integer longer than Python reads (4,300 digits)
         raise ConfigError(f"override {key}: its value cannot be read ({err})") from None

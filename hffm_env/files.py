@@ -3,18 +3,74 @@
 :func:`write_atomically` writes to a temporary file of the writer's own beside the target and
 moves it into place, so a reader (or a second writer) never finds half a file, and a killed
 writer leaves at most a ``.<name>.<random>.tmp`` that no reader takes for the file.
-:func:`load_tensors` reads a torch file as tensors and plain data only.
+:func:`load_tensors` reads a torch file as tensors and plain data only. :func:`lock_file`
+lets one process at a time do what a lock file guards (build a cache entry, write traces).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["load_tensors", "write_atomically"]
+__all__ = ["FileBusy", "load_tensors", "lock_file", "write_atomically"]
+
+
+class FileBusy(Exception):
+    """Another process holds the lock file (:func:`lock_file` without ``on_busy``)."""
+
+
+@contextlib.contextmanager
+def lock_file(path: str | Path, *, on_busy: Callable[[], Any] | None = None,
+              remove: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock (POSIX ``flock``) on the file ``path``, created if missing, for
+    the ``with`` block; the process's death releases it. Yields True when the lock is held,
+    False where none can be had (not POSIX, or the file cannot be opened): then the block
+    must not count on having the files to itself. When another process holds it, call
+    ``on_busy()`` and wait; without ``on_busy`` raise :class:`FileBusy`. ``remove`` deletes
+    the lock file as the block ends (a lock beside a user's own files)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield False
+        return
+    try:
+        handle = open(path, "a")  # noqa: SIM115  (closed below)
+    except OSError:  # another user's lock file in a shared folder, say
+        yield False
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_busy is None:
+                raise FileBusy(str(path)) from None
+            on_busy()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            if remove:
+                Path(path).unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _umask() -> int:
+    """This process's umask: read from ``/proc`` where there is one, since elsewhere reading
+    it means setting it for an instant, which another thread could see."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any], *,
@@ -32,9 +88,7 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any], *,
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)
+        os.chmod(staging, 0o666 & ~_umask())
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,7 +366,14 @@ def test_a_config_built_in_python_is_checked_like_one_read_from_a_file(build, me
 
     with pytest.raises(ConfigError, match=message):
         build(config)
-    assert config.DataConfig(tasks=["vqa"]).tasks == ["vqa"]  # lists still do for tuples
+    # what means the same is taken, as plain types: lists, arrays and ranges for tuples,
+    # numpy's booleans, paths
+    assert config.DataConfig(tasks=["vqa"]).tasks == ("vqa",)
+    assert config.EnvConfig(period_menu=np.array([1, 2, 0])).period_menu == (1, 2, 0)
+    assert config.EnvConfig(period_menu=range(1, 3)).period_menu == (1, 2)
+    assert config.DynamicsConfig(mobility=np.True_).mobility is True
+    assert config.ModelConfig(pretrained_path=Path("/ckpt")).pretrained_path == "/ckpt"
+    hash(config.DataConfig(tasks=["vqa"]))
 
 
 def test_extreme_radio_values_are_refused_or_priced():
@@ -397,5 +405,8 @@ def test_exponent_numbers_read_as_numbers_in_yaml_files_and_lists(tmp_path):
     assert (config.channel.d2d.bandwidth_hz, config.channel.uplink.bandwidth_hz) == (2e6, 5e6)
     assert config.fl.lr == 3e-3 and config.env.period_menu == (1, 2, 1000, 0)
     assert apply_overrides(small(), ["env.period_menu=[1,2,1e3]"]).env.period_menu == (1, 2, 1000)
+    with pytest.raises(ConfigError, match="override channel.uplink: the key 'bandwidth_hz' "
+                                          "appears twice"):
+        apply_overrides(small(), ["channel.uplink={bandwidth_hz: 1e6, bandwidth_hz: 2e6}"])
     path.write_text("name: '2e6'\n")  # quoted: a string, as YAML means
     assert load_scenario("small", config_file=path).name == "2e6"

@@ -67,3 +67,20 @@ def test_a_file_that_is_not_ours_is_refused_without_torchs_unsafe_advice(tmp_pat
     good = tmp_path / "good.pt"
     torch.save({"x": torch.ones(2)}, good)
     assert torch.equal(load_tensors(good)["x"], torch.ones(2))
+
+
+def test_a_lock_file_is_held_by_one_and_removed_when_asked(tmp_path):
+    from hffm_env.files import FileBusy, lock_file
+
+    path = tmp_path / ".x.lock"
+    with lock_file(path, remove=True) as held:
+        assert held and path.exists()
+        with pytest.raises(FileBusy), lock_file(path):  # a second holder (flock: per open file)
+            pass
+    assert not path.exists()  # removed with the lock: nothing left beside the user's files
+    with lock_file(path) as held:
+        assert held
+    assert path.exists()  # kept by default (a cache's lock)
+    (tmp_path / "folder.lock").mkdir()
+    with lock_file(tmp_path / "folder.lock") as held:  # cannot be opened: no lock, said so
+        assert held is False

@@ -361,9 +361,13 @@ class HFFMEnv(gym.Env):
                     "set env.surrogate_noise=none")
         if fidelity == "train":
             guard_forks()  # real training runs OpenMP threads: a fork after it must not
+            # every device's copy of the modules, counted on a model of the same shapes
+            # (milliseconds) before minutes of pre-training
+            with _one_torch_thread():
+                shapes = M3TModel(cfg.model, cfg.data, backbone=backbone_shape(cfg.model))
+            check_memory(cfg, fidelity, _trainable_parameters(shapes))
             model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
                                 progress=progress)
-            check_memory(cfg, fidelity, _trainable_parameters(model))  # every device's copy
             self.engine = FederatedEngine(cfg, model, self.data, network, train=True,
                                           device=device)
         else:

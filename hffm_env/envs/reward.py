@@ -6,9 +6,9 @@ puts them in ``info["reward_terms"]``, sums them for the scalar reward and stack
 round costs when nothing is aggregated (``never``: computation only) and 1 what it costs under
 ``star`` (every device to the cloud, every round), so the weights mean the same thing in every
 scenario. The unit is at least :data:`MIN_SPAN_SHARE` of a star round's cost: where star costs
-hardly more than never (a backhaul of gigabits per second, say), a plain never..star unit
-would blow a round's small difference, such as a dropped-out device's saving, up to thousands
-of rewards.
+hardly more than never (a backhaul of gigabits per second, or hundreds of local steps a round),
+a plain never..star unit blew a round's small difference, such as a dropped-out device's
+saving, up to rewards of millions.
 
 ``accuracy-level`` (default)
     ``accuracy_weight * acc_t - latency_weight * lat_t - energy_weight * en_t``: the accuracy

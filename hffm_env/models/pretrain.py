@@ -51,7 +51,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ from hffm_env.data import (
     SceneBatch,
     generate_scenes,
 )
-from hffm_env.files import load_tensors, write_atomically
+from hffm_env.files import load_tensors, lock_file, write_atomically
 from hffm_env.models.m3t import M3TModel
 
 __all__ = [
@@ -602,12 +601,17 @@ def build_model(
         model.cache_file = path
         return model.to(device)
     path = _usable_cache_path(path)
-    with _build_lock(path):  # one process builds; the others wait here, then load its file
+    # one process builds; the others wait here, then load its file
+    with lock_file(_lock_path(path), on_busy=lambda: print(
+            f"hffm-env: waiting for another process that is building {path}", file=sys.stderr,
+            flush=True)) as locked:
         info = _load_into(model, path, key, seed)
-        if info is None:
+        if info is None and locked:
             # temporary files of this name are a killed build's (the lock is ours): remove
             for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-                stale.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        if info is None:
             print(
                 f"hffm-env: pre-training the frozen parts of the M3T model for this "
                 f"configuration ({model_config.pretrain_steps} steps on one CPU thread, so "
@@ -691,40 +695,23 @@ def _private_fallback_dir() -> Path:
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         status = folder.lstat()
-        if user is None or (stat.S_ISDIR(status.st_mode) and status.st_uid == user
-                            and not status.st_mode & 0o022):
+        if user is None:
+            return folder
+        if stat.S_ISDIR(status.st_mode) and status.st_uid == user:  # ours (older versions
+            if status.st_mode & 0o022:  # made it with the umask's mode): make it private
+                folder.chmod(0o700)
             return folder
     except OSError:
         pass
-    return Path(tempfile.mkdtemp(prefix="hffm_env-cache-"))
+    global _FRESH_FALLBACK
+    if _FRESH_FALLBACK is None or not _FRESH_FALLBACK.is_dir():  # one per process
+        _FRESH_FALLBACK = Path(tempfile.mkdtemp(prefix="hffm_env-cache-"))
+    return _FRESH_FALLBACK
+
+
+_FRESH_FALLBACK: Path | None = None
 
 
 def _lock_path(path: Path) -> Path:
     """The lock file of the cache file ``path``: ``<path>.lock``."""
     return path.with_name(path.name + ".lock")
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``<path>.lock`` (POSIX ``flock``; no lock where there is none)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    try:
-        handle = open(_lock_path(path), "a")  # noqa: SIM115  (closed below)
-    except OSError:  # cannot be opened after all (checked in _usable_cache_path): no lock
-        yield
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"hffm-env: waiting for another process that is building {path}",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -482,6 +482,7 @@ def test_a_baseline_off_the_period_menu_is_refused_before_any_episode():
     assert dropped == ["hffm-e8", "hffm-d2d-e8", "module-aware"]
     assert "fixed-grid" in kept and "adaptive" in kept and "greedy-energy" in kept
     assert "no finite period" in menu_problem(make_policy("adaptive"), [0])
+    assert "plays period 1," in menu_problem(make_policy("adaptive"), [2, 4, 8, 0])
     assert "no point of its grid" in menu_problem(make_policy("fixed-grid"), [4, 0])
     assert "plays period 1" in menu_problem(make_policy("greedy-energy"), [2, 0])
     # fixed-grid searches its grid where it meets the menu

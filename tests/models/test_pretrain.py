@@ -233,7 +233,7 @@ def test_a_finished_cache_file_loads_without_writing_or_locking(tmp_path, monkey
     built = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
     monkeypatch.setattr(pretrain, "pretrain_model", _fail)
     monkeypatch.setattr(pretrain, "_usable_cache_path", _fail)
-    monkeypatch.setattr(pretrain, "_build_lock", _fail)
+    monkeypatch.setattr(pretrain, "lock_file", _fail)
     model = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
     assert model.cache_file == built.cache_file and model.pretrain_info["cached"]
 
@@ -309,15 +309,19 @@ def test_the_fallback_folder_is_private_and_a_killed_builds_file_is_removed(
 
     TINY_MODEL, TINY_DATA = configs
     shared_tmp = tmp_path / "tmp"
-    squatted = shared_tmp / f"hffm_env-cache-{os.getuid()}"
-    squatted.mkdir(parents=True)
-    squatted.chmod(0o777)  # another user's, writable by all
+    named = shared_tmp / f"hffm_env-cache-{os.getuid()}"
+    named.mkdir(parents=True)
+    named.chmod(0o775)  # this user's own, as older versions made it: made private, reused
     monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
-    folder = pretrain._private_fallback_dir()
-    assert folder != squatted and folder.parent == shared_tmp
-    assert folder.stat().st_mode & 0o077 == 0
-    squatted.chmod(0o700)  # this user's own, private: used
-    assert pretrain._private_fallback_dir() == squatted
+    monkeypatch.setattr(pretrain, "_FRESH_FALLBACK", None)
+    assert pretrain._private_fallback_dir() == named
+    assert named.stat().st_mode & 0o777 == 0o700
+    if os.getuid() == 0:  # another user's (made by whoever came first): a folder of our own
+        os.chown(named, 1234, 1234)
+        folder = pretrain._private_fallback_dir()
+        assert folder != named and folder.parent == shared_tmp
+        assert folder.stat().st_mode & 0o077 == 0
+        assert pretrain._private_fallback_dir() == folder  # the same one, not a new one a call
 
     cache = tmp_path / "cache"
     path = cache_path(TINY_MODEL, TINY_DATA, cache)
