@@ -202,6 +202,9 @@ def _check_types(owner: str, config: Any) -> None:
         if hint is bool and getattr(getattr(value, "dtype", None), "kind", "") == "b" \
                 and getattr(value, "shape", None) == ():  # numpy's booleans, as bools
             value = bool(value)
+        elif hint in (int, float) and type(value).__module__ == "numpy" \
+                and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = int(value) if isinstance(value, numbers.Integral) else float(value)
         elif isinstance(value, os.PathLike) and _kind("", hint) is None:  # a path, as a str
             value = os.fspath(value)
         elif get_origin(hint) is tuple and hasattr(value, "tolist"):  # a numpy array

@@ -372,6 +372,8 @@ def test_a_config_built_in_python_is_checked_like_one_read_from_a_file(build, me
     assert config.EnvConfig(period_menu=np.array([1, 2, 0])).period_menu == (1, 2, 0)
     assert config.EnvConfig(period_menu=range(1, 3)).period_menu == (1, 2)
     assert config.DynamicsConfig(mobility=np.True_).mobility is True
+    steps = config.FLConfig(local_steps=np.int64(3), lr=np.float32(0.5))
+    assert (type(steps.local_steps), type(steps.lr)) == (int, float)
     assert config.ModelConfig(pretrained_path=Path("/ckpt")).pretrained_path == "/ckpt"
     hash(config.DataConfig(tasks=["vqa"]))
 
