@@ -46,15 +46,15 @@ def evaluation_baselines(args: TrainArgs, say: bool = False) -> list[str]:
     """The baselines the agent is compared with: ``args.eval_policies``, each refused (a
     ``ValueError``) when its periods are not on the config's ``env.period_menu``; by default
     every baseline that fits the menu (with ``say``, a note on stderr names the others)."""
-    from hffm_env.baselines.policies import baselines_on_menu, make_policy, menu_problem
+    from hffm_env.baselines.policies import baselines_on_menu, off_menu
     from hffm_env.config import load_scenario
 
     menu = load_scenario(args.scenario, config_file=args.config,
                          overrides=args.scenario_overrides()).env.period_menu
+    misfit = off_menu(args.eval_policies, menu)
+    if misfit:
+        raise ValueError(f"eval_policies has {misfit}")
     names, dropped = baselines_on_menu(menu, args.eval_policies or None)
-    if args.eval_policies and dropped:
-        raise ValueError(f"eval_policies has {dropped[0]!r}: "
-                         f"{menu_problem(make_policy(dropped[0]), menu)}")
     if dropped and say:
         note(f"the comparison leaves out {', '.join(dropped)}: their periods are not on "
              f"env.period_menu {list(menu)}")

@@ -40,6 +40,7 @@ __all__ = [
     "make_policy",
     "menu_problem",
     "baselines_on_menu",
+    "off_menu",
     "policy_names",
     "EnvBound",
 ]
@@ -401,6 +402,17 @@ def baselines_on_menu(menu: Sequence[int], names: Sequence[str] | None = None
     names = policy_names() if names is None else list(names)
     dropped = [n for n in names if menu_problem(make_policy(n), menu) is not None]
     return [n for n in names if n not in dropped], dropped
+
+
+def off_menu(names: Sequence[str], menu: Sequence[int]) -> str | None:
+    """The first of the baselines ``names`` that cannot be played on ``env.period_menu``
+    ``menu``, and why (``'hffm-e8': it plays period 8, ...``); None when all can. The
+    commands refuse baselines named on them with it, before any episode."""
+    for name in names:
+        problem = menu_problem(make_policy(name), menu)
+        if problem is not None:
+            return f"{name!r}: {problem}"
+    return None
 
 
 def _paper(name: str) -> Callable[[], Policy]:

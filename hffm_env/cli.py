@@ -316,8 +316,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from hffm_env.baselines.policies import (
         PAPER_SCHEDULES,
         baselines_on_menu,
-        make_policy,
-        menu_problem,
+        off_menu,
         policy_names,
     )
 
@@ -336,10 +335,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
         raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
-    _, misfits = baselines_on_menu(config.env.period_menu, names)
-    if misfits:  # named: refused now, not after the others' episodes
-        raise ConfigError(f"--policies has {misfits[0]!r}: "
-                          f"{menu_problem(make_policy(misfits[0]), config.env.period_menu)}")
+    misfit = off_menu(names, config.env.period_menu)
+    if misfit:  # named: refused now, not after the others' episodes
+        raise ConfigError(f"--policies has {misfit}")
     seeds = args.seeds or (
         [FIRST_HELD_OUT_SEED + k for k in range(args.episodes)] if args.episodes
         else list(DEFAULT_EVAL_SEEDS))
@@ -585,12 +583,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         schedules = cloud_every_round_schedules() if args.cloud_every_round else []
         schedules += _plan_policies(args.plan, config, "calibrate")
         assert traces is not None
-        from hffm_env.baselines.policies import baselines_on_menu, make_policy, menu_problem
+        from hffm_env.baselines.policies import off_menu
 
-        _, misfits = baselines_on_menu(config.env.period_menu, args.policies)
-        if misfits:  # refused now, not after hours of the others' real training
-            raise ConfigError(f"--policies has {misfits[0]!r}: "
-                              f"{menu_problem(make_policy(misfits[0]), config.env.period_menu)}")
+        misfit = off_menu(args.policies, config.env.period_menu)
+        if misfit:  # refused now, not after hours of the others' real training
+            raise ConfigError(f"--policies has {misfit}")
         traces.parent.mkdir(parents=True, exist_ok=True)
         episodes = len(args.seeds) * (len(args.policies) + args.random_episodes + args.mixed
                                       + len(schedules) + len(agents))

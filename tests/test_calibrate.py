@@ -427,3 +427,12 @@ def test_a_second_calibration_of_the_same_traces_is_refused_while_the_first_runs
     _partial.write_text("[]")
     assert cli_main(argv) == 2
     assert "the episodes of an interrupted calibration" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_a_baseline_off_the_period_menu_before_training(tmp_path, capsys):
+    argv = ["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "never,hffm-e8",
+            "--mixed", "0", "--random-episodes", "0", "--out", str(tmp_path / "fit.pt"),
+            "--set", "env.period_menu=[1,2,4,0]"]
+    assert cli_main(argv) == 2
+    assert "--policies has 'hffm-e8': it plays period 8" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
