@@ -195,9 +195,10 @@ class TrainArgs:
     )
     imitate: str | None = field(
         default=None,
-        metadata={"help": "a round plan (JSON from benchmarks/plan_search.py) to clone into "
-                  "the policy by behaviour cloning before PPO starts: coarse action mode, sb3 "
-                  "engine, a fresh run (see agents/imitation.py)"},
+        metadata={"help": "a round plan (JSON from the source repository's "
+                  "benchmarks/plan_search.py) to clone into the policy by behaviour cloning "
+                  "before PPO starts: coarse action mode, sb3 "
+                  "engine, a fresh run (see hffm_env.agents.imitation)"},
     )
     imitate_rounds: int | None = field(
         default=None,

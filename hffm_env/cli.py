@@ -637,7 +637,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({surrogate.meta['rounds']} rounds of "
           f"{surrogate.meta['episodes']} episodes); in-sample mean absolute "
           f"error of global accuracy per task {sum(accuracy) / len(accuracy):.3f} (held-out error: "
-          "python benchmarks/surrogate_error.py)")
+          "benchmarks/surrogate_error.py in the source repository)")
     if serving:  # say so: every later surrogate run of this config changes
         print(f"surrogate fidelity on this config now uses this fit (before: {before}); "
               "delete the file to go back")
@@ -722,8 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a trained agent folder (or its model.zip) to evaluate too "
                        "(repeatable); loading never unpickles")
     bench.add_argument("--plan", action="append", default=[], metavar="FILE",
-                       help="a round plan (JSON from benchmarks/plan_search.py) to evaluate "
-                       "too (repeatable)")
+                       help="a round plan (JSON from the source repository's "
+                       "benchmarks/plan_search.py) to evaluate too (repeatable)")
     bench.add_argument("--target-accuracy", type=arguments.probability, default=None,
                        help="accuracy target for energy/latency-to-target (default: "
                        "env.target_accuracy when set, else a fraction of the best final "
@@ -780,8 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "design too, one episode per seed (repeatable): its own real rounds "
                            "teach the surrogate where the agent took it")
     calibrate.add_argument("--plan", action="append", default=[], metavar="FILE",
-                           help="a round plan (JSON from benchmarks/plan_search.py) to play in "
-                           "the design too, one episode per seed (repeatable)")
+                           help="a round plan (JSON from the source repository's "
+                           "benchmarks/plan_search.py) to play in the design too, one "
+                           "episode per seed (repeatable)")
     calibrate.add_argument("--cloud-every-round", action="store_true",
                            help="add cloud aggregation every round over the D2D relay and its "
                            "MoE-every-K variants (hffm-d2d-e1, hffm-d2d-e1-moeK), one episode "
@@ -802,8 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--exclude-seeds", type=arguments.seed, nargs="+", default=[],
                            metavar="SEED",
                            help="with --from-traces: leave these seeds' episodes out of the "
-                           "fit (to judge it on them: benchmarks/surrogate_error.py --traces "
-                           "FILE --seeds SEED ...)")
+                           "fit (to judge it on them: the source repository's "
+                           "benchmarks/surrogate_error.py --traces FILE --seeds SEED ...)")
     calibrate.add_argument("--device", type=arguments.device, default=None,
                            help="torch device for FL training: cpu, cuda, cuda:<i>, mps or "
                            "auto (cuda when present; default: cpu)")
