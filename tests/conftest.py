@@ -4,9 +4,12 @@ session (env subprocesses inherit the variable) and no user cache is touched."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HFFM_CACHE_DIR", tempfile.mkdtemp(prefix="hffm-test-cache-"))
+SESSION_CACHE = Path(os.environ["HFFM_CACHE_DIR"])
 
 
 import pytest  # noqa: E402  (after the cache variable: nothing may build a model before it)
@@ -18,6 +21,19 @@ except ModuleNotFoundError:  # a regular install, hidden by this clone's hffm_en
     pytest.exit("the tests need this clone installed in editable mode: pip install -e "
                 "'.[dev]' (agents/ and baselines/ install as hffm_env.agents and "
                 "hffm_env.baselines)", returncode=4)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch) -> Path:
+    """``$HFFM_CACHE_DIR`` set to a folder of this test's own, holding no surrogate fit, only
+    copies of the pre-trained models the session has built so far: a test of what the cache's
+    fits do need not pre-train the tiny model again (20 s or more)."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for built in SESSION_CACHE.glob("m3t-*.pt"):
+        shutil.copy2(built, folder / built.name)
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture

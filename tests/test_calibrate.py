@@ -14,10 +14,21 @@ import hffm_env.agents.command as train_agent
 from hffm_env.baselines.calibrate import MixedPeriodPolicy, read_traces
 from hffm_env.cli import main as cli_main
 from hffm_env.config import MODULE_TYPES
+from hffm_env.fl.surrogate import AccuracySurrogate
 from hffm_env.testing import TINY_OVERRIDES
 
 OVERRIDES = [*TINY_OVERRIDES, "env.episode_rounds=3"]
 SETTINGS = [arg for kv in OVERRIDES for arg in ("--set", kv)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick_fits():
+    """These tests check the calibration's flow and files, not how well it fits (that is
+    tests/fl/test_surrogate.py's): 300 iterations a fit instead of 3,000 (tens of seconds
+    each on two cores)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(AccuracySurrogate.fit.__func__.__kwdefaults__, "iterations", 300)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -243,9 +254,8 @@ def test_calibration_refuses_an_empty_design(capsys):
 
 
 def test_a_refit_into_the_cache_says_it_now_serves_and_bench_names_the_fit(
-        calibrated, tmp_path, monkeypatch, capsys):
+        calibrated, fresh_cache, tmp_path, capsys):
     """A fit written to the cache silently replaced the one later surrogate runs used."""
-    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
     traces = str(calibrated.with_suffix(".traces.json"))
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
                      traces]) == 0
@@ -253,7 +263,7 @@ def test_a_refit_into_the_cache_says_it_now_serves_and_bench_names_the_fit(
     assert "now uses this fit (before: none)" in out and "delete the file" in out
     assert cli_main(["bench", "--scenario", "small", *SETTINGS, "--fidelity", "surrogate",
                      "--policies", "never", "--seeds", "1000", "--no-progress"]) == 0
-    assert f"accuracy predicted by the fit in {tmp_path / 'cache'}" in capsys.readouterr().err
+    assert f"accuracy predicted by the fit in {fresh_cache}" in capsys.readouterr().err
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
                      "--out", str(tmp_path / "elsewhere.pt")]) == 0
     assert "--surrogate " in capsys.readouterr().out  # how to use a fit kept elsewhere
@@ -296,14 +306,13 @@ def test_calibrate_refits_the_caches_fit_without_force(tmp_path, monkeypatch, ca
 
 
 def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole(
-        tmp_path, monkeypatch, capsys):
+        fresh_cache, tmp_path, monkeypatch, capsys):
     """Ctrl-C said only "interrupted", and a rerun into the cache truncated the traces that
     belong to the fit beside them."""
     from hffm_env.baselines import calibrate as design
     from hffm_env.config import load_scenario
     from hffm_env.fl.surrogate import surrogate_path
 
-    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
     real = design.trace_episode
     played = []
 
