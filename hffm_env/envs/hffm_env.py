@@ -119,7 +119,8 @@ class HFFMEnv(gym.Env):
     is the global test accuracy after round t (mixed with the local one by
     ``env.accuracy_local_mix``) and ``lat``, ``en`` are the round's latency and energy on the
     scenario's never..star scale (0: what a round costs when nothing is aggregated, 1: what it
-    costs under ``star``, a unit of at least 1% of a star round's; ``env.unwrapped.cost_range``).
+    costs under ``star``, both priced on the network the env is built with and with every
+    device taking part, a unit of at least 1% of a star round's; ``env.unwrapped.cost_range``).
     ``accuracy-gain`` pays
     ``acc_t - acc_{t-1}`` instead; ``cost-to-target`` charges the costs until the accuracy
     first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does;
@@ -400,11 +401,14 @@ class HFFMEnv(gym.Env):
         self.observation_names = self.observation.names
         self.observation_space = self.observation.space
         # Reward references: per-round cost of never aggregating and of star on the scenario's
-        # own network, the 0 and 1 of the reward's cost scale.
+        # own network, the 0 and 1 of the reward's cost scale, with every device taking part
+        # (dropout is a round's draw: a build draw that dropped every device priced both at 0
+        # and left the reward no scale)
+        everyone = network.with_everyone_available()
         star = self.engine.price_schedule(
-            Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR))
+            Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR), network=everyone)
         never = self.engine.price_schedule(
-            Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT))
+            Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT), network=everyone)
         references = {"never's latency_s": never.latency_s, "star's latency_s": star.latency_s,
                       "never's energy_j": never.energy_j, "star's energy_j": star.energy_j}
         for name, value in references.items():

@@ -450,13 +450,17 @@ class FederatedEngine:
         self.round_index += 1
         return result
 
-    def price_schedule(self, schedule: Schedule, *, with_compute: bool = True) -> CostReport:
-        """The cost of ``schedule`` under the current network conditions, with every available
+    def price_schedule(self, schedule: Schedule, *, with_compute: bool = True,
+                       network: Network | None = None) -> CostReport:
+        """The cost of ``schedule`` under the current network conditions (or those of
+        ``network``, a view of the same devices such as
+        :meth:`~hffm_env.sim.network.Network.with_everyone_available`), with every available
         holder taking part, without training or changing any state (used for reward
         references and cost studies)."""
         self.validate_schedule(schedule)
-        return plan_price(schedule, self.network, self.scenario, self.inventory,
-                          self.module_bits, self.holds.cpu().numpy(), with_compute=with_compute)
+        return plan_price(schedule, self.network if network is None else network,
+                          self.scenario, self.inventory, self.module_bits,
+                          self.holds.cpu().numpy(), with_compute=with_compute)
 
     def attach_network(self, network: Network) -> None:
         """Use ``network`` from now on (the env re-places the network on every reset). Its

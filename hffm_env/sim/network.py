@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,6 +119,11 @@ class Network:
         self.available = draw_available(
             streams.dynamics, self.topology.num_devices, self.scenario.dynamics.dropout_prob
         )
+        self._build_round_graphs()
+
+    def _build_round_graphs(self) -> None:
+        """This round's D2D graphs, neighbours and default heads from its rates and
+        availability (no draws)."""
         self.d2d_graphs: list[nx.Graph] = build_d2d_graphs(
             self.topology, self.rates, self.scenario.channel.d2d_radius_m, self.available
         )
@@ -134,6 +140,17 @@ class Network:
         for graph in self.d2d_graphs:
             for device in graph:
                 self.d2d_neighbours[device] = frozenset(graph.neighbors(device))
+
+    def with_everyone_available(self) -> Network:
+        """This round's network (same positions and link rates) with no device dropped out:
+        what a round costs with every device taking part. ``self`` when none dropped out;
+        else a copy (``self`` is unchanged)."""
+        if self.available.all():
+            return self
+        view = copy.copy(self)
+        view.available = np.ones_like(self.available)
+        view._build_round_graphs()
+        return view
 
     # ---------------------------------------------------------------------------- views
 

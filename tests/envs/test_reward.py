@@ -278,3 +278,12 @@ def test_a_star_hardly_dearer_than_never_keeps_the_scale_bounded():
                                                                   WEIGHTS.target_miss_penalty)
     # where star is well above never (every preset), the unit is the plain never..star span
     assert COSTS.energy(7.0) == 0.5 and COSTS.latency(2.0) == 0.5
+
+
+def test_the_cost_scale_is_priced_with_every_device_taking_part(make_env):
+    """The scale was priced under the build round's dropout draw: a draw that dropped every
+    device made never and star cost 0, and every schedule then earned the same return."""
+    everyone = make_env(extra=["seed=1"]).unwrapped.cost_range
+    mostly_out = make_env(extra=["seed=1", "dynamics.dropout_prob=0.99"]).unwrapped
+    assert mostly_out.network.available.sum() <= 1  # the build round's draw
+    assert mostly_out.cost_range == everyone and everyone.star_energy_j > 0
