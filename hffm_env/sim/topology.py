@@ -5,8 +5,10 @@ Two placements (:class:`~hffm_env.config.PlacementConfig`):
 ``clustered`` (the M3T-FFM prototype, see PAPER.md)
     1. Edge servers uniform over the square area with a minimum spacing, by rejection sampling:
        each server draws candidates until one is at least ``min_server_spacing_m`` from every
-       server already placed, at most ``max_placement_attempts`` candidates per server, after
-       which :class:`PlacementError` is raised.
+       server already placed, at most ``max_placement_attempts`` candidates per server. When a
+       server finds no room (the first ones can sit so that the rest do not fit, although
+       another layout would take them all) the placement starts over, up to
+       ``SERVER_PLACEMENT_RESTARTS`` times, after which :class:`PlacementError` is raised.
     2. For each server a cluster centre uniform in the disc of radius ``cluster_centre_radius_m``
        around it, and ``devices_per_cluster`` devices uniform in the disc of radius
        ``device_radius_m`` around that centre. A point is uniform in a disc with
@@ -36,12 +38,17 @@ import numpy as np
 from hffm_env.config import ConfigError, PlacementConfig
 
 __all__ = [
+    "SERVER_PLACEMENT_RESTARTS",
     "PlacementError",
     "Topology",
     "associate",
     "place_network",
     "sample_in_disc",
 ]
+
+
+SERVER_PLACEMENT_RESTARTS = 100
+"""How often the edge servers' placement starts over when a server finds no room."""
 
 
 class PlacementError(ConfigError):
@@ -213,6 +220,23 @@ def sample_in_disc(
 
 
 def _place_servers(config: PlacementConfig, rng: np.random.Generator) -> np.ndarray:
+    for _ in range(SERVER_PLACEMENT_RESTARTS + 1):
+        servers = _try_to_place_servers(config, rng)
+        if servers is not None:
+            return servers
+    raise PlacementError(
+        f"placement: could not place {config.num_edge_servers} edge servers at least "
+        f"{config.min_server_spacing_m} m apart in a {config.area_side_m} m square in "
+        f"{SERVER_PLACEMENT_RESTARTS + 1} tries of max_placement_attempts = "
+        f"{config.max_placement_attempts} draws per server (the spacing is near the densest "
+        "packing); enlarge placement.area_side_m, or reduce placement.num_edge_servers or "
+        "placement.min_server_spacing_m"
+    )
+
+
+def _try_to_place_servers(config: PlacementConfig, rng: np.random.Generator
+                          ) -> np.ndarray | None:
+    """One sequential rejection-sampling pass; None when a server found no room."""
     servers = np.empty((config.num_edge_servers, 2))
     spacing2 = config.min_server_spacing_m**2
     for s in range(config.num_edge_servers):
@@ -222,13 +246,7 @@ def _place_servers(config: PlacementConfig, rng: np.random.Generator) -> np.ndar
                 servers[s] = candidate
                 break
         else:
-            raise PlacementError(
-                f"placement: could not place edge server {s + 1} of "
-                f"{config.num_edge_servers} at least {config.min_server_spacing_m} m from the "
-                f"others in a {config.area_side_m} m square after max_placement_attempts = "
-                f"{config.max_placement_attempts} draws; enlarge area_side_m, reduce "
-                "num_edge_servers or min_server_spacing_m, or raise max_placement_attempts"
-            )
+            return None
     return servers
 
 
@@ -252,7 +270,7 @@ def place_network(config: PlacementConfig, rng: np.random.Generator) -> Topology
 
     Raises:
         PlacementError: the servers could not be spaced within ``max_placement_attempts``
-            draws per server.
+            draws per server in ``SERVER_PLACEMENT_RESTARTS + 1`` tries.
     """
     servers = _place_servers(config, rng)
     side = config.area_side_m

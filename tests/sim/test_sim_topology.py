@@ -62,12 +62,12 @@ def test_too_small_area_is_a_config_error():
 
 
 def test_placement_attempt_bound_raises_clear_error():
-    # Two servers 99 m apart in a 100 m square pass the packing bound but are nearly
-    # impossible to draw: three attempts per server cannot make it.
+    # Two servers 139 m apart in a 100 m square (diagonal 141 m) pass the packing bound but
+    # are nearly impossible to draw: 101 tries of three attempts per server cannot make it.
     cfg = PlacementConfig(area_side_m=100.0, num_edge_servers=2, num_devices=2,
-                          devices_per_cluster=1, min_server_spacing_m=99.0,
+                          devices_per_cluster=1, min_server_spacing_m=139.0,
                           max_placement_attempts=3)
-    with pytest.raises(PlacementError, match="max_placement_attempts = 3"):
+    with pytest.raises(PlacementError, match="101 tries of max_placement_attempts = 3"):
         place_network(cfg, np.random.default_rng(0))
     assert issubclass(PlacementError, ConfigError)
 
@@ -116,3 +116,20 @@ def test_placement_is_deterministic_per_seed():
     np.testing.assert_array_equal(a.server_xy_m, b.server_xy_m)
     np.testing.assert_array_equal(a.device_xy_m, b.device_xy_m)
     assert not np.allclose(a.device_xy_m, c.device_xy_m)
+
+
+def test_servers_that_leave_no_room_for_the_last_start_over(monkeypatch):
+    """Four servers 600 m apart fit in a 1 km square (its corners), but one by one the first
+    three can sit so that the fourth finds no room: reset(seed=10) raised PlacementError."""
+    import hffm_env.sim.topology as topology
+    from hffm_env.config import apply_overrides, small
+
+    cfg = apply_overrides(small(), ["placement.min_server_spacing_m=600"]).placement
+    for seed in range(12):
+        servers = place_network(cfg, np.random.default_rng(seed)).server_xy_m
+        gaps = np.hypot(*(servers[:, None] - servers[None]).transpose(2, 0, 1))
+        assert gaps[~np.eye(len(servers), dtype=bool)].min() >= 600.0
+    monkeypatch.setattr(topology, "SERVER_PLACEMENT_RESTARTS", 0)  # one pass, as before
+    with pytest.raises(PlacementError, match="placement.min_server_spacing_m"):
+        for seed in range(12):
+            place_network(cfg, np.random.default_rng(seed))
