@@ -412,11 +412,13 @@ class HFFMEnv(gym.Env):
         references = {"never's latency_s": never.latency_s, "star's latency_s": star.latency_s,
                       "never's energy_j": never.energy_j, "star's energy_j": star.energy_j}
         for name, value in references.items():
-            if not math.isfinite(value):
+            # an episode's totals (info's cumulative costs, the budgets) must stay finite too
+            if not math.isfinite(value * cfg.env.episode_rounds):
                 raise ConfigError(
                     f"a round's cost overflows on this config: {name} = {value} (the reward's "
-                    "references); the channel, compute or cost values are too extreme (e.g. a "
-                    "transmit power, bandwidth or CPU frequency near 0)")
+                    f"references; env.episode_rounds = {cfg.env.episode_rounds} of them must "
+                    "stay finite); the channel, compute or cost values are too extreme (e.g. "
+                    "a transmit power, bandwidth, backhaul rate or CPU frequency near 0)")
         self.cost_range = CostRange(never.latency_s, star.latency_s, never.energy_j,
                                     star.energy_j)
         # the reward by name, its weights and its cost scale: public, so that a saved run can

@@ -435,6 +435,10 @@ def test_a_config_whose_reference_costs_overflow_is_refused_when_the_env_is_buil
     with pytest.raises(ConfigError, match="a round's cost overflows on this config: .* = inf"):
         _cost_env(overrides={"compute.cpu_freq_hz_min": 1e-300,
                              "compute.cpu_freq_hz_max": 1e-300})
+    # a finite round whose episode's total overflows (info's cumulative_energy_j became inf)
+    with pytest.raises(ConfigError, match=r"star's energy_j = 1\.\d+e\+30\d .* "
+                                          r"env\.episode_rounds = \d+ of them must stay finite"):
+        _cost_env(overrides={"channel.backhaul.rate_bps": 1e-300})
 
 
 def test_a_round_whose_cost_overflows_says_so_in_one_line():
