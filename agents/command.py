@@ -21,9 +21,15 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
+from hffm_env.agents.checkpoint import MODEL_FILE
 from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
-from hffm_env.arguments import USER_ERRORS, report_user_error, split_names
+from hffm_env.arguments import (
+    USER_ERRORS,
+    report_user_error,
+    sigterm_as_interrupt,
+    split_names,
+)
 
 __all__ = [
     "build_parser",
@@ -149,7 +155,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
         return int(done.code or 0)
     try:
-        results = train(args)
+        with sigterm_as_interrupt():  # `kill`, `timeout`, schedulers: saved as Ctrl-C saves
+            results = train(args)
     except USER_ERRORS as err:  # ConfigError, AgentFileError and unreadable files included
         return report_user_error(_as_flag(err), prog)
     except TrainingInterrupted as stop:
@@ -157,8 +164,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
               f"{shlex.join(flags_of(args, resume=args.out, force=False))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted before training started; nothing was saved",
-              file=sys.stderr)
+        if Path(args.out, MODEL_FILE).exists():  # interrupted after an agent was saved
+            print(f"{prog}: interrupted; the agent saved in {args.out} is kept (continue "
+                  f"with --resume {args.out}, or evaluate it with hffm bench --agent "
+                  f"{args.out})", file=sys.stderr)
+        else:
+            print(f"{prog}: interrupted before training started; nothing was saved",
+                  file=sys.stderr)
         return 130
     print(Path(args.out, "results.md").read_text())
     if results.get("interrupted"):

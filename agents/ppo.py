@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+import hffm_env.agents.common as common
 from hffm_env.agents.common import (
     FINETUNE_SEED_OFFSET,
-    PROG,
     LearningCurve,
     TrainArgs,
     TrainingInterrupted,
@@ -33,6 +33,7 @@ from hffm_env.agents.common import (
     wrap_actions,
     write_train_args,
 )
+from hffm_env.arguments import interrupts_held
 from hffm_env.baselines.policies import EnvBound
 
 __all__ = ["train_sb3", "AgentPolicy", "make_env_fn"]
@@ -41,8 +42,8 @@ __all__ = ["train_sb3", "AgentPolicy", "make_env_fn"]
 def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
                 in_subprocess: bool = False, fidelity: str | None = None) -> Any:
     """A picklable factory of one monitored env for SB3's vectorised envs. In a worker
-    subprocess, Ctrl-C is left to the main process (which saves the run and closes the
-    workers) instead of killing each worker with its own traceback."""
+    subprocess, Ctrl-C and SIGTERM are left to the main process (which saves the run and
+    closes the workers) instead of killing each worker with its own traceback."""
 
     def _init() -> Any:
         import gymnasium as gym
@@ -54,6 +55,7 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
             import signal
 
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         env = gym.make(
             "hffm/HFFM-v0",
             scenario=args.scenario,
@@ -157,7 +159,7 @@ def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
             self.total = int(self.locals["total_timesteps"]) - self.model.num_timesteps
             self.first = self.model.num_timesteps
             self.started = self.last = time.perf_counter()
-            print(f"{PROG}: {phase}: {self.total:,} timesteps", file=sys.stderr, flush=True)
+            print(f"{common.PROG}: {phase}: {self.total:,} timesteps", file=sys.stderr, flush=True)
 
         def _on_step(self) -> bool:
             now = time.perf_counter()
@@ -166,7 +168,7 @@ def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
                 done = self.model.num_timesteps - self.first
                 rate = done / max(now - self.started, 1e-9)
                 left = max(self.total - done, 0) / max(rate, 1e-9)
-                print(f"{PROG}: {phase}: {done:,}/{self.total:,} timesteps "
+                print(f"{common.PROG}: {phase}: {done:,}/{self.total:,} timesteps "
                       f"({done / max(self.total, 1):.0%}), {rate:.1f}/s, about "
                       f"{left / 60:.1f} min left", file=sys.stderr, flush=True)
             return True
@@ -360,13 +362,15 @@ def train_sb3(args: TrainArgs) -> float:
                 model.learn(total_timesteps=steps, callback=phase_callbacks,
                             tb_log_name=log_name, progress_bar=bar, reset_num_timesteps=reset)
         except KeyboardInterrupt:
-            save(Path("."))
-            curve.write(out)
-            write_train_args(out, args, interrupted=True)
-            model.get_env().close()
+            with interrupts_held(common.PROG):
+                save(Path("."))
+                curve.write(out)
+                write_train_args(out, args, interrupted=True)
+                model.get_env().close()
             raise TrainingInterrupted(
-                f"interrupted at {model.num_timesteps} of {args.total_timesteps} timesteps "
-                f"({phase}); model and statistics saved in {out}"
+                f"interrupted at {model.num_timesteps} of "
+                f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
+                f"statistics saved in {out}"
             ) from None
 
     done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase

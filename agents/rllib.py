@@ -65,6 +65,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from ray.tune.registry import register_env
 
+import hffm_env.agents.common as common
 from hffm_env.agents.checkpoint import (
     INFO_FILE,
     POLICY_FILE,
@@ -73,6 +74,7 @@ from hffm_env.agents.checkpoint import (
     AgentInfo,
     checkpoint_folder,
 )
+from hffm_env.arguments import interrupts_held
 from hffm_env.files import load_tensors
 
 __all__ = [
@@ -480,8 +482,9 @@ def train_rllib(args: Any) -> float:
                     save(checkpoint_folder(steps))
                     next_at = (steps // every + 1) * every
         except KeyboardInterrupt:
-            save(Path("."))
-            write_train_args(out, args, interrupted=True)
+            with interrupts_held(common.PROG):
+                save(Path("."))
+                write_train_args(out, args, interrupted=True)
             raise TrainingInterrupted(
                 f"interrupted at {steps} of {args.total_timesteps} timesteps (while "
                 f"training); model saved in {out}") from None

@@ -1,6 +1,7 @@
 """What every command line here shares: argument types that refuse bad values while parsing
 (so that nothing runs for minutes before failing on an output path or a seed), and the error
-boundary that turns a user's mistake into one line on stderr and exit status 2.
+boundary that turns a user's mistake into one line on stderr and exit status 2, and Ctrl-C
+or SIGTERM into one line and exit status 130 after what was done is saved.
 
 Used by ``hffm``, ``train_agent.py`` and the scripts in ``benchmarks/``. Set ``HFFM_DEBUG=1``
 to get the traceback instead of the one line.
@@ -9,11 +10,14 @@ to get the traceback instead of the one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import pickle
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ __all__ = [
     "USER_ERRORS",
     "device",
     "error_line",
+    "interrupts_held",
     "non_negative_int",
     "output_file",
     "positive_int",
@@ -32,6 +37,7 @@ __all__ = [
     "probability",
     "run_command",
     "seed",
+    "sigterm_as_interrupt",
     "split_names",
     "report_user_error",
     "episode_count",
@@ -52,9 +58,10 @@ them in one line. Anything else is a bug and keeps its traceback."""
 
 def run_command(main: Callable[[], int | None], prog: str) -> int:
     """``main()``'s exit status, with :data:`USER_ERRORS` reported as ``prog: error: ...`` (2)
-    and Ctrl-C as ``prog: interrupted`` (130)."""
+    and Ctrl-C or SIGTERM as ``prog: interrupted`` (130)."""
     try:
-        return int(main() or 0)
+        with sigterm_as_interrupt():
+            return int(main() or 0)
     except BrokenPipeError:  # the reader left (`| head`): not an error of the command
         _silence_stdout()
         return 141  # as a shell reports a process ended by SIGPIPE
@@ -63,6 +70,48 @@ def run_command(main: Callable[[], int | None], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (what ``kill``, ``timeout``, ``docker stop`` and job
+    schedulers send) raises ``KeyboardInterrupt`` as Ctrl-C does, so that it saves what Ctrl-C
+    saves instead of ending the process on the spot. Outside the main thread (where Python
+    cannot handle signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_held(prog: str) -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the block to end: wrap the saving that an interrupt set
+    off, so that a second Ctrl-C does not stop it half-way (it left an agent folder without
+    its run settings and a message that nothing was saved). The signals that came are noted
+    on stderr, not replayed: the caller is stopping anyway. Outside the main thread it does
+    nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def hold(signum: int, frame: Any) -> None:
+        print(f"{prog}: still saving what was done; a moment", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def split_names(values: Sequence[str] | None) -> list[str] | None:

@@ -619,9 +619,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                     )
             except KeyboardInterrupt:
                 kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
-                print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
-                      f"{writing}" + (f": fit them with `hffm calibrate --from-traces {writing} "
-                                      "--out FILE`" if kept else ""), file=sys.stderr)
+                if kept:
+                    print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
+                          f"{writing}: fit them with `hffm calibrate --from-traces {writing} "
+                          "--out FILE`", file=sys.stderr)
+                else:
+                    print("hffm calibrate: interrupted before its first episode ended; nothing "
+                          "was kept", file=sys.stderr)
                 return 130
             writing.replace(traces)
     surrogate.meta["config_key"] = surrogate_key(config)  # checked when loaded by path
@@ -827,12 +831,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         import hffm_env.agents.command as train_agent
 
         try:
-            return int(train_agent.main(argv[1:], prog="hffm train") or 0)
+            with arguments.sigterm_as_interrupt():
+                return int(train_agent.main(argv[1:], prog="hffm train") or 0)
         except KeyboardInterrupt:
             print("hffm: interrupted", file=sys.stderr)
             return 130
-    args = build_parser().parse_args(argv)
-    return arguments.run_command(lambda: args.func(args), "hffm")
+
+    def run() -> int | None:
+        # parsing too: a --device check imports torch, a second that Ctrl-C may fall in
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+
+    return arguments.run_command(run, "hffm")
 
 
 if __name__ == "__main__":

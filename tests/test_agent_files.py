@@ -104,6 +104,42 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
 
 
+def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
+        tmp_path, monkeypatch, capsys):
+    """SIGTERM (`kill`, `timeout`, schedulers) ended the run on the spot with nothing saved;
+    a second Ctrl-C while saving left the folder without train_args.json and said "nothing
+    was saved"."""
+    import os
+    import signal
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import hffm_env.agents.ppo as ppo
+
+    class Terminate(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 12:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return True
+
+    real_write = ppo.write_train_args
+
+    def write_after_a_second_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ppo._FLMetricsCallback, "build", staticmethod(Terminate))
+    monkeypatch.setattr(ppo, "write_train_args", write_after_a_second_ctrl_c)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "still saving what was done" in err and "interrupted at 12 of 64" in err
+    assert find_agent(out).info.num_timesteps == 12
+    assert json.loads((out / "train_args.json").read_text())["interrupted"] is True
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
 def test_the_command_that_continues_a_cloned_run_parses(tmp_path):
     """Ctrl-C's resume command repeated --imitate, which a resumed run refuses."""
     plan = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"

@@ -80,6 +80,49 @@ def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys,
         arguments.run_command(lambda: int("x"), "tool")
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does(capsys, monkeypatch):
+    """SIGTERM (`kill`, `timeout`, schedulers) ended a command on the spot: nothing saved,
+    nothing said. Now it is Ctrl-C's KeyboardInterrupt, and the handler is put back after."""
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    saved = []
+
+    def work() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("SIGTERM did not stop the work")
+        except KeyboardInterrupt:
+            saved.append("what was done")  # a command's Ctrl-C handler saving
+            raise
+
+    assert arguments.run_command(work, "tool") == 130
+    assert saved and capsys.readouterr().err == "tool: interrupted\n"
+    assert signal.getsignal(signal.SIGTERM) == before
+    # parsing is inside too (a --device check imports torch: a second Ctrl-C may fall in)
+    import hffm_env.cli as cli
+
+    def interrupted_parser():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_parser)
+    assert hffm(["describe"]) == 130 and "hffm: interrupted" in capsys.readouterr().err
+
+
+def test_interrupts_wait_for_a_held_block_and_are_said_once_each(capsys):
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with arguments.interrupts_held("tool"):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        finished = True
+    assert finished and capsys.readouterr().err.count("tool: still saving") == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 @pytest.mark.parametrize("argv,says", [
     (["describe", "--seed", "-1"], "--seed: -1"),
     (["bench", "--seeds", "-1"], "--seeds: -1"),
