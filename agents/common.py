@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import math
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
+from hffm_env.files import write_atomically
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
@@ -581,15 +583,19 @@ class LearningCurve:
                     self.add(int(row["timesteps"]), row["phase"], float(row["episode_return"]),
                              int(row["rounds"]))
 
-    def write(self, out: Path) -> None:
-        """Write ``learning_curve.csv`` (one row per episode) and, when an episode ended,
-        ``learning_curve.png`` (removed otherwise): every episode's return over the
-        timesteps, and its running mean, one colour per phase."""
+    def write(self, out: Path, *, plot: bool = True) -> None:
+        """Write ``learning_curve.csv`` (one row per episode; whole or not at all) and, with
+        ``plot`` and when an episode ended, ``learning_curve.png`` (removed otherwise): every
+        episode's return over the timesteps, and its running mean, one colour per phase."""
         out = Path(out)
-        with (out / LEARNING_CURVE_CSV).open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["timesteps", "phase", "episode_return", "rounds"])
-            writer.writerows(self.rows)
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(["timesteps", "phase", "episode_return", "rounds"])
+        writer.writerows(self.rows)
+        write_atomically(out / LEARNING_CURVE_CSV,
+                         lambda f: f.write(table.getvalue().encode("utf-8")))
+        if not plot:
+            return
         if self.rows:
             self._plot(out / LEARNING_CURVE_PNG)
         else:

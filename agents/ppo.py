@@ -176,12 +176,14 @@ def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
     return ProgressLines()
 
 
-def _checkpoint_callback(save: Any, every: int) -> Any:
+def _checkpoint_callback(save: Any, every: int, write_curve: Any) -> Any:
     """Saves an agent folder each time ``every`` more timesteps have passed, at the start of a
     rollout, i.e. right after a policy update: a checkpoint's weights, optimiser and
     statistics belong to the same step. Resuming from it continues those; its envs restart
     from their seeds (the episodes in progress are lost, and the first episodes are played
-    again), so a resumed run is reproducible but not the uninterrupted run bit for bit."""
+    again), so a resumed run is reproducible but not the uninterrupted run bit for bit.
+    ``write_curve()`` then writes the run's learning curve so far, which a resumed run
+    continues (a run killed outright, out of memory say, lost it all)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from hffm_env.agents.checkpoint import checkpoint_folder
@@ -194,6 +196,7 @@ def _checkpoint_callback(save: Any, every: int) -> Any:
             done = self.model.num_timesteps  # the callback's own count lags until a step
             if done >= self.next_at:
                 save(checkpoint_folder(done))
+                write_curve()
                 self.next_at = (done // every + 1) * every
 
         def _on_step(self) -> bool:
@@ -343,8 +346,9 @@ def train_sb3(args: TrainArgs) -> float:
     if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
         curve.continue_from(resume.run_folder, resume.info.num_timesteps)
     episodes = _learning_curve_callback(curve)
-    callbacks = CallbackList([_checkpoint_callback(save, args.checkpoint_every),
-                              _FLMetricsCallback.build(), episodes,
+    checkpoints = _checkpoint_callback(save, args.checkpoint_every,
+                                       lambda: curve.write(out, plot=False))
+    callbacks = CallbackList([checkpoints, _FLMetricsCallback.build(), episodes,
                               _lr_schedule_callback(args)])
 
     def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:

@@ -104,6 +104,34 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
 
 
+def test_a_run_killed_outright_keeps_its_learning_curve_up_to_its_last_checkpoint(
+        tmp_path, monkeypatch):
+    """Only a finished or interrupted run wrote learning_curve.csv: one killed outright (out
+    of memory, SIGKILL) lost it, and a run resumed from its checkpoint started a new one."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import hffm_env.agents.ppo as ppo
+
+    class Killed(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 36:
+                raise SystemExit("killed")  # nothing is saved on the way out
+            return True
+
+    monkeypatch.setattr(ppo._FLMetricsCallback, "build", staticmethod(Killed))
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match="killed"):
+        train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)])
+    rows = (out / "learning_curve.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [4, 8, 12, 16, 20, 24, 28, 32]
+    monkeypatch.undo()
+    resumed = tmp_path / "resumed"
+    assert train_agent.main([*BASE, "--total-timesteps", "40", "--out", str(resumed),
+                             "--resume", str(out / "checkpoints" / "step_00000032")]) == 0
+    rows = (resumed / "learning_curve.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [4, 8, 12, 16, 20, 24, 28, 32, 36, 40]
+
+
 def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
         tmp_path, monkeypatch, capsys):
     """SIGTERM (`kill`, `timeout`, schedulers) ended the run on the spot with nothing saved;
