@@ -119,9 +119,20 @@ _DATA_FIELDS = (
 
 
 def default_cache_dir() -> Path:
-    """``$HFFM_CACHE_DIR`` if set, else ``~/.cache/hffm_env``."""
+    """``$HFFM_CACHE_DIR`` if set, else ``~/.cache/hffm_env``; where there is no home folder
+    (``HOME`` unset and a user unknown to the system, as in some containers), a private
+    folder in the temporary directory, with a warning."""
     env = os.environ.get("HFFM_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hffm_env"
+    if env:
+        return Path(env).expanduser()
+    try:
+        return Path.home() / ".cache" / "hffm_env"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry for this user
+        fallback = _private_fallback_dir()
+        warnings.warn(f"no home folder for the model cache; using {fallback} (set "
+                      "HFFM_CACHE_DIR to a folder to keep the cache)", RuntimeWarning,
+                      stacklevel=2)
+        return fallback
 
 
 def _checkpoint_dir(pretrained_path: str | Path | None) -> Path | None:
@@ -619,7 +630,14 @@ def build_model(
                 f"done once, then cached in {path}", file=sys.stderr, flush=True,
             )
             info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
-            _save_cache(path, key, model.pretrained_state(), info)
+            try:
+                _save_cache(path, key, model.pretrained_state(), info)
+            except (OSError, RuntimeError) as err:  # a full disk (torch says RuntimeError)
+                warnings.warn(f"could not save the pre-trained model to {path} "
+                              f"({' '.join(str(err).split())[:200]}); using it from memory, "
+                              "it is pre-trained again next time", RuntimeWarning,
+                              stacklevel=2)
+                path = None
             model.load_pretrained_state(model.pretrained_state(), seed)
             info = {**info, "cached": False}
     model.pretrain_info = info

@@ -225,6 +225,39 @@ def test_unwritable_cache_folder_falls_back_before_pretraining(tmp_path, configs
     assert model.cache_file.exists() and blocker not in model.cache_file.parents
 
 
+def test_a_cache_that_cannot_be_saved_leaves_the_model_in_memory(tmp_path, monkeypatch,
+                                                                configs):
+    """A full disk while saving the cache ended the command with torch's traceback after
+    the pre-training, although the model was built."""
+    TINY_MODEL, TINY_DATA = configs
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(pretrain, "_save_cache", disk_full)
+    with pytest.warns(RuntimeWarning, match="could not save the pre-trained model to .*"
+                                            "using it from memory"):
+        model = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
+    assert model.cache_file is None and model.pretrain_info["cached"] is False
+    assert not list(tmp_path.glob("m3t-*.pt")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_no_home_folder_puts_the_cache_in_a_private_temporary_folder(tmp_path, monkeypatch):
+    """With HOME unset and a user unknown to the system (containers), every model build
+    failed with "Could not determine home directory"."""
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    import tempfile
+
+    monkeypatch.delenv("HFFM_CACHE_DIR")
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="no home folder for the model cache"):
+        folder = pretrain.default_cache_dir()
+    assert folder.parent == tmp_path and folder.stat().st_mode & 0o022 == 0  # none else writes
+
+
 def test_a_finished_cache_file_loads_without_writing_or_locking(tmp_path, monkeypatch,
                                                                  configs):
     """A read-only cache folder (a shared one) that holds the file serves it: no write test,
