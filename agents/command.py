@@ -24,12 +24,7 @@ from pathlib import Path
 from hffm_env.agents.checkpoint import MODEL_FILE
 from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
-from hffm_env.arguments import (
-    USER_ERRORS,
-    report_user_error,
-    sigterm_as_interrupt,
-    split_names,
-)
+from hffm_env.arguments import USER_ERRORS, report_user_error, run_command, split_names
 
 __all__ = [
     "build_parser",
@@ -141,8 +136,12 @@ _FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}
 
 def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int:
     """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
-    arguments or files (one line on stderr, led by ``prog``), 130 after Ctrl-C (what existed
-    was saved)."""
+    arguments or files (one line on stderr, led by ``prog``), 130 after Ctrl-C or SIGTERM
+    (what existed was saved), 141 when stdout's reader left (``| head``)."""
+    return run_command(lambda: _main(argv, prog), prog)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     import hffm_env.agents.common as common
     from hffm_env.agents.common import TrainingInterrupted
 
@@ -155,8 +154,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     except SystemExit as done:  # argparse: --help (0) or a bad flag (2, already printed)
         return int(done.code or 0)
     try:
-        with sigterm_as_interrupt():  # `kill`, `timeout`, schedulers: saved as Ctrl-C saves
-            results = train(args)
+        results = train(args)
     except USER_ERRORS as err:  # ConfigError, AgentFileError and unreadable files included
         return report_user_error(_as_flag(err), prog)
     except TrainingInterrupted as stop:
@@ -172,7 +170,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
             print(f"{prog}: interrupted before training started; nothing was saved",
                   file=sys.stderr)
         return 130
-    print(Path(args.out, "results.md").read_text())
+    print(Path(args.out, "results.md").read_text(encoding="utf-8"))
     if results.get("interrupted"):
         print(f"{prog}: evaluation interrupted; the agent and the finished episodes are "
               f"in {args.out}", file=sys.stderr)

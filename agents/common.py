@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
-from hffm_env.files import write_atomically
+from hffm_env.files import write_text_atomically
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
@@ -270,6 +271,15 @@ class TrainArgs:
     )
 
     def __post_init__(self) -> None:
+        # paths as the shell would have expanded them (`--out=~/runs/x` made a folder named
+        # "~"); the config file absolute, since agent folders record it and read it again
+        # from wherever the agent is used
+        for name in ("out", "resume", "surrogate", "imitate", "config"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.startswith("~"):
+                setattr(self, name, os.path.expanduser(value))
+        if self.config:
+            self.config = os.path.abspath(self.config)
         if self.algo not in ALGOS:
             raise ValueError(f"algo = {self.algo!r}: must be one of {list(ALGOS)}")
         if self.engine not in ENGINES:
@@ -549,7 +559,7 @@ def replace_earlier_run(out: Path, args: TrainArgs) -> None:
 def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
     """``train_args.json``: the run's arguments and whether it was interrupted."""
     payload = {**dataclasses.asdict(args), "interrupted": interrupted}
-    (out / "train_args.json").write_text(jsonio.dumps(payload))
+    write_text_atomically(out / "train_args.json", jsonio.dumps(payload))
 
 
 @dataclass
@@ -592,8 +602,7 @@ class LearningCurve:
         writer = csv.writer(table)
         writer.writerow(["timesteps", "phase", "episode_return", "rounds"])
         writer.writerows(self.rows)
-        write_atomically(out / LEARNING_CURVE_CSV,
-                         lambda f: f.write(table.getvalue().encode("utf-8")))
+        write_text_atomically(out / LEARNING_CURVE_CSV, table.getvalue())
         if not plot:
             return
         if self.rows:

@@ -11,6 +11,7 @@ from typing import Any
 
 from hffm_env import jsonio
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
+from hffm_env.files import write_text_atomically
 
 __all__ = [
     "train", "agent_label", "agent_policy", "evaluate_against_baselines", "evaluation_baselines",
@@ -103,9 +104,9 @@ def evaluate_against_baselines(
     payload["train_args"] = dataclasses.asdict(args)
     payload["train_seconds"] = train_seconds
     payload["verdict"] = verdict(result, agent.name)
-    (out / "results.json").write_text(jsonio.dumps(payload))
+    write_text_atomically(out / "results.json", jsonio.dumps(payload))
     table = format_table(result)
-    (out / "results.md").write_text(f"{table}\n\n**Verdict:** {payload['verdict']}\n")
+    write_text_atomically(out / "results.md", f"{table}\n\n**Verdict:** {payload['verdict']}\n")
     plot_tradeoffs(result, out / "pareto.png")
     return payload
 

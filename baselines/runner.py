@@ -25,6 +25,7 @@ from hffm_env import jsonio
 from hffm_env.baselines.policies import Policy, is_agent_name, make_policy, menu_problem
 from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS, dict_differences
 from hffm_env.envs.reward import reaches_target
+from hffm_env.files import write_text_atomically
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
@@ -238,8 +239,8 @@ class BenchResult:
         })
 
     def write_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as JSON."""
-        Path(path).write_text(jsonio.dumps(self.to_dict()))
+        """Write :meth:`to_dict` as JSON (whole or not at all)."""
+        write_text_atomically(path, jsonio.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchResult:

@@ -6,6 +6,7 @@ import sys
 from typing import IO, Any
 
 from hffm_env import jsonio
+from hffm_env.files import write_text_atomically
 
 _json_stdout: IO[str] | None = None
 
@@ -33,5 +34,4 @@ def emit_json(results: Any, target: str | None) -> None:
         out.write("\n")
         out.flush()
         return
-    with open(target, "w") as handle:
-        jsonio.dump(results, handle)
+    write_text_atomically(target, jsonio.dumps(results))

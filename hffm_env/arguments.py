@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import os
 import pickle
@@ -58,7 +59,9 @@ them in one line. Anything else is a bug and keeps its traceback."""
 
 def run_command(main: Callable[[], int | None], prog: str) -> int:
     """``main()``'s exit status, with :data:`USER_ERRORS` reported as ``prog: error: ...`` (2)
-    and Ctrl-C or SIGTERM as ``prog: interrupted`` (130)."""
+    and Ctrl-C or SIGTERM as ``prog: interrupted`` (130). Output that stdout or stderr cannot
+    encode (an ASCII-only terminal) is escaped, and a closed stdout discards it."""
+    _usable_output_streams()
     try:
         with sigterm_as_interrupt():
             return int(main() or 0)
@@ -70,6 +73,17 @@ def run_command(main: Callable[[], int | None], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _usable_output_streams() -> None:
+    """Make printing safe for a command: escape what the stream's encoding lacks (a table's
+    "±" on an ASCII stdout raised UnicodeEncodeError after the work) and discard output to a
+    closed stdout (``>&-``: ``sys.stdout`` is None)."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -252,6 +266,7 @@ def output_file(suffixes: tuple[str, ...] = (), stdout: bool = False) -> Callabl
     def check(text: str) -> str:
         if stdout and text == "-":
             return text
+        text = os.path.expanduser(text)  # `--json=~/x.json`: the shell leaves that ~ alone
         path = Path(text)
         if not text or path.is_dir():
             raise argparse.ArgumentTypeError(f"{text!r}: is a folder; expected a file name")
@@ -260,6 +275,18 @@ def output_file(suffixes: tuple[str, ...] = (), stdout: bool = False) -> Callabl
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise argparse.ArgumentTypeError(f"{text!r}: folder {str(folder)!r} does not exist")
+        if path.is_symlink() and not path.exists():
+            raise argparse.ArgumentTypeError(f"{text!r}: a link to {os.readlink(path)!r}, "
+                                             "which does not exist")
+        # files are written through a temporary name 14 bytes longer (files.write_atomically)
+        try:
+            name_max = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            name_max = 255
+        if len(os.fsencode(path.name)) + 14 > name_max:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: file name of {len(os.fsencode(path.name))} bytes; at most "
+                f"{name_max - 14} here")
         try:  # the one sure test (permission bits say little to root, or in /proc)
             if path.exists():
                 open(path, "a").close()  # appends nothing: the file is left as it was

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -160,8 +161,9 @@ def format_pretrain_info(info: dict[str, Any] | None, scenario: str) -> list[str
     if info is None:
         return ["  frozen parts: not pre-trained yet (hffm pretrain --scenario "
                 f"{scenario} builds and caches them)"]
+    where = info.get("cache_file", "?")
     lines = [f"  frozen parts: pre-trained in {info.get('seconds', float('nan')):.0f} s, "
-             f"cached in {info.get('cache_file', '?')}"]
+             + (f"cached in {where}" if where not in (None, "None") else "not cached")]
     probes = info.get("downstream_probe_accuracy", {})
     if probes:
         lines.append("  linear-probe accuracy of the frozen parts on the downstream tasks:")
@@ -423,19 +425,22 @@ def _bench_from_json(args: argparse.Namespace) -> int:
 
 
 def _report_bench(result: Any, args: argparse.Namespace) -> None:
-    """Print the table; write the JSON and the plot that ``args`` asks for."""
+    """Write the JSON file and the plot that ``args`` asks for, then print the table (files
+    first: a reader that leaves early, ``| head``, must not cost them)."""
     from hffm_env.baselines.runner import format_table, plot_tradeoffs
 
     to_stdout = args.json == "-"  # the JSON alone on stdout (for jq); the rest to stderr
     report = sys.stderr if to_stdout else sys.stdout
+    if args.json and not to_stdout:
+        result.write_json(args.json)
+    if args.plot:
+        plot_tradeoffs(result, args.plot)
     print(format_table(result), file=report)
     if to_stdout:
         sys.stdout.write(jsonio.dumps(result.to_dict()) + "\n")
     elif args.json:
-        result.write_json(args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        plot_tradeoffs(result, args.plot)
         print(f"wrote {args.plot}", file=report)
 
 
@@ -445,7 +450,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     model = build_model(config.model, config.data, device=args.device,
                         progress=not args.no_progress)
-    info = {**model.pretrain_info, "cache_file": str(model.cache_file)}
+    info = {**model.pretrain_info,
+            "cache_file": None if model.cache_file is None else str(model.cache_file)}
     if args.json:
         jsonio.dump(info, sys.stdout)
         sys.stdout.write("\n")
@@ -601,9 +607,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         # a second run of these traces would write into the first's .partial file
         with _one_calibration_of(traces, writing):
             if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
+                again = f"hffm calibrate --from-traces {shlex.quote(str(writing))} --out FILE"
                 raise ConfigError(f"{str(writing)!r}: the episodes of an interrupted calibration; "
-                                  f"fit them (`hffm calibrate --from-traces {writing} --out FILE`) "
-                                  "or move them, or pass --force to start over")
+                                  f"fit them (`{again}`) or move them, or pass --force to start "
+                                  "over")
             writing.unlink(missing_ok=True)
             print(f"hffm calibrate: real training of {episodes} episodes of scenario "
                   f"{config.name} (seeds {args.seeds}); traces to {traces} (to {writing.name} "
@@ -621,7 +628,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
                 if kept:
                     print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
-                          f"{writing}: fit them with `hffm calibrate --from-traces {writing} "
+                          f"{writing}: fit them with `hffm calibrate --from-traces "
+                          f"{shlex.quote(str(writing))} "
                           "--out FILE`", file=sys.stderr)
                 else:
                     print("hffm calibrate: interrupted before its first episode ended; nothing "
@@ -646,8 +654,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"surrogate fidelity on this config now uses this fit (before: {before}); "
               "delete the file to go back")
     else:
-        print(f"use it with --surrogate {out} (hffm bench, train_agent.py) or "
-              f"gym.make(..., fidelity='surrogate', surrogate='{out}')")
+        print(f"use it with --surrogate {shlex.quote(str(out))} (hffm bench, train_agent.py) "
+              f"or gym.make(..., fidelity='surrogate', surrogate={str(out)!r})")
     return 0
 
 
@@ -825,19 +833,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hffm`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        # everything after "train" belongs to train_agent.py, --help included (argparse's
-        # REMAINDER would refuse a first argument that starts with "--")
-        import hffm_env.agents.command as train_agent
-
-        try:
-            with arguments.sigterm_as_interrupt():
-                return int(train_agent.main(argv[1:], prog="hffm train") or 0)
-        except KeyboardInterrupt:
-            print("hffm: interrupted", file=sys.stderr)
-            return 130
 
     def run() -> int | None:
+        if argv[:1] == ["train"]:
+            # everything after "train" belongs to train_agent.py, --help included (argparse's
+            # REMAINDER would refuse a first argument that starts with "--")
+            import hffm_env.agents.command as train_agent
+
+            return train_agent.main(argv[1:], prog="hffm train")
         # parsing too: a --device check imports torch, a second that Ctrl-C may fall in
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -1309,7 +1309,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if stat.S_ISREG(status.st_mode) and status.st_size > MAX_CONFIG_FILE_BYTES:
             raise ConfigError(f"config file {str(path)!r}: {status.st_size:,} bytes; a config "
                               f"file is at most {MAX_CONFIG_FILE_BYTES:,}")
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # whatever the locale; a BOM allowed
     except OSError as err:
         raise ConfigError(f"config file {str(path)!r}: cannot be read ({err.strerror})") from None
     except UnicodeDecodeError:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["FileBusy", "load_tensors", "lock_file", "write_atomically"]
+__all__ = ["FileBusy", "load_tensors", "lock_file", "write_atomically", "write_text_atomically"]
 
 
 class FileBusy(Exception):
@@ -90,9 +90,19 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any], *,
                 os.fsync(handle.fileno())
         os.chmod(staging, 0o666 & ~_umask())
         os.replace(staging, path)
+    except OSError as err:
+        Path(staging).unlink(missing_ok=True)
+        if err.filename is None:  # a full disk, say: name the file it was writing
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """:func:`write_atomically` of ``text`` as UTF-8 (whatever the locale's encoding)."""
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def load_tensors(path: str | Path) -> Any:

@@ -62,6 +62,37 @@ def test_output_files_are_checked_before_any_work_and_left_untouched(tmp_path):
     assert arguments.output_file(stdout=True)("-") == "-"
 
 
+def test_output_files_expand_a_tilde_and_refuse_dangling_links_and_overlong_names(
+        tmp_path, monkeypatch):
+    """`--json=~/x.json` (the shell leaves that ~) was refused as a missing folder '~'; a
+    dangling link was refused with "File exists"; a 251-byte name passed and failed after
+    the work, at the write's temporary name."""
+    check = arguments.output_file()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert check("~/x.json") == str(tmp_path / "x.json")
+    (tmp_path / "link.json").symlink_to(tmp_path / "gone" / "x.json")
+    with pytest.raises(argparse.ArgumentTypeError, match="a link to .*gone.*does not exist"):
+        check(str(tmp_path / "link.json"))
+    with pytest.raises(argparse.ArgumentTypeError, match="file name of 251 bytes; at most 241"):
+        check(str(tmp_path / ("x" * 246 + ".json")))
+    assert check(str(tmp_path / ("x" * 236 + ".json"))).endswith(".json")
+
+
+def test_train_paths_expand_a_tilde_and_the_config_is_recorded_absolute(tmp_path,
+                                                                        monkeypatch):
+    """`hffm train --out=~/runs/x` made a folder named "~" in the working folder, and agent
+    folders recorded --config as typed, read again relative to wherever they were used."""
+    from hffm_env.agents.common import TrainArgs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs/c.yaml").write_text("fl: {lr: 0.02}\n")
+    args = TrainArgs(out="~/runs/x", config="cfgs/c.yaml")
+    assert args.out == str(tmp_path / "runs/x")
+    assert args.config == str(tmp_path / "cfgs/c.yaml")
+
+
 def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys, monkeypatch):
     monkeypatch.delenv("HFFM_DEBUG", raising=False)
 

@@ -186,6 +186,36 @@ def test_bench_json_to_stdout_and_a_closed_pipe(capsys):
     assert "error" not in capsys.readouterr().err
 
 
+def test_bench_writes_its_files_before_a_reader_that_leaves_early(tmp_path, monkeypatch):
+    """`hffm bench --json a.json --plot b.png | head -1` printed the table first: the reader
+    left, and the plot was never written."""
+    import io
+    import sys
+
+    class GoneAfterALine(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", GoneAfterALine())
+    json_file, plot = tmp_path / "a.json", tmp_path / "b.png"
+    assert main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies", "never",
+                 "--seeds", "1000", "--no-progress", "--json", str(json_file),
+                 "--plot", str(plot)]) == 141
+    assert json_file.stat().st_size and plot.stat().st_size
+
+
+def test_train_ends_quietly_when_its_reader_leaves(monkeypatch, capsys):
+    """`hffm train ... | head -1` ended in a BrokenPipeError traceback (status 1)."""
+    import hffm_env.agents.command as command
+
+    def reader_gone(argv, prog):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(command, "_main", reader_gone)
+    assert main(["train", "--total-timesteps", "8"]) == 141
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_set_takes_several_overrides_at_once_as_train_agent_does(capsys):
     import json
 

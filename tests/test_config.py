@@ -181,6 +181,16 @@ def test_a_config_file_with_an_integer_too_long_to_read_is_named(tmp_path, name)
         load_scenario("small", config_file=tmp_path / name)
 
 
+@pytest.mark.parametrize("name", ["c.json", "c.yaml"])
+def test_config_files_are_read_as_utf8_with_or_without_a_bom(tmp_path, name):
+    """Files were read in the locale's encoding (under a Latin-1 locale a UTF-8 comment broke
+    a YAML file), and a BOM broke every JSON one."""
+    text = ('{"fl": {"lr": 0.02}}' if name.endswith(".json")
+            else "# the learning rate — doubled\nfl: {lr: 0.02}\n")
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_scenario("small", config_file=tmp_path / name).fl.lr == 0.02
+
+
 def test_yaml_merge_keys_still_work_and_an_unhashable_key_is_one_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("channel:\n  uplink: &link {bandwidth_hz: 2000000.0, tx_power_w: 0.5}\n"
