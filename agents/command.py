@@ -21,7 +21,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from hffm_env.agents.checkpoint import MODEL_FILE
+from hffm_env.agents.checkpoint import MODEL_FILE, POLICY_FILE
 from hffm_env.agents.common import LEARNING_CURVE_PNG, TrainArgs
 from hffm_env.agents.job import train
 from hffm_env.arguments import USER_ERRORS, report_user_error, run_command, split_names
@@ -162,7 +162,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
               f"{shlex.join(flags_of(args, resume=args.out, force=False))}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        if Path(args.out, MODEL_FILE).exists():  # interrupted after an agent was saved
+        # interrupted after an agent was saved (SB3's model.zip, RLlib's policy.pt)?
+        if any(Path(args.out, name).exists() for name in (MODEL_FILE, POLICY_FILE)):
             print(f"{prog}: interrupted; the agent saved in {args.out} is kept (continue "
                   f"with --resume {args.out}, or evaluate it with hffm bench --agent "
                   f"{args.out})", file=sys.stderr)

@@ -42,8 +42,9 @@ __all__ = ["train_sb3", "AgentPolicy", "make_env_fn"]
 def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
                 in_subprocess: bool = False, fidelity: str | None = None) -> Any:
     """A picklable factory of one monitored env for SB3's vectorised envs. In a worker
-    subprocess, Ctrl-C and SIGTERM are left to the main process (which saves the run and
-    closes the workers) instead of killing each worker with its own traceback."""
+    subprocess, Ctrl-C is left to the main process (which saves the run and closes the
+    workers) instead of killing each worker with its own traceback. (SIGTERM is not: Python
+    ends worker processes with it when the main one exits without closing them.)"""
 
     def _init() -> Any:
         import gymnasium as gym
@@ -55,7 +56,6 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
             import signal
 
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         env = gym.make(
             "hffm/HFFM-v0",
             scenario=args.scenario,
@@ -176,17 +176,14 @@ def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
     return ProgressLines()
 
 
-def _checkpoint_callback(save: Any, every: int, write_curve: Any) -> Any:
-    """Saves an agent folder each time ``every`` more timesteps have passed, at the start of a
-    rollout, i.e. right after a policy update: a checkpoint's weights, optimiser and
-    statistics belong to the same step. Resuming from it continues those; its envs restart
-    from their seeds (the episodes in progress are lost, and the first episodes are played
-    again), so a resumed run is reproducible but not the uninterrupted run bit for bit.
-    ``write_curve()`` then writes the run's learning curve so far, which a resumed run
-    continues (a run killed outright, out of memory say, lost it all)."""
+def _checkpoint_callback(checkpoint: Any, every: int) -> Any:
+    """Calls ``checkpoint(timesteps)`` (which saves an agent folder) each time ``every`` more
+    timesteps have passed, at the start of a rollout, i.e. right after a policy update: a
+    checkpoint's weights, optimiser and statistics belong to the same step. Resuming from it
+    continues those; its envs restart from their seeds (the episodes in progress are lost,
+    and the first episodes are played again), so a resumed run is reproducible but not the
+    uninterrupted run bit for bit."""
     from stable_baselines3.common.callbacks import BaseCallback
-
-    from hffm_env.agents.checkpoint import checkpoint_folder
 
     class Checkpoints(BaseCallback):
         def _init_callback(self) -> None:
@@ -195,8 +192,7 @@ def _checkpoint_callback(save: Any, every: int, write_curve: Any) -> Any:
         def _on_rollout_start(self) -> None:
             done = self.model.num_timesteps  # the callback's own count lags until a step
             if done >= self.next_at:
-                save(checkpoint_folder(done))
-                write_curve()
+                checkpoint(done)
                 self.next_at = (done // every + 1) * every
 
         def _on_step(self) -> bool:
@@ -346,9 +342,16 @@ def train_sb3(args: TrainArgs) -> float:
     if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
         curve.continue_from(resume.run_folder, resume.info.num_timesteps)
     episodes = _learning_curve_callback(curve)
-    checkpoints = _checkpoint_callback(save, args.checkpoint_every,
-                                       lambda: curve.write(out, plot=False))
-    callbacks = CallbackList([checkpoints, _FLMetricsCallback.build(), episodes,
+
+    def checkpoint(timesteps: int) -> None:
+        """The agent folder ``checkpoints/step_<timesteps>``, after the learning curve so far
+        (which a resumed run continues, dropping rows past its step; a run killed outright,
+        out of memory say, lost it all)."""
+        curve.write(out, plot=False)
+        save(checkpoint_folder(timesteps))
+
+    callbacks = CallbackList([_checkpoint_callback(checkpoint, args.checkpoint_every),
+                              _FLMetricsCallback.build(), episodes,
                               _lr_schedule_callback(args)])
 
     def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
@@ -370,6 +373,10 @@ def train_sb3(args: TrainArgs) -> float:
                 save(Path("."))
                 curve.write(out)
                 write_train_args(out, args, interrupted=True)
+            # after the held block: closing waits for each worker's step in progress (a whole
+            # real-training round), which a second Ctrl-C may cut short; workers that a
+            # SIGTERM to the whole process group ended are gone already
+            with contextlib.suppress(OSError, EOFError):
                 model.get_env().close()
             raise TrainingInterrupted(
                 f"interrupted at {model.num_timesteps} of "
@@ -398,7 +405,7 @@ def train_sb3(args: TrainArgs) -> float:
         # other training seeds than the first phase's
         stats = Normalization.of(vec_env) if args.normalize else None
         if remaining > 0:  # the agent as the first phase left it, to compare with
-            save(checkpoint_folder(int(model.num_timesteps)))
+            checkpoint(int(model.num_timesteps))
         vec_env.close()
         vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
         model.set_env(vec_env)

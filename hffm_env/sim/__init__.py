@@ -23,6 +23,7 @@ from hffm_env.sim.routing import (
     repair_pairing,
 )
 from hffm_env.sim.topology import (
+    SERVER_PLACEMENT_RESTARTS,
     PlacementError,
     Topology,
     associate,
@@ -48,6 +49,7 @@ __all__ = [
     "LinkRates",
     "Network",
     "PlacementError",
+    "SERVER_PLACEMENT_RESTARTS",
     "RandomWaypoint",
     "Stage",
     "Topology",

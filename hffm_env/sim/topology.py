@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-SERVER_PLACEMENT_RESTARTS = 100
+SERVER_PLACEMENT_RESTARTS = 20
 """How often the edge servers' placement starts over when a server finds no room."""
 
 

@@ -63,11 +63,11 @@ def test_too_small_area_is_a_config_error():
 
 def test_placement_attempt_bound_raises_clear_error():
     # Two servers 139 m apart in a 100 m square (diagonal 141 m) pass the packing bound but
-    # are nearly impossible to draw: 101 tries of three attempts per server cannot make it.
+    # are nearly impossible to draw: 21 tries of three attempts per server cannot make it.
     cfg = PlacementConfig(area_side_m=100.0, num_edge_servers=2, num_devices=2,
                           devices_per_cluster=1, min_server_spacing_m=139.0,
                           max_placement_attempts=3)
-    with pytest.raises(PlacementError, match="101 tries of max_placement_attempts = 3"):
+    with pytest.raises(PlacementError, match="21 tries of max_placement_attempts = 3"):
         place_network(cfg, np.random.default_rng(0))
     assert issubclass(PlacementError, ConfigError)
 
