@@ -103,7 +103,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _restore(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -125,7 +125,15 @@ def interrupts_held(prog: str) -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            _restore(sig, handler)
+
+
+def _restore(sig: int, handler: Any) -> None:
+    """Put back the handler ``signal.signal`` returned: None for one installed outside
+    Python, which Python cannot reinstall, so Python's default takes its place."""
+    if handler is None:
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+    signal.signal(sig, handler)
 
 
 def split_names(values: Sequence[str] | None) -> list[str] | None:
