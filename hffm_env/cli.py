@@ -27,7 +27,7 @@ from hffm_env.config import (
     load_scenario,
     scenario_names,
 )
-from hffm_env.files import FileBusy, lock_file
+from hffm_env.files import FileBusy, lock_file, remove_staging_files
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED, check_training_seeds
 
 __all__ = [
@@ -665,7 +665,10 @@ def _one_calibration_of(traces: Path, writing: Path) -> Iterator[None]:
     calibration of the same traces would write into the first's ``.partial`` file and lose
     its episodes, so it is refused with a ``ConfigError``."""
     try:
-        with lock_file(traces.with_name(f".{traces.name}.lock"), remove=True):
+        with lock_file(traces.with_name(f".{traces.name}.lock"), remove=True) as locked:
+            if locked:  # temporary files of these names are a killed calibration's
+                remove_staging_files(traces)
+                remove_staging_files(writing)
             yield
     except FileBusy:
         raise ConfigError(f"another hffm calibrate is writing {traces} now (its episodes go to "

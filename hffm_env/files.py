@@ -10,13 +10,21 @@ lets one process at a time do what a lock file guards (build a cache entry, writ
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["FileBusy", "load_tensors", "lock_file", "write_atomically", "write_text_atomically"]
+__all__ = [
+    "FileBusy",
+    "load_tensors",
+    "lock_file",
+    "remove_staging_files",
+    "write_atomically",
+    "write_text_atomically",
+]
 
 
 class FileBusy(Exception):
@@ -98,6 +106,16 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any], *,
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+
+
+def remove_staging_files(path: str | Path) -> None:
+    """Remove the temporary files that killed :func:`write_atomically` calls of ``path`` left
+    beside it. Call it only while holding the lock every writer of ``path`` takes: a live
+    writer's temporary file looks the same."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def write_text_atomically(path: str | Path, text: str) -> None:

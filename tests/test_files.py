@@ -84,3 +84,29 @@ def test_a_lock_file_is_held_by_one_and_removed_when_asked(tmp_path):
     (tmp_path / "folder.lock").mkdir()
     with lock_file(tmp_path / "folder.lock") as held:  # cannot be opened: no lock, said so
         assert held is False
+
+
+def test_staging_files_of_killed_writes_are_removed_and_only_theirs(tmp_path):
+    """A killed write left `.<name>.<random>.tmp` beside traces and surrogates for good."""
+    from hffm_env.files import remove_staging_files
+
+    target = tmp_path / "s[1].traces.json"  # a name with glob characters
+    for name in (".s[1].traces.json.ab12cd34.tmp", ".other.json.ab12cd34.tmp", "s[1].traces.json"):
+        (tmp_path / name).write_text("x")
+    remove_staging_files(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.ab12cd34.tmp",
+                                                         "s[1].traces.json"]
+
+
+def test_a_write_that_fails_on_a_full_disk_names_the_file(tmp_path):
+    import errno
+
+    from hffm_env.files import write_text_atomically
+
+    def full(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"No space left on device: '.*out\.json'"):
+        write_atomically(tmp_path / "out.json", full)
+    write_text_atomically(tmp_path / "out.json", "±")
+    assert (tmp_path / "out.json").read_bytes() == "±".encode()

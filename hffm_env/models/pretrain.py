@@ -40,8 +40,6 @@ Cache
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import json
 import math
@@ -69,7 +67,7 @@ from hffm_env.data import (
     SceneBatch,
     generate_scenes,
 )
-from hffm_env.files import load_tensors, lock_file, write_atomically
+from hffm_env.files import load_tensors, lock_file, remove_staging_files, write_atomically
 from hffm_env.models.m3t import M3TModel
 
 __all__ = [
@@ -617,11 +615,8 @@ def build_model(
             f"hffm-env: waiting for another process that is building {path}", file=sys.stderr,
             flush=True)) as locked:
         info = _load_into(model, path, key, seed)
-        if info is None and locked:
-            # temporary files of this name are a killed build's (the lock is ours): remove
-            for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+        if info is None and locked:  # temporary files of this name are a killed build's
+            remove_staging_files(path)
         if info is None:
             print(
                 f"hffm-env: pre-training the frozen parts of the M3T model for this "
