@@ -276,7 +276,7 @@ class TrainArgs:
         # from wherever the agent is used
         for name in ("out", "resume", "surrogate", "imitate", "config"):
             value = getattr(self, name)
-            if isinstance(value, str) and value.startswith("~"):
+            if isinstance(value, str):
                 setattr(self, name, os.path.expanduser(value))
         if self.config:
             self.config = os.path.abspath(self.config)

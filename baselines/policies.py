@@ -400,19 +400,22 @@ def baselines_on_menu(menu: Sequence[int], names: Sequence[str] | None = None
     ``env.period_menu`` ``menu`` and those that cannot (:func:`menu_problem`): the commands
     leave the second out of their default comparison, with a note."""
     names = policy_names() if names is None else list(names)
-    dropped = [n for n in names if menu_problem(make_policy(n), menu) is not None]
-    return [n for n in names if n not in dropped], dropped
+    dropped = _menu_problems(names, menu)
+    return [n for n in names if n not in dropped], list(dropped)
 
 
 def off_menu(names: Sequence[str], menu: Sequence[int]) -> str | None:
     """The first of the baselines ``names`` that cannot be played on ``env.period_menu``
     ``menu``, and why (``'hffm-e8': it plays period 8, ...``); None when all can. The
     commands refuse baselines named on them with it, before any episode."""
-    for name in names:
-        problem = menu_problem(make_policy(name), menu)
-        if problem is not None:
-            return f"{name!r}: {problem}"
-    return None
+    first = next(iter(_menu_problems(names, menu).items()), None)
+    return None if first is None else f"{first[0]!r}: {first[1]}"
+
+
+def _menu_problems(names: Sequence[str], menu: Sequence[int]) -> dict[str, str]:
+    """Each of the baselines ``names`` that cannot be played on ``menu``, with why."""
+    problems = {name: menu_problem(make_policy(name), menu) for name in names}
+    return {name: problem for name, problem in problems.items() if problem is not None}
 
 
 def _paper(name: str) -> Callable[[], Policy]:

@@ -96,14 +96,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
     schedulers send) raises ``KeyboardInterrupt`` as Ctrl-C does, so that it saves what Ctrl-C
     saves instead of ending the process on the spot. Outside the main thread (where Python
     cannot handle signals) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    with _signal_handler(_raise_interrupt, signal.SIGTERM):
         yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        _restore(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -113,27 +107,31 @@ def interrupts_held(prog: str) -> Iterator[None]:
     its run settings and a message that nothing was saved). The signals that came are noted
     on stderr, not replayed: the caller is stopping anyway. Outside the main thread it does
     nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def hold(signum: int, frame: Any) -> None:
         print(f"{prog}: still saving what was done; a moment", file=sys.stderr, flush=True)
 
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with _signal_handler(hold, signal.SIGINT, signal.SIGTERM):
+        yield
+
+
+@contextlib.contextmanager
+def _signal_handler(handler: Callable[[int, Any], None], *signals: int) -> Iterator[None]:
+    """``handler`` for ``signals`` within the block, the earlier handlers after it; nothing
+    outside the main thread (where Python cannot handle signals). A handler installed outside
+    Python (``signal.signal`` returns None for it) cannot be reinstalled from Python, so
+    Python's default takes its place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            _restore(sig, handler)
-
-
-def _restore(sig: int, handler: Any) -> None:
-    """Put back the handler ``signal.signal`` returned: None for one installed outside
-    Python, which Python cannot reinstall, so Python's default takes its place."""
-    if handler is None:
-        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-    signal.signal(sig, handler)
+        for sig, earlier in previous.items():
+            if earlier is None:
+                earlier = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, earlier)
 
 
 def split_names(values: Sequence[str] | None) -> list[str] | None:

@@ -98,13 +98,10 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any], *,
                 os.fsync(handle.fileno())
         os.chmod(staging, 0o666 & ~_umask())
         os.replace(staging, path)
-    except OSError as err:
+    except BaseException as err:
         Path(staging).unlink(missing_ok=True)
-        if err.filename is None:  # a full disk, say: name the file it was writing
+        if isinstance(err, OSError) and err.filename is None:  # a full disk: name the file
             raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
         raise
 
 
