@@ -288,138 +288,142 @@ def train_sb3(args: TrainArgs) -> float:
         raise AgentFileError(f"resume = {args.resume!r}: {err}"
                              f"{trained_on(resume.folder, 'resume it')}") from None
 
-    run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
-    log_dir = out / "runs"
-    algo_cls = algo_class(args.algo)
-    device = env_device(args.device)  # the policy trains where the env does
-    batch_size = min(args.batch_size, args.n_steps * args.n_envs)
-    if resume is not None:
-        # the run's own settings, as for the learning rate (the archive holds the first run's)
-        model = load_model(resume, vec_env.observation_space, vec_env.action_space,
-                           env=vec_env, device=device,
-                           settings={"n_steps": args.n_steps, "batch_size": batch_size,
-                                     "ent_coef": args.ent_coef, "seed": args.seed})
-        model.tensorboard_log = str(log_dir)
-        _start_fresh_episode(model, vec_env, normalized=args.normalize)
-    else:
-        model = algo_cls(
-            "MlpPolicy",
-            vec_env,
-            n_steps=args.n_steps,
-            batch_size=batch_size,
-            learning_rate=args.learning_rate,
-            ent_coef=args.ent_coef,
-            seed=args.seed,
-            verbose=0,
-            tensorboard_log=str(log_dir),
-            device=device,
-        )
+    try:
+        run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
+        log_dir = out / "runs"
+        algo_cls = algo_class(args.algo)
+        device = env_device(args.device)  # the policy trains where the env does
+        batch_size = min(args.batch_size, args.n_steps * args.n_envs)
+        if resume is not None:
+            # the run's own settings, as for the learning rate (the archive holds the first run's)
+            model = load_model(resume, vec_env.observation_space, vec_env.action_space,
+                               env=vec_env, device=device,
+                               settings={"n_steps": args.n_steps, "batch_size": batch_size,
+                                         "ent_coef": args.ent_coef, "seed": args.seed})
+            model.tensorboard_log = str(log_dir)
+            _start_fresh_episode(model, vec_env, normalized=args.normalize)
+        else:
+            model = algo_cls(
+                "MlpPolicy",
+                vec_env,
+                n_steps=args.n_steps,
+                batch_size=batch_size,
+                learning_rate=args.learning_rate,
+                ent_coef=args.ent_coef,
+                seed=args.seed,
+                verbose=0,
+                tensorboard_log=str(log_dir),
+                device=device,
+            )
 
-    if args.imitate is not None and resume is None:
-        from hffm_env.agents.imitation import clone_plan
-        from hffm_env.baselines.plan import RoundPlan
-        from hffm_env.config import load_scenario
+        if args.imitate is not None and resume is None:
+            from hffm_env.agents.imitation import clone_plan
+            from hffm_env.baselines.plan import RoundPlan
+            from hffm_env.config import load_scenario
 
-        config = load_scenario(args.scenario, config_file=args.config,
-                               overrides=args.scenario_overrides())
-        report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
-                            tuple(config.env.period_menu), args.imitate_rounds,
-                            normalized=args.normalize)
-        print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
-              f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "
-              f"actions (loss {report.loss:.3f})")
+            config = load_scenario(args.scenario, config_file=args.config,
+                                   overrides=args.scenario_overrides())
+            report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
+                                tuple(config.env.period_menu), args.imitate_rounds,
+                                normalized=args.normalize)
+            print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
+                  f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "
+                  f"actions (loss {report.loss:.3f})")
 
-    def save(where: Path) -> None:
-        info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
-                         num_timesteps=int(model.num_timesteps), scenario=args.scenario,
-                         fidelity=args.fidelity, action_mode=args.action_mode,
-                         normalized=bool(args.normalize),
-                         overrides=tuple(args.scenario_overrides()), config_file=args.config)
-        save_agent(out / where, model, info, vec_env if args.normalize else None)
+        def save(where: Path) -> None:
+            info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
+                             num_timesteps=int(model.num_timesteps), scenario=args.scenario,
+                             fidelity=args.fidelity, action_mode=args.action_mode,
+                             normalized=bool(args.normalize),
+                             overrides=tuple(args.scenario_overrides()), config_file=args.config)
+            save_agent(out / where, model, info, vec_env if args.normalize else None)
 
-    replace_earlier_run(out, args)  # everything built: --force may remove the earlier run
-    curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
-    if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
-        curve.continue_from(resume.run_folder, resume.info.num_timesteps)
-    episodes = _learning_curve_callback(curve)
+        replace_earlier_run(out, args)  # everything built: --force may remove the earlier run
+        curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
+        if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
+            curve.continue_from(resume.run_folder, resume.info.num_timesteps)
+        episodes = _learning_curve_callback(curve)
 
-    def checkpoint(timesteps: int) -> None:
-        """The agent folder ``checkpoints/step_<timesteps>``, after the learning curve so far
-        (which a resumed run continues, dropping rows past its step; a run killed outright,
-        out of memory say, lost it all)."""
-        curve.write(out, plot=False)
-        save(checkpoint_folder(timesteps))
+        def checkpoint(timesteps: int) -> None:
+            """The agent folder ``checkpoints/step_<timesteps>``, after the learning curve so far
+            (which a resumed run continues, dropping rows past its step; a run killed outright,
+            out of memory say, lost it all)."""
+            curve.write(out, plot=False)
+            save(checkpoint_folder(timesteps))
 
-    callbacks = CallbackList([_checkpoint_callback(checkpoint, args.checkpoint_every),
-                              _FLMetricsCallback.build(), episodes,
-                              _lr_schedule_callback(args)])
+        callbacks = CallbackList([_checkpoint_callback(checkpoint, args.checkpoint_every),
+                                  _FLMetricsCallback.build(), episodes,
+                                  _lr_schedule_callback(args)])
 
-    def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
-        """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
-        curve and raises TrainingInterrupted."""
-        episodes.phase = fidelity
-        bar = args.progress and sys.stderr.isatty()
-        phase_callbacks = callbacks
-        if args.progress and not bar:  # a file or CI log: lines instead of the bar
-            phase_callbacks = CallbackList([
-                callbacks, _progress_lines_callback(f"{args.algo} on {fidelity} fidelity")])
-        try:
-            # SB3's bar (rich) writes to stdout, between the results a caller may capture
-            with contextlib.redirect_stdout(sys.stderr):
-                model.learn(total_timesteps=steps, callback=phase_callbacks,
-                            tb_log_name=log_name, progress_bar=bar, reset_num_timesteps=reset)
-        except KeyboardInterrupt:
-            with interrupts_held(common.PROG):
-                save(Path("."))
-                curve.write(out)
-                write_train_args(out, args, interrupted=True)
-            # after the held block: closing waits for each worker's step in progress (a whole
-            # real-training round), which a second Ctrl-C may cut short; workers that a
-            # SIGTERM to the whole process group ended are gone already
-            with contextlib.suppress(OSError, EOFError):
-                model.get_env().close()
-            raise TrainingInterrupted(
-                f"interrupted at {model.num_timesteps} of "
-                f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
-                f"statistics saved in {out}"
-            ) from None
+        def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
+            """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
+            curve and raises TrainingInterrupted."""
+            episodes.phase = fidelity
+            bar = args.progress and sys.stderr.isatty()
+            phase_callbacks = callbacks
+            if args.progress and not bar:  # a file or CI log: lines instead of the bar
+                phase_callbacks = CallbackList([
+                    callbacks, _progress_lines_callback(f"{args.algo} on {fidelity} fidelity")])
+            try:
+                # SB3's bar (rich) writes to stdout, between the results a caller may capture
+                with contextlib.redirect_stdout(sys.stderr):
+                    model.learn(total_timesteps=steps, callback=phase_callbacks,
+                                tb_log_name=log_name, progress_bar=bar, reset_num_timesteps=reset)
+            except KeyboardInterrupt:
+                with interrupts_held(common.PROG):
+                    save(Path("."))
+                    curve.write(out)
+                    write_train_args(out, args, interrupted=True)
+                raise TrainingInterrupted(
+                    f"interrupted at {model.num_timesteps} of "
+                    f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
+                    f"statistics saved in {out}"
+                ) from None
 
-    done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
-    remaining = args.total_timesteps - done
-    finetune_left = args.finetune_steps - max(0, done - args.total_timesteps)
-    started = time.perf_counter()
-    if resume is not None and remaining <= 0 and finetune_left <= 0:
-        note(f"the checkpoint has {done} timesteps already, --total-timesteps is "
-             f"{args.total_timesteps}: nothing left to train; it is saved and evaluated as it is")
-    rollout = args.n_steps * args.n_envs
-    note_whole_rollouts(args, rollout, remaining, finetune_left)
+        done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
+        remaining = args.total_timesteps - done
+        finetune_left = args.finetune_steps - max(0, done - args.total_timesteps)
+        started = time.perf_counter()
+        if resume is not None and remaining <= 0 and finetune_left <= 0:
+            note(f"the checkpoint has {done} timesteps already, --total-timesteps is "
+                 f"{args.total_timesteps}: nothing left to train; it is saved and evaluated "
+                 "as it is")
+        rollout = args.n_steps * args.n_envs
+        note_whole_rollouts(args, rollout, remaining, finetune_left)
 
-    def whole(steps: int) -> int:
-        """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
-        return -(-steps // rollout) * rollout
+        def whole(steps: int) -> int:
+            """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
+            return -(-steps // rollout) * rollout
 
-    if remaining > 0:
-        learn(whole(remaining), run_name, resume is None, args.fidelity, "while training")
-    if finetune_left > 0:
-        # fine-tune on real training: same policy, optimiser and running statistics, on
-        # other training seeds than the first phase's
-        stats = Normalization.of(vec_env) if args.normalize else None
-        if remaining > 0:  # the agent as the first phase left it, to compare with
-            checkpoint(int(model.num_timesteps))
-        vec_env.close()
-        vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
-        model.set_env(vec_env)
-        # SB3 keeps the last 100 episodes' returns across learn() calls: the fine-tuning's
-        # ep_rew_mean must average real-training episodes only
-        model.ep_info_buffer = None
-        learn(whole(finetune_left), f"{run_name}__finetune", False, "train",
-              "while fine-tuning")
-    train_seconds = time.perf_counter() - started
-    save(Path("."))
-    curve.write(out)
-    vec_env.close()
-    write_train_args(out, args, interrupted=False)
-    return train_seconds
+        if remaining > 0:
+            learn(whole(remaining), run_name, resume is None, args.fidelity, "while training")
+        if finetune_left > 0:
+            # fine-tune on real training: same policy, optimiser and running statistics, on
+            # other training seeds than the first phase's
+            stats = Normalization.of(vec_env) if args.normalize else None
+            if remaining > 0:  # the agent as the first phase left it, to compare with
+                checkpoint(int(model.num_timesteps))
+            vec_env.close()
+            vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
+            model.set_env(vec_env)
+            # SB3 keeps the last 100 episodes' returns across learn() calls: the fine-tuning's
+            # ep_rew_mean must average real-training episodes only
+            model.ep_info_buffer = None
+            learn(whole(finetune_left), f"{run_name}__finetune", False, "train",
+                  "while fine-tuning")
+        train_seconds = time.perf_counter() - started
+        save(Path("."))
+        curve.write(out)
+        write_train_args(out, args, interrupted=False)
+        return train_seconds
+    finally:
+        # every way out (an error, Ctrl-C, the end) ends the workers of SubprocVecEnv; a
+        # caller's Python session would keep them otherwise. After the interrupt's held
+        # save: closing waits for each worker's step in progress (a whole real-training
+        # round), which a second Ctrl-C may cut short; workers that a SIGTERM to the whole
+        # process group ended are gone already
+        with contextlib.suppress(OSError, EOFError):
+            vec_env.close()
 
 
 def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:

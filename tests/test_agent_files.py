@@ -104,6 +104,28 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
 
 
+def test_a_run_stopped_by_an_error_closes_its_envs(tmp_path, monkeypatch):
+    """An error inside ``learn`` left the vector env open: in a caller's Python session
+    SubprocVecEnv's workers lived on."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import hffm_env.agents.ppo as ppo
+    from hffm_env.envs.hffm_env import HFFMEnv
+
+    class Fails(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 12:
+                raise RuntimeError("a callback failed")
+            return True
+
+    closed = []
+    monkeypatch.setattr(HFFMEnv, "close", lambda env: closed.append(env))
+    monkeypatch.setattr(ppo._FLMetricsCallback, "build", staticmethod(Fails))
+    with pytest.raises(RuntimeError, match="a callback failed"):
+        train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(tmp_path / "run")])
+    assert len(closed) == 1
+
+
 def test_a_run_killed_outright_keeps_its_learning_curve_up_to_its_last_checkpoint(
         tmp_path, monkeypatch):
     """Only a finished or interrupted run wrote learning_curve.csv: one killed outright (out
