@@ -107,16 +107,21 @@ class AgentInfo:
     normalized: bool | None = None  # trained on VecNormalize (vecnormalize.npz); None: not said
     overrides: tuple[str, ...] | None = None  # the run's scenario overrides; None: not said
     config_file: str | None = None  # the run's --config file, if any
+    # the whole scenario config trained on, as plain data: the folder still says when it has
+    # moved away from its --config file, or the file has changed since; None: not recorded
+    config: dict[str, Any] | None = None
 
     def training_config(self) -> Any:
-        """The scenario config the agent was trained on (``scenario``, ``config_file`` and
-        ``overrides``), or ``None`` when the folder does not say (written before they were
-        recorded) or it no longer loads."""
-        from hffm_env.config import ConfigError, load_scenario
+        """The scenario config the agent was trained on: the one recorded whole, else the
+        one ``scenario``, ``config_file`` and ``overrides`` build; ``None`` when the folder
+        does not say (written before they were recorded) or it no longer loads."""
+        from hffm_env.config import ConfigError, from_dict, load_scenario
 
-        if not self.scenario or self.overrides is None:
-            return None
         try:
+            if self.config is not None:
+                return from_dict(self.config)
+            if not self.scenario or self.overrides is None:
+                return None
             return load_scenario(self.scenario, config_file=self.config_file,
                                  overrides=list(self.overrides))
         except (ConfigError, OSError):
@@ -402,6 +407,9 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
             and math.isfinite(info.clip_range) and info.clip_range > 0):
         raise AgentFileError(f"{info_path}: clip_range = {info.clip_range!r}: must be a number "
                              "> 0 (PPO's clip range)")
+    if info.config is not None and not isinstance(info.config, dict):
+        raise AgentFileError(f"{info_path}: config = {info.config!r}: must be the scenario "
+                             "config as a mapping (or absent)")
     if info.action_mode not in ACTION_MODES:
         raise AgentFileError(f"{info_path}: action_mode = {info.action_mode!r}: known are "
                              f"{list(ACTION_MODES)}")

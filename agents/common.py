@@ -362,7 +362,7 @@ class TrainArgs:
                     f"{self.n_steps} x --n-envs {self.n_envs}), and PPO trains whole "
                     f"rollouts, so {rollout} would be trained; lower --n-steps or raise "
                     f"--{flag.replace('_', '-')}")
-        from hffm_env.config import load_scenario, parse_override, preset_of, scenario_names
+        from hffm_env.config import parse_override, preset_of, scenario_names
 
         given = {parse_override(o)[0]: o for o in self.overrides}
         for name in SETTING_FLAGS:
@@ -374,8 +374,7 @@ class TrainArgs:
         self.scenario = preset_of(self.scenario, self.config)  # a ConfigError on a conflict
         if self.scenario not in scenario_names():
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
-        config = load_scenario(self.scenario, config_file=self.config,
-                               overrides=self.scenario_overrides())  # a ConfigError now
+        config = self.scenario_config()  # a ConfigError now
         if self.surrogate is None and "surrogate" in (self.fidelity, self.final_fidelity):
             from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
 
@@ -469,6 +468,14 @@ class TrainArgs:
         if self.eval_fidelity is not None:
             return self.eval_fidelity
         return "train" if self.fidelity == "surrogate" else self.fidelity
+
+    def scenario_config(self) -> Any:
+        """The :class:`~hffm_env.config.ScenarioConfig` the run trains on: ``scenario``, then
+        the ``config`` file, then :meth:`scenario_overrides`."""
+        from hffm_env.config import load_scenario
+
+        return load_scenario(self.scenario, config_file=self.config,
+                             overrides=self.scenario_overrides())
 
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""

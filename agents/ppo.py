@@ -14,6 +14,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,7 @@ def train_sb3(args: TrainArgs) -> float:
     )
 
     out = prepare_out(args)
+    scenario_config = args.scenario_config()  # as the run starts: a file may change later
     try:
         resume = find_agent(args.resume) if args.resume else None
     except AgentFileError as err:
@@ -319,12 +321,9 @@ def train_sb3(args: TrainArgs) -> float:
         if args.imitate is not None and resume is None:
             from hffm_env.agents.imitation import clone_plan
             from hffm_env.baselines.plan import RoundPlan
-            from hffm_env.config import load_scenario
 
-            config = load_scenario(args.scenario, config_file=args.config,
-                                   overrides=args.scenario_overrides())
             report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
-                                tuple(config.env.period_menu), args.imitate_rounds,
+                                tuple(scenario_config.env.period_menu), args.imitate_rounds,
                                 normalized=args.normalize)
             print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
                   f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "
@@ -335,7 +334,8 @@ def train_sb3(args: TrainArgs) -> float:
                              num_timesteps=int(model.num_timesteps), scenario=args.scenario,
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              normalized=bool(args.normalize),
-                             overrides=tuple(args.scenario_overrides()), config_file=args.config)
+                             overrides=tuple(args.scenario_overrides()),
+                             config_file=args.config, config=asdict(scenario_config))
             save_agent(out / where, model, info, vec_env if args.normalize else None)
 
         replace_earlier_run(out, args)  # everything built: --force may remove the earlier run

@@ -47,6 +47,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -454,6 +455,7 @@ def train_rllib(args: Any) -> float:
                     f"{trained_on(resume.folder, 'resume it')}") from None
         replace_earlier_run(out, args)  # all built: --force may remove the earlier run
         steps = resume.info.num_timesteps if resume is not None else 0
+        scenario_config = asdict(args.scenario_config())  # a file may change during training
 
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, num_timesteps=steps, scenario=args.scenario,
@@ -461,7 +463,7 @@ def train_rllib(args: Any) -> float:
                              engine="rllib", multi_agent=args.multi_agent,
                              hidden_sizes=HIDDEN_SIZES,
                              overrides=tuple(args.scenario_overrides()),
-                             config_file=args.config)
+                             config_file=args.config, config=scenario_config)
             save_rllib_agent(out / where, algo, info)
 
         run_name = f"{args.scenario}__rllib-{args.algo}__{args.seed}__{int(time.time())}"

@@ -75,6 +75,31 @@ def test_resume_restores_the_checkpoint_and_total_timesteps_is_the_total(tmp_pat
                           find_agent(checkpoint).normalization.obs_var)
 
 
+def test_an_agent_says_what_it_was_trained_on_after_its_config_file_is_gone(tmp_path):
+    """agent.json named the --config file only: a folder copied elsewhere (or a file edited
+    since) gave no training config, or a wrong one, without a word."""
+    from hffm_env.config import load_scenario
+
+    config = tmp_path / "variant.yaml"
+    config.write_text("fl:\n  lr: 0.013\n")
+    out = tmp_path / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "8", "--config", str(config),
+                             "--out", str(out)]) == 0
+    expected = load_scenario("small", config_file=config,
+                             overrides=train_agent.parse_args(
+                                 [*BASE, "--out", str(out)]).scenario_overrides())
+    config.write_text("fl:\n  lr: 0.5\n")  # edited after training
+    assert find_agent(out).training_config() == expected
+    config.unlink()
+    trained = find_agent(out).training_config()
+    assert trained == expected and trained.fl.lr == 0.013
+    # a hand-edited agent.json whose config is not a mapping is named
+    info = json.loads((out / "agent.json").read_text())
+    (out / "agent.json").write_text(json.dumps({**info, "config": "small"}))
+    with pytest.raises(AgentFileError, match="config = 'small': must be the scenario config"):
+        find_agent(out)
+
+
 def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     from stable_baselines3.common.callbacks import BaseCallback
 
