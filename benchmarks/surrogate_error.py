@@ -89,12 +89,15 @@ def _tier_sequence(rounds) -> tuple:
 
 def _schedules_fitted(surrogate, key: str) -> set | None:
     """The tier sequences of the episodes the surrogate was fitted on, from the trace files
-    its meta names; ``None`` when it names none or one is not at hand."""
+    its meta names less the seeds it left out (``hffm calibrate --exclude-seeds``); ``None``
+    when it names none or one is not at hand."""
     from hffm_env.baselines.calibrate import read_traces
 
     paths = surrogate.meta.get("traces") or []
+    excluded = set(surrogate.meta.get("excluded_seeds") or ())
     try:
-        return {_tier_sequence(e["rounds"]) for p in paths for e in read_traces(p, key)} or None
+        return {_tier_sequence(e["rounds"]) for p in paths for e in read_traces(p, key)
+                if int(e["seed"]) not in excluded} or None
     except ValueError:  # a file that is not here (or of another config): no split
         return None
 

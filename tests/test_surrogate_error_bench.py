@@ -68,6 +68,31 @@ def test_errors_on_the_fits_own_seeds_are_called_in_sample(tmp_path, monkeypatch
     assert result["new_schedules"]["episodes"] == 0  # every schedule there was fitted on
 
 
+def test_schedules_of_seeds_a_fit_left_out_are_not_called_seen(monkeypatch):
+    """A fit made with ``--exclude-seeds`` names the same trace files: their left-out episodes
+    were counted among "schedules the fit saw"."""
+    from types import SimpleNamespace
+
+    from hffm_env.fl.surrogate import traces_key
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import surrogate_error
+
+    try:
+        key = traces_key(_previous_small())
+        traces = [str(PREVIOUS_TRACES / "calibration_small_seeds10-13_learners.json.gz")]
+        every = surrogate_error._schedules_fitted(
+            SimpleNamespace(meta={"traces": traces}), key)
+        assert every  # the learners' schedules
+        assert surrogate_error._schedules_fitted(SimpleNamespace(
+            meta={"traces": traces, "excluded_seeds": [10, 11, 12, 13]}), key) is None
+        some = surrogate_error._schedules_fitted(SimpleNamespace(
+            meta={"traces": traces, "excluded_seeds": [12, 13]}), key)
+        assert some and some <= every
+    finally:
+        del sys.modules["surrogate_error"]
+
+
 LEARNER_TRACES = {"calibration_small_seeds6789_agents.json.gz",
                   "calibration_small_seeds10-13_learners.json.gz"}
 """The learners' real rounds in both layouts' shipped fits; today's also has the agents
