@@ -45,12 +45,13 @@ class StackedAdamW:
                 self.exp_avg_sq[name] = torch.zeros_like(value)
                 self.steps[name] = torch.zeros(value.shape[0], dtype=value.dtype,
                                                device=value.device)
-            else:
+            else:  # where, not a product with 0: a failed device's NaN moments are cleared too
                 shape = (-1,) + (1,) * (value.dim() - 1)
-                keep = (~devices).to(value.dtype)
-                self.exp_avg[name] *= keep.view(shape)
-                self.exp_avg_sq[name] *= keep.view(shape)
-                self.steps[name] *= keep
+                clear = devices.to(torch.bool)
+                self.exp_avg[name] = torch.where(clear.view(shape), 0.0, self.exp_avg[name])
+                self.exp_avg_sq[name] = torch.where(clear.view(shape), 0.0,
+                                                    self.exp_avg_sq[name])
+                self.steps[name] = torch.where(clear, 0.0, self.steps[name])
 
     @torch.no_grad()
     def step(
@@ -77,8 +78,11 @@ class StackedAdamW:
             exp_avg_sq = self.exp_avg_sq[name]
             new_avg = self.beta1 * exp_avg + (1 - self.beta1) * grad
             new_avg_sq = self.beta2 * exp_avg_sq + (1 - self.beta2) * grad * grad
-            self.exp_avg[name] = torch.lerp(exp_avg, new_avg, mask)
-            self.exp_avg_sq[name] = torch.lerp(exp_avg_sq, new_avg_sq, mask)
+            # where, not lerp: a row that does not update keeps its moments even when its
+            # gradient is not finite (0 * inf is NaN)
+            moves = mask.bool()
+            self.exp_avg[name] = torch.where(moves, new_avg, exp_avg)
+            self.exp_avg_sq[name] = torch.where(moves, new_avg_sq, exp_avg_sq)
             self.steps[name] = steps
             safe_steps = steps.clamp(min=1.0).view(shape)
             bias1 = 1 - self.beta1**safe_steps

@@ -51,3 +51,24 @@ def test_stacked_adamw_equals_torch_adamw_per_device():
                 ref.grad = g[d].clone()
                 torch_opt.step()
         assert torch.allclose(params["w"][d], ref.detach(), atol=1e-6), d
+
+
+def test_stacked_adamw_clears_a_failed_devices_moments_and_ignores_rows_that_wait():
+    """A non-finite gradient of a device that does not update left NaN in its moments (0 times
+    inf), and reset() of a failed device kept NaN moments (0 times NaN): with
+    ``fl.optimizer_state=persist`` one failure left the device out for good."""
+    opt = StackedAdamW(lr=0.01)
+    params = {"w": torch.zeros(3, 4)}
+    opt.reset(params)
+    grads = {"w": torch.ones(3, 4)}
+    grads["w"][1] = float("inf")
+    waiting = opt.step(params, grads, {"w": torch.tensor([True, False, True])})
+    assert torch.isfinite(opt.exp_avg["w"]).all() and torch.isfinite(opt.exp_avg_sq["w"]).all()
+    assert torch.equal(waiting["w"][1], params["w"][1])
+    opt.step(waiting, grads, {"w": torch.tensor([True, True, True])})  # device 1 fails
+    assert not torch.isfinite(opt.exp_avg["w"][1]).all()
+    opt.reset(params, devices=torch.tensor([False, True, False]))
+    assert torch.equal(opt.exp_avg["w"][1], torch.zeros(4))
+    assert torch.equal(opt.exp_avg_sq["w"][1], torch.zeros(4))
+    assert opt.steps["w"].tolist() == [2.0, 0.0, 2.0]
+    assert torch.isfinite(opt.exp_avg["w"][[0, 2]]).all()
