@@ -134,8 +134,10 @@ class Observation:
 
 def _unit(value: float) -> float:
     # plain float arithmetic: np.clip on one number is ~20x slower, and this runs ~50x a step
+    # NaN (not measured) is 0; an infinite fraction saturates (+inf is 1: a budget overrun
+    # by more than a float holds is still overrun)
     value = float(value)
-    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
+    return min(max(value, 0.0), 1.0) if not math.isnan(value) else 0.0
 
 
 def _log_rate(bps: np.ndarray) -> np.ndarray:

@@ -56,6 +56,16 @@ def test_cost_fidelity_entries_follow_the_schedule_the_links_and_the_budgets():
     assert min(available) < 1.0, "dropout 0.3 should leave someone out in four rounds"
 
 
+def test_a_budget_overrun_beyond_what_a_float_holds_is_observed_as_used_up():
+    """energy used / budget overflows to inf with a budget of 1e-310 J: the entry read 0
+    ("nothing used") instead of 1."""
+    env = make_tiny_env("small", "cost", extra=["env.energy_budget_j=1e-310"])
+    env.reset(seed=0)
+    obs, _, terminated, _, info = env.step(full_action(env, 1, 0, Route.DIRECT))
+    assert terminated and info["end"] == "energy_budget"
+    assert _named(env, obs)["budget/energy"] == 1.0
+
+
 def test_measured_accuracy_loss_and_drift_reach_the_observation():
     env = make_tiny_env("small", "train")
     base = env.unwrapped
