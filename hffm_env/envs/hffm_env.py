@@ -409,16 +409,24 @@ class HFFMEnv(gym.Env):
             Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR), network=everyone)
         never = self.engine.price_schedule(
             Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT), network=everyone)
-        references = {"never's latency_s": never.latency_s, "star's latency_s": star.latency_s,
-                      "never's energy_j": never.energy_j, "star's energy_j": star.energy_j}
-        for name, value in references.items():
-            # an episode's totals (info's cumulative costs, the budgets) must stay finite too
-            if not math.isfinite(value * cfg.env.episode_rounds):
-                raise ConfigError(
-                    f"a round's cost overflows on this config: {name} = {value} (the reward's "
-                    f"references; env.episode_rounds = {cfg.env.episode_rounds} of them must "
-                    "stay finite); the channel, compute or cost values are too extreme (e.g. "
-                    "a transmit power, bandwidth, backhaul rate or CPU frequency near 0)")
+        priced = {"never": never, "star": star}
+        # the references use no wireless link (star goes over the wired wide-area link): a
+        # cloud round over the uplinks and one over D2D relays check those links, which an
+        # agent would otherwise reach only mid-episode
+        for route in (Route.DIRECT, Route.D2D_RELAY):
+            with np.errstate(divide="ignore", over="ignore"):  # a rate of 0: refused below
+                priced[f"a cloud round over {route.name.lower()}"] = self.engine.price_schedule(
+                    Schedule.uniform(Tier.CLOUD, network.num_clusters, route), network=everyone)
+        for what, cost in priced.items():
+            for name, value in (("latency_s", cost.latency_s), ("energy_j", cost.energy_j)):
+                # an episode's totals (info's cumulative costs, the budgets) must stay finite
+                if not math.isfinite(value * cfg.env.episode_rounds):
+                    raise ConfigError(
+                        f"a round's cost overflows on this config: {what}'s {name} = {value} "
+                        f"(env.episode_rounds = {cfg.env.episode_rounds} of them must stay "
+                        "finite); the channel, compute or cost values are too extreme (e.g. a "
+                        "transmit power, bandwidth, backhaul rate or CPU frequency near 0, or "
+                        "a path loss too high)")
         self.cost_range = CostRange(never.latency_s, star.latency_s, never.energy_j,
                                     star.energy_j)
         # the reward by name, its weights and its cost scale: public, so that a saved run can

@@ -3,6 +3,8 @@ slot), the value and what is allowed, before anything changes; a closed env says
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import types
 
@@ -436,18 +438,39 @@ def test_a_config_whose_reference_costs_overflow_is_refused_when_the_env_is_buil
         _cost_env(overrides={"compute.cpu_freq_hz_min": 1e-300,
                              "compute.cpu_freq_hz_max": 1e-300})
     # a finite round whose episode's total overflows (info's cumulative_energy_j became inf)
-    with pytest.raises(ConfigError, match=r"star's energy_j = 1\.\d+e\+30\d .* "
+    with pytest.raises(ConfigError, match=r"star's energy_j = 1\.\d+e\+30\d .*"
                                           r"env\.episode_rounds = \d+ of them must stay finite"):
         _cost_env(overrides={"channel.backhaul.rate_bps": 1e-300})
 
 
-def test_a_round_whose_cost_overflows_says_so_in_one_line():
-    # an SNR that underflows to 0 (star and never are wired, so the reward's references pass)
-    env = _cost_env(overrides={"channel.uplink.tx_power_w": 1e-300,
-                               "channel.path_loss_db_at_ref": -300.0})
+def test_wireless_links_whose_rounds_overflow_are_refused_when_the_env_is_built():
+    """An SNR that underflows to 0 passed the build (star and never are wired) and ended the
+    episode at the first round an agent sent over the uplinks."""
+    with pytest.raises(ConfigError, match=r"a cloud round over direct's latency_s = inf"):
+        _cost_env(overrides={"channel.uplink.tx_power_w": 1e-300,
+                             "channel.path_loss_db_at_ref": -300.0})
+    # finite rounds (about 1e307 J each) whose episode's total overflows
+    with pytest.raises(ConfigError, match=r"a cloud round over direct's energy_j = .*"
+                                          r"env\.episode_rounds = \d+ of them"):
+        _cost_env(overrides={"channel.uplink.tx_power_w": 1e-300,
+                             "channel.downlink.tx_power_w": 1e-300,
+                             "channel.path_loss_db_at_ref": -136.0})
+
+
+def test_a_round_whose_cost_overflows_says_so_in_one_line(monkeypatch):
+    # what the build's prices cannot foresee (a round's own channel draw, say)
+    env = _cost_env()
     env.reset(seed=0)
+    run_round = env.engine.run_round
+
+    def overflowing(*args, **kwargs):
+        result = run_round(*args, **kwargs)
+        return dataclasses.replace(result, cost=dataclasses.replace(result.cost,
+                                                                    latency_s=math.inf))
+
+    monkeypatch.setattr(env.engine, "run_round", overflowing)
     with pytest.raises(ConfigError, match=r"round 1: its latency_s = inf overflows on this "
                                           "config"):
-        env.step(full_action(env, 1, 1, Route.DIRECT))  # edge rounds use the uplink
+        env.step(full_action(env, 1, 1, Route.DIRECT))
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(full_action(env, 1, 1, Route.DIRECT))
