@@ -23,6 +23,7 @@ schedule, transfers and prices, with accuracies reported as NaN.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,6 +145,7 @@ class FederatedEngine:
         self.data = data
         self.network = network
         self.train = train
+        self._warned_training_failed = False
         self.track_values = train if track_values is None else track_values
         self.device = torch.device(device)
         self.eval_chunk = eval_chunk
@@ -386,6 +388,20 @@ class FederatedEngine:
                              minlength=self.num_clusters)
         return counts == 0
 
+    def _warn_training_failed(self) -> None:
+        """Once per engine: every device that trained this round went non-finite, so nothing
+        learns (each is reset to the round's start, where the same step fails again) while
+        the rounds, accuracies and rewards look ordinary."""
+        if self._warned_training_failed:
+            return
+        self._warned_training_failed = True
+        fl = self.scenario.fl
+        warnings.warn(
+            f"round {self.round_index}: local training went non-finite on every device that "
+            "trained (each is reset to the round's start and left out, so the model does not "
+            f"learn); fl.lr = {fl.lr} or fl.weight_decay = {fl.weight_decay} is probably too "
+            "high for this model", RuntimeWarning, stacklevel=3)
+
     def run_round(self, schedule: Schedule, *, full_evaluation: bool = True) -> RoundResult:
         """Train, aggregate, relay and price one round under ``schedule``; the local and
         held-out accuracy are measured only with ``full_evaluation`` (NaN otherwise)."""
@@ -409,6 +425,8 @@ class FederatedEngine:
                     loss_per_task[task] = float(task_losses[ran[:, k], k].mean())
             for d in torch.nonzero(failed).flatten().tolist():
                 flags.append(f"device {d}: non-finite loss or parameters; reset and excluded")
+            if bool(trained.any()) and bool(failed[trained].all()):
+                self._warn_training_failed()
 
         # Plan (and record) every aggregation's transfers first, then move the values: the
         # plan depends only on who takes part and on the network, never on module values.

@@ -304,6 +304,35 @@ def test_non_finite_client_is_reset_flagged_and_excluded(trained_engine):
         torch.testing.assert_close(value[others], absent[name][others])  # never in an average
 
 
+def test_training_that_fails_on_every_device_says_so_once_naming_the_rates(trained_engine):
+    """With fl.lr and fl.weight_decay too high every device went non-finite every round: each
+    was reset, nothing learnt, and rounds, accuracies and rewards looked ordinary."""
+    import warnings
+
+    engine = trained_engine
+    schedule = Schedule(tiers={t: Tier.EDGE for t in MODULE_TYPES})
+    engine.reset(3)
+    engine.network.available = np.ones(engine.num_devices, dtype=bool)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.run_round(schedule)  # a healthy round: no word
+        assert not caught
+        saved = {m: f.clone() for m, f in engine.features.items()}
+        for modality in engine.features:
+            engine.features[modality][:] = float("nan")
+        try:
+            results = [engine.run_round(schedule) for _ in range(2)]
+        finally:
+            engine.features = saved
+    assert all(r.failed_devices == list(range(engine.num_devices)) for r in results)
+    assert [str(w.message) for w in caught] == [
+        f"round 1: local training went non-finite on every device that trained (each is "
+        f"reset to the round's start and left out, so the model does not learn); fl.lr = "
+        f"{engine.scenario.fl.lr} or fl.weight_decay = {engine.scenario.fl.weight_decay} is "
+        "probably too high for this model"]
+    assert caught[0].category is RuntimeWarning
+
+
 def test_transfers_per_tier_and_route():
     engine = _engine(train=False)
     n, c = engine.num_devices, engine.num_clusters
