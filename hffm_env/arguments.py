@@ -18,6 +18,7 @@ import pickle
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def run_command(main: Callable[[], int | None], prog: str) -> int:
     encode (an ASCII-only terminal) is escaped, and a closed stdout discards it."""
     _usable_output_streams()
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), _own_warnings_as_lines(prog):
             return int(main() or 0)
     except BrokenPipeError:  # the reader left (`| head`): not an error of the command
         _silence_stdout()
@@ -84,6 +85,42 @@ def _usable_output_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             stream.reconfigure(errors="backslashreplace")
+
+
+def _package_folders() -> tuple[str, ...]:
+    """The folders of this package's code (``hffm_env.agents`` and ``hffm_env.baselines``
+    live beside ``hffm_env`` in a source checkout), found without importing them."""
+    import importlib.util
+
+    folders = []
+    for name in ("hffm_env", "hffm_env.agents", "hffm_env.baselines"):
+        spec = importlib.util.find_spec(name)
+        folders += [os.path.join(f, "") for f in (spec.submodule_search_locations or [])]
+    return tuple(folders)
+
+
+@contextlib.contextmanager
+def _own_warnings_as_lines(prog: str) -> Iterator[None]:
+    """Within the block, the package's own warnings print as ``prog: warning: ...`` (one
+    line for the reader of a command, not a file path and a line of source); warnings of
+    other libraries keep Python's form, which says where they come from."""
+    original = warnings.showwarning
+    ours = _package_folders()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if not filename.startswith(ours):
+            original(message, category, filename, lineno, file, line)
+            return
+        stream = file if file is not None else sys.stderr
+        with contextlib.suppress(OSError, ValueError):  # as Python's: a closed stderr is quiet
+            print(f"{prog}: warning: {message}", file=stream)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -111,6 +111,29 @@ def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys,
         arguments.run_command(lambda: int("x"), "tool")
 
 
+def test_a_commands_own_warnings_are_one_line_and_others_keep_pythons_form(capsys):
+    """A warning of the package printed a file path and a line of its source under the
+    command's output; another library's keeps Python's form, which says where it is from."""
+    import warnings
+
+    from hffm_env.fl import engine
+
+    def main() -> int:
+        warnings.warn_explicit("the rates are too high", RuntimeWarning, engine.__file__, 1)
+        warnings.warn_explicit("a library's advice", UserWarning, warnings.__file__, 1)
+        return 0
+
+    shown = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *rest: shown.append(str(message))
+        before = warnings.showwarning
+        assert arguments.run_command(main, "tool") == 0
+        assert warnings.showwarning is before
+    assert capsys.readouterr().err.splitlines() == ["tool: warning: the rates are too high"]
+    assert shown == ["a library's advice"]  # Python's (here a stand-in) shows the other
+
+
 def test_sigterm_stops_a_command_as_ctrl_c_does(capsys, monkeypatch):
     """SIGTERM (`kill`, `timeout`, schedulers) ended a command on the spot: nothing saved,
     nothing said. Now it is Ctrl-C's KeyboardInterrupt, and the handler is put back after."""
