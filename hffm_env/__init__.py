@@ -5,15 +5,21 @@ Importing the package registers the Gymnasium env ids in the ``hffm`` namespace,
 ``gymnasium.make("hffm_env:hffm/HFFM-v0")`` both work.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
 from hffm_env.envs.registration import ENV_ID, register_envs
+
+if TYPE_CHECKING:  # PettingZoo is an extra: imported when called
+    from hffm_env.envs.parallel import CheckedAgentActions, HFFMParallelEnv
 
 __version__ = "0.1.0"
 
 register_envs()
 
 
-def parallel_env(scenario: str | ScenarioConfig | None = None, **kwargs: object) -> object:
+def parallel_env(scenario: str | ScenarioConfig | None = None,
+                 **kwargs: Any) -> "HFFMParallelEnv":
     """The PettingZoo ``ParallelEnv``: one agent per edge server and one for the cloud
     (:mod:`hffm_env.envs.parallel`; needs PettingZoo, the ``integrations`` extra).
     ``kwargs`` are those of ``gymnasium.make("hffm/HFFM-v0", ...)`` plus ``reward_split``
@@ -23,7 +29,7 @@ def parallel_env(scenario: str | ScenarioConfig | None = None, **kwargs: object)
     return HFFMParallelEnv(scenario, **kwargs)
 
 
-def env(scenario: str | ScenarioConfig | None = None, **kwargs: object) -> object:
+def env(scenario: str | ScenarioConfig | None = None, **kwargs: Any) -> "CheckedAgentActions":
     """The same multi-agent env in PettingZoo's AEC form (``parallel_to_aec``), checking each
     agent's action when it acts."""
     from pettingzoo.utils.conversions import parallel_to_aec
