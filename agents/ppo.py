@@ -276,11 +276,15 @@ def train_sb3(args: TrainArgs) -> float:
             for rank in range(args.n_envs)
         ]
         vec = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
-        vec.seed(seed)
-        if args.normalize:
-            vec = VecNormalize(vec, norm_obs=True, norm_reward=True, clip_obs=10.0)
-            if stats is not None:
-                stats.apply_to(vec)
+        try:
+            vec.seed(seed)
+            if args.normalize:
+                vec = VecNormalize(vec, norm_obs=True, norm_reward=True, clip_obs=10.0)
+                if stats is not None:
+                    stats.apply_to(vec)  # an AgentFileError: statistics of another size
+        except BaseException:
+            _stop_vec_env(vec)
+            raise
         return vec
 
     try:
@@ -369,6 +373,14 @@ def train_sb3(args: TrainArgs) -> float:
                 with contextlib.redirect_stdout(sys.stderr):
                     model.learn(total_timesteps=steps, callback=phase_callbacks,
                                 tb_log_name=log_name, progress_bar=bar, reset_num_timesteps=reset)
+            except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+                if not subprocess:
+                    raise
+                # the pipe's error says nothing of why: the worker printed its own error
+                raise ChildProcessError(
+                    f"a worker of the vector env (--n-envs {args.n_envs}) stopped "
+                    f"({type(err).__name__} on its pipe) {phase}; its own error, if it raised "
+                    "one, is printed above") from err
             except KeyboardInterrupt:
                 with interrupts_held(common.PROG):
                     save(Path("."))
@@ -414,16 +426,43 @@ def train_sb3(args: TrainArgs) -> float:
         train_seconds = time.perf_counter() - started
         save(Path("."))
         curve.write(out)
-        write_train_args(out, args, interrupted=False)
-        return train_seconds
-    finally:
-        # every way out (an error, Ctrl-C, the end) ends the workers of SubprocVecEnv; a
-        # caller's Python session would keep them otherwise. After the interrupt's held
-        # save: closing waits for each worker's step in progress (a whole real-training
-        # round), which a second Ctrl-C may cut short; workers that a SIGTERM to the whole
-        # process group ended are gone already
-        with contextlib.suppress(OSError, EOFError):
+    except BaseException:
+        # an error, Ctrl-C (after its held save) or SIGTERM: the workers of SubprocVecEnv
+        # end here, or a caller's Python session would keep them
+        _stop_vec_env(vec_env)
+        raise
+    vec_env.close()
+    write_train_args(out, args, interrupted=False)
+    return train_seconds
+
+
+def _stop_vec_env(vec_env: Any) -> None:
+    """Close a vector env after an error without waiting for its workers: a worker whose
+    step failed (or that the kernel killed) never answers, and SB3's ``close`` would wait for
+    it forever; one still in a real-training round would take that long. SubprocVecEnv's
+    workers are ended (SIGTERM) and joined; a DummyVecEnv's envs close in this process."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    inner = vec_env
+    while hasattr(inner, "venv"):  # VecNormalize and other wrappers
+        inner = inner.venv
+    if not isinstance(inner, SubprocVecEnv):
+        with contextlib.suppress(Exception):  # the error under way is the one to report
             vec_env.close()
+        return
+    if inner.closed:
+        return
+    for process in inner.processes:
+        if process.is_alive():
+            process.terminate()
+    for process in inner.processes:
+        process.join(timeout=10)
+        if process.is_alive():  # stuck where SIGTERM is not handled
+            process.kill()
+            process.join()
+    for remote in inner.remotes:
+        remote.close()
+    inner.closed = True
 
 
 def _start_fresh_episode(model: Any, vec_env: Any, *, normalized: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
 import warnings
 import zipfile
@@ -149,6 +150,64 @@ def test_a_run_stopped_by_an_error_closes_its_envs(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="a callback failed"):
         train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(tmp_path / "run")])
     assert len(closed) == 1
+
+
+WORKER_FAILS = """
+import multiprocessing, sys
+import gymnasium as gym
+import hffm_env.agents.command as train_agent
+import hffm_env.agents.ppo as ppo
+
+made = ppo.make_env_fn
+
+def failing(args, rank, **kwargs):
+    make = made(args, rank, **kwargs)
+    def env():
+        class Fails(gym.Wrapper):
+            steps = 0
+            def step(self, action):
+                Fails.steps += 1
+                if rank == 1 and Fails.steps >= 3:
+                    raise RuntimeError("a step failed in a worker")
+                return self.env.step(action)
+        return Fails(make())
+    return env
+
+if __name__ == "__main__":
+    ppo.make_env_fn = failing
+    print("status", train_agent.main(sys.argv[1:]), flush=True)
+    print("workers left", len(multiprocessing.active_children()), flush=True)
+"""
+
+
+def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_path):
+    """A second worker's failed step left SB3 waiting for the first one's reply, which never
+    came: closing the vector env on the way out hung the run (and Ctrl-C then said nothing
+    was saved)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker_fails.py"
+    script.write_text(WORKER_FAILS)
+    done = subprocess.run(
+        [sys.executable, str(script), *BASE, "--n-envs", "2", "--total-timesteps", "64",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], done
+    assert "RuntimeError: a step failed in a worker" in done.stderr  # the worker's own
+    assert done.stderr.strip().splitlines()[-1] == (
+        "train_agent.py: error: a worker of the vector env (--n-envs 2) stopped (EOFError on "
+        "its pipe) while training; its own error, if it raised one, is printed above")
+    # statistics of another observation size, refused once the workers had started: they
+    # were left running
+    done = subprocess.run(
+        [sys.executable, str(script), "--fidelity", "cost", "--action-mode", "menu",
+         "--resume", str(COMMITTED_DIR / "ppo-menu_s0"), "--total-timesteps", "16000",
+         "--eval-seeds", "1000", "--no-progress", "--n-envs", "2",
+         "--out", str(tmp_path / "resumed")],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], done
+    assert "statistics" in done.stderr.strip().splitlines()[-1], done
 
 
 def test_a_run_killed_outright_keeps_its_learning_curve_up_to_its_last_checkpoint(
