@@ -20,6 +20,7 @@ for evaluation (``hffm bench --agent``) and for ``--resume`` alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
@@ -112,16 +113,18 @@ class AgentInfo:
     config: dict[str, Any] | None = None
 
     def training_config(self) -> Any:
-        """The scenario config the agent was trained on: the one recorded whole, else the
-        one ``scenario``, ``config_file`` and ``overrides`` build; ``None`` when the folder
-        does not say (written before they were recorded) or it no longer loads."""
+        """The scenario config the agent was trained on: the one recorded whole, else (not
+        recorded, or no longer a config of this version) the one ``scenario``, ``config_file``
+        and ``overrides`` build; ``None`` when the folder does not say (written before they
+        were recorded) or neither loads."""
         from hffm_env.config import ConfigError, from_dict, load_scenario
 
-        try:
-            if self.config is not None:
+        if self.config is not None:
+            with contextlib.suppress(ConfigError):
                 return from_dict(self.config)
-            if not self.scenario or self.overrides is None:
-                return None
+        if not self.scenario or self.overrides is None:
+            return None
+        try:
             return load_scenario(self.scenario, config_file=self.config_file,
                                  overrides=list(self.overrides))
         except (ConfigError, OSError):

@@ -101,26 +101,28 @@ def _package_folders() -> tuple[str, ...]:
 
 @contextlib.contextmanager
 def _own_warnings_as_lines(prog: str) -> Iterator[None]:
-    """Within the block, the package's own warnings print as ``prog: warning: ...`` (one
-    line for the reader of a command, not a file path and a line of source); warnings of
-    other libraries keep Python's form, which says where they come from."""
-    original = warnings.showwarning
+    """Within the block, warnings raised in the package's code print as one line, ``prog:
+    warning: <message> (<category> at hffm_env/<file>:<line>)``, not a full path and a line of
+    source; other libraries' keep Python's form. Only the text changes (``formatwarning``):
+    ``catch_warnings(record=True)``, ``pytest.warns`` and a caller's ``showwarning`` still get
+    every warning."""
+    original = warnings.formatwarning
     ours = _package_folders()
 
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: Any = None, line: str | None = None) -> None:
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
         if not filename.startswith(ours):
-            original(message, category, filename, lineno, file, line)
-            return
-        stream = file if file is not None else sys.stderr
-        with contextlib.suppress(OSError, ValueError):  # as Python's: a closed stderr is quiet
-            print(f"{prog}: warning: {message}", file=stream)
+            return original(message, category, filename, lineno, line)
+        # numpy's floating-point warnings are attributed to the package's line that divided
+        where = os.path.relpath(filename, os.path.dirname(os.path.dirname(
+            next(f for f in ours if filename.startswith(f)))))
+        return f"{prog}: warning: {message} ({category.__name__} at {where}:{lineno})\n"
 
-    warnings.showwarning = show
+    warnings.formatwarning = one_line
     try:
         yield
     finally:
-        warnings.showwarning = original
+        warnings.formatwarning = original
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -94,6 +94,15 @@ def test_an_agent_says_what_it_was_trained_on_after_its_config_file_is_gone(tmp_
     config.unlink()
     trained = find_agent(out).training_config()
     assert trained == expected and trained.fl.lr == 0.013
+    # a recorded config this version no longer reads: the scenario and overrides recorded
+    # beside it still give one (here without the file, which is gone: none)
+    info = json.loads((out / "agent.json").read_text())
+    (out / "agent.json").write_text(json.dumps({**info, "config": {"fl": {"renamed": 1}}}))
+    assert find_agent(out).training_config() is None
+    (out / "agent.json").write_text(json.dumps({**info, "config": {"fl": {"renamed": 1}},
+                                                "config_file": None}))
+    assert find_agent(out).training_config() == load_scenario(
+        "small", overrides=list(info["overrides"]))
     # a hand-edited agent.json whose config is not a mapping is named
     info = json.loads((out / "agent.json").read_text())
     (out / "agent.json").write_text(json.dumps({**info, "config": "small"}))

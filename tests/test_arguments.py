@@ -112,26 +112,35 @@ def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys,
 
 
 def test_a_commands_own_warnings_are_one_line_and_others_keep_pythons_form(capsys):
-    """A warning of the package printed a file path and a line of its source under the
-    command's output; another library's keeps Python's form, which says where it is from."""
+    """A warning raised in the package's code printed a full path and a line of its source
+    under the command's output; another library's keeps Python's form."""
     import warnings
 
     from hffm_env.fl import engine
 
     def main() -> int:
-        warnings.warn_explicit("the rates are too high", RuntimeWarning, engine.__file__, 1)
+        warnings.warn_explicit("the rates are too high", RuntimeWarning, engine.__file__, 7)
         warnings.warn_explicit("a library's advice", UserWarning, warnings.__file__, 1)
         return 0
 
-    shown = []
+    def show(message, category, filename, lineno, file=None, line=None):
+        # Python's own showwarning, as outside pytest (which records them instead)
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    before = warnings.formatwarning
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *rest: shown.append(str(message))
-        before = warnings.showwarning
+        warnings.showwarning = show
         assert arguments.run_command(main, "tool") == 0
-        assert warnings.showwarning is before
-    assert capsys.readouterr().err.splitlines() == ["tool: warning: the rates are too high"]
-    assert shown == ["a library's advice"]  # Python's (here a stand-in) shows the other
+    assert warnings.formatwarning is before
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "tool: warning: the rates are too high (RuntimeWarning at " \
+                     "hffm_env/fl/engine.py:7)"
+    assert err[1].endswith("warnings.py:1: UserWarning: a library's advice")
+    # recorders still get every warning: pytest.warns, catch_warnings(record=True)
+    with pytest.warns(RuntimeWarning, match="the rates are too high"):
+        assert arguments.run_command(main, "tool") == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_sigterm_stops_a_command_as_ctrl_c_does(capsys, monkeypatch):

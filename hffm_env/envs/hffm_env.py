@@ -405,16 +405,17 @@ class HFFMEnv(gym.Env):
         # (dropout is a round's draw: a build draw that dropped every device priced both at 0
         # and left the reward no scale)
         everyone = network.with_everyone_available()
-        star = self.engine.price_schedule(
-            Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR), network=everyone)
-        never = self.engine.price_schedule(
-            Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT), network=everyone)
-        priced = {"never": never, "star": star}
-        # the references use no wireless link (star goes over the wired wide-area link): a
-        # cloud round over the uplinks and one over D2D relays check those links, which an
-        # agent would otherwise reach only mid-episode
-        for route in (Route.DIRECT, Route.D2D_RELAY):
-            with np.errstate(divide="ignore", over="ignore"):  # a rate of 0: refused below
+        with np.errstate(divide="ignore", over="ignore"):  # a rate of 0: refused below
+            star = self.engine.price_schedule(
+                Schedule.uniform(Tier.CLOUD, network.num_clusters, Route.STAR), network=everyone)
+            never = self.engine.price_schedule(
+                Schedule.uniform(Tier.NONE, network.num_clusters, Route.DIRECT),
+                network=everyone)
+            priced = {"never": never, "star": star}
+            # the references use no wireless link (star goes over the wired wide-area link):
+            # a cloud round over the uplinks and one over D2D relays check those links, which
+            # an agent would otherwise reach only mid-episode
+            for route in (Route.DIRECT, Route.D2D_RELAY):
                 priced[f"a cloud round over {route.name.lower()}"] = self.engine.price_schedule(
                     Schedule.uniform(Tier.CLOUD, network.num_clusters, route), network=everyone)
         for what, cost in priced.items():
