@@ -6,7 +6,8 @@ Every round (:meth:`FederatedEngine.run_round`):
    batched computation (``torch.func.vmap`` of ``grad`` over parameters stacked along a leading
    device dimension, and a stacked AdamW);
 2. a device whose loss or parameters became non-finite is reset to its state at the start of
-   the round, flagged, and excluded from every aggregate;
+   the round, flagged, and excluded from every aggregate (a ``RuntimeWarning``, once, when
+   that happens to every device that trained: the rates are too high to learn anything);
 3. module types are aggregated at the tier the :class:`Schedule` names (D2D pairs, D2D at the
    cluster head, edge, cloud), weighted by sample counts, as tensor arithmetic over the device
    dimension; every movement is recorded in a :class:`TransferTable` by the transfer planner
