@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hffm_env import jsonio
 from hffm_env.baselines.policies import EnvBound
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
@@ -257,12 +258,9 @@ class PlanPolicy(EnvBound):
     def fingerprint(self) -> str:
         """A digest of what it plays (the plan and the two options): two plans of one name
         are told apart by it (:meth:`BenchResult.merge`)."""
-        import hashlib
-        import json
-
         played = {"plan": self.plan.to_dict(), "cheapest_routes": self.cheapest_routes,
                   "gossip_idle": self.gossip_idle}
-        return hashlib.sha256(json.dumps(played, sort_keys=True).encode()).hexdigest()[:16]
+        return jsonio.digest(played, length=16, default=None)
 
     def reset(self, env: Any, seed: int | None = None) -> None:
         """Start the plan from its first round."""

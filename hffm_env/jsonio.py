@@ -12,13 +12,15 @@ JSON. :func:`nulls_to_nan` reads such nulls back as NaN where a reader wants flo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["dump", "dumps", "json_safe", "nulls_to_nan"]
+__all__ = ["digest", "dump", "dumps", "json_safe", "nulls_to_nan"]
 
 
 def json_safe(value: Any) -> Any:
@@ -58,3 +60,13 @@ def dumps(value: Any, **kwargs: Any) -> str:
 def dump(value: Any, handle: IO[str], **kwargs: Any) -> None:
     """Write :func:`dumps` ``(value)`` to the text stream ``handle``."""
     handle.write(dumps(value, **kwargs))
+
+
+def digest(value: Any, *, length: int,
+           default: Callable[[Any], Any] | None = str) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON with sorted keys:
+    the one way cache keys and fingerprints are made, so equal values give equal digests in
+    every process. ``default`` turns what JSON cannot hold into what it can (``str`` unless
+    given; ``None`` refuses it with ``TypeError``)."""
+    text = json.dumps(value, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

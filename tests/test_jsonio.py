@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,3 +38,13 @@ def test_the_caller_value_is_not_changed():
     value = {"a": [float("nan")]}
     jsonio.dumps(value)
     assert math.isnan(value["a"][0])
+
+
+def test_digest_is_of_the_value_not_its_key_order_and_refuses_what_json_cannot_hold():
+    first = jsonio.digest({"a": 1, "b": [1, 2]}, length=24)
+    assert first == jsonio.digest({"b": [1, 2], "a": 1}, length=24)
+    assert len(first) == 24 and jsonio.digest({"a": 1, "b": [1, 2]}, length=16) == first[:16]
+    assert first != jsonio.digest({"a": 1, "b": [2, 1]}, length=24)
+    assert jsonio.digest({"p": Path("x")}, length=8) == jsonio.digest({"p": "x"}, length=8)
+    with pytest.raises(TypeError):
+        jsonio.digest({"p": Path("x")}, length=8, default=None)

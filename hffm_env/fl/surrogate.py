@@ -28,7 +28,6 @@ correlation that real training showed, resampled, never invented.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -97,11 +96,6 @@ def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     return inputs
 
 
-def _digest(payload: dict[str, Any]) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
 def surrogate_key(cfg: ScenarioConfig) -> str:
     """A hex digest of everything that changes what training measures: the model, data,
     engine, placement, dynamics and channel configs, the horizon, the format, the seeding
@@ -110,13 +104,13 @@ def surrogate_key(cfg: ScenarioConfig) -> str:
     never measured (``benchmarks/surrogate_error.py`` measures it on the split it was fitted
     on; on ``small`` another config seed's split put it 0.08 off). Costs and reward weights do
     not enter it."""
-    return _digest({"format": SURROGATE_FORMAT, **_training_inputs(cfg)})
+    return jsonio.digest({"format": SURROGATE_FORMAT, **_training_inputs(cfg)}, length=24)
 
 
 def traces_key(cfg: ScenarioConfig) -> str:
     """The digest of :func:`surrogate_key` without the surrogate's file format: what recorded
     real-training traces are traces of (a refit in a newer format reads the same traces)."""
-    return _digest(_training_inputs(cfg))
+    return jsonio.digest(_training_inputs(cfg), length=24)
 
 
 def surrogate_path(cfg: ScenarioConfig, folder: str | Path | None = None) -> Path:

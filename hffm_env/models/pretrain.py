@@ -41,7 +41,6 @@ Cache
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import stat
@@ -57,6 +56,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from hffm_env import jsonio
 from hffm_env.config import DataConfig, ModelConfig
 from hffm_env.data import (
     COLOURS,
@@ -168,8 +168,7 @@ def cache_key(model_config: ModelConfig, data_config: DataConfig) -> str:
         "data": {f: getattr(data_config, f) for f in _DATA_FIELDS},
         "checkpoint": None if checkpoint is None else _checkpoint_fingerprint(checkpoint),
     }
-    text = json.dumps(payload, sort_keys=True, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return jsonio.digest(payload, length=24, default=list)
 
 
 def cache_path(
