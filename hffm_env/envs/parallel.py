@@ -44,7 +44,11 @@ observation. ``action_mask`` holds one ``int8`` vector per slot, the form
 With ``action_mask="flat"`` the observed mask is that flat vector instead, as a
 ``Box(0, 1, (sum of the slots' sizes,), int8)`` (the form libraries that tensorise every
 observation take, e.g. skrl's multi-agent wrapper); PettingZoo's ``parallel_api_test``
-samples with the observed mask, which a ``MultiDiscrete`` takes per slot only.
+samples with the observed mask, which a ``MultiDiscrete`` takes per slot only. With
+``action_mask="one-hot"`` it is the same values shaped as the agent's action in one-hot form
+(:func:`flat_mask_shape`: ``(slots, n)`` when every slot has ``n`` choices, as the cloud's
+period slots do, else flat), the shape TorchRL's ``PettingZooWrapper`` gives its action
+masks; with ``info="numeric"`` (below) TorchRL wraps the env.
 
 ``observation_spaces`` and ``action_spaces`` hold every agent's spaces (the objects
 ``observation_space(a)`` and ``action_space(a)`` return); ``state()`` is the single-agent
@@ -62,31 +66,37 @@ more never earns more, even when a term is positive (a round cheaper than the re
 team reward (up to the accuracy term counted per agent). To know what a round at no cost
 would earn, cost-share calls the reward a second time each step (a custom ``reward`` that
 keeps state sees both calls).
-``infos[agent]`` also holds the single-agent info of the round (``infos[a]["env"]``).
+## Infos
+``info="full"`` (default): ``infos[agent]`` holds the flat mask and the whole single-agent
+info of the round (``infos[a]["env"]``, nested dicts and strings included). ``info="numeric"``:
+only the round's :data:`NUMERIC_INFO`, as Python numbers (accuracy and training loss NaN in a
+round that did not measure them; costs 0 at reset; the mask is in the observation): the same
+keys and shapes in every reset and step, the form libraries that turn every info value into
+a tensor take (TorchRL's ``PettingZooWrapper``, BenchMARL).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES, NEVER, REWARD_SPLITS
 from hffm_env.envs.action import check_action
-from hffm_env.envs.hffm_env import HFFMEnv
+from hffm_env.envs.hffm_env import HFFMEnv, measured
 from hffm_env.envs.reward import check_terms
 
 try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
     from pettingzoo import ParallelEnv
     from pettingzoo.utils.wrappers import BaseWrapper
 except ImportError:  # pragma: no cover - exercised only without the extra
-    ParallelEnv = BaseWrapper = object  # type: ignore[assignment,misc]
+    ParallelEnv = BaseWrapper = object
 
-__all__ = ["CheckedAgentActions", "HFFMParallelEnv", "MASK_FORMS", "REWARD_SPLITS",
-           "combine_periods"]
+__all__ = ["INFO_FORMS", "MASK_FORMS", "NUMERIC_INFO", "REWARD_SPLITS", "CheckedAgentActions",
+           "HFFMParallelEnv", "combine_periods", "numeric_info"]
 
 CLOUD = "cloud_0"
 
@@ -102,8 +112,18 @@ def _check_split(reward_split: str) -> None:
         raise ValueError(f"reward_split = {reward_split!r}: must be one of {list(REWARD_SPLITS)}")
 
 
-MASK_FORMS: tuple[str, ...] = ("per-slot", "flat")
+MASK_FORMS: tuple[str, ...] = ("per-slot", "flat", "one-hot")
 """How the parallel env's observations carry the action mask (``action_mask=``)."""
+
+
+def flat_mask_shape(nvec: np.ndarray, form: str) -> tuple[int, ...]:
+    """The shape of an agent's observed mask in the ``"flat"`` and ``"one-hot"`` forms, for
+    its action sizes ``nvec``: one vector, except ``"one-hot"`` with every slot of one size
+    ``n``, which is ``(slots, n)`` (the shape of a one-hot ``MultiDiscrete`` of equal sizes,
+    as TorchRL's action specs take it)."""
+    if form == "one-hot" and len(set(nvec.tolist())) == 1:
+        return (len(nvec), int(nvec[0]))
+    return (int(nvec.sum()),)
 
 
 def _check_mask_form(action_mask: str) -> None:
@@ -111,7 +131,28 @@ def _check_mask_form(action_mask: str) -> None:
         raise ValueError(f"action_mask = {action_mask!r}: must be one of {list(MASK_FORMS)}")
 
 
-class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
+INFO_FORMS: tuple[str, ...] = ("full", "numeric")
+"""What each agent's info holds (``info=``): the whole single-agent info, or numbers only."""
+
+NUMERIC_INFO: tuple[str, ...] = ("round", "accuracy", "train_loss", "latency_s", "energy_j",
+                                 "cumulative_latency_s", "cumulative_energy_j")
+"""The single-agent info's numbers in each agent's info with ``info="numeric"`` (accuracy is
+the mean over tasks)."""
+
+
+def _check_info_form(info: str) -> None:
+    if info not in INFO_FORMS:
+        raise ValueError(f"info = {info!r}: must be one of {list(INFO_FORMS)}")
+
+
+def numeric_info(info: dict[str, Any]) -> dict[str, float]:
+    """:data:`NUMERIC_INFO` of a single-agent ``info``, NaN for what the round did not
+    measure."""
+    return {key: (measured(info, key) if key in info["measured"] else float(info[key]))
+            for key in NUMERIC_INFO}
+
+
+class HFFMParallelEnv(ParallelEnv):
     """One agent per edge server plus the cloud (see the module docstring for the MAMDP).
 
     Args:
@@ -120,8 +161,11 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
             reward mode).
         reward_split: ``"team"`` or ``"cost-share"``.
         render_mode: ``None``, ``"rgb_array"`` or ``"ansi"`` (the single-agent frame).
-        action_mask: ``"per-slot"`` (one ``int8`` vector per slot, a ``Tuple`` space) or
-            ``"flat"`` (one ``int8`` vector, a ``Box``).
+        action_mask: ``"per-slot"`` (one ``int8`` vector per slot, a ``Tuple`` space),
+            ``"flat"`` (one ``int8`` vector, a ``Box``) or ``"one-hot"`` (the same ``Box``
+            shaped as the action's one-hot form, :func:`flat_mask_shape`; TorchRL's).
+        info: ``"full"`` (the single-agent info under ``"env"``) or ``"numeric"`` (numbers
+            only, :data:`NUMERIC_INFO`; for TorchRL's ``PettingZooWrapper``).
     """
 
     metadata = {"name": "hffm_parallel_v0", "render_modes": ["rgb_array", "ansi"],
@@ -129,21 +173,22 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
 
     def __init__(self, scenario: Any = None, *, reward_split: str = "team",
                  render_mode: str | None = None, action_mask: str = "per-slot",
-                 **env_kwargs: Any) -> None:
+                 info: str = "full", **env_kwargs: Any) -> None:
         if ParallelEnv is object:
             raise ImportError("hffm_env.parallel_env needs PettingZoo: "
                               "pip install 'hffm-env[integrations]' (or pettingzoo)")
         _check_split(reward_split)  # before the env is built
         _check_mask_form(action_mask)
+        _check_info_form(info)
         if env_kwargs.get("reward_mode", "scalar") != "scalar":
             raise ValueError("reward_mode: the parallel env splits the scalar reward; "
                              "use reward_split for per-agent rewards")
         self._bind(HFFMEnv(scenario, render_mode=render_mode, **env_kwargs), reward_split,
-                   action_mask)
+                   action_mask, info)
 
     @classmethod
     def over(cls, env: HFFMEnv, *, reward_split: str = "team",
-             action_mask: str = "per-slot") -> HFFMParallelEnv:
+             action_mask: str = "per-slot", info: str = "full") -> HFFMParallelEnv:
         """The multi-agent view of an existing single-agent env, which keeps driving the
         episode: :meth:`observe` splits its observation among the agents and
         :meth:`joint_action` assembles their actions (how a multi-agent policy plays in the
@@ -153,20 +198,22 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
                             f"got {type(env).__name__}")
         _check_split(reward_split)
         _check_mask_form(action_mask)
+        _check_info_form(info)
         if env.reward_mode != "scalar":
             raise ValueError(f"HFFMParallelEnv.over: the env's reward_mode = "
                              f"{env.reward_mode!r}: the agents share a scalar reward; build "
                              "the env with reward_mode='scalar'")
         view = cls.__new__(cls)
-        view._bind(env, reward_split, action_mask)
+        view._bind(env, reward_split, action_mask, info)
         return view
 
-    def _bind(self, env: HFFMEnv, reward_split: str, action_mask: str) -> None:
+    def _bind(self, env: HFFMEnv, reward_split: str, action_mask: str, info: str) -> None:
         self.env = env
         self.render_mode = env.render_mode
         self.reward_split = reward_split
         self.action_mask_form = action_mask
-        self.state_space: spaces.Box = env.observation_space
+        self.info_form = info
+        self.state_space = cast(spaces.Box, env.observation_space)
         """The space of :meth:`state`: the single-agent observation's."""
         self._state: np.ndarray | None = None
         layout = self.env.layout
@@ -225,17 +272,18 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
 
     def observation_space(self, agent: str) -> spaces.Dict:
         """``Dict(observation=Box(0, 1), action_mask=Tuple(MultiBinary(n) per slot))`` (with
-        ``action_mask="flat"``: ``action_mask=Box(0, 1, (sum of n,), int8)``); the same object
-        on every call."""
+        ``action_mask="flat"``: ``action_mask=Box(0, 1, (sum of n,), int8)``, ``"one-hot"``:
+        the same values shaped by :func:`flat_mask_shape`); the same object on every call."""
         return self.observation_spaces[self._check_agent(agent)]
 
     def _observation_space(self, agent: str) -> spaces.Dict:
         size = len(self.env.observation_names) if agent == CLOUD else (
             len(self._shared) + len(self._own[0]))
         nvec = self._nvec[agent]
-        mask = (spaces.Box(0, 1, shape=(int(nvec.sum()),), dtype=np.int8)
-                if self.action_mask_form == "flat"
-                else spaces.Tuple([spaces.MultiBinary(int(n)) for n in nvec]))
+        mask = (spaces.Tuple([spaces.MultiBinary(int(n)) for n in nvec])
+                if self.action_mask_form == "per-slot"
+                else spaces.Box(0, 1, shape=flat_mask_shape(nvec, self.action_mask_form),
+                                dtype=np.int8))
         return spaces.Dict({
             "observation": spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32),
             "action_mask": mask,
@@ -377,6 +425,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         single-agent env's ``obs`` and ``info`` of the same step."""
         observations, infos = {}, {}
         flat, owners = info["action_mask"], self._request_owners()  # one mask for all agents
+        numbers = numeric_info(info) if self.info_form == "numeric" else None
         for agent in self.possible_agents:
             if agent == CLOUD:
                 own = obs
@@ -387,10 +436,13 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
             flat_mask = np.concatenate(slot_masks)
             observations[agent] = {
                 "observation": own.astype(np.float32),
-                "action_mask": (flat_mask.astype(np.int8) if self.action_mask_form == "flat"
-                                else tuple(m.astype(np.int8) for m in slot_masks)),
+                "action_mask": (tuple(m.astype(np.int8) for m in slot_masks)
+                                if self.action_mask_form == "per-slot"
+                                else flat_mask.astype(np.int8).reshape(
+                                    self.observation_spaces[agent]["action_mask"].shape)),
             }
-            infos[agent] = {"action_mask": flat_mask, "env": info}
+            infos[agent] = ({"action_mask": flat_mask, "env": info} if numbers is None
+                            else dict(numbers))
         self._state = np.asarray(obs, dtype=np.float32).copy()
         return observations, infos
 
@@ -402,9 +454,12 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         # below that is charged by share (a term can be positive, e.g. a round cheaper than
         # the reward's `never` reference; a bigger share must never earn more)
         env = self.env
+        played = env.last_reward_inputs
+        if played is None:  # split only after a step, which records them
+            raise RuntimeError("no round played yet: nothing to split")
         try:  # the reward once more, on the round at no cost (a second call per step)
             free = check_terms(env.reward_function(
-                dataclasses.replace(env.last_reward_inputs, latency_s=0.0, energy_j=0.0),
+                dataclasses.replace(played, latency_s=0.0, energy_j=0.0),
                 env.cost_range, env.reward_weights), env.reward_function)
         except Exception as err:
             # the round is played: end the episode loudly, as the env does for its own call
@@ -429,7 +484,7 @@ class HFFMParallelEnv(ParallelEnv):  # type: ignore[misc]
         return rewards
 
 
-class CheckedAgentActions(BaseWrapper):  # type: ignore[misc]
+class CheckedAgentActions(BaseWrapper):
     """PettingZoo's AEC form of :class:`HFFMParallelEnv` (``parallel_to_aec``), checking each
     agent's action when that agent acts: the conversion collects the actions and plays them
     when the last agent has acted, so a bad one would otherwise surface only then, and stick.

@@ -221,6 +221,40 @@ def test_flat_masks_state_and_the_space_dicts_for_centralised_critics():
             copied.state()
 
 
+def test_one_hot_masks_and_numeric_infos_for_libraries_that_tensorise_everything():
+    """TorchRL's PettingZooWrapper gives a mask the shape of the one-hot action and makes a
+    tensor of every info value: the cloud's flat mask and the nested single-agent info could
+    not be wrapped."""
+    from hffm_env.envs.hffm_env import measured
+    from hffm_env.envs.parallel import NUMERIC_INFO
+
+    one_hot = _parallel(action_mask="one-hot", info="numeric")
+    full = _parallel()
+    obs, infos = one_hot.reset(seed=4)
+    obs_full, infos_full = full.reset(seed=4)
+    menu = len(one_hot.env.layout.menu)
+    for agent in one_hot.possible_agents:
+        mask, nvec = obs[agent]["action_mask"], one_hot.action_space(agent).nvec
+        # the cloud's slots are all periods, of one size: one row per slot; the edge's mixed
+        assert mask.shape == ((len(MODULE_TYPES), menu) if agent == "cloud_0"
+                              else (int(nvec.sum()),))
+        np.testing.assert_array_equal(mask.ravel(), infos_full[agent]["action_mask"])
+        assert one_hot.observation_space(agent).contains(obs[agent])
+        assert list(infos[agent]) == list(NUMERIC_INFO)
+        assert all(type(v) is float for v in infos[agent].values())
+    for _ in range(2):
+        actions = {a: one_hot.action_space(a).sample() for a in one_hot.agents}
+        obs, _, _, _, infos = one_hot.step(actions)
+        obs_full, _, _, _, infos_full = full.step(actions)
+        played = infos_full["edge_1"]["env"]
+        assert infos["edge_1"] == pytest.approx(
+            {k: measured(played, k) if k in played["measured"] else played[k]
+             for k in NUMERIC_INFO}, nan_ok=True)
+        assert infos["edge_1"]["energy_j"] > 0 and infos["edge_1"]["round"] == played["round"]
+    with pytest.raises(ValueError, match="info = 'tensors': must be one of"):
+        _parallel(info="tensors")
+
+
 def test_each_edge_agent_observes_its_own_cluster_and_the_shared_entries():
     """The view test compared two outputs of the same slicing: an edge agent shown cluster 0's
     entries passed."""

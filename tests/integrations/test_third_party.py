@@ -49,6 +49,39 @@ def test_torchrl_check_env_specs_and_a_masked_rollout():
     assert torch.isfinite(rollout["next", "reward"]).all()
 
 
+def test_torchrl_wraps_the_multi_agent_env_with_one_hot_masks_and_numeric_infos():
+    """TorchRL's PettingZooWrapper (and BenchMARL on it) turns every info value into a tensor
+    and gives each group one mask shaped as its one-hot action: the whole single-agent info
+    and a mask per slot could not be wrapped."""
+    _library("torchrl")
+    import torch
+    from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+    from torchrl.envs.utils import check_env_specs
+
+    from hffm_env.envs.parallel import NUMERIC_INFO
+    from hffm_env.testing import TINY_OVERRIDES
+
+    parallel = hffm_env.parallel_env("small", fidelity="cost", action_mask="one-hot",
+                                     info="numeric", overrides=list(TINY_OVERRIDES))
+    env = PettingZooWrapper(parallel, use_mask=True, seed=0)
+    check_env_specs(env, seed=0)
+    rollout = env.rollout(3)
+    assert set(rollout["next", "edge", "info"].keys()) == set(NUMERIC_INFO)
+    spent = rollout["next", "cloud", "info", "cumulative_energy_j"][:, 0]
+    assert (spent > 0).all() and (spent.diff() > 0).all()  # the rounds' real costs
+    for group in ("edge", "cloud"):
+        sizes = parallel.action_space(f"{group}_0").nvec
+        action, mask = rollout[group, "action"], rollout[group, "action_mask"]
+        # each agent's action index of each slot, as positions in its flat mask
+        offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        flat = mask.reshape(*mask.shape[:2], -1)
+        assert flat.shape[-1] == int(sizes.sum())
+        assert flat.gather(-1, action + offsets).all()  # the sampled actions respect it
+        if group == "edge":  # heads, partners and relays: something to mask
+            assert (~flat).any()
+    assert rollout["cloud", "action_mask"].shape[-2:] == (5, len(parallel.env.layout.menu))
+
+
 def test_mo_gymnasium_wrappers_in_vector_mode():
     _library("mo_gymnasium")
     from mo_gymnasium.wrappers import LinearReward, MORecordEpisodeStatistics
