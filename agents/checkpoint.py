@@ -30,11 +30,14 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hffm_env import jsonio
+
+if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
+    from stable_baselines3.common.policies import BasePolicy
 
 __all__ = [
     "AgentFileError",
@@ -171,7 +174,9 @@ class Normalization:
     def save(self, path: Path) -> None:
         """Write as ``.npz`` (plain arrays only)."""
         with open(path, "wb") as handle:
-            np.savez(handle, **{k: np.asarray(v) for k, v in asdict(self).items()})
+            # (Any: numpy's hint would check each array against savez's allow_pickle too)
+            arrays: dict[str, Any] = {k: np.asarray(v) for k, v in asdict(self).items()}
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Normalization:
@@ -187,11 +192,13 @@ class Normalization:
         arrays = {"obs_mean", "obs_var", "returns"}
         flags = {"norm_obs", "norm_reward"}
         try:
-            stats = cls(**{
+            # (Any: an array, a flag or a number, as each field takes it)
+            fields: dict[str, Any] = {
                 k: (np.asarray(v, dtype=np.float64) if k in arrays
                     else bool(v) if k in flags else float(v))
                 for k, v in values.items() if k in cls.__dataclass_fields__
-            })
+            }
+            stats = cls(**fields)
         except (TypeError, ValueError) as err:
             raise AgentFileError(f"{path}: normalisation statistics of the wrong type "
                                  f"({err})") from None
@@ -439,10 +446,15 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
     ``settings`` replace saved attributes (a resumed run's ``n_steps``, ``batch_size``,
     ``ent_coef`` and ``seed``: the ones it is given, not the archive's)."""
     cls = algo_class(agent.info.algo)
+    policy: type[BasePolicy]  # (sb3-contrib's masked policy is no ActorCriticPolicy)
     if agent.info.algo == "maskable-ppo":
-        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy as policy
+        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+        policy = MaskableActorCriticPolicy
     else:
-        from stable_baselines3.common.policies import ActorCriticPolicy as policy
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        policy = ActorCriticPolicy
     custom = dict.fromkeys(_REPLACED_ENTRIES)
     custom.update(policy_class=policy, observation_space=observation_space,
                   action_space=action_space, clip_range=agent.info.clip_range,

@@ -45,6 +45,15 @@ def _flag_type(annotation: object) -> tuple[type, bool]:
     return annotation, False  # type: ignore[return-value]
 
 
+def _default_of(f: dataclasses.Field[typing.Any]) -> typing.Any:
+    """A :class:`TrainArgs` field's default value (every field has one: each is a flag)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is dataclasses.MISSING:
+        raise TypeError(f"TrainArgs.{f.name} has no default: every flag needs one")
+    return f.default_factory()
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None,
                  prog: str = "train_agent.py") -> argparse.ArgumentParser:
     """An argument parser with one flag per :class:`TrainArgs` field (``prog`` names the
@@ -55,7 +64,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None,
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
         kind, is_list = _flag_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = _default_of(f)
         if "default" not in help_:  # some help lines already say what the default means
             help_ = f"{help_} (default: {default})"
         flags = (flag, *f.metadata.get("aliases", ()))
@@ -80,7 +89,7 @@ def flags_of(args: TrainArgs, **changes: object) -> list[str]:
     if values["resume"]:  # cloning a plan starts a run; a resumed run has it already
         values["imitate"] = values["imitate_rounds"] = None
     for f in dataclasses.fields(TrainArgs):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = _default_of(f)
         value, flag = values[f.name], "--" + f.name.replace("_", "-")
         if value == default or (isinstance(value, tuple) and list(value) == default):
             continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hffm_env import jsonio
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
@@ -97,7 +97,7 @@ def evaluate_against_baselines(
         seeds=args.eval_seeds,
         target_accuracy=config.env.target_accuracy,  # the target rewards' own, when set
         progress=args.progress,
-        scenario=args.scenario,
+        scenario=cast(str, args.scenario),  # TrainArgs names the preset when built
         fidelity=args.final_fidelity,
     )
     payload = result.to_dict()

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -153,7 +153,7 @@ def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
     only on a terminal; redirected to a file or a CI log it shows nothing until the end."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    every_s = PROGRESS_LINE_EVERY_S if every_s is None else every_s
+    interval = PROGRESS_LINE_EVERY_S if every_s is None else every_s
 
     class ProgressLines(BaseCallback):
         def _on_training_start(self) -> None:
@@ -164,7 +164,7 @@ def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:
 
         def _on_step(self) -> bool:
             now = time.perf_counter()
-            if now - self.last >= every_s:
+            if now - self.last >= interval:
                 self.last = now
                 done = self.model.num_timesteps - self.first
                 rate = done / max(now - self.started, 1e-9)
@@ -215,7 +215,7 @@ def train_sb3(args: TrainArgs) -> float:
     """
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
     from hffm_env.agents.checkpoint import (
         AgentFileError,
@@ -258,13 +258,15 @@ def train_sb3(args: TrainArgs) -> float:
                  "; the ones this run saves overwrite those of the same step")
     if resume is not None:  # another config or fidelity can be the point (a curriculum)
         recorded = resume.info.overrides
-        for what, trained, given in (
-                ("--fidelity", resume.info.fidelity or None, args.fidelity),
-                ("the settings", None if recorded is None else list(recorded),
-                 list(args.scenario_overrides()))):
-            if trained is not None and trained != given:
-                note(f"resuming {args.resume} with {what} {given!r}; it was trained with "
-                     f"{trained!r}")
+        # (what, as trained (None: not recorded), as given): a fidelity or a list of settings
+        changes: tuple[tuple[str, object, object], ...] = (
+            ("--fidelity", resume.info.fidelity or None, args.fidelity),
+            ("the settings", None if recorded is None else list(recorded),
+             list(args.scenario_overrides())))
+        for what, then, now in changes:
+            if then is not None and then != now:
+                note(f"resuming {args.resume} with {what} {now!r}; it was trained with "
+                     f"{then!r}")
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)
     subprocess = args.n_envs > 1
@@ -275,7 +277,7 @@ def train_sb3(args: TrainArgs) -> float:
                         in_subprocess=subprocess, fidelity=fidelity)
             for rank in range(args.n_envs)
         ]
-        vec = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
+        vec: VecEnv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
         try:
             vec.seed(seed)
             if args.normalize:
@@ -291,6 +293,8 @@ def train_sb3(args: TrainArgs) -> float:
         vec_env = vector_env(args.fidelity, args.seed,
                              resume.normalization if resume is not None else None)
     except AgentFileError as err:  # statistics of another observation size
+        if resume is None:  # only a resumed run applies statistics: not that error
+            raise
         raise AgentFileError(f"resume = {args.resume!r}: {err}"
                              f"{trained_on(resume.folder, 'resume it')}") from None
 
@@ -326,8 +330,10 @@ def train_sb3(args: TrainArgs) -> float:
             from hffm_env.agents.imitation import clone_plan
             from hffm_env.baselines.plan import RoundPlan
 
+            # (TrainArgs gives --imitate its default rounds)
+            rounds = cast(int, args.imitate_rounds)
             report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
-                                tuple(scenario_config.env.period_menu), args.imitate_rounds,
+                                tuple(scenario_config.env.period_menu), rounds,
                                 normalized=args.normalize)
             print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
                   f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "
@@ -335,7 +341,8 @@ def train_sb3(args: TrainArgs) -> float:
 
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
-                             num_timesteps=int(model.num_timesteps), scenario=args.scenario,
+                             num_timesteps=int(model.num_timesteps),
+                             scenario=cast(str, args.scenario),  # TrainArgs names the preset
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              normalized=bool(args.normalize),
                              overrides=tuple(args.scenario_overrides()),

@@ -47,9 +47,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -64,6 +65,7 @@ from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.rllib.utils.torch_utils import FLOAT_MIN
+from ray.rllib.utils.typing import AgentID, MultiAgentDict
 from ray.tune.registry import register_env
 
 import hffm_env.agents.common as common
@@ -161,7 +163,8 @@ class MaskedPPOModule(DefaultPPOTorchRLModule):
 
 
 def _mask_space(size: int) -> spaces.Box:
-    return spaces.Box(0, 1, shape=(size,), dtype=np.bool_)
+    # (gymnasium's hint names float and integer dtypes only; Box takes bool as well)
+    return spaces.Box(0, 1, shape=(size,), dtype=np.bool_)  # type: ignore[arg-type]
 
 
 class MultiAgentHFFM(MultiAgentEnv):
@@ -176,13 +179,14 @@ class MultiAgentHFFM(MultiAgentEnv):
         config = dict(env_config or {})
         split = config.pop("reward_split", "team")
         self.parallel = HFFMParallelEnv(reward_split=split, **_env_kwargs(config))
-        self.agents = self.possible_agents = list(self.parallel.possible_agents)
+        names: list[str] = self.parallel.possible_agents  # (RLlib's hint: any hashable ids)
+        self.agents = self.possible_agents = list(names)
         self.observation_spaces = {
             a: spaces.Dict({
                 "observation": self.parallel.observation_space(a)["observation"],
                 "action_mask": _mask_space(int(self.parallel.action_space(a).nvec.sum())),
-            }) for a in self.possible_agents}
-        self.action_spaces = {a: self.parallel.action_space(a) for a in self.possible_agents}
+            }) for a in names}
+        self.action_spaces = {a: self.parallel.action_space(a) for a in names}
 
     @staticmethod
     def _flat(obs: dict[str, Any], infos: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
@@ -195,10 +199,13 @@ class MultiAgentHFFM(MultiAgentEnv):
         obs, infos = self.parallel.reset(seed=seed, options=options)
         return self._flat(obs, infos), infos
 
-    def step(self, action_dict: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+    # (ignore: RLlib's MultiAgentEnv is a gym.Env whose step returns dicts per agent)
+    def step(  # type: ignore[override]
+            self, action_dict: MultiAgentDict) -> tuple[dict, dict, dict, dict, dict]:
         """One round with every agent's action."""
+        actions = cast("dict[str, Any]", action_dict)  # keyed by this env's agent names
         obs, rewards, terms, truncs, infos = self.parallel.step(
-            {a: np.asarray(v, dtype=np.int64) for a, v in action_dict.items()})
+            {a: np.asarray(v, dtype=np.int64) for a, v in actions.items()})
         terms["__all__"] = all(terms.values())
         truncs["__all__"] = all(truncs.values())
         return self._flat(obs, infos), rewards, terms, truncs, infos
@@ -318,8 +325,10 @@ def rllib_config(args: Any) -> PPOConfig:
         config = config.learners(num_gpus_per_learner=1)
     if args.multi_agent:
         spec = RLModuleSpec(module_class=MaskedPPOModule, model_config=model_config())
+        # (RLlib types agent ids as any hashable; the multi-agent env's are names)
+        mapping = cast("Callable[[AgentID, Any], str]", module_of)
         config = config.multi_agent(policies={EDGE_MODULE, CLOUD_MODULE},
-                                    policy_mapping_fn=module_of).rl_module(
+                                    policy_mapping_fn=mapping).rl_module(
             rl_module_spec=MultiRLModuleSpec(rl_module_specs={EDGE_MODULE: spec,
                                                               CLOUD_MODULE: spec}))
     else:
@@ -395,7 +404,7 @@ def join_cluster(address: str) -> None:
 
     resolved = _auto_address() if address == "auto" else address
     host, _, port = (resolved or "").rpartition(":")
-    if host and port.isdigit() and "://" not in resolved:
+    if resolved is not None and host and port.isdigit() and "://" not in resolved:
         try:  # Ray itself keeps retrying for minutes when nothing listens there
             socket.create_connection((host, int(port)), timeout=5).close()
         except OSError as err:

@@ -14,6 +14,7 @@ seeds only (0..999); evaluation seeds (1000+) stay held out.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import time
@@ -147,12 +148,16 @@ def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int 
     ``policies``, ``random_episodes`` of ``random`` and ``mixed`` per-type schedules drawn
     with ``seed``."""
     rng = np.random.default_rng(seed)
-    out: list[Callable[[], Policy]] = [lambda n=n: make_policy(n) for n in policies]
-    out += [lambda k=k: _NthRandom(k) for k in range(random_episodes)]
+    out: list[Callable[[], Policy]] = [functools.partial(make_policy, n) for n in policies]
+    out += [functools.partial(_NthRandom, k) for k in range(random_episodes)]
     for k in range(mixed):
-        policy = MixedPeriodPolicy.draw(f"mixed-{k}", menu, rng)
-        out.append(lambda p=policy: p)
+        out.append(_returning(MixedPeriodPolicy.draw(f"mixed-{k}", menu, rng)))
     return out
+
+
+def _returning(policy: Policy) -> Callable[[], Policy]:
+    """A factory of the design that gives ``policy`` itself (an object built already)."""
+    return lambda: policy
 
 
 def _targets(env: Any, info: dict[str, Any]) -> dict[str, float]:
@@ -284,7 +289,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
     check_training_seeds(seeds, "calibration seeds")
     factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
                        policies=policies)
-    factories += [lambda a=policy: a for policy in (*schedules, *agents)]
+    factories += [_returning(policy) for policy in (*schedules, *agents)]
     jobs = [(f, s) for s in seeds for f in factories]
     episodes: list[dict[str, Any]] = []
     start = time.perf_counter()

@@ -17,12 +17,18 @@ import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from hffm_env import jsonio
-from hffm_env.baselines.policies import Policy, is_agent_name, make_policy, menu_problem
+from hffm_env.baselines.policies import (
+    FittedPolicy,
+    Policy,
+    is_agent_name,
+    make_policy,
+    menu_problem,
+)
 from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS, dict_differences
 from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
@@ -96,7 +102,8 @@ def fit_if_needed(env: Any, policy: Policy,
                 on_episode(candidate.name, seed)
             return run_episode(e, candidate, seed).episode_return
 
-        policy.fit(env, rollout)
+        # (fitted_for marks a FittedPolicy, the protocol that pairs it with fit)
+        cast(FittedPolicy, policy).fit(env, rollout)
 
 
 def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
@@ -337,8 +344,8 @@ class BenchResult:
                         f"{', ...' if len(differ) > 4 else ''}); only runs of one env "
                         "configuration, reward and surrogate fit merge")
             for episode in result.episodes:
-                seen = episodes.setdefault((episode.policy, episode.seed), episode)
-                if not _same_episode(seen, episode):
+                kept = episodes.setdefault((episode.policy, episode.seed), episode)
+                if not _same_episode(kept, episode):
                     raise ValueError(
                         f"{name}: {episode.policy} on seed {episode.seed} differs from the "
                         "episode of an earlier run (another version, cache or thread count?); "
@@ -626,6 +633,10 @@ def _check_policies(policies: Iterable[str | Policy]) -> list[Policy]:
             raise ValueError(f"policy {policy.name!r} has fit() but no fitted_for(env): the "
                              "runner fits a policy when fitted_for(env) is False (see "
                              "FittedPolicy); add it, or it would never be fitted")
+        if hasattr(policy, "fitted_for") and not hasattr(policy, "fit"):
+            raise ValueError(f"policy {policy.name!r} has fitted_for(env) but no fit(env, "
+                             "rollout): the runner calls fit when fitted_for(env) is False "
+                             "(see FittedPolicy); add it, or drop fitted_for")
         resolved.append(policy)
     names = [p.name for p in resolved]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -730,7 +741,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     families: dict[str, list[PolicySummary]] = {}
     for s in result.summaries:
         families.setdefault(policy_family(s.policy), []).append(s)
-    colour_of = {}
+    colour_of: dict[str, str | tuple[float, float, float, float]] = {}  # RGBA, or a name
     for family, rows in families.items():
         cmap = matplotlib.colormaps[FAMILY_STYLES.get(family, FAMILY_STYLES["other"])[0]]
         for k, s in enumerate(rows):  # shades from dark to light, never white

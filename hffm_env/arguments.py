@@ -21,7 +21,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from hffm_env.config import SEED_MAX
 from hffm_env.devices import device_problem, resolve_device
@@ -95,7 +95,8 @@ def _package_folders() -> tuple[str, ...]:
     folders = []
     for name in ("hffm_env", "hffm_env.agents", "hffm_env.baselines"):
         spec = importlib.util.find_spec(name)
-        folders += [os.path.join(f, "") for f in (spec.submodule_search_locations or [])]
+        locations = spec.submodule_search_locations if spec is not None else None
+        folders += [os.path.join(f, "") for f in (locations or [])]
     return tuple(folders)
 
 
@@ -173,6 +174,10 @@ def _signal_handler(handler: Callable[[int, Any], None], *signals: int) -> Itera
             signal.signal(sig, earlier)
 
 
+@overload
+def split_names(values: Sequence[str]) -> list[str]: ...
+@overload
+def split_names(values: None) -> None: ...
 def split_names(values: Sequence[str] | None) -> list[str] | None:
     """Names given to a list flag, space- or comma-separated alike (``--policies a,b`` and
     ``--policies a b``); ``None`` when the flag was not given."""

@@ -81,7 +81,7 @@ def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
     streams = RandomStreams.from_seed(seed)  # as the env draws its layout and data split
     topology = place_network(config.placement, streams.placement)
     _, profiles = draw_network_profiles(config.data, topology.cluster_of_device, streams.data)
-    devices = []
+    devices: list[dict[str, Any]] = []
     for d, profile in enumerate(profiles):
         devices.append({
             "device": d,

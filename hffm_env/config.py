@@ -174,9 +174,10 @@ def _kind(value: Any, hint: Any) -> str | None:
         item = get_args(hint)[0]
         if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or any(
                 _kind(v, item) is not None for v in value):
-            return f"a list of {_kind(object(), item).split(' ', 1)[1]}s"  # "a string"
+            kind = _kind(object(), item) or "a value"  # an object() is never of a field's kind
+            return f"a list of {kind.split(' ', 1)[1]}s"  # "a string"
         return None
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return None if isinstance(value, hint) else (
             f"an instance of {hint.__name__} (dicts go through hffm_env.config.from_dict)")
     if hint is bool:
@@ -197,7 +198,8 @@ def _field_hints(cls: type) -> dict[str, Any]:
 def _check_types(owner: str, config: Any) -> None:
     """Every field of the dataclass ``config`` of its declared kind: a config built in Python
     skips the coercion of :func:`from_dict`, and ``mobility="false"`` turned mobility on."""
-    for name, hint in _field_hints(type(config)).items():
+    kind: type = type(config)
+    for name, hint in _field_hints(kind).items():
         value = getattr(config, name)
         if hint is bool and getattr(getattr(value, "dtype", None), "kind", "") == "b" \
                 and getattr(value, "shape", None) == ():  # numpy's booleans, as bools
@@ -987,7 +989,7 @@ def check_memory(config: ScenarioConfig, fidelity: str = "train",
         detail = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in parts.items() if k != "total")
         cheaper = (" (or, for the network alone, fidelity 'cost', which draws no scene)"
                    if fidelity == "train" else "")
-        largest = max((k for k in parts if k not in ("total", "libraries")), key=parts.get)
+        largest = max((k for k in parts if k not in ("total", "libraries")), key=lambda k: parts[k])
         raise ConfigError(
             f"scenario {config.name!r} ({fidelity} fidelity) needs about "
             f"{parts['total'] / 2**30:.1f} GiB of memory ({detail} GiB); this machine has "
@@ -1059,8 +1061,8 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
     if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
         value = value.item() if hasattr(value, "item") else value  # numpy's numbers as Python's
     origin = get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(annotation, type) and isinstance(value, annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(

@@ -22,7 +22,7 @@ own space (sb3-contrib's MaskablePPO finds it through the wrapper), derived from
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -67,7 +67,7 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     return layout.encode(edge, cloud, routes, **{**defaults, **choices})
 
 
-def _layout_of(env: gym.Env, wrapper: str) -> Any:
+def _layout_of(env: gym.Env, wrapper: str) -> ActionLayout:
     """The action layout of the HF-FM env under ``env``, or a TypeError naming ``wrapper``."""
     layout = getattr(env.unwrapped, "layout", None)
     if not isinstance(layout, ActionLayout):
@@ -122,7 +122,8 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
 
     def action(self, action: np.ndarray) -> np.ndarray:
         """The env's full action for a coarse one (slot errors name the coarse slot)."""
-        a = check_action(action, self.action_space.nvec, self.slot_names)
+        space = cast(spaces.MultiDiscrete, self.action_space)  # set in __init__
+        a = check_action(action, space.nvec, self.slot_names)
         k = len(MODULE_TYPES)
         edge = {t: self.menu[int(a[j])] for j, t in enumerate(MODULE_TYPES)}
         cloud = {t: self.menu[int(a[k + j])] for j, t in enumerate(MODULE_TYPES)}
@@ -131,8 +132,9 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
 
     def action_masks(self) -> np.ndarray:
         """The env's masks of the period and route slots (the slots this space keeps)."""
-        layout = self.env.unwrapped.layout
-        per_slot = layout.split_mask(self.env.unwrapped.action_masks())
+        hffm: Any = self.env.unwrapped  # an HF-FM env (_layout_of checked it)
+        layout = hffm.layout
+        per_slot = layout.split_mask(hffm.action_masks())
         return np.concatenate([mask for name, mask in zip(layout.slot_names, per_slot,
                                                           strict=True)
                                if name.startswith(("edge_period/", "cloud_period/", "route/"))])
@@ -215,13 +217,14 @@ class ActionMaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorA
                             "HF-FM env (or a wrapper of one)") from None
         self.observation_space = spaces.Dict({
             "observation": env.observation_space,
-            "action_mask": spaces.Box(0, 1, shape=(size,), dtype=np.bool_),
+            # gymnasium's hint omits bool, which Box supports
+            "action_mask": spaces.Box(0, 1, shape=(size,), dtype=np.bool_),  # type: ignore[arg-type]
         })
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
         """The observation with the mask for the next action."""
         mask = np.asarray(self.env.get_wrapper_attr("action_masks")(), dtype=bool)
-        expected = self.observation_space["action_mask"].shape
+        expected = cast(spaces.Dict, self.observation_space)["action_mask"].shape
         if mask.shape != expected:  # a wrapper between changed the space but not the mask
             raise TypeError(
                 f"ActionMaskObservation: action_masks() of the wrapped env has shape "

@@ -153,8 +153,8 @@ def draw_cluster_profiles(
             out[k] = ClusterProfile(allowed, out[k].tasks)
             able = [k]
         k = able[int(rng.integers(len(able)))]
-        tasks = set(out[k].tasks) | {task}
-        out[k] = ClusterProfile(out[k].modalities, tuple(t for t in config.tasks if t in tasks))
+        kept = set(out[k].tasks) | {task}
+        out[k] = ClusterProfile(out[k].modalities, tuple(t for t in config.tasks if t in kept))
     return out
 
 
@@ -170,10 +170,14 @@ def draw_profiles(
     _check_servable(config)
     if num_devices < 1:
         raise ConfigError(f"placement.num_devices = {num_devices}: must be >= 1")
+    if clusters is not None and cluster_of_device is None:
+        raise ValueError("draw_profiles: clusters given without cluster_of_device, so no device "
+                         "has a cluster whose profile it could draw inside")
     missing = {"image": config.p_missing_image, "audio": config.p_missing_audio}
     profiles = []
     for d in range(num_devices):
-        limits = clusters[int(cluster_of_device[d])] if clusters is not None else None
+        limits = (clusters[int(cluster_of_device[d])]
+                  if clusters is not None and cluster_of_device is not None else None)
         modalities = limits.modalities if limits else tuple(config.modalities)
         task_menu = limits.tasks if limits else tuple(config.tasks)
         available = set(modalities)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -217,7 +217,7 @@ TASK_SPECS: dict[str, TaskSpec] = task_specs()
 depends on the config; for class counts under another ``max_objects`` use :func:`task_specs`."""
 
 
-def can_serve(task: str, modalities: Sequence[str] | frozenset[str]) -> bool:
+def can_serve(task: str, modalities: Collection[str]) -> bool:
     """Whether a device holding ``modalities`` can run ``task`` (any of its ``requires`` sets is
     contained in ``modalities``)."""
     if task not in TASK_SPECS:
@@ -548,6 +548,9 @@ def _draw_questions(
     target and are allowed only where the description picks it out uniquely.
     """
     present, shape, colour, size = objects.present, objects.shape, objects.colour, objects.size
+    # declared so that numpy's stubs see an int ``size`` and give arrays, not scalars, back
+    n: int
+    k_max: int
     n, k_max = present.shape
     rows = np.arange(n)
     count = present.sum(axis=1)
@@ -664,6 +667,9 @@ class _Look:
 
 def _draw_look(scene: np.ndarray, objects: SceneObjects, rng: np.random.Generator) -> _Look:
     """Draw the environment's jittered cues (tint, grating, drone) and the tones' phases."""
+    # declared so that numpy's stubs see an int ``size`` and give arrays, not scalars, back
+    n: int
+    k_max: int
     n, k_max = objects.present.shape
     return _Look(
         tint=_SCENE_TINT[scene] + _TINT_JITTER * rng.standard_normal((n, 3)).astype(np.float32),

@@ -546,7 +546,8 @@ class HFFMEnv(gym.Env):
         where the scenario fixes the model's payload, as ``paper`` does)."""
         return self.engine.inventory.as_table(self.config.cost.model_payload_bits)
 
-    def render(self) -> np.ndarray | str | None:
+    # gymnasium hints render with a type variable its Env class does not bind
+    def render(self) -> np.ndarray | str | None:  # type: ignore[override]
         """``"rgb_array"``: topology and this round's transfers beside accuracy, latency and
         energy curves; ``"ansi"``: a text summary. ``None`` without a render mode."""
         from hffm_env.envs import render as rendering
@@ -645,6 +646,8 @@ class HFFMEnv(gym.Env):
             return result
         scores = (self.engine.evaluate() if self._surrogate_rounds is None
                   else self._surrogate_rounds.prediction)
+        if scores is None:  # a surrogate episode predicts from its reset on
+            raise RuntimeError("a surrogate round was played without a prediction")
         result = dataclasses.replace(
             result, accuracy_local=scores.accuracy_local,
             accuracy_held_out=scores.accuracy_held_out,

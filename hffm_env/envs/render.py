@@ -37,9 +37,9 @@ def _node_xy(env: HFFMEnv, node: int) -> tuple[float, float]:
     topology = env.played_round.topology
     n = topology.num_devices
     if node < n:
-        return tuple(topology.device_xy_m[node])  # type: ignore[return-value]
+        return tuple(topology.device_xy_m[node])
     if node < n + topology.num_clusters:
-        return tuple(topology.server_xy_m[node - n])  # type: ignore[return-value]
+        return tuple(topology.server_xy_m[node - n])
     side = topology.area_side_m
     return (side / 2.0, side * 1.08)  # the cloud, drawn above the area
 
@@ -98,9 +98,10 @@ def render_figure(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> An
     ax.set_xlabel("x (m)", fontsize=7)
     ax.set_ylabel("y (m)", fontsize=7)
     ax.tick_params(labelsize=6)
-    key = fig.add_subplot(grid[:, 1])
-    key.axis("off")
-    key.legend(handles=_legend_handles(matplotlib), fontsize=6, loc="center", frameon=False)
+    legend_panel = fig.add_subplot(grid[:, 1])
+    legend_panel.axis("off")
+    legend_panel.legend(handles=_legend_handles(matplotlib), fontsize=6, loc="center",
+                        frameon=False)
 
     history = env.history
     rounds = np.array([h["round"] for h in history])
@@ -177,8 +178,9 @@ def render_ansi(env: HFFMEnv) -> str:
             f"total {env.cumulative_latency_s:.2f} s, {env.cumulative_energy_j:.2f} J"
         )
     if env.last_schedule is not None:
-        tiers = env.last_schedule.to_dict()["tiers"]
-        lines.append("  tiers " + " ".join(f"{t}={tiers[t]}" for t in MODULE_TYPES))
+        schedule = env.last_schedule
+        lines.append("  tiers " + " ".join(f"{t}={schedule.tier(t).name.lower()}"
+                                           for t in MODULE_TYPES))
     available = env.played_round.available
     lines.append(f"  available {int(available.sum())}/{len(available)} in that round, pending "
                  f"requests {len(env.pending)}")

@@ -61,7 +61,8 @@ def per_device_predictions(engine: FederatedEngine) -> torch.Tensor:
     device does not serve): what
     :meth:`FederatedEngine.predict_rows` must reproduce."""
     rows = engine.evaluator.rows
-    features, out = engine.evaluator.features, None
+    features = engine.evaluator.features
+    out: torch.Tensor | None = None  # made at the first device, once the logits' K is known
     for d in range(engine.num_devices):
         mine = torch.nonzero(rows.device == d).flatten()
         params = {k: v[d] for k, v in engine.params.items()}
@@ -72,4 +73,6 @@ def per_device_predictions(engine: FederatedEngine) -> torch.Tensor:
         if out is None:
             out = torch.empty((len(rows), logits.shape[1]), dtype=torch.long)
         out[mine] = torch.where(tasks, logits.argmax(dim=-1), -1)
+    if out is None:
+        raise ValueError("per_device_predictions: the engine has no devices to predict with")
     return out

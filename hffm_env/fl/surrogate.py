@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -264,17 +264,19 @@ class TierHistory:
         current: dict[str, Tier | None] = dict.fromkeys(MODULE_TYPES)
         if tiers is not None:
             self.round += 1
+            aggregated: dict[str, Tier] = {}
             for t in MODULE_TYPES:
                 value = tiers.get(t, Tier.NONE)
                 tier = Tier[value.upper()] if isinstance(value, str) else Tier(value)
-                current[t] = tier
+                aggregated[t] = tier
                 if tier == Tier.CLOUD:
                     self.counts[t]["cloud"] += 1
                 elif tier in (Tier.EDGE, Tier.D2D_HEAD):
                     self.counts[t]["edge"] += 1
                 elif tier == Tier.D2D_PAIRS:
                     self.counts[t]["d2d"] += 1
-            self.clock.advance(current)
+            self.clock.advance(aggregated)
+            current.update(aggregated)
         h = self.horizon
         values = [self.round / h, float(available_fraction)]
         for t in MODULE_TYPES:
@@ -432,7 +434,9 @@ class AccuracySurrogate:
         keep = np.array([n.startswith("accuracy/") for n in self.targets])
         measured = keep & np.isfinite(self.residuals)
         noise = np.where(measured, self.residuals, 0.0).astype(np.float32)
-        for episode, rows in zip(noise, measured.any(axis=-1), strict=True):
+        # (episodes, rounds + 1): measured is 3-d, so this is an array, never numpy's scalar
+        measured_rounds = cast(np.ndarray, measured.any(axis=-1))
+        for episode, rows in zip(noise, measured_rounds, strict=True):
             last = int(np.flatnonzero(rows)[-1]) if rows.any() else -1
             if 0 <= last < len(episode) - 1:  # an episode that ended early
                 episode[last + 1:] = episode[last]
@@ -501,12 +505,14 @@ class AccuracySurrogate:
         need(isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks),
              "tasks", "must be a list of task names")
         need(isinstance(horizon, int) and horizon >= 1, "horizon", "must be an integer >= 1")
+        tasks, horizon = cast("list[str]", tasks), cast(int, horizon)  # as need() checked
         inputs, outputs = len(TierHistory.feature_names()), len(target_names(tasks))
         need(record.get("inputs") == inputs, "inputs", f"this version's features are {inputs}")
         hidden = record.get("hidden")
         need(isinstance(hidden, int) and hidden >= 1, "hidden", "must be an integer >= 1")
         members = record.get("members")
         need(isinstance(members, list) and bool(members), "members", "must be a non-empty list")
+        hidden, members = cast(int, hidden), cast("list[Any]", members)  # as need() checked
         nets = []
         with torch.random.fork_rng(devices=[]):  # the layers' initial draws (overwritten by
             for k, state in enumerate(members):  # the state) leave the caller's stream alone
@@ -527,17 +533,21 @@ class AccuracySurrogate:
                  and all(isinstance(t, torch.Tensor) and tuple(t.shape) == (size,)
                          and bool(torch.isfinite(t).all()) for t in value),
                  name, f"must be {count} finite vectors of {size}")
-            stats[name] = tuple(t.numpy() for t in value)
-        try:
-            meta = json.loads(record.get("meta"))
-        except (TypeError, json.JSONDecodeError):
+            vectors = cast("Sequence[torch.Tensor]", value)  # as need() checked
+            stats[name] = tuple(t.numpy() for t in vectors)
+        text = record.get("meta")
+        try:  # anything but text is no JSON object (json.loads would raise TypeError on it)
+            meta = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else None
+        except json.JSONDecodeError:
             meta = None
         need(isinstance(meta, dict), "meta", "must be a JSON object")
+        meta = cast("dict[str, Any]", meta)  # as need() checked
         residuals = record.get("residuals")
         need(residuals is None or (isinstance(residuals, torch.Tensor) and residuals.ndim == 3
                                    and residuals.shape[-1] == outputs), "residuals",
              f"must be None or (episodes, rounds + 1, {outputs})")
-        return cls(tasks, horizon, nets, stats["x_stats"], stats["y_stats"], meta,
+        x_stats = cast("tuple[np.ndarray, np.ndarray]", stats["x_stats"])  # 2, as checked
+        return cls(tasks, horizon, nets, x_stats, stats["y_stats"], meta,
                    None if residuals is None else residuals.numpy())
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -264,6 +264,7 @@ def _record_failed_uploads(
     layout: RoundLayout, bits: float,
 ) -> None:
     """The uploads of failed exchanges: paid (at every attempt), never answered."""
+    uplink_failed = cast(np.ndarray, network.rates.uplink_failed)  # LinkRates fills it in
     for c in range(network.num_clusters):
         members = network.members(c)
         senders = members[failed[members]]
@@ -279,7 +280,7 @@ def _record_failed_uploads(
             # the hops up to the link that failed; all of them when the head's uplink did
             table.add_flow(module_id, bits, network.attempted_path(paths[d]), LinkKind.D2D,
                            Stage.D2D_UP, c)
-        if via == "d2d+uplink" and network.rates.uplink_failed[head]:
+        if via == "d2d+uplink" and uplink_failed[head]:
             table.add_uplinks(module_id, bits, np.array([head]))
 
 

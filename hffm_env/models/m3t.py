@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from transformers import BertConfig, BertModel
 from hffm_env.config import MODULE_TYPES, DataConfig, ModelConfig, split_module_id
 from hffm_env.data import VOCAB_SIZE, SceneBatch, task_specs
 from hffm_env.models.extractors import build_extractor, tokens_per_modality
-from hffm_env.models.modules import MixtureOfAdapters, ModalityEncoder
+from hffm_env.models.modules import AdapterExperts, MixtureOfAdapters, ModalityEncoder
 
 __all__ = ["M3TModel", "NEG_LOGIT", "MASK_VALUE", "bert_config", "masked_task_loss",
            "masked_task_losses"]
@@ -56,7 +56,9 @@ def bert_config(model_config: ModelConfig, max_positions: int) -> BertConfig:
     """The fusion backbone's :class:`~transformers.BertConfig` for ``model_config``: no dropout
     (the backbone is frozen, and vmapped code must not draw random numbers), eager attention,
     a two-word vocabulary (inputs always come as embeddings)."""
-    return BertConfig(
+    # attn_implementation is one of PreTrainedConfig's **kwargs, which the strict dataclass
+    # that transformers 5 generates for BertConfig does not declare to type checkers
+    return BertConfig(  # type: ignore[call-arg]
         vocab_size=2,
         hidden_size=model_config.hidden_size,
         num_hidden_layers=model_config.num_layers,
@@ -175,7 +177,8 @@ class M3TModel(nn.Module):
             inject_adapter_in_model(
                 LoraConfig(
                     r=model_config.lora_rank,
-                    lora_alpha=model_config.lora_alpha,
+                    # peft hints an int but only divides by it (the scale alpha / r)
+                    lora_alpha=model_config.lora_alpha,  # type: ignore[arg-type]
                     lora_dropout=0.0,
                     target_modules=["query", "value"],
                 ),
@@ -225,7 +228,8 @@ class M3TModel(nn.Module):
             for task in self.tasks:
                 noise = torch.randn(self.prompts[task].shape, generator=generator) * 0.02
                 self.prompts[task].copy_(self.query_token.detach().cpu() + noise)
-            for layer in self.moe.layers:
+            for module in self.moe.layers:
+                layer = cast(AdapterExperts, module)  # MixtureOfAdapters holds only these
                 bound = 1.0 / math.sqrt(self.hidden_size)
                 layer.down_weight.copy_(_uniform(layer.down_weight.shape, bound, generator))
                 layer.down_bias.zero_()
@@ -242,7 +246,7 @@ class M3TModel(nn.Module):
                 elif "lora_B" in name:
                     param.zero_()
             for task in self.tasks:
-                head = self.heads[task]
+                head = cast(nn.Linear, self.heads[task])
                 bound = 1.0 / math.sqrt(self.hidden_size)
                 head.weight.copy_(_uniform(head.weight.shape, bound, generator))
                 head.bias.zero_()

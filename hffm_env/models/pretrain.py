@@ -49,7 +49,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -133,6 +133,10 @@ def default_cache_dir() -> Path:
         return fallback
 
 
+@overload
+def _checkpoint_dir(pretrained_path: str | Path) -> Path: ...
+@overload
+def _checkpoint_dir(pretrained_path: str | Path | None) -> Path | None: ...
 def _checkpoint_dir(pretrained_path: str | Path | None) -> Path | None:
     if pretrained_path is None:
         return None
@@ -235,10 +239,12 @@ def load_backbone(path: str | Path) -> BertModel:
     backbone."""
     folder = _checkpoint_dir(path)
     _bert_config(folder)
-    backbone, loading = BertModel.from_pretrained(
+    # with output_loading_info, from_pretrained returns (model, loading info); its hint
+    # names only the model
+    backbone, loading = cast("tuple[BertModel, dict[str, Any]]", BertModel.from_pretrained(
         str(folder), local_files_only=True, add_pooling_layer=False, attn_implementation="eager",
         output_loading_info=True,
-    )
+    ))
     missing = [k for k in [*loading["missing_keys"], *loading["mismatched_keys"]]
                if not str(k).startswith("pooler.")]
     if missing:
@@ -371,7 +377,7 @@ def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[
 
     description = {k: c for k, (_, c) in _pretext_targets(held_out, dc.max_objects).items()}
     question = {"question": len(QUESTION_TYPES)}
-    sensing = [m for m in ("image", "audio") if m in model.modalities]
+    sensing: list[str] = [m for m in ("image", "audio") if m in model.modalities]
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PRETRAIN_SEED)
@@ -609,6 +615,7 @@ def build_model(
         model.cache_file = path
         return model.to(device)
     path = _usable_cache_path(path)
+    cache_file: Path | None = path  # None when the pre-trained parts could not be saved
     # one process builds; the others wait here, then load its file
     with lock_file(_lock_path(path), on_busy=lambda: print(
             f"hffm-env: waiting for another process that is building {path}", file=sys.stderr,
@@ -631,11 +638,11 @@ def build_model(
                               f"({' '.join(str(err).split())[:200]}); using it from memory, "
                               "it is pre-trained again next time", RuntimeWarning,
                               stacklevel=2)
-                path = None
+                cache_file = None
             model.load_pretrained_state(model.pretrained_state(), seed)
             info = {**info, "cached": False}
     model.pretrain_info = info
-    model.cache_file = path
+    model.cache_file = cache_file
     return model.to(device)
 
 

@@ -17,6 +17,7 @@ Backhaul (edge <-> cloud, and device <-> cloud in the star topology) is wired:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -189,7 +190,8 @@ class LinkRates:
     def d2d_link_failed(self, i: np.ndarray | int, j: np.ndarray | int) -> np.ndarray:
         """Whether the D2D exchange over ``i <-> j`` fails this round (vectorised)."""
         index = self.pair_index(i, j)
-        return np.where(index >= 0, self.d2d_failed[np.maximum(index, 0)], False)
+        d2d_failed = cast(np.ndarray, self.d2d_failed)  # filled in by __post_init__
+        return np.where(index >= 0, d2d_failed[np.maximum(index, 0)], False)
 
     @property
     def num_devices(self) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -184,12 +184,15 @@ class CostAccountant:
         link, bits = cols["link"], cols["size_bits"]
         src, dst = cols["src"], cols["dst"]
         times = np.empty(link.shape[0])
+        # filled in by LinkRates.__post_init__ (all ones without outage)
+        uplink_attempts = cast(np.ndarray, rates.uplink_attempts)
+        d2d_attempts = cast(np.ndarray, rates.d2d_attempts)
         for kind in LinkKind:
             rows = np.flatnonzero(link == kind)
             if rows.size == 0:
                 continue
             if kind == LinkKind.UPLINK:
-                attempts = rates.uplink_attempts[src[rows]]
+                attempts = uplink_attempts[src[rows]]
                 times[rows] = attempts * bits[rows] / rates.uplink_bps[src[rows]]
             elif kind == LinkKind.DOWNLINK:
                 times[rows] = bits[rows] / rates.downlink_bps[dst[rows]]
@@ -197,7 +200,7 @@ class CostAccountant:
                 pair = rates.pair_index(src[rows], dst[rows])
                 if np.any(pair < 0):
                     rates.d2d_rates(src[rows], dst[rows])  # raises, naming the bad pair
-                times[rows] = rates.d2d_attempts[pair] * bits[rows] / rates.d2d_bps[pair]
+                times[rows] = d2d_attempts[pair] * bits[rows] / rates.d2d_bps[pair]
             else:
                 # One wide-area session per (stage, src, dst): several modules sent together
                 # share its fixed delay, which only the session's first flow pays.

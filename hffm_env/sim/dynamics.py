@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from hffm_env.config import DynamicsConfig
@@ -38,9 +40,12 @@ class RandomWaypoint:
 
     def _draw_waypoints(self, devices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cluster = self.topology.cluster_of_device[devices]
+        # the home discs are filled in by Topology.__post_init__ when not given
+        centre = cast(np.ndarray, self.topology.cluster_centre_xy_m)
+        radius = cast(np.ndarray, self.topology.cluster_radius_m)
         return sample_in_disc(
-            self.topology.cluster_centre_xy_m[cluster],
-            self.topology.cluster_radius_m[cluster],
+            centre[cluster],
+            radius[cluster],
             self.topology.area_side_m,
             rng,
             _WAYPOINT_ATTEMPTS,

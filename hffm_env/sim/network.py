@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import networkx as nx
 import numpy as np
@@ -265,8 +266,9 @@ class Network:
         members = self.available_members(cluster)
         if via == "wired" or members.size == 0:
             return failed
+        uplink_failed = cast(np.ndarray, self.rates.uplink_failed)  # LinkRates fills it in
         if via == "uplink":
-            failed[members] = self.rates.uplink_failed[members]
+            failed[members] = uplink_failed[members]
             return failed
         if via not in ("d2d", "d2d+uplink"):
             raise ValueError(f"via = {via!r}: must be 'uplink', 'd2d', 'd2d+uplink' or 'wired'")
@@ -275,7 +277,7 @@ class Network:
             hops = np.asarray(path, dtype=np.int64)
             if hops.size > 1:
                 failed[device] = bool(self.rates.d2d_link_failed(hops[:-1], hops[1:]).any())
-        if via == "d2d+uplink" and self.rates.uplink_failed[head]:
+        if via == "d2d+uplink" and uplink_failed[head]:
             failed[members] = True
         return failed
 

@@ -111,8 +111,8 @@ def build_d2d_graphs(
     edge_idx = [np.flatnonzero(near)]
     repair_idx = [np.empty(0, dtype=np.int64)]
     by_size: dict[int, list[np.ndarray]] = {}
-    for c in disconnected:
-        members = topology.members(int(c))
+    for cluster_id in disconnected:
+        members = topology.members(int(cluster_id))
         members = members[avail[members]]
         by_size.setdefault(int(members.size), []).append(members)
     for size, group in by_size.items():

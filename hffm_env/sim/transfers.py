@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast, overload
 
 import numpy as np
 
@@ -83,6 +83,12 @@ _SAME_CLUSTER = np.array([kind in (LinkKind.UPLINK, LinkKind.DOWNLINK, LinkKind.
                           for kind in LinkKind])
 
 
+@overload
+def edge_node_id(num_devices: int, cluster: int) -> int: ...
+@overload
+def edge_node_id(num_devices: int, cluster: np.ndarray) -> np.ndarray: ...
+@overload
+def edge_node_id(num_devices: int, cluster: int | np.ndarray) -> int | np.ndarray: ...
 def edge_node_id(num_devices: int, cluster: int | np.ndarray) -> int | np.ndarray:
     """Node id of the edge server of ``cluster`` in transfer tables: devices are ``0..N-1``,
     edge servers ``N + cluster``, the cloud :func:`cloud_node_id`."""
@@ -142,8 +148,8 @@ def _high(values: np.ndarray | int) -> int:
 def _spread(values: list[Any], counts: np.ndarray, dtype: type) -> np.ndarray:
     """One column from per-chunk values: a scalar fills its chunk's ``count`` rows, an array is
     copied into them. One ``np.repeat`` for the scalars, a slice assignment per array."""
-    out = np.repeat(np.array([0 if isinstance(v, np.ndarray) else v for v in values],
-                             dtype=dtype), counts)
+    out: np.ndarray = np.repeat(
+        np.array([0 if isinstance(v, np.ndarray) else v for v in values], dtype=dtype), counts)
     starts = np.cumsum(counts) - counts
     for k, value in enumerate(values):
         if isinstance(value, np.ndarray):
@@ -231,6 +237,12 @@ class TransferTable:
         """An empty table for ``topology``."""
         return cls(topology.num_devices, topology.num_clusters, topology.cluster_of_device)
 
+    @overload
+    def edge_node(self, cluster: int) -> int: ...
+    @overload
+    def edge_node(self, cluster: np.ndarray) -> np.ndarray: ...
+    @overload
+    def edge_node(self, cluster: int | np.ndarray) -> int | np.ndarray: ...
     def edge_node(self, cluster: int | np.ndarray) -> int | np.ndarray:
         """Node id of the edge server of ``cluster`` (:func:`edge_node_id`)."""
         return edge_node_id(self.num_devices, cluster)
@@ -569,8 +581,14 @@ class TransferTable:
         hops = len(nodes) - 1
         if hops < 1:
             raise ValueError(f"{module_id!r}: a route needs at least two nodes")
-        kinds = [link_kinds] * hops if np.ndim(link_kinds) == 0 else list(link_kinds)
-        stages = [stage] * hops if np.ndim(stage) == 0 else list(stage)
+        # np.ndim tells one value for every hop (a str or an enum member: 0-d) from one per
+        # hop; the casts record which branch holds which
+        kinds: list[str | LinkKind] = (
+            [cast("str | LinkKind", link_kinds)] * hops if np.ndim(link_kinds) == 0
+            else list(cast("Sequence[str | LinkKind]", link_kinds)))
+        stages: list[Stage | int] = (
+            [cast("Stage | int", stage)] * hops if np.ndim(stage) == 0
+            else list(cast("Sequence[Stage | int]", stage)))
         if len(kinds) != hops or len(stages) != hops:
             raise ValueError(f"{module_id!r}: need one link kind and one stage per hop ({hops})")
         link = np.array([_as_link(k) for k in kinds], dtype=np.int64)

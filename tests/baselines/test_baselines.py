@@ -597,6 +597,10 @@ def test_run_benchmark_refuses_policies_it_would_misplay():
     tuned.fit = lambda env, rollout: None
     with pytest.raises(ValueError, match="has fit\\(\\) but no fitted_for"):
         run_benchmark(lambda: _env("cost"), [tuned], seeds=[1000], progress=False)
+    unfittable = Mine()  # fitted_for said "not yet" and fit was an AttributeError
+    unfittable.fitted_for = lambda env: False
+    with pytest.raises(ValueError, match="'mine' has fitted_for\\(env\\) but no fit"):
+        run_benchmark(lambda: _env("cost"), [unfittable], seeds=[1000], progress=False)
 
 
 def test_a_round_plan_is_named_by_a_string():

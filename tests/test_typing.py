@@ -1,0 +1,47 @@
+"""The package's type hints hold: mypy finds no error in it.
+
+``hffm_env`` ships ``py.typed``, so a user's type checker reads these hints; a wrong one
+refuses correct user code (``env.reset()`` on an ``object``) or lets a wrong call through.
+mypy cannot follow ``package-dir`` (``agents/`` and ``baselines/`` install as
+``hffm_env.agents`` and ``hffm_env.baselines``), so it checks a tree of links laid out as the
+installed package is. The settings are ``[tool.mypy]`` in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# where each folder of the repository sits in the installed package (pyproject's package-dir)
+INSTALLED_AS = {"hffm_env": "hffm_env", "agents": "hffm_env/agents",
+                "baselines": "hffm_env/baselines"}
+
+
+def _link_tree(into: Path) -> Path:
+    """The package as installed, as links to the repository's files (no caches)."""
+    for folder, installed in INSTALLED_AS.items():
+        for source in (ROOT / folder).rglob("*.py"):
+            if "__pycache__" in source.parts:
+                continue
+            link = into / installed / source.relative_to(ROOT / folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source)
+    return into / "hffm_env"
+
+
+@pytest.mark.slow
+def test_mypy_finds_no_error_in_the_package(tmp_path: Path) -> None:
+    pytest.importorskip("mypy", reason="mypy is in the dev extra")
+    package = _link_tree(tmp_path / "tree")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+         "--cache-dir", str(tmp_path / "cache"), "--no-error-summary", package.name],
+        cwd=package.parent, capture_output=True, text=True, timeout=600)
+    # name the repository's files, not the links
+    report = result.stdout.replace("hffm_env/agents/", "agents/")
+    report = report.replace("hffm_env/baselines/", "baselines/") + result.stderr
+    assert result.returncode == 0, f"mypy found errors:\n{report}"
