@@ -164,7 +164,7 @@ class MaskedPPOModule(DefaultPPOTorchRLModule):
 
 def _mask_space(size: int) -> spaces.Box:
     # (gymnasium's hint names float and integer dtypes only; Box takes bool as well)
-    return spaces.Box(0, 1, shape=(size,), dtype=np.bool_)  # type: ignore[arg-type]
+    return spaces.Box(0, 1, shape=(size,), dtype=np.bool_)  # type: ignore[arg-type, unused-ignore]
 
 
 class MultiAgentHFFM(MultiAgentEnv):
@@ -178,6 +178,10 @@ class MultiAgentHFFM(MultiAgentEnv):
 
         config = dict(env_config or {})
         split = config.pop("reward_split", "team")
+        if config.get("info", "full") != "full":  # _flat reads each agent's flat mask there
+            raise ValueError(f"env_config info = {config['info']!r}: the RLlib adapter reads "
+                             "the action mask from the parallel env's full infos; leave "
+                             "info out")
         self.parallel = HFFMParallelEnv(reward_split=split, **_env_kwargs(config))
         names: list[str] = self.parallel.possible_agents  # (RLlib's hint: any hashable ids)
         self.agents = self.possible_agents = list(names)
@@ -200,7 +204,7 @@ class MultiAgentHFFM(MultiAgentEnv):
         return self._flat(obs, infos), infos
 
     # (ignore: RLlib's MultiAgentEnv is a gym.Env whose step returns dicts per agent)
-    def step(  # type: ignore[override]
+    def step(  # type: ignore[override, unused-ignore]
             self, action_dict: MultiAgentDict) -> tuple[dict, dict, dict, dict, dict]:
         """One round with every agent's action."""
         actions = cast("dict[str, Any]", action_dict)  # keyed by this env's agent names

@@ -218,7 +218,7 @@ class ActionMaskObservation(gym.ObservationWrapper, gym.utils.RecordConstructorA
         self.observation_space = spaces.Dict({
             "observation": env.observation_space,
             # gymnasium's hint omits bool, which Box supports
-            "action_mask": spaces.Box(0, 1, shape=(size,), dtype=np.bool_),  # type: ignore[arg-type]
+            "action_mask": spaces.Box(0, 1, shape=(size,), dtype=np.bool_),  # type: ignore[arg-type, unused-ignore]
         })
 
     def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:

@@ -33,6 +33,14 @@ def _link_tree(into: Path) -> Path:
     return into / "hffm_env"
 
 
+def test_the_link_tree_lays_folders_out_as_pyproject_installs_them() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    installed = {folder: package.replace(".", "/")
+                 for package, folder in setuptools["package-dir"].items()}
+    assert installed == INSTALLED_AS
+
+
 @pytest.mark.slow
 def test_mypy_finds_no_error_in_the_package(tmp_path: Path) -> None:
     pytest.importorskip("mypy", reason="mypy is in the dev extra")

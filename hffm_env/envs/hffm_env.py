@@ -547,7 +547,7 @@ class HFFMEnv(gym.Env):
         return self.engine.inventory.as_table(self.config.cost.model_payload_bits)
 
     # gymnasium hints render with a type variable its Env class does not bind
-    def render(self) -> np.ndarray | str | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | str | None:  # type: ignore[override, unused-ignore]
         """``"rgb_array"``: topology and this round's transfers beside accuracy, latency and
         energy curves; ``"ansi"``: a text summary. ``None`` without a render mode."""
         from hffm_env.envs import render as rendering

@@ -40,7 +40,8 @@ and the target entries when ``env.observe_target`` is on) followed by its own cl
 entries; the cloud sees the whole single-agent
 observation. ``action_mask`` holds one ``int8`` vector per slot, the form
 ``MultiDiscrete.sample(mask=...)`` takes (so PettingZoo's test and samplers use it), and
-``infos[agent]["action_mask"]`` is the same mask flat and boolean (sb3-contrib's layout).
+(with the default ``info="full"``) ``infos[agent]["action_mask"]`` is the same mask flat and
+boolean (sb3-contrib's layout).
 With ``action_mask="flat"`` the observed mask is that flat vector instead, as a
 ``Box(0, 1, (sum of the slots' sizes,), int8)`` (the form libraries that tensorise every
 observation take, e.g. skrl's multi-agent wrapper); PettingZoo's ``parallel_api_test``
@@ -96,7 +97,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     ParallelEnv = BaseWrapper = object
 
 __all__ = ["INFO_FORMS", "MASK_FORMS", "NUMERIC_INFO", "REWARD_SPLITS", "CheckedAgentActions",
-           "HFFMParallelEnv", "combine_periods", "numeric_info"]
+           "HFFMParallelEnv", "combine_periods", "flat_mask_shape", "numeric_info"]
 
 CLOUD = "cloud_0"
 

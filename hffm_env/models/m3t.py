@@ -58,7 +58,7 @@ def bert_config(model_config: ModelConfig, max_positions: int) -> BertConfig:
     a two-word vocabulary (inputs always come as embeddings)."""
     # attn_implementation is one of PreTrainedConfig's **kwargs, which the strict dataclass
     # that transformers 5 generates for BertConfig does not declare to type checkers
-    return BertConfig(  # type: ignore[call-arg]
+    return BertConfig(  # type: ignore[call-arg, unused-ignore]
         vocab_size=2,
         hidden_size=model_config.hidden_size,
         num_hidden_layers=model_config.num_layers,
@@ -178,7 +178,7 @@ class M3TModel(nn.Module):
                 LoraConfig(
                     r=model_config.lora_rank,
                     # peft hints an int but only divides by it (the scale alpha / r)
-                    lora_alpha=model_config.lora_alpha,  # type: ignore[arg-type]
+                    lora_alpha=model_config.lora_alpha,  # type: ignore[arg-type, unused-ignore]
                     lora_dropout=0.0,
                     target_modules=["query", "value"],
                 ),

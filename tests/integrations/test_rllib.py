@@ -240,3 +240,6 @@ def test_the_env_factory_passes_every_env_setting_and_names_unknown_ones():
     assert multi.parallel.env.config.env.reward == "accuracy-gain"
     with pytest.raises(TypeError, match="fidelty"):
         make_rllib_env({**config, "fidelty": "cost"})
+    # the adapter observes the flat mask of the full infos: a KeyError at the first reset
+    with pytest.raises(ValueError, match="env_config info = 'numeric'"):
+        MultiAgentHFFM({**config, "info": "numeric"})
