@@ -2,7 +2,7 @@
 group (``edge``: the edge servers, ``cloud``), as in TorchRL's multi-agent PPO tutorial.
 
     pip install -e ".[integrations]"
-    python docs/examples/torchrl_mappo.py --frames 2000            # cost fidelity, ~1 min
+    python docs/examples/torchrl_mappo.py --frames 2000            # cost fidelity, ~30 s
     python docs/examples/torchrl_mappo.py --fidelity surrogate --frames 20000
 
 The env is ``hffm_env.parallel_env(..., action_mask="one-hot", info="numeric")``, the forms
@@ -20,13 +20,17 @@ import logging
 import torch
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import distributions, nn
-from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, ReplayBuffer, SamplerWithoutReplacement
 from torchrl.envs.libs.pettingzoo import PettingZooWrapper
 from torchrl.modules import MaskedCategorical, MultiAgentMLP, ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss, ValueEstimators
 
 import hffm_env
+
+try:
+    from torchrl.collectors import Collector
+except ImportError:  # torchrl before 0.11 named it so
+    from torchrl.collectors import SyncDataCollector as Collector
 
 
 class MaskedMultiCategorical(distributions.Distribution):
@@ -38,10 +42,10 @@ class MaskedMultiCategorical(distributions.Distribution):
     arg_constraints: dict = {}
 
     def __init__(self, logits: torch.Tensor, mask: torch.Tensor, nvec: list[int]) -> None:
-        sizes = torch.as_tensor(nvec)
+        sizes = torch.as_tensor(nvec, device=logits.device)
         width, total = int(sizes.max()), int(sizes.sum())
         offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-        columns = torch.arange(width)
+        columns = torch.arange(width, device=logits.device)
         valid = columns < sizes[:, None]  # (slots, width)
         index = torch.where(valid, offsets[:, None] + columns, 0)  # into the flat layout
         batch = logits.shape[:-1]
@@ -60,7 +64,9 @@ class MaskedMultiCategorical(distributions.Distribution):
     deterministic_sample = mode
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self.slots.log_prob(value).sum(-1)
+        # read off the masked, normalised logits, so that a batch of samples broadcasts
+        logits = self.slots.logits.expand(*value.shape, self.slots.logits.shape[-1])
+        return logits.gather(-1, value.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     def entropy(self) -> torch.Tensor:
         return self.slots.entropy().sum(-1)
@@ -90,7 +96,7 @@ def build(env: PettingZooWrapper, nvec: dict[str, list[int]], lr: float
         critic = TensorDictModule(critic_net, in_keys=[observation],
                                   out_keys=[(group, "state_value")])
         loss = ClipPPOLoss(actor_network=actor, critic_network=critic, clip_epsilon=0.2,
-                           entropy_coeff=1e-3, normalize_advantage=True)
+                           entropy_coeff=1e-3, normalize_advantage=False)
         loss.set_keys(reward=(group, "reward"), action=(group, "action"),
                       sample_log_prob=(group, "action_log_prob"),
                       value=(group, "state_value"), done=(group, "done"),

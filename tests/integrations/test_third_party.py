@@ -97,10 +97,25 @@ def test_the_torchrl_mappo_example_trains_both_groups():
     spec = importlib.util.spec_from_file_location("torchrl_mappo", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    built = {}
+
+    def build(*args, **kwargs):  # the example's own, with its weights before training
+        policy, losses, optimisers = original(*args, **kwargs)
+        built.update(losses=losses, before={
+            group: [p.detach().clone() for p in loss.parameters()]
+            for group, loss in losses.items()})
+        return policy, losses, optimisers
+
+    original, example.build = example.build, build
     rewards = example.main(["--frames", "40", "--frames-per-batch", "20", "--minibatch", "10",
                             "--epochs", "1", "--set", *TINY_OVERRIDES])
     assert set(rewards) == {"edge", "cloud"} and all(len(r) == 2 for r in rewards.values())
     assert all(np.isfinite(r).all() for r in rewards.values())
+    for group, loss in built["losses"].items():  # both groups' policies and critics stepped
+        after = list(loss.parameters())
+        assert all(torch.isfinite(p).all() for p in after)
+        assert sum(not torch.equal(a, b) for a, b in zip(after, built["before"][group],
+                                                          strict=True)) >= len(after) // 2
     # the distribution: masked values are never drawn, log_prob sums the slots
     nvec = [3, 2, 4]
     mask = torch.ones(2, 9, dtype=torch.bool)
@@ -114,6 +129,18 @@ def test_the_torchrl_mappo_example_trains_both_groups():
     # uniform logits: agent 0 has 1 * 1/2 * 1 of its choices, agent 1 1 * 1/2 * 1/4
     log_prob = dist.log_prob(torch.tensor([[0, 1, 3], [0, 1, 3]]))
     assert torch.allclose(log_prob, torch.log(torch.tensor([0.5, 0.125])))
+    assert torch.allclose(dist.entropy(), -log_prob)  # uniform over what is allowed
+    assert dist.log_prob(draws).shape == (200, 2)
+    # the mode never picks a masked value, even where the logits favour one
+    peaked = torch.zeros(2, 9)
+    peaked[:, 1] = peaked[:, 6] = 5.0  # slot 0's value 1 (masked), slot 2's value 1
+    mode = example.MaskedMultiCategorical(peaked, mask, nvec).mode
+    assert mode[0].tolist()[::2] == [0, 3] and mode[1].tolist()[::2] == [0, 1]
+    # a mask shaped (slots, n), as the cloud's, reads slot by slot
+    grid = torch.ones(1, 2, 3, dtype=torch.bool)
+    grid[0, 1, :2] = False
+    assert (example.MaskedMultiCategorical(torch.zeros(1, 6), grid, [3, 3])
+            .sample(torch.Size([50]))[..., 1] == 2).all()
 
 
 def test_mo_gymnasium_wrappers_in_vector_mode():
