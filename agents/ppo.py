@@ -45,7 +45,11 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
     """A picklable factory of one monitored env for SB3's vectorised envs. In a worker
     subprocess, Ctrl-C is left to the main process (which saves the run and closes the
     workers) instead of killing each worker with its own traceback. (SIGTERM is not: Python
-    ends worker processes with it when the main one exits without closing them.)"""
+    ends worker processes with it when the main one exits without closing them.) A worker
+    prints the package's warnings as the command that started it does."""
+    from hffm_env.arguments import command_prog
+
+    prog = command_prog()  # here, in the command's process; the worker runs none
 
     def _init() -> Any:
         import gymnasium as gym
@@ -57,6 +61,10 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
             import signal
 
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if prog is not None:
+                from hffm_env.arguments import print_own_warnings_as_lines
+
+                print_own_warnings_as_lines(prog)
         env = gym.make(
             "hffm/HFFM-v0",
             scenario=args.scenario,

@@ -29,6 +29,7 @@ from hffm_env.devices import device_problem, resolve_device
 __all__ = [
     "PLOT_SUFFIXES",
     "USER_ERRORS",
+    "command_prog",
     "device",
     "error_line",
     "interrupts_held",
@@ -36,6 +37,7 @@ __all__ = [
     "output_file",
     "positive_int",
     "positive_number",
+    "print_own_warnings_as_lines",
     "probability",
     "run_command",
     "seed",
@@ -100,14 +102,18 @@ def _package_folders() -> tuple[str, ...]:
     return tuple(folders)
 
 
-@contextlib.contextmanager
-def _own_warnings_as_lines(prog: str) -> Iterator[None]:
-    """Within the block, warnings raised in the package's code print as one line, ``prog:
-    warning: <message> (<category> at hffm_env/<file>:<line>)``, not a full path and a line of
-    source; other libraries' keep Python's form. Only the text changes (``formatwarning``):
-    ``catch_warnings(record=True)``, ``pytest.warns`` and a caller's ``showwarning`` still get
-    every warning."""
-    original = warnings.formatwarning
+_command_prog: str | None = None
+"""The ``prog`` of the command this process runs (:func:`run_command`), None outside one."""
+
+
+def command_prog() -> str | None:
+    """The name of the command running in this process (``hffm``, ``train_agent.py``), None
+    outside :func:`run_command`: what a worker process needs to print warnings as the command
+    does (:func:`print_own_warnings_as_lines`)."""
+    return _command_prog
+
+
+def _one_line_format(prog: str, original: Callable[..., str]) -> Callable[..., str]:
     ours = _package_folders()
 
     def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -119,11 +125,31 @@ def _own_warnings_as_lines(prog: str) -> Iterator[None]:
             next(f for f in ours if filename.startswith(f)))))
         return f"{prog}: warning: {message} ({category.__name__} at {where}:{lineno})\n"
 
-    warnings.formatwarning = one_line
+    return one_line
+
+
+def print_own_warnings_as_lines(prog: str) -> None:
+    """For the rest of this process, print warnings raised in the package's code as
+    :func:`run_command` does for ``prog`` (a vector env's worker process, which runs no
+    command of its own)."""
+    warnings.formatwarning = _one_line_format(prog, warnings.formatwarning)
+
+
+@contextlib.contextmanager
+def _own_warnings_as_lines(prog: str) -> Iterator[None]:
+    """Within the block, warnings raised in the package's code print as one line, ``prog:
+    warning: <message> (<category> at hffm_env/<file>:<line>)``, not a full path and a line of
+    source; other libraries' keep Python's form. Only the text changes (``formatwarning``):
+    ``catch_warnings(record=True)``, ``pytest.warns`` and a caller's ``showwarning`` still get
+    every warning."""
+    global _command_prog
+    original, outer = warnings.formatwarning, _command_prog
+    warnings.formatwarning = _one_line_format(prog, original)
+    _command_prog = prog
     try:
         yield
     finally:
-        warnings.formatwarning = original
+        warnings.formatwarning, _command_prog = original, outer
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

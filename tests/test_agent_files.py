@@ -176,6 +176,11 @@ def failing(args, rank, **kwargs):
             steps = 0
             def step(self, action):
                 Fails.steps += 1
+                if rank == 1 and Fails.steps == 2:  # as the engine's own warnings are
+                    import warnings
+                    import hffm_env.fl.engine as engine
+                    warnings.warn_explicit("a worker's warning", RuntimeWarning,
+                                           engine.__file__, 7)
                 if rank == 1 and Fails.steps >= 3:
                     raise RuntimeError("a step failed in a worker")
                 return self.env.step(action)
@@ -204,6 +209,9 @@ def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_pat
         capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], done
     assert "RuntimeError: a step failed in a worker" in done.stderr  # the worker's own
+    # a worker prints the package's warnings as the command does (it printed Python's form)
+    assert ("train_agent.py: warning: a worker's warning (RuntimeWarning at "
+            "hffm_env/fl/engine.py:7)") in done.stderr.splitlines(), done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "train_agent.py: error: a worker of the vector env (--n-envs 2) stopped (EOFError on "
         "its pipe) while training; its own error, if it raised one, is printed above")
