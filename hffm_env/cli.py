@@ -53,10 +53,10 @@ def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
     """The scenario of ``--scenario``, ``--config`` and ``--set``. Without ``--scenario``,
     the preset the ``--config`` file names, else ``small``; a ``--scenario`` that differs from
     the file's preset is refused (the file's would silently win)."""
-    from hffm_env.config import preset_of
+    from hffm_env.config import resolve_scenario
 
-    args.scenario = preset_of(args.scenario, args.config)
-    return load_scenario(args.scenario, config_file=args.config, overrides=args.overrides)
+    args.scenario, config = resolve_scenario(args.scenario, args.config, args.overrides)
+    return config
 
 
 def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[str, Any]:

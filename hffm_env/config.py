@@ -53,6 +53,7 @@ __all__ = [
     "apply_overrides",
     "parse_override",
     "preset_of",
+    "resolve_scenario",
     "split_module_id",
     "task_module_ids",
     "load_config_file",
@@ -1340,7 +1341,27 @@ def preset_of(scenario: str | None, config_file: str | Path | None) -> str:
     """The preset a run is on: ``scenario`` if given, else the one the config file names
     (``scenario: paper``), else ``small``. A ``scenario`` other than the file's is refused,
     since the file's would silently win (:func:`load_scenario` layers a file on its preset)."""
-    named = load_config_file(config_file).get("scenario") if config_file is not None else None
+    layers = load_config_file(config_file) if config_file is not None else None
+    return _preset(scenario, layers, config_file)
+
+
+def resolve_scenario(
+    scenario: str | ScenarioConfig | Mapping[str, Any] | None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> tuple[str | ScenarioConfig | Mapping[str, Any], ScenarioConfig]:
+    """What a run is on, the config file read once: the preset (by :func:`preset_of`'s rule
+    for a name or None; a config or dict as given) and the scenario :func:`load_scenario`
+    builds on it."""
+    layers = load_config_file(config_file) if config_file is not None else None
+    if scenario is None or isinstance(scenario, str):
+        scenario = _preset(scenario, layers, config_file)
+    return scenario, _layered_scenario(scenario, layers, config_file, overrides)
+
+
+def _preset(scenario: str | None, layers: Mapping[str, Any] | None,
+            config_file: str | Path | None) -> str:
+    named = layers.get("scenario") if layers is not None else None
     if scenario is None:
         return named if isinstance(named, str) else "small"
     if named is not None and named != scenario:
@@ -1358,6 +1379,15 @@ def load_scenario(
     overrides, each layered on the previous one (``None``: the dataclass defaults). A config
     file that names a preset (``scenario: paper``) is layered on that preset instead."""
     layers = load_config_file(config_file) if config_file is not None else None
+    return _layered_scenario(scenario, layers, config_file, overrides)
+
+
+def _layered_scenario(
+    scenario: str | ScenarioConfig | Mapping[str, Any] | None,
+    layers: Mapping[str, Any] | None,
+    config_file: str | Path | None,
+    overrides: Mapping[str, Any] | list[str] | None,
+) -> ScenarioConfig:
     if layers is not None and "scenario" in layers and not isinstance(scenario, (str, type(None))):
         # the file's preset would replace the config given, not be layered on it
         raise ConfigError(f"config file {str(config_file)!r} names scenario "

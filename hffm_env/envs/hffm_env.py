@@ -20,8 +20,7 @@ from hffm_env.config import (
     ConfigError,
     ScenarioConfig,
     check_memory,
-    load_scenario,
-    preset_of,
+    resolve_scenario,
     split_module_id,
 )
 from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
@@ -313,9 +312,8 @@ class HFFMEnv(gym.Env):
                 torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
                              f">= 1 and <= {MAX_TORCH_THREADS}")
-        if scenario is None or isinstance(scenario, str):  # a preset: given, the file's, small
-            scenario = preset_of(scenario, config_file)
-        self.config = load_scenario(scenario, config_file=config_file, overrides=overrides)
+        # a preset: given, the file's, or small
+        _, self.config = resolve_scenario(scenario, config_file, overrides)
         if isinstance(reward, str):  # a named reward is the config's, checked like it
             self.config = dataclasses.replace(
                 self.config, env=dataclasses.replace(self.config.env, reward=reward))
