@@ -362,7 +362,7 @@ class TrainArgs:
                     f"{self.n_steps} x --n-envs {self.n_envs}), and PPO trains whole "
                     f"rollouts, so {rollout} would be trained; lower --n-steps or raise "
                     f"--{flag.replace('_', '-')}")
-        from hffm_env.config import parse_override, preset_of, scenario_names
+        from hffm_env.config import parse_override, resolve_scenario, scenario_names
 
         given = {parse_override(o)[0]: o for o in self.overrides}
         for name in SETTING_FLAGS:
@@ -371,10 +371,14 @@ class TrainArgs:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} and --set "
                                  f"{given[key]} give one setting twice; give one of them")
 
-        self.scenario = preset_of(self.scenario, self.config)  # a ConfigError on a conflict
-        if self.scenario not in scenario_names():
+        if self.scenario is not None and self.scenario not in scenario_names():
             raise ValueError(f"scenario = {self.scenario!r}: known are {scenario_names()}")
-        config = self.scenario_config()  # a ConfigError now
+        # the config file read once, now: every env of the run and its final evaluation are
+        # built from this config, not from a file that may be edited while the run trains
+        # (a ConfigError now, also for a preset the file names that is not one)
+        self.scenario, config = resolve_scenario(self.scenario, self.config,
+                                                 self.scenario_overrides())
+        self._scenario_config = config
         if self.surrogate is None and "surrogate" in (self.fidelity, self.final_fidelity):
             from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
 
@@ -471,11 +475,9 @@ class TrainArgs:
 
     def scenario_config(self) -> Any:
         """The :class:`~hffm_env.config.ScenarioConfig` the run trains on: ``scenario``, then
-        the ``config`` file, then :meth:`scenario_overrides`."""
-        from hffm_env.config import load_scenario
-
-        return load_scenario(self.scenario, config_file=self.config,
-                             overrides=self.scenario_overrides())
+        the ``config`` file as it was when these arguments were made, then
+        :meth:`scenario_overrides`. Every env of the run is built from it."""
+        return self._scenario_config
 
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""

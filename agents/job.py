@@ -48,10 +48,8 @@ def evaluation_baselines(args: TrainArgs, say: bool = False) -> list[str]:
     ``ValueError``) when its periods are not on the config's ``env.period_menu``; by default
     every baseline that fits the menu (with ``say``, a note on stderr names the others)."""
     from hffm_env.baselines.policies import baselines_on_menu, off_menu
-    from hffm_env.config import load_scenario
 
-    menu = load_scenario(args.scenario, config_file=args.config,
-                         overrides=args.scenario_overrides()).env.period_menu
+    menu = args.scenario_config().env.period_menu
     misfit = off_menu(args.eval_policies, menu)
     if misfit:
         raise ValueError(f"eval_policies has {misfit}")
@@ -79,18 +77,13 @@ def evaluate_against_baselines(
     def make_env() -> Any:
         return gym.make(
             "hffm/HFFM-v0",
-            scenario=args.scenario,
-            config_file=args.config,
-            overrides=args.scenario_overrides(),
+            scenario=args.scenario_config(),  # the config file as the run started
             fidelity=args.final_fidelity,
             device=env_device(args.device),
             surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,
         )
 
-    from hffm_env.config import load_scenario
-
-    config = load_scenario(args.scenario, config_file=args.config,
-                           overrides=args.scenario_overrides())
+    config = args.scenario_config()
     result = run_benchmark(
         make_env,
         [agent, *names],

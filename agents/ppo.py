@@ -67,9 +67,7 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
                 print_own_warnings_as_lines(prog)
         env = gym.make(
             "hffm/HFFM-v0",
-            scenario=args.scenario,
-            config_file=args.config,
-            overrides=args.scenario_overrides(),
+            scenario=args.scenario_config(),  # the config file as the run started
             fidelity=fidelity or args.fidelity,
             device=env_device(args.device),
             torch_threads=torch_threads,

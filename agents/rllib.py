@@ -248,11 +248,12 @@ register_env(ENV_NAME, make_rllib_env)
 
 
 def env_config(args: Any) -> dict[str, Any]:
-    """The plain-data env config of a run (what every env runner builds its env from)."""
+    """The plain-data env config of a run (what every env runner builds its env from): the
+    scenario as a dict, from the config file as the run started."""
     from hffm_env.agents.common import env_device
+    from hffm_env.config import to_dict
 
-    return {"scenario": args.scenario, "config_file": args.config,
-            "overrides": args.scenario_overrides(), "fidelity": args.fidelity,
+    return {"scenario": to_dict(args.scenario_config()), "fidelity": args.fidelity,
             "device": env_device(args.device),
             "surrogate": args.surrogate if args.fidelity == "surrogate" else None,
             "action_mode": args.action_mode, "multi_agent": args.multi_agent,

@@ -132,7 +132,9 @@ def print_own_warnings_as_lines(prog: str) -> None:
     """For the rest of this process, print warnings raised in the package's code as
     :func:`run_command` does for ``prog`` (a vector env's worker process, which runs no
     command of its own)."""
+    global _command_prog
     warnings.formatwarning = _one_line_format(prog, warnings.formatwarning)
+    _command_prog = prog  # as a forked worker inherits it
 
 
 @contextlib.contextmanager

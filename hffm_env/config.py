@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
 __all__ = [
     "DEFAULT_TARGET_FRACTION",
@@ -1345,6 +1345,16 @@ def preset_of(scenario: str | None, config_file: str | Path | None) -> str:
     return _preset(scenario, layers, config_file)
 
 
+@overload
+def resolve_scenario(
+    scenario: str | None, config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> tuple[str, ScenarioConfig]: ...
+@overload
+def resolve_scenario(
+    scenario: ScenarioConfig | Mapping[str, Any], config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+) -> tuple[ScenarioConfig | Mapping[str, Any], ScenarioConfig]: ...
 def resolve_scenario(
     scenario: str | ScenarioConfig | Mapping[str, Any] | None,
     config_file: str | Path | None = None,

@@ -136,6 +136,25 @@ def test_hffm_debug_shows_the_traceback_of_a_user_error(monkeypatch):
         train_agent.main(["--set", "fl.lr=-1"])
 
 
+def test_a_run_builds_every_env_from_its_config_file_as_it_started(tmp_path):
+    """The training envs and the final evaluation read the --config file again when they
+    were built, so a file edited while a run trained (the next experiment's) changed the
+    run's last envs and its evaluation."""
+    from hffm_env.agents.job import evaluation_baselines
+    from hffm_env.agents.ppo import make_env_fn
+
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("scenario: small\nenv:\n  period_menu: [1, 2, 4, 8, 0]\n")
+    args = train_agent.parse_args(["--config", str(config_file), "--fidelity", "cost",
+                                   "--overrides", *TINY_OVERRIDES])
+    started = args.scenario_config()
+    assert args.scenario == "small"
+    config_file.write_text("scenario: small\nenv:\n  period_menu: [1, 3, 0]\n")
+    env = make_env_fn(args, 0)()
+    assert env.unwrapped.config == started == args.scenario_config()
+    assert "hffm-e8" in evaluation_baselines(args)  # its period 8 is on the run's menu
+
+
 def test_flags_share_hffm_vocabulary():
     args = train_agent.parse_args(["--set", "fl.lr=0.01", "--set", "env.episode_rounds=4",
                                    "--overrides", "fl.local_steps=2", "--eval-seeds", "1001"])

@@ -312,7 +312,7 @@ class HFFMEnv(gym.Env):
                 torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
                              f">= 1 and <= {MAX_TORCH_THREADS}")
-        # a preset: given, the file's, or small
+        # the config file read once (a preset: given, the file's, or small)
         _, self.config = resolve_scenario(scenario, config_file, overrides)
         if isinstance(reward, str):  # a named reward is the config's, checked like it
             self.config = dataclasses.replace(
