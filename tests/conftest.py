@@ -52,3 +52,16 @@ def make_env():
     yield make
     for env in made:
         env.close()
+
+
+@pytest.fixture
+def config_file_reads(monkeypatch) -> list:
+    """The paths :func:`hffm_env.config.load_config_file` reads during the test, in order
+    (the code under test keeps reading them)."""
+    import hffm_env.config as config
+
+    reads: list = []
+    read = config.load_config_file
+    monkeypatch.setattr(config, "load_config_file",
+                        lambda path: reads.append(path) or read(path))
+    return reads

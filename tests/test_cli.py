@@ -305,16 +305,10 @@ def test_a_custom_period_menu_leaves_out_the_baselines_that_do_not_fit_it(capsys
     assert not (tmp_path / "run").exists()  # refused before training
 
 
-def test_the_commands_read_the_config_file_once(tmp_path, monkeypatch, capsys):
+def test_the_commands_read_the_config_file_once(tmp_path, config_file_reads, capsys):
     """`hffm` read the --config file for its preset, then again for its values."""
-    import hffm_env.config as config
-
     config_file = tmp_path / "config.yaml"
     config_file.write_text("scenario: paper\nenv:\n  episode_rounds: 6\n")
-    reads = []
-    read = config.load_config_file
-    monkeypatch.setattr(config, "load_config_file",
-                        lambda path: reads.append(path) or read(path))
     assert main(["describe", "--config", str(config_file), "--json"]) == 0
-    assert reads == [str(config_file)]
+    assert config_file_reads == [str(config_file)]
     assert json.loads(capsys.readouterr().out)["scenario"] == "paper"  # the file's preset

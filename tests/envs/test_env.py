@@ -334,20 +334,14 @@ def test_a_copy_is_of_the_env_built_not_of_inputs_edited_since(tmp_path):
                                       _rollout(env.unwrapped, seed=4)[0])
 
 
-def test_the_config_file_is_read_once_at_build(tmp_path, monkeypatch):
+def test_the_config_file_is_read_once_at_build(tmp_path, config_file_reads):
     """The env read it twice (its preset, then its values): a file written in between gave
     a preset of one version and values of another."""
-    import hffm_env.config as config
-
     config_file = tmp_path / "config.yaml"
     config_file.write_text("scenario: small\ndynamics:\n  speed_mps_max: 3.0\n")
-    reads = []
-    read = config.load_config_file
-    monkeypatch.setattr(config, "load_config_file",
-                        lambda path: reads.append(path) or read(path))
     env = gym.make("hffm/HFFM-v0", overrides=TINY, config_file=str(config_file),
                    fidelity="cost")
-    assert reads == [str(config_file)]
+    assert config_file_reads == [str(config_file)]
     assert env.unwrapped.config.dynamics.speed_mps_max == 3.0
     assert env.unwrapped.config.name == "small"
 
