@@ -236,7 +236,7 @@ def train_sb3(args: TrainArgs) -> float:
     )
 
     out = prepare_out(args)
-    scenario_config = args.scenario_config()  # as the run starts: a file may change later
+    scenario_config = args.scenario_config()  # the config file as the run started
     try:
         resume = find_agent(args.resume) if args.resume else None
     except AgentFileError as err:

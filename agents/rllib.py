@@ -469,7 +469,7 @@ def train_rllib(args: Any) -> float:
                     f"{trained_on(resume.folder, 'resume it')}") from None
         replace_earlier_run(out, args)  # all built: --force may remove the earlier run
         steps = resume.info.num_timesteps if resume is not None else 0
-        scenario_config = asdict(args.scenario_config())  # a file may change during training
+        scenario_config = asdict(args.scenario_config())  # the config file as the run started
 
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, num_timesteps=steps, scenario=args.scenario,
