@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int
     """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
     arguments or files (one line on stderr, led by ``prog``), 130 after Ctrl-C or SIGTERM
     (what existed was saved), 141 when stdout's reader left (``| head``)."""
-    return run_command(lambda: _main(argv, prog), prog)
+    return run_command(lambda: _main(argv, prog), prog, argv)
 
 
 def _main(argv: Sequence[str] | None, prog: str) -> int:

@@ -20,6 +20,7 @@ from hffm_env import jsonio
 from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.files import write_text_atomically
+from hffm_env.provenance import provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
@@ -566,8 +567,10 @@ def replace_earlier_run(out: Path, args: TrainArgs) -> None:
 
 
 def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
-    """``train_args.json``: the run's arguments and whether it was interrupted."""
-    payload = {**dataclasses.asdict(args), "interrupted": interrupted}
+    """``train_args.json``: the run's arguments, whether it was interrupted, and the code and
+    machine it ran on (:func:`~hffm_env.provenance.provenance`)."""
+    payload = {**dataclasses.asdict(args), "interrupted": interrupted,
+               "provenance": provenance()}
     write_text_atomically(out / "train_args.json", jsonio.dumps(payload))
 
 

@@ -41,6 +41,7 @@ from hffm_env.fl.surrogate import (
     target_names,
     traces_key,
 )
+from hffm_env.provenance import provenance
 from hffm_env.seeding import check_training_seeds
 from hffm_env.wrappers import full_action
 
@@ -193,8 +194,10 @@ def trace_episode(env: Any, policy: Policy, seed: int) -> list[RoundTrace]:
 def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> None:
     """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace),
     recorded on a config whose :func:`~hffm_env.fl.surrogate.traces_key` is ``key``; JSON,
-    gzip-compressed when ``path`` ends in ``.gz``."""
-    data = jsonio.dumps(indent=None, value={"traces_key": key, "episodes": [
+    gzip-compressed when ``path`` ends in ``.gz``; the file records the writer's
+    :func:`~hffm_env.provenance.provenance`."""
+    data = jsonio.dumps(indent=None, value={"traces_key": key, "provenance": provenance(),
+                                            "episodes": [
         {**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]})
     path = Path(path)
     payload = gzip.compress(data.encode()) if path.suffix == ".gz" else data.encode()

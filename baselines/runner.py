@@ -32,6 +32,7 @@ from hffm_env.baselines.policies import (
 from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS, dict_differences
 from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
+from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
@@ -186,6 +187,10 @@ def _check_bench_dict(data: Any) -> None:
              "must be a list of episodes")):
         need(key in data, key, "missing", "a bench JSON has it")
         need(ok(data[key]), key, data[key], what)
+    records = data.get("provenance")
+    need(records is None or (isinstance(records, list)
+                             and all(isinstance(r, dict) for r in records)),
+         "provenance", records, "must be a list of records (objects)")
     known = set(PolicySummary.__dataclass_fields__)
     for i, summary in enumerate(data["policies"]):
         unknown = sorted(set(summary) - known)
@@ -228,6 +233,11 @@ class BenchResult:
     its seed, the reward, the reward mode and, in surrogate fidelity, the fit), so that
     :meth:`merge` refuses runs of other settings; None in files written before it was
     recorded."""
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    """The record (:func:`hffm_env.provenance.provenance`: version, commit, libraries, torch
+    threads, command, time) of each run whose episodes this holds: one for a run, each
+    run's for a merge (a record given twice, once); empty in files written before it was
+    recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN written as null)."""
@@ -239,6 +249,7 @@ class BenchResult:
             "interrupted": self.interrupted,
             "settings": self.settings,
             "fingerprints": self.fingerprints,
+            "provenance": self.provenance,
             "policies": [asdict(s) for s in self.summaries],
             "episodes": [
                 {**asdict(e), "episode_return": e.episode_return} for e in self.episodes
@@ -271,6 +282,7 @@ class BenchResult:
             interrupted=bool(data.get("interrupted", False)),
             settings=data.get("settings"),
             fingerprints=dict(data.get("fingerprints") or {}),
+            provenance=list(data.get("provenance") or []),
         )
 
     @classmethod
@@ -313,6 +325,7 @@ class BenchResult:
             raise ValueError(f"merge: {len(names)} names for {len(results)} results")
         first = results[0]
         episodes: dict[tuple[str, int], EpisodeRecord] = {}
+        came_from: dict[tuple[str, int], tuple[str, BenchResult]] = {}  # the run kept from
         played: dict[str, tuple[str, str]] = {}  # row -> (digest, the run it came from)
         # the settings every run is checked against: the first run's that records them
         reference = next(((n, r.settings) for n, r in zip(names, results)
@@ -344,13 +357,20 @@ class BenchResult:
                         f"{', ...' if len(differ) > 4 else ''}); only runs of one env "
                         "configuration, reward and surrogate fit merge")
             for episode in result.episodes:
-                kept = episodes.setdefault((episode.policy, episode.seed), episode)
+                which = (episode.policy, episode.seed)
+                kept = episodes.setdefault(which, episode)
+                came_from.setdefault(which, (name, result))
                 if not _same_episode(kept, episode):
+                    earlier, run = came_from[which]
                     raise ValueError(
                         f"{name}: {episode.policy} on seed {episode.seed} differs from the "
-                        "episode of an earlier run (another version, cache or thread count?); "
-                        "merge runs whose shared episodes agree, or leave one out")
+                        f"episode of {earlier} (another version, cache or thread count?"
+                        f"{_code_difference((earlier, run), (name, result))}); merge runs "
+                        "whose shared episodes agree, or leave one out")
         merged = list(episodes.values())
+        records: list[dict[str, Any]] = []  # each run's, once (a file merged twice: once)
+        for result in results:
+            records += [r for r in result.provenance if r not in records]
         return cls(
             scenario=first.scenario, fidelity=first.fidelity,
             seeds=sorted({e.seed for e in merged}), target_accuracy=first.target_accuracy,
@@ -358,7 +378,18 @@ class BenchResult:
             interrupted=any(r.interrupted for r in results),
             settings=reference[1] if reference is not None else None,
             fingerprints={row: digest for row, (digest, _) in played.items()},
+            provenance=records,
         )
+
+
+def _code_difference(*runs: tuple[str, BenchResult]) -> str:
+    """``"; run 0: hffm-env ... , run 1: ..."`` when the runs' recorded code differs (what
+    likely made their episodes differ), else ``""``."""
+    codes = [", ".join(sorted({describe(r) for r in result.provenance})) or "unrecorded code"
+             for _, result in runs]
+    if len(set(codes)) < 2:
+        return ""
+    return "; " + ", ".join(f"{name} ran {code}" for (name, _), code in zip(runs, codes))
 
 
 def env_settings(env: Any) -> dict[str, Any] | None:
@@ -548,6 +579,7 @@ def run_benchmark(
     # what agents and plans play (their ``fingerprint``), so that merge tells namesakes apart
     fingerprints = {p.name: p.fingerprint for p in resolved
                     if isinstance(getattr(p, "fingerprint", None), str)}
+    record = provenance()  # the code, libraries and machine the episodes are played by
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
@@ -606,6 +638,7 @@ def run_benchmark(
         interrupted=interrupted,
         settings=settings,
         fingerprints=fingerprints,
+        provenance=[record],
     )
 
 

@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from hffm_env import jsonio
 from hffm_env.files import write_text_atomically
+from hffm_env.provenance import provenance
 
 _json_stdout: IO[str] | None = None
 
@@ -25,9 +26,12 @@ def emit_json(results: Any, target: str | None) -> None:
     """Write ``results`` as strict JSON (:mod:`hffm_env.jsonio`: NaN and infinity as null):
     to stdout when ``target`` is ``"-"`` (the stdout :func:`claim_stdout_for_json` kept), to
     the file ``target`` otherwise, nowhere when ``target`` is None (``--json [FILE]`` not
-    given)."""
+    given). A JSON object gets the run's :func:`~hffm_env.provenance.provenance` record under
+    ``"provenance"`` unless it holds one (a bench result's, of the run that played it)."""
     if target is None:
         return
+    if isinstance(results, dict) and "provenance" not in results:
+        results = {**results, "provenance": provenance()}
     if target == "-":
         out = _json_stdout if _json_stdout is not None else sys.stdout
         jsonio.dump(results, out)

@@ -29,6 +29,7 @@ from hffm_env.devices import device_problem, resolve_device
 __all__ = [
     "PLOT_SUFFIXES",
     "USER_ERRORS",
+    "command_line",
     "command_prog",
     "device",
     "error_line",
@@ -60,13 +61,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 them in one line. Anything else is a bug and keeps its traceback."""
 
 
-def run_command(main: Callable[[], int | None], prog: str) -> int:
+def run_command(main: Callable[[], int | None], prog: str,
+                argv: Sequence[str] | None = None) -> int:
     """``main()``'s exit status, with :data:`USER_ERRORS` reported as ``prog: error: ...`` (2)
     and Ctrl-C or SIGTERM as ``prog: interrupted`` (130). Output that stdout or stderr cannot
-    encode (an ASCII-only terminal) is escaped, and a closed stdout discards it."""
+    encode (an ASCII-only terminal) is escaped, and a closed stdout discards it. ``argv`` (the
+    arguments ``main`` parses; default ``sys.argv[1:]``) makes :func:`command_line`."""
     _usable_output_streams()
     try:
-        with sigterm_as_interrupt(), _own_warnings_as_lines(prog):
+        with sigterm_as_interrupt(), _own_warnings_as_lines(prog), _running(prog, argv):
             return int(main() or 0)
     except BrokenPipeError:  # the reader left (`| head`): not an error of the command
         _silence_stdout()
@@ -104,6 +107,29 @@ def _package_folders() -> tuple[str, ...]:
 
 _command_prog: str | None = None
 """The ``prog`` of the command this process runs (:func:`run_command`), None outside one."""
+
+
+_command_line: list[str] | None = None
+"""The words of the command this process runs (:func:`run_command`), None outside one."""
+
+
+def command_line() -> list[str] | None:
+    """The command running in this process as its words (``["hffm", "bench", "--json",
+    "out.json"]``), None outside :func:`run_command`: what a result file records as the
+    command that made it (:func:`hffm_env.provenance.provenance`), also when the command's
+    ``main(argv)`` was called from Python."""
+    return None if _command_line is None else list(_command_line)
+
+
+@contextlib.contextmanager
+def _running(prog: str, argv: Sequence[str] | None) -> Iterator[None]:
+    global _command_line
+    outer = _command_line
+    _command_line = [*prog.split(), *(sys.argv[1:] if argv is None else argv)]
+    try:
+        yield
+    finally:
+        _command_line = outer
 
 
 def command_prog() -> str | None:

@@ -848,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
 
-    return arguments.run_command(run, "hffm")
+    return arguments.run_command(run, "hffm", argv)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,9 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
         train_agent.parse_args([*BASE, "--total-timesteps", "64", "--out", str(out)]),
         resume=str(out))
     assert find_agent(out).info.num_timesteps == 12
-    assert json.loads((out / "train_args.json").read_text())["interrupted"] is True
+    recorded = json.loads((out / "train_args.json").read_text())
+    assert recorded["interrupted"] is True
+    assert recorded["provenance"]["command"][0] == "train_agent.py"  # and the code it ran
     # ... and the learning curve of the episodes that ended before the interruption
     rows = (out / "learning_curve.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
@@ -287,7 +289,9 @@ def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
     err = capsys.readouterr().err
     assert "still saving what was done" in err and "interrupted at 12 of 64" in err
     assert find_agent(out).info.num_timesteps == 12
-    assert json.loads((out / "train_args.json").read_text())["interrupted"] is True
+    recorded = json.loads((out / "train_args.json").read_text())
+    assert recorded["interrupted"] is True
+    assert recorded["provenance"]["command"][0] == "train_agent.py"  # and the code it ran
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 

@@ -35,6 +35,22 @@ def test_model_quality_is_the_same_on_a_rerun(benchmarks, tmp_path):
         model_quality.main(["--samples", "10"])
 
 
+def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_path):
+    """The scripts' JSON said nothing of the version, libraries or threads that measured it."""
+    from _output import emit_json
+
+    import hffm_env
+
+    emit_json({"ratio": 2.0}, str(tmp_path / "a.json"))
+    record = json.loads((tmp_path / "a.json").read_text())["provenance"]
+    assert record["hffm_env"] == hffm_env.__version__ and record["libraries"]["torch"]
+    emit_json({"provenance": ["of the run that played it"]}, str(tmp_path / "b.json"))
+    assert json.loads((tmp_path / "b.json").read_text())["provenance"] == [
+        "of the run that played it"]  # a bench result's own is kept
+    emit_json([{"row": 1}], str(tmp_path / "c.json"))  # rows stay rows
+    assert json.loads((tmp_path / "c.json").read_text()) == [{"row": 1}]
+
+
 def test_env_step_judges_every_target_it_states(benchmarks, tmp_path):
     import env_step
 

@@ -384,6 +384,8 @@ def test_a_refit_refuses_an_episode_given_twice_and_traces_are_written_whole(
     assert f"is in {traces} and {copy} (a copy?)" in capsys.readouterr().err
     # written whole or not at all: a failure while writing leaves the earlier file as it was
     episodes, before = read_traces(traces), traces.read_bytes()
+    # ... and they say which code recorded them
+    assert json.loads(before)["provenance"]["libraries"]["torch"]
 
     def cut(*args, **kwargs):
         raise KeyboardInterrupt

@@ -531,6 +531,43 @@ def test_run_benchmark_labels_its_result_with_the_env_so_that_merge_can_check_it
         BenchResult.merge([cost, cost], names=["a.json"])
 
 
+def test_a_bench_result_records_the_code_that_played_it(tmp_path):
+    """A saved run said nothing of the code, libraries or threads that played it, though merge
+    refuses episodes that differ for just those reasons."""
+    def run(seed):
+        return run_benchmark(lambda: _env("cost"), ["never"], seeds=[seed], target_accuracy=0.3,
+                             progress=False)
+
+    first, second = run(1000), run(1001)
+    [record] = first.provenance
+    # (two runs within a second have equal records: tell them apart as runs at other times)
+    second.provenance = [{**second.provenance[0], "time_utc": "later"}]
+    assert record["hffm_env"] == hffm_env.__version__ and record["libraries"]["torch"]
+    saved = tmp_path / "first.json"
+    first.write_json(saved)  # it travels with the file
+    assert BenchResult.read_json(saved).provenance == [record]
+    # a merge keeps each run's record once (a file given twice: once)
+    assert BenchResult.merge([first, second, first]).provenance == [record,
+                                                                   *second.provenance]
+    data = json.loads(saved.read_text())
+    del data["provenance"]  # a file from before: none recorded
+    assert BenchResult.from_dict(data).provenance == []
+    with pytest.raises(ValueError, match="provenance = 'yesterday': must be a list"):
+        BenchResult.from_dict({**data, "provenance": "yesterday"})
+    # episodes that differ: the message names each run's code when they differ
+    other_torch = {**record, "libraries": {**record["libraries"], "torch": "9.9"}}
+    replayed = dataclasses.replace(first, provenance=[other_torch], episodes=[
+        dataclasses.replace(first.episodes[0], energy_j=[e + 1 for e in
+                                                         first.episodes[0].energy_j])])
+    with pytest.raises(ValueError, match=r"run 1: never on seed 1000 differs from the episode "
+                                         r"of run 0 .*run 0 ran hffm-env .*, run 1 ran "
+                                         r".*torch 9.9"):
+        BenchResult.merge([first, replayed])
+    with pytest.raises(ValueError) as same_code:
+        BenchResult.merge([first, dataclasses.replace(replayed, provenance=[record])])
+    assert " ran " not in str(same_code.value)
+
+
 def test_merge_refuses_runs_of_other_settings_and_names_them(tmp_path):
     """Runs of other horizons, weights or rewards, on other seeds, merged into one row: the
     labels (scenario name, fidelity, target) were all that was compared."""
