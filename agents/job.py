@@ -47,13 +47,19 @@ def evaluation_baselines(args: TrainArgs, say: bool = False) -> list[str]:
     """The baselines the agent is compared with: ``args.eval_policies``, each refused (a
     ``ValueError``) when its periods are not on the config's ``env.period_menu``; by default
     every baseline that fits the menu (with ``say``, a note on stderr names the others)."""
-    from hffm_env.baselines.policies import baselines_on_menu, off_menu
+    from hffm_env.baselines.policies import baselines_on_menu, make_policy, off_menu
+    from hffm_env.baselines.runner import tuning_seed_problem
 
     menu = args.scenario_config().env.period_menu
     misfit = off_menu(args.eval_policies, menu)
     if misfit:
         raise ValueError(f"eval_policies has {misfit}")
     names, dropped = baselines_on_menu(menu, args.eval_policies or None)
+    for name in names:
+        problem = tuning_seed_problem(make_policy(name), args.eval_seeds)
+        if problem is not None:
+            given = "eval_policies has" if args.eval_policies else "the default comparison has"
+            raise ValueError(f"{given} {name!r}, but {problem}")
     if dropped and say:
         note(f"the comparison leaves out {', '.join(dropped)}: their periods are not on "
              f"env.period_menu {list(menu)}")

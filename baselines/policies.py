@@ -12,13 +12,15 @@ for any scenario.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.seeding import check_training_seeds
 from hffm_env.wrappers import PAPER_MENU, full_action
 
 __all__ = [
@@ -66,7 +68,9 @@ Rollout = Callable[[Any, Policy, int], float]
 
 @runtime_checkable
 class FittedPolicy(Policy, Protocol):
-    """A policy tuned on training episodes before it plays (the runner fits it first)."""
+    """A policy tuned on training episodes before it plays (the runner fits it first). One
+    that names the seeds it tunes on as ``search_seeds`` is never evaluated on them
+    (:func:`~hffm_env.baselines.runner.tuning_seed_problem`)."""
 
     def fitted_for(self, env: Any) -> bool:
         """Whether it is fitted for this env's scenario."""
@@ -177,7 +181,14 @@ class FixedGridPolicy(PeriodicPolicy):
             (e, c, r) for e, c, r in itertools.product(edge_periods, cloud_periods, routes)
             if c == NEVER or e <= c
         ]
-        self.search_seeds = search_seeds
+        if isinstance(search_seeds, (str, bytes)) or not isinstance(search_seeds, Iterable) \
+                or not (search_seeds := tuple(search_seeds)) or not all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                for s in search_seeds):
+            raise ValueError(f"fixed-grid: search_seeds = {search_seeds!r}: must be a non-empty "
+                             "tuple of integer training seeds")
+        check_training_seeds(search_seeds, "fixed-grid: search_seeds")
+        self.search_seeds = tuple(int(s) for s in search_seeds)
         self.search_results: dict[str, float] = {}
         self._searched_for: str | None = None
 

@@ -50,6 +50,7 @@ __all__ = [
     "verdict",
     "DEFAULT_EVAL_SEEDS",
     "summarise",
+    "tuning_seed_problem",
 ]
 
 
@@ -561,6 +562,10 @@ def run_benchmark(
 
     resolved = _check_policies(policies)
     seeds = _check_seeds(seeds)
+    for policy in resolved:
+        problem = tuning_seed_problem(policy, seeds)
+        if problem is not None:
+            raise ValueError(f"policy {policy.name!r}: {problem}")
     if target_accuracy is not None and not (
             isinstance(target_accuracy, numbers.Real) and not isinstance(target_accuracy, bool)
             and 0.0 <= target_accuracy <= 1.0):
@@ -678,6 +683,19 @@ def _check_policies(policies: Iterable[str | Policy]) -> list[Policy]:
                          "policy once (agents or plans from files of the same name get the same "
                          "label: rename one)")
     return resolved
+
+
+def tuning_seed_problem(policy: Policy, seeds: Iterable[int]) -> str | None:
+    """Why ``policy`` must not be evaluated on ``seeds``: it is tuned on some of them (its
+    ``search_seeds``, e.g. ``fixed-grid``'s), and would be scored on its own tuning episodes;
+    None when they are apart."""
+    tuned_on = getattr(policy, "search_seeds", None) or ()
+    shared = sorted(set(tuned_on) & {int(s) for s in seeds})
+    if not shared:
+        return None
+    return (f"it is tuned on seeds {sorted(tuned_on)}, so scoring it on seeds {shared} would "
+            "score its own tuning episodes; evaluate on held-out seeds (1000 and up) or leave "
+            "it out")
 
 
 def _check_seeds(seeds: Iterable[int]) -> list[int]:

@@ -155,6 +155,25 @@ def test_a_run_builds_every_env_from_its_config_file_as_it_started(tmp_path):
     assert "hffm-e8" in evaluation_baselines(args)  # its period 8 is on the run's menu
 
 
+def test_a_comparison_on_fixed_grids_tuning_seeds_is_refused_before_training(tmp_path):
+    """``--eval-seeds 0`` trained the agent, then judged it against a fixed-grid tuned on
+    seed 0 and scored on its own tuning episode."""
+    from hffm_env.agents.job import evaluation_baselines
+
+    args = train_agent.parse_args(["--fidelity", "cost", "--seed", "5", "--eval-seeds", "0",
+                                   "--overrides", *TINY_OVERRIDES])
+    with pytest.raises(ValueError, match="the default comparison has 'fixed-grid', but it is "
+                                         r"tuned on seeds \[0\]"):
+        evaluation_baselines(args)
+    status = train_agent.main(["--fidelity", "cost", "--seed", "5", "--eval-seeds", "0",
+                               "--eval-policies", "fixed-grid", "--out", str(tmp_path / "o"),
+                               "--overrides", *TINY_OVERRIDES])
+    assert status == 2 and not (tmp_path / "o").exists()  # refused before training
+    args = train_agent.parse_args(["--fidelity", "cost", "--seed", "5", "--eval-seeds", "0",
+                                   "--eval-policies", "star", "--overrides", *TINY_OVERRIDES])
+    assert evaluation_baselines(args) == ["star"]
+
+
 def test_flags_share_hffm_vocabulary():
     args = train_agent.parse_args(["--set", "fl.lr=0.01", "--set", "env.episode_rounds=4",
                                    "--overrides", "fl.local_steps=2", "--eval-seeds", "1001"])

@@ -372,6 +372,27 @@ def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
                     ("grid-e1-c0-direct", 0), ("grid-e1-c0-direct", 1)]
 
 
+def test_fixed_grid_is_never_scored_on_the_seeds_it_was_tuned_on():
+    """``hffm bench --seeds 0 1000`` tuned fixed-grid on seed 0 and scored it there too, and
+    ``search_seeds`` took held-out seeds, without a word."""
+    from hffm_env.baselines.policies import FixedGridPolicy
+    from hffm_env.baselines.runner import tuning_seed_problem
+
+    with pytest.raises(ValueError, match=r"search_seeds \[1000\]: must be training seeds"):
+        FixedGridPolicy(search_seeds=(1000,))
+    for bad in ((), 3, ("0",), "0"):
+        with pytest.raises(ValueError, match="search_seeds = .*: must be a non-empty tuple"):
+            FixedGridPolicy(search_seeds=bad)
+    tuned = FixedGridPolicy(search_seeds=[2, 5])
+    assert tuned.search_seeds == (2, 5) and tuning_seed_problem(tuned, [1000, 1001]) is None
+    assert "tuned on seeds [2, 5], so scoring it on seeds [5]" in tuning_seed_problem(
+        tuned, [5, 1000])
+    assert tuning_seed_problem(make_policy("star"), [0]) is None  # nothing tuned
+    with pytest.raises(ValueError, match=r"policy 'fixed-grid': it is tuned on seeds \[0\]"):
+        run_benchmark(lambda: _env("cost"), ["never", "fixed-grid"], seeds=[0, 1000],
+                      target_accuracy=0.3, progress=False)
+
+
 def _episode(policy: str, accuracy: list[float], rewards: list[float]) -> EpisodeRecord:
     rounds = len(accuracy)
     return EpisodeRecord(policy, 0, accuracy=accuracy, accuracy_per_task=[{}] * rounds,
