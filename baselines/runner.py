@@ -384,8 +384,8 @@ class BenchResult:
 
 
 def _code_difference(*runs: tuple[str, BenchResult]) -> str:
-    """``"; run 0: hffm-env ... , run 1: ..."`` when the runs' recorded code differs (what
-    likely made their episodes differ), else ``""``."""
+    """``"; run 0 ran hffm-env ..., run 1 ran ..."`` when the runs' recorded code differs
+    (what likely made their episodes differ), else ``""``."""
     codes = [", ".join(sorted({describe(r) for r in result.provenance})) or "unrecorded code"
              for _, result in runs]
     if len(set(codes)) < 2:
@@ -584,7 +584,6 @@ def run_benchmark(
     # what agents and plans play (their ``fingerprint``), so that merge tells namesakes apart
     fingerprints = {p.name: p.fingerprint for p in resolved
                     if isinstance(getattr(p, "fingerprint", None), str)}
-    record = provenance()  # the code, libraries and machine the episodes are played by
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
@@ -628,6 +627,9 @@ def run_benchmark(
         interrupted = True
     finally:
         bar.close()
+    # the code, libraries and machine that played the episodes (made after them, when the
+    # envs have set torch's threads)
+    record = provenance()
     if target_accuracy is None:
         finals = summarise(episodes, float("nan"))
         best = max((s.final_accuracy["mean"] for s in finals

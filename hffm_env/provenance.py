@@ -34,11 +34,16 @@ LIBRARIES = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", 
 def provenance() -> dict[str, Any]:
     """This process's record: the package version, the source checkout's commit (``source``:
     ``{"commit", "dirty"}`` when the package runs from a git clone's top level, as an editable
-    install does, else None), Python's and :data:`LIBRARIES`' versions, the platform, the CPU
-    count, torch's thread count (None when torch is not imported), the command (the words of
+    install does, else None; read once per process, at its first record), Python's and :data:`LIBRARIES`' versions, the platform, the CPU
+    count, torch's thread count, the command (the words of
     the ``hffm`` command or script running, else ``sys.argv``) and the time it was made (UTC,
     ISO 8601). Plain JSON data; never raises."""
-    torch = sys.modules.get("torch")
+    try:  # a required dependency, imported by whatever made a result
+        import torch
+
+        threads: int | None = torch.get_num_threads()
+    except ImportError:
+        threads = None
     return {
         "hffm_env": _package_version(),
         "source": _source_checkout(),
@@ -46,7 +51,7 @@ def provenance() -> dict[str, Any]:
         "libraries": dict(_library_versions()),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "torch_threads": threads,
         "command": _command(),
         "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
