@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_EVAL_SEEDS",
     "summarise",
     "tuning_seed_problem",
+    "data_split",
 ]
 
 
@@ -69,6 +70,10 @@ class EpisodeRecord:
     energy_j: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     end: str | None = None
+    config_seed: int | None = None
+    """The config seed of the env that played it: its data split (device profiles, label
+    skew, test sets), the same for every seed unless each seed is its own config seed
+    (``hffm bench --data-split-per-seed``); None in files written before it was recorded."""
 
     @property
     def episode_return(self) -> float:
@@ -116,7 +121,9 @@ def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
     fit_if_needed(env, policy)
     obs, info = env.reset(seed=seed)
     policy.reset(env, seed)
-    record = EpisodeRecord(policy=policy.name, seed=seed)
+    config_seed = getattr(getattr(env.unwrapped, "config", None), "seed", None)
+    record = EpisodeRecord(policy=policy.name, seed=seed,
+                           config_seed=config_seed if isinstance(config_seed, int) else None)
     done = False
     while not done:
         action = policy.act(obs, info)
@@ -203,6 +210,11 @@ def _check_bench_dict(data: Any) -> None:
              episode.get("policy"), "must be a name")
         need(isinstance(episode.get("seed"), int), f"episodes[{i}].seed", episode.get("seed"),
              "must be an integer")
+        need(episode.get("config_seed") is None or (
+            isinstance(episode["config_seed"], int) and not isinstance(episode["config_seed"],
+                                                                       bool)),
+             f"episodes[{i}].config_seed", episode.get("config_seed"),
+             "must be an integer or null")
         for key in ("accuracy", "accuracy_local", "accuracy_held_out", "latency_s",
                     "energy_j", "rewards"):
             values = episode.get(key, [])
@@ -276,8 +288,8 @@ class BenchResult:
             target_accuracy=nan(data["target_accuracy"]),
             summaries=[PolicySummary(**{**_MISSING_STATS, **nan(p)}) for p in data["policies"]],
             episodes=[
-                EpisodeRecord(**{k: (v if k == "end" else nan(v)) for k, v in e.items()
-                                 if k in episode_fields})
+                EpisodeRecord(**{k: (v if k in ("end", "config_seed") else nan(v))
+                                 for k, v in e.items() if k in episode_fields})
                 for e in data["episodes"]
             ],
             interrupted=bool(data.get("interrupted", False)),
@@ -361,6 +373,13 @@ class BenchResult:
                 which = (episode.policy, episode.seed)
                 kept = episodes.setdefault(which, episode)
                 came_from.setdefault(which, (name, result))
+                if None not in (kept.config_seed, episode.config_seed) \
+                        and kept.config_seed != episode.config_seed:
+                    raise ValueError(
+                        f"{name}: {episode.policy} on seed {episode.seed} played on config "
+                        f"seed {episode.config_seed}'s data split, but on config seed "
+                        f"{kept.config_seed}'s in {came_from[which][0]}; merge runs of one "
+                        "data split")
                 if not _same_episode(kept, episode):
                     earlier, run = came_from[which]
                     raise ValueError(
@@ -368,6 +387,13 @@ class BenchResult:
                         f"episode of {earlier} (another version, cache or thread count?"
                         f"{_code_difference((earlier, run), (name, result))}); merge runs "
                         "whose shared episodes agree, or leave one out")
+            if data_split(list(episodes.values())) == "mixed":
+                own = sorted({e.config_seed for e in result.episodes
+                              if e.config_seed is not None})
+                raise ValueError(
+                    f"{name}: its episodes' data splits (config seeds {own}) and the others' "
+                    "make neither one shared split nor a split per seed; "
+                    "merge runs of one data split (or all run with --data-split-per-seed)")
         merged = list(episodes.values())
         records: list[dict[str, Any]] = []  # each run's, once (a file merged twice: once)
         for result in results:
@@ -381,6 +407,20 @@ class BenchResult:
             fingerprints={row: digest for row, (digest, _) in played.items()},
             provenance=records,
         )
+
+
+def data_split(episodes: Sequence[EpisodeRecord]) -> str | None:
+    """Which data split ``episodes`` were played on: ``"config seed <k>"`` when they share
+    config seed k's, ``"per seed"`` when each seed is its own config seed, ``"mixed"`` when
+    neither, None when some record none (older files) or there are none."""
+    config_seeds = [e.config_seed for e in episodes]
+    if not config_seeds or None in config_seeds:
+        return None
+    if len(set(config_seeds)) == 1:
+        return f"config seed {config_seeds[0]}"
+    if all(e.config_seed == e.seed for e in episodes):
+        return "per seed"
+    return "mixed"
 
 
 def _code_difference(*runs: tuple[str, BenchResult]) -> str:
@@ -735,9 +775,12 @@ def format_table(result: BenchResult) -> str:
     measured = any(math.isfinite(s.final_accuracy["mean"]) for s in result.summaries)
     target = (f"target accuracy {result.target_accuracy:.3f}" if measured
               else "no accuracy measured, no target")
+    split = data_split(result.episodes)
     lines = [
         f"scenario {result.scenario}, fidelity {result.fidelity}, seeds {result.seeds}, "
-        f"{target}" + (" (interrupted)" if result.interrupted else ""),
+        f"{target}" + {None: "", "per seed": ", a data split per seed",
+                       "mixed": ", data splits mixed"}.get(split, f", the data split of {split}")
+        + (" (interrupted)" if result.interrupted else ""),
         "",
         header,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -24,6 +24,7 @@ from hffm_env.config import (
     FIDELITIES,
     ConfigError,
     ScenarioConfig,
+    apply_overrides,
     load_scenario,
     scenario_names,
 )
@@ -296,6 +297,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             ("--config", args.config), ("--seeds", args.seeds), ("--episodes", args.episodes),
             ("--scenario", args.scenario), ("--fidelity", args.fidelity),
             ("--device", args.device), ("--surrogate", args.surrogate),
+            ("--data-split-per-seed", args.data_split_per_seed),
             ("--target-accuracy", args.target_accuracy is not None),
             ("--target-fraction", args.target_fraction is not None),
         ) if given]
@@ -308,6 +310,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.surrogate is not None and args.fidelity != "surrogate":
         raise ConfigError(f"--surrogate {args.surrogate!r}: a fit serves --fidelity surrogate "
                           f"only (this bench runs {args.fidelity!r})")
+    if args.data_split_per_seed and args.fidelity == "surrogate":
+        raise ConfigError("--data-split-per-seed: a surrogate serves the data split it was "
+                          f"fitted on (config seed {config.seed}'s); judge other splits with "
+                          "--fidelity train")
     if args.target_fraction is not None:  # a fixed target would silently win over it
         fixed = ("--target-accuracy" if args.target_accuracy is not None
                  else f"env.target_accuracy = {config.env.target_accuracy}"
@@ -370,13 +376,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"hffm bench: note: {note.message}", file=sys.stderr)
         warnings.simplefilter("ignore", SurrogateMismatch)
 
-    def make_env():
-        return gym.make("hffm/HFFM-v0", scenario=config, fidelity=args.fidelity,
+    if args.data_split_per_seed and (agents or args.plan):
+        print("hffm bench: note: each seed plays on its own data split (its config seed): "
+              "the agents and plans meet splits they were not made on", file=sys.stderr)
+
+    def make_env(config_seed: int | None = None) -> Any:
+        scenario = config if config_seed is None else apply_overrides(
+            config, {"seed": config_seed})  # the seed's own data split
+        return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity=args.fidelity,
                         device=args.device, surrogate=args.surrogate)
 
     with _agent_errors():
         result = run_benchmark(
-            make_env, policies, seeds=seeds,
+            make_env, policies, seeds=seeds, env_per_seed=args.data_split_per_seed,
             target_accuracy=(args.target_accuracy if args.target_accuracy is not None
                              else config.env.target_accuracy),
             target_fraction=(DEFAULT_TARGET_FRACTION if args.target_fraction is None
@@ -733,6 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=arguments.seed, nargs="+", action="extend", default=None,
                        help="explicit evaluation seeds (overrides --episodes; repeated flags "
                        "add up)")
+    bench.add_argument("--data-split-per-seed", action="store_true",
+                       help="play each seed on its own data split (device profiles, label "
+                       "skew, test sets): the seed is its env's config seed too, instead of "
+                       "the config's seed for every episode (train and cost fidelity: a "
+                       "surrogate serves the split it was fitted on)")
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "
                        "(repeatable); loading never unpickles")

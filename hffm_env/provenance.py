@@ -34,10 +34,10 @@ LIBRARIES = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", 
 def provenance() -> dict[str, Any]:
     """This process's record: the package version, the source checkout's commit (``source``:
     ``{"commit", "dirty"}`` when the package runs from a git clone's top level, as an editable
-    install does, else None; read once per process, at its first record), Python's and :data:`LIBRARIES`' versions, the platform, the CPU
-    count, torch's thread count, the command (the words of
-    the ``hffm`` command or script running, else ``sys.argv``) and the time it was made (UTC,
-    ISO 8601). Plain JSON data; never raises."""
+    install does, else None; read once per process, at its first record), Python's and
+    :data:`LIBRARIES`' versions, the platform, the CPU count, torch's thread count, the
+    command (the words of the ``hffm`` command or script running, else ``sys.argv``) and the
+    time it was made (UTC, ISO 8601). Plain JSON data; never raises."""
     try:  # a required dependency, imported by whatever made a result
         import torch
 

@@ -239,6 +239,28 @@ def test_bench_command_writes_documented_json(tmp_path, capsys):
     assert json.loads(out.read_text())["policies"][0]["policy"] == "star"
 
 
+def test_bench_plays_each_seed_on_its_own_data_split_when_asked(tmp_path, capsys):
+    """Judging on other data splits took one ``hffm bench --set seed=S`` run per seed."""
+    out = tmp_path / "splits.json"
+    tiny = sum((["--set", o] for o in TINY), [])
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
+                      "never", "--seeds", "1000", "1001", "--data-split-per-seed",
+                      "--no-progress", "--json", str(out), *tiny]) == 0
+    assert "a data split per seed" in capsys.readouterr().out
+    result = BenchResult.read_json(out)
+    assert [(e.seed, e.config_seed) for e in result.episodes] == [(1000, 1000), (1001, 1001)]
+    # ... the same episodes as one run per seed on that seed's config
+    alone = tmp_path / "alone.json"
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
+                      "never", "--seeds", "1001", "--set", "seed=1001", "--no-progress",
+                      "--json", str(alone), *tiny]) == 0
+    assert (json.loads(alone.read_text())["episodes"]
+            == json.loads(out.read_text())["episodes"][1:])  # (NaN as null: equal)
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "surrogate",
+                      "--data-split-per-seed", *tiny]) == 2
+    assert "a surrogate serves the data split it was fitted on" in capsys.readouterr().err
+
+
 def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     """``hffm bench --from-json`` merges saved runs: the union of seeds, each episode once,
     the summaries recomputed; an episode that disagrees with another run's, or a run of
@@ -587,6 +609,54 @@ def test_a_bench_result_records_the_code_that_played_it(tmp_path):
     with pytest.raises(ValueError) as same_code:
         BenchResult.merge([first, dataclasses.replace(replayed, provenance=[record])])
     assert " ran " not in str(same_code.value)
+
+
+def test_a_result_says_which_data_split_each_episode_played_and_merge_keeps_one(tmp_path):
+    """Runs on the config seed's split and runs with a split per seed merged into one row
+    without a word (the settings leave the config seed out), and nothing said which a file
+    held."""
+    from hffm_env.baselines.runner import data_split
+
+    def run(seeds, per_seed=False, config_seed=0):
+        return run_benchmark(
+            (lambda s: _env("cost", extra=[f"seed={s}"])) if per_seed
+            else (lambda: _env("cost", extra=[f"seed={config_seed}"])),
+            ["never"], seeds=seeds, env_per_seed=per_seed, target_accuracy=0.3,
+            progress=False)
+
+    shared, per_seed = run([1000, 1001]), run([1002, 1003], per_seed=True)
+    assert [e.config_seed for e in shared.episodes] == [0, 0]
+    assert [e.config_seed for e in per_seed.episodes] == [1002, 1003]
+    assert data_split(shared.episodes) == "config seed 0"
+    assert data_split(per_seed.episodes) == "per seed"
+    assert "a data split per seed" in format_table(per_seed).splitlines()[0]
+    assert "the data split of config seed 0" in format_table(shared).splitlines()[0]
+    saved = tmp_path / "per_seed.json"
+    per_seed.write_json(saved)
+    assert [e.config_seed for e in BenchResult.read_json(saved).episodes] == [1002, 1003]
+    # runs of one rule merge; a split per seed and a shared split do not
+    assert BenchResult.merge([per_seed, run([1004], per_seed=True)]).seeds == [1002, 1003,
+                                                                              1004]
+    assert BenchResult.merge([shared, run([1004])]).seeds == [1000, 1001, 1004]
+    with pytest.raises(ValueError, match=r"run 1: its episodes' data splits \(config seeds "
+                                         r"\[1002, 1003\]\) and the others' make neither"):
+        BenchResult.merge([shared, per_seed])
+    with pytest.raises(ValueError, match="make neither one shared split"):
+        BenchResult.merge([shared, run([1004], config_seed=7)])
+    # one seed played on two splits: not the same episode
+    with pytest.raises(ValueError, match="never on seed 1000 played on config seed 1000's "
+                                         "data split, but on config seed 0's in run 0"):
+        BenchResult.merge([shared, run([1000], per_seed=True)])
+    # files from before record none: merged as before, no split named
+    older = dataclasses.replace(shared, episodes=[dataclasses.replace(e, config_seed=None)
+                                                  for e in shared.episodes])
+    assert data_split(older.episodes) is None and "split" not in format_table(older)
+    assert BenchResult.merge([older, per_seed]).seeds == [1000, 1001, 1002, 1003]
+    data = json.loads(saved.read_text())
+    data["episodes"][0]["config_seed"] = "0"
+    with pytest.raises(ValueError, match=r"episodes\[0\].config_seed = '0': must be an "
+                                         "integer or null"):
+        BenchResult.from_dict(data)
 
 
 def test_merge_refuses_runs_of_other_settings_and_names_them(tmp_path):
