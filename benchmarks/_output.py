@@ -26,11 +26,12 @@ def emit_json(results: Any, target: str | None) -> None:
     """Write ``results`` as strict JSON (:mod:`hffm_env.jsonio`: NaN and infinity as null):
     to stdout when ``target`` is ``"-"`` (the stdout :func:`claim_stdout_for_json` kept), to
     the file ``target`` otherwise, nowhere when ``target`` is None (``--json [FILE]`` not
-    given). A JSON object gets the run's :func:`~hffm_env.provenance.provenance` record under
-    ``"provenance"`` unless it holds one (a bench result's, of the run that played it)."""
+    given). A JSON object gets this run's :func:`~hffm_env.provenance.provenance` record under
+    ``"provenance"``, unless it holds episodes: a bench result carries the records of the runs
+    that played them (none, in a file older than records, that is read and written again)."""
     if target is None:
         return
-    if isinstance(results, dict) and "provenance" not in results:
+    if isinstance(results, dict) and "provenance" not in results and "episodes" not in results:
         results = {**results, "provenance": provenance()}
     if target == "-":
         out = _json_stdout if _json_stdout is not None else sys.stdout

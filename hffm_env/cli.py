@@ -351,7 +351,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else list(DEFAULT_EVAL_SEEDS))
     import gymnasium as gym
 
-    from hffm_env.baselines.runner import run_benchmark
+    from hffm_env.baselines.runner import run_benchmark, tuning_seed_problem
+
+    if args.policies is None:  # the default list: what cannot be judged on these seeds goes
+        from hffm_env.baselines.policies import make_policy
+
+        tuned_here = [n for n in names if tuning_seed_problem(make_policy(n), seeds)]
+        if tuned_here:
+            names = [n for n in names if n not in tuned_here]
+            print(f"hffm bench: note: leaving out {', '.join(tuned_here)}: tuned on some of "
+                  f"these seeds {seeds} (judge it on held-out seeds, {FIRST_HELD_OUT_SEED} "
+                  "and up)", file=sys.stderr)
 
     agents = _agent_policies(args.agent, config)
     _note_training_configs(agents, config)
@@ -423,8 +433,12 @@ def _bench_from_json(args: argparse.Namespace) -> int:
         missing = [p for p in keep if p not in known]
         if missing:
             raise ConfigError(f"--policies has {missing[0]!r}: the files hold {known}")
-        result = BenchResult.merge([replace(result, episodes=[
-            e for e in result.episodes if e.policy in keep])])
+        # merged again from each file's kept episodes: the runs none of whose episodes are
+        # kept leave no provenance record behind
+        kept = [(path, replace(run, episodes=[e for e in run.episodes if e.policy in keep]))
+                for path, run in zip(args.from_json, results)]
+        kept = [(path, run) for path, run in kept if run.episodes]
+        result = BenchResult.merge([run for _, run in kept], names=[path for path, _ in kept])
     seeds = {s.policy: sorted({e.seed for e in result.episodes if e.policy == s.policy})
              for s in result.summaries}
     if len({tuple(v) for v in seeds.values()}) > 1:  # rows of other seeds do not compare

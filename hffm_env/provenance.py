@@ -34,24 +34,21 @@ LIBRARIES = ("torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", 
 def provenance() -> dict[str, Any]:
     """This process's record: the package version, the source checkout's commit (``source``:
     ``{"commit", "dirty"}`` when the package runs from a git clone's top level, as an editable
-    install does, else None; read once per process, at its first record), Python's and
-    :data:`LIBRARIES`' versions, the platform, the CPU count, torch's thread count, the
-    command (the words of the ``hffm`` command or script running, else ``sys.argv``) and the
-    time it was made (UTC, ISO 8601). Plain JSON data; never raises."""
-    try:  # a required dependency, imported by whatever made a result
-        import torch
-
-        threads: int | None = torch.get_num_threads()
-    except ImportError:
-        threads = None
+    install does, else None; read when this module is imported, as the code that runs is
+    loaded, so a commit made while a long run goes on is not taken for its code), Python's
+    and :data:`LIBRARIES`' versions, the platform, the CPU count, torch's thread count (None
+    where torch is not loaded), the command (the words of the ``hffm`` command or script
+    running, else the script's file name and ``sys.argv[1:]``) and the time it was made (UTC,
+    ISO 8601). Plain JSON data; never raises."""
+    torch = sys.modules.get("torch")  # what ran on it, if anything did
     return {
         "hffm_env": _package_version(),
-        "source": _source_checkout(),
+        "source": _SOURCE,
         "python": platform.python_version(),
         "libraries": dict(_library_versions()),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "torch_threads": threads,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
         "command": _command(),
         "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -99,11 +96,6 @@ def _library_versions() -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-@functools.lru_cache(maxsize=1)
-def _source_checkout() -> dict[str, Any] | None:
-    return checkout_of(Path(__file__).resolve().parent.parent)
-
-
 def checkout_of(root: Path) -> dict[str, Any] | None:
     """``{"commit", "dirty"}`` of the git clone whose top level is ``root`` (a folder with
     ``.git`` and ``pyproject.toml``, as a clone of this project is), else None: a regular
@@ -114,12 +106,19 @@ def checkout_of(root: Path) -> dict[str, Any] | None:
     try:
         commit = _git(root, "rev-parse", "HEAD")
         changes = _git(root, "status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):  # no git, not a repository, a hung git
-        return None
+    except (OSError, ValueError, subprocess.SubprocessError):  # no git, not a repository,
+        return None  # a hung git, output that is not text
     return {"commit": commit.strip(), "dirty": bool(changes.strip())}
 
 
 def _git(root: Path, *args: str) -> str:
+    # git's own variables (GIT_DIR, GIT_WORK_TREE from a hook or a shell) would point it at
+    # another repository than root's
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          check=True, timeout=10, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-                          ).stdout
+                          errors="replace", check=True, timeout=5,
+                          env={**env, "GIT_OPTIONAL_LOCKS": "0"}).stdout
+
+
+_SOURCE = checkout_of(Path(__file__).resolve().parent.parent)
+"""The commit of the code this process loaded (:func:`checkout_of` of the package's clone)."""

@@ -49,6 +49,10 @@ def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_p
         "of the run that played it"]  # a bench result's own is kept
     emit_json([{"row": 1}], str(tmp_path / "c.json"))  # rows stay rows
     assert json.loads((tmp_path / "c.json").read_text()) == [{"row": 1}]
+    # a bench result read from a file older than records and written again: its episodes were
+    # not played by this run, and bench readers take a list of records there
+    emit_json({"episodes": [], "policies": []}, str(tmp_path / "d.json"))
+    assert "provenance" not in json.loads((tmp_path / "d.json").read_text())
 
 
 def test_env_step_judges_every_target_it_states(benchmarks, tmp_path):

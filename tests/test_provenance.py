@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from hffm_env import jsonio, provenance
 from hffm_env.provenance import describe
 
 CLONE = Path(hffm_env.__file__).resolve().parent.parent
+
+
+def _git_head(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 def test_a_record_names_the_code_libraries_threads_and_command():
@@ -52,6 +58,22 @@ def test_no_commit_outside_the_clones_top_level_or_without_git(tmp_path, monkeyp
     subprocess.run(["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t",
                     "commit", "-q", "--allow-empty", "-m", "first"], check=True)
     assert provenance.checkout_of(project)["dirty"] is False  # pyproject.toml is untracked
+    # git's variables from a hook or a shell do not turn it to another repository
+    other = tmp_path / "other"
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    head = _git_head(project)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    assert provenance.checkout_of(project)["commit"] == head
+    monkeypatch.delenv("GIT_DIR")
+    # a changed file whose name is not UTF-8, listed unquoted: changes, not an error
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "config", "core.quotepath", "false"], check=True)
+    odd = Path(os.fsdecode(bytes(project) + b"/caf\xe9.txt"))
+    odd.write_text("a")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "odd name"], check=True)
+    odd.write_text("b")
+    assert provenance.checkout_of(project)["dirty"] is True
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
     assert provenance.checkout_of(project) is None
 
@@ -65,5 +87,4 @@ def test_the_command_is_the_running_commands_own_words():
     assert arguments.run_command(lambda: seen.append(provenance.provenance()["command"]),
                                  "hffm train", ["--seed", "1"]) == 0
     assert seen == [["hffm", "train", "--seed", "1"]]
-    assert arguments.command_line() is None  # outside a command: sys.argv
-    assert provenance.provenance()["command"][1:] == __import__("sys").argv[1:]
+    assert arguments.command_line() is None  # restored after the command

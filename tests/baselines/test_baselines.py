@@ -291,6 +291,12 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     assert hffm_main(["bench", "--from-json", str(first), str(more), "--policies", "never"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| ---", "| never"]
+    # ... and only the records of the runs whose episodes it keeps (never is in a.json only)
+    kept = tmp_path / "never.json"
+    assert hffm_main(["bench", "--from-json", str(first), str(more), "--policies", "never",
+                      "--json", str(kept)]) == 0
+    capsys.readouterr()
+    assert BenchResult.read_json(kept).provenance == BenchResult.read_json(first).provenance
     assert hffm_main(["bench", "--from-json", str(first), "--policies", "oracle"]) == 2
     assert "the files hold" in capsys.readouterr().err
     # flags of a run have no effect on a merge: refused, not ignored
@@ -394,7 +400,7 @@ def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
                     ("grid-e1-c0-direct", 0), ("grid-e1-c0-direct", 1)]
 
 
-def test_fixed_grid_is_never_scored_on_the_seeds_it_was_tuned_on():
+def test_fixed_grid_is_never_scored_on_the_seeds_it_was_tuned_on(capsys):
     """``hffm bench --seeds 0 1000`` tuned fixed-grid on seed 0 and scored it there too, and
     ``search_seeds`` took held-out seeds, without a word."""
     from hffm_env.baselines.policies import FixedGridPolicy
@@ -413,6 +419,16 @@ def test_fixed_grid_is_never_scored_on_the_seeds_it_was_tuned_on():
     with pytest.raises(ValueError, match=r"policy 'fixed-grid': it is tuned on seeds \[0\]"):
         run_benchmark(lambda: _env("cost"), ["never", "fixed-grid"], seeds=[0, 1000],
                       target_accuracy=0.3, progress=False)
+    # hffm bench: named, refused; in the default list, left out with a note
+    tiny = sum((["--set", o] for o in TINY), [])
+    base = ["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "0", "1000",
+            "--no-progress", *tiny]
+    assert hffm_main([*base, "--policies", "fixed-grid,never"]) == 2
+    assert "policy 'fixed-grid': it is tuned on seeds [0]" in capsys.readouterr().err
+    assert hffm_main(base) == 0
+    captured = capsys.readouterr()
+    assert "leaving out fixed-grid: tuned on some of these seeds [0, 1000]" in captured.err
+    assert "| fixed-grid |" not in captured.out and "| never |" in captured.out
 
 
 def _episode(policy: str, accuracy: list[float], rewards: list[float]) -> EpisodeRecord:
