@@ -294,7 +294,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.from_json:
         ignored = [flag for flag, given in (
             ("--agent", args.agent), ("--plan", args.plan), ("--set", args.overrides),
-            ("--config", args.config), ("--seeds", args.seeds), ("--episodes", args.episodes),
+            ("--config", args.config), ("--episodes", args.episodes),
             ("--scenario", args.scenario), ("--fidelity", args.fidelity),
             ("--device", args.device), ("--surrogate", args.surrogate),
             ("--data-split-per-seed", args.data_split_per_seed),
@@ -433,9 +433,16 @@ def _bench_from_json(args: argparse.Namespace) -> int:
         missing = [p for p in keep if p not in known]
         if missing:
             raise ConfigError(f"--policies has {missing[0]!r}: the files hold {known}")
+    if args.seeds:  # keep these seeds' episodes
+        absent = [s for s in args.seeds if s not in result.seeds]
+        if absent:
+            raise ConfigError(f"--seeds has {absent[0]}: the files hold seeds {result.seeds}")
+    if keep or args.seeds:
         # merged again from each file's kept episodes: the runs none of whose episodes are
         # kept leave no provenance record behind
-        kept = [(path, replace(run, episodes=[e for e in run.episodes if e.policy in keep]))
+        kept = [(path, replace(run, episodes=[
+                    e for e in run.episodes if (not keep or e.policy in keep)
+                    and (not args.seeds or e.seed in args.seeds)]))
                 for path, run in zip(args.from_json, results)]
         kept = [(path, run) for path, run in kept if run.episodes]
         result = BenchResult.merge([run for _, run in kept], names=[path for path, _ in kept])
@@ -758,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{FIRST_HELD_OUT_SEED + 1}, ... (default {len(DEFAULT_EVAL_SEEDS)})")
     bench.add_argument("--seeds", type=arguments.seed, nargs="+", action="extend", default=None,
                        help="explicit evaluation seeds (overrides --episodes; repeated flags "
-                       "add up)")
+                       "add up); with --from-json, the seeds whose episodes to keep")
     bench.add_argument("--data-split-per-seed", action="store_true",
                        help="play each seed on its own data split (device profiles, label "
                        "skew, test sets): the seed is its env's config seed too, instead of "
@@ -794,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bench.add_argument("--from-json", nargs="+", metavar="FILE",
                        help="run nothing: merge saved bench JSON files (e.g. the same "
-                       "policies on more seeds) into one table, --json and --plot")
+                       "policies on more seeds) into one table, --json and --plot; "
+                       "--policies and --seeds keep those rows and seeds")
     bench.set_defaults(func=_cmd_bench)
 
     pretrain = sub.add_parser(

@@ -297,6 +297,14 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
                       "--json", str(kept)]) == 0
     capsys.readouterr()
     assert BenchResult.read_json(kept).provenance == BenchResult.read_json(first).provenance
+    # --seeds keeps those seeds' episodes
+    assert hffm_main(["bench", "--from-json", str(first), str(more), "--seeds", "1", "2",
+                      "--json", str(kept), "--force"]) == 0
+    assert "| star |" in capsys.readouterr().out
+    subset = BenchResult.read_json(kept)
+    assert subset.seeds == [1, 2] and {e.seed for e in subset.episodes} == {1, 2}
+    assert hffm_main(["bench", "--from-json", str(first), "--seeds", "7"]) == 2
+    assert "--seeds has 7: the files hold seeds [0, 1]" in capsys.readouterr().err
     assert hffm_main(["bench", "--from-json", str(first), "--policies", "oracle"]) == 2
     assert "the files hold" in capsys.readouterr().err
     # flags of a run have no effect on a merge: refused, not ignored
