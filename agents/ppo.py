@@ -404,6 +404,11 @@ def train_sb3(args: TrainArgs) -> float:
                     f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
                     f"statistics saved in {out}"
                 ) from None
+            finally:
+                # each learn() opens a logger of its own (TensorBoard's writer thread, files)
+                # and leaves it open: a notebook that trains thrice kept three threads
+                with contextlib.suppress(AttributeError):  # (no logger before learn() set it)
+                    model.logger.close()
 
         done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
         remaining = args.total_timesteps - done

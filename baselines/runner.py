@@ -17,7 +17,7 @@ import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
+    from matplotlib.figure import Figure
 
 __all__ = [
     "fit_if_needed",
@@ -251,6 +254,16 @@ class BenchResult:
     threads, command, time) of each run whose episodes this holds: one for a run, each
     run's for a merge (a record given twice, once); empty in files written before it was
     recorded."""
+
+    def __repr__(self) -> str:  # the dataclass's would print every round of every episode
+        return (f"BenchResult(scenario={self.scenario!r}, fidelity={self.fidelity!r}, "
+                f"seeds={self.seeds}, policies={[s.policy for s in self.summaries]}, "
+                f"episodes={len(self.episodes)}, target_accuracy={self.target_accuracy:.3f}"
+                + (", interrupted=True" if self.interrupted else "") + ")")
+
+    def _repr_markdown_(self) -> str:
+        """The table (:func:`format_table`), for a notebook's last expression."""
+        return format_table(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN written as null)."""
@@ -815,9 +828,11 @@ def best_baseline(result: BenchResult) -> str | None:
     return max(rows, key=lambda s: s.episode_return["mean"]).policy if rows else None
 
 
-def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
-    """A PNG with the accuracy-energy and accuracy-latency trade-offs and the accuracy over
-    rounds of every policy.
+def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = None) -> Figure:
+    """The accuracy-energy and accuracy-latency trade-offs and the accuracy over rounds of
+    every policy, as a matplotlib ``Figure``, saved to ``path`` when given (PNG, PDF or SVG by
+    its suffix); in a notebook, a cell that ends with ``plot_tradeoffs(result)`` shows it.
+    The figure is not registered with pyplot, so none is left open.
 
     Policies are coloured by family (the paper's schedules, tuned, adaptive heuristics, the
     floors, trained agents; :func:`~hffm_env.baselines.policies.policy_family`), each family in
@@ -905,7 +920,9 @@ def plot_tradeoffs(result: BenchResult, path: str | Path) -> None:
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), seeds {result.seeds}")
     fig.tight_layout(rect=(0, 0, 0.84, 1))
-    fig.savefig(path)
+    if path is not None:
+        fig.savefig(path)
+    return fig
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:

@@ -232,8 +232,17 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
             "--eval-seeds", "1000", "--eval-policies", "never", "--no-progress",
             "--out", str(out), *extra, "--overrides", *TINY_OVERRIDES]) == 0
 
+    import threading
+
+    def writer_threads():  # TensorBoard's event writers (torch.utils.tensorboard)
+        return [t for t in threading.enumerate() if "AsyncWriter" in type(t).__name__]
+
+    before = len(writer_threads())
     linear = tmp_path / "linear"
     run(linear, "--finetune-timesteps", "16", "--checkpoint-every", "8")
+    # both phases' loggers are closed: each left a writer thread running (a notebook that
+    # trained thrice kept three)
+    assert len(writer_threads()) == before
     assert rate(linear / "checkpoints" / "step_00000008") == pytest.approx(1e-3)
     assert rate(linear / "checkpoints" / "step_00000024") == pytest.approx(5e-4)
     assert rate(linear) == pytest.approx(2.5e-4)  # fine-tuning learns, at its share

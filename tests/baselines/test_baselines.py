@@ -373,6 +373,21 @@ def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
         "paper schedules", "floors", "tuned", "adaptive heuristics"}
     plot_tradeoffs(result, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 10_000
+    # in a notebook: the figure itself, no file, none left open in pyplot; a short repr and
+    # the table as the result's own display
+    import io
+
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    figure = plot_tradeoffs(result)
+    assert isinstance(figure, Figure) and len(figure.axes) == 3 and not plt.get_fignums()
+    buffer = io.BytesIO()
+    plot_tradeoffs(result, buffer)
+    assert buffer.getvalue().startswith(b"\x89PNG")
+    shown = repr(result)  # not every round of every episode
+    assert shown.startswith("BenchResult(scenario='small'") and "accuracy=[" not in shown
+    assert result._repr_markdown_() == format_table(result)
 
 
 def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():

@@ -362,6 +362,10 @@ def test_render_modes():
     text = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="ansi")
     text.reset(seed=0)
     assert "round 0" in text.render() and "accuracy not measured" in text.render()
+    silent = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
+    silent.reset(seed=0)
+    with pytest.warns(UserWarning, match="without specifying any render mode"):
+        assert silent.render() is None  # it said nothing, as Gymnasium's envs do not
 
 
 def test_module_inventory(env):
