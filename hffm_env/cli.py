@@ -445,6 +445,10 @@ def _bench_from_json(args: argparse.Namespace) -> int:
                     and (not args.seeds or e.seed in args.seeds)]))
                 for path, run in zip(args.from_json, results)]
         kept = [(path, run) for path, run in kept if run.episodes]
+        if not kept:
+            raise ConfigError(f"--policies {','.join(keep)} and --seeds "
+                              f"{' '.join(map(str, args.seeds or []))}: the files hold no "
+                              "episode of those policies on those seeds")
         result = BenchResult.merge([run for _, run in kept], names=[path for path, _ in kept])
     seeds = {s.policy: sorted({e.seed for e in result.episodes if e.policy == s.policy})
              for s in result.summaries}

@@ -305,6 +305,13 @@ def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
     assert subset.seeds == [1, 2] and {e.seed for e in subset.episodes} == {1, 2}
     assert hffm_main(["bench", "--from-json", str(first), "--seeds", "7"]) == 2
     assert "--seeds has 7: the files hold seeds [0, 1]" in capsys.readouterr().err
+    assert hffm_main(["bench", "--from-json", str(more), "--policies", "star", "--seeds",
+                      "0"]) == 2  # seed 0 is in first.json only
+    assert "--seeds has 0: the files hold seeds [1, 2]" in capsys.readouterr().err
+    assert hffm_main(["bench", "--from-json", str(first), str(more), "--policies", "never",
+                      "--seeds", "2"]) == 2  # never has no episode on seed 2
+    assert "the files hold no episode of those policies on those seeds" in \
+        capsys.readouterr().err
     assert hffm_main(["bench", "--from-json", str(first), "--policies", "oracle"]) == 2
     assert "the files hold" in capsys.readouterr().err
     # flags of a run have no effect on a merge: refused, not ignored
