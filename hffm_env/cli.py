@@ -370,6 +370,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"hffm bench: note: seeds {training_seeds} are training seeds (below "
               f"{FIRST_HELD_OUT_SEED}): an agent may have trained on them; judge agents on "
               "held-out seeds", file=sys.stderr)
+    if args.data_split_per_seed:  # an agent's own data split among the "other" splits
+        for policy in agents:
+            trained = policy.agent.training_config()
+            if trained is not None and trained.seed in seeds:
+                print(f"hffm bench: note: {policy.name} was trained on config seed "
+                      f"{trained.seed}'s data split, which seed {trained.seed} plays here: "
+                      "leave that seed out to judge it on splits it has not seen",
+                      file=sys.stderr)
     policies: list = [*agents, *_plan_policies(args.plan, config), *names]
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import SurrogateMismatch, SurrogateMissing, find_surrogate

@@ -259,6 +259,14 @@ def test_bench_plays_each_seed_on_its_own_data_split_when_asked(tmp_path, capsys
     assert hffm_main(["bench", "--scenario", "small", "--fidelity", "surrogate",
                       "--data-split-per-seed", *tiny]) == 2
     assert "a surrogate serves the data split it was fitted on" in capsys.readouterr().err
+    # an agent meets its own training split among the "other" splits: said
+    agent = RESULTS / "agents" / "ppo-coarse-stt-plan-4clusters_s0"  # config seed 0
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--agent",
+                      str(agent), "--policies", "", "--seeds", "0", "1000",
+                      "--set", "env.observe_target=true", "--set", "env.target_accuracy=0.357",
+                      "--data-split-per-seed", "--no-progress"]) == 0
+    assert ("was trained on config seed 0's data split, which seed 0 plays here"
+            in capsys.readouterr().err)
 
 
 def test_runs_on_more_seeds_merge_into_one_table(tmp_path, capsys):
