@@ -43,7 +43,7 @@ def provenance() -> dict[str, Any]:
     torch = sys.modules.get("torch")  # what ran on it, if anything did
     return {
         "hffm_env": _package_version(),
-        "source": _SOURCE,
+        "source": dict(_SOURCE) if _SOURCE is not None else None,  # the caller's to change
         "python": platform.python_version(),
         "libraries": dict(_library_versions()),
         "platform": platform.platform(),
