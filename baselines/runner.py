@@ -841,12 +841,15 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     larger and labelled on the plot (the best baseline in gold); the Pareto front is dashed.
     """
     import matplotlib
+    import matplotlib.pyplot as plt
     import matplotlib.ticker
-    from matplotlib.figure import Figure
 
     from hffm_env.baselines.policies import policy_family
 
-    fig = Figure(figsize=(16, 4.8), dpi=100)
+    # made by pyplot, which registers a notebook's inline display of figures (a fresh kernel
+    # showed only "<Figure size ...>"), and closed there at once, so none is left open
+    fig = plt.figure(figsize=(16, 4.8), dpi=100)
+    plt.close(fig)
     axes = fig.subplots(1, 3)
     best = best_baseline(result)
     families: dict[str, list[PolicySummary]] = {}

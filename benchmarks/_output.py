@@ -31,7 +31,7 @@ def emit_json(results: Any, target: str | None) -> None:
     that played them (none, in a file older than records, that is read and written again)."""
     if target is None:
         return
-    if isinstance(results, dict) and "provenance" not in results and "episodes" not in results:
+    if isinstance(results, dict) and "provenance" not in results and not _holds_episodes(results):
         results = {**results, "provenance": provenance()}
     if target == "-":
         out = _json_stdout if _json_stdout is not None else sys.stdout
@@ -40,3 +40,9 @@ def emit_json(results: Any, target: str | None) -> None:
         out.flush()
         return
     write_text_atomically(target, jsonio.dumps(results))
+
+
+def _holds_episodes(results: dict[str, Any]) -> bool:
+    """Whether ``results`` is a bench result (a list of episodes beside the policies'
+    summaries), not a script's object that counts its episodes."""
+    return isinstance(results.get("episodes"), list) and "policies" in results

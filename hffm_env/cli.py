@@ -314,6 +314,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("--data-split-per-seed: a surrogate serves the data split it was "
                           f"fitted on (config seed {config.seed}'s); judge other splits with "
                           "--fidelity train")
+    if args.data_split_per_seed and config.seed != load_scenario(config.name).seed:
+        given = ("--set seed=" if any(o.split("=", 1)[0].strip() == "seed"
+                                      for o in args.overrides) else "the --config file's seed ")
+        raise ConfigError(f"--data-split-per-seed makes each seed its env's config seed, so "
+                          f"{given}{config.seed} would have no effect; give one of them")
     if args.target_fraction is not None:  # a fixed target would silently win over it
         fixed = ("--target-accuracy" if args.target_accuracy is not None
                  else f"env.target_accuracy = {config.env.target_accuracy}"
@@ -782,7 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="play each seed on its own data split (device profiles, label "
                        "skew, test sets): the seed is its env's config seed too, instead of "
                        "the config's seed for every episode (train and cost fidelity: a "
-                       "surrogate serves the split it was fitted on)")
+                       "surrogate serves the split it was fitted on; fixed-grid tunes anew "
+                       "on each split)")
     bench.add_argument("--agent", action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "
                        "(repeatable); loading never unpickles")

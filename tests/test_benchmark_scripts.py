@@ -53,6 +53,9 @@ def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_p
     # not played by this run, and bench readers take a list of records there
     emit_json({"episodes": [], "policies": []}, str(tmp_path / "d.json"))
     assert "provenance" not in json.loads((tmp_path / "d.json").read_text())
+    # ... while a script's object that counts its episodes (soak.py) gets this run's
+    emit_json({"episodes": 3, "steps_per_s": 400.0}, str(tmp_path / "e.json"))
+    assert "provenance" in json.loads((tmp_path / "e.json").read_text())
 
 
 def test_env_step_judges_every_target_it_states(benchmarks, tmp_path):

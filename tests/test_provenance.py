@@ -88,3 +88,5 @@ def test_the_command_is_the_running_commands_own_words():
                                  "hffm train", ["--seed", "1"]) == 0
     assert seen == [["hffm", "train", "--seed", "1"]]
     assert arguments.command_line() is None  # restored after the command
+    import sys  # outside a command: the script's file name and its arguments
+    assert provenance.provenance()["command"] == [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -558,8 +558,7 @@ class HFFMEnv(gym.Env):
             return rendering.render_ansi(self)
         gym.logger.warn(  # as Gymnasium's own envs say it
             "You are calling render method without specifying any render mode. You can "
-            'specify the render_mode at initialization, e.g. gym.make("hffm/HFFM-v0", '
-            'render_mode="rgb_array")')
+            'specify the render_mode at initialization: render_mode="rgb_array" or "ansi"')
         return None
 
     def close(self) -> None:

@@ -259,6 +259,15 @@ def test_bench_plays_each_seed_on_its_own_data_split_when_asked(tmp_path, capsys
     assert hffm_main(["bench", "--scenario", "small", "--fidelity", "surrogate",
                       "--data-split-per-seed", *tiny]) == 2
     assert "a surrogate serves the data split it was fitted on" in capsys.readouterr().err
+    # a config seed given too would have no effect: refused, not ignored
+    per_seed_run = ["bench", "--scenario", "small", "--fidelity", "cost",
+                    "--data-split-per-seed", *tiny]
+    assert hffm_main([*per_seed_run, "--set", "seed=7"]) == 2
+    assert "so --set seed=7 would have no effect" in capsys.readouterr().err
+    config_file = tmp_path / "seeded.yaml"
+    config_file.write_text("scenario: small\nseed: 7\n")
+    assert hffm_main([*per_seed_run, "--config", str(config_file)]) == 2
+    assert "so the --config file's seed 7 would have no effect" in capsys.readouterr().err
     # an agent meets its own training split among the "other" splits: said
     agent = RESULTS / "agents" / "ppo-coarse-stt-plan-4clusters_s0"  # config seed 0
     assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--agent",

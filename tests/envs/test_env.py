@@ -365,7 +365,7 @@ def test_render_modes():
     silent = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost")
     silent.reset(seed=0)
     with pytest.warns(UserWarning, match="without specifying any render mode"):
-        assert silent.render() is None  # it said nothing, as Gymnasium's envs do not
+        assert silent.render() is None  # it returned None without a word (Gymnasium's warn)
 
 
 def test_module_inventory(env):
