@@ -832,7 +832,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     """The accuracy-energy and accuracy-latency trade-offs and the accuracy over rounds of
     every policy, as a matplotlib ``Figure``, saved to ``path`` when given (PNG, PDF or SVG by
     its suffix); in a notebook, a cell that ends with ``plot_tradeoffs(result)`` shows it.
-    The figure is not registered with pyplot, so none is left open.
+    pyplot closes the figure as soon as it is made, so none is left open there.
 
     Policies are coloured by family (the paper's schedules, tuned, adaptive heuristics, the
     floors, trained agents; :func:`~hffm_env.baselines.policies.policy_family`), each family in
