@@ -47,18 +47,18 @@ def evaluation_baselines(args: TrainArgs, say: bool = False) -> list[str]:
     """The baselines the agent is compared with: ``args.eval_policies``, each refused (a
     ``ValueError``) when its periods are not on the config's ``env.period_menu``; by default
     every baseline that fits the menu (with ``say``, a note on stderr names the others)."""
-    from hffm_env.baselines.policies import baselines_on_menu, make_policy, off_menu
-    from hffm_env.baselines.runner import tuning_seed_problem
+    from hffm_env.baselines.policies import baselines_on_menu, off_menu
+    from hffm_env.baselines.runner import tuned_on_seeds
 
     menu = args.scenario_config().env.period_menu
     misfit = off_menu(args.eval_policies, menu)
     if misfit:
         raise ValueError(f"eval_policies has {misfit}")
     names, dropped = baselines_on_menu(menu, args.eval_policies or None)
-    tuned_here = [n for n in names if tuning_seed_problem(make_policy(n), args.eval_seeds)]
+    tuned_here = tuned_on_seeds(names, args.eval_seeds)
     if tuned_here and args.eval_policies:  # named: refused now, not after training
-        problem = tuning_seed_problem(make_policy(tuned_here[0]), args.eval_seeds)
-        raise ValueError(f"eval_policies has {tuned_here[0]!r}, but {problem}")
+        name, problem = next(iter(tuned_here.items()))
+        raise ValueError(f"eval_policies has {name!r}, but {problem}")
     names = [n for n in names if n not in tuned_here]
     if dropped and say:
         note(f"the comparison leaves out {', '.join(dropped)}: their periods are not on "

@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_EVAL_SEEDS",
     "summarise",
     "tuning_seed_problem",
+    "tuned_on_seeds",
     "data_split",
 ]
 
@@ -751,6 +752,15 @@ def tuning_seed_problem(policy: Policy, seeds: Iterable[int]) -> str | None:
     return (f"it is tuned on seeds {sorted(tuned_on)}, so scoring it on seeds {shared} would "
             "score its own tuning episodes; evaluate on held-out seeds (1000 and up) or leave "
             "it out")
+
+
+def tuned_on_seeds(names: Iterable[str], seeds: Iterable[int]) -> dict[str, str]:
+    """The policies of ``names`` (:func:`~hffm_env.baselines.policies.make_policy`) that are
+    tuned on some of ``seeds``, each with :func:`tuning_seed_problem`'s reason: what a
+    default policy list leaves out, and a named one refuses."""
+    seeds = list(seeds)
+    found = {name: tuning_seed_problem(make_policy(name), seeds) for name in names}
+    return {name: problem for name, problem in found.items() if problem is not None}
 
 
 def _check_seeds(seeds: Iterable[int]) -> list[int]:

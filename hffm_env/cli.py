@@ -356,12 +356,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else list(DEFAULT_EVAL_SEEDS))
     import gymnasium as gym
 
-    from hffm_env.baselines.runner import run_benchmark, tuning_seed_problem
+    from hffm_env.baselines.runner import run_benchmark, tuned_on_seeds
 
     if args.policies is None:  # the default list: what cannot be judged on these seeds goes
-        from hffm_env.baselines.policies import make_policy
-
-        tuned_here = [n for n in names if tuning_seed_problem(make_policy(n), seeds)]
+        tuned_here = list(tuned_on_seeds(names, seeds))
         if tuned_here:
             names = [n for n in names if n not in tuned_here]
             print(f"hffm bench: note: leaving out {', '.join(tuned_here)}: tuned on some of "
