@@ -27,11 +27,16 @@ from hffm_env.agents.job import train
 from hffm_env.arguments import USER_ERRORS, report_user_error, run_command, split_names
 
 __all__ = [
+    "DESCRIPTION",
     "build_parser",
     "parse_args",
     "main",
     "flags_of",
 ]
+
+#: The parser's description (a constant, not the docstring's line, so that ``--help`` also
+#: works under ``python -OO``, which strips docstrings).
+DESCRIPTION = "Train a PPO scheduler for hffm-env and compare it with the heuristic baselines."
 
 
 def _flag_type(annotation: object) -> tuple[type, bool]:
@@ -58,7 +63,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None,
                  prog: str = "train_agent.py") -> argparse.ArgumentParser:
     """An argument parser with one flag per :class:`TrainArgs` field (``prog`` names the
     command in usage lines: ``hffm train`` when run through ``hffm``)."""
-    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[2])
+    parser = parser or argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     hints = typing.get_type_hints(TrainArgs)
     for f in dataclasses.fields(TrainArgs):
         flag = "--" + f.name.replace("_", "-")

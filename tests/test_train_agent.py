@@ -367,3 +367,18 @@ def test_the_script_says_how_to_install_when_agents_are_not_importable(tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "pip install -e ." in done.stderr and "hffm train" in done.stderr
+
+
+def test_help_works_when_python_strips_docstrings():
+    """``python -OO`` drops docstrings, and the parser's description was read from one: an
+    AttributeError before any help was printed."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for command in ([str(root / "train_agent.py")], ["-m", "hffm_env.cli", "train"]):
+        done = subprocess.run([sys.executable, "-OO", *command, "--help"], capture_output=True,
+                              text=True, cwd=root, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "--total-timesteps" in done.stdout
+        assert "Train a PPO scheduler" in done.stdout
