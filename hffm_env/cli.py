@@ -889,7 +889,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hffm`` console script."""
+    """Entry point of the ``hffm`` console script: the exit status (0 done, ``--help`` and
+    ``--version`` included; 2 for bad arguments or files, one line on stderr; 130 after Ctrl-C
+    or SIGTERM; 141 when stdout's reader left), returned rather than raised, so that Python
+    code and notebooks can call ``main([...])``."""
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def run() -> int | None:
@@ -900,7 +903,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return train_agent.main(argv[1:], prog="hffm train")
         # parsing too: a --device check imports torch, a second that Ctrl-C may fall in
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # argparse: --help or --version (0), a bad flag (2, printed)
+            return int(done.code or 0)  # a status, as `hffm train` returns it, not an exception
         return args.func(args)
 
     return arguments.run_command(run, "hffm", argv)
