@@ -123,7 +123,7 @@ _LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
                 if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
 
 
-_FIELD_MENTION = re.compile(r"(?<![\w.-])([a-z_]+)( = | has )")
+_FIELD_MENTION = re.compile(r"(?<![\w.-])([a-z_]+)( = | has |: )")
 
 
 def _as_flag(err: BaseException) -> BaseException:

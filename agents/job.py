@@ -72,31 +72,40 @@ def evaluation_baselines(args: TrainArgs, say: bool = False) -> list[str]:
 def evaluate_against_baselines(
     args: TrainArgs, agent_path: Path, train_seconds: float = float("nan")
 ) -> dict[str, Any]:
-    """Run the trained agent (an agent folder) and the baselines on ``args.eval_seeds``
-    through the benchmark runner; write ``results.json``, ``results.md`` and ``pareto.png``
-    into that folder. Ctrl-C keeps the episodes that finished and sets ``interrupted``."""
+    """Run the trained agent (an agent folder) and the baselines on ``args.eval_seeds`` (each on
+    its own data split with ``args.eval_data_split_per_seed``) through the benchmark runner;
+    write ``results.json``, ``results.md`` and ``pareto.png`` into that folder. Ctrl-C keeps
+    the episodes that finished and sets ``interrupted``."""
     import gymnasium as gym
 
     from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
+    from hffm_env.config import apply_overrides
 
     out = Path(agent_path)
     agent = agent_policy(out, name=agent_label(out))
     names = evaluation_baselines(args, say=True)
 
-    def make_env() -> Any:
+    config = args.scenario_config()  # the config file as the run started
+    if args.eval_data_split_per_seed and config.seed in args.eval_seeds:
+        note(f"the agent trained on config seed {config.seed}'s data split, which eval seed "
+             f"{config.seed} plays: leave it out to judge the agent on splits it has not seen")
+
+    def make_env(config_seed: int | None = None) -> Any:
+        scenario = config if config_seed is None else apply_overrides(
+            config, {"seed": config_seed})  # the eval seed's own data split
         return gym.make(
             "hffm/HFFM-v0",
-            scenario=args.scenario_config(),  # the config file as the run started
+            scenario=scenario,
             fidelity=args.final_fidelity,
             device=env_device(args.device),
             surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,
         )
 
-    config = args.scenario_config()
     result = run_benchmark(
         make_env,
         [agent, *names],
         seeds=args.eval_seeds,
+        env_per_seed=args.eval_data_split_per_seed,
         target_accuracy=config.env.target_accuracy,  # the target rewards' own, when set
         progress=args.progress,
         scenario=cast(str, args.scenario),  # TrainArgs names the preset when built

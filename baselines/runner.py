@@ -253,8 +253,9 @@ class BenchResult:
     provenance: list[dict[str, Any]] = field(default_factory=list)
     """The record (:func:`hffm_env.provenance.provenance`: version, commit, libraries, torch
     threads, command, time) of each run whose episodes this holds: one for a run, each
-    run's for a merge (a record given twice, once); empty in files written before it was
-    recorded."""
+    run's for a merge (a record given twice, once), the rescoring process's after the run's
+    for a rescored one (``benchmarks/tradeoff.py --rescore``); empty in files written before
+    it was recorded."""
 
     def __repr__(self) -> str:  # the dataclass's would print every round of every episode
         return (f"BenchResult(scenario={self.scenario!r}, fidelity={self.fidelity!r}, "

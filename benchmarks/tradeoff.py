@@ -155,13 +155,15 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     and the rows and checks redone: a saved run scored under another reward design without
     training again. The cost scale comes from a cost-fidelity env of the run's recorded
     config (``settings``; a file written before it recorded one: its preset) plus
-    ``overrides`` (of each episode's own config seed when the run varied the data split)."""
+    ``overrides`` (of each episode's own config seed when the run varied the data split).
+    The result's ``provenance`` gains this process's record after the run's own."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
     from hffm_env.baselines.runner import BenchResult, env_settings
     from hffm_env.config import from_dict
     from hffm_env.envs.reward import RewardInputs, accuracy_score, reaches_target
+    from hffm_env.provenance import provenance
 
     per_seed = result.get("data_split") == PER_SEED_SPLIT
     envs: dict[int | None, Any] = {}
@@ -199,6 +201,8 @@ def rescore(result: dict, overrides: list[str]) -> dict:
         episode.rewards = rewards
     if envs:  # the rewards are now those of the rescoring settings
         bench.settings = env_settings(next(iter(envs.values())))
+    # the code that played the episodes, then the code that rescored them
+    bench.provenance = [*bench.provenance, provenance()]
     for env in envs.values():
         env.close()
     from hffm_env.baselines.runner import summarise

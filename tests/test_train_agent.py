@@ -315,6 +315,18 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
     env.close()
     assert (model.n_steps, model.batch_size, model.ent_coef, model.seed) == (4, 4, 0.5, 7)
     assert model.num_timesteps == 24
+    # the record keeps the run it continues (read from the run folder of that checkpoint) ...
+    record = json.loads((resumed / "train_args.json").read_text())
+    assert record["total_timesteps"] == 24 and record["resume"].endswith("step_00000008")
+    assert [r["total_timesteps"] for r in record["earlier_runs"]] == [16]
+    assert "provenance" in record["earlier_runs"][0] and "provenance" in record
+    # ... and a resumed run's own earlier runs, oldest first
+    again = tmp_path / "again"
+    assert train_agent.main(["--total-timesteps", "32", "--n-steps", "4", "--batch-size", "4",
+                             "--resume", str(resumed), "--out", str(again), *common]) == 0
+    record = json.loads((again / "train_args.json").read_text())
+    assert [r["total_timesteps"] for r in record["earlier_runs"]] == [16, 24]
+    assert "earlier_runs" not in record["earlier_runs"][1]
     checkpoint = str(first / "checkpoints" / "step_00000008")
     capsys.readouterr()
     assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
@@ -382,3 +394,25 @@ def test_help_works_when_python_strips_docstrings():
         assert done.returncode == 0, done.stderr
         assert "--total-timesteps" in done.stdout
         assert "Train a PPO scheduler" in done.stdout
+
+
+def test_the_comparison_can_play_each_eval_seed_on_its_own_data_split(tmp_path, capsys):
+    """As `hffm bench --data-split-per-seed`; train_agent.py's comparison had only the
+    training split."""
+    out = tmp_path / "run"
+    assert train_agent.main([
+        "--scenario", "small", "--fidelity", "cost", "--total-timesteps", "8", "--n-steps", "8",
+        "--batch-size", "8", "--out", str(out), "--eval-seeds", "1000", "1001",
+        "--eval-policies", "never", "--eval-data-split-per-seed", "--no-progress",
+        "--overrides", *TINY_OVERRIDES,
+    ]) == 0
+    results = json.loads((out / "results.json").read_text())
+    played = {(e["policy"], e["seed"], e["config_seed"]) for e in results["episodes"]}
+    assert played == {(p, s, s) for p in ("agent:run", "never") for s in (1000, 1001)}
+    assert "data split per seed" in capsys.readouterr().out  # the table names the split
+    assert json.loads((out / "train_args.json").read_text())["eval_data_split_per_seed"]
+    # a surrogate serves its own split only: refused before training
+    assert train_agent.main(["--fidelity", "cost", "--eval-fidelity", "surrogate",
+                             "--eval-data-split-per-seed", "--out", str(tmp_path / "o")]) == 2
+    assert "--eval-data-split-per-seed: a surrogate serves" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -85,6 +85,9 @@ def test_tiny_real_run_and_its_rescoring(bench):
         result["rows"]["star"]["episode_return"]["mean"])
     # ... and says so in its settings, so that it never merges with a run of the old weights
     assert other["settings"]["config"]["env"]["energy_weight"] == 0.9
+    # ... and names the code that rescored it after the code that played it
+    assert other["provenance"][:-1] == result["provenance"] and len(result["provenance"]) == 1
+    assert other["provenance"][-1]["time_utc"] >= result["provenance"][0]["time_utc"]
     assert same["settings"] == result["settings"]
     # the run's own config is the base (its overrides were lost, and with them its horizon)
     recorded = bench.rescore(result, [])
