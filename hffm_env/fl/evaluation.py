@@ -95,8 +95,9 @@ class BatchedEvaluator:
         self.last_groups = 0
         self.last_rows_computed = 0
 
-        def forward(params, feats, modality_mask, task_mask):
-            return functional_call(self.model, params, (feats, modality_mask, task_mask))[0]
+        def forward(params, feats, modality_mask, task_mask):  # model, not self: no cycle,
+            # so a closed env's model is freed at once rather than by the cycle collector
+            return functional_call(model, params, (feats, modality_mask, task_mask))[0]
 
         self._batched_forward = vmap(forward)
 

@@ -516,6 +516,29 @@ def test_a_round_leaves_no_reference_cycles():
     assert left == []
 
 
+def test_a_closed_train_env_frees_its_model_without_the_cycle_collector():
+    """The evaluator's batched forward closed over the evaluator itself (a cycle), so a closed
+    train env's model and data stayed in memory until a full garbage collection."""
+    import gc
+    import weakref
+
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="train")
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    held = {name: weakref.ref(thing) for name, thing in (
+        ("env", env.unwrapped), ("model", env.unwrapped.engine.model),
+        ("engine", env.unwrapped.engine))}
+    gc.collect()
+    gc.disable()
+    try:
+        env.close()
+        del env
+        alive = [name for name, ref in held.items() if ref() is not None]
+    finally:
+        gc.enable()
+    assert alive == []
+
+
 def test_the_relay_mask_allows_every_source_that_can_serve_the_request(make_env):
     """A mask that allowed only "wait" in every relay slot passed: masked-in actions needed
     no repair, but no masked agent could ever relay a module."""
