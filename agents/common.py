@@ -592,11 +592,13 @@ def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
 
 def _earlier_runs(args: TrainArgs) -> list[dict[str, Any]]:
     """The ``train_args.json`` records of the runs that ``args.resume`` continues (read from
-    the run folder, also when a checkpoint in its ``checkpoints/`` is resumed); [] for a
-    fresh run or when that file is missing or unreadable."""
+    the run folder, also when its ``model.zip`` or a checkpoint in its ``checkpoints/`` is
+    resumed); [] for a fresh run or when that file is missing or unreadable."""
     if args.resume is None:
         return []
     folder = Path(args.resume)
+    if folder.is_file():  # the model.zip inside an agent folder
+        folder = folder.parent
     if folder.parent.name == CHECKPOINTS:  # .../run/checkpoints/step_N: the run's record
         folder = folder.parent.parent
     try:

@@ -323,7 +323,8 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
     # ... and a resumed run's own earlier runs, oldest first
     again = tmp_path / "again"
     assert train_agent.main(["--total-timesteps", "32", "--n-steps", "4", "--batch-size", "4",
-                             "--resume", str(resumed), "--out", str(again), *common]) == 0
+                             "--resume", str(resumed / "model.zip"), "--out", str(again),
+                             *common]) == 0
     record = json.loads((again / "train_args.json").read_text())
     assert [r["total_timesteps"] for r in record["earlier_runs"]] == [16, 24]
     assert "earlier_runs" not in record["earlier_runs"][1]
