@@ -51,6 +51,7 @@ __all__ = [
     "load_model",
     "save_agent",
     "trained_on",
+    "training_process",
     "ALGO_CLASSES",
     "SETTING_FLAGS",
     "INFO_FILE",
@@ -114,6 +115,10 @@ class AgentInfo:
     # the whole scenario config trained on, as plain data: the folder still says when it has
     # moved away from its --config file, or the file has changed since; None: not recorded
     config: dict[str, Any] | None = None
+    # the training processes that made these weights, oldest first, across resumes: each
+    # {"timesteps": [from, to], "provenance": its record (hffm_env.provenance)}; () in
+    # folders written before it was recorded
+    trained_by: tuple[dict[str, Any], ...] = ()
 
     def training_config(self) -> Any:
         """The scenario config the agent was trained on: the one recorded whole, else (not
@@ -408,7 +413,10 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
         info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
         info = replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes),
                        overrides=None if info.overrides is None
-                       else tuple(str(o) for o in info.overrides))
+                       else tuple(str(o) for o in info.overrides),
+                       # a record of what trained it: what is not one is left out
+                       trained_by=tuple(r for r in info.trained_by if isinstance(r, dict))
+                       if isinstance(info.trained_by, (list, tuple)) else ())
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as err:
         if not required:
             return AgentInfo(algo="")
@@ -424,6 +432,16 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
         raise AgentFileError(f"{info_path}: action_mode = {info.action_mode!r}: known are "
                              f"{list(ACTION_MODES)}")
     return info
+
+
+def training_process(resumed: AgentInfo | None, record: dict[str, Any],
+                     timesteps: int) -> tuple[dict[str, Any], ...]:
+    """``trained_by`` for an agent saved at ``timesteps`` by this process (whose provenance
+    ``record`` it is), resuming the agent ``resumed`` (None: a fresh run): that agent's
+    processes, then this one's, with the timesteps it trained."""
+    start = resumed.num_timesteps if resumed is not None else 0
+    earlier = resumed.trained_by if resumed is not None else ()
+    return (*earlier, {"timesteps": [start, int(timesteps)], "provenance": record})
 
 
 def algo_class(algo: str) -> Any:

@@ -123,7 +123,8 @@ _LIST_FIELDS = {f.name for f in dataclasses.fields(TrainArgs)
                 if typing.get_origin(typing.get_type_hints(TrainArgs)[f.name]) is list}
 
 
-_FIELD_MENTION = re.compile(r"(?<![\w.-])([a-z_]+)( = | has |: )")
+_FIELD_MENTION = re.compile(r"(?<![\w./-])([a-z_]+)( = | has )")
+_LEADING_FIELD = re.compile(r"^([a-z_]+)(: )")  # "imitate: ..." (not a path's last part)
 
 
 def _as_flag(err: BaseException) -> BaseException:
@@ -141,7 +142,7 @@ def _as_flag(err: BaseException) -> BaseException:
             return match.group(0)
         return "--" + name.replace("_", "-") + (" " if joiner == " = " else joiner)
 
-    err.args = (_FIELD_MENTION.sub(flag, err.args[0]),)
+    err.args = (_FIELD_MENTION.sub(flag, _LEADING_FIELD.sub(flag, err.args[0], count=1)),)
     return err
 
 

@@ -9,7 +9,6 @@ import argparse
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import jsonio
-from hffm_env.agents.checkpoint import ACTION_MODES, CHECKPOINTS, SETTING_FLAGS
+from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import provenance
@@ -525,7 +524,7 @@ def _holds_a_run(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier run's outputs (what ``--force`` may replace)."""
     return any((folder / name).exists() for name in ("train_args.json", "agent.json",
                                                        "model.zip")) \
-        or any((folder / CHECKPOINTS).glob("step_*/agent.json"))
+        or any((folder / "checkpoints").glob("step_*/agent.json"))
 
 
 def prepare_out(args: TrainArgs) -> Path:
@@ -579,36 +578,11 @@ def replace_earlier_run(out: Path, args: TrainArgs) -> None:
 
 def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
     """``train_args.json``: the run's arguments, whether it was interrupted, and the code and
-    machine it ran on (:func:`~hffm_env.provenance.provenance`). A resumed run keeps the
-    records of the runs it continues under ``earlier_runs``, oldest first, so that every
-    process that trained the agent stays on record."""
+    machine it ran on (:func:`~hffm_env.provenance.provenance`). The records of the runs a
+    resumed run continues travel with the weights (``agent.json``'s ``trained_by``)."""
     payload = {**dataclasses.asdict(args), "interrupted": interrupted,
                "provenance": provenance()}
-    earlier = _earlier_runs(args)
-    if earlier:
-        payload["earlier_runs"] = earlier
     write_text_atomically(out / "train_args.json", jsonio.dumps(payload))
-
-
-def _earlier_runs(args: TrainArgs) -> list[dict[str, Any]]:
-    """The ``train_args.json`` records of the runs that ``args.resume`` continues (read from
-    the run folder, also when its ``model.zip`` or a checkpoint in its ``checkpoints/`` is
-    resumed); [] for a fresh run or when that file is missing or unreadable."""
-    if args.resume is None:
-        return []
-    folder = Path(args.resume)
-    if folder.is_file():  # the model.zip inside an agent folder
-        folder = folder.parent
-    if folder.parent.name == CHECKPOINTS:  # .../run/checkpoints/step_N: the run's record
-        folder = folder.parent.parent
-    try:
-        record = json.loads((folder / "train_args.json").read_text())
-    except (OSError, ValueError):
-        return []
-    if not isinstance(record, dict):
-        return []
-    earlier = record.pop("earlier_runs", [])
-    return [*(earlier if isinstance(earlier, list) else []), record]
 
 
 @dataclass

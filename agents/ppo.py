@@ -233,7 +233,9 @@ def train_sb3(args: TrainArgs) -> float:
         load_model,
         save_agent,
         trained_on,
+        training_process,
     )
+    from hffm_env.provenance import provenance
 
     out = prepare_out(args)
     scenario_config = args.scenario_config()  # the config file as the run started
@@ -273,6 +275,7 @@ def train_sb3(args: TrainArgs) -> float:
             if then is not None and then != now:
                 note(f"resuming {args.resume} with {what} {now!r}; it was trained with "
                      f"{then!r}")
+    this_process = provenance()  # in every agent folder it saves (agent.json's trained_by)
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)
     subprocess = args.n_envs > 1
@@ -352,7 +355,10 @@ def train_sb3(args: TrainArgs) -> float:
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              normalized=bool(args.normalize),
                              overrides=tuple(args.scenario_overrides()),
-                             config_file=args.config, config=asdict(scenario_config))
+                             config_file=args.config, config=asdict(scenario_config),
+                             trained_by=training_process(
+                                 resume.info if resume is not None else None, this_process,
+                                 model.num_timesteps))
             save_agent(out / where, model, info, vec_env if args.normalize else None)
 
         replace_earlier_run(out, args)  # everything built: --force may remove the earlier run

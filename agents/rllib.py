@@ -433,7 +433,12 @@ def train_rllib(args: Any) -> float:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    from hffm_env.agents.checkpoint import AgentFileError, find_agent, trained_on
+    from hffm_env.agents.checkpoint import (
+        AgentFileError,
+        find_agent,
+        trained_on,
+        training_process,
+    )
     from hffm_env.agents.common import (
         TrainingInterrupted,
         note_whole_rollouts,
@@ -441,6 +446,7 @@ def train_rllib(args: Any) -> float:
         replace_earlier_run,
         write_train_args,
     )
+    from hffm_env.provenance import provenance
 
     out = prepare_out(args)
     resume = find_agent(args.resume) if args.resume else None
@@ -470,6 +476,7 @@ def train_rllib(args: Any) -> float:
         replace_earlier_run(out, args)  # all built: --force may remove the earlier run
         steps = resume.info.num_timesteps if resume is not None else 0
         scenario_config = asdict(args.scenario_config())  # the config file as the run started
+        this_process = provenance()  # in every agent folder it saves (trained_by)
 
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, num_timesteps=steps, scenario=args.scenario,
@@ -477,7 +484,10 @@ def train_rllib(args: Any) -> float:
                              engine="rllib", multi_agent=args.multi_agent,
                              hidden_sizes=HIDDEN_SIZES,
                              overrides=tuple(args.scenario_overrides()),
-                             config_file=args.config, config=scenario_config)
+                             config_file=args.config, config=scenario_config,
+                             trained_by=training_process(
+                                 resume.info if resume is not None else None, this_process,
+                                 steps))
             save_rllib_agent(out / where, algo, info)
 
         run_name = f"{args.scenario}__rllib-{args.algo}__{args.seed}__{int(time.time())}"

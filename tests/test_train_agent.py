@@ -119,6 +119,11 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
                           (["--n-steps", "1"], "--n-steps 1 with --n-envs 1")):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert message in capsys.readouterr().err
+    # field names become flags only where they name a field, never inside a path
+    (tmp_path / "seed").mkdir()
+    assert train_agent.main(["--fidelity", "cost", "--resume", str(tmp_path / "seed"),
+                             "--out", str(tmp_path / "o")]) == 2
+    assert f"--resume: {tmp_path / 'seed'}: no model.zip" in capsys.readouterr().err
     # a missing surrogate for the evaluation is refused before training, not after it
     monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "out"
@@ -315,19 +320,17 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
     env.close()
     assert (model.n_steps, model.batch_size, model.ent_coef, model.seed) == (4, 4, 0.5, 7)
     assert model.num_timesteps == 24
-    # the record keeps the run it continues (read from the run folder of that checkpoint) ...
-    record = json.loads((resumed / "train_args.json").read_text())
-    assert record["total_timesteps"] == 24 and record["resume"].endswith("step_00000008")
-    assert [r["total_timesteps"] for r in record["earlier_runs"]] == [16]
-    assert "provenance" in record["earlier_runs"][0] and "provenance" in record
-    # ... and a resumed run's own earlier runs, oldest first
-    again = tmp_path / "again"
+    # the weights say which processes trained them, oldest first, with the timesteps of each
+    info = find_agent(resumed).info
+    assert [r["timesteps"] for r in info.trained_by] == [[0, 8], [8, 24]]
+    assert all(r["provenance"]["hffm_env"] for r in info.trained_by)
+    assert [r["timesteps"] for r in find_agent(first).info.trained_by] == [[0, 16]]
+    again = tmp_path / "again"  # ... also resumed from the model.zip of a resumed run
     assert train_agent.main(["--total-timesteps", "32", "--n-steps", "4", "--batch-size", "4",
                              "--resume", str(resumed / "model.zip"), "--out", str(again),
                              *common]) == 0
-    record = json.loads((again / "train_args.json").read_text())
-    assert [r["total_timesteps"] for r in record["earlier_runs"]] == [16, 24]
-    assert "earlier_runs" not in record["earlier_runs"][1]
+    assert [r["timesteps"] for r in find_agent(again).info.trained_by] == [
+        [0, 8], [8, 24], [24, 32]]
     checkpoint = str(first / "checkpoints" / "step_00000008")
     capsys.readouterr()
     assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
@@ -344,6 +347,8 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
                              "--resume", checkpoint, "--out", str(first), *common]) == 0
     assert "keeps the checkpoints after step 8 of the run this one replaces (step_00000016)" \
         in capsys.readouterr().err
+    # its lineage is the checkpoint's, whatever the folder's last run was
+    assert [r["timesteps"] for r in find_agent(first).info.trained_by] == [[0, 8], [8, 16]]
 
 
 def test_training_prints_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys,

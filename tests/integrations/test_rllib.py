@@ -85,7 +85,10 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
     assert train_agent.main(_argv(resumed, "--total-timesteps", "256",
                                   "--resume", str(checkpoint), "--lr-schedule", "linear",
                                   "--learning-rate", "1e-3")) == 0
-    assert json.loads((resumed / "agent.json").read_text())["num_timesteps"] == 256
+    info = json.loads((resumed / "agent.json").read_text())
+    assert info["num_timesteps"] == 256
+    # both processes that trained it, with their steps
+    assert [r["timesteps"] for r in info["trained_by"]] == [[0, 128], [128, 256]]
     (run,) = (resumed / "runs").iterdir()
     steps = [e.step for e in _tags(run).Scalars("rollout/ep_rew_mean")]
     assert steps == [256]  # one iteration of 128 steps after the checkpoint's 128
