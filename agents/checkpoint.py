@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -292,7 +293,9 @@ class AgentFolder:
     def run_folder(self) -> Path:
         """The run this agent belongs to: the run's ``--out`` for a checkpoint
         (:func:`checkpoint_folder`), else the folder itself."""
-        return self.folder.parent.parent if self.folder.parent.name == CHECKPOINTS else self.folder
+        checkpoint = (self.folder.parent.name == CHECKPOINTS
+                      and re.fullmatch(r"step_\d+", self.folder.name) is not None)
+        return self.folder.parent.parent if checkpoint else self.folder
 
     def training_config(self) -> Any:
         """The scenario config the agent was trained on: :meth:`AgentInfo.training_config`,

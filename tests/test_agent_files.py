@@ -443,6 +443,17 @@ def _copy(trained: Path, where: Path) -> Path:
     return where
 
 
+def test_only_a_step_folder_in_checkpoints_is_a_checkpoint_of_the_run_above(trained, tmp_path):
+    """Any folder inside one named checkpoints/ was taken for a checkpoint: a run trained
+    into exp/checkpoints/run_x continued the learning curve of exp/."""
+    from hffm_env.agents.checkpoint import find_agent
+
+    own = _copy(trained, tmp_path / "exp" / "checkpoints" / "run_x")
+    assert find_agent(own).run_folder == own
+    step = _copy(trained, tmp_path / "run" / "checkpoints" / "step_00000008")
+    assert find_agent(step).run_folder == tmp_path / "run"
+
+
 def test_a_crafted_agent_archive_runs_no_code(trained, tmp_path, capsys):
     import gymnasium as gym
 
