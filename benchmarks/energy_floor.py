@@ -101,14 +101,16 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     summaries.sort(key=lambda s: (s.reached_target < s.episodes, s.energy_to_target_j["mean"]))
     names = [s.policy for s in summaries]
     colours = ["tab:red" if is_agent_name(n) else "tab:blue" for n in names]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(names) + 1.6))
     bars = ax.barh(range(len(names)), [s.energy_to_target_j["mean"] for s in summaries],
                    xerr=[s.energy_to_target_j["std"] for s in summaries], color=colours,
                    alpha=0.8, capsize=3)
+    missed_some = False
     for bar, summary in zip(bars, summaries):
         if summary.reached_target < summary.episodes:
             bar.set_alpha(0.35)
             bar.set_hatch("//")
+            missed_some = True
     ax.set_yticks(range(len(names)),
                   [f"{s.policy} ({s.reached_target}/{s.episodes})" for s in summaries], fontsize=8)
     ax.invert_yaxis()
@@ -121,8 +123,16 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
             ax.axvline(x, color=colour, linestyle=style, label=f"{label}: {x:.1f} J")
     ax.set_xlabel(f"energy to target accuracy {bench['target_accuracy']:.3f} (J; mean, std over "
                   "the seeds that reached it)")
-    ax.set_title("bars hatched: the target was missed on some seeds", fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
+    if missed_some:  # (k/n) after each name says on how many seeds
+        ax.set_title("bars hatched: the target was missed on some seeds", fontsize=9)
+    from matplotlib.patches import Patch
+
+    handles, _ = ax.get_legend_handles_labels()
+    kinds = [Patch(color="tab:red", alpha=0.8, label="agent"),
+             Patch(color="tab:blue", alpha=0.8, label="baseline or plan")]
+    # beside the bars, not over the top bar's error bar
+    ax.legend(handles=[*kinds, *handles], fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
