@@ -874,6 +874,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     if best is not None:
         colour_of[best] = "goldenrod"  # the one to beat, in a colour no family uses
     points = {}
+    labels_to_place: list[tuple[Any, float, float, str, Any, float]] = []
     order = sorted(result.summaries, key=lambda s: list(FAMILY_STYLES).index(
         policy_family(s.policy)) if policy_family(s.policy) in FAMILY_STYLES else 99)
     for s in order:
@@ -893,9 +894,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
                         elinewidth=0.8, capsize=2, label=f"{family}: {label}",
                         zorder=4 if stand_out else 3)
             if stand_out:
-                ax.annotate(s.policy.removeprefix("agent:"), (stat["mean"], acc_y),
-                            xytext=(6, 6 if family == "agents" else -12),
-                            textcoords="offset points", fontsize=7, color=colour)
+                labels_to_place.append((ax, stat["mean"], acc_y, s.policy.removeprefix(
+                    "agent:"), colour, 6 if family == "agents" else -12))
         # Cost-fidelity episodes have no accuracy (all NaN): nothing to draw over rounds.
         curves = [e.accuracy for e in result.episodes
                   if e.policy == s.policy and not np.isnan(e.accuracy).all()]
@@ -928,6 +928,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("final accuracy (mean ± std over seeds)")
+    _place_point_labels(fig, labels_to_place)
     axes[2].set_xlabel("round")
     axes[2].set_ylabel("mean accuracy (band: ± std, best baseline and agents)")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -937,6 +938,27 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     if path is not None:
         fig.savefig(path)
     return fig
+
+
+def _place_point_labels(fig: Any, labels: list[tuple[Any, float, float, str, Any, float]],
+                        line_pt: float = 10.0, width_pt: float = 150.0) -> None:
+    """Annotate points with ``(ax, x, y, text, colour, dy)`` (``dy``: the preferred vertical
+    offset in points), moving a label up where it would cover one placed before it nearby (the
+    agents of one recipe often sit on top of each other, and their names were unreadable)."""
+    points_per_pixel = 72.0 / fig.dpi
+    placed: dict[Any, list[tuple[float, float]]] = {}  # per axis: (x, y) of labels, in points
+    for ax, x, y, text, colour, dy in sorted(labels, key=lambda label: label[2]):
+        ax.autoscale_view()
+        px, py = (v * points_per_pixel for v in ax.transData.transform((x, y)))
+        if not (math.isfinite(px) and math.isfinite(py)):
+            continue
+        ly = py + dy
+        taken = placed.setdefault(ax, [])
+        while any(abs(ly - oy) < line_pt and abs(px - ox) < width_pt for ox, oy in taken):
+            ly += line_pt
+        taken.append((px, ly))
+        ax.annotate(text, (x, y), xytext=(6, ly - py), textcoords="offset points", fontsize=7,
+                    color=colour)
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:

@@ -120,10 +120,10 @@ class HFFMEnv(gym.Env):
     scenario's never..star scale (0: what a round costs when nothing is aggregated, 1: what it
     costs under ``star``, both priced on the network the env is built with and with every
     device taking part, a unit of at least 1% of a star round's; ``env.unwrapped.cost_range``).
-    ``accuracy-gain`` pays
-    ``accuracy_weight * (acc_t - acc_{t-1})`` in place of the accuracy level; ``cost-to-target`` charges the costs until the accuracy
-    first reaches ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does;
-    ``spend-to-target`` charges the rounds until the target as a share of a star round,
+    ``accuracy-gain`` pays ``accuracy_weight * (acc_t - acc_{t-1})`` in place of the accuracy
+    level; ``cost-to-target`` charges the costs until the accuracy first reaches
+    ``env.target_accuracy`` and ``-target_miss_penalty`` if it never does; ``spend-to-target``
+    charges the rounds until the target as a share of a star round,
     computation included (so waiting costs), nothing after it, and pays
     ``accuracy_weight * acc_T`` in the last round (less the penalty if the target was missed).
     Each term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is

@@ -413,6 +413,18 @@ def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
     assert result._repr_markdown_() == format_table(result)
 
 
+def test_the_names_of_points_on_top_of_each_other_stay_readable():
+    """Agents of one recipe sit on one point: their names were printed over each other."""
+    result = BenchResult.read_json(RESULTS / "small4_ppo_plan_9seeds.json")
+    figure = plot_tradeoffs(result)
+    figure.canvas.draw()
+    for ax in figure.axes[:2]:
+        boxes = [(text.get_text(), text.get_window_extent()) for text in ax.texts]
+        assert len(boxes) == 7  # the best baseline and six agents
+        assert [(a, b) for k, (a, box) in enumerate(boxes) for b, other in boxes[k + 1:]
+                if box.overlaps(other)] == []
+
+
 def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
     from hffm_env.baselines.policies import FittedPolicy, FixedGridPolicy
     from hffm_env.baselines.runner import fit_if_needed
