@@ -10,7 +10,8 @@ views, against chance. The bar: at least 2x chance on every task (full view).
 
 Usage::
 
-    python benchmarks/model_quality.py [--samples 2000] [--epochs 40] [--json [FILE]]
+    python benchmarks/model_quality.py [--samples 2000] [--epochs 40] [--set KEY=VALUE]
+        [--json [FILE]]
 
 The fine-tuning runs a fixed number of epochs (not a time budget), so the same ``--seed``
 gives the same numbers on any machine.
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _output import claim_stdout_for_json, emit_json  # noqa: E402
 
 from hffm_env import arguments  # noqa: E402
-from hffm_env.config import small  # noqa: E402
+from hffm_env.config import load_scenario  # noqa: E402
 from hffm_env.data import generate_scenes, task_specs  # noqa: E402
 from hffm_env.models import M3TModel, build_model, masked_task_loss  # noqa: E402
 
@@ -79,13 +80,14 @@ def evaluate(
 
 def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
         batch_size: int = BATCH_SIZE, lr: float = 3e-3, seed: int = 0,
-        progress: bool = True) -> dict:
+        progress: bool = True, overrides: list[str] | None = None) -> dict:
     """Fine-tune for ``epochs`` passes over ``samples`` (at least ``batch_size``) and
-    evaluate; returns a JSON-ready dict."""
+    evaluate the ``small`` scenario's model and data (with ``overrides``, ``key=value`` as
+    ``hffm --set`` takes them); returns a JSON-ready dict."""
     if samples < batch_size:
         raise ValueError(f"samples = {samples}: at least one batch ({batch_size}) is needed")
     shuffle = torch.Generator().manual_seed(seed)  # the caller's torch RNG is left alone
-    config = small()
+    config = load_scenario("small", overrides=list(overrides or []))
     start = time.perf_counter()
     model = build_model(config.model, config.data, seed=seed, progress=progress)
     build_s = time.perf_counter() - start
@@ -130,6 +132,7 @@ def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
     }
     return {
         "scenario": "small",
+        "overrides": list(overrides or []),
         "train_samples": samples,
         "test_samples": test_samples,
         "steps": steps,
@@ -155,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tuning passes over the training samples (default 40)")
     parser.add_argument("--seed", type=arguments.seed, default=0,
                         help="seed of the data and the training (default: 0)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override of the small scenario's model or "
+                        "data settings (repeatable)")
     parser.add_argument("--json", nargs="?", const="-",
                         type=arguments.output_file(stdout=True), metavar="FILE",
                         help="write results as JSON to FILE (stdout without FILE)")
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--samples {args.samples}: at least one batch ({BATCH_SIZE}) is needed")
     claim_stdout_for_json(args.json)
     result = run(args.samples, args.test_samples, args.epochs, seed=args.seed,
-                 progress=args.json != "-")
+                 progress=args.json != "-", overrides=args.overrides)
     emit_json(result, args.json)
     print(f"small scenario: {result['steps']} steps ({result['epochs']} epochs) in "
           f"{result['train_s']} s on {result['train_samples']} samples; model built in "

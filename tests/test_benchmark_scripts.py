@@ -24,13 +24,18 @@ def test_model_quality_is_the_same_on_a_rerun(benchmarks, tmp_path):
     """It trained for a wall-clock budget: two runs of one seed gave other accuracies."""
     import model_quality
 
-    argv = ["--samples", "64", "--test-samples", "32", "--epochs", "2"]
+    from hffm_env.testing import TINY_OVERRIDES
+
+    # the tiny model the session has pre-trained already (the small one's takes 30 s)
+    tiny = [arg for kv in TINY_OVERRIDES for arg in ("--set", kv)]
+    argv = ["--samples", "64", "--test-samples", "32", "--epochs", "2", *tiny]
     runs = []
     for k in range(2):
         out = tmp_path / f"q{k}.json"
         assert model_quality.main([*argv, "--json", str(out)]) == 0
         runs.append(json.loads(out.read_text()))
     assert runs[0]["steps"] == 2 and runs[0]["tasks"] == runs[1]["tasks"]
+    assert runs[0]["overrides"] == list(TINY_OVERRIDES)
     with pytest.raises(SystemExit):  # less than one batch
         model_quality.main(["--samples", "10"])
 
