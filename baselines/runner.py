@@ -546,8 +546,9 @@ def verdict(result: BenchResult, agent: str) -> str:
     """One line: did ``agent`` beat the best baseline? The best baseline is the one with the
     highest mean episode return (what the agent was trained to maximise); the line compares
     return, energy to the target accuracy (a mean over the episodes that reached it; how many
-    did, when not all), energy per round and final accuracy, with the differences: in percent
-    for energies (positive), as a plain difference for the return (its scale has no zero
+    did, when not all, and then also the means over the seeds both reached it on), energy
+    per round and final accuracy, with the differences: in percent for energies (positive),
+    as a plain difference for the return (its scale has no zero
     worth a ratio: a return near 0 or of the other sign gave -1637%) and in points for
     accuracy. An interrupted result gets no verdict: its best baseline may never have run."""
     rows = {s.policy: s for s in result.summaries}
@@ -574,9 +575,15 @@ def verdict(result: BenchResult, agent: str) -> str:
     if math.isfinite(e) and math.isfinite(be):
         reach = ""
         if (me.reached_target, best.reached_target) != (me.episodes, best.episodes):
-            # the means are over the episodes that reached it: say how many those are
+            # the means are over the episodes that reached it: say how many those are, and
+            # compare on the seeds both reached it on (means over other seeds can mislead)
             reach = (f", reached on {me.reached_target}/{me.episodes} vs "
                      f"{best.reached_target}/{best.episodes} seeds")
+            shared = _energy_to_target_on_shared_seeds(result, agent, best.policy)
+            if shared is not None:
+                seeds, mine, theirs = shared
+                reach += (f"; on the {seeds} seed{'s' * (seeds != 1)} both reached it on, "
+                          f"{mine:.1f} vs {theirs:.1f} J ({pct(mine, theirs)})")
         parts.append(f"energy to target {e:.1f} vs {be:.1f} J ({pct(e, be)}{reach})")
     elif math.isfinite(e) or math.isfinite(be):  # only one of them ever reached the target
         mine = f"{e:.1f} J" if math.isfinite(e) else "never reached"
@@ -590,6 +597,23 @@ def verdict(result: BenchResult, agent: str) -> str:
     outcome = "beats" if ret > best_ret else "does not beat"
     return (f"{agent} {outcome} the best baseline by return, {best.policy}: "
             + ", ".join(parts))
+
+
+def _energy_to_target_on_shared_seeds(result: BenchResult, a: str,
+                                      b: str) -> tuple[int, float, float] | None:
+    """``(seeds, a's mean, b's mean)``: the energy to ``result``'s target of policies ``a``
+    and ``b`` over the seeds where both reached it; None when there are none."""
+    spent: dict[str, dict[int, float]] = {a: {}, b: {}}
+    for episode in result.episodes:
+        if episode.policy in spent:
+            energy = episode.spent_to_reach(result.target_accuracy)[0]
+            if math.isfinite(energy):
+                spent[episode.policy][episode.seed] = energy
+    shared = sorted(set(spent[a]) & set(spent[b]))
+    if not shared:
+        return None
+    return (len(shared), float(np.mean([spent[a][s] for s in shared])),
+            float(np.mean([spent[b][s] for s in shared])))
 
 
 def run_benchmark(

@@ -522,7 +522,9 @@ def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
         e.seed = seed
     line = verdict(BenchResult("small", "train", [0, 1], 0.4, summarise(episodes, 0.4),
                                episodes), "agent")
-    assert "energy to target 2.0 vs 3.0 J (-33%, reached on 1/2 vs 2/2 seeds)" in line
+    # ... and compares them where both reached it (the means over other seeds read -33%)
+    assert ("energy to target 2.0 vs 3.0 J (-33%, reached on 1/2 vs 2/2 seeds; on the 1 seed "
+            "both reached it on, 2.0 vs 4.0 J (-50%))") in line
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
