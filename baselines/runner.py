@@ -581,9 +581,9 @@ def verdict(result: BenchResult, agent: str) -> str:
                      f"{best.reached_target}/{best.episodes} seeds")
             shared = _energy_to_target_on_shared_seeds(result, agent, best.policy)
             if shared is not None:
-                seeds, mine, theirs = shared
+                seeds, agent_j, best_j = shared
                 reach += (f"; on the {seeds} seed{'s' * (seeds != 1)} both reached it on, "
-                          f"{mine:.1f} vs {theirs:.1f} J ({pct(mine, theirs)})")
+                          f"{agent_j:.1f} vs {best_j:.1f} J ({pct(agent_j, best_j)})")
         parts.append(f"energy to target {e:.1f} vs {be:.1f} J ({pct(e, be)}{reach})")
     elif math.isfinite(e) or math.isfinite(be):  # only one of them ever reached the target
         mine = f"{e:.1f} J" if math.isfinite(e) else "never reached"
