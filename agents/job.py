@@ -78,8 +78,13 @@ def evaluate_against_baselines(
     the episodes that finished and sets ``interrupted``."""
     import gymnasium as gym
 
-    from hffm_env.baselines.runner import format_table, plot_tradeoffs, run_benchmark, verdict
-    from hffm_env.config import apply_overrides
+    from hffm_env.baselines.runner import (
+        format_table,
+        plot_tradeoffs,
+        run_benchmark,
+        seed_data_split,
+        verdict,
+    )
 
     out = Path(agent_path)
     agent = agent_policy(out, name=agent_label(out))
@@ -91,11 +96,9 @@ def evaluate_against_baselines(
              f"{config.seed} plays: leave it out to judge the agent on splits it has not seen")
 
     def make_env(config_seed: int | None = None) -> Any:
-        scenario = config if config_seed is None else apply_overrides(
-            config, {"seed": config_seed})  # the eval seed's own data split
         return gym.make(
             "hffm/HFFM-v0",
-            scenario=scenario,
+            scenario=seed_data_split(config, config_seed),
             fidelity=args.final_fidelity,
             device=env_device(args.device),
             surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,

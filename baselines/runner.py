@@ -29,7 +29,13 @@ from hffm_env.baselines.policies import (
     make_policy,
     menu_problem,
 )
-from hffm_env.config import DEFAULT_TARGET_FRACTION, TARGET_REWARDS, dict_differences
+from hffm_env.config import (
+    DEFAULT_TARGET_FRACTION,
+    TARGET_REWARDS,
+    ScenarioConfig,
+    apply_overrides,
+    dict_differences,
+)
 from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
@@ -56,6 +62,7 @@ __all__ = [
     "tuning_seed_problem",
     "tuned_on_seeds",
     "data_split",
+    "seed_data_split",
 ]
 
 
@@ -424,6 +431,13 @@ class BenchResult:
         )
 
 
+def seed_data_split(config: ScenarioConfig, config_seed: int | None) -> ScenarioConfig:
+    """The config of an env that :func:`run_benchmark` builds with ``env_per_seed`` for
+    ``config_seed`` (the evaluation seed): ``config`` on that seed's own data split (its
+    config seed); ``config`` itself for None (one env for every seed)."""
+    return config if config_seed is None else apply_overrides(config, {"seed": config_seed})
+
+
 def data_split(episodes: Sequence[EpisodeRecord]) -> str | None:
     """Which data split ``episodes`` were played on: ``"config seed <k>"`` when they share
     config seed k's, ``"per seed"`` when each seed is its own config seed, ``"mixed"`` when
@@ -632,8 +646,9 @@ def run_benchmark(
 
     By default one env built by ``make_env()`` serves every episode. With ``env_per_seed``,
     ``make_env(seed)`` builds one env per seed (closed after that seed's episodes), e.g. one
-    whose config seed, and so its data split, is the seed too. ``target_accuracy`` defaults to
-    ``target_fraction`` x the best policy's mean final accuracy. ``scenario`` and ``fidelity``
+    whose config seed, and so its data split, is the seed too (:func:`seed_data_split`).
+    ``target_accuracy`` defaults to ``target_fraction`` x the best policy's mean final
+    accuracy. ``scenario`` and ``fidelity``
     label the result (what :meth:`BenchResult.merge` checks); by default the env's. Ctrl-C
     stops early; what finished is summarised and ``interrupted`` is set.
     """
@@ -971,8 +986,9 @@ def _place_point_labels(fig: Any, labels: list[tuple[Any, float, float, str, Any
     agents of one recipe often sit on top of each other, and their names were unreadable)."""
     points_per_pixel = 72.0 / fig.dpi
     placed: dict[Any, list[tuple[float, float]]] = {}  # per axis: (x, y) of labels, in points
+    for ax in {label[0] for label in labels}:
+        ax.autoscale_view()  # the limits the points are drawn in
     for ax, x, y, text, colour, dy in sorted(labels, key=lambda label: label[2]):
-        ax.autoscale_view()
         px, py = (v * points_per_pixel for v in ax.transData.transform((x, y)))
         if not (math.isfinite(px) and math.isfinite(py)):
             continue

@@ -24,7 +24,6 @@ from hffm_env.config import (
     FIDELITIES,
     ConfigError,
     ScenarioConfig,
-    apply_overrides,
     load_scenario,
     scenario_names,
 )
@@ -356,7 +355,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else list(DEFAULT_EVAL_SEEDS))
     import gymnasium as gym
 
-    from hffm_env.baselines.runner import run_benchmark, tuned_on_seeds
+    from hffm_env.baselines.runner import run_benchmark, seed_data_split, tuned_on_seeds
 
     if args.policies is None:  # the default list: what cannot be judged on these seeds goes
         tuned_here = list(tuned_on_seeds(names, seeds))
@@ -402,10 +401,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "the agents and plans meet splits they were not made on", file=sys.stderr)
 
     def make_env(config_seed: int | None = None) -> Any:
-        scenario = config if config_seed is None else apply_overrides(
-            config, {"seed": config_seed})  # the seed's own data split
-        return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity=args.fidelity,
-                        device=args.device, surrogate=args.surrogate)
+        return gym.make("hffm/HFFM-v0", scenario=seed_data_split(config, config_seed),
+                        fidelity=args.fidelity, device=args.device, surrogate=args.surrogate)
 
     with _agent_errors():
         result = run_benchmark(
