@@ -688,7 +688,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             before = _surrogate_origin(find_surrogate(config))
         except (SurrogateMissing, ValueError):
             before = "none"
-    surrogate.save(out)
+    _save_surrogate(surrogate, out)
     fit = surrogate.meta["fit_mae"]
     accuracy = [v for k, v in fit.items() if k.startswith("accuracy/")]
     print(f"wrote {out} ({surrogate.meta['rounds']} rounds of "
@@ -719,6 +719,21 @@ def _one_calibration_of(traces: Path, writing: Path) -> Iterator[None]:
         raise ConfigError(f"another hffm calibrate is writing {traces} now (its episodes go to "
                           f"{writing.name}); wait for it, or write elsewhere with --out or "
                           "--traces") from None
+
+
+def _save_surrogate(surrogate: Any, out: Path) -> None:
+    """``surrogate.save(out)`` under ``out``'s lock (``.<name>.lock`` beside it, removed
+    afterwards), first removing the temporary files a killed save of ``out`` left beside it;
+    a second calibration saving to ``out`` at that moment is refused with a ``ConfigError``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with lock_file(out.with_name(f".{out.name}.lock"), remove=True) as locked:
+            if locked:  # only a killed save's temporary files can be there now
+                remove_staging_files(out)
+            surrogate.save(out)
+    except FileBusy:
+        raise ConfigError(f"another hffm calibrate is saving {out} now; wait for it, or "
+                          "write elsewhere with --out") from None
 
 
 def _partial(traces: Path) -> Path:

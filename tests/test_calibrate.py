@@ -448,3 +448,25 @@ def test_calibrate_refuses_a_baseline_off_the_period_menu_before_training(tmp_pa
     assert cli_main(argv) == 2
     assert "--policies has 'hffm-e8': it plays period 8" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_a_fit_is_saved_under_its_lock_and_clears_a_killed_saves_leftovers(
+        calibrated, tmp_path, capsys):
+    """A save killed mid-write left a hidden ``.<fit>.<random>.tmp`` beside the fit for good;
+    two calibrations saving one fit at once raced on it."""
+    import fcntl
+
+    traces = str(calibrated.with_suffix(".traces.json"))
+    fit = tmp_path / "fit.pt"
+    leftover = tmp_path / ".fit.pt.k1ll3d.tmp"  # a killed save's temporary file
+    leftover.write_bytes(b"half a surrogate")
+    argv = ["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
+            "--out", str(fit)]
+    with open(tmp_path / ".fit.pt.lock", "a") as saving:  # another calibration's save
+        fcntl.flock(saving, fcntl.LOCK_EX)
+        assert cli_main(argv) == 2
+    assert f"another hffm calibrate is saving {fit} now" in capsys.readouterr().err
+    assert not fit.exists() and leftover.exists()
+    assert cli_main(argv) == 0
+    assert fit.is_file() and not leftover.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # nor the lock file
