@@ -57,6 +57,9 @@ __all__ = [
     "best_baseline",
     "pareto_front",
     "verdict",
+    "PairedRatio",
+    "paired_energy_to_target",
+    "format_paired",
     "DEFAULT_EVAL_SEEDS",
     "summarise",
     "tuning_seed_problem",
@@ -613,21 +616,125 @@ def verdict(result: BenchResult, agent: str) -> str:
             + ", ".join(parts))
 
 
+def _energy_to_target_by_seed(result: BenchResult, policy: str) -> dict[int, float]:
+    """Seed -> ``policy``'s energy (J) to ``result``'s target, NaN where it never reached
+    it. A policy with two episodes on one seed is refused: which one pairs with another
+    policy's episode of that seed would be a guess."""
+    spent: dict[int, float] = {}
+    for episode in result.episodes:
+        if episode.policy == policy:
+            if episode.seed in spent:
+                raise ValueError(f"{policy} has more than one episode on seed {episode.seed}: "
+                                 "a seed-by-seed comparison needs one per seed")
+            spent[episode.seed] = episode.spent_to_reach(result.target_accuracy)[0]
+    return spent
+
+
 def _energy_to_target_on_shared_seeds(result: BenchResult, a: str,
                                       b: str) -> tuple[int, float, float] | None:
     """``(seeds, a's mean, b's mean)``: the energy to ``result``'s target of policies ``a``
     and ``b`` over the seeds where both reached it; None when there are none."""
-    spent: dict[str, dict[int, float]] = {a: {}, b: {}}
-    for episode in result.episodes:
-        if episode.policy in spent:
-            energy = episode.spent_to_reach(result.target_accuracy)[0]
-            if math.isfinite(energy):
-                spent[episode.policy][episode.seed] = energy
-    shared = sorted(set(spent[a]) & set(spent[b]))
+    spent_a, spent_b = (_energy_to_target_by_seed(result, p) for p in (a, b))
+    shared = sorted(s for s in set(spent_a) & set(spent_b)
+                    if math.isfinite(spent_a[s]) and math.isfinite(spent_b[s]))
     if not shared:
         return None
-    return (len(shared), float(np.mean([spent[a][s] for s in shared])),
-            float(np.mean([spent[b][s] for s in shared])))
+    return (len(shared), float(np.mean([spent_a[s] for s in shared])),
+            float(np.mean([spent_b[s] for s in shared])))
+
+
+# Student's t, 97.5% quantile, for 1-30 degrees of freedom (two-sided 95% intervals)
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def _t_975(dof: int) -> float:
+    """Student's t 97.5% quantile: the table up to 30 degrees of freedom, beyond it the
+    Cornish-Fisher expansion around the normal's 1.96 (off by less than 0.001 there)."""
+    if dof <= len(_T_975):
+        return _T_975[dof - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """A policy's energy to the target against a reference policy's, seed by seed.
+
+    ``ratio`` is the geometric mean over the ``seeds`` both reached the target on of the
+    per-seed ratio policy / reference (below 1: less energy), ``low`` and ``high`` its 95%
+    confidence interval (Student's t on the log ratios; NaN with fewer than 2 seeds), and
+    ``less`` the number of those seeds on which the policy spent less. ``only_policy``,
+    ``only_reference`` and ``neither`` count the seeds the target was reached on by the
+    policy alone, by the reference alone, and by neither."""
+
+    policy: str
+    reference: str
+    seeds: int
+    ratio: float
+    low: float
+    high: float
+    less: int
+    only_policy: int
+    only_reference: int
+    neither: int
+
+
+def paired_energy_to_target(result: BenchResult, reference: str) -> list[PairedRatio]:
+    """Every other policy of ``result`` against ``reference`` on the seeds both played
+    (:class:`PairedRatio`), in the result's row order. Pairing by seed takes out what the
+    seeds share (placement, channels, data order): a gap shown this way can be real where the
+    spread over seeds of either mean hides it, and one hidden here is not shown at all."""
+    names = [s.policy for s in result.summaries]
+    if reference not in names:
+        raise ValueError(f"{reference!r} is not a policy of the result (policies {names})")
+    theirs = _energy_to_target_by_seed(result, reference)
+    rows = []
+    for name in names:
+        if name == reference:
+            continue
+        mine = _energy_to_target_by_seed(result, name)
+        played = sorted(set(mine) & set(theirs))
+        reached = [(math.isfinite(mine[s]), math.isfinite(theirs[s])) for s in played]
+        logs = np.array([math.log(mine[s] / theirs[s]) for s, both in zip(played, reached)
+                         if all(both)])
+        n = len(logs)
+        ratio = low = high = float("nan")
+        if n:
+            ratio = math.exp(float(logs.mean()))
+        if n >= 2:
+            half = _t_975(n - 1) * float(logs.std(ddof=1)) / math.sqrt(n)
+            low, high = math.exp(float(logs.mean()) - half), math.exp(float(logs.mean()) + half)
+        rows.append(PairedRatio(
+            policy=name, reference=reference, seeds=n, ratio=ratio, low=low, high=high,
+            less=int((logs < 0).sum()), only_policy=reached.count((True, False)),
+            only_reference=reached.count((False, True)), neither=reached.count((False, False))))
+    return rows
+
+
+def format_paired(rows: Sequence[PairedRatio]) -> str:
+    """A markdown table of :func:`paired_energy_to_target`, with a line saying how to read
+    it."""
+    if not rows:
+        return "no other policy to compare"
+    reference = rows[0].reference
+
+    def number(x: float) -> str:
+        return f"{x:.3f}" if math.isfinite(x) else "-"
+
+    lines = [f"energy to target against {reference}, seed by seed: the geometric mean of "
+             "policy / reference over the seeds both reached it on (below 1: less energy) "
+             "and its 95% interval",
+             f"| policy | seeds both reached | ratio | 95% interval | less on | only the policy "
+             f"reached | only {reference} reached | neither reached |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        interval = f"{number(r.low)}-{number(r.high)}" if math.isfinite(r.low) else "-"
+        lines.append(f"| {r.policy} | {r.seeds} | {number(r.ratio)} | {interval} | "
+                     f"{r.less}/{r.seeds} | {r.only_policy} | {r.only_reference} | "
+                     f"{r.neither} |")
+    return "\n".join(lines)
 
 
 def run_benchmark(

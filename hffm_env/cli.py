@@ -381,6 +381,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       "leave that seed out to judge it on splits it has not seen",
                       file=sys.stderr)
     policies: list = [*agents, *_plan_policies(args.plan, config), *names]
+    _check_against(args.against, [getattr(p, "name", p) for p in policies])
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import SurrogateMismatch, SurrogateMissing, find_surrogate
 
@@ -458,6 +459,7 @@ def _bench_from_json(args: argparse.Namespace) -> int:
                               f"{' '.join(map(str, args.seeds or []))}: the files hold no "
                               "episode of those policies on those seeds")
         result = BenchResult.merge([run for _, run in kept], names=[path for path, _ in kept])
+    _check_against(args.against, [s.policy for s in result.summaries])
     seeds = {s.policy: sorted({e.seed for e in result.episodes if e.policy == s.policy})
              for s in result.summaries}
     if len({tuple(v) for v in seeds.values()}) > 1:  # rows of other seeds do not compare
@@ -469,10 +471,24 @@ def _bench_from_json(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_against(against: str | None, names: list[str]) -> None:
+    """Refuse ``--against`` naming a policy that is not among ``names`` (before any episode
+    of a run)."""
+    if against is not None and against not in names:
+        raise ConfigError(f"--against {against!r}: not a policy of this bench; it has "
+                          f"{names}")
+
+
 def _report_bench(result: Any, args: argparse.Namespace) -> None:
-    """Write the JSON file and the plot that ``args`` asks for, then print the table (files
-    first: a reader that leaves early, ``| head``, must not cost them)."""
-    from hffm_env.baselines.runner import format_table, plot_tradeoffs
+    """Write the JSON file and the plot that ``args`` asks for, then print the table and,
+    with ``--against``, the seed-by-seed comparison (files first: a reader that leaves
+    early, ``| head``, must not cost them)."""
+    from hffm_env.baselines.runner import (
+        format_paired,
+        format_table,
+        paired_energy_to_target,
+        plot_tradeoffs,
+    )
 
     to_stdout = args.json == "-"  # the JSON alone on stdout (for jq); the rest to stderr
     report = sys.stderr if to_stdout else sys.stdout
@@ -481,6 +497,12 @@ def _report_bench(result: Any, args: argparse.Namespace) -> None:
     if args.plot:
         plot_tradeoffs(result, args.plot)
     print(format_table(result), file=report)
+    if args.against is not None:
+        try:
+            paired = format_paired(paired_energy_to_target(result, args.against))
+        except ValueError as error:  # two episodes of a policy on one seed
+            raise ConfigError(f"--against {args.against}: {error}") from None
+        print(f"\n{paired}", file=report)
     if to_stdout:
         sys.stdout.write(jsonio.dumps(result.to_dict()) + "\n")
     elif args.json:
@@ -831,6 +853,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run nothing: merge saved bench JSON files (e.g. the same "
                        "policies on more seeds) into one table, --json and --plot; "
                        "--policies and --seeds keep those rows and seeds")
+    bench.add_argument("--against", metavar="POLICY", default=None,
+                       help="after the table, every other policy's energy to target against "
+                       "this one's, seed by seed: the geometric mean ratio over the seeds "
+                       "both reached it on, its 95%% interval, and on how many seeds each "
+                       "side reached it (e.g. --against hffm-d2d-e2, or agent:NAME)")
     bench.set_defaults(func=_cmd_bench)
 
     pretrain = sub.add_parser(

@@ -24,7 +24,9 @@ from hffm_env.baselines.runner import (
     BenchResult,
     EpisodeRecord,
     best_baseline,
+    format_paired,
     format_table,
+    paired_energy_to_target,
     plot_tradeoffs,
     run_benchmark,
     run_episode,
@@ -513,6 +515,63 @@ def test_verdict_gives_the_return_as_a_difference_not_a_ratio():
     line = verdict(BenchResult("small", "cost", [0], 0.4, summarise(episodes, 0.4), episodes),
                    "agent")
     assert "return -1.56 vs 0.10 (-1.66)" in line and "%)" not in line.split(",")[0]
+
+
+def _seeded(policy: str, seed: int, accuracy: list[float]) -> EpisodeRecord:
+    episode = _episode(policy, accuracy, [0.0] * len(accuracy))  # 2 J a round
+    episode.seed = seed
+    return episode
+
+
+def test_a_paired_comparison_takes_ratios_seed_by_seed_with_a_t_interval():
+    """The README compared means whose spread over seeds (a std of half the mean on other
+    data splits) hid or faked any gap; a seed-by-seed ratio with its interval says which."""
+    episodes = [*(_seeded("base", s, [0.2, 0.5]) for s in (0, 1, 2)),   # 4 J each
+                _seeded("base", 3, [0.2, 0.3]),                           # never
+                _seeded("a", 0, [0.5]), _seeded("a", 1, [0.2, 0.2, 0.5]),  # 2 J, 6 J
+                _seeded("a", 2, [0.2, 0.5]), _seeded("a", 3, [0.5]),       # 4 J, 2 J
+                _seeded("b", 0, [0.5]), _seeded("b", 1, [0.2]), _seeded("b", 3, [0.2])]
+    result = BenchResult("small", "train", [0, 1, 2, 3], 0.4, summarise(episodes, 0.4),
+                         episodes)
+    a, b = paired_energy_to_target(result, "base")
+    logs = [math.log(0.5), math.log(1.5), 0.0]
+    mean, sd = float(np.mean(logs)), float(np.std(logs, ddof=1))
+    half = 4.303 * sd / math.sqrt(3)  # Student's t, 2 degrees of freedom
+    assert (a.policy, a.seeds, a.less) == ("a", 3, 1)
+    assert a.ratio == pytest.approx(math.exp(mean))
+    assert (a.low, a.high) == pytest.approx((math.exp(mean - half), math.exp(mean + half)))
+    assert (a.only_policy, a.only_reference, a.neither) == (1, 0, 0)
+    # one shared seed: a ratio, no interval; seed 2 unplayed by b is left out
+    assert (b.seeds, b.ratio, b.less) == (1, pytest.approx(0.5), 1)
+    assert math.isnan(b.low) and (b.only_policy, b.only_reference, b.neither) == (0, 1, 1)
+    table = format_paired([a, b])
+    assert "| a | 3 | 0.909 | 0.229-3.612 | 1/3 | 1 | 0 | 0 |" in table
+    assert "| b | 1 | 0.500 | - | 1/1 | 0 | 1 | 1 |" in table
+    with pytest.raises(ValueError, match="'c' is not a policy of the result"):
+        paired_energy_to_target(result, "c")
+    twice = BenchResult("small", "train", [0], 0.4, result.summaries,
+                        [*episodes, _seeded("a", 0, [0.5])])
+    with pytest.raises(ValueError, match="a has more than one episode on seed 0"):
+        paired_energy_to_target(twice, "base")
+
+
+def test_bench_against_prints_the_paired_comparison_and_refuses_an_unknown_policy(
+        capsys, monkeypatch):
+    committed = "docs/results/small4_ppo_plan_more_seeds1009-1017.json"
+    assert hffm_main(["bench", "--from-json", committed, "--against", "hffm-d2d-e2"]) == 0
+    out = capsys.readouterr().out
+    assert "energy to target against hffm-d2d-e2, seed by seed" in out
+    assert "| plan:plan_search_small4 | 9 | 0.821 | 0.751-0.897 | 9/9 | 0 | 0 | 0 |" in out
+    assert hffm_main(["bench", "--from-json", committed, "--against", "e2"]) == 2
+    assert "--against 'e2': not a policy of this bench; it has [" in capsys.readouterr().err
+    # a run refuses it before any episode
+    import hffm_env.baselines.runner as runner
+
+    monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: pytest.fail("ran"))
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
+                      "never,star", "--against", "hffm-e2", "--no-progress"]) == 2
+    assert "--against 'hffm-e2': not a policy of this bench; it has ['never', 'star']" in \
+        capsys.readouterr().err
 
 
 def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
