@@ -698,7 +698,7 @@ def paired_energy_to_target(result: BenchResult, reference: str) -> list[PairedR
         played = sorted(set(mine) & set(theirs))
         reached = [(math.isfinite(mine[s]), math.isfinite(theirs[s])) for s in played]
         logs = np.array([math.log(mine[s] / theirs[s]) for s, both in zip(played, reached)
-                         if all(both)])
+                         if all(both) and mine[s] > 0 and theirs[s] > 0])  # (no log of 0 J)
         n = len(logs)
         ratio = low = high = float("nan")
         if n:

@@ -499,10 +499,11 @@ def _report_bench(result: Any, args: argparse.Namespace) -> None:
     print(format_table(result), file=report)
     if args.against is not None:
         try:
-            paired = format_paired(paired_energy_to_target(result, args.against))
-        except ValueError as error:  # two episodes of a policy on one seed
-            raise ConfigError(f"--against {args.against}: {error}") from None
-        print(f"\n{paired}", file=report)
+            print(f"\n{format_paired(paired_energy_to_target(result, args.against))}",
+                  file=report)
+        except ValueError as error:  # it never played (interrupted), or twice on a seed
+            print(f"hffm bench: note: no comparison --against {args.against}: {error}",
+                  file=sys.stderr)
     if to_stdout:
         sys.stdout.write(jsonio.dumps(result.to_dict()) + "\n")
     elif args.json:

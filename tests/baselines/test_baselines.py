@@ -567,6 +567,16 @@ def test_bench_against_prints_the_paired_comparison_and_refuses_an_unknown_polic
     # a run refuses it before any episode
     import hffm_env.baselines.runner as runner
 
+    def never_played(result, reference):  # as when Ctrl-C stopped a run before it played
+        raise ValueError(f"{reference!r} is not a policy of the result")
+
+    monkeypatch.setattr(runner, "paired_energy_to_target", never_played)
+    assert hffm_main(["bench", "--from-json", committed, "--against", "hffm-d2d-e2"]) == 0
+    captured = capsys.readouterr()  # the table stands, the comparison is a note
+    assert "| hffm-d2d-e2 |" in captured.out and "seed by seed" not in captured.out
+    assert ("hffm bench: note: no comparison --against hffm-d2d-e2: 'hffm-d2d-e2' is not a "
+            "policy of the result") in captured.err
+
     monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: pytest.fail("ran"))
     assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
                       "never,star", "--against", "hffm-e2", "--no-progress"]) == 2
