@@ -255,6 +255,7 @@ def test_a_bad_bench_json_or_traces_file_is_one_line(command, content, says, tmp
 
 @pytest.mark.parametrize("script,args,says", [
     ("energy_floor.py", ["/nonexistent.json"], "/nonexistent.json: No such file"),
+    ("paired_ratios.py", ["/nonexistent.json"], "/nonexistent.json: No such file"),
     ("env_step.py", ["--scenario", "nope"], "invalid choice: 'nope'"),
     ("soak.py", ["--episodes", "5", "--warmup", "6"], "--warmup 6: must be less than"),
     # equal: the growth would be measured between one sample and itself (a PASS of nothing)

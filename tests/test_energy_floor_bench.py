@@ -55,6 +55,7 @@ def test_energy_to_target_plot(energy_floor, tmp_path):
 @pytest.mark.parametrize("script, args, shown", [
     ("energy_floor.py", ["docs/results/small4_ppo_plan_energy.json"], "mean floor 13.3 J"),
     ("tradeoff.py", ["--from-json", "docs/results/tradeoff_small.json"], "| star |"),
+    ("paired_ratios.py", ["docs/results/small4_ppo_plan_9seeds.json"], "seed by seed"),
 ])
 def test_json_to_stdout_is_json_alone(script, args, shown):
     # the table was printed to stdout before the JSON: `script --json | jq` failed

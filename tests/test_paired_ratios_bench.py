@@ -1,0 +1,63 @@
+"""benchmarks/paired_ratios.py on committed bench JSON: the runner's seed-by-seed rows, per
+run, in a table, JSON and a figure."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hffm_env.arguments import run_command
+from hffm_env.baselines.runner import BenchResult, paired_energy_to_target
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs/results"
+RUNS = [str(RESULTS / "small4_ppo_plan_more_seeds1009-1017.json"),
+        str(RESULTS / "small4_ppo_plan_splits1009-1017.json")]
+
+
+@pytest.fixture
+def paired_ratios(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import paired_ratios
+
+    yield paired_ratios
+    for name in ("paired_ratios", "_output"):
+        sys.modules.pop(name, None)
+
+
+def test_each_run_gets_the_runners_rows_for_the_policies_asked(paired_ratios, tmp_path,
+                                                                capsys):
+    out, plot = tmp_path / "p.json", tmp_path / "p.png"
+    plan = "plan:plan_search_small4"
+    assert paired_ratios.main([*RUNS, "--labels", "training split", "own splits",
+                               "--policies", plan, "--json", str(out), "--plot",
+                               str(plot)]) == 0
+    written = json.loads(out.read_text())
+    assert written["against"] == "hffm-d2d-e2" and written["target_ratio"] == 0.7
+    assert [run["label"] for run in written["runs"]] == ["training split", "own splits"]
+    for run, path in zip(written["runs"], RUNS):
+        (row,) = [r for r in paired_energy_to_target(BenchResult.read_json(path),
+                                                     "hffm-d2d-e2") if r.policy == plan]
+        assert run["rows"] == [{**row.__dict__}]
+    # the plan's lead on the training split holds seed by seed; on its own splits it does not
+    first, second = (run["rows"][0] for run in written["runs"])
+    assert first["high"] < 1 and second["low"] < 1 < second["high"]
+    assert "| plan:plan_search_small4 | 9 | 0.821 | 0.751-0.897 | 9/9 |" in \
+        capsys.readouterr().out
+    assert plot.stat().st_size > 10_000
+
+
+def test_bad_labels_and_policies_are_refused_by_name(paired_ratios, capsys):
+    assert run_command(lambda: paired_ratios.main([*RUNS, "--labels", "one"]),
+                       "paired_ratios.py") == 2
+    assert "--labels: 1 labels for 2 files" in capsys.readouterr().err
+    assert run_command(lambda: paired_ratios.main([*RUNS, "--policies", "star"]),
+                       "paired_ratios.py") == 2
+    assert f"--policies 'star': not in {RUNS[0]} against hffm-d2d-e2" in \
+        capsys.readouterr().err
+    assert run_command(lambda: paired_ratios.main([RUNS[0], "--against", "star"]),
+                       "paired_ratios.py") == 2
+    assert "'star' is not a policy of the result" in capsys.readouterr().err
