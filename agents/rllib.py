@@ -203,8 +203,7 @@ class MultiAgentHFFM(MultiAgentEnv):
         obs, infos = self.parallel.reset(seed=seed, options=options)
         return self._flat(obs, infos), infos
 
-    # (ignore: RLlib's MultiAgentEnv is a gym.Env whose step returns dicts per agent)
-    def step(  # type: ignore[override, unused-ignore]
+    def step(
             self, action_dict: MultiAgentDict) -> tuple[dict, dict, dict, dict, dict]:
         """One round with every agent's action."""
         actions = cast("dict[str, Any]", action_dict)  # keyed by this env's agent names

@@ -652,6 +652,8 @@ _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
 def _t_975(dof: int) -> float:
     """Student's t 97.5% quantile: the table up to 30 degrees of freedom, beyond it the
     Cornish-Fisher expansion around the normal's 1.96 (off by less than 0.001 there)."""
+    if dof < 1:
+        raise ValueError(f"degrees of freedom = {dof}: must be at least 1")
     if dof <= len(_T_975):
         return _T_975[dof - 1]
     z = 1.959964
@@ -697,15 +699,20 @@ def paired_energy_to_target(result: BenchResult, reference: str) -> list[PairedR
         mine = _energy_to_target_by_seed(result, name)
         played = sorted(set(mine) & set(theirs))
         reached = [(math.isfinite(mine[s]), math.isfinite(theirs[s])) for s in played]
-        logs = np.array([math.log(mine[s] / theirs[s]) for s, both in zip(played, reached)
-                         if all(both) and mine[s] > 0 and theirs[s] > 0])  # (no log of 0 J)
+        both = [s for s, sides in zip(played, reached) if all(sides)]
+        spent_nothing = [s for s in both if mine[s] <= 0 or theirs[s] <= 0]
+        if spent_nothing:  # no ratio to take, and it would drop out of every count
+            raise ValueError(f"seed {spent_nothing[0]}: {name} or {reference} reached the "
+                             "target having spent no energy; no ratio to take")
+        logs = np.array([math.log(mine[s] / theirs[s]) for s in both])
         n = len(logs)
         ratio = low = high = float("nan")
         if n:
-            ratio = math.exp(float(logs.mean()))
-        if n >= 2:
-            half = _t_975(n - 1) * float(logs.std(ddof=1)) / math.sqrt(n)
-            low, high = math.exp(float(logs.mean()) - half), math.exp(float(logs.mean()) + half)
+            mean = float(logs.mean())
+            ratio = math.exp(mean)
+            if n >= 2:
+                half = _t_975(n - 1) * float(logs.std(ddof=1)) / math.sqrt(n)
+                low, high = math.exp(mean - half), math.exp(mean + half)
         rows.append(PairedRatio(
             policy=name, reference=reference, seeds=n, ratio=ratio, low=low, high=high,
             less=int((logs < 0).sum()), only_policy=reached.count((True, False)),

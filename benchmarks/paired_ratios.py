@@ -44,6 +44,10 @@ def paired_runs(paths: list[str], against: str, labels: list[str],
     for path, label in zip(paths, labels):
         try:
             result = BenchResult.read_json(path)
+            names = [s.policy for s in result.summaries]
+            if against not in names:
+                raise ValueError(f"--against {against!r}: not a policy of this run (it has "
+                                 f"{names})")
             rows = paired_energy_to_target(result, against)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             what = (f"no {error} entry" if isinstance(error, KeyError)
@@ -71,6 +75,7 @@ def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, StrMethodFormatter
 
     names = list(dict.fromkeys(r["policy"] for run in runs for r in run["rows"]))
     warm, cool = plt.get_cmap("autumn"), plt.get_cmap("winter")
@@ -99,8 +104,6 @@ def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
     ax.axvline(TARGET_RATIO, color="tab:green", linestyle="--",
                label=f"{TARGET_RATIO:.2f}: 30% less (the target)")
     ax.set_xscale("log")
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, StrMethodFormatter
-
     low, high = ax.get_xlim()
     steps = [0.25, 0.33, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0]
     ax.xaxis.set_major_locator(FixedLocator([t for t in steps if low <= t <= high]))

@@ -437,6 +437,9 @@ def _bench_from_json(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise ConfigError(f"--from-json: {error}") from None
     keep = arguments.split_names(args.policies)
+    if keep and args.against is not None and args.against not in keep:
+        raise ConfigError(f"--against {args.against!r}: --policies {','.join(keep)} leaves it "
+                          "out; add it to --policies")
     if keep:  # keep these rows (any name in the files, agents' included)
         known = [s.policy for s in result.summaries]
         missing = [p for p in keep if p not in known]
@@ -747,16 +750,15 @@ def _one_calibration_of(traces: Path, writing: Path) -> Iterator[None]:
 def _save_surrogate(surrogate: Any, out: Path) -> None:
     """``surrogate.save(out)`` under ``out``'s lock (``.<name>.lock`` beside it, removed
     afterwards), first removing the temporary files a killed save of ``out`` left beside it;
-    a second calibration saving to ``out`` at that moment is refused with a ``ConfigError``."""
+    a second calibration saving to ``out`` at that moment waits for the first (a save takes
+    a second; the fit before it may have taken hours)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with lock_file(out.with_name(f".{out.name}.lock"), remove=True) as locked:
-            if locked:  # only a killed save's temporary files can be there now
-                remove_staging_files(out)
-            surrogate.save(out)
-    except FileBusy:
-        raise ConfigError(f"another hffm calibrate is saving {out} now; wait for it, or "
-                          "write elsewhere with --out") from None
+    with lock_file(out.with_name(f".{out.name}.lock"), remove=True, on_busy=lambda: print(
+            f"hffm calibrate: waiting for another process that is saving {out}",
+            file=sys.stderr, flush=True)) as locked:
+        if locked:  # only a killed save's temporary files can be there now
+            remove_staging_files(out)
+        surrogate.save(out)
 
 
 def _partial(traces: Path) -> Path:

@@ -38,32 +38,51 @@ def lock_file(path: str | Path, *, on_busy: Callable[[], Any] | None = None,
     the ``with`` block; the process's death releases it. Yields True when the lock is held,
     False where none can be had (not POSIX, or the file cannot be opened): then the block
     must not count on having the files to itself. When another process holds it, call
-    ``on_busy()`` and wait; without ``on_busy`` raise :class:`FileBusy`. ``remove`` deletes
-    the lock file as the block ends (a lock beside a user's own files)."""
+    ``on_busy()`` (once) and wait; without ``on_busy`` raise :class:`FileBusy`. ``remove``
+    deletes the lock file as the block ends (a lock beside a user's own files); a waiter that
+    then holds the deleted file's lock opens the file at ``path`` again, so that two holders
+    never lock two different files of one name."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock
         yield False
         return
-    try:
-        handle = open(path, "a")  # noqa: SIM115  (closed below)
-    except OSError:  # another user's lock file in a shared folder, say
-        yield False
-        return
-    with handle:
+    told = False
+    while True:
+        try:
+            handle = open(path, "a")  # noqa: SIM115  (closed below)
+        except OSError:  # another user's lock file in a shared folder, say
+            yield False
+            return
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_busy is None:
+                handle.close()
                 raise FileBusy(str(path)) from None
-            on_busy()
+            if not told:
+                on_busy()
+                told = True
             fcntl.flock(handle, fcntl.LOCK_EX)
+        if _still_at(handle, path):
+            break
+        handle.close()  # the holder before removed it: lock the file now at path
+    with handle:
         try:
             yield True
         finally:
             if remove:
                 Path(path).unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _still_at(handle: IO[str], path: str | Path) -> bool:
+    """Whether the open file ``handle`` is still the file at ``path`` (not deleted or
+    replaced since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:  # nothing at path any more
+        return False
 
 
 def _umask() -> int:

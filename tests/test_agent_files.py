@@ -224,7 +224,12 @@ def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_pat
                        "--resume", str(COMMITTED_DIR / "ppo-menu_s0"), "--total-timesteps",
                        "16000", "--eval-seeds", "1000", "--no-progress", "--n-envs", "2",
                        "--out", str(tmp_path / "resumed"))
-    done, refused = finish(failing), finish(mismatched)
+    try:
+        done, refused = finish(failing), finish(mismatched)
+    finally:  # a run that hung past the timeout is not left behind
+        for process in (failing, mismatched):
+            process.kill()
+            process.wait()
     assert done.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], done
     assert "RuntimeError: a step failed in a worker" in done.stderr  # the worker's own
     # a worker prints the package's warnings as the command does (it printed Python's form)

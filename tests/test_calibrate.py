@@ -451,10 +451,12 @@ def test_calibrate_refuses_a_baseline_off_the_period_menu_before_training(tmp_pa
 
 
 def test_a_fit_is_saved_under_its_lock_and_clears_a_killed_saves_leftovers(
-        calibrated, tmp_path, capsys):
+        calibrated, tmp_path, capsys, monkeypatch):
     """A save killed mid-write left a hidden ``.<fit>.<random>.tmp`` beside the fit for good;
     two calibrations saving one fit at once raced on it."""
     import fcntl
+
+    import hffm_env.cli as cli
 
     traces = str(calibrated.with_suffix(".traces.json"))
     fit = tmp_path / "fit.pt"
@@ -462,11 +464,19 @@ def test_a_fit_is_saved_under_its_lock_and_clears_a_killed_saves_leftovers(
     leftover.write_bytes(b"half a surrogate")
     argv = ["calibrate", "--scenario", "small", *SETTINGS, "--from-traces", traces,
             "--out", str(fit)]
-    with open(tmp_path / ".fit.pt.lock", "a") as saving:  # another calibration's save
+    with open(tmp_path / ".fit.pt.lock", "a") as saving:  # another calibration's save ...
         fcntl.flock(saving, fcntl.LOCK_EX)
-        assert cli_main(argv) == 2
-    assert f"another hffm calibrate is saving {fit} now" in capsys.readouterr().err
-    assert not fit.exists() and leftover.exists()
-    assert cli_main(argv) == 0
+        real_lock = cli.lock_file
+
+        def ends_once_waited_for(path, **kwargs):
+            def on_busy():
+                kwargs["on_busy"]()
+                saving.close()  # ... which ends while this one waits
+
+            return real_lock(path, **{**kwargs, "on_busy": on_busy})
+
+        monkeypatch.setattr(cli, "lock_file", ends_once_waited_for)
+        assert cli_main(argv) == 0  # it waited for that save, not threw its own fit away
+    assert f"waiting for another process that is saving {fit}" in capsys.readouterr().err
     assert fit.is_file() and not leftover.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # nor the lock file

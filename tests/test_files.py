@@ -86,6 +86,34 @@ def test_a_lock_file_is_held_by_one_and_removed_when_asked(tmp_path):
         assert held is False
 
 
+def test_a_waiter_for_a_removed_lock_locks_the_file_now_at_its_path(tmp_path):
+    """A waiter got the lock of the file its holder removed; a third process then locked the
+    new file of that name: two holders at once (one could delete the other's staging file)."""
+    import threading
+
+    from hffm_env.files import FileBusy, lock_file
+
+    path = tmp_path / ".x.lock"
+    waiting, held, release = threading.Event(), threading.Event(), threading.Event()
+
+    def second() -> None:
+        with lock_file(path, on_busy=waiting.set):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=second)
+    with lock_file(path, remove=True):
+        thread.start()
+        assert waiting.wait(10)  # it opened the file this holder removes on the way out
+    assert held.wait(10)
+    try:
+        with pytest.raises(FileBusy), lock_file(path):  # the third
+            pass
+    finally:
+        release.set()
+        thread.join(10)
+
+
 def test_staging_files_of_killed_writes_are_removed_and_only_theirs(tmp_path):
     """A killed write left `.<name>.<random>.tmp` beside traces and surrogates for good."""
     from hffm_env.files import remove_staging_files

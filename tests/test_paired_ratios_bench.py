@@ -60,4 +60,5 @@ def test_bad_labels_and_policies_are_refused_by_name(paired_ratios, capsys):
         capsys.readouterr().err
     assert run_command(lambda: paired_ratios.main([RUNS[0], "--against", "star"]),
                        "paired_ratios.py") == 2
-    assert "'star' is not a policy of the result" in capsys.readouterr().err
+    assert f"{RUNS[0]}: --against 'star': not a policy of this run (it has [" in \
+        capsys.readouterr().err

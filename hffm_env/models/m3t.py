@@ -56,9 +56,7 @@ def bert_config(model_config: ModelConfig, max_positions: int) -> BertConfig:
     """The fusion backbone's :class:`~transformers.BertConfig` for ``model_config``: no dropout
     (the backbone is frozen, and vmapped code must not draw random numbers), eager attention,
     a two-word vocabulary (inputs always come as embeddings)."""
-    # attn_implementation is one of PreTrainedConfig's **kwargs, which the strict dataclass
-    # that transformers 5 generates for BertConfig does not declare to type checkers
-    return BertConfig(  # type: ignore[call-arg, unused-ignore]
+    return BertConfig(
         vocab_size=2,
         hidden_size=model_config.hidden_size,
         num_hidden_layers=model_config.num_layers,

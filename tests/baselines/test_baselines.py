@@ -553,6 +553,24 @@ def test_a_paired_comparison_takes_ratios_seed_by_seed_with_a_t_interval():
                         [*episodes, _seeded("a", 0, [0.5])])
     with pytest.raises(ValueError, match="a has more than one episode on seed 0"):
         paired_energy_to_target(twice, "base")
+    free = _seeded("c", 0, [0.5])
+    free.energy_j = [0.0]  # a ratio of 0 J would drop the seed out of every count
+    spent_nothing = BenchResult("small", "train", [0], 0.4, summarise([*episodes, free], 0.4),
+                                [*episodes, free])
+    with pytest.raises(ValueError, match="seed 0: c or base reached the target having spent "
+                                         "no energy"):
+        paired_energy_to_target(spent_nothing, "base")
+
+
+def test_the_t_quantile_beyond_the_table_follows_students_t():
+    from hffm_env.baselines.runner import _t_975
+
+    # Student's t 97.5% quantiles (scipy.stats.t.ppf(0.975, dof))
+    for dof, quantile in ((1, 12.706), (30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980),
+                          (1000, 1.962)):
+        assert _t_975(dof) == pytest.approx(quantile, abs=6e-4)
+    with pytest.raises(ValueError, match="degrees of freedom = 0: must be at least 1"):
+        _t_975(0)
 
 
 def test_bench_against_prints_the_paired_comparison_and_refuses_an_unknown_policy(
@@ -564,7 +582,10 @@ def test_bench_against_prints_the_paired_comparison_and_refuses_an_unknown_polic
     assert "| plan:plan_search_small4 | 9 | 0.821 | 0.751-0.897 | 9/9 | 0 | 0 | 0 |" in out
     assert hffm_main(["bench", "--from-json", committed, "--against", "e2"]) == 2
     assert "--against 'e2': not a policy of this bench; it has [" in capsys.readouterr().err
-    # a run refuses it before any episode
+    assert hffm_main(["bench", "--from-json", committed, "--against", "hffm-d2d-e2",
+                      "--policies", "plan:plan_search_small4"]) == 2
+    assert ("--against 'hffm-d2d-e2': --policies plan:plan_search_small4 leaves it out; add "
+            "it to --policies") in capsys.readouterr().err
     import hffm_env.baselines.runner as runner
 
     def never_played(result, reference):  # as when Ctrl-C stopped a run before it played
@@ -577,6 +598,7 @@ def test_bench_against_prints_the_paired_comparison_and_refuses_an_unknown_polic
     assert ("hffm bench: note: no comparison --against hffm-d2d-e2: 'hffm-d2d-e2' is not a "
             "policy of the result") in captured.err
 
+    # a run refuses it before any episode
     monkeypatch.setattr(runner, "run_benchmark", lambda *a, **k: pytest.fail("ran"))
     assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
                       "never,star", "--against", "hffm-e2", "--no-progress"]) == 2
