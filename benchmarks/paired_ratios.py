@@ -125,7 +125,7 @@ def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "Seed by seed.").splitlines()[0])
     parser.add_argument("bench_json", nargs="+", help="`hffm bench --json` files")
     parser.add_argument("--against", default="hffm-d2d-e2",
                         help="the reference policy, in every file (default hffm-d2d-e2)")
