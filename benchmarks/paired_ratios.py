@@ -67,6 +67,28 @@ def paired_runs(paths: list[str], against: str, labels: list[str],
     return runs
 
 
+def format_matrix(runs: list[dict[str, Any]], against: str) -> str:
+    """One markdown table of every run: a row per run, a column per policy, each cell the
+    ratio and its 95% interval, followed by ``k/n`` when the two reached the target on only
+    k of the n seeds both played."""
+    names = list(dict.fromkeys(r["policy"] for run in runs for r in run["rows"]))
+    lines = [f"| against {against}, seed by seed | " + " | ".join(names) + " |",
+             "| --- |" + " --- |" * len(names)]
+    for run in runs:
+        cells = {}
+        for r in run["rows"]:
+            played = r["seeds"] + r["only_policy"] + r["only_reference"] + r["neither"]
+            cell = "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}"
+            if math.isfinite(r["low"]):
+                cell += f" ({r['low']:.3f}-{r['high']:.3f})"
+            if r["seeds"] < played:
+                cell += f", {r['seeds']}/{played}"
+            cells[r["policy"]] = cell
+        lines.append(f"| {run['label']} | " + " | ".join(cells.get(n, "") for n in names)
+                     + " |")
+    return "\n".join(lines)
+
+
 def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
     """One point per run and policy: the geometric mean ratio with its 95% interval, on a log
     axis, runs stacked top to bottom, a policy in one colour throughout (agents in warm
@@ -149,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [PairedRatio(**r) for r in run["rows"]]
         print(f"{run['label']} ({len(run['seeds'])} seeds, target "
               f"{run['target_accuracy']:.3f})\n{format_paired(rows)}\n")
+    print(format_matrix(runs, args.against))
     emit_json({"against": args.against, "target_ratio": TARGET_RATIO, "runs": runs}, args.json)
     if args.plot:
         plot_paired(runs, args.against, args.plot)

@@ -45,8 +45,16 @@ def test_each_run_gets_the_runners_rows_for_the_policies_asked(paired_ratios, tm
     # the plan's lead on the training split holds seed by seed; on its own splits it does not
     first, second = (run["rows"][0] for run in written["runs"])
     assert first["high"] < 1 and second["low"] < 1 < second["high"]
-    assert "| plan:plan_search_small4 | 9 | 0.821 | 0.751-0.897 | 9/9 |" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| plan:plan_search_small4 | 9 | 0.821 | 0.751-0.897 | 9/9 |" in out
+    # ... and every run in one table: a row each, with k/n where both did not reach it always
+    assert "| training split | 0.821 (0.751-0.897) |" in out
+    assert "| own splits | 0.899 (0.764-1.059) |" in out
+    agent = "agent:ppo-coarse-stt-plan-4clusters_s0"  # missed the target on split 1012
+    matrix = paired_ratios.format_matrix(
+        paired_ratios.paired_runs(RUNS, "hffm-d2d-e2", ["a", "b"], [agent]), "hffm-d2d-e2")
+    assert f"| against hffm-d2d-e2, seed by seed | {agent} |" in matrix
+    assert "| a | 0.835 (0.746-0.935) |" in matrix and "| b | 0.926 (0.785-1.092), 8/9 |" in matrix
     assert plot.stat().st_size > 10_000
 
 
