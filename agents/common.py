@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import jsonio
-from hffm_env.agents.checkpoint import ACTION_MODES, SETTING_FLAGS
+from hffm_env.agents.checkpoint import ACTION_MODES, CHECKPOINTS, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import provenance
@@ -524,7 +524,7 @@ def _holds_a_run(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier run's outputs (what ``--force`` may replace)."""
     return any((folder / name).exists() for name in ("train_args.json", "agent.json",
                                                        "model.zip")) \
-        or any((folder / "checkpoints").glob("step_*/agent.json"))
+        or any((folder / CHECKPOINTS).glob("step_*/agent.json"))
 
 
 def prepare_out(args: TrainArgs) -> Path:

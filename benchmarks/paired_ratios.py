@@ -67,6 +67,11 @@ def paired_runs(paths: list[str], against: str, labels: list[str],
     return runs
 
 
+def _played(row: dict[str, Any]) -> int:
+    """The seeds both policies of a :class:`PairedRatio` row (as a dict) played."""
+    return row["seeds"] + row["only_policy"] + row["only_reference"] + row["neither"]
+
+
 def format_matrix(runs: list[dict[str, Any]], against: str) -> str:
     """One markdown table of every run: a row per run, a column per policy, each cell the
     ratio and its 95% interval, followed by ``k/n`` when the two reached the target on only
@@ -77,7 +82,7 @@ def format_matrix(runs: list[dict[str, Any]], against: str) -> str:
     for run in runs:
         cells = {}
         for r in run["rows"]:
-            played = r["seeds"] + r["only_policy"] + r["only_reference"] + r["neither"]
+            played = _played(r)
             cell = "-" if not math.isfinite(r["ratio"]) else f"{r['ratio']:.3f}"
             if math.isfinite(r["low"]):
                 cell += f" ({r['low']:.3f}-{r['high']:.3f})"
@@ -119,8 +124,7 @@ def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
                 ax.errorbar(r["ratio"], y, xerr=[[r["ratio"] - low], [high - r["ratio"]]],
                             fmt="o", color=colour[r["policy"]], capsize=3, markersize=5)
             ticks.append(y)
-            played = r["seeds"] + r["only_policy"] + r["only_reference"] + r["neither"]
-            labels.append(f"    {r['policy']} (both reached it on {r['seeds']}/{played})")
+            labels.append(f"    {r['policy']} (both reached it on {r['seeds']}/{_played(r)})")
             y += 1
     ax.axvline(1.0, color="k", linewidth=1, label=f"as much as {against}")
     ax.axvline(TARGET_RATIO, color="tab:green", linestyle="--",
