@@ -47,6 +47,8 @@ __all__ = [
     "Normalization",
     "algo_class",
     "checkpoint_folder",
+    "checkpoint_step",
+    "saved_checkpoints",
     "clear_folder",
     "find_agent",
     "load_model",
@@ -74,6 +76,19 @@ CHECKPOINTS = "checkpoints"  # a run's checkpoints: OUT/checkpoints/step_<N>/
 def checkpoint_folder(timesteps: int) -> Path:
     """Where a run saves its checkpoint after ``timesteps``, relative to its ``--out``."""
     return Path(CHECKPOINTS) / f"step_{timesteps:08d}"
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """The timesteps after which ``folder`` was saved, if it is a run's checkpoint folder
+    (:func:`checkpoint_folder`: ``<out>/checkpoints/step_<N>``), else None."""
+    named = re.fullmatch(r"step_(\d+)", folder.name)
+    return int(named.group(1)) if named and folder.parent.name == CHECKPOINTS else None
+
+
+def saved_checkpoints(out: Path) -> dict[int, Path]:
+    """The checkpoint folders of the run in ``out``, by the timesteps they were saved after."""
+    found = ((checkpoint_step(p), p) for p in (out / CHECKPOINTS).glob("step_*"))
+    return {step: p for step, p in sorted(found, key=lambda f: f[0] or 0) if step is not None}
 
 ALGO_CLASSES = {"ppo": "stable_baselines3.PPO", "maskable-ppo": "sb3_contrib.MaskablePPO"}
 """Algorithm name -> the SB3 class that trains and loads it."""
@@ -293,8 +308,7 @@ class AgentFolder:
     def run_folder(self) -> Path:
         """The run this agent belongs to: the run's ``--out`` for a checkpoint
         (:func:`checkpoint_folder`), else the folder itself."""
-        checkpoint = (self.folder.parent.name == CHECKPOINTS
-                      and re.fullmatch(r"step_\d+", self.folder.name) is not None)
+        checkpoint = checkpoint_step(self.folder) is not None
         return self.folder.parent.parent if checkpoint else self.folder
 
     def training_config(self) -> Any:

@@ -224,6 +224,7 @@ def train_sb3(args: TrainArgs) -> float:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
     from hffm_env.agents.checkpoint import (
+        CHECKPOINTS,
         AgentFileError,
         AgentInfo,
         Normalization,
@@ -232,6 +233,7 @@ def train_sb3(args: TrainArgs) -> float:
         find_agent,
         load_model,
         save_agent,
+        saved_checkpoints,
         trained_on,
         training_process,
     )
@@ -258,10 +260,10 @@ def train_sb3(args: TrainArgs) -> float:
         raise ValueError(f"resume = {args.resume!r}: was trained on normalised observations "
                          "(its vecnormalize.npz); resume it without --no-normalize")
     if resume is not None:  # the run resumed in its own --out: its later checkpoints stay
-        later = sorted(p.name for p in (out / "checkpoints").glob("step_*")
-                       if p.name[5:].isdigit() and int(p.name[5:]) > resume.info.num_timesteps)
+        later = [folder.name for step, folder in saved_checkpoints(out).items()
+                 if step > resume.info.num_timesteps]
         if later:
-            note(f"{out / 'checkpoints'} keeps the checkpoints after step "
+            note(f"{out / CHECKPOINTS} keeps the checkpoints after step "
                  f"{resume.info.num_timesteps} of the run this one replaces ({', '.join(later)})"
                  "; the ones this run saves overwrite those of the same step")
     if resume is not None:  # another config or fidelity can be the point (a curriculum)

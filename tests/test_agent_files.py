@@ -467,6 +467,18 @@ def test_only_a_step_folder_in_checkpoints_is_a_checkpoint_of_the_run_above(trai
     assert find_agent(step).run_folder == tmp_path / "run"
 
 
+def test_a_runs_checkpoints_are_its_step_folders_by_their_timesteps(tmp_path):
+    from hffm_env.agents.checkpoint import checkpoint_folder, checkpoint_step, saved_checkpoints
+
+    for steps in (16, 8, 1024):
+        (tmp_path / checkpoint_folder(steps)).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_x").mkdir()  # not a checkpoint: no timesteps
+    assert saved_checkpoints(tmp_path) == {s: tmp_path / checkpoint_folder(s) for s in (8, 16, 1024)}
+    assert list(saved_checkpoints(tmp_path)) == [8, 16, 1024]
+    assert checkpoint_step(tmp_path / "other" / "step_00000008") is None  # not in checkpoints/
+    assert saved_checkpoints(tmp_path / "nothing") == {}
+
+
 def test_a_crafted_agent_archive_runs_no_code(trained, tmp_path, capsys):
     import gymnasium as gym
 
