@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import IO, Any
 
-from hffm_env import jsonio
+from hffm_env import arguments, jsonio
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import provenance
 
 _json_stdout: IO[str] | None = None
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "results") -> None:
+    """The scripts' one ``--json [FILE]`` flag: write ``what`` as JSON to FILE, or to stdout
+    without FILE (then call :func:`claim_stdout_for_json` on the parsed value)."""
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                        type=arguments.output_file(stdout=True),
+                        help=f"write {what} as JSON to FILE (stdout without FILE)")
+
+
+def add_overrides_option(parser: argparse.ArgumentParser,
+                         help: str = "scenario override (repeatable)") -> None:
+    """The scripts' one ``--set KEY=VALUE`` flag (repeatable), parsed into ``overrides``."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help=help)
 
 
 def claim_stdout_for_json(target: str | None) -> None:

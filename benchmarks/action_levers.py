@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.config import FIDELITIES
@@ -103,8 +103,7 @@ def lever_parser(description: str, fidelities: tuple[str, ...],
                         help="a plan JSON (plan_search.py's output or a plan itself; default: "
                              "the README's, docs/results/plan_search_small4.json)")
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--fidelity", default="cost", choices=fidelities,
                         help=fidelity_help or "'cost': prices only (seconds); 'train': real "
                         "training, so that the table's energy to target shows what the "
@@ -116,10 +115,7 @@ def lever_parser(description: str, fidelities: tuple[str, ...],
                              "accuracy; not used in cost fidelity)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar (default: on)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write the levers and the bench as JSON to FILE (stdout without "
-                             "FILE)")
+    add_json_option(parser, "the levers and the bench")
     return parser
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 
@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the probe and print the bench table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"),
                         help="accuracy from real training or the surrogate (default: surrogate)")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2],
@@ -43,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="accuracy target (default: 0.9 x the best final accuracy)")
     parser.add_argument("--schedules", nargs="+", metavar="NAME",
                         help="play only these (default: all, see the table's names)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write the bench result as JSON to FILE (stdout without FILE)")
+    add_json_option(parser, "the bench result")
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
 

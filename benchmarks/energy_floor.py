@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Any
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bench_json", help="a `hffm bench --json` file with a 'never' episode")
     parser.add_argument("--best", default="hffm-d2d-e2",
                         help="the best baseline to compare with (default hffm-d2d-e2)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_json_option(parser)
     parser.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
                         metavar="FILE",
                         help="draw each policy's energy to target to FILE (PNG)")

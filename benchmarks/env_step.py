@@ -22,7 +22,7 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -103,11 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=FIDELITIES, help="fidelities to time (default: train cost)")
     parser.add_argument("--steps", type=arguments.positive_int, default=8,
                         help="timed steps per scenario and fidelity (default: 8)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_overrides_option(parser)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     rows = [

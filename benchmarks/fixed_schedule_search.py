@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 
@@ -125,8 +125,7 @@ def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
     held-out seeds, held-out fidelity); ``judged`` names what the held-out seeds judge."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--target-accuracy", type=arguments.probability, required=True,
                         help="the global accuracy to reach (e.g. the trade-off run's)")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(10)),
@@ -206,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         "star)")
     parser.add_argument("--max-passes", type=arguments.positive_int, default=3,
                         help="passes of the coordinate descent at most (default: 3)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write the search and the held-out bench as JSON")
+    add_json_option(parser, "the search and the held-out bench")
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     check_search_args(parser, args)

@@ -29,7 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _output import claim_stdout_for_json, emit_json  # noqa: E402
+from _output import (  # noqa: E402
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    emit_json,
+)
 
 from hffm_env import arguments  # noqa: E402
 from hffm_env.config import load_scenario  # noqa: E402
@@ -158,12 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fine-tuning passes over the training samples (default 40)")
     parser.add_argument("--seed", type=arguments.seed, default=0,
                         help="seed of the data and the training (default: 0)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override of the small scenario's model or "
-                        "data settings (repeatable)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_overrides_option(parser, help="override of the small scenario's model or data "
+                         "settings (repeatable)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.samples < BATCH_SIZE:
         parser.error(f"--samples {args.samples}: at least one batch ({BATCH_SIZE}) is needed")

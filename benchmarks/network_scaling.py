@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed rounds per size (default 7)")
     parser.add_argument("--per-cluster", action="store_true",
                         help="build the D2D round with one add_d2d_to_head call per cluster")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     out = run(args.rounds, args.per_cluster)

@@ -20,7 +20,7 @@ import math
 import sys
 from typing import Any
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -159,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a label per file (default: the file names)")
     parser.add_argument("--policies", nargs="+", default=[], metavar="NAME",
                         help="only these policies' rows (each in every file)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write the rows as JSON to FILE (stdout without FILE)")
+    add_json_option(parser, "the rows")
     parser.add_argument("--plot", type=arguments.output_file(arguments.PLOT_SUFFIXES),
                         metavar="FILE", help="draw every run's ratios to FILE")
     args = parser.parse_args(argv)

@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, emit_json
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the descent starts: a schedule baseline's name (its tiers "
                              "round by round, e.g. hffm-d2d-e2) or a plan JSON (default: "
                              "hffm-d2d-e1)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write the plan, the search and the held-out bench as JSON")
+    add_json_option(parser, "the plan, the search and the held-out bench")
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     check_search_args(parser, args)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 from torch.func import functional_call
 
 from hffm_env import arguments
@@ -91,15 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--repeats", type=arguments.positive_int, default=5,
                         help="timed repetitions (default: 5)")
     parser.add_argument("--device", type=arguments.device, default="cpu",
                         help="torch device (default: cpu)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
 

@@ -27,7 +27,7 @@ import sys
 import time
 
 import numpy as np
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -126,11 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         "fidelity, 12 in train)")
     parser.add_argument("--address", default=None, help="a Ray cluster to join (default: "
                         "a local Ray instance with one CPU per runner)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_overrides_option(parser)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     if any(w < 1 for w in args.workers):

@@ -16,7 +16,7 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, emit_json
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -97,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                         "and mobility on; given ones are added)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="hide the progress bar")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), default=None, metavar="FILE",
-                        help="write the result as JSON (stdout without FILE)")
+    add_json_option(parser, "the result")
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     if args.warmup >= args.episodes:  # both >= 1 by their types

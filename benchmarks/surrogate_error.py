@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="scenario override (repeatable)")
+    add_overrides_option(parser)
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,
                         help="held-out seeds to play (default 1000 1001 1002); with --traces, "
                         "the recorded seeds to score (default: all)")
@@ -179,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-steps", type=arguments.non_negative_int, default=200,
                         help="surrogate steps timed (default 200; 0: skip the speed "
                         "measurement)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), metavar="FILE",
-                        help="write results as JSON to FILE (stdout without FILE)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
     if args.traces and (args.save_traces or args.policies is not None):

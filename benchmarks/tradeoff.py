@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _output import claim_stdout_for_json, emit_json
+from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
 
 from hffm_env import arguments, jsonio
 from hffm_env.config import ConfigError, scenario_names
@@ -265,13 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vary-data-split", action="store_true",
                         help="use each seed as the config seed too, so the data split (device "
                         "profiles, label skew, scenes) varies over the seeds")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="config override, repeatable")
+    add_overrides_option(parser)
     parser.add_argument("--device", type=arguments.device, default="cpu",
                         help="torch device (default: cpu)")
-    parser.add_argument("--json", nargs="?", const="-",
-                        type=arguments.output_file(stdout=True), default=None, metavar="FILE",
-                        help="write the results as JSON (stdout without FILE)")
+    add_json_option(parser, "the results")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
                         help="re-print tables and checks from saved JSON files, run nothing")
     parser.add_argument("--rescore", action="store_true",
