@@ -10,6 +10,7 @@ import sys
 import warnings
 
 import gymnasium as gym
+import matplotlib.collections
 import matplotlib.text
 import numpy as np
 import pytest
@@ -359,6 +360,12 @@ def test_render_modes():
     assert "accuracy: not measured" in texts  # cost fidelity measures no accuracy
     cost = env.unwrapped.last_result.cost
     assert f"round 1: {cost.energy_j:.3g} J, episode total {cost.energy_j:.3g} J" in texts
+    # every hop of every transfer of the round is drawn on the topology (above the neighbours)
+    flows = env.unwrapped.last_result.transfers.flows()
+    hops = sum(len(flow["route"]) - 1 for flow in flows)
+    drawn = [c for c in figure.axes[0].collections
+             if isinstance(c, matplotlib.collections.LineCollection) and c.get_zorder() == 2]
+    assert hops > 0 and sum(len(c.get_segments()) for c in drawn) == hops
     text = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="ansi")
     text.reset(seed=0)
     assert "round 0" in text.render() and "accuracy not measured" in text.render()
