@@ -100,7 +100,9 @@ class HFFMEnv(gym.Env):
     reach its cloud period, else at the edge when its edge period is reached (at the cluster
     head over D2D for clusters on route 1), else by D2D pairs when its pair flag is on.
     Infeasible choices are repaired deterministically and counted in ``info["repairs"]``;
-    :meth:`action_masks` masks them for MaskablePPO.
+    :meth:`action_masks` masks them for MaskablePPO, slot by slot: pairings that conflict
+    across slots (two devices naming one partner) no per-slot mask can rule out, so a masked
+    action that pairs can still be repaired.
 
     ## Observation Space
     ``Box(0, 1, (D,), float32)``, documented in :mod:`hffm_env.envs.observation`
