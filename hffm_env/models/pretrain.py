@@ -222,9 +222,20 @@ def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
 # backbone checkpoints
 
 
+def _unreadable(folder: Path, what: str, err: Exception) -> ValueError:
+    """The error for a checkpoint file transformers, safetensors or torch could not read."""
+    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    return ValueError(f"model.pretrained_path = {str(folder)!r}: its {what} cannot be read "
+                      f"({reason}); a damaged or truncated file? Write the checkpoint again "
+                      "with BertModel.save_pretrained")
+
+
 def _bert_config(folder: Path) -> BertConfig:
     """The checkpoint's config, refused unless it describes a BERT model."""
-    config = BertConfig.from_pretrained(str(folder), local_files_only=True)
+    try:
+        config = BertConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as err:  # transformers' words for a config it cannot parse
+        raise _unreadable(folder, "config.json", err) from None
     if config.model_type != "bert":
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: a {config.model_type!r} "
                          "checkpoint; the fusion backbone must be a BERT checkpoint "
@@ -234,22 +245,30 @@ def _bert_config(folder: Path) -> BertConfig:
 
 def load_backbone(path: str | Path) -> BertModel:
     """A local Hugging Face BERT checkpoint as a frozen fusion backbone (never downloads).
-    Another architecture, or weights missing from the checkpoint (the pooler aside: it is not
-    used), raise ``ValueError``: they would leave a randomly initialised "pre-trained"
+    Another architecture, weights missing from the checkpoint (the pooler aside: it is not
+    used), weights that cannot be read (a damaged file) or that are not finite raise
+    ``ValueError``: they would leave a randomly initialised or broken "pre-trained"
     backbone."""
     folder = _checkpoint_dir(path)
     _bert_config(folder)
-    # with output_loading_info, from_pretrained returns (model, loading info); its hint
-    # names only the model
-    backbone, loading = cast("tuple[BertModel, dict[str, Any]]", BertModel.from_pretrained(
-        str(folder), local_files_only=True, add_pooling_layer=False, attn_implementation="eager",
-        output_loading_info=True,
-    ))
+    try:  # with output_loading_info, from_pretrained returns (model, loading info)
+        backbone, loading = cast("tuple[BertModel, dict[str, Any]]", BertModel.from_pretrained(
+            str(folder), local_files_only=True, add_pooling_layer=False,
+            attn_implementation="eager", output_loading_info=True,
+        ))
+    except Exception as err:  # safetensors, torch and transformers each raise their own kinds
+        raise _unreadable(folder, "weights", err) from None
     missing = [k for k in [*loading["missing_keys"], *loading["mismatched_keys"]]
                if not str(k).startswith("pooler.")]
     if missing:
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: the checkpoint lacks "
                          f"{len(missing)} of the backbone's weights (e.g. {missing[:3]})")
+    broken = [name for name, tensor in backbone.state_dict().items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise ValueError(f"model.pretrained_path = {str(folder)!r}: {len(broken)} of the "
+                         f"checkpoint's weights hold NaN or infinite values (e.g. {broken[:3]}); "
+                         "the checkpoint is damaged")
     return backbone
 
 

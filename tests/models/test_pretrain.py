@@ -158,6 +158,30 @@ def test_a_checkpoint_prices_modules_at_its_own_sizes_and_must_be_a_whole_bert(t
         pretrain.load_backbone(partial)
 
 
+def test_a_damaged_checkpoint_is_refused_naming_the_setting(tmp_path):
+    """A truncated weights file, a config that is not JSON, or NaN weights (which would train
+    nothing, and blame the learning rate) are refused at load, naming model.pretrained_path."""
+    from safetensors.torch import load_file, save_file
+
+    for name in ("truncated", "bad_config", "nan"):
+        _save_tiny_bert(tmp_path / name)
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"pretrained_path = .*truncated': its weights cannot "
+                                         r"be read \(.*header"):
+        pretrain.load_backbone(tmp_path / "truncated")
+    (tmp_path / "bad_config" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"pretrained_path = .*bad_config': its config.json"):
+        pretrain.load_backbone(tmp_path / "bad_config")
+    nan_weights = tmp_path / "nan" / "model.safetensors"
+    state = load_file(nan_weights)
+    state["encoder.layer.0.attention.self.query.weight"][0, 0] = float("nan")
+    save_file(state, nan_weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"1 of the checkpoint's weights hold NaN .*"
+                                         r"encoder.layer.0.attention.self.query.weight"):
+        pretrain.load_backbone(tmp_path / "nan")
+
+
 def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
     TINY_MODEL, TINY_DATA = configs
     config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "nowhere"))
