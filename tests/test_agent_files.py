@@ -473,7 +473,8 @@ def test_a_runs_checkpoints_are_its_step_folders_by_their_timesteps(tmp_path):
     for steps in (16, 8, 1024):
         (tmp_path / checkpoint_folder(steps)).mkdir(parents=True)
     (tmp_path / "checkpoints" / "step_x").mkdir()  # not a checkpoint: no timesteps
-    assert saved_checkpoints(tmp_path) == {s: tmp_path / checkpoint_folder(s) for s in (8, 16, 1024)}
+    expected = {s: tmp_path / checkpoint_folder(s) for s in (8, 16, 1024)}
+    assert saved_checkpoints(tmp_path) == expected
     assert list(saved_checkpoints(tmp_path)) == [8, 16, 1024]
     assert checkpoint_step(tmp_path / "other" / "step_00000008") is None  # not in checkpoints/
     assert saved_checkpoints(tmp_path / "nothing") == {}
