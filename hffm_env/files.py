@@ -10,6 +10,7 @@ lets one process at a time do what a lock file guards (build a cache entry, writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import tempfile
@@ -148,7 +149,11 @@ def load_tensors(path: str | Path) -> Any:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+    except OSError as err:
+        # torch's zip reader says only "Invalid argument" of a file cut short
+        if err.errno == errno.EINVAL and Path(path).is_file():
+            raise ValueError("a damaged or truncated torch file (its zip archive cannot be "
+                             "read)") from None
         raise
     except Exception as err:  # noqa: BLE001  (torch's unpickler raises many kinds on junk)
         text = str(err)

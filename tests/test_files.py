@@ -62,6 +62,11 @@ def test_a_file_that_is_not_ours_is_refused_without_torchs_unsafe_advice(tmp_pat
                                              "one") as caught:
             load_tensors(path)
         assert "weights_only" not in str(caught.value) and "Re-running" not in str(caught.value)
+    cut_short = tmp_path / "cut_short.pt"  # torch's zip reader: OSError "Invalid argument"
+    torch.save({"x": torch.zeros(100_000)}, cut_short)
+    cut_short.write_bytes(cut_short.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="a damaged or truncated torch file"):
+        load_tensors(cut_short)
     with pytest.raises(OSError):
         load_tensors(tmp_path / "missing.pt")
     good = tmp_path / "good.pt"
