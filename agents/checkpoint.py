@@ -60,6 +60,7 @@ __all__ = [
     "INFO_FILE",
     "POLICY_FILE",
     "ACTION_MODES",
+    "ENGINES",
 ]
 
 SETTING_FLAGS = ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds")
@@ -111,6 +112,11 @@ ACTION_MODES = ("full", "coarse", "menu")
 """How a policy acts: the env's full action, :class:`hffm_env.wrappers.CoarseActions` or
 :class:`hffm_env.wrappers.ScheduleMenu`."""
 
+ENGINES = ("sb3", "rllib")
+"""What trains an agent: stable-baselines3 (``model.zip``) or RLlib (``policy.pt``)."""
+
+_MAX_HIDDEN_SIZE = 1 << 16  # a layer wider than this is a typo in agent.json, not a network
+
 
 @dataclass(frozen=True)
 class AgentInfo:
@@ -135,6 +141,51 @@ class AgentInfo:
     # {"timesteps": [from, to], "provenance": its record (hffm_env.provenance)}; () in
     # folders written before it was recorded
     trained_by: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse a value of the wrong kind (a hand-edited ``agent.json``), naming the field
+        and the value as the file spells it."""
+        def refuse(name: str, allowed: str) -> None:
+            value = getattr(self, name)
+            try:
+                shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+            except (TypeError, ValueError):
+                shown = repr(value)
+            raise ValueError(f"{name} = {shown}: must be {allowed}")
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        for name in ("algo", "scenario", "fidelity"):
+            if not isinstance(getattr(self, name), str):
+                refuse(name, "a string")
+        if self.action_mode not in ACTION_MODES:
+            refuse("action_mode", f"one of {list(ACTION_MODES)}")
+        if self.engine not in ENGINES:
+            refuse("engine", f"one of {list(ENGINES)}")
+        if not (number(self.num_timesteps) and int(self.num_timesteps) == self.num_timesteps
+                and self.num_timesteps >= 0):
+            refuse("num_timesteps", "an integer >= 0")
+        if not (number(self.clip_range) and math.isfinite(self.clip_range)
+                and self.clip_range > 0):
+            refuse("clip_range", "a number > 0 (PPO's clip range)")
+        if not isinstance(self.multi_agent, bool):
+            refuse("multi_agent", "true or false")
+        if self.multi_agent and self.engine != "rllib":
+            refuse("multi_agent", "false for an agent trained with stable-baselines3")
+        if self.normalized is not None and not isinstance(self.normalized, bool):
+            refuse("normalized", "true, false or absent")
+        sizes = self.hidden_sizes
+        if not (isinstance(sizes, (list, tuple)) and sizes and all(
+                number(h) and h == int(h) and 1 <= h <= _MAX_HIDDEN_SIZE for h in sizes)):
+            refuse("hidden_sizes", f"a non-empty list of layer widths in 1..{_MAX_HIDDEN_SIZE}")
+        if self.overrides is not None and not (isinstance(self.overrides, (list, tuple)) and all(
+                isinstance(o, str) for o in self.overrides)):
+            refuse("overrides", "a list of KEY=VALUE strings (or absent)")
+        if self.config_file is not None and not isinstance(self.config_file, str):
+            refuse("config_file", "a path (or absent)")
+        if self.config is not None and not isinstance(self.config, dict):
+            refuse("config", "the scenario config as a mapping (or absent)")
 
     def training_config(self) -> Any:
         """The scenario config the agent was trained on: the one recorded whole, else (not
@@ -206,7 +257,9 @@ class Normalization:
             with np.load(path, allow_pickle=False) as data:
                 values = {k: data[k] for k in data.files}
         except (ValueError, OSError, zipfile.BadZipFile) as err:
-            raise AgentFileError(f"{path}: not normalisation statistics ({err})") from None
+            # numpy's advice to load a pickle "unsafely" would run any code a file holds
+            why = str(err).split(". If you trust the file", 1)[0]
+            raise AgentFileError(f"{path}: not normalisation statistics ({why})") from None
         missing = [f for f in cls.__dataclass_fields__ if f not in values]
         if missing:
             raise AgentFileError(f"{path}: normalisation statistics lack {missing}")
@@ -427,28 +480,18 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
                              "train_agent.py has one)")
     try:
         raw = json.loads(info_path.read_text())
+        if not isinstance(raw, dict) or "algo" not in raw:
+            raise ValueError("must be a JSON object with at least 'algo'")
         info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
-        info = replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes),
-                       overrides=None if info.overrides is None
-                       else tuple(str(o) for o in info.overrides),
-                       # a record of what trained it: what is not one is left out
-                       trained_by=tuple(r for r in info.trained_by if isinstance(r, dict))
-                       if isinstance(info.trained_by, (list, tuple)) else ())
-    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
         if not required:
             return AgentInfo(algo="")
-        raise AgentFileError(f"{info_path}: unreadable ({err})") from None
-    if not (isinstance(info.clip_range, (int, float)) and not isinstance(info.clip_range, bool)
-            and math.isfinite(info.clip_range) and info.clip_range > 0):
-        raise AgentFileError(f"{info_path}: clip_range = {info.clip_range!r}: must be a number "
-                             "> 0 (PPO's clip range)")
-    if info.config is not None and not isinstance(info.config, dict):
-        raise AgentFileError(f"{info_path}: config = {info.config!r}: must be the scenario "
-                             "config as a mapping (or absent)")
-    if info.action_mode not in ACTION_MODES:
-        raise AgentFileError(f"{info_path}: action_mode = {info.action_mode!r}: known are "
-                             f"{list(ACTION_MODES)}")
-    return info
+        raise AgentFileError(f"{info_path}: {err}") from None
+    return replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes),
+                   overrides=None if info.overrides is None else tuple(info.overrides),
+                   # a record of what trained it: what is not one is left out
+                   trained_by=tuple(r for r in info.trained_by if isinstance(r, dict))
+                   if isinstance(info.trained_by, (list, tuple)) else ())
 
 
 def training_process(resumed: AgentInfo | None, record: dict[str, Any],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import jsonio
-from hffm_env.agents.checkpoint import ACTION_MODES, CHECKPOINTS, SETTING_FLAGS
+from hffm_env.agents.checkpoint import ACTION_MODES, CHECKPOINTS, ENGINES, SETTING_FLAGS
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import provenance
@@ -47,7 +47,6 @@ __all__ = [
 
 ALGOS = ("ppo", "maskable-ppo")
 LR_SCHEDULES = ("constant", "linear")
-ENGINES = ("sb3", "rllib")
 FINETUNE_SEED_OFFSET = 500
 """Fine-tuning resets its envs with ``seed + FINETUNE_SEED_OFFSET`` onwards: other training
 seeds than the first phase's."""

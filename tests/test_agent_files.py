@@ -106,7 +106,7 @@ def test_an_agent_says_what_it_was_trained_on_after_its_config_file_is_gone(tmp_
     # a hand-edited agent.json whose config is not a mapping is named
     info = json.loads((out / "agent.json").read_text())
     (out / "agent.json").write_text(json.dumps({**info, "config": "small"}))
-    with pytest.raises(AgentFileError, match="config = 'small': must be the scenario config"):
+    with pytest.raises(AgentFileError, match="config = \"small\": must be the scenario config"):
         find_agent(out)
 
 
@@ -517,9 +517,37 @@ def test_crafted_statistics_run_no_code(trained, tmp_path):
     assert not planted.exists()
     # an .npz holding an object array (a pickle inside) is refused
     np.savez(agent / "vecnormalize.npz", obs_mean=np.array([_Plant(planted)], dtype=object))
-    with pytest.raises(AgentFileError, match="not normalisation statistics"):
+    with pytest.raises(AgentFileError, match="not normalisation statistics") as refused:
         AgentPolicy(agent)
     assert not planted.exists()
+    assert "unsafely" not in str(refused.value)  # numpy's advice to run the pickle anyway
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"hidden_sizes": "64"}, "hidden_sizes = \"64\": must be a non-empty list"),
+    ({"hidden_sizes": [-1]}, "hidden_sizes = \\[-1\\]: must be"),
+    ({"hidden_sizes": [10**8]}, "hidden_sizes = \\[100000000\\]: must be .* in 1..65536"),
+    ({"normalized": "yes"}, "normalized = \"yes\": must be true, false or absent"),
+    ({"num_timesteps": "x"}, "num_timesteps = \"x\": must be an integer >= 0"),
+    ({"multi_agent": True}, "multi_agent = true: must be false for an agent trained with "
+                            "stable-baselines3"),
+    ({"action_mode": "fine"}, "action_mode = \"fine\": must be one of"),
+    ({"overrides": "env.episode_rounds=4"}, "overrides = .*: must be a list of KEY=VALUE"),
+])
+def test_a_hand_edited_agent_json_is_refused_naming_the_field(trained, tmp_path, fields, says):
+    """Values of the wrong kind were taken as they came: "64" as hidden sizes (6, 4)."""
+    agent = _copy(trained, tmp_path / "edited")
+    _edit_info(agent, **fields)
+    with pytest.raises(AgentFileError, match=f"agent.json: {says}"):
+        AgentPolicy(agent)
+
+
+def test_an_agent_json_without_algo_says_so(trained, tmp_path):
+    agent = _copy(trained, tmp_path / "empty")
+    for text in ("{}", "[]"):
+        (agent / "agent.json").write_text(text)
+        with pytest.raises(AgentFileError, match="must be a JSON object with at least 'algo'"):
+            AgentPolicy(agent)
 
 
 def _edit_info(agent, **fields):
@@ -538,12 +566,12 @@ def _edit_stats(agent, **fields):
     (lambda a: (a / "agent.json").write_text('{"algo": "dqn"}'), "algo = 'dqn'"),
     (lambda a: (a / "model.zip").unlink(), "no model.zip"),
     (lambda a: (a / "agent.json").write_text('{"algo": "ppo", "action_mode": "weird"}'),
-     "action_mode = 'weird'"),
+     'action_mode = "weird"'),
     # trained on normalised observations: playing it on raw ones would be silently wrong
     (lambda a: (a / "vecnormalize.npz").unlink(), "no vecnormalize.npz"),
     # SB3 failed later with an AssertionError; NaN even trained on and wrote a broken folder
-    (lambda a: _edit_info(a, clip_range="abc"), "clip_range = 'abc': must be a number > 0"),
-    (lambda a: _edit_info(a, clip_range=float("nan")), "clip_range = nan"),
+    (lambda a: _edit_info(a, clip_range="abc"), "clip_range = \"abc\": must be a number > 0"),
+    (lambda a: _edit_info(a, clip_range=float("nan")), "clip_range = NaN"),
     # statistics no VecNormalize writes: the policy's logits became NaN, the file unnamed
     (lambda a: _edit_stats(a, obs_mean=np.full(2, np.nan)), "vecnormalize.npz: obs_mean = "),
     (lambda a: _edit_stats(a, obs_var=-np.ones(2)), "vecnormalize.npz: obs_var = "),
