@@ -764,6 +764,10 @@ class EnvConfig:
                 f"env.period_menu = {self.period_menu!r}: must be a list of 1 to 64 integers "
                 "in [0, 1000000] (0 means never)"
             )
+        repeated = sorted({p for p in self.period_menu if self.period_menu.count(p) > 1})
+        if repeated:  # two action values for one period: a policy would learn them twice
+            raise ConfigError(f"env.period_menu = {list(self.period_menu)!r}: repeats "
+                              f"{repeated}; each period may appear once")
         # bounded, so that no weight can turn a finite cost into an infinite reward
         _check_range("env", 0.0, 1e6, accuracy_weight=self.accuracy_weight,
                      latency_weight=self.latency_weight, energy_weight=self.energy_weight)

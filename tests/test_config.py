@@ -111,6 +111,8 @@ def test_bad_values_name_the_field():
         apply_overrides(small(), {"data.tasks": ["dance"]})
     with pytest.raises(ConfigError, match="env.period_menu"):
         apply_overrides(small(), {"env.period_menu": [-1]})
+    with pytest.raises(ConfigError, match=r"env.period_menu = \[1, 2, 2, 0\]: repeats \[2\]"):
+        apply_overrides(small(), {"env.period_menu": [1, 2, 2, 0]})
 
 
 @pytest.mark.parametrize("override, message", [
