@@ -160,7 +160,8 @@ class ScheduleMenu(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorAr
             raise ValueError("ScheduleMenu: schedules is empty")
         layout = _layout_of(env, "ScheduleMenu")
         for name, entry in self.schedules.items():
-            if not isinstance(entry, Sequence) or len(entry) != 3:
+            if not isinstance(entry, Sequence) or isinstance(entry, (str, bytes)) \
+                    or len(entry) != 3:
                 raise ValueError(f"ScheduleMenu: schedule {name!r} = {entry!r}: must be "
                                  "(edge period, cloud period, route)")
             edge, cloud, route = entry

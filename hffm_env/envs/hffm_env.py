@@ -455,10 +455,13 @@ class HFFMEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: new placement, fading, dropout, arrivals and data order from
-        ``seed``; modules back to their initial state. The env has no ``options``; any given are
-        ignored, as Gymnasium's envs do."""
+        ``seed``; modules back to their initial state. The env has no ``options``; a dict
+        given is ignored, as Gymnasium's envs do, anything else refused."""
         from hffm_env.sim import Network
 
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"reset options = {options!r}: must be None or a dict (this env "
+                             "takes no options)")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or seed < 0):
             # checked before any state changes, so the env stays usable after this error

@@ -112,6 +112,14 @@ def test_step_before_the_first_reset_is_refused():
     assert env.rounds_done == 0
 
 
+def test_reset_options_other_than_a_dict_are_refused_and_leave_the_env_usable():
+    env, fresh = _cost_env(), _cost_env()
+    env.reset(seed=1, options={"anything": 1})  # a dict: ignored, as Gymnasium's envs do
+    with pytest.raises(ValueError, match="reset options = 'foo': must be None or a dict"):
+        env.reset(seed=2, options="foo")
+    assert np.array_equal(env.reset(seed=3)[0], fresh.reset(seed=3)[0])
+
+
 def test_a_numpy_integer_seed_is_the_same_seed():
     a, b = _cost_env(), _cost_env()
     assert np.array_equal(a.reset(seed=np.int64(3))[0], b.reset(seed=3)[0])
@@ -261,6 +269,7 @@ def test_what_the_spaces_contain_the_envs_accept_booleans_included():
     ((1, 1, 7), "route 7"), ((1, 1, "star"), "route 'star'"), ((1, 1), "must be (edge"),
     (None, "must be (edge"), ((True, 1, 0), "edge period = True"),
     ((1.0, 2, 1), "edge period = 1.0: not in the config's env.period_menu"),
+    ("abc", "schedule 'x' = 'abc': must be (edge"),  # a string is no triple of choices
 ])
 def test_schedule_menu_names_a_bad_entry(entry, message):
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost")
