@@ -52,7 +52,6 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "parse_override",
-    "preset_of",
     "resolve_scenario",
     "split_module_id",
     "task_module_ids",
@@ -1341,14 +1340,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
-def preset_of(scenario: str | None, config_file: str | Path | None) -> str:
-    """The preset a run is on: ``scenario`` if given, else the one the config file names
-    (``scenario: paper``), else ``small``. A ``scenario`` other than the file's is refused,
-    since the file's would silently win (:func:`load_scenario` layers a file on its preset)."""
-    layers = load_config_file(config_file) if config_file is not None else None
-    return _preset(scenario, layers, config_file)
-
-
 @overload
 def resolve_scenario(
     scenario: str | None, config_file: str | Path | None = None,
@@ -1364,9 +1355,10 @@ def resolve_scenario(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | list[str] | None = None,
 ) -> tuple[str | ScenarioConfig | Mapping[str, Any], ScenarioConfig]:
-    """What a run is on, the config file read once: the preset (by :func:`preset_of`'s rule
-    for a name or None; a config or dict as given) and the scenario :func:`load_scenario`
-    builds on it."""
+    """What a run is on, the config file read once: the preset (for a name or None: ``scenario``
+    if given, else the one the config file names, ``scenario: paper``, else ``small``; a
+    ``scenario`` other than the file's is refused, since the file's would silently win; a
+    config or dict as given) and the scenario :func:`load_scenario` builds on it."""
     layers = load_config_file(config_file) if config_file is not None else None
     if scenario is None or isinstance(scenario, str):
         scenario = _preset(scenario, layers, config_file)
@@ -1385,24 +1377,24 @@ def _preset(scenario: str | None, layers: Mapping[str, Any] | None,
 
 
 def load_scenario(
-    scenario: str | ScenarioConfig | Mapping[str, Any] | None = "small",
+    scenario: str | ScenarioConfig | Mapping[str, Any] | None = None,
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | list[str] | None = None,
 ) -> ScenarioConfig:
     """Build a scenario from a preset name (or a config / dict), then a config file, then
-    overrides, each layered on the previous one (``None``: the dataclass defaults). A config
-    file that names a preset (``scenario: paper``) is layered on that preset instead."""
-    layers = load_config_file(config_file) if config_file is not None else None
-    return _layered_scenario(scenario, layers, config_file, overrides)
+    overrides, each layered on the previous one. Without a name, the preset is the one the
+    config file names (``scenario: paper``), else ``small``; a name other than the file's is
+    refused (:func:`resolve_scenario`)."""
+    return resolve_scenario(scenario, config_file, overrides)[1]
 
 
 def _layered_scenario(
-    scenario: str | ScenarioConfig | Mapping[str, Any] | None,
+    scenario: str | ScenarioConfig | Mapping[str, Any],
     layers: Mapping[str, Any] | None,
     config_file: str | Path | None,
     overrides: Mapping[str, Any] | list[str] | None,
 ) -> ScenarioConfig:
-    if layers is not None and "scenario" in layers and not isinstance(scenario, (str, type(None))):
+    if layers is not None and "scenario" in layers and not isinstance(scenario, str):
         # the file's preset would replace the config given, not be layered on it
         raise ConfigError(f"config file {str(config_file)!r} names scenario "
                           f"{layers['scenario']!r}, but a whole config was given to layer it "
@@ -1411,8 +1403,6 @@ def _layered_scenario(
         config = scenario
     elif isinstance(scenario, Mapping):
         config = from_dict(scenario)
-    elif scenario is None:
-        config = ScenarioConfig()
     else:
         config = get_scenario(scenario)
     if layers is not None:

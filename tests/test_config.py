@@ -91,8 +91,14 @@ def test_area_too_small_for_spacing_says_so():
 def test_yaml_and_json_files(tmp_path):
     yml = tmp_path / "s.yaml"
     yml.write_text("scenario: paper\nfl:\n  local_steps: 5\n")
-    s = load_scenario("small", config_file=yml, overrides=["env.episode_rounds=7"])
+    s = load_scenario(config_file=yml, overrides=["env.episode_rounds=7"])
     assert s.name == "paper" and s.fl.local_steps == 5 and s.env.episode_rounds == 7
+    assert load_scenario("paper", config_file=yml) == load_scenario(config_file=yml)
+    # another preset given by name: the file's would silently win (as resolve_scenario says)
+    with pytest.raises(ConfigError, match="names scenario 'paper', but the scenario given is "
+                                          "'small'"):
+        load_scenario("small", config_file=yml)
+    assert load_scenario() == load_scenario("small")
     js = tmp_path / "s.json"
     js.write_text(json.dumps({"data": {"dirichlet_alpha": 0.1}}))
     assert load_scenario("small", config_file=js).data.dirichlet_alpha == 0.1
