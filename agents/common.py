@@ -400,8 +400,11 @@ class TrainArgs:
     def _check_numbers(self) -> None:
         """Seeds, rates and the evaluation's policies: refused before any training, since a
         bad one would otherwise surface only when used (after training, for the evaluation)."""
-        if self.seed < 0:
-            raise ValueError(f"seed = {self.seed}: must be an integer >= 0")
+        from hffm_env.seeding import check_seed
+
+        check_seed(self.seed)
+        for k, eval_seed in enumerate(self.eval_seeds):
+            check_seed(eval_seed, f"eval_seeds[{k}]")
         if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
             raise ValueError(f"learning_rate = {self.learning_rate}: must be a finite number "
                              ">= 0 (0 keeps a cloned policy's weights; with --normalize "
@@ -420,11 +423,6 @@ class TrainArgs:
                 f"..{max(trained_on)}, which must stay below {FIRST_HELD_OUT_SEED} (held out "
                 f"for evaluation) and apart from eval_seeds {self.eval_seeds}")
         from hffm_env.arguments import device
-        from hffm_env.config import SEED_MAX
-
-        bad = [s for s in self.eval_seeds if not 0 <= s <= SEED_MAX]
-        if bad:
-            raise ValueError(f"eval_seeds has {bad[0]}: seeds are integers in 0..2**63-1")
         from hffm_env.baselines.policies import policy_names
 
         for name, values in (("eval_seeds", self.eval_seeds),

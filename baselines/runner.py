@@ -39,7 +39,7 @@ from hffm_env.config import (
 from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
-from hffm_env.seeding import DEFAULT_EVAL_SEEDS
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS, check_seed
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -921,11 +921,9 @@ def _check_seeds(seeds: Iterable[int]) -> list[int]:
     """``seeds`` as a list of distinct integers >= 0, at least one."""
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable) \
             or not (seeds := list(seeds)):  # a list, a tuple, a numpy array, a range ...
-        raise ValueError(f"seeds = {seeds!r}: must be a non-empty list of integers >= 0")
-    for k, seed in enumerate(seeds):
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seeds[{k}] = {seed!r}: must be an integer >= 0")
-    out = [int(s) for s in seeds]
+        raise ValueError(f"seeds = {seeds!r}: must be a non-empty list of integers in "
+                         "0..2**63-1")
+    out = [check_seed(seed, f"seeds[{k}]") for k, seed in enumerate(seeds)]
     twice = sorted({s for s in out if out.count(s) > 1})
     if twice:
         raise ValueError(f"seeds: {twice[0]} is given twice; each seed once (a repeated "

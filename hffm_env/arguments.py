@@ -288,7 +288,7 @@ def _integer(text: str, what: str) -> int:
 def seed(text: str) -> int:
     """A seed: an integer in ``0..2**63-1`` (the config's range)."""
     value = _integer(text, "an integer seed in 0..2**63-1")
-    if not 0 <= value <= SEED_MAX:
+    if not 0 <= value <= SEED_MAX:  # (seeding.check_seed's range, said the way flags say it)
         raise argparse.ArgumentTypeError(f"{value}: seeds are integers in 0..2**63-1")
     return value
 

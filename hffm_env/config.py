@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
+from hffm_env.seeding import SEED_MAX  # (re-exported: the range every seed is read in)
+
 __all__ = [
     "DEFAULT_TARGET_FRACTION",
     "NEVER",
@@ -127,8 +129,6 @@ TARGET_REWARDS: tuple[str, ...] = ("cost-to-target", "spend-to-target")
 REWARD_SPLITS: tuple[str, ...] = ("team", "cost-share")
 """How the multi-agent env splits the reward (:class:`hffm_env.envs.parallel.HFFMParallelEnv`):
 every agent the env's reward, or each edge agent its cluster's share of the cost terms."""
-SEED_MAX: int = 2**63 - 1
-"""The largest seed a config takes (``ScenarioConfig.seed``); reset seeds share its range."""
 SURROGATE_NOISE: tuple[str, ...] = ("none", "residuals")
 """What ``env.surrogate_noise`` can name (see :class:`EnvConfig`)."""
 

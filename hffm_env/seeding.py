@@ -13,15 +13,29 @@ streams' numbers unchanged.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "check_training_seeds", "DEFAULT_EVAL_SEEDS",
-           "SEEDING_SCHEME", "RandomStreams"]
+__all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "SEED_MAX", "check_seed", "check_training_seeds",
+           "DEFAULT_EVAL_SEEDS", "SEEDING_SCHEME", "RandomStreams"]
 
 STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
+
+SEED_MAX: int = 2**63 - 1
+"""The largest seed: of a config (``ScenarioConfig.seed``), a reset, a bench or a training run."""
+
+
+def check_seed(value: object, what: str = "seed") -> int:
+    """``value`` as a seed (an integer in ``0..SEED_MAX``, numpy's included, not a boolean),
+    else ``ValueError`` naming ``what`` and the value: the one rule every seed is read by."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not 0 <= int(value) <= SEED_MAX:
+        raise ValueError(f"{what} = {value!r}: must be an integer in 0..2**63-1")
+    return int(value)
+
 
 FIRST_HELD_OUT_SEED = 1000
 """Seeds from here up are held out for evaluation: training, fine-tuning, tuning a baseline
@@ -72,10 +86,8 @@ class RandomStreams:
 
     @classmethod
     def from_seed(cls, seed: int) -> RandomStreams:
-        """The streams of ``seed`` (an integer >= 0): the same seed gives the same streams."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed = {seed!r}: must be an integer >= 0")
-        root = np.random.SeedSequence(int(seed))
+        """The streams of ``seed`` (:func:`check_seed`): the same seed gives the same streams."""
+        root = np.random.SeedSequence(check_seed(seed))
         children = dict(zip(STREAMS, root.spawn(len(STREAMS))))
         generators = {name: np.random.default_rng(children[name])
                       for name in STREAMS if name != "training"}

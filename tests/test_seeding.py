@@ -26,10 +26,31 @@ def test_streams_are_the_spawned_children_in_their_documented_order():
     assert len(set(draws.values())) == len(draws)  # independent streams, not one stream
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None, 2**63, 2**64 + 5])
 def test_bad_seed_is_refused_by_value(bad):
     with pytest.raises(ValueError, match="seed"):
         RandomStreams.from_seed(bad)
+
+
+def test_every_seed_is_read_by_one_rule():
+    """A reset, a bench and a training run took seeds past 2**63-1 (the config's range, which
+    the docs say they share): reset(seed=2**64+5) was accepted."""
+    from hffm_env.agents.common import TrainArgs
+    from hffm_env.baselines.runner import run_benchmark
+    from hffm_env.seeding import SEED_MAX, check_seed
+
+    assert check_seed(np.int64(7)) == 7 and check_seed(SEED_MAX) == SEED_MAX
+    env = make_tiny_env()
+    try:
+        with pytest.raises(ValueError, match=r"reset seed = 18446744073709551621: must be an "
+                                             r"integer in 0..2\*\*63-1"):
+            env.reset(seed=2**64 + 5)
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match=r"seeds\[1\] = 9223372036854775808: must be an integer"):
+        run_benchmark(make_tiny_env, ["never"], seeds=[1000, 2**63])
+    with pytest.raises(ValueError, match=r"eval_seeds\[0\] = 9223372036854775808"):
+        TrainArgs(eval_seeds=[2**63])
 
 
 def _rounds(extra: list[str], rounds: int = 4) -> list[tuple[np.ndarray, np.ndarray, int]]:

@@ -44,7 +44,7 @@ from hffm_env.fl.engine import FederatedEngine, RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
-from hffm_env.seeding import RandomStreams
+from hffm_env.seeding import SEED_MAX, RandomStreams, check_seed
 from hffm_env.sim import k_nearest_partners
 
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
@@ -462,15 +462,13 @@ class HFFMEnv(gym.Env):
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"reset options = {options!r}: must be None or a dict (this env "
                              "takes no options)")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            # checked before any state changes, so the env stays usable after this error
-            raise ValueError(f"reset seed = {seed!r}: must be None or an integer >= 0")
+        if seed is not None:  # checked before any state changes: the env stays usable
+            seed = check_seed(seed, "reset seed")
         self._needs_reset = True  # until the new episode is complete (a reset cut short)
-        super().reset(seed=None if seed is None else int(seed))
+        super().reset(seed=seed)
         # the episode's named streams, all from one draw of Gymnasium's np_random (so that
         # reset(seed=None) continues the sequence that the last seeded reset started)
-        self._streams = RandomStreams.from_seed(int(self.np_random.integers(0, 2**63 - 1)))
+        self._streams = RandomStreams.from_seed(int(self.np_random.integers(0, SEED_MAX)))
         self.network = Network(self.config, self._streams)
         self.engine.attach_network(self.network)
         self.engine.reset(self._streams.training_seed)

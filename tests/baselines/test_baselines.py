@@ -625,7 +625,7 @@ def test_verdict_says_on_how_many_seeds_each_side_reached_the_target():
     ({"policies": ["star", "star"]}, "'star' is given 2 times"),
     ({"seeds": []}, r"seeds = \[\]: must be a non-empty list"),
     ({"seeds": "1000"}, "seeds = '1000'"),
-    ({"seeds": [1.5]}, r"seeds\[0\] = 1.5: must be an integer >= 0"),
+    ({"seeds": [1.5]}, r"seeds\[0\] = 1.5: must be an integer in 0..2\*\*63-1"),
     ({"seeds": [-1]}, r"seeds\[0\] = -1"),
     ({"seeds": [5, 5]}, "seeds: 5 is given twice"),
     ({"target_accuracy": -3}, "target_accuracy = -3"),
