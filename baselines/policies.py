@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES, NEVER
+from hffm_env.envs.action import RELAY_WAIT
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.seeding import check_training_seeds
 from hffm_env.wrappers import PAPER_MENU, full_action
@@ -370,7 +371,7 @@ class GreedyEnergyPolicy(EnvBound):
         relay = []
         for r in range(env.layout.num_requests):
             if r >= len(engine.pending):
-                relay.append(0)
+                relay.append(RELAY_WAIT)
                 continue
             request = engine.pending[r]
             mates = [s for s in engine.relay_candidates(request) if s.kind == SourceKind.DEVICE]

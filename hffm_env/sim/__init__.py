@@ -18,7 +18,6 @@ from hffm_env.sim.routing import (
     build_d2d_graphs,
     is_feasible_pair,
     k_nearest_partners,
-    path_time_s,
     relay_paths,
     repair_pairing,
 )
@@ -66,7 +65,6 @@ __all__ = [
     "is_feasible_pair",
     "k_nearest_partners",
     "module_type_of",
-    "path_time_s",
     "place_network",
     "relay_paths",
     "repair_pairing",

@@ -34,7 +34,6 @@ __all__ = [
     "build_d2d_graphs",
     "is_feasible_pair",
     "k_nearest_partners",
-    "path_time_s",
     "relay_paths",
     "repair_pairing",
 ]
@@ -199,13 +198,6 @@ def broadcast_tree(graph: nx.Graph, head: int) -> list[tuple[int, int]]:
     dist, paths = _dijkstra(graph, head)
     children = sorted((v for v in paths if v != head), key=lambda v: (dist[v], v))
     return [(paths[v][-2], v) for v in children]
-
-
-def path_time_s(graph: nx.Graph, path: Sequence[int], size_bits: float) -> float:
-    """Time to send ``size_bits`` hop by hop along ``path`` (store and forward)."""
-    return float(
-        sum(size_bits * graph[u][v][_WEIGHT] for u, v in zip(path[:-1], path[1:]))
-    )
 
 
 def k_nearest_partners(topology: Topology, k: int) -> np.ndarray:
