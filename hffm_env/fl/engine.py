@@ -499,9 +499,7 @@ class FederatedEngine:
         accuracy per device and task, of the current device models; with ``full=False`` only
         the global accuracy (the rest NaN); everything NaN in cost fidelity."""
         if not self.train:
-            nan = {t: float("nan") for t in (*self.tasks, "mean")}
-            return Evaluation(dict(nan), dict(nan), dict(nan),
-                              np.full((self.num_devices, len(self.tasks)), np.nan))
+            return Evaluation.unmeasured(self.tasks, self.num_devices)
         return self._evaluate(full)
 
     # ----------------------------------------------------------------------------------------
@@ -733,8 +731,7 @@ class FederatedEngine:
 
         accuracy = summarise(per_set[:, SET_GLOBAL])
         if not full:
-            return Evaluation(accuracy, dict(nan), dict(nan),
-                              np.full((self.num_devices, len(self.tasks)), np.nan))
+            return Evaluation.unmeasured(self.tasks, self.num_devices, accuracy)
         held_out = summarise(per_set[:, SET_HELD_OUT]) if self.has_held_out else dict(nan)
         local = per_set[:, SET_LOCAL]
         per_device = torch.where(runs, local, torch.full_like(local, float("nan")))

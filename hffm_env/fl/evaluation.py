@@ -261,3 +261,12 @@ class Evaluation:
     accuracy_local: dict[str, float]
     accuracy_held_out: dict[str, float]
     accuracy_local_per_device: np.ndarray
+
+    @classmethod
+    def unmeasured(cls, tasks: Sequence[str], num_devices: int,
+                   accuracy: dict[str, float] | None = None) -> Evaluation:
+        """Nothing measured: NaN for every task, ``"mean"`` and device; with ``accuracy``,
+        the global accuracy alone (what a round outside the full evaluation measures)."""
+        nan = dict.fromkeys([*tasks, "mean"], float("nan"))
+        return cls(dict(accuracy if accuracy is not None else nan), dict(nan), dict(nan),
+                   np.full((num_devices, len(tasks)), np.nan))

@@ -636,17 +636,16 @@ class SurrogateRounds:
             out["mean"] = mean_over_tasks(out)
             return out
 
-        unmeasured = np.full((self.num_devices, len(self.tasks)), np.nan)
         self.prediction = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
-                                     per_task("accuracy_held_out"), unmeasured)
+                                     per_task("accuracy_held_out"),
+                                     np.full((self.num_devices, len(self.tasks)), np.nan))
         self.loss_per_task = {t: pred[f"loss/{t}"] for t in self.tasks}
         self.drift = {m: (0.0, 0.0) if tiers is None
                       else (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
                       for m in MODULE_TYPES}
         if full:
             return self.prediction
-        skipped = dict.fromkeys([*self.tasks, "mean"], float("nan"))
-        return Evaluation(self.prediction.accuracy, dict(skipped), dict(skipped), unmeasured)
+        return Evaluation.unmeasured(self.tasks, self.num_devices, self.prediction.accuracy)
 
     def measured(self, result: RoundResult, scores: Evaluation) -> RoundResult:
         """The engine's ``result`` of the round (a :class:`~hffm_env.fl.engine.RoundResult`,
