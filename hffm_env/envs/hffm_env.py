@@ -942,7 +942,7 @@ class HFFMEnv(gym.Env):
                 source[k], source_device[k] = int(src.kind), int(src.device)
         layout = RoundLayout.resolve(schedule, self.network)  # the schedule's defaults
         return {
-            "tiers": {t: schedule.tier(t).name.lower() for t in MODULE_TYPES},
+            "tiers": schedule.tier_names(),
             "routes": np.asarray([int(r) for r in layout.routes], dtype=np.int64),
             "heads": np.asarray(layout.heads, dtype=np.int64),
             "partner": partner,

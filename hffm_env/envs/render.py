@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hffm_env.config import MODULE_TYPES
-
 RENDER_METADATA: dict[str, Any] = {"render_modes": ["rgb_array", "ansi"], "render_fps": 4}
 """The env's ``metadata``: the render modes drawn here (also the preset ids' entry point's)."""
 
@@ -184,8 +182,8 @@ def render_ansi(env: HFFMEnv) -> str:
         )
     if env.last_schedule is not None:
         schedule = env.last_schedule
-        lines.append("  tiers " + " ".join(f"{t}={schedule.tier(t).name.lower()}"
-                                           for t in MODULE_TYPES))
+        lines.append("  tiers " + " ".join(f"{t}={tier}"
+                                           for t, tier in schedule.tier_names().items()))
     available = env.played_round.available
     lines.append(f"  available {int(available.sum())}/{len(available)} in that round, pending "
                  f"requests {len(env.pending)}")

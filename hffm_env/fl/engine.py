@@ -458,7 +458,7 @@ class FederatedEngine:
             loss_per_device=loss_per_device,
             transfers=table,
             cost=cost,
-            aggregated={t: schedule.tier(t).name.lower() for t in MODULE_TYPES},
+            aggregated=schedule.tier_names(),
             dropped_devices=np.flatnonzero(~network.available).tolist(),
             failed_devices=torch.nonzero(failed).flatten().tolist(),
             relayed=relayed,

@@ -217,11 +217,17 @@ class Schedule:
             **kwargs,  # type: ignore[arg-type]
         )
 
+    def tier_names(self) -> dict[str, str]:
+        """Each module type's tier this round by its lower-case name (``"none"``,
+        ``"d2d_pairs"``, ``"d2d_head"``, ``"edge"``, ``"cloud"``), in
+        :data:`~hffm_env.config.MODULE_TYPES` order."""
+        return {t: self.tier(t).name.lower() for t in MODULE_TYPES}
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-able view, by names (for render and logs; ``info["schedule"]`` is the env's
         array form)."""
         return {
-            "tiers": {t: self.tier(t).name.lower() for t in MODULE_TYPES},
+            "tiers": self.tier_names(),
             "routes": [Route(r).name.lower() for r in self.routes],
             "heads": [int(h) for h in self.heads],
             "pairs": [[int(i), int(j)] for i, j in self.pairs],
