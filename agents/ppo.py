@@ -246,7 +246,8 @@ def train_sb3(args: TrainArgs) -> float:
     except AgentFileError as err:
         raise AgentFileError(f"--resume: {err}") from None
     if resume is not None:
-        for flag, trained, given in (("--algo", resume.info.algo, args.algo),
+        for flag, trained, given in (("--engine", resume.info.engine, args.engine),
+                                     ("--algo", resume.info.algo, args.algo),
                                      ("--action-mode", resume.info.action_mode, args.action_mode),
                                      ("--scenario", resume.info.scenario, args.scenario)):
             if trained and trained != given:  # (older folders may not say the scenario)

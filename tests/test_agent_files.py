@@ -328,6 +328,19 @@ def test_a_resumed_run_must_have_the_runs_action_mode(trained, tmp_path, capsys)
     assert "was trained with --action-mode full, not coarse" in err
 
 
+def test_resuming_an_rllib_folder_without_its_engine_says_so(trained, tmp_path, capsys):
+    """It said "has no normalisation statistics; resume it with --no-normalize", and that
+    then looked for model.zip.zip."""
+    run = _copy(trained, tmp_path / "rllib_run")
+    (run / "model.zip").unlink()
+    (run / "vecnormalize.npz").unlink()
+    (run / "policy.pt").write_bytes(b"")  # what find_agent asks of an RLlib folder
+    _edit_info(run, engine="rllib", algo="maskable-ppo", normalized=False)
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--algo", "maskable-ppo",
+                             "--resume", str(run), "--out", str(run)]) == 2
+    assert "was trained with --engine rllib, not sb3" in capsys.readouterr().err
+
+
 def test_resume_errors_say_which_flag_and_how_the_agent_was_trained(tmp_path, capsys):
     import shutil
 
