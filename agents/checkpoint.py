@@ -571,7 +571,9 @@ def trained_on(folder: Path, use: str = "evaluate it") -> str:
         settings = [*(args.get("overrides") or []),
                     *(f"env.{name}={args[name]}" for name in SETTING_FLAGS
                       if args.get(name) is not None)]  # the flags that set env.<name> too
-        sets = " ".join(f"--set {o}" for o in settings)
+        config = args.get("config")  # a --config file, layered before the --set values
+        sets = " ".join([*([f"--config {config}"] if config else []),
+                         *(f"--set {o}" for o in settings)])
         return (f"; it was trained on scenario {args['scenario']!r}"
                 + (f" with {sets}" if sets else "") + f": {use} on that env")
     except (KeyError, TypeError, AttributeError):  # none, or not what train_agent writes

@@ -663,6 +663,21 @@ def test_an_agent_for_other_spaces_is_refused_by_name(trained):
     assert "trained on scenario 'small' with --set model.pretrain_steps=40" in str(refused.value)
 
 
+def test_an_agent_trained_with_a_config_file_names_it_when_refused(trained, tmp_path):
+    """It said only "trained on scenario 'small': evaluate it on that env", which the user
+    had just done: the file that changed the layout went unnamed."""
+    import gymnasium as gym
+
+    agent = _copy(trained, tmp_path / "configured")
+    recorded = json.loads((agent / "train_args.json").read_text())
+    (agent / "train_args.json").write_text(json.dumps({**recorded, "config": "/runs/l3.yaml"}))
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=[*TINY_OVERRIDES, "fl.max_pending_requests=5"])
+    with pytest.raises(AgentFileError, match="does not fit") as refused:
+        AgentPolicy(agent).reset(env)
+    assert "with --config /runs/l3.yaml --set model.pretrain_steps=40" in str(refused.value)
+
+
 def test_normalization_round_trips(tmp_path):
     stats = Normalization(np.arange(3.0), np.ones(3), 5.0, 0.1, 2.0, 5.0, np.zeros(2), 10.0,
                           10.0, 0.99, 1e-8, True, True)
