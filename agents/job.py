@@ -127,13 +127,19 @@ def evaluate_against_baselines(
 
 def agent_label(path: str | Path) -> str:
     """``agent:<run folder>`` for a run folder or its ``model.zip`` or ``policy.pt`` (what
-    training writes), else ``agent:<file stem>``: short names that stay distinct across
-    training runs (so that runs of two agents never merge into one row)."""
-    file = Path(path)
-    if file.is_dir():
-        return f"agent:{file.resolve().name}"
+    training writes), ``agent:<run folder>/step_<N>`` for one of its checkpoints, else
+    ``agent:<file stem>``: short names that stay distinct across training runs (so that runs
+    of two agents never merge into one row)."""
+    from hffm_env.agents.checkpoint import checkpoint_step
+
+    file = Path(path).resolve()
     inside = file.stem in ("model", "policy") and file.parent.name  # model.zip, policy.pt
-    return f"agent:{file.parent.name if inside else file.stem}"
+    folder = file if file.is_dir() else file.parent if inside else None
+    if folder is None:
+        return f"agent:{file.stem}"
+    if checkpoint_step(folder) is not None:  # the same step of two runs: name the run too
+        return f"agent:{folder.parent.parent.name}/{folder.name}"
+    return f"agent:{folder.name}"
 
 
 def agent_policy(model_path: str | Path, name: str = "agent") -> Any:

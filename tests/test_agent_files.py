@@ -480,6 +480,22 @@ def test_only_a_step_folder_in_checkpoints_is_a_checkpoint_of_the_run_above(trai
     assert find_agent(step).run_folder == tmp_path / "run"
 
 
+def test_the_same_checkpoint_step_of_two_runs_gets_two_labels(tmp_path):
+    """Both were agent:step_00000512, and a bench refused to play them side by side."""
+    from hffm_env.agents.checkpoint import checkpoint_folder
+    from hffm_env.agents.job import agent_label
+
+    for run in ("seed0", "seed1"):
+        (tmp_path / run / checkpoint_folder(512)).mkdir(parents=True)
+    first, second = (tmp_path / run / checkpoint_folder(512) for run in ("seed0", "seed1"))
+    assert (agent_label(first), agent_label(second)) == ("agent:seed0/step_00000512",
+                                                          "agent:seed1/step_00000512")
+    assert agent_label(first / "model.zip") == "agent:seed0/step_00000512"
+    assert agent_label(tmp_path / "seed0") == agent_label(tmp_path / "seed0" / "model.zip") \
+        == "agent:seed0"
+    assert agent_label(tmp_path / "best.zip") == "agent:best"
+
+
 def test_a_runs_checkpoints_are_its_step_folders_by_their_timesteps(tmp_path):
     from hffm_env.agents.checkpoint import checkpoint_folder, checkpoint_step, saved_checkpoints
 
