@@ -329,9 +329,14 @@ class TrainArgs:
         if self.finetune_timesteps < 0:
             raise ValueError(f"finetune_timesteps = {self.finetune_timesteps}: must be >= 0")
         if self.imitate is not None:
-            if self.engine != "sb3" or self.action_mode != "coarse" or self.resume:
+            conflicts = [given for given, clash in (
+                (f"--engine {self.engine}", self.engine != "sb3"),
+                (f"--action-mode {self.action_mode}", self.action_mode != "coarse"),
+                ("--resume", bool(self.resume))) if clash]
+            if conflicts:
                 raise ValueError(f"imitate = {self.imitate!r}: cloning a plan needs --engine "
-                                 "sb3, --action-mode coarse and a fresh run (no --resume)")
+                                 "sb3, --action-mode coarse and a fresh run (no --resume); "
+                                 f"here {', '.join(conflicts)}")
             from hffm_env.baselines.plan import RoundPlan
 
             try:  # a bad file is one error line before any work

@@ -295,7 +295,7 @@ def test_cloning_makes_the_policy_play_the_plan(tmp_path, plan_file):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--action-mode", "full"], "--action-mode coarse"),
+    (["--action-mode", "full"], "no --resume); here --action-mode full"),
     (["--action-mode", "coarse", "--imitate", "missing.json"], "no such file"),
 ])
 def test_bad_imitate_is_one_error_line(tmp_path, capsys, extra, message):
