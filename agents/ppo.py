@@ -344,12 +344,15 @@ def train_sb3(args: TrainArgs) -> float:
 
             # (TrainArgs gives --imitate its default rounds)
             rounds = cast(int, args.imitate_rounds)
+            cloning_started = time.perf_counter()
             report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
                                 tuple(scenario_config.env.period_menu), rounds,
                                 normalized=args.normalize)
+            # (said here: the "trained N s" of the summary times PPO's phases only)
             print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
                   f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "
-                  f"actions (loss {report.loss:.3f})")
+                  f"actions (loss {report.loss:.3f}; "
+                  f"{time.perf_counter() - cloning_started:.0f} s)")
 
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
