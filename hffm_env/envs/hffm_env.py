@@ -507,18 +507,19 @@ class HFFMEnv(gym.Env):
         # priced part of itself and cannot be taken back or resumed
         self._needs_reset = True
         result = self._simulate(schedule)
-        terminated, truncated, end = self._episode_end()
+        terminated, end = self._episode_end()
         if terminated:  # a budget's end too (the horizon's is measured)
             result = self._measure_in_full(result)
-        terms = self._reward_terms(result, last_round=terminated or truncated)
+        terms = self._reward_terms(result, last_round=terminated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
         self._played_round = self._network_view()  # before the next round is drawn
-        if not (terminated or truncated):
+        if not terminated:
             self._begin_round()
         self._add_next_action_info(info)
         obs = self._get_obs()
-        self._needs_reset = terminated or truncated
-        return obs, self._reward(terms), terminated, truncated, info
+        self._needs_reset = terminated
+        # never truncated here: both ends are the MDP's (a TimeLimit wrapper truncates)
+        return obs, self._reward(terms), terminated, False, info
 
     def __getstate__(self) -> dict[str, Any]:
         """A pickle holds the constructor's arguments only (a few kB, not the data and model),
@@ -631,15 +632,15 @@ class HFFMEnv(gym.Env):
         })
         return result
 
-    def _episode_end(self) -> tuple[bool, bool, str]:
-        """``(terminated, truncated, info["end"])`` after the round just played: the horizon
-        and the energy budget both terminate (see the class docstring's Episode End)."""
+    def _episode_end(self) -> tuple[bool, str]:
+        """``(terminated, info["end"])`` after the round just played: the horizon and the
+        energy budget both terminate (see the class docstring's Episode End)."""
         cfg = self.config.env
         if cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j:
-            return True, False, "energy_budget"
+            return True, "energy_budget"
         if self.rounds_done >= cfg.episode_rounds:
-            return True, False, "rounds"
-        return False, False, ""
+            return True, "rounds"
+        return False, ""
 
     def _measure_in_full(self, result: RoundResult) -> RoundResult:
         """The round just played with its local and held-out accuracy measured, if the
