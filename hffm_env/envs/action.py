@@ -22,7 +22,7 @@ Slots, in order (``T`` = 5 module types, ``C`` clusters, ``N`` devices, ``P`` re
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,39 +128,23 @@ class ActionLayout:
         self.num_requests = scenario.fl.max_pending_requests
         self.cluster_members = [np.asarray(m) for m in cluster_members]
         self.partners = np.asarray(partners)
-        names: list[str] = []
-        sizes: list[int] = []
-        for prefix in ("edge_period", "cloud_period"):
-            for t in MODULE_TYPES:
-                names.append(f"{prefix}/{t}")
-                sizes.append(len(self.menu))
-        for t in MODULE_TYPES:
-            names.append(f"pair_exchange/{t}")
-            sizes.append(2)
-        for c in range(self.num_clusters):
-            names.append(f"route/{c}")
-            sizes.append(NUM_ROUTES)
-        for c in range(self.num_clusters):
-            names.append(f"head/{c}")
-            sizes.append(self.max_cluster)
-        for d in range(self.num_devices):
-            names.append(f"partner/{d}")
-            sizes.append(self.k + 1)
-        for r in range(self.num_requests):
-            names.append(f"relay/{r}")
-            sizes.append(RELAY_FIXED_CHOICES + self.max_cluster)
-        self.slot_names = names
-        self.nvec = np.asarray(sizes, dtype=np.int64)
+        # one table of the blocks, in slot order: (block, the keys of its slots, slot size)
+        blocks: list[tuple[str, Sequence[object], int]] = [
+            ("edge_period", MODULE_TYPES, len(self.menu)),
+            ("cloud_period", MODULE_TYPES, len(self.menu)),
+            ("pair_exchange", MODULE_TYPES, 2),
+            ("route", range(self.num_clusters), NUM_ROUTES),
+            ("head", range(self.num_clusters), self.max_cluster),
+            ("partner", range(self.num_devices), self.k + 1),
+            ("relay", range(self.num_requests), RELAY_FIXED_CHOICES + self.max_cluster),
+        ]
+        self.slot_names = [f"{block}/{key}" for block, keys, _ in blocks for key in keys]
+        self.nvec = np.asarray([size for _, keys, size in blocks for _ in keys], dtype=np.int64)
         self._offsets = {}
         start = 0
-        for block, count in (
-            ("edge_period", len(MODULE_TYPES)), ("cloud_period", len(MODULE_TYPES)),
-            ("pair_exchange", len(MODULE_TYPES)), ("route", self.num_clusters),
-            ("head", self.num_clusters), ("partner", self.num_devices),
-            ("relay", self.num_requests),
-        ):
-            self._offsets[block] = slice(start, start + count)
-            start += count
+        for block, keys, _ in blocks:
+            self._offsets[block] = slice(start, start + len(keys))
+            start += len(keys)
 
     def place(self, cluster_members: list[np.ndarray] | None = None,
               partners: np.ndarray | None = None) -> None:
