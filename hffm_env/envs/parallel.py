@@ -100,6 +100,10 @@ __all__ = ["INFO_FORMS", "MASK_FORMS", "NUMERIC_INFO", "REWARD_SPLITS", "Checked
            "HFFMParallelEnv", "combine_periods", "flat_mask_shape", "numeric_info"]
 
 CLOUD = "cloud_0"
+SHARED_BLOCKS = ("edge_period", "pair_exchange")
+"""Edge agents' action blocks that every agent proposes for one slot of the single-agent
+action (the engine aggregates a module type at every cluster's edge at once):
+:meth:`HFFMParallelEnv.joint_action` combines the proposals."""
 
 
 def combine_periods(menu: tuple[int, ...], choices: list[int]) -> int:
@@ -252,19 +256,35 @@ class HFFMParallelEnv(ParallelEnv):
 
     def _sizes(self, agent: str) -> np.ndarray:
         nvec = self.env.layout.nvec
+        partner_size = self.env.layout.k + 1  # a padding partner slot stands for none
+        return np.array([partner_size if s is None else nvec[self._slot[s]]
+                         for s in self._full_slots(agent)], dtype=np.int64)
+
+    def _full_slots(self, agent: str, owners: list[int] | None = None) -> list[str | None]:
+        """Per slot of ``agent``'s action, the single-agent action's slot it stands for: the
+        cloud's, the period and pair slots as named; an edge agent's route and head those of
+        its cluster, its m-th partner slot its m-th member's, a relay slot the request's
+        when that request is its cluster's (``owners``: :meth:`_request_owners`; None: every
+        relay slot, for its size). None: a slot the agent does not own (a partner slot past
+        its cluster's size, another cluster's request). The one mapping that the spaces, the
+        masks and the joint action follow."""
         if agent == CLOUD:
-            return np.array([nvec[self._slot[s]] for s in self.slot_names[CLOUD]])
+            return list(self.slot_names[CLOUD])
         c = int(agent.removeprefix("edge_"))
-        full = []
+        members = self.env.layout.cluster_members[c]
+        out: list[str | None] = []
         for name in self.slot_names[agent]:
-            block, _, rest = name.partition("/")
+            block, _, key = name.partition("/")
             if block in ("route", "head"):
-                full.append(f"{block}/{c}")
+                out.append(f"{block}/{c}")
             elif block == "partner":
-                full.append("partner/0")  # every partner slot has the same size
+                out.append(f"partner/{int(members[int(key)])}" if int(key) < len(members)
+                           else None)
+            elif block == "relay" and owners is not None and owners[int(key)] != c:
+                out.append(None)
             else:
-                full.append(name)
-        return np.array([nvec[self._slot[s]] for s in full], dtype=np.int64)
+                out.append(name)
+        return out
 
     def action_space(self, agent: str) -> spaces.MultiDiscrete:
         """The agent's ``MultiDiscrete`` (see the module docstring); the same object on
@@ -350,25 +370,21 @@ class HFFMParallelEnv(ParallelEnv):
         layout = self.env.layout
         full = np.zeros(len(layout.nvec), dtype=np.int64)
         checked = {a: self.check_action(a, actions.get(a)) for a in self.possible_agents}
-        k = len(MODULE_TYPES)
         edges = [checked[f"edge_{c}"] for c in range(self.num_clusters)]
-        for j, t in enumerate(MODULE_TYPES):
+        edge_at = {name: i for i, name in enumerate(self.slot_names["edge_0"])}  # all alike
+        cloud_at = {name: i for i, name in enumerate(self.slot_names[CLOUD])}
+        for t in MODULE_TYPES:
             full[self._slot[f"edge_period/{t}"]] = combine_periods(
-                layout.menu, [int(a[j]) for a in edges])
-            full[self._slot[f"pair_exchange/{t}"]] = int(any(a[k + j] for a in edges))
-            full[self._slot[f"cloud_period/{t}"]] = int(checked[CLOUD][j])
-        owner = self._request_owners()
-        for c, a in enumerate(edges):
-            full[self._slot[f"route/{c}"]] = a[2 * k]
-            full[self._slot[f"head/{c}"]] = a[2 * k + 1]
-            members = layout.cluster_members[c]
-            partners = a[2 * k + 2: 2 * k + 2 + layout.max_cluster]
-            for m, device in enumerate(members):
-                full[self._slot[f"partner/{int(device)}"]] = partners[m]
-            relays = a[2 * k + 2 + layout.max_cluster:]
-            for r, cluster in enumerate(owner):
-                if cluster == c:
-                    full[self._slot[f"relay/{r}"]] = relays[r]
+                layout.menu, [int(a[edge_at[f"edge_period/{t}"]]) for a in edges])
+            full[self._slot[f"pair_exchange/{t}"]] = int(
+                any(a[edge_at[f"pair_exchange/{t}"]] for a in edges))
+            full[self._slot[f"cloud_period/{t}"]] = int(checked[CLOUD][cloud_at[
+                f"cloud_period/{t}"]])
+        owners = self._request_owners()
+        for c, a in enumerate(edges):  # each owns its cluster's route, head, partners, relays
+            for value, target in zip(a, self._full_slots(f"edge_{c}", owners), strict=True):
+                if target is not None and target.partition("/")[0] not in SHARED_BLOCKS:
+                    full[self._slot[target]] = value
         return full
 
     def check_action(self, agent: str, action: Any) -> np.ndarray:
@@ -406,20 +422,9 @@ class HFFMParallelEnv(ParallelEnv):
             mask[0] = True
             return mask
 
-        if agent == CLOUD:
-            return [of(s) for s in self.slot_names[CLOUD]]
-        c = int(agent.removeprefix("edge_"))
-        masks = [of(f"edge_period/{t}") for t in MODULE_TYPES]
-        masks += [of(f"pair_exchange/{t}") for t in MODULE_TYPES]
-        masks += [of(f"route/{c}"), of(f"head/{c}")]
-        members = layout.cluster_members[c]
-        for m in range(layout.max_cluster):
-            masks.append(of(f"partner/{int(members[m])}") if m < len(members)
-                         else only_default(layout.k + 1))
-        for r, cluster in enumerate(owners):
-            masks.append(of(f"relay/{r}") if cluster == c
-                         else only_default(int(layout.nvec[self._slot[f"relay/{r}"]])))
-        return masks
+        return [only_default(int(size)) if target is None else of(target)
+                for target, size in zip(self._full_slots(agent, owners), self._nvec[agent],
+                                        strict=True)]
 
     def observe(self, obs: np.ndarray, info: dict[str, Any]) -> tuple[dict, dict]:
         """Every agent's observation (with its per-slot masks) and info, from the
