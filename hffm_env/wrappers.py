@@ -103,6 +103,10 @@ class _MaskInInfo:
         return obs, reward, terminated, truncated, info
 
 
+_COARSE_SLOTS = ("edge_period/", "cloud_period/", "route/")
+"""The full action's slots :class:`CoarseActions` keeps (the rest take their defaults)."""
+
+
 class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
     """Periods per module type and a route per cluster (see the module docstring)."""
 
@@ -112,13 +116,11 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
         layout = _layout_of(env, "CoarseActions")
         self.menu = tuple(layout.menu)
         self.num_clusters = layout.num_clusters
-        self._route_sizes = [int(n) for n, name in zip(layout.nvec, layout.slot_names,
-                                                        strict=True) if name.startswith("route/")]
-        sizes = [len(self.menu)] * (2 * len(MODULE_TYPES)) + self._route_sizes
-        self.action_space = spaces.MultiDiscrete(sizes)
-        self.slot_names = ([f"edge_period/{t}" for t in MODULE_TYPES]
-                           + [f"cloud_period/{t}" for t in MODULE_TYPES]
-                           + [f"route/{c}" for c in range(self.num_clusters)])
+        kept = [(name, int(size)) for name, size in zip(layout.slot_names, layout.nvec,
+                                                        strict=True)
+                if name.startswith(_COARSE_SLOTS)]
+        self.slot_names = [name for name, _ in kept]  # the full action's names, in its order
+        self.action_space = spaces.MultiDiscrete([size for _, size in kept])
 
     def action(self, action: np.ndarray) -> np.ndarray:
         """The env's full action for a coarse one (slot errors name the coarse slot)."""
@@ -137,7 +139,7 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
         per_slot = layout.split_mask(hffm.action_masks())
         return np.concatenate([mask for name, mask in zip(layout.slot_names, per_slot,
                                                           strict=True)
-                               if name.startswith(("edge_period/", "cloud_period/", "route/"))])
+                               if name.startswith(_COARSE_SLOTS)])
 
 
 class ScheduleMenu(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
