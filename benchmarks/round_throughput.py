@@ -27,23 +27,10 @@ from torch.func import functional_call
 
 from hffm_env import arguments
 from hffm_env.config import load_scenario
-from hffm_env.data import build_federated_data
 from hffm_env.fl import FederatedEngine
+from hffm_env.fl.build import build_engine
 from hffm_env.fl.reference import draw_minibatches, sequential_local_training
-from hffm_env.models import build_model, masked_task_loss
-from hffm_env.seeding import RandomStreams
-from hffm_env.sim import Network
-
-
-def build_engine(scenario: str, overrides: list[str], device: str) -> FederatedEngine:
-    """An engine for ``scenario`` (model pre-trained or loaded from the cache)."""
-    cfg = load_scenario(scenario, overrides=overrides)
-    streams = RandomStreams.from_seed(cfg.seed)
-    network = Network(cfg, streams)
-    data = build_federated_data(cfg.data, network.topology.cluster_of_device,
-                                streams.data)
-    model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device, progress=False)
-    return FederatedEngine(cfg, model, data, network, device=device)
+from hffm_env.models import masked_task_loss
 
 
 def fused_round(engine: FederatedEngine) -> None:
@@ -100,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
 
-    engine = build_engine(args.scenario, args.overrides, args.device)
+    engine = build_engine(load_scenario(args.scenario, overrides=args.overrides), "train",
+                          device=args.device)
     trained = torch.ones(engine.num_devices, dtype=torch.bool, device=engine.device)
     start = {k: v.clone() for k, v in engine.params.items()}
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -23,7 +21,7 @@ from hffm_env.config import (
     resolve_scenario,
     split_module_id,
 )
-from hffm_env.devices import device_problem, forked_after_torch_threads, guard_forks
+from hffm_env.devices import device_problem, forked_after_torch_threads
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.render import RENDER_METADATA
@@ -40,12 +38,13 @@ from hffm_env.envs.reward import (
     reaches_target,
     reward_bounds,
 )
-from hffm_env.fl.engine import FederatedEngine, RoundResult
+from hffm_env.fl.build import build_engine
+from hffm_env.fl.engine import RoundResult
 from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
 from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import SEED_MAX, RandomStreams, check_seed
-from hffm_env.sim import k_nearest_partners
+from hffm_env.sim import Network, k_nearest_partners
 
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
 
@@ -282,10 +281,6 @@ class HFFMEnv(gym.Env):
         surrogate: str | None = None,
         reward: str | Reward | None = None,
     ) -> None:
-        from hffm_env.data import build_federated_data
-        from hffm_env.models import M3TModel, backbone_shape, build_model
-        from hffm_env.sim import Network
-
         if fidelity not in FIDELITIES:
             raise ValueError(f"fidelity = {fidelity!r}: must be one of {list(FIDELITIES)}")
         if reward_mode not in REWARD_MODES:
@@ -344,43 +339,21 @@ class HFFMEnv(gym.Env):
         self.device = device
         cfg = self.config
 
-        # the config seed's streams: the first layout (clusters, action sizes) and the data split
-        built = RandomStreams.from_seed(cfg.seed)
-        network = Network(cfg, built)
-        # (scenes only where they are trained on: pricing a round needs profiles and counts)
-        self.data = build_federated_data(cfg.data, network.topology.cluster_of_device,
-                                         built.data, scenes=fidelity == "train")
         self.surrogate: AccuracySurrogate | None = None
         """The fitted accuracy surrogate (``fidelity="surrogate"`` only)."""
         self._surrogate_rounds: SurrogateRounds | None = None
-        if fidelity == "surrogate":
+        if fidelity == "surrogate":  # (found before minutes of building anything)
             self.surrogate = find_surrogate(cfg, surrogate)
             if cfg.env.surrogate_noise == "residuals" and self.surrogate.residuals is None:
                 raise ConfigError(
                     "env.surrogate_noise = 'residuals': the surrogate in use kept no "
                     "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
                     "set env.surrogate_noise=none")
-        if fidelity == "train":
-            guard_forks()  # real training runs OpenMP threads: a fork after it must not
-            # every device's copy of the modules, counted on a model of the same shapes
-            # (milliseconds) before minutes of pre-training
-            with _one_torch_thread():
-                shapes = M3TModel(cfg.model, cfg.data, backbone=backbone_shape(cfg.model))
-            check_memory(cfg, fidelity, _trainable_parameters(shapes))
-            model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device,
-                                progress=progress)
-            self.engine = FederatedEngine(cfg, model, self.data, network, train=True,
-                                          device=device)
-        else:
-            # module sizes only, no pre-training; and on one torch thread, so that no OpenMP
-            # pool exists yet and the process can fork afterwards (AsyncVectorEnv's default
-            # context builds one env in the parent, then forks the workers)
-            with _one_torch_thread():
-                # (a checkpoint backbone's sizes, when model.pretrained_path names one)
-                model = M3TModel(cfg.model, cfg.data, backbone=backbone_shape(cfg.model))
-                check_memory(cfg, fidelity, _trainable_parameters(model))
-                self.engine = FederatedEngine(cfg, model, self.data, network, train=False,
-                                              device=device)
+        # the config seed's streams: the first layout (clusters, action sizes) and the data split
+        built = RandomStreams.from_seed(cfg.seed)
+        self.engine = build_engine(cfg, fidelity, device=device, progress=progress,
+                                   streams=built)
+        network, self.data = self.engine.network, self.engine.data
         self.tasks = self.engine.tasks
         if self.surrogate is not None:
             self._surrogate_rounds = SurrogateRounds(
@@ -457,8 +430,6 @@ class HFFMEnv(gym.Env):
         """Start an episode: new placement, fading, dropout, arrivals and data order from
         ``seed``; modules back to their initial state. The env has no ``options``; a dict
         given is ignored, as Gymnasium's envs do, anything else refused."""
-        from hffm_env.sim import Network
-
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"reset options = {options!r}: must be None or a dict (this env "
                              "takes no options)")
@@ -978,17 +949,6 @@ class _Closed:
         raise RuntimeError(_CLOSED)
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread, then restore the setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
     """A measured number of ``info`` (``"accuracy"``, ``"accuracy_local"``,
     ``"accuracy_held_out"`` per task or ``"mean"``, or ``"train_loss"``), NaN when this
@@ -1003,11 +963,6 @@ def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
     if not info["measured"][key]:
         return float("nan")
     return float(value[task] if isinstance(value, dict) else value)
-
-
-def _trainable_parameters(model: Any) -> int:
-    """How many trainable parameters one device's copy of ``model`` holds."""
-    return sum(tensor.numel() for tensor in model.trainable_state().values())
 
 
 def _finite(value: float | None) -> bool:
