@@ -283,19 +283,39 @@ def train_sb3(args: TrainArgs) -> float:
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)
     subprocess = args.n_envs > 1
 
+    def worker_stopped(err: BaseException, phase: str) -> ChildProcessError:
+        # the pipe's error says nothing of why: the worker printed its own error
+        return ChildProcessError(
+            f"a worker of the vector env (--n-envs {args.n_envs}) stopped "
+            f"({type(err).__name__} on its pipe) {phase}; its own error, if it raised one, is "
+            "printed above")
+
     def vector_env(fidelity: str, seed: int, stats: Normalization | None) -> Any:
         fns = [
             make_env_fn(args, rank, torch_threads=threads if subprocess else None,
                         in_subprocess=subprocess, fidelity=fidelity)
             for rank in range(args.n_envs)
         ]
-        vec: VecEnv = SubprocVecEnv(fns) if subprocess else DummyVecEnv(fns)
+        if not subprocess:
+            vec: VecEnv = DummyVecEnv(fns)
+        else:  # built in two steps, so that the workers it started can be ended if it fails
+            vec = SubprocVecEnv.__new__(SubprocVecEnv)
+            try:
+                vec.__init__(fns)  # type: ignore[misc]
+            except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+                _stop_vec_env(vec)
+                raise worker_stopped(err, "while starting") from err
         try:
             vec.seed(seed)
             if args.normalize:
                 vec = VecNormalize(vec, norm_obs=True, norm_reward=True, clip_obs=10.0)
                 if stats is not None:
                     stats.apply_to(vec)  # an AgentFileError: statistics of another size
+        except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+            _stop_vec_env(vec)
+            if not subprocess:
+                raise
+            raise worker_stopped(err, "while starting") from err
         except BaseException:
             _stop_vec_env(vec)
             raise
@@ -401,11 +421,7 @@ def train_sb3(args: TrainArgs) -> float:
             except (EOFError, BrokenPipeError, ConnectionResetError) as err:
                 if not subprocess:
                     raise
-                # the pipe's error says nothing of why: the worker printed its own error
-                raise ChildProcessError(
-                    f"a worker of the vector env (--n-envs {args.n_envs}) stopped "
-                    f"({type(err).__name__} on its pipe) {phase}; its own error, if it raised "
-                    "one, is printed above") from err
+                raise worker_stopped(err, phase) from err
             except KeyboardInterrupt:
                 with interrupts_held(common.PROG):
                     save(Path("."))
