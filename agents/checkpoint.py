@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import pickle
 import re
+import shlex
 import shutil
 import tempfile
 import warnings
@@ -153,8 +155,9 @@ class AgentInfo:
                 shown = repr(value)
             raise ValueError(f"{name} = {shown}: must be {allowed}")
 
-        def number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        def number(value: Any) -> bool:  # finite, numpy's included, not a boolean
+            return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and math.isfinite(value))
 
         for name in ("algo", "scenario", "fidelity"):
             if not isinstance(getattr(self, name), str):
@@ -166,8 +169,7 @@ class AgentInfo:
         if not (number(self.num_timesteps) and int(self.num_timesteps) == self.num_timesteps
                 and self.num_timesteps >= 0):
             refuse("num_timesteps", "an integer >= 0")
-        if not (number(self.clip_range) and math.isfinite(self.clip_range)
-                and self.clip_range > 0):
+        if not (number(self.clip_range) and self.clip_range > 0):
             refuse("clip_range", "a number > 0 (PPO's clip range)")
         if not isinstance(self.multi_agent, bool):
             refuse("multi_agent", "true or false")
@@ -377,8 +379,8 @@ class AgentFolder:
                      if args.get(name) is not None]
             return replace(self.info, scenario=args["scenario"], config_file=args.get("config"),
                            overrides=(*flags, *(args.get("overrides") or []))).training_config()
-        except (KeyError, TypeError, AttributeError):  # none, or not what train_agent writes
-            return None
+        except (KeyError, TypeError, AttributeError, ValueError):  # none, or not what
+            return None  # train_agent writes (a hand-edited file AgentInfo refuses)
 
 
 def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:
@@ -417,6 +419,10 @@ def find_agent(path: str | Path) -> AgentFolder:
             f"{MODEL_FILE}, {INFO_FILE} and {NORMALIZATION_FILE} together)"
         )
     if not model.is_file():
+        saved = saved_checkpoints(folder.parent) if folder.name == CHECKPOINTS else {}
+        if saved:  # a run's checkpoints folder: its step folders are the agents
+            raise AgentFileError(f"{folder}: a run's checkpoints folder; name one of its "
+                                 f"checkpoints (the latest: {saved[max(saved)]})")
         raise AgentFileError(f"{folder}: no {MODEL_FILE} in this folder")
     try:
         with zipfile.ZipFile(model) as archive:
@@ -483,11 +489,16 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
         if not isinstance(raw, dict) or "algo" not in raw:
             raise ValueError("must be a JSON object with at least 'algo'")
         info = AgentInfo(**{k: raw[k] for k in AgentInfo.__dataclass_fields__ if k in raw})
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        if not required:
+            return AgentInfo(algo="")
+        raise AgentFileError(f"{info_path}: unreadable, not JSON ({err})") from None
+    except ValueError as err:
         if not required:
             return AgentInfo(algo="")
         raise AgentFileError(f"{info_path}: {err}") from None
-    return replace(info, hidden_sizes=tuple(int(h) for h in info.hidden_sizes),
+    return replace(info, num_timesteps=int(info.num_timesteps),
+                   hidden_sizes=tuple(int(h) for h in info.hidden_sizes),
                    overrides=None if info.overrides is None else tuple(info.overrides),
                    # a record of what trained it: what is not one is left out
                    trained_by=tuple(r for r in info.trained_by if isinstance(r, dict))
@@ -572,8 +583,8 @@ def trained_on(folder: Path, use: str = "evaluate it") -> str:
                     *(f"env.{name}={args[name]}" for name in SETTING_FLAGS
                       if args.get(name) is not None)]  # the flags that set env.<name> too
         config = args.get("config")  # a --config file, layered before the --set values
-        sets = " ".join([*([f"--config {config}"] if config else []),
-                         *(f"--set {o}" for o in settings)])
+        sets = " ".join([*([f"--config {shlex.quote(str(config))}"] if config else []),
+                         *(f"--set {shlex.quote(str(o))}" for o in settings)])
         return (f"; it was trained on scenario {args['scenario']!r}"
                 + (f" with {sets}" if sets else "") + f": {use} on that env")
     except (KeyError, TypeError, AttributeError):  # none, or not what train_agent writes

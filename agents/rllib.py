@@ -478,9 +478,9 @@ def train_rllib(args: Any) -> float:
         this_process = provenance()  # in every agent folder it saves (trained_by)
 
         def save(where: Path) -> None:
-            info = AgentInfo(algo=args.algo, num_timesteps=steps, scenario=args.scenario,
+            info = AgentInfo(algo=args.algo, num_timesteps=int(steps), scenario=args.scenario,
                              fidelity=args.fidelity, action_mode=args.action_mode,
-                             engine="rllib", multi_agent=args.multi_agent,
+                             engine="rllib", multi_agent=bool(args.multi_agent),
                              hidden_sizes=HIDDEN_SIZES,
                              overrides=tuple(args.scenario_overrides()),
                              config_file=args.config, config=scenario_config,

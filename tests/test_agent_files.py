@@ -164,7 +164,7 @@ def test_a_run_stopped_by_an_error_closes_its_envs(tmp_path, monkeypatch):
 
 
 WORKER_FAILS = """
-import multiprocessing, sys
+import multiprocessing, os, sys
 import gymnasium as gym
 import hffm_env.agents.command as train_agent
 import hffm_env.agents.ppo as ppo
@@ -174,6 +174,8 @@ made = ppo.make_env_fn
 def failing(args, rank, **kwargs):
     make = made(args, rank, **kwargs)
     def env():
+        if rank == 1 and os.environ.get("FAIL_AT_START"):
+            raise RuntimeError("a worker failed to start")
         class Fails(gym.Wrapper):
             steps = 0
             def step(self, action):
@@ -206,10 +208,10 @@ def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_pat
     script = tmp_path / "worker_fails.py"
     script.write_text(WORKER_FAILS)
 
-    def start(*argv: str) -> subprocess.Popen:
+    def start(*argv: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, str(script), *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
     def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
         stdout, stderr = process.communicate(timeout=180)
@@ -224,10 +226,13 @@ def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_pat
                        "--resume", str(COMMITTED_DIR / "ppo-menu_s0"), "--total-timesteps",
                        "16000", "--eval-seeds", "1000", "--no-progress", "--n-envs", "2",
                        "--out", str(tmp_path / "resumed"))
+    # a worker that fails as it starts: the run ended on "[Errno 104] Connection reset by peer"
+    unstarted = start(*BASE, "--n-envs", "2", "--total-timesteps", "64",
+                      "--out", str(tmp_path / "unstarted"), FAIL_AT_START="1")
     try:
-        done, refused = finish(failing), finish(mismatched)
+        done, refused, stopped = finish(failing), finish(mismatched), finish(unstarted)
     finally:  # a run that hung past the timeout is not left behind
-        for process in (failing, mismatched):
+        for process in (failing, mismatched, unstarted):
             process.kill()
             process.wait()
     assert done.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], done
@@ -240,6 +245,12 @@ def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_pat
         "its pipe) while training; its own error, if it raised one, is printed above")
     assert refused.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], refused
     assert "statistics" in refused.stderr.strip().splitlines()[-1], refused
+    assert stopped.stdout.splitlines()[-2:] == ["status 2", "workers left 0"], stopped
+    assert "RuntimeError: a worker failed to start" in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1].startswith(
+        "train_agent.py: error: a worker of the vector env (--n-envs 2) stopped ("), stopped
+    assert stopped.stderr.strip().splitlines()[-1].endswith(
+        "on its pipe) while starting; its own error, if it raised one, is printed above")
 
 
 def test_a_run_killed_outright_keeps_its_learning_curve_up_to_its_last_checkpoint(
@@ -509,6 +520,18 @@ def test_a_runs_checkpoints_are_its_step_folders_by_their_timesteps(tmp_path):
     assert saved_checkpoints(tmp_path / "nothing") == {}
 
 
+def test_the_checkpoints_folder_itself_points_at_its_latest_checkpoint(trained, tmp_path):
+    from hffm_env.agents.checkpoint import checkpoint_folder
+
+    run = tmp_path / "run"
+    for steps in (8, 16):
+        _copy(trained, run / checkpoint_folder(steps))
+    with pytest.raises(AgentFileError, match=r"checkpoints: a run's checkpoints folder; name "
+                                             r"one of its checkpoints \(the latest: "
+                                             r".*step_00000016\)"):
+        find_agent(run / "checkpoints")
+
+
 def test_a_crafted_agent_archive_runs_no_code(trained, tmp_path, capsys):
     import gymnasium as gym
 
@@ -562,6 +585,9 @@ def test_crafted_statistics_run_no_code(trained, tmp_path):
                             "stable-baselines3"),
     ({"action_mode": "fine"}, "action_mode = \"fine\": must be one of"),
     ({"overrides": "env.episode_rounds=4"}, "overrides = .*: must be a list of KEY=VALUE"),
+    # JSON's Infinity and NaN: int() of them raised from inside the check
+    ({"num_timesteps": float("inf")}, "num_timesteps = Infinity: must be an integer >= 0"),
+    ({"hidden_sizes": [float("nan")]}, "hidden_sizes = \\[NaN\\]: must be"),
 ])
 def test_a_hand_edited_agent_json_is_refused_naming_the_field(trained, tmp_path, fields, says):
     """Values of the wrong kind were taken as they came: "64" as hidden sizes (6, 4)."""
@@ -569,6 +595,25 @@ def test_a_hand_edited_agent_json_is_refused_naming_the_field(trained, tmp_path,
     _edit_info(agent, **fields)
     with pytest.raises(AgentFileError, match=f"agent.json: {says}"):
         AgentPolicy(agent)
+
+
+def test_a_float_timestep_count_reads_as_an_integer(trained, tmp_path):
+    agent = _copy(trained, tmp_path / "float")
+    _edit_info(agent, num_timesteps=512.0)
+    assert find_agent(agent).info.num_timesteps == 512
+    assert isinstance(find_agent(agent).info.num_timesteps, int)
+
+
+def test_a_hand_edited_train_args_leaves_the_training_config_unknown(trained, tmp_path):
+    """AgentInfo refusing what train_args.json says made training_config raise, where an
+    unreadable record means "not known" (None)."""
+    agent = _copy(trained, tmp_path / "edited_args")
+    info = json.loads((agent / "agent.json").read_text())
+    del info["config"], info["overrides"]  # so that train_args.json is read instead
+    (agent / "agent.json").write_text(json.dumps(info))
+    recorded = json.loads((agent / "train_args.json").read_text())
+    (agent / "train_args.json").write_text(json.dumps({**recorded, "scenario": 5}))
+    assert find_agent(agent).training_config() is None
 
 
 def test_an_agent_json_without_algo_says_so(trained, tmp_path):
