@@ -39,7 +39,7 @@ from hffm_env.config import (
 from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
-from hffm_env.seeding import DEFAULT_EVAL_SEEDS, check_seed
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -918,11 +918,12 @@ def tuned_on_seeds(names: Iterable[str], seeds: Iterable[int]) -> dict[str, str]
 
 
 def _check_seeds(seeds: Iterable[int]) -> list[int]:
-    """``seeds`` as a list of distinct integers >= 0, at least one."""
+    """``seeds`` as a list of distinct seeds (:func:`~hffm_env.seeding.check_seed`), at
+    least one."""
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable) \
             or not (seeds := list(seeds)):  # a list, a tuple, a numpy array, a range ...
         raise ValueError(f"seeds = {seeds!r}: must be a non-empty list of integers in "
-                         "0..2**63-1")
+                         f"{SEED_RANGE}")
     out = [check_seed(seed, f"seeds[{k}]") for k, seed in enumerate(seeds)]
     twice = sorted({s for s in out if out.count(s) > 1})
     if twice:

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from hffm_env.config import SEED_MAX
 from hffm_env.devices import device_problem, resolve_device
+from hffm_env.seeding import SEED_MAX, SEED_RANGE
 
 __all__ = [
     "PLOT_SUFFIXES",
@@ -287,9 +287,9 @@ def _integer(text: str, what: str) -> int:
 
 def seed(text: str) -> int:
     """A seed: an integer in ``0..2**63-1`` (the config's range)."""
-    value = _integer(text, "an integer seed in 0..2**63-1")
+    value = _integer(text, f"an integer seed in {SEED_RANGE}")
     if not 0 <= value <= SEED_MAX:  # (seeding.check_seed's range, said the way flags say it)
-        raise argparse.ArgumentTypeError(f"{value}: seeds are integers in 0..2**63-1")
+        raise argparse.ArgumentTypeError(f"{value}: seeds are integers in {SEED_RANGE}")
     return value
 
 

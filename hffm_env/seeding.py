@@ -18,14 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "SEED_MAX", "check_seed", "check_training_seeds",
-           "DEFAULT_EVAL_SEEDS", "SEEDING_SCHEME", "RandomStreams"]
+__all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "SEED_MAX", "SEED_RANGE", "check_seed",
+           "check_training_seeds", "DEFAULT_EVAL_SEEDS", "SEEDING_SCHEME", "RandomStreams"]
 
 STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 
 SEED_MAX: int = 2**63 - 1
 """The largest seed: of a config (``ScenarioConfig.seed``), a reset, a bench or a training run."""
+SEED_RANGE = "0..2**63-1"
+"""The seeds' range as messages say it."""
 
 
 def check_seed(value: object, what: str = "seed") -> int:
@@ -33,7 +35,7 @@ def check_seed(value: object, what: str = "seed") -> int:
     else ``ValueError`` naming ``what`` and the value: the one rule every seed is read by."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
             or not 0 <= int(value) <= SEED_MAX:
-        raise ValueError(f"{what} = {value!r}: must be an integer in 0..2**63-1")
+        raise ValueError(f"{what} = {value!r}: must be an integer in {SEED_RANGE}")
     return int(value)
 
 

@@ -126,10 +126,10 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
         """The env's full action for a coarse one (slot errors name the coarse slot)."""
         space = cast(spaces.MultiDiscrete, self.action_space)  # set in __init__
         a = check_action(action, space.nvec, self.slot_names)
-        k = len(MODULE_TYPES)
-        edge = {t: self.menu[int(a[j])] for j, t in enumerate(MODULE_TYPES)}
-        cloud = {t: self.menu[int(a[k + j])] for j, t in enumerate(MODULE_TYPES)}
-        routes = [Route(int(r)) for r in a[2 * k:]]
+        value = dict(zip(self.slot_names, (int(v) for v in a), strict=True))
+        edge = {t: self.menu[value[f"edge_period/{t}"]] for t in MODULE_TYPES}
+        cloud = {t: self.menu[value[f"cloud_period/{t}"]] for t in MODULE_TYPES}
+        routes = [Route(value[f"route/{c}"]) for c in range(self.num_clusters)]
         return full_action(self.env, edge, cloud, routes)
 
     def action_masks(self) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -428,9 +429,9 @@ class HFFMEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: new placement, fading, dropout, arrivals and data order from
-        ``seed``; modules back to their initial state. The env has no ``options``; a dict
+        ``seed``; modules back to their initial state. The env has no ``options``; a mapping
         given is ignored, as Gymnasium's envs do, anything else refused."""
-        if options is not None and not isinstance(options, dict):
+        if options is not None and not isinstance(options, Mapping):
             raise ValueError(f"reset options = {options!r}: must be None or a dict (this env "
                              "takes no options)")
         if seed is not None:  # checked before any state changes: the env stays usable

@@ -1,6 +1,6 @@
 """Putting a scenario's world together: the network of the config seed's first layout, the
-data split, the model and the federated engine over them, in one place (the env, the
-benchmarks and the tests build it the same way)."""
+data split, the model and the federated engine over them, in one place (the env and the
+benchmarks build it here)."""
 
 from __future__ import annotations
 

@@ -256,6 +256,8 @@ def load_backbone(path: str | Path) -> BertModel:
             str(folder), local_files_only=True, add_pooling_layer=False,
             attn_implementation="eager", output_loading_info=True,
         ))
+    except MemoryError:  # too large for this machine, not damaged
+        raise
     except Exception as err:  # safetensors, torch and transformers each raise their own kinds
         raise _unreadable(folder, "weights", err) from None
     missing = [k for k in [*loading["missing_keys"], *loading["mismatched_keys"]]

@@ -115,6 +115,7 @@ def test_step_before_the_first_reset_is_refused():
 def test_reset_options_other_than_a_dict_are_refused_and_leave_the_env_usable():
     env, fresh = _cost_env(), _cost_env()
     env.reset(seed=1, options={"anything": 1})  # a dict: ignored, as Gymnasium's envs do
+    env.reset(seed=1, options=types.MappingProxyType({"anything": 1}))  # any mapping
     with pytest.raises(ValueError, match="reset options = 'foo': must be None or a dict"):
         env.reset(seed=2, options="foo")
     assert np.array_equal(env.reset(seed=3)[0], fresh.reset(seed=3)[0])

@@ -454,3 +454,17 @@ def test_outage_off_changes_nothing():
     assert a.cost.energy_j == pytest.approx(b.cost.energy_j)
     for name in plain.params:
         torch.testing.assert_close(plain.params[name], quiet.params[name])
+
+
+def test_build_engine_puts_the_world_together_and_names_a_bad_fidelity():
+    from hffm_env.fl.build import build_engine
+
+    cfg = apply_overrides(small(), list(TINY_OVERRIDES))
+    with pytest.raises(ValueError, match="fidelity = 'fast': must be one of"):
+        build_engine(cfg, "fast")
+    engine = build_engine(cfg, "cost")  # the config seed's own streams
+    again = build_engine(cfg, "surrogate", streams=RandomStreams.from_seed(cfg.seed))
+    assert not engine.train and not engine.data.has_scenes  # no scene drawn outside training
+    assert len(engine.data.profiles) == engine.network.num_devices
+    assert np.array_equal(engine.network.topology.device_xy_m,
+                          again.network.topology.device_xy_m)
