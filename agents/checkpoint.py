@@ -90,8 +90,8 @@ def checkpoint_step(folder: Path) -> int | None:
 
 def saved_checkpoints(out: Path) -> dict[int, Path]:
     """The checkpoint folders of the run in ``out``, by the timesteps they were saved after."""
-    found = ((checkpoint_step(p), p) for p in (out / CHECKPOINTS).glob("step_*"))
-    return {step: p for step, p in sorted(found, key=lambda f: f[0] or 0) if step is not None}
+    found = {checkpoint_step(p): p for p in (out / CHECKPOINTS).glob("step_*")}
+    return {step: found[step] for step in sorted(s for s in found if s is not None)}
 
 ALGO_CLASSES = {"ppo": "stable_baselines3.PPO", "maskable-ppo": "sb3_contrib.MaskablePPO"}
 """Algorithm name -> the SB3 class that trains and loads it."""

@@ -296,16 +296,12 @@ def train_sb3(args: TrainArgs) -> float:
                         in_subprocess=subprocess, fidelity=fidelity)
             for rank in range(args.n_envs)
         ]
-        if not subprocess:
-            vec: VecEnv = DummyVecEnv(fns)
-        else:  # built in two steps, so that the workers it started can be ended if it fails
-            vec = SubprocVecEnv.__new__(SubprocVecEnv)
-            try:
-                vec.__init__(fns)  # type: ignore[misc]
-            except (EOFError, BrokenPipeError, ConnectionResetError) as err:
-                _stop_vec_env(vec)
-                raise worker_stopped(err, "while starting") from err
+        # a SubprocVecEnv is built in two steps, so that the workers it started can be ended
+        # if starting fails
+        vec: VecEnv = SubprocVecEnv.__new__(SubprocVecEnv) if subprocess else DummyVecEnv(fns)
         try:
+            if subprocess:
+                vec.__init__(fns)  # type: ignore[misc]
             vec.seed(seed)
             if args.normalize:
                 vec = VecNormalize(vec, norm_obs=True, norm_reward=True, clip_obs=10.0)
