@@ -128,7 +128,7 @@ class AgentInfo:
     clip_range: float = 0.2
     num_timesteps: int = 0
     scenario: str = ""
-    fidelity: str = ""
+    fidelity: str = ""  # of its latest training steps ("train" once fine-tuned)
     action_mode: str = "full"  # "coarse": the policy acts through hffm_env.wrappers.CoarseActions
     engine: str = "sb3"  # "rllib": policy.pt and rllib/ instead of model.zip (agents/rllib.py)
     multi_agent: bool = False  # RLlib only: an edge module and a cloud module

@@ -320,6 +320,8 @@ class TrainArgs:
             if self.multi_agent and self.action_mode != "full":
                 raise ValueError(f"action_mode = {self.action_mode!r}: the multi-agent env "
                                  "has its own per-agent actions; use 'full'")
+            # RLlib's observations stay in [0, 1], unnormalised: train_args.json says so
+            self.normalize = False
         for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
             if value is not None and value not in FIDELITIES:
                 raise ValueError(f"{name} = {value!r}: must be one of {list(FIDELITIES)}")

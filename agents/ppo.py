@@ -270,8 +270,11 @@ def train_sb3(args: TrainArgs) -> float:
     if resume is not None:  # another config or fidelity can be the point (a curriculum)
         recorded = resume.info.overrides
         # (what, as trained (None: not recorded), as given): a fidelity or a list of settings
+        # (a checkpoint of the fine-tuning continues fine-tuning: in train fidelity)
+        continues_in = ("train" if args.finetune_steps
+                        and resume.info.num_timesteps >= args.total_timesteps else args.fidelity)
         changes: tuple[tuple[str, object, object], ...] = (
-            ("--fidelity", resume.info.fidelity or None, args.fidelity),
+            ("--fidelity", resume.info.fidelity or None, continues_in),
             ("the settings", None if recorded is None else list(recorded),
              list(args.scenario_overrides())))
         for what, then, now in changes:
@@ -370,11 +373,16 @@ def train_sb3(args: TrainArgs) -> float:
                   f"actions (loss {report.loss:.3f}; "
                   f"{time.perf_counter() - cloning_started:.0f} s)")
 
+        # the fidelity of the latest steps the policy trained on: agent.json's (a fine-tuned
+        # agent's is "train"; a resumed run that trains nothing keeps its checkpoint's)
+        trained_fidelity = (resume.info.fidelity or args.fidelity if resume is not None
+                            else args.fidelity)
+
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
                              num_timesteps=int(model.num_timesteps),
                              scenario=cast(str, args.scenario),  # TrainArgs names the preset
-                             fidelity=args.fidelity, action_mode=args.action_mode,
+                             fidelity=trained_fidelity, action_mode=args.action_mode,
                              normalized=bool(args.normalize),
                              overrides=tuple(args.scenario_overrides()),
                              config_file=args.config, config=asdict(scenario_config),
@@ -403,7 +411,8 @@ def train_sb3(args: TrainArgs) -> float:
         def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
             """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
             curve and raises TrainingInterrupted."""
-            episodes.phase = fidelity
+            nonlocal trained_fidelity
+            episodes.phase = trained_fidelity = fidelity
             bar = args.progress and sys.stderr.isatty()
             phase_callbacks = callbacks
             if args.progress and not bar:  # a file or CI log: lines instead of the bar

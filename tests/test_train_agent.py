@@ -210,7 +210,7 @@ def test_agents_of_a_smaller_action_space_act_in_the_full_env(tmp_path, mode):
     assert record.rounds == 4
 
 
-def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
+def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsys):
     """Each update's learning rate is the schedule's when its rollout starts, over training
     and fine-tuning alike (16 + 16 steps, rollouts of 8: 1, 3/4, 1/2 and 1/4 of 1e-3); a run
     resumed from a checkpoint, in training or in fine-tuning, ends where the uninterrupted one
@@ -253,6 +253,10 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
     assert rate(linear) == pytest.approx(2.5e-4)  # fine-tuning learns, at its share
     # the agent as the surrogate phase left it, before fine-tuning (skipped before)
     assert rate(linear / "checkpoints" / "step_00000016") == pytest.approx(7.5e-4)
+    # agent.json names the fidelity of the latest steps: the fine-tuned agent's is "train"
+    assert [find_agent(where).info.fidelity for where in (
+        linear / "checkpoints" / "step_00000008", linear / "checkpoints" / "step_00000016",
+        linear / "checkpoints" / "step_00000024", linear)] == ["cost", "cost", "train", "train"]
     assert curve(linear) == [(t, "cost") for t in (4, 8, 12, 16)] + [
         (t, "train") for t in (20, 24, 28, 32)]
     # the fine-tuning's logged mean return is over its own (real-training) episodes: SB3
@@ -273,6 +277,8 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path):
         assert find_agent(resumed).info.num_timesteps == 32  # no step repeated
         assert rate(resumed) == pytest.approx(2.5e-4)
         assert curve(resumed) == curve(linear)
+        # a fine-tuning checkpoint continues in train fidelity, as it was trained: no note
+        assert "was trained with" not in capsys.readouterr().err
     constant = tmp_path / "constant"
     run(constant, "--checkpoint-every", "8", schedule="constant")
     assert rate(constant) == pytest.approx(1e-3)

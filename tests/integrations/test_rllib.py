@@ -155,6 +155,9 @@ def test_rllib_flags_are_checked_before_any_work(tmp_path):
         TrainArgs(engine="rllib", multi_agent=True, action_mode="menu", out=str(tmp_path))
     with pytest.raises(ValueError, match="finetune_timesteps"):
         TrainArgs(engine="rllib", finetune_timesteps=10, out=str(tmp_path))
+    # RLlib does not normalise observations: the run's record does not say it did
+    assert TrainArgs(engine="rllib", out=str(tmp_path)).normalize is False
+    assert TrainArgs(out=str(tmp_path)).normalize is True
 
 
 def test_the_rllib_policy_learns_on_the_device_asked_for(tmp_path):
