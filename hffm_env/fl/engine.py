@@ -481,6 +481,17 @@ class FederatedEngine:
                           self.scenario, self.inventory, self.module_bits,
                           self.holds.cpu().numpy(), with_compute=with_compute)
 
+    def double(self) -> None:
+        """Compute in float64 from the next :meth:`reset` on: the model, its cached features
+        and the initial modules. For checks against a reference implementation: in float32,
+        Adam's division by ``sqrt(v)`` and the MoE's top-k choice between near-tied experts
+        turn rounding differences into visible parameter differences."""
+        self.model.double()
+        if self.train:
+            self.features = {m: f.double() for m, f in self.features.items()}
+            self.evaluator.features = {m: f.double() for m, f in self.evaluator.features.items()}
+        self._initial_state = {k: v.double() for k, v in self._initial_state.items()}
+
     def attach_network(self, network: Network) -> None:
         """Use ``network`` from now on (the env re-places the network on every reset). Its
         devices must be the same, in the same clusters' order of sizes."""

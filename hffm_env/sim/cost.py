@@ -149,14 +149,17 @@ class CostAccountant:
 
     Args:
         scenario: the scenario (channel powers, backhaul, compute and cost flags).
-        topology: the network (clusters).
+        topology: the network; only its clusters are read (which devices each holds), which
+            stay as devices move, so the accountant of a network with mobility stays valid.
         cpu_freq_hz: ``(N,)`` CPU frequency of each device.
     """
 
     def __init__(self, scenario: ScenarioConfig, topology: Topology,
                  cpu_freq_hz: np.ndarray) -> None:
         self.scenario = scenario
-        self.topology = topology
+        self.cluster_of_device = np.array(topology.cluster_of_device, dtype=np.int64)
+        """``(N,)`` each device's cluster (edge server)."""
+        self.num_clusters = int(topology.num_clusters)
         self.cpu_freq_hz = np.asarray(cpu_freq_hz, dtype=np.float64)
         ch = scenario.channel
         # indexed by LinkKind (keyed, so that the enum's order cannot mix them up)
@@ -170,7 +173,7 @@ class CostAccountant:
     def compute_cost(self, compute_samples: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``(latency_s, energy_j)`` per device of local computation (zeros when computation is
         disabled or ``compute_samples`` is None)."""
-        n = self.topology.num_devices
+        n = len(self.cluster_of_device)
         cfg = self.scenario.compute
         if compute_samples is None or not cfg.enabled:
             return np.zeros(n), np.zeros(n)
@@ -224,8 +227,7 @@ class CostAccountant:
     ) -> CostReport:
         """Latency and energy of ``table`` (plus computation of ``compute_samples`` per device)
         under this round's ``rates``; see the class docstring for the rules."""
-        topo = self.topology
-        n, c = topo.num_devices, topo.num_clusters
+        n, c = len(self.cluster_of_device), self.num_clusters
         if (table.num_devices, table.num_clusters) != (n, c):
             raise ValueError("transfer table and accountant describe different networks")
         cols = table.columns()
@@ -242,7 +244,7 @@ class CostAccountant:
         if flow.size:
             self._transfer_stage_latency(cols, times, stage_lat)
         comp_lat, comp_energy = self.compute_cost(compute_samples)
-        np.maximum.at(stage_lat[Stage.COMPUTE], topo.cluster_of_device, comp_lat)
+        np.maximum.at(stage_lat[Stage.COMPUTE], self.cluster_of_device, comp_lat)
 
         up = stage_lat[:_NUM_UP_STAGES].sum(axis=0)
         down = stage_lat[_NUM_UP_STAGES:].sum(axis=0)
@@ -292,7 +294,7 @@ class CostAccountant:
         (rule 4), fully vectorised: segments -> (stage, cluster, src, dst) groups -> dependency
         relaxation -> max per (stage, cluster)."""
         c = stage_lat.shape[1]
-        num_nodes = self.topology.num_devices + c + 1
+        num_nodes = len(self.cluster_of_device) + c + 1
         order = np.lexsort((cols["hop"], cols["flow"]))  # route order within each flow
         flow = cols["flow"][order]
         stage, cluster = cols["stage"][order], cols["cluster"][order]

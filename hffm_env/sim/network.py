@@ -112,7 +112,6 @@ class Network:
         and ``streams.dynamics`` only."""
         if self.mobility is not None:
             self.topology = self.topology.with_device_xy(self.mobility.step(streams.dynamics))
-            self.accountant.topology = self.topology
         self._redraw(streams)
 
     def _redraw(self, streams: RandomStreams) -> None:
