@@ -13,6 +13,12 @@ from hffm_env.provenance import provenance
 _json_stdout: IO[str] | None = None
 
 
+def description(doc: str | None) -> str:
+    """A script's ``--help`` description: its docstring's first paragraph (the docstring is
+    None under ``python -OO``: then a generic line)."""
+    return doc.strip().split("\n\n")[0] if doc else "An hffm-env benchmark."
+
+
 def add_json_option(parser: argparse.ArgumentParser, what: str = "results") -> None:
     """The scripts' one ``--json [FILE]`` flag: write ``what`` as JSON to FILE, or to stdout
     without FILE (then call :func:`claim_stdout_for_json` on the parsed value)."""

@@ -30,7 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 from hffm_env import arguments
 from hffm_env.config import FIDELITIES
@@ -146,7 +152,7 @@ def run_levers(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the lever table."""
-    parser = lever_parser(__doc__.splitlines()[0], FIDELITIES)
+    parser = lever_parser(description(__doc__), FIDELITIES)
     args = parser.parse_args(argv)
     claim_stdout_for_json(args.json)
 

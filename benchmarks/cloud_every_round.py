@@ -17,7 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 from hffm_env import arguments
 
@@ -31,7 +37,7 @@ def schedules() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the probe and print the bench table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"),

@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Any
 
-from _output import add_json_option, claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, description, emit_json
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -140,7 +140,7 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("bench_json", help="a `hffm bench --json` file with a 'never' episode")
     parser.add_argument("--best", default="hffm-d2d-e2",
                         help="the best baseline to compare with (default hffm-d2d-e2)")

@@ -22,7 +22,13 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -95,7 +101,7 @@ def measure(scenario: str, fidelity: str, steps: int, overrides: list[str]) -> d
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
                         choices=scenario_names(),  # checked before any scenario runs
                         help="presets to time (default: small paper)")

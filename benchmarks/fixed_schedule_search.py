@@ -25,7 +25,13 @@ import sys
 import time
 from typing import Any
 
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 from hffm_env import arguments
 
@@ -198,7 +204,7 @@ def env_factory(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Search, judge on held-out seeds, print the table."""
-    parser = search_parser(__doc__.splitlines()[0], judged="winner")
+    parser = search_parser(description(__doc__), judged="winner")
     parser.add_argument("--starts", nargs="+", default=["hffm-d2d-e1", "hffm-d2d-e2", "star"],
                         metavar="NAME", help="fixed schedules to descend from: names of the "
                         "paper's menu, never, or hffm-d2d-e1 (default: hffm-d2d-e1 hffm-d2d-e2 "

@@ -33,6 +33,7 @@ from _output import (  # noqa: E402
     add_json_option,
     add_overrides_option,
     claim_stdout_for_json,
+    description,
     emit_json,
 )
 
@@ -153,7 +154,7 @@ def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, fine-tune and print the table (or JSON); the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--samples", type=arguments.positive_int, default=2000,
                         help=f"training samples, at least a batch of {BATCH_SIZE} "
                         "(default 2000)")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import add_json_option, claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, description, emit_json
 
 from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
@@ -158,7 +158,7 @@ def format_table(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--rounds", type=arguments.positive_int, default=7,
                         help="timed rounds per size (default 7)")
     parser.add_argument("--per-cluster", action="store_true",

@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from _output import add_json_option, claim_stdout_for_json, emit_json
+from _output import add_json_option, claim_stdout_for_json, description, emit_json
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
@@ -110,7 +110,7 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
 
 def main(argv: list[str] | None = None) -> int:
     """Search, judge on held-out seeds, print the table."""
-    parser = search_parser(__doc__.splitlines()[0], judged="plan")
+    parser = search_parser(description(__doc__), judged="plan")
     parser.add_argument("--rounds", type=arguments.positive_int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
     parser.add_argument("--max-passes", type=arguments.positive_int, default=3,

@@ -22,7 +22,13 @@ import time
 from collections.abc import Callable
 
 import torch
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 from torch.func import functional_call
 
 from hffm_env import arguments
@@ -76,7 +82,7 @@ def time_it(fn: Callable[[], object], repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--repeats", type=arguments.positive_int, default=5,

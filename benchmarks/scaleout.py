@@ -27,7 +27,13 @@ import sys
 import time
 
 import numpy as np
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -109,7 +115,7 @@ def _masked_sample(nvec: np.ndarray, mask: np.ndarray, rng: np.random.Generator)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--fidelities", nargs="+", default=["cost", "train"],
                         choices=["cost", "surrogate", "train"],

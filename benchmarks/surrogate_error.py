@@ -44,7 +44,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 from hffm_env import arguments
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
@@ -151,7 +157,7 @@ def _crossing_rounds(episodes, surrogate, tasks, target: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,

@@ -26,7 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _output import add_json_option, add_overrides_option, claim_stdout_for_json, emit_json
+from _output import (
+    add_json_option,
+    add_overrides_option,
+    claim_stdout_for_json,
+    description,
+    emit_json,
+)
 
 from hffm_env import arguments, jsonio
 from hffm_env.config import ConfigError, scenario_names
@@ -254,7 +260,7 @@ def format_result(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run (or read, or rescore) the trade-off and print the verdicts; the exit
     status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
                         choices=scenario_names(),  # checked before any scenario runs
                         help="presets to run (default: small paper)")

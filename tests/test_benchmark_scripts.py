@@ -87,3 +87,22 @@ def test_round_throughput_reports_its_ratios(benchmarks, tmp_path):
         result["sequential_s"] / result["batched_s"])
     assert result["targets_met"]["sequential_over_batched>=2"] == (
         result["sequential_over_batched"] >= 2)
+
+
+def test_every_benchmark_describes_itself_in_help(benchmarks):
+    """Each script's --help opens with its docstring's first paragraph (several cut it at
+    its first line, mid-sentence), and a docstring stripped by ``python -OO`` gives a line
+    instead of an AttributeError."""
+    import ast
+
+    from _output import description
+
+    assert description(None) == "An hffm-env benchmark."
+    assert description("One question?\nIts line two.\n\nDetails.") == (
+        "One question?\nIts line two.")
+    scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+    assert len(scripts) >= 10
+    for script in scripts:
+        source = script.read_text()
+        assert ast.get_docstring(ast.parse(source)), script.name
+        assert "description(__doc__)" in source and "__doc__." not in source, script.name
