@@ -31,6 +31,7 @@ __all__ = [
     "LR_SCHEDULES",
     "ACTION_MODES",
     "OUT_FILES",
+    "RESULT_FILES",
     "LEARNING_CURVE_CSV",
     "LEARNING_CURVE_PNG",
     "LearningCurve",
@@ -244,6 +245,12 @@ class TrainArgs:
         default_factory=list,
         metadata={"help": "baselines to compare with, comma- or space-separated (default: "
                   "all whose periods are on env.period_menu; hffm bench --help lists them)"}
+    )
+    evaluate: bool = field(
+        default=True,
+        metadata={"help": "after training, compare the agent with the baselines on "
+                  "--eval-seeds (results.json, results.md, pareto.png); --no-evaluate stops "
+                  "after training (hffm bench --agent OUT compares it later)"},
     )
     eval_data_split_per_seed: bool = field(
         default=False,
@@ -517,9 +524,10 @@ class TrainingInterrupted(Exception):
 
 LEARNING_CURVE_CSV = "learning_curve.csv"
 LEARNING_CURVE_PNG = "learning_curve.png"
+RESULT_FILES = ("results.json", "results.md", "pareto.png")
+"""What the comparison with the baselines writes into ``--out``."""
 OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib", "checkpoints",
-             "runs", "train_args.json", LEARNING_CURVE_CSV, LEARNING_CURVE_PNG,
-             "results.json", "results.md", "pareto.png")
+             "runs", "train_args.json", LEARNING_CURVE_CSV, LEARNING_CURVE_PNG, *RESULT_FILES)
 """What a run writes into ``--out``: what ``--force`` removes (TensorBoard's ``runs/`` too, so
 that the new run's curves are not shown beside the old run's; a resumed run adds its own)."""
 

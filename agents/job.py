@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from hffm_env import jsonio
-from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
+from hffm_env.agents.common import (
+    RESULT_FILES,
+    TrainArgs,
+    TrainingInterrupted,
+    env_device,
+    note,
+)
 from hffm_env.files import write_text_atomically
 
 __all__ = [
@@ -22,7 +28,8 @@ def train(args: TrainArgs) -> dict[str, Any]:
     """Train a scheduler as ``args`` say (:func:`~hffm_env.agents.ppo.train_sb3` or
     :func:`~hffm_env.agents.rllib.train_rllib`), evaluate it against the baselines, and write
     ``results.json``, ``results.md`` and ``pareto.png`` beside the agent folder in
-    ``args.out``. Returns the results dict. Ctrl-C saves the agent folder and raises
+    ``args.out`` (not with ``args.evaluate`` False: then the dict has ``train_seconds``
+    only). Returns the results dict. Ctrl-C saves the agent folder and raises
     :class:`TrainingInterrupted`."""
     if args.engine == "rllib":
         try:
@@ -32,9 +39,14 @@ def train(args: TrainArgs) -> dict[str, Any]:
                              "pip install 'hffm-env[rllib]'") from None
     else:
         from hffm_env.agents.ppo import train_sb3 as train_engine
-    evaluation_baselines(args)  # a baseline that cannot play: refused now, not after training
+    if args.evaluate:  # a baseline that cannot play: refused now, not after training
+        evaluation_baselines(args)
     train_seconds = train_engine(args)
     out = Path(args.out)
+    if not args.evaluate:
+        for name in RESULT_FILES:  # an earlier comparison in --out judged another agent
+            (out / name).unlink(missing_ok=True)
+        return {"train_seconds": train_seconds}
     try:
         return evaluate_against_baselines(args, out, train_seconds=train_seconds)
     except KeyboardInterrupt:

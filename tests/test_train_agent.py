@@ -181,6 +181,27 @@ def test_fixed_grid_named_on_its_tuning_seeds_is_refused_before_training(tmp_pat
     assert evaluation_baselines(args) == ["star"]
 
 
+def test_no_evaluate_stops_after_training_and_clears_an_older_comparison(tmp_path, capsys):
+    """--no-evaluate: the agent and its curve, no comparison (which took as long as the
+    training on small runs); a comparison an earlier run left in --out judged another agent."""
+    out = tmp_path / "o"
+    common = ["--fidelity", "cost", "--total-timesteps", "8", "--n-steps", "8", "--batch-size",
+              "8", "--eval-seeds", "1000", "--eval-policies", "never", "--no-progress",
+              "--out", str(out), "--overrides", *TINY_OVERRIDES]
+    assert train_agent.main(common) == 0
+    assert (out / "results.json").exists()
+    capsys.readouterr()
+    assert train_agent.main([*common, "--total-timesteps", "16", "--resume", str(out),
+                             "--no-evaluate"]) == 0
+    printed = capsys.readouterr().out
+    assert f"agent saved in {out}" in printed and f"hffm bench --agent {out}" in printed
+    assert "| never |" not in printed
+    assert json.loads((out / "agent.json").read_text())["num_timesteps"] == 16
+    assert not any((out / name).exists() for name in ("results.json", "results.md",
+                                                       "pareto.png"))
+    assert json.loads((out / "train_args.json").read_text())["evaluate"] is False
+
+
 def test_flags_share_hffm_vocabulary():
     args = train_agent.parse_args(["--set", "fl.lr=0.01", "--set", "env.episode_rounds=4",
                                    "--overrides", "fl.local_steps=2", "--eval-seeds", "1001"])
