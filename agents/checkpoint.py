@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hffm_env import jsonio
+from hffm_env.arguments import error_line
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
     from stable_baselines3.common.policies import BasePolicy
@@ -553,7 +554,7 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, IndexError) as err:
         # (IndexError: torch's weights-only unpickler on text that starts like an opcode)
         raise AgentFileError(f"{agent.model_path}: corrupt weights ({type(err).__name__}: "
-                             f"{' '.join(str(err).split())[:200]})") from None
+                             f"{error_line(err, 200)})") from None
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         first = first.rstrip(":")

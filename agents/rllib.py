@@ -77,7 +77,7 @@ from hffm_env.agents.checkpoint import (
     AgentInfo,
     checkpoint_folder,
 )
-from hffm_env.arguments import interrupts_held
+from hffm_env.arguments import error_line, interrupts_held
 from hffm_env.files import load_tensors
 
 __all__ = [
@@ -470,7 +470,7 @@ def train_rllib(args: Any) -> float:
             except (RuntimeError, ValueError, KeyError) as err:  # e.g. other spaces' weights
                 raise AgentFileError(
                     f"--resume {args.resume!r}: its checkpoint does not fit this run "
-                    f"({' '.join(str(err).split())[:300]})"
+                    f"({error_line(err, 300)})"
                     f"{trained_on(resume.folder, 'resume it')}") from None
         replace_earlier_run(out, args)  # all built: --force may remove the earlier run
         steps = resume.info.num_timesteps if resume is not None else 0

@@ -261,12 +261,15 @@ def report_user_error(err: BaseException, prog: str) -> int:
     return 2
 
 
-def error_line(err: BaseException) -> str:
-    """``err``'s message on one line (YAML and torch messages span several); an OS error as
-    ``path: reason``."""
+def error_line(err: BaseException, max_chars: int | None = None) -> str:
+    """``err``'s message on one line (YAML and torch messages span several), cut to
+    ``max_chars`` (a library's message quoted inside one of ours); an OS error as
+    ``path: reason``; the error's type name when it says nothing."""
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
-        return f"{err.filename}: {err.strerror}"
-    return " ".join(str(err).split()) or type(err).__name__
+        line = f"{err.filename}: {err.strerror}"
+    else:
+        line = " ".join(str(err).split()) or type(err).__name__
+    return line if max_chars is None or len(line) <= max_chars else line[:max_chars] + "..."
 
 
 # --------------------------------------------------------------------------------------------

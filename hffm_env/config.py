@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
+from hffm_env.arguments import error_line
 from hffm_env.seeding import SEED_MAX  # (re-exported: the range every seed is read in)
 
 __all__ = [
@@ -1327,8 +1328,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r}: the key {err.args[0]!r} appears twice "
                           "in one mapping (one value would be silently lost)") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        where = " ".join(str(err).split())  # YAML's problem mark spans several lines
-        raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML ({where})") from None
+        raise ConfigError(f"config file {str(path)!r}: not valid JSON/YAML "
+                          f"({error_line(err)})") from None
     except RecursionError:
         raise ConfigError(f"config file {str(path)!r}: nested too deeply to be a config") from None
     except ValueError as err:  # an integer longer than Python reads (4,300 digits)

@@ -93,6 +93,17 @@ def test_train_paths_expand_a_tilde_and_the_config_is_recorded_absolute(tmp_path
     assert args.config == str(tmp_path / "cfgs/c.yaml")
 
 
+def test_error_line_is_one_line_cut_where_asked():
+    """One rule for quoting a library's message inside ours (five modules spelled it)."""
+    err = ValueError("while parsing\n  in <unicode string>, line 1\n\nexpected a key")
+    assert arguments.error_line(err) == (
+        "while parsing in <unicode string>, line 1 expected a key")
+    assert arguments.error_line(err, 13) == "while parsing..."
+    assert arguments.error_line(RuntimeError()) == "RuntimeError"
+    missing = FileNotFoundError(2, "No such file or directory", "/x/y")
+    assert arguments.error_line(missing, 5) == "/x/y:..."
+
+
 def test_run_command_reports_user_errors_in_one_line_and_keeps_bugs_loud(capsys, monkeypatch):
     monkeypatch.delenv("HFFM_DEBUG", raising=False)
 

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from hffm_env import jsonio
+from hffm_env.arguments import error_line
 from hffm_env.config import MODULE_TYPES, SCENARIOS, ScenarioConfig
 from hffm_env.files import load_tensors, write_atomically
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
@@ -521,7 +522,7 @@ class AccuracySurrogate:
                     net.load_state_dict(state)
                 except (RuntimeError, TypeError, AttributeError) as err:
                     raise _BadRecord(f"members[{k}]: weights of another shape or kind "
-                                     f"({' '.join(str(err).split())[:120]})") from None
+                                     f"({error_line(err, 120)})") from None
                 if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
                     raise _BadRecord(f"members[{k}]: non-finite weights")
                 net.eval()

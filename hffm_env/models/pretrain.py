@@ -57,6 +57,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from hffm_env import jsonio
+from hffm_env.arguments import error_line
 from hffm_env.config import DataConfig, ModelConfig
 from hffm_env.data import (
     COLOURS,
@@ -224,7 +225,7 @@ def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _unreadable(folder: Path, what: str, err: Exception) -> ValueError:
     """The error for a checkpoint file transformers, safetensors or torch could not read."""
-    reason = " ".join(str(err).split())[:160] or type(err).__name__
+    reason = error_line(err, 160)
     return ValueError(f"model.pretrained_path = {str(folder)!r}: its {what} cannot be read "
                       f"({reason}); a damaged or truncated file? Write the checkpoint again "
                       "with BertModel.save_pretrained")
@@ -656,7 +657,7 @@ def build_model(
                 _save_cache(path, key, model.pretrained_state(), info)
             except (OSError, RuntimeError) as err:  # a full disk (torch says RuntimeError)
                 warnings.warn(f"could not save the pre-trained model to {path} "
-                              f"({' '.join(str(err).split())[:200]}); using it from memory, "
+                              f"({error_line(err, 200)}); using it from memory, "
                               "it is pre-trained again next time", RuntimeWarning,
                               stacklevel=2)
                 cache_file = None
