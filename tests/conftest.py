@@ -65,3 +65,17 @@ def config_file_reads(monkeypatch) -> list:
     monkeypatch.setattr(config, "load_config_file",
                         lambda path: reads.append(path) or read(path))
     return reads
+
+
+@pytest.fixture
+def headless_pyplot():
+    """pyplot on Agg, as in CI (a developer's display would open windows), and no figure
+    left open by a failed test (render tests check that none is)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    plt.switch_backend("agg")
+    yield plt
+    plt.close("all")
+    plt.switch_backend(backend)

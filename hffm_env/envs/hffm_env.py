@@ -25,7 +25,7 @@ from hffm_env.config import (
 from hffm_env.devices import device_problem, forked_after_torch_threads
 from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
 from hffm_env.envs.observation import Observation, ObservationInputs
-from hffm_env.envs.render import RENDER_METADATA
+from hffm_env.envs.render import RENDER_METADATA, HumanWindow, RgbFrames
 from hffm_env.envs.reward import (
     REWARDS,
     TERM_NAMES,
@@ -203,9 +203,11 @@ class HFFMEnv(gym.Env):
     ``"train"``, ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted
     surrogate file (default: the one for this config in the cache, else the one shipped for
     the preset; read in surrogate fidelity only); ``reward`` a reward's name (it becomes
-    ``env.reward``) or a callable (see Rewards); ``torch_threads`` torch's intra-op threads, a
-    process-wide setting. Each is checked, by name, before anything is built or set. The ids
-    of the presets (``hffm/HFFM-Small-v0``, ...) fix the scenario.
+    ``env.reward``) or a callable (see Rewards); ``render_mode`` ``"human"`` (a matplotlib
+    window that ``reset`` and ``step`` draw), ``"rgb_array"`` or ``"ansi"`` (see ``render``);
+    ``torch_threads`` torch's intra-op threads, a process-wide setting. Each is checked, by
+    name, before anything is built or set. The ids of the presets (``hffm/HFFM-Small-v0``,
+    ...) fix the scenario.
 
     ## Attributes
     Public views (read them; the env changes them): ``config`` (the resolved
@@ -337,6 +339,7 @@ class HFFMEnv(gym.Env):
         self.fidelity = fidelity
         self.reward_mode = reward_mode
         self.render_mode = render_mode
+        self._frames: RgbFrames | HumanWindow | None = None  # the figure, at the first frame
         self.device = device
         cfg = self.config
 
@@ -461,6 +464,7 @@ class HFFMEnv(gym.Env):
         self._add_next_action_info(info)
         obs = self._get_obs()
         self._needs_reset = False
+        self._show_human_frame()
         return obs, info
 
     def step(
@@ -490,6 +494,7 @@ class HFFMEnv(gym.Env):
         self._add_next_action_info(info)
         obs = self._get_obs()
         self._needs_reset = terminated
+        self._show_human_frame()
         # never truncated here: both ends are the MDP's (a TimeLimit wrapper truncates)
         return obs, self._reward(terms), terminated, False, info
 
@@ -523,23 +528,44 @@ class HFFMEnv(gym.Env):
     # gymnasium hints render with a type variable its Env class does not bind
     def render(self) -> np.ndarray | str | None:  # type: ignore[override, unused-ignore]
         """``"rgb_array"``: topology and this round's transfers beside accuracy, latency and
-        energy curves; ``"ansi"``: a text summary. ``None`` without a render mode."""
+        energy curves; ``"human"``: the same picture in a matplotlib window, drawn by
+        ``reset`` and ``step`` themselves and paced at ``metadata["render_fps"]`` (``render``
+        draws it again and returns ``None``; under a non-interactive backend such as Agg it
+        is drawn into the figure only); ``"ansi"``: a text summary. ``None`` without a render
+        mode."""
         from hffm_env.envs import render as rendering
 
         if isinstance(self.engine, _Closed):  # the frame would show a round of a closed env
             raise RuntimeError(_CLOSED)
         if self.render_mode == "rgb_array":
-            return rendering.render_rgb(self)
+            if not isinstance(self._frames, RgbFrames):
+                self._frames = RgbFrames()
+            return self._frames.frame(self)
+        if self.render_mode == "human":
+            if not isinstance(self._frames, HumanWindow):
+                self._frames = HumanWindow(self.metadata["render_fps"],
+                                           title=f"hffm: {self.config.name}")
+            self._frames.show(self)
+            return None
         if self.render_mode == "ansi":
             return rendering.render_ansi(self)
         gym.logger.warn(  # as Gymnasium's own envs say it
             "You are calling render method without specifying any render mode. You can "
-            'specify the render_mode at initialization: render_mode="rgb_array" or "ansi"')
+            'specify the render_mode at initialization: render_mode="human", "rgb_array" or '
+            '"ansi"')
         return None
 
+    def _show_human_frame(self) -> None:
+        """In ``human`` mode, the frame of the reset or step just done (Gymnasium's rule)."""
+        if self.render_mode == "human":
+            self.render()
+
     def close(self) -> None:
-        """Free the model, features and network; any later use of the env raises
-        ``RuntimeError`` (make a new one)."""
+        """Close the ``human`` window and free the model, features and network; any later use
+        of the env raises ``RuntimeError`` (make a new one)."""
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
         self.engine = _Closed()  # type: ignore[assignment]
         self.network = _Closed()  # type: ignore[assignment]
         self.data = _Closed()  # type: ignore[assignment]

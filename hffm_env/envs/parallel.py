@@ -88,6 +88,7 @@ from gymnasium import spaces
 from hffm_env.config import MODULE_TYPES, NEVER, REWARD_SPLITS
 from hffm_env.envs.action import check_action
 from hffm_env.envs.hffm_env import HFFMEnv, measured
+from hffm_env.envs.render import RENDER_METADATA
 from hffm_env.envs.reward import check_terms
 
 try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
@@ -165,7 +166,9 @@ class HFFMParallelEnv(ParallelEnv):
             surrogate, reward: as for :class:`~hffm_env.envs.hffm_env.HFFMEnv` (scalar
             reward mode).
         reward_split: ``"team"`` or ``"cost-share"``.
-        render_mode: ``None``, ``"rgb_array"`` or ``"ansi"`` (the single-agent frame).
+        render_mode: ``None``, ``"human"``, ``"rgb_array"`` or ``"ansi"``: the single-agent
+            env's frame (``"human"``: a matplotlib window that ``reset`` and ``step`` draw,
+            paced at ``metadata["render_fps"]``; ``render()`` returns ``None``).
         action_mask: ``"per-slot"`` (one ``int8`` vector per slot, a ``Tuple`` space),
             ``"flat"`` (one ``int8`` vector, a ``Box``) or ``"one-hot"`` (the same ``Box``
             shaped as the action's one-hot form, :func:`flat_mask_shape`; TorchRL's).
@@ -173,8 +176,9 @@ class HFFMParallelEnv(ParallelEnv):
             only, :data:`NUMERIC_INFO`; for TorchRL's ``PettingZooWrapper``).
     """
 
-    metadata = {"name": "hffm_parallel_v0", "render_modes": ["rgb_array", "ansi"],
-                "is_parallelizable": True}
+    metadata = {"name": "hffm_parallel_v0",
+                "render_modes": list(RENDER_METADATA["render_modes"]),
+                "render_fps": RENDER_METADATA["render_fps"], "is_parallelizable": True}
 
     def __init__(self, scenario: Any = None, *, reward_split: str = "team",
                  render_mode: str | None = None, action_mask: str = "per-slot",
@@ -355,11 +359,11 @@ class HFFMParallelEnv(ParallelEnv):
         return self._state.copy()
 
     def render(self) -> Any:
-        """The single-agent env's frame."""
+        """The single-agent env's frame (``"human"``: drawn in its window, ``None``)."""
         return self.env.render()
 
     def close(self) -> None:
-        """Close the single-agent env."""
+        """Close the single-agent env (and its ``human`` window)."""
         self.env.close()
 
     # ---------------------------------------------------------------------------- mapping

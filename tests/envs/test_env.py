@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 import warnings
 
 import gymnasium as gym
@@ -19,7 +20,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import hffm_env
 from hffm_env.envs.registration import scenario_env_id
-from hffm_env.envs.render import render_figure
+from hffm_env.envs.render import RgbFrames, render_figure, render_rgb
 from hffm_env.testing import TINY_OVERRIDES
 
 TINY = list(TINY_OVERRIDES)
@@ -373,6 +374,108 @@ def test_render_modes():
     silent.reset(seed=0)
     with pytest.warns(UserWarning, match="without specifying any render mode"):
         assert silent.render() is None  # it returned None without a word (Gymnasium's warn)
+
+
+def _canvas_pixels(figure):
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def test_human_mode_draws_each_reset_and_step_in_one_figure_and_close_closes_it(
+        headless_pyplot):
+    plt = headless_pyplot
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="human")
+    assert "human" in env.metadata["render_modes"] and env.metadata["render_fps"] > 0
+    assert not plt.get_fignums()  # the window opens at the first frame
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # under Agg: no "cannot be shown", nothing to wait for
+        env.reset(seed=0)
+        (number,) = plt.get_fignums()
+        figure = plt.figure(number)
+        assert figure.axes[0].get_title() == "small: round 0/4 (cost fidelity)"
+        at_reset = _canvas_pixels(figure)  # drawn: Agg has a buffer only once it drew
+        assert at_reset.std() > 0
+        env.step(env.unwrapped.layout.encode(1, 1))
+        assert plt.get_fignums() == [number]  # the same figure, drawn again
+        assert figure.axes[0].get_title() == "small: round 1/4 (cost fidelity)"
+        assert not np.array_equal(_canvas_pixels(figure), at_reset)
+        assert env.render() is None
+    env.close()
+    assert not plt.get_fignums()
+    env.close()  # a second close is allowed (Gymnasium's checker calls it)
+
+
+def test_gymnasium_render_checks_pass_in_every_mode(headless_pyplot):
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="human")
+    assert env.unwrapped.render_mode == "human"  # the env's own, not pygame's HumanRendering
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env.unwrapped)  # renders in each of metadata's modes, human included
+    env.close()
+    assert not headless_pyplot.get_fignums()
+
+
+def test_human_frames_are_paced_at_render_fps_with_a_gui_canvas(headless_pyplot,
+                                                                monkeypatch):
+    """With a window (a canvas that needs a GUI framework), each frame shows the figure and
+    runs its event loop for 1 / render_fps seconds, as pyplot.pause would; Agg plays the GUI
+    canvas here, whose event loop sleeps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    monkeypatch.setattr(FigureCanvasAgg, "required_interactive_framework", "tk")
+    monkeypatch.delenv("DISPLAY", raising=False)  # headless: showing is a silent no-op
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="human")
+    started = time.perf_counter()
+    env.reset(seed=0)
+    env.step(env.unwrapped.layout.encode(1, 1))
+    assert time.perf_counter() - started >= 2 / env.metadata["render_fps"]
+    (number,) = headless_pyplot.get_fignums()
+    assert _canvas_pixels(headless_pyplot.figure(number)).std() > 0
+    env.close()
+    assert not headless_pyplot.get_fignums()
+
+
+def test_rgb_frames_reuse_one_figure_and_match_fresh_ones(monkeypatch):
+    """An env draws its rgb_array frames on one figure made at the first frame (the axes,
+    legend and still parts are not rebuilt), and each frame is what a figure of its own
+    shows, round after round and across episodes; a frame is a copy that later ones do not
+    draw over, and none registers with pyplot."""
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    made = []
+    make_figure = matplotlib.figure.Figure.__init__
+
+    def counting_init(figure, *args, **kwargs):
+        made.append(figure)
+        make_figure(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "__init__", counting_init)
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", render_mode="rgb_array",
+                   overrides=[*TINY, "dynamics.dropout_prob=0.3", "dynamics.mobility=true"])
+    core = env.unwrapped
+    frames, fresh, figures_made = [], [], 0
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        for _ in range(3):
+            before = len(made)
+            frames.append(env.render())
+            figures_made += len(made) - before
+            fresh.append(render_rgb(core))
+            env.step(core.layout.encode(1, 1))
+    assert figures_made == 1
+    assert all(np.array_equal(frame, own) for frame, own in zip(frames, fresh, strict=True))
+    assert not np.array_equal(frames[0], frames[1])
+    assert not plt.get_fignums()
+
+
+def test_reused_frames_match_fresh_ones_where_accuracy_is_measured(env):
+    """Train fidelity: the reset's accuracy is measured before any round is plotted (an
+    empty curve with a y axis), then every round's."""
+    frames = RgbFrames()
+    env.reset(seed=0)
+    for _ in range(2):
+        assert np.array_equal(frames.frame(env.unwrapped), render_rgb(env.unwrapped))
+        env.step(env.unwrapped.layout.encode(1, 1))
 
 
 def test_module_inventory(env):

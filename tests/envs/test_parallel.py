@@ -270,3 +270,29 @@ def test_each_edge_agent_observes_its_own_cluster_and_the_shared_entries():
         np.testing.assert_allclose(mine[:len(shared)], [full[n] for n in shared])
     uplinks = {full[f"cluster/{c}/uplink"] for c in range(par.num_clusters)}
     assert len(uplinks) > 1, "clusters should differ, or the test could not tell them apart"
+
+
+def test_pettingzoo_render_test_passes_in_every_mode(headless_pyplot):
+    """PettingZoo's render test builds the env with render_mode="human" first, then plays and
+    renders in each of metadata's modes (it drives the AEC form: agent_iter, last)."""
+    pettingzoo_test.render_test(lambda render_mode=None: hffm_env.env(
+        "small", fidelity="cost", overrides=list(TINY_OVERRIDES), render_mode=render_mode))
+    assert not headless_pyplot.get_fignums()  # every env it played was closed, and its window
+
+
+def test_human_mode_of_the_parallel_env_draws_its_rounds_and_passes_the_api_test(
+        headless_pyplot):
+    plt = headless_pyplot
+    env = _parallel(render_mode="human")
+    assert {"human", "rgb_array", "ansi"} <= set(env.metadata["render_modes"])
+    assert env.metadata["render_fps"] > 0
+    env.reset(seed=0)
+    (number,) = plt.get_fignums()
+    title = plt.figure(number).axes[0].get_title
+    assert title().startswith("small: round 0/")
+    env.step({a: env.action_space(a).sample() for a in env.agents})
+    assert title().startswith("small: round 1/") and env.render() is None
+    pettingzoo_test.parallel_api_test(env, num_cycles=3)
+    assert plt.get_fignums() == [number]  # one window, drawn over
+    env.close()
+    assert not plt.get_fignums()
