@@ -581,11 +581,15 @@ def prepare_out(args: TrainArgs) -> Path:
 
 def replace_earlier_run(out: Path, args: TrainArgs) -> None:
     """With ``--force``, remove the earlier run's outputs from ``out`` (:data:`OUT_FILES`;
-    other files stay). Call it after every check of the run's arguments has passed."""
-    if args.force and out.is_dir():
-        from hffm_env.agents.checkpoint import clear_folder
+    other files stay); a run resumed in its own ``out`` removes the comparison only
+    (:data:`RESULT_FILES`: it judged the agent this run replaces, and an interrupted or
+    ``--no-evaluate`` run writes none). Call it after every check of the run's arguments
+    has passed."""
+    if not out.is_dir():
+        return
+    from hffm_env.agents.checkpoint import clear_folder
 
-        clear_folder(out, OUT_FILES)
+    clear_folder(out, OUT_FILES if args.force else RESULT_FILES)
 
 
 def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:

@@ -10,13 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hffm_env import jsonio
-from hffm_env.agents.common import (
-    RESULT_FILES,
-    TrainArgs,
-    TrainingInterrupted,
-    env_device,
-    note,
-)
+from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
 from hffm_env.files import write_text_atomically
 
 __all__ = [
@@ -44,8 +38,6 @@ def train(args: TrainArgs) -> dict[str, Any]:
     train_seconds = train_engine(args)
     out = Path(args.out)
     if not args.evaluate:
-        for name in RESULT_FILES:  # an earlier comparison in --out judged another agent
-            (out / name).unlink(missing_ok=True)
         return {"train_seconds": train_seconds}
     try:
         return evaluate_against_baselines(args, out, train_seconds=train_seconds)

@@ -269,18 +269,18 @@ def train_sb3(args: TrainArgs) -> float:
                  "; the ones this run saves overwrite those of the same step")
     if resume is not None:  # another config or fidelity can be the point (a curriculum)
         recorded = resume.info.overrides
-        # (what, as trained (None: not recorded), as given): a fidelity or a list of settings
-        # (a checkpoint of the fine-tuning continues fine-tuning: in train fidelity)
-        continues_in = ("train" if args.finetune_steps
-                        and resume.info.num_timesteps >= args.total_timesteps else args.fidelity)
-        changes: tuple[tuple[str, object, object], ...] = (
-            ("--fidelity", resume.info.fidelity or None, continues_in),
-            ("the settings", None if recorded is None else list(recorded),
-             list(args.scenario_overrides())))
-        for what, then, now in changes:
-            if then is not None and then != now:
-                note(f"resuming {args.resume} with {what} {now!r}; it was trained with "
-                     f"{then!r}")
+        # a checkpoint saved at or after --total-timesteps goes on with the fine-tuning
+        fine_tuning = bool(args.finetune_steps) and \
+            resume.info.num_timesteps >= args.total_timesteps
+        continues_in = "train" if fine_tuning else args.fidelity
+        then = resume.info.fidelity
+        if then and then != continues_in:
+            note(f"resuming {args.resume} in {continues_in} fidelity"
+                 f"{' (fine-tuning)' if fine_tuning else ''}; its latest steps were trained in "
+                 f"{then} fidelity")
+        if recorded is not None and list(recorded) != list(args.scenario_overrides()):
+            note(f"resuming {args.resume} with the settings "
+                 f"{list(args.scenario_overrides())!r}; it was trained with {list(recorded)!r}")
     this_process = provenance()  # in every agent folder it saves (agent.json's trained_by)
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)

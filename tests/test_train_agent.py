@@ -298,8 +298,14 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsy
         assert find_agent(resumed).info.num_timesteps == 32  # no step repeated
         assert rate(resumed) == pytest.approx(2.5e-4)
         assert curve(resumed) == curve(linear)
-        # a fine-tuning checkpoint continues in train fidelity, as it was trained: no note
-        assert "was trained with" not in capsys.readouterr().err
+        # each continues in the fidelity its latest steps had (a fine-tuning checkpoint in
+        # train fidelity): no note of a change
+        assert "latest steps were trained in" not in capsys.readouterr().err
+    # the phase boundary (trained in cost, fine-tuning next) is a change, and says so
+    run(tmp_path / "boundary", "--finetune-timesteps", "16", "--resume",
+        str(linear / "checkpoints" / "step_00000016"))
+    assert ("in train fidelity (fine-tuning); its latest steps were trained in cost fidelity"
+            in capsys.readouterr().err)
     constant = tmp_path / "constant"
     run(constant, "--checkpoint-every", "8", schedule="constant")
     assert rate(constant) == pytest.approx(1e-3)

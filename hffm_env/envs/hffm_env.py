@@ -531,8 +531,8 @@ class HFFMEnv(gym.Env):
         energy curves; ``"human"``: the same picture in a matplotlib window, drawn by
         ``reset`` and ``step`` themselves and paced at ``metadata["render_fps"]`` (``render``
         draws it again and returns ``None``; under a non-interactive backend such as Agg it
-        is drawn into the figure only); ``"ansi"``: a text summary. ``None`` without a render
-        mode."""
+        is painted into a pyplot figure, not drawn: ``savefig`` shows it); ``"ansi"``: a text
+        summary. ``None`` without a render mode."""
         from hffm_env.envs import render as rendering
 
         if isinstance(self.engine, _Closed):  # the frame would show a round of a closed env

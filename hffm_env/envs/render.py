@@ -46,6 +46,8 @@ MODULE_COLOURS = {
 }
 LINK_STYLES = {"d2d": ":", "uplink": "-", "downlink": "-", "backhaul": "--", "device_cloud": "-."}
 FRAME_DPI = 96
+FRAME_SIZE_PX = (960, 480)
+"""A frame's ``(width, height)`` in pixels."""
 CURVES = (("accuracy", "accuracy"), ("latency_s", "latency (s)"), ("energy_j", "energy (J)"))
 """The curve panels, top to bottom: the history key each plots and its axis label."""
 
@@ -105,6 +107,9 @@ class FramePainter:
                              va="center", fontsize=8, color="0.4", visible=False)
             panel.set_ylabel(label, fontsize=7)
             panel.tick_params(labelsize=6)
+            # plain tick labels: an offset ("+1.035") or exponent text above the axis would
+            # move the title, which only a full draw places (a kept frame would overprint it)
+            panel.ticklabel_format(axis="y", style="plain", useOffset=False)
             self._curves.append((panel, line, why))
         panel.set_xlabel("round", fontsize=7)
 
@@ -214,11 +219,16 @@ def _drawn_over(axes: Axes, still: set[Artist]) -> list[Artist]:
                   key=lambda artist: artist.get_zorder())
 
 
+def _figure_size(width_px: int, height_px: int) -> dict[str, Any]:
+    """The ``figsize`` and ``dpi`` of a figure of that many pixels."""
+    return {"figsize": (width_px / FRAME_DPI, height_px / FRAME_DPI), "dpi": FRAME_DPI}
+
+
 def _new_figure(width_px: int, height_px: int) -> Figure:
     """A ``Figure`` of that size, outside pyplot (nothing to close, no window)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width_px / FRAME_DPI, height_px / FRAME_DPI), dpi=FRAME_DPI)
+    return Figure(**_figure_size(width_px, height_px))
 
 
 class RgbFrames:
@@ -228,7 +238,8 @@ class RgbFrames:
     picture as a full draw in less time (the legend and the topology's ticks were a third of
     a draw)."""
 
-    def __init__(self, width_px: int = 960, height_px: int = 480) -> None:
+    def __init__(self, width_px: int = FRAME_SIZE_PX[0],
+                 height_px: int = FRAME_SIZE_PX[1]) -> None:
         self.width_px = width_px
         self.height_px = height_px
         self._painter: FramePainter | None = None
@@ -267,11 +278,11 @@ class RgbFrames:
 class HumanWindow:
     """An env's ``human`` frames: one pyplot figure, painted anew at each frame and paced at
     ``fps``. With an interactive backend it is a window (reopened if the user closed it);
-    under a non-interactive one (Agg: headless runs, CI) the frame is only drawn into the
+    under a non-interactive one (Agg: headless runs, CI) the frame is only painted into the
     figure's canvas, without a warning or a wait. :meth:`close` closes it."""
 
-    def __init__(self, fps: float, title: str = "hffm",
-                 width_px: int = 960, height_px: int = 480) -> None:
+    def __init__(self, fps: float, title: str = "hffm", width_px: int = FRAME_SIZE_PX[0],
+                 height_px: int = FRAME_SIZE_PX[1]) -> None:
         self.fps = fps
         self.title = title
         self.width_px = width_px
@@ -285,16 +296,17 @@ class HumanWindow:
         import matplotlib.pyplot as plt
 
         # a new window at the first frame, and after the user closed the last one
-        opened = self._painter is None or not plt.fignum_exists(self._painter.figure.number)
+        opened = self._painter is None or not _managed_by_pyplot(self._painter.figure)
         if opened or self._painter is None:
             self._painter = FramePainter(self._open(plt))
         painter = self._painter
         painter.paint(env)
         canvas = painter.figure.canvas
         # matplotlib's mark of a GUI canvas; None: Agg and the file backends, which have no
-        # window to show (pyplot.pause would warn, then sleep)
+        # window to show (pyplot.pause would warn, then sleep). There the frame is painted,
+        # not drawn: nobody sees it unless it is saved, and savefig draws (a draw per step,
+        # 0.2 s, would slow a headless run that left human mode on)
         if type(canvas).required_interactive_framework is None:
-            canvas.draw()
             return
         if opened:
             painter.figure.show()
@@ -303,8 +315,7 @@ class HumanWindow:
 
     def _open(self, plt: Any) -> Figure:
         current = plt.gcf() if plt.get_fignums() else None
-        figure = plt.figure(figsize=(self.width_px / FRAME_DPI, self.height_px / FRAME_DPI),
-                            dpi=FRAME_DPI)
+        figure = plt.figure(**_figure_size(self.width_px, self.height_px))
         if figure.canvas.manager is not None:
             figure.canvas.manager.set_window_title(self.title)
         if current is not None:  # pyplot made the new figure current: give the user's back
@@ -320,7 +331,17 @@ class HumanWindow:
             self._painter = None
 
 
-def render_rgb(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> np.ndarray:
+def _managed_by_pyplot(figure: Figure) -> bool:
+    """Whether pyplot still holds ``figure`` (its window not closed). By identity: pyplot
+    gives a closed figure's number to the next new one."""
+    from matplotlib._pylab_helpers import Gcf  # (pyplot's own registry of figures)
+
+    manager = figure.canvas.manager
+    return manager is not None and any(m is manager for m in Gcf.get_all_fig_managers())
+
+
+def render_rgb(env: HFFMEnv, width_px: int = FRAME_SIZE_PX[0],
+               height_px: int = FRAME_SIZE_PX[1]) -> np.ndarray:
     """An ``(H, W, 3)`` uint8 picture of the current round, :func:`render_figure` drawn in
     full (an env's ``render`` reuses one figure and its still parts: :class:`RgbFrames`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -330,7 +351,8 @@ def render_rgb(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> np.nd
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def render_figure(env: HFFMEnv, width_px: int = 960, height_px: int = 480) -> Figure:
+def render_figure(env: HFFMEnv, width_px: int = FRAME_SIZE_PX[0],
+                  height_px: int = FRAME_SIZE_PX[1]) -> Figure:
     """A new matplotlib ``Figure`` of the current round (:class:`FramePainter`)."""
     figure = _new_figure(width_px, height_px)
     FramePainter(figure).paint(env)

@@ -482,8 +482,9 @@ class FederatedEngine:
                           self.holds.cpu().numpy(), with_compute=with_compute)
 
     def double(self) -> None:
-        """Compute in float64 from the next :meth:`reset` on: the model, its cached features
-        and the initial modules. For checks against a reference implementation: in float32,
+        """Compute in float64 from now on: the model, its cached features, the initial
+        modules and the modules' current values (the optimiser's moments start again from
+        zero). For checks against a reference implementation: in float32,
         Adam's division by ``sqrt(v)`` and the MoE's top-k choice between near-tied experts
         turn rounding differences into visible parameter differences."""
         self.model.double()
@@ -491,6 +492,10 @@ class FederatedEngine:
             self.features = {m: f.double() for m, f in self.features.items()}
             self.evaluator.features = {m: f.double() for m, f in self.evaluator.features.items()}
         self._initial_state = {k: v.double() for k, v in self._initial_state.items()}
+        self.params = {k: v.double() for k, v in self.params.items()}
+        self.edge_params = {k: v.double() for k, v in self.edge_params.items()}
+        self.cloud_params = {k: v.double() for k, v in self.cloud_params.items()}
+        self.optimizer.reset(self.params)  # moments of the new dtype, from zero
 
     def attach_network(self, network: Network) -> None:
         """Use ``network`` from now on (the env re-places the network on every reset). Its

@@ -377,6 +377,7 @@ def test_render_modes():
 
 
 def _canvas_pixels(figure):
+    figure.canvas.draw()  # under Agg human mode paints the figure; drawing it is the saver's
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
 
@@ -392,7 +393,7 @@ def test_human_mode_draws_each_reset_and_step_in_one_figure_and_close_closes_it(
         (number,) = plt.get_fignums()
         figure = plt.figure(number)
         assert figure.axes[0].get_title() == "small: round 0/4 (cost fidelity)"
-        at_reset = _canvas_pixels(figure)  # drawn: Agg has a buffer only once it drew
+        at_reset = _canvas_pixels(figure)
         assert at_reset.std() > 0
         env.step(env.unwrapped.layout.encode(1, 1))
         assert plt.get_fignums() == [number]  # the same figure, drawn again
@@ -432,6 +433,38 @@ def test_human_frames_are_paced_at_render_fps_with_a_gui_canvas(headless_pyplot,
     assert _canvas_pixels(headless_pyplot.figure(number)).std() > 0
     env.close()
     assert not headless_pyplot.get_fignums()
+
+
+def test_a_human_window_the_user_closed_reopens_though_a_new_figure_took_its_number(
+        headless_pyplot):
+    """pyplot gives a closed figure's number to the next one: the env kept painting its
+    closed figure, found by number, and never reopened its window."""
+    plt = headless_pyplot
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="human")
+    env.reset(seed=0)
+    (number,) = plt.get_fignums()
+    plt.close(number)  # the user closes the window ...
+    mine = plt.figure()  # ... and makes a figure of their own, which gets its number
+    assert mine.number == number
+    env.step(env.unwrapped.layout.encode(1, 1))
+    assert len(plt.get_fignums()) == 2  # the env's window is back, beside the user's
+    assert plt.gcf() is mine  # whose figure stays current
+    assert not mine.axes  # and is not painted on
+    env.close()
+    assert plt.get_fignums() == [number]
+
+
+def test_kept_frames_match_fresh_ones_when_tick_labels_would_move_a_title():
+    """Latencies of nearly one value (1.035 s and so on) made the curve's y axis write an
+    offset ("+1.035") that lifted the panel's title in a full draw only: the kept frame
+    printed the title over it (1,359 pixels differed in round 2 of this episode)."""
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", render_mode="rgb_array",
+                   overrides=[*TINY, "env.episode_rounds=12"])
+    env.reset(seed=1)
+    for _ in range(12):
+        env.step(env.unwrapped.layout.encode(1, 1))
+        assert np.array_equal(env.render(), render_rgb(env.unwrapped))
+    env.close()
 
 
 def test_rgb_frames_reuse_one_figure_and_match_fresh_ones(monkeypatch):

@@ -88,6 +88,7 @@ def test_batched_training_equals_sequential_loop():
     # in float64 the two algorithms must agree to well under 1e-5.
     engine = _engine(train=True, extra=["fl.local_steps=3"])
     engine.double()
+    assert {v.dtype for v in engine.params.values()} == {torch.float64}  # at once
     engine.reset(5)
     assert engine.evaluate().accuracy["mean"] >= 0  # evaluation runs in float64 too
     trained = torch.ones(engine.num_devices, dtype=torch.bool)
