@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def benchmarks(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield
-    for name in ("model_quality", "env_step", "round_throughput", "_output"):
+    for name in ("model_quality", "env_step", "round_throughput", "render_frames", "_output"):
         sys.modules.pop(name, None)
 
 
@@ -106,3 +106,17 @@ def test_every_benchmark_describes_itself_in_help(benchmarks):
         source = script.read_text()
         assert ast.get_docstring(ast.parse(source)), script.name
         assert "description(__doc__)" in source and "__doc__." not in source, script.name
+
+
+def test_render_frames_times_kept_and_fresh_frames_of_one_picture(benchmarks, tmp_path):
+    import render_frames
+
+    from hffm_env.testing import TINY_OVERRIDES
+
+    out = tmp_path / "frames.json"
+    tiny = [arg for kv in TINY_OVERRIDES for arg in ("--set", kv)]
+    render_frames.main(["--episodes", "1", *tiny, "--json", str(out)])  # (its speed: not here)
+    result = json.loads(out.read_text())
+    assert result["frames"] == 5 and result["frames_differing"] == 0  # a reset and 4 rounds
+    assert result["kept_frame_ms"] > 0 and result["speedup"] > 0
+    assert result["overrides"] == list(TINY_OVERRIDES)
