@@ -649,7 +649,7 @@ def build_model(
             print(
                 f"hffm-env: pre-training the frozen parts of the M3T model for this "
                 f"configuration ({model_config.pretrain_steps} steps on one CPU thread, so "
-                f"that the weights do not depend on the thread count; about 20 s for `small`); "
+                f"that the weights do not depend on the thread count; 20-30 s for `small`); "
                 f"done once, then cached in {path}", file=sys.stderr, flush=True,
             )
             info = pretrain_model(model, train_backbone=backbone is None, progress=progress)
