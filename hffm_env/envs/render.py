@@ -283,7 +283,11 @@ class HumanWindow:
 
     def __init__(self, fps: float, title: str = "hffm", width_px: int = FRAME_SIZE_PX[0],
                  height_px: int = FRAME_SIZE_PX[1]) -> None:
-        self.fps = fps
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) \
+                or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"metadata['render_fps'] = {fps!r}: must be a finite number > 0 "
+                             "(human frames are paced at it)")
+        self.fps = float(fps)
         self.title = title
         self.width_px = width_px
         self.height_px = height_px

@@ -454,6 +454,19 @@ def test_a_human_window_the_user_closed_reopens_though_a_new_figure_took_its_num
     assert plt.get_fignums() == [number]
 
 
+@pytest.mark.parametrize("fps", [0, -1.0, float("nan"), None, "4"])
+def test_a_bad_render_fps_is_refused_by_name_at_the_first_human_frame(fps, headless_pyplot):
+    """With a window, 1 / fps was a ZeroDivisionError (or a TypeError) from deep inside the
+    first reset; headless, the bad value passed unnoticed until a window was opened."""
+    env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="human")
+    env.unwrapped.metadata = {**env.unwrapped.metadata, "render_fps": fps}
+    with pytest.raises(ValueError, match=r"metadata\['render_fps'\] = .*must be a finite"):
+        env.reset(seed=0)
+    env.unwrapped.metadata = {**env.unwrapped.metadata, "render_fps": 4}
+    env.reset(seed=0)  # usable again
+    env.close()
+
+
 def test_kept_frames_match_fresh_ones_when_tick_labels_would_move_a_title():
     """Latencies of nearly one value (1.035 s and so on) made the curve's y axis write an
     offset ("+1.035") that lifted the panel's title in a full draw only: the kept frame
