@@ -186,17 +186,18 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
             print(f"{prog}: interrupted before training started; nothing was saved",
                   file=sys.stderr)
         return 130
-    curve = (f", {LEARNING_CURVE_PNG}" if Path(args.out, LEARNING_CURVE_PNG).exists() else "")
+    has_curve = Path(args.out, LEARNING_CURVE_PNG).exists()
     if not args.evaluate:
-        print(f"agent saved in {args.out}{curve} (trained "
-              f"{results.get('train_seconds', float('nan')):.0f} s; not compared with the "
-              f"baselines: hffm bench --agent {shlex.quote(str(args.out))} does it)")
+        print(f"agent saved in {args.out}{f' with {LEARNING_CURVE_PNG}' if has_curve else ''} "
+              f"(trained {results.get('train_seconds', float('nan')):.0f} s; not compared "
+              f"with the baselines: hffm bench --agent {shlex.quote(str(args.out))} does it)")
         return 0
     print(Path(args.out, "results.md").read_text(encoding="utf-8"))
     if results.get("interrupted"):
         print(f"{prog}: evaluation interrupted; the agent and the finished episodes are "
               f"in {args.out}", file=sys.stderr)
         return 130
+    curve = f", {LEARNING_CURVE_PNG}" if has_curve else ""
     print(f"results written to {args.out}/results.json, results.md, pareto.png{curve} "
           f"(trained {results.get('train_seconds', float('nan')):.0f} s)")
     return 0

@@ -375,7 +375,7 @@ def train_sb3(args: TrainArgs) -> float:
 
         # the fidelity of the latest steps the policy trained on: agent.json's (a fine-tuned
         # agent's is "train"; a resumed run that trains nothing keeps its checkpoint's)
-        trained_fidelity = (resume.info.fidelity or args.fidelity if resume is not None
+        trained_fidelity = ((resume.info.fidelity or args.fidelity) if resume is not None
                             else args.fidelity)
 
         def save(where: Path) -> None:
