@@ -179,11 +179,12 @@ class TrainArgs:
                   "--learning-rate down to 0 over the whole run, fine-tuning included)",
                   "choices": LR_SCHEDULES},
     )
-    normalize: bool = field(
-        default=True,
+    normalize: bool | None = field(
+        default=None,
         metadata={
             "help": "normalise observations and rewards with running statistics (VecNormalize; "
-            "sb3 engine only, RLlib's observations stay in [0, 1])"
+            "default: on with --engine sb3; RLlib's observations stay in [0, 1], so --engine "
+            "rllib refuses it)"
         },
     )
     checkpoint_every: int = field(
@@ -317,7 +318,12 @@ class TrainArgs:
                 if getattr(self, name):
                     raise ValueError(f"{name} = {getattr(self, name)!r}: only with --engine "
                                      "rllib")
+            if self.normalize is None:
+                self.normalize = True
         else:
+            if self.normalize:
+                raise ValueError("normalize: RLlib's observations stay in [0, 1], "
+                                 "unnormalised; leave --normalize out with --engine rllib")
             if self.algo != "maskable-ppo":
                 raise ValueError(f"algo = {self.algo!r}: the RLlib engine trains masked PPO "
                                  "only (--algo maskable-ppo)")
@@ -327,8 +333,7 @@ class TrainArgs:
             if self.multi_agent and self.action_mode != "full":
                 raise ValueError(f"action_mode = {self.action_mode!r}: the multi-agent env "
                                  "has its own per-agent actions; use 'full'")
-            # RLlib's observations stay in [0, 1], unnormalised: train_args.json says so
-            self.normalize = False
+            self.normalize = False  # (train_args.json says so)
         for name, value in (("fidelity", self.fidelity), ("eval_fidelity", self.eval_fidelity)):
             if value is not None and value not in FIDELITIES:
                 raise ValueError(f"{name} = {value!r}: must be one of {list(FIDELITIES)}")

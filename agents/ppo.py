@@ -342,7 +342,7 @@ def train_sb3(args: TrainArgs) -> float:
                                settings={"n_steps": args.n_steps, "batch_size": batch_size,
                                          "ent_coef": args.ent_coef, "seed": args.seed})
             model.tensorboard_log = str(log_dir)
-            _start_fresh_episode(model, vec_env, normalized=args.normalize)
+            _start_fresh_episode(model, vec_env, normalized=bool(args.normalize))
         else:
             model = algo_cls(
                 "MlpPolicy",
@@ -366,7 +366,7 @@ def train_sb3(args: TrainArgs) -> float:
             cloning_started = time.perf_counter()
             report = clone_plan(model, vec_env, RoundPlan.read(args.imitate),
                                 tuple(scenario_config.env.period_menu), rounds,
-                                normalized=args.normalize)
+                                normalized=bool(args.normalize))
             # (said here: the "trained N s" of the summary times PPO's phases only)
             print(f"cloned plan {args.imitate}: {report.rounds} demonstration rounds, "
                   f"{report.epochs} epochs, the policy reproduces {report.match:.0%} of its "

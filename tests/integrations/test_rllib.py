@@ -155,9 +155,16 @@ def test_rllib_flags_are_checked_before_any_work(tmp_path):
         TrainArgs(engine="rllib", multi_agent=True, action_mode="menu", out=str(tmp_path))
     with pytest.raises(ValueError, match="finetune_timesteps"):
         TrainArgs(engine="rllib", finetune_timesteps=10, out=str(tmp_path))
-    # RLlib does not normalise observations: the run's record does not say it did
+    # RLlib does not normalise observations: the run's record does not say it did, and an
+    # explicit --normalize is refused rather than ignored
     assert TrainArgs(engine="rllib", out=str(tmp_path)).normalize is False
     assert TrainArgs(out=str(tmp_path)).normalize is True
+    assert TrainArgs(out=str(tmp_path), normalize=False).normalize is False
+    with pytest.raises(ValueError, match="normalize: RLlib's observations"):
+        TrainArgs(engine="rllib", normalize=True, out=str(tmp_path))
+    from hffm_env.agents.command import main
+
+    assert main(["--engine", "rllib", "--normalize", "--out", str(tmp_path / "o")]) == 2
 
 
 def test_the_rllib_policy_learns_on_the_device_asked_for(tmp_path):
