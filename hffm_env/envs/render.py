@@ -8,6 +8,7 @@ building them anew took half of a frame's time."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -292,6 +293,7 @@ class HumanWindow:
         self.width_px = width_px
         self.height_px = height_px
         self._painter: FramePainter | None = None
+        self._closer: weakref.finalize | None = None  # closes the window if never closed
 
     def show(self, env: HFFMEnv) -> None:
         """Draw the current round of ``env``; with an interactive backend, show it and run the
@@ -302,7 +304,12 @@ class HumanWindow:
         # a new window at the first frame, and after the user closed the last one
         opened = self._painter is None or not _managed_by_pyplot(self._painter.figure)
         if opened or self._painter is None:
-            self._painter = FramePainter(self._open(plt))
+            figure = self._open(plt)
+            self._painter = FramePainter(figure)
+            # pyplot keeps every figure until it is closed: an env dropped without close()
+            # (a notebook cell run again, sub-envs of a vector env) closes its window here
+            self._closer = weakref.finalize(self, plt.close, figure)
+            self._closer.atexit = False  # (at exit pyplot is being torn down itself)
         painter = self._painter
         painter.paint(env)
         canvas = painter.figure.canvas
@@ -328,11 +335,9 @@ class HumanWindow:
 
     def close(self) -> None:
         """Close the window (a later frame opens a new one)."""
-        if self._painter is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(self._painter.figure)
-            self._painter = None
+        if self._closer is not None:
+            self._closer()  # plt.close of the window, once
+        self._painter = self._closer = None
 
 
 def _managed_by_pyplot(figure: Figure) -> bool:

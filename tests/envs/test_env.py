@@ -467,6 +467,19 @@ def test_a_bad_render_fps_is_refused_by_name_at_the_first_human_frame(fps, headl
     env.close()
 
 
+def test_a_human_env_dropped_without_close_closes_its_window(headless_pyplot):
+    """pyplot held every dropped env's figure (matplotlib warns past 20 open figures)."""
+    import gc
+
+    for seed in range(3):
+        env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="cost", render_mode="human")
+        env.reset(seed=seed)
+        assert len(headless_pyplot.get_fignums()) == 1
+        del env
+        gc.collect()
+    assert not headless_pyplot.get_fignums()
+
+
 def test_kept_frames_match_fresh_ones_when_tick_labels_would_move_a_title():
     """Latencies of nearly one value (1.035 s and so on) made the curve's y axis write an
     offset ("+1.035") that lifted the panel's title in a full draw only: the kept frame
