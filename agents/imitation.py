@@ -4,8 +4,8 @@ PPO from scratch on energy to target climbs fast and then flattens just under th
 does not find the cheap early rounds that a search over round plans finds
 (``benchmarks/plan_search.py``). Cloning that plan first starts PPO where the search ended,
 so that PPO can refine it with what a plan cannot see (the state: how close the target is,
-channels, availability); on ``small`` it kept the plan but did not improve it (README, PPO
-section).
+channels, availability); on ``small`` it kept the plan but did not improve it (docs/RESULTS.md,
+PPO section).
 
 :func:`clone_plan` plays the plan in the training envs themselves (so VecNormalize's
 statistics see the same observations and rewards PPO will), then fits the policy to the plan's

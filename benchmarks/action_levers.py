@@ -42,7 +42,7 @@ from hffm_env import arguments
 from hffm_env.config import FIDELITIES
 
 DEFAULT_PLAN = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
-"""The plan of the README's PPO section."""
+"""The plan of the PPO results (docs/RESULTS.md)."""
 
 
 def variants(plan: Any) -> list[Any]:
@@ -107,7 +107,7 @@ def lever_parser(description: str, fidelities: tuple[str, ...],
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--plan", default=str(DEFAULT_PLAN),
                         help="a plan JSON (plan_search.py's output or a plan itself; default: "
-                             "the README's, docs/results/plan_search_small4.json)")
+                             "the PPO results', docs/results/plan_search_small4.json)")
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--fidelity", default="cost", choices=fidelities,

@@ -6,7 +6,7 @@ The env's action chooses each module type's tier for every cluster at once. The 
 also let only some clusters join a round's cloud aggregations (``Schedule.cloud_clusters``):
 the others aggregate those module types at the edge tier, so the head's uplink, the backhaul
 and the downlink of their cloud exchange are not paid, and their devices keep an edge average
-instead of the cloud one. This plays the README's plan (``benchmarks/plan_search.py``) with
+instead of the cloud one. This plays the PPO results' plan (``benchmarks/plan_search.py``) with
 clusters left out by a few rules, beside the plan itself and ``never``:
 
 - ``1-out-rotating``: in round ``r`` cluster ``r mod S`` stays out;

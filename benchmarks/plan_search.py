@@ -17,7 +17,7 @@ round on ``small``), so a plan that just reaches the target on the mean curve cr
 later in part of the real episodes. Searching on the resampled noise instead (``--set
 env.surrogate_noise=residuals``) finds plans that stay just under the target and bet on lucky
 rounds; on ``small`` the residuals, recorded on other schedules' episodes, supplied those more
-often than real training did (README, PPO section).
+often than real training did (docs/RESULTS.md, PPO section).
 
     python benchmarks/plan_search.py --scenario small --target-accuracy 0.357 \\
         --seeds $(seq 0 9) --heldout-seeds $(seq 1000 1029) [--heldout-fidelity train] \\

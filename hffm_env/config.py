@@ -824,8 +824,8 @@ def paper() -> ScenarioConfig:
     Dirichlet(0.1) label split per cluster.
 
     Not the prototype's learning setup (ViLT with bottleneck adapters, two VQA data sets,
-    lr 1e-4, 50 rounds): the model, data and training are this package's (README, "the
-    prototype's network"), so accuracies are not comparable with the paper's."""
+    lr 1e-4, 50 rounds): the model, data and training are this package's (docs/RESULTS.md,
+    "the prototype's network"), so accuracies are not comparable with the paper's."""
     return ScenarioConfig(
         name="paper",
         placement=PlacementConfig(),
@@ -851,7 +851,7 @@ def small() -> ScenarioConfig:
 
     Four clusters, not three: with a Dirichlet(0.1) label split per cluster three clusters left
     hierarchical schedules only about 7 points above edge-only (the trade-off targets ask for
-    8, with hffm-e8 clearly between); four meet them (README, "Does orchestration matter?").
+    8, with hffm-e8 clearly between); four meet them (docs/RESULTS.md, "Why four clusters").
     ``placement.num_edge_servers=3 placement.devices_per_cluster=4`` restores the earlier
     layout, on which the committed PPO agents were trained."""
     return ScenarioConfig(

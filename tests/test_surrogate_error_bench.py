@@ -112,7 +112,7 @@ def test_the_shipped_fit_includes_the_learners_rounds_and_is_unbiased_there(
     calibrate --agent``), so these are rounds it was fitted on; what is checked is that the
     fit has no optimism left there (the fit without them was 1.5-2 points too optimistic on
     every agent's rounds and had them cross the target about 2 rounds early). The same error
-    on seeds left out of a refit (``--exclude-seeds``) is in the README."""
+    on seeds left out of a refit (``--exclude-seeds``) is in docs/RESULTS.md."""
     from hffm_env.config import load_scenario
     from hffm_env.fl.surrogate import find_surrogate
 
@@ -221,7 +221,7 @@ def test_the_shipped_fit_is_unbiased_on_the_searched_plans_real_rounds(tmp_path,
 
 def test_save_traces_keeps_each_episode_and_refuses_an_existing_file(tmp_path, monkeypatch,
                                                                       capsys):
-    """An interrupted --save-traces run wrote nothing (33 min of real training in the README's
+    """An interrupted --save-traces run wrote nothing (33 min of real training in docs/RESULTS.md's
     run), and an existing file was replaced without a word."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import surrogate_error
