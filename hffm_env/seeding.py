@@ -21,7 +21,8 @@ import numpy as np
 __all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "SEED_MAX", "SEED_RANGE", "check_seed",
            "check_training_seeds", "DEFAULT_EVAL_SEEDS", "SEEDING_SCHEME", "RandomStreams"]
 
-STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate")
+STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "surrogate",
+           "outage", "mobility")
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 
 SEED_MAX: int = 2**63 - 1
@@ -70,12 +71,17 @@ class RandomStreams:
     Attributes:
         placement: device and server positions, CPU frequencies, mobility speeds and first
             waypoints (built once per network).
-        fading: small-scale fading of every link and the outage retransmissions (every round).
-        dynamics: mobility waypoints and device dropout (every round).
+        fading: small-scale fading of every link (every round).
+        dynamics: device dropout (every round).
         requests: task arrivals and the device that gains the task (every round).
         data: the federated data split (profiles, label skew, scenes).
         training_seed: the seed of the torch generator (mini-batch order of local training).
         surrogate: the surrogate fidelity's resampled noise (``env.surrogate_noise``).
+        outage: the outage retransmissions of every link (every round, when
+            ``channel.outage_snr_db`` is set): their own stream, so that turning outages on
+            leaves every round's fading unchanged.
+        mobility: the waypoints devices walk to (every round, with ``dynamics.mobility``):
+            their own stream, so that mobility leaves every round's dropout unchanged.
     """
 
     placement: np.random.Generator
@@ -85,6 +91,8 @@ class RandomStreams:
     data: np.random.Generator
     training_seed: int
     surrogate: np.random.Generator
+    outage: np.random.Generator
+    mobility: np.random.Generator
 
     @classmethod
     def from_seed(cls, seed: int) -> RandomStreams:

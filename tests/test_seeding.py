@@ -80,13 +80,37 @@ def test_task_arrivals_do_not_shift_fading_or_dropout():
         np.testing.assert_array_equal(avail_q, avail_b)
 
 
-def test_outage_draws_do_not_shift_dropout_or_requests():
+def test_outage_draws_do_not_shift_fading_dropout_or_requests():
+    # the retransmissions drew from the fading stream: every round after the first had other
+    # fading with outages on
     plain = _rounds(["dynamics.dropout_prob=0.3", "fl.task_arrival_prob=0.5"])
     outage = _rounds(["dynamics.dropout_prob=0.3", "fl.task_arrival_prob=0.5",
                       "channel.outage_snr_db=45.0"])
-    for (_, avail_p, pending_p), (_, avail_o, pending_o) in zip(plain, outage):
+    for (rates_p, avail_p, pending_p), (rates_o, avail_o, pending_o) in zip(plain, outage):
+        np.testing.assert_array_equal(rates_p, rates_o)
         np.testing.assert_array_equal(avail_p, avail_o)
         assert pending_p == pending_o
+
+
+def test_mobility_does_not_shift_dropout():
+    # the waypoints drew from the dropout's stream, and how many a round redraws varies
+    from hffm_env.config import apply_overrides, get_scenario
+    from hffm_env.seeding import RandomStreams
+    from hffm_env.sim import Network
+
+    def availability(overrides: list[str]) -> list[np.ndarray]:
+        cfg = apply_overrides(get_scenario("medium"), ["dynamics.dropout_prob=0.3", *overrides])
+        streams = RandomStreams.from_seed(3)
+        network = Network(cfg, streams)
+        rounds = [network.available.copy()]
+        for _ in range(12):
+            network.begin_round(streams)
+            rounds.append(network.available.copy())
+        return rounds
+
+    still, moving = availability(["dynamics.mobility=false"]), availability([])
+    for k, (a, b) in enumerate(zip(still, moving)):
+        np.testing.assert_array_equal(a, b, err_msg=f"round {k}")
 
 
 def test_describe_reports_the_layout_and_profiles_the_env_builds():

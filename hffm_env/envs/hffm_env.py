@@ -168,10 +168,10 @@ class HFFMEnv(gym.Env):
     (:class:`~hffm_env.seeding.RandomStreams`, children of one ``numpy.random.SeedSequence``):
     the config's ``seed`` gives the data split, the pre-training and the first layout; each
     ``reset`` draws one number from Gymnasium's ``np_random`` and spawns from it the episode's
-    placement, fading, dynamics (mobility, dropout), requests (task arrivals), training
-    (mini-batch order) and surrogate (resampled noise) streams. Each consumer has its own
-    stream, so turning on outages or task arrivals does not change the fading or dropout of
-    later rounds.
+    placement, fading, outage (retransmissions), mobility (waypoints), dynamics (dropout),
+    requests (task arrivals), training (mini-batch order) and surrogate (resampled noise)
+    streams. Each consumer has its own stream, so turning on outages, mobility or task arrivals
+    does not change the fading or dropout of any round.
     The same seed gives the same episode, bit for bit, on the same device with the same number
     of torch threads. Across thread counts the order of float reductions changes, and so do the
     last digits (after a few rounds of training, observations differ by about 1e-3); pass
@@ -265,6 +265,10 @@ class HFFMEnv(gym.Env):
       the last round of the horizon returns ``terminated=True`` (it returned
       ``truncated=True``, so learners bootstrapped a value after the final accuracy was
       paid); with outage, a D2D relay cut at its last link does not arrive.
+    * v0, tenth revision (results differ only with outage or mobility, as in ``medium``):
+      outage retransmissions and mobility waypoints draw from streams of their own (they drew
+      from the fading and dropout streams, so turning either on changed every later round's
+      fading or dropout).
     """
 
     metadata = RENDER_METADATA

@@ -235,11 +235,14 @@ class LinkRates:
         return float(self.d2d_rates(np.asarray([i]), np.asarray([j]))[0])
 
 
-def draw_link_rates(channel: Channel, topology: Topology, rng: np.random.Generator) -> LinkRates:
+def draw_link_rates(channel: Channel, topology: Topology, rng: np.random.Generator,
+                    outage_rng: np.random.Generator | None = None) -> LinkRates:
     """Redraw fading and compute every link's rate for one round (links of ``channel.config``).
 
     Draw order (fixed, for reproducibility): uplink fading ``(N,)``, downlink fading ``(N,)``,
-    D2D fading ``(P,)``.
+    D2D fading ``(P,)`` from ``rng``; then, when ``channel.config.outage_snr_db`` is set, the
+    attempts of every uplink and D2D link from ``outage_rng`` (``rng`` when not given: a
+    network passes the episode's own outage stream, so that outages shift no later fading).
     """
     config = channel.config
     n = topology.num_devices
@@ -253,12 +256,13 @@ def draw_link_rates(channel: Channel, topology: Topology, rng: np.random.Generat
     d2d_fading = channel.sample_fading(rng, pair_i.size)
     outage: dict[str, np.ndarray] = {}
     if config.outage_snr_db is not None:  # drawn last, and only when on: seeds keep their rates
+        attempts_rng = rng if outage_rng is None else outage_rng
         up_p = channel.outage_probability(config.uplink, dist_edge_m)
         d2d_p = channel.outage_probability(config.d2d, pair_dist_m)
         outage["uplink_attempts"], outage["uplink_failed"] = draw_attempts(
-            rng, up_p, config.max_transmissions)
+            attempts_rng, up_p, config.max_transmissions)
         outage["d2d_attempts"], outage["d2d_failed"] = draw_attempts(
-            rng, d2d_p, config.max_transmissions)
+            attempts_rng, d2d_p, config.max_transmissions)
     return LinkRates(
         uplink_bps=channel.rate_bps(config.uplink, dist_edge_m, up_fading),
         downlink_bps=channel.rate_bps(config.downlink, dist_edge_m, down_fading),

@@ -68,9 +68,10 @@ class Network:
     can be described or used at once. Call :meth:`begin_round` at the start of every round.
 
     Randomness comes from named :class:`~hffm_env.seeding.RandomStreams`: construction draws
-    from ``placement`` (positions, CPU frequencies, mobility speeds) and, for the first round,
-    from ``fading`` and ``dynamics``; every round draws fading and outages from ``fading`` and
-    mobility and dropout from ``dynamics``, so one consumer's draws never shift another's.
+    from ``placement`` (positions, CPU frequencies, mobility speeds and first waypoints) and,
+    for the first round, from ``fading``, ``outage`` and ``dynamics``; every round draws
+    waypoints from ``mobility``, fading from ``fading``, outage retransmissions from
+    ``outage`` and dropout from ``dynamics``, so one consumer's draws never shift another's.
 
     Attributes:
         scenario: the scenario.
@@ -108,14 +109,16 @@ class Network:
         """Advance to a new round, in this order: move devices (if mobility is on; clusters
         keep their members, but positions, hence rates and D2D neighbours, change), redraw
         fading and all link rates, draw availability (dropout), rebuild the D2D graphs over
-        available devices, recompute default heads. Draws from ``streams.fading``
-        and ``streams.dynamics`` only."""
+        available devices, recompute default heads. Draws from ``streams.mobility``,
+        ``streams.fading``, ``streams.outage`` and ``streams.dynamics`` only, each its own
+        consumer's: how many waypoints or retransmissions one round draws shifts no fading or
+        dropout of a later round."""
         if self.mobility is not None:
-            self.topology = self.topology.with_device_xy(self.mobility.step(streams.dynamics))
+            self.topology = self.topology.with_device_xy(self.mobility.step(streams.mobility))
         self._redraw(streams)
 
     def _redraw(self, streams: RandomStreams) -> None:
-        self.rates = draw_link_rates(self.channel, self.topology, streams.fading)
+        self.rates = draw_link_rates(self.channel, self.topology, streams.fading, streams.outage)
         self.available = draw_available(
             streams.dynamics, self.topology.num_devices, self.scenario.dynamics.dropout_prob
         )
