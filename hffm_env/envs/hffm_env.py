@@ -328,8 +328,6 @@ class HFFMEnv(gym.Env):
                           "real training ran in its parent, where torch can use one thread "
                           "only (more would hang); using 1", RuntimeWarning, stacklevel=2)
             torch_threads = 1
-        if torch_threads is not None:  # a process-wide setting: only once the rest is valid
-            torch.set_num_threads(int(torch_threads))
         check_memory(self.config, fidelity)  # refuse before allocating, with the estimate
         if self.config.placement.placement != "clustered":
             # every reset places the devices anew; nearest-server association would then move
@@ -357,6 +355,8 @@ class HFFMEnv(gym.Env):
                     "env.surrogate_noise = 'residuals': the surrogate in use kept no "
                     "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
                     "set env.surrogate_noise=none")
+        if torch_threads is not None:  # a process-wide setting: only once the rest is valid
+            torch.set_num_threads(int(torch_threads))
         # the config seed's streams: the first layout (clusters, action sizes) and the data split
         built = RandomStreams.from_seed(cfg.seed)
         self.engine = build_engine(cfg, fidelity, device=device, progress=progress,

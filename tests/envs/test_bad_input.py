@@ -31,7 +31,7 @@ from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu
 
 
 def _cost_env(**kwargs) -> HFFMEnv:
-    return HFFMEnv("small", fidelity="cost", **kwargs)
+    return HFFMEnv("small", **{"fidelity": "cost", **kwargs})
 
 
 @pytest.mark.parametrize(("kwargs", "names"), [
@@ -92,6 +92,9 @@ def test_an_unhashable_scenario_is_named():
     ({"overrides": {"env.episode_rounds": 0}}, ConfigError, "env.episode_rounds"),
     ({"reward": 5}, ValueError, "reward = 5"),
     ({"reward": lambda i, c, w: {}, "reward_mode": "vector"}, ValueError, "needs a named"),
+    ({"overrides": {"placement.placement": "uniform"}}, ConfigError, "placement.placement"),
+    ({"fidelity": "surrogate", "surrogate": "/nonexistent/fit.pt"}, FileNotFoundError,
+     "fit.pt"),
 ])
 def test_torch_threads_are_set_only_once_the_rest_is_valid(kwargs, error, message):
     threads = torch.get_num_threads()
