@@ -461,7 +461,7 @@ def train_rllib(args: Any) -> float:
         else:  # one CPU per env runner plus the driver, even on a smaller machine
             cpus = max(os.cpu_count() or 1, args.n_envs + 1)
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    writer = None
+    writer, algo = None, None
     try:
         algo = rllib_config(args).build_algo()
         if resume is not None:
@@ -517,8 +517,9 @@ def train_rllib(args: Any) -> float:
             bar.close()
         train_seconds = time.perf_counter() - started
         save(Path("."))
-        algo.stop()
     finally:
+        if algo is not None:  # its env runners, also when a caller's Ray session lives on
+            algo.stop()
         if writer is not None:
             writer.close()
         if started_ray:

@@ -105,6 +105,35 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
     assert sorted(p.name for p in resumed.iterdir()) == before
 
 
+def test_a_failed_rllib_run_stops_its_algorithm_in_a_callers_ray_session(local_ray, tmp_path,
+                                                                          monkeypatch):
+    # the algorithm was stopped on success only: a failure left its env runners alive in
+    # the session of a caller who had started Ray (a notebook, a cluster driver)
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    from hffm_env.agents.command import TrainArgs
+    from hffm_env.agents.rllib import train_rllib
+
+    stopped = []
+    stop = Algorithm.stop
+
+    def failing_train(self):
+        raise RuntimeError("an env runner died")
+
+    def recorded_stop(self):
+        stopped.append(self)
+        stop(self)
+
+    monkeypatch.setattr(Algorithm, "train", failing_train)
+    monkeypatch.setattr(Algorithm, "stop", recorded_stop)
+    args = TrainArgs(engine="rllib", fidelity="cost", n_envs=1, n_steps=64, batch_size=64,
+                     total_timesteps=64, progress=False, out=str(tmp_path / "o"),
+                     overrides=list(TINY_OVERRIDES))
+    with pytest.raises(RuntimeError, match="an env runner died"):
+        train_rllib(args)
+    assert len(stopped) == 1 and local_ray.is_initialized()
+
+
 def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
     import torch
 
