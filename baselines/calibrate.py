@@ -286,25 +286,27 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
     from tqdm.auto import tqdm
 
     env = make_env()
-    base = env.unwrapped
-    if base.fidelity != "train":
-        raise ValueError(f"calibrate needs a train-fidelity env, got {base.fidelity!r}")
-    check_training_seeds(seeds, "calibration seeds")
-    factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
-                       policies=policies)
-    factories += [_returning(policy) for policy in (*schedules, *agents)]
-    jobs = [(f, s) for s in seeds for f in factories]
-    episodes: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    bar = tqdm(jobs, desc="calibrate", unit="episode", disable=not progress)
-    for factory, seed in bar:
-        policy = factory()
-        bar.set_postfix_str(f"{policy.name} seed {seed}")
-        episodes.append({"policy": policy.name, "seed": int(seed),
-                         "rounds": trace_episode(env, policy, int(seed))})
-        if traces_path is not None:
-            write_traces(traces_path, episodes, traces_key(base.config))
-    env.close()
+    try:  # closed also when an episode fails or is interrupted (it holds the model)
+        base = env.unwrapped
+        if base.fidelity != "train":
+            raise ValueError(f"calibrate needs a train-fidelity env, got {base.fidelity!r}")
+        check_training_seeds(seeds, "calibration seeds")
+        factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
+                           policies=policies)
+        factories += [_returning(policy) for policy in (*schedules, *agents)]
+        jobs = [(f, s) for s in seeds for f in factories]
+        episodes: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        bar = tqdm(jobs, desc="calibrate", unit="episode", disable=not progress)
+        for factory, seed in bar:
+            policy = factory()
+            bar.set_postfix_str(f"{policy.name} seed {seed}")
+            episodes.append({"policy": policy.name, "seed": int(seed),
+                             "rounds": trace_episode(env, policy, int(seed))})
+            if traces_path is not None:
+                write_traces(traces_path, episodes, traces_key(base.config))
+    finally:
+        env.close()
     meta = {"scenario": base.config.name, "seeds": [int(s) for s in seeds],
             "policies": sorted({e["policy"] for e in episodes}),
             "training_s": time.perf_counter() - start, "targets": target_names(base.tasks)}

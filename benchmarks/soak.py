@@ -49,19 +49,21 @@ def soak(scenario: str, episodes: int, warmup: int, overrides: list[str],
     rss: list[int] = []
     steps = 0
     started = time.perf_counter()
-    for episode in tqdm(range(episodes), disable=not progress, desc="soak", unit="episode"):
-        obs, info = env.reset(seed=episode)
-        policy.reset(env, episode)
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-            done = terminated or truncated
-            steps += 1
-        if episode + 1 == warmup:
-            gc.collect()
-        rss.append(_rss_bytes())
+    try:
+        for episode in tqdm(range(episodes), disable=not progress, desc="soak", unit="episode"):
+            obs, info = env.reset(seed=episode)
+            policy.reset(env, episode)
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+                done = terminated or truncated
+                steps += 1
+            if episode + 1 == warmup:
+                gc.collect()
+            rss.append(_rss_bytes())
+    finally:
+        env.close()
     seconds = time.perf_counter() - started
-    env.close()
     gc.collect()
     after_warmup = rss[min(warmup, len(rss)) - 1]
     growth = (rss[-1] - after_warmup) / after_warmup

@@ -480,3 +480,17 @@ def test_a_fit_is_saved_under_its_lock_and_clears_a_killed_saves_leftovers(
     assert f"waiting for another process that is saving {fit}" in capsys.readouterr().err
     assert fit.is_file() and not leftover.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.pt"]  # nor the lock file
+
+
+def test_calibrate_closes_its_env_when_it_fails():
+    # the env (a real-training one holds the model) was closed on success only
+    from hffm_env.baselines.calibrate import calibrate
+
+    closed = []
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    close = env.close
+    env.close = lambda: (closed.append(True), close())
+    with pytest.raises(ValueError, match="calibrate needs a train-fidelity env, got 'cost'"):
+        calibrate(lambda: env, seeds=[0], progress=False)
+    assert closed == [True]
