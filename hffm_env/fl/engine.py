@@ -505,6 +505,12 @@ class FederatedEngine:
                 f"network has {network.num_devices} devices; the engine was built for "
                 f"{self.num_devices}"
             )
+        # the edge models, the data split and the action are per cluster, in this order
+        sizes = np.bincount(network.topology.cluster_of_device).tolist()
+        built = np.bincount(self.network.topology.cluster_of_device).tolist()
+        if sizes != built:
+            raise ValueError(f"network has clusters of sizes {sizes}; the engine was built for "
+                             f"{built}")
         self.network = network
         self.num_clusters = network.num_clusters
         self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,

@@ -468,3 +468,18 @@ def test_build_engine_puts_the_world_together_and_names_a_bad_fidelity():
     assert len(engine.data.profiles) == engine.network.num_devices
     assert np.array_equal(engine.network.topology.device_xy_m,
                           again.network.topology.device_xy_m)
+
+
+def test_a_network_of_other_clusters_is_refused_by_their_sizes():
+    # only the device count was checked: 6 clusters of 2 passed for 4 of 3, and the edge
+    # models (one per cluster) no longer matched
+    engine = _engine(train=False)
+    same = Network(_scenario(), RandomStreams.from_seed(1))
+    engine.attach_network(same)
+    assert engine.network is same
+    other = Network(_scenario(["placement.num_edge_servers=6",
+                               "placement.devices_per_cluster=2"]), RandomStreams.from_seed(1))
+    with pytest.raises(ValueError, match=r"clusters of sizes \[2, 2, 2, 2, 2, 2\]; the engine "
+                                         r"was built for \[3, 3, 3, 3\]"):
+        engine.attach_network(other)
+    assert engine.network is same and engine.num_clusters == 4
