@@ -316,11 +316,11 @@ class HFFMEnv(gym.Env):
                 torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
                              f">= 1 and <= {MAX_TORCH_THREADS}")
-        # the config file read once (a preset: given, the file's, or small)
-        _, self.config = resolve_scenario(scenario, config_file, overrides)
-        if isinstance(reward, str):  # a named reward is the config's, checked like it
-            self.config = dataclasses.replace(
-                self.config, env=dataclasses.replace(self.config.env, reward=reward))
+        # the config file read once (a preset: given, the file's, or small); a named reward
+        # is the config's last override, checked like it, so it replaces one the overrides
+        # name before that one is checked
+        _, self.config = resolve_scenario(scenario, config_file,
+                                          _with_reward(overrides, reward))
         # checked here, before any process-wide setting changes or a model is built
         reward_function = _reward_function(reward, self.config.env.reward, reward_mode)
         if torch_threads is not None and torch_threads > 1 and forked_after_torch_threads():
@@ -952,6 +952,21 @@ class HFFMEnv(gym.Env):
             "relay_source": source,
             "relay_source_device": source_device,
         }
+
+
+def _with_reward(overrides: Any, reward: str | Reward | None) -> Any:
+    """``overrides`` with ``env.reward`` set last to a named ``reward`` (as given otherwise:
+    a callable reward is not the config's, and overrides of another type are refused by
+    the config's own check)."""
+    if not isinstance(reward, str):
+        return overrides
+    if overrides is None:
+        return {"env.reward": reward}
+    if isinstance(overrides, Mapping):
+        return {**overrides, "env.reward": reward}
+    if isinstance(overrides, (list, tuple)):
+        return [*overrides, f"env.reward={reward}"]
+    return overrides
 
 
 def _reward_function(reward: str | Reward | None, configured: str, mode: str) -> Reward:

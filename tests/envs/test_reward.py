@@ -4,6 +4,7 @@ default ranking that no extreme schedule wins by construction."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -127,6 +128,13 @@ def test_reward_is_pluggable_by_name_or_callable():
         make(reward="nope")
     with pytest.raises(ValueError, match="must be None, a name"):
         make(reward=3)
+    # the argument replaces the overrides' reward before that one is checked (a target
+    # reward without a target was refused though the argument named another)
+    for overrides in (["env.reward=spend-to-target"], {"env.reward": "spend-to-target"}):
+        env = gym.make("hffm/HFFM-v0", fidelity="cost", reward="accuracy-level",
+                       overrides=overrides)
+        assert env.unwrapped.config.env.reward == "accuracy-level"
+        assert pickle.loads(pickle.dumps(env.unwrapped)).config == env.unwrapped.config
 
 
 def test_spend_to_target_charges_every_round_until_the_target():
