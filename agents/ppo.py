@@ -237,6 +237,7 @@ def train_sb3(args: TrainArgs) -> float:
         trained_on,
         training_process,
     )
+    from hffm_env.config import differences_line
     from hffm_env.provenance import provenance
 
     out = prepare_out(args)
@@ -278,7 +279,13 @@ def train_sb3(args: TrainArgs) -> float:
             note(f"resuming {args.resume} in {continues_in} fidelity"
                  f"{' (fine-tuning)' if fine_tuning else ''}; its latest steps were trained in "
                  f"{then} fidelity")
-        if recorded is not None and list(recorded) != list(args.scenario_overrides()):
+        # the whole config, not the --set list: a --config file left out changes it too
+        trained = resume.training_config()
+        shown = differences_line(trained, scenario_config) if trained is not None else ""
+        if shown:
+            note(f"resuming {args.resume}: it was trained with {shown}")
+        elif trained is None and recorded is not None \
+                and list(recorded) != list(args.scenario_overrides()):
             note(f"resuming {args.resume} with the settings "
                  f"{list(args.scenario_overrides())!r}; it was trained with {list(recorded)!r}")
     this_process = provenance()  # in every agent folder it saves (agent.json's trained_by)

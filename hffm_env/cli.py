@@ -229,13 +229,11 @@ def _note_other_settings(
 ) -> None:
     """``hffm <command>: note: <what> with key=value (here value), ...`` on stderr when the
     config an agent or plan was made on differs from this run's; nothing when they agree."""
-    from hffm_env.config import config_differences
+    from hffm_env.config import differences_line
 
-    diff = config_differences(made_on, config)
-    if diff:
-        shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:6])
-        more = f", and {len(diff) - 6} more" if len(diff) > 6 else ""
-        print(f"hffm {command}: note: {what} with {shown}{more}", file=sys.stderr)
+    shown = differences_line(made_on, config)
+    if shown:
+        print(f"hffm {command}: note: {what} with {shown}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_TARGET_FRACTION",
     "NEVER",
     "config_differences",
+    "differences_line",
     "dict_differences",
     "ConfigError",
     "PlacementConfig",
@@ -1039,6 +1040,15 @@ def to_dict(config: Any) -> dict[str, Any]:
 def config_differences(a: ScenarioConfig, b: ScenarioConfig) -> list[tuple[str, Any, Any]]:
     """``(dotted key, value in a, value in b)`` for every setting where the two differ."""
     return dict_differences(to_dict(a), to_dict(b))
+
+
+def differences_line(made_on: ScenarioConfig, config: ScenarioConfig, shown: int = 6) -> str:
+    """``key=value (here value), ...`` for the settings where ``made_on`` (what an agent was
+    trained or a plan searched on) differs from ``config`` (this run's), the first ``shown``
+    of them and how many more; ``""`` when they agree."""
+    diff = config_differences(made_on, config)
+    line = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:shown])
+    return line + (f", and {len(diff) - shown} more" if len(diff) > shown else "")
 
 
 def dict_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:

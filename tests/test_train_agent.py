@@ -373,7 +373,18 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
     assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
                              "--resume", checkpoint, "--out", str(tmp_path / "other"), *common,
                              "env.energy_weight=0.5"]) == 0
-    assert "it was trained with [" in capsys.readouterr().err
+    assert "it was trained with env.energy_weight=" in capsys.readouterr().err
+    # a --config file left out when resuming changes the settings too (it said nothing)
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("name: variant\n")
+    varied = tmp_path / "varied"
+    assert train_agent.main(["--total-timesteps", "8", "--n-steps", "8", "--batch-size", "8",
+                             "--config", str(variant), "--out", str(varied), *common]) == 0
+    capsys.readouterr()
+    assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
+                             "--resume", str(varied), "--out", str(tmp_path / "plain"),
+                             *common]) == 0
+    assert "it was trained with name='variant' (here 'small')" in capsys.readouterr().err
     # resumed in its own --out from an earlier checkpoint: the later ones are named
     (first / "checkpoints" / "step_00000016").mkdir()  # as a longer first run leaves it
     assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
