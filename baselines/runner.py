@@ -1002,6 +1002,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     shades of one colour with its own marker; error bars are one standard deviation over seeds on
     both axes; the best baseline by return (:func:`best_baseline`) and the agents are drawn
     larger and labelled on the plot (the best baseline in gold); the Pareto front is dashed.
+    Where no accuracy was measured (cost fidelity) the first panel is the energy-latency
+    trade-off instead and the others say why they are empty.
     """
     import matplotlib
     import matplotlib.pyplot as plt
@@ -1027,6 +1029,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
         colour_of[best] = "goldenrod"  # the one to beat, in a colour no family uses
     points = {}
     labels_to_place: list[tuple[Any, float, float, str, Any, float]] = []
+    # cost fidelity measures no accuracy: an accuracy axis would put every policy at 0
+    measured = any(math.isfinite(s.final_accuracy["mean"]) for s in result.summaries)
     order = sorted(result.summaries, key=lambda s: list(FAMILY_STYLES).index(
         policy_family(s.policy)) if policy_family(s.policy) in FAMILY_STYLES else 99)
     for s in order:
@@ -1039,14 +1043,18 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
         acc_err = s.final_accuracy["std"] if math.isfinite(acc) else 0.0
         points[s.policy] = (s.energy_per_round_j["mean"], s.latency_per_round_s["mean"], acc)
         label = f"{s.policy} (best baseline)" if s.policy == best else s.policy
-        for ax, stat in ((axes[0], s.energy_per_round_j), (axes[1], s.latency_per_round_s)):
-            ax.errorbar([stat["mean"]], [acc_y], xerr=[stat["std"]], yerr=[acc_err],
+        panels = [(axes[0], s.energy_per_round_j, acc_y, acc_err),
+                  (axes[1], s.latency_per_round_s, acc_y, acc_err)] if measured else [
+            (axes[0], s.energy_per_round_j, s.latency_per_round_s["mean"],
+             s.latency_per_round_s["std"])]
+        for ax, stat, y, y_err in panels:  # x: a cost; y: accuracy, or latency unmeasured
+            ax.errorbar([stat["mean"]], [y], xerr=[stat["std"]], yerr=[y_err],
                         color=colour, marker=marker, markersize=10 if stand_out else 6,
                         markeredgecolor="black" if stand_out else colour, linestyle="none",
                         elinewidth=0.8, capsize=2, label=f"{family}: {label}",
                         zorder=4 if stand_out else 3)
             if stand_out:
-                labels_to_place.append((ax, stat["mean"], acc_y, s.policy.removeprefix(
+                labels_to_place.append((ax, stat["mean"], y, s.policy.removeprefix(
                     "agent:"), colour, 6 if family == "agents" else -12))
         # Cost-fidelity episodes have no accuracy (all NaN): nothing to draw over rounds.
         curves = [e.accuracy for e in result.episodes
@@ -1062,10 +1070,13 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
                 spread = np.nanstd(stacked, axis=0)
                 axes[2].fill_between(rounds, mean - spread, mean + spread, color=colour,
                                      alpha=0.15, linewidth=0)
+    if not measured:  # the energy-latency front: both costs, the lower the better
+        points = {name: (v[0], v[1], -v[1]) for name, v in points.items()}
     for ax, index, label in ((axes[0], 0, "energy per round (J)"),
-                             (axes[1], 1, "latency per round (s)")):
+                             (axes[1], 1, "latency per round (s)"))[:2 if measured else 1]:
         names = pareto_front({name: (v[index], v[2]) for name, v in points.items()})
-        front = [(points[n][index], points[n][2], n) for n in names]
+        front = [(points[n][index], points[n][2] if measured else points[n][1], n)
+                 for n in names]
         if front:
             xs, ys = zip(*[(x, y) for x, y, _ in front])
             ax.plot(xs, ys, "k--", linewidth=1, label="Pareto front", zorder=2)
@@ -1079,7 +1090,14 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel("final accuracy (mean ± std over seeds)")
+        ax.set_ylabel("final accuracy (mean ± std over seeds)" if measured
+                      else "latency per round (s)")
+    if not measured:
+        for ax in axes[1:]:
+            ax.set_axis_off()
+        axes[1].text(1.0, 0.5, f"accuracy not measured in {result.fidelity} fidelity:\n"
+                     "train or surrogate fidelity measures it", ha="center", va="center",
+                     transform=axes[1].transAxes, fontsize=11, color="dimgray")
     _place_point_labels(fig, labels_to_place)
     axes[2].set_xlabel("round")
     axes[2].set_ylabel("mean accuracy (band: ± std, best baseline and agents)")

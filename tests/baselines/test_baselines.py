@@ -415,6 +415,21 @@ def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
     assert result._repr_markdown_() == format_table(result)
 
 
+def test_a_cost_fidelity_plot_shows_the_energy_latency_trade_off_not_accuracy_zero():
+    """Cost fidelity measures no accuracy: every policy was drawn at final accuracy 0.00."""
+    result = run_benchmark(lambda: gym.make("hffm/HFFM-v0", fidelity="cost",
+                                            overrides=list(TINY_OVERRIDES)),
+                           ["never", "star", "hffm-d2d-e2"], seeds=[1000], progress=False)
+    figure = plot_tradeoffs(result)
+    costs = figure.axes[0]
+    assert costs.get_ylabel() == "latency per round (s)"
+    heights = sorted(bar.lines[0].get_ydata()[0] for bar in costs.containers)  # one a policy
+    assert heights == pytest.approx(sorted(s.latency_per_round_s["mean"]
+                                           for s in result.summaries))
+    assert not figure.axes[1].axison and "accuracy not measured in cost fidelity" in \
+        figure.axes[1].texts[0].get_text()
+
+
 def test_the_names_of_points_on_top_of_each_other_stay_readable():
     """Agents of one recipe sit on one point: their names were printed over each other."""
     result = BenchResult.read_json(RESULTS / "small4_ppo_plan_9seeds.json")
