@@ -187,10 +187,12 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_policies(paths: Sequence[str], config: ScenarioConfig) -> list:
+def _agent_policies(paths: Sequence[str], config: ScenarioConfig, command: str = "bench") -> list:
     """The trained agents at ``paths`` (``--agent``) as policies named by ``agent_label``,
     each loaded for the spaces of an env of ``config`` before any episode runs; a file that
-    is not an agent, or an agent of other spaces, is a ``ConfigError`` naming it and why."""
+    is not an agent, or an agent of other spaces, is a ``ConfigError`` naming it and why.
+    An agent trained on other settings gets a note naming them first
+    (:func:`_note_training_configs`): when they change its spaces, the error has its reason."""
     if not paths:
         return []
     import gymnasium as gym
@@ -203,6 +205,7 @@ def _agent_policies(paths: Sequence[str], config: ScenarioConfig) -> list:
             policies.append(agent_policy(path, name=agent_label(path)))
         except ValueError as err:  # AgentFileError: the message names the file and why
             raise ConfigError(f"--agent: {err}") from None
+    _note_training_configs(policies, config, command)
     # (the spaces are the same in every fidelity: the cheapest env checks them)
     env = gym.make("hffm/HFFM-v0", scenario=config, fidelity="cost")
     try:
@@ -364,7 +367,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   "and up)", file=sys.stderr)
 
     agents = _agent_policies(args.agent, config)
-    _note_training_configs(agents, config)
     training_seeds = sorted(s for s in seeds if s < FIRST_HELD_OUT_SEED)
     if agents and training_seeds:  # training resets its envs with seeds below them
         print(f"hffm bench: note: seeds {training_seeds} are training seeds (below "
@@ -650,8 +652,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                                 "seeds": sorted({int(e["seed"]) for e in episodes}),
                                 "training_s": float("nan")})
     else:
-        agents = _agent_policies(args.agent, config)
-        _note_training_configs(agents, config, "calibrate")
+        agents = _agent_policies(args.agent, config, "calibrate")
         from hffm_env.baselines.calibrate import cloud_every_round_schedules, read_traces
         from hffm_env.fl.surrogate import traces_key
 

@@ -104,9 +104,13 @@ def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path
                  "--agent", str(agents / "ppo-coarse-stt-plan-4clusters_s0"),
                  "--agent", str(agent),
                  "--policies", "never", "--no-progress", "--json", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = lines[-1]
     assert err.startswith("hffm: error: --agent: ") and "ppo-coarse-stt_s0" in err
     assert "does not fit this env's spaces" in err and "placement.num_edge_servers=3" in err
+    # ... after a note naming the settings that differ (it came only for agents that fit)
+    assert any("note: agent:ppo-coarse-stt_s0 was trained with" in line
+               and "placement.num_edge_servers=3 (here 4)" in line for line in lines), lines
     assert not out.exists()
     traces = tmp_path / "traces.json.gz"
     assert main(["calibrate", "--scenario", "small", "--seeds", "0", "--policies", "--mixed",
