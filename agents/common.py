@@ -85,7 +85,10 @@ def wrap_actions(env: Any, action_mode: str) -> Any:
 
     wrappers = {"full": None, "coarse": CoarseActions, "menu": ScheduleMenu}
     wrapper = wrappers[action_mode]
-    return env if wrapper is None else wrapper(env)
+    try:
+        return env if wrapper is None else wrapper(env)
+    except ValueError as err:  # e.g. a period menu without the paper's schedules' periods
+        raise ValueError(f"action_mode = {action_mode!r}: {err}") from None
 
 
 @dataclass
@@ -422,8 +425,8 @@ class TrainArgs:
         from hffm_env.seeding import check_seed
 
         check_seed(self.seed)
-        for k, eval_seed in enumerate(self.eval_seeds):
-            check_seed(eval_seed, f"eval_seeds[{k}]")
+        for eval_seed in self.eval_seeds:  # ("eval_seeds = -3": the command's flag and value)
+            check_seed(eval_seed, "eval_seeds")
         if not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
             raise ValueError(f"learning_rate = {self.learning_rate}: must be a finite number "
                              ">= 0 (0 keeps a cloned policy's weights; with --normalize "
@@ -440,7 +443,7 @@ class TrainArgs:
                 f"seed = {self.seed}, n_envs = {self.n_envs}: training would reset its envs "
                 f"with seeds {min(trained_on)}"
                 f"..{max(trained_on)}, which must stay below {FIRST_HELD_OUT_SEED} (held out "
-                f"for evaluation) and apart from eval_seeds {self.eval_seeds}")
+                f"for evaluation) and apart from eval_seeds = {self.eval_seeds}")
         from hffm_env.arguments import device
         from hffm_env.baselines.policies import policy_names
 

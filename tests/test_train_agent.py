@@ -202,6 +202,23 @@ def test_no_evaluate_stops_after_training_and_clears_an_older_comparison(tmp_pat
     assert json.loads((out / "train_args.json").read_text())["evaluate"] is False
 
 
+def test_errors_name_the_flags_typed(tmp_path, capsys):
+    """Each error names the flag and value the user gave: the seeds' and the action mode's
+    spoke of fields (``eval_seeds[0] = -3``) or of a wrapper alone."""
+    out = str(tmp_path / "never")
+    for argv, line in (
+            (["--eval-seeds", "-3"], "error: --eval-seeds -3: must be an integer"),
+            (["--eval-seeds", "5", "0"], "apart from --eval-seeds [5, 0]"),
+            (["--action-mode", "menu", "--set", "env.period_menu=[1,2]"],
+             "error: --action-mode 'menu': ScheduleMenu: schedule 'edge-only', cloud period = 0")):
+        assert train_agent.main(["--fidelity", "cost", "--no-progress", "--out", out,
+                                 "--total-timesteps", "8", "--n-steps", "8", "--batch-size",
+                                 "8", *argv]) == 2
+        err = capsys.readouterr().err
+        assert line in err and "Traceback" not in err, err
+    assert not Path(out).exists()
+
+
 def test_flags_share_hffm_vocabulary():
     args = train_agent.parse_args(["--set", "fl.lr=0.01", "--set", "env.episode_rounds=4",
                                    "--overrides", "fl.local_steps=2", "--eval-seeds", "1001"])
