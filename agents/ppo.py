@@ -366,7 +366,12 @@ def train_sb3(args: TrainArgs) -> float:
 
         if args.imitate is not None and resume is None:
             from hffm_env.agents.imitation import clone_plan
-            from hffm_env.baselines.plan import RoundPlan
+            from hffm_env.baselines.plan import RoundPlan, searched_config
+
+            searched = searched_config(args.imitate)
+            shown = differences_line(searched, scenario_config) if searched is not None else ""
+            if shown:  # (a note, as hffm bench --plan gives: cloning elsewhere can be the point)
+                note(f"the plan {args.imitate} was searched with {shown}")
 
             # (TrainArgs gives --imitate its default rounds)
             rounds = cast(int, args.imitate_rounds)

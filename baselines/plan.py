@@ -32,7 +32,7 @@ from hffm_env.baselines.policies import EnvBound
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
 
-__all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS", "cheapest_routes"]
+__all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS", "cheapest_routes", "searched_config"]
 
 PLAN_TIERS = (Tier.NONE, Tier.EDGE, Tier.CLOUD)
 """The tiers a plan can name for a module type in a round."""
@@ -190,6 +190,19 @@ class RoundPlan:
         if not isinstance(data, dict):
             raise ValueError(f"plan {str(path)!r}: expected a JSON object")
         return cls.from_dict(data, where=f"plan {str(path)!r}")
+
+
+def searched_config(path: str | Path) -> Any:
+    """The scenario config the plan file at ``path`` was searched on, from the ``scenario``
+    and ``overrides`` that ``plan_search.py`` records beside the plan; ``None`` when the file
+    does not say (a bare plan) or they no longer load."""
+    from hffm_env.config import load_scenario
+
+    try:
+        recorded = json.loads(Path(path).read_text())
+        return load_scenario(recorded["scenario"], overrides=list(recorded["overrides"]))
+    except (ValueError, KeyError, TypeError, OSError, RecursionError):
+        return None
 
 
 def cheapest_routes(engine: Any, network: Any, tiers: dict[str, Tier],

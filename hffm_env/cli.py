@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shlex
 import sys
 import warnings
@@ -276,12 +275,11 @@ def _note_searched_config(
 ) -> None:
     """A note when the plan file's ``scenario`` and ``overrides`` (plan_search.py records
     them) give other settings than ``config``; silent when the file does not say."""
-    try:
-        recorded = json.loads(Path(path).read_text())
-        searched = load_scenario(recorded["scenario"], overrides=list(recorded["overrides"]))
-    except (ValueError, KeyError, TypeError, OSError):  # a bare plan: nothing recorded
-        return
-    _note_other_settings(f"{name} was searched", searched, config, command)
+    from hffm_env.baselines.plan import searched_config
+
+    searched = searched_config(path)
+    if searched is not None:
+        _note_other_settings(f"{name} was searched", searched, config, command)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -264,19 +264,26 @@ def test_bad_arguments_are_named(search_module, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_cloning_makes_the_policy_play_the_plan(tmp_path, plan_file):
+def test_cloning_makes_the_policy_play_the_plan(tmp_path, plan_file, capsys):
     """After cloning (and no PPO step that changes it), the deterministic agent plays the
-    plan's actions round by round, and a bad --imitate is refused before any work."""
+    plan's actions round by round, and a bad --imitate is refused before any work. A plan
+    searched on other settings gets a note naming them, as hffm bench --plan gives (it got
+    none)."""
     from hffm_env.agents.command import main as train_main
     from hffm_env.agents.ppo import AgentPolicy
 
     out = tmp_path / "run"
+    recorded = json.loads(plan_file.read_text())
+    plan_file.write_text(json.dumps({**recorded, "scenario": "small",
+                                     "overrides": ["env.episode_rounds=8"]}))
     assert train_main(["--scenario", "small", "--fidelity", "cost", "--action-mode", "coarse",
                        "--algo", "ppo", "--total-timesteps", "8", "--n-steps", "8",
                        "--learning-rate", "0", "--imitate", str(plan_file),
                        "--imitate-rounds", "64", "--episode-rounds", "4", "--eval-seeds",
                        "1000", "--eval-policies", "never", "--no-progress",
                        "--out", str(out)]) == 0
+    assert f"note: the plan {plan_file} was searched with env.episode_rounds=8 (here 4)" in \
+        capsys.readouterr().err
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
