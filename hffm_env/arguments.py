@@ -33,6 +33,7 @@ __all__ = [
     "command_prog",
     "device",
     "error_line",
+    "input_path",
     "interrupts_held",
     "non_negative_int",
     "output_file",
@@ -363,6 +364,13 @@ def device(text: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{text!r}: {problem}; or auto")
     return text
+
+
+def input_path(text: str) -> str:
+    """An argument type for a file or folder the command reads: ``~`` expanded, as the shell
+    does for ``--agent ~/x`` but not for ``--agent=~/x`` (whether it exists is for the code
+    that reads it to say, with what it expected there)."""
+    return os.path.expanduser(text)
 
 
 def output_file(suffixes: tuple[str, ...] = (), stdout: bool = False) -> Callable[[str], str]:

@@ -40,7 +40,8 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"preset scenario name, one of {scenario_names()} (default: the one the --config "
         "file names, else small)",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file layered on the preset")
+    parser.add_argument("--config", type=arguments.input_path,
+                        metavar="FILE", help="YAML or JSON file layered on the preset")
     parser.add_argument(
         "--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
         help="override config values, e.g. --set channel.d2d.bandwidth_hz=2e6 fl.lr=0.02 "
@@ -821,10 +822,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "the config's seed for every episode (train and cost fidelity: a "
                        "surrogate serves the split it was fitted on; fixed-grid tunes anew "
                        "on each split)")
-    bench.add_argument("--agent", action="append", default=[], metavar="PATH",
+    bench.add_argument("--agent", type=arguments.input_path,
+                       action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "
                        "(repeatable); loading never unpickles")
-    bench.add_argument("--plan", action="append", default=[], metavar="FILE",
+    bench.add_argument("--plan", type=arguments.input_path,
+                       action="append", default=[], metavar="FILE",
                        help="a round plan (JSON from the source repository's "
                        "benchmarks/plan_search.py) to evaluate too (repeatable)")
     bench.add_argument("--target-accuracy", type=arguments.probability, default=None,
@@ -837,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", type=arguments.device, default=None,
                        help="torch device for FL training: cpu, cuda, cuda:<i>, mps or auto "
                        "(cuda when present; default: cpu)")
-    bench.add_argument("--surrogate", metavar="FILE", default=None,
+    bench.add_argument("--surrogate", type=arguments.input_path, metavar="FILE", default=None,
                        help="with --fidelity surrogate: a fitted surrogate (hffm calibrate "
                        "--out FILE; default: the cache's fit for this config, else the shipped "
                        "one)")
@@ -849,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--force", action="store_true",
                        help="overwrite existing --json and --plot files")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    bench.add_argument("--from-json", nargs="+", metavar="FILE",
+    bench.add_argument("--from-json", type=arguments.input_path, nargs="+", metavar="FILE",
                        help="run nothing: merge saved bench JSON files (e.g. the same "
                        "policies on more seeds) into one table, --json and --plot; "
                        "--policies and --seeds keep those rows and seeds")
@@ -884,11 +887,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="named baselines in the design, comma- or space-separated "
                            "(default: the paper's seven "
                            "schedules, never, adaptive, module-aware, greedy-energy)")
-    calibrate.add_argument("--agent", action="append", default=[], metavar="PATH",
+    calibrate.add_argument("--agent", type=arguments.input_path,
+                           action="append", default=[], metavar="PATH",
                            help="a trained agent folder (or its model.zip) to play in the "
                            "design too, one episode per seed (repeatable): its own real rounds "
                            "teach the surrogate where the agent took it")
-    calibrate.add_argument("--plan", action="append", default=[], metavar="FILE",
+    calibrate.add_argument("--plan", type=arguments.input_path,
+                           action="append", default=[], metavar="FILE",
                            help="a round plan (JSON from the source repository's "
                            "benchmarks/plan_search.py) to play in the design too, one "
                            "episode per seed (repeatable)")
@@ -907,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="overwrite an existing --out or --traces file (the cache's "
                            "fit, without --out, is always refitted), and start over an "
                            "interrupted run's .partial traces")
-    calibrate.add_argument("--from-traces", metavar="FILE", nargs="+",
+    calibrate.add_argument("--from-traces", type=arguments.input_path, metavar="FILE", nargs="+",
                            help="refit on traces written by earlier runs (no training)")
     calibrate.add_argument("--exclude-seeds", type=arguments.seed, nargs="+", default=[],
                            metavar="SEED",

@@ -308,3 +308,20 @@ def test_the_commands_read_the_config_file_once(tmp_path, config_file_reads, cap
     assert main(["describe", "--config", str(config_file), "--json"]) == 0
     assert config_file_reads == [str(config_file)]
     assert json.loads(capsys.readouterr().out)["scenario"] == "paper"  # the file's preset
+
+
+def test_input_paths_given_with_an_equals_sign_expand_the_home_folder(tmp_path, monkeypatch,
+                                                                       capsys):
+    """`--config=~/x.yaml` reaches the program with its ~ (the shell expands it only after a
+    space): hffm train expanded it, the other commands said 'no such file'."""
+    import shutil
+    from pathlib import Path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "variant.yaml").write_text("name: variant\n")
+    assert main(["describe", "--config=~/variant.yaml", "--json"]) == 0
+    assert '"scenario": "variant"' in capsys.readouterr().out
+    results = Path(__file__).resolve().parents[1] / "docs/results"
+    shutil.copy(results / "tradeoff_small.json", tmp_path / "run.json")
+    assert main(["bench", "--from-json=~/run.json"]) == 0
+    assert "| hffm-d2d-e2 |" in capsys.readouterr().out
