@@ -12,6 +12,7 @@ from typing import Any, cast
 from hffm_env import jsonio
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
 from hffm_env.files import write_text_atomically
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 __all__ = [
     "train", "agent_label", "agent_policy", "evaluate_against_baselines", "evaluation_baselines",
@@ -35,6 +36,15 @@ def train(args: TrainArgs) -> dict[str, Any]:
         from hffm_env.agents.ppo import train_sb3 as train_engine
     if args.evaluate:  # a baseline that cannot play: refused now, not after training
         evaluation_baselines(args)
+    else:  # (a note, not a refusal: --no-evaluate is often added to a run's command line)
+        unused = [flag for flag, given in (
+            ("--eval-seeds", args.eval_seeds != list(DEFAULT_EVAL_SEEDS)),
+            ("--eval-fidelity", args.eval_fidelity is not None),
+            ("--eval-policies", bool(args.eval_policies)),
+            ("--eval-data-split-per-seed", args.eval_data_split_per_seed)) if given]
+        if unused:
+            note(f"--no-evaluate: {', '.join(unused)} go unused (they set the comparison it "
+                 "skips; hffm bench --agent takes them)")
     train_seconds = train_engine(args)
     out = Path(args.out)
     if not args.evaluate:

@@ -461,8 +461,8 @@ def train_sb3(args: TrainArgs) -> float:
         started = time.perf_counter()
         if resume is not None and remaining <= 0 and finetune_left <= 0:
             note(f"the checkpoint has {done} timesteps already, --total-timesteps is "
-                 f"{args.total_timesteps}: nothing left to train; it is saved and evaluated "
-                 "as it is")
+                 f"{args.total_timesteps}: nothing left to train; it is saved"
+                 f"{' and evaluated' if args.evaluate else ''} as it is")
         rollout = args.n_steps * args.n_envs
         note_whole_rollouts(args, rollout, remaining, finetune_left)
 

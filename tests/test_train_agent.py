@@ -193,8 +193,10 @@ def test_no_evaluate_stops_after_training_and_clears_an_older_comparison(tmp_pat
     capsys.readouterr()
     assert train_agent.main([*common, "--total-timesteps", "16", "--resume", str(out),
                              "--no-evaluate"]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert f"agent saved in {out}" in printed and f"hffm bench --agent {out}" in printed
+    # the comparison's flags of the command line it was added to are named as unused
+    assert "note: --no-evaluate: --eval-seeds, --eval-policies go unused" in err
     assert "| never |" not in printed
     assert json.loads((out / "agent.json").read_text())["num_timesteps"] == 16
     assert not any((out / name).exists() for name in ("results.json", "results.md",
