@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from hffm_env import jsonio
-from hffm_env.agents.checkpoint import ACTION_MODES, CHECKPOINTS, ENGINES, SETTING_FLAGS
+from hffm_env.agents.checkpoint import (
+    ACTION_MODES,
+    CHECKPOINTS,
+    ENGINES,
+    SETTING_FLAGS,
+    checkpoint_step,
+)
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import provenance
@@ -556,6 +562,11 @@ def prepare_out(args: TrainArgs) -> Path:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out = {str(out)!r}: is a file; give a folder for the run's outputs")
+    if any(checkpoint_step(folder) is not None
+           for folder in (out.absolute(), *out.absolute().parents)):
+        # a run written there would replace a checkpoint of the run around it
+        raise ValueError(f"out = {str(out)!r}: is inside a run's {CHECKPOINTS}/ folder; give "
+                         "the run's own folder (to continue it) or another --out")
     # resuming continues the run in --out; a run resumed from elsewhere must not overwrite it
     resumes_out = args.resume is not None and (
         Path(args.resume).resolve() == out.resolve()

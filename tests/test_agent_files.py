@@ -377,6 +377,20 @@ def test_a_run_resumed_from_elsewhere_does_not_overwrite_out(trained, tmp_path, 
     assert (other / "model.zip").read_text() == "another run"
 
 
+def test_out_inside_a_checkpoint_folder_is_refused(tmp_path, capsys):
+    """--out pointed into a run's checkpoints/ (resuming "into" a checkpoint) replaced that
+    checkpoint with a later agent and nested a checkpoints/ folder in it."""
+    step = tmp_path / "run" / "checkpoints" / "step_00000008"
+    step.mkdir(parents=True)
+    (step / "model.zip").write_text("the checkpoint")
+    for out in (step, step / "more"):
+        assert train_agent.main([*BASE, "--total-timesteps", "16", "--resume", str(step),
+                                 "--out", str(out)]) == 2
+        assert "is inside a run's checkpoints/ folder" in capsys.readouterr().err
+    assert (step / "model.zip").read_text() == "the checkpoint"
+    assert sorted(p.name for p in step.iterdir()) == ["model.zip"]
+
+
 def test_more_rounds_than_asked_are_said(tmp_path, capsys):
     """PPO trains whole rollouts: 12 rounds asked of rollouts of 8 train 16, which was silent
     (with fine-tuning, real training of up to a rollout more)."""
