@@ -78,7 +78,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None,
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_)
         elif is_list:  # repeated flags add up: --set a=1 --set b=2 (None: the default)
-            parser.add_argument(*flags, dest=f.name, type=kind, nargs="*", action="extend",
+            parser.add_argument(*flags, dest=f.name, type=kind,
+                                nargs=f.metadata.get("nargs", "*"), action="extend",
                                 default=None, help=help_)
         else:
             parser.add_argument(*flags, type=kind, default=default, choices=choices,

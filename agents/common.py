@@ -241,7 +241,7 @@ class TrainArgs:
     overrides: list[str] = field(
         default_factory=list,
         metadata={"help": "scenario overrides, key=value (also --set KEY=VALUE, repeatable, "
-                  "as in hffm)", "aliases": ("--set",)},
+                  "as in hffm)", "aliases": ("--set",), "nargs": "+"},
     )
     config: str | None = field(
         default=None, metadata={"help": "a YAML/JSON scenario config file, layered on "

@@ -231,6 +231,8 @@ def test_flags_share_hffm_vocabulary():
     assert "{ppo,maskable-ppo}" in help_text and "{train,surrogate,cost}" in help_text
     assert "{full,coarse,menu}" in help_text
     assert "--config" in help_text and "--set" in help_text
+    with pytest.raises(SystemExit):  # a --set with nothing after it was taken silently
+        train_agent.parse_args(["--set", "--fidelity", "cost"])
 
 
 @pytest.mark.parametrize("mode", ["coarse", "menu"])
