@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 from hffm_env import arguments, jsonio
@@ -21,10 +22,33 @@ def description(doc: str | None) -> str:
 
 def add_json_option(parser: argparse.ArgumentParser, what: str = "results") -> None:
     """The scripts' one ``--json [FILE]`` flag: write ``what`` as JSON to FILE, or to stdout
-    without FILE (then call :func:`claim_stdout_for_json` on the parsed value)."""
+    without FILE; and ``--force`` (call :func:`prepare_outputs` on the parsed arguments)."""
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                         type=arguments.output_file(stdout=True),
                         help=f"write {what} as JSON to FILE (stdout without FILE)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files (refused without it: a rerun "
+                        "must not silently replace a committed result)")
+
+
+def prepare_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before any work: :func:`refuse_existing` ``--json`` and ``--plot`` files, then
+    :func:`claim_stdout_for_json`. For script entry points, right after parsing."""
+    refuse_existing(parser, args, [(f"--{flag}", getattr(args, flag, None))
+                                   for flag in ("json", "plot")])
+    claim_stdout_for_json(args.json)
+
+
+def refuse_existing(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    outputs: list[tuple[str, str | Path | None]]) -> None:
+    """Exit with an error naming the flag when one of ``outputs`` (flag, file the script will
+    write; ``"-"`` and None are no file) exists and ``args.force`` is not set: a rerun must
+    not silently replace a committed result."""
+    if getattr(args, "force", False):
+        return
+    for flag, target in outputs:
+        if target is not None and str(target) != "-" and Path(target).exists():
+            parser.error(f"{flag} {str(target)!r}: exists; pass --force to overwrite it")
 
 
 def add_overrides_option(parser: argparse.ArgumentParser,

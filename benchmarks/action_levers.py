@@ -33,9 +33,9 @@ from typing import Any
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 from hffm_env import arguments
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the lever table."""
     parser = lever_parser(description(__doc__), FIDELITIES)
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
 
     import gymnasium as gym
 

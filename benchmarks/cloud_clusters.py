@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import claim_stdout_for_json, description
+from _output import description, prepare_outputs
 from action_levers import lever_parser, run_levers
 
 from hffm_env import arguments
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                           "cost (prices only; seconds) or train (real training); the "
                           "surrogate does not model partial participation (default: cost)")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     return run_levers(parser, args, lambda: CloudClusterEnv(
         scenario=args.scenario, fidelity=args.fidelity, overrides=args.overrides), variants,
         extra={"rules": list(RULES)})

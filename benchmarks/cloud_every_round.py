@@ -20,9 +20,9 @@ import sys
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 from hffm_env import arguments
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="play only these (default: all, see the table's names)")
     add_json_option(parser, "the bench result")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
 
     import gymnasium as gym
 

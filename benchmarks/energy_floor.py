@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Any
 
-from _output import add_json_option, claim_stdout_for_json, description, emit_json
+from _output import add_json_option, description, emit_json, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="FILE",
                         help="draw each policy's energy to target to FILE (PNG)")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     try:
         with open(args.bench_json) as handle:
             bench = json.load(handle)

@@ -25,9 +25,9 @@ import gymnasium as gym
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 import hffm_env  # noqa: F401  (registers the env ids)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     add_overrides_option(parser)
     add_json_option(parser)
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     rows = [
         measure(s, f, args.steps, args.overrides)
         for s in args.scenarios for f in args.fidelities

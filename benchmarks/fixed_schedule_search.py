@@ -28,9 +28,9 @@ from typing import Any
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 from hffm_env import arguments
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="passes of the coordinate descent at most (default: 3)")
     add_json_option(parser, "the search and the held-out bench")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     check_search_args(parser, args)
     unknown = [n for n in args.starts if n not in starts()]
     if unknown:

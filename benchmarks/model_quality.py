@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _output import (  # noqa: E402
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 from hffm_env import arguments  # noqa: E402
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples < BATCH_SIZE:
         parser.error(f"--samples {args.samples}: at least one batch ({BATCH_SIZE}) is needed")
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     result = run(args.samples, args.test_samples, args.epochs, seed=args.seed,
                  progress=args.json != "-", overrides=args.overrides)
     emit_json(result, args.json)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import add_json_option, claim_stdout_for_json, description, emit_json
+from _output import add_json_option, description, emit_json, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the D2D round with one add_d2d_to_head call per cluster")
     add_json_option(parser)
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     out = run(args.rounds, args.per_cluster)
     print(format_table(out))
     emit_json(out, args.json)

@@ -20,7 +20,7 @@ import math
 import sys
 from typing import Any
 
-from _output import add_json_option, claim_stdout_for_json, description, emit_json
+from _output import add_json_option, description, emit_json, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.labels is not None and len(args.labels) != len(args.bench_json):
         raise ValueError(f"--labels: {len(args.labels)} labels for {len(args.bench_json)} "
                          "files; give one per file")
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     labels = args.labels or list(args.bench_json)
     runs = paired_runs(args.bench_json, args.against, labels, args.policies)
     for run in runs:

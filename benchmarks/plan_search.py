@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from _output import add_json_option, claim_stdout_for_json, description, emit_json
+from _output import add_json_option, description, emit_json, prepare_outputs
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                              "hffm-d2d-e1)")
     add_json_option(parser, "the plan, the search and the held-out bench")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     check_search_args(parser, args)
 
     from hffm_env.baselines.plan import PlanPolicy, RoundPlan

@@ -22,9 +22,9 @@ import numpy as np
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 import hffm_env  # noqa: F401  (registers the env ids)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     add_overrides_option(parser)
     add_json_option(parser, "the timings")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     result = time_frames(args.scenario, args.episodes, args.overrides)
     verdict = "PASS" if result["passed"] else "MISS"
     print(f"{args.scenario}: {result['frames']} frames; median {result['kept_frame_ms']:.0f} "

@@ -25,9 +25,9 @@ import torch
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 from torch.func import functional_call
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch device (default: cpu)")
     add_json_option(parser)
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
 
     engine = build_engine(load_scenario(args.scenario, overrides=args.overrides), "train",
                           device=args.device)

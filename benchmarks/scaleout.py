@@ -30,9 +30,9 @@ import numpy as np
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 import hffm_env  # noqa: F401  (registers the env ids)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     add_overrides_option(parser)
     add_json_option(parser)
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers {args.workers}: every count must be >= 1")
     started_ray = False

@@ -16,7 +16,7 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import add_json_option, claim_stdout_for_json, description, emit_json
+from _output import add_json_option, description, emit_json, prepare_outputs
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="hide the progress bar")
     add_json_option(parser, "the result")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     if args.warmup >= args.episodes:  # both >= 1 by their types
         parser.error(f"--warmup {args.warmup}: must be less than --episodes ({args.episodes}): "
                      "the growth is measured over the episodes after the warm-up")

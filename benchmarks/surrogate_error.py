@@ -47,9 +47,9 @@ import numpy as np
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
 )
 
 from hffm_env import arguments
@@ -176,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-traces", metavar="FILE", type=arguments.output_file(),
                         help="record the real episodes here, each as it ends (a Ctrl-C keeps "
                         "those played)")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite an existing --save-traces file")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="also compare the round in which each episode first reaches this "
                         "global accuracy (real vs surrogate, mean and with resampled noise)")
@@ -186,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         "measurement)")
     add_json_option(parser)
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     if args.traces and (args.save_traces or args.policies is not None):
         parser.error("--traces scores recorded episodes; --save-traces and --policies play "
                      "new ones: give one or the other")

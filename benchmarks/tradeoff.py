@@ -29,9 +29,10 @@ from typing import Any
 from _output import (
     add_json_option,
     add_overrides_option,
-    claim_stdout_for_json,
     description,
     emit_json,
+    prepare_outputs,
+    refuse_existing,
 )
 
 from hffm_env import arguments, jsonio
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
                         "when there are several)")
     args = parser.parse_args(argv)
-    claim_stdout_for_json(args.json)
+    prepare_outputs(parser, args)
     if args.rescore and not args.from_json:
         parser.error("--rescore rescores saved runs: it needs --from-json FILE")
     if args.from_json and args.overrides and not args.rescore:
@@ -310,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                                  ) from None
             results += read
             print(*text, sep="\n\n", end="\n\n")
+        _refuse_existing_plots(parser, args, [r["scenario"] for r in results])
         emit_json(results if len(results) > 1 else results[0], args.json)
         _plot(results, args.plot)
         return 0
+    _refuse_existing_plots(parser, args, list(args.scenarios))
     results = []
     for scenario in args.scenarios:
         result = run_scenario(scenario, args.seeds, args.overrides, args.device,
@@ -331,16 +334,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _plot_paths(scenarios: list[str], target: str | None) -> list[Path]:
+    """Where ``--plot`` writes each result's figure: ``target`` for one, else
+    ``FILE_<scenario>.png``, numbered (``FILE_<k>_<scenario>.png``) when a scenario comes
+    twice (two runs of one scenario wrote one file twice)."""
+    if target is None:
+        return []
+    path = Path(target)
+    if len(scenarios) == 1:
+        return [path]
+    numbered = len(set(scenarios)) < len(scenarios)
+    return [path.with_name(f"{path.stem}_{f'{k + 1}_' if numbered else ''}{scenario}"
+                           f"{path.suffix}") for k, scenario in enumerate(scenarios)]
+
+
+def _refuse_existing_plots(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                           scenarios: list[str]) -> None:
+    """``--plot``'s files for ``scenarios``, refused when one exists (without ``--force``)."""
+    if len(scenarios) > 1:  # (prepare_outputs checked the one file of one scenario)
+        refuse_existing(parser, args, [("--plot", path)
+                                       for path in _plot_paths(scenarios, args.plot)])
+
+
 def _plot(results: list[dict], target: str | None) -> None:
     """The runner's trade-off figure (Pareto fronts, accuracy over rounds) per scenario."""
-    if target is None:
-        return
     from hffm_env.baselines.runner import BenchResult, plot_tradeoffs
 
-    path = Path(target)
-    for result in results:
-        out = path if len(results) == 1 else path.with_name(
-            f"{path.stem}_{result['scenario']}{path.suffix}")
+    for result, out in zip(results, _plot_paths([r["scenario"] for r in results], target)):
         plot_tradeoffs(BenchResult.from_dict(result), out)
         print(f"wrote {out}", file=sys.stderr)
 

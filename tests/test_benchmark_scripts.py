@@ -16,7 +16,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def benchmarks(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     yield
-    for name in ("model_quality", "env_step", "round_throughput", "render_frames", "_output"):
+    for name in ("model_quality", "env_step", "round_throughput", "render_frames", "tradeoff",
+                 "_output"):
         sys.modules.pop(name, None)
 
 
@@ -38,6 +39,30 @@ def test_model_quality_is_the_same_on_a_rerun(benchmarks, tmp_path):
     assert runs[0]["overrides"] == list(TINY_OVERRIDES)
     with pytest.raises(SystemExit):  # less than one batch
         model_quality.main(["--samples", "10"])
+
+
+def test_an_existing_output_file_is_refused_without_force(benchmarks, tmp_path, capsys):
+    """Every script replaced an existing --json or --plot file (a committed result, when
+    docs/RESULTS.md's commands were tried with small settings) without a word."""
+    import model_quality
+    import tradeoff
+
+    kept = tmp_path / "kept.json"
+    kept.write_text("a committed result")
+    with pytest.raises(SystemExit):
+        model_quality.main(["--samples", "64", "--json", str(kept)])
+    assert f"--json '{kept}': exists; pass --force" in capsys.readouterr().err
+    assert kept.read_text() == "a committed result"
+    # tradeoff.py's plots, one per result, by name: two results of one scenario wrote one file
+    runs = [str(BENCHMARKS.parent / "docs/results/tradeoff_small.json"),
+            str(BENCHMARKS.parent / "docs/results/tradeoff_small_splits.json")]
+    plot = tmp_path / "t.png"
+    assert tradeoff.main(["--from-json", *runs, "--plot", str(plot)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("t_*.png")) == ["t_1_small.png", "t_2_small.png"]
+    with pytest.raises(SystemExit):
+        tradeoff.main(["--from-json", *runs, "--plot", str(plot)])
+    assert "t_1_small.png': exists; pass --force" in capsys.readouterr().err
+    assert tradeoff.main(["--from-json", *runs, "--plot", str(plot), "--force"]) == 0
 
 
 def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_path):
