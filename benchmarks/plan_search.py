@@ -45,26 +45,31 @@ from fixed_schedule_search import (
 from hffm_env import arguments
 
 
-def plan_of_policy(make_env: Any, name: str, rounds: int) -> Any:
+def plan_of_policy(make_env: Any, name: str, rounds: int) -> tuple[Any, str]:
     """The tiers a schedule baseline (``name``, e.g. ``hffm-d2d-e2``) plays in each of
     ``rounds`` rounds, as a plan over D2D relay (seed 0; a baseline of fixed periods plays the
-    same tiers on every seed)."""
+    same tiers on every seed), and what to call that start: the name, or, for a baseline of
+    another route (``hffm-e2``), "its tiers over the D2D relay" (a plan plays no other route,
+    and its price is the D2D one's)."""
     from hffm_env.baselines.plan import RoundPlan
     from hffm_env.baselines.policies import make_policy
     from hffm_env.config import MODULE_TYPES
+    from hffm_env.fl.schedule import Route
 
     env, policy = make_env(), make_policy(name)
     try:
         obs, info = env.reset(seed=0)
         policy.reset(env, 0)
-        tiers = []
+        tiers, routes = [], set()
         for _ in range(rounds):
             obs, _, _, _, info = env.step(policy.act(obs, info))
             played = env.unwrapped.last_schedule
             tiers.append(tuple(played.tier(t) for t in MODULE_TYPES))
+            routes |= set(played.routes or (Route.DIRECT,))
     finally:
         env.close()
-    return RoundPlan(tuple(tiers), name="best-plan")
+    label = name if routes <= {Route.D2D_RELAY} else f"{name}'s tiers over the D2D relay"
+    return RoundPlan(tuple(tiers), name="best-plan"), label
 
 
 def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_passes: int = 3,
@@ -136,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds {args.rounds}: the episode has {horizon} rounds "
                      "(env.episode_rounds); plan at most that many")
     rounds = args.rounds or horizon
-    start = None  # hffm-d2d-e1: every module type at the cloud in every round
+    start, start_name = None, args.start  # hffm-d2d-e1: every type at the cloud every round
     if args.start in policy_names():
         try:
-            start = plan_of_policy(make("cost"), args.start, rounds)
+            start, start_name = plan_of_policy(make("cost"), args.start, rounds)
         except ValueError as err:  # a baseline with tiers a plan cannot name (D2D)
             parser.error(f"--start {args.start}: {err}")
     elif args.start != "hffm-d2d-e1":
@@ -153,15 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         start = dataclasses.replace(start, tiers=tiers, name="best-plan")
     started = time.perf_counter()
     plan, cost, steps = search(make("surrogate"), rounds, args.seeds, args.target_accuracy,
-                               args.max_passes, start=start, start_name=args.start,
+                               args.max_passes, start=start, start_name=start_name,
                                progress=not args.no_progress)
     search_s = time.perf_counter() - started
     if not math.isfinite(cost):
-        print(f"no plan reaches the target on every search seed (the start, {args.start}, does "
+        print(f"no plan reaches the target on every search seed (the start, {start_name}, does "
               "not either)")
     print(f"best plan ({search_s:.0f} s): {cost:.2f} J to target over seeds {args.seeds}")
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
-                           "target_accuracy": args.target_accuracy, "start": args.start,
+                           "target_accuracy": args.target_accuracy, "start": start_name,
                            "search_seeds": args.seeds,
                            "search_s": search_s, "energy_to_target_j": cost, "steps": steps,
                            "plan": plan.to_dict()}

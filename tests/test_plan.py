@@ -242,10 +242,16 @@ def test_a_baseline_as_a_start_plays_its_tiers(search_module):
     from fixed_schedule_search import env_factory
 
     make = env_factory(argparse.Namespace(scenario="small", overrides=[]))
-    plan = search_module.plan_of_policy(make("cost"), "hffm-d2d-e2", 4)
+    plan, label = search_module.plan_of_policy(make("cost"), "hffm-d2d-e2", 4)
     # edge every round, cloud every second round, over D2D relay
     assert [set(row) for row in plan.tiers] == [{Tier.EDGE}, {Tier.CLOUD}] * 2
     assert plan.route == Route.D2D_RELAY and plan.name == "best-plan"
+    assert label == "hffm-d2d-e2"
+    # a direct-route baseline's tiers are played over the D2D relay too, and say so (the
+    # start was named hffm-e2 at hffm-d2d-e2's price)
+    plan, label = search_module.plan_of_policy(make("cost"), "hffm-e2", 4)
+    assert [set(row) for row in plan.tiers] == [{Tier.EDGE}, {Tier.CLOUD}] * 2
+    assert label == "hffm-e2's tiers over the D2D relay"
 
 
 @pytest.mark.parametrize("argv, message", [
