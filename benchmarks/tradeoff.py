@@ -187,6 +187,9 @@ def rescore(result: dict, overrides: list[str]) -> dict:
         return envs[key]
 
     bench = BenchResult.from_dict(result)
+    if not bench.episodes:  # (an interrupted run that finished none)
+        raise ConfigError(f"--rescore: the {result.get('scenario')} run holds no episodes (it "
+                          "was interrupted before the first ended): nothing to rescore")
     for episode in bench.episodes:
         env = env_for(episode.seed)
         reward, weights, costs = env.reward_function, env.reward_weights, env.cost_range
@@ -262,11 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run (or read, or rescore) the trade-off and print the verdicts; the exit
     status."""
     parser = argparse.ArgumentParser(description=description(__doc__))
-    parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
+    parser.add_argument("--scenarios", nargs="+", default=None,
                         choices=scenario_names(),  # checked before any scenario runs
                         help="presets to run (default: small paper)")
-    parser.add_argument("--seeds", nargs="+", type=arguments.seed,
-                        default=list(DEFAULT_EVAL_SEEDS),
+    parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=None,
                         help="held-out seeds (default: "
                         f"{' '.join(map(str, DEFAULT_EVAL_SEEDS))})")
     parser.add_argument("--vary-data-split", action="store_true",
@@ -293,6 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json and args.overrides and not args.rescore:
         parser.error("--set with --from-json changes nothing unless --rescore recomputes the "
                      "returns under it")
+    ignored = [flag for flag, given in (
+        ("--scenarios", args.scenarios is not None), ("--seeds", args.seeds is not None),
+        ("--vary-data-split", args.vary_data_split), ("--device", args.device != "cpu"))
+        if given]
+    if args.from_json and ignored:  # they would be silently ignored: the runs are as saved
+        parser.error(f"{', '.join(ignored)} with --from-json: the saved runs are read as they "
+                     "were played; drop them")
+    args.scenarios = args.scenarios or ["small", "paper"]
+    args.seeds = args.seeds or list(DEFAULT_EVAL_SEEDS)
     if args.from_json:
         results = []
         for path in args.from_json:

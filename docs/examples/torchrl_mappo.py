@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 import torch
 from tensordict.nn import TensorDictModule, TensorDictSequential
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--fidelity", default="cost", choices=("cost", "surrogate", "train"))
-    parser.add_argument("--set", nargs="*", default=[], dest="overrides",
-                        help="scenario overrides, e.g. env.episode_rounds=10")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
+                        metavar="KEY=VALUE",
+                        help="scenario overrides, e.g. env.episode_rounds=10 (repeatable)")
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--frames-per-batch", type=int, default=200)
     parser.add_argument("--minibatch", type=int, default=50)
@@ -162,5 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     return rewards
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input (a --set key, a scenario) as one error line
+    from hffm_env.arguments import run_command
+
+    sys.exit(run_command(lambda: main() and 0, "torchrl_mappo.py"))

@@ -106,7 +106,10 @@ def test_options_that_would_be_ignored_are_refused(bench, capsys):
     for argv, says in ((["--rescore"], "--rescore rescores saved runs"),
                        (["--from-json", "x.json", "--set", "fl.lr=0.1"], "changes nothing"),
                        # checked before the first scenario trains (minutes lost before)
-                       (["--scenarios", "small", "nope"], "invalid choice: 'nope'")):
+                       (["--scenarios", "small", "nope"], "invalid choice: 'nope'"),
+                       # read as played: these printed the saved run's table without a word
+                       (["--from-json", "x.json", "--scenarios", "paper", "--seeds", "1005"],
+                        "--scenarios, --seeds with --from-json")):
         with pytest.raises(SystemExit):
             bench.main(argv)
         assert says in capsys.readouterr().err
@@ -163,3 +166,11 @@ def test_a_run_interrupted_before_any_episode_is_still_reported(bench):
     text = bench.format_result({"scenario": "small", "seeds": [1000], "episodes": [],
                                 "rows": {}, "checks": [], "interrupted": True})
     assert "0 rounds" in text and "(interrupted)" in text
+    # ... and rescoring such a run says there is nothing to rescore (UnboundLocalError before)
+    import json
+
+    from hffm_env.config import ConfigError
+
+    saved = json.loads((BENCHMARKS.parent / "docs/results/tradeoff_small.json").read_text())
+    with pytest.raises(ConfigError, match="the small run holds no episodes"):
+        bench.rescore({**saved, "episodes": [], "interrupted": True}, [])
