@@ -56,6 +56,9 @@ from hffm_env import arguments
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
 
 TARGETS = {"final_mae": 0.02, "round_mae": 0.03, "spearman": 0.9, "speedup": 100.0}
+MIN_RANKED = 3
+"""Distinct real final accuracies a rank correlation needs to be judged (of two, it is +-1
+whatever the surrogate predicts)."""
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -191,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_traces and Path(args.save_traces).exists() and not args.force:
         parser.error(f"--save-traces {args.save_traces!r}: exists (real episodes, minutes "
                      "each); pass --force to overwrite it")
+    if not args.traces and args.policies == [] and args.mixed == 0:
+        parser.error("--policies (none) and --mixed 0: nothing to play; name policies or "
+                     "give --mixed N")
     if not args.traces:
         args.seeds = args.seeds or list(DEFAULT_EVAL_SEEDS)
         if any(s < FIRST_HELD_OUT_SEED for s in args.seeds):
@@ -317,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_mae": out["final_mae"] <= TARGETS["final_mae"],
         "round_mae": out["round_mae"] <= TARGETS["round_mae"],
     }
-    if len(fixed) >= 2:
+    if out["spearman_distinct_finals"] >= MIN_RANKED:
         checks["spearman"] = rho >= TARGETS["spearman"]
     if math.isfinite(out["speedup"]):
         checks["speedup"] = out["speedup"] >= TARGETS["speedup"]
@@ -344,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{TARGETS[key]})")
     print(f"- per-round bias (surrogate - real) {out['round_bias']:+.4f}")
     if len(fixed) >= 2:
+        judged = "" if "spearman" in checks else (
+            f" (not judged: a rank correlation needs {MIN_RANKED} or more)")
         print(f"- the rank correlation is over {out['spearman_distinct_finals']} distinct real "
-              f"finals of {len(fixed)} fixed schedules")
+              f"finals of {len(fixed)} fixed schedules{judged}")
     for group in ("seen_schedules", "new_schedules"):
         g = out.get(group)
         if g and g["episodes"]:

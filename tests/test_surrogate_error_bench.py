@@ -252,3 +252,31 @@ def test_save_traces_keeps_each_episode_and_refuses_an_existing_file(tmp_path, m
     finally:
         del sys.modules["surrogate_error"]
     assert [e["policy"] for e in calibrate.read_traces(saved)] == played
+
+
+def test_a_rank_correlation_of_two_finals_is_not_judged(tmp_path, monkeypatch, capsys):
+    """Of two schedules a rank correlation is +-1 whatever the surrogate predicts: it was
+    reported as PASS."""
+    from hffm_env.baselines.calibrate import read_traces, write_traces
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import traces_key
+
+    episodes = [e for e in read_traces(TRACES / "heldout_small.json.gz")
+                if e["policy"] in ("never", "hffm-e2")]
+    two = tmp_path / "two.json.gz"
+    write_traces(two, episodes, traces_key(load_scenario("small")))
+    result = _surrogate_error(two, tmp_path, monkeypatch)
+    assert result["spearman_distinct_finals"] == 2 and "spearman" not in result["checks"]
+    assert "not judged: a rank correlation needs 3 or more" in capsys.readouterr().out
+
+
+def test_nothing_to_play_is_one_error_line(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import surrogate_error
+
+    try:
+        with pytest.raises(SystemExit):  # (it built a real-training env, then numpy failed)
+            surrogate_error.main(["--policies", "--mixed", "0", "--speed-steps", "0"])
+    finally:
+        del sys.modules["surrogate_error"]
+    assert "nothing to play" in capsys.readouterr().err
