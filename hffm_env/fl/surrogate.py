@@ -172,8 +172,8 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
         + (f"`hffm calibrate --scenario {cfg.name}` plus the same --set overrides"
            if cfg.name in SCENARIOS else f"`hffm calibrate --config FILE` (a file of this "
            f"config, {cfg.name!r}, on its preset)")
-        + " (minutes of training), or pass a fitted file (gym.make's surrogate=PATH, the "
-        "commands' --surrogate FILE)"
+        + " (minutes of training), or pass a fitted file (gym.make's surrogate=PATH; "
+        "hffm bench, hffm train and benchmarks/surrogate_error.py take --surrogate FILE)"
     )
 
 
