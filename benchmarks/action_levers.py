@@ -114,7 +114,8 @@ def lever_parser(description: str, fidelities: tuple[str, ...],
                         help=fidelity_help or "'cost': prices only (seconds); 'train': real "
                         "training, so that the table's energy to target shows what the "
                         "variants do to accuracy (default: cost)")
-    parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=list(range(1000, 1030)),
+    parser.add_argument("--seeds", type=arguments.held_out_seed, nargs="+",
+                        default=list(range(1000, 1030)),
                         help="held-out seeds (default: 1000-1029)")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target of the table (default: 0.9 x the best final "

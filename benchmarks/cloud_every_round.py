@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"),
                         help="accuracy from real training or the surrogate (default: surrogate)")
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=[0, 1, 2],
-                        help="episode seeds (default: 0 1 2)")
+                        help="episode seeds (default: 0 1 2, training seeds, as for choosing "
+                        "calibration schedules; 1000 and up are held out)")
     parser.add_argument("--target-accuracy", type=arguments.probability, default=None,
                         help="accuracy target (default: 0.9 x the best final accuracy)")
     parser.add_argument("--schedules", nargs="+", metavar="NAME",

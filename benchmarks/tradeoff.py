@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=None,
                         choices=scenario_names(),  # checked before any scenario runs
                         help="presets to run (default: small paper)")
-    parser.add_argument("--seeds", nargs="+", type=arguments.seed, default=None,
+    parser.add_argument("--seeds", nargs="+", type=arguments.held_out_seed, default=None,
                         help="held-out seeds (default: "
                         f"{' '.join(map(str, DEFAULT_EVAL_SEEDS))})")
     parser.add_argument("--vary-data-split", action="store_true",

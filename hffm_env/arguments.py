@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from hffm_env.devices import device_problem, resolve_device
-from hffm_env.seeding import SEED_MAX, SEED_RANGE
+from hffm_env.seeding import FIRST_HELD_OUT_SEED, SEED_MAX, SEED_RANGE
 
 __all__ = [
     "PLOT_SUFFIXES",
@@ -33,6 +33,7 @@ __all__ = [
     "command_prog",
     "device",
     "error_line",
+    "held_out_seed",
     "input_path",
     "interrupts_held",
     "non_negative_int",
@@ -294,6 +295,16 @@ def seed(text: str) -> int:
     value = _integer(text, f"an integer seed in {SEED_RANGE}")
     if not 0 <= value <= SEED_MAX:  # (seeding.check_seed's range, said the way flags say it)
         raise argparse.ArgumentTypeError(f"{value}: seeds are integers in {SEED_RANGE}")
+    return value
+
+
+def held_out_seed(text: str) -> int:
+    """A seed held out for evaluation: :func:`seed`, and at least
+    :data:`~hffm_env.seeding.FIRST_HELD_OUT_SEED` (the seeds below it train and tune)."""
+    value = seed(text)
+    if value < FIRST_HELD_OUT_SEED:
+        raise argparse.ArgumentTypeError(f"{value}: held-out seeds are {FIRST_HELD_OUT_SEED} "
+                                         "and above (the seeds below train and tune)")
     return value
 
 

@@ -109,7 +109,9 @@ def test_options_that_would_be_ignored_are_refused(bench, capsys):
                        (["--scenarios", "small", "nope"], "invalid choice: 'nope'"),
                        # read as played: these printed the saved run's table without a word
                        (["--from-json", "x.json", "--scenarios", "paper", "--seeds", "1005"],
-                        "--scenarios, --seeds with --from-json")):
+                        "--scenarios, --seeds with --from-json"),
+                       # its seeds are held out, as its help says (seed 5 ran, unremarked)
+                       (["--seeds", "1000", "5"], "5: held-out seeds are 1000 and above")):
         with pytest.raises(SystemExit):
             bench.main(argv)
         assert says in capsys.readouterr().err
