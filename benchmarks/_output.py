@@ -51,6 +51,13 @@ def refuse_existing(parser: argparse.ArgumentParser, args: argparse.Namespace,
             parser.error(f"{flag} {str(target)!r}: exists; pass --force to overwrite it")
 
 
+def exit_status(*met: bool) -> int:
+    """The scripts' one exit status for what they judge: 0 when every target in ``met`` is
+    met, 1 when one is missed (so automation can read a MISS without parsing the output;
+    2 stays bad arguments)."""
+    return 0 if all(met) else 1
+
+
 def add_overrides_option(parser: argparse.ArgumentParser,
                          help: str = "scenario override (repeatable)") -> None:
     """The scripts' one ``--set KEY=VALUE`` flag (repeatable), parsed into ``overrides``."""

@@ -27,6 +27,7 @@ from _output import (
     add_overrides_option,
     description,
     emit_json,
+    exit_status,
     prepare_outputs,
 )
 
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{name.replace('_', ' ')} {'PASS' if met else 'MISS'}"
             for name, met in judged.items()))
     emit_json(rows, args.json)
-    return 0
+    return exit_status(*(met for r in rows for name, met in r.items()
+                         if name.startswith("meets_")))
 
 
 if __name__ == "__main__":

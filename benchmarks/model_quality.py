@@ -34,6 +34,7 @@ from _output import (  # noqa: E402
     add_overrides_option,
     description,
     emit_json,
+    exit_status,
     prepare_outputs,
 )
 
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task:<8}{row['chance']:>8.3f}{cells}{row['ratio']:>10.2f}")
     print(f"bar (>= {TARGET_RATIO}x chance on every task, all modalities): "
           f"{'PASS' if result['passes'] else 'FAIL'}")
-    return 0
+    return exit_status(result["passes"])
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import add_json_option, description, emit_json, prepare_outputs
+from _output import add_json_option, description, emit_json, exit_status, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     out = run(args.rounds, args.per_cluster)
     print(format_table(out))
     emit_json(out, args.json)
-    return 0
+    return exit_status(out["passes"])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from _output import (
     add_overrides_option,
     description,
     emit_json,
+    exit_status,
     prepare_outputs,
 )
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['frames_differing']} differing [{verdict}: target "
           f"{SPEEDUP_TARGET:.0f}x, none differing]", file=sys.stderr)
     emit_json(result, args.json)
-    return 0 if result["passed"] else 1
+    return exit_status(result["passed"])
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from _output import (
     add_overrides_option,
     description,
     emit_json,
+    exit_status,
     prepare_outputs,
 )
 from torch.func import functional_call
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  sequential / batched = {results['sequential_over_batched']:.2f}x (target >= 2)")
     print(f"  batched / fused      = {results['batched_over_fused']:.2f}x (target <= 1.25)")
     emit_json(results, args.json)
-    return 0
+    return exit_status(*results["targets_met"].values())
 
 
 if __name__ == "__main__":

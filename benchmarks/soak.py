@@ -16,7 +16,7 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import add_json_option, description, emit_json, prepare_outputs
+from _output import add_json_option, description, emit_json, exit_status, prepare_outputs
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * result['growth_after_warmup']:+.2f}% "
           f"[{verdict}: target under {100 * GROWTH_TARGET:.0f}%]", file=sys.stderr)
     emit_json(result, args.json)
-    return 0 if result["passed"] else 1
+    return exit_status(result["passed"])
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from _output import (
     add_overrides_option,
     description,
     emit_json,
+    exit_status,
     prepare_outputs,
 )
 
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"step: surrogate {out['surrogate_step_ms']:.2f} ms, train "
               f"{out['train_step_ms']:.0f} ms")
     emit_json(out, args.json)
-    return 0
+    return exit_status(*checks.values())
 
 
 if __name__ == "__main__":
