@@ -15,6 +15,9 @@ actions), so compare each engine's scaling, not the two engines' rates.
 
     python benchmarks/scaleout.py --fidelities cost train --workers 1 2 [--json [FILE]]
 
+The JSON holds the table's ``rows`` and the ``provenance`` of the run (code, libraries,
+machine, threads).
+
 On a Ray cluster, ``--address auto`` measures the runners the cluster places (``--workers``
 may then exceed the local CPUs); SB3 stays on this machine.
 """
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['speedup']:>9.2f}x")
     print(f"({args.scenario}, {cpus} local CPUs; speed-up against one worker of the same "
           "engine in this run)")
-    emit_json(rows, args.json)
+    emit_json({"rows": rows}, args.json)  # an object: it records the code and machine too
     return 0
 
 

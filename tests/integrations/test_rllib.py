@@ -244,7 +244,9 @@ def test_scaleout_bench_reports_both_engines_as_json(local_ray, tmp_path):
     sets = [f"--set={o}" for o in TINY_OVERRIDES]
     assert scaleout.main(["--fidelities", "cost", "--workers", "1", "2", "--steps", "8",
                           "--json", str(out), *sets]) == 0
-    rows = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    rows = written["rows"]
+    assert written["provenance"]["libraries"]  # the code and machine that measured them
     assert {(r["engine"], r["workers"]) for r in rows} == {("rllib", 1), ("rllib", 2),
                                                            ("sb3", 1), ("sb3", 2)}
     assert all(r["steps_per_s"] > 0 for r in rows)
