@@ -747,8 +747,11 @@ class HFFMEnv(gym.Env):
 
     @property
     def last_schedule(self) -> Schedule | None:
-        """The schedule of the round just played; None after ``reset``."""
-        return self._last_schedule
+        """The schedule of the round just played; None after ``reset``. A copy: editing its
+        ``tiers`` or ``relay_sources`` does not edit the env's record of the round."""
+        s = self._last_schedule
+        return None if s is None else dataclasses.replace(
+            s, tiers=dict(s.tiers), relay_sources=dict(s.relay_sources))
 
     @property
     def pending(self) -> tuple[ModuleRequest, ...]:
@@ -763,7 +766,8 @@ class HFFMEnv(gym.Env):
     @property
     def last_result(self) -> RoundResult | None:
         """The round just played, as the engine reported it (surrogate fidelity: with the
-        surrogate's accuracies and losses); None after ``reset``. Read-only by convention."""
+        surrogate's accuracies and losses); None after ``reset``. Frozen: its fields cannot
+        be reassigned (its dicts and arrays are the env's record: read them, do not edit)."""
         return self._last_result
 
     def _network_view(self) -> PlayedRound:

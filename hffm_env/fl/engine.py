@@ -75,7 +75,7 @@ from hffm_env.sim import CostReport, Network, TransferTable
 __all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RoundResult:
     """What one round produced.
 

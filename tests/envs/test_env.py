@@ -729,3 +729,24 @@ def test_the_relay_mask_allows_every_source_that_can_serve_the_request(make_env)
             assert allowed.sum() == len(sources) + 1  # and nothing that cannot serve it
             checked += 1
     assert checked > 0
+
+
+def test_the_round_just_played_cannot_be_edited_through_its_views():
+    """env.last_schedule handed out the env's own Schedule (its tiers dict could be edited)
+    and env.last_result a RoundResult whose fields could be reassigned."""
+    import dataclasses
+
+    from hffm_env.fl.schedule import Tier
+
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=list(TINY_OVERRIDES))
+    try:
+        env.reset(seed=0)
+        core = env.unwrapped
+        env.step(core.layout.encode(1, 1))
+        played = dict(core.last_schedule.tiers)
+        core.last_schedule.tiers["moe"] = Tier.NONE  # a copy: the record stays as played
+        assert dict(core.last_schedule.tiers) == played and played["moe"] != Tier.NONE
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            core.last_result.round_index = 99
+    finally:
+        env.close()
