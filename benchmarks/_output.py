@@ -20,6 +20,15 @@ def description(doc: str | None) -> str:
     return doc.strip().split("\n\n")[0] if doc else "An hffm-env benchmark."
 
 
+def help_texts(doc: str | None) -> dict[str, Any]:
+    """``argparse.ArgumentParser`` keywords for a script's ``--help``: its docstring's first
+    paragraph as the description (:func:`description`) and the rest (what it measures, its
+    targets, what its JSON holds, example commands) as the epilog, laid out as written."""
+    rest = doc.strip().split("\n\n", 1)[1] if doc and "\n\n" in doc.strip() else None
+    return {"description": description(doc), "epilog": rest,
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def add_json_option(parser: argparse.ArgumentParser, what: str = "results") -> None:
     """The scripts' one ``--json [FILE]`` flag: write ``what`` as JSON to FILE, or to stdout
     without FILE; and ``--force`` (call :func:`prepare_outputs` on the parsed arguments)."""

@@ -33,8 +33,8 @@ from typing import Any
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
+    help_texts,
     prepare_outputs,
 )
 
@@ -100,11 +100,11 @@ def format_levers(levers: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(rows)
 
 
-def lever_parser(description: str, fidelities: tuple[str, ...],
+def lever_parser(doc: str | None, fidelities: tuple[str, ...],
                  fidelity_help: str | None = None) -> argparse.ArgumentParser:
     """The arguments of a benchmark that plays a plan beside variants of it (this one and
     ``cloud_clusters.py``)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(**help_texts(doc))
     parser.add_argument("--plan", default=str(DEFAULT_PLAN),
                         help="a plan JSON (plan_search.py's output or a plan itself; default: "
                              "the PPO results', docs/results/plan_search_small4.json)")
@@ -153,7 +153,7 @@ def run_levers(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the lever table."""
-    parser = lever_parser(description(__doc__), FIDELITIES)
+    parser = lever_parser(__doc__, FIDELITIES)
     args = parser.parse_args(argv)
     prepare_outputs(parser, args)
 

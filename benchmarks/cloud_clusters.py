@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import description, prepare_outputs
+from _output import prepare_outputs
 from action_levers import lever_parser, run_levers
 
 from hffm_env import arguments
@@ -115,7 +115,7 @@ def variants(plan: Any) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the energy against the plan."""
-    parser = lever_parser(description(__doc__), ("cost", "train"),
+    parser = lever_parser(__doc__, ("cost", "train"),
                           "cost (prices only; seconds) or train (real training); the "
                           "surrogate does not model partial participation (default: cost)")
     args = parser.parse_args(argv)

@@ -20,8 +20,8 @@ import sys
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
+    help_texts,
     prepare_outputs,
 )
 
@@ -37,7 +37,7 @@ def schedules() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the probe and print the bench table."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--fidelity", default="surrogate", choices=("train", "surrogate"),

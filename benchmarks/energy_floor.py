@@ -24,7 +24,7 @@ import statistics
 import sys
 from typing import Any
 
-from _output import add_json_option, description, emit_json, prepare_outputs
+from _output import add_json_option, emit_json, help_texts, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -142,7 +142,7 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("bench_json", help="a `hffm bench --json` file with a 'never' episode")
     parser.add_argument("--best", default="hffm-d2d-e2",
                         help="the best baseline to compare with (default hffm-d2d-e2)")

@@ -28,9 +28,9 @@ import gymnasium as gym
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
     exit_status,
+    help_texts,
     prepare_outputs,
 )
 
@@ -105,7 +105,7 @@ def measure(scenario: str, fidelity: str, steps: int, overrides: list[str]) -> d
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenarios", nargs="+", default=["small", "paper"],
                         choices=scenario_names(),  # checked before any scenario runs
                         help="presets to time (default: small paper)")

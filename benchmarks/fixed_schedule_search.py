@@ -28,8 +28,8 @@ from typing import Any
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
+    help_texts,
     prepare_outputs,
 )
 
@@ -126,10 +126,10 @@ def search(make_env: Any, menu: tuple[int, ...], seeds: list[int], target: float
     return _schedule(edge, cloud, route, "best-fixed"), best, steps
 
 
-def search_parser(description: str, judged: str) -> argparse.ArgumentParser:
+def search_parser(doc: str | None, judged: str) -> argparse.ArgumentParser:
     """The arguments every search benchmark shares (scenario, overrides, target, search and
     held-out seeds, held-out fidelity); ``judged`` names what the held-out seeds judge."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(**help_texts(doc))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--target-accuracy", type=arguments.probability, required=True,
@@ -204,7 +204,7 @@ def env_factory(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Search, judge on held-out seeds, print the table."""
-    parser = search_parser(description(__doc__), judged="winner")
+    parser = search_parser(__doc__, judged="winner")
     parser.add_argument("--starts", nargs="+", default=["hffm-d2d-e1", "hffm-d2d-e2", "star"],
                         metavar="NAME", help="fixed schedules to descend from: names of the "
                         "paper's menu, never, or hffm-d2d-e1 (default: hffm-d2d-e1 hffm-d2d-e2 "

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _output import (  # noqa: E402
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
     exit_status,
+    help_texts,
     prepare_outputs,
 )
 
@@ -155,7 +155,7 @@ def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, fine-tune and print the table (or JSON); the exit status."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--samples", type=arguments.positive_int, default=2000,
                         help=f"training samples, at least a batch of {BATCH_SIZE} "
                         "(default 2000)")

@@ -29,7 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from _output import add_json_option, description, emit_json, exit_status, prepare_outputs
+from _output import (
+    add_json_option,
+    emit_json,
+    exit_status,
+    help_texts,
+    prepare_outputs,
+)
 
 from hffm_env import arguments
 from hffm_env.config import PlacementConfig, ScenarioConfig, paper
@@ -158,7 +164,7 @@ def format_table(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; the exit status."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--rounds", type=arguments.positive_int, default=7,
                         help="timed rounds per size (default 7)")
     parser.add_argument("--per-cluster", action="store_true",

@@ -20,7 +20,7 @@ import math
 import sys
 from typing import Any
 
-from _output import add_json_option, description, emit_json, prepare_outputs
+from _output import add_json_option, emit_json, help_texts, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
@@ -151,7 +151,7 @@ def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("bench_json", nargs="+", help="`hffm bench --json` files")
     parser.add_argument("--against", default="hffm-d2d-e2",
                         help="the reference policy, in every file (default hffm-d2d-e2)")

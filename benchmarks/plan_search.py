@@ -32,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-from _output import add_json_option, description, emit_json, prepare_outputs
+from _output import add_json_option, emit_json, prepare_outputs
 from fixed_schedule_search import (
     check_search_args,
     env_factory,
@@ -115,7 +115,7 @@ def search(make_env: Any, rounds: int, seeds: list[int], target: float, max_pass
 
 def main(argv: list[str] | None = None) -> int:
     """Search, judge on held-out seeds, print the table."""
-    parser = search_parser(description(__doc__), judged="plan")
+    parser = search_parser(__doc__, judged="plan")
     parser.add_argument("--rounds", type=arguments.positive_int, default=None,
                         help="rounds the plan spells out (default: the episode's)")
     parser.add_argument("--max-passes", type=arguments.positive_int, default=3,

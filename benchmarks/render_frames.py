@@ -22,9 +22,9 @@ import numpy as np
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
     exit_status,
+    help_texts,
     prepare_outputs,
 )
 
@@ -83,7 +83,7 @@ def time_frames(scenario: str, episodes: int, overrides: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, time the frames and print (or write) the report; the exit status."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--episodes", type=arguments.positive_int, default=2,
                         help="episodes to play (default: 2)")

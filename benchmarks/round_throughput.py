@@ -25,9 +25,9 @@ import torch
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
     exit_status,
+    help_texts,
     prepare_outputs,
 )
 from torch.func import functional_call
@@ -83,7 +83,7 @@ def time_it(fn: Callable[[], object], repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--repeats", type=arguments.positive_int, default=5,

@@ -33,8 +33,8 @@ import numpy as np
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
+    help_texts,
     prepare_outputs,
 )
 
@@ -118,7 +118,7 @@ def _masked_sample(nvec: np.ndarray, mask: np.ndarray, rng: np.random.Generator)
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--fidelities", nargs="+", default=["cost", "train"],
                         choices=["cost", "surrogate", "train"],

@@ -16,7 +16,13 @@ import sys
 import time
 
 import gymnasium as gym
-from _output import add_json_option, description, emit_json, exit_status, prepare_outputs
+from _output import (
+    add_json_option,
+    emit_json,
+    exit_status,
+    help_texts,
+    prepare_outputs,
+)
 
 import hffm_env  # noqa: F401  (registers the env ids)
 from hffm_env import arguments
@@ -87,7 +93,7 @@ def soak(scenario: str, episodes: int, warmup: int, overrides: list[str],
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, play the episodes and print (or write) the memory report; the exit
     status."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     parser.add_argument("--episodes", type=arguments.positive_int, default=1000,
                         help="cost-fidelity episodes to play (default: 1000)")

@@ -47,9 +47,9 @@ import numpy as np
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
     exit_status,
+    help_texts,
     prepare_outputs,
 )
 
@@ -161,7 +161,7 @@ def _crossing_rounds(episodes, surrogate, tasks, target: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenario", default="small", help="preset scenario (default: small)")
     add_overrides_option(parser)
     parser.add_argument("--seeds", type=arguments.seed, nargs="+", default=None,

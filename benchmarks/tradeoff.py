@@ -29,8 +29,8 @@ from typing import Any
 from _output import (
     add_json_option,
     add_overrides_option,
-    description,
     emit_json,
+    help_texts,
     prepare_outputs,
     refuse_existing,
 )
@@ -264,7 +264,7 @@ def format_result(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run (or read, or rescore) the trade-off and print the verdicts; the exit
     status."""
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = argparse.ArgumentParser(**help_texts(__doc__))
     parser.add_argument("--scenarios", nargs="+", default=None,
                         choices=scenario_names(),  # checked before any scenario runs
                         help="presets to run (default: small paper)")

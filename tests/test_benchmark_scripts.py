@@ -122,21 +122,30 @@ def test_round_throughput_reports_its_ratios(benchmarks, tmp_path):
 
 def test_every_benchmark_describes_itself_in_help(benchmarks):
     """Each script's --help opens with its docstring's first paragraph (several cut it at
-    its first line, mid-sentence), and a docstring stripped by ``python -OO`` gives a line
-    instead of an AttributeError."""
+    its first line, mid-sentence) and ends with the rest of it: what it measures, its
+    targets, its JSON, example commands (only the first paragraph was shown); a docstring
+    stripped by ``python -OO`` gives a line instead of an AttributeError."""
     import ast
+    import subprocess
 
-    from _output import description
+    from _output import description, help_texts
 
     assert description(None) == "An hffm-env benchmark."
     assert description("One question?\nIts line two.\n\nDetails.") == (
         "One question?\nIts line two.")
+    assert help_texts("One question?\n\nDetails.\n\n    run it")["epilog"] == (
+        "Details.\n\n    run it")
+    assert help_texts(None)["epilog"] is None
     scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
     assert len(scripts) >= 10
     for script in scripts:
         source = script.read_text()
         assert ast.get_docstring(ast.parse(source)), script.name
-        assert "description(__doc__)" in source and "__doc__." not in source, script.name
+        assert "_parser(__doc__" in source or "help_texts(__doc__)" in source, script.name
+        assert "__doc__." not in source, script.name
+    shown = subprocess.run([sys.executable, str(BENCHMARKS / "soak.py"), "--help"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Target: growth under 5%" in shown and "python benchmarks/soak.py --episodes" in shown
 
 
 def test_render_frames_times_kept_and_fresh_frames_of_one_picture(benchmarks, tmp_path):
