@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["TINY_OVERRIDES", "make_tiny_env"]
+__all__ = ["TINY_OVERRIDES", "make_tiny_env", "integration"]
 
+import importlib
+import os
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 TINY_OVERRIDES: tuple[str, ...] = (
@@ -35,3 +38,14 @@ def make_tiny_env(scenario: str = "small", fidelity: str = "cost", extra: Sequen
 
     return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity=fidelity,
                     overrides=[*TINY_OVERRIDES, *extra], **kwargs)
+
+
+def integration(name: str) -> ModuleType:
+    """Import the optional library ``name`` for a test: without it the test skips, unless
+    ``HFFM_REQUIRE_INTEGRATIONS`` is set (as ``.ci/run`` sets it), where its absence is an
+    ImportError, so that CI cannot pass by skipping the integration tests. (Needs pytest.)"""
+    if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):
+        return importlib.import_module(name)
+    import pytest
+
+    return pytest.importorskip(name)

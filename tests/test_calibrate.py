@@ -73,6 +73,11 @@ def test_a_calibrated_surrogate_drives_the_surrogate_fidelity(calibrated):
     _, info = env.reset(seed=1000)
     _, reward, _, _, info = env.step(env.unwrapped.layout.encode(1, 1))
     assert 0.0 <= info["accuracy"]["mean"] <= 1.0 and np.isfinite(reward)
+    # ... the fit given, not another one the env found: its prediction for this round
+    used, fit = env.unwrapped.surrogate, AccuracySurrogate.load(calibrated)
+    assert used.path is not None and Path(used.path).resolve() == calibrated.resolve()
+    features = np.random.default_rng(0).random((3, len(fit.x_mean)))
+    np.testing.assert_array_equal(used.predict_features(features), fit.predict_features(features))
     env.close()
 
 

@@ -156,7 +156,8 @@ def test_numpy_numbers_are_taken_as_python_numbers():
 
 def test_a_tiny_server_spacing_is_checked_without_dividing_by_zero():
     # half the spacing squared underflows to 0: the packing bound divided by it
-    assert apply_overrides(small(), {"placement.min_server_spacing_m": 1e-300})
+    cfg = apply_overrides(small(), {"placement.min_server_spacing_m": 1e-300})
+    assert cfg.placement.min_server_spacing_m == 1e-300  # (a config object is always truthy)
 
 
 @pytest.mark.parametrize(("name", "text", "key"), [
@@ -322,17 +323,29 @@ def test_the_memory_estimate_counts_d2d_pairs_and_no_scenes_without_training():
 
 
 def test_a_negative_zero_spread_is_a_zero_spread():
-    """-0.0 passed the config's check and failed in numpy's lognormal."""
+    """-0.0 passed the config's check and failed in numpy's lognormal; it plays as 0.0 (the
+    test only made and reset the envs)."""
     import gymnasium as gym
 
     import hffm_env  # noqa: F401
 
-    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides={"data.sample_count_sigma": -0.0})
-    env.reset(seed=0)
-    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides={
-        "dynamics.mobility": True, "dynamics.speed_mps_min": 0.0,
-        "dynamics.speed_mps_max": -0.0})
-    env.reset(seed=0)
+    def played(overrides: dict) -> tuple:
+        env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=overrides)
+        obs, _ = env.reset(seed=0)
+        env.action_space.seed(0)
+        obs, *_ = env.step(env.action_space.sample())
+        core = env.unwrapped
+        out = (core.config, obs, core.network.topology.device_xy_m.copy())
+        env.close()
+        return out
+
+    for key, others in (("data.sample_count_sigma", {}),
+                        ("dynamics.speed_mps_max", {"dynamics.mobility": True,
+                                                    "dynamics.speed_mps_min": 0.0})):
+        negative, positive = played({**others, key: -0.0}), played({**others, key: 0.0})
+        assert negative[0] == positive[0]  # (-0.0 == 0.0)
+        np.testing.assert_array_equal(negative[1], positive[1])  # the same episode
+        np.testing.assert_array_equal(negative[2], positive[2])
 
 
 def test_a_variant_named_after_another_preset_is_refused(tmp_path):

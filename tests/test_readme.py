@@ -6,6 +6,7 @@ README and docs/ link to or show exists."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import gymnasium as gym
 import pytest
 
 import hffm_env
+from hffm_env.testing import integration
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -45,6 +47,9 @@ def test_the_readme_python_blocks_run(monkeypatch):
     namespace: dict = {}
     try:
         for k, block in enumerate(blocks):  # one namespace: later blocks use earlier names
+            for name in (m for m in OPTIONAL if m in block):
+                if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):  # CI: never skipped
+                    integration(name)
             missing = [m for m in OPTIONAL
                        if m in block and importlib.util.find_spec(m) is None]
             if missing:

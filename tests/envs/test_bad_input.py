@@ -27,6 +27,7 @@ from hffm_env.config import (
 )
 from hffm_env.envs.hffm_env import HFFMEnv, measured
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.testing import integration
 from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu, full_action
 
 
@@ -336,7 +337,7 @@ def test_a_surrogate_for_another_fidelity_is_refused_not_ignored():
 
 
 def test_the_aec_env_checks_an_agents_action_when_it_acts():
-    pytest.importorskip("pettingzoo")
+    integration("pettingzoo")
     aec = hffm_env.env("small", fidelity="cost")
     aec.reset(seed=0)
     size = len(aec.action_space("edge_0").nvec)
@@ -350,7 +351,7 @@ def test_the_aec_env_checks_an_agents_action_when_it_acts():
 
 
 def test_the_parallel_env_names_bad_actions_and_agents():
-    pytest.importorskip("pettingzoo")
+    integration("pettingzoo")
     par = hffm_env.parallel_env("small", fidelity="cost")
     par.reset(seed=0)
     with pytest.raises(ValueError, match="actions = None: must be a dict"):

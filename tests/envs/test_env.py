@@ -3,6 +3,7 @@ rendering. All on tiny budgets of the `small` scenario (other presets in cost fi
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import subprocess
@@ -559,6 +560,9 @@ def test_cost_fidelity_reports_nan_accuracy():
     _, _, _, _, info = env.step(env.unwrapped.layout.encode(1, 1))
     assert not info["measured"]["accuracy"] and info["accuracy"]["mean"] == 0.0
     assert info["reward_terms"]["accuracy"] == 0.0
+    from hffm_env.envs.hffm_env import measured
+
+    assert math.isnan(measured(info, "accuracy"))  # what the NaN of the name is
 
 
 def test_partner_slots_name_the_current_rounds_nearest_mates_under_mobility():

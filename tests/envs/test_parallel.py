@@ -7,9 +7,9 @@ import pytest
 
 import hffm_env
 from hffm_env.config import MODULE_TYPES
-from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.testing import TINY_OVERRIDES, integration
 
-pettingzoo_test = pytest.importorskip("pettingzoo.test")
+pettingzoo_test = integration("pettingzoo.test")
 
 
 def _parallel(scenario="small", fidelity="cost", **kwargs):
@@ -61,20 +61,38 @@ def test_joint_action_combines_edge_periods_and_keeps_each_clusters_choices():
 
 
 def test_masks_in_observation_and_info_agree_and_other_clusters_requests_are_not_mine():
-    env = _parallel()
+    """(The test checked padding partner slots of a smaller cluster, which the env never
+    has, and no request: now the relay slots, with requests pending.)"""
+    env = hffm_env.parallel_env("small", fidelity="cost",
+                                overrides=[*TINY_OVERRIDES, "fl.task_arrival_prob=1.0"])
     obs, infos = env.reset(seed=3)
-    for agent in env.agents:
-        flat = infos[agent]["action_mask"]
-        assert flat.dtype == bool
-        np.testing.assert_array_equal(np.concatenate(obs[agent]["action_mask"]), flat)
-        assert env.observation_space(agent).contains(obs[agent])
-    # padding partner slots of a cluster smaller than the largest allow only "none"
-    sizes = [len(m) for m in env.env.layout.cluster_members]
-    small = int(np.argmin(sizes))
-    if sizes[small] < max(sizes):
-        start = 2 * len(MODULE_TYPES) + 2 + sizes[small]
-        pad = obs[f"edge_{small}"]["action_mask"][start]
-        assert pad.tolist() == [1] + [0] * (len(pad) - 1)
+    checked = 0
+    for _ in range(3):
+        owners = [int(env.env.network.cluster_of_device[r.device]) for r in env.env.pending]
+        full_masks = env.env.layout.split_mask(env.env.action_masks())
+        for agent in env.agents:
+            flat = infos[agent]["action_mask"]
+            assert flat.dtype == bool
+            np.testing.assert_array_equal(np.concatenate(obs[agent]["action_mask"]), flat)
+            assert env.observation_space(agent).contains(obs[agent])
+            if agent == "cloud_0":
+                continue
+            c = int(agent.removeprefix("edge_"))
+            for k, name in enumerate(env.slot_names[agent]):
+                if not name.startswith("relay/") or int(name.split("/")[1]) >= len(owners):
+                    continue
+                r = int(name.split("/")[1])
+                mask = obs[agent]["action_mask"][k]
+                if owners[r] == c:  # its own cluster's request: the env's choices for it
+                    full = full_masks[env.env.layout.slot_names.index(name)]
+                    np.testing.assert_array_equal(mask, full)
+                else:  # another cluster's: only the default
+                    assert mask.tolist() == [1] + [0] * (len(mask) - 1), (agent, name)
+                checked += 1
+        sampled = {a: env.action_space(a).sample(mask=obs[a]["action_mask"]) for a in env.agents}
+        obs, _, _, _, infos = env.step(sampled)
+    assert checked > 0  # requests were pending, in every cluster's view
+    env.close()
 
 
 def test_cost_share_rewards_split_the_team_costs():

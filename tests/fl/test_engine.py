@@ -90,7 +90,8 @@ def test_batched_training_equals_sequential_loop():
     engine.double()
     assert {v.dtype for v in engine.params.values()} == {torch.float64}  # at once
     engine.reset(5)
-    assert engine.evaluate().accuracy["mean"] >= 0  # evaluation runs in float64 too
+    # evaluation runs on the float64 modules (a dtype mismatch raised in it): a number
+    assert 0.0 <= engine.evaluate().accuracy["mean"] <= 1.0
     trained = torch.ones(engine.num_devices, dtype=torch.bool)
     trained[1] = False
     state = engine.generator.get_state()

@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401  (registers the env ids)
-from hffm_env.testing import TINY_OVERRIDES
+from hffm_env.testing import TINY_OVERRIDES, integration
 
 
 def _ray():
-    if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):
-        return importlib.import_module("ray")
-    return pytest.importorskip("ray")
+    return integration("ray")
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +195,7 @@ def test_rllib_flags_are_checked_before_any_work(tmp_path):
 
 
 def test_the_rllib_policy_learns_on_the_device_asked_for(tmp_path):
-    pytest.importorskip("ray")
+    _ray()
     from hffm_env.agents.common import TrainArgs
     from hffm_env.agents.rllib import rllib_config
 

@@ -7,9 +7,7 @@ These libraries are the optional extra ``pip install -e ".[integrations]"``, whi
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import tempfile
 from types import ModuleType
 
@@ -17,14 +15,12 @@ import numpy as np
 import pytest
 
 import hffm_env  # noqa: F401  (registers the env ids)
-from hffm_env.testing import make_tiny_env
+from hffm_env.testing import integration, make_tiny_env
 from hffm_env.wrappers import ActionMaskObservation
 
 
 def _library(name: str) -> ModuleType:
-    if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):
-        return importlib.import_module(name)
-    return pytest.importorskip(name)
+    return integration(name)
 
 
 def _env(**kwargs):

@@ -41,6 +41,7 @@ def test_forward_shapes_and_padding(tiny_model, tiny_features):
 def test_vmap_forward_and_grad_equal_per_device_loop(tiny_model, tiny_features):
     features, labels = tiny_features
     params, feats, mm, tm, y = _stacked_inputs(tiny_model, features, labels, 4, 12, seed=1)
+    original = {n: v.clone() for n, v in tiny_model.trainable_state().items()}
 
     def forward(p, f, m, t):
         return functional_call(tiny_model, p, (f, m, t))
@@ -61,9 +62,10 @@ def test_vmap_forward_and_grad_equal_per_device_loop(tiny_model, tiny_features):
         ref_grads = grad(loss_fn)(p, f, mm[d], tm[d], y[d])
         for name, g in ref_grads.items():
             torch.testing.assert_close(grads[name][d], g, atol=1e-5, rtol=1e-4)
-    # the module's own tensors are untouched by functional calls
+    # the module's own tensors are untouched by functional calls (it compared them with
+    # device 0's parameters, which differ from them whatever the calls did)
     for name, value in tiny_model.trainable_state().items():
-        assert not torch.equal(value, params[name][0])
+        assert torch.equal(value, original[name]), name
 
 
 def test_masked_modality_does_not_influence_logits(tiny_model, tiny_features):

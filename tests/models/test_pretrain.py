@@ -81,13 +81,20 @@ def test_pretraining_runs_on_fixed_threads_whatever_the_caller_set(caller_thread
 
 
 def test_truncated_cache_is_rebuilt(private_cache, configs):
+    """A truncated cache file is pre-trained again and saved whole (the test checked only
+    the warning): the next build loads it, with the weights of the first."""
     TINY_MODEL, TINY_DATA = configs
-    build_model(TINY_MODEL, TINY_DATA, progress=False)
+    first = build_model(TINY_MODEL, TINY_DATA, progress=False)
     path = cache_path(TINY_MODEL, TINY_DATA)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.warns(RuntimeWarning, match="unusable"):
-        build_model(TINY_MODEL, TINY_DATA, progress=False)
+        rebuilt = build_model(TINY_MODEL, TINY_DATA, progress=False)
+    assert rebuilt.pretrain_info["cached"] is False and path.stat().st_size == len(data)
+    loaded = build_model(TINY_MODEL, TINY_DATA, progress=False)
+    assert loaded.pretrain_info["cached"] is True
+    for (name, a), (_, b) in zip(first.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_cache_key_depends_on_what_pretraining_sees(configs):
