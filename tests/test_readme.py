@@ -5,8 +5,6 @@ README and docs/ link to or show exists."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -48,13 +46,7 @@ def test_the_readme_python_blocks_run(monkeypatch):
     try:
         for k, block in enumerate(blocks):  # one namespace: later blocks use earlier names
             for name in (m for m in OPTIONAL if m in block):
-                if os.environ.get("HFFM_REQUIRE_INTEGRATIONS"):  # CI: never skipped
-                    integration(name)
-            missing = [m for m in OPTIONAL
-                       if m in block and importlib.util.find_spec(m) is None]
-            if missing:
-                pytest.skip(f"README python block {k + 1} needs {missing} (the integrations "
-                            "extra); the blocks before it ran")
+                integration(name)  # without the extra: skip here (the blocks before it ran)
             try:
                 exec(compile(block, f"README.md python block {k + 1}", "exec"), namespace)
             except Exception as err:
