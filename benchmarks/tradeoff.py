@@ -5,7 +5,9 @@ with real federated training, and the table reports (mean ± std over the seeds)
 local and held-out-cluster accuracy, latency and energy per round, the episode return under the
 scenario's default reward, and whether the schedule is on the accuracy-energy Pareto front
 (no other schedule is at least as accurate for at most the energy, one of them strictly). Then
-the issue's targets are checked one by one and printed as PASS / MISS with their numbers.
+the issue's targets are checked one by one and printed as PASS / MISS with their numbers; the
+exit status is 1 when one is missed (in any scenario, read back with ``--from-json`` too), 130
+after Ctrl-C.
 
     python benchmarks/tradeoff.py --scenarios small paper --seeds 1000 1001 1002 \\
         [--vary-data-split] [--json FILE] [--plot FILE.png]
@@ -30,6 +32,7 @@ from _output import (
     add_json_option,
     add_overrides_option,
     emit_json,
+    exit_status,
     help_texts,
     prepare_outputs,
     refuse_existing,
@@ -325,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         _refuse_existing_plots(parser, args, [r["scenario"] for r in results])
         emit_json(results if len(results) > 1 else results[0], args.json)
         _plot(results, args.plot)
-        return 0
+        return _checks_status(results)
     _refuse_existing_plots(parser, args, list(args.scenarios))
     results = []
     for scenario in args.scenarios:
@@ -342,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         print("tradeoff.py: interrupted; the finished episodes are in the results, without "
               "target checks", file=sys.stderr)
         return 130
-    return 0
+    return _checks_status(results)
+
+
+def _checks_status(results: list[dict[str, Any]]) -> int:
+    """The exit status of the target checks of every result (:func:`_output.exit_status`)."""
+    return exit_status(*(check["pass"] for r in results for check in r.get("checks", [])))
 
 
 def _plot_paths(scenarios: list[str], target: str | None) -> list[Path]:

@@ -58,12 +58,24 @@ def test_an_existing_output_file_is_refused_without_force(benchmarks, tmp_path, 
     runs = [str(BENCHMARKS.parent / "docs/results/tradeoff_small.json"),
             str(BENCHMARKS.parent / "docs/results/tradeoff_small_splits.json")]
     plot = tmp_path / "t.png"
-    assert tradeoff.main(["--from-json", *runs, "--plot", str(plot)]) == 0
+    assert tradeoff.main(["--from-json", *runs, "--plot", str(plot)]) == 1  # splits: MISSes
     assert sorted(p.name for p in tmp_path.glob("t_*.png")) == ["t_1_small.png", "t_2_small.png"]
     with pytest.raises(SystemExit):
         tradeoff.main(["--from-json", *runs, "--plot", str(plot)])
     assert "t_1_small.png': exists; pass --force" in capsys.readouterr().err
-    assert tradeoff.main(["--from-json", *runs, "--plot", str(plot), "--force"]) == 0
+    assert tradeoff.main(["--from-json", *runs, "--plot", str(plot), "--force"]) == 1
+
+
+def test_tradeoff_exits_1_when_a_target_check_misses(benchmarks, capsys):
+    """tradeoff.py printed MISS and exited 0, so automation could not tell a missed target
+    from a met one (the other judging scripts exit 1)."""
+    import tradeoff
+
+    results = BENCHMARKS.parent / "docs/results"
+    assert tradeoff.main(["--from-json", str(results / "tradeoff_small.json")]) == 0
+    assert "MISS" not in capsys.readouterr().out
+    assert tradeoff.main(["--from-json", str(results / "tradeoff_small_splits.json")]) == 1
+    assert "MISS" in capsys.readouterr().out
 
 
 def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_path):
