@@ -39,7 +39,6 @@ __all__ = [
     "non_negative_int",
     "output_file",
     "positive_int",
-    "positive_number",
     "print_own_warnings_as_lines",
     "probability",
     "run_command",
@@ -340,14 +339,6 @@ def non_negative_int(text: str) -> int:
 
 def _number(text: str, what: str) -> float:
     return _parse(text, float, what)
-
-
-def positive_number(text: str) -> float:
-    """A finite number > 0 (a duration, a rate)."""
-    value = _number(text, "a number > 0")
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text}: must be a finite number > 0")
-    return value
 
 
 def probability(text: str) -> float:

@@ -23,6 +23,17 @@ except ModuleNotFoundError:  # a regular install, hidden by this clone's hffm_en
                 "hffm_env.baselines)", returncode=4)
 
 
+@pytest.fixture(scope="session")
+def pyproject() -> dict:
+    """The repository's ``pyproject.toml``, parsed (``tomllib``; on Python 3.10 ``tomli``,
+    which the ``dev`` extra installs there)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+
+
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch) -> Path:
     """``$HFFM_CACHE_DIR`` set to a folder of this test's own, holding no surrogate fit, only

@@ -28,7 +28,6 @@ def status(argv: list[str]) -> int:
     (arguments.seed, "-1"), (arguments.seed, str(2**63)), (arguments.seed, "x"),
     (arguments.positive_int, "0"), (arguments.non_negative_int, "-1"),
     (arguments.probability, "nan"), (arguments.probability, "1.5"), (arguments.probability, "-0.1"),
-    (arguments.positive_number, "inf"), (arguments.positive_number, "0"),
     (arguments.device, "cuda:99"), (arguments.device, "gpu"),
     (arguments.episode_count, "100000000000"), (arguments.episode_count, "0"),
 ])

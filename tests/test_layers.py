@@ -13,11 +13,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-
 ROOT = Path(__file__).resolve().parents[1]
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PACKAGE_DIRS = PYPROJECT["tool"]["setuptools"]["package-dir"]
 # what may not be imported from each layer (anywhere in its modules, lazily or not)
 FORBIDDEN = {
     "hffm_env.sim": ("hffm_env.models", "hffm_env.fl", "hffm_env.envs", "hffm_env.agents",
@@ -35,14 +31,21 @@ FORBIDDEN = {
 }
 
 
-def _modules() -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def setuptools(pyproject) -> dict:
+    """pyproject.toml's ``[tool.setuptools]``: what gets installed, and from where."""
+    return pyproject["tool"]["setuptools"]
+
+
+def _modules(setuptools: dict) -> dict[str, Path]:
     """Every installed module's dotted name -> its file (package-dir mapping applied)."""
     out = {}
-    for package in PYPROJECT["tool"]["setuptools"]["packages"]:
-        folder = ROOT / PACKAGE_DIRS.get(package, package.replace(".", "/"))
-        if package not in PACKAGE_DIRS:  # a sub-package of a mapped one
+    package_dirs = setuptools["package-dir"]
+    for package in setuptools["packages"]:
+        folder = ROOT / package_dirs.get(package, package.replace(".", "/"))
+        if package not in package_dirs:  # a sub-package of a mapped one
             parent, _, child = package.rpartition(".")
-            folder = ROOT / PACKAGE_DIRS.get(parent, parent.replace(".", "/")) / child
+            folder = ROOT / package_dirs.get(parent, parent.replace(".", "/")) / child
         for path in folder.glob("*.py"):
             name = package if path.stem == "__init__" else f"{package}.{path.stem}"
             out[name] = path
@@ -67,23 +70,23 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_every_package_folder_is_installed_and_nothing_else_at_the_top():
-    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+def test_every_package_folder_is_installed_and_nothing_else_at_the_top(setuptools):
+    listed = set(setuptools["packages"])
     assert {name.split(".")[0] for name in listed} == {"hffm_env"}
     found = {"hffm_env." + ".".join(p.parent.relative_to(ROOT / "hffm_env").parts)
              for p in (ROOT / "hffm_env").rglob("__init__.py")}
     found = {name.rstrip(".") for name in found}
     found |= {f"hffm_env.{folder}" for folder in ("agents", "baselines")}
     # folders of data only (the shipped surrogate fits): listed, with their files as data
-    data_only = set(PYPROJECT["tool"]["setuptools"]["package-data"]) - {"hffm_env"}
+    data_only = set(setuptools["package-data"]) - {"hffm_env"}
     assert data_only == {"hffm_env.surrogates"}
     assert found | data_only == listed
-    assert "py-modules" not in PYPROJECT["tool"]["setuptools"]  # train_agent.py is a script
-    assert len(_modules()) > 40
+    assert "py-modules" not in setuptools  # train_agent.py is a script
+    assert len(_modules(setuptools)) > 40
 
 
-def test_no_import_circles():
-    modules = _modules()
+def test_no_import_circles(setuptools):
+    modules = _modules(setuptools)
     graph = nx.DiGraph()
     for name, path in modules.items():
         graph.add_node(name)
@@ -94,8 +97,8 @@ def test_no_import_circles():
     assert list(nx.simple_cycles(graph)) == []
 
 
-def test_each_layer_imports_only_the_layers_below_it():
-    for name, path in _modules().items():
+def test_each_layer_imports_only_the_layers_below_it(setuptools):
+    for name, path in _modules(setuptools).items():
         for layer, forbidden in FORBIDDEN.items():
             if name == layer or name.startswith(layer + "."):
                 bad = sorted(t for t in _imports(path)

@@ -33,9 +33,8 @@ def _link_tree(into: Path) -> Path:
     return into / "hffm_env"
 
 
-def test_the_link_tree_lays_folders_out_as_pyproject_installs_them() -> None:
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+def test_the_link_tree_lays_folders_out_as_pyproject_installs_them(pyproject: dict) -> None:
+    setuptools = pyproject["tool"]["setuptools"]
     installed = {folder: package.replace(".", "/")
                  for package, folder in setuptools["package-dir"].items()}
     assert installed == INSTALLED_AS

@@ -15,7 +15,6 @@ __all__ = [
     "GroupWeights",
     "broadcast_to_members",
     "group_mean",
-    "group_weighted_mean",
     "group_weights",
     "pair_average",
 ]
@@ -24,8 +23,7 @@ __all__ = [
 class GroupWeights(NamedTuple):
     """Who counts how much in each group, built once by :func:`group_weights` and reused by
     :func:`group_mean` for every tensor averaged with the same weights (a module's
-    parameters): the same arithmetic as :func:`group_weighted_mean`, without rebuilding it per
-    tensor.
+    parameters) rather than rebuilt per tensor.
 
     Attributes:
         matrix: ``(G, N)`` weight of each row in each group.
@@ -59,25 +57,6 @@ def group_mean(values: torch.Tensor, weights: GroupWeights) -> torch.Tensor:
         num_groups, *values.shape[1:]
     )
     return sums / weights.safe_totals.view((-1,) + (1,) * (values.dim() - 1))
-
-
-def group_weighted_mean(
-    values: torch.Tensor, weights: torch.Tensor, group: torch.Tensor, num_groups: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted mean of ``values`` rows per group.
-
-    Args:
-        values: ``(N, ...)`` one row per member.
-        weights: ``(N,)`` non-negative weights; zero excludes a row.
-        group: ``(N,)`` group index of each row, in ``[0, num_groups)``.
-        num_groups: number of groups ``G``.
-
-    Returns:
-        ``(means, totals)``: ``means`` is ``(G, ...)`` (rows of groups with zero total weight are
-        zero and must not be used), ``totals`` is ``(G,)`` the summed weights.
-    """
-    grouped = group_weights(weights, group, num_groups, values.dtype)
-    return group_mean(values, grouped), grouped.totals
 
 
 def pair_average(values: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

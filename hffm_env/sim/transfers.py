@@ -793,28 +793,3 @@ class TransferTable:
                 for t, name in enumerate(self.module_type_names)
             },
         }
-
-    def concat(self, *others: TransferTable) -> TransferTable:
-        """A new table with this table's flows followed by each of ``others``' (flow ids and
-        ``after_flow`` links are shifted; module names merged)."""
-        out = TransferTable(self.num_devices, self.num_clusters, self.cluster_of_device)
-        for table in (self, *others):
-            if (table.num_devices, table.num_clusters) != (self.num_devices, self.num_clusters):
-                raise ValueError("cannot concat tables of different networks")
-            if table._num_flows == 0:
-                continue
-            cols = table.columns()
-            offset = out._num_flows
-            remap = np.array([out._module(name) for name in table.module_names], dtype=np.int64)
-            after = cols["flow_after"]
-            out._chunks.append(_Chunk(
-                module=remap[cols["flow_module"]], first_flow=offset, num_flows=table._num_flows,
-                size=cols["flow_size_bits"].copy(), after=np.where(after >= 0, after + offset, -1),
-                hop_flow=cols["flow"].copy(), hop_index=cols["hop"].copy(),
-                src=cols["src"].copy(), dst=cols["dst"].copy(), link=cols["link"].copy(),
-                stage=cols["stage"].copy(),
-            ))
-            out._num_flows += table._num_flows
-            out._num_hops += len(table)
-        out._cache = None
-        return out

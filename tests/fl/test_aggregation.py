@@ -2,15 +2,16 @@
 
 import torch
 
-from hffm_env.fl.aggregation import broadcast_to_members, group_weighted_mean, pair_average
+from hffm_env.fl.aggregation import broadcast_to_members, group_mean, group_weights, pair_average
 from hffm_env.fl.optim import StackedAdamW
 
 
-def test_group_weighted_mean_matches_hand_computation():
+def test_group_mean_matches_hand_computation():
     values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [10.0, 0.0], [7.0, 7.0]])
     weights = torch.tensor([1.0, 3.0, 2.0, 0.0])
     group = torch.tensor([0, 0, 1, 1])
-    means, totals = group_weighted_mean(values, weights, group, 3)
+    grouped = group_weights(weights, group, 3, values.dtype)
+    means, totals = group_mean(values, grouped), grouped.totals
     assert torch.allclose(means[0], torch.tensor([(1 + 9) / 4, (2 + 12) / 4]))
     assert torch.allclose(means[1], torch.tensor([10.0, 0.0]))  # the zero-weight row is ignored
     assert torch.equal(totals, torch.tensor([4.0, 2.0, 0.0]))

@@ -254,15 +254,17 @@ def test_after_flow_chains_and_cycles():
         table.add_flow("adapter/a", 20.0, [1, 0], "d2d", Stage.D2D_UP, after_flow=a)
 
 
-def test_table_summary_concat_and_module_ids():
+def test_table_summary_and_module_ids():
     topo, rates = two_clusters()
     a = TransferTable.for_topology(topo)
     a.add_uplinks("adapter/fusion", 10.0, [0, 1])
     b = TransferTable.for_topology(topo)
     b.add_uplinks("prompt/vqa", 5.0, [2])
-    tree_ids = b.add_d2d_broadcast("adapter/fusion", 4.0, 1, 2, None, [(2, 3)])
-    assert tree_ids.tolist() == [1]
-    both = a.concat(b)
+    assert b.add_d2d_broadcast("adapter/fusion", 4.0, 1, 2, None, [(2, 3)]).tolist() == [1]
+    both = TransferTable.for_topology(topo)  # a's flows, then b's
+    both.add_uplinks("adapter/fusion", 10.0, [0, 1])
+    both.add_uplinks("prompt/vqa", 5.0, [2])
+    assert both.add_d2d_broadcast("adapter/fusion", 4.0, 1, 2, None, [(2, 3)]).tolist() == [3]
     assert both.num_flows == 4 and len(both) == 4
     assert both.module_names == ["adapter/fusion", "prompt/vqa"]
     assert both.module_type_names == ["adapter", "prompt"]
