@@ -128,10 +128,14 @@ class HFFMEnv(gym.Env):
     charges the rounds until the target as a share of a star round,
     computation included (so waiting costs), nothing after it, and pays
     ``accuracy_weight * acc_T`` in the last round (less the penalty if the target was missed).
+    The target counts rounds played: an accuracy measured at reset that is already above it
+    does not reach it (as the benchmarks' energy to target counts rounds).
     Each term is in ``info["reward_terms"]``. With ``reward_mode="vector"`` the reward is
     ``np.array([accuracy, latency, energy])`` of those terms and ``reward_space`` (only in
-    that mode) bounds it: a round's cost counts as at most 100 star rounds.
-    In cost fidelity the accuracy term is 0 (nothing was measured); in surrogate fidelity it
+    that mode) bounds it: a round's cost counts as at most 100 units of its scale (100
+    never..star units; for ``spend-to-target`` 100 star rounds).
+    In cost fidelity the accuracy term is 0 (nothing was measured), the last round's too (no
+    miss penalty: whether the target was reached is not known); in surrogate fidelity it
     is the surrogate's prediction. A callable ``reward`` gets ``(RewardInputs, CostRange,
     RewardWeights)`` and returns some of the terms as finite numbers (a missing one is 0);
     if it raises or returns anything else, ``step`` raises ``RuntimeError`` and the episode
@@ -202,7 +206,8 @@ class HFFMEnv(gym.Env):
     dict or list of ``"key=value"`` strings applied to the scenario config; ``fidelity`` is
     ``"train"``, ``"surrogate"`` or ``"cost"`` (see Fidelities); ``surrogate`` a fitted
     surrogate file (default: the one for this config in the cache, else the one shipped for
-    the preset; read in surrogate fidelity only); ``reward`` a reward's name (it becomes
+    the preset; only with ``fidelity="surrogate"``: with another fidelity it is refused,
+    ``ConfigError``); ``reward`` a reward's name (it becomes
     ``env.reward``) or a callable (see Rewards); ``render_mode`` ``"human"`` (a matplotlib
     window that ``reset`` and ``step`` draw), ``"rgb_array"`` or ``"ansi"`` (see ``render``);
     ``torch_threads`` torch's intra-op threads, a process-wide setting. Each is checked, by
@@ -269,6 +274,10 @@ class HFFMEnv(gym.Env):
       outage retransmissions and mobility waypoints draw from streams of their own (they drew
       from the fading and dropout streams, so turning either on changed every later round's
       fading or dropout).
+    * v0, eleventh revision (rewards differ only under ``cost-to-target`` and
+      ``spend-to-target`` in cost fidelity): a last round whose accuracy was not measured
+      charges no miss penalty (it charged ``-target_miss_penalty`` for a target nobody knew
+      was missed).
     """
 
     metadata = RENDER_METADATA

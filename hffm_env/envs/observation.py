@@ -13,7 +13,7 @@
 | ``cluster/<c>/available`` | C | fraction of the cluster's devices available this round |
 | ``budget/energy`` | 1 | energy used / budget (or / star reference x episode rounds) |
 | ``budget/latency`` | 1 | latency used / (star reference x episode rounds) |
-| ``target/reached`` | 1 | 1 once the reward's accuracy reached ``env.target_accuracy``, else 0 |
+| ``target/reached`` | 1 | 1 once a round's reward accuracy reached ``env.target_accuracy`` else 0 |
 | ``target/gap`` | 1 | target minus the last measured reward accuracy, at least 0 |
 | ``request/<r>/...`` | 3P | present; is a head (else a prompt); share of the cluster holding it |
 

@@ -21,7 +21,8 @@ saving, up to rewards of millions.
     favours cheap schedules (the default before the second revision of v0).
 ``cost-to-target``
     Costs only, until the accuracy first reaches ``env.target_accuracy``; nothing after; and
-    ``-target_miss_penalty`` in the accuracy term of the last round if it never did. Its costs
+    ``-target_miss_penalty`` in the accuracy term of the last round if it never did (and the
+    last round's accuracy was measured: not knowing is no miss). Its costs
     are on the never..star scale, where a round of local training alone costs 0: it does not
     charge the rounds that pass before the target, so it does not reward reaching it early.
 ``spend-to-target``
@@ -32,8 +33,9 @@ saving, up to rewards of millions.
     ``accuracy_weight * acc_T``, the final accuracy, less ``target_miss_penalty`` if the
     target was never reached: reach the target early and cheaply, and still end accurate.
 
-A round whose accuracy was not measured (cost fidelity) has an accuracy term of 0; no reward
-ever uses a number that was not measured.
+A round whose accuracy was not measured (cost fidelity) has an accuracy term of 0, the last
+one included (no miss penalty: whether the target was reached is not known); no reward ever
+uses a number that was not measured.
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ round on that scale costs at least ``-1 / MIN_SPAN_SHARE`` = -100 (a round that 
 when never costs as much as star), as it costs at most :data:`MAX_COST_SCALE`."""
 
 MAX_COST_SCALE = 100.0
-"""A round's cost is charged as at most 100 star rounds (a deep fade on one link can make a
-round arbitrarily slow): it keeps every reward finite and bounded (``reward_space``)."""
+"""A round's cost is charged as at most 100 units of its scale (a deep fade on one link can make
+a round arbitrarily slow): 100 never..star units (:meth:`CostRange.latency`, ``energy``), or
+for ``spend-to-target`` 100 star rounds (:meth:`CostRange.latency_share`, ``energy_share``).
+It keeps every reward finite and bounded (``reward_space``)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def cost_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) -> 
     if inputs.reached_before:
         return {"accuracy": 0.0, "latency": 0.0, "energy": 0.0}
     reached = reaches_target(inputs.score, w.target_accuracy)
-    missed = inputs.last_round and not reached
+    missed = inputs.last_round and math.isfinite(inputs.score) and not reached
     return {"accuracy": -w.target_miss_penalty if missed else 0.0, **_costs(inputs, costs, w)}
 
 
@@ -231,9 +235,8 @@ def spend_to_target(inputs: RewardInputs, costs: CostRange, w: RewardWeights) ->
     final accuracy in the last round, less a penalty if the target was never reached."""
     reached = inputs.reached_before or reaches_target(inputs.score, w.target_accuracy)
     accuracy = 0.0
-    if inputs.last_round:
-        final = inputs.score if math.isfinite(inputs.score) else 0.0
-        accuracy = w.accuracy * final - (0.0 if reached else w.target_miss_penalty)
+    if inputs.last_round and math.isfinite(inputs.score):  # (unmeasured: no miss either)
+        accuracy = w.accuracy * inputs.score - (0.0 if reached else w.target_miss_penalty)
     if inputs.reached_before:
         return {"accuracy": accuracy, "latency": 0.0, "energy": 0.0}
     return {

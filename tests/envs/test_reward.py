@@ -55,9 +55,27 @@ def test_costs_are_on_the_never_to_star_scale():
 def test_unmeasured_accuracy_earns_nothing():
     nan = float("nan")
     for name in REWARDS:
-        terms = REWARDS[name](_inputs(score=nan, previous=nan), COSTS, WEIGHTS)
-        assert all(math.isfinite(v) for v in terms.values())
-        assert terms["accuracy"] == 0.0
+        for last in (False, True):  # the target rewards charged a miss of an unknown target
+            terms = REWARDS[name](_inputs(score=nan, previous=nan, last=last), COSTS, WEIGHTS)
+            assert all(math.isfinite(v) for v in terms.values())
+            assert terms["accuracy"] == 0.0, (name, last)
+
+
+@pytest.mark.parametrize("reward", ["cost-to-target", "spend-to-target"])
+def test_a_cost_fidelity_episode_pays_no_miss_penalty(reward):
+    # cost fidelity measures no accuracy: its last round charged -target_miss_penalty
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=[*TINY, f"env.reward={reward}", "env.target_accuracy=0.3"])
+    env.reset(seed=0)
+    every_round_to_the_cloud = env.unwrapped.layout.encode(edge_period=1, cloud_period=1)
+    terms = []
+    terminated = False
+    while not terminated:
+        _, _, terminated, _, info = env.step(every_round_to_the_cloud)
+        terms.append(info["reward_terms"])
+    assert not info["measured"]["accuracy"] and len(terms) == 4
+    assert [t["accuracy"] for t in terms] == [0.0] * 4
+    assert all(t["energy"] < 0 for t in terms)  # the costs, measured, are still charged
 
 
 def test_cost_to_target():
