@@ -483,8 +483,11 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
     if not info_path.is_file():
         if not required:
             return AgentInfo(algo="")
-        raise AgentFileError(f"{folder}: no {INFO_FILE} (an agent folder written by "
-                             "train_agent.py has one)")
+        raise AgentFileError(
+            f"{folder}: no {INFO_FILE} (an agent folder written by train_agent.py has one; "
+            "for a model you trained yourself, write the folder with "
+            "hffm_env.agents.checkpoint.save_agent(folder, model, AgentInfo(algo='ppo' or "
+            "'maskable-ppo', scenario=..., fidelity=..., overrides=[...]), vec_normalize))")
     try:
         raw = json.loads(info_path.read_text())
         if not isinstance(raw, dict) or "algo" not in raw:

@@ -2,15 +2,21 @@
 
 A policy follows the small :class:`Policy` protocol: ``reset(env, seed)`` at the start of every
 episode (``env`` is the Gymnasium env, bare or under wrappers that keep its action and
-observation, such as ``TimeLimit``; not under ``CoarseActions``, ``ScheduleMenu`` or
-``ActionMaskObservation``), then ``act(obs, info)`` each round returning a valid
-``MultiDiscrete`` action of the full space. Policies build actions with the env's
-:class:`~hffm_env.envs.action.ActionLayout` (``env.unwrapped.layout.encode``), so they stay valid
-for any scenario.
+observation, such as ``RecordEpisodeStatistics``; not under ``CoarseActions``,
+``ScheduleMenu`` or ``ActionMaskObservation``, and the runner refuses an episode that a
+``TimeLimit`` cuts short), then ``act(obs, info)`` each round returning a valid
+``MultiDiscrete`` action of the full space. Policies build actions with
+:func:`hffm_env.wrappers.full_action` (periods and a route, with the heads and relays the
+baselines use) or the env's :class:`~hffm_env.envs.action.ActionLayout`
+(``env.unwrapped.layout.encode``, every slot yours to choose), so they stay valid for any
+scenario. ``run_benchmark`` takes policy objects beside the baselines' names: the README's
+"Benchmark your own policy" shows one.
 """
 
 from __future__ import annotations
 
+import enum
+import inspect
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.envs.action import RELAY_WAIT
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
@@ -45,6 +52,7 @@ __all__ = [
     "baselines_on_menu",
     "off_menu",
     "policy_names",
+    "policy_fingerprint",
     "EnvBound",
 ]
 
@@ -480,6 +488,44 @@ def policy_family(name: str) -> str:
 def policy_names() -> list[str]:
     """The names of the baselines."""
     return list(POLICIES)
+
+
+def policy_fingerprint(policy: Policy) -> str:
+    """What ``policy`` plays, as a digest, so that :meth:`BenchResult.merge
+    <hffm_env.baselines.runner.BenchResult.merge>` refuses two rows of one name that play
+    something else: the policy's own ``fingerprint`` where it has one (agents: their files;
+    plans: the plan), else its class name and the constructor arguments it keeps as attributes
+    of the same name (``AdaptivePolicy(drift_high=0.5)`` is not the default ``adaptive``).
+    Only plain values count (numbers, strings, enums and lists of them): anything else, and
+    what a policy sets while it plays, would differ between processes or runs."""
+    own = getattr(policy, "fingerprint", None)
+    if isinstance(own, str):
+        return own
+    try:
+        names = [n for n in inspect.signature(type(policy).__init__).parameters
+                 if n not in ("self", "name")]
+    except (TypeError, ValueError):  # a constructor without a readable signature
+        names = []
+    kept = {n: _plain(getattr(policy, n)) for n in names if hasattr(policy, n)}
+    played = {"class": type(policy).__qualname__,
+              "arguments": {n: v for n, v in kept.items() if v is not _NOT_PLAIN}}
+    return jsonio.digest(played, length=16)
+
+
+_NOT_PLAIN = object()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON that reads the same in every process, or :data:`_NOT_PLAIN`."""
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if value is None or isinstance(value, (bool, str, numbers.Real)):
+        return value if not isinstance(value, numbers.Real) or isinstance(value, bool) \
+            else float(value)
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    return _NOT_PLAIN
 
 
 def make_policy(name: str) -> Policy:

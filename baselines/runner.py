@@ -28,6 +28,7 @@ from hffm_env.baselines.policies import (
     is_agent_name,
     make_policy,
     menu_problem,
+    policy_fingerprint,
 )
 from hffm_env.config import (
     DEFAULT_TARGET_FRACTION,
@@ -154,7 +155,20 @@ def run_episode(env: Any, policy: Policy, seed: int) -> EpisodeRecord:
         record.rewards.append(reward)
         done = terminated or truncated
         record.end = info["end"] or None
+    if record.end is None:  # a wrapper (TimeLimit) cut it: its numbers are of a shorter game
+        raise ValueError(
+            f"the episode was cut after {record.rounds} rounds by a wrapper (truncated, no "
+            f"info['end']), before the env's horizon ({_horizon(env)}): a benchmark plays whole "
+            "episodes, whose final accuracy and energy to target other runs can be merged "
+            "with; set env.episode_rounds instead of max_episode_steps or TimeLimit")
     return record
+
+
+def _horizon(env: Any) -> str:
+    """The env's own horizon as words: ``"env.episode_rounds = 16"``, or ``"unknown"``."""
+    rounds = getattr(getattr(getattr(env.unwrapped, "config", None), "env", None),
+                     "episode_rounds", None)
+    return f"env.episode_rounds = {rounds}" if rounds is not None else "unknown"
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -252,9 +266,11 @@ class BenchResult:
     episodes: list[EpisodeRecord]
     interrupted: bool = False
     fingerprints: dict[str, str] = field(default_factory=dict)
-    """Row name -> a digest of what that policy plays, for trained agents (their files) and
-    plans (the plan): :meth:`merge` never pools two of them that share a name (two run
-    folders or plan files called alike)."""
+    """Row name -> a digest of what that policy plays (:func:`~hffm_env.baselines.policies.
+    policy_fingerprint`: agents' files, a plan, a policy's class and parameters): :meth:`merge`
+    never pools two of them that share a name (two run folders or plan files called alike, a
+    heuristic with other parameters). Files written before baselines had one record agents'
+    and plans' only."""
     settings: dict[str, Any] | None = None
     """What the episodes were played under (:func:`env_settings`: the env's whole config but
     its seed, the reward, the reward mode and, in surrogate fidelity, the fit), so that
@@ -351,9 +367,10 @@ class BenchResult:
         or :attr:`settings` (config, horizon, reward, surrogate fit: the first that differ
         are named; whether the target is observed, and a target no reward reads, are not
         compared), and two rows of one name that play something else (:attr:`fingerprints`:
-        other agent files, another plan) raise ``ValueError`` naming the run (``names``,
-        default its index). Runs without recorded settings (older files) merge on the labels
-        alone; the others are checked against the first run that records them.
+        other agent files, another plan, other parameters) raise ``ValueError`` naming the
+        run (``names``, default its index). Runs without recorded settings (older files)
+        merge on the labels alone; the others are checked against the first run that records
+        them.
         """
         if not results:
             raise ValueError("merge: no results given")
@@ -374,7 +391,8 @@ class BenchResult:
                 if seen != digest:
                     raise ValueError(
                         f"{name}: {row} plays something else than {row} of {where} (other "
-                        "agent files or another plan); rename one, or merge runs of one")
+                        "agent files, another plan, or a policy of other parameters or "
+                        "class); rename one, or merge runs of one")
             for key in ("scenario", "fidelity", "target_accuracy"):
                 if not _same_value(getattr(result, key), getattr(first, key)):
                     raise ValueError(
@@ -768,6 +786,9 @@ def run_benchmark(
     """
     from tqdm.auto import tqdm
 
+    if not callable(make_env):  # e.g. an env, built once: the runner builds (and closes) its own
+        raise TypeError(f"make_env = {make_env!r}: must be a function that builds the env, "
+                        "e.g. lambda: gym.make('hffm/HFFM-v0', ...)")
     resolved = _check_policies(policies)
     seeds = _check_seeds(seeds)
     for policy in resolved:
@@ -789,9 +810,8 @@ def run_benchmark(
     episodes: list[EpisodeRecord] = []
     interrupted = False
     settings: dict[str, Any] | None = None
-    # what agents and plans play (their ``fingerprint``), so that merge tells namesakes apart
-    fingerprints = {p.name: p.fingerprint for p in resolved
-                    if isinstance(getattr(p, "fingerprint", None), str)}
+    # what each policy plays, so that merge tells namesakes apart
+    fingerprints = {p.name: policy_fingerprint(p) for p in resolved}
     bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:

@@ -62,8 +62,15 @@ def test_overrides_are_typed_and_validated():
         apply_overrides(small(), ["channel.d2d.bandwidth_hz=0"])
     with pytest.raises(ConfigError, match="must look like key=value"):
         apply_overrides(small(), ["fl.local_steps"])
-    with pytest.raises(ConfigError, match="fl.local_steps = 'many': must be an integer"):
+    with pytest.raises(ConfigError, match="fl.local_steps = 'many': must be an integer$"):
         apply_overrides(small(), ["fl.local_steps=many"])
+    # a dict's values are taken as given: "4" is a string there, and the error says what to do
+    for value, shown in (("4", "4"), ("true", "True"), ("1e-3", "0.001")):
+        key = {"4": "fl.local_steps", "true": "env.observe_target", "1e-3": "fl.lr"}[value]
+        with pytest.raises(ConfigError, match=f"{key} = '{value}': must be .*: give {shown} "
+                           f"without quotes in a dict .*, or the override as one "
+                           f"'key={value}' string"):
+            apply_overrides(small(), {key: value})
 
 
 def test_overlapping_overrides_are_refused_and_the_callers_values_kept():

@@ -1027,3 +1027,44 @@ def test_merge_tells_apart_surrogate_fits_and_plans_of_one_name(tmp_path):
                           target_accuracy=0.3) for k, plan in enumerate(plans)]
     with pytest.raises(ValueError, match="plan:p plays something else than plan:p of run 0"):
         BenchResult.merge(runs)
+
+
+def test_merge_refuses_a_namesake_heuristic_of_other_parameters():
+    """Only agents and plans had a fingerprint: two runs of `adaptive`, one of them
+    AdaptivePolicy(drift_high=0.5), merged into one row of two different schedules."""
+    from hffm_env.baselines.policies import AdaptivePolicy, policy_fingerprint
+
+    assert policy_fingerprint(make_policy("adaptive")) == policy_fingerprint(AdaptivePolicy())
+    assert policy_fingerprint(AdaptivePolicy(drift_high=0.5)) != policy_fingerprint(
+        AdaptivePolicy())
+    assert policy_fingerprint(PeriodicPolicy("x", 1, 2, Route.DIRECT)) != policy_fingerprint(
+        PeriodicPolicy("x", 1, 2, Route.D2D_RELAY))
+
+    def run(seed, policy):
+        return run_benchmark(lambda: _env("cost"), [policy], seeds=[seed], progress=False,
+                             target_accuracy=0.3)
+
+    default = run(1000, "adaptive")
+    assert BenchResult.merge([default, run(1001, AdaptivePolicy())]).seeds == [1000, 1001]
+    with pytest.raises(ValueError, match="adaptive plays something else than adaptive of "
+                                         "run 0"):
+        BenchResult.merge([default, run(1001, AdaptivePolicy(drift_high=0.5))])
+
+
+def test_an_episode_a_wrapper_cuts_short_is_refused():
+    """A TimeLimit below the horizon was scored silently: round 8's accuracy as the final one,
+    and merged with whole episodes."""
+    with pytest.raises(ValueError, match=r"policy 'never' on seed 1000: the episode was cut "
+                       r"after 2 rounds by a wrapper .* \(env.episode_rounds = 4\)"):
+        run_benchmark(lambda: gym.wrappers.TimeLimit(_env("cost"), 2), ["never"],
+                      seeds=[1000], progress=False)
+    whole = run_benchmark(lambda: gym.wrappers.TimeLimit(_env("cost"), 4), ["never"],
+                          seeds=[1000], progress=False)  # the horizon's own limit cuts nothing
+    assert whole.episodes[0].rounds == 4 and whole.episodes[0].end == "rounds"
+
+
+def test_run_benchmark_wants_a_function_that_builds_the_env():
+    env = _env("cost")
+    with pytest.raises(TypeError, match="make_env = .*: must be a function that builds"):
+        run_benchmark(env, ["never"], seeds=[1000], progress=False)
+    env.close()
