@@ -16,11 +16,12 @@ scenario. ``run_benchmark`` takes policy objects beside the baselines' names: th
 from __future__ import annotations
 
 import enum
+import importlib
 import inspect
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -48,6 +49,7 @@ __all__ = [
     "policy_family",
     "is_agent_name",
     "make_policy",
+    "import_policy",
     "menu_problem",
     "baselines_on_menu",
     "off_menu",
@@ -529,7 +531,45 @@ def _plain(value: Any) -> Any:
 
 
 def make_policy(name: str) -> Policy:
-    """A fresh baseline by name; unknown names raise ``ValueError`` listing the known ones."""
+    """A fresh baseline by name, or a policy of your own by ``"module:attribute"``
+    (:func:`import_policy`); unknown names raise ``ValueError`` listing the known ones."""
+    if isinstance(name, str) and ":" in name:
+        return import_policy(name)
     if not isinstance(name, str) or name not in POLICIES:
-        raise ValueError(f"policy {name!r}: unknown; known policies are {policy_names()}")
+        raise ValueError(f"policy {name!r}: unknown; known policies are {policy_names()} "
+                         "(or module:Class for one of your own)")
     return POLICIES[name]()
+
+
+def import_policy(spec: str) -> Policy:
+    """A policy of your own from ``"module:attribute"`` (``hffm bench --policies
+    mypolicies:CloudEveryFourth``), as Gymnasium's entry points name code: a :class:`Policy`
+    class or a function of no arguments is called, a Policy object is used as it is. The
+    module is imported as Python finds it (``PYTHONPATH=.`` for one in the current folder).
+    Anything else raises ``ValueError`` naming the spec and what went wrong."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"policy {spec!r}: must be module:attribute, e.g. "
+                         "mypolicies:CloudEveryFourth")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as err:  # its own import failed: say which, not a traceback
+        where = (" (for a module in this folder, run with PYTHONPATH=.)"
+                 if isinstance(err, ModuleNotFoundError) and err.name == module_name else "")
+        raise ValueError(f"policy {spec!r}: cannot import {module_name!r}: "
+                         f"{type(err).__name__}: {err}{where}") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"policy {spec!r}: {module_name} has no {attribute!r}")
+        target = getattr(target, part)
+    policy = target
+    if isinstance(target, type) or (callable(target) and not hasattr(target, "act")):
+        try:
+            policy = target()
+        except TypeError as err:
+            raise ValueError(f"policy {spec!r}: cannot be built without arguments ({err}); "
+                             "name a function of none that builds it") from None
+    if not all(hasattr(policy, a) for a in ("name", "reset", "act")):
+        raise ValueError(f"policy {spec!r}: {policy!r} is not a Policy (it needs name, "
+                         "reset(env, seed) and act(obs, info))")
+    return cast(Policy, policy)

@@ -328,6 +328,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from hffm_env.baselines.policies import (
         PAPER_SCHEDULES,
         baselines_on_menu,
+        make_policy,
         off_menu,
         policy_names,
     )
@@ -344,9 +345,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if dropped:  # a custom menu: the baselines that fit it, not an error half-way through
             print(f"hffm bench: note: leaving out {', '.join(dropped)}: their periods are not "
                   f"on env.period_menu {list(config.env.period_menu)}", file=sys.stderr)
+    try:  # policies of your own, module:Class, imported and checked now
+        own = [make_policy(n) for n in names if ":" in n]
+    except ValueError as err:
+        raise ConfigError(f"--policies: {err}") from None
+    names = [n for n in names if ":" not in n]
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
-        raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()}")
+        raise ConfigError(f"--policies has {unknown[0]!r}: known policies are {policy_names()} "
+                          "(or module:Class for one of your own)")
     misfit = off_menu(names, config.env.period_menu)
     if misfit:  # named: refused now, not after the others' episodes
         raise ConfigError(f"--policies has {misfit}")
@@ -379,7 +386,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       f"{trained.seed}'s data split, which seed {trained.seed} plays here: "
                       "leave that seed out to judge it on splits it has not seen",
                       file=sys.stderr)
-    policies: list = [*agents, *_plan_policies(args.plan, config), *names]
+    policies: list = [*agents, *_plan_policies(args.plan, config), *own, *names]
     _check_against(args.against, [getattr(p, "name", p) for p in policies])
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import SurrogateMismatch, SurrogateMissing, find_surrogate
@@ -809,7 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "fixed-grid, adaptive, module-aware, greedy-energy (default: all whose "
                        "periods are on env.period_menu, which all are on the presets'; the "
                        "paper's seven schedules for --scenario paper --fidelity cost; '' for "
-                       "none, with --agent or --plan)")
+                       "none, with --agent or --plan); module:Class plays a policy of your "
+                       "own (PYTHONPATH=. for a module in this folder)")
     bench.add_argument("--episodes", type=arguments.episode_count, default=None,
                        help=f"episodes per policy on the held-out seeds {FIRST_HELD_OUT_SEED}, "
                        f"{FIRST_HELD_OUT_SEED + 1}, ... (default {len(DEFAULT_EVAL_SEEDS)})")

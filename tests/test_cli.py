@@ -325,3 +325,39 @@ def test_input_paths_given_with_an_equals_sign_expand_the_home_folder(tmp_path, 
     shutil.copy(results / "tradeoff_small.json", tmp_path / "run.json")
     assert main(["bench", "--from-json=~/run.json"]) == 0
     assert "| hffm-d2d-e2 |" in capsys.readouterr().out
+
+
+def test_bench_plays_a_policy_of_your_own_by_module_and_class(tmp_path, capsys, monkeypatch):
+    """`hffm bench --policies` took only the shipped baselines' names: a policy of one's own
+    could be benchmarked only from Python."""
+    import json
+    import sys
+
+    (tmp_path / "mypolicies.py").write_text(
+        "from hffm_env.fl.schedule import Route\n"
+        "from hffm_env.wrappers import full_action\n\n\n"
+        "class CloudEveryFourth:\n"
+        "    name = 'd2d-edge1-cloud4'\n\n"
+        "    def reset(self, env, seed=None):\n"
+        "        self.env = env.unwrapped\n\n"
+        "    def act(self, obs, info):\n"
+        "        return full_action(self.env, 1, 4, Route.D2D_RELAY)\n\n\n"
+        "NOT_A_POLICY = 3\n")
+    base = ["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
+            "--no-progress"]
+    assert main([*base, "--policies", "mypolicies:CloudEveryFourth"]) == 2
+    assert "cannot import 'mypolicies': ModuleNotFoundError" in capsys.readouterr().err
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mypolicies", raising=False)
+    out = tmp_path / "mine.json"
+    assert main([*base, "--policies", "mypolicies:CloudEveryFourth,never", "--against",
+                 "never", "--json", str(out)]) == 0
+    rows = [p["policy"] for p in json.loads(out.read_text())["policies"]]
+    assert rows == ["d2d-edge1-cloud4", "never"]
+    for spec, message in (("mypolicies:Nope", "mypolicies has no 'Nope'"),
+                          ("mypolicies:NOT_A_POLICY", "3 is not a Policy"),
+                          ("mypolicies", "known policies are"),
+                          (":x", "must be module:attribute")):
+        assert main([*base, "--policies", spec]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (spec, err)
