@@ -1005,7 +1005,9 @@ FAMILY_STYLES: dict[str, tuple[str, str]] = {
 
 def best_baseline(result: BenchResult) -> str | None:
     """The baseline (not an ``agent:`` row) with the highest mean episode return: the one
-    :func:`verdict` compares agents with; None when there is none."""
+    :func:`verdict` compares agents with; None when there is none. Every other row counts,
+    plans and policies of your own included: the agent is judged against all it was shown
+    beside."""
     rows = [s for s in result.summaries if not is_agent_name(s.policy)
             and math.isfinite(s.episode_return["mean"])]
     return max(rows, key=lambda s: s.episode_return["mean"]).policy if rows else None
