@@ -20,7 +20,7 @@ import importlib
 import inspect
 import itertools
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
@@ -202,6 +202,13 @@ class FixedGridPolicy(PeriodicPolicy):
         self.search_seeds = tuple(int(s) for s in search_seeds)
         self.search_results: dict[str, float] = {}
         self._searched_for: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of its grid and search seeds (:func:`policy_fingerprint`): what it picks
+        from, and on which episodes."""
+        return jsonio.digest({"class": type(self).__qualname__, "grid": _plain(self.grid),
+                              "search_seeds": list(self.search_seeds)}, length=16)
 
     def fitted_for(self, env: Any) -> bool:
         """Whether :meth:`fit` ran for this env's scenario (its config)."""
@@ -496,10 +503,13 @@ def policy_fingerprint(policy: Policy) -> str:
     """What ``policy`` plays, as a digest, so that :meth:`BenchResult.merge
     <hffm_env.baselines.runner.BenchResult.merge>` refuses two rows of one name that play
     something else: the policy's own ``fingerprint`` where it has one (agents: their files;
-    plans: the plan), else its class name and the constructor arguments it keeps as attributes
-    of the same name (``AdaptivePolicy(drift_high=0.5)`` is not the default ``adaptive``).
-    Only plain values count (numbers, strings, enums and lists of them): anything else, and
-    what a policy sets while it plays, would differ between processes or runs."""
+    plans: the plan; ``fixed-grid``: its grid and seeds), else its class name and the
+    constructor arguments it keeps as attributes of the same name
+    (``AdaptivePolicy(drift_high=0.5)`` is not the default ``adaptive``). Only plain values
+    count (numbers, strings, enums, and lists, sets and string-keyed dicts of them): anything
+    else would read differently in another process. It is read when a benchmark starts, so
+    a policy should keep what it changes while it plays under other names than its
+    constructor's arguments (or the next run's row would not merge with this one's)."""
     own = getattr(policy, "fingerprint", None)
     if isinstance(own, str):
         return own
@@ -508,10 +518,16 @@ def policy_fingerprint(policy: Policy) -> str:
                  if n not in ("self", "name")]
     except (TypeError, ValueError):  # a constructor without a readable signature
         names = []
-    kept = {n: _plain(getattr(policy, n)) for n in names if hasattr(policy, n)}
-    played = {"class": type(policy).__qualname__,
-              "arguments": {n: v for n, v in kept.items() if v is not _NOT_PLAIN}}
-    return jsonio.digest(played, length=16)
+    arguments = {}
+    for name in names:
+        try:
+            value = _plain(getattr(policy, name))
+        except Exception:  # noqa: BLE001 - a property that needs reset(): not a parameter
+            continue
+        if value is not _NOT_PLAIN:
+            arguments[name] = value
+    return jsonio.digest({"class": type(policy).__qualname__, "arguments": arguments},
+                         length=16)
 
 
 _NOT_PLAIN = object()
@@ -521,12 +537,23 @@ def _plain(value: Any) -> Any:
     """``value`` as JSON that reads the same in every process, or :data:`_NOT_PLAIN`."""
     if isinstance(value, enum.Enum):
         return f"{type(value).__name__}.{value.name}"
-    if value is None or isinstance(value, (bool, str, numbers.Real)):
-        return value if not isinstance(value, numbers.Real) or isinstance(value, bool) \
-            else float(value)
-    if isinstance(value, (list, tuple)):
-        items = [_plain(v) for v in value]
-        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Real):  # 1 and 1.0 alike; an integer too large: its digits
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            return _NOT_PLAIN
+        items = {k: _plain(v) for k, v in value.items()}
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+    if isinstance(value, (list, tuple, set, frozenset)):
+        listed = [_plain(v) for v in value]
+        if any(v is _NOT_PLAIN for v in listed):
+            return _NOT_PLAIN
+        return sorted(listed, key=repr) if isinstance(value, (set, frozenset)) else listed
     return _NOT_PLAIN
 
 
@@ -548,6 +575,9 @@ def import_policy(spec: str) -> Policy:
     module is imported as Python finds it (``PYTHONPATH=.`` for one in the current folder).
     Anything else raises ``ValueError`` naming the spec and what went wrong."""
     module_name, _, attribute = spec.partition(":")
+    if module_name in ("agent", "plan"):  # a result row's label, not code
+        raise ValueError(f"policy {spec!r}: {module_name}: rows come from --{module_name} "
+                         f"(a {module_name} file or folder), not from a policy name")
     if not module_name or not attribute:
         raise ValueError(f"policy {spec!r}: must be module:attribute, e.g. "
                          "mypolicies:CloudEveryFourth")
@@ -565,10 +595,17 @@ def import_policy(spec: str) -> Policy:
     policy = target
     if isinstance(target, type) or (callable(target) and not hasattr(target, "act")):
         try:
-            policy = target()
+            inspect.signature(target).bind()
         except TypeError as err:
             raise ValueError(f"policy {spec!r}: cannot be built without arguments ({err}); "
                              "name a function of none that builds it") from None
+        except ValueError:  # no signature to read (a builtin): calling it will tell
+            pass
+        try:
+            policy = target()
+        except Exception as err:  # its own code failed: named, not a traceback
+            raise ValueError(f"policy {spec!r}: building it failed: {type(err).__name__}: "
+                             f"{err}") from None
     if not all(hasattr(policy, a) for a in ("name", "reset", "act")):
         raise ValueError(f"policy {spec!r}: {policy!r} is not a Policy (it needs name, "
                          "reset(env, seed) and act(obs, info))")

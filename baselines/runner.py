@@ -122,7 +122,11 @@ def fit_if_needed(env: Any, policy: Policy,
         def rollout(e: Any, candidate: Policy, seed: int) -> float:
             if on_episode is not None:
                 on_episode(candidate.name, seed)
-            return run_episode(e, candidate, seed).episode_return
+            try:
+                return run_episode(e, candidate, seed).episode_return
+            except ValueError as err:  # say it was a tuning episode, not the one evaluated
+                err.args = (f"tuning {candidate.name} on training seed {seed}: {err}",)
+                raise
 
         # (fitted_for marks a FittedPolicy, the protocol that pairs it with fit)
         cast(FittedPolicy, policy).fit(env, rollout)

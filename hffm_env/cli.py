@@ -346,9 +346,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"hffm bench: note: leaving out {', '.join(dropped)}: their periods are not "
                   f"on env.period_menu {list(config.env.period_menu)}", file=sys.stderr)
     try:  # policies of your own, module:Class, imported and checked now
-        own = [make_policy(n) for n in names if ":" in n]
+        own = {n: make_policy(n) for n in names if ":" in n}
     except ValueError as err:
         raise ConfigError(f"--policies: {err}") from None
+    given = list(names)  # the table's order
     names = [n for n in names if ":" not in n]
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
@@ -386,7 +387,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       f"{trained.seed}'s data split, which seed {trained.seed} plays here: "
                       "leave that seed out to judge it on splits it has not seen",
                       file=sys.stderr)
-    policies: list = [*agents, *_plan_policies(args.plan, config), *own, *names]
+    policies: list = [*agents, *_plan_policies(args.plan, config),
+                      *(own[n] if n in own else n for n in given if n in own or n in names)]
     _check_against(args.against, [getattr(p, "name", p) for p in policies])
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import SurrogateMismatch, SurrogateMissing, find_surrogate

@@ -1098,12 +1098,14 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path} = {value!r}: must be true or false{_typed_hint(value)}")
+        raise ConfigError(f"{path} = {value!r}: must be true or false"
+                          + _typed_hint(path, value, annotation))
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
         ):
-            raise ConfigError(f"{path} = {value!r}: must be an integer{_typed_hint(value)}")
+            raise ConfigError(f"{path} = {value!r}: must be an integer"
+                              + _typed_hint(path, value, annotation))
         if abs(value) >= 2**63:
             shown = f"{value:g}" if isinstance(value, float) else _digits(value)
             raise ConfigError(f"{path} = {shown}: too large for an integer (at most "
@@ -1111,7 +1113,8 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
         return int(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} = {value!r}: must be a number{_typed_hint(value)}")
+            raise ConfigError(f"{path} = {value!r}: must be a number"
+                              + _typed_hint(path, value, annotation))
         if isinstance(value, int) and abs(value) >= 2**1023:
             raise ConfigError(f"{path} = {_digits(value)}: too large for a float")
         try:
@@ -1125,20 +1128,21 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-def _typed_hint(value: Any) -> str:
-    """What to do about a string that reads as the number or boolean that belongs there
-    (``"4"``): the values of an overrides dict or a config file are taken as given; only
-    ``"key=value"`` strings are parsed. Empty for anything else."""
+def _typed_hint(path: str, value: Any, annotation: Any) -> str:
+    """What to do about a string that reads as the value that belongs at ``path`` (``"4"``
+    for an integer): the values of an overrides dict or a config file are taken as given;
+    only ``"key=value"`` strings are parsed. Empty for anything else."""
     if not isinstance(value, str):
         return ""
     try:
-        _, parsed = parse_override(f"key={value}")
-    except ConfigError:
-        return ""
-    if isinstance(parsed, str):
+        _, parsed = parse_override(f"{path}={value}")
+        if isinstance(parsed, str):  # (and no recursion: coercing a string comes back here)
+            return ""
+        _coerce(path, parsed, annotation)
+    except ConfigError:  # it would not fit when parsed either: the plain error says it all
         return ""
     return (f" (a string: give {parsed!r} without quotes in a dict or a config file, or the "
-            f"override as one 'key={value}' string, which is parsed)")
+            f"override as one '{path}={value}' string, which is parsed)")
 
 
 def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:

@@ -342,7 +342,11 @@ def test_bench_plays_a_policy_of_your_own_by_module_and_class(tmp_path, capsys, 
         "        self.env = env.unwrapped\n\n"
         "    def act(self, obs, info):\n"
         "        return full_action(self.env, 1, 4, Route.D2D_RELAY)\n\n\n"
-        "NOT_A_POLICY = 3\n")
+        "NOT_A_POLICY = 3\n\n\n"
+        "def broken():\n"
+        "    return 1 / 0\n\n\n"
+        "def needs_one(x):\n"
+        "    return x\n")
     base = ["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000",
             "--no-progress"]
     assert main([*base, "--policies", "mypolicies:CloudEveryFourth"]) == 2
@@ -350,12 +354,15 @@ def test_bench_plays_a_policy_of_your_own_by_module_and_class(tmp_path, capsys, 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "mypolicies", raising=False)
     out = tmp_path / "mine.json"
-    assert main([*base, "--policies", "mypolicies:CloudEveryFourth,never", "--against",
+    assert main([*base, "--policies", "never,mypolicies:CloudEveryFourth", "--against",
                  "never", "--json", str(out)]) == 0
     rows = [p["policy"] for p in json.loads(out.read_text())["policies"]]
-    assert rows == ["d2d-edge1-cloud4", "never"]
+    assert rows == ["never", "d2d-edge1-cloud4"]  # in the order given
     for spec, message in (("mypolicies:Nope", "mypolicies has no 'Nope'"),
                           ("mypolicies:NOT_A_POLICY", "3 is not a Policy"),
+                          ("mypolicies:broken", "building it failed: ZeroDivisionError"),
+                          ("mypolicies:needs_one", "cannot be built without arguments"),
+                          ("agent:run1", "rows come from --agent"),
                           ("mypolicies", "known policies are"),
                           (":x", "must be module:attribute")):
         assert main([*base, "--policies", spec]) == 2

@@ -69,7 +69,11 @@ def test_overrides_are_typed_and_validated():
         key = {"4": "fl.local_steps", "true": "env.observe_target", "1e-3": "fl.lr"}[value]
         with pytest.raises(ConfigError, match=f"{key} = '{value}': must be .*: give {shown} "
                            f"without quotes in a dict .*, or the override as one "
-                           f"'key={value}' string"):
+                           f"'{key}={value}' string"):
+            apply_overrides(small(), {key: value})
+    for key, value in (("fl.local_steps", "4.5"), ("env.observe_target", "1"),
+                       ("fl.local_steps", "true")):  # no hint that would fail in its turn
+        with pytest.raises(ConfigError, match=f"{key} = '{value}': must be [^(]*$"):
             apply_overrides(small(), {key: value})
 
 

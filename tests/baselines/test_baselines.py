@@ -1039,6 +1039,15 @@ def test_merge_refuses_a_namesake_heuristic_of_other_parameters():
         AdaptivePolicy())
     assert policy_fingerprint(PeriodicPolicy("x", 1, 2, Route.DIRECT)) != policy_fingerprint(
         PeriodicPolicy("x", 1, 2, Route.D2D_RELAY))
+    # parameters held in dicts, or only inside what the constructor built (fixed-grid's grid)
+    from hffm_env.baselines.policies import FixedGridPolicy, ModuleAwarePolicy
+
+    assert policy_fingerprint(make_policy("module-aware")) != policy_fingerprint(
+        ModuleAwarePolicy(edge_period={"moe": 8}))
+    assert policy_fingerprint(make_policy("fixed-grid")) == policy_fingerprint(
+        FixedGridPolicy())
+    assert policy_fingerprint(FixedGridPolicy()) != policy_fingerprint(
+        FixedGridPolicy(edge_periods=(4,), cloud_periods=(8,)))
 
     def run(seed, policy):
         return run_benchmark(lambda: _env("cost"), [policy], seeds=[seed], progress=False,
@@ -1057,6 +1066,10 @@ def test_an_episode_a_wrapper_cuts_short_is_refused():
     with pytest.raises(ValueError, match=r"policy 'never' on seed 1000: the episode was cut "
                        r"after 2 rounds by a wrapper .* \(env.episode_rounds = 4\)"):
         run_benchmark(lambda: gym.wrappers.TimeLimit(_env("cost"), 2), ["never"],
+                      seeds=[1000], progress=False)
+    with pytest.raises(ValueError, match="policy 'fixed-grid' on seed 1000: tuning "
+                       "grid-e1-c2-direct on training seed 0: the episode was cut after 2 rounds"):
+        run_benchmark(lambda: gym.wrappers.TimeLimit(_env("cost"), 2), ["fixed-grid"],
                       seeds=[1000], progress=False)
     whole = run_benchmark(lambda: gym.wrappers.TimeLimit(_env("cost"), 4), ["never"],
                           seeds=[1000], progress=False)  # the horizon's own limit cuts nothing
