@@ -515,6 +515,15 @@ class TrainArgs:
         :meth:`scenario_overrides`. Every env of the run is built from it."""
         return self._scenario_config
 
+    def env_kwargs(self, fidelity: str) -> dict[str, Any]:
+        """The ``gym.make(ENV_ID, ...)`` keyword arguments of this run's envs in ``fidelity``:
+        the scenario config, the fidelity, the device resolved, and the ``surrogate`` file
+        where that fidelity reads one (the one rule of training, evaluation and RLlib's env
+        runners)."""
+        return {"scenario": self.scenario_config(), "fidelity": fidelity,
+                "device": env_device(self.device),
+                "surrogate": self.surrogate if fidelity == "surrogate" else None}
+
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
         out = []

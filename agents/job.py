@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from hffm_env import jsonio
-from hffm_env.agents.common import TrainArgs, TrainingInterrupted, env_device, note
+from hffm_env.agents.common import TrainArgs, TrainingInterrupted, note
+from hffm_env.envs.registration import ENV_ID
 from hffm_env.files import write_text_atomically
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -110,13 +111,8 @@ def evaluate_against_baselines(
              f"{config.seed} plays: leave it out to judge the agent on splits it has not seen")
 
     def make_env(config_seed: int | None = None) -> Any:
-        return gym.make(
-            "hffm/HFFM-v0",
-            scenario=seed_data_split(config, config_seed),
-            fidelity=args.final_fidelity,
-            device=env_device(args.device),
-            surrogate=args.surrogate if args.final_fidelity == "surrogate" else None,
-        )
+        return gym.make(ENV_ID, **{**args.env_kwargs(args.final_fidelity),
+                                   "scenario": seed_data_split(config, config_seed)})
 
     result = run_benchmark(
         make_env,

@@ -36,6 +36,7 @@ from hffm_env.agents.common import (
 )
 from hffm_env.arguments import interrupts_held
 from hffm_env.baselines.policies import EnvBound
+from hffm_env.envs.registration import ENV_ID
 
 __all__ = ["train_sb3", "AgentPolicy", "make_env_fn"]
 
@@ -66,12 +67,9 @@ def make_env_fn(args: TrainArgs, rank: int, torch_threads: int | None = None,
 
                 print_own_warnings_as_lines(prog)
         env = gym.make(
-            "hffm/HFFM-v0",
-            scenario=args.scenario_config(),  # the config file as the run started
-            fidelity=fidelity or args.fidelity,
-            device=env_device(args.device),
+            ENV_ID,
+            **args.env_kwargs(fidelity or args.fidelity),  # the config file as the run started
             torch_threads=torch_threads,
-            surrogate=args.surrogate if (fidelity or args.fidelity) == "surrogate" else None,
             # the first env builds the model: its pre-training bar shows on a first run
             progress=args.progress and rank == 0,
         )

@@ -78,6 +78,7 @@ from hffm_env.agents.checkpoint import (
     checkpoint_folder,
 )
 from hffm_env.arguments import error_line, interrupts_held
+from hffm_env.envs.registration import ENV_ID
 from hffm_env.files import load_tensors
 
 __all__ = [
@@ -239,7 +240,7 @@ def make_rllib_env(config: dict[str, Any]) -> Any:
         return MultiAgentHFFM(config)
     action_mode = config.pop("action_mode", "full")
     config.pop("reward_split", None)
-    env = gym.make("hffm/HFFM-v0", **_env_kwargs(config))
+    env = gym.make(ENV_ID, **_env_kwargs(config))
     return ActionMaskObservation(wrap_actions(env, action_mode))
 
 
@@ -249,12 +250,10 @@ register_env(ENV_NAME, make_rllib_env)
 def env_config(args: Any) -> dict[str, Any]:
     """The plain-data env config of a run (what every env runner builds its env from): the
     scenario as a dict, from the config file as the run started."""
-    from hffm_env.agents.common import env_device
     from hffm_env.config import to_dict
 
-    return {"scenario": to_dict(args.scenario_config()), "fidelity": args.fidelity,
-            "device": env_device(args.device),
-            "surrogate": args.surrogate if args.fidelity == "surrogate" else None,
+    kwargs = args.env_kwargs(args.fidelity)
+    return {**kwargs, "scenario": to_dict(kwargs["scenario"]),
             "action_mode": args.action_mode, "multi_agent": args.multi_agent,
             "reward_split": args.reward_split}
 

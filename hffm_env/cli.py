@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hffm_env import __version__, arguments, jsonio
+from hffm_env import ENV_ID, __version__, arguments, jsonio
 from hffm_env.config import (
     DEFAULT_TARGET_FRACTION,
     FIDELITIES,
@@ -207,7 +207,7 @@ def _agent_policies(paths: Sequence[str], config: ScenarioConfig, command: str =
             raise ConfigError(f"--agent: {err}") from None
     _note_training_configs(policies, config, command)
     # (the spaces are the same in every fidelity: the cheapest env checks them)
-    env = gym.make("hffm/HFFM-v0", scenario=config, fidelity="cost")
+    env = gym.make(ENV_ID, scenario=config, fidelity="cost")
     try:
         with _agent_errors():
             for policy in policies:
@@ -349,7 +349,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         own = {n: make_policy(n) for n in names if ":" in n}
     except ValueError as err:
         raise ConfigError(f"--policies: {err}") from None
-    given = list(names)  # the table's order
+    in_order = list(names)  # the table's order
     names = [n for n in names if ":" not in n]
     unknown = [n for n in names if n not in policy_names()]
     if unknown:
@@ -388,7 +388,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                       "leave that seed out to judge it on splits it has not seen",
                       file=sys.stderr)
     policies: list = [*agents, *_plan_policies(args.plan, config),
-                      *(own[n] if n in own else n for n in given if n in own or n in names)]
+                      *(own[n] if n in own else n for n in in_order if n in own or n in names)]
     _check_against(args.against, [getattr(p, "name", p) for p in policies])
     if args.fidelity == "surrogate":  # which fit: a calibrated one in the cache wins
         from hffm_env.fl.surrogate import SurrogateMismatch, SurrogateMissing, find_surrogate
@@ -410,7 +410,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               "the agents and plans meet splits they were not made on", file=sys.stderr)
 
     def make_env(config_seed: int | None = None) -> Any:
-        return gym.make("hffm/HFFM-v0", scenario=seed_data_split(config, config_seed),
+        return gym.make(ENV_ID, scenario=seed_data_split(config, config_seed),
                         fidelity=args.fidelity, device=args.device, surrogate=args.surrogate)
 
     with _agent_errors():
@@ -696,7 +696,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             try:
                 with _agent_errors():
                     surrogate, _ = calibrate(
-                        lambda: gym.make("hffm/HFFM-v0", scenario=config, fidelity="train",
+                        lambda: gym.make(ENV_ID, scenario=config, fidelity="train",
                                          device=args.device),
                         args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
                         progress=not args.no_progress, traces_path=writing,

@@ -34,9 +34,9 @@ def make_tiny_env(scenario: str = "small", fidelity: str = "cost", extra: Sequen
     overrides (later ones win); other keyword arguments go to the env."""
     import gymnasium as gym
 
-    import hffm_env  # noqa: F401  (registers the env ids)
+    from hffm_env import ENV_ID  # (importing hffm_env registers the env ids)
 
-    return gym.make("hffm/HFFM-v0", scenario=scenario, fidelity=fidelity,
+    return gym.make(ENV_ID, scenario=scenario, fidelity=fidelity,
                     overrides=[*TINY_OVERRIDES, *extra], **kwargs)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -45,7 +45,10 @@ from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Ti
 from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import SEED_MAX, RandomStreams, check_seed
-from hffm_env.sim import Network, k_nearest_partners
+from hffm_env.sim import Network, Topology, k_nearest_partners
+
+if TYPE_CHECKING:  # (annotations only)
+    import networkx as nx
 
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
 
@@ -64,9 +67,9 @@ class PlayedRound:
         d2d_graphs: each cluster's D2D graph over its available devices.
     """
 
-    topology: Any
+    topology: Topology
     available: np.ndarray
-    d2d_graphs: list[Any]
+    d2d_graphs: list[nx.Graph]
 
 
 class HFFMEnv(gym.Env):
