@@ -56,6 +56,8 @@ __all__ = [
     "find_agent",
     "load_model",
     "save_agent",
+    "OtherSettingsWarning",
+    "warn_of_other_settings",
     "trained_on",
     "training_process",
     "ALGO_CLASSES",
@@ -163,6 +165,11 @@ class AgentInfo:
         for name in ("algo", "scenario", "fidelity"):
             if not isinstance(getattr(self, name), str):
                 refuse(name, "a string")
+        if self.config is not None and not isinstance(self.config, dict):
+            from hffm_env.config import ScenarioConfig, to_dict
+
+            if isinstance(self.config, ScenarioConfig):  # as plain data, as the file holds it
+                object.__setattr__(self, "config", to_dict(self.config))
         if self.action_mode not in ACTION_MODES:
             refuse("action_mode", f"one of {list(ACTION_MODES)}")
         if self.engine not in ENGINES:
@@ -384,14 +391,48 @@ class AgentFolder:
             return None  # train_agent writes (a hand-edited file AgentInfo refuses)
 
 
+_SAFE_MODELS = ("; a model of your own loads when it is a PPO or MaskablePPO with a constant "
+                "learning rate and policy_kwargs of plain values, such as net_arch: set "
+                "model.learning_rate to a number before saving it")
+
+
+def _unsafe_entries(data: dict[str, Any]) -> list[str]:
+    """The entries of an SB3 archive's ``data`` that only unpickling could read (a schedule
+    function, an activation class), except those loading replaces with its own values."""
+    return [key for key, item in data.items()
+            if isinstance(item, dict) and ":serialized:" in item
+            and key not in _REPLACED_ENTRIES]
+
+
 def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:
     """Write an agent folder (``model.zip``, ``agent.json``, ``vecnormalize.npz``), each file
-    written beside its target and moved into place, so a crash never leaves half a file."""
+    written beside its target and moved into place, so a crash never leaves half a file.
+
+    For a model trained with code of your own: ``info`` says what it is (``algo`` ``"ppo"``
+    or ``"maskable-ppo"``, matching the model's class) and what it was trained on (best
+    ``config=env.unwrapped.config``, or ``scenario`` and ``overrides``), so that ``hffm
+    bench --agent`` plays it and notes other settings. A model that could not be loaded
+    without running code from the file (a learning-rate schedule, an activation class in
+    ``policy_kwargs``), or whose class is not ``info.algo``'s, raises
+    :class:`AgentFileError` and writes nothing."""
     folder = Path(folder)
+    if info.normalized is None:  # what is saved says it: statistics or none
+        info = replace(info, normalized=vec_normalize is not None)
+    expected = ALGO_CLASSES.get(info.algo)
+    made = f"{type(model).__module__.split('.')[0]}.{type(model).__name__}"
+    if info.engine == "sb3" and made != expected:
+        raise AgentFileError(f"save_agent: the model is a {made}, but info.algo = "
+                             f"{info.algo!r} is {expected or 'not an algorithm hffm plays'}; "
+                             f"known: {ALGO_CLASSES}")
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
         staged = Path(tmp)
         model.save(staged / MODEL_FILE)
+        with zipfile.ZipFile(staged / MODEL_FILE) as archive:
+            foreign = _unsafe_entries(json.loads(archive.read("data").decode()))
+        if foreign:
+            raise AgentFileError(f"save_agent: the model's {foreign[0]!r} can only be saved as "
+                                 f"code, which hffm does not load{_SAFE_MODELS}")
         (staged / INFO_FILE).write_text(info.to_json())
         if vec_normalize is not None:
             Normalization.of(vec_normalize).save(staged / NORMALIZATION_FILE)
@@ -399,6 +440,28 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
             item.replace(folder / item.name)
     if vec_normalize is None and (folder / NORMALIZATION_FILE).exists():
         (folder / NORMALIZATION_FILE).unlink()
+
+
+class OtherSettingsWarning(UserWarning):
+    """An agent is played on other settings than it was trained on (the ``hffm`` commands
+    print a note of their own instead)."""
+
+
+def warn_of_other_settings(name: str, agent: AgentFolder, env: Any, warned: set[str]) -> None:
+    """Warn (:class:`OtherSettingsWarning`) when ``env``'s scenario config differs from the
+    one ``agent`` was trained on, once per difference (``warned`` holds those said):
+    playing it elsewhere can be the point, but a result of other settings must not pass
+    unnoticed. Nothing when the folder does not say what it was trained on."""
+    config = getattr(getattr(env, "unwrapped", env), "config", None)
+    trained = agent.training_config()
+    if config is None or trained is None:
+        return
+    from hffm_env.config import differences_line
+
+    line = differences_line(trained, config)
+    if line and line not in warned:
+        warned.add(line)
+        warnings.warn(f"{name} was trained with {line}", OtherSettingsWarning, stacklevel=3)
 
 
 def find_agent(path: str | Path) -> AgentFolder:
@@ -438,13 +501,12 @@ def find_agent(path: str | Path) -> AgentFolder:
         raise AgentFileError(f"{model}: unreadable 'data' entry ({err})") from None
     if not isinstance(data, dict):
         raise AgentFileError(f"{model}: its 'data' entry is not a JSON object")
-    foreign = [key for key, item in data.items()
-               if isinstance(item, dict) and ":serialized:" in item
-               and key not in _REPLACED_ENTRIES]
+    foreign = _unsafe_entries(data)
     if foreign:
         raise AgentFileError(
             f"{model}: refusing serialized entry {foreign[0]!r} (loading it would run code "
-            f"from the file; only {list(_REPLACED_ENTRIES)} are replaced safely)"
+            f"from the file; only {list(_REPLACED_ENTRIES)} are replaced safely"
+            f"{_SAFE_MODELS})"
         )
     info = _read_info(folder)
     info_path = folder / INFO_FILE

@@ -6,10 +6,12 @@ saved agent folders of either engine as baselines ``Policy`` objects (``hffm ben
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
 from hffm_env import jsonio
+from hffm_env.agents.checkpoint import OtherSettingsWarning
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, note
 from hffm_env.envs.registration import ENV_ID
 from hffm_env.files import write_text_atomically
@@ -114,16 +116,18 @@ def evaluate_against_baselines(
         return gym.make(ENV_ID, **{**args.env_kwargs(args.final_fidelity),
                                    "scenario": seed_data_split(config, config_seed)})
 
-    result = run_benchmark(
-        make_env,
-        [agent, *names],
-        seeds=args.eval_seeds,
-        env_per_seed=args.eval_data_split_per_seed,
-        target_accuracy=config.env.target_accuracy,  # the target rewards' own, when set
-        progress=args.progress,
-        scenario=cast(str, args.scenario),  # TrainArgs names the preset when built
-        fidelity=args.final_fidelity,
-    )
+    with warnings.catch_warnings():  # the other data splits were noted above
+        warnings.simplefilter("ignore", OtherSettingsWarning)
+        result = run_benchmark(
+            make_env,
+            [agent, *names],
+            seeds=args.eval_seeds,
+            env_per_seed=args.eval_data_split_per_seed,
+            target_accuracy=config.env.target_accuracy,  # the target rewards' own, when set
+            progress=args.progress,
+            scenario=cast(str, args.scenario),  # TrainArgs names the preset when built
+            fidelity=args.final_fidelity,
+        )
     payload = result.to_dict()
     payload["train_args"] = dataclasses.asdict(args)
     payload["train_seconds"] = train_seconds

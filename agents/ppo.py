@@ -563,6 +563,7 @@ class AgentPolicy(EnvBound):
         self.wrapper: Any = None  # the action wrapper of a coarse or menu agent
         self.model: Any = None
         self.env = None
+        self.settings_said: set[str] = set()  # the other settings warned of
 
     @property
     def fingerprint(self) -> str:
@@ -570,9 +571,12 @@ class AgentPolicy(EnvBound):
         return self.agent.fingerprint
 
     def reset(self, env: Any, seed: int | None = None) -> None:
-        """Remember the env (for its action masks); load the weights on first use."""
-        from hffm_env.agents.checkpoint import load_model
+        """Remember the env (for its action masks); load the weights on first use; warn
+        (:class:`~hffm_env.agents.checkpoint.OtherSettingsWarning`) when the env is of other
+        settings than the agent was trained on."""
+        from hffm_env.agents.checkpoint import load_model, warn_of_other_settings
 
+        warn_of_other_settings(self.name, self.agent, env, self.settings_said)
         self.env = env.unwrapped
         self.wrapper = None
         if self.agent.info.action_mode != "full":

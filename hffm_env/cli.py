@@ -242,11 +242,15 @@ def _note_other_settings(
 @contextlib.contextmanager
 def _agent_errors() -> Iterator[None]:
     """An agent that loads but does not fit the env it is played on (other spaces: another
-    layout or observation) fails at its first episode; say so in one line, as ``--agent``."""
-    from hffm_env.agents.checkpoint import AgentFileError
+    layout or observation) fails at its first episode; say so in one line, as ``--agent``.
+    The agents' warnings of other settings are silenced: the command noted them already
+    (:func:`_note_training_configs`)."""
+    from hffm_env.agents.checkpoint import AgentFileError, OtherSettingsWarning
 
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OtherSettingsWarning)
+            yield
     except AgentFileError as err:
         raise ConfigError(f"--agent: {err}") from None
 

@@ -25,7 +25,10 @@ TINY_OVERRIDES: tuple[str, ...] = (
 )
 """Overrides that make any scenario cheap enough for unit tests and smoke runs (a few seconds
 of pre-training, a handful of samples per device, four rounds per episode). Pass them as
-``gymnasium.make("hffm/HFFM-v0", overrides=list(TINY_OVERRIDES))``."""
+``gymnasium.make("hffm/HFFM-v0", overrides=list(TINY_OVERRIDES))``. In ``cost`` and
+``train`` fidelity only: no surrogate is fitted for these settings (``surrogate`` fidelity
+refuses them, naming ``hffm calibrate``); for a short surrogate episode override
+``env.episode_rounds`` alone."""
 
 
 def make_tiny_env(scenario: str = "small", fidelity: str = "cost", extra: Sequence[str] = (),

@@ -800,3 +800,68 @@ def test_every_committed_agent_loads_and_plays_the_env_it_was_trained_on(folder)
         assert env.action_space.contains(action)
         obs, _, _, _, info = env.step(action)
     env.close()
+
+
+def test_an_agent_played_on_other_settings_warns_once_and_the_commands_only_note_it(capsys):
+    """From Python, an agent played on other settings than it was trained on (a 4-round
+    env for a 16-round agent) gave its numbers without a word; the commands noted it."""
+    import gymnasium as gym
+
+    from hffm_env.agents.checkpoint import OtherSettingsWarning
+    from hffm_env.baselines.runner import run_benchmark
+
+    agent = COMMITTED_DIR / "ppo-coarse-stt-plan-term-4clusters_s0"
+    trained = AgentPolicy(agent).agent.training_config()
+    overrides = [f"env.{k}={v}" for k, v in (("reward", "spend-to-target"),
+                                             ("target_accuracy", 0.357),
+                                             ("surrogate_noise", "residuals"),
+                                             ("observe_target", "true"),
+                                             ("accuracy_weight", 5.0), ("latency_weight", 0.0))]
+    assert trained is not None and trained.env.episode_rounds == 16
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_benchmark(lambda: gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
+                                       overrides=[*overrides, "env.episode_rounds=4"]),
+                      [AgentPolicy(agent, name="agent:s0")], seeds=[1000, 1001],
+                      progress=False)
+    said = [str(w.message) for w in caught if issubclass(w.category, OtherSettingsWarning)]
+    assert said == ["agent:s0 was trained with env.episode_rounds=16 (here 4)"]
+    with warnings.catch_warnings(record=True) as caught:  # its own settings: nothing to say
+        warnings.simplefilter("always")
+        run_benchmark(lambda: gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
+                                       overrides=overrides),
+                      [AgentPolicy(agent)], seeds=[1000], progress=False)
+    assert not [w for w in caught if issubclass(w.category, OtherSettingsWarning)]
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "surrogate", "--seeds",
+                     "1000", "--agent", str(agent), "--policies", "", "--no-progress",
+                     *[f"--set={o}" for o in overrides], "--set", "env.episode_rounds=4"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("env.episode_rounds=16 (here 4)") == 1 and "warning" not in err.lower(), err
+
+
+def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
+    """A model with a learning-rate schedule, or saved under another algorithm's name, was
+    written, and refused only when `hffm bench --agent` loaded it."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from hffm_env.agents.checkpoint import AgentInfo, save_agent
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.episode_rounds=4"])
+    model = PPO("MlpPolicy", env, n_steps=8, batch_size=8, learning_rate=lambda f: 3e-4 * f)
+    info = AgentInfo(algo="ppo", config=env.unwrapped.config)  # a config taken as it is
+    assert isinstance(info.config, dict) and info.training_config() == env.unwrapped.config
+    with pytest.raises(AgentFileError, match="'learning_rate' can only be saved as code.*set "
+                                             "model.learning_rate to a number"):
+        save_agent(tmp_path / "a", model, info)
+    assert not (tmp_path / "a" / "model.zip").exists()
+    model.learning_rate = 3e-4
+    with pytest.raises(AgentFileError, match="the model is a stable_baselines3.PPO, but "
+                                             "info.algo = 'maskable-ppo'"):
+        save_agent(tmp_path / "b", model, replace(info, algo="maskable-ppo"))
+    save_agent(tmp_path / "c", model, info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it says it has no statistics: no warning of that
+        assert find_agent(tmp_path / "c").info.normalized is False
+    env.close()
