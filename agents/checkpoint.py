@@ -21,6 +21,7 @@ for evaluation (``hffm bench --agent``) and for ``--resume`` alike.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import numbers
@@ -629,8 +630,31 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
             f"{observation_space.shape}, {_action_size(action_space)}): {first}"
+            f"{_weights_expect(agent.model_path, observation_space, action_space)}"
             f"{trained_on(agent.folder)}"
         ) from None
+
+
+def _weights_expect(model_path: Path, observation_space: Any, action_space: Any) -> str:
+    """What the archive's policy weights take and give, beside what this env has (``; its
+    weights take 57 inputs and give 62 action logits, here 57 and 156``): a coarse or menu
+    agent saved as a full one shows as other logits. Empty when the weights do not say."""
+    import torch
+
+    try:
+        with zipfile.ZipFile(model_path) as archive, archive.open("policy.pth") as file:
+            weights = torch.load(io.BytesIO(file.read()), map_location="cpu", weights_only=True)
+        logits = int(weights["action_net.weight"].shape[0])
+        inputs = next(int(w.shape[1]) for name, w in weights.items()
+                      if name.startswith("mlp_extractor.policy_net.") and w.ndim == 2)
+    except Exception:  # noqa: BLE001 - a hint only: the error above stands without it
+        return ""
+    nvec = getattr(action_space, "nvec", None)
+    here_logits = int(np.sum(nvec)) if nvec is not None else int(getattr(action_space, "n", 0))
+    here_inputs = int(np.prod(getattr(observation_space, "shape", None) or (0,)))
+    return (f"; its weights take {inputs} inputs and give {logits} action logits, here "
+            f"{here_inputs} and {here_logits} (a coarse or menu agent needs its action_mode "
+            "in agent.json)")
 
 
 def _action_size(space: Any) -> str:

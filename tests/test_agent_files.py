@@ -865,3 +865,30 @@ def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
         warnings.simplefilter("error")  # it says it has no statistics: no warning of that
         assert find_agent(tmp_path / "c").info.normalized is False
     env.close()
+
+
+def test_an_agent_of_other_action_logits_says_what_its_weights_give(tmp_path):
+    """A coarse agent saved without its action_mode failed with only torch's state_dict
+    line: nothing said the weights give the coarse action's logits."""
+    import gymnasium as gym
+    from sb3_contrib import MaskablePPO
+
+    from hffm_env.agents.checkpoint import AgentInfo, save_agent
+    from hffm_env.agents.job import agent_policy
+    from hffm_env.baselines.runner import run_benchmark
+    from hffm_env.wrappers import CoarseActions
+
+    def make():
+        return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                        overrides=["env.episode_rounds=4"])
+
+    env = make()
+    coarse = CoarseActions(env)
+    model = MaskablePPO("MlpPolicy", coarse, n_steps=8, batch_size=8)
+    save_agent(tmp_path / "a", model, AgentInfo(algo="maskable-ppo", config=env.unwrapped.config))
+    logits = int(sum(coarse.action_space.nvec))
+    full = int(sum(env.action_space.nvec))
+    with pytest.raises(AgentFileError, match=f"its weights take 57 inputs and give {logits} "
+                                             f"action logits, here 57 and {full}"):
+        run_benchmark(make, [agent_policy(tmp_path / "a")], seeds=[1000], progress=False)
+    env.close()
