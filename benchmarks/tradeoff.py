@@ -172,7 +172,7 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     import hffm_env  # noqa: F401
     from hffm_env.baselines.runner import BenchResult, env_settings
     from hffm_env.config import from_dict
-    from hffm_env.envs.reward import RewardInputs, accuracy_score, reaches_target
+    from hffm_env.envs.reward import EpisodeProgress, accuracy_score
     from hffm_env.provenance import provenance
 
     per_seed = result.get("data_split") == PER_SEED_SPLIT
@@ -200,17 +200,16 @@ def rescore(result: dict, overrides: list[str]) -> dict:
             # its first round's gain is from the accuracy at reset, which runs do not record
             raise ConfigError("--rescore: the accuracy-gain reward needs each episode's "
                               "accuracy at reset, which saved runs do not hold")
-        target, mix = env.config.env.target_accuracy, env.config.env.accuracy_local_mix
-        previous, reached, rewards = float("nan"), False, []
+        progress = EpisodeProgress(env.config.env.target_accuracy)  # the env's own rule
+        progress.start(float("nan"))  # (reset's accuracy is not recorded; no reward here
+        rewards = []                  # reads it: accuracy-gain was refused above)
         last = len(episode.accuracy) - 1
         for t, (glob, local, lat, en) in enumerate(zip(
                 episode.accuracy, episode.accuracy_local, episode.latency_s, episode.energy_j)):
-            acc = accuracy_score(glob, local, mix)
-            terms = reward(RewardInputs(acc, previous, reached, lat, en, t == last), costs,
-                           weights)
+            acc = accuracy_score(glob, local, env.config.env.accuracy_local_mix)
+            terms = reward(progress.inputs(acc, lat, en, t == last), costs, weights)
             rewards.append(float(sum(terms.values())))
-            previous = acc
-            reached |= reaches_target(acc, target)
+            progress.record(acc)
         episode.rewards = rewards
     if envs:  # the rewards are now those of the rescoring settings
         bench.settings = env_settings(next(iter(envs.values())))

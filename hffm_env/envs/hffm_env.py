@@ -30,13 +30,13 @@ from hffm_env.envs.reward import (
     REWARDS,
     TERM_NAMES,
     CostRange,
+    EpisodeProgress,
     Reward,
     RewardInputs,
     RewardWeights,
     accuracy_score,
     check_terms,
     get_reward,
-    reaches_target,
     reward_bounds,
 )
 from hffm_env.fl.build import build_engine
@@ -475,7 +475,7 @@ class HFFMEnv(gym.Env):
         self._accuracy = scores.accuracy
         self._accuracy_local = scores.accuracy_local
         self._accuracy_held_out = scores.accuracy_held_out
-        self._previous_score = self._score(scores.accuracy, scores.accuracy_local)
+        self._progress.start(self._score(scores.accuracy, scores.accuracy_local))
         info = self._get_info(None, None, None, {})
         self._add_next_action_info(info)
         obs = self._get_obs()
@@ -604,8 +604,7 @@ class HFFMEnv(gym.Env):
         nan = {t: float("nan") for t in (*self.tasks, "mean")}
         self._accuracy, self._accuracy_local = dict(nan), dict(nan)
         self._accuracy_held_out = dict(nan)
-        self._previous_score = float("nan")
-        self._target_reached = False
+        self._progress = EpisodeProgress(self.config.env.target_accuracy)
 
     def _available_fraction(self) -> float:
         """The share of devices available in the round being played (a surrogate input)."""
@@ -680,11 +679,8 @@ class HFFMEnv(gym.Env):
         """The reward function's terms for the round just played; remembers the score and
         whether the target was reached for the next round's reward."""
         score = self._score(result.accuracy, result.accuracy_local)
-        inputs = RewardInputs(
-            score=score, previous_score=self._previous_score,
-            reached_before=self._target_reached, latency_s=result.cost.latency_s,
-            energy_j=result.cost.energy_j, last_round=last_round,
-        )
+        inputs = self._progress.inputs(score, result.cost.latency_s, result.cost.energy_j,
+                                       last_round)
         self._last_reward_inputs = inputs
         for name, value in (("latency_s", inputs.latency_s), ("energy_j", inputs.energy_j)):
             if not math.isfinite(value):  # the config's fault, not the reward's
@@ -702,9 +698,7 @@ class HFFMEnv(gym.Env):
             raise RuntimeError(f"the reward failed ({type(err).__name__}: {err}); round "
                                f"{self.rounds_done} was played without a transition, so the "
                                "episode ends: call reset()") from err
-        if math.isfinite(score):
-            self._previous_score = score
-            self._target_reached |= reaches_target(score, self.config.env.target_accuracy)
+        self._progress.record(score)
         return terms
 
     def _reward(self, terms: dict[str, float]) -> float | np.ndarray:
@@ -848,10 +842,11 @@ class HFFMEnv(gym.Env):
             energy_used_fraction=self.cumulative_energy_j / budget,
             latency_used_fraction=self.cumulative_latency_s / latency_budget,
             requests=requests,
-            target_reached=self._target_reached,
+            target_reached=self._progress.target_reached,
             # what the target rewards read: the last measured score (NaN, observed as 0, when
             # nothing was measured)
-            target_gap=max((cfg.env.target_accuracy or 0.0) - self._previous_score, 0.0),
+            target_gap=max((cfg.env.target_accuracy or 0.0) - self._progress.previous_score,
+                           0.0),
         ))
 
     def _get_info(

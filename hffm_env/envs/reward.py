@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "CostRange",
     "RewardInputs",
+    "EpisodeProgress",
     "RewardWeights",
     "REWARDS",
     "MAX_COST_SCALE",
@@ -133,6 +134,38 @@ class RewardInputs:
     latency_s: float
     energy_j: float
     last_round: bool  # the episode ends with this round
+
+
+@dataclass
+class EpisodeProgress:
+    """What a reward reads from the rounds before: the last measured score and whether the
+    target was reached. One rule for the env and for rescoring recorded episodes
+    (``benchmarks/tradeoff.py --rescore``): :meth:`start` at reset, then each round
+    :meth:`inputs` for the reward and :meth:`record` of the round's score."""
+
+    target_accuracy: float | None
+    previous_score: float = field(default=math.nan)
+    target_reached: bool = False
+
+    def start(self, score: float) -> None:
+        """A new episode from the score measured at reset (NaN: none): the first round's
+        previous score. The target counts rounds played: reset's score does not reach it."""
+        self.previous_score, self.target_reached = score, False
+
+    def inputs(self, score: float, latency_s: float, energy_j: float,
+               last_round: bool) -> RewardInputs:
+        """The reward's inputs for a round of ``score`` and these costs."""
+        return RewardInputs(score=score, previous_score=self.previous_score,
+                            reached_before=self.target_reached, latency_s=latency_s,
+                            energy_j=energy_j, last_round=last_round)
+
+    def record(self, score: float) -> None:
+        """After the round's reward: a measured ``score`` becomes the previous one, and
+        reaches the target or not (:func:`reaches_target`); an unmeasured one changes
+        nothing."""
+        if math.isfinite(score):
+            self.previous_score = score
+            self.target_reached |= reaches_target(score, self.target_accuracy)
 
 
 Reward = Callable[[RewardInputs, CostRange, "RewardWeights"], dict[str, float]]
