@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import math
-import numbers
 import pickle
 import re
 import shlex
@@ -40,6 +39,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
+from hffm_env.values import is_real
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
     from stable_baselines3.common.policies import BasePolicy
@@ -160,7 +160,7 @@ class AgentInfo:
             raise ValueError(f"{name} = {shown}: must be {allowed}")
 
         def number(value: Any) -> bool:  # finite, numpy's included, not a boolean
-            return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            return (is_real(value)
                     and math.isfinite(value))
 
         for name in ("algo", "scenario", "fidelity"):

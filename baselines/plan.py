@@ -19,7 +19,6 @@ is not a baseline: it is what behaviour cloning starts a PPO agent from (``train
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +30,12 @@ from hffm_env import jsonio
 from hffm_env.baselines.policies import EnvBound
 from hffm_env.config import MODULE_TYPES
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
+from hffm_env.values import is_integer
 
 __all__ = ["RoundPlan", "PlanPolicy", "PLAN_TIERS", "cheapest_routes", "searched_config"]
 
 PLAN_TIERS = (Tier.NONE, Tier.EDGE, Tier.CLOUD)
 """The tiers a plan can name for a module type in a round."""
-
-
-def _is_int(value: object) -> bool:
-    """An integer, numpy's included, and not a boolean."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ class RoundPlan:
     def round_tiers(self, round_index: int) -> dict[str, Tier]:
         """The tier of each module type in round ``round_index`` (0-based; rounds past the
         plan's last play its last)."""
-        if not _is_int(round_index) or round_index < 0:
+        if not is_integer(round_index) or round_index < 0:
             raise ValueError(f"round_index = {round_index!r}: must be an integer >= 0")
         row = self.tiers[min(round_index, len(self.tiers) - 1)]
         return dict(zip(MODULE_TYPES, row, strict=True))
@@ -100,7 +95,7 @@ class RoundPlan:
                       num_clusters: int) -> np.ndarray:
         """This round as a :class:`~hffm_env.wrappers.CoarseActions` action (indices into
         ``menu``, which must hold 0 and 1, then a route per cluster)."""
-        if not _is_int(num_clusters) or num_clusters < 1:
+        if not is_integer(num_clusters) or num_clusters < 1:
             raise ValueError(f"num_clusters = {num_clusters!r}: must be an integer >= 1")
         missing = [p for p in (0, 1) if p not in menu]
         if missing:
@@ -113,7 +108,7 @@ class RoundPlan:
 
     def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
         """A copy with one round's tier of one module type changed."""
-        if not _is_int(round_index) or not 0 <= round_index < len(self.tiers):
+        if not is_integer(round_index) or not 0 <= round_index < len(self.tiers):
             raise ValueError(f"round_index = {round_index!r}: this plan has rounds "
                              f"0..{len(self.tiers) - 1}")
         if module_type not in MODULE_TYPES:
@@ -127,7 +122,7 @@ class RoundPlan:
                  name: str = "plan") -> RoundPlan:
         """Every module type at ``tier`` in every one of ``rounds`` rounds (``Tier.CLOUD``:
         ``hffm-d2d-e1``)."""
-        if not _is_int(rounds) or rounds < 1:
+        if not is_integer(rounds) or rounds < 1:
             raise ValueError(f"rounds = {rounds!r}: must be an integer >= 1")
         return cls(tuple((tier,) * len(MODULE_TYPES) for _ in range(rounds)), route, name)
 

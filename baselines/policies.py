@@ -30,6 +30,7 @@ from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.envs.action import RELAY_WAIT
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.seeding import check_training_seeds
+from hffm_env.values import is_integer
 from hffm_env.wrappers import PAPER_MENU, full_action
 
 __all__ = [
@@ -194,8 +195,7 @@ class FixedGridPolicy(PeriodicPolicy):
         ]
         if isinstance(search_seeds, (str, bytes)) or not isinstance(search_seeds, Iterable) \
                 or not (search_seeds := tuple(search_seeds)) or not all(
-                isinstance(s, numbers.Integral) and not isinstance(s, bool)
-                for s in search_seeds):
+                is_integer(s) for s in search_seeds):
             raise ValueError(f"fixed-grid: search_seeds = {search_seeds!r}: must be a non-empty "
                              "tuple of integer training seeds")
         check_training_seeds(search_seeds, "fixed-grid: search_seeds")

@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
+from hffm_env.values import is_real
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -800,11 +800,11 @@ def run_benchmark(
         if problem is not None:
             raise ValueError(f"policy {policy.name!r}: {problem}")
     if target_accuracy is not None and not (
-            isinstance(target_accuracy, numbers.Real) and not isinstance(target_accuracy, bool)
+            is_real(target_accuracy)
             and 0.0 <= target_accuracy <= 1.0):
         raise ValueError(f"target_accuracy = {target_accuracy!r}: must be an accuracy in [0, 1] "
                          "or None (target_fraction x the best final accuracy)")
-    if not (isinstance(target_fraction, numbers.Real) and not isinstance(target_fraction, bool)
+    if not (is_real(target_fraction)
             and 0.0 < target_fraction <= 1.0):
         raise ValueError(f"target_fraction = {target_fraction!r}: must be in (0, 1]")
     # (env factory, seeds it serves): one shared env, or one per seed

@@ -13,10 +13,11 @@ streams' numbers unchanged.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from hffm_env.values import is_integer
 
 __all__ = ["STREAMS", "FIRST_HELD_OUT_SEED", "SEED_MAX", "SEED_RANGE", "check_seed",
            "check_training_seeds", "DEFAULT_EVAL_SEEDS", "SEEDING_SCHEME", "RandomStreams"]
@@ -34,8 +35,7 @@ SEED_RANGE = "0..2**63-1"
 def check_seed(value: object, what: str = "seed") -> int:
     """``value`` as a seed (an integer in ``0..SEED_MAX``, numpy's included, not a boolean),
     else ``ValueError`` naming ``what`` and the value: the one rule every seed is read by."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not 0 <= int(value) <= SEED_MAX:
+    if not is_integer(value) or not 0 <= int(value) <= SEED_MAX:
         raise ValueError(f"{what} = {value!r}: must be an integer in {SEED_RANGE}")
     return int(value)
 

@@ -45,6 +45,7 @@ from statistics import NormalDist
 import numpy as np
 
 from hffm_env.config import MIN_QUESTION_LENGTH, TASKS, DataConfig
+from hffm_env.values import is_integer
 
 __all__ = [
     "SHAPES",
@@ -433,7 +434,7 @@ def generate_scenes(
     Raises:
         ValueError: ``n`` or ``scene_class`` is malformed.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_integer(n) or n < 0:
         raise ValueError(f"generate_scenes: n = {n!r} must be an integer >= 0")
     n = int(n)
     if scene_class is None:

@@ -41,6 +41,7 @@ from hffm_env.fl.schedule import (
     is_member,
 )
 from hffm_env.sim import repair_pairing
+from hffm_env.values import is_integer
 
 __all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_action", "check_slot_range",
            "RELAY_WAIT", "RELAY_EDGE", "RELAY_CLOUD", "RELAY_FIXED_CHOICES", "NUM_ROUTES"]
@@ -248,8 +249,7 @@ class ActionLayout:
     def period_index(self, value: Any, what: str) -> int:
         """The menu index of period ``value`` (an integer of ``env.period_menu``; 0 is
         "never"), or a ``ValueError`` naming ``what``, the value and the menu."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-                or value not in self.menu:
+        if not is_integer(value) or value not in self.menu:
             never = ' (0 is "never")' if NEVER in self.menu else ""
             raise ValueError(f"{what} = {value!r}: not in the config's env.period_menu "
                              f"{list(self.menu)}{never}")

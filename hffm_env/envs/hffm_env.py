@@ -46,6 +46,7 @@ from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surro
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import SEED_MAX, RandomStreams, check_seed
 from hffm_env.sim import Network, Topology, k_nearest_partners
+from hffm_env.values import is_integer
 
 if TYPE_CHECKING:  # (annotations only)
     import networkx as nx
@@ -324,8 +325,8 @@ class HFFMEnv(gym.Env):
                               f"fidelity='surrogate' (this env's is {fidelity!r})")
         if not isinstance(progress, (bool, np.bool_)):
             raise ValueError(f"progress = {progress!r}: must be True or False")
-        if torch_threads is not None and (isinstance(torch_threads, bool) or not isinstance(
-                torch_threads, (int, np.integer)) or not 1 <= torch_threads <= MAX_TORCH_THREADS):
+        if torch_threads is not None and (not is_integer(torch_threads)
+                                          or not 1 <= torch_threads <= MAX_TORCH_THREADS):
             raise ValueError(f"torch_threads = {torch_threads!r}: must be None or an integer "
                              f">= 1 and <= {MAX_TORCH_THREADS}")
         # the config file read once (a preset: given, the file's, or small); a named reward

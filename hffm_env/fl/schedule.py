@@ -8,7 +8,6 @@ against the current network (:meth:`FederatedEngine.validate_schedule`).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -16,6 +15,7 @@ from enum import IntEnum
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES, NEVER
+from hffm_env.values import is_integer
 
 __all__ = ["Tier", "CLUSTER_TIERS", "PeriodClock", "Route", "SourceKind", "RelaySource",
            "ModuleRequest", "Schedule", "choices", "is_member"]
@@ -29,8 +29,7 @@ def choices(members: Iterable[IntEnum]) -> list[str]:
 def is_member(value: object, members: Iterable[IntEnum]) -> bool:
     """Whether ``value`` is one of ``members`` or its integer value (a numpy integer too; not a
     bool, a string or a float): the one test of every enum field here."""
-    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            and value in set(members))
+    return is_integer(value) and value in set(members)
 
 
 class Tier(IntEnum):
@@ -123,7 +122,7 @@ class RelaySource:
         if not is_member(self.kind, SourceKind):
             raise ValueError(f"RelaySource.kind = {self.kind!r}: allowed "
                              f"{choices(SourceKind)}")
-        if isinstance(self.device, bool) or not isinstance(self.device, numbers.Integral):
+        if not is_integer(self.device):
             raise ValueError(f"RelaySource.device = {self.device!r}: must be an integer device id")
         if self.kind == SourceKind.DEVICE and self.device < 0:
             raise ValueError(f"RelaySource(kind=DEVICE) needs a device id >= 0, got {self.device}")

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from hffm_env.config import MODULE_TYPES, split_module_id
+from hffm_env.values import is_integer
 
 __all__ = [
     "ModuleSpec",
@@ -191,7 +192,7 @@ def held_modules(profile: Any) -> list[str]:
 def stack_state(state: Mapping[str, torch.Tensor], num_devices: int) -> dict[str, torch.Tensor]:
     """Every tensor of ``state`` repeated ``num_devices`` times along a new dim 0 (fresh,
     contiguous copies, detached)."""
-    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
+    if not is_integer(num_devices) or num_devices < 1:
         raise ValueError(f"stack_state: num_devices = {num_devices!r} must be an integer >= 1")
     return {
         name: t.detach().unsqueeze(0).expand(num_devices, *t.shape).clone()
@@ -220,7 +221,7 @@ def _module_tensors(
 def _check_device(device: int | None, num_devices: int) -> None:
     if device is None:
         return
-    if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < num_devices:
+    if not is_integer(device) or not 0 <= device < num_devices:
         raise IndexError(f"device = {device!r}: must be an integer in [0, {num_devices})")
 
 
