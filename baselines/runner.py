@@ -10,6 +10,7 @@ Ctrl-C stops the run and keeps what finished.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -808,9 +809,10 @@ def run_benchmark(
             and 0.0 < target_fraction <= 1.0):
         raise ValueError(f"target_fraction = {target_fraction!r}: must be in (0, 1]")
     # (env factory, seeds it serves): one shared env, or one per seed
+    per_seed = cast(Callable[[int], Any], make_env)
     groups: list[tuple[Callable[[], Any], list[int]]] = (
-        [(lambda s=int(seed): make_env(s), [int(seed)]) for seed in seeds] if env_per_seed
-        else [(make_env, [int(seed) for seed in seeds])])
+        [(functools.partial(per_seed, int(seed)), [int(seed)]) for seed in seeds]
+        if env_per_seed else [(cast(Callable[[], Any], make_env), [int(seed) for seed in seeds])])
     episodes: list[EpisodeRecord] = []
     interrupted = False
     settings: dict[str, Any] | None = None
@@ -843,9 +845,8 @@ def run_benchmark(
                         try:
                             # a tuned policy's training episodes (fixed-grid: minutes in
                             # train fidelity) show in the bar, which would stand still
-                            fit_if_needed(env, policy, lambda name, s, p=policy.name:
-                                          bar.set_postfix_str(f"tuning {p}: {name} on "
-                                                              f"training seed {s}"))
+                            fit_if_needed(env, policy, functools.partial(
+                                _show_tuning, bar, policy.name))
                             bar.set_postfix_str(f"{policy.name} seed {seed}")
                             episodes.append(run_episode(env, policy, seed))
                         except ValueError as err:  # e.g. a period outside env.period_menu
@@ -879,6 +880,11 @@ def run_benchmark(
         fingerprints=fingerprints,
         provenance=[record],
     )
+
+
+def _show_tuning(bar: Any, policy: str, candidate: str, seed: int) -> None:
+    """Name a tuning episode in the progress bar (which would stand still through them)."""
+    bar.set_postfix_str(f"tuning {policy}: {candidate} on training seed {seed}")
 
 
 def _check_policies(policies: Iterable[str | Policy]) -> list[Policy]:
