@@ -41,7 +41,8 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
         "file names, else small)",
     )
     parser.add_argument("--config", type=arguments.input_path,
-                        metavar="FILE", help="YAML or JSON file layered on the preset")
+                        metavar="FILE", help="YAML or JSON file layered on the preset, or an "
+                        "agent folder: the settings it was trained on")
     parser.add_argument(
         "--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
         help="override config values, e.g. --set channel.d2d.bandwidth_hz=2e6 fl.lr=0.02 "
@@ -52,11 +53,45 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
 def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
     """The scenario of ``--scenario``, ``--config`` and ``--set``. Without ``--scenario``,
     the preset the ``--config`` file names, else ``small``; a ``--scenario`` that differs from
-    the file's preset is refused (the file's would silently win)."""
-    from hffm_env.config import resolve_scenario
+    the file's preset is refused (the file's would silently win). A ``--config`` that names
+    an agent folder (or its ``agent.json``) stands for the config the agent was trained on."""
+    from hffm_env.config import apply_overrides, resolve_scenario
 
+    trained = _agent_training_config(args.config)
+    if trained is not None:
+        if args.scenario is not None and args.scenario != trained.name:
+            raise ConfigError(f"--config {args.config}: the agent was trained on scenario "
+                              f"{trained.name!r}, but --scenario is {args.scenario!r}: give "
+                              "one of them")
+        args.scenario = trained.name
+        return apply_overrides(trained, args.overrides)
     args.scenario, config = resolve_scenario(args.scenario, args.config, args.overrides)
     return config
+
+
+def _agent_training_config(path: str | None) -> ScenarioConfig | None:
+    """The config the agent at ``path`` (a folder holding ``agent.json``, or that file) was
+    trained on; None when ``path`` is no agent's; a ``ConfigError`` when the folder does not
+    say."""
+    from pathlib import Path
+
+    if path is None:
+        return None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if not (folder / "agent.json").is_file() or (
+            Path(path).is_file() and Path(path).name != "agent.json"):
+        return None
+    from hffm_env.agents.checkpoint import AgentFileError, find_agent
+
+    try:
+        trained = find_agent(folder).info.training_config()
+    except AgentFileError as err:
+        raise ConfigError(f"--config: {err}") from None
+    if trained is None:
+        raise ConfigError(f"--config {path}: the agent's agent.json does not say what it was "
+                          "trained on (no config, or no scenario and overrides); give the "
+                          "settings with --scenario, --config FILE and --set")
+    return trained
 
 
 def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[str, Any]:

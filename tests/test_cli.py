@@ -368,3 +368,35 @@ def test_bench_plays_a_policy_of_your_own_by_module_and_class(tmp_path, capsys, 
         assert main([*base, "--policies", spec]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (spec, err)
+
+
+def test_bench_config_of_an_agent_folder_is_the_config_it_was_trained_on(tmp_path, capsys):
+    """Benching an agent on its own settings meant retyping every override (`--config
+    agent.json` failed on its other keys)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    agent = Path(__file__).resolve().parents[1] / "docs/results/agents" \
+        / "ppo-coarse-stt-plan-term-4clusters_s0"
+    base = ["bench", "--fidelity", "cost", "--seeds", "1000", "--policies", "never",
+            "--no-progress"]
+    out = tmp_path / "own.json"
+    assert main([*base, "--config", str(agent), "--agent", str(agent), "--json",
+                 str(out)]) == 0
+    assert "was trained with" not in capsys.readouterr().err  # nothing differs
+    settings = json.loads(out.read_text())["settings"]["config"]["env"]
+    assert (settings["reward"], settings["target_accuracy"]) == ("spend-to-target", 0.357)
+    assert main([*base, "--config", str(agent / "agent.json"), "--set",
+                 "env.episode_rounds=4", "--agent", str(agent)]) == 0  # --set on top
+    assert "env.episode_rounds=16 (here 4)" in capsys.readouterr().err
+    assert main([*base, "--config", str(agent), "--scenario", "paper"]) == 2
+    assert "the agent was trained on scenario 'small'" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    shutil.copytree(agent, bare)
+    info = json.loads((bare / "agent.json").read_text())
+    for key in ("config", "overrides"):
+        info.pop(key, None)
+    (bare / "agent.json").write_text(json.dumps(info))
+    assert main([*base, "--config", str(bare)]) == 2
+    assert "does not say what it was trained on" in capsys.readouterr().err
