@@ -253,18 +253,11 @@ def fit_traces(episodes: list[dict[str, Any]], tasks: Sequence[str], horizon: in
     seeds = [int(e["seed"]) for e in episodes]
     groups = seeds if len(set(seeds)) > 1 else list(range(len(episodes)))
     if residual_folds > 0 and len(set(groups)) > 1:
-        surrogate.residuals = out_of_fold_residuals(rounds, groups, tasks, horizon,
-                                                    folds=residual_folds, seed=seed)
-        names = surrogate.targets
-        accuracy = [j for j, n in enumerate(names) if n.startswith("accuracy/")]
-        mean_residual = np.nanmean(surrogate.residuals[:, 1:, accuracy], axis=-1)
-        surrogate.meta["residuals"] = {
-            "folds": min(residual_folds, len(set(groups))),
-            "grouped_by": "seed" if groups is seeds else "episode",
-            "episodes": len(episodes),
-            "mean_accuracy_std": float(np.nanstd(mean_residual)),
-            "mean_accuracy_mae": float(np.nanmean(np.abs(mean_residual))),
-        }
+        surrogate.keep_residuals(
+            out_of_fold_residuals(rounds, groups, tasks, horizon, folds=residual_folds,
+                                  seed=seed),
+            folds=min(residual_folds, len(set(groups))),
+            grouped_by="seed" if groups is seeds else "episode")
     return surrogate
 
 

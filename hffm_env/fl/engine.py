@@ -490,7 +490,7 @@ class FederatedEngine:
         self.model.double()
         if self.train:
             self.features = {m: f.double() for m, f in self.features.items()}
-            self.evaluator.features = {m: f.double() for m, f in self.evaluator.features.items()}
+            self.evaluator.double()
         self._initial_state = {k: v.double() for k, v in self._initial_state.items()}
         self.params = {k: v.double() for k, v in self.params.items()}
         self.edge_params = {k: v.double() for k, v in self.edge_params.items()}

@@ -226,6 +226,12 @@ class BatchedEvaluator:
         preds = preds[inverse]
         return torch.where(task_mask[rows.device], preds, torch.full_like(preds, -1))
 
+    def double(self) -> None:
+        """Score in float64 from now on: the bank's cached features (the model is the
+        caller's to convert, as :meth:`FederatedEngine.double
+        <hffm_env.fl.engine.FederatedEngine.double>` does)."""
+        self.features = {m: f.double() for m, f in self.features.items()}
+
     def rows_of(self, kind: int) -> torch.Tensor:
         """Indices of the rows of set ``kind`` (``SET_*``)."""
         return torch.nonzero(self.rows.kind == kind).flatten()

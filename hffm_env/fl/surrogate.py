@@ -443,6 +443,23 @@ class AccuracySurrogate:
                 episode[last + 1:] = episode[last]
         return noise
 
+    def keep_residuals(self, residuals: np.ndarray, **about: Any) -> None:
+        """Keep the calibration episodes' out-of-fold residuals (``(episodes, rounds + 1,
+        targets)``, :func:`out_of_fold_residuals`) as the noise of
+        ``env.surrogate_noise="residuals"``, with a summary in ``meta["residuals"]``:
+        ``about`` (how they were made), the number of episodes, and the spread and mean
+        absolute value of their mean accuracy over the rounds played."""
+        array = np.asarray(residuals)
+        if array.ndim != 3 or array.shape[-1] != len(self.targets):
+            raise ValueError(f"residuals of shape {array.shape}: must be (episodes, rounds + 1, "
+                             f"{len(self.targets)} targets)")
+        self.residuals = array
+        accuracy = [j for j, n in enumerate(self.targets) if n.startswith("accuracy/")]
+        mean = np.nanmean(array[:, 1:, accuracy], axis=-1)
+        self.meta["residuals"] = {**about, "episodes": len(array),
+                                  "mean_accuracy_std": float(np.nanstd(mean)),
+                                  "mean_accuracy_mae": float(np.nanmean(np.abs(mean)))}
+
     def residual_episode(self, rng: np.random.Generator) -> np.ndarray:
         """One episode of :meth:`residual_noise`, drawn uniformly with ``rng``:
         ``(rounds + 1, targets)``."""
