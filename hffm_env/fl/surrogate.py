@@ -167,14 +167,37 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
                          "--force`)")
     raise SurrogateMissing(
         f"fidelity='surrogate': no fitted surrogate for this configuration (key "
-        f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR}). "
-        "Fit one on real training with "
+        f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR})"
+        f"{_off_the_shipped_fit(cfg)}. Fit one on real training with "
         + (f"`hffm calibrate --scenario {cfg.name}` plus the same --set overrides"
            if cfg.name in SCENARIOS else f"`hffm calibrate --config FILE` (a file of this "
            f"config, {cfg.name!r}, on its preset)")
         + " (minutes of training), or pass a fitted file (gym.make's surrogate=PATH; "
         "hffm bench, hffm train and benchmarks/surrogate_error.py take --surrogate FILE)"
     )
+
+
+def _off_the_shipped_fit(cfg: ScenarioConfig) -> str:
+    """Where ``cfg`` leaves the fit shipped for its preset: ``; the fit shipped for small is
+    of the preset as it is, and this config differs in what training measures:
+    fl.local_steps=4 (here 1), ...``; empty when no fit ships for the preset or the
+    difference is elsewhere (another horizon, say)."""
+    from hffm_env.config import dict_differences, load_scenario, to_dict
+
+    if cfg.name not in SCENARIOS:
+        return ""
+    preset = load_scenario(cfg.name)
+    if not (PACKAGED_DIR / surrogate_path(preset).name).is_file():
+        return ""
+    measured = ("model", "data", "fl", "placement", "dynamics", "channel", "seed")
+    differ = [(k, a, b) for k, a, b in dict_differences(to_dict(preset), to_dict(cfg))
+              if k.split(".")[0] in measured]
+    if not differ:
+        return ""
+    shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in differ[:4])
+    more = f", and {len(differ) - 4} more" if len(differ) > 4 else ""
+    return (f"; the fit shipped for {cfg.name} is of the preset as it is, and this config "
+            f"differs in what training measures: {shown}{more}")
 
 
 def _serving(surrogate: AccuracySurrogate, cfg: ScenarioConfig, where: str

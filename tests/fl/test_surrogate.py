@@ -193,6 +193,14 @@ def test_a_missing_surrogate_says_how_to_fit_one(tmp_path, monkeypatch):
     cfg = apply_overrides(small(), ["fl.lr=0.02"])  # no surrogate ships for this
     with pytest.raises(SurrogateMissing, match="hffm calibrate --scenario small"):
         find_surrogate(cfg)
+    # ... and which settings leave the shipped fit (the key alone, a hash, did not say)
+    with pytest.raises(SurrogateMissing, match=r"the fit shipped for small is of the preset "
+                       r"as it is, and this config differs in what training measures: "
+                       r"fl.lr=0.01 \(here 0.02\)\. Fit one"):
+        find_surrogate(cfg)
+    with pytest.raises(SurrogateMissing, match=r"channel.uplink.tx_power_w=1.0 \(here 0.3\), "
+                                               r"fl.lr=0.01 \(here 0.02\)\."):
+        find_surrogate(apply_overrides(cfg, ["channel.uplink.tx_power_w=0.3"]))
 
 
 def test_the_key_names_the_seeding_scheme_and_the_config_seed(monkeypatch):
