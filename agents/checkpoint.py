@@ -405,6 +405,36 @@ def _unsafe_entries(data: dict[str, Any]) -> list[str]:
             and key not in _REPLACED_ENTRIES]
 
 
+def _check_saving(model: Any, info: AgentInfo, vec_normalize: Any) -> None:
+    """Refuse, before anything is written, a folder that would not load: another engine
+    (RLlib folders are written by agents/rllib.py), a model of another class than
+    ``info.algo``'s, statistics said and not given (or given and not said), statistics that
+    are no ``VecNormalize``'s, a recorded config that does not load."""
+    if info.engine != "sb3":
+        raise AgentFileError(f"save_agent: info.engine = {info.engine!r}: it writes "
+                             "stable-baselines3 agents ('sb3'); RLlib runs write their own")
+    expected = ALGO_CLASSES.get(info.algo)
+    made = f"{type(model).__module__.split('.')[0]}.{type(model).__name__}"
+    if made != expected:
+        raise AgentFileError(f"save_agent: the model is a {made}, but info.algo = "
+                             f"{info.algo!r} is {expected or 'not an algorithm hffm plays'}; "
+                             f"known: {ALGO_CLASSES}")
+    if info.normalized != (vec_normalize is not None):
+        raise AgentFileError(f"save_agent: info.normalized = {info.normalized} but "
+                             f"vec_normalize is {'given' if vec_normalize is not None else 'None'}"
+                             "; pass the VecNormalize the model was trained on, or none")
+    if vec_normalize is not None and not hasattr(vec_normalize, "obs_rms"):
+        raise AgentFileError(f"save_agent: vec_normalize = {vec_normalize!r}: must be the "
+                             "stable-baselines3 VecNormalize the model was trained on")
+    if info.config is not None:
+        from hffm_env.config import ConfigError, from_dict
+
+        try:
+            from_dict(info.config)
+        except ConfigError as err:
+            raise AgentFileError(f"save_agent: info.config does not load: {err}") from None
+
+
 def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:
     """Write an agent folder (``model.zip``, ``agent.json``, ``vecnormalize.npz``), each file
     written beside its target and moved into place, so a crash never leaves half a file.
@@ -419,12 +449,7 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     folder = Path(folder)
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
-    expected = ALGO_CLASSES.get(info.algo)
-    made = f"{type(model).__module__.split('.')[0]}.{type(model).__name__}"
-    if info.engine == "sb3" and made != expected:
-        raise AgentFileError(f"save_agent: the model is a {made}, but info.algo = "
-                             f"{info.algo!r} is {expected or 'not an algorithm hffm plays'}; "
-                             f"known: {ALGO_CLASSES}")
+    _check_saving(model, info, vec_normalize)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
         staged = Path(tmp)
@@ -652,9 +677,14 @@ def _weights_expect(model_path: Path, observation_space: Any, action_space: Any)
     nvec = getattr(action_space, "nvec", None)
     here_logits = int(np.sum(nvec)) if nvec is not None else int(getattr(action_space, "n", 0))
     here_inputs = int(np.prod(getattr(observation_space, "shape", None) or (0,)))
+    why = []
+    if logits != here_logits:
+        why.append("a coarse or menu agent needs its action_mode in agent.json")
+    if inputs != here_inputs:
+        why.append("the observation has other entries: env.observe_target, the layout's "
+                   "clusters and devices (--config AGENT_FOLDER plays it on its own settings)")
     return (f"; its weights take {inputs} inputs and give {logits} action logits, here "
-            f"{here_inputs} and {here_logits} (a coarse or menu agent needs its action_mode "
-            "in agent.json)")
+            f"{here_inputs} and {here_logits}" + (f" ({'; '.join(why)})" if why else ""))
 
 
 def _action_size(space: Any) -> str:

@@ -414,6 +414,12 @@ class TrainArgs:
         # the config file read once, now: every env of the run and its final evaluation are
         # built from this config, not from a file that may be edited while the run trains
         # (a ConfigError now, also for a preset the file names that is not one)
+        if self.config and (Path(self.config).is_dir() or Path(self.config).name == "agent.json"):
+            # (an agent's settings stand in for a config file in hffm bench and the others;
+            # a run records a file, which its resume and agent.json name)
+            raise ValueError(f"config = {self.config!r}: an agent folder; training takes a "
+                             "YAML or JSON config file (hffm bench, describe, pretrain and "
+                             "calibrate take agent folders; --resume continues an agent)")
         self.scenario, config = resolve_scenario(self.scenario, self.config,
                                                  self.scenario_overrides())
         self._scenario_config = config

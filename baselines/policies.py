@@ -510,7 +510,11 @@ def policy_fingerprint(policy: Policy) -> str:
     else would read differently in another process. It is read when a benchmark starts, so
     a policy should keep what it changes while it plays under other names than its
     constructor's arguments (or the next run's row would not merge with this one's)."""
-    own = getattr(policy, "fingerprint", None)
+    try:
+        own = getattr(policy, "fingerprint", None)
+    except Exception as err:  # a property of its own that fails: say whose
+        raise ValueError(f"policy {getattr(policy, 'name', policy)!r}: its fingerprint "
+                         f"failed: {type(err).__name__}: {err}") from None
     if isinstance(own, str):
         return own
     try:
@@ -549,6 +553,8 @@ def _plain(value: Any) -> Any:
             return _NOT_PLAIN
         items = {k: _plain(v) for k, v in value.items()}
         return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):  # a numpy array (or scalar)
+        return _plain(value.tolist())
     if isinstance(value, (list, tuple, set, frozenset)):
         listed = [_plain(v) for v in value]
         if any(v is _NOT_PLAIN for v in listed):
@@ -573,7 +579,10 @@ def import_policy(spec: str) -> Policy:
     mypolicies:CloudEveryFourth``), as Gymnasium's entry points name code: a :class:`Policy`
     class or a function of no arguments is called, a Policy object is used as it is. The
     module is imported as Python finds it (``PYTHONPATH=.`` for one in the current folder).
-    Anything else raises ``ValueError`` naming the spec and what went wrong."""
+    Anything else, a ``SystemExit`` from its code included, raises ``ValueError`` naming the
+    spec and what went wrong."""
+    if not isinstance(spec, str):
+        raise ValueError(f"policy {spec!r}: must be a 'module:attribute' string")
     module_name, _, attribute = spec.partition(":")
     if module_name in ("agent", "plan"):  # a result row's label, not code
         raise ValueError(f"policy {spec!r}: {module_name}: rows come from --{module_name} "
@@ -581,17 +590,28 @@ def import_policy(spec: str) -> Policy:
     if not module_name or not attribute:
         raise ValueError(f"policy {spec!r}: must be module:attribute, e.g. "
                          "mypolicies:CloudEveryFourth")
+
+    def failed(doing: str, err: BaseException) -> ValueError:
+        return ValueError(f"policy {spec!r}: {doing} failed: {type(err).__name__}: {err}")
+
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as err:  # its own import failed: say which, not a traceback
+    except ModuleNotFoundError as err:
         where = (" (for a module in this folder, run with PYTHONPATH=.)"
-                 if isinstance(err, ModuleNotFoundError) and err.name == module_name else "")
+                 if err.name == module_name else "")
         raise ValueError(f"policy {spec!r}: cannot import {module_name!r}: "
                          f"{type(err).__name__}: {err}{where}") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ValueError(f"policy {spec!r}: {module_name} has no {attribute!r}")
-        target = getattr(target, part)
+    except (Exception, SystemExit) as err:  # its own code failed: named, not a traceback
+        raise failed(f"importing {module_name!r}", err) from None
+    try:
+        for part in attribute.split("."):
+            if not hasattr(target, part):
+                raise ValueError(f"policy {spec!r}: {module_name} has no {attribute!r}")
+            target = getattr(target, part)
+    except ValueError:
+        raise
+    except Exception as err:  # a module's __getattr__ of its own
+        raise failed(f"reading {attribute!r}", err) from None
     policy = target
     if isinstance(target, type) or (callable(target) and not hasattr(target, "act")):
         try:
@@ -603,10 +623,17 @@ def import_policy(spec: str) -> Policy:
             pass
         try:
             policy = target()
-        except Exception as err:  # its own code failed: named, not a traceback
-            raise ValueError(f"policy {spec!r}: building it failed: {type(err).__name__}: "
-                             f"{err}") from None
-    if not all(hasattr(policy, a) for a in ("name", "reset", "act")):
+        except (Exception, SystemExit) as err:
+            raise failed("building it", err) from None
+    try:
+        name = policy.name if all(hasattr(policy, a) for a in ("name", "reset", "act")) \
+            else None
+    except Exception as err:  # a name property of its own
+        raise failed("reading its name", err) from None
+    if name is None:
         raise ValueError(f"policy {spec!r}: {policy!r} is not a Policy (it needs name, "
                          "reset(env, seed) and act(obs, info))")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"policy {spec!r}: its name = {name!r}: must be a non-empty string "
+                         "(the result's row)")
     return cast(Policy, policy)

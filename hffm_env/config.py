@@ -1132,8 +1132,8 @@ def _typed_hint(path: str, value: Any, annotation: Any) -> str:
     """What to do about a string that reads as the value that belongs at ``path`` (``"4"``
     for an integer): the values of an overrides dict or a config file are taken as given;
     only ``"key=value"`` strings are parsed. Empty for anything else."""
-    if not isinstance(value, str):
-        return ""
+    if not isinstance(value, str) or len(value) > 40 or value != value.strip():
+        return ""  # (a long or padded string is no typo of a number: the plain error)
     try:
         _, parsed = parse_override(f"{path}={value}")
         if isinstance(parsed, str):  # (and no recursion: coercing a string comes back here)

@@ -860,6 +860,14 @@ def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
     with pytest.raises(AgentFileError, match="the model is a stable_baselines3.PPO, but "
                                              "info.algo = 'maskable-ppo'"):
         save_agent(tmp_path / "b", model, replace(info, algo="maskable-ppo"))
+    for wrong, message in (
+            ({"engine": "rllib"}, "info.engine = 'rllib': it writes stable-baselines3 agents"),
+            ({"normalized": True}, "info.normalized = True but vec_normalize is None"),
+            ({"config": {"fl": {"nosuch": 1}}}, "info.config does not load: unknown config "
+                                                "key fl.nosuch")):
+        with pytest.raises(AgentFileError, match=message):  # each would not load afterwards
+            save_agent(tmp_path / "d", model, replace(info, **wrong))
+        assert not (tmp_path / "d" / "agent.json").exists()
     save_agent(tmp_path / "c", model, info)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # it says it has no statistics: no warning of that

@@ -343,6 +343,11 @@ def test_bench_plays_a_policy_of_your_own_by_module_and_class(tmp_path, capsys, 
         "    def act(self, obs, info):\n"
         "        return full_action(self.env, 1, 4, Route.D2D_RELAY)\n\n\n"
         "NOT_A_POLICY = 3\n\n\n"
+        "class Exits:\n"
+        "    def __init__(self):\n"
+        "        raise SystemExit(3)\n\n\n"
+        "class Unnamed(CloudEveryFourth):\n"
+        "    name = 5\n\n\n"
         "def broken():\n"
         "    return 1 / 0\n\n\n"
         "def needs_one(x):\n"
@@ -363,6 +368,8 @@ def test_bench_plays_a_policy_of_your_own_by_module_and_class(tmp_path, capsys, 
                           ("mypolicies:broken", "building it failed: ZeroDivisionError"),
                           ("mypolicies:needs_one", "cannot be built without arguments"),
                           ("agent:run1", "rows come from --agent"),
+                          ("mypolicies:Exits", "building it failed: SystemExit: 3"),
+                          ("mypolicies:Unnamed", "its name = 5: must be a non-empty string"),
                           ("mypolicies", "known policies are"),
                           (":x", "must be module:attribute")):
         assert main([*base, "--policies", spec]) == 2
@@ -400,3 +407,12 @@ def test_bench_config_of_an_agent_folder_is_the_config_it_was_trained_on(tmp_pat
     (bare / "agent.json").write_text(json.dumps(info))
     assert main([*base, "--config", str(bare)]) == 2
     assert "does not say what it was trained on" in capsys.readouterr().err
+    info["overrides"] = ["env.nosuch=1"]  # recorded, but not loadable: the reason, not "none"
+    (bare / "agent.json").write_text(json.dumps(info))
+    assert main([*base, "--config", str(bare)]) == 2
+    assert "records do not load: unknown config key env.nosuch" in capsys.readouterr().err
+    assert main([*base, "--config", str(tmp_path)]) == 2  # a folder, no agent in it
+    assert "a folder without agent.json; give a YAML or JSON file" in capsys.readouterr().err
+    assert main(["train", "--config", str(agent), "--out", str(tmp_path / "t")]) == 2
+    assert "an agent folder; training takes a YAML or JSON config file" in \
+        capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,11 @@ def test_overrides_are_typed_and_validated():
                            f"'{key}={value}' string"):
             apply_overrides(small(), {key: value})
     for key, value in (("fl.local_steps", "4.5"), ("env.observe_target", "1"),
-                       ("fl.local_steps", "true")):  # no hint that would fail in its turn
-        with pytest.raises(ConfigError, match=f"{key} = '{value}': must be [^(]*$"):
+                       ("fl.local_steps", "true"),  # no hint that would fail in its turn,
+                       ("fl.local_steps", "4\n"), ("fl.local_steps", "4" + " " * 100)):
+        # nor one that echoes a padded or long value twice
+        with pytest.raises(ConfigError, match=f"{key} = {re.escape(repr(value))}: must be "
+                           "[^(]*$"):
             apply_overrides(small(), {key: value})
 
 

@@ -1049,6 +1049,15 @@ def test_merge_refuses_a_namesake_heuristic_of_other_parameters():
     assert policy_fingerprint(FixedGridPolicy()) != policy_fingerprint(
         FixedGridPolicy(edge_periods=(4,), cloud_periods=(8,)))
 
+    class Weighted(PeriodicPolicy):  # numpy parameters count by their values
+        def __init__(self, weights):
+            super().__init__("weighted", 1, 2, Route.DIRECT)
+            self.weights = weights
+
+    assert policy_fingerprint(Weighted(np.arange(3))) != policy_fingerprint(
+        Weighted(np.arange(4)))
+    assert policy_fingerprint(Weighted(np.arange(3))) == policy_fingerprint(Weighted([0, 1, 2]))
+
     def run(seed, policy):
         return run_benchmark(lambda: _env("cost"), [policy], seeds=[seed], progress=False,
                              target_accuracy=0.3)
