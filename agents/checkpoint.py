@@ -450,6 +450,7 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
     _check_saving(model, info, vec_normalize)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
         staged = Path(tmp)
@@ -457,6 +458,9 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
         with zipfile.ZipFile(staged / MODEL_FILE) as archive:
             foreign = _unsafe_entries(json.loads(archive.read("data").decode()))
         if foreign:
+            shutil.rmtree(staged)
+            if created:  # (the folder made for it: left empty it would read as a run's)
+                folder.rmdir()
             raise AgentFileError(f"save_agent: the model's {foreign[0]!r} can only be saved as "
                                  f"code, which hffm does not load{_SAFE_MODELS}")
         (staged / INFO_FILE).write_text(info.to_json())

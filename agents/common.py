@@ -568,6 +568,13 @@ def _holds_a_run(folder: Path) -> bool:
         or any((folder / CHECKPOINTS).glob("step_*/agent.json"))
 
 
+def _inside_a_runs_checkpoints(folder: Path) -> bool:
+    """Whether ``folder`` is a run's ``checkpoints/`` folder (beside the run's own files), which
+    the run's ``--force`` would remove with everything in it."""
+    return folder.name == CHECKPOINTS and any(
+        (folder.parent / name).exists() for name in OUT_FILES if name != CHECKPOINTS)
+
+
 def prepare_out(args: TrainArgs) -> Path:
     """Check ``--out`` before any work: a file is refused, a non-empty folder too unless
     ``--resume`` or ``--force``; ``--force`` only on a folder that holds an earlier run, and
@@ -577,7 +584,7 @@ def prepare_out(args: TrainArgs) -> Path:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out = {str(out)!r}: is a file; give a folder for the run's outputs")
-    if any(checkpoint_step(folder) is not None
+    if any(checkpoint_step(folder) is not None or _inside_a_runs_checkpoints(folder)
            for folder in (out.absolute(), *out.absolute().parents)):
         # a run written there would replace a checkpoint of the run around it
         raise ValueError(f"out = {str(out)!r}: is inside a run's {CHECKPOINTS}/ folder; give "

@@ -389,6 +389,12 @@ def test_out_inside_a_checkpoint_folder_is_refused(tmp_path, capsys):
         assert "is inside a run's checkpoints/ folder" in capsys.readouterr().err
     assert (step / "model.zip").read_text() == "the checkpoint"
     assert sorted(p.name for p in step.iterdir()) == ["model.zip"]
+    # beside the steps too: the run's --force would remove checkpoints/ with it
+    (tmp_path / "run" / "agent.json").write_text("{}")
+    beside = tmp_path / "run" / "checkpoints" / "new"
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--out", str(beside)]) == 2
+    assert "is inside a run's checkpoints/ folder" in capsys.readouterr().err
+    assert not beside.exists()
 
 
 def test_more_rounds_than_asked_are_said(tmp_path, capsys):
@@ -855,7 +861,7 @@ def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
     with pytest.raises(AgentFileError, match="'learning_rate' can only be saved as code.*set "
                                              "model.learning_rate to a number"):
         save_agent(tmp_path / "a", model, info)
-    assert not (tmp_path / "a" / "model.zip").exists()
+    assert not (tmp_path / "a").exists()  # not even the folder made for it
     model.learning_rate = 3e-4
     with pytest.raises(AgentFileError, match="the model is a stable_baselines3.PPO, but "
                                              "info.algo = 'maskable-ppo'"):
