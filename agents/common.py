@@ -254,7 +254,8 @@ class TrainArgs:
     eval_policies: list[str] = field(
         default_factory=list,
         metadata={"help": "baselines to compare with, comma- or space-separated (default: "
-                  "all whose periods are on env.period_menu; hffm bench --help lists them)"}
+                  "all whose periods are on env.period_menu; hffm bench --help lists them); "
+                  "module:Class for a policy of your own"}
     )
     evaluate: bool = field(
         default=True,
@@ -457,7 +458,7 @@ class TrainArgs:
                 f"..{max(trained_on)}, which must stay below {FIRST_HELD_OUT_SEED} (held out "
                 f"for evaluation) and apart from eval_seeds = {self.eval_seeds}")
         from hffm_env.arguments import device
-        from hffm_env.baselines.policies import policy_names
+        from hffm_env.baselines.policies import make_policy, policy_names
 
         for name, values in (("eval_seeds", self.eval_seeds),
                              ("eval_policies", self.eval_policies)):
@@ -465,10 +466,15 @@ class TrainArgs:
             if twice:
                 raise ValueError(f"{name} has {twice[0]!r} twice: each once (a repeat would "
                                  "count twice in the comparison)")
-        unknown = [p for p in self.eval_policies if p not in policy_names()]
+        unknown = [p for p in self.eval_policies if p not in policy_names() and ":" not in p]
         if unknown:
             raise ValueError(f"eval_policies has {unknown[0]!r}: known policies are "
-                             f"{policy_names()}")
+                             f"{policy_names()} (or module:Class for one of your own)")
+        for spec in (p for p in self.eval_policies if ":" in p):  # imported now, not after
+            try:                                                  # training
+                make_policy(spec)
+            except ValueError as err:
+                raise ValueError(f"eval_policies: {err}") from None
         if self.surrogate is not None:  # a bad file is one line now, not after training
             from hffm_env.fl.surrogate import AccuracySurrogate
 

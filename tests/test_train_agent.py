@@ -487,3 +487,24 @@ def test_the_comparison_can_play_each_eval_seed_on_its_own_data_split(tmp_path, 
                              "--eval-data-split-per-seed", "--out", str(tmp_path / "o")]) == 2
     assert "--eval-data-split-per-seed: a surrogate serves" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_policies_take_a_policy_of_your_own(tmp_path, monkeypatch):
+    """`hffm bench --policies` took module:Class, training's comparison did not."""
+    import sys
+
+    from hffm_env.agents.job import evaluation_baselines
+
+    (tmp_path / "evalpolicies.py").write_text(
+        "from hffm_env.baselines.policies import PeriodicPolicy\n"
+        "from hffm_env.fl.schedule import Route\n\n\n"
+        "def cloud_every_fourth():\n"
+        "    return PeriodicPolicy('d2d-edge1-cloud4', 1, 4, Route.D2D_RELAY)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "evalpolicies", raising=False)
+    spec = "evalpolicies:cloud_every_fourth"
+    args = TrainArgs(eval_policies=[spec, "never"])
+    assert evaluation_baselines(args) == [spec, "never"]
+    with pytest.raises(ValueError, match="eval_policies: policy 'evalpolicies:nope': "
+                                         "evalpolicies has no 'nope'"):
+        TrainArgs(eval_policies=["evalpolicies:nope"])
