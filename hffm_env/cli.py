@@ -73,8 +73,6 @@ def _agent_training_config(path: str | None) -> ScenarioConfig | None:
     """The config the agent at ``path`` (a folder holding ``agent.json``, or that file) was
     trained on; None when ``path`` is no agent's; a ``ConfigError`` when the folder does not
     say."""
-    from pathlib import Path
-
     if path is None:
         return None
     if Path(path).is_dir() and not (Path(path) / "agent.json").is_file():
