@@ -20,7 +20,6 @@ for evaluation (``hffm bench --agent``) and for ``--resume`` alike.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -58,7 +57,7 @@ __all__ = [
     "load_model",
     "save_agent",
     "OtherSettingsWarning",
-    "warn_of_other_settings",
+    "SettingsCheck",
     "trained_on",
     "training_process",
     "ALGO_CLASSES",
@@ -199,22 +198,39 @@ class AgentInfo:
             refuse("config", "the scenario config as a mapping (or absent)")
 
     def training_config(self) -> Any:
+        """The scenario config the agent was trained on (:meth:`load_training_config`);
+        ``None`` when the folder does not say (written before it was recorded) or what it
+        records does not load."""
+        try:
+            return self.load_training_config()
+        except ValueError:
+            return None
+
+    def load_training_config(self) -> Any:
         """The scenario config the agent was trained on: the one recorded whole, else (not
-        recorded, or no longer a config of this version) the one ``scenario``, ``config_file``
-        and ``overrides`` build; ``None`` when the folder does not say (written before they
-        were recorded) or neither loads."""
+        recorded, or no longer a config of this version) the one ``scenario``,
+        ``config_file`` and ``overrides`` build. Raises ``ValueError`` saying why there is
+        none: nothing recorded, or the error of what is recorded."""
         from hffm_env.config import ConfigError, from_dict, load_scenario
 
+        recorded: ConfigError | None = None
         if self.config is not None:
-            with contextlib.suppress(ConfigError):
+            try:
                 return from_dict(self.config)
+            except ConfigError as err:
+                recorded = err
         if not self.scenario or self.overrides is None:
-            return None
+            if recorded is not None:
+                raise ValueError(f"the config its agent.json records does not load: "
+                                 f"{recorded}") from None
+            raise ValueError("its agent.json does not say what it was trained on (no config, "
+                             "nor a scenario and overrides)")
         try:
             return load_scenario(self.scenario, config_file=self.config_file,
                                  overrides=list(self.overrides))
-        except (ConfigError, OSError):
-            return None
+        except (ConfigError, OSError) as err:
+            raise ValueError(f"the settings its agent.json records do not load: {err}"
+                             ) from None
 
     def to_json(self) -> str:
         """As JSON text."""
@@ -477,21 +493,36 @@ class OtherSettingsWarning(UserWarning):
     print a note of their own instead)."""
 
 
-def warn_of_other_settings(name: str, agent: AgentFolder, env: Any, warned: set[str]) -> None:
-    """Warn (:class:`OtherSettingsWarning`) when ``env``'s scenario config differs from the
-    one ``agent`` was trained on, once per difference (``warned`` holds those said):
-    playing it elsewhere can be the point, but a result of other settings must not pass
-    unnoticed. Nothing when the folder does not say what it was trained on."""
-    config = getattr(getattr(env, "unwrapped", env), "config", None)
-    trained = agent.training_config()
-    if config is None or trained is None:
-        return
-    from hffm_env.config import differences_line
+class SettingsCheck:
+    """Warn (:class:`OtherSettingsWarning`) when an agent plays an env of other settings than
+    it was trained on, once per difference: playing it elsewhere can be the point, but a
+    result of other settings must not pass unnoticed. Called at every episode's reset, it reads
+    the training config once and compares each env's config once (nothing when the folder
+    does not say what it was trained on)."""
 
-    line = differences_line(trained, config)
-    if line and line not in warned:
-        warned.add(line)
-        warnings.warn(f"{name} was trained with {line}", OtherSettingsWarning, stacklevel=3)
+    def __init__(self, agent: AgentFolder) -> None:
+        self.agent = agent
+        self._trained: Any = None
+        self._read = False
+        self._last: Any = None  # the config compared last (held: an id could be reused)
+        self._said: set[str] = set()
+
+    def __call__(self, name: str, env: Any) -> None:
+        """Check ``env`` for the agent's row ``name``."""
+        config = getattr(getattr(env, "unwrapped", env), "config", None)
+        if config is None or config is self._last:
+            return
+        self._last = config
+        if not self._read:
+            self._trained, self._read = self.agent.training_config(), True
+        if self._trained is None:
+            return
+        from hffm_env.config import differences_line
+
+        line = differences_line(self._trained, config)
+        if line and line not in self._said:
+            self._said.add(line)
+            warnings.warn(f"{name} was trained with {line}", OtherSettingsWarning, stacklevel=3)
 
 
 def find_agent(path: str | Path) -> AgentFolder:

@@ -555,7 +555,7 @@ class AgentPolicy(EnvBound):
     not say)."""
 
     def __init__(self, model_path: str | Path, name: str = "agent") -> None:
-        from hffm_env.agents.checkpoint import find_agent
+        from hffm_env.agents.checkpoint import SettingsCheck, find_agent
 
         self.name = name
         self.agent = find_agent(model_path)
@@ -563,7 +563,7 @@ class AgentPolicy(EnvBound):
         self.wrapper: Any = None  # the action wrapper of a coarse or menu agent
         self.model: Any = None
         self.env = None
-        self.settings_said: set[str] = set()  # the other settings warned of
+        self.check_settings = SettingsCheck(self.agent)
 
     @property
     def fingerprint(self) -> str:
@@ -574,9 +574,9 @@ class AgentPolicy(EnvBound):
         """Remember the env (for its action masks); load the weights on first use; warn
         (:class:`~hffm_env.agents.checkpoint.OtherSettingsWarning`) when the env is of other
         settings than the agent was trained on."""
-        from hffm_env.agents.checkpoint import load_model, warn_of_other_settings
+        from hffm_env.agents.checkpoint import load_model
 
-        warn_of_other_settings(self.name, self.agent, env, self.settings_said)
+        self.check_settings(self.name, env)
         self.env = env.unwrapped
         self.wrapper = None
         if self.agent.info.action_mode != "full":

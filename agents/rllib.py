@@ -75,6 +75,7 @@ from hffm_env.agents.checkpoint import (
     AgentFileError,
     AgentFolder,
     AgentInfo,
+    SettingsCheck,
     checkpoint_folder,
 )
 from hffm_env.arguments import error_line, interrupts_held
@@ -542,7 +543,7 @@ class RLlibAgentPolicy:
         self.wrapper: Any = None
         self.view: Any = None
         self.env: Any = None
-        self.settings_said: set[str] = set()  # the other settings warned of
+        self.check_settings = SettingsCheck(self.agent)
 
     def _weights(self) -> dict[str, dict[str, torch.Tensor]]:
         if self.weights is None:
@@ -583,10 +584,9 @@ class RLlibAgentPolicy:
         """Remember the env (its masks; the multi-agent view of it); read the weights on
         first use; warn (:class:`~hffm_env.agents.checkpoint.OtherSettingsWarning`) when the
         env is of other settings than the agent was trained on."""
-        from hffm_env.agents.checkpoint import warn_of_other_settings
         from hffm_env.agents.common import wrap_actions
 
-        warn_of_other_settings(self.name, self.agent, env, self.settings_said)
+        self.check_settings(self.name, env)
         self._weights()
         self.env = env.unwrapped
         if self.agent.info.multi_agent:

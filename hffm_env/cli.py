@@ -87,30 +87,11 @@ def _agent_training_config(path: str | None) -> ScenarioConfig | None:
         info = find_agent(folder).info
     except AgentFileError as err:
         raise ConfigError(f"--config: {err}") from None
-    trained = info.training_config()
-    if trained is None:
-        raise ConfigError(f"--config {path}: {_why_no_training_config(info)}; give the "
-                          "settings with --scenario, --config FILE and --set")
-    return trained
-
-
-def _why_no_training_config(info: Any) -> str:
-    """Why ``info`` (an ``AgentInfo``) yields no training config: what it lacks, or the error
-    of what it records."""
-    from hffm_env.config import from_dict, load_scenario
-
     try:
-        if info.config is not None:
-            from_dict(info.config)
-        elif info.scenario and info.overrides is not None:
-            load_scenario(info.scenario, config_file=info.config_file,
-                          overrides=list(info.overrides))
-        else:
-            return ("its agent.json does not say what it was trained on (no config, nor a "
-                    "scenario and overrides)")
-    except (ConfigError, OSError) as err:
-        return f"the settings its agent.json records do not load: {err}"
-    return "its agent.json's settings do not load"
+        return info.load_training_config()
+    except ValueError as err:  # what it lacks, or the error of what it records
+        raise ConfigError(f"--config {path}: {err}; give the settings with --scenario, "
+                          "--config FILE and --set") from None
 
 
 def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[str, Any]:
