@@ -392,20 +392,35 @@ class AgentFolder:
         return self.folder.parent.parent if checkpoint else self.folder
 
     def training_config(self) -> Any:
-        """The scenario config the agent was trained on: :meth:`AgentInfo.training_config`,
-        else (a folder written before ``agent.json`` recorded it) the one its run's
-        ``train_args.json`` gives; ``None`` when neither says or it no longer loads."""
-        recorded = self.info.training_config()
-        if recorded is not None or self.info.overrides is not None:
-            return recorded
+        """The scenario config the agent was trained on (:meth:`load_training_config`);
+        ``None`` when neither ``agent.json`` nor the run's ``train_args.json`` says, or what
+        they say no longer loads."""
+        try:
+            return self.load_training_config()
+        except ValueError:
+            return None
+
+    def load_training_config(self) -> Any:
+        """The scenario config the agent was trained on: :meth:`AgentInfo.load_training_config`,
+        else (a folder written before ``agent.json`` recorded its settings) the one its run's
+        ``train_args.json`` gives. Raises ``ValueError`` saying why there is none."""
+        try:
+            return self.info.load_training_config()
+        except ValueError as err:
+            if self.info.overrides is not None:  # recorded: train_args.json says no more
+                raise
+            unrecorded = err
         args = _train_args(self.run_folder)
         try:
             flags = [f"env.{name}={args[name]}" for name in SETTING_FLAGS
                      if args.get(name) is not None]
-            return replace(self.info, scenario=args["scenario"], config_file=args.get("config"),
-                           overrides=(*flags, *(args.get("overrides") or []))).training_config()
+            info = replace(self.info, scenario=args["scenario"], config_file=args.get("config"),
+                           overrides=(*flags, *(args.get("overrides") or [])))
         except (KeyError, TypeError, AttributeError, ValueError):  # none, or not what
-            return None  # train_agent writes (a hand-edited file AgentInfo refuses)
+            # train_agent writes (a hand-edited file AgentInfo refuses)
+            raise ValueError(f"{unrecorded}, and its run has no train_args.json that does"
+                             ) from None
+        return info.load_training_config()
 
 
 _SAFE_MODELS = ("; a model of your own loads when it is a PPO or MaskablePPO with a constant "

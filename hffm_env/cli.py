@@ -84,11 +84,11 @@ def _agent_training_config(path: str | None) -> ScenarioConfig | None:
     from hffm_env.agents.checkpoint import AgentFileError, find_agent
 
     try:
-        info = find_agent(folder).info
+        agent = find_agent(folder)
     except AgentFileError as err:
         raise ConfigError(f"--config: {err}") from None
     try:
-        return info.load_training_config()
+        return agent.load_training_config()
     except ValueError as err:  # what it lacks, or the error of what it records
         raise ConfigError(f"--config {path}: {err}; give the settings with --scenario, "
                           "--config FILE and --set") from None

@@ -405,8 +405,14 @@ def test_bench_config_of_an_agent_folder_is_the_config_it_was_trained_on(tmp_pat
     for key in ("config", "overrides"):
         info.pop(key, None)
     (bare / "agent.json").write_text(json.dumps(info))
+    # an agent.json that does not record its settings: its run's train_args.json says, as it
+    # does for the notes of other settings (the two read one rule; --config refused here)
+    assert main([*base, "--config", str(bare), "--agent", str(bare)]) == 0
+    assert "was trained with" not in capsys.readouterr().err
+    (bare / "train_args.json").unlink()
     assert main([*base, "--config", str(bare)]) == 2
-    assert "does not say what it was trained on" in capsys.readouterr().err
+    assert "does not say what it was trained on (no config, nor a scenario and overrides), " \
+        "and its run has no train_args.json that does" in capsys.readouterr().err
     info["overrides"] = ["env.nosuch=1"]  # recorded, but not loadable: the reason, not "none"
     (bare / "agent.json").write_text(json.dumps(info))
     assert main([*base, "--config", str(bare)]) == 2
