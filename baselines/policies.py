@@ -375,11 +375,7 @@ class GreedyEnergyPolicy(EnvBound):
             schedule = Schedule.uniform(Tier.EDGE, c, route, heads=heads)
             per_route[route] = engine.price_schedule(schedule, with_compute=False)
         # Devices' own transmit energy per cluster under each route.
-        cluster_of = env.network.topology.cluster_of_device
-        energy = {
-            route: np.bincount(cluster_of, weights=report.energy_by_device_j, minlength=c)
-            for route, report in per_route.items()
-        }
+        energy = {route: report.energy_by_cluster_j for route, report in per_route.items()}
         routes = [
             Route.DIRECT if energy[Route.DIRECT][k] <= energy[Route.D2D_RELAY][k]
             else Route.D2D_RELAY

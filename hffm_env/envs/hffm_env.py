@@ -885,6 +885,7 @@ class HFFMEnv(gym.Env):
         cost_info["energy_by_device_j"] = np.array(cost.energy_by_device_j, dtype=np.float64)
         cost_info["latency_by_cluster_s"] = np.array(cost.latency_by_cluster_s,
                                                      dtype=np.float64)
+        cost_info["energy_by_cluster_j"] = np.array(cost.energy_by_cluster_j, dtype=np.float64)
         transfers["by_module_type"] = {
             t: transfers["by_module_type"].get(t, {"flows": 0, "bits": 0.0})
             for t in MODULE_TYPES}

@@ -61,12 +61,12 @@ the global state centralised critics (MAPPO) take.
 ``"cost-share"``: every agent receives the accuracy term; each edge agent also an equal part
 of what each cost term would be for a round that cost nothing, plus its cluster's share of the
 rest (the charge): of the latency term's by its ``latency_by_cluster_s`` over their sum, of the
-energy term's by its members' energy over the round's device energy. So a cluster that costs
-more never earns more, even when a term is positive (a round cheaper than the reward's
-``never`` reference). The cloud receives the team reward. The edge agents' rewards sum to the
-team reward (up to the accuracy term counted per agent). To know what a round at no cost
-would earn, cost-share calls the reward a second time each step (a custom ``reward`` that
-keeps state sees both calls).
+energy term's by its ``energy_by_cluster_j`` (its devices' energy) over their sum. So a
+cluster that costs more never earns more, even when a term is positive (a round cheaper than
+the reward's ``never`` reference). The cloud receives the team reward. The edge agents'
+rewards sum to the team reward (up to the accuracy term counted per agent). To know what a
+round at no cost would earn, cost-share calls the reward a second time each step (a custom
+``reward`` that keeps state sees both calls).
 ## Infos
 ``info="full"`` (default): ``infos[agent]`` holds the flat mask and the whole single-agent
 info of the round (``infos[a]["env"]``, nested dicts and strings included). ``info="numeric"``:
@@ -478,14 +478,12 @@ class HFFMParallelEnv(ParallelEnv):
                                f"splits against ({type(err).__name__}: {err}); the episode "
                                "ends: call reset()") from err
         latency = np.asarray(info["cost"]["latency_by_cluster_s"], dtype=np.float64)
-        energy = np.asarray(info["cost"]["energy_by_device_j"], dtype=np.float64)
-        cluster_of = self.env.network.cluster_of_device
+        energy = np.asarray(info["cost"]["energy_by_cluster_j"], dtype=np.float64)
         rewards = {CLOUD: reward}
         c_all = self.num_clusters
         for c in range(c_all):
             lat_share = latency[c] / latency.sum() if latency.sum() > 0 else 1 / c_all
-            en_share = (energy[cluster_of == c].sum() / energy.sum() if energy.sum() > 0
-                        else 1 / c_all)
+            en_share = energy[c] / energy.sum() if energy.sum() > 0 else 1 / c_all
             split = terms["accuracy"]
             for term, share in (("latency", lat_share), ("energy", en_share)):
                 floor = free.get(term, 0.0)

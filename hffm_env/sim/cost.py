@@ -66,6 +66,8 @@ class CostReport:
         energy_by_module_type_j: transfer energy per module type.
         energy_by_device_j: ``(N,)`` energy paid by each device (its transmissions and its
             computation; edge- and cloud-side transmissions are in the totals only).
+        energy_by_cluster_j: ``(S,)`` the energy each cluster's devices paid (the sum of
+            ``energy_by_device_j`` over its members).
         latency_by_cluster_s: ``(S,)`` each cluster's own up + down time.
         bits_by_link_kind: bits carried per link kind, counting every hop.
         num_flows: number of flows.
@@ -80,6 +82,7 @@ class CostReport:
     latency_by_stage_s: dict[str, float]
     energy_by_module_type_j: dict[str, float]
     energy_by_device_j: np.ndarray
+    energy_by_cluster_j: np.ndarray
     latency_by_cluster_s: np.ndarray
     bits_by_link_kind: dict[str, float]
     num_flows: int
@@ -98,6 +101,7 @@ class CostReport:
                 k: float(v) for k, v in self.energy_by_module_type_j.items()
             },
             "energy_by_device_j": [float(v) for v in self.energy_by_device_j],
+            "energy_by_cluster_j": [float(v) for v in self.energy_by_cluster_j],
             "latency_by_cluster_s": [float(v) for v in self.latency_by_cluster_s],
             "bits_by_link_kind": {k: float(v) for k, v in self.bits_by_link_kind.items()},
             "num_flows": int(self.num_flows),
@@ -281,6 +285,8 @@ class CostAccountant:
             energy_by_module_type_j={name: float(type_energy[t]) for t, name in
                                      enumerate(table.module_type_names)},
             energy_by_device_j=by_device,
+            energy_by_cluster_j=np.bincount(self.cluster_of_device, weights=by_device,
+                                            minlength=c),
             latency_by_cluster_s=up + down,
             bits_by_link_kind={name: float(bits[k]) for k, name in enumerate(LINK_KINDS)},
             num_flows=table.num_flows,

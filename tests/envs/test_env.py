@@ -624,10 +624,12 @@ def test_editing_info_never_reaches_the_env():
         for _ in range(6):
             if edit:
                 for value in (info["schedule"]["heads"], info["cost"]["energy_by_device_j"],
+                              info["cost"]["energy_by_cluster_j"],
                               info["cost"]["latency_by_cluster_s"]):
                     value[...] = 0
             if core.last_result is not None:
                 outcomes.append(core.last_result.cost.energy_by_device_j.tolist())
+                outcomes.append(core.last_result.cost.energy_by_cluster_j.tolist())
             last = [int(m[-1]) for m in core.layout.cluster_members]
             _, reward, _, _, info = env.step(core.layout.encode(1, 2, route=1, heads=last))
             outcomes.append((reward, info["schedule"]["heads"].tolist()))

@@ -146,6 +146,7 @@ def test_cloud_synchronises_clusters():
     assert report.energy_by_tier_j["edge"] == pytest.approx(0.6 * 4 + 2.0 * 4)
     # Edge-side transmissions are not any device's energy.
     np.testing.assert_allclose(report.energy_by_device_j, [1.8, 0.0, 0.6, 0.0])
+    np.testing.assert_allclose(report.energy_by_cluster_j, [1.8, 0.6])  # devices 0-1, 2-3
     # Only cluster 1 joins the cloud: it alone waits there (1 + 1.5 + 3 = 5.5 s); cluster 0
     # keeps its own 3 + 1 = 4 s, not max up (4.5) + max down (3) = 7.5 s.
     assert acc.account(table_with(True, joining=[1]), rates).latency_s == pytest.approx(5.5)
