@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.text import Text
 
     from hffm_env.envs.hffm_env import HFFMEnv
+    from hffm_env.sim.topology import Topology
 
 __all__ = [
     "FramePainter",
@@ -53,13 +54,12 @@ CURVES = (("accuracy", "accuracy"), ("latency_s", "latency (s)"), ("energy_j", "
 """The curve panels, top to bottom: the history key each plots and its axis label."""
 
 
-def _node_xy(env: HFFMEnv, node: int) -> tuple[float, float]:
-    topology = env.played_round.topology
-    n = topology.num_devices
-    if node < n:
-        return tuple(topology.device_xy_m[node])
-    if node < n + topology.num_clusters:
-        return tuple(topology.server_xy_m[node - n])
+def _place_xy(topology: Topology, kind: str, index: int) -> tuple[float, float]:
+    """Where a node (:meth:`TransferTable.node_place`) is drawn."""
+    if kind == "device":
+        return tuple(topology.device_xy_m[index])
+    if kind == "edge":
+        return tuple(topology.server_xy_m[index])
     side = topology.area_side_m
     return (side / 2.0, side * 1.08)  # the cloud, drawn above the area
 
@@ -147,12 +147,15 @@ class FramePainter:
         hops: dict[tuple[str, str], list[tuple[tuple[float, float], tuple[float, float]]]] = {}
         result = env.last_result
         if result is not None:
-            for flow in result.transfers.flows():
+            table = result.transfers
+            for flow in table.flows():
                 route = flow["route"]
                 colour = MODULE_COLOURS.get(flow["module_type"], "black")
                 for (a, b), kind in zip(zip(route[:-1], route[1:]), flow["link_kinds"]):
                     look = (colour, LINK_STYLES.get(kind, "-"))
-                    hops.setdefault(look, []).append((_node_xy(env, a), _node_xy(env, b)))
+                    hops.setdefault(look, []).append(
+                        (_place_xy(topology, *table.node_place(a)),
+                         _place_xy(topology, *table.node_place(b))))
         looks = [look for look, segments in hops.items() for _ in segments]
         self._hops.set_segments([s for segments in hops.values() for s in segments])
         if looks:  # (an empty collection keeps its last colours: none of them is drawn)
@@ -166,7 +169,7 @@ class FramePainter:
         self._devices.set_edgecolor(["none" if a else "black" for a in played.available])
         self._servers.set_offsets(topology.server_xy_m)
         self._servers.set_facecolor([cmap(c % 10) for c in range(topology.num_clusters)])
-        self._cloud.set_offsets([_node_xy(env, topology.num_devices + topology.num_clusters)])
+        self._cloud.set_offsets([_place_xy(topology, "cloud", 0)])
         ax = self.topology_axes
         ax.set_xlim(-0.02 * topology.area_side_m, 1.02 * topology.area_side_m)
         ax.set_ylim(-0.02 * topology.area_side_m, 1.14 * topology.area_side_m)

@@ -251,14 +251,20 @@ class TransferTable:
         """Node id of the cloud (:func:`cloud_node_id`)."""
         return cloud_node_id(self.num_devices, self.num_clusters)
 
-    def node_name(self, node: int) -> str:
-        """Human-readable node name: ``"device 3"``, ``"edge 1"`` or ``"cloud"``."""
+    def node_place(self, node: int) -> tuple[str, int]:
+        """What a node id stands for: ``("device", i)``, ``("edge", cluster)`` or
+        ``("cloud", 0)`` (the inverse of :meth:`edge_node` and :meth:`cloud_node`)."""
         kind = self._kind_of_node[node]
         if kind == _DEVICE:
-            return f"device {node}"
+            return "device", int(node)
         if kind == _EDGE:
-            return f"edge {node - self.num_devices}"
-        return "cloud"
+            return "edge", int(node) - self.num_devices
+        return "cloud", 0
+
+    def node_name(self, node: int) -> str:
+        """Human-readable node name: ``"device 3"``, ``"edge 1"`` or ``"cloud"``."""
+        kind, index = self.node_place(node)
+        return "cloud" if kind == "cloud" else f"{kind} {index}"
 
     # ---------------------------------------------------------------------------- internals
 

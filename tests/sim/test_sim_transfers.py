@@ -48,6 +48,16 @@ def test_columns_are_shared_cached_and_read_only():
     assert table.size_bits.tolist() == [8.0, 8.0, 8.0]
 
 
+def test_node_place_inverts_the_node_numbering():
+    """One rule of node ids: the renderer drew flows by its own copy of the numbering."""
+    table = transfers.TransferTable.for_topology(_topology())  # 4 devices, 2 clusters
+    assert [table.node_place(i) for i in range(4)] == [("device", i) for i in range(4)]
+    assert [table.node_place(table.edge_node(c)) for c in range(2)] == [("edge", 0),
+                                                                         ("edge", 1)]
+    assert table.node_place(table.cloud_node()) == ("cloud", 0)
+    assert [table.node_name(i) for i in (3, 5, 6)] == ["device 3", "edge 1", "cloud"]
+
+
 def test_empty_table_columns():
     table = transfers.TransferTable.for_topology(_topology())
     cols = table.columns()
