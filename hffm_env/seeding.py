@@ -32,11 +32,16 @@ SEED_RANGE = "0..2**63-1"
 """The seeds' range as messages say it."""
 
 
-def check_seed(value: object, what: str = "seed") -> int:
+def check_seed(value: object, what: str = "seed", *, bounded: bool = True) -> int:
     """``value`` as a seed (an integer in ``0..SEED_MAX``, numpy's included, not a boolean),
-    else ``ValueError`` naming ``what`` and the value: the one rule every seed is read by."""
-    if not is_integer(value) or not 0 <= int(value) <= SEED_MAX:
-        raise ValueError(f"{what} = {value!r}: must be an integer in {SEED_RANGE}")
+    else ``ValueError`` naming ``what`` and the value: the one rule every seed is read by.
+
+    ``bounded=False`` drops the upper bound, for a reset's seed: Gymnasium takes any integer
+    from 0 up and records a 128-bit one for an unseeded episode (``np_random_seed``), which
+    must replay it; the env's streams come from a 63-bit draw of the generator it seeds."""
+    if not is_integer(value) or int(value) < 0 or (bounded and int(value) > SEED_MAX):
+        allowed = f"an integer in {SEED_RANGE}" if bounded else "an integer >= 0"
+        raise ValueError(f"{what} = {value!r}: must be {allowed}")
     return int(value)
 
 

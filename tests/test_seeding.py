@@ -33,24 +33,41 @@ def test_bad_seed_is_refused_by_value(bad):
 
 
 def test_every_seed_is_read_by_one_rule():
-    """A reset, a bench and a training run took seeds past 2**63-1 (the config's range, which
-    the docs say they share): reset(seed=2**64+5) was accepted."""
+    """A bench and a training run took seeds past 2**63-1 (the config's range, which the docs
+    say they share). A reset takes any seed from 0 up, as Gymnasium does (below)."""
     from hffm_env.agents.common import TrainArgs
     from hffm_env.baselines.runner import run_benchmark
     from hffm_env.seeding import SEED_MAX, check_seed
 
     assert check_seed(np.int64(7)) == 7 and check_seed(SEED_MAX) == SEED_MAX
-    env = make_tiny_env()
-    try:
-        with pytest.raises(ValueError, match=r"reset seed = 18446744073709551621: must be an "
-                                             r"integer in 0..2\*\*63-1"):
-            env.reset(seed=2**64 + 5)
-    finally:
-        env.close()
+    with pytest.raises(ValueError, match=r"seed = 18446744073709551621: must be an "
+                                         r"integer in 0..2\*\*63-1"):
+        check_seed(2**64 + 5)
     with pytest.raises(ValueError, match=r"seeds\[1\] = 9223372036854775808: must be an integer"):
         run_benchmark(make_tiny_env, ["never"], seeds=[1000, 2**63])
     with pytest.raises(ValueError, match=r"eval_seeds = 9223372036854775808"):
         TrainArgs(eval_seeds=[2**63])
+
+
+def test_a_reset_replays_the_seed_gymnasium_recorded_for_an_unseeded_episode():
+    """Gymnasium records a 128-bit seed for an unseeded reset (np_random_seed); the env
+    refused it (and a vector env's seed + i past 2**63-1), so that episode could not be
+    replayed. A reset takes any integer from 0 up; the bound stays for what is recorded."""
+    env = make_tiny_env()
+    try:
+        first, _ = env.reset()
+        recorded = env.unwrapped.np_random_seed
+        assert recorded > 2**63  # (Gymnasium draws it from SeedSequence().entropy)
+        replayed, _ = env.reset(seed=recorded)
+        np.testing.assert_array_equal(first, replayed)
+        big, _ = env.reset(seed=2**70)
+        assert np.array_equal(big, env.reset(seed=2**70)[0])
+        assert not np.array_equal(big, env.reset(seed=2**70 + 1)[0])
+        for bad in (-1, 2.0**70, True):
+            with pytest.raises(ValueError, match="reset seed = .*: must be an integer >= 0"):
+                env.reset(seed=bad)
+    finally:
+        env.close()
 
 
 def _rounds(extra: list[str], rounds: int = 4) -> list[tuple[np.ndarray, np.ndarray, int]]:

@@ -282,6 +282,9 @@ class HFFMEnv(gym.Env):
       ``spend-to-target`` in cost fidelity): a last round whose accuracy was not measured
       charges no miss penalty (it charged ``-target_miss_penalty`` for a target nobody knew
       was missed).
+    * v0, twelfth revision (additive; results unchanged): ``reset`` takes any seed from 0 up,
+      as Gymnasium does (it refused seeds past 2**63-1, the 128-bit one Gymnasium records for
+      an unseeded episode among them); ``cost["energy_by_cluster_j"]`` in info.
     """
 
     metadata = RENDER_METADATA
@@ -451,11 +454,13 @@ class HFFMEnv(gym.Env):
         """Start an episode: new placement, fading, dropout, arrivals and data order from
         ``seed``; modules back to their initial state. The env has no ``options``; a mapping
         given is ignored, as Gymnasium's envs do, anything else refused."""
+        if isinstance(self.engine, _Closed):  # before anything changes (it built a network)
+            raise RuntimeError(_CLOSED)
         if options is not None and not isinstance(options, Mapping):
             raise ValueError(f"reset options = {options!r}: must be None or a dict (this env "
                              "takes no options)")
         if seed is not None:  # checked before any state changes: the env stays usable
-            seed = check_seed(seed, "reset seed")
+            seed = check_seed(seed, "reset seed", bounded=False)
         self._needs_reset = True  # until the new episode is complete (a reset cut short)
         super().reset(seed=seed)
         # the episode's named streams, all from one draw of Gymnasium's np_random (so that

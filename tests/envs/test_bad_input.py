@@ -143,6 +143,10 @@ def test_a_closed_env_says_so_on_every_use(episode_over):
                 env.render):  # an rgb_array frame of the last round came back
         with pytest.raises(RuntimeError, match="the env is closed"):
             use()
+    # a refused reset changed nothing first (it reseeded and built a new network, which
+    # close() had freed, before it failed)
+    with pytest.raises(RuntimeError, match="the env is closed"):
+        _ = env.network.num_devices
 
 
 @pytest.mark.parametrize(("reward", "message"), [
