@@ -52,10 +52,10 @@ def clone_plan(model: Any, vec_env: Any, plan: RoundPlan, menu: tuple[int, ...],
     discounted return of the (normalised) rewards. Returns a :class:`CloneReport`."""
     import torch
 
-    from hffm_env.config import MODULE_TYPES
+    from hffm_env.wrappers import coarse_num_clusters
 
     n_envs = vec_env.num_envs
-    num_clusters = len(vec_env.action_space.nvec) - 2 * len(MODULE_TYPES)
+    num_clusters = coarse_num_clusters(len(vec_env.action_space.nvec))
     round_in_episode = np.zeros(n_envs, dtype=np.int64)
     obs = vec_env.reset()
     raw_obs, actions, rewards, dones = [], [], [], []

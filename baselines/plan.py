@@ -101,10 +101,10 @@ class RoundPlan:
         if missing:
             raise ValueError(f"env.period_menu {list(menu)}: a plan needs periods 0 and 1 "
                              f"in it (missing {missing})")
+        from hffm_env.wrappers import encode_coarse
+
         edge, cloud = self.periods(round_index)
-        return np.array([menu.index(edge[t]) for t in MODULE_TYPES]
-                        + [menu.index(cloud[t]) for t in MODULE_TYPES]
-                        + [int(self.route)] * num_clusters, dtype=np.int64)
+        return encode_coarse(menu, edge, cloud, [self.route] * num_clusters)
 
     def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
         """A copy with one round's tier of one module type changed."""

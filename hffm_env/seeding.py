@@ -27,7 +27,8 @@ STREAMS = ("placement", "fading", "dynamics", "requests", "data", "training", "s
 """The child streams, in spawn order (append only: the position is the stream's identity)."""
 
 SEED_MAX: int = 2**63 - 1
-"""The largest seed: of a config (``ScenarioConfig.seed``), a reset, a bench or a training run."""
+"""The largest seed: of a config (``ScenarioConfig.seed``), a bench or a training run (a reset
+takes any seed from 0 up, as Gymnasium does: :func:`check_seed`)."""
 SEED_RANGE = "0..2**63-1"
 """The seeds' range as messages say it."""
 

@@ -33,7 +33,7 @@ from hffm_env.envs.action import RELAY_EDGE, RELAY_WAIT, ActionLayout, check_act
 from hffm_env.fl.schedule import Route, choices, is_member
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
-           "relay_from_edge"]
+           "relay_from_edge", "coarse_slot_names", "coarse_num_clusters", "encode_coarse"]
 
 PAPER_MENU: dict[str, tuple[int, int, Route]] = {
     "star": (1, 1, Route.STAR),
@@ -103,8 +103,28 @@ class _MaskInInfo:
         return obs, reward, terminated, truncated, info
 
 
-_COARSE_SLOTS = ("edge_period/", "cloud_period/", "route/")
-"""The full action's slots :class:`CoarseActions` keeps (the rest take their defaults)."""
+def coarse_slot_names(num_clusters: int) -> list[str]:
+    """The slots of a :class:`CoarseActions` action, in order: an edge period per module type,
+    a cloud period per module type (both in :data:`~hffm_env.config.MODULE_TYPES`' order), a
+    route per cluster; each named as the full action's slot it sets."""
+    return ([f"edge_period/{t}" for t in MODULE_TYPES]
+            + [f"cloud_period/{t}" for t in MODULE_TYPES]
+            + [f"route/{c}" for c in range(num_clusters)])
+
+
+def coarse_num_clusters(action_size: int) -> int:
+    """The clusters of a :class:`CoarseActions` action of ``action_size`` slots (the inverse
+    of :func:`coarse_slot_names`' length)."""
+    return action_size - 2 * len(MODULE_TYPES)
+
+
+def encode_coarse(menu: Sequence[int], edge: Mapping[str, int], cloud: Mapping[str, int],
+                  routes: Sequence[Route | int]) -> np.ndarray:
+    """A :class:`CoarseActions` action: the edge and cloud period of every module type (each
+    a value of ``menu``, the env's ``env.period_menu``) and a route per cluster."""
+    return np.array([menu.index(edge[t]) for t in MODULE_TYPES]
+                    + [menu.index(cloud[t]) for t in MODULE_TYPES]
+                    + [int(r) for r in routes], dtype=np.int64)
 
 
 class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -116,11 +136,9 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
         layout = _layout_of(env, "CoarseActions")
         self.menu = tuple(layout.menu)
         self.num_clusters = layout.num_clusters
-        kept = [(name, int(size)) for name, size in zip(layout.slot_names, layout.nvec,
-                                                        strict=True)
-                if name.startswith(_COARSE_SLOTS)]
-        self.slot_names = [name for name, _ in kept]  # the full action's names, in its order
-        self.action_space = spaces.MultiDiscrete([size for _, size in kept])
+        self.slot_names = coarse_slot_names(self.num_clusters)  # named as the full action's
+        self._full_slot = [layout.slot_names.index(name) for name in self.slot_names]
+        self.action_space = spaces.MultiDiscrete([int(layout.nvec[i]) for i in self._full_slot])
 
     def action(self, action: np.ndarray) -> np.ndarray:
         """The env's full action for a coarse one (slot errors name the coarse slot)."""
@@ -137,9 +155,7 @@ class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorA
         hffm: Any = self.env.unwrapped  # an HF-FM env (_layout_of checked it)
         layout = hffm.layout
         per_slot = layout.split_mask(hffm.action_masks())
-        return np.concatenate([mask for name, mask in zip(layout.slot_names, per_slot,
-                                                          strict=True)
-                               if name.startswith(_COARSE_SLOTS)])
+        return np.concatenate([per_slot[i] for i in self._full_slot])
 
 
 class ScheduleMenu(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):

@@ -16,7 +16,8 @@ are the same for any payload size, so routes are computed once per round), ``dis
 
 Routes: devices send to the head along shortest-latency paths (:func:`relay_paths`); the head's
 result goes back down the shortest-path tree rooted at the head (:func:`broadcast_tree`). Both
-come from one Dijkstra run, so each relay path is the reverse of the tree path.
+run the same deterministic Dijkstra from the head, so each relay path is the reverse of the
+tree path.
 """
 
 from __future__ import annotations

@@ -665,11 +665,12 @@ class TransferTable:
         flow columns ``flow_module``, ``flow_size_bits`` and ``flow_after`` (one entry per flow;
         ``-1``: waits for no flow).
 
-        This is the table's one reader, the accountant's as anyone else's. The chunks the
-        builders appended are concatenated on the first read after a change, and every read
-        until the next change returns the same arrays, so reading is free on the accounting
-        path. Because they are shared, the arrays (and the mapping) are read-only: writing into
-        one would silently change the table for every other reader. Copy one to modify it.
+        Every reader reads these arrays (the column properties below return them too). The
+        chunks the builders appended are concatenated on the first read after a change, and
+        every read until the next change returns the same arrays, so reading is free on the
+        accounting path. Because they are shared, the arrays (and the mapping) are read-only:
+        writing into one would silently change the table for every other reader. Copy one to
+        modify it.
         """
         if self._cache is None:
             cols = _expand(self._chunks, self._num_hops)

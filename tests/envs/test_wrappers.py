@@ -15,6 +15,9 @@ from hffm_env.wrappers import (
     ActionMaskObservation,
     CoarseActions,
     ScheduleMenu,
+    coarse_num_clusters,
+    coarse_slot_names,
+    encode_coarse,
     full_action,
 )
 
@@ -33,6 +36,27 @@ def test_coarse_actions_play_the_periodic_schedules(make_env):
     with pytest.raises(ValueError, match=r"slot 10 \(route/0\) = 7"):
         env.step(np.concatenate([coarse[:10], [7] * clusters]))
     check_env(env)
+
+
+def test_the_coarse_layout_is_one_rule(make_env):
+    """The plan's coarse actions and the imitation's cluster count each spelled the wrapper's
+    slot order themselves: the three now read coarse_slot_names (and its inverse)."""
+    env = CoarseActions(make_env())
+    env.reset(seed=3)
+    clusters = env.unwrapped.layout.num_clusters
+    full_names = env.unwrapped.layout.slot_names
+    assert env.slot_names == coarse_slot_names(clusters)
+    assert all(name in full_names for name in env.slot_names)
+    assert coarse_num_clusters(len(env.action_space.nvec)) == clusters
+    edge = {"encoder": 1, "prompt": 2, "moe": 1, "adapter": 2, "head": 1}
+    cloud = {"encoder": 2, "prompt": 4, "moe": 2, "adapter": 4, "head": 2}
+    routes = [Route.D2D_RELAY] + [Route.DIRECT] * (clusters - 1)
+    full = env.action(encode_coarse(env.menu, edge, cloud, routes))
+    value = dict(zip(full_names, full.tolist(), strict=True))
+    menu = env.unwrapped.layout.menu
+    assert {t: menu[value[f"edge_period/{t}"]] for t in edge} == edge
+    assert {t: menu[value[f"cloud_period/{t}"]] for t in cloud} == cloud
+    assert [value[f"route/{c}"] for c in range(clusters)] == [int(r) for r in routes]
 
 
 def test_schedule_menu_is_discrete_over_named_schedules(make_env):
