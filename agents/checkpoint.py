@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,8 @@ from hffm_env.values import is_real
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
     from stable_baselines3.common.policies import BasePolicy
+
+    from hffm_env.config import ScenarioConfig
 
 __all__ = [
     "AgentFileError",
@@ -62,6 +65,7 @@ __all__ = [
     "training_process",
     "ALGO_CLASSES",
     "SETTING_FLAGS",
+    "setting_overrides",
     "INFO_FILE",
     "POLICY_FILE",
     "ACTION_MODES",
@@ -71,6 +75,16 @@ __all__ = [
 SETTING_FLAGS = ("accuracy_weight", "latency_weight", "energy_weight", "episode_rounds")
 """Training flags that set ``env.<name>`` of the scenario config (as ``--set env.<name>=...``
 would); ``train_args.json`` records them beside its ``overrides``."""
+
+
+def setting_overrides(settings: Mapping[str, Any], overrides: Iterable[str]) -> list[str]:
+    """A run's scenario overrides: ``env.<name>=value`` for each of :data:`SETTING_FLAGS` that
+    ``settings`` gives (not None), then ``overrides`` (the ``--set`` values). The one rule of
+    training's config (:meth:`TrainArgs.scenario_overrides`) and of reading it back from
+    ``train_args.json``."""
+    flags = [f"env.{name}={settings[name]}" for name in SETTING_FLAGS
+             if settings.get(name) is not None]
+    return [*flags, *overrides]
 
 MODEL_FILE = "model.zip"
 INFO_FILE = "agent.json"
@@ -197,7 +211,7 @@ class AgentInfo:
         if self.config is not None and not isinstance(self.config, dict):
             refuse("config", "the scenario config as a mapping (or absent)")
 
-    def training_config(self) -> Any:
+    def training_config(self) -> ScenarioConfig | None:
         """The scenario config the agent was trained on (:meth:`load_training_config`);
         ``None`` when the folder does not say (written before it was recorded) or what it
         records does not load."""
@@ -206,7 +220,7 @@ class AgentInfo:
         except ValueError:
             return None
 
-    def load_training_config(self) -> Any:
+    def load_training_config(self) -> ScenarioConfig:
         """The scenario config the agent was trained on: the one recorded whole, else (not
         recorded, or no longer a config of this version) the one ``scenario``,
         ``config_file`` and ``overrides`` build. Raises ``ValueError`` saying why there is
@@ -391,7 +405,7 @@ class AgentFolder:
         checkpoint = checkpoint_step(self.folder) is not None
         return self.folder.parent.parent if checkpoint else self.folder
 
-    def training_config(self) -> Any:
+    def training_config(self) -> ScenarioConfig | None:
         """The scenario config the agent was trained on (:meth:`load_training_config`);
         ``None`` when neither ``agent.json`` nor the run's ``train_args.json`` says, or what
         they say no longer loads."""
@@ -400,7 +414,7 @@ class AgentFolder:
         except ValueError:
             return None
 
-    def load_training_config(self) -> Any:
+    def load_training_config(self) -> ScenarioConfig:
         """The scenario config the agent was trained on: :meth:`AgentInfo.load_training_config`,
         else (a folder written before ``agent.json`` recorded its settings) the one its run's
         ``train_args.json`` gives. Raises ``ValueError`` saying why there is none."""
@@ -412,10 +426,8 @@ class AgentFolder:
             unrecorded = err
         args = _train_args(self.run_folder)
         try:
-            flags = [f"env.{name}={args[name]}" for name in SETTING_FLAGS
-                     if args.get(name) is not None]
             info = replace(self.info, scenario=args["scenario"], config_file=args.get("config"),
-                           overrides=(*flags, *(args.get("overrides") or [])))
+                           overrides=tuple(setting_overrides(args, args.get("overrides") or [])))
         except (KeyError, TypeError, AttributeError, ValueError):  # none, or not what
             # train_agent writes (a hand-edited file AgentInfo refuses)
             raise ValueError(f"{unrecorded}, and its run has no train_args.json that does"
@@ -749,9 +761,7 @@ def trained_on(folder: Path, use: str = "evaluate it") -> str:
     clause for an error message; ``use``: what to do on that env)."""
     args = _train_args(folder)
     try:
-        settings = [*(args.get("overrides") or []),
-                    *(f"env.{name}={args[name]}" for name in SETTING_FLAGS
-                      if args.get(name) is not None)]  # the flags that set env.<name> too
+        settings = setting_overrides(args, args.get("overrides") or [])
         config = args.get("config")  # a --config file, layered before the --set values
         sets = " ".join([*([f"--config {shlex.quote(str(config))}"] if config else []),
                          *(f"--set {shlex.quote(str(o))}" for o in settings)])

@@ -23,6 +23,7 @@ from hffm_env.agents.checkpoint import (
     ENGINES,
     SETTING_FLAGS,
     checkpoint_step,
+    setting_overrides,
 )
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
 from hffm_env.files import write_text_atomically
@@ -537,13 +538,10 @@ class TrainArgs:
                 "surrogate": self.surrogate if fidelity == "surrogate" else None}
 
     def scenario_overrides(self) -> list[str]:
-        """The overrides implied by the reward-weight and episode arguments, then ``overrides``."""
-        out = []
-        for name in SETTING_FLAGS:
-            value = getattr(self, name)
-            if value is not None:
-                out.append(f"env.{name}={value}")
-        return out + list(self.overrides)
+        """The overrides implied by the reward-weight and episode arguments, then ``overrides``
+        (:func:`~hffm_env.agents.checkpoint.setting_overrides`)."""
+        return setting_overrides({name: getattr(self, name) for name in SETTING_FLAGS},
+                                 self.overrides)
 
 
 def env_device(device: str) -> str:

@@ -278,11 +278,12 @@ def train_sb3(args: TrainArgs) -> float:
                  f"{' (fine-tuning)' if fine_tuning else ''}; its latest steps were trained in "
                  f"{then} fidelity")
         # the whole config, not the --set list: a --config file left out changes it too
-        trained = resume.training_config()
-        shown = differences_line(trained, scenario_config) if trained is not None else ""
+        trained_config = resume.training_config()
+        shown = (differences_line(trained_config, scenario_config)
+                 if trained_config is not None else "")
         if shown:
             note(f"resuming {args.resume}: it was trained with {shown}")
-        elif trained is None and recorded is not None \
+        elif trained_config is None and recorded is not None \
                 and list(recorded) != list(args.scenario_overrides()):
             note(f"resuming {args.resume} with the settings "
                  f"{list(args.scenario_overrides())!r}; it was trained with {list(recorded)!r}")

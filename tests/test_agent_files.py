@@ -761,6 +761,19 @@ def test_an_agent_trained_with_a_config_file_names_it_when_refused(trained, tmp_
     assert "with --config /runs/l3.yaml --set model.pretrain_steps=40" in str(refused.value)
 
 
+def test_how_an_agent_was_trained_is_said_in_training_order(trained, tmp_path):
+    """The refusal's --set list put the setting flags after the --set values, training puts
+    them first (one rule now: setting_overrides); and --config AGENT_FOLDER read the same."""
+    from hffm_env.agents.checkpoint import trained_on
+
+    agent = _copy(trained, tmp_path / "ordered")
+    recorded = json.loads((agent / "train_args.json").read_text())
+    (agent / "train_args.json").write_text(json.dumps({**recorded, "accuracy_weight": 5.0}))
+    said = trained_on(agent)
+    flag, given = said.index("--set env.accuracy_weight=5.0"), said.index("--set model.")
+    assert flag < given, said
+
+
 def test_normalization_round_trips(tmp_path):
     """Every field comes back, each with a value of its own (three of thirteen were
     checked, and equal values hid a swap of two fields)."""
