@@ -19,7 +19,7 @@ import numbers
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, overload
@@ -32,6 +32,7 @@ __all__ = [
     "NEVER",
     "config_differences",
     "differences_line",
+    "format_differences",
     "dict_differences",
     "ConfigError",
     "PlacementConfig",
@@ -1046,7 +1047,12 @@ def differences_line(made_on: ScenarioConfig, config: ScenarioConfig, shown: int
     """``key=value (here value), ...`` for the settings where ``made_on`` (what an agent was
     trained or a plan searched on) differs from ``config`` (this run's), the first ``shown``
     of them and how many more; ``""`` when they agree."""
-    diff = config_differences(made_on, config)
+    return format_differences(config_differences(made_on, config), shown)
+
+
+def format_differences(diff: Sequence[tuple[str, Any, Any]], shown: int = 6) -> str:
+    """``key=value (here value), ...`` for ``(key, there, here)`` triples
+    (:func:`config_differences`), the first ``shown`` of them and how many more."""
     line = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in diff[:shown])
     return line + (f", and {len(diff) - shown} more" if len(diff) > shown else "")
 

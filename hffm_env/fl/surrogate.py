@@ -83,14 +83,18 @@ class SurrogateMissing(FileNotFoundError):
     """No fitted surrogate for this scenario config."""
 
 
+_TRAINING_SECTIONS = ("model", "data", "fl", "placement", "dynamics", "channel")
+"""The config's sections that change what real training measures (with the horizon and the
+config seed: :func:`_training_inputs`)."""
+
+
 def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     """Everything that changes what real training measures: the model, data, engine,
     placement, dynamics and channel configs, the horizon, the seeding scheme and the config
     seed (it draws the data split and the modules' initial values). The seed enters only
     when it is not 0, so that the keys of fits and traces made on seed 0 stay what they
     were."""
-    parts = {name: dataclasses.asdict(getattr(cfg, name))
-             for name in ("model", "data", "fl", "placement", "dynamics", "channel")}
+    parts = {name: dataclasses.asdict(getattr(cfg, name)) for name in _TRAINING_SECTIONS}
     inputs = {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
     if cfg.seed != 0:
         inputs["config_seed"] = cfg.seed
@@ -182,22 +186,20 @@ def _off_the_shipped_fit(cfg: ScenarioConfig) -> str:
     of the preset as it is, and this config differs in what training measures:
     fl.local_steps=4 (here 1), ...``; empty when no fit ships for the preset or the
     difference is elsewhere (another horizon, say)."""
-    from hffm_env.config import dict_differences, load_scenario, to_dict
+    from hffm_env.config import config_differences, format_differences, load_scenario
 
     if cfg.name not in SCENARIOS:
         return ""
     preset = load_scenario(cfg.name)
     if not (PACKAGED_DIR / surrogate_path(preset).name).is_file():
         return ""
-    measured = ("model", "data", "fl", "placement", "dynamics", "channel", "seed")
-    differ = [(k, a, b) for k, a, b in dict_differences(to_dict(preset), to_dict(cfg))
+    measured = (*_TRAINING_SECTIONS, "seed")
+    differ = [(k, a, b) for k, a, b in config_differences(preset, cfg)
               if k.split(".")[0] in measured]
     if not differ:
         return ""
-    shown = ", ".join(f"{k}={a!r} (here {b!r})" for k, a, b in differ[:4])
-    more = f", and {len(differ) - 4} more" if len(differ) > 4 else ""
     return (f"; the fit shipped for {cfg.name} is of the preset as it is, and this config "
-            f"differs in what training measures: {shown}{more}")
+            f"differs in what training measures: {format_differences(differ, 4)}")
 
 
 def _serving(surrogate: AccuracySurrogate, cfg: ScenarioConfig, where: str
