@@ -230,7 +230,6 @@ class HFFMParallelEnv(ParallelEnv):
         self.possible_agents = [f"edge_{c}" for c in range(self.num_clusters)] + [CLOUD]
         self.agents: list[str] = []
         self._slot = {name: i for i, name in enumerate(layout.slot_names)}
-        self._menu_size = len(layout.menu)
         names = self.env.observation_names
         self._shared = [i for i, n in enumerate(names) if not n.startswith("cluster/")]
         self._own = [[i for i, n in enumerate(names) if n.startswith(f"cluster/{c}/")]

@@ -93,7 +93,6 @@ class BatchedEvaluator:
         self.row_labels = labels[rows.sample]
         self.row_cell = rows.device * NUM_SETS + rows.kind
         self.last_groups = 0
-        self.last_rows_computed = 0
 
         def forward(params, feats, modality_mask, task_mask):  # model, not self: no cycle,
             # so a closed env's model is freed at once rather than by the cycle collector
@@ -222,7 +221,6 @@ class BatchedEvaluator:
             keep = filled[start:stop]
             preds[ix[keep]] = out.argmax(dim=-1)[keep]
         self.last_groups = num_groups
-        self.last_rows_computed = num_pieces * p
         preds = preds[inverse]
         return torch.where(task_mask[rows.device], preds, torch.full_like(preds, -1))
 

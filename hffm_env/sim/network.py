@@ -276,9 +276,8 @@ class Network:
             raise ValueError(f"via = {via!r}: must be 'uplink', 'd2d', 'd2d+uplink' or 'wired'")
         head = self._head(cluster, head)
         for device, path in self.relay_paths(cluster, head).items():
-            hops = np.asarray(path, dtype=np.int64)
-            if hops.size > 1:
-                failed[device] = bool(self.rates.d2d_link_failed(hops[:-1], hops[1:]).any())
+            if len(path) > 1:
+                failed[device] = self.first_failed_hop(path) is not None
         if via == "d2d+uplink" and uplink_failed[head]:
             failed[members] = True
         return failed
