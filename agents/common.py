@@ -12,6 +12,8 @@ import io
 import math
 import os
 import sys
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ __all__ = [
     "PROG",
     "note",
     "note_whole_rollouts",
+    "round_metrics",
+    "run_name",
 ]
 
 ALGOS = ("ppo", "maskable-ppo")
@@ -542,6 +546,27 @@ class TrainArgs:
         (:func:`~hffm_env.agents.checkpoint.setting_overrides`)."""
         return setting_overrides({name: getattr(self, name) for name in SETTING_FLAGS},
                                  self.overrides)
+
+
+def round_metrics(info: Mapping[str, Any]) -> dict[str, float]:
+    """The FL metrics of one round's ``info`` that a training log records, by their log name
+    (``fl/accuracy`` when measured, ``fl/latency_s``, ``fl/energy_j``, ``reward_terms/*``):
+    the one rule of the SB3 and RLlib engines' logs. Empty for an info that is not a round's
+    (e.g. another wrapper's terminal info)."""
+    from hffm_env.envs.hffm_env import measured
+
+    if "measured" not in info:
+        return {}
+    values = {"fl/accuracy": measured(dict(info), "accuracy"),
+              "fl/latency_s": info.get("latency_s"), "fl/energy_j": info.get("energy_j")}
+    values |= {f"reward_terms/{k}": v for k, v in info.get("reward_terms", {}).items()}
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def run_name(args: TrainArgs, algo_label: str) -> str:
+    """The TensorBoard run's folder name under ``OUT/runs``:
+    ``<scenario>__<algo_label>__<seed>__<unix time>``."""
+    return f"{args.scenario}__{algo_label}__{args.seed}__{int(time.time())}"
 
 
 def env_device(device: str) -> str:

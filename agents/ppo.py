@@ -31,6 +31,8 @@ from hffm_env.agents.common import (
     note_whole_rollouts,
     prepare_out,
     replace_earlier_run,
+    round_metrics,
+    run_name,
     wrap_actions,
     write_train_args,
 )
@@ -90,19 +92,9 @@ class _FLMetricsCallback:
 
         class FLMetrics(BaseCallback):
             def _on_step(self) -> bool:
-                from hffm_env.envs.hffm_env import measured
-
                 for info in self.locals.get("infos", []):
-                    if "measured" not in info:  # e.g. the terminal info of another wrapper
-                        continue
-                    acc = measured(info, "accuracy")
-                    if np.isfinite(acc):
-                        self.logger.record_mean("fl/accuracy", acc)
-                    if "latency_s" in info:
-                        self.logger.record_mean("fl/latency_s", info["latency_s"])
-                        self.logger.record_mean("fl/energy_j", info["energy_j"])
-                    for key, value in info.get("reward_terms", {}).items():
-                        self.logger.record_mean(f"reward_terms/{key}", value)
+                    for key, value in round_metrics(info).items():
+                        self.logger.record_mean(key, value)
                 return True
 
         return FLMetrics()
@@ -336,7 +328,7 @@ def train_sb3(args: TrainArgs) -> float:
                              f"{trained_on(resume.folder, 'resume it')}") from None
 
     try:
-        run_name = f"{args.scenario}__{args.algo}__{args.seed}__{int(time.time())}"
+        tensorboard_run = run_name(args, args.algo)
         log_dir = out / "runs"
         algo_cls = algo_class(args.algo)
         device = env_device(args.device)  # the policy trains where the env does
@@ -470,7 +462,8 @@ def train_sb3(args: TrainArgs) -> float:
             return -(-steps // rollout) * rollout
 
         if remaining > 0:
-            learn(whole(remaining), run_name, resume is None, args.fidelity, "while training")
+            learn(whole(remaining), tensorboard_run, resume is None, args.fidelity,
+                  "while training")
         if finetune_left > 0:
             # fine-tune on real training: same policy, optimiser and running statistics, on
             # other training seeds than the first phase's
@@ -483,7 +476,7 @@ def train_sb3(args: TrainArgs) -> float:
             # SB3 keeps the last 100 episodes' returns across learn() calls: the fine-tuning's
             # ep_rew_mean must average real-training episodes only
             model.ep_info_buffer = None
-            learn(whole(finetune_left), f"{run_name}__finetune", False, "train",
+            learn(whole(finetune_left), f"{tensorboard_run}__finetune", False, "train",
                   "while fine-tuning")
         train_seconds = time.perf_counter() - started
         save(Path("."))

@@ -264,17 +264,13 @@ class _FLMetrics(RLlibCallback):
 
     def on_episode_step(self, *, episode: Any, metrics_logger: Any = None,
                         **kwargs: Any) -> None:
-        from hffm_env.envs.hffm_env import measured
+        from hffm_env.agents.common import round_metrics
 
         info = _round_info(episode.get_infos(-1))
         if info is None or metrics_logger is None:
             return
-        values = {"fl/accuracy": measured(info, "accuracy"),
-                  "fl/latency_s": info.get("latency_s"), "fl/energy_j": info.get("energy_j")}
-        values |= {f"reward_terms/{k}": v for k, v in info.get("reward_terms", {}).items()}
-        for key, value in values.items():
-            if value is not None and np.isfinite(value):
-                metrics_logger.log_value(key, float(value), reduce="mean", window=100)
+        for key, value in round_metrics(info).items():
+            metrics_logger.log_value(key, value, reduce="mean", window=100)
 
 
 def _round_info(infos: Any) -> dict[str, Any] | None:
@@ -443,6 +439,7 @@ def train_rllib(args: Any) -> float:
         note_whole_rollouts,
         prepare_out,
         replace_earlier_run,
+        run_name,
         write_train_args,
     )
     from hffm_env.provenance import provenance
@@ -489,8 +486,7 @@ def train_rllib(args: Any) -> float:
                                  steps))
             save_rllib_agent(out / where, algo, info)
 
-        run_name = f"{args.scenario}__rllib-{args.algo}__{args.seed}__{int(time.time())}"
-        writer = SummaryWriter(str(out / "runs" / run_name))
+        writer = SummaryWriter(str(out / "runs" / run_name(args, f"rllib-{args.algo}")))
         every = args.checkpoint_every
         next_at = (steps // every + 1) * every
         started = time.perf_counter()

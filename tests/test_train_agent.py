@@ -39,7 +39,13 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
     assert {r[1] for r in rows} == {"cost"} and all(r[3] == "4" for r in rows)
     assert all(np.isfinite(float(r[2])) for r in rows)
     assert (out / "learning_curve.png").stat().st_size > 10_000
-    assert list((out / "runs").glob(f"small__{algo}__0__*"))
+    (run,) = (out / "runs").glob(f"small__{algo}__0__*")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"fl/latency_s", "fl/energy_j", "reward_terms/energy"} <= set(
+        events.Tags()["scalars"])  # (cost fidelity measures no accuracy: no fl/accuracy)
     results = json.loads((out / "results.json").read_text())
     assert [p["policy"] for p in results["policies"]] == [f"agent:{algo}", "star", "hffm-e2"]
     printed = capsys.readouterr().out
@@ -85,6 +91,23 @@ def test_tiny_training_run_writes_its_outputs(tmp_path, algo, capsys):
     note = capsys.readouterr().err
     assert f"agent:{algo} was trained with env.energy_weight=" in note
     assert "env.episode_rounds=4 (here 3)" in note
+
+
+def test_round_metrics_are_what_was_measured():
+    """The SB3 and RLlib logs each picked a round's metrics from info themselves."""
+    from hffm_env.agents.common import round_metrics
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    metrics = round_metrics(info)
+    assert metrics["fl/energy_j"] == info["energy_j"] > 0
+    assert metrics["fl/latency_s"] == info["latency_s"]
+    assert "fl/accuracy" not in metrics  # not measured in cost fidelity: not logged as 0
+    assert {f"reward_terms/{k}" for k in info["reward_terms"]} <= set(metrics)
+    assert round_metrics({"episode": {"r": 1.0}}) == {}  # another wrapper's info
+    env.close()
 
 
 def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
