@@ -59,6 +59,8 @@ __all__ = [
     "parse_override",
     "resolve_scenario",
     "split_module_id",
+    "module_id_of",
+    "FUSION",
     "task_module_ids",
     "load_config_file",
     "load_scenario",
@@ -89,9 +91,20 @@ def split_module_id(module_id: str) -> tuple[str, str]:
     return module_type, name
 
 
+FUSION = "fusion"
+"""The name of the shared modules every device holds: ``moe/fusion`` and ``adapter/fusion``."""
+
+
+def module_id_of(module_type: str, name: str) -> str:
+    """A module's id, ``"<type>/<name>"`` (the inverse of :func:`split_module_id`): the name is
+    an encoder's modality, a prompt's or head's task, or :data:`FUSION` for the MoE and the
+    adapter."""
+    return f"{module_type}/{name}"
+
+
 def task_module_ids(task: str) -> tuple[str, str]:
     """The two modules a device needs to serve ``task``: its prompt and its head."""
-    return f"prompt/{task}", f"head/{task}"
+    return module_id_of("prompt", task), module_id_of("head", task)
 
 
 MODALITIES: tuple[str, ...] = ("image", "audio", "text")

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from hffm_env.config import MODULE_TYPES, split_module_id
+from hffm_env.config import FUSION, MODULE_TYPES, module_id_of, split_module_id
 from hffm_env.values import is_integer
 
 __all__ = [
@@ -178,10 +178,10 @@ def held_modules(profile: Any) -> list[str]:
     :class:`hffm_env.data.DeviceProfile` (anything with ``modalities`` and ``tasks``)."""
     modalities, tasks = tuple(profile.modalities), tuple(profile.tasks)
     return (
-        [f"encoder/{m}" for m in modalities]
-        + [f"prompt/{t}" for t in tasks]
-        + ["moe/fusion", "adapter/fusion"]
-        + [f"head/{t}" for t in tasks]
+        [module_id_of("encoder", m) for m in modalities]
+        + [module_id_of("prompt", t) for t in tasks]
+        + [module_id_of("moe", FUSION), module_id_of("adapter", FUSION)]
+        + [module_id_of("head", t) for t in tasks]
     )
 
 

@@ -32,7 +32,14 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from hffm_env.config import MODULE_TYPES, DataConfig, ModelConfig, split_module_id
+from hffm_env.config import (
+    FUSION,
+    MODULE_TYPES,
+    DataConfig,
+    ModelConfig,
+    module_id_of,
+    split_module_id,
+)
 from hffm_env.data import VOCAB_SIZE, SceneBatch, task_specs
 from hffm_env.models.extractors import build_extractor, tokens_per_modality
 from hffm_env.models.modules import AdapterExperts, MixtureOfAdapters, ModalityEncoder
@@ -252,7 +259,7 @@ class M3TModel(nn.Module):
     def _group_parameters(self) -> dict[str, tuple[str, ...]]:
         groups: dict[str, list[str]] = {}
         for name, _ in self.named_parameters():
-            module_id = self._module_id_of(name)
+            module_id = self._module_of_param(name)
             if module_id is not None:
                 groups.setdefault(module_id, []).append(name)
         order = {t: i for i, t in enumerate(MODULE_TYPES)}
@@ -267,18 +274,18 @@ class M3TModel(nn.Module):
             return self.tasks.index(name)
         return 0
 
-    def _module_id_of(self, param_name: str) -> str | None:
+    def _module_of_param(self, param_name: str) -> str | None:
         parts = param_name.split(".")
         if parts[0] == "encoders":
-            return f"encoder/{parts[1]}"
+            return module_id_of("encoder", parts[1])
         if parts[0] == "prompts":
-            return f"prompt/{parts[1]}"
+            return module_id_of("prompt", parts[1])
         if parts[0] == "moe":
-            return "moe/fusion"
+            return module_id_of("moe", FUSION)
         if parts[0] == "backbone" and any(p.startswith("lora_") for p in parts):
-            return "adapter/fusion"
+            return module_id_of("adapter", FUSION)
         if parts[0] == "heads":
-            return f"head/{parts[1]}"
+            return module_id_of("head", parts[1])
         return None
 
     def freeze_pretrained(self) -> None:
