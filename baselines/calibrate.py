@@ -37,6 +37,7 @@ from hffm_env.fl.schedule import Route
 from hffm_env.fl.surrogate import (
     AccuracySurrogate,
     RoundTrace,
+    named_targets,
     out_of_fold_residuals,
     target_names,
     traces_key,
@@ -165,16 +166,9 @@ def _targets(env: Any, info: dict[str, Any]) -> dict[str, float]:
     from hffm_env.envs.hffm_env import measured
 
     base = env.unwrapped
-    out: dict[str, float] = {}
-    for kind in ("accuracy", "accuracy_local", "accuracy_held_out"):
-        for t in base.tasks:
-            out[f"{kind}/{t}"] = measured(info, kind, t)
     result = base.last_result
-    for t in base.tasks:
-        out[f"loss/{t}"] = float("nan") if result is None else float(result.loss_per_task[t])
-    for m, (cluster, glob) in base.drift.items():
-        out[f"drift/{m}/cluster"], out[f"drift/{m}/global"] = cluster, glob
-    return out
+    return named_targets(base.tasks, lambda kind, task: measured(info, kind, task),
+                         None if result is None else result.loss_per_task, base.drift)
 
 
 def trace_episode(env: Any, policy: Policy, seed: int) -> list[RoundTrace]:

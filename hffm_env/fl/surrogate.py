@@ -32,7 +32,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -65,6 +65,8 @@ __all__ = [
     "traces_key",
     "surrogate_path",
     "target_names",
+    "named_targets",
+    "ACCURACY_KINDS",
     "SURROGATE_FORMAT",
     "PACKAGED_DIR",
     "episode_features",
@@ -233,11 +235,27 @@ def _configs_a_fit_may_serve(cfg: ScenarioConfig,
                     for h in horizons if h > cfg.env.episode_rounds]
 
 
+ACCURACY_KINDS = ("accuracy", "accuracy_local", "accuracy_held_out")
+"""The accuracies a round measures, per task (the surrogate predicts each)."""
+
+
 def target_names(tasks: Sequence[str]) -> list[str]:
-    """The surrogate's outputs, in order."""
-    names = [f"{kind}/{t}" for kind in ("accuracy", "accuracy_local", "accuracy_held_out", "loss")
-             for t in tasks]
+    """The surrogate's outputs, in order (:func:`named_targets` names a round's values so)."""
+    names = [f"{kind}/{t}" for kind in (*ACCURACY_KINDS, "loss") for t in tasks]
     return names + [f"drift/{m}/{s}" for m in MODULE_TYPES for s in SCOPES]
+
+
+def named_targets(tasks: Sequence[str], accuracy: Callable[[str, str], float],
+                  loss: Mapping[str, float] | None,
+                  drift: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """A round's measurements by :func:`target_names`: ``accuracy(kind, task)`` for each of
+    :data:`ACCURACY_KINDS`, the ``loss`` per task (None: NaN, at reset) and the ``drift`` per
+    module type (a value per scope of :data:`SCOPES`)."""
+    out = {f"{kind}/{t}": accuracy(kind, t) for kind in ACCURACY_KINDS for t in tasks}
+    out |= {f"loss/{t}": float("nan") if loss is None else float(loss[t]) for t in tasks}
+    for m, values in drift.items():
+        out |= {f"drift/{m}/{scope}": value for scope, value in zip(SCOPES, values, strict=True)}
+    return out
 
 
 @dataclass
@@ -679,12 +697,12 @@ class SurrogateRounds:
             out["mean"] = mean_over_tasks(out)
             return out
 
-        self.prediction = Evaluation(per_task("accuracy"), per_task("accuracy_local"),
-                                     per_task("accuracy_held_out"),
+        accuracy, accuracy_local, accuracy_held_out = (per_task(k) for k in ACCURACY_KINDS)
+        self.prediction = Evaluation(accuracy, accuracy_local, accuracy_held_out,
                                      np.full((self.num_devices, len(self.tasks)), np.nan))
         self.loss_per_task = {t: pred[f"loss/{t}"] for t in self.tasks}
         self.drift = {m: (0.0, 0.0) if tiers is None
-                      else (pred[f"drift/{m}/cluster"], pred[f"drift/{m}/global"])
+                      else (pred[f"drift/{m}/{SCOPES[0]}"], pred[f"drift/{m}/{SCOPES[1]}"])
                       for m in MODULE_TYPES}
         if full:
             return self.prediction
