@@ -59,6 +59,7 @@ from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, So
 from hffm_env.fl.transfer_plan import (
     ModuleMove,
     compute_samples,
+    edge_holds_result,
     plan_aggregations,
     record_relay,
 )
@@ -638,14 +639,13 @@ class FederatedEngine:
                 return
             one_group = torch.zeros(self.num_clusters, dtype=torch.long, device=self.device)
             to_cloud = group_weights(totals, one_group, 1, dtype)
-            # the cloud's average comes back through the edge servers, except on STAR routes
-            # (devices talk to the cloud directly), whose edge servers keep their old copy
+            # the cloud's average comes back through the edge servers it passes
             reached = (totals > 0) & torch.tensor(
-                [r != Route.STAR for r in routes], device=self.device)
+                [edge_holds_result(tier, r) for r in routes], device=self.device)
             device_group = torch.zeros_like(self.cluster)
         elif tier == Tier.EDGE:
             at_edge = torch.tensor(
-                [r != Route.D2D_RELAY for r in routes], device=self.device) & (totals > 0)
+                [edge_holds_result(tier, r) for r in routes], device=self.device) & (totals > 0)
         for name in names:
             means = group_mean(self.params[name], by_cluster)
             if tier == Tier.CLOUD:

@@ -31,6 +31,7 @@ __all__ = [
     "RoundLayout",
     "TransferPlan",
     "compute_samples",
+    "edge_holds_result",
     "exchange_via",
     "failed_exchanges",
     "pair_outcome",
@@ -127,6 +128,14 @@ def exchange_via(tier: Tier, route: Route) -> str:
     if tier == Tier.CLOUD and route == Route.STAR:
         return "wired"
     return "uplink"
+
+
+def edge_holds_result(tier: Tier, route: Route) -> bool:
+    """Whether a cluster's edge server ends an aggregation at ``tier`` (edge or cloud) over
+    ``route`` holding its result: the exchange passes through it (direct uplinks, or the
+    head's uplink after D2D). Not at the edge over D2D (the head averages) nor at the cloud on
+    STAR (devices reach the cloud directly): there it keeps its old copy."""
+    return exchange_via(tier, route) in ("uplink", "d2d+uplink")
 
 
 def failed_exchanges(
