@@ -999,8 +999,6 @@ def check_memory(config: ScenarioConfig, fidelity: str = "train",
     """Raise :class:`ConfigError` with the estimate when ``config`` would need more memory than
     this machine has (:func:`estimate_memory_bytes`)."""
     try:
-        import os
-
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to check against
         return

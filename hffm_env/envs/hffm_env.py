@@ -23,7 +23,7 @@ from hffm_env.config import (
     split_module_id,
 )
 from hffm_env.devices import device_problem, forked_after_torch_threads
-from hffm_env.envs.action import ActionLayout, DecodeReport, PeriodClock
+from hffm_env.envs.action import ActionLayout, DecodeReport
 from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.render import RENDER_METADATA, HumanWindow, RgbFrames
 from hffm_env.envs.reward import (
@@ -41,7 +41,14 @@ from hffm_env.envs.reward import (
 )
 from hffm_env.fl.build import build_engine
 from hffm_env.fl.engine import RoundResult
-from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, Tier
+from hffm_env.fl.schedule import (
+    ModuleRequest,
+    PeriodClock,
+    RelaySource,
+    Route,
+    Schedule,
+    Tier,
+)
 from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surrogate
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import SEED_MAX, RandomStreams, check_seed
