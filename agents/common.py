@@ -73,7 +73,8 @@ def note(message: str) -> None:
     print(f"{PROG}: note: {message}", file=sys.stderr)
 
 
-def note_whole_rollouts(args: Any, rollout: int, remaining: int, finetune_left: int = 0) -> None:
+def note_whole_rollouts(args: TrainArgs, rollout: int, remaining: int,
+                        finetune_left: int = 0) -> None:
     """Say when PPO will train more rounds than asked: it collects whole rollouts of
     ``rollout`` rounds (``n_steps`` per env; fine-tuning's are real training, minutes each),
     and a minibatch is at most one rollout."""

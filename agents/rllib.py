@@ -248,7 +248,7 @@ def make_rllib_env(config: dict[str, Any]) -> Any:
 register_env(ENV_NAME, make_rllib_env)
 
 
-def env_config(args: Any) -> dict[str, Any]:
+def env_config(args: common.TrainArgs) -> dict[str, Any]:
     """The plain-data env config of a run (what every env runner builds its env from): the
     scenario as a dict, from the config file as the run started."""
     from hffm_env.config import to_dict
@@ -285,7 +285,7 @@ def _round_info(infos: Any) -> dict[str, Any] | None:
     return None
 
 
-def _learning_rate(args: Any) -> float | list[list[float]]:
+def _learning_rate(args: common.TrainArgs) -> float | list[list[float]]:
     """RLlib's ``lr``: the constant, or the linear schedule as RLlib's piecewise-linear
     ``[[timestep, lr], ...]`` over the sampled env steps (:meth:`TrainArgs.learning_rate_at`
     at the first and the last step)."""
@@ -295,13 +295,13 @@ def _learning_rate(args: Any) -> float | list[list[float]]:
     return [[0, args.learning_rate_at(0)], [end, args.learning_rate_at(end)]]
 
 
-def rllib_rollout(args: Any) -> int:
+def rllib_rollout(args: common.TrainArgs) -> int:
     """Rounds per training iteration: ``n_steps`` from each env runner (one without
     ``--n-envs``, where the local runner samples)."""
     return args.n_steps * max(1, args.n_envs if args.n_envs > 1 else 0)
 
 
-def rllib_config(args: Any) -> PPOConfig:
+def rllib_config(args: common.TrainArgs) -> PPOConfig:
     """RLlib's PPO config for a run (see the module docstring for what maps to what)."""
     runners = args.n_envs if args.n_envs > 1 else 0
     rollout = rllib_rollout(args)
@@ -420,7 +420,7 @@ def join_cluster(address: str) -> None:
                          f"({type(err).__name__}: {first.strip()[:300]})") from None
 
 
-def train_rllib(args: Any) -> float:
+def train_rllib(args: common.TrainArgs) -> float:
     """Train as ``args`` say on RLlib; return the training time (s). Writes the agent folder,
     checkpoints in ``checkpoints/step_<N>/``, ``runs/`` and ``train_args.json`` into
     ``args.out``, as :func:`~hffm_env.agents.ppo.train_sb3` does (but no learning curve)."""
@@ -475,7 +475,8 @@ def train_rllib(args: Any) -> float:
         this_process = provenance()  # in every agent folder it saves (trained_by)
 
         def save(where: Path) -> None:
-            info = AgentInfo(algo=args.algo, num_timesteps=int(steps), scenario=args.scenario,
+            info = AgentInfo(algo=args.algo, num_timesteps=int(steps),
+                             scenario=cast(str, args.scenario),  # TrainArgs names the preset
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              engine="rllib", multi_agent=bool(args.multi_agent),
                              hidden_sizes=HIDDEN_SIZES,
