@@ -602,11 +602,7 @@ class TransferTable:
         if np.any(np.diff(stage_arr) < 0):
             raise ValueError(f"{module_id!r}: stages must not decrease along a route")
         if cluster is not None:
-            src = np.array(nodes[:-1])
-            inferred = np.where(self._kind_of_node[src] == _CLOUD,
-                                self._cluster_of_node[np.array(nodes[1:])],
-                                self._cluster_of_node[src])
-            if np.any(inferred != cluster):
+            if np.any(self._hop_cluster(np.array(nodes[:-1]), np.array(nodes[1:])) != cluster):
                 raise ValueError(f"{module_id!r}: route leaves cluster {cluster}")
         if after_flow >= 0:
             self._check_after(after_flow, nodes[0], nodes[1], int(stage_arr[0]))
@@ -643,13 +639,19 @@ class TransferTable:
         self._cache = None
         return np.arange(first, self._num_flows)
 
+    def _hop_cluster(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """The cluster of each hop ``src -> dst``: its sender's, or, for the cloud's hops
+        (which have none), its receiver's."""
+        return np.where(self._kind_of_node[src] == _CLOUD, self._cluster_of_node[dst],
+                        self._cluster_of_node[src])
+
     def _check_after(self, after_flow: int, src: int, dst: int, stage: int) -> None:
         if not 0 <= after_flow < self._num_flows:
             raise ValueError(f"after_flow = {after_flow}: no such earlier flow")
         cols = self.columns()
         rows = np.flatnonzero(cols["flow"] == after_flow)
         last = rows[np.argmax(cols["hop"][rows])]
-        first_cluster = self._cluster_of_node[dst if self._kind_of_node[src] == _CLOUD else src]
+        first_cluster = self._hop_cluster(np.array([src]), np.array([dst]))[0]
         if cols["stage"][last] != stage or cols["cluster"][last] != first_cluster:
             raise ValueError(
                 f"after_flow = {after_flow}: must end in the same stage and cluster as this "
@@ -675,9 +677,7 @@ class TransferTable:
         if self._cache is None:
             cols = _expand(self._chunks, self._num_hops)
             type_of_module = np.asarray(self._type_of_module, dtype=np.int64)
-            cols["cluster"] = np.where(self._kind_of_node[cols["src"]] == _CLOUD,
-                                       self._cluster_of_node[cols["dst"]],
-                                       self._cluster_of_node[cols["src"]])
+            cols["cluster"] = self._hop_cluster(cols["src"], cols["dst"])
             cols["module"] = cols["flow_module"][cols["flow"]]
             cols["module_type"] = type_of_module[cols["module"]]
             cols["size_bits"] = cols["flow_size_bits"][cols["flow"]]
