@@ -43,7 +43,7 @@ from hffm_env.fl.surrogate import (
     traces_key,
 )
 from hffm_env.provenance import provenance
-from hffm_env.seeding import check_training_seeds
+from hffm_env.seeding import check_seed, check_training_seeds
 from hffm_env.wrappers import full_action
 
 __all__ = [
@@ -220,12 +220,21 @@ def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]
         raise ValueError(
             f"{path}: traces of another config (traces key {recorded}), not of this one "
             f"({key}); pass the scenario and --set overrides they were recorded with")
+    read, where = [], "its episodes"
     try:
-        read = [{**e, "seed": int(e["seed"]),
-                 "rounds": [RoundTrace.from_dict(r) for r in e["rounds"]]} for e in episodes]
+        for e, episode in enumerate(episodes):
+            where = f"episode {e}"
+            rounds = []
+            for r, trace in enumerate(episode["rounds"]):
+                where = f"episode {e}, round {r}"
+                rounds.append(RoundTrace.from_dict(trace))
+            where = f"episode {e}"
+            read.append({**episode, "seed": check_seed(episode["seed"], "seed"),
+                         "rounds": rounds})
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
-        raise ValueError(f"{path}: not a traces file of episodes of rounds ({what})") from None
+        raise ValueError(f"{path}: not a traces file of episodes of rounds ({where}: {what})"
+                         ) from None
     if not read or not all(e["rounds"] for e in read):
         raise ValueError(f"{path}: holds no episodes, or an episode without rounds")
     return read

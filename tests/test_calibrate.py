@@ -499,3 +499,29 @@ def test_calibrate_closes_its_env_when_it_fails():
     with pytest.raises(ValueError, match="calibrate needs a train-fidelity env, got 'cost'"):
         calibrate(lambda: env, seeds=[0], progress=False)
     assert closed == [True]
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (lambda r: r.update(tiers={"encoder": "ZZZ"}), "episode 0, round 1: tiers['encoder'] = 'ZZZ'"),
+    (lambda r: r.update(tiers="edge"), "tiers = 'edge': must be null or a mapping"),
+    (lambda r: r.update(tiers={"decoder": "edge"}), "module type 'decoder'"),
+    (lambda r: r.update(available_fraction=3.0), "available_fraction = 3.0"),
+    (lambda r: r["targets"].update({"accuracy/vqa": float("inf")}),
+     "targets['accuracy/vqa'] = inf: must be null or a number in 0..1"),
+    (lambda r: r["targets"].update({"accuracy/vqa": 1e30}), "in 0..1"),
+    (lambda r: r["targets"].update({"loss/vqa": -1.0}), "finite and >= 0"),
+])
+def test_traces_a_fit_could_not_learn_from_are_refused_by_place(tmp_path, edit, named):
+    """A trace file with a bad tier crashed deep in the fit (KeyError), and an infinite or
+    impossible accuracy was fitted without a word."""
+    import gzip
+
+    source = (Path(__file__).resolve().parents[1] / "docs/results/surrogate"
+              / "plan_small_seeds18-20.json.gz")
+    data = json.loads(gzip.decompress(source.read_bytes()))
+    edit(data["episodes"][0]["rounds"][1])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not a traces file of episodes of rounds") as refused:
+        read_traces(bad)
+    assert named in str(refused.value)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import warnings
@@ -48,6 +49,7 @@ from hffm_env.files import load_tensors, write_atomically
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
+from hffm_env.values import is_real
 
 if TYPE_CHECKING:  # (the engine imports torch models: not needed to read a fit)
     from hffm_env.fl.engine import RoundResult
@@ -273,9 +275,40 @@ class RoundTrace:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoundTrace:
-        """Inverse of :meth:`to_dict`."""
-        return cls(data["tiers"], float(data["available_fraction"]),
-                   {k: float(v) for k, v in jsonio.nulls_to_nan(data["targets"]).items()})
+        """Inverse of :meth:`to_dict`. A value a fit could not learn from raises
+        ``ValueError`` naming it: ``tiers`` (null, or module type -> tier name),
+        ``available_fraction`` (0..1), ``targets`` (name -> number or null: accuracies in
+        0..1, losses and drifts finite and >= 0)."""
+        tiers = data["tiers"]
+        if tiers is not None:
+            if not isinstance(tiers, Mapping):
+                raise ValueError(f"tiers = {tiers!r}: must be null or a mapping of module type "
+                                 "to tier name")
+            names = [tier.name.lower() for tier in Tier]
+            for module_type, tier in tiers.items():
+                if module_type not in MODULE_TYPES:
+                    raise ValueError(f"tiers: module type {module_type!r}: allowed "
+                                     f"{list(MODULE_TYPES)}")
+                if not isinstance(tier, str) or tier.lower() not in names:
+                    raise ValueError(f"tiers[{module_type!r}] = {tier!r}: allowed {names}")
+        fraction = data["available_fraction"]
+        if not is_real(fraction) or not 0 <= fraction <= 1:
+            raise ValueError(f"available_fraction = {fraction!r}: must be a number in 0..1")
+        targets = data["targets"]
+        if not isinstance(targets, Mapping):
+            raise ValueError(f"targets = {targets!r}: must be a mapping of target name to value")
+        values: dict[str, float] = {}
+        for name, value in jsonio.nulls_to_nan(targets).items():
+            kind = str(name).split("/")[0]
+            low, high = (0.0, 1.0) if kind in ACCURACY_KINDS else (0.0, math.inf)
+            if not (is_real(value) and (math.isnan(value)
+                                        or (math.isfinite(value) and low <= value <= high))):
+                allowed = "in 0..1" if kind in ACCURACY_KINDS else "finite and >= 0"
+                raise ValueError(f"targets[{name!r}] = {value!r}: must be null or a number "
+                                 f"{allowed}")
+            values[str(name)] = float(value)
+        return cls(None if tiers is None else {str(k): str(v).lower() for k, v in tiers.items()},
+                   float(fraction), values)
 
 
 class TierHistory:
