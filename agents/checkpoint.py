@@ -703,11 +703,14 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
                   action_space=action_space, clip_range=agent.info.clip_range,
                   **(settings or {}))
     try:
-        return cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
+        model = cls.load(agent.model_path, env=env, device=device, custom_objects=custom)
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, IndexError) as err:
         # (IndexError: torch's weights-only unpickler on text that starts like an opcode)
         raise AgentFileError(f"{agent.model_path}: corrupt weights ({type(err).__name__}: "
                              f"{error_line(err, 200)})") from None
+    except (AssertionError, AttributeError, TypeError) as err:  # SB3 on a hand-edited entry
+        raise AgentFileError(f"{agent.model_path}: corrupt or unreadable model "
+                             f"({type(err).__name__}: {error_line(err, 200)})") from None
     except (RuntimeError, ValueError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         first = first.rstrip(":")
@@ -720,6 +723,33 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
             f"{_weights_expect(agent.model_path, observation_space, action_space)}"
             f"{trained_on(agent.folder)}"
         ) from None
+    problem = _unusable(model)
+    if problem:
+        raise AgentFileError(f"{agent.model_path}: {problem}")
+    return model
+
+
+_HYPERPARAMETERS = ("gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm")
+"""The saved numbers PPO computes with (a value of another type failed mid-training)."""
+
+
+def _unusable(model: Any) -> str:
+    """Why a loaded model cannot act or train (a hand-edited or diverged archive): a
+    hyperparameter that is not a finite number, or weights that are not finite; empty when
+    it can."""
+    import torch
+
+    for name in _HYPERPARAMETERS:
+        value = getattr(model, name, None)
+        if value is not None and not (is_real(value) and math.isfinite(value)):
+            return f"corrupt model ({name} = {value!r}: must be a finite number)"
+    bad = [name for name, tensor in model.policy.state_dict().items()
+           if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        return (f"its weights are not finite (NaN or infinite in {bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the run that saved "
+                "them diverged, or the file was edited; use an earlier checkpoint")
+    return ""
 
 
 def _weights_expect(model_path: Path, observation_space: Any, action_space: Any) -> str:

@@ -5,6 +5,7 @@ is never silently mixed; loading an agent never runs code from its files."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shlex
@@ -759,6 +760,54 @@ def test_an_agent_trained_with_a_config_file_names_it_when_refused(trained, tmp_
     with pytest.raises(AgentFileError, match="does not fit") as refused:
         AgentPolicy(agent).reset(env)
     assert "with --config /runs/l3.yaml --set model.pretrain_steps=40" in str(refused.value)
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda data: data.update(learning_rate="x"), "corrupt or unreadable model (AssertionError"),
+    (lambda data: data.update(policy_kwargs="x"), "corrupt or unreadable model (AttributeError"),
+    (lambda data: data.update(gamma="x"), "corrupt model (gamma = 'x': must be a finite number)"),
+])
+def test_a_hand_edited_model_entry_is_refused_by_name(trained, tmp_path, capsys, edit, said):
+    """SB3 failed on such entries with a traceback (an assertion, an attribute error), or only
+    mid-training (gamma); a resume in the run's own folder had removed its comparison by then."""
+    import gymnasium as gym
+
+    agent = _copy(trained, tmp_path / "edited")
+    _rewrite_data(agent / "model.zip", edit)
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    with pytest.raises(AgentFileError, match="model.zip: ") as refused:
+        AgentPolicy(agent).reset(env)
+    assert said in str(refused.value)
+    (agent / "results.json").write_text("{}")  # the comparison a failed resume must keep
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--resume", str(agent),
+                             "--out", str(agent)]) == 2
+    assert said in capsys.readouterr().err
+    assert (agent / "results.json").read_text() == "{}"
+
+
+def test_weights_that_are_not_finite_are_refused_by_name(trained, tmp_path):
+    """NaN weights failed when acting, naming torch's logits, not the file."""
+    import gymnasium as gym
+    import torch
+
+    agent = _copy(trained, tmp_path / "nan")
+    with zipfile.ZipFile(agent / "model.zip") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    state = torch.load(io.BytesIO(entries["policy.pth"]), weights_only=True)
+    first = next(iter(state))
+    state[first] = torch.full_like(state[first], float("nan"))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    entries["policy.pth"] = buffer.getvalue()
+    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    with pytest.raises(AgentFileError, match=rf"model.zip: its weights are not finite \(NaN or "
+                                             rf"infinite in {first}"):
+        AgentPolicy(agent).reset(env)
 
 
 def test_how_an_agent_was_trained_is_said_in_training_order(trained, tmp_path):
