@@ -26,6 +26,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
 from hffm_env.arguments import error_line
 from hffm_env.seeding import SEED_MAX  # (re-exported: the range every seed is read in)
+from hffm_env.values import shown
 
 __all__ = [
     "DEFAULT_TARGET_FRACTION",
@@ -1098,7 +1099,7 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(
-                f"{path} = {value!r}: must be a mapping of {annotation.__name__} fields"
+                f"{path} = {shown(value)}: must be a mapping of {annotation.__name__} fields"
             )
         return _build(annotation, value, path)
     if _is_optional(annotation):
@@ -1109,38 +1110,38 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
         return _coerce(path, value, inner[0])
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path} = {value!r}: must be a list")
+            raise ConfigError(f"{path} = {shown(value)}: must be a list")
         (item_type, *_rest) = get_args(annotation)
         return tuple(_coerce(f"{path}[{i}]", v, item_type) for i, v in enumerate(value))
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path} = {value!r}: must be true or false"
+        raise ConfigError(f"{path} = {shown(value)}: must be true or false"
                           + _typed_hint(path, value, annotation))
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
         ):
-            raise ConfigError(f"{path} = {value!r}: must be an integer"
+            raise ConfigError(f"{path} = {shown(value)}: must be an integer"
                               + _typed_hint(path, value, annotation))
         if abs(value) >= 2**63:
-            shown = f"{value:g}" if isinstance(value, float) else _digits(value)
-            raise ConfigError(f"{path} = {shown}: too large for an integer (at most "
+            large = f"{value:g}" if isinstance(value, float) else _digits(value)
+            raise ConfigError(f"{path} = {large}: too large for an integer (at most "
                               "2**63 - 1)")
         return int(value)
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} = {value!r}: must be a number"
+            raise ConfigError(f"{path} = {shown(value)}: must be a number"
                               + _typed_hint(path, value, annotation))
         if isinstance(value, int) and abs(value) >= 2**1023:
             raise ConfigError(f"{path} = {_digits(value)}: too large for a float")
         try:
             return float(value)
         except OverflowError:
-            raise ConfigError(f"{path} = {value!r}: too large for a float") from None
+            raise ConfigError(f"{path} = {shown(value)}: too large for a float") from None
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path} = {value!r}: must be a string")
+            raise ConfigError(f"{path} = {shown(value)}: must be a string")
         return value
     return value
 

@@ -1,13 +1,21 @@
 """The one test of what counts as an integer or a real number in arguments the package checks:
 numpy's scalars count, booleans do not (``True`` is an ``int`` to Python, not a count or an
-id to anyone passing it)."""
+id to anyone passing it); and how a value given is shown in an error (:func:`shown`)."""
 
 from __future__ import annotations
 
 import numbers
+import reprlib
 from typing import Any, TypeGuard
 
-__all__ = ["is_integer", "is_real"]
+__all__ = ["is_integer", "is_real", "shown"]
+
+_SHOWN = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHOWN.maxlevel = 2
+for _name in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset",
+              "maxdeque"):
+    setattr(_SHOWN, _name, 6)
+_SHOWN.maxstring = _SHOWN.maxlong = _SHOWN.maxother = 200
 
 
 def is_integer(value: Any) -> TypeGuard[int]:
@@ -20,3 +28,10 @@ def is_real(value: Any) -> TypeGuard[float]:
     """A real number: an integer or a float, Python's or numpy's, not a boolean (NaN and
     infinities included: say ``math.isfinite`` where they are not allowed)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, bounded: containers nested deeper than 2 levels or
+    longer than 6 items, and strings over 200 characters, are cut with ``...`` (a few
+    hundred bytes of YAML aliases expand to millions of items; their repr took gigabytes)."""
+    return _SHOWN.repr(value)

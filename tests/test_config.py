@@ -458,3 +458,18 @@ def test_exponent_numbers_read_as_numbers_in_yaml_files_and_lists(tmp_path):
         apply_overrides(small(), ["channel.uplink={bandwidth_hz: 1e6, bandwidth_hz: 2e6}"])
     path.write_text("name: '2e6'\n")  # quoted: a string, as YAML means
     assert load_scenario("small", config_file=path).name == "2e6"
+
+
+def test_a_value_of_yaml_aliases_is_shown_bounded(tmp_path):
+    """343 bytes of nested YAML aliases under fl.lr made a 1.4 GB error line (and a
+    MemoryError); the value is shown cut, wherever it came from."""
+    rows = ["    - &a [1,1,1,1,1,1,1,1,1]"] + [
+        f"    - &{b} [{','.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")]
+    config = tmp_path / "laughs.yaml"
+    config.write_text("fl:\n  lr:\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"fl.lr = \[\[1, 1, 1, 1, 1, 1, \.\.\.\]") as refused:
+        load_scenario("small", config_file=config)
+    assert len(str(refused.value)) < 1000 and str(refused.value).endswith("must be a number")
+    with pytest.raises(ConfigError) as refused:
+        load_scenario("small", overrides=[f"fl.lr={list(range(10_000))}"])
+    assert len(str(refused.value)) < 1000
