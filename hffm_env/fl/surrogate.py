@@ -629,6 +629,12 @@ class AccuracySurrogate:
                  name, f"must be {count} finite vectors of {size}")
             vectors = cast("Sequence[torch.Tensor]", value)  # as need() checked
             stats[name] = tuple(t.numpy() for t in vectors)
+        # a fit's spreads are > 0 (it adds 1e-6) and its output range is a range: a zero
+        # spread made every prediction NaN, reported as "not measured" without a word
+        need(bool((stats["x_stats"][1] > 0).all()), "x_stats", "its spreads must be > 0")
+        need(bool((stats["y_stats"][1] > 0).all())
+             and bool((stats["y_stats"][2] <= stats["y_stats"][3]).all()), "y_stats",
+             "its spreads must be > 0 and each output's low <= high")
         text = record.get("meta")
         try:  # anything but text is no JSON object (json.loads would raise TypeError on it)
             meta = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else None

@@ -133,6 +133,10 @@ def _without(record, key):
     (lambda r: {**r, "members": [{k: v * float("nan") for k, v in r["members"][0].items()}]},
      r"members\[0\]: non-finite weights"),
     (lambda r: {**r, "residuals": r["residuals"][..., :-1]}, "residuals = "),
+    (lambda r: {**r, "x_stats": [r["x_stats"][0], r["x_stats"][1] * 0]},
+     "x_stats = .*its spreads must be > 0"),
+    (lambda r: {**r, "y_stats": [*r["y_stats"][:2], r["y_stats"][3] + 1, r["y_stats"][3]]},
+     "y_stats = .*low <= high"),
 ])
 def test_a_malformed_surrogate_file_names_its_field(fitted, tmp_path, damage, message):
     """Fields that failed deep in torch or numpy (a KeyError, a state-dict mismatch, a
