@@ -39,7 +39,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
-from hffm_env.values import is_real
+from hffm_env.values import is_real, shown
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
     from stable_baselines3.common.policies import BasePolicy
@@ -297,26 +297,29 @@ class Normalization:
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = {k: data[k] for k in data.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as err:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             # numpy's advice to load a pickle "unsafely" would run any code a file holds
-            why = str(err).split(". If you trust the file", 1)[0]
+            why = str(err).split(". If you trust the file", 1)[0] or type(err).__name__
+            if isinstance(err, EOFError):
+                why += "; an empty or cut file?"
             raise AgentFileError(f"{path}: not normalisation statistics ({why})") from None
         missing = [f for f in cls.__dataclass_fields__ if f not in values]
         if missing:
             raise AgentFileError(f"{path}: normalisation statistics lack {missing}")
         arrays = {"obs_mean", "obs_var", "returns"}
         flags = {"norm_obs", "norm_reward"}
-        try:
-            # (Any: an array, a flag or a number, as each field takes it)
-            fields: dict[str, Any] = {
-                k: (np.asarray(v, dtype=np.float64) if k in arrays
-                    else bool(v) if k in flags else float(v))
-                for k, v in values.items() if k in cls.__dataclass_fields__
-            }
-            stats = cls(**fields)
-        except (TypeError, ValueError) as err:
-            raise AgentFileError(f"{path}: normalisation statistics of the wrong type "
-                                 f"({err})") from None
+        # (Any: an array, a flag or a number, as each field takes it)
+        fields: dict[str, Any] = {}
+        for k in cls.__dataclass_fields__:
+            v = values[k]
+            try:
+                fields[k] = (np.asarray(v, dtype=np.float64) if k in arrays
+                             else bool(v) if k in flags else float(v))
+            except (TypeError, ValueError) as err:
+                raise AgentFileError(f"{path}: {k} = {shown(v)} is not a normalisation "
+                                     f"statistic of the right type ({error_line(err, 120)})"
+                                     ) from None
+        stats = cls(**fields)
         stats.check(path)
         return stats
 

@@ -596,6 +596,21 @@ def test_crafted_statistics_run_no_code(trained, tmp_path):
     assert "unsafely" not in str(refused.value)  # numpy's advice to run the pickle anyway
 
 
+def test_statistics_an_empty_or_mistyped_file_holds_are_refused_by_name(trained, tmp_path):
+    """An empty file said only numpy's "No data left in file"; an entry of the wrong shape
+    did not name the entry."""
+    agent = _copy(trained, tmp_path / "stats")
+    stats = dict(np.load(agent / "vecnormalize.npz"))
+    (agent / "vecnormalize.npz").write_bytes(b"")
+    with pytest.raises(AgentFileError, match="vecnormalize.npz: not normalisation statistics "
+                                             r"\(No data left in file; an empty or cut file"):
+        AgentPolicy(agent)
+    np.savez(agent / "vecnormalize.npz", **{**stats, "clip_obs": np.array([1.0, 2.0])})
+    with pytest.raises(AgentFileError, match=r"vecnormalize.npz: clip_obs = array\(\[1\., 2\.\]\) "
+                                             "is not a normalisation statistic"):
+        AgentPolicy(agent)
+
+
 @pytest.mark.parametrize(("fields", "says"), [
     ({"hidden_sizes": "64"}, "hidden_sizes = \"64\": must be a non-empty list"),
     ({"hidden_sizes": [-1]}, "hidden_sizes = \\[-1\\]: must be"),
