@@ -853,6 +853,12 @@ def run_benchmark(
                             # named, keeping the error's type (the CLI reads agents' by it)
                             err.args = (f"policy {policy.name!r} on seed {seed}: {err}",)
                             raise
+                        except Exception as err:  # a bug in a policy's own code: its
+                            # traceback is what its author needs, with where it happened
+                            if hasattr(err, "add_note"):  # (Python 3.11 on)
+                                err.add_note(f"(raised playing policy {policy.name!r} on "
+                                             f"seed {seed})")
+                            raise
                         bar.update()
             finally:
                 env.close()

@@ -1090,3 +1090,22 @@ def test_run_benchmark_wants_a_function_that_builds_the_env():
     with pytest.raises(TypeError, match="make_env = .*: must be a function that builds"):
         run_benchmark(env, ["never"], seeds=[1000], progress=False)
     env.close()
+
+
+def test_a_bug_in_a_policy_keeps_its_traceback_and_says_where():
+    """A policy's own KeyError came out bare, without the policy or the seed it played."""
+    import sys
+
+    class Buggy(Policy):
+        name = "buggy"
+
+        def reset(self, env, seed=None):
+            pass
+
+        def act(self, obs, info):
+            return {}["missing"]
+
+    with pytest.raises(KeyError) as raised:
+        run_benchmark(_env, [Buggy()], seeds=[1000], progress=False)
+    if sys.version_info >= (3, 11):
+        assert raised.value.__notes__ == ["(raised playing policy 'buggy' on seed 1000)"]
