@@ -81,6 +81,7 @@ from hffm_env.agents.checkpoint import (
 from hffm_env.arguments import error_line, interrupts_held
 from hffm_env.envs.registration import ENV_ID
 from hffm_env.files import load_tensors
+from hffm_env.values import shown
 
 __all__ = [
     "MaskedPPOModule",
@@ -546,9 +547,16 @@ class RLlibAgentPolicy:
         if self.weights is None:
             path = self.agent.folder / POLICY_FILE
             try:
-                self.weights = load_tensors(path)
+                weights = load_tensors(path)
             except (ValueError, OSError) as err:  # any unreadable file: one clean line
                 raise AgentFileError(f"{path}: not a weights file: {err}") from None
+            if not (isinstance(weights, dict) and all(
+                    isinstance(state, dict) and all(isinstance(t, torch.Tensor)
+                                                    for t in state.values())
+                    for state in weights.values())):
+                raise AgentFileError(f"{path}: not a weights file (a mapping of module id to "
+                                     f"its tensors by name; holds {shown(weights)})")
+            self.weights = weights
         return self.weights
 
     def _module(self, module_id: str, observation_space: spaces.Dict,
@@ -562,8 +570,13 @@ class RLlibAgentPolicy:
                                      action_space=action_space, inference_only=False,
                                      model_config=model_config(
                                          tuple(self.agent.info.hidden_sizes)))
+            state = weights[module_id]
+            if not all(bool(torch.isfinite(t).all()) for t in state.values()
+                       if torch.is_floating_point(t)):
+                raise AgentFileError(f"{self.agent.folder / POLICY_FILE}: module {module_id!r}: "
+                                     "its weights are not finite (NaN or infinite)")
             try:
-                module.load_state_dict(weights[module_id])
+                module.load_state_dict(state)
             except RuntimeError as err:
                 raise AgentFileError(
                     f"{self.agent.folder / POLICY_FILE}: module {module_id!r} does not fit this "

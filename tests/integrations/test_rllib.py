@@ -227,6 +227,16 @@ def test_bad_rllib_agent_folders_get_one_clean_error(local_ray, tmp_path):
     with pytest.raises(AgentFileError, match="policy.pt: not a weights file"):
         agent_policy(folder).reset(env)
     assert not (tmp_path / "pwned").exists()
+    # weights of the wrong structure (a traceback from deep in torch before)
+    import torch
+
+    for held, says in (({"default_policy": "x"}, "holds {'default_policy': 'x'}"),
+                       ({"default_policy": [1]}, "a mapping of module id"),
+                       (torch.zeros(3), "a mapping of module id")):
+        torch.save(held, folder / "policy.pt")
+        with pytest.raises(AgentFileError, match="policy.pt: not a weights file") as refused:
+            agent_policy(folder).reset(env)
+        assert says in str(refused.value)
     env.close()
 
 
