@@ -70,6 +70,7 @@ from hffm_env.data import (
 )
 from hffm_env.files import load_tensors, lock_file, remove_staging_files, write_atomically
 from hffm_env.models.m3t import M3TModel
+from hffm_env.values import is_real, shown
 
 __all__ = [
     "CODE_VERSION",
@@ -216,7 +217,31 @@ def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError("written for another format or key")
     if _checksum(record["state"]) != record["checksum"]:
         raise ValueError("checksum mismatch")
+    # (the checksum covers the weights, not the info: an edited file could pass it)
+    problem = _info_problem(record["info"])
+    if problem:
+        raise ValueError(f"info: {problem}")
+    bad = [name for name, t in record["state"].items()
+           if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"weights not finite ({bad[0]})")
     return record["state"], record["info"]
+
+
+def _info_problem(info: Any) -> str:
+    """What is wrong with a cache record's ``info`` (the pre-training report): empty when it
+    is a mapping whose ``seconds``, ``steps``, ``final_loss`` are numbers and whose probe
+    accuracies map names to numbers, as pre-training writes it."""
+    if not isinstance(info, dict):
+        return f"{shown(info)} is not a mapping"
+    for key in ("seconds", "steps", "final_loss"):
+        if key in info and not is_real(info[key]):
+            return f"{key} = {shown(info[key])} is not a number"
+    for key in ("probe_accuracy", "downstream_probe_accuracy"):
+        value = info.get(key, {})
+        if not (isinstance(value, dict) and all(is_real(v) for v in value.values())):
+            return f"{key} = {shown(value)} is not a mapping of names to numbers"
+    return ""
 
 
 # --------------------------------------------------------------------------------------------

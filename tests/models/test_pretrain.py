@@ -97,6 +97,29 @@ def test_truncated_cache_is_rebuilt(private_cache, configs):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda r: r.update(info="x"), "info: 'x' is not a mapping"),
+    (lambda r: r["info"].update(seconds="x"), "info: seconds = 'x' is not a number"),
+    (lambda r: r["state"].update({k: v * float("nan") for k, v in r["state"].items()}),
+     "weights not finite"),
+])
+def test_a_cache_record_its_checksum_does_not_cover_is_rebuilt(private_cache, configs, edit,
+                                                               said):
+    """The checksum covers the weights as written, not the info: an edited info crashed
+    `hffm describe` and the env, and weights of NaN with a matching checksum were used."""
+    TINY_MODEL, TINY_DATA = configs
+    build_model(TINY_MODEL, TINY_DATA, progress=False)
+    path = cache_path(TINY_MODEL, TINY_DATA)
+    record = torch.load(path, weights_only=True)
+    edit(record)
+    record["checksum"] = pretrain._checksum(record["state"])
+    torch.save(record, path)
+    assert pretrain.cached_pretrain_info(TINY_MODEL, TINY_DATA) is None  # not reported as built
+    with pytest.warns(RuntimeWarning, match=f"unusable.*{said}"):
+        rebuilt = build_model(TINY_MODEL, TINY_DATA, progress=False)
+    assert rebuilt.pretrain_info["cached"] is False
+
+
 def test_cache_key_depends_on_what_pretraining_sees(configs):
     TINY_MODEL, TINY_DATA = configs
     base = cache_key(TINY_MODEL, TINY_DATA)
