@@ -41,7 +41,7 @@ from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
-from hffm_env.values import is_real
+from hffm_env.values import is_real, shown
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -212,7 +212,10 @@ def _check_bench_dict(data: Any) -> None:
 
     def need(ok: bool, where: str, value: Any, what: str) -> None:
         if not ok:
-            raise ValueError(f"{where} = {repr(value)[:60]}: {what}")
+            raise ValueError(f"{where} = {shown(value)[:60]}: {what}")
+
+    def within(v: Any, low: float, high: float) -> bool:  # null (not measured) or in range
+        return v is None or (number(v) and low <= v <= high)
 
     need(isinstance(data, dict), "the file", data, "must be a JSON object")
     for key, ok, what in (
@@ -221,13 +224,20 @@ def _check_bench_dict(data: Any) -> None:
             ("seeds", lambda v: isinstance(v, list) and all(
                 isinstance(s, int) and not isinstance(s, bool) for s in v),
              "must be a list of integer seeds"),
-            ("target_accuracy", number, "must be a number or null"),
+            ("target_accuracy", lambda v: within(v, 0.0, 1.0),
+             "must be an accuracy in 0..1, or null"),
             ("policies", lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v),
              "must be a list of policy summaries"),
             ("episodes", lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v),
              "must be a list of episodes")):
         need(key in data, key, "missing", "a bench JSON has it")
         need(ok(data[key]), key, data[key], what)
+    need(data.get("settings") is None or isinstance(data["settings"], dict), "settings",
+         data.get("settings"), "must be an object (the env's settings) or null")
+    fingerprints = data.get("fingerprints", {})
+    need(isinstance(fingerprints, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in fingerprints.items()),
+         "fingerprints", fingerprints, "must map row names to digests (strings)")
     records = data.get("provenance")
     need(records is None or (isinstance(records, list)
                              and all(isinstance(r, dict) for r in records)),
@@ -253,6 +263,18 @@ def _check_bench_dict(data: Any) -> None:
             values = episode.get(key, [])
             need(isinstance(values, list) and all(number(v) for v in values),
                  f"episodes[{i}].{key}", values, "must be a list of numbers")
+        for key in ("accuracy", "accuracy_local", "accuracy_held_out"):
+            values = episode.get(key, [])
+            need(all(within(v, 0.0, 1.0) for v in values), f"episodes[{i}].{key}", values,
+                 "must be accuracies in 0..1 (or null: not measured)")
+        for key in ("latency_s", "energy_j"):
+            values = episode.get(key, [])
+            need(all(v is not None and math.isfinite(v) and v >= 0 for v in values),
+                 f"episodes[{i}].{key}", values, "must be finite numbers >= 0, one a round")
+        rounds = len(episode.get("latency_s", []))
+        for key in ("accuracy", "energy_j", "rewards"):
+            need(len(episode.get(key, [])) == rounds, f"episodes[{i}].{key}",
+                 episode.get(key), f"must have one entry a round ({rounds}, as latency_s)")
         tasks = episode.get("accuracy_per_task", [])
         need(isinstance(tasks, list) and all(
             isinstance(t, dict) and all(number(v) for v in t.values()) for t in tasks),

@@ -234,6 +234,20 @@ def test_a_bad_plan_file_is_one_line(content, says, tmp_path, capsys):
     assert says in capsys.readouterr().err
 
 
+def _bench_with(**changes) -> str:
+    """A valid one-episode bench JSON (two rounds) with ``changes``: top-level keys, or an
+    episode's."""
+    import json
+
+    episode = {"policy": "a", "seed": 1000, "accuracy": [0.2, 0.3], "latency_s": [1.0, 1.0],
+               "energy_j": [2.0, 2.0], "rewards": [0.1, 0.1]}
+    data = {"scenario": "small", "fidelity": "cost", "seeds": [1000], "target_accuracy": 0.3,
+            "policies": [{"policy": "a"}], "episodes": [episode]}
+    for key, value in changes.items():
+        (episode if key in episode else data)[key] = value
+    return json.dumps(data)
+
+
 BENCH_JSON = ["bench", "--from-json"]
 TRACES = ["calibrate", "--from-traces"]
 
@@ -244,13 +258,24 @@ TRACES = ["calibrate", "--from-traces"]
     (BENCH_JSON, '{"episodes": [5], "scenario": "small"}', "fidelity = 'missing'"),
     # field by field, where Python's words (or a silent load) came out before
     (BENCH_JSON, '{"scenario": "s", "fidelity": "cost", "seeds": [0], "target_accuracy": "x",'
-     ' "policies": [], "episodes": [{}]}', "target_accuracy = 'x': must be a number"),
+     ' "policies": [], "episodes": [{}]}', "target_accuracy = 'x': must be an accuracy"),
     (BENCH_JSON, '{"scenario": "s", "fidelity": "cost", "seeds": [0], "target_accuracy": null,'
      ' "policies": [{"policy": "a", "extra": 1}], "episodes": [{}]}',
      "policies[0] = ['extra']: unknown fields"),
     (BENCH_JSON, '{"scenario": "s", "fidelity": "cost", "seeds": [0], "target_accuracy": null,'
      ' "policies": [], "episodes": [{"policy": "a", "seed": 0, "rewards": [[1, 2]]}]}',
      "episodes[0].rewards = [[1, 2]]: must be a list of numbers"),
+    # impossible values a table was printed from (a fuzz of --from-json)
+    (BENCH_JSON, _bench_with(target_accuracy=float("nan")),
+     "target_accuracy = nan: must be an accuracy in 0..1"),
+    (BENCH_JSON, _bench_with(accuracy=[5.0, 0.3]),
+     "episodes[0].accuracy = [5.0, 0.3]: must be accuracies in 0..1"),
+    (BENCH_JSON, _bench_with(energy_j=[None, 1.0]),
+     "episodes[0].energy_j = [None, 1.0]: must be finite numbers >= 0"),
+    (BENCH_JSON, _bench_with(accuracy=[0.3]), "episodes[0].accuracy = [0.3]: must have one "
+     "entry a round (2, as latency_s)"),
+    (BENCH_JSON, _bench_with(settings="x"), "settings = 'x': must be an object"),
+    (BENCH_JSON, _bench_with(fingerprints=["a"]), "fingerprints = ['a']: must map row names"),
     (BENCH_JSON, "{", "not JSON"),
     (TRACES, "[]", "holds no episodes"),
     (TRACES, '{"rounds": 1}', "no 'episodes' entry"),
