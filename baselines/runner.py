@@ -808,7 +808,8 @@ def run_benchmark(
     whose config seed, and so its data split, is the seed too (:func:`seed_data_split`).
     ``target_accuracy`` defaults to ``target_fraction`` x the best policy's mean final
     accuracy. ``scenario`` and ``fidelity``
-    label the result (what :meth:`BenchResult.merge` checks); by default the env's. Ctrl-C
+    label the result (what :meth:`BenchResult.merge` checks): the env's own; given ones must
+    agree with them (an env of another kind may need them given). Ctrl-C
     stops early; what finished is summarised and ``interrupted`` is set.
     """
     from tqdm.auto import tqdm
@@ -847,10 +848,18 @@ def run_benchmark(
             env = build()
             if not callable(getattr(env, "reset", None)):  # e.g. a make_env that forgot return
                 raise TypeError(f"make_env returned {env!r}: expected a Gymnasium env")
-            # the labels merge() checks: the env's own, unless the caller named them
+            # the labels merge() checks: the env's own (the caller's, for an env without)
             base = getattr(env, "unwrapped", env)
-            scenario = scenario or getattr(getattr(base, "config", None), "name", "")
-            fidelity = fidelity or getattr(base, "fidelity", "")
+            own = {"scenario": getattr(getattr(base, "config", None), "name", ""),
+                   "fidelity": getattr(base, "fidelity", "")}
+            given = {"scenario": scenario, "fidelity": fidelity}
+            wrong = [k for k in own if own[k] and given[k] and own[k] != given[k]]
+            if wrong:
+                env.close()
+                raise ValueError(f"{wrong[0]} = {given[wrong[0]]!r}, but make_env built a "
+                                 f"{own[wrong[0]]!r} env: a result is labelled with its env's "
+                                 f"{wrong[0]} (leave {wrong[0]} out)")
+            scenario, fidelity = scenario or own["scenario"], fidelity or own["fidelity"]
             first_env = settings is None
             settings = settings if settings is not None else env_settings(env)
             menu = getattr(getattr(getattr(base, "config", None), "env", None), "period_menu",

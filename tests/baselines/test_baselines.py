@@ -1109,3 +1109,15 @@ def test_a_bug_in_a_policy_keeps_its_traceback_and_says_where():
         run_benchmark(_env, [Buggy()], seeds=[1000], progress=False)
     if sys.version_info >= (3, 11):
         assert raised.value.__notes__ == ["(raised playing policy 'buggy' on seed 1000)"]
+
+
+def test_a_result_is_labelled_with_its_envs_scenario_and_fidelity():
+    """The caller's labels won over the env's: a small cost-fidelity run came out labelled
+    paper / train, and merge() trusted the label."""
+    with pytest.raises(ValueError, match="scenario = 'paper', but make_env built a 'small' env"):
+        run_benchmark(_env, ["never"], seeds=[1000], scenario="paper", progress=False)
+    with pytest.raises(ValueError, match="fidelity = 'train', but make_env built a 'cost' env"):
+        run_benchmark(_env, ["never"], seeds=[1000], fidelity="train", progress=False)
+    result = run_benchmark(_env, ["never"], seeds=[1000], scenario="small", fidelity="cost",
+                           progress=False)
+    assert (result.scenario, result.fidelity) == ("small", "cost")
