@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import OtherSettingsWarning
@@ -125,8 +125,7 @@ def evaluate_against_baselines(
             env_per_seed=args.eval_data_split_per_seed,
             target_accuracy=config.env.target_accuracy,  # the target rewards' own, when set
             progress=args.progress,
-            scenario=cast(str, args.scenario),  # TrainArgs names the preset when built
-            fidelity=args.final_fidelity,
+            fidelity=args.final_fidelity,  # (labelled with the env's scenario, as bench does)
         )
     payload = result.to_dict()
     payload["train_args"] = dataclasses.asdict(args)
