@@ -98,8 +98,10 @@ def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[s
     """Everything a scenario contains, as JSON-able dicts: the network (placement, D2D graphs,
     link rates, the cost of a 1 MB payload per tier) and the model side (modalities and tasks
     per device, the module inventory with sizes, chance level per task)."""
+    from hffm_env.config import check_memory
     from hffm_env.sim import describe_network
 
+    check_memory(config, "cost")  # the network and the model it builds, before allocating
     seed = config.seed if seed is None else seed
     report: dict[str, Any] = {"scenario": config.name, "seed": seed}
     report["network"] = describe_network(config, seed=seed)

@@ -944,7 +944,8 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
     ``channel.d2d_radius_m`` are edges of a networkx graph); the indices of the data split;
     in ``train`` fidelity only (the others draw no scene) the scenes of every device and
     of the test sets, their frozen features and the batched training and evaluation work per
-    device; and, given the model's ``trainable_parameters`` (known once the model is built),
+    device; the model's backbone; and, given its ``trainable_parameters`` (known once the
+    model is built),
     every device's copy of the trainable modules. Used to refuse a config the machine cannot
     hold before it is allocated."""
     data, model, fl, placement = config.data, config.model, config.fl, config.placement
@@ -980,6 +981,11 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
             + model.num_experts * model.expert_hidden
         batch = max(fl.batch_size, min(fl.eval_samples_per_device, 64))
         parts["training and evaluation"] = devices * batch * tokens * width * 4.0
+    # the model's backbone (attention and MLP weights of each layer), built in every fidelity
+    # (the modules' sizes come from it); pre-training adds its gradients and AdamW's moments
+    backbone = model.num_layers * (4 * model.hidden_size**2
+                                   + 2 * model.hidden_size * model.intermediate_size)
+    parts["model"] = backbone * 4.0 * (4.0 if fidelity == "train" else 1.0)
     if trainable_parameters is not None:
         # float32 values of every module for every device, and a round's snapshot of them
         # (1.5 copies at the peak: measured 147 kB a device for small's 28k parameters, on
@@ -1027,6 +1033,7 @@ _MEMORY_SETTINGS = {
     "pre-training scenes": "data.pretrain_samples and data.image_size_px",
     "training and evaluation": "placement.num_devices, fl.batch_size, "
                                "fl.eval_samples_per_device and the model's sizes",
+    "model": "model.hidden_size, model.intermediate_size and model.num_layers",
     "module copies": "placement.num_devices and the trainable modules' sizes (model.num_experts, "
                      "model.expert_hidden, model.lora_rank, model.hidden_size, ...)",
 }

@@ -190,6 +190,30 @@ def test_every_devices_module_copy_counts_in_the_memory_check(monkeypatch):
         gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost", overrides=many)
 
 
+def test_a_backbone_too_big_for_the_machine_is_refused_by_describe_and_the_env(monkeypatch,
+                                                                               capsys):
+    """The estimate left the backbone out (hidden 4096 x 64 layers, all in range, was killed
+    by the OOM killer) and `hffm describe` checked nothing (100,000 devices: numpy's 37 GiB
+    allocation error)."""
+    import os
+
+    from hffm_env.cli import main as hffm
+    from hffm_env.config import ConfigError
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 4 * 2**30 // 4096}  # a machine of 4 GiB
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    big = ["model.hidden_size=4096", "model.num_heads=1", "model.intermediate_size=4096",
+           "model.num_layers=64"]
+    with pytest.raises(ConfigError, match="The largest part, model, grows with "
+                                          "model.hidden_size"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost", overrides=big)
+    assert hffm(["describe", "--set", *big]) == 2
+    assert "The largest part, model" in capsys.readouterr().err
+    assert hffm(["describe", "--set", "placement.num_devices=100000",
+                 "placement.num_edge_servers=1", "placement.devices_per_cluster=100000"]) == 2
+    assert "The largest part, network" in capsys.readouterr().err
+
+
 def test_a_placement_that_reclusters_at_reset_is_refused_by_name():
     from hffm_env.config import ConfigError
 
