@@ -39,7 +39,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
-from hffm_env.values import is_real, shown
+from hffm_env.values import is_finite_real, is_real, shown
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
     from stable_baselines3.common.policies import BasePolicy
@@ -740,14 +740,13 @@ def _unusable(model: Any) -> str:
     """Why a loaded model cannot act or train (a hand-edited or diverged archive): a
     hyperparameter that is not a finite number, or weights that are not finite; empty when
     it can."""
-    import torch
+    from hffm_env.files import non_finite_tensors
 
     for name in _HYPERPARAMETERS:
         value = getattr(model, name, None)
-        if value is not None and not (is_real(value) and math.isfinite(value)):
+        if value is not None and not is_finite_real(value):
             return f"corrupt model ({name} = {value!r}: must be a finite number)"
-    bad = [name for name, tensor in model.policy.state_dict().items()
-           if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all())]
+    bad = non_finite_tensors(model.policy.state_dict())
     if bad:
         return (f"its weights are not finite (NaN or infinite in {bad[0]}"
                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the run that saved "

@@ -80,7 +80,7 @@ from hffm_env.agents.checkpoint import (
 )
 from hffm_env.arguments import error_line, interrupts_held
 from hffm_env.envs.registration import ENV_ID
-from hffm_env.files import load_tensors
+from hffm_env.files import load_tensors, non_finite_tensors
 from hffm_env.values import shown
 
 __all__ = [
@@ -571,8 +571,7 @@ class RLlibAgentPolicy:
                                      model_config=model_config(
                                          tuple(self.agent.info.hidden_sizes)))
             state = weights[module_id]
-            if not all(bool(torch.isfinite(t).all()) for t in state.values()
-                       if torch.is_floating_point(t)):
+            if non_finite_tensors(state):
                 raise AgentFileError(f"{self.agent.folder / POLICY_FILE}: module {module_id!r}: "
                                      "its weights are not finite (NaN or infinite)")
             try:

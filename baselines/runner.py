@@ -31,6 +31,7 @@ from hffm_env.baselines.policies import (
     policy_fingerprint,
 )
 from hffm_env.config import (
+    ACCURACY_KINDS,
     DEFAULT_TARGET_FRACTION,
     TARGET_REWARDS,
     ScenarioConfig,
@@ -41,7 +42,7 @@ from hffm_env.envs.reward import reaches_target
 from hffm_env.files import write_text_atomically
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
-from hffm_env.values import is_real, shown
+from hffm_env.values import is_finite_real, is_real, shown
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -206,7 +207,8 @@ class PolicySummary:
 def _check_bench_dict(data: Any) -> None:
     """A ``ValueError`` naming the first field of a saved bench that
     :meth:`BenchResult.from_dict` could not read as written (types, lists of numbers, the
-    known fields)."""
+    known fields) or that no run writes (accuracies outside 0..1, energies and latencies that
+    are not finite and >= 0, curves of other lengths than the rounds)."""
     def number(v: Any) -> bool:
         return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
@@ -258,18 +260,17 @@ def _check_bench_dict(data: Any) -> None:
                                                                        bool)),
              f"episodes[{i}].config_seed", episode.get("config_seed"),
              "must be an integer or null")
-        for key in ("accuracy", "accuracy_local", "accuracy_held_out", "latency_s",
-                    "energy_j", "rewards"):
+        for key in (*ACCURACY_KINDS, "latency_s", "energy_j", "rewards"):
             values = episode.get(key, [])
             need(isinstance(values, list) and all(number(v) for v in values),
                  f"episodes[{i}].{key}", values, "must be a list of numbers")
-        for key in ("accuracy", "accuracy_local", "accuracy_held_out"):
+        for key in ACCURACY_KINDS:
             values = episode.get(key, [])
             need(all(within(v, 0.0, 1.0) for v in values), f"episodes[{i}].{key}", values,
                  "must be accuracies in 0..1 (or null: not measured)")
         for key in ("latency_s", "energy_j"):
             values = episode.get(key, [])
-            need(all(v is not None and math.isfinite(v) and v >= 0 for v in values),
+            need(all(is_finite_real(v) and v >= 0 for v in values),
                  f"episodes[{i}].{key}", values, "must be finite numbers >= 0, one a round")
         rounds = len(episode.get("latency_s", []))
         for key in ("accuracy", "energy_j", "rewards"):

@@ -141,7 +141,7 @@ def run_levers(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error(f"--plan: {err}")
     result = run_benchmark(
         make_env, variants_of(plan), seeds=args.seeds, target_accuracy=args.target_accuracy,
-        progress=args.progress, scenario=args.scenario, fidelity=args.fidelity)
+        progress=args.progress)  # labelled with the env's scenario and fidelity
     levers = lever_summary(result.episodes)
     print(format_table(result))
     print()

@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_benchmark(
         lambda: gym.make("hffm/HFFM-v0", scenario=args.scenario, fidelity=args.fidelity,
                          overrides=args.overrides),
-        played, seeds=args.seeds, target_accuracy=args.target_accuracy,
-        scenario=args.scenario, fidelity=args.fidelity)
+        played, seeds=args.seeds, target_accuracy=args.target_accuracy)  # the env's labels
     print(format_table(result))
     emit_json(result.to_dict(), args.json)
     return 130 if result.interrupted else 0

@@ -173,7 +173,6 @@ def judge_heldout(args: argparse.Namespace, make: Any, found: Any) -> dict[str, 
     result = run_benchmark(make(args.heldout_fidelity),
                            [found, cloud_every_round_schedules()[0], "hffm-d2d-e2"],
                            seeds=args.heldout_seeds, target_accuracy=args.target_accuracy,
-                           scenario=args.scenario, fidelity=args.heldout_fidelity,
                            progress=not args.no_progress)
     print(format_table(result))
     return result.to_dict()

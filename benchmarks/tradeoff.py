@@ -75,8 +75,7 @@ def run_scenario(scenario: str, seeds: list[int], overrides: list[str], device: 
                         overrides=_config_overrides(overrides, config_seed), device=device,
                         progress=True)
 
-    bench = run_benchmark(make_env, list(SCHEDULES), seeds, env_per_seed=vary_data_split,
-                          scenario=scenario, fidelity="train")
+    bench = run_benchmark(make_env, list(SCHEDULES), seeds, env_per_seed=vary_data_split)
     result = bench.to_dict()
     result["data_split"] = PER_SEED_SPLIT if vary_data_split else SHARED_SPLIT
     result["rows"] = _rows(bench)

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
 from hffm_env.arguments import error_line
-from hffm_env.seeding import SEED_MAX  # (re-exported: the range every seed is read in)
+
+# (SEED_MAX re-exported: the range of config, bench and training seeds)
+from hffm_env.seeding import SEED_MAX
 from hffm_env.values import shown
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "resolve_scenario",
     "split_module_id",
     "module_id_of",
+    "ACCURACY_KINDS",
     "FUSION",
     "task_module_ids",
     "load_config_file",
@@ -107,6 +110,10 @@ def task_module_ids(task: str) -> tuple[str, str]:
     """The two modules a device needs to serve ``task``: its prompt and its head."""
     return module_id_of("prompt", task), module_id_of("head", task)
 
+
+ACCURACY_KINDS: tuple[str, ...] = ("accuracy", "accuracy_local", "accuracy_held_out")
+"""The accuracies a round measures, per task: on the global test set, on each device's own
+test data, on the held-out cluster's (what info, saved benches and the surrogate carry)."""
 
 MODALITIES: tuple[str, ...] = ("image", "audio", "text")
 """Modalities a device can sense."""
@@ -927,7 +934,7 @@ def get_scenario(name: str) -> ScenarioConfig:
     known ones."""
     if not isinstance(name, str) or name not in SCENARIOS:
         raise ConfigError(
-            f"scenario = {name!r}: unknown; known scenarios are {scenario_names()}"
+            f"scenario = {shown(name)}: unknown; known scenarios are {scenario_names()}"
         )
     return SCENARIOS[name]()
 
@@ -1215,7 +1222,8 @@ def from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> Sc
     if "scenario" in data:
         preset = data.pop("scenario")
         if not isinstance(preset, str):
-            raise ConfigError(f"scenario = {preset!r}: must be a preset name {scenario_names()}")
+            raise ConfigError(f"scenario = {shown(preset)}: must be a preset name "
+                              f"{scenario_names()}")
         base = get_scenario(preset)
     merged = _deep_merge(to_dict(base) if base is not None else {}, data)
     return _build(ScenarioConfig, merged, "")
@@ -1288,7 +1296,7 @@ def apply_overrides(
                               "'fl.local_steps'")
         given[key] = value  # the same key again: the later value wins
     if "scenario" in given:  # from_dict would start over from that preset, dropping the rest
-        raise ConfigError(f"override scenario = {given['scenario']!r}: a preset is chosen by "
+        raise ConfigError(f"override scenario = {shown(given['scenario'])}: a preset is chosen by "
                           "scenario= (--scenario) or a config file's 'scenario:', not by an "
                           "override, which changes one setting of it")
     for key in given:
@@ -1427,8 +1435,9 @@ def _preset(scenario: str | None, layers: Mapping[str, Any] | None,
     if scenario is None:
         return named if isinstance(named, str) else "small"
     if named is not None and named != scenario:
-        raise ConfigError(f"config file {str(config_file)!r} names scenario {named!r}, but the "
-                          f"scenario given is {scenario!r}: give one of them (or the same preset)")
+        raise ConfigError(f"config file {str(config_file)!r} names scenario {shown(named)}, but "
+                          f"the scenario given is {scenario!r}: give one of them (or the same "
+                          "preset)")
     return scenario
 
 
@@ -1453,7 +1462,7 @@ def _layered_scenario(
     if layers is not None and "scenario" in layers and not isinstance(scenario, str):
         # the file's preset would replace the config given, not be layered on it
         raise ConfigError(f"config file {str(config_file)!r} names scenario "
-                          f"{layers['scenario']!r}, but a whole config was given to layer it "
+                          f"{shown(layers['scenario'])}, but a whole config was given to layer it "
                           "on; drop the file's scenario key, or give the preset's name")
     if isinstance(scenario, ScenarioConfig):
         config = scenario

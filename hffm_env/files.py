@@ -22,6 +22,7 @@ __all__ = [
     "FileBusy",
     "load_tensors",
     "lock_file",
+    "non_finite_tensors",
     "remove_staging_files",
     "write_atomically",
     "write_text_atomically",
@@ -163,3 +164,14 @@ def load_tensors(path: str | Path) -> Any:
         why = " ".join(why.split())[:160] or type(err).__name__
         raise ValueError(f"not a torch file of plain tensors, or a damaged one "
                          f"({type(err).__name__}: {why})") from None
+
+
+def non_finite_tensors(state: Any) -> list[str]:
+    """The names of ``state``'s floating-point tensors (a name -> tensor mapping, e.g. a
+    ``state_dict``) that hold a NaN or an infinite value: the check every loader of weights
+    makes (a diverged run, or an edited file whose checksum was redone)."""
+    import torch
+
+    return [name for name, tensor in state.items()
+            if isinstance(tensor, torch.Tensor) and torch.is_floating_point(tensor)
+            and not bool(torch.isfinite(tensor).all())]

@@ -4,11 +4,12 @@ id to anyone passing it); and how a value given is shown in an error (:func:`sho
 
 from __future__ import annotations
 
+import math
 import numbers
 import reprlib
 from typing import Any, TypeGuard
 
-__all__ = ["is_integer", "is_real", "shown"]
+__all__ = ["is_integer", "is_real", "is_finite_real", "shown"]
 
 _SHOWN = reprlib.Repr()  # (keyword arguments only from Python 3.12)
 _SHOWN.maxlevel = 2
@@ -28,6 +29,16 @@ def is_real(value: Any) -> TypeGuard[float]:
     """A real number: an integer or a float, Python's or numpy's, not a boolean (NaN and
     infinities included: say ``math.isfinite`` where they are not allowed)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite_real(value: Any) -> TypeGuard[float]:
+    """A real number (:func:`is_real`) that is finite: not NaN, not infinite, and not an
+    integer too large to be a float (``math.isfinite`` raises on one; a JSON file can hold
+    it)."""
+    try:
+        return is_real(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def shown(value: Any) -> str:

@@ -827,7 +827,7 @@ def test_weights_that_are_not_finite_are_refused_by_name(trained, tmp_path):
 
 def test_how_an_agent_was_trained_is_said_in_training_order(trained, tmp_path):
     """The refusal's --set list put the setting flags after the --set values, training puts
-    them first (one rule now: setting_overrides); and --config AGENT_FOLDER read the same."""
+    them first (one rule now: setting_overrides)."""
     from hffm_env.agents.checkpoint import trained_on
 
     agent = _copy(trained, tmp_path / "ordered")

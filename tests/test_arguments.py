@@ -275,6 +275,8 @@ TRACES = ["calibrate", "--from-traces"]
     (BENCH_JSON, _bench_with(accuracy=[0.3]), "episodes[0].accuracy = [0.3]: must have one "
      "entry a round (2, as latency_s)"),
     (BENCH_JSON, _bench_with(settings="x"), "settings = 'x': must be an object"),
+    (BENCH_JSON, _bench_with(latency_s=[10**400, 1.0]),  # (math.isfinite overflowed on it)
+     "must be finite numbers >= 0"),
     (BENCH_JSON, _bench_with(fingerprints=["a"]), "fingerprints = ['a']: must map row names"),
     (BENCH_JSON, "{", "not JSON"),
     (TRACES, "[]", "holds no episodes"),

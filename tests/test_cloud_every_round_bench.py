@@ -42,3 +42,19 @@ def test_probe_names_an_unknown_schedule(monkeypatch, capsys):
     finally:
         del sys.modules["cloud_every_round"]
     assert "hffm-d2d-e3" in capsys.readouterr().err
+
+
+def test_a_renamed_scenario_labels_the_result(tmp_path, monkeypatch):
+    """The script labelled its run with --scenario, which run_benchmark now refuses when the
+    env's own name differs (--set name=...): the env's name labels it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import cloud_every_round
+
+    out = tmp_path / "renamed.json"
+    try:
+        assert cloud_every_round.main(["--fidelity", "surrogate", "--seeds", "1000",
+                                       "--schedules", "hffm-d2d-e2", "--target-accuracy", "0.3",
+                                       "--set", "name=renamed", "--json", str(out)]) == 0
+    finally:
+        del sys.modules["cloud_every_round"]
+    assert json.loads(out.read_text())["scenario"] == "renamed"

@@ -473,3 +473,7 @@ def test_a_value_of_yaml_aliases_is_shown_bounded(tmp_path):
     with pytest.raises(ConfigError) as refused:
         load_scenario("small", overrides=[f"fl.lr={list(range(10_000))}"])
     assert len(str(refused.value)) < 1000
+    config.write_text("scenario:\n" + "\n".join(rows) + "\n")  # the preset's name too
+    with pytest.raises(ConfigError, match="must be a preset name") as refused:
+        load_scenario(None, config_file=config)
+    assert len(str(refused.value)) < 1000

@@ -424,6 +424,9 @@ def test_a_resumed_run_takes_the_settings_it_is_given(tmp_path, capsys):
     varied = tmp_path / "varied"
     assert train_agent.main(["--total-timesteps", "8", "--n-steps", "8", "--batch-size", "8",
                              "--config", str(variant), "--out", str(varied), *common]) == 0
+    # its comparison is labelled with its env's scenario, as hffm bench's is (it gave the
+    # preset's name, which run_benchmark now refuses)
+    assert json.loads((varied / "results.json").read_text())["scenario"] == "variant"
     capsys.readouterr()
     assert train_agent.main(["--total-timesteps", "16", "--n-steps", "8", "--batch-size", "8",
                              "--resume", str(varied), "--out", str(tmp_path / "plain"),

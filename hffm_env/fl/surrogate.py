@@ -44,12 +44,12 @@ from torch import nn
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
-from hffm_env.config import MODULE_TYPES, SCENARIOS, ScenarioConfig
-from hffm_env.files import load_tensors, write_atomically
+from hffm_env.config import ACCURACY_KINDS, MODULE_TYPES, SCENARIOS, ScenarioConfig
+from hffm_env.files import load_tensors, non_finite_tensors, write_atomically
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
-from hffm_env.values import is_real
+from hffm_env.values import is_finite_real, is_real
 
 if TYPE_CHECKING:  # (the engine imports torch models: not needed to read a fit)
     from hffm_env.fl.engine import RoundResult
@@ -68,7 +68,6 @@ __all__ = [
     "surrogate_path",
     "target_names",
     "named_targets",
-    "ACCURACY_KINDS",
     "SURROGATE_FORMAT",
     "PACKAGED_DIR",
     "episode_features",
@@ -237,10 +236,6 @@ def _configs_a_fit_may_serve(cfg: ScenarioConfig,
                     for h in horizons if h > cfg.env.episode_rounds]
 
 
-ACCURACY_KINDS = ("accuracy", "accuracy_local", "accuracy_held_out")
-"""The accuracies a round measures, per task (the surrogate predicts each)."""
-
-
 def target_names(tasks: Sequence[str]) -> list[str]:
     """The surrogate's outputs, in order (:func:`named_targets` names a round's values so)."""
     names = [f"{kind}/{t}" for kind in (*ACCURACY_KINDS, "loss") for t in tasks]
@@ -292,7 +287,7 @@ class RoundTrace:
                 if not isinstance(tier, str) or tier.lower() not in names:
                     raise ValueError(f"tiers[{module_type!r}] = {tier!r}: allowed {names}")
         fraction = data["available_fraction"]
-        if not is_real(fraction) or not 0 <= fraction <= 1:
+        if not is_finite_real(fraction) or not 0 <= fraction <= 1:
             raise ValueError(f"available_fraction = {fraction!r}: must be a number in 0..1")
         targets = data["targets"]
         if not isinstance(targets, Mapping):
@@ -301,8 +296,8 @@ class RoundTrace:
         for name, value in jsonio.nulls_to_nan(targets).items():
             kind = str(name).split("/")[0]
             low, high = (0.0, 1.0) if kind in ACCURACY_KINDS else (0.0, math.inf)
-            if not (is_real(value) and (math.isnan(value)
-                                        or (math.isfinite(value) and low <= value <= high))):
+            if not ((is_real(value) and value != value)  # NaN: not measured
+                    or (is_finite_real(value) and low <= value <= high)):
                 allowed = "in 0..1" if kind in ACCURACY_KINDS else "finite and >= 0"
                 raise ValueError(f"targets[{name!r}] = {value!r}: must be null or a number "
                                  f"{allowed}")
@@ -616,7 +611,7 @@ class AccuracySurrogate:
                 except (RuntimeError, TypeError, AttributeError) as err:
                     raise _BadRecord(f"members[{k}]: weights of another shape or kind "
                                      f"({error_line(err, 120)})") from None
-                if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+                if non_finite_tensors(net.state_dict()):
                     raise _BadRecord(f"members[{k}]: non-finite weights")
                 net.eval()
                 nets.append(net)

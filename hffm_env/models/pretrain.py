@@ -68,7 +68,13 @@ from hffm_env.data import (
     SceneBatch,
     generate_scenes,
 )
-from hffm_env.files import load_tensors, lock_file, remove_staging_files, write_atomically
+from hffm_env.files import (
+    load_tensors,
+    lock_file,
+    non_finite_tensors,
+    remove_staging_files,
+    write_atomically,
+)
 from hffm_env.models.m3t import M3TModel
 from hffm_env.values import is_real, shown
 
@@ -221,8 +227,7 @@ def _load_cache(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict]:
     problem = _info_problem(record["info"])
     if problem:
         raise ValueError(f"info: {problem}")
-    bad = [name for name, t in record["state"].items()
-           if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
+    bad = non_finite_tensors(record["state"])
     if bad:
         raise ValueError(f"weights not finite ({bad[0]})")
     return record["state"], record["info"]
@@ -291,8 +296,7 @@ def load_backbone(path: str | Path) -> BertModel:
     if missing:
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: the checkpoint lacks "
                          f"{len(missing)} of the backbone's weights (e.g. {missing[:3]})")
-    broken = [name for name, tensor in backbone.state_dict().items()
-              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    broken = non_finite_tensors(backbone.state_dict())
     if broken:
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: {len(broken)} of the "
                          f"checkpoint's weights hold NaN or infinite values (e.g. {broken[:3]}); "

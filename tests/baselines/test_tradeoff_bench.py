@@ -147,8 +147,8 @@ def test_an_interrupted_run_keeps_its_episodes_without_a_verdict(bench, monkeypa
     calls = []
 
     def cut_short(make_env, policies, seeds, **kwargs):
-        calls.append(kwargs.get("scenario"))
         result = real(make_env, list(policies)[:2], seeds[:1], **kwargs)
+        calls.append(result.scenario)  # (labelled with its env's)
         result.interrupted = True
         return result
 
