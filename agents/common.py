@@ -558,7 +558,7 @@ def round_metrics(info: Mapping[str, Any]) -> dict[str, float]:
 
     if "measured" not in info:
         return {}
-    values = {"fl/accuracy": measured(dict(info), "accuracy"),
+    values = {"fl/accuracy": measured(info, "accuracy"),
               "fl/latency_s": info.get("latency_s"), "fl/energy_j": info.get("energy_j")}
     values |= {f"reward_terms/{k}": v for k, v in info.get("reward_terms", {}).items()}
     return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}

@@ -1020,7 +1020,7 @@ class _Closed:
         raise RuntimeError(_CLOSED)
 
 
-def measured(info: dict[str, Any], key: str, task: str = "mean") -> float:
+def measured(info: Mapping[str, Any], key: str, task: str = "mean") -> float:
     """A measured number of ``info`` (``"accuracy"``, ``"accuracy_local"``,
     ``"accuracy_held_out"`` per task or ``"mean"``, or ``"train_loss"``), NaN when this
     round did not measure it (info itself holds 0.0 there and ``info["measured"][key]`` is
