@@ -39,7 +39,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
-from hffm_env.values import is_finite_real, is_real, shown
+from hffm_env.values import is_finite_real, shown
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
     from stable_baselines3.common.policies import BasePolicy
@@ -135,6 +135,7 @@ ENGINES = ("sb3", "rllib")
 """What trains an agent: stable-baselines3 (``model.zip``) or RLlib (``policy.pt``)."""
 
 _MAX_HIDDEN_SIZE = 1 << 16  # a layer wider than this is a typo in agent.json, not a network
+_MAX_TIMESTEPS = 2**63 - 1  # stable-baselines3 and the logs count timesteps in int64
 
 
 @dataclass(frozen=True)
@@ -166,15 +167,15 @@ class AgentInfo:
         and the value as the file spells it."""
         def refuse(name: str, allowed: str) -> None:
             value = getattr(self, name)
-            try:
-                shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+            try:  # as the file spells it, unless too long to read
+                text = json.dumps(list(value) if isinstance(value, tuple) else value)
             except (TypeError, ValueError):
-                shown = repr(value)
-            raise ValueError(f"{name} = {shown}: must be {allowed}")
+                text = ""
+            raise ValueError(f"{name} = {text if 0 < len(text) <= 200 else shown(value)}: "
+                             f"must be {allowed}")
 
         def number(value: Any) -> bool:  # finite, numpy's included, not a boolean
-            return (is_real(value)
-                    and math.isfinite(value))
+            return is_finite_real(value)
 
         for name in ("algo", "scenario", "fidelity"):
             if not isinstance(getattr(self, name), str):
@@ -189,8 +190,8 @@ class AgentInfo:
         if self.engine not in ENGINES:
             refuse("engine", f"one of {list(ENGINES)}")
         if not (number(self.num_timesteps) and int(self.num_timesteps) == self.num_timesteps
-                and self.num_timesteps >= 0):
-            refuse("num_timesteps", "an integer >= 0")
+                and 0 <= self.num_timesteps <= _MAX_TIMESTEPS):
+            refuse("num_timesteps", f"an integer in 0..{_MAX_TIMESTEPS}")
         if not (number(self.clip_range) and self.clip_range > 0):
             refuse("clip_range", "a number > 0 (PPO's clip range)")
         if not isinstance(self.multi_agent, bool):
@@ -240,11 +241,16 @@ class AgentInfo:
             raise ValueError("its agent.json does not say what it was trained on (no config, "
                              "nor a scenario and overrides)")
         try:
-            return load_scenario(self.scenario, config_file=self.config_file,
-                                 overrides=list(self.overrides))
+            rebuilt = load_scenario(self.scenario, config_file=self.config_file,
+                                    overrides=list(self.overrides))
         except (ConfigError, OSError) as err:
             raise ValueError(f"the settings its agent.json records do not load: {err}"
                              ) from None
+        if recorded is not None:  # (a config of an older version): say which one is used
+            warnings.warn(f"the config its agent.json records does not load ({recorded}); "
+                          f"rebuilt instead from its scenario {shown(self.scenario)}, "
+                          "config file and overrides", UserWarning, stacklevel=2)
+        return rebuilt
 
     def to_json(self) -> str:
         """As JSON text."""
