@@ -735,6 +735,10 @@ NEVER = 0
 """A period of 0 in ``env.period_menu``: that tier is never due."""
 
 
+MAX_EPISODE_ROUNDS = 1_000_000
+"""The longest episode ``env.episode_rounds`` allows (and a saved surrogate's horizon)."""
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The Gymnasium view: episode length, action menus, reward weights and budget.
@@ -774,7 +778,7 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         _check_types("env", self)
-        _check_int_between("env", 1, 1_000_000, episode_rounds=self.episode_rounds)
+        _check_int_between("env", 1, MAX_EPISODE_ROUNDS, episode_rounds=self.episode_rounds)
         _check_choice("env", "surrogate_noise", self.surrogate_noise, SURROGATE_NOISE)
         _check_int_between("env", 1, 64, d2d_partner_k=self.d2d_partner_k)
         if self.energy_budget_j is not None:

@@ -44,12 +44,18 @@ from torch import nn
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
-from hffm_env.config import ACCURACY_KINDS, MODULE_TYPES, SCENARIOS, ScenarioConfig
+from hffm_env.config import (
+    ACCURACY_KINDS,
+    MAX_EPISODE_ROUNDS,
+    MODULE_TYPES,
+    SCENARIOS,
+    ScenarioConfig,
+)
 from hffm_env.files import load_tensors, non_finite_tensors, write_atomically
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
-from hffm_env.values import is_finite_real, is_real
+from hffm_env.values import is_finite_real, is_integer, is_real
 
 if TYPE_CHECKING:  # (the engine imports torch models: not needed to read a fit)
     from hffm_env.fl.engine import RoundResult
@@ -593,7 +599,8 @@ class AccuracySurrogate:
         tasks, horizon = record.get("tasks"), record.get("horizon")
         need(isinstance(tasks, list) and bool(tasks) and all(isinstance(t, str) for t in tasks),
              "tasks", "must be a list of task names")
-        need(isinstance(horizon, int) and horizon >= 1, "horizon", "must be an integer >= 1")
+        need(is_integer(horizon) and 1 <= horizon <= MAX_EPISODE_ROUNDS, "horizon",
+             f"must be an integer in 1..{MAX_EPISODE_ROUNDS} (episode rounds)")
         tasks, horizon = cast("list[str]", tasks), cast(int, horizon)  # as need() checked
         inputs, outputs = len(TierHistory.feature_names()), len(target_names(tasks))
         need(record.get("inputs") == inputs, "inputs", f"this version's features are {inputs}")

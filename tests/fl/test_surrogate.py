@@ -126,6 +126,9 @@ def _without(record, key):
 
 @pytest.mark.parametrize(("damage", "message"), [
     (lambda r: _without(r, "tasks"), "tasks = 'missing'"),
+    # a horizon no episode can have was blamed on env.episode_rounds when the env was built
+    (lambda r: {**r, "horizon": 10**12}, r"horizon = 1000000000000: must be an integer in "
+                                         r"1\.\.1000000 \(episode rounds\)"),
     (lambda r: {**r, "meta": "x"}, "meta = 'x': must be a JSON object"),
     (lambda r: {**r, "hidden": r["hidden"] + 1}, r"members\[0\]: weights of another shape"),
     (lambda r: {**r, "x_stats": [t[:-1] for t in r["x_stats"]]}, "x_stats = .*finite vectors"),
