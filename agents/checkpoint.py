@@ -726,6 +726,12 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         if "state_dict" not in str(err):  # not the weights of other spaces: a damaged file
             raise AgentFileError(f"{agent.model_path}: corrupt or unreadable model "
                                  f"({type(err).__name__}: {first[:200]})") from None
+        if "size mismatch" not in str(err):  # entries missing or extra, none of another size:
+            # the policy the archive itself describes does not match its weights (edited)
+            said = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+            raise AgentFileError(f"{agent.model_path}: corrupt model (its weights are not "
+                                 f"the entries of the policy it describes: {said[:200]})"
+                                 ) from None
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
             f"{observation_space.shape}, {_action_size(action_space)}): {first}"

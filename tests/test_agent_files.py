@@ -806,6 +806,31 @@ def test_a_hand_edited_model_entry_is_refused_by_name(trained, tmp_path, capsys,
     assert (agent / "results.json").read_text() == "{}"
 
 
+def test_weights_with_an_entry_added_are_a_damaged_file_not_other_spaces(trained, tmp_path):
+    """An extra entry in policy.pth was reported as an agent for other spaces, beside sizes
+    that were the env's own."""
+    import gymnasium as gym
+    import torch
+
+    agent = _copy(trained, tmp_path / "extra")
+    with zipfile.ZipFile(agent / "model.zip") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    state = torch.load(io.BytesIO(entries["policy.pth"]), weights_only=True)
+    state["stray"] = torch.zeros(2)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    entries["policy.pth"] = buffer.getvalue()
+    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=list(TINY_OVERRIDES))
+    with pytest.raises(AgentFileError, match=r"model.zip: corrupt model \(its weights are not "
+                                             r"the entries of the policy it describes: "
+                                             r"Unexpected key\(s\) in state_dict: \"stray\""):
+        AgentPolicy(agent).reset(env)
+
+
 def test_weights_that_are_not_finite_are_refused_by_name(trained, tmp_path):
     """NaN weights failed when acting, naming torch's logits, not the file."""
     import gymnasium as gym
