@@ -60,6 +60,7 @@ __all__ = [
     "best_baseline",
     "pareto_front",
     "verdict",
+    "require_target",
     "PairedRatio",
     "paired_energy_to_target",
     "format_paired",
@@ -729,6 +730,15 @@ class PairedRatio:
     neither: int
 
 
+def require_target(result: BenchResult) -> None:
+    """A ``ValueError`` when ``result`` has no target accuracy (a run in which no policy
+    measured an accuracy, or a file that says null): it has no energy to target to compare."""
+    if not math.isfinite(result.target_accuracy):
+        raise ValueError("target_accuracy = null: the run has no target accuracy, so no "
+                         "energy to target (no policy measured an accuracy; run hffm bench "
+                         "with --target-accuracy in a fidelity that measures one)")
+
+
 def paired_energy_to_target(result: BenchResult, reference: str) -> list[PairedRatio]:
     """Every other policy of ``result`` against ``reference`` on the seeds both played
     (:class:`PairedRatio`), in the result's row order. Pairing by seed takes out what the
@@ -737,6 +747,7 @@ def paired_energy_to_target(result: BenchResult, reference: str) -> list[PairedR
     names = [s.policy for s in result.summaries]
     if reference not in names:
         raise ValueError(f"{reference!r} is not a policy of the result (policies {names})")
+    require_target(result)
     theirs = _energy_to_target_by_seed(result, reference)
     rows = []
     for name in names:

@@ -19,7 +19,6 @@ indexes the episodes' per-round lists (0 is the first round); the printout count
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from typing import Any
@@ -28,6 +27,7 @@ from _output import add_json_option, emit_json, help_texts, prepare_outputs
 
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
+from hffm_env.baselines.runner import BenchResult, require_target
 
 TARGET_SAVING = 0.30
 """The learning issue's target: 30% less energy to target than the best baseline."""
@@ -95,8 +95,6 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hffm_env.baselines.runner import BenchResult
-
     # the runner's own summaries: the numbers of the bench table
     summaries = [s for s in BenchResult.from_dict(bench).summaries if s.reached_target]
     # those that reached it on every seed first: a mean over fewer seeds is not comparable
@@ -152,15 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw each policy's energy to target to FILE (PNG)")
     args = parser.parse_args(argv)
     prepare_outputs(parser, args)
-    try:
-        with open(args.bench_json) as handle:
-            bench = json.load(handle)
-        if not isinstance(bench, dict):
-            raise ValueError(f"expected a bench JSON object, not {type(bench).__name__}")
+    try:  # read as the runner reads it: every field checked, named when wrong
+        saved = BenchResult.read_json(args.bench_json)
+        require_target(saved)
+        bench = saved.to_dict()
         result = energy_floor(bench, args.best)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-        what = f"no {error} entry" if isinstance(error, KeyError) else str(error)
-        raise ValueError(f"{args.bench_json}: {what}") from None
+    except OSError as error:
+        raise ValueError(f"{args.bench_json}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ValueError(f"{args.bench_json}: {error}") from None
     for seed, row in result["seeds"].items():
         print(f"seed {seed}: earliest round {row['earliest_round'] + 1} "
               f"({', '.join(row['by'])}), never {row['never_energy_per_round_j']:.2f} J/round "

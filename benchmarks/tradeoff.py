@@ -228,6 +228,49 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     return out
 
 
+_ROW_STATS = ("final_accuracy", "final_accuracy_local", "final_accuracy_held_out",
+              "latency_per_round_s", "energy_per_round_j", "episode_return")
+"""The statistics of a result's row that its table prints (each ``{mean, std, n}``)."""
+
+
+def check_result(result: Any) -> None:
+    """A ``ValueError`` naming the first field of a saved result (``--from-json``) that is not
+    as this script writes it: the bench part as :meth:`BenchResult.from_dict` checks it, the
+    data split, every row's printed statistics (numbers or null) and Pareto flag, every
+    check's target, value and verdict (a verdict of text passed as one)."""
+    from hffm_env.baselines.runner import BenchResult
+    from hffm_env.values import is_finite_real, is_integer, shown
+
+    def need(ok: bool, where: str, value: Any, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{where} = {shown(value)[:60]}: {what}")
+
+    BenchResult.from_dict(result)  # (its own check: a JSON object, episodes, seeds, ...)
+    split = result.get("data_split", SHARED_SPLIT)
+    need(split in (SHARED_SPLIT, PER_SEED_SPLIT), "data_split", split,
+         f"must be {SHARED_SPLIT!r} or {PER_SEED_SPLIT!r}")
+    rows = result.get("rows")
+    need(isinstance(rows, dict) and all(isinstance(r, dict) for r in rows.values()), "rows",
+         rows, "must map schedule names to rows")
+    for name, row in rows.items():
+        for key in _ROW_STATS:
+            stat = row.get(key)
+            need(isinstance(stat, dict) and is_integer(stat.get("n")) and stat["n"] >= 0
+                 and all(stat.get(k) is None or is_finite_real(stat.get(k))
+                         for k in ("mean", "std")),
+                 f"rows.{name}.{key}", stat, "must be {mean, std, n}: numbers (or null)")
+        need(isinstance(row.get("pareto"), bool), f"rows.{name}.pareto", row.get("pareto"),
+             "must be true or false")
+    checks = result.get("checks")
+    need(isinstance(checks, list) and all(isinstance(c, dict) for c in checks), "checks",
+         checks, "must be a list of target checks")
+    for i, check in enumerate(checks):
+        for key, ok, what in (("target", isinstance(check.get("target"), str), "a text"),
+                              ("value", isinstance(check.get("value"), str), "a text"),
+                              ("pass", isinstance(check.get("pass"), bool), "true or false")):
+            need(ok, f"checks[{i}].{key}", check.get(key, "missing"), f"must be {what}")
+
+
 def _fmt(stat: dict[str, float], digits: int = 3) -> str:
     if not stat or stat.get("n", 0) == 0 or stat["mean"] is None:
         return "-"
@@ -310,10 +353,17 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.from_json:
             try:
                 data = json.loads(Path(path).read_text())
-                read = [jsonio.json_safe(rescore(r, args.overrides)) if args.rescore else r
-                        for r in (data if isinstance(data, list) else [data])]
-                if not read:
+                saved = data if isinstance(data, list) else [data]
+                if not saved:
                     raise ValueError("no results in it")
+                for k, result in enumerate(saved):
+                    try:
+                        check_result(result)
+                    except ValueError as error:  # which result of a list, and its field
+                        raise ValueError(f"result {k}: {error}" if len(saved) > 1
+                                         else str(error)) from None
+                read = [jsonio.json_safe(rescore(r, args.overrides)) if args.rescore else r
+                        for r in saved]
                 text = [format_result(r) for r in read]
             except ConfigError:  # a bad --set: its own message
                 raise

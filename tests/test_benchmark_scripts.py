@@ -78,6 +78,32 @@ def test_tradeoff_exits_1_when_a_target_check_misses(benchmarks, capsys):
     assert "MISS" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("edit", "said"), [
+    # a verdict of text and a bad episode were re-printed as if read; a row of text failed
+    # with Python's words ("'str' object has no attribute 'get'")
+    (lambda r: r["checks"][0].update({"pass": "no"}), r"checks\[0\]\.pass = 'no': must be true"),
+    (lambda r: r["episodes"][0].update(latency_s="a"), r"episodes\[0\]\.latency_s = 'a': must be"),
+    (lambda r: r["rows"].update(star="high"), "rows = .*: must map schedule names to rows"),
+    (lambda r: r["rows"]["star"].update(final_accuracy="high"),
+     "rows.star.final_accuracy = 'high': must be {mean, std, n}"),
+])
+def test_tradeoff_refuses_a_hand_edited_result_naming_the_field(benchmarks, tmp_path, capsys,
+                                                                edit, said):
+    import re
+
+    import tradeoff
+
+    from hffm_env.arguments import run_command
+
+    result = json.loads((BENCHMARKS.parent / "docs/results/tradeoff_small.json").read_text())
+    edit(result)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps([result, result]))
+    assert run_command(lambda: tradeoff.main(["--from-json", str(path)]), "tradeoff.py") == 2
+    assert re.search(f"edited.json: not a tradeoff.py result \\(result 0: {said}",
+                     capsys.readouterr().err)
+
+
 def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_path):
     """The scripts' JSON said nothing of the version, libraries or threads that measured it."""
     from _output import emit_json

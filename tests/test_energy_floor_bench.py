@@ -46,6 +46,28 @@ def test_a_run_without_never_is_refused_by_name(energy_floor, tmp_path, capsys):
     assert "'never' episode" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("edit", "said"), [
+    # a seed of text passed as another seed; text as energies failed in float() with
+    # Python's words; a run without a target said no policy reached one
+    (lambda e: e.update(seed="3"), "episodes[0].seed = '3': must be an integer"),
+    (lambda e: e.update(energy_j="abc"), "episodes[0].energy_j = 'abc': must be a list of"),
+    (None, "target_accuracy = null: the run has no target accuracy"),
+])
+def test_a_hand_edited_bench_is_refused_naming_the_field(energy_floor, tmp_path, capsys,
+                                                         edit, said):
+    bench = json.loads(BENCH.read_text())
+    if edit is None:
+        bench["target_accuracy"] = None
+    else:
+        edit(bench["episodes"][0])
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bench))
+    from hffm_env.arguments import run_command
+
+    assert run_command(lambda: energy_floor.main([str(path)]), "energy_floor.py") == 2
+    assert f"b.json: {said}" in capsys.readouterr().err
+
+
 def test_energy_to_target_plot(energy_floor, tmp_path):
     path = tmp_path / "energy_to_target.png"
     assert energy_floor.main([str(BENCH), "--plot", str(path)]) == 0

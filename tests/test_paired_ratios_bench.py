@@ -70,3 +70,13 @@ def test_bad_labels_and_policies_are_refused_by_name(paired_ratios, capsys):
                        "paired_ratios.py") == 2
     assert f"{RUNS[0]}: --against 'star': not a policy of this run (it has [" in \
         capsys.readouterr().err
+
+
+def test_a_run_without_a_target_is_refused_not_shown_empty(paired_ratios, tmp_path, capsys):
+    """Its row was printed with every cell empty."""
+    bench = json.loads(Path(RUNS[0]).read_text())
+    path = tmp_path / "untargeted.json"
+    path.write_text(json.dumps({**bench, "target_accuracy": None}))
+    assert run_command(lambda: paired_ratios.main([str(path)]), "paired_ratios.py") == 2
+    assert "untargeted.json: target_accuracy = null: the run has no target accuracy" in \
+        capsys.readouterr().err
