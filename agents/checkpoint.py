@@ -39,6 +39,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.arguments import error_line
+from hffm_env.files import require_path
 from hffm_env.values import is_finite_real, shown
 
 if TYPE_CHECKING:  # (SB3 is imported when a model is saved or loaded, not before)
@@ -567,7 +568,7 @@ def find_agent(path: str | Path) -> AgentFolder:
     Raises :class:`AgentFileError` with one line: no such path, not a zip archive, no
     ``agent.json``, an unknown algorithm, or an archive with serialized entries this loader
     does not replace (a file crafted to run code)."""
-    path = Path(path)
+    path = require_path(path, "agent", AgentFileError)
     if not path.exists():
         raise AgentFileError(f"{path}: no such file or folder")
     folder = path if path.is_dir() else path.parent

@@ -19,7 +19,6 @@ is not a baseline: it is what behaviour cloning starts a PPO agent from (``train
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from hffm_env import jsonio
 from hffm_env.baselines.policies import EnvBound
 from hffm_env.config import MODULE_TYPES
+from hffm_env.files import require_path
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
 from hffm_env.values import is_integer
 
@@ -167,9 +167,7 @@ class RoundPlan:
     def read(cls, path: str | Path) -> RoundPlan:
         """A plan from a JSON file: a plan itself, or ``plan_search.py``'s output (its
         ``"plan"`` entry)."""
-        if not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"plan {path!r}: must be a path (a string or pathlib.Path)")
-        path = Path(path)
+        path = require_path(path, "plan")
         if path.is_dir():
             raise IsADirectoryError(f"plan {str(path)!r}: is a folder; expected a JSON file")
         if not path.is_file():

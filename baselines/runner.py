@@ -39,7 +39,7 @@ from hffm_env.config import (
     dict_differences,
 )
 from hffm_env.envs.reward import reaches_target
-from hffm_env.files import write_text_atomically
+from hffm_env.files import require_path, write_text_atomically
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
 from hffm_env.values import is_finite_real, is_real, shown
@@ -373,7 +373,7 @@ class BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``); a file that is
         not one is a ``ValueError`` naming the field that is wrong."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(require_path(path, "bench JSON").read_text())
         except RecursionError:
             raise ValueError("nested too deeply to be a bench JSON") from None
         except ValueError as err:  # not JSON, or not UTF-8 text

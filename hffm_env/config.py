@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
 from hffm_env.arguments import error_line
+from hffm_env.files import require_path
 
 # (SEED_MAX re-exported: the range of config, bench and training seeds)
 from hffm_env.seeding import SEED_MAX
@@ -1371,10 +1372,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON (``.json``) or YAML (anything else, via ``yaml.safe_load``) config file."""
     import yaml
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"config file {path!r}: must be a path (a string or pathlib.Path)")
+    path = require_path(path, "config file", ConfigError)
     _UniqueKeyLoader = _yaml_unique_key_loader()  # noqa: N806  (a class)
-    path = Path(path)
     try:
         status = path.stat()
         if stat.S_ISCHR(status.st_mode) or stat.S_ISBLK(status.st_mode) \

@@ -24,6 +24,7 @@ __all__ = [
     "lock_file",
     "non_finite_tensors",
     "remove_staging_files",
+    "require_path",
     "write_atomically",
     "write_text_atomically",
 ]
@@ -31,6 +32,17 @@ __all__ = [
 
 class FileBusy(Exception):
     """Another process holds the lock file (:func:`lock_file` without ``on_busy``)."""
+
+
+def require_path(value: Any, what: str, error: type[Exception] = ValueError) -> Path:
+    """``value`` as a ``Path`` when it is one (a string or an ``os.PathLike``); else ``error``
+    naming ``what`` and the value (``None`` passed for a path failed deep inside ``pathlib``
+    with Python's words)."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    from hffm_env.values import shown
+
+    raise error(f"{what} = {shown(value)}: must be a path (a string or pathlib.Path)")
 
 
 @contextlib.contextmanager

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +50,12 @@ from hffm_env.config import (
     SCENARIOS,
     ScenarioConfig,
 )
-from hffm_env.files import load_tensors, non_finite_tensors, write_atomically
+from hffm_env.files import (
+    load_tensors,
+    non_finite_tensors,
+    require_path,
+    write_atomically,
+)
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
 from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
@@ -566,9 +570,7 @@ class AccuracySurrogate:
     @classmethod
     def load(cls, path: str | Path) -> AccuracySurrogate:
         """Read a surrogate written by :meth:`save` (tensors and plain data only)."""
-        if not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"surrogate = {path!r}: must be a path (a string or pathlib.Path)")
-        path = Path(path)
+        path = require_path(path, "surrogate")
         if not path.is_file():
             raise SurrogateMissing(f"no fitted surrogate at {path}")
         try:

@@ -14,8 +14,10 @@ import pytest
 import torch
 
 import hffm_env
+from hffm_env.agents.job import agent_policy
 from hffm_env.baselines.plan import PlanPolicy, RoundPlan
 from hffm_env.baselines.policies import make_policy, policy_names
+from hffm_env.baselines.runner import BenchResult
 from hffm_env.config import (
     MODULE_TYPES,
     ConfigError,
@@ -23,6 +25,7 @@ from hffm_env.config import (
     ScenarioConfig,
     apply_overrides,
     from_dict,
+    load_config_file,
     load_scenario,
 )
 from hffm_env.envs.hffm_env import HFFMEnv, measured
@@ -44,7 +47,7 @@ def _cost_env(**kwargs) -> HFFMEnv:
     ({"reward": "nope"}, ["env.reward = 'nope'", "accuracy-level"]),
     ({"overrides": "env.episode_rounds=3"}, ["overrides = 'env.episode_rounds=3'", "a dict"]),
     ({"overrides": [5]}, ["override 5", "key=value"]),
-    ({"config_file": 5}, ["config file 5", "a path"]),
+    ({"config_file": 5}, ["config file = 5", "a path"]),
     ({"progress": "yes"}, ["progress = 'yes'", "True or False"]),
 ])
 def test_a_bad_constructor_argument_is_named_with_its_value(kwargs, names):
@@ -432,7 +435,11 @@ def test_a_plan_of_plain_integers_is_stored_as_tiers():
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: HFFMEnv("small", fidelity="surrogate", surrogate=5), "surrogate = 5: must be a path"),
-    (lambda: RoundPlan.read(5), "plan 5: must be a path"),
+    (lambda: RoundPlan.read(5), "plan = 5: must be a path"),
+    # None for a path failed inside pathlib with Python's words
+    (lambda: BenchResult.read_json(None), "bench JSON = None: must be a path"),
+    (lambda: agent_policy(None), "agent = None: must be a path"),
+    (lambda: load_config_file(3.5), "config file = 3.5: must be a path"),
     (lambda: Schedule(tiers=[Tier.EDGE]), "Schedule.tiers = [<Tier.EDGE: 3>]: must be a dict"),
     (lambda: from_dict(None), "config = None: must be a mapping"),
     (lambda: make_policy(["star"]), "policy ['star']: unknown"),
