@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hffm_env import ENV_ID, __version__, arguments, jsonio
 from hffm_env.config import (
@@ -28,6 +28,10 @@ from hffm_env.config import (
 )
 from hffm_env.files import FileBusy, lock_file, remove_staging_files
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED, check_training_seeds
+
+if TYPE_CHECKING:
+    from hffm_env.seeding import RandomStreams
+    from hffm_env.sim import Topology
 
 __all__ = [
     "main", "build_parser", "describe_scenario", "format_description", "format_pretrain_info",
@@ -99,24 +103,26 @@ def describe_scenario(config: ScenarioConfig, seed: int | None = None) -> dict[s
     link rates, the cost of a 1 MB payload per tier) and the model side (modalities and tasks
     per device, the module inventory with sizes, chance level per task)."""
     from hffm_env.config import check_memory
-    from hffm_env.sim import describe_network
+    from hffm_env.seeding import RandomStreams
+    from hffm_env.sim import Network, describe_network
 
     check_memory(config, "cost")  # the network and the model it builds, before allocating
     seed = config.seed if seed is None else seed
     report: dict[str, Any] = {"scenario": config.name, "seed": seed}
-    report["network"] = describe_network(config, seed=seed)
-    report["model"] = _describe_model_side(config, seed)
+    streams = RandomStreams.from_seed(seed)  # as the env draws its layout and data split
+    network = Network(config, streams)
+    report["network"] = describe_network(config, seed=seed, network=network)
+    report["model"] = _describe_model_side(config, network.topology, streams)
     return report
 
 
-def _describe_model_side(config: ScenarioConfig, seed: int) -> dict[str, Any]:
+def _describe_model_side(config: ScenarioConfig, topology: Topology,
+                         streams: RandomStreams) -> dict[str, Any]:
+    """The model side of :func:`describe_scenario` for the layout ``topology``, its profiles
+    drawn from ``streams.data`` as the env draws them."""
     from hffm_env.data import draw_network_profiles, task_specs
     from hffm_env.models import M3TModel, ModuleInventory, backbone_shape, cached_pretrain_info
-    from hffm_env.seeding import RandomStreams
-    from hffm_env.sim import place_network
 
-    streams = RandomStreams.from_seed(seed)  # as the env draws its layout and data split
-    topology = place_network(config.placement, streams.placement)
     _, profiles = draw_network_profiles(config.data, topology.cluster_of_device, streams.data)
     devices: list[dict[str, Any]] = []
     for d, profile in enumerate(profiles):

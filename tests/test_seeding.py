@@ -144,3 +144,23 @@ def test_describe_reports_the_layout_and_profiles_the_env_builds():
     finally:
         env.close()
 
+
+def test_describe_places_the_network_once(monkeypatch):
+    """The model side placed the network again from its own streams: two places for the one
+    rule of how the env draws its layout."""
+    import hffm_env.sim.network as network_module
+    from hffm_env.cli import describe_scenario
+
+    env = make_tiny_env()
+    config = env.unwrapped.config
+    env.close()
+    import hffm_env.sim
+
+    placed = []
+    place = network_module.place_network
+    for module in (network_module, hffm_env.sim):  # the network's name, and the package's
+        monkeypatch.setattr(module, "place_network",
+                            lambda *a, **k: placed.append(1) or place(*a, **k))
+    describe_scenario(config)
+    assert len(placed) == 1
+

@@ -28,9 +28,11 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     return {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
 
 
-def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
+def describe_network(scenario: ScenarioConfig, seed: int = 0,
+                     network: Network | None = None) -> dict[str, Any]:
     """Build the scenario's network from ``RandomStreams.from_seed(seed)`` (at the config's
-    seed, the env's first layout) and describe its first round as a JSON-able dict.
+    seed, the env's first layout) and describe its first round as a JSON-able dict
+    (``network``: the one built so already, which a caller describing more shares).
 
     Keys: ``scenario``, ``seed``, ``devices``, ``edge_servers``, ``area_side_m``, ``clusters``
     (count and sizes), ``d2d`` (graph edges, neighbour and repair edges, clusters connected
@@ -40,7 +42,7 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0) -> dict[str, Any]:
     edge -> cloud backhaul, device -> cloud; physical costs, with ``charged`` false where the
     scenario's accountant charges nothing for that tier).
     """
-    net = Network(scenario, RandomStreams.from_seed(seed))
+    net = network if network is not None else Network(scenario, RandomStreams.from_seed(seed))
     ch = scenario.channel
     sizes = net.topology.cluster_sizes()
     graphs = net.d2d_graphs
