@@ -313,3 +313,30 @@ def test_the_cost_scale_is_priced_with_every_device_taking_part(make_env):
     mostly_out = make_env(extra=["seed=1", "dynamics.dropout_prob=0.99"]).unwrapped
     assert mostly_out.network.available.sum() <= 1  # the build round's draw
     assert mostly_out.cost_range == everyone and everyone.star_energy_j > 0
+
+
+@pytest.mark.parametrize("name", REWARD_NAMES)
+def test_every_term_of_every_reward_stays_within_its_bounds(name):
+    """``reward_bounds`` is a table beside the rewards: a reward whose term left it (a gain
+    below 0, a penalty beside a payment) got a reward_space its rewards broke, unseen."""
+    import itertools
+
+    from hffm_env.envs.reward import TERM_NAMES, reward_bounds
+
+    close = CostRange(never_latency_s=2.0, star_latency_s=2.002, never_energy_j=3.0,
+                      star_energy_j=3.014)
+    scores = (math.nan, 0.0, 0.3, 0.5, 1.0)
+    checked = 0
+    for costs in (COSTS, close):
+        low, high = reward_bounds(name, costs, WEIGHTS)
+        prices = (0.0, costs.never_latency_s, costs.star_energy_j, 1e12)
+        for score, previous, before, latency, energy, last in itertools.product(
+                scores, scores, (False, True), prices, prices, (False, True)):
+            inputs = RewardInputs(score=score, previous_score=previous, reached_before=before,
+                                  latency_s=latency, energy_j=energy, last_round=last)
+            terms = REWARDS[name](inputs, costs, WEIGHTS)
+            for k, term in enumerate(TERM_NAMES):
+                value = terms.get(term, 0.0)
+                assert low[k] - 1e-9 <= value <= high[k] + 1e-9, (term, inputs, costs)
+            checked += 1
+    assert checked == 2 * 5 * 5 * 2 * 4 * 4 * 2
