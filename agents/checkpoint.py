@@ -727,11 +727,10 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         if "state_dict" not in str(err):  # not the weights of other spaces: a damaged file
             raise AgentFileError(f"{agent.model_path}: corrupt or unreadable model "
                                  f"({type(err).__name__}: {first[:200]})") from None
-        if "size mismatch" not in str(err):  # entries missing or extra, none of another size:
-            # the policy the archive itself describes does not match its weights (edited)
-            said = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+        other_entries = entries_differ(err)
+        if other_entries:  # the policy the archive itself describes is not its weights'
             raise AgentFileError(f"{agent.model_path}: corrupt model (its weights are not "
-                                 f"the entries of the policy it describes: {said[:200]})"
+                                 f"the entries of the policy it describes: {other_entries})"
                                  ) from None
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
@@ -743,6 +742,16 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
     if problem:
         raise AgentFileError(f"{agent.model_path}: {problem}")
     return model
+
+
+def entries_differ(err: BaseException) -> str:
+    """torch's lines on missing or unexpected entries when ``err`` (of ``load_state_dict``)
+    names no entry of another size: weights edited or of another network, not of other
+    spaces (which change sizes only); empty when an entry has another size."""
+    text = str(err)
+    if "size mismatch" in text:
+        return ""
+    return " ".join(line.strip() for line in text.splitlines()[1:3])[:200]
 
 
 _HYPERPARAMETERS = ("gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm")

@@ -77,6 +77,7 @@ from hffm_env.agents.checkpoint import (
     AgentInfo,
     SettingsCheck,
     checkpoint_folder,
+    entries_differ,
 )
 from hffm_env.arguments import error_line, interrupts_held
 from hffm_env.envs.registration import ENV_ID
@@ -577,6 +578,12 @@ class RLlibAgentPolicy:
             try:
                 module.load_state_dict(state)
             except RuntimeError as err:
+                other_entries = entries_differ(err)
+                if other_entries:
+                    raise AgentFileError(f"{self.agent.folder / POLICY_FILE}: module "
+                                         f"{module_id!r}: its weights are not the entries of "
+                                         f"the network agent.json describes: {other_entries}"
+                                         ) from None
                 raise AgentFileError(
                     f"{self.agent.folder / POLICY_FILE}: module {module_id!r} does not fit this "
                     f"env's spaces: {str(err).splitlines()[0]}") from None

@@ -237,6 +237,23 @@ def test_bad_rllib_agent_folders_get_one_clean_error(local_ray, tmp_path):
         with pytest.raises(AgentFileError, match="policy.pt: not a weights file") as refused:
             agent_policy(folder).reset(env)
         assert says in str(refused.value)
+    # weights of the right structure, but NaN (a diverged run): named before they act
+    torch.save({"default_policy": {"encoder.weight": torch.full((2, 2), float("nan"))}},
+               folder / "policy.pt")
+    policy = agent_policy(folder)
+    policy.reset(env)
+    obs, info = env.reset(seed=0)
+    with pytest.raises(AgentFileError, match="policy.pt: module 'default_policy': its weights "
+                                             "are not finite"):
+        policy.act(obs, info)
+    # entries that are not the network's: a damaged file, not other spaces
+    torch.save({"default_policy": {"encoder.weight": torch.zeros(2, 2)}}, folder / "policy.pt")
+    policy = agent_policy(folder)
+    policy.reset(env)
+    with pytest.raises(AgentFileError, match="policy.pt: module 'default_policy': its weights "
+                                             "are not the entries of the network agent.json "
+                                             "describes: Missing key"):
+        policy.act(obs, info)
     env.close()
 
 
