@@ -478,15 +478,38 @@ def _blob(path: Path) -> dict:
             ":serialized:": base64.b64encode(cloudpickle.dumps(_Plant(path))).decode()}
 
 
-def _rewrite_data(model_zip: Path, edit) -> None:
+def _rewrite_entry(model_zip: Path, name: str, edit) -> None:
+    """Replace the archive's entry ``name`` by ``edit(its bytes)``."""
     with zipfile.ZipFile(model_zip) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    data = json.loads(entries["data"])
-    edit(data)
-    entries["data"] = json.dumps(data).encode()
+        entries = {entry: archive.read(entry) for entry in archive.namelist()}
+    entries[name] = edit(entries[name])
     with zipfile.ZipFile(model_zip, "w") as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
+        for entry, payload in entries.items():
+            archive.writestr(entry, payload)
+
+
+def _rewrite_data(model_zip: Path, edit) -> None:
+    """Edit the archive's ``data`` entry (its JSON) in place with ``edit(data)``."""
+    def rewritten(raw: bytes) -> bytes:
+        data = json.loads(raw)
+        edit(data)
+        return json.dumps(data).encode()
+
+    _rewrite_entry(model_zip, "data", rewritten)
+
+
+def _rewrite_weights(model_zip: Path, edit) -> None:
+    """Edit the archive's policy weights (``policy.pth``) in place with ``edit(state)``."""
+    import torch
+
+    def rewritten(raw: bytes) -> bytes:
+        state = torch.load(io.BytesIO(raw), weights_only=True)
+        edit(state)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        return buffer.getvalue()
+
+    _rewrite_entry(model_zip, "policy.pth", rewritten)
 
 
 @pytest.fixture(scope="module")
@@ -727,22 +750,12 @@ def test_corrupt_weights_and_statistics_of_another_size_are_refused_by_name(trai
     # text, and text whose first bytes read as pickle opcodes (torch then fails otherwise)
     for k, junk in enumerate([b"not torch weights", b"timesteps,return\n1,2\n", b"root:x:0:0"]):
         agent = _copy(trained, tmp_path / f"weights{k}")
-        with zipfile.ZipFile(agent / "model.zip") as archive:
-            entries = {name: archive.read(name) for name in archive.namelist()}
-        entries["policy.pth"] = junk
-        with zipfile.ZipFile(agent / "model.zip", "w") as archive:
-            for name, payload in entries.items():
-                archive.writestr(name, payload)
+        _rewrite_entry(agent / "model.zip", "policy.pth", lambda _, junk=junk: junk)
         with pytest.raises(AgentFileError, match="model.zip: corrupt weights"):
             AgentPolicy(agent).reset(env)
     # weights cut short: it was reported as an agent for other spaces
     agent = _copy(trained, tmp_path / "truncated")
-    with zipfile.ZipFile(agent / "model.zip") as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    entries["policy.pth"] = entries["policy.pth"][: len(entries["policy.pth"]) // 2]
-    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
+    _rewrite_entry(agent / "model.zip", "policy.pth", lambda raw: raw[: len(raw) // 2])
     with pytest.raises(AgentFileError, match="model.zip: corrupt or unreadable model"):
         AgentPolicy(agent).reset(env)
     agent = _copy(trained, tmp_path / "stats")
@@ -813,16 +826,7 @@ def test_weights_with_an_entry_added_are_a_damaged_file_not_other_spaces(trained
     import torch
 
     agent = _copy(trained, tmp_path / "extra")
-    with zipfile.ZipFile(agent / "model.zip") as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    state = torch.load(io.BytesIO(entries["policy.pth"]), weights_only=True)
-    state["stray"] = torch.zeros(2)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    entries["policy.pth"] = buffer.getvalue()
-    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
+    _rewrite_weights(agent / "model.zip", lambda state: state.update(stray=torch.zeros(2)))
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
                    overrides=list(TINY_OVERRIDES))
     with pytest.raises(AgentFileError, match=r"model.zip: corrupt model \(its weights are not "
@@ -837,17 +841,14 @@ def test_weights_that_are_not_finite_are_refused_by_name(trained, tmp_path):
     import torch
 
     agent = _copy(trained, tmp_path / "nan")
-    with zipfile.ZipFile(agent / "model.zip") as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    state = torch.load(io.BytesIO(entries["policy.pth"]), weights_only=True)
-    first = next(iter(state))
-    state[first] = torch.full_like(state[first], float("nan"))
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    entries["policy.pth"] = buffer.getvalue()
-    with zipfile.ZipFile(agent / "model.zip", "w") as archive:
-        for name, payload in entries.items():
-            archive.writestr(name, payload)
+    names = []
+
+    def poison(state):
+        names.append(next(iter(state)))
+        state[names[0]] = torch.full_like(state[names[0]], float("nan"))
+
+    _rewrite_weights(agent / "model.zip", poison)
+    first = names[0]
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
                    overrides=list(TINY_OVERRIDES))
     with pytest.raises(AgentFileError, match=rf"model.zip: its weights are not finite \(NaN or "
