@@ -410,8 +410,9 @@ def pretrain_model(
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(PRETRAIN_THREADS)
-    try:
-        return _pretrain(model, train_backbone=train_backbone, progress=progress)
+    try:  # (its layers' initial draws, overwritten, leave the caller's torch stream alone)
+        with torch.random.fork_rng(devices=[]):
+            return _pretrain(model, train_backbone=train_backbone, progress=progress)
     finally:
         torch.set_num_threads(threads)
 

@@ -63,6 +63,18 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, co
         assert build_model(TINY_MODEL, TINY_DATA, progress=False).pretrain_info["cached"]
 
 
+def test_building_the_cache_leaves_the_callers_torch_stream_alone(configs):
+    """The probes' layers drew their (overwritten) initial weights from the global stream:
+    a caller's seeded draws after building an env differed with and without a cache hit."""
+    TINY_MODEL, TINY_DATA = configs
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    built = build_model(TINY_MODEL, TINY_DATA, progress=False)
+    assert not built.pretrain_info["cached"]  # (this test's own, empty cache: pre-trained)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("caller_threads", [1, 2, 3])
 def test_pretraining_runs_on_fixed_threads_whatever_the_caller_set(caller_threads, monkeypatch,
                                                                   tiny_model):
