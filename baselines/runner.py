@@ -621,13 +621,10 @@ def verdict(result: BenchResult, agent: str) -> str:
     if result.interrupted:  # the best baseline may be one that never ran
         return (f"{agent}: no verdict, the run was interrupted before every baseline had "
                 "played every seed (rerun the comparison)")
-    # the baselines of best_baseline: every row but the agents'
-    baselines = [s for s in result.summaries if s.policy != agent
-                 and not is_agent_name(s.policy)]
-    if not baselines:
+    best_name = best_baseline(result, excluding=agent)
+    if best_name is None:
         return f"{agent}: no baseline to compare with"
-    me = rows[agent]
-    best = max(baselines, key=lambda s: s.episode_return["mean"])
+    me, best = rows[agent], rows[best_name]
 
     def pct(a: float, b: float) -> str:
         return f"{100 * (a - b) / abs(b):+.0f}%" if math.isfinite(a) and math.isfinite(b) and b \
@@ -1062,14 +1059,16 @@ FAMILY_STYLES: dict[str, tuple[str, str]] = {
 """Colour map and marker of each policy family in :func:`plot_tradeoffs`."""
 
 
-def best_baseline(result: BenchResult) -> str | None:
-    """The baseline (not an ``agent:`` row) with the highest mean episode return: the one
-    :func:`verdict` compares agents with; None when there is none. Every other row counts,
-    plans and policies of your own included: the agent is judged against all it was shown
-    beside."""
+def best_baseline(result: BenchResult, excluding: str | None = None) -> str | None:
+    """The baseline (not an ``agent:`` row, nor ``excluding``) with the highest mean episode
+    return: the one :func:`verdict` compares agents with; None when there is none. Every
+    other row counts, plans and policies of your own included: the agent is judged against
+    all it was shown beside. Rows of equal return go by name (the first alphabetically), so
+    the order the policies were played in does not change which one is named."""
     rows = [s for s in result.summaries if not is_agent_name(s.policy)
-            and math.isfinite(s.episode_return["mean"])]
-    return max(rows, key=lambda s: s.episode_return["mean"]).policy if rows else None
+            and s.policy != excluding and math.isfinite(s.episode_return["mean"])]
+    return min(rows, key=lambda s: (-s.episode_return["mean"], s.policy)).policy if rows \
+        else None
 
 
 def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = None) -> Figure:

@@ -743,6 +743,20 @@ def test_verdict_compares_with_baselines_only_as_best_baseline_does():
     assert verdict(cut, "agent:A").startswith("agent:A: no verdict, the run was interrupted")
 
 
+def test_baselines_of_equal_return_are_named_whatever_the_order_they_were_played_in():
+    """Two schedules that play alike on a short episode tie exactly: the verdict named the
+    one played first as the best baseline."""
+    from hffm_env.baselines.runner import best_baseline
+
+    named = set()
+    for order in (["star", "edge-only", "hffm-e8"], ["star", "hffm-e8", "edge-only"]):
+        episodes = [_episode(name, [0.2], [{"star": 1.0}.get(name, 2.0)]) for name in order]
+        result = BenchResult("small", "cost", [0], 0.4, summarise(episodes, 0.4), episodes)
+        named.add((best_baseline(result), verdict(result, "star")))
+    assert named == {("edge-only", next(iter(named))[1])}
+    assert "best baseline by return, edge-only" in next(iter(named))[1]
+
+
 def test_run_benchmark_labels_its_result_with_the_env_so_that_merge_can_check_it():
     """A cost run and a surrogate run merged silently: both were labelled ''."""
     cost = run_benchmark(lambda: _env("cost"), ["never"], seeds=[1000], target_accuracy=0.3,
