@@ -1182,14 +1182,19 @@ def _typed_hint(path: str, value: Any, annotation: Any) -> str:
             f"override as one '{path}={value}' string, which is parsed)")
 
 
-def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
+def _build(cls: type, data: Mapping[str, Any], path: str,
+           also_allowed: tuple[str, ...] = ()) -> Any:
+    """``cls`` from ``data`` (the section at dotted ``path``), each value coerced to its field's
+    type; an unknown key names the allowed ones (``also_allowed``: keys the caller took out
+    already, such as the top level's ``scenario``)."""
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers or null
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
-            f"unknown config key {where}{unknown[0]!s}: allowed keys here are {names}"
+            f"unknown config key {where}{unknown[0]!s}: allowed keys here are "
+            f"{[*also_allowed, *names]}"
         )
     kwargs = {
         key: _coerce(f"{path}.{key}" if path else key, value, hints[key])
@@ -1231,7 +1236,7 @@ def from_dict(data: Mapping[str, Any], base: ScenarioConfig | None = None) -> Sc
                               f"{scenario_names()}")
         base = get_scenario(preset)
     merged = _deep_merge(to_dict(base) if base is not None else {}, data)
-    return _build(ScenarioConfig, merged, "")
+    return _build(ScenarioConfig, merged, "", also_allowed=("scenario",))
 
 
 def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -1474,7 +1479,10 @@ def _layered_scenario(
     else:
         config = get_scenario(scenario)
     if layers is not None:
-        config = from_dict(layers, base=config)
+        try:
+            config = from_dict(layers, base=config)
+        except ConfigError as err:  # (a --set of the same key gives the same words)
+            raise ConfigError(f"config file {str(config_file)!r}: {err}") from None
     config = apply_overrides(config, overrides)
     named = layers.get("scenario") if layers is not None else None
     base = named if isinstance(named, str) else scenario if isinstance(scenario, str) else None

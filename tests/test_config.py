@@ -123,6 +123,16 @@ def test_yaml_and_json_files(tmp_path):
         load_scenario("small", config_file=bad)
     with pytest.raises(ConfigError, match="cannot be read"):
         load_scenario("small", config_file=tmp_path / "missing.yaml")
+    # a typo in the file names the file (a --set of the key said the same words), and the
+    # top level's allowed keys include the scenario the file may name
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("fl: {lrr: 1}\n")
+    with pytest.raises(ConfigError, match="config file '.*typo.yaml': unknown config key fl.lrr"):
+        load_scenario("small", config_file=typo, overrides=["fl.lr=0.1"])
+    typo.write_text("episodes: []\n")  # a bench JSON given for a config
+    with pytest.raises(ConfigError, match="unknown config key episodes: allowed keys here are "
+                                          "\\['scenario', 'name', "):
+        load_scenario("small", config_file=typo)
 
 
 def test_bad_values_name_the_field():
