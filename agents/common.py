@@ -302,6 +302,7 @@ class TrainArgs:
     )
 
     def __post_init__(self) -> None:
+        self._surrogate_origin: str | None = None  # (the checks below find the fit)
         # paths as the shell would have expanded them (`--out=~/runs/x` made a folder named
         # "~"); the config file absolute, since agent folders record it and read it again
         # from wherever the agent is used
@@ -434,7 +435,7 @@ class TrainArgs:
             from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
 
             try:  # not after training, when the evaluation would build its env
-                find_surrogate(config)
+                self._surrogate_origin = find_surrogate(config).origin
             except SurrogateMissing as err:
                 raise ValueError(f"{err} (or --surrogate PATH)") from None
 
@@ -485,7 +486,7 @@ class TrainArgs:
             from hffm_env.fl.surrogate import AccuracySurrogate
 
             try:
-                AccuracySurrogate.load(self.surrogate)
+                self._surrogate_origin = AccuracySurrogate.load(self.surrogate).origin
             except (OSError, ValueError, KeyError, TypeError) as err:
                 what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
                 raise ValueError(f"surrogate = {self.surrogate!r}: {what}") from None
@@ -519,6 +520,13 @@ class TrainArgs:
             return self.learning_rate
         total = self.total_timesteps + self.finetune_steps
         return self.learning_rate * max(0.0, 1.0 - timesteps / total)
+
+    @property
+    def surrogate_origin(self) -> str | None:
+        """Where the surrogate fit the run plays comes from, in words
+        (:attr:`~hffm_env.fl.surrogate.AccuracySurrogate.origin`: a calibrated fit in the cache
+        wins over the shipped one); None when no env of the run is of surrogate fidelity."""
+        return self._surrogate_origin
 
     @property
     def final_fidelity(self) -> str:

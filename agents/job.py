@@ -48,6 +48,8 @@ def train(args: TrainArgs) -> dict[str, Any]:
         if unused:
             note(f"--no-evaluate: {', '.join(unused)} go unused (they set the comparison it "
                  "skips; hffm bench --agent takes them)")
+    if args.surrogate_origin is not None:  # (a calibrated fit in the cache wins, unseen)
+        note(f"accuracy predicted by {args.surrogate_origin}")
     train_seconds = train_engine(args)
     out = Path(args.out)
     if not args.evaluate:

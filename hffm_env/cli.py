@@ -447,7 +447,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except (ValueError, SurrogateMissing) as err:  # (a missing file is the latter)
             given = "--surrogate" if args.surrogate is not None else "--fidelity surrogate"
             raise ConfigError(f"{given}: {err}") from None
-        print(f"hffm bench: accuracy predicted by {_surrogate_origin(fit)}", file=sys.stderr)
+        print(f"hffm bench: accuracy predicted by {fit.origin}", file=sys.stderr)
         for note in mismatch:  # once, as a note (each env built would warn again)
             print(f"hffm bench: note: {note.message}", file=sys.stderr)
         warnings.simplefilter("ignore", SurrogateMismatch)
@@ -765,7 +765,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     serving = out.resolve() == surrogate_path(config).resolve()
     if serving:
         try:
-            before = _surrogate_origin(find_surrogate(config))
+            before = find_surrogate(config).origin
         except (SurrogateMissing, ValueError):
             before = "none"
     _save_surrogate(surrogate, out)
@@ -821,16 +821,6 @@ def _partial(traces: Path) -> Path:
     gz = traces.name.endswith(".gz")
     stem = traces.name.removesuffix(".gz").removesuffix(".json")
     return traces.with_name(f"{stem}.partial.json{'.gz' if gz else ''}")
-
-
-def _surrogate_origin(surrogate: Any) -> str:
-    """Where a loaded surrogate came from, in words: the shipped fit or a file."""
-    from hffm_env.fl.surrogate import PACKAGED_DIR
-
-    path = surrogate.path
-    if path is not None and path.resolve().parent == PACKAGED_DIR.resolve():
-        return f"the fit shipped with the package ({path.name})"
-    return f"the fit in {path}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

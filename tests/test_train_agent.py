@@ -156,6 +156,28 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
     assert TrainArgs().algo == "maskable-ppo"
 
 
+def test_a_surrogate_run_says_which_fit_predicts_its_accuracy(tmp_path, monkeypatch, capsys):
+    """A calibrated fit in the cache replaces the shipped one for every later run; training
+    never said which one it played (hffm bench did)."""
+    import shutil
+
+    from hffm_env.config import small
+    from hffm_env.fl.surrogate import find_surrogate, surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["--scenario", "small", "--fidelity", "surrogate", "--total-timesteps", "8",
+            "--n-steps", "8", "--batch-size", "8", "--no-evaluate", "--no-progress"]
+    assert train_agent.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "note: accuracy predicted by the fit shipped with the package (surrogate-" in \
+        capsys.readouterr().err
+    shipped = find_surrogate(small()).path
+    cached = surrogate_path(small())
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shipped, cached)  # as `hffm calibrate` without --out leaves it
+    assert train_agent.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert f"note: accuracy predicted by the fit in {cached}" in capsys.readouterr().err
+
+
 def test_hffm_debug_shows_the_traceback_of_a_user_error(monkeypatch):
     from hffm_env.config import ConfigError
 

@@ -422,6 +422,16 @@ class AccuracySurrogate:
             for net in members
         ]
 
+    @property
+    def origin(self) -> str:
+        """Where it came from, in words: the fit shipped with the package, a file (a
+        calibrated fit in the cache, or one given by path), or this process."""
+        if self.path is None:
+            return "a fit made in this process"
+        if self.path.resolve().parent == PACKAGED_DIR.resolve():
+            return f"the fit shipped with the package ({self.path.name})"
+        return f"the fit in {self.path}"
+
     # ----------------------------------------------------------------------------------------
 
     @staticmethod
