@@ -669,14 +669,16 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
                    if isinstance(info.trained_by, (list, tuple)) else ())
 
 
-def training_process(resumed: AgentInfo | None, record: dict[str, Any],
-                     timesteps: int) -> tuple[dict[str, Any], ...]:
+def training_process(resumed: AgentInfo | None, record: dict[str, Any], timesteps: int,
+                     surrogate: dict[str, str] | None = None) -> tuple[dict[str, Any], ...]:
     """``trained_by`` for an agent saved at ``timesteps`` by this process (whose provenance
     ``record`` it is), resuming the agent ``resumed`` (None: a fresh run): that agent's
-    processes, then this one's, with the timesteps it trained."""
+    processes, then this one's, with the timesteps it trained and, when it trained on the
+    surrogate fidelity, the fit it played (``surrogate``: its origin and digest)."""
     start = resumed.num_timesteps if resumed is not None else 0
     earlier = resumed.trained_by if resumed is not None else ()
-    return (*earlier, {"timesteps": [start, int(timesteps)], "provenance": record})
+    this = {"timesteps": [start, int(timesteps)], "provenance": record}
+    return (*earlier, this if surrogate is None else {**this, "surrogate": dict(surrogate)})
 
 
 def algo_class(algo: str) -> Any:

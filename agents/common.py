@@ -103,6 +103,11 @@ def wrap_actions(env: Any, action_mode: str) -> Any:
         raise ValueError(f"action_mode = {action_mode!r}: {err}") from None
 
 
+def _named_fit(surrogate: Any) -> dict[str, str]:
+    """A loaded surrogate as :meth:`TrainArgs.surrogate_fit` names it."""
+    return {"origin": surrogate.origin, "digest": surrogate.digest}
+
+
 @dataclass
 class TrainArgs:
     """Arguments of a training run (each field is a command-line flag)."""
@@ -302,7 +307,7 @@ class TrainArgs:
     )
 
     def __post_init__(self) -> None:
-        self._surrogate_origin: str | None = None  # (the checks below find the fit)
+        self._surrogate_fit: dict[str, str] | None = None  # (the checks below find the fit)
         # paths as the shell would have expanded them (`--out=~/runs/x` made a folder named
         # "~"); the config file absolute, since agent folders record it and read it again
         # from wherever the agent is used
@@ -435,7 +440,7 @@ class TrainArgs:
             from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
 
             try:  # not after training, when the evaluation would build its env
-                self._surrogate_origin = find_surrogate(config).origin
+                self._surrogate_fit = _named_fit(find_surrogate(config))
             except SurrogateMissing as err:
                 raise ValueError(f"{err} (or --surrogate PATH)") from None
 
@@ -486,7 +491,7 @@ class TrainArgs:
             from hffm_env.fl.surrogate import AccuracySurrogate
 
             try:
-                self._surrogate_origin = AccuracySurrogate.load(self.surrogate).origin
+                self._surrogate_fit = _named_fit(AccuracySurrogate.load(self.surrogate))
             except (OSError, ValueError, KeyError, TypeError) as err:
                 what = f"no {err} entry" if isinstance(err, KeyError) else str(err)
                 raise ValueError(f"surrogate = {self.surrogate!r}: {what}") from None
@@ -521,12 +526,15 @@ class TrainArgs:
         total = self.total_timesteps + self.finetune_steps
         return self.learning_rate * max(0.0, 1.0 - timesteps / total)
 
-    @property
-    def surrogate_origin(self) -> str | None:
-        """Where the surrogate fit the run plays comes from, in words
-        (:attr:`~hffm_env.fl.surrogate.AccuracySurrogate.origin`: a calibrated fit in the cache
-        wins over the shipped one); None when no env of the run is of surrogate fidelity."""
-        return self._surrogate_origin
+    def surrogate_fit(self, fidelity: str | None = None) -> dict[str, str] | None:
+        """The surrogate fit the run's envs in ``fidelity`` play (None: any of its envs), as
+        ``{"origin": where it comes from, in words, "digest": of its file}``
+        (:attr:`~hffm_env.fl.surrogate.AccuracySurrogate.origin`, ``digest``: a calibrated fit
+        in the cache wins over the shipped one); None when those envs are not of surrogate
+        fidelity."""
+        if fidelity is not None and fidelity != "surrogate":
+            return None
+        return self._surrogate_fit
 
     @property
     def final_fidelity(self) -> str:

@@ -48,8 +48,9 @@ def train(args: TrainArgs) -> dict[str, Any]:
         if unused:
             note(f"--no-evaluate: {', '.join(unused)} go unused (they set the comparison it "
                  "skips; hffm bench --agent takes them)")
-    if args.surrogate_origin is not None:  # (a calibrated fit in the cache wins, unseen)
-        note(f"accuracy predicted by {args.surrogate_origin}")
+    fit = args.surrogate_fit()
+    if fit is not None:  # (a calibrated fit in the cache wins, unseen)
+        note(f"accuracy predicted by {fit['origin']}")
     train_seconds = train_engine(args)
     out = Path(args.out)
     if not args.evaluate:

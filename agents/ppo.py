@@ -391,7 +391,7 @@ def train_sb3(args: TrainArgs) -> float:
                              config_file=args.config, config=asdict(scenario_config),
                              trained_by=training_process(
                                  resume.info if resume is not None else None, this_process,
-                                 model.num_timesteps))
+                                 model.num_timesteps, args.surrogate_fit(args.fidelity)))
             save_agent(out / where, model, info, vec_env if args.normalize else None)
 
         replace_earlier_run(out, args)  # everything built: --force may remove the earlier run

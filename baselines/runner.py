@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -533,9 +532,7 @@ def env_settings(env: Any) -> dict[str, Any] | None:
                 "reward_mode": getattr(base, "reward_mode", "")}
     surrogate = getattr(base, "surrogate", None)
     if surrogate is not None:  # which fit predicted the accuracy (the cache's wins)
-        path = getattr(surrogate, "path", None)
-        settings["surrogate"] = (hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-                                 if path is not None and Path(path).is_file() else "in memory")
+        settings["surrogate"] = surrogate.digest
     return settings
 
 

@@ -171,6 +171,11 @@ def test_a_surrogate_run_says_which_fit_predicts_its_accuracy(tmp_path, monkeypa
     assert "note: accuracy predicted by the fit shipped with the package (surrogate-" in \
         capsys.readouterr().err
     shipped = find_surrogate(small()).path
+    # ... and the agent's record of the process that trained it names the fit by its digest
+    (process,) = json.loads((tmp_path / "a" / "agent.json").read_text())["trained_by"]
+    assert process["surrogate"] == {"origin": find_surrogate(small()).origin,
+                                    "digest": find_surrogate(small()).digest}
+    assert len(process["surrogate"]["digest"]) == 16
     cached = surrogate_path(small())
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(shipped, cached)  # as `hffm calibrate` without --out leaves it

@@ -28,6 +28,7 @@ correlation that real training showed, resampled, never invented.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -421,6 +422,15 @@ class AccuracySurrogate:
              for m in net.net if isinstance(m, nn.Linear)]
             for net in members
         ]
+
+    @property
+    def digest(self) -> str:
+        """A digest of the file it was loaded from (16 hex digits of its SHA-256), the one
+        name of a fit in records (a bench's settings, an agent's training processes); ``"in
+        memory"`` when fitted in this process."""
+        if self.path is None or not self.path.is_file():
+            return "in memory"
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
 
     @property
     def origin(self) -> str:
