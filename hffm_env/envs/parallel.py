@@ -328,8 +328,8 @@ class HFFMParallelEnv(ParallelEnv):
         return self.observe(obs, info)
 
     def step(self, actions: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, dict]:
-        """Play one round with every live agent's action (a missing agent plays its
-        defaults: index 0 in every slot)."""
+        """Play one round with every live agent's action (each must act: a missing one is
+        refused by name, since no default of its slots is a neutral choice)."""
         if not self.agents:
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         if not isinstance(actions, Mapping):
@@ -368,11 +368,15 @@ class HFFMParallelEnv(ParallelEnv):
     # ---------------------------------------------------------------------------- mapping
 
     def joint_action(self, actions: dict[str, np.ndarray]) -> np.ndarray:
-        """The single-agent env's full action for the agents' actions (slot errors name the
-        agent and its slot)."""
+        """The single-agent env's full action for the agents' actions, one for every agent
+        (slot errors name the agent and its slot)."""
+        missing = [a for a in self.possible_agents if a not in actions]
+        if missing:  # (its slots' index 0 is period 1: the dearest choice, not "nothing")
+            raise ValueError(f"actions: none for {missing}; every agent acts each round "
+                             f"(agents: {self.possible_agents})")
         layout = self.env.layout
         full = np.zeros(len(layout.nvec), dtype=np.int64)
-        checked = {a: self.check_action(a, actions.get(a)) for a in self.possible_agents}
+        checked = {a: self.check_action(a, actions[a]) for a in self.possible_agents}
         edges = [checked[f"edge_{c}"] for c in range(self.num_clusters)]
         edge_at = {name: i for i, name in enumerate(self.slot_names["edge_0"])}  # all alike
         cloud_at = {name: i for i, name in enumerate(self.slot_names[CLOUD])}
@@ -391,11 +395,9 @@ class HFFMParallelEnv(ParallelEnv):
         return full
 
     def check_action(self, agent: str, action: Any) -> np.ndarray:
-        """``agent``'s action as an int64 vector (None: its defaults, index 0 in every slot),
-        or a ``ValueError`` naming the agent and its dtype, shape or slot."""
+        """``agent``'s action as an int64 vector, or a ``ValueError`` naming the agent and its
+        dtype, shape or slot."""
         nvec = self._nvec[self._check_agent(agent)]
-        if action is None:
-            return np.zeros(len(nvec), dtype=np.int64)
         return check_action(action, nvec, self.slot_names[agent], subject=f"action of {agent},")
 
     def _request_owners(self) -> list[int]:

@@ -17,6 +17,12 @@ def _parallel(scenario="small", fidelity="cost", **kwargs):
                                  **kwargs)
 
 
+def _index_zero(env):
+    """Every agent's action of index 0 in every slot."""
+    return {a: np.zeros(len(env.action_space(a).nvec), dtype=np.int64)
+            for a in env.possible_agents}
+
+
 @pytest.mark.parametrize("scenario,fidelity", [
     ("small", "cost"), ("paper", "cost"), ("small", "train"),
     pytest.param("paper", "train", marks=pytest.mark.slow),
@@ -190,9 +196,9 @@ def test_edges_of_the_multi_agent_api_are_refused_by_name():
                                 reward=log_cost, overrides=list(TINY_OVERRIDES))
     par.reset(seed=0)
     with pytest.raises(RuntimeError, match="the episode ends: call reset"):
-        par.step({})
+        par.step(_index_zero(par))
     with pytest.raises(RuntimeError, match="call reset"):
-        par.step({})
+        par.step(_index_zero(par))
     with pytest.raises(ValueError, match="reward_mode = 'vector'"):
         HFFMParallelEnv.over(HFFMEnv("small", fidelity="cost", reward_mode="vector"))
     aec = hffm_env.env("small", fidelity="cost",
@@ -226,7 +232,7 @@ def test_flat_masks_state_and_the_space_dicts_for_centralised_critics():
     state = flat.state()
     assert flat.state_space.contains(state)
     np.testing.assert_array_equal(state, obs_flat["cloud_0"]["observation"])
-    obs_flat, *_ = flat.step({})
+    obs_flat, *_ = flat.step(_index_zero(flat))
     np.testing.assert_array_equal(flat.state(), obs_flat["cloud_0"]["observation"])
     with pytest.raises(ValueError, match="action_mask = 'dense'"):
         _parallel(action_mask="dense")
@@ -314,3 +320,20 @@ def test_human_mode_of_the_parallel_env_draws_its_rounds_and_passes_the_api_test
     assert plt.get_fignums() == [number]  # one window, drawn over
     env.close()
     assert not plt.get_fignums()
+
+
+def test_an_agent_left_out_of_the_actions_is_refused_by_name():
+    """A missing agent played index 0 in every slot: the cloud agent left out sent every
+    module type to the cloud every round (0.31 J became 7.55 J), without a word."""
+    env = _parallel()
+    env.reset(seed=0)
+    actions = {a: env.action_space(a).sample() for a in env.agents}
+    del actions["cloud_0"]
+    with pytest.raises(ValueError, match=r"actions: none for \['cloud_0'\]; every agent acts"):
+        env.step(actions)
+    actions = {a: env.action_space(a).sample() for a in env.agents}
+    actions["edge_1"] = None  # (None was the defaults too)
+    with pytest.raises(ValueError, match="action of edge_1, shape"):
+        env.step(actions)
+    assert env.agents  # refused before the round: the episode goes on
+    env.close()
