@@ -495,11 +495,24 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     For a model trained with code of your own: ``info`` says what it is (``algo`` ``"ppo"``
     or ``"maskable-ppo"``, matching the model's class) and what it was trained on (best
     ``config=env.unwrapped.config``, or ``scenario`` and ``overrides``), so that ``hffm
-    bench --agent`` plays it and notes other settings. A model that could not be loaded
-    without running code from the file (a learning-rate schedule, an activation class in
-    ``policy_kwargs``), or whose class is not ``info.algo``'s, raises
-    :class:`AgentFileError` and writes nothing."""
+    bench --agent`` plays it and notes other settings. ``vec_normalize``: the
+    ``VecNormalize`` whose statistics the policy was trained on; by default the one the
+    model's env is wrapped in, if any (saved without them, a policy trained on normalised
+    observations would play on raw ones). ``info.num_timesteps`` left at 0 takes the
+    model's. A model that could not be loaded without running code from the file (a
+    learning-rate schedule, an activation class in ``policy_kwargs``), or whose class is not
+    ``info.algo``'s, raises :class:`AgentFileError` and writes nothing."""
+    from stable_baselines3.common.vec_env import unwrap_vec_normalize
+
     folder = Path(folder)
+    if not isinstance(info, AgentInfo):
+        raise AgentFileError(f"save_agent: info = {shown(info)}: must be an AgentInfo, e.g. "
+                             "AgentInfo(algo='ppo', config=env.unwrapped.config)")
+    if vec_normalize is None and info.normalized is not False:
+        get_env = getattr(model, "get_env", None)
+        vec_normalize = unwrap_vec_normalize(get_env()) if callable(get_env) else None
+    if info.num_timesteps == 0 and getattr(model, "num_timesteps", 0):
+        info = replace(info, num_timesteps=int(model.num_timesteps))
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
     _check_saving(model, info, vec_normalize)

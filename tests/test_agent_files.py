@@ -989,6 +989,32 @@ def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
     env.close()
 
 
+def test_save_agent_keeps_the_statistics_of_the_models_own_vecnormalize(tmp_path):
+    """Saved as the README showed (no vec_normalize), a model trained on VecNormalize lost its
+    statistics and played on raw observations; its num_timesteps was written as 0."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from hffm_env.agents.checkpoint import AgentInfo, save_agent
+
+    def make():
+        return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                        overrides=["env.episode_rounds=4"])
+
+    normalized = VecNormalize(DummyVecEnv([make]))
+    model = PPO("MlpPolicy", normalized, n_steps=8, batch_size=8)
+    model.learn(8)
+    save_agent(tmp_path / "a", model, AgentInfo(algo="ppo", config=make().unwrapped.config))
+    saved = find_agent(tmp_path / "a")
+    assert saved.info.normalized is True and saved.info.num_timesteps == 8
+    np.testing.assert_allclose(saved.normalization.obs_mean, normalized.obs_rms.mean)
+    with pytest.raises(AgentFileError, match="save_agent: info = {'algo': 'ppo'}: must be an "
+                                             "AgentInfo"):
+        save_agent(tmp_path / "b", model, {"algo": "ppo"})
+    normalized.close()
+
+
 def test_an_agent_of_other_action_logits_says_what_its_weights_give(tmp_path):
     """A coarse agent saved without its action_mode failed with only torch's state_dict
     line: nothing said the weights give the coarse action's logits."""
