@@ -865,6 +865,16 @@ def run_benchmark(
                 raise ValueError(f"{wrong[0]} = {given[wrong[0]]!r}, but make_env built a "
                                  f"{own[wrong[0]]!r} env: a result is labelled with its env's "
                                  f"{wrong[0]} (leave {wrong[0]} out)")
+            changed = [name for name in ("action_space", "observation_space")
+                       if own["scenario"] and getattr(env, name) != getattr(base, name)]
+            if changed:  # a wrapper's: every policy here acts on the bare env
+                env.close()
+                raise ValueError(
+                    f"make_env returned an env whose {changed[0]} is not its HF-FM env's (a "
+                    f"wrapper such as {type(env).__name__} changes it): the runner plays the "
+                    "full action space on the bare observation; baselines act on it, and "
+                    "coarse or menu agents wrap it themselves (return the env without the "
+                    "wrapper)")
             scenario, fidelity = scenario or own["scenario"], fidelity or own["fidelity"]
             first_env = settings is None
             settings = settings if settings is not None else env_settings(env)

@@ -743,6 +743,19 @@ def test_verdict_compares_with_baselines_only_as_best_baseline_does():
     assert verdict(cut, "agent:A").startswith("agent:A: no verdict, the run was interrupted")
 
 
+@pytest.mark.parametrize("wrapper", ["CoarseActions", "ScheduleMenu", "ActionMaskObservation"])
+def test_an_env_whose_spaces_a_wrapper_changed_is_refused_by_name(wrapper):
+    """A training make_env (with its action wrapper) failed on the first action, blaming the
+    baseline ("action shape (39,): expected (14,)") or the agent's observation entries."""
+    import hffm_env.wrappers
+
+    wrap = getattr(hffm_env.wrappers, wrapper)
+    with pytest.raises(ValueError, match=f"make_env returned an env whose .*_space is not its "
+                                         f"HF-FM env's \\(a wrapper such as {wrapper}"):
+        run_benchmark(lambda: wrap(_env("cost")), ["hffm-d2d-e2"], seeds=[1000],
+                      progress=False)
+
+
 def test_baselines_of_equal_return_are_named_whatever_the_order_they_were_played_in():
     """Two schedules that play alike on a short episode tie exactly: the verdict named the
     one played first as the best baseline."""
