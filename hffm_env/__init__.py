@@ -5,6 +5,7 @@ Importing the package registers the Gymnasium env ids in the ``hffm`` namespace,
 ``gymnasium.make("hffm_env:hffm/HFFM-v0")`` both work.
 """
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 register_envs()
 
 
-def parallel_env(scenario: str | ScenarioConfig | None = None,
+def parallel_env(scenario: str | ScenarioConfig | Mapping[str, Any] | None = None,
                  **kwargs: Any) -> "HFFMParallelEnv":
     """The PettingZoo ``ParallelEnv``: one agent per edge server and one for the cloud
     (:mod:`hffm_env.envs.parallel`; needs PettingZoo, the ``integrations`` extra).
@@ -30,7 +31,8 @@ def parallel_env(scenario: str | ScenarioConfig | None = None,
     return HFFMParallelEnv(scenario, **kwargs)
 
 
-def env(scenario: str | ScenarioConfig | None = None, **kwargs: Any) -> "CheckedAgentActions":
+def env(scenario: str | ScenarioConfig | Mapping[str, Any] | None = None,
+        **kwargs: Any) -> "CheckedAgentActions":
     """The same multi-agent env in PettingZoo's AEC form (``parallel_to_aec``), checking each
     agent's action when it acts."""
     from pettingzoo.utils.conversions import parallel_to_aec

@@ -1457,7 +1457,8 @@ def load_scenario(
     """Build a scenario from a preset name (or a config / dict), then a config file, then
     overrides, each layered on the previous one. Without a name, the preset is the one the
     config file names (``scenario: paper``), else ``small``; a name other than the file's is
-    refused (:func:`resolve_scenario`)."""
+    refused (:func:`resolve_scenario`). A dict reads as a config file does: layered on the
+    preset its ``scenario`` key names, else on ``small``."""
     return resolve_scenario(scenario, config_file, overrides)[1]
 
 
@@ -1474,8 +1475,9 @@ def _layered_scenario(
                           "on; drop the file's scenario key, or give the preset's name")
     if isinstance(scenario, ScenarioConfig):
         config = scenario
-    elif isinstance(scenario, Mapping):
-        config = from_dict(scenario)
+    elif isinstance(scenario, Mapping):  # as a config file: on the preset it names, or small
+        config = from_dict(scenario, base=None if "scenario" in scenario else get_scenario(
+            "small"))
     else:
         config = get_scenario(scenario)
     if layers is not None:
@@ -1485,6 +1487,8 @@ def _layered_scenario(
             raise ConfigError(f"config file {str(config_file)!r}: {err}") from None
     config = apply_overrides(config, overrides)
     named = layers.get("scenario") if layers is not None else None
+    if named is None and isinstance(scenario, Mapping):  # (a dict's own, when it names one)
+        named = scenario.get("scenario")
     base = named if isinstance(named, str) else scenario if isinstance(scenario, str) else None
     if base is not None and config.name != base and config.name in SCENARIOS:
         # reports, caches and agents' notes go by the name: another preset's would mislead

@@ -129,6 +129,17 @@ def test_yaml_and_json_files(tmp_path):
     typo.write_text("fl: {lrr: 1}\n")
     with pytest.raises(ConfigError, match="config file '.*typo.yaml': unknown config key fl.lrr"):
         load_scenario("small", config_file=typo, overrides=["fl.lr=0.1"])
+    # a dict reads as the same file does: on small (it was on the dataclass defaults, 40
+    # devices), and a preset's name under its own scenario key is refused as the file's is
+    rounds = tmp_path / "rounds.yaml"
+    rounds.write_text("env: {episode_rounds: 4}\n")
+    assert load_scenario({"env": {"episode_rounds": 4}}) == load_scenario(config_file=rounds)
+    assert load_scenario({"env": {"episode_rounds": 4}}).placement == small().placement
+    with pytest.raises(ConfigError, match="name = 'paper': the name of another preset, on "
+                                          "preset 'small'"):
+        load_scenario({"scenario": "small", "name": "paper"})
+    paper = load_scenario("paper")
+    assert load_scenario(to_dict(paper)) == paper  # a whole config's dict is itself
     typo.write_text("episodes: []\n")  # a bench JSON given for a config
     with pytest.raises(ConfigError, match="unknown config key episodes: allowed keys here are "
                                           "\\['scenario', 'name', "):

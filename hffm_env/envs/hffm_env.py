@@ -56,6 +56,8 @@ from hffm_env.sim import Network, Topology, k_nearest_partners
 from hffm_env.values import is_integer
 
 if TYPE_CHECKING:  # (annotations only)
+    from pathlib import Path
+
     import networkx as nx
 
 __all__ = ["HFFMEnv", "PlayedRound", "measured"]
@@ -298,10 +300,10 @@ class HFFMEnv(gym.Env):
 
     def __init__(
         self,
-        scenario: str | ScenarioConfig | None = None,
+        scenario: str | ScenarioConfig | Mapping[str, Any] | None = None,
         *,
         overrides: dict[str, Any] | list[str] | None = None,
-        config_file: str | None = None,
+        config_file: str | Path | None = None,
         fidelity: str = "train",
         reward_mode: str = "scalar",
         render_mode: str | None = None,
