@@ -60,6 +60,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "require_config",
     "parse_override",
     "resolve_scenario",
     "split_module_id",
@@ -1278,6 +1279,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def require_config(config: Any, what: str = "config") -> ScenarioConfig:
+    """``config`` if it is a :class:`ScenarioConfig`, else a :class:`ConfigError` naming
+    ``what`` and the value (a preset's name or a dict given to the simulator's parts, which
+    take a built config, failed deep inside with Python's words)."""
+    if not isinstance(config, ScenarioConfig):
+        raise ConfigError(f"{what} = {shown(config)}: must be a ScenarioConfig "
+                          "(load_scenario('small') builds one from a preset name, a dict or "
+                          "a config file)")
+    return config
+
+
 def apply_overrides(
     config: ScenarioConfig, overrides: Mapping[str, Any] | list[str] | None
 ) -> ScenarioConfig:
@@ -1285,9 +1297,7 @@ def apply_overrides(
     ``["channel.d2d.bandwidth_hz=2e6"]``; the result is validated like any config. The same
     key given twice takes the later value; a key inside another one given (``fl`` as a mapping
     and ``fl.lr``) is refused. The caller's values are never modified."""
-    if not isinstance(config, ScenarioConfig):
-        raise ConfigError(f"config = {config!r}: must be a ScenarioConfig (load_scenario builds "
-                          "one from a preset name)")
+    require_config(config)
     if overrides is None:
         return config
     if isinstance(overrides, Mapping):

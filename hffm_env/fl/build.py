@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from hffm_env.config import FIDELITIES, ScenarioConfig, check_memory
+from hffm_env.config import FIDELITIES, ScenarioConfig, check_memory, require_config
 from hffm_env.data import build_federated_data
 from hffm_env.devices import guard_forks
 from hffm_env.fl.engine import FederatedEngine
@@ -33,6 +33,7 @@ def build_engine(cfg: ScenarioConfig, fidelity: str = "train", *, device: str = 
     memory a run needs is checked (:func:`~hffm_env.config.check_memory`) on a model of the
     same shapes before minutes of pre-training; outside real training the model is built on
     one torch thread, so that no OpenMP pool exists yet and the process can still fork."""
+    require_config(cfg, "cfg")
     if fidelity not in FIDELITIES:
         raise ValueError(f"fidelity = {fidelity!r}: must be one of {list(FIDELITIES)}")
     streams = streams if streams is not None else RandomStreams.from_seed(cfg.seed)

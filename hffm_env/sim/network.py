@@ -10,7 +10,7 @@ from typing import cast
 import networkx as nx
 import numpy as np
 
-from hffm_env.config import ScenarioConfig
+from hffm_env.config import ScenarioConfig, require_config
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim.channel import LinkRates, draw_link_rates, make_channel
 from hffm_env.sim.cost import CostAccountant, CostReport
@@ -24,6 +24,7 @@ from hffm_env.sim.routing import (
 )
 from hffm_env.sim.topology import Topology, place_network
 from hffm_env.sim.transfers import TransferTable, cloud_node_id, edge_node_id
+from hffm_env.values import shown
 
 __all__ = ["ClusterSummary", "Network", "default_heads"]
 
@@ -88,7 +89,10 @@ class Network:
     """
 
     def __init__(self, scenario: ScenarioConfig, streams: RandomStreams) -> None:
-        self.scenario = scenario
+        self.scenario = require_config(scenario, "scenario")
+        if not isinstance(streams, RandomStreams):
+            raise TypeError(f"streams = {shown(streams)}: must be a RandomStreams "
+                            "(RandomStreams.from_seed(seed))")
         rng = streams.placement
         self.topology = place_network(scenario.placement, rng)
         compute = scenario.compute

@@ -29,7 +29,10 @@ from hffm_env.config import (
     load_scenario,
 )
 from hffm_env.envs.hffm_env import HFFMEnv, measured
+from hffm_env.fl.build import build_engine
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.seeding import RandomStreams
+from hffm_env.sim import Network
 from hffm_env.testing import integration
 from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu, full_action
 
@@ -440,6 +443,11 @@ def test_a_plan_of_plain_integers_is_stored_as_tiers():
     (lambda: BenchResult.read_json(None), "bench JSON = None: must be a path"),
     (lambda: agent_policy(None), "agent = None: must be a path"),
     (lambda: load_config_file(3.5), "config file = 3.5: must be a path"),
+    # the simulator's parts take a built config: a name or a dict failed on an attribute
+    (lambda: build_engine("small", "cost"), "cfg = 'small': must be a ScenarioConfig "
+                                           "(load_scenario('small') builds one"),
+    (lambda: Network({"env": {}}, RandomStreams.from_seed(0)),
+     "scenario = {'env': {}}: must be a ScenarioConfig"),
     (lambda: Schedule(tiers=[Tier.EDGE]), "Schedule.tiers = [<Tier.EDGE: 3>]: must be a dict"),
     (lambda: from_dict(None), "config = None: must be a mapping"),
     (lambda: make_policy(["star"]), "policy ['star']: unknown"),
@@ -499,3 +507,9 @@ def test_a_round_whose_cost_overflows_says_so_in_one_line(monkeypatch):
         env.step(full_action(env, 1, 1, Route.DIRECT))
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(full_action(env, 1, 1, Route.DIRECT))
+
+
+def test_a_network_needs_streams_not_a_seed():
+    with pytest.raises(TypeError, match=r"streams = 0: must be a RandomStreams "
+                                        r"\(RandomStreams.from_seed\(seed\)\)"):
+        Network(load_scenario("small"), 0)
