@@ -511,8 +511,9 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     if vec_normalize is None and info.normalized is not False:
         get_env = getattr(model, "get_env", None)
         vec_normalize = unwrap_vec_normalize(get_env()) if callable(get_env) else None
-    if info.num_timesteps == 0 and getattr(model, "num_timesteps", 0):
-        info = replace(info, num_timesteps=int(model.num_timesteps))
+    trained: Any = getattr(model, "num_timesteps", None)  # (SB3's count of the steps)
+    if info.num_timesteps == 0 and isinstance(trained, int) and trained > 0:
+        info = replace(info, num_timesteps=trained)
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
     _check_saving(model, info, vec_normalize)
