@@ -549,7 +549,7 @@ class SettingsCheck:
     it was trained on, once per difference: playing it elsewhere can be the point, but a
     result of other settings must not pass unnoticed. Called at every episode's reset, it reads
     the training config once and compares each env's config once (nothing when the folder
-    does not say what it was trained on)."""
+    does not say what it was trained on: then a warning says once that nothing is checked)."""
 
     def __init__(self, agent: AgentFolder) -> None:
         self.agent = agent
@@ -566,6 +566,11 @@ class SettingsCheck:
         self._last = config
         if not self._read:
             self._trained, self._read = self.agent.training_config(), True
+            if self._trained is None:  # (once: a result of other settings could pass unseen)
+                warnings.warn(f"{name}: {self.agent.folder / INFO_FILE} does not say what it "
+                              "was trained on, so the env's settings go unchecked (save it "
+                              "with AgentInfo(config=env.unwrapped.config))",
+                              OtherSettingsWarning, stacklevel=3)
         if self._trained is None:
             return
         from hffm_env.config import differences_line

@@ -1015,6 +1015,28 @@ def test_save_agent_keeps_the_statistics_of_the_models_own_vecnormalize(tmp_path
     normalized.close()
 
 
+def test_an_agent_that_does_not_say_what_it_was_trained_on_warns_once(tmp_path):
+    """Its env's settings went unchecked without a word."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from hffm_env.agents.checkpoint import AgentInfo, OtherSettingsWarning, save_agent
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.episode_rounds=4"])
+    save_agent(tmp_path / "a", PPO("MlpPolicy", env, n_steps=8, batch_size=8),
+               AgentInfo(algo="ppo"))
+    policy = AgentPolicy(tmp_path / "a", name="mine")
+    with pytest.warns(OtherSettingsWarning, match="mine: .*agent.json does not say what it "
+                                                  "was trained on, so the env's settings go "
+                                                  "unchecked"):
+        policy.reset(env)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.reset(env)  # once
+    env.close()
+
+
 def test_an_agent_of_other_action_logits_says_what_its_weights_give(tmp_path):
     """A coarse agent saved without its action_mode failed with only torch's state_dict
     line: nothing said the weights give the coarse action's logits."""
