@@ -424,6 +424,17 @@ class AgentFolder:
         except ValueError:
             return None
 
+    def settings_unchecked(self) -> str:
+        """Why an env's settings cannot be checked against the agent's training config (the
+        error of :meth:`load_training_config`: nothing recorded, or what is recorded does not
+        load), in words; empty when they can."""
+        try:
+            self.load_training_config()
+        except ValueError as err:
+            return (f"{self.folder}: {err}, so the env's settings go unchecked (an agent "
+                    "saved with AgentInfo(config=env.unwrapped.config) records them)")
+        return ""
+
     def load_training_config(self) -> ScenarioConfig:
         """The scenario config the agent was trained on: :meth:`AgentInfo.load_training_config`,
         else (a folder written before ``agent.json`` recorded its settings) the one its run's
@@ -567,9 +578,7 @@ class SettingsCheck:
         if not self._read:
             self._trained, self._read = self.agent.training_config(), True
             if self._trained is None:  # (once: a result of other settings could pass unseen)
-                warnings.warn(f"{name}: {self.agent.folder / INFO_FILE} does not say what it "
-                              "was trained on, so the env's settings go unchecked (save it "
-                              "with AgentInfo(config=env.unwrapped.config))",
+                warnings.warn(f"{name}: {self.agent.settings_unchecked()}",
                               OtherSettingsWarning, stacklevel=3)
         if self._trained is None:
             return

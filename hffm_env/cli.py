@@ -268,6 +268,9 @@ def _note_training_configs(agents: Sequence[Any], config: Any, command: str = "b
         trained = policy.agent.training_config()
         if trained is not None:
             _note_other_settings(f"{policy.name} was trained", trained, config, command)
+        else:  # (the agents' own warning of it is silenced: _agent_errors)
+            print(f"hffm {command}: note: {policy.name}: {policy.agent.settings_unchecked()}",
+                  file=sys.stderr)
 
 
 def _note_other_settings(

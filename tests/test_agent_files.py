@@ -1015,7 +1015,7 @@ def test_save_agent_keeps_the_statistics_of_the_models_own_vecnormalize(tmp_path
     normalized.close()
 
 
-def test_an_agent_that_does_not_say_what_it_was_trained_on_warns_once(tmp_path):
+def test_an_agent_that_does_not_say_what_it_was_trained_on_warns_once(tmp_path, capsys):
     """Its env's settings went unchecked without a word."""
     import gymnasium as gym
     from stable_baselines3 import PPO
@@ -1027,13 +1027,23 @@ def test_an_agent_that_does_not_say_what_it_was_trained_on_warns_once(tmp_path):
     save_agent(tmp_path / "a", PPO("MlpPolicy", env, n_steps=8, batch_size=8),
                AgentInfo(algo="ppo"))
     policy = AgentPolicy(tmp_path / "a", name="mine")
-    with pytest.warns(OtherSettingsWarning, match="mine: .*agent.json does not say what it "
-                                                  "was trained on, so the env's settings go "
-                                                  "unchecked"):
+    with pytest.warns(OtherSettingsWarning, match="mine: .*a: its agent.json does not say what "
+                                                  "it was trained on .*, so the env's settings "
+                                                  "go unchecked"):
         policy.reset(env)
+    other = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                     overrides=["env.episode_rounds=3"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        policy.reset(env)  # once
+        policy.reset(other)  # once, whatever env comes next
+    other.close()
+    # hffm bench silences the agents' warnings and notes instead: it said nothing of it
+    from hffm_env import cli
+
+    assert cli.main(["bench", "--scenario", "small", "--fidelity", "cost", "--set",
+                     "env.episode_rounds=4", "--agent", str(tmp_path / "a"), "--policies",
+                     "never", "--seeds", "1000"]) == 0
+    assert "hffm bench: note: agent:a: " in capsys.readouterr().err
     env.close()
 
 
