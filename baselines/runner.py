@@ -371,8 +371,9 @@ class BenchResult:
     def read_json(cls, path: str | Path) -> BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``); a file that is
         not one is a ``ValueError`` naming the field that is wrong."""
+        path = require_path(path, "bench JSON")
         try:
-            data = json.loads(require_path(path, "bench JSON").read_text())
+            data = json.loads(path.read_text())
         except RecursionError:
             raise ValueError("nested too deeply to be a bench JSON") from None
         except ValueError as err:  # not JSON, or not UTF-8 text

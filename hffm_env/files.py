@@ -38,11 +38,12 @@ def require_path(value: Any, what: str, error: type[Exception] = ValueError) -> 
     """``value`` as a ``Path`` when it is one (a string or an ``os.PathLike``); else ``error``
     naming ``what`` and the value (``None`` passed for a path failed deep inside ``pathlib``
     with Python's words)."""
-    if isinstance(value, (str, os.PathLike)):
+    if isinstance(value, (str, os.PathLike)) and str(value):  # ("" would be the folder ".")
         return Path(value)
     from hffm_env.values import shown
 
-    raise error(f"{what} = {shown(value)}: must be a path (a string or pathlib.Path)")
+    raise error(f"{what} = {shown(value)}: must be a path (a non-empty string or "
+                "pathlib.Path)")
 
 
 @contextlib.contextmanager

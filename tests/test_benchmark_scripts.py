@@ -104,6 +104,22 @@ def test_tradeoff_refuses_a_hand_edited_result_naming_the_field(benchmarks, tmp_
                      capsys.readouterr().err)
 
 
+def test_tradeoffs_best_return_check_names_a_tie_whatever_the_rows_order(benchmarks):
+    """Ties went by the rows' order, where runner.best_baseline breaks them by name."""
+    import tradeoff
+
+    rows = json.loads((BENCHMARKS.parent / "docs/results/tradeoff_small.json").read_text())[
+        "rows"]
+    top = max(r["episode_return"]["mean"] for r in rows.values()) + 1.0
+    for name in ("hffm-e8", "edge-only"):
+        rows[name]["episode_return"]["mean"] = top
+    said = set()
+    for order in (list(rows), list(reversed(rows))):
+        checks = tradeoff.check_targets({n: rows[n] for n in order})
+        said.add(next(c["value"] for c in checks if "best mean return" in c["target"]))
+    assert said == {f"best: edge-only ({top:.2f})"}
+
+
 def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_path):
     """The scripts' JSON said nothing of the version, libraries or threads that measured it."""
     from _output import emit_json

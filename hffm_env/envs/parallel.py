@@ -398,6 +398,9 @@ class HFFMParallelEnv(ParallelEnv):
         """``agent``'s action as an int64 vector, or a ``ValueError`` naming the agent and its
         dtype, shape or slot."""
         nvec = self._nvec[self._check_agent(agent)]
+        if action is None:  # (no default: index 0 is no neutral choice)
+            raise ValueError(f"action of {agent} = None: every live agent acts each round "
+                             f"(its space: {self.action_space(agent)})")
         return check_action(action, nvec, self.slot_names[agent], subject=f"action of {agent},")
 
     def _request_owners(self) -> list[int]:
@@ -505,8 +508,5 @@ class CheckedAgentActions(BaseWrapper):
         if agent not in self.env.terminations:  # every agent is done: the episode ended
             raise RuntimeError("call reset() before step() (and after an episode ends)")
         if not (self.env.terminations[agent] or self.env.truncations[agent]):
-            if action is None:
-                raise ValueError(f"action of {agent} = None: a live agent must act "
-                                 f"(its space: {self.env.action_space(agent)})")
             self.env.unwrapped.check_action(agent, action)
         self.env.step(action)

@@ -353,7 +353,7 @@ def test_the_aec_env_checks_an_agents_action_when_it_acts():
     size = len(aec.action_space("edge_0").nvec)
     with pytest.raises(ValueError, match=r"action of edge_0, slot 0 \(edge_period/encoder\)"):
         aec.step(np.full(size, -1))
-    with pytest.raises(ValueError, match="action of edge_0 = None: a live agent must act"):
+    with pytest.raises(ValueError, match="action of edge_0 = None: every live agent acts"):
         aec.step(None)
     for _ in range(len(aec.agents)):  # the refusals left nothing behind: a full round plays
         aec.step(aec.action_space(aec.agent_selection).sample())
@@ -440,7 +440,6 @@ def test_a_plan_of_plain_integers_is_stored_as_tiers():
     (lambda: HFFMEnv("small", fidelity="surrogate", surrogate=5), "surrogate = 5: must be a path"),
     (lambda: RoundPlan.read(5), "plan = 5: must be a path"),
     # None for a path failed inside pathlib with Python's words
-    (lambda: BenchResult.read_json(None), "bench JSON = None: must be a path"),
     (lambda: agent_policy(None), "agent = None: must be a path"),
     (lambda: load_config_file(3.5), "config file = 3.5: must be a path"),
     # the simulator's parts take a built config: a name or a dict failed on an attribute
@@ -513,3 +512,12 @@ def test_a_network_needs_streams_not_a_seed():
     with pytest.raises(TypeError, match=r"streams = 0: must be a RandomStreams "
                                         r"\(RandomStreams.from_seed\(seed\)\)"):
         Network(load_scenario("small"), 0)
+
+
+@pytest.mark.parametrize("path", [None, ""])
+def test_a_bench_json_path_that_is_none_is_named_not_called_not_json(path):
+    """None failed inside pathlib; once checked, it was relabelled "not JSON (...)"; "" read
+    the folder "."."""
+    with pytest.raises(ValueError) as raised:
+        BenchResult.read_json(path)
+    assert str(raised.value).startswith(f"bench JSON = {path!r}: must be a path")
