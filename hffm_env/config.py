@@ -1333,7 +1333,8 @@ def apply_overrides(
         for part in parts[:-1]:
             node = node.setdefault(part, {})  # always a dict made here: keys do not overlap
         node[parts[-1]] = value
-    return from_dict(nested, base=config)
+    # (not from_dict: an override names no preset, so none is among the allowed keys)
+    return _build(ScenarioConfig, _deep_merge(to_dict(config), nested), "")
 
 
 class _DuplicateKey(Exception):
@@ -1447,11 +1448,25 @@ def resolve_scenario(
     return scenario, _layered_scenario(scenario, layers, config_file, overrides)
 
 
+def _dict_preset(data: Mapping[str, Any]) -> str:
+    """The preset a scenario dict without a ``scenario`` key is layered on: the one its
+    ``name`` names (a whole config's dict, ``to_dict`` of a preset's variant, keeps its
+    preset), else ``small``, as for a config file."""
+    name = data.get("name")
+    return name if isinstance(name, str) and name in SCENARIOS else "small"
+
+
 def _preset(scenario: str | None, layers: Mapping[str, Any] | None,
             config_file: str | Path | None) -> str:
     named = layers.get("scenario") if layers is not None else None
     if scenario is None:
-        return named if isinstance(named, str) else "small"
+        if isinstance(named, str):
+            try:
+                get_scenario(named)
+            except ConfigError as err:  # (the file named it: say which file)
+                raise ConfigError(f"config file {str(config_file)!r}: {err}") from None
+            return named
+        return "small"
     if named is not None and named != scenario:
         raise ConfigError(f"config file {str(config_file)!r} names scenario {shown(named)}, but "
                           f"the scenario given is {scenario!r}: give one of them (or the same "
@@ -1467,8 +1482,11 @@ def load_scenario(
     """Build a scenario from a preset name (or a config / dict), then a config file, then
     overrides, each layered on the previous one. Without a name, the preset is the one the
     config file names (``scenario: paper``), else ``small``; a name other than the file's is
-    refused (:func:`resolve_scenario`). A dict reads as a config file does: layered on the
-    preset its ``scenario`` key names, else on ``small``."""
+    refused (:func:`resolve_scenario`). A dict is layered on the preset its ``scenario`` key
+    names, else on the one its ``name`` names (so a whole config's dict, :func:`to_dict` of a
+    preset's variant, is that config), else on ``small``, as a config file is.
+    (:func:`from_dict`, the inverse of :func:`to_dict`, fills what a dict leaves out from the
+    dataclass defaults instead.)"""
     return resolve_scenario(scenario, config_file, overrides)[1]
 
 
@@ -1485,9 +1503,9 @@ def _layered_scenario(
                           "on; drop the file's scenario key, or give the preset's name")
     if isinstance(scenario, ScenarioConfig):
         config = scenario
-    elif isinstance(scenario, Mapping):  # as a config file: on the preset it names, or small
+    elif isinstance(scenario, Mapping):
         config = from_dict(scenario, base=None if "scenario" in scenario else get_scenario(
-            "small"))
+            _dict_preset(scenario)))
     else:
         config = get_scenario(scenario)
     if layers is not None:

@@ -138,8 +138,18 @@ def test_yaml_and_json_files(tmp_path):
     with pytest.raises(ConfigError, match="name = 'paper': the name of another preset, on "
                                           "preset 'small'"):
         load_scenario({"scenario": "small", "name": "paper"})
-    paper = load_scenario("paper")
+    paper = load_scenario("paper", overrides=["fl.lr=0.01"])
     assert load_scenario(to_dict(paper)) == paper  # a whole config's dict is itself
+    # ... and a preset's name alone is that preset (it was small's settings labelled paper)
+    assert load_scenario({"name": "paper"}) == load_scenario("paper")
+    # a file's unknown preset names the file; --set lists no scenario among its keys
+    nope = tmp_path / "nope.yaml"
+    nope.write_text("scenario: nope\n")
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml': scenario = 'nope': "
+                                          "unknown"):
+        load_scenario(config_file=nope)
+    with pytest.raises(ConfigError, match="allowed keys here are \\['name', "):
+        load_scenario("small", overrides=["foo=1"])
     typo.write_text("episodes: []\n")  # a bench JSON given for a config
     with pytest.raises(ConfigError, match="unknown config key episodes: allowed keys here are "
                                           "\\['scenario', 'name', "):
