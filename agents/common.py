@@ -104,8 +104,9 @@ def wrap_actions(env: Any, action_mode: str) -> Any:
 
 
 def _named_fit(surrogate: Any) -> dict[str, str]:
-    """A loaded surrogate as :meth:`TrainArgs.surrogate_fit` names it."""
-    return {"origin": surrogate.origin, "digest": surrogate.digest}
+    """A loaded surrogate as :meth:`TrainArgs.surrogate_fit` names it (``path``: the file the
+    run's envs load, so that a fit calibrated into the cache mid-run does not replace it)."""
+    return {"origin": surrogate.origin, "digest": surrogate.digest, "path": str(surrogate.path)}
 
 
 @dataclass
@@ -528,7 +529,8 @@ class TrainArgs:
 
     def surrogate_fit(self, fidelity: str | None = None) -> dict[str, str] | None:
         """The surrogate fit the run's envs in ``fidelity`` play (None: any of its envs), as
-        ``{"origin": where it comes from, in words, "digest": of its file}``
+        ``{"origin": where it comes from, in words, "digest": of its file as read, "path":
+        the file, which every env of the run loads}``
         (:attr:`~hffm_env.fl.surrogate.AccuracySurrogate.origin`, ``digest``: a calibrated fit
         in the cache wins over the shipped one); None when those envs are not of surrogate
         fidelity."""
@@ -552,11 +554,12 @@ class TrainArgs:
     def env_kwargs(self, fidelity: str) -> dict[str, Any]:
         """The ``gym.make(ENV_ID, ...)`` keyword arguments of this run's envs in ``fidelity``:
         the scenario config, the fidelity, the device resolved, and the ``surrogate`` file
-        where that fidelity reads one (the one rule of training, evaluation and RLlib's env
-        runners)."""
+        where that fidelity reads one: the one found when the run started (the one rule of
+        training, evaluation and RLlib's env runners)."""
+        fit = self.surrogate_fit(fidelity)  # (the file found when the run started)
         return {"scenario": self.scenario_config(), "fidelity": fidelity,
                 "device": env_device(self.device),
-                "surrogate": self.surrogate if fidelity == "surrogate" else None}
+                "surrogate": fit["path"] if fit is not None else None}
 
     def scenario_overrides(self) -> list[str]:
         """The overrides implied by the reward-weight and episode arguments, then ``overrides``

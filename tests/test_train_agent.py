@@ -173,14 +173,20 @@ def test_a_surrogate_run_says_which_fit_predicts_its_accuracy(tmp_path, monkeypa
     shipped = find_surrogate(small()).path
     # ... and the agent's record of the process that trained it names the fit by its digest
     (process,) = json.loads((tmp_path / "a" / "agent.json").read_text())["trained_by"]
-    assert process["surrogate"] == {"origin": find_surrogate(small()).origin,
-                                    "digest": find_surrogate(small()).digest}
+    shipped_fit = find_surrogate(small())
+    assert process["surrogate"] == {"origin": shipped_fit.origin, "digest": shipped_fit.digest,
+                                    "path": str(shipped)}
     assert len(process["surrogate"]["digest"]) == 16
     cached = surrogate_path(small())
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(shipped, cached)  # as `hffm calibrate` without --out leaves it
     assert train_agent.main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert f"note: accuracy predicted by the fit in {cached}" in capsys.readouterr().err
+    # the run's envs load the file found when it started, not one calibrated since
+    args = train_agent.parse_args([*argv, "--out", str(tmp_path / "c")])
+    cached.unlink()
+    assert args.env_kwargs("surrogate")["surrogate"] == str(cached)
+    assert args.env_kwargs("cost")["surrogate"] is None
 
 
 def test_hffm_debug_shows_the_traceback_of_a_user_error(monkeypatch):

@@ -414,6 +414,8 @@ class AccuracySurrogate:
         self.meta = dict(meta)
         self.path: Path | None = None
         """The file it was loaded from (:meth:`load`); ``None`` when fitted in this process."""
+        self.file_digest: str | None = None
+        """16 hex digits of the SHA-256 of the bytes :meth:`load` read (:attr:`digest`)."""
         self.residuals = None if residuals is None else np.asarray(residuals, dtype=np.float32)
         # numpy copies of the weights: one round's prediction is a few small matmuls, far
         # below torch's per-call overhead
@@ -425,12 +427,11 @@ class AccuracySurrogate:
 
     @property
     def digest(self) -> str:
-        """A digest of the file it was loaded from (16 hex digits of its SHA-256), the one
-        name of a fit in records (a bench's settings, an agent's training processes); ``"in
-        memory"`` when fitted in this process."""
-        if self.path is None or not self.path.is_file():
-            return "in memory"
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        """A digest of the file it was loaded from, as it was read (16 hex digits of its
+        SHA-256, whatever the path holds since), the one name of a fit in records (a bench's
+        settings, an agent's training processes); ``"in memory"`` when fitted in this
+        process."""
+        return self.file_digest if self.file_digest is not None else "in memory"
 
     @property
     def origin(self) -> str:
@@ -594,6 +595,7 @@ class AccuracySurrogate:
         if not path.is_file():
             raise SurrogateMissing(f"no fitted surrogate at {path}")
         try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
             record = load_tensors(path)  # no pickled code
         except (ValueError, OSError) as err:
             raise ValueError(f"{path}: not a fitted surrogate: {err}") from None
@@ -603,7 +605,7 @@ class AccuracySurrogate:
                              f"reads {SURROGATE_FORMAT}; run `hffm calibrate` again")
         try:
             loaded = cls._from_record(record)
-            loaded.path = path
+            loaded.path, loaded.file_digest = path, digest
             return loaded
         except _BadRecord as err:
             raise ValueError(f"{path}: not a usable fitted surrogate: {err}; run `hffm "
