@@ -44,6 +44,7 @@ from hffm_env.fl.surrogate import (
 )
 from hffm_env.provenance import provenance
 from hffm_env.seeding import check_seed, check_training_seeds
+from hffm_env.values import shown
 from hffm_env.wrappers import full_action
 
 __all__ = [
@@ -199,11 +200,15 @@ def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> 
     write_atomically(path, lambda handle: handle.write(payload))
 
 
-def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]]:
+def read_traces(path: str | Path, key: str | None = None,
+                tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Inverse of :func:`write_traces`. With ``key``, traces recorded on another config (a
     different :func:`~hffm_env.fl.surrogate.traces_key`) raise ``ValueError`` naming the file:
     a fit or an error measured on them would belong to another scenario. Files written before
-    traces carried their key (a bare list of episodes) are read unchecked."""
+    traces carried their key (a bare list of episodes) are read unchecked. Every episode must
+    name its policy and hold its reset round and at least one played round; with ``tasks``,
+    every round holds the global accuracy of each of those tasks and of no other (a fit
+    took its tasks from the first round: one edited there lost a task)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -229,6 +234,18 @@ def read_traces(path: str | Path, key: str | None = None) -> list[dict[str, Any]
                 where = f"episode {e}, round {r}"
                 rounds.append(RoundTrace.from_dict(trace))
             where = f"episode {e}"
+            if not isinstance(episode.get("policy"), str):
+                raise ValueError(f"policy = {shown(episode.get('policy', 'missing'))}: must be "
+                                 "the name of the policy played")
+            if len(rounds) < 2:
+                raise ValueError(f"{len(rounds)} rounds: an episode holds its reset round and "
+                                 "at least one played round")
+            for r, trace in enumerate(rounds):
+                held = {k.split("/", 1)[1] for k in trace.targets if k.startswith("accuracy/")}
+                if tasks is not None and held != set(tasks):
+                    where = f"episode {e}, round {r}"
+                    raise ValueError(f"the global accuracy of tasks {sorted(held)}: this config "
+                                     f"runs {list(tasks)}")
             read.append({**episode, "seed": check_seed(episode["seed"], "seed"),
                          "rounds": rounds})
     except (ValueError, KeyError, TypeError, AttributeError) as err:

@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     surrogate = None if args.save_traces else find_surrogate(cfg, args.surrogate)
     if args.traces:
         try:
-            recorded = [e for path in args.traces for e in read_traces(path, traces_key(cfg))]
+            recorded = [e for path in args.traces for e in read_traces(path, traces_key(cfg),
+                                                                   cfg.data.tasks)]
         except ValueError as error:
             parser.error(f"--traces {error}")
         episodes = [e for e in recorded if args.seeds is None or int(e["seed"]) in args.seeds]

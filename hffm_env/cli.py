@@ -668,7 +668,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         from hffm_env.fl.surrogate import traces_key
 
         try:
-            per_file = [(path, read_traces(path, traces_key(config)))
+            per_file = [(path, read_traces(path, traces_key(config), config.data.tasks))
                         for path in args.from_traces]
         except ValueError as error:
             raise ConfigError(f"--from-traces {error}") from None
@@ -701,9 +701,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if not episodes:
             raise ConfigError(f"--exclude-seeds {args.exclude_seeds} leaves no episode of "
                               f"{args.from_traces} to fit")
-        tasks = sorted({k.split("/", 1)[1] for k in episodes[0]["rounds"][0].targets
-                        if k.startswith("accuracy/")}, key=list(config.data.tasks).index)
-        surrogate = fit_traces(episodes, tasks, config.env.episode_rounds,
+        surrogate = fit_traces(episodes, list(config.data.tasks), config.env.episode_rounds,
                                {"scenario": config.name,
                                 "traces": [str(p) for p in args.from_traces],
                                 "excluded_seeds": sorted(args.exclude_seeds),

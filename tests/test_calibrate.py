@@ -526,3 +526,30 @@ def test_traces_a_fit_could_not_learn_from_are_refused_by_place(tmp_path, edit, 
     with pytest.raises(ValueError, match="not a traces file of episodes of rounds") as refused:
         read_traces(bad)
     assert named in str(refused.value)
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    # a task's accuracy left out of the first round: the fit took its tasks from there, left
+    # the task out, and replaced the cache's working fit with one no env could use
+    (lambda e: e["rounds"][0]["targets"].pop("accuracy/vqa"),
+     "episode 0, round 0: the global accuracy of tasks ['count', 'scene']: this config runs"),
+    (lambda e: e["rounds"][0]["targets"].update({"accuracy/zzz": 0.5}), "tasks ['count', "),
+    (lambda e: e.pop("policy"), "episode 0: policy = 'missing': must be the name"),
+    (lambda e: e.update(policy=5), "episode 0: policy = 5: must be the name"),
+    (lambda e: e.update(rounds=e["rounds"][:1]), "episode 0: 1 rounds: an episode holds its "
+                                                 "reset round and at least one played round"),
+])
+def test_traces_of_other_tasks_no_policy_or_no_round_are_refused_by_place(tmp_path, edit, named):
+    import gzip
+
+    from hffm_env.config import small
+
+    source = (Path(__file__).resolve().parents[1] / "docs/results/surrogate"
+              / "plan_small_seeds18-20.json.gz")
+    data = json.loads(gzip.decompress(source.read_bytes()))
+    edit(data["episodes"][0])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not a traces file of episodes of rounds") as refused:
+        read_traces(bad, tasks=small().data.tasks)
+    assert named in str(refused.value)
