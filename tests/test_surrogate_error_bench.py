@@ -242,7 +242,7 @@ def test_save_traces_keeps_each_episode_and_refuses_an_existing_file(tmp_path, m
                 raise KeyboardInterrupt
             played.append(policy.name)
             accuracy = {f"accuracy/{t}": 0.3 for t in env.unwrapped.tasks}
-            return [calibrate.RoundTrace(None, 1.0, accuracy)]
+            return [calibrate.RoundTrace(None, 1.0, accuracy)] * 2  # reset and one round
 
         monkeypatch.setattr(calibrate, "trace_episode", one_then_stop)
         with pytest.raises(KeyboardInterrupt):
