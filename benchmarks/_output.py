@@ -52,12 +52,27 @@ def refuse_existing(parser: argparse.ArgumentParser, args: argparse.Namespace,
                     outputs: list[tuple[str, str | Path | None]]) -> None:
     """Exit with an error naming the flag when one of ``outputs`` (flag, file the script will
     write; ``"-"`` and None are no file) exists and ``args.force`` is not set: a rerun must
-    not silently replace a committed result."""
+    not silently replace a committed result; and, force or not, when two of them name one
+    file (:func:`refuse_one_file_twice`)."""
+    refuse_one_file_twice(parser, outputs)
     if getattr(args, "force", False):
         return
     for flag, target in outputs:
         if target is not None and str(target) != "-" and Path(target).exists():
             parser.error(f"{flag} {str(target)!r}: exists; pass --force to overwrite it")
+
+
+def refuse_one_file_twice(parser: argparse.ArgumentParser,
+                          outputs: list[tuple[str, str | Path | None]]) -> None:
+    """Exit with an error naming both flags when two of ``outputs`` (flag, file) name one
+    file: the one written last would replace the other (``--save-traces X --json X`` left
+    the summary where the real episodes had been)."""
+    written = [(flag, Path(target).resolve()) for flag, target in outputs
+               if target is not None and str(target) != "-"]
+    for k, (flag, path) in enumerate(written):
+        twice = next((other for other, seen in written[:k] if seen == path), None)
+        if twice is not None:
+            parser.error(f"{twice} and {flag} name one file, {str(path)!r}: give each its own")
 
 
 def exit_status(*met: bool) -> int:

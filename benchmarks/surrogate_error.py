@@ -51,6 +51,7 @@ from _output import (
     exit_status,
     help_texts,
     prepare_outputs,
+    refuse_one_file_twice,
 )
 
 from hffm_env import arguments
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.traces and (args.save_traces or args.policies is not None):
         parser.error("--traces scores recorded episodes; --save-traces and --policies play "
                      "new ones: give one or the other")
+    refuse_one_file_twice(parser, [("--save-traces", args.save_traces), ("--json", args.json)])
     if args.save_traces and Path(args.save_traces).exists() and not args.force:
         parser.error(f"--save-traces {args.save_traces!r}: exists (real episodes, minutes "
                      "each); pass --force to overwrite it")

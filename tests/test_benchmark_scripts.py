@@ -66,6 +66,25 @@ def test_an_existing_output_file_is_refused_without_force(benchmarks, tmp_path, 
     assert tradeoff.main(["--from-json", *runs, "--plot", str(plot), "--force"]) == 1
 
 
+def test_two_outputs_naming_one_file_are_refused_force_or_not(benchmarks, tmp_path, capsys,
+                                                               monkeypatch):
+    """--save-traces X --json X left the summary where the real episodes had been, and
+    --json X --plot X the plot where the JSON was."""
+    import surrogate_error
+    import tradeoff
+
+    same = tmp_path / "same.png"
+    for main, argv in ((tradeoff.main, ["--from-json", str(BENCHMARKS.parent / "docs/results"
+                                                         / "tradeoff_small.json"),
+                                        "--json", str(same), "--plot", str(same), "--force"]),
+                       (surrogate_error.main, ["--save-traces", str(same), "--json",
+                                               str(same)])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "name one file" in capsys.readouterr().err and not same.exists()
+    sys.modules.pop("surrogate_error", None)
+
+
 def test_tradeoff_exits_1_when_a_target_check_misses(benchmarks, capsys):
     """tradeoff.py printed MISS and exited 0, so automation could not tell a missed target
     from a met one (the other judging scripts exit 1)."""
