@@ -46,6 +46,11 @@ SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-o
              "edge-only-d2d", "never")
 """The paper's seven schedules and the never-aggregate floor."""
 
+RESCORE_KEYS = ("env.reward", "env.accuracy_weight", "env.latency_weight", "env.energy_weight",
+                "env.target_accuracy", "env.target_miss_penalty")
+"""The settings ``--rescore`` takes: how a played round is scored, nothing of what is played
+(``env.accuracy_local_mix`` changes which rounds measure the local accuracy)."""
+
 SHARED_SPLIT = "the config seed's"
 """How the result JSON names the default data split: every seed shares the config seed's."""
 PER_SEED_SPLIT = "per seed"
@@ -171,7 +176,13 @@ def rescore(result: dict, overrides: list[str]) -> dict:
 
     import hffm_env  # noqa: F401
     from hffm_env.baselines.runner import BenchResult, env_settings
-    from hffm_env.config import from_dict
+    from hffm_env.config import (
+        ScenarioConfig,
+        apply_overrides,
+        config_differences,
+        from_dict,
+        get_scenario,
+    )
     from hffm_env.envs.reward import EpisodeProgress, accuracy_score
     from hffm_env.provenance import provenance
 
@@ -181,6 +192,13 @@ def rescore(result: dict, overrides: list[str]) -> dict:
     # the run's own config when it recorded one (its --set overrides), else its preset's
     recorded = (result.get("settings") or {}).get("config")
     played = from_dict(recorded) if recorded is not None else result["scenario"]
+    base = played if isinstance(played, ScenarioConfig) else get_scenario(played)
+    moved = [key for key, _, _ in config_differences(base, apply_overrides(base, overrides))
+             if key not in RESCORE_KEYS]
+    if moved:  # (it would be recorded as the run's settings, not played)
+        raise ConfigError(f"--set {moved[0]}: rescoring scores the recorded rounds anew, so "
+                          f"it takes only the reward's settings {list(RESCORE_KEYS)}; another "
+                          "would change what was played, which the saved rounds cannot")
 
     def env_for(seed: int) -> Any:
         key = seed if per_seed else None

@@ -102,6 +102,21 @@ def test_tiny_real_run_and_its_rescoring(bench):
         bench.rescore(result, [*overrides, "env.reward=accuracy-gain"])
 
 
+def test_rescoring_takes_only_the_rewards_settings(bench):
+    """--rescore --set placement.num_devices=8 recorded 8 devices as the settings of episodes
+    played with 12 (a merge then trusted them)."""
+    import json
+
+    from hffm_env.config import ConfigError
+
+    data = json.loads((BENCHMARKS.parent / "docs/results/tradeoff_small.json").read_text())
+    for override in ("env.episode_rounds=3", "fl.lr=0.1",
+                     "env.accuracy_local_mix=0.5"):
+        with pytest.raises(ConfigError, match=f"--set {override.split('=')[0]}: rescoring "
+                                              "scores the recorded rounds anew"):
+            bench.rescore(data, [override])
+
+
 def test_options_that_would_be_ignored_are_refused(bench, capsys):
     for argv, says in ((["--rescore"], "--rescore rescores saved runs"),
                        (["--from-json", "x.json", "--set", "fl.lr=0.1"], "changes nothing"),
