@@ -41,7 +41,7 @@ from hffm_env.envs.reward import reaches_target
 from hffm_env.files import require_path, write_text_atomically
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
-from hffm_env.values import is_finite_real, is_real, shown
+from hffm_env.values import is_finite_real, is_integer, is_real, shown
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
     from matplotlib.figure import Figure
@@ -250,6 +250,22 @@ def _check_bench_dict(data: Any) -> None:
         need(not unknown, f"policies[{i}]", unknown, f"unknown fields (known: {sorted(known)})")
         need(isinstance(summary.get("policy"), str), f"policies[{i}].policy",
              summary.get("policy"), "must be a name")
+        for key in ("episodes", "reached_target"):
+            need(is_integer(summary.get(key)) and summary[key] >= 0, f"policies[{i}].{key}",
+                 summary.get(key, "missing"), "must be a count (an integer >= 0)")
+        for key in sorted(known - {"policy", "episodes", "reached_target",
+                                   "final_accuracy_per_task"}):
+            if key in _MISSING_STATS and key not in summary:  # (older files lack it)
+                continue
+            stats = summary.get(key, "missing")
+            need(isinstance(stats, dict) and bool(stats) and all(
+                number(v) for v in stats.values()), f"policies[{i}].{key}", stats,
+                 "must be statistics ({mean, std, n}: numbers or null)")
+        per_task = summary.get("final_accuracy_per_task", "missing")
+        need(isinstance(per_task, dict) and all(
+            isinstance(s, dict) and all(number(v) for v in s.values())
+            for s in per_task.values()), f"policies[{i}].final_accuracy_per_task", per_task,
+             "must map tasks to statistics")
     for i, episode in enumerate(data["episodes"]):
         need(isinstance(episode.get("policy"), str), f"episodes[{i}].policy",
              episode.get("policy"), "must be a name")

@@ -241,8 +241,14 @@ def _bench_with(**changes) -> str:
 
     episode = {"policy": "a", "seed": 1000, "accuracy": [0.2, 0.3], "latency_s": [1.0, 1.0],
                "energy_j": [2.0, 2.0], "rewards": [0.1, 0.1]}
+    stats = {"mean": 0.3, "std": 0.0, "n": 1}
+    summary = {"policy": "a", "episodes": 1, "reached_target": 1, "final_accuracy_per_task": {},
+               **dict.fromkeys(("latency_per_round_s", "energy_per_round_j", "final_accuracy",
+                                "final_accuracy_local", "final_accuracy_held_out",
+                                "episode_return", "energy_to_target_j", "latency_to_target_s"),
+                               stats)}
     data = {"scenario": "small", "fidelity": "cost", "seeds": [1000], "target_accuracy": 0.3,
-            "policies": [{"policy": "a"}], "episodes": [episode]}
+            "policies": [summary], "episodes": [episode]}
     for key, value in changes.items():
         (episode if key in episode else data)[key] = value
     return json.dumps(data)

@@ -52,12 +52,16 @@ def test_a_run_without_never_is_refused_by_name(energy_floor, tmp_path, capsys):
     (lambda e: e.update(seed="3"), "episodes[0].seed = '3': must be an integer"),
     (lambda e: e.update(energy_j="abc"), "episodes[0].energy_j = 'abc': must be a list of"),
     (None, "target_accuracy = null: the run has no target accuracy"),
+    # policy summaries were not checked: a traceback from PolicySummary() or from the plot
+    ("policies", "policies[0].episodes = 'missing': must be a count"),
 ])
 def test_a_hand_edited_bench_is_refused_naming_the_field(energy_floor, tmp_path, capsys,
                                                          edit, said):
     bench = json.loads(BENCH.read_text())
     if edit is None:
         bench["target_accuracy"] = None
+    elif edit == "policies":
+        bench["policies"][0] = {"policy": bench["policies"][0]["policy"]}
     else:
         edit(bench["episodes"][0])
     path = tmp_path / "b.json"
