@@ -156,10 +156,10 @@ def run(samples: int = 2000, test_samples: int = 1500, epochs: int = 40,
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, fine-tune and print the table (or JSON); the exit status."""
     parser = argparse.ArgumentParser(**help_texts(__doc__))
-    parser.add_argument("--samples", type=arguments.positive_int, default=2000,
+    parser.add_argument("--samples", type=arguments.sample_count, default=2000,
                         help=f"training samples, at least a batch of {BATCH_SIZE} "
                         "(default 2000)")
-    parser.add_argument("--test-samples", type=arguments.positive_int, default=1500,
+    parser.add_argument("--test-samples", type=arguments.sample_count, default=1500,
                         help="test samples (default 1500)")
     parser.add_argument("--epochs", type=arguments.positive_int, default=40,
                         help="fine-tuning passes over the training samples (default 40)")

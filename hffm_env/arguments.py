@@ -49,6 +49,8 @@ __all__ = [
     "episode_count",
     "fraction",
     "MAX_EPISODES",
+    "MAX_SAMPLES",
+    "sample_count",
 ]
 
 
@@ -326,6 +328,20 @@ def episode_count(text: str) -> int:
     if value > MAX_EPISODES:
         raise argparse.ArgumentTypeError(f"{value}: at most {MAX_EPISODES:,} episodes per "
                                          "policy (their records are kept in memory)")
+    return value
+
+
+MAX_SAMPLES = 1_000_000
+"""The most scenes a command draws (``model_quality.py --samples``), as the config's sample
+counts allow: more only exhausts the memory that holds them."""
+
+
+def sample_count(text: str) -> int:
+    """An integer in ``1..MAX_SAMPLES``."""
+    value = positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"{value}: at most {MAX_SAMPLES:,} scenes (they are "
+                                         "held in memory)")
     return value
 
 

@@ -309,6 +309,8 @@ def test_a_bad_bench_json_or_traces_file_is_one_line(command, content, says, tmp
     ("surrogate_error.py", ["--surrogate", "/nonexistent.pt", "--speed-steps", "0"],
      "/nonexistent.pt"),
     ("model_quality.py", ["--samples", "10"], "--samples 10: at least one batch"),
+    # scenes held in memory: 2e9 failed allocating 14.9 GiB after the model was built
+    ("model_quality.py", ["--samples", "2000000000"], "at most 1,000,000 scenes"),
     ("round_throughput.py", ["--repeats", "0"], "--repeats: 0"),
 ])
 def test_benchmark_scripts_refuse_bad_input_in_one_line(script, args, says):

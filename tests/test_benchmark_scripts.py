@@ -162,6 +162,16 @@ def test_a_benchmark_json_object_records_the_code_that_made_it(benchmarks, tmp_p
     assert "provenance" in json.loads((tmp_path / "e.json").read_text())
 
 
+def test_env_step_times_episodes_of_one_round(benchmarks, tmp_path):
+    """Its warm-up step ended a one-round episode, and the first timed step raised."""
+    import env_step
+
+    out = tmp_path / "step.json"
+    assert env_step.main(["--scenarios", "small", "--fidelities", "cost", "--steps", "2",
+                          "--set", "env.episode_rounds=1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["fidelity"] == "cost"
+
+
 def test_env_step_judges_every_target_it_states(benchmarks, tmp_path):
     import env_step
 
