@@ -156,7 +156,11 @@ def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         check_training_seeds(args.seeds, "--seeds")
     except ValueError as err:
         parser.error(f"{err}; held-out seeds judge (--heldout-seeds)")
-    judged_on = [s for s in args.heldout_seeds or [] if s < FIRST_HELD_OUT_SEED]
+    heldout = args.heldout_seeds or []
+    twice = next((s for k, s in enumerate(heldout) if s in heldout[:k]), None)
+    if twice is not None:  # (refused by the runner, but only after the whole search)
+        parser.error(f"--heldout-seeds: {twice} is given twice")
+    judged_on = [s for s in heldout if s < FIRST_HELD_OUT_SEED]
     if judged_on:
         parser.error(f"--heldout-seeds {judged_on}: held-out seeds are {FIRST_HELD_OUT_SEED} "
                      "and above (the search's own seeds are below)")

@@ -93,5 +93,9 @@ def test_searches_stop_on_ctrl_c_and_judge_only_on_held_out_seeds(search_module,
         search_module.main(["--target-accuracy", "0.357", "--seeds", "0",
                             "--heldout-seeds", "0", "1000"])
     assert "--heldout-seeds [0]: held-out seeds are 1000 and above" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # (refused by the runner only after the whole search)
+        search_module.main(["--target-accuracy", "0.357", "--seeds", "0",
+                            "--heldout-seeds", "1000", "1000"])
+    assert "--heldout-seeds: 1000 is given twice" in capsys.readouterr().err
     assert search_module.heldout_status({"heldout": {"interrupted": True}}) == 130
     assert search_module.heldout_status({"heldout": {"interrupted": False}}) == 0
