@@ -623,6 +623,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if repeated:
         raise ConfigError(f"--seeds has {repeated[0]} twice (its episodes would be played and "
                           "fitted twice)")
+    for flag, paths in (("--plan", args.plan), ("--agent", args.agent)):
+        again = next((p for k, p in enumerate(paths)
+                      if any(_same_file(p, q) for q in paths[:k])), None)
+        if again is not None:  # its episodes would be played and fitted twice
+            raise ConfigError(f"{flag} names {again!r} twice (its episodes would be played "
+                              "and fitted twice)")
     args.mixed = design.DEFAULT_MIXED if args.mixed is None else args.mixed
     if args.random_episodes is None:
         args.random_episodes = design.DEFAULT_RANDOM_EPISODES

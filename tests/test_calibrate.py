@@ -553,3 +553,12 @@ def test_traces_of_other_tasks_no_policy_or_no_round_are_refused_by_place(tmp_pa
     with pytest.raises(ValueError, match="not a traces file of episodes of rounds") as refused:
         read_traces(bad, tasks=small().data.tasks)
     assert named in str(refused.value)
+
+
+def test_a_plan_or_agent_named_twice_is_refused_before_playing(tmp_path, capsys):
+    """--plan P --plan P played the plan twice a seed and fitted it twice."""
+    plan = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
+    assert cli_main(["calibrate", "--scenario", "small", "--plan", str(plan), "--plan",
+                     str(plan), "--out", str(tmp_path / "fit.pt")]) == 2
+    assert f"--plan names {str(plan)!r} twice" in capsys.readouterr().err
+    assert not (tmp_path / "fit.pt").exists()
