@@ -702,7 +702,8 @@ def training_process(resumed: AgentInfo | None, record: dict[str, Any], timestep
     """``trained_by`` for an agent saved at ``timesteps`` by this process (whose provenance
     ``record`` it is), resuming the agent ``resumed`` (None: a fresh run): that agent's
     processes, then this one's, with the timesteps it trained and, when it trained on the
-    surrogate fidelity, the fit it played (``surrogate``: its origin and digest)."""
+    surrogate fidelity, the fit it played (``surrogate``: its origin, digest and path,
+    :meth:`~hffm_env.agents.common.TrainArgs.surrogate_fit`)."""
     start = resumed.num_timesteps if resumed is not None else 0
     earlier = resumed.trained_by if resumed is not None else ()
     this = {"timesteps": [start, int(timesteps)], "provenance": record}
