@@ -324,10 +324,15 @@ memory that holds their records (a million cost-fidelity episodes take hours alr
 
 def episode_count(text: str) -> int:
     """An integer in ``1..MAX_EPISODES``."""
+    return _count_up_to(text, MAX_EPISODES, "episodes per policy",
+                        "their records are kept in memory")
+
+
+def _count_up_to(text: str, limit: int, unit: str, why: str) -> int:
+    """An integer in ``1..limit``; above, an error saying ``at most <limit> <unit> (<why>)``."""
     value = positive_int(text)
-    if value > MAX_EPISODES:
-        raise argparse.ArgumentTypeError(f"{value}: at most {MAX_EPISODES:,} episodes per "
-                                         "policy (their records are kept in memory)")
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"{value}: at most {limit:,} {unit} ({why})")
     return value
 
 
@@ -338,11 +343,7 @@ counts allow: more only exhausts the memory that holds them."""
 
 def sample_count(text: str) -> int:
     """An integer in ``1..MAX_SAMPLES``."""
-    value = positive_int(text)
-    if value > MAX_SAMPLES:
-        raise argparse.ArgumentTypeError(f"{value}: at most {MAX_SAMPLES:,} scenes (they are "
-                                         "held in memory)")
-    return value
+    return _count_up_to(text, MAX_SAMPLES, "scenes", "they are held in memory")
 
 
 def non_negative_int(text: str) -> int:
