@@ -280,3 +280,20 @@ def test_nothing_to_play_is_one_error_line(monkeypatch, capsys):
     finally:
         del sys.modules["surrogate_error"]
     assert "nothing to play" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--seeds", "1000", "1000"], "--seeds: 1000 is given twice"),
+    (["--policies", "star", "star"], "--policies: star is given twice"),
+    (["--traces", str(TRACES / "heldout_small.json.gz"), str(TRACES / "heldout_small.json.gz")],
+     "heldout_small.json.gz is given twice"),
+])
+def test_a_seed_policy_or_traces_file_given_twice_is_refused(monkeypatch, capsys, argv, said):
+    """Given twice, a seed or policy was played twice with real training, and a traces file
+    counted twice (hffm calibrate refuses all of these)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import surrogate_error
+
+    with pytest.raises(SystemExit):
+        surrogate_error.main([*argv, "--speed-steps", "0"])
+    assert said in capsys.readouterr().err
