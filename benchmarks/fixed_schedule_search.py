@@ -157,7 +157,7 @@ def check_search_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     except ValueError as err:
         parser.error(f"{err}; held-out seeds judge (--heldout-seeds)")
     heldout = args.heldout_seeds or []
-    twice = next((s for k, s in enumerate(heldout) if s in heldout[:k]), None)
+    twice = arguments.first_repeated(heldout)
     if twice is not None:  # (refused by the runner, but only after the whole search)
         parser.error(f"--heldout-seeds: {twice} is given twice")
     judged_on = [s for s in heldout if s < FIRST_HELD_OUT_SEED]

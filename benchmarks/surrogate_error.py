@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     refuse_one_file_twice(parser, [("--save-traces", args.save_traces), ("--json", args.json)])
     for flag, given in (("--seeds", args.seeds or []), ("--policies", args.policies or []),
                         ("--traces", [str(Path(p).resolve()) for p in args.traces or []])):
-        twice = next((v for k, v in enumerate(given) if v in given[:k]), None)
+        twice = arguments.first_repeated(given)
         if twice is not None:  # (played, or counted, twice: as hffm calibrate refuses)
             parser.error(f"{flag}: {twice} is given twice (its episodes would count twice)")
     if args.save_traces and Path(args.save_traces).exists() and not args.force:

@@ -21,7 +21,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from hffm_env.devices import device_problem, resolve_device
 from hffm_env.seeding import FIRST_HELD_OUT_SEED, SEED_MAX, SEED_RANGE
@@ -51,6 +51,7 @@ __all__ = [
     "MAX_EPISODES",
     "MAX_SAMPLES",
     "sample_count",
+    "first_repeated",
 ]
 
 
@@ -344,6 +345,22 @@ counts allow: more only exhausts the memory that holds them."""
 def sample_count(text: str) -> int:
     """An integer in ``1..MAX_SAMPLES``."""
     return _count_up_to(text, MAX_SAMPLES, "scenes", "they are held in memory")
+
+
+_Given = TypeVar("_Given")
+
+
+def first_repeated(values: Sequence[_Given],
+                   key: Callable[[_Given], Any] = lambda value: value) -> _Given | None:
+    """The first of ``values`` that an earlier one equals by ``key`` (None: each is given
+    once): the one check of a seed, policy or file given twice, whose episodes would be
+    played or counted twice."""
+    seen = set()
+    for value in values:
+        if key(value) in seen:
+            return value
+        seen.add(key(value))
+    return None
 
 
 def non_negative_int(text: str) -> int:

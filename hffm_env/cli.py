@@ -591,9 +591,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolved(path: str | Path) -> Path:
+    """The file ``path`` names (existing or not), to tell whether two paths name one."""
+    return Path(path).expanduser().resolve()
+
+
 def _same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file (existing or not)."""
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return _resolved(a) == _resolved(b)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -624,8 +629,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds has {repeated[0]} twice (its episodes would be played and "
                           "fitted twice)")
     for flag, paths in (("--plan", args.plan), ("--agent", args.agent)):
-        again = next((p for k, p in enumerate(paths)
-                      if any(_same_file(p, q) for q in paths[:k])), None)
+        again = arguments.first_repeated(paths, key=_resolved)
         if again is not None:  # its episodes would be played and fitted twice
             raise ConfigError(f"{flag} names {again!r} twice (its episodes would be played "
                               "and fitted twice)")
