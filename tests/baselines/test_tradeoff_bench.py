@@ -191,3 +191,22 @@ def test_a_run_interrupted_before_any_episode_is_still_reported(bench):
     saved = json.loads((BENCHMARKS.parent / "docs/results/tradeoff_small.json").read_text())
     with pytest.raises(ConfigError, match="the small run holds no episodes"):
         bench.rescore({**saved, "episodes": [], "interrupted": True}, [])
+
+
+def test_rescoring_a_run_whose_accuracies_went_unmeasured_says_so(bench):
+    """A run whose final rounds went unevaluated (accuracies null) was rescored into
+    "'float' object has no attribute 'numerator'" (statistics.stdev of NaN gaps): its
+    accuracy checks now say the accuracy was not measured, and miss."""
+    import json
+
+    from hffm_env import jsonio
+
+    saved = json.loads((BENCHMARKS.parent / "docs/results/tradeoff_small.json").read_text())
+    for episode in saved["episodes"]:
+        episode["accuracy"] = [None] * len(episode["accuracy"])
+    out = bench.rescore(saved, [])
+    unmeasured = [c for c in out["checks"] if c["value"] == bench.NOT_MEASURED]
+    # the four gaps, |star - hffm-e2| and the lowest final accuracy
+    assert len(unmeasured) == 6 and not any(c["pass"] for c in unmeasured)
+    bench.check_result(json.loads(json.dumps(jsonio.json_safe(out))))
+    assert "not measured" in bench.format_result(out)
