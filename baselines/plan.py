@@ -63,9 +63,11 @@ class RoundPlan:
             if not isinstance(row, (tuple, list)) or len(row) != len(MODULE_TYPES):
                 raise ValueError(f"RoundPlan.tiers[{r}] = {row!r}: expected one tier per "
                                  f"module type {list(MODULE_TYPES)}")
-            if not all(is_member(t, PLAN_TIERS) for t in row):
-                raise ValueError(f"RoundPlan.tiers[{r}] = {list(row)}: allowed tiers are "
-                                 f"{choices(PLAN_TIERS)}")
+            for j, tier in enumerate(row):
+                if not is_member(tier, PLAN_TIERS):
+                    shown = choices([Tier(tier)])[0] if is_member(tier, Tier) else repr(tier)
+                    raise ValueError(f"RoundPlan.tiers[{r}][{j}] ({MODULE_TYPES[j]}) = {shown}: "
+                                     f"allowed tiers are {choices(PLAN_TIERS)}")
             rows.append(tuple(Tier(t) for t in row))
         if not is_member(self.route, Route):
             raise ValueError(f"RoundPlan.route = {self.route!r}: allowed "

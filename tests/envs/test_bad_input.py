@@ -402,7 +402,10 @@ def test_overrides_may_be_a_tuple_or_empty():
     (lambda: RelaySource(9), "RelaySource.kind = 9: allowed"),
     (lambda: RelaySource(SourceKind.DEVICE, "3"), "RelaySource.device = '3'"),
     (lambda: RoundPlan(tiers=(1,)), "RoundPlan.tiers[0] = 1"),
-    (lambda: RoundPlan(tiers=((0, 2, 4, 0, 0),)), "allowed tiers are"),
+    # the slot, its module type and the tier by name (it listed the row's raw enum reprs)
+    (lambda: RoundPlan(tiers=((0, 2, 4, 0, 0),)),
+     "RoundPlan.tiers[0][1] (prompt) = D2D_HEAD (2): allowed tiers are ['NONE (0)'"),
+    (lambda: RoundPlan(tiers=((0, 3, 4, 0, "x"),)), "RoundPlan.tiers[0][4] (head) = 'x'"),
     (lambda: RoundPlan(tiers=((0, 3, 4, 0, 0),), route="star"), "RoundPlan.route = 'star'"),
     (lambda: RoundPlan.constant(2).with_tier(9, "moe", Tier.EDGE), "round_index = 9"),
     (lambda: RoundPlan.constant(2).with_tier(0, "foo", Tier.EDGE), "module_type = 'foo'"),
