@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_outputs(parser, args)
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers {args.workers}: every count must be >= 1")
+    for fidelity in args.fidelities:  # a bad scenario or --set refused before Ray starts
+        for engine in args.engines:
+            _args(fidelity, 1, args.scenario, args.overrides, engine)
     started_ray = False
     if "rllib" in args.engines:
         import ray

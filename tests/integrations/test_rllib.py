@@ -278,6 +278,27 @@ def test_scaleout_bench_reports_both_engines_as_json(local_ray, tmp_path):
     assert [r["speedup"] for r in rows if r["workers"] == 1] == [1.0, 1.0]
 
 
+@pytest.mark.parametrize("argv", [["--scenario", "nosuch"], ["--set", "env.foo=1"]])
+def test_scaleout_bench_refuses_a_bad_scenario_before_starting_ray(monkeypatch, argv):
+    # it started a local Ray instance (seconds, and its log lines) before saying so
+    import sys
+
+    ray = _ray()
+    sys.path.insert(0, "benchmarks")
+    try:
+        import scaleout
+    finally:
+        sys.path.remove("benchmarks")
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", started)
+    with pytest.raises(ValueError, match="'nosuch': known are|unknown config key env.foo"):
+        scaleout.main(["--engines", "rllib", "--fidelities", "cost", "--workers", "1", *argv])
+
+
 def test_an_address_where_nothing_listens_is_one_clean_error():
     _ray()
     from hffm_env.agents.rllib import join_cluster
