@@ -28,6 +28,7 @@ beside them. Pre-training draws its own data elsewhere (:mod:`hffm_env.models.pr
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,6 +295,37 @@ class FederatedData:
     def label_dist(self) -> np.ndarray:
         """``(num_clusters, num_scene_classes)``: the scene-class proportions per cluster."""
         return self.skew.scene
+
+    def summary(self, tasks: tuple[str, ...] | list[str]) -> dict[str, float]:
+        """Numbers that describe this split without training on it (what a scheduler or a
+        surrogate could read before the first round), each in [0, 1] but the last:
+
+        - ``samples_<task>``: per task of ``tasks``, the share of all training samples that
+          sit on devices running it;
+        - ``devices_<sensor>``: per sensor (image, audio), the share of devices that have it;
+        - ``skew_from_uniform`` / ``skew_between_clusters``: the clusters' label proportions'
+          mean total-variation distance from uniform and from their mean over clusters,
+          averaged over the three label families (scene, count, question; one that is not
+          skewed is uniform: 0);
+        - ``samples_per_device``: the mean training samples per device.
+        """
+        counts = np.asarray(self.num_samples, dtype=float)
+        out = {f"samples_{task}": float(sum(n for n, p in zip(counts, self.profiles)
+                                            if task in p.tasks) / counts.sum())
+               for task in tasks}
+        out |= {f"devices_{sensor}": float(np.mean([sensor in p.modalities
+                                                    for p in self.profiles]))
+                for sensor in _SENSORS}
+        families = (self.skew.scene, self.skew.count, self.skew.question)
+
+        def mean_distance(to: Callable[[np.ndarray], np.ndarray | float]) -> float:
+            return float(np.mean([0.0 if f is None else 0.5 * np.abs(f - to(f)).sum(axis=1).mean()
+                                  for f in families]))
+
+        out["skew_from_uniform"] = mean_distance(lambda f: 1.0 / f.shape[1])
+        out["skew_between_clusters"] = mean_distance(lambda f: f.mean(axis=0))
+        out["samples_per_device"] = float(counts.mean())
+        return out
 
     def device_batch(self, device: int, split: str = "train") -> SceneBatch:
         """The samples of ``device`` in ``split`` (``"train"`` or ``"test"``)."""

@@ -263,3 +263,27 @@ def test_only_train_fidelity_draws_scenes(fidelity):
     env = gym.make("hffm/HFFM-v0", scenario="small", fidelity=fidelity).unwrapped
     assert not env.data.has_scenes and len(env.data.pool) == 0
     assert env.data.num_samples.sum() > 0
+
+
+def test_a_splits_summary_reads_its_profiles_counts_and_skew():
+    cfg = _small_config(dirichlet_alpha=0.3, samples_per_device=200)
+    data = build_federated_data(cfg, CLUSTERS, np.random.default_rng(3), scenes=False)
+    summary = data.summary(cfg.tasks)
+    counts = data.num_samples.astype(float)
+    for task in cfg.tasks:  # the share of training samples on devices that run the task
+        runs = np.array([task in p.tasks for p in data.profiles])
+        assert summary[f"samples_{task}"] == pytest.approx(counts[runs].sum() / counts.sum())
+    assert summary["devices_image"] == pytest.approx(
+        np.mean(["image" in p.modalities for p in data.profiles]))
+    assert summary["samples_per_device"] == pytest.approx(counts.mean())
+    # skew: the mean over the three families of the clusters' distance from uniform
+    families = (data.skew.scene, data.skew.count, data.skew.question)
+    assert summary["skew_from_uniform"] == pytest.approx(np.mean(
+        [np.mean([_tv(row, np.full(len(row), 1 / len(row))) for row in f]) for f in families]))
+    assert 0 < summary["skew_between_clusters"] < 1
+    # no skew at all: both distances are 0 (the families not skewed count as uniform)
+    plain = build_federated_data(_small_config(label_skew=()), CLUSTERS,
+                                 np.random.default_rng(3), scenes=False)
+    flat = plain.summary(cfg.tasks)
+    assert flat["skew_from_uniform"] == pytest.approx(0) and flat[
+        "skew_between_clusters"] == pytest.approx(0)
