@@ -10,7 +10,7 @@ prints that floor beside the best baseline's energy to target and the learning i
 ``--plot FILE`` draws every policy's energy to target (mean and std over the seeds on which it
 reached the target) against those three lines. In the JSON, each seed's ``earliest_round``
 indexes the episodes' per-round lists (0 is the first round); the printout counts rounds from
-1, as the README does.
+1, as docs/RESULTS.md does.
 
     python benchmarks/energy_floor.py docs/results/small_ppo_vs_baselines.json \\
         [--json FILE] [--plot FILE]

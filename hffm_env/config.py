@@ -847,10 +847,10 @@ class ScenarioConfig:
 
 
 def paper() -> ScenarioConfig:
-    """The M3T-FFM prototype's network (PAPER.md): 10 edge servers, 40 devices in clusters of 4
-    over 5 km x 5 km, its link parameters and 6 MB payload, its noise quirk, no computation or
-    downlink charges (the prototype charged neither), and its homogeneous devices with a
-    Dirichlet(0.1) label split per cluster.
+    """The M3T-FFM prototype's network (arXiv 2509.03695): 10 edge servers, 40 devices in
+    clusters of 4 over 5 km x 5 km, its link parameters and 6 MB payload, its noise quirk, no
+    computation or downlink charges (the prototype charged neither), and its homogeneous
+    devices with a Dirichlet(0.1) label split per cluster.
 
     Not the prototype's learning setup (ViLT with bottleneck adapters, two VQA data sets,
     lr 1e-4, 50 rounds): the model, data and training are this package's (docs/RESULTS.md,

@@ -108,8 +108,8 @@ action (the engine aggregates a module type at every cluster's edge at once):
 
 
 def combine_periods(menu: tuple[int, ...], choices: list[int]) -> int:
-    """The menu index of the most frequent period among ``choices`` (menu indices; a period
-    of 0 is "never", the least frequent)."""
+    """The menu index of the shortest period among ``choices`` (menu indices): the one that
+    aggregates most often; a period of 0 ("never") only when every choice is never."""
     return min(choices, key=lambda i: (menu[i] == NEVER, menu[i]))
 
 

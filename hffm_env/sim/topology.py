@@ -2,7 +2,7 @@
 
 Two placements (:class:`~hffm_env.config.PlacementConfig`):
 
-``clustered`` (the M3T-FFM prototype, see PAPER.md)
+``clustered`` (the M3T-FFM prototype of arXiv 2509.03695)
     1. Edge servers uniform over the square area with a minimum spacing, by rejection sampling:
        each server draws candidates until one is at least ``min_server_spacing_m`` from every
        server already placed, at most ``max_placement_attempts`` candidates per server. When a
