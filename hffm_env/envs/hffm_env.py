@@ -19,6 +19,7 @@ from hffm_env.config import (
     ConfigError,
     ScenarioConfig,
     check_memory,
+    parse_override,
     resolve_scenario,
     split_module_id,
 )
@@ -380,8 +381,20 @@ class HFFMEnv(gym.Env):
                     "env.surrogate_noise = 'residuals': the surrogate in use kept no "
                     "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
                     "set env.surrogate_noise=none")
+        threads_before = torch.get_num_threads()
         if torch_threads is not None:  # a process-wide setting: only once the rest is valid
             torch.set_num_threads(int(torch_threads))
+        try:
+            self._build(fidelity, device, progress, reward, reward_function, reward_mode)
+        except BaseException:  # (a refused env leaves the process's setting as it was)
+            torch.set_num_threads(threads_before)
+            raise
+
+    def _build(self, fidelity: str, device: str, progress: bool, reward: str | Reward | None,
+               reward_function: Reward, reward_mode: str) -> None:
+        """The engine, the spaces and the reward's cost scale of ``self.config`` (the rest of
+        ``__init__``: a config whose round costs overflow is refused here)."""
+        cfg = self.config
         # the config seed's streams: the first layout (clusters, action sizes) and the data split
         built = RandomStreams.from_seed(cfg.seed)
         self.engine = build_engine(cfg, fidelity, device=device, progress=progress,
@@ -982,18 +995,29 @@ class HFFMEnv(gym.Env):
 
 
 def _with_reward(overrides: Any, reward: str | Reward | None) -> Any:
-    """``overrides`` with ``env.reward`` set last to a named ``reward`` (as given otherwise:
-    a callable reward is not the config's, and overrides of another type are refused by
-    the config's own check)."""
+    """``overrides`` with ``env.reward`` set last to a named ``reward``, inside the ``env``
+    section where the overrides give that section whole (as given otherwise: a callable
+    reward is not the config's, and overrides the config cannot read are refused by its own
+    check, in its words)."""
     if not isinstance(reward, str):
         return overrides
     if overrides is None:
         return {"env.reward": reward}
-    if isinstance(overrides, Mapping):
-        return {**overrides, "env.reward": reward}
-    if isinstance(overrides, (list, tuple)):
-        return [*overrides, f"env.reward={reward}"]
-    return overrides
+    try:
+        items = (list(overrides.items()) if isinstance(overrides, Mapping)
+                 else [parse_override(o) for o in overrides]
+                 if isinstance(overrides, (list, tuple)) else None)
+    except ConfigError:
+        items = None
+    if items is None:
+        return overrides
+    given = dict(items)  # (a key given twice: the later value, as the config takes it)
+    section = given.get("env")
+    if isinstance(section, Mapping):
+        given["env"] = {**section, "reward": reward}
+    elif "env" not in given:  # (an env section that is not a mapping: the config refuses it)
+        given["env.reward"] = reward
+    return given
 
 
 def _reward_function(reward: str | Reward | None, configured: str, mode: str) -> Reward:

@@ -102,6 +102,9 @@ def test_an_unhashable_scenario_is_named():
     ({"overrides": {"placement.placement": "uniform"}}, ConfigError, "placement.placement"),
     ({"fidelity": "surrogate", "surrogate": "/nonexistent/fit.pt"}, FileNotFoundError,
      "fit.pt"),
+    # refused only once the engine prices a round: the setting is restored (it stayed)
+    ({"overrides": ["compute.cpu_freq_hz_min=1e-300", "compute.cpu_freq_hz_max=1e-300"]},
+     ConfigError, "a round's cost overflows"),
 ])
 def test_torch_threads_are_set_only_once_the_rest_is_valid(kwargs, error, message):
     threads = torch.get_num_threads()

@@ -153,6 +153,12 @@ def test_reward_is_pluggable_by_name_or_callable():
                        overrides=overrides)
         assert env.unwrapped.config.env.reward == "accuracy-level"
         assert pickle.loads(pickle.dumps(env.unwrapped)).config == env.unwrapped.config
+    # ... and goes inside an env section given whole (refused as a key "inside" it before)
+    for overrides in ({"env": {"episode_rounds": 3}}, ["env={episode_rounds: 3}"]):
+        env = gym.make("hffm/HFFM-v0", fidelity="cost", reward="accuracy-gain",
+                       overrides=overrides)
+        assert (env.unwrapped.config.env.reward, env.unwrapped.config.env.episode_rounds) == (
+            "accuracy-gain", 3)
 
 
 def test_spend_to_target_charges_every_round_until_the_target():
