@@ -21,16 +21,20 @@ def scenario_env_id(scenario: str) -> str:
     return f"hffm/HFFM-{scenario.capitalize()}-v0"
 
 
-def preset_env(preset: str, scenario: str | None = None, **kwargs: Any) -> Any:
+def preset_env(preset: str, scenario: str | None = None, id_preset: str | None = None,
+               **kwargs: Any) -> Any:
     """The env of a preset scenario's id (``hffm/HFFM-Small-v0``): ``HFFMEnv(scenario=preset,
-    **kwargs)``. A ``scenario=`` that names another preset is refused: the id fixes it, and a
-    run logged under the id would describe another env."""
+    **kwargs)``. The id registers both ``preset`` and ``id_preset``; a ``preset=`` or
+    ``scenario=`` given to ``gym.make`` that names another preset is refused: the id fixes
+    it, and a run logged under the id would describe another env."""
     from hffm_env.envs.hffm_env import HFFMEnv
 
-    if scenario is not None and scenario != preset:
-        raise ValueError(f"scenario = {scenario!r}: {scenario_env_id(preset)} is the {preset!r} "
-                         f"scenario; make {ENV_ID} with scenario={scenario!r} instead")
-    return HFFMEnv(scenario=preset, **kwargs)
+    fixed = id_preset if id_preset is not None else preset
+    for name, given in (("preset", preset), ("scenario", scenario)):
+        if given is not None and given != fixed:
+            raise ValueError(f"{name} = {given!r}: {scenario_env_id(fixed)} is the {fixed!r} "
+                             f"scenario; make {ENV_ID} with scenario={given!r} instead")
+    return HFFMEnv(scenario=fixed, **kwargs)
 
 
 # HFFMEnv's metadata, which Gymnasium reads from the entry point to offer render_mode="human"
@@ -53,6 +57,6 @@ def register_envs() -> list[str]:
     for name in SCENARIOS:
         env_id = scenario_env_id(name)
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=PRESET_ENTRY_POINT, kwargs={"preset": name},
-                         disable_env_checker=True)
+            gym.register(id=env_id, entry_point=PRESET_ENTRY_POINT,
+                         kwargs={"preset": name, "id_preset": name}, disable_env_checker=True)
     return ids

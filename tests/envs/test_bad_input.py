@@ -82,6 +82,10 @@ def test_a_preset_id_refuses_another_scenario():
     """gym.make("hffm/HFFM-Small-v0", scenario="medium") built medium under small's id."""
     with pytest.raises(ValueError, match="scenario = 'medium': hffm/HFFM-Small-v0 is the 'small'"):
         gym.make("hffm/HFFM-Small-v0", scenario="medium", fidelity="cost")
+    # ... and so was a preset= that names another (it built paper under small's id)
+    for preset in ("paper", "nosuch"):
+        with pytest.raises(ValueError, match=f"preset = '{preset}': hffm/HFFM-Small-v0 is the"):
+            gym.make("hffm/HFFM-Small-v0", preset=preset, fidelity="cost")
     env = gym.make("hffm/HFFM-Small-v0", scenario="small", fidelity="cost")
     assert env.unwrapped.config.name == "small" and env.spec.id == "hffm/HFFM-Small-v0"
     assert gym.make(env.spec).unwrapped.config.name == "small"
