@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints, overload
 
+import numpy as np
+
 from hffm_env.arguments import error_line
 from hffm_env.files import require_path
 
@@ -1113,6 +1115,10 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
     """Turn a JSON/YAML value into the annotated type, or raise a ConfigError naming ``path``."""
     if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
         value = value.item() if hasattr(value, "item") else value  # numpy's numbers as Python's
+    elif isinstance(value, np.bool_):  # (not a numbers.Real)
+        value = bool(value)
+    elif isinstance(value, np.ndarray) and value.ndim == 1:  # a sweep's values, as a list
+        value = value.tolist()
     origin = get_origin(annotation)
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):

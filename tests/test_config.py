@@ -198,6 +198,14 @@ def test_numpy_numbers_are_taken_as_python_numbers():
     config = apply_overrides(small(), {"env.episode_rounds": np.int64(3), "fl.lr": np.float32(0.5)})
     assert type(config.env.episode_rounds) is int and config.env.episode_rounds == 3
     assert type(config.fl.lr) is float and config.fl.lr == 0.5
+    # numpy's booleans and 1-d arrays too (a sweep's values: "must be true or false", "must
+    # be a list" before); a 2-d array is still no list of numbers
+    config = apply_overrides(small(), {"dynamics.mobility": np.True_,
+                                       "env.period_menu": np.array([1, 2, 0])})
+    assert config.dynamics.mobility is True and config.env.period_menu == (1, 2, 0)
+    assert type(config.env.period_menu[0]) is int
+    with pytest.raises(ConfigError, match="env.period_menu"):
+        apply_overrides(small(), {"env.period_menu": np.array([[1, 2]])})
 
 
 def test_a_tiny_server_spacing_is_checked_without_dividing_by_zero():
