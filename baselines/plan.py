@@ -106,7 +106,7 @@ class RoundPlan:
         from hffm_env.wrappers import encode_coarse
 
         edge, cloud = self.periods(round_index)
-        return encode_coarse(menu, edge, cloud, [self.route] * num_clusters)
+        return encode_coarse(menu, edge, cloud, [self.route] * num_clusters, num_clusters)
 
     def with_tier(self, round_index: int, module_type: str, tier: Tier) -> RoundPlan:
         """A copy with one round's tier of one module type changed."""

@@ -29,7 +29,14 @@ import numpy as np
 from gymnasium import spaces
 
 from hffm_env.config import MODULE_TYPES, NEVER
-from hffm_env.envs.action import RELAY_EDGE, RELAY_WAIT, ActionLayout, check_action
+from hffm_env.envs.action import (
+    RELAY_EDGE,
+    RELAY_WAIT,
+    ActionLayout,
+    check_action,
+    per_module_type,
+    period_index,
+)
 from hffm_env.fl.schedule import Route, choices, is_member
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
@@ -118,13 +125,25 @@ def coarse_num_clusters(action_size: int) -> int:
     return action_size - 2 * len(MODULE_TYPES)
 
 
-def encode_coarse(menu: Sequence[int], edge: Mapping[str, int], cloud: Mapping[str, int],
-                  routes: Sequence[Route | int]) -> np.ndarray:
+def encode_coarse(menu: Sequence[int], edge: Mapping[str, int] | int,
+                  cloud: Mapping[str, int] | int, routes: Sequence[Route | int],
+                  num_clusters: int | None = None) -> np.ndarray:
     """A :class:`CoarseActions` action: the edge and cloud period of every module type (each
-    a value of ``menu``, the env's ``env.period_menu``) and a route per cluster."""
-    return np.array([menu.index(edge[t]) for t in MODULE_TYPES]
-                    + [menu.index(cloud[t]) for t in MODULE_TYPES]
-                    + [int(r) for r in routes], dtype=np.int64)
+    a value of ``menu``, the env's ``env.period_menu``; one for all types or a mapping of
+    each, as :meth:`~hffm_env.envs.action.ActionLayout.encode` takes them) and a route per
+    cluster (``num_clusters`` of them, when given). Anything else raises ``ValueError``
+    naming the argument, the value and what is allowed."""
+    periods = [period_index(menu, value, f"{name}/{t}")
+               for name, given in (("edge_period", edge), ("cloud_period", cloud))
+               for t, value in per_module_type(given, name).items()]
+    if isinstance(routes, (str, bytes)) or not isinstance(routes, (Sequence, np.ndarray)) or (
+            num_clusters is not None and len(routes) != num_clusters) or not len(routes):
+        count = f"{num_clusters} routes" if num_clusters is not None else "routes"
+        raise ValueError(f"routes = {routes!r}: must be a list of {count}, one per cluster")
+    for c, route in enumerate(routes):
+        if not is_member(route, Route):
+            raise ValueError(f"routes[{c}] = {route!r}: allowed {choices(Route)}")
+    return np.array(periods + [int(r) for r in routes], dtype=np.int64)
 
 
 class CoarseActions(_MaskInInfo, gym.ActionWrapper, gym.utils.RecordConstructorArgs):

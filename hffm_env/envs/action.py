@@ -44,7 +44,8 @@ from hffm_env.sim import repair_pairing
 from hffm_env.values import is_integer
 
 __all__ = ["ActionLayout", "DecodeReport", "PeriodClock", "check_action", "check_slot_range",
-           "RELAY_WAIT", "RELAY_EDGE", "RELAY_CLOUD", "RELAY_FIXED_CHOICES", "NUM_ROUTES"]
+           "per_module_type", "period_index", "RELAY_WAIT", "RELAY_EDGE", "RELAY_CLOUD",
+           "RELAY_FIXED_CHOICES", "NUM_ROUTES"]
 
 
 def check_slot_range(action: np.ndarray, nvec: np.ndarray, slot_names: list[str],
@@ -104,6 +105,30 @@ class DecodeReport:
             "relays": self.relay_repairs,
             "total": self.head_repairs + self.pair_repairs + self.relay_repairs,
         }
+
+
+def per_module_type(choice: Any, what: str) -> dict[str, Any]:
+    """``choice`` for every module type: a mapping that gives each of :data:`MODULE_TYPES` and
+    no other, or one value for all; otherwise a ``ValueError`` naming ``what``."""
+    if isinstance(choice, Mapping):
+        missing = [t for t in MODULE_TYPES if t not in choice]
+        extra = [t for t in choice if t not in MODULE_TYPES]
+        if missing or extra:
+            raise ValueError(f"{what} = {dict(choice)!r}: must give every module type "
+                             f"{list(MODULE_TYPES)} and no other (missing {missing}, "
+                             f"unknown {extra})")
+        return dict(choice)
+    return dict.fromkeys(MODULE_TYPES, choice)
+
+
+def period_index(menu: Sequence[int], value: Any, what: str) -> int:
+    """The index in ``menu`` (``env.period_menu``; 0 is "never") of period ``value``, or a
+    ``ValueError`` naming ``what``, the value and the menu."""
+    if not is_integer(value) or value not in menu:
+        never = ' (0 is "never")' if NEVER in menu else ""
+        raise ValueError(f"{what} = {value!r}: not in the config's env.period_menu "
+                         f"{list(menu)}{never}")
+    return list(menu).index(value)
 
 
 class ActionLayout:
@@ -200,25 +225,15 @@ class ActionLayout:
         argument, the value and what is allowed."""
         action = np.zeros(len(self.nvec), dtype=np.int64)
 
-        def per_type(choice: Any, what: str) -> dict[str, Any]:
-            if isinstance(choice, Mapping):
-                missing = [t for t in MODULE_TYPES if t not in choice]
-                extra = [t for t in choice if t not in MODULE_TYPES]
-                if missing or extra:
-                    raise ValueError(f"{what} = {dict(choice)!r}: must give every module type "
-                                     f"{list(MODULE_TYPES)} and no other (missing {missing}, "
-                                     f"unknown {extra})")
-                return dict(choice)
-            return dict.fromkeys(MODULE_TYPES, choice)
-
         def flag(value: Any, what: str) -> int:
             if isinstance(value, (bool, np.bool_)) or (
                     isinstance(value, numbers.Integral) and value in (0, 1)):
                 return int(value)
             raise ValueError(f"{what} = {value!r}: must be True or False")
 
-        edge, cloud = per_type(edge_period, "edge_period"), per_type(cloud_period, "cloud_period")
-        pairs = per_type(pair_exchange, "pair_exchange")
+        edge = per_module_type(edge_period, "edge_period")
+        cloud = per_module_type(cloud_period, "cloud_period")
+        pairs = per_module_type(pair_exchange, "pair_exchange")
         for k, t in enumerate(MODULE_TYPES):
             action[self._offsets["edge_period"].start + k] = self.period_index(
                 edge[t], f"edge_period/{t}")
@@ -247,13 +262,8 @@ class ActionLayout:
         return check_action(action, self.nvec, self.slot_names, subject="encoded action")
 
     def period_index(self, value: Any, what: str) -> int:
-        """The menu index of period ``value`` (an integer of ``env.period_menu``; 0 is
-        "never"), or a ``ValueError`` naming ``what``, the value and the menu."""
-        if not is_integer(value) or value not in self.menu:
-            never = ' (0 is "never")' if NEVER in self.menu else ""
-            raise ValueError(f"{what} = {value!r}: not in the config's env.period_menu "
-                             f"{list(self.menu)}{never}")
-        return self.menu.index(value)
+        """The menu index of period ``value`` (:func:`period_index` on this menu)."""
+        return period_index(self.menu, value, what)
 
     def _one_per_slot(self, block: str, values: Any, what: str, unit: str) -> np.ndarray:
         """``values`` for ``block``: exactly one integer per slot (ranges are checked on the

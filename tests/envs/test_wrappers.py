@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -56,6 +58,17 @@ def test_the_coarse_layout_is_one_rule(make_env):
     assert {t: menu[value[f"edge_period/{t}"]] for t in edge} == edge
     assert {t: menu[value[f"cloud_period/{t}"]] for t in cloud} == cloud
     assert [value[f"route/{c}"] for c in range(clusters)] == [int(r) for r in routes]
+    # one period for every type, as layout.encode takes it
+    assert (encode_coarse(env.menu, 1, cloud, routes)[:5] == env.menu.index(1)).all()
+    # bad input is named (a route 7 or a route too few passed, as a vector the space refuses;
+    # a type left out was a KeyError, a period off the menu "x not in tuple")
+    for args, says in (((edge, cloud, [7] * clusters), "routes[0] = 7: allowed"),
+                       ((edge, cloud, routes[:-1], clusters),
+                        f"must be a list of {clusters} routes"),
+                       (({"encoder": 1}, cloud, routes), "edge_period = {'encoder': 1}"),
+                       ((edge, 3, routes), "cloud_period/encoder = 3: not in the config's")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            encode_coarse(env.menu, *args)
 
 
 def test_schedule_menu_is_discrete_over_named_schedules(make_env):
