@@ -74,8 +74,8 @@ class PlayedRound:
 
     Attributes:
         topology: device and server positions, clusters.
-        available: ``(N,)`` bool, the devices that took part.
-        d2d_graphs: each cluster's D2D graph over its available devices.
+        available: ``(N,)`` bool, the devices that took part (read-only).
+        d2d_graphs: each cluster's D2D graph over its available devices (read-only views).
     """
 
     topology: Topology
@@ -805,9 +805,13 @@ class HFFMEnv(gym.Env):
         return self._last_result
 
     def _network_view(self) -> PlayedRound:
-        # the network replaces (never edits) these each round: references are a snapshot
-        return PlayedRound(self.network.topology, self.network.available,
-                           self.network.d2d_graphs)
+        # the network replaces (never edits) these each round: references are a snapshot,
+        # read-only views so that a caller editing one cannot edit the round about to be
+        # played (the topology's arrays are read-only already)
+        available = self.network.available.view()
+        available.flags.writeable = False
+        return PlayedRound(self.network.topology, available,
+                           [graph.copy(as_view=True) for graph in self.network.d2d_graphs])
 
     @property
     def played_round(self) -> PlayedRound:

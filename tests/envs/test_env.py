@@ -14,6 +14,7 @@ import warnings
 import gymnasium as gym
 import matplotlib.collections
 import matplotlib.text
+import networkx as nx
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
@@ -655,6 +656,20 @@ def test_the_frame_shows_the_round_just_played_not_the_next_one():
         assert played.topology is not core.network.topology  # the devices moved on
         assert f"available {int(info['available'].sum())}/" in env.render()
     assert differs  # the next round's dropout differs from the played one's
+    env.close()
+
+
+def test_the_played_round_is_a_view_no_caller_can_edit_the_next_round_through():
+    # at reset it is the network of the round about to be played: clearing its availability
+    # played that round with no device (0 J against 7.28 J)
+    env = gym.make("hffm/HFFM-v0", fidelity="cost")
+    env.reset(seed=0)
+    played = env.unwrapped.played_round
+    with pytest.raises(ValueError, match="read-only"):
+        played.available[:] = False
+    with pytest.raises(nx.NetworkXError, match="Frozen graph"):
+        played.d2d_graphs[0].add_edge(0, 1)
+    assert env.unwrapped.network.available.all()
     env.close()
 
 
