@@ -6,7 +6,7 @@ __all__ = ["TINY_OVERRIDES", "make_tiny_env", "integration"]
 
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -31,16 +31,31 @@ refuses them, naming ``hffm calibrate``); for a short surrogate episode override
 ``env.episode_rounds`` alone."""
 
 
-def make_tiny_env(scenario: str = "small", fidelity: str = "cost", extra: Sequence[str] = (),
-                  **kwargs: Any) -> Any:
+def make_tiny_env(scenario: str = "small", fidelity: str = "cost",
+                  extra: Sequence[str] | Mapping[str, Any] = (), **kwargs: Any) -> Any:
     """``gymnasium.make("hffm/HFFM-v0", ...)`` with :data:`TINY_OVERRIDES` and then ``extra``
-    overrides (later ones win); other keyword arguments go to the env."""
+    overrides (``key=value`` strings or a dict of dotted keys; later ones win: a section
+    given whole, ``env={...}``, replaces the tiny settings inside it); other keyword
+    arguments go to the env."""
     import gymnasium as gym
 
     from hffm_env import ENV_ID  # (importing hffm_env registers the env ids)
+    from hffm_env.config import ConfigError, parse_override
 
-    return gym.make(ENV_ID, scenario=scenario, fidelity=fidelity,
-                    overrides=[*TINY_OVERRIDES, *extra], **kwargs)
+    if isinstance(extra, (str, bytes)):
+        raise ConfigError(f"extra = {extra!r}: must be a list of 'key=value' strings or a dict "
+                          f"of dotted keys (one override: [{extra!r}])")
+    given = dict(extra) if isinstance(extra, Mapping) else dict(
+        parse_override(o) for o in extra)
+
+    def replaced(key: str) -> bool:  # an extra key equal to it, inside it or around it
+        return any(key == g or key.startswith(f"{g}.") or g.startswith(f"{key}.")
+                   for g in map(str, given))
+
+    tiny = dict(parse_override(o) for o in TINY_OVERRIDES)
+    overrides = {**{k: v for k, v in tiny.items() if not replaced(k)}, **given}
+    return gym.make(ENV_ID, scenario=scenario, fidelity=fidelity, overrides=overrides,
+                    **kwargs)
 
 
 def integration(name: str) -> ModuleType:

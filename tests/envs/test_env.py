@@ -771,3 +771,20 @@ def test_the_round_just_played_cannot_be_edited_through_its_views():
             core.last_result.round_index = 99
     finally:
         env.close()
+
+
+def test_make_tiny_env_takes_extra_overrides_as_a_list_or_dict_later_ones_winning():
+    from hffm_env.config import ConfigError
+    from hffm_env.testing import make_tiny_env
+
+    # a section given whole replaces the tiny settings inside it (refused as a conflict)
+    env = make_tiny_env(extra=["env={episode_rounds: 2}"])
+    assert env.unwrapped.config.env.episode_rounds == 2
+    assert env.unwrapped.config.fl.local_steps == 1  # the other tiny settings stay
+    env.close()
+    env = make_tiny_env(extra={"env.episode_rounds": 3})  # "must look like key=value"
+    assert env.unwrapped.config.env.episode_rounds == 3
+    env.close()
+    # one string is not a list of them (it was split into characters: "override 'e'")
+    with pytest.raises(ConfigError, match=r"extra = 'env.episode_rounds=2': must be a list"):
+        make_tiny_env(extra="env.episode_rounds=2")
