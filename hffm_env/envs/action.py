@@ -72,10 +72,10 @@ def check_action(action: object, nvec: np.ndarray, slot_names: list[str],
     if array.shape != nvec.shape:
         raise ValueError(f"{subject} shape {array.shape}: expected {nvec.shape} "
                          f"(slots: {slot_names[0]} ... {slot_names[-1]})")
-    if array.dtype.kind not in "iub":  # booleans are 0 and 1, as the space's contains() says
-        if array.dtype.kind != "f":
-            raise ValueError(f"{subject} dtype {array.dtype}: must be integers (a "
-                             "MultiDiscrete vector)")
+    # (booleans are 0 and 1, as the space's contains() says)
+    if array.dtype.kind not in "iubf":
+        array = _integers_of_mixed(action, array, nvec, slot_names, subject)
+    elif array.dtype.kind == "f":
         fractional = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
         if fractional.size:
             i = int(fractional[0])
@@ -83,6 +83,22 @@ def check_action(action: object, nvec: np.ndarray, slot_names: list[str],
                              f"be a whole number in 0..{int(nvec[i]) - 1}")
     check_slot_range(array, nvec, slot_names, subject)  # before the cast: 1e19 stays 1e19
     return array.astype(np.int64)
+
+
+def _integers_of_mixed(action: object, array: np.ndarray, nvec: np.ndarray,
+                       slot_names: list[str], subject: str) -> np.ndarray:
+    """An action numpy could not make integers of (a list holding None, a string or an integer
+    beyond int64: numpy turned all of it into objects or strings) as an object array of its
+    integers, or a ``ValueError`` naming the first slot that holds something else."""
+    # (the values as given: numpy turned every slot of ['1', 0, ...] into a string)
+    values = list(action) if isinstance(action, (list, tuple)) else array.tolist()
+    for i, value in enumerate(values):
+        whole = isinstance(value, (float, np.floating)) and float(value).is_integer()
+        if not (is_integer(value) or whole or isinstance(value, (bool, np.bool_))):
+            raise ValueError(f"{subject} slot {i} ({slot_names[i]}) = {value!r}: must be an "
+                             f"integer in 0..{int(nvec[i]) - 1}")
+    return np.array([int(v) for v in values], dtype=object)
+
 
 NUM_ROUTES = len(Route)
 RELAY_WAIT, RELAY_EDGE, RELAY_CLOUD = 0, 1, 2

@@ -253,6 +253,22 @@ def test_a_float_action_that_is_no_whole_number_names_its_slot(value, shown):
         env.step(action)
 
 
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "None: must be an integer in 0..4"), ("1", "'1': must be an integer in 0..4"),
+    (2**70, "1180591620717411303424: allowed 0..4")])
+def test_a_list_action_holding_no_integer_names_its_slot(value, shown):
+    # numpy made objects or strings of the whole list: "action dtype object: must be
+    # integers", which named no slot (and said 2**70 was no integer)
+    env = _cost_env()
+    env.reset(seed=0)
+    action = env.layout.encode(1, 2).tolist()
+    action[5] = value
+    with pytest.raises(ValueError, match=re.escape(f"slot 5 (cloud_period/encoder) = {shown}")):
+        env.step(action)
+    action[5] = 1.0  # a whole float among them passes, as in a float vector
+    env.step(action)
+
+
 def test_a_ragged_action_is_named():
     env = _cost_env()
     env.reset(seed=0)
@@ -262,8 +278,9 @@ def test_a_ragged_action_is_named():
 
 @pytest.mark.parametrize(("bad", "message"), [
     (np.full(14, 1.7), r"slot 0 \(edge_period/encoder\) = 1.7"), (np.full(14, np.nan), "= nan"),
-    (np.full(14, np.inf), "= inf"), (np.array(["a"] * 14), "action dtype"),
-    ([None] * 14, "action dtype")])
+    (np.full(14, np.inf), "= inf"),
+    (np.array(["a"] * 14), r"slot 0 \(edge_period/encoder\) = 'a': must be an integer"),
+    ([None] * 14, r"slot 0 \(edge_period/encoder\) = None: must be an integer")])
 def test_coarse_actions_check_like_the_env(bad, message):
     env = CoarseActions(gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost"))
     env.reset(seed=0)
