@@ -941,8 +941,12 @@ def get_scenario(name: str) -> ScenarioConfig:
     """The preset scenario called ``name``; unknown names raise :class:`ConfigError` listing the
     known ones."""
     if not isinstance(name, str) or name not in SCENARIOS:
+        looks_like_file = isinstance(name, Path) or isinstance(name, str) and (
+            name.endswith((".json", ".yaml", ".yml")) or "/" in name or os.sep in name)
+        hint = ("; a config file is given as config_file= (the commands' --config)"
+                if looks_like_file else "")
         raise ConfigError(
-            f"scenario = {shown(name)}: unknown; known scenarios are {scenario_names()}"
+            f"scenario = {shown(name)}: unknown; known scenarios are {scenario_names()}{hint}"
         )
     return SCENARIOS[name]()
 

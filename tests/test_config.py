@@ -45,8 +45,12 @@ def test_round_trip_through_dict():
 
 
 def test_unknown_scenario_lists_known_ones():
-    with pytest.raises(ConfigError, match="known scenarios are.*paper.*small"):
+    with pytest.raises(ConfigError, match=r"known scenarios are \['paper', 'small', 'medium'\]$"):
         get_scenario("tiny")
+    # a config file's path given as the scenario is pointed to config_file=
+    for path in ("/tmp/cfg.json", "cfg.yaml", Path("cfg")):
+        with pytest.raises(ConfigError, match="a config file is given as config_file="):
+            get_scenario(path)
 
 
 def test_unknown_key_is_named():
