@@ -403,8 +403,11 @@ class ActionLayout:
     def split_mask(self, flat: np.ndarray) -> list[np.ndarray]:
         """The flat mask of :meth:`masks` (every slot's values, concatenated) cut into one
         boolean array per slot, in slot order."""
-        offsets = np.cumsum(self.nvec)[:-1]
-        return np.split(np.asarray(flat, dtype=bool), offsets)
+        flat = np.asarray(flat, dtype=bool)
+        if flat.shape != (int(self.nvec.sum()),):
+            raise ValueError(f"mask shape {flat.shape}: expected ({int(self.nvec.sum())},), "
+                             "every slot's values concatenated (action_masks())")
+        return np.split(flat, np.cumsum(self.nvec)[:-1])
 
     def masks(
         self,

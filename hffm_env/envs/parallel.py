@@ -362,8 +362,11 @@ class HFFMParallelEnv(ParallelEnv):
         return self.env.render()
 
     def close(self) -> None:
-        """Close the single-agent env (and its ``human`` window)."""
+        """Close the single-agent env (and its ``human`` window); ``state()`` and ``agents``
+        are those of no episode afterwards."""
         self.env.close()
+        self._state = None
+        self.agents = []
 
     # ---------------------------------------------------------------------------- mapping
 

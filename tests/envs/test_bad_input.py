@@ -269,6 +269,14 @@ def test_a_list_action_holding_no_integer_names_its_slot(value, shown):
     env.step(action)
 
 
+def test_a_mask_of_another_length_is_not_split():
+    # it returned a mask per slot, all but the first empty
+    env = _cost_env()
+    with pytest.raises(ValueError, match=r"mask shape \(5,\): expected \(\d+,\)"):
+        env.layout.split_mask(np.ones(5, dtype=bool))
+    assert len(env.layout.split_mask(env.action_masks())) == len(env.action_space.nvec)
+
+
 def test_a_ragged_action_is_named():
     env = _cost_env()
     env.reset(seed=0)

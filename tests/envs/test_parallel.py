@@ -243,6 +243,11 @@ def test_flat_masks_state_and_the_space_dicts_for_centralised_critics():
         assert copied.agents == [] and flat.agents
         with pytest.raises(RuntimeError, match="call reset"):
             copied.state()
+    # ... and a closed one holds none (state() gave the stale state, agents the live list)
+    flat.close()
+    assert flat.agents == []
+    with pytest.raises(RuntimeError, match="call reset"):
+        flat.state()
 
 
 def test_one_hot_masks_and_numeric_infos_for_libraries_that_tensorise_everything():
