@@ -1137,6 +1137,12 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if inner[0] in (int, float, str):  # (a wrong value could have meant "none")
+            try:
+                return _coerce(path, value, inner[0])
+            except ConfigError as err:
+                raise ConfigError(f"{err}, or null for none (null or ~ in an override or a "
+                                  "config file, None in Python)") from None
         return _coerce(path, value, inner[0])
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):

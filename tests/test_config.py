@@ -520,3 +520,12 @@ def test_a_value_of_yaml_aliases_is_shown_bounded(tmp_path):
     with pytest.raises(ConfigError, match="must be a preset name") as refused:
         load_scenario(None, config_file=config)
     assert len(str(refused.value)) < 1000
+
+
+def test_an_optional_settings_bad_value_says_how_to_give_none():
+    # "none" read as a string: "must be a number", with no word of null
+    with pytest.raises(ConfigError, match=r"env.energy_budget_j = 'none': must be a number, "
+                                          r"or null for none \(null or ~"):
+        apply_overrides(small(), ["env.energy_budget_j=none"])
+    for none in ("null", "~"):
+        assert apply_overrides(small(), [f"env.energy_budget_j={none}"]).env.energy_budget_j is None
