@@ -638,10 +638,13 @@ def prepare_out(args: TrainArgs) -> Path:
         # a run written there would replace a checkpoint of the run around it
         raise ValueError(f"out = {str(out)!r}: is inside a run's {CHECKPOINTS}/ folder; give "
                          "the run's own folder (to continue it) or another --out")
-    # resuming continues the run in --out; a run resumed from elsewhere must not overwrite it
-    resumes_out = args.resume is not None and (
-        Path(args.resume).resolve() == out.resolve()
-        or out.resolve() in Path(args.resume).resolve().parents)
+    # resuming continues the run in --out (from its root or one of its own checkpoints); a run
+    # resumed from elsewhere, a folder below --out that is not its checkpoint included, must
+    # not overwrite what --out holds
+    resumed = Path(args.resume).resolve() if args.resume is not None else None
+    resumes_out = resumed is not None and (
+        resumed == out.resolve()
+        or (resumed.parent.name == CHECKPOINTS and resumed.parent.parent == out.resolve()))
     if resumes_out and args.force:
         raise ValueError(f"--force with --resume {args.resume!r}: --force would remove the "
                          f"run in {str(out)!r} that --resume continues; drop --force")

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import warnings
 import zipfile
 from dataclasses import replace
@@ -378,6 +379,18 @@ def test_a_run_resumed_from_elsewhere_does_not_overwrite_out(trained, tmp_path, 
                              "--out", str(other)]) == 2
     assert "is not a run in it" in capsys.readouterr().err
     assert (other / "model.zip").read_text() == "another run"
+
+
+def test_a_run_resumed_from_a_folder_below_out_does_not_clear_out(trained, tmp_path, capsys):
+    # any folder above --resume counted as "the run being resumed": a project folder holding
+    # the run in agents/a1 lost its results.md and the like, without --force
+    project = tmp_path / "project"
+    shutil.copytree(trained, project / "agents" / "a1")
+    (project / "results.md").write_text("mine")
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--resume",
+                             str(project / "agents" / "a1"), "--out", str(project)]) == 2
+    assert "is not a run in it" in capsys.readouterr().err
+    assert (project / "results.md").read_text() == "mine"
 
 
 def test_out_inside_a_checkpoint_folder_is_refused(tmp_path, capsys):
