@@ -446,20 +446,25 @@ def train_sb3(args: TrainArgs) -> float:
                 with contextlib.suppress(AttributeError):  # (no logger before learn() set it)
                     model.logger.close()
 
+        rollout = args.n_steps * args.n_envs
+
+        def whole(steps: int) -> int:
+            """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
+            return -(-steps // rollout) * rollout
+
         done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
         remaining = args.total_timesteps - done
-        finetune_left = args.finetune_steps - max(0, done - args.total_timesteps)
+        # fine-tuning began where the first phase's whole rollouts ended; a checkpoint not yet
+        # trained in real training (the first phase's last one included) has none of it
+        fine_tuned = (max(0, done - whole(args.total_timesteps))
+                      if resume is not None and resume.info.fidelity == "train" else 0)
+        finetune_left = args.finetune_steps - fine_tuned
         started = time.perf_counter()
         if resume is not None and remaining <= 0 and finetune_left <= 0:
             note(f"the checkpoint has {done} timesteps already, --total-timesteps is "
                  f"{args.total_timesteps}: nothing left to train; it is saved"
                  f"{' and evaluated' if args.evaluate else ''} as it is")
-        rollout = args.n_steps * args.n_envs
         note_whole_rollouts(args, rollout, remaining, finetune_left)
-
-        def whole(steps: int) -> int:
-            """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
-            return -(-steps // rollout) * rollout
 
         if remaining > 0:
             learn(whole(remaining), tensorboard_run, resume is None, args.fidelity,

@@ -308,6 +308,26 @@ def test_agents_of_a_smaller_action_space_act_in_the_full_env(tmp_path, mode):
     assert record.rounds == 4
 
 
+def test_a_run_resumed_at_its_first_phases_end_fine_tunes_as_long_as_the_run(tmp_path):
+    """12 rounds in rollouts of 8 end the first phase at 16; resumed from that checkpoint, the
+    fine-tuning's 10 rounds lost the first phase's overshoot of 4 (6 asked, 8 trained: 24 in
+    all against the uninterrupted run's 32)."""
+    from hffm_env.agents.checkpoint import find_agent
+
+    def run(out, *extra):
+        assert train_agent.main([
+            "--scenario", "small", "--fidelity", "cost", "--n-steps", "8", "--batch-size", "8",
+            "--total-timesteps", "12", "--finetune-timesteps", "10", "--no-evaluate",
+            "--no-progress", "--out", str(out), *extra, "--overrides", *TINY_OVERRIDES]) == 0
+        return find_agent(out).info.num_timesteps
+
+    first = tmp_path / "first"
+    assert run(first) == 32
+    boundary = first / "checkpoints" / "step_00000016"
+    assert find_agent(boundary).info.fidelity == "cost"
+    assert run(tmp_path / "resumed", "--resume", str(boundary)) == 32
+
+
 def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsys):
     """Each update's learning rate is the schedule's when its rollout starts, over training
     and fine-tuning alike (16 + 16 steps, rollouts of 8: 1, 3/4, 1/2 and 1/4 of 1e-3); a run
