@@ -411,6 +411,17 @@ def train_sb3(args: TrainArgs) -> float:
                                   _FLMetricsCallback.build(), episodes,
                                   _lr_schedule_callback(args)])
 
+        def stopped(phase: str) -> TrainingInterrupted:
+            """After Ctrl-C: the agent folder and the learning curve saved as they are."""
+            with interrupts_held(common.PROG):
+                save(Path("."))
+                curve.write(out)
+                write_train_args(out, args, interrupted=True)
+            return TrainingInterrupted(
+                f"interrupted at {model.num_timesteps} of "
+                f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
+                f"statistics saved in {out}")
+
         def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
             """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
             curve and raises TrainingInterrupted."""
@@ -431,15 +442,7 @@ def train_sb3(args: TrainArgs) -> float:
                     raise
                 raise worker_stopped(err, phase) from err
             except KeyboardInterrupt:
-                with interrupts_held(common.PROG):
-                    save(Path("."))
-                    curve.write(out)
-                    write_train_args(out, args, interrupted=True)
-                raise TrainingInterrupted(
-                    f"interrupted at {model.num_timesteps} of "
-                    f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
-                    f"statistics saved in {out}"
-                ) from None
+                raise stopped(phase) from None
             finally:
                 # each learn() opens a logger of its own (TensorBoard's writer thread, files)
                 # and leaves it open: a notebook that trains thrice kept three threads
@@ -476,7 +479,10 @@ def train_sb3(args: TrainArgs) -> float:
             if remaining > 0:  # the agent as the first phase left it, to compare with
                 checkpoint(int(model.num_timesteps))
             vec_env.close()
-            vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
+            try:  # (real training's env: its model may be pre-trained first, minutes)
+                vec_env = vector_env("train", args.seed + FINETUNE_SEED_OFFSET, stats)
+            except KeyboardInterrupt:  # the first phase's agent is kept, as a checkpoint is
+                raise stopped("while building the fine-tuning env") from None
             model.set_env(vec_env)
             # SB3 keeps the last 100 episodes' returns across learn() calls: the fine-tuning's
             # ep_rew_mean must average real-training episodes only

@@ -328,6 +328,35 @@ def test_a_run_resumed_at_its_first_phases_end_fine_tunes_as_long_as_the_run(tmp
     assert run(tmp_path / "resumed", "--resume", str(boundary)) == 32
 
 
+def test_ctrl_c_while_the_fine_tuning_env_is_built_keeps_the_first_phases_agent(
+        tmp_path, capsys, monkeypatch):
+    """It said "interrupted before training started; nothing was saved" with the first
+    phase's checkpoint on disk, no agent in --out and no command to continue."""
+    import hffm_env.envs.hffm_env as env_module
+    from hffm_env.agents.checkpoint import find_agent
+
+    built = env_module.build_engine
+
+    def interrupted_in_train(cfg, fidelity, **kwargs):
+        if fidelity == "train":
+            raise KeyboardInterrupt
+        return built(cfg, fidelity, **kwargs)
+
+    monkeypatch.setattr(env_module, "build_engine", interrupted_in_train)
+    out = tmp_path / "run"
+    argv = ["--scenario", "small", "--fidelity", "cost", "--n-steps", "8", "--batch-size", "8",
+            "--total-timesteps", "16", "--finetune-timesteps", "8", "--no-evaluate",
+            "--no-progress", "--out", str(out), "--overrides", *TINY_OVERRIDES]
+    assert train_agent.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted at 16 of 24 timesteps (while building the fine-tuning env)" in err
+    assert "continue with" in err and "--resume" in err
+    assert (find_agent(out).info.num_timesteps, find_agent(out).info.fidelity) == (16, "cost")
+    monkeypatch.setattr(env_module, "build_engine", built)
+    assert train_agent.main([*argv, "--resume", str(out)]) == 0
+    assert find_agent(out).info.num_timesteps == 24
+
+
 def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsys):
     """Each update's learning rate is the schedule's when its rollout starts, over training
     and fine-tuning alike (16 + 16 steps, rollouts of 8: 1, 3/4, 1/2 and 1/4 of 1e-3); a run
