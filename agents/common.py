@@ -28,7 +28,7 @@ from hffm_env.agents.checkpoint import (
     setting_overrides,
 )
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
-from hffm_env.files import write_text_atomically
+from hffm_env.files import require_path, write_text_atomically
 from hffm_env.provenance import provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -314,6 +314,8 @@ class TrainArgs:
         # from wherever the agent is used
         for name in ("out", "resume", "surrogate", "imitate", "config"):
             value = getattr(self, name)
+            if value is not None:  # ("" was the current folder: an unset $VAR restarted a run)
+                require_path(value, name)
             if isinstance(value, str):
                 setattr(self, name, os.path.expanduser(value))
         if self.config:
@@ -437,13 +439,19 @@ class TrainArgs:
         self.scenario, config = resolve_scenario(self.scenario, self.config,
                                                  self.scenario_overrides())
         self._scenario_config = config
-        if self.surrogate is None and "surrogate" in (self.fidelity, self.final_fidelity):
+        # (an evaluation that does not run needs no fit)
+        needs_fit = [flag for flag, fidelity in (
+            ("--fidelity", self.fidelity),
+            ("--eval-fidelity", self.final_fidelity if self.evaluate else None))
+            if fidelity == "surrogate"]
+        if self.surrogate is None and needs_fit:
             from hffm_env.fl.surrogate import SurrogateMissing, find_surrogate
 
             try:  # not after training, when the evaluation would build its env
                 self._surrogate_fit = _named_fit(find_surrogate(config))
             except SurrogateMissing as err:
-                raise ValueError(f"{err} (or --surrogate PATH)") from None
+                raise ValueError(f"{' and '.join(needs_fit)} surrogate: {err} (or --surrogate "
+                                 "PATH)") from None
 
     def _check_numbers(self) -> None:
         """Seeds, rates and the evaluation's policies: refused before any training, since a
@@ -504,9 +512,10 @@ class TrainArgs:
 
     def training_env_seeds(self) -> list[int]:
         """The seeds training resets its envs with: ``seed`` onwards, one per env (RLlib's env
-        runners take ``seed + 1`` onwards), then, when fine-tuning, ``seed +``
+        runners take ``seed + 1`` onwards: one more), then, when fine-tuning, ``seed +``
         :data:`FINETUNE_SEED_OFFSET` onwards."""
-        seeds = list(range(self.seed, self.seed + self.n_envs + 1))
+        runners = self.n_envs + 1 if self.engine == "rllib" else self.n_envs
+        seeds = list(range(self.seed, self.seed + runners))
         if self.finetune_steps:
             start = self.seed + FINETUNE_SEED_OFFSET
             seeds += list(range(start, start + self.n_envs))

@@ -123,10 +123,28 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert f"{flag}: less than one rollout" in capsys.readouterr().err
     # training never resets an env with a held-out seed (1000+) or an evaluation seed
-    for argv in (["--seed", "500", "--finetune-timesteps", "64"], ["--seed", "999"],
-                 ["--seed", "3", "--n-envs", "2", "--eval-seeds", "5"]):
+    for argv in (["--seed", "500", "--finetune-timesteps", "64"],
+                 ["--seed", "999", "--n-envs", "2"],
+                 ["--seed", "3", "--n-envs", "2", "--eval-seeds", "4"],
+                 ["--seed", "999", "--engine", "rllib"]):  # (its runners take one more)
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert "training would reset its envs with seeds" in capsys.readouterr().err
+    # ... but sb3 resets its envs with seed .. seed + n_envs - 1 only (it refused these two)
+    from hffm_env.agents.common import TrainArgs
+
+    assert TrainArgs(fidelity="cost", seed=999).training_env_seeds() == [999]
+    assert TrainArgs(fidelity="cost", seed=3, n_envs=2, eval_seeds=[5]).training_env_seeds() == [
+        3, 4]
+    # an evaluation that does not run needs no surrogate fit (it was refused, blaming
+    # --fidelity); one that runs names its flag
+    no_fit = ["fl.local_steps=3"]  # (no fit is shipped for this config)
+    TrainArgs(fidelity="cost", eval_fidelity="surrogate", evaluate=False, overrides=no_fit)
+    with pytest.raises(ValueError, match="^--eval-fidelity surrogate: .*no fitted surrogate"):
+        TrainArgs(fidelity="cost", eval_fidelity="surrogate", overrides=no_fit)
+    # empty paths are refused (--resume "" started afresh, --out "" wrote into the cwd)
+    for flag in ("--resume", "--out"):
+        assert train_agent.main(["--fidelity", "cost", flag, ""]) == 2
+        assert f"{flag} '': must be a path" in capsys.readouterr().err
     # what would be silently ignored or counted twice is refused before training
     for argv, message in ((["--eval-seeds", "1000", "1000"], "--eval-seeds has 1000 twice"),
                           (["--eval-policies", "star", "star"], "--eval-policies has 'star' twice"),
