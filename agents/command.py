@@ -150,6 +150,20 @@ def _as_flag(err: BaseException) -> BaseException:
 _FIELDS = {f.name for f in dataclasses.fields(TrainArgs)}
 
 
+def bench_command(args: TrainArgs) -> str:
+    """The ``hffm bench`` command that compares the agent in ``args.out`` with the baselines
+    as the run's own comparison does: on the settings it trained on (``--config`` of the
+    agent folder), the evaluation's fidelity, seeds, policies and data splits."""
+    out = str(args.out)
+    flags = ["--agent", out, "--config", out, "--fidelity", args.final_fidelity,
+             "--seeds", *map(str, args.eval_seeds)]
+    if args.eval_policies:  # (none given: bench's default, as the comparison's)
+        flags += ["--policies", *args.eval_policies]
+    if args.eval_data_split_per_seed:
+        flags.append("--data-split-per-seed")
+    return f"hffm bench {shlex.join(flags)}"
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "train_agent.py") -> int:
     """Run the training job; print the comparison table. Exit status 0 when done, 2 for bad
     arguments or files (one line on stderr, led by ``prog``), 130 after Ctrl-C or SIGTERM
@@ -181,8 +195,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         # interrupted after an agent was saved (SB3's model.zip, RLlib's policy.pt)?
         if any(Path(args.out, name).exists() for name in (MODEL_FILE, POLICY_FILE)):
             print(f"{prog}: interrupted; the agent saved in {args.out} is kept (continue "
-                  f"with --resume {args.out}, or evaluate it with hffm bench --agent "
-                  f"{args.out})", file=sys.stderr)
+                  f"with --resume {args.out}, or evaluate it with {bench_command(args)})",
+                  file=sys.stderr)
         else:
             print(f"{prog}: interrupted before training started; nothing was saved",
                   file=sys.stderr)
@@ -191,7 +205,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     if not args.evaluate:
         print(f"agent saved in {args.out}{f' with {LEARNING_CURVE_PNG}' if has_curve else ''} "
               f"(trained {results.get('train_seconds', float('nan')):.0f} s; not compared "
-              f"with the baselines: hffm bench --agent {shlex.quote(str(args.out))} does it)")
+              f"with the baselines: {bench_command(args)} does it)")
         return 0
     print(Path(args.out, "results.md").read_text(encoding="utf-8"))
     if results.get("interrupted"):

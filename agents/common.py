@@ -273,7 +273,8 @@ class TrainArgs:
         default=True,
         metadata={"help": "after training, compare the agent with the baselines on "
                   "--eval-seeds (results.json, results.md, pareto.png); --no-evaluate stops "
-                  "after training (hffm bench --agent OUT compares it later)"},
+                  "after training (hffm bench --agent OUT --config OUT compares it later; "
+                  "the command printed at the end gives the evaluation's flags too)"},
     )
     eval_data_split_per_seed: bool = field(
         default=False,

@@ -130,8 +130,6 @@ def test_bad_arguments_exit_2(capsys, tmp_path, monkeypatch):
         assert train_agent.main(["--fidelity", "cost", *argv]) == 2
         assert "training would reset its envs with seeds" in capsys.readouterr().err
     # ... but sb3 resets its envs with seed .. seed + n_envs - 1 only (it refused these two)
-    from hffm_env.agents.common import TrainArgs
-
     assert TrainArgs(fidelity="cost", seed=999).training_env_seeds() == [999]
     assert TrainArgs(fidelity="cost", seed=3, n_envs=2, eval_seeds=[5]).training_env_seeds() == [
         3, 4]
@@ -268,7 +266,19 @@ def test_no_evaluate_stops_after_training_and_clears_an_older_comparison(tmp_pat
     assert train_agent.main([*common, "--total-timesteps", "16", "--resume", str(out),
                              "--no-evaluate"]) == 0
     printed, err = capsys.readouterr()
-    assert f"agent saved in {out}" in printed and f"hffm bench --agent {out}" in printed
+    assert f"agent saved in {out}" in printed
+    # the command it prints compares the agent as the run's own comparison would: on the
+    # settings trained on (without --config it played the preset's 16 rounds, not these 4)
+    import shlex
+
+    command = printed.split("with the baselines: ", 1)[1].rsplit(" does it)", 1)[0]
+    bench_argv = shlex.split(command)
+    assert bench_argv[:2] == ["hffm", "bench"] and "--config" in bench_argv
+    assert cli_main([*bench_argv[1:], "--json", str(tmp_path / "b.json")]) == 0
+    played = json.loads((tmp_path / "b.json").read_text())
+    assert played["seeds"] == [1000] and {e["policy"] for e in played["episodes"]} >= {"never"}
+    assert {len(e["accuracy"]) for e in played["episodes"]} == {4}
+    capsys.readouterr()
     # the comparison's flags of the command line it was added to are named as unused
     assert "note: --no-evaluate: --eval-seeds, --eval-policies go unused" in err
     assert "| never |" not in printed
