@@ -39,6 +39,7 @@ from hffm_env.agents.common import (
 from hffm_env.arguments import interrupts_held
 from hffm_env.baselines.policies import EnvBound
 from hffm_env.envs.registration import ENV_ID
+from hffm_env.progress import PROGRESS_LINE_EVERY_S
 
 __all__ = ["train_sb3", "AgentPolicy", "make_env_fn"]
 
@@ -137,10 +138,6 @@ def _lr_schedule_callback(args: TrainArgs) -> Any:
             return True
 
     return LearningRate()
-
-
-PROGRESS_LINE_EVERY_S = 30.0
-"""How often training prints a progress line when stderr is not a terminal."""
 
 
 def _progress_lines_callback(phase: str, every_s: float | None = None) -> Any:

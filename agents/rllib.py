@@ -428,7 +428,6 @@ def train_rllib(args: common.TrainArgs) -> float:
     ``args.out``, as :func:`~hffm_env.agents.ppo.train_sb3` does (but no learning curve)."""
     import ray
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
 
     from hffm_env.agents.checkpoint import (
         AgentFileError,
@@ -444,6 +443,7 @@ def train_rllib(args: common.TrainArgs) -> float:
         run_name,
         write_train_args,
     )
+    from hffm_env.progress import progress_bar
     from hffm_env.provenance import provenance
 
     out = prepare_out(args)
@@ -494,7 +494,7 @@ def train_rllib(args: common.TrainArgs) -> float:
         next_at = (steps // every + 1) * every
         started = time.perf_counter()
         note_whole_rollouts(args, rllib_rollout(args), args.total_timesteps - steps)
-        bar = tqdm(total=args.total_timesteps, initial=min(steps, args.total_timesteps),
+        bar = progress_bar(total=args.total_timesteps, initial=min(steps, args.total_timesteps),
                    disable=not args.progress, desc="rllib ppo", unit="step")
         try:
             while steps < args.total_timesteps:

@@ -296,7 +296,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
     fixed design rarely plays, so recording its own real rounds and refitting is how the
     surrogate learns where it was wrong. ``schedules`` (fixed policies such as
     :func:`cloud_every_round_schedules`) join it the same way."""
-    from tqdm.auto import tqdm
+    from hffm_env.progress import progress_bar
 
     env = make_env()
     try:  # closed also when an episode fails or is interrupted (it holds the model)
@@ -310,7 +310,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
         jobs = [(f, s) for s in seeds for f in factories]
         episodes: list[dict[str, Any]] = []
         start = time.perf_counter()
-        bar = tqdm(jobs, desc="calibrate", unit="episode", disable=not progress)
+        bar = progress_bar(jobs, desc="calibrate", unit="episode", disable=not progress)
         for factory, seed in bar:
             policy = factory()
             bar.set_postfix_str(f"{policy.name} seed {seed}")

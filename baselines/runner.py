@@ -835,7 +835,7 @@ def run_benchmark(
     agree with them (an env of another kind may need them given). Ctrl-C
     stops early; what finished is summarised and ``interrupted`` is set.
     """
-    from tqdm.auto import tqdm
+    from hffm_env.progress import progress_bar
 
     if not callable(make_env):  # e.g. an env, built once: the runner builds (and closes) its own
         raise TypeError(f"make_env = {make_env!r}: must be a function that builds the env, "
@@ -864,7 +864,7 @@ def run_benchmark(
     settings: dict[str, Any] | None = None
     # what each policy plays, so that merge tells namesakes apart
     fingerprints = {p.name: policy_fingerprint(p) for p in resolved}
-    bar = tqdm(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
+    bar = progress_bar(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
         for build, group_seeds in groups:

@@ -418,7 +418,7 @@ def pretrain_model(
 
 
 def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from hffm_env.progress import progress_bar
 
     started = time.perf_counter()
     mc, dc = model.model_config, model.data_config
@@ -515,8 +515,8 @@ def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[
     order = np.random.default_rng(PRETRAIN_SEED + 1)
     permutation = order.permutation(n_train)
     cursor = 0
-    bar = tqdm(range(steps), desc="pre-training M3T backbone", disable=not progress, leave=False,
-                mininterval=1.0)
+    bar = progress_bar(range(steps), desc="pre-training M3T backbone", disable=not progress,
+                       leave=False, mininterval=1.0)
     loss_value = float("nan")
     for step in bar:
         if cursor + batch_size > n_train:
