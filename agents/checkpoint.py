@@ -424,6 +424,24 @@ class AgentFolder:
         except ValueError:
             return None
 
+    def interrupted_note(self) -> str:
+        """When this is the agent of a run that Ctrl-C stopped (its ``train_args.json`` says
+        ``interrupted``): that, with the timesteps it has of those the run asked for, in
+        words; empty otherwise (a checkpoint is part of a run by design)."""
+        if checkpoint_step(self.folder) is not None:
+            return ""
+        try:
+            args = json.loads((self.folder / "train_args.json").read_text(encoding="utf-8"))
+            asked = int(args["total_timesteps"]) + int(args.get("finetune_timesteps") or 0)
+            interrupted = args.get("interrupted") is True
+        except (OSError, ValueError, TypeError, KeyError):  # no run's file, or not one
+            return ""
+        if not interrupted:
+            return ""
+        return (f"{self.folder}: its training run was interrupted at "
+                f"{self.info.num_timesteps} of {asked} timesteps (train_args.json): the agent "
+                "is as training left it (--resume continues it)")
+
     def settings_unchecked(self) -> str:
         """Why an env's settings cannot be checked against the agent's training config (the
         error of :meth:`load_training_config`: nothing recorded, or what is recorded does not

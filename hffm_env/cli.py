@@ -265,6 +265,9 @@ def _note_training_configs(agents: Sequence[Any], config: Any, command: str = "b
     (another reward, horizon or layout, say): a note, since playing it elsewhere can be the
     point."""
     for policy in agents:
+        stopped = policy.agent.interrupted_note()
+        if stopped:
+            print(f"hffm {command}: note: {policy.name}: {stopped}", file=sys.stderr)
         trained = policy.agent.training_config()
         if trained is not None:
             _note_other_settings(f"{policy.name} was trained", trained, config, command)

@@ -143,6 +143,19 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     # ... and the learning curve of the episodes that ended before the interruption
     rows = (out / "learning_curve.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [4, 8]
+    # hffm bench says the agent it plays is an interrupted run's (it was presented as any
+    # other); a checkpoint is part of a run by design, and a finished run says nothing
+    from hffm_env.cli import main as cli_main
+
+    bench = ["bench", "--agent", str(out), "--config", str(out), "--fidelity", "cost",
+             "--seeds", "1000", "--policies", "never"]
+    assert cli_main(bench) == 0
+    assert ("note: agent:run: " in (err := capsys.readouterr().err)
+            and "its training run was interrupted at 12 of 64 timesteps" in err)
+    assert find_agent(out).interrupted_note() != ""
+    recorded["interrupted"] = False
+    (out / "train_args.json").write_text(json.dumps(recorded))
+    assert find_agent(out).interrupted_note() == ""
 
 
 def test_a_run_stopped_by_an_error_closes_its_envs(tmp_path, monkeypatch):
