@@ -1052,14 +1052,16 @@ def format_table(result: BenchResult) -> str:
     target = (f"target accuracy {result.target_accuracy:.3f}" if measured
               else "no accuracy measured, no target")
     split = data_split(result.episodes)
+    # rows over different numbers of episodes (an interrupted run): each says how many
+    counted = len({s.episodes for s in result.summaries}) > 1
     lines = [
         f"scenario {result.scenario}, fidelity {result.fidelity}, seeds {result.seeds}, "
         f"{target}" + {None: "", "per seed": ", a data split per seed",
                        "mixed": ", data splits mixed"}.get(split, f", the data split of {split}")
         + (" (interrupted)" if result.interrupted else ""),
         "",
-        header,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        header + (" episodes |" if counted else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if counted else ""),
     ]
     for s in result.summaries:
         lines.append(
@@ -1068,6 +1070,7 @@ def format_table(result: BenchResult) -> str:
             f"{_fmt(s.episode_return, 2)} | "
             f"{_fmt(s.energy_to_target_j, 1)} | {_fmt(s.latency_to_target_s, 1)} | "
             f"{f'{s.reached_target}/{s.episodes}' if measured else '-'} |"
+            + (f" {s.episodes} |" if counted else "")
         )
     return "\n".join(lines)
 

@@ -506,9 +506,10 @@ def test_fixed_grid_is_never_scored_on_the_seeds_it_was_tuned_on(capsys):
     assert "| fixed-grid |" not in captured.out and "| never |" in captured.out
 
 
-def _episode(policy: str, accuracy: list[float], rewards: list[float]) -> EpisodeRecord:
+def _episode(policy: str, accuracy: list[float], rewards: list[float],
+             seed: int = 0) -> EpisodeRecord:
     rounds = len(accuracy)
-    return EpisodeRecord(policy, 0, accuracy=accuracy, accuracy_per_task=[{}] * rounds,
+    return EpisodeRecord(policy, seed, accuracy=accuracy, accuracy_per_task=[{}] * rounds,
                          accuracy_local=accuracy, accuracy_held_out=accuracy,
                          latency_s=[1.0] * rounds, energy_j=[2.0] * rounds, rewards=rewards)
 
@@ -726,6 +727,23 @@ def test_the_table_shows_no_target_without_accuracy_and_no_spread_of_one_episode
     assert "no accuracy measured, no target" in table and "nan" not in table
     row = next(line for line in table.splitlines() if line.startswith("| base"))
     assert "±" not in row and row.endswith("| - |") and "| 2.000 |" in row
+
+
+def test_rows_over_different_numbers_of_episodes_say_how_many():
+    # an interrupted evaluation showed an agent's mean over 3 seeds beside a row of 1 with
+    # nothing to tell them apart; a complete run's table is as it was
+    episodes = [_episode("agent:A", [0.2], [1.0], seed=s) for s in (0, 1, 2)] + [
+        _episode("base", [0.2], [2.0], seed=0)]
+    table = format_table(BenchResult("small", "cost", [0, 1, 2], float("nan"),
+                                     summarise(episodes, float("nan")), episodes,
+                                     interrupted=True))
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["| policy"].endswith("| reached | episodes |")
+    assert rows["| agent:A"].endswith("| 3 |") and rows["| base"].endswith("| 1 |")
+    complete = [e for e in episodes if e.seed == 0]
+    table = format_table(BenchResult("small", "cost", [0], float("nan"),
+                                     summarise(complete, float("nan")), complete))
+    assert "episodes |" not in table
 
 
 def test_verdict_compares_with_baselines_only_as_best_baseline_does():
