@@ -634,6 +634,25 @@ def _inside_a_runs_checkpoints(folder: Path) -> bool:
         (folder.parent / name).exists() for name in OUT_FILES if name != CHECKPOINTS)
 
 
+def refuse_other_training_flags(args: TrainArgs, resume: Any) -> None:
+    """``--resume`` of an agent (an :class:`~hffm_env.agents.checkpoint.AgentFolder`) trained
+    with another engine, algorithm, action mode, scenario or multi-agent setting than
+    ``args`` name is refused, naming the flag: its weights would not fit (a size mismatch
+    deep in torch) or would be trained as another policy. Both engines check this."""
+    for flag, trained, given in (("--engine", resume.info.engine, args.engine),
+                                 ("--algo", resume.info.algo, args.algo),
+                                 ("--action-mode", resume.info.action_mode, args.action_mode),
+                                 ("--scenario", resume.info.scenario, args.scenario)):
+        if trained and trained != given:  # (older folders may not say the scenario)
+            raise ValueError(f"resume = {args.resume!r}: was trained with {flag} {trained}, "
+                             f"not {given}; resume it with the run's flags (its "
+                             "train_args.json)")
+    if resume.info.multi_agent != args.multi_agent:
+        raise ValueError(f"resume = {args.resume!r}: was trained "
+                         f"{'with' if resume.info.multi_agent else 'without'} --multi-agent; "
+                         "resume it with the run's flags (its train_args.json)")
+
+
 def prepare_out(args: TrainArgs) -> Path:
     """Check ``--out`` before any work: a file is refused, a non-empty folder too unless
     ``--resume`` or ``--force``; ``--force`` only on a folder that holds an earlier run, and

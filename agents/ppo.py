@@ -30,6 +30,7 @@ from hffm_env.agents.common import (
     note,
     note_whole_rollouts,
     prepare_out,
+    refuse_other_training_flags,
     replace_earlier_run,
     round_metrics,
     run_name,
@@ -234,14 +235,7 @@ def train_sb3(args: TrainArgs) -> float:
     except AgentFileError as err:
         raise AgentFileError(f"--resume: {err}") from None
     if resume is not None:
-        for flag, trained, given in (("--engine", resume.info.engine, args.engine),
-                                     ("--algo", resume.info.algo, args.algo),
-                                     ("--action-mode", resume.info.action_mode, args.action_mode),
-                                     ("--scenario", resume.info.scenario, args.scenario)):
-            if trained and trained != given:  # (older folders may not say the scenario)
-                raise ValueError(f"resume = {args.resume!r}: was trained with {flag} "
-                                 f"{trained}, not {given}; resume it with the run's flags "
-                                 "(its train_args.json)")
+        refuse_other_training_flags(args, resume)
     if resume is not None and args.normalize and resume.normalization is None:
         raise ValueError(f"resume = {args.resume!r}: has no normalisation statistics; "
                          "resume it with --no-normalize")

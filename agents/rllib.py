@@ -439,6 +439,7 @@ def train_rllib(args: common.TrainArgs) -> float:
         TrainingInterrupted,
         note_whole_rollouts,
         prepare_out,
+        refuse_other_training_flags,
         replace_earlier_run,
         run_name,
         write_train_args,
@@ -448,11 +449,8 @@ def train_rllib(args: common.TrainArgs) -> float:
 
     out = prepare_out(args)
     resume = find_agent(args.resume) if args.resume else None
-    if resume is not None and (resume.info.engine != "rllib"
-                               or resume.info.multi_agent != args.multi_agent):
-        raise ValueError(f"resume = {args.resume!r}: was trained with --engine "
-                         f"{resume.info.engine}{' --multi-agent' * resume.info.multi_agent}; "
-                         "resume it with the same flags")
+    if resume is not None:
+        refuse_other_training_flags(args, resume)
     started_ray = not ray.is_initialized()
     if started_ray:
         if args.address:

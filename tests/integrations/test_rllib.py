@@ -46,7 +46,7 @@ def _tags(run_dir):
     return events
 
 
-def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
+def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path, capsys):
     import hffm_env.agents.command as train_agent
     from hffm_env.agents.job import agent_policy
     from hffm_env.baselines.runner import run_episode
@@ -101,6 +101,13 @@ def test_rllib_trains_checkpoints_evaluates_and_resumes(local_ray, tmp_path):
                                   str(checkpoint), "--set", "env.observe_target=true",
                                   "--set", "env.target_accuracy=0.3")) == 2
     assert sorted(p.name for p in resumed.iterdir()) == before
+    # another action mode or --multi-agent is refused by name before Ray builds anything (a
+    # torch size mismatch blamed the --set values)
+    for flags, says in ((["--action-mode", "coarse"], "was trained with --action-mode full, "
+                         "not coarse"), (["--multi-agent"], "was trained without --multi-agent")):
+        assert train_agent.main(_argv(tmp_path / "other", "--total-timesteps", "256",
+                                      "--resume", str(checkpoint), *flags)) == 2
+        assert says in capsys.readouterr().err
 
 
 def test_a_failed_rllib_run_stops_its_algorithm_in_a_callers_ray_session(local_ray, tmp_path,
