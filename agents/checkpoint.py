@@ -657,7 +657,20 @@ def find_agent(path: str | Path) -> AgentFolder:
     if info.algo not in ALGO_CLASSES:
         raise AgentFileError(f"{info_path}: algo = {info.algo!r}: known are "
                              f"{list(ALGO_CLASSES)}")
+    policy_module = (data.get("policy_class") or {}).get("__module__") \
+        if isinstance(data.get("policy_class"), dict) else None
+    if isinstance(policy_module, str):  # (a masked policy loaded as PPO played unmasked)
+        masked = "maskable" in policy_module
+        if masked != (info.algo == "maskable-ppo"):
+            raise AgentFileError(
+                f"{info_path}: algo = {info.algo!r}, but {MODEL_FILE} holds a "
+                f"{'masked' if masked else 'plain'} policy ({policy_module}): the algo is "
+                f"{'maskable-ppo' if masked else 'ppo'}")
     norm_path = folder / NORMALIZATION_FILE
+    if info.normalized is False and norm_path.is_file():
+        raise AgentFileError(f"{folder}: {INFO_FILE} says the agent was not trained on "
+                             f"normalised observations (normalized: false), yet "
+                             f"{NORMALIZATION_FILE} is here; remove the one that is wrong")
     if info.normalized and not norm_path.is_file():
         raise AgentFileError(f"{folder}: no {NORMALIZATION_FILE}, yet {INFO_FILE} says the "
                              "agent was trained on normalised observations")
@@ -803,8 +816,10 @@ def entries_differ(err: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines()[1:3])[:200]
 
 
-_HYPERPARAMETERS = ("gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm")
-"""The saved numbers PPO computes with (a value of another type failed mid-training)."""
+_HYPERPARAMETERS = {"gamma": (0.0, 1.0), "gae_lambda": (0.0, 1.0), "ent_coef": (0.0, None),
+                    "vf_coef": (0.0, None), "max_grad_norm": (0.0, None)}
+"""The saved numbers PPO computes with and their ranges (low, high; None: unbounded): a
+value of another type failed mid-training, one out of range (gamma 1.5) trained on."""
 
 
 def _unusable(model: Any) -> str:
@@ -813,10 +828,15 @@ def _unusable(model: Any) -> str:
     it can."""
     from hffm_env.files import non_finite_tensors
 
-    for name in _HYPERPARAMETERS:
+    for name, (low, high) in _HYPERPARAMETERS.items():
         value = getattr(model, name, None)
-        if value is not None and not is_finite_real(value):
+        if value is None:
+            continue
+        if not is_finite_real(value):
             return f"corrupt model ({name} = {value!r}: must be a finite number)"
+        if value < low or high is not None and value > high:
+            allowed = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+            return f"corrupt model ({name} = {value!r}: must be {allowed})"
     bad = non_finite_tensors(model.policy.state_dict())
     if bad:
         return (f"its weights are not finite (NaN or infinite in {bad[0]}"

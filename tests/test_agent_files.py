@@ -825,6 +825,9 @@ def test_an_agent_trained_with_a_config_file_names_it_when_refused(trained, tmp_
     (lambda data: data.update(learning_rate="x"), "corrupt or unreadable model (AssertionError"),
     (lambda data: data.update(policy_kwargs="x"), "corrupt or unreadable model (AttributeError"),
     (lambda data: data.update(gamma="x"), "corrupt model (gamma = 'x': must be a finite number)"),
+    # out of range: trained on (a resume accepted gamma 1.5)
+    (lambda data: data.update(gamma=1.5), "corrupt model (gamma = 1.5: must be in [0, 1])"),
+    (lambda data: data.update(vf_coef=-0.5), "corrupt model (vf_coef = -0.5: must be >= 0)"),
 ])
 def test_a_hand_edited_model_entry_is_refused_by_name(trained, tmp_path, capsys, edit, said):
     """SB3 failed on such entries with a traceback (an assertion, an attribute error), or only
@@ -843,6 +846,24 @@ def test_a_hand_edited_model_entry_is_refused_by_name(trained, tmp_path, capsys,
                              "--out", str(agent)]) == 2
     assert said in capsys.readouterr().err
     assert (agent / "results.json").read_text() == "{}"
+
+
+def test_an_agent_json_at_odds_with_its_files_is_refused(trained, tmp_path):
+    # "normalized": false beside vecnormalize.npz played on the statistics anyway; an algo
+    # edited to "ppo" on a masked policy played it without masks
+    from hffm_env.agents.checkpoint import find_agent
+
+    info = json.loads((trained / "agent.json").read_text())
+    assert info["normalized"] is True and info["algo"] == "maskable-ppo"
+    unnormalised = _copy(trained, tmp_path / "unnormalised")
+    (unnormalised / "agent.json").write_text(json.dumps({**info, "normalized": False}))
+    with pytest.raises(AgentFileError, match="normalized: false.*yet vecnormalize.npz is here"):
+        find_agent(unnormalised)
+    plain = _copy(trained, tmp_path / "plain")
+    (plain / "agent.json").write_text(json.dumps({**info, "algo": "ppo"}))
+    with pytest.raises(AgentFileError, match=r"algo = 'ppo', but model.zip holds a masked "
+                                             r"policy .*: the algo is maskable-ppo"):
+        find_agent(plain)
 
 
 def test_weights_with_an_entry_added_are_a_damaged_file_not_other_spaces(trained, tmp_path):
