@@ -456,7 +456,27 @@ class AgentFolder:
     def load_training_config(self) -> ScenarioConfig:
         """The scenario config the agent was trained on: :meth:`AgentInfo.load_training_config`,
         else (a folder written before ``agent.json`` recorded its settings) the one its run's
-        ``train_args.json`` gives. Raises ``ValueError`` saying why there is none."""
+        ``train_args.json`` gives. Raises ``ValueError`` saying why there is none. Read once
+        per folder object: its warning (a recorded config rebuilt) is said once, not at
+        every check that asks."""
+        loaded = self.__dict__.get("_training_config")
+        if loaded is None:
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                try:
+                    loaded = (self._read_training_config(), None)
+                except ValueError as err:
+                    loaded = (None, str(err))
+            object.__setattr__(self, "_training_config", loaded)  # (frozen: a cache only)
+            for warning in said:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+        config, error = loaded
+        if error is not None:
+            raise ValueError(error)
+        return config
+
+    def _read_training_config(self) -> ScenarioConfig:
         try:
             return self.info.load_training_config()
         except ValueError as err:

@@ -107,6 +107,14 @@ def test_an_agent_says_what_it_was_trained_on_after_its_config_file_is_gone(tmp_
                       r"instead from its scenario 'small'"):
         assert find_agent(out).training_config() == load_scenario(
             "small", overrides=list(info["overrides"]))
+    # ... said once per folder, however many checks ask (hffm bench said it three times)
+    agent = find_agent(out)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        agent.training_config()
+        agent.settings_unchecked()
+        assert agent.load_training_config() == agent.training_config()
+    assert len(said) == 1
     # a hand-edited agent.json whose config is not a mapping is named
     info = json.loads((out / "agent.json").read_text())
     (out / "agent.json").write_text(json.dumps({**info, "config": "small"}))
