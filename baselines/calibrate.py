@@ -241,11 +241,22 @@ def read_traces(path: str | Path, key: str | None = None,
                 raise ValueError(f"{len(rounds)} rounds: an episode holds its reset round and "
                                  "at least one played round")
             for r, trace in enumerate(rounds):
+                where = f"episode {e}, round {r}"
+                # round 0 is the state at reset, every later one a played round: a reset row
+                # dropped or a null mid-episode shifted every later round's features
+                if (trace.tiers is None) != (r == 0):
+                    raise ValueError("tiers = null only in round 0 (the state at reset); "
+                                     f"here {'no null' if r == 0 else 'a null'}")
                 held = {k.split("/", 1)[1] for k in trace.targets if k.startswith("accuracy/")}
                 if tasks is not None and held != set(tasks):
-                    where = f"episode {e}, round {r}"
                     raise ValueError(f"the global accuracy of tasks {sorted(held)}: this config "
                                      f"runs {list(tasks)}")
+                unknown = sorted(set(trace.targets) - set(target_names(tasks))) \
+                    if tasks is not None else []
+                if unknown:  # (a misspelt name was ignored)
+                    raise ValueError(f"targets {unknown}: not the surrogate's for tasks "
+                                     f"{list(tasks or [])}")
+            where = f"episode {e}"
             read.append({**episode, "seed": check_seed(episode["seed"], "seed"),
                          "rounds": rounds})
     except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -287,9 +298,13 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
               traces_path: str | Path | None = None,
               policies: Sequence[str] = DESIGN_POLICIES,
               agents: Sequence[Policy] = (),
-              schedules: Sequence[Policy] = ()) -> tuple[AccuracySurrogate, list[dict]]:
+              schedules: Sequence[Policy] = (),
+              design_seed: int = 0) -> tuple[AccuracySurrogate, list[dict]]:
     """Real training over the design on ``seeds``; returns the fitted surrogate and the
     recorded episodes (also written to ``traces_path`` as they come, if given).
+    ``design_seed`` draws the design's mixed schedules: another one per calibration run adds
+    other schedules, not only other seeds of the same ones (the held-out episodes of
+    ``benchmarks/surrogate_error.py`` draw theirs with 1).
 
     ``agents`` (trained policies, e.g. ``hffm_env.agents.job.agent_policy(path)``) join the
     design, one episode per seed each: a learner drives the surrogate towards schedules the
@@ -304,8 +319,8 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
         if base.fidelity != "train":
             raise ValueError(f"calibrate needs a train-fidelity env, got {base.fidelity!r}")
         check_training_seeds(seeds, "calibration seeds")
-        factories = design(base.config.env.period_menu, mixed, random_episodes=random_episodes,
-                           policies=policies)
+        factories = design(base.config.env.period_menu, mixed, seed=design_seed,
+                           random_episodes=random_episodes, policies=policies)
         factories += [_returning(policy) for policy in (*schedules, *agents)]
         jobs = [(f, s) for s in seeds for f in factories]
         episodes: list[dict[str, Any]] = []
@@ -321,7 +336,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
     finally:
         env.close()
     meta = {"scenario": base.config.name, "seeds": [int(s) for s in seeds],
-            "policies": sorted({e["policy"] for e in episodes}),
+            "policies": sorted({e["policy"] for e in episodes}), "design_seed": design_seed,
             "training_s": time.perf_counter() - start, "targets": target_names(base.tasks)}
     surrogate = fit_traces(episodes, base.tasks, base.config.env.episode_rounds, meta)
     from hffm_env.fl.surrogate import surrogate_key

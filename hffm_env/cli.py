@@ -616,6 +616,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             ("--cloud-every-round", args.cloud_every_round), ("--seeds", args.seeds),
             ("--policies", args.policies is not None), ("--mixed", args.mixed is not None),
             ("--random-episodes", args.random_episodes is not None),
+            ("--design-seed", args.design_seed is not None),
             ("--device", args.device)) if given]
         if played:
             raise ConfigError(f"{played[0]} shapes the real episodes a calibration plays; "
@@ -762,6 +763,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                         args.seeds, mixed=args.mixed, random_episodes=args.random_episodes,
                         progress=not args.no_progress, traces_path=writing,
                         policies=args.policies, agents=agents, schedules=schedules,
+                        design_seed=args.design_seed or 0,
                     )
             except KeyboardInterrupt:
                 kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
@@ -940,6 +942,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seeds", type=arguments.seed, nargs="+", action="extend",
                            default=None,
                            help="training seeds to calibrate on (default: 0 1)")
+    calibrate.add_argument("--design-seed", type=arguments.seed, default=None,
+                           help="draws the --mixed schedules (default 0): another seed per "
+                           "calibration run adds other schedules, not only other seeds of "
+                           "the same ones")
     calibrate.add_argument("--mixed", type=arguments.non_negative_int, default=None,
                            help="schedules with per-module-type periods drawn at random, per "
                            "seed (default 8; beside the named policies and random)")

@@ -249,6 +249,30 @@ def test_a_refit_leaves_out_seeds_and_says_so(calibrated, tmp_path, capsys):
         in capsys.readouterr().err
 
 
+def test_the_design_seed_draws_other_mixed_schedules(tmp_path, capsys, monkeypatch):
+    """Every calibration drew its mixed schedules with seed 0: more runs added seeds of the
+    same schedules, never others."""
+    import hffm_env.baselines.calibrate as calibration
+
+    drawn = []
+    design = calibration.design
+    monkeypatch.setattr(calibration, "design",
+                        lambda *a, **k: drawn.append(k["seed"]) or design(*a, **k))
+    out = tmp_path / "s.pt"
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--policies", "never", "--mixed", "1", "--random-episodes", "0",
+                     "--design-seed", "7", "--out", str(out), "--no-progress"]) == 0
+    assert drawn == [7] and AccuracySurrogate.load(out).meta["design_seed"] == 7
+    tiers = [r.tiers for e in read_traces(out.with_suffix(".traces.json"))
+             if e["policy"] == "mixed-0" for r in e["rounds"][1:]]
+    other = [design((1, 2, 0), 1, seed=s)[-1]() for s in (0, 7)]
+    assert (other[0].edge, other[0].cloud) != (other[1].edge, other[1].cloud) and tiers
+    # a refit plays nothing: the flag is refused there
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
+                     str(out.with_suffix(".traces.json")), "--design-seed", "7"]) == 2
+    assert "--design-seed shapes the real episodes" in capsys.readouterr().err
+
+
 def test_calibration_refuses_an_empty_design(capsys):
     assert cli_main(["calibrate", "--scenario", "small", "--policies", "--mixed", "0",
                      "--random-episodes", "0"]) == 2
@@ -538,6 +562,16 @@ def test_traces_a_fit_could_not_learn_from_are_refused_by_place(tmp_path, edit, 
     (lambda e: e.update(policy=5), "episode 0: policy = 5: must be the name"),
     (lambda e: e.update(rounds=e["rounds"][:1]), "episode 0: 1 rounds: an episode holds its "
                                                  "reset round and at least one played round"),
+    # accepted before: every later round's features shifted by one, a type read as none, a
+    # misspelt target ignored
+    (lambda e: e["rounds"][4].update(tiers=None), "episode 0, round 4: tiers = null only in "
+                                                  "round 0 (the state at reset); here a null"),
+    (lambda e: e.update(rounds=e["rounds"][1:]), "episode 0, round 0: tiers = null only in "
+                                                 "round 0"),
+    (lambda e: e["rounds"][2]["tiers"].pop("moe"), "episode 0, round 2: tiers: no tier of "
+                                                   "['moe']"),
+    (lambda e: e["rounds"][1]["targets"].update({"acuracy_local/vqa": 0.5}),
+     "episode 0, round 1: targets ['acuracy_local/vqa']: not the surrogate's"),
 ])
 def test_traces_of_other_tasks_no_policy_or_no_round_are_refused_by_place(tmp_path, edit, named):
     import gzip

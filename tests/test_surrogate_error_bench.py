@@ -227,6 +227,7 @@ def test_save_traces_keeps_each_episode_and_refuses_an_existing_file(tmp_path, m
     import surrogate_error
 
     from hffm_env.baselines import calibrate
+    from hffm_env.config import MODULE_TYPES
 
     saved = tmp_path / "held.json.gz"
     saved.write_text("earlier episodes")
@@ -242,7 +243,9 @@ def test_save_traces_keeps_each_episode_and_refuses_an_existing_file(tmp_path, m
                 raise KeyboardInterrupt
             played.append(policy.name)
             accuracy = {f"accuracy/{t}": 0.3 for t in env.unwrapped.tasks}
-            return [calibrate.RoundTrace(None, 1.0, accuracy)] * 2  # reset and one round
+            played_round = dict.fromkeys(MODULE_TYPES, "cloud")
+            return [calibrate.RoundTrace(None, 1.0, accuracy),  # reset and one round
+                    calibrate.RoundTrace(played_round, 1.0, accuracy)]
 
         monkeypatch.setattr(calibrate, "trace_episode", one_then_stop)
         with pytest.raises(KeyboardInterrupt):

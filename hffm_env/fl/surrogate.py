@@ -49,6 +49,7 @@ from hffm_env.config import (
     MAX_EPISODE_ROUNDS,
     MODULE_TYPES,
     SCENARIOS,
+    ChannelConfig,
     ScenarioConfig,
 )
 from hffm_env.files import (
@@ -89,6 +90,11 @@ TIERS: tuple[Tier, ...] = tuple(Tier)
 SCOPES = ("cluster", "global")
 
 
+_CONSTANT_SPREAD = 1.5e-6
+"""A feature spread at most this is one that never varied in the traces
+(:meth:`AccuracySurrogate.fit` stores its spread plus 1e-6)."""
+
+
 class SurrogateMismatch(UserWarning):
     """A surrogate given by path was fitted for another configuration than the env's."""
 
@@ -102,13 +108,26 @@ _TRAINING_SECTIONS = ("model", "data", "fl", "placement", "dynamics", "channel")
 config seed: :func:`_training_inputs`)."""
 
 
+_PRICE_ONLY_CHANNEL = {"uplink": ("energy_power_w",), "downlink": ("energy_power_w",),
+                       "d2d": ("energy_power_w",),
+                       "backhaul": ("energy_power_w", "latency_s", "rate_bps")}
+"""The channel settings that only price a round (the energy charged per second, the wired
+backhaul's delay and rate): no transfer succeeds or fails by them, so training measures the
+same whatever they are."""
+
+
 def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     """Everything that changes what real training measures: the model, data, engine,
-    placement, dynamics and channel configs, the horizon, the seeding scheme and the config
-    seed (it draws the data split and the modules' initial values). The seed enters only
-    when it is not 0, so that the keys of fits and traces made on seed 0 stay what they
-    were."""
+    placement, dynamics and channel configs (but the channel's price-only settings,
+    :data:`_PRICE_ONLY_CHANNEL`, which enter as their defaults: one fit serves a sweep of
+    energy prices), the horizon, the seeding scheme and the config seed (it draws the data
+    split and the modules' initial values). The seed enters only when it is not 0, so that
+    the keys of fits and traces made on seed 0 stay what they were."""
     parts = {name: dataclasses.asdict(getattr(cfg, name)) for name in _TRAINING_SECTIONS}
+    defaults = dataclasses.asdict(ChannelConfig())
+    for link, names in _PRICE_ONLY_CHANNEL.items():
+        for name in names:
+            parts["channel"][link][name] = defaults[link][name]
     inputs = {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
     if cfg.seed != 0:
         inputs["config_seed"] = cfg.seed
@@ -121,8 +140,8 @@ def surrogate_key(cfg: ScenarioConfig) -> str:
     scheme (:data:`~hffm_env.seeding.SEEDING_SCHEME`) and the config seed, which together
     decide the data split: a fit of one split is not reused for another, where its error was
     never measured (``benchmarks/surrogate_error.py`` measures it on the split it was fitted
-    on; on ``small`` another config seed's split put it 0.08 off). Costs and reward weights do
-    not enter it."""
+    on; on ``small`` another config seed's split put it 0.08 off). Costs (the cost and
+    compute sections, the channel's price-only settings) and reward weights do not enter it."""
     return jsonio.digest({"format": SURROGATE_FORMAT, **_training_inputs(cfg)}, length=24)
 
 
@@ -297,6 +316,10 @@ class RoundTrace:
                                      f"{list(MODULE_TYPES)}")
                 if not isinstance(tier, str) or tier.lower() not in names:
                     raise ValueError(f"tiers[{module_type!r}] = {tier!r}: allowed {names}")
+            missing = [t for t in MODULE_TYPES if t not in tiers]
+            if missing:  # (read as none: features of a round that was not played)
+                raise ValueError(f"tiers: no tier of {missing}: a played round gives every "
+                                 f"module type {list(MODULE_TYPES)}")
         fraction = data["available_fraction"]
         if not is_finite_real(fraction) or not 0 <= fraction <= 1:
             raise ValueError(f"available_fraction = {fraction!r}: must be a number in 0..1")
@@ -406,7 +429,16 @@ class AccuracySurrogate:
         self.horizon = int(horizon)
         self.targets = target_names(self.tasks)
         self.members = members
-        self.x_mean, self.x_std = (np.asarray(a, dtype=np.float32) for a in x_stats)
+        self.hidden = int(members[0].net[0].out_features)  # (the width the weights have)
+        self.x_mean, x_std = (np.asarray(a, dtype=np.float32) for a in x_stats)
+        # a feature that never varied in the traces (spread 0, stored as the 1e-6 added to
+        # it): its standardised value was 0 throughout, so a spread of 1 fits the same
+        # weights, and a value it never took is not blown up a million-fold (availability
+        # 0.9 predicted one flat curve when every trace had 1.0)
+        self.constant_features = x_std <= _CONSTANT_SPREAD
+        self.x_std = np.where(self.constant_features, np.float32(1.0), x_std)
+        self._x_spread = x_std  # (as fitted: what save() writes, and load() reads back)
+        self._warned_unseen = False
         # mean, std, and the lowest and highest value seen in the traces: predictions are
         # clipped to that range (an MLP extrapolates without bounds)
         self.y_mean, self.y_std, self.y_low, self.y_high = (
@@ -463,6 +495,10 @@ class AccuracySurrogate:
         """Fit on real-training ``episodes`` (full batch AdamW, masked squared error in
         standardised units; unmeasured targets are ignored)."""
         names = target_names(tasks)
+        longest = max((len(e) - 1 for e in episodes), default=0)
+        if longest > horizon:  # (its round feature would pass 1: rounds never seen in use)
+            raise ValueError(f"surrogate fit: an episode of {longest} rounds, longer than the "
+                             f"horizon {horizon}")
         x = np.concatenate([episode_features(e, horizon) for e in episodes])
         y = np.concatenate([_target_matrix(e, names) for e in episodes])
         if not np.isfinite(y).any(axis=0).all():
@@ -489,8 +525,12 @@ class AccuracySurrogate:
                 opt.step()
             net.eval()
             nets.append(net)
-        info = {"rounds": int(len(x)), "episodes": len(episodes), "seed": seed,
-                "members": members, "hidden": hidden, "iterations": iterations, **(meta or {})}
+        facts = {"rounds": int(len(x)), "episodes": len(episodes), "seed": seed,
+                 "members": members, "hidden": hidden, "iterations": iterations}
+        clash = sorted(set(meta or {}) & set(facts))
+        if clash:  # (meta={"hidden": 8} saved a file its own load refused)
+            raise ValueError(f"meta: {clash} are facts of the fit itself; give other keys")
+        info = {**facts, **(meta or {})}
         surrogate = cls(tasks, horizon, nets, (x_mean, x_std), (y_mean, y_std, y_low, y_high),
                         info)
         pred = surrogate.predict_features(x)
@@ -502,7 +542,21 @@ class AccuracySurrogate:
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """``(B, targets)`` predictions in real units for features ``(B, F)``: the ensemble
         mean, clipped to the range of values seen in the traces."""
-        z = (np.asarray(x, dtype=np.float32) - self.x_mean) / self.x_std
+        x = np.asarray(x, dtype=np.float32)
+        if not self._warned_unseen and self.constant_features.any():
+            unseen = (np.abs(x[:, self.constant_features] - self.x_mean[self.constant_features])
+                      > 1e-6).any(axis=0)
+            if unseen.any():
+                self._warned_unseen = True
+                names = [n for n, c in zip(TierHistory.feature_names(), self.constant_features,
+                                           strict=True) if c]
+                first = next(n for n, u in zip(names, unseen, strict=True) if u)
+                mean = float(self.x_mean[TierHistory.feature_names().index(first)])
+                warnings.warn(f"the surrogate's traces never had {first} other than {mean:g}; "
+                              "its predictions for other values are extrapolation (calibrate "
+                              "for this config: hffm calibrate)", SurrogateMismatch,
+                              stacklevel=3)
+        z = (x - self.x_mean) / self.x_std
         total = np.zeros((z.shape[0], len(self.targets)), dtype=np.float32)
         for layers in self._layers:
             h = z
@@ -576,9 +630,9 @@ class AccuracySurrogate:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "format": SURROGATE_FORMAT, "tasks": list(self.tasks), "horizon": self.horizon,
-            "hidden": self.meta["hidden"], "inputs": len(TierHistory.feature_names()),
+            "hidden": self.hidden, "inputs": len(TierHistory.feature_names()),
             "members": [net.state_dict() for net in self.members],
-            "x_stats": [torch.as_tensor(self.x_mean), torch.as_tensor(self.x_std)],
+            "x_stats": [torch.as_tensor(self.x_mean), torch.as_tensor(self._x_spread)],
             "y_stats": [torch.as_tensor(a) for a in (self.y_mean, self.y_std, self.y_low,
                                                       self.y_high)],
             "meta": json.dumps(self.meta),
@@ -661,6 +715,14 @@ class AccuracySurrogate:
         need(bool((stats["y_stats"][1] > 0).all())
              and bool((stats["y_stats"][2] <= stats["y_stats"][3]).all()), "y_stats",
              "its spreads must be > 0 and each output's low <= high")
+        # the range predictions are clipped to: accuracies within [0, 1], losses and drifts
+        # not below 0 (an edited file predicted accuracies of 1.3)
+        low, high = stats["y_stats"][2], stats["y_stats"][3]
+        is_accuracy = np.array([n.split("/")[0] in ACCURACY_KINDS
+                                for n in target_names(tasks)])
+        need(bool((low >= 0).all()) and bool((high[is_accuracy] <= 1).all()), "y_stats",
+             "its output range must lie within [0, 1] for accuracies and >= 0 for losses "
+             "and drifts")
         text = record.get("meta")
         try:  # anything but text is no JSON object (json.loads would raise TypeError on it)
             meta = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else None
@@ -668,10 +730,18 @@ class AccuracySurrogate:
             meta = None
         need(isinstance(meta, dict), "meta", "must be a JSON object")
         meta = cast("dict[str, Any]", meta)  # as need() checked
+        key = meta.get("config_key")
+        if not (key is None or isinstance(key, str) and re.fullmatch(r"[0-9a-f]+", key)):
+            raise _BadRecord(f"meta.config_key = {str(key)[:80]!r}: must be a hex digest "
+                             "(surrogate_key) or absent")
         residuals = record.get("residuals")
-        need(residuals is None or (isinstance(residuals, torch.Tensor) and residuals.ndim == 3
-                                   and residuals.shape[-1] == outputs), "residuals",
-             f"must be None or (episodes, rounds + 1, {outputs})")
+        need(residuals is None or (
+            isinstance(residuals, torch.Tensor) and residuals.ndim == 3
+            and residuals.shape[0] >= 1 and 2 <= residuals.shape[1] <= horizon + 1
+            and residuals.shape[-1] == outputs
+            and not bool(torch.isinf(residuals).any())), "residuals",
+             f"must be None or (episodes >= 1, rounds + 1 in 2..{horizon + 1}, {outputs}), "
+             "finite or NaN (not measured)")
         x_stats = cast("tuple[np.ndarray, np.ndarray]", stats["x_stats"])  # 2, as checked
         return cls(tasks, horizon, nets, x_stats, stats["y_stats"], meta,
                    None if residuals is None else residuals.numpy())

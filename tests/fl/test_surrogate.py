@@ -140,6 +140,15 @@ def _without(record, key):
      "x_stats = .*its spreads must be > 0"),
     (lambda r: {**r, "y_stats": [*r["y_stats"][:2], r["y_stats"][3] + 1, r["y_stats"][3]]},
      "y_stats = .*low <= high"),
+    # accepted before: accuracies predicted up to 1.3, a raw TypeError in find_surrogate, an
+    # IndexError at the first reset, infinite noise used as zero
+    (lambda r: {**r, "y_stats": [*r["y_stats"][:3], r["y_stats"][3] + 2]},
+     "y_stats = .*within \\[0, 1\\] for accuracies"),
+    (lambda r: {**r, "meta": r["meta"].replace('"hidden"', '"config_key": [1], "hidden"')},
+     "meta.config_key = '\\[1\\]': must be a hex digest"),
+    (lambda r: {**r, "residuals": r["residuals"][:, :0]}, "residuals = .*rounds \\+ 1 in 2"),
+    (lambda r: {**r, "residuals": r["residuals"][:0]}, "residuals = .*episodes >= 1"),
+    (lambda r: {**r, "residuals": r["residuals"] + float("inf")}, "residuals = .*finite or NaN"),
 ])
 def test_a_malformed_surrogate_file_names_its_field(fitted, tmp_path, damage, message):
     """Fields that failed deep in torch or numpy (a KeyError, a state-dict mismatch, a
@@ -489,3 +498,57 @@ def test_a_damaged_cached_fit_gives_way_to_the_shipped_one(tmp_path, monkeypatch
                                                   r"not a torch file.*hffm calibrate --force"):
         warnings.simplefilter("error")
         find_surrogate(other)
+
+
+def test_a_feature_that_never_varied_is_not_blown_up_and_its_change_is_said(fitted, tmp_path):
+    """Every synthetic trace had availability 1.0 (spread 0, stored as 1e-6): at 0.9 the
+    standardised input was -1e5 and every round predicted one flat, clipped value."""
+    import warnings
+
+    from hffm_env.fl.surrogate import SurrogateMismatch
+
+    names = TierHistory.feature_names()
+    assert fitted.constant_features[names.index("available")]
+    fitted.save(tmp_path / "fit.pt")
+    loaded = AccuracySurrogate.load(tmp_path / "fit.pt")  # (the spreads as fitted, kept)
+    assert (loaded.constant_features == fitted.constant_features).all()
+    cloud = dict.fromkeys(MODULE_TYPES, Tier.CLOUD)
+
+    def curve(fraction):
+        history = TierHistory(HORIZON)
+        history.step(None, fraction)
+        return [loaded.predict(history.step(cloud, fraction))["accuracy/vqa"] for _ in range(4)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the values the traces had: no word
+        seen = curve(1.0)
+    with pytest.warns(SurrogateMismatch, match="never had available other than 1"):
+        unseen = curve(0.9)
+    assert seen[-1] > seen[0] + 0.1  # (the known relation: cloud rounds raise it)
+    assert unseen[-1] > unseen[0] + 0.1 and np.allclose(unseen, seen, atol=0.05)
+
+
+def test_meta_cannot_overwrite_what_the_fit_is():
+    # meta={"hidden": 8} saved a file its own load refused
+    with pytest.raises(ValueError, match=r"meta: \['hidden'\] are facts of the fit itself"):
+        AccuracySurrogate.fit(_synthetic_episodes(4, 0), TASKS, HORIZON, iterations=2,
+                              members=1, meta={"hidden": 8})
+
+
+def test_an_episode_longer_than_the_horizon_is_not_fitted():
+    # its round feature went past 1, to rounds the env never plays
+    long = _synthetic_episodes(2, 0)
+    long[0] = long[0] + long[0][1:]
+    with pytest.raises(ValueError, match="an episode of 12 rounds, longer than the horizon 6"):
+        AccuracySurrogate.fit(long, TASKS, HORIZON, iterations=2, members=1)
+
+
+def test_the_price_only_channel_settings_do_not_change_the_key():
+    """Only the energy charged per second and the wired backhaul's delay and rate: the
+    shipped fit was refused for a sweep of energy prices ('differs in what training
+    measures'); the transmit power, which moves outage and routes, still changes it."""
+    base = surrogate_key(small())
+    for override in ("channel.uplink.energy_power_w=0.3", "channel.d2d.energy_power_w=2",
+                     "channel.backhaul.rate_bps=1e6", "channel.backhaul.latency_s=0.5"):
+        assert surrogate_key(apply_overrides(small(), [override])) == base, override
+    assert surrogate_key(apply_overrides(small(), ["channel.uplink.tx_power_w=0.3"])) != base
