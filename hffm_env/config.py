@@ -364,6 +364,15 @@ class PlacementConfig:
             half = self.min_server_spacing_m / 2.0
             grown_area = (self.area_side_m + 2 * half) ** 2
             packed_area = self.num_edge_servers * 2 * math.sqrt(3) * half**2
+            diagonal = self.area_side_m * math.sqrt(2)
+            if self.min_server_spacing_m > diagonal:  # (no two points of the square are so
+                # far apart; the bound below lets 2 servers through, and placement searched on
+                # for max_placement_attempts: minutes)
+                raise ConfigError(
+                    f"{owner}.min_server_spacing_m = {self.min_server_spacing_m}: more than the "
+                    f"area's diagonal ({diagonal:.0f} m for area_side_m = {self.area_side_m}), "
+                    f"so no {self.num_edge_servers} edge servers fit; enlarge the area or "
+                    "reduce the spacing")
             if packed_area > grown_area:  # (not a division: half**2 underflows to 0 at 1e-300)
                 max_servers = grown_area / (2 * math.sqrt(3) * half**2)
                 raise ConfigError(

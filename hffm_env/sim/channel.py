@@ -139,8 +139,12 @@ def make_channel(config: ChannelConfig) -> Channel:
 
 
 def backhaul_time_s(config: BackhaulConfig, bits: np.ndarray | float) -> np.ndarray:
-    """Time to push ``bits`` over the wired backhaul: ``latency_s + bits / rate_bps``."""
-    return config.latency_s + np.asarray(bits, dtype=np.float64) / config.rate_bps
+    """Time to push ``bits`` over the wired backhaul: ``latency_s + bits / rate_bps``
+    (``bits``: finite and >= 0, else ``ValueError``)."""
+    sizes = np.asarray(bits, dtype=np.float64)
+    if not np.all(np.isfinite(sizes) & (sizes >= 0)):
+        raise ValueError(f"bits = {bits!r}: must be finite and >= 0")
+    return config.latency_s + sizes / config.rate_bps
 
 
 @dataclass
@@ -205,9 +209,17 @@ class LinkRates:
 
     def pair_index(self, i: np.ndarray | int, j: np.ndarray | int) -> np.ndarray:
         """Index into the pair arrays of each ``(i, j)`` (either order); -1 where ``i`` and ``j``
-        are not a same-cluster pair of distinct devices."""
+        are not a same-cluster pair of distinct devices. A device id outside
+        ``0..num_devices-1`` raises ``ValueError`` (its key ``i * N + j`` would name another
+        pair)."""
         i = np.asarray(i, dtype=np.int64)
         j = np.asarray(j, dtype=np.int64)
+        for ids in (i, j):
+            outside = (ids < 0) | (ids >= self.num_devices)
+            if np.any(outside):
+                bad = int(np.atleast_1d(ids)[np.flatnonzero(np.atleast_1d(outside))[0]])
+                raise ValueError(f"device {bad}: not a device of this network (0.."
+                                 f"{self.num_devices - 1})")
         keys = self.pair_keys
         query = np.minimum(i, j) * self.num_devices + np.maximum(i, j)
         pos = np.searchsorted(keys, query)

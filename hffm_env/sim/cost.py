@@ -182,6 +182,10 @@ class CostAccountant:
         if compute_samples is None or not cfg.enabled:
             return np.zeros(n), np.zeros(n)
         samples = np.broadcast_to(np.asarray(compute_samples, dtype=np.float64), (n,))
+        bad = np.flatnonzero(~(np.isfinite(samples) & (samples >= 0)))
+        if bad.size:  # (-100 samples gave negative energy, NaN a NaN cost)
+            raise ValueError(f"compute_samples[{int(bad[0])}] = {float(samples[bad[0]])}: "
+                             "must be a finite count >= 0 (one per device)")
         cycles = cfg.cycles_per_sample * samples
         return cycles / self.cpu_freq_hz, cfg.kappa * self.cpu_freq_hz**2 * cycles
 

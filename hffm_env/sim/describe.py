@@ -68,6 +68,12 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
             (len(edge_data) - 1) // 2]
         table.add_flow(PAYLOAD, PAYLOAD_BITS, [u, v], LinkKind.D2D, Stage.D2D_UP)
 
+    available = np.flatnonzero(net.available)
+    unpriced = {"latency_s": math.nan, "energy_j": math.nan, "charged": True}
+
+    def slowest(bps: np.ndarray) -> int:  # the slowest available device's id
+        return int(available[bps[available].argmin()])
+
     return {
         "scenario": scenario.name,
         "seed": seed,
@@ -86,9 +92,13 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
             "edges": len(edge_data),
             "neighbour_edges": len(edge_data) - num_repair,
             "repair_edges": num_repair,
+            # (a cluster without an available device has no graph to connect: not counted)
             "clusters_connected_before_repair": int(
-                sum(g.graph["connected_before_repair"] for g in graphs)
+                sum(g.graph["connected_before_repair"] and g.number_of_nodes() > 0
+                    for g in graphs)
             ),
+            "clusters_with_devices_available": int(sum(g.number_of_nodes() > 0
+                                                       for g in graphs)),
             "heads": net.heads.tolist(),
         },
         "link_rates_bps": {
@@ -99,12 +109,14 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
         },
         "payload_bits": PAYLOAD_BITS,
         "payload_cost": {
-            "uplink_slowest_device": tier(lambda t: t.add_uplinks(
-                PAYLOAD, PAYLOAD_BITS, [int(rates.uplink_bps.argmin())])),
-            "downlink_slowest_device": tier(lambda t: t.add_downlinks(
-                PAYLOAD, PAYLOAD_BITS, [int(rates.downlink_bps.argmin())]), charge_down),
-            "d2d_median_hop": (tier(median_d2d_hop) if edge_data else
-                               {"latency_s": math.nan, "energy_j": math.nan, "charged": True}),
+            # (of the devices available this round: one that dropped out sends nothing)
+            "uplink_slowest_device": (tier(lambda t: t.add_uplinks(
+                PAYLOAD, PAYLOAD_BITS, [slowest(rates.uplink_bps)])) if available.size
+                else unpriced),
+            "downlink_slowest_device": (tier(lambda t: t.add_downlinks(
+                PAYLOAD, PAYLOAD_BITS, [slowest(rates.downlink_bps)]), charge_down)
+                if available.size else unpriced),
+            "d2d_median_hop": tier(median_d2d_hop) if edge_data else unpriced,
             "edge_to_cloud": tier(lambda t: t.add_backhaul_up(PAYLOAD, PAYLOAD_BITS, [0])),
             "device_to_cloud": tier(lambda t: t.add_device_cloud(PAYLOAD, PAYLOAD_BITS, [0])),
         },
@@ -123,7 +135,9 @@ def format_network_report(report: dict[str, Any]) -> str:
         f"  D2D (radius {d2d['radius_m']:g} m): {d2d['edges']} edges = "
         f"{d2d['neighbour_edges']} neighbour + {d2d['repair_edges']} MST repair; "
         f"{d2d['clusters_connected_before_repair']}/{cl['count']} clusters connected before "
-        "repair",
+        "repair" + ("" if d2d.get("clusters_with_devices_available", cl["count"]) == cl["count"]
+                    else f" ({d2d['clusters_with_devices_available']} with a device "
+                         "available)"),
         f"  cluster heads: {d2d['heads']}",
         "  link rates (bit/s):        min          mean           max",
     ]

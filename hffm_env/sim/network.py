@@ -218,7 +218,10 @@ class Network:
     def relay_paths(self, cluster: int, head: int | None = None) -> dict[int, list[int]]:
         """Shortest-latency D2D paths ``[device, ..., head]`` of the cluster's available devices
         (``head`` defaults to the default head). Computed once per round and head; the
-        caller gets its own dict and lists."""
+        caller gets its own dict and lists. Latency here is one attempt per hop at this
+        round's rates: with outage on, the attempts a hop will need are drawn for the round
+        but are not known to a sender before it transmits, so routes (and the default heads)
+        do not read them; a path may meet a hop that fails (:meth:`first_failed_hop`)."""
         key = (int(cluster), self._head(cluster, head))
         paths = self._paths.get(key)
         if paths is None:
@@ -293,5 +296,8 @@ class Network:
     def account(
         self, table: TransferTable, compute_samples: np.ndarray | None = None
     ) -> CostReport:
-        """Cost of ``table`` (and of ``compute_samples`` local samples per device) this round."""
+        """Cost of ``table`` (and of ``compute_samples`` local samples per device) this round.
+        Its hops are priced as given: a D2D hop between devices out of range or dropped out is
+        priced at their rate like any other (:meth:`is_feasible_pair` says which pairs are
+        links this round; the env's actions are repaired to those before they are priced)."""
         return self.accountant.account(table, self.rates, compute_samples)

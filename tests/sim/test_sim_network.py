@@ -188,3 +188,45 @@ def test_describe_network_paper():
     assert report["payload_cost"]["downlink_slowest_device"]["charged"] is False
     text = format_network_report(report)
     assert "'paper'" in text and "device_to_cloud" in text and "MST repair" in text
+
+
+def test_describe_counts_only_available_devices():
+    """With every device dropped out it said "4/4 clusters connected" and priced the slowest
+    device's uplink; the slowest device could be one that sends nothing this round."""
+    from hffm_env.config import apply_overrides
+
+    nobody = describe_network(apply_overrides(small(), ["dynamics.dropout_prob=1.0"]), seed=0)
+    d2d = nobody["d2d"]
+    assert (d2d["clusters_connected_before_repair"], d2d["clusters_with_devices_available"]) == (
+        0, 0)
+    assert np.isnan(nobody["payload_cost"]["uplink_slowest_device"]["latency_s"])
+    assert "(0 with a device available)" in format_network_report(nobody)
+    for seed in range(8):
+        cfg = apply_overrides(small(), ["dynamics.dropout_prob=0.4"])
+        report = describe_network(cfg, seed=seed)
+        net = Network(cfg, RandomStreams.from_seed(seed))
+        available = np.flatnonzero(net.available)
+        slowest = net.rates.uplink_bps[available].min()
+        assert report["payload_cost"]["uplink_slowest_device"]["latency_s"] == pytest.approx(
+            8e6 / slowest)
+
+
+def test_the_simulators_public_numbers_refuse_what_they_cannot_price():
+    # a device id past the end named another pair's link (its key i * N + j collided); -100
+    # samples per device gave negative energy; negative bits a negative backhaul time
+    from hffm_env.config import ConfigError, apply_overrides
+    from hffm_env.sim.channel import backhaul_time_s
+
+    net = Network(small(), RandomStreams.from_seed(0))
+    with pytest.raises(ValueError, match=r"device 14: not a device of this network \(0\.\.11\)"):
+        net.rates.d2d_rate(0, 14)
+    for bad in (-100.0, float("nan")):
+        with pytest.raises(ValueError, match=r"compute_samples\[0\] = .*: must be a finite"):
+            net.account(net.new_table(), np.full(12, bad))
+    with pytest.raises(ValueError, match="bits = -1000000.0: must be finite and >= 0"):
+        backhaul_time_s(small().channel.backhaul, -1e6)
+    # two servers farther apart than the area's diagonal: accepted, then placement searched
+    # for max_placement_attempts (minutes)
+    with pytest.raises(ConfigError, match="more than the area's diagonal"):
+        apply_overrides(small(), ["placement.num_edge_servers=2", "placement.num_devices=6",
+                                  "placement.min_server_spacing_m=1500"])
