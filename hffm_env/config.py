@@ -1222,9 +1222,22 @@ def _build(cls: type, data: Mapping[str, Any], path: str,
             f"unknown config key {where}{unknown[0]!s}: allowed keys here are "
             f"{[*also_allowed, *names]}"
         )
+    given = dict(data)
+    for f in dataclasses.fields(cls):
+        # a section given in part is layered on the field's default (channel.uplink without
+        # its powers failed: "LinkConfig.__init__() missing 2 required positional arguments")
+        hint = hints[f.name]
+        section = given.get(f.name)
+        if isinstance(section, Mapping) and isinstance(hint, type) and \
+                dataclasses.is_dataclass(hint):
+            default = (f.default if f.default is not dataclasses.MISSING
+                       else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                       else None)
+            if default is not None:
+                given[f.name] = _deep_merge(dataclasses.asdict(default), section)
     kwargs = {
         key: _coerce(f"{path}.{key}" if path else key, value, hints[key])
-        for key, value in data.items()
+        for key, value in given.items()
     }
     try:
         return cls(**kwargs)

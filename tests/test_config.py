@@ -529,3 +529,13 @@ def test_an_optional_settings_bad_value_says_how_to_give_none():
         apply_overrides(small(), ["env.energy_budget_j=none"])
     for none in ("null", "~"):
         assert apply_overrides(small(), [f"env.energy_budget_j={none}"]).env.energy_budget_j is None
+
+
+def test_a_section_given_in_part_keeps_the_rest_of_its_default():
+    # a link without its powers failed: "LinkConfig.__init__() missing 2 required positional
+    # arguments" (layered on a preset it worked)
+    from hffm_env.config import ChannelConfig, from_dict
+
+    config = from_dict({"channel": {"uplink": {"bandwidth_hz": 2e6}}})
+    assert config.channel.uplink.bandwidth_hz == 2e6
+    assert config.channel.uplink.tx_power_w == ChannelConfig().uplink.tx_power_w
