@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -472,9 +472,9 @@ class AgentFolder:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                        warning.lineno)
         config, error = loaded
-        if error is not None:
+        if config is None:
             raise ValueError(error)
-        return config
+        return cast("ScenarioConfig", config)
 
     def _read_training_config(self) -> ScenarioConfig:
         try:

@@ -53,7 +53,7 @@ def progress_bar(iterable: Any = None, *, every_s: float | None = None, **kwargs
                   "bar_format": "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} "
                                 "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"}
 
-        class Lines(tqdm):  # type: ignore[misc, valid-type]
+        class Lines(tqdm):
             """A postfix shows in the next line, not in one of its own."""
 
             def set_postfix(self, ordered_dict: Any = None, refresh: bool = True,

@@ -429,7 +429,9 @@ class AccuracySurrogate:
         self.horizon = int(horizon)
         self.targets = target_names(self.tasks)
         self.members = members
-        self.hidden = int(members[0].net[0].out_features)  # (the width the weights have)
+        first = members[0].net[0]
+        self.hidden = int(first.out_features) if isinstance(first, nn.Linear) else 0
+        """The width of the hidden layers (the weights')."""
         self.x_mean, x_std = (np.asarray(a, dtype=np.float32) for a in x_stats)
         # a feature that never varied in the traces (spread 0, stored as the 1e-6 added to
         # it): its standardised value was 0 throughout, so a spread of 1 fits the same
@@ -544,8 +546,8 @@ class AccuracySurrogate:
         mean, clipped to the range of values seen in the traces."""
         x = np.asarray(x, dtype=np.float32)
         if not self._warned_unseen and self.constant_features.any():
-            unseen = (np.abs(x[:, self.constant_features] - self.x_mean[self.constant_features])
-                      > 1e-6).any(axis=0)
+            unseen = np.atleast_1d((np.abs(x[:, self.constant_features]
+                                        - self.x_mean[self.constant_features]) > 1e-6).any(axis=0))
             if unseen.any():
                 self._warned_unseen = True
                 names = [n for n, c in zip(TierHistory.feature_names(), self.constant_features,
