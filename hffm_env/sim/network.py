@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import networkx as nx
 import numpy as np
@@ -24,7 +24,7 @@ from hffm_env.sim.routing import (
 )
 from hffm_env.sim.topology import Topology, place_network
 from hffm_env.sim.transfers import TransferTable, cloud_node_id, edge_node_id
-from hffm_env.values import shown
+from hffm_env.values import is_integer, shown
 
 __all__ = ["ClusterSummary", "Network", "default_heads"]
 
@@ -176,13 +176,28 @@ class Network:
         """``(N,)`` cluster of each device."""
         return self.topology.cluster_of_device
 
+    def _cluster(self, cluster: Any) -> int:
+        """``cluster`` as an index, or ``ValueError`` (-1 read the last cluster, the
+        cluster count the cloud's node)."""
+        if not is_integer(cluster) or not 0 <= cluster < self.num_clusters:
+            raise ValueError(f"cluster = {cluster!r}: not a cluster of this network "
+                             f"(0..{self.num_clusters - 1})")
+        return int(cluster)
+
+    def _device(self, device: Any, what: str = "device") -> int:
+        """``device`` as an id, or ``ValueError`` naming ``what``."""
+        if not is_integer(device) or not 0 <= device < self.num_devices:
+            raise ValueError(f"{what} = {device!r}: not a device of this network "
+                             f"(0..{self.num_devices - 1})")
+        return int(device)
+
     def members(self, cluster: int) -> np.ndarray:
         """Device ids of ``cluster`` (sorted), available or not."""
-        return self.topology.members(cluster)
+        return self.topology.members(self._cluster(cluster))
 
     def available_members(self, cluster: int) -> np.ndarray:
         """Available device ids of ``cluster`` (sorted)."""
-        members = self.topology.members(cluster)
+        members = self.topology.members(self._cluster(cluster))
         return members[self.available[members]]
 
     def cluster_summary(self) -> ClusterSummary:
@@ -203,14 +218,15 @@ class Network:
 
     def edge_node(self, cluster: int) -> int:
         """Node id of the edge server of ``cluster`` in transfer tables (the table's rule)."""
-        return int(edge_node_id(self.num_devices, int(cluster)))
+        return int(edge_node_id(self.num_devices, self._cluster(cluster)))
 
     def cloud_node(self) -> int:
         """Node id of the cloud in transfer tables (the table's rule)."""
         return cloud_node_id(self.num_devices, self.num_clusters)
 
     def _head(self, cluster: int, head: int | None) -> int:
-        head = int(self.heads[cluster]) if head is None else int(head)
+        cluster = self._cluster(cluster)
+        head = int(self.heads[cluster]) if head is None else self._device(head, "head")
         if head < 0:
             raise ValueError(f"cluster {cluster} has no available device to act as head")
         return head
@@ -255,7 +271,8 @@ class Network:
 
     def is_feasible_pair(self, i: int, j: int) -> bool:
         """Whether ``i`` and ``j`` can pair for D2D this round (see :func:`is_feasible_pair`)."""
-        return is_feasible_pair(i, j, self.topology, self.d2d_graphs, self.available)
+        return is_feasible_pair(self._device(i, "i"), self._device(j, "j"), self.topology,
+                                self.d2d_graphs, self.available)
 
     def repair_pairing(self, proposed: np.ndarray) -> tuple[list[tuple[int, int]], int]:
         """Valid disjoint pairs from per-device proposals (see :func:`repair_pairing`)."""

@@ -230,3 +230,17 @@ def test_the_simulators_public_numbers_refuse_what_they_cannot_price():
     with pytest.raises(ConfigError, match="more than the area's diagonal"):
         apply_overrides(small(), ["placement.num_edge_servers=2", "placement.num_devices=6",
                                   "placement.min_server_spacing_m=1500"])
+
+
+def test_the_networks_views_name_a_cluster_or_device_it_does_not_have():
+    # -1 read the last cluster, the cluster count gave the cloud's node id, 99 an IndexError,
+    # a float device the bare IndexError too
+    net = Network(small(), RandomStreams.from_seed(0))
+    for call, says in ((lambda: net.members(-1), "cluster = -1: not a cluster"),
+                       (lambda: net.edge_node(4), "cluster = 4: not a cluster"),
+                       (lambda: net.relay_paths(99), "cluster = 99: not a cluster"),
+                       (lambda: net.relay_paths(0, head=50), "head = 50: not a device"),
+                       (lambda: net.is_feasible_pair(0, 1.0), "j = 1.0: not a device")):
+        with pytest.raises(ValueError, match=says):
+            call()
+    assert net.members(np.int64(0)).tolist() == [0, 1, 2]
