@@ -517,7 +517,7 @@ class AccuracySurrogate:
         nets = []
         for k in range(members):
             with torch.random.fork_rng(devices=[]):  # the caller's torch stream is untouched
-                torch.manual_seed(seed * 1000 + k)
+                torch.default_generator.manual_seed(seed * 1000 + k)  # (CPU only)
                 net = _MLP(x.shape[1], y.shape[1], hidden)
             opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
             for _ in range(iterations):

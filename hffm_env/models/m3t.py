@@ -148,7 +148,7 @@ class M3TModel(nn.Module):
         self.sequence_length = self.prefix_length + sum(self.tokens.values())
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # (not the caller's CUDA stream)
             generator = torch.Generator().manual_seed(seed)
             self.extractors = nn.ModuleDict({
                 m: build_extractor(

@@ -263,14 +263,19 @@ def _unreadable(folder: Path, what: str, err: Exception) -> ValueError:
 
 def _bert_config(folder: Path) -> BertConfig:
     """The checkpoint's config, refused unless it describes a BERT model."""
-    try:
+    try:  # (TypeError: valid JSON that is no object, such as a list)
         config = BertConfig.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as err:  # transformers' words for a config it cannot parse
+    except (OSError, ValueError, TypeError) as err:  # transformers' words for a bad config
         raise _unreadable(folder, "config.json", err) from None
     if config.model_type != "bert":
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: a {config.model_type!r} "
                          "checkpoint; the fusion backbone must be a BERT checkpoint "
                          "(BertModel.save_pretrained)")
+    if not (isinstance(config.type_vocab_size, int) and config.type_vocab_size >= 1):
+        # (the backbone reads token type 0: an IndexError deep in the model)
+        raise ValueError(f"model.pretrained_path = {str(folder)!r}: its config.json has "
+                         f"type_vocab_size = {config.type_vocab_size!r}; a BERT backbone has "
+                         "at least one token type")
     return config
 
 
@@ -283,9 +288,11 @@ def load_backbone(path: str | Path) -> BertModel:
     folder = _checkpoint_dir(path)
     _bert_config(folder)
     try:  # with output_loading_info, from_pretrained returns (model, loading info)
+        # float32 whatever the checkpoint was saved in: the rest of the model is float32 (a
+        # half-precision checkpoint failed deep in torch with "mixed dtype")
         backbone, loading = cast("tuple[BertModel, dict[str, Any]]", BertModel.from_pretrained(
             str(folder), local_files_only=True, add_pooling_layer=False,
-            attn_implementation="eager", output_loading_info=True,
+            attn_implementation="eager", output_loading_info=True, dtype=torch.float32,
         ))
     except MemoryError:  # too large for this machine, not damaged
         raise
@@ -432,7 +439,8 @@ def _pretrain(model: M3TModel, *, train_backbone: bool, progress: bool) -> dict[
     sensing: list[str] = [m for m in ("image", "audio") if m in model.modalities]
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(PRETRAIN_SEED)
+        torch.default_generator.manual_seed(PRETRAIN_SEED)  # (the CPU's: a caller's CUDA
+        # stream is not reseeded, which torch.manual_seed does and fork_rng does not restore)
         probes = nn.ModuleDict()
         for m in model.modalities:
             width = model.tokens[m] * mc.feature_dim

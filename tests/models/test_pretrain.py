@@ -224,6 +224,44 @@ def test_a_damaged_checkpoint_is_refused_naming_the_setting(tmp_path):
         pretrain.load_backbone(tmp_path / "nan")
 
 
+def test_a_half_precision_or_odd_config_checkpoint_loads_or_is_named(tmp_path, configs):
+    """A float16 checkpoint loaded as float16 and failed deep in torch ("mixed dtype"); a
+    config.json that is a JSON list gave a TypeError traceback, type_vocab_size 0 an
+    IndexError in the forward pass."""
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806
+    _save_tiny_bert(tmp_path / "half").half().save_pretrained(tmp_path / "half")
+    config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "half"))
+    model = build_model(config, TINY_DATA, progress=False)
+    assert {p.dtype for p in model.backbone.parameters()} == {torch.float32}
+    batch = generate_scenes(2, TINY_DATA, np.random.default_rng(0))
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    logits, _ = model(model.extract_features(batch), mask, mask)
+    assert torch.isfinite(logits).all()
+    for name, text in (("listed", "[1, 2]"), ("typeless", None)):
+        _save_tiny_bert(tmp_path / name)
+        config_file = tmp_path / name / "config.json"
+        if text is None:
+            text = config_file.read_text().replace('"type_vocab_size": 2',
+                                                   '"type_vocab_size": 0')
+        config_file.write_text(text)
+    with pytest.raises(ValueError, match=r"listed': its config.json cannot be read"):
+        pretrain.load_backbone(tmp_path / "listed")
+    with pytest.raises(ValueError, match=r"type_vocab_size = 0; a BERT backbone has at least"):
+        pretrain.load_backbone(tmp_path / "typeless")
+
+
+def test_building_leaves_a_callers_cuda_stream_alone(monkeypatch, configs):
+    # torch.manual_seed inside fork_rng(devices=[]) reseeded every CUDA device to the model's
+    # seed, which fork_rng does not restore
+    from hffm_env.models import M3TModel
+
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    M3TModel(TINY_MODEL, TINY_DATA, seed=3)
+    assert reseeded == []
+
+
 def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
     TINY_MODEL, TINY_DATA = configs
     config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "nowhere"))
