@@ -578,8 +578,10 @@ def _report_bench(result: Any, args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
+    from hffm_env.config import check_memory
     from hffm_env.models import build_model
 
+    check_memory(config, "cost")  # the model it builds, before allocating (as describe does)
     model = build_model(config.model, config.data, device=args.device,
                         progress=not args.no_progress)
     info = {**model.pretrain_info,
@@ -930,8 +932,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", help="pre-train and cache the frozen parts of a scenario's model now")
     _add_scenario_arguments(pretrain)
     pretrain.add_argument("--device", type=arguments.device, default="cpu",
-                          help="torch device for pre-training: cpu, cuda, cuda:<i>, mps or "
-                          "auto (cuda when present)")
+                          help="torch device the built model is placed on: cpu, cuda, "
+                          "cuda:<i>, mps or auto (cuda when present); pre-training itself runs "
+                          "on one CPU thread, so that its weights are the same on any machine")
     pretrain.add_argument("--json", action="store_true", help="print JSON instead of text")
     pretrain.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     pretrain.set_defaults(func=_cmd_pretrain)

@@ -651,7 +651,9 @@ def build_model(
     progress: bool = True,
 ) -> M3TModel:
     """The M3T model for these configs, its frozen parts loaded from the cache or pre-trained
-    (and cached), its fresh trainable modules drawn from ``seed``, on ``device``.
+    (and cached), its fresh trainable modules drawn from ``seed``, on ``device`` (pre-training
+    itself runs on the CPU, on one thread, so that the weights are the same on every
+    machine; a device this machine lacks is refused first).
 
     ``model.pretrain_info`` holds the pre-training statistics and whether they came from the
     cache (``"cached": True``).
@@ -659,6 +661,11 @@ def build_model(
     Raises:
         FileNotFoundError: ``model_config.pretrained_path`` is set but holds no checkpoint.
     """
+    from hffm_env.devices import device_problem
+
+    problem = device_problem(str(device))
+    if problem is not None:  # (before pre-training: the model moved there only at the end)
+        raise ValueError(f"device = {str(device)!r}: {problem}")
     checkpoint = _checkpoint_dir(model_config.pretrained_path)
     backbone = load_backbone(checkpoint) if checkpoint is not None else None
     # the frozen parts start from PRETRAIN_SEED whatever ``seed`` is, so that the cached file

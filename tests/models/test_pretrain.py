@@ -262,6 +262,34 @@ def test_building_leaves_a_callers_cuda_stream_alone(monkeypatch, configs):
     assert reseeded == []
 
 
+def test_a_device_this_machine_lacks_is_refused_before_pre_training(monkeypatch, configs):
+    # it pre-trained in full, then failed moving the model ("Torch not compiled with CUDA")
+    from hffm_env.devices import device_problem
+
+    if device_problem("cuda") is None:
+        pytest.skip("this machine has CUDA")
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806
+    monkeypatch.setattr(pretrain, "pretrain_model", _fail)
+    with pytest.raises(ValueError, match="device = 'cuda': this machine has no CUDA device"):
+        build_model(TINY_MODEL, TINY_DATA, device="cuda", progress=False)
+
+
+def test_hffm_pretrain_checks_memory_before_building(monkeypatch, capsys):
+    # describe refused a model this machine could not hold; pretrain started allocating it
+    import hffm_env.config as config_module
+    from hffm_env.cli import main as cli_main
+
+    def huge(config, fidelity="train", trainable=None):
+        return {"libraries": 0, "model": 2**50, "total": 2**50}
+
+    monkeypatch.setattr(config_module, "estimate_memory_bytes", huge)
+    import hffm_env.models
+
+    monkeypatch.setattr(hffm_env.models, "build_model", _fail)  # (what the command imports)
+    assert cli_main(["pretrain", "--scenario", "small"]) == 2
+    assert "needs about 1048576.0 GiB of memory" in capsys.readouterr().err
+
+
 def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
     TINY_MODEL, TINY_DATA = configs
     config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "nowhere"))
