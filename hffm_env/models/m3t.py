@@ -43,6 +43,7 @@ from hffm_env.config import (
 from hffm_env.data import VOCAB_SIZE, SceneBatch, task_specs
 from hffm_env.models.extractors import build_extractor, tokens_per_modality
 from hffm_env.models.modules import AdapterExperts, MixtureOfAdapters, ModalityEncoder
+from hffm_env.values import is_integer
 
 __all__ = ["M3TModel", "NEG_LOGIT", "MASK_VALUE", "bert_config", "masked_task_loss",
            "masked_task_losses"]
@@ -402,7 +403,10 @@ class M3TModel(nn.Module):
         self, batch: SceneBatch, batch_size: int = 512
     ) -> dict[str, torch.Tensor]:
         """Frozen extractor features of every modality of ``batch``: ``modality -> (n, T_m,
-        feature_dim)`` float32 on the model's device. Compute once per sample and cache."""
+        feature_dim)`` float32 on the model's device. Compute once per sample and cache.
+        ``batch_size``: scenes per pass, an integer >= 1."""
+        if not is_integer(batch_size) or batch_size < 1:  # (-4 gave no features at all)
+            raise ValueError(f"batch_size = {batch_size!r}: must be an integer >= 1")
         was_training = self.extractors.training
         self.extractors.eval()
         out: dict[str, list[torch.Tensor]] = {m: [] for m in self.modalities}

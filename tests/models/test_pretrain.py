@@ -290,6 +290,19 @@ def test_hffm_pretrain_checks_memory_before_building(monkeypatch, capsys):
     assert "needs about 1048576.0 GiB of memory" in capsys.readouterr().err
 
 
+def test_a_feature_batch_size_below_one_is_refused(configs):
+    # -4 returned features of no sample, 0 a bare range() error
+    from hffm_env.models import M3TModel
+
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806
+    model = M3TModel(TINY_MODEL, TINY_DATA)
+    batch = generate_scenes(3, TINY_DATA, np.random.default_rng(0))
+    for size in (-4, 0, 1.5):
+        with pytest.raises(ValueError, match=f"batch_size = {size}: must be an integer >= 1"):
+            model.extract_features(batch, batch_size=size)
+    assert all(f.shape[0] == 3 for f in model.extract_features(batch, batch_size=2).values())
+
+
 def test_missing_pretrained_path_errors_clearly(tmp_path, configs):
     TINY_MODEL, TINY_DATA = configs
     config = dataclasses.replace(TINY_MODEL, pretrained_path=str(tmp_path / "nowhere"))
