@@ -159,6 +159,8 @@ def bench_command(args: TrainArgs) -> str:
              "--seeds", *map(str, args.eval_seeds)]
     if args.eval_policies:  # (none given: bench's default, as the comparison's)
         flags += ["--policies", *args.eval_policies]
+    if args.surrogate is not None and args.final_fidelity == "surrogate":
+        flags += ["--surrogate", str(args.surrogate)]  # (the fit the comparison played)
     if args.eval_data_split_per_seed:
         flags.append("--data-split-per-seed")
     return f"hffm bench {shlex.join(flags)}"

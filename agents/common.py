@@ -671,6 +671,8 @@ def prepare_out(args: TrainArgs) -> Path:
     # resumed from elsewhere, a folder below --out that is not its checkpoint included, must
     # not overwrite what --out holds
     resumed = Path(args.resume).resolve() if args.resume is not None else None
+    if resumed is not None and resumed.is_file():  # (OUT/model.zip names the folder OUT)
+        resumed = resumed.parent
     resumes_out = resumed is not None and (
         resumed == out.resolve()
         or (resumed.parent.name == CHECKPOINTS and resumed.parent.parent == out.resolve()))

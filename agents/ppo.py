@@ -449,9 +449,10 @@ def train_sb3(args: TrainArgs) -> float:
         done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
         remaining = args.total_timesteps - done
         # fine-tuning began where the first phase's whole rollouts ended; a checkpoint not yet
-        # trained in real training (the first phase's last one included) has none of it
+        # trained in real training (the first phase's last one included) has none of it (a
+        # folder that does not say its fidelity: counted from the steps alone, as before)
         fine_tuned = (max(0, done - whole(args.total_timesteps))
-                      if resume is not None and resume.info.fidelity == "train" else 0)
+                      if resume is not None and resume.info.fidelity in ("train", "") else 0)
         finetune_left = args.finetune_steps - fine_tuned
         started = time.perf_counter()
         if resume is not None and remaining <= 0 and finetune_left <= 0:

@@ -48,6 +48,7 @@ from hffm_env.values import shown
 from hffm_env.wrappers import full_action
 
 __all__ = [
+    "HELD_OUT_DESIGN_SEED",
     "MixedPeriodPolicy",
     "RESIDUAL_FOLDS",
     "cloud_every_round_schedules",
@@ -143,6 +144,11 @@ class _NthRandom(RandomPolicy):
         super().reset(env, seed)
         if seed is not None and self.k:
             self.rng = np.random.default_rng([seed, self.k])
+
+
+HELD_OUT_DESIGN_SEED = 1
+"""The design seed whose mixed schedules ``benchmarks/surrogate_error.py`` holds out from every
+calibration: a fit calibrated with it has seen them."""
 
 
 def design(menu: Sequence[int], mixed: int, seed: int = 0, random_episodes: int = 1,
@@ -304,7 +310,7 @@ def calibrate(make_env: Callable[[], Any], seeds: Sequence[int] = DEFAULT_SEEDS,
     recorded episodes (also written to ``traces_path`` as they come, if given).
     ``design_seed`` draws the design's mixed schedules: another one per calibration run adds
     other schedules, not only other seeds of the same ones (the held-out episodes of
-    ``benchmarks/surrogate_error.py`` draw theirs with 1).
+    ``benchmarks/surrogate_error.py`` draw theirs with :data:`HELD_OUT_DESIGN_SEED`).
 
     ``agents`` (trained policies, e.g. ``hffm_env.agents.job.agent_policy(path)``) join the
     design, one episode per seed each: a learner drives the surrogate towards schedules the

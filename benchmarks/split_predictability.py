@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(rounds) > 1:
         raise ValueError(f"the episodes have {sorted(rounds)} rounds: each must have as many "
                          "(an episode that ended early has no accuracy after its end)")
+    if min(rounds) < 2:  # (the probe reads the accuracy after round 2)
+        raise ValueError(f"the episodes have {min(rounds)} round: at least 2 are needed")
     if args.after_round > min(rounds):
         parser.error(f"--round {args.after_round}: the episodes have {min(rounds)} rounds")
     features = split_features(config, splits)

@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from hffm_env.baselines.calibrate import (
         DESIGN_POLICIES,
         FIXED_SCHEDULES,
+        HELD_OUT_DESIGN_SEED,
         design,
         read_traces,
         trace_episode,
@@ -241,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--seeds {args.seeds}: no such episode in {args.traces}")
     else:
         env = gym.make("hffm/HFFM-v0", scenario=cfg, fidelity="train")
-        # design seed 1: other per-type schedules than calibration's (design seed 0)
+        # other per-type schedules than calibration's (its design seed, 0 by default)
         names = DESIGN_POLICIES if args.policies is None else args.policies
-        factories = design(cfg.env.period_menu, args.mixed, seed=1, random_episodes=0,
-                           policies=names)
+        factories = design(cfg.env.period_menu, args.mixed, seed=HELD_OUT_DESIGN_SEED,
+                           random_episodes=0, policies=names)
         episodes = []
         for seed in args.seeds:
             for factory in factories:

@@ -578,10 +578,10 @@ def _report_bench(result: Any, args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
-    from hffm_env.config import check_memory
+    from hffm_env.config import PRETRAINING, check_memory
     from hffm_env.models import build_model
 
-    check_memory(config, "cost")  # the model it builds, before allocating (as describe does)
+    check_memory(config, PRETRAINING)  # the model and pretext scenes, before allocating
     model = build_model(config.model, config.data, device=args.device,
                         progress=not args.no_progress)
     info = {**model.pretrain_info,
@@ -629,6 +629,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--from-traces names {repeated[0]!r} twice")
     from hffm_env.baselines import calibrate as design
 
+    if args.design_seed == design.HELD_OUT_DESIGN_SEED:
+        print(f"hffm calibrate: note: --design-seed {args.design_seed} draws the mixed "
+              "schedules benchmarks/surrogate_error.py holds out: a fit of them is not judged "
+              "on unseen schedules there", file=sys.stderr)
     args.seeds = list(design.DEFAULT_SEEDS) if args.seeds is None else args.seeds
     repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
     if repeated:

@@ -83,6 +83,7 @@ __all__ = [
     "SEED_MAX",
     "FIDELITIES",
     "check_memory",
+    "PRETRAINING",
     "REWARD_NAMES",
     "estimate_memory_bytes",
     "MAX_CONFIG_FILE_BYTES",
@@ -977,6 +978,12 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
     every device's copy of the trainable modules. Used to refuse a config the machine cannot
     hold before it is allocated."""
     data, model, fl, placement = config.data, config.model, config.fl, config.placement
+    if fidelity == PRETRAINING:  # the model and its pretext scenes only: no network, no split
+        raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
+        parts = {"libraries": 400e6, "pre-training scenes": data.pretrain_samples * raw,
+                 "model": _backbone_parameters(model) * 4.0 * 4.0}  # (+ grads and moments)
+        parts["total"] = sum(parts.values())
+        return parts
     devices = placement.num_devices
     # D2D pairs, and the share of them in radio range: two points uniform in a disc of radius
     # R are within r of each other with probability about (r / R)^2 (exact for small r/R);
@@ -1011,9 +1018,7 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
         parts["training and evaluation"] = devices * batch * tokens * width * 4.0
     # the model's backbone (attention and MLP weights of each layer), built in every fidelity
     # (the modules' sizes come from it); pre-training adds its gradients and AdamW's moments
-    backbone = model.num_layers * (4 * model.hidden_size**2
-                                   + 2 * model.hidden_size * model.intermediate_size)
-    parts["model"] = backbone * 4.0 * (4.0 if fidelity == "train" else 1.0)
+    parts["model"] = _backbone_parameters(model) * 4.0 * (4.0 if fidelity == "train" else 1.0)
     if trainable_parameters is not None:
         # float32 values of every module for every device, and a round's snapshot of them
         # (1.5 copies at the peak: measured 147 kB a device for small's 28k parameters, on
@@ -1024,6 +1029,17 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
     return parts
 
 
+def _backbone_parameters(model: ModelConfig) -> int:
+    """The backbone's attention and MLP weights, all layers."""
+    return model.num_layers * (4 * model.hidden_size**2
+                               + 2 * model.hidden_size * model.intermediate_size)
+
+
+PRETRAINING = "pre-training"
+"""What :func:`estimate_memory_bytes` and :func:`check_memory` take, beside a fidelity, for
+pre-training alone (``hffm pretrain``): the model with its gradients and AdamW's moments and
+the pretext scenes."""
+
 FIDELITIES: tuple[str, ...] = ("train", "surrogate", "cost")
 """How an env measures accuracy: ``train`` (real federated training), ``surrogate`` (a fit
 of real training) or ``cost`` (none: network costs only)."""
@@ -1032,7 +1048,8 @@ of real training) or ``cost`` (none: network costs only)."""
 def check_memory(config: ScenarioConfig, fidelity: str = "train",
                  trainable_parameters: int | None = None) -> None:
     """Raise :class:`ConfigError` with the estimate when ``config`` would need more memory than
-    this machine has (:func:`estimate_memory_bytes`)."""
+    this machine has (:func:`estimate_memory_bytes`; ``fidelity``: one of
+    :data:`FIDELITIES`, or :data:`PRETRAINING` for pre-training alone)."""
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to check against
@@ -1044,7 +1061,8 @@ def check_memory(config: ScenarioConfig, fidelity: str = "train",
                    if fidelity == "train" else "")
         largest = max((k for k in parts if k not in ("total", "libraries")), key=lambda k: parts[k])
         raise ConfigError(
-            f"scenario {config.name!r} ({fidelity} fidelity) needs about "
+            f"scenario {config.name!r} "
+            f"({fidelity if fidelity == PRETRAINING else f'{fidelity} fidelity'}) needs about "
             f"{parts['total'] / 2**30:.1f} GiB of memory ({detail} GiB); this machine has "
             f"{available / 2**30:.1f} GiB. The largest part, {largest}, grows with "
             f"{_MEMORY_SETTINGS[largest]}: reduce them{cheaper}"

@@ -37,14 +37,16 @@ class _Lines(io.TextIOBase):
 
 
 def progress_bar(iterable: Any = None, *, every_s: float | None = None, **kwargs: Any) -> Any:
-    """``tqdm(iterable, **kwargs)`` on stderr: its bar on a terminal (and tqdm's widget in a
-    notebook), else lines at most every ``every_s`` seconds (default
-    :data:`PROGRESS_LINE_EVERY_S`)."""
+    """``tqdm(iterable, **kwargs)`` on stderr: its bar on a terminal and in a notebook, else
+    (a file, a CI log) lines at most every ``every_s`` seconds (default
+    :data:`PROGRESS_LINE_EVERY_S`), kept when done: the lines replace ``file``, ``leave`` and
+    ``mininterval`` given in ``kwargs``."""
     from tqdm.auto import tqdm
 
     stream = sys.stderr
-    # (tqdm.auto's widget draws without carriage returns)
-    in_a_notebook = any("notebook" in cls.__module__ for cls in tqdm.__mro__)
+    # (a notebook draws tqdm's widget, or its text bar, whose carriage returns it renders)
+    in_a_notebook = (any("notebook" in cls.__module__ for cls in tqdm.__mro__)
+                     or "ipykernel" in sys.modules)
     if not in_a_notebook and stream is not None and not (
             hasattr(stream, "isatty") and stream.isatty()):
         interval = PROGRESS_LINE_EVERY_S if every_s is None else every_s

@@ -34,9 +34,10 @@ refuses them, naming ``hffm calibrate``); for a short surrogate episode override
 def make_tiny_env(scenario: str = "small", fidelity: str = "cost",
                   extra: Sequence[str] | Mapping[str, Any] = (), **kwargs: Any) -> Any:
     """``gymnasium.make("hffm/HFFM-v0", ...)`` with :data:`TINY_OVERRIDES` and then ``extra``
-    overrides (``key=value`` strings or a dict of dotted keys; later ones win: a section
-    given whole, ``env={...}``, replaces the tiny settings inside it); other keyword
-    arguments go to the env."""
+    overrides (``key=value`` strings or a dict of dotted keys; later ones win: an extra key
+    replaces the tiny one of its name, and a section given whole, ``data={...}``, keeps the
+    tiny settings inside it that it does not set, as a section override keeps the preset's);
+    other keyword arguments go to the env."""
     import gymnasium as gym
 
     from hffm_env import ENV_ID  # (importing hffm_env registers the env ids)
@@ -47,15 +48,27 @@ def make_tiny_env(scenario: str = "small", fidelity: str = "cost",
                           f"of dotted keys (one override: [{extra!r}])")
     given = dict(extra) if isinstance(extra, Mapping) else dict(
         parse_override(o) for o in extra)
+    overrides: dict[str, Any] = {}
+    for key, value in (parse_override(o) for o in TINY_OVERRIDES):
+        section = next((g for g in map(str, given) if key.startswith(f"{g}.")), None)
+        if key in given or any(str(g).startswith(f"{key}.") for g in given):
+            continue  # replaced by the extra key of its name (or a key inside it)
+        if section is not None and isinstance(given[section], Mapping):
+            # inside a section given whole: kept where the section does not set it
+            node = given[section] = _copy_nested(given[section])
+            *path, leaf = key[len(section) + 1:].split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+            node.setdefault(leaf, value)
+        elif section is None:
+            overrides[key] = value
+    return gym.make(ENV_ID, scenario=scenario, fidelity=fidelity,
+                    overrides={**overrides, **given}, **kwargs)
 
-    def replaced(key: str) -> bool:  # an extra key equal to it, inside it or around it
-        return any(key == g or key.startswith(f"{g}.") or g.startswith(f"{key}.")
-                   for g in map(str, given))
 
-    tiny = dict(parse_override(o) for o in TINY_OVERRIDES)
-    overrides = {**{k: v for k, v in tiny.items() if not replaced(k)}, **given}
-    return gym.make(ENV_ID, scenario=scenario, fidelity=fidelity, overrides=overrides,
-                    **kwargs)
+def _copy_nested(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of nested mappings as dicts (the caller's are not changed)."""
+    return {k: _copy_nested(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
 
 
 def integration(name: str) -> ModuleType:

@@ -412,6 +412,10 @@ def test_a_run_resumed_from_a_folder_below_out_does_not_clear_out(trained, tmp_p
                              str(project / "agents" / "a1"), "--out", str(project)]) == 2
     assert "is not a run in it" in capsys.readouterr().err
     assert (project / "results.md").read_text() == "mine"
+    # ... while the run's own model.zip names the run it continues (find_agent takes it)
+    run = _copy(trained, tmp_path / "run")
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--resume",
+                             str(run / "model.zip"), "--out", str(run)]) == 0
 
 
 def test_out_inside_a_checkpoint_folder_is_refused(tmp_path, capsys):

@@ -273,6 +273,21 @@ def test_the_design_seed_draws_other_mixed_schedules(tmp_path, capsys, monkeypat
     assert "--design-seed shapes the real episodes" in capsys.readouterr().err
 
 
+def test_the_held_out_design_seed_is_noted(capsys, monkeypatch):
+    # --design-seed 1 fitted the schedules surrogate_error.py holds out, without a word
+    import hffm_env.baselines.calibrate as calibration
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(calibration, "calibrate", stop)
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
+                     "--design-seed", str(calibration.HELD_OUT_DESIGN_SEED),
+                     "--no-progress", "--out", "/tmp/never-written.pt"]) == 2
+    assert "draws the mixed schedules benchmarks/surrogate_error.py holds out" in (
+        capsys.readouterr().err)
+
+
 def test_calibration_refuses_an_empty_design(capsys):
     assert cli_main(["calibrate", "--scenario", "small", "--policies", "--mixed", "0",
                      "--random-episodes", "0"]) == 2

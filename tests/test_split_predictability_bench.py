@@ -102,3 +102,19 @@ def test_too_few_splits_are_refused(bench, tmp_path, capsys):
     assert run_command(lambda: bench.main([str(path)]), "split_predictability.py") == 2
     assert "the runs hold 4 data splits ([1000, 1001, 1002, 1003]): at least 5" in (
         capsys.readouterr().err)
+
+
+def test_episodes_of_one_round_are_refused(bench, tmp_path, capsys):
+    # the round-2 probe read past the end: an IndexError
+    from hffm_env.arguments import run_command
+
+    short = json.loads(Path(SPLITS).read_text())
+    for episode in short["episodes"]:
+        for key in ("accuracy", "accuracy_per_task", "accuracy_local", "accuracy_held_out",
+                    "latency_s", "energy_j", "rewards"):
+            episode[key] = episode[key][:1]
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps(short))
+    assert run_command(lambda: bench.main([str(path), "--round", "1"]),
+                       "split_predictability.py") == 2
+    assert "the episodes have 1 round: at least 2 are needed" in capsys.readouterr().err

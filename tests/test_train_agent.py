@@ -644,3 +644,17 @@ def test_eval_policies_take_a_policy_of_your_own(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="eval_policies: policy 'evalpolicies:nope': "
                                          "evalpolicies has no 'nope'"):
         TrainArgs(eval_policies=["evalpolicies:nope"])
+
+
+def test_the_printed_bench_command_names_the_fit_the_comparison_played():
+    # with --surrogate FILE and a surrogate comparison it left the file out: bench found
+    # another fit, or none
+    from hffm_env.agents.command import bench_command
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import PACKAGED_DIR, surrogate_path
+
+    fit = str(PACKAGED_DIR / surrogate_path(load_scenario("small")).name)
+    args = TrainArgs(fidelity="surrogate", eval_fidelity="surrogate", surrogate=fit,
+                     out="/tmp/run")
+    assert bench_command(args).endswith(f"--surrogate {fit}")
+    assert "--surrogate" not in bench_command(TrainArgs(fidelity="cost", out="/tmp/run"))

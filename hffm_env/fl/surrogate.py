@@ -227,8 +227,10 @@ def _off_the_shipped_fit(cfg: ScenarioConfig) -> str:
     if not (PACKAGED_DIR / surrogate_path(preset).name).is_file():
         return ""
     measured = (*_TRAINING_SECTIONS, "seed")
+    price_only = {f"channel.{link}.{name}" for link, names in _PRICE_ONLY_CHANNEL.items()
+                  for name in names}  # (the key's own rule: _training_inputs)
     differ = [(k, a, b) for k, a, b in config_differences(preset, cfg)
-              if k.split(".")[0] in measured]
+              if k.split(".")[0] in measured and k not in price_only]
     if not differ:
         return ""
     return (f"; the fit shipped for {cfg.name} is of the preset as it is, and this config "
@@ -507,7 +509,11 @@ class AccuracySurrogate:
             missing = [n for n, ok in zip(names, np.isfinite(y).any(axis=0), strict=True)
                        if not ok]
             raise ValueError(f"surrogate fit: no measured value of {missing}")
-        x_mean, x_std = x.mean(0), x.std(0) + 1e-6
+        # a feature that never varied: its own value and no spread, exactly (a float32 mean
+        # of 280 values of 0.9 is not 0.9, and its spread was not 0: it was not told apart)
+        constant = x.max(0) == x.min(0)
+        x_mean = np.where(constant, x[0], x.mean(0))
+        x_std = np.where(constant, 0.0, x.std(0)) + 1e-6
         y_mean = np.nanmean(y, 0)
         y_std = np.nanstd(y, 0) + 1e-6
         y_low, y_high = np.nanmin(y, 0), np.nanmax(y, 0)

@@ -288,11 +288,9 @@ def load_backbone(path: str | Path) -> BertModel:
     folder = _checkpoint_dir(path)
     _bert_config(folder)
     try:  # with output_loading_info, from_pretrained returns (model, loading info)
-        # float32 whatever the checkpoint was saved in: the rest of the model is float32 (a
-        # half-precision checkpoint failed deep in torch with "mixed dtype")
         backbone, loading = cast("tuple[BertModel, dict[str, Any]]", BertModel.from_pretrained(
             str(folder), local_files_only=True, add_pooling_layer=False,
-            attn_implementation="eager", output_loading_info=True, dtype=torch.float32,
+            attn_implementation="eager", output_loading_info=True,
         ))
     except MemoryError:  # too large for this machine, not damaged
         raise
@@ -303,6 +301,10 @@ def load_backbone(path: str | Path) -> BertModel:
     if missing:
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: the checkpoint lacks "
                          f"{len(missing)} of the backbone's weights (e.g. {missing[:3]})")
+    # float32 whatever the checkpoint was saved in: the rest of the model is float32 (a
+    # half-precision checkpoint failed deep in torch with "mixed dtype"); .float() rather
+    # than from_pretrained's dtype, which older transformers lack
+    backbone = backbone.float()
     broken = non_finite_tensors(backbone.state_dict())
     if broken:
         raise ValueError(f"model.pretrained_path = {str(folder)!r}: {len(broken)} of the "

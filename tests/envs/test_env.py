@@ -783,6 +783,14 @@ def test_make_tiny_env_takes_extra_overrides_as_a_list_or_dict_later_ones_winnin
     assert env.unwrapped.config.env.episode_rounds == 2
     assert env.unwrapped.config.fl.local_steps == 1  # the other tiny settings stay
     env.close()
+    # a section given whole keeps the tiny settings it does not set (they were dropped:
+    # pre-training on 4,000 samples instead of 600)
+    section = {"samples_per_device": 20}
+    env = make_tiny_env(extra={"data": section})
+    data = env.unwrapped.config.data
+    assert (data.samples_per_device, data.pretrain_samples) == (20, 600)
+    assert section == {"samples_per_device": 20}  # (the caller's dict is not changed)
+    env.close()
     env = make_tiny_env(extra={"env.episode_rounds": 3})  # "must look like key=value"
     assert env.unwrapped.config.env.episode_rounds == 3
     env.close()

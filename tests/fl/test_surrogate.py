@@ -526,6 +526,12 @@ def test_a_feature_that_never_varied_is_not_blown_up_and_its_change_is_said(fitt
         unseen = curve(0.9)
     assert seen[-1] > seen[0] + 0.1  # (the known relation: cloud rounds raise it)
     assert unseen[-1] > unseen[0] + 0.1 and np.allclose(unseen, seen, atol=0.05)
+    # a constant that float32 means and spreads round (0.9 over 280 rows: its spread came out
+    # 3.4e-6, and 1.0 was standardised to 29,038) is told apart too
+    at_09 = [[RoundTrace(r.tiers, 0.9, r.targets) for r in e] for e in _synthetic_episodes(40, 0)]
+    fit = AccuracySurrogate.fit(at_09, TASKS, HORIZON, iterations=2, members=1)
+    assert fit.constant_features[names.index("available")]
+    assert fit.x_mean[names.index("available")] == np.float32(0.9)
 
 
 def test_meta_cannot_overwrite_what_the_fit_is():
@@ -552,3 +558,13 @@ def test_the_price_only_channel_settings_do_not_change_the_key():
                      "channel.backhaul.rate_bps=1e6", "channel.backhaul.latency_s=0.5"):
         assert surrogate_key(apply_overrides(small(), [override])) == base, override
     assert surrogate_key(apply_overrides(small(), ["channel.uplink.tx_power_w=0.3"])) != base
+
+
+def test_a_missing_fit_names_only_what_training_measures(tmp_path, monkeypatch):
+    # the price-only settings were named among what "differs in what training measures"
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    config = apply_overrides(small(), ["channel.backhaul.rate_bps=1e6",
+                                       "channel.uplink.energy_power_w=0.3", "fl.local_steps=3"])
+    with pytest.raises(SurrogateMissing, match="differs in what training measures: "
+                                               "fl.local_steps=4 \\(here 3\\)\\. Fit"):
+        find_surrogate(config)
