@@ -975,8 +975,9 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
     of the test sets, their frozen features and the batched training and evaluation work per
     device; the model's backbone; and, given its ``trainable_parameters`` (known once the
     model is built),
-    every device's copy of the trainable modules. Used to refuse a config the machine cannot
-    hold before it is allocated."""
+    every device's copy of the trainable modules. With ``fidelity=``:data:`PRETRAINING`, the
+    libraries, the pretext scenes and the model with its gradients and AdamW's moments only.
+    Used to refuse a config the machine cannot hold before it is allocated."""
     data, model, fl, placement = config.data, config.model, config.fl, config.placement
     if fidelity == PRETRAINING:  # the model and its pretext scenes only: no network, no split
         raw = 4.0 * (3 * data.image_size_px**2 + data.audio_length + data.question_length)
