@@ -8,6 +8,7 @@ import numpy as np
 
 from hffm_env.config import DynamicsConfig
 from hffm_env.sim.topology import Topology, sample_in_disc
+from hffm_env.values import is_finite_real
 
 __all__ = ["RandomWaypoint", "draw_available"]
 
@@ -70,5 +71,8 @@ class RandomWaypoint:
 def draw_available(rng: np.random.Generator, num_devices: int, dropout_prob: float) -> np.ndarray:
     """``(N,)`` bool: each device independently drops out with ``dropout_prob`` this round.
 
-    Always draws ``num_devices`` uniforms, so the random stream does not depend on the value."""
+    Always draws ``num_devices`` uniforms, so the random stream does not depend on the value.
+    ``dropout_prob`` outside [0, 1] raises ``ValueError`` (1.5 dropped every device silently)."""
+    if not (is_finite_real(dropout_prob) and 0.0 <= dropout_prob <= 1.0):
+        raise ValueError(f"dropout_prob = {dropout_prob!r}: must be a probability in [0, 1]")
     return rng.random(num_devices) >= dropout_prob

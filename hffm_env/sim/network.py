@@ -275,7 +275,11 @@ class Network:
                                 self.d2d_graphs, self.available)
 
     def repair_pairing(self, proposed: np.ndarray) -> tuple[list[tuple[int, int]], int]:
-        """Valid disjoint pairs from per-device proposals (see :func:`repair_pairing`)."""
+        """Valid disjoint pairs from per-device proposals, one per device (see
+        :func:`repair_pairing`)."""
+        if np.shape(proposed) != (self.num_devices,):  # (a shorter one dropped the rest)
+            raise ValueError(f"proposed: shape {np.shape(proposed)}, expected "
+                             f"({self.num_devices},): one proposal per device (-1: none)")
         return repair_pairing(proposed, self.is_feasible_pair)
 
     def exchange_failed(self, cluster: int, via: str, head: int | None = None) -> np.ndarray:

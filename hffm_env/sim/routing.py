@@ -29,6 +29,7 @@ import numpy as np
 
 from hffm_env.sim.channel import LinkRates
 from hffm_env.sim.topology import Topology
+from hffm_env.values import is_integer
 
 __all__ = [
     "broadcast_tree",
@@ -203,7 +204,10 @@ def broadcast_tree(graph: nx.Graph, head: int) -> list[tuple[int, int]]:
 
 def k_nearest_partners(topology: Topology, k: int) -> np.ndarray:
     """``(N, k)`` candidate D2D partners: the ``k`` nearest other devices of the same cluster by
-    distance (ties to the lower id), padded with -1 when the cluster is smaller than ``k + 1``."""
+    distance (ties to the lower id), padded with -1 when the cluster is smaller than ``k + 1``.
+    ``k``: an integer >= 1 (``env.d2d_partner_k``), else ``ValueError``."""
+    if not is_integer(k) or k < 1:  # (0 failed in numpy's reshape, -1 with negative dims)
+        raise ValueError(f"k = {k!r}: must be an integer >= 1 (partners per device)")
     out = np.full((topology.num_devices, k), -1, dtype=np.int64)
     by_size: dict[int, list[np.ndarray]] = {}
     for c in range(topology.num_clusters):
@@ -258,7 +262,12 @@ def repair_pairing(
     Returns:
         ``(pairs, num_repairs)``: pairs as ``(min id, max id)`` in the order they were formed.
     """
-    proposed = np.asarray(proposed, dtype=np.int64).reshape(-1)
+    raw = np.asarray(proposed)
+    if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iu"):
+        # (floats were truncated to ids, a 2-d array flattened)
+        raise ValueError(f"proposed: must be a 1-d array of integer device ids (-1: none), "
+                         f"one per device; got {raw.dtype} {raw.shape}")
+    proposed = raw.astype(np.int64)
     n = proposed.size
     partner = np.full(n, -1, dtype=np.int64)
     pairs: list[tuple[int, int]] = []

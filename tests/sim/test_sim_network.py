@@ -244,3 +244,22 @@ def test_the_networks_views_name_a_cluster_or_device_it_does_not_have():
         with pytest.raises(ValueError, match=says):
             call()
     assert net.members(np.int64(0)).tolist() == [0, 1, 2]
+
+
+def test_the_simulators_helpers_name_a_bad_argument():
+    # k=0 failed in numpy's reshape; floats were truncated to device ids and a short proposal
+    # list dropped the rest; a dropout probability of 1.5 dropped every device silently
+    from hffm_env.sim.dynamics import draw_available
+    from hffm_env.sim.routing import k_nearest_partners, repair_pairing
+
+    net = Network(small(), RandomStreams.from_seed(0))
+    for k in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=f"k = {k}: must be an integer >= 1"):
+            k_nearest_partners(net.topology, k)
+    with pytest.raises(ValueError, match="proposed: must be a 1-d array of integer"):
+        repair_pairing(np.array([1.0, 0.0]), net.is_feasible_pair)
+    with pytest.raises(ValueError, match=r"proposed: shape \(2,\), expected \(12,\)"):
+        net.repair_pairing(np.array([1, 0]))
+    assert net.repair_pairing(np.full(12, -1)) == ([], 0)
+    with pytest.raises(ValueError, match="dropout_prob = 1.5: must be a probability"):
+        draw_available(np.random.default_rng(0), 4, 1.5)
