@@ -90,3 +90,23 @@ def headless_pyplot():
     yield plt
     plt.close("all")
     plt.switch_backend(backend)
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """``benchmark_script("paired_ratios")``: a script of ``benchmarks/`` imported as a module
+    (its folder on ``sys.path`` for the test), dropped from ``sys.modules`` afterwards with
+    the shared ``_output`` so that the next test imports them afresh."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    loaded: list[str] = []
+
+    def load(name: str):
+        loaded.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in (*loaded, "_output"):
+        sys.modules.pop(name, None)

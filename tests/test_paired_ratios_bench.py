@@ -4,7 +4,6 @@ run, in a table, JSON and a figure."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,8 @@ RUNS = [str(RESULTS / "small4_ppo_plan_more_seeds1009-1017.json"),
 
 
 @pytest.fixture
-def paired_ratios(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import paired_ratios
-
-    yield paired_ratios
-    for name in ("paired_ratios", "_output"):
-        sys.modules.pop(name, None)
+def paired_ratios(benchmark_script):
+    return benchmark_script("paired_ratios")
 
 
 def test_each_run_gets_the_runners_rows_for_the_policies_asked(paired_ratios, tmp_path,

@@ -4,7 +4,6 @@ the policies' accuracy there, scored leave one split out."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,8 @@ NO_SETTINGS = str(RESULTS / "small4_ppo_plan_more_seeds1009-1017.json")  # an ol
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import split_predictability
-
-    yield split_predictability
-    for name in ("split_predictability", "_output"):
-        sys.modules.pop(name, None)
+def bench(benchmark_script):
+    return benchmark_script("split_predictability")
 
 
 def test_leave_one_out_finds_a_planted_relation_and_none_where_there_is_none(bench):
