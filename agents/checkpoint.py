@@ -430,11 +430,11 @@ class AgentFolder:
         words; empty otherwise (a checkpoint is part of a run by design)."""
         if checkpoint_step(self.folder) is not None:
             return ""
+        args = _train_args(self.folder)
         try:
-            args = json.loads((self.folder / "train_args.json").read_text(encoding="utf-8"))
             asked = int(args["total_timesteps"]) + int(args.get("finetune_timesteps") or 0)
             interrupted = args.get("interrupted") is True
-        except (OSError, ValueError, TypeError, KeyError):  # no run's file, or not one
+        except (ValueError, TypeError, KeyError, AttributeError):  # no run's file, or not one
             return ""
         if not interrupted:
             return ""
@@ -677,8 +677,8 @@ def find_agent(path: str | Path) -> AgentFolder:
     if info.algo not in ALGO_CLASSES:
         raise AgentFileError(f"{info_path}: algo = {info.algo!r}: known are "
                              f"{list(ALGO_CLASSES)}")
-    policy_module = (data.get("policy_class") or {}).get("__module__") \
-        if isinstance(data.get("policy_class"), dict) else None
+    policy_class = data.get("policy_class")
+    policy_module = policy_class.get("__module__") if isinstance(policy_class, dict) else None
     if isinstance(policy_module, str):  # (a masked policy loaded as PPO played unmasked)
         masked = "maskable" in policy_module
         if masked != (info.algo == "maskable-ppo"):

@@ -232,6 +232,7 @@ def read_traces(path: str | Path, key: str | None = None,
             f"{path}: traces of another config (traces key {recorded}), not of this one "
             f"({key}); pass the scenario and --set overrides they were recorded with")
     read, where = [], "its episodes"
+    expected = set(target_names(tasks)) if tasks is not None else None  # (once, not per round)
     try:
         for e, episode in enumerate(episodes):
             where = f"episode {e}"
@@ -257,8 +258,7 @@ def read_traces(path: str | Path, key: str | None = None,
                 if tasks is not None and held != set(tasks):
                     raise ValueError(f"the global accuracy of tasks {sorted(held)}: this config "
                                      f"runs {list(tasks)}")
-                unknown = sorted(set(trace.targets) - set(target_names(tasks))) \
-                    if tasks is not None else []
+                unknown = sorted(set(trace.targets) - expected) if expected is not None else []
                 if unknown:  # (a misspelt name was ignored)
                     raise ValueError(f"targets {unknown}: not the surrogate's for tasks "
                                      f"{list(tasks or [])}")

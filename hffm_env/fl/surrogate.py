@@ -442,6 +442,7 @@ class AccuracySurrogate:
         self.constant_features = x_std <= _CONSTANT_SPREAD
         self.x_std = np.where(self.constant_features, np.float32(1.0), x_std)
         self._x_spread = x_std  # (as fitted: what save() writes, and load() reads back)
+        self._constant_index = np.flatnonzero(self.constant_features)
         self._warned_unseen = False
         # mean, std, and the lowest and highest value seen in the traces: predictions are
         # clipped to that range (an MLP extrapolates without bounds)
@@ -551,15 +552,14 @@ class AccuracySurrogate:
         """``(B, targets)`` predictions in real units for features ``(B, F)``: the ensemble
         mean, clipped to the range of values seen in the traces."""
         x = np.asarray(x, dtype=np.float32)
-        if not self._warned_unseen and self.constant_features.any():
-            unseen = np.atleast_1d((np.abs(x[:, self.constant_features]
-                                        - self.x_mean[self.constant_features]) > 1e-6).any(axis=0))
+        constant = self._constant_index
+        if not self._warned_unseen and constant.size:
+            unseen = (np.abs(x[:, constant] - self.x_mean[constant]) > 1e-6).any(axis=0)
             if unseen.any():
                 self._warned_unseen = True
-                names = [n for n, c in zip(TierHistory.feature_names(), self.constant_features,
-                                           strict=True) if c]
-                first = next(n for n, u in zip(names, unseen, strict=True) if u)
-                mean = float(self.x_mean[TierHistory.feature_names().index(first)])
+                feature = int(constant[np.argmax(unseen)])  # (the first that moved)
+                first = TierHistory.feature_names()[feature]
+                mean = float(self.x_mean[feature])
                 warnings.warn(f"the surrogate's traces never had {first} other than {mean:g}; "
                               "its predictions for other values are extrapolation (calibrate "
                               "for this config: hffm calibrate)", SurrogateMismatch,
