@@ -1,12 +1,16 @@
 """Which torch devices this machine can run the env on: one rule for the env's ``device``
-argument and the commands' ``--device``; and torch's threads in forked processes."""
+argument and the commands' ``--device``; torch's threads in forked processes; and the float32
+the model computes in, whatever the process's default dtype."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["device_problem", "forked_after_torch_threads", "guard_forks", "resolve_device"]
+__all__ = ["device_problem", "float32_default", "forked_after_torch_threads", "guard_forks",
+           "resolve_device"]
 
 
 def device_problem(device: Any) -> str | None:
@@ -33,6 +37,23 @@ def device_problem(device: Any) -> str | None:
     elif parsed.type != "cpu":
         return allowed
     return None
+
+
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """Run the block (or the decorated function) with torch's default dtype float32, then
+    restore the caller's. The model, the engine and the surrogate compute in float32 and
+    create tensors without naming a dtype: in a process that had called
+    ``torch.set_default_dtype(torch.float64)`` they got float64 weights beside float32 scenes
+    ("Input type (float) and bias type (double) should be the same", deep in a convolution)."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def resolve_device(device: str) -> str:

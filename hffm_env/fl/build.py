@@ -11,7 +11,7 @@ import torch
 
 from hffm_env.config import FIDELITIES, ScenarioConfig, check_memory, require_config
 from hffm_env.data import build_federated_data
-from hffm_env.devices import guard_forks
+from hffm_env.devices import float32_default, guard_forks
 from hffm_env.fl.engine import FederatedEngine
 from hffm_env.models import M3TModel, backbone_shape, build_model
 from hffm_env.seeding import RandomStreams
@@ -20,6 +20,7 @@ from hffm_env.sim import Network
 __all__ = ["build_engine", "one_torch_thread"]
 
 
+@float32_default()
 def build_engine(cfg: ScenarioConfig, fidelity: str = "train", *, device: str = "cpu",
                  progress: bool = False,
                  streams: RandomStreams | None = None) -> FederatedEngine:

@@ -52,6 +52,7 @@ from hffm_env.config import (
     ChannelConfig,
     ScenarioConfig,
 )
+from hffm_env.devices import float32_default
 from hffm_env.files import (
     load_tensors,
     non_finite_tensors,
@@ -493,6 +494,7 @@ class AccuracySurrogate:
                              "it in train or cost fidelity")
 
     @classmethod
+    @float32_default()
     def fit(cls, episodes: Sequence[Sequence[RoundTrace]], tasks: Sequence[str], horizon: int,
             *, seed: int = 0, members: int = 4, hidden: int = 64, iterations: int = 3000,
             lr: float = 3e-3, weight_decay: float = 1e-4,
@@ -674,6 +676,7 @@ class AccuracySurrogate:
                              "calibrate` again") from None
 
     @classmethod
+    @float32_default()
     def _from_record(cls, record: dict[str, Any]) -> AccuracySurrogate:
         """The surrogate of a loaded record, each field checked (:class:`_BadRecord` names the
         first that is missing or malformed, instead of an error from deep in torch)."""

@@ -68,6 +68,7 @@ from hffm_env.data import (
     SceneBatch,
     generate_scenes,
 )
+from hffm_env.devices import float32_default
 from hffm_env.files import (
     load_tensors,
     lock_file,
@@ -403,6 +404,7 @@ def _mean_ce(
     return torch.stack(losses).mean()
 
 
+@float32_default()
 def pretrain_model(
     model: M3TModel,
     *,
@@ -643,6 +645,7 @@ def cached_pretrain_info(
     return {**info, "cache_file": str(path)}
 
 
+@float32_default()
 def build_model(
     model_config: ModelConfig,
     data_config: DataConfig,

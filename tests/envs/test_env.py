@@ -119,6 +119,25 @@ def test_cost_fidelity_does_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_float64_default_dtype_changes_nothing_and_is_left_as_it_was():
+    # (the model computes in float32: a float64 default built float64 weights beside
+    # float32 scenes, and real training failed deep in a convolution)
+    import torch
+
+    expected = _rollout(gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="train"), seed=2,
+                        steps=2)
+    torch.set_default_dtype(torch.float64)
+    try:
+        env = gym.make("hffm/HFFM-v0", overrides=TINY, fidelity="train")
+        assert torch.get_default_dtype() == torch.float64
+        obs, rewards, info = _rollout(env, seed=2, steps=2)
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    np.testing.assert_array_equal(obs, expected[0])
+    np.testing.assert_array_equal(rewards, expected[1])
+
+
 def _layout(value):
     """Keys, types and shapes of an info value, recursively (what must never change)."""
     if isinstance(value, dict):

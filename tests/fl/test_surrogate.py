@@ -101,6 +101,25 @@ def test_loading_leaves_the_callers_torch_random_stream_alone(tmp_path):
     torch.testing.assert_close(torch.rand(3), expected)
 
 
+def test_a_float64_default_dtype_fits_and_loads_the_same_surrogate(tmp_path):
+    import torch
+
+    x = episode_features(_synthetic_episodes(1, 2)[0], HORIZON)
+    expected = AccuracySurrogate.fit(_synthetic_episodes(4, 0), TASKS, HORIZON, iterations=2,
+                                     members=1).predict_features(x)
+    torch.set_default_dtype(torch.float64)
+    try:
+        fitted = AccuracySurrogate.fit(_synthetic_episodes(4, 0), TASKS, HORIZON,
+                                       iterations=2, members=1)
+        fitted.save(tmp_path / "s.pt")
+        loaded = AccuracySurrogate.load(tmp_path / "s.pt")
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    np.testing.assert_array_equal(fitted.predict_features(x), expected)
+    np.testing.assert_array_equal(loaded.predict_features(x), expected)
+
+
 def test_save_and_load_give_the_same_predictions(fitted, tmp_path):
     path = tmp_path / "s.pt"
     fitted.save(path)
