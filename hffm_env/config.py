@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints, overload
+from typing import Any, Union, cast, get_args, get_origin, get_type_hints, overload
 
 import numpy as np
 
@@ -641,7 +641,9 @@ class ModelConfig:
     cached), and the five trainable module types (encoder, prompt, moe, adapter, head).
 
     ``pretrained_path`` loads a local Hugging Face checkpoint of the fusion backbone instead of
-    pre-training one; nothing is ever fetched from a hub.
+    pre-training one; nothing is ever fetched from a hub. Its sizes (hidden, layers, heads,
+    intermediate) then replace the four here. A relative path is taken from the current folder
+    when the config is made, and kept absolute.
     """
 
     hidden_size: int = 64
@@ -664,6 +666,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_types("model", self)
+        if self.pretrained_path is not None:
+            if not self.pretrained_path.strip():
+                raise ConfigError(f"model.pretrained_path = {self.pretrained_path!r}: must name "
+                                  "a checkpoint folder, or be null (None) for a backbone "
+                                  "pre-trained here")
+            # resolved once, here: a relative path named another folder after a chdir, and a
+            # config saved with a run (agent.json) is read again from other folders
+            object.__setattr__(self, "pretrained_path",
+                               str(Path(self.pretrained_path).expanduser().resolve()))
         _check_int_between(
             "model", 1, 4096, hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size, feature_dim=self.feature_dim,
@@ -1013,8 +1024,8 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
         parts["scenes"] = samples * raw
         parts["features"] = samples * tokens * model.feature_dim * 4.0
         parts["pre-training scenes"] = data.pretrain_samples * raw  # on a first build only
-        width = (16 * model.hidden_size + 2 * model.intermediate_size) * model.num_layers \
-            + model.num_experts * model.expert_hidden
+        hidden, layers, intermediate = _backbone_sizes(model)
+        width = (16 * hidden + 2 * intermediate) * layers + model.num_experts * model.expert_hidden
         batch = max(fl.batch_size, min(fl.eval_samples_per_device, 64))
         parts["training and evaluation"] = devices * batch * tokens * width * 4.0
     # the model's backbone (attention and MLP weights of each layer), built in every fidelity
@@ -1032,8 +1043,29 @@ def estimate_memory_bytes(config: ScenarioConfig, fidelity: str = "train",
 
 def _backbone_parameters(model: ModelConfig) -> int:
     """The backbone's attention and MLP weights, all layers."""
-    return model.num_layers * (4 * model.hidden_size**2
-                               + 2 * model.hidden_size * model.intermediate_size)
+    hidden, layers, intermediate = _backbone_sizes(model)
+    return layers * (4 * hidden**2 + 2 * hidden * intermediate)
+
+
+def _backbone_sizes(model: ModelConfig) -> tuple[int, int, int]:
+    """The backbone's hidden size, layers and intermediate size: with
+    ``model.pretrained_path``, the checkpoint's (from its config.json; the model uses them,
+    not the config's), else the config's. A config.json that cannot be read leaves the
+    config's: loading the checkpoint reports it."""
+    sizes = (model.hidden_size, model.num_layers, model.intermediate_size)
+    if model.pretrained_path is None:
+        return sizes
+    try:
+        found = json.loads((Path(model.pretrained_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return sizes
+    if not isinstance(found, dict):
+        return sizes
+    named = tuple(found.get(k) for k in ("hidden_size", "num_hidden_layers",
+                                         "intermediate_size"))
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in named):
+        return sizes
+    return cast("tuple[int, int, int]", named)  # (as checked)
 
 
 PRETRAINING = "pre-training"
@@ -1080,7 +1112,8 @@ _MEMORY_SETTINGS = {
     "pre-training scenes": "data.pretrain_samples and data.image_size_px",
     "training and evaluation": "placement.num_devices, fl.batch_size, "
                                "fl.eval_samples_per_device and the model's sizes",
-    "model": "model.hidden_size, model.intermediate_size and model.num_layers",
+    "model": "model.hidden_size, model.intermediate_size and model.num_layers (or the "
+             "checkpoint's, with model.pretrained_path)",
     "module copies": "placement.num_devices and the trainable modules' sizes (model.num_experts, "
                      "model.expert_hidden, model.lora_rank, model.hidden_size, ...)",
 }

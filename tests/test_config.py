@@ -441,6 +441,7 @@ def test_a_file_naming_a_preset_is_not_layered_on_a_whole_config(tmp_path):
     (lambda c: c.ChannelConfig(uplink={"bandwidth_hz": 1e6}),
      r"channel.uplink = \{.*\}: must be an instance of LinkConfig"),
     (lambda c: c.ModelConfig(pretrained_path=5), "model.pretrained_path = 5: must be a string"),
+    (lambda c: c.ModelConfig(pretrained_path=" "), "model.pretrained_path = ' ': must name"),
     (lambda c: c.DataConfig(label_skew=None), "data.label_skew = None: must be a list of str"),
     (lambda c: c.DataConfig(test_fraction="0.5"), "data.test_fraction = '0.5': must be a num"),
     (lambda c: c.EnvConfig(period_menu=1.5), "env.period_menu = 1.5: must be a list of int"),
@@ -465,6 +466,20 @@ def test_a_config_built_in_python_is_checked_like_one_read_from_a_file(build, me
     assert (type(steps.local_steps), type(steps.lr)) == (int, float)
     assert config.ModelConfig(pretrained_path=Path("/ckpt")).pretrained_path == "/ckpt"
     hash(config.DataConfig(tasks=["vqa"]))
+
+
+def test_a_checkpoint_path_is_kept_absolute(tmp_path, monkeypatch):
+    """A relative pretrained_path named another folder after a chdir (and in a config saved
+    with a run, read from elsewhere): it is resolved when the config is made."""
+    import hffm_env.config as config
+
+    monkeypatch.chdir(tmp_path)
+    made_here = config.ModelConfig(pretrained_path="ckpt")
+    monkeypatch.chdir("/")
+    assert made_here.pretrained_path == str(tmp_path.resolve() / "ckpt")
+    assert config.ModelConfig(pretrained_path="~/ckpt").pretrained_path == str(
+        Path.home().resolve() / "ckpt")
+    assert config.ModelConfig(**config.to_dict(made_here)) == made_here
 
 
 def test_extreme_radio_values_are_refused_or_priced():

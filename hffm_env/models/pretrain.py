@@ -115,6 +115,8 @@ _MODEL_FIELDS = (
     "hidden_size", "num_layers", "num_heads", "intermediate_size", "feature_dim",
     "num_prompt_tokens", "pretrain_steps", "pretrain_batch_size", "pretrain_lr",
 )
+_BACKBONE_SIZE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+"""The fields of :data:`_MODEL_FIELDS` a checkpoint (``pretrained_path``) replaces with its own."""
 _DATA_FIELDS = (
     "modalities", "tasks", "image_size_px", "audio_length", "question_length", "max_objects",
     "noise_std", "pretrain_samples",
@@ -171,13 +173,17 @@ def cache_key(model_config: ModelConfig, data_config: DataConfig) -> str:
     """A hex digest of everything that changes the pre-trained weights: the backbone and
     pre-training fields of ``model_config`` (or the checkpoint's path, sizes and mtimes), the
     data fields that shape the pretext data, the vocabulary size and :data:`CODE_VERSION`.
-    Trainable-module sizes (experts, LoRA rank, ...) and precision do not enter it."""
+    Trainable-module sizes (experts, LoRA rank, ...) and precision do not enter it, nor, with
+    a checkpoint, the backbone sizes it replaces (changing them built the same weights
+    again)."""
     checkpoint = _checkpoint_dir(model_config.pretrained_path)
+    fields = _MODEL_FIELDS if checkpoint is None else tuple(
+        f for f in _MODEL_FIELDS if f not in _BACKBONE_SIZE_FIELDS)
     payload = {
         "code": CODE_VERSION,
         "vocab_size": VOCAB_SIZE,
         "seed": PRETRAIN_SEED,
-        "model": {f: getattr(model_config, f) for f in _MODEL_FIELDS},
+        "model": {f: getattr(model_config, f) for f in fields},
         "data": {f: getattr(data_config, f) for f in _DATA_FIELDS},
         "checkpoint": None if checkpoint is None else _checkpoint_fingerprint(checkpoint),
     }

@@ -172,6 +172,30 @@ def test_pretrained_path_loads_local_checkpoint(tmp_path, monkeypatch, configs):
     assert build_model(config, TINY_DATA, progress=False).pretrain_info["cached"]
 
 
+def test_a_checkpoint_is_keyed_and_sized_by_its_own_backbone(tmp_path, configs, monkeypatch):
+    """With pretrained_path the config's backbone sizes are not used: changing them keeps the
+    cache key (it pre-trained the same weights again) and the memory estimate is the
+    checkpoint's; a relative path is taken from the folder the config was made in."""
+    from hffm_env.config import estimate_memory_bytes, load_scenario
+
+    TINY_MODEL, TINY_DATA = configs  # noqa: N806
+    _save_tiny_bert(tmp_path / "bert")  # (hidden 24, 1 layer, intermediate 40)
+    monkeypatch.chdir(tmp_path)
+    config = dataclasses.replace(TINY_MODEL, pretrained_path="bert")
+    assert config.pretrained_path == str(tmp_path.resolve() / "bert")
+    monkeypatch.chdir("/")
+    base = cache_key(config, TINY_DATA)
+    for sizes in ({"hidden_size": 32}, {"num_layers": 3}, {"num_heads": 2},
+                  {"intermediate_size": 256}):
+        assert cache_key(dataclasses.replace(config, **sizes), TINY_DATA) == base, sizes
+    assert cache_key(dataclasses.replace(config, pretrain_steps=7), TINY_DATA) != base
+    big = dataclasses.replace(config, hidden_size=4096, num_layers=64, intermediate_size=4096)
+    scenario = load_scenario("small")
+    parts = estimate_memory_bytes(dataclasses.replace(scenario, model=big), "train")
+    assert parts["model"] == 1 * (4 * 24**2 + 2 * 24 * 40) * 16.0
+    assert parts == estimate_memory_bytes(dataclasses.replace(scenario, model=config), "train")
+
+
 def test_a_checkpoint_prices_modules_at_its_own_sizes_and_must_be_a_whole_bert(tmp_path,
                                                                               configs):
     """Cost fidelity (no weights loaded) and train fidelity see the same module sizes; another
