@@ -40,7 +40,8 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
     edges), ``payload_cost`` (latency and energy of sending 1 MB = 8e6 bits over each tier:
     uplink of the slowest device, downlink to the slowest device, the median D2D graph edge,
     edge -> cloud backhaul, device -> cloud; physical costs, with ``charged`` false where the
-    scenario's accountant charges nothing for that tier).
+    scenario's accountant charges nothing for that tier; NaN where nothing could be priced,
+    infinite where the cost overflows: the env refuses such a config).
     """
     net = network if network is not None else Network(scenario, RandomStreams.from_seed(seed))
     ch = scenario.channel
@@ -74,6 +75,20 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
     def slowest(bps: np.ndarray) -> int:  # the slowest available device's id
         return int(available[bps[available].argmin()])
 
+    # (a cost that overflows is reported as inf, and said so by format_network_report)
+    with np.errstate(over="ignore", divide="ignore"):
+        payload_cost = {
+            # (of the devices available this round: one that dropped out sends nothing)
+            "uplink_slowest_device": (tier(lambda t: t.add_uplinks(
+                PAYLOAD, PAYLOAD_BITS, [slowest(rates.uplink_bps)])) if available.size
+                else unpriced),
+            "downlink_slowest_device": (tier(lambda t: t.add_downlinks(
+                PAYLOAD, PAYLOAD_BITS, [slowest(rates.downlink_bps)]), charge_down)
+                if available.size else unpriced),
+            "d2d_median_hop": tier(median_d2d_hop) if edge_data else unpriced,
+            "edge_to_cloud": tier(lambda t: t.add_backhaul_up(PAYLOAD, PAYLOAD_BITS, [0])),
+            "device_to_cloud": tier(lambda t: t.add_device_cloud(PAYLOAD, PAYLOAD_BITS, [0])),
+        }
     return {
         "scenario": scenario.name,
         "seed": seed,
@@ -108,18 +123,7 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
             "backhaul": _stats(np.array([ch.backhaul.rate_bps])),
         },
         "payload_bits": PAYLOAD_BITS,
-        "payload_cost": {
-            # (of the devices available this round: one that dropped out sends nothing)
-            "uplink_slowest_device": (tier(lambda t: t.add_uplinks(
-                PAYLOAD, PAYLOAD_BITS, [slowest(rates.uplink_bps)])) if available.size
-                else unpriced),
-            "downlink_slowest_device": (tier(lambda t: t.add_downlinks(
-                PAYLOAD, PAYLOAD_BITS, [slowest(rates.downlink_bps)]), charge_down)
-                if available.size else unpriced),
-            "d2d_median_hop": tier(median_d2d_hop) if edge_data else unpriced,
-            "edge_to_cloud": tier(lambda t: t.add_backhaul_up(PAYLOAD, PAYLOAD_BITS, [0])),
-            "device_to_cloud": tier(lambda t: t.add_device_cloud(PAYLOAD, PAYLOAD_BITS, [0])),
-        },
+        "payload_cost": payload_cost,
     }
 
 
@@ -146,6 +150,13 @@ def format_network_report(report: dict[str, Any]) -> str:
     lines.append(f"  cost of a {report['payload_bits'] / 8e6:g} MB payload:   latency (s)  "
                  "energy (J)")
     for tier, c in report["payload_cost"].items():
-        note = "" if c["charged"] else "  (not charged in this scenario)"
+        values = (c["latency_s"], c["energy_j"])
+        if any(math.isnan(v) for v in values):
+            note = "  (not priced: no device or D2D link available)"
+        elif not all(math.isfinite(v) for v in values):
+            note = ("  (overflows: a channel, compute or cost value is too extreme; the env "
+                    "refuses a config whose rounds cost this)")
+        else:
+            note = "" if c["charged"] else "  (not charged in this scenario)"
         lines.append(f"    {tier:<24} {c['latency_s']:>11.4g} {c['energy_j']:>11.4g}{note}")
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import math
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -190,6 +192,21 @@ def test_describe_network_paper():
     assert "'paper'" in text and "device_to_cloud" in text and "MST repair" in text
 
 
+def test_describe_says_a_cost_overflows_without_a_numpy_warning():
+    """A backhaul of 1e-320 bit/s priced the cloud tiers at inf, printed bare beside numpy's
+    "overflow encountered in divide"; the env refuses such a config."""
+    from hffm_env.config import apply_overrides
+
+    cfg = apply_overrides(small(), ["channel.backhaul.rate_bps=1e-320"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = describe_network(cfg, seed=0)
+    assert math.isinf(report["payload_cost"]["edge_to_cloud"]["latency_s"])
+    text = " ".join(format_network_report(report).split())
+    assert "edge_to_cloud inf inf (overflows: a channel, compute or cost value" in text
+    assert "uplink_slowest_device" in text and text.count("overflows") == 2
+
+
 def test_describe_counts_only_available_devices():
     """With every device dropped out it said "4/4 clusters connected" and priced the slowest
     device's uplink; the slowest device could be one that sends nothing this round."""
@@ -201,6 +218,8 @@ def test_describe_counts_only_available_devices():
         0, 0)
     assert np.isnan(nobody["payload_cost"]["uplink_slowest_device"]["latency_s"])
     assert "(0 with a device available)" in format_network_report(nobody)
+    assert "uplink_slowest_device nan nan (not priced: no device" in " ".join(
+        format_network_report(nobody).split())  # (columns' spaces aside)
     for seed in range(8):
         cfg = apply_overrides(small(), ["dynamics.dropout_prob=0.4"])
         report = describe_network(cfg, seed=seed)
