@@ -607,6 +607,11 @@ class DataConfig:
         # (an image or a clip of one sample has no structure for the extractors to read)
         _check_int_between("data", 2, 256, image_size_px=self.image_size_px)
         _check_int_between("data", 1, 256, max_objects=self.max_objects)
+        if self.max_objects == 1 and "count" in self.tasks:
+            # (count's classes are 1..max_objects objects: one class scored 1.0 untrained)
+            raise ConfigError("data.max_objects = 1: the count task needs at least 2 (its "
+                              "classes are 1..max_objects objects); or drop count from "
+                              "data.tasks")
         _check_int_between("data", MIN_QUESTION_LENGTH, 256,
                            question_length=self.question_length)
         _check_int_between("data", 2, 16_384, audio_length=self.audio_length)

@@ -442,6 +442,7 @@ def test_a_file_naming_a_preset_is_not_layered_on_a_whole_config(tmp_path):
      r"channel.uplink = \{.*\}: must be an instance of LinkConfig"),
     (lambda c: c.ModelConfig(pretrained_path=5), "model.pretrained_path = 5: must be a string"),
     (lambda c: c.ModelConfig(pretrained_path=" "), "model.pretrained_path = ' ': must name"),
+    (lambda c: c.DataConfig(max_objects=1), "data.max_objects = 1: the count task needs"),
     (lambda c: c.DataConfig(label_skew=None), "data.label_skew = None: must be a list of str"),
     (lambda c: c.DataConfig(test_fraction="0.5"), "data.test_fraction = '0.5': must be a num"),
     (lambda c: c.EnvConfig(period_menu=1.5), "env.period_menu = 1.5: must be a list of int"),

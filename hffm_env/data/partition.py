@@ -96,20 +96,25 @@ def modality_set_probabilities(config: DataConfig) -> dict[tuple[str, ...], floa
 
 
 def _check_servable(config: DataConfig) -> None:
-    """Reject a config under which no device could ever run any of its tasks.
+    """Reject a config with a task no device could ever run (it was scored 0 in every round
+    and pulled the mean accuracy, and the reward, down whatever the schedule).
 
     Checked against the modality sets devices can actually draw, not just the configured ones:
     with ``p_missing_image = 1`` (and audio never missing) no device has an image, so a
     vqa-only config is as unservable as one without ``image`` in ``modalities``.
     """
     reachable = modality_set_probabilities(config)
-    if not any(can_serve(t, mods) for t in config.tasks for mods in reachable):
+    unservable = [t for t in config.tasks if not any(can_serve(t, mods) for mods in reachable)]
+    if unservable:
+        every = len(unservable) == len(config.tasks)
         raise ConfigError(
-            f"data.tasks = {list(config.tasks)}: no task can be served by the modality sets "
-            f"devices can have ({[list(m) for m in reachable]}, from data.modalities = "
-            f"{list(config.modalities)}, p_missing_image = {config.p_missing_image}, "
-            f"p_missing_audio = {config.p_missing_audio}); vqa needs image and text, count and "
-            "scene need image or audio"
+            f"data.tasks = {list(config.tasks)}: "
+            f"{'no task can' if every else ', '.join(unservable) + ' cannot'} be served by the "
+            f"modality sets devices can have ({[list(m) for m in reachable]}, from "
+            f"data.modalities = {list(config.modalities)}, p_missing_image = "
+            f"{config.p_missing_image}, p_missing_audio = {config.p_missing_audio}); vqa needs "
+            "image and text, count and scene need image or audio"
+            + ("" if every else "; drop it from data.tasks or allow its modalities")
         )
 
 
