@@ -27,10 +27,10 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, NEVER
-from hffm_env.envs.action import RELAY_WAIT
+from hffm_env.envs.action import RELAY_WAIT, per_module_type
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.seeding import check_training_seeds
-from hffm_env.values import is_integer
+from hffm_env.values import is_finite_real, is_integer, shown
 from hffm_env.wrappers import PAPER_MENU, full_action
 
 __all__ = [
@@ -119,9 +119,9 @@ class PeriodicPolicy(EnvBound):
 
     def __init__(self, name: str, edge_period: int, cloud_period: int, route: Route) -> None:
         self.name = name
-        self.edge_period = edge_period
-        self.cloud_period = cloud_period
-        self.route = route
+        self.edge_period = _period(name, "edge_period", edge_period)
+        self.cloud_period = _period(name, "cloud_period", cloud_period)
+        self.route = _routes(name, "route", [route])[0]
         self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
@@ -190,7 +190,10 @@ class FixedGridPolicy(PeriodicPolicy):
     ) -> None:
         super().__init__(self.name, 1, 2, Route.DIRECT)
         self.grid = [
-            (e, c, r) for e, c, r in itertools.product(edge_periods, cloud_periods, routes)
+            (e, c, r) for e, c, r in itertools.product(
+                _periods(self.name, "edge_periods", edge_periods),
+                _periods(self.name, "cloud_periods", cloud_periods),
+                _routes(self.name, "routes", routes))
             if c == NEVER or e <= c
         ]
         if isinstance(search_seeds, (str, bytes)) or not isinstance(search_seeds, Iterable) \
@@ -211,8 +214,18 @@ class FixedGridPolicy(PeriodicPolicy):
                               "search_seeds": list(self.search_seeds)}, length=16)
 
     def fitted_for(self, env: Any) -> bool:
-        """Whether :meth:`fit` ran for this env's scenario (its config)."""
-        return self._searched_for == repr(env.unwrapped.config)
+        """Whether :meth:`fit` ran for what this env's episodes are played under: its config,
+        fidelity, reward, reward mode and surrogate fit (a search under the cost fidelity's
+        returns is no answer under the surrogate's)."""
+        return self._searched_for == self._search_key(env)
+
+    @staticmethod
+    def _search_key(env: Any) -> str:
+        from hffm_env.baselines.runner import env_settings
+
+        base = env.unwrapped
+        return jsonio.digest({"config": repr(base.config), "fidelity": base.fidelity,
+                              "settings": env_settings(base)}, length=24)
 
     def fit(self, env: Any, rollout: Rollout) -> None:
         """The grid search: ``rollout(env, candidate, seed)`` (an episode's return) for every
@@ -232,7 +245,7 @@ class FixedGridPolicy(PeriodicPolicy):
                 best = (score, e, c, r)
         assert best is not None
         _, self.edge_period, self.cloud_period, self.route = best
-        self._searched_for = repr(env.unwrapped.config)
+        self._searched_for = self._search_key(env)
 
     def _grid_on(self, menu: Sequence[int]) -> list[tuple[int, int, Route]]:
         """The grid points whose periods are both on ``menu`` (a custom ``env.period_menu``
@@ -267,8 +280,16 @@ class AdaptivePolicy(EnvBound):
     name = "adaptive"
 
     def __init__(self, drift_high: float = 0.2, drift_low: float = 0.05) -> None:
-        self.drift_high = drift_high
-        self.drift_low = drift_low
+        for name, value in (("drift_high", drift_high), ("drift_low", drift_low)):
+            if not (is_finite_real(value) and value >= 0):
+                raise ValueError(f"adaptive: {name} = {shown(value)}: must be a finite "
+                                 "number >= 0")
+        if drift_low > drift_high:  # (the tau-doubling branch could never be taken)
+            raise ValueError(f"adaptive: drift_low = {drift_low!r} exceeds drift_high = "
+                             f"{drift_high!r}: drift below drift_low lengthens the cloud "
+                             "period, drift above drift_high shortens it")
+        self.drift_high = float(drift_high)
+        self.drift_low = float(drift_low)
         self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
@@ -323,12 +344,12 @@ class ModuleAwarePolicy(EnvBound):
         edge_period: dict[str, int] | None = None,
         cloud_period: dict[str, int] | None = None,
     ) -> None:
-        self.edge_period = edge_period or {
+        self.edge_period = _per_type_periods(self.name, "edge_period", edge_period, {
             "head": 1, "prompt": 1, "encoder": 2, "moe": 4, "adapter": 4,
-        }
-        self.cloud_period = cloud_period or {
+        })
+        self.cloud_period = _per_type_periods(self.name, "cloud_period", cloud_period, {
             "head": 2, "prompt": 2, "encoder": 8, "moe": NEVER, "adapter": NEVER,
-        }
+        })
         self.env = None
 
     def reset(self, env: Any, seed: int | None = None) -> None:
@@ -396,6 +417,47 @@ class GreedyEnergyPolicy(EnvBound):
         """Why it cannot play on ``menu`` (it aggregates at the edge every round, never at
         the cloud), or None."""
         return _missing_periods(menu, 1, NEVER)
+
+
+def _period(owner: str, name: str, value: Any) -> int:
+    """``value`` as a period (an integer >= 0, 0 for never), else ``ValueError`` naming it."""
+    if not (is_integer(value) and value >= 0):
+        raise ValueError(f"{owner}: {name} = {shown(value)}: must be an integer period >= 0 "
+                         "(0 is never)")
+    return int(value)
+
+
+def _periods(owner: str, name: str, values: Any) -> tuple[int, ...]:
+    """A non-empty collection of periods (:func:`_period`) as a tuple."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) \
+            or not (found := tuple(values)):
+        raise ValueError(f"{owner}: {name} = {shown(values)}: must be a non-empty tuple of "
+                         "integer periods >= 0 (0 is never)")
+    return tuple(_period(owner, f"{name}[{k}]", v) for k, v in enumerate(found))
+
+
+def _routes(owner: str, name: str, values: Any) -> tuple[Route, ...]:
+    """A non-empty collection of :class:`Route` members as a tuple."""
+    allowed = ", ".join(f"Route.{r.name}" for r in Route)
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) \
+            or not (found := tuple(values)):
+        raise ValueError(f"{owner}: {name} = {shown(values)}: must be a non-empty tuple of "
+                         f"routes ({allowed})")
+    for k, route in enumerate(found):
+        if not isinstance(route, Route):
+            where = name if len(found) == 1 and name == "route" else f"{name}[{k}]"
+            raise ValueError(f"{owner}: {where} = {shown(route)}: must be a Route ({allowed})")
+    return found
+
+
+def _per_type_periods(owner: str, name: str, value: Any,
+                      default: dict[str, int]) -> dict[str, int]:
+    """A period per module type (``default`` for None): a mapping of exactly
+    :data:`~hffm_env.config.MODULE_TYPES` to periods, or one period for all."""
+    if value is None:
+        return default
+    per_type = per_module_type(value, f"{owner}: {name}")
+    return {t: _period(owner, f"{name}[{t!r}]", per_type[t]) for t in MODULE_TYPES}
 
 
 def _missing_periods(menu: Sequence[int], *periods: int | dict[str, int]) -> str | None:

@@ -269,7 +269,7 @@ def _check_bench_dict(data: Any) -> None:
     for i, episode in enumerate(data["episodes"]):
         need(isinstance(episode.get("policy"), str), f"episodes[{i}].policy",
              episode.get("policy"), "must be a name")
-        need(isinstance(episode.get("seed"), int), f"episodes[{i}].seed", episode.get("seed"),
+        need(is_integer(episode.get("seed")), f"episodes[{i}].seed", episode.get("seed"),
              "must be an integer")
         need(episode.get("config_seed") is None or (
             isinstance(episode["config_seed"], int) and not isinstance(episode["config_seed"],
@@ -289,13 +289,20 @@ def _check_bench_dict(data: Any) -> None:
             need(all(is_finite_real(v) and v >= 0 for v in values),
                  f"episodes[{i}].{key}", values, "must be finite numbers >= 0, one a round")
         rounds = len(episode.get("latency_s", []))
-        for key in ("accuracy", "energy_j", "rewards"):
-            need(len(episode.get(key, [])) == rounds, f"episodes[{i}].{key}",
-                 episode.get(key), f"must have one entry a round ({rounds}, as latency_s)")
+        need(rounds >= 1, f"episodes[{i}].latency_s", episode.get("latency_s", "missing"),
+             "must have one entry a round (an episode plays at least one)")
         tasks = episode.get("accuracy_per_task", [])
         need(isinstance(tasks, list) and all(
-            isinstance(t, dict) and all(number(v) for v in t.values()) for t in tasks),
-            f"episodes[{i}].accuracy_per_task", tasks, "must be a list of task -> number")
+            isinstance(t, dict) and all(within(v, 0.0, 1.0) for v in t.values())
+            for t in tasks),
+            f"episodes[{i}].accuracy_per_task", tasks,
+            "must be a list of task -> accuracy in 0..1 (or null: not measured)")
+        for key in ("accuracy", "accuracy_per_task", "energy_j", "rewards"):
+            need(len(episode.get(key, [])) == rounds, f"episodes[{i}].{key}",
+                 episode.get(key), f"must have one entry a round ({rounds}, as latency_s)")
+        for key in ("accuracy_local", "accuracy_held_out"):  # (absent from older files)
+            need(len(episode.get(key, [])) in (0, rounds), f"episodes[{i}].{key}",
+                 episode.get(key), f"must have one entry a round ({rounds}, as latency_s)")
 
 
 @dataclass
@@ -431,7 +438,10 @@ class BenchResult:
         reference = next(((n, r.settings) for n, r in zip(names, results)
                           if r.settings is not None), None)
         for name, result in zip(names, results):
+            rows = {e.policy for e in result.episodes}
             for row, digest in result.fingerprints.items():
+                if row not in rows:  # (a row this run did not play: nothing to tell apart)
+                    continue
                 seen, where = played.setdefault(row, (digest, name))
                 if seen != digest:
                     raise ValueError(
@@ -486,13 +496,23 @@ class BenchResult:
         records: list[dict[str, Any]] = []  # each run's, once (a file merged twice: once)
         for result in results:
             records += [r for r in result.provenance if r not in records]
+        # still interrupted while an episode an interrupted run was to play (its rows on its
+        # seeds) is missing: the other runs may have filled its gaps
+        missing = set().union(*(
+            {(row, seed) for row in (r.fingerprints or {e.policy for e in r.episodes})
+             for seed in r.seeds} - set(episodes) for r in results if r.interrupted))
+        unplayed = {row: digest for r in results if r.interrupted
+                    for row, digest in r.fingerprints.items()
+                    if row not in played and any(m[0] == row for m in missing)}
         return cls(
             scenario=first.scenario, fidelity=first.fidelity,
             seeds=sorted({e.seed for e in merged}), target_accuracy=first.target_accuracy,
             summaries=summarise(merged, first.target_accuracy), episodes=merged,
-            interrupted=any(r.interrupted for r in results),
+            interrupted=bool(missing),
             settings=reference[1] if reference is not None else None,
-            fingerprints={row: digest for row, (digest, _) in played.items()},
+            # the rows played, and those an interrupted run had yet to play (so that a later
+            # merge still knows the gap)
+            fingerprints={**unplayed, **{row: digest for row, (digest, _) in played.items()}},
             provenance=records,
         )
 

@@ -454,9 +454,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             given = "--surrogate" if args.surrogate is not None else "--fidelity surrogate"
             raise ConfigError(f"{given}: {err}") from None
         print(f"hffm bench: accuracy predicted by {fit.origin}", file=sys.stderr)
-        for note in mismatch:  # once, as a note (each env built would warn again)
-            print(f"hffm bench: note: {note.message}", file=sys.stderr)
-        warnings.simplefilter("ignore", SurrogateMismatch)
+        for note in mismatch:  # once, as a note (each env built would warn again: they
+            print(f"hffm bench: note: {note.message}", file=sys.stderr)  # are silenced below)
 
     if args.data_split_per_seed and (agents or args.plan):
         print("hffm bench: note: each seed plays on its own data split (its config seed): "
@@ -466,7 +465,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return gym.make(ENV_ID, scenario=seed_data_split(config, config_seed),
                         fidelity=args.fidelity, device=args.device, surrogate=args.surrogate)
 
-    with _agent_errors():
+    # (inside, not for the rest of the process: main() is called from notebooks too)
+    with _agent_errors(), warnings.catch_warnings():
+        if args.fidelity == "surrogate":
+            warnings.simplefilter("ignore", SurrogateMismatch)
         result = run_benchmark(
             make_env, policies, seeds=seeds, env_per_seed=args.data_split_per_seed,
             target_accuracy=(args.target_accuracy if args.target_accuracy is not None
@@ -475,6 +477,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                              else args.target_fraction), progress=not args.no_progress,
             scenario=config.name, fidelity=args.fidelity,
         )
+    if not result.episodes:  # (a JSON without episodes is no bench JSON: --from-json refuses it)
+        print("hffm bench: interrupted before any episode finished; nothing written",
+              file=sys.stderr)
+        return 130
     _report_bench(result, args)
     return 130 if result.interrupted else 0
 
@@ -513,9 +519,13 @@ def _bench_from_json(args: argparse.Namespace) -> int:
     if keep or args.seeds:
         # merged again from each file's kept episodes: the runs none of whose episodes are
         # kept leave no provenance record behind
-        kept = [(path, replace(run, episodes=[
-                    e for e in run.episodes if (not keep or e.policy in keep)
-                    and (not args.seeds or e.seed in args.seeds)]))
+        # (what each run was to play is cut alike: a row or seed left out is no gap)
+        kept = [(path, replace(
+                    run, episodes=[e for e in run.episodes if (not keep or e.policy in keep)
+                                   and (not args.seeds or e.seed in args.seeds)],
+                    fingerprints={p: d for p, d in run.fingerprints.items()
+                                  if not keep or p in keep},
+                    seeds=[s for s in run.seeds if not args.seeds or s in args.seeds]))
                 for path, run in zip(args.from_json, results)]
         kept = [(path, run) for path, run in kept if run.episodes]
         if not kept:
@@ -523,6 +533,11 @@ def _bench_from_json(args: argparse.Namespace) -> int:
                               f"{' '.join(map(str, args.seeds or []))}: the files hold no "
                               "episode of those policies on those seeds")
         result = BenchResult.merge([run for _, run in kept], names=[path for path, _ in kept])
+        rows = {s.policy for s in result.summaries}
+        lost = [p for p in keep or [] if p not in rows]
+        if lost:  # (its row would vanish from the table without a word)
+            raise ConfigError(f"--policies has {lost[0]!r}: the files hold no episode of it on "
+                              f"--seeds {' '.join(map(str, args.seeds or []))}")
     _check_against(args.against, [s.policy for s in result.summaries])
     seeds = {s.policy: sorted({e.seed for e in result.episodes if e.policy == s.policy})
              for s in result.summaries}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,6 +15,9 @@ import pytest
 import hffm_env  # noqa: F401
 from hffm_env.baselines.policies import (
     PAPER_SCHEDULES,
+    AdaptivePolicy,
+    FixedGridPolicy,
+    ModuleAwarePolicy,
     PeriodicPolicy,
     Policy,
     make_policy,
@@ -1089,7 +1093,8 @@ def test_merge_refuses_a_namesake_heuristic_of_other_parameters():
     from hffm_env.baselines.policies import FixedGridPolicy, ModuleAwarePolicy
 
     assert policy_fingerprint(make_policy("module-aware")) != policy_fingerprint(
-        ModuleAwarePolicy(edge_period={"moe": 8}))
+        ModuleAwarePolicy(edge_period={"head": 1, "prompt": 1, "encoder": 2, "moe": 8,
+                                       "adapter": 4}))
     assert policy_fingerprint(make_policy("fixed-grid")) == policy_fingerprint(
         FixedGridPolicy())
     assert policy_fingerprint(FixedGridPolicy()) != policy_fingerprint(
@@ -1167,3 +1172,113 @@ def test_a_result_is_labelled_with_its_envs_scenario_and_fidelity():
     result = run_benchmark(_env, ["never"], seeds=[1000], scenario="small", fidelity="cost",
                            progress=False)
     assert (result.scenario, result.fidelity) == ("small", "cost")
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: FixedGridPolicy(cloud_periods=("8",)), "cloud_periods[0] = '8': must be an integer"),
+    (lambda: FixedGridPolicy(routes=("direct",)), "routes[0] = 'direct': must be a Route"),
+    (lambda: FixedGridPolicy(edge_periods=()), "edge_periods = (): must be a non-empty"),
+    (lambda: PeriodicPolicy("p", 1.5, 2, Route.DIRECT), "p: edge_period = 1.5: must be an"),
+    (lambda: AdaptivePolicy(
+        drift_high="x"), "adaptive: drift_high = 'x': must be a finite number"),
+    (lambda: AdaptivePolicy(
+        drift_high=0.01, drift_low=0.5), "drift_low = 0.5 exceeds drift_high = 0.01"),
+    (lambda: ModuleAwarePolicy(
+        edge_period={"head": 1, "bogus": 3}), "unknown ['bogus']"),
+    (lambda: ModuleAwarePolicy(
+        cloud_period={}), "module-aware: cloud_period = {}: must give every module type"),
+])
+def test_a_baseline_of_bad_parameters_is_refused_when_made(build, message):
+    """They failed later, deep inside: a str period in a comparison, a str route's .name,
+    numpy on a str threshold; inverted thresholds and an empty dict (the defaults) were
+    played silently."""
+    with pytest.raises(ValueError) as raised:
+        build()
+    assert message in str(raised.value)
+
+
+def test_fixed_grid_searches_again_under_another_fidelity_or_reward():
+    """Its fit was keyed on the config alone: a search under cost fidelity's returns was
+    played under the surrogate's, or under another reward, as if it were theirs."""
+    policy = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2,), routes=(Route.DIRECT,))
+    cost = make_tiny_env()
+    policy.fit(cost, lambda env, candidate, seed: 0.0)
+    assert policy.fitted_for(cost) and policy.fitted_for(make_tiny_env())
+    assert not policy.fitted_for(make_tiny_env(fidelity="train"))
+    assert not policy.fitted_for(make_tiny_env(reward="spend-to-target",
+                                               extra=["env.target_accuracy=0.3"]))
+
+
+def test_bench_leaves_the_surrogate_warning_filter_as_it_was():
+    """``warnings.simplefilter("ignore", SurrogateMismatch)`` outlived `hffm bench`: a
+    notebook that called main() saw no later mismatch."""
+    import warnings
+
+    before = list(warnings.filters)
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "surrogate", "--policies",
+                      "never", "--seeds", "1000", "--no-progress",
+                      "--set", "env.episode_rounds=2"]) == 0
+    assert warnings.filters == before
+
+
+def _two_rounds(policy, seed):
+    return _episode(policy, [0.2, 0.2], [0.0, 0.0], seed=seed)
+
+
+def _run(episodes, seeds, interrupted=False, fingerprints=None):
+    return BenchResult(scenario="small", fidelity="cost", seeds=seeds, target_accuracy=0.3,
+                       summaries=summarise(episodes, 0.3), episodes=episodes,
+                       interrupted=interrupted, fingerprints=fingerprints or {})
+
+
+def test_a_merge_is_interrupted_only_while_an_interrupted_runs_episodes_are_missing():
+    """`interrupted` stuck to every merge of an interrupted run, its gaps filled or not (and
+    no verdict was given on it), and fingerprints of rows that never played refused merges."""
+    cut = _run([_two_rounds("star", 0)], [0, 1], interrupted=True,
+               fingerprints={"star": "a", "never": "b"})
+    assert BenchResult.merge([cut]).interrupted
+    rest = _run([_two_rounds("star", 1), _two_rounds("never", 0), _two_rounds("never", 1)], [0, 1],
+                fingerprints={"star": "a", "never": "b"})
+    whole = BenchResult.merge([cut, rest])
+    assert not whole.interrupted and whole.fingerprints == {"star": "a", "never": "b"}
+    partly = BenchResult.merge([cut, _run([_two_rounds("star", 1)], [1],
+                                          fingerprints={"star": "a"})])
+    assert partly.interrupted and partly.fingerprints == {"star": "a", "never": "b"}
+    # a namesake of other parameters that the interrupted run never played: no conflict
+    other = _run([_two_rounds("never", 0)], [0], fingerprints={"never": "c"})
+    assert BenchResult.merge([cut, other]).fingerprints == {"star": "a", "never": "c"}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda e: e.update(accuracy=[], accuracy_per_task=[], latency_s=[], energy_j=[],
+                        rewards=[]), "episodes[0].latency_s = []: must have one entry a round"),
+    (lambda e: e.update(accuracy_per_task=[]), "episodes[0].accuracy_per_task = []: must have"),
+    (lambda e: e.update(accuracy_per_task=[{"vqa": 5.0}] * 2),
+     "must be a list of task -> accuracy in 0..1"),
+    (lambda e: e.update(accuracy_local=[0.1]), "episodes[0].accuracy_local = [0.1]: must have"),
+    (lambda e: e.update(seed=True), "episodes[0].seed = True: must be an integer"),
+])
+def test_a_bench_file_of_malformed_episodes_names_the_field(tmp_path, edit, message):
+    data = _run([_two_rounds("star", 0)], [0]).to_dict()
+    edit(data["episodes"][0])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BenchResult.read_json(path)
+
+
+def test_from_json_keeps_only_the_kept_rows_fingerprints_and_names_a_row_it_would_drop(
+        tmp_path, capsys):
+    both = tmp_path / "both.json"
+    _run([_two_rounds("star", 0), _two_rounds("never", 0), _two_rounds("never", 1)], [0, 1],
+         fingerprints={"star": "a", "never": "b"}).write_json(both)
+    star = tmp_path / "star.json"
+    assert hffm_main(["bench", "--from-json", str(both), "--policies", "star",
+                      "--json", str(star)]) == 0
+    assert BenchResult.read_json(star).fingerprints == {"star": "a"}
+    capsys.readouterr()
+    # star has no episode on seed 1: its row vanished without a word
+    assert hffm_main(["bench", "--from-json", str(both), "--policies", "star,never",
+                      "--seeds", "1"]) == 2
+    assert "--policies has 'star': the files hold no episode of it on --seeds 1" in \
+        capsys.readouterr().err
