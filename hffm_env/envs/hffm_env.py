@@ -495,9 +495,11 @@ class HFFMEnv(gym.Env):
         self.engine.reset(self._streams.training_seed)
         self.layout.place(cluster_members=self._members(self.network))
         self._reset_state()
+        # scored before round 1's draw, as step scores a round before the next one's: a task
+        # arriving in round 1 was scored 0 here, so its arrival counted at reset
+        scores = self.engine.evaluate()
         self._begin_round()
         self._played_round = self._network_view()
-        scores = self.engine.evaluate()
         if self._surrogate_rounds is not None:
             scores = self._surrogate_rounds.reset(self._streams.surrogate,
                                                   self._available_fraction())

@@ -8,11 +8,12 @@ Every round (:meth:`FederatedEngine.run_round`):
 2. a device whose loss or parameters became non-finite is reset to its state at the start of
    the round, flagged, and excluded from every aggregate (a ``RuntimeWarning``, once, when
    that happens to every device that trained: the rates are too high to learn anything);
-3. module types are aggregated at the tier the :class:`Schedule` names (D2D pairs, D2D at the
-   cluster head, edge, cloud), weighted by sample counts, as tensor arithmetic over the device
-   dimension; every movement is recorded in a :class:`TransferTable` by the transfer planner
-   (:mod:`hffm_env.fl.transfer_plan`, which also prices schedules for
-   :meth:`FederatedEngine.price_schedule`);
+3. module types are aggregated at the tier the :class:`Schedule` names (D2D pairs: the plain
+   mean of the two copies; D2D at the cluster head, edge, cloud: weighted by sample counts),
+   as tensor arithmetic over the device dimension, among the devices that trained the module
+   this round (:meth:`FederatedEngine.takes_part`); every movement is recorded in a
+   :class:`TransferTable` by the transfer planner (:mod:`hffm_env.fl.transfer_plan`, which
+   also prices schedules for :meth:`FederatedEngine.price_schedule`);
 4. pending module requests are served from the chosen relay source;
 5. the network prices the transfers and the computation, and the model is evaluated on each
    device's held-out data (personalisation) and on a global test set (generalisation).
@@ -245,8 +246,10 @@ class FederatedEngine:
 
     def _eval_slices(self, size: int, per_device: int) -> np.ndarray:
         """``(N, min(per_device, size))`` indices: device d's fixed, consecutive slice of a test
-        set of ``size`` samples, the slices taken in turn (wrapping) so that together the
-        devices cover the set."""
+        set of ``size`` samples, the slices taken in turn (wrapping). Together they cover the
+        set when ``N * per_device >= size`` (``paper``, ``medium``); otherwise only its first
+        ``N * per_device`` samples are ever scored (``small``: 576 of 900), and a task's rows,
+        those of the devices that run it, need not be class-balanced."""
         per_device = min(per_device, size)
         start = np.arange(self.num_devices)[:, None] * per_device
         return (start + np.arange(per_device)) % size
@@ -433,7 +436,7 @@ class FederatedEngine:
         # Plan (and record) every aggregation's transfers first, then move the values: the
         # plan depends only on who takes part and on the network, never on module values.
         table = network.new_table()
-        participating = self.holds & (available & ~failed).unsqueeze(1)
+        participating = self.takes_part(trained & ~failed)
         plan = plan_aggregations(table, schedule, network, self.scenario, self.inventory,
                                  self.module_bits, participating.cpu().numpy())
         outage: set[int] = set()
@@ -708,6 +711,16 @@ class FederatedEngine:
 
     # ----------------------------------------------------------------------------------------
     # evaluation and observation helpers
+
+    def takes_part(self, trained: torch.Tensor) -> torch.Tensor:
+        """``(N, M)`` bool: who takes part in each module's aggregation this round, sending its
+        copy and receiving the aggregate: the devices that ``trained`` (``(N,)``: available,
+        trained and not failed) and whose training read the module (:meth:`reads_modules`). A
+        holder whose copy did not train (a task's prompt relayed before its head, so the task
+        is not served yet) was averaged in with its full sample weight and pulled the trained
+        copies back towards the initial ones; it takes part once it trains the module."""
+        reads = torch.as_tensor(self.reads_modules(), device=self.device)
+        return self.holds & reads & trained.unsqueeze(1)
 
     def reads_modules(self, serving: torch.Tensor | None = None) -> np.ndarray:
         """``(N, M)`` bool: the modules each device's forward pass reads (the encoders of its

@@ -119,6 +119,21 @@ def test_cost_fidelity_does_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_reset_accuracy_is_scored_before_round_ones_task_arrival():
+    """Reset drew round 1's arrival before scoring: the new task counted 0 at reset, so its
+    arrival was paid there, while step scores a round before the next one's arrival."""
+    env = gym.make("hffm/HFFM-v0", overrides=[*TINY, "fl.task_arrival_prob=1.0"],
+                   fidelity="train")
+    _, info = env.reset(seed=0)
+    engine = env.unwrapped.engine
+    request = engine.pending[0]  # round 1's arrival
+    task = request.module_id.split("/")[1]
+    k = engine.tasks.index(task)
+    assert engine.device_tasks[request.device, k]
+    engine.device_tasks[request.device, k] = False
+    assert engine.evaluate().accuracy == info["accuracy"]
+
+
 def test_a_float64_default_dtype_changes_nothing_and_is_left_as_it_was():
     # (the model computes in float32: a float64 default built float64 weights beside
     # float32 scenes, and real training failed deep in a convolution)

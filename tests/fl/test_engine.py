@@ -375,6 +375,36 @@ def test_relaying_serves_a_pending_module():
             ModuleRequest(0, "head/vqa"): RelaySource(SourceKind.CLOUD)}))
 
 
+def test_a_holder_whose_copy_did_not_train_takes_no_part_in_its_aggregation():
+    """A task's prompt relayed before its head is not trained (the task is not served yet);
+    its copy was averaged in with the device's full sample weight, pulling the trained
+    copies back, and the round paid for its exchange."""
+    engine = _engine(train=False, extra=["fl.task_arrival_prob=1.0"])
+    pending = engine.begin_round(RandomStreams.from_seed(0).requests)
+    prompt = next(r for r in pending if r.module_id.startswith("prompt/"))
+    engine.run_round(Schedule(tiers=dict.fromkeys(MODULE_TYPES, Tier.NONE),
+                              relay_sources={prompt: RelaySource(SourceKind.CLOUD)}))
+    d, m = prompt.device, engine.module_index[prompt.module_id]
+    assert engine.holds[d, m] and not engine.reads_modules()[d, m]
+    _randomise(engine)
+    before = {k: v.clone() for k, v in engine.params.items()}
+    result = engine.run_round(Schedule(tiers={"prompt": Tier.EDGE}))
+    c = int(engine.cluster[d])
+    trained = [e for e in engine.network.members(c).tolist()
+               if e != d and engine.holds[e, m]]
+    assert trained  # (the other holders of this prompt in its cluster)
+    w = engine.num_samples[trained]
+    for name in engine.inventory.by_id(prompt.module_id).param_names:
+        assert torch.equal(engine.params[name][d], before[name][d])  # kept, not averaged in
+        expected = (before[name][trained] * w.view(-1, *[1] * (before[name].dim() - 1))).sum(
+            0) / w.sum()
+        for e in trained:
+            torch.testing.assert_close(engine.params[name][e], expected)
+    # and nothing of its prompt travelled
+    assert all(d not in flow["route"] for flow in result.transfers.flows()
+               if flow["module"] == prompt.module_id)
+
+
 @pytest.mark.parametrize("kind", [SourceKind.EDGE, SourceKind.CLOUD, SourceKind.DEVICE])
 def test_a_relayed_module_arrives_with_its_sources_values(kind):
     """A relay marked the module held without copying its values (the requester kept its
