@@ -2,13 +2,16 @@
 
 Importing the package registers the Gymnasium env ids in the ``hffm`` namespace, so
 ``gymnasium.make("hffm/HFFM-v0", scenario="small")`` and
-``gymnasium.make("hffm_env:hffm/HFFM-v0")`` both work.
+``gymnasium.make("hffm_env:hffm/HFFM-v0")`` both work; and it makes processes forked from
+here on run torch on one thread (:func:`hffm_env.devices.guard_forks`: a forked vector-env
+worker otherwise hung in OpenMP when its parent had run torch).
 """
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hffm_env.config import ConfigError, ScenarioConfig, load_scenario, scenario_names
+from hffm_env.devices import guard_forks
 from hffm_env.envs.registration import ENV_ID, register_envs
 
 if TYPE_CHECKING:  # PettingZoo is an extra: imported when called
@@ -17,6 +20,7 @@ if TYPE_CHECKING:  # PettingZoo is an extra: imported when called
 __version__ = "0.1.0"
 
 register_envs()
+guard_forks()
 
 
 def parallel_env(scenario: str | ScenarioConfig | Mapping[str, Any] | None = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,12 +74,16 @@ _forked_after_torch_threads = False
 def guard_forks() -> None:
     """Make every process forked from here on run torch on one intra-op thread.
 
-    Call it before the first torch computation that may use OpenMP threads (real training).
-    GNU OpenMP cannot run a parallel region in a child forked after its parent ran one (the
-    parent's pool threads are not copied, and the child waits for them forever), which is
-    what ``gym.make_vec(..., vectorization_mode="async")`` does by default: it builds one env
-    in the parent, then forks the workers. One thread per worker is also what vectorising
-    over processes wants. Registered once per process; a no-op where ``os.fork`` is absent.
+    ``import hffm_env`` calls it: before any torch computation of the package, and before a
+    caller's own (a policy update in the parent, then forked workers that build real-training
+    envs, hung too). GNU OpenMP cannot run a parallel region in a child forked after its
+    parent ran one (the parent's pool threads are not copied, and the child waits for them
+    forever), which is what ``gym.make_vec(..., vectorization_mode="async")`` does by default:
+    it builds one env in the parent (which may train, or load a surrogate fit), then forks the
+    workers. One thread per worker is also what vectorising over processes wants (PyTorch's
+    DataLoader workers do the same). A child of a parent that never imported torch is left
+    alone (it has no OpenMP pool to miss, and importing torch there would cost a second).
+    Registered once per process; a no-op where ``os.fork`` is absent.
     """
     global _forks_guarded
     if _forks_guarded or not hasattr(os, "register_at_fork"):
@@ -94,8 +99,9 @@ def forked_after_torch_threads() -> bool:
 
 
 def _one_thread_in_forked_child() -> None:
-    import torch
-
+    torch = sys.modules.get("torch")
+    if torch is None:  # (no torch in the parent: no OpenMP pool to miss)
+        return
     global _forked_after_torch_threads
     _forked_after_torch_threads = True
     torch.set_num_threads(1)

@@ -194,8 +194,8 @@ class HFFMEnv(gym.Env):
     of torch threads. Across thread counts the order of float reductions changes, and so do the
     last digits (after a few rounds of training, observations differ by about 1e-3); pass
     ``torch_threads`` to pin it. Cost fidelity does not depend on the thread count. A process
-    forked after real training ran in its parent (an async vector env's workers) keeps to one
-    thread: more would hang in OpenMP (:func:`hffm_env.devices.guard_forks`).
+    forked from one that had imported torch and hffm_env (an async vector env's workers) keeps
+    to one thread: more could hang in OpenMP (:func:`hffm_env.devices.guard_forks`).
 
     ## Episode End
     Terminated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``) or when
@@ -350,9 +350,9 @@ class HFFMEnv(gym.Env):
         # checked here, before any process-wide setting changes or a model is built
         reward_function = _reward_function(reward, self.config.env.reward, reward_mode)
         if torch_threads is not None and torch_threads > 1 and forked_after_torch_threads():
-            warnings.warn(f"torch_threads = {torch_threads}: this process was forked after "
-                          "real training ran in its parent, where torch can use one thread "
-                          "only (more would hang); using 1", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"torch_threads = {torch_threads}: this process was forked from one "
+                          "that ran torch, where torch can use one thread only (more could "
+                          "hang in OpenMP); using 1", RuntimeWarning, stacklevel=2)
             torch_threads = 1
         check_memory(self.config, fidelity)  # refuse before allocating, with the estimate
         if self.config.placement.placement != "clustered":

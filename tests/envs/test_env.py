@@ -328,6 +328,28 @@ def test_async_vector_env_with_the_default_fork_context_in_cost_fidelity():
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
 
 
+def test_forked_workers_do_not_hang_after_torch_ran_in_the_parent():
+    # a surrogate env loads its fit with torch's threads in the parent, and a caller's own
+    # torch work (a policy update) does the same before forking real-training workers: the
+    # workers hung for good in OpenMP (guard_forks was registered by real training only)
+    script = (
+        "import torch, gymnasium as gym, hffm_env\n"
+        "from hffm_env.testing import TINY_OVERRIDES\n"
+        "torch.set_num_threads(2)\n"
+        "envs = gym.make_vec('hffm/HFFM-v0', num_envs=2, vectorization_mode='async', "
+        "fidelity='surrogate', overrides=['env.episode_rounds=2'])\n"
+        "envs.reset(seed=0); envs.step(envs.action_space.sample()); envs.close()\n"
+        "x = torch.randn(512, 512); (x @ x).sum()  # the parent's own multi-threaded work\n"
+        "envs = gym.vector.AsyncVectorEnv([lambda: gym.make('hffm/HFFM-v0', fidelity='train', "
+        "overrides=list(TINY_OVERRIDES))] * 2)\n"
+        "envs.reset(seed=0); envs.close()\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=240, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
 def test_async_vector_env_in_train_fidelity_as_the_readme_shows_it():
     # gym.make_vec builds one env in the parent (real training: OpenMP threads run), then
     # forks the workers, which hung for good inside their first convolution
