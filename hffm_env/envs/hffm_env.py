@@ -50,7 +50,12 @@ from hffm_env.fl.schedule import (
     Schedule,
     Tier,
 )
-from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateRounds, find_surrogate
+from hffm_env.fl.surrogate import (
+    AccuracySurrogate,
+    SurrogateMismatch,
+    SurrogateRounds,
+    find_surrogate,
+)
 from hffm_env.fl.transfer_plan import RoundLayout
 from hffm_env.seeding import SEED_MAX, RandomStreams, check_seed
 from hffm_env.sim import Network, Topology, k_nearest_partners
@@ -552,13 +557,23 @@ class HFFMEnv(gym.Env):
         with the scenario as the config it resolved to (so that overrides or a config file
         edited since do not change the copy): unpickling rebuilds the env from the seed in
         its config, as a fresh env that needs ``reset()``; a train-fidelity rebuild loads the
-        cached pre-trained model."""
-        resolved = {"scenario": self.config, "config_file": None, "overrides": None}
-        return {"init_args": {**self._init_args, **resolved}, "spec": self.spec}
+        cached pre-trained model. A surrogate env's copy loads the file its fit came from (not
+        whichever fit the cache holds then), and warns if that file changed since."""
+        resolved: dict[str, Any] = {"scenario": self.config, "config_file": None,
+                                    "overrides": None}
+        if self.surrogate is not None and self.surrogate.path is not None:
+            resolved["surrogate"] = str(self.surrogate.path.resolve())
+        return {"init_args": {**self._init_args, **resolved}, "spec": self.spec,
+                "surrogate_digest": None if self.surrogate is None else self.surrogate.digest}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["init_args"])  # type: ignore[misc]
         self.spec = state.get("spec")  # what gym.make registered it as (id, kwargs)
+        pinned = state.get("surrogate_digest")
+        if pinned is not None and self.surrogate is not None and self.surrogate.digest != pinned:
+            warnings.warn(f"{self.surrogate.origin} changed since this env was pickled (its "
+                          f"digest was {pinned}, now {self.surrogate.digest}): the copy "
+                          "predicts accuracy with the new fit", SurrogateMismatch, stacklevel=2)
 
     def action_masks(self) -> np.ndarray:
         """A flat boolean vector of the allowed values of every action slot, concatenated (the

@@ -119,6 +119,40 @@ def test_cost_fidelity_does_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_pickled_surrogate_env_keeps_the_fit_it_played(fresh_cache, tmp_path):
+    """A copy ran find_surrogate again, so a fit written to the cache since (a later `hffm
+    calibrate`) silently replaced the shipped one it had played."""
+    import shutil
+
+    import torch
+
+    from hffm_env.files import load_tensors
+    from hffm_env.fl.surrogate import SurrogateMismatch, surrogate_path
+
+    def other_fit(source, target):  # the same fit with one member's weights scaled
+        record = load_tensors(source)
+        for name in record["members"][0]:
+            record["members"][0][name] = record["members"][0][name] * 1.5
+        torch.save(record, target)
+
+    env = gym.make("hffm/HFFM-v0", fidelity="surrogate", overrides=["env.episode_rounds=2"])
+    played = env.unwrapped.surrogate
+    blob = pickle.dumps(env)
+    other_fit(played.path, surrogate_path(env.unwrapped.config))  # now first in the search
+    assert gym.make(env.spec).unwrapped.surrogate.digest != played.digest  # (spec: the cache)
+    copy = pickle.loads(blob).unwrapped.surrogate
+    assert (copy.path, copy.digest) == (played.path.resolve(), played.digest)
+    # the very file it played, changed since: said
+    mine = tmp_path / "fits" / played.path.name  # (named by its key: no warning about it)
+    mine.parent.mkdir()
+    shutil.copy(played.path, mine)
+    blob = pickle.dumps(gym.make("hffm/HFFM-v0", fidelity="surrogate", surrogate=str(mine),
+                                 overrides=["env.episode_rounds=2"]))
+    other_fit(mine, mine)
+    with pytest.warns(SurrogateMismatch, match="changed since this env was pickled"):
+        pickle.loads(blob)
+
+
 def test_the_reset_accuracy_is_scored_before_round_ones_task_arrival():
     """Reset drew round 1's arrival before scoring: the new task counted 0 at reset, so its
     arrival was paid there, while step scores a round before the next one's arrival."""
