@@ -563,6 +563,15 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     trained: Any = getattr(model, "num_timesteps", None)  # (SB3's count of the steps)
     if info.num_timesteps == 0 and isinstance(trained, int) and trained > 0:
         info = replace(info, num_timesteps=trained)
+    clip = getattr(model, "clip_range", None)  # (SB3 keeps PPO's as a schedule of progress)
+    if callable(clip) and is_finite_real(used := clip(1.0)):
+        default = AgentInfo.__dataclass_fields__["clip_range"].default
+        if info.clip_range == default:  # left at the default: the model's (loading sets it)
+            info = replace(info, clip_range=float(used))
+        elif not math.isclose(info.clip_range, float(used)):
+            raise AgentFileError(f"save_agent: info.clip_range = {info.clip_range!r}, but the "
+                                 f"model's is {float(used)!r}; leave info.clip_range out (a "
+                                 "loaded or resumed model takes agent.json's)")
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
     _check_saving(model, info, vec_normalize)

@@ -1074,6 +1074,26 @@ def test_save_agent_keeps_the_statistics_of_the_models_own_vecnormalize(tmp_path
     normalized.close()
 
 
+def test_save_agent_records_the_models_own_clip_range(tmp_path):
+    """agent.json said 0.2 (AgentInfo's default) whatever the model used, and loading or
+    resuming the agent set 0.2."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from hffm_env.agents.checkpoint import AgentInfo, load_model, save_agent
+
+    env = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                   overrides=["env.episode_rounds=4"])
+    model = PPO("MlpPolicy", env, n_steps=8, batch_size=8, clip_range=0.05)
+    info = AgentInfo(algo="ppo", config=env.unwrapped.config)
+    save_agent(tmp_path / "a", model, info)
+    saved = find_agent(tmp_path / "a")
+    assert saved.info.clip_range == 0.05
+    assert load_model(saved, env.observation_space, env.action_space).clip_range(1.0) == 0.05
+    with pytest.raises(AgentFileError, match=r"info.clip_range = 0.1, but the model's is 0.05"):
+        save_agent(tmp_path / "b", model, replace(info, clip_range=0.1))
+
+
 def test_an_agent_that_does_not_say_what_it_was_trained_on_warns_once(tmp_path, capsys):
     """Its env's settings went unchecked without a word."""
     import gymnasium as gym
