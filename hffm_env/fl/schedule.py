@@ -65,7 +65,10 @@ class PeriodClock:
 
     The policy picks periods; a tier is due for a module type when the rounds since its last
     aggregation there (counting this round) reach the chosen period. A cloud round also counts
-    as an edge round (the cloud average passes through the edge tier).
+    as an edge round (the cloud average passes through the edge tier). An aggregation counts
+    when it is scheduled, even if no device took part or every exchange was lost (dropout,
+    outage): the clock, and the staleness observed from it, follow the schedule, and the
+    drift observed beside it shows what actually moved.
     """
 
     since_edge: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODULE_TYPES, 0))
