@@ -318,6 +318,8 @@ class ActionLayout:
         - a head index beyond the cluster's size, or a head that dropped out, becomes the
           network's default head (the available member with the best uplink); a cluster with
           no available member gets head -1 and sits the round out;
+        - a type's pair flag in a round without edge or cloud aggregation gives it
+          ``Tier.D2D_PAIRS`` only when some pair forms (else ``Tier.NONE``: nothing moved);
         - partners follow the simulator's one pairing rule,
           :func:`~hffm_env.sim.routing.repair_pairing`: in ascending device id, device ``i``
           choosing ``j`` is paired when both are available, unpaired and D2D neighbours (two
@@ -328,15 +330,6 @@ class ActionLayout:
           request now (lacks the module, dropped out, another cluster) becomes "wait".
         """
         report = DecodeReport()
-        tiers: dict[str, Tier] = {}
-        edge = self.block(action, "edge_period")
-        cloud = self.block(action, "cloud_period")
-        pair_flag = self.block(action, "pair_exchange")
-        for k, t in enumerate(MODULE_TYPES):
-            tier = clock.due(t, self.menu[edge[k]], self.menu[cloud[k]])
-            if tier == Tier.NONE and pair_flag[k]:
-                tier = Tier.D2D_PAIRS
-            tiers[t] = tier
         routes = tuple(Route(int(r)) for r in self.block(action, "route"))
         heads = []
         for c, index in enumerate(self.block(action, "head")):
@@ -354,6 +347,17 @@ class ActionLayout:
         padding = (choices > 0) & (proposed < 0)  # a choice beyond the cluster's size
         pairs, repaired = repair_pairing(proposed, feasible_pair)
         report.pair_repairs += repaired + int(padding.sum())
+        tiers: dict[str, Tier] = {}
+        edge = self.block(action, "edge_period")
+        cloud = self.block(action, "cloud_period")
+        pair_flag = self.block(action, "pair_exchange")
+        for k, t in enumerate(MODULE_TYPES):
+            tier = clock.due(t, self.menu[edge[k]], self.menu[cloud[k]])
+            # gossip only where a pair formed: a flag without one moved nothing, yet its label
+            # was a surrogate input (it predicted accuracy for gossip that never happened)
+            if tier == Tier.NONE and pair_flag[k] and pairs:
+                tier = Tier.D2D_PAIRS
+            tiers[t] = tier
         sources: dict[ModuleRequest, RelaySource] = {}
         for r, choice in enumerate(self.block(action, "relay")):
             if r >= len(pending) or choice == 0:
