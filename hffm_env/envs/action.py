@@ -327,7 +327,8 @@ class ActionLayout:
           network's rule (:meth:`~hffm_env.sim.Network.is_feasible_pair`); every other choice
           is dropped and counted as a repair;
         - a relay choice for an empty request slot is ignored; a source that cannot serve the
-          request now (lacks the module, dropped out, another cluster) becomes "wait".
+          request now (lacks the module, dropped out, another cluster; any source while the
+          requester itself dropped out) becomes "wait".
         """
         report = DecodeReport()
         routes = tuple(Route(int(r)) for r in self.block(action, "route"))

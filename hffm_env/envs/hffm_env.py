@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -911,8 +911,10 @@ class HFFMEnv(gym.Env):
     ) -> dict[str, Any]:
         """The info dict: the same keys, types and shapes at reset and at every step, and no
         NaN (``info["measured"]`` says which numbers were measured; unmeasured ones are 0).
-        Round results describe the round just played (at reset: an empty round); ``pending``
-        and ``action_mask`` describe the state the observation shows, for the next action."""
+        Round results describe the round just played (at reset: an empty round, except
+        ``available`` and ``idle_clusters``, which then describe round 1, the coming one, as
+        the observation's availability does); ``pending`` and ``action_mask`` describe the
+        state the observation shows, for the next action."""
         n, c = self.network.num_devices, self.network.num_clusters
         p = self.config.fl.max_pending_requests
         if result is None:  # reset: nothing has been played yet
@@ -959,7 +961,7 @@ class HFFMEnv(gym.Env):
             "cumulative_energy_j": self.cumulative_energy_j,
             "reward_terms": {k: float(terms.get(k, 0.0))
                              for k in TERM_NAMES},
-            "schedule": self._schedule_info(schedule),
+            "schedule": self._schedule_info(schedule, relayed),
             "transfers": transfers,
             "cost": cost_info,
             "available": ~unavailable,
@@ -985,13 +987,14 @@ class HFFMEnv(gym.Env):
         info["pending_module"] = _padded([self._module_index[r.module_id] for r in pending], p)
         info["action_mask"] = self.action_masks()
 
-    def _schedule_info(self, schedule: Schedule | None) -> dict[str, Any]:
+    def _schedule_info(self, schedule: Schedule | None,
+                       served: Sequence[ModuleRequest] = ()) -> dict[str, Any]:
         """The decoded schedule in fixed-size arrays: tiers per module type, route and head
         per cluster (head -1: the cluster sat the round out), D2D partner per device (-1:
-        none), and for the k-th relay the round serves (the requests given a source, in
-        request-slot order: k counts those, it is not the slot) the source kind (-1: none,
-        else ``SourceKind``: 0 device, 1 edge, 2 cloud) and source device (-1 unless a
-        device). At reset: nothing aggregated, default heads."""
+        none), and for the k-th request the round served (``served``: those of
+        ``info["relayed_device"]``, in its order; a relay lost to outage served none) the
+        source kind (-1: none, else ``SourceKind``: 0 device, 1 edge, 2 cloud) and source
+        device (-1 unless a device). At reset: nothing aggregated, default heads."""
         n, c = self.network.num_devices, self.network.num_clusters
         p = self.config.fl.max_pending_requests
         partner = np.full(n, -1, dtype=np.int64)
@@ -1004,9 +1007,9 @@ class HFFMEnv(gym.Env):
                     "relay_source": source, "relay_source_device": source_device}
         for i, j in schedule.pairs:
             partner[i], partner[j] = j, i
-        for k, src in enumerate(schedule.relay_sources.values()):
-            if k < p:
-                source[k], source_device[k] = int(src.kind), int(src.device)
+        for k, request in enumerate(served[:p]):  # (k-th as relayed_device's k-th)
+            src = schedule.relay_sources[request]
+            source[k], source_device[k] = int(src.kind), int(src.device)
         layout = RoundLayout.resolve(schedule, self.network)  # the schedule's defaults
         return {
             "tiers": schedule.tier_names(),

@@ -816,7 +816,10 @@ class FederatedEngine:
 
     def relay_candidates(self, request: ModuleRequest) -> list[RelaySource]:
         """Feasible sources for ``request`` now: available devices of the requester's cluster
-        that hold the module, then the edge and the cloud."""
+        that hold the module, then the edge and the cloud; none while the requester itself
+        is unavailable (it receives nothing this round: its relay slot can only wait)."""
+        if not bool(self.network.available[request.device]):
+            return []
         c = int(self.cluster[request.device])
         holds = self.holders(request.module_id)
         out = [

@@ -703,6 +703,39 @@ def test_a_pair_flag_without_a_pair_is_no_gossip_for_the_surrogate_either():
     assert core.last_schedule.pairs and core.last_schedule.tier_names()["moe"] == "d2d_pairs"
 
 
+def test_a_dropped_requester_can_only_wait_and_relay_info_lines_up_with_what_was_served():
+    """A relay to a requester that dropped out was allowed by the mask, neither repaired nor
+    served; info's relay_source then packed the requests given a source, so its k-th was
+    not relayed_device's k-th."""
+    from hffm_env.fl.schedule import Route
+    from hffm_env.wrappers import full_action
+
+    env = gym.make("hffm/HFFM-v0", fidelity="cost", overrides=[
+        "fl.task_arrival_prob=0.5", "dynamics.dropout_prob=0.4"])
+    core = env.unwrapped
+    slots = core.layout.split_mask(np.ones(core.action_space.nvec.sum(), dtype=bool))
+    first_relay = len(slots) - core.config.fl.max_pending_requests
+    dropped = 0
+    for seed in range(6):
+        env.reset(seed=seed)
+        terminated = False
+        while not terminated:
+            masks = core.layout.split_mask(core.action_masks())
+            for k, request in enumerate(core.pending):
+                if not core.network.available[request.device]:
+                    dropped += 1
+                    assert masks[first_relay + k].tolist() == [True] + [False] * (
+                        len(masks[first_relay + k]) - 1)
+            waiting = sum(not core.network.available[r.device] for r in core.pending)
+            _, _, terminated, _, info = env.step(full_action(env, 1, 0, Route.DIRECT))
+            assert info["repairs"]["relays"] == waiting  # (edge asked for each: repaired)
+            relayed = info["relayed_device"][info["relayed_device"] >= 0]
+            sources = info["schedule"]["relay_source"]
+            assert (sources >= 0).sum() == len(relayed)
+            assert (sources[: len(relayed)] == 1).all()  # the edge, for each one served
+    assert dropped  # (requesters did drop out: the case was met)
+
+
 def test_relay_value_is_the_inverse_of_decoding_every_feasible_source():
     from hffm_env.fl.schedule import RelaySource, SourceKind
     from hffm_env.testing import make_tiny_env
