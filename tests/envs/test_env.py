@@ -348,6 +348,15 @@ def test_async_vector_env_rollout():
     envs.close()
 
 
+def _prints_ok(script: str, **environment: str) -> None:
+    """Run ``script`` in a fresh interpreter, with ``environment`` added to this one's, and
+    check that it finished (a hang of its forked workers stops it after 240 s)."""
+    run = subprocess.run([sys.executable, "-c", script + "print('ok')\n"],
+                         capture_output=True, text=True, timeout=240,
+                         env={**os.environ, **environment})
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
 def test_async_vector_env_with_the_default_fork_context_in_cost_fidelity():
     # in a subprocess: if construction left an OpenMP pool behind, the forked workers hang
     script = (
@@ -355,11 +364,8 @@ def test_async_vector_env_with_the_default_fork_context_in_cost_fidelity():
         "envs = gym.vector.AsyncVectorEnv([lambda: gym.make('hffm/HFFM-v0', "
         "fidelity='cost')] * 2)\n"
         "envs.reset(seed=0); envs.step(envs.action_space.sample()); envs.close()\n"
-        "print('ok')\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=240)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    _prints_ok(script)
 
 
 def test_forked_workers_do_not_hang_after_torch_ran_in_the_parent():
@@ -377,11 +383,8 @@ def test_forked_workers_do_not_hang_after_torch_ran_in_the_parent():
         "envs = gym.vector.AsyncVectorEnv([lambda: gym.make('hffm/HFFM-v0', fidelity='train', "
         "overrides=list(TINY_OVERRIDES))] * 2)\n"
         "envs.reset(seed=0); envs.close()\n"
-        "print('ok')\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=240, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    _prints_ok(script, OMP_NUM_THREADS="2")
 
 
 def test_async_vector_env_in_train_fidelity_as_the_readme_shows_it():
@@ -394,11 +397,8 @@ def test_async_vector_env_in_train_fidelity_as_the_readme_shows_it():
         "envs = gym.make_vec('hffm/HFFM-v0', num_envs=2, vectorization_mode='async', "
         "overrides=list(TINY_OVERRIDES))\n"
         "envs.reset(seed=0); envs.step(envs.action_space.sample()); envs.close()\n"
-        "print('ok')\n"
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=240, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+    _prints_ok(script, OMP_NUM_THREADS="2")
 
 
 def test_env_pickles_light_and_rebuilds_the_same_env():
