@@ -1227,6 +1227,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
                      transform=axes[1].transAxes, fontsize=11, color="dimgray")
     _place_point_labels(fig, labels_to_place)
     axes[2].set_xlabel("round")
+    axes[2].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # (no 1.5)
     axes[2].set_ylabel("mean accuracy (band: ± std, best baseline and agents)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)

@@ -411,6 +411,8 @@ def test_plot_groups_families_and_highlights_the_best_baseline(tmp_path):
 
     figure = plot_tradeoffs(result)
     assert isinstance(figure, Figure) and len(figure.axes) == 3 and not plt.get_fignums()
+    figure.canvas.draw()  # rounds are whole: no tick at 1.5
+    assert all(float(t).is_integer() for t in figure.axes[2].get_xticks())
     buffer = io.BytesIO()
     plot_tradeoffs(result, buffer)
     assert buffer.getvalue().startswith(b"\x89PNG")
