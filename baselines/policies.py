@@ -196,6 +196,11 @@ class FixedGridPolicy(PeriodicPolicy):
                 _routes(self.name, "routes", routes))
             if c == NEVER or e <= c
         ]
+        if not self.grid:  # (the search would find nothing to play)
+            raise ValueError(f"fixed-grid: no (edge period, cloud period) pair of edge_periods "
+                             f"{list(edge_periods)} and cloud_periods {list(cloud_periods)} "
+                             "has the edge period at most the cloud period (or a cloud period "
+                             "of 0, never)")
         if isinstance(search_seeds, (str, bytes)) or not isinstance(search_seeds, Iterable) \
                 or not (search_seeds := tuple(search_seeds)) or not all(
                 is_integer(s) for s in search_seeds):
@@ -408,7 +413,11 @@ class GreedyEnergyPolicy(EnvBound):
                 relay.append(RELAY_WAIT)
                 continue
             request = engine.pending[r]
-            mates = [s for s in engine.relay_candidates(request) if s.kind == SourceKind.DEVICE]
+            candidates = engine.relay_candidates(request)
+            if not candidates:  # (its device dropped out: it can receive nothing)
+                relay.append(RELAY_WAIT)
+                continue
+            mates = [s for s in candidates if s.kind == SourceKind.DEVICE]
             source = mates[0] if mates else RelaySource(SourceKind.EDGE)
             relay.append(env.layout.relay_value(request, source))
         return env.layout.encode(1, NEVER, routes, heads=list(heads), relay=relay)
@@ -437,17 +446,20 @@ def _periods(owner: str, name: str, values: Any) -> tuple[int, ...]:
 
 
 def _routes(owner: str, name: str, values: Any) -> tuple[Route, ...]:
-    """A non-empty collection of :class:`Route` members as a tuple."""
-    allowed = ", ".join(f"Route.{r.name}" for r in Route)
+    """A non-empty collection of routes (:class:`Route` members or their integer values) as
+    a tuple of members."""
+    allowed = ", ".join(f"Route.{r.name} ({int(r)})" for r in Route)
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) \
             or not (found := tuple(values)):
         raise ValueError(f"{owner}: {name} = {shown(values)}: must be a non-empty tuple of "
                          f"routes ({allowed})")
+    out = []
     for k, route in enumerate(found):
-        if not isinstance(route, Route):
+        if not (is_integer(route) and int(route) in {int(r) for r in Route}):
             where = name if len(found) == 1 and name == "route" else f"{name}[{k}]"
-            raise ValueError(f"{owner}: {where} = {shown(route)}: must be a Route ({allowed})")
-    return found
+            raise ValueError(f"{owner}: {where} = {shown(route)}: must be a route ({allowed})")
+        out.append(Route(int(route)))
+    return tuple(out)
 
 
 def _per_type_periods(owner: str, name: str, value: Any,

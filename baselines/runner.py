@@ -504,9 +504,12 @@ class BenchResult:
         unplayed = {row: digest for r in results if r.interrupted
                     for row, digest in r.fingerprints.items()
                     if row not in played and any(m[0] == row for m in missing)}
+        # the seeds played, and those an interrupted run had yet to play (merging twice, or a
+        # merged file merged again, must not forget its gap)
+        seeds = {e.seed for e in merged} | {seed for _, seed in missing}
         return cls(
             scenario=first.scenario, fidelity=first.fidelity,
-            seeds=sorted({e.seed for e in merged}), target_accuracy=first.target_accuracy,
+            seeds=sorted(seeds), target_accuracy=first.target_accuracy,
             summaries=summarise(merged, first.target_accuracy), episodes=merged,
             interrupted=bool(missing),
             settings=reference[1] if reference is not None else None,

@@ -507,8 +507,8 @@ def _bench_from_json(args: argparse.Namespace) -> int:
     if keep and args.against is not None and args.against not in keep:
         raise ConfigError(f"--against {args.against!r}: --policies {','.join(keep)} leaves it "
                           "out; add it to --policies")
+    known = [s.policy for s in result.summaries]
     if keep:  # keep these rows (any name in the files, agents' included)
-        known = [s.policy for s in result.summaries]
         missing = [p for p in keep if p not in known]
         if missing:
             raise ConfigError(f"--policies has {missing[0]!r}: the files hold {known}")
@@ -527,17 +527,22 @@ def _bench_from_json(args: argparse.Namespace) -> int:
                                   if not keep or p in keep},
                     seeds=[s for s in run.seeds if not args.seeds or s in args.seeds]))
                 for path, run in zip(args.from_json, results)]
-        kept = [(path, run) for path, run in kept if run.episodes]
-        if not kept:
-            raise ConfigError(f"--policies {','.join(keep)} and --seeds "
+        if not any(run.episodes for _, run in kept):
+            raise ConfigError(f"--policies {','.join(keep or [])} and --seeds "
                               f"{' '.join(map(str, args.seeds or []))}: the files hold no "
                               "episode of those policies on those seeds")
+        # an interrupted run none of whose episodes are kept still says what it had yet to
+        # play there (its gap), without its provenance record
+        kept = [(path, run if run.episodes else replace(run, provenance=[]))
+                for path, run in kept if run.episodes or run.interrupted]
         result = BenchResult.merge([run for _, run in kept], names=[path for path, _ in kept])
         rows = {s.policy for s in result.summaries}
-        lost = [p for p in keep or [] if p not in rows]
+        lost = [p for p in keep or known if p not in rows]
         if lost:  # (its row would vanish from the table without a word)
-            raise ConfigError(f"--policies has {lost[0]!r}: the files hold no episode of it on "
-                              f"--seeds {' '.join(map(str, args.seeds or []))}")
+            raise ConfigError(f"--policies and --seeds: the files hold no episode of "
+                              f"{lost[0]!r} on --seeds "
+                              f"{' '.join(map(str, args.seeds or result.seeds))}; leave it out "
+                              "with --policies")
     _check_against(args.against, [s.policy for s in result.summaries])
     seeds = {s.policy: sorted({e.seed for e in result.episodes if e.policy == s.policy})
              for s in result.summaries}

@@ -55,10 +55,13 @@ PAPER_MENU: dict[str, tuple[int, int, Route]] = {
 """The paper's seven schedules and ``never``: name -> (edge period, cloud period, route)."""
 
 
-def relay_from_edge(slots: int, pending: int) -> list[int]:
+def relay_from_edge(slots: int, pending: int,
+                    present: Sequence[bool] | None = None) -> list[int]:
     """Relay choices that serve every pending module from the edge server (choice 1) and
-    wait on the empty request slots."""
-    return [RELAY_EDGE if r < pending else RELAY_WAIT for r in range(slots)]
+    wait on the empty request slots, and on those whose requester is not ``present`` (one
+    flag per pending request: available this round; it can receive nothing)."""
+    return [RELAY_EDGE if r < pending and (present is None or present[r]) else RELAY_WAIT
+            for r in range(slots)]
 
 
 def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int] | int,
@@ -69,8 +72,9 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     ``partners``, ``heads``, ``relay``) that replace those defaults."""
     base = env.unwrapped
     layout = base.layout
+    present = [bool(base.network.available[r.device]) for r in base.pending]
     defaults = {"heads": base.default_heads.tolist(),
-                "relay": relay_from_edge(layout.num_requests, len(base.pending))}
+                "relay": relay_from_edge(layout.num_requests, len(base.pending), present)}
     return layout.encode(edge, cloud, routes, **{**defaults, **choices})
 
 

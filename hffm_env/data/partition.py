@@ -28,6 +28,7 @@ beside them. Pre-training draws its own data elsewhere (:mod:`hffm_env.models.pr
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,8 +97,9 @@ def modality_set_probabilities(config: DataConfig) -> dict[tuple[str, ...], floa
 
 
 def _check_servable(config: DataConfig) -> None:
-    """Reject a config with a task no device could ever run (it was scored 0 in every round
-    and pulled the mean accuracy, and the reward, down whatever the schedule).
+    """Reject a config under which no device could ever run any of its tasks, and warn of a
+    task no device can run (never trained or scored: the mean accuracy leaves it out, and
+    info's per-task accuracy reads 0 for it every round, as for anything not measured).
 
     Checked against the modality sets devices can actually draw, not just the configured ones:
     with ``p_missing_image = 1`` (and audio never missing) no device has an image, so a
@@ -105,17 +107,20 @@ def _check_servable(config: DataConfig) -> None:
     """
     reachable = modality_set_probabilities(config)
     unservable = [t for t in config.tasks if not any(can_serve(t, mods) for mods in reachable)]
-    if unservable:
-        every = len(unservable) == len(config.tasks)
-        raise ConfigError(
-            f"data.tasks = {list(config.tasks)}: "
-            f"{'no task can' if every else ', '.join(unservable) + ' cannot'} be served by the "
-            f"modality sets devices can have ({[list(m) for m in reachable]}, from "
-            f"data.modalities = {list(config.modalities)}, p_missing_image = "
-            f"{config.p_missing_image}, p_missing_audio = {config.p_missing_audio}); vqa needs "
-            "image and text, count and scene need image or audio"
-            + ("" if every else "; drop it from data.tasks or allow its modalities")
-        )
+    if not unservable:
+        return
+    every = len(unservable) == len(config.tasks)
+    problem = (
+        f"data.tasks = {list(config.tasks)}: "
+        f"{'no task can' if every else ', '.join(unservable) + ' cannot'} be served by the "
+        f"modality sets devices can have ({[list(m) for m in reachable]}, from "
+        f"data.modalities = {list(config.modalities)}, p_missing_image = "
+        f"{config.p_missing_image}, p_missing_audio = {config.p_missing_audio}); vqa needs "
+        "image and text, count and scene need image or audio")
+    if every:
+        raise ConfigError(problem)
+    warnings.warn(f"{problem}: no device trains or scores it (its accuracy in info reads 0, "
+                  "not measured); drop it from data.tasks", UserWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)

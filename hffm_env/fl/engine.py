@@ -40,6 +40,7 @@ from hffm_env.config import (
     task_module_ids,
 )
 from hffm_env.data import FederatedData, can_serve, task_specs
+from hffm_env.devices import float32_default
 from hffm_env.fl.aggregation import (
     broadcast_to_members,
     group_mean,
@@ -262,6 +263,7 @@ class FederatedEngine:
         counts = torch.as_tensor([len(ix) for ix in per_device], device=self.device)
         return torch.as_tensor(padded, device=self.device), counts
 
+    @float32_default()
     def reset(self, seed: int) -> None:
         """Back to the initial modules and profiles; the torch generator reseeded from ``seed``."""
         self.generator = torch.Generator(device=self.device)
@@ -407,6 +409,7 @@ class FederatedEngine:
             f"learn); fl.lr = {fl.lr} or fl.weight_decay = {fl.weight_decay} is probably too "
             "high for this model", RuntimeWarning, stacklevel=3)
 
+    @float32_default()
     def run_round(self, schedule: Schedule, *, full_evaluation: bool = True) -> RoundResult:
         """Train, aggregate, relay and price one round under ``schedule``; the local and
         held-out accuracy are measured only with ``full_evaluation`` (NaN otherwise)."""
@@ -473,6 +476,7 @@ class FederatedEngine:
         self.round_index += 1
         return result
 
+    @float32_default()
     def price_schedule(self, schedule: Schedule, *, with_compute: bool = True,
                        network: Network | None = None) -> CostReport:
         """The cost of ``schedule`` under the current network conditions (or those of
@@ -520,6 +524,7 @@ class FederatedEngine:
         self.cluster = torch.tensor(network.topology.cluster_of_device, dtype=torch.long,
                                        device=self.device)
 
+    @float32_default()
     def evaluate(self, *, full: bool = True) -> Evaluation:
         """Global, local and held-out-cluster accuracy (per task and mean) and the local
         accuracy per device and task, of the current device models; with ``full=False`` only
@@ -566,6 +571,7 @@ class FederatedEngine:
         pick = (u * self.train_count.unsqueeze(1)).long()
         return self.train_idx.gather(1, pick)
 
+    @float32_default()
     def local_training(
         self, trained: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -773,6 +779,7 @@ class FederatedEngine:
         return Evaluation(accuracy, summarise(local), held_out, per_device.cpu().numpy())
 
     @torch.no_grad()
+    @float32_default()
     def drift(self) -> dict[str, tuple[float, float]]:
         """Per module type, how far device copies have drifted: the mean over holders of
         ``||theta_d - cluster mean|| / ||global mean||`` and of ``||theta_d - global mean||``

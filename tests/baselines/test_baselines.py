@@ -1178,7 +1178,10 @@ def test_a_result_is_labelled_with_its_envs_scenario_and_fidelity():
 
 @pytest.mark.parametrize(("build", "message"), [
     (lambda: FixedGridPolicy(cloud_periods=("8",)), "cloud_periods[0] = '8': must be an integer"),
-    (lambda: FixedGridPolicy(routes=("direct",)), "routes[0] = 'direct': must be a Route"),
+    (lambda: FixedGridPolicy(routes=("direct",)), "routes[0] = 'direct': must be a route"),
+    (lambda: FixedGridPolicy(routes=(7,)), "routes[0] = 7: must be a route (Route.DIRECT (0)"),
+    (lambda: FixedGridPolicy(edge_periods=(4,), cloud_periods=(2,)),
+     "fixed-grid: no (edge period, cloud period) pair of edge_periods [4] and cloud_periods"),
     (lambda: FixedGridPolicy(edge_periods=()), "edge_periods = (): must be a non-empty"),
     (lambda: PeriodicPolicy("p", 1.5, 2, Route.DIRECT), "p: edge_period = 1.5: must be an"),
     (lambda: AdaptivePolicy(
@@ -1197,6 +1200,11 @@ def test_a_baseline_of_bad_parameters_is_refused_when_made(build, message):
     with pytest.raises(ValueError) as raised:
         build()
     assert message in str(raised.value)
+
+
+def test_routes_may_be_given_by_their_integer_values():
+    assert PeriodicPolicy("p", 1, 2, np.int64(1)).route is Route.D2D_RELAY
+    assert FixedGridPolicy(routes=(0, 1)).grid == FixedGridPolicy().grid
 
 
 def test_fixed_grid_searches_again_under_another_fidelity_or_reward():
@@ -1249,6 +1257,11 @@ def test_a_merge_is_interrupted_only_while_an_interrupted_runs_episodes_are_miss
     # a namesake of other parameters that the interrupted run never played: no conflict
     other = _run([_two_rounds("never", 0)], [0], fingerprints={"never": "c"})
     assert BenchResult.merge([cut, other]).fingerprints == {"star": "a", "never": "c"}
+    # merged twice, or written and read back, the gap stays: its seeds are kept
+    once = BenchResult.merge([cut])
+    assert once.seeds == [0, 1]
+    assert BenchResult.merge([once, _run([_two_rounds("never", 0)], [0],
+                                         fingerprints={"never": "b"})]).interrupted
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -1282,5 +1295,21 @@ def test_from_json_keeps_only_the_kept_rows_fingerprints_and_names_a_row_it_woul
     # star has no episode on seed 1: its row vanished without a word
     assert hffm_main(["bench", "--from-json", str(both), "--policies", "star,never",
                       "--seeds", "1"]) == 2
-    assert "--policies has 'star': the files hold no episode of it on --seeds 1" in \
+    assert "the files hold no episode of 'star' on --seeds 1; leave it out" in \
         capsys.readouterr().err
+    assert hffm_main(["bench", "--from-json", str(both), "--seeds", "1"]) == 2  # (all rows)
+    assert "no episode of 'star' on --seeds 1" in capsys.readouterr().err
+    # an interrupted run whose kept episodes are none still has its gap
+    cut = tmp_path / "cut.json"
+    _run([_two_rounds("star", 0)], [0, 1], interrupted=True,
+         fingerprints={"star": "a", "never": "b"}).write_json(cut)
+    rest = tmp_path / "rest.json"
+    _run([_two_rounds("star", 1)], [1], fingerprints={"star": "a"}).write_json(rest)
+    merged = tmp_path / "merged.json"
+    assert hffm_main(["bench", "--from-json", str(cut), str(rest), "--seeds", "1",
+                      "--policies", "star", "--json", str(merged)]) == 0
+    assert not BenchResult.read_json(merged).interrupted  # (star on 1: no gap left)
+    capsys.readouterr()
+    assert hffm_main(["bench", "--from-json", str(cut), str(rest), "--seeds", "1",
+                      "--policies", "star,never"]) == 2  # never: never played
+    assert "--policies has 'never': the files hold ['star']" in capsys.readouterr().err

@@ -727,7 +727,14 @@ def test_a_dropped_requester_can_only_wait_and_relay_info_lines_up_with_what_was
                     assert masks[first_relay + k].tolist() == [True] + [False] * (
                         len(masks[first_relay + k]) - 1)
             waiting = sum(not core.network.available[r.device] for r in core.pending)
-            _, _, terminated, _, info = env.step(full_action(env, 1, 0, Route.DIRECT))
+            slots = core.layout.num_requests
+            from_edge = [1] * len(core.pending) + [0] * (slots - len(core.pending))
+            action = core.layout.encode(1, 0, Route.DIRECT, relay=from_edge)
+            # full_action relays from the edge to the present requesters, the others wait
+            relay = core.layout.block(full_action(env, 1, 0, Route.DIRECT), "relay")
+            assert relay[:len(core.pending)].tolist() == [
+                int(bool(core.network.available[r.device])) for r in core.pending]
+            _, _, terminated, _, info = env.step(action)
             assert info["repairs"]["relays"] == waiting  # (edge asked for each: repaired)
             relayed = info["relayed_device"][info["relayed_device"] >= 0]
             sources = info["schedule"]["relay_source"]

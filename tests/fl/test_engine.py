@@ -514,3 +514,21 @@ def test_a_network_of_other_clusters_is_refused_by_their_sizes():
                                          r"was built for \[3, 3, 3, 3\]"):
         engine.attach_network(other)
     assert engine.network is same and engine.num_clusters == 4
+
+
+def test_the_engine_computes_in_float32_under_a_float64_default():
+    """Used directly (README's simulator without Gymnasium), a real-training engine failed in
+    index_add_ ("self (Double) and source (Float)") after torch.set_default_dtype(float64)."""
+    expected = _engine(train=True)
+    expected_round = expected.run_round(Schedule(tiers={"head": Tier.EDGE}))
+    torch.set_default_dtype(torch.float64)
+    try:
+        engine = _engine(train=True)
+        result = engine.run_round(Schedule(tiers={"head": Tier.EDGE}))
+        scores = engine.evaluate()
+        drift = engine.drift()
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert result.accuracy == expected_round.accuracy == scores.accuracy
+    assert drift == expected.drift()
