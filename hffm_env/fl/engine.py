@@ -482,12 +482,14 @@ class FederatedEngine:
         """The cost of ``schedule`` under the current network conditions (or those of
         ``network``, a view of the same devices such as
         :meth:`~hffm_env.sim.network.Network.with_everyone_available`), with every available
-        holder taking part, without training or changing any state (used for reward
-        references and cost studies)."""
+        device that would train a module taking part in its aggregation (as
+        :meth:`run_round` has them: :meth:`takes_part`), without training or changing any
+        state (used for reward references and cost studies)."""
         self.validate_schedule(schedule)
+        would_train = self.takes_part(self.trainable_tasks().any(dim=1))  # (network: below)
         return plan_price(schedule, self.network if network is None else network,
                           self.scenario, self.inventory, self.module_bits,
-                          self.holds.cpu().numpy(), with_compute=with_compute)
+                          would_train.cpu().numpy(), with_compute=with_compute)
 
     def double(self) -> None:
         """Compute in float64 from now on: the model, its cached features, the initial

@@ -388,7 +388,9 @@ def test_a_holder_whose_copy_did_not_train_takes_no_part_in_its_aggregation():
     assert engine.holds[d, m] and not engine.reads_modules()[d, m]
     _randomise(engine)
     before = {k: v.clone() for k, v in engine.params.items()}
+    priced = engine.price_schedule(Schedule(tiers={"prompt": Tier.EDGE}))
     result = engine.run_round(Schedule(tiers={"prompt": Tier.EDGE}))
+    assert priced.energy_j == result.cost.energy_j  # priced as played (it priced d's too)
     c = int(engine.cluster[d])
     trained = [e for e in engine.network.members(c).tolist()
                if e != d and engine.holds[e, m]]
