@@ -497,10 +497,15 @@ class BenchResult:
         for result in results:
             records += [r for r in result.provenance if r not in records]
         # still interrupted while an episode an interrupted run was to play (its rows on its
-        # seeds) is missing: the other runs may have filled its gaps
-        missing = set().union(*(
-            {(row, seed) for row in (r.fingerprints or {e.policy for e in r.episodes})
-             for seed in r.seeds} - set(episodes) for r in results if r.interrupted))
+        # seeds) is missing: the other runs may have filled its gaps, each row with episodes
+        # of what it was to play (a namesake of other parameters fills none)
+        def gap(run: BenchResult) -> set[tuple[str, int]]:
+            rows = run.fingerprints or dict.fromkeys({e.policy for e in run.episodes}, "")
+            return {(row, seed) for row, digest in rows.items() for seed in run.seeds
+                    if (row, seed) not in episodes
+                    or (digest and row in played and played[row][0] != digest)}
+
+        missing = set().union(*(gap(r) for r in results if r.interrupted))
         unplayed = {row: digest for r in results if r.interrupted
                     for row, digest in r.fingerprints.items()
                     if row not in played and any(m[0] == row for m in missing)}

@@ -1254,9 +1254,12 @@ def test_a_merge_is_interrupted_only_while_an_interrupted_runs_episodes_are_miss
     partly = BenchResult.merge([cut, _run([_two_rounds("star", 1)], [1],
                                           fingerprints={"star": "a"})])
     assert partly.interrupted and partly.fingerprints == {"star": "a", "never": "b"}
-    # a namesake of other parameters that the interrupted run never played: no conflict
-    other = _run([_two_rounds("never", 0)], [0], fingerprints={"never": "c"})
-    assert BenchResult.merge([cut, other]).fingerprints == {"star": "a", "never": "c"}
+    # a namesake of other parameters that the interrupted run never played: no conflict,
+    # and no episode of what it was to play either (its gap stays)
+    other = _run([_two_rounds("never", 0), _two_rounds("never", 1), _two_rounds("star", 1)],
+                 [0, 1], fingerprints={"never": "c", "star": "a"})
+    namesake = BenchResult.merge([cut, other])
+    assert namesake.fingerprints == {"star": "a", "never": "c"} and namesake.interrupted
     # merged twice, or written and read back, the gap stays: its seeds are kept
     once = BenchResult.merge([cut])
     assert once.seeds == [0, 1]
