@@ -49,6 +49,7 @@ __all__ = [
     "POLICY_FAMILIES",
     "policy_family",
     "is_agent_name",
+    "env_settings",
     "make_policy",
     "import_policy",
     "menu_problem",
@@ -226,8 +227,6 @@ class FixedGridPolicy(PeriodicPolicy):
 
     @staticmethod
     def _search_key(env: Any) -> str:
-        from hffm_env.baselines.runner import env_settings
-
         base = env.unwrapped
         return jsonio.digest({"config": repr(base.config), "fidelity": base.fidelity,
                               "settings": env_settings(base)}, length=24)
@@ -426,6 +425,31 @@ class GreedyEnergyPolicy(EnvBound):
         """Why it cannot play on ``menu`` (it aggregates at the edge every round, never at
         the cloud), or None."""
         return _missing_periods(menu, 1, NEVER)
+
+
+def env_settings(env: Any) -> dict[str, Any] | None:
+    """What an env's episodes are played under, as plain data: its config without the config
+    seed (``benchmarks/tradeoff.py`` varies the data split by it), its reward (the name, or
+    ``module.qualname`` of a custom callable), its reward mode and, in surrogate fidelity, a
+    digest of the fit's file; None for an env that is not an HF-FM env."""
+    from hffm_env.config import ScenarioConfig, to_dict
+
+    base = getattr(env, "unwrapped", env)
+    config = getattr(base, "config", None)
+    if not isinstance(config, ScenarioConfig):
+        return None
+    reward = getattr(base, "reward_function", None)
+    from hffm_env.envs.reward import REWARDS
+
+    named = next((n for n, f in REWARDS.items() if f is reward), None)
+    custom = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
+    settings = {"config": {k: v for k, v in to_dict(config).items() if k != "seed"},
+                "reward": named if named is not None else custom,
+                "reward_mode": getattr(base, "reward_mode", "")}
+    surrogate = getattr(base, "surrogate", None)
+    if surrogate is not None:  # which fit predicted the accuracy (the cache's wins)
+        settings["surrogate"] = surrogate.digest
+    return settings
 
 
 def _period(owner: str, name: str, value: Any) -> int:

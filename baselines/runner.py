@@ -24,6 +24,7 @@ from hffm_env import jsonio
 from hffm_env.baselines.policies import (
     FittedPolicy,
     Policy,
+    env_settings,
     is_agent_name,
     make_policy,
     menu_problem,
@@ -554,31 +555,6 @@ def _code_difference(*runs: tuple[str, BenchResult]) -> str:
     if len(set(codes)) < 2:
         return ""
     return "; " + ", ".join(f"{name} ran {code}" for (name, _), code in zip(runs, codes))
-
-
-def env_settings(env: Any) -> dict[str, Any] | None:
-    """What an env's episodes are played under, as plain data: its config without the config
-    seed (``benchmarks/tradeoff.py`` varies the data split by it), its reward (the name, or
-    ``module.qualname`` of a custom callable), its reward mode and, in surrogate fidelity, a
-    digest of the fit's file; None for an env that is not an HF-FM env."""
-    from hffm_env.config import ScenarioConfig, to_dict
-
-    base = getattr(env, "unwrapped", env)
-    config = getattr(base, "config", None)
-    if not isinstance(config, ScenarioConfig):
-        return None
-    reward = getattr(base, "reward_function", None)
-    from hffm_env.envs.reward import REWARDS
-
-    named = next((n for n, f in REWARDS.items() if f is reward), None)
-    custom = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
-    settings = {"config": {k: v for k, v in to_dict(config).items() if k != "seed"},
-                "reward": named if named is not None else custom,
-                "reward_mode": getattr(base, "reward_mode", "")}
-    surrogate = getattr(base, "surrogate", None)
-    if surrogate is not None:  # which fit predicted the accuracy (the cache's wins)
-        settings["surrogate"] = surrogate.digest
-    return settings
 
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:

@@ -494,7 +494,6 @@ class AccuracySurrogate:
                              "it in train or cost fidelity")
 
     @classmethod
-    @float32_default()
     def fit(cls, episodes: Sequence[Sequence[RoundTrace]], tasks: Sequence[str], horizon: int,
             *, seed: int = 0, members: int = 4, hidden: int = 64, iterations: int = 3000,
             lr: float = 3e-3, weight_decay: float = 1e-4,
@@ -525,9 +524,10 @@ class AccuracySurrogate:
         mask = torch.as_tensor(np.isfinite(y), dtype=torch.float32)
         nets = []
         for k in range(members):
-            with torch.random.fork_rng(devices=[]):  # the caller's torch stream is untouched
-                torch.default_generator.manual_seed(seed * 1000 + k)  # (CPU only)
-                net = _MLP(x.shape[1], y.shape[1], hidden)
+            # (float32 nets whatever the caller's default dtype: the inputs are float32)
+            with torch.random.fork_rng(devices=[]), float32_default():
+                torch.default_generator.manual_seed(seed * 1000 + k)  # (CPU only; the
+                net = _MLP(x.shape[1], y.shape[1], hidden)            # caller's untouched)
             opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
             for _ in range(iterations):
                 opt.zero_grad()
