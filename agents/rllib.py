@@ -205,6 +205,7 @@ class MultiAgentHFFM(MultiAgentEnv):
               options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         """Reset the parallel env; every agent observes."""
         obs, infos = self.parallel.reset(seed=seed, options=options)
+        self.agents = list(self.parallel.agents)  # (the live ones: all, until the end)
         return self._flat(obs, infos), infos
 
     def step(
@@ -215,6 +216,7 @@ class MultiAgentHFFM(MultiAgentEnv):
             {a: np.asarray(v, dtype=np.int64) for a, v in actions.items()})
         terms["__all__"] = all(terms.values())
         truncs["__all__"] = all(truncs.values())
+        self.agents = list(self.parallel.agents)  # (none once the episode ended)
         return self._flat(obs, infos), rewards, terms, truncs, infos
 
     def close(self) -> None:

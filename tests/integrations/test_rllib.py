@@ -340,3 +340,21 @@ def test_the_env_factory_passes_every_env_setting_and_names_unknown_ones():
     # the adapter observes the flat mask of the full infos: a KeyError at the first reset
     with pytest.raises(ValueError, match="env_config info = 'numeric'"):
         MultiAgentHFFM({**config, "info": "numeric"})
+
+
+def test_the_multi_agent_env_lists_its_live_agents():
+    """RLlib reads `agents` as the agents still acting: it kept every agent after the
+    episode's end."""
+    _ray()
+    from hffm_env.agents.rllib import MultiAgentHFFM
+
+    multi = MultiAgentHFFM({"scenario": "small", "fidelity": "cost", "torch_threads": 1,
+                            "overrides": [*TINY_OVERRIDES, "env.episode_rounds=2"]})
+    multi.reset(seed=0)
+    assert multi.agents == multi.possible_agents
+    for _ in range(2):
+        assert multi.agents == multi.possible_agents
+        _, _, terms, _, _ = multi.step({a: multi.action_spaces[a].sample() for a in multi.agents})
+    assert terms["__all__"] and multi.agents == []
+    multi.reset(seed=1)
+    assert multi.agents == multi.possible_agents
