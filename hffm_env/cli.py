@@ -359,6 +359,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _bench_from_json(args)
     config = _scenario_from_args(args)  # fails early, with one line, on a bad scenario
     args.fidelity, args.device = args.fidelity or "train", args.device or "cpu"
+    targeted = [flag for flag, given in (
+        ("--target-accuracy", args.target_accuracy is not None),
+        ("--target-fraction", args.target_fraction is not None),
+        ("--against", args.against is not None)) if given]
+    if args.fidelity == "cost" and targeted:  # (kept: a JSON records its target for merges)
+        print(f"hffm bench: note: cost fidelity measures no accuracy, so no episode reaches a "
+              f"target: {', '.join(targeted)} compare nothing here (--fidelity train or "
+              "surrogate measures it)", file=sys.stderr)
     if args.surrogate is not None and args.fidelity != "surrogate":
         raise ConfigError(f"--surrogate {args.surrogate!r}: a fit serves --fidelity surrogate "
                           f"only (this bench runs {args.fidelity!r})")

@@ -385,6 +385,14 @@ def test_paper_cost_comparison_matches_the_prototype_star():
     assert record.energy_j[0] == pytest.approx(np.sum(0.8 * (0.1 + held_bits / 4e6)))
 
 
+def test_a_cost_fidelity_bench_notes_that_a_target_compares_nothing(capsys):
+    assert hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
+                      "never,star", "--seeds", "0", "--no-progress", "--target-accuracy",
+                      "0.3", "--against", "star", *sum((["--set", o] for o in TINY), [])]) == 0
+    assert ("cost fidelity measures no accuracy, so no episode reaches a target: "
+            "--target-accuracy, --against compare nothing here") in capsys.readouterr().err
+
+
 def test_bench_errors_are_one_line(capsys):
     assert hffm_main(["bench", "--scenario", "nope"]) == 2
     assert "known scenarios" in capsys.readouterr().err
