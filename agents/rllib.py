@@ -342,12 +342,24 @@ def rllib_config(args: common.TrainArgs) -> PPOConfig:
 
 
 def _log(writer: Any, result: dict[str, Any], step: int) -> None:
-    """Write one iteration's results under the SB3 path's TensorBoard names."""
+    """Write one iteration's results under the SB3 path's TensorBoard names. In a
+    multi-agent run ``rollout/ep_rew_mean`` is the team return, the cloud agent's (RLlib's
+    episode return sums every agent's: 5 times the team's on ``small``), and each agent's
+    own is ``rollout/ep_rew_mean/<agent>``."""
+    from hffm_env.envs.parallel import CLOUD
+
     runners = result.get("env_runners", {})
     names = {"episode_return_mean": "rollout/ep_rew_mean", "episode_len_mean":
              "rollout/ep_len_mean"}
-    for key, value in runners.items():
-        tag = names.get(key, key if key.startswith(("fl/", "reward_terms/")) else None)
+    per_agent = runners.get("agent_episode_returns_mean")
+    values = dict(runners)
+    if isinstance(per_agent, dict) and CLOUD in per_agent:  # (the multi-agent env's)
+        values["episode_return_mean"] = per_agent[CLOUD]
+        values.update({f"rollout/ep_rew_mean/{agent}": value
+                       for agent, value in per_agent.items()})
+    for key, value in values.items():
+        tag = names.get(key, key if key.startswith(("fl/", "reward_terms/", "rollout/"))
+                        else None)
         if tag is not None and isinstance(value, (int, float)) and np.isfinite(value):
             writer.add_scalar(tag, float(value), step)
     learner_names = {"policy_loss": "policy_loss", "vf_loss": "value_loss",

@@ -358,3 +358,30 @@ def test_the_multi_agent_env_lists_its_live_agents():
     assert terms["__all__"] and multi.agents == []
     multi.reset(seed=1)
     assert multi.agents == multi.possible_agents
+
+
+def test_the_logged_return_of_a_multi_agent_run_is_the_team_return():
+    """RLlib's episode return sums every agent's: the curve read 5 times the team return on
+    `small` (four edge agents and the cloud, each given the team reward)."""
+    _ray()
+    from hffm_env.agents.rllib import _log
+
+    class Writer:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, step):
+            self.scalars[tag] = value
+
+    team = -1.77
+    multi = {"env_runners": {"episode_return_mean": 5 * team, "agent_episode_returns_mean": {
+        **{f"edge_{c}": team for c in range(4)}, "cloud_0": team}}}
+    writer = Writer()
+    _log(writer, multi, 1)
+    assert writer.scalars["rollout/ep_rew_mean"] == team
+    assert writer.scalars["rollout/ep_rew_mean/edge_2"] == team
+    single = {"env_runners": {"episode_return_mean": team,
+                              "agent_episode_returns_mean": {"default_agent": team}}}
+    writer = Writer()
+    _log(writer, single, 1)
+    assert writer.scalars == {"rollout/ep_rew_mean": team}
