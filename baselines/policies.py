@@ -28,7 +28,15 @@ import numpy as np
 from hffm_env import jsonio
 from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.envs.action import RELAY_WAIT, per_module_type
-from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.fl.schedule import (
+    RelaySource,
+    Route,
+    Schedule,
+    SourceKind,
+    Tier,
+    choices,
+    is_member,
+)
 from hffm_env.seeding import check_training_seeds
 from hffm_env.values import is_finite_real, is_integer, shown
 from hffm_env.wrappers import PAPER_MENU, full_action
@@ -460,30 +468,32 @@ def _period(owner: str, name: str, value: Any) -> int:
     return int(value)
 
 
-def _periods(owner: str, name: str, values: Any) -> tuple[int, ...]:
-    """A non-empty collection of periods (:func:`_period`) as a tuple."""
+def _nonempty_tuple(owner: str, name: str, values: Any, what: str) -> tuple[Any, ...]:
+    """``values`` (a list, tuple or other iterable, not a string or mapping) as a non-empty
+    tuple, else ``ValueError`` naming it and ``what`` it must hold."""
     if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) \
             or not (found := tuple(values)):
         raise ValueError(f"{owner}: {name} = {shown(values)}: must be a non-empty tuple of "
-                         "integer periods >= 0 (0 is never)")
+                         f"{what}")
+    return found
+
+
+def _periods(owner: str, name: str, values: Any) -> tuple[int, ...]:
+    """A non-empty collection of periods (:func:`_period`) as a tuple."""
+    found = _nonempty_tuple(owner, name, values, "integer periods >= 0 (0 is never)")
     return tuple(_period(owner, f"{name}[{k}]", v) for k, v in enumerate(found))
 
 
 def _routes(owner: str, name: str, values: Any) -> tuple[Route, ...]:
-    """A non-empty collection of routes (:class:`Route` members or their integer values) as
-    a tuple of members."""
-    allowed = ", ".join(f"Route.{r.name} ({int(r)})" for r in Route)
-    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) \
-            or not (found := tuple(values)):
-        raise ValueError(f"{owner}: {name} = {shown(values)}: must be a non-empty tuple of "
-                         f"routes ({allowed})")
-    out = []
+    """A non-empty collection of routes (:class:`Route` members or their integer values,
+    :func:`~hffm_env.fl.schedule.is_member`) as a tuple of members."""
+    allowed = ", ".join(f"Route.{c}" for c in choices(Route))
+    found = _nonempty_tuple(owner, name, values, f"routes ({allowed})")
     for k, route in enumerate(found):
-        if not (is_integer(route) and int(route) in {int(r) for r in Route}):
+        if not is_member(route, Route):
             where = name if len(found) == 1 and name == "route" else f"{name}[{k}]"
             raise ValueError(f"{owner}: {where} = {shown(route)}: must be a route ({allowed})")
-        out.append(Route(int(route)))
-    return tuple(out)
+    return tuple(Route(int(route)) for route in found)
 
 
 def _per_type_periods(owner: str, name: str, value: Any,

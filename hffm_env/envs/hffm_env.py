@@ -23,7 +23,7 @@ from hffm_env.config import (
     resolve_scenario,
     split_module_id,
 )
-from hffm_env.devices import device_problem, float32_default, forked_after_torch_threads
+from hffm_env.devices import device_problem, forked_after_torch_threads
 from hffm_env.envs.action import ActionLayout, DecodeReport
 from hffm_env.envs.observation import Observation, ObservationInputs
 from hffm_env.envs.render import RENDER_METADATA, HumanWindow, RgbFrames
@@ -395,7 +395,6 @@ class HFFMEnv(gym.Env):
             torch.set_num_threads(threads_before)
             raise
 
-    @float32_default()
     def _build(self, fidelity: str, device: str, progress: bool, reward: str | Reward | None,
                reward_function: Reward, reward_mode: str) -> None:
         """The engine, the spaces and the reward's cost scale of ``self.config`` (the rest of
@@ -476,7 +475,6 @@ class HFFMEnv(gym.Env):
     # ----------------------------------------------------------------------------------------
     # Gymnasium API
 
-    @float32_default()
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -520,7 +518,6 @@ class HFFMEnv(gym.Env):
         self._show_human_frame()
         return obs, info
 
-    @float32_default()
     def step(
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float | np.ndarray, bool, bool, dict[str, Any]]:

@@ -11,7 +11,7 @@ import torch
 
 from hffm_env.config import FIDELITIES, ScenarioConfig, check_memory, require_config
 from hffm_env.data import build_federated_data
-from hffm_env.devices import float32_default, guard_forks
+from hffm_env.devices import float32_default
 from hffm_env.fl.engine import FederatedEngine
 from hffm_env.models import M3TModel, backbone_shape, build_model
 from hffm_env.seeding import RandomStreams
@@ -49,7 +49,6 @@ def build_engine(cfg: ScenarioConfig, fidelity: str = "train", *, device: str = 
     if not train:
         with one_torch_thread():
             return FederatedEngine(cfg, shapes, data, network, train=False, device=device)
-    guard_forks()  # real training runs OpenMP threads: a fork after it must not
     model = build_model(cfg.model, cfg.data, seed=cfg.seed, device=device, progress=progress)
     return FederatedEngine(cfg, model, data, network, train=True, device=device)
 

@@ -418,7 +418,8 @@ class FederatedEngine:
         available = torch.as_tensor(network.available, dtype=torch.bool, device=self.device)
         flags: list[str] = []
 
-        trained = available & self.trainable_tasks().any(dim=1)
+        serving = self.trainable_tasks()  # (holds change only with the relays, after)
+        trained = available & serving.any(dim=1)
         failed = torch.zeros_like(available)
         loss_per_device = np.full(self.num_devices, np.nan)
         loss_per_task = {t: float("nan") for t in self.tasks}
@@ -426,7 +427,7 @@ class FederatedEngine:
             losses, task_losses, failed = self.local_training(trained)
             trained_np = trained.cpu().numpy()
             loss_per_device = np.where(trained_np, losses, np.nan)
-            ran = self.trainable_tasks().cpu().numpy() & trained_np[:, None]
+            ran = serving.cpu().numpy() & trained_np[:, None]
             ran &= ~failed.cpu().numpy()[:, None]
             for k, task in enumerate(self.tasks):
                 if ran[:, k].any():
@@ -439,7 +440,7 @@ class FederatedEngine:
         # Plan (and record) every aggregation's transfers first, then move the values: the
         # plan depends only on who takes part and on the network, never on module values.
         table = network.new_table()
-        participating = self.takes_part(trained & ~failed)
+        participating = self.takes_part(trained & ~failed, serving)
         plan = plan_aggregations(table, schedule, network, self.scenario, self.inventory,
                                  self.module_bits, participating.cpu().numpy())
         outage: set[int] = set()
@@ -486,7 +487,8 @@ class FederatedEngine:
         :meth:`run_round` has them: :meth:`takes_part`), without training or changing any
         state (used for reward references and cost studies)."""
         self.validate_schedule(schedule)
-        would_train = self.takes_part(self.trainable_tasks().any(dim=1))  # (network: below)
+        serving = self.trainable_tasks()
+        would_train = self.takes_part(serving.any(dim=1), serving)  # (availability: below)
         return plan_price(schedule, self.network if network is None else network,
                           self.scenario, self.inventory, self.module_bits,
                           would_train.cpu().numpy(), with_compute=with_compute)
@@ -720,14 +722,16 @@ class FederatedEngine:
     # ----------------------------------------------------------------------------------------
     # evaluation and observation helpers
 
-    def takes_part(self, trained: torch.Tensor) -> torch.Tensor:
+    def takes_part(self, trained: torch.Tensor,
+                   serving: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, M)`` bool: who takes part in each module's aggregation this round, sending its
         copy and receiving the aggregate: the devices that ``trained`` (``(N,)``: available,
-        trained and not failed) and whose training read the module (:meth:`reads_modules`). A
+        trained and not failed) and whose training read the module (:meth:`reads_modules`;
+        ``serving``: :meth:`trainable_tasks`, when the caller has it already). A
         holder whose copy did not train (a task's prompt relayed before its head, so the task
         is not served yet) was averaged in with its full sample weight and pulled the trained
         copies back towards the initial ones; it takes part once it trains the module."""
-        reads = torch.as_tensor(self.reads_modules(), device=self.device)
+        reads = torch.as_tensor(self.reads_modules(serving), device=self.device)
         return self.holds & reads & trained.unsqueeze(1)
 
     def reads_modules(self, serving: torch.Tensor | None = None) -> np.ndarray:
