@@ -50,6 +50,7 @@ from hffm_env.wrappers import full_action
 __all__ = [
     "HELD_OUT_DESIGN_SEED",
     "MixedPeriodPolicy",
+    "relabel_unformed_pairs",
     "RESIDUAL_FOLDS",
     "cloud_every_round_schedules",
     "design",
@@ -190,6 +191,56 @@ def trace_episode(env: Any, policy: Policy, seed: int) -> list[RoundTrace]:
                                  float(np.mean(info["available"])), _targets(env, info)))
         done = terminated or truncated
     return rounds
+
+
+def relabel_unformed_pairs(episodes: list[dict[str, Any]], env: Any,
+                           design_seed: int = 0) -> dict[str, int]:
+    """Relabel, in place, the module types recorded as D2D gossip (``d2d_pairs``) in rounds
+    where no pair formed: until 2026-12-07 a module type's pair flag was labelled so even when
+    no device chose a partner (the ``mixed-*`` schedules choose none), and a fit learned
+    gossip from rounds in which nothing moved.
+
+    Each episode holding a ``d2d_pairs`` tier is played again in ``env`` (``cost`` fidelity
+    will do: the schedule only, no training) by the design policy of its name (drawn with
+    ``design_seed``, as :func:`design` draws them; a name given to several, as ``random``,
+    tries each) from ``reset(seed)``, and every ``d2d_pairs`` tier the replay decodes as
+    ``none`` is relabelled ``none``. The replay must reproduce every other tier, or the
+    episode is not this policy's: ``ValueError`` names it. Episodes without such a tier are
+    left as they are (agents', plans' and accuracy-driven policies' replays would differ).
+    Each relabelled episode records its ``(round, module type)`` pairs under
+    ``relabelled_pairs``. Returns the number relabelled per policy."""
+    def named(e: dict[str, Any]) -> bool:
+        return any(r.tiers and "d2d_pairs" in r.tiers.values() for r in e["rounds"][1:])
+
+    todo = [e for e in episodes if named(e)]
+    mixed = [int(n) for e in todo if (n := e["policy"].removeprefix("mixed-")).isdigit()]
+    randoms = sum(e["policy"] == "random" for e in todo)
+    factories = design(env.unwrapped.config.env.period_menu, max(mixed, default=-1) + 1,
+                       seed=design_seed, random_episodes=randoms)
+    factories += [_returning(policy) for policy in cloud_every_round_schedules()]
+    by_name: dict[str, list[Callable[[], Policy]]] = {}
+    for factory in factories:
+        by_name.setdefault(factory().name, []).append(factory)
+    counts: dict[str, int] = {}
+    for e in todo:
+        recorded = [r.tiers for r in e["rounds"][1:]]
+        for factory in by_name.get(e["policy"], []):
+            replayed = [r.tiers for r in trace_episode(env, factory(), int(e["seed"]))[1:]]
+            changed = [(k, m) for k, (old, new) in enumerate(zip(recorded, replayed), 1)
+                       for m in MODULE_TYPES if old[m] != new[m]]
+            if len(replayed) == len(recorded) and all(
+                    recorded[k - 1][m] == "d2d_pairs" and replayed[k - 1][m] == "none"
+                    for k, m in changed):
+                break
+        else:
+            raise ValueError(f"episode of {e['policy']!r} on seed {e['seed']}: no policy of "
+                             f"the design (seed {design_seed}) of that name replays its tiers")
+        if changed:
+            for k, m in changed:
+                e["rounds"][k].tiers[m] = "none"
+            e["relabelled_pairs"] = [*e.get("relabelled_pairs", []), *changed]
+            counts[e["policy"]] = counts.get(e["policy"], 0) + len(changed)
+    return counts
 
 
 def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> None:

@@ -611,3 +611,93 @@ def test_a_plan_or_agent_named_twice_is_refused_before_playing(tmp_path, capsys)
                      str(plan), "--out", str(tmp_path / "fit.pt")]) == 2
     assert f"--plan names {str(plan)!r} twice" in capsys.readouterr().err
     assert not (tmp_path / "fit.pt").exists()
+
+
+def _mislabelled_mixed_episode(env, seed: int = 4):
+    """A ``mixed-*`` design schedule with a pair flag (no partners: no pair forms) played in
+    ``env``, and its rounds relabelled as traces recorded before 2026-12-07 were: every flagged
+    module type not aggregated above is ``d2d_pairs``. Returns the episode, its true tiers
+    and how many were mislabelled."""
+    from hffm_env.baselines.calibrate import design, trace_episode
+
+    menu = env.unwrapped.config.env.period_menu
+    flagged = next(p for p in (f() for f in design(menu, 8, random_episodes=0, policies=()))
+                   if any(p.pairs.values()))
+    rounds = trace_episode(env, flagged, seed)
+    truth = [dict(r.tiers) for r in rounds[1:]]
+    mislabelled = 0
+    for r in rounds[1:]:
+        for m, on in flagged.pairs.items():
+            if on and r.tiers[m] == "none":
+                r.tiers[m], mislabelled = "d2d_pairs", mislabelled + 1
+    return {"policy": flagged.name, "seed": seed, "rounds": rounds}, truth, mislabelled
+
+
+def test_gossip_rounds_without_a_pair_are_relabelled_by_replaying_the_schedule():
+    """Until 2026-12-07 a pair flag with no partner was recorded as D2D gossip; the shipped
+    fit learned gossip from rounds in which nothing moved. A replay relabels exactly those
+    tiers, leaves formed pairs and other episodes alone, and refuses an episode it cannot
+    reproduce."""
+    from hffm_env.baselines.calibrate import relabel_unformed_pairs, trace_episode
+    from hffm_env.baselines.policies import make_policy
+    from hffm_env.testing import make_tiny_env
+
+    env = make_tiny_env(extra=["env.episode_rounds=6"])
+    episode, truth, mislabelled = _mislabelled_mixed_episode(env)
+    assert mislabelled > 0
+    other = {"policy": "random", "seed": 4, "rounds": trace_episode(env, make_policy("random"), 4)}
+    before = [dict(r.tiers) for r in other["rounds"][1:]]
+    assert relabel_unformed_pairs([episode, other], env) == {episode["policy"]: mislabelled}
+    assert [r.tiers for r in episode["rounds"][1:]] == truth
+    assert len(episode["relabelled_pairs"]) == mislabelled and "relabelled_pairs" not in other
+    assert [r.tiers for r in other["rounds"][1:]] == before
+    assert relabel_unformed_pairs([episode, other], env) == {}  # a rerun changes nothing
+
+    tampered, _, _ = _mislabelled_mixed_episode(env)
+    last = tampered["rounds"][-1].tiers
+    last["encoder"] = "edge" if last["encoder"] != "edge" else "cloud"
+    with pytest.raises(ValueError, match=rf"episode of '{tampered['policy']}' on seed 4: no "
+                                         "policy of the design"):
+        relabel_unformed_pairs([tampered], env)
+    env.close()
+
+
+def test_the_committed_traces_hold_no_gossip_round_without_a_pair():
+    """The calibration and held-out traces were relabelled (benchmarks/relabel_traces.py): a
+    ``mixed-*`` schedule chooses no partners, so none of its rounds is D2D gossip."""
+    folder = Path(__file__).resolve().parents[1] / "docs/results/surrogate"
+    relabelled = 0
+    for path in sorted(folder.glob("*.json.gz")):
+        for e in read_traces(path):
+            if e["policy"].startswith("mixed-"):
+                assert not any("d2d_pairs" in r.tiers.values() for r in e["rounds"][1:]), path
+            relabelled += len(e.get("relabelled_pairs", []))
+    assert relabelled == 578  # 416 tiers of 280 calibration rounds, 162 of 114 held-out ones
+
+
+def test_relabel_traces_rewrites_a_file_only_when_it_relabels(benchmark_script, tmp_path,
+                                                              capsys):
+    from hffm_env.baselines.calibrate import write_traces
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import traces_key
+    from hffm_env.testing import make_tiny_env
+
+    script = benchmark_script("relabel_traces")
+    settings = [*SETTINGS, "--set", "env.episode_rounds=6"]
+    env = make_tiny_env(extra=["env.episode_rounds=6"])
+    episode, truth, mislabelled = _mislabelled_mixed_episode(env)
+    env.close()
+    key = traces_key(load_scenario("small", overrides=[*OVERRIDES, "env.episode_rounds=6"]))
+    path = tmp_path / "t.json.gz"
+    write_traces(path, [episode], key)
+    assert script.main(["--scenario", "small", *settings, str(path)]) == 0
+    assert f"{mislabelled} tiers relabelled d2d_pairs -> none; {episode['policy']}" in \
+        capsys.readouterr().out
+    (read,) = read_traces(path)
+    assert [r.tiers for r in read["rounds"][1:]] == truth
+    written = path.read_bytes()
+    assert script.main(["--scenario", "small", *settings, str(path)]) == 0
+    assert path.read_bytes() == written  # nothing to relabel: not rewritten
+    with pytest.raises(SystemExit):  # traces of another config
+        script.main(["--scenario", "small", *SETTINGS, str(path)])
+    assert "traces of another config" in capsys.readouterr().err

@@ -453,18 +453,20 @@ def test_a_renamed_variant_of_a_shorter_horizon_finds_the_shipped_fit():
 
 
 def test_a_renamed_fit_that_does_not_say_its_config_warns(tmp_path):
-    """A copy of a shipped fit (which records no config_key) under another name was used for
-    any config without a word; under its own name (surrogate-<key>.pt) it is checked."""
-    import shutil
+    """A copy of a fit that records no config_key (as the shipped fit did until 2026-12-07)
+    under another name was used for any config without a word; under its own name
+    (surrogate-<key>.pt) it is checked."""
     import warnings
 
     from hffm_env.config import load_scenario
-    from hffm_env.fl.surrogate import SurrogateMismatch, find_surrogate
+    from hffm_env.fl.surrogate import AccuracySurrogate, SurrogateMismatch, find_surrogate
 
     small = load_scenario("small")
     shipped = find_surrogate(small).path
+    unsaid = AccuracySurrogate.load(shipped)
+    unsaid.meta.pop("config_key", None)
     copy = tmp_path / "mine.pt"
-    shutil.copy(shipped, copy)
+    unsaid.save(copy)
     with pytest.warns(SurrogateMismatch, match="does not say which configuration"):
         find_surrogate(load_scenario("small", overrides=["seed=7"]), copy)
     with warnings.catch_warnings():
