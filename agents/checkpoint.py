@@ -137,6 +137,9 @@ ENGINES = ("sb3", "rllib")
 
 _MAX_HIDDEN_SIZE = 1 << 16  # a layer wider than this is a typo in agent.json, not a network
 _MAX_TIMESTEPS = 2**63 - 1  # stable-baselines3 and the logs count timesteps in int64
+SB3_CLIP_RANGE = 0.2
+"""stable-baselines3 PPO's default clip range: loading takes it for an ``agent.json`` that
+names none."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,8 @@ class AgentInfo:
     """The plain-data description of a saved agent (``agent.json``)."""
 
     algo: str
-    clip_range: float = 0.2
+    # PPO's clip range; None: the model's (save_agent records it), SB3_CLIP_RANGE when loaded
+    clip_range: float | None = None
     num_timesteps: int = 0
     scenario: str = ""
     fidelity: str = ""  # of its latest training steps ("train" once fine-tuned)
@@ -193,8 +197,9 @@ class AgentInfo:
         if not (number(self.num_timesteps) and int(self.num_timesteps) == self.num_timesteps
                 and 0 <= self.num_timesteps <= _MAX_TIMESTEPS):
             refuse("num_timesteps", f"an integer in 0..{_MAX_TIMESTEPS}")
-        if not (number(self.clip_range) and self.clip_range > 0):
-            refuse("clip_range", "a number > 0 (PPO's clip range)")
+        if self.clip_range is not None and not (number(self.clip_range)
+                                                and self.clip_range > 0):
+            refuse("clip_range", "a number > 0 (PPO's clip range) or null (the model's)")
         if not isinstance(self.multi_agent, bool):
             refuse("multi_agent", "true or false")
         if self.multi_agent and self.engine != "rllib":
@@ -565,8 +570,7 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
         info = replace(info, num_timesteps=trained)
     clip = getattr(model, "clip_range", None)  # (SB3 keeps PPO's as a schedule of progress)
     if callable(clip) and is_finite_real(used := clip(1.0)):
-        default = AgentInfo.__dataclass_fields__["clip_range"].default
-        if info.clip_range == default:  # left at the default: the model's (loading sets it)
+        if info.clip_range is None:  # not said: the model's (loading sets it)
             info = replace(info, clip_range=float(used))
         elif not math.isclose(info.clip_range, float(used)):
             raise AgentFileError(f"save_agent: info.clip_range = {info.clip_range!r}, but the "
@@ -801,7 +805,9 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
         policy = ActorCriticPolicy
     custom = dict.fromkeys(_REPLACED_ENTRIES)
     custom.update(policy_class=policy, observation_space=observation_space,
-                  action_space=action_space, clip_range=agent.info.clip_range,
+                  action_space=action_space,
+                  clip_range=SB3_CLIP_RANGE if agent.info.clip_range is None
+                  else agent.info.clip_range,
                   **(settings or {}))
     try:
         model = cls.load(agent.model_path, env=env, device=device, custom_objects=custom)

@@ -101,6 +101,8 @@ __all__ = [
 CHECKPOINT_DIR = "rllib"
 HIDDEN_SIZES = (64, 64)
 """The policy's and the value function's hidden layers (stable-baselines3's MlpPolicy)."""
+CLIP_PARAM = 0.2
+"""PPO's clip range (stable-baselines3's default; agent.json records it)."""
 ENV_NAME = "hffm_rllib"
 EDGE_MODULE, CLOUD_MODULE = "edge", "cloud"
 
@@ -317,7 +319,7 @@ def rllib_config(args: common.TrainArgs) -> PPOConfig:
         # a minibatch is at most a rollout, as in the sb3 engine (RLlib refuses more)
         .training(train_batch_size_per_learner=rollout,
                   minibatch_size=min(args.batch_size, rollout), num_epochs=10,
-                  lr=_learning_rate(args), gamma=0.99, lambda_=0.95, clip_param=0.2,
+                  lr=_learning_rate(args), gamma=0.99, lambda_=0.95, clip_param=CLIP_PARAM,
                   vf_loss_coeff=0.5, entropy_coeff=args.ent_coef, grad_clip=0.5, use_kl_loss=False,
                   vf_clip_param=float("inf"))
         .callbacks(_FLMetrics)
@@ -489,7 +491,7 @@ def train_rllib(args: common.TrainArgs) -> float:
         this_process = provenance()  # in every agent folder it saves (trained_by)
 
         def save(where: Path) -> None:
-            info = AgentInfo(algo=args.algo, num_timesteps=int(steps),
+            info = AgentInfo(algo=args.algo, clip_range=CLIP_PARAM, num_timesteps=int(steps),
                              scenario=cast(str, args.scenario),  # TrainArgs names the preset
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              engine="rllib", multi_agent=bool(args.multi_agent),

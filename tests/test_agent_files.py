@@ -1092,6 +1092,10 @@ def test_save_agent_records_the_models_own_clip_range(tmp_path):
     assert load_model(saved, env.observation_space, env.action_space).clip_range(1.0) == 0.05
     with pytest.raises(AgentFileError, match=r"info.clip_range = 0.1, but the model's is 0.05"):
         save_agent(tmp_path / "b", model, replace(info, clip_range=0.1))
+    # an explicit 0.2 is a claim too (it was taken for "not said" and replaced by 0.05)
+    with pytest.raises(AgentFileError, match=r"info.clip_range = 0.2, but the model's is 0.05"):
+        save_agent(tmp_path / "c", model, replace(info, clip_range=0.2))
+    assert not (tmp_path / "c").exists()
 
 
 def test_an_agent_that_does_not_say_what_it_was_trained_on_warns_once(tmp_path, capsys):
