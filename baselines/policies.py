@@ -219,6 +219,7 @@ class FixedGridPolicy(PeriodicPolicy):
         self.search_seeds = tuple(int(s) for s in search_seeds)
         self.search_results: dict[str, float] = {}
         self._searched_for: str | None = None
+        self._searched_reward: Any = None  # the reward callable searched under (by identity)
 
     @property
     def fingerprint(self) -> str:
@@ -230,8 +231,10 @@ class FixedGridPolicy(PeriodicPolicy):
     def fitted_for(self, env: Any) -> bool:
         """Whether :meth:`fit` ran for what this env's episodes are played under: its config,
         fidelity, reward, reward mode and surrogate fit (a search under the cost fidelity's
-        returns is no answer under the surrogate's)."""
-        return self._searched_for == self._search_key(env)
+        returns is no answer under the surrogate's). A custom reward is the very callable
+        searched under: two lambdas share a name, not their returns."""
+        return (self._searched_for == self._search_key(env)
+                and getattr(env.unwrapped, "reward_function", None) is self._searched_reward)
 
     @staticmethod
     def _search_key(env: Any) -> str:
@@ -258,6 +261,7 @@ class FixedGridPolicy(PeriodicPolicy):
         assert best is not None
         _, self.edge_period, self.cloud_period, self.route = best
         self._searched_for = self._search_key(env)
+        self._searched_reward = getattr(env.unwrapped, "reward_function", None)
 
     def _grid_on(self, menu: Sequence[int]) -> list[tuple[int, int, Route]]:
         """The grid points whose periods are both on ``menu`` (a custom ``env.period_menu``

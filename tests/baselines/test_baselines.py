@@ -1227,6 +1227,20 @@ def test_fixed_grid_searches_again_under_another_fidelity_or_reward():
                                                extra=["env.target_accuracy=0.3"]))
 
 
+def test_fixed_grid_searches_again_under_another_custom_reward_of_the_same_name():
+    """Its search key named a custom reward by module and qualname: a search under one lambda
+    was taken for another's."""
+    def rewards():  # two callables of one module and qualname
+        return [lambda inputs, cost_range, weights: 0.0, lambda inputs, cost_range, weights: 1.0]
+
+    first, second = rewards()
+    policy = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2,), routes=(Route.DIRECT,))
+    env = make_tiny_env(reward=first)
+    policy.fit(env, lambda env, candidate, seed: 0.0)
+    assert policy.fitted_for(env) and policy.fitted_for(make_tiny_env(reward=first))
+    assert not policy.fitted_for(make_tiny_env(reward=second))
+
+
 def test_bench_leaves_the_surrogate_warning_filter_as_it_was():
     """``warnings.simplefilter("ignore", SurrogateMismatch)`` outlived `hffm bench`: a
     notebook that called main() saw no later mismatch."""
