@@ -51,6 +51,7 @@ __all__ = [
     "HELD_OUT_DESIGN_SEED",
     "MixedPeriodPolicy",
     "relabel_unformed_pairs",
+    "traces_provenance",
     "RESIDUAL_FOLDS",
     "cloud_every_round_schedules",
     "design",
@@ -195,46 +196,61 @@ def trace_episode(env: Any, policy: Policy, seed: int) -> list[RoundTrace]:
 
 def relabel_unformed_pairs(episodes: list[dict[str, Any]], env: Any,
                            design_seed: int = 0) -> dict[str, int]:
-    """Relabel, in place, the module types recorded as D2D gossip (``d2d_pairs``) in rounds
-    where no pair formed: until 2026-12-07 a module type's pair flag was labelled so even when
-    no device chose a partner (the ``mixed-*`` schedules choose none), and a fit learned
-    gossip from rounds in which nothing moved.
+    """Relabel the module types recorded as D2D gossip (``d2d_pairs``) in rounds where no
+    pair formed: until 2026-12-07 a module type's pair flag was labelled so even when no
+    device chose a partner (the ``mixed-*`` schedules choose none), and a fit learned gossip
+    from rounds in which nothing moved.
 
     Each episode holding a ``d2d_pairs`` tier is played again in ``env`` (``cost`` fidelity
     will do: the schedule only, no training) by the design policy of its name (drawn with
     ``design_seed``, as :func:`design` draws them; a name given to several, as ``random``,
     tries each) from ``reset(seed)``, and every ``d2d_pairs`` tier the replay decodes as
-    ``none`` is relabelled ``none``. The replay must reproduce every other tier, or the
-    episode is not this policy's: ``ValueError`` names it. Episodes without such a tier are
-    left as they are (agents', plans' and accuracy-driven policies' replays would differ).
-    Each relabelled episode records its ``(round, module type)`` pairs under
-    ``relabelled_pairs``. Returns the number relabelled per policy."""
+    ``none`` is relabelled ``none``. The replay must reproduce every other tier and every
+    round's availability, or the episode is not this policy's: ``ValueError`` names it, as it
+    names an episode of a policy outside the design (an agent's or a plan's: it cannot be
+    replayed here), and then nothing is changed. Episodes without such a tier are left as
+    they are (accuracy-driven policies' replays would differ). Each relabelled episode, in
+    place, records its ``(round, module type)`` pairs under ``relabelled_pairs``. Returns
+    the number relabelled per policy."""
     def named(e: dict[str, Any]) -> bool:
         return any(r.tiers and "d2d_pairs" in r.tiers.values() for r in e["rounds"][1:])
 
     todo = [e for e in episodes if named(e)]
     mixed = [int(n) for e in todo if (n := e["policy"].removeprefix("mixed-")).isdigit()]
-    randoms = sum(e["policy"] == "random" for e in todo)
+    # the k-th random episode of a seed is _NthRandom(k) (before 2026-12-06 each replayed
+    # the first: every k is tried)
+    randoms = [e["seed"] for e in episodes if e["policy"] == "random"]
     factories = design(env.unwrapped.config.env.period_menu, max(mixed, default=-1) + 1,
-                       seed=design_seed, random_episodes=randoms)
+                       seed=design_seed,
+                       random_episodes=max((randoms.count(s) for s in randoms), default=0))
     factories += [_returning(policy) for policy in cloud_every_round_schedules()]
     by_name: dict[str, list[Callable[[], Policy]]] = {}
     for factory in factories:
         by_name.setdefault(factory().name, []).append(factory)
-    counts: dict[str, int] = {}
+    relabels: list[tuple[dict[str, Any], list[tuple[int, str]]]] = []
     for e in todo:
-        recorded = [r.tiers for r in e["rounds"][1:]]
-        for factory in by_name.get(e["policy"], []):
-            replayed = [r.tiers for r in trace_episode(env, factory(), int(e["seed"]))[1:]]
+        where = f"episode of {e['policy']!r} on seed {e['seed']}"
+        if e["policy"] not in by_name:
+            raise ValueError(f"{where}: not a policy of the calibration design (an agent's or "
+                             "a plan's episode cannot be replayed here; record it again)")
+        recorded = e["rounds"][1:]
+        for factory in by_name[e["policy"]]:
+            replayed = trace_episode(env, factory(), int(e["seed"]))[1:]
+            if len(replayed) != len(recorded) or any(
+                    old.available_fraction != new.available_fraction
+                    for old, new in zip(recorded, replayed)):
+                continue
             changed = [(k, m) for k, (old, new) in enumerate(zip(recorded, replayed), 1)
-                       for m in MODULE_TYPES if old[m] != new[m]]
-            if len(replayed) == len(recorded) and all(
-                    recorded[k - 1][m] == "d2d_pairs" and replayed[k - 1][m] == "none"
-                    for k, m in changed):
+                       for m in MODULE_TYPES if old.tiers[m] != new.tiers[m]]
+            if all(recorded[k - 1].tiers[m] == "d2d_pairs" and replayed[k - 1].tiers[m] == "none"
+                   for k, m in changed):
+                relabels.append((e, changed))
                 break
         else:
-            raise ValueError(f"episode of {e['policy']!r} on seed {e['seed']}: no policy of "
-                             f"the design (seed {design_seed}) of that name replays its tiers")
+            raise ValueError(f"{where}: no policy of the design (seed {design_seed}) of that "
+                             "name replays its tiers and availability")
+    counts: dict[str, int] = {}
+    for e, changed in relabels:  # (all replayed first: a refusal changes nothing)
         if changed:
             for k, m in changed:
                 e["rounds"][k].tiers[m] = "none"
@@ -243,12 +259,15 @@ def relabel_unformed_pairs(episodes: list[dict[str, Any]], env: Any,
     return counts
 
 
-def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str) -> None:
+def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str,
+                 earlier: Sequence[Any] = ()) -> None:
     """``episodes``: dicts with ``policy``, ``seed`` and ``rounds`` (lists of RoundTrace),
     recorded on a config whose :func:`~hffm_env.fl.surrogate.traces_key` is ``key``; JSON,
     gzip-compressed when ``path`` ends in ``.gz``; the file records the writer's
-    :func:`~hffm_env.provenance.provenance`."""
-    data = jsonio.dumps(indent=None, value={"traces_key": key, "provenance": provenance(),
+    :func:`~hffm_env.provenance.provenance`, after the ``earlier`` records of a file
+    rewritten (:func:`traces_provenance`; then a list, oldest first)."""
+    record = [*earlier, provenance()] if earlier else provenance()
+    data = jsonio.dumps(indent=None, value={"traces_key": key, "provenance": record,
                                             "episodes": [
         {**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]})
     path = Path(path)
@@ -323,6 +342,17 @@ def read_traces(path: str | Path, key: str | None = None,
     if not read or not all(e["rounds"] for e in read):
         raise ValueError(f"{path}: holds no episodes, or an episode without rounds")
     return read
+
+
+def traces_provenance(path: str | Path) -> list[Any]:
+    """The provenance records of a traces file read by :func:`read_traces`, oldest first:
+    ``[None]`` for a file that records none (written before traces carried it), so that a
+    rewrite (:func:`write_traces` with ``earlier``) does not pass for the recording."""
+    path = Path(path)
+    raw = path.read_bytes()
+    data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+    found = data.get("provenance") if isinstance(data, dict) else None
+    return list(found) if isinstance(found, list) else [found]
 
 
 RESIDUAL_FOLDS = 4

@@ -16,7 +16,11 @@ left untouched, so a rerun changes nothing.
         --held-out docs/results/surrogate/heldout_small.json.gz
 
 ``--held-out`` files were played with the held-out design seed
-(``benchmarks/surrogate_error.py``'s mixed schedules), the others with calibration's (0).
+(``benchmarks/surrogate_error.py``'s mixed schedules), the others with ``--design-seed``
+(calibration's, 0 by default). Every file is read and replayed before any is written: one
+that cannot be relabelled (another config's, or an agent's or a plan's episode holding a
+``d2d_pairs`` tier: it cannot be replayed here) changes none. A rewritten file keeps the
+provenance it had (``null`` if none) before the script's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import sys
 
 from _output import add_overrides_option, help_texts
 
+from hffm_env import arguments
+
 
 def main(argv: list[str] | None = None) -> int:
     """Relabel the files named; print what changed per file and policy."""
@@ -33,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("traces", nargs="*", help="trace files of calibration's design")
     parser.add_argument("--held-out", nargs="+", default=[], metavar="FILE",
                         help="trace files of benchmarks/surrogate_error.py's held-out design")
+    parser.add_argument("--design-seed", type=arguments.non_negative_int, default=0,
+                        help="the design seed the positional files were recorded with "
+                        "(hffm calibrate --design-seed; default 0)")
     parser.add_argument("--scenario", default="small", help="the scenario they were recorded on")
     add_overrides_option(parser)
     args = parser.parse_args(argv)
@@ -46,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         HELD_OUT_DESIGN_SEED,
         read_traces,
         relabel_unformed_pairs,
+        traces_provenance,
         write_traces,
     )
     from hffm_env.config import ConfigError, load_scenario
@@ -55,23 +65,35 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_scenario(args.scenario, overrides=args.overrides)
     except ConfigError as error:
         parser.error(str(error))
+    key = traces_key(cfg)
+    files = [(p, args.design_seed) for p in args.traces] + [
+        (p, HELD_OUT_DESIGN_SEED) for p in args.held_out]
+    # every file read and replayed before any is written: a bad one changes none
+    relabelled = []
     env = gym.make(ENV_ID, scenario=cfg, fidelity="cost")
     try:
-        files = [(p, 0) for p in args.traces] + [(p, HELD_OUT_DESIGN_SEED) for p in args.held_out]
         for path, design_seed in files:
             try:
-                episodes = read_traces(path, traces_key(cfg), cfg.data.tasks)
+                episodes = read_traces(path, key, cfg.data.tasks)
+            except ValueError as error:
+                parser.error(str(error))  # (it names the file)
+            try:
                 counts = relabel_unformed_pairs(episodes, env, design_seed=design_seed)
             except ValueError as error:
                 parser.error(f"{path}: {error}")
-            if counts:
-                write_traces(path, episodes, traces_key(cfg))
-            print(f"{path}: {sum(counts.values())} tiers relabelled d2d_pairs -> none"
-                  + "".join(f"; {p} {n}" for p, n in sorted(counts.items())))
+            relabelled.append((path, episodes, counts))
     finally:
         env.close()
+    for path, episodes, counts in relabelled:
+        if counts:  # (a file with nothing to relabel is left as it is)
+            try:
+                write_traces(path, episodes, key, earlier=traces_provenance(path))
+            except OSError as error:
+                parser.error(f"{path}: cannot be written ({error.strerror})")
+        print(f"{path}: {sum(counts.values())} tiers relabelled d2d_pairs -> none"
+              + "".join(f"; {p} {n}" for p, n in sorted(counts.items())))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(arguments.run_command(main, "relabel_traces.py"))

@@ -640,6 +640,7 @@ def test_gossip_rounds_without_a_pair_are_relabelled_by_replaying_the_schedule()
     reproduce."""
     from hffm_env.baselines.calibrate import relabel_unformed_pairs, trace_episode
     from hffm_env.baselines.policies import make_policy
+    from hffm_env.fl.surrogate import RoundTrace
     from hffm_env.testing import make_tiny_env
 
     env = make_tiny_env(extra=["env.episode_rounds=6"])
@@ -653,18 +654,45 @@ def test_gossip_rounds_without_a_pair_are_relabelled_by_replaying_the_schedule()
     assert [r.tiers for r in other["rounds"][1:]] == before
     assert relabel_unformed_pairs([episode, other], env) == {}  # a rerun changes nothing
 
+    # the k-th random episode of a seed replays as _NthRandom(k), whichever hold gossip
+    from hffm_env.baselines.calibrate import design as drawn
+
+    second = next(f for f in drawn((1, 2, 4, 8, 0), 0, random_episodes=2, policies=())
+                  if f().k == 1)()
+    later = {"policy": "random", "seed": 4, "rounds": trace_episode(env, second, 4)}
+    # the seed's first random episode holds no gossip (not replayed), its second does: the
+    # second is k = 1 all the same (counted over every episode, not those replayed)
+    first = {**other, "rounds": [RoundTrace(r.tiers and {m: "none" if t == "d2d_pairs" else t
+                                                          for m, t in r.tiers.items()},
+                                            r.available_fraction, r.targets)
+                                 for r in other["rounds"]]}
+    assert any("d2d_pairs" in r.tiers.values() for r in later["rounds"][1:])
+    assert relabel_unformed_pairs([first, later], env) == {}
+
     tampered, _, _ = _mislabelled_mixed_episode(env)
     last = tampered["rounds"][-1].tiers
     last["encoder"] = "edge" if last["encoder"] != "edge" else "cloud"
+    untouched, _, _ = _mislabelled_mixed_episode(env)
     with pytest.raises(ValueError, match=rf"episode of '{tampered['policy']}' on seed 4: no "
                                          "policy of the design"):
-        relabel_unformed_pairs([tampered], env)
+        relabel_unformed_pairs([untouched, tampered], env)
+    assert "relabelled_pairs" not in untouched  # a refusal changes nothing
+    moved, _, _ = _mislabelled_mixed_episode(env)
+    moved["rounds"][1].available_fraction = 0.5  # not this seed's network
+    with pytest.raises(ValueError, match="replays its tiers and availability"):
+        relabel_unformed_pairs([moved], env)
+    agent = {**untouched, "policy": "agent:mine"}
+    with pytest.raises(ValueError, match="'agent:mine' on seed 4: not a policy of the "
+                                         "calibration design"):
+        relabel_unformed_pairs([agent], env)
     env.close()
 
 
 def test_the_committed_traces_hold_no_gossip_round_without_a_pair():
     """The calibration and held-out traces were relabelled (benchmarks/relabel_traces.py): a
-    ``mixed-*`` schedule chooses no partners, so none of its rounds is D2D gossip."""
+    ``mixed-*`` schedule chooses no partners, so none of its rounds is D2D gossip. (The
+    three-cluster layout's, in small-3-clusters/, are kept as its agents were trained on
+    them: docs/experiment_log.md.)"""
     folder = Path(__file__).resolve().parents[1] / "docs/results/surrogate"
     relabelled = 0
     for path in sorted(folder.glob("*.json.gz")):
@@ -676,8 +704,8 @@ def test_the_committed_traces_hold_no_gossip_round_without_a_pair():
 
 
 def test_relabel_traces_rewrites_a_file_only_when_it_relabels(benchmark_script, tmp_path,
-                                                              capsys):
-    from hffm_env.baselines.calibrate import write_traces
+                                                              capsys, monkeypatch):
+    import hffm_env.baselines.calibrate as calibrate
     from hffm_env.config import load_scenario
     from hffm_env.fl.surrogate import traces_key
     from hffm_env.testing import make_tiny_env
@@ -688,16 +716,29 @@ def test_relabel_traces_rewrites_a_file_only_when_it_relabels(benchmark_script, 
     episode, truth, mislabelled = _mislabelled_mixed_episode(env)
     env.close()
     key = traces_key(load_scenario("small", overrides=[*OVERRIDES, "env.episode_rounds=6"]))
-    path = tmp_path / "t.json.gz"
-    write_traces(path, [episode], key)
+    path, held_out = tmp_path / "t.json.gz", tmp_path / "h.json.gz"
+    calibrate.write_traces(path, [episode], key)
+    recorded = calibrate.traces_provenance(path)
+    calibrate.write_traces(held_out, [episode], key)  # (the calibration design's schedule)
+    written, write = [], calibrate.write_traces
+    monkeypatch.setattr(calibrate, "write_traces",
+                        lambda p, *a, **k: written.append(p) or write(p, *a, **k))
+    # one that cannot be relabelled (the held-out design has no such mixed schedule): none
+    # is written
+    with pytest.raises(SystemExit):
+        script.main(["--scenario", "small", *settings, str(path), "--held-out", str(held_out)])
+    assert f"{held_out}: episode of '{episode['policy']}'" in capsys.readouterr().err
+    assert written == []
     assert script.main(["--scenario", "small", *settings, str(path)]) == 0
     assert f"{mislabelled} tiers relabelled d2d_pairs -> none; {episode['policy']}" in \
         capsys.readouterr().out
-    (read,) = read_traces(path)
+    (read,) = calibrate.read_traces(path)
     assert [r.tiers for r in read["rounds"][1:]] == truth
-    written = path.read_bytes()
+    assert written == [str(path)]
+    history = calibrate.traces_provenance(path)  # the recording's, then the relabelling's
+    assert history[:-1] == recorded and len(history) == 2
     assert script.main(["--scenario", "small", *settings, str(path)]) == 0
-    assert path.read_bytes() == written  # nothing to relabel: not rewritten
+    assert written == [str(path)]  # nothing to relabel: not rewritten
     with pytest.raises(SystemExit):  # traces of another config
         script.main(["--scenario", "small", *SETTINGS, str(path)])
     assert "traces of another config" in capsys.readouterr().err
