@@ -537,6 +537,7 @@ class HFFMEnv(gym.Env):
         terminated, end = self._episode_end()
         if terminated:  # a budget's end too (the horizon's is measured)
             result = self._measure_in_full(result)
+        self._keep(result)
         terms = self._reward_terms(result, last_round=terminated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
         self._played_round = self._network_view()  # before the next round is drawn
@@ -662,8 +663,8 @@ class HFFMEnv(gym.Env):
     # the pieces of step, in the order step calls them
 
     def _simulate(self, schedule: Schedule) -> RoundResult:
-        """Play the round: train (or predict) and price it, advance the period clock and the
-        episode's totals, and keep what the observation reads."""
+        """Play the round: train (or predict) and price it, and advance the period clock and
+        the episode's totals."""
         full = self._full_evaluation_due()
         result = self.engine.run_round(schedule, full_evaluation=full)
         if self._surrogate_rounds is not None:
@@ -676,12 +677,7 @@ class HFFMEnv(gym.Env):
         self.rounds_done += 1
         self.cumulative_latency_s += result.cost.latency_s
         self.cumulative_energy_j += result.cost.energy_j
-        self._last_result = result
         self._last_schedule = schedule
-        self._loss = result.loss_per_task
-        if self.engine.train or self.surrogate is not None:
-            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
-            self._accuracy_held_out = result.accuracy_held_out
         self._history.append({
             "round": self.rounds_done,
             "accuracy": result.accuracy.get("mean", float("nan")),
@@ -703,7 +699,7 @@ class HFFMEnv(gym.Env):
     def _measure_in_full(self, result: RoundResult) -> RoundResult:
         """The round just played with its local and held-out accuracy measured, if the
         evaluation budget skipped them (an episode ended by the energy budget; the horizon's
-        last round is always measured)."""
+        last round is always measured); the env's state is not changed."""
         if not (self.engine.train or self._surrogate_rounds is not None) \
                 or math.isfinite(result.accuracy_local["mean"]):
             return result
@@ -711,14 +707,19 @@ class HFFMEnv(gym.Env):
                   else self._surrogate_rounds.prediction)
         if scores is None:  # a surrogate episode predicts from its reset on
             raise RuntimeError("a surrogate round was played without a prediction")
-        result = dataclasses.replace(
+        return dataclasses.replace(
             result, accuracy_local=scores.accuracy_local,
             accuracy_held_out=scores.accuracy_held_out,
             accuracy_local_per_device=scores.accuracy_local_per_device)
+
+    def _keep(self, result: RoundResult) -> None:
+        """Keep what the observation and ``last_result`` read of the round just played (its
+        accuracies only where they were measured or predicted: cost fidelity keeps NaN)."""
         self._last_result = result
-        self._accuracy_local = scores.accuracy_local
-        self._accuracy_held_out = scores.accuracy_held_out
-        return result
+        self._loss = result.loss_per_task
+        if self.engine.train or self.surrogate is not None:
+            self._accuracy, self._accuracy_local = result.accuracy, result.accuracy_local
+            self._accuracy_held_out = result.accuracy_held_out
 
     def _reward_terms(self, result: RoundResult, last_round: bool) -> dict[str, float]:
         """The reward function's terms for the round just played; remembers the score and
