@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -240,9 +240,11 @@ def relabel_unformed_pairs(episodes: list[dict[str, Any]], env: Any,
                     old.available_fraction != new.available_fraction
                     for old, new in zip(recorded, replayed)):
                 continue
-            changed = [(k, m) for k, (old, new) in enumerate(zip(recorded, replayed), 1)
-                       for m in MODULE_TYPES if old.tiers[m] != new.tiers[m]]
-            if all(recorded[k - 1].tiers[m] == "d2d_pairs" and replayed[k - 1].tiers[m] == "none"
+            # (a played round's tiers name every module type: read_traces checks it)
+            was, now = ([r.tiers or {} for r in rounds] for rounds in (recorded, replayed))
+            changed = [(k, m) for k in range(1, len(was) + 1) for m in MODULE_TYPES
+                       if was[k - 1][m] != now[k - 1][m]]
+            if all(was[k - 1][m] == "d2d_pairs" and now[k - 1][m] == "none"
                    for k, m in changed):
                 relabels.append((e, changed))
                 break
@@ -253,7 +255,7 @@ def relabel_unformed_pairs(episodes: list[dict[str, Any]], env: Any,
     for e, changed in relabels:  # (all replayed first: a refusal changes nothing)
         if changed:
             for k, m in changed:
-                e["rounds"][k].tiers[m] = "none"
+                cast("dict[str, str]", e["rounds"][k].tiers)[m] = "none"
             e["relabelled_pairs"] = [*e.get("relabelled_pairs", []), *changed]
             counts[e["policy"]] = counts.get(e["policy"], 0) + len(changed)
     return counts

@@ -782,7 +782,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         with _one_calibration_of(traces, writing):
             if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
                 again = f"hffm calibrate --from-traces {shlex.quote(str(writing))} --out FILE"
-                raise ConfigError(f"{str(writing)!r}: the episodes of an interrupted calibration; "
+                raise ConfigError(f"{str(writing)!r}: the episodes of an unfinished calibration "
+                                  "(interrupted, or its fit failed); "
                                   f"fit them (`{again}`) or move them, or pass --force to start "
                                   "over")
             writing.unlink(missing_ok=True)

@@ -399,7 +399,7 @@ def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole
                      "--policies", "never", "--mixed", "0", "--random-episodes", "0",
                      "--out", str(tmp_path / "elsewhere.pt"), "--traces", str(other),
                      "--no-progress"]) == 2  # an interrupted run's episodes: not without --force
-    assert "the episodes of an interrupted calibration" in capsys.readouterr().err
+    assert "the episodes of an unfinished calibration" in capsys.readouterr().err
     assert other.with_name("other.traces.partial.json").read_text() == "an interrupted run's"
     monkeypatch.setattr(design, "trace_episode", stopped_at_the_second)
     assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--seeds", "0",
@@ -482,7 +482,7 @@ def test_a_second_calibration_of_the_same_traces_is_refused_while_the_first_runs
     _partial = traces.with_name("fit.traces.partial.json")
     _partial.write_text("[]")
     assert cli_main(argv) == 2
-    assert "the episodes of an interrupted calibration" in capsys.readouterr().err
+    assert "the episodes of an unfinished calibration" in capsys.readouterr().err
 
 
 def test_calibrate_refuses_a_baseline_off_the_period_menu_before_training(tmp_path, capsys):
@@ -742,3 +742,35 @@ def test_relabel_traces_rewrites_a_file_only_when_it_relabels(benchmark_script, 
     with pytest.raises(SystemExit):  # traces of another config
         script.main(["--scenario", "small", *SETTINGS, str(path)])
     assert "traces of another config" in capsys.readouterr().err
+
+
+def test_a_config_without_held_out_data_calibrates_and_predicts_nan_there(tmp_path):
+    """``data.held_out_samples=0`` (allowed: no held-out cluster data) measured no held-out
+    accuracy, and the fit refused the targets it never saw, after all the training; the fit
+    now predicts NaN for them, as train fidelity reports them."""
+    from hffm_env.baselines.calibrate import calibrate
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import AccuracySurrogate
+
+    config = load_scenario("small", overrides=[*OVERRIDES, "data.held_out_samples=0"])
+    surrogate, _ = calibrate(lambda: gym.make("hffm/HFFM-v0", scenario=config,
+                                              fidelity="train"),
+                             seeds=(0,), mixed=0, random_episodes=0,
+                             policies=("never", "star"), progress=False)
+    assert surrogate.meta["never_measured"] == [f"accuracy_held_out/{t}" for t in surrogate.tasks]
+    surrogate.save(tmp_path / "fit.pt")
+    loaded = AccuracySurrogate.load(tmp_path / "fit.pt")
+    env = gym.make("hffm/HFFM-v0", scenario=config, fidelity="surrogate",
+                   surrogate=str(tmp_path / "fit.pt"))
+    env.reset(seed=1)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    # not measured, as in train fidelity: NaN in the round's result, 0 in info
+    held_out = list(env.unwrapped.last_result.accuracy_held_out.values())
+    assert held_out and all(np.isnan(v) for v in held_out)
+    assert set(info["accuracy_held_out"].values()) == {0.0}
+    assert 0 < info["accuracy"]["mean"] <= 1
+    assert np.isnan(loaded.predict_features(np.zeros((1, len(loaded.x_mean))))[0][
+        loaded.targets.index(f"accuracy_held_out/{loaded.tasks[0]}")])
+    env.close()
+    with pytest.raises(ValueError, match="no episodes to fit"):
+        AccuracySurrogate.fit([], surrogate.tasks, 3)

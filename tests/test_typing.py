@@ -52,3 +52,17 @@ def test_mypy_finds_no_error_in_the_package(tmp_path: Path) -> None:
     report = result.stdout.replace("hffm_env/agents/", "agents/")
     report = report.replace("hffm_env/baselines/", "baselines/") + result.stderr
     assert result.returncode == 0, f"mypy found errors:\n{report}"
+
+    # the README's cast: HFFMEnv from hffm_env.envs is the class to a type checker (it was
+    # Any, through the lazy module __getattr__, so a misspelt attribute passed unseen)
+    snippet = package.parent / "readme_cast.py"
+    snippet.write_text(
+        "import typing\n\nimport gymnasium as gym\n\nfrom hffm_env.envs import HFFMEnv\n\n"
+        "env = typing.cast(HFFMEnv, gym.make('hffm/HFFM-v0').unwrapped)\n"
+        "env.action_masks()\nenv.action_maskz()\n")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
+         "--cache-dir", str(tmp_path / "cache"), "--no-error-summary", snippet.name],
+        cwd=package.parent, capture_output=True, text=True, timeout=600)
+    errors = [line for line in checked.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "action_maskz" in errors[0], checked.stdout + checked.stderr

@@ -1,8 +1,11 @@
 """The Gymnasium adapter: spaces, action decoding, observation, reward, render, registration."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hffm_env.envs.registration import ENV_ID, register_envs, scenario_env_id
+
+if TYPE_CHECKING:  # (a type checker sees the class; at run time it loads when first asked for)
+    from hffm_env.envs.hffm_env import HFFMEnv
 
 __all__ = ["ENV_ID", "HFFMEnv", "register_envs", "scenario_env_id"]
 

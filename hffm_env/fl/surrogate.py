@@ -505,12 +505,22 @@ class AccuracySurrogate:
         if longest > horizon:  # (its round feature would pass 1: rounds never seen in use)
             raise ValueError(f"surrogate fit: an episode of {longest} rounds, longer than the "
                              f"horizon {horizon}")
+        if not episodes:
+            raise ValueError("surrogate fit: no episodes to fit")
+        if not (is_integer(members) and members >= 1 and is_integer(hidden) and hidden >= 1):
+            raise ValueError(f"surrogate fit: members = {members!r}, hidden = {hidden!r}: "
+                             "must be integers >= 1")
         x = np.concatenate([episode_features(e, horizon) for e in episodes])
         y = np.concatenate([_target_matrix(e, names) for e in episodes])
-        if not np.isfinite(y).any(axis=0).all():
-            missing = [n for n, ok in zip(names, np.isfinite(y).any(axis=0), strict=True)
-                       if not ok]
+        # a target a config never measures (held-out accuracy with data.held_out_samples=0)
+        # is predicted NaN, as train fidelity reports it; the global accuracy, measured every
+        # round, must be there
+        never = ~np.isfinite(y).any(axis=0)
+        missing = [n for n, no in zip(names, never, strict=True)
+                   if no and n.split("/")[0] == "accuracy"]
+        if missing:
             raise ValueError(f"surrogate fit: no measured value of {missing}")
+        y = np.where(never, np.float32(0.0), y)  # (placeholders: masked out of the loss)
         # a feature that never varied: its own value and no spread, exactly (a float32 mean
         # of 280 values of 0.9 is not 0.9, and its spread was not 0: it was not told apart)
         constant = x.max(0) == x.min(0)
@@ -521,7 +531,9 @@ class AccuracySurrogate:
         y_low, y_high = np.nanmin(y, 0), np.nanmax(y, 0)
         xt = torch.as_tensor((x - x_mean) / x_std)
         yt = torch.as_tensor(np.nan_to_num((y - y_mean) / y_std))
-        mask = torch.as_tensor(np.isfinite(y), dtype=torch.float32)
+        mask = torch.as_tensor(np.isfinite(y) & ~never, dtype=torch.float32)
+        # the range predictions are clipped to: NaN for a target never measured
+        y_low, y_high = np.where(never, np.nan, y_low), np.where(never, np.nan, y_high)
         nets = []
         for k in range(members):
             # (float32 nets whatever the caller's default dtype: the inputs are float32)
@@ -537,7 +549,8 @@ class AccuracySurrogate:
             net.eval()
             nets.append(net)
         facts = {"rounds": int(len(x)), "episodes": len(episodes), "seed": seed,
-                 "members": members, "hidden": hidden, "iterations": iterations}
+                 "members": members, "hidden": hidden, "iterations": iterations,
+                 "never_measured": [n for n, no in zip(names, never, strict=True) if no]}
         clash = sorted(set(meta or {}) & set(facts))
         if clash:  # (meta={"hidden": 8} saved a file its own load refused)
             raise ValueError(f"meta: {clash} are facts of the fit itself; give other keys")
@@ -716,24 +729,30 @@ class AccuracySurrogate:
             value = record.get(name)
             need(isinstance(value, (list, tuple)) and len(value) == count
                  and all(isinstance(t, torch.Tensor) and tuple(t.shape) == (size,)
-                         and bool(torch.isfinite(t).all()) for t in value),
+                         # (an output range is NaN for a target never measured)
+                         and bool((torch.isfinite(t) | (j >= 2 and name == "y_stats")).all())
+                         for j, t in enumerate(value)),
                  name, f"must be {count} finite vectors of {size}")
             vectors = cast("Sequence[torch.Tensor]", value)  # as need() checked
             stats[name] = tuple(t.numpy() for t in vectors)
         # a fit's spreads are > 0 (it adds 1e-6) and its output range is a range: a zero
         # spread made every prediction NaN, reported as "not measured" without a word
-        need(bool((stats["x_stats"][1] > 0).all()), "x_stats", "its spreads must be > 0")
-        need(bool((stats["y_stats"][1] > 0).all())
-             and bool((stats["y_stats"][2] <= stats["y_stats"][3]).all()), "y_stats",
-             "its spreads must be > 0 and each output's low <= high")
-        # the range predictions are clipped to: accuracies within [0, 1], losses and drifts
-        # not below 0 (an edited file predicted accuracies of 1.3)
         low, high = stats["y_stats"][2], stats["y_stats"][3]
+        never = np.isnan(low) & np.isnan(high)  # (a target never measured: predicted NaN)
         is_accuracy = np.array([n.split("/")[0] in ACCURACY_KINDS
                                 for n in target_names(tasks)])
-        need(bool((low >= 0).all()) and bool((high[is_accuracy] <= 1).all()), "y_stats",
-             "its output range must lie within [0, 1] for accuracies and >= 0 for losses "
-             "and drifts")
+        need(bool((stats["x_stats"][1] > 0).all()), "x_stats", "its spreads must be > 0")
+        need(bool((stats["y_stats"][1] > 0).all())
+             and bool((never | (low <= high)).all()), "y_stats",
+             "its spreads must be > 0 and each output's low <= high (both NaN: never measured)")
+        need(not bool(never[[n.startswith("accuracy/") for n in target_names(tasks)]].any()),
+             "y_stats", "the global accuracy's range must be finite (it is measured every "
+             "round)")
+        # the range predictions are clipped to: accuracies within [0, 1], losses and drifts
+        # not below 0 (an edited file predicted accuracies of 1.3)
+        need(bool((never | (low >= 0)).all()) and bool((never | (high <= 1))[is_accuracy].all()),
+             "y_stats", "its output range must lie within [0, 1] for accuracies and >= 0 for "
+             "losses and drifts")
         text = record.get("meta")
         try:  # anything but text is no JSON object (json.loads would raise TypeError on it)
             meta = json.loads(text) if isinstance(text, (str, bytes, bytearray)) else None
@@ -786,11 +805,16 @@ def out_of_fold_residuals(episodes: Sequence[Sequence[RoundTrace]], groups: Sequ
         fitted = AccuracySurrogate.fit([e for e, g in zip(episodes, groups, strict=True)
                                         if fold_of[g] != k], tasks, horizon, seed=seed,
                                        **fit_kwargs)
-        for i in held:
-            rounds = episodes[i]
-            real = _target_matrix(rounds, names)
-            out[i, :len(rounds)] = real - fitted.predict_features(episode_features(rounds,
-                                                                                   horizon))
+        # a fold's fit meets feature values only the other folds played (an agent's tiers,
+        # another seed's availability): that is the out-of-fold error itself, not a config
+        # to calibrate for, so its warning is not the user's
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SurrogateMismatch)
+            for i in held:
+                rounds = episodes[i]
+                real = _target_matrix(rounds, names)
+                out[i, :len(rounds)] = real - fitted.predict_features(
+                    episode_features(rounds, horizon))
     return out
 
 

@@ -168,6 +168,15 @@ def _without(record, key):
     (lambda r: {**r, "residuals": r["residuals"][:, :0]}, "residuals = .*rounds \\+ 1 in 2"),
     (lambda r: {**r, "residuals": r["residuals"][:0]}, "residuals = .*episodes >= 1"),
     (lambda r: {**r, "residuals": r["residuals"] + float("inf")}, "residuals = .*finite or NaN"),
+    # a range is NaN only for a target never measured, both ends, and never the global
+    # accuracy's (measured every round)
+    (lambda r: {**r, "y_stats": [*r["y_stats"][:2], r["y_stats"][2] * float("nan"),
+                                 r["y_stats"][3]]}, "y_stats = .*low <= high"),
+    (lambda r: {**r, "y_stats": [*r["y_stats"][:2], *(t * float("nan") for t in
+                                                      r["y_stats"][2:])]},
+     "y_stats = .*the global accuracy's range must be finite"),
+    (lambda r: {**r, "y_stats": [r["y_stats"][0] * float("nan"), *r["y_stats"][1:]]},
+     "y_stats = .*finite vectors"),
 ])
 def test_a_malformed_surrogate_file_names_its_field(fitted, tmp_path, damage, message):
     """Fields that failed deep in torch or numpy (a KeyError, a state-dict mismatch, a
