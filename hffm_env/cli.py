@@ -820,6 +820,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         except (SurrogateMissing, ValueError):
             before = "none"
     _save_surrogate(surrogate, out)
+    beside = out.with_suffix(".traces.json")
+    if args.from_traces and beside.exists() and beside.resolve() not in {
+            Path(p).resolve() for p in args.from_traces}:
+        print(f"hffm calibrate: note: {beside}, beside the fit, holds an earlier "
+              "calibration's traces, not the ones this fit was made from (its meta names "
+              "them)", file=sys.stderr)
     fit = surrogate.meta["fit_mae"]
     accuracy = [v for k, v in fit.items() if k.startswith("accuracy/")]
     print(f"wrote {out} ({surrogate.meta['rounds']} rounds of "

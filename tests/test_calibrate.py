@@ -774,3 +774,21 @@ def test_a_config_without_held_out_data_calibrates_and_predicts_nan_there(tmp_pa
     env.close()
     with pytest.raises(ValueError, match="no episodes to fit"):
         AccuracySurrogate.fit([], surrogate.tasks, 3)
+
+
+def test_a_refit_beside_an_earlier_calibrations_traces_says_they_are_not_its_own(
+        calibrated, tmp_path, capsys):
+    """A --from-traces refit over a fit left that fit's traces file beside it, where the
+    calibration's own traces always lie."""
+    out = tmp_path / "fit.pt"
+    out.with_suffix(".traces.json").write_text("an earlier calibration's")
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
+                     str(calibrated.with_suffix(".traces.json")), "--out", str(out)]) == 0
+    assert "holds an earlier calibration's traces, not the ones this fit was made from" in \
+        capsys.readouterr().err
+    own = tmp_path / "own.pt"  # a refit from the very traces beside it: nothing to say
+    own.with_suffix(".traces.json").write_bytes(calibrated.with_suffix(".traces.json")
+                                                .read_bytes())
+    assert cli_main(["calibrate", "--scenario", "small", *SETTINGS, "--from-traces",
+                     str(own.with_suffix(".traces.json")), "--out", str(own)]) == 0
+    assert "earlier calibration's traces" not in capsys.readouterr().err

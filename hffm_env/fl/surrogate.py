@@ -199,6 +199,12 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
                     warnings.warn(f"{damaged[0]}; using {candidate} instead (remove the damaged "
                                   "file, or fit it again with `hffm calibrate --force`)",
                                   RuntimeWarning, stacklevel=2)
+                recorded = surrogate.meta.get("config_key")
+                if recorded and recorded != surrogate_key(fitted_cfg):  # (a copy filed here)
+                    warnings.warn(f"{candidate} was fitted for another configuration (key "
+                                  f"{recorded}) than its name says; its error was not "
+                                  "measured here (fit this one: hffm calibrate)",
+                                  SurrogateMismatch, stacklevel=2)
                 return _serving(surrogate, cfg, str(candidate))
     if damaged:
         raise ValueError(f"{damaged[0]} (remove it, or fit it again with `hffm calibrate "

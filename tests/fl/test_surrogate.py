@@ -205,6 +205,25 @@ def test_a_cached_surrogate_of_other_tasks_is_refused_by_name(fitted, tmp_path, 
         find_surrogate(cfg)
 
 
+def test_a_fit_filed_in_the_cache_under_another_configs_name_warns(tmp_path, monkeypatch):
+    """By path a fit was checked against the key it records; from the cache it was trusted by
+    its file name (a copy of another config's fit filed there served without a word)."""
+    import warnings
+
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import SurrogateMismatch, surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    shipped = find_surrogate(load_scenario("small"))  # records the preset's key
+    other = load_scenario("small", overrides=["seed=7"])
+    shipped.save(surrogate_path(other))
+    with pytest.warns(SurrogateMismatch, match="was fitted for another configuration"):
+        find_surrogate(other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SurrogateMismatch)
+        find_surrogate(load_scenario("small"))  # its own name: no word
+
+
 def test_a_surrogate_given_by_path_is_checked_against_the_config(fitted, tmp_path):
     path = tmp_path / "fit.pt"
     fitted.meta["config_key"] = surrogate_key(apply_overrides(small(), ["seed=9"]))
