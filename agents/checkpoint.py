@@ -199,7 +199,8 @@ class AgentInfo:
             refuse("num_timesteps", f"an integer in 0..{_MAX_TIMESTEPS}")
         if self.clip_range is not None and not (number(self.clip_range)
                                                 and self.clip_range > 0):
-            refuse("clip_range", "a number > 0 (PPO's clip range) or null (the model's)")
+            refuse("clip_range", "a number > 0 (PPO's clip range) or null (not said: "
+                   "SB3's 0.2 when loaded)")
         if not isinstance(self.multi_agent, bool):
             refuse("multi_agent", "true or false")
         if self.multi_agent and self.engine != "rllib":

@@ -200,10 +200,12 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
                                   "file, or fit it again with `hffm calibrate --force`)",
                                   RuntimeWarning, stacklevel=2)
                 recorded = surrogate.meta.get("config_key")
-                if recorded and recorded != surrogate_key(fitted_cfg):  # (a copy filed here)
+                serves = {surrogate_key(c)
+                          for c in _configs_a_fit_may_serve(cfg, surrogate.horizon)}
+                if recorded and recorded not in serves:  # (a copy filed here)
                     warnings.warn(f"{candidate} was fitted for another configuration (key "
-                                  f"{recorded}) than its name says; its error was not "
-                                  "measured here (fit this one: hffm calibrate)",
+                                  f"{recorded}, this one {surrogate_key(cfg)}); its error was "
+                                  "not measured here (fit this one: hffm calibrate)",
                                   SurrogateMismatch, stacklevel=2)
                 return _serving(surrogate, cfg, str(candidate))
     if damaged:
@@ -736,7 +738,8 @@ class AccuracySurrogate:
             need(isinstance(value, (list, tuple)) and len(value) == count
                  and all(isinstance(t, torch.Tensor) and tuple(t.shape) == (size,)
                          # (an output range is NaN for a target never measured)
-                         and bool((torch.isfinite(t) | (j >= 2 and name == "y_stats")).all())
+                         and bool((torch.isfinite(t) | (torch.isnan(t) & (
+                             j >= 2 and name == "y_stats"))).all())
                          for j, t in enumerate(value)),
                  name, f"must be {count} finite vectors of {size}")
             vectors = cast("Sequence[torch.Tensor]", value)  # as need() checked

@@ -177,6 +177,8 @@ def _without(record, key):
      "y_stats = .*the global accuracy's range must be finite"),
     (lambda r: {**r, "y_stats": [r["y_stats"][0] * float("nan"), *r["y_stats"][1:]]},
      "y_stats = .*finite vectors"),
+    (lambda r: {**r, "y_stats": [*r["y_stats"][:3], r["y_stats"][3] + float("inf")]},
+     "y_stats = .*finite vectors"),
 ])
 def test_a_malformed_surrogate_file_names_its_field(fitted, tmp_path, damage, message):
     """Fields that failed deep in torch or numpy (a KeyError, a state-dict mismatch, a
@@ -222,6 +224,10 @@ def test_a_fit_filed_in_the_cache_under_another_configs_name_warns(tmp_path, mon
     with warnings.catch_warnings():
         warnings.simplefilter("error", SurrogateMismatch)
         find_surrogate(load_scenario("small"))  # its own name: no word
+        # a fit of the preset's 16 rounds serves shorter episodes: filed under their name too
+        shorter = load_scenario("small", overrides=["env.episode_rounds=8"])
+        shipped.save(surrogate_path(shorter))
+        find_surrogate(shorter)
 
 
 def test_a_surrogate_given_by_path_is_checked_against_the_config(fitted, tmp_path):
