@@ -418,3 +418,23 @@ def test_adaptive_names_a_menu_without_a_finite_period():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"period_menu = \[0\] has no finite period"):
         make_policy("adaptive").reset(env, 0)
+
+
+def test_the_plan_searched_on_the_shipped_fit_replays_its_held_out_episode(tmp_path):
+    """docs/results/plan_search_small4_refit.json was searched on the shipped fit (refitted on
+    2026-12-07): its held-out surrogate episode of seed 1000 is what the fit plays today (a
+    later refit would leave the committed search, and the README's 29%, stale)."""
+    import json
+
+    from hffm_env.cli import main as hffm
+
+    searched = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4_refit.json"
+    out = tmp_path / "replay.json"
+    assert hffm(["bench", "--scenario", "small", "--fidelity", "surrogate", "--seeds", "1000",
+                 "--plan", str(searched), "--policies", "", "--json", str(out),
+                 "--no-progress"]) == 0
+    (played,) = json.loads(out.read_text())["episodes"]
+    (committed,) = [e for e in json.loads(searched.read_text())["heldout"]["episodes"]
+                    if e["policy"] == "best-plan" and e["seed"] == 1000]
+    for key in ("accuracy", "energy_j"):
+        assert np.allclose(played[key], committed[key], rtol=0, atol=1e-9), key
