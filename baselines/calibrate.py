@@ -18,6 +18,7 @@ import functools
 import gzip
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -219,10 +220,10 @@ def relabel_unformed_pairs(episodes: list[dict[str, Any]], env: Any,
     mixed = [int(n) for e in todo if (n := e["policy"].removeprefix("mixed-")).isdigit()]
     # the k-th random episode of a seed is _NthRandom(k) (before 2026-12-06 each replayed
     # the first: every k is tried)
-    randoms = [e["seed"] for e in episodes if e["policy"] == "random"]
+    randoms = Counter(e["seed"] for e in episodes if e["policy"] == "random")
     factories = design(env.unwrapped.config.env.period_menu, max(mixed, default=-1) + 1,
                        seed=design_seed,
-                       random_episodes=max((randoms.count(s) for s in randoms), default=0))
+                       random_episodes=max(randoms.values(), default=0))
     factories += [_returning(policy) for policy in cloud_every_round_schedules()]
     by_name: dict[str, list[Callable[[], Policy]]] = {}
     for factory in factories:

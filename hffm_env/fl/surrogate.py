@@ -536,12 +536,12 @@ class AccuracySurrogate:
         x_std = np.where(constant, 0.0, x.std(0)) + 1e-6
         y_mean = np.nanmean(y, 0)
         y_std = np.nanstd(y, 0) + 1e-6
-        y_low, y_high = np.nanmin(y, 0), np.nanmax(y, 0)
+        # the range predictions are clipped to: NaN for a target never measured
+        y_low = np.where(never, np.nan, np.nanmin(y, 0))
+        y_high = np.where(never, np.nan, np.nanmax(y, 0))
         xt = torch.as_tensor((x - x_mean) / x_std)
         yt = torch.as_tensor(np.nan_to_num((y - y_mean) / y_std))
         mask = torch.as_tensor(np.isfinite(y) & ~never, dtype=torch.float32)
-        # the range predictions are clipped to: NaN for a target never measured
-        y_low, y_high = np.where(never, np.nan, y_low), np.where(never, np.nan, y_high)
         nets = []
         for k in range(members):
             # (float32 nets whatever the caller's default dtype: the inputs are float32)
