@@ -534,10 +534,11 @@ class HFFMEnv(gym.Env):
         # priced part of itself and cannot be taken back or resumed
         self._needs_reset = True
         result = self._simulate(schedule)
+        self._keep(result)  # what was played, even if measuring it in full fails below
         terminated, end = self._episode_end()
         if terminated:  # a budget's end too (the horizon's is measured)
             result = self._measure_in_full(result)
-        self._keep(result)
+            self._keep(result)
         terms = self._reward_terms(result, last_round=terminated)
         info = self._get_info(result, schedule, repairs, terms, end=end)
         self._played_round = self._network_view()  # before the next round is drawn

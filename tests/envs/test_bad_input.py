@@ -33,7 +33,7 @@ from hffm_env.fl.build import build_engine
 from hffm_env.fl.schedule import RelaySource, Route, Schedule, SourceKind, Tier
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
-from hffm_env.testing import integration
+from hffm_env.testing import TINY_OVERRIDES, integration
 from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu, full_action
 
 
@@ -556,3 +556,26 @@ def test_a_bench_json_path_that_is_none_is_named_not_called_not_json(path):
     with pytest.raises(ValueError) as raised:
         BenchResult.read_json(path)
     assert str(raised.value).startswith(f"bench JSON = {path!r}: must be a path")
+
+
+def test_a_round_whose_full_measurement_fails_is_still_the_last_result(monkeypatch):
+    """An episode ended by the energy budget measures its last round in full; if that fails,
+    the episode is over, but ``last_result`` shows the round that was played, not the one
+    before it."""
+    env = HFFMEnv(scenario="small", overrides=[*TINY_OVERRIDES, "env.energy_budget_j=1e-9",
+                                               "fl.eval_local_every_rounds=4"])
+    env.reset(seed=0)
+    evaluate = env.engine.evaluate
+
+    def fails_in_full(*, full: bool = True):
+        if full:
+            raise RuntimeError("evaluation failed")
+        return evaluate(full=full)
+
+    monkeypatch.setattr(env.engine, "evaluate", fails_in_full)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        env.step(env.layout.encode(1, 1))
+    assert env.last_result is not None and env.last_result.round_index == env.rounds_done - 1
+    assert not math.isfinite(env.last_result.accuracy_local["mean"])  # what was measured
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(env.layout.encode(1, 1))
