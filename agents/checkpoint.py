@@ -155,6 +155,9 @@ class AgentInfo:
     action_mode: str = "full"  # "coarse": the policy acts through hffm_env.wrappers.CoarseActions
     engine: str = "sb3"  # "rllib": policy.pt and rllib/ instead of model.zip (agents/rllib.py)
     multi_agent: bool = False  # RLlib only: an edge module and a cloud module
+    # multi-agent only: the edge module's observation ends in a one-hot of its cluster (the
+    # parallel env's agent_indicator); False in folders written before it was added
+    agent_indicator: bool = False
     hidden_sizes: tuple[int, ...] = (64, 64)  # RLlib only: the network to rebuild
     normalized: bool | None = None  # trained on VecNormalize (vecnormalize.npz); None: not said
     overrides: tuple[str, ...] | None = None  # the run's scenario overrides; None: not said
@@ -205,6 +208,10 @@ class AgentInfo:
             refuse("multi_agent", "true or false")
         if self.multi_agent and self.engine != "rllib":
             refuse("multi_agent", "false for an agent trained with stable-baselines3")
+        if not isinstance(self.agent_indicator, bool):
+            refuse("agent_indicator", "true or false")
+        if self.agent_indicator and not self.multi_agent:
+            refuse("agent_indicator", "false for a single-agent policy")
         if self.normalized is not None and not isinstance(self.normalized, bool):
             refuse("normalized", "true, false or absent")
         sizes = self.hidden_sizes

@@ -176,7 +176,9 @@ def _mask_space(size: int) -> spaces.Box:
 class MultiAgentHFFM(MultiAgentEnv):
     """:class:`~hffm_env.envs.parallel.HFFMParallelEnv` as an RLlib ``MultiAgentEnv``: the same
     agents, actions, rewards and infos; each observation is ``{"observation": Box,
-    "action_mask": flat bool mask}`` (the parallel env's ``infos[agent]["action_mask"]``)."""
+    "action_mask": flat bool mask}`` (the parallel env's ``infos[agent]["action_mask"]``), an
+    edge agent's observation ending in a one-hot of its cluster (``env_config``'s
+    ``agent_indicator``, default on: the edge agents share one module)."""
 
     def __init__(self, env_config: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -184,11 +186,14 @@ class MultiAgentHFFM(MultiAgentEnv):
 
         config = dict(env_config or {})
         split = config.pop("reward_split", "team")
+        # one module shared by the edge agents: it must tell which cluster it acts for
+        indicator = config.pop("agent_indicator", True)
         if config.get("info", "full") != "full":  # _flat reads each agent's flat mask there
             raise ValueError(f"env_config info = {config['info']!r}: the RLlib adapter reads "
                              "the action mask from the parallel env's full infos; leave "
                              "info out")
-        self.parallel = HFFMParallelEnv(reward_split=split, **_env_kwargs(config))
+        self.parallel = HFFMParallelEnv(reward_split=split, agent_indicator=indicator,
+                                        **_env_kwargs(config))
         names: list[str] = self.parallel.possible_agents  # (RLlib's hint: any hashable ids)
         self.agents = self.possible_agents = list(names)
         self.observation_spaces = {
@@ -254,15 +259,20 @@ def make_rllib_env(config: dict[str, Any]) -> Any:
 register_env(ENV_NAME, make_rllib_env)
 
 
-def env_config(args: common.TrainArgs) -> dict[str, Any]:
+def env_config(args: common.TrainArgs, agent_indicator: bool = True) -> dict[str, Any]:
     """The plain-data env config of a run (what every env runner builds its env from): the
-    scenario as a dict, from the config file as the run started."""
+    scenario as a dict, from the config file as the run started; ``agent_indicator`` (the
+    multi-agent env's edge observations end in a one-hot of the cluster) stays on except to
+    resume a run that had none."""
     from hffm_env.config import to_dict
 
     kwargs = args.env_kwargs(args.fidelity)
-    return {**kwargs, "scenario": to_dict(kwargs["scenario"]),
-            "action_mode": args.action_mode, "multi_agent": args.multi_agent,
-            "reward_split": args.reward_split}
+    config = {**kwargs, "scenario": to_dict(kwargs["scenario"]),
+              "action_mode": args.action_mode, "multi_agent": args.multi_agent,
+              "reward_split": args.reward_split}
+    if args.multi_agent:
+        config["agent_indicator"] = agent_indicator
+    return config
 
 
 class _FLMetrics(RLlibCallback):
@@ -307,13 +317,14 @@ def rllib_rollout(args: common.TrainArgs) -> int:
     return args.n_steps * max(1, args.n_envs if args.n_envs > 1 else 0)
 
 
-def rllib_config(args: common.TrainArgs) -> PPOConfig:
-    """RLlib's PPO config for a run (see the module docstring for what maps to what)."""
+def rllib_config(args: common.TrainArgs, agent_indicator: bool = True) -> PPOConfig:
+    """RLlib's PPO config for a run (see the module docstring for what maps to what;
+    ``agent_indicator``: :func:`env_config`'s)."""
     runners = args.n_envs if args.n_envs > 1 else 0
     rollout = rllib_rollout(args)
     config = (
         PPOConfig()
-        .environment(ENV_NAME, env_config=env_config(args))
+        .environment(ENV_NAME, env_config=env_config(args, agent_indicator))
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=1,
                      rollout_fragment_length=args.n_steps, num_cpus_per_env_runner=1)
         # a minibatch is at most a rollout, as in the sb3 engine (RLlib refuses more)
@@ -475,8 +486,11 @@ def train_rllib(args: common.TrainArgs) -> float:
             cpus = max(os.cpu_count() or 1, args.n_envs + 1)
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     writer, algo = None, None
+    # a multi-agent run resumed from a folder written before the edge agents' indicator keeps
+    # the observation its weights were trained on
+    indicator = resume.info.agent_indicator if resume is not None else True
     try:
-        algo = rllib_config(args).build_algo()
+        algo = rllib_config(args, indicator).build_algo()
         if resume is not None:
             try:
                 algo.restore_from_path(str((resume.folder / CHECKPOINT_DIR).resolve()))
@@ -495,6 +509,7 @@ def train_rllib(args: common.TrainArgs) -> float:
                              scenario=cast(str, args.scenario),  # TrainArgs names the preset
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              engine="rllib", multi_agent=bool(args.multi_agent),
+                             agent_indicator=bool(args.multi_agent) and indicator,
                              hidden_sizes=HIDDEN_SIZES,
                              overrides=tuple(args.scenario_overrides()),
                              config_file=args.config, config=scenario_config,
@@ -622,7 +637,8 @@ class RLlibAgentPolicy:
         if self.agent.info.multi_agent:
             from hffm_env.envs.parallel import HFFMParallelEnv
 
-            self.view = HFFMParallelEnv.over(self.env)
+            self.view = HFFMParallelEnv.over(
+                self.env, agent_indicator=self.agent.info.agent_indicator)
             self.wrapper = None
         else:
             self.view = None

@@ -28,8 +28,9 @@ def parallel_env(scenario: str | ScenarioConfig | Mapping[str, Any] | None = Non
     """The PettingZoo ``ParallelEnv``: one agent per edge server and one for the cloud
     (:mod:`hffm_env.envs.parallel`; needs PettingZoo, the ``integrations`` extra).
     ``kwargs`` are those of ``gymnasium.make("hffm/HFFM-v0", ...)`` plus ``reward_split``,
-    ``action_mask`` (``"per-slot"``, ``"flat"`` or ``"one-hot"``) and ``info`` (``"full"``
-    or ``"numeric"``)."""
+    ``action_mask`` (``"per-slot"``, ``"flat"`` or ``"one-hot"``), ``info`` (``"full"``
+    or ``"numeric"``) and ``agent_indicator`` (edge observations end in a one-hot of the
+    cluster)."""
     from hffm_env.envs.parallel import HFFMParallelEnv
 
     return HFFMParallelEnv(scenario, **kwargs)

@@ -682,6 +682,8 @@ def test_statistics_an_empty_or_mistyped_file_holds_are_refused_by_name(trained,
     ({"num_timesteps": "x"}, "num_timesteps = \"x\": must be an integer in 0..9223\\d+"),
     ({"multi_agent": True}, "multi_agent = true: must be false for an agent trained with "
                             "stable-baselines3"),
+    ({"agent_indicator": "no"}, "agent_indicator = \"no\": must be true or false"),
+    ({"agent_indicator": True}, "agent_indicator = true: must be false for a single-agent"),
     ({"action_mode": "fine"}, "action_mode = \"fine\": must be one of"),
     ({"overrides": "env.episode_rounds=4"}, "overrides = .*: must be a list of KEY=VALUE"),
     # JSON's Infinity and NaN: int() of them raised from inside the check

@@ -6,7 +6,8 @@ group (``edge``: the edge servers, ``cloud``), as in TorchRL's multi-agent PPO t
     python docs/examples/torchrl_mappo.py --fidelity surrogate --frames 20000
 
 The env is ``hffm_env.parallel_env(..., action_mask="one-hot", info="numeric")``, the forms
-TorchRL's ``PettingZooWrapper`` takes. Each agent's action is a ``MultiDiscrete`` (periods,
+TorchRL's ``PettingZooWrapper`` takes, with ``agent_indicator=True`` (each edge observation
+ends in a one-hot of its cluster, so the edge group's shared policy tells them apart). Each agent's action is a ``MultiDiscrete`` (periods,
 routes, heads, partners, relays), and TorchRL ships a masked categorical for one slot only:
 :class:`MaskedMultiCategorical` below is one masked categorical per slot. A sketch to start
 from, not a tuned recipe: the README's results come from ``hffm train`` (stable-baselines3).
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     torch.manual_seed(args.seed)
     parallel = hffm_env.parallel_env(args.scenario, fidelity=args.fidelity,
                                      overrides=args.overrides, action_mask="one-hot",
-                                     info="numeric")
+                                     info="numeric", agent_indicator=True)
     nvec = {group: parallel.action_space(f"{group}_0").nvec.tolist()
             for group in ("edge", "cloud")}
     env = PettingZooWrapper(parallel, use_mask=True, seed=args.seed)

@@ -37,8 +37,10 @@ Each observation is ``{"observation": Box, "action_mask": Tuple(MultiBinary(n_i)
 observation of an edge agent is the single-agent observation's shared entries (round,
 accuracy and loss per task, staleness and drift per module type, budgets, pending requests,
 and the target entries when ``env.observe_target`` is on) followed by its own cluster's four
-entries; the cloud sees the whole single-agent
-observation. ``action_mask`` holds one ``int8`` vector per slot, the form
+entries, and with ``agent_indicator=True`` a one-hot of its cluster (``num_clusters``
+entries: what lets one policy shared by the edge agents tell them apart, as SuperSuit's
+``agent_indicator`` does; the RLlib multi-agent engine turns it on); the cloud sees the whole
+single-agent observation. ``action_mask`` holds one ``int8`` vector per slot, the form
 ``MultiDiscrete.sample(mask=...)`` takes (so PettingZoo's test and samplers use it), and
 (with the default ``info="full"``) ``infos[agent]["action_mask"]`` is the same mask flat and
 boolean (sb3-contrib's layout).
@@ -113,6 +115,11 @@ def combine_periods(menu: tuple[int, ...], choices: list[int]) -> int:
     return min(choices, key=lambda i: (menu[i] == NEVER, menu[i]))
 
 
+def _check_indicator(agent_indicator: bool) -> None:
+    if not isinstance(agent_indicator, (bool, np.bool_)):
+        raise ValueError(f"agent_indicator = {agent_indicator!r}: must be True or False")
+
+
 def _check_split(reward_split: str) -> None:
     if reward_split not in REWARD_SPLITS:
         raise ValueError(f"reward_split = {reward_split!r}: must be one of {list(REWARD_SPLITS)}")
@@ -182,22 +189,25 @@ class HFFMParallelEnv(ParallelEnv):
 
     def __init__(self, scenario: Any = None, *, reward_split: str = "team",
                  render_mode: str | None = None, action_mask: str = "per-slot",
-                 info: str = "full", **env_kwargs: Any) -> None:
+                 info: str = "full", agent_indicator: bool = False,
+                 **env_kwargs: Any) -> None:
         if ParallelEnv is object:
             raise ImportError("hffm_env.parallel_env needs PettingZoo: "
                               "pip install 'hffm-env[integrations]' (or pettingzoo)")
         _check_split(reward_split)  # before the env is built
         _check_mask_form(action_mask)
         _check_info_form(info)
+        _check_indicator(agent_indicator)
         if env_kwargs.get("reward_mode", "scalar") != "scalar":
             raise ValueError("reward_mode: the parallel env splits the scalar reward; "
                              "use reward_split for per-agent rewards")
         self._bind(HFFMEnv(scenario, render_mode=render_mode, **env_kwargs), reward_split,
-                   action_mask, info)
+                   action_mask, info, agent_indicator)
 
     @classmethod
     def over(cls, env: HFFMEnv, *, reward_split: str = "team",
-             action_mask: str = "per-slot", info: str = "full") -> HFFMParallelEnv:
+             action_mask: str = "per-slot", info: str = "full",
+             agent_indicator: bool = False) -> HFFMParallelEnv:
         """The multi-agent view of an existing single-agent env, which keeps driving the
         episode: :meth:`observe` splits its observation among the agents and
         :meth:`joint_action` assembles their actions (how a multi-agent policy plays in the
@@ -208,16 +218,19 @@ class HFFMParallelEnv(ParallelEnv):
         _check_split(reward_split)
         _check_mask_form(action_mask)
         _check_info_form(info)
+        _check_indicator(agent_indicator)
         if env.reward_mode != "scalar":
             raise ValueError(f"HFFMParallelEnv.over: the env's reward_mode = "
                              f"{env.reward_mode!r}: the agents share a scalar reward; build "
                              "the env with reward_mode='scalar'")
         view = cls.__new__(cls)
-        view._bind(env, reward_split, action_mask, info)
+        view._bind(env, reward_split, action_mask, info, agent_indicator)
         return view
 
-    def _bind(self, env: HFFMEnv, reward_split: str, action_mask: str, info: str) -> None:
+    def _bind(self, env: HFFMEnv, reward_split: str, action_mask: str, info: str,
+              agent_indicator: bool) -> None:
         self.env = env
+        self.agent_indicator = agent_indicator
         self.render_mode = env.render_mode
         self.reward_split = reward_split
         self.action_mask_form = action_mask
@@ -302,7 +315,8 @@ class HFFMParallelEnv(ParallelEnv):
 
     def _observation_space(self, agent: str) -> spaces.Dict:
         size = len(self.env.observation_names) if agent == CLOUD else (
-            len(self._shared) + len(self._own[0]))
+            len(self._shared) + len(self._own[0])
+            + (self.num_clusters if self.agent_indicator else 0))
         nvec = self._nvec[agent]
         mask = (spaces.Tuple([spaces.MultiBinary(int(n)) for n in nvec])
                 if self.action_mask_form == "per-slot"
@@ -449,6 +463,8 @@ class HFFMParallelEnv(ParallelEnv):
             else:
                 c = int(agent.removeprefix("edge_"))
                 own = np.concatenate([obs[self._shared], obs[self._own[c]]])
+                if self.agent_indicator:
+                    own = np.concatenate([own, np.eye(self.num_clusters)[c]])
             slot_masks = self._slot_masks(agent, flat, owners)
             flat_mask = np.concatenate(slot_masks)
             observations[agent] = {

@@ -34,6 +34,30 @@ def test_pettingzoo_api_and_seed_tests(scenario, fidelity):
     assert env.possible_agents == [f"edge_{c}" for c in range(env.num_clusters)] + ["cloud_0"]
 
 
+def test_the_agent_indicator_tells_the_edge_agents_apart():
+    """One policy shared by the edge agents saw the same entries from each of them and could
+    not tell which cluster it acted for: the indicator ends each edge observation in a
+    one-hot of its cluster; the cloud's is the whole single-agent observation."""
+    plain, marked = _parallel(), _parallel(agent_indicator=True)
+    pettingzoo_test.parallel_api_test(marked, num_cycles=4)
+    obs, _ = plain.reset(seed=3)
+    marked_obs, _ = marked.reset(seed=3)
+    clusters = marked.num_clusters
+    for c, agent in enumerate(marked.possible_agents[:-1]):
+        seen = marked_obs[agent]["observation"]
+        assert marked.observation_space(agent).contains(marked_obs[agent])
+        assert np.array_equal(seen[:-clusters], obs[agent]["observation"])
+        assert seen[-clusters:].tolist() == np.eye(clusters)[c].tolist()
+    assert np.array_equal(marked_obs["cloud_0"]["observation"], obs["cloud_0"]["observation"])
+    from hffm_env.envs.parallel import HFFMParallelEnv
+
+    view = HFFMParallelEnv.over(marked.env, agent_indicator=True)
+    assert np.array_equal(view.observe(*marked.env.reset(seed=3))[0]["edge_1"]["observation"],
+                          marked_obs["edge_1"]["observation"])
+    with pytest.raises(ValueError, match="agent_indicator = 'yes': must be True or False"):
+        _parallel(agent_indicator="yes")
+
+
 def test_aec_form_passes_the_api_test():
     pettingzoo_test.api_test(hffm_env.env("small", fidelity="cost",
                                           overrides=list(TINY_OVERRIDES)), num_cycles=8)

@@ -149,6 +149,8 @@ def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
                                   "--total-timesteps", "128")) == 0
     weights = torch.load(out / "policy.pt", weights_only=True)
     assert set(weights) == {"edge", "cloud"}
+    # the shared edge module reads which cluster it acts for; bench rebuilds that observation
+    assert json.loads((out / "agent.json").read_text())["agent_indicator"] is True
     results = json.loads((out / "results.json").read_text())
     agent = next(s for s in results["policies"] if s["policy"].startswith("agent"))
     assert agent["policy"] == "agent:ma" and agent["episodes"] == 1
