@@ -7,9 +7,10 @@ group (``edge``: the edge servers, ``cloud``), as in TorchRL's multi-agent PPO t
 
 The env is ``hffm_env.parallel_env(..., action_mask="one-hot", info="numeric")``, the forms
 TorchRL's ``PettingZooWrapper`` takes, with ``agent_indicator=True`` (each edge observation
-ends in a one-hot of its cluster, so the edge group's shared policy tells them apart). Each agent's action is a ``MultiDiscrete`` (periods,
-routes, heads, partners, relays), and TorchRL ships a masked categorical for one slot only:
-:class:`MaskedMultiCategorical` below is one masked categorical per slot. A sketch to start
+ends in a one-hot of its cluster, so the edge group's shared policy tells them apart).
+Each agent's action is a ``MultiDiscrete`` (periods, routes, heads, partners, relays), and
+TorchRL ships a masked categorical for one slot only: :class:`MaskedMultiCategorical` below
+is one masked categorical per slot. A sketch to start
 from, not a tuned recipe: the README's results come from ``hffm train`` (stable-baselines3).
 """
 
