@@ -340,7 +340,8 @@ class PlacementConfig:
                            devices_per_cluster=self.devices_per_cluster)
         _check_int_between(owner, 1, 10_000_000,
                            max_placement_attempts=self.max_placement_attempts)
-        if self.devices_per_cluster > self.num_devices:
+        # (uniform placement ignores devices_per_cluster)
+        if self.placement == "clustered" and self.devices_per_cluster > self.num_devices:
             raise ConfigError(
                 f"{owner}.devices_per_cluster = {self.devices_per_cluster}: more devices per "
                 f"cluster than devices (num_devices = {self.num_devices})"

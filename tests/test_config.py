@@ -100,6 +100,9 @@ def test_overlapping_overrides_are_refused_and_the_callers_values_kept():
 def test_more_devices_per_cluster_than_devices():
     with pytest.raises(ConfigError, match="devices_per_cluster = 50: more devices per cluster"):
         PlacementConfig(num_devices=40, devices_per_cluster=50, num_edge_servers=1)
+    # uniform placement ignores devices_per_cluster: it refused two devices for two servers
+    uniform = PlacementConfig(placement="uniform", num_devices=2, num_edge_servers=2)
+    assert uniform.devices_per_cluster > uniform.num_devices
 
 
 def test_area_too_small_for_spacing_says_so():

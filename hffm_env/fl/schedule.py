@@ -15,7 +15,7 @@ from enum import IntEnum
 import numpy as np
 
 from hffm_env.config import MODULE_TYPES, NEVER
-from hffm_env.values import is_integer
+from hffm_env.values import is_integer, shown
 
 __all__ = ["Tier", "CLUSTER_TIERS", "PeriodClock", "Route", "SourceKind", "RelaySource",
            "ModuleRequest", "Schedule", "choices", "is_member"]
@@ -185,19 +185,36 @@ class Schedule:
             if not is_member(tier, Tier):
                 raise ValueError(f"Schedule.tiers[{module_type!r}] = {tier!r}: allowed "
                                  f"{choices(Tier)}")
+        for name in ("routes", "heads", "pairs", "cloud_clusters"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes, Mapping)) or not isinstance(
+                    value, (tuple, list, np.ndarray)):
+                each = "pair of device ids per pair" if name == "pairs" else "entry per cluster"
+                raise ValueError(f"Schedule.{name} = {shown(value)}: must be a sequence, one "
+                                 f"{each}")
         for cluster, route in enumerate(self.routes):
             if not is_member(route, Route):
                 raise ValueError(f"Schedule.routes[{cluster}] = {route!r}: allowed "
                                  f"{choices(Route)}")
-        if isinstance(self.cloud_clusters, (str, bytes, Mapping)) or not isinstance(
-                self.cloud_clusters, (tuple, list, np.ndarray)):
-            raise ValueError(f"Schedule.cloud_clusters = {self.cloud_clusters!r}: must be a "
-                             "sequence of True or False, one per cluster")
+        for cluster, head in enumerate(self.heads):
+            if not is_integer(head):
+                raise ValueError(f"Schedule.heads[{cluster}] = {shown(head)}: must be an "
+                                 "integer (a member device id, or -1 for none)")
+        for k, pair in enumerate(self.pairs):
+            if isinstance(pair, (str, bytes, Mapping)) or not isinstance(
+                    pair, (tuple, list, np.ndarray)) or len(pair) != 2 \
+                    or not all(is_integer(d) for d in pair):
+                raise ValueError(f"Schedule.pairs[{k}] = {shown(pair)}: must be two device "
+                                 "ids (integers)")
         for cluster, joins in enumerate(self.cloud_clusters):
             if not isinstance(joins, (bool, np.bool_)):
                 raise ValueError(f"Schedule.cloud_clusters[{cluster}] = {joins!r}: allowed "
                                  "True or False")
-        # stored as a tuple of bools whatever sequence came in (frozen: set through object)
+        # stored as tuples of plain values whatever sequence came in (an array's truth value
+        # is ambiguous where code asks whether one was given; frozen: set through object)
+        object.__setattr__(self, "routes", tuple(self.routes))
+        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        object.__setattr__(self, "pairs", tuple((int(i), int(j)) for i, j in self.pairs))
         object.__setattr__(self, "cloud_clusters", tuple(bool(j) for j in self.cloud_clusters))
 
     def tier(self, module_type: str) -> Tier:

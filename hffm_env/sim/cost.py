@@ -214,12 +214,16 @@ class CostAccountant:
                 times[rows] = d2d_attempts[pair] * bits[rows] / rates.d2d_bps[pair]
             else:
                 # One wide-area session per (stage, src, dst): several modules sent together
-                # share its fixed delay, which only the session's first flow pays.
+                # share its fixed delay, which only the session's first flow pays (and none
+                # where nothing moves: a session of 0 bits is never opened, as a 0-bit
+                # wireless hop costs nothing).
                 backhaul = self.scenario.channel.backhaul
                 times[rows] = backhaul_time_s(backhaul, bits[rows]) - backhaul.latency_s
                 key = np.stack([cols["stage"][rows], src[rows], dst[rows]], axis=1)
-                _, first = np.unique(key, axis=0, return_index=True)
-                times[rows[first]] += backhaul.latency_s
+                _, first, session = np.unique(key, axis=0, return_index=True,
+                                              return_inverse=True)
+                moves = np.bincount(session.reshape(-1), weights=bits[rows]) > 0
+                times[rows[first[moves]]] += backhaul.latency_s
         return times
 
     def hop_energy_j(self, table: TransferTable, times_s: np.ndarray) -> np.ndarray:

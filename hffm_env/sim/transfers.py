@@ -212,6 +212,12 @@ class TransferTable:
         cluster_of_device = np.asarray(cluster_of_device, dtype=np.int64)
         if cluster_of_device.shape != (self.num_devices,):
             raise ValueError("cluster_of_device must have one entry per device")
+        outside = np.flatnonzero((cluster_of_device < 0)
+                                 | (cluster_of_device >= self.num_clusters))
+        if outside.size:  # its hops would name another node (an edge id past the last: cloud)
+            d = int(outside[0])
+            raise ValueError(f"cluster_of_device[{d}] = {int(cluster_of_device[d])}: allowed "
+                             f"0..{self.num_clusters - 1}")
         self.cluster_of_device = cluster_of_device
         n, s = self.num_devices, self.num_clusters
         self._cluster_of_node = np.concatenate([cluster_of_device, np.arange(s), [-1]])

@@ -194,6 +194,27 @@ def test_clusters_out_of_the_cloud_keep_their_edge_mean(route):
                               mean(engine.network.members(1).tolist()))
 
 
+def test_heads_routes_and_pairs_may_be_arrays_and_are_checked_by_name():
+    """An array of heads or routes passed the constructor and failed later in pricing with
+    numpy's "truth value of an array is ambiguous"; a float head was truncated."""
+    engine = _engine(train=False)
+    heads = np.array(engine.network.heads)
+    routes = np.full(engine.num_clusters, int(Route.D2D_RELAY))
+    schedule = Schedule(tiers={"moe": Tier.EDGE}, heads=heads, routes=routes)
+    assert schedule.heads == tuple(int(h) for h in heads) and len(schedule.routes) == len(routes)
+    priced = engine.price_schedule(Schedule(
+        tiers={"moe": Tier.EDGE}, heads=tuple(heads.tolist()), routes=tuple(routes.tolist())))
+    cost = engine.price_schedule(schedule)
+    assert (cost.latency_s, cost.energy_j) == (priced.latency_s, priced.energy_j)
+    for field, value, says in (
+            ("routes", 5, "Schedule.routes = 5: must be a sequence, one entry per cluster"),
+            ("heads", (0.5,), r"Schedule.heads\[0\] = 0.5: must be an integer"),
+            ("pairs", ((0, 1, 2),), r"Schedule.pairs\[0\] = \(0, 1, 2\): must be two device"),
+            ("pairs", "ab", "Schedule.pairs = 'ab': must be a sequence")):
+        with pytest.raises(ValueError, match=says):
+            Schedule(**{field: value})
+
+
 def test_cloud_clusters_must_name_every_cluster():
     engine = _engine(train=False)
     with pytest.raises(ValueError, match=r"Schedule.cloud_clusters has 1 entries: need"):

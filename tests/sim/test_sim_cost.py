@@ -60,6 +60,20 @@ def test_modules_sent_together_share_one_wide_area_delay():
     assert report.energy_by_tier_j["cloud"] == pytest.approx(2 * 0.8 * 12.1 + 0.8 * 1.1)
 
 
+def test_a_wide_area_session_where_nothing_moves_costs_nothing():
+    """A 0-bit backhaul flow paid the session's fixed delay (0.1 s, 0.08 J here), where a
+    0-bit wireless hop costs nothing."""
+    scenario = paper()
+    topo, rates = two_clusters()
+    table = TransferTable.for_topology(topo)
+    table.add_backhaul_up("adapter/fusion", 0.0, [0])
+    report = CostAccountant(scenario, topo, np.ones(4) * 1e9).account(table, rates)
+    assert report.latency_s == 0.0 and report.energy_j == 0.0
+    table.add_backhaul_up("head/vqa", 4e6, [0])  # the same session, now with bits: one delay
+    report = CostAccountant(scenario, topo, np.ones(4) * 1e9).account(table, rates)
+    assert report.latency_s == pytest.approx(0.1 + 1.0)
+
+
 def test_same_link_is_sequential_different_links_parallel():
     topo, rates = two_clusters()
     table = TransferTable.for_topology(topo)

@@ -48,6 +48,13 @@ def test_columns_are_shared_cached_and_read_only():
     assert table.size_bits.tolist() == [8.0, 8.0, 8.0]
 
 
+@pytest.mark.parametrize("cluster", [2, -1])
+def test_a_device_of_no_cluster_is_refused_by_name(cluster):
+    """Cluster 2 of two clusters made a device's uplink end at the cloud (node N + 2)."""
+    with pytest.raises(ValueError, match=rf"cluster_of_device\[2\] = {cluster}: allowed 0..1"):
+        transfers.TransferTable(3, 2, np.array([0, 1, cluster]))
+
+
 def test_node_place_inverts_the_node_numbering():
     """One rule of node ids: the renderer drew flows by its own copy of the numbering."""
     table = transfers.TransferTable.for_topology(_topology())  # 4 devices, 2 clusters
