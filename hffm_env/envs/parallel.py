@@ -92,6 +92,7 @@ from hffm_env.envs.action import check_action
 from hffm_env.envs.hffm_env import HFFMEnv, measured
 from hffm_env.envs.render import RENDER_METADATA
 from hffm_env.envs.reward import check_terms
+from hffm_env.values import shown
 
 try:  # PettingZoo is the optional extra ``pip install hffm-env[integrations]``
     from pettingzoo import ParallelEnv
@@ -386,7 +387,14 @@ class HFFMParallelEnv(ParallelEnv):
 
     def joint_action(self, actions: dict[str, np.ndarray]) -> np.ndarray:
         """The single-agent env's full action for the agents' actions, one for every agent
-        (slot errors name the agent and its slot)."""
+        (slot errors name the agent and its slot; an action for no agent is refused)."""
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions = {shown(actions)}: must be a dict of agent name to "
+                             f"action (agents: {self.possible_agents})")
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if unknown:  # a misspelt name's action would be dropped without a word
+            raise ValueError(f"actions for {unknown}: no such agent (agents: "
+                             f"{self.possible_agents})")
         missing = [a for a in self.possible_agents if a not in actions]
         if missing:  # (its slots' index 0 is period 1: the dearest choice, not "nothing")
             raise ValueError(f"actions: none for {missing}; every agent acts each round "

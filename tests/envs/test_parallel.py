@@ -177,6 +177,12 @@ def test_bad_input_names_the_agent_and_slot():
         env.step(bad)
     with pytest.raises(ValueError, match="not live agents"):
         env.step({"edge_9": bad["edge_0"]})
+    # joint_action (how a multi-agent policy drives a single-agent env) dropped it unsaid
+    good = _index_zero(env)
+    with pytest.raises(ValueError, match=r"actions for \['edge_9'\]: no such agent"):
+        env.joint_action({**good, "edge_9": good["edge_0"]})
+    with pytest.raises(ValueError, match="actions = 3: must be a dict"):
+        env.joint_action(3)
     with pytest.raises(ValueError, match="reward_split"):
         _parallel(reward_split="selfish")
     assert env.agents  # nothing was played
