@@ -245,8 +245,17 @@ def rescore(result: dict, overrides: list[str]) -> dict:
         progress.start(float("nan"))  # (reset's accuracy is not recorded; no reward here
         rewards = []                  # reads it: accuracy-gain was refused above)
         last = len(episode.accuracy) - 1
+        local_accuracy = episode.accuracy_local
+        if not local_accuracy:  # a file older than the local accuracy's record
+            if env.config.env.accuracy_local_mix != 0.0:
+                raise ConfigError(
+                    f"--rescore: env.accuracy_local_mix = {env.config.env.accuracy_local_mix} "
+                    "pays the devices' local accuracy, which this file does not record (it "
+                    "predates it): rescore with accuracy_local_mix 0, or run the bench again")
+            local_accuracy = [float("nan")] * len(episode.accuracy)  # (a mix of 0 reads none)
         for t, (glob, local, lat, en) in enumerate(zip(
-                episode.accuracy, episode.accuracy_local, episode.latency_s, episode.energy_j)):
+                episode.accuracy, local_accuracy, episode.latency_s, episode.energy_j,
+                strict=True)):
             acc = accuracy_score(glob, local, env.config.env.accuracy_local_mix)
             terms = reward(progress.inputs(acc, lat, en, t == last), costs, weights)
             rewards.append(float(sum(terms.values())))

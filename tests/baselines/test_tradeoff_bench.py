@@ -1,5 +1,6 @@
 """benchmarks/tradeoff.py: the Pareto front, the target checks, and a tiny real run."""
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -100,6 +101,17 @@ def test_tiny_real_run_and_its_rescoring(bench):
 
     with pytest.raises(ConfigError, match="accuracy-gain reward needs"):
         bench.rescore(result, [*overrides, "env.reward=accuracy-gain"])
+    # a file older than the local accuracy's record: its returns were all rescored to 0
+    older = copy.deepcopy(result)
+    for episode in older["episodes"]:
+        del episode["accuracy_local"]
+    rescored = bench.rescore(older, overrides)
+    for name, row in result["rows"].items():
+        assert rescored["rows"][name]["episode_return"]["mean"] == pytest.approx(
+            row["episode_return"]["mean"], abs=1e-9)
+    older["settings"]["config"]["env"]["accuracy_local_mix"] = 0.5  # a reward that reads it
+    with pytest.raises(ConfigError, match="accuracy_local_mix = 0.5 pays the devices' local"):
+        bench.rescore(older, [])
 
 
 def test_rescoring_takes_only_the_rewards_settings(bench):
