@@ -75,7 +75,8 @@ def _played(row: dict[str, Any]) -> int:
 def format_matrix(runs: list[dict[str, Any]], against: str) -> str:
     """One markdown table of every run: a row per run, a column per policy, each cell the
     ratio and its 95% interval, followed by ``k/n`` when the two reached the target on only
-    k of the n seeds both played."""
+    k of the n seeds both played, and who missed it on the others (a seed the column's policy
+    missed is left out of its ratio, which then flatters it)."""
     names = list(dict.fromkeys(r["policy"] for run in runs for r in run["rows"]))
     lines = [f"| against {against}, seed by seed | " + " | ".join(names) + " |",
              "| --- |" + " --- |" * len(names)]
@@ -87,7 +88,10 @@ def format_matrix(runs: list[dict[str, Any]], against: str) -> str:
             if math.isfinite(r["low"]):
                 cell += f" ({r['low']:.3f}-{r['high']:.3f})"
             if r["seeds"] < played:
-                cell += f", {r['seeds']}/{played}"
+                misses = [f"{who} on {n}" for who, n in (
+                    ("missed", r["only_reference"]), (f"{against} missed", r["only_policy"]),
+                    ("both missed", r["neither"])) if n]
+                cell += f", {r['seeds']}/{played} ({'; '.join(misses)})"
             cells[r["policy"]] = cell
         lines.append(f"| {run['label']} | " + " | ".join(cells.get(n, "") for n in names)
                      + " |")

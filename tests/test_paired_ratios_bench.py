@@ -48,7 +48,9 @@ def test_each_run_gets_the_runners_rows_for_the_policies_asked(paired_ratios, tm
     matrix = paired_ratios.format_matrix(
         paired_ratios.paired_runs(RUNS, "hffm-d2d-e2", ["a", "b"], [agent]), "hffm-d2d-e2")
     assert f"| against hffm-d2d-e2, seed by seed | {agent} |" in matrix
-    assert "| a | 0.835 (0.746-0.935) |" in matrix and "| b | 0.926 (0.785-1.092), 8/9 |" in matrix
+    # ... saying who missed it: a seed the agent missed is out of its ratio, which flatters it
+    assert "| a | 0.835 (0.746-0.935) |" in matrix
+    assert "| b | 0.926 (0.785-1.092), 8/9 (missed on 1) |" in matrix
     assert plot.stat().st_size > 10_000
 
 
