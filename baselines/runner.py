@@ -832,7 +832,9 @@ def run_benchmark(
 
     By default one env built by ``make_env()`` serves every episode. With ``env_per_seed``,
     ``make_env(seed)`` builds one env per seed (closed after that seed's episodes), e.g. one
-    whose config seed, and so its data split, is the seed too (:func:`seed_data_split`).
+    whose config seed, and so its data split, is the seed too (:func:`seed_data_split`), and
+    ``make_env(None)`` the config's own split, the one a policy tuned on training episodes
+    (``fixed-grid``) is tuned on, once, before any seed plays.
     ``target_accuracy`` defaults to ``target_fraction`` x the best policy's mean final
     accuracy. ``scenario`` and ``fidelity``
     label the result (what :meth:`BenchResult.merge` checks): the env's own; given ones must
@@ -871,6 +873,8 @@ def run_benchmark(
     bar = progress_bar(total=len(resolved) * len(seeds), disable=not progress, desc="bench",
                unit="episode")
     try:
+        if env_per_seed and any(hasattr(p, "fitted_for") for p in resolved):
+            _tune_on_the_config_split(cast(Callable[[Any], Any], make_env), resolved, bar)
         for build, group_seeds in groups:
             env = build()
             if not callable(getattr(env, "reset", None)):  # e.g. a make_env that forgot return
@@ -954,6 +958,23 @@ def run_benchmark(
         fingerprints=fingerprints,
         provenance=[record],
     )
+
+
+def _tune_on_the_config_split(make_env: Callable[[Any], Any], policies: Sequence[Policy],
+                              bar: Any) -> None:
+    """Fit the policies tuned on training episodes (fixed-grid) once on ``make_env(None)``, the
+    config's own data split, before the seeds play on splits of their own: tuned on a seed's
+    split, a baseline would have seen the held-out split it is judged on."""
+    env = make_env(None)
+    try:
+        for policy in policies:
+            try:
+                fit_if_needed(env, policy, functools.partial(_show_tuning, bar, policy.name))
+            except ValueError as err:
+                err.args = (f"policy {policy.name!r} on the config's own data split: {err}",)
+                raise
+    finally:
+        env.close()
 
 
 def _show_tuning(bar: Any, policy: str, candidate: str, seed: int) -> None:

@@ -924,8 +924,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="play each seed on its own data split (device profiles, label "
                        "skew, test sets): the seed is its env's config seed too, instead of "
                        "the config's seed for every episode (train and cost fidelity: a "
-                       "surrogate serves the split it was fitted on; fixed-grid tunes anew "
-                       "on each split)")
+                       "surrogate serves the split it was fitted on; fixed-grid tunes once, "
+                       "on the config's own split)")
     bench.add_argument("--agent", type=arguments.input_path,
                        action="append", default=[], metavar="PATH",
                        help="a trained agent folder (or its model.zip) to evaluate too "

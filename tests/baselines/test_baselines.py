@@ -489,6 +489,36 @@ def test_fixed_grid_is_fitted_explicitly_once_per_scenario_before_it_plays():
                     ("grid-e1-c0-direct", 0), ("grid-e1-c0-direct", 1)]
 
 
+def test_fixed_grid_tunes_on_the_configs_own_split_when_each_seed_has_its_own():
+    """With a data split per seed, fixed-grid was tuned anew on each seed's split: on the
+    held-out split it was then judged on. It tunes once, on the config's own split."""
+    from hffm_env.baselines.policies import FixedGridPolicy
+
+    built, tuned_on = [], []
+
+    def make_env(seed):
+        built.append(seed)
+        return _env("cost", [] if seed is None else [f"seed={seed}"])
+
+    policy = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2, NEVER), routes=(Route.DIRECT,))
+    fit = policy.fit
+
+    def recording_fit(env, rollout):
+        tuned_on.append(env.unwrapped.config.seed)
+        fit(env, rollout)
+
+    policy.fit = recording_fit
+    result = run_benchmark(make_env, [policy, "never"], seeds=[1000, 1001], env_per_seed=True,
+                           progress=False)
+    assert built == [None, 1000, 1001] and tuned_on == [_env("cost").unwrapped.config.seed]
+    assert sorted((e.policy, e.seed) for e in result.episodes) == [
+        ("fixed-grid", 1000), ("fixed-grid", 1001), ("never", 1000), ("never", 1001)]
+    # ... and without a tuned policy, no env of the config's own split is built
+    built.clear()
+    run_benchmark(make_env, ["never"], seeds=[1000], env_per_seed=True, progress=False)
+    assert built == [1000]
+
+
 def test_fixed_grid_is_never_scored_on_the_seeds_it_was_tuned_on(capsys):
     """``hffm bench --seeds 0 1000`` tuned fixed-grid on seed 0 and scored it there too, and
     ``search_seeds`` took held-out seeds, without a word."""
