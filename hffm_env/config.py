@@ -571,7 +571,8 @@ class DataConfig:
     ``question``: the VQA question template, and so the answer type). Availability can be
     correlated within a cluster: with ``cluster_missing_sensor_prob`` a whole cluster lacks one
     sensor (image or audio, its devices then never have it), and each task is dropped by a whole
-    cluster with ``cluster_task_drop_prob`` (every task stays run by at least one cluster).
+    cluster with ``cluster_task_drop_prob`` (every task stays run by at least one cluster,
+    and by at least one of its devices).
     Sample counts per device are log-normal around ``samples_per_device`` with spread
     ``sample_count_sigma``, at least ``min_samples_per_device`` (>= 2: a training and a test
     sample). ``held_out_samples`` scenes are drawn from one extra cluster's skew that no device

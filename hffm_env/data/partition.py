@@ -7,7 +7,10 @@ Heterogeneity, all drawn from one generator:
   the two at random); a device whose draw serves none of ``tasks`` (e.g. only vqa is configured
   and it lost its camera) gets every configured modality back;
 - **tasks**: each task the device's modalities can serve is kept with ``task_keep_prob``, at
-  least one;
+  least one; a task that no device ends up running though some cluster (or, without cluster
+  profiles, the config) keeps it goes to the first device of the first such cluster able to
+  serve it (or, if none can, to that cluster's first device, with its cluster's sensors
+  back), so every configured task is trained somewhere (this repair draws no random number);
 - **cluster-correlated availability**: before the device draws, each cluster may lose one
   sensor for all its devices (``cluster_missing_sensor_prob``: a cluster without cameras, or
   without microphones) and may drop each task for all its devices (``cluster_task_drop_prob``;
@@ -210,7 +213,40 @@ def draw_profiles(
             modalities=tuple(m for m in config.modalities if m in held),
             tasks=tuple(t for t in config.tasks if t in tasks),
         ))
+    _give_every_task_a_device(config, profiles, cluster_of_device, clusters)
     return profiles
+
+
+def _give_every_task_a_device(config: DataConfig, profiles: list[DeviceProfile],
+                              cluster_of_device: np.ndarray | None,
+                              clusters: list[ClusterProfile] | None) -> None:
+    """The device-level end of "every task stays learnable somewhere" (in place): the cluster
+    step keeps each task with some cluster, but each of its devices may still lose the sensor
+    or drop the task. Deterministic, so that draws where nothing is lost stay as they were."""
+    for task in config.tasks:
+        if any(task in p.tasks for p in profiles):
+            continue
+        if clusters is not None and cluster_of_device is not None:
+            keeping = [k for k, c in enumerate(clusters) if task in c.tasks]
+            members = [d for k in keeping for d in np.flatnonzero(cluster_of_device == k)]
+        else:
+            members = list(range(len(profiles)))
+        if not members:  # no cluster keeps it (or its only cluster has no device): nothing to do
+            continue
+        able = [d for d in members if can_serve(task, profiles[d].modalities)]
+        d = int(able[0] if able else members[0])
+        modalities = set(profiles[d].modalities)
+        if not able:  # its sensors back: the cluster's (or the config's) allowed modalities
+            limits = (clusters[int(cluster_of_device[d])].modalities
+                      if clusters is not None and cluster_of_device is not None
+                      else config.modalities)
+            modalities |= set(limits)
+            if not can_serve(task, modalities):  # the config cannot serve it (warned of)
+                continue
+        kept = set(profiles[d].tasks) | {task}
+        profiles[d] = DeviceProfile(
+            modalities=tuple(m for m in config.modalities if m in modalities),
+            tasks=tuple(t for t in config.tasks if t in kept))
 
 
 def draw_network_profiles(

@@ -204,11 +204,11 @@ class HFFMEnv(gym.Env):
 
     ## Episode End
     Terminated after ``env.episode_rounds`` rounds (``info["end"] = "rounds"``) or when
-    ``env.energy_budget_j`` is exhausted (``info["end"] = "energy_budget"``); never truncated
-    by the env itself. The horizon is part of the task (the round is observed, the last
-    round's reward pays the final accuracy and any target miss), so no value lies beyond it
-    and a learner must not bootstrap one; ``truncated`` is left to outside limits such as a
-    ``TimeLimit``.
+    ``env.energy_budget_j`` is exhausted (``info["end"] = "energy_budget"``, also when the
+    budget runs out in the horizon's last round); never truncated by the env itself. The
+    horizon is part of the task (the round is observed, the last round's reward pays the
+    final accuracy and any target miss), so no value lies beyond it and a learner must not
+    bootstrap one; ``truncated`` is left to outside limits such as a ``TimeLimit``.
 
     ## Info
     The same keys, types and shapes at reset and at every step, no NaN (``info["measured"]``

@@ -9,7 +9,7 @@
 | ``drift/<type>/<scope>`` | 2T | device copies' distance to their cluster / global mean, d/(1+d) |
 | ``cluster/<c>/uplink`` | C | log10 of the members' mean uplink rate (bit/s) / 10 |
 | ``cluster/<c>/d2d_rate`` | C | log10 of the mean D2D link rate (bit/s) over the D2D graph / 10 |
-| ``cluster/<c>/d2d_density`` | C | D2D graph edges / possible pairs |
+| ``cluster/<c>/d2d_density`` | C | D2D graph edges / possible pairs of its members (1 for one) |
 | ``cluster/<c>/available`` | C | fraction of the cluster's devices available this round |
 | ``budget/energy`` | 1 | energy used / budget (or / star reference x episode rounds) |
 | ``budget/latency`` | 1 | latency used / (star reference x episode rounds) |
