@@ -130,6 +130,19 @@ MIN_QUESTION_LENGTH: int = 7
 """Tokens of the longest question template (:data:`hffm_env.data.scenes.QUESTION_TYPES`),
 ``<cls>`` included; ``data.question_length`` must be >= it."""
 
+MIN_CELL_PX = 1.8
+"""The narrowest placement cell (``data.image_size_px`` / :func:`grid_size`) a config may
+give: :mod:`hffm_env.data.scenes` always paints the pixel holding an object's centre in its
+colour (an object smaller than a pixel would cover no pixel centre and be counted unseen), and
+from 1.8 px on that pixel lies inside the object's own cell, away from every other object's."""
+
+
+def grid_size(max_objects: int) -> int:
+    """Side of the scenes' placement grid: at least 3, and at least twice as many cells as
+    objects so that environments' layouts have room to differ."""
+    return max(3, math.ceil(math.sqrt(2 * max_objects)))
+
+
 IMAGE_TOKENS: int = 16
 """Tokens per image: the image extractor pools its last feature map to a 4 x 4 grid
 (:data:`hffm_env.models.extractors.IMAGE_GRID`)."""
@@ -614,6 +627,15 @@ class DataConfig:
             raise ConfigError("data.max_objects = 1: the count task needs at least 2 (its "
                               "classes are 1..max_objects objects); or drop count from "
                               "data.tasks")
+        if "image" in self.modalities:
+            g = grid_size(self.max_objects)
+            if self.image_size_px / g < MIN_CELL_PX:  # objects would cover no pixel
+                raise ConfigError(
+                    f"data.image_size_px = {self.image_size_px}: too small for data.max_objects "
+                    f"= {self.max_objects}, whose {g} x {g} placement grid leaves "
+                    f"{self.image_size_px / g:.2f} px a cell (at least {MIN_CELL_PX}, so that "
+                    f"every object counted is seen): image_size_px >= "
+                    f"{math.ceil(MIN_CELL_PX * g)}, or fewer objects")
         _check_int_between("data", MIN_QUESTION_LENGTH, 256,
                            question_length=self.question_length)
         _check_int_between("data", 2, 16_384, audio_length=self.audio_length)

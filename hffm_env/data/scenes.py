@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 
-from hffm_env.config import MIN_QUESTION_LENGTH, TASKS, DataConfig
+from hffm_env.config import MIN_CELL_PX, MIN_QUESTION_LENGTH, TASKS, DataConfig, grid_size
 from hffm_env.values import is_integer
 
 __all__ = [
@@ -69,6 +68,7 @@ __all__ = [
     "can_serve",
     "SceneObjects",
     "SceneBatch",
+    "MIN_CELL_PX",
     "grid_size",
     "generate_scenes",
     "decode_question",
@@ -368,12 +368,6 @@ _DRONE_FREQ = 0.012 + 0.010 * np.arange(NUM_SCENE_CLASSES)  # cycles per sample
 _DRONE_FREQ_JITTER = 0.003
 _DRONE_AMPLITUDE = 0.5
 _RENDER_CHUNK = 2048  # samples rendered at once: bounds temporaries to a few hundred MB
-
-
-def grid_size(max_objects: int) -> int:
-    """Side of the placement grid: at least 3, and at least twice as many cells as objects so
-    that environments' layouts have room to differ."""
-    return max(3, math.ceil(math.sqrt(2 * max_objects)))
 
 
 def _layout_weights(g: int) -> np.ndarray:
@@ -718,6 +712,12 @@ def _render_images(
                 owned = owner[rows]
                 owned[inside] = j + 1
                 owner[rows] = owned
+            # the pixel holding the centre is always the object's, so that every object counted
+            # is seen (from a radius of 1.5 px on its shape covers that pixel anyway)
+            here = np.flatnonzero(objects.present[sl, j])
+            column = np.clip(objects.x_px[sl, j][here].astype(np.intp), 0, s - 1)
+            row = np.clip(objects.y_px[sl, j][here].astype(np.intp), 0, s - 1)
+            owner[here, row, column] = j + 1
         background = owner == 0
         # a faint oriented grating on the background only
         phase_x = np.cos(angle[sl]).astype(np.float32)[:, None] * centres[None, :] * wave

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from hffm_env.config import DataConfig
+from hffm_env.config import ConfigError, DataConfig
 from hffm_env.data import (
     COLOUR_RGB,
     NUM_SCENE_CLASSES,
@@ -56,6 +56,28 @@ def test_objects_are_drawn_in_their_colour():
             np.testing.assert_allclose(b.image[i, :, y, x], colour, atol=1e-6)
             checked += 1
     assert checked > 50
+
+
+@pytest.mark.parametrize(("size_px", "max_objects"), [(6, 3), (8, 3), (16, 16), (32, 64)])
+def test_every_object_is_seen_however_small_the_image(size_px, max_objects):
+    """The radius scales with the cell: at 4-8 px an object could cover no pixel centre and be
+    counted without being seen (405 of 846 objects at 4 px). The pixel holding its centre is
+    always its own now, and a cell too narrow for that is refused."""
+    cfg = DataConfig(image_size_px=size_px, max_objects=max_objects, noise_std=0.0)
+    b = generate_scenes(200, cfg, np.random.default_rng(0))
+    for i in range(len(b)):
+        for k in np.flatnonzero(b.objects.present[i]):
+            x, y = int(b.objects.x_px[i, k]), int(b.objects.y_px[i, k])
+            colour = np.asarray(COLOUR_RGB)[b.objects.colour[i, k]]
+            np.testing.assert_allclose(b.image[i, :, y, x], colour, atol=1e-6)
+
+
+def test_an_image_too_small_for_its_objects_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"data.image_size_px = 4: too small for "
+                                          r"data.max_objects = 3, whose 3 x 3 placement grid "
+                                          r"leaves 1.33 px a cell .*image_size_px >= 6"):
+        DataConfig(image_size_px=4)
+    DataConfig(image_size_px=4, modalities=("audio", "text"), tasks=("scene",))  # no images
 
 
 def test_questions_decode_to_words(batch):
