@@ -228,7 +228,7 @@ def _give_every_task_a_device(config: DataConfig, profiles: list[DeviceProfile],
             continue
         if clusters is not None and cluster_of_device is not None:
             keeping = [k for k, c in enumerate(clusters) if task in c.tasks]
-            members = [d for k in keeping for d in np.flatnonzero(cluster_of_device == k)]
+            members = [int(d) for k in keeping for d in np.flatnonzero(cluster_of_device == k)]
         else:
             members = list(range(len(profiles)))
         if not members:  # no cluster keeps it (or its only cluster has no device): nothing to do
