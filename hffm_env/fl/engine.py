@@ -588,8 +588,11 @@ class FederatedEngine:
         if fl.optimizer_state == "reset":
             self.optimizer.reset(self.params)
         task_mask = self.trainable_tasks()
+        # a module held but not read (a task's prompt relayed before its head) gets no
+        # gradient: AdamW's weight decay and step count must leave it alone too
+        learns = self.holds & torch.as_tensor(self.reads_modules(task_mask), device=self.device)
         update = {
-            name: trained & self.holds[:, self.param_module[name]] for name in self.params
+            name: trained & learns[:, self.param_module[name]] for name in self.params
         }
         step_grad = vmap(grad(self.loss, has_aux=True), in_dims=(0, 0, 0, 0, 0))
         modality = self.modality_mask.unsqueeze(1).expand(n, batch, -1)

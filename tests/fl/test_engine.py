@@ -194,6 +194,33 @@ def test_clusters_out_of_the_cloud_keep_their_edge_mean(route):
                               mean(engine.network.members(1).tolist()))
 
 
+@pytest.mark.parametrize("state", ["reset", "persist"])
+def test_a_held_module_that_is_not_read_is_left_alone_by_weight_decay(state):
+    """A task's prompt relayed before its head is held but not read: with weight decay it
+    shrank every local step before it was ever used, and under persist its step count ran on
+    (the first real steps then skipped Adam's bias correction)."""
+    engine = _engine(extra=["fl.weight_decay=0.5", f"fl.optimizer_state={state}"])
+    engine.reset(2)
+    candidates = [(d, k) for d in range(engine.num_devices) for k in range(len(engine.tasks))
+                  if not bool(engine.device_tasks[d, k])]
+    d, k = candidates[0]
+    task = engine.tasks[k]
+    engine.device_tasks[d, k] = True  # the task arrives; its prompt came, its head has not
+    engine.holds[d, engine.module_index[f"prompt/{task}"]] = True
+    engine.holds[d, engine.module_index[f"head/{task}"]] = False
+    names = engine.inventory.by_id(f"prompt/{task}").param_names
+    read = engine.reads_modules()[d]
+    trained = [n for n in engine.params if read[engine.param_module[n]] and n not in names]
+    before = {n: engine.params[n][d].clone() for n in [*names, *trained]}
+    engine.run_round(Schedule())
+    for n in names:
+        assert torch.equal(engine.params[n][d], before[n]), n
+    # ... while the modules it reads train (but for zeros that got no gradient yet: decay
+    # keeps them at 0)
+    unchanged = [n for n in trained if torch.equal(engine.params[n][d], before[n])]
+    assert unchanged != trained and all(not before[n].any() for n in unchanged), unchanged
+
+
 def test_heads_routes_and_pairs_may_be_arrays_and_are_checked_by_name():
     """An array of heads or routes passed the constructor and failed later in pricing with
     numpy's "truth value of an array is ambiguous"; a float head was truncated."""
