@@ -669,6 +669,11 @@ class ModelConfig:
     """The M3T model: frozen per-modality extractors and fusion backbone (pre-trained once and
     cached), and the five trainable module types (encoder, prompt, moe, adapter, head).
 
+    ``precision_bits`` (8, 16 or 32) is how module copies travel to and from devices: the
+    transfers are priced at it and what arrives is rounded to it (float16; int8 with a float32
+    scale per tensor, charged too), so a cheaper wire costs accuracy; servers and heads average
+    and forward in float32 (:func:`hffm_env.models.inventory.on_the_wire`).
+
     ``pretrained_path`` loads a local Hugging Face checkpoint of the fusion backbone instead of
     pre-training one; nothing is ever fetched from a hub. Its sizes (hidden, layers, heads,
     intermediate) then replace the four here. A relative path is taken from the current folder

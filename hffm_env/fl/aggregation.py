@@ -59,17 +59,21 @@ def group_mean(values: torch.Tensor, weights: GroupWeights) -> torch.Tensor:
     return sums / weights.safe_totals.view((-1,) + (1,) * (values.dim() - 1))
 
 
-def pair_average(values: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``values`` with rows ``first[k]`` and ``second[k]`` both replaced by their mean.
+def pair_average(values: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+                 received: torch.Tensor | None = None) -> torch.Tensor:
+    """``values`` with rows ``first[k]`` and ``second[k]`` both replaced by their mean: each
+    row's own value and the copy it ``received`` of its partner's (``values`` itself when
+    None; otherwise what the partner's row is after the transfer, e.g. quantised).
 
-    Pairs must be disjoint (a matching), so the mean of every pair is preserved exactly.
+    Pairs must be disjoint (a matching), so the mean of every pair is preserved exactly when
+    nothing is lost on the way.
     """
     if first.numel() == 0:
         return values
+    arrived = values if received is None else received
     out = values.clone()
-    mean = 0.5 * (values[first] + values[second])
-    out[first] = mean
-    out[second] = mean
+    out[first] = 0.5 * (values[first] + arrived[second])
+    out[second] = 0.5 * (arrived[first] + values[second])
     return out
 
 

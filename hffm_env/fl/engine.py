@@ -71,6 +71,7 @@ from hffm_env.models import (
     ModuleInventory,
     held_modules,
     masked_task_losses,
+    on_the_wire,
     stack_state,
 )
 from hffm_env.sim import CostReport, Network, TransferTable
@@ -641,7 +642,8 @@ class FederatedEngine:
                 first = torch.tensor([i for i, _ in move.pairs], device=self.device)
                 second = torch.tensor([j for _, j in move.pairs], device=self.device)
                 for name in names:
-                    self.params[name] = pair_average(self.params[name], first, second)
+                    self.params[name] = pair_average(self.params[name], first, second,
+                                                     received=self._wire(self.params[name]))
             return
 
         part = torch.as_tensor(move.joined, device=self.device)
@@ -663,7 +665,9 @@ class FederatedEngine:
             at_edge = torch.tensor(
                 [edge_holds_result(tier, r) for r in routes], device=self.device) & (totals > 0)
         for name in names:
-            means = group_mean(self.params[name], by_cluster)
+            # what the devices send arrives at the model's precision (and so does what they
+            # receive back); the servers and heads average and forward in float32
+            means = group_mean(self._wire(self.params[name]), by_cluster)
             if tier == Tier.CLOUD:
                 cloud = group_mean(means, to_cloud)
                 self.cloud_params[name] = cloud[0]
@@ -671,16 +675,22 @@ class FederatedEngine:
                     self.edge_params[name], cloud.expand(self.num_clusters, *cloud.shape[1:]),
                     one_group, reached,
                 )
-                self.params[name] = broadcast_to_members(self.params[name], cloud, device_group,
-                                                         part)
+                self.params[name] = broadcast_to_members(self.params[name], self._wire(cloud),
+                                                         device_group, part)
             else:
-                self.params[name] = broadcast_to_members(self.params[name], means, self.cluster,
-                                                         part)
+                self.params[name] = broadcast_to_members(self.params[name], self._wire(means),
+                                                         self.cluster, part)
                 if tier == Tier.EDGE:
                     self.edge_params[name] = torch.where(
                         at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
                         self.edge_params[name],
                     )
+
+    def _wire(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (a copy a row) as a transfer to or from a device delivers them, at the
+        model's ``precision_bits`` (:func:`~hffm_env.models.inventory.on_the_wire`; at 32 bits
+        the same tensor)."""
+        return on_the_wire(values, self.inventory.precision_bits)
 
     def _serve_requests(
         self,
@@ -716,7 +726,7 @@ class FederatedEngine:
                              f"path from device {source.device} (it stays pending)")
                 continue
             for name, value in values.items():
-                self.params[name][d] = value
+                self.params[name][d] = self._wire(value.unsqueeze(0))[0]
             self.holds[d, self.module_index[module_id]] = True
             self.pending.remove(request)
             served.append(request)

@@ -11,10 +11,12 @@ Typical use::
 
 from hffm_env.models.extractors import AUDIO_TOKENS, IMAGE_TOKENS, tokens_per_modality
 from hffm_env.models.inventory import (
+    WIRE_SCALE_BITS,
     ModuleInventory,
     ModuleSpec,
     get_module_state,
     held_modules,
+    on_the_wire,
     set_module_state,
     stack_state,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "ModuleInventory",
     "ModuleSpec",
     "NEG_LOGIT",
+    "WIRE_SCALE_BITS",
     "build_model",
     "cache_key",
     "cached_pretrain_info",
@@ -50,6 +53,7 @@ __all__ = [
     "load_backbone",
     "masked_task_loss",
     "masked_task_losses",
+    "on_the_wire",
     "pretrain_model",
     "set_module_state",
     "stack_state",

@@ -29,11 +29,37 @@ from hffm_env.values import is_integer
 __all__ = [
     "ModuleSpec",
     "ModuleInventory",
+    "WIRE_SCALE_BITS",
+    "on_the_wire",
     "held_modules",
     "stack_state",
     "get_module_state",
     "set_module_state",
 ]
+
+
+WIRE_SCALE_BITS = 32
+"""At ``precision_bits = 8`` each tensor of a module travels as int8 values plus one float32
+scale per copy (:func:`on_the_wire`); the scale's bits are part of the module's size."""
+
+
+def on_the_wire(values: torch.Tensor, precision_bits: int) -> torch.Tensor:
+    """``values`` (``(R, ...)``: one copy a row, each sent on its own) as they arrive after a
+    transfer at ``precision_bits``: 32 unchanged (the same tensor); 16 rounded to float16
+    (clamped to its finite range); 8 as symmetric int8, each row scaled by its largest
+    magnitude / 127. Training and aggregation compute in float32 on what arrives, so a cheaper
+    wire costs accuracy as well as saving bits."""
+    if precision_bits == 32:
+        return values
+    if precision_bits == 16:
+        top = torch.finfo(torch.float16).max
+        return values.clamp(-top, top).to(torch.float16).to(values.dtype)
+    if precision_bits != 8:
+        raise ValueError(f"precision_bits = {precision_bits!r}: allowed 8, 16 or 32")
+    rows = values.reshape(values.shape[0], -1)
+    scale = rows.abs().amax(dim=1, keepdim=True) / 127.0
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return (torch.round(rows / safe).clamp(-127, 127) * scale).reshape(values.shape)
 
 
 @dataclass(frozen=True)
@@ -46,7 +72,8 @@ class ModuleSpec:
         name: the modality, task, or ``"fusion"``.
         param_names: its parameters' names, as in ``model.named_parameters()``.
         num_params: total number of scalars.
-        size_bits: ``num_params * precision_bits``, what one transfer of the module costs.
+        size_bits: ``num_params * precision_bits`` (plus :data:`WIRE_SCALE_BITS` per tensor at
+            8 bits), what one transfer of the module costs (:func:`on_the_wire`).
     """
 
     module_id: str
@@ -73,8 +100,10 @@ class ModuleInventory:
         for module_id, names in model.module_param_names().items():
             module_type, name = split_module_id(module_id)
             count = sum(params[n].numel() for n in names)
+            scales = len(names) * WIRE_SCALE_BITS if bits == 8 else 0
             specs.append(
-                ModuleSpec(module_id, module_type, name, tuple(names), count, count * bits)
+                ModuleSpec(module_id, module_type, name, tuple(names), count,
+                           count * bits + scales)
             )
         self.precision_bits: int = bits
         self.specs: tuple[ModuleSpec, ...] = tuple(specs)

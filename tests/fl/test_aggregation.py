@@ -26,6 +26,32 @@ def test_pair_average_preserves_each_pair_mean_and_leaves_others():
     assert torch.equal(out[4], values[4])
 
 
+def test_a_pair_averages_its_own_copy_with_the_one_it_received():
+    values = torch.tensor([[1.0], [2.0], [5.0]])
+    received = torch.tensor([[1.5], [2.5], [5.5]])  # e.g. rounded on the way
+    out = pair_average(values, torch.tensor([0]), torch.tensor([1]), received=received)
+    assert out.tolist() == [[(1.0 + 2.5) / 2], [(1.5 + 2.0) / 2], [5.0]]
+
+
+def test_on_the_wire_rounds_each_copy_to_the_precision_it_travels_at():
+    from hffm_env.models import on_the_wire
+
+    gen = torch.Generator().manual_seed(2)
+    values = torch.randn(3, 4, 5, generator=gen)
+    values[2] = 0.0  # a copy of zeros stays zeros (no scale to divide by)
+    assert on_the_wire(values, 32) is values
+    half = on_the_wire(values, 16)
+    assert torch.equal(half, values.half().float()) and not torch.equal(half, values)
+    eight = on_the_wire(values, 8)
+    for row in range(3):  # int8 steps of each copy's own scale
+        scale = values[row].abs().max() / 127
+        steps = eight[row] / scale if scale > 0 else eight[row]
+        assert torch.allclose(steps, steps.round(), atol=1e-4)
+        assert (eight[row] - values[row]).abs().max() <= scale / 2 + 1e-7
+    assert not eight[2].any()
+    assert torch.equal(on_the_wire(torch.full((1, 2), 1e6), 16), torch.full((1, 2), 65504.0))
+
+
 def test_broadcast_only_to_receivers():
     values = torch.zeros(3, 2)
     group_values = torch.tensor([[1.0, 1.0], [2.0, 2.0]])

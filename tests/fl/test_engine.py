@@ -221,6 +221,33 @@ def test_a_held_module_that_is_not_read_is_left_alone_by_weight_decay(state):
     assert unchanged != trained and all(not before[n].any() for n in unchanged), unchanged
 
 
+def test_a_cheaper_wire_costs_bits_and_accuracy_alike():
+    """precision_bits priced transfers at 8 or 16 bits while full float32 copies arrived: a
+    cheaper wire saved energy at no cost in accuracy. What arrives is rounded to it now."""
+    plain, eight = _engine(train=False), _engine(train=False, extra=["model.precision_bits=8"])
+    for module in plain.inventory:  # int8 values and a float32 scale per tensor
+        spec = eight.inventory.by_id(module.module_id)
+        assert spec.size_bits == module.num_params * 8 + 32 * len(module.param_names)
+    for engine in (plain, eight):
+        _randomise(engine, seed=4)
+        engine.run_round(Schedule(tiers={"adapter": Tier.EDGE}))
+    name = plain.inventory.by_id("adapter/fusion").param_names[0]
+    members = plain.network.members(0).tolist()
+    got, exact = eight.params[name][members], plain.params[name][members]
+    assert torch.equal(got[0], got[1])  # one aggregate for the cluster, rounded once
+    scale = got[0].abs().max() / 127
+    assert torch.allclose(got[0] / scale, (got[0] / scale).round(), atol=1e-3)
+    assert not torch.equal(got, exact) and (got - exact).abs().max() < 2 * scale
+    # a D2D pair averages its own copy with the rounded one it received
+    engine = _engine(train=False, extra=["model.precision_bits=16"])
+    _randomise(engine, seed=5)
+    i, j = engine.network.members(0).tolist()[:2]
+    assert engine.network.is_feasible_pair(i, j)
+    before = engine.params[name].clone()
+    engine.run_round(Schedule(tiers={"adapter": Tier.D2D_PAIRS}, pairs=((i, j),)))
+    assert torch.equal(engine.params[name][i], 0.5 * (before[i] + before[j].half().float()))
+
+
 def test_heads_routes_and_pairs_may_be_arrays_and_are_checked_by_name():
     """An array of heads or routes passed the constructor and failed later in pricing with
     numpy's "truth value of an array is ambiguous"; a float head was truncated."""

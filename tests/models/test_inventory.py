@@ -46,7 +46,10 @@ def test_sizes_match_parameters(inventory, tiny_model):
     assert inventory.total_params == trainable
     assert inventory.total_bits == trainable * bits
     assert sorted(inventory.param_names()) == sorted(tiny_model.trainable_names())
-    assert ModuleInventory(tiny_model, precision_bits=8).total_bits == trainable * 8
+    # int8 on the wire carries a float32 scale per tensor (on_the_wire), charged too
+    tensors = sum(len(spec.param_names) for spec in inventory)
+    assert ModuleInventory(tiny_model, precision_bits=8).total_bits == trainable * 8 + 32 * tensors
+    assert ModuleInventory(tiny_model, precision_bits=16).total_bits == trainable * 16
     # prompt and head sizes follow the config and the task classes
     assert inventory.by_id("prompt/vqa").num_params == 2 * 16
     assert inventory.by_id("head/count").num_params == 16 * tiny_model.num_classes["count"] + \
