@@ -249,6 +249,10 @@ def _check_types(owner: str, config: Any) -> None:
         elif hint in (int, float) and type(value).__module__ == "numpy" \
                 and isinstance(value, numbers.Real) and not isinstance(value, bool):
             value = int(value) if isinstance(value, numbers.Integral) else float(value)
+            value = float(value) if hint is float else value
+        elif float in (hint, *get_args(hint)) and isinstance(value, int) \
+                and not isinstance(value, bool):  # 0 and 0.0 alike (digests: cache keys)
+            value = float(value)
         elif isinstance(value, os.PathLike) and _kind("", hint) is None:  # a path, as a str
             value = os.fspath(value)
         elif get_origin(hint) is tuple and hasattr(value, "tolist"):  # a numpy array

@@ -137,6 +137,10 @@ def test_cache_key_depends_on_what_pretraining_sees(configs):
     base = cache_key(TINY_MODEL, TINY_DATA)
     assert cache_key(dataclasses.replace(TINY_MODEL, lora_rank=8), TINY_DATA) == base
     assert cache_key(dataclasses.replace(TINY_MODEL, precision_bits=16), TINY_DATA) == base
+    # a float field spelt as an integer is the same config (it pre-trained the same weights
+    # again under another key)
+    assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, noise_std=0)) == cache_key(
+        TINY_MODEL, dataclasses.replace(TINY_DATA, noise_std=0.0))
     assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, samples_per_device=10)) == base
     assert cache_key(dataclasses.replace(TINY_MODEL, hidden_size=32), TINY_DATA) != base
     assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, noise_std=0.2)) != base
