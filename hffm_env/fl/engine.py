@@ -57,11 +57,13 @@ from hffm_env.fl.evaluation import (
     mean_over_tasks,
 )
 from hffm_env.fl.optim import StackedAdamW
-from hffm_env.fl.schedule import ModuleRequest, RelaySource, Route, Schedule, SourceKind, Tier
+from hffm_env.fl.schedule import ModuleRequest, RelaySource, Schedule, SourceKind, Tier
 from hffm_env.fl.transfer_plan import (
     ModuleMove,
+    RoundLayout,
     compute_samples,
     edge_holds_result,
+    exchange_via,
     plan_aggregations,
     record_relay,
 )
@@ -88,7 +90,8 @@ class RoundResult:
     tasks it runs, averaged over devices); ``accuracy_local`` on each device's own held-out data;
     ``accuracy_held_out`` on the held-out cluster's data, which no device trains on (NaN when
     the scenario has none). ``outage_devices`` took part in an aggregation whose exchange
-    failed after every retransmission (``channel.outage_snr_db``): their module stayed stale.
+    failed after every retransmission (``channel.outage_snr_db``): their module stayed stale;
+    or asked for a module whose D2D relay was lost that way (it stays pending).
     ``idle_clusters`` had no available member (dropout) and skipped every tier this round.
     A device that runs a task but still lacks one of its modules scores 0 on it.
     """
@@ -427,7 +430,9 @@ class FederatedEngine:
         if self.train:
             losses, task_losses, failed = self.local_training(trained)
             trained_np = trained.cpu().numpy()
-            loss_per_device = np.where(trained_np, losses, np.nan)
+            # a failed device's training was thrown away (reset, out of every aggregate): its
+            # loss describes no model any device holds
+            loss_per_device = np.where(trained_np & ~failed.cpu().numpy(), losses, np.nan)
             ran = serving.cpu().numpy() & trained_np[:, None]
             ran &= ~failed.cpu().numpy()[:, None]
             for k, task in enumerate(self.tasks):
@@ -448,8 +453,9 @@ class FederatedEngine:
         for move in plan.moves:
             outage |= move.outage_devices
             if self.track_values:  # cost fidelity: values are never read, only their moves
-                self._aggregate_values(move, plan.layout.routes)
-        relayed = self._serve_requests(schedule, available, table, flags)
+                self._aggregate_values(move, plan.layout)
+        relayed, lost = self._serve_requests(schedule, available, table, flags)
+        outage |= {request.device for request in lost}  # paid for, and still pending
 
         samples = compute_samples(self.scenario, trained.cpu().numpy())
         cost = network.account(table, compute_samples=samples)
@@ -630,12 +636,12 @@ class FederatedEngine:
     # ----------------------------------------------------------------------------------------
     # aggregation and relaying (the transfers themselves: hffm_env.fl.transfer_plan)
 
-    def _aggregate_values(self, move: ModuleMove, routes: tuple[Route, ...]) -> None:
+    def _aggregate_values(self, move: ModuleMove, layout: RoundLayout) -> None:
         """Aggregate one module's values as ``move`` plans it (its transfers are already
         recorded): average each successful D2D pair, or the weighted mean of the participants
         whose exchange succeeded at the move's tier, sent back to them (and kept at the edge
         servers and the cloud where the tier passes through them)."""
-        tier = move.tier
+        tier, routes = move.tier, layout.routes
         names = self.inventory.by_id(move.module_id).param_names
         if tier == Tier.D2D_PAIRS:
             if move.pairs:
@@ -664,10 +670,12 @@ class FederatedEngine:
         elif tier == Tier.EDGE:
             at_edge = torch.tensor(
                 [edge_holds_result(tier, r) for r in routes], device=self.device) & (totals > 0)
+        own_kept, result_kept = self._kept_at_heads(tier, layout)
+        everyone = torch.arange(self.num_devices, device=self.device)
         for name in names:
             # what the devices send arrives at the model's precision (and so does what they
             # receive back); the servers and heads average and forward in float32
-            means = group_mean(self._wire(self.params[name]), by_cluster)
+            means = group_mean(self._delivered(self.params[name], own_kept), by_cluster)
             if tier == Tier.CLOUD:
                 cloud = group_mean(means, to_cloud)
                 self.cloud_params[name] = cloud[0]
@@ -678,13 +686,35 @@ class FederatedEngine:
                 self.params[name] = broadcast_to_members(self.params[name], self._wire(cloud),
                                                          device_group, part)
             else:
-                self.params[name] = broadcast_to_members(self.params[name], self._wire(means),
-                                                         self.cluster, part)
+                arrived = self._delivered(means[self.cluster], result_kept)
+                self.params[name] = broadcast_to_members(self.params[name], arrived, everyone,
+                                                         part)
                 if tier == Tier.EDGE:
                     self.edge_params[name] = torch.where(
                         at_edge.view((-1,) + (1,) * (means.dim() - 1)), means,
                         self.edge_params[name],
                     )
+
+    def _kept_at_heads(self, tier: Tier, layout: RoundLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N,)`` bool twice: the cluster heads whose own copy enters the aggregate without a
+        transfer (they gather over D2D), and those that compute the result themselves and so
+        receive it over no link (an aggregation at the head: D2D_HEAD, or EDGE over D2D)."""
+        own = torch.zeros(self.num_devices, dtype=torch.bool, device=self.device)
+        result = torch.zeros_like(own)
+        for head, route in zip(layout.heads, layout.routes, strict=True):
+            if head >= 0:
+                via = exchange_via(tier, route)
+                own[head] = via in ("d2d", "d2d+uplink")
+                result[head] = via == "d2d"
+        return own, result
+
+    def _delivered(self, values: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """``values`` (a copy a device row) as they reach the aggregate or the device: rounded
+        by the wire (:meth:`_wire`) except the rows ``kept`` where they are (no transfer)."""
+        if self.inventory.precision_bits == 32:
+            return values
+        return torch.where(kept.view((-1,) + (1,) * (values.dim() - 1)), values,
+                           self._wire(values))
 
     def _wire(self, values: torch.Tensor) -> torch.Tensor:
         """``values`` (a copy a row) as a transfer to or from a device delivers them, at the
@@ -698,11 +728,13 @@ class FederatedEngine:
         available: torch.Tensor,
         table: TransferTable,
         flags: list[str],
-    ) -> list[ModuleRequest]:
+    ) -> tuple[list[ModuleRequest], list[ModuleRequest]]:
         """Serve the schedule's relay requests whose requester and source are present: record
         the transfer, and when it arrives (a D2D relay can be lost to outage, and stays
-        pending) copy the source's values to the requester and mark the module held."""
+        pending) copy the source's values to the requester and mark the module held. Returns
+        the requests served and those lost to outage."""
         served: list[ModuleRequest] = []
+        lost: list[ModuleRequest] = []
         for request, source in schedule.relay_sources.items():
             d, module_id = request.device, request.module_id
             c = int(self.cluster[d])
@@ -724,13 +756,14 @@ class FederatedEngine:
                                 self.module_bits[module_id]):
                 flags.append(f"relay of {module_id} to device {d}: lost to outage on the D2D "
                              f"path from device {source.device} (it stays pending)")
+                lost.append(request)
                 continue
             for name, value in values.items():
                 self.params[name][d] = self._wire(value.unsqueeze(0))[0]
             self.holds[d, self.module_index[module_id]] = True
             self.pending.remove(request)
             served.append(request)
-        return served
+        return served, lost
 
     # ----------------------------------------------------------------------------------------
     # evaluation and observation helpers

@@ -21,7 +21,7 @@ from hffm_env.fl import (
     Tier,
 )
 from hffm_env.fl.reference import sequential_local_training
-from hffm_env.models import M3TModel, build_model
+from hffm_env.models import M3TModel, build_model, on_the_wire
 from hffm_env.seeding import RandomStreams
 from hffm_env.sim import Network
 from hffm_env.testing import TINY_OVERRIDES
@@ -238,6 +238,19 @@ def test_a_cheaper_wire_costs_bits_and_accuracy_alike():
     scale = got[0].abs().max() / 127
     assert torch.allclose(got[0] / scale, (got[0] / scale).round(), atol=1e-3)
     assert not torch.equal(got, exact) and (got - exact).abs().max() < 2 * scale
+    # a head that gathers over D2D keeps its own copy and the mean it computes off the wire;
+    # what its members receive is that mean, rounded
+    heads = _engine(train=False, extra=["model.precision_bits=8"])
+    _randomise(heads, seed=6)
+    head = int(heads.network.heads[0])
+    result = heads.run_round(Schedule(tiers={"adapter": Tier.D2D_HEAD}))
+    assert head >= 0 and head not in result.outage_devices
+    mates = [d for d in heads.network.members(0).tolist()
+             if d != head and heads.network.available[d]]
+    value = heads.params[name][head]
+    assert mates and all(torch.equal(heads.params[name][d], on_the_wire(value[None], 8)[0])
+                         for d in mates)
+    assert not torch.equal(value, on_the_wire(value[None], 8)[0])
     # a D2D pair averages its own copy with the rounded one it received
     engine = _engine(train=False, extra=["model.precision_bits=16"])
     _randomise(engine, seed=5)
@@ -378,6 +391,33 @@ def test_non_finite_client_is_reset_flagged_and_excluded(trained_engine):
         assert torch.isfinite(value).all(), name
         assert torch.equal(value[bad], start[name][bad]), name  # reset, and got no aggregate
         torch.testing.assert_close(value[others], absent[name][others])  # never in an average
+
+
+def test_a_failed_devices_loss_is_not_reported(trained_engine, monkeypatch):
+    """A device whose loss stayed finite but whose parameters did not was reset and left out
+    of every aggregate, yet its loss entered train_loss (and loss_per_device)."""
+    engine = trained_engine
+    bad = 3
+    engine.reset(3)
+    engine.network.available = np.ones(engine.num_devices, dtype=bool)
+    step, calls = engine.optimizer.step, []
+
+    def poisoned(params, grads, update):  # at the round's last step: every loss was finite
+        out = step(params, grads, update)
+        calls.append(1)
+        if len(calls) < engine.scenario.fl.local_steps:
+            return out
+        name = next(iter(out))
+        out[name] = out[name].clone()
+        out[name][bad] = float("inf")
+        return out
+
+    monkeypatch.setattr(engine.optimizer, "step", poisoned)
+    result = engine.run_round(Schedule())
+    assert result.failed_devices == [bad]
+    assert np.isnan(result.loss_per_device[bad])
+    others = np.delete(result.loss_per_device, bad)
+    assert np.isfinite(others).all() and result.train_loss == pytest.approx(others.mean())
 
 
 def test_training_that_fails_on_every_device_says_so_once_naming_the_rates(trained_engine):

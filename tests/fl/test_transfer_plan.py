@@ -217,3 +217,5 @@ def test_d2d_transfers_lost_to_outage_are_paid_up_to_the_failed_link_and_deliver
             request: RelaySource(SourceKind.DEVICE, device)}))
         assert (request in engine.pending) == lost
         assert any("lost to outage" in f for f in result.flags) == lost
+        # ... and the requester is an outage device (the relay's energy was paid for it)
+        assert (request.device in result.outage_devices) == lost
