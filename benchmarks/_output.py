@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,11 +41,21 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "results") -> N
                         "must not silently replace a committed result)")
 
 
-def prepare_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Before any work: :func:`refuse_existing` ``--json`` and ``--plot`` files, then
+def prepare_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    inputs: Sequence[tuple[str, str | Path | Sequence[str | Path] | None]] = ()
+                    ) -> None:
+    """Before any work: refuse an output that names a file the run reads (``inputs``: flag,
+    file or files), then :func:`refuse_existing` ``--json`` and ``--plot`` files, then
     :func:`claim_stdout_for_json`. For script entry points, right after parsing."""
-    refuse_existing(parser, args, [(f"--{flag}", getattr(args, flag, None))
-                                   for flag in ("json", "plot")])
+    outputs = [(f"--{flag}", getattr(args, flag, None)) for flag in ("json", "plot")]
+    read = {Path(path).resolve(): flag for flag, given in inputs if given is not None
+            for path in ([given] if isinstance(given, (str, Path)) else given)}
+    for flag, target in outputs:
+        if target is not None and str(target) != "-" and Path(target).resolve() in read:
+            # (--force replaces an earlier result, never the input: that destroyed real traces)
+            parser.error(f"{flag} {str(target)!r} is the {read[Path(target).resolve()]} file "
+                         "this run reads: write the result elsewhere")
+    refuse_existing(parser, args, outputs)
     claim_stdout_for_json(args.json)
 
 

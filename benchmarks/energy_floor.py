@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="FILE",
                         help="draw each policy's energy to target to FILE (PNG)")
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("bench_json", args.bench_json)])
     try:  # read as the runner reads it: every field checked, named when wrong
         saved = BenchResult.read_json(args.bench_json)
         require_target(saved)

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.labels is not None and len(args.labels) != len(args.bench_json):
         raise ValueError(f"--labels: {len(args.labels)} labels for {len(args.bench_json)} "
                          "files; give one per file")
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("bench_json", args.bench_json)])
     labels = args.labels or list(args.bench_json)
     runs = paired_runs(args.bench_json, args.against, labels, args.policies)
     for run in runs:

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the round after which the accuracy is also predicted (default 5)")
     add_json_option(parser)
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("bench_json", args.bench_json)])
     repeated = arguments.first_repeated(args.bench_json)
     if repeated is not None:  # its episodes would count twice
         parser.error(f"{repeated}: given twice")

@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
                         "when there are several)")
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("--from-json", args.from_json)])
     if args.rescore and not args.from_json:
         parser.error("--rescore rescores saved runs: it needs --from-json FILE")
     if args.from_json and args.overrides and not args.rescore:

@@ -85,6 +85,39 @@ def test_two_outputs_naming_one_file_are_refused_force_or_not(benchmarks, tmp_pa
     sys.modules.pop("surrogate_error", None)
 
 
+def test_an_output_naming_a_file_the_run_reads_is_refused_force_or_not(benchmarks, tmp_path,
+                                                                       capsys):
+    """surrogate_error.py --traces X --json X --force replaced 33 minutes of real training with
+    the summary; energy_floor.py and the others read a bench file they could write over."""
+    import shutil
+
+    import energy_floor
+    import paired_ratios
+    import split_predictability
+    import surrogate_error
+    import tradeoff
+
+    results = BENCHMARKS.parent / "docs/results"
+    traces = tmp_path / "heldout.json.gz"
+    shutil.copy(results / "surrogate/heldout_small.json.gz", traces)
+    bench = tmp_path / "bench.json"
+    shutil.copy(results / "small4_ppo_plan_9seeds.json", bench)
+    before = {traces: traces.read_bytes(), bench: bench.read_bytes()}
+    for main, argv, flag in (
+            (surrogate_error.main, ["--traces", str(traces), "--speed-steps", "0", "--json",
+                                    str(traces), "--force"], "--traces"),
+            (energy_floor.main, [str(bench), "--json", str(bench), "--force"], "bench_json"),
+            (split_predictability.main, [str(bench), "--json", str(bench)], "bench_json"),
+            (paired_ratios.main, [str(bench), "--json", str(bench), "--force"], "bench_json"),
+            (tradeoff.main, ["--from-json", str(bench), "--json", str(bench), "--force"],
+             "--from-json")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert f"is the {flag} file this run reads" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in before} == before
+    sys.modules.pop("surrogate_error", None)
+
+
 def test_tradeoff_exits_1_when_a_target_check_misses(benchmarks, capsys):
     """tradeoff.py printed MISS and exited 0, so automation could not tell a missed target
     from a met one (the other judging scripts exit 1)."""
