@@ -92,7 +92,8 @@ def measure(scenario: str, fidelity: str, steps: int, overrides: list[str]) -> d
     env.close()
     total = sum(step_times)
     out = {"scenario": scenario, "fidelity": fidelity,
-           "step_ms": 1e3 * statistics.median(step_times), "mean_step_ms": 1e3 * total / steps,
+           "median_step_ms": 1e3 * statistics.median(step_times),
+           "mean_step_ms": 1e3 * total / steps,
            "warm_make_s": make_s, "pickle_bytes": pickle_bytes,
            "meets_warm_make_target": make_s < WARM_MAKE_TARGET_S,
            "meets_pickle_target": pickle_bytes < PICKLE_TARGET_BYTES}

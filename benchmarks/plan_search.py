@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     start, start_name = None, args.start  # hffm-d2d-e1: every type at the cloud every round
     if args.start in policy_names():
         try:
-            start, start_name = plan_of_policy(make("cost"), args.start, rounds)
+            # played where the search runs: a baseline that reads the accuracy (adaptive)
+            # plays other tiers in cost fidelity, which measures none
+            start, start_name = plan_of_policy(make("surrogate"), args.start, rounds)
         except ValueError as err:  # a baseline with tiers a plan cannot name (D2D)
             parser.error(f"--start {args.start}: {err}")
     elif args.start != "hffm-d2d-e1":

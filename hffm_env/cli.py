@@ -897,7 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="print what a scenario contains")
     _add_scenario_arguments(describe)
     describe.add_argument("--seed", type=arguments.seed, default=None,
-                          help="placement seed (default: config)")
+                          help="the config seed (default: the config's): its data split "
+                          "and the placement the env is built with (an episode's reset(seed=S) "
+                          "draws a placement of its own)")
     describe.add_argument("--json", action="store_true", help="print JSON instead of text")
     describe.set_defaults(func=_cmd_describe)
 

@@ -218,7 +218,7 @@ def test_env_step_judges_every_target_it_states(benchmarks, tmp_path):
     assert row["meets_pickle_target"] == (row["pickle_bytes"] < env_step.PICKLE_TARGET_BYTES)
 
 
-def test_round_throughput_reports_its_ratios(benchmarks, tmp_path):
+def test_round_throughput_reports_its_ratios(benchmarks, tmp_path, capsys):
     import round_throughput
 
     from hffm_env.testing import TINY_OVERRIDES
@@ -234,6 +234,12 @@ def test_round_throughput_reports_its_ratios(benchmarks, tmp_path):
         result["sequential_s"] / result["batched_s"])
     assert result["targets_met"]["sequential_over_batched>=2"] == (
         result["sequential_over_batched"] >= 2)
+    # ... and prints a verdict for each, as the README says every judging script does
+    printed = capsys.readouterr().out
+    for target, met in result["targets_met"].items():
+        ratio = target.split(">=")[0].split("<=")[0].replace("_over_", " / ")
+        assert any(ratio in line and line.endswith("PASS" if met else "MISS")
+                   for line in printed.splitlines()), (target, printed)
 
 
 def test_every_benchmark_describes_itself_in_help(benchmarks):

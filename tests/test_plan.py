@@ -254,6 +254,23 @@ def test_a_baseline_as_a_start_plays_its_tiers(search_module):
     assert label == "hffm-e2's tiers over the D2D relay"
 
 
+def test_a_baselines_start_is_played_where_the_search_runs(search_module, monkeypatch, capsys):
+    """--start adaptive was played in cost fidelity, which measures no accuracy: adaptive
+    played its cloud every 4th round there and every 2nd on the surrogate searched."""
+    played_in = []
+
+    def record(make_env, name, rounds):
+        env = make_env()
+        played_in.append(env.unwrapped.fidelity)
+        env.close()
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(search_module, "plan_of_policy", record)
+    with pytest.raises(SystemExit):
+        search_module.main(["--target-accuracy", "0.357", "--start", "adaptive"])
+    assert played_in == ["surrogate"] and "--start adaptive: recorded" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--target-accuracy", "0.357", "--seeds", "1000"], "--seeds [1000]"),
     (["--target-accuracy", "0"], "--target-accuracy 0"),
