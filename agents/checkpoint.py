@@ -589,15 +589,27 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     _check_saving(model, info, vec_normalize)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        _stage_and_move(model, info, vec_normalize, folder)
+    except BaseException:
+        # the folder made for it, left empty (a refused model; Ctrl-C inside model.save), read
+        # as a run's, or as the latest checkpoint, which --resume then found no model.zip in
+        if created and folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+    if vec_normalize is None and (folder / NORMALIZATION_FILE).exists():
+        (folder / NORMALIZATION_FILE).unlink()
+
+
+def _stage_and_move(model: Any, info: AgentInfo, vec_normalize: Any, folder: Path) -> None:
+    """:func:`save_agent`'s writing: every file staged in a temporary folder inside ``folder``,
+    then moved in."""
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
         staged = Path(tmp)
         model.save(staged / MODEL_FILE)
         with zipfile.ZipFile(staged / MODEL_FILE) as archive:
             foreign = _unsafe_entries(json.loads(archive.read("data").decode()))
         if foreign:
-            shutil.rmtree(staged)
-            if created:  # (the folder made for it: left empty it would read as a run's)
-                folder.rmdir()
             raise AgentFileError(f"save_agent: the model's {foreign[0]!r} can only be saved as "
                                  f"code, which hffm does not load{_SAFE_MODELS}")
         (staged / INFO_FILE).write_text(info.to_json())
@@ -605,8 +617,6 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
             Normalization.of(vec_normalize).save(staged / NORMALIZATION_FILE)
         for item in staged.iterdir():
             item.replace(folder / item.name)
-    if vec_normalize is None and (folder / NORMALIZATION_FILE).exists():
-        (folder / NORMALIZATION_FILE).unlink()
 
 
 class OtherSettingsWarning(UserWarning):

@@ -139,7 +139,7 @@ class TrainArgs:
     eval_fidelity: str | None = field(
         default=None,
         metadata={"help": "fidelity of the final comparison (default: 'train' after "
-                  "surrogate training, else --fidelity)",
+                  "surrogate training or fine-tuning, else --fidelity)",
                   "choices": FIDELITIES},
     )
     ent_coef: float = field(default=0.01, metadata={"help": "PPO entropy bonus"})
@@ -553,7 +553,10 @@ class TrainArgs:
         """The fidelity the agent is evaluated in."""
         if self.eval_fidelity is not None:
             return self.eval_fidelity
-        return "train" if self.fidelity == "surrogate" else self.fidelity
+        # a fine-tuned agent's last steps were real training: judged there too (in cost
+        # fidelity its accuracy went unmeasured)
+        return ("train" if self.fidelity == "surrogate" or self.finetune_steps > 0
+                else self.fidelity)
 
     def scenario_config(self) -> Any:
         """The :class:`~hffm_env.config.ScenarioConfig` the run trains on: ``scenario``, then

@@ -196,6 +196,25 @@ def _checkpoint_callback(checkpoint: Any, every: int) -> Any:
     return Checkpoints()
 
 
+def _trained_steps_callback() -> Any:
+    """Keeps ``trained``: the timesteps of the last whole policy update, i.e. the count at the
+    start of the rollout in progress (PPO trains a rollout once it is whole). An interrupt
+    mid-rollout loses that rollout untrained: the agent saved then must say so, or a resumed
+    run counts the lost steps as trained and may skip the update they were for."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class TrainedSteps(BaseCallback):
+        trained = 0
+
+        def _on_rollout_start(self) -> None:
+            self.trained = self.model.num_timesteps
+
+        def _on_step(self) -> bool:
+            return True
+
+    return TrainedSteps()
+
+
 def train_sb3(args: TrainArgs) -> float:
     """Train a scheduler with stable-baselines3 as ``args`` say; return the training time (s).
 
@@ -398,20 +417,34 @@ def train_sb3(args: TrainArgs) -> float:
             curve.write(out, plot=False)
             save(checkpoint_folder(timesteps))
 
+        rollout = args.n_steps * args.n_envs
+
+        def whole(steps: int) -> int:
+            """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
+            return -(-steps // rollout) * rollout
+
+        trained_steps = _trained_steps_callback()
+        trained_steps.trained = int(model.num_timesteps)  # a resumed run's, until a rollout
         callbacks = CallbackList([_checkpoint_callback(checkpoint, args.checkpoint_every),
                                   _FLMetricsCallback.build(), episodes,
-                                  _lr_schedule_callback(args)])
+                                  _lr_schedule_callback(args), trained_steps])
 
         def stopped(phase: str) -> TrainingInterrupted:
-            """After Ctrl-C: the agent folder and the learning curve saved as they are."""
+            """After Ctrl-C: the agent folder and the learning curve saved as they are, its
+            timesteps those of its last whole update (the rollout in progress is lost)."""
+            seen = int(model.num_timesteps)
+            model.num_timesteps = trained_steps.trained
             with interrupts_held(common.PROG):
                 save(Path("."))
                 curve.write(out)
                 write_train_args(out, args, interrupted=True)
+            planned = whole(args.total_timesteps) + (
+                whole(args.finetune_steps) if args.finetune_steps > 0 else 0)
+            lost = (f", the last {seen - model.num_timesteps} in a rollout not yet trained on"
+                    if seen > model.num_timesteps else "")
             return TrainingInterrupted(
-                f"interrupted at {model.num_timesteps} of "
-                f"{args.total_timesteps + args.finetune_steps} timesteps ({phase}); model and "
-                f"statistics saved in {out}")
+                f"interrupted at {seen} of {planned} timesteps{lost} ({phase}); model and "
+                f"statistics of {model.num_timesteps} timesteps saved in {out}")
 
         def learn(steps: int, log_name: str, reset: bool, fidelity: str, phase: str) -> None:
             """``model.learn`` in ``fidelity``; Ctrl-C saves the agent folder and the learning
@@ -440,12 +473,6 @@ def train_sb3(args: TrainArgs) -> float:
                 with contextlib.suppress(AttributeError):  # (no logger before learn() set it)
                     model.logger.close()
 
-        rollout = args.n_steps * args.n_envs
-
-        def whole(steps: int) -> int:
-            """``steps`` up to whole rollouts: what PPO trains anyway, so the bar ends at 100%."""
-            return -(-steps // rollout) * rollout
-
         done = int(model.num_timesteps)  # a resumed run's earlier steps, of either phase
         remaining = args.total_timesteps - done
         # fine-tuning began where the first phase's whole rollouts ended; a checkpoint not yet
@@ -464,6 +491,7 @@ def train_sb3(args: TrainArgs) -> float:
         if remaining > 0:
             learn(whole(remaining), tensorboard_run, resume is None, args.fidelity,
                   "while training")
+            trained_steps.trained = int(model.num_timesteps)  # the phase's last update ran
         if finetune_left > 0:
             # fine-tune on real training: same policy, optimiser and running statistics, on
             # other training seeds than the first phase's

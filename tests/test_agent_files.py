@@ -122,6 +122,33 @@ def test_an_agent_says_what_it_was_trained_on_after_its_config_file_is_gone(tmp_
         find_agent(out)
 
 
+def test_a_run_interrupted_past_its_total_still_trains_its_last_rollout_on_resume(
+        tmp_path, monkeypatch, capsys):
+    """Ctrl-C at step 14 of --total-timesteps 12 (two rollouts of 8): the second rollout was
+    lost untrained, yet the agent said 14 timesteps, and --resume found nothing left to train
+    (its last update never ran)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import hffm_env.agents.ppo as ppo
+
+    class Interrupt(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps == 14:
+                raise KeyboardInterrupt
+            return True
+
+    monkeypatch.setattr(ppo._FLMetricsCallback, "build", staticmethod(Interrupt))
+    out = tmp_path / "run"
+    argv = [*BASE, "--total-timesteps", "12", "--no-evaluate", "--out", str(out)]
+    assert train_agent.main(argv) == 130
+    assert find_agent(out).info.num_timesteps == 8
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train_agent.main([*argv, "--resume", str(out)]) == 0
+    assert "nothing left to train" not in capsys.readouterr().err
+    assert find_agent(out).info.num_timesteps == 16
+
+
 def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -137,14 +164,17 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "interrupted at 12 of 64" in err[0] and "continue with" in err[0]
+    # the rollout in progress (steps 9-12 of n_steps 8) was lost untrained: the agent has 8
+    assert len(err) == 2 and "interrupted at 12 of 64 timesteps, the last 4 in a rollout not " \
+        "yet trained on (while training); model and statistics of 8 timesteps" in err[0]
+    assert "continue with" in err[0]
     # the whole command, not just --resume (the run's other flags were needed to resume it)
     command = shlex.split(err[1])
     assert command[0] == "train_agent.py"
     assert train_agent.parse_args(command[1:]) == replace(
         train_agent.parse_args([*BASE, "--total-timesteps", "64", "--out", str(out)]),
         resume=str(out))
-    assert find_agent(out).info.num_timesteps == 12
+    assert find_agent(out).info.num_timesteps == 8
     recorded = json.loads((out / "train_args.json").read_text())
     assert recorded["interrupted"] is True
     assert recorded["provenance"]["command"][0] == "train_agent.py"  # and the code it ran
@@ -159,7 +189,7 @@ def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
              "--seeds", "1000", "--policies", "never"]
     assert cli_main(bench) == 0
     assert ("note: agent:run: " in (err := capsys.readouterr().err)
-            and "its training run was interrupted at 12 of 64 timesteps" in err)
+            and "its training run was interrupted at 8 of 64 timesteps" in err)
     assert find_agent(out).interrupted_note() != ""
     recorded["interrupted"] = False
     (out / "train_args.json").write_text(json.dumps(recorded))
@@ -337,7 +367,7 @@ def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
     assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert "still saving what was done" in err and "interrupted at 12 of 64" in err
-    assert find_agent(out).info.num_timesteps == 12
+    assert find_agent(out).info.num_timesteps == 8
     recorded = json.loads((out / "train_args.json").read_text())
     assert recorded["interrupted"] is True
     assert recorded["provenance"]["command"][0] == "train_agent.py"  # and the code it ran
@@ -1047,6 +1077,20 @@ def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # it says it has no statistics: no warning of that
         assert find_agent(tmp_path / "c").info.normalized is False
+    # Ctrl-C inside model.save left the checkpoint folder made for it empty, which then read
+    # as the latest checkpoint; a folder that was there before stays
+    saving = model.save
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    model.save = interrupted
+    for folder, existed in ((tmp_path / "checkpoints" / "step_8", False), (tmp_path / "c", True)):
+        with pytest.raises(KeyboardInterrupt):
+            save_agent(folder, model, info)
+        assert folder.exists() == existed
+    assert find_agent(tmp_path / "c").info.normalized is False  # the earlier save, whole
+    model.save = saving
     env.close()
 
 

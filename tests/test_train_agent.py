@@ -468,6 +468,16 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsy
     assert rate(tmp_path / "slower") == pytest.approx(5e-4)
 
 
+def test_a_fine_tuned_agent_is_judged_in_real_training_unless_told_otherwise():
+    """Trained in cost fidelity and fine-tuned in real training, an agent was judged in cost
+    fidelity, where no accuracy is measured."""
+    assert TrainArgs(fidelity="cost", finetune_timesteps=64).final_fidelity == "train"
+    assert TrainArgs(fidelity="cost").final_fidelity == "cost"
+    assert TrainArgs(fidelity="surrogate").final_fidelity == "train"
+    assert TrainArgs(fidelity="cost", finetune_timesteps=64,
+                     eval_fidelity="cost").final_fidelity == "cost"
+
+
 def test_learning_rate_schedule_is_checked_and_counts_the_fine_tuning():
     args = TrainArgs(learning_rate=1e-3, lr_schedule="linear", fidelity="surrogate",
                      total_timesteps=300, finetune_timesteps=100)
