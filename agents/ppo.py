@@ -510,15 +510,18 @@ def train_sb3(args: TrainArgs) -> float:
             learn(whole(finetune_left), f"{tensorboard_run}__finetune", False, "train",
                   "while fine-tuning")
         train_seconds = time.perf_counter() - started
-        save(Path("."))
-        curve.write(out)
+        # a Ctrl-C in the final save left a folder half new (model.zip without its agent.json,
+        # no train_args.json): the save ends first, then the run stops
+        with interrupts_held(common.PROG, replay=True):
+            save(Path("."))
+            curve.write(out)
+            write_train_args(out, args, interrupted=False)
     except BaseException:
         # an error, Ctrl-C (after its held save) or SIGTERM: the workers of SubprocVecEnv
         # end here, or a caller's Python session would keep them
         _stop_vec_env(vec_env)
         raise
     vec_env.close()
-    write_train_args(out, args, interrupted=False)
     return train_seconds
 
 

@@ -199,18 +199,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def interrupts_held(prog: str) -> Iterator[None]:
+def interrupts_held(prog: str, replay: bool = False) -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the block to end: wrap the saving that an interrupt set
     off, so that a second Ctrl-C does not stop it half-way (it left an agent folder without
     its run settings and a message that nothing was saved). The signals that came are noted
-    on stderr, not replayed: the caller is stopping anyway. Outside the main thread it does
-    nothing."""
+    on stderr; with ``replay`` a ``KeyboardInterrupt`` follows the block when one came (a save
+    that no interrupt set off: the run stops after it), else they are dropped (the caller is
+    stopping anyway). Outside the main thread it does nothing."""
+    came: list[int] = []
 
     def hold(signum: int, frame: Any) -> None:
+        came.append(signum)
         print(f"{prog}: still saving what was done; a moment", file=sys.stderr, flush=True)
 
     with _signal_handler(hold, signal.SIGINT, signal.SIGTERM):
         yield
+    if replay and came:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

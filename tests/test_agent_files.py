@@ -374,6 +374,33 @@ def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def test_ctrl_c_in_the_final_save_waits_for_it_then_stops_the_run(tmp_path, monkeypatch,
+                                                                   capsys):
+    """A Ctrl-C while a finished run saved its agent left the folder half new (no
+    train_args.json): the save ends first, then the run stops (no comparison), exit 130."""
+    import os
+    import signal
+
+    import hffm_env.agents.ppo as ppo
+
+    real_write = ppo.write_train_args
+
+    def write_after_a_ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "write_train_args", write_after_a_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "16", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "still saving what was done" in err and "the agent saved in" in err
+    recorded = json.loads((out / "train_args.json").read_text())
+    assert recorded["interrupted"] is False and find_agent(out).info.num_timesteps == 16
+    assert not (out / "results.json").exists()  # it stopped before the comparison
+    assert signal.getsignal(signal.SIGINT) == before
+
+
 def test_the_command_that_continues_a_cloned_run_parses(tmp_path):
     """Ctrl-C's resume command repeated --imitate, which a resumed run refuses."""
     plan = Path(__file__).resolve().parents[1] / "docs/results/plan_search_small4.json"
