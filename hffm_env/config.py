@@ -246,19 +246,21 @@ def _check_types(owner: str, config: Any) -> None:
         if hint is bool and getattr(getattr(value, "dtype", None), "kind", "") == "b" \
                 and getattr(value, "shape", None) == ():  # numpy's booleans, as bools
             value = bool(value)
-        elif hint in (int, float) and type(value).__module__ == "numpy" \
+        elif float in (hint, *get_args(hint)) and isinstance(value, numbers.Real) \
+                and not isinstance(value, bool):
+            # numpy's too; 0, 0.0 and -0.0 alike (equal configs must share cache keys)
+            value = float(value) + 0.0
+        elif int in (hint, *get_args(hint)) and type(value).__module__ == "numpy" \
                 and isinstance(value, numbers.Real) and not isinstance(value, bool):
             value = int(value) if isinstance(value, numbers.Integral) else float(value)
-            value = float(value) if hint is float else value
-        elif float in (hint, *get_args(hint)) and isinstance(value, int) \
-                and not isinstance(value, bool):  # 0 and 0.0 alike (digests: cache keys)
-            value = float(value)
         elif isinstance(value, os.PathLike) and _kind("", hint) is None:  # a path, as a str
             value = os.fspath(value)
         elif get_origin(hint) is tuple and hasattr(value, "tolist"):  # a numpy array
             value = tuple(value.tolist())
-        elif get_origin(hint) is tuple and isinstance(value, (list, range)):
-            value = tuple(value)  # (a list would make the frozen config unhashable)
+        elif get_origin(hint) is tuple and isinstance(value, (list, range, tuple)):
+            # (a list would make the frozen config unhashable; numpy's scalars as Python's)
+            value = tuple(v.item() if type(v).__module__ == "numpy" and hasattr(v, "item")
+                          else v for v in value)
         object.__setattr__(config, name, value)  # (frozen: the same value, in plain types)
         wanted = _kind(value, hint)
         if wanted is not None:
@@ -1402,9 +1404,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw
     except ValueError as err:  # an integer longer than Python reads (4,300 digits)
         raise ConfigError(f"override {key}: its value cannot be read ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"override {key}: its value is nested too deeply to be a "
+                          "config") from None
     if isinstance(value, str):
-        try:  # YAML 1.1 reads "1e6" as a string; accept it as the number users mean
-            value = float(value) if any(c.isdigit() for c in value) else value
+        # YAML 1.1 reads "1e6" as a string: the number users mean; "inf" and "nan" too, so
+        # that the field's range check says what is allowed (not "must be a number")
+        spelled = value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan")
+        try:
+            value = float(value) if spelled or any(c.isdigit() for c in value) else value
         except ValueError:
             pass
     return key, value
@@ -1502,6 +1510,17 @@ def _yaml_unique_key_loader() -> type:
                     continue
             return super().construct_mapping(node, deep=deep)
 
+    # YAML 1.1, PyYAML's, reads 010 as octal 8 and 1:30 as 90 (base 60): a seed or a length
+    # changed without a word. YAML 1.2 and JSON read decimal integers (0x and 0o spelled out)
+    int_tag = "tag:yaml.org,2002:int"
+    UniqueKeyLoader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != int_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    UniqueKeyLoader.add_implicit_resolver(
+        int_tag, re.compile(r"^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+|0o[0-7]+)$"),
+        list("-+0123456789"))
+    UniqueKeyLoader.add_constructor(
+        int_tag, lambda loader, node: _yaml12_int(loader.construct_scalar(node)))
     # YAML 1.1, PyYAML's, reads 2e6 and 1e-3 as strings (its floats need a dot); YAML 1.2 and
     # JSON read them as numbers, as users mean them
     UniqueKeyLoader.add_implicit_resolver(
@@ -1509,6 +1528,16 @@ def _yaml_unique_key_loader() -> type:
         re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
         list("-+.0123456789"))
     return UniqueKeyLoader
+
+
+def _yaml12_int(text: str) -> int:
+    """A YAML 1.2 integer: decimal (leading zeros and all: 010 is ten), ``0x`` hexadecimal or
+    ``0o`` octal; anything else (an explicit ``!!int`` tag on other text) raises ValueError."""
+    body = text.lstrip("+-")
+    sign = -1 if text.startswith("-") else 1
+    if body[:2] in ("0x", "0o"):
+        return sign * int(body[2:], 16 if body[1] == "x" else 8)
+    return sign * int(body, 10)
 
 
 MAX_CONFIG_FILE_BYTES = 1_000_000

@@ -97,6 +97,30 @@ def test_overlapping_overrides_are_refused_and_the_callers_values_kept():
     assert s.fl.lr == 0.2
 
 
+def test_overrides_read_integers_as_written_and_say_what_is_allowed():
+    """YAML 1.1 read seed=010 as octal 8 and round_duration_s=1:30 as 90 (base 60); -0.0 and
+    0.0 were two cache keys; inf was "must be a number"; numpy's scalars were refused in
+    optional fields."""
+    import numpy as np
+
+    from hffm_env.config import EnvConfig, apply_overrides, parse_override
+    from hffm_env.models.pretrain import cache_key
+
+    assert parse_override("seed=010") == ("seed", 10)
+    assert parse_override("env.period_menu=[01, 02, 04, 010, 0]")[1] == [1, 2, 4, 10, 0]
+    assert parse_override("data.samples_per_device=0x10")[1] == 16
+    with pytest.raises(ConfigError, match="dynamics.round_duration_s = '1:30': must be a number"):
+        apply_overrides(small(), ["dynamics.round_duration_s=1:30"])
+    with pytest.raises(ConfigError, match=r"fl.lr = inf: must be a number in \(0, 10\]"):
+        apply_overrides(small(), ["fl.lr=inf"])
+    negative, zero = (apply_overrides(small(), [f"data.noise_std={v}"]) for v in ("-0.0", "0"))
+    assert cache_key(negative.model, negative.data) == cache_key(zero.model, zero.data)
+    assert EnvConfig(target_accuracy=np.float32(0.5)).target_accuracy == 0.5
+    assert EnvConfig(period_menu=(np.int64(1), 2, 4, 8, 0)).period_menu == (1, 2, 4, 8, 0)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_override("fl.lr=" + "[" * 3000 + "]" * 3000)
+
+
 def test_more_devices_per_cluster_than_devices():
     with pytest.raises(ConfigError, match="devices_per_cluster = 50: more devices per cluster"):
         PlacementConfig(num_devices=40, devices_per_cluster=50, num_edge_servers=1)
