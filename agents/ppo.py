@@ -425,9 +425,12 @@ def train_sb3(args: TrainArgs) -> float:
 
         trained_steps = _trained_steps_callback()
         trained_steps.trained = int(model.num_timesteps)  # a resumed run's, until a rollout
-        callbacks = CallbackList([_checkpoint_callback(checkpoint, args.checkpoint_every),
+        # trained_steps first: at a rollout's start it counts the update that just ended
+        # before a checkpoint (seconds of saving a Ctrl-C may land in) is written
+        callbacks = CallbackList([trained_steps,
+                                  _checkpoint_callback(checkpoint, args.checkpoint_every),
                                   _FLMetricsCallback.build(), episodes,
-                                  _lr_schedule_callback(args), trained_steps])
+                                  _lr_schedule_callback(args)])
 
         def stopped(phase: str) -> TrainingInterrupted:
             """After Ctrl-C: the agent folder and the learning curve saved as they are, its

@@ -544,7 +544,11 @@ def train_rllib(args: common.TrainArgs) -> float:
         finally:
             bar.close()
         train_seconds = time.perf_counter() - started
-        save(Path("."))
+        # a Ctrl-C here left policy.pt without train_args.json: the save ends, then the run
+        # stops (the algorithm and Ray are stopped below either way)
+        with interrupts_held(common.PROG, replay=True):
+            save(Path("."))
+            write_train_args(out, args, interrupted=False)
     finally:
         if algo is not None:  # its env runners, also when a caller's Ray session lives on
             algo.stop()
@@ -552,7 +556,6 @@ def train_rllib(args: common.TrainArgs) -> float:
             writer.close()
         if started_ray:
             ray.shutdown()
-    write_train_args(out, args, interrupted=False)
     return train_seconds
 
 

@@ -903,14 +903,9 @@ def run_benchmark(
             scenario, fidelity = scenario or own["scenario"], fidelity or own["fidelity"]
             first_env = settings is None
             settings = settings if settings is not None else env_settings(env)
-            menu = getattr(getattr(getattr(base, "config", None), "env", None), "period_menu",
-                           None)
             try:
-                if first_env and menu is not None:  # before any episode, not half-way through
-                    for policy in resolved:
-                        problem = menu_problem(policy, menu)
-                        if problem is not None:
-                            raise ValueError(f"policy {policy.name!r}: {problem}; leave it out")
+                if first_env:  # before any episode, not half-way through
+                    _refuse_off_menu(base, resolved)
                 for policy in resolved:
                     for seed in group_seeds:
                         bar.set_postfix_str(f"{policy.name} seed {seed}")
@@ -967,6 +962,7 @@ def _tune_on_the_config_split(make_env: Callable[[Any], Any], policies: Sequence
     split, a baseline would have seen the held-out split it is judged on."""
     env = make_env(None)
     try:
+        _refuse_off_menu(getattr(env, "unwrapped", env), policies)  # before minutes of tuning
         for policy in policies:
             try:
                 fit_if_needed(env, policy, functools.partial(_show_tuning, bar, policy.name))
@@ -975,6 +971,18 @@ def _tune_on_the_config_split(make_env: Callable[[Any], Any], policies: Sequence
                 raise
     finally:
         env.close()
+
+
+def _refuse_off_menu(base: Any, policies: Sequence[Policy]) -> None:
+    """A ``ValueError`` naming the first policy that plays a period off ``base``'s
+    ``env.period_menu`` (nothing for an env without one)."""
+    menu = getattr(getattr(getattr(base, "config", None), "env", None), "period_menu", None)
+    if menu is None:
+        return
+    for policy in policies:
+        problem = menu_problem(policy, menu)
+        if problem is not None:
+            raise ValueError(f"policy {policy.name!r}: {problem}; leave it out")
 
 
 def _show_tuning(bar: Any, policy: str, candidate: str, seed: int) -> None:

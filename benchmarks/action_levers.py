@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     """Play the variants, print the bench table and the lever table."""
     parser = lever_parser(__doc__, FIDELITIES)
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("--plan", args.plan)])
 
     import gymnasium as gym
 

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                           "cost (prices only; seconds) or train (real training); the "
                           "surrogate does not model partial participation (default: cost)")
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("--plan", args.plan)])
     return run_levers(parser, args, lambda: CloudClusterEnv(
         scenario=args.scenario, fidelity=args.fidelity, overrides=args.overrides), variants,
         extra={"rules": list(RULES)})

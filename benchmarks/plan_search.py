@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                              "hffm-d2d-e1)")
     add_json_option(parser, "the plan, the search and the held-out bench")
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args)
+    prepare_outputs(parser, args, inputs=[("--start", args.start)])  # (a name: no file)
     check_search_args(parser, args)
 
     from hffm_env.baselines.plan import PlanPolicy, RoundPlan

@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                         "measurement)")
     add_json_option(parser)
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args, inputs=[("--traces", args.traces)])
+    prepare_outputs(parser, args, inputs=[("--traces", args.traces),
+                                          ("--surrogate", args.surrogate)])
     if args.traces and (args.save_traces or args.policies is not None):
         parser.error("--traces scores recorded episodes; --save-traces and --policies play "
                      "new ones: give one or the other")

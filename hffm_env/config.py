@@ -561,8 +561,9 @@ class CostConfig:
     """What the cost accountant charges.
 
     ``model_payload_bits``: when set, module sizes are rescaled so that the whole trainable model
-    weighs this many bits (the prototype ships a 6 MB = 48,000 kbit payload per exchange); when
-    ``None`` the module inventory's own sizes are used.
+    weighs this many bits in float32 (the prototype ships a 6 MB = 48,000 kbit payload per
+    exchange; a lower ``model.precision_bits`` sends it in fewer); when ``None`` the module
+    inventory's own sizes are used.
     """
 
     charge_downlink: bool = True

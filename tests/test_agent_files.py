@@ -149,6 +149,25 @@ def test_a_run_interrupted_past_its_total_still_trains_its_last_rollout_on_resum
     assert find_agent(out).info.num_timesteps == 16
 
 
+def test_ctrl_c_while_a_checkpoint_is_written_counts_the_update_before_it(tmp_path,
+                                                                          monkeypatch):
+    """A checkpoint is written at a rollout's start, right after an update: a Ctrl-C there
+    counted that update as lost (the agent said 8 timesteps of 16 trained)."""
+    import hffm_env.agents.checkpoint as checkpoint
+
+    real_save = checkpoint.save_agent
+
+    def interrupted_checkpoint(folder, *args, **kwargs):
+        if folder.name.startswith("step_"):
+            raise KeyboardInterrupt
+        return real_save(folder, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_agent", interrupted_checkpoint)
+    out = tmp_path / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)]) == 130
+    assert find_agent(out).info.num_timesteps == 16  # both rollouts of 8 were trained
+
+
 def test_ctrl_c_saves_the_run_and_exits_130(tmp_path, monkeypatch, capsys):
     from stable_baselines3.common.callbacks import BaseCallback
 

@@ -91,8 +91,11 @@ def test_an_output_naming_a_file_the_run_reads_is_refused_force_or_not(benchmark
     the summary; energy_floor.py and the others read a bench file they could write over."""
     import shutil
 
+    import action_levers
+    import cloud_clusters
     import energy_floor
     import paired_ratios
+    import plan_search
     import split_predictability
     import surrogate_error
     import tradeoff
@@ -102,8 +105,17 @@ def test_an_output_naming_a_file_the_run_reads_is_refused_force_or_not(benchmark
     shutil.copy(results / "surrogate/heldout_small.json.gz", traces)
     bench = tmp_path / "bench.json"
     shutil.copy(results / "small4_ppo_plan_9seeds.json", bench)
-    before = {traces: traces.read_bytes(), bench: bench.read_bytes()}
+    plan = tmp_path / "plan.json"
+    shutil.copy(results / "plan_search_small4.json", plan)
+    before = {traces: traces.read_bytes(), bench: bench.read_bytes(), plan: plan.read_bytes()}
     for main, argv, flag in (
+            (action_levers.main, ["--plan", str(plan), "--json", str(plan), "--force"],
+             "--plan"),
+            (cloud_clusters.main, ["--plan", str(plan), "--json", str(plan)], "--plan"),
+            (plan_search.main, ["--target-accuracy", "0.357", "--start", str(plan), "--json",
+                                str(plan), "--force"], "--start"),
+            (surrogate_error.main, ["--surrogate", str(plan), "--json", str(plan), "--force"],
+             "--surrogate"),
             (surrogate_error.main, ["--traces", str(traces), "--speed-steps", "0", "--json",
                                     str(traces), "--force"], "--traces"),
             (energy_floor.main, [str(bench), "--json", str(bench), "--force"], "bench_json"),

@@ -69,6 +69,7 @@ __all__ = [
     "SceneObjects",
     "SceneBatch",
     "MIN_CELL_PX",
+    "centre_pixel_paints",
     "grid_size",
     "generate_scenes",
     "decode_question",
@@ -368,6 +369,14 @@ _DRONE_FREQ = 0.012 + 0.010 * np.arange(NUM_SCENE_CLASSES)  # cycles per sample
 _DRONE_FREQ_JITTER = 0.003
 _DRONE_AMPLITUDE = 0.5
 _RENDER_CHUNK = 2048  # samples rendered at once: bounds temporaries to a few hundred MB
+
+
+def centre_pixel_paints(config: DataConfig) -> bool:
+    """Whether the rule that an object's centre pixel is its own can change this config's
+    images: only where its smallest objects are under 1.5 px in radius (a shape covers its
+    centre pixel from there on)."""
+    return bool(_RADIUS_OF_SIZE.min() * config.image_size_px / grid_size(config.max_objects)
+                < 1.5)
 
 
 def _layout_weights(g: int) -> np.ndarray:

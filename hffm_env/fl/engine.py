@@ -671,13 +671,16 @@ class FederatedEngine:
             at_edge = torch.tensor(
                 [edge_holds_result(tier, r) for r in routes], device=self.device) & (totals > 0)
         own_kept, result_kept = self._kept_at_heads(tier, layout)
+        head_uploads = torch.tensor([exchange_via(tier, r) == "d2d+uplink" for r in routes],
+                                    dtype=torch.bool, device=self.device)
         everyone = torch.arange(self.num_devices, device=self.device)
         for name in names:
             # what the devices send arrives at the model's precision (and so does what they
             # receive back); the servers and heads average and forward in float32
             means = group_mean(self._delivered(self.params[name], own_kept), by_cluster)
             if tier == Tier.CLOUD:
-                cloud = group_mean(means, to_cloud)
+                # a head that gathered over D2D uploads its cluster's mean: on the wire too
+                cloud = group_mean(self._delivered(means, ~head_uploads), to_cloud)
                 self.cloud_params[name] = cloud[0]
                 self.edge_params[name] = broadcast_to_members(
                     self.edge_params[name], cloud.expand(self.num_clusters, *cloud.shape[1:]),

@@ -173,9 +173,11 @@ class ModuleInventory:
 
     def wire_bits(self, model_payload_bits: float | None = None) -> dict[str, float]:
         """Bits on the wire per module id: its size, or, where a scenario fixes the whole
-        model's payload (``cost.model_payload_bits``, the paper prototype's), its share of that
-        payload, so that the prototype's published costs can be reproduced."""
-        scale = 1.0 if model_payload_bits is None else model_payload_bits / self.total_bits
+        model's payload (``cost.model_payload_bits``, the paper prototype's, in float32), its
+        share of that payload, so that the prototype's published costs can be reproduced; a
+        lower ``precision_bits`` sends that share at its own precision (int8: about a quarter)."""
+        float32_bits = 32 * self.total_params
+        scale = 1.0 if model_payload_bits is None else model_payload_bits / float32_bits
         return {s.module_id: s.size_bits * scale for s in self.specs}
 
     def as_table(self, model_payload_bits: float | None = None) -> list[dict[str, Any]]:

@@ -66,6 +66,7 @@ from hffm_env.data import (
     SIZES,
     VOCAB_SIZE,
     SceneBatch,
+    centre_pixel_paints,
     generate_scenes,
 )
 from hffm_env.devices import float32_default
@@ -187,6 +188,10 @@ def cache_key(model_config: ModelConfig, data_config: DataConfig) -> str:
         "data": {f: getattr(data_config, f) for f in _DATA_FIELDS},
         "checkpoint": None if checkpoint is None else _checkpoint_fingerprint(checkpoint),
     }
+    if centre_pixel_paints(data_config):
+        # such scenes are rendered otherwise since 2026-12-07: weights cached before were
+        # pre-trained on other images (the presets' are not: their keys stay)
+        payload["centre_pixel"] = True
     return jsonio.digest(payload, length=24, default=list)
 
 

@@ -513,6 +513,19 @@ def test_fixed_grid_tunes_on_the_configs_own_split_when_each_seed_has_its_own():
     assert built == [None, 1000, 1001] and tuned_on == [_env("cost").unwrapped.config.seed]
     assert sorted((e.policy, e.seed) for e in result.episodes) == [
         ("fixed-grid", 1000), ("fixed-grid", 1001), ("never", 1000), ("never", 1001)]
+    # ... a policy off the period menu is refused before minutes of tuning, not after
+    policy = FixedGridPolicy(edge_periods=(1,), cloud_periods=(2, NEVER), routes=(Route.DIRECT,))
+    policy.fit = recording_fit
+    tuned_on.clear()
+
+    def short_menu(seed):
+        return _env("cost", ["env.period_menu=[1, 2, 4, 0]",
+                             *([] if seed is None else [f"seed={seed}"])])
+
+    with pytest.raises(ValueError, match="'hffm-e8': it plays period 8, not on env.period_menu"):
+        run_benchmark(short_menu, [policy, "hffm-e8"], seeds=[1000], env_per_seed=True,
+                      progress=False)
+    assert tuned_on == []
     # ... and without a tuned policy, no env of the config's own split is built
     built.clear()
     run_benchmark(make_env, ["never"], seeds=[1000], env_per_seed=True, progress=False)

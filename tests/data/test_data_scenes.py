@@ -1,6 +1,8 @@
 """Scene generation: determinism, shapes, labels that match what is rendered, learnability."""
 
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -70,6 +72,20 @@ def test_every_object_is_seen_however_small_the_image(size_px, max_objects):
             x, y = int(b.objects.x_px[i, k]), int(b.objects.y_px[i, k])
             colour = np.asarray(COLOUR_RGB)[b.objects.colour[i, k]]
             np.testing.assert_allclose(b.image[i, :, y, x], colour, atol=1e-6)
+
+
+def test_the_centre_pixel_rule_changes_only_images_of_small_objects():
+    """Where it can change an image the pre-training cache key moves (weights cached before
+    were pre-trained on other images); the presets' images, and keys, stay."""
+    from hffm_env.data import centre_pixel_paints
+
+    assert not centre_pixel_paints(DataConfig())  # 32 px, objects of 2.6 px and more
+    small = DataConfig(image_size_px=16)  # objects of 1.3 px: some covered no pixel centre
+    assert centre_pixel_paints(small)
+    for cfg in (DataConfig(), small):  # the rule's objects are exactly those under 1.5 px
+        b = generate_scenes(300, dataclasses.replace(cfg, noise_std=0.0),
+                            np.random.default_rng(1))
+        assert (b.objects.radius_px[b.objects.present] < 1.5).any() == centre_pixel_paints(cfg)
 
 
 def test_an_image_too_small_for_its_objects_is_refused_by_name():

@@ -251,6 +251,14 @@ def test_a_cheaper_wire_costs_bits_and_accuracy_alike():
     assert mates and all(torch.equal(heads.params[name][d], on_the_wire(value[None], 8)[0])
                          for d in mates)
     assert not torch.equal(value, on_the_wire(value[None], 8)[0])
+    # ... and at the cloud over the D2D relay the head uploads its cluster's mean: rounded
+    c = heads.num_clusters
+    _randomise(heads, seed=7)
+    heads.run_round(Schedule(tiers={"adapter": Tier.CLOUD}, routes=(Route.D2D_RELAY,) * c,
+                             cloud_clusters=(True,) + (False,) * (c - 1)))
+    cloud = heads.cloud_params[name]
+    steps = cloud / (cloud.abs().max() / 127)
+    assert torch.allclose(steps, steps.round(), atol=1e-3)
     # a D2D pair averages its own copy with the rounded one it received
     engine = _engine(train=False, extra=["model.precision_bits=16"])
     _randomise(engine, seed=5)

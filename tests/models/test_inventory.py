@@ -50,6 +50,12 @@ def test_sizes_match_parameters(inventory, tiny_model):
     tensors = sum(len(spec.param_names) for spec in inventory)
     assert ModuleInventory(tiny_model, precision_bits=8).total_bits == trainable * 8 + 32 * tensors
     assert ModuleInventory(tiny_model, precision_bits=16).total_bits == trainable * 16
+    # a payload fixed by the scenario (the paper's) is the float32 model's: a lower precision
+    # sends it in fewer bits (it cost accuracy at no saving)
+    payload = 48e6
+    for bits, share in ((32, 1.0), (16, 0.5)):
+        wire = ModuleInventory(tiny_model, precision_bits=bits).wire_bits(payload)
+        assert sum(wire.values()) == pytest.approx(payload * share)
     # prompt and head sizes follow the config and the task classes
     assert inventory.by_id("prompt/vqa").num_params == 2 * 16
     assert inventory.by_id("head/count").num_params == 16 * tiny_model.num_classes["count"] + \
