@@ -1627,7 +1627,9 @@ def _preset(scenario: str | None, layers: Mapping[str, Any] | None,
             except ConfigError as err:  # (the file named it: say which file)
                 raise ConfigError(f"config file {str(config_file)!r}: {err}") from None
             return named
-        return "small"
+        # a whole config saved to a file (to_dict of paper, say) keeps its preset, as its
+        # dict does
+        return _dict_preset(layers) if layers is not None else "small"
     if named is not None and named != scenario:
         raise ConfigError(f"config file {str(config_file)!r} names scenario {shown(named)}, but "
                           f"the scenario given is {scenario!r}: give one of them (or the same "

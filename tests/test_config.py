@@ -134,6 +134,23 @@ def test_area_too_small_for_spacing_says_so():
         PlacementConfig(area_side_m=1000.0, num_edge_servers=100, num_devices=400)
 
 
+@pytest.mark.parametrize("preset", ["paper", "medium", "small"])
+def test_a_whole_config_saved_to_a_file_loads_back(tmp_path, preset):
+    """to_dict(paper()) written to a file was layered on small and refused ("the name of
+    another preset"), where the same dict loaded."""
+    import json
+
+    import yaml
+
+    from hffm_env.config import load_scenario, to_dict
+
+    config = load_scenario(preset)
+    (tmp_path / "c.json").write_text(json.dumps(to_dict(config)))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(to_dict(config)))
+    for name in ("c.json", "c.yaml"):
+        assert load_scenario(config_file=tmp_path / name) == config
+
+
 def test_yaml_and_json_files(tmp_path):
     yml = tmp_path / "s.yaml"
     yml.write_text("scenario: paper\nfl:\n  local_steps: 5\n")
