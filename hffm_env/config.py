@@ -31,7 +31,7 @@ from hffm_env.files import require_path
 
 # (SEED_MAX re-exported: the range of config, bench and training seeds)
 from hffm_env.seeding import SEED_MAX
-from hffm_env.values import shown
+from hffm_env.values import is_finite_real, shown
 
 __all__ = [
     "DEFAULT_TARGET_FRACTION",
@@ -246,9 +246,9 @@ def _check_types(owner: str, config: Any) -> None:
         if hint is bool and getattr(getattr(value, "dtype", None), "kind", "") == "b" \
                 and getattr(value, "shape", None) == ():  # numpy's booleans, as bools
             value = bool(value)
-        elif float in (hint, *get_args(hint)) and isinstance(value, numbers.Real) \
-                and not isinstance(value, bool):
-            # numpy's too; 0, 0.0 and -0.0 alike (equal configs must share cache keys)
+        elif float in (hint, *get_args(hint)) and is_finite_real(value):
+            # numpy's too; 0, 0.0 and -0.0 alike (equal configs must share cache keys); an
+            # integer too large for a float, NaN and inf are left to the range checks
             value = float(value) + 0.0
         elif int in (hint, *get_args(hint)) and type(value).__module__ == "numpy" \
                 and isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -259,8 +259,8 @@ def _check_types(owner: str, config: Any) -> None:
             value = tuple(value.tolist())
         elif get_origin(hint) is tuple and isinstance(value, (list, range, tuple)):
             # (a list would make the frozen config unhashable; numpy's scalars as Python's)
-            value = tuple(v.item() if type(v).__module__ == "numpy" and hasattr(v, "item")
-                          else v for v in value)
+            value = tuple(v.item() if type(v).__module__ == "numpy"
+                          and getattr(v, "ndim", 1) == 0 else v for v in value)
         object.__setattr__(config, name, value)  # (frozen: the same value, in plain types)
         wanted = _kind(value, hint)
         if wanted is not None:
@@ -278,18 +278,19 @@ def _check_range(owner: str, low: float, high: float, **values: float) -> None:
     """Finite numbers in ``[low, high]``: the physically meaningful range of a quantity (beyond
     it, rates, gains or costs overflow to 0 or infinity)."""
     for name, value in values.items():
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value) and low <= value <= high):
-            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be a number in "
+        # (is_finite_real: math.isfinite raised OverflowError on an integer of 400 digits)
+        if not (isinstance(value, (int, float)) and is_finite_real(value)
+                and low <= value <= high):
+            raise ConfigError(f"{_label(owner, name)} = {shown(value)}: must be a number in "
                               f"[{low:g}, {high:g}]")
 
 
 def _check_positive_at_most(owner: str, high: float, **values: float) -> None:
     """Finite numbers in ``(0, high]``."""
     for name, value in values.items():
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value) and 0 < value <= high):
-            raise ConfigError(f"{_label(owner, name)} = {value!r}: must be a number in "
+        if not (isinstance(value, (int, float)) and is_finite_real(value)
+                and 0 < value <= high):
+            raise ConfigError(f"{_label(owner, name)} = {shown(value)}: must be a number in "
                               f"(0, {high:g}]")
 
 
@@ -496,8 +497,8 @@ class ChannelConfig:
         _check_positive_at_most("channel", MAX_DISTANCE_M, d2d_radius_m=self.d2d_radius_m)
         _check_int_between("channel", 1, 100, max_transmissions=self.max_transmissions)
         if self.outage_snr_db is not None and not (
-            isinstance(self.outage_snr_db, (int, float)) and not isinstance(
-                self.outage_snr_db, bool) and math.isfinite(self.outage_snr_db)
+            isinstance(self.outage_snr_db, (int, float))
+            and is_finite_real(self.outage_snr_db)
             and -300.0 <= self.outage_snr_db <= 300.0
         ):
             raise ConfigError(

@@ -103,7 +103,7 @@ def test_overrides_read_integers_as_written_and_say_what_is_allowed():
     optional fields."""
     import numpy as np
 
-    from hffm_env.config import EnvConfig, apply_overrides, parse_override
+    from hffm_env.config import DataConfig, EnvConfig, apply_overrides, parse_override
     from hffm_env.models.pretrain import cache_key
 
     assert parse_override("seed=010") == ("seed", 10)
@@ -119,6 +119,9 @@ def test_overrides_read_integers_as_written_and_say_what_is_allowed():
     assert EnvConfig(period_menu=(np.int64(1), 2, 4, 8, 0)).period_menu == (1, 2, 4, 8, 0)
     with pytest.raises(ConfigError, match="nested too deeply"):
         parse_override("fl.lr=" + "[" * 3000 + "]" * 3000)
+    # an integer too large for a float, built in Python, is refused by name (OverflowError)
+    with pytest.raises(ConfigError, match=r"data.noise_std = 10+\.\.\.0+: must be a number"):
+        DataConfig(noise_std=10**400)
 
 
 def test_more_devices_per_cluster_than_devices():
