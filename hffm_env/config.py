@@ -259,7 +259,7 @@ def _check_types(owner: str, config: Any) -> None:
             value = tuple(value.tolist())
         elif get_origin(hint) is tuple and isinstance(value, (list, range, tuple)):
             # (a list would make the frozen config unhashable; numpy's scalars as Python's)
-            value = tuple(v.item() if type(v).__module__ == "numpy"
+            value = tuple(cast(Any, v).item() if type(v).__module__ == "numpy"
                           and getattr(v, "ndim", 1) == 0 else v for v in value)
         object.__setattr__(config, name, value)  # (frozen: the same value, in plain types)
         wanted = _kind(value, hint)
