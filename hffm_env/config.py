@@ -1436,8 +1436,9 @@ def apply_overrides(
 ) -> ScenarioConfig:
     """``config`` with dotted-key overrides applied, e.g. ``{"fl.local_steps": 3}`` or
     ``["channel.d2d.bandwidth_hz=2e6"]``; the result is validated like any config. The same
-    key given twice takes the later value; a key inside another one given (``fl`` as a mapping
-    and ``fl.lr``) is refused. The caller's values are never modified."""
+    key given twice takes the later value; a section given as a mapping and keys inside it
+    given dotted merge (``{"fl": {"lr": 0.1}, "fl.local_steps": 2}``), and a setting given both
+    ways is refused. The caller's values are never modified."""
     require_config(config)
     if overrides is None:
         return config
@@ -1460,22 +1461,54 @@ def apply_overrides(
         raise ConfigError(f"override scenario = {shown(given['scenario'])}: a preset is chosen by "
                           "scenario= (--scenario) or a config file's 'scenario:', not by an "
                           "override, which changes one setting of it")
-    for key in given:
-        parts = key.split(".")
-        for depth in range(1, len(parts)):
-            outer = ".".join(parts[:depth])
-            if outer in given:  # one value would silently replace the other
-                raise ConfigError(f"overrides {outer!r} and {key!r}: the second lies inside "
-                                  f"the first; give {key} in only one of them")
     nested: dict[str, Any] = {}
     for key, value in given.items():
-        parts = key.split(".")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})  # always a dict made here: keys do not overlap
-        node[parts[-1]] = value
+        _insert_override(nested, key.split("."), value)
     # (not from_dict: an override names no preset, so none is among the allowed keys)
     return _build(ScenarioConfig, _deep_merge(to_dict(config), nested), "")
+
+
+def _insert_override(nested: dict[str, Any], parts: list[Any], value: Any,
+                     above: tuple[Any, ...] = ()) -> None:
+    """Put ``value`` at the path ``parts`` of ``nested`` (itself at ``above`` in the config,
+    for messages), merging a mapping with what other overrides already put inside it (dicts
+    made or copied here: the caller's mappings are never modified). A setting given twice
+    (``fl`` as a mapping holding ``lr``, and ``fl.lr``: one would silently replace the other)
+    is refused by name, as is a dotted key inside a setting given a plain value (``fl=3`` and
+    ``fl.lr``)."""
+    node, path = nested, [*above, *parts]
+    for depth, part in enumerate(parts[:-1], start=len(above) + 1):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"overrides {_dotted(path[:depth])} = {shown(child)} and {_dotted(path)}: the "
+                "second lies inside the first, which is no section; give one of them")
+        node = child
+    leaf = parts[-1]
+    if leaf not in node:
+        node[leaf] = _copy_mappings(value)
+    elif isinstance(node[leaf], dict) and isinstance(value, Mapping):
+        for inner_key, inner_value in value.items():  # a mapping's keys are taken literally
+            _insert_override(node[leaf], [inner_key], inner_value, tuple(path))
+    elif isinstance(node[leaf], dict):
+        raise ConfigError(
+            f"overrides {_dotted(path)} = {shown(value)} and a key inside it: the second lies "
+            "inside the first, which is no section; give one of them")
+    else:
+        raise ConfigError(f"overrides: {_dotted(path)} is given twice (once inside a section "
+                          "given as a mapping); give it in only one of them")
+
+
+def _dotted(parts: list[Any]) -> str:
+    """``parts`` joined by dots, as a dotted override key is written."""
+    return ".".join(str(p) for p in parts)
+
+
+def _copy_mappings(value: Any) -> Any:
+    """``value`` with every mapping in it copied into a new dict (other values as given)."""
+    if isinstance(value, Mapping):
+        return {k: _copy_mappings(v) for k, v in value.items()}
+    return value
 
 
 class _DuplicateKey(Exception):
