@@ -6,9 +6,11 @@
 - ``fused``: all devices' samples as one batch through a single set of modules (no
   personalisation): the bound a batched engine can approach.
 
-Prints times and the ratios ``sequential / batched`` and ``batched / fused`` (targets on the
-default scenario: at least 2x and at most 1.25x); ``--json [FILE]`` writes them as JSON
-(stdout when no file is given).
+The three ways run interleaved (batched, sequential, fused; again and again), so that a
+machine slowing down mid-run weighs on all three alike. Prints each way's median time and the
+medians of the ratios ``sequential / batched`` and ``batched / fused`` taken within each
+repetition (targets on the default scenario: at least 2x and at most 1.25x); ``--json
+[FILE]`` writes them, and every repetition's times, as JSON (stdout when no file is given).
 
     python benchmarks/round_throughput.py --scenario small --repeats 5
 """
@@ -68,17 +70,26 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def time_it(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up."""
-    fn()
-    _sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_interleaved(ways: dict[str, Callable[[], object]], repeats: int
+                     ) -> dict[str, list[float]]:
+    """Wall times of each of ``ways`` over ``repeats`` rounds, one call of each per round in
+    turn, after one untimed warm-up call of each."""
+    for fn in ways.values():
         fn()
         _sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, fn in ways.items():
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median of the ratios of paired times (the same repetition's)."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,25 +118,28 @@ def main(argv: list[str] | None = None) -> int:
         engine.params = {k: v.clone() for k, v in start.items()}
         sequential_local_training(engine, trained)
 
+    times = time_interleaved(
+        {"batched": batched, "sequential": sequential, "fused": lambda: fused_round(engine)},
+        args.repeats)
     results = {
         "scenario": args.scenario,
         "devices": engine.num_devices,
         "local_steps": engine.scenario.fl.local_steps,
         "batch_size": engine.scenario.fl.batch_size,
         "torch_threads": torch.get_num_threads(),
-        "batched_s": time_it(batched, args.repeats),
-        "sequential_s": time_it(sequential, args.repeats),
-        "fused_s": time_it(lambda: fused_round(engine), args.repeats),
+        "repeats": args.repeats,
+        **{f"{way}_s": statistics.median(t) for way, t in times.items()},
+        "times_s": times,
+        "sequential_over_batched": median_ratio(times["sequential"], times["batched"]),
+        "batched_over_fused": median_ratio(times["batched"], times["fused"]),
     }
-    results["sequential_over_batched"] = results["sequential_s"] / results["batched_s"]
-    results["batched_over_fused"] = results["batched_s"] / results["fused_s"]
     results["targets_met"] = {
         "sequential_over_batched>=2": results["sequential_over_batched"] >= 2.0,
         "batched_over_fused<=1.25": results["batched_over_fused"] <= 1.25,
     }
     print(f"one round of local training, scenario {args.scenario}: {engine.num_devices} devices"
           f" x {results['local_steps']} steps x batch {results['batch_size']}")
-    print(f"  {'way':<12}{'time (ms)':>12}")
+    print(f"  {'way':<12}{'median (ms)':>12}   (ratios: medians of {args.repeats} paired runs)")
     for way in ("batched", "sequential", "fused"):
         print(f"  {way:<12}{1e3 * results[way + '_s']:>12.1f}")
     met = results["targets_met"]
