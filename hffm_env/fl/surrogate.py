@@ -60,7 +60,7 @@ from hffm_env.files import (
     write_atomically,
 )
 from hffm_env.fl.evaluation import Evaluation, mean_over_tasks
-from hffm_env.fl.schedule import PeriodClock, Schedule, Tier
+from hffm_env.fl.schedule import CLUSTER_TIERS, PeriodClock, Schedule, Tier
 from hffm_env.seeding import SEEDING_SCHEME
 from hffm_env.values import is_finite_real, is_integer, is_real
 
@@ -117,13 +117,21 @@ backhaul's delay and rate): no transfer succeeds or fails by them, so training m
 same whatever they are."""
 
 
+TRAINING_REVISION: int = 2
+"""Enters the surrogate and traces keys of configs whose real training changed since their
+fits could have been made (see :func:`_training_inputs`); the presets' keys are unchanged."""
+
+
 def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     """Everything that changes what real training measures: the model, data, engine,
     placement, dynamics and channel configs (but the channel's price-only settings,
     :data:`_PRICE_ONLY_CHANNEL`, which enter as their defaults: one fit serves a sweep of
     energy prices), the horizon, the seeding scheme and the config seed (it draws the data
     split and the modules' initial values). The seed enters only when it is not 0, so that
-    the keys of fits and traces made on seed 0 stay what they were."""
+    the keys of fits and traces made on seed 0 stay what they were; :data:`TRAINING_REVISION`
+    enters only for a wire below 32 bits or a weight decay above 0, the configs whose real
+    training changed (a split the task repair changes still keeps its key: calibrate it
+    again)."""
     parts = {name: dataclasses.asdict(getattr(cfg, name)) for name in _TRAINING_SECTIONS}
     defaults = dataclasses.asdict(ChannelConfig())
     for link, names in _PRICE_ONLY_CHANNEL.items():
@@ -132,6 +140,11 @@ def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     inputs = {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
     if cfg.seed != 0:
         inputs["config_seed"] = cfg.seed
+    if cfg.model.precision_bits != 32 or cfg.fl.weight_decay != 0.0:
+        # real training of these configs changed on 2026-12-07 (a wire of 8 or 16 bits now
+        # rounds what it delivers; weight decay no longer shrinks modules a device holds but
+        # does not read): fits and traces made before must not be found under the same key
+        inputs["training_revision"] = TRAINING_REVISION
     return inputs
 
 
@@ -388,7 +401,7 @@ class TierHistory:
                 aggregated[t] = tier
                 if tier == Tier.CLOUD:
                     self.counts[t]["cloud"] += 1
-                elif tier in (Tier.EDGE, Tier.D2D_HEAD):
+                elif tier in CLUSTER_TIERS:  # the period clock's rule, less the cloud
                     self.counts[t]["edge"] += 1
                 elif tier == Tier.D2D_PAIRS:
                     self.counts[t]["d2d"] += 1

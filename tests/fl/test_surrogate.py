@@ -285,6 +285,23 @@ def test_the_key_names_the_seeding_scheme_and_the_config_seed(monkeypatch):
     assert surrogate_key(cfg) != before
 
 
+def test_the_key_moves_for_configs_whose_real_training_changed(monkeypatch):
+    """Real training of a wire below 32 bits or a weight decay above 0 changed on 2026-12-07:
+    their fits and traces made before must not be found under the key they had; every other
+    config keeps its key (and the presets their shipped fits)."""
+    import hffm_env.fl.surrogate as surrogate
+
+    changed = [apply_overrides(small(), [o]) for o in
+               ("model.precision_bits=16", "model.precision_bits=8", "fl.weight_decay=0.01")]
+    unchanged = [small(), apply_overrides(small(), ["fl.lr=0.02"])]
+    keys = {id(c): (surrogate_key(c), surrogate.traces_key(c)) for c in changed + unchanged}
+    monkeypatch.setattr(surrogate, "TRAINING_REVISION", surrogate.TRAINING_REVISION + 1)
+    for cfg in changed:
+        assert (surrogate_key(cfg), surrogate.traces_key(cfg)) != keys[id(cfg)]
+    for cfg in unchanged:
+        assert (surrogate_key(cfg), surrogate.traces_key(cfg)) == keys[id(cfg)]
+
+
 def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_path):
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
