@@ -27,7 +27,7 @@ import numpy as np
 
 from hffm_env import jsonio
 from hffm_env.baselines.policies import EnvBound
-from hffm_env.config import MODULE_TYPES
+from hffm_env.config import MODULE_TYPES, NEVER
 from hffm_env.files import require_path
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
 from hffm_env.values import is_integer
@@ -89,8 +89,8 @@ class RoundPlan:
     def periods(self, round_index: int) -> tuple[dict[str, int], dict[str, int]]:
         """(edge periods, cloud periods) that make exactly this round's tiers due."""
         tiers = self.round_tiers(round_index)
-        edge = {t: int(tier == Tier.EDGE) for t, tier in tiers.items()}
-        cloud = {t: int(tier == Tier.CLOUD) for t, tier in tiers.items()}
+        edge = {t: 1 if tier == Tier.EDGE else NEVER for t, tier in tiers.items()}
+        cloud = {t: 1 if tier == Tier.CLOUD else NEVER for t, tier in tiers.items()}
         return edge, cloud
 
     def coarse_action(self, round_index: int, menu: tuple[int, ...],

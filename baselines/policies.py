@@ -291,10 +291,12 @@ class AdaptivePolicy(EnvBound):
     """Adaptive cloud period in the spirit of Wang et al. (JSAC 2019, "Adaptive federated
     learning in resource constrained edge computing systems"): aggregate at the edge every
     round and adapt the cloud period ``tau`` from what is observed. When the devices' copies
-    drift from the global mean (mean global drift over module types above ``drift_high``) or
-    the training loss stops falling, ``tau`` halves (more global synchronisation); when drift is
-    low and energy is spent faster than rounds pass, ``tau`` doubles. ``tau`` stays within the
-    env's period menu."""
+    drift from the global mean or the training loss stops falling, ``tau`` moves one step down
+    the menu's finite periods (it halves on the default menu 1, 2, 4, 8: more global
+    synchronisation); when drift is low and energy is spent faster than rounds pass, one step
+    up. Drift is the mean over module types of the observation's ``drift/<type>/global``
+    entries, each the drift ``d`` of ``env.drift`` squashed to ``d / (1 + d)``: ``drift_high``
+    0.2 is a drift of 0.25, ``drift_low`` 0.05 one of 0.053."""
 
     name = "adaptive"
 

@@ -189,7 +189,9 @@ class HFFMEnv(gym.Env):
     ## Reproducibility
     All randomness flows from two seeds through named streams
     (:class:`~hffm_env.seeding.RandomStreams`, children of one ``numpy.random.SeedSequence``):
-    the config's ``seed`` gives the data split, the pre-training and the first layout; each
+    the config's ``seed`` gives the data split, the fresh trainable modules and the first
+    layout (the frozen pre-trained parts come from the fixed
+    :data:`~hffm_env.models.pretrain.PRETRAIN_SEED`, shared by every config seed); each
     ``reset`` draws one number from Gymnasium's ``np_random`` and spawns from it the episode's
     placement, fading, outage (retransmissions), mobility (waypoints), dynamics (dropout),
     requests (task arrivals), training (mini-batch order) and surrogate (resampled noise)

@@ -5,7 +5,7 @@
 | ``round`` | 1 | rounds done / ``env.episode_rounds`` |
 | ``accuracy/<task>`` | K | global test accuracy per task (0 in cost fidelity) |
 | ``loss/<task>`` | K | mean training loss per task / (2 ln classes) |
-| ``staleness/<type>/<tier>`` | 2T | rounds since the type was aggregated at the edge / cloud, / 8 |
+| ``staleness/<type>/<tier>`` | 2T | rounds since aggregated at the edge / cloud, / 8 (at most 1) |
 | ``drift/<type>/<scope>`` | 2T | device copies' distance to their cluster / global mean, d/(1+d) |
 | ``cluster/<c>/uplink`` | C | log10 of the members' mean uplink rate (bit/s) / 10 |
 | ``cluster/<c>/d2d_rate`` | C | log10 of the mean D2D link rate (bit/s) over the D2D graph / 10 |
@@ -35,6 +35,9 @@ from hffm_env.config import MODULE_TYPES
 __all__ = ["Observation", "ObservationInputs"]
 
 STALENESS_SCALE_ROUNDS = 8.0
+"""Staleness is observed in units of this many rounds and clipped at 1: fixed, not taken from
+the period menu or the horizon, so that agents keep their observation across both (8 or more
+rounds since an aggregation read alike)."""
 
 
 @dataclass(frozen=True)

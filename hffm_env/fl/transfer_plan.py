@@ -388,7 +388,8 @@ def record_relay(
     c = int(network.cluster_of_device[d])
     if source.kind == SourceKind.DEVICE:
         path = network.relay_paths(c, d)[source.device]  # [source, ..., d]
-        table.add_flow(module_id, bits, network.attempted_path(path), "d2d", Stage.D2D_DOWN, c)
+        table.add_flow(module_id, bits, network.attempted_path(path), LinkKind.D2D,
+                       Stage.D2D_DOWN, c)
         # not len(attempted) == len(path): a path cut at its last link is attempted whole
         return network.first_failed_hop(path) is None
     if source.kind == SourceKind.EDGE:
