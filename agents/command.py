@@ -80,7 +80,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None,
         elif is_list:  # repeated flags add up: --set a=1 --set b=2 (None: the default)
             parser.add_argument(*flags, dest=f.name, type=kind,
                                 nargs=f.metadata.get("nargs", "*"), action="extend",
-                                default=None, help=help_)
+                                default=None, metavar=f.metadata.get("metavar"), help=help_)
         else:
             parser.add_argument(*flags, type=kind, default=default, choices=choices,
                                 help=help_)

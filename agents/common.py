@@ -180,7 +180,8 @@ class TrainArgs:
     device: str = field(
         default="cpu",
         metadata={
-            "help": "torch device for FL training and the policy (cpu, cuda, auto)"
+            "help": "torch device for FL training and the policy: cpu, cuda, cuda:<i>, mps or "
+                    "auto (cuda when present)"
         },
     )
     out: str = field(
@@ -253,7 +254,7 @@ class TrainArgs:
     overrides: list[str] = field(
         default_factory=list,
         metadata={"help": "scenario overrides, key=value (also --set KEY=VALUE, repeatable, "
-                  "as in hffm)", "aliases": ("--set",), "nargs": "+"},
+                  "as in hffm)", "aliases": ("--set",), "nargs": "+", "metavar": "KEY=VALUE"},
     )
     config: str | None = field(
         default=None, metadata={"help": "a YAML/JSON scenario config file, layered on "

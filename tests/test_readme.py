@@ -42,13 +42,12 @@ def test_the_readme_python_blocks_run(monkeypatch):
 
     monkeypatch.setattr(gym, "make", make_in_cost_fidelity)
     monkeypatch.setattr(hffm_env, "parallel_env", recorded_parallel_env)
-    namespace: dict = {}
     try:
-        for k, block in enumerate(blocks):  # one namespace: later blocks use earlier names
+        for k, block in enumerate(blocks):
             for name in (m for m in OPTIONAL if m in block):
                 integration(name)  # without the extra: skip here (the blocks before it ran)
-            try:
-                exec(compile(block, f"README.md python block {k + 1}", "exec"), namespace)
+            try:  # each in a namespace of its own: a reader copies one block, not all before
+                exec(compile(block, f"README.md python block {k + 1}", "exec"), {})
             except Exception as err:
                 pytest.fail(f"README python block {k + 1} fails: {type(err).__name__}: {err}")
     finally:

@@ -17,6 +17,7 @@ from, not a tuned recipe: the README's results come from ``hffm train`` (stable-
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 
@@ -114,7 +115,8 @@ def build(env: PettingZooWrapper, nvec: dict[str, list[int]], lr: float
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     """Train; returns each group's mean reward per collected batch."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="small")
     parser.add_argument("--fidelity", default="cost", choices=("cost", "surrogate", "train"))
     parser.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
@@ -137,8 +139,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
             for group in ("edge", "cloud")}
     env = PettingZooWrapper(parallel, use_mask=True, seed=args.seed)
     policy, losses, optimisers = build(env, nvec, args.lr)
+    # the policy is not recurrent: it needs no InitTracker (torchrl 0.14 asks whether to add
+    # it, and from 0.15 would add it unasked; older releases lack the flag)
+    keep_env = ({"auto_register_policy_transforms": False}
+                if "auto_register_policy_transforms" in inspect.signature(Collector).parameters
+                else {})
     collector = Collector(env, policy, frames_per_batch=args.frames_per_batch,
-                          total_frames=args.frames)
+                          total_frames=args.frames, **keep_env)
     rewards: dict[str, list[float]] = {group: [] for group in losses}
     for batch, data in enumerate(collector):
         for group, loss in losses.items():

@@ -137,7 +137,8 @@ def format_network_report(report: dict[str, Any]) -> str:
         f"  {cl['count']} clusters of {cl['min_size']}..{cl['max_size']} devices; "
         f"{report['available_devices']} devices available",
         f"  D2D (radius {d2d['radius_m']:g} m): {d2d['edges']} edges = "
-        f"{d2d['neighbour_edges']} neighbour + {d2d['repair_edges']} MST repair; "
+        f"{d2d['neighbour_edges']} within the radius + {d2d['repair_edges']} added to connect "
+        "each cluster (the shortest links of a spanning tree); "
         f"{d2d['clusters_connected_before_repair']}/{cl['count']} clusters connected before "
         "repair" + ("" if d2d.get("clusters_with_devices_available", cl["count"]) == cl["count"]
                     else f" ({d2d['clusters_with_devices_available']} with a device "
