@@ -13,6 +13,7 @@ import copy
 import functools
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import numpy as np
 
 from hffm_env import jsonio
+from hffm_env.arguments import PLOT_SUFFIXES
 from hffm_env.baselines.policies import (
     FittedPolicy,
     Policy,
@@ -33,15 +35,17 @@ from hffm_env.baselines.policies import (
 from hffm_env.config import (
     ACCURACY_KINDS,
     DEFAULT_TARGET_FRACTION,
+    EPISODE_ENDS,
+    FIDELITIES,
     TARGET_REWARDS,
     ScenarioConfig,
     apply_overrides,
     dict_differences,
 )
 from hffm_env.envs.reward import reaches_target
-from hffm_env.files import require_path, write_text_atomically
+from hffm_env.files import check_output_path, require_path, write_text_atomically
 from hffm_env.provenance import describe, provenance
-from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_RANGE, check_seed
+from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_MAX, SEED_RANGE, check_seed
 from hffm_env.values import is_finite_real, is_integer, is_real, shown
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn
@@ -220,10 +224,15 @@ def _check_bench_dict(data: Any) -> None:
     def within(v: Any, low: float, high: float) -> bool:  # null (not measured) or in range
         return v is None or (number(v) and low <= v <= high)
 
+    def is_statistics(stats: Any) -> bool:  # what _stats writes (null: NaN, nothing measured)
+        return (isinstance(stats, dict) and set(stats) == {"mean", "std", "n"}
+                and number(stats["mean"]) and number(stats["std"])
+                and is_integer(stats["n"]) and stats["n"] >= 0)
+
     need(isinstance(data, dict), "the file", data, "must be a JSON object")
     for key, ok, what in (
             ("scenario", lambda v: isinstance(v, str), "must be a scenario name"),
-            ("fidelity", lambda v: isinstance(v, str), "must be a fidelity name"),
+            ("fidelity", lambda v: v in FIDELITIES, f"must be one of {list(FIDELITIES)}"),
             ("seeds", lambda v: isinstance(v, list) and all(
                 isinstance(s, int) and not isinstance(s, bool) for s in v),
              "must be a list of integer seeds"),
@@ -246,6 +255,7 @@ def _check_bench_dict(data: Any) -> None:
                              and all(isinstance(r, dict) for r in records)),
          "provenance", records, "must be a list of records (objects)")
     known = set(PolicySummary.__dataclass_fields__)
+    STATISTICS = "must be statistics: {mean, std, n}, numbers or null, n a count"
     for i, summary in enumerate(data["policies"]):
         unknown = sorted(set(summary) - known)
         need(not unknown, f"policies[{i}]", unknown, f"unknown fields (known: {sorted(known)})")
@@ -259,19 +269,20 @@ def _check_bench_dict(data: Any) -> None:
             if key in _MISSING_STATS and key not in summary:  # (older files lack it)
                 continue
             stats = summary.get(key, "missing")
-            need(isinstance(stats, dict) and bool(stats) and all(
-                number(v) for v in stats.values()), f"policies[{i}].{key}", stats,
-                 "must be statistics ({mean, std, n}: numbers or null)")
+            need(is_statistics(stats), f"policies[{i}].{key}", stats, STATISTICS)
         per_task = summary.get("final_accuracy_per_task", "missing")
-        need(isinstance(per_task, dict) and all(
-            isinstance(s, dict) and all(number(v) for v in s.values())
-            for s in per_task.values()), f"policies[{i}].final_accuracy_per_task", per_task,
-             "must map tasks to statistics")
+        need(isinstance(per_task, dict) and all(is_statistics(s) for s in per_task.values()),
+             f"policies[{i}].final_accuracy_per_task", per_task,
+             "must map tasks to statistics ({mean, std, n})")
     for i, episode in enumerate(data["episodes"]):
         need(isinstance(episode.get("policy"), str), f"episodes[{i}].policy",
              episode.get("policy"), "must be a name")
-        need(is_integer(episode.get("seed")), f"episodes[{i}].seed", episode.get("seed"),
-             "must be an integer")
+        need(is_integer(episode.get("seed")) and 0 <= episode["seed"] <= SEED_MAX,
+             f"episodes[{i}].seed", episode.get("seed"), f"must be an integer in {SEED_RANGE}")
+        need(episode.get("end") is None or episode["end"] in EPISODE_ENDS,
+             f"episodes[{i}].end", episode.get("end"),
+             f"must be what ended the episode, one of {list(EPISODE_ENDS)} (a benchmark plays "
+             "whole episodes; null only in files older than the field)")
         need(episode.get("config_seed") is None or (
             isinstance(episode["config_seed"], int) and not isinstance(episode["config_seed"],
                                                                        bool)),
@@ -289,6 +300,9 @@ def _check_bench_dict(data: Any) -> None:
             values = episode.get(key, [])
             need(all(is_finite_real(v) and v >= 0 for v in values),
                  f"episodes[{i}].{key}", values, "must be finite numbers >= 0, one a round")
+        need(all(is_finite_real(v) for v in episode.get("rewards", [])),
+             f"episodes[{i}].rewards", episode.get("rewards"),
+             "must be finite numbers, one a round (every round played has its reward)")
         rounds = len(episode.get("latency_s", []))
         need(rounds >= 1, f"episodes[{i}].latency_s", episode.get("latency_s", "missing"),
              "must have one entry a round (an episode plays at least one)")
@@ -363,8 +377,10 @@ class BenchResult:
         })
 
     def write_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as JSON (whole or not at all)."""
-        write_text_atomically(path, jsonio.dumps(self.to_dict()))
+        """Write :meth:`to_dict` as JSON (whole or not at all); a ``path`` that cannot name a
+        file to write (a folder, in a folder that does not exist) is a ``ValueError``."""
+        write_text_atomically(check_output_path(path, "bench JSON"),
+                              jsonio.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchResult:
@@ -396,6 +412,8 @@ class BenchResult:
         """Read a file written by :meth:`write_json` (or ``hffm bench --json``); a file that is
         not one is a ``ValueError`` naming the field that is wrong."""
         path = require_path(path, "bench JSON")
+        if path.is_dir():
+            raise ValueError(f"bench JSON = {str(path)!r}: is a folder; expected a file")
         try:
             data = json.loads(path.read_text())
         except RecursionError:
@@ -1145,6 +1163,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     Where no accuracy was measured (cost fidelity) the first panel is the energy-latency
     trade-off instead and the others say why they are empty.
     """
+    if isinstance(path, (str, os.PathLike)):  # (a file object is the caller's to have opened)
+        check_output_path(path, "plot", PLOT_SUFFIXES)
     import matplotlib
     import matplotlib.pyplot as plt
     import matplotlib.ticker

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from hffm_env.devices import device_problem, resolve_device
+from hffm_env.files import output_path_problem
 from hffm_env.seeding import FIRST_HELD_OUT_SEED, SEED_MAX, SEED_RANGE
 
 __all__ = [
@@ -423,14 +424,11 @@ def output_file(suffixes: tuple[str, ...] = (), stdout: bool = False) -> Callabl
         if stdout and text == "-":
             return text
         text = os.path.expanduser(text)  # `--json=~/x.json`: the shell leaves that ~ alone
+        problem = output_path_problem(text, suffixes)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
         path = Path(text)
-        if not text or path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r}: is a folder; expected a file name")
-        if suffixes and path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"{text!r}: allowed suffixes {list(suffixes)}")
         folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r}: folder {str(folder)!r} does not exist")
         if path.is_symlink() and not path.exists():
             raise argparse.ArgumentTypeError(f"{text!r}: a link to {os.readlink(path)!r}, "
                                              "which does not exist")

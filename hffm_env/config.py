@@ -82,6 +82,7 @@ __all__ = [
     "REWARD_SPLITS",
     "SEED_MAX",
     "FIDELITIES",
+    "EPISODE_ENDS",
     "check_memory",
     "PRETRAINING",
     "REWARD_NAMES",
@@ -1121,6 +1122,10 @@ the pretext scenes."""
 FIDELITIES: tuple[str, ...] = ("train", "surrogate", "cost")
 """How an env measures accuracy: ``train`` (real federated training), ``surrogate`` (a fit
 of real training) or ``cost`` (none: network costs only)."""
+
+EPISODE_ENDS: tuple[str, ...] = ("rounds", "energy_budget")
+"""What ends an episode (the horizon, ``env.episode_rounds``; the energy budget,
+``env.energy_budget_j``), as the env's ``info["end"]`` names it at the last step."""
 
 
 def check_memory(config: ScenarioConfig, fidelity: str = "train",

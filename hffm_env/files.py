@@ -46,6 +46,36 @@ def require_path(value: Any, what: str, error: type[Exception] = ValueError) -> 
                 "pathlib.Path)")
 
 
+def output_path_problem(path: str | os.PathLike[str],
+                        suffixes: tuple[str, ...] = ()) -> str | None:
+    """Why ``path`` cannot name a file to write, in a few words (empty, a folder, a suffix not
+    among ``suffixes`` when they are given, a folder that does not exist), or None. Whether
+    the folder can be written is left to the writing."""
+    text = os.fspath(path)
+    if not text:
+        return "must be a non-empty file name"
+    target = Path(text)
+    if target.is_dir():
+        return "is a folder; expected a file name"
+    if suffixes and target.suffix.lower() not in suffixes:
+        return f"allowed suffixes {list(suffixes)}"
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        return f"folder {str(folder)!r} does not exist"
+    return None
+
+
+def check_output_path(value: Any, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """``value`` as the ``Path`` of a file to write, or ``ValueError`` naming ``what``, the
+    value and the problem (:func:`output_path_problem`): the library's check of what the
+    commands check while parsing (``hffm_env.arguments.output_file``)."""
+    if isinstance(value, (str, os.PathLike)):
+        problem = output_path_problem(value, suffixes)
+        if problem:
+            raise ValueError(f"{what} = {str(value)!r}: {problem}")
+    return require_path(value, what)
+
+
 @contextlib.contextmanager
 def lock_file(path: str | Path, *, on_busy: Callable[[], Any] | None = None,
               remove: bool = False) -> Iterator[bool]:

@@ -38,6 +38,7 @@ from hffm_env.envs.action import (
     period_index,
 )
 from hffm_env.fl.schedule import Route, choices, is_member
+from hffm_env.values import is_integer
 
 __all__ = ["ActionMaskObservation", "CoarseActions", "ScheduleMenu", "PAPER_MENU", "full_action",
            "relay_from_edge", "coarse_slot_names", "coarse_num_clusters", "encode_coarse"]
@@ -60,6 +61,12 @@ def relay_from_edge(slots: int, pending: int,
     """Relay choices that serve every pending module from the edge server (choice 1) and
     wait on the empty request slots, and on those whose requester is not ``present`` (one
     flag per pending request: available this round; it can receive nothing)."""
+    for name, value in (("slots", slots), ("pending", pending)):
+        if not (is_integer(value) and value >= 0):
+            raise ValueError(f"relay_from_edge: {name} = {value!r}: must be an integer >= 0")
+    if present is not None and len(present) != pending:
+        raise ValueError(f"relay_from_edge: present has {len(present)} flags: must have one "
+                         f"per pending request ({pending})")
     return [RELAY_EDGE if r < pending and (present is None or present[r]) else RELAY_WAIT
             for r in range(slots)]
 
@@ -70,6 +77,7 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     heads, no pair exchange, and pending modules relayed from the edge server. ``choices``:
     other arguments of :meth:`~hffm_env.envs.action.ActionLayout.encode` (``pair_exchange``,
     ``partners``, ``heads``, ``relay``) that replace those defaults."""
+    _layout_of(env, "full_action", changed_space_ok=True)  # an HF-FM env, or a TypeError
     base = env.unwrapped
     layout = base.layout
     present = [bool(base.network.available[r.device]) for r in base.pending]
@@ -78,12 +86,16 @@ def full_action(env: Any, edge: Mapping[str, int] | int, cloud: Mapping[str, int
     return layout.encode(edge, cloud, routes, **{**defaults, **choices})
 
 
-def _layout_of(env: gym.Env, wrapper: str) -> ActionLayout:
-    """The action layout of the HF-FM env under ``env``, or a TypeError naming ``wrapper``."""
-    layout = getattr(env.unwrapped, "layout", None)
+def _layout_of(env: gym.Env, wrapper: str, changed_space_ok: bool = False) -> ActionLayout:
+    """The action layout of the HF-FM env under ``env``, or a TypeError naming ``wrapper``;
+    with ``changed_space_ok`` (a full action made for the env below any wrappers) that is
+    all it checks."""
+    layout = getattr(getattr(env, "unwrapped", None), "layout", None)
     if not isinstance(layout, ActionLayout):
-        raise TypeError(f"{wrapper}: {env} is not an HF-FM env (its unwrapped env has no "
-                        "ActionLayout); wrap gymnasium.make('hffm/HFFM-v0', ...)")
+        raise TypeError(f"{wrapper}: {env} is not an HF-FM env (its unwrapped env "
+                        "has no ActionLayout); wrap gymnasium.make('hffm/HFFM-v0', ...)")
+    if changed_space_ok:
+        return layout
     inner = env
     while isinstance(inner, gym.Wrapper):  # its mask would describe the action space below
         if isinstance(inner, ActionMaskObservation):
@@ -118,6 +130,8 @@ def coarse_slot_names(num_clusters: int) -> list[str]:
     """The slots of a :class:`CoarseActions` action, in order: an edge period per module type,
     a cloud period per module type (both in :data:`~hffm_env.config.MODULE_TYPES`' order), a
     route per cluster; each named as the full action's slot it sets."""
+    if not (is_integer(num_clusters) and num_clusters >= 1):
+        raise ValueError(f"num_clusters = {num_clusters!r}: must be an integer >= 1")
     return ([f"edge_period/{t}" for t in MODULE_TYPES]
             + [f"cloud_period/{t}" for t in MODULE_TYPES]
             + [f"route/{c}" for c in range(num_clusters)])
@@ -126,7 +140,11 @@ def coarse_slot_names(num_clusters: int) -> list[str]:
 def coarse_num_clusters(action_size: int) -> int:
     """The clusters of a :class:`CoarseActions` action of ``action_size`` slots (the inverse
     of :func:`coarse_slot_names`' length)."""
-    return action_size - 2 * len(MODULE_TYPES)
+    periods = 2 * len(MODULE_TYPES)
+    if not (is_integer(action_size) and action_size > periods):
+        raise ValueError(f"action_size = {action_size!r}: must be an integer > {periods} (a "
+                         "period slot per module type and tier, then a route per cluster)")
+    return action_size - periods
 
 
 def encode_coarse(menu: Sequence[int], edge: Mapping[str, int] | int,
@@ -137,6 +155,12 @@ def encode_coarse(menu: Sequence[int], edge: Mapping[str, int] | int,
     each, as :meth:`~hffm_env.envs.action.ActionLayout.encode` takes them) and a route per
     cluster (``num_clusters`` of them, when given). Anything else raises ``ValueError``
     naming the argument, the value and what is allowed."""
+    if isinstance(menu, (str, bytes)) or not isinstance(menu, (Sequence, np.ndarray)) \
+            or not all(is_integer(p) for p in menu):
+        raise ValueError(f"menu = {menu!r}: must be the env's period menu, a list of integers "
+                         "(env.period_menu)")
+    if num_clusters is not None and not (is_integer(num_clusters) and num_clusters >= 1):
+        raise ValueError(f"num_clusters = {num_clusters!r}: must be an integer >= 1, or None")
     periods = [period_index(menu, value, f"{name}/{t}")
                for name, given in (("edge_period", edge), ("cloud_period", cloud))
                for t, value in per_module_type(given, name).items()]

@@ -49,6 +49,7 @@ def test_argument_types_pass_good_values():
 def test_output_files_are_checked_before_any_work_and_left_untouched(tmp_path):
     check = arguments.output_file(arguments.PLOT_SUFFIXES)
     for bad, why in ((tmp_path, "is a folder"), (tmp_path / "no/x.png", "does not exist"),
+                     ("", "must be a non-empty file name"),  # (was "is a folder": '.')
                      (tmp_path / "x.txt", "allowed suffixes"),
                      (Path("/proc/hffm-test.png"), "cannot be written")):
         with pytest.raises(argparse.ArgumentTypeError, match=why):
@@ -240,7 +241,7 @@ def _bench_with(**changes) -> str:
     import json
 
     episode = {"policy": "a", "seed": 1000, "accuracy": [0.2, 0.3], "latency_s": [1.0, 1.0],
-               "energy_j": [2.0, 2.0], "rewards": [0.1, 0.1]}
+               "energy_j": [2.0, 2.0], "rewards": [0.1, 0.1], "end": "rounds"}
     stats = {"mean": 0.3, "std": 0.0, "n": 1}
     summary = {"policy": "a", "episodes": 1, "reached_target": 1, "final_accuracy_per_task": {},
                **dict.fromkeys(("latency_per_round_s", "energy_per_round_j", "final_accuracy",
@@ -250,7 +251,7 @@ def _bench_with(**changes) -> str:
     data = {"scenario": "small", "fidelity": "cost", "seeds": [1000], "target_accuracy": 0.3,
             "policies": [summary], "episodes": [episode]}
     for key, value in changes.items():
-        (episode if key in episode else data)[key] = value
+        (episode if key in episode else summary if key in summary else data)[key] = value
     return json.dumps(data)
 
 
@@ -284,6 +285,18 @@ TRACES = ["calibrate", "--from-traces"]
     (BENCH_JSON, _bench_with(latency_s=[10**400, 1.0]),  # (math.isfinite overflowed on it)
      "must be finite numbers >= 0"),
     (BENCH_JSON, _bench_with(fingerprints=["a"]), "fingerprints = ['a']: must map row names"),
+    # read back without a word, then tabled and merged beside whole episodes
+    (BENCH_JSON, _bench_with(fidelity="banana"),
+     "fidelity = 'banana': must be one of ['train', 'surrogate', 'cost']"),
+    (BENCH_JSON, _bench_with(end="weird"), "episodes[0].end = 'weird': must be what ended the "
+     "episode, one of ['rounds', 'energy_budget']"),
+    (BENCH_JSON, _bench_with(rewards=[None, 0.1]),
+     "episodes[0].rewards = [None, 0.1]: must be finite numbers"),
+    (BENCH_JSON, _bench_with(seed=-1), "episodes[0].seed = -1: must be an integer in 0..2**63-1"),
+    (BENCH_JSON, _bench_with(final_accuracy={"std": 0.0, "n": 1}),
+     "policies[0].final_accuracy = {'n': 1, 'std': 0.0}: must be statistics: {mean, std, n}"),
+    (BENCH_JSON, _bench_with(final_accuracy_per_task={"vqa": {"a": 1}}),
+     "policies[0].final_accuracy_per_task = {'vqa': {'a': 1}}: must map tasks to statistics"),
     (BENCH_JSON, "{", "not JSON"),
     (TRACES, "[]", "holds no episodes"),
     (TRACES, '{"rounds": 1}', "no 'episodes' entry"),

@@ -14,6 +14,7 @@ import torch
 from gymnasium import spaces
 
 from hffm_env.config import (
+    EPISODE_ENDS,
     FIDELITIES,
     MODULE_TYPES,
     ConfigError,
@@ -693,10 +694,11 @@ class HFFMEnv(gym.Env):
         """``(terminated, info["end"])`` after the round just played: the horizon and the
         energy budget both terminate (see the class docstring's Episode End)."""
         cfg = self.config.env
+        rounds, energy_budget = EPISODE_ENDS
         if cfg.energy_budget_j is not None and self.cumulative_energy_j >= cfg.energy_budget_j:
-            return True, "energy_budget"
+            return True, energy_budget
         if self.rounds_done >= cfg.episode_rounds:
-            return True, "rounds"
+            return True, rounds
         return False, ""
 
     def _measure_in_full(self, result: RoundResult) -> RoundResult:

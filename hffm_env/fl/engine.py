@@ -76,7 +76,9 @@ from hffm_env.models import (
     on_the_wire,
     stack_state,
 )
+from hffm_env.seeding import check_seed
 from hffm_env.sim import CostReport, Network, TransferTable
+from hffm_env.values import shown
 
 __all__ = ["Evaluation", "FederatedEngine", "RoundResult"]
 
@@ -269,9 +271,11 @@ class FederatedEngine:
 
     @float32_default()
     def reset(self, seed: int) -> None:
-        """Back to the initial modules and profiles; the torch generator reseeded from ``seed``."""
+        """Back to the initial modules and profiles; the torch generator reseeded from ``seed``
+        (an integer >= 0; ``ValueError`` naming it otherwise)."""
+        seed = check_seed(seed, "seed")
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
+        self.generator.manual_seed(seed)
         n, c = self.num_devices, self.num_clusters
         # Without training or value tracking nothing changes a module's values (a relay
         # copies initial values onto initial values), so the copies made by the first reset
@@ -324,7 +328,11 @@ class FederatedEngine:
     # one round
 
     def validate_schedule(self, schedule: Schedule) -> None:
-        """Raise ``ValueError`` naming the field when ``schedule`` does not fit this network."""
+        """Raise ``ValueError`` naming the field when ``schedule`` does not fit this network
+        (``TypeError`` when it is no :class:`Schedule`)."""
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule = {shown(schedule)}: must be a Schedule (e.g. "
+                            "Schedule.uniform(Tier.EDGE, routes))")
         c, n = self.num_clusters, self.num_devices
         if schedule.routes and len(schedule.routes) != c:
             raise ValueError(f"Schedule.routes has {len(schedule.routes)} entries: need {c}")
@@ -519,6 +527,9 @@ class FederatedEngine:
     def attach_network(self, network: Network) -> None:
         """Use ``network`` from now on (the env re-places the network on every reset). Its
         devices must be the same, in the same clusters' order of sizes."""
+        if not isinstance(network, Network):
+            raise TypeError(f"network = {shown(network)}: must be a hffm_env.sim.Network "
+                            "(Network(scenario, streams))")
         if network.num_devices != self.num_devices:
             raise ValueError(
                 f"network has {network.num_devices} devices; the engine was built for "

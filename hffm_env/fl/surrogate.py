@@ -627,13 +627,17 @@ class AccuracySurrogate:
         round, what rewards and targets read), zero elsewhere and where a round was not
         measured; past the end of an episode that ended early (an energy budget), its last
         round's, as for rounds past the recorded ones. Raises ``ValueError`` when the fit kept
-        no residuals."""
+        no residuals, or none of a measured accuracy."""
         if self.residuals is None or len(self.residuals) == 0:
             raise ValueError("this surrogate kept no out-of-fold residuals (fitted before they "
                              "were recorded, or on one episode); refit it with `hffm calibrate "
                              "--from-traces ...` to use env.surrogate_noise='residuals'")
         keep = np.array([n.startswith("accuracy/") for n in self.targets])
         measured = keep & np.isfinite(self.residuals)
+        if not measured.any():  # the noise would be zero throughout: no noise, silently
+            raise ValueError("this surrogate's out-of-fold residuals hold no measured accuracy "
+                             "(every entry is NaN); refit it with `hffm calibrate --from-traces "
+                             "...` to use env.surrogate_noise='residuals'")
         noise = np.where(measured, self.residuals, 0.0).astype(np.float32)
         # (episodes, rounds + 1): measured is 3-d, so this is an array, never numpy's scalar
         measured_rounds = cast(np.ndarray, measured.any(axis=-1))

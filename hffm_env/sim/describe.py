@@ -129,6 +129,9 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
 
 def format_network_report(report: dict[str, Any]) -> str:
     """Human-readable text of a :func:`describe_network` report."""
+    if not (isinstance(report, dict) and {"clusters", "d2d"} <= set(report)):
+        raise TypeError(f"report = {str(report)[:60]!r}: must be the dict describe_network "
+                        "returns")
     cl, d2d = report["clusters"], report["d2d"]
     lines = [
         f"Network of scenario {report['scenario']!r} (seed {report['seed']})",

@@ -117,6 +117,9 @@ class Network:
         ``streams.fading``, ``streams.outage`` and ``streams.dynamics`` only, each its own
         consumer's: how many waypoints or retransmissions one round draws shifts no fading or
         dropout of a later round."""
+        if not isinstance(streams, RandomStreams):
+            raise TypeError(f"streams = {shown(streams)}: must be a RandomStreams "
+                            "(RandomStreams.from_seed(seed))")
         if self.mobility is not None:
             self.topology = self.topology.with_device_xy(self.mobility.step(streams.mobility))
         self._redraw(streams)

@@ -579,3 +579,49 @@ def test_a_round_whose_full_measurement_fails_is_still_the_last_result(monkeypat
     assert not math.isfinite(env.last_result.accuracy_local["mean"])  # what was measured
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(env.layout.encode(1, 1))
+
+
+def test_the_librarys_own_calls_name_a_bad_argument(tmp_path):
+    """The simulator's, the wrappers' and the bench result's documented calls, given what
+    they cannot use, say so by name (they failed deep inside: AttributeError on a str,
+    IndexError, matplotlib's or pathlib's words, a plot written beside the folder named)."""
+    from hffm_env.baselines.runner import plot_tradeoffs
+    from hffm_env.sim import format_network_report
+    from hffm_env.wrappers import (
+        coarse_num_clusters,
+        coarse_slot_names,
+        encode_coarse,
+        relay_from_edge,
+    )
+
+    engine = build_engine(load_scenario("small", overrides=TINY_OVERRIDES), "cost")
+    for call, error, says in (
+        (lambda: engine.run_round("x"), TypeError, "schedule = 'x': must be a Schedule"),
+        (lambda: engine.price_schedule(None), TypeError, "schedule = None: must be a Schedule"),
+        (lambda: engine.attach_network("x"), TypeError, "network = 'x': must be a "),
+        (lambda: engine.reset(-1), ValueError, "seed = -1: must be an integer"),
+        (lambda: engine.reset("x"), ValueError, "seed = 'x': must be an integer"),
+        (lambda: engine.network.begin_round("x"), TypeError, "streams = 'x': must be a "),
+        (lambda: format_network_report("x"), TypeError, "report = 'x': must be the dict"),
+        (lambda: coarse_num_clusters(10), ValueError, "action_size = 10: must be an integer > 10"),
+        (lambda: coarse_slot_names(-1), ValueError, "num_clusters = -1: must be an integer >= 1"),
+        (lambda: relay_from_edge(4, 3, [True]), ValueError, "present has 1 flags"),
+        (lambda: relay_from_edge(-1, 2), ValueError, "slots = -1: must be an integer >= 0"),
+        (lambda: encode_coarse("abc", 1, 2, [Route.STAR]), ValueError, "menu = 'abc': must be"),
+        (lambda: full_action("notenv", 1, 2, Route.STAR), TypeError, "is not an HF-FM env"),
+    ):
+        with pytest.raises(error, match=re.escape(says)):
+            call()
+    result = BenchResult.read_json("docs/results/tradeoff_small.json")
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    for path, says in ((folder, "is a folder"), (tmp_path / "x.txt", "allowed suffixes"),
+                       (tmp_path / "no" / "x.png", "does not exist")):
+        with pytest.raises(ValueError, match=f"plot = .*{says}"):
+            plot_tradeoffs(result, path)
+    for path, says in ((folder, "is a folder"), (tmp_path / "no" / "x.json", "does not exist")):
+        with pytest.raises(ValueError, match=f"bench JSON = .*{says}"):
+            result.write_json(path)
+    assert not list(tmp_path.glob("*.png")) and not list(folder.iterdir())
+    with pytest.raises(ValueError, match="bench JSON = .*: is a folder"):
+        BenchResult.read_json(folder)

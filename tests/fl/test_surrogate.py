@@ -423,6 +423,13 @@ def test_residual_episodes_perturb_only_the_global_accuracy_and_survive_save(fit
     assert measured.sum() >= measured.size - 1  # all but the unmeasured round, which adds 0
     with pytest.raises(ValueError, match="kept no out-of-fold residuals"):
         fitted.residual_episode(np.random.default_rng(0))
+    # residuals that measured nothing would be no noise at all, without a word
+    silent = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
+                               (fitted.x_mean, fitted.x_std),
+                               (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
+                               fitted.meta, np.full_like(residuals, np.nan))
+    with pytest.raises(ValueError, match="hold no measured accuracy"):
+        silent.residual_episode(np.random.default_rng(0))
 
 
 def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted, tmp_path):
