@@ -303,6 +303,11 @@ class HFFMEnv(gym.Env):
     * v0, twelfth revision (additive; results unchanged): ``reset`` takes any seed from 0 up,
       as Gymnasium does (it refused seeds past 2**63-1, the 128-bit one Gymnasium records for
       an unseeded episode among them); ``cost["energy_by_cluster_j"]`` in info.
+    * v0, thirteenth revision (results differ only in the PettingZoo env's ``cost-share``
+      rewards): ``cost["energy_charged_to_cluster_j"]`` in info, each cluster's part of the
+      round's energy with its edge server's and the cloud's transmissions for it, which
+      ``cost-share`` now splits the energy term by (it split by the devices' energy alone, so
+      an edge server's downlinks, most of a direct route's energy, were charged to all).
     """
 
     metadata = RENDER_METADATA
@@ -942,6 +947,8 @@ class HFFMEnv(gym.Env):
         cost_info["latency_by_cluster_s"] = np.array(cost.latency_by_cluster_s,
                                                      dtype=np.float64)
         cost_info["energy_by_cluster_j"] = np.array(cost.energy_by_cluster_j, dtype=np.float64)
+        cost_info["energy_charged_to_cluster_j"] = np.array(cost.energy_charged_to_cluster_j,
+                                                            dtype=np.float64)
         transfers["by_module_type"] = {
             t: transfers["by_module_type"].get(t, {"flows": 0, "bits": 0.0})
             for t in MODULE_TYPES}

@@ -63,7 +63,8 @@ the global state centralised critics (MAPPO) take.
 ``"cost-share"``: every agent receives the accuracy term; each edge agent also an equal part
 of what each cost term would be for a round that cost nothing, plus its cluster's share of the
 rest (the charge): of the latency term's by its ``latency_by_cluster_s`` over their sum, of the
-energy term's by its ``energy_by_cluster_j`` (its devices' energy) over their sum. So a
+energy term's by its ``energy_charged_to_cluster_j`` (its devices' computation and every
+transmission of its flows, its edge server's and the cloud's for it included) over their sum. So a
 cluster that costs more never earns more, even when a term is positive (a round cheaper than
 the reward's ``never`` reference). The cloud receives the team reward. The edge agents'
 rewards sum to the team reward (up to the accuracy term counted per agent). To know what a
@@ -509,7 +510,7 @@ class HFFMParallelEnv(ParallelEnv):
                                f"splits against ({type(err).__name__}: {err}); the episode "
                                "ends: call reset()") from err
         latency = np.asarray(info["cost"]["latency_by_cluster_s"], dtype=np.float64)
-        energy = np.asarray(info["cost"]["energy_by_cluster_j"], dtype=np.float64)
+        energy = np.asarray(info["cost"]["energy_charged_to_cluster_j"], dtype=np.float64)
         rewards = {CLOUD: reward}
         c_all = self.num_clusters
         for c in range(c_all):

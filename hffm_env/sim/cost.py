@@ -68,6 +68,10 @@ class CostReport:
             computation; edge- and cloud-side transmissions are in the totals only).
         energy_by_cluster_j: ``(S,)`` the energy each cluster's devices paid (the sum of
             ``energy_by_device_j`` over its members).
+        energy_charged_to_cluster_j: ``(S,)`` the energy of each cluster's part of the round:
+            its devices' computation and every hop of its flows, whoever transmits it (its
+            edge server's downlinks and backhaul, the cloud's transmissions to it); sums to
+            ``energy_j``.
         latency_by_cluster_s: ``(S,)`` each cluster's own up + down time.
         bits_by_link_kind: bits carried per link kind, counting every hop.
         num_flows: number of flows.
@@ -83,6 +87,7 @@ class CostReport:
     energy_by_module_type_j: dict[str, float]
     energy_by_device_j: np.ndarray
     energy_by_cluster_j: np.ndarray
+    energy_charged_to_cluster_j: np.ndarray
     latency_by_cluster_s: np.ndarray
     bits_by_link_kind: dict[str, float]
     num_flows: int
@@ -102,6 +107,7 @@ class CostReport:
             },
             "energy_by_device_j": [float(v) for v in self.energy_by_device_j],
             "energy_by_cluster_j": [float(v) for v in self.energy_by_cluster_j],
+            "energy_charged_to_cluster_j": [float(v) for v in self.energy_charged_to_cluster_j],
             "latency_by_cluster_s": [float(v) for v in self.latency_by_cluster_s],
             "bits_by_link_kind": {k: float(v) for k, v in self.bits_by_link_kind.items()},
             "num_flows": int(self.num_flows),
@@ -295,6 +301,10 @@ class CostAccountant:
             energy_by_device_j=by_device,
             energy_by_cluster_j=np.bincount(self.cluster_of_device, weights=by_device,
                                             minlength=c),
+            # a hop's cluster: its sender's, or, for the cloud's hops, its receiver's
+            energy_charged_to_cluster_j=(
+                np.bincount(self.cluster_of_device, weights=comp_energy, minlength=c)
+                + np.bincount(cluster, weights=energy, minlength=c)),
             latency_by_cluster_s=up + down,
             bits_by_link_kind={name: float(bits[k]) for k, name in enumerate(LINK_KINDS)},
             num_flows=table.num_flows,

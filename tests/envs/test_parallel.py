@@ -156,8 +156,7 @@ def test_a_costlier_cluster_never_earns_more_under_cost_share():
         terms = info["reward_terms"]
         positive += terms["latency"] > 0
         latency = np.asarray(info["cost"]["latency_by_cluster_s"])
-        energy = np.bincount(env.env.network.cluster_of_device,
-                             weights=info["cost"]["energy_by_device_j"])
+        energy = np.asarray(info["cost"]["energy_charged_to_cluster_j"])
         cost_part = [rewards[f"edge_{c}"] - terms["accuracy"] for c in range(len(latency))]
         for i in range(len(latency)):
             for j in range(len(latency)):
@@ -166,6 +165,37 @@ def test_a_costlier_cluster_never_earns_more_under_cost_share():
         assert sum(cost_part) == pytest.approx(terms["latency"] + terms["energy"])
     assert positive  # the case the split must handle arose
     env.close()
+
+
+def test_cost_share_charges_a_cluster_its_edge_servers_energy():
+    """A cluster on the direct route makes its edge server send each member the aggregate (at
+    10 W); cost-share split the energy by the devices' energy alone, so that cost was spread
+    over every cluster and the cluster choosing the route was charged less than it caused
+    (here cluster 3, whose devices compute more, was charged most)."""
+    from hffm_env.fl.schedule import Route
+
+    env = hffm_env.parallel_env("small", fidelity="cost", reward_split="cost-share",
+                                overrides=["env.latency_weight=0"])
+    env.reset(seed=1000)
+    never = env.env.layout.menu.index(0)
+    actions = {"cloud_0": np.full(len(env.slot_names["cloud_0"]), never)}
+    for c in range(env.num_clusters):  # an edge round (period 1: index 0), cluster 0 direct
+        action = np.zeros(len(env.slot_names[f"edge_{c}"]), dtype=np.int64)
+        action[env.slot_names[f"edge_{c}"].index("route")] = (
+            Route.DIRECT if c == 0 else Route.D2D_RELAY)
+        actions[f"edge_{c}"] = action
+    _, rewards, _, _, infos = env.step(actions)
+    cost = infos["cloud_0"]["env"]["cost"]
+    charged = np.asarray(cost["energy_charged_to_cluster_j"])
+    assert charged.sum() == pytest.approx(cost["energy_j"])
+    devices = np.asarray(cost["energy_by_cluster_j"])
+    # cluster 0's edge server paid a quarter of the round: charged to cluster 0 (the others
+    # gathered at their heads over D2D, which their devices paid)
+    assert charged[0] - devices[0] > 0.2 * cost["energy_j"]
+    assert np.allclose(charged[1:], devices[1:])
+    terms = infos["cloud_0"]["env"]["reward_terms"]
+    cost_part = [rewards[f"edge_{c}"] - terms["accuracy"] for c in range(env.num_clusters)]
+    assert cost_part[0] == min(cost_part)
 
 
 def test_bad_input_names_the_agent_and_slot():
