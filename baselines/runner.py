@@ -22,7 +22,6 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import numpy as np
 
 from hffm_env import jsonio
-from hffm_env.arguments import PLOT_SUFFIXES
 from hffm_env.baselines.policies import (
     FittedPolicy,
     Policy,
@@ -212,8 +211,10 @@ class PolicySummary:
 def _check_bench_dict(data: Any) -> None:
     """A ``ValueError`` naming the first field of a saved bench that
     :meth:`BenchResult.from_dict` could not read as written (types, lists of numbers, the
-    known fields) or that no run writes (accuracies outside 0..1, energies and latencies that
-    are not finite and >= 0, curves of other lengths than the rounds)."""
+    known fields, statistics as ``{mean, std, n}``) or that no run writes (an unknown
+    fidelity, seeds out of range, accuracies outside 0..1, energies and latencies that are
+    not finite and >= 0, rewards that are not finite, an episode no horizon or budget ended,
+    curves of other lengths than the rounds)."""
     def number(v: Any) -> bool:
         return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
@@ -234,8 +235,8 @@ def _check_bench_dict(data: Any) -> None:
             ("scenario", lambda v: isinstance(v, str), "must be a scenario name"),
             ("fidelity", lambda v: v in FIDELITIES, f"must be one of {list(FIDELITIES)}"),
             ("seeds", lambda v: isinstance(v, list) and all(
-                isinstance(s, int) and not isinstance(s, bool) for s in v),
-             "must be a list of integer seeds"),
+                is_integer(s) and 0 <= s <= SEED_MAX for s in v),
+             f"must be a list of seeds, integers in {SEED_RANGE}"),
             ("target_accuracy", lambda v: within(v, 0.0, 1.0),
              "must be an accuracy in 0..1, or null"),
             ("policies", lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v),
@@ -279,15 +280,10 @@ def _check_bench_dict(data: Any) -> None:
              episode.get("policy"), "must be a name")
         need(is_integer(episode.get("seed")) and 0 <= episode["seed"] <= SEED_MAX,
              f"episodes[{i}].seed", episode.get("seed"), f"must be an integer in {SEED_RANGE}")
-        need(episode.get("end") is None or episode["end"] in EPISODE_ENDS,
-             f"episodes[{i}].end", episode.get("end"),
-             f"must be what ended the episode, one of {list(EPISODE_ENDS)} (a benchmark plays "
-             "whole episodes; null only in files older than the field)")
         need(episode.get("config_seed") is None or (
-            isinstance(episode["config_seed"], int) and not isinstance(episode["config_seed"],
-                                                                       bool)),
+            is_integer(episode["config_seed"]) and 0 <= episode["config_seed"] <= SEED_MAX),
              f"episodes[{i}].config_seed", episode.get("config_seed"),
-             "must be an integer or null")
+             f"must be an integer in {SEED_RANGE} or null")
         for key in (*ACCURACY_KINDS, "latency_s", "energy_j", "rewards"):
             values = episode.get(key, [])
             need(isinstance(values, list) and all(number(v) for v in values),
@@ -318,6 +314,10 @@ def _check_bench_dict(data: Any) -> None:
         for key in ("accuracy_local", "accuracy_held_out"):  # (absent from older files)
             need(len(episode.get(key, [])) in (0, rounds), f"episodes[{i}].{key}",
                  episode.get(key), f"must have one entry a round ({rounds}, as latency_s)")
+        need(episode.get("end") in EPISODE_ENDS, f"episodes[{i}].end",
+             episode.get("end", "missing"), f"must be what ended the episode, one of "
+             f"{list(EPISODE_ENDS)} (a benchmark plays whole episodes; a wrapper's cut left "
+             "null)")
 
 
 @dataclass
@@ -1164,7 +1164,7 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     trade-off instead and the others say why they are empty.
     """
     if isinstance(path, (str, os.PathLike)):  # (a file object is the caller's to have opened)
-        check_output_path(path, "plot", PLOT_SUFFIXES)
+        check_output_path(path, "plot")  # (savefig names a format it lacks, and its own)
     import matplotlib
     import matplotlib.pyplot as plt
     import matplotlib.ticker

@@ -73,13 +73,16 @@ def _sync() -> None:
 def time_interleaved(ways: dict[str, Callable[[], object]], repeats: int
                      ) -> dict[str, list[float]]:
     """Wall times of each of ``ways`` over ``repeats`` rounds, one call of each per round in
-    turn, after one untimed warm-up call of each."""
+    turn (the round's first way rotating, so that none always runs first), after one untimed
+    warm-up call of each."""
     for fn in ways.values():
         fn()
         _sync()
     times: dict[str, list[float]] = {name: [] for name in ways}
-    for _ in range(repeats):
-        for name, fn in ways.items():
+    names = list(ways)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = ways[name]
             start = time.perf_counter()
             fn()
             _sync()
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         **{f"{way}_s": statistics.median(t) for way, t in times.items()},
         "times_s": times,
+        "ratios_are": "medians over the repetitions of each repetition's own ratio (not "
+                      "ratios of the median times)",
         "sequential_over_batched": median_ratio(times["sequential"], times["batched"]),
         "batched_over_fused": median_ratio(times["batched"], times["fused"]),
     }

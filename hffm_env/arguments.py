@@ -429,9 +429,6 @@ def output_file(suffixes: tuple[str, ...] = (), stdout: bool = False) -> Callabl
             raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
         path = Path(text)
         folder = path.parent if str(path.parent) else Path(".")
-        if path.is_symlink() and not path.exists():
-            raise argparse.ArgumentTypeError(f"{text!r}: a link to {os.readlink(path)!r}, "
-                                             "which does not exist")
         # files are written through a temporary name 14 bytes longer (files.write_atomically)
         try:
             name_max = os.pathconf(folder, "PC_NAME_MAX")

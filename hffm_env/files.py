@@ -20,9 +20,11 @@ from typing import IO, Any
 
 __all__ = [
     "FileBusy",
+    "check_output_path",
     "load_tensors",
     "lock_file",
     "non_finite_tensors",
+    "output_path_problem",
     "remove_staging_files",
     "require_path",
     "write_atomically",
@@ -62,13 +64,16 @@ def output_path_problem(path: str | os.PathLike[str],
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         return f"folder {str(folder)!r} does not exist"
+    if target.is_symlink() and not target.exists():  # writing would replace the link
+        return f"a link to {os.readlink(target)!r}, which does not exist"
     return None
 
 
 def check_output_path(value: Any, what: str, suffixes: tuple[str, ...] = ()) -> Path:
     """``value`` as the ``Path`` of a file to write, or ``ValueError`` naming ``what``, the
-    value and the problem (:func:`output_path_problem`): the library's check of what the
-    commands check while parsing (``hffm_env.arguments.output_file``)."""
+    value and the problem (:func:`output_path_problem`, which the commands' own check,
+    ``hffm_env.arguments.output_file``, also runs; they also expand ``~`` and try the
+    folder's permissions, a library call leaves both to the caller and the writing)."""
     if isinstance(value, (str, os.PathLike)):
         problem = output_path_problem(value, suffixes)
         if problem:

@@ -28,6 +28,12 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     return {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
 
 
+_REPORT_KEYS: tuple[str, ...] = (
+    "scenario", "seed", "devices", "edge_servers", "area_side_m", "available_devices",
+    "clusters", "d2d", "link_rates_bps", "payload_bits", "payload_cost")
+"""What :func:`format_network_report` reads of a :func:`describe_network` report."""
+
+
 def describe_network(scenario: ScenarioConfig, seed: int = 0,
                      network: Network | None = None) -> dict[str, Any]:
     """Build the scenario's network from ``RandomStreams.from_seed(seed)`` (at the config's
@@ -129,9 +135,12 @@ def describe_network(scenario: ScenarioConfig, seed: int = 0,
 
 def format_network_report(report: dict[str, Any]) -> str:
     """Human-readable text of a :func:`describe_network` report."""
-    if not (isinstance(report, dict) and {"clusters", "d2d"} <= set(report)):
+    if not isinstance(report, dict):
         raise TypeError(f"report = {str(report)[:60]!r}: must be the dict describe_network "
                         "returns")
+    missing = sorted(set(_REPORT_KEYS) - set(report))
+    if missing:
+        raise ValueError(f"report: lacks {missing}; give the dict describe_network returns")
     cl, d2d = report["clusters"], report["d2d"]
     lines = [
         f"Network of scenario {report['scenario']!r} (seed {report['seed']})",

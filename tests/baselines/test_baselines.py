@@ -568,7 +568,8 @@ def _episode(policy: str, accuracy: list[float], rewards: list[float],
     rounds = len(accuracy)
     return EpisodeRecord(policy, seed, accuracy=accuracy, accuracy_per_task=[{}] * rounds,
                          accuracy_local=accuracy, accuracy_held_out=accuracy,
-                         latency_s=[1.0] * rounds, energy_j=[2.0] * rounds, rewards=rewards)
+                         latency_s=[1.0] * rounds, energy_j=[2.0] * rounds, rewards=rewards,
+                         end="rounds")
 
 
 def test_verdict_says_which_side_never_reached_the_target():
@@ -940,7 +941,7 @@ def test_a_result_says_which_data_split_each_episode_played_and_merge_keeps_one(
     data = json.loads(saved.read_text())
     data["episodes"][0]["config_seed"] = "0"
     with pytest.raises(ValueError, match=r"episodes\[0\].config_seed = '0': must be an "
-                                         "integer or null"):
+                                         r"integer in 0..2\*\*63-1 or null"):
         BenchResult.from_dict(data)
 
 

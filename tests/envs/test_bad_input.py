@@ -612,16 +612,20 @@ def test_the_librarys_own_calls_name_a_bad_argument(tmp_path):
     ):
         with pytest.raises(error, match=re.escape(says)):
             call()
-    result = BenchResult.read_json("docs/results/tradeoff_small.json")
+    from pathlib import Path
+
+    result = BenchResult.read_json(
+        Path(__file__).resolve().parents[2] / "docs" / "results" / "tradeoff_small.json")
     folder = tmp_path / "plots"
     folder.mkdir()
-    for path, says in ((folder, "is a folder"), (tmp_path / "x.txt", "allowed suffixes"),
-                       (tmp_path / "no" / "x.png", "does not exist")):
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere")
+    for path, says in ((folder, "is a folder"), (tmp_path / "no" / "x.png", "does not exist"),
+                       (tmp_path / "dangling.png", "a link to .*, which does not exist")):
         with pytest.raises(ValueError, match=f"plot = .*{says}"):
             plot_tradeoffs(result, path)
     for path, says in ((folder, "is a folder"), (tmp_path / "no" / "x.json", "does not exist")):
         with pytest.raises(ValueError, match=f"bench JSON = .*{says}"):
             result.write_json(path)
-    assert not list(tmp_path.glob("*.png")) and not list(folder.iterdir())
+    assert not (tmp_path / "nowhere").exists() and not list(folder.iterdir())
     with pytest.raises(ValueError, match="bench JSON = .*: is a folder"):
         BenchResult.read_json(folder)
