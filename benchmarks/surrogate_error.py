@@ -106,8 +106,12 @@ def _schedules_fitted(surrogate, key: str) -> set | None:
 
     paths = surrogate.meta.get("traces") or []
     excluded = set(surrogate.meta.get("excluded_seeds") or ())
+    # a fit records its trace files as given, relative to where it was made: the repository
+    # root for the committed ones, wherever this script runs from
+    root = Path(__file__).resolve().parents[1]
+    found = [p if Path(p).is_file() or Path(p).is_absolute() else root / p for p in paths]
     try:
-        return {_tier_sequence(e["rounds"]) for p in paths for e in read_traces(p, key)
+        return {_tier_sequence(e["rounds"]) for p in found for e in read_traces(p, key)
                 if int(e["seed"]) not in excluded} or None
     except ValueError:  # a file that is not here (or of another config): no split
         return None
@@ -344,10 +348,19 @@ def main(argv: list[str] | None = None) -> int:
     in_fit = sorted(set(seeds) & set(surrogate.meta.get("seeds") or []))
     if in_fit:  # the fit saw these seeds' episodes: its errors there are in-sample
         out["in_sample_seeds"] = in_fit
+    # a fit whose design drew its mixed schedules as these do played them (on other seeds)
+    same_design = surrogate.meta.get("design_seed") == HELD_OUT_DESIGN_SEED
+    if same_design:
+        out["in_sample_design"] = True
     held_out = "held-out " if min(seeds) >= FIRST_HELD_OUT_SEED and not in_fit else ""
     print(f"\n{cfg.name}: {len(episodes)} {held_out}episodes (seeds {seeds})")
     if in_fit:
         print(f"(seeds {in_fit} are among the fit's: these errors are in-sample)")
+    if same_design:
+        print(f"(the fit's design drew its mixed schedules with seed {HELD_OUT_DESIGN_SEED}, as "
+              "the held-out episodes do: those schedules are not new to it)")
+    if fitted_schedules is None:
+        print("(the fit names no trace files at hand: no split into seen and new schedules)")
     width = max(24, *(len(p) + 2 for p in finals))
     print(f"{'policy':<{width}}{'real final':>12}{'surrogate':>12}{'round bias':>12}")
     for p, pairs in finals.items():  # every policy, mean over its episodes

@@ -171,7 +171,9 @@ class HFFMEnv(gym.Env):
     ``hffm calibrate`` fits one, ``benchmarks/surrogate_error.py`` reports its held-out error);
     ``info["measured"]`` marks its predictions available on the rounds the evaluation budget
     would measure (the local and held-out accuracy on the same rounds as in train fidelity,
-    the drift 0 at reset); its ``train_loss`` is the mean of the predicted per-task losses
+    the drift 0 at reset; with ``env.accuracy_local_mix > 0`` the local accuracy every round,
+    most of them rounds the fit never saw measured, and a warning says so); its
+    ``train_loss`` is the mean of the predicted per-task losses
     (train fidelity's is the devices' training loss, MoE balance term included), so compare it
     within one fidelity. The surrogate serves the config it was fitted for, config seed
     included (:func:`~hffm_env.fl.surrogate.surrogate_key`). By default it plays the
@@ -394,6 +396,19 @@ class HFFMEnv(gym.Env):
                     "env.surrogate_noise = 'residuals': the surrogate in use kept no "
                     "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
                     "set env.surrogate_noise=none")
+            if cfg.env.surrogate_noise == "residuals":
+                try:  # (residuals that measured nothing would be no noise, unsaid)
+                    self.surrogate.residual_noise()
+                except ValueError as err:
+                    raise ConfigError(f"env.surrogate_noise = 'residuals': {err}") from None
+            if cfg.env.accuracy_local_mix > 0:
+                warnings.warn(
+                    f"env.accuracy_local_mix = {cfg.env.accuracy_local_mix} in surrogate "
+                    "fidelity: the reward reads the local accuracy every round, but the "
+                    "surrogate was fitted on it as real training measures it, every "
+                    f"fl.eval_local_every_rounds = {cfg.fl.eval_local_every_rounds} rounds and "
+                    "the last; on the other rounds it is a prediction no measurement checked",
+                    UserWarning, stacklevel=2)
         threads_before = torch.get_num_threads()
         if torch_threads is not None:  # a process-wide setting: only once the rest is valid
             torch.set_num_threads(int(torch_threads))

@@ -131,7 +131,7 @@ def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     the keys of fits and traces made on seed 0 stay what they were; :data:`TRAINING_REVISION`
     enters only for a wire below 32 bits or a weight decay above 0, the configs whose real
     training changed (a split the task repair changes still keeps its key: calibrate it
-    again)."""
+    again), and the pre-training key only with a checkpoint or small objects' scenes."""
     parts = {name: dataclasses.asdict(getattr(cfg, name)) for name in _TRAINING_SECTIONS}
     defaults = dataclasses.asdict(ChannelConfig())
     for link, names in _PRICE_ONLY_CHANNEL.items():
@@ -145,6 +145,14 @@ def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
         # rounds what it delivers; weight decay no longer shrinks modules a device holds but
         # does not read): fits and traces made before must not be found under the same key
         inputs["training_revision"] = TRAINING_REVISION
+    from hffm_env.data import centre_pixel_paints
+    from hffm_env.models.pretrain import cache_key
+
+    if cfg.model.pretrained_path is not None or centre_pixel_paints(cfg.data):
+        # the frozen parts training reads can change under the same settings: a checkpoint
+        # replaced at its path, or small objects' scenes drawn otherwise since 2026-12-07
+        # (pre-training's own key sees both; the presets' frozen parts are neither)
+        inputs["pretrained"] = cache_key(cfg.model, cfg.data)
     return inputs
 
 

@@ -302,6 +302,19 @@ def test_the_key_moves_for_configs_whose_real_training_changed(monkeypatch):
         assert (surrogate_key(cfg), surrogate.traces_key(cfg)) == keys[id(cfg)]
 
 
+def test_the_key_follows_the_frozen_parts_where_they_can_change(monkeypatch):
+    """Small objects' scenes are drawn otherwise since 2026-12-07 (their pre-training key
+    moved, their fits' did not); a checkpoint can be replaced at its path. There the key reads
+    pre-training's own; the presets' keys do not (their frozen parts are neither)."""
+    import hffm_env.models.pretrain as pretrain
+
+    small_objects = apply_overrides(small(), ["data.image_size_px=16"])
+    before = surrogate_key(small_objects), surrogate_key(small())
+    monkeypatch.setattr(pretrain, "CODE_VERSION", "another")  # other frozen parts
+    assert surrogate_key(small_objects) != before[0]
+    assert surrogate_key(small()) == before[1] == "bca699d86950c05526dcbd89"
+
+
 def test_env_in_surrogate_fidelity_is_a_checked_deterministic_env(fitted, tmp_path):
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
@@ -474,6 +487,20 @@ def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted
         gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
                  overrides=[*base, "env.surrogate_noise=residuals"],
                  surrogate=str(tmp_path / "plain.pt"))
+    # residuals that measured nothing are refused when the env is built, not played as none
+    silent = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
+                               (fitted.x_mean, fitted.x_std),
+                               (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
+                               fitted.meta, np.full_like(residuals, np.nan))
+    silent.save(tmp_path / "silent.pt")
+    with pytest.raises(ConfigError, match="surrogate_noise = 'residuals': .*no measured"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
+                 overrides=[*base, "env.surrogate_noise=residuals"],
+                 surrogate=str(tmp_path / "silent.pt"))
+    # a reward reading the local accuracy every round reads the fit where it never measured
+    with pytest.warns(UserWarning, match="accuracy_local_mix = 0.5 in surrogate fidelity"):
+        gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
+                 overrides=[*base, "env.accuracy_local_mix=0.5"], surrogate=path).close()
 
 
 def test_a_shorter_episode_finds_the_fit_of_its_presets_horizon(tmp_path, monkeypatch):
