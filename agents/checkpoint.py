@@ -550,6 +550,45 @@ def _check_saving(model: Any, info: AgentInfo, vec_normalize: Any) -> None:
             raise AgentFileError(f"save_agent: info.config does not load: {err}") from None
 
 
+def _played_through(model: Any, info: AgentInfo) -> str:
+    """Why ``hffm bench --agent`` would not play ``model`` as it was trained, read from the
+    env it trained on where that is at hand (a ``DummyVecEnv``, under any ``VecEnv``
+    wrappers): an observation wrapper (its transformation is not saved, so the policy would
+    play on raw observations), or actions through a wrapper ``info.action_mode`` does not
+    name; empty when neither, or when the env is not at hand."""
+    import gymnasium as gym
+
+    from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu
+
+    get_env = getattr(model, "get_env", None)
+    venv = get_env() if callable(get_env) else None
+    while venv is not None and not hasattr(venv, "envs") and hasattr(venv, "venv"):
+        venv = venv.venv  # (VecNormalize, VecMonitor, ...: SB3's VecEnv wrappers)
+    envs = getattr(venv, "envs", None)
+    if not envs:
+        return ""
+    layers, env = [], envs[0]
+    while isinstance(env, gym.Wrapper):
+        layers.append(env)
+        env = env.env
+    if not hasattr(env, "layout"):  # not an HF-FM env underneath: nothing to compare with
+        return ""
+    for layer in layers:
+        if isinstance(layer, (gym.ObservationWrapper, ActionMaskObservation)):
+            return (f"the model trained on observations {type(layer).__name__} transforms, "
+                    "which an agent folder does not keep (hffm bench --agent would play it on "
+                    "the env's own); train on the env's observations, normalised by "
+                    "VecNormalize if at all")
+    through = {"coarse": CoarseActions, "menu": ScheduleMenu}.get(info.action_mode)
+    if through is None and model.action_space != env.action_space:
+        return (f"the model acts in {model.action_space}, not the env's full action space; "
+                "set info.action_mode ('coarse' for CoarseActions, 'menu' for ScheduleMenu)")
+    if through is not None and not any(isinstance(layer, through) for layer in layers):
+        return (f"info.action_mode = {info.action_mode!r}, but the model trained without "
+                f"{through.__name__}")
+    return ""
+
+
 def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = None) -> None:
     """Write an agent folder (``model.zip``, ``agent.json``, ``vecnormalize.npz``), each file
     written beside its target and moved into place, so a crash never leaves half a file.
@@ -562,8 +601,11 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     model's env is wrapped in, if any (saved without them, a policy trained on normalised
     observations would play on raw ones). ``info.num_timesteps`` left at 0 takes the
     model's. A model that could not be loaded without running code from the file (a
-    learning-rate schedule, an activation class in ``policy_kwargs``), or whose class is not
-    ``info.algo``'s, raises :class:`AgentFileError` and writes nothing."""
+    learning-rate schedule, an activation class in ``policy_kwargs``), whose class is not
+    ``info.algo``'s, or whose env (when at hand) shows it would not be played as it was
+    trained (an observation wrapper, actions through a wrapper ``info.action_mode`` does
+    not name: ``"coarse"`` for ``CoarseActions``, ``"menu"`` for ``ScheduleMenu``), raises
+    :class:`AgentFileError` and writes nothing."""
     from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
     folder = Path(folder)
@@ -587,6 +629,9 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
     _check_saving(model, info, vec_normalize)
+    mismatch = _played_through(model, info)
+    if mismatch:
+        raise AgentFileError(f"save_agent: {mismatch}")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:

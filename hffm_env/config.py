@@ -1320,9 +1320,13 @@ def _build(cls: type, data: Mapping[str, Any], path: str,
     unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers or null
     if unknown:
         where = f"{path}." if path else ""
+        key = unknown[0]
+        head, dot, rest = key.partition(".") if isinstance(key, str) else ("", "", "")
+        nest = (f"; a mapping nests its keys (write {head}: {{{rest}: ...}}; dotted keys are "
+                "for overrides)" if dot and head in names else "")
         raise ConfigError(
-            f"unknown config key {where}{unknown[0]!s}: allowed keys here are "
-            f"{[*also_allowed, *names]}"
+            f"unknown config key {where}{key!s}: allowed keys here are "
+            f"{[*also_allowed, *names]}{nest}"
         )
     given = dict(data)
     for f in dataclasses.fields(cls):

@@ -1166,6 +1166,42 @@ def test_save_agent_keeps_the_statistics_of_the_models_own_vecnormalize(tmp_path
     normalized.close()
 
 
+def test_save_agent_refuses_a_model_bench_would_not_play_as_trained(tmp_path):
+    """A model trained through NormalizeObservation, or through CoarseActions without
+    action_mode='coarse', was saved without a word; hffm bench then played the first on raw
+    observations and refused the second only when played."""
+    import gymnasium as gym
+    from gymnasium.wrappers import NormalizeObservation, RecordEpisodeStatistics
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from hffm_env.agents.checkpoint import AgentInfo, save_agent
+    from hffm_env.wrappers import CoarseActions
+
+    def make():
+        return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                        overrides=["env.episode_rounds=4"])
+
+    config = make().unwrapped.config
+    for k, (wrap, mode, says) in enumerate((
+            (NormalizeObservation, "full", "observations NormalizeObservation transforms"),
+            (CoarseActions, "full", "not the env's full action space; set info.action_mode"),
+            (lambda env: env, "coarse", "action_mode = 'coarse', but the model trained "
+                                        "without CoarseActions"),
+            (RecordEpisodeStatistics, "full", None), (CoarseActions, "coarse", None))):
+        venv = VecNormalize(DummyVecEnv([lambda wrap=wrap: wrap(make())]))
+        model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8)
+        info = AgentInfo(algo="ppo", config=config, action_mode=mode)
+        if says is None:
+            save_agent(tmp_path / str(k), model, info)  # played as trained: saved
+            assert (tmp_path / str(k) / "model.zip").is_file()
+        else:
+            with pytest.raises(AgentFileError, match=f"save_agent: .*{says}"):
+                save_agent(tmp_path / str(k), model, info)
+            assert not (tmp_path / str(k)).exists()  # nothing written
+        venv.close()
+
+
 def test_save_agent_records_the_models_own_clip_range(tmp_path):
     """agent.json said 0.2 (AgentInfo's default) whatever the model used, and loading or
     resuming the agent set 0.2."""
