@@ -911,10 +911,18 @@ def run_benchmark(
             changed = [name for name in ("action_space", "observation_space")
                        if own["scenario"] and getattr(env, name) != getattr(base, name)]
             if changed:  # a wrapper's: every policy here acts on the bare env
+                import gymnasium as gym
+
+                culprit, layer = type(env).__name__, env
+                while isinstance(layer, gym.Wrapper):  # the outermost that changes it
+                    if getattr(layer, changed[0]) != getattr(layer.env, changed[0]):
+                        culprit = type(layer).__name__
+                        break
+                    layer = layer.env
                 env.close()
                 raise ValueError(
-                    f"make_env returned an env whose {changed[0]} is not its HF-FM env's (a "
-                    f"wrapper such as {type(env).__name__} changes it): the runner plays the "
+                    f"make_env returned an env whose {changed[0]} is not its HF-FM env's "
+                    f"({culprit} changes it): the runner plays the "
                     "full action space on the bare observation; baselines act on it, and "
                     "coarse or menu agents wrap it themselves (return the env without the "
                     "wrapper)")
