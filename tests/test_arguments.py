@@ -241,7 +241,8 @@ def _bench_with(**changes) -> str:
     import json
 
     episode = {"policy": "a", "seed": 1000, "accuracy": [0.2, 0.3], "latency_s": [1.0, 1.0],
-               "energy_j": [2.0, 2.0], "rewards": [0.1, 0.1], "end": "rounds"}
+               "energy_j": [2.0, 2.0], "rewards": [0.1, 0.1], "accuracy_per_task": [{}, {}],
+               "end": "rounds"}
     stats = {"mean": 0.3, "std": 0.0, "n": 1}
     summary = {"policy": "a", "episodes": 1, "reached_target": 1, "final_accuracy_per_task": {},
                **dict.fromkeys(("latency_per_round_s", "energy_per_round_j", "final_accuracy",
