@@ -87,3 +87,34 @@ def test_measured_accuracy_loss_and_drift_reach_the_observation():
     for t in MODULE_TYPES:
         assert v[f"drift/{t}/cluster"] == pytest.approx(0.0, abs=1e-6)
         assert v[f"drift/{t}/global"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_d2d_and_request_entries_say_what_the_env_holds():
+    """The loss scale, the clusters' D2D rate and density and the pending requests were never
+    checked by value: flipping is_head, halving the density or another loss scale passed."""
+    env = make_tiny_env("small", "train", extra=["fl.task_arrival_prob=1.0"])
+    base = env.unwrapped
+    env.reset(seed=3)
+    obs, *_ = env.step(full_action(env, 1, 0, Route.DIRECT))
+    v = _named(env, obs)
+    for t in base.tasks:  # the mean training loss over 2 ln(classes), at most 1
+        scale = 2.0 * math.log(max(base.engine.model.num_classes[t], 2))
+        loss = base.last_result.loss_per_task[t]
+        assert loss > 0.0 and v[f"loss/{t}"] == pytest.approx(min(loss / scale, 1.0), rel=1e-5)
+    network = base.network
+    for c in range(network.num_clusters):
+        graph, k = network.d2d_graphs[c], len(network.members(c))
+        possible = k * (k - 1) / 2
+        assert v[f"cluster/{c}/d2d_density"] == pytest.approx(
+            graph.number_of_edges() / possible if possible else 1.0)
+        rates = [network.rates.d2d_rate(i, j) for i, j in graph.edges]
+        if rates:
+            assert v[f"cluster/{c}/d2d_rate"] == pytest.approx(
+                math.log10(float(np.mean(rates))) / 10, rel=1e-6)
+    pending = base.pending
+    assert pending, "every task arrives: some module must be requested"
+    for r in range(base.layout.num_requests):
+        present = r < len(pending)
+        assert v[f"request/{r}/present"] == float(present)
+        assert v[f"request/{r}/is_head"] == float(
+            present and pending[r].module_id.startswith("head/"))

@@ -100,10 +100,13 @@ def test_star_costs_one_and_never_zero_in_the_env(scenario):
         policy.reset(env, 1000)
         _, reward, _, _, info = env.step(policy.act(obs, info))
         terms = info["reward_terms"]
-        # the reference network is the one built at make; a reset re-places devices, so the
-        # first round's star cost is close to, not exactly, the reference
-        expected = -cfg.energy_weight * scale
-        assert terms["energy"] == pytest.approx(expected, abs=0.35 * cfg.energy_weight)
+        # the reference network is the one built at make; a reset re-places devices, so on
+        # small the first round's star cost is close to, not exactly, the reference (on seed
+        # 1000: energy 0.3%, latency 5% off; paper's wired star is exact). Both terms: a
+        # tolerance of 35% on the energy alone let a cost scale 30% off pass
+        for term, weight, off in (("energy", cfg.energy_weight, 0.02),
+                                  ("latency", cfg.latency_weight, 0.07)):
+            assert terms[term] == pytest.approx(-weight * scale, abs=off * weight), term
         assert reward == pytest.approx(sum(terms.values()))
     env.close()
 
@@ -346,3 +349,24 @@ def test_every_term_of_every_reward_stays_within_its_bounds(name):
                 assert low[k] - 1e-9 <= value <= high[k] + 1e-9, (term, inputs, costs)
             checked += 1
     assert checked == 2 * 5 * 5 * 2 * 4 * 4 * 2
+
+
+def test_the_accuracy_a_reward_pays_mixes_in_the_local_accuracy():
+    """env.accuracy_local_mix had no behavioural test: the reward paying the global accuracy
+    whatever the mix passed every test."""
+    from hffm_env.envs.reward import accuracy_score
+
+    assert accuracy_score(0.4, 0.8, 0.0) == 0.4
+    assert accuracy_score(0.4, 0.8, 1.0) == 0.8
+    assert accuracy_score(0.4, 0.8, 0.25) == pytest.approx(0.5)
+    for mix in (1.0, 0.5):
+        env = gym.make("hffm/HFFM-v0", scenario="small",
+                       overrides=[*TINY, f"env.accuracy_local_mix={mix}"])
+        env.reset(seed=0)
+        _, _, _, _, info = env.step(env.unwrapped.layout.encode(1, 2))
+        glob, local = info["accuracy"]["mean"], info["accuracy_local"]["mean"]
+        assert math.isfinite(local) and abs(local - glob) > 1e-3  # (the mix can be seen)
+        weight = env.unwrapped.config.env.accuracy_weight
+        assert info["reward_terms"]["accuracy"] == pytest.approx(
+            weight * ((1 - mix) * glob + mix * local))
+        env.close()
