@@ -237,8 +237,8 @@ def find_surrogate(cfg: ScenarioConfig, path: str | Path | None = None) -> Accur
         f"{surrogate_key(cfg)}; looked in {surrogate_path(cfg).parent} and {PACKAGED_DIR})"
         f"{_off_the_shipped_fit(cfg)}. Fit one on real training with "
         + (f"`hffm calibrate --scenario {cfg.name}` plus the same --config file and --set "
-           "overrides" if cfg.name in SCENARIOS else f"`hffm calibrate --config FILE` (a file of this "
-           f"config, {cfg.name!r}, on its preset)")
+           "overrides" if cfg.name in SCENARIOS else "`hffm calibrate --config FILE` (a file of "
+           f"this config, {cfg.name!r}, on its preset)")
         + " (minutes of training), or pass a fitted file (gym.make's surrogate=PATH; "
         "hffm bench, hffm train and benchmarks/surrogate_error.py take --surrogate FILE)"
     )
