@@ -256,7 +256,7 @@ def _check_bench_dict(data: Any) -> None:
                              and all(isinstance(r, dict) for r in records)),
          "provenance", records, "must be a list of records (objects)")
     known = set(PolicySummary.__dataclass_fields__)
-    STATISTICS = "must be statistics: {mean, std, n}, numbers or null, n a count"
+    statistics_are = "must be statistics: {mean, std, n}, numbers or null, n a count"
     for i, summary in enumerate(data["policies"]):
         unknown = sorted(set(summary) - known)
         need(not unknown, f"policies[{i}]", unknown, f"unknown fields (known: {sorted(known)})")
@@ -270,7 +270,7 @@ def _check_bench_dict(data: Any) -> None:
             if key in _MISSING_STATS and key not in summary:  # (older files lack it)
                 continue
             stats = summary.get(key, "missing")
-            need(is_statistics(stats), f"policies[{i}].{key}", stats, STATISTICS)
+            need(is_statistics(stats), f"policies[{i}].{key}", stats, statistics_are)
         per_task = summary.get("final_accuracy_per_task", "missing")
         need(isinstance(per_task, dict) and all(is_statistics(s) for s in per_task.values()),
              f"policies[{i}].final_accuracy_per_task", per_task,

@@ -1276,7 +1276,13 @@ def test_an_agent_of_other_action_logits_says_what_its_weights_give(tmp_path):
     env = make()
     coarse = CoarseActions(env)
     model = MaskablePPO("MlpPolicy", coarse, n_steps=8, batch_size=8)
-    save_agent(tmp_path / "a", model, AgentInfo(algo="maskable-ppo", config=env.unwrapped.config))
+    info = AgentInfo(algo="maskable-ppo", config=env.unwrapped.config)
+    with pytest.raises(AgentFileError, match="set info.action_mode"):  # refused when saved
+        save_agent(tmp_path / "a", model, info)
+    # a folder whose agent.json lost its action_mode (edited, or saved before that check)
+    save_agent(tmp_path / "a", model, replace(info, action_mode="coarse"))
+    recorded = json.loads((tmp_path / "a" / "agent.json").read_text())
+    (tmp_path / "a" / "agent.json").write_text(json.dumps({**recorded, "action_mode": "full"}))
     logits = int(sum(coarse.action_space.nvec))
     full = int(sum(env.action_space.nvec))
     with pytest.raises(AgentFileError, match=f"its weights take 57 inputs and give {logits} "
