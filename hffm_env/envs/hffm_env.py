@@ -391,16 +391,12 @@ class HFFMEnv(gym.Env):
         self._surrogate_rounds: SurrogateRounds | None = None
         if fidelity == "surrogate":  # (found before minutes of building anything)
             self.surrogate = find_surrogate(cfg, surrogate)
-            if cfg.env.surrogate_noise == "residuals" and self.surrogate.residuals is None:
-                raise ConfigError(
-                    "env.surrogate_noise = 'residuals': the surrogate in use kept no "
-                    "out-of-fold residuals; refit it (`hffm calibrate --from-traces ...`) or "
-                    "set env.surrogate_noise=none")
             if cfg.env.surrogate_noise == "residuals":
-                try:  # (residuals that measured nothing would be no noise, unsaid)
+                try:  # none kept, or none that measured anything (no noise, unsaid)
                     self.surrogate.residual_noise()
                 except ValueError as err:
-                    raise ConfigError(f"env.surrogate_noise = 'residuals': {err}") from None
+                    raise ConfigError(f"env.surrogate_noise = 'residuals': {err}; or set "
+                                      "env.surrogate_noise=none") from None
             if cfg.env.accuracy_local_mix > 0:
                 warnings.warn(
                     f"env.accuracy_local_mix = {cfg.env.accuracy_local_mix} in surrogate "

@@ -418,14 +418,19 @@ def test_out_of_fold_residuals_are_real_minus_a_fit_that_never_saw_the_group():
         out_of_fold_residuals(episodes, [0] * 24, TASKS, HORIZON)
 
 
+def _with_residuals(fitted: AccuracySurrogate, residuals: np.ndarray) -> AccuracySurrogate:
+    """``fitted`` keeping ``residuals`` as its out-of-fold residuals."""
+    return AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
+                             (fitted.x_mean, fitted.x_std),
+                             (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
+                             fitted.meta, residuals)
+
+
 def test_residual_episodes_perturb_only_the_global_accuracy_and_survive_save(fitted, tmp_path):
     names = target_names(TASKS)
     residuals = np.full((3, HORIZON + 1, len(names)), 0.05, dtype=np.float32)
     residuals[1, 2, names.index("accuracy/vqa")] = np.nan  # a round that was not measured
-    noisy = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
-                              (fitted.x_mean, fitted.x_std),
-                              (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
-                              fitted.meta, residuals)
+    noisy = _with_residuals(fitted, residuals)
     noisy.save(tmp_path / "noisy.pt")
     loaded = AccuracySurrogate.load(tmp_path / "noisy.pt")
     np.testing.assert_array_equal(loaded.residuals, residuals)
@@ -437,10 +442,7 @@ def test_residual_episodes_perturb_only_the_global_accuracy_and_survive_save(fit
     with pytest.raises(ValueError, match="kept no out-of-fold residuals"):
         fitted.residual_episode(np.random.default_rng(0))
     # residuals that measured nothing would be no noise at all, without a word
-    silent = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
-                               (fitted.x_mean, fitted.x_std),
-                               (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
-                               fitted.meta, np.full_like(residuals, np.nan))
+    silent = _with_residuals(fitted, np.full_like(residuals, np.nan))
     with pytest.raises(ValueError, match="hold no measured accuracy"):
         silent.residual_episode(np.random.default_rng(0))
 
@@ -454,10 +456,7 @@ def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted
     names = target_names(TASKS)
     rng = np.random.default_rng(0)
     residuals = rng.normal(0.0, 0.01, (5, HORIZON + 1, len(names))).astype(np.float32)
-    noisy = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
-                              (fitted.x_mean, fitted.x_std),
-                              (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
-                              fitted.meta, residuals)
+    noisy = _with_residuals(fitted, residuals)
     noisy.save(tmp_path / "noisy.pt")
     fitted.save(tmp_path / "plain.pt")
     base = [*TINY_OVERRIDES, f"env.episode_rounds={HORIZON}"]
@@ -488,10 +487,7 @@ def test_surrogate_noise_resamples_recorded_residuals_with_the_reset_seed(fitted
                  overrides=[*base, "env.surrogate_noise=residuals"],
                  surrogate=str(tmp_path / "plain.pt"))
     # residuals that measured nothing are refused when the env is built, not played as none
-    silent = AccuracySurrogate(fitted.tasks, fitted.horizon, fitted.members,
-                               (fitted.x_mean, fitted.x_std),
-                               (fitted.y_mean, fitted.y_std, fitted.y_low, fitted.y_high),
-                               fitted.meta, np.full_like(residuals, np.nan))
+    silent = _with_residuals(fitted, np.full_like(residuals, np.nan))
     silent.save(tmp_path / "silent.pt")
     with pytest.raises(ConfigError, match="surrogate_noise = 'residuals': .*no measured"):
         gym.make("hffm/HFFM-v0", scenario="small", fidelity="surrogate",
