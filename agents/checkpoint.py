@@ -165,6 +165,9 @@ class AgentInfo:
     # the whole scenario config trained on, as plain data: the folder still says when it has
     # moved away from its --config file, or the file has changed since; None: not recorded
     config: dict[str, Any] | None = None
+    # the custom reward callable trained under (its module.qualname, reward_label); None: the
+    # config's named env.reward (a callable cannot be recorded in the config)
+    custom_reward: str | None = None
     # the training processes that made these weights, oldest first, across resumes: each
     # {"timesteps": [from, to], "provenance": its record (hffm_env.provenance)}; () in
     # folders written before it was recorded
@@ -225,6 +228,9 @@ class AgentInfo:
             refuse("config_file", "a path (or absent)")
         if self.config is not None and not isinstance(self.config, dict):
             refuse("config", "the scenario config as a mapping (or absent)")
+        if self.custom_reward is not None and not (isinstance(self.custom_reward, str)
+                                                   and self.custom_reward):
+            refuse("custom_reward", "the module.qualname of a reward callable (or absent)")
 
     def training_config(self) -> ScenarioConfig | None:
         """The scenario config the agent was trained on (:meth:`load_training_config`);
@@ -550,15 +556,10 @@ def _check_saving(model: Any, info: AgentInfo, vec_normalize: Any) -> None:
             raise AgentFileError(f"save_agent: info.config does not load: {err}") from None
 
 
-def _played_through(model: Any, info: AgentInfo) -> str:
-    """Why ``hffm bench --agent`` would not play ``model`` as it was trained, read from the
-    env it trained on where that is at hand (a ``DummyVecEnv``, under any ``VecEnv``
-    wrappers): an observation wrapper (its transformation is not saved, so the policy would
-    play on raw observations), or actions through a wrapper ``info.action_mode`` does not
-    name; empty when neither, or when the env is not at hand."""
+def _training_env(model: Any) -> tuple[list[Any], Any] | None:
+    """The HF-FM env ``model`` trained on and the wrappers around it (outermost first), where
+    that is at hand (a ``DummyVecEnv``, under any ``VecEnv`` wrappers); None otherwise."""
     import gymnasium as gym
-
-    from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu
 
     get_env = getattr(model, "get_env", None)
     venv = get_env() if callable(get_env) else None
@@ -566,13 +567,30 @@ def _played_through(model: Any, info: AgentInfo) -> str:
         venv = venv.venv  # (VecNormalize, VecMonitor, ...: SB3's VecEnv wrappers)
     envs = getattr(venv, "envs", None)
     if not envs:
-        return ""
+        return None
     layers, env = [], envs[0]
     while isinstance(env, gym.Wrapper):
         layers.append(env)
         env = env.env
     if not hasattr(env, "layout"):  # not an HF-FM env underneath: nothing to compare with
+        return None
+    return layers, env
+
+
+def _played_through(model: Any, info: AgentInfo) -> str:
+    """Why ``hffm bench --agent`` would not play ``model`` as it was trained, read from the
+    env it trained on where that is at hand (:func:`_training_env`): an observation wrapper
+    (its transformation is not saved, so the policy would play on raw observations), or
+    actions through a wrapper ``info.action_mode`` does not name; empty when neither, or
+    when the env is not at hand."""
+    import gymnasium as gym
+
+    from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu
+
+    found = _training_env(model)
+    if found is None:
         return ""
+    layers, env = found
     for layer in layers:
         if isinstance(layer, (gym.ObservationWrapper, ActionMaskObservation)):
             return (f"the model trained on observations {type(layer).__name__} transforms, "
@@ -600,7 +618,9 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
     ``VecNormalize`` whose statistics the policy was trained on; by default the one the
     model's env is wrapped in, if any (saved without them, a policy trained on normalised
     observations would play on raw ones). ``info.num_timesteps`` left at 0 takes the
-    model's. A model that could not be loaded without running code from the file (a
+    model's; ``info.custom_reward`` left out names the env's reward callable when it is not
+    a named reward (a config cannot hold it; played under another reward, the agent warns).
+    A model that could not be loaded without running code from the file (a
     learning-rate schedule, an activation class in ``policy_kwargs``), whose class is not
     ``info.algo``'s, or whose env (when at hand) shows it would not be played as it was
     trained (an observation wrapper, actions through a wrapper ``info.action_mode`` does
@@ -628,6 +648,11 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
                                  "loaded or resumed model takes agent.json's)")
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
+    if info.custom_reward is None and (found := _training_env(model)) is not None:
+        from hffm_env.envs.reward import REWARDS, reward_label
+
+        if found[1].reward_function not in REWARDS.values():  # the config cannot say it
+            info = replace(info, custom_reward=reward_label(found[1].reward_function))
     _check_saving(model, info, vec_normalize)
     mismatch = _played_through(model, info)
     if mismatch:
@@ -685,16 +710,12 @@ class SettingsCheck:
 
     def __call__(self, name: str, env: Any) -> None:
         """Check ``env`` for the agent's row ``name``."""
+        self._check_reward(name, getattr(env, "unwrapped", env))
         config = getattr(getattr(env, "unwrapped", env), "config", None)
         if config is None or config is self._last:
             return
         self._last = config
-        if not self._read:
-            self._trained, self._read = self.agent.training_config(), True
-            if self._trained is None:  # (once: a result of other settings could pass unseen)
-                warnings.warn(f"{name}: {self.agent.settings_unchecked()}",
-                              OtherSettingsWarning, stacklevel=3)
-        if self._trained is None:
+        if self._training_config(name) is None:
             return
         from hffm_env.config import differences_line
 
@@ -702,6 +723,36 @@ class SettingsCheck:
         if line and line not in self._said:
             self._said.add(line)
             warnings.warn(f"{name} was trained with {line}", OtherSettingsWarning, stacklevel=3)
+
+    def _training_config(self, name: str) -> Any:
+        """The agent's training config, read once (None, and a warning once, when the folder
+        does not say: a result of other settings could pass unseen)."""
+        if not self._read:
+            self._trained, self._read = self.agent.training_config(), True
+            if self._trained is None:
+                warnings.warn(f"{name}: {self.agent.settings_unchecked()}",
+                              OtherSettingsWarning, stacklevel=4)
+        return self._trained
+
+    def _check_reward(self, name: str, env: Any) -> None:
+        """Warn when a custom reward callable (which no config records) was trained under or
+        is played under, and the other side's reward is another (a named reward's
+        difference is the config's, said by :meth:`__call__`)."""
+        from hffm_env.envs.reward import REWARDS, reward_label
+
+        played = getattr(env, "reward_function", None)
+        trained = self.agent.info.custom_reward
+        if played is None or (trained is None and played in REWARDS.values()):
+            return
+        if trained is None:  # trained under the config's named reward, if the folder says
+            config = self._training_config(name)
+            trained = config.env.reward if config is not None else None
+        here = reward_label(played)
+        line = f"the reward {trained} (here {here})" if trained else ""
+        if trained != here and line and line not in self._said:
+            self._said.add(line)
+            warnings.warn(f"{name} was trained under {line}", OtherSettingsWarning,
+                          stacklevel=3)
 
 
 def find_agent(path: str | Path) -> AgentFolder:

@@ -455,13 +455,10 @@ def env_settings(env: Any) -> dict[str, Any] | None:
     config = getattr(base, "config", None)
     if not isinstance(config, ScenarioConfig):
         return None
-    reward = getattr(base, "reward_function", None)
-    from hffm_env.envs.reward import REWARDS
+    from hffm_env.envs.reward import reward_label
 
-    named = next((n for n, f in REWARDS.items() if f is reward), None)
-    custom = f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
     settings = {"config": {k: v for k, v in to_dict(config).items() if k != "seed"},
-                "reward": named if named is not None else custom,
+                "reward": reward_label(base.reward_function),
                 "reward_mode": getattr(base, "reward_mode", "")}
     surrogate = getattr(base, "surrogate", None)
     if surrogate is not None:  # which fit predicted the accuracy (the cache's wins)

@@ -268,6 +268,10 @@ def _note_training_configs(agents: Sequence[Any], config: Any, command: str = "b
         stopped = policy.agent.interrupted_note()
         if stopped:
             print(f"hffm {command}: note: {policy.name}: {stopped}", file=sys.stderr)
+        custom = policy.agent.info.custom_reward
+        if custom is not None:  # the command's env plays a named reward (config.env.reward)
+            print(f"hffm {command}: note: {policy.name} was trained under the reward {custom} "
+                  f"(here {config.env.reward})", file=sys.stderr)
         trained = policy.agent.training_config()
         if trained is not None:
             _note_other_settings(f"{policy.name} was trained", trained, config, command)

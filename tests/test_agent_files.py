@@ -1289,3 +1289,53 @@ def test_an_agent_of_other_action_logits_says_what_its_weights_give(tmp_path):
                                              f"action logits, here 57 and {full}"):
         run_benchmark(make, [agent_policy(tmp_path / "a")], seeds=[1000], progress=False)
     env.close()
+
+
+def _energy_only(inputs, costs, weights):
+    """A custom reward of this test file: the energy term alone."""
+    from hffm_env.envs.reward import accuracy_level
+
+    return {"energy": accuracy_level(inputs, costs, weights)["energy"]}
+
+
+def test_an_agent_trained_under_a_custom_reward_says_so_where_it_is_played(tmp_path, capsys):
+    """agent.json recorded the config's named reward for an agent trained under a callable
+    (which no config can hold), so playing it under the named one passed without a word."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from hffm_env.agents.checkpoint import AgentInfo, OtherSettingsWarning, save_agent
+
+    def make(**kwargs):
+        return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                        overrides=["env.episode_rounds=4"], **kwargs)
+
+    custom = make(reward=_energy_only)
+    save_agent(tmp_path / "a", PPO("MlpPolicy", custom, n_steps=8, batch_size=8),
+               AgentInfo(algo="ppo", config=custom.unwrapped.config))
+    recorded = json.loads((tmp_path / "a" / "agent.json").read_text())["custom_reward"]
+    assert recorded == f"{__name__}._energy_only"
+    named = make()
+    with pytest.warns(OtherSettingsWarning, match=r"mine was trained under the reward "
+                                                  rf"{recorded} \(here accuracy-level\)"):
+        AgentPolicy(tmp_path / "a", name="mine").reset(named)
+    with warnings.catch_warnings():  # played under its own reward: nothing to say
+        warnings.simplefilter("error")
+        AgentPolicy(tmp_path / "a").reset(custom)
+    # and the converse: an agent of a named reward played under a callable
+    save_agent(tmp_path / "b", PPO("MlpPolicy", named, n_steps=8, batch_size=8),
+               AgentInfo(algo="ppo", config=named.unwrapped.config))
+    assert json.loads((tmp_path / "b" / "agent.json").read_text())["custom_reward"] is None
+    with pytest.warns(OtherSettingsWarning, match=rf"b was trained under the reward "
+                                                  rf"accuracy-level \(here {recorded}\)"):
+        AgentPolicy(tmp_path / "b", name="b").reset(custom)
+    assert cli_main(["bench", "--scenario", "small", "--fidelity", "cost", "--set",
+                     "env.episode_rounds=4", "--agent", str(tmp_path / "a"), "--policies",
+                     "never", "--seeds", "1000", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: agent:a was trained under the reward {recorded} (here accuracy-level)" \
+        in err, err
+    (tmp_path / "a" / "agent.json").write_text(json.dumps({"algo": "ppo", "custom_reward": 3}))
+    with pytest.raises(AgentFileError, match="custom_reward = 3: must be the module.qualname"):
+        find_agent(tmp_path / "a")
+    custom.close(), named.close()

@@ -57,6 +57,7 @@ __all__ = [
     "reaches_target",
     "reward_bounds",
     "reward_names",
+    "reward_label",
     "get_reward",
     "TERM_NAMES",
     "check_terms",
@@ -306,6 +307,16 @@ REWARDS: dict[str, Reward] = {
 def reward_names() -> list[str]:
     """Names accepted by ``env.reward``."""
     return list(REWARDS)
+
+
+def reward_label(reward: Reward) -> str:
+    """How a reward is recorded: its name in :data:`REWARDS`, else the callable's
+    ``module.qualname`` (two custom callables of one name are told apart by nothing else
+    that can be written down)."""
+    named = next((n for n, f in REWARDS.items() if f is reward), None)
+    if named is not None:
+        return named
+    return f"{getattr(reward, '__module__', '?')}.{getattr(reward, '__qualname__', reward)}"
 
 
 def get_reward(name: str) -> Reward:
