@@ -25,16 +25,20 @@ def sequential_local_training(
     engine: FederatedEngine, trained: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """One round of local training, device by device, with a fresh ``torch.optim.AdamW`` per
-    device over the modules it holds. Returns the new stacked parameters; the engine's own
-    parameters are not changed (its generator advances as a batched round's would)."""
+    device over the modules it holds and reads (a task's prompt relayed before its head is
+    held but not read: no step, no weight decay, as in the engine). Returns the new stacked
+    parameters; the engine's own parameters are not changed (its generator advances as a
+    batched round's would)."""
     fl = engine.scenario.fl
     steps = draw_minibatches(engine)
     task_mask = engine.trainable_tasks()
+    reads = engine.reads_modules(task_mask)
     new = {k: v.clone() for k, v in engine.params.items()}
     for d in range(engine.num_devices):
         if not bool(trained[d]):
             continue
-        held = [n for n in engine.params if bool(engine.holds[d, engine.param_module[n]])]
+        held = [n for n in engine.params if bool(engine.holds[d, engine.param_module[n]])
+                and reads[d, engine.param_module[n]]]
         leaves = {n: engine.params[n][d].clone().requires_grad_(True) for n in held}
         frozen = {n: engine.params[n][d] for n in engine.params if n not in leaves}
         optimizer = torch.optim.AdamW(list(leaves.values()), lr=fl.lr,

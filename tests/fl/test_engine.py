@@ -87,10 +87,17 @@ def test_batched_training_equals_sequential_loop():
     # near-tied experts turn rounding differences (1e-7) into parameter differences of 1e-4;
     # in float64 the two algorithms must agree to well under 1e-5. With weight decay, so
     # that the stacked AdamW's decay is compared with torch's too.
-    engine = _engine(train=True, extra=["fl.local_steps=3", "fl.weight_decay=0.05"])
+    engine = _engine(train=True, extra=["fl.local_steps=3", "fl.weight_decay=0.5"])
     engine.double()
     assert {v.dtype for v in engine.params.values()} == {torch.float64}  # at once
     engine.reset(5)
+    # and a task whose prompt has arrived before its head: held, not read, so neither steps
+    # nor decays (the reference decayed it); on a device that trains (1 does not, below)
+    d, k = next((d, k) for d in range(engine.num_devices) for k in range(len(engine.tasks))
+                if d != 1 and not bool(engine.device_tasks[d, k]))
+    engine.device_tasks[d, k] = True
+    engine.holds[d, engine.module_index[f"prompt/{engine.tasks[k]}"]] = True
+    engine.holds[d, engine.module_index[f"head/{engine.tasks[k]}"]] = False
     # evaluation runs on the float64 modules (a dtype mismatch raised in it): a number
     assert 0.0 <= engine.evaluate().accuracy["mean"] <= 1.0
     trained = torch.ones(engine.num_devices, dtype=torch.bool)
