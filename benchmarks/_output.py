@@ -42,12 +42,15 @@ def add_json_option(parser: argparse.ArgumentParser, what: str = "results") -> N
 
 
 def prepare_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                    inputs: Sequence[tuple[str, str | Path | Sequence[str | Path] | None]] = ()
-                    ) -> None:
+                    inputs: Sequence[tuple[str, str | Path | Sequence[str | Path] | None]] = (),
+                    checked_later: Sequence[str] = ()) -> None:
     """Before any work: refuse an output that names a file the run reads (``inputs``: flag,
     file or files), then :func:`refuse_existing` ``--json`` and ``--plot`` files, then
-    :func:`claim_stdout_for_json`. For script entry points, right after parsing."""
-    outputs = [(f"--{flag}", getattr(args, flag, None)) for flag in ("json", "plot")]
+    :func:`claim_stdout_for_json`. For script entry points, right after parsing.
+    ``checked_later``: flags (``"plot"``) whose value is not the file written (one file a
+    scenario, say), which the script checks itself once it knows the files."""
+    outputs = [(f"--{flag}", getattr(args, flag, None)) for flag in ("json", "plot")
+               if flag not in checked_later]
     read = {Path(path).resolve(): flag for flag, given in inputs if given is not None
             for path in ([given] if isinstance(given, (str, Path)) else given)}
     for flag, target in outputs:

@@ -182,6 +182,19 @@ def judge_heldout(args: argparse.Namespace, make: Any, found: Any) -> dict[str, 
     return result.to_dict()
 
 
+def converged(steps: list[dict[str, Any]], max_passes: int) -> bool:
+    """Whether a descent stopped because a pass changed nothing, not at ``max_passes`` with
+    a change in its last pass (then a further pass might have found more)."""
+    return steps[-1]["pass"] < max_passes
+
+
+def say_unconverged(steps: list[dict[str, Any]], max_passes: int, what: str) -> None:
+    """A line on stderr when the descent of ``what`` stopped at the cap, still changing."""
+    if not converged(steps, max_passes):
+        print(f"note: {what} was still changing in pass {max_passes} (--max-passes); more "
+              "passes might find better", file=sys.stderr)
+
+
 def heldout_status(out: dict[str, Any]) -> int:
     """The exit status of a search whose JSON ``out`` was written: 130 (and a line saying so)
     when Ctrl-C cut its held-out judgement short (the JSON then says ``"interrupted"``)."""
@@ -227,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
     probe = make("surrogate")()
     menu = tuple(probe.unwrapped.layout.menu)
+    surrogate = probe.unwrapped.surrogate.record  # the fit searched on
     probe.close()
     started = time.perf_counter()
     descents, found = {}, {}
@@ -235,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                                           args.target_accuracy, name, args.max_passes,
                                           progress=not args.no_progress)
         descents[name] = {"best": _describe(found[name]), "energy_to_target_j": cost,
-                          "steps": steps}
+                          "steps": steps, "converged": converged(steps, args.max_passes)}
+        say_unconverged(steps, args.max_passes, f"the descent from {name}")
     winner = min(descents, key=lambda n: descents[n]["energy_to_target_j"])
     best = found[winner]
     search_s = time.perf_counter() - started
@@ -245,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
               "seeds: the schedule above is only where the descent stopped", file=sys.stderr)
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
                            "target_accuracy": args.target_accuracy, "search_seeds": args.seeds,
-                           "search_s": search_s, "descents": descents,
+                           "search_s": search_s, "surrogate": surrogate,
+                           "descents": descents,
                            "best_from": winner, "best": _describe(best)}
     if args.heldout_seeds:
         out["heldout"] = judge_heldout(args, make, best)

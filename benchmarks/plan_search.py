@@ -35,10 +35,12 @@ from typing import Any
 from _output import add_json_option, emit_json, prepare_outputs
 from fixed_schedule_search import (
     check_search_args,
+    converged,
     env_factory,
     heldout_status,
     judge_heldout,
     mean_energy_to_target,
+    say_unconverged,
     search_parser,
 )
 
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     probe = make("surrogate")()
     horizon = probe.unwrapped.config.env.episode_rounds
+    surrogate = probe.unwrapped.surrogate.record  # the fit searched on
     probe.close()
     if args.rounds is not None and args.rounds > horizon:  # rounds never played
         parser.error(f"--rounds {args.rounds}: the episode has {horizon} rounds "
@@ -167,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no plan reaches the target on every search seed (the start, {start_name}, does "
               "not either)")
     print(f"best plan ({search_s:.0f} s): {cost:.2f} J to target over seeds {args.seeds}")
+    say_unconverged(steps, args.max_passes, "the plan")
     out: dict[str, Any] = {"scenario": args.scenario, "overrides": args.overrides,
                            "target_accuracy": args.target_accuracy, "start": start_name,
-                           "search_seeds": args.seeds,
+                           "search_seeds": args.seeds, "surrogate": surrogate,
                            "search_s": search_s, "energy_to_target_j": cost, "steps": steps,
+                           "converged": converged(steps, args.max_passes),
                            "plan": plan.to_dict()}
     if args.heldout_seeds:
         out["heldout"] = judge_heldout(args, make, PlanPolicy(plan))

@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     for way in ("batched", "sequential", "fused"):
         print(f"  {way:<12}{1e3 * results[way + '_s']:>12.1f}")
     met = results["targets_met"]
-    print(f"  sequential / batched = {results['sequential_over_batched']:.2f}x (target >= 2): "
+    print(f"  sequential / batched = {results['sequential_over_batched']:.3f}x (target >= 2): "
           f"{'PASS' if met['sequential_over_batched>=2'] else 'MISS'}")
-    print(f"  batched / fused      = {results['batched_over_fused']:.2f}x (target <= 1.25): "
+    print(f"  batched / fused      = {results['batched_over_fused']:.3f}x (target <= 1.25): "
           f"{'PASS' if met['batched_over_fused<=1.25'] else 'MISS'}")
     emit_json(results, args.json)
     return exit_status(*results["targets_met"].values())

@@ -60,7 +60,10 @@ def read_runs(paths: list[str]) -> tuple[Any, dict[str, dict[int, list[list[floa
     config = None
     curves: dict[str, dict[int, list[list[float]]]] = {}
     for path in paths:
-        result = BenchResult.read_json(path)
+        try:
+            result = BenchResult.read_json(path)
+        except (OSError, ValueError) as err:  # which of the files, by name
+            raise ValueError(f"{path}: {err}") from None
         recorded = (result.settings or {}).get("config")
         if recorded is None:
             raise ValueError(f"{path}: records no settings (written before runs recorded their "
@@ -149,7 +152,7 @@ def predictability(curves: dict[int, list[list[float]]], features: dict[int, dic
         rows.append({
             "form": form.replace("K", str(after_round)),
             "splits": len(seeds),
-            "spread": float(y.std(ddof=1)),
+            "spread": float(y.std(ddof=1)),  # over splits: the sample std (ddof 1)
             "mae_others_mean": float(np.abs(by_mean).mean()),
             "mae_features": float(np.abs(by_features).mean()),
             "r2_features": float(1.0 - (by_features ** 2).sum() / (by_mean ** 2).sum())
@@ -163,7 +166,7 @@ def predictability(curves: dict[int, list[list[float]]], features: dict[int, dic
 
 def format_rows(results: dict[str, list[dict[str, Any]]]) -> str:
     """The markdown table of :func:`predictability`'s rows, a block per policy."""
-    lines = ["| policy | accuracy | spread over splits (std) | leave-one-out error: others' "
+    lines = ["| policy | accuracy | spread over splits (sample std) | leave-one-out error: others' "
              "mean / features | R² | most correlated features | corr. with round 1 / 2 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for policy, rows in results.items():

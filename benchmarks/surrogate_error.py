@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {
         "scenario": cfg.name, "seeds": seeds, "episodes": len(episodes),
+        "surrogate": surrogate.record,  # which fit: a local calibration is found first
         "calibration": {k: surrogate.meta.get(k) for k in ("seeds", "episodes", "rounds",
                                                             "training_s")},
         "round_mae": float(np.mean(round_err)), "final_mae": float(np.mean(final_err)),

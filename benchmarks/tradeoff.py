@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the trade-off plot (one per scenario: FILE_<scenario>.png "
                         "when there are several)")
     args = parser.parse_args(argv)
-    prepare_outputs(parser, args, inputs=[("--from-json", args.from_json)])
+    prepare_outputs(parser, args, inputs=[("--from-json", args.from_json)],
+                    checked_later=["plot"])  # (FILE_<scenario>.png for several: below)
     if args.rescore and not args.from_json:
         parser.error("--rescore rescores saved runs: it needs --from-json FILE")
     if args.from_json and args.overrides and not args.rescore:
@@ -468,10 +469,11 @@ def _plot_paths(scenarios: list[str], target: str | None) -> list[Path]:
 
 def _refuse_existing_plots(parser: argparse.ArgumentParser, args: argparse.Namespace,
                            scenarios: list[str]) -> None:
-    """``--plot``'s files for ``scenarios``, refused when one exists (without ``--force``)."""
-    if len(scenarios) > 1:  # (prepare_outputs checked the one file of one scenario)
-        refuse_existing(parser, args, [("--plot", path)
-                                       for path in _plot_paths(scenarios, args.plot)])
+    """``--plot``'s files for ``scenarios``, refused when one exists (without ``--force``):
+    ``FILE`` itself only where it is written (one scenario); and, force or not, when one
+    is ``--json``'s file."""
+    refuse_existing(parser, args, [("--json", args.json), *[
+        ("--plot", path) for path in _plot_paths(scenarios, args.plot)]])
 
 
 def _plot(results: list[dict], target: str | None) -> None:

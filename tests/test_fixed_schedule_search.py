@@ -38,6 +38,8 @@ def test_descent_only_accepts_cheaper_schedules_and_judges_the_winner(search_mod
     assert steps[0]["change"] == "start (star)" and math.isfinite(energies[0])
     assert len(energies) > 1 and all(b < a for a, b in zip(energies, energies[1:])), energies
     assert result["best_from"] == "star"
+    assert result["descents"]["star"]["converged"] is False  # one pass, with changes in it
+    assert result["surrogate"]["digest"] != "in memory" and result["surrogate"]["config_key"]
     best = result["best"]
     assert set(best["edge_period"]) == set(best["cloud_period"]) == {
         "encoder", "prompt", "moe", "adapter", "head"}

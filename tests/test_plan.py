@@ -234,6 +234,13 @@ def test_search_only_accepts_cheaper_plans_and_writes_one_that_reads_back(search
     assert len(plan.tiers) == 3
     assert [p["policy"] for p in result["heldout"]["policies"]] == [
         "best-plan", "hffm-d2d-e1", "hffm-d2d-e2"]
+    # which fit it searched on (a local calibration is found before the shipped one), and
+    # that one pass with changes in it stopped at the cap, not where nothing changed
+    from hffm_env.config import load_scenario
+    from hffm_env.fl.surrogate import find_surrogate
+
+    assert result["surrogate"] == find_surrogate(load_scenario("small")).record
+    assert result["surrogate"]["digest"] != "in memory" and result["converged"] is False
 
 
 def test_a_baseline_as_a_start_plays_its_tiers(search_module):

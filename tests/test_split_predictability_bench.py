@@ -85,6 +85,17 @@ def test_what_cannot_be_scored_is_refused_naming_why(bench, argv, says, capsys):
     assert says in capsys.readouterr().err
 
 
+def test_a_bad_file_among_several_is_named(bench, tmp_path, capsys):
+    """"it holds no episodes" said nothing of which file."""
+    from hffm_env.arguments import run_command
+
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**json.loads(Path(SPLITS).read_text()), "episodes": []}))
+    assert run_command(lambda: bench.main([SPLITS, str(empty)]),
+                       "split_predictability.py") == 2
+    assert f"{empty}: " in capsys.readouterr().err
+
+
 def test_too_few_splits_are_refused(bench, tmp_path, capsys):
     from hffm_env.arguments import run_command
 

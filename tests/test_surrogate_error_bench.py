@@ -54,6 +54,9 @@ def test_shipped_surrogate_meets_its_targets_on_held_out_real_episodes(traces, l
     assert all(result["checks"].values()), result
     assert "in_sample_seeds" not in result
     assert result["speedup"] is None  # not measured (--speed-steps 0): null, not NaN
+    # which fit was judged (the calibration block alone was the same before and after a refit)
+    assert result["surrogate"]["origin"].startswith("the fit shipped with the package")
+    assert len(result["surrogate"]["digest"]) == 16
     if not layout:  # today's fit names its trace files: the errors split by schedule
         seen, new = result["seen_schedules"], result["new_schedules"]
         assert seen["episodes"] + new["episodes"] == 45 and new["episodes"] >= 12

@@ -501,6 +501,14 @@ class AccuracySurrogate:
         return self.file_digest if self.file_digest is not None else "in memory"
 
     @property
+    def record(self) -> dict[str, Any]:
+        """Which fit this is, as plain data for a result's JSON: :attr:`origin`,
+        :attr:`digest` and the ``config_key`` it was fitted for (a local ``hffm calibrate``
+        fit in the cache is found before the shipped one: a result must say which it ran on)."""
+        return {"origin": self.origin, "digest": self.digest,
+                "config_key": self.meta.get("config_key")}
+
+    @property
     def origin(self) -> str:
         """Where it came from, in words: the fit shipped with the package, a file (a
         calibrated fit in the cache, or one given by path), or this process."""

@@ -10,6 +10,7 @@ import pytest
 from hffm_env.testing import TINY_OVERRIDES
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+RESULTS = BENCHMARKS.parent / "docs/results"
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,20 @@ def test_options_that_would_be_ignored_are_refused(bench, capsys):
         with pytest.raises(SystemExit):
             bench.main(argv)
         assert says in capsys.readouterr().err
+
+
+def test_a_plot_file_refused_only_where_it_would_be_written(bench, tmp_path, capsys):
+    """With two results --plot FILE writes FILE_<scenario>.png: an existing FILE itself was
+    refused all the same; one of the files written is refused."""
+    saved = [str(RESULTS / f"tradeoff_{s}.json") for s in ("small", "paper")]
+    plot = tmp_path / "fig.png"
+    plot.write_bytes(b"an older figure")
+    assert bench.main(["--from-json", *saved, "--plot", str(plot)]) == 0
+    assert (tmp_path / "fig_small.png").exists() and (tmp_path / "fig_paper.png").exists()
+    assert plot.read_bytes() == b"an older figure"
+    with pytest.raises(SystemExit):  # now fig_small.png exists
+        bench.main(["--from-json", *saved, "--plot", str(plot)])
+    assert f"--plot '{tmp_path / 'fig_small.png'}': exists" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["tradeoff_small.json", "tradeoff_paper.json"])
