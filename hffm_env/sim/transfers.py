@@ -666,6 +666,12 @@ class TransferTable:
 
     # ---------------------------------------------------------------------------- columns
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The table without its read cache (a ``mappingproxy`` does not pickle: a round's
+        result could not be deep-copied or sent from a subprocess vector env's worker); the
+        next :meth:`columns` rebuilds it."""
+        return {**self.__dict__, "_cache": None}
+
     def columns(self) -> Mapping[str, np.ndarray]:
         """Every column by name, read-only and without copying: the hop columns ``flow``,
         ``hop``, ``module``, ``module_type``, ``size_bits``, ``src``, ``dst``, ``link``,

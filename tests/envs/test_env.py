@@ -358,14 +358,34 @@ def _prints_ok(script: str, **environment: str) -> None:
 
 
 def test_async_vector_env_with_the_default_fork_context_in_cost_fidelity():
-    # in a subprocess: if construction left an OpenMP pool behind, the forked workers hang
+    # in a subprocess: if construction left an OpenMP pool behind, the forked workers hang.
+    # A round's result comes back from the workers (its transfer table's read cache did
+    # not pickle: the worker died, and the vector env with it)
     script = (
         "import gymnasium as gym, hffm_env\n"
         "envs = gym.vector.AsyncVectorEnv([lambda: gym.make('hffm/HFFM-v0', "
         "fidelity='cost')] * 2)\n"
-        "envs.reset(seed=0); envs.step(envs.action_space.sample()); envs.close()\n"
+        "envs.reset(seed=0); envs.step(envs.action_space.sample())\n"
+        "results = envs.get_attr('last_result')\n"
+        "assert all(r.transfers.columns()['size_bits'].size > 0 for r in results)\n"
+        "envs.step(envs.action_space.sample()); envs.close()\n"
     )
     _prints_ok(script)
+
+
+def test_a_rounds_result_pickles_and_deep_copies_with_its_transfers():
+    import copy
+
+    env = gym.make("hffm/HFFM-v0", fidelity="cost")
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    result = env.unwrapped.last_result
+    for copied in (pickle.loads(pickle.dumps(result)), copy.deepcopy(result)):
+        mine, theirs = result.transfers.columns(), copied.transfers.columns()
+        assert mine.keys() == theirs.keys()
+        assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
+        assert not theirs["size_bits"].flags.writeable  # rebuilt read-only, as the original
+    env.close()
 
 
 def test_forked_workers_do_not_hang_after_torch_ran_in_the_parent():
