@@ -62,6 +62,7 @@ __all__ = [
     "save_agent",
     "OtherSettingsWarning",
     "SettingsCheck",
+    "action_size_words",
     "trained_on",
     "training_process",
     "ALGO_CLASSES",
@@ -158,6 +159,9 @@ class AgentInfo:
     # multi-agent only: the edge module's observation ends in a one-hot of its cluster (the
     # parallel env's agent_indicator); False in folders written before it was added
     agent_indicator: bool = False
+    # multi-agent only: how the reward was split among the agents (HFFMParallelEnv's
+    # reward_split, --reward-split); None: single-agent, or a folder written before it was said
+    reward_split: str | None = None
     hidden_sizes: tuple[int, ...] = (64, 64)  # RLlib only: the network to rebuild
     normalized: bool | None = None  # trained on VecNormalize (vecnormalize.npz); None: not said
     overrides: tuple[str, ...] | None = None  # the run's scenario overrides; None: not said
@@ -215,6 +219,12 @@ class AgentInfo:
             refuse("agent_indicator", "true or false")
         if self.agent_indicator and not self.multi_agent:
             refuse("agent_indicator", "false for a single-agent policy")
+        from hffm_env.config import REWARD_SPLITS
+
+        if self.reward_split is not None and not (self.multi_agent
+                                                  and self.reward_split in REWARD_SPLITS):
+            refuse("reward_split", f"one of {list(REWARD_SPLITS)} for a multi-agent policy, "
+                   "or absent")
         if self.normalized is not None and not isinstance(self.normalized, bool):
             refuse("normalized", "true, false or absent")
         sizes = self.hidden_sizes
@@ -945,7 +955,7 @@ def load_model(agent: AgentFolder, observation_space: Any, action_space: Any, *,
                                  ) from None
         raise AgentFileError(
             f"{agent.model_path}: does not fit this env's spaces (observation "
-            f"{observation_space.shape}, {_action_size(action_space)}): {first}"
+            f"{observation_space.shape}, {action_size_words(action_space)}): {first}"
             f"{_weights_expect(agent.model_path, observation_space, action_space)}"
             f"{trained_on(agent.folder)}"
         ) from None
@@ -1021,7 +1031,9 @@ def _weights_expect(model_path: Path, observation_space: Any, action_space: Any)
             f"{here_inputs} and {here_logits}" + (f" ({'; '.join(why)})" if why else ""))
 
 
-def _action_size(space: Any) -> str:
+def action_size_words(space: Any) -> str:
+    """The size of an action space in words (``39 action slots``, ``8 actions``), for an
+    error saying what a policy's weights do not fit."""
     nvec = getattr(space, "nvec", None)
     if nvec is not None:
         return f"{len(nvec)} action slots"

@@ -657,6 +657,37 @@ def refuse_other_training_flags(args: TrainArgs, resume: Any) -> None:
                          "resume it with the run's flags (its train_args.json)")
 
 
+def note_resumed_settings(args: TrainArgs, resume: Any, scenario_config: Any) -> None:
+    """Notes, when ``--resume`` continues an agent in another fidelity, on another config
+    (``scenario_config``, the run's) or with another ``--reward-split``: another setting can
+    be the point (a curriculum), but it must not pass unseen. Both engines say them."""
+    from hffm_env.config import differences_line
+
+    recorded = resume.info.overrides
+    # a checkpoint saved at or after --total-timesteps goes on with the fine-tuning
+    fine_tuning = bool(args.finetune_steps) and resume.info.num_timesteps >= args.total_timesteps
+    continues_in = "train" if fine_tuning else args.fidelity
+    then = resume.info.fidelity
+    if then and then != continues_in:
+        note(f"resuming {args.resume} in {continues_in} fidelity"
+             f"{' (fine-tuning)' if fine_tuning else ''}; its latest steps were trained in "
+             f"{then} fidelity")
+    # the whole config, not the --set list: a --config file left out changes it too
+    trained_config = resume.training_config()
+    shown = (differences_line(trained_config, scenario_config)
+             if trained_config is not None else "")
+    if shown:
+        note(f"resuming {args.resume}: it was trained with {shown}")
+    elif trained_config is None and recorded is not None \
+            and list(recorded) != list(args.scenario_overrides()):
+        note(f"resuming {args.resume} with the settings "
+             f"{list(args.scenario_overrides())!r}; it was trained with {list(recorded)!r}")
+    split = resume.info.reward_split
+    if split is not None and split != args.reward_split:
+        note(f"resuming {args.resume} with --reward-split {args.reward_split}; it was trained "
+             f"with --reward-split {split}")
+
+
 def prepare_out(args: TrainArgs) -> Path:
     """Check ``--out`` before any work: a file is refused, a non-empty folder too unless
     ``--resume`` or ``--force``; ``--force`` only on a folder that holds an earlier run, and

@@ -28,6 +28,7 @@ from hffm_env.agents.common import (
     TrainingInterrupted,
     env_device,
     note,
+    note_resumed_settings,
     note_whole_rollouts,
     prepare_out,
     refuse_other_training_flags,
@@ -269,26 +270,7 @@ def train_sb3(args: TrainArgs) -> float:
                  f"{resume.info.num_timesteps} of the run this one replaces ({', '.join(later)})"
                  "; the ones this run saves overwrite those of the same step")
     if resume is not None:  # another config or fidelity can be the point (a curriculum)
-        recorded = resume.info.overrides
-        # a checkpoint saved at or after --total-timesteps goes on with the fine-tuning
-        fine_tuning = bool(args.finetune_steps) and \
-            resume.info.num_timesteps >= args.total_timesteps
-        continues_in = "train" if fine_tuning else args.fidelity
-        then = resume.info.fidelity
-        if then and then != continues_in:
-            note(f"resuming {args.resume} in {continues_in} fidelity"
-                 f"{' (fine-tuning)' if fine_tuning else ''}; its latest steps were trained in "
-                 f"{then} fidelity")
-        # the whole config, not the --set list: a --config file left out changes it too
-        trained_config = resume.training_config()
-        shown = (differences_line(trained_config, scenario_config)
-                 if trained_config is not None else "")
-        if shown:
-            note(f"resuming {args.resume}: it was trained with {shown}")
-        elif trained_config is None and recorded is not None \
-                and list(recorded) != list(args.scenario_overrides()):
-            note(f"resuming {args.resume} with the settings "
-                 f"{list(args.scenario_overrides())!r}; it was trained with {list(recorded)!r}")
+        note_resumed_settings(args, resume, scenario_config)
     this_process = provenance()  # in every agent folder it saves (agent.json's trained_by)
     set_random_seed(args.seed)
     threads = max(1, (os.cpu_count() or 1) // args.n_envs)

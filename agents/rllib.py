@@ -76,8 +76,10 @@ from hffm_env.agents.checkpoint import (
     AgentFolder,
     AgentInfo,
     SettingsCheck,
+    action_size_words,
     checkpoint_folder,
     entries_differ,
+    trained_on,
 )
 from hffm_env.arguments import error_line, interrupts_held
 from hffm_env.envs.registration import ENV_ID
@@ -132,6 +134,13 @@ class MaskedPPOModule(DefaultPPOTorchRLModule):
                              f"action_mask), got {observation_space}")
         self.masked_observation_space = observation_space
         super().__init__(observation_space=observation_space["observation"], **kwargs)
+
+    def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict[str, Any]]:
+        """What RLlib's checkpoint records to rebuild the module: the masked ``Dict`` space
+        this constructor takes (the base class records the inner ``Box`` it was given, so
+        ``RLModule.from_checkpoint`` refused its own checkpoint)."""
+        args, kwargs = super().get_ctor_args_and_kwargs()
+        return args, {**kwargs, "observation_space": self.masked_observation_space}
 
     @staticmethod
     def _split(batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -459,11 +468,11 @@ def train_rllib(args: common.TrainArgs) -> float:
     from hffm_env.agents.checkpoint import (
         AgentFileError,
         find_agent,
-        trained_on,
         training_process,
     )
     from hffm_env.agents.common import (
         TrainingInterrupted,
+        note_resumed_settings,
         note_whole_rollouts,
         prepare_out,
         refuse_other_training_flags,
@@ -478,6 +487,7 @@ def train_rllib(args: common.TrainArgs) -> float:
     resume = find_agent(args.resume) if args.resume else None
     if resume is not None:
         refuse_other_training_flags(args, resume)
+        note_resumed_settings(args, resume, args.scenario_config())
     started_ray = not ray.is_initialized()
     if started_ray:
         if args.address:
@@ -510,6 +520,7 @@ def train_rllib(args: common.TrainArgs) -> float:
                              fidelity=args.fidelity, action_mode=args.action_mode,
                              engine="rllib", multi_agent=bool(args.multi_agent),
                              agent_indicator=bool(args.multi_agent) and indicator,
+                             reward_split=args.reward_split if args.multi_agent else None,
                              hidden_sizes=HIDDEN_SIZES,
                              overrides=tuple(args.scenario_overrides()),
                              config_file=args.config, config=scenario_config,
@@ -616,9 +627,16 @@ class RLlibAgentPolicy:
                                          f"{module_id!r}: its weights are not the entries of "
                                          f"the network agent.json describes: {other_entries}"
                                          ) from None
+                # torch's first line is a bare header: the first size it names is the news
+                sizes = next((line.strip() for line in str(err).splitlines()
+                              if "size mismatch" in line), error_line(err, 200))
+                inner = getattr(observation_space, "spaces", {}).get(
+                    "observation", observation_space)
                 raise AgentFileError(
                     f"{self.agent.folder / POLICY_FILE}: module {module_id!r} does not fit this "
-                    f"env's spaces: {str(err).splitlines()[0]}") from None
+                    f"env's spaces (observation {inner.shape}, "
+                    f"{action_size_words(action_space)}): {sizes}"
+                    f"{trained_on(self.agent.folder)}") from None
             module.eval()
             self.modules[module_id] = module
         return self.modules[module_id]

@@ -154,6 +154,42 @@ def test_rllib_multi_agent_trains_and_plays_in_the_runner(local_ray, tmp_path):
     results = json.loads((out / "results.json").read_text())
     agent = next(s for s in results["policies"] if s["policy"].startswith("agent"))
     assert agent["policy"] == "agent:ma" and agent["episodes"] == 1
+    # RLlib's own way to load one module for inference reads the checkpoint (it recorded the
+    # inner Box, which the module's constructor refused)
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    edge = RLModule.from_checkpoint(out / "rllib/learner_group/learner/rl_module/edge")
+    assert set(edge.masked_observation_space) == {"observation", "action_mask"}
+    assert json.loads((out / "agent.json").read_text())["reward_split"] == "cost-share"
+
+
+def test_a_resumed_rllib_run_says_what_it_changes(local_ray, tmp_path, capsys):
+    """Resumed with another reward split or config, an RLlib run went on without a word (the
+    SB3 engine noted both); its agent played on an env of other spaces named no size."""
+    import hffm_env.agents.command as train_agent
+    from hffm_env.agents.checkpoint import AgentFileError, OtherSettingsWarning
+    from hffm_env.agents.job import agent_policy
+
+    out = tmp_path / "ma"
+    assert train_agent.main(_argv(out, "--multi-agent", "--reward-split", "cost-share",
+                                  "--total-timesteps", "64", "--n-envs", "1", "--no-evaluate"
+                                  )) == 0
+    capsys.readouterr()
+    assert train_agent.main(_argv(tmp_path / "on", "--multi-agent", "--total-timesteps", "128",
+                                  "--n-envs", "1", "--no-evaluate", "--resume", str(out),
+                                  "--set", "fl.lr=0.02")) == 0
+    err = capsys.readouterr().err
+    assert "with --reward-split team; it was trained with --reward-split cost-share" in err, err
+    assert "it was trained with fl.lr=" in err and "(here 0.02)" in err, err
+    env = gym.make("hffm/HFFM-v0", scenario="paper", fidelity="cost")  # other spaces
+    policy = agent_policy(out)
+    with pytest.warns(OtherSettingsWarning):
+        policy.reset(env)
+    obs, info = env.reset(seed=0)
+    with pytest.raises(AgentFileError, match=r"does not fit this env's spaces \(observation "
+                                             r"\(\d+,\), \d+ action slots\): size mismatch for "):
+        policy.act(obs, info)
+    env.close()
 
 
 def test_masked_module_never_picks_a_masked_value(local_ray):
