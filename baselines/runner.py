@@ -59,6 +59,7 @@ __all__ = [
     "run_benchmark",
     "env_settings",
     "format_table",
+    "seeds_words",
     "plot_tradeoffs",
     "best_baseline",
     "pareto_front",
@@ -857,7 +858,10 @@ def run_benchmark(
     accuracy. ``scenario`` and ``fidelity``
     label the result (what :meth:`BenchResult.merge` checks): the env's own; given ones must
     agree with them (an env of another kind may need them given). Ctrl-C
-    stops early; what finished is summarised and ``interrupted`` is set.
+    stops early; what finished is summarised and ``interrupted`` is set. An error raised
+    playing a policy (its own bug, an action the env refuses) carries what finished before
+    it, when anything did, as the error's ``partial_result`` (a :class:`BenchResult` with
+    ``interrupted`` set): write it before the error goes on, as ``hffm bench`` does.
     """
     from hffm_env.progress import progress_bar
 
@@ -957,8 +961,23 @@ def run_benchmark(
                 env.close()
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as err:  # a policy's error: what finished goes with it (hffm bench
+        if episodes:          # writes it), marked interrupted so that a rerun can merge
+            err.partial_result = _bench_result(  # type: ignore[attr-defined]
+                episodes, seeds, scenario, fidelity, target_accuracy, target_fraction, True,
+                settings, fingerprints)
+        raise
     finally:
         bar.close()
+    return _bench_result(episodes, seeds, scenario, fidelity, target_accuracy, target_fraction,
+                         interrupted, settings, fingerprints)
+
+
+def _bench_result(episodes: list[EpisodeRecord], seeds: Sequence[int], scenario: str,
+                  fidelity: str, target_accuracy: float | None, target_fraction: float,
+                  interrupted: bool, settings: dict[str, Any] | None,
+                  fingerprints: dict[str, str]) -> BenchResult:
+    """:func:`run_benchmark`'s result of the ``episodes`` played."""
     # the code, libraries and machine that played the episodes (made after them, when the
     # envs have set torch's threads)
     record = provenance()
@@ -979,6 +998,19 @@ def run_benchmark(
         fingerprints=fingerprints,
         provenance=[record],
     )
+
+
+def seeds_words(seeds: Sequence[int], at_most: int = 10) -> str:
+    """``seeds`` as a table header or a title says them: the list itself up to ``at_most``
+    seeds, else a range (``1000..2999 (2000 seeds)``) or, with gaps, the first and last ones
+    and how many (2000 seeds listed one by one ran 12,000 characters to the right)."""
+    seeds = [int(s) for s in seeds]
+    if len(seeds) <= at_most:
+        return str(seeds)
+    ordered = sorted(seeds)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}..{ordered[-1]} ({len(seeds)} seeds)"
+    return f"[{ordered[0]}, {ordered[1]}, ..., {ordered[-1]}] ({len(seeds)} seeds)"
 
 
 def _tune_on_the_config_split(make_env: Callable[[Any], Any], policies: Sequence[Policy],
@@ -1114,7 +1146,8 @@ def format_table(result: BenchResult) -> str:
     # rows over different numbers of episodes (an interrupted run): each says how many
     counted = len({s.episodes for s in result.summaries}) > 1
     lines = [
-        f"scenario {result.scenario}, fidelity {result.fidelity}, seeds {result.seeds}, "
+        f"scenario {result.scenario}, fidelity {result.fidelity}, "
+        f"seeds {seeds_words(result.seeds)}, "
         f"{target}" + {None: "", "per seed": ", a data split per seed",
                        "mixed": ", data splits mixed"}.get(split, f", the data split of {split}")
         + (" (interrupted)" if result.interrupted else ""),
@@ -1272,7 +1305,8 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     axes[2].set_ylabel("mean accuracy (band: ± std, best baseline and agents)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
-    fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), seeds {result.seeds}")
+    fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), "
+                 f"seeds {seeds_words(result.seeds)}")
     fig.tight_layout(rect=(0, 0, 0.84, 1))
     if path is not None:
         fig.savefig(path)

@@ -481,20 +481,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     with _agent_errors(), warnings.catch_warnings():
         if args.fidelity == "surrogate":
             warnings.simplefilter("ignore", SurrogateMismatch)
-        result = run_benchmark(
-            make_env, policies, seeds=seeds, env_per_seed=args.data_split_per_seed,
-            target_accuracy=(args.target_accuracy if args.target_accuracy is not None
-                             else config.env.target_accuracy),
-            target_fraction=(DEFAULT_TARGET_FRACTION if args.target_fraction is None
-                             else args.target_fraction), progress=not args.no_progress,
-            scenario=config.name, fidelity=args.fidelity,
-        )
+        try:
+            result = run_benchmark(
+                make_env, policies, seeds=seeds, env_per_seed=args.data_split_per_seed,
+                target_accuracy=(args.target_accuracy if args.target_accuracy is not None
+                                 else config.env.target_accuracy),
+                target_fraction=(DEFAULT_TARGET_FRACTION if args.target_fraction is None
+                                 else args.target_fraction), progress=not args.no_progress,
+                scenario=config.name, fidelity=args.fidelity,
+            )
+        except Exception as err:  # a policy's error: the episodes before it are kept
+            partial = getattr(err, "partial_result", None)
+            if partial is not None:
+                _report_bench(partial, args)
+                _say_unplayed(partial, policies, seeds, "stopped by the error below")
+            raise
     if not result.episodes:  # (a JSON without episodes is no bench JSON: --from-json refuses it)
         print("hffm bench: interrupted before any episode finished; nothing written",
               file=sys.stderr)
         return 130
     _report_bench(result, args)
+    if result.interrupted:
+        _say_unplayed(result, policies, seeds, "interrupted")
     return 130 if result.interrupted else 0
+
+
+def _say_unplayed(result: Any, policies: Sequence[Any], seeds: Sequence[int], why: str) -> None:
+    """One line on stderr: a bench cut short (``why``) after how many of its episodes, which
+    policies it played on no seed, and where what finished was written (a rerun of the
+    missing ones merges with it: ``hffm bench --from-json``)."""
+    names = [getattr(p, "name", p) for p in policies]
+    played = {e.policy for e in result.episodes}
+    missing = [str(n) for n in names if n not in played]
+    print(f"hffm bench: {why} after {len(result.episodes)} of {len(names) * len(seeds)} "
+          "episodes" + (f"; not played: {', '.join(missing)}" if missing else "")
+          + "; the table (and --json, --plot) hold what finished, marked interrupted: merge "
+          "a rerun of the rest with --from-json", file=sys.stderr)
 
 
 def _bench_from_json(args: argparse.Namespace) -> int:

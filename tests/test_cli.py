@@ -422,3 +422,48 @@ def test_bench_config_of_an_agent_folder_is_the_config_it_was_trained_on(tmp_pat
     assert main(["train", "--config", str(agent), "--out", str(tmp_path / "t")]) == 2
     assert "an agent folder; training takes a YAML or JSON config file" in \
         capsys.readouterr().err
+
+
+def test_a_bench_cut_short_keeps_and_says_what_finished(tmp_path, capsys, monkeypatch):
+    """A policy's error threw away every episode played before it (no --json, no table), and
+    an interrupted bench said nothing of the policies it never played."""
+    import sys
+
+    import pytest
+
+    (tmp_path / "cutshort.py").write_text(
+        "class Crashes:\n"
+        "    name = 'crashes'\n\n"
+        "    def reset(self, env, seed=None):\n"
+        "        pass\n\n"
+        "    def act(self, obs, info):\n"
+        "        raise RuntimeError('a bug of its own')\n\n\n"
+        "class Stops(Crashes):\n"
+        "    name = 'stops'\n\n"
+        "    def act(self, obs, info):\n"
+        "        raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cutshort", raising=False)
+    base = ["bench", "--scenario", "small", "--fidelity", "cost", "--seeds", "1000", "1001",
+            "--no-progress", "--set", "env.episode_rounds=2"]
+    out = tmp_path / "kept.json"
+    with pytest.raises(RuntimeError, match="a bug of its own"):
+        main([*base, "--policies", "never,cutshort:Crashes,star", "--json", str(out)])
+    captured = capsys.readouterr()
+    kept = json.loads(out.read_text())
+    assert kept["interrupted"] is True and len(kept["episodes"]) == 2
+    assert "| never |" in captured.out
+    assert ("stopped by the error below after 2 of 6 episodes; not played: crashes, star"
+            in captured.err)
+    assert main([*base, "--policies", "never,cutshort:Stops,star"]) == 130
+    assert "interrupted after 2 of 6 episodes; not played: stops, star" in capsys.readouterr().err
+
+
+def test_a_long_seed_list_is_said_as_a_range():
+    """2000 seeds listed one by one ran 12,000 characters to the right of a table's header
+    (and across a plot's title)."""
+    from hffm_env.baselines.runner import seeds_words
+
+    assert seeds_words([1000, 1001, 1002]) == "[1000, 1001, 1002]"
+    assert seeds_words(range(1000, 3000)) == "1000..2999 (2000 seeds)"
+    assert seeds_words([*range(1000, 1011), 1020]) == "[1000, 1001, ..., 1020] (12 seeds)"
