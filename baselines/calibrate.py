@@ -15,7 +15,6 @@ seeds only (0..999); evaluation seeds (1000+) stay held out.
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import time
 from collections import Counter
@@ -33,7 +32,7 @@ from hffm_env.baselines.policies import (
     make_policy,
 )
 from hffm_env.config import MODULE_TYPES
-from hffm_env.files import write_atomically
+from hffm_env.files import read_text_by_suffix, write_text_atomically
 from hffm_env.fl.schedule import Route
 from hffm_env.fl.surrogate import (
     AccuracySurrogate,
@@ -273,10 +272,8 @@ def write_traces(path: str | Path, episodes: list[dict[str, Any]], key: str,
     data = jsonio.dumps(indent=None, value={"traces_key": key, "provenance": record,
                                             "episodes": [
         {**e, "rounds": [r.to_dict() for r in e["rounds"]]} for e in episodes]})
-    path = Path(path)
-    payload = gzip.compress(data.encode()) if path.suffix == ".gz" else data.encode()
     # whole or not at all: a Ctrl-C while writing must not leave the earlier episodes cut
-    write_atomically(path, lambda handle: handle.write(payload))
+    write_text_atomically(path, data)  # (gzip-compressed by the .gz suffix)
 
 
 def read_traces(path: str | Path, key: str | None = None,
@@ -290,11 +287,13 @@ def read_traces(path: str | Path, key: str | None = None,
     took its tasks from the first round: one edited there lost a task)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        text = read_text_by_suffix(path)
     except OSError as err:
         raise ValueError(f"{path}: cannot be read ({err.strerror})") from None
+    except ValueError as err:  # not gzip data, or not UTF-8
+        raise ValueError(f"{path}: not a traces file ({err})") from None
     try:
-        data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        data = json.loads(text)
         episodes = data if isinstance(data, list) else data["episodes"]
         recorded = None if isinstance(data, list) else data.get("traces_key")
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as err:
@@ -351,9 +350,7 @@ def traces_provenance(path: str | Path) -> list[Any]:
     """The provenance records of a traces file read by :func:`read_traces`, oldest first:
     ``[None]`` for a file that records none (written before traces carried it), so that a
     rewrite (:func:`write_traces` with ``earlier``) does not pass for the recording."""
-    path = Path(path)
-    raw = path.read_bytes()
-    data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+    data = json.loads(read_text_by_suffix(path))
     found = data.get("provenance") if isinstance(data, dict) else None
     return list(found) if isinstance(found, list) else [found]
 

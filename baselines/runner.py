@@ -42,7 +42,12 @@ from hffm_env.config import (
     dict_differences,
 )
 from hffm_env.envs.reward import reaches_target
-from hffm_env.files import check_output_path, require_path, write_text_atomically
+from hffm_env.files import (
+    check_output_path,
+    read_text_by_suffix,
+    require_path,
+    write_text_atomically,
+)
 from hffm_env.provenance import describe, provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, SEED_MAX, SEED_RANGE, check_seed
 from hffm_env.values import is_finite_real, is_integer, is_real, shown
@@ -378,8 +383,9 @@ class BenchResult:
         })
 
     def write_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as JSON (whole or not at all); a ``path`` that cannot name a
-        file to write (a folder, in a folder that does not exist) is a ``ValueError``."""
+        """Write :meth:`to_dict` as JSON (whole or not at all; gzip-compressed when ``path``
+        ends in ``.gz``); a ``path`` that cannot name a file to write (a folder, in a folder
+        that does not exist) is a ``ValueError``."""
         write_text_atomically(check_output_path(path, "bench JSON"),
                               jsonio.dumps(self.to_dict()))
 
@@ -416,7 +422,7 @@ class BenchResult:
         if path.is_dir():
             raise ValueError(f"bench JSON = {str(path)!r}: is a folder; expected a file")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text_by_suffix(path))  # (gzip-compressed: .json.gz)
         except RecursionError:
             raise ValueError("nested too deeply to be a bench JSON") from None
         except ValueError as err:  # not JSON, or not UTF-8 text

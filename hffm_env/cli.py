@@ -73,6 +73,17 @@ def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
     return config
 
 
+def _config_flags(args: argparse.Namespace) -> str:
+    """``--scenario``, ``--config`` and ``--set`` as given (after :func:`_scenario_from_args`),
+    quoted for a shell: what a command line this command suggests needs to build the same
+    config."""
+    flags = [f"--scenario {shlex.quote(str(args.scenario))}"]
+    if getattr(args, "config", None):
+        flags.append(f"--config {shlex.quote(str(args.config))}")
+    flags += [f"--set {shlex.quote(str(o))}" for o in getattr(args, "overrides", None) or []]
+    return " ".join(flags)
+
+
 def _agent_training_config(path: str | None) -> ScenarioConfig | None:
     """The config the agent at ``path`` (a folder holding ``agent.json``, or that file) was
     trained on; None when ``path`` is no agent's; a ``ConfigError`` when the folder does not
@@ -221,6 +232,10 @@ def format_pretrain_info(info: dict[str, Any] | None, scenario: str) -> list[str
 
 def _cmd_describe(args: argparse.Namespace) -> int:
     config = _scenario_from_args(args)
+    if args.seed is not None and any(o.split("=", 1)[0].strip() == "seed"
+                                     for o in args.overrides):  # (--seed silently won)
+        raise ConfigError(f"--seed {args.seed} and --set seed={config.seed} both set the "
+                          "config seed; give one of them")
     report = describe_scenario(config, seed=args.seed)
     if args.json:
         jsonio.dump(report, sys.stdout)
@@ -806,8 +821,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         writing = _partial(traces)
         # a second run of these traces would write into the first's .partial file
         with _one_calibration_of(traces, writing):
+            # (traces are keyed by config: the fit needs the settings they were recorded with)
+            again = (f"hffm calibrate {_config_flags(args)} --from-traces "
+                     f"{shlex.quote(str(writing))} --out FILE")
             if writing.exists() and not args.force:  # an interrupted run's: hours of episodes
-                again = f"hffm calibrate --from-traces {shlex.quote(str(writing))} --out FILE"
                 raise ConfigError(f"{str(writing)!r}: the episodes of an unfinished calibration "
                                   "(interrupted, or its fit failed); "
                                   f"fit them (`{again}`) or move them, or pass --force to start "
@@ -830,9 +847,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 kept = (len(read_traces(writing, traces_key(config))) if writing.exists() else 0)
                 if kept:
                     print(f"hffm calibrate: interrupted; {kept} of {episodes} episodes are in "
-                          f"{writing}: fit them with `hffm calibrate --from-traces "
-                          f"{shlex.quote(str(writing))} "
-                          "--out FILE`", file=sys.stderr)
+                          f"{writing}: fit them with `{again}`", file=sys.stderr)
                 else:
                     print("hffm calibrate: interrupted before its first episode ended; nothing "
                           "was kept", file=sys.stderr)

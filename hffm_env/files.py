@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import gzip
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,11 +26,16 @@ __all__ = [
     "lock_file",
     "non_finite_tensors",
     "output_path_problem",
+    "read_text_by_suffix",
     "remove_staging_files",
     "require_path",
     "write_atomically",
     "write_text_atomically",
 ]
+
+GZIP_SUFFIX = ".gz"
+"""A JSON file whose name ends so is gzip-compressed (traces, bench results): one rule for
+every reader and writer of them."""
 
 
 class FileBusy(Exception):
@@ -185,8 +191,25 @@ def remove_staging_files(path: str | Path) -> None:
 
 
 def write_text_atomically(path: str | Path, text: str) -> None:
-    """:func:`write_atomically` of ``text`` as UTF-8 (whatever the locale's encoding)."""
-    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    """:func:`write_atomically` of ``text`` as UTF-8 (whatever the locale's encoding),
+    gzip-compressed when ``path`` ends in ``.gz``."""
+    data = text.encode("utf-8")
+    if Path(path).suffix == GZIP_SUFFIX:
+        data = gzip.compress(data, mtime=0)  # (no time stamp: same text, same bytes)
+    write_atomically(path, lambda handle: handle.write(data))
+
+
+def read_text_by_suffix(path: str | Path) -> str:
+    """The text of a file :func:`write_text_atomically` wrote: decompressed when ``path``
+    ends in ``.gz``. ``OSError`` when it cannot be read; ``ValueError`` when it is not
+    gzip data (under that name) or not UTF-8."""
+    raw = Path(path).read_bytes()
+    if Path(path).suffix == GZIP_SUFFIX:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:  # BadGzipFile is an OSError: not a read error
+            raise ValueError(f"not gzip data ({err})") from None
+    return raw.decode("utf-8")
 
 
 def load_tensors(path: str | Path) -> Any:

@@ -373,8 +373,14 @@ def test_an_interrupted_calibration_says_what_it_kept_and_leaves_the_cache_whole
                      "--policies", "never", "star", "--mixed", "0", "--random-episodes", "0",
                      "--no-progress"]) == 130
     partial = traces.with_name(traces.name.removesuffix(".json") + ".partial.json")
+    # with the settings the traces were recorded with (traces are keyed by config: without
+    # them the suggested command was refused as traces of another config)
+    import shlex
+
+    settings = " ".join(f"--set {shlex.quote(o)}" for o in OVERRIDES)
     assert f"interrupted; 1 of 2 episodes are in {partial}: fit them with `hffm calibrate " \
-        f"--from-traces {partial}" in capsys.readouterr().err
+        f"--scenario small {settings} --from-traces {partial} --out FILE`" \
+        in capsys.readouterr().err
     assert traces.read_text() == "the traces of the fit beside them"
     assert [e["policy"] for e in read_traces(partial)] == ["never"]
     # a finished run (--force: over the interrupted one's episodes) puts its traces beside

@@ -467,3 +467,9 @@ def test_a_long_seed_list_is_said_as_a_range():
     assert seeds_words([1000, 1001, 1002]) == "[1000, 1001, 1002]"
     assert seeds_words(range(1000, 3000)) == "1000..2999 (2000 seeds)"
     assert seeds_words([*range(1000, 1011), 1020]) == "[1000, 1001, ..., 1020] (12 seeds)"
+
+
+def test_describe_refuses_two_config_seeds(capsys):
+    """--seed 3 --set seed=5 described seed 3 without a word."""
+    assert main(["describe", "--seed", "3", "--set", "seed=5"]) == 2
+    assert "--seed 3 and --set seed=5 both set the config seed" in capsys.readouterr().err

@@ -228,6 +228,16 @@ def test_bench_command_writes_documented_json(tmp_path, capsys):
     assert format_table(again) in printed
     assert again.to_dict() == data
     plot_tradeoffs(again, tmp_path / "again.png")
+    # a .json.gz is gzip-compressed, as traces are (it was plain JSON under that name, and
+    # a compressed one was refused as not UTF-8)
+    import gzip
+
+    again.write_json(tmp_path / "again.json.gz")
+    assert json.loads(gzip.decompress((tmp_path / "again.json.gz").read_bytes())) == data
+    assert BenchResult.read_json(tmp_path / "again.json.gz").to_dict() == data
+    (tmp_path / "plain.json.gz").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not gzip data"):
+        BenchResult.read_json(tmp_path / "plain.json.gz")
     # the config's target, when set, is the bench's default target
     code = hffm_main(["bench", "--scenario", "small", "--fidelity", "cost", "--policies",
                       "never", "--episodes", "1", "--no-progress", "--json", str(out), "--force",
