@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -886,16 +886,26 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
 
 
 def training_process(resumed: AgentInfo | None, record: dict[str, Any], timesteps: int,
+                     phases: Sequence[tuple[int, str]],
                      surrogate: dict[str, str] | None = None) -> tuple[dict[str, Any], ...]:
     """``trained_by`` for an agent saved at ``timesteps`` by this process (whose provenance
     ``record`` it is), resuming the agent ``resumed`` (None: a fresh run): that agent's
-    processes, then this one's, with the timesteps it trained and, when it trained on the
-    surrogate fidelity, the fit it played (``surrogate``: its origin, digest and path,
-    :meth:`~hffm_env.agents.common.TrainArgs.surrogate_fit`)."""
+    processes, then one entry per phase of this one (``phases``: the step each began at and
+    its fidelity, in order; a fine-tuning run has two), with the timesteps it trained, its
+    fidelity and, on the surrogate, the fit it played (``surrogate``: its origin, digest and
+    path, :meth:`~hffm_env.agents.common.TrainArgs.surrogate_fit`). A process that trained
+    nothing (a resume with no step left) gets one entry of the first phase's fidelity."""
     start = resumed.num_timesteps if resumed is not None else 0
     earlier = resumed.trained_by if resumed is not None else ()
-    this = {"timesteps": [start, int(timesteps)], "provenance": record}
-    return (*earlier, this if surrogate is None else {**this, "surrogate": dict(surrogate)})
+    ends = [int(s) for s, _ in phases[1:]] + [int(timesteps)]
+    this = [{"timesteps": [max(start, int(s)), end], "fidelity": fidelity, "provenance": record,
+             **({"surrogate": dict(surrogate)} if fidelity == "surrogate" and surrogate
+                else {})}
+            for (s, fidelity), end in zip(phases, ends) if end > max(start, int(s))]
+    if not this and phases:  # trained nothing: the process is still said
+        this = [{"timesteps": [start, int(timesteps)], "fidelity": phases[0][1],
+                 "provenance": record}]
+    return (*earlier, *this)
 
 
 def algo_class(algo: str) -> Any:

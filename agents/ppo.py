@@ -372,6 +372,8 @@ def train_sb3(args: TrainArgs) -> float:
         # agent's is "train"; a resumed run that trains nothing keeps its checkpoint's)
         trained_fidelity = ((resume.info.fidelity or args.fidelity) if resume is not None
                             else args.fidelity)
+        # this process's phases (the step each began at, its fidelity) for trained_by
+        phases: list[tuple[int, str]] = []
 
         def save(where: Path) -> None:
             info = AgentInfo(algo=args.algo, clip_range=float(model.clip_range(1.0)),
@@ -383,7 +385,9 @@ def train_sb3(args: TrainArgs) -> float:
                              config_file=args.config, config=asdict(scenario_config),
                              trained_by=training_process(
                                  resume.info if resume is not None else None, this_process,
-                                 model.num_timesteps, args.surrogate_fit(args.fidelity)))
+                                 model.num_timesteps,
+                                 phases or [(int(model.num_timesteps), trained_fidelity)],
+                                 args.surrogate_fit(args.fidelity)))
             save_agent(out / where, model, info, vec_env if args.normalize else None)
 
         replace_earlier_run(out, args)  # everything built: --force may remove the earlier run
@@ -436,6 +440,7 @@ def train_sb3(args: TrainArgs) -> float:
             curve and raises TrainingInterrupted."""
             nonlocal trained_fidelity
             episodes.phase = trained_fidelity = fidelity
+            phases.append((int(model.num_timesteps), fidelity))
             bar = args.progress and sys.stderr.isatty()
             phase_callbacks = callbacks
             if args.progress and not bar:  # a file or CI log: lines instead of the bar

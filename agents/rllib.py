@@ -511,6 +511,7 @@ def train_rllib(args: common.TrainArgs) -> float:
                     f"{trained_on(resume.folder, 'resume it')}") from None
         replace_earlier_run(out, args)  # all built: --force may remove the earlier run
         steps = resume.info.num_timesteps if resume is not None else 0
+        first_step = steps  # (one phase: RLlib does not fine-tune in another fidelity)
         scenario_config = asdict(args.scenario_config())  # the config file as the run started
         this_process = provenance()  # in every agent folder it saves (trained_by)
 
@@ -526,7 +527,8 @@ def train_rllib(args: common.TrainArgs) -> float:
                              config_file=args.config, config=scenario_config,
                              trained_by=training_process(
                                  resume.info if resume is not None else None, this_process,
-                                 steps, args.surrogate_fit(args.fidelity)))
+                                 steps, [(first_step, args.fidelity)],
+                                 args.surrogate_fit(args.fidelity)))
             save_rllib_agent(out / where, algo, info)
 
         writer = SummaryWriter(str(out / "runs" / run_name(args, f"rllib-{args.algo}")))

@@ -434,6 +434,13 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsy
         linear / "checkpoints" / "step_00000024", linear)] == ["cost", "cost", "train", "train"]
     assert curve(linear) == [(t, "cost") for t in (4, 8, 12, 16)] + [
         (t, "train") for t in (20, 24, 28, 32)]
+    # trained_by says each phase's steps and fidelity (one record said the process trained
+    # all 32 steps in the first phase's fidelity, with its surrogate fit if it had one)
+    def phases(folder):
+        return [(r["timesteps"], r["fidelity"]) for r in find_agent(folder).info.trained_by]
+
+    assert phases(linear) == [([0, 16], "cost"), ([16, 32], "train")]
+    assert phases(linear / "checkpoints" / "step_00000008") == [([0, 8], "cost")]
     # the fine-tuning's logged mean return is over its own (real-training) episodes: SB3
     # kept the first phase's episodes in its window across learn() calls
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -450,6 +457,9 @@ def test_learning_rate_schedule_spans_the_run_and_its_resumption(tmp_path, capsy
         run(resumed, "--finetune-timesteps", "16", "--resume",
             str(linear / "checkpoints" / f"step_{step:08d}"))
         assert find_agent(resumed).info.num_timesteps == 32  # no step repeated
+        assert phases(resumed) == {
+            8: [([0, 8], "cost"), ([8, 16], "cost"), ([16, 32], "train")],
+            24: [([0, 16], "cost"), ([16, 24], "train"), ([24, 32], "train")]}[step]
         assert rate(resumed) == pytest.approx(2.5e-4)
         assert curve(resumed) == curve(linear)
         # each continues in the fidelity its latest steps had (a fine-tuning checkpoint in
