@@ -28,7 +28,7 @@ from hffm_env.agents.checkpoint import (
     setting_overrides,
 )
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
-from hffm_env.files import require_path, write_text_atomically
+from hffm_env.files import require_path, save_figure_atomically, write_text_atomically
 from hffm_env.provenance import provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -833,4 +833,4 @@ class LearningCurve:
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomically(fig, path)

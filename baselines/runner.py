@@ -46,6 +46,7 @@ from hffm_env.files import (
     check_output_path,
     read_text_by_suffix,
     require_path,
+    save_figure_atomically,
     write_text_atomically,
 )
 from hffm_env.provenance import describe, provenance
@@ -1314,7 +1315,9 @@ def plot_tradeoffs(result: BenchResult, path: str | Path | IO[bytes] | None = No
     fig.suptitle(f"{result.scenario} ({result.fidelity} fidelity), "
                  f"seeds {seeds_words(result.seeds)}")
     fig.tight_layout(rect=(0, 0, 0.84, 1))
-    if path is not None:
+    if isinstance(path, (str, os.PathLike)):
+        save_figure_atomically(fig, path)
+    elif path is not None:  # a file object: the caller's (PNG unless it says otherwise)
         fig.savefig(path)
     return fig
 

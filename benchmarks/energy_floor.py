@@ -28,6 +28,7 @@ from _output import add_json_option, emit_json, help_texts, prepare_outputs
 from hffm_env import arguments
 from hffm_env.baselines.policies import is_agent_name
 from hffm_env.baselines.runner import BenchResult, require_target
+from hffm_env.files import save_figure_atomically
 
 TARGET_SAVING = 0.30
 """The learning issue's target: 30% less energy to target than the best baseline."""
@@ -134,7 +135,7 @@ def plot_energy_to_target(bench: dict[str, Any], result: dict[str, Any], path: s
     ax.legend(handles=[*kinds, *handles], fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, dpi=120)
     plt.close(fig)
 
 

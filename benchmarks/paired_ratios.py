@@ -30,6 +30,7 @@ from hffm_env.baselines.runner import (
     format_paired,
     paired_energy_to_target,
 )
+from hffm_env.files import save_figure_atomically
 
 TARGET_RATIO = 0.70
 """The learning issue's target as a ratio: 30% less energy to target than the best baseline."""
@@ -149,7 +150,7 @@ def plot_paired(runs: list[dict[str, Any]], against: str, path: str) -> None:
                   "interval; log scale)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, dpi=120)
     plt.close(fig)
 
 

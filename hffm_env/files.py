@@ -29,6 +29,7 @@ __all__ = [
     "read_text_by_suffix",
     "remove_staging_files",
     "require_path",
+    "save_figure_atomically",
     "write_atomically",
     "write_text_atomically",
 ]
@@ -197,6 +198,14 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     if Path(path).suffix == GZIP_SUFFIX:
         data = gzip.compress(data, mtime=0)  # (no time stamp: same text, same bytes)
     write_atomically(path, lambda handle: handle.write(data))
+
+
+def save_figure_atomically(fig: Any, path: str | Path, **savefig: Any) -> None:
+    """``fig.savefig`` into ``path`` whole or not at all (:func:`write_atomically`; the format
+    from the suffix): a Ctrl-C while a figure is drawn must not leave half a PNG beside
+    complete results."""
+    fmt = Path(path).suffix.lstrip(".").lower() or None
+    write_atomically(path, lambda handle: fig.savefig(handle, format=fmt, **savefig))
 
 
 def read_text_by_suffix(path: str | Path) -> str:

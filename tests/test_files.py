@@ -143,3 +143,34 @@ def test_a_write_that_fails_on_a_full_disk_names_the_file(tmp_path):
         write_atomically(tmp_path / "out.json", full)
     write_text_atomically(tmp_path / "out.json", "±")
     assert (tmp_path / "out.json").read_bytes() == "±".encode()
+
+
+def test_a_figure_is_saved_whole_or_not_at_all(tmp_path):
+    """pareto.png and learning_curve.png were drawn into place: a Ctrl-C while drawing left
+    half a PNG beside complete results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from hffm_env.files import save_figure_atomically
+
+    fig = plt.figure()
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"the earlier figure")
+
+    class Interrupted:
+        def savefig(self, handle, **kwargs):
+            handle.write(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_figure_atomically(Interrupted(), target)
+    assert target.read_bytes() == b"the earlier figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no staging file left
+    save_figure_atomically(fig, target)
+    assert target.read_bytes().startswith(b"\x89PNG")
+    save_figure_atomically(fig, tmp_path / "plot.svg")  # the format from the suffix
+    assert b"<svg" in (tmp_path / "plot.svg").read_bytes()
+    plt.close(fig)
