@@ -85,18 +85,25 @@ def _config_flags(args: argparse.Namespace) -> str:
 
 
 def _agent_training_config(path: str | None) -> ScenarioConfig | None:
-    """The config the agent at ``path`` (a folder holding ``agent.json``, or that file) was
-    trained on; None when ``path`` is no agent's; a ``ConfigError`` when the folder does not
-    say."""
+    """The config the agent at ``path`` (a folder holding ``agent.json``, or that file, or
+    the agent's weights beside it, as ``--agent`` takes them) was trained on; None when
+    ``path`` is no agent's; a ``ConfigError`` when the folder does not say."""
     if path is None:
         return None
     if Path(path).is_dir() and not (Path(path) / "agent.json").is_file():
         raise ConfigError(f"--config {path}: a folder without agent.json; give a YAML or JSON "
                           "file, or an agent folder")
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    if Path(path).name != "agent.json" and not Path(path).is_dir():
+    from hffm_env.agents.checkpoint import (
+        INFO_FILE,
+        MODEL_FILE,
+        POLICY_FILE,
+        AgentFileError,
+        find_agent,
+    )
+
+    if Path(path).name not in (INFO_FILE, MODEL_FILE, POLICY_FILE) and not Path(path).is_dir():
         return None  # a config file
-    from hffm_env.agents.checkpoint import AgentFileError, find_agent
 
     try:
         agent = find_agent(folder)

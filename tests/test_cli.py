@@ -397,6 +397,9 @@ def test_bench_config_of_an_agent_folder_is_the_config_it_was_trained_on(tmp_pat
     assert main([*base, "--config", str(agent / "agent.json"), "--set",
                  "env.episode_rounds=4", "--agent", str(agent)]) == 0  # --set on top
     assert "env.episode_rounds=16 (here 4)" in capsys.readouterr().err
+    # its model.zip names the agent as --agent takes it ("not UTF-8 text" as a config file)
+    assert main([*base, "--config", str(agent / "model.zip"), "--agent", str(agent)]) == 0
+    assert "was trained with" not in capsys.readouterr().err
     assert main([*base, "--config", str(agent), "--scenario", "paper"]) == 2
     assert "the agent was trained on scenario 'small'" in capsys.readouterr().err
     bare = tmp_path / "bare"
