@@ -203,12 +203,22 @@ def _trained_steps_callback() -> Any:
     mid-rollout loses that rollout untrained: the agent saved then must say so, or a resumed
     run counts the lost steps as trained and may skip the update they were for."""
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import unwrap_vec_normalize
+
+    from hffm_env.agents.checkpoint import Normalization
 
     class TrainedSteps(BaseCallback):
         trained = 0
+        # VecNormalize's statistics at that count (None: not normalised, or no rollout yet):
+        # the lost rollout's observations are in the live ones, and a resumed run, whose envs
+        # restart from their seeds, would count them twice
+        statistics: Normalization | None = None
 
         def _on_rollout_start(self) -> None:
             self.trained = self.model.num_timesteps
+            vec_normalize = unwrap_vec_normalize(self.model.get_env())
+            self.statistics = (Normalization.of(vec_normalize) if vec_normalize is not None
+                               else None)
 
         def _on_step(self) -> bool:
             return True
@@ -423,6 +433,9 @@ def train_sb3(args: TrainArgs) -> float:
             timesteps those of its last whole update (the rollout in progress is lost)."""
             seen = int(model.num_timesteps)
             model.num_timesteps = trained_steps.trained
+            if seen > model.num_timesteps and trained_steps.statistics is not None \
+                    and args.normalize:  # the statistics of those steps, too
+                trained_steps.statistics.apply_to(vec_env)
             with interrupts_held(common.PROG):
                 save(Path("."))
                 curve.write(out)
