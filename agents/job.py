@@ -10,9 +10,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import hffm_env.agents.common as common
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import OtherSettingsWarning
 from hffm_env.agents.common import TrainArgs, TrainingInterrupted, note
+from hffm_env.arguments import interrupts_held
 from hffm_env.envs.registration import ENV_ID
 from hffm_env.files import write_text_atomically
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
@@ -55,11 +57,19 @@ def train(args: TrainArgs) -> dict[str, Any]:
     out = Path(args.out)
     if not args.evaluate:
         return {"train_seconds": train_seconds}
+    def results_stamp() -> int | None:  # (an earlier run's results.json may be there)
+        found = out / "results.json"
+        return found.stat().st_mtime_ns if found.exists() else None
+
+    before = results_stamp()
     try:
         return evaluate_against_baselines(args, out, train_seconds=train_seconds)
     except KeyboardInterrupt:
+        written = results_stamp() not in (None, before)
         raise TrainingInterrupted(
-            f"interrupted while the evaluation started; the trained agent is saved in {out}"
+            f"interrupted during the comparison with the baselines; the trained agent is saved "
+            f"in {out}" + ("; results.json, results.md and pareto.png are whole" if written
+                           else f"; `hffm bench --agent {out}` runs the comparison")
         ) from None
 
 
@@ -134,10 +144,13 @@ def evaluate_against_baselines(
     payload["train_args"] = dataclasses.asdict(args)
     payload["train_seconds"] = train_seconds
     payload["verdict"] = verdict(result, agent.name)
-    write_text_atomically(out / "results.json", jsonio.dumps(payload))
     table = format_table(result)
-    write_text_atomically(out / "results.md", f"{table}\n\n**Verdict:** {payload['verdict']}\n")
-    plot_tradeoffs(result, out / "pareto.png")
+    # the three together: a Ctrl-C while they are written waits for them (then stops the run)
+    with interrupts_held(common.PROG, replay=True):
+        write_text_atomically(out / "results.json", jsonio.dumps(payload))
+        write_text_atomically(out / "results.md",
+                              f"{table}\n\n**Verdict:** {payload['verdict']}\n")
+        plot_tradeoffs(result, out / "pareto.png")
     return payload
 
 

@@ -1355,3 +1355,28 @@ def test_an_agent_trained_under_a_custom_reward_says_so_where_it_is_played(tmp_p
     with pytest.raises(AgentFileError, match="custom_reward = 3: must be the module.qualname"):
         find_agent(tmp_path / "a")
     custom.close(), named.close()
+
+
+def test_ctrl_c_while_the_results_are_written_keeps_them_whole(tmp_path, monkeypatch, capsys):
+    """pareto.png was drawn in place after results.json and results.md: a Ctrl-C there left a
+    truncated figure, and the message said the evaluation had only started."""
+    import hffm_env.baselines.runner as runner
+
+    real_plot = runner.plot_tradeoffs
+
+    def interrupted_plot(result, path=None):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the figure is drawn
+        return real_plot(result, path)
+
+    monkeypatch.setattr(runner, "plot_tradeoffs", interrupted_plot)
+    out = tmp_path / "run"
+    assert train_agent.main([*BASE, "--total-timesteps", "8", "--eval-policies", "never",
+                             "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted during the comparison with the baselines" in err
+    assert "results.json, results.md and pareto.png are whole" in err
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "results.json").read_text())["verdict"]
