@@ -63,6 +63,9 @@ __all__ = [
     "OtherSettingsWarning",
     "SettingsCheck",
     "action_size_words",
+    "names_an_agent",
+    "plays_its_configs_reward",
+    "with_reward_of",
     "trained_on",
     "training_process",
     "ALGO_CLASSES",
@@ -172,9 +175,10 @@ class AgentInfo:
     # the custom reward callable trained under (its module.qualname, reward_label); None: the
     # config's named env.reward (a callable cannot be recorded in the config)
     custom_reward: str | None = None
-    # the training processes that made these weights, oldest first, across resumes: each
-    # {"timesteps": [from, to], "provenance": its record (hffm_env.provenance)}; () in
-    # folders written before it was recorded
+    # the training processes that made these weights, oldest first, across resumes, one
+    # entry per phase of each: {"timesteps": [from, to], "fidelity", "provenance": its
+    # record (hffm_env.provenance), and "surrogate": the fit, on the surrogate}; () in
+    # folders written before it was recorded (no "fidelity" in those before 2026-12-07)
     trained_by: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
@@ -658,11 +662,11 @@ def save_agent(folder: Path, model: Any, info: AgentInfo, vec_normalize: Any = N
                                  "loaded or resumed model takes agent.json's)")
     if info.normalized is None:  # what is saved says it: statistics or none
         info = replace(info, normalized=vec_normalize is not None)
-    if info.custom_reward is None and (found := _training_env(model)) is not None:
-        from hffm_env.envs.reward import REWARDS, reward_label
+    if info.custom_reward is None and (found := _training_env(model)) is not None \
+            and not plays_its_configs_reward(found[1]):  # (the config cannot say it)
+        from hffm_env.envs.reward import reward_label
 
-        if found[1].reward_function not in REWARDS.values():  # the config cannot say it
-            info = replace(info, custom_reward=reward_label(found[1].reward_function))
+        info = replace(info, custom_reward=reward_label(found[1].reward_function))
     _check_saving(model, info, vec_normalize)
     mismatch = _played_through(model, info)
     if mismatch:
@@ -720,7 +724,7 @@ class SettingsCheck:
 
     def __call__(self, name: str, env: Any) -> None:
         """Check ``env`` for the agent's row ``name``."""
-        self._check_reward(name, getattr(env, "unwrapped", env))
+        by_callable = self._check_reward(name, getattr(env, "unwrapped", env))
         config = getattr(getattr(env, "unwrapped", env), "config", None)
         if config is None or config is self._last:
             return
@@ -729,40 +733,66 @@ class SettingsCheck:
             return
         from hffm_env.config import differences_line
 
-        line = differences_line(self._trained, config)
+        # a config's env.reward is not the reward played where a callable was: said above
+        trained = with_reward_of(self._trained, config) if by_callable else self._trained
+        line = differences_line(trained, config)
         if line and line not in self._said:
             self._said.add(line)
             warnings.warn(f"{name} was trained with {line}", OtherSettingsWarning, stacklevel=3)
 
-    def _training_config(self, name: str) -> Any:
+    def _training_config(self, name: str, stacklevel: int = 4) -> Any:
         """The agent's training config, read once (None, and a warning once, when the folder
-        does not say: a result of other settings could pass unseen)."""
+        does not say: a result of other settings could pass unseen; ``stacklevel``: the
+        warning's, pointing where :meth:`__call__` was called from)."""
         if not self._read:
             self._trained, self._read = self.agent.training_config(), True
             if self._trained is None:
                 warnings.warn(f"{name}: {self.agent.settings_unchecked()}",
-                              OtherSettingsWarning, stacklevel=4)
+                              OtherSettingsWarning, stacklevel=stacklevel)
         return self._trained
 
-    def _check_reward(self, name: str, env: Any) -> None:
-        """Warn when a custom reward callable (which no config records) was trained under or
-        is played under, and the other side's reward is another (a named reward's
-        difference is the config's, said by :meth:`__call__`)."""
-        from hffm_env.envs.reward import REWARDS, reward_label
+    def _check_reward(self, name: str, env: Any) -> bool:
+        """Where a reward other than its config's (a callable, which no config records) was
+        trained under or is played under, compare the two rewards by name and warn when
+        they differ; whether it did (otherwise the configs' ``env.reward`` says it, in
+        :meth:`__call__`)."""
+        from hffm_env.envs.reward import reward_label
 
         played = getattr(env, "reward_function", None)
         trained = self.agent.info.custom_reward
-        if played is None or (trained is None and played in REWARDS.values()):
-            return
+        if played is None or (trained is None and plays_its_configs_reward(env)):
+            return False
         if trained is None:  # trained under the config's named reward, if the folder says
-            config = self._training_config(name)
+            config = self._training_config(name, stacklevel=5)
             trained = config.env.reward if config is not None else None
         here = reward_label(played)
         line = f"the reward {trained} (here {here})" if trained else ""
         if trained != here and line and line not in self._said:
             self._said.add(line)
             warnings.warn(f"{name} was trained under {line}", OtherSettingsWarning,
-                          stacklevel=3)
+                          stacklevel=4)
+        return True
+
+
+def plays_its_configs_reward(env: Any) -> bool:
+    """Whether an HF-FM env plays the reward its config names (``env.reward``), not a
+    callable given in its place (which no config records)."""
+    from hffm_env.envs.reward import get_reward
+
+    return bool(env.reward_function is get_reward(env.config.env.reward))
+
+
+def with_reward_of(trained: ScenarioConfig, config: ScenarioConfig) -> ScenarioConfig:
+    """``trained`` with ``config``'s ``env.reward``: for comparing the rest of two configs
+    where a reward callable made a config's ``env.reward`` say nothing of what was played."""
+    return replace(trained, env=replace(trained.env, reward=config.env.reward))
+
+
+def names_an_agent(path: str | Path) -> bool:
+    """Whether ``path`` names an agent rather than a file of its own: a folder, or a file an
+    agent folder holds (``agent.json``, ``model.zip``, ``policy.pt``), as ``--agent`` takes
+    them (``--config`` reads an agent's training config from it)."""
+    return Path(path).is_dir() or Path(path).name in (INFO_FILE, MODEL_FILE, POLICY_FILE)
 
 
 def find_agent(path: str | Path) -> AgentFolder:
@@ -886,25 +916,30 @@ def _read_info(folder: Path, *, required: bool = True) -> AgentInfo:
 
 
 def training_process(resumed: AgentInfo | None, record: dict[str, Any], timesteps: int,
-                     phases: Sequence[tuple[int, str]],
-                     surrogate: dict[str, str] | None = None) -> tuple[dict[str, Any], ...]:
+                     surrogate: dict[str, str] | None = None, *,
+                     phases: Sequence[tuple[int, str]] = ()) -> tuple[dict[str, Any], ...]:
     """``trained_by`` for an agent saved at ``timesteps`` by this process (whose provenance
     ``record`` it is), resuming the agent ``resumed`` (None: a fresh run): that agent's
     processes, then one entry per phase of this one (``phases``: the step each began at and
     its fidelity, in order; a fine-tuning run has two), with the timesteps it trained, its
     fidelity and, on the surrogate, the fit it played (``surrogate``: its origin, digest and
     path, :meth:`~hffm_env.agents.common.TrainArgs.surrogate_fit`). A process that trained
-    nothing (a resume with no step left) gets one entry of the first phase's fidelity."""
+    nothing (a resume with no step left) gets one entry of the first phase's fidelity;
+    without ``phases``, one entry without a fidelity, the fit attached when given."""
     start = resumed.num_timesteps if resumed is not None else 0
     earlier = resumed.trained_by if resumed is not None else ()
+
+    def entry(steps: list[int], fidelity: str | None) -> dict[str, Any]:
+        fit = dict(surrogate) if surrogate is not None and fidelity in ("surrogate", None) \
+            else None
+        return {"timesteps": steps, **({"fidelity": fidelity} if fidelity else {}),
+                "provenance": record, **({"surrogate": fit} if fit is not None else {})}
+
     ends = [int(s) for s, _ in phases[1:]] + [int(timesteps)]
-    this = [{"timesteps": [max(start, int(s)), end], "fidelity": fidelity, "provenance": record,
-             **({"surrogate": dict(surrogate)} if fidelity == "surrogate" and surrogate
-                else {})}
+    this = [entry([max(start, int(s)), end], fidelity)
             for (s, fidelity), end in zip(phases, ends) if end > max(start, int(s))]
-    if not this and phases:  # trained nothing: the process is still said
-        this = [{"timesteps": [start, int(timesteps)], "fidelity": phases[0][1],
-                 "provenance": record}]
+    if not this:  # trained nothing (or not said by phase): the process is still said
+        this = [entry([start, int(timesteps)], phases[0][1] if phases else None)]
     return (*earlier, *this)
 
 

@@ -25,6 +25,7 @@ from hffm_env.agents.checkpoint import (
     ENGINES,
     SETTING_FLAGS,
     checkpoint_step,
+    names_an_agent,
     setting_overrides,
 )
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
@@ -432,7 +433,7 @@ class TrainArgs:
         # the config file read once, now: every env of the run and its final evaluation are
         # built from this config, not from a file that may be edited while the run trains
         # (a ConfigError now, also for a preset the file names that is not one)
-        if self.config and (Path(self.config).is_dir() or Path(self.config).name == "agent.json"):
+        if self.config and names_an_agent(self.config):
             # (an agent's settings stand in for a config file in hffm bench and the others;
             # a run records a file, which its resume and agent.json name)
             raise ValueError(f"config = {self.config!r}: an agent folder; training takes a "

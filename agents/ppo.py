@@ -216,7 +216,8 @@ def _trained_steps_callback() -> Any:
 
         def _on_rollout_start(self) -> None:
             self.trained = self.model.num_timesteps
-            vec_normalize = unwrap_vec_normalize(self.model.get_env())
+            env = self.model.get_env()
+            vec_normalize = unwrap_vec_normalize(env) if env is not None else None
             self.statistics = (Normalization.of(vec_normalize) if vec_normalize is not None
                                else None)
 
@@ -395,9 +396,9 @@ def train_sb3(args: TrainArgs) -> float:
                              config_file=args.config, config=asdict(scenario_config),
                              trained_by=training_process(
                                  resume.info if resume is not None else None, this_process,
-                                 model.num_timesteps,
-                                 phases or [(int(model.num_timesteps), trained_fidelity)],
-                                 args.surrogate_fit(args.fidelity)))
+                                 model.num_timesteps, args.surrogate_fit(args.fidelity),
+                                 phases=phases or [(int(model.num_timesteps),
+                                                    trained_fidelity)]))
             save_agent(out / where, model, info, vec_env if args.normalize else None)
 
         replace_earlier_run(out, args)  # everything built: --force may remove the earlier run

@@ -527,8 +527,8 @@ def train_rllib(args: common.TrainArgs) -> float:
                              config_file=args.config, config=scenario_config,
                              trained_by=training_process(
                                  resume.info if resume is not None else None, this_process,
-                                 steps, [(first_step, args.fidelity)],
-                                 args.surrogate_fit(args.fidelity)))
+                                 steps, args.surrogate_fit(args.fidelity),
+                                 phases=[(first_step, args.fidelity)]))
             save_rllib_agent(out / where, algo, info)
 
         writer = SummaryWriter(str(out / "runs" / run_name(args, f"rllib-{args.algo}")))

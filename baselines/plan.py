@@ -28,7 +28,7 @@ import numpy as np
 from hffm_env import jsonio
 from hffm_env.baselines.policies import EnvBound
 from hffm_env.config import MODULE_TYPES, NEVER
-from hffm_env.files import require_path
+from hffm_env.files import read_text_by_suffix, require_path
 from hffm_env.fl.schedule import Route, Tier, choices, is_member
 from hffm_env.values import is_integer
 
@@ -175,8 +175,8 @@ class RoundPlan:
         if not path.is_file():
             raise FileNotFoundError(f"plan {str(path)!r}: no such file")
         try:
-            data = json.loads(path.read_text())
-        except ValueError as err:  # not JSON, or not UTF-8 text
+            data = json.loads(read_text_by_suffix(path))  # (compressed: .json.gz)
+        except ValueError as err:  # not JSON, not UTF-8 text, or not the gzip data named
             raise ValueError(f"plan {str(path)!r}: not JSON ({err})") from None
         except RecursionError:
             raise ValueError(f"plan {str(path)!r}: nested too deeply to be a plan") from None
@@ -194,7 +194,7 @@ def searched_config(path: str | Path) -> Any:
     from hffm_env.config import load_scenario
 
     try:
-        recorded = json.loads(Path(path).read_text())
+        recorded = json.loads(read_text_by_suffix(path))
         return load_scenario(recorded["scenario"], overrides=list(recorded["overrides"]))
     except (ValueError, KeyError, TypeError, OSError, RecursionError):
         return None

@@ -48,18 +48,28 @@ def prepare_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace,
     file or files), then :func:`refuse_existing` ``--json`` and ``--plot`` files, then
     :func:`claim_stdout_for_json`. For script entry points, right after parsing.
     ``checked_later``: flags (``"plot"``) whose value is not the file written (one file a
-    scenario, say), which the script checks itself once it knows the files."""
-    outputs = [(f"--{flag}", getattr(args, flag, None)) for flag in ("json", "plot")
-               if flag not in checked_later]
+    scenario, say): not refused for existing here (the script checks the files it writes
+    itself, :func:`refuse_existing` and :func:`refuse_inputs`, once it knows them)."""
+    outputs = [(f"--{flag}", getattr(args, flag, None)) for flag in ("json", "plot")]
+    refuse_inputs(parser, outputs, inputs)
+    refuse_existing(parser, args, [(flag, target) for flag, target in outputs
+                                   if flag.removeprefix("--") not in checked_later])
+    claim_stdout_for_json(args.json)
+
+
+def refuse_inputs(parser: argparse.ArgumentParser,
+                  outputs: Sequence[tuple[str, str | Path | None]],
+                  inputs: Sequence[tuple[str, str | Path | Sequence[str | Path] | None]]
+                  ) -> None:
+    """Exit with an error when one of ``outputs`` (flag, file) names a file the run reads
+    (``inputs``: flag, file or files), force or not: ``--force`` replaces an earlier result,
+    never the input (that destroyed real traces)."""
     read = {Path(path).resolve(): flag for flag, given in inputs if given is not None
             for path in ([given] if isinstance(given, (str, Path)) else given)}
     for flag, target in outputs:
         if target is not None and str(target) != "-" and Path(target).resolve() in read:
-            # (--force replaces an earlier result, never the input: that destroyed real traces)
             parser.error(f"{flag} {str(target)!r} is the {read[Path(target).resolve()]} file "
                          "this run reads: write the result elsewhere")
-    refuse_existing(parser, args, outputs)
-    claim_stdout_for_json(args.json)
 
 
 def refuse_existing(parser: argparse.ArgumentParser, args: argparse.Namespace,

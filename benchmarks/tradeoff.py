@@ -37,10 +37,12 @@ from _output import (
     help_texts,
     prepare_outputs,
     refuse_existing,
+    refuse_inputs,
 )
 
 from hffm_env import arguments, jsonio
 from hffm_env.config import ConfigError, scenario_names
+from hffm_env.files import read_text_by_suffix
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
 SCHEDULES = ("star", "hffm-e2", "hffm-e8", "hffm-d2d-e2", "hffm-d2d-e8", "edge-only",
@@ -404,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for path in args.from_json:
             try:
-                data = json.loads(Path(path).read_text())
+                data = json.loads(read_text_by_suffix(path))  # (compressed: .json.gz)
                 saved = data if isinstance(data, list) else [data]
                 if not saved:
                     raise ValueError("no results in it")
@@ -471,9 +473,10 @@ def _refuse_existing_plots(parser: argparse.ArgumentParser, args: argparse.Names
                            scenarios: list[str]) -> None:
     """``--plot``'s files for ``scenarios``, refused when one exists (without ``--force``):
     ``FILE`` itself only where it is written (one scenario); and, force or not, when one
-    is ``--json``'s file."""
-    refuse_existing(parser, args, [("--json", args.json), *[
-        ("--plot", path) for path in _plot_paths(scenarios, args.plot)]])
+    is ``--json``'s file or a ``--from-json`` file."""
+    plots = [("--plot", path) for path in _plot_paths(scenarios, args.plot)]
+    refuse_inputs(parser, plots, [("--from-json", args.from_json)])
+    refuse_existing(parser, args, [("--json", args.json), *plots])
 
 
 def _plot(results: list[dict], target: str | None) -> None:

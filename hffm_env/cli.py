@@ -46,7 +46,8 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", type=arguments.input_path,
                         metavar="FILE", help="YAML or JSON file layered on the preset, or an "
-                        "agent folder: the settings it was trained on")
+                        "agent folder (or its agent.json or model.zip): the settings it was "
+                        "trained on")
     parser.add_argument(
         "--set", metavar="KEY=VALUE", nargs="+", action="extend", default=[], dest="overrides",
         help="override config values, e.g. --set channel.d2d.bandwidth_hz=2e6 fl.lr=0.02 "
@@ -58,7 +59,8 @@ def _scenario_from_args(args: argparse.Namespace) -> ScenarioConfig:
     """The scenario of ``--scenario``, ``--config`` and ``--set``. Without ``--scenario``,
     the preset the ``--config`` file names, else ``small``; a ``--scenario`` that differs from
     the file's preset is refused (the file's would silently win). A ``--config`` that names
-    an agent folder (or its ``agent.json``) stands for the config the agent was trained on."""
+    an agent (:func:`~hffm_env.agents.checkpoint.names_an_agent`: its folder, ``agent.json``
+    or weights) stands for the config the agent was trained on."""
     from hffm_env.config import apply_overrides, resolve_scenario
 
     trained = _agent_training_config(args.config)
@@ -94,15 +96,9 @@ def _agent_training_config(path: str | None) -> ScenarioConfig | None:
         raise ConfigError(f"--config {path}: a folder without agent.json; give a YAML or JSON "
                           "file, or an agent folder")
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    from hffm_env.agents.checkpoint import (
-        INFO_FILE,
-        MODEL_FILE,
-        POLICY_FILE,
-        AgentFileError,
-        find_agent,
-    )
+    from hffm_env.agents.checkpoint import AgentFileError, find_agent, names_an_agent
 
-    if Path(path).name not in (INFO_FILE, MODEL_FILE, POLICY_FILE) and not Path(path).is_dir():
+    if not names_an_agent(path):
         return None  # a config file
 
     try:
@@ -296,6 +292,10 @@ def _note_training_configs(agents: Sequence[Any], config: Any, command: str = "b
                   f"(here {config.env.reward})", file=sys.stderr)
         trained = policy.agent.training_config()
         if trained is not None:
+            if custom is not None:  # its config's env.reward is not what it trained under
+                from hffm_env.agents.checkpoint import with_reward_of
+
+                trained = with_reward_of(trained, config)
             _note_other_settings(f"{policy.name} was trained", trained, config, command)
         else:  # (the agents' own warning of it is silenced: _agent_errors)
             print(f"hffm {command}: note: {policy.name}: {policy.agent.settings_unchecked()}",
@@ -515,8 +515,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except Exception as err:  # a policy's error: the episodes before it are kept
             partial = getattr(err, "partial_result", None)
             if partial is not None:
-                _report_bench(partial, args)
-                _say_unplayed(partial, policies, seeds, "stopped by the error below")
+                try:
+                    _report_bench(partial, args)
+                    _say_unplayed(partial, policies, seeds, "stopped by the error below", args)
+                except Exception as failed:  # (the policy's error is the news, not this)
+                    print(f"hffm bench: what finished before the error below could not be "
+                          f"written: {arguments.error_line(failed, 300)}", file=sys.stderr)
             raise
     if not result.episodes:  # (a JSON without episodes is no bench JSON: --from-json refuses it)
         print("hffm bench: interrupted before any episode finished; nothing written",
@@ -524,21 +528,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 130
     _report_bench(result, args)
     if result.interrupted:
-        _say_unplayed(result, policies, seeds, "interrupted")
+        _say_unplayed(result, policies, seeds, "interrupted", args)
     return 130 if result.interrupted else 0
 
 
-def _say_unplayed(result: Any, policies: Sequence[Any], seeds: Sequence[int], why: str) -> None:
+def _say_unplayed(result: Any, policies: Sequence[Any], seeds: Sequence[int], why: str,
+                  args: argparse.Namespace) -> None:
     """One line on stderr: a bench cut short (``why``) after how many of its episodes, which
-    policies it played on no seed, and where what finished was written (a rerun of the
-    missing ones merges with it: ``hffm bench --from-json``)."""
+    policies it played on no seed, and where what finished was written; with a fixed target
+    (``--target-accuracy`` or the config's), a rerun of the rest merges with it (``hffm
+    bench --from-json``; a target relative to the best policy depends on who played)."""
     names = [getattr(p, "name", p) for p in policies]
     played = {e.policy for e in result.episodes}
     missing = [str(n) for n in names if n not in played]
+    files = [f for f, given in ((args.json, args.json and args.json != "-"),
+                                (args.plot, args.plot)) if given]
+    fixed = args.target_accuracy is not None or result.settings is not None and (
+        result.settings.get("config", {}).get("env", {}).get("target_accuracy") is not None)
     print(f"hffm bench: {why} after {len(result.episodes)} of {len(names) * len(seeds)} "
           "episodes" + (f"; not played: {', '.join(missing)}" if missing else "")
-          + "; the table (and --json, --plot) hold what finished, marked interrupted: merge "
-          "a rerun of the rest with --from-json", file=sys.stderr)
+          + "; what finished is tabled above, marked interrupted"
+          + (f", and in {', '.join(map(str, files))}" if files else "")
+          + ("; merge a rerun of the rest with --from-json" if fixed and files else ""),
+          file=sys.stderr)
 
 
 def _bench_from_json(args: argparse.Namespace) -> int:
@@ -923,9 +935,11 @@ def _save_surrogate(surrogate: Any, out: Path) -> None:
 def _partial(traces: Path) -> Path:
     """Where a calibration writes ``traces`` until it finishes: ``x.partial.json`` for
     ``x.json`` (``x.partial.json.gz`` for ``x.json.gz``, which is written compressed)."""
-    gz = traces.name.endswith(".gz")
-    stem = traces.name.removesuffix(".gz").removesuffix(".json")
-    return traces.with_name(f"{stem}.partial.json{'.gz' if gz else ''}")
+    from hffm_env.files import GZIP_SUFFIX
+
+    gz = traces.suffix == GZIP_SUFFIX
+    stem = traces.name.removesuffix(GZIP_SUFFIX).removesuffix(".json")
+    return traces.with_name(f"{stem}.partial.json{GZIP_SUFFIX if gz else ''}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -15,12 +15,14 @@ import glob
 import gzip
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
     "FileBusy",
+    "GZIP_SUFFIX",
     "check_output_path",
     "load_tensors",
     "lock_file",
@@ -216,8 +218,8 @@ def read_text_by_suffix(path: str | Path) -> str:
     if Path(path).suffix == GZIP_SUFFIX:
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:  # BadGzipFile is an OSError: not a read error
-            raise ValueError(f"not gzip data ({err})") from None
+        except (OSError, EOFError, zlib.error) as err:  # (BadGzipFile is an OSError; a
+            raise ValueError(f"not gzip data ({err})") from None  # bad body, zlib's own)
     return raw.decode("utf-8")
 
 

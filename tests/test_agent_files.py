@@ -1330,6 +1330,25 @@ def test_an_agent_trained_under_a_custom_reward_says_so_where_it_is_played(tmp_p
     with warnings.catch_warnings():  # played under its own reward: nothing to say
         warnings.simplefilter("error")
         AgentPolicy(tmp_path / "a").reset(custom)
+    # under another named reward: said once, by name (not also as env.reward=accuracy-level,
+    # which its config holds but it never trained under)
+    gain = gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                    overrides=["env.episode_rounds=4", "env.reward=accuracy-gain"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AgentPolicy(tmp_path / "a", name="mine").reset(gain)
+    assert [str(w.message) for w in caught] == [
+        f"mine was trained under the reward {recorded} (here accuracy-gain)"]
+    gain.close()
+    # a named reward's callable in place of the config's is not the config's reward either
+    from hffm_env.envs.reward import REWARDS
+
+    other = make(reward=REWARDS["accuracy-gain"])
+    save_agent(tmp_path / "c", PPO("MlpPolicy", other, n_steps=8, batch_size=8),
+               AgentInfo(algo="ppo", config=other.unwrapped.config))
+    assert json.loads((tmp_path / "c" / "agent.json").read_text())["custom_reward"] \
+        == "accuracy-gain"
+    other.close()
     # and the converse: an agent of a named reward played under a callable
     save_agent(tmp_path / "b", PPO("MlpPolicy", named, n_steps=8, batch_size=8),
                AgentInfo(algo="ppo", config=named.unwrapped.config))

@@ -422,9 +422,10 @@ def test_bench_config_of_an_agent_folder_is_the_config_it_was_trained_on(tmp_pat
     assert "records do not load: unknown config key env.nosuch" in capsys.readouterr().err
     assert main([*base, "--config", str(tmp_path)]) == 2  # a folder, no agent in it
     assert "a folder without agent.json; give a YAML or JSON file" in capsys.readouterr().err
-    assert main(["train", "--config", str(agent), "--out", str(tmp_path / "t")]) == 2
-    assert "an agent folder; training takes a YAML or JSON config file" in \
-        capsys.readouterr().err
+    for named in (agent, agent / "model.zip"):  # (the weights: "not UTF-8 text" before)
+        assert main(["train", "--config", str(named), "--out", str(tmp_path / "t")]) == 2
+        assert "an agent folder; training takes a YAML or JSON config file" in \
+            capsys.readouterr().err
 
 
 def test_a_bench_cut_short_keeps_and_says_what_finished(tmp_path, capsys, monkeypatch):
@@ -456,8 +457,8 @@ def test_a_bench_cut_short_keeps_and_says_what_finished(tmp_path, capsys, monkey
     kept = json.loads(out.read_text())
     assert kept["interrupted"] is True and len(kept["episodes"]) == 2
     assert "| never |" in captured.out
-    assert ("stopped by the error below after 2 of 6 episodes; not played: crashes, star"
-            in captured.err)
+    assert ("stopped by the error below after 2 of 6 episodes; not played: crashes, star; "
+            f"what finished is tabled above, marked interrupted, and in {out}\n" in captured.err)
     assert main([*base, "--policies", "never,cutshort:Stops,star"]) == 130
     assert "interrupted after 2 of 6 episodes; not played: stops, star" in capsys.readouterr().err
 
