@@ -174,3 +174,27 @@ def test_a_figure_is_saved_whole_or_not_at_all(tmp_path):
     save_figure_atomically(fig, tmp_path / "plot.svg")  # the format from the suffix
     assert b"<svg" in (tmp_path / "plot.svg").read_bytes()
     plt.close(fig)
+
+
+def test_a_gz_file_that_is_not_gzip_data_is_a_value_error(tmp_path):
+    """A corrupt deflate body under a valid gzip header raised zlib's own error, which no
+    command turns into one line."""
+    import gzip
+
+    import pytest
+
+    from hffm_env.files import read_text_by_suffix, write_text_atomically
+
+    good = tmp_path / "good.json.gz"
+    write_text_atomically(good, '{"a": 1}')
+    assert gzip.decompress(good.read_bytes()) == b'{"a": 1}'
+    assert read_text_by_suffix(good) == '{"a": 1}'
+    raw = bytearray(good.read_bytes())
+    raw[10:14] = b"\xff\xff\xff\xff"  # the deflate body, past the 10-byte header
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(bytes(raw))
+    plain = tmp_path / "plain.json.gz"
+    plain.write_text('{"a": 1}')
+    for path in (bad, plain):
+        with pytest.raises(ValueError, match="not gzip data"):
+            read_text_by_suffix(path)
