@@ -232,7 +232,9 @@ class ActionLayout:
     ) -> np.ndarray:
         """Build an action from readable choices (periods as values from the menu, one for
         every module type or a dict of each; routes one for all clusters or a list of one per
-        cluster; heads as device ids, one per cluster; partners as indices 0..k, one per
+        cluster, -1 only for a cluster nobody of which is available this round (it encodes as
+        slot 0, the lowest-id member, which decoding repairs then and plays otherwise: the
+        layout does not know the round); partners as indices 0..k, one per
         device; relay choices as slot values, one per request slot). Left out: no pair
         exchange, every cluster's head slot 0 (its lowest-id member), no D2D partners and
         every pending request waiting (relay slot 0). The baselines build their actions with
@@ -293,7 +295,8 @@ class ActionLayout:
 
     def _head_index(self, cluster: int, head: int) -> int:
         """The head slot's value for device ``head`` of ``cluster``; -1 (the network's "no
-        head": nobody in the cluster is available) is slot value 0, which decoding repairs."""
+        head": nobody in the cluster is available) is slot value 0, which decoding repairs
+        when nobody is available, and plays as the lowest-id member when someone is."""
         if head == -1:
             return 0
         index = np.flatnonzero(self.cluster_members[cluster] == head)
