@@ -38,6 +38,7 @@ from hffm_env.data.scenes import (
     decode_question,
     generate_scenes,
     grid_size,
+    noiseless,
     task_specs,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "LabelSkew",
     "can_serve",
     "centre_pixel_paints",
+    "noiseless",
     "decode_question",
     "draw_label_skew",
     "draw_network_profiles",

@@ -139,6 +139,7 @@ def draw_cluster_profiles(
 ) -> list[ClusterProfile]:
     """Each cluster's sensors and tasks (see the module docstring). With both cluster
     probabilities at 0 every cluster allows everything and no random number is drawn."""
+    _check_servable(config)  # (before any draw: no servable task left nothing to draw from)
     allowed = tuple(config.modalities)
     sensors = [m for m in _SENSORS if m in allowed]
     out: list[ClusterProfile] = []
@@ -159,8 +160,8 @@ def draw_cluster_profiles(
     # every task stays learnable somewhere: a task no cluster kept goes back to one that can
     # serve it
     for task in config.tasks:
-        if any(task in c.tasks for c in out):
-            continue
+        if any(task in c.tasks for c in out) or not can_serve(task, allowed):
+            continue  # (a task no device can run is warned of, never handed to a cluster)
         able = [k for k, c in enumerate(out) if can_serve(task, c.modalities)]
         if not able:  # every cluster lost a sensor it needs: one cluster gets its sensors back
             k = int(rng.integers(len(out)))

@@ -70,6 +70,7 @@ __all__ = [
     "SceneBatch",
     "MIN_CELL_PX",
     "centre_pixel_paints",
+    "noiseless",
     "grid_size",
     "generate_scenes",
     "decode_question",
@@ -369,6 +370,14 @@ _DRONE_FREQ = 0.012 + 0.010 * np.arange(NUM_SCENE_CLASSES)  # cycles per sample
 _DRONE_FREQ_JITTER = 0.003
 _DRONE_AMPLITUDE = 0.5
 _RENDER_CHUNK = 2048  # samples rendered at once: bounds temporaries to a few hundred MB
+
+
+def noiseless(config: DataConfig) -> bool:
+    """Whether this config's scenes have no noise (``noise_std`` 0): since 2026-12-07 its
+    noise is drawn all the same (zeros), so everything drawn after it (the splits, the test
+    sets, pre-training's data) is what any other noise level draws, and no longer what it
+    was; caches keyed before then must not be found for it (the presets have noise)."""
+    return bool(config.noise_std == 0)
 
 
 def centre_pixel_paints(config: DataConfig) -> bool:
@@ -739,8 +748,9 @@ def _render_images(
         for ch in range(3):
             plane = np.take(palette[sl, :, ch].ravel(), flat_owner)
             plane += grating
-            if config.noise_std > 0:
-                plane += _gaussian(rng, (m, s, s), config.noise_std)
+            # drawn at noise_std 0 too: the draws after it (the splits) stay those of any
+            # other noise level
+            plane += _gaussian(rng, (m, s, s), config.noise_std)
             np.clip(plane, 0.0, 1.0, out=image[sl, ch])
     return image
 
@@ -793,6 +803,5 @@ def _render_audio(
         burst *= amplitude[:, j, None]
         burst *= np.sin(two_pi * freq[:, j, None] * t + tone_phase[:, j, None])
         audio += burst
-    if config.noise_std > 0:
-        audio += _gaussian(rng, audio.shape, AUDIO_NOISE_GAIN * config.noise_std)
+    audio += _gaussian(rng, audio.shape, AUDIO_NOISE_GAIN * config.noise_std)  # (as images')
     return audio

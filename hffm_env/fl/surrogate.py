@@ -129,9 +129,10 @@ def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     energy prices), the horizon, the seeding scheme and the config seed (it draws the data
     split and the modules' initial values). The seed enters only when it is not 0, so that
     the keys of fits and traces made on seed 0 stay what they were; :data:`TRAINING_REVISION`
-    enters only for a wire below 32 bits or a weight decay above 0, the configs whose real
-    training changed (a split the task repair changes still keeps its key: calibrate it
-    again), and the pre-training key only with a checkpoint or small objects' scenes."""
+    enters only for a wire below 32 bits, a weight decay above 0 or noiseless scenes, the
+    configs whose real training changed (a split the task repair changes still keeps its
+    key: calibrate it again), and the pre-training key only with a checkpoint or small
+    objects' scenes."""
     parts = {name: dataclasses.asdict(getattr(cfg, name)) for name in _TRAINING_SECTIONS}
     defaults = dataclasses.asdict(ChannelConfig())
     for link, names in _PRICE_ONLY_CHANNEL.items():
@@ -140,13 +141,15 @@ def _training_inputs(cfg: ScenarioConfig) -> dict[str, Any]:
     inputs = {"seeding": SEEDING_SCHEME, "parts": parts, "episode_rounds": cfg.env.episode_rounds}
     if cfg.seed != 0:
         inputs["config_seed"] = cfg.seed
-    if cfg.model.precision_bits != 32 or cfg.fl.weight_decay != 0.0:
+    from hffm_env.data import centre_pixel_paints, noiseless
+    from hffm_env.models.pretrain import cache_key
+
+    if cfg.model.precision_bits != 32 or cfg.fl.weight_decay != 0.0 or noiseless(cfg.data):
         # real training of these configs changed on 2026-12-07 (a wire of 8 or 16 bits now
         # rounds what it delivers; weight decay no longer shrinks modules a device holds but
-        # does not read): fits and traces made before must not be found under the same key
+        # does not read; a noiseless config's splits are drawn otherwise): fits and traces
+        # made before must not be found under the same key
         inputs["training_revision"] = TRAINING_REVISION
-    from hffm_env.data import centre_pixel_paints
-    from hffm_env.models.pretrain import cache_key
 
     if cfg.model.pretrained_path is not None or centre_pixel_paints(cfg.data):
         # the frozen parts training reads can change under the same settings: a checkpoint

@@ -68,6 +68,7 @@ from hffm_env.data import (
     SceneBatch,
     centre_pixel_paints,
     generate_scenes,
+    noiseless,
 )
 from hffm_env.devices import float32_default
 from hffm_env.files import (
@@ -192,6 +193,8 @@ def cache_key(model_config: ModelConfig, data_config: DataConfig) -> str:
         # such scenes are rendered otherwise since 2026-12-07: weights cached before were
         # pre-trained on other images (the presets' are not: their keys stay)
         payload["centre_pixel"] = True
+    if noiseless(data_config):  # its pretext data is drawn otherwise since 2026-12-07
+        payload["noise_drawn"] = True
     return jsonio.digest(payload, length=24, default=list)
 
 

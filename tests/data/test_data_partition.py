@@ -98,6 +98,20 @@ def test_unservable_tasks_are_rejected_naming_the_field():
     with pytest.warns(UserWarning, match=r"data.tasks = \['vqa', 'count', 'scene'\]: vqa "
                                          r"cannot be served .* drop it from data.tasks"):
         draw_profiles(DataConfig(modalities=("image",)), 4, np.random.default_rng(0))
+    # ... also where clusters drop tasks (medium: "high <= 0" from deep in numpy), and a task
+    # no device can run is not handed to a cluster as if it could
+    from hffm_env.data.partition import draw_cluster_profiles
+
+    with pytest.raises(ConfigError, match="data.tasks"):
+        draw_cluster_profiles(DataConfig(tasks=("vqa",), modalities=("audio", "text"),
+                                         cluster_task_drop_prob=0.2), 4,
+                              np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="vqa cannot be served"):
+        clusters = draw_cluster_profiles(DataConfig(tasks=("vqa", "count"),
+                                                    modalities=("audio", "text"),
+                                                    cluster_task_drop_prob=0.5), 4,
+                                         np.random.default_rng(0))
+    assert all("vqa" not in c.tasks for c in clusters)
 
 
 def test_too_few_samples_per_device_is_rejected():
@@ -317,3 +331,18 @@ def test_a_splits_summary_reads_its_profiles_counts_and_skew():
     flat = plain.summary(cfg.tasks)
     assert flat["skew_from_uniform"] == pytest.approx(0) and flat[
         "skew_between_clusters"] == pytest.approx(0)
+
+
+def test_a_noise_sweep_changes_the_noise_only():
+    """noise_std 0 skipped the noise draws, so the splits, the global test set and the
+    held-out scenes drawn after them were others than at any other noise level."""
+    built = {noise: build_federated_data(_small_config(noise_std=noise), CLUSTERS,
+                                         np.random.default_rng(0))
+             for noise in (0.0, 0.1)}
+    clean, noisy = built[0.0], built[0.1]
+    for a, b in zip(clean.train_idx + clean.test_idx, noisy.train_idx + noisy.test_idx):
+        assert np.array_equal(a, b)
+    for part in ("pool", "global_test", "held_out"):
+        for task, labels in getattr(clean, part).labels.items():
+            assert np.array_equal(labels, getattr(noisy, part).labels[task]), (part, task)
+    assert not np.array_equal(clean.pool.image, noisy.pool.image)  # the noise itself differs

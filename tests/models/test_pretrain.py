@@ -144,6 +144,19 @@ def test_cache_key_depends_on_what_pretraining_sees(configs):
     assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, samples_per_device=10)) == base
     assert cache_key(dataclasses.replace(TINY_MODEL, hidden_size=32), TINY_DATA) != base
     assert cache_key(TINY_MODEL, dataclasses.replace(TINY_DATA, noise_std=0.2)) != base
+    # noiseless scenes' pretext data is drawn otherwise since 2026-12-07 (the noise is drawn
+    # at std 0 too): their key moved; others' did not
+    import hffm_env.models.pretrain as pretrain
+
+    clean = dataclasses.replace(TINY_DATA, noise_std=0.0)
+    keys = (cache_key(TINY_MODEL, clean), base)
+    original = pretrain.noiseless
+    try:
+        pretrain.noiseless = lambda config: False  # as the key was before
+        assert cache_key(TINY_MODEL, clean) != keys[0] and cache_key(TINY_MODEL, TINY_DATA) \
+            == keys[1]
+    finally:
+        pretrain.noiseless = original
 
 
 def _save_tiny_bert(folder) -> BertModel:
