@@ -541,8 +541,7 @@ def _say_unplayed(result: Any, policies: Sequence[Any], seeds: Sequence[int], wh
     names = [getattr(p, "name", p) for p in policies]
     played = {e.policy for e in result.episodes}
     missing = [str(n) for n in names if n not in played]
-    files = [f for f, given in ((args.json, args.json and args.json != "-"),
-                                (args.plot, args.plot)) if given]
+    files = [f for f in (args.json, args.plot) if f and f != "-"]  # (- is stdout)
     fixed = args.target_accuracy is not None or result.settings is not None and (
         result.settings.get("config", {}).get("env", {}).get("target_accuracy") is not None)
     print(f"hffm bench: {why} after {len(result.episodes)} of {len(names) * len(seeds)} "
