@@ -76,13 +76,17 @@ def energy_floor(bench: dict[str, Any], best: str) -> dict[str, Any]:
         row["floor_j"] = float(sum(row.pop("never_energy_j")[:row["earliest_round"] + 1]))
     floors = [row["floor_j"] for row in seeds.values()]
     bests = [row.get("best_energy_to_target_j") for row in seeds.values()]
-    mean_best = statistics.fmean(bests) if all(b is not None for b in bests) else None
+    # a mean over the seeds it reached the target on would flatter it: no mean, no target
+    missed = sorted(seed for seed, row in seeds.items()
+                    if row.get("best_energy_to_target_j") is None)
+    mean_best = None if missed else statistics.fmean(b for b in bests if b is not None)
     return {
         "target_accuracy": target,
         "best_baseline": best,
         "seeds": {str(s): row for s, row in sorted(seeds.items())},
         "floor_j": statistics.fmean(floors),
         "best_energy_to_target_j": mean_best,
+        "best_missed_seeds": missed,
         "target_energy_j": None if mean_best is None else (1 - TARGET_SAVING) * mean_best,
     }
 
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         line += (f"; {args.best} {result['best_energy_to_target_j']:.1f} J, the 30% target "
                  f"{result['target_energy_j']:.1f} J, which leaves "
                  f"{result['target_energy_j'] - result['floor_j']:.1f} J for all transfers")
+    else:
+        line += (f"; {args.best} missed the target on seed(s) "
+                 f"{', '.join(map(str, result['best_missed_seeds']))}: no mean energy to "
+                 "target for it and no 30% target (drawn neither)")
     print(line)
     emit_json(result, args.json)
     if args.plot:

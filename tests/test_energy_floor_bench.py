@@ -72,6 +72,22 @@ def test_a_hand_edited_bench_is_refused_naming_the_field(energy_floor, tmp_path,
     assert f"b.json: {said}" in capsys.readouterr().err
 
 
+def test_a_best_baseline_that_missed_a_seed_is_named_not_silently_dropped(energy_floor,
+                                                                         tmp_path, capsys):
+    # the printout ended at the floor and the plot lost both lines, without a word why
+    bench = json.loads(BENCH.read_text())
+    missed = next(e for e in bench["episodes"] if e["policy"] == "hffm-d2d-e2")
+    missed["accuracy"] = [0.0 if a is not None else None for a in missed["accuracy"]]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bench))
+    result = energy_floor.energy_floor(bench, "hffm-d2d-e2")
+    assert result["best_missed_seeds"] == [missed["seed"]]
+    assert result["best_energy_to_target_j"] is None and result["target_energy_j"] is None
+    assert energy_floor.main([str(path)]) == 0
+    assert (f"hffm-d2d-e2 missed the target on seed(s) {missed['seed']}"
+            in capsys.readouterr().out)
+
+
 def test_energy_to_target_plot(energy_floor, tmp_path):
     path = tmp_path / "energy_to_target.png"
     assert energy_floor.main([str(BENCH), "--plot", str(path)]) == 0
