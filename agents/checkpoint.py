@@ -818,6 +818,15 @@ def find_agent(path: str | Path) -> AgentFolder:
         if saved:  # a run's checkpoints folder: its step folders are the agents
             raise AgentFileError(f"{folder}: a run's checkpoints folder; name one of its "
                                  f"checkpoints (the latest: {saved[max(saved)]})")
+        saved = saved_checkpoints(folder)
+        if saved:  # a run that ended before its final save: killed, out of memory say
+            recorded = _train_args(folder)
+            state = recorded.get("state") if isinstance(recorded, dict) else None
+            how = (" (its train_args.json still says it is running: killed?)"
+                   if state == "running" else "")
+            raise AgentFileError(f"{folder}: no {MODEL_FILE} in this folder: its run ended "
+                                 f"before its final save{how}; its latest checkpoint is "
+                                 f"{saved[max(saved)]} (--resume or --agent that)")
         raise AgentFileError(f"{folder}: no {MODEL_FILE} in this folder")
     try:
         with zipfile.ZipFile(model) as archive:

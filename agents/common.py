@@ -6,6 +6,7 @@ Nothing here imports an RL library."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -13,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,13 @@ from hffm_env.agents.checkpoint import (
     setting_overrides,
 )
 from hffm_env.config import FIDELITIES, REWARD_SPLITS, scenario_names
-from hffm_env.files import require_path, save_figure_atomically, write_text_atomically
+from hffm_env.files import (
+    FileBusy,
+    lock_file,
+    require_path,
+    save_figure_atomically,
+    write_text_atomically,
+)
 from hffm_env.provenance import provenance
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS
 
@@ -50,6 +57,8 @@ __all__ = [
     "prepare_out",
     "replace_earlier_run",
     "write_train_args",
+    "RUN_STATES",
+    "out_folder_held",
     "FINETUNE_SEED_OFFSET",
     "PROG",
     "note",
@@ -752,13 +761,45 @@ def replace_earlier_run(out: Path, args: TrainArgs) -> None:
     clear_folder(out, OUT_FILES if args.force else RESULT_FILES)
 
 
-def write_train_args(out: Path, args: TrainArgs, *, interrupted: bool) -> None:
-    """``train_args.json``: the run's arguments, whether it was interrupted, and the code and
-    machine it ran on (:func:`~hffm_env.provenance.provenance`). The records of the runs a
-    resumed run continues travel with the weights (``agent.json``'s ``trained_by``)."""
-    payload = {**dataclasses.asdict(args), "interrupted": interrupted,
-               "provenance": provenance()}
+RUN_STATES = ("running", "interrupted", "finished")
+"""``train_args.json``'s ``state``: written ``running`` as the run starts (a run killed
+outright, out of memory say, keeps it: its flags are not lost with it), then ``interrupted``
+(Ctrl-C, SIGTERM) or ``finished``."""
+
+
+def write_train_args(out: Path, args: TrainArgs, *, state: str) -> None:
+    """``train_args.json``: the run's arguments, its ``state`` (:data:`RUN_STATES`; the
+    ``interrupted`` flag is True unless it finished), and the code and machine it ran on
+    (:func:`~hffm_env.provenance.provenance`). The records of the runs a resumed run
+    continues travel with the weights (``agent.json``'s ``trained_by``)."""
+    if state not in RUN_STATES:
+        raise ValueError(f"state = {state!r}: allowed {list(RUN_STATES)}")
+    payload = {**dataclasses.asdict(args), "state": state,
+               "interrupted": state != "finished", "provenance": provenance()}
     write_text_atomically(out / "train_args.json", jsonio.dumps(payload))
+
+
+@contextlib.contextmanager
+def out_folder_held(out: str | Path) -> Iterator[None]:
+    """Hold ``--out`` for one run, from its first check to its last file: another run
+    started on the same folder meanwhile is refused (two runs started together both found it
+    empty, both said "agent saved", and one agent was silently lost). The lock is the file
+    ``.<name>.hffm-train.lock`` beside the folder, removed at the end; where none can be had
+    (not POSIX, a parent folder still to be created), the run goes on without it."""
+    folder = Path(out).resolve()
+    if not folder.name:  # the file system's root: no folder beside it to hold a lock
+        yield
+        return
+    lock = folder.with_name(f".{folder.name}.hffm-train.lock")
+    holding = contextlib.ExitStack()
+    try:
+        holding.enter_context(lock_file(lock, remove=True))
+    except FileBusy:
+        raise ValueError(f"out = {str(out)!r}: another run is writing to it (it holds "
+                         f"{str(lock)!r}); wait for it to end, or give another --out"
+                         ) from None
+    with holding:
+        yield
 
 
 @dataclass
@@ -787,10 +828,18 @@ class LearningCurve:
         if not path.is_file():
             return
         with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if int(row["timesteps"]) <= timesteps:
-                    self.add(int(row["timesteps"]), row["phase"], float(row["episode_return"]),
-                             int(row["rounds"]))
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    ended = int(row["timesteps"])
+                    parsed = (ended, str(row["phase"]), float(row["episode_return"]),
+                              int(row["rounds"]))
+                except (KeyError, TypeError, ValueError):  # a hand edit, a cut file
+                    raise ValueError(
+                        f"{path}: line {line} is not a learning-curve row (timesteps, phase, "
+                        f"episode_return, rounds): {row!r}; mend or remove the file (the "
+                        "resumed run's curve then starts at its checkpoint)") from None
+                if ended <= timesteps:
+                    self.add(*parsed)
 
     def write(self, out: Path, *, plot: bool = True) -> None:
         """Write ``learning_curve.csv`` (one row per episode; whole or not at all) and, with

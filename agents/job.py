@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hffm_env.agents.common as common
 from hffm_env import jsonio
 from hffm_env.agents.checkpoint import OtherSettingsWarning
-from hffm_env.agents.common import TrainArgs, TrainingInterrupted, note
+from hffm_env.agents.common import TrainArgs, TrainingInterrupted, note, out_folder_held
 from hffm_env.arguments import interrupts_held
 from hffm_env.envs.registration import ENV_ID
 from hffm_env.files import write_text_atomically
@@ -53,6 +54,12 @@ def train(args: TrainArgs) -> dict[str, Any]:
     fit = args.surrogate_fit()
     if fit is not None:  # (a calibrated fit in the cache wins, unseen)
         note(f"accuracy predicted by {fit['origin']}")
+    with out_folder_held(args.out):  # from the check of --out to the results' last file
+        return _train_and_evaluate(args, train_engine)
+
+
+def _train_and_evaluate(args: TrainArgs, train_engine: Callable[[TrainArgs], float]
+                        ) -> dict[str, Any]:
     train_seconds = train_engine(args)
     out = Path(args.out)
     if not args.evaluate:

@@ -402,6 +402,8 @@ def train_sb3(args: TrainArgs) -> float:
             save_agent(out / where, model, info, vec_env if args.normalize else None)
 
         replace_earlier_run(out, args)  # everything built: --force may remove the earlier run
+        out.mkdir(parents=True, exist_ok=True)
+        write_train_args(out, args, state="running")  # (kept by a run killed outright)
         curve = LearningCurve(f"{args.scenario}, {args.algo}, seed {args.seed}")
         if resume is not None:  # continue the curve of the run resumed (a checkpoint's run)
             curve.continue_from(resume.run_folder, resume.info.num_timesteps)
@@ -440,7 +442,7 @@ def train_sb3(args: TrainArgs) -> float:
             with interrupts_held(common.PROG):
                 save(Path("."))
                 curve.write(out)
-                write_train_args(out, args, interrupted=True)
+                write_train_args(out, args, state="interrupted")
             planned = whole(args.total_timesteps) + (
                 whole(args.finetune_steps) if args.finetune_steps > 0 else 0)
             lost = (f", the last {seen - model.num_timesteps} in a rollout not yet trained on"
@@ -519,7 +521,7 @@ def train_sb3(args: TrainArgs) -> float:
         with interrupts_held(common.PROG, replay=True):
             save(Path("."))
             curve.write(out)
-            write_train_args(out, args, interrupted=False)
+            write_train_args(out, args, state="finished")
     except BaseException:
         # an error, Ctrl-C (after its held save) or SIGTERM: the workers of SubprocVecEnv
         # end here, or a caller's Python session would keep them

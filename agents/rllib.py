@@ -510,6 +510,8 @@ def train_rllib(args: common.TrainArgs) -> float:
                     f"({error_line(err, 300)})"
                     f"{trained_on(resume.folder, 'resume it')}") from None
         replace_earlier_run(out, args)  # all built: --force may remove the earlier run
+        out.mkdir(parents=True, exist_ok=True)
+        write_train_args(out, args, state="running")  # (kept by a run killed outright)
         steps = resume.info.num_timesteps if resume is not None else 0
         first_step = steps  # (one phase: RLlib does not fine-tune in another fidelity)
         scenario_config = asdict(args.scenario_config())  # the config file as the run started
@@ -550,7 +552,7 @@ def train_rllib(args: common.TrainArgs) -> float:
         except KeyboardInterrupt:
             with interrupts_held(common.PROG):
                 save(Path("."))
-                write_train_args(out, args, interrupted=True)
+                write_train_args(out, args, state="interrupted")
             raise TrainingInterrupted(
                 f"interrupted at {steps} of {args.total_timesteps} timesteps (while "
                 f"training); model saved in {out}") from None
@@ -561,7 +563,7 @@ def train_rllib(args: common.TrainArgs) -> float:
         # stops (the algorithm and Ray are stopped below either way)
         with interrupts_held(common.PROG, replay=True):
             save(Path("."))
-            write_train_args(out, args, interrupted=False)
+            write_train_args(out, args, state="finished")
     finally:
         if algo is not None:  # its env runners, also when a caller's Ray session lives on
             algo.stop()

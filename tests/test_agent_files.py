@@ -336,9 +336,11 @@ def test_a_worker_that_fails_mid_step_ends_the_run_instead_of_hanging_it(tmp_pat
 
 
 def test_a_run_killed_outright_keeps_its_learning_curve_up_to_its_last_checkpoint(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, capsys):
     """Only a finished or interrupted run wrote learning_curve.csv: one killed outright (out
-    of memory, SIGKILL) lost it, and a run resumed from its checkpoint started a new one."""
+    of memory, SIGKILL) lost it, and a run resumed from its checkpoint started a new one. Nor
+    did it leave train_args.json (the flags a resume needs), and --resume OUT said only "no
+    model.zip in this folder"."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     import hffm_env.agents.ppo as ppo
@@ -355,12 +357,48 @@ def test_a_run_killed_outright_keeps_its_learning_curve_up_to_its_last_checkpoin
         train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out)])
     rows = (out / "learning_curve.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [4, 8, 12, 16, 20, 24, 28, 32]
+    recorded = json.loads((out / "train_args.json").read_text())
+    assert recorded["state"] == "running" and recorded["total_timesteps"] == 64
+    with pytest.raises(AgentFileError, match=r"ended before its final save \(its train_args"
+                       r".json still says it is running: killed\?\); its latest checkpoint "
+                       r"is .*step_00000032"):
+        find_agent(out)
     monkeypatch.undo()
+    assert train_agent.main([*BASE, "--total-timesteps", "64", "--out", str(out),
+                             "--resume", str(out)]) == 2
+    assert "step_00000032 (--resume or --agent that)" in capsys.readouterr().err
     resumed = tmp_path / "resumed"
     assert train_agent.main([*BASE, "--total-timesteps", "40", "--out", str(resumed),
                              "--resume", str(out / "checkpoints" / "step_00000032")]) == 0
     rows = (resumed / "learning_curve.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [4, 8, 12, 16, 20, 24, 28, 32, 36, 40]
+    recorded = json.loads((resumed / "train_args.json").read_text())
+    assert recorded["state"] == "finished" and recorded["interrupted"] is False
+
+
+def test_a_damaged_learning_curve_is_named_when_a_run_resumes(tmp_path):
+    from hffm_env.agents.common import LEARNING_CURVE_CSV, LearningCurve
+
+    (tmp_path / LEARNING_CURVE_CSV).write_text(
+        "timesteps,phase,episode_return,rounds\n4,cost,1.5,4\n8,cost,3.9\n")  # a cut row
+    with pytest.raises(ValueError, match=r"learning_curve.csv: line 3 is not a "
+                                         r"learning-curve row"):
+        LearningCurve("t").continue_from(tmp_path, 16)
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    """Two runs started together on one --out both found it empty and both said "agent
+    saved"; one agent was silently lost."""
+    from hffm_env.files import lock_file
+
+    out = tmp_path / "run"
+    flags = [*BASE, "--total-timesteps", "8", "--no-evaluate", "--out", str(out)]
+    with lock_file(tmp_path / ".run.hffm-train.lock"):  # as the first run holds it
+        assert train_agent.main(flags) == 2
+    assert "another run is writing to it" in capsys.readouterr().err
+    assert not out.exists()
+    assert train_agent.main(flags) == 0  # the lock is the run's, then gone
+    assert not (tmp_path / ".run.hffm-train.lock").exists()
 
 
 def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
@@ -384,7 +422,8 @@ def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
     real_write = ppo.write_train_args
 
     def write_after_a_second_ctrl_c(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
+        if kwargs["state"] != "running":  # (the record written as the run starts)
+            os.kill(os.getpid(), signal.SIGINT)
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(ppo._FLMetricsCallback, "build", staticmethod(Terminate))
@@ -396,7 +435,7 @@ def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(
     assert "still saving what was done" in err and "interrupted at 12 of 64" in err
     assert find_agent(out).info.num_timesteps == 8
     recorded = json.loads((out / "train_args.json").read_text())
-    assert recorded["interrupted"] is True
+    assert recorded["interrupted"] is True and recorded["state"] == "interrupted"
     assert recorded["provenance"]["command"][0] == "train_agent.py"  # and the code it ran
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
@@ -413,7 +452,8 @@ def test_ctrl_c_in_the_final_save_waits_for_it_then_stops_the_run(tmp_path, monk
     real_write = ppo.write_train_args
 
     def write_after_a_ctrl_c(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
+        if kwargs["state"] == "finished":  # (not the record written as the run starts)
+            os.kill(os.getpid(), signal.SIGINT)
         return real_write(*args, **kwargs)
 
     monkeypatch.setattr(ppo, "write_train_args", write_after_a_ctrl_c)

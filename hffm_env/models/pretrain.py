@@ -723,13 +723,19 @@ def build_model(
                 warnings.warn(f"could not save the pre-trained model to {path} "
                               f"({error_line(err, 200)}); using it from memory, "
                               "it is pre-trained again next time", RuntimeWarning,
-                              stacklevel=2)
+                              stacklevel=_CALLER_OF_BUILD_MODEL - 1)  # (from build_model)
                 cache_file = None
             model.load_pretrained_state(model.pretrained_state(), seed)
             info = {**info, "cached": False}
     model.pretrain_info = info
     model.cache_file = cache_file
     return model.to(device)
+
+
+_CALLER_OF_BUILD_MODEL = 4
+"""The stack level of a warning raised by a helper :func:`build_model` calls, to point at
+``build_model``'s caller: the helper, ``build_model``, the frame of its ``float32_default``
+decorator (a context manager's), then the caller."""
 
 
 def _load_into(model: M3TModel, path: Path, key: str, seed: int, *,
@@ -748,7 +754,7 @@ def _load_into(model: M3TModel, path: Path, key: str, seed: int, *,
             f"pre-trained model cache {path} is unusable ({type(err).__name__}: {err}); "
             "pre-training again and rewriting it",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=_CALLER_OF_BUILD_MODEL,
         )
         return None
     return {**info, "cached": True}
@@ -766,6 +772,9 @@ def _usable_cache_path(path: Path) -> Path:
         problem = "cannot be read (permission denied)"
     elif lock.exists() and not lock.is_file():
         problem = f"has a lock path {lock.name} that is not a regular file"
+    elif (blocker := next((p for p in path.parents if p.exists()), None)) is not None \
+            and not blocker.is_dir():  # (mkdir would say only "File exists")
+        problem = f"is in a folder that cannot be created ({blocker} is a file)"
     else:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -787,7 +796,7 @@ def _usable_cache_path(path: Path) -> Path:
         f"pre-trained model cache {path} {problem}; using {fallback} instead (set "
         "HFFM_CACHE_DIR to a writable folder to keep the cache)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=_CALLER_OF_BUILD_MODEL,
     )
     return fallback / path.name
 

@@ -54,8 +54,9 @@ def test_cache_is_reused_and_rebuilt_when_corrupt(private_cache, monkeypatch, co
     monkeypatch.setattr(pretrain, "pretrain_model", original)
 
     path.write_bytes(b"not a torch file")
-    with pytest.warns(RuntimeWarning, match="unusable"):
+    with pytest.warns(RuntimeWarning, match="unusable") as said:
         rebuilt = build_model(TINY_MODEL, TINY_DATA, seed=0, progress=False)
+    assert {w.filename for w in said} == {__file__}  # the caller's line
     assert rebuilt.pretrain_info["cached"] is False
     torch.testing.assert_close(rebuilt.query_token, first.query_token)  # deterministic
     with warnings.catch_warnings():
@@ -406,9 +407,12 @@ def test_unwritable_cache_folder_falls_back_before_pretraining(tmp_path, configs
     TINY_MODEL, TINY_DATA = configs
     blocker = tmp_path / "a-file"
     blocker.write_text("x")  # a folder below a file can never be created, even by root
-    with pytest.warns(RuntimeWarning, match="cannot be written.*using"):
+    with pytest.warns(RuntimeWarning, match=r"cannot be created \(.*a-file is a file\).*"
+                                            "using") as said:
         model = build_model(TINY_MODEL, TINY_DATA, cache_dir=blocker / "cache", progress=False)
     assert model.cache_file.exists() and blocker not in model.cache_file.parents
+    # the caller's line, not contextlib's (build_model's decorator is a context manager)
+    assert {w.filename for w in said} == {__file__}
 
 
 def test_a_cache_that_cannot_be_saved_leaves_the_model_in_memory(tmp_path, monkeypatch,
@@ -422,8 +426,9 @@ def test_a_cache_that_cannot_be_saved_leaves_the_model_in_memory(tmp_path, monke
 
     monkeypatch.setattr(pretrain, "_save_cache", disk_full)
     with pytest.warns(RuntimeWarning, match="could not save the pre-trained model to .*"
-                                            "using it from memory"):
+                                            "using it from memory") as said:
         model = build_model(TINY_MODEL, TINY_DATA, cache_dir=tmp_path, progress=False)
+    assert {w.filename for w in said} == {__file__}
     assert model.cache_file is None and model.pretrain_info["cached"] is False
     assert not list(tmp_path.glob("m3t-*.pt")) and not list(tmp_path.glob(".*.tmp"))
 
