@@ -34,6 +34,7 @@ from hffm_env.seeding import SEED_MAX
 from hffm_env.values import is_finite_real, shown
 
 __all__ = [
+    "ServerLattice",
     "DEFAULT_TARGET_FRACTION",
     "NEVER",
     "config_differences",
@@ -396,14 +397,70 @@ class PlacementConfig:
                     f"area's diagonal ({diagonal:.0f} m for area_side_m = {self.area_side_m}), "
                     f"so no {self.num_edge_servers} edge servers fit; enlarge the area or "
                     "reduce the spacing")
-            if packed_area > grown_area:  # (not a division: half**2 underflows to 0 at 1e-300)
-                max_servers = grown_area / (2 * math.sqrt(3) * half**2)
+            lattice = ServerLattice.densest(self.area_side_m, self.min_server_spacing_m)
+            if packed_area > grown_area or (self.num_edge_servers > 2
+                                            and self.num_edge_servers > lattice.capacity):
+                # (beyond the lattice random placement jams too: accepted, such a config failed
+                # at the reset of some seeds, mid-training; not a division: half**2
+                # underflows to 0 at 1e-300)
+                fit = min(lattice.capacity, int(grown_area / (2 * math.sqrt(3) * half**2)))
                 raise ConfigError(
                     f"{owner}.area_side_m = {self.area_side_m}: too small to place "
                     f"{self.num_edge_servers} edge servers at least {self.min_server_spacing_m} m "
-                    f"apart (at most about {int(max_servers)} fit); enlarge the area, reduce "
+                    f"apart (at most about {fit} fit); enlarge the area, reduce "
                     "num_edge_servers or min_server_spacing_m"
                 )
+
+
+@dataclass(frozen=True)
+class ServerLattice:
+    """Sites at least ``spacing_m`` apart in rows across a square of side ``side_m``: a
+    hexagonal lattice (odd rows shifted by half a spacing) or a square one. Server placement
+    falls back to it when random placement jams, so a layout the config accepts always places
+    (:func:`hffm_env.sim.topology.place_network`); the config refuses more servers than it
+    holds (two servers: up to the square's diagonal, at opposite corners)."""
+
+    side_m: float
+    spacing_m: float
+    row_step_m: float
+    odd_offset_m: float
+
+    @classmethod
+    def densest(cls, side_m: float, spacing_m: float) -> ServerLattice:
+        """The lattice of the two that holds more sites (the hexagonal one on a tie)."""
+        # (a hair wider than the spacing: sites must stay at least spacing_m apart in floats)
+        step = spacing_m * (1 + 1e-9)
+        hexagonal = cls(side_m, step, step * math.sqrt(3) / 2, step / 2)
+        square = cls(side_m, step, step, 0.0)
+        return max((hexagonal, square), key=lambda lattice: lattice.capacity)
+
+    def _sites_in_row(self, row: int) -> int:
+        start = self.odd_offset_m if row % 2 else 0.0
+        return int((self.side_m - start) // self.spacing_m) + 1 if start <= self.side_m else 0
+
+    @property
+    def rows(self) -> int:
+        return int(self.side_m // self.row_step_m) + 1
+
+    @property
+    def capacity(self) -> int:
+        """How many sites fit (counted, not listed: a tiny spacing holds astronomically many)."""
+        rows = self.rows
+        return (rows + 1) // 2 * self._sites_in_row(0) + rows // 2 * self._sites_in_row(1)
+
+    def first_sites(self, count: int) -> np.ndarray:
+        """The first ``count`` sites, row by row from the corner at the origin (``count`` x 2,
+        metres); at most :attr:`capacity`."""
+        if count > self.capacity:
+            raise ValueError(f"count = {count}: the lattice holds {self.capacity} sites")
+        sites: list[tuple[float, float]] = []
+        row = 0
+        while len(sites) < count:
+            start = self.odd_offset_m if row % 2 else 0.0
+            for k in range(min(self._sites_in_row(row), count - len(sites))):
+                sites.append((start + k * self.spacing_m, row * self.row_step_m))
+            row += 1
+        return np.asarray(sites, dtype=float).reshape(count, 2)
 
 
 @dataclass(frozen=True)

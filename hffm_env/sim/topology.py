@@ -8,7 +8,10 @@ Two placements (:class:`~hffm_env.config.PlacementConfig`):
        server already placed, at most ``max_placement_attempts`` candidates per server. When a
        server finds no room (the first ones can sit so that the rest do not fit, although
        another layout would take them all) the placement starts over, up to
-       ``SERVER_PLACEMENT_RESTARTS`` times, after which :class:`PlacementError` is raised.
+       ``SERVER_PLACEMENT_RESTARTS`` times; then the servers take the first sites of the
+       denser of a hexagonal and a square lattice at that spacing, shifted at random
+       (:class:`~hffm_env.config.ServerLattice`; two servers: opposite corners), which the
+       config checks hold them all, so no seed's reset fails.
     2. For each server a cluster centre uniform in the disc of radius ``cluster_centre_radius_m``
        around it, and ``devices_per_cluster`` devices uniform in the disc of radius
        ``device_radius_m`` around that centre. A point is uniform in a disc with
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hffm_env.config import ConfigError, PlacementConfig
+from hffm_env.config import ConfigError, PlacementConfig, ServerLattice
 
 __all__ = [
     "SERVER_PLACEMENT_RESTARTS",
@@ -224,6 +227,9 @@ def _place_servers(config: PlacementConfig, rng: np.random.Generator) -> np.ndar
         servers = _try_to_place_servers(config, rng)
         if servers is not None:
             return servers
+    servers = _servers_on_a_lattice(config, rng)
+    if servers is not None:
+        return servers
     raise PlacementError(
         f"placement: could not place {config.num_edge_servers} edge servers at least "
         f"{config.min_server_spacing_m} m apart in a {config.area_side_m} m square in "
@@ -232,6 +238,27 @@ def _place_servers(config: PlacementConfig, rng: np.random.Generator) -> np.ndar
         "packing); enlarge placement.area_side_m, or reduce placement.num_edge_servers or "
         "placement.min_server_spacing_m"
     )
+
+
+def _servers_on_a_lattice(config: PlacementConfig, rng: np.random.Generator
+                          ) -> np.ndarray | None:
+    """When random placement jammed (a spacing near the densest packing: the first servers
+    can sit so that the rest find no room on most seeds): the first sites of the densest
+    lattice (:class:`~hffm_env.config.ServerLattice`), shifted at random within the room the
+    block leaves and handed to the servers in random order; two servers at opposite corners.
+    None when neither holds them (the config refuses such layouts)."""
+    side, count = config.area_side_m, config.num_edge_servers
+    lattice = ServerLattice.densest(side, config.min_server_spacing_m)
+    if count <= lattice.capacity:
+        sites = lattice.first_sites(count)
+    elif count == 2 and config.min_server_spacing_m <= side * np.sqrt(2):
+        sites = np.array([[0.0, 0.0], [side, side]])
+        if rng.random() < 0.5:  # the other diagonal
+            sites[:, 0] = side - sites[:, 0]
+    else:
+        return None
+    room = side - sites.max(axis=0)
+    return (sites + rng.uniform(0.0, 1.0, size=2) * room)[rng.permutation(count)]
 
 
 def _try_to_place_servers(config: PlacementConfig, rng: np.random.Generator
@@ -269,8 +296,9 @@ def place_network(config: PlacementConfig, rng: np.random.Generator) -> Topology
     """Place edge servers and devices as described in the module docstring.
 
     Raises:
-        PlacementError: the servers could not be spaced within ``max_placement_attempts``
-            draws per server in ``SERVER_PLACEMENT_RESTARTS + 1`` tries.
+        PlacementError: the servers could not be spaced, neither within
+            ``max_placement_attempts`` draws per server in ``SERVER_PLACEMENT_RESTARTS + 1``
+            tries nor on the lattice (a layout the config would refuse).
     """
     servers = _place_servers(config, rng)
     side = config.area_side_m
