@@ -500,7 +500,13 @@ class FederatedEngine:
         :meth:`~hffm_env.sim.network.Network.with_everyone_available`), with every available
         device that would train a module taking part in its aggregation (as
         :meth:`run_round` has them: :meth:`takes_part`), without training or changing any
-        state (used for reward references and cost studies)."""
+        state (used for reward references and cost studies).
+
+        With ``channel.outage_snr_db`` set, the price includes the round's retransmissions,
+        drawn as the round began: exactly what :meth:`run_round` will charge, and more than a
+        sender could know before it sends (:mod:`hffm_env.sim.network`), so a policy that
+        reads it under outage sees the round's luck (``greedy-energy`` and
+        ``plan+cheapest-routes`` do; no preset turns outage on)."""
         self.validate_schedule(schedule)
         serving = self.trainable_tasks()
         would_train = self.takes_part(serving.any(dim=1), serving)  # (availability: below)
