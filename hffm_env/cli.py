@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import shlex
 import sys
 import warnings
@@ -503,6 +504,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     with _agent_errors(), warnings.catch_warnings():
         if args.fidelity == "surrogate":
             warnings.simplefilter("ignore", SurrogateMismatch)
+            for noted in mismatch:  # (a damaged cached fit, say: noted once, above)
+                warnings.filterwarnings("ignore", message=re.escape(str(noted.message)))
         try:
             result = run_benchmark(
                 make_env, policies, seeds=seeds, env_per_seed=args.data_split_per_seed,

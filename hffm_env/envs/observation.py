@@ -4,9 +4,9 @@
 | --- | --- | --- |
 | ``round`` | 1 | rounds done / ``env.episode_rounds`` |
 | ``accuracy/<task>`` | K | global test accuracy per task (0 in cost fidelity) |
-| ``loss/<task>`` | K | mean training loss per task / (2 ln classes) (0 in cost fidelity) |
+| ``loss/<task>`` | K | mean training loss per task / (2 ln classes); 0 in cost |
 | ``staleness/<type>/<tier>`` | 2T | rounds since aggregated at the edge / cloud, / 8 (at most 1) |
-| ``drift/<type>/<scope>`` | 2T | device copies' distance to their cluster / global mean, d/(1+d) (0 in cost fidelity) |
+| ``drift/<type>/<scope>`` | 2T | copies' distance to cluster / global mean, d/(1+d); 0 in cost |
 | ``cluster/<c>/uplink`` | C | log10 of the members' mean uplink rate (bit/s) / 10 |
 | ``cluster/<c>/d2d_rate`` | C | log10 of the mean D2D link rate (bit/s) over the D2D graph / 10 |
 | ``cluster/<c>/d2d_density`` | C | D2D graph edges / possible pairs of its members (1 for one) |

@@ -603,6 +603,23 @@ def test_a_damaged_cached_fit_gives_way_to_the_shipped_one(tmp_path, monkeypatch
         find_surrogate(other)
 
 
+def test_hffm_bench_says_a_damaged_cached_fit_once(tmp_path, monkeypatch, capsys):
+    # it was a note of its own, then the same text again as each env was built
+    import warnings
+
+    from hffm_env.cli import main
+    from hffm_env.fl.surrogate import surrogate_path
+
+    monkeypatch.setenv("HFFM_CACHE_DIR", str(tmp_path))
+    surrogate_path(small()).write_bytes(b"garbage\n")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main(["bench", "--scenario", "small", "--fidelity", "surrogate", "--policies",
+                     "never", "--seeds", "1000", "1001", "--no-progress"]) == 0
+    said = capsys.readouterr().err + "".join(str(w.message) for w in warned)
+    assert said.count("not a fitted surrogate") == 1
+
+
 def test_a_feature_that_never_varied_is_not_blown_up_and_its_change_is_said(fitted, tmp_path):
     """Every synthetic trace had availability 1.0 (spread 0, stored as 1e-6): at 0.9 the
     standardised input was -1e5 and every round predicted one flat, clipped value."""
