@@ -412,6 +412,11 @@ class PlacementConfig:
                 )
 
 
+def _steps_in(length_m: float, step_m: float) -> int:
+    """Whole steps in a length, at most 1e15 (a spacing of 5e-324 m makes it infinite)."""
+    return int(min(length_m // step_m, 1e15))
+
+
 @dataclass(frozen=True)
 class ServerLattice:
     """Sites at least ``spacing_m`` apart in rows across a square of side ``side_m``: a
@@ -436,11 +441,11 @@ class ServerLattice:
 
     def _sites_in_row(self, row: int) -> int:
         start = self.odd_offset_m if row % 2 else 0.0
-        return int((self.side_m - start) // self.spacing_m) + 1 if start <= self.side_m else 0
+        return _steps_in(self.side_m - start, self.spacing_m) + 1 if start <= self.side_m else 0
 
     @property
     def rows(self) -> int:
-        return int(self.side_m // self.row_step_m) + 1
+        return _steps_in(self.side_m, self.row_step_m) + 1
 
     @property
     def capacity(self) -> int:

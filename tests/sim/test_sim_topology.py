@@ -176,3 +176,5 @@ def test_a_layout_the_config_accepts_places_on_every_seed(spacing, monkeypatch):
     with pytest.raises(ConfigError, match="too small to place 10 edge servers at least "
                                           r"400.0 m apart \(at most about 9 fit\)"):
         apply_overrides(small(), [*layout, "placement.min_server_spacing_m=400"])
+    # the smallest spacing there is: the lattice is counted, not listed (nor infinite)
+    apply_overrides(small(), [*layout, "placement.min_server_spacing_m=5e-324"])
