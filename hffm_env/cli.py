@@ -1128,7 +1128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(done.code or 0)  # a status, as `hffm train` returns it, not an exception
         return args.func(args)
 
-    return arguments.run_command(run, "hffm", argv)
+    # errors, warnings and Ctrl-C name the subcommand, as its parse errors and notes do
+    # ("hffm bench: error: ..." for a bad flag, "hffm: error: ..." for a bad file was two voices)
+    prog = f"hffm {argv[0]}" if argv[:1] and argv[0] in SUBCOMMANDS else "hffm"
+    return arguments.run_command(run, prog, argv)
+
+
+SUBCOMMANDS = ("describe", "bench", "pretrain", "calibrate")
+"""The subcommands :func:`main` runs itself (``train`` runs as ``train_agent.py`` does, under
+its own name ``hffm train``)."""
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "build_parser", interrupted_parser)
-    assert hffm(["describe"]) == 130 and "hffm: interrupted" in capsys.readouterr().err
+    assert hffm(["describe"]) == 130 and "hffm describe: interrupted" in capsys.readouterr().err
 
 
 def test_interrupts_wait_for_a_held_block_and_are_said_once_each(capsys):

@@ -451,7 +451,7 @@ def test_a_refit_refuses_an_episode_given_twice_and_traces_are_written_whole(
 def test_bench_names_the_flag_of_a_missing_surrogate_file(tmp_path, capsys):
     assert cli_main(["bench", "--scenario", "small", "--fidelity", "surrogate", "--surrogate",
                      str(tmp_path / "nope.pt"), "--policies", "never"]) == 2
-    assert "hffm: error: --surrogate: " in capsys.readouterr().err
+    assert "hffm bench: error: --surrogate: " in capsys.readouterr().err
 
 
 def test_calibrate_notes_a_plan_searched_on_other_settings(tmp_path, capsys):

@@ -106,7 +106,7 @@ def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path
                  "--policies", "never", "--no-progress", "--json", str(out)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     err = lines[-1]
-    assert err.startswith("hffm: error: --agent: ") and "ppo-coarse-stt_s0" in err
+    assert err.startswith("hffm bench: error: --agent: ") and "ppo-coarse-stt_s0" in err
     assert "does not fit this env's spaces" in err and "placement.num_edge_servers=3" in err
     # ... after a note naming the settings that differ (it came only for agents that fit)
     assert any("note: agent:ppo-coarse-stt_s0 was trained with" in line
@@ -118,7 +118,7 @@ def test_an_agent_of_another_layout_is_one_line_not_a_traceback(capsys, tmp_path
                  "--out", str(tmp_path / "fit.pt"), "--traces", str(traces)]) == 2
     err = capsys.readouterr().err  # with an empty cache the pre-training notice comes first
     last = err.strip().splitlines()[-1]
-    assert last.startswith("hffm: error: --agent: ") and "does not fit" in last, err
+    assert last.startswith("hffm calibrate: error: --agent: ") and "does not fit" in last, err
     assert "Traceback" not in err and not (tmp_path / "fit.pt").exists()
     assert not traces.exists()
 
