@@ -96,6 +96,8 @@ INFO_FILE = "agent.json"
 NORMALIZATION_FILE = "vecnormalize.npz"
 POLICY_FILE = "policy.pt"  # an RLlib agent's weights (hffm_env.agents.rllib)
 CHECKPOINTS = "checkpoints"  # a run's checkpoints: OUT/checkpoints/step_<N>/
+TRAIN_ARGS_FILE = "train_args.json"  # a training run's flags and state (agents.common)
+RLLIB_CHECKPOINT_DIR = "rllib"  # an RLlib agent's own checkpoint, for --resume
 
 
 def checkpoint_folder(timesteps: int) -> Path:
@@ -1113,7 +1115,7 @@ def _train_args(folder: Path) -> Any:
     """The run's ``train_args.json`` as read from ``folder``; ``None`` when it is missing or
     not JSON."""
     try:
-        return json.loads((folder / "train_args.json").read_text())
+        return json.loads((folder / TRAIN_ARGS_FILE).read_text())
     except (OSError, ValueError):
         return None
 

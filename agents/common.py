@@ -24,7 +24,13 @@ from hffm_env.agents.checkpoint import (
     ACTION_MODES,
     CHECKPOINTS,
     ENGINES,
+    INFO_FILE,
+    MODEL_FILE,
+    NORMALIZATION_FILE,
+    POLICY_FILE,
+    RLLIB_CHECKPOINT_DIR,
     SETTING_FLAGS,
+    TRAIN_ARGS_FILE,
     checkpoint_step,
     names_an_agent,
     setting_overrides,
@@ -628,17 +634,17 @@ LEARNING_CURVE_CSV = "learning_curve.csv"
 LEARNING_CURVE_PNG = "learning_curve.png"
 RESULT_FILES = ("results.json", "results.md", "pareto.png")
 """What the comparison with the baselines writes into ``--out``."""
-OUT_FILES = ("model.zip", "agent.json", "vecnormalize.npz", "policy.pt", "rllib", "checkpoints",
-             "runs", "train_args.json", LEARNING_CURVE_CSV, LEARNING_CURVE_PNG, *RESULT_FILES)
+OUT_FILES = (MODEL_FILE, INFO_FILE, NORMALIZATION_FILE, POLICY_FILE, RLLIB_CHECKPOINT_DIR,
+             CHECKPOINTS, "runs", TRAIN_ARGS_FILE, LEARNING_CURVE_CSV, LEARNING_CURVE_PNG,
+             *RESULT_FILES)
 """What a run writes into ``--out``: what ``--force`` removes (TensorBoard's ``runs/`` too, so
 that the new run's curves are not shown beside the old run's; a resumed run adds its own)."""
 
 
 def _holds_a_run(folder: Path) -> bool:
     """Whether ``folder`` holds an earlier run's outputs (what ``--force`` may replace)."""
-    return any((folder / name).exists() for name in ("train_args.json", "agent.json",
-                                                       "model.zip")) \
-        or any((folder / CHECKPOINTS).glob("step_*/agent.json"))
+    return any((folder / name).exists() for name in (TRAIN_ARGS_FILE, INFO_FILE, MODEL_FILE)) \
+        or any((folder / CHECKPOINTS).glob(f"step_*/{INFO_FILE}"))
 
 
 def _inside_a_runs_checkpoints(folder: Path) -> bool:
@@ -776,7 +782,7 @@ def write_train_args(out: Path, args: TrainArgs, *, state: str) -> None:
         raise ValueError(f"state = {state!r}: allowed {list(RUN_STATES)}")
     payload = {**dataclasses.asdict(args), "state": state,
                "interrupted": state != "finished", "provenance": provenance()}
-    write_text_atomically(out / "train_args.json", jsonio.dumps(payload))
+    write_text_atomically(out / TRAIN_ARGS_FILE, jsonio.dumps(payload))
 
 
 @contextlib.contextmanager

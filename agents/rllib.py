@@ -72,6 +72,7 @@ import hffm_env.agents.common as common
 from hffm_env.agents.checkpoint import (
     INFO_FILE,
     POLICY_FILE,
+    RLLIB_CHECKPOINT_DIR,
     AgentFileError,
     AgentFolder,
     AgentInfo,
@@ -100,7 +101,7 @@ __all__ = [
     "model_config",
 ]
 
-CHECKPOINT_DIR = "rllib"
+CHECKPOINT_DIR = RLLIB_CHECKPOINT_DIR
 HIDDEN_SIZES = (64, 64)
 """The policy's and the value function's hidden layers (stable-baselines3's MlpPolicy)."""
 CLIP_PARAM = 0.2

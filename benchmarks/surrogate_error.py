@@ -55,6 +55,7 @@ from _output import (
 )
 
 from hffm_env import arguments
+from hffm_env.fl.evaluation import mean_over_tasks
 from hffm_env.seeding import DEFAULT_EVAL_SEEDS, FIRST_HELD_OUT_SEED
 
 TARGETS = {"final_mae": 0.02, "round_mae": 0.03, "spearman": 0.9, "speedup": 100.0}
@@ -81,7 +82,10 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _mean_accuracy(rounds, tasks) -> np.ndarray:
-    return np.array([np.mean([r.targets[f"accuracy/{t}"] for t in tasks]) for r in rounds])
+    """The env's mean over tasks of each round's global accuracy (a task with no number, NaN,
+    left out, as :func:`~hffm_env.fl.evaluation.mean_over_tasks` leaves it out)."""
+    return np.array([mean_over_tasks({t: r.targets[f"accuracy/{t}"] for t in tasks})
+                     for r in rounds])
 
 
 def _noise_std(surrogate, tasks) -> float:

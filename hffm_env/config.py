@@ -445,6 +445,7 @@ class ServerLattice:
 
     @property
     def rows(self) -> int:
+        """How many rows of sites fit, one every :attr:`row_step_m` from the square's edge."""
         return _steps_in(self.side_m, self.row_step_m) + 1
 
     @property

@@ -303,3 +303,18 @@ def test_a_seed_policy_or_traces_file_given_twice_is_refused(monkeypatch, capsys
     with pytest.raises(SystemExit):
         surrogate_error.main([*argv, "--speed-steps", "0"])
     assert said in capsys.readouterr().err
+
+
+def test_a_task_without_a_number_is_left_out_of_the_mean_as_the_env_leaves_it(monkeypatch):
+    # np.mean made the round NaN where the env's mean_over_tasks reads the other tasks
+    from hffm_env.fl.surrogate import RoundTrace
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import surrogate_error
+
+    try:
+        rounds = [RoundTrace({"encoder": "edge"}, 1.0,
+                             {"accuracy/a": 0.6, "accuracy/b": float("nan")})]
+        assert surrogate_error._mean_accuracy(rounds, ["a", "b"]).tolist() == [0.6]
+    finally:
+        del sys.modules["surrogate_error"]
