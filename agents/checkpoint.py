@@ -313,12 +313,18 @@ class Normalization:
 
     @classmethod
     def of(cls, vec_normalize: Any) -> Normalization:
-        """The statistics of a live ``VecNormalize``."""
+        """The statistics of a live ``VecNormalize``; one that normalises rewards only
+        (``norm_obs=False``: SB3 keeps no observation statistics then) gets the identity's,
+        sized to its observations."""
         v = vec_normalize
+        obs_rms = getattr(v, "obs_rms", None) if v.norm_obs else None
+        shape = v.observation_space.shape
         return cls(
-            obs_mean=np.asarray(v.obs_rms.mean, dtype=np.float64),
-            obs_var=np.asarray(v.obs_rms.var, dtype=np.float64),
-            obs_count=float(v.obs_rms.count),
+            obs_mean=(np.zeros(shape) if obs_rms is None
+                      else np.asarray(obs_rms.mean, dtype=np.float64)),
+            obs_var=(np.ones(shape) if obs_rms is None
+                     else np.asarray(obs_rms.var, dtype=np.float64)),
+            obs_count=0.0 if obs_rms is None else float(obs_rms.count),
             ret_mean=float(np.asarray(v.ret_rms.mean)), ret_var=float(np.asarray(v.ret_rms.var)),
             ret_count=float(v.ret_rms.count),
             returns=np.asarray(v.returns, dtype=np.float64),
@@ -388,13 +394,18 @@ class Normalization:
     def apply_to(self, vec_normalize: Any) -> None:
         """Restore these statistics into a ``VecNormalize`` of the same observation size."""
         v = vec_normalize
-        if v.obs_rms.mean.shape != self.obs_mean.shape:
+        shape = v.observation_space.shape
+        if shape != self.obs_mean.shape:
             raise AgentFileError(
                 f"normalisation statistics are for observations of shape {self.obs_mean.shape}, "
-                f"the env's are {v.obs_rms.mean.shape}"
+                f"the env's are {shape}"
             )
-        v.obs_rms.mean, v.obs_rms.var = self.obs_mean.copy(), self.obs_var.copy()
-        v.obs_rms.count = self.obs_count
+        if self.norm_obs or hasattr(v, "obs_rms"):  # (none kept when rewards only)
+            from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+            v.obs_rms = getattr(v, "obs_rms", None) or RunningMeanStd(shape=shape)
+            v.obs_rms.mean, v.obs_rms.var = self.obs_mean.copy(), self.obs_var.copy()
+            v.obs_rms.count = self.obs_count
         v.ret_rms.mean, v.ret_rms.var = np.float64(self.ret_mean), np.float64(self.ret_var)
         v.ret_rms.count = self.ret_count
         if self.returns.shape == v.returns.shape:
@@ -530,8 +541,20 @@ class AgentFolder:
 
 
 _SAFE_MODELS = ("; a model of your own loads when it is a PPO or MaskablePPO with a constant "
-                "learning rate and policy_kwargs of plain values, such as net_arch: set "
-                "model.learning_rate to a number before saving it")
+                "learning rate and policy_kwargs of plain values, such as net_arch")
+_SAFE_ENTRY_FIX = {
+    "learning_rate": "set model.learning_rate to a number before saving it",
+    "policy_kwargs": "train with policy_kwargs of plain values only (net_arch, ortho_init, "
+                     "...; an activation or optimiser class is code)",
+}
+"""What to change, for the serialized entries a model of one's own most often has."""
+
+
+def _safe_models(entry: str) -> str:
+    """:data:`_SAFE_MODELS`, with what to change for ``entry`` when it is a common one (the
+    learning-rate advice was given for an activation class in ``policy_kwargs`` too)."""
+    fix = _SAFE_ENTRY_FIX.get(entry)
+    return _SAFE_MODELS + (f": {fix}" if fix else "")
 
 
 def _unsafe_entries(data: dict[str, Any]) -> list[str]:
@@ -560,7 +583,9 @@ def _check_saving(model: Any, info: AgentInfo, vec_normalize: Any) -> None:
         raise AgentFileError(f"save_agent: info.normalized = {info.normalized} but "
                              f"vec_normalize is {'given' if vec_normalize is not None else 'None'}"
                              "; pass the VecNormalize the model was trained on, or none")
-    if vec_normalize is not None and not hasattr(vec_normalize, "obs_rms"):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if vec_normalize is not None and not isinstance(vec_normalize, VecNormalize):
         raise AgentFileError(f"save_agent: vec_normalize = {vec_normalize!r}: must be the "
                              "stable-baselines3 VecNormalize the model was trained on")
     if info.config is not None:
@@ -572,16 +597,22 @@ def _check_saving(model: Any, info: AgentInfo, vec_normalize: Any) -> None:
             raise AgentFileError(f"save_agent: info.config does not load: {err}") from None
 
 
+def _vec_env_of(model: Any) -> Any:
+    """The ``VecEnv`` ``model`` trained on, below SB3's ``VecEnv`` wrappers (VecNormalize,
+    VecMonitor, ...); None when it has none."""
+    get_env = getattr(model, "get_env", None)
+    venv = get_env() if callable(get_env) else None
+    while venv is not None and not hasattr(venv, "envs") and hasattr(venv, "venv"):
+        venv = venv.venv
+    return venv
+
+
 def _training_env(model: Any) -> tuple[list[Any], Any] | None:
     """The HF-FM env ``model`` trained on and the wrappers around it (outermost first), where
     that is at hand (a ``DummyVecEnv``, under any ``VecEnv`` wrappers); None otherwise."""
     import gymnasium as gym
 
-    get_env = getattr(model, "get_env", None)
-    venv = get_env() if callable(get_env) else None
-    while venv is not None and not hasattr(venv, "envs") and hasattr(venv, "venv"):
-        venv = venv.venv  # (VecNormalize, VecMonitor, ...: SB3's VecEnv wrappers)
-    envs = getattr(venv, "envs", None)
+    envs = getattr(_vec_env_of(model), "envs", None)
     if not envs:
         return None
     layers, env = [], envs[0]
@@ -598,26 +629,43 @@ def _played_through(model: Any, info: AgentInfo) -> str:
     env it trained on where that is at hand (:func:`_training_env`): an observation wrapper
     (its transformation is not saved, so the policy would play on raw observations), or
     actions through a wrapper ``info.action_mode`` does not name; empty when neither, or
-    when the env is not at hand."""
+    when the env cannot be asked (envs in worker processes, a ``SubprocVecEnv``, are asked
+    by wrapper class)."""
     import gymnasium as gym
 
     from hffm_env.wrappers import ActionMaskObservation, CoarseActions, ScheduleMenu
 
     found = _training_env(model)
-    if found is None:
-        return ""
-    layers, env = found
-    for layer in layers:
-        if isinstance(layer, (gym.ObservationWrapper, ActionMaskObservation)):
-            return (f"the model trained on observations {type(layer).__name__} transforms, "
-                    "which an agent folder does not keep (hffm bench --agent would play it on "
-                    "the env's own); train on the env's observations, normalised by "
-                    "VecNormalize if at all")
+    if found is not None:
+        layers, env = found
+
+        def wrapped_by(kind: Any) -> str | None:
+            return next((type(layer).__name__ for layer in layers if isinstance(layer, kind)),
+                        None)
+    else:  # envs in worker processes (SubprocVecEnv): asked there, by wrapper class
+        venv = _vec_env_of(model)
+        if not callable(getattr(venv, "env_is_wrapped", None)):
+            return ""
+
+        def wrapped_by(kind: Any) -> str | None:
+            for one in kind if isinstance(kind, tuple) else (kind,):
+                if any(venv.env_is_wrapped(one)):
+                    return str(one.__name__)
+            return None
+
+    observed = wrapped_by((ActionMaskObservation, gym.ObservationWrapper))
+    if observed is not None:
+        return (f"the model trained on observations {observed} transforms, "
+                "which an agent folder does not keep (hffm bench --agent would play it on "
+                "the env's own); train on the env's observations, normalised by "
+                "VecNormalize if at all")
     through = {"coarse": CoarseActions, "menu": ScheduleMenu}.get(info.action_mode)
-    if through is None and model.action_space != env.action_space:
+    acts_through = wrapped_by((CoarseActions, ScheduleMenu))
+    if through is None and (acts_through is not None if found is None
+                            else model.action_space != env.action_space):
         return (f"the model acts in {model.action_space}, not the env's full action space; "
                 "set info.action_mode ('coarse' for CoarseActions, 'menu' for ScheduleMenu)")
-    if through is not None and not any(isinstance(layer, through) for layer in layers):
+    if through is not None and wrapped_by(through) is None:
         return (f"info.action_mode = {info.action_mode!r}, but the model trained without "
                 f"{through.__name__}")
     return ""
@@ -697,7 +745,7 @@ def _stage_and_move(model: Any, info: AgentInfo, vec_normalize: Any, folder: Pat
             foreign = _unsafe_entries(json.loads(archive.read("data").decode()))
         if foreign:
             raise AgentFileError(f"save_agent: the model's {foreign[0]!r} can only be saved as "
-                                 f"code, which hffm does not load{_SAFE_MODELS}")
+                                 f"code, which hffm does not load{_safe_models(foreign[0])}")
         (staged / INFO_FILE).write_text(info.to_json())
         if vec_normalize is not None:
             Normalization.of(vec_normalize).save(staged / NORMALIZATION_FILE)
@@ -848,7 +896,7 @@ def find_agent(path: str | Path) -> AgentFolder:
         raise AgentFileError(
             f"{model}: refusing serialized entry {foreign[0]!r} (loading it would run code "
             f"from the file; only {list(_REPLACED_ENTRIES)} are replaced safely"
-            f"{_SAFE_MODELS})"
+            f"{_safe_models(foreign[0])})"
         )
     info = _read_info(folder)
     info_path = folder / INFO_FILE

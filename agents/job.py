@@ -178,14 +178,18 @@ def agent_label(path: str | Path) -> str:
     return f"agent:{folder.name}"
 
 
-def agent_policy(model_path: str | Path, name: str = "agent") -> Any:
+def agent_policy(model_path: str | Path, name: str | None = None) -> Any:
     """A saved agent folder of either engine as a baselines ``Policy``: an
     :class:`~hffm_env.agents.ppo.AgentPolicy` (stable-baselines3) or an
-    :class:`~hffm_env.agents.rllib.RLlibAgentPolicy`. The folder is checked at once (one clean
+    :class:`~hffm_env.agents.rllib.RLlibAgentPolicy`, named ``name``, by default as ``hffm
+    bench --agent`` names it (:func:`agent_label`: two agents in one run get two rows, and
+    the rows match the command's). The folder is checked at once (one clean
     :class:`~hffm_env.agents.checkpoint.AgentFileError`)."""
     from hffm_env.agents.checkpoint import AgentFileError, find_agent
 
     agent = find_agent(model_path)
+    if name is None:
+        name = agent_label(model_path)
     if agent.info.engine == "rllib":
         try:
             from hffm_env.agents.rllib import RLlibAgentPolicy

@@ -1155,6 +1155,12 @@ def test_save_agent_refuses_a_model_hffm_could_not_load(tmp_path):
                                              "model.learning_rate to a number"):
         save_agent(tmp_path / "a", model, info)
     assert not (tmp_path / "a").exists()  # not even the folder made for it
+    with pytest.raises(AgentFileError, match="'policy_kwargs' can only be saved as code.*"
+                                             "policy_kwargs of plain values only"):
+        import torch.nn
+
+        save_agent(tmp_path / "a", PPO("MlpPolicy", env, n_steps=8, batch_size=8,
+                                       policy_kwargs={"activation_fn": torch.nn.ReLU}), info)
     model.learning_rate = 3e-4
     with pytest.raises(AgentFileError, match="the model is a stable_baselines3.PPO, but "
                                              "info.algo = 'maskable-ppo'"):
@@ -1214,14 +1220,18 @@ def test_save_agent_keeps_the_statistics_of_the_models_own_vecnormalize(tmp_path
     normalized.close()
 
 
-def test_save_agent_refuses_a_model_bench_would_not_play_as_trained(tmp_path):
+@pytest.mark.parametrize("workers", [False, True])
+def test_save_agent_refuses_a_model_bench_would_not_play_as_trained(tmp_path, workers):
     """A model trained through NormalizeObservation, or through CoarseActions without
     action_mode='coarse', was saved without a word; hffm bench then played the first on raw
-    observations and refused the second only when played."""
+    observations and refused the second only when played. With its envs in worker processes
+    (SubprocVecEnv, as --n-envs trains) nothing was checked."""
+    import functools
+
     import gymnasium as gym
     from gymnasium.wrappers import NormalizeObservation, RecordEpisodeStatistics
     from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from hffm_env.agents.checkpoint import AgentInfo, save_agent
     from hffm_env.wrappers import CoarseActions
@@ -1232,12 +1242,16 @@ def test_save_agent_refuses_a_model_bench_would_not_play_as_trained(tmp_path):
 
     config = make().unwrapped.config
     for k, (wrap, mode, says) in enumerate((
-            (NormalizeObservation, "full", "observations NormalizeObservation transforms"),
+            # (asked of a worker by wrapper class: the class asked about is named)
+            (NormalizeObservation, "full", "observations "
+             f"{'ObservationWrapper' if workers else 'NormalizeObservation'} transforms"),
             (CoarseActions, "full", "not the env's full action space; set info.action_mode"),
             (lambda env: env, "coarse", "action_mode = 'coarse', but the model trained "
                                         "without CoarseActions"),
             (RecordEpisodeStatistics, "full", None), (CoarseActions, "coarse", None))):
-        venv = VecNormalize(DummyVecEnv([lambda wrap=wrap: wrap(make())]))
+        vec = (functools.partial(SubprocVecEnv, start_method="fork") if workers
+               else DummyVecEnv)
+        venv = VecNormalize(vec([lambda wrap=wrap: wrap(make())]))
         model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8)
         info = AgentInfo(algo="ppo", config=config, action_mode=mode)
         if says is None:
@@ -1248,6 +1262,38 @@ def test_save_agent_refuses_a_model_bench_would_not_play_as_trained(tmp_path):
                 save_agent(tmp_path / str(k), model, info)
             assert not (tmp_path / str(k)).exists()  # nothing written
         venv.close()
+
+
+def test_a_model_normalising_rewards_only_saves_and_plays_under_its_folders_name(tmp_path):
+    """VecNormalize(norm_obs=False) keeps no observation statistics: save_agent refused it as
+    "not the VecNormalize the model was trained on"; agent_policy named every agent "agent",
+    so two in one run_benchmark collided."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from hffm_env.agents.checkpoint import AgentInfo, save_agent
+    from hffm_env.agents.job import agent_policy
+    from hffm_env.baselines.runner import run_benchmark
+
+    def make():
+        return gym.make("hffm/HFFM-v0", scenario="small", fidelity="cost",
+                        overrides=["env.episode_rounds=4"])
+
+    venv = VecNormalize(DummyVecEnv([make]), norm_obs=False, norm_reward=True)
+    model = PPO("MlpPolicy", venv, n_steps=8, batch_size=8)
+    info = AgentInfo(algo="ppo", config=venv.venv.envs[0].unwrapped.config)
+    for name in ("first", "second"):
+        save_agent(tmp_path / name, model, info)  # the VecNormalize found on the model
+    stats = find_agent(tmp_path / "first").normalization
+    assert stats is not None and not stats.norm_obs and stats.norm_reward
+    obs = np.linspace(0.0, 1.0, stats.obs_mean.size, dtype=np.float32)
+    np.testing.assert_array_equal(stats.normalize_obs(obs), obs)  # played on raw ones
+    result = run_benchmark(make, [agent_policy(tmp_path / "first"),
+                                  agent_policy(tmp_path / "second")], seeds=[1000],
+                           progress=False)
+    assert [p.policy for p in result.summaries] == ["agent:first", "agent:second"]
+    venv.close()
 
 
 def test_save_agent_records_the_models_own_clip_range(tmp_path):
