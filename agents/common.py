@@ -790,13 +790,16 @@ def out_folder_held(out: str | Path) -> Iterator[None]:
     """Hold ``--out`` for one run, from its first check to its last file: another run
     started on the same folder meanwhile is refused (two runs started together both found it
     empty, both said "agent saved", and one agent was silently lost). The lock is the file
-    ``.<name>.hffm-train.lock`` beside the folder, removed at the end; where none can be had
-    (not POSIX, a parent folder still to be created), the run goes on without it."""
+    ``.<name>.hffm-train.lock`` beside the folder, removed at the end (the folders above it
+    are created for it: a lock beside a folder yet to be made held nothing); where none can
+    be had (not POSIX, a parent that cannot be created), the run goes on without it."""
     folder = Path(out).resolve()
     if not folder.name:  # the file system's root: no folder beside it to hold a lock
         yield
         return
     lock = folder.with_name(f".{folder.name}.hffm-train.lock")
+    with contextlib.suppress(OSError):  # (then lock_file holds none, and says so: False)
+        folder.parent.mkdir(parents=True, exist_ok=True)
     holding = contextlib.ExitStack()
     try:
         holding.enter_context(lock_file(lock, remove=True))

@@ -403,12 +403,15 @@ class PlacementConfig:
                 # (beyond the lattice random placement jams too: accepted, such a config failed
                 # at the reset of some seeds, mid-training; not a division: half**2
                 # underflows to 0 at 1e-300)
-                fit = min(lattice.capacity, int(grown_area / (2 * math.sqrt(3) * half**2)))
+                packed = int(grown_area / (2 * math.sqrt(3) * half**2))
+                why = (f"at most about {packed} fit" if packed_area > grown_area else
+                       f"a hexagonal or square lattice at that spacing holds {lattice.capacity}"
+                       ", and random placement fails on some seeds beyond it")
                 raise ConfigError(
                     f"{owner}.area_side_m = {self.area_side_m}: too small to place "
                     f"{self.num_edge_servers} edge servers at least {self.min_server_spacing_m} m "
-                    f"apart (at most about {fit} fit); enlarge the area, reduce "
-                    "num_edge_servers or min_server_spacing_m"
+                    f"apart ({why}); enlarge the area, reduce num_edge_servers or "
+                    "min_server_spacing_m"
                 )
 
 

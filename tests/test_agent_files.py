@@ -399,6 +399,13 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
     assert not out.exists()
     assert train_agent.main(flags) == 0  # the lock is the run's, then gone
     assert not (tmp_path / ".run.hffm-train.lock").exists()
+    # a folder whose parent is yet to be made is held too (the lock had nowhere to go)
+    from hffm_env.agents.common import out_folder_held
+
+    with out_folder_held(tmp_path / "new" / "run"), pytest.raises(ValueError, match="another "
+                                                                   "run is writing to it"):
+        with out_folder_held(tmp_path / "new" / "run"):
+            pass
 
 
 def test_sigterm_saves_as_ctrl_c_does_and_a_second_ctrl_c_waits_for_the_save(

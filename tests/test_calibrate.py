@@ -554,8 +554,11 @@ def test_calibrate_closes_its_env_when_it_fails():
     (lambda r: r["targets"].update({"accuracy/vqa": float("inf")}),
      "targets['accuracy/vqa'] = inf: must be null or a number in 0..1"),
     (lambda r: r["targets"].update({"accuracy/vqa": 1e30}), "in 0..1"),
-    (lambda r: r["targets"].update({"loss/vqa": -1.0}), "finite and >= 0"),
-    (lambda r: r["targets"].update({"loss/vqa": 10**400}), "finite and >= 0"),  # (overflowed)
+    (lambda r: r["targets"].update({"loss/vqa": -1.0}), "in 0..1e+09"),
+    (lambda r: r["targets"].update({"loss/vqa": 10**400}), "in 0..1e+09"),  # (overflowed)
+    # finite, but its square overflows float32: the fit was written, then did not load
+    (lambda r: r["targets"].update({"loss/vqa": 1e20}), "targets['loss/vqa'] = 1e+20: must "
+                                                       "be null or a number in 0..1e+09"),
 ])
 def test_traces_a_fit_could_not_learn_from_are_refused_by_place(tmp_path, edit, named):
     """A trace file with a bad tier crashed deep in the fit (KeyError), and an infinite or

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -364,10 +363,11 @@ class RoundTrace:
         values: dict[str, float] = {}
         for name, value in jsonio.nulls_to_nan(targets).items():
             kind = str(name).split("/")[0]
-            low, high = (0.0, 1.0) if kind in ACCURACY_KINDS else (0.0, math.inf)
+            low, high = (0.0, 1.0) if kind in ACCURACY_KINDS else (0.0, MAX_TARGET_VALUE)
             if not ((is_real(value) and value != value)  # NaN: not measured
                     or (is_finite_real(value) and low <= value <= high)):
-                allowed = "in 0..1" if kind in ACCURACY_KINDS else "finite and >= 0"
+                allowed = ("in 0..1" if kind in ACCURACY_KINDS
+                           else f"in 0..{MAX_TARGET_VALUE:g} (a fit in float32 squares it)")
                 raise ValueError(f"targets[{name!r}] = {value!r}: must be null or a number "
                                  f"{allowed}")
             values[str(name)] = float(value)
@@ -433,10 +433,24 @@ def episode_features(rounds: Sequence[RoundTrace], horizon: int) -> np.ndarray:
     return np.stack([history.step(r.tiers, r.available_fraction) for r in rounds])
 
 
+MAX_TARGET_VALUE = 1e9
+"""The largest loss or drift a trace may hold: a fit standardises its targets in float32, whose
+squares overflow near 1e19 (a diverged run's loss of 1e20 made a fit that wrote and then would
+not load). Real runs' losses and drifts are below 100."""
+
+
 def _target_matrix(rounds: Sequence[RoundTrace], names: Sequence[str]) -> np.ndarray:
-    """``(len(rounds), len(names))`` measured values of one episode (NaN: not measured)."""
-    return np.array([[r.targets.get(n, float("nan")) for n in names] for r in rounds],
-                    dtype=np.float32).reshape(len(rounds), len(names))
+    """``(len(rounds), len(names))`` measured values of one episode (NaN: not measured).
+    Raises ``ValueError`` naming a value above :data:`MAX_TARGET_VALUE` (a live calibration's
+    rounds are not read through :meth:`RoundTrace.from_dict`)."""
+    values = np.array([[r.targets.get(n, float("nan")) for n in names] for r in rounds],
+                      dtype=np.float64).reshape(len(rounds), len(names))
+    too_large = np.argwhere(np.abs(np.nan_to_num(values)) > MAX_TARGET_VALUE)
+    if too_large.size:
+        r, k = too_large[0]
+        raise ValueError(f"surrogate fit: round {r}'s {names[k]} = {values[r, k]:g}: above "
+                         f"{MAX_TARGET_VALUE:g} (a diverged run?); leave such episodes out")
+    return values.astype(np.float32)
 
 
 class _MLP(nn.Module):

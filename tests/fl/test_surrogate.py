@@ -88,6 +88,15 @@ def test_fitting_leaves_the_callers_torch_random_stream_alone():
     np.testing.assert_array_equal(first.predict_features(x), again.predict_features(x))
 
 
+def test_a_live_calibrations_diverged_round_is_refused_by_name_not_fitted_unloadable():
+    # a loss of 1e20 (finite, its square overflows float32) gave a fit that wrote and then
+    # would not load; traces read from a file are refused earlier (RoundTrace.from_dict)
+    episodes = _synthetic_episodes(4, 0)
+    episodes[1][2].targets["loss/" + TASKS[0]] = 1e20
+    with pytest.raises(ValueError, match=f"round 2's loss/{TASKS[0]} = 1e\\+20: above 1e\\+09"):
+        AccuracySurrogate.fit(episodes, TASKS, HORIZON, iterations=2, members=1)
+
+
 def test_loading_leaves_the_callers_torch_random_stream_alone(tmp_path):
     import torch
 

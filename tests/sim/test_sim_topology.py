@@ -174,7 +174,8 @@ def test_a_layout_the_config_accepts_places_on_every_seed(spacing, monkeypatch):
         _assert_spaced(servers, spacing, 1000.0)
     assert not np.array_equal(*lattice)  # shifted and ordered by the seed
     with pytest.raises(ConfigError, match="too small to place 10 edge servers at least "
-                                          r"400.0 m apart \(at most about 9 fit\)"):
+                                          r"400.0 m apart \(a hexagonal or square lattice "
+                                          "at that spacing holds 9, and random placement"):
         apply_overrides(small(), [*layout, "placement.min_server_spacing_m=400"])
     # the smallest spacing there is: the lattice is counted, not listed (nor infinite)
     apply_overrides(small(), [*layout, "placement.min_server_spacing_m=5e-324"])
